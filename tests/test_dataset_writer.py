@@ -1,0 +1,157 @@
+"""Generic export machinery: atomic writes, resume, manifest, verify, worker errors (SPEC §2.7, §2.8)."""
+
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dataset_writer
+from cli_common import UserError
+from dataset_writer import WorkUnit
+
+PARAMS = {"seed": 3, "format": "bin", "motion_backend": "numpy", "colour": "rgb", "param_set": "toy"}
+
+
+def toy_bytes(folder: str, name: str, seed: int) -> bytes:
+    """The content the toy render must produce, computed independently of the exporter."""
+    return f"{seed}|{folder}|{name}".encode() * 50
+
+
+def toy_render(unit: WorkUnit, *, seed: int, fail_on: str | None = None):
+    if unit.name == fail_on:
+        raise ValueError("cannot decode this toy image")
+    return [(rel, toy_bytes(rel.split("/")[0], unit.payload, seed)) for rel in unit.outputs]
+
+
+def toy_units(names=("a", "b", "c", "d", "e"), folders=("f1", "f2")):
+    return [WorkUnit(f"src/{name}.jpg", tuple(f"{folder}/{name}.bin" for folder in folders), name)
+            for name in names]
+
+
+def run_export(out, units=None, workers=1, params=PARAMS, fail_on=None):
+    render = functools.partial(toy_render, seed=params["seed"], fail_on=fail_on)
+    return dataset_writer.export(units or toy_units(), render, out, generator="test", kind="toy",
+                                 params=params, sources=["a.jpg"], source_root="src",
+                                 workers=workers, progress=False)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_export_writes_files_and_manifest(tmp_path):
+    result = run_export(tmp_path / "out")
+    out = tmp_path / "out"
+    assert (result.files_written, result.files_skipped, result.units_rendered) == (10, 0, 5)
+    assert (out / "f2" / "c.bin").read_bytes() == toy_bytes("f2", "c", 3)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "toy" and manifest["params"] == PARAMS and manifest["complete"] is True
+    assert manifest["folders"] == {"f1": 5, "f2": 5}
+    assert manifest["source"] == {"root": "src", "files": ["a.jpg"]}
+    assert {"numpy", "python", "opencv", "scipy", "pillow", "scikit-image"} <= set(manifest["versions"])
+    expected = {f"{f}/{n}.bin": hashlib.sha256(toy_bytes(f, n, 3)).hexdigest()
+                for f in ("f1", "f2") for n in "abcde"}
+    assert manifest["files"] == expected
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_one_and_two_workers_identical(tmp_path):
+    run_export(tmp_path / "one", workers=1)
+    run_export(tmp_path / "two", workers=2)
+    assert tree(tmp_path / "one") == tree(tmp_path / "two")
+
+
+def test_rerun_skips_without_rewriting(tmp_path):
+    out = tmp_path / "out"
+    run_export(out)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.bin")}
+    result = run_export(out, workers=2)
+    assert (result.files_written, result.files_skipped, result.units_skipped) == (0, 10, 5)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.bin")} == mtimes
+
+
+def test_resume_rerenders_incomplete_units_and_removes_temporaries(tmp_path):
+    run_export(tmp_path / "ref")
+    out = tmp_path / "out"
+    run_export(out)
+    (out / "f2" / "b.bin").unlink()
+    (out / "f1" / "c.bin").write_bytes(b"half-written")  # rewritten because its unit is incomplete...
+    (out / "f2" / "c.bin").unlink()
+    stray = out / "f1" / ".d.bin.abcd_123.tmp"
+    stray.write_bytes(b"partial")
+    result = run_export(out)
+    assert (result.units_rendered, result.files_written) == (2, 4)
+    assert not stray.exists()
+    assert tree(out) == tree(tmp_path / "ref")
+
+
+def test_different_parameters_refused_equal_parameters_merged(tmp_path):
+    out = tmp_path / "out"
+    run_export(out, units=toy_units(folders=("f1",)))
+    with pytest.raises(UserError, match=r"manifest\.json.*seed=3.*seed=4.*--seed.*new --out"):
+        run_export(out, params={**PARAMS, "seed": 4})
+    with pytest.raises(UserError, match=r"manifest\.json.*colour='rgb'.*'bgr-compat'"):
+        run_export(out, params={**PARAMS, "colour": "bgr-compat"})
+    run_export(out, units=toy_units(folders=("f2",)))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["folders"] == {"f1": 5, "f2": 5} and len(manifest["files"]) == 10
+    assert dataset_writer.verify(out).ok
+
+
+def test_non_empty_folder_without_manifest_refused(tmp_path):
+    (tmp_path / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(UserError, match="holiday.jpg.*new --out"):
+        run_export(tmp_path)
+
+
+def test_unwritable_output_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a regular file")
+    with pytest.raises(UserError, match=r"file[/\\]out.*cannot create"):
+        run_export(blocker / "out")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_render_error_names_the_unit(tmp_path, workers):
+    with pytest.raises(UserError, match=r"src/c\.jpg: ValueError: cannot decode this toy image"):
+        run_export(tmp_path / "out", workers=workers, fail_on="src/c.jpg")
+
+
+def test_verify_names_missing_altered_unexpected(tmp_path):
+    out = tmp_path / "out"
+    run_export(out)
+    report = dataset_writer.verify(out)
+    assert report.ok and report.checked == 10
+    (out / "f1" / "a.bin").unlink()
+    (out / "f2" / "e.bin").write_bytes(b"tampered")
+    (out / "f2" / "extra.bin").write_bytes(b"?")
+    report = dataset_writer.verify(out)
+    assert not report.ok
+    assert (report.missing, report.altered, report.unexpected) == (["f1/a.bin"], ["f2/e.bin"], ["f2/extra.bin"])
+    lines = []
+    dataset_writer.print_verify_report(report, stream=type("S", (), {"write": lambda s, t: lines.append(t)})())
+    text = "".join(lines)
+    assert f"missing: {out / 'f1' / 'a.bin'}" in text and f"altered: {out / 'f2' / 'e.bin'}" in text
+
+
+def test_verify_without_manifest_is_user_error(tmp_path):
+    with pytest.raises(UserError, match="manifest.json: missing"):
+        dataset_writer.verify(tmp_path)
+
+
+def test_output_names_and_folders():
+    assert dataset_writer.output_file_name("test_0001_aligned.jpg", "jpg") == "test_0001_aligned.jpg"
+    assert dataset_writer.output_file_name("test_0001_aligned.jpg", "png") == "test_0001_aligned.png"
+    assert dataset_writer.corrupted_folder("contrast_plus", 3) == "rafdb.test.contrast_plus.3"
+
+
+def test_export_modules_do_not_import_tensorflow():
+    code = ("import sys, dataset_writer, cli_common\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1],
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
