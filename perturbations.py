@@ -1,0 +1,375 @@
+"""RAF-DB-P: MIVIA's 130 px face alignment and the 10 perturbation sequences (SPEC §3).
+
+Every perturbation is a plain function ``(face130, rng, **options) -> (frames, 100, 100, 3) uint8``
+registered, in the original's order, in :data:`PERTURBATIONS` under its own ``__name__``.
+:func:`perturb` is the checked public entry point; the functions themselves stay lean.
+
+Frame extraction (SPEC §3.2): each perturbation acts on the whole 130 px image, then frame ``i`` is
+the region of interest (ROI) ``image[y:y+h, x:x+w]``, resized to 100x100 with ``cv2.resize``
+(bilinear) only when the ROI is not 100x100. The default ROI is ``(15, 15, 100, 100)``.
+Per-pixel operations (noise, brightness) are applied to the ROI only; this is the same as applying
+them to the whole image and cropping afterwards (for the noises: the same distribution; the draws
+are ours anyway, the original has no seeds).
+
+Quantisation (SPEC §3.5, FAITHFUL): float frames (every p_brightness frame, p_gaussian_noise and
+p_shot_noise for i >= 1) reached OpenCV's JPEG writer unconverted in the original, which rounds
+half to even and saturates; here they are converted the same way (``np.rint`` + clip).
+p_gaussian_blur and p_spatter truncate; geometric perturbations stay uint8 throughout.
+
+The low-level operations (noise, HSV value shift, motion blur, gaussian blur, the spatter liquid
+layer and water rendering) come from :mod:`corruptions`: one implementation each in the project.
+
+Example::
+
+    import numpy as np, perturbations
+    face = perturbations.align_face(image_rgb, landmarks)          # (130, 130, 3) uint8
+    frames = perturbations.perturb(face, "p_rotate")              # (30, 100, 100, 3) uint8
+    frames = perturbations.perturb(face, "p_shot_noise", np.random.default_rng(0))
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import cv2
+import numpy as np
+
+import corruptions
+
+FACE_SIZE = 130  # side of the aligned face every perturbation starts from (SPEC §3.1)
+FRAME_SIZE = 100  # side of every output frame
+NUM_FRAMES = 30  # frames i = 0..29 per sequence
+DEFAULT_ROI = (15, 15, 100, 100)  # (x, y, w, h): centred, offset 15 (SPEC §3.2)
+
+# SPEC §3.1: MIVIA's target points (left eye, right eye, mouth point) as fractions of 130 px.
+ALIGN_TARGETS = np.float32(np.array([[0.286, 0.4], [0.714, 0.4], [0.5, 0.714]]) * FACE_SIZE)
+
+MOTION_BACKENDS = ("numpy", "wand")
+COLOUR_MODES = ("rgb", "bgr-compat")
+FALLBACK_PADS = ("reflect101", "constant")
+
+
+# --------------------------------------------------------------------------------------------
+# Alignment (SPEC §3.1) and the fallback source (SPEC §3.6)
+
+
+def mouth_point(landmarks: np.ndarray) -> tuple[float, float]:
+    """The floored mean of the two mouth corners, with Python float floor division (SPEC §3.1)."""
+    (x3, y3), (x4, y4) = (float(v) for v in landmarks[3]), (float(v) for v in landmarks[4])
+    return (x3 + x4) // 2, (y3 + y4) // 2
+
+
+def alignment_matrix(landmarks: np.ndarray) -> np.ndarray:
+    """The 2x3 affine taking left eye, right eye and the floored mouth point onto ALIGN_TARGETS."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.shape != (5, 2) or not np.all(np.isfinite(landmarks)):
+        raise ValueError(f"landmarks must be a finite (5, 2) array, got shape {landmarks.shape}")
+    source = np.float32([landmarks[0], landmarks[1], mouth_point(landmarks)])
+    return cv2.getAffineTransform(source, ALIGN_TARGETS)
+
+
+def align_face(image_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Align an original photo to MIVIA's 130x130 face from its 5 manual landmarks (SPEC §3.1).
+
+    The original zero-pads small images at the bottom/right up to 130 px, warps at the padded
+    size (bilinear, constant-0 border) and keeps the top-left 130x130; warping straight onto a
+    130x130 canvas with a constant-0 border gives the same pixels, which is what is done here.
+    """
+    image_rgb = np.asarray(image_rgb)
+    if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ValueError(
+            f"image must be an HxWx3 uint8 array, got {image_rgb.dtype} {image_rgb.shape}"
+        )
+    matrix = alignment_matrix(landmarks)
+    return cv2.warpAffine(
+        image_rgb,
+        matrix,
+        (FACE_SIZE, FACE_SIZE),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+
+
+def aligned_source_face(aligned100_rgb: np.ndarray, pad: str = "reflect101") -> np.ndarray:
+    """``--source aligned`` (SPEC §3.6): pad an official 100x100 aligned face by 15 px per side.
+
+    ``pad`` is ``reflect101`` (cv2.BORDER_REFLECT_101, the default) or ``constant`` (zeros). The
+    default frame of the result is exactly the aligned image.
+    """
+    aligned100_rgb = np.asarray(aligned100_rgb)
+    if aligned100_rgb.dtype != np.uint8 or aligned100_rgb.shape != (FRAME_SIZE, FRAME_SIZE, 3):
+        raise ValueError(
+            f"aligned face must be a 100x100x3 uint8 array, got {aligned100_rgb.dtype} "
+            f"{aligned100_rgb.shape}"
+        )
+    if pad not in FALLBACK_PADS:
+        raise ValueError(f"pad must be one of {', '.join(FALLBACK_PADS)}, got {pad!r}")
+    border = cv2.BORDER_REFLECT_101 if pad == "reflect101" else cv2.BORDER_CONSTANT
+    margin = (FACE_SIZE - FRAME_SIZE) // 2
+    return cv2.copyMakeBorder(aligned100_rgb, margin, margin, margin, margin, border, value=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _crop(image: np.ndarray, roi: tuple[int, int, int, int] = DEFAULT_ROI) -> np.ndarray:
+    """Frame extraction (SPEC §3.2): ``image[y:y+h, x:x+w]``, resized to 100x100 if needed."""
+    x, y, w, h = roi
+    region = image[y : y + h, x : x + w]
+    if (w, h) != (FRAME_SIZE, FRAME_SIZE):
+        region = cv2.resize(region, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_LINEAR)
+    return region
+
+
+def _round_to_uint8(frames_0_255: np.ndarray) -> np.ndarray:
+    """OpenCV's float -> 8U conversion at the JPEG writer: round half to even, then saturate."""
+    return np.clip(np.rint(frames_0_255), 0, 255).astype(np.uint8)
+
+
+def _truncate_to_uint8(frames_0_255: np.ndarray) -> np.ndarray:
+    """The C/P truncating cast: clip to [0, 255], then floor."""
+    return np.clip(frames_0_255, 0, 255).astype(np.uint8)
+
+
+def _clean_roi_float(face: np.ndarray) -> np.ndarray:
+    """The default ROI as a float image in [0, 1]."""
+    return _crop(face).astype(np.float64) / 255.0
+
+
+def _warp_frame(face: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """warpAffine to 115x115 (bilinear, constant 0), then the default ROI (SPEC §3.3)."""
+    side = DEFAULT_ROI[0] + DEFAULT_ROI[2]  # 115
+    warped = cv2.warpAffine(
+        face,
+        matrix,
+        (side, side),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+    return _crop(warped)
+
+
+def _stack(frames: list[np.ndarray]) -> np.ndarray:
+    return np.ascontiguousarray(np.stack(frames, axis=0))
+
+
+def scale_roi(i: int) -> tuple[int, int, int, int]:
+    """p_scale's ROI for frame i: side int(130 - 1.7*30*(i/30)), offset (130 - side)//2."""
+    side = int(FACE_SIZE - 1.7 * NUM_FRAMES * (i / NUM_FRAMES))
+    offset = (FACE_SIZE - side) // 2
+    return (offset, offset, side, side)
+
+
+def brightness_delta(i: int) -> float:
+    """p_brightness's HSV V offset for frame i: (i - 15) * 2 / 100."""
+    return (i - 15) * 2 / 100
+
+
+def shear_factor(i: int) -> float:
+    """p_shear's factor t for frame i: 0.01 * (i - 15.0)."""
+    return 0.01 * (i - 15.0)
+
+
+def rotation_angle(i: int) -> int:
+    """p_rotate's angle in degrees (counter-clockwise positive) for frame i: i - 15."""
+    return i - 15
+
+
+def motion_angle(i: int) -> int:
+    """p_motion_blur's angle in degrees for frame i: (i - 30) * 4."""
+    return (i - 30) * 4
+
+
+def blur_sigma(i: int) -> float:
+    """p_gaussian_blur's sigma for frame i: 0.25 + 0.035 * i."""
+    return 0.25 + 0.035 * i
+
+
+# Noise severity 2 of RAF-DB-C (SPEC §2.3), used for frames i >= 1.
+GAUSSIAN_NOISE_SIGMA = 0.12
+SHOT_NOISE_LAMBDA = 29
+# p_motion_blur's kernel (SPEC §3.3): radius 10, sigma 3, unscaled.
+MOTION_RADIUS, MOTION_SIGMA = 10, 3
+# p_gaussian_blur (SPEC §3.3): skimage gaussian with truncate 6.0.
+BLUR_TRUNCATE = 6.0
+BLUR_MARGIN = int(BLUR_TRUNCATE * (0.25 + 0.035 * (NUM_FRAMES - 1)) + 0.5)  # 8: largest kernel radius
+# p_spatter (SPEC §3.4): liquid layer (loc, scale, sigma, threshold), water intensity, shift kernel.
+SPATTER_LAYER = (0.65, 0.27, 3.7, 0.69)
+SPATTER_INTENSITY = 0.6
+SPATTER_SHIFT = (0.05, 0.10, 0.15, 0.70)
+
+
+def shift_liquid_down(liquid: np.ndarray) -> np.ndarray:
+    """One spatter step: new[r] = .05 L[r+1] + .10 L[r] + .15 L[r-1] + .70 L[r-2], 0 outside.
+
+    This is numpy ``convolve(column, [0.05, 0.1, 0.15, 0.7], mode='same')`` on every column.
+    """
+    k0, k1, k2, k3 = SPATTER_SHIFT
+    out = k1 * liquid
+    out[:-1] += k0 * liquid[1:]
+    out[1:] += k2 * liquid[:-1]
+    out[2:] += k3 * liquid[:-2]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The 10 perturbations (SPEC §3.3), in the original's order
+
+
+def p_gaussian_noise(face, rng, frames=NUM_FRAMES, **_options):
+    """Frame 0 clean; frames i >= 1 independent gaussian noise, sigma 0.12 (C severity 2)."""
+    clean = _crop(face)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    out[0] = clean
+    if frames > 1:
+        stacked = np.broadcast_to(clean.astype(np.float64) / 255.0, (frames - 1, *clean.shape))
+        noisy = corruptions.add_gaussian_noise(stacked, GAUSSIAN_NOISE_SIGMA, rng)
+        out[1:] = _round_to_uint8(noisy * 255.0)
+    return out
+
+
+def p_shot_noise(face, rng, frames=NUM_FRAMES, **_options):
+    """Frame 0 clean; frames i >= 1 independent shot (Poisson) noise, lambda 29 (C severity 2)."""
+    clean = _crop(face)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    out[0] = clean
+    if frames > 1:
+        stacked = np.broadcast_to(clean.astype(np.float64) / 255.0, (frames - 1, *clean.shape))
+        noisy = corruptions.add_shot_noise(stacked, SHOT_NOISE_LAMBDA, rng)
+        out[1:] = _round_to_uint8(noisy * 255.0)
+    return out
+
+
+def p_gaussian_blur(face, rng, frames=NUM_FRAMES, **_options):
+    """skimage gaussian, sigma 0.25 + 0.035 i, truncate 6, mode nearest; truncated to uint8."""
+    # The kernel radius is at most int(6 * 1.265 + 0.5) = 8 px, so the ROI only sees pixels
+    # within 8 px of it, never the border of the 130 px image: blurring rows/columns 7..122 and
+    # taking the ROI at offset 8 there gives exactly the whole-image result, with less work.
+    margin = DEFAULT_ROI[0] - BLUR_MARGIN
+    x = face[margin : FACE_SIZE - margin, margin : FACE_SIZE - margin].astype(np.float64) / 255.0
+    roi = (BLUR_MARGIN, BLUR_MARGIN, FRAME_SIZE, FRAME_SIZE)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    for i in range(frames):
+        blurred = corruptions.gaussian_blur_op(x, blur_sigma(i), BLUR_TRUNCATE)
+        out[i] = _truncate_to_uint8(_crop(blurred, roi) * 255.0)
+    return out
+
+
+def p_motion_blur(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_options):
+    """Motion blur radius 10, sigma 3, angle (i - 30) * 4 degrees, on the whole 130 px image."""
+    return _stack(
+        [
+            _crop(
+                corruptions.motion_blur_op(
+                    face, MOTION_RADIUS, MOTION_SIGMA, motion_angle(i), backend=motion_backend
+                )
+            )
+            for i in range(frames)
+        ]
+    )
+
+
+def p_spatter(face, rng, frames=NUM_FRAMES, colour="rgb", **_options):
+    """ImageNet-P's spatter sequence (SPEC §3.4): one liquid layer, moved down every frame."""
+    loc, scale, sigma, threshold = SPATTER_LAYER
+    liquid = corruptions.make_liquid_layer((FACE_SIZE, FACE_SIZE), loc, scale, sigma, threshold, rng)
+    x = face.astype(np.float64) / 255.0
+    out = []
+    for _ in range(frames):
+        spattered = corruptions.render_water(x, liquid, SPATTER_INTENSITY, colour=colour)
+        out.append(_crop(_truncate_to_uint8(spattered * 255.0)))
+        liquid = shift_liquid_down(liquid)
+    return _stack(out)
+
+
+def p_brightness(face, rng, frames=NUM_FRAMES, **_options):
+    """HSV V + (i - 15) * 2 / 100 (-0.30 ... +0.28); float frames rounded half to even."""
+    x = _clean_roi_float(face)
+    return _stack(
+        [_round_to_uint8(corruptions.shift_value(x, brightness_delta(i)) * 255.0) for i in range(frames)]
+    )
+
+
+def p_translate(face, rng, frames=NUM_FRAMES, **_options):
+    """Image unchanged; ROI (i, 15, 100, 100): the x offset runs 0 ... 29."""
+    return _stack([_crop(face, (i, DEFAULT_ROI[1], FRAME_SIZE, FRAME_SIZE)) for i in range(frames)])
+
+
+def p_rotate(face, rng, frames=NUM_FRAMES, **_options):
+    """Rotation about (65, 65) by i - 15 degrees (counter-clockwise positive), 115 px canvas."""
+    centre = (FACE_SIZE / 2, FACE_SIZE / 2)
+    return _stack(
+        [_warp_frame(face, cv2.getRotationMatrix2D(centre, rotation_angle(i), 1.0)) for i in range(frames)]
+    )
+
+
+def p_scale(face, rng, frames=NUM_FRAMES, **_options):
+    """Square ROI of side int(130 - 1.7 * 30 * (i / 30)), centred, resized to 100 (zoom in)."""
+    return _stack([_crop(face, scale_roi(i)) for i in range(frames)])
+
+
+def p_shear(face, rng, frames=NUM_FRAMES, **_options):
+    """Shear [[1, t, 0], [t, 1, 0]], t = 0.01 (i - 15), about the origin (FAITHFUL), 115 px canvas."""
+    matrices = (np.array([[1.0, t, 0.0], [t, 1.0, 0.0]]) for t in map(shear_factor, range(frames)))
+    return _stack([_warp_frame(face, matrix) for matrix in matrices])
+
+
+_ORDER = [
+    p_gaussian_noise,
+    p_shot_noise,
+    p_gaussian_blur,
+    p_motion_blur,
+    p_spatter,
+    p_brightness,
+    p_translate,
+    p_rotate,
+    p_scale,
+    p_shear,
+]
+PERTURBATIONS: dict[str, Callable[..., np.ndarray]] = {fn.__name__: fn for fn in _ORDER}
+RANDOM_PERTURBATIONS = ("p_gaussian_noise", "p_shot_noise", "p_spatter")
+GEOMETRIC_PERTURBATIONS = ("p_translate", "p_rotate", "p_scale", "p_shear")
+
+
+def perturb(
+    face: np.ndarray,
+    name: str,
+    rng: np.random.Generator | None = None,
+    *,
+    motion_backend: str = "numpy",
+    colour: str = "rgb",
+    frames: int = NUM_FRAMES,
+) -> np.ndarray:
+    """The checked entry point: the first ``frames`` frames of perturbation ``name`` of ``face``.
+
+    ``face`` is an aligned 130x130x3 uint8 RGB image (:func:`align_face`). Returns
+    ``(frames, 100, 100, 3)`` uint8. ``rng`` feeds the random perturbations (p_gaussian_noise,
+    p_shot_noise, p_spatter); None means a fresh, unseeded generator. A shorter sequence is the
+    prefix of the full one for the same generator state. Raises ValueError on bad arguments.
+    """
+    if not isinstance(face, np.ndarray):
+        raise ValueError(f"face must be a numpy array, got {type(face).__name__}")
+    if face.dtype != np.uint8:
+        raise ValueError(f"face must be uint8, got {face.dtype}")
+    if face.shape != (FACE_SIZE, FACE_SIZE, 3):
+        raise ValueError(
+            f"face must be {FACE_SIZE}x{FACE_SIZE}x3 (an aligned face, see align_face), got shape {face.shape}"
+        )
+    if name not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {name!r}; valid: {', '.join(PERTURBATIONS)}")
+    if motion_backend not in MOTION_BACKENDS:
+        raise ValueError(f"motion_backend must be one of {', '.join(MOTION_BACKENDS)}, got {motion_backend!r}")
+    if colour not in COLOUR_MODES:
+        raise ValueError(f"colour must be one of {', '.join(COLOUR_MODES)}, got {colour!r}")
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or not 1 <= frames <= NUM_FRAMES:
+        raise ValueError(f"frames must be an integer in 1..{NUM_FRAMES}, got {frames!r}")
+    if rng is None:
+        rng = np.random.default_rng()
+    elif not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    return PERTURBATIONS[name](
+        np.ascontiguousarray(face), rng, frames=int(frames), motion_backend=motion_backend, colour=colour
+    )

@@ -1,0 +1,312 @@
+"""Tests for perturbations.py: alignment, the frame formulas of SPEC §3.3, registry properties."""
+
+import cv2
+import numpy as np
+import pytest
+import skimage.color
+import skimage.filters
+
+import perturbations
+from perturbations import PERTURBATIONS, perturb
+
+NAMES = list(PERTURBATIONS)
+RANDOM = ["p_gaussian_noise", "p_shot_noise", "p_spatter"]
+
+
+def smooth_face(seed=0, size=130):
+    """A smooth, colourful 130x130 uint8 test image (low-frequency noise plus gradients)."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(40, 215, size=(9, 9, 3)).astype(np.float32)
+    image = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    ramp = np.linspace(-20, 20, size, dtype=np.float32)
+    image += ramp[None, :, None] + ramp[:, None, None] * 0.5
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def blob_image(shape_hw, points, sigma=2.0):
+    """Black image with one gaussian blob per point, in channel 0, 1, 2 respectively."""
+    h, w = shape_hw
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    image = np.zeros((h, w, 3), np.float64)
+    for channel, (x, y) in enumerate(points):
+        image[..., channel] = 250 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+    return np.rint(image).astype(np.uint8)
+
+
+def centroid(channel):
+    """Intensity-weighted centroid (x, y) of a 2-D array."""
+    weights = channel.astype(np.float64)
+    yy, xx = np.mgrid[0 : channel.shape[0], 0 : channel.shape[1]]
+    total = weights.sum()
+    return (weights * xx).sum() / total, (weights * yy).sum() / total
+
+
+@pytest.fixture(scope="module")
+def face():
+    return smooth_face()
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignment (SPEC §3.1)
+
+# Left eye, right eye, nose, left and right mouth corner. The mouth corners average to
+# (85.47, 96.945); Python float floor division gives the mouth point (85.0, 96.0).
+LANDMARKS = np.array(
+    [[70.0, 60.0], [100.0, 60.0], [86.0, 80.0], [72.95, 95.99], [97.99, 97.9]], dtype=np.float64
+)
+MOUTH = (85.0, 96.0)
+# 0.286*130, 0.4*130 etc., worked out by hand.
+TARGETS = [(37.18, 52.0), (92.82, 52.0), (65.0, 92.82)]
+
+
+def test_mouth_point_is_floored():
+    assert perturbations.mouth_point(LANDMARKS) == MOUTH
+
+
+@pytest.mark.parametrize("shape_hw", [(160, 200), (110, 104)])  # large, and smaller than 130 (padded)
+def test_alignment_maps_reference_points_to_targets(shape_hw):
+    image = blob_image(shape_hw, [LANDMARKS[0], LANDMARKS[1], MOUTH])
+    aligned = perturbations.align_face(image, LANDMARKS)
+    assert aligned.shape == (130, 130, 3) and aligned.dtype == np.uint8
+    for channel, (tx, ty) in enumerate(TARGETS):
+        cx, cy = centroid(aligned[..., channel])
+        assert abs(cx - tx) <= 1.0 and abs(cy - ty) <= 1.0, (channel, cx, cy, tx, ty)
+
+
+def test_alignment_pads_small_originals_with_zeros():
+    # A white 40x40 original, smaller than 130: every output pixel that the inverse affine maps
+    # beyond the original (into the zero padding, or past it) must be black, every one well
+    # inside must be white.
+    image = np.full((40, 40, 3), 255, np.uint8)
+    landmarks = np.array([[20, 25], [32, 25], [26, 30], [22, 36], [30, 36]], np.float64)
+    aligned = perturbations.align_face(image, landmarks)
+    inverse = cv2.invertAffineTransform(perturbations.alignment_matrix(landmarks))
+    yy, xx = np.mgrid[0:130, 0:130]
+    src_x = inverse[0, 0] * xx + inverse[0, 1] * yy + inverse[0, 2]
+    src_y = inverse[1, 0] * xx + inverse[1, 1] * yy + inverse[1, 2]
+    outside = (src_x > 40) | (src_y > 40) | (src_x < -1) | (src_y < -1)
+    inside = (src_x > 0.5) & (src_y > 0.5) & (src_x < 38.5) & (src_y < 38.5)
+    assert outside.sum() > 1000 and inside.sum() > 1000
+    assert not aligned[outside].any()
+    assert np.all(aligned[inside] == 255)
+
+
+def test_aligned_source_face_default_frame_is_the_aligned_image():
+    aligned = smooth_face(3, 100)
+    for pad in ("reflect101", "constant"):
+        face130 = perturbations.aligned_source_face(aligned, pad)
+        assert face130.shape == (130, 130, 3)
+        np.testing.assert_array_equal(face130[15:115, 15:115], aligned)
+    reflect = perturbations.aligned_source_face(aligned, "reflect101")
+    # BORDER_REFLECT_101: row 15 - k mirrors row 15 + k (edge not repeated).
+    np.testing.assert_array_equal(reflect[14, 15:115], aligned[1])
+    np.testing.assert_array_equal(reflect[0, 15:115], aligned[15])
+    constant = perturbations.aligned_source_face(aligned, "constant")
+    assert not constant[:15].any() and not constant[:, 115:].any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-frame formulas (SPEC §3.3)
+
+
+def test_translate_offsets(face):
+    frames = perturb(face, "p_translate")
+    for i in range(30):
+        np.testing.assert_array_equal(frames[i], face[15:115, i : i + 100])
+
+
+def test_rotate_matches_opencv_rotation(face):
+    frames = perturb(face, "p_rotate")
+    for i in (0, 7, 15, 29):
+        matrix = cv2.getRotationMatrix2D((65, 65), i - 15, 1)
+        expected = cv2.warpAffine(face, matrix, (115, 115), flags=cv2.INTER_LINEAR)[15:115, 15:115]
+        np.testing.assert_array_equal(frames[i], expected)
+    np.testing.assert_array_equal(frames[15], face[15:115, 15:115])  # angle 0
+
+
+@pytest.mark.parametrize("i", [0, 29])
+def test_rotate_angle_and_direction(i):
+    # A blob 40 px right of the centre (65, 65); rotating by a degrees counter-clockwise (y down)
+    # moves it to (65 + 40 cos a, 65 - 40 sin a); the frame is offset by 15.
+    angle = np.deg2rad(i - 15)
+    image = blob_image((130, 130), [(105, 65), (-100, -100), (-100, -100)])
+    frame = perturb(image, "p_rotate")[i]
+    cx, cy = centroid(frame[..., 0])
+    assert abs(cx - (65 + 40 * np.cos(angle) - 15)) < 0.3
+    assert abs(cy - (65 - 40 * np.sin(angle) - 15)) < 0.3
+
+
+SCALE_SIDES = [130, 128, 126, 124, 123, 121, 119, 118, 116, 114, 113, 111, 109, 107, 106,
+               104, 102, 101, 99, 97, 96, 94, 92, 90, 89, 87, 85, 84, 82, 80]  # fmt: skip
+SCALE_OFFSETS = [0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 8, 9, 10, 11, 12, 13, 14, 14, 15, 16, 17, 18,
+                 19, 20, 20, 21, 22, 23, 24, 25]  # fmt: skip
+
+
+def test_scale_roi_table(face):
+    frames = perturb(face, "p_scale")
+    for i, (side, offset) in enumerate(zip(SCALE_SIDES, SCALE_OFFSETS)):
+        assert perturbations.scale_roi(i) == (offset, offset, side, side)
+        region = face[offset : offset + side, offset : offset + side]
+        expected = cv2.resize(region, (100, 100), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(frames[i], expected)
+
+
+@pytest.mark.parametrize("i", [0, 15, 29])
+def test_shear_factor_about_origin(i):
+    t = 0.01 * (i - 15)
+    x, y = 70.0, 60.0
+    image = blob_image((130, 130), [(x, y), (-100, -100), (-100, -100)])
+    frame = perturb(image, "p_shear")[i]
+    cx, cy = centroid(frame[..., 0])
+    # [[1, t, 0], [t, 1, 0]] about the origin, then the ROI offset of 15.
+    assert abs(cx - (x + t * y - 15)) < 0.3
+    assert abs(cy - (t * x + y - 15)) < 0.3
+
+
+def test_shear_matches_warp(face):
+    frames = perturb(face, "p_shear")
+    matrix = np.array([[1.0, 0.1, 0.0], [0.1, 1.0, 0.0]])  # i = 25
+    expected = cv2.warpAffine(face, matrix, (115, 115), flags=cv2.INTER_LINEAR)[15:115, 15:115]
+    np.testing.assert_array_equal(frames[25], expected)
+
+
+def test_brightness_offset_per_frame():
+    # Flat grey images: V = g/255, and the HSV V shift adds (i - 15) * 0.02 to every channel.
+    for grey in (40, 128, 230):
+        face = np.full((130, 130, 3), grey, np.uint8)
+        frames = perturb(face, "p_brightness")
+        for i in range(30):
+            expected = np.rint(np.clip(grey / 255 + (i - 15) * 0.02, 0, 1) * 255)
+            assert np.all(np.abs(frames[i].astype(int) - expected) <= 1), (grey, i)
+            if abs((i - 15) * 5.1 % 1 - 0.5) > 0.05:  # not a rounding tie: exact
+                assert np.all(frames[i] == expected), (grey, i, frames[i][0, 0], expected)
+
+
+def test_brightness_colour_matches_skimage_hsv(face):
+    frames = perturb(face, "p_brightness")
+    roi = face[15:115, 15:115] / 255.0
+    for i in (0, 10, 29):
+        hsv = skimage.color.rgb2hsv(roi)
+        hsv[..., 2] = np.clip(hsv[..., 2] + (i - 15) * 0.02, 0, 1)
+        expected = np.rint(np.clip(skimage.color.hsv2rgb(hsv), 0, 1) * 255)
+        assert np.abs(frames[i].astype(int) - expected).max() <= 1
+
+
+def test_gaussian_blur_sigma_per_frame(face):
+    frames = perturb(face, "p_gaussian_blur")
+    for i in (0, 14, 29):
+        blurred = skimage.filters.gaussian(
+            face / 255.0, sigma=0.25 + 0.035 * i, truncate=6.0, channel_axis=-1, mode="nearest"
+        )
+        expected = (np.clip(blurred, 0, 1) * 255).astype(np.uint8)[15:115, 15:115]  # truncation
+        assert np.abs(frames[i].astype(int) - expected).max() <= 1
+        assert np.mean(frames[i] == expected) > 0.99
+
+
+def test_motion_blur_angle_per_frame(face):
+    import corruptions
+
+    frames = perturb(face, "p_motion_blur", frames=3)
+    for i in range(3):
+        expected = corruptions.motion_blur_op(face, 10, 3, (i - 30) * 4, backend="numpy")
+        np.testing.assert_array_equal(frames[i], expected[15:115, 15:115])
+
+
+def test_spatter_shift_is_numpy_convolve():
+    layer = np.random.default_rng(1).uniform(size=(12, 7))
+    shifted = perturbations.shift_liquid_down(layer.copy())
+    for column in range(7):
+        expected = np.convolve(layer[:, column], [0.05, 0.1, 0.15, 0.7], mode="same")
+        np.testing.assert_allclose(shifted[:, column], expected, rtol=0, atol=1e-12)
+
+
+def test_spatter_first_frame_is_already_spattered(face):
+    frames = perturb(face, "p_spatter", np.random.default_rng(0))
+    differs = [np.any(frame != face[15:115, 15:115]) for frame in frames]
+    assert differs[0]
+    # The layer moves down: consecutive frames differ.
+    assert all(np.any(frames[i] != frames[i + 1]) for i in range(29))
+
+
+@pytest.mark.parametrize("name", ["p_gaussian_noise", "p_shot_noise"])
+def test_noise_frame_zero_is_clean_and_frames_independent(name):
+    face = np.full((130, 130, 3), 128, np.uint8)
+    frames = perturb(face, name, np.random.default_rng(5))
+    np.testing.assert_array_equal(frames[0], face[15:115, 15:115])
+    residual = frames[1:].astype(np.float64) - 128
+    flat = residual.reshape(29, -1)
+    correlation = np.corrcoef(flat)
+    off_diagonal = correlation[~np.eye(29, dtype=bool)]
+    assert np.abs(off_diagonal).max() < 0.05  # independent draws per frame
+    if name == "p_gaussian_noise":
+        expected_std = 0.12 * 255
+    else:  # Poisson(x * 29) / 29: variance x / 29, x = 128/255
+        expected_std = np.sqrt((128 / 255) / 29) * 255
+    assert abs(residual.std() - expected_std) / expected_std < 0.03
+    assert abs(residual.mean()) < 0.5
+
+
+def test_noise_frames_are_rounded_not_truncated():
+    # Mean residual of rounding is ~0; truncation would bias it by about -0.5 grey levels.
+    face = np.full((130, 130, 3), 100, np.uint8)
+    frames = perturb(face, "p_gaussian_noise", np.random.default_rng(2))
+    assert abs(frames[1:].astype(np.float64).mean() - 100) < 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry properties, for every perturbation
+
+
+def test_registry_names_and_order():
+    assert NAMES == [
+        "p_gaussian_noise", "p_shot_noise", "p_gaussian_blur", "p_motion_blur", "p_spatter",
+        "p_brightness", "p_translate", "p_rotate", "p_scale", "p_shear",
+    ]  # fmt: skip
+    assert all(fn.__name__ == name for name, fn in PERTURBATIONS.items())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_dtype_input_untouched_and_seeding(name, face):
+    before = face.copy()
+    first = perturb(face, name, np.random.default_rng(11))
+    np.testing.assert_array_equal(face, before)
+    assert first.shape == (30, 100, 100, 3) and first.dtype == np.uint8
+    again = perturb(face, name, np.random.default_rng(11))
+    np.testing.assert_array_equal(first, again)
+    other = perturb(face, name, np.random.default_rng(12))
+    if name in RANDOM:
+        assert np.any(first != other)
+    else:
+        np.testing.assert_array_equal(first, other)
+    prefix = perturb(face, name, np.random.default_rng(11), frames=4)
+    np.testing.assert_array_equal(prefix, first[:4])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(face=np.zeros((130, 130, 3), np.float32), name="p_rotate"), "uint8"),
+        (dict(face=np.zeros((100, 100, 3), np.uint8), name="p_rotate"), "130x130x3"),
+        (dict(face=np.zeros((130, 130), np.uint8), name="p_rotate"), "130x130x3"),
+        (dict(face=[[0]], name="p_rotate"), "numpy array"),
+        (dict(face=np.zeros((130, 130, 3), np.uint8), name="p_nope"), "p_gaussian_noise, p_shot_noise"),
+        (dict(face=np.zeros((130, 130, 3), np.uint8), name="p_rotate", frames=31), "frames"),
+        (dict(face=np.zeros((130, 130, 3), np.uint8), name="p_rotate", colour="bgr"), "colour"),
+        (dict(face=np.zeros((130, 130, 3), np.uint8), name="p_rotate", motion_backend="x"), "motion_backend"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        perturb(**kwargs)
+
+
+def test_bgr_compat_swaps_spatter_colour(face):
+    rgb = perturb(face, "p_spatter", np.random.default_rng(3), frames=1)[0].astype(int)
+    bgr = perturb(face, "p_spatter", np.random.default_rng(3), frames=1, colour="bgr-compat")[0].astype(int)
+    clean = face[15:115, 15:115].astype(int)
+    # Water adds (175, 238, 238) in RGB, the swapped (238, 238, 175) in bgr-compat mode.
+    wet = np.any(rgb != clean, axis=-1)
+    assert wet.any()
+    added_rgb = (rgb - clean)[wet].sum(axis=0)
+    added_bgr = (bgr - clean)[wet].sum(axis=0)
+    assert added_rgb[0] < added_rgb[2] and added_bgr[0] > added_bgr[2]
