@@ -1,0 +1,616 @@
+"""Load any Keras image classifier safely and adapt it to RAF-DB evaluation (SPEC §4.7, §5.3, §8.4).
+
+Shared by ``eval_corrupted_rafdb.py`` and ``eval_perturbed_rafdb.py`` (no script imports another).
+
+Public API
+----------
+``find_checkpoints(path) -> list[Path]``
+    ``path`` is a ``.hdf5``/``.h5``/``.keras`` file (returned as is), a run directory (its best
+    checkpoint) or a directory of run directories (every run's best, sorted by run name). A run's
+    best checkpoint is its highest-numbered ``checkpoint.NN.hdf5`` (regex
+    ``checkpoint.([0-9]+).hdf5``; SPEC §4.7). ``UserError`` naming ``path`` when nothing is found.
+``load_classifier(path, *, unsafe=False) -> keras.Model``
+    ``keras.models.load_model(path, safe_mode=not unsafe, custom_objects=models.custom_objects(),
+    compile=False)``. A checkpoint that needs arbitrary code (a ``Lambda`` layer) is refused with a
+    ``UserError`` naming the file and ``--unsafe``; a missing or corrupt file is a ``UserError``
+    naming it.
+``adapt(model, checkpoint_path, *, preprocessing=None, class_order=None, eval_preprocessing=None,
+        crop=None, batch_size=64, input_size=None) -> Classifier``
+    Reads the input size and channel count from the model, the preprocessing, crop and class order
+    from ``run.json`` beside the checkpoint (§4.7) when there is one, and otherwise from the
+    arguments (which mirror the command-line flags below).
+``Classifier``
+    ``.image_size`` (h, w), ``.channels`` (1 or 3; the pipeline converts RGB to grey for 1),
+    ``.crop``, ``.batch_size``, ``.describe()`` (a JSON-able dict for reports),
+    ``.make_dataset(paths)`` / ``.make_array_dataset(images_uint8)`` (the shared input pipeline with
+    this model's size, channels, crop and batch), ``.predict_dataset(dataset) -> float32 (N, 7)``
+    probabilities in RAF-DB class order (surprise, fear, disgust, happiness, sadness, anger,
+    neutral), ``.predict_paths(paths)`` = both in one.
+``add_checkpoint_args(parser)``
+    ``--preprocessing``, ``--eval-preprocessing``, ``--class-order``, ``--unsafe``, ``--crop``,
+    ``--batch``, ``--input-size``.
+``classifier_from_args(checkpoint_path, args) -> Classifier``
+    ``load_classifier`` + ``adapt`` with the flags of ``add_checkpoint_args``.
+
+Preprocessing precedence: ``--eval-preprocessing legacy-vggface2`` (the original's evaluation:
+BGR input with the swapped VGGFace2 means, §4.4 / §6 row 17) > ``--preprocessing`` (warns when it
+overrides ``run.json``) > ``run.json`` (``preprocessing_in_model`` true: the model gets raw RGB
+0..255) > raw pixels with a warning.
+
+Class order: ``--class-order`` (comma list of the checkpoint's output names, or ``fer2013`` /
+``rafdb``) > ``run.json``'s ``class_names`` > RAF-DB order (assumed, with a warning, for a 7-way
+model without ``run.json``; any other output size needs ``--class-order``). Synonyms are accepted
+(angry/anger, happy/happiness, sad/sadness, surprised/surprise, fearful/fear, disgusted/disgust).
+Names outside RAF-DB's seven (e.g. FER+'s ``contempt``) are dropped; each RAF-DB class must appear
+exactly once.
+
+Example::
+
+    python3 eval_corrupted_rafdb.py fer2013_mini_xception.hdf5 --preprocessing scale-1-1 \\
+        --class-order fer2013
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from cli_common import UserError
+
+LOG = logging.getLogger("fer.checkpoints")
+
+# SPEC §1.2: index = RAF-DB label - 1. Kept equal to rafdb_dataset.CLASS_NAMES (checked in tests).
+RAFDB_CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+
+# SPEC §1.2 / §8.4: FER2013's label order.
+CLASS_ORDER_SHORTHANDS = {
+    "fer2013": ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"),
+    "rafdb": RAFDB_CLASS_NAMES,
+}
+
+CLASS_SYNONYMS = {
+    "surprise": "surprise", "surprised": "surprise",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
+    "disgust": "disgust", "disgusted": "disgust",
+    "happiness": "happiness", "happy": "happiness", "joy": "happiness",
+    "sadness": "sadness", "sad": "sadness",
+    "anger": "anger", "angry": "anger",
+    "neutral": "neutral", "neutrality": "neutral",
+}
+
+CHECKPOINT_SUFFIXES = (".hdf5", ".h5", ".keras")
+CHECKPOINT_PATTERN = re.compile(r"checkpoint.([0-9]+).hdf5")  # SPEC §4.7, the original's regex
+
+# Modes the user may name for a checkpoint that does not carry its preprocessing.
+PREPROCESSING_CHOICES = ("none", "scale01", "scale-1-1", "vggface2", "z_normalization",
+                         "full_normalization")
+EVAL_PREPROCESSING_CHOICES = ("auto", "legacy-vggface2")
+CROP_CHOICES = ("exact", "legacy99")
+RUN_JSON = "run.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Finding checkpoints
+
+
+def _best_in_run(run_dir: Path) -> Path | None:
+    """The highest-numbered checkpoint.NN.hdf5 in ``run_dir`` (None when there is none)."""
+    best: tuple[int, Path] | None = None
+    for child in run_dir.iterdir():
+        match = CHECKPOINT_PATTERN.fullmatch(child.name)
+        if match and child.is_file():
+            epoch = int(match.group(1))
+            if best is None or epoch > best[0]:
+                best = (epoch, child)
+    return None if best is None else best[1]
+
+
+def find_checkpoints(path: str | Path) -> list[Path]:
+    """The checkpoint files that ``path`` names: a file, a run directory or a directory of runs."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such checkpoint file or directory")
+    if path.is_file():
+        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise UserError(f"{path}: expected a Keras checkpoint ending in "
+                            f"{', '.join(CHECKPOINT_SUFFIXES)}")
+        return [path]
+    best = _best_in_run(path)
+    if best is not None:
+        return [best]
+    found = []
+    for run_dir in sorted(child for child in path.iterdir() if child.is_dir()):
+        best = _best_in_run(run_dir)
+        if best is not None:
+            found.append(best)
+    if not found:
+        raise UserError(f"{path}: no checkpoint.NN.hdf5 found in it or in its run directories "
+                        f"(expected <runs>/<run>/checkpoint.NN.hdf5)")
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _custom_objects() -> dict:
+    """The project's serialisable layers (BlurPool, preprocessing layers) from ``models``."""
+    try:
+        import models
+    except ModuleNotFoundError as error:
+        if error.name != "models":
+            raise
+        models = None
+    if not hasattr(models, "custom_objects"):
+        LOG.warning("the project's models package is missing: loading without its custom layers")
+        return {}
+    return models.custom_objects()
+
+
+def _is_unsafe_error(error: BaseException) -> bool:
+    text = str(error)
+    return "safe_mode" in text or "unsafe_deserialization" in text or "Lambda" in text and (
+        "arbitrary code" in text or "lambda" in text)
+
+
+def load_classifier(path: str | Path, *, unsafe: bool = False):
+    """Load a Keras model for inference only, refusing arbitrary code unless ``unsafe``."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint file not found")
+    custom_objects = _custom_objects()
+    started = time.perf_counter()
+    try:
+        model = keras.models.load_model(path, custom_objects=custom_objects, compile=False,
+                                        safe_mode=not unsafe)
+    except UserError:
+        raise
+    except Exception as error:  # Keras raises ValueError/TypeError/OSError/KeyError here
+        if not unsafe and _is_unsafe_error(error):
+            raise UserError(f"{path}: the checkpoint contains a Lambda layer (arbitrary Python "
+                            f"code); refusing to load it in safe mode. If you trust its source, "
+                            f"pass --unsafe") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UserError(f"{path}: cannot load as a Keras model ({type(error).__name__}: "
+                        f"{first_line[:300]})") from None
+    LOG.info("loaded %s (%d parameters) in %.1f s", path, model.count_params(),
+             time.perf_counter() - started)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Class order
+
+
+def parse_class_order(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Canonical names of a checkpoint's outputs, from a comma list or a shorthand.
+
+    Names outside RAF-DB's seven are kept as given (lower-case); they are dropped when mapping.
+    """
+    if isinstance(text, str):
+        key = text.strip().lower()
+        if key in CLASS_ORDER_SHORTHANDS:
+            return CLASS_ORDER_SHORTHANDS[key]
+        names = [name.strip().lower() for name in text.split(",")]
+    else:
+        names = [str(name).strip().lower() for name in text]
+    if any(not name for name in names):
+        raise ValueError(f"empty class name in {text!r}")
+    return tuple(CLASS_SYNONYMS.get(name, name) for name in names)
+
+
+def class_permutation(output_names: Sequence[str]) -> np.ndarray:
+    """Indices ``perm`` such that ``probs[:, perm]`` is in RAF-DB order.
+
+    Raises ValueError when a RAF-DB class is missing or named twice.
+    """
+    output_names = [CLASS_SYNONYMS.get(name, name) for name in output_names]
+    missing = [name for name in RAFDB_CLASS_NAMES if name not in output_names]
+    duplicated = sorted({name for name in output_names
+                         if name in RAFDB_CLASS_NAMES and output_names.count(name) > 1})
+    if missing or duplicated:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if duplicated:
+            parts.append(f"named twice: {', '.join(duplicated)}")
+        raise ValueError(f"class order {','.join(output_names)}: {'; '.join(parts)} "
+                         f"(each of {','.join(RAFDB_CLASS_NAMES)} must appear exactly once; "
+                         f"synonyms such as angry/happy/sad are accepted)")
+    return np.array([output_names.index(name) for name in RAFDB_CLASS_NAMES], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessing
+
+
+def _scale01(images: np.ndarray) -> np.ndarray:
+    return images / np.float32(255.0)
+
+
+def _scale_minus1_1(images: np.ndarray) -> np.ndarray:
+    # FER2013 checkpoints (SPEC §8.4): x / 127.5 - 1, i.e. [0, 255] -> [-1, 1].
+    return images / np.float32(127.5) - np.float32(1.0)
+
+
+_SIMPLE_MODES = {"scale01": _scale01, "scale-1-1": _scale_minus1_1}
+_PROJECT_MODES = {"vggface2", "z_normalization", "full_normalization"}
+_THREE_CHANNEL_MODES = _PROJECT_MODES
+
+
+class _Preprocessor:
+    """A picklable batch function float32 RGB (B, h, w, c) 0..255 -> model input."""
+
+    def __init__(self, mode: str, mean_order: str = "correct", colour: str = "rgb",
+                 bgr_input: bool = False):
+        self.mode, self.mean_order, self.colour, self.bgr_input = mode, mean_order, colour, bgr_input
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        if self.mode in _SIMPLE_MODES:
+            out = _SIMPLE_MODES[self.mode](images)
+        else:
+            from models import preprocessing
+
+            out = preprocessing.preprocess_numpy(images, self.mode, self.mean_order, self.colour)
+        if self.bgr_input:
+            out = out[..., ::-1]
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _legacy_vggface2(images: np.ndarray) -> np.ndarray:
+    """The original's evaluation input (SPEC §4.4, §6 row 17): BGR pixels minus the swapped means.
+
+    The original read BGR with cv2 and subtracted (131.0912, 103.8827, 91.4953) from B, G, R; that
+    is the project's vggface2 mode with ``mean_order='legacy-swapped'``, handed over in BGR order.
+    """
+    return _Preprocessor("vggface2", "legacy-swapped", "rgb", bgr_input=True)(images)
+
+
+# --------------------------------------------------------------------------------------------
+# The adapted classifier
+
+
+def read_run_json(checkpoint_path: str | Path) -> dict | None:
+    """The ``run.json`` beside a checkpoint, or None when there is none."""
+    path = Path(checkpoint_path).parent / RUN_JSON
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: not a readable JSON run description ({error})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+class Classifier:
+    """A loaded model plus everything needed to feed it RAF-DB images and read RAF-DB classes."""
+
+    def __init__(self, model, checkpoint_path: Path, *, image_size: tuple[int, int], channels: int,
+                 crop: str, batch_size: int, preprocess, preprocessing_label: str,
+                 preprocessing_source: str, output_names: tuple[str, ...], class_source: str,
+                 permutation: np.ndarray, run_info: dict | None):
+        self.model = model
+        self.checkpoint_path = Path(checkpoint_path)
+        self.image_size = image_size
+        self.channels = channels
+        self.crop = crop
+        self.batch_size = batch_size
+        self.preprocess = preprocess  # None: feed the pipeline's float 0..255 as is
+        self.preprocessing_label = preprocessing_label
+        self.preprocessing_source = preprocessing_source
+        self.output_names = output_names
+        self.class_source = class_source
+        self.permutation = permutation
+        self.run_info = run_info
+        self._predict_step = None
+
+    # -- reports ---------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """Identity and adaptation of the checkpoint, for reports and result files."""
+        stat = self.checkpoint_path.stat()
+        return {
+            "checkpoint": str(self.checkpoint_path),
+            "checkpoint_size": stat.st_size,
+            "checkpoint_mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stat.st_mtime)),
+            "model_name": self.model.name,
+            "parameters": int(self.model.count_params()),
+            "input_shape": [self.image_size[0], self.image_size[1], self.channels],
+            "crop": self.crop,
+            "preprocessing": self.preprocessing_label,
+            "preprocessing_source": self.preprocessing_source,
+            "output_classes": list(self.output_names),
+            "class_order_source": self.class_source,
+            "run_json": None if self.run_info is None else {
+                key: self.run_info.get(key) for key in (
+                    "net", "input_shape", "preprocessing", "preprocessing_in_model", "mean_order",
+                    "labels", "crop", "lpf", "augmentation", "seed") if key in self.run_info},
+        }
+
+    # -- input pipeline --------------------------------------------------------------------
+    def make_dataset(self, paths: Sequence[str | Path]):
+        """The shared tf.data pipeline over image files, sized for this model (images only)."""
+        import input_pipeline
+
+        return input_pipeline.make_dataset([str(path) for path in paths], None,
+                                           image_size=self.image_size, channels=self.channels,
+                                           batch_size=self.batch_size, crop=self.crop)
+
+    def make_array_dataset(self, images_uint8: np.ndarray):
+        """The shared pipeline over in-memory RGB uint8 images (same cut, resize and grey)."""
+        import input_pipeline
+
+        return input_pipeline.make_array_dataset(images_uint8, None, image_size=self.image_size,
+                                                 channels=self.channels,
+                                                 batch_size=self.batch_size, crop=self.crop)
+
+    # -- prediction ------------------------------------------------------------------------
+    def _with_preprocessing(self, dataset):
+        import tensorflow as tf
+
+        if isinstance(dataset.element_spec, tuple):  # (images, labels): keep the images
+            dataset = dataset.map(lambda images, *rest: images,
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+        if self.preprocess is not None:
+            preprocess = self.preprocess
+
+            def apply(images):
+                out = tf.numpy_function(preprocess, [images], tf.float32, stateful=False)
+                out.set_shape(images.shape)
+                return out
+
+            dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def _step(self):
+        if self._predict_step is None:
+            import tensorflow as tf
+
+            model = self.model
+
+            @tf.function(reduce_retracing=True)
+            def step(images):
+                return model(images, training=False)
+
+            self._predict_step = step
+        return self._predict_step
+
+    def predict_dataset(self, dataset, *, progress: str | None = None) -> np.ndarray:
+        """Probabilities (N, 7) float32 in RAF-DB order for every image of a batched dataset."""
+        step = self._step()
+        chunks = []
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(desc=progress, unit="img", leave=False, dynamic_ncols=True)
+        try:
+            for images in self._with_preprocessing(dataset):
+                outputs = step(images)
+                if isinstance(outputs, (list, tuple)):
+                    outputs = outputs[0]
+                outputs = np.asarray(outputs, dtype=np.float32)
+                chunks.append(outputs)
+                if bar is not None:
+                    bar.update(len(outputs))
+        finally:
+            if bar is not None:
+                bar.close()
+        if not chunks:
+            return np.zeros((0, len(RAFDB_CLASS_NAMES)), np.float32)
+        scores = np.concatenate(chunks).reshape(-1, chunks[0].shape[-1])
+        return np.ascontiguousarray(scores[:, self.permutation])
+
+    def predict_paths(self, paths: Sequence[str | Path], *, progress: str | None = None) -> np.ndarray:
+        """Probabilities (N, 7) in RAF-DB order for image files (JPEG or PNG)."""
+        return self.predict_dataset(self.make_dataset(paths), progress=progress)
+
+
+def _model_input_shape(model, checkpoint_path: Path, input_size, run_info):
+    inputs = model.inputs
+    if inputs is None or len(inputs) != 1:
+        raise UserError(f"{checkpoint_path}: expected a model with one image input, found "
+                        f"{0 if inputs is None else len(inputs)}")
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4:
+        raise UserError(f"{checkpoint_path}: expected an image input (batch, height, width, "
+                        f"channels), found shape {shape}")
+    _, height, width, channels = shape
+    if height is None or width is None:
+        if input_size is None and run_info and run_info.get("input_shape"):
+            input_size = tuple(run_info["input_shape"][:2])
+        if input_size is None:
+            raise UserError(f"{checkpoint_path}: the model accepts any image size; name one with "
+                            f"--input-size")
+        height, width = input_size
+    if channels not in (1, 3):
+        raise UserError(f"{checkpoint_path}: expected 1 (grey) or 3 (RGB) input channels, found "
+                        f"{channels}")
+    return (int(height), int(width)), int(channels)
+
+
+def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = None,
+          class_order: str | Sequence[str] | None = None, eval_preprocessing: str | None = None,
+          crop: str | None = None, batch_size: int = 64,
+          input_size: tuple[int, int] | None = None) -> Classifier:
+    """Work out how to feed ``model`` RAF-DB images and map its outputs to RAF-DB's classes."""
+    checkpoint_path = Path(checkpoint_path)
+    run_info = read_run_json(checkpoint_path)
+    run_json_path = checkpoint_path.parent / RUN_JSON
+    image_size, channels = _model_input_shape(model, checkpoint_path, input_size, run_info)
+    if run_info and run_info.get("input_shape"):
+        recorded = [int(value) for value in run_info["input_shape"]]
+        if recorded != [image_size[0], image_size[1], channels]:
+            LOG.warning("%s records input_shape %s but the model takes %s; using the model's",
+                        run_json_path, recorded, [image_size[0], image_size[1], channels])
+
+    # Crop: flag > run.json > exact (SPEC §4.3).
+    if crop is None:
+        crop = (run_info or {}).get("crop") or "exact"
+    if crop not in CROP_CHOICES:
+        raise UserError(f"--crop / {run_json_path}: expected one of {', '.join(CROP_CHOICES)}, "
+                        f"got {crop!r}")
+
+    # Preprocessing.
+    if eval_preprocessing not in (None, "auto", "legacy-vggface2"):
+        raise UserError(f"--eval-preprocessing: expected auto or legacy-vggface2, "
+                        f"got {eval_preprocessing!r}")
+    if preprocessing is not None and preprocessing not in PREPROCESSING_CHOICES:
+        raise UserError(f"--preprocessing: expected one of {', '.join(PREPROCESSING_CHOICES)}, "
+                        f"got {preprocessing!r}")
+    preprocess = None
+    if eval_preprocessing == "legacy-vggface2":
+        if channels != 3:
+            raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
+        preprocess, label, source = _legacy_vggface2, "legacy-vggface2 (BGR, swapped means)", "flag"
+    elif preprocessing is not None:
+        if run_info is not None:
+            LOG.warning("--preprocessing %s overrides %s", preprocessing, run_json_path)
+        if preprocessing in _THREE_CHANNEL_MODES and channels != 3:
+            raise UserError(f"--preprocessing {preprocessing} needs a 3-channel model; this one "
+                            f"takes {channels} (use none, scale01 or scale-1-1)")
+        label, source = preprocessing, "flag"
+        if preprocessing != "none":
+            preprocess = _Preprocessor(preprocessing)
+    elif run_info is not None:
+        source = "run.json"
+        if run_info.get("preprocessing_in_model"):
+            label = f"{run_info.get('preprocessing', '?')} (inside the model)"
+        else:
+            mode = run_info.get("preprocessing") or "none"
+            if mode in ("no", "none"):
+                label = "none"
+            elif mode in PREPROCESSING_CHOICES:
+                mean_order = run_info.get("mean_order") or "correct"
+                colour = run_info.get("colour") or "rgb"
+                bgr = str(run_info.get("channel_order", "RGB")).upper() == "BGR"
+                preprocess = _Preprocessor(mode, mean_order, colour, bgr_input=bgr)
+                label = f"{mode} (mean order {mean_order}, {'BGR' if bgr else 'RGB'} input)"
+            else:
+                raise UserError(f"{run_json_path}: unknown preprocessing {mode!r} (expected one "
+                                f"of {', '.join(PREPROCESSING_CHOICES)})")
+    else:
+        label, source = "none", "default"
+        LOG.warning("%s: no run.json and no --preprocessing: feeding raw RGB pixels 0..255 "
+                    "(name one with --preprocessing, e.g. scale-1-1 for FER2013 models)",
+                    checkpoint_path)
+
+    # Class order.
+    output_shape = tuple(model.outputs[0].shape) if model.outputs else ()
+    n_outputs = output_shape[-1] if output_shape else None
+    if class_order is not None:
+        try:
+            names = parse_class_order(class_order)
+        except ValueError as error:
+            raise UserError(f"--class-order: {error}") from None
+        class_source = "flag"
+        if run_info and run_info.get("class_names") and \
+                tuple(parse_class_order(run_info["class_names"])) != names:
+            LOG.warning("--class-order overrides the class_names of %s", run_json_path)
+    elif run_info and run_info.get("class_names"):
+        names = parse_class_order(run_info["class_names"])
+        class_source = "run.json"
+    elif n_outputs == len(RAFDB_CLASS_NAMES):
+        names = RAFDB_CLASS_NAMES
+        class_source = "assumed"
+        LOG.warning("%s: 7 outputs and no run.json: assuming RAF-DB class order (%s); name "
+                    "another with --class-order (e.g. fer2013)", checkpoint_path,
+                    ",".join(RAFDB_CLASS_NAMES))
+    else:
+        raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs, not RAF-DB's 7; "
+                        f"name them with --class-order (comma-separated, e.g. "
+                        f"angry,disgust,fear,happy,sad,surprise,neutral,contempt)")
+    if n_outputs != len(names):
+        raise UserError(f"--class-order / {checkpoint_path}: {len(names)} class names for a model "
+                        f"with {n_outputs} outputs")
+    try:
+        permutation = class_permutation(names)
+    except ValueError as error:
+        raise UserError(f"--class-order / {checkpoint_path}: {error}") from None
+    dropped = [name for name in names if name not in RAFDB_CLASS_NAMES]
+    if dropped:
+        LOG.warning("%s: outputs %s have no RAF-DB class and are ignored", checkpoint_path,
+                    ",".join(dropped))
+
+    if batch_size < 1:
+        raise UserError(f"--batch: expected a positive integer, got {batch_size}")
+    classifier = Classifier(model, checkpoint_path, image_size=image_size, channels=channels,
+                            crop=crop, batch_size=batch_size, preprocess=preprocess,
+                            preprocessing_label=label, preprocessing_source=source,
+                            output_names=tuple(names), class_source=class_source,
+                            permutation=permutation, run_info=run_info)
+    LOG.info("%s: input %dx%dx%d, crop %s, preprocessing %s (%s), classes %s (%s)",
+             checkpoint_path, image_size[0], image_size[1], channels, crop, label, source,
+             ",".join(names), class_source)
+    return classifier
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*([0-9]+)\s*(?:[xX,]\s*([0-9]+)\s*)?", text)
+    if not match or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    height = int(match.group(1))
+    return height, int(match.group(2) or height)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    """Flags that adapt a checkpoint to RAF-DB (shared by both evaluation scripts)."""
+    group = parser.add_argument_group("checkpoint adaptation")
+    group.add_argument("--preprocessing", choices=PREPROCESSING_CHOICES, default=None,
+                       help="preprocessing for a checkpoint without run.json (overrides run.json "
+                            "when given); scale-1-1 = x/127.5-1 for FER2013 models. Default: "
+                            "run.json's, else raw pixels with a warning")
+    group.add_argument("--eval-preprocessing", choices=EVAL_PREPROCESSING_CHOICES, default="auto",
+                       help="legacy-vggface2 reproduces the original's evaluation input (BGR, "
+                            "VGGFace2 means subtracted in swapped order) whatever run.json says")
+    group.add_argument("--class-order", default=None, metavar="NAMES",
+                       help="the checkpoint's output classes, comma-separated (synonyms "
+                            "angry/happy/sad/surprised accepted), or 'fer2013' / 'rafdb'; mapped "
+                            "onto RAF-DB's order. Default: run.json's, else RAF-DB order")
+    group.add_argument("--unsafe", action="store_true",
+                       help="allow checkpoints with Lambda layers (runs code stored in the file)")
+    group.add_argument("--crop", choices=CROP_CHOICES, default=None,
+                       help="exact crop or the original's 99 px cut (SPEC §4.3). Default: "
+                            "run.json's, else exact")
+    group.add_argument("--batch", type=_positive_int, default=64, help="evaluation batch size")
+    group.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
+                       help="input size for models that accept any size (ignored otherwise)")
+
+
+def classifier_from_args(checkpoint_path: str | Path, args: argparse.Namespace) -> Classifier:
+    """Load and adapt one checkpoint with the flags of :func:`add_checkpoint_args`."""
+    model = load_classifier(checkpoint_path, unsafe=args.unsafe)
+    return adapt(model, checkpoint_path, preprocessing=args.preprocessing,
+                 class_order=args.class_order, eval_preprocessing=args.eval_preprocessing,
+                 crop=args.crop, batch_size=args.batch, input_size=args.input_size)
+
+
+def iter_classifiers(path: str | Path, args: argparse.Namespace) -> Iterable[Classifier]:
+    """Every checkpoint that ``path`` names, loaded and adapted one at a time."""
+    for checkpoint in find_checkpoints(path):
+        yield classifier_from_args(checkpoint, args)
