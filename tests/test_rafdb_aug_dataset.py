@@ -1,0 +1,279 @@
+"""RAF-DB-C export, verify and preview (SPEC §2.1, §2.7, §2.8), on the synthetic sample tree."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import cli_common
+import corruptions
+import rafdb_aug_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+PAIRS = [("gaussian_noise", 1), ("gaussian_noise", 3), ("contrast", 1), ("contrast", 3),
+         ("spatter", 1), ("spatter", 3)]
+SMALL = ["--corruptions", "spatter,gaussian_noise,contrast", "--severities", "1,3"]
+
+
+def cli(argv, capsys):
+    """Run the CLI in-process as `python3 rafdb_aug_dataset.py ARGV`; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_common.run_main(lambda: rafdb_aug_dataset.main(argv))
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def export(rafdb, out, capsys, *extra, workers="2"):
+    code, _out, err = cli(["export", "--rafdb", str(rafdb), "--out", str(out), "--workers", workers,
+                           "--quiet", *SMALL, *extra], capsys)
+    assert code == 0, err
+    return err
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+def manifest_without_generator(root: Path) -> dict:
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.pop("generator")
+    return manifest
+
+
+def spec_rng(seed, name, severity, file_name):
+    """SPEC §2.7 written out: PCG64 seeded with SHA-256("{seed}|rafdb-c|{name}|{s}|{file}")[:8], LE."""
+    digest = hashlib.sha256(f"{seed}|rafdb-c|{name}|{severity}|{file_name}".encode()).digest()
+    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:8], "little")))
+
+
+def decode_rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def test_cli_help_and_parsing():
+    assert rafdb_aug_dataset.parse_severities("1-5") == [1, 2, 3, 4, 5]
+    assert rafdb_aug_dataset.parse_severities("3, 1,1-2") == [1, 2, 3]
+    assert rafdb_aug_dataset.parse_corruptions("contrast,gaussian_blur") == ["gaussian_blur", "contrast"]
+    assert rafdb_aug_dataset.parse_corruptions("all") == list(corruptions.CORRUPTION_NAMES)
+    assert rafdb_aug_dataset.parse_args([]).command == "preview"
+
+
+@pytest.fixture(scope="module")
+def reference(sample_tree, tmp_path_factory):
+    """One uninterrupted 2-worker export of the sample tree (6 folders), shared by several tests."""
+    out = tmp_path_factory.mktemp("ref") / "c"
+    argv = ["export", "--rafdb", str(sample_tree), "--out", str(out), "--workers", "2", "--quiet", *SMALL]
+    assert rafdb_aug_dataset.main(argv) == 0
+    return out
+
+
+def test_export_layout_content_and_verify(sample_tree, reference, capsys):
+    sources = sorted(p.name for p in (sample_tree / "basic/Image/aligned").glob("test_*_aligned.jpg"))
+    assert len(sources) == 21
+    folders = sorted(p.name for p in reference.iterdir() if p.is_dir())
+    assert folders == sorted(f"rafdb.test.{name}.{s}" for name, s in PAIRS)
+    for folder in folders:
+        assert sorted(p.name for p in (reference / folder).iterdir()) == sources
+    # One file re-derived from the SPEC: corrupt with the SPEC seed, OpenCV JPEG q95 of BGR.
+    name, severity, file_name = "gaussian_noise", 3, sources[4]
+    clean = decode_rgb(sample_tree / "basic/Image/aligned" / file_name)
+    expected = corruptions.corrupt(clean, name, severity, spec_rng(0, name, severity, file_name))
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(expected, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert (reference / f"rafdb.test.{name}.{severity}" / file_name).read_bytes() == jpeg.tobytes()
+    code, out, _err = cli(["verify", "--out", str(reference), "--quiet"], capsys)
+    assert code == 0 and "OK: 126 file(s) checked" in out
+
+
+def test_manifest_content(sample_tree, reference):
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["kind"] == "rafdb-c" and manifest["complete"] is True
+    params = manifest["params"]
+    assert (params["seed"], params["format"], params["motion_backend"], params["colour"]) == (0, "jpg", "numpy", "rgb")
+    assert "param_set" in params
+    assert manifest["generator"]["name"] == "rafdb_aug_dataset.py" and manifest["generator"]["version"]
+    assert manifest["folders"] == {f"rafdb.test.{name}.{s}": 21 for name, s in PAIRS}
+    assert manifest["source"]["files"] == [f"test_{i:04d}_aligned.jpg" for i in range(1, 22)]
+    assert {"numpy", "opencv", "scikit-image", "scipy", "pillow"} <= set(manifest["versions"])
+    on_disk = {p.relative_to(reference).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in reference.rglob("*.jpg")}
+    assert len(on_disk) == 126 and manifest["files"] == on_disk
+
+
+def test_one_worker_equals_two_workers(sample_tree, reference, tmp_path, capsys):
+    export(sample_tree, tmp_path / "one", capsys, workers="1")
+    assert tree(tmp_path / "one") == tree(reference)
+    assert manifest_without_generator(tmp_path / "one") == manifest_without_generator(reference)
+
+
+def test_rerun_skips_everything(sample_tree, tmp_path, capsys):
+    out = tmp_path / "c"
+    export(sample_tree, out, capsys, "--corruptions", "contrast", "--severities", "2")
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    err = export(sample_tree, out, capsys, "--corruptions", "contrast", "--severities", "2")
+    assert "0 written, 21 skipped" in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name != "manifest.json"} == {
+        p: t for p, t in mtimes.items() if p.name != "manifest.json"}
+
+
+def test_verify_names_altered_and_missing(sample_tree, tmp_path, capsys):
+    out = tmp_path / "c"
+    export(sample_tree, out, capsys, "--corruptions", "contrast", "--severities", "1")
+    altered = out / "rafdb.test.contrast.1" / "test_0002_aligned.jpg"
+    missing = out / "rafdb.test.contrast.1" / "test_0007_aligned.jpg"
+    altered.write_bytes(altered.read_bytes()[:-10])
+    missing.unlink()
+    code, stdout, _err = cli(["verify", "--out", str(out), "--quiet"], capsys)
+    assert code == 1
+    assert f"altered: {altered}" in stdout and f"missing: {missing}" in stdout
+    assert "1 missing, 1 altered, 0 unexpected" in stdout
+    code, _out, err = cli(["verify", "--out", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "nothing" in err
+
+
+def test_png_format_is_lossless(sample_tree, tmp_path, capsys):
+    out = tmp_path / "png"
+    export(sample_tree, out, capsys, "--format", "png", "--corruptions", "spatter", "--severities", "2")
+    files = sorted((out / "rafdb.test.spatter.2").iterdir())
+    assert len(files) == 21 and all(p.suffix == ".png" for p in files)
+    assert files[0].name == "test_0001_aligned.png"
+    clean = decode_rgb(sample_tree / "basic/Image/aligned/test_0001_aligned.jpg")
+    expected = corruptions.corrupt(clean, "spatter", 2, spec_rng(0, "spatter", 2, "test_0001_aligned.jpg"))
+    np.testing.assert_array_equal(decode_rgb(files[0]), expected)
+    assert json.loads((out / "manifest.json").read_text())["params"]["format"] == "png"
+
+
+def test_different_seed_into_same_tree_refused(sample_tree, tmp_path, capsys):
+    out = tmp_path / "c"
+    export(sample_tree, out, capsys, "--corruptions", "contrast", "--severities", "1")
+    code, _out, err = cli(["export", "--rafdb", str(sample_tree), "--out", str(out), "--seed", "1",
+                           "--corruptions", "contrast", "--severities", "1"], capsys)
+    assert code == 2 and "manifest.json" in err and "seed=0" in err and "seed=1" in err and "--out" in err
+    # Same parameters, another folder: merged into the manifest.
+    export(sample_tree, out, capsys, "--corruptions", "contrast", "--severities", "2")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["folders"] == {"rafdb.test.contrast.1": 21, "rafdb.test.contrast.2": 21}
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_is_byte_identical(sample_tree, tmp_path, capsys):
+    """Kill an export with SIGKILL once its first output folder appears, rerun, compare every file."""
+    out = tmp_path / "killed"
+    argv = [sys.executable, str(REPO / "rafdb_aug_dataset.py"), "export", "--rafdb", str(sample_tree),
+            "--out", str(out), "--workers", "1", "--quiet", "--corruptions", "zoom_blur,motion_blur",
+            "--severities", "1-5"]
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.is_dir() and any(p.is_dir() for p in out.iterdir()):
+            break
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    _out, err = process.communicate()
+    assert process.returncode == -signal.SIGKILL, err.decode()
+    written = list(out.rglob("*_aligned.jpg"))
+    assert 0 < len(written) < 21 * 10, "the export was not interrupted mid-run"
+    assert json.loads((out / "manifest.json").read_text())["complete"] is False
+
+    rerun = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "written" in rerun.stderr and "skipped" in rerun.stderr
+    assert not list(out.rglob("*.tmp"))
+
+    ref = tmp_path / "uninterrupted"
+    export(sample_tree, ref, capsys, "--corruptions", "zoom_blur,motion_blur", "--severities", "1-5")
+    hashes = {rel: hashlib.sha256(data).hexdigest() for rel, data in tree(out).items()}
+    assert len(hashes) == 210
+    assert hashes == {rel: hashlib.sha256(data).hexdigest() for rel, data in tree(ref).items()}
+    assert manifest_without_generator(out) == manifest_without_generator(ref)
+    code, _out, _err = cli(["verify", "--out", str(out), "--quiet"], capsys)
+    assert code == 0
+
+
+@pytest.fixture
+def small_tree(sample_tree, tmp_path):
+    """Three aligned test images copied from the sample tree (writable, unlike the shared tree)."""
+    aligned = tmp_path / "RAF-DB" / "basic" / "Image" / "aligned"
+    aligned.mkdir(parents=True)
+    for i in (1, 2, 3):
+        name = f"test_{i:04d}_aligned.jpg"
+        shutil.copy(sample_tree / "basic/Image/aligned" / name, aligned / name)
+    return tmp_path / "RAF-DB"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--corruptions", "fog"], r"--corruptions: unknown corruption 'fog'; valid names: gaussian_blur, .*"
+                               r"pixelate_contrast_brightness_minus"),
+    (["--severities", "0"], r"--severities: 0 is outside 1\.\.5"),
+    (["--severities", "6"], r"--severities: 6 is outside 1\.\.5"),
+    (["--severities", "2-6"], r"--severities: 6 is outside 1\.\.5"),
+    (["--severities", "x"], r"--severities: expected integers"),
+    (["--workers", "0"], r"--workers: expected a positive number"),
+])
+def test_bad_flags_exit_2(small_tree, tmp_path, capsys, argv, message):
+    code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(tmp_path / "o"), *argv], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_dataset_exit_2(tmp_path, capsys):
+    code, _out, err = cli(["export", "--rafdb", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert str(tmp_path / "nowhere" / "basic" / "Image" / "aligned") in err and "expected layout" in err
+
+
+def test_unreadable_image_named(small_tree, tmp_path, capsys):
+    bad = small_tree / "basic/Image/aligned/test_0002_aligned.jpg"
+    bad.write_bytes(b"this is not a JPEG")
+    for workers in ("1", "2"):
+        code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(tmp_path / f"o{workers}"),
+                               "--workers", workers, "--quiet", *SMALL], capsys)
+        assert code == 2 and "Traceback" not in err
+        assert f"{bad}: not a readable image" in err
+
+
+def test_unwritable_output_exit_2(small_tree, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(blocker / "out"), *SMALL], capsys)
+    assert code == 2 and str(blocker / "out") in err and "cannot create the output folder" in err
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(locked), *SMALL], capsys)
+        assert code == 2 and f"{locked}: output folder is not writable" in err
+
+
+def test_script_exit_code_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "rafdb_aug_dataset.py"), "export", "--rafdb",
+                             str(tmp_path / "missing")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and "missing" in result.stderr
+
+
+@pytest.mark.parametrize("use_real", [True, False])
+def test_preview_grid_geometry(sample_tree, tmp_path, capsys, use_real):
+    rafdb = sample_tree if use_real else tmp_path / "no-rafdb"
+    out = tmp_path / "corruptions.png"
+    code, _out, err = cli(["preview", "--rafdb", str(rafdb), "--out", str(out)], capsys)
+    assert code == 0, err
+    grid = cv2.imread(str(out), cv2.IMREAD_COLOR)
+    assert grid.shape == (18 * 102, 6 * 102, 3)
+    assert (grid[100:102, :] == 255).all() and (grid[:, 100:102] == 255).all()  # 2 px white margins
+    assert (grid[-2:, :] == 255).all() and (grid[:, -2:] == 255).all()
+    if use_real:  # column 0 of every row is the clean first test face (PNG is lossless)
+        clean = cv2.imread(str(sample_tree / "basic/Image/aligned/test_0001_aligned.jpg"), cv2.IMREAD_COLOR)
+        np.testing.assert_array_equal(grid[102 * 5:102 * 5 + 100, :100], clean)
+    # severity 5 of contrast (row 8) is visibly flatter than the clean face
+    row = list(corruptions.CORRUPTION_NAMES).index("contrast")
+    assert grid[row * 102:row * 102 + 100, 5 * 102:5 * 102 + 100].std() < grid[row * 102:row * 102 + 100, :100].std()
