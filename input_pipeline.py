@@ -1,0 +1,137 @@
+"""The tf.data input pipeline shared by training and both evaluations.
+
+Every image goes through one function, :func:`load_for_model` (SPEC §4.3 evaluation order: read,
+cut, ``cv2.resize`` bilinear to the network input, optional grey conversion), so that files on
+disk and in-memory arrays (on-the-fly evaluation) give the same pixels. Decoding and resizing run
+in parallel ``tf.data`` map calls (OpenCV releases the GIL); batches are prefetched. The model
+receives RGB float32 in 0..255: preprocessing lives inside the model (``models/``) or is applied by
+``checkpoints.py`` for third-party classifiers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+import rafdb_dataset
+
+AUTOTUNE = tf.data.AUTOTUNE
+CROPS = ("exact", "legacy99")
+
+
+def full_frame_cut(image: np.ndarray, crop: str = "exact") -> np.ndarray:
+    """The cut of the full-frame ROI (0, 0, W, H) used in evaluation (SPEC §4.3).
+
+    ``exact`` keeps the image; ``legacy99`` reproduces the original's off-by-one cut, which
+    drops the last row and column (100 -> 99x99).
+    """
+    if crop == "exact":
+        return image
+    if crop == "legacy99":
+        return image[:-1, :-1]
+    raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
+
+
+def load_for_model(
+    image: np.ndarray, image_size: Sequence[int], channels: int = 3, crop: str = "exact"
+) -> np.ndarray:
+    """RGB uint8 image -> float32 (h, w, channels) in 0..255, ready for the model."""
+    image = full_frame_cut(image, crop)
+    height, width = int(image_size[0]), int(image_size[1])
+    if image.shape[:2] != (height, width):
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    if channels == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
+    elif channels != 3:
+        raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
+    return image.astype(np.float32)
+
+
+def _finish(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def make_dataset(
+    paths: Sequence[str | os.PathLike],
+    labels: np.ndarray | None = None,
+    *,
+    image_size: Sequence[int],
+    channels: int = 3,
+    batch_size: int = 64,
+    crop: str = "exact",
+    shuffle: bool = False,
+    seed: int = 0,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    num_parallel_calls: int = AUTOTUNE,
+) -> tf.data.Dataset:
+    """A batched dataset of (images, labels), or images alone when ``labels`` is None.
+
+    Files (JPEG or PNG) are decoded with OpenCV in parallel map calls; the order is preserved.
+    ``augment(image_uint8_full_frame, rng) -> uint8`` replaces the evaluation cut (it performs its
+    own); each element gets a generator seeded from ``seed`` and its position in the epoch's
+    stream, re-drawn every epoch, so results do not depend on thread scheduling.
+    """
+    paths = [str(path) for path in paths]
+    if not paths:
+        raise ValueError("no images to load")
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError(f"{len(paths)} images but {len(labels)} labels")
+    height, width = int(image_size[0]), int(image_size[1])
+    full_frame_cut(np.zeros((2, 2, 3), np.uint8), crop)  # validate early
+
+    def load(index, element_seed):
+        path = paths[int(index)]
+        image = rafdb_dataset.read_image(path)
+        if augment is not None:
+            rng = np.random.Generator(np.random.PCG64(int(element_seed) & 0xFFFFFFFFFFFFFFFF))
+            image = augment(image, rng)
+            result = load_for_model(image, (height, width), channels, "exact")
+        else:
+            result = load_for_model(image, (height, width), channels, crop)
+        return result
+
+    def tf_load(index, element_seed):
+        image = tf.numpy_function(load, [index, element_seed], tf.float32, stateful=False)
+        image.set_shape((height, width, channels))
+        return image
+
+    indices = tf.data.Dataset.range(len(paths))
+    if shuffle:
+        indices = indices.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip((indices, seeds))
+    images = dataset.map(lambda index, element_seed: (index, tf_load(index, element_seed)),
+                         num_parallel_calls=num_parallel_calls, deterministic=True)
+    if labels is None:
+        return _finish(images.map(lambda index, image: image), batch_size)
+    label_table = tf.constant(np.asarray(labels, dtype=np.float32))
+    return _finish(images.map(lambda index, image: (image, tf.gather(label_table, index))), batch_size)
+
+
+def make_array_dataset(
+    images: np.ndarray | Sequence[np.ndarray],
+    labels: np.ndarray | None = None,
+    *,
+    image_size: Sequence[int],
+    channels: int = 3,
+    batch_size: int = 64,
+    crop: str = "exact",
+) -> tf.data.Dataset:
+    """Like :func:`make_dataset`, from in-memory RGB uint8 images (same :func:`load_for_model`)."""
+    prepared = np.stack([load_for_model(image, image_size, channels, crop) for image in images])
+    if labels is None:
+        return _finish(tf.data.Dataset.from_tensor_slices(prepared), batch_size)
+    labels = np.asarray(labels, dtype=np.float32)
+    return _finish(tf.data.Dataset.from_tensor_slices((prepared, labels)), batch_size)
+
+
+def dataset_for_labels(
+    root: str | Path, label_set: rafdb_dataset.LabelSet, **kwargs
+) -> tf.data.Dataset:
+    """:func:`make_dataset` over the aligned images of a :class:`rafdb_dataset.LabelSet`."""
+    return make_dataset(label_set.aligned_paths(root), label_set.labels, **kwargs)

@@ -1,0 +1,518 @@
+"""RAF-DB: the one module every script uses to read the dataset (layout, images, labels, splits).
+
+The layout is the one RAF-DB ships (SPEC §1.1), under a folder given with ``--rafdb``::
+
+    RAF-DB/
+      distribute_basic.csv                      soft labels, one row of 7 floats per image
+      basic/EmoLabel/list_patition_label.txt    hard labels, "<split>_<id>.jpg <1..7>" per line
+      basic/Image/aligned/<split>_<id>_aligned.jpg     100x100 aligned faces
+      basic/Image/original/<split>_<id>.jpg            original photos (RAF-DB-P only)
+      basic/Annotation/manual/<split>_<id>_manu_attri.txt   5 landmarks (RAF-DB-P only)
+
+Images are returned as RGB uint8 arrays; the conversion from OpenCV's BGR happens here, at I/O.
+This module never imports TensorFlow.
+
+Command line::
+
+    python3 rafdb_dataset.py sample --out demo/RAF-DB --train 1200 --test 300   # synthetic tree
+    python3 rafdb_dataset.py summary --rafdb demo/RAF-DB                         # counts per class
+    python3 rafdb_dataset.py check-labels --rafdb RAF-DB                         # CSV vs list agreement
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from cli_common import ArgumentParser, UserError, run_main, seed64, setup_logging
+
+LOG = logging.getLogger("fer.rafdb")
+
+# SPEC §1.2: index = RAF-DB label - 1 (the original's order, also the CSV column order).
+CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+NUM_CLASSES = len(CLASS_NAMES)
+SPLITS = ("train", "test")
+PROTOCOLS = ("soft", "hard")
+
+ALIGNED_DIR = "basic/Image/aligned"
+ORIGINAL_DIR = "basic/Image/original"
+ANNOTATION_DIR = "basic/Annotation/manual"
+PARTITION_FILE = "basic/EmoLabel/list_patition_label.txt"  # spelled as shipped
+CSV_FILE = "distribute_basic.csv"
+
+# SPEC §1.1: real RAF-DB has 12,271 train and 3,068 test images; CSV rows are train then test.
+RAFDB_TRAIN_COUNT = 12271
+RAFDB_TEST_COUNT = 3068
+ID_DIGITS = {"train": 5, "test": 4}
+
+EXPECTED_LAYOUT = """expected layout (see RAF-DB/README.md; get RAF-DB from its authors, or run
+`python3 rafdb_dataset.py sample --out DIR` for a synthetic tree):
+  <rafdb>/distribute_basic.csv
+  <rafdb>/basic/EmoLabel/list_patition_label.txt
+  <rafdb>/basic/Image/aligned/{train_00001,test_0001,...}_aligned.jpg
+  <rafdb>/basic/Image/original/{train_00001,test_0001,...}.jpg          (RAF-DB-P only)
+  <rafdb>/basic/Annotation/manual/{train_00001,...}_manu_attri.txt      (RAF-DB-P only)"""
+
+_NAME_RE = re.compile(r"^(train|test)_(\d+)$")
+
+
+# --------------------------------------------------------------------------------------------
+# Paths
+
+
+def _check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ValueError(f"not a RAF-DB image name: {name!r} (expected e.g. 'test_0001')")
+    return name
+
+
+def aligned_path(root: str | Path, name: str) -> Path:
+    """``<root>/basic/Image/aligned/<name>_aligned.jpg`` for a name like ``test_0001``."""
+    return Path(root) / ALIGNED_DIR / f"{_check_name(name)}_aligned.jpg"
+
+
+def original_path(root: str | Path, name: str) -> Path:
+    """``<root>/basic/Image/original/<name>.jpg``."""
+    return Path(root) / ORIGINAL_DIR / f"{_check_name(name)}.jpg"
+
+
+def landmarks_path(root: str | Path, name: str) -> Path:
+    """``<root>/basic/Annotation/manual/<name>_manu_attri.txt``."""
+    return Path(root) / ANNOTATION_DIR / f"{_check_name(name)}_manu_attri.txt"
+
+
+def name_from_row(row: int, train_count: int = RAFDB_TRAIN_COUNT) -> str:
+    """The image name of CSV row ``row`` (0-based), as the original builds it (SPEC §1.1)."""
+    if row < train_count:
+        return f"train_{row + 1:05d}"
+    return f"test_{row + 1 - train_count:04d}"
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """Raise a UserError naming ``path`` and showing the expected layout when it is missing."""
+    if not path.is_dir():
+        raise UserError(f"{path}: {what} folder not found\n{EXPECTED_LAYOUT}")
+    return path
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found\n{EXPECTED_LAYOUT}")
+    return path
+
+
+def _list_dir(folder: Path, split: str, suffix: str) -> list[Path]:
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    files = sorted(folder.glob(f"{split}_*{suffix}"))
+    if not files:
+        raise UserError(f"{folder}: no {split}_*{suffix} files\n{EXPECTED_LAYOUT}")
+    return files
+
+
+def list_aligned(root: str | Path, split: str = "test") -> list[Path]:
+    """Every ``basic/Image/aligned/<split>_*_aligned.jpg``, sorted by name."""
+    folder = require_dir(Path(root) / ALIGNED_DIR, "aligned images")
+    return _list_dir(folder, split, "_aligned.jpg")
+
+
+def list_originals(root: str | Path, split: str = "test") -> list[str]:
+    """Names (``test_0001``, ...) of every ``basic/Image/original/<split>_*.jpg``, sorted."""
+    folder = require_dir(Path(root) / ORIGINAL_DIR, "original images")
+    return [path.stem for path in _list_dir(folder, split, ".jpg") if _NAME_RE.match(path.stem)]
+
+
+# --------------------------------------------------------------------------------------------
+# Images and landmarks
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode JPEG/PNG bytes to an RGB uint8 array; ``name`` is used in the error message."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if image is None:
+        raise UserError(f"{name}: not a readable image (corrupt or not JPEG/PNG)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3); a missing or corrupt file is a UserError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: image not found") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read image ({error.strerror})") from None
+    return decode_image(data, str(path))
+
+
+def encode_image(rgb: np.ndarray, fmt: str = "jpg") -> bytes:
+    """Encode RGB uint8 as OpenCV does by default: JPEG quality 95, or PNG (SPEC §2.8)."""
+    if fmt not in ("jpg", "png"):
+        raise ValueError(f"format must be 'jpg' or 'png', got {fmt!r}")
+    ok, buffer = cv2.imencode("." + fmt, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} {rgb.dtype} image as {fmt}")
+    return buffer.tobytes()
+
+
+def read_landmarks(path: str | Path) -> np.ndarray:
+    """The 5 manual landmarks (x, y) of a ``*_manu_attri.txt`` file, float64 (5, 2).
+
+    Lines 1-5 hold ``x y`` separated by tabs or spaces, in the order left eye, right eye, nose,
+    left mouth corner, right mouth corner (SPEC §1.1). Later lines are ignored.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: landmark file not found") from None
+    if len(lines) < 5:
+        raise UserError(f"{path}: expected 5 landmark lines 'x y', found {len(lines)} lines")
+    points = np.empty((5, 2), dtype=np.float64)
+    for index, line in enumerate(lines[:5]):
+        fields = line.split()
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            points[index] = [float(fields[0]), float(fields[1])]
+        except ValueError:
+            raise UserError(
+                f"{path}:{index + 1}: expected two numbers 'x y' (tab or space separated), got {line!r}"
+            ) from None
+        if not np.all(np.isfinite(points[index])):
+            raise UserError(f"{path}:{index + 1}: landmark is not finite: {line!r}")
+    return points
+
+
+# --------------------------------------------------------------------------------------------
+# Labels
+
+
+def vote_filter(p: Sequence[float]) -> np.ndarray | None:
+    """The original's FER+-style vote filter (``cntk_filtering``, SPEC §1.3); None = drop.
+
+    Votes d = 10 p; d_k <= 1 are zeroed; drop when more than two classes tie for the maximum or
+    when (winners x max) <= half the total; otherwise return d / total (float64).
+    """
+    votes = 10.0 * np.asarray(p, dtype=np.float64)
+    votes[votes <= 1.0] = 0.0
+    total = votes.sum()
+    top = votes.max()
+    winners = int(np.count_nonzero(votes == top))
+    if winners > 2 or winners * top <= 0.5 * total:
+        return None
+    return votes / total
+
+
+@dataclasses.dataclass
+class LabelSet:
+    """Image names of one split with their 7-class label vectors (RAF-DB class order)."""
+
+    names: list[str]
+    labels: np.ndarray  # float32 (N, 7); soft distributions or one-hot
+    protocol: str
+    split: str
+    n_total: int = 0  # rows of this split before filtering
+    n_dropped: int = 0  # rows removed by the vote filter
+    n_missing: int = 0  # rows skipped with allow_missing because the image is absent
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Target class per image: argmax, two-way ties to the lower index (SPEC §1.3)."""
+        return np.argmax(self.labels, axis=1)
+
+    def subset(self, indices: Iterable[int]) -> "LabelSet":
+        indices = list(indices)
+        return dataclasses.replace(
+            self, names=[self.names[i] for i in indices], labels=self.labels[indices]
+        )
+
+    def aligned_paths(self, root: str | Path) -> list[Path]:
+        return [aligned_path(root, name) for name in self.names]
+
+
+def read_partition(root: str | Path) -> list[tuple[str, int]]:
+    """``list_patition_label.txt`` as (name, class index) pairs, in file order."""
+    path = require_file(Path(root) / PARTITION_FILE, "hard-label list")
+    entries: list[tuple[str, int]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise UserError(f"{path}:{number}: expected '<split>_<id>.jpg <label 1..7>', got {line!r}")
+        file_name, label = fields
+        if "/" in file_name or "\\" in file_name or ".." in file_name:
+            raise UserError(
+                f"{path}:{number}: image name {file_name!r} points outside the dataset root; "
+                "expected a bare name like 'test_0001.jpg'"
+            )
+        stem = file_name[:-4] if file_name.endswith(".jpg") else None
+        if stem is None or not _NAME_RE.match(stem):
+            raise UserError(f"{path}:{number}: expected an image name like 'test_0001.jpg', got {file_name!r}")
+        if label not in {str(k) for k in range(1, NUM_CLASSES + 1)}:
+            raise UserError(f"{path}:{number}: label must be an integer 1..7, got {label!r}")
+        entries.append((stem, int(label) - 1))
+    if not entries:
+        raise UserError(f"{path}: no label lines")
+    return entries
+
+
+def read_distribution_csv(root: str | Path) -> np.ndarray:
+    """``distribute_basic.csv`` as float64 (rows, 7); each row must sum to 1 within 1e-3."""
+    path = require_file(Path(root) / CSV_FILE, "soft-label CSV")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.strip().split(",")
+        try:
+            if len(fields) != NUM_CLASSES:
+                raise ValueError(f"expected {NUM_CLASSES} comma-separated values, got {len(fields)}")
+            values = [float(field) for field in fields]  # Python float, as the original (SPEC §1.3)
+            if not all(np.isfinite(values)) or min(values) < 0:
+                raise ValueError("values must be finite and non-negative")
+            if abs(sum(values) - 1.0) > 1e-3:
+                raise ValueError(f"values sum to {sum(values):.6f}, expected 1 within 1e-3")
+        except ValueError as error:
+            reason = str(error) if "could not convert" not in str(error) else "a value is not a number"
+            raise UserError(f"{path}:{number}: {reason}: {line.strip()!r}") from None
+        rows.append(values)
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _split_counts(root: Path) -> tuple[int, int]:
+    """(train, test) counts: from the partition list when present, else real RAF-DB's."""
+    if (root / PARTITION_FILE).is_file():
+        entries = read_partition(root)
+        return (sum(name.startswith("train_") for name, _ in entries),
+                sum(name.startswith("test_") for name, _ in entries))
+    return RAFDB_TRAIN_COUNT, RAFDB_TEST_COUNT
+
+
+def load_labels(
+    root: str | Path, split: str = "test", protocol: str = "soft", *, allow_missing: bool = False
+) -> LabelSet:
+    """Names and label vectors of one split under a label protocol (SPEC §1.3, §1.4).
+
+    ``soft``: rows of ``distribute_basic.csv`` through :func:`vote_filter` (the original's
+    default). ``hard``: one-hot labels from ``list_patition_label.txt`` with no filter. Every
+    kept image must exist in ``basic/Image/aligned``; ``allow_missing`` skips and counts absent ones.
+    """
+    root = Path(root)
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--labels must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    require_dir(root, "RAF-DB")
+    require_dir(root / ALIGNED_DIR, "aligned images")
+    names: list[str] = []
+    labels: list[np.ndarray] = []
+    n_total = n_dropped = 0
+    if protocol == "soft":
+        table = read_distribution_csv(root)
+        train_count, test_count = _split_counts(root)
+        if len(table) != train_count + test_count:
+            raise UserError(
+                f"{root / CSV_FILE}: {len(table)} rows, expected {train_count + test_count} "
+                f"({train_count} train + {test_count} test, one per basic image)"
+            )
+        for row, distribution in enumerate(table):
+            name = name_from_row(row, train_count)
+            if not name.startswith(split + "_"):
+                continue
+            n_total += 1
+            label = vote_filter(distribution)
+            if label is None:
+                n_dropped += 1
+                continue
+            names.append(name)
+            labels.append(label)
+    else:
+        for name, index in read_partition(root):
+            if not name.startswith(split + "_"):
+                continue
+            n_total += 1
+            names.append(name)
+            labels.append(np.eye(NUM_CLASSES)[index])
+    if not names:
+        raise UserError(f"{root}: no {split} images under the {protocol} label protocol")
+    present = [aligned_path(root, name).is_file() for name in names]
+    n_missing = present.count(False)
+    if n_missing:
+        missing = [name for name, ok in zip(names, present) if not ok]
+        if not allow_missing:
+            raise UserError(
+                f"{aligned_path(root, missing[0])}: image not found"
+                + (f" (and {n_missing - 1} more)" if n_missing > 1 else "")
+                + "; pass --allow-missing to skip missing images"
+            )
+        LOG.warning("skipping %d missing %s images (first: %s)", n_missing, split, missing[0])
+        names = [name for name, ok in zip(names, present) if ok]
+        labels = [label for label, ok in zip(labels, present) if ok]
+    return LabelSet(
+        names=names,
+        labels=np.asarray(labels, dtype=np.float32),
+        protocol=protocol,
+        split=split,
+        n_total=n_total,
+        n_dropped=n_dropped,
+        n_missing=n_missing,
+    )
+
+
+def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0) -> tuple[LabelSet, LabelSet]:
+    """Hold out ``fraction`` of each class (by argmax), seeded; returns (train, validation).
+
+    SPEC §1.5 FIX: the original selected checkpoints on the test set.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"--val-fraction must be in (0, 1), got {fraction}")
+    rng = np.random.Generator(np.random.PCG64(seed64(seed, "holdout", labels.split, labels.protocol)))
+    classes = labels.classes
+    held: list[int] = []
+    for index in range(NUM_CLASSES):
+        members = np.flatnonzero(classes == index)
+        count = int(round(fraction * len(members)))
+        held.extend(rng.permutation(members)[:count].tolist())
+    held_set = set(held)
+    keep = [i for i in range(len(labels)) if i not in held_set]
+    if not keep or not held:
+        raise UserError(f"cannot hold out {fraction:.0%} of {len(labels)} training images")
+    return labels.subset(keep), labels.subset(sorted(held))
+
+
+def class_counts(labels: LabelSet) -> np.ndarray:
+    """Images per class (argmax), int (7,)."""
+    return np.bincount(labels.classes, minlength=NUM_CLASSES)
+
+
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--rafdb`` and ``--labels`` (shared by every script)."""
+    group = parser.add_argument_group("dataset")
+    group.add_argument("--rafdb", default="RAF-DB", type=Path,
+                       help="RAF-DB folder (contains basic/ and distribute_basic.csv)")
+    group.add_argument("--labels", default="soft", choices=PROTOCOLS,
+                       help="label protocol: 'soft' = distribute_basic.csv with the original's vote "
+                            "filter (filtered test subset); 'hard' = list_patition_label.txt, all images")
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _format_counts(title: str, labels: LabelSet) -> str:
+    counts = class_counts(labels)
+    cells = "  ".join(f"{name[:9]:>9} {count:5d}" for name, count in zip(CLASS_NAMES, counts))
+    extra = f" (of {labels.n_total}; {labels.n_dropped} dropped by the vote filter)" if labels.protocol == "soft" else ""
+    return f"{title:<12} N={len(labels):5d}{extra}\n    {cells}"
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    protocols = PROTOCOLS if args.all_protocols else (args.labels,)
+    print(f"RAF-DB tree: {args.rafdb}")
+    print("classes (index: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(CLASS_NAMES)))
+    for protocol in protocols:
+        for split in SPLITS:
+            labels = load_labels(args.rafdb, split, protocol)
+            print(_format_counts(f"{split}/{protocol}", labels))
+    return 0
+
+
+def _cmd_check_labels(args: argparse.Namespace) -> int:
+    """Agreement between CSV argmax and list_patition_label.txt (SPEC §1.2 EXTEND; never fails)."""
+    root = args.rafdb
+    table = read_distribution_csv(root)
+    train_count, _ = _split_counts(root)
+    hard = dict(read_partition(root))
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    for row, distribution in enumerate(table):
+        name = name_from_row(row, train_count)
+        if name in hard:
+            confusion[hard[name], int(np.argmax(distribution))] += 1
+    total = confusion.sum()
+    agree = np.trace(confusion)
+    print(f"CSV argmax vs list_patition_label.txt: {agree}/{total} agree ({100.0 * agree / max(total, 1):.2f}%)")
+    print("rows: hard label; columns: CSV argmax")
+    print(" " * 10 + "".join(f"{name[:8]:>9}" for name in CLASS_NAMES))
+    for index, name in enumerate(CLASS_NAMES):
+        print(f"{name[:9]:<10}" + "".join(f"{value:9d}" for value in confusion[index]))
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import synthetic_faces
+
+    out = Path(args.out)
+    if args.train < 1 or args.test < 1:
+        raise UserError("--train and --test must be at least 1")
+    non_empty = (out.is_dir() and any(out.iterdir())) or (out.exists() and not out.is_dir())
+    if non_empty:
+        if not args.force:
+            raise UserError(f"{out}: already exists and is not empty; pass --force to replace it")
+        # Build the new tree beside the old one first, so an interrupted run loses nothing.
+        staging = out.with_name(out.name + ".new")
+        shutil.rmtree(staging, ignore_errors=True)
+        synthetic_faces.write_sample_tree(staging, n_train=args.train, n_test=args.test, seed=args.seed)
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        synthetic_faces.write_sample_tree(out, n_train=args.train, n_test=args.test, seed=args.seed)
+    print(f"wrote a SYNTHETIC RAF-DB-shaped sample tree to {out} "
+          f"({args.train} train + {args.test} test images, seed {args.seed})", file=sys.stderr)
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sample = commands.add_parser("sample", help="write a synthetic RAF-DB-shaped sample tree",
+                                 formatter_class=parser.formatter_class)
+    sample.add_argument("--out", required=True, type=Path, help="folder to create (the RAF-DB root)")
+    sample.add_argument("--train", type=int, default=1200, help="number of training images")
+    sample.add_argument("--test", type=int, default=300, help="number of test images")
+    sample.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same bytes")
+    sample.add_argument("--force", action="store_true", help="replace an existing non-empty folder")
+    sample.set_defaults(func=_cmd_sample)
+
+    summary = commands.add_parser("summary", help="print images per class and split",
+                                  formatter_class=parser.formatter_class)
+    add_dataset_args(summary)
+    summary.add_argument("--all-protocols", action="store_true", help="show both label protocols")
+    summary.set_defaults(func=_cmd_summary)
+
+    check = commands.add_parser("check-labels", help="agreement of CSV argmax with the hard labels",
+                                formatter_class=parser.formatter_class)
+    check.add_argument("--rafdb", default="RAF-DB", type=Path, help="RAF-DB folder")
+    check.set_defaults(func=_cmd_check_labels)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    args = parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    run_main(main)

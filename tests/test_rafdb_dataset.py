@@ -1,0 +1,185 @@
+"""The data layer: vote filter, both label protocols, the hold-out split, errors (SPEC §1)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import rafdb_dataset as rd
+from cli_common import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# SPEC §1.3 test vectors, outcomes worked out by hand there.
+@pytest.mark.parametrize(
+    "p, expected",
+    [
+        ([.05, .1, .05, .6, .1, .05, .05], [0, 0, 0, 1, 0, 0, 0]),
+        ([.4, .4, .2, 0, 0, 0, 0], [.4, .4, .2, 0, 0, 0, 0]),
+        ([0, 0, 0, .5, 0, 0, .5], [0, 0, 0, .5, 0, 0, .5]),
+        ([.3, .3, .3, .1, 0, 0, 0], None),  # three winners
+        ([.35, .25, .2, .2, 0, 0, 0], None),  # 3.5 <= 0.5 * 10
+        ([.1, .2, .25, .45, 0, 0, 0], None),  # boundary: T = 9, 4.5 <= 4.5
+    ],
+)
+def test_vote_filter_spec_vectors(p, expected):
+    result = rd.vote_filter(p)
+    if expected is None:
+        assert result is None
+    else:
+        np.testing.assert_allclose(result, expected, atol=1e-12)
+
+
+def test_vote_filter_renormalises_after_zeroing_small_votes():
+    # d = (6, 2, 1, 1, 0, 0, 0): the two votes of 1 (p = .1) are zeroed, T = 8, M = 6, 6 > 4.
+    np.testing.assert_allclose(rd.vote_filter([.6, .2, .1, .1, 0, 0, 0]), [.75, .25, 0, 0, 0, 0, 0])
+
+
+def test_two_way_tie_goes_to_lower_index():
+    labels = rd.LabelSet(names=["test_0001"], labels=np.array([[0, 0, 0, .5, 0, 0, .5]], np.float32),
+                         protocol="soft", split="test")
+    assert labels.classes.tolist() == [3]
+
+
+def test_name_from_row_matches_the_original():
+    assert rd.name_from_row(0) == "train_00001"
+    assert rd.name_from_row(12270) == "train_12271"
+    assert rd.name_from_row(12271) == "test_0001"
+    assert rd.name_from_row(15338) == "test_3068"
+
+
+def test_class_order_is_the_original():
+    assert rd.CLASS_NAMES == ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+
+
+def test_both_protocols_on_the_sample_tree(sample_tree):
+    hard_test = rd.load_labels(sample_tree, "test", "hard")
+    soft_test = rd.load_labels(sample_tree, "test", "soft")
+    hard_train = rd.load_labels(sample_tree, "train", "hard")
+    test_count = len(rd.list_aligned(sample_tree, "test"))
+    train_count = len(rd.list_aligned(sample_tree, "train"))
+    assert len(hard_test) == hard_test.n_total == test_count
+    assert len(hard_train) == train_count
+    assert soft_test.n_total == test_count
+    assert len(soft_test) + soft_test.n_dropped == test_count
+    assert np.allclose(hard_test.labels.sum(axis=1), 1) and set(np.unique(hard_test.labels)) <= {0.0, 1.0}
+    assert np.allclose(soft_test.labels.sum(axis=1), 1, atol=1e-6)
+    # Soft labels are exactly the filtered CSV rows: recompute row by row from the file.
+    rows = [list(map(float, line.split(","))) for line in
+            (sample_tree / rd.CSV_FILE).read_text().splitlines() if line.strip()]
+    for name, label in zip(soft_test.names, soft_test.labels):
+        row = rows[train_count + int(name.split("_")[1]) - 1]
+        d = [10 * v if 10 * v > 1 else 0.0 for v in row]
+        np.testing.assert_allclose(label, np.array(d) / sum(d), atol=1e-6)
+
+
+def test_holdout_split_is_disjoint_stratified_and_seeded(sample_tree):
+    train = rd.load_labels(sample_tree, "train", "hard")
+    fit_a, val_a = rd.holdout_split(train, 0.2, seed=1)
+    fit_b, val_b = rd.holdout_split(train, 0.2, seed=1)
+    _, val_c = rd.holdout_split(train, 0.2, seed=2)
+    assert not set(fit_a.names) & set(val_a.names)
+    assert sorted(fit_a.names + val_a.names) == sorted(train.names)
+    assert val_a.names == val_b.names
+    assert val_a.names != val_c.names
+    per_class = rd.class_counts(train)
+    assert rd.class_counts(val_a).tolist() == [int(round(0.2 * n)) for n in per_class]
+
+
+def _copy_tree(sample_tree, tmp_path):
+    root = tmp_path / "RAF-DB"
+    shutil.copytree(sample_tree, root)
+    return root
+
+
+def test_malformed_csv_row_names_file_and_line(sample_tree, tmp_path):
+    root = _copy_tree(sample_tree, tmp_path)
+    csv = root / rd.CSV_FILE
+    lines = csv.read_text().splitlines()
+    lines[2] = "0.5,0.5,abc,0,0,0,0"
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"distribute_basic\.csv:3: a value is not a number"):
+        rd.load_labels(root, "test", "soft")
+    lines[2] = "0.5,0.6,0,0,0,0,0"
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"distribute_basic\.csv:3: values sum to 1\.1"):
+        rd.load_labels(root, "test", "soft")
+
+
+def test_malformed_partition_line_and_escaping_path(sample_tree, tmp_path):
+    root = _copy_tree(sample_tree, tmp_path)
+    part = root / rd.PARTITION_FILE
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join(lines[:4] + ["test_0001.jpg 9"] + lines[5:]) + "\n")
+    with pytest.raises(UserError, match=r"list_patition_label\.txt:5: label must be an integer 1\.\.7"):
+        rd.load_labels(root, "test", "hard")
+    part.write_text("\n".join(["../../etc/passwd.jpg 1"] + lines[1:]) + "\n")
+    with pytest.raises(UserError, match=r"list_patition_label\.txt:1: .* outside the dataset root"):
+        rd.load_labels(root, "test", "hard")
+
+
+def test_missing_tree_and_missing_image(sample_tree, tmp_path):
+    with pytest.raises(UserError, match="expected layout"):
+        rd.load_labels(tmp_path / "nowhere", "test", "hard")
+    root = _copy_tree(sample_tree, tmp_path)
+    victim = rd.aligned_path(root, "test_0002")
+    victim.unlink()
+    with pytest.raises(UserError, match=r"test_0002_aligned\.jpg: image not found.*--allow-missing"):
+        rd.load_labels(root, "test", "hard")
+    labels = rd.load_labels(root, "test", "hard", allow_missing=True)
+    assert labels.n_missing == 1 and "test_0002" not in labels.names
+
+
+def test_corrupt_image_is_named(tmp_path):
+    bad = tmp_path / "test_0001_aligned.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match=r"test_0001_aligned\.jpg: not a readable image"):
+        rd.read_image(bad)
+
+
+def test_read_image_is_rgb(tmp_path):
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[..., 0] = 200  # red in RGB
+    path = tmp_path / "red.png"
+    cv2.imwrite(str(path), image[..., ::-1])  # OpenCV writes BGR
+    assert rd.read_image(path)[0, 0].tolist() == [200, 0, 0]
+    assert rd.decode_image(rd.encode_image(image, "png"), "x").tolist() == image.tolist()
+
+
+def test_landmarks_parse_tabs_and_spaces_and_report_lines(tmp_path):
+    path = tmp_path / "test_0001_manu_attri.txt"
+    path.write_text("10.5\t20\n30 40.25\n1\t2\n3 4\n5\t6\n0\n1\n2\n")
+    np.testing.assert_allclose(rd.read_landmarks(path), [[10.5, 20], [30, 40.25], [1, 2], [3, 4], [5, 6]])
+    path.write_text("10.5\t20\n30 forty\n1\t2\n3 4\n5\t6\n")
+    with pytest.raises(UserError, match=r"manu_attri\.txt:2: expected two numbers"):
+        rd.read_landmarks(path)
+    with pytest.raises(UserError, match="landmark file not found"):
+        rd.read_landmarks(tmp_path / "missing.txt")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, str(REPO / "rafdb_dataset.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def test_cli_summary_and_user_error_exit_code(sample_tree, tmp_path):
+    result = _run("summary", "--rafdb", sample_tree, "--all-protocols")
+    assert result.returncode == 0, result.stderr
+    assert "surprise" in result.stdout and "test/hard" in result.stdout
+    result = _run("summary", "--rafdb", tmp_path / "missing")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "missing" in result.stderr
+
+
+def test_cli_sample_refuses_non_empty_folder(tmp_path):
+    target = tmp_path / "tree"
+    target.mkdir()
+    (target / "keep.txt").write_text("x")
+    result = _run("sample", "--out", target, "--train", 3, "--test", 2)
+    assert result.returncode == 2 and "--force" in result.stderr
+    assert (target / "keep.txt").exists()
