@@ -1,0 +1,321 @@
+"""RAF-DB-P: write the 10 perturbation sequences of every RAF-DB test image (SPEC §3).
+
+Each test original is aligned once to MIVIA's 130 px face from its 5 manual landmarks, then every
+selected perturbation writes 30 frames::
+
+    perturbed_raf_dataset/rafdb.test.p_<name>/test_XXXX_NN.jpg      NN = 00..29
+
+(10 x 3,068 x 30 = 920,400 frames for the real RAF-DB). Output is byte-identical for any worker
+count: every sequence draws from its own generator, seeded from (seed, perturbation, file name).
+A killed export resumes where it stopped; ``manifest.json`` records the parameters and the
+SHA-256 of every file, and ``verify`` checks a tree against it.
+
+Examples::
+
+    python3 rafdb_perturb_dataset.py export --rafdb RAF-DB                   # the whole RAF-DB-P
+    python3 rafdb_perturb_dataset.py export --rafdb demo/RAF-DB --out demo/perturbed_raf_dataset \\
+        --perturbations p_rotate,p_shot_noise --workers 2
+    python3 rafdb_perturb_dataset.py export --source aligned                 # no originals/landmarks
+    python3 rafdb_perturb_dataset.py verify --out perturbed_raf_dataset
+    python3 rafdb_perturb_dataset.py                                         # perturbations.gif
+
+Without arguments the script renders ``perturbations.gif`` (one animated tile per perturbation),
+from the first RAF-DB test original when ``RAF-DB`` holds one, else from a synthetic face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import dataset_writer
+import perturbations
+import rafdb_dataset
+from cli_common import ArgumentParser, UserError, atomic_path, item_rng, run_main, setup_logging
+
+LOG = logging.getLogger("fer.rafdb_p")
+KIND = "rafdb-p"
+SPLIT = "test"
+SOURCES = ("landmarks", "aligned")
+
+
+# --------------------------------------------------------------------------------------------
+# Layout and work units
+
+
+def perturbed_folder(name: str, split: str = SPLIT) -> str:
+    """``rafdb.test.<name>`` (SPEC §3.5)."""
+    return f"rafdb.{split}.{name}"
+
+
+def frame_path(name: str, stem: str, index: int, fmt: str) -> str:
+    """Relative path of frame ``index`` of image ``stem`` under perturbation ``name``."""
+    return f"{perturbed_folder(name)}/{stem}_{index:02d}.{fmt}"
+
+
+def parse_perturbations(text: str) -> list[str]:
+    """``all`` or a comma-separated list of registry names, in registry order, without repeats."""
+    if text.strip() == "all":
+        return list(perturbations.PERTURBATIONS)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in perturbations.PERTURBATIONS]
+    if unknown or not names:
+        raise UserError(
+            f"--perturbations: unknown name(s) {', '.join(unknown) or '(none given)'}; "
+            f"expected 'all' or a comma-separated list of: {', '.join(perturbations.PERTURBATIONS)}"
+        )
+    return [name for name in perturbations.PERTURBATIONS if name in names]
+
+
+def list_test_names(root: Path, source: str) -> list[str]:
+    """Every test image name: the aligned test images, plus (landmarks source) the originals."""
+    aligned_dir = root / rafdb_dataset.ALIGNED_DIR
+    original_dir = root / rafdb_dataset.ORIGINAL_DIR
+    if source == "aligned":
+        return [path.name[: -len("_aligned.jpg")] for path in rafdb_dataset.list_aligned(root, SPLIT)]
+    names: set[str] = set()
+    if aligned_dir.is_dir():
+        names.update(path.name[: -len("_aligned.jpg")] for path in aligned_dir.glob(f"{SPLIT}_*_aligned.jpg"))
+    if original_dir.is_dir() or not names:
+        names.update(rafdb_dataset.list_originals(root, SPLIT))
+    return sorted(names)
+
+
+def build_units(root: Path, names: Sequence[str], selected: Sequence[str], *, fmt: str,
+                source: str) -> list[dataset_writer.WorkUnit]:
+    """One unit per test image; checks every input file first (UserError naming the first bad one).
+
+    Under ``--source landmarks`` the original and its landmark file must exist, and the landmarks
+    are parsed here (a malformed line is reported as ``file:line``), so the workers get them in the
+    payload. Under ``--source aligned`` the aligned image must exist.
+    """
+    units = []
+    for stem in names:
+        if source == "landmarks":
+            image_path = rafdb_dataset.original_path(root, stem)
+            landmark_file = rafdb_dataset.landmarks_path(root, stem)
+            if not image_path.is_file():
+                raise UserError(
+                    f"{image_path}: original image not found (RAF-DB-P needs every test original and "
+                    f"its landmarks; --source aligned builds the sequences from the aligned images)"
+                )
+            if not landmark_file.is_file():
+                raise UserError(
+                    f"{landmark_file}: landmark file not found (needed to align {image_path.name}; "
+                    f"--source aligned builds the sequences from the aligned images)"
+                )
+            landmarks = rafdb_dataset.read_landmarks(landmark_file)
+        else:
+            image_path = rafdb_dataset.aligned_path(root, stem)
+            if not image_path.is_file():
+                raise UserError(f"{image_path}: aligned image not found")
+            landmarks = None
+        outputs = tuple(frame_path(name, stem, i, fmt) for name in selected
+                        for i in range(perturbations.NUM_FRAMES))
+        units.append(dataset_writer.WorkUnit(str(image_path), outputs, (stem, str(image_path), landmarks)))
+    return units
+
+
+def load_face(image_path: str, landmarks: np.ndarray | None, fallback_pad: str) -> np.ndarray:
+    """The 130 px face: aligned from the original (landmarks given) or the padded aligned image."""
+    image = rafdb_dataset.read_image(image_path)
+    if landmarks is not None:
+        return perturbations.align_face(image, landmarks)
+    if image.shape != (perturbations.FRAME_SIZE, perturbations.FRAME_SIZE, 3):
+        raise UserError(f"{image_path}: expected a 100x100 aligned image, got {image.shape[1]}x{image.shape[0]}")
+    return perturbations.aligned_source_face(image, fallback_pad)
+
+
+def sequence_rng(seed: int, name: str, stem: str) -> np.random.Generator:
+    """The generator of one sequence (SPEC §3.5); the file name is the original's, test_XXXX.jpg,
+    whatever the source, so both sources draw the same noise."""
+    return item_rng(seed, KIND, name, 0, f"{stem}.jpg")
+
+
+def render_unit(unit: dataset_writer.WorkUnit, *, selected: Sequence[str], seed: int, fmt: str,
+                motion_backend: str, colour: str, fallback_pad: str) -> list[tuple[str, bytes]]:
+    """All frames of all selected perturbations of one test image (runs in a worker)."""
+    stem, image_path, landmarks = unit.payload
+    face = load_face(image_path, landmarks, fallback_pad)
+    encode = rafdb_dataset.encode_image
+    outputs = []
+    for name in selected:
+        frames = perturbations.perturb(face, name, sequence_rng(seed, name, stem),
+                                       motion_backend=motion_backend, colour=colour)
+        for index, frame in enumerate(frames):
+            outputs.append((frame_path(name, stem, index, fmt), encode(frame, fmt)))
+    return outputs
+
+
+def export_params(args: argparse.Namespace) -> dict:
+    """The parameters that decide the bytes; a tree mixing different values is refused."""
+    return {
+        "seed": args.seed,
+        "format": args.format,
+        "motion_backend": args.motion_backend,
+        "colour": args.colour,
+        "source": args.source,
+        "fallback_pad": args.fallback_pad if args.source == "aligned" else None,
+        "frames": perturbations.NUM_FRAMES,
+        "split": SPLIT,
+    }
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    root = Path(args.rafdb)
+    selected = parse_perturbations(args.perturbations)
+    params = export_params(args)
+    dataset_writer.check_output_dir(args.out, kind=KIND, params=params)
+    names = list_test_names(root, args.source)
+    units = build_units(root, names, selected, fmt=args.format, source=args.source)
+    render = functools.partial(render_unit, selected=selected, seed=args.seed, fmt=args.format,
+                               motion_backend=args.motion_backend, colour=args.colour,
+                               fallback_pad=args.fallback_pad)
+    if args.source == "aligned":
+        LOG.warning("source: aligned (SPEC §3.6): faces are the padded official aligned images, not "
+                    "MIVIA's alignment of the originals; results are not comparable with RAF-DB-P")
+    result = dataset_writer.export(
+        units, render, args.out, generator="rafdb_perturb_dataset.py", kind=KIND, params=params,
+        sources=[Path(unit.name).name for unit in units], source_root=str(root),
+        workers=args.workers, progress=not args.quiet,
+    )
+    LOG.info("%d image(s) x %d perturbation(s) x %d frames: %d file(s) written, %d already present, "
+             "%.1f s with %d worker(s); manifest %s", len(units), len(selected), perturbations.NUM_FRAMES,
+             result.files_written, result.files_skipped, result.seconds, result.workers, result.manifest_path)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = dataset_writer.verify(args.out, progress=not args.quiet)
+    dataset_writer.print_verify_report(report)
+    return 0 if report.ok else 1
+
+
+# --------------------------------------------------------------------------------------------
+# The animated preview (the original README's perturbations.gif)
+
+
+def preview_face(root: Path, seed: int = 0) -> tuple[np.ndarray, str]:
+    """The 130 px face of the first RAF-DB test original with landmarks, else of a synthetic one."""
+    original_dir = root / rafdb_dataset.ORIGINAL_DIR
+    if original_dir.is_dir():
+        for image_path in sorted(original_dir.glob(f"{SPLIT}_*.jpg")):
+            landmark_file = rafdb_dataset.landmarks_path(root, image_path.stem)
+            if landmark_file.is_file():
+                face = perturbations.align_face(rafdb_dataset.read_image(image_path),
+                                                rafdb_dataset.read_landmarks(landmark_file))
+                return face, str(image_path)
+    import synthetic_faces
+
+    sample = synthetic_faces.make_sample(seed, SPLIT, 1, 3)
+    return perturbations.align_face(sample.original, sample.landmarks), "a synthetic face"
+
+
+def preview_frames(face: np.ndarray, *, seed: int = 0, columns: int = 5, label_height: int = 14,
+                   margin: int = 2, motion_backend: str = "numpy", colour: str = "rgb") -> list[np.ndarray]:
+    """30 RGB canvases: one 100 px tile per perturbation with its name above, ``columns`` per row."""
+    import cv2
+
+    names = list(perturbations.PERTURBATIONS)
+    sequences = [perturbations.perturb(face, name, sequence_rng(seed, name, "preview"),
+                                       motion_backend=motion_backend, colour=colour) for name in names]
+    size = perturbations.FRAME_SIZE
+    rows = -(-len(names) // columns)
+    cell_w, cell_h = size + 2 * margin, size + label_height + 2 * margin
+    background = np.full((rows * cell_h, columns * cell_w, 3), 255, np.uint8)
+    for k, name in enumerate(names):
+        x, y = (k % columns) * cell_w + margin, (k // columns) * cell_h + margin
+        cv2.putText(background, name[2:], (x + 1, y + label_height - 4), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.36, (0, 0, 0), 1, cv2.LINE_AA)
+    canvases = []
+    for i in range(perturbations.NUM_FRAMES):
+        canvas = background.copy()
+        for k, frames in enumerate(sequences):
+            x, y = (k % columns) * cell_w + margin, (k // columns) * cell_h + margin + label_height
+            canvas[y : y + size, x : x + size] = frames[i]
+        canvases.append(canvas)
+    return canvases
+
+
+def write_gif(canvases: Sequence[np.ndarray], path: str | Path, frame_ms: int = 100) -> None:
+    """An endlessly looping GIF (PIL), written atomically."""
+    from PIL import Image
+
+    images = [Image.fromarray(canvas).quantize(colors=255, method=Image.Quantize.MEDIANCUT) for canvas in canvases]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms,
+                       loop=0, optimize=False)
+
+
+def cmd_gif(args: argparse.Namespace) -> int:
+    face, origin = preview_face(Path(args.rafdb), args.seed)
+    write_gif(preview_frames(face, seed=args.seed), args.out, args.frame_ms)
+    LOG.info("wrote %s (10 perturbations x 30 frames, from %s)", args.out, origin)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="{export,verify,gif}")
+
+    export = commands.add_parser("export", help="write the RAF-DB-P tree", description=__doc__)
+    data = export.add_argument_group("input")
+    data.add_argument("--rafdb", default="RAF-DB", help="RAF-DB root folder (the one holding basic/)")
+    data.add_argument("--source", choices=SOURCES, default="landmarks",
+                      help="landmarks: align every test original from its manual landmarks (FAITHFUL); "
+                           "aligned: pad the official 100 px aligned images by 15 px instead (SPEC §3.6; "
+                           "not comparable with RAF-DB-P)")
+    data.add_argument("--fallback-pad", choices=perturbations.FALLBACK_PADS, default="reflect101",
+                      help="padding of the aligned images under --source aligned")
+    what = export.add_argument_group("output")
+    what.add_argument("--out", default="perturbed_raf_dataset", help="output root folder")
+    what.add_argument("--perturbations", default="all",
+                      help=f"'all' or a comma-separated list of: {', '.join(perturbations.PERTURBATIONS)}")
+    what.add_argument("--format", choices=("jpg", "png"), default="jpg",
+                      help="jpg: OpenCV JPEG quality 95 (FAITHFUL); png: lossless (not comparable with jpg)")
+    what.add_argument("--seed", type=int, default=0, help="seed of every per-sequence generator")
+    what.add_argument("--motion-backend", choices=perturbations.MOTION_BACKENDS, default="numpy",
+                      help="motion blur: numpy port (<= 1 grey level from ImageMagick) or wand (ImageMagick)")
+    what.add_argument("--colour", choices=perturbations.COLOUR_MODES, default="rgb",
+                      help="bgr-compat reproduces the original's swapped spatter colours")
+    run = export.add_argument_group("run")
+    run.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    verify = commands.add_parser("verify", help="check a tree against its manifest.json", description=__doc__)
+    verify.add_argument("--out", default="perturbed_raf_dataset", help="output root folder to check")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    gif = commands.add_parser("gif", help="render perturbations.gif (the default command)", description=__doc__)
+    gif.add_argument("--rafdb", default="RAF-DB",
+                     help="RAF-DB root; its first test original is shown, else a synthetic face")
+    gif.add_argument("--out", default="perturbations.gif", help="GIF file to write")
+    gif.add_argument("--seed", type=int, default=0, help="seed of the random perturbations")
+    gif.add_argument("--frame-ms", type=int, default=100, help="duration of one frame in milliseconds")
+
+    args = parser.parse_args(argv or ["gif"])
+    if getattr(args, "workers", None) is not None and args.workers < 0:
+        parser.error(f"--workers: expected a positive number or 0 (all cores), got {args.workers}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    commands = {"export": cmd_export, "verify": cmd_verify, "gif": cmd_gif}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,199 @@
+"""End-to-end tests of rafdb_perturb_dataset.py on (a part of) the synthetic sample tree."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rafdb_dataset
+import rafdb_perturb_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = str(REPO / "rafdb_perturb_dataset.py")
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def mini_tree(sample_tree, dest, count):
+    """A RAF-DB tree holding the first ``count`` test images of the sample tree."""
+    root = Path(dest) / "RAF-DB"
+    for sub in (rafdb_dataset.ALIGNED_DIR, rafdb_dataset.ORIGINAL_DIR, rafdb_dataset.ANNOTATION_DIR):
+        (root / sub).mkdir(parents=True)
+    for index in range(1, count + 1):
+        stem = f"test_{index:04d}"
+        for path in (rafdb_dataset.aligned_path(sample_tree, stem), rafdb_dataset.original_path(sample_tree, stem),
+                     rafdb_dataset.landmarks_path(sample_tree, stem)):
+            shutil.copy(path, root / path.relative_to(sample_tree))
+    return root
+
+
+def tree_bytes(out):
+    """{relative path: bytes} of every file except the manifest."""
+    out = Path(out)
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def tree4(sample_tree, tmp_path_factory):
+    return mini_tree(sample_tree, tmp_path_factory.mktemp("tree4"), 4)
+
+
+@pytest.fixture(scope="module")
+def reference_export(tree4, tmp_path_factory):
+    """An uninterrupted 1-worker export of the 4-image tree, all perturbations."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    result = run_cli("export", "--rafdb", tree4, "--out", out, "--workers", 1, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_layout_and_manifest(reference_export):
+    folders = sorted(p.name for p in reference_export.iterdir() if p.is_dir())
+    assert folders == sorted(f"rafdb.test.{name}" for name in rafdb_perturb_dataset.perturbations.PERTURBATIONS)
+    for folder in folders:
+        names = sorted(p.name for p in (reference_export / folder).iterdir())
+        assert names == [f"test_{k:04d}_{i:02d}.jpg" for k in range(1, 5) for i in range(30)]
+    manifest = json.loads((reference_export / "manifest.json").read_text())
+    assert manifest["kind"] == "rafdb-p" and manifest["complete"]
+    assert manifest["params"]["source"] == "landmarks" and manifest["params"]["seed"] == 0
+    assert len(manifest["files"]) == 4 * 10 * 30
+    assert run_cli("verify", "--out", reference_export, "--quiet").returncode == 0
+
+
+def test_translate_frames_are_the_aligned_crop(reference_export, tree4):
+    # Frame i of p_translate is the aligned 130 px face's [15:115, i:i+100], JPEG q95.
+    import perturbations
+
+    image = rafdb_dataset.read_image(rafdb_dataset.original_path(tree4, "test_0002"))
+    landmarks = rafdb_dataset.read_landmarks(rafdb_dataset.landmarks_path(tree4, "test_0002"))
+    face = perturbations.align_face(image, landmarks)
+    for i in (0, 29):
+        expected = rafdb_dataset.encode_image(np.ascontiguousarray(face[15:115, i : i + 100]))
+        assert (reference_export / f"rafdb.test.p_translate/test_0002_{i:02d}.jpg").read_bytes() == expected
+
+
+def test_deterministic_across_worker_counts(reference_export, tree4, tmp_path):
+    out = tmp_path / "out2"
+    result = run_cli("export", "--rafdb", tree4, "--out", out, "--workers", 2, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert tree_bytes(out) == tree_bytes(reference_export)
+    manifest = json.loads((out / "manifest.json").read_text())
+    reference = json.loads((reference_export / "manifest.json").read_text())
+    assert manifest["files"] == reference["files"]
+
+
+def test_seed_changes_random_sequences_only(reference_export, tree4, tmp_path):
+    out = tmp_path / "seed1"
+    result = run_cli("export", "--rafdb", tree4, "--out", out, "--workers", 1, "--quiet", "--seed", 1,
+                     "--perturbations", "p_shot_noise,p_rotate")
+    assert result.returncode == 0, result.stderr
+    for rel in ("rafdb.test.p_rotate/test_0001_03.jpg", "rafdb.test.p_shot_noise/test_0001_00.jpg"):
+        assert (out / rel).read_bytes() == (reference_export / rel).read_bytes()
+    rel = "rafdb.test.p_shot_noise/test_0001_05.jpg"
+    assert (out / rel).read_bytes() != (reference_export / rel).read_bytes()
+
+
+@pytest.mark.slow
+def test_resume_after_kill(sample_tree, tmp_path):
+    tree = mini_tree(sample_tree, tmp_path, 10)
+    reference = tmp_path / "reference"
+    assert run_cli("export", "--rafdb", tree, "--out", reference, "--workers", 2, "--quiet").returncode == 0
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, SCRIPT, "export", "--rafdb", str(tree), "--out", str(out),
+                                "--workers", "1", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.is_dir() and sum(1 for _ in out.rglob("*.jpg")) >= 600:  # 2 of 10 images done
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, "the export finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not json.loads((out / "manifest.json").read_text())["complete"]
+    partial = sum(1 for _ in out.rglob("*.jpg"))
+    assert 0 < partial < 3000
+    result = run_cli("export", "--rafdb", tree, "--out", out, "--workers", 2, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert tree_bytes(out) == tree_bytes(reference)
+    assert json.loads((out / "manifest.json").read_text())["files"] == json.loads(
+        (reference / "manifest.json").read_text())["files"]
+
+
+def test_source_aligned(tree4, tmp_path):
+    out = tmp_path / "aligned"
+    result = run_cli("export", "--rafdb", tree4, "--out", out, "--source", "aligned", "--quiet",
+                     "--perturbations", "p_translate,p_rotate", "--workers", 1)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["params"]["source"] == "aligned" and manifest["params"]["fallback_pad"] == "reflect101"
+    # The default frame (translate frame 15, rotate frame 15 at angle 0) is the aligned image itself.
+    aligned = rafdb_dataset.read_image(rafdb_dataset.aligned_path(tree4, "test_0003"))
+    expected = rafdb_dataset.encode_image(aligned)
+    assert (out / "rafdb.test.p_translate/test_0003_15.jpg").read_bytes() == expected
+    assert (out / "rafdb.test.p_rotate/test_0003_15.jpg").read_bytes() == expected
+    # Mixing sources in one tree is refused.
+    again = run_cli("export", "--rafdb", tree4, "--out", out, "--quiet", "--perturbations", "p_translate")
+    assert again.returncode == 2 and "source" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("damage", ["missing_original", "missing_landmarks", "malformed_landmarks"])
+def test_bad_input(damage, sample_tree, tmp_path):
+    tree = mini_tree(sample_tree, tmp_path, 3)
+    original = rafdb_dataset.original_path(tree, "test_0002")
+    landmarks = rafdb_dataset.landmarks_path(tree, "test_0002")
+    if damage == "missing_original":
+        original.unlink()
+        expected = [str(original), "not found"]
+    elif damage == "missing_landmarks":
+        landmarks.unlink()
+        expected = [str(landmarks), "not found"]
+    else:
+        lines = landmarks.read_text().splitlines()
+        lines[2] = "41.5\tnose"
+        landmarks.write_text("\n".join(lines) + "\n")
+        expected = [f"{landmarks}:3:"]
+    result = run_cli("export", "--rafdb", tree, "--out", tmp_path / "out", "--quiet", "--workers", 1)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+def test_bad_flags(tree4, tmp_path):
+    result = run_cli("export", "--rafdb", tree4, "--out", tmp_path / "o", "--perturbations", "p_rotate,p_zoom")
+    assert result.returncode == 2 and "p_zoom" in result.stderr and "p_shear" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("export", "--rafdb", tmp_path / "nowhere", "--out", tmp_path / "o2")
+    assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_verify_detects_altered_file(tree4, tmp_path):
+    out = tmp_path / "v"
+    assert run_cli("export", "--rafdb", tree4, "--out", out, "--quiet", "--perturbations", "p_scale").returncode == 0
+    target = out / "rafdb.test.p_scale/test_0004_07.jpg"
+    target.write_bytes(target.read_bytes()[:-10])
+    result = run_cli("verify", "--out", out, "--quiet")
+    assert result.returncode == 1 and "altered" in result.stdout and "test_0004_07.jpg" in result.stdout
+
+
+def test_gif_without_arguments(tmp_path):
+    result = run_cli(cwd=tmp_path)  # no RAF-DB here: a synthetic face
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    with Image.open(tmp_path / "perturbations.gif") as gif:
+        assert gif.n_frames == 30 and gif.info.get("loop") == 0
+        width, height = gif.size
+    assert width == 5 * 104 and height == 2 * 118  # 2 rows x 5 tiles of 100 px + label + margins
+    assert not list(tmp_path.glob(".*.tmp"))
