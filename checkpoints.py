@@ -88,7 +88,8 @@ CLASS_SYNONYMS = {
 CHECKPOINT_SUFFIXES = (".hdf5", ".h5", ".keras")
 CHECKPOINT_PATTERN = re.compile(r"checkpoint.([0-9]+).hdf5")  # SPEC §4.7, the original's regex
 
-# Modes the user may name for a checkpoint that does not carry its preprocessing.
+# Modes the user may name for a checkpoint that does not carry its preprocessing: those of
+# models.preprocessing.PREPROCESSING_MODES, with "none" for its "no" (checked in the tests).
 PREPROCESSING_CHOICES = ("none", "scale01", "scale-1-1", "vggface2", "z_normalization",
                          "full_normalization")
 EVAL_PREPROCESSING_CHOICES = ("auto", "legacy-vggface2")
@@ -141,17 +142,19 @@ def find_checkpoints(path: str | Path) -> list[Path]:
 
 
 def _custom_objects() -> dict:
-    """The project's serialisable layers (BlurPool, preprocessing layers) from ``models``."""
+    """The project's serialisable layers (BlurPool, preprocessing layers) from ``models``.
+
+    A third-party checkpoint needs none of them, so a missing or broken ``models`` package is a
+    warning here; a checkpoint that does need them then fails to load naming the unknown layer.
+    """
     try:
         import models
-    except ModuleNotFoundError as error:
-        if error.name != "models":
-            raise
-        models = None
-    if not hasattr(models, "custom_objects"):
-        LOG.warning("the project's models package is missing: loading without its custom layers")
+
+        return models.custom_objects()
+    except (ImportError, AttributeError) as error:
+        LOG.warning("the project's models package is unavailable (%s): loading without its "
+                    "custom layers", error)
         return {}
-    return models.custom_objects()
 
 
 def _is_unsafe_error(error: BaseException) -> bool:
@@ -233,18 +236,7 @@ def class_permutation(output_names: Sequence[str]) -> np.ndarray:
 # Preprocessing
 
 
-def _scale01(images: np.ndarray) -> np.ndarray:
-    return images / np.float32(255.0)
-
-
-def _scale_minus1_1(images: np.ndarray) -> np.ndarray:
-    # FER2013 checkpoints (SPEC §8.4): x / 127.5 - 1, i.e. [0, 255] -> [-1, 1].
-    return images / np.float32(127.5) - np.float32(1.0)
-
-
-_SIMPLE_MODES = {"scale01": _scale01, "scale-1-1": _scale_minus1_1}
-_PROJECT_MODES = {"vggface2", "z_normalization", "full_normalization"}
-_THREE_CHANNEL_MODES = _PROJECT_MODES
+_THREE_CHANNEL_MODES = ("vggface2", "z_normalization", "full_normalization")
 
 
 class _Preprocessor:
@@ -255,13 +247,11 @@ class _Preprocessor:
         self.mode, self.mean_order, self.colour, self.bgr_input = mode, mean_order, colour, bgr_input
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images, dtype=np.float32)
-        if self.mode in _SIMPLE_MODES:
-            out = _SIMPLE_MODES[self.mode](images)
-        else:
-            from models import preprocessing
+        from models import preprocessing  # the project's formulas (SPEC §4.4), not a copy
 
-            out = preprocessing.preprocess_numpy(images, self.mode, self.mean_order, self.colour)
+        mode = "no" if self.mode == "none" else self.mode
+        out = preprocessing.preprocess_numpy(np.asarray(images, dtype=np.float32), mode,
+                                             self.mean_order, self.colour)
         if self.bgr_input:
             out = out[..., ::-1]
         return np.ascontiguousarray(out, dtype=np.float32)
@@ -543,6 +533,11 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
         LOG.warning("%s: outputs %s have no RAF-DB class and are ignored", checkpoint_path,
                     ",".join(dropped))
 
+    if preprocess is not None:  # fail now, not inside the input pipeline
+        try:
+            preprocess(np.full((1, image_size[0], image_size[1], channels), 128.0, np.float32))
+        except ValueError as error:
+            raise UserError(f"{checkpoint_path}: preprocessing {label}: {error}") from None
     if batch_size < 1:
         raise UserError(f"--batch: expected a positive integer, got {batch_size}")
     classifier = Classifier(model, checkpoint_path, image_size=image_size, channels=channels,
