@@ -1,0 +1,707 @@
+"""RAF-DB-C: the 18 corruptions of the original, with its names and parameter tables (SPEC §2).
+
+Every corruption is a plain function ``fn(image, severity, rng, **options)`` of an RGB uint8 image
+(H x W x 3, any size from 32 px up), a severity 1..5 and a ``numpy.random.Generator``. It returns
+either a uint8 image (the steps that quantise by themselves: pixelate, jpeg_compression,
+motion_blur) or a float image in [0, 1]. They are registered, in the original's order
+(SPEC §2.3), in :data:`CORRUPTIONS` under their own ``__name__``. :func:`corrupt` is the checked
+public entry point: it validates its arguments and makes the single final conversion of SPEC §2.2
+(clip to [0, 1], times 255, floor to uint8).
+
+Options (keyword arguments of :func:`corrupt`, passed on to every function):
+
+- ``motion_backend``: ``"numpy"`` (default; imagecorruptions' port of ImageMagick's motion blur,
+  at most 1 grey level from it, SPEC §2.5) or ``"wand"`` (ImageMagick through Wand, the original's;
+  Wand is imported only then).
+- ``colour``: ``"rgb"`` (default, FIX) or ``"bgr-compat"``, which reproduces the original's
+  channel-order defects (SPEC §2.2): swapped spatter colours, and JPEG encoding of BGR as RGB.
+
+The low-level operations that RAF-DB-P (:mod:`perturbations`) reuses live here too, so that the
+project has one implementation of each: :func:`add_gaussian_noise`, :func:`add_shot_noise`,
+:func:`shift_value`, :func:`motion_blur_op`, :func:`gaussian_blur_op`, :func:`make_liquid_layer`
+and :func:`render_water`.
+
+Speed: per-size constants (zoom operators, defocus kernels, Poisson tables) are cached in module
+dictionaries; the hot spots use closed forms or OpenCV, each checked against a straightforward
+reference written the way the original did (``bench/reference_corruptions.py``; the tests compare
+them and ``bench/bench_corruptions.py`` times them).
+
+Example::
+
+    import numpy as np, corruptions
+    rng = np.random.default_rng(0)
+    out = corruptions.corrupt(image_rgb, "zoom_blur", 3, rng)     # uint8, same shape
+    for name in corruptions.CORRUPTION_NAMES: ...
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Callable
+
+import cv2
+import numpy as np
+import scipy.sparse
+import scipy.special
+from PIL import Image
+
+SEVERITIES = (1, 2, 3, 4, 5)
+MOTION_BACKENDS = ("numpy", "wand")
+COLOUR_MODES = ("rgb", "bgr-compat")
+MIN_SIDE = 32  # smallest image side accepted by corrupt()
+REFERENCE_HEIGHT = 48  # the tables of defocus and motion blur were tuned for 48 px FER2013 faces
+
+# Spatter colours (SPEC §2.4), RGB, 0..255. The original handed BGR arrays to this RGB code, so
+# its water came out pale yellow and its mud dark blue; "bgr-compat" reproduces that (SPEC §2.2).
+WATER_RGB = (175, 238, 238)  # pale turquoise
+MUD_RGB = (63, 42, 20)  # brown
+
+# OpenCV runs single-threaded: the export parallelises over processes, and threads only add
+# overhead on 100 px images.
+cv2.setNumThreads(1)
+
+_UNIT_LUT = np.arange(256, dtype=np.float32) / np.float32(255.0)  # uint8 -> float32 in [0, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def size_factor(image: np.ndarray) -> float:
+    """The original's k = H / 48, with H the image height (SPEC §2.3)."""
+    return image.shape[0] / REFERENCE_HEIGHT
+
+
+def to_float01(image: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1] (x / 255); float input is returned as it is."""
+    if image.dtype == np.uint8:
+        return _UNIT_LUT[image]
+    return image
+
+
+def to_uint8(result: np.ndarray) -> np.ndarray:
+    """The single final conversion of SPEC §2.2: clip(y, 0, 1) * 255, floor to uint8.
+
+    uint8 results (steps that quantise by themselves) pass through unchanged.
+    """
+    if result.dtype == np.uint8:
+        return result
+    # clip to [0, 1] then * 255 stays in [0, 255]; astype truncates, i.e. floors non-negatives.
+    return (np.clip(result, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+
+
+def _colour_triple(rgb: tuple[int, int, int], colour: str) -> np.ndarray:
+    """An RGB colour as float32 / 255; reversed under "bgr-compat" (the original's swap)."""
+    triple = rgb[::-1] if colour == "bgr-compat" else rgb
+    return np.array(triple, np.float32) / np.float32(255.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Low-level operations (also used by perturbations.py)
+
+
+def add_gaussian_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """clip(x + N(0, sigma), 0, 1) per pixel and channel; ``x`` is a float image in [0, 1].
+
+    The draws are ``rng.normal(size=x.shape, scale=sigma)`` (float64), as the original's
+    ``np.random.normal``; the result is float64.
+    """
+    return np.clip(x + rng.normal(size=x.shape, scale=sigma), 0.0, 1.0)
+
+
+# Poisson sampling by table lookup. Shot noise draws Poisson(x * lam) with x = v / 255 for a uint8
+# value v, so there are only 256 different means per lam. For each (lam, v) we tabulate the exact
+# Poisson CDF (scipy.special.pdtr, the regularised incomplete gamma function) and draw by
+# inversion: X = min{k : CDF(k) > u} with u ~ U[0, 1). A guide table (Chen & Asau's indexed
+# search) gives the starting k for each of _POISSON_GUIDE cells of u, so only a few entries are
+# compared. The support is cut where the tail mass is below 1e-18 (the upper tail then lands in
+# the last entry): smaller than the 2**-53 resolution of u, so this is Poisson to double precision.
+# This is 6-8x faster than Generator.poisson on array means, with the same distribution.
+_POISSON_GUIDE = 1024
+_POISSON_TABLES: dict[float, tuple[np.ndarray, np.ndarray, int]] = {}
+
+
+def _poisson_tables(lam: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """(cdf (256*K,), guide (256*G,), K) for means v/255*lam, v = 0..255; cached per lam."""
+    tables = _POISSON_TABLES.get(lam)
+    if tables is None:
+        means = np.arange(256, dtype=np.float64) / 255.0 * lam
+        size = int(math.ceil(lam + 14.0 * math.sqrt(lam) + 30.0))
+        k = np.arange(size, dtype=np.float64)
+        cdf = scipy.special.pdtr(k[None, :], means[:, None])  # P(X <= k), shape (256, K)
+        cdf[:, -1] = 2.0  # sentinel above any u: the search always stops by the last entry
+        cells = np.arange(_POISSON_GUIDE, dtype=np.float64) / _POISSON_GUIDE
+        # guide[v, g] = smallest k with CDF_v(k) > g / G: a valid start for any u in cell g.
+        guide = np.stack([np.searchsorted(row, cells, side="right") for row in cdf])
+        base = (np.arange(256) * size)[:, None]
+        tables = (np.ascontiguousarray(cdf.ravel()), (guide + base).astype(np.int32).ravel(), size)
+        _POISSON_TABLES[lam] = tables
+    return tables
+
+
+def poisson_from_levels(levels: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson(levels / 255 * lam) for uint8 ``levels``; int array of the same shape.
+
+    Draws one ``rng.random`` per element (float64) and inverts the exact Poisson CDF.
+    """
+    cdf, guide, size = _poisson_tables(float(lam))
+    u = rng.random(levels.shape).ravel()
+    flat_levels = levels.ravel().astype(np.int32)
+    cell = (u * _POISSON_GUIDE).astype(np.int32)
+    index = guide[flat_levels * _POISSON_GUIDE + cell]  # flat index v*K + k into cdf
+    # Sequential search from the guide's start: advance while CDF(k) <= u; usually 0-2 steps.
+    active = np.flatnonzero(cdf[index] <= u)
+    while active.size:
+        index[active] += 1
+        active = active[cdf[index[active]] <= u[active]]
+    return (index - flat_levels * size).reshape(levels.shape)
+
+
+def add_shot_noise(x: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
+    """clip(Poisson(x * lam) / lam, 0, 1); ``x`` is a float image in [0, 1] (any shape).
+
+    When every value of ``x`` is a multiple of 1/255 (an image that came from uint8, as always in
+    RAF-DB-C/P), the fast exact table sampler :func:`poisson_from_levels` is used; otherwise
+    ``rng.poisson``. Float64 result.
+    """
+    levels = np.rint(np.asarray(x, np.float64) * 255.0)
+    if np.all(np.abs(levels / 255.0 - x) < 1e-6) and levels.min() >= 0 and levels.max() <= 255:
+        counts = poisson_from_levels(levels.astype(np.uint8), lam, rng)
+    else:
+        counts = rng.poisson(np.asarray(x, np.float64) * lam)
+    return np.clip(counts / float(lam), 0.0, 1.0)
+
+
+def shift_value(x: np.ndarray, delta: float) -> np.ndarray:
+    """HSV value V + delta, clipped to [0, 1], with hue and saturation kept (last axis = RGB).
+
+    Closed form of skimage ``hsv2rgb(rgb2hsv(x))`` with V changed (SPEC §2.4): V = max(R, G, B)
+    and RGB = V * f(H, S), so every pixel is scaled by V' / V; black pixels (V = 0, hence H = S = 0)
+    become grey V'. The tests check it against skimage within 1 grey level. Same dtype as ``x``
+    for float input.
+    """
+    value = x.max(axis=-1, keepdims=True)
+    new_value = np.clip(value + delta, 0.0, 1.0).astype(value.dtype)
+    black = value <= 0
+    scale = new_value / np.where(black, 1, value)
+    return np.clip(np.where(black, new_value, x * scale), 0.0, 1.0)
+
+
+def gaussian_blur_op(x: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """skimage ``filters.gaussian(x, sigma, channel_axis=-1, truncate=truncate)`` (mode nearest).
+
+    ``x`` is a float H x W or H x W x C image; each channel is filtered on its own with scipy's
+    kernel (radius int(truncate * sigma + 0.5), weights exp(-t^2 / (2 sigma^2)) normalised),
+    applied separably by OpenCV with edge replication (= scipy's mode "nearest").
+    Keeps float32/float64.
+    """
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    kernel = _gaussian_kernel1d(float(sigma), float(truncate), x.dtype)
+    if x.ndim == 3 and x.shape[2] > 4:  # OpenCV handles at most 4 channels in one call
+        return np.stack([gaussian_blur_op(x[..., c], sigma, truncate) for c in range(x.shape[2])], -1)
+    out = cv2.sepFilter2D(np.ascontiguousarray(x), -1, kernel, kernel, borderType=cv2.BORDER_REPLICATE)
+    return out.reshape(x.shape)
+
+
+_GAUSS_KERNELS: dict[tuple, np.ndarray] = {}
+
+
+def _gaussian_kernel1d(sigma: float, truncate: float, dtype) -> np.ndarray:
+    key = (sigma, truncate, np.dtype(dtype).str)
+    kernel = _GAUSS_KERNELS.get(key)
+    if kernel is None:
+        radius = int(truncate * sigma + 0.5)
+        t = np.arange(-radius, radius + 1, dtype=np.float64)
+        weights = np.exp(-0.5 / (sigma * sigma) * t * t)
+        kernel = (weights / weights.sum()).astype(dtype)
+        _GAUSS_KERNELS[key] = kernel
+    return kernel
+
+
+def motion_blur_op(image: np.ndarray, radius: int, sigma: float, angle_degrees: float,
+                   backend: str = "numpy") -> np.ndarray:
+    """ImageMagick's ``MotionBlurImage(radius, sigma, angle)`` on an RGB uint8 image (SPEC §2.5).
+
+    ``backend="numpy"``: imagecorruptions' port: width w = 2 radius + 1, weights
+    exp(-j^2 / (2 sigma^2)) for j = 0..w-1 normalised, offsets ox = ceil(j cos - 0.5),
+    oy = ceil(j sin - 0.5) (y pointing down), stopping at the first j whose offset leaves the image,
+    edge pixels replicated, result floored to uint8 after ImageMagick's 16-bit rounding
+    (:func:`_imagemagick_q16_to_uint8`). ``backend="wand"``: the original's
+    PNG -> Wand ``motion_blur`` -> PNG round trip (needs the MagickWand library).
+    A sigma of 0 (possible on small images after the original's floor) means no blur, as in
+    ImageMagick, which replaces it with its epsilon.
+    """
+    if backend == "wand":
+        return _motion_blur_wand(image, radius, sigma, angle_degrees)
+    if backend != "numpy":
+        raise ValueError(f"motion backend {backend!r}: expected one of {', '.join(MOTION_BACKENDS)}")
+    height, width = image.shape[:2]
+    weights, offsets = _motion_kernel(int(radius), float(sigma), float(angle_degrees), height, width)
+    xs, ys = offsets[:, 0], offsets[:, 1]
+    left, right = max(0, -xs.min()), max(0, xs.max())
+    top, bottom = max(0, -ys.min()), max(0, ys.max())
+    padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    padded = padded.astype(np.float32)
+    accumulated = np.zeros(image.shape, np.float32)
+    for weight, (ox, oy) in zip(weights, offsets):
+        window = padded[top + oy : top + oy + height, left + ox : left + ox + width]
+        accumulated += np.float32(weight) * window
+    return _imagemagick_q16_to_uint8(accumulated)
+
+
+def _imagemagick_q16_to_uint8(accumulated: np.ndarray) -> np.ndarray:
+    """The floor to uint8 as ImageMagick Q16 does it: round to 16 bits, then truncate to 8.
+
+    ImageMagick reads 8-bit values v as 257 v, rounds the blurred sum to a 16-bit quantum, and
+    its PNG writer gives quantum // 257. So the result is floor(round(257 acc) / 257): the floor
+    of imagecorruptions' port, except that sums within 0.5 / 257 below an integer (e.g. a flat
+    region whose weights sum to 1 - 1e-16) round up, as in ImageMagick. Measured: identical to
+    Wand/ImageMagick 6.9.11 on all pixels of our test images, where the plain floor differs on
+    0.3-6 % of pixels by 1.
+    """
+    quantum = np.floor(accumulated * np.float32(257.0) + np.float32(0.5))
+    return (np.clip(quantum, 0, 65535) // np.float32(257.0)).astype(np.uint8)
+
+
+_MOTION_KERNELS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _motion_kernel(radius, sigma, angle, height, width):
+    key = (radius, sigma, angle, height, width)
+    cached = _MOTION_KERNELS.get(key)
+    if cached is not None:
+        return cached
+    size = 2 * radius + 1
+    j = np.arange(size, dtype=np.float64)
+    sigma = max(sigma, 1.0e-12)  # ImageMagick's MagickEpsilon guard
+    weights = np.exp(-(j * j) / (2.0 * sigma * sigma))
+    weights /= weights.sum()
+    # As ImageMagick computes them: point = size * (sin, cos), offsets over hypot(point).
+    theta = math.pi * angle / 180.0
+    point_x, point_y = size * math.sin(theta), size * math.cos(theta)
+    hypot = math.hypot(point_x, point_y)
+    offsets = []
+    for i in range(size):
+        ox = math.ceil(i * point_y / hypot - 0.5)
+        oy = math.ceil(i * point_x / hypot - 0.5)
+        if abs(ox) >= width or abs(oy) >= height:
+            break  # the simulated motion left the image (imagecorruptions)
+        offsets.append((ox, oy))
+    weights = weights[: len(offsets)]
+    cached = (weights, np.array(offsets, dtype=np.int64).reshape(-1, 2))
+    if len(_MOTION_KERNELS) > 4096:
+        _MOTION_KERNELS.clear()
+    _MOTION_KERNELS[key] = cached
+    return cached
+
+
+def _motion_blur_wand(image, radius, sigma, angle):
+    try:
+        from wand.image import Image as WandImage
+    except ImportError as error:  # Wand missing, or the MagickWand shared library missing
+        raise RuntimeError(
+            "motion backend 'wand' needs the Wand package and ImageMagick's MagickWand library "
+            "(Debian: apt-get install libmagickwand-6.q16-6); use motion_backend='numpy' instead. "
+            f"Import failed with: {error}"
+        ) from error
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")  # 8-bit PNG written by PIL, as the original
+    with WandImage(blob=buffer.getvalue()) as wand_image:
+        wand_image.motion_blur(radius=radius, sigma=sigma, angle=angle)
+        blob = wand_image.make_blob("png")
+    decoded = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded.dtype != np.uint8:  # a 16-bit PNG: scale back to 8 bits
+        decoded = np.rint(decoded / 257.0).astype(np.uint8)
+    if decoded.ndim == 2:  # ImageMagick writes grey PNGs for grey images
+        return np.repeat(decoded[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(decoded[:, :, 2::-1])  # BGR(A) -> RGB
+
+
+def make_liquid_layer(shape_hw: tuple[int, int], loc: float, scale: float, sigma: float,
+                      threshold: float, rng: np.random.Generator) -> np.ndarray:
+    """Spatter's liquid layer (SPEC §2.4): N(loc, scale) of size H x W, smoothed with skimage's
+    gaussian (sigma), values below ``threshold`` set to 0. float32 (H, W).
+
+    Draws ``rng.normal(loc, scale, size=(H, W))`` (float64), as the original's np.random.normal.
+    """
+    liquid = rng.normal(size=tuple(shape_hw), loc=loc, scale=scale)
+    liquid = gaussian_blur_op(liquid, sigma)
+    liquid[liquid < threshold] = 0
+    return liquid.astype(np.float32)
+
+
+_WATER_KERNEL = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float32)
+
+
+def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: str = "rgb") -> np.ndarray:
+    """Water spatter (SPEC §2.4 steps 1-6) of float image ``x`` (H x W x 3, [0, 1]) with ``liquid``.
+
+    Returns clip(x + m * water colour, 0, 1). FIX (SPEC §6 row 37): when the layer has no
+    droplets (max of L8 * D is 0) ``x`` is returned unchanged; the original divided by zero.
+    """
+    # (1) The layer as uint8, truncated. Values stay below 1 in practice (a smoothed N(.65, .3));
+    # the clip only guards the undefined float -> uint8 cast of the original above 255.
+    l8 = np.clip(liquid * np.float32(255.0), 0, 255).astype(np.uint8)
+    # (2)-(4) distance to the droplet edges, truncated at 20, blurred, equalised, embossed.
+    dist = 255 - cv2.Canny(l8, 50, 150)
+    dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+    dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+    dist = cv2.equalizeHist(dist)
+    dist = cv2.filter2D(dist, cv2.CV_8U, _WATER_KERNEL)
+    dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+    # (5) mask, normalised by its maximum.
+    mask = l8.astype(np.float32) * dist
+    peak = float(mask.max())
+    if peak <= 0:
+        return np.array(x, copy=True)
+    mask *= np.float32(intensity / peak)
+    # (6) add the water colour.
+    return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Zoom blur operators (SPEC §2.4)
+#
+# Zc(x, z) is linear in x and separable: along each axis, output index i reads input coordinate
+# top + (i + trim) * (ch - 1) / (out - 1), interpolated linearly (scipy.ndimage.zoom, order 1,
+# grid_mode False). We build, once per (height, width, severity), the whole zoom blur
+# (x + sum_z Zc(x, z)) / (n + 1) as one sparse matrix over the flattened pixels and apply it with a
+# single sparse product, instead of one ndimage.zoom per factor. The tests check it against
+# scipy.ndimage.zoom within 1 grey level.
+#
+# Non-square images: the original crops a square ch x ch window with the row offset on both axes,
+# which only works for square images. We generalise per axis (ch, top, trim computed from the
+# height for rows and from the width for columns); for square images this is exactly the SPEC.
+
+_ZOOM_OPERATORS: dict[tuple[int, int, int], scipy.sparse.csr_matrix] = {}
+
+
+def zoom_axis_matrix(size: int, zoom: float) -> scipy.sparse.csr_matrix:
+    """The (size x size) linear operator of one axis of Zc(., zoom): crop, zoom, trim."""
+    crop = int(math.ceil(size / float(zoom)))
+    top = (size - crop) // 2
+    out = int(round(crop * zoom))  # scipy.ndimage.zoom's output length
+    trim = (out - size) // 2
+    step = (crop - 1) / (out - 1) if out > 1 else 0.0  # scipy's (in - 1) / (out - 1)
+    coord = np.arange(trim, trim + size, dtype=np.float64) * step  # in crop coordinates
+    low = np.floor(coord).astype(np.int64)
+    frac = coord - low
+    low = np.minimum(low, crop - 1)
+    high = np.minimum(low + 1, crop - 1)
+    rows = np.repeat(np.arange(size), 2)
+    cols = np.stack([low, high], axis=1).ravel() + top
+    vals = np.stack([1.0 - frac, frac], axis=1).ravel()
+    return scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(size, size))
+
+
+ZOOM_BLUR_FACTORS = (  # np.arange(1, end, step) with the original's float arguments (SPEC §2.3)
+    (1.0, 1.11, 0.01),
+    (1.0, 1.18, 0.01),
+    (1.0, 1.26, 0.02),
+    (1.0, 1.32, 0.02),
+    (1.0, 1.40, 0.03),
+)
+
+
+def zoom_factors(severity: int) -> np.ndarray:
+    """The zoom factors of zoom_blur at ``severity``, exactly as the original's np.arange."""
+    return np.arange(*ZOOM_BLUR_FACTORS[severity - 1])
+
+
+def _zoom_operator(height: int, width: int, severity: int) -> scipy.sparse.csr_matrix:
+    key = (height, width, severity)
+    operator = _ZOOM_OPERATORS.get(key)
+    if operator is None:
+        factors = zoom_factors(severity)
+        total = scipy.sparse.identity(height * width, format="csr")  # the clean image itself
+        for zoom in factors:
+            total = total + scipy.sparse.kron(
+                zoom_axis_matrix(height, zoom), zoom_axis_matrix(width, zoom), format="csr"
+            )
+        operator = (total / (len(factors) + 1)).astype(np.float32).tocsr()
+        operator.sum_duplicates()
+        if len(_ZOOM_OPERATORS) > 64:
+            _ZOOM_OPERATORS.clear()
+        _ZOOM_OPERATORS[key] = operator
+    return operator
+
+
+# --------------------------------------------------------------------------------------------
+# Defocus kernel (SPEC §2.4)
+
+_DISK_KERNELS: dict[tuple[float, float], np.ndarray] = {}
+
+
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """Hendrycks' aliased disk: the float32 disk X^2 + Y^2 <= r^2, normalised, Gaussian-blurred.
+
+    Grid -8..8 with a 3x3 blur if r <= 8, else arange(-r, r + 1) with a 5x5 blur (SPEC §2.4).
+    """
+    key = (radius, alias_blur)
+    kernel = _DISK_KERNELS.get(key)
+    if kernel is None:
+        if radius <= 8:
+            grid, ksize = np.arange(-8, 8 + 1), (3, 3)
+        else:
+            grid, ksize = np.arange(-radius, radius + 1), (5, 5)
+        xx, yy = np.meshgrid(grid, grid)
+        disk = np.array((xx**2 + yy**2) <= radius**2, dtype=np.float32)
+        disk /= np.sum(disk)
+        kernel = cv2.GaussianBlur(disk, ksize=ksize, sigmaX=alias_blur)
+        _DISK_KERNELS[key] = kernel
+    return kernel
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter tables (SPEC §2.3), indexed by severity - 1
+
+GAUSSIAN_BLUR_SIGMA = (1.0, 1.8, 2.6, 3.4, 4.0)
+DEFOCUS_BASE = ((1.5, 0.1), (2, 0.2), (2, 0.3), (2.5, 0.4), (3, 0.4))  # (radius, alias sigma) x k
+MOTION_BASE = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))  # (radius, sigma): floor(base*k/3)
+GAUSSIAN_NOISE_SIGMA = (0.08, 0.12, 0.18, 0.24, 0.30)
+SHOT_NOISE_LAMBDA = (60, 29, 15, 8, 5)
+CONTRAST_PLUS = (1.5, 1.9, 2.6, 3.3, 5.0)
+CONTRAST = (0.4, 0.33, 0.24, 0.16, 0.10)
+BRIGHTNESS_DELTA = (0.1, 0.2, 0.3, 0.4, 0.5)  # +delta (brightness_plus) or -delta (_minus)
+SPATTER = (  # (loc, scale, sigma, threshold, intensity, mode)
+    (0.65, 0.3, 4, 0.69, 0.6, "water"),
+    (0.65, 0.3, 3, 0.68, 0.6, "water"),
+    (0.65, 0.3, 2, 0.68, 0.5, "water"),
+    (0.65, 0.3, 1, 0.65, 1.5, "mud"),
+    (0.67, 0.4, 1, 0.65, 1.5, "mud"),
+)
+PIXELATE_SCALE = (0.6, 0.5, 0.41, 0.3, 0.25)
+JPEG_QUALITY = (25, 18, 15, 10, 7)
+
+# Combinations (SPEC §2.6): component severities for s = 1..5.
+CONTRAST_BRIGHTNESS = ((1, 1), (2, 1), (2, 2), (2, 3), (3, 4))  # (brightness, contrast)
+NOISE_CONTRAST_BRIGHTNESS = ((1, 1, 1), (2, 2, 1), (2, 2, 2), (3, 2, 3), (3, 2, 4))  # (g, b, c)
+MOTION_CONTRAST_BRIGHTNESS = ((2, 1, 1), (3, 1, 1), (4, 2, 2), (5, 2, 1), (5, 2, 3))  # (m, b, c)
+PIXELATE_CONTRAST_BRIGHTNESS = ((1, 1, 1), (2, 2, 1), (3, 2, 2), (4, 2, 1), (4, 3, 3))  # (p, b, c)
+
+
+def defocus_parameters(severity: int, height: int) -> tuple[float, float]:
+    """(radius, alias sigma) = table value x k, k = H / 48 (at 100 px: s=1 gives (3.125, .2083))."""
+    radius, alias = DEFOCUS_BASE[severity - 1]
+    k = height / REFERENCE_HEIGHT
+    return radius * k, alias * k
+
+
+def motion_parameters(severity: int, height: int) -> tuple[int, int]:
+    """(radius, sigma) = floor(table value x k / 3), k = H / 48 (at 100 px: s=1 gives (6, 2))."""
+    radius, sigma = MOTION_BASE[severity - 1]
+    k = height / REFERENCE_HEIGHT
+    return int(math.floor(radius * k / 3)), int(math.floor(sigma * k / 3))
+
+
+# --------------------------------------------------------------------------------------------
+# The 13 single corruptions (SPEC §2.4)
+
+
+def gaussian_blur(image, severity, rng, **_options):
+    """skimage gaussian blur, sigma from the table (unscaled), mode nearest."""
+    sigma = GAUSSIAN_BLUR_SIGMA[severity - 1]
+    return gaussian_blur_op(to_float01(image), sigma)
+
+
+def defocus_blur(image, severity, rng, **_options):
+    """Aliased disk kernel of radius (table x k), cv2.filter2D per channel (border reflect 101)."""
+    radius, alias = defocus_parameters(severity, image.shape[0])
+    return cv2.filter2D(to_float01(image), -1, disk_kernel(radius, alias))
+
+
+def zoom_blur(image, severity, rng, **_options):
+    """Mean of the image and its centre zooms by every factor of the table (scipy zoom, order 1)."""
+    height, width = image.shape[:2]
+    operator = _zoom_operator(height, width, severity)
+    flat = to_float01(image).reshape(height * width, -1)
+    return (operator @ flat).reshape(image.shape)
+
+
+def motion_blur(image, severity, rng, motion_backend="numpy", **_options):
+    """Motion blur, (radius, sigma) = floor(table x k / 3), angle ~ U(-45, 45) degrees from rng."""
+    radius, sigma = motion_parameters(severity, image.shape[0])
+    angle = rng.uniform(-45, 45)
+    return motion_blur_op(image, radius, sigma, angle, backend=motion_backend)
+
+
+def gaussian_noise(image, severity, rng, **_options):
+    """x + N(0, sigma) per pixel and channel, clipped."""
+    return add_gaussian_noise(to_float01(image), GAUSSIAN_NOISE_SIGMA[severity - 1], rng)
+
+
+def shot_noise(image, severity, rng, **_options):
+    """Poisson(x * lambda) / lambda, clipped."""
+    lam = SHOT_NOISE_LAMBDA[severity - 1]
+    return np.clip(poisson_from_levels(image, lam, rng) * np.float32(1.0 / lam), 0.0, 1.0)
+
+
+def _change_contrast(x, factor):
+    """clip((x - m) * c + m), m = the spatial mean of each channel."""
+    means = x.mean(axis=(0, 1), keepdims=True, dtype=np.float64).astype(x.dtype)
+    return np.clip((x - means) * x.dtype.type(factor) + means, 0.0, 1.0)
+
+
+def contrast_plus(image, severity, rng, **_options):
+    """Contrast increase by c (table), around each channel's mean."""
+    return _change_contrast(to_float01(image), CONTRAST_PLUS[severity - 1])
+
+
+def contrast(image, severity, rng, **_options):
+    """Contrast decrease by c (table), around each channel's mean."""
+    return _change_contrast(to_float01(image), CONTRAST[severity - 1])
+
+
+def brightness_plus(image, severity, rng, **_options):
+    """HSV V + delta (table), clipped."""
+    return shift_value(to_float01(image), BRIGHTNESS_DELTA[severity - 1])
+
+
+def brightness_minus(image, severity, rng, **_options):
+    """HSV V - delta (table), clipped."""
+    return shift_value(to_float01(image), -BRIGHTNESS_DELTA[severity - 1])
+
+
+def spatter(image, severity, rng, colour="rgb", **_options):
+    """Water (s = 1-3) or mud (s = 4-5) spatter from a random liquid layer (SPEC §2.4)."""
+    loc, scale, sigma, threshold, intensity, mode = SPATTER[severity - 1]
+    x = to_float01(image)
+    liquid = make_liquid_layer(image.shape[:2], loc, scale, sigma, threshold, rng)
+    if mode == "water":
+        return render_water(x, liquid, intensity, colour=colour)
+    # Mud: smooth the droplet mask (sigma = intensity), keep it where >= 0.8, blend to brown.
+    mask = gaussian_blur_op((liquid > threshold).astype(np.float32), intensity)
+    mask[mask < 0.8] = 0
+    mask = mask[:, :, None]
+    return np.clip(x * (1 - mask) + mask * _colour_triple(MUD_RGB, colour), 0.0, 1.0)
+
+
+def pixelate(image, severity, rng, **_options):
+    """PIL BOX resize to (int(W c), int(H c)) and back to (W, H); uint8."""
+    scale = PIXELATE_SCALE[severity - 1]
+    height, width = image.shape[:2]
+    small = Image.fromarray(image).resize((int(width * scale), int(height * scale)), Image.BOX)
+    return np.array(small.resize((width, height), Image.BOX))
+
+
+def jpeg_compression(image, severity, rng, colour="rgb", **_options):
+    """PIL JPEG at the table's quality (other settings default), decoded by PIL; uint8.
+
+    "bgr-compat" hands the channels reversed to PIL, as the original did with its BGR arrays.
+    """
+    quality = JPEG_QUALITY[severity - 1]
+    source = image[:, :, ::-1] if colour == "bgr-compat" else image
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(source)).save(buffer, "JPEG", quality=quality)
+    decoded = np.array(Image.open(buffer).convert("RGB"))
+    return np.ascontiguousarray(decoded[:, :, ::-1]) if colour == "bgr-compat" else decoded
+
+
+# --------------------------------------------------------------------------------------------
+# The 5 combinations (SPEC §2.6): chained in float, only pixelate and motion_blur quantise.
+# "contrast" is the contrast decrease (#8). Each component draws from the same rng, in order.
+
+
+def contrast_brightness_plus(image, severity, rng, **options):
+    """brightness_plus(sb) -> contrast(sc)."""
+    sb, sc = CONTRAST_BRIGHTNESS[severity - 1]
+    return contrast(brightness_plus(image, sb, rng), sc, rng)
+
+
+def contrast_brightness_minus(image, severity, rng, **options):
+    """brightness_minus(sb) -> contrast(sc)."""
+    sb, sc = CONTRAST_BRIGHTNESS[severity - 1]
+    return contrast(brightness_minus(image, sb, rng), sc, rng)
+
+
+def gaussian_noise_contrast_brightness_minus(image, severity, rng, **options):
+    """gaussian_noise(sg) -> brightness_minus(sb) -> contrast(sc)."""
+    sg, sb, sc = NOISE_CONTRAST_BRIGHTNESS[severity - 1]
+    x = gaussian_noise(image, sg, rng)
+    return contrast(brightness_minus(x, sb, rng), sc, rng)
+
+
+def motion_blur_contrast_brightness_minus(image, severity, rng, **options):
+    """motion_blur(sm) (uint8) -> brightness_minus(sb) -> contrast(sc)."""
+    sm, sb, sc = MOTION_CONTRAST_BRIGHTNESS[severity - 1]
+    x = motion_blur(image, sm, rng, **options)
+    return contrast(brightness_minus(x, sb, rng), sc, rng)
+
+
+def pixelate_contrast_brightness_minus(image, severity, rng, **options):
+    """pixelate(sp) (uint8) -> brightness_minus(sb) -> contrast(sc)."""
+    sp, sb, sc = PIXELATE_CONTRAST_BRIGHTNESS[severity - 1]
+    x = pixelate(image, sp, rng)
+    return contrast(brightness_minus(x, sb, rng), sc, rng)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry and the checked entry point
+
+CORRUPTIONS: dict[str, Callable] = {
+    function.__name__: function
+    for function in (
+        gaussian_blur,
+        defocus_blur,
+        zoom_blur,
+        motion_blur,
+        gaussian_noise,
+        shot_noise,
+        contrast_plus,
+        contrast,
+        brightness_plus,
+        brightness_minus,
+        spatter,
+        pixelate,
+        jpeg_compression,
+        contrast_brightness_plus,
+        contrast_brightness_minus,
+        gaussian_noise_contrast_brightness_minus,
+        motion_blur_contrast_brightness_minus,
+        pixelate_contrast_brightness_minus,
+    )
+}
+CORRUPTION_NAMES = tuple(CORRUPTIONS)
+# Corruptions whose output does not depend on the rng.
+DETERMINISTIC = ("gaussian_blur", "defocus_blur", "zoom_blur", "contrast_plus", "contrast",
+                 "brightness_plus", "brightness_minus", "pixelate", "jpeg_compression",
+                 "contrast_brightness_plus", "contrast_brightness_minus",
+                 "pixelate_contrast_brightness_minus")
+
+
+def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generator | None = None, *,
+            motion_backend: str = "numpy", colour: str = "rgb") -> np.ndarray:
+    """Apply corruption ``name`` at ``severity`` (1..5) to an RGB uint8 image; uint8, same shape.
+
+    ``rng``: the generator every random draw comes from (the export passes one per item,
+    SPEC §2.7). ``None`` means a fresh, non-deterministic ``np.random.default_rng()``.
+    The input is never modified. Raises ValueError for a wrong type, dtype, shape (H x W x 3 with
+    H, W >= 32), name, severity (an int 1..5; 0 is the clean image, not 5), backend or colour.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image: expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image: expected dtype uint8, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image: expected shape (H, W, 3) (RGB), got {image.shape}")
+    if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
+        raise ValueError(f"image: expected height and width >= {MIN_SIDE} px, got {image.shape[:2]}")
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; valid names: {', '.join(CORRUPTION_NAMES)}")
+    if isinstance(severity, (bool, np.bool_)) or not isinstance(severity, (int, np.integer)):
+        raise ValueError(f"severity: expected an int 1..5, got {severity!r}")
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity: expected 1..5 (0 is the clean image), got {severity}")
+    if motion_backend not in MOTION_BACKENDS:
+        raise ValueError(f"motion_backend {motion_backend!r}: expected one of {', '.join(MOTION_BACKENDS)}")
+    if colour not in COLOUR_MODES:
+        raise ValueError(f"colour {colour!r}: expected one of {', '.join(COLOUR_MODES)}")
+    if rng is None:
+        rng = np.random.default_rng()
+    source = np.ascontiguousarray(image)
+    result = CORRUPTIONS[name](source, int(severity), rng, motion_backend=motion_backend, colour=colour)
+    return to_uint8(result)

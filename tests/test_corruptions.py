@@ -1,0 +1,414 @@
+"""Tests of corruptions.py: every corruption x severity, validation, and parameter spot checks
+computed independently from SPEC §2.3-2.6 (or against the slow reference in bench/)."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import scipy.stats
+import skimage.color
+import skimage.filters
+from PIL import Image
+
+import corruptions
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import reference_corruptions  # noqa: E402
+
+NAMES_IN_SPEC_ORDER = (
+    "gaussian_blur", "defocus_blur", "zoom_blur", "motion_blur", "gaussian_noise", "shot_noise",
+    "contrast_plus", "contrast", "brightness_plus", "brightness_minus", "spatter", "pixelate",
+    "jpeg_compression", "contrast_brightness_plus", "contrast_brightness_minus",
+    "gaussian_noise_contrast_brightness_minus", "motion_blur_contrast_brightness_minus",
+    "pixelate_contrast_brightness_minus",
+)
+RANDOM = {"motion_blur", "gaussian_noise", "shot_noise", "spatter",
+          "gaussian_noise_contrast_brightness_minus", "motion_blur_contrast_brightness_minus"}
+# Damage (mean |diff| from clean) is not monotone in severity for these, by the original's table:
+# - spatter: s1-s3 water with intensity .6, .6, .5 and thinner droplets, then s4-s5 mud;
+# - motion_blur_contrast_brightness_minus: the contrast component drops from 2 (s3) to 1 (s4);
+# - pixelate_contrast_brightness_minus: likewise from 2 (s3) to 1 (s4);
+# - gaussian_noise_contrast_brightness_minus: every component grows, but the stronger contrast
+#   decrease also shrinks the noise, so the mean |diff| can fall (s3 -> s4 on faces).
+NOT_MONOTONE = {"spatter", "motion_blur_contrast_brightness_minus", "pixelate_contrast_brightness_minus",
+                "gaussian_noise_contrast_brightness_minus"}
+CASES = [(name, s) for name in NAMES_IN_SPEC_ORDER for s in (1, 2, 3, 4, 5)]
+
+
+def _textured_image(seed=0, shape=(100, 100)):
+    """A smooth-textured natural-looking RGB image: blurred random noise plus gradients."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((*shape, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 3.0)
+    smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]] / max(shape)
+    ramp = np.stack([xx, yy, 1 - xx], axis=-1)
+    return np.uint8(np.clip(0.6 * smooth + 0.4 * ramp, 0, 1) * 240 + 8)
+
+
+def _face(seed=0):
+    try:
+        import synthetic_faces
+    except ImportError:
+        return _textured_image(seed)
+    return synthetic_faces.sample_face(seed, seed % 7)
+
+
+@pytest.fixture(scope="module")
+def face():
+    return _face(0)
+
+
+def test_registry_names_and_order():
+    assert corruptions.CORRUPTION_NAMES == NAMES_IN_SPEC_ORDER
+    assert list(corruptions.CORRUPTIONS) == list(NAMES_IN_SPEC_ORDER)
+    assert all(fn.__name__ == name for name, fn in corruptions.CORRUPTIONS.items())
+    assert corruptions.SEVERITIES == (1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("name,severity", CASES)
+def test_every_corruption(face, name, severity):
+    original = face.copy()
+    out = corruptions.corrupt(face, name, severity, np.random.default_rng(7))
+    assert out.dtype == np.uint8 and out.shape == face.shape
+    assert np.array_equal(face, original), "input modified"
+    again = corruptions.corrupt(face, name, severity, np.random.default_rng(7))
+    assert np.array_equal(out, again), "same seed, different output"
+    other = corruptions.corrupt(face, name, severity, np.random.default_rng(8))
+    if name in RANDOM:
+        assert not np.array_equal(out, other), "different seed, same output"
+    else:
+        assert np.array_equal(out, other)
+    assert not np.array_equal(out, face), "no visible change"
+
+
+@pytest.mark.parametrize("name", NAMES_IN_SPEC_ORDER)
+def test_non_square_and_smallest_images(name):
+    for shape in ((32, 32), (40, 72), (90, 50)):
+        image = _textured_image(3, shape)
+        out = corruptions.corrupt(image, name, 5, np.random.default_rng(0))
+        assert out.shape == image.shape and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES_IN_SPEC_ORDER) - NOT_MONOTONE))
+def test_damage_grows_with_severity(face, name):
+    damage = [
+        np.abs(corruptions.corrupt(face, name, s, np.random.default_rng(3)).astype(float) - face).mean()
+        for s in (1, 2, 3, 4, 5)
+    ]
+    assert all(b >= a - 1e-9 for a, b in zip(damage, damage[1:])), damage
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+@pytest.mark.parametrize(
+    "image,name,severity,message",
+    [
+        ([[0]], "contrast", 1, "numpy array"),
+        (np.zeros((64, 64, 3), np.float32), "contrast", 1, "uint8"),
+        (np.zeros((64, 64), np.uint8), "contrast", 1, "shape"),
+        (np.zeros((64, 64, 4), np.uint8), "contrast", 1, "shape"),
+        (np.zeros((31, 64, 3), np.uint8), "contrast", 1, ">= 32"),
+        (np.zeros((64, 20, 3), np.uint8), "contrast", 1, ">= 32"),
+        (np.zeros((64, 64, 3), np.uint8), "fog", 1, "gaussian_blur, defocus_blur"),
+        (np.zeros((64, 64, 3), np.uint8), "contrast", 0, "1..5"),
+        (np.zeros((64, 64, 3), np.uint8), "contrast", 6, "1..5"),
+        (np.zeros((64, 64, 3), np.uint8), "contrast", True, "int"),
+        (np.zeros((64, 64, 3), np.uint8), "contrast", 2.0, "int"),
+    ],
+)
+def test_bad_input_raises(image, name, severity, message):
+    with pytest.raises(ValueError, match=message):
+        corruptions.corrupt(image, name, severity, np.random.default_rng(0))
+
+
+def test_bad_options_raise(face):
+    with pytest.raises(ValueError, match="motion_backend"):
+        corruptions.corrupt(face, "motion_blur", 1, motion_backend="magick")
+    with pytest.raises(ValueError, match="colour"):
+        corruptions.corrupt(face, "spatter", 1, colour="bgr")
+
+
+def test_numpy_integer_severity_and_default_rng(face):
+    out = corruptions.corrupt(face, "contrast", np.int64(2))
+    assert out.shape == face.shape
+    assert corruptions.corrupt(face, "gaussian_noise", 1).dtype == np.uint8  # rng=None works
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter spot checks, from SPEC §2.3 formulas
+
+
+def _two_level_image(low=115, high=140):
+    image = np.full((64, 64, 3), low, np.uint8)
+    image[:, 32:] = high  # equal areas: the channel mean is (low + high) / 2
+    return image
+
+
+@pytest.mark.parametrize("name,factors", [("contrast_plus", (1.5, 1.9, 2.6, 3.3, 5.0)),
+                                          ("contrast", (0.4, 0.33, 0.24, 0.16, 0.10))])
+def test_contrast_factors(name, factors):
+    image = _two_level_image()
+    for severity, c in zip((1, 2, 3, 4, 5), factors):
+        out = corruptions.corrupt(image, name, severity).astype(float)
+        spread = out[0, 40, 0] - out[0, 0, 0]
+        assert abs(spread - c * 25) <= 1.0, (severity, spread, c * 25)
+        mean = (115 + 140) / 2
+        assert abs(out[0, 0, 0] - math.floor(mean - c * 12.5)) <= 1
+
+
+@pytest.mark.parametrize("name,sign", [("brightness_plus", 1), ("brightness_minus", -1)])
+def test_brightness_shifts_hsv_value(face, name, sign):
+    hsv_in = skimage.color.rgb2hsv(face / 255.0)
+    for severity, delta in zip((1, 2, 3, 4, 5), (0.1, 0.2, 0.3, 0.4, 0.5)):
+        out = corruptions.corrupt(face, name, severity)
+        value_out = skimage.color.rgb2hsv(out / 255.0)[..., 2]
+        expected = np.clip(hsv_in[..., 2] + sign * delta, 0, 1)
+        assert np.abs(value_out - expected).max() <= 1 / 255 + 1e-9
+
+
+def test_shift_value_matches_skimage_round_trip():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 50, 3)).astype(np.float64) / 255.0
+    x[:5, :5] = 0  # black pixels become grey V'
+    for delta in (-0.5, -0.3, -0.1, 0.1, 0.28, 0.5):
+        hsv = skimage.color.rgb2hsv(x)
+        hsv[..., 2] = np.clip(hsv[..., 2] + delta, 0, 1)
+        expected = np.clip(skimage.color.hsv2rgb(hsv), 0, 1) * 255
+        got = corruptions.shift_value(x, delta) * 255
+        assert np.abs(np.floor(got) - np.floor(expected)).max() <= 1
+        assert np.abs(got - expected).max() < 1e-6
+
+
+@pytest.mark.parametrize("severity,scale", list(zip((1, 2, 3, 4, 5), (0.6, 0.5, 0.41, 0.3, 0.25))))
+def test_pixelate_intermediate_size(face, severity, scale):
+    side = int(100 * scale)
+    assert side == {1: 60, 2: 50, 3: 41, 4: 30, 5: 25}[severity]
+    small = Image.fromarray(face).resize((side, side), Image.BOX)
+    expected = np.asarray(small.resize((100, 100), Image.BOX))
+    assert np.array_equal(corruptions.corrupt(face, "pixelate", severity), expected)
+
+
+@pytest.mark.parametrize("severity,quality", list(zip((1, 2, 3, 4, 5), (25, 18, 15, 10, 7))))
+def test_jpeg_quality(face, severity, quality):
+    def pil_jpeg(image):
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buffer, "JPEG", quality=quality)
+        return np.asarray(Image.open(buffer))
+
+    assert np.array_equal(corruptions.corrupt(face, "jpeg_compression", severity), pil_jpeg(face))
+    # bgr-compat: the original handed BGR to PIL as RGB.
+    compat = corruptions.corrupt(face, "jpeg_compression", severity, colour="bgr-compat")
+    assert np.array_equal(compat, pil_jpeg(face[:, :, ::-1])[:, :, ::-1])
+
+
+@pytest.mark.parametrize("severity,sigma", list(zip((1, 2, 3, 4, 5), (1, 1.8, 2.6, 3.4, 4.0))))
+def test_gaussian_blur_sigma(face, severity, sigma):
+    expected = np.uint8(np.clip(skimage.filters.gaussian(face / 255.0, sigma=sigma, channel_axis=-1), 0, 1) * 255)
+    diff = np.abs(corruptions.corrupt(face, "gaussian_blur", severity).astype(int) - expected)
+    assert diff.max() <= 1 and np.mean(diff > 0) < 0.01
+
+
+def test_gaussian_blur_op_matches_skimage():
+    x = _textured_image(1, (60, 70)) / 255.0
+    for sigma, truncate in ((0.25, 6.0), (1.265, 6.0), (4.0, 4.0)):
+        expected = skimage.filters.gaussian(x, sigma=sigma, truncate=truncate, channel_axis=-1)
+        assert np.abs(corruptions.gaussian_blur_op(x, sigma, truncate) - expected).max() < 1e-9
+
+
+def test_size_dependent_parameters_at_100px():
+    k = 100 / 48
+    for severity, (radius, alias) in zip((1, 2, 3, 4, 5), ((1.5, .1), (2, .2), (2, .3), (2.5, .4), (3, .4))):
+        got = corruptions.defocus_parameters(severity, 100)
+        assert got == pytest.approx((radius * k, alias * k))
+    assert corruptions.defocus_parameters(1, 100) == pytest.approx((3.125, 0.208333), abs=1e-5)
+    # SPEC §2.3: motion (radius, sigma) at 100 px.
+    expected = [(6, 2), (10, 3), (10, 5), (10, 8), (13, 10)]
+    assert [corruptions.motion_parameters(s, 100) for s in (1, 2, 3, 4, 5)] == expected
+
+
+@pytest.mark.parametrize("severity,radius", [(1, 3.125), (2, 100 / 48 * 2)])
+def test_defocus_radius_support(severity, radius):
+    # A single bright pixel spreads over the disk x^2 + y^2 <= r^2 (the 3x3 alias blur with
+    # sigma .21/.42 adds less than one grey level outside it at these severities).
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[50, 50] = 255
+    out = corruptions.corrupt(image, "defocus_blur", severity)[..., 0]
+    yy, xx = np.mgrid[-50:50, -50:50]
+    disk = (xx**2 + yy**2) <= radius**2
+    assert np.array_equal(out > 0, disk)
+
+
+@pytest.mark.parametrize("severity", (1, 2, 3, 4, 5))
+def test_zoom_blur_matches_scipy_reference(face, severity):
+    expected = reference_corruptions.reference_corrupt(face, "zoom_blur", severity, None)
+    diff = np.abs(corruptions.corrupt(face, "zoom_blur", severity).astype(int) - expected)
+    assert diff.max() <= 1 and np.mean(diff > 0) < 0.05
+
+
+def test_zoom_factor_lists():
+    counts = [len(corruptions.zoom_factors(s)) for s in (1, 2, 3, 4, 5)]
+    assert counts == [12, 18, 13, 17, 14]  # SPEC §2.3
+    assert corruptions.zoom_factors(5)[-1] == pytest.approx(1.39)
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES_IN_SPEC_ORDER) - {"shot_noise", "zoom_blur"}))
+def test_against_reference_within_one_grey_level(face, name):
+    """Same rng stream (angle, noise, liquid layer) as the slow reference: at most 1 grey level."""
+    for severity in (1, 3, 5):
+        ours = corruptions.corrupt(face, name, severity, np.random.default_rng(11))
+        ref = reference_corruptions.reference_corrupt(face, name, severity, np.random.default_rng(11))
+        diff = np.abs(ours.astype(int) - ref)
+        assert diff.max() <= 1 and np.mean(diff > 0) < 0.15, (severity, diff.max(), np.mean(diff > 0))
+
+
+# --------------------------------------------------------------------------------------------
+# Spatter colours and the empty-layer FIX
+
+
+def _droplet_layer(shape=(64, 64)):
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    liquid = np.zeros(shape, np.float32)
+    liquid[(yy - 32) ** 2 + (xx - 32) ** 2 <= 12**2] = 0.8
+    return liquid
+
+
+@pytest.mark.parametrize("colour,water", [("rgb", (175, 238, 238)), ("bgr-compat", (238, 238, 175))])
+def test_water_colour(colour, water):
+    x = np.full((64, 64, 3), 0.2, np.float32)
+    out = corruptions.render_water(x, _droplet_layer(), 0.6, colour=colour)
+    added = (out - x).reshape(-1, 3)
+    strong = added[added.max(axis=1) > 0.1]
+    assert len(strong) > 10
+    ratios = strong / strong.max(axis=1, keepdims=True)
+    assert np.allclose(ratios, np.array(water) / max(water), atol=1e-4)
+
+
+@pytest.mark.parametrize("colour,mud", [("rgb", (63, 42, 20)), ("bgr-compat", (20, 42, 63))])
+def test_mud_colour(colour, mud):
+    white = np.full((100, 100, 3), 255, np.uint8)
+    hits = 0
+    for seed in range(4):
+        out = corruptions.corrupt(white, "spatter", 4, np.random.default_rng(seed), colour=colour).astype(float)
+        darkened = 255 - out  # = m * (255 - mud) per channel, m in [0.8, 1]
+        changed = darkened.max(axis=2) > 100
+        hits += changed.sum()
+        if changed.any():
+            m = darkened[changed] / (255 - np.array(mud, float))
+            assert np.all(m.max(axis=1) - m.min(axis=1) < 0.02)  # one m for all channels
+            assert m.min() > 0.78 and m.max() <= 1.0 + 1e-6
+    assert hits > 0
+
+
+def test_spatter_empty_liquid_fix():
+    x = _textured_image(2, (64, 64)) / 255.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = corruptions.render_water(x, np.zeros((64, 64), np.float32), 0.6)
+    assert np.array_equal(out, x) and np.isfinite(out).all()
+    # A layer whose threshold removes everything, through make_liquid_layer.
+    liquid = corruptions.make_liquid_layer((64, 64), 0.65, 0.3, 4, 5.0, np.random.default_rng(0))
+    assert not liquid.any() and liquid.dtype == np.float32
+
+
+# --------------------------------------------------------------------------------------------
+# Noise
+
+
+@pytest.mark.parametrize("lam,level", [(60, 255), (29, 128), (15, 200), (8, 30), (5, 77), (5, 0)])
+def test_poisson_sampler_is_poisson(lam, level):
+    levels = np.full((200, 300), level, np.uint8)
+    counts = corruptions.poisson_from_levels(levels, lam, np.random.default_rng(lam + level)).ravel()
+    mean = level / 255 * lam
+    if mean == 0:
+        assert not counts.any()
+        return
+    top = int(mean + 6 * math.sqrt(mean) + 5)
+    observed = np.bincount(np.minimum(counts, top), minlength=top + 1)
+    expected = scipy.stats.poisson.pmf(np.arange(top + 1), mean)
+    expected[-1] += scipy.stats.poisson.sf(top, mean)
+    expected *= counts.size
+    keep = expected > 5  # pool the sparse bins
+    obs = np.append(observed[keep], observed[~keep].sum())
+    exp = np.append(expected[keep], expected[~keep].sum())
+    if exp[-1] == 0:
+        obs, exp = obs[:-1], exp[:-1]
+    assert scipy.stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-4
+
+
+def test_add_shot_noise_both_paths():
+    rng = np.random.default_rng(0)
+    levels = np.full((100, 100, 3), 100 / 255.0)
+    out = corruptions.add_shot_noise(levels, 29, rng)  # table sampler
+    assert out.shape == levels.shape and abs(out.mean() - 100 / 255) < 0.01
+    odd = np.full((100, 100, 3), 0.3337)
+    out = corruptions.add_shot_noise(odd, 29, rng)  # rng.poisson fallback
+    assert abs(out.mean() - 0.3337) < 0.01 and out.min() >= 0 and out.max() <= 1
+
+
+def test_gaussian_noise_sigma():
+    grey = np.full((100, 100, 3), 128, np.uint8)
+    for severity, sigma in zip((1, 2, 3, 4, 5), (0.08, 0.12, 0.18, 0.24, 0.30)):
+        x = corruptions.gaussian_noise(grey, severity, np.random.default_rng(severity))
+        # std of clip(m + N(0, sigma), 0, 1), by numerical integration over the normal density.
+        t = np.linspace(-8, 8, 20001)
+        values = np.clip(128 / 255 + sigma * t, 0, 1)
+        weights = scipy.stats.norm.pdf(t)
+        weights /= weights.sum()
+        mean = (weights * values).sum()
+        expected = math.sqrt((weights * (values - mean) ** 2).sum())
+        assert abs(x.std() - expected) < 0.02 * expected
+
+
+# --------------------------------------------------------------------------------------------
+# Motion blur: numpy backend against ImageMagick (Wand)
+
+
+def _wand_or_skip():
+    try:
+        import wand.image  # noqa: F401
+    except ImportError as error:
+        pytest.skip(f"MagickWand library not available ({error}); install libmagickwand-6.q16-6")
+
+
+@pytest.mark.parametrize("severity", (1, 2, 3, 4, 5))
+def test_motion_blur_numpy_agrees_with_wand(severity):
+    _wand_or_skip()
+    fractions = []
+    for seed in range(3):
+        image = _face(seed)
+        rng_numpy, rng_wand = np.random.default_rng(seed), np.random.default_rng(seed)
+        ours = corruptions.corrupt(image, "motion_blur", severity, rng_numpy)
+        wand = corruptions.corrupt(image, "motion_blur", severity, rng_wand, motion_backend="wand")
+        diff = np.abs(ours.astype(int) - wand)
+        assert diff.mean() <= 2 and diff.max() <= 1
+        fractions.append(np.mean(diff > 0))
+    assert np.mean(fractions) < 0.01, fractions
+
+
+def test_motion_blur_offsets_direction():
+    # Angle 0: the blur reads pixels to the right (x + j), so a bright column leaks to its left.
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:, 30] = 255
+    out = corruptions.motion_blur_op(image, 5, 2, 0.0)
+    assert out[20, 27, 0] > 0 and out[20, 31, 0] == 0
+    # Angle 90: y points down, so a bright row leaks upwards.
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[30, :] = 255
+    out = corruptions.motion_blur_op(image, 5, 2, 90.0)
+    assert out[27, 20, 0] > 0 and out[31, 20, 0] == 0
+
+
+def test_wand_backend_error_is_clear(monkeypatch):
+    monkeypatch.setitem(sys.modules, "wand.image", None)  # simulate a missing MagickWand
+    with pytest.raises(RuntimeError, match="libmagickwand"):
+        corruptions.motion_blur_op(_face(0), 6, 2, 10.0, backend="wand")
