@@ -89,10 +89,10 @@ def parse_severities(text: str) -> list[int]:
 def add_render_args(parser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed; each image's randomness derives from (seed, file name, corruption, severity)")
-    parser.add_argument("--motion-backend", choices=("numpy", "wand"), default="numpy",
+    parser.add_argument("--motion-backend", choices=corruptions.MOTION_BACKENDS, default="numpy",
                         help="motion blur implementation: numpy (fast, within 1 grey level) or wand "
                              "(ImageMagick, exactly the original's)")
-    parser.add_argument("--colour", choices=("rgb", "bgr-compat"), default="rgb",
+    parser.add_argument("--colour", choices=corruptions.COLOUR_MODES, default="rgb",
                         help="rgb (correct colours) or bgr-compat (the original's swapped spatter colours and "
                              "BGR-as-RGB jpeg_compression, SPEC §2.2)")
 
@@ -242,12 +242,10 @@ def run_preview(args) -> int:
     if args.motion_backend == "wand":
         require_wand()
     out = Path(args.out)
-    if out.parent != Path("") and not out.parent.is_dir():
-        raise UserError(f"--out {out}: folder {out.parent} does not exist")
     face, file_name = preview_face(args.rafdb)
     grid = preview_grid(face, file_name, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour)
     try:
-        cli_common.atomic_write_bytes(out, rafdb_dataset.encode_image(grid, "png"))
+        dataset_writer.write_file_atomic(out, rafdb_dataset.encode_image(grid, "png"))
     except OSError as error:
         raise UserError(f"--out {out}: cannot write ({error.strerror or error})") from None
     if not args.quiet:

@@ -58,6 +58,9 @@ def test_export_writes_files_and_manifest(tmp_path):
                 for f in ("f1", "f2") for n in "abcde"}
     assert manifest["files"] == expected
     assert not list(out.rglob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()} == {0o666 & ~umask}
 
 
 def test_one_and_two_workers_identical(tmp_path):

@@ -166,7 +166,7 @@ def test_different_seed_into_same_tree_refused(sample_tree, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_is_byte_identical(sample_tree, tmp_path, capsys):
-    """Kill an export with SIGKILL once its first output folder appears, rerun, compare every file."""
+    """Kill an export with SIGKILL once its first output file appears, rerun, compare every file."""
     out = tmp_path / "killed"
     argv = [sys.executable, str(REPO / "rafdb_aug_dataset.py"), "export", "--rafdb", str(sample_tree),
             "--out", str(out), "--workers", "1", "--quiet", "--corruptions", "zoom_blur,motion_blur",
@@ -174,8 +174,8 @@ def test_sigkill_then_rerun_is_byte_identical(sample_tree, tmp_path, capsys):
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        if out.is_dir() and any(p.is_dir() for p in out.iterdir()):
-            break
+        if out.is_dir() and any(not f.name.startswith(".") for d in out.iterdir() if d.is_dir() for f in d.iterdir()):
+            break  # the first output file is in place
         time.sleep(0.002)
     process.send_signal(signal.SIGKILL)
     _out, err = process.communicate()
