@@ -123,9 +123,15 @@ def _crop(image: np.ndarray, roi: tuple[int, int, int, int] = DEFAULT_ROI) -> np
     return region
 
 
-def _round_to_uint8(frames_0_255: np.ndarray) -> np.ndarray:
-    """OpenCV's float -> 8U conversion at the JPEG writer: round half to even, then saturate."""
-    return np.clip(np.rint(frames_0_255), 0, 255).astype(np.uint8)
+def _round_to_uint8(frames01: np.ndarray) -> np.ndarray:
+    """A float frame in [0, 1] times 255, as OpenCV converts it to 8 bits at the JPEG writer:
+    round half to even, then saturate (``frames01`` may be overwritten)."""
+    if not frames01.flags.writeable or frames01.dtype.kind != "f":
+        frames01 = np.array(frames01, dtype=np.float64)
+    np.multiply(frames01, 255.0, out=frames01)
+    np.rint(frames01, out=frames01)
+    np.clip(frames01, 0, 255, out=frames01)
+    return frames01.astype(np.uint8)
 
 
 def _truncate_to_uint8(frames_0_255: np.ndarray) -> np.ndarray:
@@ -227,7 +233,7 @@ def p_gaussian_noise(face, rng, frames=NUM_FRAMES, **_options):
     if frames > 1:
         stacked = np.broadcast_to(clean.astype(np.float64) / 255.0, (frames - 1, *clean.shape))
         noisy = corruptions.add_gaussian_noise(stacked, GAUSSIAN_NOISE_SIGMA, rng)
-        out[1:] = _round_to_uint8(noisy * 255.0)
+        out[1:] = _round_to_uint8(noisy)
     return out
 
 
@@ -239,7 +245,7 @@ def p_shot_noise(face, rng, frames=NUM_FRAMES, **_options):
     if frames > 1:
         stacked = np.broadcast_to(clean.astype(np.float64) / 255.0, (frames - 1, *clean.shape))
         noisy = corruptions.add_shot_noise(stacked, SHOT_NOISE_LAMBDA, rng)
-        out[1:] = _round_to_uint8(noisy * 255.0)
+        out[1:] = _round_to_uint8(noisy)
     return out
 
 
@@ -289,7 +295,7 @@ def p_brightness(face, rng, frames=NUM_FRAMES, **_options):
     """HSV V + (i - 15) * 2 / 100 (-0.30 ... +0.28); float frames rounded half to even."""
     x = _clean_roi_float(face)
     return _stack(
-        [_round_to_uint8(corruptions.shift_value(x, brightness_delta(i)) * 255.0) for i in range(frames)]
+        [_round_to_uint8(corruptions.shift_value(x, brightness_delta(i))) for i in range(frames)]
     )
 
 
