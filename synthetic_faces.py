@@ -89,14 +89,14 @@ EXPRESSIONS = (
                mouth_width=-5.0, mouth_round=True, forehead_lines=True),  # surprise
     Expression(eye_open=1.5, brow_inner=6.0, brow_outer=0.5, brow_in=2.0, mouth_curve=-2.5,
                mouth_open=5.0, mouth_width=4.0, teeth=True, forehead_lines=True),  # fear
-    Expression(eye_open=0.6, brow_inner=-4.0, brow_outer=-1.5, brow_in=1.5, mouth_curve=-2.0,
-               mouth_open=1.5, mouth_width=-1.0, lip_raise=5.0, teeth=True,
+    Expression(eye_open=0.6, brow_inner=-3.0, brow_outer=-2.5, brow_in=0.5, mouth_curve=-2.0,
+               mouth_open=2.5, mouth_width=-1.0, lip_raise=6.5, teeth=True,
                nose_wrinkle=True),  # disgust
     Expression(eye_open=0.8, brow_inner=0.8, brow_outer=0.8, mouth_curve=7.5, mouth_open=5.0,
                mouth_width=5.0, teeth=True, cheek_raise=0.35, smile_lines=True),  # happiness
     Expression(eye_open=0.8, brow_inner=5.0, brow_outer=-3.0, brow_in=1.0, mouth_curve=-6.5,
                mouth_width=-1.5),  # sadness
-    Expression(eye_open=0.62, brow_inner=-6.5, brow_outer=1.0, brow_in=2.5, mouth_curve=-0.5,
+    Expression(eye_open=0.62, brow_inner=-7.0, brow_outer=2.0, brow_in=3.0, mouth_curve=-0.5,
                mouth_width=-3.5, lip_thin=0.6, frown_lines=True),  # anger
     Expression(),  # neutral
 )
@@ -155,7 +155,7 @@ class _Canvas:
 
 
 def _colour(rgb) -> tuple:
-    return tuple(float(np.clip(v, 0, 255)) for v in rgb)
+    return tuple(min(255.0, max(0.0, float(v))) for v in rgb)
 
 
 def _quad_curve(p0, p1, p2, n=9) -> np.ndarray:
@@ -256,7 +256,9 @@ def _draw_pose(rng: np.random.Generator, expression: int) -> tuple[Expression, f
     if not 0 <= expression < NUM_CLASSES:
         raise ValueError(f"expression must be 0..{NUM_CLASSES - 1}, got {expression}")
     base = EXPRESSIONS[expression]
-    k = 1.0 if expression == 6 else float(rng.uniform(0.5, 1.05))
+    k = float(rng.uniform(0.5, 1.05))  # drawn for every class: same stream length for all
+    if expression == 6:
+        k = 1.0
     j = rng.normal(0.0, 1.0, 9)
     pose = Expression(
         eye_open=1.0 + k * (base.eye_open - 1.0) + 0.07 * j[0],
@@ -284,8 +286,8 @@ def _draw_pose(rng: np.random.Generator, expression: int) -> tuple[Expression, f
 # Rendering
 
 
-def _render_person(canvas: _Canvas, ident: _Identity, pose: Expression, rng: np.random.Generator,
-                   lip_side: int) -> np.ndarray:
+def _render_person(canvas: _Canvas, ident: _Identity, pose: Expression, lip_side: int
+                   ) -> np.ndarray:
     """Draw hair, neck, clothing, face and features; return the 5 landmarks (canonical)."""
     cx, cy = ident.face_centre
     fa, fb = ident.face_axes
@@ -337,7 +339,7 @@ def _render_person(canvas: _Canvas, ident: _Identity, pose: Expression, rng: np.
         canvas.ellipse((ex, ey), (ir, min(ir, 0.92 * eh)), ident.iris)
         pr = 0.45 * ir
         canvas.ellipse((ex, ey), (pr, min(pr, 0.8 * eh)), (15, 12, 12))
-        canvas.ellipse((ex + 0.8, ey - 0.7), (0.6, 0.6), (245, 245, 245))
+        canvas.ellipse((ex + 0.6 * ir, ey - 0.5 * min(ir, eh)), (0.6, 0.6), (245, 245, 245))
         if pose.cheek_raise > 0.05:
             canvas.ellipse((ex, ey + eh * (2.0 - pose.cheek_raise)), (ew * 1.15, eh), skin)
         lid = _ellipse_points((ex, ey), (ew, eh), 190.0, 350.0, 12)
@@ -399,23 +401,28 @@ def _render_person(canvas: _Canvas, ident: _Identity, pose: Expression, rng: np.
             teeth_low = np.minimum(upper_in + np.minimum(3.6, 0.55 * gap + 0.8), lower_in)
             canvas.fill(np.concatenate([np.stack([xs, upper_in], 1),
                                         np.stack([xs, teeth_low], 1)[::-1]]), (236, 232, 218))
-    canvas.line(np.stack([xs, 0.5 * (upper_in + lower_in)], 1), ident.lips * 0.45, 0.9)
+        canvas.line(np.concatenate([np.stack([xs, upper_in], 1),
+                                    np.stack([xs, lower_in], 1)[::-1]]), ident.lips * 0.45, 0.8,
+                    closed=True)
+    else:
+        canvas.line(np.stack([xs, 0.5 * (upper_in + lower_in)], 1), ident.lips * 0.45, 0.9)
+    for x, y in ((xs[0], ym[0]), (xs[-1], ym[-1])):  # shadowed mouth corners
+        canvas.ellipse((x, y), (1.1, 0.9), ident.lips * 0.4)
     return np.array([eyes[0], eyes[1], (nx, ny), (xs[0], ym[0]), (xs[-1], ym[-1])])
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """A colour gradient with low-frequency texture and a few blurred shapes, RGB float32."""
+    """A colour gradient with low-frequency texture and a few shapes, RGB uint8."""
     c0 = rng.uniform(15, 240, 3)
     c1 = np.clip(c0 + rng.normal(0, 60, 3), 0, 255)
-    grid = rng.uniform(-1, 1, (rng.integers(3, 7), rng.integers(3, 7), 3)).astype(np.float32)
-    texture = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+    gh, gw = int(rng.integers(3, 7)), int(rng.integers(3, 7))
     a = rng.uniform(0, 2 * np.pi)
-    u = (np.cos(a) * np.linspace(0, 1, width, dtype=np.float32)[None, :]
-         + np.sin(a) * np.linspace(0, 1, height, dtype=np.float32)[:, None])
+    u = np.cos(a) * np.linspace(0, 1, gw)[None, :] + np.sin(a) * np.linspace(0, 1, gh)[:, None]
     u = (u - u.min()) / max(float(u.max() - u.min()), 1e-6)
-    image = c0.astype(np.float32) + u[..., None] * (c1 - c0).astype(np.float32)
-    image += texture * np.float32(rng.uniform(0, 35))
-    image = np.clip(image, 0, 255).astype(np.uint8)
+    grid = c0 + u[..., None] * (c1 - c0) + rng.uniform(-1, 1, (gh, gw, 3)) * rng.uniform(0, 35)
+    grid = np.clip(grid + 0.5, 0, 255).astype(np.uint8)
+    # A smooth image through the grid values (the gradient plus low-frequency texture).
+    image = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
     for _ in range(rng.integers(0, 5)):
         colour = _colour(rng.uniform(0, 255, 3))
         x, y = rng.uniform(0, width), rng.uniform(0, height)
@@ -478,7 +485,7 @@ def draw_face(rng: np.random.Generator, expression: int, size: int = 100
     pose, _ = _draw_pose(rng, expression)
     canvas = _Canvas(_background(rng, size, size), _similarity(size / ALIGNED_SIZE, 0.0, 0.0, 0.0))
     lip_side = 1 if rng.random() < 0.5 else -1
-    landmarks = canvas.map(_render_person(canvas, ident, pose, rng, lip_side))
+    landmarks = canvas.map(_render_person(canvas, ident, pose, lip_side))
     image = _finish(rng, canvas.image, canvas.map([ident.face_centre])[0], canvas.scale * 45.0)
     return image, landmarks
 
@@ -570,7 +577,7 @@ def make_sample(seed: int, split: str, index: int, expression: int) -> Sample:
     width, height, transform = _placement(rng)
     canvas = _Canvas(_background(rng, width, height), transform)
     lip_side = 1 if rng.random() < 0.5 else -1
-    truth = canvas.map(_render_person(canvas, ident, pose, rng, lip_side))
+    truth = canvas.map(_render_person(canvas, ident, pose, lip_side))
     original = _finish(rng, canvas.image, canvas.map([ident.face_centre])[0], canvas.scale * 45.0)
     # Manual annotation: a little placement noise, written with 2 decimals.
     landmarks = np.round(truth + rng.normal(0.0, 0.3, truth.shape), 2)
