@@ -1,0 +1,144 @@
+"""BlurPool anti-aliased downsampling (Zhang 2019, "Making convolutional networks shift-invariant
+again"), as the original used it (SPEC §4.2), plus the helpers that the builders use to place it.
+
+``BlurPool(filt_size=f, stride=2)``: reflect padding of floor((f-1)/2) + pad_off before and
+ceil((f-1)/2) + pad_off after (rows and columns), then a depthwise convolution with the normalised
+outer product of the binomial row b_f, stride 2, valid padding, so the output size is ceil(n/2)
+for pad_off 0. f in {0, 1} is plain subsampling ``x[:, ::2, ::2, :]``; stride 1 is the identity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+FILTER_SIZES = (0, 1, 2, 3, 4, 5, 6, 7)
+
+
+def binomial_filter(filt_size: int) -> np.ndarray:
+    """The normalised 2-D binomial filter of size ``filt_size`` (outer product of b_f, sum 1)."""
+    if filt_size not in FILTER_SIZES or filt_size < 1:
+        raise ValueError(f"filt_size: expected one of 1..7, got {filt_size!r}")
+    row = np.array([math.comb(filt_size - 1, k) for k in range(filt_size)], dtype=np.float64)
+    grid = np.outer(row, row)
+    return (grid / grid.sum()).astype(np.float32)
+
+
+def reflect_indices(size: int, before: int, after: int) -> np.ndarray:
+    """Indices that reflect-pad an axis of length ``size`` (no edge repeat, as numpy 'reflect').
+
+    Unlike ``tf.pad(mode="REFLECT")`` this also works when the padding is not smaller than the
+    axis (it reflects again, as ``np.pad(mode="reflect")`` does); a length-1 axis is repeated.
+    """
+    positions = np.arange(-before, size + after)
+    if size == 1:
+        return np.zeros_like(positions)
+    period = 2 * (size - 1)
+    folded = np.mod(positions, period)
+    return np.where(folded < size, folded, period - folded).astype(np.int32)
+
+
+@keras.saving.register_keras_serializable(package="fer")
+class BlurPool(layers.Layer):
+    """Anti-aliased downsampling: reflect pad, binomial depthwise blur, subsample by ``stride``."""
+
+    def __init__(self, filt_size=3, stride=2, pad_type="reflect", pad_off=0, channels=None, **kwargs):
+        super().__init__(**kwargs)
+        if filt_size not in FILTER_SIZES:
+            raise ValueError(f"BlurPool filt_size: expected one of {FILTER_SIZES}, got {filt_size!r}")
+        if int(stride) < 1:
+            raise ValueError(f"BlurPool stride: expected >= 1, got {stride!r}")
+        if pad_type not in ("reflect", "refl"):
+            raise ValueError(f"BlurPool pad_type: only 'reflect' is supported, got {pad_type!r}")
+        self.filt_size = int(filt_size)
+        self.stride = int(stride)
+        self.pad_type = "reflect"
+        self.pad_off = int(pad_off)
+        self.channels = None if channels is None else int(channels)
+        size = max(self.filt_size, 1)
+        self.pad_before = (size - 1) // 2 + self.pad_off
+        self.pad_after = size // 2 + self.pad_off  # = ceil((f - 1) / 2) + pad_off
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if self.channels is None:
+            self.channels = int(channels)
+        elif channels is not None and int(channels) != self.channels:
+            raise ValueError(f"BlurPool {self.name}: built for {self.channels} channels, got {channels}")
+        if self.filt_size >= 2:
+            kernel = binomial_filter(self.filt_size)[:, :, None, None]
+            self._kernel = np.repeat(kernel, self.channels, axis=2)  # (f, f, C, 1) depthwise
+        self.built = True
+
+    def _pad(self, inputs):
+        if self.pad_before == 0 and self.pad_after == 0:
+            return inputs
+        height, width = inputs.shape[1], inputs.shape[2]
+        if height is None or width is None:
+            pads = [[0, 0], [self.pad_before, self.pad_after], [self.pad_before, self.pad_after], [0, 0]]
+            return ops.pad(inputs, pads, mode="reflect")
+        rows = reflect_indices(int(height), self.pad_before, self.pad_after)
+        cols = reflect_indices(int(width), self.pad_before, self.pad_after)
+        return ops.take(ops.take(inputs, rows, axis=1), cols, axis=2)
+
+    def call(self, inputs):
+        if self.stride == 1:
+            return inputs
+        padded = self._pad(inputs)
+        if self.filt_size <= 1:
+            return padded[:, :: self.stride, :: self.stride, :]
+        kernel = ops.cast(ops.convert_to_tensor(self._kernel), inputs.dtype)
+        return ops.depthwise_conv(padded, kernel, strides=self.stride, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        if self.stride == 1:
+            return tuple(input_shape)
+
+        def out(n):
+            if n is None:
+                return None
+            n = n + self.pad_before + self.pad_after
+            return (n - max(self.filt_size, 1)) // self.stride + 1
+
+        return (batch, out(height), out(width), channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filt_size=self.filt_size,
+            stride=self.stride,
+            pad_type=self.pad_type,
+            pad_off=self.pad_off,
+            channels=self.channels,
+        )
+        return config
+
+
+# --------------------------------------------------------------------------------------------
+# Placement helpers (SPEC §4.2): lpf 0 keeps the strided layer; lpf >= 1 uses stride 1 and then a
+# stride-2 BlurPool(lpf) right after it (before BN and ReLU). lpf 1 is stride 1 + subsampling.
+
+LPF_CHOICES = (0, 1, 2, 3, 5, 7)
+
+
+def check_lpf(lpf) -> int:
+    """Validate ``lpf`` (0, 1, 2, 3, 5 or 7; 4 and 6 are accepted by the layer as well)."""
+    if lpf not in FILTER_SIZES:
+        raise ValueError(f"lpf: expected one of {LPF_CHOICES}, got {lpf!r}")
+    return int(lpf)
+
+
+def strided(layer_factory, x, lpf: int, name: str, stride: int = 2):
+    """Apply ``layer_factory(strides)`` with ``stride`` (lpf 0) or stride 1 + BlurPool(lpf).
+
+    ``layer_factory`` takes the stride and returns a layer; the BlurPool is named
+    ``<name>_blurpool``.
+    """
+    if lpf == 0 or stride == 1:
+        return layer_factory(stride)(x)
+    x = layer_factory(1)(x)
+    return BlurPool(filt_size=lpf, stride=stride, name=f"{name}_blurpool")(x)
