@@ -1,0 +1,362 @@
+"""eval_perturbed_rafdb.py (writer) and eval_perturbed_rafdb2.py (reader): format, metrics, errors, pipe."""
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import eval_perturbed_rafdb as writer
+import eval_perturbed_rafdb2 as reader
+from cli_common import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+WORKED = [3] * 5 + [0, 0] + [3] * 23  # SPEC §5.8
+CONSTANT = [3] * 30
+NOISE_DIFFERS = [3] + [0] * 29  # noise rule 29/29, consecutive rule 1/29
+
+
+def line(values):
+    return ",".join(str(v) for v in values)
+
+
+def write(tmp_path, text, name="predictions.txt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def run_reader(path, *extra, check=True):
+    """The reader as a user runs it: stdout, stderr, return code."""
+    result = subprocess.run([sys.executable, str(REPO / "eval_perturbed_rafdb2.py"), str(path), *extra],
+                            capture_output=True, text=True, cwd=REPO)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def parse_tsv(text):
+    rows = [row.split("\t") for row in text.rstrip("\n").split("\n")]
+    assert rows[0][0] == "."
+    methods = rows[0][1:]
+    return {method: {row[0]: float(row[1 + i]) for row in rows[1:]} for i, method in enumerate(methods)}
+
+
+# The original's exact bytes (SPEC §5.4): one header per folder, 30-int lines, two trailing blank lines.
+ORIGINAL = (
+    "out_training_fer/_netsenet50_20220409_101500/checkpoint.87.hdf5,perturbed_raf_dataset/rafdb.test.p_gaussian_noise\n"
+    f"{line(WORKED)}\n{line(NOISE_DIFFERS)}\n"
+    "out_training_fer/_netsenet50_20220409_101500/checkpoint.87.hdf5,perturbed_raf_dataset/rafdb.test.p_rotate\n"
+    f"{line(WORKED)}\n{line(CONSTANT)}\n"
+    "\n\n"
+)
+
+
+def test_original_file_with_trailing_blank_lines(tmp_path):
+    result = run_reader(write(tmp_path, ORIGINAL))
+    table = parse_tsv(result.stdout)
+    assert list(table) == ["_netsenet50_20220409_101500"]
+    values = table["_netsenet50_20220409_101500"]
+    # noise: (2/29 + 29/29) / 2; rotate: (2/29 + 0) / 2 = 0.034483 (SPEC §5.8)
+    assert values["p_gaussian_noise"] == pytest.approx((2 / 29 + 1) / 2)
+    assert values["p_rotate"] == pytest.approx(0.034483, abs=1e-6)
+    assert list(values) == ["p_gaussian_noise", "p_rotate"]
+    assert result.stdout.split("\n")[0] == ".\t_netsenet50_20220409_101500"
+    assert "mFP" in result.stderr  # the summary goes to stderr, stdout stays a TSV
+
+
+def test_text_mode(tmp_path):
+    result = run_reader(write(tmp_path, ORIGINAL), "t")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "_netsenet50_20220409_101500"
+    assert lines[1].split() == ["p_gaussian_noise", str((2 / 29 + 1) / 2)]
+    assert lines[2].split()[0] == "p_rotate" and float(lines[2].split()[1]) == pytest.approx(1 / 29)
+    assert lines[3] == "---------"
+
+
+def test_noise_rule_against_consecutive_rule(tmp_path):
+    text = (f"runs/m/ckpt.keras,P/rafdb.test.p_shot_noise\n{line(NOISE_DIFFERS)}\n"
+            f"runs/m/ckpt.keras,P/rafdb.test.p_brightness\n{line(NOISE_DIFFERS)}\n")
+    results = reader.compute(reader.group_blocks(reader.read_predictions(write(tmp_path, text))))
+    fp = {name: entry["fp"] for name, entry in results["methods"]["m"]["perturbations"].items()}
+    assert fp == {"p_shot_noise": pytest.approx(29 / 29), "p_brightness": pytest.approx(1 / 29)}
+    assert results["methods"]["m"]["mfp"] == pytest.approx((1 + 1 / 29) / 2)
+
+
+def test_difficulty_two(tmp_path):
+    text = f"runs/m/ckpt.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
+    results = reader.compute(reader.group_blocks(reader.read_predictions(write(tmp_path, text))), difficulty=2)
+    assert results["methods"]["m"]["perturbations"]["p_rotate"]["fp"] == pytest.approx(4 / 28)
+
+
+def test_external_header_comments_and_sequence_length_from_data(tmp_path):
+    short = [1, 1, 2, 2, 2]  # 5 frames: 1 flip of 4
+    text = f"# made by hand\nrafdb.test.p_scale\n\n{line(short)}\n# test_0002\n{line([0] * 5)}\n"
+    blocks = reader.read_predictions(write(tmp_path, text))
+    assert [(b.method, b.perturbation, len(b.sequences)) for b in blocks] == [("", "p_scale", 2)]
+    results = reader.compute(reader.group_blocks(blocks))
+    assert results["methods"][""]["perturbations"]["p_scale"]["fp"] == pytest.approx((1 / 4 + 0) / 2)
+    with pytest.raises(UserError, match=r":4: 5 classes, expected --frames 30"):
+        reader.read_predictions(tmp_path / "predictions.txt", frames=30)
+
+
+def test_baseline_method_and_json(tmp_path):
+    text = (f"runs/a/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line(CONSTANT)}\n"
+            f"runs/base/c.keras,P/rafdb.test.p_rotate\n{line([0, 1, 0] + [0] * 27)}\n{line([5] * 27 + [6, 5, 5])}\n")
+    # baseline FP = (2/29 + 2/29) / 2 = 0.068966; model FP = 0.034483; FR = 0.5
+    path = write(tmp_path, text)
+    result = run_reader(path, "--baseline", "base", "--json", str(tmp_path / "r.json"),
+                        "--csv", str(tmp_path / "r.csv"))
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["methods"]["a"]["perturbations"]["p_rotate"]["fr"] == pytest.approx(0.5)
+    assert data["methods"]["a"]["mfr"] == pytest.approx(0.5)
+    assert data["methods"]["base"]["mfr"] == pytest.approx(1.0)
+    assert "normalised to the baseline base" in result.stderr
+    csv_rows = (tmp_path / "r.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("method,perturbation,rule,n_sequences,n_frames,fp,fr")
+    assert csv_rows[1].startswith("a,p_rotate,consecutive,2,30,")
+    # the JSON as a baseline for another file
+    other = write(tmp_path, f"runs/c/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n", "other.txt")
+    result = run_reader(other, "--baseline", str(tmp_path / "r.json"), "--baseline-method", "a",
+                        "--json", str(tmp_path / "c.json"))
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["methods"]["c"]["perturbations"]["p_rotate"]["fr"] == pytest.approx((2 / 29) / (1 / 29))
+
+
+def test_flip_rate_against_zero_baseline_is_nan(tmp_path, recwarn):
+    text = (f"runs/a/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
+            f"runs/base/c.keras,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n")
+    results = reader.compute(reader.group_blocks(reader.read_predictions(write(tmp_path, text))))
+    label, baseline = reader.load_baseline("base", results)
+    with pytest.warns(RuntimeWarning, match="flip rate"):
+        reader.normalise(results, label, baseline)
+    assert np.isnan(results["methods"]["a"]["perturbations"]["p_rotate"]["fr"])
+
+
+# Top-k rankings (SPEC §5.8): frame a ranks 0..6; "zero last" ranks 1,2,3,4,5,6,0.
+ORDER = "0:1:2:3:4:5:6"
+ZERO_LAST = "1:2:3:4:5:6:0"
+
+
+def test_topk_lines(tmp_path):
+    classes = [0, 0] + [1] + [1] * 27  # flip at frame 2 only
+    rankings = [ORDER, ORDER] + [ZERO_LAST] * 28
+    text = (f"runs/m/c.keras,P/rafdb.test.p_rotate\n# test_0001\n{line(classes)}\n#topk {','.join(rankings)}\n"
+            f"runs/m/c.keras,P/rafdb.test.p_gaussian_noise\n{line(classes)}\n#topk {','.join(rankings)}\n\n\n")
+    results = reader.compute(reader.group_blocks(reader.read_predictions(write(tmp_path, text))), ks=[1, 2, 5])
+    rotate = results["methods"]["m"]["perturbations"]["p_rotate"]
+    # consecutive: one pair (1,2) with d5 = 9, d2 = 3, d1 = 1, of 29 pairs
+    assert rotate["tkd"] == {"1": pytest.approx(1 / 29), "2": pytest.approx(3 / 29), "5": pytest.approx(9 / 29)}
+    assert rotate["tkd"]["1"] == pytest.approx(rotate["fp"])  # d1 = flip indicator
+    noise = results["methods"]["m"]["perturbations"]["p_gaussian_noise"]
+    # against frame 0: 28 of 29 pairs differ
+    assert noise["tkd"]["5"] == pytest.approx(28 * 9 / 29)
+    assert results["methods"]["m"]["mtkd"]["2"] == pytest.approx((3 / 29 + 28 * 3 / 29) / 2)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", r"predictions.txt: no header line"),
+    ("\n\n# only comments\n", r"no header line"),
+    ("runs/m/c.keras,P/rafdb.test.p_rotate\n\n\n", r"predictions.txt:1: header with no sequences"),
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n3,3,x" + ",3" * 27 + "\n",
+     r"predictions.txt:3: field 3 is 'x'"),
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line([3] * 29 + [7])}\n",
+     r"predictions.txt:3: field 30 is 7, outside the class indices 0..6"),
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line([3] * 29)}\n",
+     r"predictions.txt:3: 29 classes, expected 30 like the block's first sequence \(line 2\)"),
+    (f"{line(WORKED)}\n", r"predictions.txt:1: a sequence line before any header"),
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n#topk {ORDER}\n", r"predictions.txt:2: a #topk line must"),
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line([1] * 30)}\n#topk {','.join([ORDER] * 30)}\n",
+     r"predictions.txt:3: frame 0 ranks class 0 first but its sequence line predicts 1"),
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line([0] * 30)}\n#topk {','.join([ORDER] * 30)}\n{line([0] * 30)}\n",
+     r"predictions.txt:4: sequence without a #topk line"),
+])
+def test_bad_input_names_the_line(tmp_path, text, match):
+    with pytest.raises(UserError, match=match):
+        reader.read_predictions(write(tmp_path, text))
+
+
+def test_bad_input_exits_2_without_traceback(tmp_path):
+    path = write(tmp_path, f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n3,3,9\n")
+    result = run_reader(path, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "predictions.txt:3:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_empty_block_and_duplicate_warn(tmp_path, caplog):
+    text = (f"runs/m/c.keras,P/rafdb.test.p_rotate\n"  # empty block: warning
+            f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
+            f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n")  # duplicate: the later wins
+    with caplog.at_level(logging.WARNING):
+        table = reader.group_blocks(reader.read_predictions(write(tmp_path, text)), "predictions.txt")
+    assert "predictions.txt:1: header m / p_rotate has no sequences" in caplog.text
+    assert "predictions.txt:4: m / p_rotate already read at line 2; the later block wins" in caplog.text
+    assert table["m"]["p_rotate"].sequences == [CONSTANT]
+
+
+# --------------------------------------------------------------------------------------------
+# The writer and the full pipe on a tiny perturbed tree with tiny Keras models
+
+FRAMES = 30
+FOLDERS = ("rafdb.test.p_rotate", "rafdb.test.p_gaussian_noise", "rafdb.test.p_zzz_extra")
+
+
+@pytest.fixture(scope="module")
+def perturbed_tree(tmp_path_factory):
+    """A sample RAF-DB tree plus a tiny RAF-DB-P tree (3 folders x its test names x 30 frames)."""
+    import cv2
+    import rafdb_dataset
+    import synthetic_faces
+
+    base = tmp_path_factory.mktemp("p")
+    root = base / "RAF-DB"
+    synthetic_faces.write_sample_tree(root, n_train=14, n_test=6, seed=0)
+    names = rafdb_dataset.load_labels(root, "test", "soft").names
+    perturbed = base / "perturbed"
+    rng = np.random.default_rng(0)
+    for folder in FOLDERS:
+        (perturbed / folder).mkdir(parents=True)
+        for name in names:
+            for frame in range(FRAMES):
+                image = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+                image[..., rng.integers(0, 3)] = 255  # strong colour casts: varied predictions
+                cv2.imwrite(str(perturbed / folder / f"{name}_{frame:02d}.jpg"), image)
+    (perturbed / "not_a_perturbation").mkdir()
+    return base, root, perturbed, names
+
+
+def _tiny_model(path, seed):
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    x = keras.layers.Rescaling(1 / 255.0, offset=-0.5)(x)
+    outputs = keras.layers.Dense(7, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 10, (3, 7)).astype("float32"), np.zeros(7, "float32")])
+    path.parent.mkdir(parents=True)
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(perturbed_tree):
+    base = perturbed_tree[0]
+    return (_tiny_model(base / "runs" / "run_a" / "checkpoint.01.keras", 1),
+            _tiny_model(base / "runs" / "run_b" / "checkpoint.01.hdf5", 2))  # legacy HDF5, like the original
+
+
+def run_writer(checkpoint, root, perturbed, *extra, stdout):
+    return subprocess.run([sys.executable, str(REPO / "eval_perturbed_rafdb.py"), str(checkpoint),
+                           "--rafdb", str(root), "--perturbed", str(perturbed), *extra],
+                          stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def hand_fp(sequences, noise):
+    """FP by the SPEC §5.5 formula, written out with loops."""
+    total = 0.0
+    for seq in sequences:
+        n = len(seq)
+        flips = sum(seq[j] != (seq[0] if noise else seq[j - 1]) for j in range(1, n))
+        total += flips / (n - 1)
+    return total / len(sequences)
+
+
+@pytest.mark.slow
+def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
+    _, root, perturbed, names = perturbed_tree
+    run_a, run_b = tiny_checkpoints
+    predictions = tmp_path / "predictions.txt"
+    with open(predictions, "w") as out:
+        result = run_writer(run_a, root, perturbed, stdout=out)
+    assert result.returncode == 0, result.stderr
+    assert "INFO" in result.stderr  # logs on stderr
+    text = predictions.read_text()
+    # stdout holds exactly the format: header, one 30-int line per sequence, ..., two blank lines
+    assert text.endswith("\n\n\n") and not text.endswith("\n\n\n\n")
+    lines = text.split("\n")[:-3]
+    expected_order = ["rafdb.test.p_gaussian_noise", "rafdb.test.p_rotate", "rafdb.test.p_zzz_extra"]
+    blocks = {}
+    for i, folder in enumerate(expected_order):
+        header = lines[i * (len(names) + 1)]
+        assert header == f"{run_a},{perturbed / folder}"
+        sequences = lines[i * (len(names) + 1) + 1:(i + 1) * (len(names) + 1)]
+        assert all(re.fullmatch(r"[0-6](,[0-6]){29}", s) for s in sequences), sequences
+        blocks[folder.replace("rafdb.test.", "")] = [[int(v) for v in s.split(",")] for s in sequences]
+    assert len(lines) == 3 * (len(names) + 1)
+    assert len({tuple(s) for seqs in blocks.values() for s in seqs}) > 1  # the tiny model does vary
+
+    result = run_reader(predictions)
+    table = parse_tsv(result.stdout)
+    assert list(table) == ["run_a"]
+    assert list(table["run_a"]) == ["p_gaussian_noise", "p_rotate", "p_zzz_extra"]
+    for name, sequences in blocks.items():
+        assert table["run_a"][name] == pytest.approx(hand_fp(sequences, "noise" in name), abs=1e-12)
+    assert "extras (not in mFP): p_zzz_extra" in result.stderr
+
+    # >> a second checkpoint, with rankings and annotations: two methods, one file
+    with open(predictions, "a") as out:
+        result = run_writer(run_b, root, perturbed, "--topk", "3", "--annotate",
+                            "--perturbations", "p_rotate", stdout=out)
+    assert result.returncode == 0, result.stderr
+    appended = predictions.read_text()[len(text):].split("\n")
+    assert appended[0] == f"{run_b},{perturbed / 'rafdb.test.p_rotate'}"
+    assert appended[1] == f"# {names[0]}"
+    assert re.fullmatch(r"[0-6](,[0-6]){29}", appended[2])
+    assert re.fullmatch(r"#topk [0-6]:[0-6]:[0-6](,[0-6]:[0-6]:[0-6]){29}", appended[3])
+    assert [field.split(":")[0] for field in appended[3][6:].split(",")] == appended[2].split(",")
+    result = run_reader(predictions, "--json", str(tmp_path / "r.json"), "--topk", "1,3")
+    table = parse_tsv(result.stdout)
+    assert list(table) == ["run_a", "run_b"]
+    assert np.isnan(table["run_b"]["p_gaussian_noise"])
+    data = json.loads((tmp_path / "r.json").read_text())
+    rotate_b = data["methods"]["run_b"]["perturbations"]["p_rotate"]
+    assert rotate_b["tkd"]["1"] == pytest.approx(rotate_b["fp"])  # d1 = flip indicator
+
+
+@pytest.mark.slow
+def test_writer_out_file_and_hard_labels(tmp_path, perturbed_tree, tiny_checkpoints):
+    _, root, perturbed, names = perturbed_tree
+    out = tmp_path / "preds.txt"
+    # a directory of runs: every run's best checkpoint.NN.hdf5 (only run_b has one)
+    result = run_writer(tiny_checkpoints[0].parents[1], root, perturbed, "--labels", "hard",
+                        "--perturbations", "rafdb.test.p_rotate", "--out", str(out), stdout=subprocess.PIPE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    lines = out.read_text().split("\n")
+    assert lines[0] == f"{tiny_checkpoints[1]},{perturbed / 'rafdb.test.p_rotate'}"
+    assert len(lines) == 1 + len(names) + 3
+
+
+def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree):
+    base, root, perturbed, names = perturbed_tree
+    broken = tmp_path / "perturbed" / "rafdb.test.p_rotate"
+    broken.mkdir(parents=True)
+    for source in (perturbed / "rafdb.test.p_rotate").iterdir():
+        os.link(source, broken / source.name)
+    (broken / f"{names[1]}_17.jpg").unlink()
+    with pytest.raises(UserError, match=rf"{names[1]}_17.jpg: frame not found"):
+        writer.main([str(base / "runs"), "--rafdb", str(root), "--perturbed", str(tmp_path / "perturbed")])
+
+
+def test_writer_rejects_missing_folders(tmp_path, perturbed_tree):
+    _, root, perturbed, _ = perturbed_tree
+    with pytest.raises(UserError, match="no such folder"):
+        writer.main(["x.keras", "--rafdb", str(root), "--perturbed", str(tmp_path / "nothing")])
+    with pytest.raises(UserError, match="rafdb.test.p_scale: no such folder"):
+        writer.main(["x.keras", "--rafdb", str(root), "--perturbed", str(perturbed), "--perturbations", "p_scale"])
+
+
+def test_format_block_bytes():
+    classes = np.array([WORKED, CONSTANT])
+    text = writer.format_block("c.keras,P/rafdb.test.p_rotate", ["test_0001", "test_0002"], classes, None, False)
+    assert text == f"c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line(CONSTANT)}\n"
+    text = writer.format_block("h", ["test_0001"], classes[1:], np.tile([3, 6], (1, 30, 1)), True)
+    assert text == f"h\n# test_0001\n{line(CONSTANT)}\n#topk {','.join(['3:6'] * 30)}\n"
