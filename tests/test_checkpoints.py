@@ -1,0 +1,248 @@
+"""checkpoints.py: finding, safe loading and adapting Keras classifiers (SPEC §4.7, §5.3, §8.4).
+
+The models are tiny probes built here: global average pooling followed by a Dense layer whose
+weights the test chooses, so every output is a known function of the image (or a constant).
+"""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import checkpoints  # noqa: E402
+import rafdb_dataset  # noqa: E402
+from cli_common import UserError  # noqa: E402
+
+RAF = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+FER = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# FER2013 index of each RAF-DB class, worked out by hand from the two lists above.
+FER_INDEX_OF_RAF = [5, 2, 1, 3, 4, 0, 6]
+
+
+def probe_model(path, size, channels, kernel, bias, *, softmax=False, lam=False):
+    """GAP -> Dense(kernel, bias): output = mean pixel per channel @ kernel + bias."""
+    kernel = np.asarray(kernel, np.float32)
+    inputs = keras.Input((size, size, channels))
+    x = inputs
+    if lam:
+        x = keras.layers.Lambda(lambda t: t * 1.0)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(kernel.shape[1], activation="softmax" if softmax else None)
+    outputs = dense(x)
+    model = keras.Model(inputs, outputs)
+    dense.set_weights([kernel, np.asarray(bias, np.float32)])
+    model.save(path)
+    return path
+
+
+def write_images(folder, count=5, size=100, seed=0):
+    """Random smooth RGB images written as PNG (lossless), returned with their RGB arrays."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, images = [], []
+    for index in range(count):
+        small = rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)
+        image = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+        path = folder / f"img_{index}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+        images.append(image)
+    return paths, images
+
+
+def channel_means(image, size, channels, crop="exact"):
+    """What the probe's GAP sees before preprocessing, computed by hand (SPEC §4.3)."""
+    if crop == "legacy99":
+        image = image[:-1, :-1]
+    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    if channels == 1:
+        resized = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[:, :, None]
+    return resized.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# find_checkpoints
+
+
+def test_find_checkpoints_file_run_and_runs(tmp_path):
+    runs = tmp_path / "runs"
+    for run, epochs in (("b_run", (3, 12, 9)), ("a_run", (1, 2))):
+        (runs / run).mkdir(parents=True)
+        for epoch in epochs:
+            (runs / run / f"checkpoint.{epoch:02d}.hdf5").write_bytes(b"x")
+        (runs / run / "run.json").write_text("{}")
+    (runs / "empty").mkdir()
+    assert checkpoints.find_checkpoints(runs) == [runs / "a_run" / "checkpoint.02.hdf5",
+                                                  runs / "b_run" / "checkpoint.12.hdf5"]
+    assert checkpoints.find_checkpoints(runs / "b_run") == [runs / "b_run" / "checkpoint.12.hdf5"]
+    single = runs / "a_run" / "checkpoint.01.hdf5"
+    assert checkpoints.find_checkpoints(single) == [single]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty_dir", "bad_suffix"])
+def test_find_checkpoints_errors_name_the_path(tmp_path, make):
+    path = tmp_path / "thing"
+    if make == "empty_dir":
+        path.mkdir()
+    elif make == "bad_suffix":
+        path = tmp_path / "weights.txt"
+        path.write_text("x")
+    with pytest.raises(UserError, match=str(path)):
+        checkpoints.find_checkpoints(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Class order
+
+
+def test_constants_match_the_project():
+    assert checkpoints.RAFDB_CLASS_NAMES == rafdb_dataset.CLASS_NAMES == RAF
+    models = pytest.importorskip("models")
+    assert set(checkpoints.PREPROCESSING_CHOICES) - {"none"} == set(models.PREPROCESSING_MODES) - {"no"}
+
+
+@pytest.mark.parametrize("text", ["fer2013", "FER2013", ",".join(FER),
+                                  "anger,disgusted,fearful,happiness,sadness,surprised,neutral"])
+def test_fer2013_permutation(text):
+    names = checkpoints.parse_class_order(text)
+    assert list(checkpoints.class_permutation(names)) == FER_INDEX_OF_RAF
+
+
+def test_extra_classes_are_dropped():
+    names = checkpoints.parse_class_order("neutral,happy,surprise,sad,angry,disgust,fear,contempt")
+    # FER+ order, worked out by hand: surprise 2, fear 6, disgust 5, happy 1, sad 3, angry 4, neutral 0.
+    assert list(checkpoints.class_permutation(names)) == [2, 6, 5, 1, 3, 4, 0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("angry,disgust,fear,happy,sad,surprise", "missing neutral"),
+    ("angry,angry,fear,happy,sad,surprise,neutral", "named twice: anger"),
+])
+def test_bad_class_orders(text, message):
+    with pytest.raises(ValueError, match=message):
+        checkpoints.class_permutation(checkpoints.parse_class_order(text))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def test_load_refuses_lambda_and_names_unsafe(tmp_path):
+    path = probe_model(tmp_path / "lambda.hdf5", 32, 3, np.zeros((3, 7)), np.zeros(7), lam=True)
+    with pytest.raises(UserError, match=r"lambda\.hdf5.*--unsafe"):
+        checkpoints.load_classifier(path)
+    model = checkpoints.load_classifier(path, unsafe=True)
+    assert model.outputs[0].shape[-1] == 7
+
+
+@pytest.mark.parametrize("content", [None, b"not an hdf5 file"])
+def test_load_missing_or_corrupt(tmp_path, content):
+    path = tmp_path / "model.hdf5"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=str(path)):
+        checkpoints.load_classifier(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Adaptation
+
+
+def test_fer2013_64x64x1_constant_output(tmp_path):
+    """A FER2013-shaped model (64x64x1) with a constant output in FER order maps onto RAF-DB."""
+    fer_logits = np.array([3.0, 0.5, 1.0, 2.0, 0.0, -1.0, 1.5])  # angry wins
+    path = probe_model(tmp_path / "fer.hdf5", 64, 1, np.zeros((1, 7)), fer_logits, softmax=True)
+    model = checkpoints.load_classifier(path)
+    classifier = checkpoints.adapt(model, path, preprocessing="scale-1-1", class_order="fer2013")
+    assert classifier.image_size == (64, 64) and classifier.channels == 1
+    paths, _ = write_images(tmp_path / "images", count=3)
+    probs = classifier.predict_paths(paths)
+    fer_probs = np.exp(fer_logits) / np.exp(fer_logits).sum()
+    # RAF order: surprise<-FER 5, fear<-2, disgust<-1, happiness<-3, sadness<-4, anger<-0, neutral<-6
+    expected = fer_probs[[5, 2, 1, 3, 4, 0, 6]]
+    assert probs.shape == (3, 7)
+    np.testing.assert_allclose(probs, np.tile(expected, (3, 1)), rtol=1e-5)
+    assert set(np.argmax(probs, axis=1)) == {RAF.index("anger")}
+    description = classifier.describe()
+    assert description["input_shape"] == [64, 64, 1]
+    assert description["output_classes"][0] == "anger"
+
+
+def test_grey_scale_minus1_1_is_fed(tmp_path):
+    """64x64x1 with --preprocessing scale-1-1: the model sees grey(resize(x)) / 127.5 - 1."""
+    kernel = np.zeros((1, 7))
+    kernel[0, 0] = 1.0  # output 0 = mean of the model input
+    path = probe_model(tmp_path / "grey.hdf5", 64, 1, kernel, np.zeros(7))
+    classifier = checkpoints.adapt(checkpoints.load_classifier(path), path,
+                                   preprocessing="scale-1-1")
+    paths, images = write_images(tmp_path / "images", count=4, seed=3)
+    outputs = classifier.predict_paths(paths)
+    expected = [(channel_means(image, 64, 1) / 127.5 - 1.0).mean() for image in images]
+    np.testing.assert_allclose(outputs[:, 0], expected, atol=1e-4)
+    assert all(-1.0 <= value <= 1.0 for value in expected)
+
+
+def test_legacy_vggface2_and_run_json(tmp_path):
+    """legacy-vggface2: BGR input minus (131.0912, 103.8827, 91.4953) on B, G, R (SPEC §4.4)."""
+    kernel = np.zeros((3, 7))
+    kernel[0, 0] = kernel[1, 1] = kernel[2, 2] = 1.0  # outputs 0..2 = channel means of the input
+    path = probe_model(tmp_path / "run" / "checkpoint.01.hdf5", 32, 3, kernel, np.zeros(7))
+    paths, images = write_images(tmp_path / "images", count=3, seed=5)
+    model = checkpoints.load_classifier(path)
+
+    legacy = checkpoints.adapt(model, path, eval_preprocessing="legacy-vggface2")
+    outputs = legacy.predict_paths(paths)
+    for row, image in zip(outputs, images):
+        bgr_means = channel_means(image, 32, 3)[:, :, ::-1].mean(axis=(0, 1))
+        np.testing.assert_allclose(row[:3], bgr_means - [131.0912, 103.8827, 91.4953], atol=1e-3)
+
+    # run.json: preprocessing inside the model -> raw pixels; the recorded crop is used.
+    (path.parent / "run.json").write_text(json.dumps({
+        "preprocessing": "vggface2", "preprocessing_in_model": True, "crop": "legacy99",
+        "class_names": list(RAF), "input_shape": [32, 32, 3]}))
+    from_run = checkpoints.adapt(model, path)
+    assert from_run.crop == "legacy99" and from_run.preprocess is None
+    outputs = from_run.predict_paths(paths)
+    for row, image in zip(outputs, images):
+        np.testing.assert_allclose(row[:3], channel_means(image, 32, 3, "legacy99").mean(axis=(0, 1)),
+                                   atol=1e-3)
+
+
+def test_seven_outputs_without_run_json_assume_rafdb_order(tmp_path, caplog):
+    path = probe_model(tmp_path / "m.h5", 32, 3, np.zeros((3, 7)), np.arange(7.0))
+    with caplog.at_level("WARNING", logger="fer.checkpoints"):
+        classifier = checkpoints.adapt(checkpoints.load_classifier(path), path)
+    assert classifier.output_names == RAF
+    assert "assuming RAF-DB class order" in caplog.text
+    assert "raw RGB pixels" in caplog.text
+
+
+def test_non_seven_outputs(tmp_path):
+    path = probe_model(tmp_path / "ferplus.keras", 32, 3, np.zeros((3, 8)), np.arange(8.0))
+    model = checkpoints.load_classifier(path)
+    with pytest.raises(UserError, match=r"8 outputs.*--class-order"):
+        checkpoints.adapt(model, path)
+    with pytest.raises(UserError, match="7 class names for a model with 8 outputs"):
+        checkpoints.adapt(model, path, class_order="fer2013")
+    classifier = checkpoints.adapt(
+        model, path, class_order="neutral,happiness,surprise,sadness,anger,disgust,fear,contempt")
+    paths, _ = write_images(tmp_path / "images", count=2)
+    # Constant logits 0..7 in FER+ order; RAF order takes indices 2,6,5,1,3,4,0 (contempt dropped).
+    np.testing.assert_allclose(classifier.predict_paths(paths)[0], [2, 6, 5, 1, 3, 4, 0])
+
+
+def test_checkpoint_args_round_trip(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    checkpoints.add_checkpoint_args(parser)
+    args = parser.parse_args(["--preprocessing", "scale01", "--class-order", "fer2013", "--batch",
+                              "5", "--crop", "legacy99"])
+    path = probe_model(tmp_path / "m.hdf5", 32, 3, np.zeros((3, 7)), np.zeros(7))
+    classifier = checkpoints.classifier_from_args(path, args)
+    assert (classifier.batch_size, classifier.crop, classifier.preprocessing_label) == (5, "legacy99", "scale01")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--batch", "0"])

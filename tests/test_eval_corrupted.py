@@ -1,0 +1,228 @@
+"""eval_corrupted_rafdb.py end to end on a tiny exported RAF-DB-C tree (SPEC §5.1-§5.3).
+
+The model is a probe (global average pooling -> Dense with weights chosen here), so its prediction
+is a known function of each image: the test recomputes every accuracy by hand from the image files
+and compares it with the printed block.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import eval_corrupted_rafdb  # noqa: E402
+import rafdb_dataset  # noqa: E402
+from cli_common import UserError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PAIRS = [("gaussian_noise", 1), ("gaussian_noise", 2), ("contrast", 1), ("contrast", 2)]
+SIZE = 32
+RNG = np.random.default_rng(1)
+KERNEL = RNG.normal(size=(3, 7)).astype(np.float32)  # logits = channel means @ KERNEL + BIAS
+BIAS = RNG.normal(scale=20.0, size=7).astype(np.float32)
+
+
+def save_probe(path, outputs=7, lam=False):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Lambda(lambda t: t + 0.0)(inputs) if lam else inputs
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(outputs)
+    model = keras.Model(inputs, dense(x))
+    kernel = KERNEL if outputs == 7 else np.zeros((3, outputs), np.float32)
+    dense.set_weights([kernel, BIAS if outputs == 7 else np.zeros(outputs, np.float32)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def predicted_class(path):
+    """The probe's class for one image file, by hand: cv2 decode, bilinear resize, mean, argmax."""
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    resized = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    return int(np.argmax(resized.mean(axis=(0, 1)) @ KERNEL.astype(np.float64) + BIAS))
+
+
+@pytest.fixture(scope="module")
+def workspace(sample_tree, tmp_path_factory):
+    """A working directory with RAF-DB (the sample tree), a 2x2 RAF-DB-C export and a probe model."""
+    root = tmp_path_factory.mktemp("evalc")
+    os.symlink(sample_tree, root / "RAF-DB")
+    command = [sys.executable, str(REPO / "rafdb_aug_dataset.py"), "export", "--rafdb", "RAF-DB",
+               "--out", "corrupted_raf_dataset", "--corruptions", "gaussian_noise,contrast",
+               "--severities", "1-2", "--workers", "1", "--quiet"]
+    subprocess.run(command, cwd=root, check=True, capture_output=True)
+    save_probe(root / "runs" / "run_a" / "checkpoint.03.hdf5")
+    (root / "runs" / "run_a" / "checkpoint.01.hdf5").write_bytes(b"an older, unreadable one")
+    return root
+
+
+def expected_accuracies(root, protocol="soft"):
+    labels = rafdb_dataset.load_labels(root / "RAF-DB", "test", protocol)
+    targets = labels.classes
+    folders = ["RAF-DB/basic/Image/aligned"] + [
+        f"corrupted_raf_dataset/rafdb.test.{c}.{s}" for c, s in PAIRS]
+    result = {}
+    for folder in folders:
+        predictions = [predicted_class(root / folder / f"{name}_aligned.jpg") for name in labels.names]
+        result[folder] = float(np.mean(np.array(predictions) == targets))
+    return result, len(labels)
+
+
+def run_script(root, *args):
+    env = dict(os.environ, DNNL_MAX_CPU_ISA="AVX2", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, str(REPO / "eval_corrupted_rafdb.py"), *map(str, args)],
+                          cwd=root, env=env, capture_output=True, text=True)
+
+
+def run_main(root, capsys, *args):
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        code = eval_corrupted_rafdb.main([str(arg) for arg in args])
+    finally:
+        os.chdir(cwd)
+    return code, capsys.readouterr()
+
+
+def block_of(stdout):
+    return stdout[: stdout.index("\n\n\n") + 3]
+
+
+@pytest.mark.slow
+def test_end_to_end_block_files_on_the_fly_and_baseline(workspace):
+    root = workspace
+    expected, n = expected_accuracies(root)
+    checkpoint = "runs/run_a/checkpoint.03.hdf5"
+    block = f"Results for: {checkpoint}\n" + "".join(
+        "%s %f\n" % (folder, accuracy) for folder, accuracy in expected.items()) + "\n\n"
+
+    first = run_script(root, "runs", "results.txt", "--corruptions", "gaussian_noise,contrast",
+                       "--severities", "1-2", "--json", "r.json", "--csv", "r.csv", "--plot", "r.png")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(block)  # the directory of runs evaluates the best checkpoint
+    assert (root / "results.txt").read_text() == block
+    assert "Traceback" not in first.stderr and "images/s" in first.stdout
+    assert f"N = {n} test images (soft labels" in first.stdout
+    assert "UNNORMALISED" in first.stdout
+
+    data = json.loads((root / "r.json").read_text())
+    (result,) = data["results"]
+    assert result["n"] == n and result["protocol"] == "soft" and result["format"] == "jpg"
+    assert result["manifest"]["params"]["seed"] == 0
+    errors = {(row["corruption"], row["severity"]): row["error"] for row in result["folders"]}
+    for (corruption, severity), folder in zip(PAIRS, list(expected)[1:]):
+        assert errors[(corruption, severity)] == pytest.approx(1.0 - expected[folder])
+    # Unnormalised sums (no baseline): sum_s E_s for gaussian_noise.
+    noise_sum = 2.0 - expected["corrupted_raf_dataset/rafdb.test.gaussian_noise.1"] \
+        - expected["corrupted_raf_dataset/rafdb.test.gaussian_noise.2"]
+    assert result["summary"]["error_sum"]["gaussian_noise"] == pytest.approx(noise_sum)
+    assert len((root / "r.csv").read_text().splitlines()) == 1 + 5
+    assert (root / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A hand-made baseline: every corrupted error 0.5, clean error 0.25 (SPEC §5.2 by hand).
+    baseline = {"format": "rafdb-c-results", "version": 1, "results": [{
+        "checkpoint": {"checkpoint": "reference.hdf5", "crop": "exact"}, "protocol": "soft",
+        "n": n, "format": "jpg", "clean": {"error": 0.25},
+        "folders": [{"corruption": c, "severity": s, "error": 0.5} for c, s in PAIRS]}]}
+    (root / "base.json").write_text(json.dumps(baseline))
+
+    second = run_script(root, checkpoint, "results.txt", "--corruptions", "gaussian_noise,contrast",
+                        "--severities", "1-2", "--on-the-fly", "--workers", "2",
+                        "--baseline", "base.json", "--json", "r2.json")
+    assert second.returncode == 0, second.stderr
+    assert block_of(second.stdout) == block  # on the fly == exported tree, exactly
+    assert (root / "results.txt").read_text() == block + block  # appended twice: two blocks
+    summary = json.loads((root / "r2.json").read_text())["results"][0]["summary"]
+    clean_error = 1.0 - expected["RAF-DB/basic/Image/aligned"]
+    assert summary["ce"]["gaussian_noise"] == pytest.approx(noise_sum / 1.0)
+    assert summary["relative_ce"]["gaussian_noise"] == pytest.approx(
+        (noise_sum - 2 * clean_error) / (1.0 - 0.5))
+    contrast_sum = 2.0 - expected["corrupted_raf_dataset/rafdb.test.contrast.1"] \
+        - expected["corrupted_raf_dataset/rafdb.test.contrast.2"]
+    assert summary["mce"] == pytest.approx((noise_sum + contrast_sum) / 2)
+    assert "reference.hdf5" in second.stdout
+
+
+def test_hard_protocol_in_process(workspace, capsys):
+    expected, n = expected_accuracies(workspace, "hard")
+    code, out = run_main(workspace, capsys, "runs/run_a/checkpoint.03.hdf5", "--labels", "hard",
+                         "--corruptions", "contrast", "--severities", "2")
+    assert code == 0
+    lines = block_of(out.out).splitlines()
+    assert lines[1] == "RAF-DB/basic/Image/aligned %f" % expected["RAF-DB/basic/Image/aligned"]
+    assert lines[2] == "corrupted_raf_dataset/rafdb.test.contrast.2 %f" % \
+        expected["corrupted_raf_dataset/rafdb.test.contrast.2"]
+    assert f"N = {n} test images (hard labels)" in out.out
+
+
+def test_missing_folders_are_all_named(workspace, capsys):
+    with pytest.raises(UserError) as error:
+        run_main(workspace, capsys, "runs", "--corruptions", "gaussian_noise,contrast",
+                 "--severities", "2-3")
+    message = str(error.value)
+    assert "rafdb.test.gaussian_noise.3" in message and "rafdb.test.contrast.3" in message
+    assert "rafdb.test.contrast.2" not in message and "--allow-missing" in message
+
+    code, out = run_main(workspace, capsys, "runs", "--corruptions", "gaussian_noise,contrast",
+                         "--severities", "2-3", "--allow-missing")
+    assert code == 0
+    folders = [line.split()[0] for line in block_of(out.out).splitlines()[1:] if line]
+    assert folders == ["RAF-DB/basic/Image/aligned",
+                       "corrupted_raf_dataset/rafdb.test.gaussian_noise.2",
+                       "corrupted_raf_dataset/rafdb.test.contrast.2"]
+
+
+def test_missing_image_is_named(workspace, capsys, tmp_path):
+    copy = tmp_path / "corrupted"
+    shutil.copytree(workspace / "corrupted_raf_dataset", copy)
+    victim = copy / "rafdb.test.contrast.1" / "test_0002_aligned.jpg"
+    victim.unlink()
+    with pytest.raises(UserError, match="test_0002_aligned.jpg: image not found"):
+        run_main(workspace, capsys, "runs", "--corrupted", copy, "--corruptions", "contrast",
+                 "--severities", "1")
+
+
+def test_non_seven_outputs_need_class_order(workspace, capsys, tmp_path):
+    path = save_probe(tmp_path / "eight.hdf5", outputs=8)
+    with pytest.raises(UserError, match=r"8 outputs.*--class-order"):
+        run_main(workspace, capsys, path, "--corruptions", "contrast", "--severities", "1")
+
+
+@pytest.mark.parametrize("case", ["missing_checkpoint", "lambda"])
+def test_bad_checkpoints_exit_2_without_traceback(workspace, tmp_path, case):
+    if case == "missing_checkpoint":
+        path, pattern = tmp_path / "nothing.hdf5", "nothing.hdf5: no such checkpoint"
+    else:
+        path, pattern = save_probe(tmp_path / "lam.hdf5", lam=True), "--unsafe"
+    completed = run_script(workspace, path, "--corruptions", "contrast", "--severities", "1")
+    assert completed.returncode == 2
+    assert pattern in completed.stderr and str(path) in completed.stderr
+    assert "Traceback" not in completed.stderr and completed.stdout == ""
+
+
+@pytest.mark.parametrize("text, expected", [("1-5", [1, 2, 3, 4, 5]), ("3,1", [1, 3]), ("2", [2])])
+def test_parse_severities(text, expected):
+    assert eval_corrupted_rafdb.parse_severities(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "1-6", "a"])
+def test_parse_bad_severities(text):
+    with pytest.raises(UserError, match="--severities"):
+        eval_corrupted_rafdb.parse_severities(text)
+
+
+def test_parse_corruptions_canonical_order():
+    import corruptions
+
+    assert eval_corrupted_rafdb.parse_corruptions("contrast,gaussian_blur") == ["gaussian_blur", "contrast"]
+    assert eval_corrupted_rafdb.parse_corruptions("all") == list(corruptions.CORRUPTION_NAMES)
+    with pytest.raises(UserError, match="frost"):
+        eval_corrupted_rafdb.parse_corruptions("frost")
