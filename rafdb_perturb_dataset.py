@@ -171,6 +171,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     root = Path(args.rafdb)
     selected = parse_perturbations(args.perturbations)
     params = export_params(args)
+    if args.motion_backend == "wand" and "p_motion_blur" in selected:
+        try:
+            import wand.image  # noqa: F401  (needs the MagickWand shared library too)
+        except ImportError as error:
+            raise UserError(f"--motion-backend wand: Wand/ImageMagick is not usable ({error}); "
+                            "install Wand and libmagickwand, or use --motion-backend numpy") from None
     dataset_writer.check_output_dir(args.out, kind=KIND, params=params)
     names = list_test_names(root, args.source)
     units = build_units(root, names, selected, fmt=args.format, source=args.source)
