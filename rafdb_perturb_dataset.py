@@ -296,7 +296,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     what.add_argument("--colour", choices=perturbations.COLOUR_MODES, default="rgb",
                       help="bgr-compat reproduces the original's swapped spatter colours")
     run = export.add_argument_group("run")
-    run.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    run.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     verify = commands.add_parser("verify", help="check a tree against its manifest.json", description=__doc__)
@@ -311,7 +311,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     gif.add_argument("--frame-ms", type=int, default=100, help="duration of one frame in milliseconds")
 
     args = parser.parse_args(argv or ["gif"])
-    if getattr(args, "workers", None) is not None and args.workers < 0:
+    if getattr(args, "workers", 0) < 0:
         parser.error(f"--workers: expected a positive number or 0 (all cores), got {args.workers}")
     return args
 

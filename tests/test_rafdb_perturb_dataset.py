@@ -145,6 +145,22 @@ def test_source_aligned(tree4, tmp_path):
     assert again.returncode == 2 and "source" in again.stderr and "Traceback" not in again.stderr
 
 
+def test_png_is_lossless(tree4, tmp_path):
+    out = tmp_path / "png"
+    result = run_cli("export", "--rafdb", tree4, "--out", out, "--source", "aligned", "--format", "png",
+                     "--perturbations", "p_translate", "--quiet", "--workers", 1)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (out / "rafdb.test.p_translate").iterdir())[:2] == [
+        "test_0001_00.png", "test_0001_01.png"]
+    aligned = rafdb_dataset.read_image(rafdb_dataset.aligned_path(tree4, "test_0001"))
+    frame = rafdb_dataset.read_image(out / "rafdb.test.p_translate/test_0001_15.png")
+    np.testing.assert_array_equal(frame, aligned)
+    # Frame 0 shows x offset 0: 15 columns of reflected padding, then the aligned image.
+    frame0 = rafdb_dataset.read_image(out / "rafdb.test.p_translate/test_0001_00.png")
+    np.testing.assert_array_equal(frame0[:, 15:], aligned[:, :85])
+    np.testing.assert_array_equal(frame0[:, 14], aligned[:, 1])
+
+
 @pytest.mark.parametrize("damage", ["missing_original", "missing_landmarks", "malformed_landmarks"])
 def test_bad_input(damage, sample_tree, tmp_path):
     tree = mini_tree(sample_tree, tmp_path, 3)
