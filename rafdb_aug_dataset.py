@@ -24,6 +24,7 @@ Examples:
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import time
@@ -116,8 +117,8 @@ def parse_args(argv=None):
     what.add_argument("--severities", default="1-5", help="severities to write, e.g. 1,2,3 or 1-5 (each in 1..5)")
     add_render_args(what)
     run = export.add_argument_group("execution")
-    run.add_argument("--workers", type=int, default=None,
-                     help="worker processes (default: all cores; 1 = no pool)")
+    run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="worker processes (default: all cores); 1 renders in this process, without a pool")
     run.add_argument("--quiet", action="store_true",
                      help="no progress bar or log messages (errors and the final summary still go to stderr)")
 
@@ -257,10 +258,14 @@ def run_preview(args) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli_common.setup_logging()
+    commands = {"export": run_export, "verify": run_verify, "preview": run_preview}
+    previous_level = LOG.level
     if getattr(args, "quiet", False):
         LOG.setLevel("WARNING")
-    commands = {"export": run_export, "verify": run_verify, "preview": run_preview}
-    return commands[args.command](args)
+    try:
+        return commands[args.command](args)
+    finally:  # main() is also called in-process (tests): leave the logger as it was
+        LOG.setLevel(previous_level)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,29 @@ def test_png_format_is_lossless(sample_tree, tmp_path, capsys):
     assert json.loads((out / "manifest.json").read_text())["params"]["format"] == "png"
 
 
+def test_colour_and_motion_backend_options(small_tree, tmp_path, capsys):
+    """--colour bgr-compat swaps the spatter colours; --motion-backend wand stays within 2 grey levels."""
+    file_name = "test_0001_aligned.jpg"
+    clean = decode_rgb(small_tree / "basic/Image/aligned" / file_name)
+    export(small_tree, tmp_path / "bgr", capsys, "--corruptions", "spatter", "--severities", "1",
+           "--colour", "bgr-compat")
+    compat = corruptions.corrupt(clean, "spatter", 1, spec_rng(0, "spatter", 1, file_name), colour="bgr-compat")
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(compat, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert (tmp_path / "bgr/rafdb.test.spatter.1" / file_name).read_bytes() == jpeg.tobytes()
+    assert json.loads((tmp_path / "bgr/manifest.json").read_text())["params"]["colour"] == "bgr-compat"
+    try:
+        import wand.image  # noqa: F401
+    except ImportError as error:
+        pytest.skip(f"MagickWand not available: {error}")
+    for backend in ("numpy", "wand"):
+        export(small_tree, tmp_path / backend, capsys, "--corruptions", "motion_blur", "--severities", "3",
+               "--motion-backend", backend)
+    numpy_out = decode_rgb(tmp_path / "numpy/rafdb.test.motion_blur.3" / file_name).astype(int)
+    wand_out = decode_rgb(tmp_path / "wand/rafdb.test.motion_blur.3" / file_name).astype(int)
+    assert np.abs(numpy_out - wand_out).mean() <= 2
+    assert json.loads((tmp_path / "wand/manifest.json").read_text())["params"]["motion_backend"] == "wand"
+
+
 def test_different_seed_into_same_tree_refused(sample_tree, tmp_path, capsys):
     out = tmp_path / "c"
     export(sample_tree, out, capsys, "--corruptions", "contrast", "--severities", "1")
@@ -183,6 +206,8 @@ def test_sigkill_then_rerun_is_byte_identical(sample_tree, tmp_path, capsys):
     written = list(out.rglob("*_aligned.jpg"))
     assert 0 < len(written) < 21 * 10, "the export was not interrupted mid-run"
     assert json.loads((out / "manifest.json").read_text())["complete"] is False
+    code, stdout, _err = cli(["verify", "--out", str(out), "--quiet"], capsys)
+    assert code == 1 and "incomplete" in stdout
 
     rerun = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
