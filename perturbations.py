@@ -282,6 +282,7 @@ def p_spatter(face, rng, frames=NUM_FRAMES, colour="rgb", **_options):
     """ImageNet-P's spatter sequence (SPEC §3.4): one liquid layer, moved down every frame."""
     loc, scale, sigma, threshold = SPATTER_LAYER
     liquid = corruptions.make_liquid_layer((FACE_SIZE, FACE_SIZE), loc, scale, sigma, threshold, rng)
+    liquid = liquid.astype(np.float64)  # moved in float64, as numpy's convolve does in the original
     x = face.astype(np.float64) / 255.0
     out = []
     for _ in range(frames):

@@ -253,7 +253,10 @@ def write_gif(canvases: Sequence[np.ndarray], path: str | Path, frame_ms: int = 
     """An endlessly looping GIF (PIL), written atomically."""
     from PIL import Image
 
-    images = [Image.fromarray(canvas).quantize(colors=255, method=Image.Quantize.MEDIANCUT) for canvas in canvases]
+    # One palette for all frames (from every 6th frame), no dithering: no palette flicker, smaller file.
+    palette = Image.fromarray(np.concatenate(list(canvases[::6]), axis=0)).quantize(
+        colors=255, method=Image.Quantize.MEDIANCUT)
+    images = [Image.fromarray(canvas).quantize(palette=palette, dither=Image.Dither.NONE) for canvas in canvases]
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms,
                        loop=0, optimize=False)
