@@ -225,8 +225,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.append and args.out is None:
         parser.error("--append needs --out (with standard output use >>)")
-    if args.frames < 2:
-        parser.error("--frames: a sequence needs at least 2 frames")
+    if args.frames < 3:
+        parser.error("--frames: at least 3 (a line of 1 or 2 fields is a header in the format)")
     return args
 
 
