@@ -27,7 +27,6 @@ import functools
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +117,7 @@ def parse_args(argv=None):
     add_render_args(what)
     run = export.add_argument_group("execution")
     run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                     help="worker processes (default: all cores); 1 renders in this process, without a pool")
+                     help="worker processes (default and 0: all cores); 1 renders in this process, without a pool")
     run.add_argument("--quiet", action="store_true",
                      help="no progress bar or log messages (errors and the final summary still go to stderr)")
 
@@ -158,8 +157,8 @@ def require_wand() -> None:
 def run_export(args) -> int:
     names = parse_corruptions(args.corruptions)
     severities = parse_severities(args.severities)
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers: expected a positive number, got {args.workers}")
+    if args.workers < 0:
+        raise UserError(f"--workers: expected a positive number (0 = all cores), got {args.workers}")
     if args.motion_backend == "wand" and any("motion" in name for name in names):
         require_wand()
     paths = rafdb_dataset.list_aligned(args.rafdb, args.split)

@@ -242,7 +242,7 @@ def small_tree(sample_tree, tmp_path):
     (["--severities", "6"], r"--severities: 6 is outside 1\.\.5"),
     (["--severities", "2-6"], r"--severities: 6 is outside 1\.\.5"),
     (["--severities", "x"], r"--severities: expected integers"),
-    (["--workers", "0"], r"--workers: expected a positive number"),
+    (["--workers", "-1"], r"--workers: expected a positive number"),
 ])
 def test_bad_flags_exit_2(small_tree, tmp_path, capsys, argv, message):
     code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(tmp_path / "o"), *argv], capsys)
