@@ -11,7 +11,8 @@ public entry point: it validates its arguments and makes the single final conver
 Options (keyword arguments of :func:`corrupt`, passed on to every function):
 
 - ``motion_backend``: ``"numpy"`` (default; imagecorruptions' port of ImageMagick's motion blur,
-  at most 1 grey level from it, SPEC §2.5) or ``"wand"`` (ImageMagick through Wand, the original's;
+  SPEC §2.5, with ImageMagick's 16-bit rounding before the floor: identical to Wand on all but
+  ~0.001 % of pixels, which differ by 1) or ``"wand"`` (ImageMagick through Wand, the original's;
   Wand is imported only then).
 - ``colour``: ``"rgb"`` (default, FIX) or ``"bgr-compat"``, which reproduces the original's
   channel-order defects (SPEC §2.2): swapped spatter colours, and JPEG encoding of BGR as RGB.
@@ -104,11 +105,13 @@ def _colour_triple(rgb: tuple[int, int, int], colour: str) -> np.ndarray:
 def add_gaussian_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """clip(x + N(0, sigma), 0, 1) per pixel and channel; ``x`` is a float image in [0, 1].
 
-    The draws are ``rng.normal(size=x.shape, scale=sigma)`` (float64), as the original's
-    ``np.random.normal``; the result is float64.
+    The draws are ``sigma * rng.standard_normal(x.shape, dtype=float32)``: normal, like the
+    original's ``np.random.normal`` (whose stream was unseeded anyway), and ~20 % faster than
+    float64 draws, which dominate this corruption's time. float32 for float32 ``x``, else float64.
     """
-    noisy = rng.normal(size=x.shape, scale=sigma)
-    noisy += x
+    noisy = rng.standard_normal(x.shape, dtype=np.float32)
+    noisy *= np.float32(sigma)
+    noisy = noisy + x if x.dtype != np.float32 else noisy.__iadd__(x)
     return np.clip(noisy, 0.0, 1.0, out=noisy)
 
 

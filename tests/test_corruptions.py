@@ -261,9 +261,12 @@ def test_zoom_factor_lists():
     assert corruptions.zoom_factors(5)[-1] == pytest.approx(1.39)
 
 
-@pytest.mark.parametrize("name", sorted(set(NAMES_IN_SPEC_ORDER) - {"shot_noise", "zoom_blur"}))
+# Not compared here: zoom_blur (its own test above) and the noises, whose draws differ from the
+# reference's (table-inverted Poisson, float32 normals); those are checked statistically below.
+@pytest.mark.parametrize("name", sorted(set(NAMES_IN_SPEC_ORDER) - {
+    "shot_noise", "zoom_blur", "gaussian_noise", "gaussian_noise_contrast_brightness_minus"}))
 def test_against_reference_within_one_grey_level(face, name):
-    """Same rng stream (angle, noise, liquid layer) as the slow reference: at most 1 grey level."""
+    """Same rng stream (motion angle, liquid layer) as the slow reference: at most 1 grey level."""
     for severity in (1, 3, 5):
         ours = corruptions.corrupt(face, name, severity, np.random.default_rng(11))
         ref = reference_corruptions.reference_corrupt(face, name, severity, np.random.default_rng(11))
