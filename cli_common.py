@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +22,12 @@ import numpy as np
 
 EXIT_USER_ERROR = 2
 LOG = logging.getLogger("fer")
+
+# The process umask, read once: files written through atomic_path get the usual 0666 & ~umask
+# permissions instead of mkstemp's private 0600.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 class UserError(Exception):
@@ -79,6 +86,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -91,9 +99,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    """Write ``data`` to ``path`` through ``.<name>.<8 hex>.tmp`` in the same folder and a rename.
+
+    Missing folders are created; the file gets the usual 0666 & ~umask permissions. This is the
+    hot path of the dataset exports (one call per output file), so it uses plain ``os`` calls.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(folder or ".", exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

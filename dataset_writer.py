@@ -37,9 +37,8 @@ Generic API (used by ``rafdb_aug_dataset.py`` and ``rafdb_perturb_dataset.py``)
     ``UserError`` naming the manifest and the parameter; with equal parameters the new folders and
     files are merged into it. A non-empty ``out_dir`` without a manifest is refused too.
 
-``write_file_atomic(path, data)``
-    The writer the workers use: temporary name in the same folder, ``os.replace``, missing folders
-    created, permissions 0666 minus the umask (``tempfile.mkstemp`` would leave 0600).
+Workers write every file with ``cli_common.atomic_write_bytes`` (temporary name in the same
+folder, ``os.replace``, missing folders created, permissions 0666 minus the umask).
 
 ``check_output_dir(out_dir, *, kind, params)``
     The checks ``export`` does before starting workers (writable folder, compatible manifest), for
@@ -84,18 +83,17 @@ import multiprocessing
 import os
 import platform
 import re
-import secrets
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from cli_common import LOG, UserError, item_rng
+from cli_common import LOG, UserError, atomic_path, atomic_write_bytes, item_rng
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
-# Temporary files made by write_file_atomic (and cli_common.atomic_path): ".<final name>.<8 chars>.tmp".
+# Temporary files made by cli_common.atomic_write_bytes and cli_common.atomic_path: ".<final name>.<8 chars>.tmp".
 _TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 # Distribution names whose versions go into the manifest (first found of each group).
 _PACKAGES = {
@@ -193,32 +191,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    Missing folders are created. Unlike ``tempfile.mkstemp`` (mode 0600) the file gets the usual
-    permissions (0666 minus the umask), as any other dataset file. The temporary name
-    ``.<name>.<8 hex>.tmp`` is what :func:`remove_stray_temporaries` cleans after a kill.
-    """
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(tmp, flags, 0o666)
-    except FileNotFoundError:
-        os.makedirs(folder or ".", exist_ok=True)
-        fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def resolve_workers(workers: int | None) -> int:
     """``None`` or 0 -> all cores; otherwise at least 1."""
     if workers is None or workers == 0:
@@ -262,16 +234,9 @@ def read_manifest(out_dir: str | os.PathLike) -> dict | None:
 def _write_manifest(out_dir: Path, manifest: dict) -> Path:
     """Stream the manifest to disk (no second copy of the hash table as one big string)."""
     path = out_dir / MANIFEST_NAME
-    tmp = out_dir / f".{MANIFEST_NAME}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            json.dump(manifest, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=1, sort_keys=True)
+        handle.write("\n")
     return path
 
 
@@ -366,7 +331,7 @@ def _process_unit(unit: WorkUnit) -> tuple:
             )
         hashes = []
         for rel, data in items:
-            write_file_atomic(os.path.join(out_dir, rel), data)
+            atomic_write_bytes(os.path.join(out_dir, rel), data)
             hashes.append((rel, hashlib.sha256(data).hexdigest()))
         return ("written", hashes)
     except Exception as error:  # reported by the parent as a UserError naming the unit

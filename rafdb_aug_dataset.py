@@ -245,7 +245,7 @@ def run_preview(args) -> int:
     face, file_name = preview_face(args.rafdb)
     grid = preview_grid(face, file_name, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour)
     try:
-        dataset_writer.write_file_atomic(out, rafdb_dataset.encode_image(grid, "png"))
+        cli_common.atomic_write_bytes(out, rafdb_dataset.encode_image(grid, "png"))
     except OSError as error:
         raise UserError(f"--out {out}: cannot write ({error.strerror or error})") from None
     if not args.quiet:
