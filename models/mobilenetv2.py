@@ -34,7 +34,7 @@ def make_divisible(value, divisor=8):
 def _correct_pad(x):
     """Keras's zero padding before a 3x3/2 'valid' depthwise conv: (0 or 1, 1) per side."""
     height, width = int(x.shape[1]), int(x.shape[2])
-    return ((1 - (1 - height % 2), 1), (1 - (1 - width % 2), 1))
+    return ((height % 2, 1), (width % 2, 1))
 
 
 def _inverted_residual(x, filters, alpha, stride, expansion, block_id, lpf, weight_decay):

@@ -7,7 +7,6 @@ BlurPool (lpf >= 1) replaces the stride of each of the 3 max-pools (max-pool 2x2
 
 from __future__ import annotations
 
-import keras
 from keras import layers
 
 from .blurpool import strided
