@@ -1,0 +1,140 @@
+"""Training throughput: the real input pipeline versus in-memory tensors, same model and batch.
+
+For each network, two timed ``model.fit`` runs of ``--steps`` steps after ``--warmup`` untimed
+steps (tracing): (1) ``input_pipeline.make_dataset`` from the JPEG files with the default
+augmentation (decode, rotate/skew/jitter, cut, contrast/brightness, flip, resize) and shuffling;
+(2) the same model on already-resized float32 tensors held in memory (``tf.data`` from tensors,
+no augmentation). The ratio pipeline / in-memory shows whether the pipeline starves the model
+(target: >= 90 %). Without ``--rafdb`` a synthetic tree of ``--images`` training images is written
+to a temporary folder first.
+
+Example::
+
+    python3 bench/bench_train.py --nets smallcnn,mobilenetv2 --input-size 100 --steps 40 --csv bench_train.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")  # SPEC §4.9, before TensorFlow is imported
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from cli_common import ArgumentParser, UserError, run_main, setup_logging  # noqa: E402
+
+FIELDS = ("net", "input_size", "batch", "steps", "pipeline_img_s", "in_memory_img_s", "ratio", "device", "threads")
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--nets", default="smallcnn,mobilenetv2", help="comma-separated network names")
+    parser.add_argument("--input-size", type=int, default=100, help="input side in px")
+    parser.add_argument("--batch", type=int, default=64, help="batch size")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (tracing)")
+    parser.add_argument("--rafdb", type=Path, default=None,
+                        help="RAF-DB tree to read (default: a temporary synthetic tree)")
+    parser.add_argument("--images", type=int, default=512, help="training images of the synthetic tree")
+    parser.add_argument("--workers", type=int, default=None, help="parallel map calls (default: automatic)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and augmentation")
+    parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
+    args = parser.parse_args(argv)
+    for flag in ("batch", "steps", "images", "input_size"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')}: expected a positive integer")
+    return args
+
+
+def time_fit(model, dataset, steps: int, warmup: int) -> float:
+    """Seconds for ``steps`` training steps, after ``warmup`` untimed ones."""
+    if warmup:
+        model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    return time.perf_counter() - start
+
+
+def bench_net(net: str, args, paths, labels) -> dict:
+    import keras
+    import tensorflow as tf
+
+    import augmentations
+    import input_pipeline
+    import models
+    import rafdb_dataset
+
+    size = args.input_size
+    keras.utils.set_random_seed(args.seed)
+    model = models.build_model(net, size)
+    model.compile(optimizer=keras.optimizers.SGD(0.002), loss="categorical_crossentropy",
+                  metrics=["categorical_accuracy"])
+    kwargs = {"num_parallel_calls": args.workers} if args.workers else {}
+    pipeline = input_pipeline.make_dataset(
+        paths, labels, image_size=(size, size), batch_size=args.batch, shuffle=True, seed=args.seed,
+        augment=augmentations.make_train_transform("default"), **kwargs).repeat()
+    count = min(len(paths), args.batch * 4)
+    images = np.stack([input_pipeline.load_for_model(rafdb_dataset.read_image(path), (size, size))
+                       for path in paths[:count]])
+    in_memory = (tf.data.Dataset.from_tensor_slices((images, labels[:count])).batch(args.batch)
+                 .repeat().prefetch(tf.data.AUTOTUNE))
+    seconds_memory = time_fit(model, in_memory, args.steps, args.warmup)
+    seconds_pipeline = time_fit(model, pipeline, args.steps, args.warmup)
+    processed = args.steps * args.batch
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    return {"net": net, "input_size": size, "batch": args.batch, "steps": args.steps,
+            "pipeline_img_s": processed / seconds_pipeline, "in_memory_img_s": processed / seconds_memory,
+            "ratio": seconds_memory / seconds_pipeline, "device": device, "threads": os.cpu_count()}
+
+
+def format_table(rows) -> str:
+    lines = [f"{'net':<14}{'size':>5}{'batch':>6}{'steps':>6}{'pipeline img/s':>16}{'in-memory img/s':>17}"
+             f"{'ratio':>8}  device"]
+    for row in rows:
+        lines.append(f"{row['net']:<14}{row['input_size']:>5}{row['batch']:>6}{row['steps']:>6}"
+                     f"{row['pipeline_img_s']:>16.1f}{row['in_memory_img_s']:>17.1f}{row['ratio']:>7.0%}"
+                     f"  {row['device']} ({row['threads']} cores)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    import models
+    import rafdb_dataset
+
+    nets = [name.strip() for name in args.nets.split(",") if name.strip()]
+    for name in nets:
+        if name not in models.NETS:
+            raise UserError(f"--nets: unknown network {name!r}; expected names from {', '.join(models.NETS)}")
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        root = args.rafdb
+        if root is None:
+            import synthetic_faces
+
+            root = synthetic_faces.write_sample_tree(Path(tmp) / "RAF-DB", n_train=args.images, n_test=7,
+                                                     seed=args.seed)
+        train = rafdb_dataset.load_labels(root, "train", "soft")
+        paths = [str(path) for path in train.aligned_paths(root)]
+        rows = [bench_net(net, args, paths, train.labels) for net in nets]
+    table = format_table(rows)
+    print(table)
+    if args.csv:
+        from cli_common import atomic_path
+
+        with atomic_path(args.csv) as tmp_csv, open(tmp_csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,576 @@
+"""Train a facial-expression classifier on RAF-DB with the original's recipe (SPEC §4), in Keras 3.
+
+Plain SGD (``--momentum`` gives 0.9), learning rate 0.002 halved every 40 epochs, 220 epochs,
+batch 64, categorical cross-entropy on the soft labels (one-hot with ``--labels hard``). The model
+takes raw RGB 0..255 and preprocesses in its first layers, so its checkpoints are self-describing;
+``run.json`` beside them records the rest.
+
+The run directory (``out_training_fer/<argstring>_<YYYYmmdd_HHMMSS>``, or ``--dir``) receives:
+
+- ``checkpoint.EE.hdf5``: full model + optimizer, written when ``val_categorical_accuracy``
+  strictly improves (EE is the 1-based epoch, as the original); the highest number is the best;
+- ``checkpoint_last.hdf5`` and ``train_state.json`` after every epoch: ``--resume`` reloads
+  ``checkpoint_last.hdf5`` (with its optimizer state) and continues at the epoch recorded in
+  ``train_state.json`` (``completed_epochs``); a run directory without them (e.g. from an older
+  run) resumes from the highest ``checkpoint.EE.hdf5`` at epoch EE;
+- ``training_log.csv`` (CSVLogger, appended on resume), ``tensorboard/``, ``run.json``,
+  ``validation_names.txt`` (the held-out images) and, at the end, ``results.json`` with the clean
+  test accuracy of the best checkpoint (reported once, with N and the label protocol).
+
+Model selection uses a held-out 10 % of the training images (SPEC §1.5 FIX); ``--val-split test``
+selects on the test set, as the original did.
+
+Example (the demo: small CNN on the synthetic sample tree, 2 CPU cores)::
+
+    python3 train_fer.py --rafdb demo/RAF-DB --net smallcnn --input-size 64 \\
+        --epochs 12 --lr 0.05:0.5:8 --momentum --augmentation no --dir out_training_fer/demo
+
+    python3 train_fer.py --mode test --dir out_training_fer/demo --rafdb demo/RAF-DB
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.util
+import json
+import logging
+import math
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+# SPEC §4.9: training a 1x1 stride-2 conv over 8 channels crashes oneDNN on some CPUs; AVX2 avoids
+# it (10-20 % slower on CPU). Must be set before TensorFlow is imported; the user may override it.
+os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import augmentations  # noqa: E402
+import rafdb_dataset  # noqa: E402
+from cli_common import (ArgumentParser, UserError, atomic_write_text, run_main,  # noqa: E402
+                        setup_logging)
+
+LOG = logging.getLogger("fer.train")
+
+LPF_CHOICES = (0, 1, 2, 3, 5, 7)
+DEFAULT_LR = "0.002:0.5:40"
+CHECKPOINT_PATTERN = "checkpoint.{epoch:02d}.hdf5"
+CHECKPOINT_RE = re.compile(r"^checkpoint\.([0-9]+)\.hdf5$")
+LAST_CHECKPOINT = "checkpoint_last.hdf5"
+STATE_FILE = "train_state.json"
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.json"
+LOG_FILE = "training_log.csv"
+VALIDATION_NAMES = "validation_names.txt"
+MONITOR = "val_categorical_accuracy"
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers (no TensorFlow)
+
+
+def parse_lr(text: str) -> tuple[float, float, int]:
+    """``init[:factor[:every]]`` -> (init, factor, every); missing parts default to 0.5 and 40."""
+    parts = str(text).split(":")
+    expected = f"--lr {text!r}: expected init[:factor[:every]] such as {DEFAULT_LR} " \
+               "(init > 0, factor > 0, every a positive integer of epochs)"
+    if not 1 <= len(parts) <= 3:
+        raise UserError(expected)
+    try:
+        init = float(parts[0])
+        factor = float(parts[1]) if len(parts) > 1 else 0.5
+        every = int(parts[2]) if len(parts) > 2 else 40
+    except ValueError:
+        raise UserError(expected) from None
+    if not (math.isfinite(init) and init > 0 and math.isfinite(factor) and factor > 0 and every > 0):
+        raise UserError(expected)
+    return init, factor, every
+
+
+def learning_rate(epoch: int, init: float, factor: float, every: int) -> float:
+    """lr(e) = init · factor^floor(e / every), e the 0-based epoch (SPEC §4.6)."""
+    return init * factor ** (int(epoch) // int(every))
+
+
+def argstring(argv: list[str]) -> str:
+    """The original's run name: the CLI arguments concatenated, ``--``→``_``, ``=`` removed, ``:``→``_``.
+
+    Path separators become ``_`` too, so a path argument cannot create sub-folders.
+    """
+    text = "".join(argv).replace("--", "_").replace("=", "").replace(":", "_")
+    return text.replace("/", "_").replace(os.sep, "_")
+
+
+def run_dir_name(argv: list[str], now: datetime.datetime, cutout: bool = False) -> str:
+    """``<argstring>_<YYYYmmdd_HHMMSS>`` plus ``_cutout`` when random erasing is on (SPEC §4.7)."""
+    name = f"{argstring(argv)}_{now.strftime('%Y%m%d_%H%M%S')}"
+    return name + "_cutout" if cutout else name
+
+
+def numbered_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every ``checkpoint.EE.hdf5`` in ``run_dir``, sorted by epoch."""
+    found = []
+    if run_dir.is_dir():
+        for path in run_dir.iterdir():
+            match = CHECKPOINT_RE.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The highest-numbered checkpoint (the best one, since they are written on improvement)."""
+    found = numbered_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _models():
+    import models  # imports Keras; deferred so that `--help` and argument errors stay fast
+
+    return models
+
+
+def parse_args(argv: list[str] | None = None):
+    models = _models()
+    parser = ArgumentParser(description=__doc__)
+    rafdb_dataset.add_dataset_args(parser)
+    data = parser.add_argument_group("validation and input")
+    data.add_argument("--val-split", default="holdout", choices=("holdout", "test"),
+                      help="select checkpoints on a held-out part of train (FIX) or on the test set (original)")
+    data.add_argument("--val-fraction", type=float, default=0.1,
+                      help="fraction of the (filtered) training images held out, stratified by class")
+    data.add_argument("--crop", default="exact", choices=augmentations.CROP_RULES,
+                      help="cut rule: 'exact' (FIX) or the original's off-by-one 'legacy99' (100 -> 99 px)")
+    data.add_argument("--workers", type=int, default=None,
+                      help="parallel decode/augment calls in the input pipeline (default: automatic)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--net", default="senet50", choices=models.NET_CHOICES,
+                       help="network; the original's names (senet50-100, mobilenet96, ...) set --input-size")
+    model.add_argument("--input-size", type=int, default=None,
+                       help="input side in px (default: the alias's size, else the network's default)")
+    model.add_argument("--lpf", type=int, default=1, choices=LPF_CHOICES,
+                       help="BlurPool filter size (0 = original strided layers, 1 = stride 1 + subsampling)")
+    model.add_argument("--preprocessing", default="full_normalization",
+                       choices=models.PREPROCESSING_MODES,
+                       help="input preprocessing, built into the model's first layers")
+    model.add_argument("--mean-order", default="correct", choices=models.MEAN_ORDERS,
+                       help="vggface2 means in RGB order (FIX) or the original's swapped order")
+    model.add_argument("--colour", default="rgb", choices=models.COLOURS,
+                       help="'bgr-compat' reproduces the original's channel-order defects (z-norm, AutoAugment)")
+    model.add_argument("--pretraining", default=None, metavar="PATH|imagenet",
+                       help="initial weights: a local model/weights file (matched by layer name) or "
+                            "'imagenet' (only if Keras has the file cached); default random init")
+    model.add_argument("--weight-decay", type=float, default=0.0,
+                       help="L2 penalty on kernels, applied at build time (the original's flag was inert)")
+
+    augment = parser.add_argument_group("augmentation")
+    augment.add_argument("--augmentation", default="default", choices=augmentations.KINDS,
+                         help="training augmentation (SPEC §4.5); 'randaugment' is an extension")
+    augment.add_argument("--cutout", action="store_true",
+                         help="random erasing (p .5) instead of --augmentation; the run name gets '_cutout'")
+    augment.add_argument("--honour-policy-prob", action="store_true",
+                         help="apply each AutoAugment op with its probability (the original ignores them)")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=220, help="number of epochs")
+    optim.add_argument("--batch", type=int, default=64, help="global batch size")
+    optim.add_argument("--lr", default=DEFAULT_LR, metavar="INIT[:FACTOR[:EVERY]]",
+                       help="learning rate INIT multiplied by FACTOR every EVERY epochs (0-based)")
+    optim.add_argument("--momentum", action="store_true", help="SGD momentum 0.9 instead of plain SGD")
+    optim.add_argument("--seed", type=int, default=0,
+                       help="seed of weights, shuffling, augmentation and the hold-out split")
+    optim.add_argument("--mixed-precision", action="store_true",
+                       help="mixed_float16 compute (float32 weights and softmax output); useful on GPUs")
+    optim.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"),
+                       help="tf.distribute: all local GPUs (mirrored) or several machines via TF_CONFIG")
+    optim.add_argument("--cpu-devices", type=int, default=0,
+                       help="with --distribute mirrored and no GPU: split the CPU into N logical devices "
+                            "(for testing)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--mode", default="train", choices=("train", "test"),
+                        help="'test' evaluates a checkpoint (--checkpoint or the best in --dir) on the clean test set")
+    output.add_argument("--out-root", default="out_training_fer", type=Path,
+                        help="folder that receives the run directories")
+    output.add_argument("--dir", default=None, type=Path,
+                        help="run directory (overrides <out-root>/<argstring>_<timestamp>)")
+    output.add_argument("--resume", action="store_true",
+                        help="continue the run in --dir from its last epoch, with the optimizer state")
+    output.add_argument("--checkpoint", default=None, type=Path,
+                        help="--mode test: the .hdf5 to evaluate (default: the best in --dir)")
+    output.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def check_args(args) -> None:
+    """Turn bad combinations into one-line user errors before any heavy work."""
+    args.lr_schedule = parse_lr(args.lr)
+    for flag, value, low in (("--epochs", args.epochs, 1), ("--batch", args.batch, 1)):
+        if value < low:
+            raise UserError(f"{flag} {value}: expected an integer >= {low}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: expected a positive integer")
+    if args.resume and args.dir is None:
+        raise UserError("--resume needs --dir, the run directory to continue")
+    if args.resume and not args.dir.is_dir():
+        raise UserError(f"--dir {args.dir}: no such run directory to resume")
+    if args.mode == "test" and args.checkpoint is None and args.dir is None:
+        raise UserError("--mode test needs --checkpoint FILE or --dir RUN_DIR")
+    if args.pretraining not in (None, "imagenet") and not Path(args.pretraining).is_file():
+        raise UserError(f"--pretraining {args.pretraining}: no such weights file "
+                        "(give a local .h5/.hdf5/.keras file, or 'imagenet')")
+    if not Path(args.rafdb).is_dir():
+        raise UserError(f"--rafdb {args.rafdb}: no such folder\n{rafdb_dataset.EXPECTED_LAYOUT}")
+    if args.cpu_devices < 0:
+        raise UserError(f"--cpu-devices {args.cpu_devices}: expected >= 0")
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow parts
+
+
+def configure_devices(args):
+    """Create the distribution strategy; logical CPU devices must be set before TF touches devices."""
+    import tensorflow as tf
+
+    if args.distribute == "none":
+        return None
+    if args.distribute == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus or args.cpu_devices <= 1:
+        return tf.distribute.MirroredStrategy()
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(args.cpu_devices)])
+    except RuntimeError as error:
+        raise UserError(f"--cpu-devices: TensorFlow devices are already initialised ({error})") from None
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def model_scope(strategy):
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def load_checkpoint(path: Path, compile: bool = True):
+    """keras.models.load_model with the project's custom layers; with ``compile`` the full optimizer state.
+
+    Keras 3.15's legacy-HDF5 loader builds the optimizer on the functional model's own (empty)
+    variable list, so it restores only ``iteration`` and ``learning_rate`` and silently drops
+    slot variables such as SGD momentum (measured). We therefore recompile with the saved
+    optimizer's configuration, build it on the trainable variables and set every saved value.
+    """
+    import keras
+
+    models = _models()
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        model = keras.models.load_model(path, custom_objects=models.custom_objects(), compile=compile)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: cannot load the model ({error})") from None
+    if compile and getattr(model, "optimizer", None) is not None:
+        restore_optimizer(model, Path(path))
+    return model
+
+
+def restore_optimizer(model, path: Path) -> None:
+    """Recompile ``model`` with a fresh copy of its optimizer holding every value saved in ``path``."""
+    import h5py
+    import keras
+
+    with h5py.File(path, "r") as handle:
+        if "optimizer_weights" not in handle:
+            LOG.warning("%s: no optimizer state saved; the optimizer starts fresh", path)
+            return
+        group = handle["optimizer_weights"]
+        names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in group.attrs["weight_names"]]
+        values = [np.asarray(group[name]) for name in names]
+    old = model.optimizer
+    optimizer = type(old).from_config(old.get_config())
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+    optimizer.build(model.trainable_variables)
+    if len(optimizer.variables) != len(values):
+        raise UserError(f"{path}: {len(values)} saved optimizer values, but the model's optimizer has "
+                        f"{len(optimizer.variables)} variables")
+    optimizer.set_weights(values)
+
+
+def save_model_atomically(model, path: Path) -> None:
+    """model.save to a temporary .hdf5 beside ``path``, then rename (never a half-written file)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.hdf5")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def make_callbacks(args, run_dir: Path, state: dict):
+    import keras
+
+    init, factor, every = args.lr_schedule
+
+    class BestAndLastCheckpoint(keras.callbacks.Callback):
+        """checkpoint.EE.hdf5 (1-based) on strict improvement of val_categorical_accuracy; last every epoch."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            value = logs.get(MONITOR)
+            if value is None:
+                raise RuntimeError(f"{MONITOR} missing from the epoch logs: {sorted(logs)}")
+            value = float(value)
+            if state["best"] is None or value > state["best"]:
+                path = run_dir / CHECKPOINT_PATTERN.format(epoch=epoch + 1)
+                LOG.info("epoch %d: %s improved from %s to %.5f, saving %s", epoch + 1, MONITOR,
+                         "-" if state["best"] is None else f"{state['best']:.5f}", value, path.name)
+                save_model_atomically(self.model, path)
+                state["best"], state["best_epoch"] = value, epoch + 1
+            save_model_atomically(self.model, run_dir / LAST_CHECKPOINT)
+            state["completed_epochs"] = epoch + 1
+            atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")
+
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, init, factor, every)),
+        keras.callbacks.CSVLogger(str(run_dir / LOG_FILE), append=bool(args.resume)),
+    ]
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
+    else:  # tf.summary needs the tensorboard package, which the tensorflow wheel does not pull in
+        LOG.warning("TensorBoard logs skipped: the 'tensorboard' package is not installed")
+    return callbacks + [BestAndLastCheckpoint()]
+
+
+def build_datasets(args, image_size, channels):
+    import input_pipeline
+
+    root = Path(args.rafdb)
+    train = rafdb_dataset.load_labels(root, "train", args.labels)
+    test = rafdb_dataset.load_labels(root, "test", args.labels)
+    if args.val_split == "holdout":
+        train, val = rafdb_dataset.holdout_split(train, args.val_fraction, args.seed)
+    else:
+        LOG.warning("--val-split test: checkpoints are selected on the TEST set (the original's protocol)")
+        val = test
+    transform = None
+    if args.augmentation != "no" or args.cutout:
+        transform = augmentations.make_train_transform(
+            args.augmentation, crop=args.crop, colour=args.colour, cutout=args.cutout,
+            honour_policy_prob=args.honour_policy_prob)
+    common = dict(image_size=image_size, channels=channels, batch_size=args.batch, crop=args.crop)
+    if args.workers:
+        common["num_parallel_calls"] = args.workers
+    train_ds = input_pipeline.make_dataset(train.aligned_paths(root), train.labels, shuffle=True,
+                                           seed=args.seed, augment=transform, **common)
+    val_ds = input_pipeline.make_dataset(val.aligned_paths(root), val.labels, **common)
+    LOG.info("images: %d train, %d validation (%s), %d test; labels %s (%d test rows dropped by the vote filter)",
+             len(train), len(val), args.val_split, len(test), args.labels, test.n_dropped)
+    return train, val, test, train_ds, val_ds
+
+
+def distribute_options(dataset):
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def evaluate_test(model, args, test, image_size, channels) -> dict:
+    """Clean test accuracy (argmax; SPEC §5.1) with N and the label protocol."""
+    import input_pipeline
+
+    root = Path(args.rafdb)
+    dataset = input_pipeline.make_dataset(test.aligned_paths(root), None, image_size=image_size,
+                                          channels=channels, batch_size=args.batch, crop=args.crop)
+    with contextlib.redirect_stdout(sys.stderr):
+        probabilities = model.predict(dataset, verbose=0)
+    predicted = np.argmax(probabilities, axis=1)
+    correct = int(np.sum(predicted == test.classes))
+    return {"accuracy": correct / len(test), "correct": correct, "n": len(test), "labels": args.labels,
+            "n_dropped_by_vote_filter": int(test.n_dropped), "crop": args.crop}
+
+
+def versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}
+
+
+def run_config(args, net: str, input_shape, model) -> dict:
+    models = _models()
+    channel_order = models.CHANNEL_ORDER.get(net, "RGB")  # at the backbone, after the preprocessing layers
+    return {
+        "net": net, "input_shape": [int(v) for v in input_shape], "channel_order": channel_order,
+        "preprocessing": args.preprocessing, "preprocessing_in_model": True, "mean_order": args.mean_order,
+        "colour": args.colour, "labels": args.labels, "class_names": list(rafdb_dataset.CLASS_NAMES),
+        "crop": args.crop, "lpf": args.lpf, "augmentation": args.augmentation, "cutout": bool(args.cutout),
+        "honour_policy_prob": bool(args.honour_policy_prob), "seed": args.seed, "val_split": args.val_split,
+        "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+        "momentum": 0.9 if args.momentum else 0.0, "weight_decay": args.weight_decay,
+        "pretraining": args.pretraining, "distribute": args.distribute,
+        "mixed_precision": bool(args.mixed_precision), "params": int(model.count_params()),
+        "versions": versions(), "argv": args.argv,
+    }
+
+
+def resume_point(run_dir: Path) -> tuple[Path, int, dict]:
+    """(checkpoint to load, epochs already done, state) for --resume."""
+    state_path = run_dir / STATE_FILE
+    if state_path.is_file() and (run_dir / LAST_CHECKPOINT).is_file():
+        try:
+            state = json.loads(state_path.read_text())
+            return run_dir / LAST_CHECKPOINT, int(state["completed_epochs"]), state
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserError(f"{state_path}: unreadable training state ({error})") from None
+    found = numbered_checkpoints(run_dir)
+    if not found:
+        raise UserError(f"--dir {run_dir}: nothing to resume (no {LAST_CHECKPOINT} or checkpoint.EE.hdf5)")
+    epoch, path = found[-1]
+    LOG.warning("%s missing: resuming from %s at epoch %d (its validation accuracy is unknown)",
+                STATE_FILE, path.name, epoch)
+    return path, epoch, {"best": None, "best_epoch": epoch, "completed_epochs": epoch}
+
+
+def train(args) -> int:
+    import keras
+    import tensorflow as tf
+
+    models = _models()
+    strategy = configure_devices(args)
+    if strategy is not None:
+        LOG.info("distribution: %s with %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        net, input_size = models.resolve_net(args.net, args.input_size)
+    except ValueError as error:
+        raise UserError(f"--net {args.net}: {error}") from None
+    channels = 3
+    image_size = (input_size, input_size)
+
+    if args.resume:
+        run_dir = args.dir
+    else:
+        run_dir = args.dir or args.out_root / run_dir_name(args.argv, datetime.datetime.now(), args.cutout)
+        if run_dir.exists() and any(run_dir.glob("checkpoint*.hdf5")):
+            raise UserError(f"--dir {run_dir}: already holds checkpoints; pass --resume to continue it "
+                            "or choose another --dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    LOG.info("run directory: %s", run_dir)
+
+    train_set, val_set, test_set, train_ds, val_ds = build_datasets(args, image_size, channels)
+    if args.val_split == "holdout":
+        atomic_write_text(run_dir / VALIDATION_NAMES, "\n".join(val_set.names) + "\n")
+    if strategy is not None:
+        train_ds, val_ds = distribute_options(train_ds), distribute_options(val_ds)
+
+    init, _, _ = args.lr_schedule
+    with model_scope(strategy):
+        if args.resume:
+            checkpoint, initial_epoch, state = resume_point(run_dir)
+            LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
+            model = load_checkpoint(checkpoint)
+        else:
+            initial_epoch, state = 0, {"best": None, "best_epoch": None, "completed_epochs": 0}
+            try:
+                model = models.build_model(net, input_size, channels=channels, num_classes=rafdb_dataset.NUM_CLASSES,
+                                           lpf=args.lpf, preprocessing=args.preprocessing,
+                                           mean_order=args.mean_order, colour=args.colour,
+                                           weight_decay=args.weight_decay)
+            except ValueError as error:
+                raise UserError(f"--net {args.net}: {error}") from None
+            if args.pretraining:
+                try:
+                    report = models.load_pretrained(model, args.pretraining)
+                except (OSError, ValueError) as error:
+                    raise UserError(f"--pretraining {args.pretraining}: {error}") from None
+                LOG.info("pretraining: %s", report)
+            model.compile(
+                optimizer=keras.optimizers.SGD(learning_rate=init, momentum=0.9 if args.momentum else 0.0),
+                loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+    config = run_config(args, net, model.input_shape[1:], model)
+    config["run_dir"] = str(run_dir)
+    if args.resume and (run_dir / RUN_FILE).is_file():
+        previous = json.loads((run_dir / RUN_FILE).read_text())
+        config["resumed"] = previous.get("resumed", []) + [{"argv": args.argv, "from_epoch": initial_epoch}]
+        config["argv"] = previous.get("argv", args.argv)
+    config["status"] = "training"
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
+    LOG.info("%s at %dx%d, %d parameters, lr %s, momentum %s, %d epochs from epoch %d",
+             net, input_size, input_size, model.count_params(), args.lr, 0.9 if args.momentum else 0,
+             args.epochs, initial_epoch + 1)
+
+    if initial_epoch < args.epochs:
+        verbose = 1 if sys.stderr.isatty() else 2
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints progress on stdout
+            model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
+                      callbacks=make_callbacks(args, run_dir, state), verbose=verbose,
+                      shuffle=False)  # the pipeline shuffles
+    else:
+        LOG.info("nothing to train: %d of %d epochs already done", initial_epoch, args.epochs)
+
+    best = best_checkpoint(run_dir)
+    if best is None:
+        raise UserError(f"{run_dir}: no checkpoint was written")
+    best_model = load_checkpoint(best, compile=False)
+    result = evaluate_test(best_model, args, test_set, image_size, channels)
+    result.update(checkpoint=best.name, best_validation_accuracy=state.get("best"), val_split=args.val_split)
+    print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, labels {args.labels}, "
+          f"checkpoint {best.name}, selected on {args.val_split})")
+    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(result, indent=1) + "\n")
+    config.update(status="done", test=result)
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
+    return 0
+
+
+def test_mode(args) -> int:
+    """--mode test: evaluate a checkpoint on the clean test set (the original's NameError, fixed)."""
+    checkpoint = args.checkpoint or (best_checkpoint(args.dir) if args.dir else None)
+    if checkpoint is None:
+        raise UserError(f"--dir {args.dir}: no checkpoint.EE.hdf5 in it")
+    sidecar = Path(checkpoint).parent / RUN_FILE
+    if sidecar.is_file():
+        config = json.loads(sidecar.read_text())
+        args.crop = config.get("crop", args.crop)
+        if config.get("labels") and config["labels"] != args.labels:
+            LOG.warning("the model was trained with --labels %s; evaluating with --labels %s",
+                        config["labels"], args.labels)
+    model = load_checkpoint(checkpoint, compile=False)
+    _, height, width, channels = model.input_shape
+    root = Path(args.rafdb)
+    test = rafdb_dataset.load_labels(root, "test", args.labels)
+    result = evaluate_test(model, args, test, (height, width), channels)
+    print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, labels {args.labels}, "
+          f"checkpoint {checkpoint})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    check_args(args)
+    if args.mode == "test":
+        return test_mode(args)
+    return train(args)
+
+
+if __name__ == "__main__":
+    run_main(main)
