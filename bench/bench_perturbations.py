@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import shutil
