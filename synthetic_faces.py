@@ -87,16 +87,16 @@ class Expression:
 EXPRESSIONS = (
     Expression(eye_open=1.75, brow_inner=6.5, brow_outer=6.0, brow_arch=2.5, mouth_open=14.0,
                mouth_width=-5.0, mouth_round=True, forehead_lines=True),  # surprise
-    Expression(eye_open=1.5, brow_inner=6.0, brow_outer=0.5, brow_in=2.0, mouth_curve=-2.5,
-               mouth_open=5.0, mouth_width=4.0, teeth=True, forehead_lines=True),  # fear
+    Expression(eye_open=1.5, brow_inner=6.5, brow_outer=0.5, brow_in=2.0, mouth_curve=-3.0,
+               mouth_open=6.5, mouth_width=5.0, teeth=True, forehead_lines=True),  # fear
     Expression(eye_open=0.6, brow_inner=-3.0, brow_outer=-2.5, brow_in=0.5, mouth_curve=-2.0,
                mouth_open=2.5, mouth_width=-1.0, lip_raise=6.5, teeth=True,
                nose_wrinkle=True),  # disgust
-    Expression(eye_open=0.8, brow_inner=0.8, brow_outer=0.8, mouth_curve=7.5, mouth_open=5.0,
-               mouth_width=5.0, teeth=True, cheek_raise=0.35, smile_lines=True),  # happiness
-    Expression(eye_open=0.8, brow_inner=5.0, brow_outer=-3.0, brow_in=1.0, mouth_curve=-6.5,
+    Expression(eye_open=0.8, brow_inner=0.8, brow_outer=0.8, mouth_curve=10.0, mouth_open=6.0,
+               mouth_width=6.0, teeth=True, cheek_raise=0.35, smile_lines=True),  # happiness
+    Expression(eye_open=0.8, brow_inner=6.5, brow_outer=-4.0, brow_in=1.0, mouth_curve=-8.5,
                mouth_width=-1.5),  # sadness
-    Expression(eye_open=0.62, brow_inner=-7.0, brow_outer=2.0, brow_in=3.0, mouth_curve=-0.5,
+    Expression(eye_open=0.62, brow_inner=-8.0, brow_outer=2.0, brow_in=3.0, mouth_curve=-1.5,
                mouth_width=-3.5, lip_thin=0.6, frown_lines=True),  # anger
     Expression(),  # neutral
 )
@@ -238,7 +238,7 @@ def _draw_identity(rng: np.random.Generator) -> _Identity:
         eye_half=(rng.uniform(6.8, 8.6), rng.uniform(3.0, 3.9)),
         iris_radius=rng.uniform(3.0, 3.7),
         brow_gap=rng.uniform(8.5, 10.5),
-        brow_thick=rng.uniform(2.0, 3.4),
+        brow_thick=rng.uniform(2.6, 3.8),
         nose_y=rng.uniform(57.0, 62.0),
         nose_half=rng.uniform(4.5, 6.5),
         mouth_y=rng.uniform(72.0, 77.0),
@@ -256,7 +256,7 @@ def _draw_pose(rng: np.random.Generator, expression: int) -> tuple[Expression, f
     if not 0 <= expression < NUM_CLASSES:
         raise ValueError(f"expression must be 0..{NUM_CLASSES - 1}, got {expression}")
     base = EXPRESSIONS[expression]
-    k = float(rng.uniform(0.5, 1.05))  # drawn for every class: same stream length for all
+    k = float(rng.uniform(0.6, 1.05))  # drawn for every class: same stream length for all
     if expression == 6:
         k = 1.0
     j = rng.normal(0.0, 1.0, 9)
@@ -413,8 +413,9 @@ def _render_person(canvas: _Canvas, ident: _Identity, pose: Expression, lip_side
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """A colour gradient with low-frequency texture and a few shapes, RGB uint8."""
-    c0 = rng.uniform(15, 240, 3)
-    c1 = np.clip(c0 + rng.normal(0, 60, 3), 0, 255)
+    grey = rng.uniform(40, 220)
+    c0 = grey + rng.uniform(0.2, 0.6) * (rng.uniform(15, 240, 3) - grey)  # muted colours
+    c1 = np.clip(c0 + rng.normal(0, 35, 3), 0, 255)
     gh, gw = int(rng.integers(3, 7)), int(rng.integers(3, 7))
     a = rng.uniform(0, 2 * np.pi)
     u = np.cos(a) * np.linspace(0, 1, gw)[None, :] + np.sin(a) * np.linspace(0, 1, gh)[:, None]
@@ -423,8 +424,8 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     grid = np.clip(grid + 0.5, 0, 255).astype(np.uint8)
     # A smooth image through the grid values (the gradient plus low-frequency texture).
     image = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
-    for _ in range(rng.integers(0, 5)):
-        colour = _colour(rng.uniform(0, 255, 3))
+    for _ in range(rng.integers(0, 4)):
+        colour = _colour(0.5 * c0 + 0.5 * rng.uniform(0, 255, 3))
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         r = rng.uniform(5, 0.4 * max(width, height))
         if rng.random() < 0.5:

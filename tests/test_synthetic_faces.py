@@ -252,8 +252,11 @@ def test_expressions_differ_for_a_fixed_identity():
 
 
 def test_class_means_differ_more_than_split_halves():
-    """Class-mean faces differ by more than two halves of one class do (luma, z-scored per face)."""
-    per_class, box = 60, (slice(14, 58), slice(12, 52))  # the face region at 64 px
+    """Class-mean faces differ more than two halves of one class do (luma, z-scored per face).
+
+    Every mean is over the same number of faces, so sampling noise is alike on both sides.
+    """
+    per_class, box = 100, (slice(14, 58), slice(12, 52))  # the face region at 64 px
     halves = []
     for e in range(7):
         faces = []
@@ -265,8 +268,8 @@ def test_class_means_differ_more_than_split_halves():
     within = max(np.abs(a - b).mean() for a, b in halves)
     for i in range(7):
         for j in range(i + 1, 7):
-            between = np.abs(halves[i][0] + halves[i][1] - halves[j][0] - halves[j][1]).mean() / 2
-            assert between > 1.2 * within, (sf.CLASS_NAMES[i], sf.CLASS_NAMES[j], between, within)
+            between = min(np.abs(halves[i][h] - halves[j][h]).mean() for h in (0, 1))
+            assert between > 1.3 * within, (sf.CLASS_NAMES[i], sf.CLASS_NAMES[j], between, within)
 
 
 # ------------------------------------------------------------------------------------------
