@@ -355,7 +355,20 @@ def make_callbacks(args, run_dir: Path, state: dict):
     return callbacks + [BestAndLastCheckpoint()]
 
 
-def build_datasets(args, image_size, channels):
+def trim_to_replicas(labels, replicas: int, what: str):
+    """Drop the last ``len % replicas`` images, so every batch splits evenly over the replicas.
+
+    Under MirroredStrategy a batch whose size is not a multiple of the replica count fails in
+    Keras 3.15 / TF 2.21 (AddN shape error, measured with 2 logical CPU devices).
+    """
+    extra = len(labels) % replicas
+    if replicas <= 1 or not extra:
+        return labels
+    LOG.warning("%s: %d image(s) left out so that batches split evenly over %d replicas", what, extra, replicas)
+    return labels.subset(range(len(labels) - extra))
+
+
+def build_datasets(args, image_size, channels, replicas: int = 1):
     import input_pipeline
 
     root = Path(args.rafdb)
@@ -366,6 +379,8 @@ def build_datasets(args, image_size, channels):
     else:
         LOG.warning("--val-split test: checkpoints are selected on the TEST set (the original's protocol)")
         val = test
+    train = trim_to_replicas(train, replicas, "training set")
+    val = trim_to_replicas(val, replicas, "validation set")
     transform = None
     if args.augmentation != "no" or args.cutout:
         transform = augmentations.make_train_transform(
@@ -476,7 +491,10 @@ def train(args) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
     LOG.info("run directory: %s", run_dir)
 
-    train_set, val_set, test_set, train_ds, val_ds = build_datasets(args, image_size, channels)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if args.batch % replicas:
+        raise UserError(f"--batch {args.batch}: must be a multiple of the {replicas} replicas")
+    train_set, val_set, test_set, train_ds, val_ds = build_datasets(args, image_size, channels, replicas)
     if args.val_split == "holdout":
         atomic_write_text(run_dir / VALIDATION_NAMES, "\n".join(val_set.names) + "\n")
     if strategy is not None:
