@@ -197,7 +197,6 @@ class _Identity:
     mouth_y: float
     mouth_half: float
     lip_thick: float
-    eye_dy: float  # tiny vertical offset of the eyes (annotated positions stay exact)
     race: int
     gender: int
     age: int
@@ -244,7 +243,6 @@ def _draw_identity(rng: np.random.Generator) -> _Identity:
         mouth_y=rng.uniform(72.0, 77.0),
         mouth_half=rng.uniform(12.0, 15.5),
         lip_thick=rng.uniform(1.8, 3.2),
-        eye_dy=0.0,
         race=race,
         gender=gender,
         age=age,
@@ -256,7 +254,9 @@ def _draw_pose(rng: np.random.Generator, expression: int) -> tuple[Expression, f
     if not 0 <= expression < NUM_CLASSES:
         raise ValueError(f"expression must be 0..{NUM_CLASSES - 1}, got {expression}")
     base = EXPRESSIONS[expression]
-    k = float(rng.uniform(0.6, 1.05))  # drawn for every class: same stream length for all
+    # Intensity in [0.65, 1.05], mostly strong (mean 0.92); drawn for every class so that the
+    # random stream has the same length whatever the expression.
+    k = 1.05 - 0.4 * float(rng.uniform(0.0, 1.0)) ** 2
     if expression == 6:
         k = 1.0
     j = rng.normal(0.0, 1.0, 9)
@@ -306,8 +306,7 @@ def _render_person(canvas: _Canvas, ident: _Identity, pose: Expression, lip_side
     # Face.
     canvas.ellipse((cx, cy), (fa, fb), skin)
     canvas.ellipse((cx, cy), (fa, fb), skin * 0.88, thickness=1.2)
-    eyes = CANONICAL_EYES.copy()
-    eyes[:, 1] += ident.eye_dy
+    eyes = CANONICAL_EYES
     ew, eh0 = ident.eye_half
     eh = max(0.9, eh0 * pose.eye_open)
     # Wrinkles under everything else on the face.
@@ -323,14 +322,13 @@ def _render_person(canvas: _Canvas, ident: _Identity, pose: Expression, lip_side
             canvas.line([(cx + side * 2.2, eyes[0, 1] - 9.0), (cx + side * 1.4, eyes[0, 1] - 2.5)],
                         line_c, 0.9)
     # Hair cap over the top of the head, with a fringe / hairline curve.
-    if ident.hair_style >= 0:
-        arc = _ellipse_points((cx, cy - 0.04 * fb), (fa * 1.06, fb * 1.06), 160.0, 380.0, 28)
-        y_edge = cy - fb + ident.hairline + 3.0
-        edge = _quad_curve((arc[-1][0], y_edge + 6.0), (cx, y_edge + 2.0 * ident.fringe),
-                           (arc[0][0], y_edge + 6.0), 9)
-        cap = np.concatenate([arc[arc[:, 1] <= y_edge + 6.0 + 1e-9], edge])
-        hair = ident.hair if ident.hair_style >= 1 else ident.hair * 0.6 + skin * 0.4
-        canvas.fill(cap, hair)
+    arc = _ellipse_points((cx, cy - 0.04 * fb), (fa * 1.06, fb * 1.06), 160.0, 380.0, 28)
+    y_edge = cy - fb + ident.hairline + 3.0
+    edge = _quad_curve((arc[-1][0], y_edge + 6.0), (cx, y_edge + 2.0 * ident.fringe),
+                       (arc[0][0], y_edge + 6.0), 9)
+    cap = np.concatenate([arc[arc[:, 1] <= y_edge + 6.0 + 1e-9], edge])
+    # Very short hair (style 0) lets the skin show through.
+    canvas.fill(cap, ident.hair if ident.hair_style >= 1 else ident.hair * 0.6 + skin * 0.4)
 
     # Eyes: sclera, iris, pupil, upper lid, optional raised lower lid (smile).
     for (ex, ey) in eyes:
