@@ -202,7 +202,9 @@ def test_draw_face_puts_eyes_at_canonical_positions(size):
 
 
 def test_aligned_is_original_warped_onto_canonical_eyes(tree):
-    for name in ["train_00001", "train_00017", "test_0003", "test_0014"]:
+    names = [f"train_{i:05d}" for i in range(1, N_TRAIN + 1)] + [f"test_{i:04d}" for i in
+                                                                 range(1, N_TEST + 1)]
+    for name in names:
         original = _read_rgb(tree / "basic/Image/original" / f"{name}.jpg")
         aligned = _read_rgb(tree / "basic/Image/aligned" / f"{name}_aligned.jpg")
         lines = (tree / "basic/Annotation/manual" / f"{name}_manu_attri.txt").read_text()
@@ -225,6 +227,12 @@ def test_aligned_is_original_warped_onto_canonical_eyes(tree):
         luma = _luma(aligned)
         skin = _patch(luma, (30, 60), 2).mean()
         assert _patch(luma, (30, 40), 1).min() < skin - 10 and _patch(luma, (70, 40), 1).min() < skin - 10
+        # In the original too, the annotated eyes are on the (dark) pupils.
+        luma = _luma(original)
+        cheek = [points[0] + (points[3] - points[0]) * 0.6, points[1] + (points[4] - points[1]) * 0.6]
+        skin = np.mean([_patch(luma, xy, 1).mean() for xy in cheek])
+        for eye in points[:2]:
+            assert _patch(luma, eye, 1).min() < skin - 10, name
 
 
 # ------------------------------------------------------------------------------------------
