@@ -62,7 +62,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cli_common import UserError
+from cli_common import UserError, positive_int
 
 LOG = logging.getLogger("fer.checkpoints")
 
@@ -563,16 +563,6 @@ def _input_size(text: str) -> tuple[int, int]:
     return height, int(match.group(2) or height)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     """Flags that adapt a checkpoint to RAF-DB (shared by both evaluation scripts)."""
     group = parser.add_argument_group("checkpoint adaptation")
@@ -592,7 +582,7 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--crop", choices=CROP_CHOICES, default=None,
                        help="exact crop or the original's 99 px cut (SPEC §4.3). Default: "
                             "run.json's, else exact")
-    group.add_argument("--batch", type=_positive_int, default=64, help="evaluation batch size")
+    group.add_argument("--batch", type=positive_int, default=64, help="evaluation batch size")
     group.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
                        help="input size for models that accept any size (ignored otherwise)")
 

@@ -62,7 +62,7 @@ import numpy as np
 
 import checkpoints
 import rafdb_dataset
-from cli_common import ArgumentParser, UserError, atomic_path, run_main, setup_logging
+from cli_common import ArgumentParser, UserError, atomic_path, positive_int, run_main, setup_logging
 
 LOG = logging.getLogger("fer.eval_perturbed")
 
@@ -180,18 +180,8 @@ def evaluate_checkpoint(checkpoint: Path, args: argparse.Namespace, names: Seque
     out.flush()
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _topk(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > rafdb_dataset.NUM_CLASSES:
         raise argparse.ArgumentTypeError(f"expected 1..{rafdb_dataset.NUM_CLASSES}, got {text!r}")
     return value
@@ -209,7 +199,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--perturbations", default=None, metavar="NAMES",
                        help="comma-separated folders to evaluate (p_rotate or rafdb.test.p_rotate), "
                             "in this order. Default: the 10 of SPEC §3.3 present, then extras")
-    group.add_argument("--frames", type=_positive_int, default=30,
+    group.add_argument("--frames", type=positive_int, default=30,
                        help="frames per sequence (test_XXXX_00 .. test_XXXX_<frames-1>)")
     group.add_argument("--annotate", action="store_true",
                        help="write '# test_XXXX' before each sequence line")

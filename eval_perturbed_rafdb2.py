@@ -56,7 +56,8 @@ from typing import Sequence
 import numpy as np
 
 import metrics
-from cli_common import ArgumentParser, UserError, atomic_write_text, run_main, setup_logging
+from cli_common import (ArgumentParser, UserError, atomic_write_text, positive_int, run_main,
+                        setup_logging)
 
 LOG = logging.getLogger("fer.eval_perturbed2")
 
@@ -466,27 +467,17 @@ def _ks(text: str) -> list[int]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("predictions", type=Path, help="predictions file of eval_perturbed_rafdb.py")
     parser.add_argument("mode", nargs="?", default="",
                         help="'t' (any word starting with t) prints text lists instead of the TSV")
     group = parser.add_argument_group("metrics")
-    group.add_argument("--difficulty", type=_positive_int, default=1,
+    group.add_argument("--difficulty", type=positive_int, default=1,
                        help="compare frames j and j+d for non-noise perturbations (SPEC §5.5)")
     group.add_argument("--topk", type=_ks, default=list(DEFAULT_TOPK), metavar="K[,K...]",
                        help="top-k distances to report where #topk rankings are present")
-    group.add_argument("--frames", type=_positive_int, default=None,
+    group.add_argument("--frames", type=positive_int, default=None,
                        help="require this many frames per sequence (default: read from the data)")
     group.add_argument("--baseline", default=None, metavar="NAME|JSON",
                        help="normalise FR/mFR/mTkD to this method of the file, or to a --json "
