@@ -603,9 +603,14 @@ def gaussian_noise(image, severity, rng, **_options):
 
 
 def shot_noise(image, severity, rng, **_options):
-    """Poisson(x * lambda) / lambda, clipped."""
+    """Poisson(x * lambda) / lambda, clipped.
+
+    Divides the integer counts k by lambda in float64, as the original did: with the final cast
+    this gives exactly floor(255 min(k / lambda, 1)) for every k (checked for all table lambdas;
+    multiplying by a float32 1 / lambda instead gives 254 for k = lambda = 29).
+    """
     lam = SHOT_NOISE_LAMBDA[severity - 1]
-    return np.clip(poisson_from_levels(image, lam, rng) * np.float32(1.0 / lam), 0.0, 1.0)
+    return np.clip(poisson_from_levels(image, lam, rng) / float(lam), 0.0, 1.0)
 
 
 def _change_contrast(x, factor, *, in_place=False):

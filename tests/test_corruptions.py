@@ -348,6 +348,46 @@ def test_poisson_sampler_is_poisson(lam, level):
     assert scipy.stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-4
 
 
+SHOT_NOISE_LAMBDAS = (60, 29, 15, 8, 5)  # SPEC §2.3, typed in again
+
+
+@pytest.mark.parametrize("severity,lam", list(zip((1, 2, 3, 4, 5), SHOT_NOISE_LAMBDAS)))
+def test_shot_noise_output_levels_are_exact(face, severity, lam):
+    # Every output value is floor(255 * min(k / lambda, 1)) for an integer count k >= 0,
+    # computed here in exact integer arithmetic: (255 k) // lambda, capped at 255.
+    allowed = {min(255 * k // lam, 255) for k in range(0, lam + 1)}
+    white = np.full((100, 100, 3), 255, np.uint8)
+    for image in (white, face, np.full((64, 64, 3), 128, np.uint8)):
+        out = corruptions.corrupt(image, "shot_noise", severity, np.random.default_rng(severity))
+        levels = set(np.unique(out).tolist())
+        assert levels <= allowed, sorted(levels - allowed)
+    # White image: Poisson(lambda) >= lambda saturates at exactly 255, P(K >= lambda) of the pixels.
+    out = corruptions.corrupt(white, "shot_noise", severity, np.random.default_rng(99))
+    expected = scipy.stats.poisson.sf(lam - 1, lam)
+    assert abs(np.mean(out == 255) - expected) < 0.02, (np.mean(out == 255), expected)
+
+
+@pytest.mark.parametrize("severity,lam", list(zip((1, 2, 3, 4, 5), SHOT_NOISE_LAMBDAS)))
+@pytest.mark.parametrize("grey", (51, 128))
+def test_shot_noise_counts_have_poisson_moments(severity, lam, grey):
+    # Recover k from each output level (k -> floor(255 k / lambda) is one-to-one for k <= lambda,
+    # since 255 / lambda > 1), then compare the mean and variance of k with those of
+    # min(Poisson(lambda x), lambda), x = grey / 255 (the clip at 1 caps k at lambda).
+    image = np.full((200, 200, 3), grey, np.uint8)
+    out = corruptions.corrupt(image, "shot_noise", severity, np.random.default_rng(1000 + grey))
+    level_to_k = {min(255 * k // lam, 255): k for k in range(lam + 1)}
+    counts = np.vectorize(level_to_k.__getitem__)(out).astype(float)
+    mean = grey / 255 * lam
+    support = np.arange(lam + 1)
+    pmf = scipy.stats.poisson.pmf(support, mean)
+    pmf[-1] += scipy.stats.poisson.sf(lam, mean)
+    clipped_mean = (pmf * support).sum()
+    clipped_var = (pmf * (support - clipped_mean) ** 2).sum()
+    assert abs(clipped_mean - mean) < 0.03 * mean  # the cap hardly matters at these means
+    assert abs(counts.mean() - clipped_mean) < 0.03 * clipped_mean, (counts.mean(), clipped_mean)
+    assert abs(counts.var() - clipped_var) < 0.05 * clipped_var, (counts.var(), clipped_var)
+
+
 def test_add_shot_noise_both_paths():
     rng = np.random.default_rng(0)
     levels = np.full((100, 100, 3), 100 / 255.0)
