@@ -373,14 +373,16 @@ def _motion_blur_wand(image, radius, sigma, angle):
 def make_liquid_layer(shape_hw: tuple[int, int], loc: float, scale: float, sigma: float,
                       threshold: float, rng: np.random.Generator) -> np.ndarray:
     """Spatter's liquid layer (SPEC §2.4): N(loc, scale) of size H x W, smoothed with skimage's
-    gaussian (sigma), values below ``threshold`` set to 0. float32 (H, W).
+    gaussian (sigma), values below ``threshold`` set to 0. float64 (H, W).
 
-    Draws ``rng.normal(loc, scale, size=(H, W))`` (float64), as the original's np.random.normal.
+    Draws ``rng.normal(loc, scale, size=(H, W))`` (float64), as the original's np.random.normal,
+    and stays float64 like the original's layer, so the truncation to L8 in :func:`render_water`
+    sees the same values (a float32 round trip could move a value across an integer / 255).
     """
     liquid = rng.normal(size=tuple(shape_hw), loc=loc, scale=scale)
     liquid = gaussian_blur_op(liquid, sigma)
     liquid[liquid < threshold] = 0
-    return liquid.astype(np.float32)
+    return liquid
 
 
 _WATER_KERNEL = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float32)
@@ -394,7 +396,8 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
     """
     # (1) The layer as uint8, truncated. Values stay below 1 in practice (a smoothed N(.65, .3));
     # the clip only guards the undefined float -> uint8 cast of the original above 255.
-    l8 = np.clip(liquid * np.float32(255.0), 0, 255).astype(np.uint8)
+    # liquid * 255 in the layer's own precision (float64 from make_liquid_layer, as the original).
+    l8 = np.clip(liquid * 255.0, 0, 255).astype(np.uint8)
     # (2)-(4) distance to the droplet edges, truncated at 20, blurred, equalised, embossed.
     dist = 255 - cv2.Canny(l8, 50, 150)
     dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)

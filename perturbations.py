@@ -44,8 +44,9 @@ DEFAULT_ROI = (15, 15, 100, 100)  # (x, y, w, h): centred, offset 15 (SPEC §3.2
 # SPEC §3.1: MIVIA's target points (left eye, right eye, mouth point) as fractions of 130 px.
 ALIGN_TARGETS = np.float32(np.array([[0.286, 0.4], [0.714, 0.4], [0.5, 0.714]]) * FACE_SIZE)
 
-MOTION_BACKENDS = ("numpy", "wand")
-COLOUR_MODES = ("rgb", "bgr-compat")
+# One definition each, in corruptions.py (re-exported here for the CLI's choices).
+MOTION_BACKENDS = corruptions.MOTION_BACKENDS
+COLOUR_MODES = corruptions.COLOUR_MODES
 FALLBACK_PADS = ("reflect101", "constant")
 
 
@@ -194,9 +195,9 @@ def blur_sigma(i: int) -> float:
     return 0.25 + 0.035 * i
 
 
-# Noise severity 2 of RAF-DB-C (SPEC §2.3), used for frames i >= 1.
-GAUSSIAN_NOISE_SIGMA = 0.12
-SHOT_NOISE_LAMBDA = 29
+# Noise severity 2 of RAF-DB-C (SPEC §2.3), used for frames i >= 1: sigma 0.12, lambda 29.
+GAUSSIAN_NOISE_SIGMA = corruptions.GAUSSIAN_NOISE_SIGMA[2 - 1]
+SHOT_NOISE_LAMBDA = corruptions.SHOT_NOISE_LAMBDA[2 - 1]
 # p_motion_blur's kernel (SPEC §3.3): radius 10, sigma 3, unscaled.
 MOTION_RADIUS, MOTION_SIGMA = 10, 3
 # p_gaussian_blur (SPEC §3.3): skimage gaussian with truncate 6.0.
@@ -206,6 +207,14 @@ BLUR_MARGIN = int(BLUR_TRUNCATE * (0.25 + 0.035 * (NUM_FRAMES - 1)) + 0.5)  # 8:
 SPATTER_LAYER = (0.65, 0.27, 3.7, 0.69)
 SPATTER_INTENSITY = 0.6
 SPATTER_SHIFT = (0.05, 0.10, 0.15, 0.70)
+
+
+def spatter_layer(rng: np.random.Generator) -> np.ndarray:
+    """p_spatter's liquid layer (SPEC §3.4 step 1), float64 130x130: ``rng.normal(0.65, 0.27)``,
+    skimage-equivalent gaussian (sigma 3.7), values below 0.69 set to 0. Its only draw from ``rng``.
+    """
+    loc, scale, sigma, threshold = SPATTER_LAYER
+    return corruptions.make_liquid_layer((FACE_SIZE, FACE_SIZE), loc, scale, sigma, threshold, rng)
 
 
 def shift_liquid_down(liquid: np.ndarray) -> np.ndarray:
@@ -280,9 +289,7 @@ def p_motion_blur(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_optio
 
 def p_spatter(face, rng, frames=NUM_FRAMES, colour="rgb", **_options):
     """ImageNet-P's spatter sequence (SPEC §3.4): one liquid layer, moved down every frame."""
-    loc, scale, sigma, threshold = SPATTER_LAYER
-    liquid = corruptions.make_liquid_layer((FACE_SIZE, FACE_SIZE), loc, scale, sigma, threshold, rng)
-    liquid = liquid.astype(np.float64)  # moved in float64, as numpy's convolve does in the original
+    liquid = spatter_layer(rng)  # float64 throughout, as the original's layer and np.convolve
     x = face.astype(np.float64) / 255.0
     out = []
     for _ in range(frames):

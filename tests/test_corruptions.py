@@ -320,7 +320,7 @@ def test_spatter_empty_liquid_fix():
     assert np.array_equal(out, x) and np.isfinite(out).all()
     # A layer whose threshold removes everything, through make_liquid_layer.
     liquid = corruptions.make_liquid_layer((64, 64), 0.65, 0.3, 4, 5.0, np.random.default_rng(0))
-    assert not liquid.any() and liquid.dtype == np.float32
+    assert not liquid.any() and liquid.dtype == np.float64  # float64, as the original's layer
 
 
 # --------------------------------------------------------------------------------------------

@@ -228,6 +228,37 @@ def test_spatter_shift_is_numpy_convolve():
         np.testing.assert_allclose(shifted[:, column], expected, rtol=0, atol=1e-12)
 
 
+def _spec_spatter_frames(face, rng, wanted):
+    """SPEC §3.4 written out independently: frames ``wanted`` of the spatter sequence."""
+    import corruptions  # render_water (SPEC §2.4 water steps) is tested in test_corruptions.py
+
+    layer = rng.normal(0.65, 0.27, (130, 130))
+    layer = skimage.filters.gaussian(layer, sigma=3.7)  # defaults: mode nearest, truncate 4
+    layer[layer < 0.69] = 0
+    x = face / 255.0
+    frames = {}
+    for i in range(max(wanted) + 1):
+        if i in wanted:
+            water = corruptions.render_water(x, layer, 0.6)
+            frames[i] = (np.clip(water, 0, 1) * 255).astype(np.uint8)[15:115, 15:115]  # truncated
+        kernel = [0.05, 0.1, 0.15, 0.7]
+        layer = np.stack([np.convolve(layer[:, c], kernel, mode="same") for c in range(130)], axis=1)
+    return frames
+
+
+@pytest.mark.parametrize("seed", [0, 21])
+def test_spatter_frames_follow_spec_parameters(face, seed):
+    # The generator is seeded the same way for both; the layer is the perturbation's only draw.
+    expected = _spec_spatter_frames(face, np.random.default_rng(seed), (0, 3))
+    frames = perturb(face, "p_spatter", np.random.default_rng(seed), frames=4)
+    clean = face[15:115, 15:115].astype(int)
+    for i in (0, 3):
+        assert np.mean(np.any(expected[i] != clean, axis=-1)) > 0.02  # a visible amount of water
+        difference = np.abs(frames[i].astype(int) - expected[i])
+        assert difference.max() <= 1, (i, difference.max())
+    assert np.any(expected[0] != expected[3])
+
+
 def test_spatter_first_frame_is_already_spattered(face):
     frames = perturb(face, "p_spatter", np.random.default_rng(0))
     differs = [np.any(frame != face[15:115, 15:115]) for frame in frames]
