@@ -73,6 +73,39 @@ def test_alignment_maps_reference_points_to_targets(shape_hw):
         assert abs(cx - tx) <= 1.0 and abs(cy - ty) <= 1.0, (channel, cx, cy, tx, ty)
 
 
+def test_alignment_of_sample_faces_from_their_landmark_files(tmp_path):
+    # The whole path of RAF-DB-P's source: original photo + *_manu_attri.txt of the synthetic
+    # sample tree -> rafdb_dataset.read_landmarks -> align_face (SPEC §3.1, issue 4).
+    import rafdb_dataset
+    import synthetic_faces
+
+    root = synthetic_faces.write_sample_tree(tmp_path / "RAF-DB", n_train=1, n_test=6, seed=3)
+    for index in range(1, 7):
+        name = f"test_{index:04d}"
+        original = rafdb_dataset.read_image(root / "basic/Image/original" / f"{name}.jpg")
+        points = rafdb_dataset.read_landmarks(root / "basic/Annotation/manual" / f"{name}_manu_attri.txt")
+        aligned = perturbations.align_face(original, points)
+        # The three reference points, worked out here: the eyes and the floored mouth mean.
+        mouth = ((points[3, 0] + points[4, 0]) // 2, (points[3, 1] + points[4, 1]) // 2)
+        source = np.float32([points[0], points[1], mouth])
+        matrix = cv2.getAffineTransform(source, np.float32(TARGETS))
+        mapped = np.hstack([source, np.ones((3, 1))]) @ matrix.T
+        np.testing.assert_allclose(mapped, TARGETS, atol=1.0)
+        # align_face warped the photo with that affine (bilinear, constant-0 border, 130 px).
+        expected = cv2.warpAffine(original, matrix, (130, 130), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        np.testing.assert_array_equal(aligned, expected)
+        # The aligned image has the pupils there: darker than the cheeks below them.
+        luma = aligned.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        corners = np.hstack([points[3:5], np.ones((2, 1))]) @ matrix.T
+        cheeks = [mapped[0] + 0.6 * (corners[0] - mapped[0]), mapped[1] + 0.6 * (corners[1] - mapped[1])]
+        skin = np.mean([luma[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2].mean()
+                        for x, y in cheeks])
+        for x, y in TARGETS[:2]:
+            pupil = luma[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2]
+            assert pupil.min() < skin - 10, (name, (x, y), pupil.min(), skin)
+
+
 def test_alignment_pads_small_originals_with_zeros():
     # A white 40x40 original, smaller than 130: every output pixel that the inverse affine maps
     # beyond the original (into the zero padding, or past it) must be black, every one well
