@@ -1,13 +1,17 @@
 """Shared export machinery for RAF-DB-C and RAF-DB-P: parallel workers, atomic writes, resume,
-manifest and verification (SPEC §2.7, §2.8, §3.5). No TensorFlow, no argument parsing.
+manifest and verification (SPEC §2.7, §2.8, §3.5). No TensorFlow; the only argument-parsing code
+is :func:`add_run_args`, the execution flags both export scripts share.
 
 Generic API (used by ``rafdb_aug_dataset.py`` and ``rafdb_perturb_dataset.py``)
 -------------------------------------------------------------------------------
-``WorkUnit(name, outputs, payload=None)``
+``WorkUnit(name, outputs, payload=None, inputs=())``
     One unit of work, normally one source image. ``name`` identifies it in error messages (use the
-    source path). ``outputs`` is the tuple of relative POSIX paths (under the output root) that the
-    unit produces, known before rendering. ``payload`` is any picklable value the render function
-    needs (e.g. the source path as a string).
+    source path); its base name (``unit.key``) identifies it in the manifest and must be unique
+    within an export. ``outputs`` is the tuple of relative POSIX paths (under the output root) that
+    the unit produces, known before rendering. ``payload`` is any picklable value the render
+    function needs (e.g. the source path as a string). ``inputs`` are the paths of the source files
+    whose bytes decide the outputs (the image; for RAF-DB-P also the landmark file): their SHA-256
+    is recorded per unit, so a unit whose source changed is rendered again on resume.
 
 ``render(unit) -> iterable of (relative_path, file_bytes)``
     A module-level function (picklable; bind options with ``functools.partial``) that renders one
@@ -16,33 +20,56 @@ Generic API (used by ``rafdb_aug_dataset.py`` and ``rafdb_perturb_dataset.py``)
     bad source; the export stops with a ``UserError`` naming the unit.
 
 ``export(units, render, out_dir, *, generator, kind, params, sources, source_root=None,
-         workers=None, progress=True, chunksize=None) -> ExportResult``
+         workers=None, progress=True, chunksize=None, force_rerender=False) -> ExportResult``
     Renders every unit with a ``multiprocessing`` pool ("fork"; ``workers=1`` runs in-process,
     ``None`` means ``os.cpu_count()``), streaming results with ``imap_unordered``. Each worker writes
     its files atomically (temporary name in the same folder, then ``os.replace``; folders are created
     as needed) and returns only SHA-256 digests to the parent, so the parent never holds image data.
 
-    Resume: a unit whose outputs all exist is skipped (its files are hashed, not re-rendered, not
-    rewritten); an incomplete unit is rendered again and all its outputs rewritten (same bytes, since
-    every unit is deterministic). Stray temporary files (``.<name>.XXXXXXXX.tmp``) left by a killed run
-    are removed first. A run killed with SIGKILL and rerun therefore ends byte-identical to an
-    uninterrupted run.
+    Resume: a unit is skipped (its files are hashed, not re-rendered, not rewritten) when all its
+    outputs exist *and* the manifest records the same SHA-256 of its inputs as they have now (the
+    ``units`` table, one digest per unit key). Any other unit is rendered again and all its outputs
+    rewritten: an incomplete one (same bytes, since every unit is deterministic), one whose source
+    changed (e.g. ``rafdb_dataset.py sample --force`` with another seed), or one the manifest does
+    not know. ``force_rerender=True`` renders every unit. Stray temporary files
+    (``.<name>.XXXXXXXX.tmp``) left by a killed run are removed first. A run killed with SIGKILL and
+    rerun therefore ends byte-identical to an uninterrupted run.
+
+    Durability: files are written with ``cli_common.atomic_write_bytes`` (rename over the final
+    name) but deliberately *without* ``fsync``. The requirement is safety against a killed process
+    (SIGKILL, Ctrl-C): the rename guarantees that a file under its final name is complete. An fsync
+    per file would cost far too much for 276,120 (C) or 920,400 (P) small files; after a power
+    loss, ``verify`` names any file the file system lost or truncated, and a rerun of the export
+    with the same flags does not repair those (it trusts existing files), so delete them first.
 
     ``manifest.json`` at ``out_dir`` (written atomically; an "incomplete" one before the workers start,
     the final one at the end) records generator name/version (``git describe`` or "unknown"),
     ``kind`` ("rafdb-c" / "rafdb-p"), ``params`` (seed, format, motion backend, colour mode, parameter
     set, ...), the source root and list, per-folder file counts, package versions and the SHA-256 of
-    every file. It holds no timestamps, so equal exports give equal manifests. If ``out_dir`` already
-    has a manifest whose ``kind`` or any ``params`` value differs, the export is refused with a
-    ``UserError`` naming the manifest and the parameter; with equal parameters the new folders and
-    files are merged into it. A non-empty ``out_dir`` without a manifest is refused too.
+    every file, and the SHA-256 of every unit's inputs (``units``). It holds no timestamps, so equal
+    exports give equal manifests. If ``out_dir`` already has a manifest whose ``kind`` or any
+    ``params`` value differs, the export is refused with a ``UserError`` naming the manifest and the
+    parameter; with equal parameters the new folders and files are merged into it. A manifest made
+    by another generator version or other package versions (``versions``) is refused too, naming
+    the differing item, unless ``force_rerender`` is set: then every unit is rendered again, and the
+    run is still refused if the tree holds files of the old version that this run would not rewrite
+    (another ``--corruptions`` / ``--severities`` / ``--perturbations`` selection). A non-empty
+    ``out_dir`` without a manifest is refused too.
 
 Workers write every file with ``cli_common.atomic_write_bytes`` (temporary name in the same
 folder, ``os.replace``, missing folders created, permissions 0666 minus the umask).
 
-``check_output_dir(out_dir, *, kind, params)``
-    The checks ``export`` does before starting workers (writable folder, compatible manifest), for
-    scripts that want to fail before any expensive set-up.
+``check_output_dir(out_dir, *, kind, params, force_rerender=False)``
+    The checks ``export`` does before starting workers (writable folder, compatible manifest and
+    versions), for scripts that want to fail before any expensive set-up.
+
+``check_writable_file(path, flag="--out")``
+    UserError unless a file can be written at ``path`` (for the preview image/GIF, checked before
+    rendering).
+
+``add_run_args(parser)``
+    Adds ``--workers`` (0 = all cores, the default; 1 = in-process), ``--quiet`` (no progress bar,
+    no INFO logs; the final summary is still printed) and ``--force-rerender`` to an export parser.
 
 ``verify(out_dir) -> VerifyReport``
     Re-hashes every file listed in the manifest: ``missing``, ``altered`` (hash mismatch) and
@@ -73,6 +100,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import functools
@@ -114,6 +142,12 @@ class WorkUnit:
     name: str
     outputs: tuple[str, ...]
     payload: Any = None
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The unit's name in the manifest's ``units`` table: the base name of ``name``."""
+        return os.path.basename(self.name)
 
 
 @dataclasses.dataclass
@@ -125,6 +159,7 @@ class ExportResult:
     units: int = 0
     units_rendered: int = 0
     units_skipped: int = 0
+    units_stale: int = 0  # rendered again although every output existed (source changed or unknown)
     files_written: int = 0
     files_skipped: int = 0
     seconds: float = 0.0
@@ -165,6 +200,20 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 @functools.lru_cache(maxsize=1)
+def inputs_digest(paths: Sequence[str]) -> str:
+    """SHA-256 over the SHA-256 hex digests of the files ``paths``, in order (UserError if one is
+    missing or unreadable)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            digest.update(sha256_file(path).encode("ascii"))
+        except FileNotFoundError:
+            raise UserError(f"{path}: source file not found") from None
+        except OSError as error:
+            raise UserError(f"{path}: cannot read the source file ({error.strerror or error})") from None
+    return digest.hexdigest()
+
+
 def generator_version() -> str:
     """``git describe --always --dirty --tags`` of this checkout, or "unknown"."""
     try:
@@ -189,6 +238,54 @@ def package_versions() -> dict[str, str]:
             except importlib.metadata.PackageNotFoundError:
                 continue
     return versions
+
+
+def workers_type(text: str) -> int:
+    """argparse type of ``--workers``: an integer >= 0 (0 = all cores)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of processes or 0 (all cores), got {text!r}")
+    return value
+
+
+def add_run_args(parser) -> None:
+    """The execution flags shared by ``rafdb_aug_dataset.py export`` and ``rafdb_perturb_dataset.py
+    export``: ``--workers``, ``--quiet``, ``--force-rerender`` (same names, defaults and meaning)."""
+    parser.add_argument("--workers", type=workers_type, default=0, metavar="N",
+                        help="worker processes: 0 = all cores (the default); 1 = render in this "
+                             "process, without a pool; N = N processes. The output bytes do not "
+                             "depend on it")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar and no INFO log messages; warnings, errors and the "
+                             "final summary are still printed (stderr)")
+    parser.add_argument("--force-rerender", action="store_true",
+                        help="render every file again, even those already present (needed to "
+                             "resume a tree made by another version of this toolkit or of its "
+                             "imaging packages)")
+
+
+def check_writable_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """UserError naming ``flag`` unless a file can be created at ``path`` (checked before rendering)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; expected the name of the file to write")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{flag} {path}: cannot create the folder {folder} "
+                        f"({error.strerror or error})") from None
+    probe = folder / f".{path.name}.write-test-{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{flag} {path}: cannot write in {folder} ({error.strerror or error})") from None
+    return path
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -240,7 +337,22 @@ def _write_manifest(out_dir: Path, manifest: dict) -> Path:
     return path
 
 
-def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str, Any]) -> None:
+def version_differences(manifest: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(item, recorded, current) for the generator version and every package version that differ."""
+    differences = []
+    old_generator = (manifest.get("generator") or {}).get("version")
+    if old_generator != generator_version():
+        differences.append(("generator version (git describe)", old_generator, generator_version()))
+    old_versions = manifest.get("versions") or {}
+    new_versions = package_versions()
+    for name in sorted(set(old_versions) | set(new_versions)):
+        if old_versions.get(name) != new_versions.get(name):
+            differences.append((f"{name} version", old_versions.get(name), new_versions.get(name)))
+    return differences
+
+
+def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str, Any],
+                      force_rerender: bool = False) -> None:
     old_kind = manifest.get("kind")
     if old_kind != kind:
         raise UserError(
@@ -256,9 +368,19 @@ def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str
                 f"{path}: the existing export used {key}={old!r} but this run asks for "
                 f"{key}={new!r} ({hint}); export into a new --out folder instead of mixing them"
             )
+    differences = version_differences(manifest)
+    if differences and not force_rerender:
+        item, old, new = differences[0]
+        more = f" (and {len(differences) - 1} more difference(s))" if len(differences) > 1 else ""
+        raise UserError(
+            f"{path}: the existing export was made with {item} {old!r}, this run has {new!r}{more}; "
+            f"its files may differ from what this version renders. Export into a new --out folder, "
+            f"or pass --force-rerender to render every file again"
+        )
 
 
-def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[str, Any]) -> dict | None:
+def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[str, Any],
+                     force_rerender: bool = False) -> dict | None:
     """Fail early (UserError) unless ``out_dir`` can take this export; return its manifest, if any.
 
     Creates ``out_dir`` if needed and checks that a file can be created in it.
@@ -285,7 +407,7 @@ def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[s
                 f"this tool, e.g. it holds {sorted(content)[0]!r}); choose a new --out"
             )
         return None
-    _check_compatible(manifest, out_dir / MANIFEST_NAME, kind, params)
+    _check_compatible(manifest, out_dir / MANIFEST_NAME, kind, params, force_rerender)
     return manifest
 
 
@@ -307,9 +429,11 @@ def remove_stray_temporaries(out_dir: str | os.PathLike) -> int:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(render: Callable, out_dir: str) -> None:
+def _init_worker(render: Callable, out_dir: str, known: Mapping[str, str], force: bool) -> None:
     _WORKER["render"] = render
     _WORKER["out_dir"] = out_dir
+    _WORKER["known"] = known  # unit key -> inputs digest recorded in the existing manifest
+    _WORKER["force"] = force
 
 
 def _describe(error: BaseException) -> str:
@@ -317,11 +441,18 @@ def _describe(error: BaseException) -> str:
 
 
 def _process_unit(unit: WorkUnit) -> tuple:
-    """Skip or render one unit. Returns ("skipped"|"written", [(rel, sha256)]) or ("error", name, msg)."""
+    """Skip or render one unit.
+
+    Returns ("skipped"|"written", [(rel, sha256)], key, inputs digest, stale) or ("error", name, msg);
+    ``stale`` is True for a unit rendered again although all its outputs existed.
+    """
     out_dir = _WORKER["out_dir"]
     try:
-        if all(os.path.isfile(os.path.join(out_dir, rel)) for rel in unit.outputs):
-            return ("skipped", [(rel, sha256_file(os.path.join(out_dir, rel))) for rel in unit.outputs])
+        digest = inputs_digest(unit.inputs)
+        complete = all(os.path.isfile(os.path.join(out_dir, rel)) for rel in unit.outputs)
+        if complete and not _WORKER["force"] and _WORKER["known"].get(unit.key) == digest:
+            return ("skipped", [(rel, sha256_file(os.path.join(out_dir, rel))) for rel in unit.outputs],
+                    unit.key, digest, False)
         items = list(_WORKER["render"](unit))
         produced = [rel for rel, _data in items]
         if sorted(produced) != sorted(unit.outputs):
@@ -333,7 +464,7 @@ def _process_unit(unit: WorkUnit) -> tuple:
         for rel, data in items:
             atomic_write_bytes(os.path.join(out_dir, rel), data)
             hashes.append((rel, hashlib.sha256(data).hexdigest()))
-        return ("written", hashes)
+        return ("written", hashes, unit.key, digest, complete)
     except Exception as error:  # reported by the parent as a UserError naming the unit
         return ("error", unit.name, _describe(error))
 
@@ -355,6 +486,7 @@ def export(
     workers: int | None = None,
     progress: bool = True,
     chunksize: int | None = None,
+    force_rerender: bool = False,
 ) -> ExportResult:
     """Render ``units`` into ``out_dir`` (see the module docstring); return counts and timings."""
     from tqdm import tqdm
@@ -362,12 +494,31 @@ def export(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     workers = resolve_workers(workers)
-    old = check_output_dir(out_dir, kind=kind, params=params)
+    old = check_output_dir(out_dir, kind=kind, params=params, force_rerender=force_rerender)
+    keys = [unit.key for unit in units]
+    if len(set(keys)) != len(keys):
+        duplicate = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"two work units share the key {duplicate!r} (unit names must have distinct base names)")
+    old_units: dict[str, str] = dict(old.get("units") or {}) if old else {}
+    if old and version_differences(old):
+        # force_rerender (else check_output_dir refused): the tree must not keep files of the old
+        # version that this run would not rewrite, since the manifest will name the new version.
+        produced = {rel for unit in units for rel in unit.outputs}
+        leftover = sorted(rel for rel in old["files"] if rel not in produced)
+        if leftover:
+            item, was, now = version_differences(old)[0]
+            raise UserError(
+                f"{out_dir / MANIFEST_NAME}: the tree holds {len(leftover)} file(s) made with {item} "
+                f"{was!r} that this run does not produce (e.g. {leftover[0]}), and this run has {now!r}; "
+                f"rerun with the selection that made them, or export into a new --out folder"
+            )
+        old_units = {}
     removed = remove_stray_temporaries(out_dir)
     if removed:
         LOG.info("removed %d temporary file(s) left by an interrupted run in %s", removed, out_dir)
 
     files: dict[str, str] = dict(old["files"]) if old else {}
+    unit_digests: dict[str, str] = dict(old_units)
     old_sources = old.get("source", {}).get("files", []) if old else []
     manifest = {
         "format_version": MANIFEST_FORMAT,
@@ -382,6 +533,7 @@ def export(
         "complete": False,
         "folders": folder_counts(files),
         "files": files,
+        "units": unit_digests,
     }
     # Written before any worker starts: a killed run leaves a manifest that guards the parameters.
     manifest_path = _write_manifest(out_dir, manifest)
@@ -394,9 +546,11 @@ def export(
     def consume(outcome: tuple) -> None:
         if outcome[0] == "error":
             raise UserError(outcome[2] if outcome[2].startswith(str(outcome[1])) else f"{outcome[1]}: {outcome[2]}")
-        status, hashes = outcome
+        status, hashes, key, inputs, stale = outcome
         for rel, digest in hashes:
             files[rel] = digest
+        unit_digests[key] = inputs
+        result.units_stale += bool(stale)
         if status == "skipped":
             result.units_skipped += 1
             result.files_skipped += len(hashes)
@@ -409,7 +563,7 @@ def export(
         if workers == 1 or len(units) <= 1:
             result.workers = 1
             saved = dict(_WORKER)
-            _init_worker(render, str(out_dir))
+            _init_worker(render, str(out_dir), old_units, force_rerender)
             try:
                 for unit in units:
                     consume(_process_unit(unit))
@@ -419,12 +573,15 @@ def export(
         else:
             context = multiprocessing.get_context("fork")
             size = chunksize or _default_chunksize(len(units), workers)
-            with context.Pool(workers, initializer=_init_worker, initargs=(render, str(out_dir))) as pool:
+            with context.Pool(workers, initializer=_init_worker, initargs=(render, str(out_dir), old_units, force_rerender)) as pool:
                 for outcome in pool.imap_unordered(_process_unit, units, chunksize=size):
                     consume(outcome)
     finally:
         bar.close()
 
+    if result.units_stale:
+        LOG.info("%d image(s) rendered again although their files existed: the source changed, the "
+                 "manifest did not record it, or --force-rerender", result.units_stale)
     manifest["complete"] = True
     manifest["folders"] = folder_counts(files)
     _write_manifest(out_dir, manifest)
@@ -520,7 +677,8 @@ def rafdb_c_units(image_paths: Sequence[str | os.PathLike], pairs: Sequence[tupl
     for path in image_paths:
         path = Path(path)
         out_name = output_file_name(path.name, fmt)
-        units.append(WorkUnit(str(path), tuple(f"{folder}/{out_name}" for folder in folders), str(path)))
+        units.append(WorkUnit(str(path), tuple(f"{folder}/{out_name}" for folder in folders), str(path),
+                              inputs=(str(path),)))
     return units
 
 

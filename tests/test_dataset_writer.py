@@ -158,3 +158,130 @@ def test_export_modules_do_not_import_tensorflow():
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1],
                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+# --------------------------------------------------------------------------------------------
+# Resume against changed sources and versions
+
+
+def source_render(unit: WorkUnit):
+    """Each output is its folder name, '|', then the bytes of the unit's source file."""
+    data = Path(unit.payload).read_bytes()
+    return [(rel, rel.split("/")[0].encode() + b"|" + data) for rel in unit.outputs]
+
+
+def source_units(src: Path, names=("a", "b", "c")):
+    return [WorkUnit(str(src / f"{name}.jpg"), (f"f1/{name}.bin", f"f2/{name}.bin"), str(src / f"{name}.jpg"),
+                     inputs=(str(src / f"{name}.jpg"),)) for name in names]
+
+
+def write_sources(src: Path, tag: bytes, names=("a", "b", "c")):
+    src.mkdir(exist_ok=True)
+    for name in names:
+        (src / f"{name}.jpg").write_bytes(tag + name.encode())
+
+
+def source_export(out, src, workers=1, force_rerender=False):
+    return dataset_writer.export(source_units(src), source_render, out, generator="test", kind="toy",
+                                 params=PARAMS, sources=["a.jpg", "b.jpg", "c.jpg"], workers=workers,
+                                 progress=False, force_rerender=force_rerender)
+
+
+def test_manifest_records_source_digests(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_sources(src, b"v1-")
+    source_export(out, src)
+    manifest = json.loads((out / "manifest.json").read_text())
+    # Per unit: SHA-256 over the hex SHA-256 of its one input file.
+    expected = {f"{n}.jpg": hashlib.sha256(hashlib.sha256(b"v1-" + n.encode()).hexdigest().encode()).hexdigest()
+                for n in "abc"}
+    assert manifest["units"] == expected
+    assert (out / "f2" / "b.bin").read_bytes() == b"f2|v1-b"
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_changed_source_is_rendered_again_unchanged_skipped(tmp_path, workers):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_sources(src, b"v1-")
+    source_export(out, src)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.bin")}
+    result = source_export(out, src, workers=workers)  # nothing changed: all skipped, nothing rewritten
+    assert (result.units_skipped, result.units_rendered, result.units_stale) == (3, 0, 0)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.bin")} == mtimes
+
+    (src / "b.jpg").write_bytes(b"v2-b")  # e.g. the sample tree regenerated with another seed
+    result = source_export(out, src, workers=workers)
+    assert (result.units_skipped, result.units_rendered, result.units_stale) == (2, 1, 1)
+    assert (out / "f1" / "b.bin").read_bytes() == b"f1|v2-b" and (out / "f2" / "b.bin").read_bytes() == b"f2|v2-b"
+    assert (out / "f1" / "a.bin").stat().st_mtime_ns == mtimes[out / "f1" / "a.bin"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"]["f1/b.bin"] == hashlib.sha256(b"f1|v2-b").hexdigest()
+    assert manifest["units"]["b.jpg"] == hashlib.sha256(hashlib.sha256(b"v2-b").hexdigest().encode()).hexdigest()
+    assert dataset_writer.verify(out).ok
+
+
+def test_manifest_without_unit_digests_renders_everything(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_sources(src, b"v1-")
+    source_export(out, src)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["units"]  # as written before the per-unit digests existed
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = source_export(out, src)
+    assert (result.units_rendered, result.units_stale) == (3, 3)
+
+
+@pytest.mark.parametrize("field, value, item", [
+    (("versions", "numpy"), "0.0.1", "numpy version"),
+    (("generator", "version"), "v0-old", r"generator version \(git describe\)"),
+])
+def test_other_versions_refused_unless_force_rerender(tmp_path, field, value, item):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_sources(src, b"v1-")
+    source_export(out, src)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest[field[0]][field[1]] = value
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "f1" / "a.bin").write_bytes(b"made by the old version")
+    with pytest.raises(UserError, match=rf"manifest\.json: .*{item} '{value}'.*new --out.*--force-rerender"):
+        source_export(out, src)
+    result = source_export(out, src, force_rerender=True)
+    assert (result.units_rendered, result.units_skipped) == (3, 0)
+    assert (out / "f1" / "a.bin").read_bytes() == b"f1|v1-a"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest[field[0]][field[1]] != value and dataset_writer.verify(out).ok
+    assert source_export(out, src).units_skipped == 3  # same versions now
+
+
+def test_force_rerender_refuses_to_keep_old_version_files_it_would_not_rewrite(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_sources(src, b"v1-")
+    source_export(out, src)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["versions"]["numpy"] = "0.0.1"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    smaller = source_units(src, names=("a", "b"))
+    with pytest.raises(UserError, match=r"2 file\(s\) made with numpy version '0\.0\.1'.*f1/c\.bin.*new --out"):
+        dataset_writer.export(smaller, source_render, out, generator="test", kind="toy", params=PARAMS,
+                              sources=["a.jpg"], workers=1, progress=False, force_rerender=True)
+
+
+def test_run_args_shared_by_both_exports():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    dataset_writer.add_run_args(parser)
+    args = parser.parse_args([])
+    assert (args.workers, args.quiet, args.force_rerender) == (0, False, False)
+    assert parser.parse_args(["--workers", "3", "--quiet", "--force-rerender"]).workers == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--workers", "-1"])
+
+
+def test_check_writable_file(tmp_path):
+    assert dataset_writer.check_writable_file(tmp_path / "new" / "x.gif") == tmp_path / "new" / "x.gif"
+    with pytest.raises(UserError, match=r"--out .*: is a folder"):
+        dataset_writer.check_writable_file(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"--out .*file[/\\]x\.gif: cannot create the folder"):
+        dataset_writer.check_writable_file(tmp_path / "file" / "x.gif")
