@@ -34,8 +34,14 @@ Public API
 
 Preprocessing precedence: ``--eval-preprocessing legacy-vggface2`` (the original's evaluation:
 BGR input with the swapped VGGFace2 means, §4.4 / §6 row 17) > ``--preprocessing`` (warns when it
-overrides ``run.json``) > ``run.json`` (``preprocessing_in_model`` true: the model gets raw RGB
-0..255) > raw pixels with a warning.
+overrides ``run.json``; ``no`` is accepted for ``none``) > ``run.json`` (``preprocessing_in_model``
+true: the model gets raw RGB 0..255) > the model's own preprocessing layers > raw pixels with a
+warning. A flag never runs on top of the model's own preprocessing: when ``run.json`` says
+``preprocessing_in_model`` or the model starts with the project's preprocessing layers
+(FullNormalization, VGGFace2Mean, ZNormalization, build_model's Rescaling), those layers are cut off
+(a new functional model from the first layer after them, sharing the weights); for
+legacy-vggface2, which supplies BGR itself, the RGB->BGR ``ChannelFlip`` after them goes too. A
+model whose layers cannot be cut off that way is refused with a ``UserError``.
 
 Class order: ``--class-order`` (comma list of the checkpoint's output names, or ``fer2013`` /
 ``rafdb``) > ``run.json``'s ``class_names`` > RAF-DB order (assumed, with a warning, for a 7-way
@@ -92,6 +98,8 @@ CHECKPOINT_PATTERN = re.compile(r"checkpoint.([0-9]+).hdf5")  # SPEC §4.7, the 
 # models.preprocessing.PREPROCESSING_MODES, with "none" for its "no" (checked in the tests).
 PREPROCESSING_CHOICES = ("none", "scale01", "scale-1-1", "vggface2", "z_normalization",
                          "full_normalization")
+# train_fer.py and models spell "none" as "no"; both are accepted.
+PREPROCESSING_ALIASES = {"no": "none"}
 EVAL_PREPROCESSING_CHOICES = ("auto", "legacy-vggface2")
 CROP_CHOICES = ("exact", "legacy99")
 RUN_JSON = "run.json"
@@ -257,6 +265,73 @@ class _Preprocessor:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
+# The project's preprocessing layers (models/preprocessing.py), recognised by class name so that a
+# checkpoint's own preprocessing can be found without importing the models package.
+_PREPROCESSING_LAYER_CLASSES = ("FullNormalization", "VGGFace2Mean", "ZNormalization")
+# build_model's names of its Rescaling layers (scale01, scale-1-1); any Rescaling counts when
+# run.json says the preprocessing is inside the model.
+_OUR_RESCALING_NAMES = ("scale01", "scale_minus1_1")
+_FLIP_CLASS = "ChannelFlip"
+
+
+def _non_input_layers(model) -> list:
+    return [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+
+
+def leading_preprocessing(model, *, trust_rescaling: bool = False) -> tuple[list, object | None]:
+    """(preprocessing layers, BGR ChannelFlip or None) at the very start of ``model``.
+
+    The preprocessing layers are the project's FullNormalization / VGGFace2Mean / ZNormalization
+    (and its ``scale01`` / ``scale_minus1_1`` Rescaling; any Rescaling when ``trust_rescaling``)
+    that come first, in order; the ChannelFlip is the one directly after them (build_model puts it
+    there for BGR backbones).
+    """
+    layers = _non_input_layers(model)
+    found = []
+    for layer in layers:
+        name = type(layer).__name__
+        if name in _PREPROCESSING_LAYER_CLASSES or name == "Rescaling" and (
+                trust_rescaling or layer.name in _OUR_RESCALING_NAMES):
+            found.append(layer)
+        else:
+            break
+    rest = layers[len(found):]
+    flip = rest[0] if rest and type(rest[0]).__name__ == _FLIP_CLASS else None
+    return found, flip
+
+
+def strip_leading_layers(model, count: int, checkpoint_path: Path):
+    """The model without its first ``count`` (non-input) layers, as a new functional model.
+
+    It shares the remaining layers (and weights) with ``model``. UserError when the first layers do
+    not form a plain chain that can be cut off (e.g. a preprocessing layer also feeds a branch).
+    """
+    import keras
+
+    layers = _non_input_layers(model)
+    if count <= 0:
+        return model
+    if count >= len(layers):
+        raise UserError(f"{checkpoint_path}: nothing is left after its {count} preprocessing "
+                        f"layer(s); cannot replace its preprocessing")
+    first = layers[count]
+    try:
+        stripped = keras.Model(first.input, model.outputs, name=model.name)
+    except Exception as error:  # Keras raises ValueError/AttributeError for non-chain graphs
+        stripped, reason = None, f"{type(error).__name__}: {str(error).strip()[:200]}"
+    else:
+        reason = ""
+        if len(_non_input_layers(stripped)) != len(layers) - count or \
+                any(layer in _non_input_layers(stripped) for layer in layers[:count]):
+            stripped, reason = None, "its preprocessing layers also feed other layers"
+    if stripped is None:
+        names = ", ".join(layer.name for layer in layers[:count])
+        raise UserError(f"{checkpoint_path}: cannot remove its own preprocessing layers ({names}) "
+                        f"to apply --preprocessing / --eval-preprocessing ({reason}); evaluate it "
+                        f"without those flags")
+    return stripped
+
+
 def _legacy_vggface2(images: np.ndarray) -> np.ndarray:
     """The original's evaluation input (SPEC §4.4, §6 row 17): BGR pixels minus the swapped means.
 
@@ -284,13 +359,26 @@ def read_run_json(checkpoint_path: str | Path) -> dict | None:
     return data
 
 
+def pipeline_user_errors():
+    """``input_pipeline.user_errors_from_pipeline()``: a TensorFlow error raised inside the input
+    pipeline that carries our UserError (e.g. a corrupt image, named) comes out as that UserError.
+    """
+    import contextlib
+
+    import input_pipeline
+
+    factory = getattr(input_pipeline, "user_errors_from_pipeline", None)
+    return contextlib.nullcontext() if factory is None else factory()
+
+
 class Classifier:
     """A loaded model plus everything needed to feed it RAF-DB images and read RAF-DB classes."""
 
     def __init__(self, model, checkpoint_path: Path, *, image_size: tuple[int, int], channels: int,
                  crop: str, batch_size: int, preprocess, preprocessing_label: str,
                  preprocessing_source: str, output_names: tuple[str, ...], class_source: str,
-                 permutation: np.ndarray, run_info: dict | None):
+                 permutation: np.ndarray, run_info: dict | None,
+                 stripped_layers: Sequence[str] = ()):
         self.model = model
         self.checkpoint_path = Path(checkpoint_path)
         self.image_size = image_size
@@ -304,6 +392,7 @@ class Classifier:
         self.class_source = class_source
         self.permutation = permutation
         self.run_info = run_info
+        self.stripped_layers = tuple(stripped_layers)  # the model's own preprocessing, removed
         self._predict_step = None
 
     # -- reports ---------------------------------------------------------------------------
@@ -320,6 +409,7 @@ class Classifier:
             "crop": self.crop,
             "preprocessing": self.preprocessing_label,
             "preprocessing_source": self.preprocessing_source,
+            "stripped_layers": list(self.stripped_layers),
             "output_classes": list(self.output_names),
             "class_order_source": self.class_source,
             "run_json": None if self.run_info is None else {
@@ -386,14 +476,15 @@ class Classifier:
 
             bar = tqdm(desc=progress, unit="img", leave=False, dynamic_ncols=True)
         try:
-            for images in self._with_preprocessing(dataset):
-                outputs = step(images)
-                if isinstance(outputs, (list, tuple)):
-                    outputs = outputs[0]
-                outputs = np.asarray(outputs, dtype=np.float32)
-                chunks.append(outputs)
-                if bar is not None:
-                    bar.update(len(outputs))
+            with pipeline_user_errors():
+                for images in self._with_preprocessing(dataset):
+                    outputs = step(images)
+                    if isinstance(outputs, (list, tuple)):
+                        outputs = outputs[0]
+                    outputs = np.asarray(outputs, dtype=np.float32)
+                    chunks.append(outputs)
+                    if bar is not None:
+                        bar.update(len(outputs))
         finally:
             if bar is not None:
                 bar.close()
@@ -456,11 +547,33 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
     if eval_preprocessing not in (None, "auto", "legacy-vggface2"):
         raise UserError(f"--eval-preprocessing: expected auto or legacy-vggface2, "
                         f"got {eval_preprocessing!r}")
+    if preprocessing is not None:
+        preprocessing = PREPROCESSING_ALIASES.get(preprocessing, preprocessing)
     if preprocessing is not None and preprocessing not in PREPROCESSING_CHOICES:
         raise UserError(f"--preprocessing: expected one of {', '.join(PREPROCESSING_CHOICES)}, "
                         f"got {preprocessing!r}")
     preprocess = None
-    if eval_preprocessing == "legacy-vggface2":
+    legacy = eval_preprocessing == "legacy-vggface2"
+    in_model_mode = None  # run.json's mode when it says the preprocessing is inside the model
+    if run_info is not None and run_info.get("preprocessing_in_model"):
+        in_model_mode = str(run_info.get("preprocessing") or "no")
+    own_layers, own_flip = leading_preprocessing(model, trust_rescaling=in_model_mode is not None)
+    stripped_layers: list[str] = []
+    if legacy or preprocessing is not None:
+        # The flag replaces the model's own preprocessing: cut it off so it does not run twice.
+        flag = "--eval-preprocessing legacy-vggface2" if legacy else f"--preprocessing {preprocessing}"
+        if in_model_mode not in (None, "no", "none") and not own_layers:
+            raise UserError(f"{run_json_path}: says the model applies {in_model_mode} itself, but "
+                            f"{checkpoint_path} starts with no preprocessing layer that could be "
+                            f"removed for {flag}; evaluate it without {flag.split()[0]}")
+        # legacy-vggface2 hands over BGR itself, so the model's RGB->BGR flip goes too.
+        count = len(own_layers) + (1 if legacy and own_flip is not None else 0)
+        if count:
+            stripped_layers = [layer.name for layer in _non_input_layers(model)[:count]]
+            model = strip_leading_layers(model, count, checkpoint_path)
+            LOG.warning("%s: %s replaces the model's own preprocessing layers (%s), removed for "
+                        "this evaluation", checkpoint_path, flag, ", ".join(stripped_layers))
+    if legacy:
         if channels != 3:
             raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
         preprocess, label, source = _legacy_vggface2, "legacy-vggface2 (BGR, swapped means)", "flag"
@@ -490,6 +603,12 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
             else:
                 raise UserError(f"{run_json_path}: unknown preprocessing {mode!r} (expected one "
                                 f"of {', '.join(PREPROCESSING_CHOICES)})")
+    elif own_layers:
+        label = f"{', '.join(type(layer).__name__ for layer in own_layers)} (inside the model)"
+        source = "model layers"
+        LOG.warning("%s: no run.json; the model starts with its own preprocessing layers (%s): "
+                    "feeding raw RGB pixels 0..255 to them", checkpoint_path,
+                    ", ".join(layer.name for layer in own_layers))
     else:
         label, source = "none", "default"
         LOG.warning("%s: no run.json and no --preprocessing: feeding raw RGB pixels 0..255 "
@@ -544,7 +663,8 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                             crop=crop, batch_size=batch_size, preprocess=preprocess,
                             preprocessing_label=label, preprocessing_source=source,
                             output_names=tuple(names), class_source=class_source,
-                            permutation=permutation, run_info=run_info)
+                            permutation=permutation, run_info=run_info,
+                            stripped_layers=stripped_layers)
     LOG.info("%s: input %dx%dx%d, crop %s, preprocessing %s (%s), classes %s (%s)",
              checkpoint_path, image_size[0], image_size[1], channels, crop, label, source,
              ",".join(names), class_source)
@@ -563,16 +683,23 @@ def _input_size(text: str) -> tuple[int, int]:
     return height, int(match.group(2) or height)
 
 
+def _preprocessing_choice(text: str) -> str:
+    return PREPROCESSING_ALIASES.get(text, text)
+
+
 def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     """Flags that adapt a checkpoint to RAF-DB (shared by both evaluation scripts)."""
     group = parser.add_argument_group("checkpoint adaptation")
-    group.add_argument("--preprocessing", choices=PREPROCESSING_CHOICES, default=None,
+    group.add_argument("--preprocessing", type=_preprocessing_choice,
+                       choices=PREPROCESSING_CHOICES, default=None,
                        help="preprocessing for a checkpoint without run.json (overrides run.json "
-                            "when given); scale-1-1 = x/127.5-1 for FER2013 models. Default: "
-                            "run.json's, else raw pixels with a warning")
+                            "when given; a model's own preprocessing layers are then removed); "
+                            "scale-1-1 = x/127.5-1 for FER2013 models; 'no' (train_fer.py's "
+                            "spelling) = none. Default: run.json's, else raw pixels with a warning")
     group.add_argument("--eval-preprocessing", choices=EVAL_PREPROCESSING_CHOICES, default="auto",
                        help="legacy-vggface2 reproduces the original's evaluation input (BGR, "
-                            "VGGFace2 means subtracted in swapped order) whatever run.json says")
+                            "VGGFace2 means subtracted in swapped order) whatever run.json says; "
+                            "the model's own preprocessing layers and RGB->BGR flip are removed")
     group.add_argument("--class-order", default=None, metavar="NAMES",
                        help="the checkpoint's output classes, comma-separated (synonyms "
                             "angry/happy/sad/surprised accepted), or 'fer2013' / 'rafdb'; mapped "

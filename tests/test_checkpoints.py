@@ -246,3 +246,97 @@ def test_checkpoint_args_round_trip(tmp_path):
     assert (classifier.batch_size, classifier.crop, classifier.preprocessing_label) == (5, "legacy99", "scale01")
     with pytest.raises(SystemExit):
         parser.parse_args(["--batch", "0"])
+
+
+def test_preprocessing_no_is_an_alias_of_none(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    checkpoints.add_checkpoint_args(parser)
+    assert parser.parse_args(["--preprocessing", "no"]).preprocessing == "none"
+    assert "'no'" in parser.format_help()
+    path = probe_model(tmp_path / "m.hdf5", 32, 3, np.zeros((3, 7)), np.zeros(7))
+    classifier = checkpoints.adapt(checkpoints.load_classifier(path), path, preprocessing="no")
+    assert classifier.preprocessing_label == "none" and classifier.preprocess is None
+
+
+# --------------------------------------------------------------------------------------------
+# A flag replaces the checkpoint's own preprocessing layers instead of running on top of them.
+
+VGGFACE2_MEANS_RGB = np.array([131.0912, 103.8827, 91.4953])  # SPEC §4.4, R, G, B
+
+
+@pytest.fixture(scope="module")
+def vggface2_checkpoint(tmp_path_factory):
+    """A real build_model(vgg16, preprocessing=vggface2) checkpoint with its run.json, the same
+    backbone built on its own (no preprocessing, no flip) with the same weights, and 64 px images."""
+    import models
+
+    root = tmp_path_factory.mktemp("vggface2_run")
+    keras.utils.set_random_seed(7)
+    model = models.build_model("vgg16", 64, preprocessing="vggface2")
+    assert [type(layer).__name__ for layer in model.layers[1:3]] == ["VGGFace2Mean", "ChannelFlip"]
+    path = root / "run" / "checkpoint.03.hdf5"
+    path.parent.mkdir()
+    model.save(path)
+    (path.parent / "run.json").write_text(json.dumps({
+        "net": "vgg16", "input_shape": [64, 64, 3], "channel_order": "BGR", "preprocessing": "vggface2",
+        "preprocessing_in_model": True, "mean_order": "correct", "class_names": list(RAF), "crop": "exact"}))
+    backbone = models.NETS["vgg16"]((64, 64, 3), 7)  # the bare network: its first layer is a conv
+    backbone.set_weights(model.get_weights())  # the preprocessing layers have no weights
+    paths, images = write_images(root / "images", count=3, size=64, seed=11)  # 64 px: no resize
+    return path, backbone, paths, np.stack(images).astype(np.float32)
+
+
+def test_legacy_vggface2_strips_the_models_own_preprocessing(vggface2_checkpoint):
+    path, backbone, paths, images = vggface2_checkpoint
+    model = checkpoints.load_classifier(path)
+    classifier = checkpoints.adapt(model, path, eval_preprocessing="legacy-vggface2")
+    assert classifier.stripped_layers == ("vggface2_mean", "rgb_to_bgr")
+    # The original's input, by hand: BGR pixels, 131.0912 subtracted from B, 103.8827 from G, 91.4953 from R.
+    bgr = images[..., ::-1] - np.array([131.0912, 103.8827, 91.4953], np.float32)
+    expected = backbone.predict(bgr, verbose=0)
+    outputs = classifier.predict_paths(paths)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-6)
+    # The bug this guards against: the full model (own means and flip) on top of the legacy input.
+    doubled = model.predict(bgr, verbose=0)
+    assert not np.allclose(doubled, expected, rtol=1e-4, atol=1e-6)
+    # Without the flag the model's own layers run: RGB - correct means, flipped to BGR.
+    auto = checkpoints.adapt(model, path)
+    assert auto.stripped_layers == () and auto.preprocess is None
+    np.testing.assert_allclose(auto.predict_paths(paths),
+                               backbone.predict((images - VGGFACE2_MEANS_RGB)[..., ::-1].astype(np.float32),
+                                                verbose=0), rtol=1e-4, atol=1e-6)
+
+
+def test_preprocessing_flag_strips_the_layers_but_keeps_the_bgr_flip(vggface2_checkpoint):
+    path, backbone, paths, images = vggface2_checkpoint
+    model = checkpoints.load_classifier(path)
+    classifier = checkpoints.adapt(model, path, preprocessing="scale01")
+    assert classifier.stripped_layers == ("vggface2_mean",)
+    expected = backbone.predict((images / 255.0)[..., ::-1].astype(np.float32), verbose=0)  # flip kept
+    np.testing.assert_allclose(classifier.predict_paths(paths), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_preprocessing_in_model_without_removable_layers_is_refused(tmp_path):
+    path = probe_model(tmp_path / "run" / "checkpoint.01.hdf5", 32, 3, np.zeros((3, 7)), np.zeros(7))
+    (path.parent / "run.json").write_text(json.dumps({
+        "preprocessing": "full_normalization", "preprocessing_in_model": True, "class_names": list(RAF)}))
+    model = checkpoints.load_classifier(path)
+    with pytest.raises(UserError, match=r"run\.json.*full_normalization.*--preprocessing"):
+        checkpoints.adapt(model, path, preprocessing="scale01")
+    with pytest.raises(UserError, match="--eval-preprocessing"):
+        checkpoints.adapt(model, path, eval_preprocessing="legacy-vggface2")
+
+
+def test_raw_input_used_past_the_preprocessing_cannot_be_stripped(tmp_path):
+    import models
+
+    inputs = keras.Input((32, 32, 3))
+    normalised = models.ZNormalization()(inputs)
+    x = keras.layers.Add()([inputs, keras.layers.Conv2D(3, 1)(normalised)])  # raw pixels skip it
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    path = tmp_path / "branch.keras"
+    keras.Model(inputs, keras.layers.Dense(7)(x)).save(path)
+    with pytest.raises(UserError, match="cannot remove its own preprocessing"):
+        checkpoints.adapt(checkpoints.load_classifier(path), path, preprocessing="none")
