@@ -214,6 +214,33 @@ def inputs_digest(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def _table_value(value: Any) -> Any:
+    """A plain, repr-stable form of a parameter constant, or None if it is not data (e.g. functions)."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_table_value(item) for item in value]
+        return None if any(item is None for item in items) else tuple(items)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return (str(getattr(value, "dtype", "")), _table_value(value.tolist()))
+    return None
+
+
+def parameter_tables_digest(module) -> str:
+    """First 12 hex digits of the SHA-256 of a module's parameter tables: every public upper-case
+    constant that is data (numbers, strings, tuples, numpy arrays), as ``NAME=repr`` lines sorted by
+    name; help texts (``*_HELP``) and registries of functions are left out. A changed table value
+    changes the digest, so an export tree made with other tables is refused (``param_set``)."""
+    lines = []
+    for name in sorted(vars(module)):
+        if not name.isupper() or name.startswith("_") or name.endswith("_HELP"):
+            continue
+        value = _table_value(getattr(module, name))
+        if value is not None:
+            lines.append(f"{name}={value!r}")
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:12]
+
+
 def generator_version() -> str:
     """``git describe --always --dirty --tags`` of this checkout, or "unknown"."""
     try:

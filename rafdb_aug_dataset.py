@@ -7,6 +7,9 @@ Commands (SPEC §2.1, §2.7, §2.8):
            JPEG quality 95 as the original, or lossless with --format png. Deterministic per image
            (seed, file name, corruption, severity), resumable (rerun to finish an interrupted export),
            with a manifest.json holding the parameters and the SHA-256 of every file.
+           A rerun renders again the images whose source file changed (SHA-256 per image in the
+           manifest); a tree made by another version of this toolkit or of its imaging packages is
+           refused unless --force-rerender.
   verify   checks a tree against its manifest and names every missing, altered or unexpected file
            (exit 1 if anything is wrong).
   preview  (also: no arguments) renders corruptions.png, 18 rows (one per corruption) x 6 columns
@@ -24,7 +27,6 @@ Examples:
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
 from pathlib import Path
@@ -39,7 +41,11 @@ from cli_common import LOG, UserError
 
 PREVIEW_CELL = 100  # px, the face
 PREVIEW_MARGIN = 2  # px of white right of and below every face
-PARAM_SET = getattr(corruptions, "PARAM_SET", "rafdb-c SPEC §2.3 (k = H/48)")
+# The parameter set recorded in the manifest: the table shape plus a digest of corruptions.py's
+# parameter tables, so a tree exported with other table values is refused (code changes are caught
+# by the manifest's generator version).
+PARAM_SET = (f"rafdb-c-{len(corruptions.CORRUPTION_NAMES)}x{len(corruptions.SEVERITIES)}-"
+             f"{dataset_writer.parameter_tables_digest(corruptions)}")
 SEVERITY_RANGE = (1, 5)
 
 
@@ -106,7 +112,9 @@ def parse_args(argv=None):
     data = export.add_argument_group("input and output")
     data.add_argument("--rafdb", default="RAF-DB", help="RAF-DB root (holds basic/Image/aligned)")
     data.add_argument("--split", default="test", choices=rafdb_dataset.SPLITS, help="which aligned images to corrupt (test_* or train_*)")
-    data.add_argument("--out", default="corrupted_raf_dataset", help="output root folder")
+    data.add_argument("--out", default="corrupted_raf_dataset",
+                      help="output root folder of the tree (created if needed; an existing one must hold "
+                           "the manifest.json of an export with the same parameters, which is resumed)")
     data.add_argument("--format", choices=("jpg", "png"), default="jpg",
                       help="jpg: OpenCV JPEG quality 95 as the original; png: lossless (results not "
                            "comparable with jpg)")
@@ -115,24 +123,21 @@ def parse_args(argv=None):
                       help="'all' or a comma-separated list of: " + ", ".join(corruptions.CORRUPTION_NAMES))
     what.add_argument("--severities", default="1-5", help="severities to write, e.g. 1,2,3 or 1-5 (each in 1..5)")
     add_render_args(what)
-    run = export.add_argument_group("execution")
-    run.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                     help="worker processes (default and 0: all cores); 1 renders in this process, without a pool")
-    run.add_argument("--quiet", action="store_true",
-                     help="no progress bar or log messages (errors and the final summary still go to stderr)")
+    dataset_writer.add_run_args(export.add_argument_group("execution"))
 
     verify = commands.add_parser("verify", help="check an exported tree against its manifest",
                                  formatter_class=cli_common.HelpFormatter)
-    verify.add_argument("--out", default="corrupted_raf_dataset", help="exported root folder to check")
+    verify.add_argument("--out", default="corrupted_raf_dataset",
+                        help="the exported tree to check (the folder holding manifest.json)")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
 
     preview = commands.add_parser("preview", help="render the corruptions.png grid (the default command)",
                                   formatter_class=cli_common.HelpFormatter)
     preview.add_argument("--rafdb", default="RAF-DB",
                          help="RAF-DB root; its first aligned test face is used when present")
-    preview.add_argument("--out", default="corruptions.png", help="PNG file to write")
+    preview.add_argument("--out", default="corruptions.png", help="the PNG image file to write (the preview grid)")
     add_render_args(preview)
-    preview.add_argument("--quiet", action="store_true", help="no log messages")
+    preview.add_argument("--quiet", action="store_true", help="no INFO log messages")
 
     args = parser.parse_args(argv)
     if args.command is None:  # no arguments: the original's behaviour, the preview grid
@@ -157,8 +162,6 @@ def require_wand() -> None:
 def run_export(args) -> int:
     names = parse_corruptions(args.corruptions)
     severities = parse_severities(args.severities)
-    if args.workers < 0:
-        raise UserError(f"--workers: expected a positive number (0 = all cores), got {args.workers}")
     if args.motion_backend == "wand" and any("motion" in name for name in names):
         require_wand()
     paths = rafdb_dataset.list_aligned(args.rafdb, args.split)
@@ -166,23 +169,25 @@ def run_export(args) -> int:
     params = {"seed": args.seed, "format": args.format, "motion_backend": args.motion_backend,
               "colour": args.colour, "param_set": PARAM_SET, "split": args.split}
     # Fail on an unwritable folder or a conflicting manifest before listing work or starting workers.
-    dataset_writer.check_output_dir(args.out, kind=dataset_writer.RAFDB_C_KIND, params=params)
+    dataset_writer.check_output_dir(args.out, kind=dataset_writer.RAFDB_C_KIND, params=params,
+                                    force_rerender=args.force_rerender)
     units = dataset_writer.rafdb_c_units(paths, pairs, fmt=args.format, split=args.split)
     render = functools.partial(dataset_writer.render_rafdb_c, pairs=pairs, seed=args.seed, fmt=args.format,
                                motion_backend=args.motion_backend, colour=args.colour, split=args.split)
-    if not args.quiet:
-        LOG.info("%d image(s) x %d corruption(s) x %d severit%s = %d files -> %s", len(paths), len(names),
-                 len(severities), "y" if len(severities) == 1 else "ies", len(paths) * len(pairs), args.out)
+    LOG.info("%d image(s) x %d corruption(s) x %d severit%s = %d files -> %s", len(paths), len(names),
+             len(severities), "y" if len(severities) == 1 else "ies", len(paths) * len(pairs), args.out)
     result = dataset_writer.export(
         units, render, args.out, generator="rafdb_aug_dataset.py", kind=dataset_writer.RAFDB_C_KIND,
         params=params, sources=[path.name for path in paths], source_root=str(args.rafdb),
-        workers=args.workers, progress=not args.quiet,
+        workers=args.workers, progress=not args.quiet, force_rerender=args.force_rerender,
     )
     seconds = max(result.seconds, 1e-9)
+    stale = (f", {result.units_stale} image(s) rendered again (source changed or --force-rerender)"
+             if result.units_stale else "")
     print(
         f"RAF-DB-C export to {result.out_dir}: {result.units} image(s) x {len(pairs)} corruption/severity "
         f"pair(s) = {result.files} file(s); {result.files_written} written, {result.files_skipped} skipped "
-        f"(already complete); {result.seconds:.1f} s wall with {result.workers} worker(s), "
+        f"(already complete){stale}; {result.seconds:.1f} s wall with {result.workers} worker(s), "
         f"{result.units / seconds:.1f} images/s, {result.files / seconds:.0f} files/s; manifest "
         f"{result.manifest_path} (check with: rafdb_aug_dataset.py verify --out {result.out_dir}).",
         file=sys.stderr,
@@ -241,16 +246,15 @@ def preview_grid(face: np.ndarray, file_name: str, *, seed: int = 0, motion_back
 def run_preview(args) -> int:
     if args.motion_backend == "wand":
         require_wand()
-    out = Path(args.out)
+    out = dataset_writer.check_writable_file(args.out)  # before the rendering, not after
     face, file_name = preview_face(args.rafdb)
     grid = preview_grid(face, file_name, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour)
     try:
         cli_common.atomic_write_bytes(out, rafdb_dataset.encode_image(grid, "png"))
     except OSError as error:
         raise UserError(f"--out {out}: cannot write ({error.strerror or error})") from None
-    if not args.quiet:
-        LOG.info("wrote %s (%dx%d px; rows: %s)", out, grid.shape[1], grid.shape[0],
-                 ", ".join(corruptions.CORRUPTION_NAMES))
+    LOG.info("wrote %s (%dx%d px; rows: %s)", out, grid.shape[1], grid.shape[0],
+             ", ".join(corruptions.CORRUPTION_NAMES))
     return 0
 
 

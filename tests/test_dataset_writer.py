@@ -285,3 +285,21 @@ def test_check_writable_file(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match=r"--out .*file[/\\]x\.gif: cannot create the folder"):
         dataset_writer.check_writable_file(tmp_path / "file" / "x.gif")
+
+
+def test_parameter_tables_digest_follows_the_tables():
+    import types
+
+    import numpy as np
+
+    def module(**constants):
+        return types.SimpleNamespace(**constants)
+
+    base = module(SIGMA=(0.08, 0.12), MODE="water", TARGETS=np.array([[1.0, 2.0]]), X_HELP="text",
+                  REGISTRY={"f": print}, _PRIVATE=1, lower=2)
+    lines = ["MODE='water'", "SIGMA=(0.08, 0.12)", "TARGETS=('float64', ((1.0, 2.0),))"]
+    assert dataset_writer.parameter_tables_digest(base) == hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+    same = module(SIGMA=(0.08, 0.12), MODE="water", TARGETS=np.array([[1.0, 2.0]]), X_HELP="other text")
+    assert dataset_writer.parameter_tables_digest(same) == dataset_writer.parameter_tables_digest(base)
+    changed = module(SIGMA=(0.08, 0.13), MODE="water", TARGETS=np.array([[1.0, 2.0]]))
+    assert dataset_writer.parameter_tables_digest(changed) != dataset_writer.parameter_tables_digest(base)

@@ -70,9 +70,9 @@ def test_cli_help_and_parsing():
 
 @pytest.fixture(scope="module")
 def reference(sample_tree, tmp_path_factory):
-    """One uninterrupted 2-worker export of the sample tree (6 folders), shared by several tests."""
+    """One uninterrupted 3-worker export of the sample tree (6 folders), shared by several tests."""
     out = tmp_path_factory.mktemp("ref") / "c"
-    argv = ["export", "--rafdb", str(sample_tree), "--out", str(out), "--workers", "2", "--quiet", *SMALL]
+    argv = ["export", "--rafdb", str(sample_tree), "--out", str(out), "--workers", "3", "--quiet", *SMALL]
     assert rafdb_aug_dataset.main(argv) == 0
     return out
 
@@ -99,7 +99,16 @@ def test_manifest_content(sample_tree, reference):
     assert manifest["kind"] == "rafdb-c" and manifest["complete"] is True
     params = manifest["params"]
     assert (params["seed"], params["format"], params["motion_backend"], params["colour"]) == (0, "jpg", "numpy", "rgb")
-    assert "param_set" in params
+    # The table shape and the digest of corruptions.py's parameter tables, re-derived here.
+    lines = [f"{name}={getattr(corruptions, name)!r}" for name in sorted(vars(corruptions))
+             if name.isupper() and not name.startswith("_") and not name.endswith("_HELP")
+             and isinstance(getattr(corruptions, name), (int, float, str, tuple))]
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+    assert params["param_set"] == f"rafdb-c-18x5-{digest}"
+    sources = sorted((sample_tree / "basic/Image/aligned").glob("test_*_aligned.jpg"))
+    assert manifest["units"] == {
+        path.name: hashlib.sha256(hashlib.sha256(path.read_bytes()).hexdigest().encode()).hexdigest()
+        for path in sources}
     assert manifest["generator"]["name"] == "rafdb_aug_dataset.py" and manifest["generator"]["version"]
     assert manifest["folders"] == {f"rafdb.test.{name}.{s}": 21 for name, s in PAIRS}
     assert manifest["source"]["files"] == [f"test_{i:04d}_aligned.jpg" for i in range(1, 22)]
@@ -109,7 +118,8 @@ def test_manifest_content(sample_tree, reference):
     assert len(on_disk) == 126 and manifest["files"] == on_disk
 
 
-def test_one_worker_equals_two_workers(sample_tree, reference, tmp_path, capsys):
+def test_one_worker_equals_three_workers(sample_tree, reference, tmp_path, capsys):
+    """SPEC §2.7: byte-identical output for 1 and 3 workers (the reference uses 3)."""
     export(sample_tree, tmp_path / "one", capsys, workers="1")
     assert tree(tmp_path / "one") == tree(reference)
     assert manifest_without_generator(tmp_path / "one") == manifest_without_generator(reference)
@@ -302,3 +312,88 @@ def test_preview_grid_geometry(sample_tree, tmp_path, capsys, use_real):
     # severity 5 of contrast (row 8) is visibly flatter than the clean face
     row = list(corruptions.CORRUPTION_NAMES).index("contrast")
     assert grid[row * 102:row * 102 + 100, 5 * 102:5 * 102 + 100].std() < grid[row * 102:row * 102 + 100, :100].std()
+
+
+def test_regenerated_source_tree_is_rendered_again(tmp_path, capsys):
+    """`rafdb_dataset.py sample --force` with another seed, then the same export: every image changed,
+    so every file is rendered again and the manifest follows; an unchanged tree is skipped."""
+    import synthetic_faces
+
+    rafdb, out = tmp_path / "RAF-DB", tmp_path / "c"
+    synthetic_faces.write_sample_tree(rafdb, n_train=1, n_test=3, seed=0)
+    few = ["--corruptions", "contrast", "--severities", "1"]
+    export(rafdb, out, capsys, *few)
+    before = tree(out)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.jpg")}
+    err = export(rafdb, out, capsys, *few)
+    assert "0 written, 3 skipped" in err and "rendered again" not in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.jpg")} == mtimes
+
+    shutil.rmtree(rafdb)
+    synthetic_faces.write_sample_tree(rafdb, n_train=1, n_test=3, seed=7)
+    err = export(rafdb, out, capsys, *few)
+    assert "3 written, 0 skipped" in err and "3 image(s) rendered again" in err
+    after = tree(out)
+    assert after.keys() == before.keys() and all(after[rel] != before[rel] for rel in after)
+    # Each file is the corruption of the new source, and the manifest records the new hashes.
+    name = "test_0002_aligned.jpg"
+    clean = decode_rgb(rafdb / "basic/Image/aligned" / name)
+    expected = corruptions.corrupt(clean, "contrast", 1, spec_rng(0, "contrast", 1, name))
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(expected, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert after[f"rafdb.test.contrast.1/{name}"] == jpeg.tobytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"][f"rafdb.test.contrast.1/{name}"] == hashlib.sha256(jpeg.tobytes()).hexdigest()
+    source = (rafdb / "basic/Image/aligned" / name).read_bytes()
+    assert manifest["units"][name] == hashlib.sha256(hashlib.sha256(source).hexdigest().encode()).hexdigest()
+    code, stdout, _err = cli(["verify", "--out", str(out), "--quiet"], capsys)
+    assert code == 0, stdout
+
+
+def test_other_package_version_refused_then_force_rerender(small_tree, tmp_path, capsys):
+    out = tmp_path / "c"
+    few = ["--corruptions", "contrast", "--severities", "1"]
+    export(small_tree, out, capsys, *few)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["versions"]["opencv"] = "3.0.0"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(out), *few], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"{out / 'manifest.json'}: the existing export was made with opencv version '3.0.0'" in err
+    assert "--force-rerender" in err and "new --out" in err
+    err = export(small_tree, out, capsys, *few, "--force-rerender")
+    assert "3 written, 0 skipped" in err
+    assert json.loads((out / "manifest.json").read_text())["versions"]["opencv"] != "3.0.0"
+
+
+def test_quiet_keeps_the_summary_only(small_tree, tmp_path, capsys, caplog):
+    """--quiet: no progress bar, no INFO logs; the final summary is still printed."""
+    caplog.set_level("INFO", logger="fer")
+    argv = ["export", "--rafdb", str(small_tree), "--out", str(tmp_path / "c"), "--workers", "1",
+            "--corruptions", "contrast", "--severities", "1"]
+    code, _out, err = cli([*argv, "--quiet"], capsys)
+    assert code == 0 and "RAF-DB-C export to" in err and "file/s]" not in err
+    assert not [r for r in caplog.records if r.levelname == "INFO"]
+    code, _out, err = cli([*argv[:4], str(tmp_path / "d"), *argv[5:]], capsys)
+    assert code == 0 and "RAF-DB-C export to" in err
+    assert "3 image(s) x 1 corruption(s) x 1 severity = 3 files" in caplog.text
+
+
+def test_help_texts_say_what_out_is(capsys):
+    for command, words in (("export", "output root folder"), ("verify", "the exported tree to check"),
+                           ("preview", "the PNG image file to write")):
+        with pytest.raises(SystemExit):
+            rafdb_aug_dataset.parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert words in text, command
+    with pytest.raises(SystemExit):
+        rafdb_aug_dataset.parse_args(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0 = all cores (the default); 1 = render in this process" in text and "--force-rerender" in text
+
+
+def test_preview_unwritable_out_fails_before_rendering(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(rafdb_aug_dataset, "preview_grid", lambda *a, **k: pytest.fail("rendered first"))
+    code, _out, err = cli(["preview", "--rafdb", str(tmp_path), "--out", str(blocker / "grid.png")], capsys)
+    assert code == 2 and "Traceback" not in err and f"--out {blocker / 'grid.png'}: cannot create" in err
