@@ -64,8 +64,11 @@ ALIASES = {
 }
 
 # Channel order the backbone's pretrained weights expect; build_model flips RGB to BGR for "BGR".
+# senet50/vgg16: rcmalli keras-vggface weights (Caffe, BGR); vgg16 and resnet50 ImageNet: Keras's
+# weights converted from Caffe, preprocess_input mode "caffe" (BGR). Xception, MobileNetV2 and
+# DenseNet take RGB ("tf"/"torch" modes); smallcnn is trained from scratch on RGB.
 CHANNEL_ORDER = {name: "RGB" for name in NETS}
-CHANNEL_ORDER.update(senet50="BGR", vgg16="BGR")  # rcmalli keras-vggface weights (Caffe, BGR)
+CHANNEL_ORDER.update(senet50="BGR", vgg16="BGR", resnet50="BGR")
 
 NET_CHOICES = tuple(NETS) + tuple(name for name in ALIASES if name not in NETS)
 

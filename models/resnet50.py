@@ -44,7 +44,7 @@ def _block(x, filters, name, lpf, weight_decay, stride=1, shortcut_conv=True):
 
 
 def network(x, num_classes, lpf=1, weight_decay=0.0):
-    """The layers on tensor ``x`` (already preprocessed); returns the softmax output tensor."""
+    """The layers on tensor ``x`` (already preprocessed, BGR); returns the softmax output tensor."""
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = _conv(x, 64, 7, "conv1_conv", lpf, weight_decay, stride=2)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="conv1_bn")(x)

@@ -338,7 +338,18 @@ def test_bgr_backbone_gets_flipped_mean_subtracted_input():
     image = np.broadcast_to(np.array(PIXEL, dtype="float32"), (1, SIZE, SIZE, 3))
     np.testing.assert_allclose(probe.predict(image, verbose=0)[0, 0, 0],
                                (100 - 91.4953, 150 - 103.8827, 200 - 131.0912), atol=1e-4)
-    assert models.CHANNEL_ORDER["vgg16"] == "BGR" and models.CHANNEL_ORDER["resnet50"] == "RGB"
+    # Caffe-converted weights (rcmalli VGGFace, Keras's VGG16/ResNet50 ImageNet "caffe" mode) expect BGR.
+    assert {net for net, order in models.CHANNEL_ORDER.items() if order == "BGR"} == {"senet50", "vgg16", "resnet50"}
+
+
+def test_resnet50_gets_the_bgr_flip_and_rgb_nets_do_not():
+    resnet = models.build_model("resnet50", SIZE, preprocessing="no")
+    assert [type(layer).__name__ for layer in resnet.layers[1:3]] == ["ChannelFlip", "ZeroPadding2D"]
+    probe = keras.Model(resnet.input, resnet.get_layer("rgb_to_bgr").output)
+    image = np.broadcast_to(np.array(PIXEL, dtype="float32"), (1, SIZE, SIZE, 3))
+    np.testing.assert_allclose(probe.predict(image, verbose=0)[0, 0, 0], PIXEL[::-1])
+    smallcnn = models.build_model("smallcnn", SIZE, preprocessing="no")
+    assert not any(type(layer).__name__ == "ChannelFlip" for layer in smallcnn.layers)
 
 
 # --------------------------------------------------------------------------------------------
