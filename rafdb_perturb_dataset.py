@@ -7,8 +7,11 @@ selected perturbation writes 30 frames::
 
 (10 x 3,068 x 30 = 920,400 frames for the real RAF-DB). Output is byte-identical for any worker
 count: every sequence draws from its own generator, seeded from (seed, perturbation, file name).
-A killed export resumes where it stopped; ``manifest.json`` records the parameters and the
-SHA-256 of every file, and ``verify`` checks a tree against it.
+A killed export resumes where it stopped; ``manifest.json`` records the parameters, the SHA-256 of
+every file and of every unit's source files (original + landmarks, or the aligned image), and
+``verify`` checks a tree against it. A rerun renders again the images whose source changed; a tree
+made by another version of this toolkit or of its imaging packages is refused unless
+``--force-rerender``.
 
 Examples::
 
@@ -43,6 +46,11 @@ LOG = logging.getLogger("fer.rafdb_p")
 KIND = "rafdb-p"
 SPLIT = "test"
 SOURCES = ("landmarks", "aligned")
+# The parameter set recorded in the manifest: the table shape plus a digest of perturbations.py's
+# parameter tables, so a tree exported with other values is refused (code changes are caught by the
+# manifest's generator version).
+PARAM_SET = (f"rafdb-p-{len(perturbations.PERTURBATIONS)}x{perturbations.NUM_FRAMES}-"
+             f"{dataset_writer.parameter_tables_digest(perturbations)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +126,9 @@ def build_units(root: Path, names: Sequence[str], selected: Sequence[str], *, fm
             landmarks = None
         outputs = tuple(frame_path(name, stem, i, fmt) for name in selected
                         for i in range(perturbations.NUM_FRAMES))
-        units.append(dataset_writer.WorkUnit(str(image_path), outputs, (stem, str(image_path), landmarks)))
+        inputs = (str(image_path), str(landmark_file)) if source == "landmarks" else (str(image_path),)
+        units.append(dataset_writer.WorkUnit(str(image_path), outputs, (stem, str(image_path), landmarks),
+                                             inputs=inputs))
     return units
 
 
@@ -164,7 +174,16 @@ def export_params(args: argparse.Namespace) -> dict:
         "fallback_pad": args.fallback_pad if args.source == "aligned" else None,
         "frames": perturbations.NUM_FRAMES,
         "split": SPLIT,
+        "param_set": PARAM_SET,
     }
+
+
+def require_wand() -> None:
+    try:
+        import wand.image  # noqa: F401  (needs the MagickWand shared library too)
+    except ImportError as error:
+        raise UserError(f"--motion-backend wand: Wand/ImageMagick is not usable ({error}); "
+                        "install Wand and libmagickwand, or use --motion-backend numpy") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -172,14 +191,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     selected = parse_perturbations(args.perturbations)
     params = export_params(args)
     if args.motion_backend == "wand" and "p_motion_blur" in selected:
-        try:
-            import wand.image  # noqa: F401  (needs the MagickWand shared library too)
-        except ImportError as error:
-            raise UserError(f"--motion-backend wand: Wand/ImageMagick is not usable ({error}); "
-                            "install Wand and libmagickwand, or use --motion-backend numpy") from None
-    dataset_writer.check_output_dir(args.out, kind=KIND, params=params)
+        require_wand()
+    # List and check every input before --out is created: a wrong --rafdb leaves nothing behind.
     names = list_test_names(root, args.source)
     units = build_units(root, names, selected, fmt=args.format, source=args.source)
+    dataset_writer.check_output_dir(args.out, kind=KIND, params=params, force_rerender=args.force_rerender)
     render = functools.partial(render_unit, selected=selected, seed=args.seed, fmt=args.format,
                                motion_backend=args.motion_backend, colour=args.colour,
                                fallback_pad=args.fallback_pad)
@@ -189,11 +205,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = dataset_writer.export(
         units, render, args.out, generator="rafdb_perturb_dataset.py", kind=KIND, params=params,
         sources=[Path(unit.name).name for unit in units], source_root=str(root),
-        workers=args.workers, progress=not args.quiet,
+        workers=args.workers, progress=not args.quiet, force_rerender=args.force_rerender,
     )
-    LOG.info("%d image(s) x %d perturbation(s) x %d frames: %d file(s) written, %d already present, "
-             "%.1f s with %d worker(s); manifest %s", len(units), len(selected), perturbations.NUM_FRAMES,
-             result.files_written, result.files_skipped, result.seconds, result.workers, result.manifest_path)
+    stale = (f", {result.units_stale} image(s) rendered again (source changed or --force-rerender)"
+             if result.units_stale else "")
+    print(f"RAF-DB-P export to {result.out_dir}: {len(units)} image(s) x {len(selected)} perturbation(s) x "
+          f"{perturbations.NUM_FRAMES} frames = {result.files} file(s); {result.files_written} written, "
+          f"{result.files_skipped} skipped (already complete){stale}; {result.seconds:.1f} s wall with "
+          f"{result.workers} worker(s); manifest {result.manifest_path} (check with: "
+          f"rafdb_perturb_dataset.py verify --out {result.out_dir}).", file=sys.stderr)
     return 0
 
 
@@ -263,14 +283,31 @@ def write_gif(canvases: Sequence[np.ndarray], path: str | Path, frame_ms: int = 
 
 
 def cmd_gif(args: argparse.Namespace) -> int:
+    if args.frame_ms < 1:
+        raise UserError(f"--frame-ms: expected a positive number of milliseconds, got {args.frame_ms}")
+    if args.motion_backend == "wand":
+        require_wand()
+    out = dataset_writer.check_writable_file(args.out)  # before rendering 300 frames, not after
     face, origin = preview_face(Path(args.rafdb), args.seed)
-    write_gif(preview_frames(face, seed=args.seed), args.out, args.frame_ms)
+    canvases = preview_frames(face, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour)
+    try:
+        write_gif(canvases, out, args.frame_ms)
+    except OSError as error:
+        raise UserError(f"--out {out}: cannot write ({error.strerror or error})") from None
     LOG.info("wrote %s (10 perturbations x 30 frames, from %s)", args.out, origin)
     return 0
 
 
 # --------------------------------------------------------------------------------------------
 # Command line
+
+
+def add_render_args(parser) -> None:
+    """--motion-backend and --colour, shared by ``export`` and ``gif``."""
+    parser.add_argument("--motion-backend", choices=perturbations.MOTION_BACKENDS, default="numpy",
+                        help="motion blur: numpy port (<= 1 grey level from ImageMagick) or wand (ImageMagick)")
+    parser.add_argument("--colour", choices=perturbations.COLOUR_MODES, default="rgb",
+                        help="rgb (correct colours) or bgr-compat (the original's swapped spatter colours)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -288,42 +325,46 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--fallback-pad", choices=perturbations.FALLBACK_PADS, default="reflect101",
                       help="padding of the aligned images under --source aligned")
     what = export.add_argument_group("output")
-    what.add_argument("--out", default="perturbed_raf_dataset", help="output root folder")
+    what.add_argument("--out", default="perturbed_raf_dataset",
+                      help="output root folder of the tree (created if needed; an existing one must hold "
+                           "the manifest.json of an export with the same parameters, which is resumed)")
     what.add_argument("--perturbations", default="all",
                       help=f"'all' or a comma-separated list of: {', '.join(perturbations.PERTURBATIONS)}")
     what.add_argument("--format", choices=("jpg", "png"), default="jpg",
                       help="jpg: OpenCV JPEG quality 95 (FAITHFUL); png: lossless (not comparable with jpg)")
     what.add_argument("--seed", type=int, default=0, help="seed of every per-sequence generator")
-    what.add_argument("--motion-backend", choices=perturbations.MOTION_BACKENDS, default="numpy",
-                      help="motion blur: numpy port (<= 1 grey level from ImageMagick) or wand (ImageMagick)")
-    what.add_argument("--colour", choices=perturbations.COLOUR_MODES, default="rgb",
-                      help="bgr-compat reproduces the original's swapped spatter colours")
-    run = export.add_argument_group("run")
-    run.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_render_args(what)
+    dataset_writer.add_run_args(export.add_argument_group("execution"))
 
     verify = commands.add_parser("verify", help="check a tree against its manifest.json", description=__doc__)
-    verify.add_argument("--out", default="perturbed_raf_dataset", help="output root folder to check")
+    verify.add_argument("--out", default="perturbed_raf_dataset",
+                        help="the exported tree to check (the folder holding manifest.json)")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
 
     gif = commands.add_parser("gif", help="render perturbations.gif (the default command)", description=__doc__)
     gif.add_argument("--rafdb", default="RAF-DB",
                      help="RAF-DB root; its first test original is shown, else a synthetic face")
-    gif.add_argument("--out", default="perturbations.gif", help="GIF file to write")
+    gif.add_argument("--out", default="perturbations.gif", help="the GIF image file to write (the animation)")
     gif.add_argument("--seed", type=int, default=0, help="seed of the random perturbations")
+    add_render_args(gif)
     gif.add_argument("--frame-ms", type=int, default=100, help="duration of one frame in milliseconds")
+    gif.add_argument("--quiet", action="store_true", help="no INFO log messages")
 
-    args = parser.parse_args(argv or ["gif"])
-    if getattr(args, "workers", 0) < 0:
-        parser.error(f"--workers: expected a positive number or 0 (all cores), got {args.workers}")
-    return args
+    return parser.parse_args(argv or ["gif"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     commands = {"export": cmd_export, "verify": cmd_verify, "gif": cmd_gif}
-    return commands[args.command](args)
+    fer_log = logging.getLogger("fer")  # the parent of this script's and dataset_writer's loggers
+    previous_level = fer_log.level
+    if getattr(args, "quiet", False):
+        fer_log.setLevel(logging.WARNING)
+    try:
+        return commands[args.command](args)
+    finally:  # main() is also called in-process (tests): leave the logger as it was
+        fer_log.setLevel(previous_level)
 
 
 if __name__ == "__main__":

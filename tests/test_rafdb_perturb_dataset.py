@@ -190,6 +190,7 @@ def test_bad_flags(tree4, tmp_path):
     assert "Traceback" not in result.stderr
     result = run_cli("export", "--rafdb", tmp_path / "nowhere", "--out", tmp_path / "o2")
     assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o2").exists()  # the dataset is listed before --out is created
 
 
 def test_verify_detects_altered_file(tree4, tmp_path):
@@ -211,3 +212,62 @@ def test_gif_without_arguments(tmp_path):
         width, height = gif.size
     assert width == 5 * 104 and height == 2 * 118  # 2 rows x 5 tiles of 100 px + label + margins
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_changed_source_rendered_again_unchanged_skipped(sample_tree, tmp_path, capsys, caplog):
+    """A unit's landmark file changes: only its 30 frames are rendered again; the rest is skipped."""
+    tree = mini_tree(sample_tree, tmp_path, 2)
+    out = tmp_path / "out"
+    argv = ["export", "--rafdb", str(tree), "--out", str(out), "--perturbations", "p_translate",
+            "--workers", "1", "--quiet"]
+    assert rafdb_perturb_dataset.main(argv) == 0
+    before = tree_bytes(out)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.jpg")}
+    capsys.readouterr()
+    assert rafdb_perturb_dataset.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "60 file(s); 0 written, 60 skipped" in err and "rendered again" not in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.jpg")} == mtimes
+
+    landmarks = rafdb_dataset.landmarks_path(tree, "test_0002")
+    points = rafdb_dataset.read_landmarks(landmarks) + 3.0  # the face moves by 3 px
+    landmarks.write_text("".join(f"{x:.2f}\t{y:.2f}\n" for x, y in points))
+    assert rafdb_perturb_dataset.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "30 written, 30 skipped" in err and "1 image(s) rendered again" in err
+    after = tree_bytes(out)
+    assert {rel for rel in after if after[rel] != before[rel]} == {
+        f"rafdb.test.p_translate/test_0002_{i:02d}.jpg" for i in range(30)}
+    manifest = json.loads((out / "manifest.json").read_text())
+    import hashlib
+
+    image = rafdb_dataset.original_path(tree, "test_0002").read_bytes()
+    expected = hashlib.sha256((hashlib.sha256(image).hexdigest()
+                               + hashlib.sha256(landmarks.read_bytes()).hexdigest()).encode()).hexdigest()
+    assert manifest["units"]["test_0002.jpg"] == expected
+    assert manifest["params"]["param_set"].startswith("rafdb-p-10x30-")
+
+
+def test_gif_unwritable_out_fails_before_rendering(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(rafdb_perturb_dataset, "preview_frames", lambda *a, **k: pytest.fail("rendered first"))
+    with pytest.raises(rafdb_perturb_dataset.UserError, match=r"--out .*a_file[/\\]x\.gif: cannot create"):
+        rafdb_perturb_dataset.main(["gif", "--rafdb", str(tmp_path), "--out", str(blocker / "x.gif")])
+    with pytest.raises(rafdb_perturb_dataset.UserError, match=r"--out .*: is a folder"):
+        rafdb_perturb_dataset.main(["gif", "--rafdb", str(tmp_path), "--out", str(tmp_path)])
+
+
+def test_flags_match_the_rafdb_c_script(capsys):
+    args = rafdb_perturb_dataset.parse_args(["gif", "--motion-backend", "wand", "--colour", "bgr-compat", "--quiet"])
+    assert (args.motion_backend, args.colour, args.quiet) == ("wand", "bgr-compat", True)
+    args = rafdb_perturb_dataset.parse_args(["export"])
+    assert (args.workers, args.quiet, args.force_rerender) == (0, False, False)
+    for command, words in (("export", "output root folder"), ("verify", "the exported tree to check"),
+                           ("gif", "the GIF image file to write")):
+        with pytest.raises(SystemExit):
+            rafdb_perturb_dataset.parse_args([command, "--help"])
+        assert words in " ".join(capsys.readouterr().out.split()), command
+    with pytest.raises(SystemExit) as error:
+        rafdb_perturb_dataset.parse_args(["export", "--workers", "-2"])
+    assert error.value.code == 2 and "--workers: expected a positive number" in capsys.readouterr().err
