@@ -360,8 +360,9 @@ def load_labels(
         if not allow_missing:
             raise UserError(
                 f"{aligned_path(root, missing[0])}: image not found"
-                + (f" (and {n_missing - 1} more)" if n_missing > 1 else "")
-                + "; pass --allow-missing to skip missing images"
+                + (f" (and {n_missing - 1} more {split} image(s))" if n_missing > 1 else "")
+                + f"; the {protocol} label list names it but the tree {root} is incomplete (restore the "
+                "missing images; scripts that offer --allow-missing can skip them instead)"
             )
         LOG.warning("skipping %d missing %s images (first: %s)", n_missing, split, missing[0])
         names = [name for name, ok in zip(names, present) if ok]
@@ -460,8 +461,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import synthetic_faces
 
     out = Path(args.out)
-    if args.train < 1 or args.test < 1:
-        raise UserError("--train and --test must be at least 1")
+    for flag, count, most in (("--train", args.train, 99999), ("--test", args.test, 9999)):
+        if not 1 <= count <= most:
+            raise UserError(f"{flag}: expected 1..{most} images (RAF-DB's {len(str(most))}-digit ids), got {count}")
+    try:
+        return _write_sample(args, out, synthetic_faces)
+    except ValueError as error:  # the library validates its arguments with ValueError
+        raise UserError(str(error)) from None
+
+
+def _write_sample(args: argparse.Namespace, out: Path, synthetic_faces) -> int:
     non_empty = (out.is_dir() and any(out.iterdir())) or (out.exists() and not out.is_dir())
     if non_empty:
         if not args.force:

@@ -129,7 +129,8 @@ def test_missing_tree_and_missing_image(sample_tree, tmp_path):
     root = _copy_tree(sample_tree, tmp_path)
     victim = rd.aligned_path(root, "test_0002")
     victim.unlink()
-    with pytest.raises(UserError, match=r"test_0002_aligned\.jpg: image not found.*--allow-missing"):
+    with pytest.raises(UserError, match=r"test_0002_aligned\.jpg: image not found; the hard label list names "
+                                        r"it but the tree .* is incomplete .*scripts that offer --allow-missing"):
         rd.load_labels(root, "test", "hard")
     labels = rd.load_labels(root, "test", "hard", allow_missing=True)
     assert labels.n_missing == 1 and "test_0002" not in labels.names
@@ -183,3 +184,26 @@ def test_cli_sample_refuses_non_empty_folder(tmp_path):
     result = _run("sample", "--out", target, "--train", 3, "--test", 2)
     assert result.returncode == 2 and "--force" in result.stderr
     assert (target / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--test", 10000, "--test: expected 1..9999 images (RAF-DB's 4-digit ids), got 10000"),
+    ("--train", 100000, "--train: expected 1..99999 images (RAF-DB's 5-digit ids), got 100000"),
+    ("--test", 0, "--test: expected 1..9999 images"),
+])
+def test_cli_sample_counts_out_of_range_exit_2(tmp_path, flag, value, message):
+    result = _run("sample", "--out", tmp_path / "tree", flag, value)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert not (tmp_path / "tree").exists()
+
+
+def test_cli_sample_library_value_error_is_user_error(tmp_path, monkeypatch):
+    import synthetic_faces
+
+    def refuse(root, **kwargs):
+        raise ValueError(f"{root}: exists and is not an empty folder; choose a new --out")
+
+    monkeypatch.setattr(synthetic_faces, "write_sample_tree", refuse)
+    with pytest.raises(UserError, match=r"tree: exists and is not an empty folder"):
+        rd.main(["sample", "--out", str(tmp_path / "tree"), "--train", "2", "--test", "2"])
