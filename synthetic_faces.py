@@ -26,12 +26,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from cli_common import seed64
 
@@ -620,8 +622,11 @@ def _format_row(distribution: np.ndarray) -> str:
 
 
 def write_sample_tree(root: str | os.PathLike, n_train: int = 1200, n_test: int = 300,
-                      seed: int = 0) -> Path:
+                      seed: int = 0, progress: bool | None = None) -> Path:
     """Write a complete synthetic RAF-DB tree at ``root`` (the RAF-DB folder itself).
+
+    ``progress``: a tqdm bar on stderr (one step per image); ``None`` shows it only when stderr is a
+    terminal. It never changes the bytes written.
 
     The tree is built in a temporary sibling folder and renamed onto ``root`` at the end, so a
     reader never sees a half-written tree. Raises ValueError if ``root`` exists and is not an
@@ -650,16 +655,21 @@ def write_sample_tree(root: str | os.PathLike, n_train: int = 1200, n_test: int 
             folder.mkdir(parents=True)
         csv_rows: list[str] = []
         label_rows: list[str] = []
-        for split, count in (("train", n_train), ("test", n_test)):
-            for index, expression in enumerate(class_sequence(seed, split, count), start=1):
-                sample = make_sample(seed, split, index, expression)
-                (aligned_dir / f"{sample.name}_aligned.jpg").write_bytes(encode(sample.aligned))
-                (original_dir / f"{sample.name}.jpg").write_bytes(encode(sample.original))
-                lines = [f"{x:.2f}\t{y:.2f}" for x, y in sample.landmarks]
-                lines += [str(v) for v in sample.attributes]
-                (manual_dir / f"{sample.name}_manu_attri.txt").write_text("\n".join(lines) + "\n")
-                csv_rows.append(_format_row(sample.distribution))
-                label_rows.append(f"{sample.name}.jpg {sample.hard_label + 1}")
+        if progress is None:
+            progress = sys.stderr.isatty()
+        with tqdm(total=n_train + n_test, unit="image", file=sys.stderr, disable=not progress,
+                  desc=f"sample -> {root}") as bar:
+            for split, count in (("train", n_train), ("test", n_test)):
+                for index, expression in enumerate(class_sequence(seed, split, count), start=1):
+                    sample = make_sample(seed, split, index, expression)
+                    (aligned_dir / f"{sample.name}_aligned.jpg").write_bytes(encode(sample.aligned))
+                    (original_dir / f"{sample.name}.jpg").write_bytes(encode(sample.original))
+                    lines = [f"{x:.2f}\t{y:.2f}" for x, y in sample.landmarks]
+                    lines += [str(v) for v in sample.attributes]
+                    (manual_dir / f"{sample.name}_manu_attri.txt").write_text("\n".join(lines) + "\n")
+                    csv_rows.append(_format_row(sample.distribution))
+                    label_rows.append(f"{sample.name}.jpg {sample.hard_label + 1}")
+                    bar.update(1)
         (label_dir / "list_patition_label.txt").write_text("\n".join(label_rows) + "\n")
         (tmp / "distribute_basic.csv").write_text("\n".join(csv_rows) + "\n")
         if root.exists():

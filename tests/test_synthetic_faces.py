@@ -329,3 +329,12 @@ def test_sample_face_is_deterministic():
 def test_bad_expression_is_refused(expression):
     with pytest.raises(ValueError, match="expression"):
         sf.draw_face(np.random.default_rng(0), expression)
+
+
+def test_progress_bar_on_stderr_does_not_change_the_bytes(tree, tmp_path, capsys):
+    shown = sf.write_sample_tree(tmp_path / "RAF-DB", n_train=N_TRAIN, n_test=N_TEST, seed=0, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"{N_TRAIN + N_TEST}/{N_TRAIN + N_TEST}" in captured.err
+    assert _tree_hashes(shown) == _tree_hashes(tree)
+    sf.write_sample_tree(tmp_path / "quiet" / "RAF-DB", n_train=2, n_test=2, seed=0, progress=False)
+    assert capsys.readouterr().err == ""
