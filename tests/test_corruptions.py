@@ -478,3 +478,23 @@ def test_wand_backend_error_is_clear(monkeypatch):
     monkeypatch.setitem(sys.modules, "wand.image", None)  # simulate a missing MagickWand
     with pytest.raises(RuntimeError, match="libmagickwand"):
         corruptions.motion_blur_op(_face(0), 6, 2, 10.0, backend="wand")
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (64, 64), (131, 97), (300, 260)])
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_pixelate_and_jpeg_equal_pil_at_odd_sizes(shape, severity):
+    """The numpy gather (pixelate) and OpenCV codec (jpeg) reproduce PIL at any size."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(severity)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), (5, 5), 2)
+    scale = {1: .6, 2: .5, 3: .41, 4: .3, 5: .25}[severity]
+    small = Image.fromarray(image).resize((int(shape[1] * scale), int(shape[0] * scale)), Image.BOX)
+    expected = np.asarray(small.resize((shape[1], shape[0]), Image.BOX))
+    assert np.array_equal(corruptions.corrupt(image, "pixelate", severity), expected)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality={1: 25, 2: 18, 3: 15, 4: 10, 5: 7}[severity])
+    assert np.array_equal(corruptions.corrupt(image, "jpeg_compression", severity),
+                          np.asarray(Image.open(buffer).convert("RGB")))
