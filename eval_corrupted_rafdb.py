@@ -13,6 +13,14 @@ mean over severities, CE and relative CE, mCE and relative mCE (normalised by ``
 ``--json`` of another model; without it the unnormalised sums, labelled so), N, the label protocol
 and the speed in images/s. Logs and progress go to stderr.
 
+RESULTS_FILE must not be a directory or a checkpoint (``eval_corrupted_rafdb.py run1 run2`` is
+refused: give a directory of runs instead) and must be writable; both are checked before any
+evaluation. ``--baseline`` must have been produced with the same label protocol, N, crop and format
+(SPEC §5.2); a difference is an error unless ``--baseline-mismatch-ok``. A baseline JSON holding
+several models needs ``--baseline-method`` (checkpoint path, run directory name or file name).
+``--json`` (strict JSON: NaN is written as null), ``--csv`` and ``--plot`` are rewritten atomically
+after each evaluated checkpoint, so a failing run in a directory of runs loses none before it.
+
 CHECKPOINT is a .hdf5/.h5/.keras file, a run directory or a directory of runs (every run's best
 checkpoint is evaluated). Input size and channels come from the model; preprocessing, crop and class
 order from run.json beside the checkpoint or from the checkpoint flags (see checkpoints.py).
@@ -107,7 +115,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", type=Path,
                         help="a .hdf5/.h5/.keras checkpoint, a run directory or a directory of runs")
     parser.add_argument("results_file", nargs="?", type=Path, default=None,
-                        help="text file to which the report block is appended (as the original)")
+                        help="text file to which the report block is appended (as the original); "
+                             "not a checkpoint or a directory: to evaluate several checkpoints, "
+                             "give a directory of runs as CHECKPOINT")
     rafdb_dataset.add_dataset_args(parser)
     group = parser.add_argument_group("RAF-DB-C")
     group.add_argument("--corrupted", type=Path, default=Path("corrupted_raf_dataset"),
@@ -133,8 +143,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="processes corrupting images on the fly (default: all cores)")
     group = parser.add_argument_group("results")
     group.add_argument("--baseline", type=Path, default=None,
-                       help="results JSON (from --json) of the reference model normalising CE/mCE")
-    group.add_argument("--json", type=Path, default=None, help="write all results as JSON")
+                       help="results JSON (from --json) of the reference model normalising CE/mCE; "
+                            "it must have this evaluation's protocol, N, crop and format")
+    group.add_argument("--baseline-method", default=None, metavar="NAME",
+                       help="the model to use in a --baseline JSON holding several: its checkpoint "
+                            "path, run directory name or checkpoint file name")
+    group.add_argument("--baseline-mismatch-ok", action="store_true",
+                       help="accept a --baseline with a different protocol, N, crop or format "
+                            "(a warning instead of an error; SPEC §5.2 asks for the same)")
+    group.add_argument("--json", type=Path, default=None,
+                       help="write all results as JSON (rewritten atomically after each run)")
     group.add_argument("--csv", type=Path, default=None,
                        help="write one row per evaluated folder as CSV")
     group.add_argument("--plot", type=Path, default=None,
@@ -338,8 +356,15 @@ def error_table(rows: list[dict], severities: list[int]) -> tuple[float, dict[st
     return clean["error"], table
 
 
-def load_baseline(path: Path) -> dict:
-    """One model's results from a --json file (it must hold exactly one)."""
+def _baseline_names(result: dict) -> tuple[str, ...]:
+    """The names a --baseline-method may give for one result: path, run directory, file name."""
+    checkpoint = str((result.get("checkpoint") or {}).get("checkpoint", ""))
+    path = Path(checkpoint)
+    return tuple(dict.fromkeys(name for name in (checkpoint, path.parent.name, path.name) if name))
+
+
+def load_baseline(path: Path, method: str | None = None) -> dict:
+    """One model's results from a --json file: its only one, or the one ``method`` names."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -350,10 +375,39 @@ def load_baseline(path: Path) -> dict:
         raise UserError(f"--baseline {path}: expected a results file written by "
                         f"eval_corrupted_rafdb.py --json (format {RESULTS_FORMAT!r})")
     results = data.get("results") or []
+    if method is not None:
+        chosen = [result for result in results if method in _baseline_names(result)]
+        if len(chosen) != 1:
+            listed = "; ".join(" | ".join(_baseline_names(result)) for result in results)
+            raise UserError(f"--baseline-method {method!r}: "
+                            f"{'names ' + str(len(chosen)) + ' models' if chosen else 'not found'} "
+                            f"in {path} (its models: {listed or 'none'})")
+        return chosen[0]
     if len(results) != 1:
-        raise UserError(f"--baseline {path}: holds {len(results)} models; write the reference "
-                        f"model's results alone with --json")
+        names = ", ".join(_baseline_names(result)[0] for result in results)
+        raise UserError(f"--baseline {path}: holds {len(results)} models ({names}); choose one "
+                        f"with --baseline-method")
     return results[0]
+
+
+def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) -> None:
+    """SPEC §5.2: the baseline must come from the same protocol, N, crop and format.
+
+    ``mine`` maps protocol / N / crop / format to this evaluation's values (the keys present are
+    checked). A difference is a UserError naming both values, or a warning with ``mismatch_ok``.
+    """
+    theirs = {"protocol": baseline.get("protocol"), "N": baseline.get("n"),
+              "crop": (baseline.get("checkpoint") or {}).get("crop"),
+              "format": baseline.get("format")}
+    differences = [f"{key} {theirs[key]!r} (this evaluation: {value!r})"
+                   for key, value in mine.items() if theirs[key] != value]
+    if not differences:
+        return
+    message = (f"--baseline {path}: produced with {'; '.join(differences)}; SPEC §5.2 needs the "
+               f"same protocol, crop and format")
+    if not mismatch_ok:
+        raise UserError(message + " (pass --baseline-mismatch-ok to normalise anyway)")
+    LOG.warning("%s; normalising anyway (--baseline-mismatch-ok)", message)
 
 
 def baseline_table(baseline: dict, path: Path, table: dict[str, list[float]],
@@ -486,9 +540,21 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _nan_to_none(value):
+    """NaN or infinity (e.g. a relative CE over a baseline with no degradation) -> null."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(item) for item in value]
+    return value
+
+
 def write_json(path: Path, results: list[dict]) -> None:
-    data = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "results": results}
-    text = json.dumps(data, indent=1, default=_json_default, allow_nan=True)
+    """All results so far, NaN written as null (strict JSON, as the perturbation reader's)."""
+    data = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "results": _nan_to_none(results)}
+    text = json.dumps(data, indent=1, default=_json_default, allow_nan=False)
     cli_common.atomic_write_text(path, text + "\n")
 
 
@@ -541,6 +607,42 @@ def write_plot(path: Path, results: list[dict]) -> None:
 # Main
 
 
+def check_results_file(path: Path) -> None:
+    """Refuse a RESULTS_FILE that is a directory or a checkpoint, or that cannot be appended to.
+
+    ``eval_corrupted_rafdb.py run1 run2`` would otherwise append the text report into run2.
+    """
+    hint = ("RESULTS_FILE is the text file the report is appended to; to evaluate several "
+            "checkpoints, put their run directories in one directory (a directory of runs) and "
+            "give that as CHECKPOINT")
+    if path.is_dir():
+        raise UserError(f"{path}: RESULTS_FILE is a directory. {hint}")
+    if path.suffix.lower() in checkpoints.CHECKPOINT_SUFFIXES:
+        raise UserError(f"{path}: RESULTS_FILE looks like a checkpoint ({path.suffix}). {hint}")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UserError(f"{path}: RESULTS_FILE is not writable")
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{path}: RESULTS_FILE's directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot create RESULTS_FILE in {parent} (not writable)")
+
+
+def write_outputs(args: argparse.Namespace, results: list[dict]) -> None:
+    """--json, --csv and --plot for every run so far (each written atomically)."""
+    if args.json:
+        write_json(args.json, results)
+        LOG.info("wrote %s", args.json)
+    if args.csv:
+        write_csv(args.csv, results)
+        LOG.info("wrote %s", args.csv)
+    if args.plot:
+        write_plot(args.plot, results)
+        LOG.info("wrote %s", args.plot)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cli_common.setup_logging(args.verbose)
@@ -549,7 +651,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     severities = parse_severities(args.severities)
     pairs = [(corruption, severity) for corruption in names_c for severity in severities]
     checkpoint_files = checkpoints.find_checkpoints(args.checkpoint)
-    baseline = load_baseline(args.baseline) if args.baseline else None
+    if args.results_file is not None:
+        check_results_file(args.results_file)
+    if args.baseline_method is not None and args.baseline is None:
+        raise UserError("--baseline-method needs --baseline")
+    baseline = load_baseline(args.baseline, args.baseline_method) if args.baseline else None
 
     labels = rafdb_dataset.load_labels(args.rafdb, "test", args.labels,
                                        allow_missing=args.allow_missing)
@@ -589,6 +695,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      for key in ("seed", "motion_backend", "colour")}}
         if manifest is None:
             LOG.warning("%s: no manifest.json; the export's parameters are unknown", args.corrupted)
+    if baseline is not None:  # everything but the crop is known before loading a model
+        check_baseline(baseline, args.baseline, {"protocol": labels.protocol, "N": len(labels),
+                                                 "format": fmt}, args.baseline_mismatch_ok)
     if args.on_the_fly:
         on_the_fly = OnTheFly(clean_paths, args)  # forks before TensorFlow is imported
 
@@ -596,6 +705,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for checkpoint_file in checkpoint_files:
             classifier = checkpoints.classifier_from_args(checkpoint_file, args)
+            if baseline is not None:
+                check_baseline(baseline, args.baseline, {"crop": classifier.crop},
+                               args.baseline_mismatch_ok)
             rows, seconds, images = evaluate(classifier, clean, folders, targets, on_the_fly)
             block = report_block(str(checkpoint_file), rows)
             sys.stdout.write(block)
@@ -615,36 +727,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "baseline": None if baseline is None else {
                     "file": str(args.baseline), "checkpoint": baseline["checkpoint"]["checkpoint"],
                     "protocol": baseline.get("protocol"), "n": baseline.get("n"),
-                    "crop": baseline["checkpoint"].get("crop"), "format": baseline.get("format")},
+                    "crop": baseline["checkpoint"].get("crop"), "format": baseline.get("format"),
+                    "method": args.baseline_method,
+                    "mismatch_ok": bool(args.baseline_mismatch_ok)},
                 "seconds": seconds, "images": images,
                 "images_per_second": images / seconds if seconds > 0 else float("nan"),
             }
-            if baseline is not None:
-                for key, mine, theirs in (("protocol", labels.protocol, baseline.get("protocol")),
-                                          ("N", len(labels), baseline.get("n")),
-                                          ("crop", classifier.crop,
-                                           baseline["checkpoint"].get("crop")),
-                                          ("format", fmt, baseline.get("format"))):
-                    if mine != theirs:
-                        LOG.warning("--baseline %s: %s %s differs from this evaluation's %s",
-                                    args.baseline, key, theirs, mine)
             result["summary"] = summarise(rows, severities, baseline, args.baseline)
             sys.stdout.write(summary_table(result) + "\n")
             sys.stdout.flush()
             results.append(result)
+            write_outputs(args, results)  # after each run: a later bad run loses nothing
     finally:
         if on_the_fly is not None:
             on_the_fly.close()
-
-    if args.json:
-        write_json(args.json, results)
-        LOG.info("wrote %s", args.json)
-    if args.csv:
-        write_csv(args.csv, results)
-        LOG.info("wrote %s", args.csv)
-    if args.plot:
-        write_plot(args.plot, results)
-        LOG.info("wrote %s", args.plot)
     return 0
 
 

@@ -226,3 +226,116 @@ def test_parse_corruptions_canonical_order():
     assert eval_corrupted_rafdb.parse_corruptions("all") == list(corruptions.CORRUPTION_NAMES)
     with pytest.raises(UserError, match="frost"):
         eval_corrupted_rafdb.parse_corruptions("frost")
+
+
+# --------------------------------------------------------------------------------------------
+# RESULTS_FILE, --baseline checks, strict JSON, per-run outputs, corrupt images
+
+
+@pytest.mark.parametrize("second", ["runs/run_a", "runs/run_a/checkpoint.03.hdf5", "other.keras"])
+def test_results_file_that_is_a_run_or_checkpoint_is_refused(workspace, capsys, second):
+    checkpoint = workspace / "runs" / "run_a" / "checkpoint.03.hdf5"
+    before = checkpoint.read_bytes()
+    with pytest.raises(UserError, match="directory of runs") as error:
+        run_main(workspace, capsys, "runs/run_a", second, "--corruptions", "contrast", "--severities", "1")
+    assert second in str(error.value) and "RESULTS_FILE" in str(error.value)
+    assert checkpoint.read_bytes() == before and not (workspace / "other.keras").exists()
+    assert capsys.readouterr().out == ""  # refused before evaluating anything
+
+
+def test_results_file_in_a_missing_directory_is_refused_up_front(workspace, capsys):
+    with pytest.raises(UserError, match="does not exist"):
+        run_main(workspace, capsys, "runs/run_a", "no/such/dir/results.txt", "--corruptions", "contrast",
+                 "--severities", "1")
+
+
+def _baseline(n, *, protocol="soft", crop="exact", fmt="jpg", name="ref/reference.hdf5", clean=0.25,
+              corrupted=0.5):
+    return {"checkpoint": {"checkpoint": name, "crop": crop}, "protocol": protocol, "n": n, "format": fmt,
+            "clean": {"error": clean},
+            "folders": [{"corruption": c, "severity": s, "error": corrupted} for c, s in PAIRS]}
+
+
+def _write_baseline(path, *results):
+    path.write_text(json.dumps({"format": "rafdb-c-results", "version": 1, "results": list(results)}))
+    return path
+
+
+@pytest.mark.parametrize("field, value, shown", [("protocol", "hard", "protocol 'hard'"),
+                                                 ("n", 999, "N 999"), ("crop", "legacy99", "crop 'legacy99'"),
+                                                 ("fmt", "png", "format 'png'")])
+def test_baseline_with_another_protocol_n_crop_or_format_is_an_error(workspace, capsys, tmp_path, field,
+                                                                      value, shown):
+    _, n = expected_accuracies(workspace)
+    options = {"n": n, field: value}
+    path = _write_baseline(tmp_path / "base.json", _baseline(**options))
+    common = ["runs/run_a", "--corruptions", "contrast", "--severities", "1", "--baseline", path]
+    with pytest.raises(UserError, match="--baseline-mismatch-ok") as error:
+        run_main(workspace, capsys, *common)
+    assert shown in str(error.value) and str(path) in str(error.value)
+    code, out = run_main(workspace, capsys, *common, "--baseline-mismatch-ok")
+    assert code == 0 and "mCE" in out.out
+
+
+def test_baseline_method_picks_one_model_of_several(workspace, capsys, tmp_path):
+    expected, n = expected_accuracies(workspace)
+    path = _write_baseline(tmp_path / "base.json", _baseline(n, name="runs/first/checkpoint.02.hdf5", corrupted=0.5),
+                           _baseline(n, name="runs/second/checkpoint.07.hdf5", corrupted=0.8))
+    common = ["runs/run_a", "--corruptions", "contrast", "--severities", "1", "--baseline", path,
+              "--json", tmp_path / "r.json"]
+    with pytest.raises(UserError, match="holds 2 models.*--baseline-method"):
+        run_main(workspace, capsys, *common)
+    with pytest.raises(UserError, match="'third': not found"):
+        run_main(workspace, capsys, *common, "--baseline-method", "third")
+    code, _ = run_main(workspace, capsys, *common, "--baseline-method", "second")
+    assert code == 0
+    summary = json.loads((tmp_path / "r.json").read_text())["results"][0]["summary"]
+    error_1 = 1.0 - expected["corrupted_raf_dataset/rafdb.test.contrast.1"]
+    assert summary["ce"]["contrast"] == pytest.approx(error_1 / 0.8)  # SPEC §5.2 with one severity
+
+
+def test_json_writes_nan_as_null(workspace, capsys, tmp_path):
+    _, n = expected_accuracies(workspace)
+    # Baseline corrupted error == its clean error: relative CE's denominator is 0 -> NaN (SPEC §5.2).
+    path = _write_baseline(tmp_path / "base.json", _baseline(n, clean=0.5, corrupted=0.5))
+    code, _ = run_main(workspace, capsys, "runs/run_a", "--corruptions", "contrast", "--severities", "1",
+                       "--baseline", path, "--json", tmp_path / "r.json")
+    assert code == 0
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text
+
+    def refuse(token):
+        raise AssertionError(f"invalid JSON token {token}")
+
+    data = json.loads(text, parse_constant=refuse)
+    summary = data["results"][0]["summary"]
+    assert summary["relative_ce"]["contrast"] is None and summary["relative_mce"] is None
+
+
+def test_outputs_are_written_after_each_run(workspace, capsys, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "run_a").mkdir(parents=True)
+    shutil.copy(workspace / "runs" / "run_a" / "checkpoint.03.hdf5", runs / "run_a" / "checkpoint.03.hdf5")
+    (runs / "run_b").mkdir()
+    (runs / "run_b" / "checkpoint.01.hdf5").write_bytes(b"not a model")  # evaluated second, fails
+    with pytest.raises(UserError, match="run_b"):
+        run_main(workspace, capsys, runs, "--corruptions", "contrast", "--severities", "1",
+                 "--json", tmp_path / "r.json", "--csv", tmp_path / "r.csv")
+    (result,) = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert result["checkpoint"]["checkpoint"] == str(runs / "run_a" / "checkpoint.03.hdf5")
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 2  # header, clean, contrast.1
+
+
+@pytest.mark.skipif(not hasattr(__import__("input_pipeline"), "user_errors_from_pipeline"),
+                    reason="input_pipeline.user_errors_from_pipeline() not there yet (data-layer owner)")
+def test_corrupt_image_exits_2_naming_the_file(workspace, tmp_path):
+    copy = tmp_path / "corrupted"
+    (copy / "rafdb.test.contrast.1").mkdir(parents=True)
+    for image in (workspace / "corrupted_raf_dataset" / "rafdb.test.contrast.1").iterdir():
+        shutil.copy(image, copy / "rafdb.test.contrast.1" / image.name)
+    victim = sorted((copy / "rafdb.test.contrast.1").iterdir())[1]
+    victim.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG any more")
+    completed = run_script(workspace, "runs/run_a", "--corrupted", copy, "--corruptions", "contrast",
+                           "--severities", "1")
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert victim.name in completed.stderr and "Traceback" not in completed.stderr
