@@ -6,11 +6,32 @@ disk and in-memory arrays (on-the-fly evaluation) give the same pixels. Decoding
 in parallel ``tf.data`` map calls (OpenCV releases the GIL); batches are prefetched. The model
 receives RGB float32 in 0..255: preprocessing lives inside the model (``models/``) or is applied by
 ``checkpoints.py`` for third-party classifiers.
+
+Errors inside the pipeline
+--------------------------
+Images are read inside ``tf.numpy_function``, so a missing or corrupt file (a ``UserError`` from
+``rafdb_dataset.read_image``) reaches the caller as a TensorFlow ``OpError`` (``UnknownError``)
+with a long traceback in its message, raised wherever the dataset is consumed: ``for batch in
+dataset``, ``model.fit``, ``model.evaluate``, ``model.predict``. Wrap every such consumer::
+
+    from input_pipeline import user_errors_from_pipeline
+
+    with user_errors_from_pipeline():
+        model.fit(train_ds, validation_data=val_ds, ...)
+
+(also usable as a decorator, ``@user_errors_from_pipeline()``). Inside it, an ``OpError`` that
+carries one of our ``UserError`` messages is re-raised as ``UserError(<that message>)``, e.g.
+``"RAF-DB/basic/Image/aligned/test_0002_aligned.jpg: not a readable image (corrupt or not
+JPEG/PNG)"``, so ``cli_common.run_main`` prints one line and exits with code 2. Every other
+exception passes through unchanged. :func:`pipeline_user_error` returns that message (or None)
+for callers that catch ``tf.errors.OpError`` themselves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,9 +40,34 @@ import numpy as np
 import tensorflow as tf
 
 import rafdb_dataset
+from cli_common import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 CROPS = ("exact", "legacy99")
+# A UserError raised inside the pipeline carries its message between these markers, so that the
+# message can be recovered from the OpError TensorFlow builds around it (with a traceback).
+_MARK_START = "<<fer-user-error>>"
+_MARK_END = "<</fer-user-error>>"
+_MARK_RE = re.compile(re.escape(_MARK_START) + r"(.*?)" + re.escape(_MARK_END), re.DOTALL)
+
+
+def pipeline_user_error(error: BaseException) -> str | None:
+    """The UserError message carried by a TensorFlow error from the pipeline, or None."""
+    match = _MARK_RE.search(str(error))
+    return match.group(1) if match else None
+
+
+@contextlib.contextmanager
+def user_errors_from_pipeline():
+    """Turn a ``tf.errors.OpError`` caused by a UserError inside the pipeline (missing or corrupt
+    image) back into that ``UserError``; see the module docstring."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        message = pipeline_user_error(error)
+        if message is None:
+            raise
+        raise UserError(message) from None
 
 
 def full_frame_cut(image: np.ndarray, crop: str = "exact") -> np.ndarray:
@@ -85,6 +131,12 @@ def make_dataset(
     full_frame_cut(np.zeros((2, 2, 3), np.uint8), crop)  # validate early
 
     def load(index, element_seed):
+        try:
+            return _load(index, element_seed)
+        except UserError as error:  # recovered by user_errors_from_pipeline()
+            raise UserError(f"{_MARK_START}{error}{_MARK_END}") from None
+
+    def _load(index, element_seed):
         path = paths[int(index)]
         image = rafdb_dataset.read_image(path)
         if augment is not None:

@@ -1,5 +1,7 @@
 """The shared tf.data pipeline: same pixels from files and arrays, order, labels, per-element seeds."""
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -85,3 +87,56 @@ def test_shuffle_is_a_seeded_permutation(test_set):
                                         shuffle=True, seed=5))
     np.testing.assert_array_equal(order1, again)
     assert sorted(map(tuple, order1.tolist())) == sorted(map(tuple, labels.labels.tolist()))
+
+
+def test_corrupt_image_becomes_a_user_error_inside_the_context_manager(test_set, tmp_path):
+    import shutil
+
+    import tensorflow as tf
+
+    from cli_common import UserError
+
+    _, paths = test_set
+    good = tmp_path / "test_0001_aligned.jpg"
+    shutil.copy(paths[0], good)
+    bad = tmp_path / "test_0002_aligned.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated JPEG")
+    dataset = ip.make_dataset([good, bad, good], np.eye(7)[:3], image_size=(16, 16), batch_size=1)
+    # Without the helper: TensorFlow's OpError, whose message buries ours in a traceback.
+    with pytest.raises(tf.errors.OpError):
+        _collect(dataset)
+    # With it: exactly the message rafdb_dataset.read_image gives, as a UserError.
+    with pytest.raises(UserError) as error:
+        with ip.user_errors_from_pipeline():
+            _collect(dataset)
+    assert str(error.value) == f"{bad}: not a readable image (corrupt or not JPEG/PNG)"
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+def test_missing_image_in_keras_predict_becomes_a_user_error(test_set, tmp_path):
+    import keras
+
+    from cli_common import UserError
+
+    _, paths = test_set
+    missing = tmp_path / "test_0009_aligned.jpg"
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(), keras.layers.Dense(7)])
+
+    @ip.user_errors_from_pipeline()
+    def predict():
+        return model.predict(ip.make_dataset([paths[0], missing], image_size=(16, 16), batch_size=1), verbose=0)
+
+    with pytest.raises(UserError, match=rf"^{re.escape(str(missing))}: image not found$"):
+        predict()
+
+
+def test_other_errors_pass_through_unchanged():
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="shapes differ"):
+        with ip.user_errors_from_pipeline():
+            raise tf.errors.InvalidArgumentError(None, None, "shapes differ")
+    with pytest.raises(KeyError):
+        with ip.user_errors_from_pipeline():
+            raise KeyError("x")
+    assert ip.pipeline_user_error(ValueError("no marker")) is None
