@@ -44,6 +44,7 @@ demo: $(STAMP)
 	$(PY) rafdb_dataset.py sample --out $(DEMO_RAFDB) --train $(DEMO_TRAIN) --test $(DEMO_TEST) --force
 	$(PY) rafdb_dataset.py summary --rafdb $(DEMO_RAFDB) --all-protocols
 	@echo "== 2/6 RAF-DB-C: 18 corruptions x 5 severities"
+	rm -rf $(DEMO)/corrupted_raf_dataset $(DEMO)/perturbed_raf_dataset
 	$(PY) rafdb_aug_dataset.py export --rafdb $(DEMO_RAFDB) --out $(DEMO)/corrupted_raf_dataset
 	$(PY) rafdb_aug_dataset.py verify --out $(DEMO)/corrupted_raf_dataset
 	$(PY) rafdb_aug_dataset.py preview --rafdb $(DEMO_RAFDB) --out $(DEMO)/corruptions.png
