@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 
 import augmentations  # noqa: E402
 import rafdb_dataset  # noqa: E402
-from cli_common import (ArgumentParser, UserError, atomic_write_text, run_main,  # noqa: E402
+from cli_common import (ArgumentParser, UserError, atomic_write_text, run_main, seed64,  # noqa: E402
                         setup_logging)
 
 LOG = logging.getLogger("fer.train")
@@ -138,8 +138,14 @@ def _models():
     return models
 
 
-def parse_args(argv: list[str] | None = None):
-    models = _models()
+# Flags that do not define the run: they may differ on --resume (--epochs may be raised to train on).
+OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "out_root", "epochs"})
+# Flags whose choices live in models/ (imports Keras): validated after parsing, so --help stays fast.
+MODEL_CHOICES = {"net": "NET_CHOICES", "preprocessing": "PREPROCESSING_MODES", "mean_order": "MEAN_ORDERS",
+                 "colour": "COLOURS"}
+
+
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
     rafdb_dataset.add_dataset_args(parser)
     data = parser.add_argument_group("validation and input")
@@ -153,19 +159,20 @@ def parse_args(argv: list[str] | None = None):
                       help="parallel decode/augment calls in the input pipeline (default: automatic)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--net", default="senet50", choices=models.NET_CHOICES,
-                       help="network; the original's names (senet50-100, mobilenet96, ...) set --input-size")
+    model.add_argument("--net", default="senet50",
+                       help="network: smallcnn, senet50, vgg16, densenet121bc, xception, mobilenetv2, resnet50, "
+                            "or the original's names (senet50-100, mobilenet96, ...), which set --input-size")
     model.add_argument("--input-size", type=int, default=None,
                        help="input side in px (default: the alias's size, else the network's default)")
     model.add_argument("--lpf", type=int, default=1, choices=LPF_CHOICES,
                        help="BlurPool filter size (0 = original strided layers, 1 = stride 1 + subsampling)")
     model.add_argument("--preprocessing", default="full_normalization",
-                       choices=models.PREPROCESSING_MODES,
-                       help="input preprocessing, built into the model's first layers")
-    model.add_argument("--mean-order", default="correct", choices=models.MEAN_ORDERS,
-                       help="vggface2 means in RGB order (FIX) or the original's swapped order")
-    model.add_argument("--colour", default="rgb", choices=models.COLOURS,
-                       help="'bgr-compat' reproduces the original's channel-order defects (z-norm, AutoAugment)")
+                       help="input preprocessing, built into the model's first layers (models.PREPROCESSING_MODES)")
+    model.add_argument("--mean-order", default="correct",
+                       help="vggface2 means in RGB order ('correct', FIX) or the original's swapped order")
+    model.add_argument("--colour", default="rgb",
+                       help="'rgb', or 'bgr-compat' to reproduce the original's channel-order defects "
+                            "(z-norm, AutoAugment)")
     model.add_argument("--pretraining", default=None, metavar="PATH|imagenet",
                        help="initial weights: a local model/weights file (matched by layer name) or "
                             "'imagenet' (only if Keras has the file cached); default random init")
@@ -186,12 +193,17 @@ def parse_args(argv: list[str] | None = None):
     optim.add_argument("--lr", default=DEFAULT_LR, metavar="INIT[:FACTOR[:EVERY]]",
                        help="learning rate INIT multiplied by FACTOR every EVERY epochs (0-based)")
     optim.add_argument("--momentum", action="store_true", help="SGD momentum 0.9 instead of plain SGD")
+    optim.add_argument("--bn-recalibrate", type=int, default=0, metavar="N",
+                       help="EXTENSION: at the end of every epoch, before validation, set every BatchNorm "
+                            "layer's moving mean/variance to the equal-weight average over N training batches "
+                            "('precise BN'); 0 = off, the original's behaviour")
     optim.add_argument("--seed", type=int, default=0,
                        help="seed of weights, shuffling, augmentation and the hold-out split")
     optim.add_argument("--mixed-precision", action="store_true",
                        help="mixed_float16 compute (float32 weights and softmax output); useful on GPUs")
     optim.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"),
-                       help="tf.distribute: all local GPUs (mirrored) or several machines via TF_CONFIG")
+                       help="tf.distribute: all local GPUs (mirrored) or several machines via TF_CONFIG "
+                            "(multiworker needs --dir; only the chief writes)")
     optim.add_argument("--cpu-devices", type=int, default=0,
                        help="with --distribute mirrored and no GPU: split the CPU into N logical devices "
                             "(for testing)")
@@ -204,36 +216,116 @@ def parse_args(argv: list[str] | None = None):
     output.add_argument("--dir", default=None, type=Path,
                         help="run directory (overrides <out-root>/<argstring>_<timestamp>)")
     output.add_argument("--resume", action="store_true",
-                        help="continue the run in --dir from its last epoch, with the optimizer state")
+                        help="continue the run in --dir from its last epoch, with the optimizer state and the "
+                             "run's own settings from run.json (only --epochs, --workers and -v may change)")
     output.add_argument("--checkpoint", default=None, type=Path,
                         help="--mode test: the .hdf5 to evaluate (default: the best in --dir)")
     output.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def explicit_flags(parser: ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations the command line sets explicitly (parsed again with every default suppressed)."""
+    import argparse
+    import copy
+
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
+    args.explicit = explicit_flags(parser, argv)
+    models = _models()  # imports Keras: only after the cheap checks of argparse
+    for dest, name in MODEL_CHOICES.items():
+        choices = getattr(models, name)
+        if getattr(args, dest) not in choices:
+            parser.error(f"argument --{dest.replace('_', '-')}: invalid choice: {getattr(args, dest)!r} "
+                         f"(choose from {', '.join(choices)})")
     return args
+
+
+def run_args(args) -> dict:
+    """The settings that define a run (saved in run.json as ``args``; reloaded by --resume)."""
+    skip = (OPERATIONAL_FLAGS - {"epochs"}) | {"argv", "explicit", "lr_schedule"}
+    saved = {key: value for key, value in vars(args).items() if key not in skip}
+    saved["rafdb"] = str(Path(args.rafdb).resolve())
+    return saved
+
+
+def _same(key: str, given, saved) -> bool:
+    if key == "rafdb":
+        return Path(given).resolve() == Path(saved).resolve()
+    return given == saved
+
+
+def apply_run_args(args, run_dir: Path) -> None:
+    """--resume: replace the run-defining settings by the run's own (run.json); conflicting flags -> UserError.
+
+    The run's settings come from ``args`` in run.json, or, for older run directories, from its saved
+    command line ``argv``. Only --epochs (e.g. raised to train on) and operational flags may differ.
+    """
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        LOG.warning("%s missing: resuming with the settings of this command line", path)
+        return
+    try:
+        previous = json.loads(path.read_text())
+        saved = previous.get("args")
+        if saved is None:
+            saved = vars(build_parser().parse_args(list(previous["argv"])))
+    except (ValueError, KeyError, TypeError, SystemExit) as error:
+        raise UserError(f"{path}: unreadable run settings ({error})") from None
+    for key, value in saved.items():
+        if key in OPERATIONAL_FLAGS or key in ("argv", "explicit", "lr_schedule") or not hasattr(args, key):
+            continue
+        if isinstance(getattr(args, key), Path) and value is not None:
+            value = Path(value)
+        if key in args.explicit and not _same(key, getattr(args, key), value):
+            raise UserError(f"--{key.replace('_', '-')} {getattr(args, key)}: conflicts with the run being "
+                            f"resumed ({path} has {value!r}); leave the flag out to keep the run's value")
+        setattr(args, key, value)
+    if "epochs" not in args.explicit and "epochs" in saved:
+        args.epochs = int(saved["epochs"])
+    args.lr_schedule = parse_lr(args.lr)
 
 
 def check_args(args) -> None:
     """Turn bad combinations into one-line user errors before any heavy work."""
     args.lr_schedule = parse_lr(args.lr)
-    for flag, value, low in (("--epochs", args.epochs, 1), ("--batch", args.batch, 1)):
+    for flag, value, low in (("--epochs", args.epochs, 1), ("--batch", args.batch, 1),
+                             ("--bn-recalibrate", args.bn_recalibrate, 0)):
         if value < low:
             raise UserError(f"{flag} {value}: expected an integer >= {low}")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected a positive integer")
-    if args.resume and args.dir is None:
-        raise UserError("--resume needs --dir, the run directory to continue")
-    if args.resume and not args.dir.is_dir():
-        raise UserError(f"--dir {args.dir}: no such run directory to resume")
     if args.mode == "test" and args.checkpoint is None and args.dir is None:
         raise UserError("--mode test needs --checkpoint FILE or --dir RUN_DIR")
-    if args.pretraining not in (None, "imagenet") and not Path(args.pretraining).is_file():
+    if (not args.resume and args.pretraining not in (None, "imagenet", "vggface", "vggface2")
+            and not Path(args.pretraining).is_file()):
         raise UserError(f"--pretraining {args.pretraining}: no such weights file "
                         "(give a local .h5/.hdf5/.keras file, or 'imagenet')")
     if not Path(args.rafdb).is_dir():
         raise UserError(f"--rafdb {args.rafdb}: no such folder\n{rafdb_dataset.EXPECTED_LAYOUT}")
     if args.cpu_devices < 0:
         raise UserError(f"--cpu-devices {args.cpu_devices}: expected >= 0")
+    if args.mode == "train" and args.distribute == "multiworker" and args.dir is None:
+        raise UserError("--distribute multiworker needs --dir (the timestamped run name differs per worker)")
+    if args.bn_recalibrate and args.distribute != "none":
+        raise UserError(f"--bn-recalibrate {args.bn_recalibrate}: not supported with --distribute "
+                        f"{args.distribute} (the recalibration runs eagerly on one device)")
+
+
+def check_resume(args) -> None:
+    if args.dir is None:
+        raise UserError("--resume needs --dir, the run directory to continue")
+    if not args.dir.is_dir():
+        raise UserError(f"--dir {args.dir}: no such run directory to resume")
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,8 +353,27 @@ def configure_devices(args):
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run's files (Keras's rule: the chief, else worker 0 without a chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0 and "chief" not in cluster
+
+
 def model_scope(strategy):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def pipeline_errors():
+    """input_pipeline's context manager turning a corrupt image inside tf.data into a UserError, if it has one."""
+    import input_pipeline
+
+    wrapper = getattr(input_pipeline, "user_errors_from_pipeline", None)
+    return wrapper() if wrapper is not None else contextlib.nullcontext()
 
 
 def load_checkpoint(path: Path, compile: bool = True):
@@ -271,7 +382,7 @@ def load_checkpoint(path: Path, compile: bool = True):
     Keras 3.15's legacy-HDF5 loader builds the optimizer on the functional model's own (empty)
     variable list, so it restores only ``iteration`` and ``learning_rate`` and silently drops
     slot variables such as SGD momentum (measured). We therefore recompile with the saved
-    optimizer's configuration, build it on the trainable variables and set every saved value.
+    optimizer's configuration, build it on the trainable variables and assign every saved value.
     """
     import keras
 
@@ -288,9 +399,14 @@ def load_checkpoint(path: Path, compile: bool = True):
 
 
 def restore_optimizer(model, path: Path) -> None:
-    """Recompile ``model`` with a fresh copy of its optimizer holding every value saved in ``path``."""
+    """Recompile ``model`` with a fresh copy of its optimizer holding every value saved in ``path``.
+
+    Values are assigned variable by variable, matched by the saved variable path (e.g.
+    ``loss_scale_optimizer/sgd/fc_kernel_momentum``), else by position with equal shapes:
+    ``optimizer.set_weights`` on a mixed-precision LossScaleOptimizer does not reach the inner
+    SGD's iteration and momentum variables.
+    """
     import h5py
-    import keras
 
     with h5py.File(path, "r") as handle:
         if "optimizer_weights" not in handle:
@@ -303,10 +419,34 @@ def restore_optimizer(model, path: Path) -> None:
     optimizer = type(old).from_config(old.get_config())
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["categorical_accuracy"])
     optimizer.build(model.trainable_variables)
-    if len(optimizer.variables) != len(values):
+    variables = list(optimizer.variables)
+    if len(variables) != len(values):
         raise UserError(f"{path}: {len(values)} saved optimizer values, but the model's optimizer has "
-                        f"{len(optimizer.variables)} variables")
-    optimizer.set_weights(values)
+                        f"{len(variables)} variables")
+    pairs = _match_saved(variables, names, values)
+    for variable, value in pairs:
+        if tuple(variable.shape) != tuple(value.shape):
+            raise UserError(f"{path}: saved optimizer value of shape {value.shape} does not fit "
+                            f"{variable.path} {tuple(variable.shape)}")
+        variable.assign(value)
+
+
+def _match_saved(variables, names: list[str], values: list) -> list:
+    """(variable, value) pairs: by saved path, equal or ending in ``/<variable path>`` (a reloaded
+    LossScaleOptimizer names its inner slots ``sgd/...`` where the file has ``loss_scale_optimizer/sgd/...``);
+    by position when a name is missing or ambiguous."""
+    pairs, used = [], set()
+    for variable in variables:
+        hits = [i for i, name in enumerate(names)
+                if i not in used and (name == variable.path or name.endswith("/" + variable.path))]
+        exact = [i for i in hits if names[i] == variable.path]
+        hits = exact or hits
+        if len(hits) != 1:
+            LOG.debug("optimizer values matched by position (%s: %d candidates)", variable.path, len(hits))
+            return list(zip(variables, values))
+        used.add(hits[0])
+        pairs.append((variable, values[hits[0]]))
+    return pairs
 
 
 def save_model_atomically(model, path: Path) -> None:
@@ -320,7 +460,60 @@ def save_model_atomically(model, path: Path) -> None:
             tmp.unlink()
 
 
-def make_callbacks(args, run_dir: Path, state: dict):
+def reseed_generators(model, seed: int, epoch: int) -> int:
+    """Set every Keras SeedGenerator state of ``model`` (dropout) from (seed, epoch).
+
+    The states are not saved in the .hdf5 checkpoints; re-deriving them at each epoch start makes
+    a resumed run draw the same dropout masks as a continuous one. Returns the number set.
+    """
+    states = [v for v in model.variables if v.path.split("/")[-1] == "seed_generator_state"]
+    for index, state in enumerate(states):
+        value = seed64(seed, "dropout", int(epoch), index) % 2 ** 31
+        state.assign(np.array([value, 0], dtype=state.dtype))
+    return len(states)
+
+
+def batchnorm_layers(model) -> list:
+    """Every BatchNormalization layer of ``model``, nested models included, in order."""
+    import keras
+
+    found, stack = [], list(reversed(model.layers))
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        stack.extend(reversed(getattr(layer, "layers", []) or []))
+    return found
+
+
+def recalibrate_batchnorm(model, batches) -> int:
+    """'Precise BN': set each BN layer's moving mean/variance to the equal-weight mean over ``batches``.
+
+    Forward passes in training mode (batch statistics, no weight update) with momentum i/(i+1) for
+    the i-th batch (0-based), so that after N batches moving = (1/N) Σ batch statistics. Runs eagerly
+    (the momentum is read at call time); the layers' momenta are restored afterwards. Returns the
+    number of batches used.
+    """
+    layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    count = 0
+    try:
+        for index, batch in enumerate(batches):
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for layer in layers:
+                layer.momentum = index / (index + 1)
+            model(images, training=True)
+            count += 1
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return count
+
+
+def make_callbacks(args, run_dir: Path, state: dict, train_ds=None):
+    """Callbacks of one epoch's ``fit`` call (the CSV log is appended; the caller starts it fresh)."""
     import keras
 
     init, factor, every = args.lr_schedule
@@ -344,14 +537,21 @@ def make_callbacks(args, run_dir: Path, state: dict):
             state["completed_epochs"] = epoch + 1
             atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")
 
+    class PreciseBatchNorm(keras.callbacks.Callback):
+        """--bn-recalibrate N: recompute the BN statistics before validation (fit calls on_test_begin there)."""
+
+        def on_test_begin(self, logs=None):
+            used = recalibrate_batchnorm(self.model, train_ds.take(args.bn_recalibrate))
+            LOG.debug("BatchNorm statistics recomputed over %d training batches", used)
+
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, init, factor, every)),
-        keras.callbacks.CSVLogger(str(run_dir / LOG_FILE), append=bool(args.resume)),
+        keras.callbacks.CSVLogger(str(run_dir / LOG_FILE), append=True),
     ]
+    if args.bn_recalibrate and train_ds is not None:
+        callbacks.insert(0, PreciseBatchNorm())
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
-    else:  # tf.summary needs the tensorboard package, which the tensorflow wheel does not pull in
-        LOG.warning("TensorBoard logs skipped: the 'tensorboard' package is not installed")
     return callbacks + [BestAndLastCheckpoint()]
 
 
@@ -368,7 +568,14 @@ def trim_to_replicas(labels, replicas: int, what: str):
     return labels.subset(range(len(labels) - extra))
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The pipeline seed of 0-based ``epoch`` (shuffle order and augmentation), so a resumed run
+    sees the same batches as a continuous one."""
+    return seed64(seed, "train-epoch", int(epoch)) % 2 ** 31
+
+
 def build_datasets(args, image_size, channels, replicas: int = 1):
+    """(train, val, test label sets, train_dataset(epoch) -> tf.data, validation dataset)."""
     import input_pipeline
 
     root = Path(args.rafdb)
@@ -389,12 +596,16 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
     common = dict(image_size=image_size, channels=channels, batch_size=args.batch, crop=args.crop)
     if args.workers:
         common["num_parallel_calls"] = args.workers
-    train_ds = input_pipeline.make_dataset(train.aligned_paths(root), train.labels, shuffle=True,
-                                           seed=args.seed, augment=transform, **common)
+    train_paths = train.aligned_paths(root)
+
+    def train_dataset(epoch: int):
+        return input_pipeline.make_dataset(train_paths, train.labels, shuffle=True,
+                                           seed=epoch_seed(args.seed, epoch), augment=transform, **common)
+
     val_ds = input_pipeline.make_dataset(val.aligned_paths(root), val.labels, **common)
     LOG.info("images: %d train, %d validation (%s), %d test; labels %s (%d test rows dropped by the vote filter)",
              len(train), len(val), args.val_split, len(test), args.labels, test.n_dropped)
-    return train, val, test, train_ds, val_ds
+    return train, val, test, train_dataset, val_ds
 
 
 def distribute_options(dataset):
@@ -412,7 +623,7 @@ def evaluate_test(model, args, test, image_size, channels) -> dict:
     root = Path(args.rafdb)
     dataset = input_pipeline.make_dataset(test.aligned_paths(root), None, image_size=image_size,
                                           channels=channels, batch_size=args.batch, crop=args.crop)
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
         probabilities = model.predict(dataset, verbose=0)
     predicted = np.argmax(probabilities, axis=1)
     correct = int(np.sum(predicted == test.classes))
@@ -420,12 +631,24 @@ def evaluate_test(model, args, test, image_size, channels) -> dict:
             "n_dropped_by_vote_filter": int(test.n_dropped), "crop": args.crop}
 
 
+def code_version() -> str:
+    """``git describe --always --dirty`` of this file's repository, or "unknown"."""
+    import subprocess
+
+    try:
+        result = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+
+
 def versions() -> dict:
     import keras
     import tensorflow as tf
 
     return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__}
+            "numpy": np.__version__, "code": code_version()}
 
 
 def run_config(args, net: str, input_shape, model) -> dict:
@@ -439,14 +662,33 @@ def run_config(args, net: str, input_shape, model) -> dict:
         "honour_policy_prob": bool(args.honour_policy_prob), "seed": args.seed, "val_split": args.val_split,
         "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         "momentum": 0.9 if args.momentum else 0.0, "weight_decay": args.weight_decay,
-        "pretraining": args.pretraining, "distribute": args.distribute,
+        "bn_recalibrate": args.bn_recalibrate, "pretraining": args.pretraining, "distribute": args.distribute,
         "mixed_precision": bool(args.mixed_precision), "params": int(model.count_params()),
-        "versions": versions(), "argv": args.argv,
+        "versions": versions(), "argv": args.argv, "args": run_args(args),
     }
 
 
+def best_from_log(run_dir: Path, epochs: int) -> tuple[float, int] | None:
+    """(best val_categorical_accuracy, its 1-based epoch) over the first ``epochs`` rows of the CSV log."""
+    import csv
+
+    path = run_dir / LOG_FILE
+    if not path.is_file():
+        return None
+    best = None
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                epoch, value = int(row["epoch"]), float(row[MONITOR])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if epoch < epochs and (best is None or value > best[0]):
+                best = (value, epoch + 1)
+    return best
+
+
 def resume_point(run_dir: Path) -> tuple[Path, int, dict]:
-    """(checkpoint to load, epochs already done, state) for --resume."""
+    """(checkpoint to load, epochs already done, state) for --resume; state["best"] None = unknown yet."""
     state_path = run_dir / STATE_FILE
     if state_path.is_file() and (run_dir / LAST_CHECKPOINT).is_file():
         try:
@@ -458,19 +700,43 @@ def resume_point(run_dir: Path) -> tuple[Path, int, dict]:
     if not found:
         raise UserError(f"--dir {run_dir}: nothing to resume (no {LAST_CHECKPOINT} or checkpoint.EE.hdf5)")
     epoch, path = found[-1]
-    LOG.warning("%s missing: resuming from %s at epoch %d (its validation accuracy is unknown)",
-                STATE_FILE, path.name, epoch)
-    return path, epoch, {"best": None, "best_epoch": epoch, "completed_epochs": epoch}
+    best = best_from_log(run_dir, epoch)
+    LOG.warning("%s missing: resuming from %s at epoch %d (best %s so far: %s)", STATE_FILE, path.name, epoch,
+                MONITOR, "from the validation set" if best is None else f"{best[0]:.5f}, from {LOG_FILE}")
+    state = {"best": None if best is None else best[0], "best_epoch": epoch, "completed_epochs": epoch}
+    return path, epoch, state
+
+
+def start_log(run_dir: Path, completed_epochs: int) -> None:
+    """Keep the CSV rows of the epochs already done (none for a new run); later epochs are appended."""
+    path = run_dir / LOG_FILE
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if completed_epochs == 0 or not lines:
+        path.unlink()
+        return
+    import csv
+
+    keep = [lines[0]]
+    for line in lines[1:]:
+        row = next(csv.reader([line]), None)
+        with contextlib.suppress(ValueError, IndexError, TypeError):
+            if int(row[0]) < completed_epochs:
+                keep.append(line)
+    atomic_write_text(path, "".join(keep))
 
 
 def train(args) -> int:
+    import tempfile
+
     import keras
-    import tensorflow as tf
 
     models = _models()
     strategy = configure_devices(args)
     if strategy is not None:
         LOG.info("distribution: %s with %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
+    chief = is_chief(strategy)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -488,24 +754,45 @@ def train(args) -> int:
         if run_dir.exists() and any(run_dir.glob("checkpoint*.hdf5")):
             raise UserError(f"--dir {run_dir}: already holds checkpoints; pass --resume to continue it "
                             "or choose another --dir")
-        run_dir.mkdir(parents=True, exist_ok=True)
-    LOG.info("run directory: %s", run_dir)
+        if chief:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    # Only the chief writes the run directory; other workers write to a temporary folder (as Keras's callbacks do)
+    scratch = None if chief else tempfile.TemporaryDirectory(prefix="train_fer_worker_")
+    write_dir = run_dir if chief else Path(scratch.name)
+    LOG.info("run directory: %s%s", run_dir, "" if chief else f" (this worker writes to {write_dir})")
+    try:
+        return _train(args, strategy, net, input_size, channels, image_size, run_dir, write_dir, chief)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
 
+
+def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path, write_dir: Path,
+           chief: bool) -> int:
+    import keras
+
+    models = _models()
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     if args.batch % replicas:
         raise UserError(f"--batch {args.batch}: must be a multiple of the {replicas} replicas")
-    train_set, val_set, test_set, train_ds, val_ds = build_datasets(args, image_size, channels, replicas)
+    train_set, val_set, test_set, train_dataset, val_ds = build_datasets(args, image_size, channels, replicas)
     if args.val_split == "holdout":
-        atomic_write_text(run_dir / VALIDATION_NAMES, "\n".join(val_set.names) + "\n")
+        atomic_write_text(write_dir / VALIDATION_NAMES, "\n".join(val_set.names) + "\n")
     if strategy is not None:
-        train_ds, val_ds = distribute_options(train_ds), distribute_options(val_ds)
+        val_ds = distribute_options(val_ds)
 
     init, _, _ = args.lr_schedule
+    pretraining_report = None
     with model_scope(strategy):
         if args.resume:
             checkpoint, initial_epoch, state = resume_point(run_dir)
             LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
             model = load_checkpoint(checkpoint)
+            if state.get("best") is None and initial_epoch > 0:
+                with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
+                    logs = model.evaluate(val_ds, verbose=0, return_dict=True)
+                state["best"] = float(logs["categorical_accuracy"])
+                LOG.info("%s of %s: %.5f", MONITOR, checkpoint.name, state["best"])
         else:
             initial_epoch, state = 0, {"best": None, "best_epoch": None, "completed_epochs": 0}
             try:
@@ -520,7 +807,13 @@ def train(args) -> int:
                     report = models.load_pretrained(model, args.pretraining)
                 except (OSError, ValueError) as error:
                     raise UserError(f"--pretraining {args.pretraining}: {error}") from None
-                LOG.info("pretraining: %s", report)
+                LOG.info("pretraining: %d layers matched, %d mismatched, %d missing", len(report["matched"]),
+                         len(report["mismatched"]), len(report["missing"]))
+                pretraining_report = {
+                    "file": report.get("file"), "matched": len(report.get("matched", [])),
+                    "mismatched": report.get("mismatched", []), "missing": report.get("missing", []),
+                    "unused": report.get("unused", []),
+                    "matched_by_order": len(report.get("matched_by_order", []))}
             model.compile(
                 optimizer=keras.optimizers.SGD(learning_rate=init, momentum=0.9 if args.momentum else 0.0),
                 loss="categorical_crossentropy", metrics=["categorical_accuracy"])
@@ -528,34 +821,50 @@ def train(args) -> int:
     config["run_dir"] = str(run_dir)
     if args.resume and (run_dir / RUN_FILE).is_file():
         previous = json.loads((run_dir / RUN_FILE).read_text())
-        config["resumed"] = previous.get("resumed", []) + [{"argv": args.argv, "from_epoch": initial_epoch}]
+        config["resumed"] = previous.get("resumed", []) + [{"argv": args.argv, "from_epoch": initial_epoch,
+                                                            "code": config["versions"]["code"]}]
         config["argv"] = previous.get("argv", args.argv)
+        pretraining_report = previous.get("pretraining_report", pretraining_report)
+    config["pretraining_report"] = pretraining_report
     config["status"] = "training"
-    atomic_write_text(run_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
+    atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
     LOG.info("%s at %dx%d, %d parameters, lr %s, momentum %s, %d epochs from epoch %d",
              net, input_size, input_size, model.count_params(), args.lr, 0.9 if args.momentum else 0,
              args.epochs, initial_epoch + 1)
+    if importlib.util.find_spec("tensorboard") is None:  # tf.summary needs it; the tensorflow wheel lacks it
+        LOG.warning("TensorBoard logs skipped: the 'tensorboard' package is not installed")
 
     if initial_epoch < args.epochs:
+        start_log(write_dir, initial_epoch)
         verbose = 1 if sys.stderr.isatty() else 2
-        with contextlib.redirect_stdout(sys.stderr):  # Keras prints progress on stdout
-            model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
-                      callbacks=make_callbacks(args, run_dir, state), verbose=verbose,
-                      shuffle=False)  # the pipeline shuffles
+        for epoch in range(initial_epoch, args.epochs):
+            # One fit call per epoch with the epoch's own pipeline seed: a resumed run sees the same
+            # shuffle order and augmentation draws as a continuous one.
+            train_ds = train_dataset(epoch)
+            reseed_generators(model, args.seed, epoch)
+            if strategy is not None:
+                train_ds = distribute_options(train_ds)
+            with contextlib.redirect_stdout(sys.stderr), pipeline_errors():  # Keras prints progress on stdout
+                callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
+                    make_callbacks(args, write_dir, state, train_ds), add_history=True, add_progbar=True,
+                    verbose=verbose, epochs=args.epochs, steps=None, model=model)
+                model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
+                          callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
     else:
         LOG.info("nothing to train: %d of %d epochs already done", initial_epoch, args.epochs)
 
-    best = best_checkpoint(run_dir)
+    best = best_checkpoint(write_dir) or best_checkpoint(run_dir)
     if best is None:
         raise UserError(f"{run_dir}: no checkpoint was written")
     best_model = load_checkpoint(best, compile=False)
     result = evaluate_test(best_model, args, test_set, image_size, channels)
     result.update(checkpoint=best.name, best_validation_accuracy=state.get("best"), val_split=args.val_split)
-    print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, labels {args.labels}, "
-          f"checkpoint {best.name}, selected on {args.val_split})")
-    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(result, indent=1) + "\n")
+    if chief:
+        print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, labels {args.labels}, "
+              f"checkpoint {best.name}, selected on {args.val_split})")
+    atomic_write_text(write_dir / RESULTS_FILE, json.dumps(result, indent=1) + "\n")
     config.update(status="done", test=result)
-    atomic_write_text(run_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
+    atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
     return 0
 
 
@@ -584,6 +893,9 @@ def test_mode(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    if args.mode == "train" and args.resume:
+        check_resume(args)
+        apply_run_args(args, args.dir)
     check_args(args)
     if args.mode == "test":
         return test_mode(args)

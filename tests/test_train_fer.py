@@ -155,6 +155,10 @@ def test_resume_continues_at_right_epoch_with_optimizer_state(two_epochs, sample
     rows = read_log(run_dir)
     assert [int(row["epoch"]) for row in rows] == [0, 1]  # appended, continued at epoch index 1
     assert float(rows[1]["learning_rate"]) == pytest.approx(0.01)  # the schedule continues
+    # epoch 2 sees the same batches (the pipeline seed depends on the epoch, not on the process)
+    continuous_rows = read_log(two_epochs)
+    for key in ("loss", "val_loss", "val_categorical_accuracy"):
+        assert float(rows[1][key]) == pytest.approx(float(continuous_rows[1][key]), rel=1e-4, abs=1e-6), key
     resumed = train_fer.load_checkpoint(run_dir / train_fer.LAST_CHECKPOINT)
     continuous = train_fer.load_checkpoint(two_epochs / train_fer.LAST_CHECKPOINT)
     assert int(resumed.optimizer.iterations.numpy()) == 2 * steps == int(continuous.optimizer.iterations.numpy())
@@ -208,3 +212,225 @@ def test_mirrored_two_cpu_devices_matches_single_device(sample_tree, tmp_path):
     # BatchNormalization uses per-replica statistics under MirroredStrategy, so the match is approximate
     assert float(logs["mirrored"]["loss"]) == pytest.approx(float(logs["single"]["loss"]), rel=0.05)
     assert float(logs["mirrored"]["val_loss"]) == pytest.approx(float(logs["single"]["val_loss"]), rel=0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# Resume uses the run's own settings; best from the log; epoch seeds
+
+
+def test_resume_with_only_dir_uses_the_runs_settings(sample_tree, tmp_path):
+    run_dir = run_train(sample_tree, tmp_path / "run", "--epochs", "1", "--lr", "0.02:0.5:1", "--seed", "3")
+    before = json.loads((run_dir / "run.json").read_text())
+    # nothing but the directory and more epochs: net, size, data, schedule, seed... come from run.json
+    assert train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "2"]) == 0
+    rows = read_log(run_dir)
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert float(rows[1]["learning_rate"]) == pytest.approx(0.01)  # 0.02 · 0.5^1, the run's schedule
+    after = json.loads((run_dir / "run.json").read_text())
+    assert after["input_shape"] == [64, 64, 3] and after["net"] == "smallcnn" and after["seed"] == 3
+    assert after["argv"] == before["argv"] and after["batch"] == 8 and after["epochs"] == 2
+    assert after["resumed"][0]["argv"] == ["--resume", "--dir", str(run_dir), "--epochs", "2"]
+    # a flag that contradicts the run is refused, naming the flag and the run's value
+    with pytest.raises(UserError, match=r"--batch 16: conflicts .* has 8"):
+        train_fer.main(["--resume", "--dir", str(run_dir), "--batch", "16"])
+    with pytest.raises(UserError, match=r"--net mobilenetv2: conflicts .* has 'smallcnn'"):
+        train_fer.main(["--resume", "--dir", str(run_dir), "--net", "mobilenetv2"])
+
+
+def test_best_from_log_is_the_maximum_up_to_the_epoch(tmp_path):
+    (tmp_path / train_fer.LOG_FILE).write_text(
+        "epoch,categorical_accuracy,loss,val_categorical_accuracy\n"
+        "0,0.2,1.9,0.30\n1,0.3,1.7,0.55\n2,0.4,1.5,0.50\n3,0.5,1.3,0.70\n")
+    assert train_fer.best_from_log(tmp_path, 3) == (pytest.approx(0.55), 2)
+    assert train_fer.best_from_log(tmp_path, 4) == (pytest.approx(0.70), 4)
+    assert train_fer.best_from_log(tmp_path / "none", 4) is None
+    # a run directory with only checkpoint.02.hdf5 (no train_state.json) resumes with best 0.55, not None
+    (tmp_path / "checkpoint.02.hdf5").write_bytes(b"")
+    path, epoch, state = train_fer.resume_point(tmp_path)
+    assert path.name == "checkpoint.02.hdf5" and epoch == 2 and state["best"] == pytest.approx(0.55)
+
+
+def test_epoch_seeds_differ_per_epoch_and_are_reproducible():
+    seeds = [train_fer.epoch_seed(0, epoch) for epoch in range(5)]
+    assert len(set(seeds)) == 5 and seeds == [train_fer.epoch_seed(0, epoch) for epoch in range(5)]
+    assert train_fer.epoch_seed(1, 0) != train_fer.epoch_seed(0, 1)
+    assert all(0 <= seed < 2 ** 31 for seed in seeds)
+
+
+# --------------------------------------------------------------------------------------------
+# Precise BatchNorm (--bn-recalibrate)
+
+
+def _bn_inputs(model, images):
+    """Each BN layer's input in training mode, computed through a sub-model (independent of the code)."""
+    import keras
+
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    probe = keras.Model(model.input, [layer.input for layer in layers])
+    return layers, [np.asarray(t, dtype=np.float64) for t in probe(images, training=True)]
+
+
+def test_bn_recalibrate_sets_batch_statistics():
+    import keras
+
+    import models
+
+    keras.utils.set_random_seed(0)
+    model = models.build_model("smallcnn", 64)
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 255, (6, 64, 64, 3)).astype("float32")
+    b = rng.uniform(0, 128, (6, 64, 64, 3)).astype("float32")
+    layers, inputs_a = _bn_inputs(model, a)
+    assert len(layers) == 3
+    assert train_fer.recalibrate_batchnorm(model, [a, a, a]) == 3
+    for layer, x in zip(layers, inputs_a):
+        np.testing.assert_allclose(np.asarray(layer.moving_mean), x.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(layer.moving_variance), x.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-4)
+        assert layer.momentum == pytest.approx(0.99)  # restored
+    # two different batches: the equal-weight average of their statistics
+    _, inputs_b = _bn_inputs(model, b)
+    train_fer.recalibrate_batchnorm(model, [(a, None), (b, None)])
+    for layer, xa, xb in zip(layers, inputs_a, inputs_b):
+        np.testing.assert_allclose(np.asarray(layer.moving_mean),
+                                   (xa.mean(axis=(0, 1, 2)) + xb.mean(axis=(0, 1, 2))) / 2, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(layer.moving_variance),
+                                   (xa.var(axis=(0, 1, 2)) + xb.var(axis=(0, 1, 2))) / 2, rtol=1e-3, atol=1e-4)
+
+
+def test_training_with_bn_recalibrate_validates_on_recalibrated_model(sample_tree, tmp_path):
+    run_dir = run_train(sample_tree, tmp_path / "bn", "--epochs", "1", "--lr", "0.02", "--bn-recalibrate", "2")
+    config = json.loads((run_dir / "run.json").read_text())
+    assert config["bn_recalibrate"] == 2
+    # the saved checkpoint carries the recalibrated statistics: re-evaluating it reproduces val accuracy
+    import rafdb_dataset
+    import input_pipeline
+
+    held = set((run_dir / train_fer.VALIDATION_NAMES).read_text().split())
+    train = rafdb_dataset.load_labels(sample_tree, "train", "soft")
+    val = train.subset([i for i, name in enumerate(train.names) if name in held])
+    model = train_fer.load_checkpoint(run_dir / train_fer.LAST_CHECKPOINT, compile=False)
+    dataset = input_pipeline.make_dataset(val.aligned_paths(sample_tree), None, image_size=(64, 64), batch_size=8)
+    accuracy = np.mean(np.argmax(model.predict(dataset, verbose=0), axis=1) == val.classes)
+    assert accuracy == pytest.approx(float(read_log(run_dir)[0]["val_categorical_accuracy"]), abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Mixed precision
+
+
+@pytest.fixture
+def mixed_precision():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_checkpoint_restores_inner_sgd_state(mixed_precision, tmp_path):
+    import keras
+
+    import models
+
+    keras.utils.set_random_seed(2)
+    model = models.build_model("smallcnn", 64)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy",
+                  metrics=["categorical_accuracy"])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    y = np.eye(7, dtype="float32")[[0, 1, 2, 3]]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # one step
+    path = tmp_path / "checkpoint.01.hdf5"
+    train_fer.save_model_atomically(model, path)
+    loaded = train_fer.load_checkpoint(path)
+    assert type(loaded.optimizer).__name__ == "LossScaleOptimizer"
+    inner = loaded.optimizer.inner_optimizer
+    assert int(inner.iterations.numpy()) == 1 == int(model.optimizer.inner_optimizer.iterations.numpy())
+    slots = [v for v in loaded.optimizer.variables if "momentum" in v.path]
+    # conv, BN (gamma, beta), fc and classifier: 8 layers x 2 trainable variables
+    assert len(slots) == 16 and all(np.abs(np.asarray(v)).sum() > 0 for v in slots)
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+    for original, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+        assert restored.path.endswith(original.path.split("/")[-1])
+        np.testing.assert_array_equal(np.asarray(restored), np.asarray(original))
+
+
+def test_mixed_precision_training_with_pretraining_report(mixed_precision, sample_tree, tmp_path):
+    import keras
+
+    import models
+
+    keras.utils.set_random_seed(5)
+    donor = models.build_model("smallcnn", 64)
+    weights = tmp_path / "donor.weights.h5"
+    donor.save_weights(weights)
+    run_dir = run_train(sample_tree, tmp_path / "mp", "--epochs", "1", "--lr", "0.02", "--mixed-precision",
+                        "--pretraining", str(weights))
+    config = json.loads((run_dir / "run.json").read_text())
+    assert config["mixed_precision"] is True and config["status"] == "done"
+    report = config["pretraining_report"]
+    # conv x3, bn x3, fc, classifier carry weights; the donor has the same architecture
+    assert report["matched"] == 8 and report["mismatched"] == [] and report["missing"] == []
+    assert config["versions"]["code"]  # git describe, or "unknown"
+    loaded = train_fer.load_checkpoint(run_dir / train_fer.LAST_CHECKPOINT)
+    assert int(loaded.optimizer.inner_optimizer.iterations.numpy()) > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Fast --help, multiworker
+
+
+def test_help_does_not_import_keras():
+    code = ("import sys, contextlib, io\nimport train_fer\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    train_fer.parse_args(['--help'])\n"
+            "print('keras' in sys.modules, 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.slow
+def test_multiworker_single_chief_trains_and_writes(sample_tree, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    tf_config = {"cluster": {"chief": [f"localhost:{port}"]}, "task": {"type": "chief", "index": 0}}
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CONFIG=json.dumps(tf_config))
+    command = [sys.executable, str(REPO / "train_fer.py"), "--rafdb", str(sample_tree), *TINY, "--epochs", "1",
+               "--lr", "0.02", "--distribute", "multiworker"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "multiworker needs --dir" in result.stderr
+    result = subprocess.run(command + ["--dir", str(tmp_path / "mw")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MultiWorkerMirroredStrategy" in result.stderr
+    assert (tmp_path / "mw" / train_fer.LAST_CHECKPOINT).is_file() and (tmp_path / "mw" / "results.json").is_file()
+    assert "test accuracy" in result.stdout
+
+
+def test_is_chief_rule():
+    class Resolver:
+        def __init__(self, task_type, task_id, cluster):
+            self.task_type, self.task_id, self._cluster = task_type, task_id, cluster
+
+        def cluster_spec(self):
+            class Spec:
+                def as_dict(inner):
+                    return self._cluster
+            return Spec()
+
+    class Strategy:
+        def __init__(self, resolver):
+            self.cluster_resolver = resolver
+
+    with_chief = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    without = {"worker": ["b:1", "c:1"]}
+    assert train_fer.is_chief(None)
+    assert train_fer.is_chief(Strategy(Resolver("chief", 0, with_chief)))
+    assert not train_fer.is_chief(Strategy(Resolver("worker", 0, with_chief)))
+    assert train_fer.is_chief(Strategy(Resolver("worker", 0, without)))
+    assert not train_fer.is_chief(Strategy(Resolver("worker", 1, without)))
