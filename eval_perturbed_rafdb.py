@@ -25,6 +25,14 @@ reads the file.
 
 Extensions the original reader ignores (every extra line starts with ``#``):
 
+- Right after each header, a metadata comment with the label protocol, the number of sequences, the
+  perturbed tree's source (SPEC §3.6: ``aligned`` must be visible in every report) and frames::
+
+      # labels=soft N=285 source=landmarks frames=30 seed=0 format=jpg
+
+  ``source``, ``seed``, ``format`` (and ``fallback_pad`` for ``source=aligned``) come from the
+  tree's ``manifest.json``; without one they are ``unknown``. ``eval_perturbed_rafdb2.py`` shows
+  N, the protocol and the source in its summary and JSON, and checks N against the block.
 - ``--annotate`` writes ``# test_XXXX`` before each sequence line.
 - ``--topk K`` writes, right after each sequence line, its frames' class rankings::
 
@@ -34,6 +42,9 @@ Extensions the original reader ignores (every extra line starts with ``#``):
   least probable joined by ``:`` (ties to the lower class index, SPEC §5.7). The first class of
   each field is the frame's predicted class. ``eval_perturbed_rafdb2.py`` computes the top-k
   distance from these lines (k <= K; use ``--topk 5`` or ``7`` to report d_2, d_3 and d_5).
+
+Two checkpoints that share a method name (the reader names a method after the checkpoint's run
+directory) are warned about; the reader then names each ``<run dir>/<checkpoint file name>``.
 
 Deviations from the original (SPEC §5.4, §6 rows 18, 19, 21): predictions go to standard output or
 ``--out`` (the original appended to ``perturbed_predictions/<run dir>.txt`` and printed logs on
@@ -130,10 +141,70 @@ def frame_paths(folder: Path, names: Sequence[str], n_frames: int) -> list[str]:
     return paths
 
 
+META_KEYS = ("labels", "N", "source", "frames", "seed", "format", "fallback_pad")
+
+
+def _meta_value(value) -> str:
+    text = "unknown" if value is None or value == "" else str(value)
+    return "_".join(text.split())  # one token: the line is split on whitespace
+
+
+def metadata_line(protocol: str, n_sequences: int, frames: int, manifest: dict | None) -> str:
+    """``# labels=<protocol> N=<n> source=<...> frames=<n> seed=... format=...`` (one line, no newline).
+
+    ``source``, ``seed``, ``format`` and ``fallback_pad`` come from the perturbed tree's manifest
+    parameters; ``unknown`` without a manifest (``fallback_pad`` only for ``source=aligned``).
+    """
+    params = (manifest or {}).get("params") or {}
+    values = {"labels": protocol, "N": n_sequences, "source": params.get("source"), "frames": frames,
+              "seed": params.get("seed"), "format": params.get("format")}
+    if params.get("source") == "aligned":
+        values["fallback_pad"] = params.get("fallback_pad")
+    return "# " + " ".join(f"{key}={_meta_value(values[key])}" for key in META_KEYS if key in values)
+
+
+def method_name(checkpoint: str | Path) -> str:
+    """The name eval_perturbed_rafdb2.py gives a checkpoint: its run directory (else its file name)."""
+    text = str(checkpoint)
+    directory = os.path.dirname(text)
+    return os.path.basename(directory) if directory else os.path.basename(text)
+
+
+def warn_method_collisions(checkpoints_: Sequence[str | Path], earlier: Sequence[str] = ()) -> list[str]:
+    """Warn when different checkpoints share a method name; return the colliding names.
+
+    ``earlier`` are checkpoint paths already in the output (``--append``).
+    """
+    by_name: dict[str, list[str]] = {}
+    for path in list(earlier) + [str(path) for path in checkpoints_]:
+        paths = by_name.setdefault(method_name(path), [])
+        if path not in paths:
+            paths.append(path)
+    colliding = [name for name, paths in by_name.items() if len(paths) > 1]
+    for name in colliding:
+        LOG.warning("checkpoints %s share the method name %r (their run directory): "
+                    "eval_perturbed_rafdb2.py will name them <run dir>/<checkpoint file name>",
+                    ", ".join(by_name[name]), name)
+    return colliding
+
+
+def headers_in(text: str) -> list[str]:
+    """The checkpoint fields of the two-field headers of a predictions text."""
+    found = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            fields = line.split(",")
+            if len(fields) == 2 and fields[0].strip() not in found:
+                found.append(fields[0].strip())
+    return found
+
+
 def format_block(header: str, names: Sequence[str], classes: np.ndarray, rankings: np.ndarray | None,
-                 annotate: bool) -> str:
-    """One folder's block: header, then per sequence its (annotation,) class line (and #topk line)."""
-    lines = [header]
+                 annotate: bool, meta: str | None = None) -> str:
+    """One folder's block: header, (metadata comment,) then per sequence its (annotation,) class line
+    (and #topk line)."""
+    lines = [header] if meta is None else [header, meta]
     for index, name in enumerate(names):
         if annotate:
             lines.append(f"# {name}")
@@ -145,7 +216,8 @@ def format_block(header: str, names: Sequence[str], classes: np.ndarray, ranking
 
 
 def evaluate_checkpoint(checkpoint: Path, args: argparse.Namespace, names: Sequence[str],
-                        folders: Sequence[tuple[Path, list[str]]], out: TextIO) -> None:
+                        folders: Sequence[tuple[Path, list[str]]], out: TextIO,
+                        meta: str | None = None) -> None:
     """Predict every folder's sequences with one checkpoint and write its blocks to ``out``."""
     import metrics
     import input_pipeline
@@ -172,7 +244,7 @@ def evaluate_checkpoint(checkpoint: Path, args: argparse.Namespace, names: Seque
         scores = scores.reshape(len(names), args.frames, scores.shape[-1])
         classes = np.argmax(scores, axis=-1)  # ties to the lower index, like the rankings
         rankings = metrics.rankings_from_scores(scores)[..., :args.topk] if args.topk else None
-        out.write(format_block(f"{checkpoint},{folder}", names, classes, rankings, args.annotate))
+        out.write(format_block(f"{checkpoint},{folder}", names, classes, rankings, args.annotate, meta))
         out.flush()
         LOG.info("%s on %s: %d sequences x %d frames in %.1f s (%.0f images/s)", checkpoint.name,
                  folder.name, len(names), args.frames, elapsed, len(paths) / max(elapsed, 1e-9))
@@ -235,18 +307,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Check every frame before loading any model: a missing one is an error naming it.
     work = [(folder, frame_paths(folder, labels.names, args.frames)) for folder in folders]
     targets = [path for checkpoint in args.checkpoints for path in checkpoints.find_checkpoints(checkpoint)]
+    import dataset_writer
+
+    manifest = dataset_writer.read_manifest(args.perturbed)
+    if manifest is None:
+        LOG.warning("%s: no manifest.json; the source of the sequences is written as unknown",
+                    args.perturbed)
+    elif (manifest.get("params") or {}).get("source") == "aligned":
+        LOG.warning("%s: source: aligned (SPEC §3.6): padded official aligned faces, not the "
+                    "landmark-aligned originals", args.perturbed)
+    meta = metadata_line(labels.protocol, len(labels), args.frames, manifest)
+    earlier = headers_in(args.out.read_text(encoding="utf-8")) \
+        if args.append and args.out is not None and args.out.is_file() else []
+    warn_method_collisions(targets, earlier)
     LOG.info("%d checkpoint(s) x %d folder(s) x %d sequences x %d frames", len(targets), len(work),
              len(labels), args.frames)
     if args.out is None:
         for checkpoint in targets:
-            evaluate_checkpoint(checkpoint, args, labels.names, work, sys.stdout)
+            evaluate_checkpoint(checkpoint, args, labels.names, work, sys.stdout, meta)
         return 0
     with atomic_path(args.out) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="\n") as out:
             if args.append and args.out.is_file():
                 out.write(args.out.read_text(encoding="utf-8"))
             for checkpoint in targets:
-                evaluate_checkpoint(checkpoint, args, labels.names, work, out)
+                evaluate_checkpoint(checkpoint, args, labels.names, work, out, meta)
     LOG.info("wrote %s", args.out)
     return 0
 

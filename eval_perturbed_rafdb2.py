@@ -26,11 +26,49 @@ second argument starting with ``t`` the original's text lists (per method its ``
 value`` lines, then ``---------``). A fixed-width summary (mFP, mFR, T-k-D) follows on standard
 error. ``--json`` and ``--csv`` write everything for machines.
 
-Deviations from the original (SPEC §5.4, §6 row 20): blank lines are skipped (the original's own
-trailing blank lines made it divide by zero); any malformed line is an error naming its line
-number instead of an assertion or a crash; every method appears in the table (the original dropped
-methods with fewer perturbations than the last one, and its rows had a trailing tab); a checkpoint
-given without a directory is named by its file name (the original gave "").
+Metadata and method names: a comment ``# labels=soft N=285 source=landmarks frames=30 ...`` (all
+tokens ``key=value``; written by ``eval_perturbed_rafdb.py`` right after each header) belongs to its
+block: the summary, the JSON and the CSV show each method's N, label protocol and source
+(``unknown`` without it; SPEC §3.6's ``source: aligned`` is flagged under the summary), and a block
+whose sequence count differs from its N is an error naming the line. A method is the checkpoint's
+run directory name, as in the original; when two different checkpoint paths share it, both are
+named ``<run dir>/<checkpoint file name>`` (the whole path if that still collides), with a warning.
+
+Deviations from the original
+----------------------------
+(The original: ``compute_fr`` / ``print_xls`` / ``print_text`` of MiviaLab's script; SPEC §5.4,
+§6 row 20.)
+
+TSV (default output):
+
+- Rows: the original printed the perturbations of the *last* method (by sorted name), in the order
+  its blocks were read (the original writer's glob order). Here: the union over all methods, in
+  SPEC §3.3 canonical order, then extras in first-seen order. Both strip ``rafdb.test.``.
+- Columns: the original kept only methods with at least as many perturbations as that last method
+  (and crashed with KeyError when a kept one lacked a row). Here every method has a column, with
+  ``nan`` where it lacks a perturbation. Methods are sorted by name in both.
+- Bytes: the original ended every line, the ``.`` header line included, with a tab before the
+  newline; here there is no trailing tab.
+- Values: both print the shortest repr of a float. The original's FP is a running sum of per-sequence
+  FPs divided by the count; here it is ``np.mean`` (pairwise summation), which can differ in the last
+  digit.
+- Method names: two different checkpoints with the same run directory name are kept apart
+  (``<run dir>/<file name>``; the original merged them, the later block winning); a checkpoint
+  field without a directory is named by its file name (the original gave "").
+
+Text output (second argument ``t...``): methods sorted by name (the original: file order);
+perturbations in canonical order with ``rafdb.test.`` stripped (the original: file order, prefix
+kept); values formatted as in the TSV. A second argument not starting with ``t`` is an error (the
+original printed the TSV).
+
+Reading: blank lines are skipped (the original's own trailing blank lines made it divide by zero); a
+``#`` line may be indented; ``# key=value`` comments are read as metadata and ``#topk`` lines as
+rankings (the original skipped both); any malformed line is an error naming its line number instead
+of an assertion or a crash; class indices must be 0..6 (the original accepted any integer); the
+sequence length is read from the data, at least 3 and equal within a block (``--frames`` pins it;
+the original asserted 30); a header without sequences is warned about. The noise rule tests
+``noise`` in the name (the original: ``_noise``; the same for the three RAF-DB-P noise
+perturbations). A summary goes to standard error; ``--json`` and ``--csv`` are new.
 
 Example::
 
@@ -86,6 +124,9 @@ class Block:
     method: str
     perturbation: str
     line: int  # line number of the header
+    checkpoint: str = ""  # the header's checkpoint field ("" for a one-field header)
+    meta: dict = dataclasses.field(default_factory=dict)  # '# labels=.. N=.. source=..' comment
+    meta_line: int = 0
     sequences: list[list[int]] = dataclasses.field(default_factory=list)
     sequence_lines: list[int] = dataclasses.field(default_factory=list)
     rankings: list[list[list[int]] | None] = dataclasses.field(default_factory=list)
@@ -104,6 +145,47 @@ def method_name(checkpoint_field: str) -> str:
     """The run directory of a checkpoint path (SPEC §5.4); the file name when there is no directory."""
     directory = os.path.dirname(checkpoint_field)
     return os.path.basename(directory) if directory else os.path.basename(checkpoint_field)
+
+
+def disambiguate_methods(blocks: Sequence[Block]) -> None:
+    """Keep different checkpoints that share a run directory name apart (in place).
+
+    The original names a method after the checkpoint's run directory; when two different checkpoint
+    paths give the same name, each becomes ``<run dir>/<checkpoint file name>`` (or, if that still
+    collides, the whole checkpoint path). Names without a collision are the original's.
+    """
+    paths: dict[str, list[str]] = {}
+    for block in blocks:
+        if block.checkpoint:
+            found = paths.setdefault(block.method, [])
+            if block.checkpoint not in found:
+                found.append(block.checkpoint)
+    renamed: dict[str, str] = {}
+    for method, checkpoints in paths.items():
+        if len(checkpoints) < 2:
+            continue
+        names = {path: (f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+                        if os.path.dirname(path) else path) for path in checkpoints}
+        if len(set(names.values())) < len(names):
+            names = {path: path for path in checkpoints}
+        LOG.warning("checkpoints %s share the method name %r; naming them %s", ", ".join(checkpoints),
+                    method, ", ".join(names[path] for path in checkpoints))
+        renamed.update(names)
+    for block in blocks:
+        if block.checkpoint in renamed:
+            block.method = renamed[block.checkpoint]
+
+
+META_KEYS = ("labels", "N", "source")  # a '#' comment with key=value tokens naming one is metadata
+
+
+def parse_meta(comment: str) -> dict | None:
+    """``labels=soft N=285 source=landmarks ...`` (the text after '#') -> dict, or None if not metadata."""
+    tokens = comment.split()
+    if not tokens or not all("=" in token and not token.startswith("=") for token in tokens):
+        return None
+    meta = dict(token.split("=", 1) for token in tokens)
+    return meta if any(key in meta for key in META_KEYS) else None
 
 
 def perturbation_name(folder_field: str) -> str:
@@ -161,6 +243,7 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
     length: int | None = None  # sequence length of the current block
     length_line = 0
     topk_pending = False  # the previous content line was a sequence line
+    pending_meta: tuple[dict, int] | None = None  # metadata before a header: for that header
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         where = f"{path}:{number}"
@@ -173,12 +256,24 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
             topk_pending = False
             continue
         if line.startswith("#"):
+            meta = parse_meta(line[1:])
+            if meta is not None:
+                if "N" in meta and not meta["N"].isdigit():
+                    raise UserError(f"{where}: metadata N={meta['N']!r} is not a sequence count")
+                if current is not None and not current.sequences and not current.meta:
+                    current.meta, current.meta_line = meta, number
+                else:
+                    pending_meta = (meta, number)
             continue
         fields = [field.strip() for field in line.split(",")]
         topk_pending = False
         if len(fields) <= 2:
             current = Block(method="" if len(fields) == 1 else method_name(fields[0]),
-                            perturbation=perturbation_name(fields[-1]), line=number)
+                            perturbation=perturbation_name(fields[-1]), line=number,
+                            checkpoint="" if len(fields) == 1 else fields[0])
+            if pending_meta is not None:
+                current.meta, current.meta_line = pending_meta
+                pending_meta = None
             blocks.append(current)
             length = None
             continue
@@ -213,10 +308,14 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
                             f"sequences have one")
         if with_rankings and len({len(r[0]) for r in block.rankings}) != 1:
             raise UserError(f"{path}:{block.line}: #topk lines of different lengths in one block")
+        if "N" in block.meta and int(block.meta["N"]) != len(block.sequences):
+            raise UserError(f"{path}:{block.meta_line}: metadata says N={block.meta['N']} but the block "
+                            f"of line {block.line} has {len(block.sequences)} sequences (truncated file?)")
         kept.append(block)
     if not kept:
         raise UserError(f"{path}:{blocks[0].line}: header with no sequences after it; the file holds "
                         f"no predictions")
+    disambiguate_methods(kept)
     return kept
 
 
@@ -263,6 +362,9 @@ def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,
                 "n_sequences": int(classes.shape[0]),
                 "n_frames": int(classes.shape[1]),
                 "line": block.line,
+                "protocol": block.meta.get("labels", "unknown"),
+                "source": block.meta.get("source", "unknown"),
+                "meta": dict(block.meta),
                 "tkd": {},
             }
             rankings = block.ranking_array()
@@ -276,7 +378,11 @@ def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,
         if len(in_mean) < len(canonical):
             LOG.warning("%s: %d of the %d RAF-DB-P perturbations present; mFP averages those only",
                         method or '""', len(in_mean), len(canonical))
+        counts = sorted({entry["n_sequences"] for entry in results.values()})
         summary = {
+            "n": counts[0] if len(counts) == 1 else counts,  # N, the sequences per perturbation
+            "protocol": _joined(entry["protocol"] for entry in results.values()),
+            "source": _joined(entry["source"] for entry in results.values()),
             "perturbations": results,
             "mean_over": in_mean,
             "extras": [name for name in results if name not in canonical],
@@ -290,6 +396,11 @@ def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,
         methods[method] = summary
     return {"methods": methods, "difficulty": difficulty, "topk": [int(k) for k in ks],
             "canonical_perturbations": canonical}
+
+
+def _joined(values) -> str:
+    """The distinct values in first-seen order, comma-joined ("soft", or "soft,unknown")."""
+    return ",".join(dict.fromkeys(values))
 
 
 def load_baseline(spec: str, results: dict, baseline_method: str | None = None) -> tuple[str, dict]:
@@ -383,21 +494,32 @@ def format_summary(results: dict) -> str:
     normalised = "baseline" in results
     ks = [str(k) for k in results["topk"]]
     width = max([len("method")] + [len(m) for m in results["methods"]])
-    head = f"{'method':<{width}}  {'n':>2}  {'mFP':>8}"
+
+    def count(summary):
+        n = summary.get("n")
+        return str(n) if isinstance(n, int) else "/".join(map(str, n or [])) or "?"
+
+    n_width = max([1] + [len(count(summary)) for summary in results["methods"].values()])
+    label_width = max([6] + [len(summary.get("protocol", "unknown")) for summary in results["methods"].values()])
+    source_width = max([6] + [len(summary.get("source", "unknown")) for summary in results["methods"].values()])
+    head = (f"{'method':<{width}}  {'N':>{n_width}}  {'labels':<{label_width}}  {'source':<{source_width}}"
+            f"  {'P':>2}  {'mFP':>8}")
     if normalised:
         head += f"  {'mFR':>8}"
     head += "".join(f"  {'T' + k + 'D':>6}" for k in ks)
     if normalised:
         head += "".join(f"  {'mT' + k + 'D':>6}" for k in ks)
-    lines = [f"difficulty {results['difficulty']}; mFP = mean FP over the n of the "
-             f"{len(results['canonical_perturbations'])} RAF-DB-P perturbations present (unnormalised)",
-             head, "-" * len(head)]
+    lines = [f"difficulty {results['difficulty']}; N = sequences per perturbation; mFP = mean FP over "
+             f"the P of the {len(results['canonical_perturbations'])} RAF-DB-P perturbations present "
+             f"(unnormalised)", head, "-" * len(head)]
 
     def number(value, digits, size):
         return f"{'-':>{size}}" if value is None or math.isnan(value) else f"{value:>{size}.{digits}f}"
 
     for method, summary in results["methods"].items():
-        line = f"{method:<{width}}  {len(summary['mean_over']):>2}  {number(summary['mfp'], 6, 8)}"
+        line = (f"{method:<{width}}  {count(summary):>{n_width}}  {summary.get('protocol', 'unknown'):<{label_width}}"
+                f"  {summary.get('source', 'unknown'):<{source_width}}  {len(summary['mean_over']):>2}"
+                f"  {number(summary['mfp'], 6, 8)}")
         if normalised:
             line += f"  {number(summary.get('mfr', math.nan), 4, 8)}"
         line += "".join(f"  {number(summary['mtkd'].get(k), 4, 6)}" for k in ks)
@@ -407,6 +529,11 @@ def format_summary(results: dict) -> str:
         if summary["extras"]:
             extras = ", ".join(f"{name} {summary['perturbations'][name]['fp']:.6f}" for name in summary["extras"])
             lines.append(f"{'':<{width}}  extras (not in mFP): {extras}")
+    aligned = [method for method, summary in results["methods"].items()
+               if "aligned" in summary.get("source", "").split(",")]
+    if aligned:
+        lines.append(f"source: aligned (SPEC §3.6) for {', '.join(aligned) or chr(34) * 2}: sequences built "
+                     f"from the padded official aligned faces, not the landmark-aligned originals")
     if normalised:
         lines.append(f"FR, mFR and mTkD normalised to the baseline {results['baseline']}")
     else:
@@ -440,16 +567,19 @@ def format_csv(results: dict) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method", "perturbation", "rule", "n_sequences", "n_frames", "fp", "fr"]
-                    + [f"t{k}d" for k in ks] + [f"t{k}d_rate" for k in ks])
+                    + [f"t{k}d" for k in ks] + [f"t{k}d_rate" for k in ks] + ["protocol", "source"])
     for method, summary in results["methods"].items():
         for name, entry in summary["perturbations"].items():
             writer.writerow([method, name, entry["rule"], entry["n_sequences"], entry["n_frames"],
                              _value(entry["fp"]), _value(entry.get("fr"))]
                             + [_value(entry["tkd"].get(k)) for k in ks]
-                            + [_value(entry.get("tkd_rate", {}).get(k)) for k in ks])
-        writer.writerow([method, "mean", "", "", "", _value(summary["mfp"]), _value(summary.get("mfr"))]
+                            + [_value(entry.get("tkd_rate", {}).get(k)) for k in ks]
+                            + [entry["protocol"], entry["source"]])
+        n = summary["n"] if isinstance(summary["n"], int) else ""
+        writer.writerow([method, "mean", "", n, "", _value(summary["mfp"]), _value(summary.get("mfr"))]
                         + [_value(summary["mtkd"].get(k)) for k in ks]
-                        + [_value(summary.get("mtkd_rate", {}).get(k)) for k in ks])
+                        + [_value(summary.get("mtkd_rate", {}).get(k)) for k in ks]
+                        + [summary["protocol"], summary["source"]])
     return buffer.getvalue()
 
 

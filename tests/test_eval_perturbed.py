@@ -285,13 +285,17 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
     lines = text.split("\n")[:-3]
     expected_order = ["rafdb.test.p_gaussian_noise", "rafdb.test.p_rotate", "rafdb.test.p_zzz_extra"]
     blocks = {}
+    stride = len(names) + 2  # header, metadata comment, one line per sequence
     for i, folder in enumerate(expected_order):
-        header = lines[i * (len(names) + 1)]
+        header = lines[i * stride]
         assert header == f"{run_a},{perturbed / folder}"
-        sequences = lines[i * (len(names) + 1) + 1:(i + 1) * (len(names) + 1)]
+        # no manifest.json in this tree: the source is unknown; N = the soft protocol's sequences
+        assert lines[i * stride + 1] == \
+            f"# labels=soft N={len(names)} source=unknown frames=30 seed=unknown format=unknown"
+        sequences = lines[i * stride + 2:(i + 1) * stride]
         assert all(re.fullmatch(r"[0-6](,[0-6]){29}", s) for s in sequences), sequences
         blocks[folder.replace("rafdb.test.", "")] = [[int(v) for v in s.split(",")] for s in sequences]
-    assert len(lines) == 3 * (len(names) + 1)
+    assert len(lines) == 3 * stride
     assert len({tuple(s) for seqs in blocks.values() for s in seqs}) > 1  # the tiny model does vary
 
     result = run_reader(predictions)
@@ -309,6 +313,8 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
     assert result.returncode == 0, result.stderr
     appended = predictions.read_text()[len(text):].split("\n")
     assert appended[0] == f"{run_b},{perturbed / 'rafdb.test.p_rotate'}"
+    assert appended[1].startswith(f"# labels=soft N={len(names)} ")
+    appended = appended[1:]
     assert appended[1] == f"# {names[0]}"
     assert re.fullmatch(r"[0-6](,[0-6]){29}", appended[2])
     assert re.fullmatch(r"#topk [0-6]:[0-6]:[0-6](,[0-6]:[0-6]:[0-6]){29}", appended[3])
@@ -335,7 +341,9 @@ def test_writer_out_file_and_hard_labels(tmp_path, perturbed_tree, tiny_checkpoi
     assert lines[0] == f"{tiny_checkpoints[1]},{perturbed / 'rafdb.test.p_rotate'}"
     import rafdb_dataset
 
-    assert len(lines) == 1 + len(rafdb_dataset.load_labels(root, "test", "hard")) + 3
+    n_hard = len(rafdb_dataset.load_labels(root, "test", "hard"))
+    assert lines[1].startswith(f"# labels=hard N={n_hard} source=unknown ")
+    assert len(lines) == 2 + n_hard + 3
 
 
 def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree):
@@ -363,3 +371,82 @@ def test_format_block_bytes():
     assert text == f"c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line(CONSTANT)}\n"
     text = writer.format_block("h", ["test_0001"], classes[1:], np.tile([3, 6], (1, 30, 1)), True)
     assert text == f"h\n# test_0001\n{line(CONSTANT)}\n#topk {','.join(['3:6'] * 30)}\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata comments (N, protocol, source) and method-name collisions
+
+
+def test_metadata_comment_gives_n_protocol_and_source(tmp_path):
+    text = ("runs/a/c.keras,P/rafdb.test.p_rotate\n# labels=hard N=2 source=aligned frames=30 seed=0\n"
+            f"{line(WORKED)}\n{line(CONSTANT)}\n"
+            f"runs/b/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n")  # no metadata: unknown, N from data
+    path = write(tmp_path, text)
+    result = run_reader(path, "--json", str(tmp_path / "r.json"))
+    assert parse_tsv(result.stdout)["a"]["p_rotate"] == pytest.approx((2 / 29 + 0) / 2)  # unchanged TSV; WORKED flips twice
+    data = json.loads((tmp_path / "r.json").read_text())
+    a, b = data["methods"]["a"], data["methods"]["b"]
+    assert (a["n"], a["protocol"], a["source"]) == (2, "hard", "aligned")
+    assert (b["n"], b["protocol"], b["source"]) == (1, "unknown", "unknown")
+    assert a["perturbations"]["p_rotate"]["meta"]["seed"] == "0"
+    rows = {row.split()[0]: row.split()[1:4] for row in result.stderr.splitlines() if row[:2] in ("a ", "b ")}
+    assert rows == {"a": ["2", "hard", "aligned"], "b": ["1", "unknown", "unknown"]}
+    assert "source: aligned (SPEC §3.6) for a" in result.stderr
+
+
+def test_metadata_n_that_disagrees_with_the_block_names_the_line(tmp_path):
+    text = f"runs/a/c.keras,P/rafdb.test.p_rotate\n# labels=soft N=3 source=landmarks\n{line(WORKED)}\n"
+    with pytest.raises(UserError, match=r"predictions.txt:2: metadata says N=3 but .* has 1 sequences"):
+        reader.read_predictions(write(tmp_path, text))
+    with pytest.raises(UserError, match=r":2: metadata N='x'"):
+        reader.read_predictions(write(tmp_path, text.replace("N=3", "N=x")))
+
+
+def test_two_checkpoints_of_one_run_directory_stay_apart(tmp_path, caplog):
+    text = (f"runs/r/checkpoint.01.hdf5,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
+            f"runs/r/checkpoint.02.hdf5,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n"
+            f"runs/s/checkpoint.05.hdf5,P/rafdb.test.p_rotate\n{line(NOISE_DIFFERS)}\n"
+            f"runs/r/checkpoint.01.hdf5,P/rafdb.test.p_scale\n{line(CONSTANT)}\n")
+    with caplog.at_level(logging.WARNING):
+        table = reader.group_blocks(reader.read_predictions(write(tmp_path, text)))
+    assert sorted(table) == ["r/checkpoint.01.hdf5", "r/checkpoint.02.hdf5", "s"]  # s keeps the original name
+    assert sorted(table["r/checkpoint.01.hdf5"]) == ["p_rotate", "p_scale"]
+    assert "share the method name 'r'" in caplog.text
+    results = reader.compute(table)
+    assert results["methods"]["r/checkpoint.01.hdf5"]["perturbations"]["p_rotate"]["fp"] == pytest.approx(2 / 29)
+    assert results["methods"]["r/checkpoint.02.hdf5"]["perturbations"]["p_rotate"]["fp"] == 0.0
+    # same run directory and file name under different parents: the whole paths
+    text = (f"a/r/c.hdf5,P/rafdb.test.p_rotate\n{line(WORKED)}\nb/r/c.hdf5,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n")
+    table = reader.group_blocks(reader.read_predictions(write(tmp_path, text)))
+    assert sorted(table) == ["a/r/c.hdf5", "b/r/c.hdf5"]
+
+
+def test_writer_warns_on_method_name_collisions(caplog):
+    with caplog.at_level(logging.WARNING, logger="fer.eval_perturbed"):
+        assert writer.warn_method_collisions(["runs/r/checkpoint.01.hdf5", "runs/s/checkpoint.01.hdf5"]) == []
+        assert caplog.text == ""
+        assert writer.warn_method_collisions(["runs/r/checkpoint.02.hdf5"],
+                                             earlier=["runs/r/checkpoint.01.hdf5"]) == ["r"]
+    assert "share the method name 'r'" in caplog.text
+    assert writer.headers_in(ORIGINAL) == ["out_training_fer/_netsenet50_20220409_101500/checkpoint.87.hdf5"]
+
+
+def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tree, tiny_checkpoints):
+    _, root, perturbed, names = perturbed_tree
+    tree = tmp_path / "perturbed"
+    (tree / "rafdb.test.p_rotate").mkdir(parents=True)
+    for source in (perturbed / "rafdb.test.p_rotate").iterdir():
+        os.link(source, tree / "rafdb.test.p_rotate" / source.name)
+    (tree / "manifest.json").write_text(json.dumps({
+        "kind": "rafdb-p", "files": {}, "params": {"seed": 4, "format": "jpg", "source": "aligned",
+                                                   "fallback_pad": "reflect101", "frames": 30}}))
+    out = tmp_path / "preds.txt"
+    assert writer.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tree),
+                        "--out", str(out)]) == 0
+    lines = out.read_text().split("\n")
+    assert lines[1] == (f"# labels=soft N={len(names)} source=aligned frames=30 seed=4 format=jpg "
+                        f"fallback_pad=reflect101")
+    result = run_reader(out, "--json", str(tmp_path / "r.json"))
+    summary = json.loads((tmp_path / "r.json").read_text())["methods"]["run_a"]
+    assert (summary["n"], summary["protocol"], summary["source"]) == (len(names), "soft", "aligned")
+    assert "source: aligned (SPEC §3.6) for run_a" in result.stderr
