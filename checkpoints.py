@@ -363,12 +363,9 @@ def pipeline_user_errors():
     """``input_pipeline.user_errors_from_pipeline()``: a TensorFlow error raised inside the input
     pipeline that carries our UserError (e.g. a corrupt image, named) comes out as that UserError.
     """
-    import contextlib
+    from input_pipeline import user_errors_from_pipeline
 
-    import input_pipeline
-
-    factory = getattr(input_pipeline, "user_errors_from_pipeline", None)
-    return contextlib.nullcontext() if factory is None else factory()
+    return user_errors_from_pipeline()
 
 
 class Classifier:

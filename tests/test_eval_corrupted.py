@@ -326,8 +326,6 @@ def test_outputs_are_written_after_each_run(workspace, capsys, tmp_path):
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 2  # header, clean, contrast.1
 
 
-@pytest.mark.skipif(not hasattr(__import__("input_pipeline"), "user_errors_from_pipeline"),
-                    reason="input_pipeline.user_errors_from_pipeline() not there yet (data-layer owner)")
 def test_corrupt_image_exits_2_naming_the_file(workspace, tmp_path):
     copy = tmp_path / "corrupted"
     (copy / "rafdb.test.contrast.1").mkdir(parents=True)

@@ -450,3 +450,18 @@ def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tre
     summary = json.loads((tmp_path / "r.json").read_text())["methods"]["run_a"]
     assert (summary["n"], summary["protocol"], summary["source"]) == (len(names), "soft", "aligned")
     assert "source: aligned (SPEC §3.6) for run_a" in result.stderr
+
+
+def test_corrupt_frame_is_a_user_error_naming_it(tmp_path, perturbed_tree, tiny_checkpoints):
+    _, root, perturbed, names = perturbed_tree
+    tree = tmp_path / "perturbed" / "rafdb.test.p_rotate"
+    tree.mkdir(parents=True)
+    for source in (perturbed / "rafdb.test.p_rotate").iterdir():
+        os.link(source, tree / source.name)
+    victim = tree / f"{names[1]}_04.jpg"
+    victim.unlink()  # a new file, not the shared link
+    victim.write_bytes(b"\xff\xd8\xff\xe0 truncated, not a JPEG")
+    with pytest.raises(UserError, match=rf"{victim.name}: not a readable image"):
+        writer.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tmp_path / "perturbed"),
+                     "--out", str(tmp_path / "preds.txt")])
+    assert not (tmp_path / "preds.txt").exists()  # nothing half-written
