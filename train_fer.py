@@ -286,6 +286,9 @@ def apply_run_args(args, run_dir: Path) -> None:
             continue
         if isinstance(getattr(args, key), Path) and value is not None:
             value = Path(value)
+        if key == "rafdb" and key in args.explicit and not Path(value).is_dir():
+            LOG.warning("the run's --rafdb %s is gone; using --rafdb %s", value, args.rafdb)
+            continue
         if key in args.explicit and not _same(key, getattr(args, key), value):
             raise UserError(f"--{key.replace('_', '-')} {getattr(args, key)}: conflicts with the run being "
                             f"resumed ({path} has {value!r}); leave the flag out to keep the run's value")
@@ -369,11 +372,10 @@ def model_scope(strategy):
 
 
 def pipeline_errors():
-    """input_pipeline's context manager turning a corrupt image inside tf.data into a UserError, if it has one."""
-    import input_pipeline
+    """input_pipeline's context manager: a missing/corrupt image inside tf.data becomes a UserError (exit 2)."""
+    from input_pipeline import user_errors_from_pipeline
 
-    wrapper = getattr(input_pipeline, "user_errors_from_pipeline", None)
-    return wrapper() if wrapper is not None else contextlib.nullcontext()
+    return user_errors_from_pipeline()
 
 
 def load_checkpoint(path: Path, compile: bool = True):

@@ -176,6 +176,12 @@ def test_bad_inputs_raise_clear_user_errors(sample_tree, tmp_path, capsys):
         train_fer.main(base + ["--lr", "fast"])
     with pytest.raises(UserError, match=r"--pretraining .*missing\.h5"):
         train_fer.main(base + ["--pretraining", str(tmp_path / "missing.h5")])
+    with pytest.raises(UserError, match=r"--pretraining vggface2: .*nothing is downloaded"):
+        train_fer.main(base + ["--pretraining", "vggface2"])
+    with pytest.raises(UserError, match=r"--bn-recalibrate -1: expected an integer >= 0"):
+        train_fer.main(base + ["--bn-recalibrate", "-1"])
+    with pytest.raises(UserError, match=r"--bn-recalibrate 8: not supported with --distribute mirrored"):
+        train_fer.main(base + ["--bn-recalibrate", "8", "--distribute", "mirrored"])
     with pytest.raises(UserError, match=r"--rafdb .*nowhere"):
         train_fer.main(["--rafdb", str(tmp_path / "nowhere"), *TINY, "--epochs", "1", "--dir", str(tmp_path / "r2")])
     with pytest.raises(UserError, match="--resume needs --dir"):
@@ -191,6 +197,24 @@ def test_cli_user_error_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "error: --lr '0.1:half': expected init[:factor[:every]]" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_corrupt_training_image_exits_2_naming_the_file(sample_tree, tmp_path):
+    import shutil
+
+    tree = tmp_path / "RAF-DB"
+    shutil.copytree(sample_tree, tree)
+    import rafdb_dataset
+
+    victim = Path(rafdb_dataset.load_labels(tree, "train", "soft").aligned_paths(tree)[0])
+    victim.write_bytes(b"not an image")
+    command = [sys.executable, str(REPO / "train_fer.py"), "--rafdb", str(tree), *TINY, "--epochs", "1",
+               "--val-split", "test", "--dir", str(tmp_path / "run")]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and victim.name in result.stderr
 
 
 # --------------------------------------------------------------------------------------------
