@@ -9,16 +9,22 @@ The run directory (``out_training_fer/<argstring>_<YYYYmmdd_HHMMSS>``, or ``--di
 
 - ``checkpoint.EE.hdf5``: full model + optimizer, written when ``val_categorical_accuracy``
   strictly improves (EE is the 1-based epoch, as the original); the highest number is the best;
-- ``checkpoint_last.hdf5`` and ``train_state.json`` after every epoch: ``--resume`` reloads
-  ``checkpoint_last.hdf5`` (with its optimizer state) and continues at the epoch recorded in
-  ``train_state.json`` (``completed_epochs``); a run directory without them (e.g. from an older
-  run) resumes from the highest ``checkpoint.EE.hdf5`` at epoch EE;
+- ``checkpoint_last.hdf5`` and ``train_state.json`` after every epoch: ``--resume --dir RUN``
+  reloads ``checkpoint_last.hdf5`` (with its optimizer state) and continues at the epoch recorded
+  in ``train_state.json`` (``completed_epochs``) with the run's own settings from ``run.json``
+  (only ``--epochs``, ``--workers`` and ``-v`` may be given anew; a conflicting flag is an error);
+  a run directory without them (e.g. from an older run) resumes from the highest
+  ``checkpoint.EE.hdf5`` at epoch EE, its best accuracy taken from ``training_log.csv``. Each epoch
+  has its own pipeline and dropout seeds (from ``--seed`` and the epoch), so a resumed run trains
+  on the same batches as a continuous one;
 - ``training_log.csv`` (CSVLogger, appended on resume), ``tensorboard/``, ``run.json``,
   ``validation_names.txt`` (the held-out images) and, at the end, ``results.json`` with the clean
   test accuracy of the best checkpoint (reported once, with N and the label protocol).
 
 Model selection uses a held-out 10 % of the training images (SPEC §1.5 FIX); ``--val-split test``
-selects on the test set, as the original did.
+selects on the test set, as the original did. ``--bn-recalibrate N`` (an extension, off by
+default) recomputes the BatchNorm statistics over N training batches before each validation.
+Under ``--distribute multiworker`` only the chief writes the run directory (``--dir`` required).
 
 Example (the demo: small CNN on the synthetic sample tree, 2 CPU cores)::
 

@@ -261,6 +261,22 @@ def test_resume_with_only_dir_uses_the_runs_settings(sample_tree, tmp_path):
         train_fer.main(["--resume", "--dir", str(run_dir), "--net", "mobilenetv2"])
 
 
+def test_resume_settings_from_an_older_run_json_with_argv_only(tmp_path, sample_tree):
+    (tmp_path / "run.json").write_text(json.dumps({"argv": ["--rafdb", str(sample_tree), "--net", "smallcnn",
+                                                            "--input-size", "64", "--lr", "0.05:0.5:8",
+                                                            "--epochs", "12", "--momentum"]}))
+    args = train_fer.parse_args(["--resume", "--dir", str(tmp_path), "--workers", "1"])
+    train_fer.apply_run_args(args, tmp_path)
+    assert (args.net, args.input_size, args.lr, args.epochs, args.momentum) == ("smallcnn", 64, "0.05:0.5:8", 12, True)
+    assert args.lr_schedule == (0.05, 0.5, 8) and args.workers == 1 and args.batch == 64
+    args = train_fer.parse_args(["--resume", "--dir", str(tmp_path), "--epochs", "20", "--input-size", "64"])
+    train_fer.apply_run_args(args, tmp_path)  # same value as the run: no conflict; --epochs raised
+    assert args.epochs == 20
+    args = train_fer.parse_args(["--resume", "--dir", str(tmp_path), "--lr", "0.1"])
+    with pytest.raises(UserError, match=r"--lr 0.1: conflicts .* has '0.05:0.5:8'"):
+        train_fer.apply_run_args(args, tmp_path)
+
+
 def test_best_from_log_is_the_maximum_up_to_the_epoch(tmp_path):
     (tmp_path / train_fer.LOG_FILE).write_text(
         "epoch,categorical_accuracy,loss,val_categorical_accuracy\n"
