@@ -234,28 +234,27 @@ def shift_liquid_down(liquid: np.ndarray) -> np.ndarray:
 # The 10 perturbations (SPEC §3.3), in the original's order
 
 
-def p_gaussian_noise(face, rng, frames=NUM_FRAMES, **_options):
-    """Frame 0 clean; frames i >= 1 independent gaussian noise, sigma 0.12 (C severity 2)."""
+def _noise_sequence(face, frames, add_noise):
+    """Frame 0 the clean crop; frames 1.. independent ``add_noise`` draws on it, rounded (§3.5)."""
     clean = _crop(face)
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
     out[0] = clean
     if frames > 1:
         stacked = np.broadcast_to(clean.astype(np.float64) / 255.0, (frames - 1, *clean.shape))
-        noisy = corruptions.add_gaussian_noise(stacked, GAUSSIAN_NOISE_SIGMA, rng)
-        out[1:] = _round_to_uint8(noisy)
+        out[1:] = _round_to_uint8(add_noise(stacked))
     return out
+
+
+def p_gaussian_noise(face, rng, frames=NUM_FRAMES, **_options):
+    """Frame 0 clean; frames i >= 1 independent gaussian noise, sigma 0.12 (C severity 2)."""
+    return _noise_sequence(face, frames,
+                           lambda x: corruptions.add_gaussian_noise(x, GAUSSIAN_NOISE_SIGMA, rng))
 
 
 def p_shot_noise(face, rng, frames=NUM_FRAMES, **_options):
     """Frame 0 clean; frames i >= 1 independent shot (Poisson) noise, lambda 29 (C severity 2)."""
-    clean = _crop(face)
-    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
-    out[0] = clean
-    if frames > 1:
-        stacked = np.broadcast_to(clean.astype(np.float64) / 255.0, (frames - 1, *clean.shape))
-        noisy = corruptions.add_shot_noise(stacked, SHOT_NOISE_LAMBDA, rng)
-        out[1:] = _round_to_uint8(noisy)
-    return out
+    return _noise_sequence(face, frames,
+                           lambda x: corruptions.add_shot_noise(x, SHOT_NOISE_LAMBDA, rng))
 
 
 def p_gaussian_blur(face, rng, frames=NUM_FRAMES, **_options):
