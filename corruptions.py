@@ -733,7 +733,7 @@ def pixelate(image, severity, rng, **_options):
     columns = _box_upsample_index(small.width, width)
     if rows is None or columns is None:
         return np.array(small.resize((width, height), Image.BOX))
-    return np.asarray(small)[rows[:, None], columns[None, :]]
+    return np.asarray(small).take(rows, axis=0).take(columns, axis=1)
 
 
 def jpeg_compression(image, severity, rng, colour="rgb", **_options):
