@@ -901,6 +901,10 @@ def test_mode(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    # .hdf5 full-model checkpoints are the original's format (SPEC §4.7), chosen on purpose:
+    # Keras's "HDF5 is legacy" warning on every save would only bury the training log.
+    logging.getLogger("absl").addFilter(
+        lambda record: "saving your model as an HDF5 file" not in record.getMessage())
     if args.mode == "train" and args.resume:
         check_resume(args)
         apply_run_args(args, args.dir)
