@@ -66,6 +66,14 @@ def _names(table: Mapping[str, object], names: Iterable[str] | None, what: str) 
     return selected
 
 
+def _mean_ratio(table: Mapping[str, float], base_table: Mapping[str, float], names: Iterable[str] | None,
+                what: str, ratio: str) -> float:
+    """The mean over ``names`` of table[name] / base_table[name]; NaN if any ratio is undefined."""
+    selected = _names(table, names, what)
+    _names(base_table, selected, f"{what} baseline")
+    return float(np.mean([_ratio(table[name], base_table[name], f"{ratio} {name}") for name in selected]))
+
+
 def _pair_rows(model: Sequence[float], baseline: Sequence[float], what: str):
     """Model and baseline error rows as arrays of equal length."""
     model_row, base_row = _row(model, what), _row(baseline, f"{what} (baseline)")
@@ -267,10 +275,7 @@ def flip_rate(fp: float, fp_base: float) -> float:
 def mean_flip_rate(fp_by_perturbation: Mapping[str, float], base_by_perturbation: Mapping[str, float],
                    names: Iterable[str] | None = None) -> float:
     """mFR: the mean of FR_p over ``names`` (SPEC §5.6; H&D 2019 mFR); NaN if any FR is undefined."""
-    selected = _names(fp_by_perturbation, names, "mFR")
-    _names(base_by_perturbation, selected, "mFR baseline")
-    return float(np.mean([_ratio(fp_by_perturbation[name], base_by_perturbation[name], f"flip rate {name}")
-                          for name in selected]))
+    return _mean_ratio(fp_by_perturbation, base_by_perturbation, names, "mFR", "flip rate")
 
 
 def rankings_from_scores(scores: np.ndarray) -> np.ndarray:
@@ -331,7 +336,4 @@ def topk_distance_rate(tkd: float, tkd_base: float) -> float:
 def mean_topk_distance_rate(tkd_by_perturbation: Mapping[str, float], base_by_perturbation: Mapping[str, float],
                             names: Iterable[str] | None = None) -> float:
     """mT-k-D = mean_p T-k-D_p^f / T-k-D_p^base over ``names`` (SPEC §5.7; H&D 2019 mT5D)."""
-    selected = _names(tkd_by_perturbation, names, "mT-k-D")
-    _names(base_by_perturbation, selected, "mT-k-D baseline")
-    return float(np.mean([_ratio(tkd_by_perturbation[name], base_by_perturbation[name],
-                                 f"top-k distance rate {name}") for name in selected]))
+    return _mean_ratio(tkd_by_perturbation, base_by_perturbation, names, "mT-k-D", "top-k distance rate")
