@@ -64,7 +64,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -717,9 +717,3 @@ def classifier_from_args(checkpoint_path: str | Path, args: argparse.Namespace) 
     return adapt(model, checkpoint_path, preprocessing=args.preprocessing,
                  class_order=args.class_order, eval_preprocessing=args.eval_preprocessing,
                  crop=args.crop, batch_size=args.batch, input_size=args.input_size)
-
-
-def iter_classifiers(path: str | Path, args: argparse.Namespace) -> Iterable[Classifier]:
-    """Every checkpoint that ``path`` names, loaded and adapted one at a time."""
-    for checkpoint in find_checkpoints(path):
-        yield classifier_from_args(checkpoint, args)

@@ -77,11 +77,6 @@ _UNIT_LUT = np.arange(256, dtype=np.float32) / np.float32(255.0)  # uint8 -> flo
 # Small helpers
 
 
-def size_factor(image: np.ndarray) -> float:
-    """The original's k = H / 48, with H the image height (SPEC §2.3)."""
-    return image.shape[0] / REFERENCE_HEIGHT
-
-
 def to_float01(image: np.ndarray) -> np.ndarray:
     """uint8 -> float32 in [0, 1] (x / 255); float input is returned as it is."""
     if image.dtype == np.uint8:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from pathlib import Path
 from typing import Callable, Sequence
 
 import cv2
@@ -180,10 +179,3 @@ def make_array_dataset(
         return _finish(tf.data.Dataset.from_tensor_slices(prepared), batch_size)
     labels = np.asarray(labels, dtype=np.float32)
     return _finish(tf.data.Dataset.from_tensor_slices((prepared, labels)), batch_size)
-
-
-def dataset_for_labels(
-    root: str | Path, label_set: rafdb_dataset.LabelSet, **kwargs
-) -> tf.data.Dataset:
-    """:func:`make_dataset` over the aligned images of a :class:`rafdb_dataset.LabelSet`."""
-    return make_dataset(label_set.aligned_paths(root), label_set.labels, **kwargs)
