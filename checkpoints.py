@@ -69,11 +69,9 @@ from typing import Sequence
 import numpy as np
 
 from cli_common import UserError, positive_int
+from rafdb_dataset import CLASS_NAMES as RAFDB_CLASS_NAMES  # SPEC §1.2: index = RAF-DB label - 1
 
 LOG = logging.getLogger("fer.checkpoints")
-
-# SPEC §1.2: index = RAF-DB label - 1. Kept equal to rafdb_dataset.CLASS_NAMES (checked in tests).
-RAFDB_CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 
 # SPEC §1.2 / §8.4: FER2013's label order.
 CLASS_ORDER_SHORTHANDS = {

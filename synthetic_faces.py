@@ -36,9 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cli_common import seed64
-
-CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
-NUM_CLASSES = len(CLASS_NAMES)
+from rafdb_dataset import CLASS_NAMES, NUM_CLASSES, encode_image  # noqa: F401 (CLASS_NAMES re-exported)
 
 ALIGNED_SIZE = 100
 # Eye centres (x, y) of every aligned image, image-left eye first (RAF-DB's "left eye").
@@ -604,19 +602,6 @@ def class_sequence(seed: int, split: str, count: int) -> list[int]:
 # The tree
 
 
-def _encoder():
-    try:
-        from rafdb_dataset import encode_image  # the project's one JPEG/PNG writer
-        return lambda rgb: encode_image(rgb, "jpg")
-    except (ImportError, AttributeError):
-        def encode(rgb: np.ndarray) -> bytes:
-            ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            if not ok:
-                raise RuntimeError("OpenCV could not encode a JPEG")
-            return data.tobytes()
-        return encode
-
-
 def _format_row(distribution: np.ndarray) -> str:
     return ",".join(f"{v:.4f}" for v in distribution)
 
@@ -641,7 +626,6 @@ def write_sample_tree(root: str | os.PathLike, n_train: int = 1200, n_test: int 
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ValueError(f"{root}: exists and is not an empty folder; choose a new --out")
     root.parent.mkdir(parents=True, exist_ok=True)
-    encode = _encoder()
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
         umask = os.umask(0)
@@ -662,8 +646,8 @@ def write_sample_tree(root: str | os.PathLike, n_train: int = 1200, n_test: int 
             for split, count in (("train", n_train), ("test", n_test)):
                 for index, expression in enumerate(class_sequence(seed, split, count), start=1):
                     sample = make_sample(seed, split, index, expression)
-                    (aligned_dir / f"{sample.name}_aligned.jpg").write_bytes(encode(sample.aligned))
-                    (original_dir / f"{sample.name}.jpg").write_bytes(encode(sample.original))
+                    (aligned_dir / f"{sample.name}_aligned.jpg").write_bytes(encode_image(sample.aligned))
+                    (original_dir / f"{sample.name}.jpg").write_bytes(encode_image(sample.original))
                     lines = [f"{x:.2f}\t{y:.2f}" for x, y in sample.landmarks]
                     lines += [str(v) for v in sample.attributes]
                     (manual_dir / f"{sample.name}_manu_attri.txt").write_text("\n".join(lines) + "\n")
