@@ -67,7 +67,6 @@ RESULTS_VERSION = 1
 SEVERITIES = (1, 2, 3, 4, 5)
 MOTION_BACKENDS = ("numpy", "wand")
 COLOURS = ("rgb", "bgr-compat")
-FORMATS = ("jpg", "png")
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +130,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group = parser.add_argument_group("on-the-fly corruption (no exported tree)")
     group.add_argument("--on-the-fly", action="store_true",
                        help="corrupt the aligned test images in memory, exactly as the export does")
-    group.add_argument("--format", choices=FORMATS, default=None,
+    group.add_argument("--format", choices=rafdb_dataset.FORMATS, default=None,
                        help="file format: the export's JPEG q95 round trip (jpg) or lossless png. "
                             "Default: jpg on the fly; for a tree, the manifest's (else detected)")
     group.add_argument("--seed", type=int, default=0, help="export seed (on the fly)")

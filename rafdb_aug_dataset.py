@@ -115,7 +115,7 @@ def parse_args(argv=None):
     data.add_argument("--out", default="corrupted_raf_dataset",
                       help="output root folder of the tree (created if needed; an existing one must hold "
                            "the manifest.json of an export with the same parameters, which is resumed)")
-    data.add_argument("--format", choices=("jpg", "png"), default="jpg",
+    data.add_argument("--format", choices=rafdb_dataset.FORMATS, default="jpg",
                       help="jpg: OpenCV JPEG quality 95 as the original; png: lossless (results not "
                            "comparable with jpg)")
     what = export.add_argument_group("corruptions")

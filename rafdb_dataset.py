@@ -41,6 +41,7 @@ LOG = logging.getLogger("fer.rafdb")
 CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
 SPLITS = ("train", "test")
+FORMATS = ("jpg", "png")  # encode_image: OpenCV JPEG quality 95, or lossless PNG
 PROTOCOLS = ("soft", "hard")
 
 ALIGNED_DIR = "basic/Image/aligned"
@@ -158,7 +159,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def encode_image(rgb: np.ndarray, fmt: str = "jpg") -> bytes:
     """Encode RGB uint8 as OpenCV does by default: JPEG quality 95, or PNG (SPEC §2.8)."""
-    if fmt not in ("jpg", "png"):
+    if fmt not in FORMATS:
         raise ValueError(f"format must be 'jpg' or 'png', got {fmt!r}")
     ok, buffer = cv2.imencode("." + fmt, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:

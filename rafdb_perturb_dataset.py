@@ -330,7 +330,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                            "the manifest.json of an export with the same parameters, which is resumed)")
     what.add_argument("--perturbations", default="all",
                       help=f"'all' or a comma-separated list of: {', '.join(perturbations.PERTURBATIONS)}")
-    what.add_argument("--format", choices=("jpg", "png"), default="jpg",
+    what.add_argument("--format", choices=rafdb_dataset.FORMATS, default="jpg",
                       help="jpg: OpenCV JPEG quality 95 (FAITHFUL); png: lossless (not comparable with jpg)")
     what.add_argument("--seed", type=int, default=0, help="seed of every per-sequence generator")
     add_render_args(what)
