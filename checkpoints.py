@@ -68,6 +68,7 @@ from typing import Sequence
 
 import numpy as np
 
+from augmentations import CROP_RULES as CROP_CHOICES
 from cli_common import UserError, positive_int
 from rafdb_dataset import CLASS_NAMES as RAFDB_CLASS_NAMES  # SPEC §1.2: index = RAF-DB label - 1
 
@@ -99,7 +100,6 @@ PREPROCESSING_CHOICES = ("none", "scale01", "scale-1-1", "vggface2", "z_normaliz
 # train_fer.py and models spell "none" as "no"; both are accepted.
 PREPROCESSING_ALIASES = {"no": "none"}
 EVAL_PREPROCESSING_CHOICES = ("auto", "legacy-vggface2")
-CROP_CHOICES = ("exact", "legacy99")
 RUN_JSON = "run.json"
 
 

@@ -39,10 +39,10 @@ import numpy as np
 import tensorflow as tf
 
 import rafdb_dataset
+from augmentations import CROP_RULES as CROPS
 from cli_common import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
-CROPS = ("exact", "legacy99")
 # A UserError raised inside the pipeline carries its message between these markers, so that the
 # message can be recovered from the OpError TensorFlow builds around it (with a traceback).
 _MARK_START = "<<fer-user-error>>"
