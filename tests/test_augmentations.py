@@ -226,3 +226,19 @@ def test_cutout_overrides_augmentation_and_transform_pickles():
         aug.make_train_transform("mixup")
     with pytest.raises(ValueError, match="RGB uint8"):
         transform(image.astype(np.float32), np.random.default_rng(0))
+
+
+def test_skew_moves_a_point_by_the_spec_matrix():
+    """SPEC §4.5 (2): M = [[1, s0, 1], [s1, 1, 1]] with s0, s1 = |Nc(0, 0.1)| maps (x, y) to
+    (x + s0 y + 1, s1 x + y + 1); the draws are reproduced here from the same seed."""
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[28:33, 18:23] = 255  # a 5x5 block centred on (x, y) = (20, 30)
+    draws = np.abs(np.clip(np.random.default_rng(8).normal(0.0, 0.05, 2), -0.1, 0.1))
+    s0, s1 = draws
+    out = aug.random_skew(image, np.random.default_rng(8)).astype(np.float64)[..., 0]
+    rows, cols = np.mgrid[0:100, 0:100]
+    centre_x = (out * cols).sum() / out.sum()
+    centre_y = (out * rows).sum() / out.sum()
+    assert s0 > 0.05 and s1 > 0.05  # the seed gives a visible skew
+    assert centre_x == pytest.approx(20 + s0 * 30 + 1, abs=0.3)
+    assert centre_y == pytest.approx(s1 * 20 + 30 + 1, abs=0.3)
