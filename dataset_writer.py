@@ -295,6 +295,16 @@ def add_run_args(parser) -> None:
                              "imaging packages)")
 
 
+def _probe_writable(folder: Path, probe_name: str, message: str) -> None:
+    """Create and remove an empty file in ``folder``; a failure is a UserError ``message (reason)``."""
+    probe = folder / probe_name
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{message} ({error.strerror or error})") from None
+
+
 def check_writable_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     """UserError naming ``flag`` unless a file can be created at ``path`` (checked before rendering)."""
     path = Path(path)
@@ -306,12 +316,8 @@ def check_writable_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     except OSError as error:
         raise UserError(f"{flag} {path}: cannot create the folder {folder} "
                         f"({error.strerror or error})") from None
-    probe = folder / f".{path.name}.write-test-{os.getpid()}.tmp"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"{flag} {path}: cannot write in {folder} ({error.strerror or error})") from None
+    _probe_writable(folder, f".{path.name}.write-test-{os.getpid()}.tmp",
+                    f"{flag} {path}: cannot write in {folder}")
     return path
 
 
@@ -419,12 +425,8 @@ def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[s
         raise UserError(f"{out_dir}: cannot create the output folder ({error.strerror or error})") from None
     if not out_dir.is_dir():
         raise UserError(f"{out_dir}: not a folder")
-    probe = out_dir / f".write-test-{os.getpid()}.tmp"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"{out_dir}: output folder is not writable ({error.strerror or error})") from None
+    _probe_writable(out_dir, f".write-test-{os.getpid()}.tmp",
+                    f"{out_dir}: output folder is not writable")
     manifest = read_manifest(out_dir)
     if manifest is None:
         content = [entry.name for entry in os.scandir(out_dir) if not _TEMP_RE.match(entry.name)]
