@@ -15,7 +15,7 @@ DEMO_RAFDB := $(DEMO)/RAF-DB
 DEMO_RUN := $(DEMO)/out_training_fer/smallcnn
 DEMO_TRAIN_ARGS ?= --net smallcnn --input-size 64 --epochs 20 --batch 32 --lr 0.02:0.5:8 --momentum --augmentation no --bn-recalibrate 8
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-# SPEC §4.9: a oneDNN crash when training 1x1 stride-2 convs over 8 channels on some CPUs.
+# BENCHMARK.md §4.9: a oneDNN crash when training 1x1 stride-2 convs over 8 channels on some CPUs.
 export DNNL_MAX_CPU_ISA ?= AVX2
 
 .PHONY: demo test install clean-demo help

@@ -1,6 +1,6 @@
-"""Training augmentations of the original (SPEC §4.3, §4.5), on RGB uint8 images, without TensorFlow.
+"""Training augmentations of the original (BENCHMARK.md §4.3, §4.5), on RGB uint8 images, without TensorFlow.
 
-Every augmentation follows the original's three hooks around the cut (SPEC §4.3):
+Every augmentation follows the original's three hooks around the cut (BENCHMARK.md §4.3):
 
 1. ``before_cut(frame, roi)`` on the full frame (rotation and skew, greyscale),
 2. ``augment_roi(roi)`` on the region of interest, which starts as the full frame (0, 0, W, H),
@@ -31,7 +31,7 @@ Kinds (``--augmentation``):
 ``cutout=True`` (``--cutout``) overrides the kind, as in the original: only random erasing
 (p=.5, area U(.02,.15)·H·W, aspect U(.3, 1/.3), one fill value) after the cut (FIX: it works).
 
-Overlap with the test corruptions (SPEC §2): the contrast/brightness jitter of ``default`` and the
+Overlap with the test corruptions (BENCHMARK.md §2): the contrast/brightness jitter of ``default`` and the
 AutoAugment Contrast/Brightness ops resemble the ``contrast``/``brightness_*`` corruptions; the
 Cutout/random-erasing boxes resemble nothing in RAF-DB-C. No augmentation adds noise or blur.
 
@@ -59,7 +59,7 @@ CROP_RULES = ("exact", "legacy99")
 COLOURS = ("rgb", "bgr-compat")
 
 POLICY_FILE = Path(__file__).resolve().parent / "data" / "rafdb_autoaugment_policies.json"
-NUM_RAFDB_POLICIES = 249  # SPEC §4.5
+NUM_RAFDB_POLICIES = 249  # BENCHMARK.md §4.5
 
 Roi = tuple  # (x, y, w, h), numbers (int or float)
 
@@ -69,7 +69,7 @@ Roi = tuple  # (x, y, w, h), numbers (int or float)
 
 
 def clipped_normal(rng: np.random.Generator, mean: float, max_change: float, size: int | None = None):
-    """Nc(mean, m) = clip(N(mean, m/2), mean - m, mean + m) (SPEC §4.5)."""
+    """Nc(mean, m) = clip(N(mean, m/2), mean - m, mean + m) (BENCHMARK.md §4.5)."""
     values = rng.normal(mean, max_change / 2.0, size)
     return np.clip(values, mean - max_change, mean + max_change)
 
@@ -104,7 +104,7 @@ def cut(image: np.ndarray, roi: Roi, rule: str = "exact") -> np.ndarray:
     ``exact`` (FIX, default): origin round(x), round(y) and size round(w) × round(h) (half up), so
     ROI (0, 0, W, H) gives the whole frame. ``legacy99`` (the original): corners (int(x), int(y))
     and (int(x+w-1), int(y+h-1)) with the second one excluded, so a 100 px frame gives 99×99; a ROI
-    that crosses the border is pasted into a zero image of int(h) × int(w) (SPEC §4.3).
+    that crosses the border is pasted into a zero image of int(h) × int(w) (BENCHMARK.md §4.3).
     """
     if rule not in CROP_RULES:
         raise ValueError(f"crop rule {rule!r}: expected one of {', '.join(CROP_RULES)}")
@@ -153,7 +153,7 @@ def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# default (SPEC §4.5)
+# default (BENCHMARK.md §4.5)
 
 
 def random_rotate(image: np.ndarray, roi: Roi, rng: np.random.Generator) -> np.ndarray:
@@ -187,7 +187,7 @@ def random_contrast_brightness(image: np.ndarray, rng: np.random.Generator) -> n
 
 
 # --------------------------------------------------------------------------------------------
-# vggface2 (SPEC §4.5)
+# vggface2 (BENCHMARK.md §4.5)
 
 
 def random_monochrome(image: np.ndarray, rng: np.random.Generator, probability: float = 0.2) -> np.ndarray:
@@ -206,7 +206,7 @@ def random_fixed_size_roi(roi: Roi, rng: np.random.Generator, original: int = 25
 
 
 # --------------------------------------------------------------------------------------------
-# AutoAugment operations (SPEC §4.5): PIL, NEAREST resampling, black fill.
+# AutoAugment operations (BENCHMARK.md §4.5): PIL, NEAREST resampling, black fill.
 
 # (low, high) of each operation's value; level in [0, 1] maps to level·(high - low) + low.
 OP_RANGES = {
@@ -338,7 +338,7 @@ def apply_policy(image: np.ndarray, policy: Sequence, rng: np.random.Generator, 
 
 
 # --------------------------------------------------------------------------------------------
-# Random erasing (--cutout; SPEC §4.5)
+# Random erasing (--cutout; BENCHMARK.md §4.5)
 
 
 def random_erasing(image: np.ndarray, rng: np.random.Generator, probability: float = 0.5,

@@ -1,4 +1,4 @@
-"""Load any Keras image classifier safely and adapt it to RAF-DB evaluation (SPEC §4.7, §5.3, §8.4).
+"""Load any Keras image classifier safely and adapt it to RAF-DB evaluation (BENCHMARK.md §4.7, §5.3, §8.4).
 
 Shared by ``eval_corrupted_rafdb.py`` and ``eval_perturbed_rafdb.py`` (no script imports another).
 
@@ -8,7 +8,7 @@ Public API
     ``path`` is a ``.hdf5``/``.h5``/``.keras`` file (returned as is), a run directory (its best
     checkpoint) or a directory of run directories (every run's best, sorted by run name). A run's
     best checkpoint is its highest-numbered ``checkpoint.NN.hdf5`` (regex
-    ``checkpoint.([0-9]+).hdf5``; SPEC §4.7). ``UserError`` naming ``path`` when nothing is found.
+    ``checkpoint.([0-9]+).hdf5``; BENCHMARK.md §4.7). ``UserError`` naming ``path`` when nothing is found.
 ``load_classifier(path, *, unsafe=False) -> keras.Model``
     ``keras.models.load_model(path, safe_mode=not unsafe, custom_objects=models.custom_objects(),
     compile=False)``. A checkpoint that needs arbitrary code (a ``Lambda`` layer) is refused with a
@@ -70,11 +70,11 @@ import numpy as np
 
 from augmentations import CROP_RULES as CROP_CHOICES
 from cli_common import UserError, positive_int
-from rafdb_dataset import CLASS_NAMES as RAFDB_CLASS_NAMES  # SPEC §1.2: index = RAF-DB label - 1
+from rafdb_dataset import CLASS_NAMES as RAFDB_CLASS_NAMES  # BENCHMARK.md §1.2: index = RAF-DB label - 1
 
 LOG = logging.getLogger("fer.checkpoints")
 
-# SPEC §1.2 / §8.4: FER2013's label order.
+# BENCHMARK.md §1.2 / §8.4: FER2013's label order.
 CLASS_ORDER_SHORTHANDS = {
     "fer2013": ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"),
     "rafdb": RAFDB_CLASS_NAMES,
@@ -91,7 +91,7 @@ CLASS_SYNONYMS = {
 }
 
 CHECKPOINT_SUFFIXES = (".hdf5", ".h5", ".keras")
-CHECKPOINT_PATTERN = re.compile(r"checkpoint.([0-9]+).hdf5")  # SPEC §4.7, the original's regex
+CHECKPOINT_PATTERN = re.compile(r"checkpoint.([0-9]+).hdf5")  # BENCHMARK.md §4.7, the original's regex
 
 # Modes the user may name for a checkpoint that does not carry its preprocessing: those of
 # models.preprocessing.PREPROCESSING_MODES, with "none" for its "no" (checked in the tests).
@@ -253,7 +253,7 @@ class _Preprocessor:
         self.mode, self.mean_order, self.colour, self.bgr_input = mode, mean_order, colour, bgr_input
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        from models import preprocessing  # the project's formulas (SPEC §4.4), not a copy
+        from models import preprocessing  # the project's formulas (BENCHMARK.md §4.4), not a copy
 
         mode = "no" if self.mode == "none" else self.mode
         out = preprocessing.preprocess_numpy(np.asarray(images, dtype=np.float32), mode,
@@ -331,7 +331,7 @@ def strip_leading_layers(model, count: int, checkpoint_path: Path):
 
 
 def _legacy_vggface2(images: np.ndarray) -> np.ndarray:
-    """The original's evaluation input (SPEC §4.4, §6 row 17): BGR pixels minus the swapped means.
+    """The original's evaluation input (BENCHMARK.md §4.4, §6 row 17): BGR pixels minus the swapped means.
 
     The original read BGR with cv2 and subtracted (131.0912, 103.8827, 91.4953) from B, G, R; that
     is the project's vggface2 mode with ``mean_order='legacy-swapped'``, handed over in BGR order.
@@ -531,7 +531,7 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
             LOG.warning("%s records input_shape %s but the model takes %s; using the model's",
                         run_json_path, recorded, [image_size[0], image_size[1], channels])
 
-    # Crop: flag > run.json > exact (SPEC §4.3).
+    # Crop: flag > run.json > exact (BENCHMARK.md §4.3).
     if crop is None:
         crop = (run_info or {}).get("crop") or "exact"
     if crop not in CROP_CHOICES:
@@ -702,7 +702,7 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--unsafe", action="store_true",
                        help="allow checkpoints with Lambda layers (runs code stored in the file)")
     group.add_argument("--crop", choices=CROP_CHOICES, default=None,
-                       help="exact crop or the original's 99 px cut (SPEC §4.3). Default: "
+                       help="exact crop or the original's 99 px cut (BENCHMARK.md §4.3). Default: "
                             "run.json's, else exact")
     group.add_argument("--batch", type=positive_int, default=64, help="evaluation batch size")
     group.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",

@@ -140,7 +140,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Per-item seeds (SPEC §2.7): independent of worker count and processing order.
+# Per-item seeds (BENCHMARK.md §2.7): independent of worker count and processing order.
 
 
 def seed64(*parts: object) -> int:

@@ -1,22 +1,22 @@
-"""RAF-DB-C: the 18 corruptions of the original, with its names and parameter tables (SPEC §2).
+"""RAF-DB-C: the 18 corruptions of the original, with its names and parameter tables (BENCHMARK.md §2).
 
 Every corruption is a plain function ``fn(image, severity, rng, **options)`` of an RGB uint8 image
 (H x W x 3, any size from 32 px up), a severity 1..5 and a ``numpy.random.Generator``. It returns
 either a uint8 image (the steps that quantise by themselves: pixelate, jpeg_compression,
 motion_blur) or a float image in [0, 1]. They are registered, in the original's order
-(SPEC §2.3), in :data:`CORRUPTIONS` under their own ``__name__``. :func:`corrupt` is the checked
-public entry point: it validates its arguments and makes the single final conversion of SPEC §2.2
+(BENCHMARK.md §2.3), in :data:`CORRUPTIONS` under their own ``__name__``. :func:`corrupt` is the checked
+public entry point: it validates its arguments and makes the single final conversion of BENCHMARK.md §2.2
 (clip to [0, 1], times 255, floor to uint8).
 
 Options (keyword arguments of :func:`corrupt`, passed on to every function):
 
 - ``motion_backend``: ``"numpy"`` (default; imagecorruptions' port of ImageMagick's motion blur,
-  SPEC §2.5, except that its final step matches ImageMagick Q16 rounding, floor(round(257 acc) /
-  257), instead of the SPEC's plain floor: identical to Wand on all but ~0.001 % of pixels, which
+  BENCHMARK.md §2.5, except that its final step matches ImageMagick Q16 rounding, floor(round(257 acc) /
+  257), instead of the the benchmark's plain floor: identical to Wand on all but ~0.001 % of pixels, which
   differ by 1) or ``"wand"`` (ImageMagick through Wand, the original's; Wand is imported only
   then). :data:`MOTION_BACKEND_HELP` is the CLIs' wording of this.
 - ``colour``: ``"rgb"`` (default, FIX) or ``"bgr-compat"``, which reproduces the original's
-  channel-order defects (SPEC §2.2): swapped spatter colours, and JPEG encoding of BGR as RGB.
+  channel-order defects (BENCHMARK.md §2.2): swapped spatter colours, and JPEG encoding of BGR as RGB.
 
 The low-level operations that RAF-DB-P (:mod:`perturbations`) reuses live here too, so that the
 project has one implementation of each: :func:`add_gaussian_noise`, :func:`add_shot_noise`,
@@ -61,8 +61,8 @@ COLOUR_MODES = ("rgb", "bgr-compat")
 MIN_SIDE = 32  # smallest image side accepted by corrupt()
 REFERENCE_HEIGHT = 48  # the tables of defocus and motion blur were tuned for 48 px FER2013 faces
 
-# Spatter colours (SPEC §2.4), RGB, 0..255. The original handed BGR arrays to this RGB code, so
-# its water came out pale yellow and its mud dark blue; "bgr-compat" reproduces that (SPEC §2.2).
+# Spatter colours (BENCHMARK.md §2.4), RGB, 0..255. The original handed BGR arrays to this RGB code, so
+# its water came out pale yellow and its mud dark blue; "bgr-compat" reproduces that (BENCHMARK.md §2.2).
 WATER_RGB = (175, 238, 238)  # pale turquoise
 MUD_RGB = (63, 42, 20)  # brown
 
@@ -85,7 +85,7 @@ def to_float01(image: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(result: np.ndarray) -> np.ndarray:
-    """The single final conversion of SPEC §2.2: clip(y, 0, 1) * 255, floor to uint8.
+    """The single final conversion of BENCHMARK.md §2.2: clip(y, 0, 1) * 255, floor to uint8.
 
     uint8 results (steps that quantise by themselves) pass through unchanged.
     """
@@ -184,7 +184,7 @@ def add_shot_noise(x: np.ndarray, lam: float, rng: np.random.Generator) -> np.nd
 def shift_value(x: np.ndarray, delta: float) -> np.ndarray:
     """HSV value V + delta, clipped to [0, 1], with hue and saturation kept (last axis = RGB).
 
-    Closed form of skimage ``hsv2rgb(rgb2hsv(x))`` with V changed (SPEC §2.4): V = max(R, G, B)
+    Closed form of skimage ``hsv2rgb(rgb2hsv(x))`` with V changed (BENCHMARK.md §2.4): V = max(R, G, B)
     and RGB = V * f(H, S), so every pixel is scaled by V' / V; black pixels (V = 0, hence H = S = 0)
     become grey V'. The tests check it against skimage within 1 grey level. Same dtype as ``x``
     for float input.
@@ -271,15 +271,15 @@ def _gaussian_kernel1d(sigma: float, truncate: float, dtype) -> np.ndarray:
 
 def motion_blur_op(image: np.ndarray, radius: int, sigma: float, angle_degrees: float,
                    backend: str = "numpy") -> np.ndarray:
-    """ImageMagick's ``MotionBlurImage(radius, sigma, angle)`` on an RGB uint8 image (SPEC §2.5).
+    """ImageMagick's ``MotionBlurImage(radius, sigma, angle)`` on an RGB uint8 image (BENCHMARK.md §2.5).
 
     ``backend="numpy"``: imagecorruptions' port: width w = 2 radius + 1, weights
     exp(-j^2 / (2 sigma^2)) for j = 0..w-1 normalised, offsets ox = ceil(j cos - 0.5),
     oy = ceil(j sin - 0.5) (y pointing down), stopping at the first j whose offset leaves the image,
     edge pixels replicated. The last step matches ImageMagick Q16 rounding: the result is
     floor(round(257 acc) / 257) (:func:`_imagemagick_q16_to_uint8`), not the plain floor(acc) of
-    SPEC §2.5 step 5. A deliberate, documented departure: it equals Wand/ImageMagick 6.9.11 on
-    ~99.999 % of pixels (the plain floor differs on 0.15-6 %); both stay within the SPEC's bound
+    BENCHMARK.md §2.5 step 5. A deliberate, documented departure: it equals Wand/ImageMagick 6.9.11 on
+    ~99.999 % of pixels (the plain floor differs on 0.15-6 %); both stay within the benchmark's bound
     of max |diff| <= 1 on < 1 % of pixels, which the tests assert. ``backend="wand"``: the original's
     PNG -> Wand ``motion_blur`` -> PNG round trip (needs the MagickWand library).
     A sigma of 0 (possible on small images after the original's floor) means no blur, as in
@@ -378,7 +378,7 @@ def _motion_blur_wand(image, radius, sigma, angle):
 
 def make_liquid_layer(shape_hw: tuple[int, int], loc: float, scale: float, sigma: float,
                       threshold: float, rng: np.random.Generator) -> np.ndarray:
-    """Spatter's liquid layer (SPEC §2.4): N(loc, scale) of size H x W, smoothed with skimage's
+    """Spatter's liquid layer (BENCHMARK.md §2.4): N(loc, scale) of size H x W, smoothed with skimage's
     gaussian (sigma), values below ``threshold`` set to 0. float64 (H, W).
 
     Draws ``rng.normal(loc, scale, size=(H, W))`` (float64), as the original's np.random.normal,
@@ -395,9 +395,9 @@ _WATER_KERNEL = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float32)
 
 
 def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: str = "rgb") -> np.ndarray:
-    """Water spatter (SPEC §2.4 steps 1-6) of float image ``x`` (H x W x 3, [0, 1]) with ``liquid``.
+    """Water spatter (BENCHMARK.md §2.4 steps 1-6) of float image ``x`` (H x W x 3, [0, 1]) with ``liquid``.
 
-    Returns clip(x + m * water colour, 0, 1). FIX (SPEC §6 row 37): when the layer has no
+    Returns clip(x + m * water colour, 0, 1). FIX (BENCHMARK.md §6 row 37): when the layer has no
     droplets (max of L8 * D is 0) ``x`` is returned unchanged; the original divided by zero.
     """
     # (1) The layer as uint8, truncated. Values stay below 1 in practice (a smoothed N(.65, .3));
@@ -423,7 +423,7 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
 
 
 # --------------------------------------------------------------------------------------------
-# Zoom blur operators (SPEC §2.4)
+# Zoom blur operators (BENCHMARK.md §2.4)
 #
 # Zc(x, z) is linear in x and separable: along each axis, output index i reads input coordinate
 # top + (i + trim) * (ch - 1) / (out - 1), interpolated linearly (scipy.ndimage.zoom, order 1,
@@ -434,7 +434,7 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
 #
 # Non-square images: the original crops a square ch x ch window with the row offset on both axes,
 # which only works for square images. We generalise per axis (ch, top, trim computed from the
-# height for rows and from the width for columns); for square images this is exactly the SPEC.
+# height for rows and from the width for columns); for square images this is exactly the documented rule.
 
 _ZOOM_OPERATORS: dict[tuple[int, int, int], scipy.sparse.csr_matrix] = {}
 
@@ -457,7 +457,7 @@ def zoom_axis_matrix(size: int, zoom: float) -> scipy.sparse.csr_matrix:
     return scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(size, size))
 
 
-ZOOM_BLUR_FACTORS = (  # np.arange(1, end, step) with the original's float arguments (SPEC §2.3)
+ZOOM_BLUR_FACTORS = (  # np.arange(1, end, step) with the original's float arguments (BENCHMARK.md §2.3)
     (1.0, 1.11, 0.01),
     (1.0, 1.18, 0.01),
     (1.0, 1.26, 0.02),
@@ -490,7 +490,7 @@ def _zoom_operator(height: int, width: int, severity: int) -> scipy.sparse.csr_m
 
 
 # --------------------------------------------------------------------------------------------
-# Defocus kernel (SPEC §2.4)
+# Defocus kernel (BENCHMARK.md §2.4)
 
 _DISK_KERNELS: dict[tuple[float, float], np.ndarray] = {}
 
@@ -498,7 +498,7 @@ _DISK_KERNELS: dict[tuple[float, float], np.ndarray] = {}
 def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     """Hendrycks' aliased disk: the float32 disk X^2 + Y^2 <= r^2, normalised, Gaussian-blurred.
 
-    Grid -8..8 with a 3x3 blur if r <= 8, else arange(-r, r + 1) with a 5x5 blur (SPEC §2.4).
+    Grid -8..8 with a 3x3 blur if r <= 8, else arange(-r, r + 1) with a 5x5 blur (BENCHMARK.md §2.4).
     """
     key = (radius, alias_blur)
     kernel = _DISK_KERNELS.get(key)
@@ -530,7 +530,7 @@ def _cropped_disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Parameter tables (SPEC §2.3), indexed by severity - 1
+# Parameter tables (BENCHMARK.md §2.3), indexed by severity - 1
 
 GAUSSIAN_BLUR_SIGMA = (1.0, 1.8, 2.6, 3.4, 4.0)
 DEFOCUS_BASE = ((1.5, 0.1), (2, 0.2), (2, 0.3), (2.5, 0.4), (3, 0.4))  # (radius, alias sigma) x k
@@ -550,7 +550,7 @@ SPATTER = (  # (loc, scale, sigma, threshold, intensity, mode)
 PIXELATE_SCALE = (0.6, 0.5, 0.41, 0.3, 0.25)
 JPEG_QUALITY = (25, 18, 15, 10, 7)
 
-# Combinations (SPEC §2.6): component severities for s = 1..5.
+# Combinations (BENCHMARK.md §2.6): component severities for s = 1..5.
 CONTRAST_BRIGHTNESS = ((1, 1), (2, 1), (2, 2), (2, 3), (3, 4))  # (brightness, contrast)
 NOISE_CONTRAST_BRIGHTNESS = ((1, 1, 1), (2, 2, 1), (2, 2, 2), (3, 2, 3), (3, 2, 4))  # (g, b, c)
 MOTION_CONTRAST_BRIGHTNESS = ((2, 1, 1), (3, 1, 1), (4, 2, 2), (5, 2, 1), (5, 2, 3))  # (m, b, c)
@@ -572,7 +572,7 @@ def motion_parameters(severity: int, height: int) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------
-# The 13 single corruptions (SPEC §2.4)
+# The 13 single corruptions (BENCHMARK.md §2.4)
 
 
 def gaussian_blur(image, severity, rng, **_options):
@@ -638,7 +638,7 @@ def _change_contrast_uint8(image, factor):
     """Contrast change of a uint8 image with the final cast, as one lookup table per channel.
 
     Each output channel value is a function of that channel's uint8 value only (given the mean),
-    so the SPEC formula is evaluated on the 256 levels in float64 and applied with cv2.LUT.
+    so the documented formula is evaluated on the 256 levels in float64 and applied with cv2.LUT.
     """
     means = _channel_means(image) / 255.0
     levels = np.arange(256, dtype=np.float64)[:, None] / 255.0
@@ -688,7 +688,7 @@ def _brightness_then_contrast(image, delta, factor):
 
 
 def spatter(image, severity, rng, colour="rgb", **_options):
-    """Water (s = 1-3) or mud (s = 4-5) spatter from a random liquid layer (SPEC §2.4)."""
+    """Water (s = 1-3) or mud (s = 4-5) spatter from a random liquid layer (BENCHMARK.md §2.4)."""
     loc, scale, sigma, threshold, intensity, mode = SPATTER[severity - 1]
     x = to_float01(image)
     liquid = make_liquid_layer(image.shape[:2], loc, scale, sigma, threshold, rng)
@@ -750,7 +750,7 @@ def jpeg_compression(image, severity, rng, colour="rgb", **_options):
 
 
 # --------------------------------------------------------------------------------------------
-# The 5 combinations (SPEC §2.6): chained in float, only pixelate and motion_blur quantise.
+# The 5 combinations (BENCHMARK.md §2.6): chained in float, only pixelate and motion_blur quantise.
 # "contrast" is the contrast decrease (#8). Each component draws from the same rng, in order.
 
 
@@ -826,7 +826,7 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
     """Apply corruption ``name`` at ``severity`` (1..5) to an RGB uint8 image; uint8, same shape.
 
     ``rng``: the generator every random draw comes from (the export passes one per item,
-    SPEC §2.7). ``None`` means a fresh, non-deterministic ``np.random.default_rng()``.
+    BENCHMARK.md §2.7). ``None`` means a fresh, non-deterministic ``np.random.default_rng()``.
     The input is never modified. Raises ValueError for a wrong type, dtype, shape (H x W x 3 with
     H, W >= 32), name, severity (an int 1..5; 0 is the clean image, not 5), backend or colour.
     """

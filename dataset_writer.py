@@ -1,5 +1,5 @@
 """Shared export machinery for RAF-DB-C and RAF-DB-P: parallel workers, atomic writes, resume,
-manifest and verification (SPEC §2.7, §2.8, §3.5). No TensorFlow; the only argument-parsing code
+manifest and verification (BENCHMARK.md §2.7, §2.8, §3.5). No TensorFlow; the only argument-parsing code
 is :func:`add_run_args`, the execution flags both export scripts share.
 
 Generic API (used by ``rafdb_aug_dataset.py`` and ``rafdb_perturb_dataset.py``)
@@ -667,7 +667,7 @@ def print_verify_report(report: VerifyReport, stream=None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# RAF-DB-C (SPEC §2.1, §2.7, §2.8)
+# RAF-DB-C (BENCHMARK.md §2.1, §2.7, §2.8)
 
 RAFDB_C_KIND = "rafdb-c"
 
@@ -682,7 +682,7 @@ def output_file_name(file_name: str, fmt: str = "jpg") -> str:
 
 
 def corrupted_folder(name: str, severity: int, split: str = "test") -> str:
-    """``rafdb.<split>.<name>.<severity>`` (SPEC §2.1)."""
+    """``rafdb.<split>.<name>.<severity>`` (BENCHMARK.md §2.1)."""
     return f"rafdb.{split}.{name}.{severity}"
 
 

@@ -1,10 +1,10 @@
-"""Robustness of a Keras classifier on RAF-DB-C: accuracy per corrupted folder, CE, mCE (SPEC §5.1-§5.3).
+"""Robustness of a Keras classifier on RAF-DB-C: accuracy per corrupted folder, CE, mCE (BENCHMARK.md §5.1-§5.3).
 
 Prints the original's report block on stdout (and appends it to RESULTS_FILE when given):
 
     Results for: <checkpoint>
     RAF-DB/basic/Image/aligned <accuracy>
-    corrupted_raf_dataset/rafdb.test.<corruption>.<severity> <accuracy>     (clean, then SPEC §2.3
+    corrupted_raf_dataset/rafdb.test.<corruption>.<severity> <accuracy>     (clean, then BENCHMARK.md §2.3
     ...                                                                      order x severities 1..5)
     <two blank lines>
 
@@ -16,7 +16,7 @@ and the speed in images/s. Logs and progress go to stderr.
 RESULTS_FILE must not be a directory or a checkpoint (``eval_corrupted_rafdb.py run1 run2`` is
 refused: give a directory of runs instead) and must be writable; both are checked before any
 evaluation. ``--baseline`` must have been produced with the same label protocol, N, crop and format
-(SPEC §5.2); a difference is an error unless ``--baseline-mismatch-ok``. A baseline JSON holding
+(BENCHMARK.md §5.2); a difference is an error unless ``--baseline-mismatch-ok``. A baseline JSON holding
 several models needs ``--baseline-method`` (checkpoint path, run directory name or file name).
 ``--json`` (strict JSON: NaN is written as null), ``--csv`` and ``--plot`` are rewritten atomically
 after each evaluated checkpoint, so a failing run in a directory of runs loses none before it.
@@ -74,7 +74,7 @@ COLOURS = ("rgb", "bgr-compat")
 
 
 def corruption_names() -> list[str]:
-    """The RAF-DB-C corruptions in canonical (SPEC §2.3) order."""
+    """The RAF-DB-C corruptions in canonical (BENCHMARK.md §2.3) order."""
     import corruptions
 
     return list(corruptions.CORRUPTION_NAMES)
@@ -149,7 +149,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                             "path, run directory name or checkpoint file name")
     group.add_argument("--baseline-mismatch-ok", action="store_true",
                        help="accept a --baseline with a different protocol, N, crop or format "
-                            "(a warning instead of an error; SPEC §5.2 asks for the same)")
+                            "(a warning instead of an error; BENCHMARK.md §5.2 asks for the same)")
     group.add_argument("--json", type=Path, default=None,
                        help="write all results as JSON (rewritten atomically after each run)")
     group.add_argument("--csv", type=Path, default=None,
@@ -390,7 +390,7 @@ def load_baseline(path: Path, method: str | None = None) -> dict:
 
 
 def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) -> None:
-    """SPEC §5.2: the baseline must come from the same protocol, N, crop and format.
+    """BENCHMARK.md §5.2: the baseline must come from the same protocol, N, crop and format.
 
     ``mine`` maps protocol / N / crop / format to this evaluation's values (the keys present are
     checked). A difference is a UserError naming both values, or a warning with ``mismatch_ok``.
@@ -402,7 +402,7 @@ def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) ->
                    for key, value in mine.items() if theirs[key] != value]
     if not differences:
         return
-    message = (f"--baseline {path}: produced with {'; '.join(differences)}; SPEC §5.2 needs the "
+    message = (f"--baseline {path}: produced with {'; '.join(differences)}; BENCHMARK.md §5.2 needs the "
                f"same protocol, crop and format")
     if not mismatch_ok:
         raise UserError(message + " (pass --baseline-mismatch-ok to normalise anyway)")
@@ -424,7 +424,7 @@ def baseline_table(baseline: dict, path: Path, table: dict[str, list[float]],
 
 def summarise(rows: list[dict], severities: list[int], baseline: dict | None,
               baseline_path: Path | None) -> dict:
-    """SPEC §5.2 numbers (metrics.py) plus the unnormalised sums shown without a baseline."""
+    """BENCHMARK.md §5.2 numbers (metrics.py) plus the unnormalised sums shown without a baseline."""
     import metrics
 
     clean_error, table = error_table(rows, severities)
@@ -436,7 +436,7 @@ def summarise(rows: list[dict], severities: list[int], baseline: dict | None,
     if baseline is not None:
         base_clean, base_table = baseline_table(baseline, baseline_path, table, severities)
     summary.update(metrics.corruption_summary(table, clean_error, base_table, base_clean))
-    # Without a baseline, CE_c's numerator and relative CE_c's numerator (SPEC §5.2), unnormalised.
+    # Without a baseline, CE_c's numerator and relative CE_c's numerator (BENCHMARK.md §5.2), unnormalised.
     summary["error_sum"] = {c: float(np.sum(errors)) for c, errors in table.items()}
     summary["relative_error_sum"] = {c: float(np.sum(np.asarray(errors) - clean_error))
                                      for c, errors in table.items()}
@@ -468,7 +468,7 @@ def summary_table(result: dict) -> str:
               f"{' (on the fly)' if result['on_the_fly'] else ''}\n")
     if normalised:
         out.write(f"errors in %; CE and relative CE in % of the baseline "
-                  f"{result['baseline']['checkpoint']} (SPEC §5.2)\n")
+                  f"{result['baseline']['checkpoint']} (BENCHMARK.md §5.2)\n")
     else:
         out.write("errors in %; no --baseline: CE and relative CE are UNNORMALISED sums over "
                   "severities, sum E_s and sum (E_s - E_clean), in %\n")

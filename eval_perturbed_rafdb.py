@@ -1,7 +1,7 @@
-"""Predict every RAF-DB-P sequence with one or more checkpoints; write the predictions file (SPEC §5.4).
+"""Predict every RAF-DB-P sequence with one or more checkpoints; write the predictions file (BENCHMARK.md §5.4).
 
 For every checkpoint (a ``.hdf5``/``.h5``/``.keras`` file, a run directory or a directory of runs:
-every run's best checkpoint) and every perturbation folder under ``--perturbed`` (the 10 of SPEC
+every run's best checkpoint) and every perturbation folder under ``--perturbed`` (the 10 of BENCHMARK.md
 §3.3 in canonical order, then any other ``rafdb.*`` folder present, sorted), this writes the
 original's text format to standard output (or ``--out FILE``)::
 
@@ -15,7 +15,7 @@ original's text format to standard output (or ``--out FILE``)::
 The sequences are the RAF-DB test images of the label protocol, in its order (``--labels soft``:
 the rows of ``distribute_basic.csv`` kept by the vote filter; ``hard``: every test image of
 ``list_patition_label.txt``). Frames are ``<folder>/test_XXXX_NN.jpg`` (or ``.png``); a missing
-frame is an error naming it. Each frame is resized whole to the model's input (no 99 px cut: SPEC
+frame is an error naming it. Each frame is resized whole to the model's input (no 99 px cut: BENCHMARK.md
 §4.3), converted to grey for one-channel models, and preprocessed as ``checkpoints.py`` decides from
 ``run.json`` and the flags (the same adaptation as ``eval_corrupted_rafdb.py``).
 
@@ -26,7 +26,7 @@ reads the file.
 Extensions the original reader ignores (every extra line starts with ``#``):
 
 - Right after each header, a metadata comment with the label protocol, the number of sequences, the
-  perturbed tree's source (SPEC §3.6: ``aligned`` must be visible in every report) and frames::
+  perturbed tree's source (BENCHMARK.md §3.6: ``aligned`` must be visible in every report) and frames::
 
       # labels=soft N=285 source=landmarks frames=30 seed=0 format=jpg
 
@@ -39,14 +39,14 @@ Extensions the original reader ignores (every extra line starts with ``#``):
       #topk 3:6:0,3:6:0,3:0:6,...
 
   one comma-separated field per frame (frames 00..29), each the frame's top K classes from most to
-  least probable joined by ``:`` (ties to the lower class index, SPEC §5.7). The first class of
+  least probable joined by ``:`` (ties to the lower class index, BENCHMARK.md §5.7). The first class of
   each field is the frame's predicted class. ``eval_perturbed_rafdb2.py`` computes the top-k
   distance from these lines (k <= K; use ``--topk 5`` or ``7`` to report d_2, d_3 and d_5).
 
 Two checkpoints that share a method name (the reader names a method after the checkpoint's run
 directory) are warned about; the reader then names each ``<run dir>/<checkpoint file name>``.
 
-Deviations from the original (SPEC §5.4, §6 rows 18, 19, 21): predictions go to standard output or
+Deviations from the original (BENCHMARK.md §5.4, §6 rows 18, 19, 21): predictions go to standard output or
 ``--out`` (the original appended to ``perturbed_predictions/<run dir>.txt`` and printed logs on
 stdout); folders come in canonical order, not glob order; a missing frame is an error (the original
 silently shortened the sequence); the input size and preprocessing come from the model and
@@ -77,13 +77,13 @@ from cli_common import ArgumentParser, UserError, atomic_path, positive_int, run
 
 LOG = logging.getLogger("fer.eval_perturbed")
 
-FOLDER_PREFIX = "rafdb.test."  # SPEC §3.5: perturbed_raf_dataset/rafdb.test.p_<name>
-FRAME_SUFFIXES = (".jpg", ".png")  # SPEC §3.5 JPEG; EXTEND --format png
+FOLDER_PREFIX = "rafdb.test."  # BENCHMARK.md §3.5: perturbed_raf_dataset/rafdb.test.p_<name>
+FRAME_SUFFIXES = (".jpg", ".png")  # BENCHMARK.md §3.5 JPEG; EXTEND --format png
 TOPK_PREFIX = "#topk "
 
 
 def canonical_perturbations() -> list[str]:
-    """The 10 RAF-DB-P perturbations in SPEC §3.3 order (from the perturbations registry)."""
+    """The 10 RAF-DB-P perturbations in BENCHMARK.md §3.3 order (from the perturbations registry)."""
     import perturbations
 
     return list(perturbations.PERTURBATIONS)
@@ -229,7 +229,7 @@ def evaluate_checkpoint(checkpoint: Path, args: argparse.Namespace, names: Seque
     classifier = checkpoints.classifier_from_args(checkpoint, args)
     if classifier.crop != "exact":
         LOG.info("%s: crop %s applies to clean/C evaluation only; P frames are resized whole "
-                 "(SPEC §4.3)", checkpoint, classifier.crop)
+                 "(BENCHMARK.md §4.3)", checkpoint, classifier.crop)
     # Batch whole sequences, as the original predicted each sequence's frames as one batch.
     batch = max(1, classifier.batch_size // args.frames) * args.frames
     for folder, paths in folders:
@@ -248,7 +248,7 @@ def evaluate_checkpoint(checkpoint: Path, args: argparse.Namespace, names: Seque
         out.flush()
         LOG.info("%s on %s: %d sequences x %d frames in %.1f s (%.0f images/s)", checkpoint.name,
                  folder.name, len(names), args.frames, elapsed, len(paths) / max(elapsed, 1e-9))
-    out.write("\n\n")  # the original's two trailing blank lines (SPEC §5.4)
+    out.write("\n\n")  # the original's two trailing blank lines (BENCHMARK.md §5.4)
     out.flush()
 
 
@@ -270,7 +270,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="folder holding the rafdb.test.p_<name> folders")
     group.add_argument("--perturbations", default=None, metavar="NAMES",
                        help="comma-separated folders to evaluate (p_rotate or rafdb.test.p_rotate), "
-                            "in this order. Default: the 10 of SPEC §3.3 present, then extras")
+                            "in this order. Default: the 10 of BENCHMARK.md §3.3 present, then extras")
     group.add_argument("--frames", type=positive_int, default=30,
                        help="frames per sequence (test_XXXX_00 .. test_XXXX_<frames-1>)")
     group.add_argument("--annotate", action="store_true",
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         LOG.warning("%s: no manifest.json; the source of the sequences is written as unknown",
                     args.perturbed)
     elif (manifest.get("params") or {}).get("source") == "aligned":
-        LOG.warning("%s: source: aligned (SPEC §3.6): padded official aligned faces, not the "
+        LOG.warning("%s: source: aligned (BENCHMARK.md §3.6): padded official aligned faces, not the "
                     "landmark-aligned originals", args.perturbed)
     meta = metadata_line(labels.protocol, len(labels), args.frames, manifest)
     earlier = headers_in(args.out.read_text(encoding="utf-8")) \

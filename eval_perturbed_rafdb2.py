@@ -1,4 +1,4 @@
-"""Flip probability (and top-k distance) per model and perturbation from a predictions file (SPEC §5.4-§5.7).
+"""Flip probability (and top-k distance) per model and perturbation from a predictions file (BENCHMARK.md §5.4-§5.7).
 
 Reads the text written by ``eval_perturbed_rafdb.py`` (or by the original): blocks made of a header
 ``<checkpoint_path>,<perturbation_dir>`` (method = the checkpoint's run directory name,
@@ -10,12 +10,12 @@ sequence's rankings, from which the top-k distance is computed. The sequence len
 the data (all sequences of a block must have the same length; ``--frames`` checks it). A line with
 one or two fields is a header, so sequences need at least 3 frames.
 
-Per model and perturbation (SPEC §5.5-§5.7):
+Per model and perturbation (BENCHMARK.md §5.5-§5.7):
 
 - FP, the flip probability: perturbations whose name contains ``noise`` compare every frame with
   frame 0; the others compare consecutive frames (``--difficulty d``: frames j and j+d), the mean
   over sequences. This is the number the original printed (it called it "flip rate").
-- mFP, the mean FP over the 10 perturbations of SPEC §3.3 (extras are reported, never averaged).
+- mFP, the mean FP over the 10 perturbations of BENCHMARK.md §3.3 (extras are reported, never averaged).
 - T-k-D, the top-k distance over the same frame pairs, where rankings are present (``--topk``).
 - With ``--baseline`` (a method of the same file, or a ``--json`` file this script wrote): FR = FP /
   FP of the baseline and mFR, the mean FR over the 10; likewise the normalised mT-k-D.
@@ -29,21 +29,21 @@ error. ``--json`` and ``--csv`` write everything for machines.
 Metadata and method names: a comment ``# labels=soft N=285 source=landmarks frames=30 ...`` (all
 tokens ``key=value``; written by ``eval_perturbed_rafdb.py`` right after each header) belongs to its
 block: the summary, the JSON and the CSV show each method's N, label protocol and source
-(``unknown`` without it; SPEC §3.6's ``source: aligned`` is flagged under the summary), and a block
+(``unknown`` without it; BENCHMARK.md §3.6's ``source: aligned`` is flagged under the summary), and a block
 whose sequence count differs from its N is an error naming the line. A method is the checkpoint's
 run directory name, as in the original; when two different checkpoint paths share it, both are
 named ``<run dir>/<checkpoint file name>`` (the whole path if that still collides), with a warning.
 
 Deviations from the original
 ----------------------------
-(The original: ``compute_fr`` / ``print_xls`` / ``print_text`` of MiviaLab's script; SPEC §5.4,
+(The original: ``compute_fr`` / ``print_xls`` / ``print_text`` of MiviaLab's script; BENCHMARK.md §5.4,
 §6 row 20.)
 
 TSV (default output):
 
 - Rows: the original printed the perturbations of the *last* method (by sorted name), in the order
   its blocks were read (the original writer's glob order). Here: the union over all methods, in
-  SPEC §3.3 canonical order, then extras in first-seen order. Both strip ``rafdb.test.``.
+  BENCHMARK.md §3.3 canonical order, then extras in first-seen order. Both strip ``rafdb.test.``.
 - Columns: the original kept only methods with at least as many perturbations as that last method
   (and crashed with KeyError when a kept one lacked a row). Here every method has a column, with
   ``nan`` where it lacks a perturbation. Methods are sorted by name in both.
@@ -99,15 +99,15 @@ from cli_common import (ArgumentParser, UserError, atomic_write_text, positive_i
 
 LOG = logging.getLogger("fer.eval_perturbed2")
 
-NUM_CLASSES = 7  # SPEC §1.2: classes 0..6
+NUM_CLASSES = 7  # BENCHMARK.md §1.2: classes 0..6
 FOLDER_PREFIX = "rafdb.test."
 TOPK_PREFIX = "#topk"
-DEFAULT_TOPK = (2, 3, 5)  # SPEC §5.7: d_2, d_3 headline, d_5 for parity
+DEFAULT_TOPK = (2, 3, 5)  # BENCHMARK.md §5.7: d_2, d_3 headline, d_5 for parity
 JSON_FORMAT = "eval_perturbed_rafdb2/1"
 
 
 def canonical_perturbations() -> list[str]:
-    """The 10 RAF-DB-P perturbations in SPEC §3.3 order (from the perturbations registry)."""
+    """The 10 RAF-DB-P perturbations in BENCHMARK.md §3.3 order (from the perturbations registry)."""
     import perturbations
 
     return list(perturbations.PERTURBATIONS)
@@ -142,7 +142,7 @@ class Block:
 
 
 def method_name(checkpoint_field: str) -> str:
-    """The run directory of a checkpoint path (SPEC §5.4); the file name when there is no directory."""
+    """The run directory of a checkpoint path (BENCHMARK.md §5.4); the file name when there is no directory."""
     directory = os.path.dirname(checkpoint_field)
     return os.path.basename(directory) if directory else os.path.basename(checkpoint_field)
 
@@ -189,7 +189,7 @@ def parse_meta(comment: str) -> dict | None:
 
 
 def perturbation_name(folder_field: str) -> str:
-    """The folder name without ``rafdb.test.`` (SPEC §5.4)."""
+    """The folder name without ``rafdb.test.`` (BENCHMARK.md §5.4)."""
     name = os.path.basename(folder_field.rstrip("/"))
     return name[len(FOLDER_PREFIX):] if name.startswith(FOLDER_PREFIX) else name
 
@@ -320,7 +320,7 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
 
 
 def group_blocks(blocks: Sequence[Block], source: str = "") -> dict[str, dict[str, Block]]:
-    """method -> perturbation -> block; a repeated pair warns and the later block wins (SPEC §5.4)."""
+    """method -> perturbation -> block; a repeated pair warns and the later block wins (BENCHMARK.md §5.4)."""
     table: dict[str, dict[str, Block]] = {}
     for block in blocks:
         per_method = table.setdefault(block.method, {})
@@ -337,14 +337,14 @@ def group_blocks(blocks: Sequence[Block], source: str = "") -> dict[str, dict[st
 
 
 def ordered_perturbations(names, canonical: Sequence[str]) -> list[str]:
-    """Canonical perturbations first, in SPEC §3.3 order, then the others in first-seen order."""
+    """Canonical perturbations first, in BENCHMARK.md §3.3 order, then the others in first-seen order."""
     names = list(dict.fromkeys(names))
     return [name for name in canonical if name in names] + [name for name in names if name not in canonical]
 
 
 def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,
             ks: Sequence[int] = DEFAULT_TOPK, canonical: Sequence[str] | None = None) -> dict:
-    """Per method and perturbation FP (and T-k-D), and per method mFP (and mean T-k-D) (SPEC §5.5-§5.7)."""
+    """Per method and perturbation FP (and T-k-D), and per method mFP (and mean T-k-D) (BENCHMARK.md §5.5-§5.7)."""
     canonical = list(canonical_perturbations() if canonical is None else canonical)
     methods = {}
     for method in sorted(table):
@@ -435,7 +435,7 @@ def load_baseline(spec: str, results: dict, baseline_method: str | None = None) 
 
 
 def normalise(results: dict, baseline_label: str, baseline: dict) -> None:
-    """Add FR, mFR and the normalised T-k-D (mT-k-D) to every method (SPEC §5.6, §5.7)."""
+    """Add FR, mFR and the normalised T-k-D (mT-k-D) to every method (BENCHMARK.md §5.6, §5.7)."""
     base = baseline["perturbations"]
     results["baseline"] = baseline_label
     for summary in results["methods"].values():
@@ -532,7 +532,7 @@ def format_summary(results: dict) -> str:
     aligned = [method for method, summary in results["methods"].items()
                if "aligned" in summary.get("source", "").split(",")]
     if aligned:
-        lines.append(f"source: aligned (SPEC §3.6) for {', '.join(aligned) or chr(34) * 2}: sequences built "
+        lines.append(f"source: aligned (BENCHMARK.md §3.6) for {', '.join(aligned) or chr(34) * 2}: sequences built "
                      f"from the padded official aligned faces, not the landmark-aligned originals")
     if normalised:
         lines.append(f"FR, mFR and mTkD normalised to the baseline {results['baseline']}")
@@ -604,7 +604,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="'t' (any word starting with t) prints text lists instead of the TSV")
     group = parser.add_argument_group("metrics")
     group.add_argument("--difficulty", type=positive_int, default=1,
-                       help="compare frames j and j+d for non-noise perturbations (SPEC §5.5)")
+                       help="compare frames j and j+d for non-noise perturbations (BENCHMARK.md §5.5)")
     group.add_argument("--topk", type=_ks, default=list(DEFAULT_TOPK), metavar="K[,K...]",
                        help="top-k distances to report where #topk rankings are present")
     group.add_argument("--frames", type=positive_int, default=None,

@@ -1,6 +1,6 @@
 """The tf.data input pipeline shared by training and both evaluations.
 
-Every image goes through one function, :func:`load_for_model` (SPEC §4.3 evaluation order: read,
+Every image goes through one function, :func:`load_for_model` (BENCHMARK.md §4.3 evaluation order: read,
 cut, ``cv2.resize`` bilinear to the network input, optional grey conversion), so that files on
 disk and in-memory arrays (on-the-fly evaluation) give the same pixels. Decoding and resizing run
 in parallel ``tf.data`` map calls (OpenCV releases the GIL); batches are prefetched. The model
@@ -70,7 +70,7 @@ def user_errors_from_pipeline():
 
 
 def full_frame_cut(image: np.ndarray, crop: str = "exact") -> np.ndarray:
-    """The cut of the full-frame ROI (0, 0, W, H) used in evaluation (SPEC §4.3).
+    """The cut of the full-frame ROI (0, 0, W, H) used in evaluation (BENCHMARK.md §4.3).
 
     ``exact`` keeps the image; ``legacy99`` reproduces the original's off-by-one cut, which
     drops the last row and column (100 -> 99x99).

@@ -1,7 +1,7 @@
 """Robustness metrics as pure numpy functions: accuracy, CE/mCE, flip probability, top-k distance.
 
 Nothing here reads files, parses arguments or imports TensorFlow. Every formula carries a comment
-naming where it comes from: ``../shared/SPEC.md`` sections (§5.1-§5.8) and Hendrycks & Dietterich,
+naming where it comes from: ``docs/BENCHMARK.md`` sections (§5.1-§5.8) and Hendrycks & Dietterich,
 "Benchmarking Neural Network Robustness to Common Corruptions and Perturbations", ICLR 2019
 (ImageNet-C/P; reference code hendrycks/robustness).
 
@@ -83,11 +83,11 @@ def _pair_rows(model: Sequence[float], baseline: Sequence[float], what: str):
 
 
 # --------------------------------------------------------------------------------------------
-# Accuracy and error per folder (SPEC §5.1)
+# Accuracy and error per folder (BENCHMARK.md §5.1)
 
 
 def accuracy(pred_classes: Sequence[int], targets: Sequence[int]) -> float:
-    """Fraction of predictions equal to their targets (SPEC §5.1: Acc = mean 1[argmax f = argmax y])."""
+    """Fraction of predictions equal to their targets (BENCHMARK.md §5.1: Acc = mean 1[argmax f = argmax y])."""
     pred, true = np.asarray(pred_classes), np.asarray(targets)
     if pred.shape != true.shape or pred.ndim != 1:
         raise ValueError(f"accuracy: predictions {pred.shape} and targets {true.shape} differ or are not 1-D")
@@ -97,23 +97,23 @@ def accuracy(pred_classes: Sequence[int], targets: Sequence[int]) -> float:
 
 
 def error_rate(pred_classes: Sequence[int], targets: Sequence[int]) -> float:
-    """1 - accuracy (SPEC §5.1: E = 1 - Acc)."""
+    """1 - accuracy (BENCHMARK.md §5.1: E = 1 - Acc)."""
     return 1.0 - accuracy(pred_classes, targets)
 
 
 # --------------------------------------------------------------------------------------------
-# Corruption metrics on error tables (SPEC §5.2; Hendrycks & Dietterich 2019, §4 "ImageNet-C")
+# Corruption metrics on error tables (BENCHMARK.md §5.2; Hendrycks & Dietterich 2019, §4 "ImageNet-C")
 
 
 def ce(model_errors: Sequence[float], baseline_errors: Sequence[float]) -> float:
-    """Corruption error of one corruption: sum_s E_s / sum_s E_s^base (SPEC §5.2; H&D 2019 CE_c^f)."""
+    """Corruption error of one corruption: sum_s E_s / sum_s E_s^base (BENCHMARK.md §5.2; H&D 2019 CE_c^f)."""
     model_row, base_row = _pair_rows(model_errors, baseline_errors, "CE")
     return _ratio(model_row.sum(), base_row.sum(), "CE")
 
 
 def relative_ce(model_errors: Sequence[float], model_clean: float,
                 baseline_errors: Sequence[float], baseline_clean: float) -> float:
-    """Relative CE: sum_s (E_s - E_clean) / sum_s (E_s^base - E_clean^base) (SPEC §5.2; H&D 2019)."""
+    """Relative CE: sum_s (E_s - E_clean) / sum_s (E_s^base - E_clean^base) (BENCHMARK.md §5.2; H&D 2019)."""
     model_row, base_row = _pair_rows(model_errors, baseline_errors, "relative CE")
     return _ratio((model_row - float(model_clean)).sum(), (base_row - float(baseline_clean)).sum(),
                   "relative CE")
@@ -121,7 +121,7 @@ def relative_ce(model_errors: Sequence[float], model_clean: float,
 
 def corruption_errors(model_table: ErrorTable, baseline_table: ErrorTable,
                       names: Iterable[str] | None = None) -> dict[str, float]:
-    """CE per corruption, in the order of ``names`` (default: the model table's keys) (SPEC §5.2)."""
+    """CE per corruption, in the order of ``names`` (default: the model table's keys) (BENCHMARK.md §5.2)."""
     selected = _names(model_table, names, "CE")
     _names(baseline_table, selected, "CE baseline")
     return {name: _ratio_ce(name, model_table[name], baseline_table[name]) for name in selected}
@@ -135,7 +135,7 @@ def _ratio_ce(name: str, model: Sequence[float], baseline: Sequence[float]) -> f
 def relative_corruption_errors(model_table: ErrorTable, model_clean: float,
                                baseline_table: ErrorTable, baseline_clean: float,
                                names: Iterable[str] | None = None) -> dict[str, float]:
-    """Relative CE per corruption (SPEC §5.2), NaN (with a warning) where the baseline's is undefined."""
+    """Relative CE per corruption (BENCHMARK.md §5.2), NaN (with a warning) where the baseline's is undefined."""
     selected = _names(model_table, names, "relative CE")
     _names(baseline_table, selected, "relative CE baseline")
     result = {}
@@ -147,36 +147,36 @@ def relative_corruption_errors(model_table: ErrorTable, model_clean: float,
 
 
 def mce(model_table: ErrorTable, baseline_table: ErrorTable, names: Iterable[str] | None = None) -> float:
-    """Mean CE over the corruptions ``names`` (SPEC §5.2: mean of CE_c over the 18; H&D 2019 mCE)."""
+    """Mean CE over the corruptions ``names`` (BENCHMARK.md §5.2: mean of CE_c over the 18; H&D 2019 mCE)."""
     return float(np.mean(list(corruption_errors(model_table, baseline_table, names).values())))
 
 
 def relative_mce(model_table: ErrorTable, model_clean: float, baseline_table: ErrorTable,
                  baseline_clean: float, names: Iterable[str] | None = None) -> float:
-    """Mean relative CE over ``names`` (SPEC §5.2; H&D 2019 "Relative mCE"); NaN if any is NaN."""
+    """Mean relative CE over ``names`` (BENCHMARK.md §5.2; H&D 2019 "Relative mCE"); NaN if any is NaN."""
     values = relative_corruption_errors(model_table, model_clean, baseline_table, baseline_clean, names)
     return float(np.mean(list(values.values())))
 
 
 def mean_errors(table: ErrorTable, names: Iterable[str] | None = None) -> dict[str, float]:
-    """Per-corruption mean error over severities, (1/5) sum_s E_{s,c} (SPEC §5.2, unnormalised)."""
+    """Per-corruption mean error over severities, (1/5) sum_s E_{s,c} (BENCHMARK.md §5.2, unnormalised)."""
     return {name: float(_row(table[name], name).mean()) for name in _names(table, names, "mean error")}
 
 
 def overall_mean_error(table: ErrorTable, names: Iterable[str] | None = None) -> float:
-    """Mean over every corruption and severity, (1/90) sum_{c,s} E_{s,c} (SPEC §5.2, unnormalised)."""
+    """Mean over every corruption and severity, (1/90) sum_{c,s} E_{s,c} (BENCHMARK.md §5.2, unnormalised)."""
     rows = [_row(table[name], name) for name in _names(table, names, "overall mean error")]
     return float(np.concatenate(rows).mean())
 
 
 def mean_corruption_accuracy(table: ErrorTable, names: Iterable[str] | None = None) -> float:
-    """1 - overall mean error (SPEC §5.2, unnormalised)."""
+    """1 - overall mean error (BENCHMARK.md §5.2, unnormalised)."""
     return 1.0 - overall_mean_error(table, names)
 
 
 def unnormalised_relative_error(table: ErrorTable, clean_error: float,
                                 names: Iterable[str] | None = None) -> float:
-    """mean_c (1/5) sum_s (E_{s,c} - E_clean) (SPEC §5.2, unnormalised relative error)."""
+    """mean_c (1/5) sum_s (E_{s,c} - E_clean) (BENCHMARK.md §5.2, unnormalised relative error)."""
     selected = _names(table, names, "unnormalised relative error")
     return float(np.mean([(_row(table[name], name) - float(clean_error)).mean() for name in selected]))
 
@@ -184,7 +184,7 @@ def unnormalised_relative_error(table: ErrorTable, clean_error: float,
 def corruption_summary(table: ErrorTable, clean_error: float, baseline_table: ErrorTable | None = None,
                        baseline_clean: float | None = None,
                        names: Iterable[str] | None = None) -> dict[str, object]:
-    """Every SPEC §5.2 number for one model: unnormalised always, CE/mCE/relative when a baseline is given.
+    """Every BENCHMARK.md §5.2 number for one model: unnormalised always, CE/mCE/relative when a baseline is given.
 
     ``names`` selects the corruptions that enter the means (the 18 of RAF-DB-C; extras are still
     reported per corruption). Keys: clean_error, mean_error (per corruption), overall_mean_error,
@@ -213,16 +213,16 @@ def corruption_summary(table: ErrorTable, clean_error: float, baseline_table: Er
 
 
 # --------------------------------------------------------------------------------------------
-# Stability on perturbation sequences (SPEC §5.5-§5.7; Hendrycks & Dietterich 2019, §4 "ImageNet-P")
+# Stability on perturbation sequences (BENCHMARK.md §5.5-§5.7; Hendrycks & Dietterich 2019, §4 "ImageNet-P")
 
 
 def is_noise_perturbation(name: str) -> bool:
-    """True for noise sequences, compared with the clean frame 0 (SPEC §5.5: the name contains "noise")."""
+    """True for noise sequences, compared with the clean frame 0 (BENCHMARK.md §5.5: the name contains "noise")."""
     return "noise" in name
 
 
 def frame_pairs(n_frames: int, noise: bool, difficulty: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (a, b) of the compared frames: noise (0, j) for j >= 1; otherwise (j, j + d) (SPEC §5.5).
+    """Indices (a, b) of the compared frames: noise (0, j) for j >= 1; otherwise (j, j + d) (BENCHMARK.md §5.5).
 
     Comparing consecutive elements of the d interleaved sub-sequences p_r, p_{r+d}, ... and pooling
     the counts is the same as comparing every pair (j, j + d): N - d pairs. Noise ignores d.
@@ -230,7 +230,7 @@ def frame_pairs(n_frames: int, noise: bool, difficulty: int = 1) -> tuple[np.nda
     if n_frames < 2:
         raise ValueError(f"a sequence needs at least 2 frames, got {n_frames}")
     if noise:
-        # SPEC §5.5 / ImageNet-P test.py: every frame against the clean frame 0; N - 1 pairs.
+        # BENCHMARK.md §5.5 / ImageNet-P test.py: every frame against the clean frame 0; N - 1 pairs.
         later = np.arange(1, n_frames)
         return np.zeros_like(later), later
     if not 1 <= difficulty < n_frames:
@@ -249,37 +249,37 @@ def _sequences(sequences: np.ndarray) -> np.ndarray:
 
 
 def sequence_flip_probabilities(sequences: np.ndarray, noise: bool, difficulty: int = 1) -> np.ndarray:
-    """FP of each sequence: the fraction of compared frame pairs whose classes differ (SPEC §5.5)."""
+    """FP of each sequence: the fraction of compared frame pairs whose classes differ (BENCHMARK.md §5.5)."""
     array = _sequences(sequences)
     first, second = frame_pairs(array.shape[1], noise, difficulty)
-    # SPEC §5.5: FP_seq = (1/(N-1)) sum_j 1[p_j != p_ref]; difficulty d: flips / (N - d).
+    # BENCHMARK.md §5.5: FP_seq = (1/(N-1)) sum_j 1[p_j != p_ref]; difficulty d: flips / (N - d).
     return np.mean(array[:, first] != array[:, second], axis=1)
 
 
 def flip_probability(sequences: np.ndarray, noise: bool, difficulty: int = 1) -> float:
-    """FP_p: the mean of the sequences' FP, equal weight per sequence (SPEC §5.5; ImageNet-P flip_prob)."""
+    """FP_p: the mean of the sequences' FP, equal weight per sequence (BENCHMARK.md §5.5; ImageNet-P flip_prob)."""
     return float(np.mean(sequence_flip_probabilities(sequences, noise, difficulty)))
 
 
 def mean_flip_probability(fp_by_perturbation: Mapping[str, float], names: Iterable[str] | None = None) -> float:
-    """mFP: the mean of FP_p over ``names`` (the 10 of RAF-DB-P; extras excluded) (SPEC §5.6)."""
+    """mFP: the mean of FP_p over ``names`` (the 10 of RAF-DB-P; extras excluded) (BENCHMARK.md §5.6)."""
     selected = _names(fp_by_perturbation, names, "mFP")
     return float(np.mean([float(fp_by_perturbation[name]) for name in selected]))
 
 
 def flip_rate(fp: float, fp_base: float) -> float:
-    """FR_p = FP_p / FP_p^base; NaN plus a warning when FP^base is 0 (SPEC §5.6; H&D 2019 FR)."""
+    """FR_p = FP_p / FP_p^base; NaN plus a warning when FP^base is 0 (BENCHMARK.md §5.6; H&D 2019 FR)."""
     return _ratio(fp, fp_base, "flip rate")
 
 
 def mean_flip_rate(fp_by_perturbation: Mapping[str, float], base_by_perturbation: Mapping[str, float],
                    names: Iterable[str] | None = None) -> float:
-    """mFR: the mean of FR_p over ``names`` (SPEC §5.6; H&D 2019 mFR); NaN if any FR is undefined."""
+    """mFR: the mean of FR_p over ``names`` (BENCHMARK.md §5.6; H&D 2019 mFR); NaN if any FR is undefined."""
     return _mean_ratio(fp_by_perturbation, base_by_perturbation, names, "mFR", "flip rate")
 
 
 def rankings_from_scores(scores: np.ndarray) -> np.ndarray:
-    """Class order by descending score, ties to the lower class index (SPEC §5.7 ordinal ranking of -score)."""
+    """Class order by descending score, ties to the lower class index (BENCHMARK.md §5.7 ordinal ranking of -score)."""
     array = np.asarray(scores)
     if array.ndim < 1 or array.shape[-1] < 2:
         raise ValueError(f"expected scores of shape (..., n_classes >= 2), got {array.shape}")
@@ -288,7 +288,7 @@ def rankings_from_scores(scores: np.ndarray) -> np.ndarray:
 
 
 def topk_distance(rank_a: np.ndarray, rank_b: np.ndarray, k: int) -> np.ndarray | int:
-    """d_k(a, b) = sum_{i=1..k} |(i-1) - min(sigma(i)-1, k)| (SPEC §5.7; H&D 2019 top-5 distance).
+    """d_k(a, b) = sum_{i=1..k} |(i-1) - min(sigma(i)-1, k)| (BENCHMARK.md §5.7; H&D 2019 top-5 distance).
 
     ``rank_a`` and ``rank_b`` are class orders (top class first) of the same shape (..., K), K >= k,
     possibly truncated to the top K: a class of a's top k absent from b's prefix has rank >= K >= k,
@@ -317,23 +317,23 @@ def _rankings(rankings: np.ndarray, k: int) -> np.ndarray:
 
 
 def sequence_topk_distances(rankings: np.ndarray, k: int, noise: bool, difficulty: int = 1) -> np.ndarray:
-    """T-k-D of each sequence: the mean d_k over frame pairs chosen as for FP (SPEC §5.7)."""
+    """T-k-D of each sequence: the mean d_k over frame pairs chosen as for FP (BENCHMARK.md §5.7)."""
     array = _rankings(rankings, k)
     first, second = frame_pairs(array.shape[1], noise, difficulty)
     return topk_distance(array[:, first], array[:, second], k).mean(axis=1)
 
 
 def topk_distance_perturbation(rankings: np.ndarray, k: int, noise: bool, difficulty: int = 1) -> float:
-    """T-k-D_p: the mean of the sequences' T-k-D, equal weight per sequence (SPEC §5.7)."""
+    """T-k-D_p: the mean of the sequences' T-k-D, equal weight per sequence (BENCHMARK.md §5.7)."""
     return float(np.mean(sequence_topk_distances(rankings, k, noise, difficulty)))
 
 
 def topk_distance_rate(tkd: float, tkd_base: float) -> float:
-    """T-k-D_p / T-k-D_p^base; NaN plus a warning when the baseline's is 0 (SPEC §5.7)."""
+    """T-k-D_p / T-k-D_p^base; NaN plus a warning when the baseline's is 0 (BENCHMARK.md §5.7)."""
     return _ratio(tkd, tkd_base, "top-k distance rate")
 
 
 def mean_topk_distance_rate(tkd_by_perturbation: Mapping[str, float], base_by_perturbation: Mapping[str, float],
                             names: Iterable[str] | None = None) -> float:
-    """mT-k-D = mean_p T-k-D_p^f / T-k-D_p^base over ``names`` (SPEC §5.7; H&D 2019 mT5D)."""
+    """mT-k-D = mean_p T-k-D_p^f / T-k-D_p^base over ``names`` (BENCHMARK.md §5.7; H&D 2019 mT5D)."""
     return _mean_ratio(tkd_by_perturbation, base_by_perturbation, names, "mT-k-D", "top-k distance rate")

@@ -1,17 +1,17 @@
-"""RAF-DB-P: MIVIA's 130 px face alignment and the 10 perturbation sequences (SPEC §3).
+"""RAF-DB-P: MIVIA's 130 px face alignment and the 10 perturbation sequences (BENCHMARK.md §3).
 
 Every perturbation is a plain function ``(face130, rng, **options) -> (frames, 100, 100, 3) uint8``
 registered, in the original's order, in :data:`PERTURBATIONS` under its own ``__name__``.
 :func:`perturb` is the checked public entry point; the functions themselves stay lean.
 
-Frame extraction (SPEC §3.2): each perturbation acts on the whole 130 px image, then frame ``i`` is
+Frame extraction (BENCHMARK.md §3.2): each perturbation acts on the whole 130 px image, then frame ``i`` is
 the region of interest (ROI) ``image[y:y+h, x:x+w]``, resized to 100x100 with ``cv2.resize``
 (bilinear) only when the ROI is not 100x100. The default ROI is ``(15, 15, 100, 100)``.
 Per-pixel operations (noise, brightness) are applied to the ROI only; this is the same as applying
 them to the whole image and cropping afterwards (for the noises: the same distribution; the draws
 are ours anyway, the original has no seeds).
 
-Quantisation (SPEC §3.5, FAITHFUL): float frames (every p_brightness frame, p_gaussian_noise and
+Quantisation (BENCHMARK.md §3.5, FAITHFUL): float frames (every p_brightness frame, p_gaussian_noise and
 p_shot_noise for i >= 1) reached OpenCV's JPEG writer unconverted in the original, which rounds
 half to even and saturates; here they are converted the same way (``np.rint`` + clip).
 p_gaussian_blur and p_spatter truncate; geometric perturbations stay uint8 throughout.
@@ -36,12 +36,12 @@ import numpy as np
 
 import corruptions
 
-FACE_SIZE = 130  # side of the aligned face every perturbation starts from (SPEC §3.1)
+FACE_SIZE = 130  # side of the aligned face every perturbation starts from (BENCHMARK.md §3.1)
 FRAME_SIZE = 100  # side of every output frame
 NUM_FRAMES = 30  # frames i = 0..29 per sequence
-DEFAULT_ROI = (15, 15, 100, 100)  # (x, y, w, h): centred, offset 15 (SPEC §3.2)
+DEFAULT_ROI = (15, 15, 100, 100)  # (x, y, w, h): centred, offset 15 (BENCHMARK.md §3.2)
 
-# SPEC §3.1: MIVIA's target points (left eye, right eye, mouth point) as fractions of 130 px.
+# BENCHMARK.md §3.1: MIVIA's target points (left eye, right eye, mouth point) as fractions of 130 px.
 ALIGN_TARGETS = np.float32(np.array([[0.286, 0.4], [0.714, 0.4], [0.5, 0.714]]) * FACE_SIZE)
 
 # One definition each, in corruptions.py (re-exported here for the CLI's choices).
@@ -51,11 +51,11 @@ FALLBACK_PADS = ("reflect101", "constant")
 
 
 # --------------------------------------------------------------------------------------------
-# Alignment (SPEC §3.1) and the fallback source (SPEC §3.6)
+# Alignment (BENCHMARK.md §3.1) and the fallback source (BENCHMARK.md §3.6)
 
 
 def mouth_point(landmarks: np.ndarray) -> tuple[float, float]:
-    """The floored mean of the two mouth corners, with Python float floor division (SPEC §3.1)."""
+    """The floored mean of the two mouth corners, with Python float floor division (BENCHMARK.md §3.1)."""
     (x3, y3), (x4, y4) = (float(v) for v in landmarks[3]), (float(v) for v in landmarks[4])
     return (x3 + x4) // 2, (y3 + y4) // 2
 
@@ -70,7 +70,7 @@ def alignment_matrix(landmarks: np.ndarray) -> np.ndarray:
 
 
 def align_face(image_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Align an original photo to MIVIA's 130x130 face from its 5 manual landmarks (SPEC §3.1).
+    """Align an original photo to MIVIA's 130x130 face from its 5 manual landmarks (BENCHMARK.md §3.1).
 
     The original zero-pads small images at the bottom/right up to 130 px, warps at the padded
     size (bilinear, constant-0 border) and keeps the top-left 130x130; warping straight onto a
@@ -93,7 +93,7 @@ def align_face(image_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 def aligned_source_face(aligned100_rgb: np.ndarray, pad: str = "reflect101") -> np.ndarray:
-    """``--source aligned`` (SPEC §3.6): pad an official 100x100 aligned face by 15 px per side.
+    """``--source aligned`` (BENCHMARK.md §3.6): pad an official 100x100 aligned face by 15 px per side.
 
     ``pad`` is ``reflect101`` (cv2.BORDER_REFLECT_101, the default) or ``constant`` (zeros). The
     default frame of the result is exactly the aligned image.
@@ -116,7 +116,7 @@ def aligned_source_face(aligned100_rgb: np.ndarray, pad: str = "reflect101") -> 
 
 
 def _crop(image: np.ndarray, roi: tuple[int, int, int, int] = DEFAULT_ROI) -> np.ndarray:
-    """Frame extraction (SPEC §3.2): ``image[y:y+h, x:x+w]``, resized to 100x100 if needed."""
+    """Frame extraction (BENCHMARK.md §3.2): ``image[y:y+h, x:x+w]``, resized to 100x100 if needed."""
     x, y, w, h = roi
     region = image[y : y + h, x : x + w]
     if (w, h) != (FRAME_SIZE, FRAME_SIZE):
@@ -146,7 +146,7 @@ def _clean_roi_float(face: np.ndarray) -> np.ndarray:
 
 
 def _warp_frame(face: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """warpAffine to 115x115 (bilinear, constant 0), then the default ROI (SPEC §3.3)."""
+    """warpAffine to 115x115 (bilinear, constant 0), then the default ROI (BENCHMARK.md §3.3)."""
     side = DEFAULT_ROI[0] + DEFAULT_ROI[2]  # 115
     warped = cv2.warpAffine(
         face,
@@ -195,22 +195,22 @@ def blur_sigma(i: int) -> float:
     return 0.25 + 0.035 * i
 
 
-# Noise severity 2 of RAF-DB-C (SPEC §2.3), used for frames i >= 1: sigma 0.12, lambda 29.
+# Noise severity 2 of RAF-DB-C (BENCHMARK.md §2.3), used for frames i >= 1: sigma 0.12, lambda 29.
 GAUSSIAN_NOISE_SIGMA = corruptions.GAUSSIAN_NOISE_SIGMA[2 - 1]
 SHOT_NOISE_LAMBDA = corruptions.SHOT_NOISE_LAMBDA[2 - 1]
-# p_motion_blur's kernel (SPEC §3.3): radius 10, sigma 3, unscaled.
+# p_motion_blur's kernel (BENCHMARK.md §3.3): radius 10, sigma 3, unscaled.
 MOTION_RADIUS, MOTION_SIGMA = 10, 3
-# p_gaussian_blur (SPEC §3.3): skimage gaussian with truncate 6.0.
+# p_gaussian_blur (BENCHMARK.md §3.3): skimage gaussian with truncate 6.0.
 BLUR_TRUNCATE = 6.0
 BLUR_MARGIN = int(BLUR_TRUNCATE * (0.25 + 0.035 * (NUM_FRAMES - 1)) + 0.5)  # 8: largest kernel radius
-# p_spatter (SPEC §3.4): liquid layer (loc, scale, sigma, threshold), water intensity, shift kernel.
+# p_spatter (BENCHMARK.md §3.4): liquid layer (loc, scale, sigma, threshold), water intensity, shift kernel.
 SPATTER_LAYER = (0.65, 0.27, 3.7, 0.69)
 SPATTER_INTENSITY = 0.6
 SPATTER_SHIFT = (0.05, 0.10, 0.15, 0.70)
 
 
 def spatter_layer(rng: np.random.Generator) -> np.ndarray:
-    """p_spatter's liquid layer (SPEC §3.4 step 1), float64 130x130: ``rng.normal(0.65, 0.27)``,
+    """p_spatter's liquid layer (BENCHMARK.md §3.4 step 1), float64 130x130: ``rng.normal(0.65, 0.27)``,
     skimage-equivalent gaussian (sigma 3.7), values below 0.69 set to 0. Its only draw from ``rng``.
     """
     loc, scale, sigma, threshold = SPATTER_LAYER
@@ -231,7 +231,7 @@ def shift_liquid_down(liquid: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# The 10 perturbations (SPEC §3.3), in the original's order
+# The 10 perturbations (BENCHMARK.md §3.3), in the original's order
 
 
 def _noise_sequence(face, frames, add_noise):
@@ -287,7 +287,7 @@ def p_motion_blur(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_optio
 
 
 def p_spatter(face, rng, frames=NUM_FRAMES, colour="rgb", **_options):
-    """ImageNet-P's spatter sequence (SPEC §3.4): one liquid layer, moved down every frame."""
+    """ImageNet-P's spatter sequence (BENCHMARK.md §3.4): one liquid layer, moved down every frame."""
     liquid = spatter_layer(rng)  # float64 throughout, as the original's layer and np.convolve
     x = face.astype(np.float64) / 255.0
     out = []

@@ -1,6 +1,6 @@
 """RAF-DB-C: export the corrupted RAF-DB test set, verify an exported tree, or preview the corruptions.
 
-Commands (SPEC §2.1, §2.7, §2.8):
+Commands (BENCHMARK.md §2.1, §2.7, §2.8):
 
   export   writes <out>/rafdb.<split>.<corruption>.<severity>/<input file name> for every aligned
            image of the split (18 corruptions x 5 severities x 3,068 test images = 276,120 files),
@@ -100,7 +100,7 @@ def add_render_args(parser) -> None:
                              "(ImageMagick, exactly the original's)")
     parser.add_argument("--colour", choices=corruptions.COLOUR_MODES, default="rgb",
                         help="rgb (correct colours) or bgr-compat (the original's swapped spatter colours and "
-                             "BGR-as-RGB jpeg_compression, SPEC §2.2)")
+                             "BGR-as-RGB jpeg_compression, BENCHMARK.md §2.2)")
 
 
 def parse_args(argv=None):

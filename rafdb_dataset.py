@@ -1,6 +1,6 @@
 """RAF-DB: the one module every script uses to read the dataset (layout, images, labels, splits).
 
-The layout is the one RAF-DB ships (SPEC §1.1), under a folder given with ``--rafdb``::
+The layout is the one RAF-DB ships (BENCHMARK.md §1.1), under a folder given with ``--rafdb``::
 
     RAF-DB/
       distribute_basic.csv                      soft labels, one row of 7 floats per image
@@ -37,7 +37,7 @@ from cli_common import ArgumentParser, UserError, run_main, seed64, setup_loggin
 
 LOG = logging.getLogger("fer.rafdb")
 
-# SPEC §1.2: index = RAF-DB label - 1 (the original's order, also the CSV column order).
+# BENCHMARK.md §1.2: index = RAF-DB label - 1 (the original's order, also the CSV column order).
 CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
 SPLITS = ("train", "test")
@@ -50,7 +50,7 @@ ANNOTATION_DIR = "basic/Annotation/manual"
 PARTITION_FILE = "basic/EmoLabel/list_patition_label.txt"  # spelled as shipped
 CSV_FILE = "distribute_basic.csv"
 
-# SPEC §1.1: real RAF-DB has 12,271 train and 3,068 test images; CSV rows are train then test.
+# BENCHMARK.md §1.1: real RAF-DB has 12,271 train and 3,068 test images; CSV rows are train then test.
 RAFDB_TRAIN_COUNT = 12271
 RAFDB_TEST_COUNT = 3068
 ID_DIGITS = {"train": 5, "test": 4}
@@ -92,7 +92,7 @@ def landmarks_path(root: str | Path, name: str) -> Path:
 
 
 def name_from_row(row: int, train_count: int = RAFDB_TRAIN_COUNT) -> str:
-    """The image name of CSV row ``row`` (0-based), as the original builds it (SPEC §1.1)."""
+    """The image name of CSV row ``row`` (0-based), as the original builds it (BENCHMARK.md §1.1)."""
     if row < train_count:
         return f"train_{row + 1:05d}"
     return f"test_{row + 1 - train_count:04d}"
@@ -158,7 +158,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def encode_image(rgb: np.ndarray, fmt: str = "jpg") -> bytes:
-    """Encode RGB uint8 as OpenCV does by default: JPEG quality 95, or PNG (SPEC §2.8)."""
+    """Encode RGB uint8 as OpenCV does by default: JPEG quality 95, or PNG (BENCHMARK.md §2.8)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be 'jpg' or 'png', got {fmt!r}")
     ok, buffer = cv2.imencode("." + fmt, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -171,7 +171,7 @@ def read_landmarks(path: str | Path) -> np.ndarray:
     """The 5 manual landmarks (x, y) of a ``*_manu_attri.txt`` file, float64 (5, 2).
 
     Lines 1-5 hold ``x y`` separated by tabs or spaces, in the order left eye, right eye, nose,
-    left mouth corner, right mouth corner (SPEC §1.1). Later lines are ignored.
+    left mouth corner, right mouth corner (BENCHMARK.md §1.1). Later lines are ignored.
     """
     path = Path(path)
     try:
@@ -201,7 +201,7 @@ def read_landmarks(path: str | Path) -> np.ndarray:
 
 
 def vote_filter(p: Sequence[float]) -> np.ndarray | None:
-    """The original's FER+-style vote filter (``cntk_filtering``, SPEC §1.3); None = drop.
+    """The original's FER+-style vote filter (``cntk_filtering``, BENCHMARK.md §1.3); None = drop.
 
     Votes d = 10 p; d_k <= 1 are zeroed; drop when more than two classes tie for the maximum or
     when (winners x max) <= half the total; otherwise return d / total (float64).
@@ -233,7 +233,7 @@ class LabelSet:
 
     @property
     def classes(self) -> np.ndarray:
-        """Target class per image: argmax, two-way ties to the lower index (SPEC §1.3)."""
+        """Target class per image: argmax, two-way ties to the lower index (BENCHMARK.md §1.3)."""
         return np.argmax(self.labels, axis=1)
 
     def subset(self, indices: Iterable[int]) -> "LabelSet":
@@ -284,7 +284,7 @@ def read_distribution_csv(root: str | Path) -> np.ndarray:
         try:
             if len(fields) != NUM_CLASSES:
                 raise ValueError(f"expected {NUM_CLASSES} comma-separated values, got {len(fields)}")
-            values = [float(field) for field in fields]  # Python float, as the original (SPEC §1.3)
+            values = [float(field) for field in fields]  # Python float, as the original (BENCHMARK.md §1.3)
             if not all(np.isfinite(values)) or min(values) < 0:
                 raise ValueError("values must be finite and non-negative")
             if abs(sum(values) - 1.0) > 1e-3:
@@ -310,7 +310,7 @@ def _split_counts(root: Path) -> tuple[int, int]:
 def load_labels(
     root: str | Path, split: str = "test", protocol: str = "soft", *, allow_missing: bool = False
 ) -> LabelSet:
-    """Names and label vectors of one split under a label protocol (SPEC §1.3, §1.4).
+    """Names and label vectors of one split under a label protocol (BENCHMARK.md §1.3, §1.4).
 
     ``soft``: rows of ``distribute_basic.csv`` through :func:`vote_filter` (the original's
     default). ``hard``: one-hot labels from ``list_patition_label.txt`` with no filter. Every
@@ -382,7 +382,7 @@ def load_labels(
 def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0) -> tuple[LabelSet, LabelSet]:
     """Hold out ``fraction`` of each class (by argmax), seeded; returns (train, validation).
 
-    SPEC §1.5 FIX: the original selected checkpoints on the test set.
+    BENCHMARK.md §1.5 FIX: the original selected checkpoints on the test set.
     """
     if not 0.0 < fraction < 1.0:
         raise UserError(f"--val-fraction must be in (0, 1), got {fraction}")
@@ -438,7 +438,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_labels(args: argparse.Namespace) -> int:
-    """Agreement between CSV argmax and list_patition_label.txt (SPEC §1.2 EXTEND; never fails)."""
+    """Agreement between CSV argmax and list_patition_label.txt (BENCHMARK.md §1.2 EXTEND; never fails)."""
     root = args.rafdb
     table = read_distribution_csv(root)
     train_count, _ = _split_counts(root)

@@ -1,4 +1,4 @@
-"""RAF-DB-P: write the 10 perturbation sequences of every RAF-DB test image (SPEC §3).
+"""RAF-DB-P: write the 10 perturbation sequences of every RAF-DB test image (BENCHMARK.md §3).
 
 Each test original is aligned once to MIVIA's 130 px face from its 5 manual landmarks, then every
 selected perturbation writes 30 frames::
@@ -58,7 +58,7 @@ PARAM_SET = (f"rafdb-p-{len(perturbations.PERTURBATIONS)}x{perturbations.NUM_FRA
 
 
 def perturbed_folder(name: str, split: str = SPLIT) -> str:
-    """``rafdb.test.<name>`` (SPEC §3.5)."""
+    """``rafdb.test.<name>`` (BENCHMARK.md §3.5)."""
     return f"rafdb.{split}.{name}"
 
 
@@ -143,7 +143,7 @@ def load_face(image_path: str, landmarks: np.ndarray | None, fallback_pad: str) 
 
 
 def sequence_rng(seed: int, name: str, stem: str) -> np.random.Generator:
-    """The generator of one sequence (SPEC §3.5); the file name is the original's, test_XXXX.jpg,
+    """The generator of one sequence (BENCHMARK.md §3.5); the file name is the original's, test_XXXX.jpg,
     whatever the source, so both sources draw the same noise."""
     return item_rng(seed, KIND, name, 0, f"{stem}.jpg")
 
@@ -200,7 +200,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                motion_backend=args.motion_backend, colour=args.colour,
                                fallback_pad=args.fallback_pad)
     if args.source == "aligned":
-        LOG.warning("source: aligned (SPEC §3.6): faces are the padded official aligned images, not "
+        LOG.warning("source: aligned (BENCHMARK.md §3.6): faces are the padded official aligned images, not "
                     "MIVIA's alignment of the originals; results are not comparable with RAF-DB-P")
     result = dataset_writer.export(
         units, render, args.out, generator="rafdb_perturb_dataset.py", kind=KIND, params=params,
@@ -320,7 +320,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--rafdb", default="RAF-DB", help="RAF-DB root folder (the one holding basic/)")
     data.add_argument("--source", choices=SOURCES, default="landmarks",
                       help="landmarks: align every test original from its manual landmarks (FAITHFUL); "
-                           "aligned: pad the official 100 px aligned images by 15 px instead (SPEC §3.6; "
+                           "aligned: pad the official 100 px aligned images by 15 px instead (BENCHMARK.md §3.6; "
                            "not comparable with RAF-DB-P)")
     data.add_argument("--fallback-pad", choices=perturbations.FALLBACK_PADS, default="reflect101",
                       help="padding of the aligned images under --source aligned")

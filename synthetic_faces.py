@@ -534,7 +534,7 @@ def _soft_label(rng: np.random.Generator, expression: int, intensity: float
                 ) -> tuple[np.ndarray, int]:
     """Annotator-vote-like distribution and hard label for an image of class ``expression``.
 
-    About 2 % of rows are three-way ties and 2.5 % have a weak winner: the vote filter (SPEC §1.3)
+    About 2 % of rows are three-way ties and 2.5 % have a weak winner: the vote filter (BENCHMARK.md §1.3)
     drops both. About 2 % of hard labels are the most confusable neighbour (annotation noise).
     """
     first, second = _NEIGHBOURS[expression]

@@ -1,4 +1,4 @@
-"""Train a facial-expression classifier on RAF-DB with the original's recipe (SPEC §4), in Keras 3.
+"""Train a facial-expression classifier on RAF-DB with the original's recipe (BENCHMARK.md §4), in Keras 3.
 
 Plain SGD (``--momentum`` gives 0.9), learning rate 0.002 halved every 40 epochs, 220 epochs,
 batch 64, categorical cross-entropy on the soft labels (one-hot with ``--labels hard``). The model
@@ -21,7 +21,7 @@ The run directory (``out_training_fer/<argstring>_<YYYYmmdd_HHMMSS>``, or ``--di
   ``validation_names.txt`` (the held-out images) and, at the end, ``results.json`` with the clean
   test accuracy of the best checkpoint (reported once, with N and the label protocol).
 
-Model selection uses a held-out 10 % of the training images (SPEC §1.5 FIX); ``--val-split test``
+Model selection uses a held-out 10 % of the training images (BENCHMARK.md §1.5 FIX); ``--val-split test``
 selects on the test set, as the original did. ``--bn-recalibrate N`` (an extension, off by
 default) recomputes the BatchNorm statistics over N training batches before each validation.
 Under ``--distribute multiworker`` only the chief writes the run directory (``--dir`` required).
@@ -48,7 +48,7 @@ import re
 import sys
 from pathlib import Path
 
-# SPEC §4.9: training a 1x1 stride-2 conv over 8 channels crashes oneDNN on some CPUs; AVX2 avoids
+# BENCHMARK.md §4.9: training a 1x1 stride-2 conv over 8 channels crashes oneDNN on some CPUs; AVX2 avoids
 # it (10-20 % slower on CPU). Must be set before TensorFlow is imported; the user may override it.
 os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -98,7 +98,7 @@ def parse_lr(text: str) -> tuple[float, float, int]:
 
 
 def learning_rate(epoch: int, init: float, factor: float, every: int) -> float:
-    """lr(e) = init · factor^floor(e / every), e the 0-based epoch (SPEC §4.6)."""
+    """lr(e) = init · factor^floor(e / every), e the 0-based epoch (BENCHMARK.md §4.6)."""
     return init * factor ** (int(epoch) // int(every))
 
 
@@ -112,7 +112,7 @@ def argstring(argv: list[str]) -> str:
 
 
 def run_dir_name(argv: list[str], now: datetime.datetime, cutout: bool = False) -> str:
-    """``<argstring>_<YYYYmmdd_HHMMSS>`` plus ``_cutout`` when random erasing is on (SPEC §4.7)."""
+    """``<argstring>_<YYYYmmdd_HHMMSS>`` plus ``_cutout`` when random erasing is on (BENCHMARK.md §4.7)."""
     name = f"{argstring(argv)}_{now.strftime('%Y%m%d_%H%M%S')}"
     return name + "_cutout" if cutout else name
 
@@ -187,7 +187,7 @@ def build_parser() -> ArgumentParser:
 
     augment = parser.add_argument_group("augmentation")
     augment.add_argument("--augmentation", default="default", choices=augmentations.KINDS,
-                         help="training augmentation (SPEC §4.5); 'randaugment' is an extension")
+                         help="training augmentation (BENCHMARK.md §4.5); 'randaugment' is an extension")
     augment.add_argument("--cutout", action="store_true",
                          help="random erasing (p .5) instead of --augmentation; the run name gets '_cutout'")
     augment.add_argument("--honour-policy-prob", action="store_true",
@@ -625,7 +625,7 @@ def distribute_options(dataset):
 
 
 def evaluate_test(model, args, test, image_size, channels) -> dict:
-    """Clean test accuracy (argmax; SPEC §5.1) with N and the label protocol."""
+    """Clean test accuracy (argmax; BENCHMARK.md §5.1) with N and the label protocol."""
     import input_pipeline
 
     root = Path(args.rafdb)
@@ -901,7 +901,7 @@ def test_mode(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    # .hdf5 full-model checkpoints are the original's format (SPEC §4.7), chosen on purpose:
+    # .hdf5 full-model checkpoints are the original's format (BENCHMARK.md §4.7), chosen on purpose:
     # Keras's "HDF5 is legacy" warning on every save would only bury the training log.
     logging.getLogger("absl").addFilter(
         lambda record: "saving your model as an HDF5 file" not in record.getMessage())

@@ -3,11 +3,11 @@
 Section 1 times every corruption on a 100x100 face (single thread, the median of --repeats calls
 per severity), ours beside the reference of the same algorithm, and sums the 90
 (corruption, severity) calls into the implied single-core export time for 3,068 images.
-The reference is always bench/reference_corruptions.py, written from SPEC §2.3-2.6 with
+The reference is always bench/reference_corruptions.py, written from BENCHMARK.md §2.3-2.6 with
 RAF-DB-C's own parameter tables, the way the original did (scipy.ndimage.zoom per factor, skimage
 gaussian, skimage HSV round trips, Wand/ImageMagick motion blur), so both columns time the same
 algorithm with the same parameters. The imagecorruptions package is not used: it runs ImageNet-C's
-tables (other sigmas, lambdas, contrast factors and zoom lists, SPEC §2.3), so its timings would
+tables (other sigmas, lambdas, contrast factors and zoom lists, BENCHMARK.md §2.3), so its timings would
 not be comparable.
 
 Section 2 runs ``rafdb_aug_dataset.py export`` (if the script exists) on a synthetic sample tree

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")  # SPEC §4.9, before TensorFlow is imported
+os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")  # BENCHMARK.md §4.9, before TensorFlow is imported
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

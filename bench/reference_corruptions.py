@@ -1,4 +1,4 @@
-"""A slow, straightforward reference of the 18 RAF-DB-C corruptions, written from SPEC §2.3-2.6
+"""A slow, straightforward reference of the 18 RAF-DB-C corruptions, written from BENCHMARK.md §2.3-2.6
 "the way the original did": scipy.ndimage.zoom per zoom factor, skimage gaussian, skimage
 rgb2hsv/hsv2rgb round trips, cv2.filter2D per channel, ImageMagick through Wand for motion blur
 (or, when MagickWand is missing, imagecorruptions' per-offset numpy loop), float64 throughout,
@@ -8,7 +8,7 @@ It exists to time :mod:`corruptions` against (bench/bench_corruptions.py) and to
 oracle (tests/test_corruptions.py). Not used at run time.
 
 Every function is ``fn(image_uint8, severity, rng, colour="rgb") -> uint8``, with the final
-clip + truncation of SPEC §2.2. Random draws use the same calls as corruptions.py where the
+clip + truncation of BENCHMARK.md §2.2. Random draws use the same calls as corruptions.py where the
 stream is shared (motion angle, gaussian noise, the spatter liquid layer), so those outputs can be
 compared directly; shot noise uses ``rng.poisson`` (the same distribution, another stream).
 
@@ -29,7 +29,7 @@ import skimage.color
 import skimage.filters
 from PIL import Image
 
-# SPEC §2.3 tables, written out again on purpose (an independent transcription).
+# BENCHMARK.md §2.3 tables, written out again on purpose (an independent transcription).
 _TABLES = {
     "gaussian_blur": [1, 1.8, 2.6, 3.4, 4.0],
     "defocus_blur": [(1.5, 0.1), (2, 0.2), (2, 0.3), (2.5, 0.4), (3, 0.4)],
@@ -93,7 +93,7 @@ def ref_defocus_blur(x, severity, rng, colour="rgb"):
 
 
 def clipped_zoom(img, zoom_factor):
-    """SPEC §2.4 Zc, square images: square crop with the row offset, scipy zoom, trim."""
+    """BENCHMARK.md §2.4 Zc, square images: square crop with the row offset, scipy zoom, trim."""
     h = img.shape[0]
     ch = int(np.ceil(h / zoom_factor))
     top = (h - ch) // 2
@@ -217,7 +217,7 @@ def ref_spatter(x, severity, rng, colour="rgb"):
         dist = cv2.filter2D(dist, cv2.CV_8U, ker)
         dist = cv2.blur(dist, (3, 3)).astype(np.float32)
         m = liquid_layer * dist
-        if np.max(m) == 0:  # the FIX of SPEC §6 row 37 (the original divided by zero here)
+        if np.max(m) == 0:  # the FIX of BENCHMARK.md §6 row 37 (the original divided by zero here)
             return x * 255
         m = m / np.max(m) * c[4]
         color = np.array(water, np.float32) / 255.0

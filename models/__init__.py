@@ -1,4 +1,4 @@
-"""Network builders, BlurPool and the preprocessing layers (SPEC §4.1, §4.2, §4.4).
+"""Network builders, BlurPool and the preprocessing layers (BENCHMARK.md §4.1, §4.2, §4.4).
 
 ``NETS`` maps each network name to its builder ``build(input_shape, num_classes, lpf=1,
 weight_decay=0.0) -> keras.Model`` (backbone + head on already-preprocessed input).
@@ -51,7 +51,7 @@ DEFAULT_SIZES = {
     "resnet50": 224,
 }
 
-# The original's --net values -> (network, input size) (SPEC §4.1).
+# The original's --net values -> (network, input size) (BENCHMARK.md §4.1).
 ALIASES = {
     "senet50": ("senet50", 224),
     "senet50-100": ("senet50", 100),

@@ -1,5 +1,5 @@
 """BlurPool anti-aliased downsampling (Zhang 2019, "Making convolutional networks shift-invariant
-again"), as the original used it (SPEC §4.2), plus the helpers that the builders use to place it.
+again"), as the original used it (BENCHMARK.md §4.2), plus the helpers that the builders use to place it.
 
 ``BlurPool(filt_size=f, stride=2)``: reflect padding of floor((f-1)/2) + pad_off before and
 ceil((f-1)/2) + pad_off after (rows and columns), then a depthwise convolution with the normalised
@@ -119,7 +119,7 @@ class BlurPool(layers.Layer):
 
 
 # --------------------------------------------------------------------------------------------
-# Placement helpers (SPEC §4.2): lpf 0 keeps the strided layer; lpf >= 1 uses stride 1 and then a
+# Placement helpers (BENCHMARK.md §4.2): lpf 0 keeps the strided layer; lpf >= 1 uses stride 1 and then a
 # stride-2 BlurPool(lpf) right after it (before BN and ReLU). lpf 1 is stride 1 + subsampling.
 
 LPF_CHOICES = (0, 1, 2, 3, 5, 7)

@@ -9,7 +9,7 @@ MIN_INPUT_SIZE = 64
 
 
 def l2(weight_decay: float):
-    """A real L2 kernel regulariser (weight_decay * sum(w**2)) at build time, or None (SPEC §4.8 FIX)."""
+    """A real L2 kernel regulariser (weight_decay * sum(w**2)) at build time, or None (BENCHMARK.md §4.8 FIX)."""
     weight_decay = float(weight_decay)
     if weight_decay < 0:
         raise ValueError(f"weight_decay: expected >= 0, got {weight_decay}")

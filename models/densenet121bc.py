@@ -1,8 +1,8 @@
-"""DenseNet-121 (BC: bottleneck + compression 0.5) with a ``Logits`` softmax head (SPEC §4.1).
+"""DenseNet-121 (BC: bottleneck + compression 0.5) with a ``Logits`` softmax head (BENCHMARK.md §4.1).
 
 Dense blocks of 6, 12, 24, 16 layers (growth 32; BN eps 1.001e-5), keras.applications layer names
 (``conv1_conv``, ``conv2_block1_1_conv``, ``pool2_conv``, ...); GAP -> Dense(softmax, bias) ``Logits``.
-BlurPool (SPEC §4.2): with lpf >= 1 the stem conv 7x7/2 and the stem max-pool 3x3/2 become stride 1
+BlurPool (BENCHMARK.md §4.2): with lpf >= 1 the stem conv 7x7/2 and the stem max-pool 3x3/2 become stride 1
 + BlurPool(lpf); each transition's 2x2/2 average pool is *always* (also with lpf 0) replaced by
 BlurPool(max(2, lpf)), named ``poolN_blurpool`` (5 BlurPools with lpf >= 1, 3 with lpf 0).
 """

@@ -1,7 +1,7 @@
 """MobileNetV2 (keras.applications layout and names) with GAP -> Dense(softmax, bias) ``Logits``.
 
 Width alpha = 0.75 when the input is at most 96 px, else 1.0 (the original's mobilenet96 /
-mobilenet224, SPEC §4.1). BlurPool (lpf >= 1; our choice, the original had no anti-aliased
+mobilenet224, BENCHMARK.md §4.1). BlurPool (lpf >= 1; our choice, the original had no anti-aliased
 MobileNetV2): every strided layer, i.e. the stem conv ``Conv1`` and the depthwise convs of blocks 1,
 3, 6 and 13, become stride 1 ('same') + BlurPool(lpf), before their BN (5 BlurPools).
 """

@@ -1,4 +1,4 @@
-"""The original's preprocessing modes (SPEC §4.4), as Keras layers and as a numpy/OpenCV function.
+"""The original's preprocessing modes (BENCHMARK.md §4.4), as Keras layers and as a numpy/OpenCV function.
 
 The layers are a model's first layers, so a checkpoint is self-describing: the model takes raw RGB
 floats in 0..255. :func:`preprocess_numpy` computes the same modes with numpy and OpenCV, for
@@ -33,13 +33,13 @@ PREPROCESSING_MODES = ("full_normalization", "vggface2", "z_normalization", "no"
 MEAN_ORDERS = ("correct", "legacy-swapped")
 COLOURS = ("rgb", "bgr-compat")
 
-# VGGFace2 training-set means of R, G, B (keras-vggface v2 preprocessing; SPEC §4.4).
+# VGGFace2 training-set means of R, G, B (keras-vggface v2 preprocessing; BENCHMARK.md §4.4).
 VGGFACE2_MEAN_RGB = (131.0912, 103.8827, 91.4953)
-# ImageNet statistics of R, G, B in [0, 1] (torchvision / SPEC §4.4), scaled by 255 when used.
+# ImageNet statistics of R, G, B in [0, 1] (torchvision / BENCHMARK.md §4.4), scaled by 255 when used.
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 
-# full_normalization constants (SPEC §4.4).
+# full_normalization constants (BENCHMARK.md §4.4).
 PLANE_GRID = 16  # Y is resized to 16x16 for the plane fit
 STD_FLOOR = 0.001
 MIN_RANGE = 1.0  # max - min below this: the z-score step is skipped

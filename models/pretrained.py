@@ -1,4 +1,4 @@
-"""Pretrained weights from local files only (SPEC §4.1 "Weights", §6 rows 26-28): nothing is ever
+"""Pretrained weights from local files only (BENCHMARK.md §4.1 "Weights", §6 rows 26-28): nothing is ever
 downloaded.
 
 ``load_pretrained(model, spec)``: ``spec`` is a local file (a full Keras model or a weights file:
@@ -34,7 +34,7 @@ IMAGENET_FILES = {
     "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
 }
 MOBILENET_ROWS = (96, 128, 160, 192, 224)
-# Files the original downloaded for its face pretraining (SPEC §4.1); here they must be given by path.
+# Files the original downloaded for its face pretraining (BENCHMARK.md §4.1); here they must be given by path.
 FACE_WEIGHTS = {
     "senet50": "rcmalli_vggface_tf_notop_senet50.h5",
     "vgg16": "rcmalli_vggface_tf_notop_vgg16.h5",

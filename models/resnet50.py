@@ -1,6 +1,6 @@
 """ResNet-50 v1 (keras.applications layout and names) with GAP -> Dense(softmax) ``Logits``.
 
-The original's ImageNet ResNet50 branch is unreachable (SPEC §4.1); this is the plain network.
+The original's ImageNet ResNet50 branch is unreachable (BENCHMARK.md §4.1); this is the plain network.
 BlurPool (lpf >= 1; our choice, following the SENet placement): the stem conv 7x7/2, the stem
 max-pool 3x3/2 and the stride-2 1x1 convs (``_1_conv`` and shortcut ``_0_conv``) of the first block
 of stages 3-5 (8 BlurPools).

@@ -1,6 +1,6 @@
 """Small CNN for 2-core CPUs: 3 x [conv 3x3 - BN - ReLU - max-pool 2x2/2] with 32/64/128 filters,
 GAP, Dense(128, ReLU), dropout 0.3, Dense(7, softmax) ``classifier`` (111,559 parameters at any
-input size; SPEC §7 reports ~112k).
+input size; BENCHMARK.md §7 reports ~112k).
 
 BlurPool (lpf >= 1) replaces the stride of each of the 3 max-pools (max-pool 2x2/1 + BlurPool).
 """

@@ -1,10 +1,10 @@
-"""VGG16 as in rcmalli keras-vggface (VGGFace v1) with MIVIA's 7-class head (SPEC §4.1).
+"""VGG16 as in rcmalli keras-vggface (VGGFace v1) with MIVIA's 7-class head (BENCHMARK.md §4.1).
 
 13 conv 3x3 + ReLU ('same') in 5 blocks (64, 128, 256, 512, 512), a max-pool 2x2/2 after each block;
 Flatten -> fc6 4096 ReLU -> fc7 4096 ReLU -> ``fc8_7`` Dense(softmax). Layer names are rcmalli's
 (``conv1_1`` ... ``fc7``), so VGGFace weight files load by name; at inputs other than 224 px fc6
 has a different number of inputs, and its weights are reported as mismatched.
-BlurPool (lpf >= 1, SPEC §4.2): the 5 max-pools (max-pool 2x2/1 + BlurPool).
+BlurPool (lpf >= 1, BENCHMARK.md §4.2): the 5 max-pools (max-pool 2x2/1 + BlurPool).
 """
 
 from __future__ import annotations

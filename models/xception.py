@@ -2,7 +2,7 @@
 
 Entry flow (stem convs, blocks 2-4 with 1x1/2 residual convs), middle flow (blocks 5-12), exit flow
 (block 13 with a residual conv, block 14). Keras leaves the 4 residual convs unnamed; here they are
-``blockN_residual_conv`` / ``blockN_residual_bn``. BlurPool (lpf >= 1, SPEC §4.2): the stem conv
+``blockN_residual_conv`` / ``blockN_residual_bn``. BlurPool (lpf >= 1, BENCHMARK.md §4.2): the stem conv
 3x3/2, the 4 residual 1x1/2 convs and the 4 max-pools 3x3/2 (9 BlurPools).
 """
 

@@ -2,7 +2,7 @@
 
 import os
 
-# SPEC §4.9: training a 1x1 stride-2 Conv2D over an 8-channel map crashes oneDNN on some CPUs.
+# BENCHMARK.md §4.9: training a 1x1 stride-2 Conv2D over an 8-channel map crashes oneDNN on some CPUs.
 os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -1,4 +1,4 @@
-"""Tests of augmentations.py against the numbers of SPEC §4.3 and §4.5 (worked out by hand here)."""
+"""Tests of augmentations.py against the numbers of BENCHMARK.md §4.3 and §4.5 (worked out by hand here)."""
 
 import pickle
 
@@ -229,7 +229,7 @@ def test_cutout_overrides_augmentation_and_transform_pickles():
 
 
 def test_skew_moves_a_point_by_the_spec_matrix():
-    """SPEC §4.5 (2): M = [[1, s0, 1], [s1, 1, 1]] with s0, s1 = |Nc(0, 0.1)| maps (x, y) to
+    """BENCHMARK.md §4.5 (2): M = [[1, s0, 1], [s1, 1, 1]] with s0, s1 = |Nc(0, 0.1)| maps (x, y) to
     (x + s0 y + 1, s1 x + y + 1); the draws are reproduced here from the same seed."""
     image = np.zeros((100, 100, 3), np.uint8)
     image[28:33, 18:23] = 255  # a 5x5 block centred on (x, y) = (20, 30)

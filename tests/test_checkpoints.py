@@ -1,4 +1,4 @@
-"""checkpoints.py: finding, safe loading and adapting Keras classifiers (SPEC §4.7, §5.3, §8.4).
+"""checkpoints.py: finding, safe loading and adapting Keras classifiers (BENCHMARK.md §4.7, §5.3, §8.4).
 
 The models are tiny probes built here: global average pooling followed by a Dense layer whose
 weights the test chooses, so every output is a known function of the image (or a constant).
@@ -54,7 +54,7 @@ def write_images(folder, count=5, size=100, seed=0):
 
 
 def channel_means(image, size, channels, crop="exact"):
-    """What the probe's GAP sees before preprocessing, computed by hand (SPEC §4.3)."""
+    """What the probe's GAP sees before preprocessing, computed by hand (BENCHMARK.md §4.3)."""
     if crop == "legacy99":
         image = image[:-1, :-1]
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
@@ -186,7 +186,7 @@ def test_grey_scale_minus1_1_is_fed(tmp_path):
 
 
 def test_legacy_vggface2_and_run_json(tmp_path):
-    """legacy-vggface2: BGR input minus (131.0912, 103.8827, 91.4953) on B, G, R (SPEC §4.4)."""
+    """legacy-vggface2: BGR input minus (131.0912, 103.8827, 91.4953) on B, G, R (BENCHMARK.md §4.4)."""
     kernel = np.zeros((3, 7))
     kernel[0, 0] = kernel[1, 1] = kernel[2, 2] = 1.0  # outputs 0..2 = channel means of the input
     path = probe_model(tmp_path / "run" / "checkpoint.01.hdf5", 32, 3, kernel, np.zeros(7))
@@ -263,7 +263,7 @@ def test_preprocessing_no_is_an_alias_of_none(tmp_path):
 # --------------------------------------------------------------------------------------------
 # A flag replaces the checkpoint's own preprocessing layers instead of running on top of them.
 
-VGGFACE2_MEANS_RGB = np.array([131.0912, 103.8827, 91.4953])  # SPEC §4.4, R, G, B
+VGGFACE2_MEANS_RGB = np.array([131.0912, 103.8827, 91.4953])  # BENCHMARK.md §4.4, R, G, B
 
 
 @pytest.fixture(scope="module")

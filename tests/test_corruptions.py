@@ -1,5 +1,5 @@
 """Tests of corruptions.py: every corruption x severity, validation, and parameter spot checks
-computed independently from SPEC §2.3-2.6 (or against the slow reference in bench/)."""
+computed independently from BENCHMARK.md §2.3-2.6 (or against the slow reference in bench/)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import corruptions
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import reference_corruptions  # noqa: E402
 
-NAMES_IN_SPEC_ORDER = (
+NAMES_IN_BENCHMARK_ORDER = (
     "gaussian_blur", "defocus_blur", "zoom_blur", "motion_blur", "gaussian_noise", "shot_noise",
     "contrast_plus", "contrast", "brightness_plus", "brightness_minus", "spatter", "pixelate",
     "jpeg_compression", "contrast_brightness_plus", "contrast_brightness_minus",
@@ -37,12 +37,12 @@ RANDOM = {"motion_blur", "gaussian_noise", "shot_noise", "spatter",
 # - pixelate_contrast_brightness_minus: likewise from 2 (s3) to 1 (s4);
 # - gaussian_noise_contrast_brightness_minus: every component grows, but the contrast decrease
 #   scales the noise too: the visible noise std c*sigma is .032, .048, .040, .043, .029 for
-#   s = 1..5 (table of SPEC §2.6), so no damage measure need be monotone. Measured on the fixture
+#   s = 1..5 (table of BENCHMARK.md §2.6), so no damage measure need be monotone. Measured on the fixture
 #   face: mean |diff| 25.2, 41.7, 42.1, 40.8, 41.4 (falls s3 -> s4); 1 - SSIM .44, .58, .54, .60,
 #   .53. Its component table is pinned instead by test_gaussian_noise_contrast_brightness_minus_steps.
 NOT_MONOTONE = {"spatter", "motion_blur_contrast_brightness_minus", "pixelate_contrast_brightness_minus",
                 "gaussian_noise_contrast_brightness_minus"}
-CASES = [(name, s) for name in NAMES_IN_SPEC_ORDER for s in (1, 2, 3, 4, 5)]
+CASES = [(name, s) for name in NAMES_IN_BENCHMARK_ORDER for s in (1, 2, 3, 4, 5)]
 
 
 def _textured_image(seed=0, shape=(100, 100)):
@@ -70,8 +70,8 @@ def face():
 
 
 def test_registry_names_and_order():
-    assert corruptions.CORRUPTION_NAMES == NAMES_IN_SPEC_ORDER
-    assert list(corruptions.CORRUPTIONS) == list(NAMES_IN_SPEC_ORDER)
+    assert corruptions.CORRUPTION_NAMES == NAMES_IN_BENCHMARK_ORDER
+    assert list(corruptions.CORRUPTIONS) == list(NAMES_IN_BENCHMARK_ORDER)
     assert all(fn.__name__ == name for name, fn in corruptions.CORRUPTIONS.items())
     assert corruptions.SEVERITIES == (1, 2, 3, 4, 5)
 
@@ -92,7 +92,7 @@ def test_every_corruption(face, name, severity):
     assert not np.array_equal(out, face), "no visible change"
 
 
-@pytest.mark.parametrize("name", NAMES_IN_SPEC_ORDER)
+@pytest.mark.parametrize("name", NAMES_IN_BENCHMARK_ORDER)
 def test_non_square_and_smallest_images(name):
     for shape in ((32, 32), (40, 72), (90, 50)):
         image = _textured_image(3, shape)
@@ -100,7 +100,7 @@ def test_non_square_and_smallest_images(name):
         assert out.shape == image.shape and out.dtype == np.uint8
 
 
-@pytest.mark.parametrize("name", sorted(set(NAMES_IN_SPEC_ORDER) - NOT_MONOTONE))
+@pytest.mark.parametrize("name", sorted(set(NAMES_IN_BENCHMARK_ORDER) - NOT_MONOTONE))
 def test_damage_grows_with_severity(face, name):
     damage = [
         np.abs(corruptions.corrupt(face, name, s, np.random.default_rng(3)).astype(float) - face).mean()
@@ -148,7 +148,7 @@ def test_numpy_integer_severity_and_default_rng(face):
 
 
 # --------------------------------------------------------------------------------------------
-# Parameter spot checks, from SPEC §2.3 formulas
+# Parameter spot checks, from BENCHMARK.md §2.3 formulas
 
 
 def _two_level_image(low=115, high=140):
@@ -234,7 +234,7 @@ def test_size_dependent_parameters_at_100px():
         got = corruptions.defocus_parameters(severity, 100)
         assert got == pytest.approx((radius * k, alias * k))
     assert corruptions.defocus_parameters(1, 100) == pytest.approx((3.125, 0.208333), abs=1e-5)
-    # SPEC §2.3: motion (radius, sigma) at 100 px.
+    # BENCHMARK.md §2.3: motion (radius, sigma) at 100 px.
     expected = [(6, 2), (10, 3), (10, 5), (10, 8), (13, 10)]
     assert [corruptions.motion_parameters(s, 100) for s in (1, 2, 3, 4, 5)] == expected
 
@@ -260,13 +260,13 @@ def test_zoom_blur_matches_scipy_reference(face, severity):
 
 def test_zoom_factor_lists():
     counts = [len(corruptions.zoom_factors(s)) for s in (1, 2, 3, 4, 5)]
-    assert counts == [12, 18, 13, 17, 14]  # SPEC §2.3
+    assert counts == [12, 18, 13, 17, 14]  # BENCHMARK.md §2.3
     assert corruptions.zoom_factors(5)[-1] == pytest.approx(1.39)
 
 
 # Not compared here: zoom_blur (its own test above) and the noises, whose draws differ from the
 # reference's (table-inverted Poisson, float32 normals); those are checked statistically below.
-@pytest.mark.parametrize("name", sorted(set(NAMES_IN_SPEC_ORDER) - {
+@pytest.mark.parametrize("name", sorted(set(NAMES_IN_BENCHMARK_ORDER) - {
     "shot_noise", "zoom_blur", "gaussian_noise", "gaussian_noise_contrast_brightness_minus"}))
 def test_against_reference_within_one_grey_level(face, name):
     """Same rng stream (motion angle, liquid layer) as the slow reference: at most 1 grey level."""
@@ -278,9 +278,9 @@ def test_against_reference_within_one_grey_level(face, name):
 
 
 @pytest.mark.parametrize("severity,steps", list(zip((1, 2, 3, 4, 5), (
-    (1, 1, 1), (2, 2, 1), (2, 2, 2), (3, 2, 3), (3, 2, 4)))))  # (sg, sb, sc), SPEC §2.6
+    (1, 1, 1), (2, 2, 1), (2, 2, 2), (3, 2, 3), (3, 2, 4)))))  # (sg, sb, sc), BENCHMARK.md §2.6
 def test_gaussian_noise_contrast_brightness_minus_steps(face, severity, steps):
-    """The chain of SPEC §2.6 written out: noise (same draws) -> skimage HSV V - delta -> contrast."""
+    """The chain of BENCHMARK.md §2.6 written out: noise (same draws) -> skimage HSV V - delta -> contrast."""
     sg, sb, sc = steps
     delta = (0.1, 0.2, 0.3, 0.4, 0.5)[sb - 1]
     factor = (0.4, 0.33, 0.24, 0.16, 0.10)[sc - 1]
@@ -372,7 +372,7 @@ def test_poisson_sampler_is_poisson(lam, level):
     assert scipy.stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-4
 
 
-SHOT_NOISE_LAMBDAS = (60, 29, 15, 8, 5)  # SPEC §2.3, typed in again
+SHOT_NOISE_LAMBDAS = (60, 29, 15, 8, 5)  # BENCHMARK.md §2.3, typed in again
 
 
 @pytest.mark.parametrize("severity,lam", list(zip((1, 2, 3, 4, 5), SHOT_NOISE_LAMBDAS)))
@@ -450,7 +450,7 @@ def _wand_or_skip():
 @pytest.mark.parametrize("severity", (1, 2, 3, 4, 5))
 def test_motion_blur_numpy_agrees_with_wand(severity):
     _wand_or_skip()
-    # SPEC §2.5: max |diff| <= 1 and fewer than 1 % of pixels differ, on every image.
+    # BENCHMARK.md §2.5: max |diff| <= 1 and fewer than 1 % of pixels differ, on every image.
     for seed in range(3):
         image = _face(seed)
         rng_numpy, rng_wand = np.random.default_rng(seed), np.random.default_rng(seed)

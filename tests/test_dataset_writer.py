@@ -1,4 +1,4 @@
-"""Generic export machinery: atomic writes, resume, manifest, verify, worker errors (SPEC §2.7, §2.8)."""
+"""Generic export machinery: atomic writes, resume, manifest, verify, worker errors (BENCHMARK.md §2.7, §2.8)."""
 
 import functools
 import hashlib

@@ -1,4 +1,4 @@
-"""eval_corrupted_rafdb.py end to end on a tiny exported RAF-DB-C tree (SPEC §5.1-§5.3).
+"""eval_corrupted_rafdb.py end to end on a tiny exported RAF-DB-C tree (BENCHMARK.md §5.1-§5.3).
 
 The model is a probe (global average pooling -> Dense with weights chosen here), so its prediction
 is a known function of each image: the test recomputes every accuracy by hand from the image files
@@ -127,7 +127,7 @@ def test_end_to_end_block_files_on_the_fly_and_baseline(workspace):
     assert len((root / "r.csv").read_text().splitlines()) == 1 + 5
     assert (root / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # A hand-made baseline: every corrupted error 0.5, clean error 0.25 (SPEC §5.2 by hand).
+    # A hand-made baseline: every corrupted error 0.5, clean error 0.25 (BENCHMARK.md §5.2 by hand).
     baseline = {"format": "rafdb-c-results", "version": 1, "results": [{
         "checkpoint": {"checkpoint": "reference.hdf5", "crop": "exact"}, "protocol": "soft",
         "n": n, "format": "jpg", "clean": {"error": 0.25},
@@ -291,12 +291,12 @@ def test_baseline_method_picks_one_model_of_several(workspace, capsys, tmp_path)
     assert code == 0
     summary = json.loads((tmp_path / "r.json").read_text())["results"][0]["summary"]
     error_1 = 1.0 - expected["corrupted_raf_dataset/rafdb.test.contrast.1"]
-    assert summary["ce"]["contrast"] == pytest.approx(error_1 / 0.8)  # SPEC §5.2 with one severity
+    assert summary["ce"]["contrast"] == pytest.approx(error_1 / 0.8)  # BENCHMARK.md §5.2 with one severity
 
 
 def test_json_writes_nan_as_null(workspace, capsys, tmp_path):
     _, n = expected_accuracies(workspace)
-    # Baseline corrupted error == its clean error: relative CE's denominator is 0 -> NaN (SPEC §5.2).
+    # Baseline corrupted error == its clean error: relative CE's denominator is 0 -> NaN (BENCHMARK.md §5.2).
     path = _write_baseline(tmp_path / "base.json", _baseline(n, clean=0.5, corrupted=0.5))
     code, _ = run_main(workspace, capsys, "runs/run_a", "--corruptions", "contrast", "--severities", "1",
                        "--baseline", path, "--json", tmp_path / "r.json")

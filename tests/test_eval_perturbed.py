@@ -16,7 +16,7 @@ import eval_perturbed_rafdb2 as reader
 from cli_common import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-WORKED = [3] * 5 + [0, 0] + [3] * 23  # SPEC §5.8
+WORKED = [3] * 5 + [0, 0] + [3] * 23  # BENCHMARK.md §5.8
 CONSTANT = [3] * 30
 NOISE_DIFFERS = [3] + [0] * 29  # noise rule 29/29, consecutive rule 1/29
 
@@ -47,7 +47,7 @@ def parse_tsv(text):
     return {method: {row[0]: float(row[1 + i]) for row in rows[1:]} for i, method in enumerate(methods)}
 
 
-# The original's exact bytes (SPEC §5.4): one header per folder, 30-int lines, two trailing blank lines.
+# The original's exact bytes (BENCHMARK.md §5.4): one header per folder, 30-int lines, two trailing blank lines.
 ORIGINAL = (
     "out_training_fer/_netsenet50_20220409_101500/checkpoint.87.hdf5,perturbed_raf_dataset/rafdb.test.p_gaussian_noise\n"
     f"{line(WORKED)}\n{line(NOISE_DIFFERS)}\n"
@@ -62,7 +62,7 @@ def test_original_file_with_trailing_blank_lines(tmp_path):
     table = parse_tsv(result.stdout)
     assert list(table) == ["_netsenet50_20220409_101500"]
     values = table["_netsenet50_20220409_101500"]
-    # noise: (2/29 + 29/29) / 2; rotate: (2/29 + 0) / 2 = 0.034483 (SPEC §5.8)
+    # noise: (2/29 + 29/29) / 2; rotate: (2/29 + 0) / 2 = 0.034483 (BENCHMARK.md §5.8)
     assert values["p_gaussian_noise"] == pytest.approx((2 / 29 + 1) / 2)
     assert values["p_rotate"] == pytest.approx(0.034483, abs=1e-6)
     assert list(values) == ["p_gaussian_noise", "p_rotate"]
@@ -138,7 +138,7 @@ def test_flip_rate_against_zero_baseline_is_nan(tmp_path, recwarn):
     assert np.isnan(results["methods"]["a"]["perturbations"]["p_rotate"]["fr"])
 
 
-# Top-k rankings (SPEC §5.8): frame a ranks 0..6; "zero last" ranks 1,2,3,4,5,6,0.
+# Top-k rankings (BENCHMARK.md §5.8): frame a ranks 0..6; "zero last" ranks 1,2,3,4,5,6,0.
 ORDER = "0:1:2:3:4:5:6"
 ZERO_LAST = "1:2:3:4:5:6:0"
 
@@ -261,7 +261,7 @@ def run_writer(checkpoint, root, perturbed, *extra, stdout):
 
 
 def hand_fp(sequences, noise):
-    """FP by the SPEC §5.5 formula, written out with loops."""
+    """FP by the BENCHMARK.md §5.5 formula, written out with loops."""
     total = 0.0
     for seq in sequences:
         n = len(seq)
@@ -391,7 +391,7 @@ def test_metadata_comment_gives_n_protocol_and_source(tmp_path):
     assert a["perturbations"]["p_rotate"]["meta"]["seed"] == "0"
     rows = {row.split()[0]: row.split()[1:4] for row in result.stderr.splitlines() if row[:2] in ("a ", "b ")}
     assert rows == {"a": ["2", "hard", "aligned"], "b": ["1", "unknown", "unknown"]}
-    assert "source: aligned (SPEC §3.6) for a" in result.stderr
+    assert "source: aligned (BENCHMARK.md §3.6) for a" in result.stderr
 
 
 def test_metadata_n_that_disagrees_with_the_block_names_the_line(tmp_path):
@@ -449,7 +449,7 @@ def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tre
     result = run_reader(out, "--json", str(tmp_path / "r.json"))
     summary = json.loads((tmp_path / "r.json").read_text())["methods"]["run_a"]
     assert (summary["n"], summary["protocol"], summary["source"]) == (len(names), "soft", "aligned")
-    assert "source: aligned (SPEC §3.6) for run_a" in result.stderr
+    assert "source: aligned (BENCHMARK.md §3.6) for run_a" in result.stderr
 
 
 def test_corrupt_frame_is_a_user_error_naming_it(tmp_path, perturbed_tree, tiny_checkpoints):

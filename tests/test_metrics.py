@@ -1,4 +1,4 @@
-"""metrics.py against numbers worked out by hand from SPEC §5.2 and §5.8."""
+"""metrics.py against numbers worked out by hand from BENCHMARK.md §5.2 and §5.8."""
 
 import warnings
 
@@ -7,13 +7,13 @@ import pytest
 
 import metrics
 
-# SPEC §5.2 worked example.
+# BENCHMARK.md §5.2 worked example.
 MODEL = [0.20, 0.30, 0.40, 0.50, 0.60]  # sum 2.0
 MODEL_CLEAN = 0.10
 BASE = [0.25, 0.35, 0.45, 0.55, 0.65]  # sum 2.25
 BASE_CLEAN = 0.15
 
-# SPEC §5.8: 3,3,3,3,3,0,0,3,...,3 (frames 5 and 6 are class 0).
+# BENCHMARK.md §5.8: 3,3,3,3,3,0,0,3,...,3 (frames 5 and 6 are class 0).
 WORKED = [3] * 5 + [0, 0] + [3] * 23
 
 

@@ -1,6 +1,6 @@
 """models/: registry, BlurPool, preprocessing layers, saving, weight decay, local-only pretraining.
 
-Expected numbers are worked out by hand or from SPEC §4.1/§4.2/§4.4 formulas, never taken from the
+Expected numbers are worked out by hand or from BENCHMARK.md §4.1/§4.2/§4.4 formulas, never taken from the
 code under test.
 """
 
@@ -37,7 +37,7 @@ def _hand_filter(row):
 
 
 # --------------------------------------------------------------------------------------------
-# Every network: builds, predicts, BlurPool placement (SPEC §4.2 table; our choices for the rest).
+# Every network: builds, predicts, BlurPool placement (BENCHMARK.md §4.2 table; our choices for the rest).
 
 EXPECTED_BLURPOOL_AFTER = {
     "smallcnn": ["block1_pool", "block2_pool", "block3_pool"],
@@ -73,7 +73,7 @@ def test_network_builds_predicts_and_places_blurpool(net):
 
     placement = _blurpool_inputs(model)
     assert sorted(placement.values()) == sorted(EXPECTED_BLURPOOL_AFTER[net])
-    expected_filter = _hand_filter([1, 2, 1])  # b_3 (SPEC §4.2)
+    expected_filter = _hand_filter([1, 2, 1])  # b_3 (BENCHMARK.md §4.2)
     for blur_name, source in placement.items():
         blur = model.get_layer(blur_name)
         assert blur.filt_size == 3 and blur.stride == 2
@@ -106,7 +106,7 @@ def test_densenet_transition_always_blurpool():
 
 @pytest.mark.parametrize("size", [64, 100, 224])
 def test_senet_head_gap_unless_final_map_is_7(size):
-    """FIX (SPEC §6 row 25): 7x7 average pool only for a 7x7 final map (224 px), GAP otherwise."""
+    """FIX (BENCHMARK.md §6 row 25): 7x7 average pool only for a 7x7 final map (224 px), GAP otherwise."""
     model = models.NETS["senet50"]((size, size, 3), 7, lpf=1)
     pool = model.get_layer("avg_pool")
     if size == 224:
@@ -148,7 +148,7 @@ def test_backbones_match_keras_applications_at_lpf0(net, application, kwargs, si
 
 
 # --------------------------------------------------------------------------------------------
-# BlurPool on hand-made inputs (SPEC §4.2).
+# BlurPool on hand-made inputs (BENCHMARK.md §4.2).
 
 BINOMIAL_ROWS = {2: [1, 1], 3: [1, 2, 1], 4: [1, 3, 3, 1], 5: [1, 4, 6, 4, 1], 6: [1, 5, 10, 10, 5, 1],
                  7: [1, 6, 15, 20, 15, 6, 1]}
@@ -220,11 +220,11 @@ def test_blurpool_rejects_bad_size():
 
 
 # --------------------------------------------------------------------------------------------
-# Preprocessing (SPEC §4.4).
+# Preprocessing (BENCHMARK.md §4.4).
 
 
 def _reference_full_normalization(image_rgb_float):
-    """SPEC §4.4 written out independently with cv2 and np.linalg.lstsq."""
+    """BENCHMARK.md §4.4 written out independently with cv2 and np.linalg.lstsq."""
     pixels = np.clip(np.rint(image_rgb_float), 0, 255).astype(np.uint8)
     yuv = cv2.cvtColor(pixels, cv2.COLOR_RGB2YUV)
     yuv[:, :, 0] = cv2.equalizeHist(yuv[:, :, 0])

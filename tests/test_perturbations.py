@@ -1,4 +1,4 @@
-"""Tests for perturbations.py: alignment, the frame formulas of SPEC §3.3, registry properties."""
+"""Tests for perturbations.py: alignment, the frame formulas of BENCHMARK.md §3.3, registry properties."""
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ def face():
 
 
 # ---------------------------------------------------------------------------------------------
-# Alignment (SPEC §3.1)
+# Alignment (BENCHMARK.md §3.1)
 
 # Left eye, right eye, nose, left and right mouth corner. The mouth corners average to
 # (85.47, 96.945); Python float floor division gives the mouth point (85.0, 96.0).
@@ -75,7 +75,7 @@ def test_alignment_maps_reference_points_to_targets(shape_hw):
 
 def test_alignment_of_sample_faces_from_their_landmark_files(tmp_path):
     # The whole path of RAF-DB-P's source: original photo + *_manu_attri.txt of the synthetic
-    # sample tree -> rafdb_dataset.read_landmarks -> align_face (SPEC §3.1, issue 4).
+    # sample tree -> rafdb_dataset.read_landmarks -> align_face (BENCHMARK.md §3.1, issue 4).
     import rafdb_dataset
     import synthetic_faces
 
@@ -139,7 +139,7 @@ def test_aligned_source_face_default_frame_is_the_aligned_image():
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-frame formulas (SPEC §3.3)
+# Per-frame formulas (BENCHMARK.md §3.3)
 
 
 def test_translate_offsets(face):
@@ -262,8 +262,8 @@ def test_spatter_shift_is_numpy_convolve():
 
 
 def _spec_spatter_frames(face, rng, wanted):
-    """SPEC §3.4 written out independently: frames ``wanted`` of the spatter sequence."""
-    import corruptions  # render_water (SPEC §2.4 water steps) is tested in test_corruptions.py
+    """BENCHMARK.md §3.4 written out independently: frames ``wanted`` of the spatter sequence."""
+    import corruptions  # render_water (BENCHMARK.md §2.4 water steps) is tested in test_corruptions.py
 
     layer = rng.normal(0.65, 0.27, (130, 130))
     layer = skimage.filters.gaussian(layer, sigma=3.7)  # defaults: mode nearest, truncate 4

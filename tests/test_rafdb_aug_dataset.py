@@ -1,4 +1,4 @@
-"""RAF-DB-C export, verify and preview (SPEC §2.1, §2.7, §2.8), on the synthetic sample tree."""
+"""RAF-DB-C export, verify and preview (BENCHMARK.md §2.1, §2.7, §2.8), on the synthetic sample tree."""
 
 import hashlib
 import json
@@ -51,7 +51,7 @@ def manifest_without_generator(root: Path) -> dict:
 
 
 def spec_rng(seed, name, severity, file_name):
-    """SPEC §2.7 written out: PCG64 seeded with SHA-256("{seed}|rafdb-c|{name}|{s}|{file}")[:8], LE."""
+    """BENCHMARK.md §2.7 written out: PCG64 seeded with SHA-256("{seed}|rafdb-c|{name}|{s}|{file}")[:8], LE."""
     digest = hashlib.sha256(f"{seed}|rafdb-c|{name}|{severity}|{file_name}".encode()).digest()
     return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:8], "little")))
 
@@ -84,7 +84,7 @@ def test_export_layout_content_and_verify(sample_tree, reference, capsys):
     assert folders == sorted(f"rafdb.test.{name}.{s}" for name, s in PAIRS)
     for folder in folders:
         assert sorted(p.name for p in (reference / folder).iterdir()) == sources
-    # One file re-derived from the SPEC: corrupt with the SPEC seed, OpenCV JPEG q95 of BGR.
+    # One file re-derived from docs/BENCHMARK.md: corrupt with the documented seed, OpenCV JPEG q95 of BGR.
     name, severity, file_name = "gaussian_noise", 3, sources[4]
     clean = decode_rgb(sample_tree / "basic/Image/aligned" / file_name)
     expected = corruptions.corrupt(clean, name, severity, spec_rng(0, name, severity, file_name))
@@ -119,7 +119,7 @@ def test_manifest_content(sample_tree, reference):
 
 
 def test_one_worker_equals_three_workers(sample_tree, reference, tmp_path, capsys):
-    """SPEC §2.7: byte-identical output for 1 and 3 workers (the reference uses 3)."""
+    """BENCHMARK.md §2.7: byte-identical output for 1 and 3 workers (the reference uses 3)."""
     export(sample_tree, tmp_path / "one", capsys, workers="1")
     assert tree(tmp_path / "one") == tree(reference)
     assert manifest_without_generator(tmp_path / "one") == manifest_without_generator(reference)

@@ -1,4 +1,4 @@
-"""The data layer: vote filter, both label protocols, the hold-out split, errors (SPEC §1)."""
+"""The data layer: vote filter, both label protocols, the hold-out split, errors (BENCHMARK.md §1)."""
 
 import shutil
 import subprocess
@@ -15,7 +15,7 @@ from cli_common import UserError
 REPO = Path(__file__).resolve().parents[1]
 
 
-# SPEC §1.3 test vectors, outcomes worked out by hand there.
+# BENCHMARK.md §1.3 test vectors, outcomes worked out by hand there.
 @pytest.mark.parametrize(
     "p, expected",
     [

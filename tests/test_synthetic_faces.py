@@ -33,7 +33,7 @@ def _patch(luma: np.ndarray, xy, radius: int) -> np.ndarray:
 
 
 def _vote_filter(p):
-    """SPEC §1.3, written out by hand: returns the renormalised label or None (dropped)."""
+    """BENCHMARK.md §1.3, written out by hand: returns the renormalised label or None (dropped)."""
     d = [10.0 * float(v) for v in p]
     d = [0.0 if v <= 1 else v for v in d]
     total, top = sum(d), max(d)
