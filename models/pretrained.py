@@ -1,4 +1,4 @@
-"""Pretrained weights from local files only (BENCHMARK.md §4.1 "Weights", §6 rows 26-28): nothing is ever
+"""Pretrained weights from local files only (BENCHMARK.md §4.1 "Weights", §6 rows 20-22): nothing is ever
 downloaded.
 
 ``load_pretrained(model, spec)``: ``spec`` is a local file (a full Keras model or a weights file:

@@ -5,7 +5,7 @@ stages [3, 4, 6, 3] with widths (64, 64, 256), (128, 128, 512), (256, 256, 1024)
 stride 2 in the first 1x1 reduce conv and in the 1x1 projection of stages 3-5; an SE block (reduction
 16, 1x1 convs with bias, sigmoid) on every residual; MIVIA's Dropout(0.5) after both SE 1x1 convs of
 stage 5, block 3. Head: AvgPool 7x7 -> Flatten -> Dense(softmax) ``classifier`` when the final map is
-7x7, otherwise global average pooling (FIX, BENCHMARK.md §6 row 25: ``senet50-100`` builds).
+7x7, otherwise global average pooling (FIX, BENCHMARK.md §6 row 19: ``senet50-100`` builds).
 
 Layer names are rcmalli's with '/' replaced by '_' (``conv1_7x7_s2``, ``conv2_1_1x1_reduce_bn``, ...),
 so VGGFace2 weight files load by name. BlurPool (lpf >= 1, BENCHMARK.md §4.2): the stem conv, the stem
@@ -82,7 +82,7 @@ def network(x, num_classes, lpf=1, weight_decay=0.0):
     if x.shape[1] == FINAL_POOL and x.shape[2] == FINAL_POOL:
         x = layers.AveragePooling2D(FINAL_POOL, name="avg_pool")(x)
         x = layers.Flatten(name="flatten")(x)
-    else:  # FIX (BENCHMARK.md §6 row 25): the 7x7 pool cannot apply to a smaller/larger map
+    else:  # FIX (BENCHMARK.md §6 row 19): the 7x7 pool cannot apply to a smaller/larger map
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return softmax_head(x, num_classes, "classifier", weight_decay)
 

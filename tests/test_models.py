@@ -104,7 +104,7 @@ def test_densenet_transition_always_blurpool():
 
 @pytest.mark.parametrize("size", [64, 100, 224])
 def test_senet_head_gap_unless_final_map_is_7(size):
-    """FIX (BENCHMARK.md §6 row 25): 7x7 average pool only for a 7x7 final map (224 px), GAP otherwise."""
+    """FIX (BENCHMARK.md §6 row 19): 7x7 average pool only for a 7x7 final map (224 px), GAP otherwise."""
     model = models.NETS["senet50"]((size, size, 3), 7, lpf=1)
     pool = model.get_layer("avg_pool")
     if size == 224:
