@@ -137,6 +137,8 @@ def parse_args(argv=None):
                          help="RAF-DB root; its first aligned test face is used when present")
     preview.add_argument("--out", default="corruptions.png", help="the PNG image file to write (the preview grid)")
     add_render_args(preview)
+    preview.add_argument("--plain", action="store_true",
+                         help="the original's unlabelled grid (no corruption names, no column titles)")
     preview.add_argument("--quiet", action="store_true", help="no INFO log messages")
 
     args = parser.parse_args(argv)
@@ -220,26 +222,57 @@ def preview_face(rafdb: str | Path) -> tuple[np.ndarray, str]:
     return np.asarray(synthetic_faces.sample_face(), dtype=np.uint8), "sample_face.jpg"
 
 
-def preview_grid(face: np.ndarray, file_name: str, *, seed: int = 0, motion_backend: str = "numpy",
-                 colour: str = "rgb") -> np.ndarray:
-    """18 rows x 6 columns (clean, severities 1..5) of 100 px faces, each followed by a 2 px white margin."""
+LABEL_FONT_SCALE = 0.42  # OpenCV Hershey simplex
+HEADER_HEIGHT = 18  # px of the column-label row of the labelled preview
+COLUMN_LABELS = ("clean", "1", "2", "3", "4", "5")
+
+
+def _put_label(canvas: np.ndarray, text: str, left: int, baseline: int) -> None:
+    import cv2
+
+    cv2.putText(canvas, text, (left, baseline), cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, (0, 0, 0), 1,
+                cv2.LINE_AA)
+
+
+def label_width(names) -> int:
+    """Width in px of the name column: the widest name plus 4 px either side."""
+    import cv2
+
+    return 8 + max(cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, 1)[0][0] for name in names)
+
+
+def preview_grid(face: np.ndarray, file_name: str, *, names=None, seed: int = 0,
+                 motion_backend: str = "numpy", colour: str = "rgb", labels: bool = True,
+                 **options) -> np.ndarray:
+    """One row per corruption (``names``, default the 18) x 6 columns (clean, severities 1..5) of
+    100 px faces, each followed by a 2 px white margin. ``labels`` adds a left column with the
+    corruption names and a top row with the column titles; without it the grid is the original's
+    unlabelled ``corruptions.png``. ``options`` go to :func:`corruptions.corrupt` (``param_set``)."""
     import cv2
 
     if face.shape[:2] != (PREVIEW_CELL, PREVIEW_CELL):
         face = cv2.resize(face, (PREVIEW_CELL, PREVIEW_CELL), interpolation=cv2.INTER_AREA)
     step = PREVIEW_CELL + PREVIEW_MARGIN
-    names = list(corruptions.CORRUPTION_NAMES)
+    names = list(corruptions.CORRUPTION_NAMES if names is None else names)
     columns = 1 + len(corruptions.SEVERITIES)
-    grid = np.full((len(names) * step, columns * step, 3), 255, dtype=np.uint8)
+    top, left = (HEADER_HEIGHT, label_width(names)) if labels else (0, 0)
+    grid = np.full((top + len(names) * step, left + columns * step, 3), 255, dtype=np.uint8)
     for row, name in enumerate(names):
         cells = [face] + [
             corruptions.corrupt(face, name, severity,
                                 cli_common.item_rng(seed, dataset_writer.RAFDB_C_KIND, name, severity, file_name),
-                                motion_backend=motion_backend, colour=colour)
+                                motion_backend=motion_backend, colour=colour, **options)
             for severity in corruptions.SEVERITIES
         ]
+        y = top + row * step
         for column, cell in enumerate(cells):
-            grid[row * step:row * step + PREVIEW_CELL, column * step:column * step + PREVIEW_CELL] = cell
+            x = left + column * step
+            grid[y:y + PREVIEW_CELL, x:x + PREVIEW_CELL] = cell
+        if labels:
+            _put_label(grid, name, 4, y + PREVIEW_CELL // 2 + 5)
+    if labels:
+        for column, title in enumerate(COLUMN_LABELS):
+            _put_label(grid, title, left + column * step + 4, HEADER_HEIGHT - 5)
     return grid
 
 
@@ -248,7 +281,8 @@ def run_preview(args) -> int:
         require_wand()
     out = dataset_writer.check_writable_file(args.out)  # before the rendering, not after
     face, file_name = preview_face(args.rafdb)
-    grid = preview_grid(face, file_name, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour)
+    grid = preview_grid(face, file_name, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour,
+                        labels=not args.plain)
     try:
         cli_common.atomic_write_bytes(out, rafdb_dataset.encode_image(grid, "png"))
     except OSError as error:

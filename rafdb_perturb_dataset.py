@@ -255,7 +255,7 @@ def preview_frames(face: np.ndarray, *, seed: int = 0, columns: int = 5, label_h
     rows = -(-len(names) // columns)
     cell_w, cell_h = size + 2 * margin, size + label_height + 2 * margin
     background = np.full((rows * cell_h, columns * cell_w, 3), 255, np.uint8)
-    for k, name in enumerate(names):
+    for k, name in enumerate(names if label_height else ()):
         x, y = (k % columns) * cell_w + margin, (k // columns) * cell_h + margin
         cv2.putText(background, name[2:], (x + 1, y + label_height - 4), cv2.FONT_HERSHEY_SIMPLEX,
                     0.36, (0, 0, 0), 1, cv2.LINE_AA)
@@ -289,7 +289,8 @@ def cmd_gif(args: argparse.Namespace) -> int:
         require_wand()
     out = dataset_writer.check_writable_file(args.out)  # before rendering 300 frames, not after
     face, origin = preview_face(Path(args.rafdb), args.seed)
-    canvases = preview_frames(face, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour)
+    canvases = preview_frames(face, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour,
+                              label_height=0 if args.plain else 14)
     try:
         write_gif(canvases, out, args.frame_ms)
     except OSError as error:
@@ -347,6 +348,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     gif.add_argument("--out", default="perturbations.gif", help="the GIF image file to write (the animation)")
     gif.add_argument("--seed", type=int, default=0, help="seed of the random perturbations")
     add_render_args(gif)
+    gif.add_argument("--plain", action="store_true", help="tiles only, without the perturbation names above them")
     gif.add_argument("--frame-ms", type=int, default=100, help="duration of one frame in milliseconds")
     gif.add_argument("--quiet", action="store_true", help="no INFO log messages")
 
