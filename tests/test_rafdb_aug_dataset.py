@@ -411,3 +411,22 @@ def test_preview_unwritable_out_fails_before_rendering(tmp_path, capsys, monkeyp
     monkeypatch.setattr(rafdb_aug_dataset, "preview_grid", lambda *a, **k: pytest.fail("rendered first"))
     code, _out, err = cli(["preview", "--rafdb", str(tmp_path), "--out", str(blocker / "grid.png")], capsys)
     assert code == 2 and "Traceback" not in err and f"--out {blocker / 'grid.png'}: cannot create" in err
+
+
+def test_extra_sets_export_deterministic_with_manifest(small_tree, tmp_path, capsys):
+    """--corruption-set all: byte-identical for 1 and 2 workers, the set and --param-set recorded,
+    verify passes; a missing --param-set is a usage error naming the flag."""
+    code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(tmp_path / "x"),
+                           "--corruption-set", "imagenet-extra", "--quiet"], capsys)
+    assert code == 2 and "--param-set: required" in err and not (tmp_path / "x").exists()
+    trees = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(out), "--corruption-set", "all",
+                               "--param-set", "scaled", "--severities", "2", "--workers", workers, "--quiet"], capsys)
+        assert code == 0, err
+        trees.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*.jpg")})
+    assert trees[0] == trees[1] and len({p.parts[0] for p in trees[0]}) == 30
+    params = json.loads((tmp_path / "w1/manifest.json").read_text())["params"]
+    assert params["corruption_set"] == "all" and params["extra_param_set"] == "scaled"
+    assert cli(["verify", "--out", str(tmp_path / "w1"), "--quiet"], capsys)[0] == 0
