@@ -120,7 +120,7 @@ def test_damage_grows_with_severity(face, name):
         (np.zeros((64, 64, 4), np.uint8), "contrast", 1, "shape"),
         (np.zeros((31, 64, 3), np.uint8), "contrast", 1, ">= 32"),
         (np.zeros((64, 20, 3), np.uint8), "contrast", 1, ">= 32"),
-        (np.zeros((64, 64, 3), np.uint8), "fog", 1, "gaussian_blur, defocus_blur"),
+        (np.zeros((64, 64, 3), np.uint8), "blizzard", 1, "gaussian_blur, defocus_blur"),
         (np.zeros((64, 64, 3), np.uint8), "contrast", 0, "1..5"),
         (np.zeros((64, 64, 3), np.uint8), "contrast", 6, "1..5"),
         (np.zeros((64, 64, 3), np.uint8), "contrast", True, "int"),

@@ -243,7 +243,7 @@ def small_tree(sample_tree, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--corruptions", "fog"], r"--corruptions: unknown corruption 'fog'; valid names: gaussian_blur, .*"
+    (["--corruptions", "fog"], r"--corruptions: unknown corruption 'fog' in --corruption-set rafdb; valid names: gaussian_blur, .*"
                                r"pixelate_contrast_brightness_minus"),
     (["--severities", "0"], r"--severities: 0 is outside 1\.\.5"),
     (["--severities", "6"], r"--severities: 6 is outside 1\.\.5"),
