@@ -43,7 +43,7 @@ BASE_SIZE = 224  # ImageNet-C's image side: the "scaled" set multiplies lengths 
 
 # ImageNet-C (224 px) tables, s = 1..5 (docs/BENCHMARK.md §2.9).
 IMPULSE_AMOUNT = (0.03, 0.06, 0.09, 0.17, 0.27)  # salt-and-pepper fraction of values replaced
-SPECKLE_SIGMA = (0.15, 0.2, 0.35, 0.45, 0.6)  # x + x * N(0, sigma)
+MULTIPLICATIVE_NOISE_SIGMA = (0.15, 0.2, 0.35, 0.45, 0.6)  # x + x * N(0, sigma)
 GLASS = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))  # (sigma, delta, iterations)
 SNOW = (  # (loc, scale, zoom, threshold, blur radius, blur sigma, blend)
     (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
@@ -107,7 +107,7 @@ def speckle_noise(image, severity, rng, param_set=None, **_options):
     _check_param_set(param_set, "speckle_noise")
     x = corruptions.to_float01(image)
     noise = rng.standard_normal(x.shape, dtype=np.float32)
-    noise *= np.float32(SPECKLE_SIGMA[severity - 1])
+    noise *= np.float32(MULTIPLICATIVE_NOISE_SIGMA[severity - 1])
     noise += 1.0
     return np.clip(x * noise, 0.0, 1.0)
 

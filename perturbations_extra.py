@@ -30,7 +30,7 @@ ZOOM_STEP = 0.004  # p_zoom_blur: factor 1 + 0.004 j
 SNOW_LAYER = (0.05, 0.3, 3, 0.5)  # (loc, scale, zoom, threshold)
 SNOW_MOTION = (14, 4)  # (radius, sigma)
 SNOW_BLEND = 0.85
-SPECKLE_SIGMA = 0.05  # ImageNet-P difficulty 1 (difficulties 2/3: 0.10 / 0.15)
+MULTIPLICATIVE_NOISE_SIGMA = 0.05  # ImageNet-P difficulty 1 (difficulties 2/3: 0.10 / 0.15)
 
 
 def zoom_factor(j: int) -> float:
@@ -115,7 +115,7 @@ def p_speckle_noise(face, rng, frames=NUM_FRAMES, **_options):
     if frames > 1:
         x = clean.astype(np.float64) / 255.0
         noise = rng.standard_normal((frames - 1, *clean.shape))
-        out[1:] = _round_to_uint8(np.clip(x + x * SPECKLE_SIGMA * noise, 0.0, 1.0))
+        out[1:] = _round_to_uint8(np.clip(x + x * MULTIPLICATIVE_NOISE_SIGMA * noise, 0.0, 1.0))
     return out
 
 
