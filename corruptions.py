@@ -38,9 +38,10 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import io
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import cv2
 import numpy as np
@@ -821,14 +822,73 @@ DETERMINISTIC = ("gaussian_blur", "defocus_blur", "zoom_blur", "contrast_plus", 
                  "pixelate_contrast_brightness_minus")
 
 
+# The corruption sets (docs/BENCHMARK.md §2.9, §11.1). A dict, so that the parameter digest of this
+# module (the manifest's param_set of the 18) does not change with it.
+CORRUPTION_SETS = {
+    "rafdb": "the 18 corruptions of RAF-DB-C (docs/BENCHMARK.md §2.3); the only ones in the mCE",
+    "imagenet-extra": "the 8 further ImageNet-C corruptions at face size (docs/BENCHMARK.md §2.9)",
+    "face": "occlusions and low resolution placed on aligned faces (docs/BENCHMARK.md §11.1)",
+    "all": "every corruption of the three sets above",
+}
+
+
+class Corruption(NamedTuple):
+    """One registry entry: the function and the set (``family``) it belongs to."""
+
+    name: str
+    function: Callable
+    family: str  # "rafdb", "imagenet-extra" or "face"
+
+
+@functools.lru_cache(maxsize=1)
+def registry() -> dict[str, Corruption]:
+    """Every corruption, in set order (the 18, the ImageNet-C extras, the face set), with its family.
+
+    The extras live in corruptions_imagenet.py and corruptions_face.py, which import this module;
+    they are imported here on first use, so importing either module first works too.
+    """
+    import corruptions_face
+    import corruptions_imagenet
+
+    entries = [Corruption(name, function, "rafdb") for name, function in CORRUPTIONS.items()]
+    entries += [Corruption(name, function, "imagenet-extra") for name, function in corruptions_imagenet.CORRUPTIONS.items()]
+    entries += [Corruption(name, function, "face") for name, function in corruptions_face.CORRUPTIONS.items()]
+    return {entry.name: entry for entry in entries}
+
+
+def corruption_names(corruption_set: str = "rafdb") -> tuple[str, ...]:
+    """The names of a set (``rafdb``, ``imagenet-extra``, ``face`` or ``all``), in registry order."""
+    if corruption_set not in CORRUPTION_SETS:
+        raise ValueError(f"corruption set {corruption_set!r}: expected one of {', '.join(CORRUPTION_SETS)}")
+    if corruption_set == "rafdb":
+        return CORRUPTION_NAMES
+    return tuple(name for name, entry in registry().items()
+                 if corruption_set == "all" or entry.family == corruption_set)
+
+
+def family(name: str) -> str:
+    """The set a corruption belongs to (ValueError for an unknown name)."""
+    entry = registry().get(name)
+    if entry is None:
+        raise ValueError(f"unknown corruption {name!r}; valid names: {', '.join(registry())}")
+    return entry.family
+
+
+def needs_param_set(names) -> bool:
+    """Whether any of ``names`` is an ImageNet-C extra (which needs an explicit ``param_set``)."""
+    return any(family(name) == "imagenet-extra" for name in names)
+
+
 def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generator | None = None, *,
-            motion_backend: str = "numpy", colour: str = "rgb") -> np.ndarray:
+            motion_backend: str = "numpy", colour: str = "rgb", param_set: str | None = None) -> np.ndarray:
     """Apply corruption ``name`` at ``severity`` (1..5) to an RGB uint8 image; uint8, same shape.
 
     ``rng``: the generator every random draw comes from (the export passes one per item,
     BENCHMARK.md §2.7). ``None`` means a fresh, non-deterministic ``np.random.default_rng()``.
     The input is never modified. Raises ValueError for a wrong type, dtype, shape (H x W x 3 with
     H, W >= 32), name, severity (an int 1..5; 0 is the clean image, not 5), backend or colour.
+    ``name`` may be any corruption of :func:`registry` (every set); the ImageNet-C extras need
+    ``param_set`` (imagenet224, imagenet64 or scaled; docs/BENCHMARK.md §2.9), which the others ignore.
     """
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image: expected a numpy array, got {type(image).__name__}")
@@ -838,8 +898,12 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
         raise ValueError(f"image: expected shape (H, W, 3) (RGB), got {image.shape}")
     if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
         raise ValueError(f"image: expected height and width >= {MIN_SIDE} px, got {image.shape[:2]}")
-    if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; valid names: {', '.join(CORRUPTION_NAMES)}")
+    function = CORRUPTIONS.get(name)
+    if function is None:
+        entry = registry().get(name)
+        if entry is None:
+            raise ValueError(f"unknown corruption {name!r}; valid names: {', '.join(registry())}")
+        function = entry.function
     if isinstance(severity, (bool, np.bool_)) or not isinstance(severity, (int, np.integer)):
         raise ValueError(f"severity: expected an int 1..5, got {severity!r}")
     if severity not in SEVERITIES:
@@ -851,5 +915,8 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
     if rng is None:
         rng = np.random.default_rng()
     source = np.ascontiguousarray(image)
-    result = CORRUPTIONS[name](source, int(severity), rng, motion_backend=motion_backend, colour=colour)
+    options = {"motion_backend": motion_backend, "colour": colour}
+    if function is not CORRUPTIONS.get(name):
+        options["param_set"] = param_set
+    result = function(source, int(severity), rng, **options)
     return to_uint8(result)

@@ -687,14 +687,15 @@ def corrupted_folder(name: str, severity: int, split: str = "test") -> str:
 
 
 def corrupted_bytes(image_rgb, file_name: str, name: str, severity: int, *, seed: int = 0,
-                    fmt: str = "jpg", motion_backend: str = "numpy", colour: str = "rgb") -> bytes:
+                    fmt: str = "jpg", motion_backend: str = "numpy", colour: str = "rgb",
+                    param_set: str | None = None) -> bytes:
     """The exact bytes of one RAF-DB-C file (``file_name`` = the input file name)."""
     import corruptions
     import rafdb_dataset
 
     rng = item_rng(seed, RAFDB_C_KIND, name, severity, file_name)
     corrupted = corruptions.corrupt(image_rgb, name, severity, rng,
-                                    motion_backend=motion_backend, colour=colour)
+                                    motion_backend=motion_backend, colour=colour, param_set=param_set)
     return rafdb_dataset.encode_image(corrupted, fmt)
 
 
@@ -712,7 +713,8 @@ def rafdb_c_units(image_paths: Sequence[str | os.PathLike], pairs: Sequence[tupl
 
 
 def render_rafdb_c(unit: WorkUnit, *, pairs: Sequence[tuple[str, int]], seed: int, fmt: str,
-                   motion_backend: str, colour: str, split: str = "test") -> list[tuple[str, bytes]]:
+                   motion_backend: str, colour: str, split: str = "test",
+                   param_set: str | None = None) -> list[tuple[str, bytes]]:
     """Render every (corruption, severity) output of one source image (a ``WorkUnit`` from
     :func:`rafdb_c_units`)."""
     import rafdb_dataset
@@ -723,6 +725,6 @@ def render_rafdb_c(unit: WorkUnit, *, pairs: Sequence[tuple[str, int]], seed: in
     outputs = []
     for name, severity in pairs:
         data = corrupted_bytes(image, source.name, name, severity, seed=seed, fmt=fmt,
-                               motion_backend=motion_backend, colour=colour)
+                               motion_backend=motion_backend, colour=colour, param_set=param_set)
         outputs.append((f"{corrupted_folder(name, severity, split)}/{out_name}", data))
     return outputs

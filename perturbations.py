@@ -345,6 +345,29 @@ _ORDER = [
 PERTURBATIONS: dict[str, Callable[..., np.ndarray]] = {fn.__name__: fn for fn in _ORDER}
 RANDOM_PERTURBATIONS = ("p_gaussian_noise", "p_shot_noise", "p_spatter")
 GEOMETRIC_PERTURBATIONS = ("p_translate", "p_rotate", "p_scale", "p_shear")
+# The perturbation sets (a dict, so that this module's parameter digest does not change with it).
+PERTURBATION_SETS = {
+    "rafdb": "the 10 perturbations of RAF-DB-P (docs/BENCHMARK.md §3.3); the only ones in mFP/mFR",
+    "imagenet-extra": "p_zoom_blur, p_snow, p_tilt, p_speckle_noise (docs/BENCHMARK.md §3.7)",
+    "all": "both sets",
+}
+
+
+def all_perturbations() -> dict[str, Callable[..., np.ndarray]]:
+    """The 10 and the ImageNet-P extras (perturbations_extra.py, imported on first use), in order."""
+    import perturbations_extra
+
+    return {**PERTURBATIONS, **perturbations_extra.PERTURBATIONS}
+
+
+def perturbation_names(perturbation_set: str = "rafdb") -> tuple[str, ...]:
+    """The names of a set (``rafdb``, ``imagenet-extra`` or ``all``), in registry order."""
+    if perturbation_set not in PERTURBATION_SETS:
+        raise ValueError(f"perturbation set {perturbation_set!r}: expected one of {', '.join(PERTURBATION_SETS)}")
+    if perturbation_set == "rafdb":
+        return tuple(PERTURBATIONS)
+    names = tuple(all_perturbations())
+    return names if perturbation_set == "all" else names[len(PERTURBATIONS):]
 
 
 def perturb(
@@ -359,8 +382,9 @@ def perturb(
     """The checked entry point: the first ``frames`` frames of perturbation ``name`` of ``face``.
 
     ``face`` is an aligned 130x130x3 uint8 RGB image (:func:`align_face`). Returns
-    ``(frames, 100, 100, 3)`` uint8. ``rng`` feeds the random perturbations (p_gaussian_noise,
-    p_shot_noise, p_spatter); None means a fresh, unseeded generator. A shorter sequence is the
+    ``(frames, 100, 100, 3)`` uint8. ``name`` may also be an ImageNet-P extra (docs/BENCHMARK.md §3.7,
+    :func:`perturbation_names`). ``rng`` feeds the random perturbations (p_gaussian_noise,
+    p_shot_noise, p_spatter, p_snow, p_speckle_noise); None means a fresh, unseeded generator. A shorter sequence is the
     prefix of the full one for the same generator state. Raises ValueError on bad arguments.
     """
     if not isinstance(face, np.ndarray):
@@ -371,8 +395,9 @@ def perturb(
         raise ValueError(
             f"face must be {FACE_SIZE}x{FACE_SIZE}x3 (an aligned face, see align_face), got shape {face.shape}"
         )
-    if name not in PERTURBATIONS:
-        raise ValueError(f"unknown perturbation {name!r}; valid: {', '.join(PERTURBATIONS)}")
+    function = PERTURBATIONS.get(name) or all_perturbations().get(name)
+    if function is None:
+        raise ValueError(f"unknown perturbation {name!r}; valid: {', '.join(all_perturbations())}")
     if motion_backend not in MOTION_BACKENDS:
         raise ValueError(f"motion_backend must be one of {', '.join(MOTION_BACKENDS)}, got {motion_backend!r}")
     if colour not in COLOUR_MODES:
@@ -383,6 +408,6 @@ def perturb(
         rng = np.random.default_rng()
     elif not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
-    return PERTURBATIONS[name](
+    return function(
         np.ascontiguousarray(face), rng, frames=int(frames), motion_backend=motion_backend, colour=colour
     )

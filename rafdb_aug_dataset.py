@@ -35,6 +35,8 @@ import numpy as np
 
 import cli_common
 import corruptions
+import corruptions_face
+import corruptions_imagenet
 import dataset_writer
 import rafdb_dataset
 from cli_common import LOG, UserError
@@ -47,15 +49,19 @@ PREVIEW_MARGIN = 2  # px of white right of and below every face
 PARAM_SET = (f"rafdb-c-{len(corruptions.CORRUPTION_NAMES)}x{len(corruptions.SEVERITIES)}-"
              f"{dataset_writer.parameter_tables_digest(corruptions)}")
 SEVERITY_RANGE = (1, 5)
+# The tables of the extra sets, recorded in the manifest of a non-rafdb export.
+EXTRA_TABLES = (f"imagenet-{dataset_writer.parameter_tables_digest(corruptions_imagenet)}-"
+                f"face-{dataset_writer.parameter_tables_digest(corruptions_face)}")
 
 
 # --------------------------------------------------------------------------------------------
 # Argument parsing
 
 
-def parse_corruptions(text: str) -> list[str]:
-    """``all`` or a comma-separated list of registry names, returned in registry order."""
-    valid = list(corruptions.CORRUPTION_NAMES)
+def parse_corruptions(text: str, corruption_set: str = "rafdb") -> list[str]:
+    """``all`` (every corruption of ``corruption_set``) or a comma-separated list of names of that
+    set, returned in registry order."""
+    valid = list(corruptions.corruption_names(corruption_set))
     if text.strip() == "all":
         return valid
     names = [part.strip() for part in text.split(",") if part.strip()]
@@ -63,7 +69,8 @@ def parse_corruptions(text: str) -> list[str]:
         raise UserError("--corruptions: expected 'all' or a comma-separated list of names")
     unknown = [name for name in names if name not in valid]
     if unknown:
-        raise UserError(f"--corruptions: unknown corruption {unknown[0]!r}; valid names: {', '.join(valid)}")
+        raise UserError(f"--corruptions: unknown corruption {unknown[0]!r} in --corruption-set {corruption_set}; "
+                        f"valid names: {', '.join(valid)}")
     return [name for name in valid if name in names]
 
 
@@ -92,6 +99,39 @@ def parse_severities(text: str) -> list[int]:
     return sorted(values)
 
 
+EXTRA_OUT = "corrupted_raf_dataset_extra"  # default root of every set but rafdb (docs/BENCHMARK.md §2.9)
+
+
+def add_set_args(parser) -> None:
+    """--corruption-set and --param-set, shared by export and preview."""
+    parser.add_argument("--corruption-set", choices=tuple(corruptions.CORRUPTION_SETS), default="rafdb",
+                        help="which corruptions: " + "; ".join(f"{name}: {text}" for name, text in
+                                                             corruptions.CORRUPTION_SETS.items()))
+    parser.add_argument("--param-set", choices=corruptions_imagenet.PARAM_SETS, default=None,
+                        help="required when ImageNet-C extras are selected, no default (docs/BENCHMARK.md §2.9): "
+                             "imagenet224 (absolute 224 px values), imagenet64 (Tiny-ImageNet-C values; only "
+                             "impulse_noise, glass_blur, fog), scaled (pixel lengths x H/224)")
+
+
+def check_param_set(names, param_set) -> None:
+    """UserError unless --param-set is given exactly when an ImageNet-C extra is selected, and has
+    values for every selected extra."""
+    if not corruptions.needs_param_set(names):
+        if param_set is not None:
+            raise UserError("--param-set: only the ImageNet-C extras use it (--corruption-set imagenet-extra "
+                            "or all); none is selected")
+        return
+    if param_set is None:
+        raise UserError("--param-set: required when ImageNet-C extras are selected (no default, docs/BENCHMARK.md "
+                        "§2.9): imagenet224, imagenet64 or scaled")
+    if param_set == "imagenet64":
+        missing = [name for name in names if corruptions.family(name) == "imagenet-extra"
+                   and name not in corruptions_imagenet.HAS_64_VALUES]
+        if missing:
+            raise UserError(f"--param-set imagenet64: no 64 px values for {', '.join(missing)}; choose "
+                            f"--corruptions among {', '.join(corruptions_imagenet.HAS_64_VALUES)} or another set")
+
+
 def add_render_args(parser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed; each image's randomness derives from (seed, file name, corruption, severity)")
@@ -112,15 +152,20 @@ def parse_args(argv=None):
     data = export.add_argument_group("input and output")
     data.add_argument("--rafdb", default="RAF-DB", help="RAF-DB root (holds basic/Image/aligned)")
     data.add_argument("--split", default="test", choices=rafdb_dataset.SPLITS, help="which aligned images to corrupt (test_* or train_*)")
-    data.add_argument("--out", default="corrupted_raf_dataset",
+    data.add_argument("--out", default=None,
                       help="output root folder of the tree (created if needed; an existing one must hold "
-                           "the manifest.json of an export with the same parameters, which is resumed)")
+                           "the manifest.json of an export with the same parameters, which is resumed); "
+                           f"default corrupted_raf_dataset for --corruption-set rafdb, else {EXTRA_OUT}")
     data.add_argument("--format", choices=rafdb_dataset.FORMATS, default="jpg",
                       help="jpg: OpenCV JPEG quality 95 as the original; png: lossless (results not "
                            "comparable with jpg)")
     what = export.add_argument_group("corruptions")
+    add_set_args(what)
     what.add_argument("--corruptions", default="all",
-                      help="'all' or a comma-separated list of: " + ", ".join(corruptions.CORRUPTION_NAMES))
+                      help="'all' (the whole --corruption-set) or a comma-separated list of its names; the "
+                           "18: " + ", ".join(corruptions.CORRUPTION_NAMES) + "; imagenet-extra: "
+                           + ", ".join(corruptions.corruption_names("imagenet-extra")) + "; face: "
+                           + ", ".join(corruptions.corruption_names("face")))
     what.add_argument("--severities", default="1-5", help="severities to write, e.g. 1,2,3 or 1-5 (each in 1..5)")
     add_render_args(what)
     dataset_writer.add_run_args(export.add_argument_group("execution"))
@@ -136,7 +181,10 @@ def parse_args(argv=None):
     preview.add_argument("--rafdb", default="RAF-DB",
                          help="RAF-DB root; its first aligned test face is used when present")
     preview.add_argument("--out", default="corruptions.png", help="the PNG image file to write (the preview grid)")
+    add_set_args(preview)
     add_render_args(preview)
+    preview.add_argument("--plain", action="store_true",
+                         help="the original's unlabelled grid (no corruption names, no column titles)")
     preview.add_argument("--quiet", action="store_true", help="no INFO log messages")
 
     args = parser.parse_args(argv)
@@ -160,20 +208,27 @@ def require_wand() -> None:
 
 
 def run_export(args) -> int:
-    names = parse_corruptions(args.corruptions)
+    names = parse_corruptions(args.corruptions, args.corruption_set)
+    check_param_set(names, args.param_set)
+    if args.out is None:
+        args.out = "corrupted_raf_dataset" if args.corruption_set == "rafdb" else EXTRA_OUT
     severities = parse_severities(args.severities)
-    if args.motion_backend == "wand" and any("motion" in name for name in names):
+    if args.motion_backend == "wand" and any("motion" in name or name == "snow" for name in names):
         require_wand()
     paths = rafdb_dataset.list_aligned(args.rafdb, args.split)
     pairs = [(name, severity) for name in names for severity in severities]
     params = {"seed": args.seed, "format": args.format, "motion_backend": args.motion_backend,
               "colour": args.colour, "param_set": PARAM_SET, "split": args.split}
+    if args.corruption_set != "rafdb":  # the 18's manifest stays exactly as it was
+        params.update(corruption_set=args.corruption_set, extra_param_set=args.param_set,
+                      extra_tables=EXTRA_TABLES)
     # Fail on an unwritable folder or a conflicting manifest before listing work or starting workers.
     dataset_writer.check_output_dir(args.out, kind=dataset_writer.RAFDB_C_KIND, params=params,
                                     force_rerender=args.force_rerender)
     units = dataset_writer.rafdb_c_units(paths, pairs, fmt=args.format, split=args.split)
     render = functools.partial(dataset_writer.render_rafdb_c, pairs=pairs, seed=args.seed, fmt=args.format,
-                               motion_backend=args.motion_backend, colour=args.colour, split=args.split)
+                               motion_backend=args.motion_backend, colour=args.colour, split=args.split,
+                               **({"param_set": args.param_set} if args.param_set else {}))
     LOG.info("%d image(s) x %d corruption(s) x %d severit%s = %d files -> %s", len(paths), len(names),
              len(severities), "y" if len(severities) == 1 else "ies", len(paths) * len(pairs), args.out)
     result = dataset_writer.export(
@@ -220,41 +275,75 @@ def preview_face(rafdb: str | Path) -> tuple[np.ndarray, str]:
     return np.asarray(synthetic_faces.sample_face(), dtype=np.uint8), "sample_face.jpg"
 
 
-def preview_grid(face: np.ndarray, file_name: str, *, seed: int = 0, motion_backend: str = "numpy",
-                 colour: str = "rgb") -> np.ndarray:
-    """18 rows x 6 columns (clean, severities 1..5) of 100 px faces, each followed by a 2 px white margin."""
+LABEL_FONT_SCALE = 0.42  # OpenCV Hershey simplex
+HEADER_HEIGHT = 18  # px of the column-label row of the labelled preview
+COLUMN_LABELS = ("clean", "1", "2", "3", "4", "5")
+
+
+def _put_label(canvas: np.ndarray, text: str, left: int, baseline: int) -> None:
+    import cv2
+
+    cv2.putText(canvas, text, (left, baseline), cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, (0, 0, 0), 1,
+                cv2.LINE_AA)
+
+
+def label_width(names) -> int:
+    """Width in px of the name column: the widest name plus 4 px either side."""
+    import cv2
+
+    return 8 + max(cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, 1)[0][0] for name in names)
+
+
+def preview_grid(face: np.ndarray, file_name: str, *, names=None, seed: int = 0,
+                 motion_backend: str = "numpy", colour: str = "rgb", labels: bool = True,
+                 **options) -> np.ndarray:
+    """One row per corruption (``names``, default the 18) x 6 columns (clean, severities 1..5) of
+    100 px faces, each followed by a 2 px white margin. ``labels`` adds a left column with the
+    corruption names and a top row with the column titles; without it the grid is the original's
+    unlabelled ``corruptions.png``. ``options`` go to :func:`corruptions.corrupt` (``param_set``)."""
     import cv2
 
     if face.shape[:2] != (PREVIEW_CELL, PREVIEW_CELL):
         face = cv2.resize(face, (PREVIEW_CELL, PREVIEW_CELL), interpolation=cv2.INTER_AREA)
     step = PREVIEW_CELL + PREVIEW_MARGIN
-    names = list(corruptions.CORRUPTION_NAMES)
+    names = list(corruptions.CORRUPTION_NAMES if names is None else names)
     columns = 1 + len(corruptions.SEVERITIES)
-    grid = np.full((len(names) * step, columns * step, 3), 255, dtype=np.uint8)
+    top, left = (HEADER_HEIGHT, label_width(names)) if labels else (0, 0)
+    grid = np.full((top + len(names) * step, left + columns * step, 3), 255, dtype=np.uint8)
     for row, name in enumerate(names):
         cells = [face] + [
             corruptions.corrupt(face, name, severity,
                                 cli_common.item_rng(seed, dataset_writer.RAFDB_C_KIND, name, severity, file_name),
-                                motion_backend=motion_backend, colour=colour)
+                                motion_backend=motion_backend, colour=colour, **options)
             for severity in corruptions.SEVERITIES
         ]
+        y = top + row * step
         for column, cell in enumerate(cells):
-            grid[row * step:row * step + PREVIEW_CELL, column * step:column * step + PREVIEW_CELL] = cell
+            x = left + column * step
+            grid[y:y + PREVIEW_CELL, x:x + PREVIEW_CELL] = cell
+        if labels:
+            _put_label(grid, name, 4, y + PREVIEW_CELL // 2 + 5)
+    if labels:
+        for column, title in enumerate(COLUMN_LABELS):
+            _put_label(grid, title, left + column * step + 4, HEADER_HEIGHT - 5)
     return grid
 
 
 def run_preview(args) -> int:
+    names = corruptions.corruption_names(args.corruption_set)
+    check_param_set(names, args.param_set)
     if args.motion_backend == "wand":
         require_wand()
     out = dataset_writer.check_writable_file(args.out)  # before the rendering, not after
     face, file_name = preview_face(args.rafdb)
-    grid = preview_grid(face, file_name, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour)
+    grid = preview_grid(face, file_name, names=names, seed=args.seed, motion_backend=args.motion_backend,
+                        colour=args.colour, labels=not args.plain,
+                        **({"param_set": args.param_set} if args.param_set else {}))
     try:
         cli_common.atomic_write_bytes(out, rafdb_dataset.encode_image(grid, "png"))
     except OSError as error:
         raise UserError(f"--out {out}: cannot write ({error.strerror or error})") from None
-    LOG.info("wrote %s (%dx%d px; rows: %s)", out, grid.shape[1], grid.shape[0],
-             ", ".join(corruptions.CORRUPTION_NAMES))
+    LOG.info("wrote %s (%dx%d px; rows: %s)", out, grid.shape[1], grid.shape[0], ", ".join(names))
     return 0
 
 

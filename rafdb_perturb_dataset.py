@@ -67,18 +67,20 @@ def frame_path(name: str, stem: str, index: int, fmt: str) -> str:
     return f"{perturbed_folder(name)}/{stem}_{index:02d}.{fmt}"
 
 
-def parse_perturbations(text: str) -> list[str]:
-    """``all`` or a comma-separated list of registry names, in registry order, without repeats."""
+def parse_perturbations(text: str, perturbation_set: str = "rafdb") -> list[str]:
+    """``all`` (the whole ``perturbation_set``) or a comma-separated list of its names, in registry
+    order, without repeats."""
+    valid = list(perturbations.perturbation_names(perturbation_set))
     if text.strip() == "all":
-        return list(perturbations.PERTURBATIONS)
+        return valid
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in perturbations.PERTURBATIONS]
+    unknown = [name for name in names if name not in valid]
     if unknown or not names:
         raise UserError(
-            f"--perturbations: unknown name(s) {', '.join(unknown) or '(none given)'}; "
-            f"expected 'all' or a comma-separated list of: {', '.join(perturbations.PERTURBATIONS)}"
+            f"--perturbations: unknown name(s) {', '.join(unknown) or '(none given)'} in --perturbation-set "
+            f"{perturbation_set}; expected 'all' or a comma-separated list of: {', '.join(valid)}"
         )
-    return [name for name in perturbations.PERTURBATIONS if name in names]
+    return [name for name in valid if name in names]
 
 
 def list_test_names(root: Path, source: str) -> list[str]:
@@ -164,8 +166,15 @@ def render_unit(unit: dataset_writer.WorkUnit, *, selected: Sequence[str], seed:
 
 
 def export_params(args: argparse.Namespace) -> dict:
-    """The parameters that decide the bytes; a tree mixing different values is refused."""
-    return {
+    """The parameters that decide the bytes; a tree mixing different values is refused. A
+    ``--perturbation-set`` other than rafdb adds the set and the extras' table digest."""
+    extra = {}
+    if getattr(args, "perturbation_set", "rafdb") != "rafdb":
+        import perturbations_extra
+
+        extra = {"perturbation_set": args.perturbation_set,
+                 "extra_tables": f"imagenet-p-{dataset_writer.parameter_tables_digest(perturbations_extra)}"}
+    return {**extra, **{
         "seed": args.seed,
         "format": args.format,
         "motion_backend": args.motion_backend,
@@ -175,7 +184,7 @@ def export_params(args: argparse.Namespace) -> dict:
         "frames": perturbations.NUM_FRAMES,
         "split": SPLIT,
         "param_set": PARAM_SET,
-    }
+    }}
 
 
 def require_wand() -> None:
@@ -188,9 +197,9 @@ def require_wand() -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     root = Path(args.rafdb)
-    selected = parse_perturbations(args.perturbations)
+    selected = parse_perturbations(args.perturbations, args.perturbation_set)
     params = export_params(args)
-    if args.motion_backend == "wand" and "p_motion_blur" in selected:
+    if args.motion_backend == "wand" and ("p_motion_blur" in selected or "p_snow" in selected):
         require_wand()
     # List and check every input before --out is created: a wrong --rafdb leaves nothing behind.
     names = list_test_names(root, args.source)
@@ -244,18 +253,20 @@ def preview_face(root: Path, seed: int = 0) -> tuple[np.ndarray, str]:
 
 
 def preview_frames(face: np.ndarray, *, seed: int = 0, columns: int = 5, label_height: int = 14,
-                   margin: int = 2, motion_backend: str = "numpy", colour: str = "rgb") -> list[np.ndarray]:
-    """30 RGB canvases: one 100 px tile per perturbation with its name above, ``columns`` per row."""
+                   margin: int = 2, motion_backend: str = "numpy", colour: str = "rgb",
+                   names: Sequence[str] | None = None) -> list[np.ndarray]:
+    """30 RGB canvases: one 100 px tile per perturbation (``names``, default the 10) with its name
+    above (none when ``label_height`` is 0), ``columns`` per row."""
     import cv2
 
-    names = list(perturbations.PERTURBATIONS)
+    names = list(perturbations.PERTURBATIONS if names is None else names)
     sequences = [perturbations.perturb(face, name, sequence_rng(seed, name, "preview"),
                                        motion_backend=motion_backend, colour=colour) for name in names]
     size = perturbations.FRAME_SIZE
     rows = -(-len(names) // columns)
     cell_w, cell_h = size + 2 * margin, size + label_height + 2 * margin
     background = np.full((rows * cell_h, columns * cell_w, 3), 255, np.uint8)
-    for k, name in enumerate(names):
+    for k, name in enumerate(names if label_height else ()):
         x, y = (k % columns) * cell_w + margin, (k // columns) * cell_h + margin
         cv2.putText(background, name[2:], (x + 1, y + label_height - 4), cv2.FONT_HERSHEY_SIMPLEX,
                     0.36, (0, 0, 0), 1, cv2.LINE_AA)
@@ -289,12 +300,14 @@ def cmd_gif(args: argparse.Namespace) -> int:
         require_wand()
     out = dataset_writer.check_writable_file(args.out)  # before rendering 300 frames, not after
     face, origin = preview_face(Path(args.rafdb), args.seed)
-    canvases = preview_frames(face, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour)
+    names = perturbations.perturbation_names(args.perturbation_set)
+    canvases = preview_frames(face, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour,
+                              label_height=0 if args.plain else 14, names=names)
     try:
         write_gif(canvases, out, args.frame_ms)
     except OSError as error:
         raise UserError(f"--out {out}: cannot write ({error.strerror or error})") from None
-    LOG.info("wrote %s (10 perturbations x 30 frames, from %s)", args.out, origin)
+    LOG.info("wrote %s (%d perturbations x 30 frames, from %s)", args.out, len(names), origin)
     return 0
 
 
@@ -303,7 +316,10 @@ def cmd_gif(args: argparse.Namespace) -> int:
 
 
 def add_render_args(parser) -> None:
-    """--motion-backend and --colour, shared by ``export`` and ``gif``."""
+    """--perturbation-set, --motion-backend and --colour, shared by ``export`` and ``gif``."""
+    parser.add_argument("--perturbation-set", choices=tuple(perturbations.PERTURBATION_SETS), default="rafdb",
+                        help="which perturbations: " + "; ".join(f"{name}: {text}" for name, text in
+                                                               perturbations.PERTURBATION_SETS.items()))
     parser.add_argument("--motion-backend", choices=perturbations.MOTION_BACKENDS, default="numpy",
                         help="motion blur: numpy port (<= 1 grey level from ImageMagick) or wand (ImageMagick)")
     parser.add_argument("--colour", choices=perturbations.COLOUR_MODES, default="rgb",
@@ -329,7 +345,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="output root folder of the tree (created if needed; an existing one must hold "
                            "the manifest.json of an export with the same parameters, which is resumed)")
     what.add_argument("--perturbations", default="all",
-                      help=f"'all' or a comma-separated list of: {', '.join(perturbations.PERTURBATIONS)}")
+                      help=f"'all' (the whole --perturbation-set) or a comma-separated list of its names; the 10: "
+                           f"{', '.join(perturbations.PERTURBATIONS)}; imagenet-extra: "
+                           f"{', '.join(perturbations.perturbation_names('imagenet-extra'))}")
     what.add_argument("--format", choices=rafdb_dataset.FORMATS, default="jpg",
                       help="jpg: OpenCV JPEG quality 95 (FAITHFUL); png: lossless (not comparable with jpg)")
     what.add_argument("--seed", type=int, default=0, help="seed of every per-sequence generator")
@@ -347,6 +365,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     gif.add_argument("--out", default="perturbations.gif", help="the GIF image file to write (the animation)")
     gif.add_argument("--seed", type=int, default=0, help="seed of the random perturbations")
     add_render_args(gif)
+    gif.add_argument("--plain", action="store_true", help="tiles only, without the perturbation names above them")
     gif.add_argument("--frame-ms", type=int, default=100, help="duration of one frame in milliseconds")
     gif.add_argument("--quiet", action="store_true", help="no INFO log messages")
 

@@ -291,3 +291,159 @@ REFERENCE = {name: globals()["ref_" + name] for name in REFERENCE_NAMES}
 def reference_corrupt(image, name, severity, rng, colour="rgb"):
     """The reference output of ``name`` at ``severity``, uint8 (final clip + truncation)."""
     return _final(REFERENCE[name](image, severity, rng, colour=colour))
+
+
+# --------------------------------------------------------------------------------------------
+# The ImageNet-C extras (BENCHMARK.md §2.9) and the face set (§11.1), written the Hendrycks way:
+# skimage random_noise and HSV round trips, per-pixel Python loops for glass_blur, scipy zoom per
+# call, an explicit per-pixel polygon test. The tables are transcribed again here on purpose.
+# Functions take (image_uint8, severity, rng, param_set) and return uint8 (final clip + floor).
+
+
+def _final01(x):
+    """clip(x, 0, 1) * 255, truncated to uint8 (the final conversion of a float image in [0, 1])."""
+    return np.uint8(np.clip(x, 0, 1) * 255)
+
+_EXTRA_224 = {
+    "impulse_noise": [0.03, 0.06, 0.09, 0.17, 0.27],
+    "speckle_noise": [0.15, 0.2, 0.35, 0.45, 0.6],
+    "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
+    "fog": [(1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)],
+    "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)],
+    "elastic_transform": [(244 * 2, 244 * 0.7, 244 * 0.1), (244 * 2, 244 * 0.08, 244 * 0.2),
+                          (244 * 0.05, 244 * 0.01, 244 * 0.02), (244 * 0.07, 244 * 0.01, 244 * 0.02),
+                          (244 * 0.12, 244 * 0.01, 244 * 0.02)],
+}
+
+
+def ref_impulse_noise(x, severity, rng, param_set="imagenet224"):
+    import skimage.util
+
+    amount = _EXTRA_224["impulse_noise"][severity - 1]
+    return _final01(skimage.util.random_noise(np.array(x) / 255.0, mode="s&p", amount=amount, rng=rng))
+
+
+def ref_speckle_noise(x, severity, rng, param_set="imagenet224"):
+    x = np.array(x) / 255.0
+    return _final01(x + x * rng.normal(size=x.shape, scale=_EXTRA_224["speckle_noise"][severity - 1]))
+
+
+def glass_loop(x, delta, offsets):
+    """Hendrycks' loop, with the offsets drawn beforehand ((rows, cols, 2) of (dx, dy) in visiting
+    order), the real H x W instead of 224. ``x`` uint8, changed in place and returned."""
+    height, width = x.shape[:2]
+    for i, h in enumerate(range(height - delta, delta, -1)):
+        for j, w in enumerate(range(width - delta, delta, -1)):
+            dx, dy = offsets[i, j]
+            h_prime, w_prime = h + dy, w + dx
+            x[h, w], x[h_prime, w_prime] = x[h_prime, w_prime], x[h, w]
+    return x
+
+
+def ref_glass_blur(x, severity, rng, param_set="imagenet224"):
+    sigma, delta, iterations = _EXTRA_224["glass_blur"][severity - 1]
+    x = np.uint8(skimage.filters.gaussian(np.array(x) / 255.0, sigma=sigma, channel_axis=-1) * 255)
+    height, width = x.shape[:2]
+    for _ in range(iterations):
+        offsets = rng.integers(-delta, delta, size=(max(0, height - 2 * delta), max(0, width - 2 * delta), 2))
+        x = glass_loop(x, delta, offsets)
+    return _final01(skimage.filters.gaussian(x / 255.0, sigma=sigma, channel_axis=-1))
+
+
+def ref_plasma_fractal(mapsize, wibbledecay, rng):
+    """ImageNet-C's plasma_fractal with nested functions, drawing from ``rng``."""
+    maparray = np.empty((mapsize, mapsize), dtype=np.float64)
+    maparray[0, 0] = 0
+    stepsize = mapsize
+    wibble = 100.0
+
+    def wibbledmean(array):
+        return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
+
+    while stepsize >= 2:
+        cornerref = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
+        squareaccum = cornerref + np.roll(cornerref, shift=-1, axis=0)
+        squareaccum += np.roll(squareaccum, shift=-1, axis=1)
+        maparray[stepsize // 2:mapsize:stepsize, stepsize // 2:mapsize:stepsize] = wibbledmean(squareaccum)
+        drgrid = maparray[stepsize // 2:mapsize:stepsize, stepsize // 2:mapsize:stepsize]
+        ulgrid = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
+        ltsum = drgrid + np.roll(drgrid, 1, axis=0) + ulgrid + np.roll(ulgrid, -1, axis=1)
+        maparray[0:mapsize:stepsize, stepsize // 2:mapsize:stepsize] = wibbledmean(ltsum)
+        ttsum = drgrid + np.roll(drgrid, 1, axis=1) + ulgrid + np.roll(ulgrid, -1, axis=0)
+        maparray[stepsize // 2:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(ttsum)
+        stepsize //= 2
+        wibble /= wibbledecay
+    maparray -= maparray.min()
+    return maparray / maparray.max()
+
+
+def ref_fog(x, severity, rng, param_set="imagenet224"):
+    strength, decay = _EXTRA_224["fog"][severity - 1]
+    x = np.array(x) / 255.0
+    max_val = x.max()
+    side = 1 << int(max(x.shape[:2]) - 1).bit_length()
+    x += strength * ref_plasma_fractal(side, decay, rng)[: x.shape[0], : x.shape[1]][..., np.newaxis]
+    return _final01(x * max_val / (max_val + strength))
+
+
+def ref_saturate(x, severity, rng, param_set="imagenet224"):
+    factor, offset = _EXTRA_224["saturate"][severity - 1]
+    hsv = skimage.color.rgb2hsv(np.array(x) / 255.0)
+    hsv[:, :, 1] = np.clip(hsv[:, :, 1] * factor + offset, 0, 1)
+    return _final01(skimage.color.hsv2rgb(hsv))
+
+
+def ref_elastic_transform(x, severity, rng, param_set="imagenet224"):
+    alpha, sigma, affine = _EXTRA_224["elastic_transform"][severity - 1]
+    image = np.array(x, dtype=np.float32) / 255.0
+    shape = image.shape
+    shape_size = shape[:2]
+    center_square = np.float32(shape_size) // 2
+    square_size = min(shape_size) // 3
+    pts1 = np.float32([center_square + square_size,
+                       [center_square[0] + square_size, center_square[1] - square_size],
+                       center_square - square_size])
+    pts2 = pts1 + rng.uniform(-affine, affine, size=pts1.shape).astype(np.float32)
+    matrix = cv2.getAffineTransform(pts1, pts2)
+    image = cv2.warpAffine(image, matrix, shape_size[::-1], borderMode=cv2.BORDER_REFLECT_101)
+    dx = (skimage.filters.gaussian(rng.uniform(-1, 1, size=shape[:2]), sigma, mode="reflect", truncate=3)
+          * alpha).astype(np.float32)
+    dy = (skimage.filters.gaussian(rng.uniform(-1, 1, size=shape[:2]), sigma, mode="reflect", truncate=3)
+          * alpha).astype(np.float32)
+    dx, dy = dx[..., np.newaxis], dy[..., np.newaxis]
+    xx, yy, zz = np.meshgrid(np.arange(shape[1]), np.arange(shape[0]), np.arange(shape[2]))
+    indices = np.reshape(yy + dy, (-1, 1)), np.reshape(xx + dx, (-1, 1)), np.reshape(zz, (-1, 1))
+    out = scipy.ndimage.map_coordinates(image, indices, order=1, mode="reflect").reshape(shape)
+    return _final01(out)
+
+
+def ref_snow(x, severity, rng, param_set="imagenet224"):
+    """ImageNet-C's snow with scipy zoom and the numpy-loop (or Wand) motion blur."""
+    loc, scale, zoom, threshold, radius, sigma, blend = [
+        (0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)][severity - 1]
+    x = np.array(x, dtype=np.float32) / 255.0
+    layer = rng.normal(size=x.shape[:2], loc=loc, scale=scale)
+    layer = clipped_zoom(layer[..., np.newaxis], zoom)[..., 0]
+    layer[layer < threshold] = 0
+    layer8 = (np.clip(layer, 0, 1) * 255).astype(np.uint8)
+    angle = rng.uniform(-135, -45)
+    blurred = _motion_numpy_loop(np.repeat(layer8[..., None], 3, axis=2), radius, sigma, angle)[..., 0] / 255.0
+    blurred = blurred[..., np.newaxis]
+    grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).reshape(x.shape[0], x.shape[1], 1)
+    x = blend * x + (1 - blend) * np.maximum(x, grey * 1.5 + 0.5)
+    return _final01(x + blurred + np.rot90(blurred, k=2))
+
+
+def ref_low_resolution(x, severity, rng, param_set=None):
+    factor = [2, 3, 4, 6, 8][severity - 1]
+    height, width = x.shape[:2]
+    small = cv2.resize(x, (max(1, round(width / factor)), max(1, round(height / factor))),
+                       interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+EXTRA_REFERENCE = {name[4:]: function for name, function in list(globals().items())
+                   if name.startswith("ref_") and name[4:] in (
+                       "impulse_noise", "speckle_noise", "glass_blur", "fog", "saturate",
+                       "elastic_transform", "snow", "low_resolution")}

@@ -20,3 +20,46 @@ def sample_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample") / "RAF-DB"
     synthetic_faces.write_sample_tree(root, n_train=SAMPLE_TRAIN, n_test=SAMPLE_TEST, seed=0)
     return root
+
+
+# --------------------------------------------------------------------------------------------
+# Optional system libraries: a test that needs one skips with a reason that names it, and the
+# end of the run says which optional parts were skipped and how to enable them.
+
+# (word in a skip reason, the optional part, how to enable it)
+OPTIONAL_PARTS = (
+    ("MagickWand", "MagickWand (ImageMagick; motion blur --motion-backend wand)",
+     "apt-get install libmagickwand-6.q16-6"),
+    ("chromium", "chromium (headless browser tests of the HTML report)", "apt-get install chromium"),
+)
+
+
+@pytest.fixture
+def magickwand():
+    """Skips the test unless Wand and the MagickWand shared library are importable.
+
+    A missing library raises OSError on the first import and ImportError afterwards: both skip.
+    """
+    try:
+        import wand.image  # noqa: F401
+    except (ImportError, OSError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        pytest.skip(f"MagickWand library not available ({first_line}); enable with: apt-get install "
+                    "libmagickwand-6.q16-6")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """List the optional parts whose tests were skipped, with the command that enables each."""
+    reasons = []
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        reasons.append(str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr))
+    lines = []
+    for word, part, hint in OPTIONAL_PARTS:
+        count = sum(word.lower() in reason.lower() for reason in reasons)
+        if count:
+            lines.append(f"{part}: {count} test(s) skipped; enable with: {hint}")
+    if lines:
+        terminalreporter.section("optional parts skipped")
+        for line in lines:
+            terminalreporter.write_line(line)

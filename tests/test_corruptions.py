@@ -57,10 +57,8 @@ def _textured_image(seed=0, shape=(100, 100)):
 
 
 def _face(seed=0):
-    try:
-        import synthetic_faces
-    except ImportError:
-        return _textured_image(seed)
+    import synthetic_faces  # part of the project: an import failure must fail the tests, not swap images
+
     return synthetic_faces.sample_face(seed, seed % 7)
 
 
@@ -122,7 +120,7 @@ def test_damage_grows_with_severity(face, name):
         (np.zeros((64, 64, 4), np.uint8), "contrast", 1, "shape"),
         (np.zeros((31, 64, 3), np.uint8), "contrast", 1, ">= 32"),
         (np.zeros((64, 20, 3), np.uint8), "contrast", 1, ">= 32"),
-        (np.zeros((64, 64, 3), np.uint8), "fog", 1, "gaussian_blur, defocus_blur"),
+        (np.zeros((64, 64, 3), np.uint8), "blizzard", 1, "gaussian_blur, defocus_blur"),
         (np.zeros((64, 64, 3), np.uint8), "contrast", 0, "1..5"),
         (np.zeros((64, 64, 3), np.uint8), "contrast", 6, "1..5"),
         (np.zeros((64, 64, 3), np.uint8), "contrast", True, "int"),
@@ -440,25 +438,24 @@ def test_gaussian_noise_sigma():
 # Motion blur: numpy backend against ImageMagick (Wand)
 
 
-def _wand_or_skip():
-    try:
-        import wand.image  # noqa: F401
-    except ImportError as error:
-        pytest.skip(f"MagickWand library not available ({error}); install libmagickwand-6.q16-6")
-
-
-@pytest.mark.parametrize("severity", (1, 2, 3, 4, 5))
-def test_motion_blur_numpy_agrees_with_wand(severity):
-    _wand_or_skip()
-    # BENCHMARK.md §2.5: max |diff| <= 1 and fewer than 1 % of pixels differ, on every image.
-    for seed in range(3):
+def test_motion_blur_numpy_agrees_with_wand(magickwand):
+    """What the README claims (deviation row 9): max |diff| <= 1 grey level, and < 0.01 % of the
+    pixels differ. Measured with ImageMagick 6.9.11 Q16 over 20 sample faces x 5 severities: 0.0017 %
+    of the pixels pooled, at most 0.017 % (5 of 30,000 values) on one image, all by exactly 1. The
+    pooled fraction is pinned at the claim, each image at 0.05 % (3x the worst one measured)."""
+    differing = total = 0
+    for seed in range(10):
         image = _face(seed)
-        rng_numpy, rng_wand = np.random.default_rng(seed), np.random.default_rng(seed)
-        ours = corruptions.corrupt(image, "motion_blur", severity, rng_numpy)
-        wand = corruptions.corrupt(image, "motion_blur", severity, rng_wand, motion_backend="wand")
-        diff = np.abs(ours.astype(int) - wand)
-        assert diff.max() <= 1, (seed, diff.max())
-        assert np.mean(diff > 0) < 0.01, (seed, np.mean(diff > 0))
+        for severity in (1, 2, 3, 4, 5):
+            rng_numpy, rng_wand = np.random.default_rng(seed), np.random.default_rng(seed)
+            ours = corruptions.corrupt(image, "motion_blur", severity, rng_numpy)
+            wand = corruptions.corrupt(image, "motion_blur", severity, rng_wand, motion_backend="wand")
+            diff = np.abs(ours.astype(int) - wand)
+            assert diff.max() <= 1, (seed, severity, diff.max())
+            assert np.mean(diff > 0) < 5e-4, (seed, severity, np.mean(diff > 0))
+            differing += int(np.count_nonzero(diff))
+            total += diff.size
+    assert differing / total < 1e-4, differing / total
 
 
 def test_motion_blur_offsets_direction():

@@ -162,7 +162,7 @@ def test_png_format_is_lossless(sample_tree, tmp_path, capsys):
     assert json.loads((out / "manifest.json").read_text())["params"]["format"] == "png"
 
 
-def test_colour_and_motion_backend_options(small_tree, tmp_path, capsys):
+def test_colour_and_motion_backend_options(small_tree, tmp_path, capsys, request):
     """--colour bgr-compat swaps the spatter colours; --motion-backend wand stays within 2 grey levels."""
     file_name = "test_0001_aligned.jpg"
     clean = decode_rgb(small_tree / "basic/Image/aligned" / file_name)
@@ -172,10 +172,7 @@ def test_colour_and_motion_backend_options(small_tree, tmp_path, capsys):
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(compat, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert (tmp_path / "bgr/rafdb.test.spatter.1" / file_name).read_bytes() == jpeg.tobytes()
     assert json.loads((tmp_path / "bgr/manifest.json").read_text())["params"]["colour"] == "bgr-compat"
-    try:
-        import wand.image  # noqa: F401
-    except ImportError as error:
-        pytest.skip(f"MagickWand not available: {error}")
+    request.getfixturevalue("magickwand")  # the rest needs MagickWand: skips here without it
     for backend in ("numpy", "wand"):
         export(small_tree, tmp_path / backend, capsys, "--corruptions", "motion_blur", "--severities", "3",
                "--motion-backend", backend)
@@ -246,7 +243,7 @@ def small_tree(sample_tree, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--corruptions", "fog"], r"--corruptions: unknown corruption 'fog'; valid names: gaussian_blur, .*"
+    (["--corruptions", "fog"], r"--corruptions: unknown corruption 'fog' in --corruption-set rafdb; valid names: gaussian_blur, .*"
                                r"pixelate_contrast_brightness_minus"),
     (["--severities", "0"], r"--severities: 0 is outside 1\.\.5"),
     (["--severities", "6"], r"--severities: 6 is outside 1\.\.5"),
@@ -300,7 +297,7 @@ def test_script_exit_code_without_traceback(tmp_path):
 def test_preview_grid_geometry(sample_tree, tmp_path, capsys, use_real):
     rafdb = sample_tree if use_real else tmp_path / "no-rafdb"
     out = tmp_path / "corruptions.png"
-    code, _out, err = cli(["preview", "--rafdb", str(rafdb), "--out", str(out)], capsys)
+    code, _out, err = cli(["preview", "--plain", "--rafdb", str(rafdb), "--out", str(out)], capsys)
     assert code == 0, err
     grid = cv2.imread(str(out), cv2.IMREAD_COLOR)
     assert grid.shape == (18 * 102, 6 * 102, 3)
@@ -312,6 +309,23 @@ def test_preview_grid_geometry(sample_tree, tmp_path, capsys, use_real):
     # severity 5 of contrast (row 8) is visibly flatter than the clean face
     row = list(corruptions.CORRUPTION_NAMES).index("contrast")
     assert grid[row * 102:row * 102 + 100, 5 * 102:5 * 102 + 100].std() < grid[row * 102:row * 102 + 100, :100].std()
+
+
+def test_preview_labelled_by_default(sample_tree, tmp_path, capsys):
+    """Default preview: the --plain grid shifted by an 18 px title row and a name column (about
+    290 px for the longest name), with dark text beside every row and above every column."""
+    plain, labelled = tmp_path / "plain.png", tmp_path / "labelled.png"
+    assert cli(["preview", "--plain", "--rafdb", str(sample_tree), "--out", str(plain)], capsys)[0] == 0
+    assert cli(["preview", "--rafdb", str(sample_tree), "--out", str(labelled)], capsys)[0] == 0
+    plain_grid, grid = cv2.imread(str(plain)), cv2.imread(str(labelled))
+    left = grid.shape[1] - 6 * 102
+    assert grid.shape[0] == 18 + 18 * 102 and 250 < left < 330
+    np.testing.assert_array_equal(grid[18:, left:], plain_grid)  # no label runs into a face
+    for row in range(18):  # some text left of every row
+        assert (grid[18 + row * 102:18 + row * 102 + 100, :left] < 128).any(), row
+    for column in range(6):  # a title above every column
+        assert (grid[:18, left + column * 102:left + column * 102 + 100] < 128).any(), column
+    assert (grid[:18, :left] == 255).all()  # the corner stays empty
 
 
 def test_regenerated_source_tree_is_rendered_again(tmp_path, capsys):
@@ -397,3 +411,22 @@ def test_preview_unwritable_out_fails_before_rendering(tmp_path, capsys, monkeyp
     monkeypatch.setattr(rafdb_aug_dataset, "preview_grid", lambda *a, **k: pytest.fail("rendered first"))
     code, _out, err = cli(["preview", "--rafdb", str(tmp_path), "--out", str(blocker / "grid.png")], capsys)
     assert code == 2 and "Traceback" not in err and f"--out {blocker / 'grid.png'}: cannot create" in err
+
+
+def test_extra_sets_export_deterministic_with_manifest(small_tree, tmp_path, capsys):
+    """--corruption-set all: byte-identical for 1 and 2 workers, the set and --param-set recorded,
+    verify passes; a missing --param-set is a usage error naming the flag."""
+    code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(tmp_path / "x"),
+                           "--corruption-set", "imagenet-extra", "--quiet"], capsys)
+    assert code == 2 and "--param-set: required" in err and not (tmp_path / "x").exists()
+    trees = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(out), "--corruption-set", "all",
+                               "--param-set", "scaled", "--severities", "2", "--workers", workers, "--quiet"], capsys)
+        assert code == 0, err
+        trees.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*.jpg")})
+    assert trees[0] == trees[1] and len({p.parts[0] for p in trees[0]}) == 30
+    params = json.loads((tmp_path / "w1/manifest.json").read_text())["params"]
+    assert params["corruption_set"] == "all" and params["extra_param_set"] == "scaled"
+    assert cli(["verify", "--out", str(tmp_path / "w1"), "--quiet"], capsys)[0] == 0

@@ -248,6 +248,17 @@ def test_changed_source_rendered_again_unchanged_skipped(sample_tree, tmp_path, 
     assert manifest["params"]["param_set"].startswith("rafdb-p-10x30-")
 
 
+def test_gif_plain_drops_the_labels():
+    """--plain: the same tiles without the 14 px name strip above each row of tiles."""
+    face = np.full((130, 130, 3), 128, np.uint8)
+    labelled = rafdb_perturb_dataset.preview_frames(face)
+    plain = rafdb_perturb_dataset.preview_frames(face, label_height=0)
+    assert labelled[0].shape == (2 * (100 + 14 + 4), 5 * 104, 3) and plain[0].shape == (2 * 104, 5 * 104, 3)
+    strip = labelled[0][2:16, 2:102]  # above the first tile: the name "gaussian_noise" in black
+    assert (strip < 100).any() and not (plain[0][:2] < 255).any()
+    np.testing.assert_array_equal(plain[7][2:102, 2:102], labelled[7][16:116, 2:102])
+
+
 def test_gif_unwritable_out_fails_before_rendering(tmp_path, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

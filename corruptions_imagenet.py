@@ -1,0 +1,382 @@
+"""The eight further ImageNet-C corruptions at face size (docs/BENCHMARK.md §2.9; set ``imagenet-extra``).
+
+impulse_noise, speckle_noise, glass_blur, snow, frost, fog, elastic_transform and saturate, written
+after Hendrycks' ImageNet-C definitions with three changes: no image size is hard-coded (every 224
+became the real H x W), every random draw comes from the ``rng`` argument, and the resolution
+scaling is explicit. Each function is ``fn(image, severity, rng, param_set=..., **options)`` of an
+RGB uint8 image and returns a float image in [0, 1] (the caller, :func:`corruptions.corrupt`, makes
+the single final clip-and-floor of docs/BENCHMARK.md §2.2).
+
+``param_set`` (required; no default, recorded in the export manifest):
+
+- ``imagenet224``: ImageNet-C's absolute values (pixels as at 224 px), whatever the image size;
+- ``imagenet64``: the Tiny-ImageNet-C (64 px) values, only for the corruptions that have them
+  (impulse_noise, glass_blur, fog); the others raise ValueError;
+- ``scaled``: the 224 px values with every length in pixels multiplied by H / 224: blur sigmas,
+  glass_blur's displacement (rounded, at least 1 px), snow's motion-blur radius and sigma,
+  elastic_transform's three lengths and the frost texture's feature size.
+
+Frost: ImageNet-C blends a crop of one of its frost photographs. The project ships no photographs
+and downloads nothing; :func:`frost_texture` draws a frost texture instead (a fractal haze plus
+rng-placed, branching ice needles, blue-white; mean about 0.4), blended with
+ImageNet-C's weights. Documented in docs/CORRUPTIONS.md, shown by ``rafdb_aug_dataset.py preview
+--corruption-set imagenet-extra``. Results are therefore not comparable with ImageNet-C's frost.
+
+glass_blur is vectorised: Hendrycks' per-pixel loop (a one-way copy A <- B at random offsets, run
+bottom-right to top-left, each step seeing the copies made before it) is computed for the whole
+image at once by following the copy chains (:func:`glass_shuffle`); identical to the loop for the
+same offsets (tested against ``bench/reference_corruptions.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import scipy.ndimage
+
+import corruptions
+
+PARAM_SETS = ("imagenet224", "imagenet64", "scaled")
+BASE_SIZE = 224  # ImageNet-C's image side: the "scaled" set multiplies lengths by H / BASE_SIZE
+
+# ImageNet-C (224 px) tables, s = 1..5 (docs/BENCHMARK.md §2.9).
+IMPULSE_AMOUNT = (0.03, 0.06, 0.09, 0.17, 0.27)  # salt-and-pepper fraction of values replaced
+MULTIPLICATIVE_NOISE_SIGMA = (0.15, 0.2, 0.35, 0.45, 0.6)  # x + x * N(0, sigma)
+GLASS = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))  # (sigma, delta, iterations)
+SNOW = (  # (loc, scale, zoom, threshold, blur radius, blur sigma, blend)
+    (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+    (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+    (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+    (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+    (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
+)
+FROST = ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))  # (image weight, frost weight)
+FOG = ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))  # (strength, wibble decay)
+# (alpha, sigma, affine) in px at 224; "244" is ImageNet-C's own typo for 224, kept (FAITHFUL).
+ELASTIC = tuple((244 * a, 244 * s, 244 * f) for a, s, f in
+                ((2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02), (0.07, 0.01, 0.02), (0.12, 0.01, 0.02)))
+SATURATE = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))  # HSV S * a + b
+
+# Tiny-ImageNet-C (64 px) values, where known (docs/BENCHMARK.md §2.9).
+IMPULSE_AMOUNT_64 = (0.01, 0.02, 0.05, 0.08, 0.14)
+GLASS_64 = ((0.1, 1, 1), (0.5, 1, 1), (0.6, 1, 2), (0.7, 2, 1), (0.9, 2, 2))
+FOG_64 = ((0.4, 3), (0.7, 3), (1.0, 2.5), (1.5, 2), (2.0, 1.75))
+HAS_64_VALUES = ("impulse_noise", "glass_blur", "fog")
+
+SNOW_ANGLE_RANGE = (-135.0, -45.0)  # degrees, uniform
+# Procedural frost (documented in docs/CORRUPTIONS.md): feature sizes in px at 224.
+FROST_NEEDLES_PER_KPX = 5.0  # needles per 1000 pixels of image area
+FROST_NEEDLE_LENGTH = (4.0, 24.0)  # px at 224, uniform
+FROST_TINT = (0.86, 0.94, 1.0)  # RGB: blue-white ice
+
+
+def _check_param_set(param_set, name):
+    if param_set not in PARAM_SETS:
+        raise ValueError(f"{name}: param_set must be one of {', '.join(PARAM_SETS)} (no default; "
+                         f"docs/BENCHMARK.md §2.9), got {param_set!r}")
+    if param_set == "imagenet64" and name not in HAS_64_VALUES:
+        raise ValueError(f"{name}: param_set 'imagenet64' has no values for it (known only for "
+                         f"{', '.join(HAS_64_VALUES)}); use imagenet224 or scaled")
+
+
+def length_scale(param_set: str, height: int) -> float:
+    """The factor of pixel lengths: H / 224 under ``scaled``, else 1."""
+    return height / BASE_SIZE if param_set == "scaled" else 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Noises
+
+
+def impulse_noise(image, severity, rng, param_set=None, **_options):
+    """Salt and pepper on every value independently: with probability ``amount`` a value becomes
+    0 or 1 (equally likely), as skimage ``random_noise(mode='s&p')``; one uniform draw per value."""
+    _check_param_set(param_set, "impulse_noise")
+    amount = (IMPULSE_AMOUNT_64 if param_set == "imagenet64" else IMPULSE_AMOUNT)[severity - 1]
+    x = corruptions.to_float01(image).copy()
+    u = rng.random(x.shape, dtype=np.float32)
+    x[u < amount / 2] = 0.0  # pepper
+    x[(u >= amount / 2) & (u < amount)] = 1.0  # salt
+    return x
+
+
+def speckle_noise(image, severity, rng, param_set=None, **_options):
+    """clip(x + x * N(0, sigma)), sigma from the table (the same for every parameter set)."""
+    _check_param_set(param_set, "speckle_noise")
+    x = corruptions.to_float01(image)
+    noise = rng.standard_normal(x.shape, dtype=np.float32)
+    noise *= np.float32(MULTIPLICATIVE_NOISE_SIGMA[severity - 1])
+    noise += 1.0
+    return np.clip(x * noise, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# glass_blur
+
+
+def glass_parameters(severity: int, param_set: str, height: int) -> tuple[float, int, int]:
+    """(sigma, delta, iterations) for the parameter set; ``scaled`` rounds delta, at least 1 px."""
+    if param_set == "imagenet64":
+        return GLASS_64[severity - 1]
+    sigma, delta, iterations = GLASS[severity - 1]
+    k = length_scale(param_set, height)
+    return sigma * k, max(1, int(round(delta * k))), iterations
+
+
+def glass_offsets(shape_hw, delta, iterations, rng):
+    """The random offsets of glass_blur: (iterations, rows, columns, 2) ints in [-delta, delta),
+    (dx, dy) for every visited pixel, rows H-delta..delta+1 and columns W-delta..delta+1 in visiting
+    order (bottom-right first), as ImageNet-C's ``randint(-delta, delta, size=2)`` per pixel."""
+    height, width = shape_hw
+    rows, columns = max(0, height - 2 * delta), max(0, width - 2 * delta)
+    return rng.integers(-delta, delta, size=(iterations, rows, columns, 2))
+
+
+def glass_shuffle(x: np.ndarray, delta: int, offsets: np.ndarray) -> np.ndarray:
+    """One pass of ImageNet-C's pixel loop, vectorised. ``x``: H x W x C; ``offsets`` (rows, cols, 2).
+
+    The loop visits (h, w) for h = H-delta..delta+1 and w = W-delta..delta+1 (descending) and sets
+    x[h, w] = x[h + dy, w + dx] (the "swap" is a one-way copy). The source value is the original
+    one unless the source pixel was visited earlier, in which case it is what that visit copied:
+    following each pixel's chain of earlier-visited sources to its end gives the loop's result.
+    Chains are followed for all pixels at once by pointer doubling (log2 of the longest chain steps).
+    """
+    height, width = x.shape[:2]
+    rows, columns = offsets.shape[:2]
+    if rows == 0 or columns == 0:
+        return x.copy()
+    hs = np.arange(height - delta, delta, -1)  # visiting order of rows
+    ws = np.arange(width - delta, delta, -1)
+    visit_h, visit_w = np.meshgrid(hs, ws, indexing="ij")  # (rows, cols)
+    src_h = visit_h + offsets[..., 1]
+    src_w = visit_w + offsets[..., 0]
+    n = rows * columns
+    # Visiting rank of every pixel: -1 for pixels never visited.
+    rank = np.full((height, width), -1, np.int64)
+    rank[visit_h, visit_w] = np.arange(n).reshape(rows, columns)
+    source_rank = rank[src_h, src_w].ravel()
+    own_rank = np.arange(n)
+    # Step to the source's visit if it happened earlier; otherwise the chain ends here.
+    earlier = (source_rank >= 0) & (source_rank < own_rank)
+    pointer = np.where(earlier, source_rank, own_rank)
+    while True:
+        jumped = pointer[pointer]
+        if np.array_equal(jumped, pointer):
+            break
+        pointer = jumped
+    # The chain's end reads its source's original value.
+    flat_src = (src_h * width + src_w).ravel()
+    values = x.reshape(height * width, -1)[flat_src[pointer]]
+    out = x.copy()
+    out[visit_h.ravel(), visit_w.ravel()] = values.reshape(n, *x.shape[2:])
+    return out
+
+
+def glass_blur(image, severity, rng, param_set=None, **_options):
+    """Gaussian blur, ``iterations`` passes of local pixel copies (offsets in [-delta, delta)),
+    gaussian blur again; the intermediate image is uint8 (truncated), as in ImageNet-C."""
+    _check_param_set(param_set, "glass_blur")
+    sigma, delta, iterations = glass_parameters(severity, param_set, image.shape[0])
+    blurred = corruptions.gaussian_blur_op(corruptions.to_float01(image), sigma)
+    x = (blurred * np.float32(255.0)).astype(np.uint8)
+    offsets = glass_offsets(image.shape[:2], delta, iterations, rng)
+    for iteration in range(iterations):
+        x = glass_shuffle(x, delta, offsets[iteration])
+    return corruptions.gaussian_blur_op(corruptions.to_float01(x), sigma)
+
+
+# --------------------------------------------------------------------------------------------
+# snow, fog, frost
+
+
+def clipped_zoom(plane: np.ndarray, zoom: float) -> np.ndarray:
+    """Centre zoom by ``zoom`` of a 2-D plane, cropped back to its size (ImageNet-C's clipped_zoom,
+    bilinear; per-axis operators of :func:`corruptions.zoom_axis_matrix`)."""
+    rows = corruptions.zoom_axis_matrix(plane.shape[0], zoom)
+    columns = corruptions.zoom_axis_matrix(plane.shape[1], zoom)
+    return np.asarray((rows @ (columns @ plane.T).T))
+
+
+def snow_layer(shape_hw, loc, scale, zoom, threshold, rng) -> np.ndarray:
+    """The snow layer before its motion blur: N(loc, scale), clipped zoom, values < threshold -> 0,
+    as uint8 (clip to [0, 1], times 255, truncated). Draws ``rng.normal`` once."""
+    layer = rng.normal(loc=loc, scale=scale, size=tuple(shape_hw))
+    layer = clipped_zoom(layer, zoom)
+    layer[layer < threshold] = 0
+    return (np.clip(layer, 0, 1) * 255).astype(np.uint8)
+
+
+def add_snow(x: np.ndarray, flakes: np.ndarray, blend: float) -> np.ndarray:
+    """clip(blend x + (1 - blend) max(x, 1.5 grey(x) + 0.5) + L + rot180(L)); ``flakes`` L in [0, 1]."""
+    grey = cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY)[..., None]
+    out = blend * x + (1 - blend) * np.maximum(x, grey * 1.5 + 0.5)
+    flakes = flakes[..., None]
+    return np.clip(out + flakes + flakes[::-1, ::-1], 0.0, 1.0)
+
+
+def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_options):
+    """Snowflakes: a thresholded, zoomed noise layer, motion-blurred at an angle ~ U(-135, -45)
+    degrees (radius and sigma scaled under ``scaled``), added twice (as drawn and rotated 180)."""
+    _check_param_set(param_set, "snow")
+    loc, scale, zoom, threshold, radius, sigma, blend = SNOW[severity - 1]
+    k = length_scale(param_set, image.shape[0])
+    layer = snow_layer(image.shape[:2], loc, scale, zoom, threshold, rng)
+    angle = rng.uniform(*SNOW_ANGLE_RANGE)
+    grey3 = np.repeat(layer[..., None], 3, axis=2)
+    blurred = corruptions.motion_blur_op(grey3, max(1, int(round(radius * k))), sigma * k, angle,
+                                         backend=motion_backend)[..., 0]
+    return add_snow(corruptions.to_float01(image), blurred / 255.0, blend)
+
+
+def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
+    """Diamond-square plasma on a ``map_size`` x ``map_size`` grid (a power of 2), in [0, 1].
+
+    ImageNet-C's ``plasma_fractal``: start at 0, at each scale fill square centres then diamond
+    points with the mean of their neighbours (wrapping) plus U(-wibble, wibble) * wibble, wibble
+    starting at 100 and divided by ``wibble_decay`` per scale. Draws from ``rng`` only.
+    """
+    if map_size & (map_size - 1):
+        raise ValueError(f"plasma map size must be a power of 2, got {map_size}")
+    grid = np.zeros((map_size, map_size), np.float64)
+    step = map_size
+    wibble = 100.0
+
+    def wibbled_mean(total):
+        return total / 4 + wibble * rng.uniform(-wibble, wibble, total.shape)
+
+    while step >= 2:
+        half = step // 2
+        corners = grid[0:map_size:step, 0:map_size:step]
+        square = corners + np.roll(corners, -1, axis=0)
+        square = square + np.roll(square, -1, axis=1)
+        grid[half:map_size:step, half:map_size:step] = wibbled_mean(square)
+        centres = grid[half:map_size:step, half:map_size:step]
+        corners = grid[0:map_size:step, 0:map_size:step]
+        left = centres + np.roll(centres, 1, axis=0) + corners + np.roll(corners, -1, axis=1)
+        grid[0:map_size:step, half:map_size:step] = wibbled_mean(left)
+        top = centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=0)
+        grid[half:map_size:step, 0:map_size:step] = wibbled_mean(top)
+        step //= 2
+        wibble /= wibble_decay
+    grid -= grid.min()
+    return grid / grid.max()
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def fog(image, severity, rng, param_set=None, **_options):
+    """x + strength * plasma (map of the next power of 2 of the larger side, cropped to H x W),
+    rescaled by max(x) / (max(x) + strength)."""
+    _check_param_set(param_set, "fog")
+    strength, decay = (FOG_64 if param_set == "imagenet64" else FOG)[severity - 1]
+    height, width = image.shape[:2]
+    x = corruptions.to_float01(image).astype(np.float64)
+    peak = x.max()
+    plasma = plasma_fractal(next_power_of_two(max(height, width)), decay, rng)[:height, :width]
+    x = x + strength * plasma[..., None]
+    return np.clip(x * peak / (peak + strength), 0.0, 1.0)
+
+
+def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """A procedural frost texture, float32 H x W x 3 in [0, 1] (docs/CORRUPTIONS.md, "frost").
+
+    (1) haze: 0.2 + 0.3 x a plasma fractal (decay 1.6); (2) ice needles: round(5 per 1000 px of
+    area) straight needles from uniform points at uniform angles, length U(4, 24) px x ``scale``,
+    each with two side branches at +-60 degrees from a uniform point along it, half its length,
+    drawn anti-aliased with brightness U(0.45, 0.9), kept where brighter than the haze; (3) a gaussian blur of 0.6 px x ``scale``; (4) tint
+    (0.86, 0.94, 1.0). The mean is about 0.4 (ImageNet-C's frost photographs are of that order).
+    """
+    height, width = shape_hw
+    haze = 0.2 + 0.3 * plasma_fractal(next_power_of_two(max(height, width)), 1.6, rng)[:height, :width]
+    needles = np.zeros((height, width), np.float32)
+    count = int(round(FROST_NEEDLES_PER_KPX * height * width / 1000.0))
+    starts = rng.uniform((0, 0), (width, height), size=(count, 2))
+    angles = rng.uniform(0, 2 * math.pi, size=count)
+    lengths = rng.uniform(*FROST_NEEDLE_LENGTH, size=count) * scale
+    brightness = rng.uniform(0.45, 0.9, size=count)
+    branch_at = rng.uniform(0.2, 0.8, size=count)
+    shift = 4  # sub-pixel precision of cv2.line: coordinates in 1/16 px
+    unit = 1 << shift
+
+    def draw(x0, y0, angle, length, value):
+        x1, y1 = x0 + length * math.cos(angle), y0 + length * math.sin(angle)
+        cv2.line(needles, (int(x0 * unit), int(y0 * unit)), (int(x1 * unit), int(y1 * unit)),
+                 float(value), 1, cv2.LINE_AA, shift)
+
+    for (x0, y0), angle, length, value, at in zip(starts, angles, lengths, brightness, branch_at):
+        draw(x0, y0, angle, length, value)
+        bx, by = x0 + at * length * math.cos(angle), y0 + at * length * math.sin(angle)
+        for turn in (math.pi / 3, -math.pi / 3):
+            draw(bx, by, angle + turn, length / 2, value)
+    texture = np.maximum(haze.astype(np.float32), needles)
+    texture = cv2.GaussianBlur(texture, (0, 0), 0.6 * scale)
+    return np.clip(texture[..., None] * np.array(FROST_TINT, np.float32), 0.0, 1.0)
+
+
+def frost(image, severity, rng, param_set=None, **_options):
+    """clip(a x + b frost), (a, b) from ImageNet-C's table, with the procedural frost texture."""
+    _check_param_set(param_set, "frost")
+    image_weight, frost_weight = FROST[severity - 1]
+    texture = frost_texture(image.shape[:2], rng, scale=length_scale(param_set, image.shape[0]))
+    return np.clip(image_weight * corruptions.to_float01(image) + frost_weight * texture, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# elastic_transform, saturate
+
+
+def elastic_parameters(severity: int, param_set: str, height: int) -> tuple[float, float, float]:
+    """(alpha, sigma, affine) in px: ImageNet-C's values, times H / 224 under ``scaled``."""
+    k = length_scale(param_set, height)
+    return tuple(value * k for value in ELASTIC[severity - 1])
+
+
+def elastic_transform(image, severity, rng, param_set=None, **_options):
+    """ImageNet-C's elastic transform: a random affine (the three points centre +- side / 3 each moved
+    by U(-affine, affine), warpAffine with reflect-101 border), then a displacement field
+    alpha * gaussian(U(-1, 1), sigma, mode reflect, truncate 3) per axis, sampled bilinearly
+    (scipy map_coordinates, mode reflect). Its severities are not monotone in damage (FAITHFUL)."""
+    _check_param_set(param_set, "elastic_transform")
+    alpha, sigma, affine = elastic_parameters(severity, param_set, image.shape[0])
+    x = corruptions.to_float01(image).astype(np.float32)
+    height, width = x.shape[:2]
+    centre = np.float32((height, width)) // 2
+    side = min(height, width) // 3
+    points = np.float32([centre + side, [centre[0] + side, centre[1] - side], centre - side])
+    moved = points + rng.uniform(-affine, affine, size=points.shape).astype(np.float32)
+    matrix = cv2.getAffineTransform(points, moved)
+    x = cv2.warpAffine(x, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101)
+    dx = scipy.ndimage.gaussian_filter(rng.uniform(-1, 1, size=(height, width)), sigma, mode="reflect",
+                                       truncate=3.0) * alpha
+    dy = scipy.ndimage.gaussian_filter(rng.uniform(-1, 1, size=(height, width)), sigma, mode="reflect",
+                                       truncate=3.0) * alpha
+    yy, xx = np.mgrid[0:height, 0:width]
+    coordinates = np.stack([yy + dy.astype(np.float32), xx + dx.astype(np.float32)])
+    out = np.stack([scipy.ndimage.map_coordinates(x[..., c], coordinates, order=1, mode="reflect")
+                    for c in range(x.shape[2])], axis=-1)
+    return np.clip(out, 0.0, 1.0)
+
+
+def saturate(image, severity, rng, param_set=None, **_options):
+    """HSV saturation S * a + b, clipped, hue and value kept (closed form of skimage's
+    rgb2hsv -> hsv2rgb): channel c becomes V - S' V (V - c) / (V - min); grey pixels (S = 0, hue 0
+    in skimage) become (V, V (1 - S'), V (1 - S'))."""
+    _check_param_set(param_set, "saturate")
+    factor, offset = SATURATE[severity - 1]
+    x = corruptions.to_float01(image).astype(np.float64)
+    value = x.max(axis=2, keepdims=True)
+    low = x.min(axis=2, keepdims=True)
+    chroma = value - low
+    saturation = np.where(value > 0, chroma / np.where(value > 0, value, 1), 0.0)
+    new_saturation = np.clip(saturation * factor + offset, 0.0, 1.0)
+    coloured = value - new_saturation * value * (value - x) / np.where(chroma > 0, chroma, 1)
+    grey = np.concatenate([value, value * (1 - new_saturation), value * (1 - new_saturation)], axis=2)
+    return np.clip(np.where(chroma > 0, coloured, grey), 0.0, 1.0)
+
+
+CORRUPTIONS = {function.__name__: function for function in (
+    impulse_noise, speckle_noise, glass_blur, snow, frost, fog, elastic_transform, saturate)}

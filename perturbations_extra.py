@@ -1,0 +1,123 @@
+"""The four ImageNet-P extras of docs/BENCHMARK.md §3.7 (set ``imagenet-extra``), never in the mFP/mFR of the 10.
+
+Same interface as :mod:`perturbations`: ``fn(face130, rng, frames=30, **options) -> (frames, 100,
+100, 3) uint8``; each acts on the whole 130 px aligned face, then frame i is the default ROI
+(15, 15, 100, 100). Values as in the table of §3.7, in pixels of the 130 px face. Float frames are
+converted like C (clip, times 255, floor), except p_speckle_noise, converted like the other P noises
+(round half to even, docs/BENCHMARK.md §3.5).
+
+- p_zoom_blur: frame 0 clean; frame i = (x + sum_{j=1..i} Z(1 + 0.004 j)) / (i + 1), Z a bilinear
+  centre zoom cropped back to 130 px (:func:`corruptions_imagenet.clipped_zoom` per channel).
+- p_snow: one layer N(0.05, 0.3), clipped zoom x3, values < 0.5 -> 0 (as uint8); frame i
+  motion-blurs it with radius 14, sigma 4, angle 4 i - 150 degrees, and adds it as snow does.
+- p_tilt: perspective view of the face plane turned by pitch = yaw = (i - 15) degrees
+  (:func:`tilt_homography`).
+- p_speckle_noise: frame 0 clean; frames i >= 1 independent clip(x + x N(0, 0.05)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+import corruptions
+import corruptions_imagenet
+from perturbations import FACE_SIZE, FRAME_SIZE, NUM_FRAMES, _crop, _round_to_uint8
+
+ZOOM_STEP = 0.004  # p_zoom_blur: factor 1 + 0.004 j
+SNOW_LAYER = (0.05, 0.3, 3, 0.5)  # (loc, scale, zoom, threshold)
+SNOW_MOTION = (14, 4)  # (radius, sigma)
+SNOW_BLEND = 0.85
+MULTIPLICATIVE_NOISE_SIGMA = 0.05  # ImageNet-P difficulty 1 (difficulties 2/3: 0.10 / 0.15)
+
+
+def zoom_factor(j: int) -> float:
+    """p_zoom_blur's j-th zoom factor: 1 + 0.004 j."""
+    return 1.0 + ZOOM_STEP * j
+
+
+def snow_angle(i: int) -> float:
+    """p_snow's motion angle in degrees for frame i: 4 i - 150."""
+    return 4.0 * i - 150.0
+
+
+def tilt_angle(i: int) -> float:
+    """p_tilt's pitch and yaw in degrees for frame i: i - 15."""
+    return float(i - 15)
+
+
+def _floor_to_uint8(x01: np.ndarray) -> np.ndarray:
+    return (np.clip(x01, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _zoom_image(x: np.ndarray, zoom: float) -> np.ndarray:
+    return np.stack([corruptions_imagenet.clipped_zoom(x[..., c], zoom) for c in range(x.shape[2])], axis=-1)
+
+
+def p_zoom_blur(face, rng, frames=NUM_FRAMES, **_options):
+    """Frame i: mean of the clean face and its zooms by 1.004, ..., 1 + 0.004 i."""
+    x = face.astype(np.float64) / 255.0
+    total = x.copy()
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    out[0] = _crop(face)
+    for i in range(1, frames):
+        total += _zoom_image(x, zoom_factor(i))
+        out[i] = _crop(_floor_to_uint8(total / (i + 1)))
+    return out
+
+
+def p_snow(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_options):
+    """One snow layer (one draw), motion-blurred at angle 4 i - 150 for frame i."""
+    loc, scale, zoom, threshold = SNOW_LAYER
+    layer = corruptions_imagenet.snow_layer((FACE_SIZE, FACE_SIZE), loc, scale, zoom, threshold, rng)
+    grey3 = np.repeat(layer[..., None], 3, axis=2)
+    x = face.astype(np.float32) / np.float32(255.0)
+    radius, sigma = SNOW_MOTION
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    for i in range(frames):
+        flakes = corruptions.motion_blur_op(grey3, radius, sigma, snow_angle(i), backend=motion_backend)[..., 0]
+        out[i] = _crop(_floor_to_uint8(corruptions_imagenet.add_snow(x, flakes / 255.0, SNOW_BLEND)))
+    return out
+
+
+def tilt_homography(degrees: float, width: int = FACE_SIZE, height: int = FACE_SIZE) -> np.ndarray:
+    """3x3 homography of p_tilt: the image plane centred at the origin, rotated about the y axis
+    (yaw) then the x axis (pitch) by ``degrees``, moved f = sqrt(w^2 + h^2) along z and projected
+    with focal length f and principal point (w / 2, h / 2). At 0 degrees it is the identity."""
+    theta = math.radians(degrees)
+    focal = math.hypot(width, height)
+    cos, sin = math.cos(theta), math.sin(theta)
+    rotate_y = np.array([[cos, 0, sin], [0, 1, 0], [-sin, 0, cos]])
+    rotate_x = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]])
+    rotation = rotate_x @ rotate_y
+    centre = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 0], [0, 0, 1]], np.float64)
+    extrinsic = np.hstack([rotation, [[0], [0], [focal]]])
+    intrinsic = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
+    homography = intrinsic @ extrinsic @ centre
+    return homography / homography[2, 2]
+
+
+def p_tilt(face, rng, frames=NUM_FRAMES, **_options):
+    """Perspective warp (bilinear, black border) by tilt_homography(i - 15), then the default ROI."""
+    return np.ascontiguousarray(np.stack([
+        _crop(cv2.warpPerspective(face, tilt_homography(tilt_angle(i)), (FACE_SIZE, FACE_SIZE),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)))
+        for i in range(frames)]))
+
+
+def p_speckle_noise(face, rng, frames=NUM_FRAMES, **_options):
+    """Frame 0 clean; frames i >= 1 independent speckle noise x + x N(0, 0.05), rounded (§3.5)."""
+    clean = _crop(face)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    out[0] = clean
+    if frames > 1:
+        x = clean.astype(np.float64) / 255.0
+        noise = rng.standard_normal((frames - 1, *clean.shape))
+        out[1:] = _round_to_uint8(np.clip(x + x * MULTIPLICATIVE_NOISE_SIGMA * noise, 0.0, 1.0))
+    return out
+
+
+PERTURBATIONS = {function.__name__: function for function in (p_zoom_blur, p_snow, p_tilt, p_speckle_noise)}
+RANDOM_PERTURBATIONS = ("p_snow", "p_speckle_noise")
