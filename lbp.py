@@ -220,33 +220,42 @@ def _take(padded: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarr
 
 
 def _codes_numpy(grey: np.ndarray, settings: LbpSettings) -> np.ndarray:
-    """Vectorised LBP codes of a (N, H, W) uint8 batch; bit-identical to scikit-image."""
+    """Vectorised LBP codes of a (N, H, W) uint8 batch; bit-identical to scikit-image.
+
+    scikit-image samples neighbour i at (r + dr_i, c + dc_i) bilinearly:
+    value = (1 - wr) ((1 - wc) tl + wc tr) + wr ((1 - wc) bl + wc br), where the weights wr, wc
+    depend only on the row, resp. the column. The inner (horizontal) interpolation therefore
+    depends only on the column offset, and is computed once per distinct column offset over
+    every padded row; each neighbour then costs one vertical interpolation and a comparison.
+    """
     n, height, width = grey.shape
     pad = int(np.ceil(settings.radius)) + 1
-    centre = grey.astype(np.float64)
-    padded = np.pad(centre, ((0, 0), (pad, pad), (pad, pad)))  # zeros outside, scikit-image's cval
-    padded_u8 = np.pad(grey, ((0, 0), (pad, pad), (pad, pad)))
+    padded_u8 = np.pad(grey, ((0, 0), (pad, pad), (pad, pad)))  # zeros outside, scikit-image's cval
+    padded = padded_u8.astype(np.float64)
+    centre = padded[:, pad:pad + height, pad:pad + width]
+    all_rows, all_columns = np.arange(height + 2 * pad), np.arange(width)
     pattern = np.zeros((n, height, width), np.uint8 if settings.points <= 8 else np.uint16)
-    top, bottom, scratch = (np.empty((n, height, width)) for _ in range(3))
+    value, scratch = np.empty((n, height, width)), np.empty((n, height, width))
+    horizontal: dict[float, np.ndarray] = {}
     for bit, (row_offset, column_offset) in enumerate(zip(*_neighbour_offsets(settings))):
         row_low, row_high, row_weight = _axis_interpolation(height, row_offset, pad)
         col_low, col_high, col_weight = _axis_interpolation(width, column_offset, pad)
         if not row_weight.any() and not col_weight.any():
             # Integer offset: scikit-image's interpolation returns the pixel itself, exactly.
-            above = _take(padded_u8, row_low, col_low) >= grey
+            above = _take(padded_u8, row_low, col_low) >= padded_u8[:, pad:pad + height, pad:pad + width]
         else:
-            # value = (1 - dr) ((1 - dc) tl + dc tr) + dr ((1 - dc) bl + dc br), scikit-image's
-            # order of operations (products commute exactly; sums are kept in this order).
-            dc = col_weight[None, None, :]
+            if column_offset not in horizontal:  # (1 - wc) left + wc right, for every padded row
+                dc = col_weight[None, None, :]
+                inner = _take(padded, all_rows, col_low) * (1 - dc)
+                inner += np.multiply(_take(padded, all_rows, col_high), dc,
+                                     out=np.empty_like(inner))
+                horizontal[column_offset] = inner
+            inner = horizontal[column_offset]
             dr = row_weight[None, :, None]
-            np.multiply(_take(padded, row_low, col_low), 1 - dc, out=top)
-            top += np.multiply(_take(padded, row_low, col_high), dc, out=scratch)
-            np.multiply(_take(padded, row_high, col_low), 1 - dc, out=bottom)
-            bottom += np.multiply(_take(padded, row_high, col_high), dc, out=scratch)
-            top *= 1 - dr
-            top += np.multiply(bottom, dr, out=scratch)
+            np.multiply(_take(inner, row_low, all_columns), 1 - dr, out=value)
+            value += np.multiply(_take(inner, row_high, all_columns), dr, out=scratch)
             # neighbour - centre >= 0 is neighbour >= centre for finite IEEE doubles.
-            above = top >= centre
+            above = np.greater_equal(value, centre)
         pattern |= above.view(np.uint8).astype(pattern.dtype, copy=False) << bit
     return nri_uniform_table(settings.points)[pattern]
 
