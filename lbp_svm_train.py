@@ -1,0 +1,240 @@
+"""Train, select and evaluate the LBP + SVM baseline (docs/BENCHMARK.md §9.6, §9.9; docs/BASELINES.md).
+
+Commands:
+
+  train   fit SVC(C, gamma, RBF, balanced class weights) on LBP descriptors of the training
+          faces minus the hold-out, report hold-out accuracy, save a .skops model
+  search  fit every (C, gamma) of a grid on the same faces, choose on the hold-out (never on
+          test), save the best model and a CSV of the grid
+  eval    accuracy and confusion matrix (rows true, columns predicted) of a .skops model on the
+          test split, printed as the original and written as JSON + CSV beside the model
+
+Examples:
+
+  python3 lbp_svm_train.py train --rafdb RAF-DB --out out_training_fer/lbp_svm.skops
+  python3 lbp_svm_train.py search --rafdb RAF-DB --out out_training_fer/lbp_svm_best.skops
+  python3 lbp_svm_train.py eval --rafdb RAF-DB --model out_training_fer/lbp_svm.skops
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import lbp
+import lbp_svm
+import rafdb_dataset
+from cli_common import ArgumentParser, HelpFormatter, UserError, atomic_write_text, run_main, setup_logging
+
+LOG = logging.getLogger("fer.lbp_svm_train")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {"train": "fit one (C, gamma)", "search": "choose (C, gamma) on the hold-out",
+             "eval": "accuracy and confusion matrix on test"}
+    sub = {name: commands.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
+           for name, text in helps.items()}
+    for name, command in sub.items():
+        rafdb_dataset.add_dataset_args(command)
+        data = command.add_argument_group("data")
+        data.add_argument("--allow-missing", action="store_true",
+                          help="skip (and count) images named by the labels but absent from the tree")
+        if name != "eval":
+            data.add_argument("--val-fraction", type=float, default=0.1,
+                              help="fraction of each training class held out for validation (BENCHMARK.md §1.5)")
+            data.add_argument("--seed", type=int, default=0, help="seed of the hold-out split and the SVC")
+            descriptor = command.add_argument_group("descriptor (BENCHMARK.md §9.6)")
+            descriptor.add_argument("--lbp-legacy", action="store_true",
+                                    help="cast cell counts to uint8 as the original (counts above 255 wrap)")
+            descriptor.add_argument("--lbp-keep-ar", action="store_true",
+                                    help="resize to 147x147 and keep columns 19..126 (the original's keep_ar)")
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+    train = sub["train"].add_argument_group("classifier")
+    train.add_argument("--C", dest="C", type=_positive_float, default=lbp_svm.DEFAULT_C, help="SVC C (the original's 4)")
+    train.add_argument("--gamma", type=_positive_float, default=lbp_svm.DEFAULT_GAMMA,
+                       help="RBF gamma on raw counts (the original's 3e-6)")
+    train.add_argument("--no-holdout", action="store_true",
+                       help="fit on every training image, as the original (no validation score)")
+    search = sub["search"].add_argument_group("grid")
+    search.add_argument("--C-grid", dest="C_grid", type=_positive_float, nargs="+", default=list(lbp_svm.DEFAULT_C_GRID),
+                        help="values of C")
+    search.add_argument("--gamma-grid", type=_positive_float, nargs="+", default=list(lbp_svm.DEFAULT_GAMMA_GRID),
+                        help="values of gamma (default: the original's grid 1/(2478*512), 1/(2478*2048) and its 3e-6)")
+    for name in ("train", "search"):
+        sub[name].add_argument("--out", type=Path, default=Path("out_training_fer/lbp_svm.skops"),
+                               help="model file to write (.skops); search also writes <stem>.search.csv beside it")
+    sub["eval"].add_argument("--model", type=Path, default=Path("out_training_fer/lbp_svm.skops"),
+                             help="a .skops model written by train or search")
+    sub["eval"].add_argument("--out-dir", type=Path, default=None,
+                             help="folder for <stem>.eval_test.json and <stem>.confusion_test.csv "
+                                  "(default: the model's folder)")
+    return parser.parse_args(argv)
+
+
+def _settings(args: argparse.Namespace) -> lbp.LbpSettings:
+    return lbp.LbpSettings(legacy=args.lbp_legacy, keep_ar=args.lbp_keep_ar)
+
+
+def _check_out(path: Path) -> None:
+    lbp_svm.refuse_pickle(path)
+    if path.suffix.lower() != ".skops":
+        raise UserError(f"--out {path}: the model file name must end in .skops")
+
+
+def _load(args: argparse.Namespace, part: str) -> lbp_svm.FaceSplit:
+    split = lbp_svm.load_split(args.rafdb, part, args.labels, val_fraction=getattr(args, "val_fraction", 0.1),
+                               seed=getattr(args, "seed", 0), allow_missing=args.allow_missing)
+    LOG.info("%s", split.description)
+    return split
+
+
+def _features(args, split, settings):
+    started = time.perf_counter()
+    features, size = lbp_svm.split_features(split, settings, progress=None if not args.quiet else False)
+    LOG.info("LBP descriptors of %d %s faces in %.1f s", len(split), split.name, time.perf_counter() - started)
+    return features, size
+
+
+def _fit(features, classes, C, gamma, seed):
+    svc = lbp_svm.make_svc(C, gamma, seed)
+    started = time.perf_counter()
+    svc.fit(features, classes)
+    return svc, time.perf_counter() - started
+
+
+def _accuracy(model: lbp_svm.LbpSvmModel, features: np.ndarray, classes: np.ndarray) -> float:
+    predicted = np.argmax(model.scores(features), axis=1)
+    return float(np.mean(predicted == classes)) if len(classes) else float("nan")
+
+
+def _training_data(args):
+    settings = _settings(args)
+    train = _load(args, "all-train" if getattr(args, "no_holdout", False) else "train")
+    train_x, size = _features(args, train, settings)
+    val = val_x = None
+    if not getattr(args, "no_holdout", False):
+        val = _load(args, "val")
+        val_x, _ = _features(args, val, settings)
+    return settings, train, train_x, size, val, val_x
+
+
+def _info(args, train, val, C, gamma, val_accuracy, selection):
+    """The training record stored in the model (no timings: equal runs must give equal files)."""
+    return {"dataset": "rafdb", "protocol": args.labels, "train": train.description,
+            "validation": val.description if val is not None else None,
+            "val_fraction": None if val is None else args.val_fraction, "seed": args.seed,
+            "C": C, "gamma": gamma,
+            "val_accuracy": val_accuracy, "selection": selection}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _check_out(args.out)
+    settings, train, train_x, size, val, val_x = _training_data(args)
+    LOG.info("fitting SVC(C=%g, gamma=%g, rbf, balanced) on %d x %d", args.C, args.gamma, *train_x.shape)
+    svc, seconds = _fit(train_x, train.classes, args.C, args.gamma, args.seed)
+    model = lbp_svm.LbpSvmModel(svc, settings, train.class_names, size)
+    val_accuracy = None if val is None else _accuracy(model, val_x, val.classes)
+    model.info = _info(args, train, val, args.C, args.gamma, val_accuracy, "given (C, gamma)")
+    lbp_svm.save_skops(model, args.out)
+    score = "no hold-out" if val_accuracy is None else f"hold-out accuracy {val_accuracy:.4f} ({len(val)} faces)"
+    print(f"C={args.C:g} gamma={args.gamma:g}: fit {seconds:.1f} s, {score}; saved {args.out}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    _check_out(args.out)
+    settings, train, train_x, size, val, val_x = _training_data(args)
+    grid = [(C, gamma) for C in args.C_grid for gamma in args.gamma_grid]
+    rows = []
+    best = None
+    for C, gamma in tqdm(grid, desc="grid", unit="fit", file=sys.stderr, disable=args.quiet or not sys.stderr.isatty()):
+        svc, seconds = _fit(train_x, train.classes, C, gamma, args.seed)
+        model = lbp_svm.LbpSvmModel(svc, settings, train.class_names, size)
+        accuracy = _accuracy(model, val_x, val.classes)
+        rows.append({"C": C, "gamma": gamma, "val_accuracy": accuracy, "fit_seconds": round(seconds, 3),
+                     "n_support_vectors": int(np.sum(svc.n_support_))})
+        LOG.info("C=%g gamma=%g: hold-out accuracy %.4f (%.1f s)", C, gamma, accuracy, seconds)
+        if best is None or accuracy > best[0]:  # ties: the first in grid order
+            best = (accuracy, model, C, gamma, seconds)
+    accuracy, model, C, gamma, seconds = best
+    model.info = _info(args, train, val, C, gamma, accuracy,
+                       f"best hold-out accuracy over {len(grid)} (C, gamma)")
+    table_path = args.out.with_name(args.out.stem + ".search.csv")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(table_path, buffer.getvalue())
+    lbp_svm.save_skops(model, args.out)
+    print(f"{'C':>8} {'gamma':>12} {'val_acc':>8} {'fit_s':>8}")
+    for row in rows:
+        mark = "  <- best" if (row["C"], row["gamma"]) == (C, gamma) else ""
+        print(f"{row['C']:8g} {row['gamma']:12.4g} {row['val_accuracy']:8.4f} {row['fit_seconds']:8.1f}{mark}")
+    print(f"chosen on the hold-out ({len(val)} faces): C={C:g} gamma={gamma:g}; saved {args.out}, table {table_path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model = lbp_svm.load_skops(args.model)
+    test = _load(args, "test")
+    if tuple(test.class_names) != tuple(model.class_names):
+        raise UserError(f"{args.model}: classes {list(model.class_names)} differ from the dataset's "
+                        f"{list(test.class_names)}")
+    features, _ = _features(args, test, model.settings)
+    predicted = np.argmax(model.scores(features), axis=1)
+    k = len(model.class_names)
+    confusion = lbp_svm.confusion_matrix(test.classes, predicted, k)
+    accuracy = float(np.trace(confusion) / max(1, confusion.sum()))
+    # The original printed sklearn's confusion matrix and "Accuracy: %.3f".
+    print(f"{test.description}")
+    print("confusion matrix (rows: true class, columns: predicted class)")
+    print(" " * 11 + "".join(f"{name[:9]:>10}" for name in model.class_names))
+    for index, name in enumerate(model.class_names):
+        print(f"{name[:10]:<11}" + "".join(f"{value:10d}" for value in confusion[index]))
+    print("Accuracy: %.3f" % accuracy)
+    out_dir = args.out_dir or args.model.parent
+    stem = args.model.stem
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["true\\predicted", *model.class_names])
+    for name, row in zip(model.class_names, confusion):
+        writer.writerow([name, *row.tolist()])
+    atomic_write_text(out_dir / f"{stem}.confusion_test.csv", buffer.getvalue())
+    report = {"model": str(args.model), "split": "test", "protocol": args.labels, "n": int(confusion.sum()),
+              "accuracy": accuracy, "class_names": list(model.class_names), "confusion": confusion.tolist(),
+              "data": test.description, "model_info": model.describe()}
+    atomic_write_text(out_dir / f"{stem}.eval_test.json", json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    args = parse_args(argv)
+    return {"train": cmd_train, "search": cmd_search, "eval": cmd_eval}[args.command](args)
+
+
+if __name__ == "__main__":
+    run_main(main)

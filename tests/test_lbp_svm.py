@@ -1,0 +1,166 @@
+"""The LBP+SVM model file and lbp_svm_train.py: save/load, refusals, probabilities, train/search/eval."""
+
+import csv
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skops.io
+
+import lbp
+import lbp_svm
+import lbp_svm_train
+import rafdb_dataset
+from cli_common import UserError
+
+
+@pytest.fixture(scope="module")
+def trained(sample_tree, tmp_path_factory):
+    """A model trained once by the script on the sample tree (hold-out 10 %)."""
+    out = tmp_path_factory.mktemp("lbp") / "model.skops"
+    assert lbp_svm_train.main(["train", "--rafdb", str(sample_tree), "--out", str(out), "--quiet",
+                               "--gamma", "1e-5"]) == 0
+    return out
+
+
+def _test_faces(root):
+    labels = rafdb_dataset.load_labels(root, "test", "soft")
+    images = np.stack([rafdb_dataset.read_image(path) for path in labels.aligned_paths(root)])
+    return labels, images
+
+
+def test_round_trip_interface_and_probabilities(trained, sample_tree):
+    model = lbp_svm.load_skops(trained)
+    assert model.class_names == rafdb_dataset.CLASS_NAMES and model.image_size == (100, 100)
+    assert model.channels == 1 and model.settings == lbp.LbpSettings()
+    _, rgb = _test_faces(sample_tree)
+    # Grey by OpenCV's weights computed here in integer arithmetic (0.299, 0.587, 0.114 in Q14).
+    weights = np.array([4899, 9617, 1868])
+    grey = ((rgb.astype(np.int64) @ weights + (1 << 13)) >> 14).astype(np.uint8)[..., None]
+    probabilities = model.predict_batch(grey)
+    assert probabilities.dtype == np.float32 and probabilities.shape == (len(rgb), 7)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict_batch(grey.astype(np.float32)), probabilities)
+    # Softmax of sklearn's own decision_function on the descriptor, written out here.
+    features = lbp.describe(grey)
+    decision = model.svc.decision_function(features)
+    expected = np.zeros((len(rgb), 7))
+    expected[:, model.svc.classes_] = np.exp(decision) / np.exp(decision).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(np.argmax(probabilities, axis=1), model.svc.predict(features))
+    description = model.describe()
+    assert description["svc"]["C"] == 4.0 and description["svc"]["gamma"] == 1e-5
+    assert description["n_features"] == 2478 and description["info"]["protocol"] == "soft"
+
+
+def test_same_seed_gives_identical_model_bytes(trained, sample_tree, tmp_path):
+    again = tmp_path / "again.skops"
+    lbp_svm_train.main(["train", "--rafdb", str(sample_tree), "--out", str(again), "--quiet", "--gamma", "1e-5"])
+    assert again.read_bytes() == trained.read_bytes()
+
+
+def test_pickle_is_refused_before_it_is_opened(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for suffix in (".pickle", ".pkl"):
+        path = tmp_path / f"model{suffix}"
+        path.write_bytes(pickle.dumps(Payload()))
+        with pytest.raises(UserError, match=r"\.skops.*|pickle"):
+            lbp_svm.load_skops(path)
+        with pytest.raises(UserError, match="arbitrary code"):
+            lbp_svm_train.main(["eval", "--model", str(path), "--rafdb", str(tmp_path)])
+    assert not marker.exists()
+
+
+def test_skops_with_unexpected_types_is_refused(tmp_path, trained):
+    from sklearn.preprocessing import FunctionTransformer
+
+    path = tmp_path / "evil.skops"
+    path.write_bytes(skops.io.dumps({"format": lbp_svm.FORMAT, "svc": FunctionTransformer(func=os.system)}))
+    with pytest.raises(UserError) as error:
+        lbp_svm.load_skops(path)
+    assert str(path) in str(error.value) and "system" in str(error.value)
+    plain = tmp_path / "plain.skops"
+    plain.write_bytes(skops.io.dumps({"format": "something else"}))
+    with pytest.raises(UserError, match="not an LBP"):
+        lbp_svm.load_skops(plain)
+    junk = tmp_path / "junk.skops"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not a readable"):
+        lbp_svm.load_skops(junk)
+
+
+def test_eval_confusion_recomputed(trained, sample_tree, tmp_path, capsys):
+    assert lbp_svm_train.main(["eval", "--rafdb", str(sample_tree), "--model", str(trained),
+                               "--out-dir", str(tmp_path), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "model.eval_test.json").read_text())
+    # Independently: sklearn's predict on the descriptor of each face, counted here.
+    labels, rgb = _test_faces(sample_tree)
+    model = lbp_svm.load_skops(trained)
+    predicted = model.svc.predict(np.concatenate([lbp.describe(face[None]) for face in rgb]))
+    expected = np.zeros((7, 7), int)
+    for true, guess in zip(labels.classes, predicted):
+        expected[true, guess] += 1
+    assert report["confusion"] == expected.tolist() and report["n"] == len(labels)
+    assert report["accuracy"] == pytest.approx(np.trace(expected) / len(labels))
+    with open(tmp_path / "model.confusion_test.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][1:] == list(rafdb_dataset.CLASS_NAMES)
+    assert [[int(v) for v in row[1:]] for row in rows[1:]] == expected.tolist()
+    assert f"Accuracy: {np.trace(expected) / len(labels):.3f}" in printed
+
+
+def test_search_chooses_on_holdout_and_never_opens_test(sample_tree, tmp_path, monkeypatch):
+    root = tmp_path / "RAF-DB"
+    shutil.copytree(sample_tree, root)
+    for path in (root / rafdb_dataset.ALIGNED_DIR).glob("test_*"):
+        path.write_bytes(b"poison: not an image")  # any read of a test face would fail
+    opened = []
+    real_read = rafdb_dataset.read_image
+    monkeypatch.setattr(rafdb_dataset, "read_image", lambda path: opened.append(str(path)) or real_read(path))
+    out = tmp_path / "best.skops"
+    assert lbp_svm_train.main(["search", "--rafdb", str(root), "--out", str(out), "--quiet",
+                               "--C-grid", "1", "4", "--gamma-grid", "3e-6", "1e-5"]) == 0
+    assert opened and not [p for p in opened if "test_" in os.path.basename(p)]
+    with open(tmp_path / "best.search.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(float(r["C"]), float(r["gamma"])) for r in rows] == [(1, 3e-6), (1, 1e-5), (4, 3e-6), (4, 1e-5)]
+    accuracies = [float(r["val_accuracy"]) for r in rows]
+    best = rows[int(np.argmax(accuracies))]  # first of the best, grid order
+    model = lbp_svm.load_skops(out)
+    assert (model.svc.C, model.svc.gamma) == (float(best["C"]), float(best["gamma"]))
+    # Recompute the winner's hold-out accuracy from the held-out faces.
+    val = lbp_svm.load_split(root, "val")
+    faces = np.stack([real_read(path) for path in val.paths])
+    assert np.mean(model.predict_classes(faces) == val.classes) == pytest.approx(max(accuracies))
+    # The poison is real: evaluating on test does fail.
+    with pytest.raises(UserError, match="not a readable image"):
+        lbp_svm_train.main(["eval", "--rafdb", str(root), "--model", str(out), "--quiet"])
+
+
+def test_legacy_flag_stored_in_model(sample_tree, tmp_path):
+    out = tmp_path / "legacy.skops"
+    lbp_svm_train.main(["train", "--rafdb", str(sample_tree), "--out", str(out), "--quiet", "--lbp-legacy",
+                        "--no-holdout"])
+    model = lbp_svm.load_skops(out)
+    assert model.settings.legacy and model.info["validation"] is None
+    assert model.svc.shape_fit_[0] == len(rafdb_dataset.load_labels(sample_tree, "train"))
+
+
+def test_cli_exit_code_and_help(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    bad = subprocess.run([sys.executable, "lbp_svm_train.py", "eval", "--model", str(tmp_path / "m.pkl")],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and ".skops" in bad.stderr and "Traceback" not in bad.stderr
+    with pytest.raises(UserError, match="must end in .skops"):
+        lbp_svm_train.main(["train", "--rafdb", str(tmp_path), "--out", str(tmp_path / "m.joblib")])
