@@ -442,13 +442,12 @@ def figures(report: dict) -> dict[str, tuple[str, bytes]]:
                                  squeeze=False, sharey=True)
         for index, corruption in enumerate(corruptions):
             ax = axes[index // columns][index % columns]
-            for position, name in enumerate(robust):
+            for name in robust:
                 acc = metrics[name]["c"]["accuracy"].get(corruption)
                 if acc:
                     clean_acc = 1 - metrics[name]["c"]["clean_error"]
-                    line, = ax.plot([0] + list(acc), [clean_acc * 100] +
-                                    [v * 100 for v in acc.values()], marker="o", markersize=3,
-                                    label=name)
+                    ax.plot([0] + list(acc), [clean_acc * 100] + [v * 100 for v in acc.values()],
+                            marker="o", markersize=3, label=name)
             ax.set_title(corruption, fontsize=9)
             ax.set_xticks(range(0, 6))
             ax.grid(alpha=0.3)

@@ -8,7 +8,6 @@ base.json) and eval_perturbed_rafdb2.py --json over a predictions file of the th
 """
 
 import base64
-import copy
 import csv
 import json
 import re
