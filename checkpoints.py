@@ -1,4 +1,9 @@
-"""Load any Keras image classifier safely and adapt it to RAF-DB evaluation (BENCHMARK.md §4.7, §5.3, §8.4).
+"""Load any image classifier safely and adapt it to RAF-DB evaluation (BENCHMARK.md §4.7, §5.3, §8.4, §11.4).
+
+Keras checkpoints are handled here; ``.tflite``, ``.onnx`` and ``.skops`` files are opened by
+``model_files.py`` as *runners* and adapted by :func:`adapt_runner`; ``classifier_from_args``
+dispatches on the suffix, and a ``.pickle`` / ``.pkl`` is refused by its name before it is opened.
+A :class:`Classifier` runs any runner (``.runner``; ``.model`` is the Keras model or None).
 
 Shared by ``eval_corrupted_rafdb.py`` and ``eval_perturbed_rafdb.py`` (no script imports another).
 
