@@ -1,4 +1,9 @@
-"""Load any Keras image classifier safely and adapt it to RAF-DB evaluation (BENCHMARK.md §4.7, §5.3, §8.4).
+"""Load any image classifier safely and adapt it to RAF-DB evaluation (BENCHMARK.md §4.7, §5.3, §8.4, §11.4).
+
+Keras checkpoints are handled here; ``.tflite``, ``.onnx`` and ``.skops`` files are opened by
+``model_files.py`` as *runners* and adapted by :func:`adapt_runner`; ``classifier_from_args``
+dispatches on the suffix, and a ``.pickle`` / ``.pkl`` is refused by its name before it is opened.
+A :class:`Classifier` runs any runner (``.runner``; ``.model`` is the Keras model or None).
 
 Shared by ``eval_corrupted_rafdb.py`` and ``eval_perturbed_rafdb.py`` (no script imports another).
 
@@ -69,6 +74,7 @@ from typing import Sequence
 import numpy as np
 
 from augmentations import CROP_RULES as CROP_CHOICES
+import model_files
 from cli_common import UserError, positive_int
 from rafdb_dataset import CLASS_NAMES as RAFDB_CLASS_NAMES  # BENCHMARK.md §1.2: index = RAF-DB label - 1
 
@@ -90,7 +96,9 @@ CLASS_SYNONYMS = {
     "neutral": "neutral", "neutrality": "neutral",
 }
 
-CHECKPOINT_SUFFIXES = (".hdf5", ".h5", ".keras")
+KERAS_SUFFIXES = model_files.KERAS_SUFFIXES
+# Every model file an evaluation accepts (Keras, TFLite, ONNX, LBP+SVM; docs/BENCHMARK.md §11.4).
+CHECKPOINT_SUFFIXES = model_files.MODEL_SUFFIXES
 CHECKPOINT_PATTERN = re.compile(r"checkpoint.([0-9]+).hdf5")  # BENCHMARK.md §4.7, the original's regex
 
 # Modes the user may name for a checkpoint that does not carry its preprocessing: those of
@@ -122,11 +130,12 @@ def _best_in_run(run_dir: Path) -> Path | None:
 def find_checkpoints(path: str | Path) -> list[Path]:
     """The checkpoint files that ``path`` names: a file, a run directory or a directory of runs."""
     path = Path(path)
+    model_files.refuse_pickle(path)  # from the name alone, before anything opens the file
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint file or directory")
     if path.is_file():
         if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-            raise UserError(f"{path}: expected a Keras checkpoint ending in "
+            raise UserError(f"{path}: expected a model file ending in "
                             f"{', '.join(CHECKPOINT_SUFFIXES)}")
         return [path]
     best = _best_in_run(path)
@@ -174,6 +183,7 @@ def load_classifier(path: str | Path, *, unsafe: bool = False):
     import keras
 
     path = Path(path)
+    model_files.refuse_pickle(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint file not found")
     custom_objects = _custom_objects()
@@ -369,12 +379,13 @@ def pipeline_user_errors():
 class Classifier:
     """A loaded model plus everything needed to feed it RAF-DB images and read RAF-DB classes."""
 
-    def __init__(self, model, checkpoint_path: Path, *, image_size: tuple[int, int], channels: int,
+    def __init__(self, runner, checkpoint_path: Path, *, image_size: tuple[int, int], channels: int,
                  crop: str, batch_size: int, preprocess, preprocessing_label: str,
                  preprocessing_source: str, output_names: tuple[str, ...], class_source: str,
                  permutation: np.ndarray, run_info: dict | None,
                  stripped_layers: Sequence[str] = ()):
-        self.model = model
+        self.runner = runner  # a model_files.Runner
+        self.model = getattr(runner, "model", None)  # the Keras model, for Keras checkpoints
         self.checkpoint_path = Path(checkpoint_path)
         self.image_size = image_size
         self.channels = channels
@@ -388,7 +399,6 @@ class Classifier:
         self.permutation = permutation
         self.run_info = run_info
         self.stripped_layers = tuple(stripped_layers)  # the model's own preprocessing, removed
-        self._predict_step = None
 
     # -- reports ---------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -398,8 +408,10 @@ class Classifier:
             "checkpoint": str(self.checkpoint_path),
             "checkpoint_size": stat.st_size,
             "checkpoint_mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stat.st_mtime)),
-            "model_name": self.model.name,
-            "parameters": int(self.model.count_params()),
+            "format": self.runner.format,
+            "model_name": self.runner.name,
+            "parameters": self.runner.parameters,
+            "runtime": self.runner.describe(),
             "input_shape": [self.image_size[0], self.image_size[1], self.channels],
             "crop": self.crop,
             "preprocessing": self.preprocessing_label,
@@ -448,22 +460,8 @@ class Classifier:
             dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    def _step(self):
-        if self._predict_step is None:
-            import tensorflow as tf
-
-            model = self.model
-
-            @tf.function(reduce_retracing=True)
-            def step(images):
-                return model(images, training=False)
-
-            self._predict_step = step
-        return self._predict_step
-
     def predict_dataset(self, dataset, *, progress: str | None = None) -> np.ndarray:
         """Probabilities (N, 7) float32 in RAF-DB order for every image of a batched dataset."""
-        step = self._step()
         chunks = []
         bar = None
         if progress:
@@ -473,10 +471,7 @@ class Classifier:
         try:
             with pipeline_user_errors():
                 for images in self._with_preprocessing(dataset):
-                    outputs = step(images)
-                    if isinstance(outputs, (list, tuple)):
-                        outputs = outputs[0]
-                    outputs = np.asarray(outputs, dtype=np.float32)
+                    outputs = self.runner.predict(images)
                     chunks.append(outputs)
                     if bar is not None:
                         bar.update(len(outputs))
@@ -514,6 +509,54 @@ def _model_input_shape(model, checkpoint_path: Path, input_size, run_info):
         raise UserError(f"{checkpoint_path}: expected 1 (grey) or 3 (RGB) input channels, found "
                         f"{channels}")
     return (int(height), int(width)), int(channels)
+
+
+def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | None,
+                        checkpoint_path: Path, stored: Sequence[str] | None = None):
+    """(output names, where they came from, permutation to RAF-DB order) for a model.
+
+    Precedence: ``--class-order`` > names stored in the model file (``stored``) > run.json's
+    ``class_names`` > RAF-DB order assumed for 7 outputs (with a warning); UserError otherwise.
+    """
+    run_json_path = checkpoint_path.parent / RUN_JSON
+    if class_order is not None:
+        try:
+            names = parse_class_order(class_order)
+        except ValueError as error:
+            raise UserError(f"--class-order: {error}") from None
+        class_source = "flag"
+        if run_info and run_info.get("class_names") and \
+                tuple(parse_class_order(run_info["class_names"])) != names:
+            LOG.warning("--class-order overrides the class_names of %s", run_json_path)
+    elif stored:
+        names = parse_class_order(stored)
+        class_source = "model file"
+    elif run_info and run_info.get("class_names"):
+        names = parse_class_order(run_info["class_names"])
+        class_source = "run.json"
+    elif n_outputs == len(RAFDB_CLASS_NAMES):
+        names = RAFDB_CLASS_NAMES
+        class_source = "assumed"
+        LOG.warning("%s: 7 outputs and no run.json: assuming RAF-DB class order (%s); name "
+                    "another with --class-order (e.g. fer2013)", checkpoint_path,
+                    ",".join(RAFDB_CLASS_NAMES))
+    else:
+        raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs, not RAF-DB's 7; "
+                        f"name them with --class-order (comma-separated, e.g. "
+                        f"angry,disgust,fear,happy,sad,surprise,neutral,contempt)")
+    if n_outputs != len(names):
+        raise UserError(f"--class-order / {checkpoint_path}: {len(names)} class names for a model "
+                        f"with {n_outputs} outputs")
+    try:
+        permutation = class_permutation(names)
+    except ValueError as error:
+        raise UserError(f"--class-order / {checkpoint_path}: {error}") from None
+    dropped = [name for name in names if name not in RAFDB_CLASS_NAMES]
+    if dropped:
+        LOG.warning("%s: outputs %s have no RAF-DB class and are ignored", checkpoint_path,
+                    ",".join(dropped))
+
+    return tuple(names), class_source, permutation
 
 
 def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = None,
@@ -613,39 +656,8 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
     # Class order.
     output_shape = tuple(model.outputs[0].shape) if model.outputs else ()
     n_outputs = output_shape[-1] if output_shape else None
-    if class_order is not None:
-        try:
-            names = parse_class_order(class_order)
-        except ValueError as error:
-            raise UserError(f"--class-order: {error}") from None
-        class_source = "flag"
-        if run_info and run_info.get("class_names") and \
-                tuple(parse_class_order(run_info["class_names"])) != names:
-            LOG.warning("--class-order overrides the class_names of %s", run_json_path)
-    elif run_info and run_info.get("class_names"):
-        names = parse_class_order(run_info["class_names"])
-        class_source = "run.json"
-    elif n_outputs == len(RAFDB_CLASS_NAMES):
-        names = RAFDB_CLASS_NAMES
-        class_source = "assumed"
-        LOG.warning("%s: 7 outputs and no run.json: assuming RAF-DB class order (%s); name "
-                    "another with --class-order (e.g. fer2013)", checkpoint_path,
-                    ",".join(RAFDB_CLASS_NAMES))
-    else:
-        raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs, not RAF-DB's 7; "
-                        f"name them with --class-order (comma-separated, e.g. "
-                        f"angry,disgust,fear,happy,sad,surprise,neutral,contempt)")
-    if n_outputs != len(names):
-        raise UserError(f"--class-order / {checkpoint_path}: {len(names)} class names for a model "
-                        f"with {n_outputs} outputs")
-    try:
-        permutation = class_permutation(names)
-    except ValueError as error:
-        raise UserError(f"--class-order / {checkpoint_path}: {error}") from None
-    dropped = [name for name in names if name not in RAFDB_CLASS_NAMES]
-    if dropped:
-        LOG.warning("%s: outputs %s have no RAF-DB class and are ignored", checkpoint_path,
-                    ",".join(dropped))
+    names, class_source, permutation = resolve_class_order(n_outputs, class_order, run_info,
+                                                           checkpoint_path)
 
     if preprocess is not None:  # fail now, not inside the input pipeline
         try:
@@ -654,7 +666,8 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
             raise UserError(f"{checkpoint_path}: preprocessing {label}: {error}") from None
     if batch_size < 1:
         raise UserError(f"--batch: expected a positive integer, got {batch_size}")
-    classifier = Classifier(model, checkpoint_path, image_size=image_size, channels=channels,
+    classifier = Classifier(model_files.KerasRunner(model, checkpoint_path), checkpoint_path,
+                            image_size=image_size, channels=channels,
                             crop=crop, batch_size=batch_size, preprocess=preprocess,
                             preprocessing_label=label, preprocessing_source=source,
                             output_names=tuple(names), class_source=class_source,
@@ -662,6 +675,103 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                             stripped_layers=stripped_layers)
     LOG.info("%s: input %dx%dx%d, crop %s, preprocessing %s (%s), classes %s (%s)",
              checkpoint_path, image_size[0], image_size[1], channels, crop, label, source,
+             ",".join(names), class_source)
+    return classifier
+
+
+def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
+                          preprocessing: str | None, eval_preprocessing: str | None,
+                          channels: int):
+    """(preprocess function or None, label, source) for a model that is not a Keras checkpoint."""
+    if eval_preprocessing not in (None, "auto", "legacy-vggface2"):
+        raise UserError(f"--eval-preprocessing: expected auto or legacy-vggface2, "
+                        f"got {eval_preprocessing!r}")
+    legacy = eval_preprocessing == "legacy-vggface2"
+    if preprocessing is not None:
+        preprocessing = PREPROCESSING_ALIASES.get(preprocessing, preprocessing)
+        if preprocessing not in PREPROCESSING_CHOICES:
+            raise UserError(f"--preprocessing: expected one of "
+                            f"{', '.join(PREPROCESSING_CHOICES)}, got {preprocessing!r}")
+    if runner.preprocessing_inside:
+        if legacy or preprocessing not in (None, "none"):
+            raise UserError(f"{checkpoint_path}: a {runner.format} model takes raw pixels 0..255 "
+                            f"and computes its own features; drop --preprocessing / "
+                            f"--eval-preprocessing")
+        return None, "none (raw pixels; the model computes its own features)", "model file"
+    if legacy:
+        if channels != 3:
+            raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
+        return _legacy_vggface2, "legacy-vggface2 (BGR, swapped means)", "flag"
+    if preprocessing is not None:
+        if preprocessing in _THREE_CHANNEL_MODES and channels != 3:
+            raise UserError(f"--preprocessing {preprocessing} needs a 3-channel model; "
+                            f"{checkpoint_path} takes {channels} (use none, scale01 or scale-1-1)")
+        return (None if preprocessing == "none" else _Preprocessor(preprocessing)), \
+            preprocessing, "flag"
+    if run_info is not None and not run_info.get("preprocessing_in_model"):
+        mode = run_info.get("preprocessing") or "none"
+        mode = PREPROCESSING_ALIASES.get(mode, mode)
+        if mode == "none":
+            return None, "none", "run.json"
+        if mode not in PREPROCESSING_CHOICES:
+            raise UserError(f"{checkpoint_path.parent / RUN_JSON}: unknown preprocessing "
+                            f"{mode!r} (expected one of {', '.join(PREPROCESSING_CHOICES)})")
+        bgr = str(run_info.get("channel_order", "RGB")).upper() == "BGR"
+        return (_Preprocessor(mode, run_info.get("mean_order") or "correct",
+                              run_info.get("colour") or "rgb", bgr_input=bgr),
+                f"{mode} ({'BGR' if bgr else 'RGB'} input)", "run.json")
+    if run_info is not None:
+        return None, f"{run_info.get('preprocessing', '?')} (inside the model)", "run.json"
+    LOG.warning("%s: no --preprocessing: feeding raw RGB pixels 0..255 (name the model's "
+                "preprocessing with --preprocessing, e.g. scale-1-1 or z_normalization)",
+                checkpoint_path)
+    return None, "none", "default"
+
+
+def adapt_runner(runner, checkpoint_path: str | Path, *, preprocessing: str | None = None,
+                 class_order: str | Sequence[str] | None = None,
+                 eval_preprocessing: str | None = None, crop: str | None = None,
+                 batch_size: int = 64, input_size: tuple[int, int] | None = None) -> Classifier:
+    """``adapt`` for a TFLite, ONNX or LBP+SVM model (a ``model_files.Runner``).
+
+    The input size and channels come from the model file (``--input-size`` where the file leaves
+    them free); preprocessing from ``--preprocessing`` / ``--eval-preprocessing``, else a run.json
+    beside the file, else raw pixels with a warning; class order as for Keras checkpoints, with the
+    names a ``.skops`` file stores taking the place of run.json.
+    """
+    checkpoint_path = Path(checkpoint_path)
+    run_info = read_run_json(checkpoint_path)
+    height, width, channels = runner.input_hwc
+    if height is None or width is None:
+        if input_size is None and run_info and run_info.get("input_shape"):
+            input_size = tuple(run_info["input_shape"][:2])
+        if input_size is None:
+            raise UserError(f"{checkpoint_path}: the model leaves its input size free "
+                            f"({height or '?'}x{width or '?'}x{channels}); name one with "
+                            f"--input-size")
+        height, width = height or int(input_size[0]), width or int(input_size[1])
+    elif input_size is not None and tuple(input_size) != (height, width):
+        LOG.warning("%s: the model takes %dx%d images; --input-size %dx%d is ignored",
+                    checkpoint_path, height, width, *input_size)
+    if crop is None:
+        crop = (run_info or {}).get("crop") or "exact"
+    if crop not in CROP_CHOICES:
+        raise UserError(f"--crop: expected one of {', '.join(CROP_CHOICES)}, got {crop!r}")
+    if batch_size < 1:
+        raise UserError(f"--batch: expected a positive integer, got {batch_size}")
+    preprocess, label, source = _runner_preprocessing(runner, checkpoint_path, run_info,
+                                                      preprocessing, eval_preprocessing, channels)
+    names, class_source, permutation = resolve_class_order(runner.n_outputs, class_order,
+                                                           run_info, checkpoint_path,
+                                                           stored=runner.class_names)
+    classifier = Classifier(runner, checkpoint_path, image_size=(int(height), int(width)),
+                            channels=int(channels), crop=crop, batch_size=batch_size,
+                            preprocess=preprocess, preprocessing_label=label,
+                            preprocessing_source=source, output_names=names,
+                            class_source=class_source, permutation=permutation,
+                            run_info=run_info)
+    LOG.info("%s (%s): input %dx%dx%d, crop %s, preprocessing %s (%s), classes %s (%s)",
+             checkpoint_path, runner.format, height, width, channels, crop, label, source,
              ",".join(names), class_source)
     return classifier
 
@@ -710,7 +820,15 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
 
 
 def classifier_from_args(checkpoint_path: str | Path, args: argparse.Namespace) -> Classifier:
-    """Load and adapt one checkpoint with the flags of :func:`add_checkpoint_args`."""
+    """Load and adapt one model file (any format of model_files) with the flags of
+    :func:`add_checkpoint_args`."""
+    kind = model_files.model_format(checkpoint_path)  # refuses a pickle by its name
+    if kind != "keras":
+        runner = model_files.open_runner(checkpoint_path, batch_size=args.batch)
+        return adapt_runner(runner, checkpoint_path, preprocessing=args.preprocessing,
+                            class_order=args.class_order,
+                            eval_preprocessing=args.eval_preprocessing, crop=args.crop,
+                            batch_size=args.batch, input_size=args.input_size)
     model = load_classifier(checkpoint_path, unsafe=args.unsafe)
     return adapt(model, checkpoint_path, preprocessing=args.preprocessing,
                  class_order=args.class_order, eval_preprocessing=args.eval_preprocessing,

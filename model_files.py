@@ -1,0 +1,453 @@
+"""Run classifiers stored in any supported file format behind one interface (docs/BENCHMARK.md §11.4).
+
+A *runner* takes a float32 batch in NHWC layout (the pixel values the caller's preprocessing made)
+and returns float32 class probabilities (B, K) in the model's own output order. ``checkpoints.py``
+wraps a runner into its ``Classifier`` (input size, preprocessing, class order); nothing here
+knows about RAF-DB.
+
+Formats
+-------
+``.keras`` / ``.h5`` / ``.hdf5``
+    :class:`KerasRunner` around a model loaded by ``checkpoints.load_classifier`` (safe mode).
+``.tflite``
+    :class:`LiteRTRunner`: the LiteRT interpreter of the ``ai-edge-litert`` package
+    (``tf.lite.Interpreter`` is deprecated for deletion). Float and integer-quantised inputs and
+    outputs: scale and zero point are read from the model. The batch dimension is resized to the
+    evaluation batch where the model allows it; otherwise images go one at a time.
+``.onnx``
+    :class:`OnnxRunner`: onnxruntime on the CPU. One image input; NCHW or NHWC detected from its
+    shape (the dimension that is 1 or 3 is the channel axis); float32, float16 or uint8 input.
+``.skops``
+    :class:`LbpSvmRunner`: the LBP+SVM baseline (docs/BENCHMARK.md §9.6, §9.9) loaded by
+    ``lbp_svm.load_skops``; it takes grey raw pixels 0..255.
+``.pickle`` / ``.pkl``
+    Always refused, before the file is opened: unpickling runs code stored in the file.
+
+Output scores: a TFLite or ONNX runner returns probabilities. When the first batch it predicts has a row that is
+negative or does not sum to 1 (within 1e-3), the model is taken to output logits and a softmax is
+applied to every batch from then on (``output_kind`` says which). A Keras checkpoint's outputs are
+used as they are, as before (the project's networks end in a softmax).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cli_common import UserError
+
+LOG = logging.getLogger("fer.model_files")
+
+KERAS_SUFFIXES = (".hdf5", ".h5", ".keras")
+TFLITE_SUFFIXES = (".tflite",)
+ONNX_SUFFIXES = (".onnx",)
+SKOPS_SUFFIXES = (".skops",)
+MODEL_SUFFIXES = KERAS_SUFFIXES + TFLITE_SUFFIXES + ONNX_SUFFIXES + SKOPS_SUFFIXES
+PICKLE_SUFFIXES = (".pickle", ".pkl")
+
+# A row of a probability output sums to 1 within this; otherwise the output is taken for logits.
+PROBABILITY_TOLERANCE = 1e-3
+
+
+def refuse_pickle(path: str | Path) -> None:
+    """UserError for a pickle file, raised from its name alone (the file is never opened)."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise UserError(f"{path}: pickle files are refused because unpickling runs code stored in "
+                        f"the file; save the model with skops as a .skops file instead (the "
+                        f"LBP+SVM baseline does; docs/BENCHMARK.md §9.9)")
+
+
+def model_format(path: str | Path) -> str:
+    """'keras', 'tflite', 'onnx' or 'skops' from the file name (UserError otherwise)."""
+    path = Path(path)
+    refuse_pickle(path)
+    suffix = path.suffix.lower()
+    for name, suffixes in (("keras", KERAS_SUFFIXES), ("tflite", TFLITE_SUFFIXES),
+                           ("onnx", ONNX_SUFFIXES), ("skops", SKOPS_SUFFIXES)):
+        if suffix in suffixes:
+            return name
+    raise UserError(f"{path}: unknown model format {suffix or '(no suffix)'}; expected one of "
+                    f"{', '.join(MODEL_SUFFIXES)}")
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, returned as float32."""
+    scores = np.asarray(scores, dtype=np.float64)
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def looks_like_probabilities(scores: np.ndarray) -> bool:
+    """True when every row is non-negative and sums to 1 within PROBABILITY_TOLERANCE."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return bool(scores.size == 0 or (scores.min() >= 0 and np.all(
+        np.abs(scores.sum(axis=1) - 1.0) <= PROBABILITY_TOLERANCE)))
+
+
+class Runner:
+    """Common part: output-kind detection. Subclasses set the attributes and ``_raw``."""
+
+    format = "?"
+    path: Path
+    # (height or None, width or None, channels) the runner takes, in NHWC terms.
+    input_hwc: tuple[int | None, int | None, int]
+    n_outputs: int | None = None
+    name = "?"
+    parameters: int | None = None
+    preprocessing_inside = False  # True: the model wants raw pixels 0..255 (LBP+SVM)
+    class_names: tuple[str, ...] | None = None  # stored in the file, when it says
+    output_kind: str | None = None  # 'probabilities' or 'logits', known after the first batch
+
+    def _raw(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, images) -> np.ndarray:
+        """Probabilities (B, K) float32 for a float32 NHWC batch (numpy or tensor)."""
+        images = np.ascontiguousarray(np.asarray(images, dtype=np.float32))
+        if images.shape[0] == 0:
+            return np.zeros((0, self.n_outputs or 0), np.float32)
+        scores = np.asarray(self._raw(images), dtype=np.float32)
+        scores = scores.reshape(scores.shape[0], -1)
+        if self.output_kind is None:
+            self.output_kind = "probabilities" if looks_like_probabilities(scores) else "logits"
+            LOG.info("%s: outputs %s%s", self.path, self.output_kind,
+                     " (a softmax is applied)" if self.output_kind == "logits" else "")
+        return softmax(scores) if self.output_kind == "logits" else scores
+
+    def describe(self) -> dict:
+        return {"format": self.format, "model_name": self.name, "parameters": self.parameters,
+                "output_kind": self.output_kind}
+
+
+def _check_channels(path: Path, shape, channels) -> None:
+    if channels not in (1, 3):
+        raise UserError(f"{path}: expects input {list(shape)} with {channels} channels; only 1 "
+                        f"(grey) or 3 (RGB) channels can be fed")
+
+
+# --------------------------------------------------------------------------------------------
+# Keras
+
+
+class KerasRunner(Runner):
+    """A Keras model run through one traced ``tf.function`` (batches of any size)."""
+
+    format = "keras"
+
+    def __init__(self, model, path: str | Path):
+        self.model = model
+        self.path = Path(path)
+        self.name = model.name
+        self.parameters = int(model.count_params())
+        shape = tuple(model.inputs[0].shape) if model.inputs else ()
+        self.input_hwc = tuple(shape[1:4]) if len(shape) == 4 else (None, None, 0)
+        out = tuple(model.outputs[0].shape) if model.outputs else ()
+        self.n_outputs = out[-1] if out else None
+        self._step = None
+
+    def _raw(self, images):
+        if self._step is None:
+            import tensorflow as tf
+
+            model = self.model
+
+            @tf.function(reduce_retracing=True)
+            def step(batch):
+                return model(batch, training=False)
+
+            self._step = step
+        outputs = self._step(images)
+        if isinstance(outputs, (list, tuple)):
+            outputs = outputs[0]
+        return np.asarray(outputs, dtype=np.float32)
+
+    def predict(self, images) -> np.ndarray:
+        """The model's outputs as they are (the project's classifiers end in a softmax; a Keras
+        checkpoint has always been scored on its raw outputs). ``output_kind`` is still recorded.
+        """
+        if isinstance(images, np.ndarray):
+            images = np.ascontiguousarray(images, dtype=np.float32)
+        scores = self._raw(images)
+        scores = scores.reshape(scores.shape[0], -1)
+        if self.output_kind is None and len(scores):
+            self.output_kind = ("probabilities" if looks_like_probabilities(scores)
+                                else "scores (used as they are)")
+        return scores
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow Lite (LiteRT)
+
+
+class LiteRTRunner(Runner):
+    """A ``.tflite`` model in the LiteRT interpreter, float or integer-quantised."""
+
+    format = "tflite"
+
+    def __init__(self, path: str | Path, *, batch_size: int = 64, num_threads: int | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as error:
+            raise UserError(f"{path}: .tflite models need the ai-edge-litert package "
+                            f"(pip install -r requirements.txt): {error}") from None
+        self.path = Path(path)
+        try:
+            self.interpreter = Interpreter(model_path=str(self.path),
+                                           num_threads=num_threads or os.cpu_count() or 1)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise UserError(f"{self.path}: cannot load as a TFLite model ({error})") from None
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1:
+            raise UserError(f"{self.path}: expected one image input, found {len(inputs)} "
+                            f"({', '.join(str(d['shape'].tolist()) for d in inputs)})")
+        self._input, self._output = inputs[0], outputs[0]
+        shape = [int(v) for v in self._input["shape"]]
+        signature = [int(v) for v in self._input.get("shape_signature", self._input["shape"])]
+        if len(shape) != 4:
+            raise UserError(f"{self.path}: expects input of shape {signature} (dtype "
+                            f"{np.dtype(self._input['dtype']).name}); only image batches "
+                            f"(batch, height, width, channels) can be fed")
+        _check_channels(self.path, signature, shape[3])
+        self.input_hwc = (None if signature[1] < 0 else shape[1],
+                          None if signature[2] < 0 else shape[2], shape[3])
+        self.n_outputs = int(self._output["shape"][-1])
+        self.name = self.path.stem
+        self.in_dtype = np.dtype(self._input["dtype"])
+        self.in_scale, self.in_zero = self._input["quantization"]
+        self.out_scale, self.out_zero = self._output["quantization"]
+        if self.in_dtype not in (np.float32, np.int8, np.uint8):
+            raise UserError(f"{self.path}: input dtype {self.in_dtype.name} not supported "
+                            f"(float32, int8 or uint8)")
+        self.batch = shape[0]
+        self.batch_resizable = True
+        self._allocated_hw = (shape[1], shape[2])
+        if batch_size != self.batch:
+            self.batch_resizable = self._resize(batch_size, shape[1], shape[2])
+        LOG.info("%s: TFLite input %s %s (scale %g, zero point %d), batch %d%s", self.path,
+                 signature, self.in_dtype.name, self.in_scale, self.in_zero, self.batch,
+                 "" if self.batch_resizable else " (fixed by the model)")
+
+    @property
+    def quantized(self) -> bool:
+        return self.in_dtype != np.float32
+
+    def _resize(self, batch: int, height: int, width: int) -> bool:
+        try:
+            self.interpreter.resize_tensor_input(self._input["index"], [batch, height, width,
+                                                                         self.input_hwc[2]])
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            LOG.info("%s: batch cannot be resized (%s); one image at a time", self.path, error)
+            self.interpreter.resize_tensor_input(self._input["index"],
+                                                 [self.batch, *self._allocated_hw,
+                                                  self.input_hwc[2]])
+            self.interpreter.allocate_tensors()
+            return False
+        self.batch, self._allocated_hw = batch, (height, width)
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        return True
+
+    def _quantize(self, images: np.ndarray) -> np.ndarray:
+        if not self.quantized:
+            return images
+        info = np.iinfo(self.in_dtype)
+        if self.in_scale:
+            values = np.round(images / self.in_scale + self.in_zero)
+        else:  # integer input without quantisation parameters: raw pixels
+            values = np.round(images)
+        return np.clip(values, info.min, info.max).astype(self.in_dtype)
+
+    def _raw(self, images: np.ndarray) -> np.ndarray:
+        count, height, width = images.shape[:3]
+        if (height, width) != self._allocated_hw:
+            if not self._resize(self.batch, height, width):
+                raise UserError(f"{self.path}: expects {self._allocated_hw[0]}x"
+                                f"{self._allocated_hw[1]} images, got {height}x{width}")
+        images = self._quantize(images)
+        chunks = []
+        for start in range(0, count, self.batch):
+            chunk = images[start:start + self.batch]
+            if len(chunk) < self.batch:  # pad the last batch; padded rows are dropped
+                pad = np.zeros((self.batch - len(chunk),) + chunk.shape[1:], chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            self.interpreter.set_tensor(self._input["index"], chunk)
+            self.interpreter.invoke()
+            out = self.interpreter.get_tensor(self._output["index"])
+            chunks.append(out.reshape(out.shape[0], -1)[:min(self.batch, count - start)].copy())
+        scores = np.concatenate(chunks)
+        if np.issubdtype(scores.dtype, np.integer):
+            scale = self.out_scale or 1.0
+            scores = (scores.astype(np.float32) - self.out_zero) * scale
+        return scores.astype(np.float32)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "input_dtype": self.in_dtype.name,
+                "input_quantization": [float(self.in_scale), int(self.in_zero)],
+                "output_quantization": [float(self.out_scale), int(self.out_zero)],
+                "batch_resizable": self.batch_resizable}
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX
+
+
+_ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                "tensor(uint8)": np.uint8}
+
+
+def onnx_layout(shape) -> str:
+    """'NCHW' or 'NHWC' from an ONNX input shape (ints, or str/None for free dimensions).
+
+    The channel axis is the one of axes 1 and 3 whose size is 1 or 3 when the other's is not
+    (a free dimension is a spatial one). ValueError when the shape does not say.
+    """
+    if len(shape) != 4:
+        raise ValueError(f"not an image batch (rank {len(shape)})")
+    fixed = [dim if isinstance(dim, int) and dim > 0 else None for dim in shape]
+    first, last = fixed[1] in (1, 3), fixed[3] in (1, 3)
+    if first and not last:
+        return "NCHW"
+    if last and not first:
+        return "NHWC"
+    raise ValueError("cannot tell the channel axis (expected 1 or 3 channels on axis 1 or 3)")
+
+
+class OnnxRunner(Runner):
+    """An ONNX model in onnxruntime (CPU), NCHW or NHWC."""
+
+    format = "onnx"
+
+    def __init__(self, path: str | Path, *, batch_size: int = 64, num_threads: int | None = None):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise UserError(f"{path}: .onnx models need the onnxruntime package "
+                            f"(pip install -r requirements.txt): {error}") from None
+        self.path = Path(path)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options,
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception classes
+            raise UserError(f"{self.path}: cannot load as an ONNX model "
+                            f"({type(error).__name__}: {str(error).strip()[:300]})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise UserError(f"{self.path}: expected one image input, found {len(inputs)} ("
+                            + ", ".join(f"{i.name} {i.shape}" for i in inputs) + ")")
+        self._input = inputs[0]
+        self._output_name = self.session.get_outputs()[0].name
+        shape = list(self._input.shape)
+        try:
+            self.layout = onnx_layout(shape)
+        except ValueError as error:
+            raise UserError(f"{self.path}: input {self._input.name!r} has shape {shape} "
+                            f"({self._input.type}): {error}; only image batches NCHW or NHWC "
+                            f"with 1 or 3 channels can be fed") from None
+        if self._input.type not in _ONNX_DTYPES:
+            raise UserError(f"{self.path}: input {self._input.name!r} has type {self._input.type}"
+                            f"; expected float, float16 or uint8")
+        self.in_dtype = np.dtype(_ONNX_DTYPES[self._input.type])
+
+        def fixed(dim):
+            return dim if isinstance(dim, int) and dim > 0 else None
+
+        if self.layout == "NCHW":
+            channels, height, width = shape[1], fixed(shape[2]), fixed(shape[3])
+        else:
+            height, width, channels = fixed(shape[1]), fixed(shape[2]), shape[3]
+        self.input_hwc = (height, width, int(channels))
+        self.fixed_batch = fixed(shape[0])
+        out_shape = self.session.get_outputs()[0].shape
+        self.n_outputs = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
+        self.name = self.path.stem
+        LOG.info("%s: ONNX input %s %s (%s)%s", self.path, shape, self._input.type, self.layout,
+                 f", batch fixed at {self.fixed_batch}" if self.fixed_batch else "")
+
+    def _feed(self, images: np.ndarray) -> np.ndarray:
+        if self.layout == "NCHW":
+            images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        if self.in_dtype == np.uint8:
+            images = np.clip(np.round(images), 0, 255)
+        return images.astype(self.in_dtype, copy=False)
+
+    def _raw(self, images: np.ndarray) -> np.ndarray:
+        height, width, _ = self.input_hwc
+        if (height and images.shape[1] != height) or (width and images.shape[2] != width):
+            raise UserError(f"{self.path}: expects {height}x{width} images, got "
+                            f"{images.shape[1]}x{images.shape[2]}")
+        step = self.fixed_batch or len(images)
+        chunks = []
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
+            real = len(chunk)
+            if real < step:
+                chunk = np.concatenate([chunk, np.zeros((step - real,) + chunk.shape[1:],
+                                                        chunk.dtype)])
+            out = self.session.run([self._output_name], {self._input.name: self._feed(chunk)})[0]
+            out = np.asarray(out)
+            chunks.append(out.reshape(out.shape[0], -1)[:real])
+        scores = np.concatenate(chunks).astype(np.float32)
+        if self.n_outputs is None:
+            self.n_outputs = scores.shape[1]
+        return scores
+
+    def describe(self) -> dict:
+        return {**super().describe(), "layout": self.layout, "input_dtype": self.in_dtype.name,
+                "fixed_batch": self.fixed_batch}
+
+
+# --------------------------------------------------------------------------------------------
+# LBP + SVM (.skops)
+
+
+class LbpSvmRunner(Runner):
+    """The LBP+SVM baseline: grey raw pixels 0..255 in, probabilities out."""
+
+    format = "skops"
+    preprocessing_inside = True
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            import lbp_svm  # another part of the project; imported only when a .skops is given
+        except ImportError as error:
+            raise UserError(f"{self.path}: .skops models need the project's lbp_svm module, "
+                            f"which this checkout lacks ({error})") from None
+        self.model = lbp_svm.load_skops(self.path)
+        height, width = (int(v) for v in self.model.image_size)
+        self.input_hwc = (height, width, int(getattr(self.model, "channels", 1)))
+        self.class_names = tuple(self.model.class_names)
+        self.n_outputs = len(self.class_names)
+        self.name = f"LBP+SVM ({self.path.stem})"
+        self.output_kind = "probabilities"
+
+    def _raw(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_batch(images), dtype=np.float32)
+
+
+def open_runner(path: str | Path, *, batch_size: int = 64, unsafe: bool = False) -> Runner:
+    """The runner for a model file of any supported format (UserError for a missing file)."""
+    path = Path(path)
+    kind = model_format(path)  # refuses a pickle before anything touches the file
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found")
+    if kind == "keras":
+        import checkpoints
+
+        return KerasRunner(checkpoints.load_classifier(path, unsafe=unsafe), path)
+    if kind == "tflite":
+        return LiteRTRunner(path, batch_size=batch_size)
+    if kind == "onnx":
+        return OnnxRunner(path, batch_size=batch_size)
+    return LbpSvmRunner(path)

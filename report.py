@@ -1,0 +1,666 @@
+#!/usr/bin/env python3
+"""Compare models from their robustness and stability results (docs/BENCHMARK.md §11.5).
+
+Reads any number of result files, or folders holding them (run folders: every ``*.json`` in the
+folder and its sub-folders that is one of the two kinds below; others are skipped):
+
+- robustness: ``eval_corrupted_rafdb.py --json`` (``"format": "rafdb-c-results"``), one entry per
+  evaluated model with its per-folder accuracies;
+- stability: ``eval_perturbed_rafdb2.py --json`` (``"methods"``), flip probabilities and top-k
+  distances per method and perturbation.
+
+A model's name is its checkpoint's run-folder name, as the stability reader names its methods, so
+the two kinds join on it (``<run>/<file>`` when two checkpoints share a run folder).
+
+Writes into ``--out`` (default ``report/``): ``report.html`` (self-contained: tables and PNG figures
+embedded as base64), ``report.md`` (with the figures as PNG files beside it), ``report.csv`` (one row
+per model). Per model: clean error, mean corruption error, mCE and relative mCE, mean ECE where the
+results have it, mFP, mFR, T2D and T3D. Figures: a models x corruptions heatmap of CE (of the mean
+error without a baseline), accuracy against severity for every corruption (one line per model), mCE
+(mean corruption error) against clean error, and FP per perturbation.
+
+Normalisation (docs/BENCHMARK.md §5.2, §5.6): ``--baseline NAME`` names one of the models read, or
+``--baseline FILE.json`` a robustness file; CE, relative CE, FR are then recomputed here from the
+errors and flip probabilities in the files, over the corruptions / perturbations that both the
+model and the baseline have. Without ``--baseline``, the normalised numbers the files carry are
+shown with the baseline each was computed against.
+
+Comparability: models evaluated with a different dataset, split, label protocol, N, image source,
+or export format (or robustness results over different corruption sets) are never ranked
+together: the report shows a warning naming the difference and ranks each comparable group on its
+own.
+
+Example::
+
+    python3 report.py runs/ results/senet.json results/fp.json --baseline _netsenet50_lpf0 \\
+        --out report
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import cli_common
+from cli_common import UserError
+
+LOG = logging.getLogger("fer.report")
+
+ROBUSTNESS_FORMAT = "rafdb-c-results"  # eval_corrupted_rafdb.py's RESULTS_FORMAT
+CSV_COLUMNS = ("model", "group", "rank", "ranked_by", "checkpoint", "dataset", "split", "protocol", "n", "source",
+               "format", "clean_error", "mean_corruption_error", "mce", "relative_mce",
+               "ce_baseline", "mean_ece", "stability_n", "stability_source", "mfp", "mfr",
+               "fr_baseline", "t2d", "t3d", "corruptions", "perturbations")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: not a readable JSON file ({error})") from None
+
+
+def _kind(data) -> str | None:
+    if isinstance(data, dict) and data.get("format") == ROBUSTNESS_FORMAT and \
+            isinstance(data.get("results"), list):
+        return "robustness"
+    if isinstance(data, dict) and isinstance(data.get("methods"), dict) and \
+            "canonical_perturbations" in data:
+        return "stability"
+    return None
+
+
+def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
+    """(path, kind, data) for every result file the inputs name, in a stable order."""
+    found: list[tuple[Path, str, dict]] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            candidates = sorted(item.rglob("*.json"))
+            before = len(found)
+            for path in candidates:
+                data = _read_json(path) if path.stat().st_size < 200_000_000 else None
+                kind = _kind(data)
+                if kind is None:
+                    LOG.debug("%s: not a robustness or stability result, skipped", path)
+                    continue
+                found.append((path, kind, data))
+            if len(found) == before:
+                raise UserError(f"{item}: no robustness (eval_corrupted_rafdb.py --json) or "
+                                f"stability (eval_perturbed_rafdb2.py --json) result in it")
+        elif item.is_file():
+            data = _read_json(item)
+            kind = _kind(data)
+            if kind is None:
+                raise UserError(f"{item}: expected a robustness JSON (eval_corrupted_rafdb.py "
+                                f"--json, \"format\": \"{ROBUSTNESS_FORMAT}\") or a stability JSON "
+                                f"(eval_perturbed_rafdb2.py --json, with \"methods\")")
+            found.append((item, kind, data))
+        else:
+            raise UserError(f"{item}: no such result file or folder")
+    return found
+
+
+def _num(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def model_name(checkpoint: str) -> str:
+    """The run-folder name of a checkpoint path (the stability reader's method name)."""
+    path = Path(checkpoint)
+    return path.parent.name or path.name
+
+
+class Model:
+    """Everything the report knows about one model."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.robustness: dict | None = None  # one result entry of a robustness file
+        self.robustness_file: Path | None = None
+        self.stability: dict | None = None  # one method of a stability file
+        self.stability_info: dict = {}
+        self.stability_file: Path | None = None
+        self.group = ""
+
+    # -- robustness ----------------------------------------------------------------------
+    def errors(self) -> tuple[float, dict[str, dict[int, float]]]:
+        """(clean error, {corruption: {severity: error}})."""
+        rows = self.robustness["folders"]
+        clean = next(row for row in rows if row.get("corruption") is None)
+        table: dict[str, dict[int, float]] = {}
+        for row in rows:
+            if row.get("corruption"):
+                table.setdefault(row["corruption"], {})[int(row["severity"])] = float(row["error"])
+        return float(clean["error"]), table
+
+    def identity(self) -> dict:
+        result = self.robustness or {}
+        checkpoint = result.get("checkpoint") or {}
+        return {"dataset": result.get("dataset") or ("rafdb" if "rafdb" in result else None),
+                "split": result.get("split") or ("test" if result else None),
+                "protocol": result.get("protocol"), "n": result.get("n"),
+                "source": _source_label(result) if result else None,
+                "format": result.get("format"), "crop": checkpoint.get("crop"),
+                "checkpoint": checkpoint.get("checkpoint")}
+
+
+def _source_label(result: dict) -> str:
+    source = result.get("source") or {}
+    if source.get("on_the_fly"):
+        return f"on the fly (seed {source.get('seed')})"
+    return f"export {result.get('corrupted', '?')}"
+
+
+def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
+    models: dict[str, Model] = {}
+    robust_entries = [(path, result) for path, kind, data in files if kind == "robustness"
+                      for result in data["results"]]
+    names = [model_name((r.get("checkpoint") or {}).get("checkpoint", str(p))) for p, r in
+             robust_entries]
+    for (path, result), name in zip(robust_entries, names):
+        checkpoint = (result.get("checkpoint") or {}).get("checkpoint", str(path))
+        if names.count(name) > 1:
+            name = f"{name}/{Path(checkpoint).name}"
+        if name in models:
+            LOG.warning("%s: %s appears again (also in %s); the later one is used", path, name,
+                        models[name].robustness_file)
+        model = models.setdefault(name, Model(name))
+        model.robustness, model.robustness_file = result, path
+    for path, kind, data in files:
+        if kind != "stability":
+            continue
+        for method, summary in data["methods"].items():
+            name = method if method else f"(external) {path.stem}"
+            model = models.setdefault(name, Model(name))
+            if model.stability is not None:
+                LOG.warning("%s: stability of %s appears again (also in %s); the later one is used",
+                            path, name, model.stability_file)
+            model.stability, model.stability_file = summary, path
+            model.stability_info = {"difficulty": data.get("difficulty"),
+                                    "baseline": data.get("baseline"),
+                                    "canonical": data.get("canonical_perturbations") or []}
+    return list(models.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics (docs/BENCHMARK.md §5.2, §5.6, §5.7), recomputed from the files
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan
+
+
+def corruption_metrics(model: Model, baseline: Model | None) -> dict:
+    """Clean error, mean error per corruption, CE / relative CE against ``baseline``."""
+    clean, table = model.errors()
+    complete = {c: e for c, e in table.items() if e}
+    out = {"clean_error": clean,
+           "mean_error": {c: _mean(e.values()) for c, e in complete.items()},
+           "accuracy": {c: {s: 1.0 - v for s, v in sorted(e.items())} for c, e in complete.items()}}
+    out["mean_corruption_error"] = _mean([v for e in complete.values() for v in e.values()])
+    rows = model.robustness["folders"]
+    eces = [row.get("ece") for row in rows if row.get("corruption")]
+    out["mean_ece"] = _mean(eces) if eces and all(v is not None for v in eces) else math.nan
+    out["ce"], out["relative_ce"] = {}, {}
+    if baseline is not None and baseline.robustness is not None:
+        base_clean, base_table = baseline.errors()
+        for corruption, errors in complete.items():
+            base = base_table.get(corruption, {})
+            severities = sorted(errors)
+            if not all(s in base for s in severities):
+                continue
+            out["ce"][corruption] = _ratio(sum(errors[s] for s in severities),
+                                           sum(base[s] for s in severities))
+            out["relative_ce"][corruption] = _ratio(
+                sum(errors[s] - clean for s in severities),
+                sum(base[s] - base_clean for s in severities))
+        out["mce"] = _mean(out["ce"].values()) if out["ce"] else math.nan
+        out["relative_mce"] = _mean(out["relative_ce"].values()) if out["ce"] else math.nan
+        out["ce_baseline"] = baseline.name
+    else:
+        summary = model.robustness.get("summary") or {}
+        out["ce"] = dict(summary.get("ce") or {})
+        out["relative_ce"] = dict(summary.get("relative_ce") or {})
+        out["mce"], out["relative_mce"] = _num(summary.get("mce")), _num(summary.get("relative_mce"))
+        info = model.robustness.get("baseline") or {}
+        out["ce_baseline"] = model_name(info["checkpoint"]) if info.get("checkpoint") and \
+            "mce" in summary else ""
+    return out
+
+
+def stability_metrics(model: Model, baseline: Model | None) -> dict:
+    """mFP, FP per perturbation, mFR (against ``baseline``), T2D and T3D."""
+    summary = model.stability
+    perturbations = summary.get("perturbations") or {}
+    over = summary.get("mean_over") or list(perturbations)
+    fp = {name: _num(entry.get("fp")) for name, entry in perturbations.items()}
+    tkd = summary.get("mtkd") or {}
+    out = {"fp": fp, "mfp": _mean([fp[name] for name in over if name in fp]),
+           "t2d": _num(tkd.get("2")), "t3d": _num(tkd.get("3")),
+           "n": summary.get("n"), "source": summary.get("source"),
+           "protocol": summary.get("protocol"), "perturbations": over}
+    if baseline is not None and baseline.stability is not None:
+        base = {name: _num(entry.get("fp")) for name, entry in
+                (baseline.stability.get("perturbations") or {}).items()}
+        rates = [_ratio(fp[name], base[name]) for name in over if name in fp and name in base]
+        out["mfr"] = _mean(rates) if rates else math.nan
+        out["fr_baseline"] = baseline.name
+    else:
+        out["mfr"] = _num(summary.get("mfr"))
+        label = model.stability_info.get("baseline") or ""
+        out["fr_baseline"] = label if not math.isnan(out["mfr"]) else ""
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Comparability
+
+
+ROBUSTNESS_KEYS = ("dataset", "split", "protocol", "n", "source", "format")
+STABILITY_KEYS = ("protocol", "n", "source")
+
+
+def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[str, str]]:
+    """(warnings, group label per model). Models in one group share every key and corruption set."""
+    warnings: list[str] = []
+    keys_of = {}
+    for model in models:
+        parts = []
+        if model.robustness is not None:
+            ident = model.identity()
+            parts += [f"{key}={ident[key]}" for key in ROBUSTNESS_KEYS]
+            parts.append("corruptions=" + ",".join(sorted(metrics[model.name]["c"]["mean_error"])))
+        if model.stability is not None:
+            s = metrics[model.name]["s"]
+            parts += [f"P:{key}={s[key]}" for key in STABILITY_KEYS]
+            parts.append(f"P:difficulty={model.stability_info.get('difficulty')}")
+        keys_of[model.name] = tuple(parts)
+    groups: dict[tuple, list[str]] = {}
+    for name, key in keys_of.items():
+        groups.setdefault(key, []).append(name)
+    labels = {}
+    for index, (key, names) in enumerate(groups.items()):
+        for name in names:
+            labels[name] = chr(ord("A") + index) if len(groups) > 1 else "A"
+    if len(groups) > 1:
+        for aspect, getter in (
+                ("robustness", lambda m: m.identity() if m.robustness is not None else None),
+                ("stability", lambda m: {k: metrics[m.name]["s"][k] for k in STABILITY_KEYS}
+                 if m.stability is not None else None)):
+            keys = ROBUSTNESS_KEYS if aspect == "robustness" else STABILITY_KEYS
+            for key in keys:
+                values = {}
+                for model in models:
+                    ident = getter(model)
+                    if ident is not None:
+                        values.setdefault(str(ident[key]), []).append(model.name)
+                if len(values) > 1:
+                    warnings.append(f"{aspect} results differ in {key}: " + "; ".join(
+                        f"{value} ({', '.join(names)})" for value, names in values.items()))
+        sets = {}
+        for model in models:
+            if model.robustness is not None:
+                sets.setdefault(",".join(sorted(metrics[model.name]["c"]["mean_error"])),
+                                []).append(model.name)
+        if len(sets) > 1:
+            warnings.append("robustness results cover different corruption sets: " + "; ".join(
+                f"{value or '(none)'} ({', '.join(names)})" for value, names in sets.items()))
+        mixed = [m.name for m in models if (m.robustness is None) != (models[0].robustness is None)
+                 or (m.stability is None) != (models[0].stability is None)]
+        if mixed:
+            warnings.append("not every model has both robustness and stability results")
+        warnings.append("models are therefore ranked only within their group (A, B, ...), "
+                        "never together")
+    return warnings, labels
+
+
+# --------------------------------------------------------------------------------------------
+# Building the report
+
+
+def build(models: list[Model], baseline: Model | None) -> dict:
+    metrics = {}
+    for model in models:
+        metrics[model.name] = {
+            "c": corruption_metrics(model, baseline) if model.robustness is not None else None,
+            "s": stability_metrics(model, baseline) if model.stability is not None else None}
+    warnings, groups = comparability(models, metrics)
+    baselines = {metrics[m.name]["c"]["ce_baseline"] for m in models
+                 if metrics[m.name]["c"] and not math.isnan(metrics[m.name]["c"]["mce"])}
+    if len(baselines) > 1:
+        warnings.append("the mCE values were normalised by different baselines (" +
+                        ", ".join(sorted(baselines)) + "); name one with --baseline")
+    rows = []
+    for model in models:
+        c, s = metrics[model.name]["c"], metrics[model.name]["s"]
+        ident = model.identity() if model.robustness is not None else {}
+        rows.append({
+            "model": model.name, "group": groups[model.name],
+            "checkpoint": ident.get("checkpoint") or "",
+            "dataset": ident.get("dataset") or "", "split": ident.get("split") or "",
+            "protocol": ident.get("protocol") or (s or {}).get("protocol") or "",
+            "n": ident.get("n") if ident.get("n") is not None else "",
+            "source": ident.get("source") or "", "format": ident.get("format") or "",
+            "clean_error": c["clean_error"] if c else math.nan,
+            "mean_corruption_error": c["mean_corruption_error"] if c else math.nan,
+            "mce": c["mce"] if c else math.nan,
+            "relative_mce": c["relative_mce"] if c else math.nan,
+            "ce_baseline": c["ce_baseline"] if c else "",
+            "mean_ece": c["mean_ece"] if c else math.nan,
+            "stability_n": s["n"] if s else "", "stability_source": s["source"] if s else "",
+            "mfp": s["mfp"] if s else math.nan, "mfr": s["mfr"] if s else math.nan,
+            "fr_baseline": s["fr_baseline"] if s else "",
+            "t2d": s["t2d"] if s else math.nan, "t3d": s["t3d"] if s else math.nan,
+            "corruptions": len(c["mean_error"]) if c else 0,
+            "perturbations": len(s["perturbations"]) if s else 0})
+
+    # Rank within each comparable group: by mCE when every model of the group has one, else by
+    # the mean corruption error, else by mFP.
+    for group in sorted({row["group"] for row in rows}):
+        members = [row for row in rows if row["group"] == group]
+        for key in ("mce", "mean_corruption_error", "mfp"):
+            if all(not math.isnan(row[key]) for row in members):
+                break
+        members.sort(key=lambda row: (math.inf if math.isnan(row[key]) else row[key],
+                                      row["model"]))
+        for rank, row in enumerate(members, start=1):
+            row["rank"], row["ranked_by"] = rank, key
+    rows.sort(key=lambda row: (row["group"], row["rank"]))
+    return {"rows": rows, "metrics": metrics, "warnings": warnings,
+            "baseline": baseline.name if baseline is not None else None}
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def figures(report: dict) -> dict[str, tuple[str, bytes]]:
+    """{key: (caption, PNG bytes)} for the figures the data allows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    rows, metrics = report["rows"], report["metrics"]
+    robust = [row["model"] for row in rows if metrics[row["model"]]["c"]]
+    stable = [row["model"] for row in rows if metrics[row["model"]]["s"]]
+    if robust:
+        corruptions = list(dict.fromkeys(c for name in robust
+                                         for c in metrics[name]["c"]["mean_error"]))
+        normalised = all(metrics[name]["c"]["ce"] for name in robust)
+        values = np.array([[(metrics[name]["c"]["ce"] if normalised else
+                             metrics[name]["c"]["mean_error"]).get(c, math.nan) * 100
+                            for c in corruptions] for name in robust])
+        fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(corruptions) + 3),
+                                        max(2.5, 0.45 * len(robust) + 1.5)))
+        image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(corruptions)), corruptions, rotation=60, ha="right")
+        ax.set_yticks(range(len(robust)), robust)
+        for i in range(len(robust)):
+            for j in range(len(corruptions)):
+                if not math.isnan(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if values[i, j] < np.nanmean(values) else "black")
+        label = "CE (% of baseline)" if normalised else "mean error over severities (%)"
+        fig.colorbar(image, ax=ax, label=label)
+        ax.set_title(f"{label} per corruption")
+        out["heatmap"] = (f"Models x corruptions: {label}.", _png(fig))
+
+        columns = 4
+        lines = math.ceil(len(corruptions) / columns)
+        fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.6 * lines),
+                                 squeeze=False, sharey=True)
+        for index, corruption in enumerate(corruptions):
+            ax = axes[index // columns][index % columns]
+            for name in robust:
+                acc = metrics[name]["c"]["accuracy"].get(corruption)
+                if acc:
+                    clean_acc = 1 - metrics[name]["c"]["clean_error"]
+                    ax.plot([0] + list(acc), [clean_acc * 100] + [v * 100 for v in acc.values()],
+                            marker="o", markersize=3, label=name)
+            ax.set_title(corruption, fontsize=9)
+            ax.set_xticks(range(0, 6))
+            ax.grid(alpha=0.3)
+        for index in range(len(corruptions), lines * columns):
+            axes[index // columns][index % columns].axis("off")
+        axes[0][0].set_ylabel("accuracy (%)")
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=min(4, len(robust)),
+                   bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(robust) / 4)))
+        fig.suptitle("Accuracy against severity (0 = clean)")
+        fig.tight_layout()
+        out["severity"] = ("Accuracy against severity for every corruption, one line per model "
+                           "(severity 0 is the clean set).", _png(fig))
+
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        use_mce = all(not math.isnan(metrics[name]["c"]["mce"]) for name in robust)
+        for name in robust:
+            c = metrics[name]["c"]
+            y = c["mce"] if use_mce else c["mean_corruption_error"]
+            ax.scatter(c["clean_error"] * 100, y * 100, s=30)
+            ax.annotate(name, (c["clean_error"] * 100, y * 100), fontsize=8,
+                        xytext=(4, 3), textcoords="offset points")
+        ax.set_xlabel("clean error (%)")
+        ax.set_ylabel("mCE (%)" if use_mce else "mean corruption error (%)")
+        ax.grid(alpha=0.3)
+        ax.set_title("Corruption error against clean error")
+        out["scatter"] = ("mCE (or the mean corruption error without a baseline) against clean "
+                          "error, one point per model.", _png(fig))
+    if stable:
+        names = list(dict.fromkeys(p for name in stable for p in metrics[name]["s"]["fp"]))
+        fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(names) + 2), 3.8))
+        width = 0.8 / len(stable)
+        for index, name in enumerate(stable):
+            fp = metrics[name]["s"]["fp"]
+            ax.bar(np.arange(len(names)) + index * width - 0.4 + width / 2,
+                   [fp.get(p, math.nan) * 100 for p in names], width, label=name)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_ylabel("flip probability (%)")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title("Flip probability per perturbation")
+        out["fp"] = ("Flip probability (FP) per perturbation, one bar per model.", _png(fig))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _fmt(value, percent=True) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value * 100:.2f}" if percent else f"{value:.3f}"
+    return str(value)
+
+
+TABLE = (("group", "group", False), ("rank", "rank", False), ("model", "model", False), ("N", "n", False),
+         ("protocol", "protocol", False), ("clean err %", "clean_error", True),
+         ("mean corr. err %", "mean_corruption_error", True), ("mCE %", "mce", True),
+         ("rel. mCE %", "relative_mce", True), ("mean ECE %", "mean_ece", True),
+         ("mFP %", "mfp", True), ("mFR %", "mfr", True), ("T2D", "t2d", False),
+         ("T3D", "t3d", False))
+
+
+def _cell(row, key, percent) -> str:
+    value = row[key]
+    if key in ("t2d", "t3d"):
+        return _fmt(value, percent=False)
+    return _fmt(value, percent) if isinstance(value, float) else _fmt(value)
+
+
+def _notes(report: dict) -> list[str]:
+    notes = []
+    bases = sorted({row["ce_baseline"] for row in report["rows"] if row["ce_baseline"]})
+    fr = sorted({row["fr_baseline"] for row in report["rows"] if row["fr_baseline"]})
+    notes.append("CE / relative CE normalised to " + (", ".join(bases) if bases else
+                 "no baseline (mCE not shown; name one with --baseline)") + ".")
+    notes.append("FR normalised to " + (", ".join(fr) if fr else "no baseline") + ".")
+    notes.append("Errors, mCE, mFP and mFR in %; T2D / T3D are mean top-k distances "
+                 "(docs/BENCHMARK.md §5.2, §5.5-§5.7).")
+    return notes
+
+
+def write_markdown(report: dict, figs: dict, path: Path) -> str:
+    lines = ["# Robustness comparison", ""]
+    for warning in report["warnings"]:
+        lines.append(f"> **WARNING:** {warning}")
+    if report["warnings"]:
+        lines.append("")
+    lines.append("| " + " | ".join(title for title, _, _ in TABLE) + " |")
+    lines.append("|" + "---|" * len(TABLE))
+    for row in report["rows"]:
+        lines.append("| " + " | ".join(_cell(row, key, pct) for _, key, pct in TABLE) + " |")
+    lines.append("")
+    lines += [f"- {note}" for note in _notes(report)]
+    lines.append("")
+    for key, (caption, _) in figs.items():
+        lines += [f"![{caption}]({path.stem}_{key}.png)", "", f"*{caption}*", ""]
+    return "\n".join(lines)
+
+
+def write_html(report: dict, figs: dict) -> str:
+    esc = html.escape
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>Robustness comparison</title><style>",
+             "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;"
+             "margin:1em 0}th,td{border:1px solid #999;padding:4px 8px;text-align:right}"
+             "th{background:#e8eef7}td.t{text-align:left}.warning{background:#ffe2a8;border:2px "
+             "solid #d08000;padding:0.6em 1em;margin:0.5em 0;font-weight:bold}"
+             "figure{margin:1.5em 0}img{max-width:100%}</style></head><body>",
+             "<h1>Robustness comparison</h1>"]
+    for warning in report["warnings"]:
+        parts.append(f"<div class='warning'>WARNING: {esc(warning)}</div>")
+    parts.append("<table id='summary'><thead><tr>" +
+                 "".join(f"<th>{esc(title)}</th>" for title, _, _ in TABLE) + "</tr></thead><tbody>")
+    for row in report["rows"]:
+        parts.append("<tr>" + "".join(
+            f"<td class='{'t' if key in ('model', 'protocol', 'group') else 'n'}'>"
+            f"{esc(_cell(row, key, pct))}</td>" for _, key, pct in TABLE) + "</tr>")
+    parts.append("</tbody></table><ul>" + "".join(f"<li>{esc(n)}</li>" for n in _notes(report))
+                 + "</ul>")
+    for key, (caption, png) in figs.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f"<figure id='fig-{key}'><img alt='{esc(caption)}' "
+                     f"src='data:image/png;base64,{data}'><figcaption>{esc(caption)}"
+                     f"</figcaption></figure>")
+    # Records on <body> how many figures the browser really decoded (read by the browser test).
+    parts.append("<script>addEventListener('load',function(){var i=Array.prototype.slice.call("
+                 "document.images);document.body.setAttribute('data-figures-shown',i.filter("
+                 "function(x){return x.complete&&x.naturalWidth>0}).length+'/'+i.length)});"
+                 "</script>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_csv(report: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in report["rows"]:
+        writer.writerow({key: ("" if isinstance(row[key], float) and math.isnan(row[key])
+                               else repr(row[key]) if isinstance(row[key], float) else row[key])
+                         for key in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
+    if spec is None:
+        return None
+    for model in models:
+        if model.name == spec:
+            return model
+    path = Path(spec)
+    if path.is_file():
+        files = collect_files([path])
+        loaded = load_models(files)
+        if len(loaded) != 1:
+            raise UserError(f"--baseline {spec}: expected one model in the file, found "
+                            f"{len(loaded)} ({', '.join(m.name for m in loaded)})")
+        return loaded[0]
+    raise UserError(f"--baseline {spec}: neither a model of the inputs ("
+                    f"{', '.join(m.name for m in models)}) nor a result file")
+
+
+def make_report(inputs: Sequence[str | Path], out_dir: str | Path,
+                baseline: str | None = None) -> dict:
+    """Read the inputs and write report.html, report.md, report.csv (and the PNGs) atomically."""
+    out_dir = Path(out_dir)
+    files = collect_files(inputs)
+    models = load_models(files)
+    if not models:
+        raise UserError("no model found in the inputs")
+    base = find_baseline(baseline, models)
+    report = build(models, base)
+    for warning in report["warnings"]:
+        LOG.warning("%s", warning)
+    figs = figures(report)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, (_, png) in figs.items():
+        cli_common.atomic_write_bytes(out_dir / f"report_{key}.png", png)
+    cli_common.atomic_write_text(out_dir / "report.csv", write_csv(report))
+    cli_common.atomic_write_text(out_dir / "report.md",
+                                 write_markdown(report, figs, out_dir / "report.md"))
+    cli_common.atomic_write_text(out_dir / "report.html", write_html(report, figs))
+    report["figures"] = list(figs)
+    return report
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    parser = cli_common.ArgumentParser(description=__doc__)
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="RESULT",
+                        help="robustness / stability JSON files, or folders holding them")
+    parser.add_argument("--baseline", default=None, metavar="NAME|FILE",
+                        help="normalise CE and FR to this model (a name shown in the report) or "
+                             "to a robustness JSON file")
+    parser.add_argument("--out", type=Path, default=Path("report"),
+                        help="output folder for report.html, report.md, report.csv")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cli_common.setup_logging(args.verbose)
+    report = make_report(args.inputs, args.out, args.baseline)
+    sys.stdout.write(write_markdown(report, {}, args.out / "report.md") + "\n")
+    LOG.info("wrote %s (open it in a browser), report.md and report.csv",
+             (args.out / "report.html").resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    cli_common.run_main(main)

@@ -1,0 +1,331 @@
+"""Model files of every format behind the Classifier (docs/BENCHMARK.md §11.4).
+
+ONNX models are built here with onnx.helper and compute closed-form functions of the channel means;
+the TFLite models are converted here from a small Keras model and compared with it.
+"""
+
+import argparse
+import os
+import pickle
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import checkpoints
+import model_files
+from cli_common import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 100  # the images are 100x100 and the models take 100x100: the resize is the identity
+RAF = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+
+
+def write_images(folder, count=4, seed=0):
+    """Smooth random RGB 100x100 PNGs (lossless) and their arrays."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, images = [], []
+    for index in range(count):
+        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = cv2.resize(small, (SIZE, SIZE), interpolation=cv2.INTER_CUBIC)
+        path = folder / f"img_{index}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+        images.append(image)
+    return paths, np.stack(images)
+
+
+def args(**overrides):
+    values = dict(preprocessing=None, eval_preprocessing="auto", class_order=None, unsafe=False,
+                  crop=None, batch=3, input_size=None)
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX models made with onnx.helper
+
+
+def mean_linear_onnx(path, layout, weights, bias, *, softmax=False, shape=None, batch="N"):
+    """Mean of each channel -> @ weights (3, K) + bias [-> Softmax]."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.asarray(weights, np.float32)
+    if shape is None:
+        shape = [batch, 3, SIZE, SIZE] if layout == "NCHW" else [batch, SIZE, SIZE, 3]
+    axes = [2, 3] if layout == "NCHW" else [1, 2]
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=axes, keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z"]),
+             helper.make_node("Add", ["z", "b"], ["logits"])]
+    output = "logits"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+        output = "probs"
+    graph = helper.make_graph(
+        nodes, "mean_linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, [batch, weights.shape[1]])],
+        initializer=[numpy_helper.from_array(weights, "w"),
+                     numpy_helper.from_array(np.asarray(bias, np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+W = np.array([[1, 0, 0, -1, 0.5, 0, 0], [0, 1, 0, 0, -0.5, 0, 2], [0, 0, 1, 0, 0, 1, -1]],
+             np.float32) / 64.0
+B = np.array([0.1, -0.2, 0, 0.3, 0, 0, 0.05], np.float32)
+
+
+@pytest.mark.parametrize("layout,softmax_inside", [("NCHW", False), ("NHWC", True)])
+def test_onnx_layouts_logits_and_probabilities(tmp_path, layout, softmax_inside):
+    path = mean_linear_onnx(tmp_path / f"m_{layout}.onnx", layout, W, B, softmax=softmax_inside)
+    paths, images = write_images(tmp_path / "img")
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    assert classifier.runner.layout == layout
+    assert classifier.image_size == (SIZE, SIZE) and classifier.channels == 3
+    got = classifier.predict_paths(paths)
+    means = images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1)
+    expected = softmax(means @ W.astype(np.float64) + B)  # once, whichever the model outputs
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert classifier.runner.output_kind == ("probabilities" if softmax_inside else "logits")
+    assert classifier.describe()["format"] == "onnx"
+
+
+def test_onnx_class_order_and_preprocessing(tmp_path):
+    """--class-order fer2013 permutes the columns; scale-1-1 feeds x/127.5 - 1."""
+    path = mean_linear_onnx(tmp_path / "m.onnx", "NCHW", W * 64.0, B)
+    paths, images = write_images(tmp_path / "img", seed=5)
+    classifier = checkpoints.classifier_from_args(
+        path, args(preprocessing="scale-1-1", class_order="fer2013"))
+    got = classifier.predict_paths(paths)
+    means = images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1) / 127.5 - 1.0
+    fer = softmax(means @ (W * 64.0).astype(np.float64) + B)
+    # RAF order from FER2013 order (angry, disgust, fear, happy, sad, surprise, neutral)
+    np.testing.assert_allclose(got, fer[:, [5, 2, 1, 3, 4, 0, 6]], atol=1e-5)
+
+
+def test_onnx_fixed_batch_of_one(tmp_path):
+    path = mean_linear_onnx(tmp_path / "b1.onnx", "NHWC", W, B, batch=1)
+    paths, images = write_images(tmp_path / "img", count=5)
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none", batch=4))
+    assert classifier.runner.fixed_batch == 1
+    means = images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1)
+    np.testing.assert_allclose(classifier.predict_paths(paths), softmax(means @ W + B), atol=1e-5)
+
+
+def test_onnx_free_size_needs_input_size(tmp_path):
+    path = mean_linear_onnx(tmp_path / "free.onnx", "NCHW", W, B, shape=["N", 3, "H", "W"])
+    with pytest.raises(UserError, match="--input-size"):
+        checkpoints.classifier_from_args(path, args())
+    classifier = checkpoints.classifier_from_args(path, args(input_size=(40, 40)))
+    assert classifier.image_size == (40, 40)
+    paths, images = write_images(tmp_path / "img", count=2)
+    small = np.stack([cv2.resize(image, (40, 40), interpolation=cv2.INTER_LINEAR)
+                      for image in images]).reshape(2, -1, 3).mean(axis=1)
+    np.testing.assert_allclose(classifier.predict_paths(paths), softmax(small @ W + B), atol=2e-3)
+
+
+@pytest.mark.parametrize("shape,words", [([1, 4, SIZE, SIZE], "channel"),
+                                         (["N", SIZE * SIZE * 3], "rank 2")])
+def test_onnx_input_that_cannot_be_fed(tmp_path, shape, words):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "odd.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UserError) as error:
+        checkpoints.classifier_from_args(path, args())
+    assert str(path) in str(error.value) and words in str(error.value)
+    assert str(shape[1]) in str(error.value)  # names the shape it expects
+
+
+# --------------------------------------------------------------------------------------------
+# TFLite, converted from a small Keras model
+
+
+@pytest.fixture(scope="module")
+def keras_and_tflite(tmp_path_factory):
+    import keras
+    import tensorflow as tf
+
+    folder = tmp_path_factory.mktemp("tflite")
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.Dense(16)(x))
+    model = keras.Model(inputs, outputs)
+    model.save(folder / "small.keras")
+    (folder / "float.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    paths, _ = write_images(folder / "calib", count=8, seed=9)
+    calibration = [cv2.resize(cv2.imread(str(p))[:, :, ::-1], (32, 32),
+                              interpolation=cv2.INTER_LINEAR).astype(np.float32) for p in paths]
+
+    def representative():
+        for image in calibration:
+            yield [image[None]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    (folder / "int8.tflite").write_bytes(converter.convert())
+    return folder
+
+
+def _sample_paths(sample_tree):
+    return sorted((sample_tree / "basic" / "Image" / "aligned").glob("test_*"))
+
+
+def test_tflite_float_agrees_with_keras(keras_and_tflite, sample_tree):
+    paths = _sample_paths(sample_tree)
+    reference = checkpoints.classifier_from_args(keras_and_tflite / "small.keras",
+                                                 args(preprocessing="none", batch=8))
+    lite = checkpoints.classifier_from_args(keras_and_tflite / "float.tflite",
+                                            args(preprocessing="none", batch=8))
+    assert lite.runner.batch_resizable and lite.runner.batch == 8
+    assert lite.image_size == (32, 32)
+    expected = reference.predict_paths(paths)
+    np.testing.assert_allclose(lite.predict_paths(paths), expected, atol=1e-5)
+    assert lite.runner.output_kind == "probabilities"
+
+
+def test_tflite_int8_within_tolerance(keras_and_tflite, sample_tree):
+    """Stated tolerance: probabilities within 0.03 of the float model's (one int8 output step is
+    1/256), and the same class wherever the float model's top two differ by more than 0.06."""
+    paths = _sample_paths(sample_tree)
+    reference = checkpoints.classifier_from_args(keras_and_tflite / "small.keras",
+                                                 args(preprocessing="none"))
+    lite = checkpoints.classifier_from_args(keras_and_tflite / "int8.tflite",
+                                            args(preprocessing="none"))
+    assert lite.runner.quantized
+    scale, zero = lite.runner.in_scale, lite.runner.in_zero
+    assert scale > 0 and -128 <= zero <= 127
+    expected = reference.predict_paths(paths)
+    got = lite.predict_paths(paths)
+    np.testing.assert_allclose(got, expected, atol=0.03)
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.06
+    assert np.array_equal(got[clear].argmax(1), expected[clear].argmax(1))
+
+
+def test_tflite_quantize_formula():
+    """q = clip(round(x / scale + zero), -128, 127), computed by hand for one scale."""
+    runner = object.__new__(model_files.LiteRTRunner)
+    runner.in_dtype, runner.in_scale, runner.in_zero = np.dtype(np.int8), 2.0, -10
+    x = np.array([0.0, 1.0, 3.0, 300.0, -500.0], np.float32)
+    assert runner._quantize(x).tolist() == [-10, -10, -8, 127, -128]  # round half to even: 0.5->0
+
+
+# --------------------------------------------------------------------------------------------
+# .skops (LBP+SVM), dispatched lazily to lbp_svm
+
+
+def test_skops_goes_to_lbp_svm_with_raw_grey(tmp_path, monkeypatch):
+    seen = {}
+
+    class Fake:
+        class_names = ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral")
+        image_size = (SIZE, SIZE)
+        channels = 1
+
+        def predict_batch(self, images):
+            seen["images"] = np.array(images)
+            out = np.zeros((len(images), 7), np.float32)
+            out[:, 3] = 1.0
+            return out
+
+    module = types.ModuleType("lbp_svm")
+    module.load_skops = lambda path: Fake()
+    monkeypatch.setitem(sys.modules, "lbp_svm", module)
+    path = tmp_path / "lbp.skops"
+    path.write_bytes(b"not read by the fake")
+    paths, images = write_images(tmp_path / "img", count=3)
+    classifier = checkpoints.classifier_from_args(path, args())
+    probs = classifier.predict_paths(paths)
+    assert probs.argmax(1).tolist() == [RAF.index("happiness")] * 3
+    grey = np.stack([cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images])[..., None]
+    assert seen["images"].shape == (3, SIZE, SIZE, 1)
+    np.testing.assert_allclose(seen["images"], grey, atol=1.0)  # raw 0..255, no preprocessing
+    with pytest.raises(UserError, match="raw pixels"):
+        checkpoints.classifier_from_args(path, args(preprocessing="vggface2"))
+
+
+def test_skops_without_lbp_svm_module(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lbp_svm", None)  # import fails
+    path = tmp_path / "m.skops"
+    path.write_bytes(b"x")
+    with pytest.raises(UserError, match="lbp_svm"):
+        checkpoints.classifier_from_args(path, args())
+
+
+# --------------------------------------------------------------------------------------------
+# Pickles are refused before they are opened
+
+
+class _Trap:
+    """Unpickling this creates the file named in ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("suffix", [".pickle", ".pkl"])
+def test_pickle_refused_unopened(tmp_path, suffix):
+    marker = tmp_path / "unpickled.txt"
+    path = tmp_path / f"svc{suffix}"
+    path.write_bytes(pickle.dumps(_Trap(str(marker))))
+    for call in (lambda: checkpoints.find_checkpoints(path),
+                 lambda: checkpoints.classifier_from_args(path, args()),
+                 lambda: model_files.open_runner(path),
+                 lambda: checkpoints.load_classifier(path)):
+        with pytest.raises(UserError) as error:
+            call()
+        assert ".skops" in str(error.value) and "runs code" in str(error.value)
+        assert str(path) in str(error.value)
+    assert not marker.exists()
+    # the check really would have fired: loading it does create the marker
+    probe = tmp_path / "probe.pkl"
+    probe.write_bytes(pickle.dumps(_Trap(str(tmp_path / "proof.txt"))))
+    pickle.loads(probe.read_bytes()).close()
+    assert (tmp_path / "proof.txt").exists()
+
+
+def test_pickle_refused_by_the_evaluation_script(tmp_path):
+    marker = tmp_path / "unpickled.txt"
+    path = tmp_path / "svc_c4.000000_g0.000003_bal.pickle"
+    path.write_bytes(pickle.dumps(_Trap(str(marker))))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, str(ROOT / "eval_corrupted_rafdb.py"), str(path),
+                             "--rafdb", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert ".skops" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists()

@@ -1,0 +1,113 @@
+"""--predictions FILE.csv (docs/BENCHMARK.md §11.4): parsing, line-numbered errors, and the same
+per-folder results as a direct evaluation of a model that makes the same predictions."""
+
+import argparse
+
+import numpy as np
+import pytest
+
+import checkpoints
+import eval_corrupted_rafdb
+from cli_common import UserError
+from predictions_file import PredictionsClassifier, read_predictions
+from test_model_files import B, W, mean_linear_onnx, write_images
+
+RAF = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    """tree/rafdb.test.contrast.{1,2}/img_i.png and clean/img_i.png, 4 images each."""
+    root = tmp_path / "tree"
+    clean_paths, _ = write_images(tmp_path / "clean", count=4, seed=1)
+    folders = {}
+    for severity in (1, 2):
+        name = f"rafdb.test.contrast.{severity}"
+        folders[name], _ = write_images(root / name, count=4, seed=10 + severity)
+    return root, tmp_path / "clean", clean_paths, folders
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_class_names_indices_synonyms(tree, tmp_path):
+    root, clean, clean_paths, folders = tree
+    csv_path = write(tmp_path / "p.csv", "path,class\n"
+                     "clean/img_0.png,happy\n"
+                     "# a comment\n"
+                     "clean/img_1.png,3\n"
+                     "./clean/img_2.png, Angry \n"
+                     "rafdb.test.contrast.1/img_0.png,0\n\n")
+    predictor = PredictionsClassifier(csv_path, root, clean)
+    scores = predictor.predict_paths(clean_paths[:3])
+    expected = np.zeros((3, 7), np.float32)
+    expected[0, 3] = expected[1, 3] = expected[2, 5] = 1.0
+    np.testing.assert_array_equal(scores, expected)
+    assert predictor.unused() == ["rafdb.test.contrast.1/img_0.png"]
+    with pytest.raises(UserError, match=r"no line for clean/img_3.png"):
+        predictor.predict_paths(clean_paths[3:])
+
+
+@pytest.mark.parametrize("body,line,words", [
+    ("path,class\nclean/img_0.png,3\nclean/img_0.png,4\n", 3, "duplicate path clean/img_0.png"),
+    ("path,class\nclean/img_0.png,3\nclean/nope.png,4\n", 3, "unknown path clean/nope.png"),
+    ("path,class\nrafdb.test.contrast.9/img_0.png,1\n", 2, "unknown path"),
+    ("path,class\nclean/img_0.png,contempt\n", 2, "unknown class 'contempt'"),
+    ("path,class\nclean/img_0.png,7\n", 2, "out of range 0..6"),
+    ("path,class\nclean/img_0.png\n", 2, "expected 2 fields"),
+    ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,0,1,0,0\n", 2, "expected 8 fields"),
+    ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,0,1,0,0,nan\n", 2, "finite"),
+    ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,x,1,0,0,0\n", 2, "numbers"),
+    ("# only a comment\nfile,label\n", 2, "expected the header"),
+])
+def test_errors_name_the_line(tree, tmp_path, body, line, words):
+    root, clean, _, _ = tree
+    csv_path = write(tmp_path / "bad.csv", body)
+    with pytest.raises(UserError) as error:
+        PredictionsClassifier(csv_path, root, clean)
+    assert f"{csv_path}:{line}:" in str(error.value) and words in str(error.value)
+
+
+def test_empty_file(tmp_path):
+    with pytest.raises(UserError, match="empty predictions file"):
+        read_predictions(write(tmp_path / "e.csv", "\n\n"), RAF)
+
+
+def test_same_results_as_a_direct_evaluation(tree, tmp_path):
+    """A model's predictions written as probabilities (and as classes) and scored from the file
+    give the evaluation's per-folder rows exactly as the model itself does."""
+    root, clean_dir, clean_paths, folders = tree
+    model_path = mean_linear_onnx(tmp_path / "m.onnx", "NCHW", W, B)
+    options = argparse.Namespace(preprocessing="none", eval_preprocessing="auto",
+                                 class_order=None, unsafe=False, crop=None, batch=3,
+                                 input_size=None)
+    model = checkpoints.classifier_from_args(model_path, options)
+    keep = np.ones(4, bool)
+    clean = eval_corrupted_rafdb.Folder(None, 0, "RAF-DB/basic/Image/aligned", clean_paths, keep)
+    evaluated = [eval_corrupted_rafdb.Folder("contrast", s, f"rafdb.test.contrast.{s}",
+                                             folders[f"rafdb.test.contrast.{s}"], keep)
+                 for s in (1, 2)]
+    # targets chosen so that the accuracies differ from 0 and 1
+    direct_scores = model.predict_paths(clean_paths)
+    targets = direct_scores.argmax(1).copy()
+    targets[0] = (targets[0] + 1) % 7
+    direct, _, _ = eval_corrupted_rafdb.evaluate(model, clean, evaluated, targets, None)
+    assert direct[0]["accuracy"] == 0.75
+
+    probs_csv, class_csv = ["path," + ",".join(f"p{k}" for k in range(7))], ["path,class"]
+    for prefix, paths in [("clean", clean_paths)] + [(name, folders[name]) for name in folders]:
+        for path, row in zip(paths, model.predict_paths(paths)):
+            key = f"{prefix}/{path.name}"
+            probs_csv.append(key + "," + ",".join("%.9g" % value for value in row))
+            class_csv.append(f"{key},{RAF[int(row.argmax())]}")
+    for lines in (probs_csv, class_csv):
+        csv_path = write(tmp_path / "pred.csv", "\n".join(lines) + "\n")
+        predictor = PredictionsClassifier(csv_path, root, clean_dir)
+        rows, _, images = eval_corrupted_rafdb.evaluate(predictor, clean, evaluated, targets, None)
+        assert rows == direct and images == 12
+        assert predictor.unused() == []
+    np.testing.assert_array_equal(  # %.9g round-trips float32 exactly
+        PredictionsClassifier(write(tmp_path / "p2.csv", "\n".join(probs_csv)), root,
+                              clean_dir).predict_paths(clean_paths), direct_scores)

@@ -1,0 +1,200 @@
+"""report.py (docs/BENCHMARK.md §11.5): numbers recomputed by hand from the input JSONs,
+comparability warnings, inputs, and the HTML rendered in a real browser (chromium, when present).
+
+tests/data/report/*.json are real outputs: eval_corrupted_rafdb.py --json (three tiny models on
+the synthetic sample, 4 corruptions x 5 severities, on the fly; tinycnn and mobile with --baseline
+base.json) and eval_perturbed_rafdb2.py --json over a predictions file of the three methods with
+#topk rankings. Some tests overwrite the per-folder errors with values chosen here.
+"""
+
+import base64
+import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import report
+from cli_common import UserError
+
+DATA = Path(__file__).resolve().parent / "data" / "report"
+
+
+def load(name):
+    return json.loads((DATA / f"{name}.json").read_text())
+
+
+def set_errors(data, clean, errors):
+    """Overwrite one robustness result's rows: errors[corruption] = [E_1..E_5]."""
+    result = data["results"][0]
+    for row in result["folders"]:
+        if row["corruption"] is None:
+            row["error"], row["accuracy"] = clean, 1 - clean
+        else:
+            row["error"] = errors[row["corruption"]][row["severity"] - 1]
+            row["accuracy"] = 1 - row["error"]
+    result["clean"] = result["folders"][0]
+    return data
+
+
+def write(folder, name, data):
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def read_csv(path):
+    with open(path, newline="") as stream:
+        return {row["model"]: row for row in csv.DictReader(stream)}
+
+
+CORRUPTIONS = ("gaussian_blur", "gaussian_noise", "contrast", "pixelate")
+
+
+@pytest.fixture()
+def designed(tmp_path):
+    """Model tinycnn = docs/BENCHMARK.md §5.2's worked example on every corruption but contrast
+    (higher errors there); base = the example's baseline; mobile worse than base (CE 2.5/2.25)."""
+    model = {c: [.20, .30, .40, .50, .60] for c in CORRUPTIONS}
+    model["contrast"] = [.40, .50, .60, .70, .80]
+    base = {c: [.25, .35, .45, .55, .65] for c in CORRUPTIONS}
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder, "tinycnn", set_errors(load("tinycnn"), .10, model))
+    write(folder, "base", set_errors(load("base"), .15, base))
+    write(folder, "mobile", set_errors(load("mobile"), .20,
+                                       {c: [.30, .40, .50, .60, .70] for c in CORRUPTIONS}))
+    shutil.copy(DATA / "stability.json", folder / "stability.json")
+    (folder / "run.json").write_text('{"net": "not a result"}')
+    return folder
+
+
+def test_numbers_recomputed_from_the_jsons(designed, tmp_path):
+    out = tmp_path / "out"
+    report.make_report([designed], out, baseline="base")
+    rows = read_csv(out / "report.csv")
+    assert set(rows) == {"tinycnn", "base", "mobile"}
+    tiny = rows["tinycnn"]
+    # CE: 2.0/2.25 = 0.888889 on three corruptions, (0.4+...+0.8)/2.25 = 3.0/2.25 on contrast
+    ce = [2.0 / 2.25] * 3 + [3.0 / 2.25]
+    assert float(tiny["mce"]) == pytest.approx(np.mean(ce), abs=1e-12)
+    # relative CE: (2.0 - 0.5)/(2.25 - 0.75) = 1 and (3.0 - 0.5)/1.5
+    assert float(tiny["relative_mce"]) == pytest.approx(np.mean([1.0] * 3 + [2.5 / 1.5]), abs=1e-12)
+    assert float(tiny["clean_error"]) == pytest.approx(0.10)
+    assert float(tiny["mean_corruption_error"]) == pytest.approx((2.0 * 3 + 3.0) / 20)
+    assert float(rows["base"]["mce"]) == pytest.approx(1.0)
+    assert float(rows["mobile"]["mce"]) == pytest.approx(2.5 / 2.25)
+    assert [rows[m]["rank"] for m in ("tinycnn", "base", "mobile")] == ["1", "2", "3"]
+    assert tiny["ce_baseline"] == "base" and {r["group"] for r in rows.values()} == {"A"}
+    # stability: mFP is the mean of the 10 FPs; mFR the mean of FP / FP_base; T2D the mean tkd[2]
+    stability = json.loads((DATA / "stability.json").read_text())["methods"]
+    fp = {m: [p["fp"] for p in stability[m]["perturbations"].values()] for m in stability}
+    assert float(tiny["mfp"]) == pytest.approx(sum(fp["tinycnn"]) / 10, abs=1e-12)
+    assert float(tiny["mfr"]) == pytest.approx(
+        sum(a / b for a, b in zip(fp["tinycnn"], fp["base"])) / 10, abs=1e-12)
+    t2d = [p["tkd"]["2"] for p in stability["tinycnn"]["perturbations"].values()]
+    assert float(tiny["t2d"]) == pytest.approx(sum(t2d) / 10, abs=1e-12)
+    md = (out / "report.md").read_text()
+    assert "| A | 1 | tinycnn | 36 | soft | 10.00 | 45.00 | 100.00 | 116.67 |" in md
+    assert "WARNING" not in md
+
+
+def test_without_baseline_the_files_own_mce_is_shown(tmp_path):
+    out = tmp_path / "out"
+    report.make_report([DATA / "tinycnn.json", DATA / "mobile.json"], out)
+    rows = read_csv(out / "report.csv")
+    for name in ("tinycnn", "mobile"):
+        summary = load(name)["results"][0]["summary"]
+        assert float(rows[name]["mce"]) == pytest.approx(summary["mce"])
+        assert rows[name]["ce_baseline"] == "base"
+    assert rows["tinycnn"]["mfp"] == ""  # no stability file given
+
+
+def test_different_protocols_are_never_ranked_together(designed, tmp_path):
+    other = load("mobile")
+    other["results"][0]["protocol"], other["results"][0]["n"] = "hard", 40
+    write(designed, "mobile", other)
+    out = tmp_path / "out"
+    result = report.make_report([designed], out, baseline="base")
+    assert any("protocol" in w and "hard (mobile)" in w for w in result["warnings"])
+    rows = read_csv(out / "report.csv")
+    assert rows["mobile"]["group"] != rows["tinycnn"]["group"]
+    assert rows["mobile"]["rank"] == "1"  # alone in its group
+    assert [rows[m]["rank"] for m in ("tinycnn", "base")] == ["1", "2"]
+    html_text = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    assert "class='warning'>WARNING: robustness results differ in protocol" in html_text
+    assert "> **WARNING:** robustness results differ in n" in md
+
+
+def test_different_corruption_sets_warn(designed, tmp_path):
+    data = load("mobile")
+    data["results"][0]["folders"] = [row for row in data["results"][0]["folders"]
+                                     if row["corruption"] != "contrast"]
+    write(designed, "mobile", data)
+    result = report.make_report([designed], tmp_path / "out", baseline="base")
+    assert any("different corruption sets" in w for w in result["warnings"])
+
+
+def test_input_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no robustness"):
+        report.make_report([tmp_path / "empty"], tmp_path / "out")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": 1}')
+    with pytest.raises(UserError, match=str(bad)):
+        report.make_report([bad], tmp_path / "out")
+    with pytest.raises(UserError, match="no such result"):
+        report.make_report([tmp_path / "missing.json"], tmp_path / "out")
+    with pytest.raises(UserError, match="--baseline nope"):
+        report.make_report([DATA], tmp_path / "out", baseline="nope")
+
+
+def test_html_is_self_contained(designed, tmp_path):
+    out = tmp_path / "out"
+    report.make_report([designed], out, baseline="base")
+    text = (out / "report.html").read_text()
+    sources = re.findall(r"src='([^']*)'", text)
+    assert len(sources) == 4  # heatmap, severity lines, scatter, FP bars
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http" not in text and "<link" not in text
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "chromium-headless-shell", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium installed (.ci/run installs "
+                                                 "Debian's chromium package)")
+def test_rendered_in_a_real_browser(designed, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "out"
+    report.make_report([designed], out, baseline="base")
+    url = (out / "report.html").resolve().as_uri()
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    dom = subprocess.run(browser + ["--dump-dom", url], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert 'data-figures-shown="4/4"' in dom  # every figure decoded by the browser
+    assert "<td class='t'>tinycnn</td>".replace("'", '"') in dom
+    assert ">45.00<" in dom and ">116.67<" in dom  # tinycnn: mean corr. error, rel. mCE
+    shot = tmp_path / "shot.png"
+    subprocess.run(browser + ["--window-size=1200,2600", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape[:2] == (2600, 1200)
+    assert pixels.std() > 20  # not blank
+    # The heatmap's viridis colours (strongly coloured pixels) are on screen below the table.
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    assert (saturation[300:] > 100).sum() > 5000
