@@ -16,10 +16,15 @@ The run directory (``out_training_fer/<argstring>_<YYYYmmdd_HHMMSS>``, or ``--di
   a run directory without them (e.g. from an older run) resumes from the highest
   ``checkpoint.EE.hdf5`` at epoch EE, its best accuracy taken from ``training_log.csv``. Each epoch
   has its own pipeline and dropout seeds (from ``--seed`` and the epoch), so a resumed run trains
-  on the same batches as a continuous one;
-- ``training_log.csv`` (CSVLogger, appended on resume), ``tensorboard/``, ``run.json``,
+  on the same batches as a continuous one; its numbers equal the continuous run's on CPU, and on
+  GPUs only with ``--deterministic`` (GPU kernels are not deterministic by default);
+- ``training_log.csv`` (one row per epoch, the file rewritten through a temporary name; trimmed
+  to the completed epochs on resume), ``tensorboard/``, ``run.json``,
   ``validation_names.txt`` (the held-out images) and, at the end, ``results.json`` with the clean
   test accuracy of the best checkpoint (reported once, with N and the label protocol).
+
+Every file of the run directory is written under a temporary name and renamed (TensorBoard's
+event files excepted: TensorBoard appends to them).
 
 Model selection uses a held-out 10 % of the training images (docs/BENCHMARK.md §1.5 FIX); ``--val-split test``
 selects on the test set, as the original did. ``--bn-recalibrate N`` (an extension, off by
@@ -92,8 +97,11 @@ def build_parser() -> ArgumentParser:
                        help="'rgb', or 'bgr-compat' to reproduce the original's channel-order defects "
                             "(z-norm, AutoAugment)")
     model.add_argument("--pretraining", default=None, metavar="PATH|imagenet",
-                       help="initial weights: a local model/weights file (matched by layer name) or "
-                            "'imagenet' (only if Keras has the file cached); default random init")
+                       help="initial weights: the path of a local Keras model or weights file (.h5, .hdf5, "
+                            ".keras, .weights.h5; matched by layer name), or 'imagenet' (only when Keras's "
+                            "cache already holds the file). Nothing is downloaded: 'vggface'/'vggface2' "
+                            "are refused; give the path of the weights file (e.g. "
+                            "rcmalli_vggface_tf_notop_senet50.h5). Default: random initialisation")
     model.add_argument("--weight-decay", type=float, default=0.0,
                        help="L2 penalty on kernels, applied at build time (the original's flag was inert)")
 
@@ -119,6 +127,10 @@ def build_parser() -> ArgumentParser:
                        help="seed of weights, shuffling, augmentation and the hold-out split")
     optim.add_argument("--mixed-precision", action="store_true",
                        help="mixed_float16 compute (float32 weights and softmax output); useful on GPUs")
+    optim.add_argument("--deterministic", action="store_true",
+                       help="TensorFlow op determinism (tf.config.experimental.enable_op_determinism): "
+                            "identical results run to run and resumed == uninterrupted on GPUs too (on CPU "
+                            "they already are); slower on GPUs")
     optim.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"),
                        help="tf.distribute: all local GPUs (mirrored) or several machines via TF_CONFIG "
                             "(multiworker needs --dir; only the chief writes)")

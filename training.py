@@ -188,10 +188,12 @@ def check_args(args) -> None:
         raise UserError(f"--workers {args.workers}: expected a positive integer")
     if args.mode == "test" and args.checkpoint is None and args.dir is None:
         raise UserError("--mode test needs --checkpoint FILE or --dir RUN_DIR")
-    if (not args.resume and args.pretraining not in (None, "imagenet", "vggface", "vggface2")
+    if not args.resume and args.pretraining in ("vggface", "vggface2") and not Path(args.pretraining).is_file():
+        raise UserError(pretraining_name_error(args))
+    if (not args.resume and args.pretraining not in (None, "imagenet")
             and not Path(args.pretraining).is_file()):
         raise UserError(f"--pretraining {args.pretraining}: no such weights file "
-                        "(give a local .h5/.hdf5/.keras file, or 'imagenet')")
+                        f"(accepted: {PRETRAINING_ACCEPTED})")
     if not Path(args.rafdb).is_dir():
         raise UserError(f"--rafdb {args.rafdb}: no such folder\n{rafdb_dataset.EXPECTED_LAYOUT}")
     if args.cpu_devices < 0:
@@ -203,6 +205,25 @@ def check_args(args) -> None:
                         f"{args.distribute} (the recalibration runs eagerly on one device)")
 
 
+PRETRAINING_ACCEPTED = ("the path of a local Keras model or weights file (.h5, .hdf5, .keras, .weights.h5), "
+                        "matched by layer name, or 'imagenet' when Keras's cache already holds the file")
+
+
+def pretraining_name_error(args) -> str:
+    """The message for ``--pretraining vggface|vggface2``: names, not files; nothing is downloaded."""
+    from models.pretrained import FACE_WEIGHTS
+
+    try:
+        net, _ = _models().resolve_net(args.net, args.input_size)
+    except ValueError:
+        net = args.net
+    expected = FACE_WEIGHTS.get(net)
+    hint = (f"for --net {args.net} that is {expected}" if expected
+            else f"no face-pretrained weights are known for --net {args.net}")
+    return (f"--pretraining {args.pretraining}: nothing is downloaded (docs/BENCHMARK.md §4.1 FIX); pass the "
+            f"local weights file instead, --pretraining PATH ({hint}). Accepted: {PRETRAINING_ACCEPTED}")
+
+
 def check_resume(args) -> None:
     if args.dir is None:
         raise UserError("--resume needs --dir, the run directory to continue")
@@ -212,6 +233,18 @@ def check_resume(args) -> None:
 
 # --------------------------------------------------------------------------------------------
 # TensorFlow parts
+
+
+def enable_determinism() -> None:
+    """``--deterministic``: TensorFlow's op determinism (same results run to run, on GPU too).
+
+    Without it a resumed run equals an uninterrupted one only on CPU, where the kernels are
+    deterministic already; GPU kernels (cuDNN convolutions, atomics in reductions) are not. Costs
+    speed on GPUs; ops without a deterministic kernel then raise an error instead of running.
+    """
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
 
 
 def configure_devices(args):
@@ -393,11 +426,61 @@ def recalibrate_batchnorm(model, batches) -> int:
     return count
 
 
+def _csv_value(value) -> str:
+    """One CSV cell as Keras's CSVLogger writes it (plain ``str`` of a Python/numpy scalar)."""
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    return str(value)
+
+
+def append_log_row(path: Path, epoch: int, logs: dict) -> None:
+    """Add one epoch's row to the CSV log by rewriting the whole file through a temporary name.
+
+    Columns: ``epoch`` then the log keys in sorted order (Keras's CSVLogger layout); an existing
+    header is kept, so a resumed run continues the same columns. A reader never sees a half row.
+    """
+    import csv
+    import io
+
+    keys = sorted(logs)
+    text = path.read_text() if path.is_file() else ""
+    if text:
+        header = next(csv.reader([text.splitlines()[0]]))
+        keys = [key for key in header if key != "epoch"]
+        if not text.endswith("\n"):
+            text += "\n"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if not text:
+        writer.writerow(["epoch", *keys])
+    writer.writerow([epoch, *(_csv_value(logs[key]) if key in logs else "NA" for key in keys)])
+    atomic_write_text(path, text + buffer.getvalue())
+
+
+def _atomic_csv_log_class():
+    import keras
+
+    class AtomicCSVLog(keras.callbacks.Callback):
+        """``training_log.csv``: one row per epoch, the file replaced atomically (see append_log_row)."""
+
+        def __init__(self, path: Path):
+            super().__init__()
+            self.path = Path(path)
+
+        def on_epoch_end(self, epoch, logs=None):
+            append_log_row(self.path, epoch, dict(logs or {}))
+
+    return AtomicCSVLog
+
+
 def make_callbacks(args, run_dir: Path, state: dict, train_ds=None):
-    """Callbacks of one epoch's ``fit`` call (the CSV log is appended; the caller starts it fresh)."""
+    """Callbacks of one epoch's ``fit`` call (the CSV log gets one row; the caller trims it on resume)."""
     import keras
 
     init, factor, every = args.lr_schedule
+    AtomicCSVLog = _atomic_csv_log_class()
 
     class BestAndLastCheckpoint(keras.callbacks.Callback):
         """checkpoint.EE.hdf5 (1-based) on strict improvement of val_categorical_accuracy; last every epoch."""
@@ -427,7 +510,7 @@ def make_callbacks(args, run_dir: Path, state: dict, train_ds=None):
 
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, init, factor, every)),
-        keras.callbacks.CSVLogger(str(run_dir / LOG_FILE), append=True),
+        AtomicCSVLog(run_dir / LOG_FILE),
     ]
     if args.bn_recalibrate and train_ds is not None:
         callbacks.insert(0, PreciseBatchNorm())
@@ -544,7 +627,8 @@ def run_config(args, net: str, input_shape, model) -> dict:
         "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         "momentum": 0.9 if args.momentum else 0.0, "weight_decay": args.weight_decay,
         "bn_recalibrate": args.bn_recalibrate, "pretraining": args.pretraining, "distribute": args.distribute,
-        "mixed_precision": bool(args.mixed_precision), "params": int(model.count_params()),
+        "mixed_precision": bool(args.mixed_precision), "deterministic": bool(getattr(args, "deterministic", False)),
+        "params": int(model.count_params()),
         "versions": versions(), "argv": args.argv, "args": run_args(args),
     }
 
@@ -619,6 +703,8 @@ def train(args) -> int:
         LOG.info("distribution: %s with %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
     chief = is_chief(strategy)
     keras.utils.set_random_seed(args.seed)
+    if getattr(args, "deterministic", False):
+        enable_determinism()
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
