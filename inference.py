@@ -28,6 +28,7 @@ modified:
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
@@ -86,6 +87,19 @@ def make_strategy(kind: str | None):
     devices = [device.name for device in gpus] or [device.name for device in
                                                    tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def check_mixed_precision() -> None:
+    """float16 needs a GPU, or a CPU run with oneDNN off: oneDNN aborts the process (no Python
+    error) on CPUs without float16 matrix instructions, e.g. under DNNL_MAX_CPU_ISA=AVX2."""
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        return
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        raise UserError("--mixed-precision: no GPU is visible; float16 on the CPU needs the "
+                        "environment variable TF_ENABLE_ONEDNN_OPTS=0 (oneDNN aborts on CPUs "
+                        "without float16 instructions) and is rarely faster than float32 there")
 
 
 def _flat_layers(model) -> list:
@@ -148,6 +162,8 @@ class Runner:
         if not isinstance(getattr(classifier, "model", None), keras.Model):
             raise UserError(f"{classifier.checkpoint_path}: --distribute, --mixed-precision, --jit "
                             f"and --adapt need a Keras model")
+        if mixed_precision:
+            check_mixed_precision()
         self.strategy = make_strategy(distribute)
         if self.strategy is not None:
             with self.strategy.scope():
@@ -161,8 +177,6 @@ class Runner:
         for layer in self.bn:
             layer.momentum = 0.0  # a training-mode call leaves exactly the batch statistics
         self.source = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in self.bn]
-        self._predict = None
-        self._train = None
 
     # -- description ----------------------------------------------------------------------
     @property
@@ -238,8 +252,6 @@ class Runner:
         """Probabilities (N, 7) in RAF-DB order for every image of a batched dataset."""
         if self.model is None:
             return self.classifier.predict_dataset(dataset)
-        if self._predict is None:
-            self._predict = True
         chunks = list(self._run(dataset, training=False))
         if not chunks:
             return np.zeros((0, len(self.classifier.permutation)), np.float32)
