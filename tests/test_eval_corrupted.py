@@ -1,8 +1,10 @@
-"""eval_corrupted_rafdb.py end to end on a tiny exported RAF-DB-C tree (BENCHMARK.md §5.1-§5.3).
+"""eval_corrupted_rafdb.py end to end on a tiny exported RAF-DB-C tree (docs/BENCHMARK.md §5.1-§5.3).
 
-The model is a probe (global average pooling -> Dense with weights chosen here), so its prediction
-is a known function of each image: the test recomputes every accuracy by hand from the image files
-and compares it with the printed block.
+The model is a probe (Flatten -> Dense with fixed random weights chosen here), so its prediction is
+a known function of every pixel position of each image: the test recomputes every accuracy by hand
+from the image files (cv2 decode, bilinear resize, numpy matrix product) and compares it with the
+printed block. A model that saw only channel means could not tell an on-the-fly rendering from
+the exported tree if the two differed in where the corruption lands; this one can.
 """
 
 import json
@@ -13,41 +15,45 @@ import sys
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-import eval_corrupted_rafdb  # noqa: E402
-import rafdb_dataset  # noqa: E402
-from cli_common import UserError  # noqa: E402
+import eval_corrupted_rafdb
+import rafdb_dataset
+import robustness
+from cli_common import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("gaussian_noise", 1), ("gaussian_noise", 2), ("contrast", 1), ("contrast", 2)]
 SIZE = 32
 RNG = np.random.default_rng(1)
-KERNEL = RNG.normal(size=(3, 7)).astype(np.float32)  # logits = channel means @ KERNEL + BIAS
-BIAS = RNG.normal(scale=20.0, size=7).astype(np.float32)
+KERNEL = RNG.normal(scale=0.02, size=(SIZE * SIZE * 3, 7)).astype(np.float32)  # logits = pixels @ KERNEL
+BIAS = RNG.normal(scale=1.0, size=7).astype(np.float32)
 
 
 def save_probe(path, outputs=7, lam=False):
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Lambda(lambda t: t + 0.0)(inputs) if lam else inputs
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Flatten()(x)
     dense = keras.layers.Dense(outputs)
     model = keras.Model(inputs, dense(x))
-    kernel = KERNEL if outputs == 7 else np.zeros((3, outputs), np.float32)
+    kernel = KERNEL if outputs == 7 else np.zeros((SIZE * SIZE * 3, outputs), np.float32)
     dense.set_weights([kernel, BIAS if outputs == 7 else np.zeros(outputs, np.float32)])
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return path
 
 
-def predicted_class(path):
-    """The probe's class for one image file, by hand: cv2 decode, bilinear resize, mean, argmax."""
+def probe_logits(path):
+    """The probe's logits for one image file, by hand: cv2 decode, bilinear resize, flatten, matmul."""
     image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     resized = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR).astype(np.float64)
-    return int(np.argmax(resized.mean(axis=(0, 1)) @ KERNEL.astype(np.float64) + BIAS))
+    return resized.reshape(-1) @ KERNEL.astype(np.float64) + BIAS
+
+
+def predicted_class(path):
+    return int(np.argmax(probe_logits(path)))
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +123,9 @@ def test_end_to_end_block_files_on_the_fly_and_baseline(workspace):
     (result,) = data["results"]
     assert result["n"] == n and result["protocol"] == "soft" and result["format"] == "jpg"
     assert result["manifest"]["params"]["seed"] == 0
+    assert "files" not in result["manifest"]  # the digest and parameters, not the file table
+    exported = sum(1 for _ in (root / "corrupted_raf_dataset").glob("rafdb.test.*/*"))
+    assert result["manifest"]["n_files"] == exported
     errors = {(row["corruption"], row["severity"]): row["error"] for row in result["folders"]}
     for (corruption, severity), folder in zip(PAIRS, list(expected)[1:]):
         assert errors[(corruption, severity)] == pytest.approx(1.0 - expected[folder])
@@ -124,7 +133,7 @@ def test_end_to_end_block_files_on_the_fly_and_baseline(workspace):
     noise_sum = 2.0 - expected["corrupted_raf_dataset/rafdb.test.gaussian_noise.1"] \
         - expected["corrupted_raf_dataset/rafdb.test.gaussian_noise.2"]
     assert result["summary"]["error_sum"]["gaussian_noise"] == pytest.approx(noise_sum)
-    assert len((root / "r.csv").read_text().splitlines()) == 1 + 5
+    assert len((root / "r.csv").read_text().splitlines()) == 1 + 5 + 1  # header, 5 folders, summary
     assert (root / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A hand-made baseline: every corrupted error 0.5, clean error 0.25 (BENCHMARK.md §5.2 by hand).
@@ -210,22 +219,22 @@ def test_bad_checkpoints_exit_2_without_traceback(workspace, tmp_path, case):
 
 @pytest.mark.parametrize("text, expected", [("1-5", [1, 2, 3, 4, 5]), ("3,1", [1, 3]), ("2", [2])])
 def test_parse_severities(text, expected):
-    assert eval_corrupted_rafdb.parse_severities(text) == expected
+    assert robustness.parse_severities(text) == expected
 
 
 @pytest.mark.parametrize("text", ["0", "1-6", "a"])
 def test_parse_bad_severities(text):
     with pytest.raises(UserError, match="--severities"):
-        eval_corrupted_rafdb.parse_severities(text)
+        robustness.parse_severities(text)
 
 
 def test_parse_corruptions_canonical_order():
     import corruptions
 
-    assert eval_corrupted_rafdb.parse_corruptions("contrast,gaussian_blur") == ["gaussian_blur", "contrast"]
-    assert eval_corrupted_rafdb.parse_corruptions("all") == list(corruptions.CORRUPTION_NAMES)
+    assert robustness.parse_corruptions("contrast,gaussian_blur") == ["gaussian_blur", "contrast"]
+    assert robustness.parse_corruptions("all") == list(corruptions.CORRUPTION_NAMES)
     with pytest.raises(UserError, match="frost"):
-        eval_corrupted_rafdb.parse_corruptions("frost")
+        robustness.parse_corruptions("frost")
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +332,7 @@ def test_outputs_are_written_after_each_run(workspace, capsys, tmp_path):
                  "--json", tmp_path / "r.json", "--csv", tmp_path / "r.csv")
     (result,) = json.loads((tmp_path / "r.json").read_text())["results"]
     assert result["checkpoint"]["checkpoint"] == str(runs / "run_a" / "checkpoint.03.hdf5")
-    assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 2  # header, clean, contrast.1
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 2 + 1  # header, clean, contrast.1, summary
 
 
 def test_corrupt_image_exits_2_naming_the_file(workspace, tmp_path):
@@ -337,3 +346,34 @@ def test_corrupt_image_exits_2_naming_the_file(workspace, tmp_path):
                            "--severities", "1")
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert victim.name in completed.stderr and "Traceback" not in completed.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# What a report keeps of the manifest; results.txt written atomically
+
+MANIFEST_BYTES = (b'{"files": {"rafdb.test.contrast.1/test_0001_aligned.jpg": "ab"}, "params": {"seed": 3, '
+                  b'"format": "jpg"}, "kind": "rafdb-c", "folders": {"rafdb.test.contrast.1": 1}, '
+                  b'"source": {"root": "RAF-DB", "files": ["a.jpg", "b.jpg"]}}\n')
+# sha256sum of exactly these bytes, computed once with coreutils' sha256sum
+MANIFEST_SHA256 = "110a35bee0db97d5252d4083b9f457cabec539f49d128b8182c65caddbc895e9"
+
+
+def test_manifest_summary_keeps_digest_and_parameters_not_the_file_table(tmp_path):
+    (tmp_path / "manifest.json").write_bytes(MANIFEST_BYTES)
+    kept = robustness.manifest_summary(tmp_path, json.loads(MANIFEST_BYTES))
+    assert kept["sha256"] == MANIFEST_SHA256
+    assert kept["params"] == {"seed": 3, "format": "jpg"} and kept["kind"] == "rafdb-c"
+    assert kept["n_files"] == 1 and kept["folders"] == {"rafdb.test.contrast.1": 1}
+    assert kept["source"] == {"root": "RAF-DB", "n_files": 2}
+    assert "files" not in kept and "test_0001_aligned.jpg" not in json.dumps(kept)
+    assert robustness.manifest_summary(tmp_path, None) is None
+
+
+def test_results_file_is_replaced_atomically(tmp_path):
+    path = tmp_path / "results.txt"
+    path.write_text("Results for: first\n\n\n")
+    before = os.stat(path).st_ino
+    robustness.append_atomically(path, "Results for: second\n\n\n")
+    assert path.read_text() == "Results for: first\n\n\nResults for: second\n\n\n"
+    assert os.stat(path).st_ino != before  # a new file renamed into place, not appended in place
+    assert [p.name for p in tmp_path.iterdir()] == ["results.txt"]  # no temporary left

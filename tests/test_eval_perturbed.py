@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import eval_perturbed_rafdb as writer
-import eval_perturbed_rafdb2 as reader
+import eval_perturbed_rafdb as writer_script
+import stability
 from cli_common import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_text_mode(tmp_path):
 def test_noise_rule_against_consecutive_rule(tmp_path):
     text = (f"runs/m/ckpt.keras,P/rafdb.test.p_shot_noise\n{line(NOISE_DIFFERS)}\n"
             f"runs/m/ckpt.keras,P/rafdb.test.p_brightness\n{line(NOISE_DIFFERS)}\n")
-    results = reader.compute(reader.group_blocks(reader.read_predictions(write(tmp_path, text))))
+    results = stability.compute(stability.group_blocks(stability.read_predictions(write(tmp_path, text))))
     fp = {name: entry["fp"] for name, entry in results["methods"]["m"]["perturbations"].items()}
     assert fp == {"p_shot_noise": pytest.approx(29 / 29), "p_brightness": pytest.approx(1 / 29)}
     assert results["methods"]["m"]["mfp"] == pytest.approx((1 + 1 / 29) / 2)
@@ -90,19 +90,19 @@ def test_noise_rule_against_consecutive_rule(tmp_path):
 
 def test_difficulty_two(tmp_path):
     text = f"runs/m/ckpt.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
-    results = reader.compute(reader.group_blocks(reader.read_predictions(write(tmp_path, text))), difficulty=2)
+    results = stability.compute(stability.group_blocks(stability.read_predictions(write(tmp_path, text))), difficulty=2)
     assert results["methods"]["m"]["perturbations"]["p_rotate"]["fp"] == pytest.approx(4 / 28)
 
 
 def test_external_header_comments_and_sequence_length_from_data(tmp_path):
     short = [1, 1, 2, 2, 2]  # 5 frames: 1 flip of 4
     text = f"# made by hand\nrafdb.test.p_scale\n\n{line(short)}\n# test_0002\n{line([0] * 5)}\n"
-    blocks = reader.read_predictions(write(tmp_path, text))
+    blocks = stability.read_predictions(write(tmp_path, text))
     assert [(b.method, b.perturbation, len(b.sequences)) for b in blocks] == [("", "p_scale", 2)]
-    results = reader.compute(reader.group_blocks(blocks))
+    results = stability.compute(stability.group_blocks(blocks))
     assert results["methods"][""]["perturbations"]["p_scale"]["fp"] == pytest.approx((1 / 4 + 0) / 2)
     with pytest.raises(UserError, match=r":4: 5 classes, expected --frames 30"):
-        reader.read_predictions(tmp_path / "predictions.txt", frames=30)
+        stability.read_predictions(tmp_path / "predictions.txt", frames=30)
 
 
 def test_baseline_method_and_json(tmp_path):
@@ -131,10 +131,10 @@ def test_baseline_method_and_json(tmp_path):
 def test_flip_rate_against_zero_baseline_is_nan(tmp_path, recwarn):
     text = (f"runs/a/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
             f"runs/base/c.keras,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n")
-    results = reader.compute(reader.group_blocks(reader.read_predictions(write(tmp_path, text))))
-    label, baseline = reader.load_baseline("base", results)
+    results = stability.compute(stability.group_blocks(stability.read_predictions(write(tmp_path, text))))
+    label, baseline = stability.load_baseline("base", results)
     with pytest.warns(RuntimeWarning, match="flip rate"):
-        reader.normalise(results, label, baseline)
+        stability.normalise(results, label, baseline)
     assert np.isnan(results["methods"]["a"]["perturbations"]["p_rotate"]["fr"])
 
 
@@ -148,7 +148,7 @@ def test_topk_lines(tmp_path):
     rankings = [ORDER, ORDER] + [ZERO_LAST] * 28
     text = (f"runs/m/c.keras,P/rafdb.test.p_rotate\n# test_0001\n{line(classes)}\n#topk {','.join(rankings)}\n"
             f"runs/m/c.keras,P/rafdb.test.p_gaussian_noise\n{line(classes)}\n#topk {','.join(rankings)}\n\n\n")
-    results = reader.compute(reader.group_blocks(reader.read_predictions(write(tmp_path, text))), ks=[1, 2, 5])
+    results = stability.compute(stability.group_blocks(stability.read_predictions(write(tmp_path, text))), ks=[1, 2, 5])
     rotate = results["methods"]["m"]["perturbations"]["p_rotate"]
     # consecutive: one pair (1,2) with d5 = 9, d2 = 3, d1 = 1, of 29 pairs
     assert rotate["tkd"] == {"1": pytest.approx(1 / 29), "2": pytest.approx(3 / 29), "5": pytest.approx(9 / 29)}
@@ -178,7 +178,7 @@ def test_topk_lines(tmp_path):
 ])
 def test_bad_input_names_the_line(tmp_path, text, match):
     with pytest.raises(UserError, match=match):
-        reader.read_predictions(write(tmp_path, text))
+        stability.read_predictions(write(tmp_path, text))
 
 
 def test_bad_input_exits_2_without_traceback(tmp_path):
@@ -194,7 +194,7 @@ def test_empty_block_and_duplicate_warn(tmp_path, caplog):
             f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
             f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n")  # duplicate: the later wins
     with caplog.at_level(logging.WARNING):
-        table = reader.group_blocks(reader.read_predictions(write(tmp_path, text)), "predictions.txt")
+        table = stability.group_blocks(stability.read_predictions(write(tmp_path, text)), "predictions.txt")
     assert "predictions.txt:1: header m / p_rotate has no sequences" in caplog.text
     assert "predictions.txt:4: m / p_rotate already read at line 2; the later block wins" in caplog.text
     assert table["m"]["p_rotate"].sequences == [CONSTANT]
@@ -233,18 +233,79 @@ def perturbed_tree(tmp_path_factory):
 
 
 def _tiny_model(path, seed):
+    """Flatten -> Dense(7) softmax with fixed random weights: every pixel position matters."""
     import keras
 
     inputs = keras.Input((16, 16, 3))
-    x = keras.layers.GlobalAveragePooling2D()(inputs)
-    x = keras.layers.Rescaling(1 / 255.0, offset=-0.5)(x)
+    x = keras.layers.Rescaling(1 / 255.0, offset=-0.5)(inputs)
+    x = keras.layers.Flatten()(x)
     outputs = keras.layers.Dense(7, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0, 10, (3, 7)).astype("float32"), np.zeros(7, "float32")])
+    model.set_weights([rng.normal(0, 1.0, (16 * 16 * 3, 7)).astype("float32"), np.zeros(7, "float32")])
     path.parent.mkdir(parents=True)
     model.save(path)
     return path
+
+
+def model_scores_by_hand(checkpoint, folder, names):
+    """(n_sequences, 30, 7) probabilities: frames read with cv2 (BGR -> RGB), resized to 16x16
+    bilinear, then the model's own predict (independent of the writer's input pipeline)."""
+    import cv2
+    import keras
+
+    model = keras.saving.load_model(checkpoint, compile=False)
+    frames = []
+    for name in names:
+        for frame in range(FRAMES):
+            image = cv2.cvtColor(cv2.imread(str(folder / f"{name}_{frame:02d}.jpg")), cv2.COLOR_BGR2RGB)
+            frames.append(cv2.resize(image, (16, 16), interpolation=cv2.INTER_LINEAR).astype(np.float32))
+    scores = model.predict(np.stack(frames), verbose=0)
+    return scores.reshape(len(names), FRAMES, 7)
+
+
+def original_reader(text):
+    """A faithful re-implementation of the original reader's parsing (docs/BENCHMARK.md §5.4):
+    '#' lines skipped, 2 fields = header, 1 field (a blank line too) = external header, other lines
+    exactly 30 ints; a header closes the previous block only if it had sequences; at the end of the
+    file the last block is closed unconditionally (sum / count: ZeroDivisionError when empty)."""
+    results = {}
+    method = perturbation = None
+    total, count = 0.0, 0
+
+    def close():
+        results.setdefault(method, {})[perturbation] = total / count
+
+    for raw in text.splitlines(keepends=True):  # as `for line in open(file)`
+        line = raw.strip()
+        if line.startswith("#"):
+            continue
+        fields = line.split(",")
+        if len(fields) in (1, 2):
+            if count > 0:
+                close()
+            total, count = 0.0, 0
+            if len(fields) == 2:
+                method = os.path.basename(os.path.dirname(fields[0]))
+                perturbation = os.path.basename(fields[1])
+            else:
+                method, perturbation = "", os.path.basename(fields[0])
+            continue
+        assert len(fields) == 30
+        values = [int(field) for field in fields]
+        noise = "_noise" in perturbation
+        flips = sum(values[j] != (values[0] if noise else values[j - 1]) for j in range(1, 30))
+        total += flips / 29
+        count += 1
+    close()
+    return results
+
+
+def test_original_reader_reimplementation_crashes_on_the_original_trailing_blank_lines():
+    with pytest.raises(ZeroDivisionError):
+        original_reader(ORIGINAL)
+    fixed = original_reader(ORIGINAL.rstrip("\n") + "\n")
+    assert fixed["_netsenet50_20220409_101500"]["rafdb.test.p_rotate"] == pytest.approx(1 / 29)
 
 
 @pytest.fixture(scope="module")
@@ -280,9 +341,10 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
     assert result.returncode == 0, result.stderr
     assert "INFO" in result.stderr  # logs on stderr
     text = predictions.read_text()
-    # stdout holds exactly the format: header, one 30-int line per sequence, ..., two blank lines
-    assert text.endswith("\n\n\n") and not text.endswith("\n\n\n\n")
-    lines = text.split("\n")[:-3]
+    # stdout holds exactly the format: header, metadata, one 30-int line per sequence; the file
+    # ends with the last sequence's newline (no blank lines: the original reader accepts it)
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    lines = text.split("\n")[:-1]
     expected_order = ["rafdb.test.p_gaussian_noise", "rafdb.test.p_rotate", "rafdb.test.p_zzz_extra"]
     blocks = {}
     stride = len(names) + 2  # header, metadata comment, one line per sequence
@@ -292,13 +354,20 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
         # no manifest.json in this tree: the source is unknown; N = the soft protocol's sequences
         assert lines[i * stride + 1] == \
             f"# labels=soft N={len(names)} source=unknown frames=30 seed=unknown format=unknown"
-        sequences = lines[i * stride + 2:(i + 1) * stride]
-        assert all(re.fullmatch(r"[0-6](,[0-6]){29}", s) for s in sequences), sequences
-        blocks[folder.replace("rafdb.test.", "")] = [[int(v) for v in s.split(",")] for s in sequences]
+        sequences = [[int(v) for v in s.split(",")] for s in lines[i * stride + 2:(i + 1) * stride]]
+        # the writer's classes are the model's own argmax on the frames read independently
+        by_hand = model_scores_by_hand(run_a, perturbed / folder, names)
+        assert np.array_equal(np.array(sequences), np.argmax(by_hand, axis=-1))
+        blocks[folder.replace("rafdb.test.", "")] = sequences
     assert len(lines) == 3 * stride
     assert len({tuple(s) for seqs in blocks.values() for s in seqs}) > 1  # the tiny model does vary
 
+    original = original_reader(text)  # the original reader accepts the file
+    for name, sequences in blocks.items():
+        assert original["run_a"]["rafdb.test." + name] == pytest.approx(hand_fp(sequences, "noise" in name))
+
     result = run_reader(predictions)
+    assert result.stdout.endswith("\n")
     table = parse_tsv(result.stdout)
     assert list(table) == ["run_a"]
     assert list(table["run_a"]) == ["p_gaussian_noise", "p_rotate", "p_zzz_extra"]
@@ -316,9 +385,14 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
     assert appended[1].startswith(f"# labels=soft N={len(names)} ")
     appended = appended[1:]
     assert appended[1] == f"# {names[0]}"
-    assert re.fullmatch(r"[0-6](,[0-6]){29}", appended[2])
-    assert re.fullmatch(r"#topk [0-6]:[0-6]:[0-6](,[0-6]:[0-6]:[0-6]){29}", appended[3])
-    assert [field.split(":")[0] for field in appended[3][6:].split(",")] == appended[2].split(",")
+    by_hand = model_scores_by_hand(run_b, perturbed / "rafdb.test.p_rotate", names)
+    assert appended[2] == ",".join(str(c) for c in np.argmax(by_hand[0], axis=-1))
+    # ranking by hand: descending score, ties to the lower index (stable sort of -score)
+    top3 = np.argsort(-by_hand[0], axis=-1, kind="stable")[:, :3]
+    assert appended[3] == "#topk " + ",".join(":".join(str(c) for c in frame) for frame in top3)
+    assert original_reader(predictions.read_text())["run_b"]["rafdb.test.p_rotate"] == \
+        pytest.approx(hand_fp([[int(v) for v in line.split(",")] for line in appended[2::3][:len(names)]],
+                              False))
     result = run_reader(predictions, "--json", str(tmp_path / "r.json"), "--topk", "1,3")
     table = parse_tsv(result.stdout)
     assert list(table) == ["run_a", "run_b"]
@@ -343,7 +417,7 @@ def test_writer_out_file_and_hard_labels(tmp_path, perturbed_tree, tiny_checkpoi
 
     n_hard = len(rafdb_dataset.load_labels(root, "test", "hard"))
     assert lines[1].startswith(f"# labels=hard N={n_hard} source=unknown ")
-    assert len(lines) == 2 + n_hard + 3
+    assert len(lines) == 2 + n_hard + 1  # the last line's newline, no blank lines
 
 
 def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree):
@@ -354,22 +428,22 @@ def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree):
         os.link(source, broken / source.name)
     (broken / f"{names[1]}_17.jpg").unlink()
     with pytest.raises(UserError, match=rf"{names[1]}_17.jpg: frame not found"):
-        writer.main([str(base / "runs"), "--rafdb", str(root), "--perturbed", str(tmp_path / "perturbed")])
+        writer_script.main([str(base / "runs"), "--rafdb", str(root), "--perturbed", str(tmp_path / "perturbed")])
 
 
 def test_writer_rejects_missing_folders(tmp_path, perturbed_tree):
     _, root, perturbed, _ = perturbed_tree
     with pytest.raises(UserError, match="no such folder"):
-        writer.main(["x.keras", "--rafdb", str(root), "--perturbed", str(tmp_path / "nothing")])
+        writer_script.main(["x.keras", "--rafdb", str(root), "--perturbed", str(tmp_path / "nothing")])
     with pytest.raises(UserError, match="rafdb.test.p_scale: no such folder"):
-        writer.main(["x.keras", "--rafdb", str(root), "--perturbed", str(perturbed), "--perturbations", "p_scale"])
+        writer_script.main(["x.keras", "--rafdb", str(root), "--perturbed", str(perturbed), "--perturbations", "p_scale"])
 
 
 def test_format_block_bytes():
     classes = np.array([WORKED, CONSTANT])
-    text = writer.format_block("c.keras,P/rafdb.test.p_rotate", ["test_0001", "test_0002"], classes, None, False)
+    text = stability.format_block("c.keras,P/rafdb.test.p_rotate", ["test_0001", "test_0002"], classes, None, False)
     assert text == f"c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line(CONSTANT)}\n"
-    text = writer.format_block("h", ["test_0001"], classes[1:], np.tile([3, 6], (1, 30, 1)), True)
+    text = stability.format_block("h", ["test_0001"], classes[1:], np.tile([3, 6], (1, 30, 1)), True)
     assert text == f"h\n# test_0001\n{line(CONSTANT)}\n#topk {','.join(['3:6'] * 30)}\n"
 
 
@@ -391,15 +465,15 @@ def test_metadata_comment_gives_n_protocol_and_source(tmp_path):
     assert a["perturbations"]["p_rotate"]["meta"]["seed"] == "0"
     rows = {row.split()[0]: row.split()[1:4] for row in result.stderr.splitlines() if row[:2] in ("a ", "b ")}
     assert rows == {"a": ["2", "hard", "aligned"], "b": ["1", "unknown", "unknown"]}
-    assert "source: aligned (BENCHMARK.md §3.6) for a" in result.stderr
+    assert "source: aligned (docs/BENCHMARK.md §3.6) for a" in result.stderr
 
 
 def test_metadata_n_that_disagrees_with_the_block_names_the_line(tmp_path):
     text = f"runs/a/c.keras,P/rafdb.test.p_rotate\n# labels=soft N=3 source=landmarks\n{line(WORKED)}\n"
     with pytest.raises(UserError, match=r"predictions.txt:2: metadata says N=3 but .* has 1 sequences"):
-        reader.read_predictions(write(tmp_path, text))
+        stability.read_predictions(write(tmp_path, text))
     with pytest.raises(UserError, match=r":2: metadata N='x'"):
-        reader.read_predictions(write(tmp_path, text.replace("N=3", "N=x")))
+        stability.read_predictions(write(tmp_path, text.replace("N=3", "N=x")))
 
 
 def test_two_checkpoints_of_one_run_directory_stay_apart(tmp_path, caplog):
@@ -408,27 +482,27 @@ def test_two_checkpoints_of_one_run_directory_stay_apart(tmp_path, caplog):
             f"runs/s/checkpoint.05.hdf5,P/rafdb.test.p_rotate\n{line(NOISE_DIFFERS)}\n"
             f"runs/r/checkpoint.01.hdf5,P/rafdb.test.p_scale\n{line(CONSTANT)}\n")
     with caplog.at_level(logging.WARNING):
-        table = reader.group_blocks(reader.read_predictions(write(tmp_path, text)))
+        table = stability.group_blocks(stability.read_predictions(write(tmp_path, text)))
     assert sorted(table) == ["r/checkpoint.01.hdf5", "r/checkpoint.02.hdf5", "s"]  # s keeps the original name
     assert sorted(table["r/checkpoint.01.hdf5"]) == ["p_rotate", "p_scale"]
     assert "share the method name 'r'" in caplog.text
-    results = reader.compute(table)
+    results = stability.compute(table)
     assert results["methods"]["r/checkpoint.01.hdf5"]["perturbations"]["p_rotate"]["fp"] == pytest.approx(2 / 29)
     assert results["methods"]["r/checkpoint.02.hdf5"]["perturbations"]["p_rotate"]["fp"] == 0.0
     # same run directory and file name under different parents: the whole paths
     text = (f"a/r/c.hdf5,P/rafdb.test.p_rotate\n{line(WORKED)}\nb/r/c.hdf5,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n")
-    table = reader.group_blocks(reader.read_predictions(write(tmp_path, text)))
+    table = stability.group_blocks(stability.read_predictions(write(tmp_path, text)))
     assert sorted(table) == ["a/r/c.hdf5", "b/r/c.hdf5"]
 
 
 def test_writer_warns_on_method_name_collisions(caplog):
-    with caplog.at_level(logging.WARNING, logger="fer.eval_perturbed"):
-        assert writer.warn_method_collisions(["runs/r/checkpoint.01.hdf5", "runs/s/checkpoint.01.hdf5"]) == []
+    with caplog.at_level(logging.WARNING, logger="fer.stability"):
+        assert stability.warn_method_collisions(["runs/r/checkpoint.01.hdf5", "runs/s/checkpoint.01.hdf5"]) == []
         assert caplog.text == ""
-        assert writer.warn_method_collisions(["runs/r/checkpoint.02.hdf5"],
+        assert stability.warn_method_collisions(["runs/r/checkpoint.02.hdf5"],
                                              earlier=["runs/r/checkpoint.01.hdf5"]) == ["r"]
     assert "share the method name 'r'" in caplog.text
-    assert writer.headers_in(ORIGINAL) == ["out_training_fer/_netsenet50_20220409_101500/checkpoint.87.hdf5"]
+    assert stability.headers_in(ORIGINAL) == ["out_training_fer/_netsenet50_20220409_101500/checkpoint.87.hdf5"]
 
 
 def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tree, tiny_checkpoints):
@@ -441,7 +515,7 @@ def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tre
         "kind": "rafdb-p", "files": {}, "params": {"seed": 4, "format": "jpg", "source": "aligned",
                                                    "fallback_pad": "reflect101", "frames": 30}}))
     out = tmp_path / "preds.txt"
-    assert writer.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tree),
+    assert writer_script.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tree),
                         "--out", str(out)]) == 0
     lines = out.read_text().split("\n")
     assert lines[1] == (f"# labels=soft N={len(names)} source=aligned frames=30 seed=4 format=jpg "
@@ -449,7 +523,7 @@ def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tre
     result = run_reader(out, "--json", str(tmp_path / "r.json"))
     summary = json.loads((tmp_path / "r.json").read_text())["methods"]["run_a"]
     assert (summary["n"], summary["protocol"], summary["source"]) == (len(names), "soft", "aligned")
-    assert "source: aligned (BENCHMARK.md §3.6) for run_a" in result.stderr
+    assert "source: aligned (docs/BENCHMARK.md §3.6) for run_a" in result.stderr
 
 
 def test_corrupt_frame_is_a_user_error_naming_it(tmp_path, perturbed_tree, tiny_checkpoints):
@@ -462,6 +536,6 @@ def test_corrupt_frame_is_a_user_error_naming_it(tmp_path, perturbed_tree, tiny_
     victim.unlink()  # a new file, not the shared link
     victim.write_bytes(b"\xff\xd8\xff\xe0 truncated, not a JPEG")
     with pytest.raises(UserError, match=rf"{victim.name}: not a readable image"):
-        writer.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tmp_path / "perturbed"),
+        writer_script.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tmp_path / "perturbed"),
                      "--out", str(tmp_path / "preds.txt")])
     assert not (tmp_path / "preds.txt").exists()  # nothing half-written

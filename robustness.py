@@ -1,0 +1,843 @@
+"""Robustness of a classifier on RAF-DB-C: evaluate it over a corrupted tree or on the fly; the
+report block, the summary table, JSON/CSV/plot, baselines, shards and their merge
+(docs/BENCHMARK.md §5.1-§5.3, §11.2, §11.3, §11.6).
+
+``eval_corrupted_rafdb.py`` parses the command line and calls this module. The pieces:
+
+- :func:`parse_corruptions`, :func:`parse_severities`: the folders asked for.
+- :class:`Folder`, :func:`find_exported_folders`, :class:`OnTheFly`: where each evaluated folder's
+  images come from (an exported tree, or corrupted in memory exactly as the export writes them).
+- :func:`work_units`, :func:`parse_shard`: the evaluated folders (clean first, then
+  docs/BENCHMARK.md §2.3 order x severities) and the deterministic shard ``i/N`` (units i, i+N, ...).
+- :func:`evaluate`: predictions per folder (through ``inference.Runner``), accuracy and the
+  calibration metrics of ``calibration.py`` per folder, optional probability rows.
+- :func:`report_block`, :func:`summarise`, :func:`summary_table`, :func:`write_json`,
+  :func:`write_csv`, :func:`write_plot`, :func:`write_probabilities`: the outputs.
+- :func:`merge_results`: shard JSONs -> the result of one run over all units.
+- :func:`manifest_summary`: what a report keeps of the export's manifest (its digest and
+  parameters; not the table of every file).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import checkpoints
+import cli_common
+import rafdb_dataset
+from cli_common import UserError
+
+LOG = logging.getLogger("fer.robustness")
+
+RESULTS_FORMAT = "rafdb-c-results"
+RESULTS_VERSION = 1
+SEVERITIES = (1, 2, 3, 4, 5)
+MOTION_BACKENDS = ("numpy", "wand")
+COLOURS = ("rgb", "bgr-compat")
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+
+
+def corruption_names() -> list[str]:
+    """The RAF-DB-C corruptions in canonical (docs/BENCHMARK.md §2.3) order."""
+    import corruptions
+
+    return list(corruptions.CORRUPTION_NAMES)
+
+
+def parse_corruptions(text: str) -> list[str]:
+    """``all`` or a comma-separated list of corruption names, returned in canonical order."""
+    valid = corruption_names()
+    if text.strip() == "all":
+        return valid
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in valid]
+    if not names:
+        raise UserError(f"--corruptions: expected 'all' or a comma-separated list of: {', '.join(valid)}")
+    if unknown:
+        raise UserError(f"--corruptions: unknown corruption {unknown[0]!r}; valid names: "
+                        f"{', '.join(valid)}")
+    return [name for name in valid if name in names]
+
+
+def parse_severities(text: str) -> list[int]:
+    """``1-5``, ``2`` or ``1,3,5`` -> sorted severities in 1..5."""
+    severities: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part)
+        if not match:
+            raise UserError(f"--severities: expected e.g. 1-5 or 1,3,5, got {text!r}")
+        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        if not 1 <= low <= high <= 5:
+            raise UserError(f"--severities: severities are 1..5, got {part.strip()!r}")
+        severities.update(range(low, high + 1))
+    return sorted(severities)
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluated folders
+
+
+class Folder:
+    """One evaluated folder: its report name and the image source for each evaluated test name."""
+
+    def __init__(self, corruption: str | None, severity: int, label: str, paths: list[Path] | None,
+                 keep: np.ndarray):
+        self.corruption, self.severity, self.label = corruption, severity, label
+        self.paths = paths  # None on the fly
+        self.keep = keep  # bool mask over the label set: images present in this folder
+
+    @property
+    def key(self) -> str:
+        return "clean" if self.corruption is None else f"{self.corruption}.{self.severity}"
+
+
+def folder_label(root: Path, folder: str) -> str:
+    """The report name of a folder: ``<root>/<folder>`` as given."""
+    return os.path.join(str(root), folder)
+
+
+def find_exported_folders(corrupted: Path, names: list[str], pairs: list[tuple[str, int]],
+                          fmt: str | None, allow_missing: bool) -> list[Folder]:
+    """Locate every (corruption, severity) folder and its image for each evaluated name."""
+    if not corrupted.is_dir():
+        raise UserError(f"{corrupted}: RAF-DB-C tree not found (export it with "
+                        f"rafdb_aug_dataset.py export, point --corrupted at it, or use --on-the-fly)")
+    suffixes = (".jpg", ".png") if fmt is None else (f".{fmt}",)
+    folders, missing_folders = [], []
+    for corruption, severity in pairs:
+        folder_name = f"rafdb.test.{corruption}.{severity}"
+        directory = corrupted / folder_name
+        if not directory.is_dir():
+            missing_folders.append(directory)
+            continue
+        present = set(os.listdir(directory))
+        paths, keep, missing = [], np.ones(len(names), bool), []
+        for index, name in enumerate(names):
+            for suffix in suffixes:
+                file_name = f"{name}_aligned{suffix}"
+                if file_name in present:
+                    paths.append(directory / file_name)
+                    break
+            else:
+                keep[index] = False
+                missing.append(directory / f"{name}_aligned{suffixes[0]}")
+        if missing:
+            message = (f"{missing[0]}: image not found"
+                       + (f" (and {len(missing) - 1} more in {directory})" if len(missing) > 1 else ""))
+            if not allow_missing:
+                raise UserError(message + "; pass --allow-missing to evaluate what exists")
+            LOG.warning("%s; evaluating the %d present images", message, len(paths))
+            if not paths:
+                missing_folders.append(directory)
+                continue
+        folders.append(Folder(corruption, severity, folder_label(corrupted, folder_name), paths,
+                              keep))
+    if missing_folders:
+        listed = ", ".join(str(path) for path in missing_folders)
+        if not allow_missing:
+            raise UserError(f"{len(missing_folders)} corrupted folder(s) missing: {listed} "
+                            f"(export them with rafdb_aug_dataset.py, pass --allow-missing to "
+                            f"evaluate what exists, or use --on-the-fly)")
+        LOG.warning("skipping %d missing corrupted folder(s): %s", len(missing_folders), listed)
+    return folders
+
+
+# --------------------------------------------------------------------------------------------
+# On-the-fly corruption (worker processes, forked before TensorFlow is imported)
+
+_CLEAN_IMAGES: list[np.ndarray] = []
+_CLEAN_FILES: list[str] = []
+
+
+def _corrupt_one(task: tuple) -> np.ndarray:
+    """Corrupt one clean image exactly as the export writes it, then decode the bytes back."""
+    import dataset_writer
+
+    index, corruption, severity, seed, fmt, motion_backend, colour = task
+    data = dataset_writer.corrupted_bytes(_CLEAN_IMAGES[index], _CLEAN_FILES[index], corruption,
+                                          severity, seed=seed, fmt=fmt,
+                                          motion_backend=motion_backend, colour=colour)
+    return rafdb_dataset.decode_image(data, f"{corruption}.{severity}/{_CLEAN_FILES[index]}")
+
+
+class OnTheFly:
+    """Corrupted images of each folder, rendered by a process pool one folder ahead."""
+
+    def __init__(self, clean_paths: list[Path], *, seed: int = 0, fmt: str = "jpg",
+                 motion_backend: str = "numpy", colour: str = "rgb", workers: int | None = None):
+        global _CLEAN_IMAGES, _CLEAN_FILES
+        _CLEAN_IMAGES = [rafdb_dataset.read_image(path) for path in clean_paths]
+        _CLEAN_FILES = [path.name for path in clean_paths]
+        self.options = (seed, fmt, motion_backend, colour)
+        workers = workers or os.cpu_count() or 1
+        if workers < 1:
+            raise UserError(f"--workers: expected a positive integer, got {workers}")
+        self.chunksize = max(1, len(_CLEAN_IMAGES) // (4 * workers))
+        # Fork before TensorFlow starts its threads; the workers inherit the clean images.
+        self.pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+
+    def submit(self, corruption: str, severity: int):
+        tasks = [(index, corruption, severity, *self.options) for index in range(len(_CLEAN_IMAGES))]
+        if self.pool is None:
+            return [_corrupt_one(task) for task in tasks]
+        return self.pool.map_async(_corrupt_one, tasks, chunksize=self.chunksize)
+
+    @staticmethod
+    def collect(pending) -> list[np.ndarray]:
+        try:
+            return pending if isinstance(pending, list) else pending.get()
+        except UserError:
+            raise
+        except Exception as error:
+            raise UserError(f"on-the-fly corruption failed: {type(error).__name__}: {error}") from None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``i/N`` (0 <= i < N) -> (i, N); None for no sharding."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)
+    if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
+        raise UserError(f"--shard: expected i/N with 0 <= i < N (e.g. 0/4), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def work_units(clean: Folder, folders: list[Folder], shard: tuple[int, int] | None) -> list[Folder]:
+    """The folders this run evaluates: clean then the corrupted ones, or shard i/N's units i::N.
+
+    The split is over the canonical list, so it is the same on every machine; the union of the N
+    shards is every unit exactly once (docs/BENCHMARK.md §11.6).
+    """
+    units = [clean] + list(folders)
+    if shard is None:
+        return units
+    index, count = shard
+    return units[index::count]
+
+
+class Evaluation:
+    """What :func:`evaluate` returns: one row per folder, timing, and optional probability rows."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.seconds = 0.0
+        self.images = 0
+        self.adapt_images = 0
+        self.probabilities: list[tuple[str, list[str], np.ndarray]] = []  # (folder key, ids, rows)
+
+
+def folder_row(folder: Folder, scores: np.ndarray, labels: np.ndarray) -> dict:
+    """One evaluated folder: accuracy and error (§5.1) and the calibration metrics (§11.3)."""
+    import calibration
+    import metrics
+
+    targets = calibration.targets_of(labels)
+    accuracy = metrics.accuracy(np.argmax(scores, axis=1), targets)
+    row = {"corruption": folder.corruption, "severity": folder.severity, "folder": folder.label,
+           "n": int(len(scores)), "accuracy": accuracy, "error": 1.0 - accuracy}
+    row.update(calibration.folder_metrics(scores, labels))
+    return row
+
+
+def evaluate(runner, units: list[Folder], labels: np.ndarray, names: list[str],
+             on_the_fly: OnTheFly | None, *, keep_probabilities: bool = False) -> Evaluation:
+    """Predict every unit with ``runner`` (an ``inference.Runner``); rows in unit order.
+
+    ``labels`` (n, 7) are the protocol's label rows of the evaluated images ``names``; a folder
+    that lacks some images (``--allow-missing``) is scored on those it has. With BatchNorm
+    adaptation the runner first makes one pass over the folder (docs/BENCHMARK.md §11.2).
+    """
+    from tqdm import tqdm
+
+    classifier = runner.classifier
+    result = Evaluation()
+    started = time.perf_counter()
+    pending = None
+    if on_the_fly is not None:
+        upcoming = [unit for unit in units if unit.paths is None]
+        if upcoming:
+            pending = on_the_fly.submit(upcoming[0].corruption, upcoming[0].severity)
+    bar = tqdm(total=len(units), desc=classifier.checkpoint_path.name, unit="folder",
+               file=sys.stderr, leave=False, disable=None)
+    try:
+        for position, folder in enumerate(units):
+            if folder.paths is not None:
+                make = lambda folder=folder: classifier.make_dataset(folder.paths)  # noqa: E731
+            else:
+                images = np.stack(on_the_fly.collect(pending))
+                following = [unit for unit in units[position + 1:] if unit.paths is None]
+                if following:
+                    pending = on_the_fly.submit(following[0].corruption, following[0].severity)
+                make = lambda images=images: classifier.make_array_dataset(images)  # noqa: E731
+            if runner.adapted:
+                result.adapt_images += runner.adapt_to(make())
+            scores = runner.predict(make())
+            folder_labels = labels[folder.keep]
+            if len(scores) != len(folder_labels):
+                raise UserError(f"{folder.label}: {len(scores)} predictions for "
+                                f"{len(folder_labels)} images")
+            result.images += len(scores)
+            result.rows.append(folder_row(folder, scores, folder_labels))
+            if keep_probabilities:
+                ids = [name for name, kept in zip(names, folder.keep) if kept]
+                result.probabilities.append((folder.key, ids, scores.astype(np.float32)))
+            bar.update(1)
+    finally:
+        bar.close()
+        if runner.adapted:
+            runner.reset()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def write_probabilities(path: Path, evaluations: list[tuple[str, Evaluation]]) -> None:
+    """``--save-probabilities FILE.npz``: one row per (checkpoint, folder, image), atomically.
+
+    Arrays: ``checkpoint`` (str), ``folder`` (str: ``clean`` or ``<corruption>.<severity>``),
+    ``image`` (str: test id, e.g. test_0001), ``probabilities`` (float32, (rows, 7), RAF-DB order).
+    """
+    checkpoint_column, folder_column, image_column, rows = [], [], [], []
+    for checkpoint, evaluation in evaluations:
+        for key, ids, scores in evaluation.probabilities:
+            checkpoint_column += [checkpoint] * len(ids)
+            folder_column += [key] * len(ids)
+            image_column += list(ids)
+            rows.append(scores)
+    probabilities = np.concatenate(rows) if rows else np.zeros((0, rafdb_dataset.NUM_CLASSES), np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, checkpoint=np.array(checkpoint_column, dtype=str),
+             folder=np.array(folder_column, dtype=str), image=np.array(image_column, dtype=str),
+             probabilities=probabilities.astype(np.float32))
+    cli_common.atomic_write_bytes(path, buffer.getvalue())
+
+
+def manifest_summary(corrupted: Path, manifest: dict | None) -> dict | None:
+    """What a report keeps of the export's manifest: SHA-256 of manifest.json, its parameters and
+    identity, per-folder counts and the number of files; not the per-file table (docs/BENCHMARK.md
+    §2.8)."""
+    if manifest is None:
+        return None
+    path = Path(corrupted) / "manifest.json"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    source = manifest.get("source") or {}
+    return {"sha256": digest, "format_version": manifest.get("format_version"),
+            "kind": manifest.get("kind"), "generator": manifest.get("generator"),
+            "params": manifest.get("params"), "versions": manifest.get("versions"),
+            "complete": manifest.get("complete"), "folders": manifest.get("folders"),
+            "n_files": len(manifest.get("files") or {}),
+            "source": {"root": source.get("root"), "n_files": len(source.get("files") or [])}}
+
+def report_block(checkpoint: str, rows: list[dict]) -> str:
+    """The original's block: header, one '<dir> <accuracy %f>' line per folder, two blank lines."""
+    lines = [f"Results for: {checkpoint}"]
+    lines += ["%s %f" % (row["folder"], row["accuracy"]) for row in rows]
+    return "\n".join(lines) + "\n\n\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics, baseline
+
+
+def error_table(rows: list[dict], severities: list[int]) -> tuple[float, dict[str, list[float]]]:
+    """Clean error and {corruption: [E_s for s in severities]} for corruptions with every severity."""
+    clean = next(row for row in rows if row["corruption"] is None)
+    by_key = {(row["corruption"], row["severity"]): row["error"] for row in rows
+              if row["corruption"] is not None}
+    table = {}
+    for corruption in dict.fromkeys(row["corruption"] for row in rows if row["corruption"]):
+        if all((corruption, s) in by_key for s in severities):
+            table[corruption] = [by_key[(corruption, s)] for s in severities]
+    return clean["error"], table
+
+
+def _baseline_names(result: dict) -> tuple[str, ...]:
+    """The names a --baseline-method may give for one result: path, run directory, file name."""
+    checkpoint = str((result.get("checkpoint") or {}).get("checkpoint", ""))
+    path = Path(checkpoint)
+    return tuple(dict.fromkeys(name for name in (checkpoint, path.parent.name, path.name) if name))
+
+
+def load_baseline(path: Path, method: str | None = None) -> dict:
+    """One model's results from a --json file: its only one, or the one ``method`` names."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--baseline {path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"--baseline {path}: not a readable JSON file ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+        raise UserError(f"--baseline {path}: expected a results file written by "
+                        f"eval_corrupted_rafdb.py --json (format {RESULTS_FORMAT!r})")
+    results = data.get("results") or []
+    if method is not None:
+        chosen = [result for result in results if method in _baseline_names(result)]
+        if len(chosen) != 1:
+            listed = "; ".join(" | ".join(_baseline_names(result)) for result in results)
+            raise UserError(f"--baseline-method {method!r}: "
+                            f"{'names ' + str(len(chosen)) + ' models' if chosen else 'not found'} "
+                            f"in {path} (its models: {listed or 'none'})")
+        return chosen[0]
+    if len(results) != 1:
+        names = ", ".join(_baseline_names(result)[0] for result in results)
+        raise UserError(f"--baseline {path}: holds {len(results)} models ({names}); choose one "
+                        f"with --baseline-method")
+    return results[0]
+
+
+def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) -> None:
+    """docs/BENCHMARK.md §5.2: the baseline must come from the same protocol, N, crop and format.
+
+    ``mine`` maps protocol / N / crop / format to this evaluation's values (the keys present are
+    checked). A difference is a UserError naming both values, or a warning with ``mismatch_ok``.
+    """
+    theirs = {"protocol": baseline.get("protocol"), "N": baseline.get("n"),
+              "crop": (baseline.get("checkpoint") or {}).get("crop"),
+              "format": baseline.get("format")}
+    differences = [f"{key} {theirs[key]!r} (this evaluation: {value!r})"
+                   for key, value in mine.items() if theirs[key] != value]
+    if not differences:
+        return
+    message = (f"--baseline {path}: produced with {'; '.join(differences)}; docs/BENCHMARK.md §5.2 needs the "
+               f"same protocol, crop and format")
+    if not mismatch_ok:
+        raise UserError(message + " (pass --baseline-mismatch-ok to normalise anyway)")
+    LOG.warning("%s; normalising anyway (--baseline-mismatch-ok)", message)
+
+
+def baseline_table(baseline: dict, path: Path, table: dict[str, list[float]],
+                   severities: list[int]) -> tuple[float, dict[str, list[float]]]:
+    """The baseline's clean error and error rows for the corruptions of ``table``."""
+    by_key = {(row["corruption"], int(row["severity"])): float(row["error"])
+              for row in baseline["folders"]}
+    missing = [f"{c}.{s}" for c in table for s in severities if (c, s) not in by_key]
+    if missing:
+        raise UserError(f"--baseline {path}: no result for {', '.join(missing[:10])}"
+                        + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""))
+    return float(baseline["clean"]["error"]), {
+        c: [by_key[(c, s)] for s in severities] for c in table}
+
+
+def summarise(rows: list[dict], severities: list[int], baseline: dict | None,
+              baseline_path: Path | None) -> dict:
+    """docs/BENCHMARK.md §5.2 numbers (metrics.py) plus the unnormalised sums shown without a baseline."""
+    import metrics
+
+    clean_error, table = error_table(rows, severities)
+    summary: dict = {"severities": severities, "complete_corruptions": list(table)}
+    if not table:
+        summary.update({"clean_error": clean_error})
+        summary.update(calibration_summary(rows))
+        return summary
+    base_clean, base_table = (None, None)
+    if baseline is not None:
+        base_clean, base_table = baseline_table(baseline, baseline_path, table, severities)
+    summary.update(metrics.corruption_summary(table, clean_error, base_table, base_clean))
+    # Without a baseline, CE_c's numerator and relative CE_c's numerator (docs/BENCHMARK.md §5.2), unnormalised.
+    summary["error_sum"] = {c: float(np.sum(errors)) for c, errors in table.items()}
+    summary["relative_error_sum"] = {c: float(np.sum(np.asarray(errors) - clean_error))
+                                     for c, errors in table.items()}
+    summary["mean_error_sum"] = float(np.mean(list(summary["error_sum"].values())))
+    summary["mean_relative_error_sum"] = float(np.mean(list(summary["relative_error_sum"].values())))
+    summary.update(calibration_summary(rows))
+    return summary
+
+
+def calibration_summary(rows: list[dict]) -> dict:
+    """Clean ECE/NLL/Brier and their means over the corrupted folders (docs/BENCHMARK.md §11.3)."""
+    clean = next((row for row in rows if row["corruption"] is None), None)
+    corrupted = [row for row in rows if row["corruption"] is not None and "ece" in row]
+    out = {}
+    if clean is not None and "ece" in clean:
+        out.update(clean_ece=clean["ece"], clean_nll=clean["nll"], clean_brier=clean["brier"])
+    if corrupted:
+        out.update(mean_ece=float(np.mean([row["ece"] for row in corrupted])),
+                   mean_nll=float(np.mean([row["nll"] for row in corrupted])),
+                   mean_brier=float(np.mean([row["brier"] for row in corrupted])))
+    return out
+
+
+def _percent(value: float | None, width: int = 7) -> str:
+    if value is None:
+        return " " * (width - 1) + "-"
+    if isinstance(value, float) and math.isnan(value):
+        return f"{'nan':>{width}}"
+    return f"{100.0 * value:{width}.2f}"
+
+
+def summary_table(result: dict) -> str:
+    """The fixed-width console table for one model."""
+    summary, rows = result["summary"], result["folders"]
+    severities = summary["severities"]
+    normalised = "ce" in summary
+    out = io.StringIO()
+    checkpoint = result["checkpoint"]
+    out.write(f"RAF-DB-C summary for {checkpoint['checkpoint']}\n")
+    out.write(f"N = {result['n']} test images ({result['protocol']} labels"
+              + (f", vote-filtered from {result['n_total']}" if result["protocol"] == "soft" else "")
+              + f"), crop {checkpoint['crop']}, input {'x'.join(map(str, checkpoint['input_shape']))}"
+              f", preprocessing {checkpoint['preprocessing']}, format {result['format']}"
+              f"{' (on the fly)' if result['on_the_fly'] else ''}\n")
+    runtime = result.get("runtime") or {}
+    if runtime.get("adapted"):
+        out.write(f"ADAPTED: BatchNorm statistics re-estimated on each folder before predicting it "
+                  f"(--adapt bn, prior {runtime.get('adapt_prior', 0):g}; docs/BENCHMARK.md §11.2)\n")
+    if normalised:
+        out.write(f"errors in %; CE and relative CE in % of the baseline "
+                  f"{result['baseline']['checkpoint']} (docs/BENCHMARK.md §5.2)\n")
+    else:
+        out.write("errors in %; no --baseline: CE and relative CE are UNNORMALISED sums over "
+                  "severities, sum E_s and sum (E_s - E_clean), in %\n")
+    ce_head, rel_head = ("CE", "rel.CE") if normalised else ("sumE", "sum(E-Ec)")
+    header = (f"{'corruption':<41}" + "".join(f"{'s=' + str(s):>7}" for s in severities)
+              + f"{'mean':>8}{ce_head:>10}{rel_head:>11}")
+    out.write(header + "\n" + "-" * len(header) + "\n")
+    out.write(f"{'clean':<41}{_percent(summary['clean_error'])}\n")
+    by_key = {(row["corruption"], row["severity"]): row["error"] for row in rows}
+    for corruption in dict.fromkeys(row["corruption"] for row in rows if row["corruption"]):
+        cells = "".join(_percent(by_key.get((corruption, s))) for s in severities)
+        complete = corruption in summary.get("mean_error", {})
+        mean = summary["mean_error"][corruption] if complete else None
+        if normalised:
+            ce = summary["ce"].get(corruption) if complete else None
+            rel = summary["relative_ce"].get(corruption) if complete else None
+        else:
+            ce = summary["error_sum"].get(corruption) if complete else None
+            rel = summary["relative_error_sum"].get(corruption) if complete else None
+        out.write(f"{corruption:<41}{cells}{_percent(mean, 8)}{_percent(ce, 10)}"
+                  f"{_percent(rel, 11)}\n")
+    out.write("-" * len(header) + "\n")
+    count = len(summary["complete_corruptions"])
+    if count:
+        if normalised:
+            out.write(f"mCE {100 * summary['mce']:.2f}   relative mCE "
+                      f"{100 * summary['relative_mce']:.2f}   (over {count} corruptions, "
+                      f"baseline {result['baseline']['checkpoint']})\n")
+        else:
+            out.write(f"unnormalised mCE (mean sumE) {100 * summary['mean_error_sum']:.2f}   "
+                      f"unnormalised relative mCE (mean sum(E-Ec)) "
+                      f"{100 * summary['mean_relative_error_sum']:.2f}   (over {count} "
+                      f"corruptions; pass --baseline to normalise)\n")
+        out.write(f"clean error {100 * summary['clean_error']:.2f}   mean corruption error "
+                  f"{100 * summary['overall_mean_error']:.2f}   mean corruption accuracy "
+                  f"{100 * summary['mean_corruption_accuracy']:.2f}   unnormalised relative error "
+                  f"{100 * summary['unnormalised_relative_error']:.2f}\n")
+    if "mean_ece" in summary or "clean_ece" in summary:
+        parts = []
+        if "clean_ece" in summary:
+            parts.append(f"clean ECE {100 * summary['clean_ece']:.2f}")
+        if "mean_ece" in summary:
+            parts.append(f"mean ECE over corrupted folders {100 * summary['mean_ece']:.2f}   "
+                         f"mean NLL {summary['mean_nll']:.4f}   mean Brier {summary['mean_brier']:.4f}")
+        out.write("   ".join(parts) + "   (ECE in %, 15 bins, top-1; docs/BENCHMARK.md §11.3)\n")
+    out.write(f"{result['images']} images in {result['seconds']:.1f} s: "
+              f"{result['images_per_second']:.1f} images/s\n")
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Output files
+
+
+def write_csv(path: Path, results: list[dict]) -> None:
+    """One row per evaluated folder, then per model a ``summary`` row: mean corruption accuracy and
+    error, mean ECE/NLL/Brier over the corrupted folders, mCE and relative mCE (normalised with a
+    baseline; without one the unnormalised means of sum E_s and sum (E_s - E_clean), and
+    ``normalised`` 0)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["checkpoint", "corruption", "severity", "folder", "n", "accuracy", "error",
+                     "ece", "nll", "brier", "protocol", "crop", "format", "adapted", "mce",
+                     "relative_mce", "normalised"])
+    for result in results:
+        adapted = int(bool((result.get("runtime") or {}).get("adapted")))
+        common = [result["protocol"], result["checkpoint"]["crop"], result["format"], adapted]
+        for row in result["folders"]:
+            writer.writerow([result["checkpoint"]["checkpoint"], row["corruption"] or "clean",
+                             row["severity"], row["folder"], row["n"], f"{row['accuracy']:.6f}",
+                             f"{row['error']:.6f}", _csv_number(row.get("ece")),
+                             _csv_number(row.get("nll")), _csv_number(row.get("brier"))]
+                            + common + ["", "", ""])
+        summary = result.get("summary") or {}
+        if summary.get("complete_corruptions"):
+            normalised = "mce" in summary
+            writer.writerow([result["checkpoint"]["checkpoint"], "summary", "", "mean", result["n"],
+                             _csv_number(summary.get("mean_corruption_accuracy")),
+                             _csv_number(summary.get("overall_mean_error")),
+                             _csv_number(summary.get("mean_ece")), _csv_number(summary.get("mean_nll")),
+                             _csv_number(summary.get("mean_brier"))] + common
+                            + [_csv_number(summary["mce"] if normalised else summary["mean_error_sum"]),
+                               _csv_number(summary["relative_mce"] if normalised
+                                           else summary["mean_relative_error_sum"]),
+                               int(normalised)])
+    cli_common.atomic_write_text(path, buffer.getvalue())
+
+
+def _csv_number(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6f}"
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _nan_to_none(value):
+    """NaN or infinity (e.g. a relative CE over a baseline with no degradation) -> null."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(item) for item in value]
+    return value
+
+
+def write_json(path: Path, results: list[dict]) -> None:
+    """All results so far, NaN written as null (strict JSON, as the perturbation reader's)."""
+    data = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "results": _nan_to_none(results)}
+    text = json.dumps(data, indent=1, default=_json_default, allow_nan=False)
+    cli_common.atomic_write_text(path, text + "\n")
+
+
+def write_plot(path: Path, results: list[dict]) -> None:
+    """Accuracy against severity, one panel per corruption, the clean accuracy as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corruptions = list(dict.fromkeys(row["corruption"] for result in results
+                                     for row in result["folders"] if row["corruption"]))
+    columns = min(6, max(1, len(corruptions)))
+    rows_count = max(1, math.ceil(len(corruptions) / columns))
+    figure, axes = plt.subplots(rows_count, columns, figsize=(2.6 * columns, 2.2 * rows_count),
+                                sharex=True, sharey=True, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, axis in enumerate(axes.flat):
+        if index >= len(corruptions):
+            axis.set_visible(False)
+            continue
+        corruption = corruptions[index]
+        for number, result in enumerate(results):
+            colour = colours[number % len(colours)]
+            points = sorted((row["severity"], row["accuracy"]) for row in result["folders"]
+                            if row["corruption"] == corruption)
+            clean = next(row["accuracy"] for row in result["folders"] if row["corruption"] is None)
+            label = Path(result["checkpoint"]["checkpoint"]).parent.name + "/" + \
+                Path(result["checkpoint"]["checkpoint"]).name
+            axis.axhline(clean, color=colour, linestyle="--", linewidth=0.8)
+            if points:
+                axis.plot(*zip(*points), marker="o", markersize=3, color=colour, label=label)
+        axis.set_title(corruption, fontsize=7)
+        axis.set_xticks(SEVERITIES)
+        axis.set_ylim(0, 1)
+        axis.tick_params(labelsize=6)
+        axis.grid(alpha=0.3)
+    figure.supxlabel("severity (dashed: clean accuracy)", fontsize=8)
+    figure.supylabel("accuracy", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles and len(results) > 1:
+        figure.legend(handles, labels, loc="lower center", fontsize=6, ncol=min(4, len(results)))
+    figure.tight_layout()
+    with cli_common.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def check_results_file(path: Path) -> None:
+    """Refuse a RESULTS_FILE that is a directory or a checkpoint, or that cannot be appended to.
+
+    ``eval_corrupted_rafdb.py run1 run2`` would otherwise append the text report into run2.
+    """
+    hint = ("RESULTS_FILE is the text file the report is appended to; to evaluate several "
+            "checkpoints, put their run directories in one directory (a directory of runs) and "
+            "give that as CHECKPOINT")
+    if path.is_dir():
+        raise UserError(f"{path}: RESULTS_FILE is a directory. {hint}")
+    if path.suffix.lower() in checkpoints.CHECKPOINT_SUFFIXES:
+        raise UserError(f"{path}: RESULTS_FILE looks like a checkpoint ({path.suffix}). {hint}")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UserError(f"{path}: RESULTS_FILE is not writable")
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{path}: RESULTS_FILE's directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot create RESULTS_FILE in {parent} (not writable)")
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# One model's result, shards and their merge
+
+TIMING_KEYS = ("seconds", "images", "images_per_second", "adapt_images")
+
+
+def make_result(*, checkpoint: dict, labels, rafdb: Path, corrupted: Path, fmt: str,
+                on_the_fly: bool, source: dict, manifest: dict | None, corruptions: list[str],
+                severities: list[int], rows: list[dict], baseline: dict | None,
+                baseline_path: Path | None, baseline_method: str | None, mismatch_ok: bool,
+                runtime: dict, shard: tuple[int, int] | None, seconds: float, images: int,
+                adapt_images: int = 0) -> dict:
+    """The JSON record of one model (a shard's when ``shard`` is set: no summary then)."""
+    result = {
+        "checkpoint": checkpoint,
+        "protocol": labels["protocol"],
+        "n": labels["n"], "n_total": labels["n_total"], "n_dropped": labels["n_dropped"],
+        "n_missing": labels["n_missing"],
+        "rafdb": str(rafdb), "corrupted": str(corrupted),
+        "format": fmt, "on_the_fly": bool(on_the_fly), "source": source,
+        "manifest": manifest,
+        "corruptions": list(corruptions), "severities": list(severities),
+        "runtime": runtime,
+        "shard": None if shard is None else {"index": shard[0], "count": shard[1]},
+        "clean": next((row for row in rows if row["corruption"] is None), None),
+        "folders": rows,
+        "baseline": None if baseline is None else {
+            "file": str(baseline_path), "checkpoint": baseline["checkpoint"]["checkpoint"],
+            "protocol": baseline.get("protocol"), "n": baseline.get("n"),
+            "crop": baseline["checkpoint"].get("crop"), "format": baseline.get("format"),
+            "method": baseline_method, "mismatch_ok": bool(mismatch_ok)},
+        "seconds": seconds, "images": images,
+        "images_per_second": images / seconds if seconds > 0 else float("nan"),
+        "adapt_images": adapt_images,
+    }
+    has_clean = result["clean"] is not None
+    result["summary"] = summarise(rows, severities, baseline, baseline_path) \
+        if shard is None and has_clean else None
+    return result
+
+
+def read_results(path: Path) -> list[dict]:
+    """The results list of a ``--json`` file (UserError naming the file otherwise)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--merge {path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"--merge {path}: not a readable JSON file ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+        raise UserError(f"--merge {path}: expected a results file written by "
+                        f"eval_corrupted_rafdb.py --json (format {RESULTS_FORMAT!r})")
+    return data.get("results") or []
+
+
+# Fields that must agree between the shards of one model.
+SAME_IN_SHARDS = ("checkpoint", "protocol", "n", "n_total", "n_dropped", "n_missing", "rafdb",
+                  "corrupted", "format", "on_the_fly", "source", "manifest", "corruptions",
+                  "severities", "runtime")
+
+
+def _unit_key(row: dict) -> str:
+    return "clean" if row["corruption"] is None else f"{row['corruption']}.{row['severity']}"
+
+
+def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path: Path | None = None,
+                  baseline_method: str | None = None, mismatch_ok: bool = False) -> list[dict]:
+    """Shard JSONs (``--shard i/N`` runs) -> the results one run over every unit gives.
+
+    Per model (checkpoint path), every shard 0..N-1 must be present once, with the same protocol,
+    N, data, export, requested folders and runtime options; the rows are put back in canonical
+    order and the summary is recomputed (with ``baseline`` if given). Timing fields are summed.
+    """
+    per_model: dict[str, list[tuple[Path, dict]]] = {}
+    for path in paths:
+        for result in read_results(path):
+            per_model.setdefault(result["checkpoint"]["checkpoint"], []).append((path, result))
+    if not per_model:
+        raise UserError(f"--merge: no results in {', '.join(map(str, paths))}")
+    merged = []
+    for checkpoint, parts in per_model.items():
+        first_path, first = parts[0]
+        counts = {(part["shard"] or {}).get("count", 1) for _, part in parts}
+        if len(counts) != 1:
+            raise UserError(f"--merge: {checkpoint}: shards of different counts N ({sorted(counts)})")
+        count = counts.pop()
+        indices = sorted((part["shard"] or {}).get("index", 0) for _, part in parts)
+        if indices != list(range(count)):
+            missing = sorted(set(range(count)) - set(indices))
+            repeated = sorted({i for i in indices if indices.count(i) > 1})
+            raise UserError(f"--merge: {checkpoint}: expected shards 0..{count - 1} once each; "
+                            + (f"missing {', '.join(f'{i}/{count}' for i in missing)}" if missing else "")
+                            + ("; " if missing and repeated else "")
+                            + (f"repeated {', '.join(f'{i}/{count}' for i in repeated)}" if repeated else ""))
+        for path, part in parts[1:]:
+            for key in SAME_IN_SHARDS:
+                if part.get(key) != first.get(key):
+                    raise UserError(f"--merge: {checkpoint}: {path} and {first_path} differ in "
+                                    f"{key!r}; shards must come from one command line with "
+                                    f"different --shard only")
+        rows_by_key: dict[str, dict] = {}
+        for path, part in parts:
+            for row in part["folders"]:
+                key = _unit_key(row)
+                if key in rows_by_key:
+                    raise UserError(f"--merge: {checkpoint}: folder {key} is in two shards ({path})")
+                rows_by_key[key] = row
+        order = ["clean"] + [f"{c}.{s}" for c in first["corruptions"] for s in first["severities"]]
+        rows = [rows_by_key[key] for key in order if key in rows_by_key]
+        rows += [row for key, row in rows_by_key.items() if key not in order]
+        if "clean" not in rows_by_key:
+            raise UserError(f"--merge: {checkpoint}: no shard holds the clean folder")
+        labels = {key: first[key] for key in ("protocol", "n", "n_total", "n_dropped", "n_missing")}
+        if baseline is not None:
+            check_baseline(baseline, baseline_path, {"protocol": first["protocol"], "N": first["n"],
+                                                     "format": first["format"],
+                                                     "crop": first["checkpoint"].get("crop")},
+                           mismatch_ok)
+        seconds = float(sum(part.get("seconds") or 0.0 for _, part in parts))
+        merged.append(make_result(
+            checkpoint=first["checkpoint"], labels=labels, rafdb=first["rafdb"],
+            corrupted=first["corrupted"], fmt=first["format"], on_the_fly=first["on_the_fly"],
+            source=first["source"], manifest=first["manifest"], corruptions=first["corruptions"],
+            severities=first["severities"], rows=rows, baseline=baseline,
+            baseline_path=baseline_path, baseline_method=baseline_method, mismatch_ok=mismatch_ok,
+            runtime=first["runtime"], shard=None, seconds=seconds,
+            images=int(sum(part.get("images") or 0 for _, part in parts)),
+            adapt_images=int(sum(part.get("adapt_images") or 0 for _, part in parts))))
+    return merged
+
+
+def append_atomically(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` as the original did, but by writing the old content plus the
+    new under a temporary name and renaming: a crash leaves the old file or the new one."""
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    cli_common.atomic_write_text(path, old + text)

@@ -1,0 +1,736 @@
+"""Stability of a classifier on RAF-DB-P: the predictions file (writer and reader), flip
+probability, flip rate and top-k distance tables (docs/BENCHMARK.md §5.4-§5.7, §11.2, §11.6).
+
+``eval_perturbed_rafdb.py`` (writer) and ``eval_perturbed_rafdb2.py`` (reader) parse their command
+lines and call this module.
+
+Writer: :func:`perturbation_folders`, :func:`frame_paths`, :func:`metadata_line`,
+:func:`format_block`, :func:`predict_folders`. The file holds, per checkpoint and perturbation
+folder, a header ``<checkpoint>,<folder>``, a ``#`` metadata comment, one line of comma-separated
+class indices per sequence (and optional ``#`` annotation / ``#topk`` lines). It ends with the last
+sequence line's newline: no trailing blank lines, so the original reader (which divides by zero on
+an empty block at the end of the file) accepts it, and files made by shards (``--shard i/N``, one
+share of the perturbation folders each) or by several checkpoints merge by plain concatenation.
+
+Reader: :func:`read_predictions`, :func:`group_blocks`, :func:`compute`, :func:`load_baseline`,
+:func:`normalise`, and the outputs :func:`format_tsv`, :func:`format_text`, :func:`format_summary`,
+:func:`format_csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Sequence, TextIO
+
+import numpy as np
+
+import metrics
+from cli_common import UserError
+
+LOG = logging.getLogger("fer.stability")
+
+NUM_CLASSES = 7  # docs/BENCHMARK.md §1.2: classes 0..6
+FOLDER_PREFIX = "rafdb.test."  # docs/BENCHMARK.md §3.5: perturbed_raf_dataset/rafdb.test.p_<name>
+TOPK_PREFIX = "#topk"
+DEFAULT_TOPK = (2, 3, 5)  # docs/BENCHMARK.md §5.7: d_2, d_3 headline, d_5 for parity
+JSON_FORMAT = "eval_perturbed_rafdb2/1"
+
+
+def canonical_perturbations() -> list[str]:
+    """The 10 RAF-DB-P perturbations in docs/BENCHMARK.md §3.3 order (from the perturbations registry)."""
+    import perturbations
+
+    return list(perturbations.PERTURBATIONS)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing predictions
+
+FRAME_SUFFIXES = (".jpg", ".png")  # docs/BENCHMARK.md §3.5 JPEG; EXTEND --format png
+
+
+def _folder_name(name: str) -> str:
+    """``p_rotate`` or ``rafdb.test.p_rotate`` -> ``rafdb.test.p_rotate``."""
+    return name if name.startswith("rafdb.") else FOLDER_PREFIX + name
+
+
+def perturbation_folders(perturbed: Path, selected: Sequence[str] | None = None) -> list[Path]:
+    """The folders to evaluate: ``selected`` (each must exist) or the canonical 10 then extras."""
+    if not perturbed.is_dir():
+        raise UserError(f"--perturbed {perturbed}: no such folder (expected "
+                        f"{perturbed}/rafdb.test.p_<name>/test_XXXX_NN.jpg, as written by "
+                        f"rafdb_perturb_dataset.py)")
+    if selected:
+        folders = [perturbed / _folder_name(name) for name in selected]
+        for folder in folders:
+            if not folder.is_dir():
+                raise UserError(f"--perturbations: {folder}: no such folder")
+        return folders
+    canonical = [_folder_name(name) for name in canonical_perturbations()]
+    present = {child.name for child in perturbed.iterdir()
+               if child.is_dir() and child.name.startswith("rafdb.")}
+    folders = [perturbed / name for name in canonical if name in present]
+    missing = [name for name in canonical if name not in present]
+    if not present:
+        raise UserError(f"--perturbed {perturbed}: no rafdb.* folders in it (expected "
+                        f"{perturbed}/rafdb.test.p_<name>/test_XXXX_NN.jpg)")
+    if missing:
+        LOG.warning("%s: %d of the 10 perturbation folders are missing: %s", perturbed, len(missing),
+                    ", ".join(missing))
+    extras = sorted(present - set(canonical))
+    if extras:
+        LOG.info("%s: extra folders (reported separately, never in mFP): %s", perturbed,
+                 ", ".join(extras))
+    return folders + [perturbed / name for name in extras]
+
+
+def frame_paths(folder: Path, names: Sequence[str], n_frames: int) -> list[str]:
+    """``folder/<name>_NN.jpg`` (or ``.png``) for every name and frame; UserError on the first missing."""
+    entries = set(os.listdir(folder))
+    paths = []
+    for name in names:
+        for frame in range(n_frames):
+            stem = f"{name}_{frame:02d}"
+            for suffix in FRAME_SUFFIXES:
+                if stem + suffix in entries:
+                    paths.append(str(folder / (stem + suffix)))
+                    break
+            else:
+                raise UserError(f"{folder / (stem + '.jpg')}: frame not found (sequence {name} needs "
+                                f"frames 00..{n_frames - 1:02d}; re-run rafdb_perturb_dataset.py)")
+    return paths
+
+
+WRITTEN_META_KEYS = ("labels", "N", "source", "frames", "seed", "format", "fallback_pad")
+
+
+def _meta_value(value) -> str:
+    text = "unknown" if value is None or value == "" else str(value)
+    return "_".join(text.split())  # one token: the line is split on whitespace
+
+
+def metadata_line(protocol: str, n_sequences: int, frames: int, manifest: dict | None) -> str:
+    """``# labels=<protocol> N=<n> source=<...> frames=<n> seed=... format=...`` (one line, no newline).
+
+    ``source``, ``seed``, ``format`` and ``fallback_pad`` come from the perturbed tree's manifest
+    parameters; ``unknown`` without a manifest (``fallback_pad`` only for ``source=aligned``).
+    """
+    params = (manifest or {}).get("params") or {}
+    values = {"labels": protocol, "N": n_sequences, "source": params.get("source"), "frames": frames,
+              "seed": params.get("seed"), "format": params.get("format")}
+    if params.get("source") == "aligned":
+        values["fallback_pad"] = params.get("fallback_pad")
+    return "# " + " ".join(f"{key}={_meta_value(values[key])}" for key in WRITTEN_META_KEYS if key in values)
+
+
+def warn_method_collisions(checkpoints_: Sequence[str | Path], earlier: Sequence[str] = ()) -> list[str]:
+    """Warn when different checkpoints share a method name; return the colliding names.
+
+    ``earlier`` are checkpoint paths already in the output (``--append``).
+    """
+    by_name: dict[str, list[str]] = {}
+    for path in list(earlier) + [str(path) for path in checkpoints_]:
+        paths = by_name.setdefault(method_name(path), [])
+        if path not in paths:
+            paths.append(path)
+    colliding = [name for name, paths in by_name.items() if len(paths) > 1]
+    for name in colliding:
+        LOG.warning("checkpoints %s share the method name %r (their run directory): "
+                    "eval_perturbed_rafdb2.py will name them <run dir>/<checkpoint file name>",
+                    ", ".join(by_name[name]), name)
+    return colliding
+
+
+def headers_in(text: str) -> list[str]:
+    """The checkpoint fields of the two-field headers of a predictions text."""
+    found = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            fields = line.split(",")
+            if len(fields) == 2 and fields[0].strip() not in found:
+                found.append(fields[0].strip())
+    return found
+
+
+def format_block(header: str, names: Sequence[str], classes: np.ndarray, rankings: np.ndarray | None,
+                 annotate: bool, meta: str | None = None) -> str:
+    """One folder's block: header, (metadata comment,) then per sequence its (annotation,) class line
+    (and #topk line)."""
+    lines = [header] if meta is None else [header, meta]
+    for index, name in enumerate(names):
+        if annotate:
+            lines.append(f"# {name}")
+        lines.append(",".join(str(int(value)) for value in classes[index]))
+        if rankings is not None:
+            lines.append(TOPK_PREFIX + " " + ",".join(":".join(str(int(c)) for c in frame)
+                                                for frame in rankings[index]))
+    return "\n".join(lines) + "\n"
+
+
+def shard_folders(folders: Sequence, shard: tuple[int, int] | None) -> list:
+    """Shard i/N's share of the perturbation folders: folders i, i+N, ... of the ordered list.
+
+    The shards' outputs concatenated in shard order hold every block once; the reader's results do
+    not depend on the block order (docs/BENCHMARK.md §11.6).
+    """
+    if shard is None:
+        return list(folders)
+    index, count = shard
+    return list(folders)[index::count]
+
+
+def predict_folders(runner, checkpoint: Path, names: Sequence[str],
+                    folders: Sequence[tuple[Path, list[str]]], out: TextIO, *, frames: int,
+                    topk: int | None = None, annotate: bool = False, meta: str | None = None,
+                    probabilities: list | None = None) -> None:
+    """Predict every folder's sequences with one checkpoint and write its blocks to ``out``.
+
+    ``runner`` is an ``inference.Runner`` over the checkpoint's classifier; with ``--adapt bn`` it
+    re-estimates the BatchNorm statistics on each folder first (one extra pass). Frames are resized
+    whole (no 99 px cut, docs/BENCHMARK.md §4.3); each batch holds whole sequences. When
+    ``probabilities`` is a list, (folder name, frame ids, rows) is appended to it per folder.
+    """
+    import input_pipeline
+
+    classifier = runner.classifier
+    text = str(checkpoint)
+    if "," in text or "\n" in text:
+        raise UserError(f"{checkpoint}: the checkpoint path contains a comma or newline, which the "
+                        f"predictions format cannot hold; rename or link it")
+    if classifier.crop != "exact":
+        LOG.info("%s: crop %s applies to clean/C evaluation only; P frames are resized whole "
+                 "(docs/BENCHMARK.md §4.3)", checkpoint, classifier.crop)
+    batch = max(1, classifier.batch_size // frames) * frames
+    try:
+        for folder, paths in folders:
+            started = time.perf_counter()
+
+            def dataset(paths=paths):
+                return input_pipeline.make_dataset(paths, None, image_size=classifier.image_size,
+                                                   channels=classifier.channels, batch_size=batch,
+                                                   crop="exact")
+
+            if runner.adapted:
+                runner.adapt_to(dataset())
+            scores = runner.predict(dataset())
+            elapsed = time.perf_counter() - started
+            if len(scores) != len(paths):
+                raise RuntimeError(f"{folder}: {len(scores)} predictions for {len(paths)} frames")
+            scores = scores.reshape(len(names), frames, scores.shape[-1])
+            classes = np.argmax(scores, axis=-1)  # ties to the lower index, like the rankings
+            rankings = metrics.rankings_from_scores(scores)[..., :topk] if topk else None
+            out.write(format_block(f"{checkpoint},{folder}", names, classes, rankings, annotate, meta))
+            out.flush()
+            if probabilities is not None:
+                ids = [f"{name}_{frame:02d}" for name in names for frame in range(frames)]
+                probabilities.append((str(checkpoint), Path(folder).name, ids,
+                                      scores.reshape(-1, scores.shape[-1]).astype(np.float32)))
+            LOG.info("%s on %s: %d sequences x %d frames in %.1f s (%.0f images/s)", checkpoint.name,
+                     Path(folder).name, len(names), frames, elapsed, len(paths) / max(elapsed, 1e-9))
+    finally:
+        if runner.adapted:
+            runner.reset()
+    # No trailing blank lines (the original writer's two made its own reader divide by zero).
+
+
+def write_probabilities(path: Path, rows: list) -> None:
+    """``--save-probabilities FILE.npz`` of the P writer: checkpoint, folder, image (``test_XXXX_NN``)
+    and the float32 probability row (RAF-DB order) of every frame, written atomically."""
+    import cli_common
+
+    checkpoint, folder, image, parts = [], [], [], []
+    for name, folder_name, ids, scores in rows:
+        checkpoint += [name] * len(ids)
+        folder += [folder_name] * len(ids)
+        image += list(ids)
+        parts.append(scores)
+    probabilities = np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES), np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, checkpoint=np.array(checkpoint, dtype=str), folder=np.array(folder, dtype=str),
+             image=np.array(image, dtype=str), probabilities=probabilities)
+    cli_common.atomic_write_bytes(path, buffer.getvalue())
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclasses.dataclass
+class Block:
+    """The sequences of one method on one perturbation, as read from the file."""
+
+    method: str
+    perturbation: str
+    line: int  # line number of the header
+    checkpoint: str = ""  # the header's checkpoint field ("" for a one-field header)
+    meta: dict = dataclasses.field(default_factory=dict)  # '# labels=.. N=.. source=..' comment
+    meta_line: int = 0
+    sequences: list[list[int]] = dataclasses.field(default_factory=list)
+    sequence_lines: list[int] = dataclasses.field(default_factory=list)
+    rankings: list[list[list[int]] | None] = dataclasses.field(default_factory=list)
+
+    def classes(self) -> np.ndarray:
+        return np.asarray(self.sequences, dtype=np.int64)
+
+    def ranking_array(self) -> np.ndarray | None:
+        """(n_sequences, n_frames, K) class orders, or None unless every sequence has a #topk line."""
+        if not self.rankings or any(ranking is None for ranking in self.rankings):
+            return None
+        return np.asarray(self.rankings, dtype=np.int64)
+
+
+def method_name(checkpoint: str | Path) -> str:
+    """The name the reader gives a checkpoint: its run directory (docs/BENCHMARK.md §5.4); the file name
+    when there is no directory."""
+    checkpoint_field = str(checkpoint)
+    directory = os.path.dirname(checkpoint_field)
+    return os.path.basename(directory) if directory else os.path.basename(checkpoint_field)
+
+
+def disambiguate_methods(blocks: Sequence[Block]) -> None:
+    """Keep different checkpoints that share a run directory name apart (in place).
+
+    The original names a method after the checkpoint's run directory; when two different checkpoint
+    paths give the same name, each becomes ``<run dir>/<checkpoint file name>`` (or, if that still
+    collides, the whole checkpoint path). Names without a collision are the original's.
+    """
+    paths: dict[str, list[str]] = {}
+    for block in blocks:
+        if block.checkpoint:
+            found = paths.setdefault(block.method, [])
+            if block.checkpoint not in found:
+                found.append(block.checkpoint)
+    renamed: dict[str, str] = {}
+    for method, checkpoints in paths.items():
+        if len(checkpoints) < 2:
+            continue
+        names = {path: (f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+                        if os.path.dirname(path) else path) for path in checkpoints}
+        if len(set(names.values())) < len(names):
+            names = {path: path for path in checkpoints}
+        LOG.warning("checkpoints %s share the method name %r; naming them %s", ", ".join(checkpoints),
+                    method, ", ".join(names[path] for path in checkpoints))
+        renamed.update(names)
+    for block in blocks:
+        if block.checkpoint in renamed:
+            block.method = renamed[block.checkpoint]
+
+
+META_KEYS = ("labels", "N", "source")  # a '#' comment with key=value tokens naming one is metadata
+
+
+def parse_meta(comment: str) -> dict | None:
+    """``labels=soft N=285 source=landmarks ...`` (the text after '#') -> dict, or None if not metadata."""
+    tokens = comment.split()
+    if not tokens or not all("=" in token and not token.startswith("=") for token in tokens):
+        return None
+    meta = dict(token.split("=", 1) for token in tokens)
+    return meta if any(key in meta for key in META_KEYS) else None
+
+
+def perturbation_name(folder_field: str) -> str:
+    """The folder name without ``rafdb.test.`` (docs/BENCHMARK.md §5.4)."""
+    name = os.path.basename(folder_field.rstrip("/"))
+    return name[len(FOLDER_PREFIX):] if name.startswith(FOLDER_PREFIX) else name
+
+
+def _parse_classes(fields: list[str], where: str) -> list[int]:
+    values = []
+    for position, field in enumerate(fields, 1):
+        try:
+            value = int(field)
+        except ValueError:
+            raise UserError(f"{where}: field {position} is {field.strip()!r}, expected a class index "
+                            f"0..{NUM_CLASSES - 1}") from None
+        if not 0 <= value < NUM_CLASSES:
+            raise UserError(f"{where}: field {position} is {value}, outside the class indices "
+                            f"0..{NUM_CLASSES - 1}")
+        values.append(value)
+    return values
+
+
+def _parse_topk(text: str, where: str, classes: list[int]) -> list[list[int]]:
+    fields = text.split(",")
+    if len(fields) != len(classes):
+        raise UserError(f"{where}: #topk line has {len(fields)} frames, its sequence {len(classes)}")
+    rankings = []
+    length = None
+    for frame, field in enumerate(fields):
+        ranking = _parse_classes(field.split(":"), f"{where}: frame {frame}")
+        if length is None:
+            length = len(ranking)
+        if len(ranking) != length or len(set(ranking)) != len(ranking):
+            raise UserError(f"{where}: frame {frame} ranks {field!r}, expected {length} distinct classes "
+                            f"joined by ':'")
+        if ranking[0] != classes[frame]:
+            raise UserError(f"{where}: frame {frame} ranks class {ranking[0]} first but its sequence "
+                            f"line predicts {classes[frame]}")
+        rankings.append(ranking)
+    return rankings
+
+
+def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]:
+    """Every non-empty block of a predictions file, in file order (UserError "<file>:<line>: ...")."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: predictions file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read as text ({error})") from None
+    blocks: list[Block] = []
+    current: Block | None = None
+    length: int | None = None  # sequence length of the current block
+    length_line = 0
+    topk_pending = False  # the previous content line was a sequence line
+    pending_meta: tuple[dict, int] | None = None  # metadata before a header: for that header
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        where = f"{path}:{number}"
+        if not line:
+            continue
+        if line.startswith(TOPK_PREFIX):
+            if current is None or not topk_pending:
+                raise UserError(f"{where}: a #topk line must directly follow a sequence line")
+            current.rankings[-1] = _parse_topk(line[len(TOPK_PREFIX):].strip(), where, current.sequences[-1])
+            topk_pending = False
+            continue
+        if line.startswith("#"):
+            meta = parse_meta(line[1:])
+            if meta is not None:
+                if "N" in meta and not meta["N"].isdigit():
+                    raise UserError(f"{where}: metadata N={meta['N']!r} is not a sequence count")
+                if current is not None and not current.sequences and not current.meta:
+                    current.meta, current.meta_line = meta, number
+                else:
+                    pending_meta = (meta, number)
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        topk_pending = False
+        if len(fields) <= 2:
+            current = Block(method="" if len(fields) == 1 else method_name(fields[0]),
+                            perturbation=perturbation_name(fields[-1]), line=number,
+                            checkpoint="" if len(fields) == 1 else fields[0])
+            if pending_meta is not None:
+                current.meta, current.meta_line = pending_meta
+                pending_meta = None
+            blocks.append(current)
+            length = None
+            continue
+        if current is None:
+            raise UserError(f"{where}: a sequence line before any header (expected "
+                            f"'<checkpoint>,<perturbation folder>' first)")
+        classes = _parse_classes(fields, where)
+        if frames is not None and len(classes) != frames:
+            raise UserError(f"{where}: {len(classes)} classes, expected --frames {frames}")
+        if length is None:
+            length, length_line = len(classes), number
+        elif len(classes) != length:
+            raise UserError(f"{where}: {len(classes)} classes, expected {length} like the block's "
+                            f"first sequence (line {length_line})")
+        current.sequences.append(classes)
+        current.sequence_lines.append(number)
+        current.rankings.append(None)
+        topk_pending = True
+    if not blocks:
+        raise UserError(f"{path}: no header line (empty file?); expected '<checkpoint>,<perturbation "
+                        f"folder>' followed by sequence lines")
+    kept = []
+    for block in blocks:
+        if not block.sequences:
+            LOG.warning("%s:%d: header %s / %s has no sequences; ignored", path, block.line,
+                        block.method or '""', block.perturbation)
+            continue
+        with_rankings = sum(ranking is not None for ranking in block.rankings)
+        if 0 < with_rankings < len(block.rankings):
+            missing = block.sequence_lines[block.rankings.index(None)]
+            raise UserError(f"{path}:{missing}: sequence without a #topk line in a block whose other "
+                            f"sequences have one")
+        if with_rankings and len({len(r[0]) for r in block.rankings}) != 1:
+            raise UserError(f"{path}:{block.line}: #topk lines of different lengths in one block")
+        if "N" in block.meta and int(block.meta["N"]) != len(block.sequences):
+            raise UserError(f"{path}:{block.meta_line}: metadata says N={block.meta['N']} but the block "
+                            f"of line {block.line} has {len(block.sequences)} sequences (truncated file?)")
+        kept.append(block)
+    if not kept:
+        raise UserError(f"{path}:{blocks[0].line}: header with no sequences after it; the file holds "
+                        f"no predictions")
+    disambiguate_methods(kept)
+    return kept
+
+
+def group_blocks(blocks: Sequence[Block], source: str = "") -> dict[str, dict[str, Block]]:
+    """method -> perturbation -> block; a repeated pair warns and the later block wins (docs/BENCHMARK.md §5.4)."""
+    table: dict[str, dict[str, Block]] = {}
+    for block in blocks:
+        per_method = table.setdefault(block.method, {})
+        if block.perturbation in per_method:
+            LOG.warning("%s:%d: %s / %s already read at line %d; the later block wins", source,
+                        block.line, block.method or '""', block.perturbation,
+                        per_method[block.perturbation].line)
+        per_method[block.perturbation] = block
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Computing
+
+
+def ordered_perturbations(names, canonical: Sequence[str]) -> list[str]:
+    """Canonical perturbations first, in docs/BENCHMARK.md §3.3 order, then the others in first-seen order."""
+    names = list(dict.fromkeys(names))
+    return [name for name in canonical if name in names] + [name for name in names if name not in canonical]
+
+
+def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,
+            ks: Sequence[int] = DEFAULT_TOPK, canonical: Sequence[str] | None = None) -> dict:
+    """Per method and perturbation FP (and T-k-D), and per method mFP (and mean T-k-D) (docs/BENCHMARK.md §5.5-§5.7)."""
+    canonical = list(canonical_perturbations() if canonical is None else canonical)
+    methods = {}
+    for method in sorted(table):
+        results = {}
+        for perturbation in ordered_perturbations(table[method], canonical):
+            block = table[method][perturbation]
+            classes = block.classes()
+            noise = metrics.is_noise_perturbation(perturbation)
+            if not noise and not 1 <= difficulty < classes.shape[1]:
+                raise UserError(f"--difficulty {difficulty}: must be in 1..{classes.shape[1] - 1} for "
+                                f"sequences of {classes.shape[1]} frames (block at line {block.line})")
+            entry = {
+                "fp": metrics.flip_probability(classes, noise, difficulty),
+                "rule": "noise" if noise else "consecutive",
+                "n_sequences": int(classes.shape[0]),
+                "n_frames": int(classes.shape[1]),
+                "line": block.line,
+                "protocol": block.meta.get("labels", "unknown"),
+                "source": block.meta.get("source", "unknown"),
+                "meta": dict(block.meta),
+                "tkd": {},
+            }
+            rankings = block.ranking_array()
+            if rankings is not None:
+                entry["ranking_length"] = int(rankings.shape[2])
+                for k in ks:
+                    if k <= rankings.shape[2]:
+                        entry["tkd"][str(k)] = metrics.topk_distance_perturbation(rankings, k, noise, difficulty)
+            results[perturbation] = entry
+        in_mean = [name for name in canonical if name in results]
+        if len(in_mean) < len(canonical):
+            LOG.warning("%s: %d of the %d RAF-DB-P perturbations present; mFP averages those only",
+                        method or '""', len(in_mean), len(canonical))
+        counts = sorted({entry["n_sequences"] for entry in results.values()})
+        summary = {
+            "n": counts[0] if len(counts) == 1 else counts,  # N, the sequences per perturbation
+            "protocol": _joined(entry["protocol"] for entry in results.values()),
+            "source": _joined(entry["source"] for entry in results.values()),
+            "perturbations": results,
+            "mean_over": in_mean,
+            "extras": [name for name in results if name not in canonical],
+            "mfp": metrics.mean_flip_probability({n: results[n]["fp"] for n in in_mean}) if in_mean else math.nan,
+            "mtkd": {},
+        }
+        for k in ks:
+            key = str(k)
+            if in_mean and all(key in results[name]["tkd"] for name in in_mean):
+                summary["mtkd"][key] = float(np.mean([results[name]["tkd"][key] for name in in_mean]))
+        methods[method] = summary
+    return {"methods": methods, "difficulty": difficulty, "topk": [int(k) for k in ks],
+            "canonical_perturbations": canonical}
+
+
+def _joined(values) -> str:
+    """The distinct values in first-seen order, comma-joined ("soft", or "soft,unknown")."""
+    return ",".join(dict.fromkeys(values))
+
+
+def load_baseline(spec: str, results: dict, baseline_method: str | None = None) -> tuple[str, dict]:
+    """The baseline's per-method results: a method of ``results`` or a JSON file this script wrote."""
+    if spec in results["methods"] and not (spec.endswith(".json") and Path(spec).is_file()):
+        return f"{spec} (this file)", results["methods"][spec]
+    path = Path(spec)
+    if not path.is_file():
+        names = ", ".join(repr(name) for name in results["methods"])
+        raise UserError(f"--baseline {spec}: neither a method of the predictions file ({names}) nor a "
+                        f"results JSON file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        methods = data["methods"]
+        if not isinstance(methods, dict):
+            raise TypeError("'methods' is not an object")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UserError(f"--baseline {path}: not a results JSON written by eval_perturbed_rafdb2.py "
+                        f"--json ({error})") from None
+    if baseline_method is None:
+        if len(methods) != 1:
+            raise UserError(f"--baseline {path}: holds {len(methods)} methods "
+                            f"({', '.join(map(repr, methods))}); choose one with --baseline-method")
+        baseline_method = next(iter(methods))
+    if baseline_method not in methods:
+        raise UserError(f"--baseline-method {baseline_method!r}: not in {path} "
+                        f"({', '.join(map(repr, methods))})")
+    if data.get("difficulty", 1) != results["difficulty"]:
+        LOG.warning("--baseline %s: computed at difficulty %s, these results at %s", path,
+                    data.get("difficulty"), results["difficulty"])
+    return f"{baseline_method} ({path})", _nan_from_json(methods[baseline_method])
+
+
+def normalise(results: dict, baseline_label: str, baseline: dict) -> None:
+    """Add FR, mFR and the normalised T-k-D (mT-k-D) to every method (docs/BENCHMARK.md §5.6, §5.7)."""
+    base = baseline["perturbations"]
+    results["baseline"] = baseline_label
+    for summary in results["methods"].values():
+        for name, entry in summary["perturbations"].items():
+            if name in base:
+                entry["fr"] = metrics.flip_rate(entry["fp"], base[name]["fp"])
+                entry["tkd_rate"] = {k: metrics.topk_distance_rate(value, base[name]["tkd"][k])
+                                     for k, value in entry["tkd"].items() if k in base[name].get("tkd", {})}
+        in_mean = [name for name in summary["mean_over"] if name in base]
+        summary["mfr_over"] = in_mean
+        summary["mfr"] = float(np.mean([summary["perturbations"][n]["fr"] for n in in_mean])) if in_mean else math.nan
+        summary["mtkd_rate"] = {}
+        for k in results["topk"]:
+            key = str(k)
+            if in_mean and all(key in summary["perturbations"][n].get("tkd_rate", {}) for n in in_mean):
+                summary["mtkd_rate"][key] = float(np.mean([summary["perturbations"][n]["tkd_rate"][key]
+                                                           for n in in_mean]))
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _value(value: float) -> str:
+    """A float as the original printed it (Python's shortest repr); ``nan`` when missing."""
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else str(float(value))
+
+
+def format_tsv(results: dict) -> str:
+    """The original's table: '.' then the methods; one row per perturbation (no rafdb.test.) of FPs."""
+    methods = list(results["methods"])
+    rows = ordered_perturbations([name for m in methods for name in results["methods"][m]["perturbations"]],
+                                 results["canonical_perturbations"])
+    lines = ["\t".join(["."] + methods)]
+    for name in rows:
+        cells = [name]
+        for method in methods:
+            entry = results["methods"][method]["perturbations"].get(name)
+            cells.append(_value(entry["fp"] if entry else None))
+        lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def format_text(results: dict) -> str:
+    """The original's ``t`` output: per method its name, ``perturbation value`` lines, ``---------``."""
+    lines = []
+    for method, summary in results["methods"].items():
+        lines.append(method)
+        lines.extend(f"{name} {_value(entry['fp'])}" for name, entry in summary["perturbations"].items())
+        lines.append("---------")
+    return "\n".join(lines) + "\n"
+
+
+def format_summary(results: dict) -> str:
+    """A fixed-width summary: per method mFP (and mFR), mean T-k-D, extras."""
+    normalised = "baseline" in results
+    ks = [str(k) for k in results["topk"]]
+    width = max([len("method")] + [len(m) for m in results["methods"]])
+
+    def count(summary):
+        n = summary.get("n")
+        return str(n) if isinstance(n, int) else "/".join(map(str, n or [])) or "?"
+
+    n_width = max([1] + [len(count(summary)) for summary in results["methods"].values()])
+    label_width = max([6] + [len(summary.get("protocol", "unknown")) for summary in results["methods"].values()])
+    source_width = max([6] + [len(summary.get("source", "unknown")) for summary in results["methods"].values()])
+    head = (f"{'method':<{width}}  {'N':>{n_width}}  {'labels':<{label_width}}  {'source':<{source_width}}"
+            f"  {'P':>2}  {'mFP':>8}")
+    if normalised:
+        head += f"  {'mFR':>8}"
+    head += "".join(f"  {'T' + k + 'D':>6}" for k in ks)
+    if normalised:
+        head += "".join(f"  {'mT' + k + 'D':>6}" for k in ks)
+    lines = [f"difficulty {results['difficulty']}; N = sequences per perturbation; mFP = mean FP over "
+             f"the P of the {len(results['canonical_perturbations'])} RAF-DB-P perturbations present "
+             f"(unnormalised)", head, "-" * len(head)]
+
+    def number(value, digits, size):
+        return f"{'-':>{size}}" if value is None or math.isnan(value) else f"{value:>{size}.{digits}f}"
+
+    for method, summary in results["methods"].items():
+        line = (f"{method:<{width}}  {count(summary):>{n_width}}  {summary.get('protocol', 'unknown'):<{label_width}}"
+                f"  {summary.get('source', 'unknown'):<{source_width}}  {len(summary['mean_over']):>2}"
+                f"  {number(summary['mfp'], 6, 8)}")
+        if normalised:
+            line += f"  {number(summary.get('mfr', math.nan), 4, 8)}"
+        line += "".join(f"  {number(summary['mtkd'].get(k), 4, 6)}" for k in ks)
+        if normalised:
+            line += "".join(f"  {number(summary.get('mtkd_rate', {}).get(k), 4, 6)}" for k in ks)
+        lines.append(line)
+        if summary["extras"]:
+            extras = ", ".join(f"{name} {summary['perturbations'][name]['fp']:.6f}" for name in summary["extras"])
+            lines.append(f"{'':<{width}}  extras (not in mFP): {extras}")
+    aligned = [method for method, summary in results["methods"].items()
+               if "aligned" in summary.get("source", "").split(",")]
+    if aligned:
+        lines.append(f"source: aligned (docs/BENCHMARK.md §3.6) for {', '.join(aligned) or chr(34) * 2}: sequences built "
+                     f"from the padded official aligned faces, not the landmark-aligned originals")
+    if normalised:
+        lines.append(f"FR, mFR and mTkD normalised to the baseline {results['baseline']}")
+    else:
+        lines.append("no --baseline: FR/mFR not computed (T-k-D are unnormalised means)")
+    return "\n".join(lines) + "\n"
+
+
+def nan_to_none(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [nan_to_none(item) for item in value]
+    return value
+
+
+def _nan_from_json(value):
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {key: _nan_from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nan_from_json(item) for item in value]
+    return value
+
+
+def format_csv(results: dict) -> str:
+    """One row per method and perturbation, plus a ``mean`` row per method (mFP, mFR, mT-k-D)."""
+    ks = [str(k) for k in results["topk"]]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", "perturbation", "rule", "n_sequences", "n_frames", "fp", "fr"]
+                    + [f"t{k}d" for k in ks] + [f"t{k}d_rate" for k in ks] + ["protocol", "source"])
+    for method, summary in results["methods"].items():
+        for name, entry in summary["perturbations"].items():
+            writer.writerow([method, name, entry["rule"], entry["n_sequences"], entry["n_frames"],
+                             _value(entry["fp"]), _value(entry.get("fr"))]
+                            + [_value(entry["tkd"].get(k)) for k in ks]
+                            + [_value(entry.get("tkd_rate", {}).get(k)) for k in ks]
+                            + [entry["protocol"], entry["source"]])
+        n = summary["n"] if isinstance(summary["n"], int) else ""
+        writer.writerow([method, "mean", "", n, "", _value(summary["mfp"]), _value(summary.get("mfr"))]
+                        + [_value(summary["mtkd"].get(k)) for k in ks]
+                        + [_value(summary.get("mtkd_rate", {}).get(k)) for k in ks]
+                        + [summary["protocol"], summary["source"]])
+    return buffer.getvalue()
+
+

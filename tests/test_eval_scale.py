@@ -1,0 +1,231 @@
+"""Scale options of both evaluations (docs/BENCHMARK.md §11.6): --shard and --merge, P shards by
+concatenation, --distribute mirrored on two logical CPU devices, --mixed-precision, --jit."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+import eval_corrupted_rafdb
+import eval_perturbed_rafdb
+import inference
+import rafdb_dataset
+import robustness
+import stability
+from cli_common import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 24
+TIMING = ("seconds", "images_per_second")
+
+
+def save_model(path, seed=3, batchnorm=False):
+    """Flatten -> Dense(7) softmax (optionally a BatchNorm first) with fixed random weights."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255.0, offset=-0.5)(inputs)
+    if batchnorm:
+        x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.5)(x)
+    outputs = keras.layers.Dense(7, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(seed)
+    dense = model.layers[-1]
+    dense.set_weights([rng.normal(0, 0.5, (SIZE * SIZE * 3, 7)).astype("float32"),
+                       np.zeros(7, "float32")])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(sample_tree, tmp_path_factory):
+    """RAF-DB (the sample), a 2 corruptions x 2 severities export, a tiny perturbed tree, a model."""
+    root = tmp_path_factory.mktemp("scale")
+    os.symlink(sample_tree, root / "RAF-DB")
+    subprocess.run([sys.executable, str(REPO / "rafdb_aug_dataset.py"), "export", "--rafdb", "RAF-DB",
+                    "--out", "corrupted_raf_dataset", "--corruptions", "gaussian_noise,contrast",
+                    "--severities", "1-2", "--workers", "1", "--quiet"], cwd=root, check=True,
+                   capture_output=True)
+    names = rafdb_dataset.load_labels(root / "RAF-DB", "test", "soft").names
+    rng = np.random.default_rng(0)
+    for folder in ("rafdb.test.p_gaussian_noise", "rafdb.test.p_rotate", "rafdb.test.p_scale"):
+        (root / "perturbed" / folder).mkdir(parents=True)
+        for name in names:
+            for frame in range(30):
+                image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+                cv2.imwrite(str(root / "perturbed" / folder / f"{name}_{frame:02d}.jpg"), image)
+    save_model(root / "runs" / "a" / "checkpoint.01.keras")
+    return root
+
+
+def in_dir(root, function, *args):
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        return function([str(arg) for arg in args])
+    finally:
+        os.chdir(cwd)
+
+
+C_ARGS = ("runs/a/checkpoint.01.keras", "--corruptions", "gaussian_noise,contrast", "--severities", "1-2")
+
+
+def without_timing(path):
+    data = json.loads(Path(path).read_text())
+    for result in data["results"]:
+        for key in TIMING:
+            result[key] = None
+    return data
+
+
+def test_shards_merge_into_the_single_run_report(workspace, tmp_path, capsys):
+    assert in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--json", tmp_path / "single.json",
+                  "--csv", tmp_path / "single.csv") == 0
+    single_out = capsys.readouterr().out
+    parts = []
+    for index in range(3):
+        part = tmp_path / f"part{index}.json"
+        assert in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--shard", f"{index}/3",
+                      "--json", part) == 0
+        parts.append(part)
+    shard_rows = [[row["folder"] for row in json.loads(p.read_text())["results"][0]["folders"]]
+                  for p in parts]
+    units = ["RAF-DB/basic/Image/aligned"] + [f"corrupted_raf_dataset/rafdb.test.{c}.{s}"
+                                              for c in ("gaussian_noise", "contrast") for s in (1, 2)]
+    assert shard_rows == [units[0::3], units[1::3], units[2::3]]  # units i, i+3, ...
+    assert json.loads(parts[1].read_text())["results"][0]["summary"] is None
+    capsys.readouterr()
+    # merged in another order: same report
+    assert in_dir(workspace, eval_corrupted_rafdb.main, "--merge", parts[2], parts[0], parts[1],
+                  "--json", tmp_path / "all.json", "--csv", tmp_path / "all.csv") == 0
+    merged_out = capsys.readouterr().out
+    single, merged = without_timing(tmp_path / "single.json"), without_timing(tmp_path / "all.json")
+    assert json.dumps(merged, indent=1) == json.dumps(single, indent=1)  # byte-equal modulo timing
+    assert (tmp_path / "all.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
+    block = single_out[: single_out.index("\n\n\n") + 3]
+    assert merged_out.startswith(block)
+
+
+def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):
+    part = tmp_path / "part0.json"
+    in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--shard", "0/2", "--json", part)
+    with pytest.raises(UserError, match=r"missing 1/2"):
+        robustness.merge_results([part])
+    with pytest.raises(UserError, match=r"repeated 0/2"):
+        robustness.merge_results([part, part])
+
+
+@pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0"])
+def test_bad_shard(text):
+    with pytest.raises(UserError, match="--shard"):
+        robustness.parse_shard(text)
+
+
+def test_perturbation_shards_concatenate_to_the_single_file(workspace, tmp_path):
+    common = ["runs/a/checkpoint.01.keras", "--perturbed", "perturbed"]
+    assert in_dir(workspace, eval_perturbed_rafdb.main, *common, "--out", tmp_path / "all.txt") == 0
+    for index in range(2):
+        assert in_dir(workspace, eval_perturbed_rafdb.main, *common, "--shard", f"{index}/2",
+                      "--out", tmp_path / f"p{index}.txt") == 0
+    single = (tmp_path / "all.txt").read_text()
+    joined = (tmp_path / "p0.txt").read_text() + (tmp_path / "p1.txt").read_text()  # cat p0 p1
+
+    def blocks(text):
+        found, current = [], []
+        for line in text.splitlines():
+            if "," in line and len(line.split(",")) == 2:
+                current = [line]
+                found.append(current)
+            else:
+                current.append(line)
+        return sorted("\n".join(block) for block in found)
+
+    assert blocks(joined) == blocks(single) and len(blocks(single)) == 3
+    (tmp_path / "joined.txt").write_text(joined)
+    tables = []
+    for name in ("all.txt", "joined.txt"):
+        table = stability.compute(stability.group_blocks(stability.read_predictions(tmp_path / name)))
+        tables.append(stability.format_tsv(table))
+    assert tables[0] == tables[1]
+
+
+def test_jit_runner_equals_the_model(workspace):
+    import checkpoints
+
+    path = workspace / "runs" / "a" / "checkpoint.01.keras"
+    classifier = checkpoints.adapt(checkpoints.load_classifier(path), path)
+    images = np.random.default_rng(5).integers(0, 256, (10, SIZE, SIZE, 3), dtype=np.uint8)
+    expected = classifier.model.predict(images.astype(np.float32), verbose=0)  # model's own output
+    plain = inference.Runner(classifier).predict(classifier.make_array_dataset(images))
+    np.testing.assert_allclose(plain, expected, atol=1e-6)
+    jit = inference.Runner(classifier, jit=True)
+    np.testing.assert_allclose(jit.predict(classifier.make_array_dataset(images)), expected, atol=1e-5)
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        with pytest.raises(UserError, match="TF_ENABLE_ONEDNN_OPTS=0"):
+            inference.Runner(classifier, mixed_precision=True)
+
+
+MIXED = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    sys.path.insert(0, {repo!r})
+    import keras, checkpoints, inference
+    path = {path!r}
+    classifier = checkpoints.adapt(checkpoints.load_classifier(path), path)
+    images = np.random.default_rng(5).integers(0, 256, (10, 24, 24, 3), dtype=np.uint8)
+    expected = classifier.model.predict(images.astype(np.float32), verbose=0)
+    half = inference.Runner(classifier, mixed_precision=True)
+    dense = [layer for layer in half.model.layers if isinstance(layer, keras.layers.Dense)][0]
+    assert dense.compute_dtype == "float16" and dense.kernel.dtype == "float32", dense.compute_dtype
+    scores = half.predict(classifier.make_array_dataset(images))
+    assert scores.dtype == np.float32
+    np.testing.assert_allclose(scores, expected, atol=2e-2)  # float16 arithmetic, same model
+    assert np.abs(scores - expected).max() > 0  # it did compute in float16
+    assert all(layer.compute_dtype == "float32" for layer in classifier.model.layers)  # untouched
+    print("ok")
+""")
+
+
+def test_mixed_precision_runner_on_cpu_with_onednn_off(workspace):
+    code = MIXED.format(repo=str(REPO), path=str(workspace / "runs" / "a" / "checkpoint.01.keras"))
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0"))
+    assert completed.returncode == 0 and completed.stdout.strip().endswith("ok"), completed.stderr[-3000:]
+
+
+MIRRORED = textwrap.dedent("""
+    import json, os, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, {repo!r})
+    os.chdir({root!r})
+    import eval_corrupted_rafdb
+    args = {args!r}
+    eval_corrupted_rafdb.main(args + ["--distribute", "mirrored", "--batch", "5", "--json", {out!r}])
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_equals_a_plain_run(workspace, tmp_path):
+    in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--batch", "5", "--json", tmp_path / "plain.json")
+    code = MIRRORED.format(repo=str(REPO), root=str(workspace), args=list(C_ARGS),
+                           out=str(tmp_path / "mirrored.json"))
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    plain = json.loads((tmp_path / "plain.json").read_text())["results"][0]
+    mirrored = json.loads((tmp_path / "mirrored.json").read_text())["results"][0]
+    assert mirrored["runtime"]["distribute"] == "mirrored" and mirrored["runtime"]["replicas"] == 2
+    # batches of 5 split over 2 replicas (3 + 2) and an odd last batch: same rows, same order
+    for a, b in zip(plain["folders"], mirrored["folders"]):
+        assert a["accuracy"] == b["accuracy"] and a["confusion"] == b["confusion"]
+        assert a["nll"] == pytest.approx(b["nll"], rel=1e-5)
