@@ -182,8 +182,7 @@ def run_export(args) -> int:
         workers=args.workers, progress=not args.quiet, force_rerender=args.force_rerender,
     )
     seconds = max(result.seconds, 1e-9)
-    stale = (f", {result.units_stale} image(s) rendered again (source changed or --force-rerender)"
-             if result.units_stale else "")
+    stale = result.rerender_note  # why images were rendered again, if any (interrupted run, source changed)
     print(
         f"RAF-DB-C export to {result.out_dir}: {result.units} image(s) x {len(pairs)} corruption/severity "
         f"pair(s) = {result.files} file(s); {result.files_written} written, {result.files_skipped} skipped "

@@ -207,8 +207,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         sources=[Path(unit.name).name for unit in units], source_root=str(root),
         workers=args.workers, progress=not args.quiet, force_rerender=args.force_rerender,
     )
-    stale = (f", {result.units_stale} image(s) rendered again (source changed or --force-rerender)"
-             if result.units_stale else "")
+    stale = result.rerender_note  # why images were rendered again, if any (interrupted run, source changed)
     print(f"RAF-DB-P export to {result.out_dir}: {len(units)} image(s) x {len(selected)} perturbation(s) x "
           f"{perturbations.NUM_FRAMES} frames = {result.files} file(s); {result.files_written} written, "
           f"{result.files_skipped} skipped (already complete){stale}; {result.seconds:.1f} s wall with "

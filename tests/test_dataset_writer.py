@@ -1,5 +1,6 @@
 """Generic export machinery: atomic writes, resume, manifest, verify, worker errors (BENCHMARK.md §2.7, §2.8)."""
 
+import errno
 import functools
 import hashlib
 import json
@@ -303,3 +304,101 @@ def test_parameter_tables_digest_follows_the_tables():
     assert dataset_writer.parameter_tables_digest(same) == dataset_writer.parameter_tables_digest(base)
     changed = module(SIGMA=(0.08, 0.13), MODE="water", TARGETS=np.array([[1.0, 2.0]]))
     assert dataset_writer.parameter_tables_digest(changed) != dataset_writer.parameter_tables_digest(base)
+
+
+# --------------------------------------------------------------------------------------------
+# Resume from the journal (issue 16): a killed or disk-full run keeps the work it finished
+
+RENDERED: list[str] = []
+
+
+def counting_render(unit: WorkUnit, *, seed: int):
+    RENDERED.append(unit.payload)
+    return toy_render(unit, seed=seed)
+
+
+def many_units(n=25):
+    return toy_units(names=tuple(f"u{i:02d}" for i in range(n)), folders=("f1", "f2", "f3"))
+
+
+def count_export(out, units, workers=1):
+    RENDERED.clear()
+    return dataset_writer.export(units, functools.partial(counting_render, seed=3), out, generator="test",
+                                 kind="toy", params=PARAMS, sources=["a.jpg"], source_root="src",
+                                 workers=workers, progress=False)
+
+
+KILL_SCRIPT = """
+import functools, os, signal, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+import dataset_writer, test_dataset_writer as t
+
+def render(unit, *, seed):
+    if unit.payload == {victim!r}:
+        os.kill(os.getpid(), signal.SIGKILL)  # as `kill -9` would, in the middle of the export
+    return t.toy_render(unit, seed=seed)
+
+dataset_writer.export(t.many_units(), functools.partial(render, seed=3), {out!r}, generator="test",
+                      kind="toy", params=t.PARAMS, sources=["a.jpg"], source_root="src", workers=1,
+                      progress=False)
+"""
+
+
+def test_rerun_after_sigkill_at_44_percent_renders_only_the_remaining_56_percent(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    code = KILL_SCRIPT.format(root=str(root), tests=str(root / "tests"), victim="u11", out=str(out))
+    process = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True)
+    assert process.returncode == -9
+    # 11 of 25 units (44 %) finished; the manifest on disk does not know them yet, the journal does.
+    assert not json.loads((out / "manifest.json").read_text())["units"]
+    assert len(dataset_writer.journal_files(out)) == 1
+    result = count_export(out, many_units())
+    assert sorted(RENDERED) == [f"u{i:02d}" for i in range(11, 25)]  # 14 of 25 = 56 %
+    assert (result.units_skipped, result.units_rendered, result.files_written) == (11, 14, 42)
+    assert result.units_stale == 0 and result.rerender_note == ""  # no "source changed"
+    count_export(tmp_path / "ref", many_units())
+    assert tree(out) == tree(tmp_path / "ref")  # manifests included
+    assert dataset_writer.verify(out).ok and not dataset_writer.journal_files(out)
+
+
+def test_disk_full_keeps_finished_units(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    writes = []
+    real_write = dataset_writer.atomic_write_bytes
+
+    def write_until_full(path, data):
+        if len(writes) == 3 * 9 + 2:  # units 0..8 complete, the 10th unit fails on its third file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        writes.append(path)
+        real_write(path, data)
+
+    monkeypatch.setattr(dataset_writer, "atomic_write_bytes", write_until_full)
+    with pytest.raises(UserError, match=r"src/u09\.jpg: No space left on device while writing .*f3/u09\.bin; "
+                                        r"9 of 25 image\(s\) are recorded as finished.*renders only the rest"):
+        count_export(out, many_units())
+    monkeypatch.setattr(dataset_writer, "atomic_write_bytes", real_write)
+    result = count_export(out, many_units())
+    assert sorted(RENDERED) == [f"u{i:02d}" for i in range(9, 25)]
+    assert result.reasons == {"finished": 1}  # u09: two of its three files had been written
+    assert "1 image(s) finished that an interrupted run had partly written" in result.rerender_note
+    count_export(tmp_path / "ref", many_units())
+    assert tree(out) == tree(tmp_path / "ref") and dataset_writer.verify(out).ok
+
+
+def test_torn_last_journal_line_is_ignored(tmp_path):
+    out = tmp_path / "out"
+    count_export(out, many_units(4))
+    manifest = json.loads((out / "manifest.json").read_text())
+    # A dead run's journal: two whole records (u00 and u01) and a record torn by the crash (u02).
+    lines = [json.dumps([f"u0{i}.jpg", manifest["units"][f"u0{i}.jpg"],
+                         [[f"{f}/u0{i}.bin", manifest["files"][f"{f}/u0{i}.bin"]] for f in ("f1", "f2", "f3")]])
+             for i in range(3)]
+    del manifest["units"]["u00.jpg"], manifest["units"]["u01.jpg"], manifest["units"]["u02.jpg"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    dead = out / ".journal-host-1-abcd1234.jsonl"
+    dead.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])
+    assert [r[0] for r in dataset_writer.read_journal(dead)] == ["u00.jpg", "u01.jpg"]
+    result = count_export(out, many_units(4))
+    assert RENDERED == ["u02"] and result.reasons == {"unrecorded": 1}
+    assert "no finished record" in result.rerender_note and dataset_writer.verify(out).ok
