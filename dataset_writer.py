@@ -20,20 +20,37 @@ Generic API (used by ``rafdb_aug_dataset.py`` and ``rafdb_perturb_dataset.py``)
     bad source; the export stops with a ``UserError`` naming the unit.
 
 ``export(units, render, out_dir, *, generator, kind, params, sources, source_root=None,
-         workers=None, progress=True, chunksize=None, force_rerender=False) -> ExportResult``
+         workers=None, progress=True, chunksize=None, force_rerender=False, shard=None) -> ExportResult``
     Renders every unit with a ``multiprocessing`` pool ("fork"; ``workers=1`` runs in-process,
     ``None`` means ``os.cpu_count()``), streaming results with ``imap_unordered``. Each worker writes
     its files atomically (temporary name in the same folder, then ``os.replace``; folders are created
     as needed) and returns only SHA-256 digests to the parent, so the parent never holds image data.
 
-    Resume: a unit is skipped (its files are hashed, not re-rendered, not rewritten) when all its
-    outputs exist *and* the manifest records the same SHA-256 of its inputs as they have now (the
-    ``units`` table, one digest per unit key). Any other unit is rendered again and all its outputs
-    rewritten: an incomplete one (same bytes, since every unit is deterministic), one whose source
-    changed (e.g. ``rafdb_dataset.py sample --force`` with another seed), or one the manifest does
-    not know. ``force_rerender=True`` renders every unit. Stray temporary files
-    (``.<name>.XXXXXXXX.tmp``) left by a killed run are removed first. A run killed with SIGKILL and
-    rerun therefore ends byte-identical to an uninterrupted run.
+    Resume: a unit is skipped (not rendered, not rewritten, not re-hashed) when all its outputs
+    exist *and* it is recorded as finished with the same SHA-256 of its inputs as they have now.
+    The record is an append-only journal per process, ``.journal-<host>-<pid>-<random>.jsonl`` at
+    ``out_dir``: one JSON line ``[unit key, inputs digest, [[path, sha256], ...]]`` per finished
+    unit, written (one unbuffered ``write``) after its files are in place and ``fsync``-ed at most
+    once a second. At the end the journal is folded into ``manifest.json`` and deleted. A journal
+    left by a killed run (SIGKILL, disk full, power loss) is folded by the next run before it starts,
+    so a rerun after a kill at 44 % renders only the remaining 56 %; a torn last line is ignored (that
+    unit is rendered again). Any other unit is rendered again and all its outputs rewritten, and the
+    summary says why (``ExportResult.reasons``): "finished" (partly written by an interrupted run),
+    "changed" (its source changed, e.g. ``rafdb_dataset.py sample --force`` with another seed),
+    "unrecorded" (its files exist but no record says they are finished) or "forced"
+    (``force_rerender=True`` renders every unit). Stray temporary files (``.<name>.XXXXXXXX.tmp``)
+    left by a killed run are removed first. A killed run rerun therefore ends byte-identical to an
+    uninterrupted run. Skipped files keep their recorded hashes, so ``verify`` still finds a file
+    altered after it was written.
+
+    Shards: ``shard=(i, N)`` renders every N-th unit in key order, starting at the i-th
+    (:func:`shard_units`). Shards may run one after another or at the same time, on several
+    machines sharing the folder: every read-modify-write of the manifest happens under an exclusive
+    ``flock`` of ``out_dir`` (``.export.lock`` where folders cannot be locked), each process appends
+    only to its own journal (``flock``-ed while it runs, so nobody folds a live journal), and a
+    finishing shard folds its journal (and any dead one) into the manifest. The manifest is marked
+    ``complete`` by whichever shard finds every unit of the whole list recorded, i.e. the last to
+    finish; the result equals one unsharded export byte for byte.
 
     Durability: files are written with ``cli_common.atomic_write_bytes`` (rename over the final
     name) but deliberately *without* ``fsync``. The requirement is safety against a killed process
@@ -69,11 +86,12 @@ folder, ``os.replace``, missing folders created, permissions 0666 minus the umas
 
 ``add_run_args(parser)``
     Adds ``--workers`` (0 = all cores, the default; 1 = in-process), ``--quiet`` (no progress bar,
-    no INFO logs; the final summary is still printed) and ``--force-rerender`` to an export parser.
+    no INFO logs; the final summary is still printed), ``--force-rerender`` and ``--shard i/N`` to an
+    export parser.
 
 ``verify(out_dir) -> VerifyReport``
     Re-hashes every file listed in the manifest: ``missing``, ``altered`` (hash mismatch) and
-    ``unexpected`` (present but not listed) relative paths; ``ok`` is True when all three are empty
+    ``unexpected`` (present but not listed; the lock file and journals are not counted) relative paths; ``ok`` is True when all three are empty
     and the manifest is complete. ``print_verify_report(report, stream)`` writes one line per problem.
 
 RAF-DB-C helpers (shared by the export and by on-the-fly evaluation)
@@ -180,6 +198,15 @@ class ExportResult:
         """``", 3 image(s) finished that an interrupted run had partly written, ..."`` or ``""``."""
         return "".join(f", {self.reasons[reason]} {text}" for reason, text in _REASONS.items()
                        if self.reasons.get(reason))
+
+    @property
+    def shard_note(self) -> str:
+        """For a shard run: whether it completed the manifest or other shards are still missing."""
+        if self.shard is None:
+            return ""
+        state = ("the manifest is now complete" if self.complete else
+                 "the manifest completes when the last shard finishes")
+        return f"; shard {self.shard[0]}/{self.shard[1]}: {state}"
 
     @property
     def files(self) -> int:

@@ -402,3 +402,65 @@ def test_torn_last_journal_line_is_ignored(tmp_path):
     result = count_export(out, many_units(4))
     assert RENDERED == ["u02"] and result.reasons == {"unrecorded": 1}
     assert "no finished record" in result.rerender_note and dataset_writer.verify(out).ok
+
+
+# --------------------------------------------------------------------------------------------
+# Shards (BENCHMARK.md §11.6): N concurrent shard exports = one export
+
+
+def test_parse_shard_and_split():
+    assert dataset_writer.parse_shard("2/3") == (2, 3) and dataset_writer.parse_shard("0/1") == (0, 1)
+    for bad in ("3/3", "1/0", "-1/2", "a/b", "1"):
+        with pytest.raises(Exception, match="i/N"):
+            dataset_writer.parse_shard(bad)
+    units = toy_units(names=("e", "a", "d", "b", "c", "f", "g"))  # listing order must not matter
+    split = [[unit.payload for unit in dataset_writer.shard_units(units, (i, 3))] for i in range(3)]
+    assert split == [["a", "d", "g"], ["b", "e"], ["c", "f"]]  # round robin over the sorted keys
+
+
+def test_shards_one_after_another_complete_the_manifest(tmp_path):
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    units = many_units(7)
+    results = []
+    for index in (2, 0, 1):
+        RENDERED.clear()
+        results.append(dataset_writer.export(units, functools.partial(counting_render, seed=3), out,
+                                             generator="test", kind="toy", params=PARAMS, sources=["a.jpg"],
+                                             source_root="src", workers=1, progress=False, shard=(index, 3)))
+        assert json.loads((out / "manifest.json").read_text())["complete"] is (index == 1)
+        assert not dataset_writer.verify(out).ok or index == 1
+    assert [r.units for r in results] == [2, 3, 2] and [r.complete for r in results] == [False, False, True]
+    assert "; shard 1/3: the manifest is now complete" == results[-1].shard_note
+    count_export(ref, units)
+    assert tree(out) == tree(ref)
+
+
+def shard_cli(script, sample_tree, out, extra, shard=None):
+    argv = [sys.executable, str(Path(__file__).resolve().parents[1] / script), "export", "--rafdb", str(sample_tree),
+            "--out", str(out), "--workers", "1", "--quiet", *extra]
+    return argv + (["--shard", shard] if shard else [])
+
+
+@pytest.mark.parametrize("script, extra", [
+    ("rafdb_aug_dataset.py", ["--corruptions", "gaussian_noise,contrast", "--severities", "1,4"]),
+    ("rafdb_perturb_dataset.py", ["--perturbations", "p_gaussian_noise"]),
+])
+def test_three_concurrent_shard_processes_equal_one_export(sample_tree, tmp_path, script, extra):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    processes = [subprocess.Popen(shard_cli(script, sample_tree, tmp_path / "shards", extra, f"{i}/3"), cwd=root,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(3)]
+    single = subprocess.run(shard_cli(script, sample_tree, tmp_path / "single", extra), cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], errors
+    assert sum("the manifest is now complete" in err for err in errors) >= 1
+    shards, one = tree(tmp_path / "shards"), tree(tmp_path / "single")
+    assert len(one) > 80 and shards.keys() == one.keys()
+    assert shards == one  # every file, and the manifest, byte for byte
+    assert json.loads(one["manifest.json"])["complete"] is True
+    verify = subprocess.run([sys.executable, str(root / script), "verify", "--out", str(tmp_path / "shards"),
+                             "--quiet"], cwd=root, env=env, capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout.startswith("OK"), verify.stdout
