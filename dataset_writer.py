@@ -20,20 +20,37 @@ Generic API (used by ``rafdb_aug_dataset.py`` and ``rafdb_perturb_dataset.py``)
     bad source; the export stops with a ``UserError`` naming the unit.
 
 ``export(units, render, out_dir, *, generator, kind, params, sources, source_root=None,
-         workers=None, progress=True, chunksize=None, force_rerender=False) -> ExportResult``
+         workers=None, progress=True, chunksize=None, force_rerender=False, shard=None) -> ExportResult``
     Renders every unit with a ``multiprocessing`` pool ("fork"; ``workers=1`` runs in-process,
     ``None`` means ``os.cpu_count()``), streaming results with ``imap_unordered``. Each worker writes
     its files atomically (temporary name in the same folder, then ``os.replace``; folders are created
     as needed) and returns only SHA-256 digests to the parent, so the parent never holds image data.
 
-    Resume: a unit is skipped (its files are hashed, not re-rendered, not rewritten) when all its
-    outputs exist *and* the manifest records the same SHA-256 of its inputs as they have now (the
-    ``units`` table, one digest per unit key). Any other unit is rendered again and all its outputs
-    rewritten: an incomplete one (same bytes, since every unit is deterministic), one whose source
-    changed (e.g. ``rafdb_dataset.py sample --force`` with another seed), or one the manifest does
-    not know. ``force_rerender=True`` renders every unit. Stray temporary files
-    (``.<name>.XXXXXXXX.tmp``) left by a killed run are removed first. A run killed with SIGKILL and
-    rerun therefore ends byte-identical to an uninterrupted run.
+    Resume: a unit is skipped (not rendered, not rewritten, not re-hashed) when all its outputs
+    exist *and* it is recorded as finished with the same SHA-256 of its inputs as they have now.
+    The record is an append-only journal per process, ``.journal-<host>-<pid>-<random>.jsonl`` at
+    ``out_dir``: one JSON line ``[unit key, inputs digest, [[path, sha256], ...]]`` per finished
+    unit, written (one unbuffered ``write``) after its files are in place and ``fsync``-ed at most
+    once a second. At the end the journal is folded into ``manifest.json`` and deleted. A journal
+    left by a killed run (SIGKILL, disk full, power loss) is folded by the next run before it starts,
+    so a rerun after a kill at 44 % renders only the remaining 56 %; a torn last line is ignored (that
+    unit is rendered again). Any other unit is rendered again and all its outputs rewritten, and the
+    summary says why (``ExportResult.reasons``): "finished" (partly written by an interrupted run),
+    "changed" (its source changed, e.g. ``rafdb_dataset.py sample --force`` with another seed),
+    "unrecorded" (its files exist but no record says they are finished) or "forced"
+    (``force_rerender=True`` renders every unit). Stray temporary files (``.<name>.XXXXXXXX.tmp``)
+    left by a killed run are removed first. A killed run rerun therefore ends byte-identical to an
+    uninterrupted run. Skipped files keep their recorded hashes, so ``verify`` still finds a file
+    altered after it was written.
+
+    Shards: ``shard=(i, N)`` renders every N-th unit in key order, starting at the i-th
+    (:func:`shard_units`). Shards may run one after another or at the same time, on several
+    machines sharing the folder: every read-modify-write of the manifest happens under an exclusive
+    ``flock`` of ``out_dir`` (``.export.lock`` where folders cannot be locked), each process appends
+    only to its own journal (``flock``-ed while it runs, so nobody folds a live journal), and a
+    finishing shard folds its journal (and any dead one) into the manifest. The manifest is marked
+    ``complete`` by whichever shard finds every unit of the whole list recorded, i.e. the last to
+    finish; the result equals one unsharded export byte for byte.
 
     Durability: files are written with ``cli_common.atomic_write_bytes`` (rename over the final
     name) but deliberately *without* ``fsync``. The requirement is safety against a killed process
@@ -69,11 +86,12 @@ folder, ``os.replace``, missing folders created, permissions 0666 minus the umas
 
 ``add_run_args(parser)``
     Adds ``--workers`` (0 = all cores, the default; 1 = in-process), ``--quiet`` (no progress bar,
-    no INFO logs; the final summary is still printed) and ``--force-rerender`` to an export parser.
+    no INFO logs; the final summary is still printed), ``--force-rerender`` and ``--shard i/N`` to an
+    export parser.
 
 ``verify(out_dir) -> VerifyReport``
     Re-hashes every file listed in the manifest: ``missing``, ``altered`` (hash mismatch) and
-    ``unexpected`` (present but not listed) relative paths; ``ok`` is True when all three are empty
+    ``unexpected`` (present but not listed; the lock file and journals are not counted) relative paths; ``ok`` is True when all three are empty
     and the manifest is complete. ``print_verify_report(report, stream)`` writes one line per problem.
 
 RAF-DB-C helpers (shared by the export and by on-the-fly evaluation)
@@ -103,6 +121,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import importlib.metadata
@@ -123,6 +142,12 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 # Temporary files made by cli_common.atomic_write_bytes and cli_common.atomic_path: ".<final name>.<8 chars>.tmp".
 _TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+# Write probes of check_output_dir (one per process; concurrent shards may see each other's).
+_PROBE_RE = re.compile(r"^\.write-test-\d+\.tmp$")
+# Bookkeeping at the root of a tree: the lock taken around manifest updates, and one journal per
+# running (or killed) export process, ".journal-<host>-<pid>-<random>.jsonl".
+LOCK_NAME = ".export.lock"
+_JOURNAL_RE = re.compile(r"^\.journal-.+\.jsonl$")
 # Distribution names whose versions go into the manifest (first found of each group).
 _PACKAGES = {
     "numpy": ("numpy",),
@@ -164,6 +189,24 @@ class ExportResult:
     files_skipped: int = 0
     seconds: float = 0.0
     workers: int = 1
+    shard: tuple[int, int] | None = None
+    complete: bool = False  # the manifest is complete (every shard has finished)
+    reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # why units were rendered
+
+    @property
+    def rerender_note(self) -> str:
+        """``", 3 image(s) finished that an interrupted run had partly written, ..."`` or ``""``."""
+        return "".join(f", {self.reasons[reason]} {text}" for reason, text in _REASONS.items()
+                       if self.reasons.get(reason))
+
+    @property
+    def shard_note(self) -> str:
+        """For a shard run: whether it completed the manifest or other shards are still missing."""
+        if self.shard is None:
+            return ""
+        state = ("the manifest is now complete" if self.complete else
+                 "the manifest completes when the last shard finishes")
+        return f"; shard {self.shard[0]}/{self.shard[1]}: {state}"
 
     @property
     def files(self) -> int:
@@ -281,7 +324,8 @@ def workers_type(text: str) -> int:
 
 def add_run_args(parser) -> None:
     """The execution flags shared by ``rafdb_aug_dataset.py export`` and ``rafdb_perturb_dataset.py
-    export``: ``--workers``, ``--quiet``, ``--force-rerender`` (same names, defaults and meaning)."""
+    export``: ``--workers``, ``--quiet``, ``--force-rerender``, ``--shard`` (same names, defaults and
+    meaning)."""
     parser.add_argument("--workers", type=workers_type, default=0, metavar="N",
                         help="worker processes: 0 = all cores (the default); 1 = render in this "
                              "process, without a pool; N = N processes. The output bytes do not "
@@ -293,6 +337,12 @@ def add_run_args(parser) -> None:
                         help="render every file again, even those already present (needed to "
                              "resume a tree made by another version of this toolkit or of its "
                              "imaging packages)")
+    parser.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
+                        help="render only shard i of N (i = 0..N-1): every N-th source image in "
+                             "file-name order. N shard runs into the same --out, one after another or "
+                             "at the same time (a cluster array job), give the same tree and manifest "
+                             "as one run; the last shard to finish completes the manifest "
+                             "(docs/SCALE.md)")
 
 
 def _probe_writable(folder: Path, probe_name: str, message: str) -> None:
@@ -412,6 +462,13 @@ def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str
         )
 
 
+def _is_bookkeeping(name: str) -> bool:
+    """Entries at the root of a tree that belong to the exporter's bookkeeping, never to the data:
+    the lock file, the journal folder, write probes and temporary files."""
+    return (name == LOCK_NAME or bool(_JOURNAL_RE.match(name)) or bool(_PROBE_RE.match(name))
+            or bool(_TEMP_RE.match(name)))
+
+
 def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[str, Any],
                      force_rerender: bool = False) -> dict | None:
     """Fail early (UserError) unless ``out_dir`` can take this export; return its manifest, if any.
@@ -429,7 +486,7 @@ def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[s
                     f"{out_dir}: output folder is not writable")
     manifest = read_manifest(out_dir)
     if manifest is None:
-        content = [entry.name for entry in os.scandir(out_dir) if not _TEMP_RE.match(entry.name)]
+        content = [entry.name for entry in os.scandir(out_dir) if not _is_bookkeeping(entry.name)]
         if content:
             raise UserError(
                 f"{out_dir}: folder is not empty and has no {MANIFEST_NAME} (it was not written by "
@@ -440,48 +497,243 @@ def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[s
     return manifest
 
 
-def remove_stray_temporaries(out_dir: str | os.PathLike) -> int:
-    """Delete temporary files left by a killed run anywhere under ``out_dir``; return how many."""
+def _final_name(temp_name: str) -> str:
+    """``.<final name>.<8 chars>.tmp`` -> ``<final name>``."""
+    return temp_name[1:-13]
+
+
+def remove_stray_temporaries(out_dir: str | os.PathLike, only: set[str] | None = None) -> int:
+    """Delete temporary files left by a killed run anywhere under ``out_dir``; return how many.
+
+    With ``only`` (relative POSIX paths of final files), only the temporaries of those files go:
+    a shard must not delete the files that a concurrent shard is writing.
+    """
     removed = 0
+    out_dir = os.fspath(out_dir)
     for folder, _dirs, names in os.walk(out_dir):
+        rel_folder = os.path.relpath(folder, out_dir).replace(os.sep, "/")
         for name in names:
-            if _TEMP_RE.match(name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(folder, name))
-                    removed += 1
+            if not _TEMP_RE.match(name) or _PROBE_RE.match(name):
+                continue
+            if only is not None:
+                final = _final_name(name) if rel_folder == "." else f"{rel_folder}/{_final_name(name)}"
+                if final not in only:
+                    continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+                removed += 1
     return removed
+
+
+# --------------------------------------------------------------------------------------------
+# Shards (BENCHMARK.md §11.6)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """argparse type of ``--shard``: ``i/N`` with 0 <= i < N (N >= 1) -> ``(i, N)``."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected i/N such as 0/4 (shard i of N, counted from 0), got {text!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or index >= count:
+        raise argparse.ArgumentTypeError(
+            f"expected i/N with N >= 1 and 0 <= i < N (shards are counted from 0), got {text!r}")
+    return index, count
+
+
+def shard_units(units: Sequence[WorkUnit], shard: tuple[int, int] | None) -> list[WorkUnit]:
+    """The units of shard ``(i, N)``: every N-th unit, starting at the i-th, in the order of their
+    keys (so the split depends only on the set of source file names, not on listing order)."""
+    if shard is None or shard == (0, 1):
+        return list(units)
+    index, count = shard
+    if not 0 <= index < count:
+        raise UserError(f"--shard {index}/{count}: expected 0 <= i < N")
+    return sorted(units, key=lambda unit: unit.key)[index::count]
+
+
+# --------------------------------------------------------------------------------------------
+# Lock and journal: the record of finished units that survives the process
+
+
+@contextlib.contextmanager
+def _tree_lock(out_dir: Path):
+    """Exclusive lock of a tree around every read-modify-write of its manifest and journals: ``flock``
+    on the folder itself (nothing is left in the tree), or on ``.export.lock`` where the file system
+    cannot lock a folder (e.g. some NFS clients). The kernel releases it if the process dies."""
+    import fcntl
+
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        try:
+            fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise UserError(f"{out_dir / LOCK_NAME}: cannot create the lock file "
+                            f"({error.strerror or error})") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+class _Journal:
+    """This process's append-only journal ``<out>/.journal-<host>-<pid>-<random>.jsonl``.
+
+    One line per finished unit, ``[key, inputs digest, [[relative path, sha256], ...]]``, written
+    with one unbuffered ``write`` after the unit's files are renamed into place (so it survives
+    SIGKILL) and ``fsync``-ed at most once a second and at the end. The file is ``flock``-ed for the
+    writer's life: a journal nobody holds belongs to a finished or dead run and may be folded.
+    """
+
+    SYNC_SECONDS = 1.0
+
+    def __init__(self, out_dir: Path):
+        import fcntl
+        import secrets
+        import socket
+
+        host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:40]
+        self.path = out_dir / f".journal-{host}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o666)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.synced = time.monotonic()
+        self.records = 0
+
+    def add(self, key: str, inputs: str, hashes: Sequence[tuple[str, str]]) -> None:
+        line = json.dumps([key, inputs, hashes], separators=(",", ":")) + "\n"
+        try:
+            os.write(self.fd, line.encode("utf-8"))
+            now = time.monotonic()
+            if now - self.synced >= self.SYNC_SECONDS:
+                os.fsync(self.fd)
+                self.synced = now
+        except OSError as error:
+            raise UserError(f"{self.path}: cannot record finished work ({error.strerror or error}); the "
+                            f"{self.records} image(s) recorded so far are kept: free space and rerun the "
+                            f"same command to render the rest") from None
+        self.records += 1
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
+
+
+def journal_files(out_dir: str | os.PathLike) -> list[Path]:
+    """The journals at the root of ``out_dir``, oldest first (later records override earlier ones)."""
+    paths = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(out_dir):
+            if _JOURNAL_RE.match(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    paths.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
+    return [path for _mtime, _name, path in sorted(paths)]
+
+
+def read_journal(path: str | os.PathLike) -> list[tuple[str, str, list]]:
+    """The records of one journal; a torn last line (a write cut by a crash) and any line that is not
+    a well-formed record are ignored (those units are simply rendered again)."""
+    with open(path, "rb") as handle:
+        lines = handle.read().split(b"\n")
+    records = []
+    for line in lines[:-1]:  # the text after the last newline is empty or torn
+        try:
+            key, inputs, hashes = json.loads(line)
+            if isinstance(key, str) and isinstance(inputs, str) and isinstance(hashes, list):
+                records.append((key, inputs, [(str(rel), str(sha)) for rel, sha in hashes]))
+        except (ValueError, TypeError):
+            continue
+    return records
+
+
+def _fold_journals(out_dir: Path, files: dict, unit_digests: dict, own: _Journal | None = None) -> list[Path]:
+    """Fold into ``files``/``unit_digests`` this process's journal and every journal no live process
+    holds; return their paths (delete them once the manifest that holds them is written). Call with
+    the tree lock held."""
+    import fcntl
+
+    folded = []
+    for path in journal_files(out_dir):
+        if own is None or path != own.path:
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer (another shard): it folds its own journal when it finishes
+            finally:
+                os.close(fd)
+        for key, inputs, hashes in read_journal(path):
+            files.update(hashes)
+            unit_digests[key] = inputs
+        folded.append(path)
+    return folded
+
+
+def _remove_files(paths: Iterable[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 # --------------------------------------------------------------------------------------------
 # Workers
 
 _WORKER: dict[str, Any] = {}
+# Why a unit was rendered (ExportResult.reasons) and how the summary says it.
+_REASONS = {
+    "finished": "image(s) finished that an interrupted run had partly written",
+    "changed": "image(s) rendered again because their source changed",
+    "unrecorded": "image(s) rendered again because no finished record existed for their files",
+    "forced": "image(s) rendered again (--force-rerender)",
+}
 
 
 def _init_worker(render: Callable, out_dir: str, known: Mapping[str, str], force: bool) -> None:
     _WORKER["render"] = render
     _WORKER["out_dir"] = out_dir
-    _WORKER["known"] = known  # unit key -> inputs digest recorded in the existing manifest
+    _WORKER["known"] = known  # unit key -> inputs digest of a unit recorded as finished
     _WORKER["force"] = force
 
 
 def _describe(error: BaseException) -> str:
-    return str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{error.strerror} while writing {error.filename or 'an output file'}"
+    return f"{type(error).__name__}: {error}"
 
 
 def _process_unit(unit: WorkUnit) -> tuple:
     """Skip or render one unit.
 
-    Returns ("skipped"|"written", [(rel, sha256)], key, inputs digest, stale) or ("error", name, msg);
-    ``stale`` is True for a unit rendered again although all its outputs existed.
+    Returns ("skipped", n outputs), ("written", key, inputs digest, [(rel, sha256)], reason, complete)
+    with reason "new" or a key of ``_REASONS``, or ("error", name, message).
     """
     out_dir = _WORKER["out_dir"]
     try:
         digest = inputs_digest(unit.inputs)
-        complete = all(os.path.isfile(os.path.join(out_dir, rel)) for rel in unit.outputs)
-        if complete and not _WORKER["force"] and _WORKER["known"].get(unit.key) == digest:
-            return ("skipped", [(rel, sha256_file(os.path.join(out_dir, rel))) for rel in unit.outputs],
-                    unit.key, digest, False)
+        exists = [os.path.isfile(os.path.join(out_dir, rel)) for rel in unit.outputs]
+        complete = all(exists)
+        recorded = _WORKER["known"].get(unit.key)
+        if _WORKER["force"]:
+            reason = "forced" if complete else "new"
+        elif recorded == digest and complete:
+            return ("skipped", len(unit.outputs))
+        elif recorded is not None and recorded != digest:
+            reason = "changed"
+        elif complete:
+            reason = "unrecorded"
+        else:
+            reason = "finished" if any(exists) else "new"
         items = list(_WORKER["render"](unit))
         produced = [rel for rel, _data in items]
         if sorted(produced) != sorted(unit.outputs):
@@ -490,16 +742,31 @@ def _process_unit(unit: WorkUnit) -> tuple:
                 f"{sorted(unit.outputs)[:3]}... ({len(produced)} vs {len(unit.outputs)} files)"
             )
         hashes = []
+        sha256 = hashlib.sha256
         for rel, data in items:
             atomic_write_bytes(os.path.join(out_dir, rel), data)
-            hashes.append((rel, hashlib.sha256(data).hexdigest()))
-        return ("written", hashes, unit.key, digest, complete)
+            hashes.append((rel, sha256(data).hexdigest()))
+        return ("written", unit.key, digest, hashes, reason, complete)
     except Exception as error:  # reported by the parent as a UserError naming the unit
         return ("error", unit.name, _describe(error))
 
 
 def _default_chunksize(n_units: int, workers: int) -> int:
     return max(1, min(8, n_units // (workers * 16)))
+
+
+def _is_complete(units: Sequence[WorkUnit], files: Mapping[str, str], unit_digests: Mapping[str, str]) -> bool:
+    """Whether every unit is recorded with the digest its inputs have now and all its outputs."""
+    cache: dict[tuple, str] = {}
+    for unit in units:
+        recorded = unit_digests.get(unit.key)
+        if recorded is None or any(rel not in files for rel in unit.outputs):
+            return False
+        if unit.inputs not in cache:
+            cache[unit.inputs] = inputs_digest(unit.inputs)
+        if cache[unit.inputs] != recorded:
+            return False
+    return True
 
 
 def export(
@@ -516,47 +783,135 @@ def export(
     progress: bool = True,
     chunksize: int | None = None,
     force_rerender: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> ExportResult:
-    """Render ``units`` into ``out_dir`` (see the module docstring); return counts and timings."""
+    """Render ``units`` (or shard ``(i, N)`` of them) into ``out_dir`` (see the module docstring)."""
     from tqdm import tqdm
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     workers = resolve_workers(workers)
-    old = check_output_dir(out_dir, kind=kind, params=params, force_rerender=force_rerender)
     keys = [unit.key for unit in units]
     if len(set(keys)) != len(keys):
         duplicate = next(key for key in keys if keys.count(key) > 1)
         raise ValueError(f"two work units share the key {duplicate!r} (unit names must have distinct base names)")
-    old_units: dict[str, str] = dict(old.get("units") or {}) if old else {}
-    if old and version_differences(old):
-        # force_rerender (else check_output_dir refused): the tree must not keep files of the old
-        # version that this run would not rewrite, since the manifest will name the new version.
-        produced = {rel for unit in units for rel in unit.outputs}
-        leftover = sorted(rel for rel in old["files"] if rel not in produced)
-        if leftover:
-            item, was, now = version_differences(old)[0]
-            raise UserError(
-                f"{out_dir / MANIFEST_NAME}: the tree holds {len(leftover)} file(s) made with {item} "
-                f"{was!r} that this run does not produce (e.g. {leftover[0]}), and this run has {now!r}; "
-                f"rerun with the selection that made them, or export into a new --out folder"
-            )
-        old_units = {}
-    removed = remove_stray_temporaries(out_dir)
+    mine = shard_units(units, shard)
+    check_output_dir(out_dir, kind=kind, params=params, force_rerender=force_rerender)
+
+    with _tree_lock(out_dir):
+        # Read again under the lock: a concurrent shard may have written the manifest meanwhile.
+        old = check_output_dir(out_dir, kind=kind, params=params, force_rerender=force_rerender)
+        files: dict[str, str] = dict(old["files"]) if old else {}
+        unit_digests: dict[str, str] = dict(old.get("units") or {}) if old else {}
+        folded = _fold_journals(out_dir, files, unit_digests)
+        if old and version_differences(old):
+            # force_rerender (else check_output_dir refused): the tree must not keep files of the old
+            # version that this run would not rewrite, since the manifest will name the new version.
+            produced = {rel for unit in units for rel in unit.outputs}
+            leftover = sorted(rel for rel in files if rel not in produced)
+            if leftover:
+                item, was, now = version_differences(old)[0]
+                raise UserError(
+                    f"{out_dir / MANIFEST_NAME}: the tree holds {len(leftover)} file(s) made with {item} "
+                    f"{was!r} that this run does not produce (e.g. {leftover[0]}), and this run has {now!r}; "
+                    f"rerun with the selection that made them, or export into a new --out folder"
+                )
+            unit_digests = {}
+        manifest = _new_manifest(old, generator, kind, params, sources, source_root, files, unit_digests)
+        # Written before any worker starts: a killed run leaves a manifest that guards the parameters.
+        manifest_path = _write_manifest(out_dir, manifest)
+        _remove_files(folded)
+        journal = _Journal(out_dir)
+    # Units recorded as finished, with every output listed: the workers skip them if their files exist.
+    known = {unit.key: unit_digests[unit.key] for unit in mine
+             if unit.key in unit_digests and all(rel in files for rel in unit.outputs)}
+    del files, unit_digests, manifest, old  # the parent keeps no per-file tables while rendering
+
+    removed = remove_stray_temporaries(
+        out_dir, None if shard is None else {rel for unit in mine for rel in unit.outputs})
     if removed:
         LOG.info("removed %d temporary file(s) left by an interrupted run in %s", removed, out_dir)
 
-    files: dict[str, str] = dict(old["files"]) if old else {}
-    unit_digests: dict[str, str] = dict(old_units)
-    old_sources = old.get("source", {}).get("files", []) if old else []
-    manifest = {
+    result = ExportResult(out_dir=out_dir, manifest_path=manifest_path, units=len(mine), workers=workers,
+                          shard=shard)
+    n_files = sum(len(unit.outputs) for unit in mine)
+    label = f"{kind} shard {shard[0]}/{shard[1]}" if shard else kind
+    bar = tqdm(total=n_files, unit="file", disable=not progress, file=sys.stderr, smoothing=0.05,
+               desc=f"{label} -> {out_dir}")
+
+    def consume(outcome: tuple) -> None:
+        status = outcome[0]
+        if status == "skipped":
+            result.units_skipped += 1
+            result.files_skipped += outcome[1]
+            bar.update(outcome[1])
+            return
+        if status == "error":
+            _status, name, message = outcome
+            text = message if message.startswith(str(name)) else f"{name}: {message}"
+            done = result.units_skipped + result.units_rendered
+            raise UserError(f"{text}; {done} of {result.units} image(s) are recorded as finished, and "
+                            f"rerunning the same command renders only the rest")
+        _status, key, inputs, hashes, reason, complete = outcome
+        journal.add(key, inputs, hashes)
+        result.units_rendered += 1
+        result.files_written += len(hashes)
+        result.units_stale += bool(complete)
+        if reason != "new":
+            result.reasons[reason] = result.reasons.get(reason, 0) + 1
+        bar.update(len(hashes))
+
+    try:
+        if workers == 1 or len(mine) <= 1:
+            result.workers = 1
+            saved = dict(_WORKER)
+            _init_worker(render, str(out_dir), known, force_rerender)
+            try:
+                for unit in mine:
+                    consume(_process_unit(unit))
+            finally:
+                _WORKER.clear()
+                _WORKER.update(saved)
+        else:
+            context = multiprocessing.get_context("fork")
+            size = chunksize or _default_chunksize(len(mine), workers)
+            with context.Pool(workers, initializer=_init_worker,
+                              initargs=(render, str(out_dir), known, force_rerender)) as pool:
+                for outcome in pool.imap_unordered(_process_unit, mine, chunksize=size):
+                    consume(outcome)
+    finally:
+        bar.close()
+        journal.close()  # on failure the journal stays: the next run (or shard) folds it
+
+    if result.units_stale:
+        LOG.info("%d image(s) rendered again although their files existed%s", result.units_stale,
+                 result.rerender_note)
+    with _tree_lock(out_dir):
+        current = read_manifest(out_dir) or {}
+        files = dict(current.get("files") or {})
+        unit_digests = dict(current.get("units") or {})
+        folded = _fold_journals(out_dir, files, unit_digests, own=journal)
+        manifest = _new_manifest(current, generator, kind, params, sources, source_root, files, unit_digests)
+        manifest["complete"] = result.complete = _is_complete(units, files, unit_digests)
+        _write_manifest(out_dir, manifest)
+        _remove_files(folded)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _new_manifest(old: Mapping[str, Any] | None, generator: str, kind: str, params: Mapping[str, Any],
+                  sources: Sequence[str], source_root: str | None, files: dict, unit_digests: dict) -> dict:
+    """The manifest of this run (complete False), merged with what ``old`` records."""
+    old = old or {}
+    old_source = old.get("source") or {}
+    return {
         "format_version": MANIFEST_FORMAT,
         "generator": {"name": generator, "version": generator_version()},
         "kind": kind,
         "params": dict(params),
         "source": {
-            "root": source_root if source_root is not None else (old or {}).get("source", {}).get("root"),
-            "files": sorted(set(old_sources) | set(sources)),
+            "root": source_root if source_root is not None else old_source.get("root"),
+            "files": sorted(set(old_source.get("files") or []) | set(sources)),
         },
         "versions": package_versions(),
         "complete": False,
@@ -564,58 +919,6 @@ def export(
         "files": files,
         "units": unit_digests,
     }
-    # Written before any worker starts: a killed run leaves a manifest that guards the parameters.
-    manifest_path = _write_manifest(out_dir, manifest)
-
-    result = ExportResult(out_dir=out_dir, manifest_path=manifest_path, units=len(units), workers=workers)
-    n_files = sum(len(unit.outputs) for unit in units)
-    bar = tqdm(total=n_files, unit="file", disable=not progress, file=sys.stderr, smoothing=0.05,
-               desc=f"{kind} -> {out_dir}")
-
-    def consume(outcome: tuple) -> None:
-        if outcome[0] == "error":
-            raise UserError(outcome[2] if outcome[2].startswith(str(outcome[1])) else f"{outcome[1]}: {outcome[2]}")
-        status, hashes, key, inputs, stale = outcome
-        for rel, digest in hashes:
-            files[rel] = digest
-        unit_digests[key] = inputs
-        result.units_stale += bool(stale)
-        if status == "skipped":
-            result.units_skipped += 1
-            result.files_skipped += len(hashes)
-        else:
-            result.units_rendered += 1
-            result.files_written += len(hashes)
-        bar.update(len(hashes))
-
-    try:
-        if workers == 1 or len(units) <= 1:
-            result.workers = 1
-            saved = dict(_WORKER)
-            _init_worker(render, str(out_dir), old_units, force_rerender)
-            try:
-                for unit in units:
-                    consume(_process_unit(unit))
-            finally:
-                _WORKER.clear()
-                _WORKER.update(saved)
-        else:
-            context = multiprocessing.get_context("fork")
-            size = chunksize or _default_chunksize(len(units), workers)
-            with context.Pool(workers, initializer=_init_worker, initargs=(render, str(out_dir), old_units, force_rerender)) as pool:
-                for outcome in pool.imap_unordered(_process_unit, units, chunksize=size):
-                    consume(outcome)
-    finally:
-        bar.close()
-
-    if result.units_stale:
-        LOG.info("%d image(s) rendered again although their files existed: the source changed, the "
-                 "manifest did not record it, or --force-rerender", result.units_stale)
-    manifest["complete"] = True
-    manifest["folders"] = folder_counts(files)
-    _write_manifest(out_dir, manifest)
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,7 +945,9 @@ def verify(out_dir: str | os.PathLike, *, progress: bool = False) -> VerifyRepor
         report.checked += 1
         if sha256_file(path) != digest:
             report.altered.append(rel)
-    for folder, _dirs, names in os.walk(out_dir):
+    for folder, dirs, names in os.walk(out_dir):
+        if Path(folder) == out_dir:
+            names = [name for name in names if name != LOCK_NAME and not _JOURNAL_RE.match(name)]
         for name in names:
             rel = Path(folder, name).relative_to(out_dir).as_posix()
             if rel != MANIFEST_NAME and rel not in listed:

@@ -235,10 +235,11 @@ def run_export(args) -> int:
         units, render, args.out, generator="rafdb_aug_dataset.py", kind=dataset_writer.RAFDB_C_KIND,
         params=params, sources=[path.name for path in paths], source_root=str(args.rafdb),
         workers=args.workers, progress=not args.quiet, force_rerender=args.force_rerender,
+        shard=args.shard,
     )
     seconds = max(result.seconds, 1e-9)
-    stale = (f", {result.units_stale} image(s) rendered again (source changed or --force-rerender)"
-             if result.units_stale else "")
+    stale = result.rerender_note  # why images were rendered again, if any (interrupted run, source changed)
+    stale += result.shard_note  # "; shard i/N (manifest complete|waiting for other shards)"
     print(
         f"RAF-DB-C export to {result.out_dir}: {result.units} image(s) x {len(pairs)} corruption/severity "
         f"pair(s) = {result.files} file(s); {result.files_written} written, {result.files_skipped} skipped "

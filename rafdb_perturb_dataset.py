@@ -215,10 +215,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         units, render, args.out, generator="rafdb_perturb_dataset.py", kind=KIND, params=params,
         sources=[Path(unit.name).name for unit in units], source_root=str(root),
         workers=args.workers, progress=not args.quiet, force_rerender=args.force_rerender,
+        shard=args.shard,
     )
-    stale = (f", {result.units_stale} image(s) rendered again (source changed or --force-rerender)"
-             if result.units_stale else "")
-    print(f"RAF-DB-P export to {result.out_dir}: {len(units)} image(s) x {len(selected)} perturbation(s) x "
+    stale = result.rerender_note  # why images were rendered again, if any (interrupted run, source changed)
+    stale += result.shard_note  # "; shard i/N (manifest complete|waiting for other shards)"
+    print(f"RAF-DB-P export to {result.out_dir}: {result.units} image(s) x {len(selected)} perturbation(s) x "
           f"{perturbations.NUM_FRAMES} frames = {result.files} file(s); {result.files_written} written, "
           f"{result.files_skipped} skipped (already complete){stale}; {result.seconds:.1f} s wall with "
           f"{result.workers} worker(s); manifest {result.manifest_path} (check with: "

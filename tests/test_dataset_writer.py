@@ -1,5 +1,6 @@
 """Generic export machinery: atomic writes, resume, manifest, verify, worker errors (BENCHMARK.md §2.7, §2.8)."""
 
+import errno
 import functools
 import hashlib
 import json
@@ -303,3 +304,163 @@ def test_parameter_tables_digest_follows_the_tables():
     assert dataset_writer.parameter_tables_digest(same) == dataset_writer.parameter_tables_digest(base)
     changed = module(SIGMA=(0.08, 0.13), MODE="water", TARGETS=np.array([[1.0, 2.0]]))
     assert dataset_writer.parameter_tables_digest(changed) != dataset_writer.parameter_tables_digest(base)
+
+
+# --------------------------------------------------------------------------------------------
+# Resume from the journal (issue 16): a killed or disk-full run keeps the work it finished
+
+RENDERED: list[str] = []
+
+
+def counting_render(unit: WorkUnit, *, seed: int):
+    RENDERED.append(unit.payload)
+    return toy_render(unit, seed=seed)
+
+
+def many_units(n=25):
+    return toy_units(names=tuple(f"u{i:02d}" for i in range(n)), folders=("f1", "f2", "f3"))
+
+
+def count_export(out, units, workers=1):
+    RENDERED.clear()
+    return dataset_writer.export(units, functools.partial(counting_render, seed=3), out, generator="test",
+                                 kind="toy", params=PARAMS, sources=["a.jpg"], source_root="src",
+                                 workers=workers, progress=False)
+
+
+KILL_SCRIPT = """
+import functools, os, signal, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+import dataset_writer, test_dataset_writer as t
+
+def render(unit, *, seed):
+    if unit.payload == {victim!r}:
+        os.kill(os.getpid(), signal.SIGKILL)  # as `kill -9` would, in the middle of the export
+    return t.toy_render(unit, seed=seed)
+
+dataset_writer.export(t.many_units(), functools.partial(render, seed=3), {out!r}, generator="test",
+                      kind="toy", params=t.PARAMS, sources=["a.jpg"], source_root="src", workers=1,
+                      progress=False)
+"""
+
+
+def test_rerun_after_sigkill_at_44_percent_renders_only_the_remaining_56_percent(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    code = KILL_SCRIPT.format(root=str(root), tests=str(root / "tests"), victim="u11", out=str(out))
+    process = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True)
+    assert process.returncode == -9
+    # 11 of 25 units (44 %) finished; the manifest on disk does not know them yet, the journal does.
+    assert not json.loads((out / "manifest.json").read_text())["units"]
+    assert len(dataset_writer.journal_files(out)) == 1
+    result = count_export(out, many_units())
+    assert sorted(RENDERED) == [f"u{i:02d}" for i in range(11, 25)]  # 14 of 25 = 56 %
+    assert (result.units_skipped, result.units_rendered, result.files_written) == (11, 14, 42)
+    assert result.units_stale == 0 and result.rerender_note == ""  # no "source changed"
+    count_export(tmp_path / "ref", many_units())
+    assert tree(out) == tree(tmp_path / "ref")  # manifests included
+    assert dataset_writer.verify(out).ok and not dataset_writer.journal_files(out)
+
+
+def test_disk_full_keeps_finished_units(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    writes = []
+    real_write = dataset_writer.atomic_write_bytes
+
+    def write_until_full(path, data):
+        if len(writes) == 3 * 9 + 2:  # units 0..8 complete, the 10th unit fails on its third file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        writes.append(path)
+        real_write(path, data)
+
+    monkeypatch.setattr(dataset_writer, "atomic_write_bytes", write_until_full)
+    with pytest.raises(UserError, match=r"src/u09\.jpg: No space left on device while writing .*f3/u09\.bin; "
+                                        r"9 of 25 image\(s\) are recorded as finished.*renders only the rest"):
+        count_export(out, many_units())
+    monkeypatch.setattr(dataset_writer, "atomic_write_bytes", real_write)
+    result = count_export(out, many_units())
+    assert sorted(RENDERED) == [f"u{i:02d}" for i in range(9, 25)]
+    assert result.reasons == {"finished": 1}  # u09: two of its three files had been written
+    assert "1 image(s) finished that an interrupted run had partly written" in result.rerender_note
+    count_export(tmp_path / "ref", many_units())
+    assert tree(out) == tree(tmp_path / "ref") and dataset_writer.verify(out).ok
+
+
+def test_torn_last_journal_line_is_ignored(tmp_path):
+    out = tmp_path / "out"
+    count_export(out, many_units(4))
+    manifest = json.loads((out / "manifest.json").read_text())
+    # A dead run's journal: two whole records (u00 and u01) and a record torn by the crash (u02).
+    lines = [json.dumps([f"u0{i}.jpg", manifest["units"][f"u0{i}.jpg"],
+                         [[f"{f}/u0{i}.bin", manifest["files"][f"{f}/u0{i}.bin"]] for f in ("f1", "f2", "f3")]])
+             for i in range(3)]
+    del manifest["units"]["u00.jpg"], manifest["units"]["u01.jpg"], manifest["units"]["u02.jpg"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    dead = out / ".journal-host-1-abcd1234.jsonl"
+    dead.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])
+    assert [r[0] for r in dataset_writer.read_journal(dead)] == ["u00.jpg", "u01.jpg"]
+    result = count_export(out, many_units(4))
+    assert RENDERED == ["u02"] and result.reasons == {"unrecorded": 1}
+    assert "no finished record" in result.rerender_note and dataset_writer.verify(out).ok
+
+
+# --------------------------------------------------------------------------------------------
+# Shards (BENCHMARK.md §11.6): N concurrent shard exports = one export
+
+
+def test_parse_shard_and_split():
+    assert dataset_writer.parse_shard("2/3") == (2, 3) and dataset_writer.parse_shard("0/1") == (0, 1)
+    for bad in ("3/3", "1/0", "-1/2", "a/b", "1"):
+        with pytest.raises(Exception, match="i/N"):
+            dataset_writer.parse_shard(bad)
+    units = toy_units(names=("e", "a", "d", "b", "c", "f", "g"))  # listing order must not matter
+    split = [[unit.payload for unit in dataset_writer.shard_units(units, (i, 3))] for i in range(3)]
+    assert split == [["a", "d", "g"], ["b", "e"], ["c", "f"]]  # round robin over the sorted keys
+
+
+def test_shards_one_after_another_complete_the_manifest(tmp_path):
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    units = many_units(7)
+    results = []
+    for index in (2, 0, 1):
+        RENDERED.clear()
+        results.append(dataset_writer.export(units, functools.partial(counting_render, seed=3), out,
+                                             generator="test", kind="toy", params=PARAMS, sources=["a.jpg"],
+                                             source_root="src", workers=1, progress=False, shard=(index, 3)))
+        assert json.loads((out / "manifest.json").read_text())["complete"] is (index == 1)
+        assert not dataset_writer.verify(out).ok or index == 1
+    assert [r.units for r in results] == [2, 3, 2] and [r.complete for r in results] == [False, False, True]
+    assert "; shard 1/3: the manifest is now complete" == results[-1].shard_note
+    count_export(ref, units)
+    assert tree(out) == tree(ref)
+
+
+def shard_cli(script, sample_tree, out, extra, shard=None):
+    argv = [sys.executable, str(Path(__file__).resolve().parents[1] / script), "export", "--rafdb", str(sample_tree),
+            "--out", str(out), "--workers", "1", "--quiet", *extra]
+    return argv + (["--shard", shard] if shard else [])
+
+
+@pytest.mark.parametrize("script, extra", [
+    ("rafdb_aug_dataset.py", ["--corruptions", "gaussian_noise,contrast", "--severities", "1,4"]),
+    ("rafdb_perturb_dataset.py", ["--perturbations", "p_gaussian_noise"]),
+])
+def test_three_concurrent_shard_processes_equal_one_export(sample_tree, tmp_path, script, extra):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    processes = [subprocess.Popen(shard_cli(script, sample_tree, tmp_path / "shards", extra, f"{i}/3"), cwd=root,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(3)]
+    single = subprocess.run(shard_cli(script, sample_tree, tmp_path / "single", extra), cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], errors
+    assert sum("the manifest is now complete" in err for err in errors) >= 1
+    shards, one = tree(tmp_path / "shards"), tree(tmp_path / "single")
+    assert len(one) > 80 and shards.keys() == one.keys()
+    assert shards == one  # every file, and the manifest, byte for byte
+    assert json.loads(one["manifest.json"])["complete"] is True
+    verify = subprocess.run([sys.executable, str(root / script), "verify", "--out", str(tmp_path / "shards"),
+                             "--quiet"], cwd=root, env=env, capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout.startswith("OK"), verify.stdout
