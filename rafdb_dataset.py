@@ -30,18 +30,17 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import cv2
 import numpy as np
 
 from cli_common import ArgumentParser, UserError, run_main, seed64, setup_logging
+from datasets.classes import RAFDB_CLASSES as CLASS_NAMES
+from datasets.images import FORMATS, decode_image, encode_image, read_image  # noqa: F401 (re-exported)
 
 LOG = logging.getLogger("fer.rafdb")
 
-# BENCHMARK.md §1.2: index = RAF-DB label - 1 (the original's order, also the CSV column order).
-CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+# BENCHMARK.md §1.2: CLASS_NAMES (datasets.classes) index = RAF-DB label - 1, also the CSV column order.
 NUM_CLASSES = len(CLASS_NAMES)
 SPLITS = ("train", "test")
-FORMATS = ("jpg", "png")  # encode_image: OpenCV JPEG quality 95, or lossless PNG
 PROTOCOLS = ("soft", "hard")
 
 ALIGNED_DIR = "basic/Image/aligned"
@@ -134,37 +133,6 @@ def list_originals(root: str | Path, split: str = "test") -> list[str]:
 
 # --------------------------------------------------------------------------------------------
 # Images and landmarks
-
-
-def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Decode JPEG/PNG bytes to an RGB uint8 array; ``name`` is used in the error message."""
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if image is None:
-        raise UserError(f"{name}: not a readable image (corrupt or not JPEG/PNG)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3); a missing or corrupt file is a UserError."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: image not found") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot read image ({error.strerror})") from None
-    return decode_image(data, str(path))
-
-
-def encode_image(rgb: np.ndarray, fmt: str = "jpg") -> bytes:
-    """Encode RGB uint8 as OpenCV does by default: JPEG quality 95, or PNG (BENCHMARK.md §2.8)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be 'jpg' or 'png', got {fmt!r}")
-    ok, buffer = cv2.imencode("." + fmt, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a {rgb.shape} {rgb.dtype} image as {fmt}")
-    return buffer.tobytes()
 
 
 def read_landmarks(path: str | Path) -> np.ndarray:

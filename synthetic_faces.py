@@ -36,7 +36,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cli_common import seed64
-from rafdb_dataset import CLASS_NAMES, NUM_CLASSES, encode_image  # noqa: F401 (CLASS_NAMES re-exported)
+from datasets.classes import RAFDB_CLASSES as CLASS_NAMES
+from datasets.images import encode_image
+
+NUM_CLASSES = len(CLASS_NAMES)
 
 ALIGNED_SIZE = 100
 # Eye centres (x, y) of every aligned image, image-left eye first (RAF-DB's "left eye").

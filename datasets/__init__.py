@@ -1,0 +1,1 @@
+"""Datasets behind one small interface (docs/BENCHMARK.md §1, §9, §10)."""
