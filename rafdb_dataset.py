@@ -28,11 +28,12 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from cli_common import ArgumentParser, UserError, run_main, seed64, setup_logging
+from cli_common import ArgumentParser, UserError, run_main, setup_logging
+from datasets import base
 from datasets.classes import RAFDB_CLASSES as CLASS_NAMES
 from datasets.images import FORMATS, decode_image, encode_image, read_image  # noqa: F401 (re-exported)
 
@@ -185,30 +186,8 @@ def vote_filter(p: Sequence[float]) -> np.ndarray | None:
 
 
 @dataclasses.dataclass
-class LabelSet:
+class LabelSet(base.LabelSet):
     """Image names of one split with their 7-class label vectors (RAF-DB class order)."""
-
-    names: list[str]
-    labels: np.ndarray  # float32 (N, 7); soft distributions or one-hot
-    protocol: str
-    split: str
-    n_total: int = 0  # rows of this split before filtering
-    n_dropped: int = 0  # rows removed by the vote filter
-    n_missing: int = 0  # rows skipped with allow_missing because the image is absent
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def classes(self) -> np.ndarray:
-        """Target class per image: argmax, two-way ties to the lower index (BENCHMARK.md §1.3)."""
-        return np.argmax(self.labels, axis=1)
-
-    def subset(self, indices: Iterable[int]) -> "LabelSet":
-        indices = list(indices)
-        return dataclasses.replace(
-            self, names=[self.names[i] for i in indices], labels=self.labels[indices]
-        )
 
     def aligned_paths(self, root: str | Path) -> list[Path]:
         return [aligned_path(root, name) for name in self.names]
@@ -350,22 +329,10 @@ def load_labels(
 def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0) -> tuple[LabelSet, LabelSet]:
     """Hold out ``fraction`` of each class (by argmax), seeded; returns (train, validation).
 
-    BENCHMARK.md §1.5 FIX: the original selected checkpoints on the test set.
+    BENCHMARK.md §1.5 FIX: the original selected checkpoints on the test set. The rule is
+    :func:`datasets.base.holdout_split`, shared by every dataset.
     """
-    if not 0.0 < fraction < 1.0:
-        raise UserError(f"--val-fraction must be in (0, 1), got {fraction}")
-    rng = np.random.Generator(np.random.PCG64(seed64(seed, "holdout", labels.split, labels.protocol)))
-    classes = labels.classes
-    held: list[int] = []
-    for index in range(NUM_CLASSES):
-        members = np.flatnonzero(classes == index)
-        count = int(round(fraction * len(members)))
-        held.extend(rng.permutation(members)[:count].tolist())
-    held_set = set(held)
-    keep = [i for i in range(len(labels)) if i not in held_set]
-    if not keep or not held:
-        raise UserError(f"cannot hold out {fraction:.0%} of {len(labels)} training images")
-    return labels.subset(keep), labels.subset(sorted(held))
+    return base.holdout_split(labels, fraction, seed)
 
 
 def class_counts(labels: LabelSet) -> np.ndarray:
