@@ -150,3 +150,38 @@ def test_other_errors_pass_through_unchanged():
         with ip.user_errors_from_pipeline():
             raise KeyError("x")
     assert ip.pipeline_user_error(ValueError("no marker")) is None
+
+
+def test_grey_source_copied_to_three_channels_or_kept_for_one():
+    plane = np.arange(48 * 48, dtype=np.int64).reshape(48, 48).__mod__(251).astype(np.uint8)
+    grey = plane[:, :, None]
+    three = ip.load_for_model(grey, (48, 48), channels=3)
+    assert three.shape == (48, 48, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(three[:, :, channel], plane)  # exact 48x48: no crop, no resize
+    one = ip.load_for_model(grey, (48, 48), channels=1)
+    np.testing.assert_array_equal(one[:, :, 0], plane)
+    resized = ip.load_for_model(grey, (64, 64), channels=3)
+    expected = cv2.resize(plane, (64, 64), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(resized[:, :, 1], expected)
+
+
+def test_legacy99_cuts_fer_to_47_pixels_before_the_resize():
+    plane = (np.arange(48 * 48).reshape(48, 48) * 7 % 256).astype(np.uint8)
+    got = ip.load_for_model(plane[:, :, None], (48, 48), channels=1, crop="legacy99")
+    expected = cv2.resize(plane[:47, :47], (48, 48), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(got[:, :, 0], expected)
+    assert not np.array_equal(got[:, :, 0], plane)
+
+
+def test_dataset_ids_with_the_dataset_reader(tmp_path):
+    import datasets
+    import synthetic_faces
+
+    root = synthetic_faces.write_fer_sample(tmp_path / "FERPlus", 20, 9, 9, seed=3)
+    data = datasets.get("ferplus", root)
+    test = data.labels("test")
+    images, labels = _collect(ip.make_dataset_for(data, test, image_size=(48, 48), batch_size=4))
+    np.testing.assert_array_equal(labels, test.labels)
+    pixels = data.images(test)[:, :, :, 0].astype(np.float32)
+    np.testing.assert_array_equal(images, np.stack([pixels] * 3, axis=-1))
