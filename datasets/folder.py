@@ -163,3 +163,60 @@ class FolderDataset(Dataset):
 
     def describe(self) -> dict:
         return {**super().describe(), "name": self.dataset_name}
+
+
+def write_folder_tree(source: Dataset, out: str | Path, *, fmt: str = "png",
+                      progress: bool | None = None) -> dict[str, int]:
+    """Write ``source``'s splits as a class-folder dataset at ``out`` (docs/BENCHMARK.md §10).
+
+    ``out/{train,val,test}/<class>/<file>.<fmt>`` with the class of each image's label (argmax;
+    for FER+ only the rows its vote filter keeps) and ``out/classes.txt`` with the source's class
+    order, so the folder dataset has the same classes in the same order. Grey images stay grey.
+    The tree is built in a temporary sibling folder and renamed onto ``out`` (which must not exist
+    or be empty). Returns the number of images per split.
+    """
+    import contextlib
+    import shutil
+    import sys
+    import tempfile
+
+    from tqdm import tqdm
+
+    from datasets.images import encode_image
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty folder; choose a new output folder")
+    splits = [split for split in SPLIT_FOLDERS if split != "validation" or source.has_validation]
+    label_sets = {split: source.labels(split) for split in splits}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    counts = {}
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        (tmp / CLASSES_FILE).write_text("\n".join(source.class_names) + "\n")
+        total = sum(len(labels) for labels in label_sets.values())
+        with tqdm(total=total, unit="image", file=sys.stderr, disable=not progress,
+                  desc=f"{source.name} -> {out}") as bar:
+            for split, labels in label_sets.items():
+                for folder in source.class_names:
+                    (tmp / SPLIT_FOLDERS[split] / folder).mkdir(parents=True, exist_ok=True)
+                for image_id, index in zip(labels.names, labels.classes):
+                    target = tmp / SPLIT_FOLDERS[split] / source.class_names[index] / f"{Path(image_id).stem}.{fmt}"
+                    if target.exists():
+                        raise UserError(f"{image_id}: two images of {split} would both be written as {target.name}")
+                    target.write_bytes(encode_image(source.read_image(image_id), fmt))
+                    bar.update(1)
+                counts[SPLIT_FOLDERS[split]] = len(labels)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+        raise
+    return counts

@@ -99,3 +99,38 @@ def test_synthetic_folder_sample(tmp_path):
     assert data.read_image(test.names[0]).shape == (64, 64, 3)
     train, val = data.train_validation()
     assert len(train) == 28 and val.names == data.labels("validation").names
+
+
+def test_from_fer2013_conversion_round_trip(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    fer = synthetic_faces.write_fer_sample(tmp_path / "FERPlus", 24, 10, 8, seed=5)
+    out = tmp_path / "fer-folders"
+    result = subprocess.run([sys.executable, str(repo / "folder_dataset.py"), "from-fer2013", str(fer), str(out)],
+                            capture_output=True, text=True, cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert (out / "classes.txt").read_text().split() == list(datasets.classes.FERPLUS_CLASSES)
+    source = datasets.get("ferplus", fer)
+    folders = datasets.get("folder", out)
+    assert folders.class_names == source.class_names
+    for split, folder in (("test", "test"), ("validation", "val"), ("train", "train")):
+        expected = source.labels(split)
+        got = folders.labels(split)
+        # ids: <folder>/<class of the FER+ argmax>/<row>.png, written out by hand
+        wanted = sorted(f"{folder}/{source.class_names[c]}/{name}.png" for name, c in zip(expected.names, expected.classes))
+        assert got.names == wanted
+    name = expected.names[0]
+    path = out / "train" / source.class_names[expected.classes[0]] / f"{name}.png"
+    written = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (48, 48)  # grey stays grey
+    np.testing.assert_array_equal(written, source.read_image(name)[:, :, 0])
+    again = subprocess.run([sys.executable, str(repo / "folder_dataset.py"), "from-fer2013", str(fer), str(out)],
+                           capture_output=True, text=True, cwd=repo)
+    assert again.returncode == 2 and "exists and is not an empty folder" in again.stderr
+    by_emotion = tmp_path / "by-emotion"
+    subprocess.run([sys.executable, str(repo / "folder_dataset.py"), "from-fer2013", str(fer), str(by_emotion),
+                    "--classes", "fer2013", "--test-split", "PrivateTest"], check=True, cwd=repo, capture_output=True)
+    assert len(datasets.get("folder", by_emotion).labels("test")) == 8
