@@ -13,14 +13,16 @@ PublicTest; ``test_split="PrivateTest"`` swaps the last two (the usual FER+ conv
 labels divided by the 8 emotion votes (FIX) or by all 10 (``norm="legacy"``, the original).
 ``fer2013``: the ``emotion`` column as one-hot labels, 7 classes in FER2013 order.
 
-The pixel CSV is streamed (docs/BENCHMARK.md §9.9 FIX: the original built a ~4 GB array): one
-line at a time, parsed by NumPy's C number reader into a preallocated uint8 array (82 MB for the
-full file). Files written by ``--format fer-csv`` (no header, ``-1,<pixels>`` rows, empty lines
+The pixel CSV is streamed (docs/BENCHMARK.md §9.9 FIX: the original built a ~4 GB array): lines
+are read one at a time and blocks of rows are decoded in C++ (OpenCV's plain-text PGM reader, in
+threads) into a preallocated uint8 array (82 MB for the full file). Files written by ``--format fer-csv`` (no header, ``-1,<pixels>`` rows, empty lines
 for rows not exported) are read the same way, with the same row numbers.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import csv
 import dataclasses
 import logging
@@ -29,6 +31,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -45,7 +48,7 @@ VOTES_FILE = "fer2013new.csv"
 USAGES = ("Training", "PublicTest", "PrivateTest")
 VOTE_COLUMNS = FERPLUS_CLASSES + ("unknown", "NF")
 NORMS = ("fix", "legacy")
-_BLOCK = 1024  # rows range-checked together
+_BLOCK = 256  # rows decoded together
 
 EXPECTED_LAYOUT = f"""expected layout (docs/DATASETS.md; or run
 `python3 rafdb_dataset.py sample --dataset ferplus --out DIR` for a synthetic pair):
@@ -124,11 +127,52 @@ def _pixel_error(path: Path, number: int, field: bytes) -> UserError:
                      f"0..255 (a {SIZE}x{SIZE} grey image), found {detail}")
 
 
-def read_pixel_csv(path: str | Path, progress: bool | None = None) -> PixelTable:
+_SENTINEL = 999  # ends every row of a block: a row with a wrong number of values shifts it
+_NOT_DIGITS = b"0123456789 \n"
+
+
+def _parse_rows_exact(fields: list[bytes], path: Path, first_line: int) -> np.ndarray:
+    """The pixels fields of consecutive rows -> int32 (n, 2304), one row at a time, exact errors."""
+    values = np.empty((len(fields), PIXELS), dtype=np.int32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # NumPy's "could not be read to its end"
+        for k, field in enumerate(fields):
+            try:
+                row = np.fromstring(field, dtype=np.int32, sep=" ")
+            except (ValueError, DeprecationWarning):
+                raise _pixel_error(path, first_line + k, field) from None
+            if row.size != PIXELS or row.min() < 0 or row.max() > 255:
+                raise _pixel_error(path, first_line + k, field)
+            values[k] = row
+    return values
+
+
+def _parse_block(fields: list[bytes], path: Path, first_line: int) -> np.ndarray:
+    """The pixels fields of consecutive rows -> uint8 (n, 2304).
+
+    Fast path: the rows, each followed by a sentinel value, are one plain-text PGM image that
+    OpenCV decodes in C++ (with the GIL released, so blocks decode in parallel). It is taken only
+    when the block holds nothing but digits and whitespace, decodes to exactly n x 2305 values,
+    every row ends with the sentinel and no value exceeds 255; anything else is parsed row by row
+    (:func:`_parse_rows_exact`), which names the first bad line.
+    """
+    body = b" 999\n".join(fields) + b" 999\n"
+    if not body.translate(None, _NOT_DIGITS):
+        header = b"P2 %d %d 65535\n" % (PIXELS + 1, len(fields))
+        decoded = cv2.imdecode(np.frombuffer(header + body, np.uint8), cv2.IMREAD_UNCHANGED)
+        if (decoded is not None and decoded.shape == (len(fields), PIXELS + 1)
+                and np.all(decoded[:, PIXELS] == _SENTINEL) and decoded[:, :PIXELS].max() <= 255):
+            return decoded[:, :PIXELS].astype(np.uint8)
+    return _parse_rows_exact(fields, path, first_line).astype(np.uint8)
+
+
+def read_pixel_csv(path: str | Path, progress: bool | None = None, workers: int | None = None) -> PixelTable:
     """Stream a FER2013 pixel CSV (or a ``--format fer-csv`` export of one) into a PixelTable.
 
     Columns are found from the header (``emotion``, ``pixels``, ``Usage``); a file without a
-    header (an export) has ``emotion,pixels``. Errors name the file and line.
+    header (an export) has ``emotion,pixels``. Every pixels field must hold 2,304 integers in
+    0..255; errors name the file and line (the first bad line in file order). Blocks of rows are
+    decoded by ``workers`` threads (default: up to 4, one per core); the result does not depend on it.
     """
     path = Path(path)
     if not path.is_file():
@@ -142,77 +186,79 @@ def read_pixel_csv(path: str | Path, progress: bool | None = None) -> PixelTable
     present = np.zeros(len(pixels), dtype=bool)
     emotion = np.full(len(pixels), -1, dtype=np.int16)
     usage = [""] * len(pixels)
-    block = np.empty((_BLOCK, PIXELS), dtype=np.int32)
-    block_rows: list[int] = []
+    if workers is None:
+        workers = max(1, min(4, os.cpu_count() or 1))
+    pending: collections.deque = collections.deque()
+    block_start = 0
     block_fields: list[bytes] = []
 
-    def flush():
-        count = len(block_rows)
-        if not count:
-            return
-        values = block[:count]
-        if values.min() < 0 or values.max() > 255:
-            for k in range(count):
-                if values[k].min() < 0 or values[k].max() > 255:
-                    raise _pixel_error(path, block_rows[k] + 2, block_fields[k])
-        flat[block_rows[0]:block_rows[0] + count] = values  # rows are consecutive within a block
-        block_rows.clear()
-        block_fields.clear()
+    def collect(limit: int) -> None:
+        while len(pending) > limit:
+            start, future = pending.popleft()
+            values = future.result()  # raises the block's UserError, in file order
+            flat[start:start + len(values)] = values
+
+    def submit() -> None:
+        if block_fields:
+            pending.append((block_start, pool.submit(_parse_block, list(block_fields), path, block_start + 2)))
+            block_fields.clear()
+            collect(2 * workers)
 
     if progress is None:
         progress = sys.stderr.isatty()
-    with open(path, "rb") as handle, warnings.catch_warnings(), \
-            tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, file=sys.stderr,
-                 disable=not progress, desc=f"reading {path.name}") as bar:
-        warnings.simplefilter("error", DeprecationWarning)  # NumPy's "could not be read to its end"
-        first = handle.readline()
-        bar.update(len(first))
-        header = first.strip().lower()
-        has_header = bool(header)
-        if has_header:
-            names = [name.strip(b' "|') for name in header.split(b",")]
-            if b"pixels" not in names:
-                raise UserError(f"{path}:1: header {first.strip().decode(errors='replace')!r} has no "
-                                f"'pixels' column\n{EXPECTED_LAYOUT}")
-            pixel_col = names.index(b"pixels")
-            emotion_col = names.index(b"emotion") if b"emotion" in names else None
-            usage_col = names.index(b"usage") if b"usage" in names else None
-            n_fields = len(names)
-        else:
-            pixel_col, emotion_col, usage_col, n_fields = 1, 0, None, 2
-        for row in range(rows):
-            line = handle.readline()
-            bar.update(len(line))
-            text = line.rstrip(b"\r\n")
-            if not text.strip():
-                flush()
-                continue
-            number = row + 2
-            fields = _split_csv_line(text, path, number)
-            if len(fields) != n_fields:
-                raise UserError(f"{path}:{number}: expected {n_fields} comma-separated fields, got {len(fields)}")
-            field = fields[pixel_col].strip(b' "|')
-            try:
-                values = np.fromstring(field, dtype=np.int32, sep=" ")
-            except (ValueError, DeprecationWarning):
-                raise _pixel_error(path, number, field) from None
-            if values.size != PIXELS:
-                raise _pixel_error(path, number, field)
-            if block_rows and block_rows[-1] != row - 1 or len(block_rows) == _BLOCK:
-                flush()
-            block[len(block_rows)] = values
-            block_rows.append(row)
-            block_fields.append(field)
-            present[row] = True
-            if emotion_col is not None:
-                try:
-                    value = int(fields[emotion_col])
-                except ValueError:
-                    value = -2
-                emotion[row] = value if -1 <= value <= 6 else -2
-            if usage_col is not None:
-                usage[row] = fields[usage_col].strip().decode("utf-8", errors="replace")
-        flush()
+    log_level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a failed fast path is not an error
+    try:
+        with open(path, "rb") as handle, concurrent.futures.ThreadPoolExecutor(workers) as pool, \
+                tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, file=sys.stderr,
+                     disable=not progress, desc=f"reading {path.name}") as bar:
+            first = handle.readline()
+            header = first.strip().lower()
+            has_header = bool(header)
+            if has_header:
+                names = [name.strip(b' "|') for name in header.split(b",")]
+                if b"pixels" not in names:
+                    raise UserError(f"{path}:1: header {first.strip().decode(errors='replace')!r} has no "
+                                    f"'pixels' column\n{EXPECTED_LAYOUT}")
+                pixel_col = names.index(b"pixels")
+                emotion_col = names.index(b"emotion") if b"emotion" in names else None
+                usage_col = names.index(b"usage") if b"usage" in names else None
+                n_fields = len(names)
+            else:
+                pixel_col, emotion_col, usage_col, n_fields = 1, 0, None, 2
+            done = len(first)
+            for row in range(rows):
+                line = handle.readline()
+                done += len(line)
+                if row % 512 == 0:
+                    bar.update(done - bar.n)
+                text = line.rstrip(b"\r\n")
+                if not text.strip():
+                    submit()
+                    continue
+                number = row + 2
+                fields = _split_csv_line(text, path, number)
+                if len(fields) != n_fields:
+                    raise UserError(f"{path}:{number}: expected {n_fields} comma-separated fields, got {len(fields)}")
+                if not block_fields:
+                    block_start = row
+                block_fields.append(fields[pixel_col].strip(b' "|'))
+                if len(block_fields) == _BLOCK:
+                    submit()
+                present[row] = True
+                if emotion_col is not None:
+                    try:
+                        value = int(fields[emotion_col])
+                    except ValueError:
+                        value = -2
+                    emotion[row] = value if -1 <= value <= 6 else -2
+                if usage_col is not None:
+                    usage[row] = fields[usage_col].strip().decode("utf-8", errors="replace")
+            submit()
+            collect(0)
+            bar.update(done - bar.n)
+    finally:
+        cv2.utils.logging.setLogLevel(log_level)
     return PixelTable(path, pixels, present, emotion, usage, has_header)
 
 

@@ -180,3 +180,30 @@ def test_input_errors(tmp_path):
         datasets.get("fer2013", tmp_path).labels("train")
     with pytest.raises(UserError, match=r"FER2013 folder not found"):
         datasets.get("fer2013", tmp_path / "absent")
+
+
+def test_compensating_bad_rows_in_one_block_are_caught(tmp_path):
+    """Row 2 has 2,303 values and row 3 has 2,305: the block's total is right, the rows are not."""
+    _write_pair(tmp_path, [(0, "Training")] * 4)
+    path = tmp_path / "fer2013.csv"
+    lines = path.read_text().splitlines()
+    lines[2] = "0," + " ".join(["5"] * 2303) + ",Training"
+    lines[3] = "0," + " ".join(["5"] * 2305) + ",Training"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"fer2013.csv:3: .*found 2303 values"):
+        fer.read_pixel_csv(path)
+
+
+def test_odd_whitespace_is_accepted_and_workers_do_not_change_the_result(tmp_path):
+    rows = [(r % 7, "Training") for r in range(600)]  # more than two blocks
+    _write_pair(tmp_path, rows)
+    path = tmp_path / "fer2013.csv"
+    lines = path.read_text().splitlines()
+    head, tail = lines[5].split(",", 1)[1].rsplit(",", 1)[0].split(" ", 1)
+    lines[5] = f"{rows[4][0]},  {head}  {tail} ,Training"  # leading, double and trailing spaces
+    path.write_text("\n".join(lines) + "\n")
+    one = fer.read_pixel_csv(path, workers=1)
+    three = fer.read_pixel_csv(path, workers=3)
+    expected = np.array([[(r + k) % 256 for k in range(2304)] for r in range(600)], np.uint8)
+    np.testing.assert_array_equal(one.pixels.reshape(600, 2304), expected)
+    np.testing.assert_array_equal(three.pixels, one.pixels)
