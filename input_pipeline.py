@@ -10,7 +10,7 @@ receives RGB float32 in 0..255: preprocessing lives inside the model (``models/`
 Errors inside the pipeline
 --------------------------
 Images are read inside ``tf.numpy_function``, so a missing or corrupt file (a ``UserError`` from
-``rafdb_dataset.read_image``) reaches the caller as a TensorFlow ``OpError`` (``UnknownError``)
+``datasets.images.read_image``) reaches the caller as a TensorFlow ``OpError`` (``UnknownError``)
 with a long traceback in its message, raised wherever the dataset is consumed: ``for batch in
 dataset``, ``model.fit``, ``model.evaluate``, ``model.predict``. Wrap every such consumer::
 
@@ -38,9 +38,9 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-import rafdb_dataset
 from augmentations import CROP_RULES as CROPS
 from cli_common import UserError
+from datasets.images import read_image as read_file
 
 AUTOTUNE = tf.data.AUTOTUNE
 # A UserError raised inside the pipeline carries its message between these markers, so that the
@@ -85,15 +85,25 @@ def full_frame_cut(image: np.ndarray, crop: str = "exact") -> np.ndarray:
 def load_for_model(
     image: np.ndarray, image_size: Sequence[int], channels: int = 3, crop: str = "exact"
 ) -> np.ndarray:
-    """RGB uint8 image -> float32 (h, w, channels) in 0..255, ready for the model."""
+    """uint8 image -> float32 (h, w, channels) in 0..255, ready for the model.
+
+    ``image`` is RGB (H, W, 3) or grey (H, W, 1) (FER2013, grey folder images). A grey image
+    keeps its single plane for a 1-channel model and has it copied to 3 channels otherwise
+    (docs/BENCHMARK.md §9.9); an RGB image is reduced to OpenCV's luma for a 1-channel model.
+    ``crop`` applies to every size: ``legacy99`` cuts 48 -> 47 on FER as 100 -> 99 on RAF-DB.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
     image = full_frame_cut(image, crop)
+    grey = image.ndim == 2 or image.shape[2] == 1
     height, width = int(image_size[0]), int(image_size[1])
     if image.shape[:2] != (height, width):
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-    if channels == 1:
+    if grey:
+        plane = image.reshape(height, width)
+        image = plane[:, :, None] if channels == 1 else np.repeat(plane[:, :, None], 3, axis=2)
+    elif channels == 1:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
-    elif channels != 3:
-        raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
     return image.astype(np.float32)
 
 
@@ -113,10 +123,13 @@ def make_dataset(
     seed: int = 0,
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     num_parallel_calls: int = AUTOTUNE,
+    read: Callable[[str], np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """A batched dataset of (images, labels), or images alone when ``labels`` is None.
 
     Files (JPEG or PNG) are decoded with OpenCV in parallel map calls; the order is preserved.
+    ``read(item) -> uint8 image`` replaces the file reader: ``paths`` are then any items it
+    accepts, e.g. a dataset's ids with ``read=dataset.read_image`` (see :func:`make_dataset_for`).
     ``augment(image_uint8_full_frame, rng) -> uint8`` replaces the evaluation cut (it performs its
     own); each element gets a generator seeded from ``seed`` and its position in the epoch's
     stream, re-drawn every epoch, so results do not depend on thread scheduling.
@@ -137,7 +150,7 @@ def make_dataset(
 
     def _load(index, element_seed):
         path = paths[int(index)]
-        image = rafdb_dataset.read_image(path)
+        image = read_file(path) if read is None else read(path)
         if augment is not None:
             rng = np.random.Generator(np.random.PCG64(int(element_seed) & 0xFFFFFFFFFFFFFFFF))
             image = augment(image, rng)
@@ -179,3 +192,12 @@ def make_array_dataset(
         return _finish(tf.data.Dataset.from_tensor_slices(prepared), batch_size)
     labels = np.asarray(labels, dtype=np.float32)
     return _finish(tf.data.Dataset.from_tensor_slices((prepared, labels)), batch_size)
+
+
+def make_dataset_for(dataset, labels, *, with_labels: bool = True, **options) -> tf.data.Dataset:
+    """:func:`make_dataset` over the images of a ``datasets`` LabelSet, read by ``dataset.read_image``.
+
+    Works for every dataset (files or FER2013's in-memory rows); ``options`` are those of
+    :func:`make_dataset` (image_size, channels, batch_size, crop, shuffle, seed, augment).
+    """
+    return make_dataset(labels.names, labels.labels if with_labels else None, read=dataset.read_image, **options)

@@ -12,11 +12,13 @@ The layout is the one RAF-DB ships (BENCHMARK.md §1.1), under a folder given wi
 Images are returned as RGB uint8 arrays; the conversion from OpenCV's BGR happens here, at I/O.
 This module never imports TensorFlow.
 
-Command line::
+Command line (``--dataset ferplus|fer2013|folder`` for the other datasets, docs/DATASETS.md)::
 
     python3 rafdb_dataset.py sample --out demo/RAF-DB --train 1200 --test 300   # synthetic tree
     python3 rafdb_dataset.py summary --rafdb demo/RAF-DB                         # counts per class
     python3 rafdb_dataset.py check-labels --rafdb RAF-DB                         # CSV vs list agreement
+    python3 rafdb_dataset.py sample --dataset ferplus --out demo/FERPlus         # synthetic FER CSV pair
+    python3 rafdb_dataset.py summary --dataset ferplus --data demo/FERPlus
 """
 
 from __future__ import annotations
@@ -28,20 +30,20 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import cv2
 import numpy as np
 
-from cli_common import ArgumentParser, UserError, run_main, seed64, setup_logging
+from cli_common import ArgumentParser, UserError, run_main, setup_logging
+from datasets import base
+from datasets.classes import RAFDB_CLASSES as CLASS_NAMES
+from datasets.images import FORMATS, decode_image, encode_image, read_image  # noqa: F401 (re-exported)
 
 LOG = logging.getLogger("fer.rafdb")
 
-# BENCHMARK.md §1.2: index = RAF-DB label - 1 (the original's order, also the CSV column order).
-CLASS_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+# BENCHMARK.md §1.2: CLASS_NAMES (datasets.classes) index = RAF-DB label - 1, also the CSV column order.
 NUM_CLASSES = len(CLASS_NAMES)
 SPLITS = ("train", "test")
-FORMATS = ("jpg", "png")  # encode_image: OpenCV JPEG quality 95, or lossless PNG
 PROTOCOLS = ("soft", "hard")
 
 ALIGNED_DIR = "basic/Image/aligned"
@@ -136,37 +138,6 @@ def list_originals(root: str | Path, split: str = "test") -> list[str]:
 # Images and landmarks
 
 
-def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Decode JPEG/PNG bytes to an RGB uint8 array; ``name`` is used in the error message."""
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if image is None:
-        raise UserError(f"{name}: not a readable image (corrupt or not JPEG/PNG)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3); a missing or corrupt file is a UserError."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: image not found") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot read image ({error.strerror})") from None
-    return decode_image(data, str(path))
-
-
-def encode_image(rgb: np.ndarray, fmt: str = "jpg") -> bytes:
-    """Encode RGB uint8 as OpenCV does by default: JPEG quality 95, or PNG (BENCHMARK.md §2.8)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be 'jpg' or 'png', got {fmt!r}")
-    ok, buffer = cv2.imencode("." + fmt, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a {rgb.shape} {rgb.dtype} image as {fmt}")
-    return buffer.tobytes()
-
-
 def read_landmarks(path: str | Path) -> np.ndarray:
     """The 5 manual landmarks (x, y) of a ``*_manu_attri.txt`` file, float64 (5, 2).
 
@@ -217,30 +188,8 @@ def vote_filter(p: Sequence[float]) -> np.ndarray | None:
 
 
 @dataclasses.dataclass
-class LabelSet:
+class LabelSet(base.LabelSet):
     """Image names of one split with their 7-class label vectors (RAF-DB class order)."""
-
-    names: list[str]
-    labels: np.ndarray  # float32 (N, 7); soft distributions or one-hot
-    protocol: str
-    split: str
-    n_total: int = 0  # rows of this split before filtering
-    n_dropped: int = 0  # rows removed by the vote filter
-    n_missing: int = 0  # rows skipped with allow_missing because the image is absent
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def classes(self) -> np.ndarray:
-        """Target class per image: argmax, two-way ties to the lower index (BENCHMARK.md §1.3)."""
-        return np.argmax(self.labels, axis=1)
-
-    def subset(self, indices: Iterable[int]) -> "LabelSet":
-        indices = list(indices)
-        return dataclasses.replace(
-            self, names=[self.names[i] for i in indices], labels=self.labels[indices]
-        )
 
     def aligned_paths(self, root: str | Path) -> list[Path]:
         return [aligned_path(root, name) for name in self.names]
@@ -382,22 +331,10 @@ def load_labels(
 def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0) -> tuple[LabelSet, LabelSet]:
     """Hold out ``fraction`` of each class (by argmax), seeded; returns (train, validation).
 
-    BENCHMARK.md §1.5 FIX: the original selected checkpoints on the test set.
+    BENCHMARK.md §1.5 FIX: the original selected checkpoints on the test set. The rule is
+    :func:`datasets.base.holdout_split`, shared by every dataset.
     """
-    if not 0.0 < fraction < 1.0:
-        raise UserError(f"--val-fraction must be in (0, 1), got {fraction}")
-    rng = np.random.Generator(np.random.PCG64(seed64(seed, "holdout", labels.split, labels.protocol)))
-    classes = labels.classes
-    held: list[int] = []
-    for index in range(NUM_CLASSES):
-        members = np.flatnonzero(classes == index)
-        count = int(round(fraction * len(members)))
-        held.extend(rng.permutation(members)[:count].tolist())
-    held_set = set(held)
-    keep = [i for i in range(len(labels)) if i not in held_set]
-    if not keep or not held:
-        raise UserError(f"cannot hold out {fraction:.0%} of {len(labels)} training images")
-    return labels.subset(keep), labels.subset(sorted(held))
+    return base.holdout_split(labels, fraction, seed)
 
 
 def class_counts(labels: LabelSet) -> np.ndarray:
@@ -419,27 +356,48 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 # Command line
 
 
-def _format_counts(title: str, labels: LabelSet) -> str:
-    counts = class_counts(labels)
-    cells = "  ".join(f"{name[:9]:>9} {count:5d}" for name, count in zip(CLASS_NAMES, counts))
+def _format_counts(title: str, labels: base.LabelSet, class_names: Sequence[str] = CLASS_NAMES) -> str:
+    counts = np.bincount(labels.classes, minlength=len(class_names))
+    cells = "  ".join(f"{name[:9]:>9} {count:5d}" for name, count in zip(class_names, counts))
     extra = f" (of {labels.n_total}; {labels.n_dropped} dropped by the vote filter)" if labels.protocol == "soft" else ""
     return f"{title:<12} N={len(labels):5d}{extra}\n    {cells}"
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    protocols = PROTOCOLS if args.all_protocols else (args.labels,)
-    print(f"RAF-DB tree: {args.rafdb}")
-    print("classes (index: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(CLASS_NAMES)))
+    import datasets
+
+    data = datasets.open_dataset(args)
+    protocols = data.protocols if args.all_protocols else (data.protocol,)
+    print(f"{data.title} tree: {data.root}")
+    print("classes (index: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(data.class_names)))
     for protocol in protocols:
-        for split in SPLITS:
-            labels = load_labels(args.rafdb, split, protocol)
-            print(_format_counts(f"{split}/{protocol}", labels))
+        opened = data if protocol == data.protocol else datasets.open_dataset(
+            argparse.Namespace(**{**vars(args), "labels": protocol}))
+        for split in base.SPLITS:
+            if split == "validation" and not opened.has_validation:
+                continue
+            if getattr(opened, "splits", None) is not None and split not in opened.splits:
+                continue  # a folder dataset without this split folder
+            labels = opened.labels(split)
+            native = opened.split_name(split)
+            title = f"{split}/{protocol}" + (f" ({native})" if native != split else "")
+            print(_format_counts(title, labels, opened.class_names))
     return 0
 
 
 def _cmd_check_labels(args: argparse.Namespace) -> int:
-    """Agreement between CSV argmax and list_patition_label.txt (BENCHMARK.md §1.2 EXTEND; never fails)."""
-    root = args.rafdb
+    """RAF-DB: CSV argmax vs list_patition_label.txt (BENCHMARK.md §1.2 EXTEND); FER: emotion vs FER+.
+
+    Only reports, never fails.
+    """
+    import datasets
+
+    name = getattr(args, "dataset", "rafdb")
+    if name in ("ferplus", "fer2013"):
+        return _check_fer_labels(datasets.get("ferplus", args.data))
+    if name != "rafdb":
+        raise UserError(f"check-labels: --dataset {name} has one label source only (nothing to compare)")
+    root = datasets.open_dataset(args).root
     table = read_distribution_csv(root)
     train_count, _ = _split_counts(root)
     hard = dict(read_partition(root))
@@ -448,13 +406,35 @@ def _cmd_check_labels(args: argparse.Namespace) -> int:
         name = name_from_row(row, train_count)
         if name in hard:
             confusion[hard[name], int(np.argmax(distribution))] += 1
+    _print_agreement("CSV argmax vs list_patition_label.txt", "hard label", "CSV argmax",
+                     confusion, CLASS_NAMES, CLASS_NAMES)
+    return 0
+
+
+def _print_agreement(title, rows_are, columns_are, confusion, row_names, column_names, agree=None) -> None:
     total = confusion.sum()
-    agree = np.trace(confusion)
-    print(f"CSV argmax vs list_patition_label.txt: {agree}/{total} agree ({100.0 * agree / max(total, 1):.2f}%)")
-    print("rows: hard label; columns: CSV argmax")
-    print(" " * 10 + "".join(f"{name[:8]:>9}" for name in CLASS_NAMES))
-    for index, name in enumerate(CLASS_NAMES):
+    agree = np.trace(confusion) if agree is None else agree
+    print(f"{title}: {agree}/{total} agree ({100.0 * agree / max(total, 1):.2f}%)")
+    print(f"rows: {rows_are}; columns: {columns_are}")
+    print(" " * 10 + "".join(f"{name[:8]:>9}" for name in column_names))
+    for index, name in enumerate(row_names):
         print(f"{name[:9]:<10}" + "".join(f"{value:9d}" for value in confusion[index]))
+
+
+def _check_fer_labels(data) -> int:
+    """FER2013's emotion column vs the FER+ label (argmax after the vote filter), every split."""
+    import datasets
+    from datasets.fer2013 import FER2013_CLASSES, ferplus_filter
+
+    table = data.table
+    keep, soft = ferplus_filter(data.votes.votes, data.norm)
+    keep &= np.asarray([bool(n) for n in data.votes.names]) & (table.emotion >= 0)
+    mapping = datasets.map_classes(data.class_names, FER2013_CLASSES)  # FER2013 class -> FER+ index
+    confusion = np.zeros((7, len(data.class_names)), dtype=np.int64)
+    np.add.at(confusion, (table.emotion[keep].astype(np.int64), np.argmax(soft[keep], axis=1)), 1)
+    agree = int(sum(confusion[i, mapping.dataset_to_model[i]] for i in range(7)))
+    _print_agreement("FER2013 emotion vs FER+ label (by class name)", "FER2013 emotion", "FER+ argmax",
+                     confusion, FER2013_CLASSES, data.class_names, agree)
     return 0
 
 
@@ -462,16 +442,33 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import synthetic_faces
 
     out = Path(args.out)
-    for flag, count, most in (("--train", args.train, 99999), ("--test", args.test, 9999)):
-        if not 1 <= count <= most:
-            raise UserError(f"{flag}: expected 1..{most} images (RAF-DB's {len(str(most))}-digit ids), got {count}")
+    val = args.test if args.val is None else args.val
+    if args.dataset == "rafdb":
+        for flag, count, most in (("--train", args.train, 99999), ("--test", args.test, 9999)):
+            if not 1 <= count <= most:
+                raise UserError(f"{flag}: expected 1..{most} images (RAF-DB's {len(str(most))}-digit ids), got {count}")
+
+        def write(target):
+            synthetic_faces.write_sample_tree(target, n_train=args.train, n_test=args.test, seed=args.seed)
+        what = f"RAF-DB-shaped sample tree ({args.train} train + {args.test} test images"
+    elif args.dataset in ("ferplus", "fer2013"):
+        def write(target):
+            synthetic_faces.write_fer_sample(target, args.train, args.test, val, seed=args.seed)
+        what = (f"FER2013/FER+ CSV pair (fer2013.csv + fer2013new.csv; {args.train} Training, "
+                f"{args.test} PublicTest, {val} PrivateTest rows")
+    else:
+        def write(target):
+            synthetic_faces.write_folder_sample(target, args.train, val, args.test, seed=args.seed)
+        what = f"class-folder dataset ({args.train} train, {val} val, {args.test} test images"
     try:
-        return _write_sample(args, out, synthetic_faces)
+        _write_sample(args, out, write)
     except ValueError as error:  # the library validates its arguments with ValueError
         raise UserError(str(error)) from None
+    print(f"wrote a SYNTHETIC {what}, seed {args.seed}) to {out}", file=sys.stderr)
+    return 0
 
 
-def _write_sample(args: argparse.Namespace, out: Path, synthetic_faces) -> int:
+def _write_sample(args: argparse.Namespace, out: Path, write) -> None:
     non_empty = (out.is_dir() and any(out.iterdir())) or (out.exists() and not out.is_dir())
     if non_empty:
         if not args.force:
@@ -479,41 +476,46 @@ def _write_sample(args: argparse.Namespace, out: Path, synthetic_faces) -> int:
         # Build the new tree beside the old one first, so an interrupted run loses nothing.
         staging = out.with_name(out.name + ".new")
         shutil.rmtree(staging, ignore_errors=True)
-        synthetic_faces.write_sample_tree(staging, n_train=args.train, n_test=args.test, seed=args.seed)
+        write(staging)
         old = out.with_name(out.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
         staging.rename(out)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        synthetic_faces.write_sample_tree(out, n_train=args.train, n_test=args.test, seed=args.seed)
-    print(f"wrote a SYNTHETIC RAF-DB-shaped sample tree to {out} "
-          f"({args.train} train + {args.test} test images, seed {args.seed})", file=sys.stderr)
-    return 0
+        write(out)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sample = commands.add_parser("sample", help="write a synthetic RAF-DB-shaped sample tree",
-                                 formatter_class=parser.formatter_class)
-    sample.add_argument("--out", required=True, type=Path, help="folder to create (the RAF-DB root)")
+    import datasets
+
+    sample = commands.add_parser("sample", help="write a synthetic sample dataset (RAF-DB tree, FER CSV pair "
+                                 "or class folders)", formatter_class=parser.formatter_class)
+    sample.add_argument("--dataset", default="rafdb", choices=tuple(datasets.REGISTRY),
+                        help="layout to write: RAF-DB tree, FER2013/FER+ CSV pair (ferplus and fer2013 "
+                             "share it), or class folders train/val/test/<class>/")
+    sample.add_argument("--out", required=True, type=Path, help="folder to create (the dataset root)")
     sample.add_argument("--train", type=int, default=1200, help="number of training images")
-    sample.add_argument("--test", type=int, default=300, help="number of test images")
+    sample.add_argument("--test", type=int, default=300, help="number of test images (FER: PublicTest rows)")
+    sample.add_argument("--val", type=int, default=None,
+                        help="FER: PrivateTest rows; folder: val images (default: as --test; RAF-DB has none)")
     sample.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same bytes")
     sample.add_argument("--force", action="store_true", help="replace an existing non-empty folder")
     sample.set_defaults(func=_cmd_sample)
 
     summary = commands.add_parser("summary", help="print images per class and split",
                                   formatter_class=parser.formatter_class)
-    add_dataset_args(summary)
-    summary.add_argument("--all-protocols", action="store_true", help="show both label protocols")
+    datasets.add_dataset_args(summary)
+    summary.add_argument("--all-protocols", action="store_true", help="show every label protocol")
     summary.set_defaults(func=_cmd_summary)
 
-    check = commands.add_parser("check-labels", help="agreement of CSV argmax with the hard labels",
+    check = commands.add_parser("check-labels", help="agreement of two label sources (RAF-DB: CSV argmax vs "
+                                "the hard labels; FER: FER2013 emotion vs FER+)",
                                 formatter_class=parser.formatter_class)
-    check.add_argument("--rafdb", default="RAF-DB", type=Path, help="RAF-DB folder")
+    datasets.add_dataset_args(check, protocols=False)
     check.set_defaults(func=_cmd_check_labels)
     return parser.parse_args(argv)
 

@@ -36,7 +36,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cli_common import seed64
-from rafdb_dataset import CLASS_NAMES, NUM_CLASSES, encode_image  # noqa: F401 (CLASS_NAMES re-exported)
+from datasets.classes import RAFDB_CLASSES as CLASS_NAMES
+from datasets.images import encode_image
+
+NUM_CLASSES = len(CLASS_NAMES)
 
 ALIGNED_SIZE = 100
 # Eye centres (x, y) of every aligned image, image-left eye first (RAF-DB's "left eye").
@@ -658,6 +661,132 @@ def write_sample_tree(root: str | os.PathLike, n_train: int = 1200, n_test: int 
         (tmp / "distribute_basic.csv").write_text("\n".join(csv_rows) + "\n")
         if root.exists():
             root.rmdir()  # empty (checked above)
+        os.replace(tmp, root)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+        raise
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# FER2013/FER+ and class-folder samples (docs/BENCHMARK.md §9, §10)
+
+FER_USAGES = ("Training", "PublicTest", "PrivateTest")
+
+
+def _fer_votes(rng: np.random.Generator, ferplus_class: int, neighbour: int) -> np.ndarray:
+    """Ten FER+-like annotator votes (8 emotions, unknown, NF) for a face of one class.
+
+    About 3 % of rows tie three ways and 3 % have a weak winner (the FER+ filter drops both),
+    2 % are mostly "unknown"/"NF" (dropped as well).
+    """
+    votes = np.zeros(10, dtype=np.int64)
+    u = rng.random()
+    if u < 0.03:  # three-way tie 3, 3, 3, 1
+        others = [c for c in range(8) if c not in (ferplus_class, neighbour)]
+        votes[[ferplus_class, neighbour, others[int(rng.integers(0, len(others)))]]] = 3
+        votes[9] = 1
+    elif u < 0.06:  # weak winner 4, 3, 3 -> 4 <= 5
+        others = [c for c in range(8) if c not in (ferplus_class, neighbour)]
+        votes[ferplus_class], votes[neighbour] = 4, 3
+        votes[others[int(rng.integers(0, len(others)))]] = 3
+    elif u < 0.08:  # not a face / unknown
+        votes[8 + int(rng.integers(0, 2))] = 6
+        votes[ferplus_class] = 4
+    else:
+        share = int(rng.integers(6, 11))
+        votes[ferplus_class] = share
+        rest = 10 - share
+        to_neighbour = int(rng.binomial(rest, 0.6))
+        votes[neighbour] += to_neighbour
+        votes[rng.integers(0, 10, rest - to_neighbour)] += 1
+        votes[ferplus_class] += max(0, 10 - int(votes.sum()))
+    return votes
+
+
+def write_fer_sample(root: str | os.PathLike, n_train: int = 280, n_public: int = 60, n_private: int = 60,
+                     seed: int = 0, progress: bool | None = None) -> Path:
+    """Write a synthetic FER2013/FER+ pair at ``root``: ``fer2013.csv`` and ``fer2013new.csv``.
+
+    48x48 grey faces (the synthetic generator's, converted with OpenCV's luma), rows in the
+    original's order (Training, then PublicTest, then PrivateTest), the ``emotion`` column in
+    FER2013 order and FER+ votes in FER+ order; about 1 % of rows have an empty FER+ image name.
+    Both files are written under temporary names and renamed; the same seed gives the same bytes.
+    """
+    from cli_common import atomic_write_text
+    from datasets.classes import FER2013_CLASSES, FERPLUS_CLASSES, map_classes
+
+    root = Path(root)
+    counts = {"Training": n_train, "PublicTest": n_public, "PrivateTest": n_private}
+    for usage, n in counts.items():
+        if not isinstance(n, (int, np.integer)) or n < 1 or n > 99999:
+            raise ValueError(f"{usage}: the number of rows must be 1..99999, got {n!r}")
+    to_fer2013 = map_classes(FER2013_CLASSES, CLASS_NAMES).dataset_to_model
+    to_ferplus = map_classes(FERPLUS_CLASSES, CLASS_NAMES).dataset_to_model
+    pixel_lines = ["emotion,pixels,Usage"]
+    vote_lines = ["Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    row = 0
+    with tqdm(total=sum(counts.values()), unit="image", file=sys.stderr, disable=not progress,
+              desc=f"FER sample -> {root}") as bar:
+        for usage, count in counts.items():
+            for index, expression in enumerate(class_sequence(seed, f"fer-{usage}", count), start=1):
+                rng = np.random.Generator(np.random.PCG64(seed64(seed, "fer-sample", usage, index)))
+                face, _ = draw_face(rng, expression, 48)
+                grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+                pixel_lines.append(f"{to_fer2013[expression]},{' '.join(map(str, grey.ravel().tolist()))},{usage}")
+                neighbour = to_ferplus[_NEIGHBOURS[expression][0]]
+                votes = _fer_votes(rng, int(to_ferplus[expression]), int(neighbour))
+                name = "" if rng.random() < 0.01 else f"fer{row:07d}.png"
+                vote_lines.append(f"{usage},{name}," + ",".join(map(str, votes.tolist())))
+                row += 1
+                bar.update(1)
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "fer2013.csv", "\n".join(pixel_lines) + "\n")
+    atomic_write_text(root / "fer2013new.csv", "\n".join(vote_lines) + "\n")
+    return root
+
+
+# Folder names of the class-folder sample: FER-style spellings, so the synonym table is used.
+FOLDER_NAMES = ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral")
+
+
+def write_folder_sample(root: str | os.PathLike, n_train: int = 140, n_val: int = 35, n_test: int = 70,
+                        seed: int = 0, size: int = 64, progress: bool | None = None) -> Path:
+    """Write a synthetic class-folder dataset: ``root/<split>/<class>/<split>_<index>.jpg`` (colour).
+
+    Splits train, val and test; folder names from :data:`FOLDER_NAMES`. Built in a temporary
+    sibling folder and renamed onto ``root`` (which must not exist or be empty).
+    """
+    root = Path(root)
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    for split, n in counts.items():
+        if not isinstance(n, (int, np.integer)) or n < 0 or n > 99999:
+            raise ValueError(f"{split}: the number of images must be 0..99999, got {n!r}")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ValueError(f"{root}: exists and is not an empty folder; choose a new --out")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        with tqdm(total=sum(counts.values()), unit="image", file=sys.stderr, disable=not progress,
+                  desc=f"folder sample -> {root}") as bar:
+            for split, count in counts.items():
+                for index, expression in enumerate(class_sequence(seed, f"folder-{split}", count), start=1):
+                    rng = np.random.Generator(np.random.PCG64(seed64(seed, "folder-sample", split, index)))
+                    face, _ = draw_face(rng, expression, size)
+                    folder = tmp / split / FOLDER_NAMES[expression]
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / f"{split}_{index:05d}.jpg").write_bytes(encode_image(face))
+                    bar.update(1)
+        if root.exists():
+            root.rmdir()
         os.replace(tmp, root)
     except BaseException:
         with contextlib.suppress(OSError):

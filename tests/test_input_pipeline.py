@@ -79,14 +79,24 @@ def test_augmentation_seeds_are_deterministic_and_redrawn_each_epoch(test_set):
     assert not np.array_equal(epoch1, epoch2)
 
 
-def test_shuffle_is_a_seeded_permutation(test_set):
-    labels, paths = test_set
-    dataset = ip.make_dataset(paths, labels.labels, image_size=(16, 16), batch_size=4, shuffle=True, seed=5)
-    _, order1 = _collect(dataset)
-    _, again = _collect(ip.make_dataset(paths, labels.labels, image_size=(16, 16), batch_size=4,
-                                        shuffle=True, seed=5))
-    np.testing.assert_array_equal(order1, again)
-    assert sorted(map(tuple, order1.tolist())) == sorted(map(tuple, labels.labels.tolist()))
+def test_shuffle_changes_the_order_every_epoch_and_is_seeded(test_set):
+    _, paths = test_set
+    n = len(paths)
+    positions = np.arange(n, dtype=np.float32)[:, None]  # the label of each image is its position
+
+    def orders(seed, epochs):
+        dataset = ip.make_dataset(paths, positions, image_size=(8, 8), batch_size=4, shuffle=True, seed=seed)
+        return [_collect(dataset)[1][:, 0].astype(int).tolist() for _ in range(epochs)]
+
+    first, second, third = orders(5, 3)
+    for order in (first, second, third):
+        assert sorted(order) == list(range(n))  # a permutation: nothing lost or repeated
+    assert first != list(range(n))  # a no-op shuffle keeps the file order
+    assert first != second and second != third  # re-drawn every epoch
+    assert orders(5, 2) == [first, second]  # the same seed gives the same sequence of epochs
+    assert orders(6, 1)[0] != first
+    unshuffled = _collect(ip.make_dataset(paths, positions, image_size=(8, 8), batch_size=4))[1]
+    assert unshuffled[:, 0].astype(int).tolist() == list(range(n))
 
 
 def test_corrupt_image_becomes_a_user_error_inside_the_context_manager(test_set, tmp_path):
@@ -140,3 +150,38 @@ def test_other_errors_pass_through_unchanged():
         with ip.user_errors_from_pipeline():
             raise KeyError("x")
     assert ip.pipeline_user_error(ValueError("no marker")) is None
+
+
+def test_grey_source_copied_to_three_channels_or_kept_for_one():
+    plane = np.arange(48 * 48, dtype=np.int64).reshape(48, 48).__mod__(251).astype(np.uint8)
+    grey = plane[:, :, None]
+    three = ip.load_for_model(grey, (48, 48), channels=3)
+    assert three.shape == (48, 48, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(three[:, :, channel], plane)  # exact 48x48: no crop, no resize
+    one = ip.load_for_model(grey, (48, 48), channels=1)
+    np.testing.assert_array_equal(one[:, :, 0], plane)
+    resized = ip.load_for_model(grey, (64, 64), channels=3)
+    expected = cv2.resize(plane, (64, 64), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(resized[:, :, 1], expected)
+
+
+def test_legacy99_cuts_fer_to_47_pixels_before_the_resize():
+    plane = (np.arange(48 * 48).reshape(48, 48) * 7 % 256).astype(np.uint8)
+    got = ip.load_for_model(plane[:, :, None], (48, 48), channels=1, crop="legacy99")
+    expected = cv2.resize(plane[:47, :47], (48, 48), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(got[:, :, 0], expected)
+    assert not np.array_equal(got[:, :, 0], plane)
+
+
+def test_dataset_ids_with_the_dataset_reader(tmp_path):
+    import datasets
+    import synthetic_faces
+
+    root = synthetic_faces.write_fer_sample(tmp_path / "FERPlus", 20, 9, 9, seed=3)
+    data = datasets.get("ferplus", root)
+    test = data.labels("test")
+    images, labels = _collect(ip.make_dataset_for(data, test, image_size=(48, 48), batch_size=4))
+    np.testing.assert_array_equal(labels, test.labels)
+    pixels = data.images(test)[:, :, :, 0].astype(np.float32)
+    np.testing.assert_array_equal(images, np.stack([pixels] * 3, axis=-1))

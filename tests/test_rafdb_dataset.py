@@ -207,3 +207,27 @@ def test_cli_sample_library_value_error_is_user_error(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic_faces, "write_sample_tree", refuse)
     with pytest.raises(UserError, match=r"tree: exists and is not an empty folder"):
         rd.main(["sample", "--out", str(tmp_path / "tree"), "--train", "2", "--test", "2"])
+
+
+def test_cli_sample_and_summary_for_the_other_layouts(tmp_path):
+    fer = tmp_path / "FERPlus"
+    result = _run("sample", "--dataset", "ferplus", "--out", fer, "--train", 40, "--test", 12, "--val", 9)
+    assert result.returncode == 0, result.stderr
+    pixel_lines = (fer / "fer2013.csv").read_text().splitlines()
+    assert pixel_lines[0] == "emotion,pixels,Usage" and len(pixel_lines) == 1 + 40 + 12 + 9
+    assert [line.rsplit(",", 1)[1] for line in pixel_lines[1:]] == ["Training"] * 40 + ["PublicTest"] * 12 + ["PrivateTest"] * 9
+    assert all(len(line.split(",")[1].split()) == 2304 for line in pixel_lines[1:])
+    result = _run("summary", "--dataset", "fer2013", "--data", fer, "--test-split", "PrivateTest")
+    assert result.returncode == 0, result.stderr
+    assert "test/hard (PrivateTest) N=    9" in result.stdout and "validation/hard (PublicTest) N=   12" in result.stdout
+    result = _run("check-labels", "--dataset", "ferplus", "--data", fer)
+    assert result.returncode == 0 and "FER2013 emotion vs FER+ label" in result.stdout
+    faces = tmp_path / "faces"
+    result = _run("sample", "--dataset", "folder", "--out", faces, "--train", 14, "--test", 7, "--val", 0)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in faces.iterdir()) == ["test", "train"]
+    assert sum(1 for _ in (faces / "test").rglob("*.jpg")) == 7
+    result = _run("summary", "--dataset", "folder", "--data", faces)
+    assert result.returncode == 0 and "test/hard    N=    7" in result.stdout
+    result = _run("summary", "--dataset", "folder")
+    assert result.returncode == 2 and "needs --data DIR" in result.stderr

@@ -338,3 +338,15 @@ def test_progress_bar_on_stderr_does_not_change_the_bytes(tree, tmp_path, capsys
     assert _tree_hashes(shown) == _tree_hashes(tree)
     sf.write_sample_tree(tmp_path / "quiet" / "RAF-DB", n_train=2, n_test=2, seed=0, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_no_import_circle_with_the_dataset_module():
+    """synthetic_faces must not import rafdb_dataset (rafdb_dataset's `sample` command imports it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, synthetic_faces; "
+            "print('rafdb_dataset' in sys.modules, synthetic_faces.CLASS_NAMES[0], synthetic_faces.NUM_CLASSES)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "surprise", "7"]

@@ -1,0 +1,222 @@
+"""Any labelled folder of faces (docs/BENCHMARK.md §10): ``ROOT/<split>/<class>/<any path>``.
+
+Splits are ``train``, ``val`` (optional: else the stratified hold-out) and ``test``. Class
+folder names are matched to the canonical emotions case-insensitively with synonyms
+(:mod:`datasets.classes`); an unknown name is an error listing the accepted names, unless
+``ROOT/classes.txt`` lists the class names in order (one per line; then any names are allowed
+and every folder must be listed). Without ``classes.txt`` the order is RAF-DB's restricted to
+the classes present, with contempt last. Images may sit in sub-folders of a class folder; the
+id of an image is its path below the split folder (``happy/session2/img7.png``). Hidden files
+and folders (a leading dot) are ignored; any other file must be an image OpenCV decodes.
+Ids are paths below ROOT (``test/happy/session2/img7.png``), so they are unique across splits;
+:func:`relative_id` drops the split folder (the export's file name).
+Images keep their own size; grey files are read as (H, W, 1), colour ones as RGB.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cli_common import UserError
+from datasets.base import Dataset, LabelSet
+from datasets.classes import CANONICAL, accepted_names, canonical_name
+from datasets.images import IMAGE_SUFFIXES, read_image
+
+SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
+CLASSES_FILE = "classes.txt"
+
+EXPECTED_LAYOUT = """expected layout (docs/DATASETS.md; `python3 rafdb_dataset.py sample --dataset folder --out DIR`
+writes a synthetic one, `python3 folder_dataset.py from-fer2013 FERPlus/ OUT/` converts FER2013/FER+):
+  <data>/{train,val,test}/<class>/<image>.{jpg,jpeg,png,bmp,webp}   (val optional)
+  <data>/classes.txt   optional: class names in order, one per line"""
+
+
+def _visible(names) -> list[str]:
+    return sorted(name for name in names if not name.startswith("."))
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    return {split: root / folder for split, folder in SPLIT_FOLDERS.items() if (root / folder).is_dir()}
+
+
+def read_classes_file(path: Path) -> list[str]:
+    names: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        name = line.strip()
+        if not name:
+            continue
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise UserError(f"{path}:{number}: {name!r} is not a folder name")
+        if name.lower() in (n.lower() for n in names):
+            raise UserError(f"{path}:{number}: class {name!r} is listed twice")
+        names.append(name)
+    if not names:
+        raise UserError(f"{path}: no class names (one per line)")
+    return names
+
+
+def relative_id(image_id: str) -> str:
+    """The id without its split folder: ``test/happy/a.png`` -> ``happy/a.png``."""
+    return image_id.split("/", 1)[1]
+
+
+class FolderDataset(Dataset):
+    """A class-folder tree (docs/BENCHMARK.md §10)."""
+
+    name = "folder"
+    title = "folder dataset"
+    protocols = ("hard",)
+    default_root = None
+    grey = None  # per image
+    native_size = None  # images keep their own size
+
+    def __init__(self, root, *, protocol=None, allow_missing=False):
+        super().__init__(root, protocol=protocol, allow_missing=allow_missing)
+        if not self.root.is_dir():
+            raise UserError(f"{self.root}: folder dataset not found\n{EXPECTED_LAYOUT}")
+        self.dataset_name = self.root.resolve().name
+        self.splits = _split_dirs(self.root)
+        if not self.splits:
+            raise UserError(f"{self.root}: no train/, val/ or test/ folder\n{EXPECTED_LAYOUT}")
+        self.has_validation = "validation" in self.splits
+        folders = {split: _visible(p.name for p in path.iterdir() if p.is_dir())
+                   for split, path in self.splits.items()}
+        for split, path in self.splits.items():
+            loose = [p.name for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+            if loose:
+                raise UserError(f"{path / loose[0]}: files must sit in a class folder "
+                                f"({path}/<class>/...)\n{EXPECTED_LAYOUT}")
+        all_folders = sorted({name for names in folders.values() for name in names})
+        classes_file = self.root / CLASSES_FILE
+        self.folder_class: dict[str, int] = {}
+        if classes_file.is_file():
+            listed = read_classes_file(classes_file)
+            lookup = {name.lower(): index for index, name in enumerate(listed)}
+            for folder in all_folders:
+                if folder.lower() not in lookup:
+                    split = next(s for s, names in folders.items() if folder in names)
+                    raise UserError(f"{self.splits[split] / folder}: class folder not listed in {classes_file} "
+                                    f"(it lists {', '.join(listed)})")
+                self.folder_class[folder] = lookup[folder.lower()]
+            unused = [name for index, name in enumerate(listed) if index not in self.folder_class.values()]
+            if unused:
+                raise UserError(f"{classes_file}: class {unused[0]!r} has no folder in "
+                                f"{', '.join(SPLIT_FOLDERS[s] + '/' for s in self.splits)}")
+            self.class_names = tuple(listed)
+        else:
+            canonical: dict[str, str] = {}
+            for folder in all_folders:
+                name = canonical_name(folder)
+                if name is None:
+                    split = next(s for s, names in folders.items() if folder in names)
+                    raise UserError(f"{self.splits[split] / folder}: unknown class folder name; accepted "
+                                    f"(any case): {accepted_names()}; or list your class names in "
+                                    f"{classes_file}")
+                canonical[folder] = name
+            self.class_names = tuple(name for name in CANONICAL if name in canonical.values())
+            self.folder_class = {folder: self.class_names.index(name) for folder, name in canonical.items()}
+        self._labels: dict[str, LabelSet] = {}
+
+    def split_name(self, split: str) -> str:
+        return SPLIT_FOLDERS[split]
+
+    def _scan(self, split: str) -> tuple[list[str], list[int]]:
+        base = self.splits[split]
+        ids, classes = [], []
+        for folder in _visible(p.name for p in base.iterdir() if p.is_dir()):
+            for directory, subdirs, files in os.walk(base / folder):
+                subdirs[:] = _visible(subdirs)
+                for file_name in _visible(files):
+                    path = Path(directory) / file_name
+                    if path.suffix.lower() not in IMAGE_SUFFIXES:
+                        raise UserError(f"{path}: not an image file (expected "
+                                        f"{', '.join(IMAGE_SUFFIXES)}; hidden files are ignored)")
+                    ids.append(path.relative_to(self.root).as_posix())
+                    classes.append(self.folder_class[folder])
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        return [ids[i] for i in order], [classes[i] for i in order]
+
+    def labels(self, split: str) -> LabelSet:
+        self.check_split(split)
+        if split not in self.splits:
+            raise UserError(f"{self.root / SPLIT_FOLDERS[split]}: split folder not found\n{EXPECTED_LAYOUT}")
+        if split not in self._labels:
+            ids, classes = self._scan(split)
+            if not ids:
+                raise UserError(f"{self.splits[split]}: the {split} split is empty (no images in its class folders)")
+            labels = np.eye(self.num_classes, dtype=np.float32)[classes]
+            self._labels[split] = LabelSet(names=ids, labels=labels, protocol="hard", split=split,
+                                           n_total=len(ids))
+        return self._labels[split]
+
+    def image_path(self, image_id: str) -> Path:
+        parts = image_id.split("/")
+        if len(parts) < 3 or parts[0] not in SPLIT_FOLDERS.values() or ".." in parts or "" in parts:
+            raise UserError(f"{image_id!r}: not an image id of {self.root} (expected <split>/<class>/<file>)")
+        return self.root / image_id
+
+    def read_image(self, image_id: str) -> np.ndarray:
+        return read_image(self.image_path(image_id), keep_grey=True)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "name": self.dataset_name}
+
+
+def write_folder_tree(source: Dataset, out: str | Path, *, fmt: str = "png",
+                      progress: bool | None = None) -> dict[str, int]:
+    """Write ``source``'s splits as a class-folder dataset at ``out`` (docs/BENCHMARK.md §10).
+
+    ``out/{train,val,test}/<class>/<file>.<fmt>`` with the class of each image's label (argmax;
+    for FER+ only the rows its vote filter keeps) and ``out/classes.txt`` with the source's class
+    order, so the folder dataset has the same classes in the same order. Grey images stay grey.
+    The tree is built in a temporary sibling folder and renamed onto ``out`` (which must not exist
+    or be empty). Returns the number of images per split.
+    """
+    import contextlib
+    import shutil
+    import sys
+    import tempfile
+
+    from tqdm import tqdm
+
+    from datasets.images import encode_image
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty folder; choose a new output folder")
+    splits = [split for split in SPLIT_FOLDERS if split != "validation" or source.has_validation]
+    label_sets = {split: source.labels(split) for split in splits}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    counts = {}
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        (tmp / CLASSES_FILE).write_text("\n".join(source.class_names) + "\n")
+        total = sum(len(labels) for labels in label_sets.values())
+        with tqdm(total=total, unit="image", file=sys.stderr, disable=not progress,
+                  desc=f"{source.name} -> {out}") as bar:
+            for split, labels in label_sets.items():
+                for folder in source.class_names:
+                    (tmp / SPLIT_FOLDERS[split] / folder).mkdir(parents=True, exist_ok=True)
+                for image_id, index in zip(labels.names, labels.classes):
+                    target = tmp / SPLIT_FOLDERS[split] / source.class_names[index] / f"{Path(image_id).stem}.{fmt}"
+                    if target.exists():
+                        raise UserError(f"{image_id}: two images of {split} would both be written as {target.name}")
+                    target.write_bytes(encode_image(source.read_image(image_id), fmt))
+                    bar.update(1)
+                counts[SPLIT_FOLDERS[split]] = len(labels)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+        raise
+    return counts

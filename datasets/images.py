@@ -1,0 +1,66 @@
+"""Image files <-> uint8 arrays, shared by every dataset (colour order changes only here).
+
+Colour images are held as RGB ``(H, W, 3)`` and grey ones as ``(H, W, 1)``; OpenCV's BGR order
+is converted at I/O (docs/BENCHMARK.md §0). Nothing here imports TensorFlow or a dataset module,
+so any module (the synthetic face generator included) can use it without an import circle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cli_common import UserError
+
+FORMATS = ("jpg", "png")  # encode_image: OpenCV JPEG quality 95, or lossless PNG
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def decode_image(data: bytes, name: str, *, keep_grey: bool = False) -> np.ndarray:
+    """Decode image bytes to uint8; ``name`` is used in the error message.
+
+    By default the result is RGB ``(H, W, 3)`` (a grey file is expanded, as OpenCV does). With
+    ``keep_grey`` a single-channel file comes back as ``(H, W, 1)`` and a colour one as RGB.
+    Alpha is dropped and 16-bit files are reduced to 8 bits (OpenCV's ``IMREAD_ANYCOLOR``).
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    flags = cv2.IMREAD_ANYCOLOR if keep_grey else cv2.IMREAD_COLOR
+    image = cv2.imdecode(buffer, flags) if buffer.size else None
+    if image is None:
+        raise UserError(f"{name}: not a readable image (corrupt or not JPEG/PNG)")
+    if image.ndim == 2:
+        return image[:, :, None]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str | Path, *, keep_grey: bool = False) -> np.ndarray:
+    """Read an image file as uint8 (see :func:`decode_image`); a missing or corrupt file is a UserError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: image not found") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read image ({error.strerror})") from None
+    return decode_image(data, str(path), keep_grey=keep_grey)
+
+
+def encode_image(image: np.ndarray, fmt: str = "jpg") -> bytes:
+    """Encode RGB ``(H, W, 3)`` or grey ``(H, W)`` / ``(H, W, 1)`` uint8 as OpenCV does by default.
+
+    JPEG quality 95 or lossless PNG (docs/BENCHMARK.md §2.8). A grey image stays a one-channel file.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be 'jpg' or 'png', got {fmt!r}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    elif image.ndim != 2:
+        raise ValueError(f"expected an (H, W, 3) RGB or (H, W[, 1]) grey image, got shape {image.shape}")
+    ok, buffer = cv2.imencode("." + fmt, image)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {fmt}")
+    return buffer.tobytes()

@@ -1,0 +1,136 @@
+"""Class-folder datasets (docs/BENCHMARK.md §10): layout, synonyms, classes.txt, hidden files, errors."""
+
+import cv2
+import numpy as np
+import pytest
+
+import datasets
+import synthetic_faces
+from cli_common import UserError
+
+
+def _image(path, value, grey=False, size=(6, 5)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = size if grey else size + (3,)
+    cv2.imwrite(str(path), np.full(shape, value, np.uint8))
+
+
+def test_synonyms_order_ids_subfolders_hidden(tmp_path):
+    root = tmp_path / "faces"
+    _image(root / "test/Happy/b.png", 10)
+    _image(root / "test/Happy/session2/a.png", 20, grey=True)
+    _image(root / "test/ANGRY/c.jpg", 30)
+    _image(root / "test/contempt/d.png", 40)
+    _image(root / "train/joy/e.png", 50)
+    _image(root / "train/angry/f.png", 60)
+    (root / "test/Happy/.DS_Store").write_bytes(b"\0junk")
+    _image(root / "test/.hidden/g.png", 70)
+    data = datasets.get("folder", root)
+    # RAF-DB order restricted to the classes present, contempt last
+    assert data.class_names == ("happiness", "anger", "contempt")
+    test = data.labels("test")
+    assert test.names == ["test/ANGRY/c.jpg", "test/Happy/b.png", "test/Happy/session2/a.png", "test/contempt/d.png"]
+    assert test.classes.tolist() == [1, 0, 0, 2]
+    assert data.labels("train").classes.tolist() == [1, 0]  # angry/f.png, joy/e.png
+    grey = data.read_image("test/Happy/session2/a.png")
+    colour = data.read_image("test/Happy/b.png")
+    assert grey.shape == (6, 5, 1) and grey.max() == 20 and colour.shape == (6, 5, 3)
+    assert not data.has_validation
+    assert datasets.folder.relative_id("test/Happy/session2/a.png") == "Happy/session2/a.png"
+
+
+def test_classes_txt_gives_order_and_free_names(tmp_path):
+    root = tmp_path / "kdef"
+    (root).mkdir()
+    (root / "classes.txt").write_text("Calm\nhappy\n\nScared\n")
+    for name, value in (("calm", 1), ("happy", 2), ("Scared", 3)):
+        _image(root / "test" / name / "x.png", value)
+    data = datasets.get("folder", root)
+    assert data.class_names == ("Calm", "happy", "Scared")
+    test = data.labels("test")  # ids sorted as strings: upper case first
+    assert test.names == ["test/Scared/x.png", "test/calm/x.png", "test/happy/x.png"]
+    assert test.classes.tolist() == [2, 0, 1]
+    (root / "classes.txt").write_text("Calm\nhappy\nScared\nBored\n")
+    with pytest.raises(UserError, match=r"classes.txt: class 'Bored' has no folder"):
+        datasets.get("folder", root)
+    (root / "classes.txt").write_text("Calm\nhappy\n")
+    with pytest.raises(UserError, match=r"test/Scared: class folder not listed in .*classes.txt \(it lists Calm, happy\)"):
+        datasets.get("folder", root)
+
+
+def test_errors_name_the_path(tmp_path):
+    root = tmp_path / "faces"
+    _image(root / "test/happy/a.png", 1)
+    _image(root / "test/smirk/b.png", 1)
+    with pytest.raises(UserError, match=r"test/smirk: unknown class folder name; accepted .*happiness \(happy, joy\)"):
+        datasets.get("folder", root)
+    (root / "test/smirk/b.png").unlink()
+    (root / "test/smirk").rmdir()
+    (root / "test/happy/broken.jpg").write_bytes(b"not a jpeg")
+    data = datasets.get("folder", root)
+    with pytest.raises(UserError, match=r"test/happy/broken.jpg: not a readable image"):
+        data.read_image("test/happy/broken.jpg")
+    (root / "test/happy/notes.txt").write_text("hello")
+    with pytest.raises(UserError, match=r"test/happy/notes.txt: not an image file"):
+        datasets.get("folder", root).labels("test")
+    (root / "test/happy/notes.txt").unlink()
+    (root / "val/happy").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"val: the validation split is empty"):
+        datasets.get("folder", root).labels("validation")
+    with pytest.raises(UserError, match=r"train: split folder not found"):
+        datasets.get("folder", root).labels("train")
+    _image(root / "test/sad.png", 1)
+    with pytest.raises(UserError, match=r"test/sad.png: files must sit in a class folder"):
+        datasets.get("folder", root)
+    with pytest.raises(UserError, match=r"no train/, val/ or test/ folder"):
+        datasets.get("folder", tmp_path / "faces" / "test")
+
+
+def test_synthetic_folder_sample(tmp_path):
+    root = synthetic_faces.write_folder_sample(tmp_path / "faces", n_train=28, n_val=7, n_test=14, seed=2)
+    data = datasets.get("folder", root)
+    assert data.class_names == datasets.classes.RAFDB_CLASSES and data.has_validation
+    test = data.labels("test")
+    assert len(test) == 14 and len(data.labels("validation")) == 7
+    folders = [name.split("/")[1] for name in test.names]
+    expected = [datasets.classes.RAFDB_CLASSES.index(datasets.canonical_name(f)) for f in folders]
+    assert test.classes.tolist() == expected
+    assert set(folders) <= set(synthetic_faces.FOLDER_NAMES)
+    assert data.read_image(test.names[0]).shape == (64, 64, 3)
+    train, val = data.train_validation()
+    assert len(train) == 28 and val.names == data.labels("validation").names
+
+
+def test_from_fer2013_conversion_round_trip(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    fer = synthetic_faces.write_fer_sample(tmp_path / "FERPlus", 24, 10, 8, seed=5)
+    out = tmp_path / "fer-folders"
+    result = subprocess.run([sys.executable, str(repo / "folder_dataset.py"), "from-fer2013", str(fer), str(out)],
+                            capture_output=True, text=True, cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert (out / "classes.txt").read_text().split() == list(datasets.classes.FERPLUS_CLASSES)
+    source = datasets.get("ferplus", fer)
+    folders = datasets.get("folder", out)
+    assert folders.class_names == source.class_names
+    for split, folder in (("test", "test"), ("validation", "val"), ("train", "train")):
+        expected = source.labels(split)
+        got = folders.labels(split)
+        # ids: <folder>/<class of the FER+ argmax>/<row>.png, written out by hand
+        wanted = sorted(f"{folder}/{source.class_names[c]}/{name}.png" for name, c in zip(expected.names, expected.classes))
+        assert got.names == wanted
+    name = expected.names[0]
+    path = out / "train" / source.class_names[expected.classes[0]] / f"{name}.png"
+    written = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (48, 48)  # grey stays grey
+    np.testing.assert_array_equal(written, source.read_image(name)[:, :, 0])
+    again = subprocess.run([sys.executable, str(repo / "folder_dataset.py"), "from-fer2013", str(fer), str(out)],
+                           capture_output=True, text=True, cwd=repo)
+    assert again.returncode == 2 and "exists and is not an empty folder" in again.stderr
+    by_emotion = tmp_path / "by-emotion"
+    subprocess.run([sys.executable, str(repo / "folder_dataset.py"), "from-fer2013", str(fer), str(by_emotion),
+                    "--classes", "fer2013", "--test-split", "PrivateTest"], check=True, cwd=repo, capture_output=True)
+    assert len(datasets.get("folder", by_emotion).labels("test")) == 8
