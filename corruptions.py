@@ -79,9 +79,12 @@ _UNIT_LUT = np.arange(256, dtype=np.float32) / np.float32(255.0)  # uint8 -> flo
 
 
 def to_float01(image: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0, 1] (x / 255); float input is returned as it is."""
+    """uint8 -> float32 in [0, 1] (x / 255); float input is returned as it is.
+
+    The float32 division gives exactly ``_UNIT_LUT``'s 256 values (tested) and is several times
+    faster than indexing the table."""
     if image.dtype == np.uint8:
-        return _UNIT_LUT[image]
+        return image.astype(np.float32) / np.float32(255.0)
     return image
 
 

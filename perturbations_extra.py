@@ -7,7 +7,7 @@ converted like C (clip, times 255, floor), except p_speckle_noise, converted lik
 (round half to even, docs/BENCHMARK.md §3.5).
 
 - p_zoom_blur: frame 0 clean; frame i = (x + sum_{j=1..i} Z(1 + 0.004 j)) / (i + 1), Z a bilinear
-  centre zoom cropped back to 130 px (:func:`corruptions_imagenet.clipped_zoom` per channel).
+  centre zoom cropped back to 130 px (the per-axis operators of :func:`corruptions_imagenet.zoom_operator`).
 - p_snow: one layer N(0.05, 0.3), clipped zoom x3, values < 0.5 -> 0 (as uint8); frame i
   motion-blurs it with radius 14, sigma 4, angle 4 i - 150 degrees, and adds it as snow does.
 - p_tilt: perspective view of the face plane turned by pitch = yaw = (i - 15) degrees
@@ -53,32 +53,38 @@ def _floor_to_uint8(x01: np.ndarray) -> np.ndarray:
 
 
 def _zoom_image(x: np.ndarray, zoom: float) -> np.ndarray:
-    return np.stack([corruptions_imagenet.clipped_zoom(x[..., c], zoom) for c in range(x.shape[2])], axis=-1)
+    """Clipped zoom of a channels-first (C, H, W) image: all channels in one batched product with
+    the cached per-axis operators of :func:`corruptions_imagenet.zoom_operator`."""
+    rows = corruptions_imagenet.zoom_operator(x.shape[1], float(zoom))
+    columns = corruptions_imagenet.zoom_operator(x.shape[2], float(zoom))
+    return rows @ x @ columns.T
 
 
 def p_zoom_blur(face, rng, frames=NUM_FRAMES, **_options):
     """Frame i: mean of the clean face and its zooms by 1.004, ..., 1 + 0.004 i."""
-    x = face.astype(np.float64) / 255.0
+    x = face.transpose(2, 0, 1).astype(np.float64) / 255.0  # channels first for the batched zoom
     total = x.copy()
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
     out[0] = _crop(face)
     for i in range(1, frames):
         total += _zoom_image(x, zoom_factor(i))
-        out[i] = _crop(_floor_to_uint8(total / (i + 1)))
+        out[i] = _crop(_floor_to_uint8(total / (i + 1)).transpose(1, 2, 0))
     return out
 
 
 def p_snow(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_options):
-    """One snow layer (one draw), motion-blurred at angle 4 i - 150 for frame i."""
+    """One snow layer (one draw), motion-blurred at angle 4 i - 150 for frame i. The numpy motion
+    blur acts on the single grey plane (the same values as on its three equal channels)."""
     loc, scale, zoom, threshold = SNOW_LAYER
     layer = corruptions_imagenet.snow_layer((FACE_SIZE, FACE_SIZE), loc, scale, zoom, threshold, rng)
-    grey3 = np.repeat(layer[..., None], 3, axis=2)
+    plane = layer if motion_backend == "numpy" else np.repeat(layer[..., None], 3, axis=2)
     x = face.astype(np.float32) / np.float32(255.0)
     radius, sigma = SNOW_MOTION
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
     for i in range(frames):
-        flakes = corruptions.motion_blur_op(grey3, radius, sigma, snow_angle(i), backend=motion_backend)[..., 0]
-        out[i] = _crop(_floor_to_uint8(corruptions_imagenet.add_snow(x, flakes / 255.0, SNOW_BLEND)))
+        flakes = corruptions.motion_blur_op(plane, radius, sigma, snow_angle(i), backend=motion_backend)
+        flakes = flakes if flakes.ndim == 2 else flakes[..., 0]
+        out[i] = _crop(_floor_to_uint8(corruptions_imagenet.add_snow(x, flakes / np.float32(255.0), SNOW_BLEND)))
     return out
 
 

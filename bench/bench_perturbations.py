@@ -1,6 +1,7 @@
 """Speed of RAF-DB-P: frames per second per perturbation, and of the whole export (issue 4).
 
-Part 1 times every perturbation in-process on ``--faces`` aligned synthetic faces: the perturbation
+Part 1 times every perturbation in-process (and the ImageNet-P extras p_zoom_blur and p_snow against
+references written the ImageNet-P way, bench/reference_corruptions.py) on ``--faces`` aligned synthetic faces: the perturbation
 alone, and with the JPEG encoding of its frames. Part 2 runs ``rafdb_perturb_dataset.py export``
 as a subprocess on a synthetic sample tree of ``--images`` test images, with 1 worker and with
 all cores, and extrapolates to the full RAF-DB-P (3,068 x 10 x 30 = 920,400 frames). Peak memory
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import numpy as np  # noqa: E402
 
@@ -90,6 +91,32 @@ def run_export(tree: Path, out: Path, workers: int) -> dict:
             "full_minutes": FULL_FRAMES / (frames / seconds) / 60, "peak_rss_mib": rss_kib / 1024}
 
 
+def time_p_extras(faces: list[np.ndarray]) -> list[dict]:
+    """The ImageNet-P extras with a reference written the ImageNet-P way
+    (bench/reference_corruptions.py: scipy zoom per frame, the shifted-copies motion blur loop):
+    ms per 30-frame sequence (fastest of the faces) and the largest difference in grey levels."""
+    import perturbations_extra
+    import reference_corruptions
+
+    references = {"p_zoom_blur": lambda face, seed: reference_corruptions.ref_p_zoom_blur(face),
+                  "p_snow": lambda face, seed: reference_corruptions.ref_p_snow(face, np.random.default_rng(seed))}
+    rows = []
+    for name, reference in references.items():
+        function = perturbations_extra.PERTURBATIONS[name]
+        function(faces[0], np.random.default_rng(0))  # warm-up: per-size operators are cached per process
+        ours_ms, ref_ms, diff = [], [], 0
+        for seed, face in enumerate(faces):
+            start = time.perf_counter()
+            ours = function(face, np.random.default_rng(seed))
+            ours_ms.append(1e3 * (time.perf_counter() - start))
+            start = time.perf_counter()
+            ref = reference(face, seed)
+            ref_ms.append(1e3 * (time.perf_counter() - start))
+            diff = max(diff, int(np.abs(ours.astype(int) - ref).max()))
+        rows.append({"perturbation": name, "ours_ms": min(ours_ms), "ref_ms": min(ref_ms), "max_diff": diff})
+    return rows
+
+
 def main() -> int:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--faces", type=int, default=8, help="faces timed in-process per perturbation")
@@ -99,7 +126,7 @@ def main() -> int:
                              "920,400 files, about 4.6 GB, twice; the default is extrapolated)")
     parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}",
                         help="comma-separated worker counts for the export runs")
-    parser.add_argument("--skip-export", action="store_true", help="only part 1")
+    parser.add_argument("--skip-export", action="store_true", help="only part 1 (and the P extras)")
     parser.add_argument("--workdir", default=None, help="folder for the sample tree and outputs (default: a temporary one)")
     parser.add_argument("--csv", default=None, help="also write both tables to this CSV file")
     args = parser.parse_args()
@@ -114,6 +141,14 @@ def main() -> int:
               f"{row['with_jpeg_frames_per_s']:>10.0f}")
     mean_ms = float(np.mean([1e3 / row["with_jpeg_frames_per_s"] for row in rows]))
     print(f"{'mean (10 equal)':<18} {'':>9} {'':>9} {1e3 / mean_ms:>10.0f}  ({mean_ms:.3f} ms/frame with JPEG)")
+
+    extras = time_p_extras(sample_faces(min(args.faces, 3)))
+    print(f"\nImageNet-P extras, ms per {perturbations.NUM_FRAMES}-frame sequence, 1 core, against a reference "
+          f"written the ImageNet-P way:")
+    print(f"{'perturbation':<18} {'ours ms':>8} {'ref ms':>8} {'ref/ours':>9} {'max |diff|':>11}")
+    for row in extras:
+        print(f"{row['perturbation']:<18} {row['ours_ms']:>8.1f} {row['ref_ms']:>8.1f} "
+              f"{row['ref_ms'] / row['ours_ms']:>8.1f}x {row['max_diff']:>11d}")
 
     exports = []
     if not args.skip_export:
@@ -145,6 +180,9 @@ def main() -> int:
             for row in rows:
                 writer.writerow(["perturbation", row["perturbation"], row["frames"], f"{row['ms_per_frame']:.4f}",
                                  f"{row['frames_per_s']:.1f}", f"{row['with_jpeg_frames_per_s']:.1f}", "", "", ""])
+            for row in extras:
+                writer.writerow(["p_extra", row["perturbation"], perturbations.NUM_FRAMES,
+                                 f"{row['ours_ms'] / perturbations.NUM_FRAMES:.4f}", "", "", "", "", ""])
             for row in exports:
                 writer.writerow(["export", f"workers={row['workers']}", row["frames"],
                                  f"{1e3 / row['frames_per_s']:.4f}", f"{row['frames_per_s']:.1f}", "",

@@ -447,3 +447,34 @@ EXTRA_REFERENCE = {name[4:]: function for name, function in list(globals().items
                    if name.startswith("ref_") and name[4:] in (
                        "impulse_noise", "speckle_noise", "glass_blur", "fog", "saturate",
                        "elastic_transform", "snow", "low_resolution")}
+
+
+# --------------------------------------------------------------------------------------------
+# ImageNet-P extras written the ImageNet-P way (make_imagenet_p*.py): per frame, scipy zoom of the
+# float image for p_zoom_blur (the running sum of zooms), the shifted-copies motion blur of the
+# snow layer for p_snow; 130 px face in, (frames, 100, 100, 3) uint8 out (ROI 15..115).
+
+
+def ref_p_zoom_blur(face, frames=30):
+    x = np.array(face) / 255.0
+    total = x.copy()
+    out = [face[15:115, 15:115]]
+    for i in range(1, frames):
+        total += clipped_zoom(x, 1 + 0.004 * i)
+        out.append(np.uint8(np.clip(total / (i + 1), 0, 1) * 255)[15:115, 15:115])
+    return np.stack(out)
+
+
+def ref_p_snow(face, rng, frames=30):
+    x = np.array(face, dtype=np.float32) / 255.0
+    layer = rng.normal(size=x.shape[:2], loc=0.05, scale=0.3)
+    layer = clipped_zoom(layer[..., np.newaxis], 3)[..., 0]
+    layer[layer < 0.5] = 0
+    layer8 = np.repeat((np.clip(layer, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).reshape(x.shape[0], x.shape[1], 1)
+    base = 0.85 * x + 0.15 * np.maximum(x, grey * 1.5 + 0.5)
+    out = []
+    for i in range(frames):
+        flakes = _motion_numpy_loop(layer8, 14, 4, 4 * i - 150)[..., :1] / 255.0
+        out.append(_final01(base + flakes + np.rot90(flakes, k=2))[15:115, 15:115])
+    return np.stack(out)

@@ -323,3 +323,51 @@ def test_p_snow_angles_on_frames(face130):
         snowy = 0.85 * x + 0.15 * np.maximum(x, grey * 1.5 + 0.5) + flakes[..., None] + flakes[::-1, ::-1, None]
         expected = np.floor(np.clip(snowy, 0, 1) * 255)[15:115, 15:115]
         assert np.abs(frames[i] - expected).max() <= 1, i
+
+
+# --------------------------------------------------------------------------------------------
+# The speed-ups keep the definitions (docs/CORRUPTIONS.md, "Speed")
+
+
+@pytest.mark.parametrize("shape,sigma", [((100, 100), 170.8), ((100, 100), 19.52), ((100, 100), 2.44),
+                                         ((37, 53), 9.0), ((130, 130), 0.7)])
+def test_smooth_reflect_equals_scipy_gaussian(shape, sigma):
+    """The cached-matrix gaussian equals scipy's reflect gaussian_filter (truncate 3) to 1e-12,
+    including sigmas far larger than the image (elastic s = 1: 171 px on 100 px)."""
+    field = np.random.default_rng(1).uniform(-1, 1, size=shape)
+    expected = scipy.ndimage.gaussian_filter(field, sigma, mode="reflect", truncate=3.0)
+    assert np.abs(corruptions_imagenet.smooth_reflect(field, sigma) - expected).max() < 1e-12
+    operator = corruptions_imagenet.reflect_gaussian_operator(shape[0], sigma)
+    assert not operator.flags.writeable
+    # An impulse at row 0 spreads as the kernel folded at the half-sample mirror: for a small
+    # sigma, weight at distance d is exp(-d^2 / 2 sigma^2) (+ its mirror image at distance d + 1).
+    if sigma < 1:
+        weights = np.exp(-0.5 * (np.arange(-2, 3) / sigma) ** 2)
+        weights /= weights.sum()
+        assert operator[0, 0] == pytest.approx(weights[2] + weights[1])  # itself + mirror of row 0
+        assert operator[1, 0] == pytest.approx(weights[3] + weights[0])
+
+
+def test_to_float01_is_division_by_255():
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    out = corruptions.to_float01(values)
+    assert out.dtype == np.float32
+    assert np.array_equal(out, np.array([np.float32(v / 255.0) for v in range(256)], np.float32).reshape(16, 16))
+
+
+def test_zoom_operator_equals_sparse_and_scipy_zoom():
+    plane = np.random.default_rng(2).random((100, 100))
+    for zoom in (2, 2.5, 3, 4.5):
+        dense = corruptions_imagenet.zoom_operator(100, float(zoom))
+        assert np.array_equal(dense, corruptions.zoom_axis_matrix(100, zoom).toarray())
+        expected = reference_corruptions.clipped_zoom(plane[..., None], zoom)[..., 0]
+        assert np.abs(corruptions_imagenet.clipped_zoom(plane, zoom) - expected).max() < 1e-9
+
+
+def test_saturate_grey_and_black_pixels():
+    """Grey (S = 0) pixels: (V, V (1 - S'), V (1 - S')) with S' = clip(0 * a + b); black stays black."""
+    pixels = np.array([[[100, 100, 100], [0, 0, 0], [255, 255, 255]]], np.uint8)
+    # a = 20, b = 0.2: S' = 0.2 for every grey pixel (the function itself: the image is 1 x 3 px)
+    out = corruptions_imagenet.saturate(pixels, 5, np.random.default_rng(0), param_set="scaled")
+    expected = np.array([[[100, 80, 80], [0, 0, 0], [255, 204, 204]]]) / 255.0
+    assert np.abs(out - expected).max() < 1e-6

@@ -382,3 +382,42 @@ def test_bgr_compat_swaps_spatter_colour(face):
     added_rgb = (rgb - clean)[wet].sum(axis=0)
     added_bgr = (bgr - clean)[wet].sum(axis=0)
     assert added_rgb[0] < added_rgb[2] and added_bgr[0] > added_bgr[2]
+
+
+# --------------------------------------------------------------------------------------------
+# Perturbation sets (docs/BENCHMARK.md §3.7): the 10 stay the default, the extras are separate
+
+
+TEN = ("p_gaussian_noise", "p_shot_noise", "p_gaussian_blur", "p_motion_blur", "p_spatter", "p_brightness",
+       "p_translate", "p_rotate", "p_scale", "p_shear")  # docs/BENCHMARK.md §3.3, in its order
+P_EXTRAS = ("p_zoom_blur", "p_snow", "p_tilt", "p_speckle_noise")
+
+
+def test_perturbation_names_per_set():
+    rafdb = perturbations.perturbation_names("rafdb")
+    assert rafdb == perturbations.perturbation_names() == tuple(PERTURBATIONS)
+    assert rafdb == TEN
+    assert perturbations.perturbation_names("imagenet-extra") == P_EXTRAS
+    assert perturbations.perturbation_names("all") == rafdb + P_EXTRAS
+    assert not set(rafdb) & set(P_EXTRAS)
+    for bad in ("", "face", "RAFDB", "imagenet"):
+        with pytest.raises(ValueError, match="perturbation set"):
+            perturbations.perturbation_names(bad)
+
+
+def test_p_extras_in_registry_through_perturb(face):
+    """Each extra is reachable by name through perturb(): 30 frames of 100 px, frames= gives a
+    prefix; the random ones are seeded; the 10-entry PERTURBATIONS dict is not extended."""
+    registry = perturbations.all_perturbations()
+    assert tuple(registry) == perturbations.perturbation_names("all")
+    assert len(PERTURBATIONS) == 10 and not set(P_EXTRAS) & set(PERTURBATIONS)
+    for name in P_EXTRAS:
+        full = perturb(face, name, np.random.default_rng(5))
+        assert full.shape == (30, 100, 100, 3) and full.dtype == np.uint8
+        assert np.array_equal(perturb(face, name, np.random.default_rng(5), frames=4), full[:4])
+        assert np.array_equal(perturb(face, name, np.random.default_rng(5)), full)
+        assert not np.array_equal(full[29], full[0]) or name == "p_tilt"  # the sequence changes
+    # p_tilt's frame 15 is the untilted face (angle 0): the default ROI of the face itself.
+    assert np.array_equal(perturb(face, "p_tilt", frames=30)[15], face[15:115, 15:115])
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        perturb(face, "p_frost")
