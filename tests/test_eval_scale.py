@@ -229,3 +229,18 @@ def test_mirrored_on_two_logical_cpus_equals_a_plain_run(workspace, tmp_path):
     for a, b in zip(plain["folders"], mirrored["folders"]):
         assert a["accuracy"] == b["accuracy"] and a["confusion"] == b["confusion"]
         assert a["nll"] == pytest.approx(b["nll"], rel=1e-5)
+
+
+def test_perturbation_writer_adapt_bn_is_labelled(workspace, tmp_path):
+    save_model(workspace / "runs" / "bn" / "checkpoint.01.keras", batchnorm=True)
+    out = tmp_path / "adapted.txt"
+    assert in_dir(workspace, eval_perturbed_rafdb.main, "runs/bn/checkpoint.01.keras", "--perturbed",
+                  "perturbed", "--perturbations", "p_rotate", "--adapt", "bn", "--adapt-prior", "8",
+                  "--out", out) == 0
+    meta = out.read_text().split("\n")[1]
+    assert meta.startswith("# labels=soft ") and meta.endswith(" adapted=bn_prior8")
+    blocks = stability.read_predictions(out)
+    assert blocks[0].meta["adapted"] == "bn_prior8"
+    with pytest.raises(UserError, match="--adapt-prior needs --adapt bn"):
+        in_dir(workspace, eval_perturbed_rafdb.main, "runs/bn/checkpoint.01.keras", "--perturbed",
+               "perturbed", "--adapt-prior", "8", "--out", out)
