@@ -1,0 +1,244 @@
+"""Corrupted exports of FER2013/FER+ and of folder datasets: work units and renderers for
+``dataset_writer.export`` (docs/BENCHMARK.md §9.3, §9.9, §10). No TensorFlow, no argument parsing.
+
+Layouts
+-------
+``png`` (FER default): one folder per corruption and severity, one lossless PNG per row::
+
+    <out>/fer2013.<split>.<corruption>.<severity>/<row:05d>.png      48x48 grey
+
+``fer-csv``: the original's line-aligned text files, one per corruption and severity::
+
+    <out>/fer2013.<split>.<corruption>.<severity>.csv
+
+with exactly one line per line of ``fer2013.csv``: the header and the rows of other splits are
+empty lines, the split's rows are ``-1,<2304 space-separated values>``. ``datasets.fer2013``
+reads it as the pixel CSV of the same root (``FerPlus(root, pixels=<file>)``).
+
+Folder datasets: ``<out>/<name>.<split>.<corruption>.<severity>/<path below the split folder>``
+in JPEG (quality 95) or PNG; by default each file keeps its format family (``.jpg``/``.jpeg``
+-> JPEG, anything else -> PNG).
+
+Every split row is exported (FER+ filtering happens when the labels are read, as in the
+original). Each item's generator is ``cli_common.item_rng(seed, kind, corruption, severity,
+<row id or relative path>)``, so the bytes do not depend on the worker count. Grey images stay
+grey (:func:`corrupt_image`); the tables scale with k = H/48 inside ``corruptions`` (k = 1 for FER).
+
+How a script uses it (``ferplus_aug_dataset.py export``, ``rafdb_aug_dataset.py export
+--dataset ferplus|folder``)::
+
+    data = datasets.open_dataset(args)
+    job = fer_export.c_job(data, pairs, split="test", fmt=args.format, seed=args.seed)
+    dataset_writer.export(job.units, job.render, args.out, generator=..., kind=job.kind,
+                          params=job.params, sources=job.sources, source_root=str(data.root), ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from cli_common import UserError, item_rng
+from dataset_writer import WorkUnit
+from datasets.images import encode_image, read_image
+
+FER_C_KIND = "fer-c"
+FOLDER_C_KIND = "folder-c"
+FER_FORMATS = ("png", "fer-csv")
+FOLDER_FORMATS = ("auto", "jpg", "png")
+FER_PREFIX = "fer2013"  # the original's file prefix: the pixels come from fer2013.csv
+
+
+def corrupt_image(image: np.ndarray, name: str, severity: int, rng: np.random.Generator, *,
+                  motion_backend: str = "numpy") -> np.ndarray:
+    """``corruptions.corrupt`` for RGB (H, W, 3) or grey (H, W, 1) uint8; the shape is kept.
+
+    A grey image goes to ``corruptions.corrupt`` as it is when that accepts one channel
+    (docs/BENCHMARK.md §9.9: brightness on the intensity, grey spatter, motion blur fixed).
+    Otherwise (an older ``corruptions``) the plane is copied to three channels and the first
+    channel of the result is kept: exact for every channel-wise corruption, and the noise of the
+    noise corruptions keeps its per-pixel distribution; :func:`grey_mode` says which path runs.
+    """
+    import corruptions
+
+    if image.ndim == 3 and image.shape[2] == 1 and grey_mode() == "rgb-first-channel":
+        rgb = np.repeat(image, 3, axis=2)
+        return np.ascontiguousarray(
+            corruptions.corrupt(rgb, name, severity, rng, motion_backend=motion_backend)[:, :, :1])
+    return corruptions.corrupt(image, name, severity, rng, motion_backend=motion_backend)
+
+
+@functools.lru_cache(maxsize=1)
+def grey_mode() -> str:
+    """``native`` when ``corruptions.corrupt`` accepts (H, W, 1) images, else ``rgb-first-channel``."""
+    import corruptions
+
+    probe = np.full((48, 48, 1), 128, np.uint8)
+    try:
+        result = corruptions.corrupt(probe, "contrast", 1, np.random.default_rng(0))
+    except ValueError:
+        return "rgb-first-channel"
+    return "native" if result.shape == probe.shape else "rgb-first-channel"
+
+
+def c_folder(dataset: str, split: str, name: str, severity: int) -> str:
+    """``<dataset>.<split>.<corruption>.<severity>``, e.g. ``fer2013.PublicTest.spatter.3``."""
+    return f"{dataset}.{split}.{name}.{severity}"
+
+
+@dataclasses.dataclass
+class Job:
+    """Everything ``dataset_writer.export`` needs for one corrupted export."""
+
+    units: list[WorkUnit]
+    render: Callable
+    kind: str
+    params: dict
+    sources: list[str]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# FER2013 / FER+
+
+
+def fer_split_rows(data, split: str) -> np.ndarray:
+    """Every row of ``split`` (by Usage, before any FER+ filtering) that has an image."""
+    if getattr(data, "votes_path", None) is not None:  # ferplus: the votes file's Usage, as the original
+        usage = np.asarray(data.votes.usage)
+    else:
+        usage = np.asarray(data.table.usage)
+    rows = np.flatnonzero((usage == data.split_name(split)) & data.table.present)
+    if not len(rows):
+        raise UserError(f"{data.root}: no {data.split_name(split)} rows to export (the {split} split is empty)")
+    return rows
+
+
+def _fer_image(pixels_path: str, row: int) -> np.ndarray:
+    from datasets.fer2013 import load_pixel_table
+
+    return load_pixel_table(Path(pixels_path)).pixels[row][:, :, None]
+
+
+def render_fer_png(unit: WorkUnit, *, pairs, seed: int, split: str, motion_backend: str) -> list[tuple[str, bytes]]:
+    """All (corruption, severity) PNGs of one FER row (a unit of :func:`c_job` with ``png``)."""
+    pixels_path, row = unit.payload
+    image = _fer_image(pixels_path, row)
+    item = f"{row:05d}"
+    return [(f"{c_folder(FER_PREFIX, split, name, severity)}/{item}.png",
+             encode_image(corrupt_image(image, name, severity, item_rng(seed, FER_C_KIND, name, severity, item),
+                                        motion_backend=motion_backend), "png"))
+            for name, severity in pairs]
+
+
+def fer_csv_line(image: np.ndarray) -> str:
+    """``-1,<2304 values>``: one exported row of the line-aligned CSV (docs/BENCHMARK.md §9.3)."""
+    return "-1," + " ".join(map(str, image.reshape(-1).tolist()))
+
+
+def render_fer_csv(unit: WorkUnit, *, seed: int, split: str, rows: Sequence[int], n_lines: int,
+                   motion_backend: str) -> list[tuple[str, bytes]]:
+    """One line-aligned CSV for one (corruption, severity) (a unit of :func:`c_job` with ``fer-csv``)."""
+    pixels_path, name, severity = unit.payload
+    lines = [""] * n_lines
+    for row in rows:
+        item = f"{row:05d}"
+        image = corrupt_image(_fer_image(pixels_path, row), name, severity,
+                              item_rng(seed, FER_C_KIND, name, severity, item), motion_backend=motion_backend)
+        lines[row + 1] = fer_csv_line(image)
+    return [(unit.outputs[0], ("\n".join(lines) + "\n").encode("ascii"))]
+
+
+def _fer_job(data, pairs, split: str, fmt: str, seed: int, motion_backend: str) -> Job:
+    if fmt not in FER_FORMATS:
+        raise UserError(f"--format {fmt}: FER exports are {' or '.join(FER_FORMATS)}")
+    rows = fer_split_rows(data, split)
+    split_name = data.split_name(split)
+    pixels_path = str(data.pixels_path)
+    params = {"seed": seed, "format": fmt, "motion_backend": motion_backend, "split": split_name,
+              "dataset": data.name, "source_sha256": _sha256(data.pixels_path), "grey": grey_mode()}
+    if fmt == "png":
+        units = [WorkUnit(f"{row:05d}", tuple(f"{c_folder(FER_PREFIX, split_name, n, s)}/{row:05d}.png"
+                                              for n, s in pairs), (pixels_path, int(row)))
+                 for row in rows]
+        render = functools.partial(render_fer_png, pairs=list(pairs), seed=seed, split=split_name,
+                                   motion_backend=motion_backend)
+    else:
+        units = [WorkUnit(f"{c_folder(FER_PREFIX, split_name, n, s)}.csv",
+                          (f"{c_folder(FER_PREFIX, split_name, n, s)}.csv",), (pixels_path, n, s))
+                 for n, s in pairs]
+        render = functools.partial(render_fer_csv, seed=seed, split=split_name, rows=[int(r) for r in rows],
+                                   n_lines=len(data.table) + 1, motion_backend=motion_backend)
+    return Job(units, render, FER_C_KIND, params, [f"{row:05d}" for row in rows])
+
+
+# --------------------------------------------------------------------------------------------
+# Folder datasets
+
+
+def folder_output_name(relative: str, fmt: str) -> tuple[str, str]:
+    """(output path, format) of a source path below the split folder: the format's suffix."""
+    suffix = Path(relative).suffix.lower()
+    if fmt == "auto":
+        fmt = "jpg" if suffix in (".jpg", ".jpeg") else "png"
+    return str(Path(relative).with_suffix("." + fmt).as_posix()), fmt
+
+
+def render_folder(unit: WorkUnit, *, pairs, seed: int, dataset: str, split: str, fmt: str,
+                  motion_backend: str) -> list[tuple[str, bytes]]:
+    """All (corruption, severity) files of one image of a folder dataset."""
+    path, relative = unit.payload
+    image = read_image(path, keep_grey=True)
+    out_name, out_fmt = folder_output_name(relative, fmt)
+    return [(f"{c_folder(dataset, split, name, severity)}/{out_name}",
+             encode_image(corrupt_image(image, name, severity, item_rng(seed, FOLDER_C_KIND, name, severity, relative),
+                                        motion_backend=motion_backend), out_fmt))
+            for name, severity in pairs]
+
+
+def _folder_job(data, pairs, split: str, fmt: str, seed: int, motion_backend: str) -> Job:
+    from datasets.folder import relative_id
+
+    if fmt not in FOLDER_FORMATS:
+        raise UserError(f"--format {fmt}: folder exports are {', '.join(FOLDER_FORMATS)}")
+    labels = data.labels(split)
+    split_name = data.split_name(split)
+    units = []
+    for image_id in labels.names:
+        relative = relative_id(image_id)
+        out_name, _ = folder_output_name(relative, fmt)
+        path = str(data.image_path(image_id))
+        # the unit key is the base name, which must be unique: use the relative path itself
+        units.append(WorkUnit(relative.replace("/", "|"), tuple(
+            f"{c_folder(data.dataset_name, split_name, n, s)}/{out_name}" for n, s in pairs),
+            (path, relative), inputs=(path,)))
+    params = {"seed": seed, "format": fmt, "motion_backend": motion_backend, "split": split_name,
+              "dataset": data.name, "name": data.dataset_name, "grey": grey_mode()}
+    render = functools.partial(render_folder, pairs=list(pairs), seed=seed, dataset=data.dataset_name,
+                               split=split_name, fmt=fmt, motion_backend=motion_backend)
+    return Job(units, render, FOLDER_C_KIND, params, [relative_id(i) for i in labels.names])
+
+
+def c_job(data, pairs: Sequence[tuple[str, int]], *, split: str = "test", fmt: str | None = None,
+          seed: int = 0, motion_backend: str = "numpy") -> Job:
+    """The work of a corrupted export of ``data`` (a ``datasets`` Dataset: ferplus, fer2013 or folder).
+
+    ``fmt``: FER ``png`` (default) or ``fer-csv``; folder ``auto`` (default), ``jpg`` or ``png``.
+    """
+    if data.name in ("ferplus", "fer2013"):
+        return _fer_job(data, pairs, split, fmt or "png", seed, motion_backend)
+    if data.name == "folder":
+        return _folder_job(data, pairs, split, fmt or "auto", seed, motion_backend)
+    raise UserError(f"--dataset {data.name}: use the RAF-DB-C export (dataset_writer.rafdb_c_units)")
