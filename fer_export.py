@@ -242,3 +242,30 @@ def c_job(data, pairs: Sequence[tuple[str, int]], *, split: str = "test", fmt: s
     if data.name == "folder":
         return _folder_job(data, pairs, split, fmt or "auto", seed, motion_backend)
     raise UserError(f"--dataset {data.name}: use the RAF-DB-C export (dataset_writer.rafdb_c_units)")
+
+
+def parse_pairs(corruption_text: str = "all", severity_text: str = "1-5") -> list[tuple[str, int]]:
+    """(corruption, severity) pairs from ``--corruptions all|a,b`` and ``--severities 1-5|1,3``, in
+    registry order (the order of docs/BENCHMARK.md §2.3)."""
+    import corruptions
+
+    valid = list(corruptions.CORRUPTION_NAMES)
+    if corruption_text.strip() == "all":
+        names = valid
+    else:
+        wanted = [part.strip() for part in corruption_text.split(",") if part.strip()]
+        unknown = [name for name in wanted if name not in valid]
+        if not wanted or unknown:
+            raise UserError(f"--corruptions: unknown corruption {(unknown or [''])[0]!r}; valid: {', '.join(valid)}")
+        names = [name for name in valid if name in wanted]
+    severities: set[int] = set()
+    for part in severity_text.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            chosen = range(int(low), int(high or low) + 1)
+        except ValueError:
+            raise UserError(f"--severities: expected integers or ranges like 1,2,3 or 1-5, got {severity_text!r}") from None
+        if not chosen or min(chosen) < 1 or max(chosen) > 5:
+            raise UserError(f"--severities: {part.strip()!r} is not within 1..5")
+        severities.update(chosen)
+    return [(name, severity) for name in names for severity in sorted(severities)]

@@ -91,3 +91,28 @@ def test_grey_adapter_is_exact_for_a_channelwise_corruption():
     rgb = corruptions.corrupt(np.repeat(plane, 3, axis=2), "brightness_plus", 2, np.random.default_rng(0))
     for channel in range(3):  # the three channels agree, so keeping one loses nothing
         np.testing.assert_array_equal(rgb[:, :, channel], grey[:, :, 0])
+
+
+def test_ferplus_aug_dataset_cli(fer_root, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(repo / "ferplus_aug_dataset.py"), *map(str, args)],
+                              capture_output=True, text=True, cwd=repo)
+
+    out = tmp_path / "corrupted_dataset"
+    result = run("export", "--data", fer_root, "--out", out, "--corruptions", "motion_blur", "--severities", "5",
+                 "--format", "fer-csv", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    exported = datasets.get("ferplus", fer_root, pixels=out / "fer2013.PublicTest.motion_blur.5.csv")
+    image = exported.read_image(exported.labels("test").names[0])
+    assert image.shape == (48, 48, 1)  # motion blur on grey stays 48x48 (the original returned 48x3)
+    assert run("verify", "--out", out).returncode == 0
+    bad = run("export", "--data", fer_root, "--out", tmp_path / "x", "--corruptions", "fog")
+    assert bad.returncode == 2 and "unknown corruption 'fog'" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run("export", "--data", tmp_path / "nowhere", "--out", tmp_path / "y")
+    assert bad.returncode == 2 and "folder not found" in bad.stderr
