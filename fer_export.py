@@ -269,3 +269,109 @@ def parse_pairs(corruption_text: str = "all", severity_text: str = "1-5") -> lis
             raise UserError(f"--severities: {part.strip()!r} is not within 1..5")
         severities.update(chosen)
     return [(name, severity) for name in names for severity in sorted(severities)]
+
+
+# --------------------------------------------------------------------------------------------
+# Perturbation sequences from the image itself (docs/BENCHMARK.md §9.9; no landmarks, as §3.6)
+
+FER_P_KIND = "fer-p"
+FOLDER_P_KIND = "folder-p"
+P_SOURCE = "image"  # recorded in the manifest: sequences built from the dataset image, not from landmarks
+
+
+def image_face(image: np.ndarray, pad: str = "reflect101") -> np.ndarray:
+    """The 130 px face of the perturbations from any image: resized to 100x100 (bilinear) if it is
+    not, grey copied to 3 channels, padded by 15 px as ``--source aligned`` does (docs/BENCHMARK.md §3.6)."""
+    import cv2
+
+    import perturbations
+
+    if image.shape[:2] != (perturbations.FRAME_SIZE, perturbations.FRAME_SIZE):
+        size = perturbations.FRAME_SIZE
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, -1)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return perturbations.aligned_source_face(np.ascontiguousarray(image), pad)
+
+
+def image_sequence(image: np.ndarray, name: str, rng: np.random.Generator, *, motion_backend: str = "numpy",
+                   pad: str = "reflect101") -> np.ndarray:
+    """The 30 frames of perturbation ``name`` of ``image``, at the image's own size and channels.
+
+    Frames are made at 100 px (the perturbations' pixel parameters) and resized back to H x W
+    (bilinear); a grey image keeps the first channel (the frames of an R = G = B face).
+    """
+    import cv2
+
+    import perturbations
+
+    frames = perturbations.perturb(image_face(image, pad), name, rng, motion_backend=motion_backend)
+    height, width = image.shape[:2]
+    if (height, width) != frames.shape[1:3]:
+        frames = np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR) for frame in frames])
+    return frames[..., :1] if image.shape[2] == 1 else frames
+
+
+def p_folder(dataset: str, split: str, name: str) -> str:
+    """``<dataset>.<split>.<perturbation>``, e.g. ``fer2013.PublicTest.p_rotate``."""
+    return f"{dataset}.{split}.{name}"
+
+
+def _p_outputs(folder_of, stem: str, names, fmt: str) -> tuple[str, ...]:
+    import perturbations
+
+    return tuple(f"{folder_of(name)}/{stem}_{i:02d}.{fmt}" for name in names for i in range(perturbations.NUM_FRAMES))
+
+
+def render_p(unit: WorkUnit, *, names, seed: int, kind: str, dataset: str, split: str, fmt: str,
+             motion_backend: str, pad: str) -> list[tuple[str, bytes]]:
+    """Every frame of every selected perturbation of one image (FER row or folder file)."""
+    source, stem = unit.payload
+    image = _fer_image(*source) if isinstance(source, tuple) else read_image(source, keep_grey=True)
+    outputs = []
+    for name in names:
+        frames = image_sequence(image, name, item_rng(seed, kind, name, 0, stem), motion_backend=motion_backend,
+                                pad=pad)
+        for index, frame in enumerate(frames):
+            outputs.append((f"{p_folder(dataset, split, name)}/{stem}_{index:02d}.{fmt}", encode_image(frame, fmt)))
+    return outputs
+
+
+def p_job(data, names: Sequence[str], *, split: str = "test", fmt: str | None = None, seed: int = 0,
+          motion_backend: str = "numpy", pad: str = "reflect101") -> Job:
+    """The work of a perturbation export of ``data`` (ferplus, fer2013 or folder): 30 frames per
+    image and perturbation in ``<out>/<dataset>.<split>.<perturbation>/<stem>_<ii>.<fmt>``, where
+    ``stem`` is the FER row (``00042``) or the path below the split folder without its suffix.
+    ``fmt``: ``png`` for FER (default), ``jpg`` (default) or ``png`` for folder datasets."""
+    import perturbations
+
+    unknown = [name for name in names if name not in perturbations.PERTURBATIONS]
+    if unknown or not names:
+        raise UserError(f"--perturbations: unknown perturbation {(unknown or [''])[0]!r}; valid: "
+                        f"{', '.join(perturbations.PERTURBATIONS)}")
+    split_name = data.split_name(split)
+    if data.name in ("ferplus", "fer2013"):
+        fmt, kind, dataset = fmt or "png", FER_P_KIND, FER_PREFIX
+        rows = fer_split_rows(data, split)
+        items = [((str(data.pixels_path), int(row)), f"{row:05d}", ()) for row in rows]
+        extra = {"source_sha256": _sha256(data.pixels_path)}
+    elif data.name == "folder":
+        from datasets.folder import relative_id
+
+        fmt, kind, dataset = fmt or "jpg", FOLDER_P_KIND, data.dataset_name
+        items = []
+        for image_id in data.labels(split).names:
+            path = str(data.image_path(image_id))
+            items.append((path, str(Path(relative_id(image_id)).with_suffix("").as_posix()), (path,)))
+        extra = {"name": data.dataset_name}
+    else:
+        raise UserError(f"--dataset {data.name}: use rafdb_perturb_dataset.py (landmark-aligned sequences)")
+    if fmt not in ("jpg", "png"):
+        raise UserError(f"--format {fmt}: perturbation frames are jpg or png")
+    units = [WorkUnit(stem.replace("/", "|"), _p_outputs(lambda n: p_folder(dataset, split_name, n), stem, names, fmt),
+                      (source, stem), inputs=inputs) for source, stem, inputs in items]
+    params = {"seed": seed, "format": fmt, "motion_backend": motion_backend, "split": split_name,
+              "dataset": data.name, "source": P_SOURCE, "fallback_pad": pad, **extra}
+    render = functools.partial(render_p, names=list(names), seed=seed, kind=kind, dataset=dataset, split=split_name,
+                               fmt=fmt, motion_backend=motion_backend, pad=pad)
+    return Job(units, render, kind, params, [stem for _, stem, _ in items])

@@ -116,3 +116,25 @@ def test_ferplus_aug_dataset_cli(fer_root, tmp_path):
     assert bad.returncode == 2 and "unknown corruption 'fog'" in bad.stderr and "Traceback" not in bad.stderr
     bad = run("export", "--data", tmp_path / "nowhere", "--out", tmp_path / "y")
     assert bad.returncode == 2 and "folder not found" in bad.stderr
+
+
+def test_p_sequences_from_the_image_itself(fer_root, tmp_path):
+    data = datasets.get("ferplus", fer_root)
+    job = fer_export.p_job(data, ["p_translate", "p_gaussian_noise"], seed=2)
+    result = _export(job, tmp_path / "p")
+    rows = fer_export.fer_split_rows(data, "test")
+    assert result.files == len(rows) * 2 * 30
+    manifest = dataset_writer.read_manifest(tmp_path / "p")
+    assert manifest["params"]["source"] == "image" and manifest["kind"] == "fer-p"
+    stem = f"{rows[0]:05d}"
+    folder = tmp_path / "p" / "fer2013.PublicTest.p_translate"
+    frame0 = cv2.imread(str(folder / f"{stem}_15.png"), cv2.IMREAD_UNCHANGED)
+    assert frame0.shape == (48, 48)  # native size, grey
+    # frame 15 of p_translate has the default ROI (x offset 15 of the 15 px padding): the image itself,
+    # 48 -> 100 -> 48 px (bilinear both ways), within rounding
+    clean = data.read_image(stem)[:, :, 0]
+    round_trip = cv2.resize(cv2.resize(clean, (100, 100), interpolation=cv2.INTER_LINEAR), (48, 48),
+                            interpolation=cv2.INTER_LINEAR)
+    assert np.abs(frame0.astype(int) - round_trip).max() <= 1
+    later = cv2.imread(str(folder / f"{stem}_00.png"), cv2.IMREAD_UNCHANGED)
+    assert np.abs(later.astype(int) - frame0).mean() > 1  # the sequence moves
