@@ -375,3 +375,69 @@ def p_job(data, names: Sequence[str], *, split: str = "test", fmt: str | None = 
     render = functools.partial(render_p, names=list(names), seed=seed, kind=kind, dataset=dataset, split=split_name,
                                fmt=fmt, motion_backend=motion_backend, pad=pad)
     return Job(units, render, kind, params, [stem for _, stem, _ in items])
+
+
+# --------------------------------------------------------------------------------------------
+# Reading an export back (the evaluations)
+
+
+@dataclasses.dataclass
+class CorruptedSet:
+    """One corruption and severity of an export, readable by the ids of the clean dataset."""
+
+    corruption: str
+    severity: int
+    path: Path  # the folder, or the fer-csv file
+    data: object  # the clean dataset (a datasets Dataset)
+    fmt: str = "auto"
+
+    @property
+    def name(self) -> str:
+        """``<corruption>.<severity>``: the original's report name of the set."""
+        return f"{self.corruption}.{self.severity}"
+
+    def read(self, image_id: str) -> np.ndarray:
+        """The corrupted image of ``image_id`` (uint8, grey or RGB as exported)."""
+        if self.path.suffix == ".csv":
+            from datasets.fer2013 import load_pixel_table
+
+            table = load_pixel_table(self.path)
+            row = int(image_id)
+            if row >= len(table) or not table.present[row]:
+                raise UserError(f"{self.path}:{row + 2}: no image on this line (row {image_id})")
+            return table.pixels[row][:, :, None]
+        if self.data.name == "folder":
+            from datasets.folder import relative_id
+
+            name, _ = folder_output_name(relative_id(image_id), self.fmt)
+        else:
+            name = f"{image_id}.png"
+        return read_image(self.path / name, keep_grey=True)
+
+
+def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[CorruptedSet]:
+    """Every (corruption, severity) set of ``data``'s ``split`` under ``corrupted``, in the order
+    of docs/BENCHMARK.md §2.3: PNG/JPEG folders or the line-aligned ``.csv`` files of ``--format fer-csv``."""
+    import corruptions
+
+    from dataset_writer import read_manifest
+
+    corrupted = Path(corrupted)
+    if not corrupted.is_dir():
+        raise UserError(f"{corrupted}: corrupted export folder not found")
+    manifest = read_manifest(corrupted) or {}
+    fmt = manifest.get("params", {}).get("format", "auto")
+    prefix = FER_PREFIX if data.name in ("ferplus", "fer2013") else getattr(data, "dataset_name", data.name)
+    split_name = data.split_name(split)
+    sets = []
+    for name in corruptions.CORRUPTION_NAMES:
+        for severity in corruptions.SEVERITIES:
+            base = corrupted / c_folder(prefix, split_name, name, severity)
+            csv_file = base.with_name(base.name + ".csv")
+            if base.is_dir():
+                sets.append(CorruptedSet(name, severity, base, data, fmt))
+            elif csv_file.is_file() and data.name in ("ferplus", "fer2013"):
+                sets.append(CorruptedSet(name, severity, csv_file, data, "fer-csv"))
+    if not sets:
+        raise UserError(f"{corrupted}: no {prefix}.{split_name}.<corruption>.<severity> folders or .csv files")
+    return sets

@@ -138,3 +138,21 @@ def test_p_sequences_from_the_image_itself(fer_root, tmp_path):
     assert np.abs(frame0.astype(int) - round_trip).max() <= 1
     later = cv2.imread(str(folder / f"{stem}_00.png"), cv2.IMREAD_UNCHANGED)
     assert np.abs(later.astype(int) - frame0).mean() > 1  # the sequence moves
+
+
+def test_corrupted_sets_read_both_fer_layouts_by_id(fer_root, tmp_path):
+    data = datasets.get("ferplus", fer_root)
+    _export(fer_export.c_job(data, PAIRS, seed=4), tmp_path / "png")
+    _export(fer_export.c_job(data, PAIRS, fmt="fer-csv", seed=4), tmp_path / "csv")
+    png_sets = fer_export.corrupted_sets(data, tmp_path / "png")
+    csv_sets = fer_export.corrupted_sets(data, tmp_path / "csv")
+    # registry order of docs/BENCHMARK.md §2.3: gaussian_noise comes before brightness_plus
+    assert [s.name for s in png_sets] == [s.name for s in csv_sets] == ["gaussian_noise.2", "brightness_plus.3"]
+    assert csv_sets[0].path.name == "fer2013.PublicTest.gaussian_noise.2.csv"
+    for name in data.labels("test").names:
+        png = cv2.imread(str(tmp_path / "png" / "fer2013.PublicTest.brightness_plus.3" / f"{name}.png"),
+                         cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(png_sets[1].read(name)[:, :, 0], png)
+        np.testing.assert_array_equal(csv_sets[1].read(name)[:, :, 0], png)
+    with pytest.raises(Exception, match="no fer2013.PublicTest"):
+        fer_export.corrupted_sets(data, tmp_path)
