@@ -25,6 +25,7 @@ import collections
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -89,6 +90,12 @@ class PixelTable:
     def line(self, row: int) -> int:
         """1-based line number of data row ``row`` in the file."""
         return row + 2
+
+    @functools.cached_property
+    def constant(self) -> np.ndarray:
+        """bool (N,): rows whose pixels are all equal (kept with a warning, docs/BENCHMARK.md §1.6)."""
+        flat = self.pixels.reshape(len(self.pixels), -1)
+        return flat.min(axis=1) == flat.max(axis=1)
 
 
 def _count_lines(path: Path) -> int:
@@ -390,10 +397,10 @@ class _Fer(Dataset):
             raise UserError(f"{self.pixels_path}:{table.line(int(absent[0]))}: empty line, but the row belongs "
                             f"to the {self.split_name(split)} split"
                             + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""))
-        constant = [int(r) for r in rows if table.present[r] and table.pixels[r].min() == table.pixels[r].max()]
-        if constant:
+        constant = rows[table.present[rows] & table.constant[rows]]
+        if len(constant):
             LOG.warning("%s: %d constant image(s) in %s kept (first on line %d; docs/BENCHMARK.md §1.6)",
-                        self.pixels_path, len(constant), self.split_name(split), table.line(constant[0]))
+                        self.pixels_path, len(constant), self.split_name(split), table.line(int(constant[0])))
         return rows[table.present[rows]], len(absent)
 
     def _empty(self, split: str, where: Path) -> UserError:

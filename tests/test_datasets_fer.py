@@ -207,3 +207,16 @@ def test_odd_whitespace_is_accepted_and_workers_do_not_change_the_result(tmp_pat
     expected = np.array([[(r + k) % 256 for k in range(2304)] for r in range(600)], np.uint8)
     np.testing.assert_array_equal(one.pixels.reshape(600, 2304), expected)
     np.testing.assert_array_equal(three.pixels, one.pixels)
+
+
+def test_constant_images_are_kept_with_a_warning(tmp_path, caplog):
+    rows = [(0, "PublicTest"), (1, "PublicTest")]
+    _write_pair(tmp_path, rows)
+    path = tmp_path / "fer2013.csv"
+    lines = path.read_text().splitlines()
+    lines[2] = "1," + " ".join(["77"] * 2304) + ",PublicTest"
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING"):
+        test = datasets.get("fer2013", tmp_path).labels("test")
+    assert test.names == ["00000", "00001"]
+    assert "1 constant image(s) in PublicTest kept (first on line 3" in caplog.text

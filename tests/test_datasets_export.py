@@ -1,0 +1,158 @@
+"""FER and folder corrupted exports (fer_export.py through dataset_writer.export, docs/BENCHMARK.md §9.3, §10)."""
+
+import cv2
+import numpy as np
+import pytest
+
+import dataset_writer
+import datasets
+import fer_export
+import synthetic_faces
+
+PAIRS = [("gaussian_noise", 2), ("brightness_plus", 3)]
+
+
+@pytest.fixture(scope="module")
+def fer_root(tmp_path_factory):
+    return synthetic_faces.write_fer_sample(tmp_path_factory.mktemp("fer") / "FERPlus", 12, 6, 5, seed=7)
+
+
+def _export(job, out, workers=1):
+    return dataset_writer.export(job.units, job.render, out, generator="test", kind=job.kind, params=job.params,
+                                 sources=job.sources, workers=workers, progress=False)
+
+
+def test_fer_png_layout_grey_and_worker_independent(fer_root, tmp_path):
+    data = datasets.get("ferplus", fer_root)
+    job = fer_export.c_job(data, PAIRS, split="test", seed=1)
+    one = _export(job, tmp_path / "one", workers=1)
+    _export(fer_export.c_job(data, PAIRS, split="test", seed=1), tmp_path / "two", workers=2)
+    public = [r for r, line in enumerate((fer_root / "fer2013new.csv").read_text().splitlines()[1:])
+              if line.startswith("PublicTest,")]
+    assert len(public) == 6 and one.files == 12  # every PublicTest row, before the FER+ filter
+    folder = tmp_path / "one" / "fer2013.PublicTest.gaussian_noise.2"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{r:05d}.png" for r in public]
+    written = cv2.imread(str(folder / f"{public[0]:05d}.png"), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (48, 48) and written.dtype == np.uint8  # grey stays grey
+    clean = data.read_image(f"{public[0]:05d}")[:, :, 0]
+    assert np.abs(written.astype(int) - clean).mean() > 2  # corrupted
+    for path in (tmp_path / "one").rglob("*.png"):
+        assert path.read_bytes() == (tmp_path / "two" / path.relative_to(tmp_path / "one")).read_bytes()
+
+
+def test_fer_csv_is_line_aligned_and_read_back(fer_root, tmp_path):
+    data = datasets.get("ferplus", fer_root)
+    _export(fer_export.c_job(data, PAIRS, split="test", fmt="fer-csv", seed=1), tmp_path / "csv")
+    _export(fer_export.c_job(data, PAIRS, split="test", seed=1), tmp_path / "png")
+    source_lines = (fer_root / "fer2013.csv").read_text().splitlines()
+    csv_file = tmp_path / "csv" / "fer2013.PublicTest.gaussian_noise.2.csv"
+    lines = csv_file.read_text().split("\n")
+    assert lines[-1] == "" and len(lines) - 1 == len(source_lines)  # one line per source line
+    for source, line in zip(source_lines, lines):
+        if source.endswith(",PublicTest"):
+            emotion, pixels = line.split(",")
+            assert emotion == "-1" and len(pixels.split(" ")) == 2304
+        else:
+            assert line == ""  # the header and the other splits
+    again = datasets.get("ferplus", fer_root, pixels=csv_file)
+    test = again.labels("test")
+    assert test.names == data.labels("test").names
+    for name in test.names:  # the two layouts hold the same pixels
+        png = cv2.imread(str(tmp_path / "png" / "fer2013.PublicTest.gaussian_noise.2" / f"{name}.png"),
+                         cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(again.read_image(name)[:, :, 0], png)
+
+
+def test_folder_export_keeps_paths_formats_and_grey(tmp_path):
+    root = tmp_path / "faces"
+    for path, grey in (("test/happy/a.jpg", False), ("test/sad/sub/b.png", True)):
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        face = synthetic_faces.sample_face(seed=3, expression=3)
+        cv2.imwrite(str(target), cv2.cvtColor(face, cv2.COLOR_RGB2GRAY) if grey else face[:, :, ::-1])
+    data = datasets.get("folder", root)
+    result = _export(fer_export.c_job(data, PAIRS, split="test", seed=0), tmp_path / "out")
+    assert result.files == 4
+    out = tmp_path / "out" / "faces.test.brightness_plus.3"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["happy/a.jpg", "sad/sub/b.png"]
+    assert cv2.imread(str(out / "sad/sub/b.png"), cv2.IMREAD_UNCHANGED).shape == (100, 100)
+    assert cv2.imread(str(out / "happy/a.jpg"), cv2.IMREAD_UNCHANGED).shape == (100, 100, 3)
+    manifest = dataset_writer.read_manifest(tmp_path / "out")
+    assert manifest["kind"] == "folder-c" and manifest["params"]["name"] == "faces"
+
+
+def test_grey_adapter_is_exact_for_a_channelwise_corruption():
+    """brightness on R = G = B adds the same amount to every channel: the first channel is the grey result."""
+    plane = np.tile(np.arange(40, 200, 2.5).astype(np.uint8), (64, 1))[:, :, None]
+    rng = np.random.default_rng(0)
+    grey = fer_export.corrupt_image(plane, "brightness_plus", 2, rng)
+    assert grey.shape == plane.shape
+    import corruptions
+    rgb = corruptions.corrupt(np.repeat(plane, 3, axis=2), "brightness_plus", 2, np.random.default_rng(0))
+    for channel in range(3):  # the three channels agree, so keeping one loses nothing
+        np.testing.assert_array_equal(rgb[:, :, channel], grey[:, :, 0])
+
+
+def test_ferplus_aug_dataset_cli(fer_root, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(repo / "ferplus_aug_dataset.py"), *map(str, args)],
+                              capture_output=True, text=True, cwd=repo)
+
+    out = tmp_path / "corrupted_dataset"
+    result = run("export", "--data", fer_root, "--out", out, "--corruptions", "motion_blur", "--severities", "5",
+                 "--format", "fer-csv", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    exported = datasets.get("ferplus", fer_root, pixels=out / "fer2013.PublicTest.motion_blur.5.csv")
+    image = exported.read_image(exported.labels("test").names[0])
+    assert image.shape == (48, 48, 1)  # motion blur on grey stays 48x48 (the original returned 48x3)
+    assert run("verify", "--out", out).returncode == 0
+    bad = run("export", "--data", fer_root, "--out", tmp_path / "x", "--corruptions", "fog")
+    assert bad.returncode == 2 and "unknown corruption 'fog'" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run("export", "--data", tmp_path / "nowhere", "--out", tmp_path / "y")
+    assert bad.returncode == 2 and "folder not found" in bad.stderr
+
+
+def test_p_sequences_from_the_image_itself(fer_root, tmp_path):
+    data = datasets.get("ferplus", fer_root)
+    job = fer_export.p_job(data, ["p_translate", "p_gaussian_noise"], seed=2)
+    result = _export(job, tmp_path / "p")
+    rows = fer_export.fer_split_rows(data, "test")
+    assert result.files == len(rows) * 2 * 30
+    manifest = dataset_writer.read_manifest(tmp_path / "p")
+    assert manifest["params"]["source"] == "image" and manifest["kind"] == "fer-p"
+    stem = f"{rows[0]:05d}"
+    folder = tmp_path / "p" / "fer2013.PublicTest.p_translate"
+    frame0 = cv2.imread(str(folder / f"{stem}_15.png"), cv2.IMREAD_UNCHANGED)
+    assert frame0.shape == (48, 48)  # native size, grey
+    # frame 15 of p_translate has the default ROI (x offset 15 of the 15 px padding): the image itself,
+    # 48 -> 100 -> 48 px (bilinear both ways), within rounding
+    clean = data.read_image(stem)[:, :, 0]
+    round_trip = cv2.resize(cv2.resize(clean, (100, 100), interpolation=cv2.INTER_LINEAR), (48, 48),
+                            interpolation=cv2.INTER_LINEAR)
+    assert np.abs(frame0.astype(int) - round_trip).max() <= 1
+    later = cv2.imread(str(folder / f"{stem}_00.png"), cv2.IMREAD_UNCHANGED)
+    assert np.abs(later.astype(int) - frame0).mean() > 1  # the sequence moves
+
+
+def test_corrupted_sets_read_both_fer_layouts_by_id(fer_root, tmp_path):
+    data = datasets.get("ferplus", fer_root)
+    _export(fer_export.c_job(data, PAIRS, seed=4), tmp_path / "png")
+    _export(fer_export.c_job(data, PAIRS, fmt="fer-csv", seed=4), tmp_path / "csv")
+    png_sets = fer_export.corrupted_sets(data, tmp_path / "png")
+    csv_sets = fer_export.corrupted_sets(data, tmp_path / "csv")
+    # registry order of docs/BENCHMARK.md §2.3: gaussian_noise comes before brightness_plus
+    assert [s.name for s in png_sets] == [s.name for s in csv_sets] == ["gaussian_noise.2", "brightness_plus.3"]
+    assert csv_sets[0].path.name == "fer2013.PublicTest.gaussian_noise.2.csv"
+    for name in data.labels("test").names:
+        png = cv2.imread(str(tmp_path / "png" / "fer2013.PublicTest.brightness_plus.3" / f"{name}.png"),
+                         cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(png_sets[1].read(name)[:, :, 0], png)
+        np.testing.assert_array_equal(csv_sets[1].read(name)[:, :, 0], png)
+    with pytest.raises(Exception, match="no fer2013.PublicTest"):
+        fer_export.corrupted_sets(data, tmp_path)
