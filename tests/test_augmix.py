@@ -281,3 +281,194 @@ def test_train_transform_augmix_is_picklable_and_seeded():
     assert a.shape == image.shape and not np.array_equal(a, image)
     views = pickle.loads(pickle.dumps(aug.AugMixViews(width=2)))
     assert views.width == 2
+
+
+# --------------------------------------------------------------------------------------------
+# The JSD loss and the training step (robust_training.py)
+
+PROBS = np.array([
+    [[0.7, 0.2, 0.1, 0.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25, 0.0, 0.0, 0.0]],
+    [[0.5, 0.3, 0.2, 0.0, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4, 0.0, 0.0, 0.0]],
+    [[0.2, 0.2, 0.6, 0.0, 0.0, 0.0, 0.0], [0.4, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]],
+])  # (view, row, class)
+
+
+def jsd_reference(p1, p2, p3):
+    """Generalised Jensen–Shannon divergence as an entropy difference: H(M) - mean_i H(p_i)."""
+    from scipy.stats import entropy
+
+    rows = [entropy((a + b + c) / 3) - (entropy(a) + entropy(b) + entropy(c)) / 3 for a, b, c in zip(p1, p2, p3)]
+    return float(np.mean(rows))
+
+
+def test_jsd_loss_matches_the_entropy_form():
+    import robust_training as rt
+
+    value = float(rt.jsd_loss(*[p.astype(np.float32) for p in PROBS]))
+    assert value == pytest.approx(jsd_reference(*PROBS), rel=1e-5)
+    # by hand for the first row, natural logs: M = (.4667, .2333, .3, 0, ...)
+    m = np.array([1.4, 0.7, 0.9]) / 3
+    p = PROBS[:, 0, :3]
+    by_hand = np.mean([np.sum(q[q > 0] * np.log(q[q > 0] / m[q > 0])) for q in p])
+    assert float(rt.jsd_loss(*[q[None].astype(np.float32) for q in PROBS[:, 0]])) == pytest.approx(by_hand, rel=1e-5)
+    same = PROBS[0].astype(np.float32)
+    assert float(rt.jsd_loss(same, same, same)) == pytest.approx(0.0, abs=1e-7)
+
+
+def tiny_model(seed=0, size=8):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(7, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs)
+
+
+def tiny_batch(n=16, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    views = rng.uniform(0, 255, (n, 3, size, size, 3)).astype(np.float32)
+    labels = np.eye(7, dtype=np.float32)[rng.integers(0, 7, n)]
+    return views, labels
+
+
+def compiled(model, lr=0.05, momentum=0.9):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.SGD(lr, momentum=momentum), loss="categorical_crossentropy",
+                  metrics=["categorical_accuracy"])
+    return model
+
+
+def test_train_step_loss_is_ce_plus_12_jsd_and_decreases():
+    import robust_training as rt
+
+    views, labels = tiny_batch()
+    model = compiled(tiny_model())
+    p = [model.predict(views[:, i], verbose=0).astype(np.float64) for i in range(3)]
+    ce = float(np.mean(-np.sum(labels * np.log(p[0]), axis=1)))
+    expected = ce + 12 * jsd_reference(*p)
+    trainer = rt.wrap_for_jsd(model)
+    history = trainer.fit(views, labels, batch_size=16, epochs=6, verbose=0, shuffle=False).history
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-4)  # loss of the first step, before the update
+    assert history["loss"][0] == pytest.approx(history["ce"][0] + 12 * history["jsd"][0], rel=1e-5)
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    logs = trainer.evaluate(views[:, 0], labels, verbose=0, return_dict=True)
+    assert "jsd" not in logs and "ce" not in logs
+
+
+def test_checkpoint_is_the_functional_model_with_the_optimizer(tmp_path):
+    import h5py
+    import keras
+
+    import models  # noqa: F401  (registers the project's layers, as the evaluations do)
+    import robust_training as rt
+
+    views, labels = tiny_batch()
+    model = compiled(tiny_model())
+    trainer = rt.wrap_for_jsd(model)
+    trainer.fit(views, labels, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    path = tmp_path / "checkpoint.01.hdf5"
+    trainer.save(path)
+    loaded = keras.models.load_model(path, compile=False)
+    assert type(loaded).__name__ == "Functional"
+    np.testing.assert_allclose(loaded.predict(views[:, 0], verbose=0), model.predict(views[:, 0], verbose=0),
+                               atol=1e-6)
+    # the momentum the wrapper trained is in the file (resume restores it from there)
+    with h5py.File(path, "r") as handle:
+        group = handle["optimizer_weights"]
+        saved = {n.decode() if isinstance(n, bytes) else n: np.asarray(group[n]) for n in group.attrs["weight_names"]}
+    momenta = [v for v in model.optimizer.variables if "momentum" in v.path]
+    assert momenta and any(np.abs(v.numpy()).max() > 0 for v in momenta)
+    for variable in momenta:
+        matches = [value for name, value in saved.items() if name.endswith(variable.path)]
+        assert len(matches) == 1
+        np.testing.assert_array_equal(matches[0], variable.numpy())
+
+
+def test_mixed_precision_step():
+    import keras
+
+    import robust_training as rt
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = compiled(tiny_model())
+        trainer = rt.wrap_for_jsd(model)
+        assert type(trainer.optimizer).__name__ == "LossScaleOptimizer"
+        assert trainer.optimizer is model.optimizer
+        views, labels = tiny_batch()
+        history = trainer.fit(views, labels, batch_size=16, epochs=4, verbose=0, shuffle=False).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.all(np.isfinite(history["loss"]))
+    assert history["loss"][-1] < history["loss"][0]
+
+
+MIRRORED_CODE = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+sys.path.insert(0, {repo!r})
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+import robust_training as rt
+from tests.test_augmix import compiled, tiny_batch, tiny_model
+views, labels = tiny_batch(16)
+weights = []
+for strategy in (None, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+    scope = strategy.scope() if strategy else tf.distribute.get_strategy().scope()
+    with scope:
+        model = compiled(tiny_model(seed=1))
+        trainer = rt.wrap_for_jsd(model)
+    data = tf.data.Dataset.from_tensor_slices((views, labels)).batch(8)
+    history = trainer.fit(data, epochs=2, verbose=0)
+    weights.append(np.concatenate([w.ravel() for w in model.get_weights()]))
+    print("loss", history.history["loss"][-1])
+print("maxdiff", float(np.abs(weights[0] - weights[1]).max()), float(np.abs(weights[0]).max()))
+"""
+
+
+def test_mirrored_on_two_cpu_devices_matches_one_device():
+    result = subprocess.run([sys.executable, "-c", MIRRORED_CODE.format(repo=str(REPO))], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = [float(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("loss")]
+    maxdiff, scale = [float(v) for v in result.stdout.split("maxdiff")[1].split()]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert maxdiff < 1e-5 * max(1.0, scale)  # same gradients: the per-replica loss is scaled by 1/2
+
+
+def test_views_dataset_yields_three_seeded_views(tmp_path):
+    import cv2
+
+    import robust_training as rt
+
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(path), colourful(20, 20, seed=i)[:, :, ::-1])
+        paths.append(path)
+    labels = np.eye(7, dtype=np.float32)[[0, 1, 2, 3, 4]]
+    views = aug.AugMixViews()
+
+    def run(parallel):
+        ds = rt.make_views_dataset(paths, labels, image_size=(16, 16), views=views, batch_size=2, seed=7,
+                                   num_parallel_calls=parallel)
+        return [(x.numpy(), y.numpy()) for x, y in ds]
+
+    one, many = run(1), run(4)
+    assert [x.shape for x, _ in one] == [(2, 3, 16, 16, 3), (2, 3, 16, 16, 3), (1, 3, 16, 16, 3)]
+    for (xa, ya), (xb, yb) in zip(one, many):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    # each element: the clean view is the resized (maybe flipped) image; the AugMix views differ from it
+    x = np.concatenate([x for x, _ in one])
+    y = np.concatenate([y for _, y in one])
+    for row, label in zip(x, y):
+        source = colourful(20, 20, seed=int(np.argmax(label)))
+        resized = cv2.resize(source, (16, 16), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        assert np.array_equal(row[0], resized) or np.array_equal(row[0], resized[:, ::-1])
+        assert not np.array_equal(row[1], row[0]) and not np.array_equal(row[1], row[2])
