@@ -1,4 +1,4 @@
-"""Tests of train_fer.py: schedule, run naming, checkpoints, resume, seeds, mirrored training, errors.
+"""Tests of train_fer.py and training.py: schedule, run naming, checkpoints, resume, seeds, mirrored training, errors.
 
 Tiny runs: the small CNN at 64 px on the session's synthetic sample tree, 1-2 epochs.
 """
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import train_fer
+import training
 from cli_common import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ TINY = ["--net", "smallcnn", "--input-size", "64", "--batch", "8", "--momentum",
 
 
 def read_log(run_dir):
-    with open(run_dir / train_fer.LOG_FILE, newline="") as handle:
+    with open(run_dir / training.LOG_FILE, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -39,27 +40,27 @@ def run_train(tree, run_dir, *extra):
 @pytest.mark.parametrize("epoch,expected", [(0, 0.002), (39, 0.002), (40, 0.001), (80, 5e-4), (119, 5e-4),
                                             (120, 2.5e-4), (160, 1.25e-4), (200, 6.25e-5), (219, 6.25e-5)])
 def test_lr_schedule_matches_spec_table(epoch, expected):
-    assert train_fer.learning_rate(epoch, *train_fer.parse_lr(train_fer.DEFAULT_LR)) == pytest.approx(expected)
+    assert training.learning_rate(epoch, *training.parse_lr(training.DEFAULT_LR)) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("text,expected", [("0.002:0.5:40", (0.002, 0.5, 40)), ("0.1", (0.1, 0.5, 40)),
                                            ("1e-3:0.1", (0.001, 0.1, 40)), ("0.05:0.5:8", (0.05, 0.5, 8))])
 def test_parse_lr(text, expected):
-    assert train_fer.parse_lr(text) == pytest.approx(expected)
+    assert training.parse_lr(text) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("text", ["", "fast", "0.1:x", "0.1:0.5:2.5", "-1", "0:0.5:40", "0.1:0.5:0", "1:2:3:4", "nan"])
 def test_bad_lr_names_flag_and_form(text):
     with pytest.raises(UserError, match=r"--lr .*init\[:factor\[:every\]\]"):
-        train_fer.parse_lr(text)
+        training.parse_lr(text)
 
 
 def test_run_dir_name_from_argstring():
     now = datetime.datetime(2022, 4, 9, 10, 15, 0)
-    assert train_fer.run_dir_name(["--net", "senet50", "--lpf", "3"], now) == "_netsenet50_lpf3_20220409_101500"
-    assert train_fer.run_dir_name(["--lr=0.002:0.5:40", "--cutout"], now, cutout=True) == \
+    assert training.run_dir_name(["--net", "senet50", "--lpf", "3"], now) == "_netsenet50_lpf3_20220409_101500"
+    assert training.run_dir_name(["--lr=0.002:0.5:40", "--cutout"], now, cutout=True) == \
         "_lr0.002_0.5_40_cutout_20220409_101500_cutout"
-    assert "/" not in train_fer.run_dir_name(["--rafdb", "data/RAF-DB"], now)
+    assert "/" not in training.run_dir_name(["--rafdb", "data/RAF-DB"], now)
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,27 +90,85 @@ def test_training_lowers_loss_and_writes_run_dir(two_epochs, sample_tree, capsys
 
     train = rafdb_dataset.load_labels(sample_tree, "train", "soft")
     expected = sum(round(0.1 * n) for n in np.bincount(train.classes, minlength=7))
-    held = (two_epochs / train_fer.VALIDATION_NAMES).read_text().split()
+    held = (two_epochs / training.VALIDATION_NAMES).read_text().split()
     assert len(held) == expected and set(held) <= set(train.names)
     test = rafdb_dataset.load_labels(sample_tree, "test", "soft")
     result = json.loads((two_epochs / "results.json").read_text())
-    assert result["n"] == len(test) and result["labels"] == "soft" and 0 <= result["accuracy"] <= 1
+    assert result["n"] == len(test) and result["labels"] == "soft"
+    best = training.load_checkpoint(two_epochs / result["checkpoint"], compile=False)
+    correct = int(np.sum(independent_predictions(best, sample_tree, test.names) == test.classes))
+    assert result["correct"] == correct and result["accuracy"] == pytest.approx(correct / len(test))
     assert config["test"]["accuracy"] == result["accuracy"]
 
 
-def test_checkpoints_one_based_on_strict_improvement(two_epochs):
-    rows = read_log(two_epochs)
-    expected, best = [], -1.0
-    for row in rows:
-        value = float(row["val_categorical_accuracy"])
-        if value > best:
-            expected.append(f"checkpoint.{int(row['epoch']) + 1:02d}.hdf5")
-            best = value
-    found = sorted(path.name for path in two_epochs.glob("checkpoint.*.hdf5"))
-    assert found == expected
-    assert (two_epochs / train_fer.LAST_CHECKPOINT).is_file()
-    state = json.loads((two_epochs / train_fer.STATE_FILE).read_text())
-    assert state["completed_epochs"] == 2 and state["best"] == pytest.approx(best)
+def independent_predictions(model, tree, names, size=64):
+    """Class predictions read with OpenCV directly (RGB, exact 100 px frame, bilinear resize)."""
+    import cv2
+
+    images = []
+    for name in names:
+        bgr = cv2.imread(str(Path(tree) / "basic" / "Image" / "aligned" / (Path(name).stem + "_aligned.jpg")))
+        assert bgr is not None, name
+        images.append(cv2.resize(bgr[:, :, ::-1], (size, size), interpolation=cv2.INTER_LINEAR))
+    return np.argmax(model.predict(np.asarray(images, dtype="float32"), verbose=0), axis=1)
+
+
+def test_checkpoint_selection_on_a_scripted_accuracy_sequence(tmp_path):
+    """val accuracy 0.3, 0.5, 0.5, 0.4, 0.7 -> checkpoints of epochs 1, 2 and 5 (1-based, strict >)."""
+    class Model:
+        saved = []
+
+        def save(self, path):
+            Path(path).write_bytes(b"model")
+            self.saved.append(Path(path).name)
+
+    class Args:
+        lr_schedule, bn_recalibrate = (0.1, 0.5, 40), 0
+
+    state = {"best": None, "best_epoch": None, "completed_epochs": 0}
+    checkpoint = training.make_callbacks(Args(), tmp_path, state)[-1]
+    checkpoint.set_model(Model())
+    for epoch, value in enumerate([0.3, 0.5, 0.5, 0.4, 0.7]):
+        checkpoint.on_epoch_end(epoch, {"val_categorical_accuracy": value})
+    assert sorted(p.name for p in tmp_path.glob("checkpoint.*.hdf5")) == [
+        "checkpoint.01.hdf5", "checkpoint.02.hdf5", "checkpoint.05.hdf5"]
+    assert (tmp_path / "checkpoint_last.hdf5").is_file() and not list(tmp_path.glob(".*tmp*"))
+    assert state == {"best": 0.7, "best_epoch": 5, "completed_epochs": 5}
+    assert json.loads((tmp_path / "train_state.json").read_text()) == state
+
+
+def test_saved_checkpoints_hold_strictly_improving_validation_accuracy(two_epochs, sample_tree):
+    """Each checkpoint.EE.hdf5, re-evaluated on the held-out images, beats the ones before it."""
+    held = (two_epochs / training.VALIDATION_NAMES).read_text().split()
+    import rafdb_dataset
+
+    train = rafdb_dataset.load_labels(sample_tree, "train", "soft")
+    truth = dict(zip(train.names, train.classes))
+    expected = np.array([truth[name] for name in held])
+    found = sorted(two_epochs.glob("checkpoint.*.hdf5"))
+    assert found and found[0].name in ("checkpoint.01.hdf5", "checkpoint.02.hdf5")
+    accuracies = []
+    for path in found:
+        model = training.load_checkpoint(path, compile=False)
+        accuracies.append(np.mean(independent_predictions(model, sample_tree, held) == expected))
+    assert all(b > a for a, b in zip(accuracies, accuracies[1:]))
+    # a checkpoint is missing only for an epoch that did not improve on the best before it
+    last = training.load_checkpoint(two_epochs / training.LAST_CHECKPOINT, compile=False)
+    last_accuracy = np.mean(independent_predictions(last, sample_tree, held) == expected)
+    if not (two_epochs / "checkpoint.02.hdf5").is_file():
+        assert last_accuracy <= accuracies[-1]
+    state = json.loads((two_epochs / training.STATE_FILE).read_text())
+    assert state["completed_epochs"] == 2 and state["best"] == pytest.approx(accuracies[-1], abs=1e-6)
+
+
+def test_csv_log_rows_are_written_through_a_rename(tmp_path):
+    path = tmp_path / training.LOG_FILE
+    training.append_log_row(path, 0, {"loss": 1.5, "val_loss": 2.0, "learning_rate": np.float32(0.02)})
+    inode = path.stat().st_ino
+    training.append_log_row(path, 1, {"val_loss": 1.0, "loss": 1.25, "learning_rate": 0.01})
+    assert path.stat().st_ino != inode  # replaced, not appended in place
+    assert path.read_text() == "epoch,learning_rate,loss,val_loss\n0,0.02,1.5,2.0\n1,0.01,1.25,1.0\n"
+    assert [p.name for p in tmp_path.iterdir()] == [training.LOG_FILE]
 
 
 def test_mode_test_reports_results_accuracy(two_epochs, sample_tree, capsys):
@@ -134,9 +193,9 @@ def test_saved_hdf5_reloads_and_predicts_identically(tmp_path):
     y = np.eye(7, dtype="float32")[rng.integers(0, 7, 8)]
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     path = tmp_path / "checkpoint.01.hdf5"
-    train_fer.save_model_atomically(model, path)
+    training.save_model_atomically(model, path)
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.01.hdf5"]  # no temporary left behind
-    loaded = train_fer.load_checkpoint(path)
+    loaded = training.load_checkpoint(path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     assert int(loaded.optimizer.iterations.numpy()) == 2
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
@@ -145,7 +204,7 @@ def test_saved_hdf5_reloads_and_predicts_identically(tmp_path):
 
 def test_resume_continues_at_right_epoch_with_optimizer_state(two_epochs, sample_tree, tmp_path):
     run_dir = run_train(sample_tree, tmp_path / "resumed", "--epochs", "1", "--lr", "0.02:0.5:1")
-    first = train_fer.load_checkpoint(run_dir / train_fer.LAST_CHECKPOINT)
+    first = training.load_checkpoint(run_dir / training.LAST_CHECKPOINT)
     steps = int(first.optimizer.iterations.numpy())
     momentum = [np.asarray(v) for v in first.optimizer.variables if "momentum" in v.path]
     assert steps > 0 and momentum and any(np.abs(m).sum() > 0 for m in momentum)
@@ -159,10 +218,10 @@ def test_resume_continues_at_right_epoch_with_optimizer_state(two_epochs, sample
     continuous_rows = read_log(two_epochs)
     for key in ("loss", "val_loss", "val_categorical_accuracy"):
         assert float(rows[1][key]) == pytest.approx(float(continuous_rows[1][key]), rel=1e-4, abs=1e-6), key
-    resumed = train_fer.load_checkpoint(run_dir / train_fer.LAST_CHECKPOINT)
-    continuous = train_fer.load_checkpoint(two_epochs / train_fer.LAST_CHECKPOINT)
+    resumed = training.load_checkpoint(run_dir / training.LAST_CHECKPOINT)
+    continuous = training.load_checkpoint(two_epochs / training.LAST_CHECKPOINT)
     assert int(resumed.optimizer.iterations.numpy()) == 2 * steps == int(continuous.optimizer.iterations.numpy())
-    assert json.loads((run_dir / train_fer.STATE_FILE).read_text())["completed_epochs"] == 2
+    assert json.loads((run_dir / training.STATE_FILE).read_text())["completed_epochs"] == 2
     assert json.loads((run_dir / "run.json").read_text())["resumed"][0]["from_epoch"] == 1
 
 
@@ -178,6 +237,8 @@ def test_bad_inputs_raise_clear_user_errors(sample_tree, tmp_path, capsys):
         train_fer.main(base + ["--pretraining", str(tmp_path / "missing.h5")])
     with pytest.raises(UserError, match=r"--pretraining vggface2: .*nothing is downloaded"):
         train_fer.main(base + ["--pretraining", "vggface2"])
+    with pytest.raises(UserError, match=r"--pretraining vggface: .*rcmalli_vggface_tf_notop_senet50\.h5"):
+        train_fer.main(base[:2] + ["--net", "senet50", "--epochs", "1", "--pretraining", "vggface"])
     with pytest.raises(UserError, match=r"--bn-recalibrate -1: expected an integer >= 0"):
         train_fer.main(base + ["--bn-recalibrate", "-1"])
     with pytest.raises(UserError, match=r"--bn-recalibrate 8: not supported with --distribute mirrored"):
@@ -266,34 +327,34 @@ def test_resume_settings_from_an_older_run_json_with_argv_only(tmp_path, sample_
                                                             "--input-size", "64", "--lr", "0.05:0.5:8",
                                                             "--epochs", "12", "--momentum"]}))
     args = train_fer.parse_args(["--resume", "--dir", str(tmp_path), "--workers", "1"])
-    train_fer.apply_run_args(args, tmp_path)
+    training.apply_run_args(args, tmp_path, train_fer.build_parser().parse_args)
     assert (args.net, args.input_size, args.lr, args.epochs, args.momentum) == ("smallcnn", 64, "0.05:0.5:8", 12, True)
     assert args.lr_schedule == (0.05, 0.5, 8) and args.workers == 1 and args.batch == 64
     args = train_fer.parse_args(["--resume", "--dir", str(tmp_path), "--epochs", "20", "--input-size", "64"])
-    train_fer.apply_run_args(args, tmp_path)  # same value as the run: no conflict; --epochs raised
+    training.apply_run_args(args, tmp_path, train_fer.build_parser().parse_args)  # same value as the run: no conflict; --epochs raised
     assert args.epochs == 20
     args = train_fer.parse_args(["--resume", "--dir", str(tmp_path), "--lr", "0.1"])
     with pytest.raises(UserError, match=r"--lr 0.1: conflicts .* has '0.05:0.5:8'"):
-        train_fer.apply_run_args(args, tmp_path)
+        training.apply_run_args(args, tmp_path, train_fer.build_parser().parse_args)
 
 
 def test_best_from_log_is_the_maximum_up_to_the_epoch(tmp_path):
-    (tmp_path / train_fer.LOG_FILE).write_text(
+    (tmp_path / training.LOG_FILE).write_text(
         "epoch,categorical_accuracy,loss,val_categorical_accuracy\n"
         "0,0.2,1.9,0.30\n1,0.3,1.7,0.55\n2,0.4,1.5,0.50\n3,0.5,1.3,0.70\n")
-    assert train_fer.best_from_log(tmp_path, 3) == (pytest.approx(0.55), 2)
-    assert train_fer.best_from_log(tmp_path, 4) == (pytest.approx(0.70), 4)
-    assert train_fer.best_from_log(tmp_path / "none", 4) is None
+    assert training.best_from_log(tmp_path, 3) == (pytest.approx(0.55), 2)
+    assert training.best_from_log(tmp_path, 4) == (pytest.approx(0.70), 4)
+    assert training.best_from_log(tmp_path / "none", 4) is None
     # a run directory with only checkpoint.02.hdf5 (no train_state.json) resumes with best 0.55, not None
     (tmp_path / "checkpoint.02.hdf5").write_bytes(b"")
-    path, epoch, state = train_fer.resume_point(tmp_path)
+    path, epoch, state = training.resume_point(tmp_path)
     assert path.name == "checkpoint.02.hdf5" and epoch == 2 and state["best"] == pytest.approx(0.55)
 
 
 def test_epoch_seeds_differ_per_epoch_and_are_reproducible():
-    seeds = [train_fer.epoch_seed(0, epoch) for epoch in range(5)]
-    assert len(set(seeds)) == 5 and seeds == [train_fer.epoch_seed(0, epoch) for epoch in range(5)]
-    assert train_fer.epoch_seed(1, 0) != train_fer.epoch_seed(0, 1)
+    seeds = [training.epoch_seed(0, epoch) for epoch in range(5)]
+    assert len(set(seeds)) == 5 and seeds == [training.epoch_seed(0, epoch) for epoch in range(5)]
+    assert training.epoch_seed(1, 0) != training.epoch_seed(0, 1)
     assert all(0 <= seed < 2 ** 31 for seed in seeds)
 
 
@@ -322,14 +383,14 @@ def test_bn_recalibrate_sets_batch_statistics():
     b = rng.uniform(0, 128, (6, 64, 64, 3)).astype("float32")
     layers, inputs_a = _bn_inputs(model, a)
     assert len(layers) == 3
-    assert train_fer.recalibrate_batchnorm(model, [a, a, a]) == 3
+    assert training.recalibrate_batchnorm(model, [a, a, a]) == 3
     for layer, x in zip(layers, inputs_a):
         np.testing.assert_allclose(np.asarray(layer.moving_mean), x.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.asarray(layer.moving_variance), x.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-4)
         assert layer.momentum == pytest.approx(0.99)  # restored
     # two different batches: the equal-weight average of their statistics
     _, inputs_b = _bn_inputs(model, b)
-    train_fer.recalibrate_batchnorm(model, [(a, None), (b, None)])
+    training.recalibrate_batchnorm(model, [(a, None), (b, None)])
     for layer, xa, xb in zip(layers, inputs_a, inputs_b):
         np.testing.assert_allclose(np.asarray(layer.moving_mean),
                                    (xa.mean(axis=(0, 1, 2)) + xb.mean(axis=(0, 1, 2))) / 2, rtol=1e-4, atol=1e-4)
@@ -345,10 +406,10 @@ def test_training_with_bn_recalibrate_validates_on_recalibrated_model(sample_tre
     import rafdb_dataset
     import input_pipeline
 
-    held = set((run_dir / train_fer.VALIDATION_NAMES).read_text().split())
+    held = set((run_dir / training.VALIDATION_NAMES).read_text().split())
     train = rafdb_dataset.load_labels(sample_tree, "train", "soft")
     val = train.subset([i for i, name in enumerate(train.names) if name in held])
-    model = train_fer.load_checkpoint(run_dir / train_fer.LAST_CHECKPOINT, compile=False)
+    model = training.load_checkpoint(run_dir / training.LAST_CHECKPOINT, compile=False)
     dataset = input_pipeline.make_dataset(val.aligned_paths(sample_tree), None, image_size=(64, 64), batch_size=8)
     accuracy = np.mean(np.argmax(model.predict(dataset, verbose=0), axis=1) == val.classes)
     assert accuracy == pytest.approx(float(read_log(run_dir)[0]["val_categorical_accuracy"]), abs=1e-6)
@@ -381,8 +442,8 @@ def test_mixed_precision_checkpoint_restores_inner_sgd_state(mixed_precision, tm
     y = np.eye(7, dtype="float32")[[0, 1, 2, 3]]
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # one step
     path = tmp_path / "checkpoint.01.hdf5"
-    train_fer.save_model_atomically(model, path)
-    loaded = train_fer.load_checkpoint(path)
+    training.save_model_atomically(model, path)
+    loaded = training.load_checkpoint(path)
     assert type(loaded.optimizer).__name__ == "LossScaleOptimizer"
     inner = loaded.optimizer.inner_optimizer
     assert int(inner.iterations.numpy()) == 1 == int(model.optimizer.inner_optimizer.iterations.numpy())
@@ -412,7 +473,7 @@ def test_mixed_precision_training_with_pretraining_report(mixed_precision, sampl
     # conv x3, bn x3, fc, classifier carry weights; the donor has the same architecture
     assert report["matched"] == 8 and report["mismatched"] == [] and report["missing"] == []
     assert config["versions"]["code"]  # git describe, or "unknown"
-    loaded = train_fer.load_checkpoint(run_dir / train_fer.LAST_CHECKPOINT)
+    loaded = training.load_checkpoint(run_dir / training.LAST_CHECKPOINT)
     assert int(loaded.optimizer.inner_optimizer.iterations.numpy()) > 0
 
 
@@ -448,7 +509,7 @@ def test_multiworker_single_chief_trains_and_writes(sample_tree, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MultiWorkerMirroredStrategy" in result.stderr
-    assert (tmp_path / "mw" / train_fer.LAST_CHECKPOINT).is_file() and (tmp_path / "mw" / "results.json").is_file()
+    assert (tmp_path / "mw" / training.LAST_CHECKPOINT).is_file() and (tmp_path / "mw" / "results.json").is_file()
     assert "test accuracy" in result.stdout
 
 
@@ -469,8 +530,18 @@ def test_is_chief_rule():
 
     with_chief = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
     without = {"worker": ["b:1", "c:1"]}
-    assert train_fer.is_chief(None)
-    assert train_fer.is_chief(Strategy(Resolver("chief", 0, with_chief)))
-    assert not train_fer.is_chief(Strategy(Resolver("worker", 0, with_chief)))
-    assert train_fer.is_chief(Strategy(Resolver("worker", 0, without)))
-    assert not train_fer.is_chief(Strategy(Resolver("worker", 1, without)))
+    assert training.is_chief(None)
+    assert training.is_chief(Strategy(Resolver("chief", 0, with_chief)))
+    assert not training.is_chief(Strategy(Resolver("worker", 0, with_chief)))
+    assert training.is_chief(Strategy(Resolver("worker", 0, without)))
+    assert not training.is_chief(Strategy(Resolver("worker", 1, without)))
+
+
+def test_deterministic_flag_enables_op_determinism(sample_tree, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    calls = []  # recorded, not enabled: op determinism is process-wide and would outlive this test
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: calls.append(True))
+    run_dir = run_train(sample_tree, tmp_path / "det", "--epochs", "1", "--lr", "0.02", "--deterministic")
+    assert calls == [True]
+    assert json.loads((run_dir / "run.json").read_text())["deterministic"] is True

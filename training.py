@@ -1,0 +1,875 @@
+"""Training library behind ``train_fer.py`` (docs/BENCHMARK.md §4): fit loop, resume, checkpoints.
+
+Everything here is importable without side effects; ``train_fer.py`` only parses the command line
+and calls :func:`train` or :func:`test_mode` with the parsed namespace.
+
+- run directory, naming, ``run.json`` (§4.7), checkpoints (``checkpoint.EE.hdf5``, 1-based,
+  written on strict improvement), ``checkpoint_last.hdf5`` + ``train_state.json`` for resume;
+- optimizer-state restoration from legacy HDF5 (Keras 3.15 drops SGD slots on load);
+- the learning-rate schedule (§4.6), per-epoch pipeline and dropout seeds, precise BatchNorm;
+- distribution (mirrored, multi-worker) and the clean test evaluation.
+
+Dataset access goes through :func:`load_split` only, so that another dataset can be swapped in
+at one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.util
+import json
+import logging
+import math
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+# docs/BENCHMARK.md §4.9: training a 1x1 stride-2 conv over 8 channels crashes oneDNN on some CPUs; AVX2 avoids
+# it (10-20 % slower on CPU). Must be set before TensorFlow is imported; the user may override it.
+os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import augmentations  # noqa: E402
+import rafdb_dataset  # noqa: E402
+from cli_common import UserError, atomic_write_text, seed64  # noqa: E402
+
+LOG = logging.getLogger("fer.train")
+
+LPF_CHOICES = (0, 1, 2, 3, 5, 7)
+DEFAULT_LR = "0.002:0.5:40"
+CHECKPOINT_PATTERN = "checkpoint.{epoch:02d}.hdf5"
+CHECKPOINT_RE = re.compile(r"^checkpoint\.([0-9]+)\.hdf5$")
+LAST_CHECKPOINT = "checkpoint_last.hdf5"
+STATE_FILE = "train_state.json"
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.json"
+LOG_FILE = "training_log.csv"
+VALIDATION_NAMES = "validation_names.txt"
+MONITOR = "val_categorical_accuracy"
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers (no TensorFlow)
+
+
+def parse_lr(text: str) -> tuple[float, float, int]:
+    """``init[:factor[:every]]`` -> (init, factor, every); missing parts default to 0.5 and 40."""
+    parts = str(text).split(":")
+    expected = f"--lr {text!r}: expected init[:factor[:every]] such as {DEFAULT_LR} " \
+               "(init > 0, factor > 0, every a positive integer of epochs)"
+    if not 1 <= len(parts) <= 3:
+        raise UserError(expected)
+    try:
+        init = float(parts[0])
+        factor = float(parts[1]) if len(parts) > 1 else 0.5
+        every = int(parts[2]) if len(parts) > 2 else 40
+    except ValueError:
+        raise UserError(expected) from None
+    if not (math.isfinite(init) and init > 0 and math.isfinite(factor) and factor > 0 and every > 0):
+        raise UserError(expected)
+    return init, factor, every
+
+
+def learning_rate(epoch: int, init: float, factor: float, every: int) -> float:
+    """lr(e) = init · factor^floor(e / every), e the 0-based epoch (docs/BENCHMARK.md §4.6)."""
+    return init * factor ** (int(epoch) // int(every))
+
+
+def argstring(argv: list[str]) -> str:
+    """The original's run name: the CLI arguments concatenated, ``--``→``_``, ``=`` removed, ``:``→``_``.
+
+    Path separators become ``_`` too, so a path argument cannot create sub-folders.
+    """
+    text = "".join(argv).replace("--", "_").replace("=", "").replace(":", "_")
+    return text.replace("/", "_").replace(os.sep, "_")
+
+
+def run_dir_name(argv: list[str], now: datetime.datetime, cutout: bool = False) -> str:
+    """``<argstring>_<YYYYmmdd_HHMMSS>`` plus ``_cutout`` when random erasing is on (docs/BENCHMARK.md §4.7)."""
+    name = f"{argstring(argv)}_{now.strftime('%Y%m%d_%H%M%S')}"
+    return name + "_cutout" if cutout else name
+
+
+def numbered_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every ``checkpoint.EE.hdf5`` in ``run_dir``, sorted by epoch."""
+    found = []
+    if run_dir.is_dir():
+        for path in run_dir.iterdir():
+            match = CHECKPOINT_RE.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The highest-numbered checkpoint (the best one, since they are written on improvement)."""
+    found = numbered_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _models():
+    import models  # imports Keras; deferred so that `--help` and argument errors stay fast
+
+    return models
+
+
+# Flags that do not define the run: they may differ on --resume (--epochs may be raised to train on).
+OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "out_root", "epochs"})
+
+
+def run_args(args) -> dict:
+    """The settings that define a run (saved in run.json as ``args``; reloaded by --resume)."""
+    skip = (OPERATIONAL_FLAGS - {"epochs"}) | {"argv", "explicit", "lr_schedule"}
+    saved = {key: value for key, value in vars(args).items() if key not in skip}
+    saved["rafdb"] = str(Path(args.rafdb).resolve())
+    return saved
+
+
+def _same(key: str, given, saved) -> bool:
+    if key == "rafdb":
+        return Path(given).resolve() == Path(saved).resolve()
+    return given == saved
+
+
+def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
+    """--resume: replace the run-defining settings by the run's own (run.json); conflicting flags -> UserError.
+
+    The run's settings come from ``args`` in run.json, or, for older run directories, from its saved
+    command line ``argv``, parsed with ``parse_argv`` (argv -> namespace; the script's parser).
+    Only --epochs (e.g. raised to train on) and operational flags may differ.
+    """
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        LOG.warning("%s missing: resuming with the settings of this command line", path)
+        return
+    try:
+        previous = json.loads(path.read_text())
+        saved = previous.get("args")
+        if saved is None:
+            if parse_argv is None:
+                raise KeyError("args")
+            saved = vars(parse_argv(list(previous["argv"])))
+    except (ValueError, KeyError, TypeError, SystemExit) as error:
+        raise UserError(f"{path}: unreadable run settings ({error})") from None
+    for key, value in saved.items():
+        if key in OPERATIONAL_FLAGS or key in ("argv", "explicit", "lr_schedule") or not hasattr(args, key):
+            continue
+        if isinstance(getattr(args, key), Path) and value is not None:
+            value = Path(value)
+        if key == "rafdb" and key in args.explicit and not Path(value).is_dir():
+            LOG.warning("the run's --rafdb %s is gone; using --rafdb %s", value, args.rafdb)
+            continue
+        if key in args.explicit and not _same(key, getattr(args, key), value):
+            raise UserError(f"--{key.replace('_', '-')} {getattr(args, key)}: conflicts with the run being "
+                            f"resumed ({path} has {value!r}); leave the flag out to keep the run's value")
+        setattr(args, key, value)
+    if "epochs" not in args.explicit and "epochs" in saved:
+        args.epochs = int(saved["epochs"])
+    args.lr_schedule = parse_lr(args.lr)
+
+
+def check_args(args) -> None:
+    """Turn bad combinations into one-line user errors before any heavy work."""
+    args.lr_schedule = parse_lr(args.lr)
+    for flag, value, low in (("--epochs", args.epochs, 1), ("--batch", args.batch, 1),
+                             ("--bn-recalibrate", args.bn_recalibrate, 0)):
+        if value < low:
+            raise UserError(f"{flag} {value}: expected an integer >= {low}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: expected a positive integer")
+    if args.mode == "test" and args.checkpoint is None and args.dir is None:
+        raise UserError("--mode test needs --checkpoint FILE or --dir RUN_DIR")
+    if not args.resume and args.pretraining in ("vggface", "vggface2") and not Path(args.pretraining).is_file():
+        raise UserError(pretraining_name_error(args))
+    if (not args.resume and args.pretraining not in (None, "imagenet")
+            and not Path(args.pretraining).is_file()):
+        raise UserError(f"--pretraining {args.pretraining}: no such weights file "
+                        f"(accepted: {PRETRAINING_ACCEPTED})")
+    if not Path(args.rafdb).is_dir():
+        raise UserError(f"--rafdb {args.rafdb}: no such folder\n{rafdb_dataset.EXPECTED_LAYOUT}")
+    if args.cpu_devices < 0:
+        raise UserError(f"--cpu-devices {args.cpu_devices}: expected >= 0")
+    if args.mode == "train" and args.distribute == "multiworker" and args.dir is None:
+        raise UserError("--distribute multiworker needs --dir (the timestamped run name differs per worker)")
+    if args.bn_recalibrate and args.distribute != "none":
+        raise UserError(f"--bn-recalibrate {args.bn_recalibrate}: not supported with --distribute "
+                        f"{args.distribute} (the recalibration runs eagerly on one device)")
+
+
+PRETRAINING_ACCEPTED = ("the path of a local Keras model or weights file (.h5, .hdf5, .keras, .weights.h5), "
+                        "matched by layer name, or 'imagenet' when Keras's cache already holds the file")
+
+
+def pretraining_name_error(args) -> str:
+    """The message for ``--pretraining vggface|vggface2``: names, not files; nothing is downloaded."""
+    from models.pretrained import FACE_WEIGHTS
+
+    try:
+        net, _ = _models().resolve_net(args.net, args.input_size)
+    except ValueError:
+        net = args.net
+    expected = FACE_WEIGHTS.get(net)
+    hint = (f"for --net {args.net} that is {expected}" if expected
+            else f"no face-pretrained weights are known for --net {args.net}")
+    return (f"--pretraining {args.pretraining}: nothing is downloaded (docs/BENCHMARK.md §4.1 FIX); pass the "
+            f"local weights file instead, --pretraining PATH ({hint}). Accepted: {PRETRAINING_ACCEPTED}")
+
+
+def check_resume(args) -> None:
+    if args.dir is None:
+        raise UserError("--resume needs --dir, the run directory to continue")
+    if not args.dir.is_dir():
+        raise UserError(f"--dir {args.dir}: no such run directory to resume")
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow parts
+
+
+def enable_determinism() -> None:
+    """``--deterministic``: TensorFlow's op determinism (same results run to run, on GPU too).
+
+    Without it a resumed run equals an uninterrupted one only on CPU, where the kernels are
+    deterministic already; GPU kernels (cuDNN convolutions, atomics in reductions) are not. Costs
+    speed on GPUs; ops without a deterministic kernel then raise an error instead of running.
+    """
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
+def configure_devices(args):
+    """Create the distribution strategy; logical CPU devices must be set before TF touches devices."""
+    import tensorflow as tf
+
+    if args.distribute == "none":
+        return None
+    if args.distribute == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus or args.cpu_devices <= 1:
+        return tf.distribute.MirroredStrategy()
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(args.cpu_devices)])
+    except RuntimeError as error:
+        raise UserError(f"--cpu-devices: TensorFlow devices are already initialised ({error})") from None
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run's files (Keras's rule: the chief, else worker 0 without a chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0 and "chief" not in cluster
+
+
+def model_scope(strategy):
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def pipeline_errors():
+    """input_pipeline's context manager: a missing/corrupt image inside tf.data becomes a UserError (exit 2)."""
+    from input_pipeline import user_errors_from_pipeline
+
+    return user_errors_from_pipeline()
+
+
+def load_checkpoint(path: Path, compile: bool = True):
+    """keras.models.load_model with the project's custom layers; with ``compile`` the full optimizer state.
+
+    Keras 3.15's legacy-HDF5 loader builds the optimizer on the functional model's own (empty)
+    variable list, so it restores only ``iteration`` and ``learning_rate`` and silently drops
+    slot variables such as SGD momentum (measured). We therefore recompile with the saved
+    optimizer's configuration, build it on the trainable variables and assign every saved value.
+    """
+    import keras
+
+    models = _models()
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        model = keras.models.load_model(path, custom_objects=models.custom_objects(), compile=compile)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: cannot load the model ({error})") from None
+    if compile and getattr(model, "optimizer", None) is not None:
+        restore_optimizer(model, Path(path))
+    return model
+
+
+def restore_optimizer(model, path: Path) -> None:
+    """Recompile ``model`` with a fresh copy of its optimizer holding every value saved in ``path``.
+
+    Values are assigned variable by variable, matched by the saved variable path (e.g.
+    ``loss_scale_optimizer/sgd/fc_kernel_momentum``), else by position with equal shapes:
+    ``optimizer.set_weights`` on a mixed-precision LossScaleOptimizer does not reach the inner
+    SGD's iteration and momentum variables.
+    """
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        if "optimizer_weights" not in handle:
+            LOG.warning("%s: no optimizer state saved; the optimizer starts fresh", path)
+            return
+        group = handle["optimizer_weights"]
+        names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in group.attrs["weight_names"]]
+        values = [np.asarray(group[name]) for name in names]
+    old = model.optimizer
+    optimizer = type(old).from_config(old.get_config())
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+    optimizer.build(model.trainable_variables)
+    variables = list(optimizer.variables)
+    if len(variables) != len(values):
+        raise UserError(f"{path}: {len(values)} saved optimizer values, but the model's optimizer has "
+                        f"{len(variables)} variables")
+    pairs = _match_saved(variables, names, values)
+    for variable, value in pairs:
+        if tuple(variable.shape) != tuple(value.shape):
+            raise UserError(f"{path}: saved optimizer value of shape {value.shape} does not fit "
+                            f"{variable.path} {tuple(variable.shape)}")
+        variable.assign(value)
+
+
+def _match_saved(variables, names: list[str], values: list) -> list:
+    """(variable, value) pairs: by saved path, equal or ending in ``/<variable path>`` (a reloaded
+    LossScaleOptimizer names its inner slots ``sgd/...`` where the file has ``loss_scale_optimizer/sgd/...``);
+    by position when a name is missing or ambiguous."""
+    pairs, used = [], set()
+    for variable in variables:
+        hits = [i for i, name in enumerate(names)
+                if i not in used and (name == variable.path or name.endswith("/" + variable.path))]
+        exact = [i for i in hits if names[i] == variable.path]
+        hits = exact or hits
+        if len(hits) != 1:
+            LOG.debug("optimizer values matched by position (%s: %d candidates)", variable.path, len(hits))
+            return list(zip(variables, values))
+        used.add(hits[0])
+        pairs.append((variable, values[hits[0]]))
+    return pairs
+
+
+def save_model_atomically(model, path: Path) -> None:
+    """model.save to a temporary .hdf5 beside ``path``, then rename (never a half-written file)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.hdf5")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def reseed_generators(model, seed: int, epoch: int) -> int:
+    """Set every Keras SeedGenerator state of ``model`` (dropout) from (seed, epoch).
+
+    The states are not saved in the .hdf5 checkpoints; re-deriving them at each epoch start makes
+    a resumed run draw the same dropout masks as a continuous one. Returns the number set.
+    """
+    states = [v for v in model.variables if v.path.split("/")[-1] == "seed_generator_state"]
+    for index, state in enumerate(states):
+        value = seed64(seed, "dropout", int(epoch), index) % 2 ** 31
+        state.assign(np.array([value, 0], dtype=state.dtype))
+    return len(states)
+
+
+def batchnorm_layers(model) -> list:
+    """Every BatchNormalization layer of ``model``, nested models included, in order."""
+    import keras
+
+    found, stack = [], list(reversed(model.layers))
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        stack.extend(reversed(getattr(layer, "layers", []) or []))
+    return found
+
+
+def recalibrate_batchnorm(model, batches) -> int:
+    """'Precise BN': set each BN layer's moving mean/variance to the equal-weight mean over ``batches``.
+
+    Forward passes in training mode (batch statistics, no weight update) with momentum i/(i+1) for
+    the i-th batch (0-based), so that after N batches moving = (1/N) Σ batch statistics. Runs eagerly
+    (the momentum is read at call time); the layers' momenta are restored afterwards. Returns the
+    number of batches used.
+    """
+    layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    count = 0
+    try:
+        for index, batch in enumerate(batches):
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for layer in layers:
+                layer.momentum = index / (index + 1)
+            model(images, training=True)
+            count += 1
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return count
+
+
+def _csv_value(value) -> str:
+    """One CSV cell as Keras's CSVLogger writes it (plain ``str`` of a Python/numpy scalar)."""
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    return str(value)
+
+
+def append_log_row(path: Path, epoch: int, logs: dict) -> None:
+    """Add one epoch's row to the CSV log by rewriting the whole file through a temporary name.
+
+    Columns: ``epoch`` then the log keys in sorted order (Keras's CSVLogger layout); an existing
+    header is kept, so a resumed run continues the same columns. A reader never sees a half row.
+    """
+    import csv
+    import io
+
+    keys = sorted(logs)
+    text = path.read_text() if path.is_file() else ""
+    if text:
+        header = next(csv.reader([text.splitlines()[0]]))
+        keys = [key for key in header if key != "epoch"]
+        if not text.endswith("\n"):
+            text += "\n"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if not text:
+        writer.writerow(["epoch", *keys])
+    writer.writerow([epoch, *(_csv_value(logs[key]) if key in logs else "NA" for key in keys)])
+    atomic_write_text(path, text + buffer.getvalue())
+
+
+def _atomic_csv_log_class():
+    import keras
+
+    class AtomicCSVLog(keras.callbacks.Callback):
+        """``training_log.csv``: one row per epoch, the file replaced atomically (see append_log_row)."""
+
+        def __init__(self, path: Path):
+            super().__init__()
+            self.path = Path(path)
+
+        def on_epoch_end(self, epoch, logs=None):
+            append_log_row(self.path, epoch, dict(logs or {}))
+
+    return AtomicCSVLog
+
+
+def make_callbacks(args, run_dir: Path, state: dict, train_ds=None):
+    """Callbacks of one epoch's ``fit`` call (the CSV log gets one row; the caller trims it on resume)."""
+    import keras
+
+    init, factor, every = args.lr_schedule
+    AtomicCSVLog = _atomic_csv_log_class()
+
+    class BestAndLastCheckpoint(keras.callbacks.Callback):
+        """checkpoint.EE.hdf5 (1-based) on strict improvement of val_categorical_accuracy; last every epoch."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            value = logs.get(MONITOR)
+            if value is None:
+                raise RuntimeError(f"{MONITOR} missing from the epoch logs: {sorted(logs)}")
+            value = float(value)
+            if state["best"] is None or value > state["best"]:
+                path = run_dir / CHECKPOINT_PATTERN.format(epoch=epoch + 1)
+                LOG.info("epoch %d: %s improved from %s to %.5f, saving %s", epoch + 1, MONITOR,
+                         "-" if state["best"] is None else f"{state['best']:.5f}", value, path.name)
+                save_model_atomically(self.model, path)
+                state["best"], state["best_epoch"] = value, epoch + 1
+            save_model_atomically(self.model, run_dir / LAST_CHECKPOINT)
+            state["completed_epochs"] = epoch + 1
+            atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")
+
+    class PreciseBatchNorm(keras.callbacks.Callback):
+        """--bn-recalibrate N: recompute the BN statistics before validation (fit calls on_test_begin there)."""
+
+        def on_test_begin(self, logs=None):
+            used = recalibrate_batchnorm(self.model, train_ds.take(args.bn_recalibrate))
+            LOG.debug("BatchNorm statistics recomputed over %d training batches", used)
+
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, init, factor, every)),
+        AtomicCSVLog(run_dir / LOG_FILE),
+    ]
+    if args.bn_recalibrate and train_ds is not None:
+        callbacks.insert(0, PreciseBatchNorm())
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
+    return callbacks + [BestAndLastCheckpoint()]
+
+
+def trim_to_replicas(labels, replicas: int, what: str):
+    """Drop the last ``len % replicas`` images, so every batch splits evenly over the replicas.
+
+    Under MirroredStrategy a batch whose size is not a multiple of the replica count fails in
+    Keras 3.15 / TF 2.21 (AddN shape error, measured with 2 logical CPU devices).
+    """
+    extra = len(labels) % replicas
+    if replicas <= 1 or not extra:
+        return labels
+    LOG.warning("%s: %d image(s) left out so that batches split evenly over %d replicas", what, extra, replicas)
+    return labels.subset(range(len(labels) - extra))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The pipeline seed of 0-based ``epoch`` (shuffle order and augmentation), so a resumed run
+    sees the same batches as a continuous one."""
+    return seed64(seed, "train-epoch", int(epoch)) % 2 ** 31
+
+
+def build_datasets(args, image_size, channels, replicas: int = 1):
+    """(train, val, test label sets, train_dataset(epoch) -> tf.data, validation dataset)."""
+    import input_pipeline
+
+    root = Path(args.rafdb)
+    train = rafdb_dataset.load_labels(root, "train", args.labels)
+    test = rafdb_dataset.load_labels(root, "test", args.labels)
+    if args.val_split == "holdout":
+        train, val = rafdb_dataset.holdout_split(train, args.val_fraction, args.seed)
+    else:
+        LOG.warning("--val-split test: checkpoints are selected on the TEST set (the original's protocol)")
+        val = test
+    train = trim_to_replicas(train, replicas, "training set")
+    val = trim_to_replicas(val, replicas, "validation set")
+    transform = None
+    if args.augmentation != "no" or args.cutout:
+        transform = augmentations.make_train_transform(
+            args.augmentation, crop=args.crop, colour=args.colour, cutout=args.cutout,
+            honour_policy_prob=args.honour_policy_prob)
+    common = dict(image_size=image_size, channels=channels, batch_size=args.batch, crop=args.crop)
+    if args.workers:
+        common["num_parallel_calls"] = args.workers
+    train_paths = train.aligned_paths(root)
+
+    def train_dataset(epoch: int):
+        return input_pipeline.make_dataset(train_paths, train.labels, shuffle=True,
+                                           seed=epoch_seed(args.seed, epoch), augment=transform, **common)
+
+    val_ds = input_pipeline.make_dataset(val.aligned_paths(root), val.labels, **common)
+    LOG.info("images: %d train, %d validation (%s), %d test; labels %s (%d test rows dropped by the vote filter)",
+             len(train), len(val), args.val_split, len(test), args.labels, test.n_dropped)
+    return train, val, test, train_dataset, val_ds
+
+
+def distribute_options(dataset):
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def evaluate_test(model, args, test, image_size, channels) -> dict:
+    """Clean test accuracy (argmax; docs/BENCHMARK.md §5.1) with N and the label protocol."""
+    import input_pipeline
+
+    root = Path(args.rafdb)
+    dataset = input_pipeline.make_dataset(test.aligned_paths(root), None, image_size=image_size,
+                                          channels=channels, batch_size=args.batch, crop=args.crop)
+    with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
+        probabilities = model.predict(dataset, verbose=0)
+    predicted = np.argmax(probabilities, axis=1)
+    correct = int(np.sum(predicted == test.classes))
+    return {"accuracy": correct / len(test), "correct": correct, "n": len(test), "labels": args.labels,
+            "n_dropped_by_vote_filter": int(test.n_dropped), "crop": args.crop}
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of this file's repository, or "unknown"."""
+    import subprocess
+
+    try:
+        result = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+
+
+def versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "code": code_version()}
+
+
+def run_config(args, net: str, input_shape, model) -> dict:
+    models = _models()
+    channel_order = models.CHANNEL_ORDER.get(net, "RGB")  # at the backbone, after the preprocessing layers
+    return {
+        "net": net, "input_shape": [int(v) for v in input_shape], "channel_order": channel_order,
+        "preprocessing": args.preprocessing, "preprocessing_in_model": True, "mean_order": args.mean_order,
+        "colour": args.colour, "labels": args.labels, "class_names": list(rafdb_dataset.CLASS_NAMES),
+        "crop": args.crop, "lpf": args.lpf, "augmentation": args.augmentation, "cutout": bool(args.cutout),
+        "honour_policy_prob": bool(args.honour_policy_prob), "seed": args.seed, "val_split": args.val_split,
+        "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+        "momentum": 0.9 if args.momentum else 0.0, "weight_decay": args.weight_decay,
+        "bn_recalibrate": args.bn_recalibrate, "pretraining": args.pretraining, "distribute": args.distribute,
+        "mixed_precision": bool(args.mixed_precision), "deterministic": bool(getattr(args, "deterministic", False)),
+        "params": int(model.count_params()),
+        "versions": versions(), "argv": args.argv, "args": run_args(args),
+    }
+
+
+def best_from_log(run_dir: Path, epochs: int) -> tuple[float, int] | None:
+    """(best val_categorical_accuracy, its 1-based epoch) over the first ``epochs`` rows of the CSV log."""
+    import csv
+
+    path = run_dir / LOG_FILE
+    if not path.is_file():
+        return None
+    best = None
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                epoch, value = int(row["epoch"]), float(row[MONITOR])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if epoch < epochs and (best is None or value > best[0]):
+                best = (value, epoch + 1)
+    return best
+
+
+def resume_point(run_dir: Path) -> tuple[Path, int, dict]:
+    """(checkpoint to load, epochs already done, state) for --resume; state["best"] None = unknown yet."""
+    state_path = run_dir / STATE_FILE
+    if state_path.is_file() and (run_dir / LAST_CHECKPOINT).is_file():
+        try:
+            state = json.loads(state_path.read_text())
+            return run_dir / LAST_CHECKPOINT, int(state["completed_epochs"]), state
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserError(f"{state_path}: unreadable training state ({error})") from None
+    found = numbered_checkpoints(run_dir)
+    if not found:
+        raise UserError(f"--dir {run_dir}: nothing to resume (no {LAST_CHECKPOINT} or checkpoint.EE.hdf5)")
+    epoch, path = found[-1]
+    best = best_from_log(run_dir, epoch)
+    LOG.warning("%s missing: resuming from %s at epoch %d (best %s so far: %s)", STATE_FILE, path.name, epoch,
+                MONITOR, "from the validation set" if best is None else f"{best[0]:.5f}, from {LOG_FILE}")
+    state = {"best": None if best is None else best[0], "best_epoch": epoch, "completed_epochs": epoch}
+    return path, epoch, state
+
+
+def start_log(run_dir: Path, completed_epochs: int) -> None:
+    """Keep the CSV rows of the epochs already done (none for a new run); later epochs are appended."""
+    path = run_dir / LOG_FILE
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if completed_epochs == 0 or not lines:
+        path.unlink()
+        return
+    import csv
+
+    keep = [lines[0]]
+    for line in lines[1:]:
+        row = next(csv.reader([line]), None)
+        with contextlib.suppress(ValueError, IndexError, TypeError):
+            if int(row[0]) < completed_epochs:
+                keep.append(line)
+    atomic_write_text(path, "".join(keep))
+
+
+def train(args) -> int:
+    import tempfile
+
+    import keras
+
+    models = _models()
+    strategy = configure_devices(args)
+    if strategy is not None:
+        LOG.info("distribution: %s with %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
+    chief = is_chief(strategy)
+    keras.utils.set_random_seed(args.seed)
+    if getattr(args, "deterministic", False):
+        enable_determinism()
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        net, input_size = models.resolve_net(args.net, args.input_size)
+    except ValueError as error:
+        raise UserError(f"--net {args.net}: {error}") from None
+    channels = 3
+    image_size = (input_size, input_size)
+
+    if args.resume:
+        run_dir = args.dir
+    else:
+        run_dir = args.dir or args.out_root / run_dir_name(args.argv, datetime.datetime.now(), args.cutout)
+        if run_dir.exists() and any(run_dir.glob("checkpoint*.hdf5")):
+            raise UserError(f"--dir {run_dir}: already holds checkpoints; pass --resume to continue it "
+                            "or choose another --dir")
+        if chief:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    # Only the chief writes the run directory; other workers write to a temporary folder (as Keras's callbacks do)
+    scratch = None if chief else tempfile.TemporaryDirectory(prefix="train_fer_worker_")
+    write_dir = run_dir if chief else Path(scratch.name)
+    LOG.info("run directory: %s%s", run_dir, "" if chief else f" (this worker writes to {write_dir})")
+    try:
+        return _train(args, strategy, net, input_size, channels, image_size, run_dir, write_dir, chief)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path, write_dir: Path,
+           chief: bool) -> int:
+    import keras
+
+    models = _models()
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if args.batch % replicas:
+        raise UserError(f"--batch {args.batch}: must be a multiple of the {replicas} replicas")
+    train_set, val_set, test_set, train_dataset, val_ds = build_datasets(args, image_size, channels, replicas)
+    if args.val_split == "holdout":
+        atomic_write_text(write_dir / VALIDATION_NAMES, "\n".join(val_set.names) + "\n")
+    if strategy is not None:
+        val_ds = distribute_options(val_ds)
+
+    init, _, _ = args.lr_schedule
+    pretraining_report = None
+    with model_scope(strategy):
+        if args.resume:
+            checkpoint, initial_epoch, state = resume_point(run_dir)
+            LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
+            model = load_checkpoint(checkpoint)
+            if state.get("best") is None and initial_epoch > 0:
+                with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
+                    logs = model.evaluate(val_ds, verbose=0, return_dict=True)
+                state["best"] = float(logs["categorical_accuracy"])
+                LOG.info("%s of %s: %.5f", MONITOR, checkpoint.name, state["best"])
+        else:
+            initial_epoch, state = 0, {"best": None, "best_epoch": None, "completed_epochs": 0}
+            try:
+                model = models.build_model(net, input_size, channels=channels, num_classes=rafdb_dataset.NUM_CLASSES,
+                                           lpf=args.lpf, preprocessing=args.preprocessing,
+                                           mean_order=args.mean_order, colour=args.colour,
+                                           weight_decay=args.weight_decay)
+            except ValueError as error:
+                raise UserError(f"--net {args.net}: {error}") from None
+            if args.pretraining:
+                try:
+                    report = models.load_pretrained(model, args.pretraining)
+                except (OSError, ValueError) as error:
+                    raise UserError(f"--pretraining {args.pretraining}: {error}") from None
+                LOG.info("pretraining: %d layers matched, %d mismatched, %d missing", len(report["matched"]),
+                         len(report["mismatched"]), len(report["missing"]))
+                pretraining_report = {
+                    "file": report.get("file"), "matched": len(report.get("matched", [])),
+                    "mismatched": report.get("mismatched", []), "missing": report.get("missing", []),
+                    "unused": report.get("unused", []),
+                    "matched_by_order": len(report.get("matched_by_order", []))}
+            model.compile(
+                optimizer=keras.optimizers.SGD(learning_rate=init, momentum=0.9 if args.momentum else 0.0),
+                loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+    config = run_config(args, net, model.input_shape[1:], model)
+    config["run_dir"] = str(run_dir)
+    if args.resume and (run_dir / RUN_FILE).is_file():
+        previous = json.loads((run_dir / RUN_FILE).read_text())
+        config["resumed"] = previous.get("resumed", []) + [{"argv": args.argv, "from_epoch": initial_epoch,
+                                                            "code": config["versions"]["code"]}]
+        config["argv"] = previous.get("argv", args.argv)
+        pretraining_report = previous.get("pretraining_report", pretraining_report)
+    config["pretraining_report"] = pretraining_report
+    config["status"] = "training"
+    atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
+    LOG.info("%s at %dx%d, %d parameters, lr %s, momentum %s, %d epochs from epoch %d",
+             net, input_size, input_size, model.count_params(), args.lr, 0.9 if args.momentum else 0,
+             args.epochs, initial_epoch + 1)
+    if importlib.util.find_spec("tensorboard") is None:  # tf.summary needs it; the tensorflow wheel lacks it
+        LOG.warning("TensorBoard logs skipped: the 'tensorboard' package is not installed")
+
+    if initial_epoch < args.epochs:
+        start_log(write_dir, initial_epoch)
+        verbose = 1 if sys.stderr.isatty() else 2
+        for epoch in range(initial_epoch, args.epochs):
+            # One fit call per epoch with the epoch's own pipeline seed: a resumed run sees the same
+            # shuffle order and augmentation draws as a continuous one.
+            train_ds = train_dataset(epoch)
+            reseed_generators(model, args.seed, epoch)
+            if strategy is not None:
+                train_ds = distribute_options(train_ds)
+            with contextlib.redirect_stdout(sys.stderr), pipeline_errors():  # Keras prints progress on stdout
+                callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
+                    make_callbacks(args, write_dir, state, train_ds), add_history=True, add_progbar=True,
+                    verbose=verbose, epochs=args.epochs, steps=None, model=model)
+                model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
+                          callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
+    else:
+        LOG.info("nothing to train: %d of %d epochs already done", initial_epoch, args.epochs)
+
+    best = best_checkpoint(write_dir) or best_checkpoint(run_dir)
+    if best is None:
+        raise UserError(f"{run_dir}: no checkpoint was written")
+    best_model = load_checkpoint(best, compile=False)
+    result = evaluate_test(best_model, args, test_set, image_size, channels)
+    result.update(checkpoint=best.name, best_validation_accuracy=state.get("best"), val_split=args.val_split)
+    if chief:
+        print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, labels {args.labels}, "
+              f"checkpoint {best.name}, selected on {args.val_split})")
+    atomic_write_text(write_dir / RESULTS_FILE, json.dumps(result, indent=1) + "\n")
+    config.update(status="done", test=result)
+    atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
+    return 0
+
+
+def test_mode(args) -> int:
+    """--mode test: evaluate a checkpoint on the clean test set (the original's NameError, fixed)."""
+    checkpoint = args.checkpoint or (best_checkpoint(args.dir) if args.dir else None)
+    if checkpoint is None:
+        raise UserError(f"--dir {args.dir}: no checkpoint.EE.hdf5 in it")
+    sidecar = Path(checkpoint).parent / RUN_FILE
+    if sidecar.is_file():
+        config = json.loads(sidecar.read_text())
+        args.crop = config.get("crop", args.crop)
+        if config.get("labels") and config["labels"] != args.labels:
+            LOG.warning("the model was trained with --labels %s; evaluating with --labels %s",
+                        config["labels"], args.labels)
+    model = load_checkpoint(checkpoint, compile=False)
+    _, height, width, channels = model.input_shape
+    root = Path(args.rafdb)
+    test = rafdb_dataset.load_labels(root, "test", args.labels)
+    result = evaluate_test(model, args, test, (height, width), channels)
+    print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, labels {args.labels}, "
+          f"checkpoint {checkpoint})")
+    return 0
+
+
+def run(args, parse_argv=None) -> int:
+    """Everything after argument parsing: resume settings, checks, then training or test mode.
+
+    ``parse_argv`` (argv list -> namespace) reads the command line saved by an older run.json.
+    """
+    # .hdf5 full-model checkpoints are the original's format (docs/BENCHMARK.md §4.7), chosen on purpose:
+    # Keras's "HDF5 is legacy" warning on every save would only bury the training log.
+    logging.getLogger("absl").addFilter(
+        lambda record: "saving your model as an HDF5 file" not in record.getMessage())
+    if args.mode == "train" and args.resume:
+        check_resume(args)
+        apply_run_args(args, args.dir, parse_argv)
+    check_args(args)
+    if args.mode == "test":
+        return test_mode(args)
+    return train(args)
