@@ -5,6 +5,7 @@ implementation (no OpenCV in the references).
 """
 
 import hashlib
+import json
 import pickle
 import subprocess
 import sys
@@ -472,3 +473,57 @@ def test_views_dataset_yields_three_seeded_views(tmp_path):
         resized = cv2.resize(source, (16, 16), interpolation=cv2.INTER_LINEAR).astype(np.float32)
         assert np.array_equal(row[0], resized) or np.array_equal(row[0], resized[:, ::-1])
         assert not np.array_equal(row[1], row[0]) and not np.array_equal(row[1], row[2])
+
+
+# --------------------------------------------------------------------------------------------
+# train_fer.py --augmentation augmix [--jsd] end to end (small CNN at 64 px on the synthetic sample)
+
+TINY_AUGMIX = ["--net", "smallcnn", "--input-size", "64", "--batch", "8", "--momentum", "--lr", "0.02:0.5:1",
+               "--augmentation", "augmix"]
+
+
+def test_train_fer_augmix_jsd_saves_loadable_checkpoints_and_resumes(sample_tree, tmp_path):
+    import csv
+
+    import keras
+
+    import models  # noqa: F401
+    import train_fer
+    import training
+
+    run_dir = tmp_path / "jsd"
+    base = ["--rafdb", str(sample_tree), *TINY_AUGMIX, "--jsd", "--augmix-depth", "2", "--dir", str(run_dir)]
+    assert train_fer.main(base + ["--epochs", "1"]) == 0
+    with open(run_dir / training.LOG_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[0]["loss"]) == pytest.approx(float(rows[0]["ce"]) + 12 * float(rows[0]["jsd"]), rel=1e-3)
+    assert float(rows[0]["jsd"]) > 0
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["jsd"] is True and run["augmix"] == {"width": 3, "depth": 2, "severity": 3.0}
+    checkpoint = run_dir / training.LAST_CHECKPOINT
+    plain = keras.models.load_model(checkpoint, compile=False)  # the functional model, no custom class
+    images = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+    probabilities = plain.predict(images, verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    first = training.load_checkpoint(checkpoint)
+    steps = int(first.optimizer.iterations.numpy())
+    assert steps > 0 and any(np.abs(np.asarray(v)).sum() > 0 for v in first.optimizer.variables
+                             if "momentum" in v.path)
+    # resume: the settings (augmix, --jsd) come from run.json; the optimizer continues
+    assert train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "2"]) == 0
+    resumed = training.load_checkpoint(checkpoint)
+    assert int(resumed.optimizer.iterations.numpy()) == 2 * steps
+    with open(run_dir / training.LOG_FILE, newline="") as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [0, 1]
+
+
+def test_jsd_needs_augmix(sample_tree, tmp_path):
+    import train_fer
+    from cli_common import UserError
+
+    base = ["--rafdb", str(sample_tree), "--net", "smallcnn", "--input-size", "64", "--epochs", "1",
+            "--dir", str(tmp_path / "r")]
+    with pytest.raises(UserError, match="--jsd needs --augmentation augmix"):
+        train_fer.main(base + ["--jsd"])
+    with pytest.raises(UserError, match="AugMix depth 5"):
+        train_fer.main(base + ["--augmentation", "augmix", "--augmix-depth", "5"])
