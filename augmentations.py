@@ -26,6 +26,11 @@ Kinds (``--augmentation``):
   RandAugment). It is implemented here rather than with ``keras.layers.RandAugment`` because that
   layer, run inside tf.data, gave different results for the same seed in two processes (measured,
   Keras 3.15), which breaks the project's determinism rule.
+- ``augmix`` (EXTEND, BENCHMARK.md §11.2): horizontal flip (p = .5), then AugMix: ``width`` (3)
+  chains of ``depth`` (1–3 at random, or fixed) operations among autocontrast, equalize, posterize,
+  rotate, solarize, shear_x/y, translate_x/y at ``severity`` 3, mixed with Dirichlet(1) weights
+  and blended with the image by m ~ Beta(1, 1). :class:`AugMixViews` gives the three views
+  (clean, AugMix 1, AugMix 2) of the Jensen–Shannon consistency loss (``robust_training.py``).
 - ``no``: only the cut.
 
 ``cutout=True`` (``--cutout``) overrides the kind, as in the original: only random erasing
@@ -34,6 +39,7 @@ Kinds (``--augmentation``):
 Overlap with the test corruptions (BENCHMARK.md §2): the contrast/brightness jitter of ``default`` and the
 AutoAugment Contrast/Brightness ops resemble the ``contrast``/``brightness_*`` corruptions; the
 Cutout/random-erasing boxes resemble nothing in RAF-DB-C. No augmentation adds noise or blur.
+docs/AUGMENTATIONS.md has the full table of operations against corruptions.
 
 Example::
 
@@ -54,7 +60,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-KINDS = ("default", "vggface2", "autoaugment-rafdb", "randaugment", "no")
+KINDS = ("default", "vggface2", "autoaugment-rafdb", "randaugment", "augmix", "no")
 CROP_RULES = ("exact", "legacy99")
 COLOURS = ("rgb", "bgr-compat")
 
@@ -367,7 +373,8 @@ class TrainTransform:
     """``transform(image_uint8_rgb_full_frame, rng) -> uint8 cut image``; picklable."""
 
     def __init__(self, kind: str = "default", *, crop: str = "exact", colour: str = "rgb",
-                 cutout: bool = False, honour_policy_prob: bool = False):
+                 cutout: bool = False, honour_policy_prob: bool = False, augmix_width: int = 3,
+                 augmix_depth: int = -1, augmix_severity: float = 3):
         if kind not in KINDS:
             raise ValueError(f"augmentation {kind!r}: expected one of {', '.join(KINDS)}")
         if crop not in CROP_RULES:
@@ -379,12 +386,15 @@ class TrainTransform:
         self.colour = colour
         self.cutout = bool(cutout)
         self.honour_policy_prob = bool(honour_policy_prob)
+        check_augmix_params(augmix_width, augmix_depth, augmix_severity)
+        self.augmix_params = (int(augmix_width), int(augmix_depth), float(augmix_severity))
         if kind == "autoaugment-rafdb" and not cutout:
             load_policies()  # fail early on a missing or broken policy file
 
     def __repr__(self) -> str:
         return (f"TrainTransform({self.kind!r}, crop={self.crop!r}, colour={self.colour!r}, "
-                f"cutout={self.cutout}, honour_policy_prob={self.honour_policy_prob})")
+                f"cutout={self.cutout}, honour_policy_prob={self.honour_policy_prob}, "
+                f"augmix_params={self.augmix_params})")
 
     @property
     def effective_kind(self) -> str:
@@ -392,9 +402,7 @@ class TrainTransform:
         return "cutout" if self.cutout else self.kind
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an RGB uint8 H×W×3 image, got {getattr(image, 'dtype', type(image))} "
-                             f"{getattr(image, 'shape', '')}")
+        _check_image(image)
         kind = self.effective_kind
         height, width = image.shape[:2]
         roi: Roi = (0, 0, width, height)
@@ -423,12 +431,215 @@ class TrainTransform:
             ops = list(OP_RANGES)
             policy = [(ops[int(rng.integers(0, len(ops)))], 1.0, float(rng.uniform(0.0, 1.0))) for _ in range(2)]
             image = apply_policy(image, policy, rng, bgr_compat=self.colour == "bgr-compat")
+        elif kind == "augmix":
+            image = augmix(random_flip(image, rng), rng, *self.augmix_params)
         elif kind == "cutout":
             image = random_erasing(image, rng)
         return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 def make_train_transform(kind: str = "default", *, crop: str = "exact", colour: str = "rgb",
-                         cutout: bool = False, honour_policy_prob: bool = False) -> TrainTransform:
+                         cutout: bool = False, honour_policy_prob: bool = False, augmix_width: int = 3,
+                         augmix_depth: int = -1, augmix_severity: float = 3) -> TrainTransform:
     """The training transform for ``--augmentation kind`` (see the module docstring)."""
-    return TrainTransform(kind, crop=crop, colour=colour, cutout=cutout, honour_policy_prob=honour_policy_prob)
+    return TrainTransform(kind, crop=crop, colour=colour, cutout=cutout, honour_policy_prob=honour_policy_prob,
+                          augmix_width=augmix_width, augmix_depth=augmix_depth, augmix_severity=augmix_severity)
+
+
+# --------------------------------------------------------------------------------------------
+# AugMix (EXTEND; BENCHMARK.md §11.2): OpenCV/numpy on uint8, every draw from the generator.
+#
+# Each operation is ``op(image, fraction, rng) -> image`` with ``fraction`` = level/10 in
+# (0, severity/10]: the level of every application is drawn as U(0.1, severity) (the AugMix
+# paper's convention, on a 0..10 scale). None of the operations is a benchmark corruption (no
+# blur, noise, contrast/brightness change, pixelation or compression), see docs/AUGMENTATIONS.md.
+
+AUGMIX_WIDTH = 3
+AUGMIX_DEPTH = -1  # -1: each chain draws its depth uniformly from 1..3
+AUGMIX_SEVERITY = 3
+AUGMIX_MAX_DEPTH = 3
+
+
+def _random_sign(value: float, rng: np.random.Generator) -> float:
+    return -value if rng.random() < 0.5 else value
+
+
+def _warp_inverse(image: np.ndarray, matrix) -> np.ndarray:
+    """Same-size affine warp where ``matrix`` maps output to input coordinates (PIL's convention):
+    bilinear, black outside the frame."""
+    height, width = image.shape[:2]
+    out = cv2.warpAffine(image, np.asarray(matrix, dtype=np.float64), (width, height),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape(image.shape)
+
+
+_IDENTITY = np.arange(256, dtype=np.float64)
+
+
+def _apply_luts(image: np.ndarray, luts: np.ndarray) -> np.ndarray:
+    """Apply one 256-entry uint8 table per channel (``luts`` has shape (channels, 256)) with cv2.LUT."""
+    table = np.ascontiguousarray(np.asarray(luts, dtype=np.uint8).T[None])  # (1, 256, channels)
+    return cv2.LUT(np.ascontiguousarray(image), table).reshape(image.shape)
+
+
+def autocontrast(image: np.ndarray, fraction: float = 0.0, rng=None) -> np.ndarray:
+    """Stretch each channel linearly so that its darkest value becomes 0 and its brightest 255
+    (truncated); a constant channel is left unchanged."""
+    luts = np.empty((image.shape[2], 256), dtype=np.uint8)
+    for c, channel in enumerate(cv2.split(np.ascontiguousarray(image))):
+        lo, hi = cv2.minMaxLoc(channel)[:2]
+        if hi <= lo:
+            luts[c] = _IDENTITY.astype(np.uint8)
+        else:
+            luts[c] = np.clip((_IDENTITY - lo) * 255.0 / (hi - lo), 0, 255).astype(np.uint8)
+    return _apply_luts(image, luts)
+
+
+def equalize(image: np.ndarray, fraction: float = 0.0, rng=None) -> np.ndarray:
+    """Histogram equalisation of each channel separately (``cv2.equalizeHist``)."""
+    return cv2.merge([cv2.equalizeHist(channel) for channel in cv2.split(np.ascontiguousarray(image))])
+
+
+def posterize(image: np.ndarray, fraction: float, rng=None) -> np.ndarray:
+    """Keep the 4 - int(4·fraction) most significant bits of every value (at least 1)."""
+    bits = max(1, 4 - int(4 * fraction))
+    mask = np.uint8((0xFF << (8 - bits)) & 0xFF)
+    return np.bitwise_and(image, mask)
+
+
+def solarize(image: np.ndarray, fraction: float, rng=None) -> np.ndarray:
+    """Invert (255 - v) every value v >= 256 - int(256·fraction)."""
+    threshold = 256 - int(256 * fraction)
+    lut = np.where(_IDENTITY >= threshold, 255 - _IDENTITY, _IDENTITY)
+    return _apply_luts(image, np.repeat(lut[None], image.shape[2], axis=0))
+
+
+def rotate(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Rotate by ±int(30·fraction) degrees (sign p = .5) about the image centre, counter-clockwise
+    for positive angles; bilinear, black corners."""
+    angle = _random_sign(float(int(30 * fraction)), rng)
+    height, width = image.shape[:2]
+    centre = ((width - 1) / 2.0, (height - 1) / 2.0)
+    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)  # input -> output
+    return _warp_inverse(image, cv2.invertAffineTransform(matrix))
+
+
+def shear_x(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Output (x, y) takes input (x + s·y, y), s = ±0.3·fraction."""
+    s = _random_sign(0.3 * fraction, rng)
+    return _warp_inverse(image, [[1.0, s, 0.0], [0.0, 1.0, 0.0]])
+
+
+def shear_y(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Output (x, y) takes input (x, y + s·x), s = ±0.3·fraction."""
+    s = _random_sign(0.3 * fraction, rng)
+    return _warp_inverse(image, [[1.0, 0.0, 0.0], [s, 1.0, 0.0]])
+
+
+def translate_x(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Output (x, y) takes input (x + t, y), t = ±int(fraction·W/3) pixels; black fill."""
+    t = _random_sign(float(int(fraction * image.shape[1] / 3)), rng)
+    return _warp_inverse(image, [[1.0, 0.0, t], [0.0, 1.0, 0.0]])
+
+
+def translate_y(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Output (x, y) takes input (x, y + t), t = ±int(fraction·H/3) pixels; black fill."""
+    t = _random_sign(float(int(fraction * image.shape[0] / 3)), rng)
+    return _warp_inverse(image, [[1.0, 0.0, 0.0], [0.0, 1.0, t]])
+
+
+AUGMIX_OPS = {op.__name__: op for op in (autocontrast, equalize, posterize, rotate, solarize,
+                                         shear_x, shear_y, translate_x, translate_y)}
+
+
+def check_augmix_params(width: int, depth: int, severity: float) -> None:
+    """ValueError unless width >= 1, depth is -1 or 1..3 and 0.1 < severity <= 10."""
+    if int(width) != width or width < 1:
+        raise ValueError(f"AugMix width {width}: expected an integer >= 1")
+    if depth != -1 and not (1 <= depth <= AUGMIX_MAX_DEPTH and int(depth) == depth):
+        raise ValueError(f"AugMix depth {depth}: expected -1 (random 1..{AUGMIX_MAX_DEPTH}) "
+                         f"or 1..{AUGMIX_MAX_DEPTH}")
+    if not 0.1 < severity <= 10:
+        raise ValueError(f"AugMix severity {severity}: expected a number in (0.1, 10]")
+
+
+def augmix_chain(image: np.ndarray, rng: np.random.Generator, depth: int = AUGMIX_DEPTH,
+                 severity: float = AUGMIX_SEVERITY) -> np.ndarray:
+    """One chain: ``depth`` (or U{1..3} when -1) operations drawn uniformly with replacement, each
+    at a level U(0.1, severity) on the 0..10 scale."""
+    names = tuple(AUGMIX_OPS)
+    steps = int(rng.integers(1, AUGMIX_MAX_DEPTH, endpoint=True)) if depth == -1 else int(depth)
+    out = image
+    for _ in range(steps):
+        op = AUGMIX_OPS[names[int(rng.integers(0, len(names)))]]
+        fraction = float(rng.uniform(0.1, severity)) / 10.0
+        out = op(out, fraction, rng)
+    return out
+
+
+def mix(image: np.ndarray, chains: Sequence[np.ndarray], weights, skip: float) -> np.ndarray:
+    """(1 - skip)·image + skip·Σ_i weights_i·chains_i, rounded to uint8."""
+    mixed = np.zeros(image.shape, dtype=np.float32)
+    for weight, chain in zip(weights, chains):
+        mixed += np.float32(weight) * chain.astype(np.float32)
+    out = np.float32(1.0 - skip) * image.astype(np.float32) + np.float32(skip) * mixed
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def augmix(image: np.ndarray, rng: np.random.Generator, width: int = AUGMIX_WIDTH, depth: int = AUGMIX_DEPTH,
+           severity: float = AUGMIX_SEVERITY) -> np.ndarray:
+    """AugMix of one RGB uint8 image: ``width`` chains mixed with Dirichlet(1, …, 1) weights, then
+    blended with the original by m ~ Beta(1, 1) (BENCHMARK.md §11.2)."""
+    weights = rng.dirichlet(np.ones(int(width)))
+    skip = float(rng.beta(1.0, 1.0))
+    chains = [augmix_chain(image, rng, depth, severity) for _ in range(int(width))]
+    return mix(image, chains, weights, skip)
+
+
+def _as_generator(seed_or_rng) -> np.random.Generator:
+    if isinstance(seed_or_rng, np.random.Generator):
+        return seed_or_rng
+    return np.random.Generator(np.random.PCG64(int(seed_or_rng) & 0xFFFFFFFFFFFFFFFF))
+
+
+class AugMixViews:
+    """``views(image_uint8_rgb_full_frame, rng) -> (clean, aug1, aug2)``, three uint8 images; picklable.
+
+    The clean view is the cut image with a horizontal flip (p = .5); both AugMix views start from
+    that same clean view, as in the AugMix paper. Used with ``--jsd``.
+    """
+
+    def __init__(self, *, crop: str = "exact", width: int = AUGMIX_WIDTH, depth: int = AUGMIX_DEPTH,
+                 severity: float = AUGMIX_SEVERITY):
+        if crop not in CROP_RULES:
+            raise ValueError(f"crop rule {crop!r}: expected one of {', '.join(CROP_RULES)}")
+        check_augmix_params(width, depth, severity)
+        self.crop, self.width, self.depth, self.severity = crop, int(width), int(depth), float(severity)
+
+    def __repr__(self) -> str:
+        return (f"AugMixViews(crop={self.crop!r}, width={self.width}, depth={self.depth}, "
+                f"severity={self.severity})")
+
+    def clean(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        _check_image(image)
+        height, width = image.shape[:2]
+        return np.ascontiguousarray(random_flip(cut(image, (0, 0, width, height), self.crop), rng))
+
+    def __call__(self, image: np.ndarray, rng) -> tuple:
+        rng = _as_generator(rng)
+        clean = self.clean(image, rng)
+        return (clean, augmix(clean, rng, self.width, self.depth, self.severity),
+                augmix(clean, rng, self.width, self.depth, self.severity))
+
+
+def augmix_views(image: np.ndarray, seed, *, crop: str = "exact", width: int = AUGMIX_WIDTH,
+                 depth: int = AUGMIX_DEPTH, severity: float = AUGMIX_SEVERITY) -> tuple:
+    """(clean, aug1, aug2) of one image from an integer seed or a ``numpy.random.Generator``."""
+    return AugMixViews(crop=crop, width=width, depth=depth, severity=severity)(image, seed)
+
+
+def _check_image(image) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 H×W×3 image, got {getattr(image, 'dtype', type(image))} "
+                         f"{getattr(image, 'shape', '')}")

@@ -107,11 +107,20 @@ def build_parser() -> ArgumentParser:
 
     augment = parser.add_argument_group("augmentation")
     augment.add_argument("--augmentation", default="default", choices=augmentations.KINDS,
-                         help="training augmentation (docs/BENCHMARK.md §4.5); 'randaugment' is an extension")
+                         help="training augmentation (docs/BENCHMARK.md §4.5); 'randaugment' and 'augmix' "
+                              "(§11.2) are extensions; docs/AUGMENTATIONS.md compares them with the corruptions")
     augment.add_argument("--cutout", action="store_true",
                          help="random erasing (p .5) instead of --augmentation; the run name gets '_cutout'")
     augment.add_argument("--honour-policy-prob", action="store_true",
                          help="apply each AutoAugment op with its probability (the original ignores them)")
+    augment.add_argument("--jsd", action="store_true",
+                         help="with --augmentation augmix: train on (clean, augmix, augmix) views with "
+                              "CE + 12 x Jensen-Shannon consistency loss (docs/BENCHMARK.md §11.2)")
+    augment.add_argument("--augmix-width", type=int, default=3, help="AugMix: chains mixed per image")
+    augment.add_argument("--augmix-depth", type=int, default=-1,
+                         help="AugMix: operations per chain, 1..3, or -1 for a random depth 1..3 per chain")
+    augment.add_argument("--augmix-severity", type=float, default=3.0,
+                         help="AugMix: operation levels are drawn from U(0.1, severity) on a 0..10 scale")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=220, help="number of epochs")

@@ -203,6 +203,19 @@ def check_args(args) -> None:
     if args.bn_recalibrate and args.distribute != "none":
         raise UserError(f"--bn-recalibrate {args.bn_recalibrate}: not supported with --distribute "
                         f"{args.distribute} (the recalibration runs eagerly on one device)")
+    if getattr(args, "jsd", False) and (args.augmentation != "augmix" or args.cutout):
+        raise UserError("--jsd needs --augmentation augmix (without --cutout): the consistency loss compares "
+                        "a clean view with two AugMix views")
+    try:
+        augmentations.check_augmix_params(*augmix_params(args))
+    except ValueError as error:
+        raise UserError(f"--augmix-width/--augmix-depth/--augmix-severity: {error}") from None
+
+
+def augmix_params(args) -> tuple:
+    """(width, depth, severity) of --augmentation augmix (defaults for older run.json files)."""
+    return (getattr(args, "augmix_width", 3), getattr(args, "augmix_depth", -1),
+            getattr(args, "augmix_severity", 3.0))
 
 
 PRETRAINING_ACCEPTED = ("the path of a local Keras model or weights file (.h5, .hdf5, .keras, .weights.h5), "
@@ -556,13 +569,23 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
     if args.augmentation != "no" or args.cutout:
         transform = augmentations.make_train_transform(
             args.augmentation, crop=args.crop, colour=args.colour, cutout=args.cutout,
-            honour_policy_prob=args.honour_policy_prob)
+            honour_policy_prob=args.honour_policy_prob, augmix_width=augmix_params(args)[0],
+            augmix_depth=augmix_params(args)[1], augmix_severity=augmix_params(args)[2])
     common = dict(image_size=image_size, channels=channels, batch_size=args.batch, crop=args.crop)
     if args.workers:
         common["num_parallel_calls"] = args.workers
     train_paths = train.aligned_paths(root)
 
     def train_dataset(epoch: int):
+        if getattr(args, "jsd", False):  # (clean, augmix, augmix) views for the JSD step
+            import robust_training
+
+            width, depth, severity = augmix_params(args)
+            views = augmentations.AugMixViews(crop=args.crop, width=width, depth=depth, severity=severity)
+            return robust_training.make_views_dataset(
+                train_paths, train.labels, image_size=image_size, channels=channels, batch_size=args.batch,
+                views=views, shuffle=True, seed=epoch_seed(args.seed, epoch),
+                **({"num_parallel_calls": args.workers} if args.workers else {}))
         return input_pipeline.make_dataset(train_paths, train.labels, shuffle=True,
                                            seed=epoch_seed(args.seed, epoch), augment=transform, **common)
 
@@ -623,7 +646,8 @@ def run_config(args, net: str, input_shape, model) -> dict:
         "preprocessing": args.preprocessing, "preprocessing_in_model": True, "mean_order": args.mean_order,
         "colour": args.colour, "labels": args.labels, "class_names": list(rafdb_dataset.CLASS_NAMES),
         "crop": args.crop, "lpf": args.lpf, "augmentation": args.augmentation, "cutout": bool(args.cutout),
-        "honour_policy_prob": bool(args.honour_policy_prob), "seed": args.seed, "val_split": args.val_split,
+        "honour_policy_prob": bool(args.honour_policy_prob), "jsd": bool(getattr(args, "jsd", False)),
+        "augmix": dict(zip(("width", "depth", "severity"), augmix_params(args))), "seed": args.seed, "val_split": args.val_split,
         "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         "momentum": 0.9 if args.momentum else 0.0, "weight_decay": args.weight_decay,
         "bn_recalibrate": args.bn_recalibrate, "pretraining": args.pretraining, "distribute": args.distribute,
@@ -784,6 +808,11 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             model.compile(
                 optimizer=keras.optimizers.SGD(learning_rate=init, momentum=0.9 if args.momentum else 0.0),
                 loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+        trainer = model  # what fit runs; checkpoints always hold the functional ``model``
+        if getattr(args, "jsd", False):
+            import robust_training
+
+            trainer = robust_training.wrap_for_jsd(model)
     config = run_config(args, net, model.input_shape[1:], model)
     config["run_dir"] = str(run_dir)
     if args.resume and (run_dir / RUN_FILE).is_file():
@@ -814,8 +843,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             with contextlib.redirect_stdout(sys.stderr), pipeline_errors():  # Keras prints progress on stdout
                 callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
                     make_callbacks(args, write_dir, state, train_ds), add_history=True, add_progbar=True,
-                    verbose=verbose, epochs=args.epochs, steps=None, model=model)
-                model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
+                    verbose=verbose, epochs=args.epochs, steps=None, model=trainer)
+                trainer.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
                           callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
     else:
         LOG.info("nothing to train: %d of %d epochs already done", initial_epoch, args.epochs)
