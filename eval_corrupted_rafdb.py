@@ -129,6 +129,12 @@ def parse_args(argv: Sequence[str] | None = None):
     group.add_argument("--save-probabilities", type=Path, default=None, metavar="FILE.npz",
                        help="write every image's probability row (checkpoint, folder, image id, "
                             "7 probabilities in RAF-DB order) as a .npz")
+    group = parser.add_argument_group("predictions files (docs/BENCHMARK.md §11.4)")
+    group.add_argument("--predictions", type=Path, default=None, metavar="FILE.csv",
+                       help="score predictions made by any framework over the exported tree "
+                            "instead of a CHECKPOINT: a CSV 'path,class' or 'path,p0,...,p6' with "
+                            "paths relative to the tree (clean images as clean/<file>; see "
+                            "docs/MODELS.md); not with --on-the-fly")
     group = parser.add_argument_group("sharding (cluster array jobs)")
     group.add_argument("--shard", default=None, metavar="i/N",
                        help="evaluate only work units i, i+N, ... (units: clean, then each "
@@ -142,8 +148,11 @@ def parse_args(argv: Sequence[str] | None = None):
     args = parser.parse_args(argv)
     if args.merge is not None and (args.checkpoint is not None or args.shard is not None):
         parser.error("--merge takes shard JSON files instead of a CHECKPOINT (and no --shard)")
-    if args.merge is None and args.checkpoint is None:
-        parser.error("the following arguments are required: checkpoint (or --merge JSON ...)")
+    if args.predictions is not None and (args.checkpoint is not None or args.merge is not None):
+        parser.error("--predictions FILE.csv replaces CHECKPOINT (and is not used with --merge)")
+    if args.merge is None and args.checkpoint is None and args.predictions is None:
+        parser.error("the following arguments are required: checkpoint (or --merge JSON ..., "
+                     "or --predictions FILE.csv)")
     return args
 
 
@@ -183,6 +192,21 @@ def find_set_folders(args, labels, pairs, fmt):
                for folder in group}
     return ([ordered[pair] for pair in pairs if pair in ordered], manifests["rafdb"],
             manifests["extra"])
+
+
+def predictions_classifier(args, clean_paths):
+    """The PredictionsClassifier of --predictions: paths relative to the evaluated tree (the 18's
+    --corrupted, or --corrupted-extra for another set), clean images under clean/."""
+    import predictions_file
+
+    if args.on_the_fly:
+        raise UserError("--predictions: predictions files score an exported tree; not with --on-the-fly")
+    if args.corruption_set == "all":
+        raise UserError("--predictions: choose one --corruption-set (rafdb, imagenet-extra or face): "
+                        "the paths of a predictions file are relative to one tree")
+    root = args.corrupted if args.corruption_set == "rafdb" else args.corrupted_extra
+    return predictions_file.PredictionsClassifier(args.predictions, root, clean_paths[0].parent,
+                                                  batch_size=args.batch)
 
 
 def load_baseline(args):
@@ -235,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     severities = robustness.parse_severities(args.severities)
     shard = robustness.parse_shard(args.shard)
     pairs = [(corruption, severity) for corruption in names_c for severity in severities]
-    checkpoint_files = checkpoints.find_checkpoints(args.checkpoint)
+    checkpoint_files = ([args.predictions] if args.predictions is not None
+                        else checkpoints.find_checkpoints(args.checkpoint))
     if args.results_file is not None:
         robustness.check_results_file(args.results_file)
     baseline = load_baseline(args)
@@ -301,13 +326,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, probabilities = [], []
     try:
         for checkpoint_file in checkpoint_files:
-            classifier = checkpoints.classifier_from_args(checkpoint_file, args)
+            classifier = (predictions_classifier(args, clean_paths) if args.predictions is not None
+                          else checkpoints.classifier_from_args(checkpoint_file, args))
             if baseline is not None:
                 robustness.check_baseline(baseline, args.baseline, {"crop": classifier.crop},
                                           args.baseline_mismatch_ok)
             runner = inference.runner_from_args(classifier, args)
             evaluation = robustness.evaluate(runner, units, labels.labels, labels.names, on_the_fly,
                                              keep_probabilities=args.save_probabilities is not None)
+            if args.predictions is not None and classifier.unused():
+                unused = classifier.unused()
+                LOG.warning("%s: %d line(s) not used by this evaluation, e.g. %s", args.predictions,
+                            len(unused), unused[0])
             block = robustness.report_block(str(checkpoint_file), evaluation.rows)
             sys.stdout.write(block)
             sys.stdout.flush()

@@ -557,7 +557,7 @@ def summary_table(result: dict) -> str:
     out.write(f"RAF-DB-C summary for {checkpoint['checkpoint']}\n")
     out.write(f"N = {result['n']} test images ({result['protocol']} labels"
               + (f", vote-filtered from {result['n_total']}" if result["protocol"] == "soft" else "")
-              + f"), crop {checkpoint['crop']}, input {'x'.join(map(str, checkpoint['input_shape']))}"
+              + f"), crop {checkpoint['crop']}, input {'x'.join(map(str, checkpoint.get('input_shape') or ['n/a']))}"
               f", preprocessing {checkpoint['preprocessing']}, format {result['format']}"
               f"{' (on the fly)' if result['on_the_fly'] else ''}\n")
     runtime = result.get("runtime") or {}

@@ -150,3 +150,53 @@ def test_set_flags_are_checked(workspace, capsys):
     with pytest.raises(UserError, match="--param-set: required"):
         run_main(workspace, capsys, "probe.keras", "--corruption-set", "imagenet-extra",
                  "--corruptions", "fog", "--on-the-fly")
+
+
+# --------------------------------------------------------------------------------------------
+# --predictions FILE.csv (docs/BENCHMARK.md §11.4)
+
+
+def test_predictions_file_gives_the_direct_evaluations_report(workspace, capsys):
+    root = workspace
+    common = ["--corruptions", ",".join(RAFDB_C), "--severities", "1-2"]
+    code, direct = run_main(root, capsys, "probe.keras", *common, "--json", "direct.json",
+                            "--save-probabilities", "p.npz")
+    assert code == 0, direct.err
+    saved = np.load(root / "p.npz")
+    lines = ["path," + ",".join(f"p{i}" for i in range(7))]
+    for folder, image, row in zip(saved["folder"], saved["image"], saved["probabilities"]):
+        prefix = "clean" if folder == "clean" else f"rafdb.test.{folder}"
+        lines.append(f"{prefix}/{image}_aligned.jpg," + ",".join(repr(float(v)) for v in row))
+    (root / "preds.csv").write_text("\n".join(lines) + "\n")
+    code, scored = run_main(root, capsys, *common, "--predictions", "preds.csv", "--json", "pred.json")
+    assert code == 0, scored.err
+    # The block below "Results for:" and every per-folder number are identical.
+    assert direct.out.split("\n", 1)[1].split("\n\n\n")[0] == scored.out.split("\n", 1)[1].split("\n\n\n")[0]
+    mine, theirs = (json.loads((root / name).read_text())["results"][0]
+                    for name in ("pred.json", "direct.json"))
+    assert mine["folders"] == theirs["folders"]
+    assert mine["summary"] == theirs["summary"]
+    assert mine["checkpoint"]["format"] == "predictions"
+    # Class names instead of scores: accuracies are the argmax of the hand-computed probe.
+    labels = rafdb_dataset.load_labels(root / "RAF-DB", "test", "soft")
+    names = rafdb_dataset.CLASS_NAMES
+    aligned = root / "RAF-DB/basic/Image/aligned"
+    classes = ["path,class"] + [f"clean/{n}_aligned.jpg,{names[predicted(aligned / f'{n}_aligned.jpg')]}"
+                                for n in labels.names]
+    for name in RAFDB_C:
+        for severity in (1, 2):
+            folder = root / "corrupted_raf_dataset" / f"rafdb.test.{name}.{severity}"
+            classes += [f"rafdb.test.{name}.{severity}/{n}_aligned.jpg,"
+                        f"{names[predicted(folder / f'{n}_aligned.jpg')]}" for n in labels.names]
+    (root / "classes.csv").write_text("\n".join(classes) + "\n")
+    code, _ = run_main(root, capsys, *common, "--predictions", "classes.csv", "--json", "cls.json")
+    assert code == 0
+    rows = json.loads((root / "cls.json").read_text())["results"][0]["folders"]
+    assert [row["accuracy"] for row in rows] == [row["accuracy"] for row in theirs["folders"]]
+    # A needed image without a line is an error naming it.
+    (root / "short.csv").write_text("\n".join(classes[:-1]) + "\n")
+    missing = classes[-1].split(",")[0]
+    with pytest.raises(UserError, match=f"no line for {missing}"):
+        run_main(root, capsys, *common, "--predictions", "short.csv")
+    with pytest.raises(UserError, match="--on-the-fly"):
+        run_main(root, capsys, *common, "--predictions", "classes.csv", "--on-the-fly")
