@@ -102,6 +102,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--perturbations", default=None, metavar="NAMES",
                        help="comma-separated folders to evaluate (p_rotate or rafdb.test.p_rotate), "
                             "in this order. Default: the 10 of docs/BENCHMARK.md §3.3 present, then extras")
+    group.add_argument("--perturbation-set", default=None,
+                       choices=("rafdb", "imagenet-extra", "all"),
+                       help="evaluate the folders of this set present under --perturbed: rafdb (the "
+                            "10 of mFP), imagenet-extra (p_zoom_blur, p_snow, p_tilt, "
+                            "p_speckle_noise; docs/BENCHMARK.md §3.7) or all. Default: the 10, then "
+                            "any other folder present; --perturbations overrides it")
     group.add_argument("--frames", type=positive_int, default=30,
                        help="frames per sequence (test_XXXX_00 .. test_XXXX_<frames-1>)")
     group.add_argument("--annotate", action="store_true",
@@ -144,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              len(labels), labels.protocol, labels.n_dropped, labels.n_total)
     selected = [name.strip() for name in args.perturbations.split(",") if name.strip()] \
         if args.perturbations else None
-    folders = stability.perturbation_folders(args.perturbed, selected)
+    folders = stability.perturbation_folders(args.perturbed, selected, args.perturbation_set)
     if "," in str(args.perturbed) or "\n" in str(args.perturbed):
         raise UserError(f"--perturbed {args.perturbed}: the path contains a comma or newline, "
                         f"which the predictions format cannot hold")
