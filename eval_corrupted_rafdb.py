@@ -47,6 +47,18 @@ Adaptation (docs/BENCHMARK.md §11.2): ``--adapt bn`` re-estimates the BatchNorm
 folder (one extra pass, on a copy of the model; ``--adapt-prior N`` mixes in the source statistics);
 the report says ADAPTED and the JSON/CSV carry ``adapted``.
 
+Corruption sets (docs/BENCHMARK.md §2.9, §11.1): ``--corruption-set rafdb`` (default: the 18),
+``imagenet-extra``, ``face`` or ``all``; ``--corruptions all`` means the whole set. The extra sets'
+folders are read under ``--corrupted-extra`` (default corrupted_raf_dataset_extra, where
+``rafdb_aug_dataset.py export --corruption-set ...`` writes them); on the fly, ImageNet-C extras need
+``--param-set`` as the export did. The headline mCE stays over the 18 whenever they are evaluated,
+so extras never change it; the table, JSON (``summary.sets``) and CSV (``summary:<set>`` rows) add
+one mCE line per set.
+
+Predictions files (docs/BENCHMARK.md §11.4): ``--predictions FILE.csv`` instead of CHECKPOINT scores
+predictions made by any framework over the exported tree (format in predictions_file.py and
+docs/MODELS.md); the report is the one a model making those predictions gets.
+
 Examples:
 
     python3 eval_corrupted_rafdb.py out_training_fer/run/checkpoint.12.hdf5 results.txt --json r.json
@@ -56,6 +68,9 @@ Examples:
     python3 eval_corrupted_rafdb.py model.keras --shard 0/4 --json part0.json   # ... 3/4
     python3 eval_corrupted_rafdb.py --merge part0.json part1.json part2.json part3.json --json all.json
     python3 eval_corrupted_rafdb.py model.keras --adapt bn --save-probabilities p.npz --json r.json
+    python3 eval_corrupted_rafdb.py model.keras --corruption-set all --json r.json   # 18 + extras
+    python3 eval_corrupted_rafdb.py --predictions torch_model.csv --json r.json
+    python3 eval_corrupted_rafdb.py lbp_svm.skops --on-the-fly --corruptions contrast --severities 3
 """
 
 from __future__ import annotations

@@ -53,6 +53,10 @@ stdout); folders come in canonical order, not glob order; a missing frame is an 
 silently shortened the sequence); the input size and preprocessing come from the model and
 ``run.json`` (``--eval-preprocessing legacy-vggface2`` restores the original's input).
 
+Perturbation sets (docs/BENCHMARK.md §3.7): ``--perturbation-set rafdb|imagenet-extra|all`` predicts
+the folders of that set present under ``--perturbed`` (default: the 10, then any other folder);
+``eval_perturbed_rafdb2.py`` keeps mFP over the 10 and adds one mFP (and mFR) line per set.
+
 Scale and adaptation (docs/BENCHMARK.md §11.2, §11.6): ``--shard i/N`` predicts only the
 perturbation folders i, i+N, ...; the N shard files concatenated (``cat p0.txt p1.txt ... >
 all.txt``) give the reader the same results as one run. ``--distribute mirrored``,
