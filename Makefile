@@ -62,7 +62,10 @@ demo: $(STAMP)
 	$(PY) eval_perturbed_rafdb.py $(DEMO_RUN) --rafdb $(DEMO_RAFDB) --perturbed $(DEMO)/perturbed_raf_dataset --topk 3 \
 		> $(DEMO)/predictions.txt
 	$(PY) eval_perturbed_rafdb2.py $(DEMO)/predictions.txt --json $(DEMO)/stability.json
+	@echo "== comparison report (report.py: tables and figures of the trained model)"
+	$(PY) report.py $(DEMO)/robustness.json $(DEMO)/stability.json --out $(DEMO)/report
 	@echo "demo done: results in $(DEMO)/ (robustness.png, robustness.csv, stability.json, corruptions.png)"
+	@echo "open the report: $(abspath $(DEMO))/report/report.html (also report.md, report.csv)"
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -47,6 +47,18 @@ Adaptation (docs/BENCHMARK.md §11.2): ``--adapt bn`` re-estimates the BatchNorm
 folder (one extra pass, on a copy of the model; ``--adapt-prior N`` mixes in the source statistics);
 the report says ADAPTED and the JSON/CSV carry ``adapted``.
 
+Corruption sets (docs/BENCHMARK.md §2.9, §11.1): ``--corruption-set rafdb`` (default: the 18),
+``imagenet-extra``, ``face`` or ``all``; ``--corruptions all`` means the whole set. The extra sets'
+folders are read under ``--corrupted-extra`` (default corrupted_raf_dataset_extra, where
+``rafdb_aug_dataset.py export --corruption-set ...`` writes them); on the fly, ImageNet-C extras need
+``--param-set`` as the export did. The headline mCE stays over the 18 whenever they are evaluated,
+so extras never change it; the table, JSON (``summary.sets``) and CSV (``summary:<set>`` rows) add
+one mCE line per set.
+
+Predictions files (docs/BENCHMARK.md §11.4): ``--predictions FILE.csv`` instead of CHECKPOINT scores
+predictions made by any framework over the exported tree (format in predictions_file.py and
+docs/MODELS.md); the report is the one a model making those predictions gets.
+
 Examples:
 
     python3 eval_corrupted_rafdb.py out_training_fer/run/checkpoint.12.hdf5 results.txt --json r.json
@@ -56,6 +68,9 @@ Examples:
     python3 eval_corrupted_rafdb.py model.keras --shard 0/4 --json part0.json   # ... 3/4
     python3 eval_corrupted_rafdb.py --merge part0.json part1.json part2.json part3.json --json all.json
     python3 eval_corrupted_rafdb.py model.keras --adapt bn --save-probabilities p.npz --json r.json
+    python3 eval_corrupted_rafdb.py model.keras --corruption-set all --json r.json   # 18 + extras
+    python3 eval_corrupted_rafdb.py --predictions torch_model.csv --json r.json
+    python3 eval_corrupted_rafdb.py lbp_svm.skops --on-the-fly --corruptions contrast --severities 3
 """
 
 from __future__ import annotations
@@ -90,7 +105,9 @@ def parse_args(argv: Sequence[str] | None = None):
     group.add_argument("--corrupted", type=Path, default=Path("corrupted_raf_dataset"),
                        help="root of the exported RAF-DB-C tree")
     group.add_argument("--corruptions", default="all",
-                       help="'all' or a comma-separated list of corruption names")
+                       help="'all' (the whole --corruption-set) or a comma-separated list of its "
+                            "corruption names")
+    add_set_args(group)
     group.add_argument("--severities", default="1-5", help="severities to evaluate, e.g. 1-5 or 1,3")
     group.add_argument("--allow-missing", action="store_true",
                        help="evaluate the folders and images that exist instead of stopping at "
@@ -127,6 +144,12 @@ def parse_args(argv: Sequence[str] | None = None):
     group.add_argument("--save-probabilities", type=Path, default=None, metavar="FILE.npz",
                        help="write every image's probability row (checkpoint, folder, image id, "
                             "7 probabilities in RAF-DB order) as a .npz")
+    group = parser.add_argument_group("predictions files (docs/BENCHMARK.md §11.4)")
+    group.add_argument("--predictions", type=Path, default=None, metavar="FILE.csv",
+                       help="score predictions made by any framework over the exported tree "
+                            "instead of a CHECKPOINT: a CSV 'path,class' or 'path,p0,...,p6' with "
+                            "paths relative to the tree (clean images as clean/<file>; see "
+                            "docs/MODELS.md); not with --on-the-fly")
     group = parser.add_argument_group("sharding (cluster array jobs)")
     group.add_argument("--shard", default=None, metavar="i/N",
                        help="evaluate only work units i, i+N, ... (units: clean, then each "
@@ -140,9 +163,65 @@ def parse_args(argv: Sequence[str] | None = None):
     args = parser.parse_args(argv)
     if args.merge is not None and (args.checkpoint is not None or args.shard is not None):
         parser.error("--merge takes shard JSON files instead of a CHECKPOINT (and no --shard)")
-    if args.merge is None and args.checkpoint is None:
-        parser.error("the following arguments are required: checkpoint (or --merge JSON ...)")
+    if args.predictions is not None and (args.checkpoint is not None or args.merge is not None):
+        parser.error("--predictions FILE.csv replaces CHECKPOINT (and is not used with --merge)")
+    if args.merge is None and args.checkpoint is None and args.predictions is None:
+        parser.error("the following arguments are required: checkpoint (or --merge JSON ..., "
+                     "or --predictions FILE.csv)")
     return args
+
+
+def add_set_args(group) -> None:
+    """--corruption-set, --corrupted-extra and --param-set (docs/BENCHMARK.md §2.9, §11.1)."""
+    import corruptions
+    import corruptions_imagenet
+
+    group.add_argument("--corruption-set", choices=tuple(corruptions.CORRUPTION_SETS), default="rafdb",
+                       help="which corruptions (default rafdb, the 18 of the mCE): "
+                            + "; ".join(f"{name}: {text}" for name, text in
+                                        corruptions.CORRUPTION_SETS.items())
+                            + ". The report gives one mCE line per set; the 18's never change")
+    group.add_argument("--corrupted-extra", type=Path, default=Path("corrupted_raf_dataset_extra"),
+                       help="root of the exported tree of the imagenet-extra and face sets "
+                            "(rafdb_aug_dataset.py export --corruption-set ...)")
+    group.add_argument("--param-set", choices=corruptions_imagenet.PARAM_SETS, default=None,
+                       help="on the fly, with ImageNet-C extras: their parameter set, as the "
+                            "export's --param-set (no default; docs/BENCHMARK.md §2.9). A tree's "
+                            "comes from its manifest")
+
+
+def find_set_folders(args, labels, pairs, fmt):
+    """The exported folders of ``pairs``: the 18 under --corrupted, the others under
+    --corrupted-extra; returns (folders, manifest of --corrupted, manifest of --corrupted-extra)."""
+    import dataset_writer
+
+    manifests, folders = {}, {}
+    for key, root in (("rafdb", args.corrupted), ("extra", args.corrupted_extra)):
+        wanted = [pair for pair in pairs if (robustness.set_of(pair[0]) == "rafdb") == (key == "rafdb")]
+        manifests[key] = dataset_writer.read_manifest(root) if wanted and root.is_dir() else None
+        if wanted:
+            folders[key] = robustness.find_exported_folders(
+                root, labels.names, wanted, fmt or (manifests[key] or {}).get("params", {}).get("format"),
+                args.allow_missing)
+    ordered = {(folder.corruption, folder.severity): folder for group in folders.values()
+               for folder in group}
+    return ([ordered[pair] for pair in pairs if pair in ordered], manifests["rafdb"],
+            manifests["extra"])
+
+
+def predictions_classifier(args, clean_paths):
+    """The PredictionsClassifier of --predictions: paths relative to the evaluated tree (the 18's
+    --corrupted, or --corrupted-extra for another set), clean images under clean/."""
+    import predictions_file
+
+    if args.on_the_fly:
+        raise UserError("--predictions: predictions files score an exported tree; not with --on-the-fly")
+    if args.corruption_set == "all":
+        raise UserError("--predictions: choose one --corruption-set (rafdb, imagenet-extra or face): "
+                        "the paths of a predictions file are relative to one tree")
+    root = args.corrupted if args.corruption_set == "rafdb" else args.corrupted_extra
+    return predictions_file.PredictionsClassifier(args.predictions, root, clean_paths[0].parent,
+                                                  batch_size=args.batch)
 
 
 def load_baseline(args):
@@ -182,11 +261,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.captureWarnings(True)  # metrics.py warns (NaN ratios) through the warnings module
     if args.merge is not None:
         return merge(args)
-    names_c = robustness.parse_corruptions(args.corruptions)
+    names_c = robustness.parse_corruptions(args.corruptions, args.corruption_set)
+    import corruptions
+
+    needs_param_set = corruptions.needs_param_set(names_c)
+    if args.param_set is not None and not (args.on_the_fly and needs_param_set):
+        raise UserError("--param-set: only for ImageNet-C extras evaluated --on-the-fly (a tree's "
+                        "parameter set comes from its manifest)")
+    if args.on_the_fly and needs_param_set and args.param_set is None:
+        raise UserError("--param-set: required with --on-the-fly when ImageNet-C extras are "
+                        "evaluated (imagenet224, imagenet64 or scaled; docs/BENCHMARK.md §2.9)")
     severities = robustness.parse_severities(args.severities)
     shard = robustness.parse_shard(args.shard)
     pairs = [(corruption, severity) for corruption in names_c for severity in severities]
-    checkpoint_files = checkpoints.find_checkpoints(args.checkpoint)
+    checkpoint_files = ([args.predictions] if args.predictions is not None
+                        else checkpoints.find_checkpoints(args.checkpoint))
     if args.results_file is not None:
         robustness.check_results_file(args.results_file)
     baseline = load_baseline(args)
@@ -199,13 +288,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     clean = Folder(None, 0, robustness.folder_label(args.rafdb, rafdb_dataset.ALIGNED_DIR),
                    clean_paths, all_present)
 
-    manifest, on_the_fly = None, None
+    manifest, manifest_extra, on_the_fly = None, None, None
+    roots = {name: args.corrupted if name == "rafdb" else args.corrupted_extra
+             for name in robustness.CORRUPTION_SET_ORDER}
     if args.on_the_fly:
         fmt = args.format or "jpg"
-        folders = [Folder(c, s, robustness.folder_label(args.corrupted, f"rafdb.test.{c}.{s}"),
+        folders = [Folder(c, s, robustness.folder_label(roots[robustness.set_of(c)],
+                                                        f"rafdb.test.{c}.{s}"),
                           None, all_present) for c, s in pairs]
         source = {"on_the_fly": True, "seed": args.seed, "format": fmt,
-                  "motion_backend": args.motion_backend, "colour": args.colour}
+                  "motion_backend": args.motion_backend, "colour": args.colour,
+                  **({"param_set": args.param_set} if args.param_set else {})}
         if args.motion_backend == "wand" and any("motion" in c for c in names_c):
             import corruptions
 
@@ -213,20 +306,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if check is not None:
                 check()
     else:
-        import dataset_writer
-
-        manifest = dataset_writer.read_manifest(args.corrupted) if args.corrupted.is_dir() else None
-        fmt = args.format or ((manifest or {}).get("params", {}).get("format"))
-        folders = robustness.find_exported_folders(args.corrupted, labels.names, pairs, fmt,
-                                                   args.allow_missing)
+        folders, manifest, manifest_extra = find_set_folders(args, labels, pairs, args.format)
+        fmt = args.format or ((manifest or manifest_extra or {}).get("params", {}).get("format"))
         if fmt is None:
             suffixes = {folder.paths[0].suffix for folder in folders if folder.paths}
             fmt = "png" if suffixes == {".png"} else "jpg" if suffixes <= {".jpg"} else "mixed"
         source = {"on_the_fly": False, "format": fmt,
-                  **{key: (manifest or {}).get("params", {}).get(key)
+                  **{key: (manifest or manifest_extra or {}).get("params", {}).get(key)
                      for key in ("seed", "motion_backend", "colour")}}
-        if manifest is None:
-            LOG.warning("%s: no manifest.json; the export's parameters are unknown", args.corrupted)
+        if manifest_extra is not None and manifest_extra.get("params", {}).get("extra_param_set"):
+            source["param_set"] = manifest_extra["params"]["extra_param_set"]
+        for root, found in ((args.corrupted, manifest), (args.corrupted_extra, manifest_extra)):
+            used = any(str(folder.label).startswith(str(root)) for folder in folders)
+            if found is None and used:
+                LOG.warning("%s: no manifest.json; the export's parameters are unknown", root)
     units = robustness.work_units(clean, folders, shard)
     if shard is not None:
         LOG.info("shard %d/%d: %d of %d folder(s)", shard[0], shard[1], len(units), 1 + len(folders))
@@ -237,21 +330,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.on_the_fly and any(unit.paths is None for unit in units):
         on_the_fly = robustness.OnTheFly(clean_paths, seed=args.seed, fmt=fmt,
                                          motion_backend=args.motion_backend, colour=args.colour,
-                                         workers=args.workers)  # forks before TensorFlow starts
+                                         workers=args.workers,
+                                         param_set=args.param_set)  # forks before TensorFlow starts
     label_counts = {"protocol": labels.protocol, "n": len(labels), "n_total": labels.n_total,
                     "n_dropped": labels.n_dropped, "n_missing": labels.n_missing}
-    manifest_kept = robustness.manifest_summary(args.corrupted, manifest)
+    manifest_kept = (robustness.manifest_summary(args.corrupted, manifest) if manifest is not None
+                     or manifest_extra is None
+                     else robustness.manifest_summary(args.corrupted_extra, manifest_extra))
 
     results, probabilities = [], []
     try:
         for checkpoint_file in checkpoint_files:
-            classifier = checkpoints.classifier_from_args(checkpoint_file, args)
+            classifier = (predictions_classifier(args, clean_paths) if args.predictions is not None
+                          else checkpoints.classifier_from_args(checkpoint_file, args))
             if baseline is not None:
                 robustness.check_baseline(baseline, args.baseline, {"crop": classifier.crop},
                                           args.baseline_mismatch_ok)
             runner = inference.runner_from_args(classifier, args)
             evaluation = robustness.evaluate(runner, units, labels.labels, labels.names, on_the_fly,
                                              keep_probabilities=args.save_probabilities is not None)
+            if args.predictions is not None and classifier.unused():
+                unused = classifier.unused()
+                LOG.warning("%s: %d line(s) not used by this evaluation, e.g. %s", args.predictions,
+                            len(unused), unused[0])
             block = robustness.report_block(str(checkpoint_file), evaluation.rows)
             sys.stdout.write(block)
             sys.stdout.flush()
@@ -264,7 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows=evaluation.rows, baseline=baseline, baseline_path=args.baseline,
                 baseline_method=args.baseline_method, mismatch_ok=args.baseline_mismatch_ok,
                 runtime=runner.describe(), shard=shard, seconds=evaluation.seconds,
-                images=evaluation.images, adapt_images=evaluation.adapt_images)
+                images=evaluation.images, adapt_images=evaluation.adapt_images,
+                corruption_set=args.corruption_set,
+                corrupted_extra=args.corrupted_extra if args.corruption_set != "rafdb" else None)
             if result["summary"] is not None:
                 sys.stdout.write(robustness.summary_table(result) + "\n")
             else:

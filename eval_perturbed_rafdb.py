@@ -53,6 +53,10 @@ stdout); folders come in canonical order, not glob order; a missing frame is an 
 silently shortened the sequence); the input size and preprocessing come from the model and
 ``run.json`` (``--eval-preprocessing legacy-vggface2`` restores the original's input).
 
+Perturbation sets (docs/BENCHMARK.md §3.7): ``--perturbation-set rafdb|imagenet-extra|all`` predicts
+the folders of that set present under ``--perturbed`` (default: the 10, then any other folder);
+``eval_perturbed_rafdb2.py`` keeps mFP over the 10 and adds one mFP (and mFR) line per set.
+
 Scale and adaptation (docs/BENCHMARK.md §11.2, §11.6): ``--shard i/N`` predicts only the
 perturbation folders i, i+N, ...; the N shard files concatenated (``cat p0.txt p1.txt ... >
 all.txt``) give the reader the same results as one run. ``--distribute mirrored``,
@@ -102,6 +106,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--perturbations", default=None, metavar="NAMES",
                        help="comma-separated folders to evaluate (p_rotate or rafdb.test.p_rotate), "
                             "in this order. Default: the 10 of docs/BENCHMARK.md §3.3 present, then extras")
+    group.add_argument("--perturbation-set", default=None,
+                       choices=("rafdb", "imagenet-extra", "all"),
+                       help="evaluate the folders of this set present under --perturbed: rafdb (the "
+                            "10 of mFP), imagenet-extra (p_zoom_blur, p_snow, p_tilt, "
+                            "p_speckle_noise; docs/BENCHMARK.md §3.7) or all. Default: the 10, then "
+                            "any other folder present; --perturbations overrides it")
     group.add_argument("--frames", type=positive_int, default=30,
                        help="frames per sequence (test_XXXX_00 .. test_XXXX_<frames-1>)")
     group.add_argument("--annotate", action="store_true",
@@ -144,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              len(labels), labels.protocol, labels.n_dropped, labels.n_total)
     selected = [name.strip() for name in args.perturbations.split(",") if name.strip()] \
         if args.perturbations else None
-    folders = stability.perturbation_folders(args.perturbed, selected)
+    folders = stability.perturbation_folders(args.perturbed, selected, args.perturbation_set)
     if "," in str(args.perturbed) or "\n" in str(args.perturbed):
         raise UserError(f"--perturbed {args.perturbed}: the path contains a comma or newline, "
                         f"which the predictions format cannot hold")

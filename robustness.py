@@ -53,16 +53,23 @@ COLOURS = ("rgb", "bgr-compat")
 # Arguments
 
 
-def corruption_names() -> list[str]:
-    """The RAF-DB-C corruptions in canonical (docs/BENCHMARK.md §2.3) order."""
+CORRUPTION_SET_ORDER = ("rafdb", "imagenet-extra", "face")  # the sets a result is summarised by
+
+
+def corruption_names(corruption_set: str = "rafdb") -> list[str]:
+    """The corruptions of ``corruption_set`` (rafdb, imagenet-extra, face or all) in registry order
+    (the 18 of RAF-DB-C in docs/BENCHMARK.md §2.3 order first)."""
     import corruptions
 
-    return list(corruptions.CORRUPTION_NAMES)
+    if corruption_set not in corruptions.CORRUPTION_SETS:
+        raise UserError(f"--corruption-set: expected one of {', '.join(corruptions.CORRUPTION_SETS)}, "
+                        f"got {corruption_set!r}")
+    return list(corruptions.corruption_names(corruption_set))
 
 
-def parse_corruptions(text: str) -> list[str]:
-    """``all`` or a comma-separated list of corruption names, returned in canonical order."""
-    valid = corruption_names()
+def parse_corruptions(text: str, corruption_set: str = "rafdb") -> list[str]:
+    """``all`` (the whole ``corruption_set``) or a comma-separated list of its names, in canonical order."""
+    valid = corruption_names(corruption_set)
     if text.strip() == "all":
         return valid
     names = [part.strip() for part in text.split(",") if part.strip()]
@@ -70,9 +77,24 @@ def parse_corruptions(text: str) -> list[str]:
     if not names:
         raise UserError(f"--corruptions: expected 'all' or a comma-separated list of: {', '.join(valid)}")
     if unknown:
-        raise UserError(f"--corruptions: unknown corruption {unknown[0]!r}; valid names: "
-                        f"{', '.join(valid)}")
+        raise UserError(f"--corruptions: unknown corruption {unknown[0]!r} in --corruption-set "
+                        f"{corruption_set}; valid names: {', '.join(valid)}")
     return [name for name in valid if name in names]
+
+
+def set_of(name: str) -> str:
+    """The set (``family``) of one corruption: rafdb, imagenet-extra or face."""
+    import corruptions
+
+    return corruptions.family(name)
+
+
+def group_by_set(names) -> dict[str, list[str]]:
+    """{set: its names among ``names``} for the sets present, in CORRUPTION_SET_ORDER."""
+    groups: dict[str, list[str]] = {name: [] for name in CORRUPTION_SET_ORDER}
+    for name in names:
+        groups[set_of(name)].append(name)
+    return {key: value for key, value in groups.items() if value}
 
 
 def parse_severities(text: str) -> list[int]:
@@ -169,10 +191,11 @@ def _corrupt_one(task: tuple) -> np.ndarray:
     """Corrupt one clean image exactly as the export writes it, then decode the bytes back."""
     import dataset_writer
 
-    index, corruption, severity, seed, fmt, motion_backend, colour = task
+    index, corruption, severity, seed, fmt, motion_backend, colour, param_set = task
+    extra = {"param_set": param_set} if param_set is not None and set_of(corruption) == "imagenet-extra" else {}
     data = dataset_writer.corrupted_bytes(_CLEAN_IMAGES[index], _CLEAN_FILES[index], corruption,
                                           severity, seed=seed, fmt=fmt,
-                                          motion_backend=motion_backend, colour=colour)
+                                          motion_backend=motion_backend, colour=colour, **extra)
     return rafdb_dataset.decode_image(data, f"{corruption}.{severity}/{_CLEAN_FILES[index]}")
 
 
@@ -180,11 +203,12 @@ class OnTheFly:
     """Corrupted images of each folder, rendered by a process pool one folder ahead."""
 
     def __init__(self, clean_paths: list[Path], *, seed: int = 0, fmt: str = "jpg",
-                 motion_backend: str = "numpy", colour: str = "rgb", workers: int | None = None):
+                 motion_backend: str = "numpy", colour: str = "rgb", workers: int | None = None,
+                 param_set: str | None = None):
         global _CLEAN_IMAGES, _CLEAN_FILES
         _CLEAN_IMAGES = [rafdb_dataset.read_image(path) for path in clean_paths]
         _CLEAN_FILES = [path.name for path in clean_paths]
-        self.options = (seed, fmt, motion_backend, colour)
+        self.options = (seed, fmt, motion_backend, colour, param_set)
         workers = workers or os.cpu_count() or 1
         if workers < 1:
             raise UserError(f"--workers: expected a positive integer, got {workers}")
@@ -430,21 +454,33 @@ def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) ->
 
 
 def baseline_table(baseline: dict, path: Path, table: dict[str, list[float]],
-                   severities: list[int]) -> tuple[float, dict[str, list[float]]]:
-    """The baseline's clean error and error rows for the corruptions of ``table``."""
+                   severities: list[int], required=None) -> tuple[float, dict[str, list[float]]]:
+    """The baseline's clean error and error rows for the corruptions of ``table``.
+
+    With ``required`` (names), only those must be in the baseline (an error otherwise); the other
+    corruptions of ``table`` are returned where the baseline has every severity of them.
+    """
     by_key = {(row["corruption"], int(row["severity"])): float(row["error"])
               for row in baseline["folders"]}
-    missing = [f"{c}.{s}" for c in table for s in severities if (c, s) not in by_key]
+    required = list(table) if required is None else list(required)
+    missing = [f"{c}.{s}" for c in required for s in severities if (c, s) not in by_key]
     if missing:
         raise UserError(f"--baseline {path}: no result for {', '.join(missing[:10])}"
                         + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""))
     return float(baseline["clean"]["error"]), {
-        c: [by_key[(c, s)] for s in severities] for c in table}
+        c: [by_key[(c, s)] for s in severities] for c in table
+        if all((c, s) in by_key for s in severities)}
 
 
 def summarise(rows: list[dict], severities: list[int], baseline: dict | None,
               baseline_path: Path | None) -> dict:
-    """docs/BENCHMARK.md §5.2 numbers (metrics.py) plus the unnormalised sums shown without a baseline."""
+    """docs/BENCHMARK.md §5.2 numbers (metrics.py) plus the unnormalised sums shown without a baseline.
+
+    The top-level mCE, mean errors and sums are over the 18 RAF-DB-C corruptions whenever any of
+    them was evaluated (``mce_set`` "rafdb"), so extra sets never change them; otherwise over the
+    evaluated set(s). ``sets`` holds the same numbers per corruption set (docs/BENCHMARK.md §2.9,
+    §11.1): one mCE per set.
+    """
     import metrics
 
     clean_error, table = error_table(rows, severities)
@@ -453,18 +489,40 @@ def summarise(rows: list[dict], severities: list[int], baseline: dict | None,
         summary.update({"clean_error": clean_error})
         summary.update(calibration_summary(rows))
         return summary
+    groups = group_by_set(table)
+    primary = groups.get("rafdb") or list(table)
     base_clean, base_table = (None, None)
     if baseline is not None:
-        base_clean, base_table = baseline_table(baseline, baseline_path, table, severities)
-    summary.update(metrics.corruption_summary(table, clean_error, base_table, base_clean))
+        base_clean, base_table = baseline_table(baseline, baseline_path, table, severities, primary)
+    summary["mce_set"] = "rafdb" if "rafdb" in groups else "+".join(groups)
+    summary.update(_set_numbers(metrics, table, clean_error, base_table, base_clean, primary))
     # Without a baseline, CE_c's numerator and relative CE_c's numerator (docs/BENCHMARK.md §5.2), unnormalised.
     summary["error_sum"] = {c: float(np.sum(errors)) for c, errors in table.items()}
     summary["relative_error_sum"] = {c: float(np.sum(np.asarray(errors) - clean_error))
                                      for c, errors in table.items()}
-    summary["mean_error_sum"] = float(np.mean(list(summary["error_sum"].values())))
-    summary["mean_relative_error_sum"] = float(np.mean(list(summary["relative_error_sum"].values())))
+    summary["sets"] = {}
+    for name, members in groups.items():
+        covered = base_table is not None and all(member in base_table for member in members)
+        numbers = _set_numbers(metrics, {c: table[c] for c in members}, clean_error,
+                               base_table if covered else None, base_clean, members)
+        summary["sets"][name] = {
+            "corruptions": members, "normalised": "mce" in numbers,
+            **{key: numbers[key] for key in ("overall_mean_error", "mean_corruption_accuracy",
+                                             "unnormalised_relative_error", "mean_error_sum",
+                                             "mean_relative_error_sum", "mce", "relative_mce")
+               if key in numbers}}
     summary.update(calibration_summary(rows))
     return summary
+
+
+def _set_numbers(metrics, table: dict, clean_error: float, base_table: dict | None,
+                 base_clean: float | None, names: list[str]) -> dict:
+    """metrics.corruption_summary over ``names`` plus the unnormalised means of the sums."""
+    numbers = metrics.corruption_summary(table, clean_error, base_table, base_clean, names=names)
+    numbers["mean_error_sum"] = float(np.mean([np.sum(table[c]) for c in names]))
+    numbers["mean_relative_error_sum"] = float(np.mean([np.sum(np.asarray(table[c]) - clean_error)
+                                                        for c in names]))
+    return numbers
 
 
 def calibration_summary(rows: list[dict]) -> dict:
@@ -499,7 +557,7 @@ def summary_table(result: dict) -> str:
     out.write(f"RAF-DB-C summary for {checkpoint['checkpoint']}\n")
     out.write(f"N = {result['n']} test images ({result['protocol']} labels"
               + (f", vote-filtered from {result['n_total']}" if result["protocol"] == "soft" else "")
-              + f"), crop {checkpoint['crop']}, input {'x'.join(map(str, checkpoint['input_shape']))}"
+              + f"), crop {checkpoint['crop']}, input {'x'.join(map(str, checkpoint.get('input_shape') or ['n/a']))}"
               f", preprocessing {checkpoint['preprocessing']}, format {result['format']}"
               f"{' (on the fly)' if result['on_the_fly'] else ''}\n")
     runtime = result.get("runtime") or {}
@@ -542,6 +600,9 @@ def summary_table(result: dict) -> str:
                       f"unnormalised relative mCE (mean sum(E-Ec)) "
                       f"{100 * summary['mean_relative_error_sum']:.2f}   (over {count} "
                       f"corruptions; pass --baseline to normalise)\n")
+        sets = summary.get("sets") or {}
+        if set(sets) - {"rafdb"}:  # one line per set; the lines above are over summary["mce_set"]
+            out.write(set_lines(summary, result))
         out.write(f"clean error {100 * summary['clean_error']:.2f}   mean corruption error "
                   f"{100 * summary['overall_mean_error']:.2f}   mean corruption accuracy "
                   f"{100 * summary['mean_corruption_accuracy']:.2f}   unnormalised relative error "
@@ -557,6 +618,24 @@ def summary_table(result: dict) -> str:
     out.write(f"{result['images']} images in {result['seconds']:.1f} s: "
               f"{result['images_per_second']:.1f} images/s\n")
     return out.getvalue()
+
+
+def set_lines(summary: dict, result: dict) -> str:
+    """One line per corruption set: its mCE and relative mCE (or the unnormalised means)."""
+    lines = []
+    for name, numbers in summary["sets"].items():
+        count = len(numbers["corruptions"])
+        head = f"set {name:<15} ({count:>2} corruption{'s' if count != 1 else ''}): "
+        if numbers["normalised"]:
+            lines.append(head + f"mCE {100 * numbers['mce']:.2f}   relative mCE "
+                         f"{100 * numbers['relative_mce']:.2f}   mean error "
+                         f"{100 * numbers['overall_mean_error']:.2f}")
+        else:
+            note = "" if result.get("baseline") is None else "   (not in the baseline)"
+            lines.append(head + f"unnormalised mCE {100 * numbers['mean_error_sum']:.2f}   "
+                         f"unnormalised relative mCE {100 * numbers['mean_relative_error_sum']:.2f}   "
+                         f"mean error {100 * numbers['overall_mean_error']:.2f}{note}")
+    return "".join(line + "\n" for line in lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,6 +673,16 @@ def write_csv(path: Path, results: list[dict]) -> None:
                                _csv_number(summary["relative_mce"] if normalised
                                            else summary["mean_relative_error_sum"]),
                                int(normalised)])
+            sets = summary.get("sets") or {}
+            for name, numbers in sets.items() if set(sets) - {"rafdb"} else ():
+                normalised = numbers["normalised"]
+                writer.writerow([result["checkpoint"]["checkpoint"], f"summary:{name}", "", "mean",
+                                 result["n"], _csv_number(numbers["mean_corruption_accuracy"]),
+                                 _csv_number(numbers["overall_mean_error"]), "", "", ""] + common
+                                + [_csv_number(numbers["mce"] if normalised else numbers["mean_error_sum"]),
+                                   _csv_number(numbers["relative_mce"] if normalised
+                                               else numbers["mean_relative_error_sum"]),
+                                   int(normalised)])
     cli_common.atomic_write_text(path, buffer.getvalue())
 
 
@@ -716,7 +805,8 @@ def make_result(*, checkpoint: dict, labels, rafdb: Path, corrupted: Path, fmt: 
                 severities: list[int], rows: list[dict], baseline: dict | None,
                 baseline_path: Path | None, baseline_method: str | None, mismatch_ok: bool,
                 runtime: dict, shard: tuple[int, int] | None, seconds: float, images: int,
-                adapt_images: int = 0) -> dict:
+                adapt_images: int = 0, corruption_set: str = "rafdb",
+                corrupted_extra: Path | None = None) -> dict:
     """The JSON record of one model (a shard's when ``shard`` is set: no summary then)."""
     result = {
         "checkpoint": checkpoint,
@@ -724,6 +814,8 @@ def make_result(*, checkpoint: dict, labels, rafdb: Path, corrupted: Path, fmt: 
         "n": labels["n"], "n_total": labels["n_total"], "n_dropped": labels["n_dropped"],
         "n_missing": labels["n_missing"],
         "rafdb": str(rafdb), "corrupted": str(corrupted),
+        "corruption_set": corruption_set,
+        "corrupted_extra": None if corrupted_extra is None else str(corrupted_extra),
         "format": fmt, "on_the_fly": bool(on_the_fly), "source": source,
         "manifest": manifest,
         "corruptions": list(corruptions), "severities": list(severities),
@@ -763,7 +855,7 @@ def read_results(path: Path) -> list[dict]:
 # Fields that must agree between the shards of one model.
 SAME_IN_SHARDS = ("checkpoint", "protocol", "n", "n_total", "n_dropped", "n_missing", "rafdb",
                   "corrupted", "format", "on_the_fly", "source", "manifest", "corruptions",
-                  "severities", "runtime")
+                  "severities", "runtime", "corruption_set", "corrupted_extra")
 
 
 def _unit_key(row: dict) -> str:
@@ -832,7 +924,9 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
             baseline_path=baseline_path, baseline_method=baseline_method, mismatch_ok=mismatch_ok,
             runtime=first["runtime"], shard=None, seconds=seconds,
             images=int(sum(part.get("images") or 0 for _, part in parts)),
-            adapt_images=int(sum(part.get("adapt_images") or 0 for _, part in parts))))
+            adapt_images=int(sum(part.get("adapt_images") or 0 for _, part in parts)),
+            corruption_set=first.get("corruption_set", "rafdb"),
+            corrupted_extra=first.get("corrupted_extra")))
     return merged
 
 

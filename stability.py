@@ -62,12 +62,37 @@ def _folder_name(name: str) -> str:
     return name if name.startswith("rafdb.") else FOLDER_PREFIX + name
 
 
-def perturbation_folders(perturbed: Path, selected: Sequence[str] | None = None) -> list[Path]:
-    """The folders to evaluate: ``selected`` (each must exist) or the canonical 10 then extras."""
+def set_folders(perturbed: Path, perturbation_set: str) -> list[str]:
+    """``--perturbation-set``: the names of the set whose folders exist under ``perturbed``, in
+    registry order (missing ones are warned about; none present is an error)."""
+    import perturbations
+
+    if perturbation_set not in perturbations.PERTURBATION_SETS:
+        raise UserError(f"--perturbation-set: expected one of {', '.join(perturbations.PERTURBATION_SETS)}, "
+                        f"got {perturbation_set!r}")
+    names = list(perturbations.perturbation_names(perturbation_set))
+    present = [name for name in names if (perturbed / _folder_name(name)).is_dir()]
+    missing = [name for name in names if name not in present]
+    if not present:
+        raise UserError(f"--perturbation-set {perturbation_set}: none of its folders under {perturbed} "
+                        f"(expected e.g. {perturbed / _folder_name(names[0])}; export them with "
+                        f"rafdb_perturb_dataset.py export --perturbation-set {perturbation_set})")
+    if missing:
+        LOG.warning("%s: %d folder(s) of --perturbation-set %s missing: %s", perturbed, len(missing),
+                    perturbation_set, ", ".join(missing))
+    return present
+
+
+def perturbation_folders(perturbed: Path, selected: Sequence[str] | None = None,
+                         perturbation_set: str | None = None) -> list[Path]:
+    """The folders to evaluate: ``selected`` (each must exist), those of ``perturbation_set``
+    present, or the canonical 10 then any other folder present."""
     if not perturbed.is_dir():
         raise UserError(f"--perturbed {perturbed}: no such folder (expected "
                         f"{perturbed}/rafdb.test.p_<name>/test_XXXX_NN.jpg, as written by "
                         f"rafdb_perturb_dataset.py)")
+    if not selected and perturbation_set is not None:
+        selected = set_folders(perturbed, perturbation_set)
     if selected:
         folders = [perturbed / _folder_name(name) for name in selected]
         for folder in folders:
@@ -544,9 +569,31 @@ def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,
             key = str(k)
             if in_mean and all(key in results[name]["tkd"] for name in in_mean):
                 summary["mtkd"][key] = float(np.mean([results[name]["tkd"][key] for name in in_mean]))
+        summary["sets"] = set_summaries(results, ks)
         methods[method] = summary
     return {"methods": methods, "difficulty": difficulty, "topk": [int(k) for k in ks],
             "canonical_perturbations": canonical}
+
+
+def set_summaries(results: dict, ks: Sequence[int]) -> dict:
+    """Per perturbation set present (docs/BENCHMARK.md §3.3, §3.7): its perturbations, mFP and mean
+    T-k-D over them. The rafdb set's mFP is the headline mFP; an extra never enters it."""
+    import perturbations
+
+    out = {}
+    for name in ("rafdb", "imagenet-extra"):
+        members = [p for p in perturbations.perturbation_names(name) if p in results]
+        if not members:
+            continue
+        entry = {"perturbations": members,
+                 "mfp": metrics.mean_flip_probability({p: results[p]["fp"] for p in members}),
+                 "mtkd": {}}
+        for k in ks:
+            key = str(k)
+            if all(key in results[p]["tkd"] for p in members):
+                entry["mtkd"][key] = float(np.mean([results[p]["tkd"][key] for p in members]))
+        out[name] = entry
+    return out
 
 
 def _joined(values) -> str:
@@ -598,6 +645,10 @@ def normalise(results: dict, baseline_label: str, baseline: dict) -> None:
         in_mean = [name for name in summary["mean_over"] if name in base]
         summary["mfr_over"] = in_mean
         summary["mfr"] = float(np.mean([summary["perturbations"][n]["fr"] for n in in_mean])) if in_mean else math.nan
+        for entry in (summary.get("sets") or {}).values():
+            members = [n for n in entry["perturbations"] if n in base]
+            entry["mfr"] = (float(np.mean([summary["perturbations"][n]["fr"] for n in members]))
+                            if members else math.nan)
         summary["mtkd_rate"] = {}
         for k in results["topk"]:
             key = str(k)
@@ -677,6 +728,12 @@ def format_summary(results: dict) -> str:
         if normalised:
             line += "".join(f"  {number(summary.get('mtkd_rate', {}).get(k), 4, 6)}" for k in ks)
         lines.append(line)
+        sets = summary.get("sets") or {}
+        if set(sets) - {"rafdb"}:
+            for name, entry in sets.items():
+                tkd = "".join(f"  mT{k}D {entry['mtkd'][k]:.4f}" for k in ks if k in entry["mtkd"])
+                lines.append(f"{'':<{width}}  set {name}: mFP {entry['mfp']:.6f} over "
+                             f"{len(entry['perturbations'])} perturbation(s){tkd}")
         if summary["extras"]:
             extras = ", ".join(f"{name} {summary['perturbations'][name]['fp']:.6f}" for name in summary["extras"])
             lines.append(f"{'':<{width}}  extras (not in mFP): {extras}")
@@ -731,6 +788,11 @@ def format_csv(results: dict) -> str:
                         + [_value(summary["mtkd"].get(k)) for k in ks]
                         + [_value(summary.get("mtkd_rate", {}).get(k)) for k in ks]
                         + [summary["protocol"], summary["source"]])
+        sets = summary.get("sets") or {}
+        for name, entry in sets.items() if set(sets) - {"rafdb"} else ():
+            writer.writerow([method, f"mean:{name}", "", n, "", _value(entry["mfp"]), _value(entry.get("mfr"))]
+                            + [_value(entry["mtkd"].get(k)) for k in ks] + [""] * len(ks)
+                            + [summary["protocol"], summary["source"]])
     return buffer.getvalue()
 
 

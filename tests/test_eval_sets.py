@@ -1,0 +1,202 @@
+"""Corruption sets in the RAF-DB-C evaluation (docs/BENCHMARK.md §2.9, §11.1) and predictions files
+(docs/BENCHMARK.md §11.4) wired into eval_corrupted_rafdb.py.
+
+The model is a linear probe with fixed weights, so every accuracy is recomputed here from the image
+files by hand (cv2 decode, bilinear resize, numpy product), independently of the evaluation code.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+import eval_corrupted_rafdb
+import rafdb_dataset
+from cli_common import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 32
+RNG = np.random.default_rng(7)
+KERNEL = RNG.normal(scale=0.02, size=(SIZE * SIZE * 3, 7)).astype(np.float32)
+BIAS = RNG.normal(scale=1.0, size=7).astype(np.float32)
+RAFDB_C = ("gaussian_noise", "contrast")
+FACE = ("occlusion_patch", "low_resolution")
+
+
+def save_probe(path):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(7)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights([KERNEL, BIAS])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+def predicted(path):
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    resized = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    return int(np.argmax(resized.reshape(-1) @ KERNEL.astype(np.float64) + BIAS))
+
+
+def export(root, out, corruption_set, names):
+    command = [sys.executable, str(REPO / "rafdb_aug_dataset.py"), "export", "--rafdb", "RAF-DB",
+               "--out", out, "--corruption-set", corruption_set, "--corruptions", ",".join(names),
+               "--severities", "1-2", "--workers", "1", "--quiet"]
+    subprocess.run(command, cwd=root, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def workspace(sample_tree, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalsets")
+    os.symlink(sample_tree, root / "RAF-DB")
+    export(root, "corrupted_raf_dataset", "rafdb", RAFDB_C)
+    export(root, "corrupted_raf_dataset_extra", "face", FACE)
+    save_probe(root / "probe.keras")
+    return root
+
+
+def run_main(root, capsys, *args):
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        code = eval_corrupted_rafdb.main([str(arg) for arg in args])
+    finally:
+        os.chdir(cwd)
+    return code, capsys.readouterr()
+
+
+def hand_errors(root):
+    """{folder key: error} recomputed from the files, for the clean folder and every exported one."""
+    labels = rafdb_dataset.load_labels(root / "RAF-DB", "test", "soft")
+    folders = {"clean": root / "RAF-DB/basic/Image/aligned"}
+    for names, tree in ((RAFDB_C, "corrupted_raf_dataset"), (FACE, "corrupted_raf_dataset_extra")):
+        for name in names:
+            for severity in (1, 2):
+                folders[(name, severity)] = root / tree / f"rafdb.test.{name}.{severity}"
+    return {key: 1.0 - float(np.mean([predicted(folder / f"{n}_aligned.jpg") for n in labels.names]
+                                     == labels.classes))
+            for key, folder in folders.items()}
+
+
+def test_one_mce_line_per_set_and_the_18_unchanged_by_extras(workspace, capsys):
+    root = workspace
+    errors = hand_errors(root)
+    clean = errors["clean"]
+    code, only = run_main(root, capsys, "probe.keras", "--corruptions", ",".join(RAFDB_C),
+                          "--severities", "1-2", "--json", "only.json", "--workers", "1")
+    assert code == 0, only.err
+    code, both = run_main(root, capsys, "probe.keras", "--corruption-set", "all", "--corruptions",
+                          ",".join(RAFDB_C + FACE), "--severities", "1-2", "--json", "all.json",
+                          "--csv", "all.csv", "--workers", "1")
+    assert code == 0, both.err
+    first = json.loads((root / "only.json").read_text())["results"][0]["summary"]
+    second = json.loads((root / "all.json").read_text())["results"][0]
+    summary = second["summary"]
+    # The 18-set numbers do not move when extra folders are evaluated too.
+    for key in ("mean_error_sum", "mean_relative_error_sum", "overall_mean_error",
+                "mean_corruption_accuracy", "unnormalised_relative_error", "clean_error"):
+        assert summary[key] == first[key], key
+    assert summary["mce_set"] == first["mce_set"] == "rafdb"
+    assert summary["sets"]["rafdb"] == first["sets"]["rafdb"]
+    # By hand: mean over the set's corruptions of sum_s E_s (unnormalised mCE, no baseline).
+    for set_name, names in (("rafdb", RAFDB_C), ("face", FACE)):
+        sums = [errors[(n, 1)] + errors[(n, 2)] for n in names]
+        numbers = summary["sets"][set_name]
+        assert numbers["corruptions"] == list(names)
+        assert numbers["mean_error_sum"] == pytest.approx(np.mean(sums))
+        assert numbers["mean_relative_error_sum"] == pytest.approx(np.mean(sums) - 2 * clean)
+        assert numbers["overall_mean_error"] == pytest.approx(np.mean(sums) / 2)
+    assert summary["mean_error_sum"] == pytest.approx(
+        np.mean([errors[(n, 1)] + errors[(n, 2)] for n in RAFDB_C]))
+    face_row = f"corrupted_raf_dataset_extra{os.sep}rafdb.test.occlusion_patch.2"
+    assert any(row["folder"] == face_row for row in second["folders"])
+    # One line per set in the table, one summary row per set in the CSV.
+    face_mce = 100 * np.mean([errors[(n, 1)] + errors[(n, 2)] for n in FACE])
+    assert f"set face            ( 2 corruptions): unnormalised mCE {face_mce:.2f}" in both.out
+    assert "set rafdb" in both.out and "set face" not in only.out
+    rows = list(csv.DictReader((root / "all.csv").open()))
+    face = next(row for row in rows if row["corruption"] == "summary:face")
+    assert float(face["mce"]) == pytest.approx(np.mean([errors[(n, 1)] + errors[(n, 2)] for n in FACE]))
+    assert {row["corruption"] for row in rows if row["corruption"].startswith("summary")} == {
+        "summary", "summary:rafdb", "summary:face"}
+
+
+def test_extras_on_the_fly_equal_the_exported_tree(workspace, capsys):
+    root = workspace
+    code, tree = run_main(root, capsys, "probe.keras", "--corruption-set", "face", "--corruptions",
+                          "occlusion_patch", "--severities", "1-2", "--json", "t.json")
+    assert code == 0, tree.err
+    code, fly = run_main(root, capsys, "probe.keras", "--corruption-set", "face", "--corruptions",
+                         "occlusion_patch", "--severities", "1-2", "--on-the-fly", "--workers", "1",
+                         "--json", "f.json")
+    assert code == 0, fly.err
+    rows = [json.loads((root / name).read_text())["results"][0]["folders"] for name in ("t.json", "f.json")]
+    assert [row["accuracy"] for row in rows[0]] == [row["accuracy"] for row in rows[1]]
+    errors = hand_errors(root)
+    assert rows[0][2]["error"] == pytest.approx(errors[("occlusion_patch", 2)])
+
+
+def test_set_flags_are_checked(workspace, capsys):
+    with pytest.raises(UserError, match="unknown corruption 'frost' in --corruption-set face"):
+        run_main(workspace, capsys, "probe.keras", "--corruption-set", "face", "--corruptions", "frost")
+    with pytest.raises(UserError, match="--param-set: required"):
+        run_main(workspace, capsys, "probe.keras", "--corruption-set", "imagenet-extra",
+                 "--corruptions", "fog", "--on-the-fly")
+
+
+# --------------------------------------------------------------------------------------------
+# --predictions FILE.csv (docs/BENCHMARK.md §11.4)
+
+
+def test_predictions_file_gives_the_direct_evaluations_report(workspace, capsys):
+    root = workspace
+    common = ["--corruptions", ",".join(RAFDB_C), "--severities", "1-2"]
+    code, direct = run_main(root, capsys, "probe.keras", *common, "--json", "direct.json",
+                            "--save-probabilities", "p.npz")
+    assert code == 0, direct.err
+    saved = np.load(root / "p.npz")
+    lines = ["path," + ",".join(f"p{i}" for i in range(7))]
+    for folder, image, row in zip(saved["folder"], saved["image"], saved["probabilities"]):
+        prefix = "clean" if folder == "clean" else f"rafdb.test.{folder}"
+        lines.append(f"{prefix}/{image}_aligned.jpg," + ",".join(repr(float(v)) for v in row))
+    (root / "preds.csv").write_text("\n".join(lines) + "\n")
+    code, scored = run_main(root, capsys, *common, "--predictions", "preds.csv", "--json", "pred.json")
+    assert code == 0, scored.err
+    # The block below "Results for:" and every per-folder number are identical.
+    assert direct.out.split("\n", 1)[1].split("\n\n\n")[0] == scored.out.split("\n", 1)[1].split("\n\n\n")[0]
+    mine, theirs = (json.loads((root / name).read_text())["results"][0]
+                    for name in ("pred.json", "direct.json"))
+    assert mine["folders"] == theirs["folders"]
+    assert mine["summary"] == theirs["summary"]
+    assert mine["checkpoint"]["format"] == "predictions"
+    # Class names instead of scores: accuracies are the argmax of the hand-computed probe.
+    labels = rafdb_dataset.load_labels(root / "RAF-DB", "test", "soft")
+    names = rafdb_dataset.CLASS_NAMES
+    aligned = root / "RAF-DB/basic/Image/aligned"
+    classes = ["path,class"] + [f"clean/{n}_aligned.jpg,{names[predicted(aligned / f'{n}_aligned.jpg')]}"
+                                for n in labels.names]
+    for name in RAFDB_C:
+        for severity in (1, 2):
+            folder = root / "corrupted_raf_dataset" / f"rafdb.test.{name}.{severity}"
+            classes += [f"rafdb.test.{name}.{severity}/{n}_aligned.jpg,"
+                        f"{names[predicted(folder / f'{n}_aligned.jpg')]}" for n in labels.names]
+    (root / "classes.csv").write_text("\n".join(classes) + "\n")
+    code, _ = run_main(root, capsys, *common, "--predictions", "classes.csv", "--json", "cls.json")
+    assert code == 0
+    rows = json.loads((root / "cls.json").read_text())["results"][0]["folders"]
+    assert [row["accuracy"] for row in rows] == [row["accuracy"] for row in theirs["folders"]]
+    # A needed image without a line is an error naming it.
+    (root / "short.csv").write_text("\n".join(classes[:-1]) + "\n")
+    missing = classes[-1].split(",")[0]
+    with pytest.raises(UserError, match=f"no line for {missing}"):
+        run_main(root, capsys, *common, "--predictions", "short.csv")
+    with pytest.raises(UserError, match="--on-the-fly"):
+        run_main(root, capsys, *common, "--predictions", "classes.csv", "--on-the-fly")

@@ -1,0 +1,71 @@
+"""Perturbation sets in the RAF-DB-P evaluation (docs/BENCHMARK.md §3.3, §3.7): folder selection by
+--perturbation-set and one mFP per set, the 10's mFP never moved by the extras."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stability
+from cli_common import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def line(values):
+    return ",".join(str(v) for v in values)
+
+
+def block(method, name, *sequences):
+    return f"runs/{method}/c.keras,P/rafdb.test.{name}\n" + "".join(line(s) + "\n" for s in sequences)
+
+
+def test_one_mfp_per_set_and_the_10_unchanged(tmp_path):
+    one_flip = [1] * 15 + [2] * 15  # consecutive rule: 1 of 29 pairs differ
+    two_flips = [1] * 10 + [2] * 10 + [1] * 10  # 2 of 29
+    noisy = [4] + [5] * 29  # noise rule (vs frame 0): 29 of 29
+    steady = [3] * 30
+    base = block("m", "p_rotate", one_flip, steady) + block("m", "p_gaussian_noise", noisy, steady)
+    extra = block("m", "p_tilt", two_flips, two_flips) + block("m", "p_speckle_noise", noisy, noisy)
+    (tmp_path / "ten.txt").write_text(base)
+    (tmp_path / "all.txt").write_text(base + extra)
+    results = {}
+    for name in ("ten", "all"):
+        run = subprocess.run([sys.executable, str(REPO / "eval_perturbed_rafdb2.py"), str(tmp_path / f"{name}.txt"),
+                              "--json", str(tmp_path / f"{name}.json"), "--csv", str(tmp_path / f"{name}.csv")],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        results[name] = (json.loads((tmp_path / f"{name}.json").read_text())["methods"]["m"], run.stderr)
+    ten, both = results["ten"][0], results["all"][0]
+    # By hand: p_rotate FP = (1/29 + 0) / 2; p_gaussian_noise FP = (29/29 + 0) / 2.
+    fp_10 = ((1 / 29) / 2 + 1.0 / 2) / 2
+    # p_tilt FP = 2/29; p_speckle_noise FP = 1.0 (every frame differs from frame 0).
+    fp_extra = (2 / 29 + 1.0) / 2
+    assert ten["mfp"] == both["mfp"] == pytest.approx(fp_10)
+    assert both["sets"]["rafdb"]["mfp"] == pytest.approx(fp_10)
+    assert both["sets"]["imagenet-extra"]["mfp"] == pytest.approx(fp_extra)
+    assert both["sets"]["imagenet-extra"]["perturbations"] == ["p_tilt", "p_speckle_noise"]
+    assert "set imagenet-extra: mFP %.6f over 2" % fp_extra in results["all"][1]
+    assert "set imagenet-extra" not in results["ten"][1]
+    rows = list(csv.DictReader((tmp_path / "all.csv").open()))
+    assert float(next(r for r in rows if r["perturbation"] == "mean:imagenet-extra")["fp"]) == pytest.approx(fp_extra)
+    assert float(next(r for r in rows if r["perturbation"] == "mean")["fp"]) == pytest.approx(fp_10)
+
+
+def test_perturbation_set_selects_the_folders_present(tmp_path):
+    for name in ("p_rotate", "p_gaussian_noise", "p_tilt", "p_snow"):
+        (tmp_path / f"rafdb.test.{name}").mkdir()
+    names = lambda folders: [folder.name[len("rafdb.test."):] for folder in folders]  # noqa: E731
+    assert names(stability.perturbation_folders(tmp_path, None, "imagenet-extra")) == ["p_snow", "p_tilt"]
+    assert names(stability.perturbation_folders(tmp_path, None, "rafdb")) == ["p_gaussian_noise", "p_rotate"]
+    assert names(stability.perturbation_folders(tmp_path, None, "all")) == [
+        "p_gaussian_noise", "p_rotate", "p_snow", "p_tilt"]
+    # The default is today's: the 10 present, then any other folder.
+    assert names(stability.perturbation_folders(tmp_path)) == ["p_gaussian_noise", "p_rotate", "p_snow", "p_tilt"]
+    for name in ("p_tilt", "p_snow"):
+        (tmp_path / f"rafdb.test.{name}").rmdir()
+    with pytest.raises(UserError, match="--perturbation-set imagenet-extra: none of its folders"):
+        stability.perturbation_folders(tmp_path, None, "imagenet-extra")
