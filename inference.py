@@ -232,6 +232,8 @@ class Runner:
 
     def _run(self, dataset, training: bool):
         """Yield the float32 output rows of each batch (input order)."""
+        import tensorflow as tf
+
         import checkpoints
 
         step = self._call(training)
@@ -240,7 +242,15 @@ class Runner:
             images = self.strategy.experimental_distribute_dataset(images)
         with checkpoints.pipeline_user_errors():
             for batch in images:
-                outputs = step(batch)
+                try:
+                    outputs = step(batch)
+                except tf.errors.InvalidArgumentError as error:
+                    if not self.jit or "XLA" not in str(error):
+                        raise
+                    raise UserError(f"{self.classifier.checkpoint_path}: --jit: XLA cannot compile "
+                                    f"this model ({str(error).splitlines()[0]}); run without --jit "
+                                    f"(e.g. the full_normalization layer's histogram is not "
+                                    f"XLA-compilable)") from None
                 if self.strategy is not None:
                     parts = self.strategy.experimental_local_results(outputs)
                     yield np.concatenate([np.asarray(part, np.float32) for part in parts])

@@ -11,6 +11,12 @@ temporary .hdf5 and loaded back with ``checkpoints.py`` as the evaluation script
    then ``Classifier.predict_dataset``) on a tiny perturbed tree of --sequences x 30 frames,
    against ``model.predict`` on the same frames in memory with the same batch size.
 
+3. Runner variants (``inference.Runner``, what ``--jit``, ``--adapt bn`` and ``--mixed-precision``
+   select) on the RAF-DB-C path, each as a ratio to the plain pipeline measured in the same run:
+   XLA (``--jit``; smallcnn with scale01 preprocessing, since XLA cannot compile the
+   full_normalization layer), BatchNorm adaptation (one extra training-mode pass per folder, so about 2x the
+   time is expected), and float16 (only when a GPU is visible or TF_ENABLE_ONEDNN_OPTS=0).
+
 Each timing is the best of --repeats runs after one warm-up run (tracing). The target is a ratio
 pipeline / in-memory of at least 90 %.
 
@@ -77,7 +83,7 @@ def main(argv=None) -> int:
     import rafdb_dataset
     import synthetic_faces
 
-    rows = []
+    rows, variants = [], []
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         tmp = Path(tmp)
         root = synthetic_faces.write_sample_tree(tmp / "RAF-DB", n_train=7, n_test=args.images,
@@ -144,6 +150,34 @@ def main(argv=None) -> int:
         else:
             print("RAF-DB-P section skipped: eval_perturbed_rafdb.py does not exist", file=sys.stderr)
 
+        # --- Section 3: runner variants on the RAF-DB-C path ------------------------------------
+        import inference
+
+        # full_normalization's histogram equalisation cannot be compiled by XLA: the variants use
+        # the same network with scale01 preprocessing in the model.
+        variant_path = run_dir / "scale01.keras"
+        models.build_model("smallcnn", 100, preprocessing="scale01").save(variant_path)
+        classifier = checkpoints.adapt(checkpoints.load_classifier(variant_path), variant_path,
+                                       batch_size=args.batch)
+        plain_runner = inference.Runner(classifier)
+        plain_s = best_time(lambda: plain_runner.predict(classifier.make_dataset(paths)), args.repeats)
+        variants.append(("plain pipeline (reference)", n / plain_s, 1.0))
+        jit_runner = inference.Runner(classifier, jit=True)
+        jit_s = best_time(lambda: jit_runner.predict(classifier.make_dataset(paths)), args.repeats)
+        variants.append(("--jit (XLA)", n / jit_s, plain_s / jit_s))
+        adapt_runner = inference.Runner(classifier, adapt="bn")
+
+        def adapted():
+            adapt_runner.adapt_to(classifier.make_dataset(paths))
+            return adapt_runner.predict(classifier.make_dataset(paths))
+
+        adapt_s = best_time(adapted, args.repeats)
+        variants.append(("--adapt bn (pass + predict)", n / adapt_s, plain_s / adapt_s))
+        if tf.config.list_logical_devices("GPU") or os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+            half_runner = inference.Runner(classifier, mixed_precision=True)
+            half_s = best_time(lambda: half_runner.predict(classifier.make_dataset(paths)), args.repeats)
+            variants.append(("--mixed-precision (float16)", n / half_s, plain_s / half_s))
+
     header = f"{'path':<40}{'images':>8}{'batch':>7}{'pipeline img/s':>16}{'predict img/s':>15}" \
              f"{'ratio':>8}{'target':>8}{'same argmax':>13}"
     print(f"smallcnn 100 px, random init, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, "
@@ -154,6 +188,10 @@ def main(argv=None) -> int:
         ratio = pipeline_rate / memory_rate
         print(f"{name:<40}{count:>8}{batch:>7}{pipeline_rate:>16.1f}{memory_rate:>15.1f}"
               f"{ratio:>7.0%} {'ok' if ratio >= TARGET else 'MISS':>7}{str(same):>13}")
+    print()
+    print(f"{'runner variant (RAF-DB-C path)':<40}{'img/s':>10}{'speed vs plain':>16}")
+    for name, rate, ratio in variants:
+        print(f"{name:<40}{rate:>10.1f}{ratio:>15.2f}x")
     if args.csv:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -162,6 +200,8 @@ def main(argv=None) -> int:
         for name, count, batch, pipeline_rate, memory_rate, same in rows:
             writer.writerow([name, count, batch, f"{pipeline_rate:.1f}", f"{memory_rate:.1f}",
                              f"{pipeline_rate / memory_rate:.3f}", same])
+        for name, rate, ratio in variants:
+            writer.writerow([name, n, args.batch, f"{rate:.1f}", "", f"{ratio:.3f}", ""])
         cli_common.atomic_write_text(args.csv, buffer.getvalue())
     return 0
 
