@@ -52,7 +52,7 @@ Generic API (used by ``rafdb_aug_dataset.py`` and ``rafdb_perturb_dataset.py``)
     ``complete`` by whichever shard finds every unit of the whole list recorded, i.e. the last to
     finish; the result equals one unsharded export byte for byte.
 
-    Durability: files are written with ``cli_common.atomic_write_bytes`` (rename over the final
+    Durability: files are written with :func:`atomic_write_bytes` (rename over the final
     name) but deliberately *without* ``fsync``. The requirement is safety against a killed process
     (SIGKILL, Ctrl-C): the rename guarantees that a file under its final name is complete. An fsync
     per file would cost far too much for 276,120 (C) or 920,400 (P) small files; after a power
@@ -73,8 +73,8 @@ Generic API (used by ``rafdb_aug_dataset.py`` and ``rafdb_perturb_dataset.py``)
     (another ``--corruptions`` / ``--severities`` / ``--perturbations`` selection). A non-empty
     ``out_dir`` without a manifest is refused too.
 
-Workers write every file with ``cli_common.atomic_write_bytes`` (temporary name in the same
-folder, ``os.replace``, missing folders created, permissions 0666 minus the umask).
+Workers write every file with :func:`atomic_write_bytes` (temporary name ``.<name>.<pid>.tmp`` in
+the same folder, ``os.replace``, missing folders created, permissions 0666 minus the umask).
 
 ``check_output_dir(out_dir, *, kind, params, force_rerender=False)``
     The checks ``export`` does before starting workers (writable folder, compatible manifest and
@@ -136,7 +136,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from cli_common import LOG, UserError, atomic_path, atomic_write_bytes, item_rng
+from cli_common import LOG, UserError, atomic_path, item_rng
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -697,11 +697,46 @@ _REASONS = {
 }
 
 
-def _init_worker(render: Callable, out_dir: str, known: Mapping[str, str], force: bool) -> None:
+def _init_worker(render: Callable, out_dir: str, known: Mapping[str, str], force: bool,
+                 fresh: bool = False, pooled: bool = True) -> None:
     _WORKER["render"] = render
     _WORKER["out_dir"] = out_dir
     _WORKER["known"] = known  # unit key -> inputs digest of a unit recorded as finished
     _WORKER["force"] = force
+    _WORKER["fresh"] = fresh  # the tree had no manifest: no output can exist yet, skip the checks
+    if pooled and "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(1)  # one process per core already; no thread oversubscription
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through ``.<name>.<pid, 8 hex digits>.tmp`` and a rename.
+
+    The export's hot path (one call per output file): plain ``os`` calls, no random name (a process
+    writes one file at a time, and concurrent shards never write the same file), folders created
+    when missing. A temporary file left by a killed process is overwritten or removed by the next
+    run. Not ``fsync``-ed (see the module docstring).
+    """
+    folder, name = os.path.split(path)
+    tmp = f"{folder}/.{name}.{os.getpid() & 0xFFFFFFFF:08x}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _describe(error: BaseException) -> str:
@@ -721,7 +756,8 @@ def _process_unit(unit: WorkUnit) -> tuple:
     out_dir = _WORKER["out_dir"]
     try:
         digest = inputs_digest(unit.inputs)
-        exists = [os.path.isfile(os.path.join(out_dir, rel)) for rel in unit.outputs]
+        exists = ([False] * len(unit.outputs) if _WORKER["fresh"] else
+                  [os.path.isfile(os.path.join(out_dir, rel)) for rel in unit.outputs])
         complete = all(exists)
         recorded = _WORKER["known"].get(unit.key)
         if _WORKER["force"]:
@@ -744,7 +780,7 @@ def _process_unit(unit: WorkUnit) -> tuple:
         hashes = []
         sha256 = hashlib.sha256
         for rel, data in items:
-            atomic_write_bytes(os.path.join(out_dir, rel), data)
+            atomic_write_bytes(f"{out_dir}/{rel}", data)
             hashes.append((rel, sha256(data).hexdigest()))
         return ("written", unit.key, digest, hashes, reason, complete)
     except Exception as error:  # reported by the parent as a UserError naming the unit
@@ -801,6 +837,7 @@ def export(
     with _tree_lock(out_dir):
         # Read again under the lock: a concurrent shard may have written the manifest meanwhile.
         old = check_output_dir(out_dir, kind=kind, params=params, force_rerender=force_rerender)
+        fresh = old is None and not journal_files(out_dir)
         files: dict[str, str] = dict(old["files"]) if old else {}
         unit_digests: dict[str, str] = dict(old.get("units") or {}) if old else {}
         folded = _fold_journals(out_dir, files, unit_digests)
@@ -865,7 +902,7 @@ def export(
         if workers == 1 or len(mine) <= 1:
             result.workers = 1
             saved = dict(_WORKER)
-            _init_worker(render, str(out_dir), known, force_rerender)
+            _init_worker(render, str(out_dir), known, force_rerender, fresh, pooled=False)
             try:
                 for unit in mine:
                     consume(_process_unit(unit))
@@ -876,7 +913,7 @@ def export(
             context = multiprocessing.get_context("fork")
             size = chunksize or _default_chunksize(len(mine), workers)
             with context.Pool(workers, initializer=_init_worker,
-                              initargs=(render, str(out_dir), known, force_rerender)) as pool:
+                              initargs=(render, str(out_dir), known, force_rerender, fresh)) as pool:
                 for outcome in pool.imap_unordered(_process_unit, mine, chunksize=size):
                     consume(outcome)
     finally:
