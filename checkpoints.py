@@ -38,7 +38,7 @@ Public API
     ``load_classifier`` + ``adapt`` with the flags of ``add_checkpoint_args``.
 
 Preprocessing precedence: ``--eval-preprocessing legacy-vggface2`` (the original's evaluation:
-BGR input with the swapped VGGFace2 means, §4.4 / §6 row 17) > ``--preprocessing`` (warns when it
+BGR input with the swapped VGGFace2 means, §4.4 / §6 row 12) > ``--preprocessing`` (warns when it
 overrides ``run.json``; ``no`` is accepted for ``none``) > ``run.json`` (``preprocessing_in_model``
 true: the model gets raw RGB 0..255) > the model's own preprocessing layers > raw pixels with a
 warning. A flag never runs on top of the model's own preprocessing: when ``run.json`` says
@@ -341,7 +341,7 @@ def strip_leading_layers(model, count: int, checkpoint_path: Path):
 
 
 def _legacy_vggface2(images: np.ndarray) -> np.ndarray:
-    """The original's evaluation input (BENCHMARK.md §4.4, §6 row 17): BGR pixels minus the swapped means.
+    """The original's evaluation input (BENCHMARK.md §4.4, §6 row 12): BGR pixels minus the swapped means.
 
     The original read BGR with cv2 and subtracted (131.0912, 103.8827, 91.4953) from B, G, R; that
     is the project's vggface2 mode with ``mean_order='legacy-swapped'``, handed over in BGR order.

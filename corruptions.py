@@ -401,7 +401,7 @@ _WATER_KERNEL = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float32)
 def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: str = "rgb") -> np.ndarray:
     """Water spatter (BENCHMARK.md §2.4 steps 1-6) of float image ``x`` (H x W x 3, [0, 1]) with ``liquid``.
 
-    Returns clip(x + m * water colour, 0, 1). FIX (BENCHMARK.md §6 row 37): when the layer has no
+    Returns clip(x + m * water colour, 0, 1). FIX (BENCHMARK.md §6 row 27): when the layer has no
     droplets (max of L8 * D is 0) ``x`` is returned unchanged; the original divided by zero.
     """
     # (1) The layer as uint8, truncated. Values stay below 1 in practice (a smoothed N(.65, .3));

@@ -45,7 +45,7 @@ Extensions the original reader ignores (every extra line starts with ``#``):
 Two checkpoints that share a method name (the reader names a method after the checkpoint's run
 directory) are warned about; the reader then names each ``<run dir>/<checkpoint file name>``.
 
-Deviations from the original (docs/BENCHMARK.md §5.4, §6 rows 18, 19, 20, 21): no two blank lines after
+Deviations from the original (docs/BENCHMARK.md §5.4, §6 rows 13, 14, 15, 16): no two blank lines after
 each checkpoint's blocks (the original's made its own reader divide by zero at the end of the file;
 without them the original reader accepts this file, comments included, and files concatenate); predictions go to standard output or
 ``--out`` (the original appended to ``perturbed_predictions/<run dir>.txt`` and printed logs on

@@ -37,7 +37,7 @@ named ``<run dir>/<checkpoint file name>`` (the whole path if that still collide
 Deviations from the original
 ----------------------------
 (The original: ``compute_fr`` / ``print_xls`` / ``print_text`` of MiviaLab's script; docs/BENCHMARK.md §5.4,
-§6 row 20.)
+§6 row 15.)
 
 TSV (default output):
 

@@ -217,7 +217,7 @@ def ref_spatter(x, severity, rng, colour="rgb"):
         dist = cv2.filter2D(dist, cv2.CV_8U, ker)
         dist = cv2.blur(dist, (3, 3)).astype(np.float32)
         m = liquid_layer * dist
-        if np.max(m) == 0:  # the FIX of BENCHMARK.md §6 row 37 (the original divided by zero here)
+        if np.max(m) == 0:  # the FIX of BENCHMARK.md §6 row 27 (the original divided by zero here)
             return x * 255
         m = m / np.max(m) * c[4]
         color = np.array(water, np.float32) / 255.0
