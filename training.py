@@ -123,7 +123,8 @@ def _models():
 
 
 # Flags that do not define the run: they may differ on --resume (--epochs may be raised to train on).
-OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "out_root", "epochs"})
+OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "out_root", "epochs",
+                               "collective_timeout", "deterministic"})
 
 
 def run_args(args) -> dict:
@@ -247,6 +248,68 @@ def enable_determinism() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+DEFAULT_COLLECTIVE_TIMEOUT = 300.0  # seconds a worker waits in one collective before it gives up
+
+
+def multiworker_strategy(timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
+    """MultiWorkerMirroredStrategy from TF_CONFIG whose collectives give up after ``timeout`` seconds.
+
+    Without the timeout a worker whose peer died waits in the next all-reduce forever. SIGTERM gets
+    its default action back (TensorFlow's runtime may have installed a Python handler, which never
+    runs while the main thread is blocked inside a collective), so ``kill`` always ends a worker.
+    """
+    import signal
+
+    import tensorflow as tf
+
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(timeout) or None)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # one INFO line per collective otherwise
+    return strategy
+
+
+def patch_for_multiworker(model, strategy) -> None:
+    """Work around two Keras 3.15 defects under MultiWorkerMirroredStrategy with >= 2 workers.
+
+    1. Before the first step Keras reduces the first (x, y) batch across workers with one
+       ``strategy.reduce`` over the whole tuple, which fails ("Attempt to convert a value
+       (PerReplica...) ... to a Tensor"). The build only needs shapes, so the replacement takes
+       each worker's local values of the batch and builds metrics and optimizer in the scope.
+    2. Each step's logs are reduced with ``strategy.reduce("MEAN", value, axis=0)``, which fails on
+       the scalar loss and metrics ("Invalid reduction dimension 0"). The train and test steps
+       therefore return them as shape (1,): the reduction over axis 0 of the replicas' values is
+       their mean, a scalar again.
+
+    Both are set on the model instance (nothing is saved with the model).
+    """
+    import tensorflow as tf
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(local, next(batches))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def rank1(step):
+        def wrapped(data):
+            logs = step(data)
+            return tf.nest.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, logs)
+
+        return wrapped
+
+    model._maybe_symbolic_build = build
+    model.train_step = rank1(model.train_step)
+    model.test_step = rank1(model.test_step)
+
+
 def configure_devices(args):
     """Create the distribution strategy; logical CPU devices must be set before TF touches devices."""
     import tensorflow as tf
@@ -254,7 +317,7 @@ def configure_devices(args):
     if args.distribute == "none":
         return None
     if args.distribute == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return multiworker_strategy(getattr(args, "collective_timeout", DEFAULT_COLLECTIVE_TIMEOUT))
     gpus = tf.config.list_physical_devices("GPU")
     if gpus or args.cpu_devices <= 1:
         return tf.distribute.MirroredStrategy()
@@ -755,6 +818,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             checkpoint, initial_epoch, state = resume_point(run_dir)
             LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
             model = load_checkpoint(checkpoint)
+            if args.distribute == "multiworker":
+                patch_for_multiworker(model, strategy)
             if state.get("best") is None and initial_epoch > 0:
                 with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
                     logs = model.evaluate(val_ds, verbose=0, return_dict=True)
@@ -784,8 +849,13 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             model.compile(
                 optimizer=keras.optimizers.SGD(learning_rate=init, momentum=0.9 if args.momentum else 0.0),
                 loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+    if args.distribute == "multiworker":
+        patch_for_multiworker(model, strategy)
     config = run_config(args, net, model.input_shape[1:], model)
     config["run_dir"] = str(run_dir)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is not None and resolver.task_type:
+        config["task"] = {"type": resolver.task_type, "index": int(resolver.task_id or 0)}
     if args.resume and (run_dir / RUN_FILE).is_file():
         previous = json.loads((run_dir / RUN_FILE).read_text())
         config["resumed"] = previous.get("resumed", []) + [{"argv": args.argv, "from_epoch": initial_epoch,
@@ -820,6 +890,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     else:
         LOG.info("nothing to train: %d of %d epochs already done", initial_epoch, args.epochs)
 
+    if not chief:  # the chief evaluates and reports; a worker's files go to its scratch folder
+        return 0
     best = best_checkpoint(write_dir) or best_checkpoint(run_dir)
     if best is None:
         raise UserError(f"{run_dir}: no checkpoint was written")
@@ -872,4 +944,28 @@ def run(args, parse_argv=None) -> int:
     check_args(args)
     if args.mode == "test":
         return test_mode(args)
+    if args.distribute == "multiworker":
+        return exit_hard_on_failure(train, args)
     return train(args)
+
+
+def exit_hard_on_failure(function, *args) -> int:
+    """Run ``function(*args)``; on any error report it and end the process at once (os._exit).
+
+    A multi-worker process that fails may otherwise hang at interpreter exit, with TensorFlow's
+    threads waiting on peers' collectives. Exit code 2 for a UserError (the message only), else 1
+    with the traceback.
+    """
+    import traceback
+
+    try:
+        return function(*args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 2
+    except BaseException:  # noqa: BLE001 - every failure must end the process
+        traceback.print_exc()
+        code = 1
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(code)
