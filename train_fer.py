@@ -143,6 +143,9 @@ def build_parser() -> ArgumentParser:
     optim.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"),
                        help="tf.distribute: all local GPUs (mirrored) or several machines via TF_CONFIG "
                             "(multiworker needs --dir; only the chief writes)")
+    optim.add_argument("--collective-timeout", type=float, default=300.0, metavar="SECONDS",
+                       help="--distribute multiworker: a worker stuck this long in one all-reduce (a peer died "
+                            "or hangs) fails and exits non-zero instead of waiting forever; 0 = no limit")
     optim.add_argument("--cpu-devices", type=int, default=0,
                        help="with --distribute mirrored and no GPU: split the CPU into N logical devices "
                             "(for testing)")

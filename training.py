@@ -123,7 +123,8 @@ def _models():
 
 
 # Flags that do not define the run: they may differ on --resume (--epochs may be raised to train on).
-OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "out_root", "epochs"})
+OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "out_root", "epochs",
+                               "collective_timeout", "deterministic"})
 
 
 def run_args(args) -> dict:
@@ -260,6 +261,68 @@ def enable_determinism() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+DEFAULT_COLLECTIVE_TIMEOUT = 300.0  # seconds a worker waits in one collective before it gives up
+
+
+def multiworker_strategy(timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
+    """MultiWorkerMirroredStrategy from TF_CONFIG whose collectives give up after ``timeout`` seconds.
+
+    Without the timeout a worker whose peer died waits in the next all-reduce forever. SIGTERM gets
+    its default action back (TensorFlow's runtime may have installed a Python handler, which never
+    runs while the main thread is blocked inside a collective), so ``kill`` always ends a worker.
+    """
+    import signal
+
+    import tensorflow as tf
+
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(timeout) or None)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # one INFO line per collective otherwise
+    return strategy
+
+
+def patch_for_multiworker(model, strategy) -> None:
+    """Work around two Keras 3.15 defects under MultiWorkerMirroredStrategy with >= 2 workers.
+
+    1. Before the first step Keras reduces the first (x, y) batch across workers with one
+       ``strategy.reduce`` over the whole tuple, which fails ("Attempt to convert a value
+       (PerReplica...) ... to a Tensor"). The build only needs shapes, so the replacement takes
+       each worker's local values of the batch and builds metrics and optimizer in the scope.
+    2. Each step's logs are reduced with ``strategy.reduce("MEAN", value, axis=0)``, which fails on
+       the scalar loss and metrics ("Invalid reduction dimension 0"). The train and test steps
+       therefore return them as shape (1,): the reduction over axis 0 of the replicas' values is
+       their mean, a scalar again.
+
+    Both are set on the model instance (nothing is saved with the model).
+    """
+    import tensorflow as tf
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(local, next(batches))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    def rank1(step):
+        def wrapped(data):
+            logs = step(data)
+            return tf.nest.map_structure(lambda v: tf.reshape(v, [1]) if v.shape.rank == 0 else v, logs)
+
+        return wrapped
+
+    model._maybe_symbolic_build = build
+    model.train_step = rank1(model.train_step)
+    model.test_step = rank1(model.test_step)
+
+
 def configure_devices(args):
     """Create the distribution strategy; logical CPU devices must be set before TF touches devices."""
     import tensorflow as tf
@@ -267,7 +330,7 @@ def configure_devices(args):
     if args.distribute == "none":
         return None
     if args.distribute == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return multiworker_strategy(getattr(args, "collective_timeout", DEFAULT_COLLECTIVE_TIMEOUT))
     gpus = tf.config.list_physical_devices("GPU")
     if gpus or args.cpu_devices <= 1:
         return tf.distribute.MirroredStrategy()
@@ -555,9 +618,8 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
     """(train, val, test label sets, train_dataset(epoch) -> tf.data, validation dataset)."""
     import input_pipeline
 
-    root = Path(args.rafdb)
-    train = rafdb_dataset.load_labels(root, "train", args.labels)
-    test = rafdb_dataset.load_labels(root, "test", args.labels)
+    train = load_labels(args, "train")
+    test = load_labels(args, "test")
     if args.val_split == "holdout":
         train, val = rafdb_dataset.holdout_split(train, args.val_fraction, args.seed)
     else:
@@ -574,7 +636,7 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
     common = dict(image_size=image_size, channels=channels, batch_size=args.batch, crop=args.crop)
     if args.workers:
         common["num_parallel_calls"] = args.workers
-    train_paths = train.aligned_paths(root)
+    train_paths = image_paths(args, train)
 
     def train_dataset(epoch: int):
         if getattr(args, "jsd", False):  # (clean, augmix, augmix) views for the JSD step
@@ -589,7 +651,7 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
         return input_pipeline.make_dataset(train_paths, train.labels, shuffle=True,
                                            seed=epoch_seed(args.seed, epoch), augment=transform, **common)
 
-    val_ds = input_pipeline.make_dataset(val.aligned_paths(root), val.labels, **common)
+    val_ds = input_pipeline.make_dataset(image_paths(args, val), val.labels, **common)
     LOG.info("images: %d train, %d validation (%s), %d test; labels %s (%d test rows dropped by the vote filter)",
              len(train), len(val), args.val_split, len(test), args.labels, test.n_dropped)
     return train, val, test, train_dataset, val_ds
@@ -603,16 +665,35 @@ def distribute_options(dataset):
     return dataset.with_options(options)
 
 
-def evaluate_test(model, args, test, image_size, channels) -> dict:
-    """Clean test accuracy (argmax; docs/BENCHMARK.md §5.1) with N and the label protocol."""
+def load_labels(args, split: str):
+    """The one place that reads the dataset's labels: ``split`` ("train" or "test") under ``--rafdb``."""
+    return rafdb_dataset.load_labels(Path(args.rafdb), split, args.labels)
+
+
+def class_names(args) -> list[str]:
+    """The dataset's class names, in the order of the model's outputs."""
+    return list(rafdb_dataset.CLASS_NAMES)
+
+
+def image_paths(args, labels) -> list:
+    """The image files of a label set (same order)."""
+    return labels.aligned_paths(Path(args.rafdb))
+
+
+def predict_classes(model, args, labels, image_size, channels) -> np.ndarray:
+    """Argmax predictions of ``model`` on the images of ``labels`` (evaluation pipeline: no augmentation)."""
     import input_pipeline
 
-    root = Path(args.rafdb)
-    dataset = input_pipeline.make_dataset(test.aligned_paths(root), None, image_size=image_size,
+    dataset = input_pipeline.make_dataset(image_paths(args, labels), None, image_size=image_size,
                                           channels=channels, batch_size=args.batch, crop=args.crop)
     with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
         probabilities = model.predict(dataset, verbose=0)
-    predicted = np.argmax(probabilities, axis=1)
+    return np.argmax(probabilities, axis=1)
+
+
+def evaluate_test(model, args, test, image_size, channels) -> dict:
+    """Clean test accuracy (argmax; docs/BENCHMARK.md §5.1) with N and the label protocol."""
+    predicted = predict_classes(model, args, test, image_size, channels)
     correct = int(np.sum(predicted == test.classes))
     return {"accuracy": correct / len(test), "correct": correct, "n": len(test), "labels": args.labels,
             "n_dropped_by_vote_filter": int(test.n_dropped), "crop": args.crop}
@@ -644,7 +725,7 @@ def run_config(args, net: str, input_shape, model) -> dict:
     return {
         "net": net, "input_shape": [int(v) for v in input_shape], "channel_order": channel_order,
         "preprocessing": args.preprocessing, "preprocessing_in_model": True, "mean_order": args.mean_order,
-        "colour": args.colour, "labels": args.labels, "class_names": list(rafdb_dataset.CLASS_NAMES),
+        "colour": args.colour, "labels": args.labels, "class_names": class_names(args),
         "crop": args.crop, "lpf": args.lpf, "augmentation": args.augmentation, "cutout": bool(args.cutout),
         "honour_policy_prob": bool(args.honour_policy_prob), "jsd": bool(getattr(args, "jsd", False)),
         "augmix": dict(zip(("width", "depth", "severity"), augmix_params(args))), "seed": args.seed, "val_split": args.val_split,
@@ -779,6 +860,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             checkpoint, initial_epoch, state = resume_point(run_dir)
             LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
             model = load_checkpoint(checkpoint)
+            if args.distribute == "multiworker":
+                patch_for_multiworker(model, strategy)
             if state.get("best") is None and initial_epoch > 0:
                 with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
                     logs = model.evaluate(val_ds, verbose=0, return_dict=True)
@@ -787,7 +870,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
         else:
             initial_epoch, state = 0, {"best": None, "best_epoch": None, "completed_epochs": 0}
             try:
-                model = models.build_model(net, input_size, channels=channels, num_classes=rafdb_dataset.NUM_CLASSES,
+                model = models.build_model(net, input_size, channels=channels, num_classes=len(class_names(args)),
                                            lpf=args.lpf, preprocessing=args.preprocessing,
                                            mean_order=args.mean_order, colour=args.colour,
                                            weight_decay=args.weight_decay)
@@ -813,8 +896,13 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             import robust_training
 
             trainer = robust_training.wrap_for_jsd(model)
+    if args.distribute == "multiworker":
+        patch_for_multiworker(trainer, strategy)
     config = run_config(args, net, model.input_shape[1:], model)
     config["run_dir"] = str(run_dir)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is not None and resolver.task_type:
+        config["task"] = {"type": resolver.task_type, "index": int(resolver.task_id or 0)}
     if args.resume and (run_dir / RUN_FILE).is_file():
         previous = json.loads((run_dir / RUN_FILE).read_text())
         config["resumed"] = previous.get("resumed", []) + [{"argv": args.argv, "from_epoch": initial_epoch,
@@ -849,6 +937,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     else:
         LOG.info("nothing to train: %d of %d epochs already done", initial_epoch, args.epochs)
 
+    if not chief:  # the chief evaluates and reports; a worker's files go to its scratch folder
+        return 0
     best = best_checkpoint(write_dir) or best_checkpoint(run_dir)
     if best is None:
         raise UserError(f"{run_dir}: no checkpoint was written")
@@ -864,12 +954,45 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     return 0
 
 
+TEST_MODE_PARTS = ("test", "val", "train")  # the original's order
+
+
+def test_mode_sets(args, run_dir: Path | None) -> dict:
+    """{part: LabelSet} for --mode test: the test split, the run's validation images and the rest of train.
+
+    The validation images are the run's ``validation_names.txt`` (the hold-out); without it (a run
+    selected on the test set, or a bare checkpoint) validation is the test split, as in the original.
+    """
+    test = load_labels(args, "test")
+    train = load_labels(args, "train")
+    names_file = run_dir / VALIDATION_NAMES if run_dir is not None else None
+    if names_file is not None and names_file.is_file():
+        held = set(names_file.read_text().split())
+        val = train.subset([i for i, name in enumerate(train.names) if name in held])
+        train = train.subset([i for i, name in enumerate(train.names) if name not in held])
+        if len(val) != len(held):
+            LOG.warning("%s: %d of its %d names are not training images of --rafdb %s", names_file,
+                        len(held) - len(val), len(held), args.rafdb)
+    else:
+        LOG.warning("no %s beside the checkpoint: 'val' is the test split (the original's protocol)",
+                    VALIDATION_NAMES)
+        val = test
+    return {"test": test, "val": val, "train": train}
+
+
 def test_mode(args) -> int:
-    """--mode test: evaluate a checkpoint on the clean test set (the original's NameError, fixed)."""
+    """--mode test: accuracy and confusion matrix of test, validation and train (docs/BENCHMARK.md §9.5).
+
+    Prints the clean test accuracy line, then per part the original's layout (confusion.format_report);
+    writes ``confusion_<part>.csv`` and ``confusion_<part>.png`` beside the checkpoint.
+    """
+    import confusion
+
     checkpoint = args.checkpoint or (best_checkpoint(args.dir) if args.dir else None)
     if checkpoint is None:
         raise UserError(f"--dir {args.dir}: no checkpoint.EE.hdf5 in it")
-    sidecar = Path(checkpoint).parent / RUN_FILE
+    checkpoint = Path(checkpoint)
+    sidecar = checkpoint.parent / RUN_FILE
     if sidecar.is_file():
         config = json.loads(sidecar.read_text())
         args.crop = config.get("crop", args.crop)
@@ -878,11 +1001,24 @@ def test_mode(args) -> int:
                         config["labels"], args.labels)
     model = load_checkpoint(checkpoint, compile=False)
     _, height, width, channels = model.input_shape
-    root = Path(args.rafdb)
-    test = rafdb_dataset.load_labels(root, "test", args.labels)
-    result = evaluate_test(model, args, test, (height, width), channels)
-    print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, labels {args.labels}, "
-          f"checkpoint {checkpoint})")
+    names = class_names(args)
+    if model.output_shape[-1] != len(names):
+        raise UserError(f"{checkpoint}: the model has {model.output_shape[-1]} outputs, the dataset "
+                        f"{len(names)} classes")
+    sets = test_mode_sets(args, checkpoint.parent)
+    for part in TEST_MODE_PARTS:
+        labels = sets[part]
+        predicted = predict_classes(model, args, labels, (height, width), channels)
+        matrix = confusion.confusion_matrix(labels.classes, predicted, len(names))
+        if part == "test":
+            correct = int(np.trace(matrix))
+            print(f"test accuracy {correct / len(labels):.4f} ({correct}/{len(labels)}, labels {args.labels}, "
+                  f"checkpoint {checkpoint})")
+        print(confusion.format_report(part, matrix, names), end="", flush=True)
+        confusion.write_csv(checkpoint.parent / f"confusion_{part}.csv", matrix, names)
+        accuracy = np.trace(matrix) / max(1, matrix.sum())
+        confusion.write_png(checkpoint.parent / f"confusion_{part}.png", matrix, names,
+                            f"{part}: accuracy {100 * accuracy:.1f} % (N = {int(matrix.sum())}), {checkpoint.name}")
     return 0
 
 
@@ -901,4 +1037,28 @@ def run(args, parse_argv=None) -> int:
     check_args(args)
     if args.mode == "test":
         return test_mode(args)
+    if args.distribute == "multiworker":
+        return exit_hard_on_failure(train, args)
     return train(args)
+
+
+def exit_hard_on_failure(function, *args) -> int:
+    """Run ``function(*args)``; on any error report it and end the process at once (os._exit).
+
+    A multi-worker process that fails may otherwise hang at interpreter exit, with TensorFlow's
+    threads waiting on peers' collectives. Exit code 2 for a UserError (the message only), else 1
+    with the traceback.
+    """
+    import traceback
+
+    try:
+        return function(*args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 2
+    except BaseException:  # noqa: BLE001 - every failure must end the process
+        traceback.print_exc()
+        code = 1
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(code)

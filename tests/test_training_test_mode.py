@@ -1,0 +1,109 @@
+"""train_fer.py --mode test: accuracy and confusion matrices of test, validation and train in the
+original's layout, confusion_<part>.csv and .png (docs/BENCHMARK.md §9.5, §9.9)."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import confusion
+import rafdb_dataset
+import train_fer
+
+NAMES = list(rafdb_dataset.CLASS_NAMES)
+
+
+def test_format_report_by_hand():
+    matrix = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 4]])
+    text = confusion.format_report("val", matrix, ["neutral", "happiness", "surprise"])
+    assert text == ("val accuracy: 0.700000\n"
+                    "neutral happine surpris: predicted\n"
+                    "      3       1       0 neutral, acc:75.0\n"
+                    "      0       0       0 happine, acc:0.0\n"
+                    "      2       0       4 surpris, acc:66.7\n")
+
+
+def test_confusion_matrix_counts_pairs():
+    matrix = confusion.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    with pytest.raises(ValueError, match="0..2"):
+        confusion.confusion_matrix([0, 3], [0, 0], 3)
+
+
+@pytest.fixture(scope="module")
+def run_dir(sample_tree, tmp_path_factory):
+    run = tmp_path_factory.mktemp("testmode") / "run"
+    assert train_fer.main(["--rafdb", str(sample_tree), "--net", "smallcnn", "--input-size", "64", "--lpf", "0",
+                           "--batch", "16", "--epochs", "1", "--lr", "0.02", "--augmentation", "no",
+                           "--dir", str(run)]) == 0
+    return run
+
+
+def parse_reports(text):
+    """{part: (accuracy, matrix, recalls)} from the printed blocks."""
+    lines = text.splitlines()
+    reports = {}
+    for index, line in enumerate(lines):
+        if " accuracy: " in line and not line.startswith("test accuracy "):
+            part, value = line.split(" accuracy: ")
+            header = lines[index + 1]
+            assert header.endswith(": predicted")
+            columns = [header[:-len(": predicted")][i:i + 7].strip() for i in range(0, len(header) - 11, 8)]
+            assert columns == [name[:7] for name in NAMES]
+            rows, recalls = [], []
+            for row in lines[index + 2:index + 2 + len(NAMES)]:
+                counts, rest = row[:8 * len(NAMES)], row[8 * len(NAMES):]
+                rows.append([int(counts[i:i + 8]) for i in range(0, len(counts), 8)])
+                recalls.append(float(rest.split("acc:")[1]))
+            reports[part] = (float(value), np.array(rows), recalls)
+    return reports
+
+
+def predict_with_opencv(model, tree, names):
+    import cv2
+
+    images = [cv2.resize(cv2.imread(str(rafdb_dataset.aligned_path(tree, name)))[:, :, ::-1], (64, 64),
+                         interpolation=cv2.INTER_LINEAR) for name in names]
+    return np.argmax(model.predict(np.asarray(images, "float32"), verbose=0), axis=1)
+
+
+def test_mode_test_prints_and_writes_recomputable_confusion_matrices(run_dir, sample_tree, capsys):
+    capsys.readouterr()
+    assert train_fer.main(["--mode", "test", "--dir", str(run_dir), "--rafdb", str(sample_tree)]) == 0
+    reports = parse_reports(capsys.readouterr().out)
+    assert list(reports) == ["test", "val", "train"]
+
+    import keras
+
+    import models  # noqa: F401
+
+    checkpoint = sorted(run_dir.glob("checkpoint.*.hdf5"))[-1]
+    model = keras.models.load_model(checkpoint, compile=False)
+    held = set((run_dir / "validation_names.txt").read_text().split())
+    train = rafdb_dataset.load_labels(sample_tree, "train", "soft")
+    test = rafdb_dataset.load_labels(sample_tree, "test", "soft")
+    parts = {"test": (test.names, test.classes),
+             "val": ([n for n in train.names if n in held], [c for n, c in zip(train.names, train.classes) if n in held]),
+             "train": ([n for n in train.names if n not in held],
+                       [c for n, c in zip(train.names, train.classes) if n not in held])}
+    for part, (names, truth) in parts.items():
+        predicted = predict_with_opencv(model, sample_tree, names)
+        expected = np.zeros((7, 7), int)
+        for t, p in zip(truth, predicted):
+            expected[t, p] += 1
+        accuracy, matrix, recalls = reports[part]
+        np.testing.assert_array_equal(matrix, expected)
+        assert accuracy == pytest.approx(np.mean(np.asarray(truth) == predicted), abs=1e-6)
+        for i in range(7):
+            row = expected[i].sum()
+            assert recalls[i] == pytest.approx(round(100 * expected[i, i] / row, 1) if row else 0.0, abs=0.051)
+        with open(checkpoint.parent / f"confusion_{part}.csv", newline="") as handle:
+            rows = list(csv.reader(handle))
+        assert rows[0] == ["true\\predicted", *NAMES, "n", "recall"]
+        assert [[int(v) for v in row[1:8]] for row in rows[1:]] == expected.tolist()
+        png = Path(checkpoint.parent / f"confusion_{part}.png")
+        import cv2
+
+        picture = cv2.imread(str(png))
+        assert picture is not None and picture.shape[0] > 300 and picture.std() > 10
