@@ -97,6 +97,35 @@ def run_floor(rafdb: str, out_dir: str, kind: str, workers: int, patterns: list[
             "seconds": seconds, "files_per_s": files / seconds}
 
 
+def render_plain(unit, *, patterns: list[str]) -> list[tuple[str, bytes]]:
+    """The floor's work as a dataset_writer render function: decode once, encode once per output."""
+    image = cv2.imread(unit.payload, cv2.IMREAD_COLOR)
+    data = [cv2.imencode(".jpg", image)[1].tobytes() for _pattern in patterns]
+    return list(zip(unit.outputs, data))
+
+
+def run_via_writer(rafdb: str, out_dir: str, kind: str, workers: int, patterns: list[str]) -> dict:
+    """The floor's files written through dataset_writer.export (journal, hashes, manifest): the
+    cost of the export machinery alone, without any corruption work."""
+    import functools
+
+    import dataset_writer
+
+    start = time.perf_counter()
+    folder = os.path.join(rafdb, "basic", "Image", "aligned")
+    names = sorted(name for name in os.listdir(folder) if name.startswith("test_") and name.endswith("_aligned.jpg"))
+    units = [dataset_writer.WorkUnit(os.path.join(folder, name),
+                                     tuple(p.format(name=name, stem=name.split("_aligned")[0]) for p in patterns),
+                                     os.path.join(folder, name), inputs=(os.path.join(folder, name),))
+             for name in names]
+    result = dataset_writer.export(units, functools.partial(render_plain, patterns=patterns), out_dir,
+                                   generator="bench_floor.py", kind=f"floor-{kind}", params={},
+                                   sources=names, workers=workers, progress=False)
+    seconds = time.perf_counter() - start
+    return {"kind": kind, "images": len(units), "files": result.files_written, "workers": workers,
+            "seconds": seconds, "files_per_s": result.files_written / seconds}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rafdb", required=True, help="RAF-DB root (e.g. a rafdb_dataset.py sample tree)")
@@ -106,6 +135,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     parser.add_argument("--layout", default=None,
                         help="JSON file with the list of output patterns (default: from the registries)")
+    parser.add_argument("--via-writer", action="store_true",
+                        help="write the same files through dataset_writer.export (journal, SHA-256, "
+                             "manifest) to measure the export machinery alone")
     parser.add_argument("--keep", action="store_true", help="keep the written tree")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     args = parser.parse_args(argv)
@@ -115,7 +147,8 @@ def main(argv=None) -> int:
             patterns = json.load(handle)
     else:
         patterns = layout(args.kind)
-    result = run_floor(args.rafdb, args.out, args.kind, args.workers, patterns)
+    run = run_via_writer if args.via_writer else run_floor
+    result = run(args.rafdb, args.out, args.kind, args.workers, patterns)
     if not args.keep:
         shutil.rmtree(args.out, ignore_errors=True)
     if args.json:
