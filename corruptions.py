@@ -700,8 +700,15 @@ def contrast(image, severity, rng, **_options):
     return _contrast(image, CONTRAST[severity - 1])
 
 
+def _grey_unit(image):
+    """A grey image in [0, 1] as the original's grey path computes it: uint8 / 255. in float64."""
+    return image / 255.0 if image.dtype == np.uint8 else image
+
+
 def _brightness(image, delta):
-    if image.dtype == np.uint8 and not is_grey(image):
+    if is_grey(image):
+        return shift_value(_grey_unit(image), delta)  # float64 clip(x + delta), docs/BENCHMARK.md §9.3
+    if image.dtype == np.uint8:
         return _brightness_uint8(image, delta, as_float=False)
     return shift_value(image, delta)
 
@@ -718,10 +725,12 @@ def brightness_minus(image, severity, rng, **_options):
 
 def _brightness_then_contrast(image, delta, factor):
     """brightness (delta) -> contrast (factor), chained in float32; ``image`` uint8 or float."""
-    if image.dtype == np.uint8 and not is_grey(image):
+    if is_grey(image):
+        x = shift_value(_grey_unit(image), delta)  # float64 clip(x + delta), a fresh array
+    elif image.dtype == np.uint8:
         x = _brightness_uint8(image, delta, as_float=True)  # a fresh array: changed in place below
     else:
-        x = shift_value(to_float01(image), delta)  # grey: float64 clip(x + delta), a fresh array
+        x = shift_value(image, delta)
     return _change_contrast(x, factor, in_place=True)
 
 

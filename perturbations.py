@@ -96,19 +96,22 @@ def aligned_source_face(aligned100_rgb: np.ndarray, pad: str = "reflect101") -> 
     """``--source aligned`` (BENCHMARK.md §3.6): pad an official 100x100 aligned face by 15 px per side.
 
     ``pad`` is ``reflect101`` (cv2.BORDER_REFLECT_101, the default) or ``constant`` (zeros). The
-    default frame of the result is exactly the aligned image.
+    default frame of the result is exactly the aligned image. A grey face (100x100x1) gives a grey
+    130x130x1 face.
     """
     aligned100_rgb = np.asarray(aligned100_rgb)
-    if aligned100_rgb.dtype != np.uint8 or aligned100_rgb.shape != (FRAME_SIZE, FRAME_SIZE, 3):
+    if aligned100_rgb.dtype != np.uint8 or aligned100_rgb.shape not in ((FRAME_SIZE, FRAME_SIZE, 3),
+                                                                        (FRAME_SIZE, FRAME_SIZE, 1)):
         raise ValueError(
-            f"aligned face must be a 100x100x3 uint8 array, got {aligned100_rgb.dtype} "
+            f"aligned face must be a 100x100x3 (or grey 100x100x1) uint8 array, got {aligned100_rgb.dtype} "
             f"{aligned100_rgb.shape}"
         )
     if pad not in FALLBACK_PADS:
         raise ValueError(f"pad must be one of {', '.join(FALLBACK_PADS)}, got {pad!r}")
     border = cv2.BORDER_REFLECT_101 if pad == "reflect101" else cv2.BORDER_CONSTANT
     margin = (FACE_SIZE - FRAME_SIZE) // 2
-    return cv2.copyMakeBorder(aligned100_rgb, margin, margin, margin, margin, border, value=0)
+    padded = cv2.copyMakeBorder(aligned100_rgb, margin, margin, margin, margin, border, value=0)
+    return padded.reshape(FACE_SIZE, FACE_SIZE, aligned100_rgb.shape[2])  # OpenCV drops a lone channel axis
 
 
 # --------------------------------------------------------------------------------------------
