@@ -69,7 +69,14 @@ MUD_RGB = (63, 42, 20)  # brown
 # The grey of a colour on grey images: skimage ``rgb2gray`` weights (Rec. 709 luma) applied to the
 # RGB triple, as the original's grey spatter path does (docs/BENCHMARK.md §9.3): water 224.59 / 255,
 # mud 44.88 / 255. The colour mode does not matter on grey (the original's grey path never swapped).
-GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)
+# Private (as GREY_UNSUPPORTED is a frozenset) so that the parameter digest of the RGB tables, which
+# RGB export trees record, stays what it was before grey support; :func:`grey_weights` reads it.
+_GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)
+
+
+def grey_weights() -> tuple[float, float, float]:
+    """The (R, G, B) weights that give the grey of a colour on grey images (skimage ``rgb2gray``)."""
+    return _GREY_WEIGHTS
 
 # OpenCV runs single-threaded: the export parallelises over processes, and threads only add
 # overhead on 100 px images.
@@ -104,8 +111,8 @@ def to_uint8(result: np.ndarray) -> np.ndarray:
 
 
 def grey_level(rgb: tuple[int, int, int]) -> float:
-    """The grey value in [0, 1] of an RGB colour given in 0..255: sum(GREY_WEIGHTS * rgb) / 255."""
-    return float(sum(weight * value for weight, value in zip(GREY_WEIGHTS, rgb))) / 255.0
+    """The grey value in [0, 1] of an RGB colour given in 0..255: sum(_GREY_WEIGHTS * rgb) / 255."""
+    return float(sum(weight * value for weight, value in zip(_GREY_WEIGHTS, rgb))) / 255.0
 
 
 def is_grey(image: np.ndarray) -> bool:
@@ -737,7 +744,7 @@ def _brightness_then_contrast(image, delta, factor):
 def spatter(image, severity, rng, colour="rgb", **_options):
     """Water (s = 1-3) or mud (s = 4-5) spatter from a random liquid layer (BENCHMARK.md §2.4).
 
-    On a grey image the colours are their greys (:data:`GREY_WEIGHTS`; docs/BENCHMARK.md §9.3)."""
+    On a grey image the colours are their greys (:func:`grey_weights`; docs/BENCHMARK.md §9.3)."""
     loc, scale, sigma, threshold, intensity, mode = SPATTER[severity - 1]
     x = to_float01(image)
     liquid = make_liquid_layer(image.shape[:2], loc, scale, sigma, threshold, rng)
@@ -873,7 +880,7 @@ CORRUPTIONS: dict[str, Callable] = {
 }
 CORRUPTION_NAMES = tuple(CORRUPTIONS)
 # Corruptions not defined on grey images (corrupt() raises ValueError): saturation needs colour.
-GREY_UNSUPPORTED = ("saturate",)
+GREY_UNSUPPORTED = frozenset({"saturate"})
 # Corruptions whose output does not depend on the rng.
 DETERMINISTIC = ("gaussian_blur", "defocus_blur", "zoom_blur", "contrast_plus", "contrast",
                  "brightness_plus", "brightness_minus", "pixelate", "jpeg_compression",

@@ -340,12 +340,12 @@ def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.
 def frost(image, severity, rng, param_set=None, **_options):
     """clip(a x + b frost), (a, b) from ImageNet-C's table, with the procedural frost texture.
 
-    On a grey image the texture is its grey (``corruptions.GREY_WEIGHTS``)."""
+    On a grey image the texture is its grey (``corruptions.grey_weights()``)."""
     _check_param_set(param_set, "frost")
     image_weight, frost_weight = FROST[severity - 1]
     texture = frost_texture(image.shape[:2], rng, scale=length_scale(param_set, image.shape[0]))
     if corruptions.is_grey(image):
-        texture = texture @ np.array(corruptions.GREY_WEIGHTS, np.float32)[:, None]
+        texture = texture @ np.array(corruptions.grey_weights(), np.float32)[:, None]
     return np.clip(image_weight * corruptions.to_float01(image) + frost_weight * texture, 0.0, 1.0)
 
 
