@@ -182,6 +182,13 @@ def render_folder(unit: WorkUnit, *, pairs, seed: int, dataset: str, split: str,
     path, relative = unit.payload
     image = read_image(path, keep_grey=True)
     out_name, out_fmt = folder_output_name(relative, fmt)
+    if image.shape[2] == 1:
+        import corruptions
+
+        refused = sorted({name for name, _ in pairs} & corruptions.GREY_UNSUPPORTED)
+        if refused:
+            raise UserError(f"{path}: a grey image, and {', '.join(refused)} is not defined on grey images "
+                            "(no colour saturation to change); leave it out or convert the file to RGB")
     return [(f"{c_folder(dataset, split, name, severity)}/{out_name}",
              encode_image(corrupt_image(image, name, severity, item_rng(seed, FOLDER_C_KIND, name, severity, relative),
                                         motion_backend=motion_backend), out_fmt))
@@ -216,7 +223,15 @@ def c_job(data, pairs: Sequence[tuple[str, int]], *, split: str = "test", fmt: s
     """The work of a corrupted export of ``data`` (a ``datasets`` Dataset: ferplus, fer2013 or folder).
 
     ``fmt``: FER ``png`` (default) or ``fer-csv``; folder ``auto`` (default), ``jpg`` or ``png``.
+    A corruption not defined on grey (``corruptions.GREY_UNSUPPORTED``: saturate) is refused up
+    front for an all-grey dataset, and per file (naming it) for a folder with grey images.
     """
+    import corruptions
+
+    refused = sorted({name for name, _ in pairs} & corruptions.GREY_UNSUPPORTED)
+    if refused and data.grey:
+        raise UserError(f"--corruptions: {', '.join(refused)} is not defined on grey images ({data.name} is "
+                        "grey: no colour saturation to change); leave it out")
     if data.name in ("ferplus", "fer2013"):
         return _fer_job(data, pairs, split, fmt or "png", seed, motion_backend)
     if data.name == "folder":

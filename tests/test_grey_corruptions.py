@@ -322,3 +322,17 @@ def test_rgb_outputs_are_byte_identical_to_before_grey_support():
         digest.update(name.encode())
         digest.update(perturbations.perturb(face, name, np.random.default_rng(3), frames=4).tobytes())
     assert digest.hexdigest() == "b23adac78907341d12046d86bdffe488e862f22c6084c56254ade8cb2968ad82"
+
+
+def test_fer_export_refuses_saturate_on_grey_up_front():
+    import types
+
+    import fer_export
+    from cli_common import UserError
+
+    grey_data = types.SimpleNamespace(name="ferplus", grey=True)
+    with pytest.raises(UserError, match="saturate is not defined on grey"):
+        fer_export.c_job(grey_data, [("contrast", 1), ("saturate", 2)])
+    np.testing.assert_array_equal(  # grey goes through natively: no channel copy, shape kept
+        fer_export.corrupt_image(np.full((48, 48, 1), 100, np.uint8), "brightness_plus", 1, np.random.default_rng(0)),
+        np.full((48, 48, 1), 125, np.uint8))  # floor(255 (100 / 255 + .1)) = floor(125.5)
