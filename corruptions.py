@@ -1,7 +1,8 @@
 """RAF-DB-C: the 18 corruptions of the original, with its names and parameter tables (BENCHMARK.md §2).
 
 Every corruption is a plain function ``fn(image, severity, rng, **options)`` of an RGB uint8 image
-(H x W x 3, any size from 32 px up), a severity 1..5 and a ``numpy.random.Generator``. It returns
+(H x W x 3, any size from 32 px up; or grey, H x W x 1, which keeps its shape and follows the
+original's grey paths, docs/CORRUPTIONS.md "Grey images"), a severity 1..5 and a ``numpy.random.Generator``. It returns
 either a uint8 image (the steps that quantise by themselves: pixelate, jpeg_compression,
 motion_blur) or a float image in [0, 1]. They are registered, in the original's order
 (BENCHMARK.md §2.3), in :data:`CORRUPTIONS` under their own ``__name__``. :func:`corrupt` is the checked
