@@ -1,7 +1,8 @@
 """RAF-DB-C: the 18 corruptions of the original, with its names and parameter tables (BENCHMARK.md §2).
 
 Every corruption is a plain function ``fn(image, severity, rng, **options)`` of an RGB uint8 image
-(H x W x 3, any size from 32 px up), a severity 1..5 and a ``numpy.random.Generator``. It returns
+(H x W x 3, any size from 32 px up; or grey, H x W x 1, which keeps its shape and follows the
+original's grey paths, docs/CORRUPTIONS.md "Grey images"), a severity 1..5 and a ``numpy.random.Generator``. It returns
 either a uint8 image (the steps that quantise by themselves: pixelate, jpeg_compression,
 motion_blur) or a float image in [0, 1]. They are registered, in the original's order
 (BENCHMARK.md §2.3), in :data:`CORRUPTIONS` under their own ``__name__``. :func:`corrupt` is the checked
@@ -66,6 +67,17 @@ REFERENCE_HEIGHT = 48  # the tables of defocus and motion blur were tuned for 48
 # its water came out pale yellow and its mud dark blue; "bgr-compat" reproduces that (BENCHMARK.md §2.2).
 WATER_RGB = (175, 238, 238)  # pale turquoise
 MUD_RGB = (63, 42, 20)  # brown
+# The grey of a colour on grey images: skimage ``rgb2gray`` weights (Rec. 709 luma) applied to the
+# RGB triple, as the original's grey spatter path does (docs/BENCHMARK.md §9.3): water 224.59 / 255,
+# mud 44.88 / 255. The colour mode does not matter on grey (the original's grey path never swapped).
+# Private (as GREY_UNSUPPORTED is a frozenset) so that the parameter digest of the RGB tables, which
+# RGB export trees record, stays what it was before grey support; :func:`grey_weights` reads it.
+_GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)
+
+
+def grey_weights() -> tuple[float, float, float]:
+    """The (R, G, B) weights that give the grey of a colour on grey images (skimage ``rgb2gray``)."""
+    return _GREY_WEIGHTS
 
 # OpenCV runs single-threaded: the export parallelises over processes, and threads only add
 # overhead on 100 px images.
@@ -99,8 +111,23 @@ def to_uint8(result: np.ndarray) -> np.ndarray:
     return (np.clip(result, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
 
 
-def _colour_triple(rgb: tuple[int, int, int], colour: str) -> np.ndarray:
-    """An RGB colour as float32 / 255; reversed under "bgr-compat" (the original's swap)."""
+def grey_level(rgb: tuple[int, int, int]) -> float:
+    """The grey value in [0, 1] of an RGB colour given in 0..255: sum(_GREY_WEIGHTS * rgb) / 255."""
+    return float(sum(weight * value for weight, value in zip(_GREY_WEIGHTS, rgb))) / 255.0
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether ``image`` is a one-channel (H x W x 1) image; the corruptions keep that shape."""
+    return image.ndim == 3 and image.shape[2] == 1
+
+
+def _colour_triple(rgb: tuple[int, int, int], colour: str, channels: int = 3) -> np.ndarray:
+    """An RGB colour as float32 / 255; reversed under "bgr-compat" (the original's swap).
+
+    ``channels=1`` gives the colour's grey (:func:`grey_level`, whatever the colour mode) as (1,).
+    """
+    if channels == 1:
+        return np.array([grey_level(rgb)], np.float32)
     triple = rgb[::-1] if colour == "bgr-compat" else rgb
     return np.array(triple, np.float32) / np.float32(255.0)
 
@@ -192,7 +219,12 @@ def shift_value(x: np.ndarray, delta: float) -> np.ndarray:
     and RGB = V * f(H, S), so every pixel is scaled by V' / V; black pixels (V = 0, hence H = S = 0)
     become grey V'. The tests check it against skimage within 1 grey level. Same dtype as ``x``
     for float input.
+
+    One-channel input (last axis 1) is a grey intensity: clip(x + delta, 0, 1), no HSV, as the
+    original's grey path (docs/BENCHMARK.md §9.3); float64 as the original computed it.
     """
+    if x.shape[-1] == 1:
+        return np.clip(np.asarray(x, np.float64) + delta, 0.0, 1.0)
     value = _hsv_value(x)[..., None]
     new_value = np.clip(value + delta, 0.0, 1.0).astype(value.dtype)
     black = value <= 0
@@ -287,12 +319,15 @@ def motion_blur_op(image: np.ndarray, radius: int, sigma: float, angle_degrees: 
     of max |diff| <= 1 on < 1 % of pixels, which the tests assert. ``backend="wand"``: the original's
     PNG -> Wand ``motion_blur`` -> PNG round trip (needs the MagickWand library).
     A sigma of 0 (possible on small images after the original's floor) means no blur, as in
-    ImageMagick, which replaces it with its epsilon.
+    ImageMagick, which replaces it with its epsilon. A grey image (H x W or H x W x 1) is
+    blurred as one plane and keeps its shape.
     """
     if backend == "wand":
         return _motion_blur_wand(image, radius, sigma, angle_degrees)
     if backend != "numpy":
         raise ValueError(f"motion backend {backend!r}: expected one of {', '.join(MOTION_BACKENDS)}")
+    if is_grey(image):  # H x W x 1: blur the plane, keep the shape (FIX: the original gave H x 3)
+        return motion_blur_op(image[:, :, 0], radius, sigma, angle_degrees)[:, :, None]
     height, width = image.shape[:2]
     weights, offsets = _motion_kernel(int(radius), float(sigma), float(angle_degrees), height, width)
     xs, ys = offsets[:, 0], offsets[:, 1]
@@ -367,14 +402,18 @@ def _motion_blur_wand(image, radius, sigma, angle):
             "(Debian: apt-get install libmagickwand-6.q16-6); use motion_backend='numpy' instead. "
             f"Import failed with: {error}"
         ) from error
+    grey = image.ndim == 2 or is_grey(image)
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")  # 8-bit PNG written by PIL, as the original
+    Image.fromarray(image[:, :, 0] if is_grey(image) else image).save(buffer, format="PNG")  # 8-bit PNG written by PIL, as the original
     with WandImage(blob=buffer.getvalue()) as wand_image:
         wand_image.motion_blur(radius=radius, sigma=sigma, angle=angle)
         blob = wand_image.make_blob("png")
     decoded = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded.dtype != np.uint8:  # a 16-bit PNG: scale back to 8 bits
         decoded = np.rint(decoded / 257.0).astype(np.uint8)
+    if grey:  # a grey PNG in, a grey PNG out: keep the caller's shape
+        plane = decoded if decoded.ndim == 2 else decoded[:, :, 0]
+        return plane[:, :, None] if image.ndim == 3 else plane
     if decoded.ndim == 2:  # ImageMagick writes grey PNGs for grey images
         return np.repeat(decoded[:, :, None], 3, axis=2)
     return np.ascontiguousarray(decoded[:, :, 2::-1])  # BGR(A) -> RGB
@@ -401,7 +440,8 @@ _WATER_KERNEL = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float32)
 def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: str = "rgb") -> np.ndarray:
     """Water spatter (BENCHMARK.md §2.4 steps 1-6) of float image ``x`` (H x W x 3, [0, 1]) with ``liquid``.
 
-    Returns clip(x + m * water colour, 0, 1). FIX (BENCHMARK.md §6 row 27): when the layer has no
+    Returns clip(x + m * water colour, 0, 1). On a grey ``x`` (H x W x 1) the colour is the water's
+    grey (:func:`grey_level`), as the original's grey path (docs/BENCHMARK.md §9.3). FIX (BENCHMARK.md §6 row 27): when the layer has no
     droplets (max of L8 * D is 0) ``x`` is returned unchanged; the original divided by zero.
     """
     # (1) The layer as uint8, truncated. Values stay below 1 in practice (a smoothed N(.65, .3));
@@ -423,7 +463,7 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
         return np.array(x, copy=True)
     mask *= np.float32(intensity / peak)
     # (6) add the water colour.
-    return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour), 0.0, 1.0)
+    return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour, x.shape[-1]), 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,7 +630,7 @@ def defocus_blur(image, severity, rng, **_options):
     radius, alias = defocus_parameters(severity, image.shape[0])
     # Zero taps change nothing (also at the border, reflect 101), so the cropped kernel gives the
     # same filter as the full 17 x 17 one, with fewer multiplications.
-    return cv2.filter2D(to_float01(image), -1, _cropped_disk_kernel(radius, alias))
+    return cv2.filter2D(to_float01(image), -1, _cropped_disk_kernel(radius, alias)).reshape(image.shape)
 
 
 def zoom_blur(image, severity, rng, **_options):
@@ -647,6 +687,8 @@ def _change_contrast_uint8(image, factor):
     means = _channel_means(image) / 255.0
     levels = np.arange(256, dtype=np.float64)[:, None] / 255.0
     table = to_uint8(np.clip((levels - means[None, :]) * factor + means[None, :], 0.0, 1.0))
+    if is_grey(image):
+        return table[:, 0].take(image)
     return cv2.LUT(image, table.reshape(1, 256, 3))
 
 
@@ -666,7 +708,14 @@ def contrast(image, severity, rng, **_options):
     return _contrast(image, CONTRAST[severity - 1])
 
 
+def _grey_unit(image):
+    """A grey image in [0, 1] as the original's grey path computes it: uint8 / 255. in float64."""
+    return image / 255.0 if image.dtype == np.uint8 else image
+
+
 def _brightness(image, delta):
+    if is_grey(image):
+        return shift_value(_grey_unit(image), delta)  # float64 clip(x + delta), docs/BENCHMARK.md §9.3
     if image.dtype == np.uint8:
         return _brightness_uint8(image, delta, as_float=False)
     return shift_value(image, delta)
@@ -684,7 +733,9 @@ def brightness_minus(image, severity, rng, **_options):
 
 def _brightness_then_contrast(image, delta, factor):
     """brightness (delta) -> contrast (factor), chained in float32; ``image`` uint8 or float."""
-    if image.dtype == np.uint8:
+    if is_grey(image):
+        x = shift_value(_grey_unit(image), delta)  # float64 clip(x + delta), a fresh array
+    elif image.dtype == np.uint8:
         x = _brightness_uint8(image, delta, as_float=True)  # a fresh array: changed in place below
     else:
         x = shift_value(image, delta)
@@ -692,7 +743,9 @@ def _brightness_then_contrast(image, delta, factor):
 
 
 def spatter(image, severity, rng, colour="rgb", **_options):
-    """Water (s = 1-3) or mud (s = 4-5) spatter from a random liquid layer (BENCHMARK.md §2.4)."""
+    """Water (s = 1-3) or mud (s = 4-5) spatter from a random liquid layer (BENCHMARK.md §2.4).
+
+    On a grey image the colours are their greys (:func:`grey_weights`; docs/BENCHMARK.md §9.3)."""
     loc, scale, sigma, threshold, intensity, mode = SPATTER[severity - 1]
     x = to_float01(image)
     liquid = make_liquid_layer(image.shape[:2], loc, scale, sigma, threshold, rng)
@@ -702,7 +755,7 @@ def spatter(image, severity, rng, colour="rgb", **_options):
     mask = gaussian_blur_op((liquid > threshold).astype(np.float32), intensity)
     mask[mask < 0.8] = 0
     mask = mask[:, :, None]
-    return np.clip(x * (1 - mask) + mask * _colour_triple(MUD_RGB, colour), 0.0, 1.0)
+    return np.clip(x * (1 - mask) + mask * _colour_triple(MUD_RGB, colour, x.shape[-1]), 0.0, 1.0)
 
 
 _BOX_UPSAMPLE_INDEX: dict[tuple[int, int], np.ndarray | None] = {}
@@ -726,6 +779,8 @@ def _box_upsample_index(small_length: int, length: int) -> np.ndarray | None:
 def pixelate(image, severity, rng, **_options):
     """PIL BOX resize to (int(W c), int(H c)) and back to (W, H); uint8."""
     scale = PIXELATE_SCALE[severity - 1]
+    if is_grey(image):  # PIL takes a grey plane as 2-D (mode L)
+        return pixelate(image[:, :, 0], severity, rng)[:, :, None]
     height, width = image.shape[:2]
     small = Image.fromarray(image).resize((int(width * scale), int(height * scale)), Image.BOX)
     rows = _box_upsample_index(small.height, height)
@@ -740,10 +795,17 @@ def jpeg_compression(image, severity, rng, colour="rgb", **_options):
 
     The original used PIL; OpenCV's encoder (same libjpeg quality tables, 4:2:0 chroma
     subsampling, islow DCT) gives the same bytes and pixels here at a third of the time, which a
-    test checks against PIL at every severity. "bgr-compat" hands the channels to the encoder in
+    test checks against PIL at every severity. A grey image is encoded as a greyscale JPEG (PIL's
+    mode L). "bgr-compat" hands the channels to the encoder in
     the wrong order, as the original handed its BGR arrays to PIL as RGB.
     """
     quality = JPEG_QUALITY[severity - 1]
+    if is_grey(image):  # a one-component (greyscale) JPEG; the colour mode does not apply
+        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, 0]),
+                                   [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise ValueError(f"OpenCV could not JPEG-encode a {image.shape} image")
+        return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)[:, :, None]
     # OpenCV encodes BGR: the correct order for our RGB image is the reversed one.
     source = image if colour == "bgr-compat" else image[:, :, ::-1]
     ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(source), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -818,6 +880,8 @@ CORRUPTIONS: dict[str, Callable] = {
     )
 }
 CORRUPTION_NAMES = tuple(CORRUPTIONS)
+# Corruptions not defined on grey images (corrupt() raises ValueError): saturation needs colour.
+GREY_UNSUPPORTED = frozenset({"saturate"})
 # Corruptions whose output does not depend on the rng.
 DETERMINISTIC = ("gaussian_blur", "defocus_blur", "zoom_blur", "contrast_plus", "contrast",
                  "brightness_plus", "brightness_minus", "pixelate", "jpeg_compression",
@@ -884,12 +948,18 @@ def needs_param_set(names) -> bool:
 
 def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generator | None = None, *,
             motion_backend: str = "numpy", colour: str = "rgb", param_set: str | None = None) -> np.ndarray:
-    """Apply corruption ``name`` at ``severity`` (1..5) to an RGB uint8 image; uint8, same shape.
+    """Apply corruption ``name`` at ``severity`` (1..5) to a uint8 image; uint8, same shape.
+
+    ``image``: RGB (H x W x 3), or grey (H x W x 1, or H x W), which stays grey and follows the
+    original's grey paths (docs/BENCHMARK.md §9.3, §9.9): brightness adds +-c to the intensity (no
+    HSV), spatter uses the greys of its colours, motion blur blurs the plane (FIX: the original
+    returned H x 3), JPEG is a greyscale JPEG. ``saturate`` refuses grey (ValueError: a grey image
+    has no saturation); :data:`GREY_UNSUPPORTED` lists it.
 
     ``rng``: the generator every random draw comes from (the export passes one per item,
     BENCHMARK.md §2.7). ``None`` means a fresh, non-deterministic ``np.random.default_rng()``.
-    The input is never modified. Raises ValueError for a wrong type, dtype, shape (H x W x 3 with
-    H, W >= 32), name, severity (an int 1..5; 0 is the clean image, not 5), backend or colour.
+    The input is never modified. Raises ValueError for a wrong type, dtype, shape (H x W x 3,
+    H x W x 1 or H x W with H, W >= 32), name, severity (an int 1..5; 0 is the clean image, not 5), backend or colour.
     ``name`` may be any corruption of :func:`registry` (every set); the ImageNet-C extras need
     ``param_set`` (imagenet224, imagenet64 or scaled; docs/BENCHMARK.md §2.9), which the others ignore.
     """
@@ -897,8 +967,8 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
         raise ValueError(f"image: expected a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise ValueError(f"image: expected dtype uint8, got {image.dtype}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image: expected shape (H, W, 3) (RGB), got {image.shape}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+        raise ValueError(f"image: expected shape (H, W, 3) (RGB), (H, W, 1) or (H, W) (grey), got {image.shape}")
     if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
         raise ValueError(f"image: expected height and width >= {MIN_SIDE} px, got {image.shape[:2]}")
     function = CORRUPTIONS.get(name)
@@ -915,11 +985,18 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
         raise ValueError(f"motion_backend {motion_backend!r}: expected one of {', '.join(MOTION_BACKENDS)}")
     if colour not in COLOUR_MODES:
         raise ValueError(f"colour {colour!r}: expected one of {', '.join(COLOUR_MODES)}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        if name in GREY_UNSUPPORTED:
+            raise ValueError(f"{name}: not defined on grey images (shape {image.shape}): a grey image has "
+                             f"no colour saturation to change; use an RGB image or leave {name} out "
+                             "(docs/CORRUPTIONS.md, grey images)")
     if rng is None:
         rng = np.random.default_rng()
-    source = np.ascontiguousarray(image)
+    source = np.ascontiguousarray(image if image.ndim == 3 else image[:, :, None])
     options = {"motion_backend": motion_backend, "colour": colour}
     if function is not CORRUPTIONS.get(name):
         options["param_set"] = param_set
-    result = function(source, int(severity), rng, **options)
-    return to_uint8(result)
+    result = to_uint8(function(source, int(severity), rng, **options))
+    if result.shape != source.shape:  # never expected: every corruption keeps the shape
+        raise AssertionError(f"{name} returned shape {result.shape} for an image of shape {source.shape}")
+    return result if image.ndim == 3 else result[:, :, 0]

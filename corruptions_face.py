@@ -39,9 +39,13 @@ LOW_RESOLUTION_FACTOR = (2, 3, 4, 6, 8)
 
 
 def _blend(x: np.ndarray, coverage: np.ndarray, rgb, opacity: float) -> np.ndarray:
-    """x (1 - a) + a colour with a = coverage (H x W in [0, 1]) x opacity."""
+    """x (1 - a) + a colour with a = coverage (H x W in [0, 1]) x opacity; on a grey ``x``
+    (H x W x 1) the colour is its grey (``corruptions.grey_level``)."""
     alpha = (coverage * opacity)[..., None]
-    colour = np.array(rgb, np.float32) / np.float32(255.0)
+    if corruptions.is_grey(x):
+        colour = np.array([corruptions.grey_level(rgb)], np.float32)
+    else:
+        colour = np.array(rgb, np.float32) / np.float32(255.0)
     return x * (1 - alpha) + alpha * colour
 
 
@@ -120,7 +124,7 @@ def low_resolution(image, severity, rng, **_options):
     factor = LOW_RESOLUTION_FACTOR[severity - 1]
     small = cv2.resize(image, (max(1, round(width / factor)), max(1, round(height / factor))),
                        interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC).reshape(image.shape)
 
 
 CORRUPTIONS = {function.__name__: function for function in (

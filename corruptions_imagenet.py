@@ -217,8 +217,13 @@ def snow_layer(shape_hw, loc, scale, zoom, threshold, rng) -> np.ndarray:
 
 
 def add_snow(x: np.ndarray, flakes: np.ndarray, blend: float) -> np.ndarray:
-    """clip(blend x + (1 - blend) max(x, 1.5 grey(x) + 0.5) + L + rot180(L)); ``flakes`` L in [0, 1]."""
-    grey = cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY)[..., None]
+    """clip(blend x + (1 - blend) max(x, 1.5 grey(x) + 0.5) + L + rot180(L)); ``flakes`` L in [0, 1].
+
+    On a grey ``x`` (H x W x 1) grey(x) is x itself."""
+    if corruptions.is_grey(x):
+        grey = x
+    else:
+        grey = cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY)[..., None]
     out = blend * x + (1 - blend) * np.maximum(x, grey * 1.5 + 0.5)
     flakes = flakes[..., None]
     return np.clip(out + flakes + flakes[::-1, ::-1], 0.0, 1.0)
@@ -333,10 +338,14 @@ def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.
 
 
 def frost(image, severity, rng, param_set=None, **_options):
-    """clip(a x + b frost), (a, b) from ImageNet-C's table, with the procedural frost texture."""
+    """clip(a x + b frost), (a, b) from ImageNet-C's table, with the procedural frost texture.
+
+    On a grey image the texture is its grey (``corruptions.grey_weights()``)."""
     _check_param_set(param_set, "frost")
     image_weight, frost_weight = FROST[severity - 1]
     texture = frost_texture(image.shape[:2], rng, scale=length_scale(param_set, image.shape[0]))
+    if corruptions.is_grey(image):
+        texture = texture @ np.array(corruptions.grey_weights(), np.float32)[:, None]
     return np.clip(image_weight * corruptions.to_float01(image) + frost_weight * texture, 0.0, 1.0)
 
 
@@ -385,7 +394,7 @@ def elastic_transform(image, severity, rng, param_set=None, **_options):
     points = np.float32([centre + side, [centre[0] + side, centre[1] - side], centre - side])
     moved = points + rng.uniform(-affine, affine, size=points.shape).astype(np.float32)
     matrix = cv2.getAffineTransform(points, moved)
-    x = cv2.warpAffine(x, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101)
+    x = cv2.warpAffine(x, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101).reshape(image.shape)
     dx = smooth_reflect(rng.uniform(-1, 1, size=(height, width)), sigma) * alpha
     dy = smooth_reflect(rng.uniform(-1, 1, size=(height, width)), sigma) * alpha
     yy, xx = np.mgrid[0:height, 0:width]
@@ -398,7 +407,8 @@ def elastic_transform(image, severity, rng, param_set=None, **_options):
 def saturate(image, severity, rng, param_set=None, **_options):
     """HSV saturation S * a + b, clipped, hue and value kept (closed form of skimage's
     rgb2hsv -> hsv2rgb): channel c becomes V - S' V (V - c) / (V - min); grey pixels (S = 0, hue 0
-    in skimage) become (V, V (1 - S'), V (1 - S'))."""
+    in skimage) become (V, V (1 - S'), V (1 - S')). RGB only: ``corruptions.corrupt`` refuses grey
+    images (a grey image has no saturation; ``corruptions.GREY_UNSUPPORTED``)."""
     _check_param_set(param_set, "saturate")
     factor, offset = SATURATE[severity - 1]
     x = corruptions.to_float01(image).astype(np.float64)

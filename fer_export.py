@@ -58,32 +58,12 @@ def corrupt_image(image: np.ndarray, name: str, severity: int, rng: np.random.Ge
                   motion_backend: str = "numpy") -> np.ndarray:
     """``corruptions.corrupt`` for RGB (H, W, 3) or grey (H, W, 1) uint8; the shape is kept.
 
-    A grey image goes to ``corruptions.corrupt`` as it is when that accepts one channel
-    (docs/BENCHMARK.md §9.9: brightness on the intensity, grey spatter, motion blur fixed).
-    Otherwise (an older ``corruptions``) the plane is copied to three channels and the first
-    channel of the result is kept: exact for every channel-wise corruption, and the noise of the
-    noise corruptions keeps its per-pixel distribution; :func:`grey_mode` says which path runs.
+    Grey images are corrupted natively, with the grey paths of docs/BENCHMARK.md §9.3 and §9.9
+    (brightness on the intensity, the greys of the spatter colours, motion blur of the plane).
     """
     import corruptions
 
-    if image.ndim == 3 and image.shape[2] == 1 and grey_mode() == "rgb-first-channel":
-        rgb = np.repeat(image, 3, axis=2)
-        return np.ascontiguousarray(
-            corruptions.corrupt(rgb, name, severity, rng, motion_backend=motion_backend)[:, :, :1])
     return corruptions.corrupt(image, name, severity, rng, motion_backend=motion_backend)
-
-
-@functools.lru_cache(maxsize=1)
-def grey_mode() -> str:
-    """``native`` when ``corruptions.corrupt`` accepts (H, W, 1) images, else ``rgb-first-channel``."""
-    import corruptions
-
-    probe = np.full((48, 48, 1), 128, np.uint8)
-    try:
-        result = corruptions.corrupt(probe, "contrast", 1, np.random.default_rng(0))
-    except ValueError:
-        return "rgb-first-channel"
-    return "native" if result.shape == probe.shape else "rgb-first-channel"
 
 
 def c_folder(dataset: str, split: str, name: str, severity: int) -> str:
@@ -168,7 +148,7 @@ def _fer_job(data, pairs, split: str, fmt: str, seed: int, motion_backend: str) 
     split_name = data.split_name(split)
     pixels_path = str(data.pixels_path)
     params = {"seed": seed, "format": fmt, "motion_backend": motion_backend, "split": split_name,
-              "dataset": data.name, "source_sha256": _sha256(data.pixels_path), "grey": grey_mode()}
+              "dataset": data.name, "source_sha256": _sha256(data.pixels_path)}
     if fmt == "png":
         units = [WorkUnit(f"{row:05d}", tuple(f"{c_folder(FER_PREFIX, split_name, n, s)}/{row:05d}.png"
                                               for n, s in pairs), (pixels_path, int(row)))
@@ -202,6 +182,13 @@ def render_folder(unit: WorkUnit, *, pairs, seed: int, dataset: str, split: str,
     path, relative = unit.payload
     image = read_image(path, keep_grey=True)
     out_name, out_fmt = folder_output_name(relative, fmt)
+    if image.shape[2] == 1:
+        import corruptions
+
+        refused = sorted({name for name, _ in pairs} & corruptions.GREY_UNSUPPORTED)
+        if refused:
+            raise UserError(f"{path}: a grey image, and {', '.join(refused)} is not defined on grey images "
+                            "(no colour saturation to change); leave it out or convert the file to RGB")
     return [(f"{c_folder(dataset, split, name, severity)}/{out_name}",
              encode_image(corrupt_image(image, name, severity, item_rng(seed, FOLDER_C_KIND, name, severity, relative),
                                         motion_backend=motion_backend), out_fmt))
@@ -225,7 +212,7 @@ def _folder_job(data, pairs, split: str, fmt: str, seed: int, motion_backend: st
             f"{c_folder(data.dataset_name, split_name, n, s)}/{out_name}" for n, s in pairs),
             (path, relative), inputs=(path,)))
     params = {"seed": seed, "format": fmt, "motion_backend": motion_backend, "split": split_name,
-              "dataset": data.name, "name": data.dataset_name, "grey": grey_mode()}
+              "dataset": data.name, "name": data.dataset_name}
     render = functools.partial(render_folder, pairs=list(pairs), seed=seed, dataset=data.dataset_name,
                                split=split_name, fmt=fmt, motion_backend=motion_backend)
     return Job(units, render, FOLDER_C_KIND, params, [relative_id(i) for i in labels.names])
@@ -236,7 +223,15 @@ def c_job(data, pairs: Sequence[tuple[str, int]], *, split: str = "test", fmt: s
     """The work of a corrupted export of ``data`` (a ``datasets`` Dataset: ferplus, fer2013 or folder).
 
     ``fmt``: FER ``png`` (default) or ``fer-csv``; folder ``auto`` (default), ``jpg`` or ``png``.
+    A corruption not defined on grey (``corruptions.GREY_UNSUPPORTED``: saturate) is refused up
+    front for an all-grey dataset, and per file (naming it) for a folder with grey images.
     """
+    import corruptions
+
+    refused = sorted({name for name, _ in pairs} & corruptions.GREY_UNSUPPORTED)
+    if refused and data.grey:
+        raise UserError(f"--corruptions: {', '.join(refused)} is not defined on grey images ({data.name} is "
+                        "grey: no colour saturation to change); leave it out")
     if data.name in ("ferplus", "fer2013"):
         return _fer_job(data, pairs, split, fmt or "png", seed, motion_backend)
     if data.name == "folder":
@@ -281,7 +276,8 @@ P_SOURCE = "image"  # recorded in the manifest: sequences built from the dataset
 
 def image_face(image: np.ndarray, pad: str = "reflect101") -> np.ndarray:
     """The 130 px face of the perturbations from any image: resized to 100x100 (bilinear) if it is
-    not, grey copied to 3 channels, padded by 15 px as ``--source aligned`` does (docs/BENCHMARK.md §3.6)."""
+    not, padded by 15 px as ``--source aligned`` does (docs/BENCHMARK.md §3.6); grey stays grey
+    (130 x 130 x 1), the perturbations take it natively."""
     import cv2
 
     import perturbations
@@ -289,8 +285,6 @@ def image_face(image: np.ndarray, pad: str = "reflect101") -> np.ndarray:
     if image.shape[:2] != (perturbations.FRAME_SIZE, perturbations.FRAME_SIZE):
         size = perturbations.FRAME_SIZE
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, -1)
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
     return perturbations.aligned_source_face(np.ascontiguousarray(image), pad)
 
 
@@ -299,7 +293,7 @@ def image_sequence(image: np.ndarray, name: str, rng: np.random.Generator, *, mo
     """The 30 frames of perturbation ``name`` of ``image``, at the image's own size and channels.
 
     Frames are made at 100 px (the perturbations' pixel parameters) and resized back to H x W
-    (bilinear); a grey image keeps the first channel (the frames of an R = G = B face).
+    (bilinear); a grey image gives grey frames (H x W x 1).
     """
     import cv2
 
@@ -308,8 +302,9 @@ def image_sequence(image: np.ndarray, name: str, rng: np.random.Generator, *, mo
     frames = perturbations.perturb(image_face(image, pad), name, rng, motion_backend=motion_backend)
     height, width = image.shape[:2]
     if (height, width) != frames.shape[1:3]:
-        frames = np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR) for frame in frames])
-    return frames[..., :1] if image.shape[2] == 1 else frames
+        frames = np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+                           for frame in frames])
+    return frames
 
 
 def p_folder(dataset: str, split: str, name: str) -> str:

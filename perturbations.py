@@ -96,19 +96,22 @@ def aligned_source_face(aligned100_rgb: np.ndarray, pad: str = "reflect101") -> 
     """``--source aligned`` (BENCHMARK.md §3.6): pad an official 100x100 aligned face by 15 px per side.
 
     ``pad`` is ``reflect101`` (cv2.BORDER_REFLECT_101, the default) or ``constant`` (zeros). The
-    default frame of the result is exactly the aligned image.
+    default frame of the result is exactly the aligned image. A grey face (100x100x1) gives a grey
+    130x130x1 face.
     """
     aligned100_rgb = np.asarray(aligned100_rgb)
-    if aligned100_rgb.dtype != np.uint8 or aligned100_rgb.shape != (FRAME_SIZE, FRAME_SIZE, 3):
+    if aligned100_rgb.dtype != np.uint8 or aligned100_rgb.shape not in ((FRAME_SIZE, FRAME_SIZE, 3),
+                                                                        (FRAME_SIZE, FRAME_SIZE, 1)):
         raise ValueError(
-            f"aligned face must be a 100x100x3 uint8 array, got {aligned100_rgb.dtype} "
+            f"aligned face must be a 100x100x3 (or grey 100x100x1) uint8 array, got {aligned100_rgb.dtype} "
             f"{aligned100_rgb.shape}"
         )
     if pad not in FALLBACK_PADS:
         raise ValueError(f"pad must be one of {', '.join(FALLBACK_PADS)}, got {pad!r}")
     border = cv2.BORDER_REFLECT_101 if pad == "reflect101" else cv2.BORDER_CONSTANT
     margin = (FACE_SIZE - FRAME_SIZE) // 2
-    return cv2.copyMakeBorder(aligned100_rgb, margin, margin, margin, margin, border, value=0)
+    padded = cv2.copyMakeBorder(aligned100_rgb, margin, margin, margin, margin, border, value=0)
+    return padded.reshape(FACE_SIZE, FACE_SIZE, aligned100_rgb.shape[2])  # OpenCV drops a lone channel axis
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,12 +119,15 @@ def aligned_source_face(aligned100_rgb: np.ndarray, pad: str = "reflect101") -> 
 
 
 def _crop(image: np.ndarray, roi: tuple[int, int, int, int] = DEFAULT_ROI) -> np.ndarray:
-    """Frame extraction (BENCHMARK.md §3.2): ``image[y:y+h, x:x+w]``, resized to 100x100 if needed."""
+    """Frame extraction (BENCHMARK.md §3.2): ``image[y:y+h, x:x+w]``, resized to 100x100 if needed.
+
+    Faces are H x W x C inside this module; a 2-D ``image`` is a grey plane that OpenCV returned
+    without its channel axis (warpAffine, resize of H x W x 1), so the frame gets it back."""
     x, y, w, h = roi
     region = image[y : y + h, x : x + w]
     if (w, h) != (FRAME_SIZE, FRAME_SIZE):
         region = cv2.resize(region, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_LINEAR)
-    return region
+    return region if region.ndim == 3 else region[:, :, None]
 
 
 def _round_to_uint8(frames01: np.ndarray) -> np.ndarray:
@@ -237,7 +243,7 @@ def shift_liquid_down(liquid: np.ndarray) -> np.ndarray:
 def _noise_sequence(face, frames, add_noise):
     """Frame 0 the clean crop; frames 1.. independent ``add_noise`` draws on it, rounded (§3.5)."""
     clean = _crop(face)
-    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     out[0] = clean
     if frames > 1:
         stacked = np.broadcast_to(clean.astype(np.float64) / 255.0, (frames - 1, *clean.shape))
@@ -265,7 +271,7 @@ def p_gaussian_blur(face, rng, frames=NUM_FRAMES, **_options):
     margin = DEFAULT_ROI[0] - BLUR_MARGIN
     x = face[margin : FACE_SIZE - margin, margin : FACE_SIZE - margin].astype(np.float64) / 255.0
     roi = (BLUR_MARGIN, BLUR_MARGIN, FRAME_SIZE, FRAME_SIZE)
-    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     for i in range(frames):
         blurred = corruptions.gaussian_blur_op(x, blur_sigma(i), BLUR_TRUNCATE)
         out[i] = _truncate_to_uint8(_crop(blurred, roi) * 255.0)
@@ -381,8 +387,11 @@ def perturb(
 ) -> np.ndarray:
     """The checked entry point: the first ``frames`` frames of perturbation ``name`` of ``face``.
 
-    ``face`` is an aligned 130x130x3 uint8 RGB image (:func:`align_face`). Returns
-    ``(frames, 100, 100, 3)`` uint8. ``name`` may also be an ImageNet-P extra (docs/BENCHMARK.md §3.7,
+    ``face`` is an aligned 130x130x3 uint8 RGB image (:func:`align_face`), or a grey one
+    (130x130x1 or 130x130, as FER faces padded like ``--source aligned``): grey in, grey out, with
+    the grey paths of the corruptions (docs/BENCHMARK.md §9.9: brightness on the intensity, the
+    water's grey for p_spatter, the blur of the plane). Returns ``(frames, 100, 100, C)`` uint8
+    (``(frames, 100, 100)`` for a 2-D face). ``name`` may also be an ImageNet-P extra (docs/BENCHMARK.md §3.7,
     :func:`perturbation_names`). ``rng`` feeds the random perturbations (p_gaussian_noise,
     p_shot_noise, p_spatter, p_snow, p_speckle_noise); None means a fresh, unseeded generator. A shorter sequence is the
     prefix of the full one for the same generator state. Raises ValueError on bad arguments.
@@ -391,9 +400,10 @@ def perturb(
         raise ValueError(f"face must be a numpy array, got {type(face).__name__}")
     if face.dtype != np.uint8:
         raise ValueError(f"face must be uint8, got {face.dtype}")
-    if face.shape != (FACE_SIZE, FACE_SIZE, 3):
+    if face.shape not in ((FACE_SIZE, FACE_SIZE, 3), (FACE_SIZE, FACE_SIZE, 1), (FACE_SIZE, FACE_SIZE)):
         raise ValueError(
-            f"face must be {FACE_SIZE}x{FACE_SIZE}x3 (an aligned face, see align_face), got shape {face.shape}"
+            f"face must be {FACE_SIZE}x{FACE_SIZE}x3 (an aligned face, see align_face), or grey "
+            f"{FACE_SIZE}x{FACE_SIZE}x1 or {FACE_SIZE}x{FACE_SIZE}, got shape {face.shape}"
         )
     function = PERTURBATIONS.get(name) or all_perturbations().get(name)
     if function is None:
@@ -408,6 +418,8 @@ def perturb(
         rng = np.random.default_rng()
     elif not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
-    return function(
-        np.ascontiguousarray(face), rng, frames=int(frames), motion_backend=motion_backend, colour=colour
-    )
+    source = np.ascontiguousarray(face if face.ndim == 3 else face[:, :, None])
+    out = function(source, rng, frames=int(frames), motion_backend=motion_backend, colour=colour)
+    if out.shape != (int(frames), FRAME_SIZE, FRAME_SIZE, source.shape[2]):  # never expected
+        raise AssertionError(f"{name} returned shape {out.shape} for a face of shape {source.shape}")
+    return out if face.ndim == 3 else out[..., 0]

@@ -64,7 +64,7 @@ def p_zoom_blur(face, rng, frames=NUM_FRAMES, **_options):
     """Frame i: mean of the clean face and its zooms by 1.004, ..., 1 + 0.004 i."""
     x = face.transpose(2, 0, 1).astype(np.float64) / 255.0  # channels first for the batched zoom
     total = x.copy()
-    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     out[0] = _crop(face)
     for i in range(1, frames):
         total += _zoom_image(x, zoom_factor(i))
@@ -80,7 +80,7 @@ def p_snow(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_options):
     plane = layer if motion_backend == "numpy" else np.repeat(layer[..., None], 3, axis=2)
     x = face.astype(np.float32) / np.float32(255.0)
     radius, sigma = SNOW_MOTION
-    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     for i in range(frames):
         flakes = corruptions.motion_blur_op(plane, radius, sigma, snow_angle(i), backend=motion_backend)
         flakes = flakes if flakes.ndim == 2 else flakes[..., 0]
@@ -116,7 +116,7 @@ def p_tilt(face, rng, frames=NUM_FRAMES, **_options):
 def p_speckle_noise(face, rng, frames=NUM_FRAMES, **_options):
     """Frame 0 clean; frames i >= 1 independent speckle noise x + x N(0, 0.05), rounded (§3.5)."""
     clean = _crop(face)
-    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     out[0] = clean
     if frames > 1:
         x = clean.astype(np.float64) / 255.0

@@ -116,7 +116,8 @@ def test_damage_grows_with_severity(face, name):
     [
         ([[0]], "contrast", 1, "numpy array"),
         (np.zeros((64, 64, 3), np.float32), "contrast", 1, "uint8"),
-        (np.zeros((64, 64), np.uint8), "contrast", 1, "shape"),
+        (np.zeros((64, 64, 2), np.uint8), "contrast", 1, "shape"),  # (H, W) and (H, W, 1) are grey
+        (np.zeros((1, 64, 64, 3), np.uint8), "contrast", 1, "shape"),
         (np.zeros((64, 64, 4), np.uint8), "contrast", 1, "shape"),
         (np.zeros((31, 64, 3), np.uint8), "contrast", 1, ">= 32"),
         (np.zeros((64, 20, 3), np.uint8), "contrast", 1, ">= 32"),

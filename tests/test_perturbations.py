@@ -359,7 +359,7 @@ def test_shape_dtype_input_untouched_and_seeding(name, face):
     [
         (dict(face=np.zeros((130, 130, 3), np.float32), name="p_rotate"), "uint8"),
         (dict(face=np.zeros((100, 100, 3), np.uint8), name="p_rotate"), "130x130x3"),
-        (dict(face=np.zeros((130, 130), np.uint8), name="p_rotate"), "130x130x3"),
+        (dict(face=np.zeros((130, 130, 2), np.uint8), name="p_rotate"), "130x130x3"),  # grey is x1 or 2-D
         (dict(face=[[0]], name="p_rotate"), "numpy array"),
         (dict(face=np.zeros((130, 130, 3), np.uint8), name="p_nope"), "p_gaussian_noise, p_shot_noise"),
         (dict(face=np.zeros((130, 130, 3), np.uint8), name="p_rotate", frames=31), "frames"),
