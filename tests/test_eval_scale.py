@@ -244,3 +244,22 @@ def test_perturbation_writer_adapt_bn_is_labelled(workspace, tmp_path):
     with pytest.raises(UserError, match="--adapt-prior needs --adapt bn"):
         in_dir(workspace, eval_perturbed_rafdb.main, "runs/bn/checkpoint.01.keras", "--perturbed",
                "perturbed", "--adapt-prior", "8", "--out", out)
+
+
+def test_perturbation_writer_saves_probabilities(workspace, tmp_path):
+    out, saved_path = tmp_path / "p.txt", tmp_path / "p.npz"
+    assert in_dir(workspace, eval_perturbed_rafdb.main, "runs/a/checkpoint.01.keras", "--perturbed",
+                  "perturbed", "--perturbations", "p_scale", "--out", out,
+                  "--save-probabilities", saved_path) == 0
+    saved = np.load(saved_path)
+    names = rafdb_dataset.load_labels(workspace / "RAF-DB", "test", "soft").names
+    assert list(saved["image"]) == [f"{name}_{frame:02d}" for name in names for frame in range(30)]
+    assert set(saved["folder"]) == {"rafdb.test.p_scale"}
+    # the model's own outputs on frames read with cv2 (BGR -> RGB; already 24x24: no resize)
+    model = keras.saving.load_model(workspace / "runs" / "a" / "checkpoint.01.keras")
+    frames = np.stack([cv2.cvtColor(cv2.imread(str(workspace / "perturbed" / "rafdb.test.p_scale" / f"{image}.jpg")),
+                                    cv2.COLOR_BGR2RGB) for image in saved["image"]]).astype(np.float32)
+    np.testing.assert_allclose(saved["probabilities"], model.predict(frames, verbose=0), atol=1e-5)
+    lines = [line for line in out.read_text().splitlines() if line and not line.startswith("#")][1:]
+    classes = np.argmax(saved["probabilities"], axis=1).reshape(len(names), 30)
+    assert lines == [",".join(map(str, row)) for row in classes]
