@@ -250,7 +250,7 @@ def test_perturbation_writer_saves_probabilities(workspace, tmp_path):
     out, saved_path = tmp_path / "p.txt", tmp_path / "p.npz"
     assert in_dir(workspace, eval_perturbed_rafdb.main, "runs/a/checkpoint.01.keras", "--perturbed",
                   "perturbed", "--perturbations", "p_scale", "--out", out,
-                  "--save-probabilities", saved_path) == 0
+                  "--save-probabilities", saved_path, "--json", tmp_path / "cal.json") == 0
     saved = np.load(saved_path)
     names = rafdb_dataset.load_labels(workspace / "RAF-DB", "test", "soft").names
     assert list(saved["image"]) == [f"{name}_{frame:02d}" for name in names for frame in range(30)]
@@ -263,3 +263,15 @@ def test_perturbation_writer_saves_probabilities(workspace, tmp_path):
     lines = [line for line in out.read_text().splitlines() if line and not line.startswith("#")][1:]
     classes = np.argmax(saved["probabilities"], axis=1).reshape(len(names), 30)
     assert lines == [",".join(map(str, row)) for row in classes]
+    # calibration over the frames, each labelled with its sequence's (soft) label, by hand
+    labels = rafdb_dataset.load_labels(workspace / "RAF-DB", "test", "soft").labels.astype(np.float64)
+    (row,) = json.loads((tmp_path / "cal.json").read_text())["folders"]
+    p = saved["probabilities"].astype(np.float64)
+    y = np.repeat(labels, 30, axis=0)
+    nll = float(np.mean([-sum(t * np.log(max(q, 1e-12)) for t, q in zip(yr, pr)) for yr, pr in zip(y, p)]))
+    brier = float(np.mean([sum((q - t) ** 2 for t, q in zip(yr, pr)) for yr, pr in zip(y, p)]))
+    targets = [int(np.argmax(t)) for t in y]
+    assert row["folder"] == "rafdb.test.p_scale" and row["n_frames"] == 30 * len(names)
+    assert row["nll"] == pytest.approx(nll, rel=1e-9) and row["brier"] == pytest.approx(brier, rel=1e-9)
+    assert row["accuracy"] == pytest.approx(np.mean(np.argmax(p, axis=1) == np.array(targets)))
+    assert sum(map(sum, row["confusion"])) == 30 * len(names)
