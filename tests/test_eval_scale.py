@@ -121,6 +121,10 @@ def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):
         robustness.merge_results([part])
     with pytest.raises(UserError, match=r"repeated 0/2"):
         robustness.merge_results([part, part])
+    part1 = tmp_path / "part1.json"
+    in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--shard", "1/2", "--json", part1)
+    with pytest.raises(UserError, match=r"shard 1/2 .*--merge"):
+        robustness.load_baseline(part1)
 
 
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0"])
