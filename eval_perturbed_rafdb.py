@@ -62,7 +62,9 @@ perturbation folders i, i+N, ...; the N shard files concatenated (``cat p0.txt p
 all.txt``) give the reader the same results as one run. ``--distribute mirrored``,
 ``--mixed-precision``, ``--jit`` and ``--adapt bn [--adapt-prior N]`` work as in
 ``eval_corrupted_rafdb.py``; with ``--adapt bn`` the metadata comment says ``adapted=bn``.
-``--save-probabilities FILE.npz`` keeps every frame's probability row (checkpoint, folder, frame id).
+``--save-probabilities FILE.npz`` keeps every frame's probability row (checkpoint, folder, frame id);
+``--json FILE`` writes per checkpoint and folder the frame accuracy and calibration (ECE, NLL,
+Brier, per-class recall, confusion; each frame carries its sequence's label).
 
 Example::
 
@@ -129,6 +131,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--save-probabilities", type=Path, default=None, metavar="FILE.npz",
                        help="also write every frame's probability row (checkpoint, folder, frame "
                             "id, 7 probabilities in RAF-DB order)")
+    group.add_argument("--json", type=Path, default=None,
+                       help="also write per checkpoint and folder the frame accuracy and calibration "
+                            "(ECE, NLL, Brier, per-class recall, confusion; each frame labelled with "
+                            "its sequence's label; docs/BENCHMARK.md §11.3)")
     inference.add_runner_args(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     checkpoints.add_checkpoint_args(parser)
@@ -183,13 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     LOG.info("%d checkpoint(s) x %d folder(s) x %d sequences x %d frames", len(targets), len(work),
              len(labels), args.frames)
     probabilities = [] if args.save_probabilities is not None else None
+    calibration_rows = [] if args.json is not None else None
 
     def predict_all(out):
         for checkpoint in targets:
             runner = inference.runner_from_args(checkpoints.classifier_from_args(checkpoint, args), args)
             stability.predict_folders(runner, checkpoint, labels.names, work, out, frames=args.frames,
                                       topk=args.topk, annotate=args.annotate, meta=meta,
-                                      probabilities=probabilities)
+                                      probabilities=probabilities, labels=labels.labels,
+                                      calibration_rows=calibration_rows)
 
     if args.out is None:
         predict_all(sys.stdout)
@@ -200,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     out.write(args.out.read_text(encoding="utf-8"))
                 predict_all(out)
         LOG.info("wrote %s", args.out)
+    if calibration_rows is not None:
+        stability.write_calibration(args.json, calibration_rows, protocol=labels.protocol,
+                                    adapted=args.adapt != "none")
+        LOG.info("wrote %s", args.json)
     if probabilities is not None:
         stability.write_probabilities(args.save_probabilities, probabilities)
         LOG.info("wrote %s", args.save_probabilities)

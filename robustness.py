@@ -425,12 +425,22 @@ def load_baseline(path: Path, method: str | None = None) -> dict:
             raise UserError(f"--baseline-method {method!r}: "
                             f"{'names ' + str(len(chosen)) + ' models' if chosen else 'not found'} "
                             f"in {path} (its models: {listed or 'none'})")
-        return chosen[0]
+        return _whole_run(chosen[0], path)
     if len(results) != 1:
         names = ", ".join(_baseline_names(result)[0] for result in results)
         raise UserError(f"--baseline {path}: holds {len(results)} models ({names}); choose one "
                         f"with --baseline-method")
-    return results[0]
+    return _whole_run(results[0], path)
+
+
+def _whole_run(result: dict, path: Path) -> dict:
+    """A baseline must cover every folder: a shard's JSON is refused (merge the shards first)."""
+    if result.get("shard") or result.get("clean") is None:
+        shard = result.get("shard") or {}
+        raise UserError(f"--baseline {path}: the result of shard {shard.get('index', '?')}/"
+                        f"{shard.get('count', '?')} (no clean folder or summary); merge the shards "
+                        f"with --merge and use the merged JSON")
+    return result
 
 
 def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) -> None:

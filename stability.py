@@ -216,13 +216,17 @@ def shard_folders(folders: Sequence, shard: tuple[int, int] | None) -> list:
 def predict_folders(runner, checkpoint: Path, names: Sequence[str],
                     folders: Sequence[tuple[Path, list[str]]], out: TextIO, *, frames: int,
                     topk: int | None = None, annotate: bool = False, meta: str | None = None,
-                    probabilities: list | None = None) -> None:
+                    probabilities: list | None = None, labels: np.ndarray | None = None,
+                    calibration_rows: list | None = None) -> None:
     """Predict every folder's sequences with one checkpoint and write its blocks to ``out``.
 
     ``runner`` is an ``inference.Runner`` over the checkpoint's classifier; with ``--adapt bn`` it
     re-estimates the BatchNorm statistics on each folder first (one extra pass). Frames are resized
     whole (no 99 px cut, docs/BENCHMARK.md §4.3); each batch holds whole sequences. When
-    ``probabilities`` is a list, (folder name, frame ids, rows) is appended to it per folder.
+    ``probabilities`` is a list, (folder name, frame ids, rows) is appended to it per folder. When
+    ``calibration_rows`` is a list, one row per folder is appended: accuracy, ECE, NLL, Brier,
+    recall and confusion over all frames, each frame labelled with its sequence's label row from
+    ``labels`` (docs/BENCHMARK.md §11.3).
     """
     import input_pipeline
 
@@ -255,6 +259,17 @@ def predict_folders(runner, checkpoint: Path, names: Sequence[str],
             rankings = metrics.rankings_from_scores(scores)[..., :topk] if topk else None
             out.write(format_block(f"{checkpoint},{folder}", names, classes, rankings, annotate, meta))
             out.flush()
+            if calibration_rows is not None:
+                import calibration
+
+                flat = scores.reshape(-1, scores.shape[-1])
+                frame_labels = np.repeat(np.asarray(labels), frames, axis=0)
+                row = {"checkpoint": str(checkpoint), "folder": Path(folder).name,
+                       "n_sequences": len(names), "n_frames": int(len(flat)),
+                       "accuracy": float(np.mean(np.argmax(flat, axis=1)
+                                                 == calibration.targets_of(frame_labels)))}
+                row.update(calibration.folder_metrics(flat, frame_labels))
+                calibration_rows.append(row)
             if probabilities is not None:
                 ids = [f"{name}_{frame:02d}" for name in names for frame in range(frames)]
                 probabilities.append((str(checkpoint), Path(folder).name, ids,
@@ -265,6 +280,15 @@ def predict_folders(runner, checkpoint: Path, names: Sequence[str],
         if runner.adapted:
             runner.reset()
     # No trailing blank lines (the original writer's two made its own reader divide by zero).
+
+
+def write_calibration(path: Path, rows: list, *, protocol: str, adapted: bool) -> None:
+    """The P writer's ``--json``: calibration per checkpoint and folder (NaN written as null)."""
+    import cli_common
+
+    data = {"format": "rafdb-p-calibration", "version": 1, "protocol": protocol,
+            "adapted": bool(adapted), "folders": nan_to_none(rows)}
+    cli_common.atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 def write_probabilities(path: Path, rows: list) -> None:

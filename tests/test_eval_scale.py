@@ -121,6 +121,10 @@ def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):
         robustness.merge_results([part])
     with pytest.raises(UserError, match=r"repeated 0/2"):
         robustness.merge_results([part, part])
+    part1 = tmp_path / "part1.json"
+    in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--shard", "1/2", "--json", part1)
+    with pytest.raises(UserError, match=r"shard 1/2 .*--merge"):
+        robustness.load_baseline(part1)
 
 
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0"])
@@ -244,3 +248,34 @@ def test_perturbation_writer_adapt_bn_is_labelled(workspace, tmp_path):
     with pytest.raises(UserError, match="--adapt-prior needs --adapt bn"):
         in_dir(workspace, eval_perturbed_rafdb.main, "runs/bn/checkpoint.01.keras", "--perturbed",
                "perturbed", "--adapt-prior", "8", "--out", out)
+
+
+def test_perturbation_writer_saves_probabilities(workspace, tmp_path):
+    out, saved_path = tmp_path / "p.txt", tmp_path / "p.npz"
+    assert in_dir(workspace, eval_perturbed_rafdb.main, "runs/a/checkpoint.01.keras", "--perturbed",
+                  "perturbed", "--perturbations", "p_scale", "--out", out,
+                  "--save-probabilities", saved_path, "--json", tmp_path / "cal.json") == 0
+    saved = np.load(saved_path)
+    names = rafdb_dataset.load_labels(workspace / "RAF-DB", "test", "soft").names
+    assert list(saved["image"]) == [f"{name}_{frame:02d}" for name in names for frame in range(30)]
+    assert set(saved["folder"]) == {"rafdb.test.p_scale"}
+    # the model's own outputs on frames read with cv2 (BGR -> RGB; already 24x24: no resize)
+    model = keras.saving.load_model(workspace / "runs" / "a" / "checkpoint.01.keras")
+    frames = np.stack([cv2.cvtColor(cv2.imread(str(workspace / "perturbed" / "rafdb.test.p_scale" / f"{image}.jpg")),
+                                    cv2.COLOR_BGR2RGB) for image in saved["image"]]).astype(np.float32)
+    np.testing.assert_allclose(saved["probabilities"], model.predict(frames, verbose=0), atol=1e-5)
+    lines = [line for line in out.read_text().splitlines() if line and not line.startswith("#")][1:]
+    classes = np.argmax(saved["probabilities"], axis=1).reshape(len(names), 30)
+    assert lines == [",".join(map(str, row)) for row in classes]
+    # calibration over the frames, each labelled with its sequence's (soft) label, by hand
+    labels = rafdb_dataset.load_labels(workspace / "RAF-DB", "test", "soft").labels.astype(np.float64)
+    (row,) = json.loads((tmp_path / "cal.json").read_text())["folders"]
+    p = saved["probabilities"].astype(np.float64)
+    y = np.repeat(labels, 30, axis=0)
+    nll = float(np.mean([-sum(t * np.log(max(q, 1e-12)) for t, q in zip(yr, pr)) for yr, pr in zip(y, p)]))
+    brier = float(np.mean([sum((q - t) ** 2 for t, q in zip(yr, pr)) for yr, pr in zip(y, p)]))
+    targets = [int(np.argmax(t)) for t in y]
+    assert row["folder"] == "rafdb.test.p_scale" and row["n_frames"] == 30 * len(names)
+    assert row["nll"] == pytest.approx(nll, rel=1e-9) and row["brier"] == pytest.approx(brier, rel=1e-9)
+    assert row["accuracy"] == pytest.approx(np.mean(np.argmax(p, axis=1) == np.array(targets)))
+    assert sum(map(sum, row["confusion"])) == 30 * len(names)
