@@ -53,7 +53,7 @@ def args(**overrides):
 
 def mean_linear_onnx(path, layout, weights, bias, *, softmax=False, shape=None, batch="N"):
     """Mean of each channel -> @ weights (3, K) + bias [-> Softmax]."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weights = np.asarray(weights, np.float32)
@@ -142,7 +142,7 @@ def test_onnx_free_size_needs_input_size(tmp_path):
 @pytest.mark.parametrize("shape,words", [([1, 4, SIZE, SIZE], "channel"),
                                          (["N", SIZE * SIZE * 3], "rank 2")])
 def test_onnx_input_that_cannot_be_fed(tmp_path, shape, words):
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
