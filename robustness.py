@@ -97,9 +97,10 @@ class Folder:
     """One evaluated folder: its report name and the image source for each evaluated test name."""
 
     def __init__(self, corruption: str | None, severity: int, label: str, paths: list[Path] | None,
-                 keep: np.ndarray):
+                 keep: np.ndarray, read=None):
         self.corruption, self.severity, self.label = corruption, severity, label
         self.paths = paths  # None on the fly
+        self.read = read  # item -> uint8 image when ``paths`` are dataset ids (FER, folders; dataset_eval)
         self.keep = keep  # bool mask over the label set: images present in this folder
 
     @property
@@ -287,7 +288,8 @@ def evaluate(runner, units: list[Folder], labels: np.ndarray, names: list[str],
     try:
         for position, folder in enumerate(units):
             if folder.paths is not None:
-                make = lambda folder=folder: classifier.make_dataset(folder.paths)  # noqa: E731
+                make = lambda folder=folder: classifier.make_dataset(  # noqa: E731
+                    folder.paths, **({"read": folder.read} if folder.read is not None else {}))
             else:
                 images = np.stack(on_the_fly.collect(pending))
                 following = [unit for unit in units[position + 1:] if unit.paths is None]

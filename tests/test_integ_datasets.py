@@ -120,3 +120,120 @@ def test_train_bad_dataset_inputs_exit_2(tmp_path, fer_pair):
     result = subprocess.run(command[:3] + ["ferplus", "--rafdb", str(fer_pair)] + command[4:],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--rafdb" in result.stderr and "--data" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Evaluations
+
+
+FOLDER_TO_FERPLUS = {"surprise": "surprise", "fear": "fear", "disgust": "disgust", "happy": "happiness",
+                     "sad": "sadness", "angry": "anger", "neutral": "neutral"}
+
+
+def best_checkpoint(run_dir):
+    return sorted(run_dir.glob("checkpoint.*.hdf5"))[-1]
+
+
+def predicted_ferplus_names(run_dir, batch):
+    """The evaluations score the 7 basic emotions: the model's contempt output is not a candidate."""
+    import keras
+
+    model = keras.models.load_model(best_checkpoint(run_dir), compile=False)
+    probabilities = model.predict(batch, verbose=0)
+    basic = [i for i, name in enumerate(FERPLUS_ORDER) if name != "contempt"]
+    return [FERPLUS_ORDER[basic[i]] for i in np.argmax(probabilities[:, basic], axis=1)]
+
+
+def accuracy_line(out, label):
+    lines = [line for line in out.splitlines() if line.startswith(label + " ")]
+    assert len(lines) == 1, out
+    return float(lines[0].split()[-1])
+
+
+@pytest.fixture(scope="module")
+def fer_png_export(fer_pair, tmp_path_factory):
+    import ferplus_aug_dataset
+
+    out = tmp_path_factory.mktemp("integ") / "fer-c"
+    assert ferplus_aug_dataset.main(["export", "--dataset", "fer2013", "--data", str(fer_pair), "--out", str(out),
+                                     "--corruptions", "gaussian_noise", "--severities", "2", "--workers", "1"]) == 0
+    return out
+
+
+def test_eval_corrupted_fer2013_clean_and_corrupted_equal_direct_computation(ferplus_run, fer_pair, fer_png_export,
+                                                                             tmp_path, capsys):
+    import eval_corrupted_rafdb
+
+    json_path = tmp_path / "r.json"
+    assert eval_corrupted_rafdb.main([str(best_checkpoint(ferplus_run)), "--dataset", "fer2013", "--data",
+                                      str(fer_pair), "--corrupted", str(fer_png_export), "--corruptions",
+                                      "gaussian_noise", "--severities", "2", "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    pixels, usage, emotion, _, _ = fer_rows(fer_pair)
+    rows = [i for i, u in enumerate(usage) if u == "PublicTest"]
+    targets = [FER2013_ORDER[e] for e in emotion[rows]]
+    canonical = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
+    targets = [canonical.get(name, name) for name in targets]
+    clean = predicted_ferplus_names(ferplus_run, as_model_input(pixels[rows], 64))
+    expected_clean = np.mean([p == t for p, t in zip(clean, targets)])
+    assert accuracy_line(out, str(fer_pair / "fer2013.csv")) == pytest.approx(expected_clean, abs=1e-6)
+    folder = fer_png_export / "fer2013.PublicTest.gaussian_noise.2"
+    corrupted = np.array([cv2.imread(str(folder / f"{row:05d}.png"), cv2.IMREAD_GRAYSCALE) for row in rows])
+    predicted = predicted_ferplus_names(ferplus_run, as_model_input(corrupted, 64))
+    expected = np.mean([p == t for p, t in zip(predicted, targets)])
+    assert accuracy_line(out, str(folder)) == pytest.approx(expected, abs=1e-6)
+    result = json.loads(json_path.read_text())["results"][0]
+    assert (result["dataset"], result["split"], result["n"], result["n_unmapped"]) == \
+        ("fer2013", "PublicTest", len(rows), 0)
+
+
+def test_eval_corrupted_fer_csv_export_and_folder_dataset(ferplus_run, fer_pair, faces, tmp_path, capsys):
+    """--format fer-csv export read back line by line; a folder dataset's clean accuracy computed directly."""
+    import eval_corrupted_rafdb
+    import ferplus_aug_dataset
+
+    out = tmp_path / "fer-csv"
+    assert ferplus_aug_dataset.main(["export", "--dataset", "fer2013", "--data", str(fer_pair), "--out", str(out),
+                                     "--format", "fer-csv", "--corruptions", "contrast", "--severities", "5",
+                                     "--workers", "1"]) == 0
+    assert eval_corrupted_rafdb.main([str(best_checkpoint(ferplus_run)), "--dataset", "fer2013", "--data",
+                                      str(fer_pair), "--corrupted", str(out), "--corruptions", "contrast",
+                                      "--severities", "5"]) == 0
+    text = capsys.readouterr().out
+    pixels, usage, emotion, _, _ = fer_rows(fer_pair)
+    rows = [i for i, u in enumerate(usage) if u == "PublicTest"]
+    lines = (out / "fer2013.PublicTest.contrast.5.csv").read_text().split("\n")
+    corrupted = np.array([[int(v) for v in lines[row + 1].split(",")[1].split()] for row in rows],
+                         np.uint8).reshape(-1, 48, 48)
+    canonical = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
+    targets = [canonical.get(FER2013_ORDER[e], FER2013_ORDER[e]) for e in emotion[rows]]
+    predicted = predicted_ferplus_names(ferplus_run, as_model_input(corrupted, 64))
+    assert accuracy_line(text, str(out / "fer2013.PublicTest.contrast.5.csv")) == \
+        pytest.approx(np.mean([p == t for p, t in zip(predicted, targets)]), abs=1e-6)
+
+    export = tmp_path / "faces-c"
+    assert ferplus_aug_dataset.main(["export", "--dataset", "folder", "--data", str(faces), "--out", str(export),
+                                     "--corruptions", "brightness_minus", "--severities", "1", "--workers", "1"]) == 0
+    assert eval_corrupted_rafdb.main([str(best_checkpoint(ferplus_run)), "--dataset", "folder", "--data",
+                                      str(faces), "--corrupted", str(export), "--corruptions", "brightness_minus",
+                                      "--severities", "1"]) == 0
+    text = capsys.readouterr().out
+    files = sorted((faces / "test").glob("*/*"))
+    images = [cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for f in files]
+    targets = [FOLDER_TO_FERPLUS[f.parent.name] for f in files]
+    predicted = predicted_ferplus_names(ferplus_run, as_model_input(images, 64))
+    assert accuracy_line(text, str(faces / "test")) == \
+        pytest.approx(np.mean([p == t for p, t in zip(predicted, targets)]), abs=1e-6)
+    assert f"dataset folder dataset test: N={len(files)}" in text
+
+
+def test_eval_corrupted_bad_inputs_exit_2(fer_pair, ferplus_run, tmp_path):
+    import subprocess
+
+    base = [sys.executable, str(REPO / "eval_corrupted_rafdb.py"), str(best_checkpoint(ferplus_run))]
+    result = subprocess.run(base + ["--dataset", "ferplus", "--data", str(fer_pair), "--corrupted",
+                                    str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and str(tmp_path / "none") in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run(base + ["--dataset", "ferplus", "--data", str(fer_pair), "--on-the-fly"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--on-the-fly" in result.stderr
