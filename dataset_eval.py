@@ -143,3 +143,64 @@ def corrupted_units(data, labels: LabelSet, corrupted: Path, pairs: Sequence[tup
     formats = {found[pair].fmt for pair in pairs if pair in found}
     fmt = formats.pop() if len(formats) == 1 else "mixed"
     return clean, folders, fmt
+
+
+def perturbation_stem(data, image_id: str) -> str:
+    """The frame stem of an image in a perturbation export (``fer_export.p_job``): the FER row, or
+    the path below the split folder without its suffix."""
+    if data.name == "folder":
+        from datasets.folder import relative_id
+
+        return Path(relative_id(image_id)).with_suffix("").as_posix()
+    return image_id
+
+
+def perturbed_work(data, labels: LabelSet, perturbed: Path, selected: Sequence[str] | None,
+                   frames: int) -> tuple[list[str], list[tuple[Path, list[str]]]]:
+    """(sequence stems, [(folder, frame files)]) of a FER or folder perturbation export.
+
+    Folders ``<perturbed>/<prefix>.<split>.p_<name>`` (prefix ``fer2013`` or the folder dataset's
+    name): ``selected`` in that order (each must exist), else the canonical perturbations present.
+    Every frame ``<stem>_NN.png|.jpg`` must exist; the first missing one is a UserError naming it.
+    """
+    import fer_export
+    import perturbations
+
+    if data.name == "rafdb":
+        raise UserError("RAF-DB perturbations: use the RAF-DB path of eval_perturbed_rafdb.py")
+    if not perturbed.is_dir():
+        raise UserError(f"--perturbed {perturbed}: no such folder (export it with "
+                        f"rafdb_perturb_dataset.py export --dataset {data.name})")
+    prefix = fer_export.FER_PREFIX if data.name in ("ferplus", "fer2013") else data.dataset_name
+    split = data.split_name("test")
+
+    def folder_of(name: str) -> Path:
+        short = name.rsplit(".", 1)[-1] if "." in name else name
+        short = short if short.startswith("p_") else "p_" + short
+        return perturbed / fer_export.p_folder(prefix, split, short)
+
+    if selected:
+        folders = [folder_of(name) for name in selected]
+        for folder in folders:
+            if not folder.is_dir():
+                raise UserError(f"--perturbations: {folder}: no such folder")
+    else:
+        folders = [folder_of(name) for name in perturbations.PERTURBATIONS if folder_of(name).is_dir()]
+        if not folders:
+            raise UserError(f"--perturbed {perturbed}: no {prefix}.{split}.p_<name> folders in it")
+    stems = [perturbation_stem(data, image_id) for image_id in labels.names]
+    work = []
+    for folder in folders:
+        paths = []
+        for stem in stems:
+            for frame in range(frames):
+                for suffix in (".png", ".jpg"):
+                    path = folder / f"{stem}_{frame:02d}{suffix}"
+                    if path.is_file():
+                        paths.append(str(path))
+                        break
+                else:
+                    raise UserError(f"{folder / f'{stem}_{frame:02d}.png'}: frame not found (sequence {stem} "
+                                    f"needs frames 00..{frames - 1:02d}; re-run the perturbation export)")
+        work.append((folder, paths))
+    return stems, work
