@@ -237,3 +237,144 @@ def test_eval_corrupted_bad_inputs_exit_2(fer_pair, ferplus_run, tmp_path):
     result = subprocess.run(base + ["--dataset", "ferplus", "--data", str(fer_pair), "--on-the-fly"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--on-the-fly" in result.stderr
+
+
+def test_eval_corrupted_fer2013_script_writes_the_original_report(ferplus_run, fer_pair, fer_png_export, tmp_path):
+    import subprocess
+
+    import eval_corrupted_fer2013
+
+    assert eval_corrupted_fer2013.command(["m.hdf5"])[-2:] == ["--dataset", "ferplus"]
+    assert eval_corrupted_fer2013.command(["m.hdf5", "--dataset", "fer2013"])[-2:] == ["--dataset", "fer2013"]
+    results = tmp_path / "results.txt"
+    run = subprocess.run([sys.executable, str(REPO / "eval_corrupted_fer2013.py"), str(best_checkpoint(ferplus_run)),
+                          str(results), "--data", str(fer_pair), "--corrupted", str(fer_png_export),
+                          "--corruptions", "gaussian_noise", "--severities", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = results.read_text().split("\n")
+    assert lines[0] == f"Results for: {best_checkpoint(ferplus_run)}"
+    assert lines[1].startswith(f"{fer_pair / 'fer2013.csv'} ")
+    assert lines[2].startswith(f"{fer_png_export / 'fer2013.PublicTest.gaussian_noise.2'} ")
+    assert lines[3:] == ["", "", ""]
+    # FER+ labels through the vote filter; the evaluation scores the 7 basic emotions, so contempt rows are counted out
+    assert "dataset FER+ PublicTest: N=" in run.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Exports through the RAF-DB scripts
+
+
+def test_rafdb_aug_dataset_export_fer_equals_ferplus_export_and_stays_grey(fer_pair, fer_png_export, tmp_path):
+    import rafdb_aug_dataset
+
+    out = tmp_path / "c"
+    assert rafdb_aug_dataset.main(["export", "--dataset", "fer2013", "--data", str(fer_pair), "--out", str(out),
+                                   "--corruptions", "gaussian_noise", "--severities", "2", "--workers", "1"]) == 0
+    name = "fer2013.PublicTest.gaussian_noise.2"
+    files = sorted(p.name for p in (out / name).iterdir())
+    assert files == sorted(p.name for p in (fer_png_export / name).iterdir()) and len(files) == 24
+    for file in files:
+        assert (out / name / file).read_bytes() == (fer_png_export / name / file).read_bytes()
+    image = cv2.imread(str(out / name / files[0]), cv2.IMREAD_UNCHANGED)
+    assert image.shape == (48, 48)
+
+
+def test_rafdb_aug_dataset_export_grey_folder_dataset(fer_pair, tmp_path):
+    import datasets
+    import rafdb_aug_dataset
+    from datasets.folder import write_folder_tree
+
+    grey_faces = tmp_path / "grey"
+    write_folder_tree(datasets.get("fer2013", fer_pair), grey_faces)
+    out = tmp_path / "grey-c"
+    assert rafdb_aug_dataset.main(["export", "--dataset", "folder", "--data", str(grey_faces), "--out", str(out),
+                                   "--corruptions", "contrast", "--severities", "3", "--workers", "1"]) == 0
+    written = sorted((out / "grey.test.contrast.3").rglob("*.png"))
+    originals = sorted((grey_faces / "test").rglob("*.png"))
+    assert [p.relative_to(out / "grey.test.contrast.3") for p in written] == \
+        [p.relative_to(grey_faces / "test") for p in originals]
+    image = cv2.imread(str(written[0]), cv2.IMREAD_UNCHANGED)
+    assert image.ndim == 2 and image.shape == (48, 48)
+    # contrast reduces the spread around the mean: the corrupted face's std is below the clean one's
+    clean = cv2.imread(str(originals[0]), cv2.IMREAD_UNCHANGED)
+    assert image.astype(float).std() < clean.astype(float).std()
+
+
+@pytest.fixture(scope="module")
+def fer_p_export(fer_pair, tmp_path_factory):
+    import rafdb_perturb_dataset
+
+    out = tmp_path_factory.mktemp("integ") / "fer-p"
+    assert rafdb_perturb_dataset.main(["export", "--dataset", "fer2013", "--data", str(fer_pair), "--out", str(out),
+                                       "--perturbations", "p_rotate", "--workers", "1"]) == 0
+    return out
+
+
+def test_rafdb_perturb_dataset_export_fer(fer_p_export, fer_pair):
+    _, usage, _, _, _ = fer_rows(fer_pair)
+    rows = [i for i, u in enumerate(usage) if u == "PublicTest"]
+    folder = fer_p_export / "fer2013.PublicTest.p_rotate"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{r:05d}_{i:02d}.png" for r in rows for i in range(30))
+    assert cv2.imread(str(folder / f"{rows[0]:05d}_07.png"), cv2.IMREAD_UNCHANGED).shape == (48, 48)
+
+
+def test_eval_perturbed_fer2013_predictions_equal_direct_computation(ferplus_run, fer_pair, fer_p_export, tmp_path):
+    import eval_perturbed_rafdb
+    import stability
+
+    out = tmp_path / "p.txt"
+    assert eval_perturbed_rafdb.main([str(best_checkpoint(ferplus_run)), "--dataset", "fer2013", "--data",
+                                      str(fer_pair), "--perturbed", str(fer_p_export), "--out", str(out)]) == 0
+    lines = [line for line in out.read_text().splitlines() if not line.startswith("#")]
+    folder = fer_p_export / "fer2013.PublicTest.p_rotate"
+    assert lines[0] == f"{best_checkpoint(ferplus_run)},{folder}"
+    _, usage, _, _, _ = fer_rows(fer_pair)
+    rows = [i for i, u in enumerate(usage) if u == "PublicTest"]
+    assert len(lines) == 1 + len(rows)
+    frames = np.array([cv2.imread(str(folder / f"{r:05d}_{i:02d}.png"), cv2.IMREAD_GRAYSCALE)
+                       for r in rows for i in range(30)])
+    names = predicted_ferplus_names(ferplus_run, as_model_input(frames, 64))
+    rafdb_order = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+    expected = [",".join(str(rafdb_order.index(n)) for n in names[k * 30:(k + 1) * 30]) for k in range(len(rows))]
+    assert lines[1:] == expected
+    assert stability.perturbation_name(str(folder)) == "p_rotate"
+
+
+# --------------------------------------------------------------------------------------------
+# 4. LBP + SVM
+
+
+def test_lbp_svm_train_and_eval_on_fer2013(fer_pair, tmp_path, capsys):
+    import lbp_svm_train
+
+    model = tmp_path / "lbp.skops"
+    assert lbp_svm_train.main(["train", "--dataset", "fer2013", "--data", str(fer_pair), "--out", str(model),
+                               "--quiet"]) == 0
+    assert lbp_svm_train.main(["eval", "--dataset", "fer2013", "--data", str(fer_pair), "--model", str(model),
+                               "--quiet"]) == 0
+    report = json.loads((tmp_path / "lbp.eval_test.json").read_text())
+    _, usage, emotion, _, _ = fer_rows(fer_pair)
+    test = [i for i, u in enumerate(usage) if u == "PublicTest"]
+    assert report["n"] == len(test) and report["class_names"] == list(FER2013_ORDER)
+    confusion = np.array(report["confusion"])
+    assert confusion.sum(axis=1).tolist() == np.bincount(emotion[test], minlength=7).tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Bad inputs
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["rafdb_aug_dataset.py", "export", "--dataset", "folder", "--corruptions", "contrast"], "--data"),
+    (["rafdb_perturb_dataset.py", "export", "--dataset", "folder", "--data", "/nonexistent/faces"],
+     "/nonexistent/faces"),
+    (["lbp_svm_train.py", "train", "--dataset", "ferplus", "--data", "/nonexistent/FER"], "/nonexistent/FER"),
+    (["rafdb_aug_dataset.py", "export", "--dataset", "fer2013", "--rafdb", "somewhere"], "--rafdb"),
+])
+def test_bad_dataset_inputs_exit_2(argv, needle, tmp_path):
+    import subprocess
+
+    run = subprocess.run([sys.executable, str(REPO / argv[0]), *argv[1:]], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
