@@ -835,6 +835,9 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
             runtime=first["runtime"], shard=None, seconds=seconds,
             images=int(sum(part.get("images") or 0 for _, part in parts)),
             adapt_images=int(sum(part.get("adapt_images") or 0 for _, part in parts))))
+        # the evaluated dataset (eval_corrupted_rafdb.py --dataset, docs/DATASETS.md), kept as the shards have it
+        merged[-1].update({key: first[key] for key in ("dataset", "split", "n_unmapped", "unmapped_classes")
+                           if key in first})
     return merged
 
 

@@ -27,7 +27,7 @@ def fer_pair(tmp_path_factory):
     import synthetic_faces
 
     root = tmp_path_factory.mktemp("integ") / "FERPlus"
-    synthetic_faces.write_fer_sample(root, n_train=48, n_public=24, n_private=16, seed=3)
+    synthetic_faces.write_fer_sample(root, n_train=48, n_public=12, n_private=12, seed=3)
     return root
 
 
@@ -80,7 +80,9 @@ def test_train_ferplus_records_dataset_and_classes(ferplus_run, fer_pair):
     assert config["dataset"]["dataset"] == "ferplus" and config["dataset"]["grey"] is True
     assert config["args"]["data"] == str(fer_pair.resolve())
     _, usage, _, _, _ = fer_rows(fer_pair)
-    # validation = PrivateTest (the dataset's own validation split), every row whose votes survive the filter
+    # validation = PrivateTest (the dataset's own validation split), not a hold-out of Training rows
+    validation = (ferplus_run / "validation_names.txt").read_text().split()
+    assert validation and all(usage[int(name)] == "PrivateTest" for name in validation)
     import keras
 
     model = keras.models.load_model(sorted(ferplus_run.glob("checkpoint.*.hdf5"))[-1], compile=False)
@@ -111,15 +113,18 @@ def test_train_mode_test_on_fer2013_maps_classes_by_name(ferplus_run, fer_pair, 
 
 
 def test_train_bad_dataset_inputs_exit_2(tmp_path, fer_pair):
-    command = [sys.executable, str(REPO / "train_fer.py"), "--dataset", "folder", *TINY, "--epochs", "1",
-               "--dir", str(tmp_path / "r")]
     import subprocess
 
+    import train_fer
+
+    command = [sys.executable, str(REPO / "train_fer.py"), "--dataset", "folder", *TINY, "--epochs", "1",
+               "--dir", str(tmp_path / "r")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--data" in result.stderr and "Traceback" not in result.stderr
-    result = subprocess.run(command[:3] + ["ferplus", "--rafdb", str(fer_pair)] + command[4:],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "--rafdb" in result.stderr and "--data" in result.stderr
+    with pytest.raises(UserError, match="--rafdb .*--data"):
+        train_fer.main(["--dataset", "ferplus", "--rafdb", str(fer_pair), *TINY, "--dir", str(tmp_path / "r")])
+    with pytest.raises(UserError, match=f"{tmp_path / 'none'}: FER\\+ folder not found"):
+        train_fer.main(["--dataset", "ferplus", "--data", str(tmp_path / "none"), *TINY, "--dir", str(tmp_path / "r")])
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +278,9 @@ def test_rafdb_aug_dataset_export_fer_equals_ferplus_export_and_stays_grey(fer_p
                                    "--corruptions", "gaussian_noise", "--severities", "2", "--workers", "1"]) == 0
     name = "fer2013.PublicTest.gaussian_noise.2"
     files = sorted(p.name for p in (out / name).iterdir())
-    assert files == sorted(p.name for p in (fer_png_export / name).iterdir()) and len(files) == 24
+    _, usage, _, _, _ = fer_rows(fer_pair)
+    assert files == sorted(p.name for p in (fer_png_export / name).iterdir()) == \
+        sorted(f"{i:05d}.png" for i, u in enumerate(usage) if u == "PublicTest")
     for file in files:
         assert (out / name / file).read_bytes() == (fer_png_export / name / file).read_bytes()
     image = cv2.imread(str(out / name / files[0]), cv2.IMREAD_UNCHANGED)
