@@ -47,9 +47,16 @@ Adaptation (docs/BENCHMARK.md §11.2): ``--adapt bn`` re-estimates the BatchNorm
 folder (one extra pass, on a copy of the model; ``--adapt-prior N`` mixes in the source statistics);
 the report says ADAPTED and the JSON/CSV carry ``adapted``.
 
+Other datasets (docs/DATASETS.md): ``--dataset ferplus|fer2013|folder --data DIR --corrupted EXPORT``
+reads the export of ``ferplus_aug_dataset.py``/``rafdb_aug_dataset.py export --dataset ...`` (PNG/JPEG
+folders or ``--format fer-csv`` files); the model's classes are matched to the dataset's by name and
+test images of classes it cannot output are left out, counted in the report and the JSON (``dataset``,
+``split``, ``n_unmapped``). ``eval_corrupted_fer2013.py`` is this with ``--dataset ferplus``.
+
 Examples:
 
     python3 eval_corrupted_rafdb.py out_training_fer/run/checkpoint.12.hdf5 results.txt --json r.json
+    python3 eval_corrupted_rafdb.py fer_run/ --dataset fer2013 --data FERPlus --corrupted corrupted_dataset
     python3 eval_corrupted_rafdb.py other.hdf5 --baseline r.json --plot other.png
     python3 eval_corrupted_rafdb.py fer2013_model.hdf5 --preprocessing scale-1-1 --class-order fer2013
     python3 eval_corrupted_rafdb.py model.keras --on-the-fly --corruptions gaussian_noise --severities 1-2
