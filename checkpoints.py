@@ -426,13 +426,15 @@ class Classifier:
         }
 
     # -- input pipeline --------------------------------------------------------------------
-    def make_dataset(self, paths: Sequence[str | Path]):
-        """The shared tf.data pipeline over image files, sized for this model (images only)."""
+    def make_dataset(self, paths: Sequence[str | Path], read=None):
+        """The shared tf.data pipeline over image files, sized for this model (images only).
+
+        ``read(item) -> uint8 image`` reads items that are not files (a dataset's ids)."""
         import input_pipeline
 
         return input_pipeline.make_dataset([str(path) for path in paths], None,
                                            image_size=self.image_size, channels=self.channels,
-                                           batch_size=self.batch_size, crop=self.crop)
+                                           batch_size=self.batch_size, crop=self.crop, read=read)
 
     def make_array_dataset(self, images_uint8: np.ndarray):
         """The shared pipeline over in-memory RGB uint8 images (same cut, resize and grey)."""

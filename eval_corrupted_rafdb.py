@@ -47,6 +47,11 @@ Adaptation (docs/BENCHMARK.md §11.2): ``--adapt bn`` re-estimates the BatchNorm
 folder (one extra pass, on a copy of the model; ``--adapt-prior N`` mixes in the source statistics);
 the report says ADAPTED and the JSON/CSV carry ``adapted``.
 
+Other datasets (docs/DATASETS.md): ``--dataset ferplus|fer2013|folder --data DIR --corrupted EXPORT``
+reads the export of ``ferplus_aug_dataset.py``/``rafdb_aug_dataset.py export --dataset ...`` (PNG/JPEG
+folders or ``--format fer-csv`` files); the model's classes are matched to the dataset's by name and
+test images of classes it cannot output are left out, counted in the report and the JSON (``dataset``,
+``split``, ``n_unmapped``). ``eval_corrupted_fer2013.py`` is this with ``--dataset ferplus``.
 Corruption sets (docs/BENCHMARK.md §2.9, §11.1): ``--corruption-set rafdb`` (default: the 18),
 ``imagenet-extra``, ``face`` or ``all``; ``--corruptions all`` means the whole set. The extra sets'
 folders are read under ``--corrupted-extra`` (default corrupted_raf_dataset_extra, where
@@ -62,6 +67,7 @@ docs/MODELS.md); the report is the one a model making those predictions gets.
 Examples:
 
     python3 eval_corrupted_rafdb.py out_training_fer/run/checkpoint.12.hdf5 results.txt --json r.json
+    python3 eval_corrupted_rafdb.py fer_run/ --dataset fer2013 --data FERPlus --corrupted corrupted_dataset
     python3 eval_corrupted_rafdb.py other.hdf5 --baseline r.json --plot other.png
     python3 eval_corrupted_rafdb.py fer2013_model.hdf5 --preprocessing scale-1-1 --class-order fer2013
     python3 eval_corrupted_rafdb.py model.keras --on-the-fly --corruptions gaussian_noise --severities 1-2
@@ -84,6 +90,8 @@ import numpy as np
 
 import checkpoints
 import cli_common
+import dataset_eval
+import datasets
 import inference
 import rafdb_dataset
 import robustness
@@ -100,10 +108,11 @@ def parse_args(argv: Sequence[str] | None = None):
                         help="text file to which the report block is appended (as the original, "
                              "but atomically); not a checkpoint or a directory: to evaluate several "
                              "checkpoints, give a directory of runs as CHECKPOINT")
-    rafdb_dataset.add_dataset_args(parser)
+    datasets.add_dataset_args(parser)
     group = parser.add_argument_group("RAF-DB-C")
-    group.add_argument("--corrupted", type=Path, default=Path("corrupted_raf_dataset"),
-                       help="root of the exported RAF-DB-C tree")
+    group.add_argument("--corrupted", type=Path, default=None,
+                       help="root of the exported corrupted sets (default corrupted_raf_dataset; "
+                            "corrupted_dataset for --dataset ferplus/fer2013, as the original)")
     group.add_argument("--corruptions", default="all",
                        help="'all' (the whole --corruption-set) or a comma-separated list of its "
                             "corruption names")
@@ -168,6 +177,9 @@ def parse_args(argv: Sequence[str] | None = None):
     if args.merge is None and args.checkpoint is None and args.predictions is None:
         parser.error("the following arguments are required: checkpoint (or --merge JSON ..., "
                      "or --predictions FILE.csv)")
+    if args.corrupted is None:
+        args.corrupted = Path("corrupted_dataset" if args.dataset in ("ferplus", "fer2013")
+                              else "corrupted_raf_dataset")
     return args
 
 
@@ -251,8 +263,21 @@ def merge(args) -> int:
 
 
 def read_dataset(args):
-    """The evaluated test images and their labels (the one place this script reads the dataset)."""
+    """The evaluated test images and their labels (the one place this script reads RAF-DB)."""
     return rafdb_dataset.load_labels(args.rafdb, "test", args.labels, allow_missing=args.allow_missing)
+
+
+def other_dataset(args, pairs):
+    """FER2013/FER+ or a folder dataset (docs/DATASETS.md): (labels, clean, folders, format, info)."""
+    if args.on_the_fly:
+        raise UserError(f"--on-the-fly: RAF-DB only; export --dataset {args.dataset} with "
+                        "ferplus_aug_dataset.py export and give --corrupted")
+    data = dataset_eval.open_for_eval(args)
+    args.data = data.root  # recorded in the JSON (``rafdb`` key: the evaluated dataset's root)
+    evaluated = dataset_eval.evaluation_labels(data, "test")
+    clean, folders, fmt = dataset_eval.corrupted_units(data, evaluated.labels, args.corrupted, pairs,
+                                                       args.allow_missing)
+    return evaluated.labels, clean, folders, fmt, evaluated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -280,18 +305,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         robustness.check_results_file(args.results_file)
     baseline = load_baseline(args)
 
-    labels = read_dataset(args)
-    clean_paths = labels.aligned_paths(args.rafdb)
+    dataset_eval.resolve_rafdb_args(args)
+    evaluated = None
+    if args.dataset != "rafdb":
+        labels, clean, folders, fmt, evaluated = other_dataset(args, pairs)
+        clean_paths = None
+    else:
+        labels = read_dataset(args)
+        clean_paths = labels.aligned_paths(args.rafdb)
+        all_present = np.ones(len(labels), bool)
+        clean = Folder(None, 0, robustness.folder_label(args.rafdb, rafdb_dataset.ALIGNED_DIR),
+                       clean_paths, all_present)
     LOG.info("%d test images under the %s label protocol (%d of %d dropped by the vote filter)",
              len(labels), labels.protocol, labels.n_dropped, labels.n_total)
-    all_present = np.ones(len(labels), bool)
-    clean = Folder(None, 0, robustness.folder_label(args.rafdb, rafdb_dataset.ALIGNED_DIR),
-                   clean_paths, all_present)
+    if evaluated is not None:
+        LOG.info("%s", evaluated.report_line())
 
     manifest, manifest_extra, on_the_fly = None, None, None
     roots = {name: args.corrupted if name == "rafdb" else args.corrupted_extra
              for name in robustness.CORRUPTION_SET_ORDER}
-    if args.on_the_fly:
+    if evaluated is not None:
+        import dataset_writer
+
+        manifest = dataset_writer.read_manifest(args.corrupted)
+        source = {"on_the_fly": False, "format": fmt,
+                  **{key: (manifest or {}).get("params", {}).get(key) for key in ("seed", "motion_backend")}}
+    elif args.on_the_fly:
         fmt = args.format or "jpg"
         folders = [Folder(c, s, robustness.folder_label(roots[robustness.set_of(c)],
                                                         f"rafdb.test.{c}.{s}"),
@@ -359,7 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.results_file is not None:
                 robustness.append_atomically(args.results_file, block)
             result = robustness.make_result(
-                checkpoint=classifier.describe(), labels=label_counts, rafdb=args.rafdb,
+                checkpoint=classifier.describe(), labels=label_counts,
+                rafdb=args.rafdb if evaluated is None else args.data,
                 corrupted=args.corrupted, fmt=fmt, on_the_fly=args.on_the_fly, source=source,
                 manifest=manifest_kept, corruptions=names_c, severities=severities,
                 rows=evaluation.rows, baseline=baseline, baseline_path=args.baseline,
@@ -368,8 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 images=evaluation.images, adapt_images=evaluation.adapt_images,
                 corruption_set=args.corruption_set,
                 corrupted_extra=args.corrupted_extra if args.corruption_set != "rafdb" else None)
+            result.update(evaluated.describe() if evaluated is not None
+                          else {"dataset": "rafdb", "split": "test", "n_unmapped": 0, "unmapped_classes": []})
             if result["summary"] is not None:
                 sys.stdout.write(robustness.summary_table(result) + "\n")
+                if evaluated is not None:
+                    sys.stdout.write(evaluated.report_line() + "\n")
             else:
                 sys.stdout.write(f"shard {shard[0]}/{shard[1]}: {evaluation.images} images in "
                                  f"{evaluation.seconds:.1f} s; merge the shards' --json with --merge\n")

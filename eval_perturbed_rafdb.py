@@ -66,9 +66,15 @@ all.txt``) give the reader the same results as one run. ``--distribute mirrored`
 ``--json FILE`` writes per checkpoint and folder the frame accuracy and calibration (ECE, NLL,
 Brier, per-class recall, confusion; each frame carries its sequence's label).
 
+Other datasets (docs/DATASETS.md): ``--dataset ferplus|fer2013|folder --data DIR`` with ``--perturbed``
+holding the export of ``rafdb_perturb_dataset.py export --dataset ...``
+(``<fer2013|name>.<split>.p_<name>/<stem>_NN.png``); the sequences are the test images whose class
+the model outputs (matched by name), and the block header names the export's folder.
+
 Example::
 
     python3 eval_perturbed_rafdb.py out_training_fer/ > predictions.txt
+    python3 eval_perturbed_rafdb.py fer_run/ --dataset fer2013 --data FERPlus --perturbed fer-p/ > fer_p.txt
     python3 eval_perturbed_rafdb.py other_run/checkpoint.12.hdf5 --topk 5 >> predictions.txt
     python3 eval_perturbed_rafdb2.py predictions.txt
 """
@@ -81,6 +87,8 @@ from pathlib import Path
 from typing import Sequence
 
 import checkpoints
+import dataset_eval
+import datasets
 import inference
 import rafdb_dataset
 import robustness
@@ -101,10 +109,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT",
                         help="a .hdf5/.h5/.keras file, a run directory (its best checkpoint) or a "
                              "directory of run directories (every run's best)")
-    rafdb_dataset.add_dataset_args(parser)
+    datasets.add_dataset_args(parser)
     group = parser.add_argument_group("perturbed data and output")
     group.add_argument("--perturbed", type=Path, default=Path("perturbed_raf_dataset"),
-                       help="folder holding the rafdb.test.p_<name> folders")
+                       help="folder holding the rafdb.test.p_<name> folders (other datasets: "
+                            "<fer2013|folder name>.<split>.p_<name>, docs/DATASETS.md)")
     group.add_argument("--perturbations", default=None, metavar="NAMES",
                        help="comma-separated folders to evaluate (p_rotate or rafdb.test.p_rotate), "
                             "in this order. Default: the 10 of docs/BENCHMARK.md §3.3 present, then extras")
@@ -155,21 +164,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     shard = robustness.parse_shard(args.shard)
-    labels = read_dataset(args)
+    dataset_eval.resolve_rafdb_args(args)
+    evaluated = None
+    if args.dataset != "rafdb":  # FER2013/FER+ or a folder dataset (docs/DATASETS.md)
+        data = dataset_eval.open_for_eval(args)
+        evaluated = dataset_eval.evaluation_labels(data, "test")
+        labels = evaluated.labels
+        LOG.info("%s", evaluated.report_line())
+    else:
+        labels = read_dataset(args)
     LOG.info("%d test sequences under the %s label protocol (%d of %d dropped by the vote filter)",
              len(labels), labels.protocol, labels.n_dropped, labels.n_total)
     selected = [name.strip() for name in args.perturbations.split(",") if name.strip()] \
         if args.perturbations else None
-    folders = stability.perturbation_folders(args.perturbed, selected, args.perturbation_set)
     if "," in str(args.perturbed) or "\n" in str(args.perturbed):
         raise UserError(f"--perturbed {args.perturbed}: the path contains a comma or newline, "
                         f"which the predictions format cannot hold")
-    folders = stability.shard_folders(folders, shard)
+    sequence_names = labels.names
+    if evaluated is not None:
+        sequence_names, work = dataset_eval.perturbed_work(data, labels, args.perturbed, selected,
+                                                           args.frames)
+        work = stability.shard_folders(work, shard)
+    else:
+        folders = stability.perturbation_folders(args.perturbed, selected, args.perturbation_set)
+        folders = stability.shard_folders(folders, shard)
+        # Check every frame before loading any model: a missing one is an error naming it.
+        work = [(folder, stability.frame_paths(folder, labels.names, args.frames)) for folder in folders]
     if shard is not None:
-        LOG.info("shard %d/%d: %d perturbation folder(s): %s", shard[0], shard[1], len(folders),
-                 ", ".join(folder.name for folder in folders) or "none")
-    # Check every frame before loading any model: a missing one is an error naming it.
-    work = [(folder, stability.frame_paths(folder, labels.names, args.frames)) for folder in folders]
+        LOG.info("shard %d/%d: %d perturbation folder(s): %s", shard[0], shard[1], len(work),
+                 ", ".join(folder.name for folder, _ in work) or "none")
     targets = [path for checkpoint in args.checkpoints for path in checkpoints.find_checkpoints(checkpoint)]
     import dataset_writer
 
@@ -194,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def predict_all(out):
         for checkpoint in targets:
             runner = inference.runner_from_args(checkpoints.classifier_from_args(checkpoint, args), args)
-            stability.predict_folders(runner, checkpoint, labels.names, work, out, frames=args.frames,
+            stability.predict_folders(runner, checkpoint, sequence_names, work, out, frames=args.frames,
                                       topk=args.topk, annotate=args.annotate, meta=meta,
                                       probabilities=probabilities, labels=labels.labels,
                                       calibration_rows=calibration_rows)

@@ -436,3 +436,48 @@ def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[Cor
     if not sets:
         raise UserError(f"{corrupted}: no {prefix}.{split_name}.<corruption>.<severity> folders or .csv files")
     return sets
+
+
+# --------------------------------------------------------------------------------------------
+# Running an export (shared by ferplus_aug_dataset.py and the RAF-DB scripts' --dataset option)
+
+
+def add_dataset_choice(group) -> None:
+    """``--dataset`` and ``--data`` for the RAF-DB export scripts (their ``--rafdb`` stays as it is)."""
+    import datasets
+
+    group.add_argument("--dataset", default="rafdb", choices=tuple(datasets.REGISTRY),
+                       help="rafdb (this script's own export), or ferplus/fer2013/folder: the export of "
+                            "docs/DATASETS.md through fer_export (grey stays grey)")
+    group.add_argument("--data", default=None, type=Path, metavar="DIR",
+                       help="root of the --dataset other than rafdb (default FERPlus for ferplus/fer2013; "
+                            "required for folder)")
+
+
+def open_export_dataset(args):
+    """The (non-RAF-DB) dataset of ``--dataset``/``--data``; its root must be a folder."""
+    import datasets
+
+    data = datasets.get(args.dataset, args.data)
+    if not data.root.is_dir():
+        raise UserError(f"--data {data.root}: no such folder for --dataset {data.name} (docs/DATASETS.md)")
+    return data
+
+
+def run_job(job: Job, data, out: str | Path, *, generator: str, workers: int = 0, quiet: bool = False,
+            force_rerender: bool = False, what: str = "corrupted"):
+    """Write ``job`` to ``out`` with ``dataset_writer.export`` (manifest, resume, atomic files)."""
+    import sys
+
+    import dataset_writer
+
+    dataset_writer.check_output_dir(Path(out), kind=job.kind, params=job.params, force_rerender=force_rerender)
+    result = dataset_writer.export(job.units, job.render, Path(out), generator=generator, kind=job.kind,
+                                   params=job.params, sources=job.sources, source_root=str(data.root),
+                                   workers=workers, progress=not quiet and sys.stderr.isatty(),
+                                   force_rerender=force_rerender)
+    print(f"{data.title} {job.params.get('split')} {what} export to {result.out_dir}: {len(job.sources)} image(s), "
+          f"{result.files} file(s) ({result.files_written} written, {result.files_skipped} already complete) in "
+          f"{result.seconds:.1f} s with {result.workers} worker(s); manifest {result.manifest_path}",
+          file=sys.stderr)
+    return result

@@ -327,9 +327,38 @@ class FaceSplit:
     classes: np.ndarray  # int (N,), argmax of the label (BENCHMARK.md §1.3)
     class_names: tuple[str, ...]
     description: str  # for reports: dataset, protocol, filtering
+    read: Callable | None = None  # item -> RGB uint8 when ``paths`` are not files (FER2013 rows)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+def load_dataset_split(data, part: str, *, val_fraction: float = 0.1, seed: int = 0) -> FaceSplit:
+    """Like :func:`load_split` for any ``datasets`` Dataset (docs/DATASETS.md).
+
+    ``train``/``val``: the dataset's validation split when it has one (FER), else the seeded
+    hold-out of its training images; ``all-train``: every training image; ``test``: the test split.
+    Grey faces are read as three equal planes (the descriptor converts to grey again, exactly).
+    """
+    if part not in ("train", "val", "all-train", "test"):
+        raise ValueError(f"unknown part {part!r}")
+    if part in ("train", "val"):
+        kept, held = data.train_validation(val_fraction, seed)
+        labels = kept if part == "train" else held
+    else:
+        labels = data.labels("test" if part == "test" else "train")
+    note = f", {labels.n_dropped} of {labels.n_total} dropped by the vote filter" if labels.n_dropped else ""
+    description = (f"{data.title} {part} ({data.split_name(labels.split)}, {labels.protocol} labels{note}): "
+                   f"{len(labels)} images")
+    if data.source_kind == "files":
+        paths, read = [data.image_path(name) for name in labels.names], None
+    else:
+        def read(image_id):
+            image = data.read_image(image_id)
+            return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+        paths = list(labels.names)
+    return FaceSplit(part, paths, labels.classes.astype(np.int64), tuple(data.class_names), description, read)
 
 
 def load_split(root: str | Path, part: str, protocol: str = "soft", *, val_fraction: float = 0.1,
@@ -354,11 +383,11 @@ def load_split(root: str | Path, part: str, protocol: str = "soft", *, val_fract
                      tuple(rafdb_dataset.CLASS_NAMES), description)
 
 
-def read_faces(paths: Sequence[Path]) -> np.ndarray:
+def read_faces(paths: Sequence[Path], read: Callable | None = None) -> np.ndarray:
     """Read faces as one (N, H, W, 3) RGB uint8 array; all must share one size."""
     import rafdb_dataset
 
-    images = [rafdb_dataset.read_image(path) for path in paths]
+    images = [(read or rafdb_dataset.read_image)(path) for path in paths]
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
         first = images[0].shape
@@ -379,7 +408,7 @@ def split_features(split: FaceSplit, settings: lbp.LbpSettings, *, block: int = 
     with tqdm(total=len(split), unit="face", desc=f"LBP {split.name}", file=sys.stderr,
               disable=not progress, leave=False) as bar:
         for start in range(0, len(split), block):
-            faces = read_faces(split.paths[start:start + block])
+            faces = read_faces(split.paths[start:start + block], split.read)
             if size is None:
                 size = (int(faces.shape[1]), int(faces.shape[2]))
             elif faces.shape[1:3] != size:

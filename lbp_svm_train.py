@@ -14,6 +14,8 @@ Examples:
   python3 lbp_svm_train.py train --rafdb RAF-DB --out out_training_fer/lbp_svm.skops
   python3 lbp_svm_train.py search --rafdb RAF-DB --out out_training_fer/lbp_svm_best.skops
   python3 lbp_svm_train.py eval --rafdb RAF-DB --model out_training_fer/lbp_svm.skops
+  python3 lbp_svm_train.py train --dataset ferplus --data FERPlus --out out_training_fer/lbp_svm_fer.skops
+  python3 lbp_svm_train.py train --dataset folder --data faces/ --out out_training_fer/lbp_svm_faces.skops
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
+import datasets
 import lbp
 import lbp_svm
-import rafdb_dataset
 from cli_common import ArgumentParser, HelpFormatter, UserError, atomic_write_text, run_main, setup_logging
 
 LOG = logging.getLogger("fer.lbp_svm_train")
@@ -56,7 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sub = {name: commands.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
            for name, text in helps.items()}
     for name, command in sub.items():
-        rafdb_dataset.add_dataset_args(command)
+        datasets.add_dataset_args(command)
         data = command.add_argument_group("data")
         data.add_argument("--allow-missing", action="store_true",
                           help="skip (and count) images named by the labels but absent from the tree")
@@ -103,8 +105,13 @@ def _check_out(path: Path) -> None:
 
 
 def _load(args: argparse.Namespace, part: str) -> lbp_svm.FaceSplit:
-    split = lbp_svm.load_split(args.rafdb, part, args.labels, val_fraction=getattr(args, "val_fraction", 0.1),
-                               seed=getattr(args, "seed", 0), allow_missing=args.allow_missing)
+    data = datasets.open_dataset(args)  # --dataset/--data (docs/DATASETS.md); RAF-DB by default
+    if not data.root.is_dir():
+        flag = "--rafdb" if args.rafdb is not None else "--data"
+        raise UserError(f"{flag} {data.root}: no such folder for --dataset {data.name} (docs/DATASETS.md)")
+    args.labels = data.protocol
+    split = lbp_svm.load_dataset_split(data, part, val_fraction=getattr(args, "val_fraction", 0.1),
+                                       seed=getattr(args, "seed", 0))
     LOG.info("%s", split.description)
     return split
 
@@ -141,7 +148,7 @@ def _training_data(args):
 
 def _info(args, train, val, C, gamma, val_accuracy, selection):
     """The training record stored in the model (no timings: equal runs must give equal files)."""
-    return {"dataset": "rafdb", "protocol": args.labels, "train": train.description,
+    return {"dataset": args.dataset, "protocol": args.labels, "train": train.description,
             "validation": val.description if val is not None else None,
             "val_fraction": None if val is None else args.val_fraction, "seed": args.seed,
             "C": C, "gamma": gamma,

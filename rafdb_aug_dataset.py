@@ -38,6 +38,7 @@ import corruptions
 import corruptions_face
 import corruptions_imagenet
 import dataset_writer
+import fer_export
 import rafdb_dataset
 from cli_common import LOG, UserError
 
@@ -151,14 +152,16 @@ def parse_args(argv=None):
                                  formatter_class=cli_common.HelpFormatter)
     data = export.add_argument_group("input and output")
     data.add_argument("--rafdb", default="RAF-DB", help="RAF-DB root (holds basic/Image/aligned)")
+    fer_export.add_dataset_choice(data)
     data.add_argument("--split", default="test", choices=rafdb_dataset.SPLITS, help="which aligned images to corrupt (test_* or train_*)")
     data.add_argument("--out", default=None,
                       help="output root folder of the tree (created if needed; an existing one must hold "
                            "the manifest.json of an export with the same parameters, which is resumed); "
                            f"default corrupted_raf_dataset for --corruption-set rafdb, else {EXTRA_OUT}")
-    data.add_argument("--format", choices=rafdb_dataset.FORMATS, default="jpg",
-                      help="jpg: OpenCV JPEG quality 95 as the original; png: lossless (results not "
-                           "comparable with jpg)")
+    data.add_argument("--format", choices=rafdb_dataset.FORMATS + ("fer-csv", "auto"), default=None,
+                      help="jpg (default): OpenCV JPEG quality 95 as the original; png: lossless (results not "
+                           "comparable with jpg). Other --dataset: png (FER default) or fer-csv; folders: auto "
+                           "(each file's own format family, the default), jpg or png")
     what = export.add_argument_group("corruptions")
     add_set_args(what)
     what.add_argument("--corruptions", default="all",
@@ -207,8 +210,31 @@ def require_wand() -> None:
         ) from None
 
 
+def run_other_dataset(args, names: list[str]) -> int:
+    """``--dataset ferplus|fer2013|folder``: the export of docs/DATASETS.md (fer_export), grey kept grey."""
+    if args.corruption_set != "rafdb" or args.colour != "rgb" or args.param_set is not None:
+        raise UserError(f"--dataset {args.dataset}: the 18 corruptions with --colour rgb and the default "
+                        "--param-set only (docs/DATASETS.md)")
+    if args.rafdb != "RAF-DB":
+        raise UserError(f"--rafdb names a RAF-DB root; with --dataset {args.dataset} use --data DIR")
+    data = fer_export.open_export_dataset(args)
+    pairs = [(name, severity) for name in names for severity in parse_severities(args.severities)]
+    job = fer_export.c_job(data, pairs, split=args.split, fmt=args.format, seed=args.seed,
+                           motion_backend=args.motion_backend)
+    fer_export.run_job(job, data, args.out or ("corrupted_dataset" if data.name != "folder" else
+                                               f"{data.dataset_name}-c"),
+                       generator="rafdb_aug_dataset.py", workers=args.workers, quiet=args.quiet,
+                       force_rerender=args.force_rerender)
+    return 0
+
+
 def run_export(args) -> int:
     names = parse_corruptions(args.corruptions, args.corruption_set)
+    if args.dataset != "rafdb":
+        return run_other_dataset(args, names)
+    if args.format not in (None, *rafdb_dataset.FORMATS):
+        raise UserError(f"--format {args.format}: RAF-DB-C is jpg or png")
+    args.format = args.format or "jpg"
     check_param_set(names, args.param_set)
     if args.out is None:
         args.out = "corrupted_raf_dataset" if args.corruption_set == "rafdb" else EXTRA_OUT

@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 
 import dataset_writer
+import fer_export
 import perturbations
 import rafdb_dataset
 from cli_common import ArgumentParser, UserError, atomic_path, item_rng, run_main, setup_logging
@@ -195,9 +196,29 @@ def require_wand() -> None:
                         "install Wand and libmagickwand, or use --motion-backend numpy") from None
 
 
+def cmd_export_other(args: argparse.Namespace, selected: list[str]) -> int:
+    """``--dataset ferplus|fer2013|folder``: sequences built from the image itself (fer_export.p_job)."""
+    if args.rafdb != "RAF-DB":
+        raise UserError(f"--rafdb names a RAF-DB root; with --dataset {args.dataset} use --data DIR")
+    if args.source != "landmarks" or args.colour != "rgb":
+        raise UserError(f"--dataset {args.dataset}: sequences are built from the image itself (no --source; "
+                        "--colour rgb only; docs/DATASETS.md)")
+    data = fer_export.open_export_dataset(args)
+    job = fer_export.p_job(data, selected, split="test", fmt=args.format, seed=args.seed,
+                           motion_backend=args.motion_backend, pad=args.fallback_pad)
+    fer_export.run_job(job, data, args.out or "perturbed_dataset", generator="rafdb_perturb_dataset.py",
+                       workers=args.workers, quiet=args.quiet, force_rerender=args.force_rerender,
+                       what="perturbed")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    root = Path(args.rafdb)
     selected = parse_perturbations(args.perturbations, args.perturbation_set)
+    if args.dataset != "rafdb":
+        return cmd_export_other(args, selected)
+    args.out = args.out or "perturbed_raf_dataset"
+    args.format = args.format or "jpg"
+    root = Path(args.rafdb)
     params = export_params(args)
     if args.motion_backend == "wand" and ("p_motion_blur" in selected or "p_snow" in selected):
         require_wand()
@@ -335,6 +356,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     export = commands.add_parser("export", help="write the RAF-DB-P tree", description=__doc__)
     data = export.add_argument_group("input")
     data.add_argument("--rafdb", default="RAF-DB", help="RAF-DB root folder (the one holding basic/)")
+    fer_export.add_dataset_choice(data)
     data.add_argument("--source", choices=SOURCES, default="landmarks",
                       help="landmarks: align every test original from its manual landmarks (FAITHFUL); "
                            "aligned: pad the official 100 px aligned images by 15 px instead (BENCHMARK.md §3.6; "
@@ -342,15 +364,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--fallback-pad", choices=perturbations.FALLBACK_PADS, default="reflect101",
                       help="padding of the aligned images under --source aligned")
     what = export.add_argument_group("output")
-    what.add_argument("--out", default="perturbed_raf_dataset",
+    what.add_argument("--out", default=None,
                       help="output root folder of the tree (created if needed; an existing one must hold "
-                           "the manifest.json of an export with the same parameters, which is resumed)")
+                           "the manifest.json of an export with the same parameters, which is resumed); "
+                           "default perturbed_raf_dataset (other --dataset: perturbed_dataset)")
     what.add_argument("--perturbations", default="all",
                       help=f"'all' (the whole --perturbation-set) or a comma-separated list of its names; the 10: "
                            f"{', '.join(perturbations.PERTURBATIONS)}; imagenet-extra: "
                            f"{', '.join(perturbations.perturbation_names('imagenet-extra'))}")
-    what.add_argument("--format", choices=rafdb_dataset.FORMATS, default="jpg",
-                      help="jpg: OpenCV JPEG quality 95 (FAITHFUL); png: lossless (not comparable with jpg)")
+    what.add_argument("--format", choices=rafdb_dataset.FORMATS, default=None,
+                      help="jpg: OpenCV JPEG quality 95 (FAITHFUL, the default); png: lossless (not comparable "
+                           "with jpg); other --dataset: png for FER (default), jpg (default) or png for folders")
     what.add_argument("--seed", type=int, default=0, help="seed of every per-sequence generator")
     add_render_args(what)
     dataset_writer.add_run_args(export.add_argument_group("execution"))

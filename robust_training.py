@@ -151,10 +151,12 @@ def make_views_dataset(
     shuffle: bool = True,
     seed: int = 0,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    read: Callable | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(views[B, 3, H, W, C] float32 0..255, labels)`` for :class:`JSDModel`.
 
     ``views(image_uint8_full_frame, rng) -> (clean, aug1, aug2)`` (e.g. ``augmentations.AugMixViews``);
+    ``read(item) -> uint8 image`` replaces the file reader (``paths`` are then a dataset's ids);
     each view is resized like every other image (``input_pipeline.load_for_model``). Shuffling and
     the per-element generators follow ``input_pipeline.make_dataset``: element seeds come from
     ``tf.data.Dataset.random(seed)``, re-drawn every epoch, so the result does not depend on
@@ -174,7 +176,7 @@ def make_views_dataset(
 
     def load(index, element_seed):
         try:
-            image = rafdb_dataset.read_image(paths[int(index)])
+            image = (rafdb_dataset.read_image if read is None else read)(paths[int(index)])
             rng = np.random.Generator(np.random.PCG64(int(element_seed) & 0xFFFFFFFFFFFFFFFF))
             return np.stack([input_pipeline.load_for_model(view, (height, width), channels, "exact")
                              for view in views(image, rng)])

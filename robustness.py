@@ -119,9 +119,10 @@ class Folder:
     """One evaluated folder: its report name and the image source for each evaluated test name."""
 
     def __init__(self, corruption: str | None, severity: int, label: str, paths: list[Path] | None,
-                 keep: np.ndarray):
+                 keep: np.ndarray, read=None):
         self.corruption, self.severity, self.label = corruption, severity, label
         self.paths = paths  # None on the fly
+        self.read = read  # item -> uint8 image when ``paths`` are dataset ids (FER, folders; dataset_eval)
         self.keep = keep  # bool mask over the label set: images present in this folder
 
     @property
@@ -311,7 +312,8 @@ def evaluate(runner, units: list[Folder], labels: np.ndarray, names: list[str],
     try:
         for position, folder in enumerate(units):
             if folder.paths is not None:
-                make = lambda folder=folder: classifier.make_dataset(folder.paths)  # noqa: E731
+                make = lambda folder=folder: classifier.make_dataset(  # noqa: E731
+                    folder.paths, **({"read": folder.read} if folder.read is not None else {}))
             else:
                 images = np.stack(on_the_fly.collect(pending))
                 following = [unit for unit in units[position + 1:] if unit.paths is None]
@@ -937,6 +939,9 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
             adapt_images=int(sum(part.get("adapt_images") or 0 for _, part in parts)),
             corruption_set=first.get("corruption_set", "rafdb"),
             corrupted_extra=first.get("corrupted_extra")))
+        # the evaluated dataset (eval_corrupted_rafdb.py --dataset, docs/DATASETS.md), kept as the shards have it
+        merged[-1].update({key: first[key] for key in ("dataset", "split", "n_unmapped", "unmapped_classes")
+                           if key in first})
     return merged
 
 

@@ -391,7 +391,10 @@ def parse_meta(comment: str) -> dict | None:
 def perturbation_name(folder_field: str) -> str:
     """The folder name without ``rafdb.test.`` (docs/BENCHMARK.md §5.4)."""
     name = os.path.basename(folder_field.rstrip("/"))
-    return name[len(FOLDER_PREFIX):] if name.startswith(FOLDER_PREFIX) else name
+    if name.startswith(FOLDER_PREFIX):
+        return name[len(FOLDER_PREFIX):]
+    last = name.rsplit(".", 1)[-1]  # <dataset>.<split>.p_<name> (FER and folder exports, docs/DATASETS.md)
+    return last if "." in name and last.startswith("p_") else name
 
 
 def _parse_classes(fields: list[str], where: str) -> list[int]:

@@ -37,6 +37,13 @@ Example (the demo: small CNN on the synthetic sample tree, 2 CPU cores)::
         --epochs 12 --lr 0.05:0.5:8 --momentum --augmentation no --dir out_training_fer/demo
 
     python3 train_fer.py --mode test --dir out_training_fer/demo --rafdb demo/RAF-DB
+
+Other datasets (docs/DATASETS.md): ``--dataset ferplus|fer2013 --data FERPlus`` (48 px grey, validated
+on the split that is not the test split), ``--dataset folder --data faces/``; ``run.json`` records the
+dataset and its class names, and ``--mode test`` maps the model's classes onto the dataset's by name::
+
+    python3 train_fer.py --dataset ferplus --data demo/FERPlus --net smallcnn --input-size 64 \\
+        --epochs 4 --lr 0.05 --augmentation no --dir out_training_fer/fer_demo
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pathlib import Path  # noqa: E402
 
 import augmentations  # noqa: E402
-import rafdb_dataset  # noqa: E402
+import datasets  # noqa: E402
 import training  # noqa: E402
 from cli_common import ArgumentParser, run_main, setup_logging  # noqa: E402
 from training import DEFAULT_LR, LPF_CHOICES  # noqa: E402
@@ -70,10 +77,11 @@ def _models():
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__)
-    rafdb_dataset.add_dataset_args(parser)
+    datasets.add_dataset_args(parser)
     data = parser.add_argument_group("validation and input")
     data.add_argument("--val-split", default="holdout", choices=("holdout", "test"),
-                      help="select checkpoints on a held-out part of train (FIX) or on the test set (original)")
+                      help="select checkpoints on a held-out part of train (FIX; a dataset with its own validation "
+                           "split, e.g. FER's PrivateTest, uses that) or on the test set (original)")
     data.add_argument("--val-fraction", type=float, default=0.1,
                       help="fraction of the (filtered) training images held out, stratified by class")
     data.add_argument("--crop", default="exact", choices=augmentations.CROP_RULES,

@@ -9,8 +9,8 @@ and calls :func:`train` or :func:`test_mode` with the parsed namespace.
 - the learning-rate schedule (§4.6), per-epoch pipeline and dropout seeds, precise BatchNorm;
 - distribution (mirrored, multi-worker) and the clean test evaluation.
 
-Dataset access goes through :func:`load_split` only, so that another dataset can be swapped in
-at one place.
+Dataset access goes through :func:`open_data` (``datasets.open_dataset``): RAF-DB, FER+/FER2013 and
+folder datasets (docs/DATASETS.md) train and test the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import augmentations  # noqa: E402
+import datasets  # noqa: E402
 import rafdb_dataset  # noqa: E402
 from cli_common import UserError, atomic_write_text, seed64  # noqa: E402
 
@@ -129,16 +130,30 @@ OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "c
 
 def run_args(args) -> dict:
     """The settings that define a run (saved in run.json as ``args``; reloaded by --resume)."""
-    skip = (OPERATIONAL_FLAGS - {"epochs"}) | {"argv", "explicit", "lr_schedule"}
+    skip = (OPERATIONAL_FLAGS - {"epochs"}) | {"argv", "explicit", "lr_schedule", "data_source"}
     saved = {key: value for key, value in vars(args).items() if key not in skip}
-    saved["rafdb"] = str(Path(args.rafdb).resolve())
+    saved["rafdb"] = None  # the root is saved once, as --data (either spelling resumes it)
+    saved["data"] = str(open_data(args).root.resolve())
     return saved
 
 
 def _same(key: str, given, saved) -> bool:
-    if key == "rafdb":
-        return Path(given).resolve() == Path(saved).resolve()
+    if key in ("rafdb", "data"):
+        return given is None or saved is None or Path(given).resolve() == Path(saved).resolve()
     return given == saved
+
+
+def open_data(args):
+    """The dataset of ``--dataset``/``--data`` (``datasets.base.Dataset``), opened once per namespace.
+
+    Sets ``args.labels`` to the protocol in use (the dataset's default when not given).
+    """
+    data = getattr(args, "data_source", None)
+    if data is None:
+        data = datasets.open_dataset(args)
+        args.data_source = data
+        args.labels = data.protocol
+    return data
 
 
 def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
@@ -162,12 +177,15 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
     except (ValueError, KeyError, TypeError, SystemExit) as error:
         raise UserError(f"{path}: unreadable run settings ({error})") from None
     for key, value in saved.items():
-        if key in OPERATIONAL_FLAGS or key in ("argv", "explicit", "lr_schedule") or not hasattr(args, key):
+        if key in OPERATIONAL_FLAGS or key in ("argv", "explicit", "lr_schedule", "data_source") \
+                or not hasattr(args, key):
             continue
         if isinstance(getattr(args, key), Path) and value is not None:
             value = Path(value)
-        if key == "rafdb" and key in args.explicit and not Path(value).is_dir():
-            LOG.warning("the run's --rafdb %s is gone; using --rafdb %s", value, args.rafdb)
+        if key in ("rafdb", "data") and key in args.explicit and value is None:
+            continue
+        if key in ("rafdb", "data") and key in args.explicit and not Path(value).is_dir():
+            LOG.warning("the run's --%s %s is gone; using --%s %s", key, value, key, getattr(args, key))
             continue
         if key in args.explicit and not _same(key, getattr(args, key), value):
             raise UserError(f"--{key.replace('_', '-')} {getattr(args, key)}: conflicts with the run being "
@@ -195,8 +213,11 @@ def check_args(args) -> None:
             and not Path(args.pretraining).is_file()):
         raise UserError(f"--pretraining {args.pretraining}: no such weights file "
                         f"(accepted: {PRETRAINING_ACCEPTED})")
-    if not Path(args.rafdb).is_dir():
-        raise UserError(f"--rafdb {args.rafdb}: no such folder\n{rafdb_dataset.EXPECTED_LAYOUT}")
+    data = open_data(args)
+    if not data.root.is_dir():
+        flag = "--rafdb" if getattr(args, "rafdb", None) is not None else "--data"
+        layout = f"\n{rafdb_dataset.EXPECTED_LAYOUT}" if data.name == "rafdb" else " (docs/DATASETS.md)"
+        raise UserError(f"{flag} {data.root}: no such folder for --dataset {data.name}{layout}")
     if args.cpu_devices < 0:
         raise UserError(f"--cpu-devices {args.cpu_devices}: expected >= 0")
     if args.mode == "train" and args.distribute == "multiworker" and args.dir is None:
@@ -618,10 +639,13 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
     """(train, val, test label sets, train_dataset(epoch) -> tf.data, validation dataset)."""
     import input_pipeline
 
-    train = load_labels(args, "train")
-    test = load_labels(args, "test")
+    data = open_data(args)
+    train = data.labels("train")
+    test = data.labels("test")
     if args.val_split == "holdout":
-        train, val = rafdb_dataset.holdout_split(train, args.val_fraction, args.seed)
+        train, val = data.train_validation(args.val_fraction, args.seed)
+        if data.has_validation:
+            LOG.info("validation: the dataset's own split %s", data.split_name("validation"))
     else:
         LOG.warning("--val-split test: checkpoints are selected on the TEST set (the original's protocol)")
         val = test
@@ -636,7 +660,7 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
     common = dict(image_size=image_size, channels=channels, batch_size=args.batch, crop=args.crop)
     if args.workers:
         common["num_parallel_calls"] = args.workers
-    train_paths = image_paths(args, train)
+    common["read"] = data.read_image
 
     def train_dataset(epoch: int):
         if getattr(args, "jsd", False):  # (clean, augmix, augmix) views for the JSD step
@@ -645,15 +669,15 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
             width, depth, severity = augmix_params(args)
             views = augmentations.AugMixViews(crop=args.crop, width=width, depth=depth, severity=severity)
             return robust_training.make_views_dataset(
-                train_paths, train.labels, image_size=image_size, channels=channels, batch_size=args.batch,
+                train.names, train.labels, read=data.read_image, image_size=image_size, channels=channels, batch_size=args.batch,
                 views=views, shuffle=True, seed=epoch_seed(args.seed, epoch),
                 **({"num_parallel_calls": args.workers} if args.workers else {}))
-        return input_pipeline.make_dataset(train_paths, train.labels, shuffle=True,
+        return input_pipeline.make_dataset(train.names, train.labels, shuffle=True,
                                            seed=epoch_seed(args.seed, epoch), augment=transform, **common)
 
-    val_ds = input_pipeline.make_dataset(image_paths(args, val), val.labels, **common)
-    LOG.info("images: %d train, %d validation (%s), %d test; labels %s (%d test rows dropped by the vote filter)",
-             len(train), len(val), args.val_split, len(test), args.labels, test.n_dropped)
+    val_ds = input_pipeline.make_dataset(val.names, val.labels, **common)
+    LOG.info("%s: %d train, %d validation (%s), %d test; labels %s (%d test rows dropped by the vote filter)",
+             data.title, len(train), len(val), args.val_split, len(test), args.labels, test.n_dropped)
     return train, val, test, train_dataset, val_ds
 
 
@@ -665,37 +689,47 @@ def distribute_options(dataset):
     return dataset.with_options(options)
 
 
-def load_labels(args, split: str):
-    """The one place that reads the dataset's labels: ``split`` ("train" or "test") under ``--rafdb``."""
-    return rafdb_dataset.load_labels(Path(args.rafdb), split, args.labels)
-
-
-def class_names(args) -> list[str]:
-    """The dataset's class names, in the order of the model's outputs."""
-    return list(rafdb_dataset.CLASS_NAMES)
-
-
-def image_paths(args, labels) -> list:
-    """The image files of a label set (same order)."""
-    return labels.aligned_paths(Path(args.rafdb))
-
-
 def predict_classes(model, args, labels, image_size, channels) -> np.ndarray:
     """Argmax predictions of ``model`` on the images of ``labels`` (evaluation pipeline: no augmentation)."""
     import input_pipeline
 
-    dataset = input_pipeline.make_dataset(image_paths(args, labels), None, image_size=image_size,
-                                          channels=channels, batch_size=args.batch, crop=args.crop)
+    data = open_data(args)
+    dataset = input_pipeline.make_dataset(labels.names, None, image_size=image_size, channels=channels,
+                                          batch_size=args.batch, crop=args.crop, read=data.read_image)
     with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
         probabilities = model.predict(dataset, verbose=0)
     return np.argmax(probabilities, axis=1)
 
 
-def evaluate_test(model, args, test, image_size, channels) -> dict:
-    """Clean test accuracy (argmax; docs/BENCHMARK.md §5.1) with N and the label protocol."""
-    predicted = predict_classes(model, args, test, image_size, channels)
-    correct = int(np.sum(predicted == test.classes))
-    return {"accuracy": correct / len(test), "correct": correct, "n": len(test), "labels": args.labels,
+def evaluate_test(model, args, test, image_size, channels, model_classes=None) -> dict:
+    """Clean test accuracy (argmax; docs/BENCHMARK.md §5.1) with dataset, split, N and the label protocol.
+
+    ``model_classes``: the model's output names when they may differ from the dataset's; classes
+    are then matched by name (``datasets.map_classes``) and test images of classes the model cannot
+    output are left out and counted (``n_unmapped``).
+    """
+    import input_pipeline
+
+    data = open_data(args)
+    names = tuple(model_classes) if model_classes is not None else tuple(data.class_names)
+    try:
+        mapping = datasets.map_classes(names, data.class_names)
+    except ValueError as error:
+        raise UserError(f"model classes {list(names)}: {error}") from None
+    keep = np.flatnonzero(mapping.evaluable(test.classes))
+    if not len(keep):
+        raise UserError(f"the model's classes ({', '.join(names)}) cover none of the test images of "
+                        f"{data.title} ({', '.join(data.class_names)})")
+    evaluated = test.subset(keep)
+    dataset = input_pipeline.make_dataset(evaluated.names, None, image_size=image_size, channels=channels,
+                                          batch_size=args.batch, crop=args.crop, read=data.read_image)
+    with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
+        probabilities = model.predict(dataset, verbose=0)
+    predicted = np.argmax(probabilities, axis=1)
+    correct = int(np.sum(predicted == mapping.to_model(evaluated.classes)))
+    return {"accuracy": correct / len(evaluated), "correct": correct, "n": len(evaluated), "labels": args.labels,
+            "dataset": data.name, "split": data.split_name("test"), "n_unmapped": int(len(test) - len(evaluated)),
+            "unmapped_classes": list(mapping.missing),
             "n_dropped_by_vote_filter": int(test.n_dropped), "crop": args.crop}
 
 
@@ -725,7 +759,8 @@ def run_config(args, net: str, input_shape, model) -> dict:
     return {
         "net": net, "input_shape": [int(v) for v in input_shape], "channel_order": channel_order,
         "preprocessing": args.preprocessing, "preprocessing_in_model": True, "mean_order": args.mean_order,
-        "colour": args.colour, "labels": args.labels, "class_names": class_names(args),
+        "colour": args.colour, "labels": args.labels, "class_names": list(open_data(args).class_names),
+        "dataset": open_data(args).describe(),
         "crop": args.crop, "lpf": args.lpf, "augmentation": args.augmentation, "cutout": bool(args.cutout),
         "honour_policy_prob": bool(args.honour_policy_prob), "jsd": bool(getattr(args, "jsd", False)),
         "augmix": dict(zip(("width", "depth", "severity"), augmix_params(args))), "seed": args.seed, "val_split": args.val_split,
@@ -870,7 +905,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
         else:
             initial_epoch, state = 0, {"best": None, "best_epoch": None, "completed_epochs": 0}
             try:
-                model = models.build_model(net, input_size, channels=channels, num_classes=len(class_names(args)),
+                model = models.build_model(net, input_size, channels=channels, num_classes=open_data(args).num_classes,
                                            lpf=args.lpf, preprocessing=args.preprocessing,
                                            mean_order=args.mean_order, colour=args.colour,
                                            weight_decay=args.weight_decay)
@@ -946,7 +981,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     result = evaluate_test(best_model, args, test_set, image_size, channels)
     result.update(checkpoint=best.name, best_validation_accuracy=state.get("best"), val_split=args.val_split)
     if chief:
-        print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, labels {args.labels}, "
+        print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, "
+              f"{open_data(args).title} {result['split']}, labels {args.labels}, "
               f"checkpoint {best.name}, selected on {args.val_split})")
     atomic_write_text(write_dir / RESULTS_FILE, json.dumps(result, indent=1) + "\n")
     config.update(status="done", test=result)
@@ -958,21 +994,26 @@ TEST_MODE_PARTS = ("test", "val", "train")  # the original's order
 
 
 def test_mode_sets(args, run_dir: Path | None) -> dict:
-    """{part: LabelSet} for --mode test: the test split, the run's validation images and the rest of train.
+    """{part: LabelSet} for --mode test: the test split, the validation images and the rest of train.
 
-    The validation images are the run's ``validation_names.txt`` (the hold-out); without it (a run
-    selected on the test set, or a bare checkpoint) validation is the test split, as in the original.
+    A dataset with its own validation split (FER: PrivateTest) uses it. Otherwise the validation
+    images are the run's ``validation_names.txt`` (the hold-out); without it (a run selected on the
+    test set, or a bare checkpoint) validation is the test split, as in the original.
     """
-    test = load_labels(args, "test")
-    train = load_labels(args, "train")
+    data = open_data(args)
+    test = data.labels("test")
+    if data.has_validation:
+        train, val = data.train_validation(args.val_fraction, args.seed)
+        return {"test": test, "val": val, "train": train}
+    train = data.labels("train")
     names_file = run_dir / VALIDATION_NAMES if run_dir is not None else None
     if names_file is not None and names_file.is_file():
         held = set(names_file.read_text().split())
         val = train.subset([i for i, name in enumerate(train.names) if name in held])
         train = train.subset([i for i, name in enumerate(train.names) if name not in held])
         if len(val) != len(held):
-            LOG.warning("%s: %d of its %d names are not training images of --rafdb %s", names_file,
-                        len(held) - len(val), len(held), args.rafdb)
+            LOG.warning("%s: %d of its %d names are not training images of %s", names_file,
+                        len(held) - len(val), len(held), data.title)
     else:
         LOG.warning("no %s beside the checkpoint: 'val' is the test split (the original's protocol)",
                     VALIDATION_NAMES)
@@ -993,27 +1034,47 @@ def test_mode(args) -> int:
         raise UserError(f"--dir {args.dir}: no checkpoint.EE.hdf5 in it")
     checkpoint = Path(checkpoint)
     sidecar = checkpoint.parent / RUN_FILE
+    model_classes = None
     if sidecar.is_file():
         config = json.loads(sidecar.read_text())
+        model_classes = config.get("class_names")
         args.crop = config.get("crop", args.crop)
         if config.get("labels") and config["labels"] != args.labels:
             LOG.warning("the model was trained with --labels %s; evaluating with --labels %s",
                         config["labels"], args.labels)
     model = load_checkpoint(checkpoint, compile=False)
     _, height, width, channels = model.input_shape
-    names = class_names(args)
-    if model.output_shape[-1] != len(names):
-        raise UserError(f"{checkpoint}: the model has {model.output_shape[-1]} outputs, the dataset "
-                        f"{len(names)} classes")
+    data = open_data(args)
+    n_outputs = int(model.output_shape[-1])
+    if model_classes is None:
+        if n_outputs != data.num_classes:
+            raise UserError(f"{checkpoint}: {n_outputs} outputs and no run.json naming them; {data.title} has "
+                            f"{data.num_classes} classes")
+        model_classes = data.class_names
+    elif len(model_classes) != n_outputs:
+        raise UserError(f"{sidecar}: {len(model_classes)} class_names for a model with {n_outputs} outputs")
+    names = list(model_classes)
+    try:
+        mapping = datasets.map_classes(tuple(names), data.class_names)
+    except ValueError as error:
+        raise UserError(f"model classes {names}: {error}") from None
     sets = test_mode_sets(args, checkpoint.parent)
     for part in TEST_MODE_PARTS:
         labels = sets[part]
+        keep = np.flatnonzero(mapping.evaluable(labels.classes))
+        left_out = len(labels) - len(keep)
+        labels = labels.subset(keep)
+        if not len(labels):
+            LOG.warning("%s: no image of a class the model can output; skipped", part)
+            continue
         predicted = predict_classes(model, args, labels, (height, width), channels)
-        matrix = confusion.confusion_matrix(labels.classes, predicted, len(names))
+        # rows: true class, columns: predicted class, both in the model's class order
+        matrix = confusion.confusion_matrix(mapping.to_model(labels.classes), predicted, len(names))
         if part == "test":
             correct = int(np.trace(matrix))
-            print(f"test accuracy {correct / len(labels):.4f} ({correct}/{len(labels)}, labels {args.labels}, "
-                  f"checkpoint {checkpoint})")
+            unmapped = (f", {left_out} images of {','.join(mapping.missing)} left out" if left_out else "")
+            print(f"test accuracy {correct / len(labels):.4f} ({correct}/{len(labels)}, {data.title} "
+                  f"{data.split_name('test')}, labels {args.labels}{unmapped}, checkpoint {checkpoint})")
         print(confusion.format_report(part, matrix, names), end="", flush=True)
         confusion.write_csv(checkpoint.parent / f"confusion_{part}.csv", matrix, names)
         accuracy = np.trace(matrix) / max(1, matrix.sum())
