@@ -201,6 +201,9 @@ def check_args(args) -> None:
         raise UserError(f"--cpu-devices {args.cpu_devices}: expected >= 0")
     if args.mode == "train" and args.distribute == "multiworker" and args.dir is None:
         raise UserError("--distribute multiworker needs --dir (the timestamped run name differs per worker)")
+    if getattr(args, "center_loss", False) and not (args.center_loss_weight >= 0 and 0 <= args.center_loss_alpha <= 1):
+        raise UserError(f"--center-loss-weight {args.center_loss_weight} / --center-loss-alpha "
+                        f"{args.center_loss_alpha}: expected a weight >= 0 and alpha in 0..1")
     if args.bn_recalibrate and args.distribute != "none":
         raise UserError(f"--bn-recalibrate {args.bn_recalibrate}: not supported with --distribute "
                         f"{args.distribute} (the recalibration runs eagerly on one device)")
@@ -538,7 +541,7 @@ def _atomic_csv_log_class():
     return AtomicCSVLog
 
 
-def make_callbacks(args, run_dir: Path, state: dict, train_ds=None):
+def make_callbacks(args, run_dir: Path, state: dict, train_ds=None, centers=None):
     """Callbacks of one epoch's ``fit`` call (the CSV log gets one row; the caller trims it on resume)."""
     import keras
 
@@ -561,6 +564,8 @@ def make_callbacks(args, run_dir: Path, state: dict, train_ds=None):
                 save_model_atomically(self.model, path)
                 state["best"], state["best_epoch"] = value, epoch + 1
             save_model_atomically(self.model, run_dir / LAST_CHECKPOINT)
+            if centers is not None:  # training state of --center-loss, for --resume
+                centers.save(run_dir)
             state["completed_epochs"] = epoch + 1
             atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")
 
@@ -708,6 +713,8 @@ def run_config(args, net: str, input_shape, model) -> dict:
         "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         "momentum": 0.9 if args.momentum else 0.0, "weight_decay": args.weight_decay,
         "bn_recalibrate": args.bn_recalibrate, "pretraining": args.pretraining, "distribute": args.distribute,
+        "center_loss": ({"weight": args.center_loss_weight, "alpha": args.center_loss_alpha}
+                        if getattr(args, "center_loss", False) else None),
         "mixed_precision": bool(args.mixed_precision), "deterministic": bool(getattr(args, "deterministic", False)),
         "params": int(model.count_params()),
         "versions": versions(), "argv": args.argv, "args": run_args(args),
@@ -815,6 +822,23 @@ def train(args) -> int:
             scratch.cleanup()
 
 
+def center_loss_file() -> str:
+    from center_loss import CENTERS_FILE
+
+    return CENTERS_FILE
+
+
+def attach_center_loss(args, model):
+    """--center-loss: install the centre term's train step on ``model`` (in the strategy's scope); or None."""
+    if not getattr(args, "center_loss", False):
+        return None
+    from center_loss import CenterLoss
+
+    centers = CenterLoss(model, len(class_names(args)), weight=args.center_loss_weight, alpha=args.center_loss_alpha)
+    LOG.info("center loss: weight %g, alpha %g, %d-d embedding", centers.weight, centers.alpha, centers.dim)
+    return centers
+
+
 def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path, write_dir: Path,
            chief: bool) -> int:
     import keras
@@ -836,6 +860,12 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             checkpoint, initial_epoch, state = resume_point(run_dir)
             LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
             model = load_checkpoint(checkpoint)
+            centers = attach_center_loss(args, model)
+            if centers is not None:
+                if centers.load(run_dir):
+                    LOG.info("center loss: centres restored from %s", run_dir / center_loss_file())
+                else:
+                    LOG.warning("center loss: no saved centres in %s; they restart at 0", run_dir)
             if args.distribute == "multiworker":
                 patch_for_multiworker(model, strategy)
             if state.get("best") is None and initial_epoch > 0:
@@ -867,6 +897,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             model.compile(
                 optimizer=keras.optimizers.SGD(learning_rate=init, momentum=0.9 if args.momentum else 0.0),
                 loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+            centers = attach_center_loss(args, model)
     if args.distribute == "multiworker":
         patch_for_multiworker(model, strategy)
     config = run_config(args, net, model.input_shape[1:], model)
@@ -901,7 +932,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
                 train_ds = distribute_options(train_ds)
             with contextlib.redirect_stdout(sys.stderr), pipeline_errors():  # Keras prints progress on stdout
                 callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
-                    make_callbacks(args, write_dir, state, train_ds), add_history=True, add_progbar=True,
+                    make_callbacks(args, write_dir, state, train_ds, centers), add_history=True, add_progbar=True,
                     verbose=verbose, epochs=args.epochs, steps=None, model=model)
                 model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
                           callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
