@@ -158,6 +158,8 @@ def build_parser() -> ArgumentParser:
     output.add_argument("--resume", action="store_true",
                         help="continue the run in --dir from its last epoch, with the optimizer state and the "
                              "run's own settings from run.json (only --epochs, --workers and -v may change)")
+    output.add_argument("--epoch", type=int, default=None, metavar="E",
+                        help="--mode test: evaluate checkpoint.EE.hdf5 of --dir (default: the best, the highest EE)")
     output.add_argument("--checkpoint", default=None, type=Path,
                         help="--mode test: the .hdf5 to evaluate (default: the best in --dir)")
     output.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -123,8 +123,8 @@ def _models():
 
 
 # Flags that do not define the run: they may differ on --resume (--epochs may be raised to train on).
-OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "out_root", "epochs",
-                               "collective_timeout", "deterministic"})
+OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "epoch", "out_root",
+                               "epochs", "collective_timeout", "deterministic"})
 
 
 def run_args(args) -> dict:
@@ -990,7 +990,16 @@ def test_mode(args) -> int:
     """
     import confusion
 
-    checkpoint = args.checkpoint or (best_checkpoint(args.dir) if args.dir else None)
+    epoch = getattr(args, "epoch", None)
+    if epoch is not None:
+        if args.dir is None or args.checkpoint is not None:
+            raise UserError("--epoch E needs --dir RUN (and no --checkpoint)")
+        checkpoint = args.dir / CHECKPOINT_PATTERN.format(epoch=epoch)
+        if not checkpoint.is_file():
+            found = ", ".join(str(e) for e, _ in numbered_checkpoints(args.dir)) or "none"
+            raise UserError(f"--epoch {epoch}: no {checkpoint} (epochs with a checkpoint: {found})")
+    else:
+        checkpoint = args.checkpoint or (best_checkpoint(args.dir) if args.dir else None)
     if checkpoint is None:
         raise UserError(f"--dir {args.dir}: no checkpoint.EE.hdf5 in it")
     checkpoint = Path(checkpoint)
