@@ -136,6 +136,13 @@ def build_parser() -> ArgumentParser:
     optim.add_argument("--lr", default=DEFAULT_LR, metavar="INIT[:FACTOR[:EVERY]]",
                        help="learning rate INIT multiplied by FACTOR every EVERY epochs (0-based)")
     optim.add_argument("--momentum", action="store_true", help="SGD momentum 0.9 instead of plain SGD")
+    optim.add_argument("--center-loss", "--center_loss", dest="center_loss", action="store_true",
+                       help="add the center loss (docs/BENCHMARK.md §9.7): CE + weight x mean squared distance "
+                            "of the pooled embedding to its class centre; centres move towards the batch means")
+    optim.add_argument("--center-loss-weight", type=float, default=0.01, metavar="LAMBDA",
+                       help="weight of the centre term")
+    optim.add_argument("--center-loss-alpha", type=float, default=0.9, metavar="ALPHA",
+                       help="centre update: c <- c - (1 - ALPHA) (c - batch class mean), i.e. rate 1 - ALPHA")
     optim.add_argument("--bn-recalibrate", type=int, default=0, metavar="N",
                        help="EXTENSION: at the end of every epoch, before validation, set every BatchNorm "
                             "layer's moving mean/variance to the equal-weight average over N training batches "
@@ -168,6 +175,8 @@ def build_parser() -> ArgumentParser:
     output.add_argument("--resume", action="store_true",
                         help="continue the run in --dir from its last epoch, with the optimizer state and the "
                              "run's own settings from run.json (only --epochs, --workers and -v may change)")
+    output.add_argument("--epoch", type=int, default=None, metavar="E",
+                        help="--mode test: evaluate checkpoint.EE.hdf5 of --dir (default: the best, the highest EE)")
     output.add_argument("--checkpoint", default=None, type=Path,
                         help="--mode test: the .hdf5 to evaluate (default: the best in --dir)")
     output.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -124,8 +124,8 @@ def _models():
 
 
 # Flags that do not define the run: they may differ on --resume (--epochs may be raised to train on).
-OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "out_root", "epochs",
-                               "collective_timeout", "deterministic"})
+OPERATIONAL_FLAGS = frozenset({"workers", "verbose", "dir", "resume", "mode", "checkpoint", "epoch", "out_root",
+                               "epochs", "collective_timeout", "deterministic"})
 
 
 def run_args(args) -> dict:
@@ -222,9 +222,14 @@ def check_args(args) -> None:
         raise UserError(f"--cpu-devices {args.cpu_devices}: expected >= 0")
     if args.mode == "train" and args.distribute == "multiworker" and args.dir is None:
         raise UserError("--distribute multiworker needs --dir (the timestamped run name differs per worker)")
+    if getattr(args, "center_loss", False) and not (args.center_loss_weight >= 0 and 0 <= args.center_loss_alpha <= 1):
+        raise UserError(f"--center-loss-weight {args.center_loss_weight} / --center-loss-alpha "
+                        f"{args.center_loss_alpha}: expected a weight >= 0 and alpha in 0..1")
     if args.bn_recalibrate and args.distribute != "none":
         raise UserError(f"--bn-recalibrate {args.bn_recalibrate}: not supported with --distribute "
                         f"{args.distribute} (the recalibration runs eagerly on one device)")
+    if getattr(args, "jsd", False) and getattr(args, "center_loss", False):
+        raise UserError("--jsd and --center-loss: each replaces the training step; use one of them")
     if getattr(args, "jsd", False) and (args.augmentation != "augmix" or args.cutout):
         raise UserError("--jsd needs --augmentation augmix (without --cutout): the consistency loss compares "
                         "a clean view with two AugMix views")
@@ -572,7 +577,7 @@ def _atomic_csv_log_class():
     return AtomicCSVLog
 
 
-def make_callbacks(args, run_dir: Path, state: dict, train_ds=None):
+def make_callbacks(args, run_dir: Path, state: dict, train_ds=None, centers=None):
     """Callbacks of one epoch's ``fit`` call (the CSV log gets one row; the caller trims it on resume)."""
     import keras
 
@@ -595,6 +600,8 @@ def make_callbacks(args, run_dir: Path, state: dict, train_ds=None):
                 save_model_atomically(self.model, path)
                 state["best"], state["best_epoch"] = value, epoch + 1
             save_model_atomically(self.model, run_dir / LAST_CHECKPOINT)
+            if centers is not None:  # training state of --center-loss, for --resume
+                centers.save(run_dir)
             state["completed_epochs"] = epoch + 1
             atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")
 
@@ -767,6 +774,8 @@ def run_config(args, net: str, input_shape, model) -> dict:
         "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         "momentum": 0.9 if args.momentum else 0.0, "weight_decay": args.weight_decay,
         "bn_recalibrate": args.bn_recalibrate, "pretraining": args.pretraining, "distribute": args.distribute,
+        "center_loss": ({"weight": args.center_loss_weight, "alpha": args.center_loss_alpha}
+                        if getattr(args, "center_loss", False) else None),
         "mixed_precision": bool(args.mixed_precision), "deterministic": bool(getattr(args, "deterministic", False)),
         "params": int(model.count_params()),
         "versions": versions(), "argv": args.argv, "args": run_args(args),
@@ -874,6 +883,23 @@ def train(args) -> int:
             scratch.cleanup()
 
 
+def center_loss_file() -> str:
+    from center_loss import CENTERS_FILE
+
+    return CENTERS_FILE
+
+
+def attach_center_loss(args, model):
+    """--center-loss: install the centre term's train step on ``model`` (in the strategy's scope); or None."""
+    if not getattr(args, "center_loss", False):
+        return None
+    from center_loss import CenterLoss
+
+    centers = CenterLoss(model, open_data(args).num_classes, weight=args.center_loss_weight, alpha=args.center_loss_alpha)
+    LOG.info("center loss: weight %g, alpha %g, %d-d embedding", centers.weight, centers.alpha, centers.dim)
+    return centers
+
+
 def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path, write_dir: Path,
            chief: bool) -> int:
     import keras
@@ -895,8 +921,12 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             checkpoint, initial_epoch, state = resume_point(run_dir)
             LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
             model = load_checkpoint(checkpoint)
-            if args.distribute == "multiworker":
-                patch_for_multiworker(model, strategy)
+            centers = attach_center_loss(args, model)
+            if centers is not None:
+                if centers.load(run_dir):
+                    LOG.info("center loss: centres restored from %s", run_dir / center_loss_file())
+                else:
+                    LOG.warning("center loss: no saved centres in %s; they restart at 0", run_dir)
             if state.get("best") is None and initial_epoch > 0:
                 with contextlib.redirect_stdout(sys.stderr), pipeline_errors():
                     logs = model.evaluate(val_ds, verbose=0, return_dict=True)
@@ -926,6 +956,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             model.compile(
                 optimizer=keras.optimizers.SGD(learning_rate=init, momentum=0.9 if args.momentum else 0.0),
                 loss="categorical_crossentropy", metrics=["categorical_accuracy"])
+            centers = attach_center_loss(args, model)
         trainer = model  # what fit runs; checkpoints always hold the functional ``model``
         if getattr(args, "jsd", False):
             import robust_training
@@ -965,7 +996,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
                 train_ds = distribute_options(train_ds)
             with contextlib.redirect_stdout(sys.stderr), pipeline_errors():  # Keras prints progress on stdout
                 callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
-                    make_callbacks(args, write_dir, state, train_ds), add_history=True, add_progbar=True,
+                    make_callbacks(args, write_dir, state, train_ds, centers), add_history=True, add_progbar=True,
                     verbose=verbose, epochs=args.epochs, steps=None, model=trainer)
                 trainer.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
                           callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
@@ -1029,7 +1060,16 @@ def test_mode(args) -> int:
     """
     import confusion
 
-    checkpoint = args.checkpoint or (best_checkpoint(args.dir) if args.dir else None)
+    epoch = getattr(args, "epoch", None)
+    if epoch is not None:
+        if args.dir is None or args.checkpoint is not None:
+            raise UserError("--epoch E needs --dir RUN (and no --checkpoint)")
+        checkpoint = args.dir / CHECKPOINT_PATTERN.format(epoch=epoch)
+        if not checkpoint.is_file():
+            found = ", ".join(str(e) for e, _ in numbered_checkpoints(args.dir)) or "none"
+            raise UserError(f"--epoch {epoch}: no {checkpoint} (epochs with a checkpoint: {found})")
+    else:
+        checkpoint = args.checkpoint or (best_checkpoint(args.dir) if args.dir else None)
     if checkpoint is None:
         raise UserError(f"--dir {args.dir}: no checkpoint.EE.hdf5 in it")
     checkpoint = Path(checkpoint)

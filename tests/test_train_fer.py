@@ -331,7 +331,8 @@ def test_resume_settings_from_an_older_run_json_with_argv_only(tmp_path, sample_
     assert (args.net, args.input_size, args.lr, args.epochs, args.momentum) == ("smallcnn", 64, "0.05:0.5:8", 12, True)
     assert args.lr_schedule == (0.05, 0.5, 8) and args.workers == 1 and args.batch == 64
     args = train_fer.parse_args(["--resume", "--dir", str(tmp_path), "--epochs", "20", "--input-size", "64"])
-    training.apply_run_args(args, tmp_path, train_fer.build_parser().parse_args)  # same value as the run: no conflict; --epochs raised
+    # same value as the run: no conflict; --epochs raised
+    training.apply_run_args(args, tmp_path, train_fer.build_parser().parse_args)
     assert args.epochs == 20
     args = train_fer.parse_args(["--resume", "--dir", str(tmp_path), "--lr", "0.1"])
     with pytest.raises(UserError, match=r"--lr 0.1: conflicts .* has '0.05:0.5:8'"):

@@ -84,7 +84,8 @@ def test_mode_test_prints_and_writes_recomputable_confusion_matrices(run_dir, sa
     train = rafdb_dataset.load_labels(sample_tree, "train", "soft")
     test = rafdb_dataset.load_labels(sample_tree, "test", "soft")
     parts = {"test": (test.names, test.classes),
-             "val": ([n for n in train.names if n in held], [c for n, c in zip(train.names, train.classes) if n in held]),
+             "val": ([n for n in train.names if n in held],
+                     [c for n, c in zip(train.names, train.classes) if n in held]),
              "train": ([n for n in train.names if n not in held],
                        [c for n, c in zip(train.names, train.classes) if n not in held])}
     for part, (names, truth) in parts.items():
@@ -107,3 +108,13 @@ def test_mode_test_prints_and_writes_recomputable_confusion_matrices(run_dir, sa
 
         picture = cv2.imread(str(png))
         assert picture is not None and picture.shape[0] > 300 and picture.std() > 10
+
+
+def test_mode_test_epoch_selects_that_checkpoint(run_dir, sample_tree, capsys):
+    from cli_common import UserError
+
+    capsys.readouterr()
+    assert train_fer.main(["--mode", "test", "--dir", str(run_dir), "--epoch", "1", "--rafdb", str(sample_tree)]) == 0
+    assert "checkpoint.01.hdf5" in capsys.readouterr().out
+    with pytest.raises(UserError, match=r"--epoch 7: no .*checkpoint\.07\.hdf5 \(epochs with a checkpoint: 1\)"):
+        train_fer.main(["--mode", "test", "--dir", str(run_dir), "--epoch", "7", "--rafdb", str(sample_tree)])
