@@ -962,7 +962,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
             import robust_training
 
             trainer = robust_training.wrap_for_jsd(model)
-    if args.distribute == "multiworker":
+    if args.distribute == "multiworker" and strategy.num_replicas_in_sync > 1:
+        # one replica: Keras reduces nothing, and the rank-1 logs would reach TensorBoard as they are
         patch_for_multiworker(trainer, strategy)
     config = run_config(args, net, model.input_shape[1:], model)
     config["run_dir"] = str(run_dir)
