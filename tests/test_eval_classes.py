@@ -53,7 +53,6 @@ def test_restrict_to_dataset_classes_changes_the_argmax():
     out = classifier.arrange(scores)
     np.testing.assert_allclose(out, [[0.4, 0.6], [6 / 7, 1 / 7]], rtol=1e-6)
     assert classifier.class_names == ("b", "a") and list(np.argmax(out, 1)) == [1, 0]
-    assert classifier.describe.__name__  # describe needs a file; the JSON keys are checked end to end
 
 
 def test_a_rafdb_model_on_ferplus_leaves_contempt_out(tmp_path):
