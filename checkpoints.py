@@ -28,9 +28,9 @@ Public API
     ``.image_size`` (h, w), ``.channels`` (1 or 3; the pipeline converts RGB to grey for 1),
     ``.crop``, ``.batch_size``, ``.describe()`` (a JSON-able dict for reports),
     ``.make_dataset(paths)`` / ``.make_array_dataset(images_uint8)`` (the shared input pipeline with
-    this model's size, channels, crop and batch), ``.predict_dataset(dataset) -> float32 (N, 7)``
-    probabilities in RAF-DB class order (surprise, fear, disgust, happiness, sadness, anger,
-    neutral), ``.predict_paths(paths)`` = both in one.
+    this model's size, channels, crop and batch), ``.predict_dataset(dataset) -> float32 (N, K)``
+    probabilities in ``.class_names`` order (RAF-DB's 7 unless ``.use_classes`` named a dataset's),
+    ``.predict_paths(paths)`` = both in one.
 ``add_checkpoint_args(parser)``
     ``--preprocessing``, ``--eval-preprocessing``, ``--class-order``, ``--unsafe``, ``--crop``,
     ``--batch``, ``--input-size``.
@@ -52,8 +52,16 @@ Class order: ``--class-order`` (comma list of the checkpoint's output names, or 
 ``rafdb``) > ``run.json``'s ``class_names`` > RAF-DB order (assumed, with a warning, for a 7-way
 model without ``run.json``; any other output size needs ``--class-order``). Synonyms are accepted
 (angry/anger, happy/happiness, sad/sadness, surprised/surprise, fearful/fear, disgusted/disgust).
-Names outside RAF-DB's seven (e.g. FER+'s ``contempt``) are dropped; each RAF-DB class must appear
-exactly once.
+Without a dataset the scores come out in RAF-DB order (each RAF-DB class must appear once; other
+names such as FER+'s ``contempt`` are left out). The evaluations call
+``Classifier.use_classes(dataset_class_names, restrict=...)`` first: the scores then come out in the
+evaluation's class order (docs/BENCHMARK.md §9.9, docs/MODELS.md "Class order on a dataset"): the
+dataset's classes in the dataset's order, matched by name with synonyms (names outside the emotion
+vocabulary match exactly, case-insensitively), a column of zeros for a dataset class the model
+cannot output (its images are left out by ``dataset_eval``), then the model's outputs that are not
+dataset classes as trailing columns, so that the arg-max is over all the model's outputs. With
+``restrict=True`` (``--restrict-to-dataset-classes``) the trailing columns are dropped and each row
+is renormalised over the dataset's classes.
 
 Example::
 
@@ -75,6 +83,7 @@ import numpy as np
 
 from augmentations import CROP_RULES as CROP_CHOICES
 import model_files
+from datasets import classes as datasets_classes
 from cli_common import UserError, positive_int
 from rafdb_dataset import CLASS_NAMES as RAFDB_CLASS_NAMES  # BENCHMARK.md §1.2: index = RAF-DB label - 1
 
@@ -396,7 +405,10 @@ class Classifier:
         self.preprocessing_source = preprocessing_source
         self.output_names = output_names
         self.class_source = class_source
-        self.permutation = permutation
+        self.permutation = permutation  # output per column, -1: zeros; None: use_classes first
+        self.class_names = RAFDB_CLASS_NAMES if permutation is not None else None
+        self.restrict = False
+        self.mapping = None  # datasets.classes.ClassMapping once use_classes has run
         self.run_info = run_info
         self.stripped_layers = tuple(stripped_layers)  # the model's own preprocessing, removed
 
@@ -419,11 +431,61 @@ class Classifier:
             "stripped_layers": list(self.stripped_layers),
             "output_classes": list(self.output_names),
             "class_order_source": self.class_source,
+            **({} if self.mapping is None else {
+                "evaluation_classes": list(self.class_names),
+                "restrict_to_dataset_classes": self.restrict,
+                "classes_not_output": list(self.mapping.missing),
+                "outputs_not_in_dataset": list(self.mapping.extra)}),
             "run_json": None if self.run_info is None else {
                 key: self.run_info.get(key) for key in (
                     "net", "input_shape", "preprocessing", "preprocessing_in_model", "mean_order",
                     "labels", "crop", "lpf", "augmentation", "seed") if key in self.run_info},
         }
+
+    # -- class order -----------------------------------------------------------------------
+    def use_classes(self, dataset_names: Sequence[str], restrict: bool = False):
+        """Score in the evaluation's class order for a dataset with ``dataset_names``.
+
+        See ``datasets.classes.evaluation_columns``; returns the ``ClassMapping``. A UserError when two of the
+        model's (or the dataset's) names mean the same class.
+        """
+        try:
+            names, columns, mapping = datasets_classes.evaluation_columns(self.output_names, dataset_names,
+                                                                          restrict)
+        except ValueError as error:
+            raise UserError(f"--class-order / {self.checkpoint_path}: {error}") from None
+        if not np.any(columns >= 0):
+            raise UserError(f"{self.checkpoint_path}: none of the model's classes "
+                            f"({', '.join(self.output_names)}) is a dataset class "
+                            f"({', '.join(dataset_names)}); name them with --class-order")
+        self.class_names, self.permutation, self.mapping, self.restrict = names, columns, mapping, restrict
+        if mapping.missing:
+            LOG.warning("%s: the model cannot output %s; those images are left out",
+                        self.checkpoint_path, ", ".join(mapping.missing))
+        if mapping.extra:
+            LOG.warning("%s: outputs %s are not dataset classes: %s", self.checkpoint_path,
+                        ",".join(mapping.extra),
+                        "ignored (--restrict-to-dataset-classes)" if restrict
+                        else "kept as candidates (a prediction of one counts as wrong)")
+        return mapping
+
+    def arrange(self, scores: np.ndarray) -> np.ndarray:
+        """Model outputs (N, outputs) -> (N, K) in ``class_names`` order (float32, contiguous)."""
+        if self.permutation is None:
+            raise UserError(f"{self.checkpoint_path}: the outputs ({', '.join(self.output_names)}) "
+                            f"are not RAF-DB's 7 classes; evaluate on a dataset with these classes")
+        scores = np.asarray(scores)
+        if np.all(self.permutation >= 0) and not self.restrict:
+            return np.ascontiguousarray(scores[:, self.permutation])
+        out = np.zeros((len(scores), len(self.permutation)), np.float32)
+        present = self.permutation >= 0
+        out[:, present] = scores[:, self.permutation[present]]
+        if self.restrict and self.mapping is not None and self.mapping.extra:
+            # The model's distribution over the dataset's classes (probabilities only).
+            total = out.sum(axis=1, keepdims=True)
+            if np.all(out >= 0) and np.all(total > 0):
+                out /= total
+        return out
 
     # -- input pipeline --------------------------------------------------------------------
     def make_dataset(self, paths: Sequence[str | Path], read=None):
@@ -463,7 +525,7 @@ class Classifier:
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def predict_dataset(self, dataset, *, progress: str | None = None) -> np.ndarray:
-        """Probabilities (N, 7) float32 in RAF-DB order for every image of a batched dataset."""
+        """Probabilities (N, K) float32 in ``class_names`` order for every image of a batched dataset."""
         chunks = []
         bar = None
         if progress:
@@ -481,12 +543,11 @@ class Classifier:
             if bar is not None:
                 bar.close()
         if not chunks:
-            return np.zeros((0, len(RAFDB_CLASS_NAMES)), np.float32)
-        scores = np.concatenate(chunks).reshape(-1, chunks[0].shape[-1])
-        return np.ascontiguousarray(scores[:, self.permutation])
+            return np.zeros((0, len(self.class_names or RAFDB_CLASS_NAMES)), np.float32)
+        return self.arrange(np.concatenate(chunks).reshape(-1, chunks[0].shape[-1]))
 
     def predict_paths(self, paths: Sequence[str | Path], *, progress: str | None = None) -> np.ndarray:
-        """Probabilities (N, 7) in RAF-DB order for image files (JPEG or PNG)."""
+        """Probabilities (N, K) in ``class_names`` order for image files (JPEG or PNG)."""
         return self.predict_dataset(self.make_dataset(paths), progress=progress)
 
 
@@ -515,7 +576,7 @@ def _model_input_shape(model, checkpoint_path: Path, input_size, run_info):
 
 def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | None,
                         checkpoint_path: Path, stored: Sequence[str] | None = None):
-    """(output names, where they came from, permutation to RAF-DB order) for a model.
+    """(output names, where they came from, permutation to RAF-DB order or None) for a model.
 
     Precedence: ``--class-order`` > names stored in the model file (``stored``) > run.json's
     ``class_names`` > RAF-DB order assumed for 7 outputs (with a warning); UserError otherwise.
@@ -552,11 +613,10 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
     try:
         permutation = class_permutation(names)
     except ValueError as error:
-        raise UserError(f"--class-order / {checkpoint_path}: {error}") from None
-    dropped = [name for name in names if name not in RAFDB_CLASS_NAMES]
-    if dropped:
-        LOG.warning("%s: outputs %s have no RAF-DB class and are ignored", checkpoint_path,
-                    ",".join(dropped))
+        # Not RAF-DB's classes: fine for a dataset with these classes (Classifier.use_classes).
+        LOG.info("%s: no RAF-DB order (%s); the evaluation's dataset gives the order",
+                 checkpoint_path, error)
+        permutation = None
 
     return tuple(names), class_source, permutation
 
@@ -809,8 +869,13 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
                             "the model's own preprocessing layers and RGB->BGR flip are removed")
     group.add_argument("--class-order", default=None, metavar="NAMES",
                        help="the checkpoint's output classes, comma-separated (synonyms "
-                            "angry/happy/sad/surprised accepted), or 'fer2013' / 'rafdb'; mapped "
-                            "onto RAF-DB's order. Default: run.json's, else RAF-DB order")
+                            "angry/happy/sad/surprised accepted; other names match the dataset's "
+                            "exactly), or 'fer2013' / 'rafdb'; matched by name to the dataset's "
+                            "classes. Default: run.json's, else RAF-DB order")
+    group.add_argument("--restrict-to-dataset-classes", action="store_true",
+                       help="take the arg-max over the dataset's classes only (default: over all "
+                            "the model's outputs, so that predicting a class the dataset lacks, "
+                            "e.g. contempt on RAF-DB, counts as wrong; docs/MODELS.md)")
     group.add_argument("--unsafe", action="store_true",
                        help="allow checkpoints with Lambda layers (runs code stored in the file)")
     group.add_argument("--crop", choices=CROP_CHOICES, default=None,

@@ -1,11 +1,12 @@
-"""The evaluations on any dataset (docs/DATASETS.md, docs/BENCHMARK.md §9.4, §10): labels in the
+"""The evaluations on any dataset (docs/DATASETS.md, docs/BENCHMARK.md §9.4, §9.9, §10): labels in the
 evaluation's class order, and the clean and corrupted image sources of FER2013/FER+ and folder datasets.
 
-The robustness and stability evaluations score probabilities in RAF-DB order (``checkpoints``
-permutes every model's outputs to it). Here a dataset's label rows are mapped onto that order by
-class name (``datasets.map_classes``): images whose class the evaluation cannot output (contempt
-on FER+, a folder's own extra classes) are left out and counted, and the remaining label vectors
-are restricted to the mapped classes (a soft row keeps its distribution over them, renormalised).
+The evaluation's class order is the dataset's (``datasets.classes.evaluation_columns``): its
+classes in its own order, then the model's outputs that are no dataset class (unless
+``--restrict-to-dataset-classes``), the order in which ``Classifier.use_classes`` makes a model
+score. Images whose class the model cannot output (contempt for a 7-class model on FER+, a
+folder's own class the model lacks) are left out and counted; a soft label row keeps its
+distribution over the classes the model outputs, renormalised; the trailing columns are all zero.
 
 No TensorFlow and no argument parsing here; the scripts call :func:`open_for_eval`,
 :func:`evaluation_labels` and :func:`corrupted_units`.
@@ -23,7 +24,7 @@ import numpy as np
 import datasets
 from cli_common import UserError
 from datasets.base import LabelSet
-from datasets.classes import RAFDB_CLASSES
+from datasets.classes import RAFDB_CLASSES, evaluation_columns
 
 
 @dataclasses.dataclass
@@ -36,10 +37,12 @@ class EvalLabels:
     split: str  # the dataset's own name of the split (PublicTest, test, ...)
     n_unmapped: int  # images left out: their class is not one the evaluation outputs
     unmapped_classes: tuple[str, ...]
+    class_names: tuple[str, ...] = RAFDB_CLASSES  # the columns of ``labels.labels`` and of the scores
 
     def describe(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "n": len(self.labels),
-                "n_unmapped": self.n_unmapped, "unmapped_classes": list(self.unmapped_classes)}
+                "n_unmapped": self.n_unmapped, "unmapped_classes": list(self.unmapped_classes),
+                "classes": list(self.class_names)}
 
     def report_line(self) -> str:
         line = f"dataset {self.title} {self.split}: N={len(self.labels)}"
@@ -69,11 +72,13 @@ def open_for_eval(args):
     return data
 
 
-def evaluation_labels(data, split: str = "test", output_names: Sequence[str] = RAFDB_CLASSES) -> EvalLabels:
-    """``data``'s ``split`` with labels mapped onto ``output_names`` (by class name, with synonyms)."""
+def evaluation_labels(data, split: str = "test", output_names: Sequence[str] = RAFDB_CLASSES,
+                      restrict: bool = False) -> EvalLabels:
+    """``data``'s ``split`` with labels in the evaluation's class order for a model whose outputs
+    are ``output_names`` (matched by class name, with synonyms; see the module docstring)."""
     labels = data.labels(split)
     try:
-        mapping = datasets.map_classes(output_names, data.class_names)
+        names, _, mapping = evaluation_columns(output_names, data.class_names, restrict)
     except ValueError as error:
         raise UserError(f"{data.title} at {data.root}: {error}") from None
     keep = np.flatnonzero(mapping.evaluable(labels.classes))
@@ -81,14 +86,14 @@ def evaluation_labels(data, split: str = "test", output_names: Sequence[str] = R
         raise UserError(f"{data.title} at {data.root}: none of the {len(labels)} {data.split_name(split)} "
                         f"images has a class the model outputs ({', '.join(output_names)})")
     kept = labels.subset(keep)
-    mapped = np.zeros((len(kept), len(output_names)), np.float32)
+    mapped = np.zeros((len(kept), len(names)), np.float32)
     for j, i in enumerate(mapping.dataset_to_model):
         if i >= 0:
-            mapped[:, i] = kept.labels[:, j]
+            mapped[:, j] = kept.labels[:, j]
     mapped /= mapped.sum(axis=1, keepdims=True)  # > 0: every kept row's argmax class is mapped
     kept = dataclasses.replace(kept, labels=mapped)
     return EvalLabels(kept, data.name, data.title, data.split_name(split), len(labels) - len(keep),
-                      tuple(mapping.missing))
+                      tuple(mapping.missing), tuple(names))
 
 
 def clean_label(data) -> str:

@@ -274,10 +274,35 @@ def other_dataset(args, pairs):
                         "ferplus_aug_dataset.py export and give --corrupted")
     data = dataset_eval.open_for_eval(args)
     args.data = data.root  # recorded in the JSON (``rafdb`` key: the evaluated dataset's root)
-    evaluated = dataset_eval.evaluation_labels(data, "test")
+    # Every image, before a model's classes are known (each model's are applied in model_units).
+    evaluated = dataset_eval.evaluation_labels(data, "test", data.class_names)
     clean, folders, fmt = dataset_eval.corrupted_units(data, evaluated.labels, args.corrupted, pairs,
                                                        args.allow_missing)
-    return evaluated.labels, clean, folders, fmt, evaluated
+    return evaluated.labels, clean, folders, fmt, evaluated, data
+
+
+def model_units(args, data, classifier, pairs, shard):
+    """A model's evaluated images on a FER/folder dataset (its classes decide which are left out):
+    (EvalLabels, work units)."""
+    evaluated = dataset_eval.evaluation_labels(data, "test", classifier.output_names,
+                                               args.restrict_to_dataset_classes)
+    clean, folders, _ = dataset_eval.corrupted_units(data, evaluated.labels, args.corrupted, pairs,
+                                                     args.allow_missing)
+    return evaluated, robustness.work_units(clean, folders, shard)
+
+
+def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
+    """RAF-DB's label rows in the classifier's evaluation order (zero columns for its extra outputs)."""
+    mapping = classifier.use_classes(rafdb_dataset.CLASS_NAMES, args.restrict_to_dataset_classes)
+    if mapping.missing:
+        raise UserError(f"--class-order / {classifier.checkpoint_path}: the model cannot output "
+                        f"{', '.join(mapping.missing)}; each RAF-DB class must be one of its outputs")
+    width = len(classifier.class_names)
+    if width == labels.labels.shape[1]:
+        return labels.labels
+    rows = np.zeros((len(labels), width), labels.labels.dtype)
+    rows[:, :labels.labels.shape[1]] = labels.labels
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset_eval.resolve_rafdb_args(args)
     evaluated = None
     if args.dataset != "rafdb":
-        labels, clean, folders, fmt, evaluated = other_dataset(args, pairs)
+        labels, clean, folders, fmt, evaluated, data = other_dataset(args, pairs)
         clean_paths = None
     else:
         labels = read_dataset(args)
@@ -385,8 +410,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if baseline is not None:
                 robustness.check_baseline(baseline, args.baseline, {"crop": classifier.crop},
                                           args.baseline_mismatch_ok)
+            if evaluated is not None:
+                classifier.use_classes(data.class_names, args.restrict_to_dataset_classes)
+                evaluated, units = model_units(args, data, classifier, pairs, shard)
+                labels = evaluated.labels
+                label_counts = {"protocol": labels.protocol, "n": len(labels), "n_total": labels.n_total,
+                                "n_dropped": labels.n_dropped, "n_missing": labels.n_missing}
+                label_rows = labels.labels
+            else:
+                label_rows = rafdb_label_rows(args, classifier, labels)
             runner = inference.runner_from_args(classifier, args)
-            evaluation = robustness.evaluate(runner, units, labels.labels, labels.names, on_the_fly,
+            evaluation = robustness.evaluate(runner, units, label_rows, labels.names, on_the_fly,
                                              keep_probabilities=args.save_probabilities is not None)
             if args.predictions is not None and classifier.unused():
                 unused = classifier.unused()
@@ -409,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 corruption_set=args.corruption_set,
                 corrupted_extra=args.corrupted_extra if args.corruption_set != "rafdb" else None)
             result.update(evaluated.describe() if evaluated is not None
-                          else {"dataset": "rafdb", "split": "test", "n_unmapped": 0, "unmapped_classes": []})
+                          else {"dataset": "rafdb", "split": "test", "n_unmapped": 0, "unmapped_classes": [],
+                                "classes": list(classifier.class_names)})
             if result["summary"] is not None:
                 sys.stdout.write(robustness.summary_table(result) + "\n")
                 if evaluated is not None:

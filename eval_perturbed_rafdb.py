@@ -86,6 +86,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 import checkpoints
 import dataset_eval
 import datasets
@@ -160,6 +162,17 @@ def read_dataset(args):
     return rafdb_dataset.load_labels(args.rafdb, "test", args.labels)
 
 
+def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
+    """RAF-DB's label rows in the classifier's evaluation order (zero columns for its extra outputs)."""
+    mapping = classifier.use_classes(rafdb_dataset.CLASS_NAMES, args.restrict_to_dataset_classes)
+    if mapping.missing:
+        raise UserError(f"--class-order / {classifier.checkpoint_path}: the model cannot output "
+                        f"{', '.join(mapping.missing)}; each RAF-DB class must be one of its outputs")
+    rows = np.zeros((len(labels), len(classifier.class_names)), labels.labels.dtype)
+    rows[:, :labels.labels.shape[1]] = labels.labels
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -168,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluated = None
     if args.dataset != "rafdb":  # FER2013/FER+ or a folder dataset (docs/DATASETS.md)
         data = dataset_eval.open_for_eval(args)
-        evaluated = dataset_eval.evaluation_labels(data, "test")
+        # Every sequence here; each model's classes decide which are left out (predict_all).
+        evaluated = dataset_eval.evaluation_labels(data, "test", data.class_names)
         labels = evaluated.labels
         LOG.info("%s", evaluated.report_line())
     else:
@@ -216,10 +230,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def predict_all(out):
         for checkpoint in targets:
-            runner = inference.runner_from_args(checkpoints.classifier_from_args(checkpoint, args), args)
-            stability.predict_folders(runner, checkpoint, sequence_names, work, out, frames=args.frames,
+            classifier = checkpoints.classifier_from_args(checkpoint, args)
+            names, folders, rows = sequence_names, work, labels.labels
+            if evaluated is not None:  # the model's classes: its evaluation order, its sequences
+                classifier.use_classes(data.class_names, args.restrict_to_dataset_classes)
+                mine = dataset_eval.evaluation_labels(data, "test", classifier.output_names,
+                                                      args.restrict_to_dataset_classes)
+                if mine.n_unmapped:
+                    LOG.info("%s: %s", checkpoint, mine.report_line())
+                keep = set(mine.labels.names)
+                picked = [i for i, name in enumerate(labels.names) if name in keep]
+                names = [sequence_names[i] for i in picked]
+                folders = [(folder, [paths[i * args.frames + f] for i in picked for f in range(args.frames)])
+                           for folder, paths in work]
+                rows = mine.labels.labels
+            else:
+                rows = rafdb_label_rows(args, classifier, labels)
+            runner = inference.runner_from_args(classifier, args)
+            stability.predict_folders(runner, checkpoint, names, folders, out, frames=args.frames,
                                       topk=args.topk, annotate=args.annotate, meta=meta,
-                                      probabilities=probabilities, labels=labels.labels,
+                                      probabilities=probabilities, labels=rows,
                                       calibration_rows=calibration_rows)
 
     if args.out is None:

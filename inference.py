@@ -259,14 +259,14 @@ class Runner:
 
     # -- prediction -----------------------------------------------------------------------
     def predict(self, dataset) -> np.ndarray:
-        """Probabilities (N, 7) in RAF-DB order for every image of a batched dataset."""
+        """Probabilities (N, K) in the classifier's ``class_names`` order for a batched dataset."""
         if self.model is None:
             return self.classifier.predict_dataset(dataset)
         chunks = list(self._run(dataset, training=False))
         if not chunks:
-            return np.zeros((0, len(self.classifier.permutation)), np.float32)
+            return np.zeros((0, len(self.classifier.class_names or ())), np.float32)
         scores = np.concatenate(chunks).reshape(-1, chunks[0].shape[-1])
-        return np.ascontiguousarray(scores[:, self.classifier.permutation])
+        return self.classifier.arrange(scores)
 
     # -- BatchNorm adaptation -------------------------------------------------------------
     def reset(self) -> None:

@@ -203,6 +203,20 @@ class PredictionsClassifier:
                             f"folder {self.clean_dir}") from None
 
     # -- the Classifier interface the evaluations use ----------------------------------------
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.predictions.class_names
+
+    def use_classes(self, dataset_names: Sequence[str], restrict: bool = False):
+        """A predictions file is written in the dataset's classes: check that they are these."""
+        from datasets.classes import map_classes
+
+        mapping = map_classes(self.predictions.class_names, dataset_names)
+        if not mapping.identity:
+            raise UserError(f"{self.checkpoint_path}: scored in {', '.join(self.predictions.class_names)}, "
+                            f"not in the dataset's classes {', '.join(dataset_names)}")
+        return mapping
+
     def make_dataset(self, paths: Sequence[str | Path]) -> list[str]:
         return [self.key_for(path) for path in paths]
 

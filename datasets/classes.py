@@ -109,3 +109,24 @@ def map_classes(model_names: Sequence[str], dataset_names: Sequence[str]) -> Cla
         missing=tuple(name for name, i in zip(dataset_names, to_model) if i < 0),
         extra=tuple(name for name, j in zip(model_names, to_dataset) if j < 0),
     )
+
+
+def evaluation_columns(model_names: Sequence[str], dataset_names: Sequence[str], restrict: bool = False):
+    """(column names, model output per column (-1: a column of zeros), mapping) of an evaluation.
+
+    The evaluation's class order (docs/BENCHMARK.md §9.9): the dataset's classes in the dataset's
+    order (a class the model cannot output keeps its place as a column of zeros; its images are
+    left out), then, unless ``restrict``, the model's outputs that are no dataset class, in the
+    model's order, so that the arg-max runs over every output. Example: a FER+ model (8 outputs,
+    contempt last) on RAF-DB gives RAF-DB's 7 columns plus ``contempt``; a RAF-DB model on FER+
+    gives FER+'s 8 columns, contempt a column of zeros. ValueError as :func:`map_classes`.
+    """
+    mapping = map_classes(model_names, dataset_names)
+    columns = list(mapping.dataset_to_model)
+    names = list(mapping.dataset_names)
+    if not restrict:
+        for index, target in enumerate(mapping.model_to_dataset):
+            if target < 0:
+                columns.append(index)
+                names.append(mapping.model_names[index])
+    return tuple(names), np.array(columns, dtype=np.int64), mapping

@@ -140,13 +140,12 @@ def best_checkpoint(run_dir):
 
 
 def predicted_ferplus_names(run_dir, batch):
-    """The evaluations score the 7 basic emotions: the model's contempt output is not a candidate."""
+    """The arg-max runs over all 8 outputs: a contempt prediction on a dataset without contempt is wrong."""
     import keras
 
     model = keras.models.load_model(best_checkpoint(run_dir), compile=False)
     probabilities = model.predict(batch, verbose=0)
-    basic = [i for i, name in enumerate(FERPLUS_ORDER) if name != "contempt"]
-    return [FERPLUS_ORDER[basic[i]] for i in np.argmax(probabilities[:, basic], axis=1)]
+    return [FERPLUS_ORDER[i] for i in np.argmax(probabilities, axis=1)]
 
 
 def accuracy_line(out, label):
@@ -262,7 +261,7 @@ def test_eval_corrupted_fer2013_script_writes_the_original_report(ferplus_run, f
     assert lines[1].startswith(f"{fer_pair / 'fer2013.csv'} ")
     assert lines[2].startswith(f"{fer_png_export / 'fer2013.PublicTest.gaussian_noise.2'} ")
     assert lines[3:] == ["", "", ""]
-    # FER+ labels through the vote filter; the evaluation scores the 7 basic emotions, so contempt rows are counted out
+    # FER+ labels through the vote filter, in FER+'s 8 classes (the model outputs contempt too)
     assert "dataset FER+ PublicTest: N=" in run.stdout
 
 

@@ -1,0 +1,191 @@
+"""Evaluation in the dataset's classes (docs/BENCHMARK.md §9.9, docs/MODELS.md "Class order on a dataset").
+
+Expected values are worked out here: the FER+ vote filter and the accuracy are re-implemented
+with plain loops, images read with csv/cv2, the model run with ``model.predict``.
+"""
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import checkpoints
+from datasets.classes import FERPLUS_CLASSES, RAFDB_CLASSES, evaluation_columns
+
+
+class _Runner:
+    format = "test"
+
+
+def _classifier(output_names, permutation=None):
+    return checkpoints.Classifier(_Runner(), "m.keras", image_size=(8, 8), channels=1, crop="exact",
+                                  batch_size=4, preprocess=None, preprocessing_label="none",
+                                  preprocessing_source="default", output_names=tuple(output_names),
+                                  class_source="flag", permutation=permutation, run_info=None)
+
+
+def test_columns_of_an_8_class_model_on_rafdb_and_of_a_rafdb_model_on_ferplus():
+    ferplus_model = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+    names, columns, _ = evaluation_columns(ferplus_model, RAFDB_CLASSES)
+    # RAF-DB order by hand: surprise=2 fear=6 disgust=5 happiness=1 sadness=3 anger=4 neutral=0, then contempt=7
+    assert names == RAFDB_CLASSES + ("contempt",) and list(columns) == [2, 6, 5, 1, 3, 4, 0, 7]
+    names, columns, _ = evaluation_columns(ferplus_model, RAFDB_CLASSES, restrict=True)
+    assert names == RAFDB_CLASSES and list(columns) == [2, 6, 5, 1, 3, 4, 0]
+    names, columns, mapping = evaluation_columns(RAFDB_CLASSES, FERPLUS_CLASSES)
+    assert names == FERPLUS_CLASSES and list(columns) == [6, 3, 0, 4, 5, 2, 1, -1]
+    assert mapping.missing == ("contempt",)
+    # names outside the vocabulary: exact, case-insensitive
+    names, columns, _ = evaluation_columns(("Other", "pos", "neg"), ("pos", "neg", "other"))
+    assert list(columns) == [1, 2, 0]
+
+
+def test_restrict_to_dataset_classes_changes_the_argmax():
+    classifier = _classifier(("a", "b", "x"))
+    scores = np.array([[0.3, 0.2, 0.5],   # x wins over all outputs; a over the dataset's
+                       [0.1, 0.6, 0.3]], np.float32)
+    classifier.use_classes(("b", "a"))
+    out = classifier.arrange(scores)
+    np.testing.assert_allclose(out, [[0.2, 0.3, 0.5], [0.6, 0.1, 0.3]])
+    assert classifier.class_names == ("b", "a", "x") and list(np.argmax(out, 1)) == [2, 0]
+    classifier.use_classes(("b", "a"), restrict=True)
+    out = classifier.arrange(scores)
+    np.testing.assert_allclose(out, [[0.4, 0.6], [6 / 7, 1 / 7]], rtol=1e-6)
+    assert classifier.class_names == ("b", "a") and list(np.argmax(out, 1)) == [1, 0]
+
+
+def test_a_rafdb_model_on_ferplus_leaves_contempt_out(tmp_path):
+    import dataset_eval
+    import datasets
+    import synthetic_faces
+
+    root = synthetic_faces.write_fer_sample(tmp_path / "F", n_train=4, n_public=16, n_private=4, seed=5)
+    contempt_rows = _make_contempt(root, 3)
+    data = datasets.get("ferplus", root)
+    evaluated = dataset_eval.evaluation_labels(data, "test", RAFDB_CLASSES)
+    kept = _ferplus_public_kept(root)
+    assert evaluated.n_unmapped == 3 and evaluated.unmapped_classes == ("contempt",)
+    assert sorted(int(n) for n in evaluated.labels.names) == sorted(set(kept) - set(contempt_rows))
+    assert evaluated.class_names == FERPLUS_CLASSES
+    assert np.all(evaluated.labels.labels[:, 7] == 0)
+    classifier = _classifier(RAFDB_CLASSES, np.arange(7))
+    classifier.use_classes(data.class_names)
+    scores = np.eye(7, dtype=np.float32)  # one-hot on RAF-DB's surprise..neutral
+    # FER+ columns: neutral happiness surprise sadness anger disgust fear, contempt zero
+    assert list(np.argmax(classifier.arrange(scores), 1)) == [2, 6, 5, 1, 3, 4, 0]
+    assert classifier.arrange(scores).shape == (7, 8) and not classifier.arrange(scores)[:, 7].any()
+
+
+def _make_contempt(root, count):
+    """Give the first ``count`` PublicTest rows a clear contempt majority; their row numbers."""
+    path = root / "fer2013new.csv"
+    lines = path.read_text().split("\n")
+    changed = []
+    for number, line in enumerate(lines[1:], start=0):
+        fields = line.split(",")
+        if len(changed) < count and fields[0] == "PublicTest" and fields[1]:
+            lines[number + 1] = ",".join(fields[:2] + ["0"] * 7 + ["9", "1", "0"])
+            changed.append(number)
+    path.write_text("\n".join(lines))
+    return changed
+
+
+def _ferplus_public_kept(root):
+    """{row: FER+ target index} of PublicTest rows the FER+ filter keeps, written out as loops."""
+    with open(root / "fer2013new.csv", newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    kept = {}
+    for number, row in enumerate(rows):
+        if row[0] != "PublicTest" or not row[1]:
+            continue
+        votes = [int(v) if int(v) > 1 else 0 for v in row[2:12]]
+        best = max(votes)
+        ties = votes.count(best)
+        first = votes.index(best)
+        if first < 8 and ties <= 2 and ties * best > 0.5 * sum(votes):
+            kept[number] = first
+    return kept
+
+
+def _dense_model(path, size, channels, outputs, seed):
+    import keras
+
+    rng = np.random.default_rng(seed)
+    inputs = keras.Input((size, size, channels))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(outputs, 5, strides=3)(inputs))
+    model = keras.Model(inputs, keras.layers.Softmax()(x))
+    model.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in model.get_weights()])
+    model.save(path)
+    return model
+
+
+def test_ferplus_model_on_ferplus_clean_accuracy_includes_contempt(tmp_path, capsys):
+    import eval_corrupted_rafdb
+    import ferplus_aug_dataset
+    import synthetic_faces
+
+    root = synthetic_faces.write_fer_sample(tmp_path / "F", n_train=4, n_public=24, n_private=4, seed=6)
+    _make_contempt(root, 4)
+    export = tmp_path / "C"
+    assert ferplus_aug_dataset.main(["export", "--dataset", "ferplus", "--data", str(root), "--out", str(export),
+                                     "--corruptions", "contrast", "--severities", "1", "--workers", "1"]) == 0
+    model = _dense_model(tmp_path / "m.keras", 48, 1, 8, seed=1)
+    # the contempt output gets a large bias so that some images are predicted contempt
+    weights = model.get_weights()
+    weights[1][7] += 0.02
+    model.set_weights(weights)
+    model.save(tmp_path / "m.keras")
+    json_path = tmp_path / "r.json"
+    assert eval_corrupted_rafdb.main([str(tmp_path / "m.keras"), "--dataset", "ferplus", "--data", str(root),
+                                      "--corrupted", str(export), "--corruptions", "contrast", "--severities", "1",
+                                      "--preprocessing", "none", "--class-order", ",".join(FERPLUS_CLASSES),
+                                      "--json", str(json_path)]) == 0
+    kept = _ferplus_public_kept(root)
+    with open(root / "fer2013.csv", newline="") as handle:
+        pixel_rows = list(csv.DictReader(handle))
+    order = sorted(kept)
+    images = np.array([[float(v) for v in pixel_rows[r]["pixels"].split()] for r in order],
+                      np.float32).reshape(-1, 48, 48, 1)
+    predicted = np.argmax(model.predict(images, verbose=0), axis=1)
+    targets = np.array([kept[r] for r in order])
+    assert 7 in targets  # contempt images are evaluated
+    expected = float(np.mean(predicted == targets))
+    result = json.loads(json_path.read_text())["results"][0]
+    assert result["classes"] == list(FERPLUS_CLASSES) and result["n_unmapped"] == 0
+    assert result["clean"]["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert len(result["clean"]["recall"]) == 8
+
+
+def test_folder_dataset_with_its_own_class_names(tmp_path):
+    import eval_corrupted_rafdb
+    import ferplus_aug_dataset
+
+    root = tmp_path / "D"
+    rng = np.random.default_rng(0)
+    files = []
+    for split in ("train", "test"):
+        for name in ("pos", "neg", "other"):
+            (root / split / name).mkdir(parents=True)
+            for index in range(3):
+                image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+                path = root / split / name / f"{index}.png"
+                cv2.imwrite(str(path), image)
+                if split == "test":
+                    files.append((path, name))
+    (root / "classes.txt").write_text("pos\nneg\nother\n")
+    export = tmp_path / "C"
+    assert ferplus_aug_dataset.main(["export", "--dataset", "folder", "--data", str(root), "--out", str(export),
+                                     "--corruptions", "contrast", "--severities", "1", "--workers", "1"]) == 0
+    model = _dense_model(tmp_path / "m.keras", 40, 3, 3, seed=2)
+    json_path = tmp_path / "r.json"
+    assert eval_corrupted_rafdb.main([str(tmp_path / "m.keras"), "--dataset", "folder", "--data", str(root),
+                                      "--corrupted", str(export), "--corruptions", "contrast", "--severities", "1",
+                                      "--preprocessing", "none", "--class-order", "pos,neg,other",
+                                      "--json", str(json_path)]) == 0
+    images = np.array([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p, _ in files], np.float32)
+    predicted = np.argmax(model.predict(images, verbose=0), axis=1)
+    targets = np.array([("pos", "neg", "other").index(name) for _, name in files])
+    result = json.loads(json_path.read_text())["results"][0]
+    assert result["classes"] == ["pos", "neg", "other"]
+    assert result["clean"]["accuracy"] == pytest.approx(float(np.mean(predicted == targets)), abs=1e-6)
