@@ -16,6 +16,10 @@ import numpy as np
 from keras import layers, ops
 
 FILTER_SIZES = (0, 1, 2, 3, 4, 5, 6, 7)
+# How BlurPool pads a map of known size: "pad" (the backend's reflect pad wherever the padding is
+# smaller than the map, the default) or "gather" (two index gathers, the former implementation,
+# kept for bench/bench_blurpool.py and the equality tests). Both give the same values.
+PAD_MODE = "pad"
 
 
 def binomial_filter(filt_size: int) -> np.ndarray:
@@ -77,9 +81,14 @@ class BlurPool(layers.Layer):
         if self.pad_before == 0 and self.pad_after == 0:
             return inputs
         height, width = inputs.shape[1], inputs.shape[2]
+        pads = [[0, 0], [self.pad_before, self.pad_after], [self.pad_before, self.pad_after], [0, 0]]
         if height is None or width is None:
-            pads = [[0, 0], [self.pad_before, self.pad_after], [self.pad_before, self.pad_after], [0, 0]]
             return ops.pad(inputs, pads, mode="reflect")
+        largest = max(self.pad_before, self.pad_after)
+        if PAD_MODE == "pad" and largest < min(int(height), int(width)):
+            # The backend's mirror pad: its gradient is a cheap fold, where two gathers' is a scatter.
+            return ops.pad(inputs, pads, mode="reflect")
+        # Padding as large as the axis (tiny maps) reflects again, as np.pad does: index gathers.
         rows = reflect_indices(int(height), self.pad_before, self.pad_after)
         cols = reflect_indices(int(width), self.pad_before, self.pad_after)
         return ops.take(ops.take(inputs, rows, axis=1), cols, axis=2)
