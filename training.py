@@ -855,6 +855,9 @@ def train(args) -> int:
     if getattr(args, "deterministic", False):
         enable_determinism()
     if args.mixed_precision:
+        import inference
+
+        inference.check_mixed_precision()  # a clear error where oneDNN would abort on the CPU
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         net, input_size = models.resolve_net(args.net, args.input_size)

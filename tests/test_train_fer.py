@@ -546,3 +546,11 @@ def test_deterministic_flag_enables_op_determinism(sample_tree, tmp_path, monkey
     run_dir = run_train(sample_tree, tmp_path / "det", "--epochs", "1", "--lr", "0.02", "--deterministic")
     assert calls == [True]
     assert json.loads((run_dir / "run.json").read_text())["deterministic"] is True
+
+
+def test_mixed_precision_on_the_cpu_with_onednn_is_a_user_error(sample_tree, tmp_path, monkeypatch):
+    """No GPU and oneDNN on: float16 would abort the process inside oneDNN; a clear error instead."""
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    with pytest.raises(UserError, match="--mixed-precision.*TF_ENABLE_ONEDNN_OPTS=0"):
+        train_fer.main(["--rafdb", str(sample_tree), *TINY, "--dir", str(tmp_path / "mp"), "--mixed-precision"])
+    assert not (tmp_path / "mp").exists()
