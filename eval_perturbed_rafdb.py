@@ -247,8 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 rows = rafdb_label_rows(args, classifier, labels)
             runner = inference.runner_from_args(classifier, args)
+            block_meta = meta
+            n_columns = rows.shape[1] if getattr(rows, "ndim", 0) == 2 else stability.NUM_CLASSES
+            if n_columns != stability.NUM_CLASSES:  # indices in the dataset's own K classes
+                block_meta = f"{meta} classes={n_columns}"
             stability.predict_folders(runner, checkpoint, names, folders, out, frames=args.frames,
-                                      topk=args.topk, annotate=args.annotate, meta=meta,
+                                      topk=args.topk, annotate=args.annotate, meta=block_meta,
                                       probabilities=probabilities, labels=rows,
                                       calibration_rows=calibration_rows)
 

@@ -134,7 +134,7 @@ def frame_paths(folder: Path, names: Sequence[str], n_frames: int) -> list[str]:
     return paths
 
 
-WRITTEN_META_KEYS = ("labels", "N", "source", "frames", "seed", "format", "fallback_pad")
+WRITTEN_META_KEYS = ("labels", "N", "source", "frames", "seed", "format", "fallback_pad", "classes")
 
 
 def _meta_value(value) -> str:
@@ -142,7 +142,8 @@ def _meta_value(value) -> str:
     return "_".join(text.split())  # one token: the line is split on whitespace
 
 
-def metadata_line(protocol: str, n_sequences: int, frames: int, manifest: dict | None) -> str:
+def metadata_line(protocol: str, n_sequences: int, frames: int, manifest: dict | None,
+                  n_classes: int = NUM_CLASSES) -> str:
     """``# labels=<protocol> N=<n> source=<...> frames=<n> seed=... format=...`` (one line, no newline).
 
     ``source``, ``seed``, ``format`` and ``fallback_pad`` come from the perturbed tree's manifest
@@ -153,6 +154,8 @@ def metadata_line(protocol: str, n_sequences: int, frames: int, manifest: dict |
               "seed": params.get("seed"), "format": params.get("format")}
     if params.get("source") == "aligned":
         values["fallback_pad"] = params.get("fallback_pad")
+    if n_classes != NUM_CLASSES:  # indices 0..K-1 in the evaluated dataset's class order
+        values["classes"] = n_classes
     return "# " + " ".join(f"{key}={_meta_value(values[key])}" for key in WRITTEN_META_KEYS if key in values)
 
 
@@ -397,29 +400,37 @@ def perturbation_name(folder_field: str) -> str:
     return last if "." in name and last.startswith("p_") else name
 
 
-def _parse_classes(fields: list[str], where: str) -> list[int]:
+def block_classes(block) -> int:
+    """How many classes a block's indices may name: its metadata's ``classes=K`` (a model scored in
+    a dataset's own classes, e.g. FER+'s 8), else RAF-DB's 7."""
+    meta = getattr(block, "meta", None) or {}
+    value = meta.get("classes", "")
+    return int(value) if value.isdigit() and int(value) > 0 else NUM_CLASSES
+
+
+def _parse_classes(fields: list[str], where: str, n_classes: int = NUM_CLASSES) -> list[int]:
     values = []
     for position, field in enumerate(fields, 1):
         try:
             value = int(field)
         except ValueError:
             raise UserError(f"{where}: field {position} is {field.strip()!r}, expected a class index "
-                            f"0..{NUM_CLASSES - 1}") from None
-        if not 0 <= value < NUM_CLASSES:
+                            f"0..{n_classes - 1}") from None
+        if not 0 <= value < n_classes:
             raise UserError(f"{where}: field {position} is {value}, outside the class indices "
-                            f"0..{NUM_CLASSES - 1}")
+                            f"0..{n_classes - 1}")
         values.append(value)
     return values
 
 
-def _parse_topk(text: str, where: str, classes: list[int]) -> list[list[int]]:
+def _parse_topk(text: str, where: str, classes: list[int], n_classes: int = NUM_CLASSES) -> list[list[int]]:
     fields = text.split(",")
     if len(fields) != len(classes):
         raise UserError(f"{where}: #topk line has {len(fields)} frames, its sequence {len(classes)}")
     rankings = []
     length = None
     for frame, field in enumerate(fields):
-        ranking = _parse_classes(field.split(":"), f"{where}: frame {frame}")
+        ranking = _parse_classes(field.split(":"), f"{where}: frame {frame}", n_classes)
         if length is None:
             length = len(ranking)
         if len(ranking) != length or len(set(ranking)) != len(ranking):
@@ -455,7 +466,8 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
         if line.startswith(TOPK_PREFIX):
             if current is None or not topk_pending:
                 raise UserError(f"{where}: a #topk line must directly follow a sequence line")
-            current.rankings[-1] = _parse_topk(line[len(TOPK_PREFIX):].strip(), where, current.sequences[-1])
+            current.rankings[-1] = _parse_topk(line[len(TOPK_PREFIX):].strip(), where, current.sequences[-1],
+                                               block_classes(current))
             topk_pending = False
             continue
         if line.startswith("#"):
@@ -483,7 +495,7 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
         if current is None:
             raise UserError(f"{where}: a sequence line before any header (expected "
                             f"'<checkpoint>,<perturbation folder>' first)")
-        classes = _parse_classes(fields, where)
+        classes = _parse_classes(fields, where, block_classes(current))
         if frames is not None and len(classes) != frames:
             raise UserError(f"{where}: {len(classes)} classes, expected --frames {frames}")
         if length is None:

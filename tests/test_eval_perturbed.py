@@ -538,3 +538,19 @@ def test_corrupt_frame_is_a_user_error_naming_it(tmp_path, perturbed_tree, tiny_
         writer_script.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tmp_path / "perturbed"),
                      "--out", str(tmp_path / "preds.txt")])
     assert not (tmp_path / "preds.txt").exists()  # nothing half-written
+
+
+def test_reader_takes_the_class_count_of_the_block_metadata(tmp_path):
+    """A block written in a dataset's own 8 classes (metadata classes=8) may name class 7; a block
+    without it keeps RAF-DB's 0..6. Flip probability (difficulty 1, noise-free folder: consecutive
+    frames) of the sequence 7,7,3,3 is 1 flip in 3 transitions."""
+    path = tmp_path / "p.txt"
+    path.write_text("m.keras,fer2013.test.p_rotate\n# labels=soft N=1 source=image frames=4 classes=8\n"
+                    "7,7,3,3\n")
+    blocks = stability.read_predictions(path)
+    assert blocks[0].sequences == [[7, 7, 3, 3]]
+    result = stability.compute(stability.group_blocks(blocks))
+    assert result["methods"]["m.keras"]["perturbations"]["p_rotate"]["fp"] == pytest.approx(1 / 3)
+    path.write_text("m.keras,rafdb.test.p_rotate\n# labels=soft N=1 source=image frames=4\n7,7,3,3\n")
+    with pytest.raises(UserError, match="outside the class indices 0..6"):
+        stability.read_predictions(path)
