@@ -1,0 +1,282 @@
+"""The robustness evaluation once its arguments are parsed (``eval_corrupted_rafdb.py``'s ``main``):
+dataset and folders, the classifier of every checkpoint, the report, JSON, CSV, plot and
+probabilities. The library pieces are in robustness.py; the metrics in metrics.py and
+calibration.py.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+import checkpoints
+import dataset_eval
+import inference
+import rafdb_dataset
+import robustness
+from cli_common import LOG, UserError
+from robustness import Folder
+
+
+def find_set_folders(args, labels, pairs, fmt):
+    """The exported folders of ``pairs``: the 18 under --corrupted, the others under
+    --corrupted-extra; returns (folders, manifest of --corrupted, manifest of --corrupted-extra)."""
+    import dataset_writer
+
+    manifests, folders = {}, {}
+    for key, root in (("rafdb", args.corrupted), ("extra", args.corrupted_extra)):
+        wanted = [pair for pair in pairs if (robustness.set_of(pair[0]) == "rafdb") == (key == "rafdb")]
+        manifests[key] = dataset_writer.read_manifest(root) if wanted and root.is_dir() else None
+        if wanted:
+            folders[key] = robustness.find_exported_folders(
+                root, labels.names, wanted, fmt or (manifests[key] or {}).get("params", {}).get("format"),
+                args.allow_missing)
+    ordered = {(folder.corruption, folder.severity): folder for group in folders.values()
+               for folder in group}
+    return ([ordered[pair] for pair in pairs if pair in ordered], manifests["rafdb"],
+            manifests["extra"])
+
+
+def predictions_classifier(args, clean_paths):
+    """The PredictionsClassifier of --predictions: paths relative to the evaluated tree (the 18's
+    --corrupted, or --corrupted-extra for another set), clean images under clean/."""
+    import predictions_file
+
+    if args.on_the_fly:
+        raise UserError("--predictions: predictions files score an exported tree; not with --on-the-fly")
+    if args.corruption_set == "all":
+        raise UserError("--predictions: choose one --corruption-set (rafdb, imagenet-extra or face): "
+                        "the paths of a predictions file are relative to one tree")
+    root = args.corrupted if args.corruption_set == "rafdb" else args.corrupted_extra
+    return predictions_file.PredictionsClassifier(args.predictions, root, clean_paths[0].parent,
+                                                  batch_size=args.batch)
+
+
+def load_baseline(args):
+    if args.baseline_method is not None and args.baseline is None:
+        raise UserError("--baseline-method needs --baseline")
+    return robustness.load_baseline(args.baseline, args.baseline_method) if args.baseline else None
+
+
+def write_outputs(args, results: list[dict]) -> None:
+    """--json, --csv and --plot for every run so far (each written atomically)."""
+    for path, write in ((args.json, robustness.write_json), (args.csv, robustness.write_csv),
+                        (args.plot, robustness.write_plot)):
+        if path is not None:
+            write(path, results)
+            LOG.info("wrote %s", path)
+
+
+def merge(args) -> int:
+    baseline = load_baseline(args)
+    results = robustness.merge_results(args.merge, baseline, args.baseline, args.baseline_method,
+                                       args.baseline_mismatch_ok)
+    for result in results:
+        sys.stdout.write(robustness.report_block(result["checkpoint"]["checkpoint"], result["folders"]))
+        sys.stdout.write(robustness.summary_table(result) + "\n")
+    write_outputs(args, results)
+    return 0
+
+
+def read_dataset(args):
+    """The evaluated test images and their labels (the one place this script reads RAF-DB)."""
+    return rafdb_dataset.load_labels(args.rafdb, "test", args.labels, allow_missing=args.allow_missing)
+
+
+def other_dataset(args, pairs):
+    """FER2013/FER+ or a folder dataset (docs/DATASETS.md): (labels, clean, folders, format, info)."""
+    if args.on_the_fly:
+        raise UserError(f"--on-the-fly: RAF-DB only; export --dataset {args.dataset} with "
+                        "ferplus_aug_dataset.py export and give --corrupted")
+    data = dataset_eval.open_for_eval(args)
+    args.data = data.root  # recorded in the JSON (``rafdb`` key: the evaluated dataset's root)
+    # Every image, before a model's classes are known (each model's are applied in model_units).
+    evaluated = dataset_eval.evaluation_labels(data, "test", data.class_names)
+    clean, folders, fmt = dataset_eval.corrupted_units(data, evaluated.labels, args.corrupted, pairs,
+                                                       args.allow_missing)
+    return evaluated.labels, clean, folders, fmt, evaluated, data
+
+
+def model_units(args, data, classifier, pairs, shard):
+    """A model's evaluated images on a FER/folder dataset (its classes decide which are left out):
+    (EvalLabels, work units)."""
+    evaluated = dataset_eval.evaluation_labels(data, "test", classifier.output_names,
+                                               args.restrict_to_dataset_classes)
+    clean, folders, _ = dataset_eval.corrupted_units(data, evaluated.labels, args.corrupted, pairs,
+                                                     args.allow_missing)
+    return evaluated, robustness.work_units(clean, folders, shard)
+
+
+def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
+    """RAF-DB's label rows in the classifier's evaluation order (zero columns for its extra outputs)."""
+    mapping = classifier.use_classes(rafdb_dataset.CLASS_NAMES, args.restrict_to_dataset_classes)
+    if mapping.missing:
+        raise UserError(f"--class-order / {classifier.checkpoint_path}: the model cannot output "
+                        f"{', '.join(mapping.missing)}; each RAF-DB class must be one of its outputs")
+    width = len(classifier.class_names)
+    if width == labels.labels.shape[1]:
+        return labels.labels
+    rows = np.zeros((len(labels), width), labels.labels.dtype)
+    rows[:, :labels.labels.shape[1]] = labels.labels
+    return rows
+
+
+
+def run(args) -> int:
+    """Everything after argument parsing (the script's ``main``)."""
+    if args.merge is not None:
+        return merge(args)
+    names_c = robustness.parse_corruptions(args.corruptions, args.corruption_set)
+    import corruptions
+
+    needs_param_set = corruptions.needs_param_set(names_c)
+    if args.param_set is not None and not (args.on_the_fly and needs_param_set):
+        raise UserError("--param-set: only for ImageNet-C extras evaluated --on-the-fly (a tree's "
+                        "parameter set comes from its manifest)")
+    if args.on_the_fly and needs_param_set and args.param_set is None:
+        raise UserError("--param-set: required with --on-the-fly when ImageNet-C extras are "
+                        "evaluated (imagenet224, imagenet64 or scaled; docs/BENCHMARK.md §2.9)")
+    severities = robustness.parse_severities(args.severities)
+    shard = robustness.parse_shard(args.shard)
+    pairs = [(corruption, severity) for corruption in names_c for severity in severities]
+    checkpoint_files = ([args.predictions] if args.predictions is not None
+                        else checkpoints.find_checkpoints(args.checkpoint))
+    if args.results_file is not None:
+        robustness.check_results_file(args.results_file)
+    baseline = load_baseline(args)
+
+    dataset_eval.resolve_rafdb_args(args)
+    evaluated = None
+    if args.dataset != "rafdb":
+        labels, clean, folders, fmt, evaluated, data = other_dataset(args, pairs)
+        clean_paths = None
+    else:
+        labels = read_dataset(args)
+        clean_paths = labels.aligned_paths(args.rafdb)
+        all_present = np.ones(len(labels), bool)
+        clean = Folder(None, 0, robustness.folder_label(args.rafdb, rafdb_dataset.ALIGNED_DIR),
+                       clean_paths, all_present)
+    LOG.info("%d test images under the %s label protocol (%d of %d dropped by the vote filter)",
+             len(labels), labels.protocol, labels.n_dropped, labels.n_total)
+    if evaluated is not None:
+        LOG.info("%s", evaluated.report_line())
+
+    manifest, manifest_extra, on_the_fly = None, None, None
+    roots = {name: args.corrupted if name == "rafdb" else args.corrupted_extra
+             for name in robustness.CORRUPTION_SET_ORDER}
+    if evaluated is not None:
+        import dataset_writer
+
+        manifest = dataset_writer.read_manifest(args.corrupted)
+        source = {"on_the_fly": False, "format": fmt,
+                  **{key: (manifest or {}).get("params", {}).get(key) for key in ("seed", "motion_backend")}}
+    elif args.on_the_fly:
+        fmt = args.format or "jpg"
+        folders = [Folder(c, s, robustness.folder_label(roots[robustness.set_of(c)],
+                                                        f"rafdb.test.{c}.{s}"),
+                          None, all_present) for c, s in pairs]
+        source = {"on_the_fly": True, "seed": args.seed, "format": fmt,
+                  "motion_backend": args.motion_backend, "colour": args.colour,
+                  **({"param_set": args.param_set} if args.param_set else {})}
+        if args.motion_backend == "wand" and any("motion" in c for c in names_c):
+            import corruptions
+
+            check = getattr(corruptions, "check_wand", None)
+            if check is not None:
+                check()
+    else:
+        folders, manifest, manifest_extra = find_set_folders(args, labels, pairs, args.format)
+        fmt = args.format or ((manifest or manifest_extra or {}).get("params", {}).get("format"))
+        if fmt is None:
+            suffixes = {folder.paths[0].suffix for folder in folders if folder.paths}
+            fmt = "png" if suffixes == {".png"} else "jpg" if suffixes <= {".jpg"} else "mixed"
+        source = {"on_the_fly": False, "format": fmt,
+                  **{key: (manifest or manifest_extra or {}).get("params", {}).get(key)
+                     for key in ("seed", "motion_backend", "colour")}}
+        if manifest_extra is not None and manifest_extra.get("params", {}).get("extra_param_set"):
+            source["param_set"] = manifest_extra["params"]["extra_param_set"]
+        for root, found in ((args.corrupted, manifest), (args.corrupted_extra, manifest_extra)):
+            used = any(str(folder.label).startswith(str(root)) for folder in folders)
+            if found is None and used:
+                LOG.warning("%s: no manifest.json; the export's parameters are unknown", root)
+    units = robustness.work_units(clean, folders, shard)
+    if shard is not None:
+        LOG.info("shard %d/%d: %d of %d folder(s)", shard[0], shard[1], len(units), 1 + len(folders))
+    if baseline is not None:  # everything but the crop is known before loading a model
+        robustness.check_baseline(baseline, args.baseline,
+                                  {"protocol": labels.protocol, "N": len(labels), "format": fmt},
+                                  args.baseline_mismatch_ok)
+    if args.on_the_fly and any(unit.paths is None for unit in units):
+        on_the_fly = robustness.OnTheFly(clean_paths, seed=args.seed, fmt=fmt,
+                                         motion_backend=args.motion_backend, colour=args.colour,
+                                         workers=args.workers,
+                                         param_set=args.param_set)  # forks before TensorFlow starts
+    label_counts = {"protocol": labels.protocol, "n": len(labels), "n_total": labels.n_total,
+                    "n_dropped": labels.n_dropped, "n_missing": labels.n_missing}
+    manifest_kept = (robustness.manifest_summary(args.corrupted, manifest) if manifest is not None
+                     or manifest_extra is None
+                     else robustness.manifest_summary(args.corrupted_extra, manifest_extra))
+
+    results, probabilities = [], []
+    try:
+        for checkpoint_file in checkpoint_files:
+            classifier = (predictions_classifier(args, clean_paths) if args.predictions is not None
+                          else checkpoints.classifier_from_args(checkpoint_file, args))
+            if baseline is not None:
+                robustness.check_baseline(baseline, args.baseline, {"crop": classifier.crop},
+                                          args.baseline_mismatch_ok)
+            if evaluated is not None:
+                classifier.use_classes(data.class_names, args.restrict_to_dataset_classes)
+                evaluated, units = model_units(args, data, classifier, pairs, shard)
+                labels = evaluated.labels
+                label_counts = {"protocol": labels.protocol, "n": len(labels), "n_total": labels.n_total,
+                                "n_dropped": labels.n_dropped, "n_missing": labels.n_missing}
+                label_rows = labels.labels
+            else:
+                label_rows = rafdb_label_rows(args, classifier, labels)
+            runner = inference.runner_from_args(classifier, args)
+            evaluation = robustness.evaluate(runner, units, label_rows, labels.names, on_the_fly,
+                                             keep_probabilities=args.save_probabilities is not None)
+            if args.predictions is not None and classifier.unused():
+                unused = classifier.unused()
+                LOG.warning("%s: %d line(s) not used by this evaluation, e.g. %s", args.predictions,
+                            len(unused), unused[0])
+            block = robustness.report_block(str(checkpoint_file), evaluation.rows)
+            sys.stdout.write(block)
+            sys.stdout.flush()
+            if args.results_file is not None:
+                robustness.append_atomically(args.results_file, block)
+            result = robustness.make_result(
+                checkpoint=classifier.describe(), labels=label_counts,
+                rafdb=args.rafdb if evaluated is None else args.data,
+                corrupted=args.corrupted, fmt=fmt, on_the_fly=args.on_the_fly, source=source,
+                manifest=manifest_kept, corruptions=names_c, severities=severities,
+                rows=evaluation.rows, baseline=baseline, baseline_path=args.baseline,
+                baseline_method=args.baseline_method, mismatch_ok=args.baseline_mismatch_ok,
+                runtime=runner.describe(), shard=shard, seconds=evaluation.seconds,
+                images=evaluation.images, adapt_images=evaluation.adapt_images,
+                corruption_set=args.corruption_set,
+                corrupted_extra=args.corrupted_extra if args.corruption_set != "rafdb" else None)
+            result.update(evaluated.describe() if evaluated is not None
+                          else {"dataset": "rafdb", "split": "test", "n_unmapped": 0, "unmapped_classes": [],
+                                "classes": list(classifier.class_names)})
+            if result["summary"] is not None:
+                sys.stdout.write(robustness.summary_table(result) + "\n")
+                if evaluated is not None:
+                    sys.stdout.write(evaluated.report_line() + "\n")
+            else:
+                sys.stdout.write(f"shard {shard[0]}/{shard[1]}: {evaluation.images} images in "
+                                 f"{evaluation.seconds:.1f} s; merge the shards' --json with --merge\n")
+            sys.stdout.flush()
+            results.append(result)
+            write_outputs(args, results)  # after each run: a later bad run loses nothing
+            if args.save_probabilities is not None:
+                probabilities.append((str(checkpoint_file), evaluation))
+                robustness.write_probabilities(args.save_probabilities, probabilities)
+                LOG.info("wrote %s", args.save_probabilities)
+    finally:
+        if on_the_fly is not None:
+            on_the_fly.close()
+    return 0
+

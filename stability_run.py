@@ -1,0 +1,138 @@
+"""The RAF-DB-P predictions writer once its arguments are parsed (``eval_perturbed_rafdb.py``'s
+``main``): sequences and folders, every checkpoint's predictions in the original's text format,
+calibration JSON and probabilities. The library pieces are in stability.py.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+import checkpoints
+import dataset_eval
+import inference
+import rafdb_dataset
+import robustness
+import stability
+from cli_common import UserError, atomic_path
+from stability import LOG
+
+
+def read_dataset(args):
+    """The test sequences and their labels (the one place this script reads the dataset)."""
+    return rafdb_dataset.load_labels(args.rafdb, "test", args.labels)
+
+
+def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
+    """RAF-DB's label rows in the classifier's evaluation order (zero columns for its extra outputs)."""
+    mapping = classifier.use_classes(rafdb_dataset.CLASS_NAMES, args.restrict_to_dataset_classes)
+    if mapping.missing:
+        raise UserError(f"--class-order / {classifier.checkpoint_path}: the model cannot output "
+                        f"{', '.join(mapping.missing)}; each RAF-DB class must be one of its outputs")
+    rows = np.zeros((len(labels), len(classifier.class_names)), labels.labels.dtype)
+    rows[:, :labels.labels.shape[1]] = labels.labels
+    return rows
+
+
+
+def run(args) -> int:
+    """Everything after argument parsing (the script's ``main``)."""
+    shard = robustness.parse_shard(args.shard)
+    dataset_eval.resolve_rafdb_args(args)
+    evaluated = None
+    if args.dataset != "rafdb":  # FER2013/FER+ or a folder dataset (docs/DATASETS.md)
+        data = dataset_eval.open_for_eval(args)
+        # Every sequence here; each model's classes decide which are left out (predict_all).
+        evaluated = dataset_eval.evaluation_labels(data, "test", data.class_names)
+        labels = evaluated.labels
+        LOG.info("%s", evaluated.report_line())
+    else:
+        labels = read_dataset(args)
+    LOG.info("%d test sequences under the %s label protocol (%d of %d dropped by the vote filter)",
+             len(labels), labels.protocol, labels.n_dropped, labels.n_total)
+    selected = [name.strip() for name in args.perturbations.split(",") if name.strip()] \
+        if args.perturbations else None
+    if "," in str(args.perturbed) or "\n" in str(args.perturbed):
+        raise UserError(f"--perturbed {args.perturbed}: the path contains a comma or newline, "
+                        f"which the predictions format cannot hold")
+    sequence_names = labels.names
+    if evaluated is not None:
+        sequence_names, work = dataset_eval.perturbed_work(data, labels, args.perturbed, selected,
+                                                           args.frames)
+        work = stability.shard_folders(work, shard)
+    else:
+        folders = stability.perturbation_folders(args.perturbed, selected, args.perturbation_set)
+        folders = stability.shard_folders(folders, shard)
+        # Check every frame before loading any model: a missing one is an error naming it.
+        work = [(folder, stability.frame_paths(folder, labels.names, args.frames)) for folder in folders]
+    if shard is not None:
+        LOG.info("shard %d/%d: %d perturbation folder(s): %s", shard[0], shard[1], len(work),
+                 ", ".join(folder.name for folder, _ in work) or "none")
+    targets = [path for checkpoint in args.checkpoints for path in checkpoints.find_checkpoints(checkpoint)]
+    import dataset_writer
+
+    manifest = dataset_writer.read_manifest(args.perturbed)
+    if manifest is None:
+        LOG.warning("%s: no manifest.json; the source of the sequences is written as unknown",
+                    args.perturbed)
+    elif (manifest.get("params") or {}).get("source") == "aligned":
+        LOG.warning("%s: source: aligned (docs/BENCHMARK.md §3.6): padded official aligned faces, "
+                    "not the landmark-aligned originals", args.perturbed)
+    meta = stability.metadata_line(labels.protocol, len(labels), args.frames, manifest)
+    if args.adapt != "none":
+        meta += f" adapted={args.adapt}" + (f"_prior{args.adapt_prior:g}" if args.adapt_prior else "")
+    earlier = stability.headers_in(args.out.read_text(encoding="utf-8")) \
+        if args.append and args.out is not None and args.out.is_file() else []
+    stability.warn_method_collisions(targets, earlier)
+    LOG.info("%d checkpoint(s) x %d folder(s) x %d sequences x %d frames", len(targets), len(work),
+             len(labels), args.frames)
+    probabilities = [] if args.save_probabilities is not None else None
+    calibration_rows = [] if args.json is not None else None
+
+    def predict_all(out):
+        for checkpoint in targets:
+            classifier = checkpoints.classifier_from_args(checkpoint, args)
+            names, folders, rows = sequence_names, work, labels.labels
+            if evaluated is not None:  # the model's classes: its evaluation order, its sequences
+                classifier.use_classes(data.class_names, args.restrict_to_dataset_classes)
+                mine = dataset_eval.evaluation_labels(data, "test", classifier.output_names,
+                                                      args.restrict_to_dataset_classes)
+                if mine.n_unmapped:
+                    LOG.info("%s: %s", checkpoint, mine.report_line())
+                keep = set(mine.labels.names)
+                picked = [i for i, name in enumerate(labels.names) if name in keep]
+                names = [sequence_names[i] for i in picked]
+                folders = [(folder, [paths[i * args.frames + f] for i in picked for f in range(args.frames)])
+                           for folder, paths in work]
+                rows = mine.labels.labels
+            else:
+                rows = rafdb_label_rows(args, classifier, labels)
+            runner = inference.runner_from_args(classifier, args)
+            block_meta = meta
+            n_columns = rows.shape[1] if getattr(rows, "ndim", 0) == 2 else stability.NUM_CLASSES
+            if n_columns != stability.NUM_CLASSES:  # indices in the dataset's own K classes
+                block_meta = f"{meta} classes={n_columns}"
+            stability.predict_folders(runner, checkpoint, names, folders, out, frames=args.frames,
+                                      topk=args.topk, annotate=args.annotate, meta=block_meta,
+                                      probabilities=probabilities, labels=rows,
+                                      calibration_rows=calibration_rows)
+
+    if args.out is None:
+        predict_all(sys.stdout)
+    else:
+        with atomic_path(args.out) as tmp:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+                if args.append and args.out.is_file():
+                    out.write(args.out.read_text(encoding="utf-8"))
+                predict_all(out)
+        LOG.info("wrote %s", args.out)
+    if calibration_rows is not None:
+        stability.write_calibration(args.json, calibration_rows, protocol=labels.protocol,
+                                    adapted=args.adapt != "none")
+        LOG.info("wrote %s", args.json)
+    if probabilities is not None:
+        stability.write_probabilities(args.save_probabilities, probabilities)
+        LOG.info("wrote %s", args.save_probabilities)
+    return 0
+
