@@ -940,7 +940,7 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
             corruption_set=first.get("corruption_set", "rafdb"),
             corrupted_extra=first.get("corrupted_extra")))
         # the evaluated dataset (eval_corrupted_rafdb.py --dataset, docs/DATASETS.md), kept as the shards have it
-        merged[-1].update({key: first[key] for key in ("dataset", "split", "n_unmapped", "unmapped_classes")
+        merged[-1].update({key: first[key] for key in ("dataset", "split", "n_unmapped", "unmapped_classes", "classes")
                            if key in first})
     return merged
 
