@@ -265,7 +265,7 @@ def run_export(args) -> int:
     )
     seconds = max(result.seconds, 1e-9)
     stale = result.rerender_note  # why images were rendered again, if any (interrupted run, source changed)
-    stale += result.shard_note  # "; shard i/N (manifest complete|waiting for other shards)"
+    stale += result.shard_note  # "; shard i/N: the manifest is now complete" (or: completes later)
     print(
         f"RAF-DB-C export to {result.out_dir}: {result.units} image(s) x {len(pairs)} corruption/severity "
         f"pair(s) = {result.files} file(s); {result.files_written} written, {result.files_skipped} skipped "

@@ -239,7 +239,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         shard=args.shard,
     )
     stale = result.rerender_note  # why images were rendered again, if any (interrupted run, source changed)
-    stale += result.shard_note  # "; shard i/N (manifest complete|waiting for other shards)"
+    stale += result.shard_note  # "; shard i/N: the manifest is now complete" (or: completes later)
     print(f"RAF-DB-P export to {result.out_dir}: {result.units} image(s) x {len(selected)} perturbation(s) x "
           f"{perturbations.NUM_FRAMES} frames = {result.files} file(s); {result.files_written} written, "
           f"{result.files_skipped} skipped (already complete){stale}; {result.seconds:.1f} s wall with "

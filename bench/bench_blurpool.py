@@ -6,7 +6,8 @@ The lpf values are measured in turns, and each takes the best of --repeats passe
 background load hits every variant alike. Each time is reported as a ratio to lpf 0 next to the
 forward-pass FLOP ratio from TensorFlow's graph profiler. BlurPool's reflect padding is timed in
 both implementations: ``pad`` (the backend's mirror pad, the default) and ``gather`` (two index
-gathers, the former code, whose gradient is a scatter). See docs/SCALE.md §4.
+gathers, the former code, whose gradient is a scatter); ``--modes ...,reorder`` also times the
+blur placed before 1x1 convs (same values; models.blurpool.REORDER_1X1). See docs/SCALE.md §4.
 
 Example::
 
@@ -63,7 +64,9 @@ def main(argv=None) -> int:
     parser.add_argument("--nets", default="smallcnn:100,senet50:64",
                         help="comma-separated net:input-size pairs (small inputs for big nets on a CPU)")
     parser.add_argument("--lpfs", default="0,1,3,5", help="lpf values; the first is the reference")
-    parser.add_argument("--modes", default="pad,gather", help="BlurPool padding implementations to time")
+    parser.add_argument("--modes", default="pad,gather",
+                        help="BlurPool variants to time: pad (the default code), gather (the former "
+                             "padding), reorder (pad, plus blur before 1x1 convs: models.blurpool.REORDER_1X1)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per pass (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the first pass")
@@ -81,18 +84,21 @@ def main(argv=None) -> int:
     for item in args.nets.split(","):
         net, _, size = item.partition(":")
         size = int(size or 100)
-        variants = [(0, "-")] + [(lpf, mode if lpf >= 2 else "-") for lpf in map(int, args.lpfs.split(","))
-                                 if lpf for mode in (args.modes.split(",") if lpf >= 2 else ["-"])]
+        modes = args.modes.split(",")
+        variants = [(0, "-")] + [(lpf, mode) for lpf in map(int, args.lpfs.split(",")) if lpf
+                                 for mode in (modes if lpf >= 2 else ["-"] + [m for m in modes if m == "reorder"])]
         built = {}
         for lpf, mode in variants:
-            blurpool.PAD_MODE = mode if mode != "-" else "pad"
+            blurpool.PAD_MODE = "gather" if mode == "gather" else "pad"
+            blurpool.REORDER_1X1 = mode == "reorder"
             keras.utils.set_random_seed(0)
             model = models.build_model(net, size, lpf=lpf)
+            blurpool.REORDER_1X1 = False
             model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
             built[(lpf, mode)] = [model, forward_flops(model), float("inf"), args.warmup, float("inf")]
         for _repeat in range(args.repeats):
             for key, entry in built.items():
-                blurpool.PAD_MODE = key[1] if key[1] != "-" else "pad"
+                blurpool.PAD_MODE = "gather" if key[1] == "gather" else "pad"
                 wall, cpu = time_steps(entry[0], args.batch, args.steps, entry[3], rng)
                 entry[2], entry[4] = min(entry[2], wall), min(entry[4], cpu)
                 entry[3] = 0

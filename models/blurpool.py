@@ -141,13 +141,34 @@ def check_lpf(lpf) -> int:
     return int(lpf)
 
 
+# A 1x1 convolution with a linear activation commutes with BlurPool (both are linear; the conv mixes
+# channels per pixel, the blur filters every channel alike with weights summing to 1, so a bias
+# passes through). With REORDER_1X1 set, ``strided`` blurs *before* such a conv and runs the conv on
+# the quarter-size map: the same values up to float rounding (tests/test_blurpool.py), a quarter
+# of the conv's work (SENet's stride-2 1x1 reduce/projection convs). Off by default: BENCHMARK.md
+# §4.2 places the blur right after the conv, and the model graph (and its saved config) follows
+# that placement literally. bench/bench_blurpool.py times both (docs/SCALE.md §4).
+REORDER_1X1 = False
+
+
+def _commutes_with_blur(layer) -> bool:
+    """A 1x1, undilated, ungrouped Conv2D with a linear activation."""
+    if type(layer) is not layers.Conv2D:
+        return False
+    return (tuple(layer.kernel_size) == (1, 1) and tuple(layer.dilation_rate) == (1, 1)
+            and getattr(layer, "groups", 1) == 1 and layer.activation in (keras.activations.linear, None))
+
+
 def strided(layer_factory, x, lpf: int, name: str, stride: int = 2):
     """Apply ``layer_factory(strides)`` with ``stride`` (lpf 0) or stride 1 + BlurPool(lpf).
 
     ``layer_factory`` takes the stride and returns a layer; the BlurPool is named
-    ``<name>_blurpool``.
+    ``<name>_blurpool``. For a 1x1 linear conv the BlurPool goes first (see ``REORDER_1X1``).
     """
     if lpf == 0 or stride == 1:
         return layer_factory(stride)(x)
-    x = layer_factory(1)(x)
-    return BlurPool(filt_size=lpf, stride=stride, name=f"{name}_blurpool")(x)
+    layer = layer_factory(1)
+    blur = BlurPool(filt_size=lpf, stride=stride, name=f"{name}_blurpool")
+    if REORDER_1X1 and _commutes_with_blur(layer):
+        return layer(blur(x))
+    return blur(layer(x))

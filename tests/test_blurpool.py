@@ -74,3 +74,41 @@ def test_pad_mode_uses_the_mirror_pad_op():
     graph = tf.function(layer).get_concrete_function(tf.TensorSpec((1, 16, 16, 4), tf.float32)).graph
     kinds = {op.type for op in graph.get_operations()}
     assert "MirrorPad" in kinds and not kinds & {"GatherV2", "ResourceGather"}
+
+
+@pytest.mark.parametrize("lpf", [1, 3, 5])
+def test_blur_before_1x1_conv_gives_the_same_senet(lpf):
+    """SENet's stride-2 1x1 reduce/projection convs: BlurPool before the conv (the quarter-size
+    conv) equals BlurPool after it, outputs and weight gradients, to float tolerance."""
+    import keras
+    import tensorflow as tf
+
+    import models
+
+    def build(reorder):
+        old = blurpool.REORDER_1X1
+        blurpool.REORDER_1X1 = reorder
+        try:
+            keras.utils.set_random_seed(1)
+            return models.NETS["senet50"]((64, 64, 3), 7, lpf=lpf)
+        finally:
+            blurpool.REORDER_1X1 = old
+
+    assert blurpool.REORDER_1X1 is False  # the literal placement of BENCHMARK.md §4.2 is the default
+    literal, reordered = build(False), build(True)
+    reordered.set_weights(literal.get_weights())
+    # The reordered model really blurs the smaller input of a 1x1 conv: its BlurPool has Cin channels.
+    blur = reordered.get_layer("conv3_1_1x1_reduce_blurpool")
+    assert blur.channels == 256  # stage 2 output (the conv reduces it to 128)
+    assert literal.get_layer("conv3_1_1x1_reduce_blurpool").channels == 128
+    x = tf.constant(np.random.default_rng(lpf).normal(size=(2, 64, 64, 3)).astype(np.float32))
+    results = []
+    for model in (literal, reordered):
+        with tf.GradientTape() as tape:
+            y = model(x, training=False)  # batch statistics of 2 images would amplify rounding
+            loss = tf.reduce_sum(y * tf.range(1.0, 8.0))
+        results.append((y.numpy(), [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4, atol=1e-5)
+    for g_literal, g_reordered in zip(results[0][1], results[1][1]):
+        scale = max(float(np.abs(g_literal).max()), 1e-6)
+        np.testing.assert_allclose(g_literal / scale, g_reordered / scale, atol=2e-4)
