@@ -179,22 +179,66 @@ def _poisson_tables(lam: float) -> tuple[np.ndarray, np.ndarray, int]:
     return tables
 
 
+def _poisson_flat_index(levels: np.ndarray, lam: float, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(flat index v*K + k into the CDF table, K) of one Poisson draw per element of uint8 ``levels``.
+
+    Draws one ``rng.random(levels.shape)`` (float64) and inverts the exact Poisson CDF. ``levels``
+    may be a broadcast view (only read); the index is a flat int32 array.
+    """
+    cdf, guide, size = _poisson_tables(float(lam))
+    u = rng.random(levels.shape).ravel()
+    start = levels.astype(np.int32).ravel()
+    start *= _POISSON_GUIDE
+    cell = u * _POISSON_GUIDE
+    start += cell.astype(np.int32)  # the float -> int cast truncates, as floor for u >= 0
+    index = guide.take(start)  # flat index v*K + k into cdf
+    # Sequential search from the guide's start: advance while CDF(k) <= u; usually 0-2 steps.
+    active = np.flatnonzero(cdf.take(index) <= u)
+    while active.size:
+        index[active] += 1
+        active = active[cdf.take(index[active]) <= u[active]]
+    return index, size
+
+
 def poisson_from_levels(levels: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
     """Poisson(levels / 255 * lam) for uint8 ``levels``; int array of the same shape.
 
     Draws one ``rng.random`` per element (float64) and inverts the exact Poisson CDF.
     """
-    cdf, guide, size = _poisson_tables(float(lam))
-    u = rng.random(levels.shape).ravel()
-    flat_levels = levels.ravel().astype(np.int32)
-    cell = (u * _POISSON_GUIDE).astype(np.int32)
-    index = guide[flat_levels * _POISSON_GUIDE + cell]  # flat index v*K + k into cdf
-    # Sequential search from the guide's start: advance while CDF(k) <= u; usually 0-2 steps.
-    active = np.flatnonzero(cdf[index] <= u)
-    while active.size:
-        index[active] += 1
-        active = active[cdf[index[active]] <= u[active]]
-    return (index - flat_levels * size).reshape(levels.shape)
+    index, size = _poisson_flat_index(levels, lam, rng)
+    return (index - levels.astype(np.int32).ravel() * size).reshape(levels.shape)
+
+
+# The final conversions of shot noise depend only on the count k: a table over the flat index
+# v*K + k of the Poisson sampler gives the output byte in one gather. Each table applies, to every
+# k, exactly the float64 operations the noise and its conversion would apply to that k, so the
+# bytes are the same (the tests compare them with the arithmetic written out).
+_SHOT_OUTPUT_TABLES: dict[tuple[float, str], np.ndarray] = {}
+
+
+def _shot_output_table(lam: float, rounding: str) -> np.ndarray:
+    """uint8 (256*K,) table: ``floor`` = to_uint8(clip(k / lam, 0, 1)) (RAF-DB-C, §2.2) or
+    ``rint`` = OpenCV's round-half-even conversion of clip(k / lam, 0, 1) * 255 (RAF-DB-P, §3.5)."""
+    key = (float(lam), rounding)
+    table = _SHOT_OUTPUT_TABLES.get(key)
+    if table is None:
+        size = _poisson_tables(float(lam))[2]
+        noisy = np.clip(np.arange(size, dtype=np.int64) / float(lam), 0.0, 1.0)
+        if rounding == "floor":
+            per_count = to_uint8(noisy)
+        else:
+            per_count = np.clip(np.rint(noisy * 255.0), 0, 255).astype(np.uint8)
+        table = np.tile(per_count, 256)  # the same k -> byte map under every level v
+        _SHOT_OUTPUT_TABLES[key] = table
+    return table
+
+
+def shot_noise_uint8(levels: np.ndarray, lam: float, rng: np.random.Generator, rounding: str = "floor") -> np.ndarray:
+    """Shot noise of uint8 ``levels`` straight to uint8: Poisson(v / 255 * lam) / lam, clipped,
+    converted by ``rounding`` (:func:`_shot_output_table`). Same draws and bytes as
+    :func:`add_shot_noise` followed by that conversion; ``levels`` may be a broadcast view."""
+    index, _ = _poisson_flat_index(levels, lam, rng)
+    return _shot_output_table(lam, rounding).take(index).reshape(levels.shape)
 
 
 def add_shot_noise(x: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
@@ -663,7 +707,7 @@ def shot_noise(image, severity, rng, **_options):
     multiplying by a float32 1 / lambda instead gives 254 for k = lambda = 29).
     """
     lam = SHOT_NOISE_LAMBDA[severity - 1]
-    return np.clip(poisson_from_levels(image, lam, rng) / float(lam), 0.0, 1.0)
+    return shot_noise_uint8(image, lam, rng, "floor")  # = to_uint8(clip(k / lam, 0, 1)), by table
 
 
 def _change_contrast(x, factor, *, in_place=False):

@@ -258,9 +258,18 @@ def p_gaussian_noise(face, rng, frames=NUM_FRAMES, **_options):
 
 
 def p_shot_noise(face, rng, frames=NUM_FRAMES, **_options):
-    """Frame 0 clean; frames i >= 1 independent shot (Poisson) noise, lambda 29 (C severity 2)."""
-    return _noise_sequence(face, frames,
-                           lambda x: corruptions.add_shot_noise(x, SHOT_NOISE_LAMBDA, rng))
+    """Frame 0 clean; frames i >= 1 independent shot (Poisson) noise, lambda 29 (C severity 2).
+
+    The clean crop is uint8, so the noise and the round-half-even conversion of §3.5 go straight
+    from the levels to bytes by table (:func:`corruptions.shot_noise_uint8`): the same draws and
+    bytes as ``_round_to_uint8(add_shot_noise(crop / 255))``, without the float passes."""
+    clean = _crop(face)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
+    out[0] = clean
+    if frames > 1:
+        levels = np.broadcast_to(clean, (frames - 1, *clean.shape))
+        out[1:] = corruptions.shot_noise_uint8(levels, SHOT_NOISE_LAMBDA, rng, "rint")
+    return out
 
 
 def p_gaussian_blur(face, rng, frames=NUM_FRAMES, **_options):
