@@ -488,6 +488,19 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
     grey (:func:`grey_level`), as the original's grey path (docs/BENCHMARK.md §9.3). FIX (BENCHMARK.md §6 row 27): when the layer has no
     droplets (max of L8 * D is 0) ``x`` is returned unchanged; the original divided by zero.
     """
+    return blend_water(x, water_mask(liquid, intensity), colour)
+
+
+def blend_water(x: np.ndarray, mask: np.ndarray | None, colour: str = "rgb") -> np.ndarray:
+    """Step (6) of the water: clip(x + mask * water colour, 0, 1); a copy of ``x`` if ``mask`` is None."""
+    if mask is None:
+        return np.array(x, copy=True)
+    return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour, x.shape[-1]), 0.0, 1.0)
+
+
+def water_mask(liquid: np.ndarray, intensity: float) -> np.ndarray | None:
+    """Steps (1)-(5) of the water: the float32 (H, W) mask scaled to peak ``intensity``; None when
+    the layer has no droplets (the mask's maximum is 0)."""
     # (1) The layer as uint8, truncated. Values stay below 1 in practice (a smoothed N(.65, .3));
     # the clip only guards the undefined float -> uint8 cast of the original above 255.
     # liquid * 255 in the layer's own precision (float64 from make_liquid_layer, as the original).
@@ -504,10 +517,9 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
     mask = l8.astype(np.float32) * dist
     peak = float(mask.max())
     if peak <= 0:
-        return np.array(x, copy=True)
+        return None
     mask *= np.float32(intensity / peak)
-    # (6) add the water colour.
-    return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour, x.shape[-1]), 0.0, 1.0)
+    return mask
 
 
 # --------------------------------------------------------------------------------------------
