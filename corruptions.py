@@ -370,8 +370,19 @@ def motion_blur_op(image: np.ndarray, radius: int, sigma: float, angle_degrees: 
         return _motion_blur_wand(image, radius, sigma, angle_degrees)
     if backend != "numpy":
         raise ValueError(f"motion backend {backend!r}: expected one of {', '.join(MOTION_BACKENDS)}")
+    return motion_blur_rows(image, radius, sigma, angle_degrees, 0, image.shape[0])
+
+
+def motion_blur_rows(image: np.ndarray, radius: int, sigma: float, angle_degrees: float,
+                     row_start: int, row_stop: int) -> np.ndarray:
+    """Rows ``row_start:row_stop`` of ``motion_blur_op(image, ...)`` (numpy backend), computed alone.
+
+    The blur of a row reads the whole (edge-replicated) image but is computed by itself: every
+    output row is the same sequence of full-width ``cv2.scaleAdd`` steps whether or not the other
+    rows are computed, so the rows come out with the same bytes as in the whole blurred image
+    (RAF-DB-P crops its frames; the tests compare)."""
     if is_grey(image):  # H x W x 1: blur the plane, keep the shape (FIX: the original gave H x 3)
-        return motion_blur_op(image[:, :, 0], radius, sigma, angle_degrees)[:, :, None]
+        return motion_blur_rows(image[:, :, 0], radius, sigma, angle_degrees, row_start, row_stop)[:, :, None]
     height, width = image.shape[:2]
     weights, offsets = _motion_kernel(int(radius), float(sigma), float(angle_degrees), height, width)
     xs, ys = offsets[:, 0], offsets[:, 1]
@@ -379,9 +390,11 @@ def motion_blur_op(image: np.ndarray, radius: int, sigma: float, angle_degrees: 
     top, bottom = max(0, -ys.min()), max(0, ys.max())
     padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REPLICATE)
     padded = padded.astype(np.float32)
-    accumulated = np.zeros(image.shape, np.float32)
+    rows = row_stop - row_start
+    accumulated = np.zeros((rows, *image.shape[1:]), np.float32)
     for weight, (ox, oy) in zip(weights, offsets):
-        window = padded[top + oy : top + oy + height, left + ox : left + ox + width]
+        first = top + oy + row_start
+        window = padded[first : first + rows, left + ox : left + ox + width]
         cv2.scaleAdd(window, float(weight), accumulated, dst=accumulated)  # acc += weight * window
     return _imagemagick_q16_to_uint8(accumulated)
 

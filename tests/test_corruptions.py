@@ -519,3 +519,18 @@ def test_shot_noise_by_table_equals_the_counts_converted(lam):
     stacked = np.broadcast_to(levels, (3, *levels.shape))
     assert np.array_equal(corruptions.shot_noise_uint8(stacked, lam, np.random.default_rng(1), "rint"),
                           corruptions.shot_noise_uint8(np.array(stacked), lam, np.random.default_rng(1), "rint"))
+
+
+@pytest.mark.parametrize("angle", [-120.0, -45.0, 0.0, 17.0, 90.0])
+@pytest.mark.parametrize("grey", [False, True])
+def test_motion_blur_rows_are_the_rows_of_the_whole_blur(angle, grey):
+    # 90 degrees has no horizontal offsets (the windows are whole rows, contiguous in memory): the
+    # rows must still have the bytes of the whole blurred image, as for the other angles.
+    image = np.random.default_rng(int(angle) % 97).integers(0, 256, (130, 130, 3), dtype=np.uint8)
+    if grey:
+        image = image[:, :, :1].copy()
+    whole = corruptions.motion_blur_op(image, 10, 3, angle)
+    for start, stop in ((15, 115), (0, 130), (120, 130)):
+        rows = corruptions.motion_blur_rows(image, 10, 3, angle, start, stop)
+        assert rows.shape == (stop - start, *image.shape[1:])
+        assert np.array_equal(rows, whole[start:stop]), (start, stop)
