@@ -186,11 +186,17 @@ def _poisson_flat_index(levels: np.ndarray, lam: float, rng: np.random.Generator
     may be a broadcast view (only read); the index is a flat int32 array.
     """
     cdf, guide, size = _poisson_tables(float(lam))
-    u = rng.random(levels.shape).ravel()
-    start = levels.astype(np.int32).ravel()
-    start *= _POISSON_GUIDE
-    cell = u * _POISSON_GUIDE
-    start += cell.astype(np.int32)  # the float -> int cast truncates, as floor for u >= 0
+    u = rng.random(levels.shape)
+    start = (u * _POISSON_GUIDE).astype(np.int32)  # the cell of u: the cast truncates (floor, u >= 0)
+    # + v * G, the row of level v in the guide. A stack of identical frames (a broadcast view, as
+    # RAF-DB-P's noise frames) converts one frame and adds it to all of them.
+    frame = levels
+    while frame.ndim > 0 and frame.strides[0] == 0 and frame.shape[0] > 0:
+        frame = frame[0]
+    rows = frame.astype(np.int32)
+    rows *= _POISSON_GUIDE
+    start += rows
+    u, start = u.ravel(), start.ravel()
     index = guide.take(start)  # flat index v*K + k into cdf
     # Sequential search from the guide's start: advance while CDF(k) <= u; usually 0-2 steps.
     active = np.flatnonzero(cdf.take(index) <= u)
