@@ -4,7 +4,8 @@ Every corruption is a plain function ``fn(image, severity, rng, **options)`` of 
 (H x W x 3, any size from 32 px up; or grey, H x W x 1, which keeps its shape and follows the
 original's grey paths, docs/CORRUPTIONS.md "Grey images"), a severity 1..5 and a ``numpy.random.Generator``. It returns
 either a uint8 image (the steps that quantise by themselves: pixelate, jpeg_compression,
-motion_blur) or a float image in [0, 1]. They are registered, in the original's order
+motion_blur; and shot_noise and the uint8 paths of contrast and brightness, which apply the final
+conversion by table with the same bytes) or a float image in [0, 1]. They are registered, in the original's order
 (BENCHMARK.md §2.3), in :data:`CORRUPTIONS` under their own ``__name__``. :func:`corrupt` is the checked
 public entry point: it validates its arguments and makes the single final conversion of BENCHMARK.md §2.2
 (clip to [0, 1], times 255, floor to uint8).
@@ -24,8 +25,8 @@ project has one implementation of each: :func:`add_gaussian_noise`, :func:`add_s
 :func:`shift_value`, :func:`motion_blur_op`, :func:`gaussian_blur_op`, :func:`make_liquid_layer`
 and :func:`render_water`.
 
-Speed: per-size constants (zoom operators, defocus kernels, Poisson tables) are cached in module
-dictionaries; the hot spots use closed forms or OpenCV, each checked against a straightforward
+Speed: per-size constants (zoom operators, defocus kernels, Poisson and byte tables) are cached in
+module dictionaries; the hot spots use closed forms or OpenCV, each checked against a straightforward
 reference written the way the original did (``bench/reference_corruptions.py``; the tests compare
 them and ``bench/bench_corruptions.py`` times them).
 
@@ -731,11 +732,12 @@ def gaussian_noise(image, severity, rng, **_options):
 
 
 def shot_noise(image, severity, rng, **_options):
-    """Poisson(x * lambda) / lambda, clipped.
+    """Poisson(x * lambda) / lambda, clipped; returned as the final uint8.
 
-    Divides the integer counts k by lambda in float64, as the original did: with the final cast
-    this gives exactly floor(255 min(k / lambda, 1)) for every k (checked for all table lambdas;
-    multiplying by a float32 1 / lambda instead gives 254 for k = lambda = 29).
+    The conversion of a count k is the original's: k / lambda in float64, clipped, then the final
+    cast of BENCHMARK.md §2.2, which gives exactly floor(255 min(k / lambda, 1)) for every k
+    (multiplying by a float32 1 / lambda instead would give 254 for k = lambda = 29). It is applied
+    by a per-lambda table over the sampler's index (:func:`shot_noise_uint8`), same bytes.
     """
     lam = SHOT_NOISE_LAMBDA[severity - 1]
     return shot_noise_uint8(image, lam, rng, "floor")  # = to_uint8(clip(k / lam, 0, 1)), by table
