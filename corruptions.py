@@ -4,7 +4,8 @@ Every corruption is a plain function ``fn(image, severity, rng, **options)`` of 
 (H x W x 3, any size from 32 px up; or grey, H x W x 1, which keeps its shape and follows the
 original's grey paths, docs/CORRUPTIONS.md "Grey images"), a severity 1..5 and a ``numpy.random.Generator``. It returns
 either a uint8 image (the steps that quantise by themselves: pixelate, jpeg_compression,
-motion_blur) or a float image in [0, 1]. They are registered, in the original's order
+motion_blur; and shot_noise and the uint8 paths of contrast and brightness, which apply the final
+conversion by table with the same bytes) or a float image in [0, 1]. They are registered, in the original's order
 (BENCHMARK.md §2.3), in :data:`CORRUPTIONS` under their own ``__name__``. :func:`corrupt` is the checked
 public entry point: it validates its arguments and makes the single final conversion of BENCHMARK.md §2.2
 (clip to [0, 1], times 255, floor to uint8).
@@ -24,8 +25,8 @@ project has one implementation of each: :func:`add_gaussian_noise`, :func:`add_s
 :func:`shift_value`, :func:`motion_blur_op`, :func:`gaussian_blur_op`, :func:`make_liquid_layer`
 and :func:`render_water`.
 
-Speed: per-size constants (zoom operators, defocus kernels, Poisson tables) are cached in module
-dictionaries; the hot spots use closed forms or OpenCV, each checked against a straightforward
+Speed: per-size constants (zoom operators, defocus kernels, Poisson and byte tables) are cached in
+module dictionaries; the hot spots use closed forms or OpenCV, each checked against a straightforward
 reference written the way the original did (``bench/reference_corruptions.py``; the tests compare
 them and ``bench/bench_corruptions.py`` times them).
 
@@ -179,22 +180,72 @@ def _poisson_tables(lam: float) -> tuple[np.ndarray, np.ndarray, int]:
     return tables
 
 
+def _poisson_flat_index(levels: np.ndarray, lam: float, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(flat index v*K + k into the CDF table, K) of one Poisson draw per element of uint8 ``levels``.
+
+    Draws one ``rng.random(levels.shape)`` (float64) and inverts the exact Poisson CDF. ``levels``
+    may be a broadcast view (only read); the index is a flat int32 array.
+    """
+    cdf, guide, size = _poisson_tables(float(lam))
+    u = rng.random(levels.shape)
+    start = (u * _POISSON_GUIDE).astype(np.int32)  # the cell of u: the cast truncates (floor, u >= 0)
+    # + v * G, the row of level v in the guide. A stack of identical frames (a broadcast view, as
+    # RAF-DB-P's noise frames) converts one frame and adds it to all of them.
+    frame = levels
+    while frame.ndim > 0 and frame.strides[0] == 0 and frame.shape[0] > 0:
+        frame = frame[0]
+    rows = frame.astype(np.int32)
+    rows *= _POISSON_GUIDE
+    start += rows
+    u, start = u.ravel(), start.ravel()
+    index = guide.take(start)  # flat index v*K + k into cdf
+    # Sequential search from the guide's start: advance while CDF(k) <= u; usually 0-2 steps.
+    active = np.flatnonzero(cdf.take(index) <= u)
+    while active.size:
+        index[active] += 1
+        active = active[cdf.take(index[active]) <= u[active]]
+    return index, size
+
+
 def poisson_from_levels(levels: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
     """Poisson(levels / 255 * lam) for uint8 ``levels``; int array of the same shape.
 
     Draws one ``rng.random`` per element (float64) and inverts the exact Poisson CDF.
     """
-    cdf, guide, size = _poisson_tables(float(lam))
-    u = rng.random(levels.shape).ravel()
-    flat_levels = levels.ravel().astype(np.int32)
-    cell = (u * _POISSON_GUIDE).astype(np.int32)
-    index = guide[flat_levels * _POISSON_GUIDE + cell]  # flat index v*K + k into cdf
-    # Sequential search from the guide's start: advance while CDF(k) <= u; usually 0-2 steps.
-    active = np.flatnonzero(cdf[index] <= u)
-    while active.size:
-        index[active] += 1
-        active = active[cdf[index[active]] <= u[active]]
-    return (index - flat_levels * size).reshape(levels.shape)
+    index, size = _poisson_flat_index(levels, lam, rng)
+    return (index - levels.astype(np.int32).ravel() * size).reshape(levels.shape)
+
+
+# The final conversions of shot noise depend only on the count k: a table over the flat index
+# v*K + k of the Poisson sampler gives the output byte in one gather. Each table applies, to every
+# k, exactly the float64 operations the noise and its conversion would apply to that k, so the
+# bytes are the same (the tests compare them with the arithmetic written out).
+_SHOT_OUTPUT_TABLES: dict[tuple[float, str], np.ndarray] = {}
+
+
+def _shot_output_table(lam: float, rounding: str) -> np.ndarray:
+    """uint8 (256*K,) table: ``floor`` = to_uint8(clip(k / lam, 0, 1)) (RAF-DB-C, §2.2) or
+    ``rint`` = OpenCV's round-half-even conversion of clip(k / lam, 0, 1) * 255 (RAF-DB-P, §3.5)."""
+    key = (float(lam), rounding)
+    table = _SHOT_OUTPUT_TABLES.get(key)
+    if table is None:
+        size = _poisson_tables(float(lam))[2]
+        noisy = np.clip(np.arange(size, dtype=np.int64) / float(lam), 0.0, 1.0)
+        if rounding == "floor":
+            per_count = to_uint8(noisy)
+        else:
+            per_count = np.clip(np.rint(noisy * 255.0), 0, 255).astype(np.uint8)
+        table = np.tile(per_count, 256)  # the same k -> byte map under every level v
+        _SHOT_OUTPUT_TABLES[key] = table
+    return table
+
+
+def shot_noise_uint8(levels: np.ndarray, lam: float, rng: np.random.Generator, rounding: str = "floor") -> np.ndarray:
+    """Shot noise of uint8 ``levels`` straight to uint8: Poisson(v / 255 * lam) / lam, clipped,
+    converted by ``rounding`` (:func:`_shot_output_table`). Same draws and bytes as
+    :func:`add_shot_noise` followed by that conversion; ``levels`` may be a broadcast view."""
+    index, _ = _poisson_flat_index(levels, lam, rng)
+    return _shot_output_table(lam, rounding).take(index).reshape(levels.shape)
 
 
 def add_shot_noise(x: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
@@ -326,8 +377,19 @@ def motion_blur_op(image: np.ndarray, radius: int, sigma: float, angle_degrees: 
         return _motion_blur_wand(image, radius, sigma, angle_degrees)
     if backend != "numpy":
         raise ValueError(f"motion backend {backend!r}: expected one of {', '.join(MOTION_BACKENDS)}")
+    return motion_blur_rows(image, radius, sigma, angle_degrees, 0, image.shape[0])
+
+
+def motion_blur_rows(image: np.ndarray, radius: int, sigma: float, angle_degrees: float,
+                     row_start: int, row_stop: int) -> np.ndarray:
+    """Rows ``row_start:row_stop`` of ``motion_blur_op(image, ...)`` (numpy backend), computed alone.
+
+    The blur of a row reads the whole (edge-replicated) image but is computed by itself: every
+    output row is the same sequence of full-width ``cv2.scaleAdd`` steps whether or not the other
+    rows are computed, so the rows come out with the same bytes as in the whole blurred image
+    (RAF-DB-P crops its frames; the tests compare)."""
     if is_grey(image):  # H x W x 1: blur the plane, keep the shape (FIX: the original gave H x 3)
-        return motion_blur_op(image[:, :, 0], radius, sigma, angle_degrees)[:, :, None]
+        return motion_blur_rows(image[:, :, 0], radius, sigma, angle_degrees, row_start, row_stop)[:, :, None]
     height, width = image.shape[:2]
     weights, offsets = _motion_kernel(int(radius), float(sigma), float(angle_degrees), height, width)
     xs, ys = offsets[:, 0], offsets[:, 1]
@@ -335,9 +397,11 @@ def motion_blur_op(image: np.ndarray, radius: int, sigma: float, angle_degrees: 
     top, bottom = max(0, -ys.min()), max(0, ys.max())
     padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REPLICATE)
     padded = padded.astype(np.float32)
-    accumulated = np.zeros(image.shape, np.float32)
+    rows = row_stop - row_start
+    accumulated = np.zeros((rows, *image.shape[1:]), np.float32)
     for weight, (ox, oy) in zip(weights, offsets):
-        window = padded[top + oy : top + oy + height, left + ox : left + ox + width]
+        first = top + oy + row_start
+        window = padded[first : first + rows, left + ox : left + ox + width]
         cv2.scaleAdd(window, float(weight), accumulated, dst=accumulated)  # acc += weight * window
     return _imagemagick_q16_to_uint8(accumulated)
 
@@ -444,6 +508,19 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
     grey (:func:`grey_level`), as the original's grey path (docs/BENCHMARK.md §9.3). FIX (BENCHMARK.md §6 row 27): when the layer has no
     droplets (max of L8 * D is 0) ``x`` is returned unchanged; the original divided by zero.
     """
+    return blend_water(x, water_mask(liquid, intensity), colour)
+
+
+def blend_water(x: np.ndarray, mask: np.ndarray | None, colour: str = "rgb") -> np.ndarray:
+    """Step (6) of the water: clip(x + mask * water colour, 0, 1); a copy of ``x`` if ``mask`` is None."""
+    if mask is None:
+        return np.array(x, copy=True)
+    return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour, x.shape[-1]), 0.0, 1.0)
+
+
+def water_mask(liquid: np.ndarray, intensity: float) -> np.ndarray | None:
+    """Steps (1)-(5) of the water: the float32 (H, W) mask scaled to peak ``intensity``; None when
+    the layer has no droplets (the mask's maximum is 0)."""
     # (1) The layer as uint8, truncated. Values stay below 1 in practice (a smoothed N(.65, .3));
     # the clip only guards the undefined float -> uint8 cast of the original above 255.
     # liquid * 255 in the layer's own precision (float64 from make_liquid_layer, as the original).
@@ -460,10 +537,9 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
     mask = l8.astype(np.float32) * dist
     peak = float(mask.max())
     if peak <= 0:
-        return np.array(x, copy=True)
+        return None
     mask *= np.float32(intensity / peak)
-    # (6) add the water colour.
-    return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour, x.shape[-1]), 0.0, 1.0)
+    return mask
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,14 +732,15 @@ def gaussian_noise(image, severity, rng, **_options):
 
 
 def shot_noise(image, severity, rng, **_options):
-    """Poisson(x * lambda) / lambda, clipped.
+    """Poisson(x * lambda) / lambda, clipped; returned as the final uint8.
 
-    Divides the integer counts k by lambda in float64, as the original did: with the final cast
-    this gives exactly floor(255 min(k / lambda, 1)) for every k (checked for all table lambdas;
-    multiplying by a float32 1 / lambda instead gives 254 for k = lambda = 29).
+    The conversion of a count k is the original's: k / lambda in float64, clipped, then the final
+    cast of BENCHMARK.md §2.2, which gives exactly floor(255 min(k / lambda, 1)) for every k
+    (multiplying by a float32 1 / lambda instead would give 254 for k = lambda = 29). It is applied
+    by a per-lambda table over the sampler's index (:func:`shot_noise_uint8`), same bytes.
     """
     lam = SHOT_NOISE_LAMBDA[severity - 1]
-    return np.clip(poisson_from_levels(image, lam, rng) / float(lam), 0.0, 1.0)
+    return shot_noise_uint8(image, lam, rng, "floor")  # = to_uint8(clip(k / lam, 0, 1)), by table
 
 
 def _change_contrast(x, factor, *, in_place=False):

@@ -258,9 +258,18 @@ def p_gaussian_noise(face, rng, frames=NUM_FRAMES, **_options):
 
 
 def p_shot_noise(face, rng, frames=NUM_FRAMES, **_options):
-    """Frame 0 clean; frames i >= 1 independent shot (Poisson) noise, lambda 29 (C severity 2)."""
-    return _noise_sequence(face, frames,
-                           lambda x: corruptions.add_shot_noise(x, SHOT_NOISE_LAMBDA, rng))
+    """Frame 0 clean; frames i >= 1 independent shot (Poisson) noise, lambda 29 (C severity 2).
+
+    The clean crop is uint8, so the noise and the round-half-even conversion of §3.5 go straight
+    from the levels to bytes by table (:func:`corruptions.shot_noise_uint8`): the same draws and
+    bytes as ``_round_to_uint8(add_shot_noise(crop / 255))``, without the float passes."""
+    clean = _crop(face)
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
+    out[0] = clean
+    if frames > 1:
+        levels = np.broadcast_to(clean, (frames - 1, *clean.shape))
+        out[1:] = corruptions.shot_noise_uint8(levels, SHOT_NOISE_LAMBDA, rng, "rint")
+    return out
 
 
 def p_gaussian_blur(face, rng, frames=NUM_FRAMES, **_options):
@@ -279,7 +288,17 @@ def p_gaussian_blur(face, rng, frames=NUM_FRAMES, **_options):
 
 
 def p_motion_blur(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_options):
-    """Motion blur radius 10, sigma 3, angle (i - 30) * 4 degrees, on the whole 130 px image."""
+    """Motion blur radius 10, sigma 3, angle (i - 30) * 4 degrees, on the whole 130 px image.
+
+    With the numpy backend only the ROI's rows are blurred (:func:`corruptions.motion_blur_rows`:
+    the same bytes as blurring every row and cropping)."""
+    if motion_backend == "numpy":
+        x0, y0, w, h = DEFAULT_ROI
+        out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
+        for i in range(frames):
+            rows = corruptions.motion_blur_rows(face, MOTION_RADIUS, MOTION_SIGMA, motion_angle(i), y0, y0 + h)
+            out[i] = rows[:, x0 : x0 + w]
+        return out
     return _stack(
         [
             _crop(
@@ -295,21 +314,57 @@ def p_motion_blur(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_optio
 def p_spatter(face, rng, frames=NUM_FRAMES, colour="rgb", **_options):
     """ImageNet-P's spatter sequence (BENCHMARK.md §3.4): one liquid layer, moved down every frame."""
     liquid = spatter_layer(rng)  # float64 throughout, as the original's layer and np.convolve
-    x = face.astype(np.float64) / 255.0
-    out = []
-    for _ in range(frames):
-        spattered = corruptions.render_water(x, liquid, SPATTER_INTENSITY, colour=colour)
-        out.append(_crop(_truncate_to_uint8(spattered * 255.0)))
+    # The droplet mask needs the whole layer (edges, distances), but the blend with the face is per
+    # pixel: it is done on the default ROI only, which gives the same bytes as blending the whole
+    # face and cropping.
+    x0, y0, w, h = DEFAULT_ROI
+    x = _crop(face).astype(np.float64) / 255.0
+    out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
+    for i in range(frames):
+        mask = corruptions.water_mask(liquid, SPATTER_INTENSITY)
+        roi_mask = None if mask is None else mask[y0 : y0 + h, x0 : x0 + w]
+        out[i] = _truncate_to_uint8(corruptions.blend_water(x, roi_mask, colour) * 255.0)
         liquid = shift_liquid_down(liquid)
-    return _stack(out)
+    return out
+
+
+_BRIGHTNESS_FRAME_TABLES: dict[float, np.ndarray] = {}
+
+
+def _brightness_frame_table(delta: float) -> np.ndarray:
+    """uint8 (65536,) table: entry 256 V + x is channel value x's output byte in a pixel of HSV value V.
+
+    On a uint8 RGB pixel, ``shift_value`` gives each channel from (V, that channel) alone. The table
+    is made by the real code: the pixels (x, V, 0), x <= V (whose V is V), through
+    :func:`corruptions.shift_value` and :func:`_round_to_uint8` in float64, exactly as a frame goes,
+    so a frame by lookup has the same bytes (entries with x > V never occur and stay 0)."""
+    table = _BRIGHTNESS_FRAME_TABLES.get(delta)
+    if table is None:
+        value, level = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+        valid = level <= value
+        pixels = np.stack([np.where(valid, level, 0), value, np.zeros_like(value)], axis=-1)
+        shifted = _round_to_uint8(corruptions.shift_value(pixels.astype(np.float64) / 255.0, delta))
+        table = np.where(valid, shifted[..., 0], 0).astype(np.uint8).ravel()
+        _BRIGHTNESS_FRAME_TABLES[delta] = table
+    return table
 
 
 def p_brightness(face, rng, frames=NUM_FRAMES, **_options):
-    """HSV V + (i - 15) * 2 / 100 (-0.30 ... +0.28); float frames rounded half to even."""
-    x = _clean_roi_float(face)
-    return _stack(
-        [_round_to_uint8(corruptions.shift_value(x, brightness_delta(i))) for i in range(frames)]
-    )
+    """HSV V + (i - 15) * 2 / 100 (-0.30 ... +0.28); float frames rounded half to even.
+
+    RGB faces go by table (:func:`_brightness_frame_table`, the same bytes as the float64 path);
+    grey faces take the float path (clip(x + delta), docs/BENCHMARK.md §9.3)."""
+    if face.shape[2] == 1:
+        x = _clean_roi_float(face)
+        return _stack(
+            [_round_to_uint8(corruptions.shift_value(x, brightness_delta(i))) for i in range(frames)]
+        )
+    clean = _crop(face)
+    index = (corruptions._hsv_value(clean).astype(np.intp) << 8)[..., None] + clean
+    out = np.empty((frames, *clean.shape), np.uint8)
+    for i in range(frames):
+        _brightness_frame_table(brightness_delta(i)).take(index, out=out[i])
+    return out
 
 
 def p_translate(face, rng, frames=NUM_FRAMES, **_options):

@@ -53,6 +53,8 @@ def parse_args():
                         help="timed calls per (corruption, severity); the median is reported (default 7)")
     parser.add_argument("--csv", type=Path, default=None, help="also write the per-corruption table here")
     parser.add_argument("--skip-export", action="store_true", help="only the per-corruption section")
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="time only ours (the reference columns are left empty); for before/after runs")
     return parser.parse_args()
 
 
@@ -76,7 +78,7 @@ def _median_ms(call, repeats):
     return float(np.median(times)) * 1e3
 
 
-def bench_corruptions(repeats):
+def bench_corruptions(repeats, skip_reference=False):
     image, image_kind = _test_image()
     rows = []
     for name in corruptions.CORRUPTION_NAMES:
@@ -84,6 +86,9 @@ def bench_corruptions(repeats):
         for severity in corruptions.SEVERITIES:
             rng = np.random.default_rng(0)
             ours.append(_median_ms(lambda: corruptions.corrupt(image, name, severity, rng), repeats))
+            if skip_reference:
+                ref.append(float("nan"))
+                continue
             ref.append(_median_ms(
                 lambda: reference_corruptions.reference_corrupt(image, name, severity, rng), repeats))
         if "motion_blur" in name:
@@ -178,7 +183,7 @@ def bench_export(images):
 
 def main():
     args = parse_args()
-    rows, image_kind = bench_corruptions(args.repeats)
+    rows, image_kind = bench_corruptions(args.repeats, args.skip_reference)
     print_corruption_table(rows, image_kind, args.repeats)
     if args.csv:
         with open(args.csv, "w", newline="") as handle:

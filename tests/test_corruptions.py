@@ -496,3 +496,41 @@ def test_pixelate_and_jpeg_equal_pil_at_odd_sizes(shape, severity):
     Image.fromarray(image).save(buffer, "JPEG", quality={1: 25, 2: 18, 3: 15, 4: 10, 5: 7}[severity])
     assert np.array_equal(corruptions.corrupt(image, "jpeg_compression", severity),
                           np.asarray(Image.open(buffer).convert("RGB")))
+
+
+@pytest.mark.parametrize("lam", [60, 29, 15, 8, 5])
+def test_shot_noise_by_table_equals_the_counts_converted(lam):
+    # The byte tables of shot_noise_uint8 must give, from the same draws, what the counts give when
+    # converted by the documented formulas written out here: floor(255 min(k / lam, 1)) in exact
+    # integer arithmetic (RAF-DB-C) and round-half-even of 255 min(k / lam, 1) (RAF-DB-P, OpenCV).
+    levels = np.random.default_rng(lam).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    counts = corruptions.poisson_from_levels(levels, lam, np.random.default_rng(7))
+    floor_bytes = np.minimum(255 * counts // lam, 255)
+    got = corruptions.shot_noise_uint8(levels, lam, np.random.default_rng(7), "floor")
+    assert got.dtype == np.uint8 and np.array_equal(got, floor_bytes)
+    scaled = np.minimum(counts, lam) * 255 / lam  # exact halves only where 255 k / lam is one
+    # where 255 k / lam is an exact .5, half-even picks the even neighbour
+    half = (2 * 255 * np.minimum(counts, lam)) % (2 * lam) == lam
+    even = np.floor(scaled) + (np.floor(scaled) % 2)
+    rounded = np.where(half, even, np.floor(scaled + 0.5))
+    got = corruptions.shot_noise_uint8(levels, lam, np.random.default_rng(7), "rint")
+    assert np.array_equal(got, rounded.astype(np.uint8))
+    # A broadcast view of levels (the P frames) draws the same stream as a materialised copy.
+    stacked = np.broadcast_to(levels, (3, *levels.shape))
+    assert np.array_equal(corruptions.shot_noise_uint8(stacked, lam, np.random.default_rng(1), "rint"),
+                          corruptions.shot_noise_uint8(np.array(stacked), lam, np.random.default_rng(1), "rint"))
+
+
+@pytest.mark.parametrize("angle", [-120.0, -45.0, 0.0, 17.0, 90.0])
+@pytest.mark.parametrize("grey", [False, True])
+def test_motion_blur_rows_are_the_rows_of_the_whole_blur(angle, grey):
+    # 90 degrees has no horizontal offsets (the windows are whole rows, contiguous in memory): the
+    # rows must still have the bytes of the whole blurred image, as for the other angles.
+    image = np.random.default_rng(int(angle) % 97).integers(0, 256, (130, 130, 3), dtype=np.uint8)
+    if grey:
+        image = image[:, :, :1].copy()
+    whole = corruptions.motion_blur_op(image, 10, 3, angle)
+    for start, stop in ((15, 115), (0, 130), (120, 130)):
+        rows = corruptions.motion_blur_rows(image, 10, 3, angle, start, stop)
+        assert rows.shape == (stop - start, *image.shape[1:])
+        assert np.array_equal(rows, whole[start:stop]), (start, stop)

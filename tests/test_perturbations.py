@@ -421,3 +421,23 @@ def test_p_extras_in_registry_through_perturb(face):
     assert np.array_equal(perturb(face, "p_tilt", frames=30)[15], face[15:115, 15:115])
     with pytest.raises(ValueError, match="unknown perturbation"):
         perturb(face, "p_frost")
+
+
+def test_brightness_by_table_equals_the_hsv_formula_on_every_level():
+    # A face whose ROI holds black pixels, greys, saturated colours and random ones: every frame
+    # must equal OpenCV's round-half-even of 255 * (the HSV value shift written out per pixel:
+    # each channel times V' / V with V' = clip(V + delta, 0, 1); black pixels become grey V').
+    rng = np.random.default_rng(5)
+    face = rng.integers(0, 256, (130, 130, 3), dtype=np.uint8)
+    face[20:30, 20:30] = 0
+    face[30:40, 20:40] = np.arange(200, dtype=np.uint8).reshape(10, 20)[..., None]
+    face[40:50, 20:30] = (255, 0, 0)
+    frames = perturb(face, "p_brightness")
+    x = face[15:115, 15:115].astype(np.float64) / 255.0
+    value = x.max(axis=-1, keepdims=True)
+    for i in range(30):
+        delta = (i - 15) * 2 / 100
+        new_value = np.clip(value + delta, 0.0, 1.0)
+        shifted = np.where(value > 0, x * (new_value / np.where(value > 0, value, 1.0)), new_value)
+        expected = np.clip(np.rint(np.clip(shifted, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+        assert np.array_equal(frames[i], expected), i
