@@ -465,7 +465,7 @@ def open_export_dataset(args):
 
 
 def run_job(job: Job, data, out: str | Path, *, generator: str, workers: int = 0, quiet: bool = False,
-            force_rerender: bool = False, what: str = "corrupted"):
+            force_rerender: bool = False, what: str = "corrupted", shard: tuple[int, int] | None = None):
     """Write ``job`` to ``out`` with ``dataset_writer.export`` (manifest, resume, atomic files)."""
     import sys
 
@@ -475,9 +475,9 @@ def run_job(job: Job, data, out: str | Path, *, generator: str, workers: int = 0
     result = dataset_writer.export(job.units, job.render, Path(out), generator=generator, kind=job.kind,
                                    params=job.params, sources=job.sources, source_root=str(data.root),
                                    workers=workers, progress=not quiet and sys.stderr.isatty(),
-                                   force_rerender=force_rerender)
+                                   force_rerender=force_rerender, shard=shard)
     print(f"{data.title} {job.params.get('split')} {what} export to {result.out_dir}: {len(job.sources)} image(s), "
           f"{result.files} file(s) ({result.files_written} written, {result.files_skipped} already complete) in "
-          f"{result.seconds:.1f} s with {result.workers} worker(s); manifest {result.manifest_path}",
-          file=sys.stderr)
+          f"{result.seconds:.1f} s with {result.workers} worker(s); manifest {result.manifest_path}"
+          f"{result.shard_note}", file=sys.stderr)
     return result

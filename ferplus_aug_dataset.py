@@ -64,11 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    kind=job.kind, params=job.params, sources=job.sources,
                                    source_root=str(data.root), workers=args.workers,
                                    progress=not args.quiet and sys.stderr.isatty(),
-                                   force_rerender=args.force_rerender)
+                                   force_rerender=args.force_rerender, shard=args.shard)
     print(f"{data.title} {data.split_name(args.split)} corrupted export to {result.out_dir}: {len(job.sources)} "
           f"image(s) x {len(pairs)} pair(s), {result.files} file(s) ({result.files_written} written, "
           f"{result.files_skipped} already complete) in {result.seconds:.1f} s with {result.workers} "
-          f"worker(s); manifest {result.manifest_path}", file=sys.stderr)
+          f"worker(s); manifest {result.manifest_path}{result.shard_note}", file=sys.stderr)
     return 0
 
 

@@ -224,7 +224,7 @@ def run_other_dataset(args, names: list[str]) -> int:
     fer_export.run_job(job, data, args.out or ("corrupted_dataset" if data.name != "folder" else
                                                f"{data.dataset_name}-c"),
                        generator="rafdb_aug_dataset.py", workers=args.workers, quiet=args.quiet,
-                       force_rerender=args.force_rerender)
+                       force_rerender=args.force_rerender, shard=args.shard)
     return 0
 
 

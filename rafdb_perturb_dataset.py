@@ -208,7 +208,7 @@ def cmd_export_other(args: argparse.Namespace, selected: list[str]) -> int:
                            motion_backend=args.motion_backend, pad=args.fallback_pad)
     fer_export.run_job(job, data, args.out or "perturbed_dataset", generator="rafdb_perturb_dataset.py",
                        workers=args.workers, quiet=args.quiet, force_rerender=args.force_rerender,
-                       what="perturbed")
+                       what="perturbed", shard=args.shard)
     return 0
 
 

@@ -158,3 +158,38 @@ def test_corrupted_sets_read_both_fer_layouts_by_id(fer_root, tmp_path):
         np.testing.assert_array_equal(csv_sets[1].read(name)[:, :, 0], png)
     with pytest.raises(Exception, match="no fer2013.PublicTest"):
         fer_export.corrupted_sets(data, tmp_path)
+
+
+@pytest.mark.parametrize("script,extra", [
+    ("ferplus_aug_dataset.py", ["--corruptions", "gaussian_noise,contrast", "--severities", "2"]),
+    ("rafdb_perturb_dataset.py", ["--dataset", "fer2013", "--perturbations", "p_rotate"]),
+])
+def test_fer_shards_build_the_single_export(fer_root, tmp_path, script, extra):
+    """Two shards into one folder write each image once between them and give the single export's
+    tree, manifest included (a shard that ignored --shard would write every file twice over)."""
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def export(out, *more):
+        result = subprocess.run([sys.executable, str(repo / script), "export", "--data", str(fer_root),
+                                 "--out", str(out), "--workers", "1", "--quiet", *extra, *more],
+                                capture_output=True, text=True, cwd=repo)
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    def tree(root):
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    export(tmp_path / "one")
+    first = export(tmp_path / "sharded", "--shard", "0/2")
+    assert "shard 0/2: the manifest completes when the last shard finishes" in first
+    half = [name for name in tree(tmp_path / "sharded") if name != "manifest.json" and not name.startswith(".")]
+    whole = [name for name in tree(tmp_path / "one") if name != "manifest.json"]
+    assert 0 < len(half) < len(whole)
+    assert "shard 1/2: the manifest is now complete" in export(tmp_path / "sharded", "--shard", "1/2")
+    assert tree(tmp_path / "sharded") == tree(tmp_path / "one")
