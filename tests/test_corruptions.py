@@ -441,7 +441,7 @@ def test_gaussian_noise_sigma():
 
 def test_motion_blur_numpy_agrees_with_wand(magickwand):
     """What the README claims (deviation row 9): max |diff| <= 1 grey level, and < 0.01 % of the
-    pixels differ. Measured with ImageMagick 6.9.11 Q16 over 20 sample faces x 5 severities: 0.0017 %
+    pixels differ. Measured with ImageMagick 6.9.11 Q16 over 20 sample faces x 5 severities (this test runs the first 10): 0.0017 %
     of the pixels pooled, at most 0.017 % (5 of 30,000 values) on one image, all by exactly 1. The
     pooled fraction is pinned at the claim, each image at 0.05 % (3x the worst one measured)."""
     differing = total = 0
