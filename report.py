@@ -68,6 +68,9 @@ CSV_COLUMNS = ("model", "group", "rank", "ranked_by", "checkpoint", "dataset", "
 
 
 def _read_json(path: Path):
+    import model_files
+
+    model_files.refuse_pickle(path)  # never opened: unpickling runs code
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

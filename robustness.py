@@ -410,6 +410,9 @@ def _baseline_names(result: dict) -> tuple[str, ...]:
 
 def load_baseline(path: Path, method: str | None = None) -> dict:
     """One model's results from a --json file: its only one, or the one ``method`` names."""
+    import model_files
+
+    model_files.refuse_pickle(path)  # never opened: unpickling runs code
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

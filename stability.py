@@ -645,6 +645,9 @@ def load_baseline(spec: str, results: dict, baseline_method: str | None = None) 
     if spec in results["methods"] and not (spec.endswith(".json") and Path(spec).is_file()):
         return f"{spec} (this file)", results["methods"][spec]
     path = Path(spec)
+    import model_files
+
+    model_files.refuse_pickle(path)  # never opened: unpickling runs code
     if not path.is_file():
         names = ", ".join(repr(name) for name in results["methods"])
         raise UserError(f"--baseline {spec}: neither a method of the predictions file ({names}) nor a "

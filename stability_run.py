@@ -38,6 +38,8 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
 
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
+    # every model file first: a pickle or a missing file is refused before any data is read
+    targets = [path for checkpoint in args.checkpoints for path in checkpoints.find_checkpoints(checkpoint)]
     shard = robustness.parse_shard(args.shard)
     dataset_eval.resolve_rafdb_args(args)
     evaluated = None
@@ -69,7 +71,6 @@ def run(args) -> int:
     if shard is not None:
         LOG.info("shard %d/%d: %d perturbation folder(s): %s", shard[0], shard[1], len(work),
                  ", ".join(folder.name for folder, _ in work) or "none")
-    targets = [path for checkpoint in args.checkpoints for path in checkpoints.find_checkpoints(checkpoint)]
     import dataset_writer
 
     manifest = dataset_writer.read_manifest(args.perturbed)

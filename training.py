@@ -207,6 +207,10 @@ def check_args(args) -> None:
         raise UserError(f"--workers {args.workers}: expected a positive integer")
     if args.mode == "test" and args.checkpoint is None and args.dir is None:
         raise UserError("--mode test needs --checkpoint FILE or --dir RUN_DIR")
+    if args.pretraining not in (None, "imagenet"):
+        import model_files
+
+        model_files.refuse_pickle(args.pretraining)  # before anything opens it
     if not args.resume and args.pretraining in ("vggface", "vggface2") and not Path(args.pretraining).is_file():
         raise UserError(pretraining_name_error(args))
     if (not args.resume and args.pretraining not in (None, "imagenet")
