@@ -33,8 +33,8 @@ Under ``--distribute multiworker`` only the chief writes the run directory (``--
 
 Example (the demo: small CNN on the synthetic sample tree, 2 CPU cores)::
 
-    python3 train_fer.py --rafdb demo/RAF-DB --net smallcnn --input-size 64 \\
-        --epochs 12 --lr 0.05:0.5:8 --momentum --augmentation no --dir out_training_fer/demo
+    python3 train_fer.py --rafdb demo/RAF-DB --net smallcnn --input-size 64 --lpf 0 --epochs 12 \\
+        --batch 32 --lr 0.02:0.5:6 --momentum --augmentation no --bn-recalibrate 8 --dir out_training_fer/demo
 
     python3 train_fer.py --mode test --dir out_training_fer/demo --rafdb demo/RAF-DB
 
