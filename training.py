@@ -916,8 +916,6 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     if args.batch % replicas:
         raise UserError(f"--batch {args.batch}: must be a multiple of the {replicas} replicas")
     train_set, val_set, test_set, train_dataset, val_ds = build_datasets(args, image_size, channels, replicas)
-    if args.val_split == "holdout":
-        atomic_write_text(write_dir / VALIDATION_NAMES, "\n".join(val_set.names) + "\n")
     if strategy is not None:
         val_ds = distribute_options(val_ds)
 
@@ -972,6 +970,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     if args.distribute == "multiworker" and strategy.num_replicas_in_sync > 1:
         # one replica: Keras reduces nothing, and the rank-1 logs would reach TensorBoard as they are
         patch_for_multiworker(trainer, strategy)
+    if args.val_split == "holdout":  # only once the model exists: a bad --pretraining leaves no file
+        atomic_write_text(write_dir / VALIDATION_NAMES, "\n".join(val_set.names) + "\n")
     config = run_config(args, net, model.input_shape[1:], model)
     config["run_dir"] = str(run_dir)
     resolver = getattr(strategy, "cluster_resolver", None)
