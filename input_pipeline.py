@@ -3,7 +3,8 @@
 Every image goes through one function, :func:`load_for_model` (BENCHMARK.md §4.3 evaluation order: read,
 cut, ``cv2.resize`` bilinear to the network input, optional grey conversion), so that files on
 disk and in-memory arrays (on-the-fly evaluation) give the same pixels. Decoding and resizing run
-in parallel ``tf.data`` map calls (OpenCV releases the GIL); batches are prefetched. The model
+one batch per Python call, in parallel order-keeping ``tf.data`` map calls (OpenCV releases the
+GIL); batches are prefetched. The model
 receives RGB float32 in 0..255: preprocessing lives inside the model (``models/``) or is applied by
 ``checkpoints.py`` for third-party classifiers.
 
