@@ -185,3 +185,25 @@ def test_dataset_ids_with_the_dataset_reader(tmp_path):
     np.testing.assert_array_equal(labels, test.labels)
     pixels = data.images(test)[:, :, :, 0].astype(np.float32)
     np.testing.assert_array_equal(images, np.stack([pixels] * 3, axis=-1))
+
+
+def test_each_position_gets_its_own_seed_whatever_the_batching(test_set):
+    """Images are loaded a batch at a time; the k-th element of an epoch still gets the k-th value
+    of ``tf.data.Dataset.random(seed)``, whatever the batch size and number of parallel calls."""
+    import tensorflow as tf
+
+    _, paths = test_set
+    paths = paths[:7]
+    stream = [int(value) for value in tf.data.Dataset.random(seed=4, rerandomize_each_iteration=True).take(len(paths)).as_numpy_iterator()]
+    expected = []
+    for path, element_seed in zip(paths, stream):
+        offset = int(np.random.Generator(np.random.PCG64(element_seed & 0xFFFFFFFFFFFFFFFF)).integers(0, 50))
+        shifted = np.clip(cv2.imread(str(path))[:, :, ::-1].astype(np.int16) + offset, 0, 255).astype(np.uint8)
+        expected.append(cv2.resize(shifted, (32, 32), interpolation=cv2.INTER_LINEAR).astype(np.float32))
+    for batch_size, calls in ((1, 1), (3, 2), (7, ip.AUTOTUNE)):
+        dataset = ip.make_dataset(paths, image_size=(32, 32), batch_size=batch_size, augment=_Shift(),
+                                  seed=4, num_parallel_calls=calls)
+        batches = [batch.numpy() for batch in dataset]  # one epoch (the next re-draws the seeds)
+        sizes = [len(batch) for batch in batches]
+        assert sizes == [batch_size] * (7 // batch_size) + ([7 % batch_size] if 7 % batch_size else [])
+        np.testing.assert_array_equal(np.concatenate(batches), np.stack(expected))
