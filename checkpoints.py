@@ -507,7 +507,7 @@ class Classifier:
                                                  batch_size=self.batch_size, crop=self.crop)
 
     # -- prediction ------------------------------------------------------------------------
-    def _with_preprocessing(self, dataset):
+    def with_preprocessing(self, dataset):
         import tensorflow as tf
 
         if isinstance(dataset.element_spec, tuple):  # (images, labels): keep the images
@@ -534,7 +534,7 @@ class Classifier:
             bar = tqdm(desc=progress, unit="img", leave=False, dynamic_ncols=True)
         try:
             with pipeline_user_errors():
-                for images in self._with_preprocessing(dataset):
+                for images in self.with_preprocessing(dataset):
                     outputs = self.runner.predict(images)
                     chunks.append(outputs)
                     if bar is not None:

@@ -193,19 +193,7 @@ class Runner:
     # -- data -----------------------------------------------------------------------------
     def _images(self, dataset):
         """The classifier's batches, preprocessed as its own predict_dataset does."""
-        import tensorflow as tf
-
-        if isinstance(dataset.element_spec, tuple):
-            dataset = dataset.map(lambda images, *rest: images, num_parallel_calls=tf.data.AUTOTUNE)
-        preprocess = self.classifier.preprocess
-        if preprocess is not None:
-            def apply(images):
-                out = tf.numpy_function(preprocess, [images], tf.float32, stateful=False)
-                out.set_shape(images.shape)
-                return out
-
-            dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
-        return dataset.prefetch(tf.data.AUTOTUNE)
+        return self.classifier.with_preprocessing(dataset)
 
     def _call(self, training: bool):
         import tensorflow as tf
