@@ -158,23 +158,12 @@ def format_table(rows) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
-    import models
-    import rafdb_dataset
+    from sample_for_bench import parse_nets, training_images
 
-    nets = [name.strip() for name in args.nets.split(",") if name.strip()]
-    for name in nets:
-        if name not in models.NETS:
-            raise UserError(f"--nets: unknown network {name!r}; expected names from {', '.join(models.NETS)}")
+    nets = parse_nets(args.nets)
     with tempfile.TemporaryDirectory(prefix="bench_augmix_") as tmp:
-        root = args.rafdb
-        if root is None:
-            import synthetic_faces
-
-            root = synthetic_faces.write_sample_tree(Path(tmp) / "RAF-DB", n_train=args.images, n_test=7,
-                                                     seed=args.seed)
-        train = rafdb_dataset.load_labels(root, "train", "soft")
-        paths = [str(path) for path in train.aligned_paths(root)]
-        rows = [bench_net(net, args, paths, train.labels) for net in nets]
+        paths, labels = training_images(args.rafdb, tmp, args.images, args.seed)
+        rows = [bench_net(net, args, paths, labels) for net in nets]
     print(format_table(rows))
     if args.csv:
         from cli_common import atomic_path
