@@ -432,10 +432,15 @@ def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree):
 
 def test_writer_rejects_missing_folders(tmp_path, perturbed_tree):
     _, root, perturbed, _ = perturbed_tree
+    with pytest.raises(UserError, match="x.keras: no such checkpoint"):  # model files are checked first
+        writer_script.main([str(tmp_path / "x.keras"), "--rafdb", str(root), "--perturbed", str(perturbed)])
+    model = tmp_path / "x.keras"
+    model.write_bytes(b"")  # exists: the folders are checked before any model is loaded
     with pytest.raises(UserError, match="no such folder"):
-        writer_script.main(["x.keras", "--rafdb", str(root), "--perturbed", str(tmp_path / "nothing")])
+        writer_script.main([str(model), "--rafdb", str(root), "--perturbed", str(tmp_path / "nothing")])
     with pytest.raises(UserError, match="rafdb.test.p_scale: no such folder"):
-        writer_script.main(["x.keras", "--rafdb", str(root), "--perturbed", str(perturbed), "--perturbations", "p_scale"])
+        writer_script.main([str(model), "--rafdb", str(root), "--perturbed", str(perturbed), "--perturbations",
+                            "p_scale"])
 
 
 def test_format_block_bytes():
