@@ -261,7 +261,7 @@ def run_export(args) -> int:
         units, render, args.out, generator="rafdb_aug_dataset.py", kind=dataset_writer.RAFDB_C_KIND,
         params=params, sources=[path.name for path in paths], source_root=str(args.rafdb),
         workers=args.workers, progress=not args.quiet, force_rerender=args.force_rerender,
-        shard=args.shard,
+        shard=args.shard, warm_up=True,
     )
     seconds = max(result.seconds, 1e-9)
     stale = result.rerender_note  # why images were rendered again, if any (interrupted run, source changed)

@@ -236,7 +236,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         units, render, args.out, generator="rafdb_perturb_dataset.py", kind=KIND, params=params,
         sources=[Path(unit.name).name for unit in units], source_root=str(root),
         workers=args.workers, progress=not args.quiet, force_rerender=args.force_rerender,
-        shard=args.shard,
+        shard=args.shard, warm_up=True,
     )
     stale = result.rerender_note  # why images were rendered again, if any (interrupted run, source changed)
     stale += result.shard_note  # "; shard i/N: the manifest is now complete" (or: completes later)

@@ -16,6 +16,8 @@ disturbed by other load. Targets (issue 16): RAF-DB-C <= 1.5x the floor, RAF-DB-
 Example::
 
     .venv/bin/python bench/bench_export.py --images 100 --workers 2 --repeats 3 --csv export.csv
+    # the issue's size: the whole test split (276,120 C files), C only, no machinery-alone run
+    .venv/bin/python bench/bench_export.py --images 3068 --kinds c --workers 2 --repeats 1 --skip-writer
 """
 
 from __future__ import annotations
@@ -59,12 +61,12 @@ def _tree_rss(pid: int) -> tuple[int, int]:
     return max(seen), sum(seen)
 
 
-def timed(argv: list[str]) -> dict:
-    """Run ``argv``; return its wall time, peak RSS figures and stdout (error on failure)."""
+def timed(argv: list[str], cwd: Path = ROOT) -> dict:
+    """Run ``argv`` in ``cwd``; return its wall time, peak RSS figures and stdout (error on failure)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"}
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0, 0]
     done = threading.Event()
 
@@ -108,6 +110,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="floor/export pairs per kind")
     parser.add_argument("--kinds", default="c,p", help="c, p or c,p")
     parser.add_argument("--csv", default=None, help="also write one row per run to this CSV file")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="another checkout of this project (e.g. made with `git worktree add DIR main`): "
+                             "its export is timed too, in every repeat right after this one's, so that old "
+                             "and new code are compared in the same run")
+    parser.add_argument("--skip-writer", action="store_true",
+                        help="leave out the floor-through-dataset_writer run (saves a third of the time at the "
+                             "full size, --images 3068)")
     args = parser.parse_args(argv)
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
@@ -123,7 +132,7 @@ def main(argv=None) -> int:
             layouts[kind] = os.path.join(tmp, f"layout_{kind}.json")
             with open(layouts[kind], "w", encoding="utf-8") as handle:
                 json.dump(_layout(kind), handle)
-        rows, ratios, cpu_ratios, writer_ratios = [], {}, {}, {}
+        rows, ratios, cpu_ratios, writer_ratios, baseline_ratios = [], {}, {}, {}, {}
         for repeat in range(args.repeats):
             for kind in args.kinds.split(","):
                 out = os.path.join(tmp, f"out_{kind}")
@@ -131,14 +140,27 @@ def main(argv=None) -> int:
                                "--workers", str(args.workers), "--layout", layouts[kind], "--json"])
                 files = json.loads(floor["stdout"])["files"]
                 shutil.rmtree(out, ignore_errors=True)
-                writer = timed([python, "bench/bench_floor.py", "--rafdb", rafdb, "--out", out, "--kind", kind,
-                                "--workers", str(args.workers), "--layout", layouts[kind], "--json",
-                                "--via-writer"])
-                shutil.rmtree(out, ignore_errors=True)
+                if args.skip_writer:
+                    writer = {**floor, "seconds": float("nan"), "cpu_seconds": float("nan")}
+                else:
+                    writer = timed([python, "bench/bench_floor.py", "--rafdb", rafdb, "--out", out, "--kind",
+                                    kind, "--workers", str(args.workers), "--layout", layouts[kind], "--json",
+                                    "--via-writer"])
+                    shutil.rmtree(out, ignore_errors=True)
                 export = timed([python, scripts[kind], "export", "--rafdb", rafdb, "--out", out,
                                 "--workers", str(args.workers), "--quiet"])
                 exported = sum(len(names) for _dir, _sub, names in os.walk(out)) - 1  # minus manifest.json
                 shutil.rmtree(out, ignore_errors=True)
+                runs = (("floor", floor), ("export", export)) if args.skip_writer else \
+                    (("floor", floor), ("floor_via_writer", writer), ("export", export))
+                baseline = None
+                if args.baseline:
+                    baseline = timed([python, scripts[kind], "export", "--rafdb", os.path.abspath(rafdb), "--out",
+                                      out, "--workers", str(args.workers), "--quiet"], cwd=Path(args.baseline))
+                    shutil.rmtree(out, ignore_errors=True)
+                    baseline_ratios.setdefault(kind, []).append(
+                        (baseline["seconds"] / floor["seconds"], baseline["cpu_seconds"] / floor["cpu_seconds"]))
+                    runs = runs + (("baseline_export", baseline),)
                 if exported != files:
                     print(f"warning: the floor wrote {files} files, the export {exported}", file=sys.stderr)
                 ratio = export["seconds"] / floor["seconds"]
@@ -146,7 +168,7 @@ def main(argv=None) -> int:
                 ratios.setdefault(kind, []).append(ratio)
                 cpu_ratios.setdefault(kind, []).append(cpu_ratio)
                 writer_ratios.setdefault(kind, []).append(writer["cpu_seconds"] / floor["cpu_seconds"])
-                for label, run in (("floor", floor), ("floor_via_writer", writer), ("export", export)):
+                for label, run in runs:
                     rows.append({"repeat": repeat, "kind": kind, "run": label, "files": files,
                                  "workers": args.workers, "seconds": round(run["seconds"], 3),
                                  "files_per_s": round(files / run["seconds"], 1),
@@ -155,6 +177,11 @@ def main(argv=None) -> int:
                                  "peak_tree_rss_mb": round(run["peak_tree_rss_mb"], 1),
                                  "ratio_to_floor": round(run["seconds"] / floor["seconds"], 3),
                                  "cpu_ratio_to_floor": round(run["cpu_seconds"] / floor["cpu_seconds"], 3)})
+                if baseline is not None:
+                    print(f"[{repeat}] RAF-DB-{kind.upper()} baseline ({args.baseline}): export "
+                          f"{baseline['seconds']:.2f} s = {baseline['seconds'] / floor['seconds']:.2f}x floor, CPU "
+                          f"{baseline['cpu_seconds']:.1f} s = {baseline['cpu_seconds'] / floor['cpu_seconds']:.2f}x",
+                          flush=True)
                 print(f"[{repeat}] RAF-DB-{kind.upper()}: floor {floor['seconds']:.2f} s, export "
                       f"{export['seconds']:.2f} s = {ratio:.2f}x floor (CPU {floor['cpu_seconds']:.1f} vs "
                       f"{export['cpu_seconds']:.1f} s = {cpu_ratio:.2f}x; floor through dataset_writer "
@@ -167,6 +194,10 @@ def main(argv=None) -> int:
         print(f"RAF-DB-{kind.upper():<17} {statistics.median(values):>11.2f}x {min(values):.2f}x {max(values):.2f}x | "
               f"{statistics.median(cpu_ratios[kind]):>10.2f}x | {statistics.median(writer_ratios[kind]):>20.2f}x | "
               f"<= {targets[kind]}x")
+    for kind, values in baseline_ratios.items():
+        print(f"RAF-DB-{kind.upper()} baseline export   {statistics.median(v[0] for v in values):>6.2f}x "
+              f"{min(v[0] for v in values):.2f}x {max(v[0] for v in values):.2f}x | "
+              f"{statistics.median(v[1] for v in values):>10.2f}x |")
     if args.csv:
         with open(args.csv, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -464,3 +464,77 @@ def test_three_concurrent_shard_processes_equal_one_export(sample_tree, tmp_path
     verify = subprocess.run([sys.executable, str(root / script), "verify", "--out", str(tmp_path / "shards"),
                              "--quiet"], cwd=root, env=env, capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stdout.startswith("OK"), verify.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Speed without byte changes (docs/SCALE.md §3): no generator for corruptions that draw nothing,
+# per-size tables built once in the parent before the pool forks.
+
+
+def _face(grey: bool):
+    import numpy as np
+
+    face = np.random.default_rng(11).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    face[20:80, 30:70] //= 3  # some structure, so the blurs and contrast have edges to act on
+    return face[:, :, 0].copy() if grey else face
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_deterministic_corruptions_draw_nothing_so_no_generator_changes_no_byte(grey):
+    import corruptions
+    from cli_common import item_rng
+
+    face = _face(grey)
+    for name in corruptions.DETERMINISTIC:
+        for severity in corruptions.SEVERITIES:
+            rng = item_rng(0, dataset_writer.RAFDB_C_KIND, name, severity, "test_0001_aligned.jpg")
+            before = rng.bit_generator.state
+            reference = corruptions.corrupt(face, name, severity, rng)
+            # The real generator was not advanced: the corruption draws nothing from it ...
+            assert rng.bit_generator.state == before, (name, severity)
+            # ... and the stand-in, which raises on any use, gives the same array.
+            assert corruptions.corrupt(face, name, severity, dataset_writer.NO_DRAWS).tobytes() == \
+                reference.tobytes(), (name, severity)
+
+
+def test_no_draws_stand_in_raises_for_a_corruption_that_draws():
+    import corruptions
+
+    assert "gaussian_noise" not in corruptions.DETERMINISTIC
+    with pytest.raises(RuntimeError, match="DETERMINISTIC"):
+        corruptions.corrupt(_face(False), "gaussian_noise", 3, dataset_writer.NO_DRAWS)
+
+
+@pytest.mark.parametrize("name", ["zoom_blur", "contrast", "gaussian_noise", "spatter"])
+def test_corrupted_bytes_equal_the_encoded_corruption_with_the_item_generator(name):
+    import corruptions
+    import rafdb_dataset
+    from cli_common import item_rng
+
+    face = _face(False)
+    for severity in (1, 5):
+        rng = item_rng(7, "rafdb-c", name, severity, "test_0002_aligned.jpg")
+        expected = rafdb_dataset.encode_image(corruptions.corrupt(face, name, severity, rng), "jpg")
+        assert dataset_writer.corrupted_bytes(face, "test_0002_aligned.jpg", name, severity, seed=7) == expected
+
+
+def pid_render(unit: WorkUnit, *, log: str):
+    with open(log, "a") as handle:
+        handle.write(f"{os.getpid()} {unit.key}\n")
+    return [(rel, toy_bytes(rel.split("/")[0], unit.payload, 3)) for rel in unit.outputs]
+
+
+@pytest.mark.parametrize("warm_up", [False, True])
+def test_warm_up_renders_one_unit_in_the_parent_and_changes_no_file(tmp_path, warm_up):
+    log = tmp_path / "calls.log"
+    dataset_writer.export(toy_units(), functools.partial(pid_render, log=str(log)), tmp_path / "out",
+                          generator="test", kind="toy", params=PARAMS, sources=["a.jpg"], workers=2,
+                          progress=False, warm_up=warm_up)
+    calls = [line.split() for line in log.read_text().splitlines()]
+    in_parent = [key for pid, key in calls if int(pid) == os.getpid()]
+    assert in_parent == (["a.jpg"] if warm_up else [])  # the first unit, once, then discarded
+    assert len(calls) == 5 + warm_up
+    run_export(tmp_path / "one")
+    assert tree(tmp_path / "out").keys() == tree(tmp_path / "one").keys()
+    assert {rel: data for rel, data in tree(tmp_path / "out").items() if rel != "manifest.json"} == \
+        {rel: data for rel, data in tree(tmp_path / "one").items() if rel != "manifest.json"}
