@@ -889,7 +889,7 @@ def export(
                           shard=shard)
     n_files = sum(len(unit.outputs) for unit in mine)
     label = f"{kind} shard {shard[0]}/{shard[1]}" if shard else kind
-    bar = tqdm(total=n_files, unit="file", disable=not progress, file=sys.stderr, smoothing=0.05,
+    bar = tqdm(total=n_files, unit="file", disable=None if progress else True, file=sys.stderr, smoothing=0.05,
                desc=f"{label} -> {out_dir}")
 
     def consume(outcome: tuple) -> None:
@@ -992,7 +992,7 @@ def verify(out_dir: str | os.PathLike, *, progress: bool = False) -> VerifyRepor
         raise UserError(f"{out_dir / MANIFEST_NAME}: missing; {out_dir} was not written by an export")
     report = VerifyReport(out_dir=out_dir, complete=bool(manifest.get("complete", False)))
     listed: dict[str, str] = manifest["files"]
-    for rel, digest in tqdm(sorted(listed.items()), unit="file", disable=not progress, file=sys.stderr):
+    for rel, digest in tqdm(sorted(listed.items()), unit="file", disable=None if progress else True, file=sys.stderr):
         path = out_dir / rel
         if not path.is_file():
             report.missing.append(rel)
