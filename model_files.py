@@ -333,6 +333,9 @@ class OnnxRunner(Runner):
         self.path = Path(path)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        # No busy-waiting between runs: the spinning intra-op threads would take the cores from the
+        # input pipeline's decoding threads, which feed this session from the same CPUs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if num_threads:
             options.intra_op_num_threads = num_threads
         try:

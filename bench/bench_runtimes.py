@@ -48,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=512, help="100x100 JPEG images")
     parser.add_argument("--batch", type=int, default=64, help="evaluation batch size")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best)")
+    parser.add_argument("--input-size", type=int, default=SIZE,
+                        help="the network's input side (64 is the worst case for this ratio: the "
+                             "smaller the network's work, the larger the JPEG decoding's share)")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
     return parser.parse_args(argv)
 
@@ -120,6 +123,8 @@ def write_onnx(model, path: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    global SIZE
+    SIZE = args.input_size
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     import cv2
     import tensorflow as tf
