@@ -103,9 +103,13 @@ def _topk(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT",
-                        help="a .hdf5/.h5/.keras file, a run directory (its best checkpoint) or a "
-                             "directory of run directories (every run's best)")
+    parser.add_argument("checkpoints", nargs="*", type=Path, metavar="CHECKPOINT",
+                        help="a model file (.hdf5/.h5/.keras/.tflite/.onnx/.skops), a run directory (its "
+                             "best checkpoint) or a directory of run directories (every run's best)")
+    parser.add_argument("--predictions", type=Path, default=None, metavar="FILE.csv",
+                        help="instead of CHECKPOINT: predictions made by any framework for every frame, "
+                             "header path,class or path,p0,...; paths relative to --perturbed "
+                             "(rafdb.test.p_rotate/test_0001_00.jpg; docs/BENCHMARK.md §11.4)")
     datasets.add_dataset_args(parser)
     group = parser.add_argument_group("perturbed data and output")
     group.add_argument("--perturbed", type=Path, default=Path("perturbed_raf_dataset"),
@@ -145,6 +149,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     checkpoints.add_checkpoint_args(parser)
     args = parser.parse_args(argv)
+    if bool(args.checkpoints) == (args.predictions is not None):
+        parser.error("give CHECKPOINT(s) or --predictions FILE.csv (one of the two)")
     if args.append and args.out is None:
         parser.error("--append needs --out (with standard output use >>)")
     if args.frames < 3:

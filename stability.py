@@ -247,6 +247,8 @@ def predict_folders(runner, checkpoint: Path, names: Sequence[str],
             started = time.perf_counter()
 
             def dataset(paths=paths):
+                if classifier.image_size is None:  # a predictions file: looked up by path, not read
+                    return classifier.make_dataset(paths)
                 return input_pipeline.make_dataset(paths, None, image_size=classifier.image_size,
                                                    channels=classifier.channels, batch_size=batch,
                                                    crop="exact")

@@ -39,7 +39,15 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
     # every model file first: a pickle or a missing file is refused before any data is read
-    targets = [path for checkpoint in args.checkpoints for path in checkpoints.find_checkpoints(checkpoint)]
+    if args.predictions is not None:
+        import model_files
+
+        model_files.refuse_pickle(args.predictions)
+        if not args.predictions.is_file():
+            raise UserError(f"--predictions {args.predictions}: file not found")
+        targets = [args.predictions]
+    else:
+        targets = [path for checkpoint in args.checkpoints for path in checkpoints.find_checkpoints(checkpoint)]
     shard = robustness.parse_shard(args.shard)
     dataset_eval.resolve_rafdb_args(args)
     evaluated = None
@@ -93,7 +101,13 @@ def run(args) -> int:
 
     def predict_all(out):
         for checkpoint in targets:
-            classifier = checkpoints.classifier_from_args(checkpoint, args)
+            if args.predictions is not None:  # any framework's predictions, frame by frame
+                import predictions_file
+
+                classifier = predictions_file.PredictionsClassifier(args.predictions, args.perturbed,
+                                                                     batch_size=args.batch)
+            else:
+                classifier = checkpoints.classifier_from_args(checkpoint, args)
             names, folders, rows = sequence_names, work, labels.labels
             if evaluated is not None:  # the model's classes: its evaluation order, its sequences
                 classifier.use_classes(data.class_names, args.restrict_to_dataset_classes)

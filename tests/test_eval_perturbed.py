@@ -559,3 +559,36 @@ def test_reader_takes_the_class_count_of_the_block_metadata(tmp_path):
     path.write_text("m.keras,rafdb.test.p_rotate\n# labels=soft N=1 source=image frames=4\n7,7,3,3\n")
     with pytest.raises(UserError, match="outside the class indices 0..6"):
         stability.read_predictions(path)
+
+
+def test_predictions_file_of_any_framework_gives_the_sequences_it_names(tmp_path, perturbed_tree):
+    """--predictions instead of CHECKPOINT: every frame's class comes from the CSV (paths relative
+    to --perturbed). p_rotate frames get class (frame // 10) -> sequences 0x10, 1x10, 2x10: two
+    flips in 29 transitions; the other folders class 4 throughout (no flips)."""
+    _, root, perturbed, names = perturbed_tree
+    lines = ["path,class"]
+    for folder in FOLDERS:
+        for path in sorted((perturbed / folder).glob("*.jpg")):
+            frame = int(path.stem.rsplit("_", 1)[1])
+            lines.append(f"{folder}/{path.name},{frame // 10 if folder.endswith('p_rotate') else 4}")
+    csv_path = tmp_path / "frames.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "p.txt"
+    assert writer_script.main(["--predictions", str(csv_path), "--rafdb", str(root), "--perturbed",
+                               str(perturbed), "--out", str(out)]) == 0
+    blocks = {block.perturbation: block
+              for block in stability.read_predictions(out)}
+    rotate = [0] * 10 + [1] * 10 + [2] * 10
+    assert blocks["p_rotate"].sequences == [rotate] * len(names)
+    assert blocks["p_gaussian_noise"].sequences == [[4] * 30] * len(names)
+    result = stability.compute(stability.group_blocks(stability.read_predictions(out)))
+    (method,) = result["methods"]
+    assert result["methods"][method]["perturbations"]["p_rotate"]["fp"] == pytest.approx(2 / 29)
+    # a frame without a line is an error naming it
+    csv_path.write_text("\n".join(line for line in lines if "_07.jpg" not in line) + "\n")
+    with pytest.raises(UserError, match="_07.jpg"):
+        writer_script.main(["--predictions", str(csv_path), "--rafdb", str(root), "--perturbed",
+                            str(perturbed), "--out", str(tmp_path / "q.txt")])
+    assert not (tmp_path / "q.txt").exists()
+    with pytest.raises(SystemExit):
+        writer_script.main(["--predictions", str(csv_path), "m.keras", "--rafdb", str(root)])
