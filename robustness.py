@@ -410,19 +410,7 @@ def _baseline_names(result: dict) -> tuple[str, ...]:
 
 def load_baseline(path: Path, method: str | None = None) -> dict:
     """One model's results from a --json file: its only one, or the one ``method`` names."""
-    import model_files
-
-    model_files.refuse_pickle(path)  # never opened: unpickling runs code
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"--baseline {path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"--baseline {path}: not a readable JSON file ({error})") from None
-    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-        raise UserError(f"--baseline {path}: expected a results file written by "
-                        f"eval_corrupted_rafdb.py --json (format {RESULTS_FORMAT!r})")
-    results = data.get("results") or []
+    results = read_results(path, "--baseline")
     if method is not None:
         chosen = [result for result in results if method in _baseline_names(result)]
         if len(chosen) != 1:
@@ -853,16 +841,20 @@ def make_result(*, checkpoint: dict, labels, rafdb: Path, corrupted: Path, fmt: 
     return result
 
 
-def read_results(path: Path) -> list[dict]:
-    """The results list of a ``--json`` file (UserError naming the file otherwise)."""
+def read_results(path: Path, flag: str = "--merge") -> list[dict]:
+    """The results list of a ``--json`` file (UserError naming ``flag`` and the file otherwise);
+    a pickle is refused unopened."""
+    import model_files
+
+    model_files.refuse_pickle(path)  # never opened: unpickling runs code
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"--merge {path}: file not found") from None
+        raise UserError(f"{flag} {path}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"--merge {path}: not a readable JSON file ({error})") from None
+        raise UserError(f"{flag} {path}: not a readable JSON file ({error})") from None
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-        raise UserError(f"--merge {path}: expected a results file written by "
+        raise UserError(f"{flag} {path}: expected a results file written by "
                         f"eval_corrupted_rafdb.py --json (format {RESULTS_FORMAT!r})")
     return data.get("results") or []
 
