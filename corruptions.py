@@ -137,33 +137,103 @@ def _colour_triple(rgb: tuple[int, int, int], colour: str, channels: int = 3) ->
 # Low-level operations (also used by perturbations.py)
 
 
+_U24 = np.float32(2.0**-24)  # one step of a 24-bit uniform
+_ANGLE24 = np.float32(2.0 * np.pi) * _U24  # fl32(2 pi) / 2**24: an exact power-of-two scaling
+
+
+def raw_words32(rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` 32-bit words (uint32) from ``ceil(count / 2)`` raw 64-bit outputs of ``rng``'s bit
+    generator, in order, each split into its low 32 bits and then its high 32 bits.
+
+    The same on any byte order; advances ``rng`` by ``ceil(count / 2)`` raw outputs."""
+    raw = rng.bit_generator.random_raw((count + 1) // 2)
+    return raw.astype("<u8", copy=False).view("<u4")[:count]
+
+
+def standard_normal(rng: np.random.Generator, shape) -> np.ndarray:
+    """N(0, 1) draws as a float32 array of ``shape``, by a Box-Muller transform of ``rng``'s raw words.
+
+    The construction (docs/BENCHMARK.md §2.7), for n = prod(shape) values and m = ceil(n / 2) pairs:
+
+    1. w_0 .. w_{2m-1} = :func:`raw_words32` (``rng``, 2m): m raw 64-bit PCG64 outputs, each giving
+       its low then its high 32 bits;
+    2. a_j = w_j >> 8 and b_j = w_{m+j} >> 8 (the top 24 bits of each word), j = 0 .. m-1;
+    3. u_j = 1 - a_j * 2**-24, exact in float32, in [2**-24, 1] (so the logarithm never sees 0);
+       t_j = b_j * fl32(2 pi) * 2**-24 in float32, in [0, 2 pi);
+    4. r_j = sqrt(-2 ln u_j) in float32 (``cv2.log``, then numpy's correctly rounded sqrt);
+    5. value j = r_j cos t_j and value m + j = r_j sin t_j (``cv2.polarToCart``, float32); the
+       first n of these 2m values, in C order, fill ``shape``.
+
+    The radius is at most sqrt(48 ln 2) = 5.77, so |z| never exceeds 5.77 (the mass beyond is
+    8e-9); u and t have 24-bit resolution. OpenCV's float32 log and sine/cosine are within
+    ~1e-6 of the exact values (tested against math.log/math.cos); the same numpy/OpenCV build
+    gives the same bytes on every run. About 4x faster than ``rng.standard_normal(float32)``.
+    """
+    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(side) for side in shape)
+    n = math.prod(shape)
+    m = (n + 1) // 2
+    if m == 0:
+        return np.zeros(shape, np.float32)
+    words = raw_words32(rng, 2 * m)
+    top = np.right_shift(words, np.uint32(8))  # 24-bit integers, exact in float32
+    work = np.empty((2, m), np.float32)
+    radius, angle = work[0], work[1]
+    np.multiply(top[:m], -_U24, out=radius, dtype=np.float32, casting="unsafe")
+    radius += np.float32(1.0)  # u = 1 - a 2**-24 in [2**-24, 1]
+    cv2.log(radius, radius)
+    radius *= np.float32(-2.0)
+    np.sqrt(radius, out=radius)
+    np.multiply(top[m:], _ANGLE24, out=angle, dtype=np.float32, casting="unsafe")
+    out = np.empty((2, m), np.float32)
+    cv2.polarToCart(radius, angle, out[0], out[1])  # row 0: r cos t, row 1: r sin t
+    return out.reshape(-1)[:n].reshape(shape)
+
+
 def add_gaussian_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """clip(x + N(0, sigma), 0, 1) per pixel and channel; ``x`` is a float image in [0, 1].
 
-    The draws are ``sigma * rng.standard_normal(x.shape, dtype=float32)``: normal, like the
-    original's ``np.random.normal`` (whose stream was unseeded anyway), and ~20 % faster than
-    float64 draws, which dominate this corruption's time. float32 for float32 ``x``, else float64.
+    The draws are ``sigma * standard_normal(rng, x.shape)`` (:func:`standard_normal`, float32),
+    scaled, added and clipped in place. float32 for float32 ``x``, else float64.
     """
-    noisy = rng.standard_normal(x.shape, dtype=np.float32)
+    noisy = standard_normal(rng, x.shape)
     noisy *= np.float32(sigma)
     noisy = noisy + x if x.dtype != np.float32 else noisy.__iadd__(x)
     return np.clip(noisy, 0.0, 1.0, out=noisy)
 
 
+def gaussian_noise_uint8(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise of a uint8 image with the final conversion of BENCHMARK.md §2.2 fused in.
+
+    floor(clip(v + fl32(255 sigma) z, 0, 255)) with z = :func:`standard_normal` (rng, shape) and v
+    the byte, all in float32: the value 255 clip(v / 255 + sigma z, 0, 1) floors to, computed on
+    the 0..255 scale (three float passes instead of seven)."""
+    noisy = standard_normal(rng, image.shape)
+    noisy *= np.float32(255.0 * sigma)
+    noisy += image
+    np.clip(noisy, 0.0, 255.0, out=noisy)
+    return noisy.astype(np.uint8)  # truncation = floor on [0, 255]
+
+
 # Poisson sampling by table lookup. Shot noise draws Poisson(x * lam) with x = v / 255 for a uint8
 # value v, so there are only 256 different means per lam. For each (lam, v) we tabulate the exact
 # Poisson CDF (scipy.special.pdtr, the regularised incomplete gamma function) and draw by
-# inversion: X = min{k : CDF(k) > u} with u ~ U[0, 1). A guide table (Chen & Asau's indexed
-# search) gives the starting k for each of _POISSON_GUIDE cells of u, so only a few entries are
-# compared. The support is cut where the tail mass is below 1e-18 (the upper tail then lands in
-# the last entry): smaller than the 2**-53 resolution of u, so this is Poisson to double precision.
-# This is 6-8x faster than Generator.poisson on array means, with the same distribution.
-_POISSON_GUIDE = 1024
+# inversion: X = min{k : CDF(k) > u} with u = w / 2**32 for a 32-bit word w of the item's
+# generator (:func:`raw_words32`), so u has 2**-32 resolution. On the integers this is
+# X = min{k : w <= limit(k)} with limit(k) = ceil(2**32 CDF(k)) - 1, a uint32 table, and the
+# sampler compares words with limits, no float. A guide table (Chen & Asau's indexed search) gives,
+# for each of _POISSON_GUIDE cells of w (its top bits), the smallest k that any w of the cell can
+# take, so only a few entries are compared. The support is cut where the tail mass is below 1e-18
+# (the upper tail then lands in the last entry), far below the 2**-32 resolution of u.
+# This is ~10x faster than Generator.poisson on array means, with the same distribution.
+_POISSON_GUIDE_BITS = 10
+_POISSON_GUIDE = 1 << _POISSON_GUIDE_BITS
+_POISSON_CELL_SHIFT = np.uint32(32 - _POISSON_GUIDE_BITS)  # cell of w = w >> this
 _POISSON_TABLES: dict[float, tuple[np.ndarray, np.ndarray, int]] = {}
 
 
 def _poisson_tables(lam: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """(cdf (256*K,), guide (256*G,), K) for means v/255*lam, v = 0..255; cached per lam."""
+    """(limit (256*K,) uint32, guide (256*G,) int32 flat start index v*K + k, K) for means
+    v/255*lam, v = 0..255; cached per lam."""
     tables = _POISSON_TABLES.get(lam)
     if tables is None:
         means = np.arange(256, dtype=np.float64) / 255.0 * lam
@@ -171,46 +241,59 @@ def _poisson_tables(lam: float) -> tuple[np.ndarray, np.ndarray, int]:
         k = np.arange(size, dtype=np.float64)
         cdf = scipy.special.pdtr(k[None, :], means[:, None])  # P(X <= k), shape (256, K)
         cdf[:, -1] = 2.0  # sentinel above any u: the search always stops by the last entry
-        cells = np.arange(_POISSON_GUIDE, dtype=np.float64) / _POISSON_GUIDE
-        # guide[v, g] = smallest k with CDF_v(k) > g / G: a valid start for any u in cell g.
-        guide = np.stack([np.searchsorted(row, cells, side="right") for row in cdf])
+        # 2**32 CDF is exact (a power-of-two scaling), so its ceiling is the exact integer bound:
+        # w / 2**32 < CDF(k)  <=>  w < ceil(2**32 CDF(k))  <=>  w <= limit(k).
+        limit = np.clip(np.ceil(cdf * 2.0**32) - 1.0, 0.0, 2.0**32 - 1.0).astype(np.uint32)
+        cells = np.arange(_POISSON_GUIDE, dtype=np.int64) << int(_POISSON_CELL_SHIFT)
+        # guide[v, g] = smallest k with limit_v(k) >= g * 2**shift: a valid start for any w of cell g.
+        guide = np.stack([np.searchsorted(row, cells, side="left") for row in limit.astype(np.int64)])
         base = (np.arange(256) * size)[:, None]
-        tables = (np.ascontiguousarray(cdf.ravel()), (guide + base).astype(np.int32).ravel(), size)
+        tables = (np.ascontiguousarray(limit.ravel()), (guide + base).astype(np.int32).ravel(), size)
         _POISSON_TABLES[lam] = tables
     return tables
+
+
+def _poisson_cells(levels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(flat int32 guide cell v*G + (w >> shift), flat uint32 words w): one word per element of
+    uint8 ``levels`` (a broadcast view is fine: a stack of identical frames, as RAF-DB-P's noise
+    frames, converts one frame and adds it to all of them)."""
+    words = raw_words32(rng, levels.size)
+    cell = np.right_shift(words, _POISSON_CELL_SHIFT).view(np.int32).reshape(levels.shape)
+    frame = levels
+    while frame.ndim > 0 and frame.strides[0] == 0 and frame.shape[0] > 0:
+        frame = frame[0]
+    rows = frame.astype(np.int32)
+    rows <<= _POISSON_GUIDE_BITS
+    cell += rows  # + v * G, the row of level v in the guide
+    return cell.reshape(-1), words
+
+
+def _poisson_search(index: np.ndarray, words: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """Sequential search from the guide's start (``index``, changed in place): advance while
+    limit(k) < w; usually 0-2 steps."""
+    active = np.flatnonzero(limit.take(index) < words)
+    while active.size:
+        index[active] += 1
+        active = active[limit.take(index[active]) < words[active]]
+    return index
 
 
 def _poisson_flat_index(levels: np.ndarray, lam: float, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """(flat index v*K + k into the CDF table, K) of one Poisson draw per element of uint8 ``levels``.
 
-    Draws one ``rng.random(levels.shape)`` (float64) and inverts the exact Poisson CDF. ``levels``
-    may be a broadcast view (only read); the index is a flat int32 array.
+    One 32-bit word per element (:func:`raw_words32`; u = w / 2**32) inverts the exact Poisson
+    CDF. ``levels`` may be a broadcast view (only read); the index is a flat int32 array.
     """
-    cdf, guide, size = _poisson_tables(float(lam))
-    u = rng.random(levels.shape)
-    start = (u * _POISSON_GUIDE).astype(np.int32)  # the cell of u: the cast truncates (floor, u >= 0)
-    # + v * G, the row of level v in the guide. A stack of identical frames (a broadcast view, as
-    # RAF-DB-P's noise frames) converts one frame and adds it to all of them.
-    frame = levels
-    while frame.ndim > 0 and frame.strides[0] == 0 and frame.shape[0] > 0:
-        frame = frame[0]
-    rows = frame.astype(np.int32)
-    rows *= _POISSON_GUIDE
-    start += rows
-    u, start = u.ravel(), start.ravel()
-    index = guide.take(start)  # flat index v*K + k into cdf
-    # Sequential search from the guide's start: advance while CDF(k) <= u; usually 0-2 steps.
-    active = np.flatnonzero(cdf.take(index) <= u)
-    while active.size:
-        index[active] += 1
-        active = active[cdf.take(index[active]) <= u[active]]
-    return index, size
+    limit, guide, size = _poisson_tables(float(lam))
+    cell, words = _poisson_cells(levels, rng)
+    return _poisson_search(guide.take(cell), words, limit), size
 
 
 def poisson_from_levels(levels: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
     """Poisson(levels / 255 * lam) for uint8 ``levels``; int array of the same shape.
 
-    Draws one ``rng.random`` per element (float64) and inverts the exact Poisson CDF.
+    One 32-bit word of ``rng`` per element (u = w / 2**32, resolution 2**-32) inverts the exact
+    Poisson CDF.
     """
     index, size = _poisson_flat_index(levels, lam, rng)
     return (index - levels.astype(np.int32).ravel() * size).reshape(levels.shape)
@@ -240,12 +323,51 @@ def _shot_output_table(lam: float, rounding: str) -> np.ndarray:
     return table
 
 
+# Most guide cells hold a single count: every w of the cell gives the same k (the cell lies between
+# two consecutive limits). For those the output byte is known from the cell alone; the byte guide
+# holds it, and a marker byte (one no count produces) for the few cells that need the search.
+_SHOT_BYTE_GUIDES: dict[tuple[float, str], tuple[np.ndarray, int]] = {}
+
+
+def _shot_byte_guide(lam: float, rounding: str) -> tuple[np.ndarray, int]:
+    """(uint8 (256*G,) output byte per guide cell, or ``marker`` where the cell spans counts; marker)."""
+    key = (float(lam), rounding)
+    entry = _SHOT_BYTE_GUIDES.get(key)
+    if entry is None:
+        limit, guide, _ = _poisson_tables(float(lam))
+        output = _shot_output_table(lam, rounding)
+        unused = np.setdiff1d(np.arange(256), output)
+        if unused.size == 0:  # every byte is some count's output (lam >= 255): no fast path
+            entry = (np.full(guide.size, 0, np.uint8), -1)
+        else:
+            marker = int(unused[0])
+            last_word = (np.tile(np.arange(1, _POISSON_GUIDE + 1, dtype=np.int64), 256)
+                         << int(_POISSON_CELL_SHIFT)) - 1  # the largest w of each cell
+            single = limit.take(guide).astype(np.int64) >= last_word
+            entry = (np.where(single, output.take(guide), marker).astype(np.uint8), marker)
+        _SHOT_BYTE_GUIDES[key] = entry
+    return entry
+
+
 def shot_noise_uint8(levels: np.ndarray, lam: float, rng: np.random.Generator, rounding: str = "floor") -> np.ndarray:
     """Shot noise of uint8 ``levels`` straight to uint8: Poisson(v / 255 * lam) / lam, clipped,
     converted by ``rounding`` (:func:`_shot_output_table`). Same draws and bytes as
-    :func:`add_shot_noise` followed by that conversion; ``levels`` may be a broadcast view."""
-    index, _ = _poisson_flat_index(levels, lam, rng)
-    return _shot_output_table(lam, rounding).take(index).reshape(levels.shape)
+    :func:`add_shot_noise` followed by that conversion; ``levels`` may be a broadcast view.
+
+    The byte comes from the guide cell of the word when the cell holds one count
+    (:func:`_shot_byte_guide`), otherwise from the search of :func:`_poisson_flat_index`."""
+    limit, guide, _ = _poisson_tables(float(lam))
+    cell, words = _poisson_cells(levels, rng)
+    byte_guide, marker = _shot_byte_guide(lam, rounding)
+    if marker < 0:
+        index = _poisson_search(guide.take(cell), words, limit)
+        return _shot_output_table(lam, rounding).take(index).reshape(levels.shape)
+    out = byte_guide.take(cell)
+    unsure = np.flatnonzero(out == marker)
+    if unsure.size:
+        index = _poisson_search(guide.take(cell[unsure]), words[unsure], limit)
+        out[unsure] = _shot_output_table(lam, rounding).take(index)
+    return out.reshape(levels.shape)
 
 
 def add_shot_noise(x: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
@@ -488,11 +610,12 @@ def make_liquid_layer(shape_hw: tuple[int, int], loc: float, scale: float, sigma
     """Spatter's liquid layer (BENCHMARK.md §2.4): N(loc, scale) of size H x W, smoothed with skimage's
     gaussian (sigma), values below ``threshold`` set to 0. float64 (H, W).
 
-    Draws ``rng.normal(loc, scale, size=(H, W))`` (float64), as the original's np.random.normal,
-    and stays float64 like the original's layer, so the truncation to L8 in :func:`render_water`
-    sees the same values (a float32 round trip could move a value across an integer / 255).
+    Draws loc + scale * z with z = :func:`standard_normal` (rng, (H, W)) (float32 normals, the
+    product and sum in float64), and stays float64 like the original's layer, so the truncation to
+    L8 in :func:`render_water` sees the values it would in the original's arithmetic.
     """
-    liquid = rng.normal(size=tuple(shape_hw), loc=loc, scale=scale)
+    liquid = np.multiply(standard_normal(rng, tuple(shape_hw)), scale, dtype=np.float64)
+    liquid += loc
     liquid = gaussian_blur_op(liquid, sigma)
     liquid[liquid < threshold] = 0
     return liquid
@@ -727,8 +850,12 @@ def motion_blur(image, severity, rng, motion_backend="numpy", **_options):
 
 
 def gaussian_noise(image, severity, rng, **_options):
-    """x + N(0, sigma) per pixel and channel, clipped."""
-    return add_gaussian_noise(to_float01(image), GAUSSIAN_NOISE_SIGMA[severity - 1], rng)
+    """x + N(0, sigma) per pixel and channel, clipped; a uint8 image gets the final uint8 straight
+    away (:func:`gaussian_noise_uint8`), a float image a float one (:func:`add_gaussian_noise`)."""
+    sigma = GAUSSIAN_NOISE_SIGMA[severity - 1]
+    if image.dtype == np.uint8:
+        return gaussian_noise_uint8(image, sigma, rng)
+    return add_gaussian_noise(image, sigma, rng)
 
 
 def shot_noise(image, severity, rng, **_options):
@@ -912,7 +1039,7 @@ def contrast_brightness_minus(image, severity, rng, **options):
 def gaussian_noise_contrast_brightness_minus(image, severity, rng, **options):
     """gaussian_noise(sg) -> brightness_minus(sb) -> contrast(sc)."""
     sg, sb, sc = NOISE_CONTRAST_BRIGHTNESS[severity - 1]
-    x = gaussian_noise(image, sg, rng)
+    x = add_gaussian_noise(to_float01(image), GAUSSIAN_NOISE_SIGMA[sg - 1], rng)  # float between steps (§2.6)
     return _brightness_then_contrast(x, -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1])
 
 

@@ -265,7 +265,7 @@ def _spec_spatter_frames(face, rng, wanted):
     """BENCHMARK.md §3.4 written out independently: frames ``wanted`` of the spatter sequence."""
     import corruptions  # render_water (BENCHMARK.md §2.4 water steps) is tested in test_corruptions.py
 
-    layer = rng.normal(0.65, 0.27, (130, 130))
+    layer = 0.65 + 0.27 * corruptions.standard_normal(rng, (130, 130)).astype(np.float64)  # §2.7 normals
     layer = skimage.filters.gaussian(layer, sigma=3.7)  # defaults: mode nearest, truncate 4
     layer[layer < 0.69] = 0
     x = face / 255.0
