@@ -4,8 +4,8 @@ Every corruption is a plain function ``fn(image, severity, rng, **options)`` of 
 (H x W x 3, any size from 32 px up; or grey, H x W x 1, which keeps its shape and follows the
 original's grey paths, docs/CORRUPTIONS.md "Grey images"), a severity 1..5 and a ``numpy.random.Generator``. It returns
 either a uint8 image (the steps that quantise by themselves: pixelate, jpeg_compression,
-motion_blur; and shot_noise and the uint8 paths of contrast and brightness, which apply the final
-conversion by table with the same bytes) or a float image in [0, 1]. They are registered, in the original's order
+motion_blur; shot_noise and gaussian_noise, which apply the final conversion themselves; and the
+uint8 paths of contrast and brightness, which apply it by table with the same bytes) or a float image in [0, 1]. They are registered, in the original's order
 (BENCHMARK.md §2.3), in :data:`CORRUPTIONS` under their own ``__name__``. :func:`corrupt` is the checked
 public entry point: it validates its arguments and makes the single final conversion of BENCHMARK.md §2.2
 (clip to [0, 1], times 255, floor to uint8).
