@@ -267,9 +267,10 @@ def p_shot_noise(face, rng, frames=NUM_FRAMES, **_options):
     clean = _crop(face)
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     out[0] = clean
-    if frames > 1:
-        levels = np.broadcast_to(clean, (frames - 1, *clean.shape))
-        out[1:] = corruptions.shot_noise_uint8(levels, SHOT_NOISE_LAMBDA, rng, "rint")
+    # Frame after frame (one 32-bit word per value, in order: the same words as one block of
+    # frames - 1), so that the work stays in cache.
+    for i in range(1, frames):
+        out[i] = corruptions.shot_noise_uint8(clean, SHOT_NOISE_LAMBDA, rng, "rint")
     return out
 
 
