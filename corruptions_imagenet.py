@@ -379,12 +379,83 @@ def smooth_reflect(field: np.ndarray, sigma: float) -> np.ndarray:
     return rows @ field @ columns.T
 
 
+def _axis_weights(c: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """((2, N) indices, (2, N) weights) of order-1 interpolation along one axis of length ``n`` at
+    the float64 coordinates ``c`` (overwritten), computed as scipy's map_coordinates does for mode
+    'reflect': a coordinate below 0 or above n - 1 is first folded back (period 2n, half-sample
+    symmetric) with scipy's own float64 operations, then w0 = 1 - (c - floor c), w1 = 1 - w0 (not
+    c - floor c: the roundings differ), on the indices floor c and floor c + 1 -- after folding c
+    lies in (-1, n), so reflecting those indices into 0..n-1 is a clip."""
+    period = 2 * n
+    low = np.flatnonzero(c < 0)
+    if low.size:
+        v = c[low]
+        far = v < -period
+        if far.any():
+            v[far] = period * np.trunc(-v[far] / period) + v[far]
+        c[low] = np.where(v < -n, v + period, -v - 1)
+    high = np.flatnonzero(c > n - 1)
+    if high.size:
+        v = c[high]
+        v -= period * np.trunc(v / period)
+        c[high] = np.where(v >= n, period - v - 1, v)
+    floor = np.floor(c)
+    index = np.empty((2, c.size), np.intp)
+    index[0] = floor
+    np.add(index[0], 1, out=index[1])
+    np.maximum(index[0], 0, out=index[0])
+    np.minimum(index[1], n - 1, out=index[1])
+    weights = np.empty((2, c.size), np.float64)
+    np.subtract(c, floor, out=c)
+    np.subtract(1.0, c, out=weights[0])
+    np.subtract(1.0, weights[0], out=weights[1])
+    return index, weights
+
+
+def bilinear_reflect(image: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.map_coordinates(image[..., c], (rows, columns), order=1, mode='reflect')`` for
+    every channel c at once; float32 H x W x C in, float32 out (the shape of ``rows``).
+
+    Bit-identical to scipy (tested): the same coordinate folding and weights (:func:`_axis_weights`)
+    and the float64 sum in scipy's order, ((v00 wy0) wx0 + (v01 wy0) wx1) + (v10 wy1) wx0 +
+    (v11 wy1) wx1, cast to float32; but one gather of the four corners of every point in every
+    channel instead of scipy's per-point loop per channel (~3x faster at 100 px). ``rows`` and
+    ``columns``: float64, overwritten."""
+    height, width, channels = image.shape
+    shape = rows.shape
+    row_index, row_weights = _axis_weights(rows.reshape(-1), height)
+    column_index, column_weights = _axis_weights(columns.reshape(-1), width)
+    row_index *= width
+    corners = row_index[:, None, :] + column_index[None, :, :]  # (2, 2, N): [row corner, column corner]
+    planes = image.reshape(height * width, channels).T.astype(np.float64, order="C")  # C x HW
+    row_weights = row_weights[:, None, :]
+    total = np.empty((channels, corners.shape[-1]))
+    for channel in range(channels):
+        terms = planes[channel].take(corners)  # (2, 2, N): [row corner, column corner]
+        terms *= row_weights  # v * wy
+        terms *= column_weights  # (v * wy) * wx
+        np.add(terms[0, 0], terms[0, 1], out=total[channel])
+        total[channel] += terms[1, 0]
+        total[channel] += terms[1, 1]
+    return total.T.astype(np.float32).reshape(*shape, channels)
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column numbers (int64, H x 1 and 1 x W), broadcast like ``np.mgrid``'s planes."""
+    rows, columns = np.arange(height)[:, None], np.arange(width)[None, :]
+    rows.setflags(write=False)
+    columns.setflags(write=False)
+    return rows, columns
+
+
 def elastic_transform(image, severity, rng, param_set=None, **_options):
     """ImageNet-C's elastic transform: a random affine (the three points centre +- side / 3 each moved
     by U(-affine, affine), warpAffine with reflect-101 border), then a displacement field
     alpha * gaussian(U(-1, 1), sigma, mode reflect, truncate 3) per axis, sampled bilinearly
     (scipy map_coordinates, mode reflect). Its severities are not monotone in damage (FAITHFUL).
-    The gaussian is applied as two cached matrices (:func:`smooth_reflect`), same values as scipy's."""
+    The gaussian is applied as two cached matrices (:func:`smooth_reflect`), same values as scipy's;
+    the sampling is :func:`bilinear_reflect`, bit-identical to map_coordinates."""
     _check_param_set(param_set, "elastic_transform")
     alpha, sigma, affine = elastic_parameters(severity, param_set, image.shape[0])
     x = corruptions.to_float01(image).astype(np.float32)
@@ -397,11 +468,10 @@ def elastic_transform(image, severity, rng, param_set=None, **_options):
     x = cv2.warpAffine(x, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101).reshape(image.shape)
     dx = smooth_reflect(rng.uniform(-1, 1, size=(height, width)), sigma) * alpha
     dy = smooth_reflect(rng.uniform(-1, 1, size=(height, width)), sigma) * alpha
-    yy, xx = np.mgrid[0:height, 0:width]
-    coordinates = np.stack([yy + dy.astype(np.float32), xx + dx.astype(np.float32)])
-    out = np.stack([scipy.ndimage.map_coordinates(x[..., c], coordinates, order=1, mode="reflect")
-                    for c in range(x.shape[2])], axis=-1)
-    return np.clip(out, 0.0, 1.0)
+    yy, xx = _pixel_grid(height, width)
+    # int64 grid + float32 displacement: float64 coordinates, as np.mgrid + dy.astype(float32) gave.
+    out = bilinear_reflect(x, yy + dy.astype(np.float32), xx + dx.astype(np.float32))
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def saturate(image, severity, rng, param_set=None, **_options):

@@ -371,3 +371,26 @@ def test_saturate_grey_and_black_pixels():
     out = corruptions_imagenet.saturate(pixels, 5, np.random.default_rng(0), param_set="scaled")
     expected = np.array([[[100, 80, 80], [0, 0, 0], [255, 204, 204]]]) / 255.0
     assert np.abs(out - expected).max() < 1e-6
+
+
+@pytest.mark.parametrize("shape,spread", [((100, 100, 3), 0.6), ((100, 100, 3), 4.0), ((37, 53, 3), 40.0),
+                                          ((64, 48, 1), 300.0), ((100, 100, 3), 5000.0)])
+def test_bilinear_reflect_is_bit_identical_to_map_coordinates(shape, spread):
+    """elastic_transform's sampler gives scipy's map_coordinates(order=1, mode='reflect') float32
+    bits exactly: displacements from sub-pixel to many periods of the mirror, points exactly on the
+    folds (-1, -0.5, n - 0.5, n) and integer coordinates."""
+    rng = np.random.default_rng(int(spread))
+    height, width = shape[:2]
+    image = rng.random(shape, dtype=np.float32)
+    yy, xx = np.mgrid[0:height, 0:width]
+    dy = (rng.standard_normal((height, width)) * spread).astype(np.float32)
+    dx = (rng.standard_normal((height, width)) * spread).astype(np.float32)
+    dy[0, :4] = (-1, -0.5, 0, -2 * height)
+    dx[0, :4] = (width - 0.5, width, 0.25 - xx[0, 2], 2 * width)
+    dy[1] = np.round(dy[1])
+    rows, columns = yy + dy, xx + dx
+    expected = np.stack([scipy.ndimage.map_coordinates(image[..., c], np.stack([rows, columns]), order=1,
+                                                       mode="reflect") for c in range(shape[2])], axis=-1)
+    out = corruptions_imagenet.bilinear_reflect(image, rows.copy(), columns.copy())
+    assert out.dtype == np.float32 and out.shape == shape
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
