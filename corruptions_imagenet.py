@@ -135,56 +135,75 @@ def glass_offsets(shape_hw, delta, iterations, rng):
     return rng.integers(-delta, delta, size=(iterations, rows, columns, 2))
 
 
+@functools.lru_cache(maxsize=64)
+def _glass_geometry(height: int, width: int, delta: int):
+    """(visited flat indices in visiting order, visiting rank of every flat index -- n, past the
+    last rank, for pixels never visited -- and the ranks 0..n-1), read-only, cached per size."""
+    rows = np.arange(height - delta, delta, -1)  # visiting order: bottom-right first
+    columns = np.arange(width - delta, delta, -1)
+    visited = (rows[:, None] * width + columns[None, :]).ravel()
+    ranks = np.arange(visited.size)
+    rank_of = np.full(height * width, visited.size, np.intp)
+    rank_of[visited] = ranks
+    for array in (visited, ranks, rank_of):
+        array.setflags(write=False)
+    return visited, rank_of, ranks
+
+
 def glass_shuffle(x: np.ndarray, delta: int, offsets: np.ndarray) -> np.ndarray:
-    """One pass of ImageNet-C's pixel loop, vectorised. ``x``: H x W x C; ``offsets`` (rows, cols, 2).
+    """One pass of ImageNet-C's pixel loop, vectorised. ``x``: H x W (x C); ``offsets`` (rows, cols, 2).
 
     The loop visits (h, w) for h = H-delta..delta+1 and w = W-delta..delta+1 (descending) and sets
     x[h, w] = x[h + dy, w + dx] (the "swap" is a one-way copy). The source value is the original
     one unless the source pixel was visited earlier, in which case it is what that visit copied:
     following each pixel's chain of earlier-visited sources to its end gives the loop's result.
     Chains are followed for all pixels at once by pointer doubling (log2 of the longest chain steps).
+    The visited pixels form the rectangle delta+1..H-delta x delta+1..W-delta, written as one slice.
     """
     height, width = x.shape[:2]
     rows, columns = offsets.shape[:2]
     if rows == 0 or columns == 0:
         return x.copy()
-    hs = np.arange(height - delta, delta, -1)  # visiting order of rows
-    ws = np.arange(width - delta, delta, -1)
-    visit_h, visit_w = np.meshgrid(hs, ws, indexing="ij")  # (rows, cols)
-    src_h = visit_h + offsets[..., 1]
-    src_w = visit_w + offsets[..., 0]
-    n = rows * columns
-    # Visiting rank of every pixel: -1 for pixels never visited.
-    rank = np.full((height, width), -1, np.int64)
-    rank[visit_h, visit_w] = np.arange(n).reshape(rows, columns)
-    source_rank = rank[src_h, src_w].ravel()
-    own_rank = np.arange(n)
-    # Step to the source's visit if it happened earlier; otherwise the chain ends here.
-    earlier = (source_rank >= 0) & (source_rank < own_rank)
-    pointer = np.where(earlier, source_rank, own_rank)
+    visited, rank_of, ranks = _glass_geometry(height, width, delta)
+    source = offsets[..., 1] * width
+    source += offsets[..., 0]
+    source = source.reshape(-1)
+    source += visited  # flat index of every visit's source pixel
+    # Step to the source's visit if it came earlier (a smaller rank); else the chain ends here. A
+    # never-visited source has rank n, larger than every own rank, so the step is a minimum.
+    pointer = np.minimum(rank_of.take(source), ranks)
     while True:
-        jumped = pointer[pointer]
+        jumped = pointer.take(pointer)
         if np.array_equal(jumped, pointer):
             break
         pointer = jumped
     # The chain's end reads its source's original value.
-    flat_src = (src_h * width + src_w).ravel()
-    values = x.reshape(height * width, -1)[flat_src[pointer]]
+    flat = x.reshape(height * width, *x.shape[2:])
+    values = flat.take(source.take(pointer), axis=0).reshape(rows, columns, *x.shape[2:])
     out = x.copy()
-    out[visit_h.ravel(), visit_w.ravel()] = values.reshape(n, *x.shape[2:])
+    out[delta + 1:height - delta + 1, delta + 1:width - delta + 1] = values[::-1, ::-1]
     return out
 
 
 def glass_blur(image, severity, rng, param_set=None, **_options):
     """Gaussian blur, ``iterations`` passes of local pixel copies (offsets in [-delta, delta)),
-    gaussian blur again; the intermediate image is uint8 (truncated), as in ImageNet-C."""
+    gaussian blur again; the intermediate image is uint8 (truncated), as in ImageNet-C. An RGB
+    pixel is moved as one 32-bit word (the three bytes and a zero) during the passes."""
     _check_param_set(param_set, "glass_blur")
     sigma, delta, iterations = glass_parameters(severity, param_set, image.shape[0])
     blurred = corruptions.gaussian_blur_op(corruptions.to_float01(image), sigma)
-    x = (blurred * np.float32(255.0)).astype(np.uint8)
+    height, width, channels = image.shape
     offsets = glass_offsets(image.shape[:2], delta, iterations, rng)
+    if channels == 3:
+        packed = np.zeros((height, width, 4), np.uint8)
+        np.multiply(blurred, np.float32(255.0), out=packed[..., :3], casting="unsafe")  # truncation
+        x = packed.view(np.uint32)[..., 0]
+    else:
+        x = (blurred * np.float32(255.0)).astype(np.uint8)
     for iteration in range(iterations):
         x = glass_shuffle(x, delta, offsets[iteration])
+    if channels == 3:
+        x = x[..., None].view(np.uint8)[..., :3]
     return corruptions.gaussian_blur_op(corruptions.to_float01(x), sigma)
 
 
