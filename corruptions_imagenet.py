@@ -504,25 +504,40 @@ def elastic_transform(image, severity, rng, param_set=None, **_options):
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+# uint8 level v -> float64(float32(v) / 255): to_float01 followed by astype(float64), as one gather.
+_UNIT64_LUT = (np.arange(256, dtype=np.float32) / np.float32(255.0)).astype(np.float64)
+
+
 def saturate(image, severity, rng, param_set=None, **_options):
     """HSV saturation S * a + b, clipped, hue and value kept (closed form of skimage's
     rgb2hsv -> hsv2rgb): channel c becomes V - S' V (V - c) / (V - min); grey pixels (S = 0, hue 0
     in skimage) become (V, V (1 - S'), V (1 - S')). RGB only: ``corruptions.corrupt`` refuses grey
-    images (a grey image has no saturation; ``corruptions.GREY_UNSUPPORTED``)."""
+    images (a grey image has no saturation; ``corruptions.GREY_UNSUPPORTED``).
+
+    Computed on the three channel planes (float64, the same operations per pixel as on the
+    interleaved image) and returned as uint8 (the final clip and floor of docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "saturate")
     factor, offset = SATURATE[severity - 1]
-    x = corruptions.to_float01(image).astype(np.float64)
-    red, green, blue = x[..., 0:1], x[..., 1:2], x[..., 2:3]
-    value = np.maximum(np.maximum(red, green), blue)  # faster than a max over a length-3 axis
+    red, green, blue = (_UNIT64_LUT.take(plane) for plane in cv2.split(image))
+    value = np.maximum(np.maximum(red, green), blue)
     low = np.minimum(np.minimum(red, green), blue)
     chroma = value - low
     saturation = np.divide(chroma, value, out=np.zeros_like(value), where=value > 0)
     new_value_chroma = np.clip(saturation * factor + offset, 0.0, 1.0) * value  # S' V
     coloured = chroma > 0
     scale = np.divide(new_value_chroma, chroma, out=np.zeros_like(value), where=coloured)
-    out = value - scale * (value - x)  # grey pixels: scale 0, so (V, V, V) so far
-    out[..., 1:] -= np.where(coloured, 0.0, new_value_chroma)  # grey: (V, V - S' V, V - S' V)
-    return np.clip(out, 0.0, 1.0)
+    grey_drop = np.where(coloured, 0.0, new_value_chroma)  # grey: (V, V - S' V, V - S' V)
+    planes = []
+    for channel, plane in enumerate((red, green, blue)):
+        out = value - plane
+        out *= scale
+        np.subtract(value, out, out=out)  # V - scale (V - c); grey pixels: scale 0, so V so far
+        if channel:
+            out -= grey_drop
+        np.clip(out, 0.0, 1.0, out=out)
+        out *= np.float32(255.0)
+        planes.append(out.astype(np.uint8))
+    return cv2.merge(planes)
 
 
 CORRUPTIONS = {function.__name__: function for function in (
