@@ -318,26 +318,29 @@ def next_power_of_two(n: int) -> int:
 
 def fog(image, severity, rng, param_set=None, **_options):
     """x + strength * plasma (map of the next power of 2 of the larger side, cropped to H x W),
-    rescaled by max(x) / (max(x) + strength)."""
+    rescaled by max(x) / (max(x) + strength). Float64 per channel plane, returned as uint8 (the
+    final clip and floor of docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "fog")
     strength, decay = (FOG_64 if param_set == "imagenet64" else FOG)[severity - 1]
     height, width = image.shape[:2]
-    x = corruptions.to_float01(image).astype(np.float64)
-    peak = x.max()
+    peak = _UNIT64_LUT[image.max()]  # max(x): the table is increasing
     plasma = plasma_fractal(next_power_of_two(max(height, width)), decay, rng)[:height, :width]
-    x = x + strength * plasma[..., None]
-    return np.clip(x * peak / (peak + strength), 0.0, 1.0)
+    haze = strength * plasma
+    denominator = peak + strength
+    planes = []
+    for plane in cv2.split(image):
+        x = _UNIT64_LUT.take(plane)
+        x += haze
+        x *= peak
+        x /= denominator  # (x + strength plasma) * peak / (peak + strength), in that order
+        np.clip(x, 0.0, 1.0, out=x)
+        x *= 255.0
+        planes.append(x.astype(np.uint8))
+    return cv2.merge(planes).reshape(image.shape)
 
 
-def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """A procedural frost texture, float32 H x W x 3 in [0, 1] (docs/CORRUPTIONS.md, "frost").
-
-    (1) haze: 0.2 + 0.3 x a plasma fractal (decay 1.6); (2) ice needles: round(5 per 1000 px of
-    area) straight needles from uniform points at uniform angles, length U(4, 24) px x ``scale``,
-    each with two side branches at +-60 degrees from a uniform point along it, half its length,
-    drawn anti-aliased with brightness U(0.45, 0.9), kept where brighter than the haze; (3) a gaussian blur of 0.6 px x ``scale``; (4) tint
-    (0.86, 0.94, 1.0). The mean is about 0.4 (ImageNet-C's frost photographs are of that order).
-    """
+def frost_plane(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """The frost texture before its tint (steps 1-3 of :func:`frost_texture`), float32 H x W."""
     height, width = shape_hw
     haze = 0.2 + 0.3 * plasma_fractal(next_power_of_two(max(height, width)), 1.6, rng)[:height, :width]
     needles = np.zeros((height, width), np.float32)
@@ -358,25 +361,54 @@ def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.
     reach = lengths[:, None] * np.array([1.0, 0.5, 0.5])
     x1, y1 = x0 + reach * np.cos(turned), y0 + reach * np.sin(turned)
     segments = np.stack([x0, y0, x1, y1], axis=-1) * unit
-    segments = segments.astype(np.int64).tolist()  # truncation as int(), as before
+    segments = segments.astype(np.int32).reshape(count, 3, 2, 2)  # truncation as int(), as before
+    # One polylines call per needle: its three 2-point lines, drawn as three cv2.line calls would be.
     for needle, value in zip(segments, brightness.tolist()):
-        for sx0, sy0, sx1, sy1 in needle:
-            cv2.line(needles, (sx0, sy0), (sx1, sy1), value, 1, cv2.LINE_AA, shift)
+        cv2.polylines(needles, list(needle), False, value, 1, cv2.LINE_AA, shift)
     texture = np.maximum(haze.astype(np.float32), needles)
-    texture = cv2.GaussianBlur(texture, (0, 0), 0.6 * scale)
+    return cv2.GaussianBlur(texture, (0, 0), 0.6 * scale)
+
+
+def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """A procedural frost texture, float32 H x W x 3 in [0, 1] (docs/CORRUPTIONS.md, "frost").
+
+    (1) haze: 0.2 + 0.3 x a plasma fractal (decay 1.6); (2) ice needles: round(5 per 1000 px of
+    area) straight needles from uniform points at uniform angles, length U(4, 24) px x ``scale``,
+    each with two side branches at +-60 degrees from a uniform point along it, half its length,
+    drawn anti-aliased with brightness U(0.45, 0.9), kept where brighter than the haze; (3) a
+    gaussian blur of 0.6 px x ``scale``; (4) tint (0.86, 0.94, 1.0). The mean is about 0.4
+    (ImageNet-C's frost photographs are of that order).
+    """
+    texture = frost_plane(shape_hw, rng, scale)
     return np.clip(texture[..., None] * np.array(FROST_TINT, np.float32), 0.0, 1.0)
 
 
 def frost(image, severity, rng, param_set=None, **_options):
     """clip(a x + b frost), (a, b) from ImageNet-C's table, with the procedural frost texture.
 
-    On a grey image the texture is its grey (``corruptions.grey_weights()``)."""
+    On a grey image the texture is its grey (``corruptions.grey_weights()``). An RGB image is
+    computed per channel plane (tint, clip and blend as float32, as on the interleaved texture) and
+    returned as uint8 (the final clip and floor of docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "frost")
     image_weight, frost_weight = FROST[severity - 1]
-    texture = frost_texture(image.shape[:2], rng, scale=length_scale(param_set, image.shape[0]))
+    scale = length_scale(param_set, image.shape[0])
     if corruptions.is_grey(image):
+        texture = frost_texture(image.shape[:2], rng, scale=scale)
         texture = texture @ np.array(corruptions.grey_weights(), np.float32)[:, None]
-    return np.clip(image_weight * corruptions.to_float01(image) + frost_weight * texture, 0.0, 1.0)
+        return np.clip(image_weight * corruptions.to_float01(image) + frost_weight * texture, 0.0, 1.0)
+    plane = frost_plane(image.shape[:2], rng, scale)
+    planes = []
+    for tint, channel in zip(FROST_TINT, cv2.split(image)):
+        texture = plane * np.float32(tint)
+        np.clip(texture, 0.0, 1.0, out=texture)
+        texture *= np.float32(frost_weight)
+        x = corruptions.to_float01(channel)
+        x *= np.float32(image_weight)
+        x += texture  # a x + b t: the same float32 sum as b t + a x
+        np.clip(x, 0.0, 1.0, out=x)
+        x *= np.float32(255.0)
+        planes.append(x.astype(np.uint8))
+    return cv2.merge(planes)
 
 
 # --------------------------------------------------------------------------------------------
