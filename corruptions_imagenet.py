@@ -94,14 +94,18 @@ def length_scale(param_set: str, height: int) -> float:
 
 def impulse_noise(image, severity, rng, param_set=None, **_options):
     """Salt and pepper on every value independently: with probability ``amount`` a value becomes
-    0 or 1 (equally likely), as skimage ``random_noise(mode='s&p')``; one uniform draw per value."""
+    0 or 1 (equally likely), as skimage ``random_noise(mode='s&p')``; one uniform draw per value.
+    uint8 out: an untouched value floors back to its byte, salt is 255, pepper 0."""
     _check_param_set(param_set, "impulse_noise")
     amount = (IMPULSE_AMOUNT_64 if param_set == "imagenet64" else IMPULSE_AMOUNT)[severity - 1]
-    x = corruptions.to_float01(image).copy()
-    u = rng.random(x.shape, dtype=np.float32)
-    x[u < amount / 2] = 0.0  # pepper
-    x[(u >= amount / 2) & (u < amount)] = 1.0  # salt
-    return x
+    u = rng.random(image.shape, dtype=np.float32)
+    # Byte masks instead of boolean indexing (~10x faster): every value hit (u < amount) is set to
+    # 255, then the pepper ones (u < amount / 2, a subset) cleared: salt where amount / 2 <= u < amount.
+    hit = (u < amount).view(np.uint8)  # 0 / 1
+    out = np.bitwise_or(image, np.multiply(hit, 255, out=hit))
+    pepper = (u < amount / 2).view(np.uint8)
+    out &= np.subtract(pepper, 1, out=pepper)  # 0 -> 255 (keep), 1 -> 0 (clear)
+    return out
 
 
 def speckle_noise(image, severity, rng, param_set=None, **_options):
