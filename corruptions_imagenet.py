@@ -284,37 +284,58 @@ def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator)
     ImageNet-C's ``plasma_fractal``: start at 0, at each scale fill square centres then diamond
     points with the mean of their neighbours (wrapping) plus U(-wibble, wibble) * wibble, wibble
     starting at 100 and divided by ``wibble_decay`` per scale. Draws from ``rng`` only.
+
+    Computed scale by scale on contiguous arrays: the corners carry one wrapped row and column, so
+    the wrapping neighbours are slices, and all uniforms come from one ``rng.random`` call (the
+    same stream as the per-scale ``rng.uniform`` calls, transformed as numpy does: -w + 2w u). The
+    same float64 sums in the same order, so the same values (tested against the grid version).
     """
     if map_size & (map_size - 1):
         raise ValueError(f"plasma map size must be a power of 2, got {map_size}")
-    grid = np.zeros((map_size, map_size), np.float64)
-    step = map_size
+    levels = map_size.bit_length() - 1
+    draws = rng.random(4 ** levels - 1)  # 3 n^2 per scale for n = 1, 2, 4, ..., map_size / 2
+    used = 0
+    padded = np.zeros((2, 2))  # the corners C (n x n) plus a wrapped last row and column
     wibble = 100.0
-
-    def wibbled_mean(total):
-        return total / 4 + wibble * rng.uniform(-wibble, wibble, total.shape)
-
-    def roll(a, shift, axis):  # np.roll by +-1 without its per-call overhead (same values)
-        if axis == 0:
-            return np.concatenate((a[-shift:], a[:-shift]), axis=0)
-        return np.concatenate((a[:, -shift:], a[:, :-shift]), axis=1)
-
-    while step >= 2:
-        half = step // 2
-        corners = grid[0:map_size:step, 0:map_size:step]
-        square = corners + roll(corners, -1, 0)
-        square = square + roll(square, -1, 1)
-        grid[half:map_size:step, half:map_size:step] = wibbled_mean(square)
-        centres = grid[half:map_size:step, half:map_size:step]
-        corners = grid[0:map_size:step, 0:map_size:step]
-        left = centres + roll(centres, 1, 0) + corners + roll(corners, -1, 1)
-        grid[0:map_size:step, half:map_size:step] = wibbled_mean(left)
-        top = centres + roll(centres, 1, 1) + corners + roll(corners, -1, 0)
-        grid[half:map_size:step, 0:map_size:step] = wibbled_mean(top)
-        step //= 2
+    for level in range(levels):
+        n = 1 << level
+        size = n * n
+        noise = draws[used:used + 3 * size] * (wibble - -wibble)  # rng.uniform(-w, w) = -w + (2w) u
+        used += 3 * size
+        noise += -wibble
+        noise *= wibble
+        corners = padded[:n, :n]
+        pair = padded[:n] + padded[1:]  # C[i, j] + C[i + 1, j], wrapped column included
+        centres = pair[:, :-1] + pair[:, 1:]  # ... + (C[i, j + 1] + C[i + 1, j + 1])
+        centres /= 4
+        centres += noise[:size].reshape(n, n)
+        shifted = np.empty((n + 1, n + 1))  # the centres with a wrapped row and column in front
+        shifted[1:, 1:] = centres
+        shifted[0, 1:] = centres[-1]
+        shifted[1:, 0] = centres[:, -1]
+        edges = np.empty((2, n, n))  # [0]: even rows, odd columns ("left"); [1]: odd rows, even columns
+        np.add(centres, shifted[:-1, 1:], out=edges[0])  # M[i, j] + M[i - 1, j]
+        np.add(centres, shifted[1:, :-1], out=edges[1])  # M[i, j] + M[i, j - 1]
+        edges += corners
+        edges[0] += padded[:n, 1:]  # + C[i, j + 1]
+        edges[1] += padded[1:, :n]  # + C[i + 1, j]
+        edges /= 4
+        edges += noise[size:].reshape(2, n, n)
+        last = level == levels - 1  # the final map needs no wrapped row and column
+        side = 2 * n
+        grown = np.empty((side, side) if last else (side + 1, side + 1))
+        grown[0:side:2, 0:side:2] = corners
+        grown[1:side:2, 1:side:2] = centres
+        grown[0:side:2, 1:side:2] = edges[0]
+        grown[1:side:2, 0:side:2] = edges[1]
+        if not last:
+            grown[side, :side] = grown[0, :side]
+            grown[:, side] = grown[:, 0]
+        padded = grown
         wibble /= wibble_decay
-    grid -= grid.min()
-    return grid / grid.max()
+    padded -= padded.min()
+    padded /= padded.max()
+    return padded
 
 
 def next_power_of_two(n: int) -> int:
