@@ -390,7 +390,7 @@ def frost_plane(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.nd
     segments = segments.astype(np.int32).reshape(count, 3, 2, 2)  # truncation as int(), as before
     # One polylines call per needle: its three 2-point lines, drawn as three cv2.line calls would be.
     for needle, value in zip(segments, brightness.tolist()):
-        cv2.polylines(needles, list(needle), False, value, 1, cv2.LINE_AA, shift)
+        cv2.polylines(needles, needle, False, value, 1, cv2.LINE_AA, shift)  # (3, 2, 2): three lines
     texture = np.maximum(haze.astype(np.float32), needles)
     return cv2.GaussianBlur(texture, (0, 0), 0.6 * scale)
 
