@@ -109,13 +109,16 @@ def impulse_noise(image, severity, rng, param_set=None, **_options):
 
 
 def speckle_noise(image, severity, rng, param_set=None, **_options):
-    """clip(x + x * N(0, sigma)), sigma from the table (the same for every parameter set)."""
+    """clip(x + x * N(0, sigma)), sigma from the table (the same for every parameter set), computed
+    as x (1 + sigma n) in float32 and returned floored to uint8 (docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "speckle_noise")
-    x = corruptions.to_float01(image)
-    noise = rng.standard_normal(x.shape, dtype=np.float32)
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
     noise *= np.float32(MULTIPLICATIVE_NOISE_SIGMA[severity - 1])
     noise += 1.0
-    return np.clip(x * noise, 0.0, 1.0)
+    noise *= corruptions.to_float01(image)  # (1 + sigma n) x: the product x (1 + sigma n)
+    np.clip(noise, 0.0, 1.0, out=noise)
+    noise *= np.float32(255.0)
+    return noise.astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,13 +426,15 @@ def frost(image, severity, rng, param_set=None, **_options):
         texture = texture @ np.array(corruptions.grey_weights(), np.float32)[:, None]
         return np.clip(image_weight * corruptions.to_float01(image) + frost_weight * texture, 0.0, 1.0)
     plane = frost_plane(image.shape[:2], rng, scale)
+    # float32(v / 255) * a for every level v: the image term of every pixel by one gather.
+    weighted = (np.arange(256, dtype=np.float32) / np.float32(255.0)) * np.float32(image_weight)
     planes = []
     for tint, channel in zip(FROST_TINT, cv2.split(image)):
+        # The tinted texture's clip to [0, 1] is the identity here: the blurred texture lies in
+        # [0, 0.9] (haze 0.2..0.5, needles at most 0.9; the blur averages) and the tint is <= 1.
         texture = plane * np.float32(tint)
-        np.clip(texture, 0.0, 1.0, out=texture)
         texture *= np.float32(frost_weight)
-        x = corruptions.to_float01(channel)
-        x *= np.float32(image_weight)
+        x = weighted.take(channel)
         x += texture  # a x + b t: the same float32 sum as b t + a x
         np.clip(x, 0.0, 1.0, out=x)
         x *= np.float32(255.0)
