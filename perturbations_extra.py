@@ -140,14 +140,17 @@ def p_tilt(face, rng, frames=NUM_FRAMES, **_options):
 
 
 def p_speckle_noise(face, rng, frames=NUM_FRAMES, **_options):
-    """Frame 0 clean; frames i >= 1 independent speckle noise x + x N(0, 0.05), rounded (§3.5)."""
+    """Frame 0 clean; frames i >= 1 independent speckle noise x + x N(0, 0.05), rounded (docs/BENCHMARK.md §3.5)."""
     clean = _crop(face)
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     out[0] = clean
     if frames > 1:
         x = clean.astype(np.float64) / 255.0
         noise = rng.standard_normal((frames - 1, *clean.shape))
-        out[1:] = _round_to_uint8(np.clip(x + x * MULTIPLICATIVE_NOISE_SIGMA * noise, 0.0, 1.0))
+        # x + (x sigma) n, in place on the draws (no frame-stack temporaries; the same products and sums)
+        noise *= x * MULTIPLICATIVE_NOISE_SIGMA
+        noise += x
+        out[1:] = _round_to_uint8(np.clip(noise, 0.0, 1.0, out=noise))
     return out
 
 
