@@ -132,9 +132,13 @@ def tilt_homography(degrees: float, width: int = FACE_SIZE, height: int = FACE_S
 
 
 def p_tilt(face, rng, frames=NUM_FRAMES, **_options):
-    """Perspective warp (bilinear, black border) by tilt_homography(i - 15), then the default ROI."""
+    """Perspective warp (bilinear, black border) by tilt_homography(i - 15), then the default ROI.
+
+    Only the output up to the ROI's far corner (115 x 115) is warped: OpenCV computes every output
+    pixel from its own coordinates, so these pixels are those of the whole 130 px warp (tested)."""
+    x, y, w, h = DEFAULT_ROI
     return np.ascontiguousarray(np.stack([
-        _crop(cv2.warpPerspective(face, tilt_homography(tilt_angle(i)), (FACE_SIZE, FACE_SIZE),
+        _crop(cv2.warpPerspective(face, tilt_homography(tilt_angle(i)), (x + w, y + h),
                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)))
         for i in range(frames)]))
 

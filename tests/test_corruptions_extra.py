@@ -395,3 +395,32 @@ def test_bilinear_reflect_is_bit_identical_to_map_coordinates(shape, spread):
     out = corruptions_imagenet.bilinear_reflect(image, rows.copy(), columns.copy())
     assert out.dtype == np.float32 and out.shape == shape
     assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+def test_p_extras_frame_region_shortcuts_equal_whole_face(face130):
+    """p_tilt warps only up to the ROI's far corner and p_snow blurs and blends only the frame's
+    region: the bytes equal the whole-130-px computation cropped, written out here."""
+    frames = perturbations.perturb(face130, "p_tilt", frames=30)
+    for i in (0, 4, 15, 23, 29):
+        whole = cv2.warpPerspective(face130, perturbations_extra.tilt_homography(i - 15), (130, 130),
+                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        np.testing.assert_array_equal(frames[i], whole[15:115, 15:115])
+    frames = perturbations.perturb(face130, "p_snow", np.random.default_rng(3), frames=30)
+    layer = corruptions_imagenet.snow_layer((130, 130), 0.05, 0.3, 3, 0.5, np.random.default_rng(3))
+    x = face130.astype(np.float32) / np.float32(255.0)
+    for i in (0, 9, 29):
+        flakes = corruptions.motion_blur_op(np.repeat(layer[..., None], 3, 2), 14, 4, 4 * i - 150)[..., 0]
+        whole = corruptions_imagenet.add_snow(x, flakes / np.float32(255.0), 0.85)
+        np.testing.assert_array_equal(frames[i], (np.clip(whole, 0, 1) * 255.0).astype(np.uint8)[15:115, 15:115])
+
+
+def test_add_snow_is_the_written_out_float32_formula(images):
+    """add_snow's equal-shape path gives exactly the float32 formula with numpy broadcasts."""
+    x = images["astronaut"].astype(np.float32) / np.float32(255.0)
+    flakes = np.random.default_rng(4).random((100, 100), dtype=np.float32) * np.float32(0.6)
+    for blend in (0.8, 0.55):
+        grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None]
+        expected = blend * x + (1 - blend) * np.maximum(x, grey * 1.5 + 0.5)
+        expected = np.clip(expected + flakes[..., None] + flakes[::-1, ::-1, None], 0.0, 1.0)
+        assert expected.dtype == np.float32
+        np.testing.assert_array_equal(corruptions_imagenet.add_snow(x, flakes, blend), expected)
