@@ -12,9 +12,10 @@ chin                    (0.50, 0.97)
 face box (patches)      x 0.15..0.85, y 0.15..0.95
 ======================  ===============
 
-Each function is ``fn(image, severity, rng, **options)`` of an RGB uint8 image, returning a float
-image in [0, 1] (:func:`corruptions.corrupt` makes the final clip and floor). Only
-occlusion_patch draws from ``rng``; the others are deterministic.
+Each function is ``fn(image, severity, rng, **options)`` of an RGB uint8 image, returning the uint8
+image after the final clip and floor of docs/BENCHMARK.md §2.2 (only the occluded region is
+computed: elsewhere the result is the input byte). Only occlusion_patch draws from ``rng``; the
+others are deterministic.
 """
 
 from __future__ import annotations

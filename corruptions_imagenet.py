@@ -5,7 +5,9 @@ after Hendrycks' ImageNet-C definitions with three changes: no image size is har
 became the real H x W), every random draw comes from the ``rng`` argument, and the resolution
 scaling is explicit. Each function is ``fn(image, severity, rng, param_set=..., **options)`` of an
 RGB uint8 image and returns a float image in [0, 1] (the caller, :func:`corruptions.corrupt`, makes
-the single final clip-and-floor of docs/BENCHMARK.md §2.2).
+the single final clip-and-floor of docs/BENCHMARK.md §2.2) or, where it is cheaper, the uint8 image
+after that same clip-and-floor (impulse_noise, speckle_noise, fog, frost, elastic_transform,
+saturate: the same bytes).
 
 ``param_set`` (required; no default, recorded in the export manifest):
 
@@ -572,7 +574,7 @@ def elastic_transform(image, severity, rng, param_set=None, **_options):
     the sampling is :func:`bilinear_reflect`, bit-identical to map_coordinates."""
     _check_param_set(param_set, "elastic_transform")
     alpha, sigma, affine = elastic_parameters(severity, param_set, image.shape[0])
-    x = corruptions.to_float01(image).astype(np.float32)
+    x = corruptions.to_float01(image).astype(np.float32, copy=False)
     height, width = x.shape[:2]
     centre = np.float32((height, width)) // 2
     side = min(height, width) // 3
@@ -585,7 +587,9 @@ def elastic_transform(image, severity, rng, param_set=None, **_options):
     yy, xx = _pixel_grid(height, width)
     # int64 grid + float32 displacement: float64 coordinates, as np.mgrid + dy.astype(float32) gave.
     out = bilinear_reflect(x, yy + dy.astype(np.float32), xx + dx.astype(np.float32))
-    return np.clip(out, 0.0, 1.0, out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    out *= np.float32(255.0)
+    return out.astype(np.uint8)  # the final floor of docs/BENCHMARK.md §2.2
 
 
 # uint8 level v -> float64(float32(v) / 255): to_float01 followed by astype(float64), as one gather.
