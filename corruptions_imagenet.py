@@ -6,8 +6,7 @@ became the real H x W), every random draw comes from the ``rng`` argument, and t
 scaling is explicit. Each function is ``fn(image, severity, rng, param_set=..., **options)`` of an
 RGB uint8 image and returns a float image in [0, 1] (the caller, :func:`corruptions.corrupt`, makes
 the single final clip-and-floor of docs/BENCHMARK.md §2.2) or, where it is cheaper, the uint8 image
-after that same clip-and-floor (impulse_noise, speckle_noise, fog, frost, elastic_transform,
-saturate: the same bytes).
+after that same clip-and-floor (all but frost on grey images: the same bytes).
 
 ``param_set`` (required; no default, recorded in the export manifest):
 
@@ -83,6 +82,14 @@ def _check_param_set(param_set, name):
     if param_set == "imagenet64" and name not in HAS_64_VALUES:
         raise ValueError(f"{name}: param_set 'imagenet64' has no values for it (known only for "
                          f"{', '.join(HAS_64_VALUES)}); use imagenet224 or scaled")
+
+
+def _floor_in_place(x: np.ndarray) -> np.ndarray:
+    """``corruptions.to_uint8`` (clip to [0, 1], times 255, floor) of a float array this module
+    owns, without its two temporaries: the same bytes."""
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= np.float32(255.0)
+    return x.astype(np.uint8)
 
 
 def length_scale(param_set: str, height: int) -> float:
@@ -214,7 +221,7 @@ def glass_blur(image, severity, rng, param_set=None, **_options):
         x = glass_shuffle(x, delta, offsets[iteration])
     if channels == 3:
         x = x[..., None].view(np.uint8)[..., :3]
-    return corruptions.gaussian_blur_op(corruptions.to_float01(x), sigma)
+    return _floor_in_place(corruptions.gaussian_blur_op(corruptions.to_float01(x), sigma))
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,7 +287,7 @@ def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_option
     plane = layer[..., None] if motion_backend == "numpy" else np.repeat(layer[..., None], 3, axis=2)
     blurred = corruptions.motion_blur_op(plane, max(1, int(round(radius * k))), sigma * k, angle,
                                          backend=motion_backend)[..., 0]
-    return add_snow(corruptions.to_float01(image), blurred / np.float32(255.0), blend)
+    return _floor_in_place(add_snow(corruptions.to_float01(image), blurred / np.float32(255.0), blend))
 
 
 def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
