@@ -424,3 +424,19 @@ def test_add_snow_is_the_written_out_float32_formula(images):
         expected = np.clip(expected + flakes[..., None] + flakes[::-1, ::-1, None], 0.0, 1.0)
         assert expected.dtype == np.float32
         np.testing.assert_array_equal(corruptions_imagenet.add_snow(x, flakes, blend), expected)
+
+
+def test_glass_blur_packed_pixels_equal_the_loop(images):
+    """glass_blur moves RGB pixels as 32-bit words: the bytes equal blur -> uint8 -> Hendrycks'
+    per-pixel loop on the three-byte pixels (same offsets) -> blur -> floor, written out here."""
+    image = images["astronaut"]
+    for severity, param_set in ((2, "imagenet224"), (5, "scaled")):
+        sigma, delta, iterations = corruptions_imagenet.glass_parameters(severity, param_set, 100)
+        rng = np.random.default_rng(severity)
+        x = (corruptions.gaussian_blur_op(image / np.float32(255.0), sigma) * np.float32(255.0)).astype(np.uint8)
+        offsets = rng.integers(-delta, delta, size=(iterations, 100 - 2 * delta, 100 - 2 * delta, 2))
+        for iteration in range(iterations):
+            x = reference_corruptions.glass_loop(x.copy(), delta, offsets[iteration])
+        expected = corruptions.to_uint8(corruptions.gaussian_blur_op(x / np.float32(255.0), sigma))
+        out = corrupt(image, "glass_blur", severity, seed=severity, param_set=param_set)
+        np.testing.assert_array_equal(out, expected)
