@@ -12,9 +12,10 @@ chin                    (0.50, 0.97)
 face box (patches)      x 0.15..0.85, y 0.15..0.95
 ======================  ===============
 
-Each function is ``fn(image, severity, rng, **options)`` of an RGB uint8 image, returning a float
-image in [0, 1] (:func:`corruptions.corrupt` makes the final clip and floor). Only
-occlusion_patch draws from ``rng``; the others are deterministic.
+Each function is ``fn(image, severity, rng, **options)`` of an RGB uint8 image, returning the uint8
+image after the final clip and floor of docs/BENCHMARK.md §2.2 (only the occluded region is
+computed: elsewhere the result is the input byte). Only occlusion_patch draws from ``rng``; the
+others are deterministic.
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ def _blend(x: np.ndarray, coverage: np.ndarray, rgb, opacity: float) -> np.ndarr
     return x * (1 - alpha) + alpha * colour
 
 
+def _blend_region(image: np.ndarray, region, coverage: np.ndarray, rgb, opacity: float) -> np.ndarray:
+    """:func:`_blend` of uint8 ``image`` with a coverage that is zero outside ``region`` (a pair of
+    slices; ``coverage`` is its part), floored to uint8 (docs/BENCHMARK.md §2.2). Outside the region
+    the blend gives x (1 - 0) + 0 = x, which floors back to the input byte, so only the region is
+    computed; the bytes are those of the whole-image blend."""
+    out = image.copy()
+    x = corruptions.to_float01(image[region])
+    out[region] = corruptions.to_uint8(_blend(x, coverage, rgb, opacity))
+    return out
+
+
 def patch_box(severity: int, shape_hw, rng) -> tuple[int, int, int]:
     """(left, top, side) of occlusion_patch: side = round(fraction x W); the patch centre is uniform
     in the face box, the patch then moved inside the image where it would cross its border."""
@@ -64,12 +76,13 @@ def patch_box(severity: int, shape_hw, rng) -> tuple[int, int, int]:
 
 def occlusion_patch(image, severity, rng, **_options):
     """One square of uniform grey noise (one U(0, 1) value per pixel, the same in R, G, B), side
-    0.15..0.46 of W, centred uniformly in the face box."""
-    x = corruptions.to_float01(image).copy()
+    0.15..0.46 of W, centred uniformly in the face box. uint8 out: the rest of the image keeps its
+    bytes (x / 255 floors back to x), the patch is the floored noise."""
     left, top, side = patch_box(severity, image.shape[:2], rng)
     noise = rng.random((side, side), dtype=np.float32)
-    x[top:top + side, left:left + side] = noise[..., None]
-    return x
+    out = image.copy()
+    out[top:top + side, left:left + side] = corruptions.to_uint8(noise)[..., None]
+    return out
 
 
 def eye_band_rows(severity: int, height: int) -> tuple[int, int]:
@@ -86,9 +99,9 @@ def occlusion_eyes(image, severity, rng, **_options):
     top, bottom = eye_band_rows(severity, height)
     left = int(round((LEFT_EYE[0] - EYE_BAND_REACH) * width))
     right = int(round((RIGHT_EYE[0] + EYE_BAND_REACH) * width))
-    coverage = np.zeros((height, width), np.float32)
-    coverage[max(0, top):bottom, max(0, left):right] = 1.0
-    return _blend(corruptions.to_float01(image), coverage, EYE_BAND_RGB, EYE_BAND[severity - 1][1])
+    rows, columns = slice(max(0, top), bottom), slice(max(0, left), right)
+    coverage = np.ones(image[rows, columns].shape[:2], np.float32)
+    return _blend_region(image, (rows, columns), coverage, EYE_BAND_RGB, EYE_BAND[severity - 1][1])
 
 
 def mask_polygon(severity: int, shape_hw) -> np.ndarray:
@@ -113,8 +126,10 @@ def occlusion_mouth(image, severity, rng, **_options):
     points = np.round(mask_polygon(severity, (height, width)) * (1 << shift)).astype(np.int32)
     coverage = np.zeros((height, width), np.uint8)
     cv2.fillPoly(coverage, [points], 255, cv2.LINE_AA, shift)
-    return _blend(corruptions.to_float01(image), coverage.astype(np.float32) / 255.0, MASK_RGB,
-                  MASK[severity - 1][1])
+    left, top, box_width, box_height = cv2.boundingRect(coverage)  # of the nonzero pixels
+    region = (slice(top, top + box_height), slice(left, left + box_width))
+    return _blend_region(image, region, coverage[region].astype(np.float32) / 255.0, MASK_RGB,
+                         MASK[severity - 1][1])
 
 
 def low_resolution(image, severity, rng, **_options):

@@ -5,7 +5,8 @@ after Hendrycks' ImageNet-C definitions with three changes: no image size is har
 became the real H x W), every random draw comes from the ``rng`` argument, and the resolution
 scaling is explicit. Each function is ``fn(image, severity, rng, param_set=..., **options)`` of an
 RGB uint8 image and returns a float image in [0, 1] (the caller, :func:`corruptions.corrupt`, makes
-the single final clip-and-floor of docs/BENCHMARK.md §2.2).
+the single final clip-and-floor of docs/BENCHMARK.md §2.2) or, where it is cheaper, the uint8 image
+after that same clip-and-floor (all but frost on grey images: the same bytes).
 
 ``param_set`` (required; no default, recorded in the export manifest):
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import cv2
 import numpy as np
@@ -82,6 +84,14 @@ def _check_param_set(param_set, name):
                          f"{', '.join(HAS_64_VALUES)}); use imagenet224 or scaled")
 
 
+def _floor_in_place(x: np.ndarray) -> np.ndarray:
+    """``corruptions.to_uint8`` (clip to [0, 1], times 255, floor) of a float array this module
+    owns, without its two temporaries: the same bytes."""
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= np.float32(255.0)
+    return x.astype(np.uint8)
+
+
 def length_scale(param_set: str, height: int) -> float:
     """The factor of pixel lengths: H / 224 under ``scaled``, else 1."""
     return height / BASE_SIZE if param_set == "scaled" else 1.0
@@ -93,24 +103,31 @@ def length_scale(param_set: str, height: int) -> float:
 
 def impulse_noise(image, severity, rng, param_set=None, **_options):
     """Salt and pepper on every value independently: with probability ``amount`` a value becomes
-    0 or 1 (equally likely), as skimage ``random_noise(mode='s&p')``; one uniform draw per value."""
+    0 or 1 (equally likely), as skimage ``random_noise(mode='s&p')``; one uniform draw per value.
+    uint8 out: an untouched value floors back to its byte, salt is 255, pepper 0."""
     _check_param_set(param_set, "impulse_noise")
     amount = (IMPULSE_AMOUNT_64 if param_set == "imagenet64" else IMPULSE_AMOUNT)[severity - 1]
-    x = corruptions.to_float01(image).copy()
-    u = rng.random(x.shape, dtype=np.float32)
-    x[u < amount / 2] = 0.0  # pepper
-    x[(u >= amount / 2) & (u < amount)] = 1.0  # salt
-    return x
+    u = rng.random(image.shape, dtype=np.float32)
+    # Byte masks instead of boolean indexing (~10x faster): every value hit (u < amount) is set to
+    # 255, then the pepper ones (u < amount / 2, a subset) cleared: salt where amount / 2 <= u < amount.
+    hit = (u < amount).view(np.uint8)  # 0 / 1
+    out = np.bitwise_or(image, np.multiply(hit, 255, out=hit))
+    pepper = (u < amount / 2).view(np.uint8)
+    out &= np.subtract(pepper, 1, out=pepper)  # 0 -> 255 (keep), 1 -> 0 (clear)
+    return out
 
 
 def speckle_noise(image, severity, rng, param_set=None, **_options):
-    """clip(x + x * N(0, sigma)), sigma from the table (the same for every parameter set)."""
+    """clip(x + x * N(0, sigma)), sigma from the table (the same for every parameter set), computed
+    as x (1 + sigma n) in float32 and returned floored to uint8 (docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "speckle_noise")
-    x = corruptions.to_float01(image)
-    noise = rng.standard_normal(x.shape, dtype=np.float32)
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
     noise *= np.float32(MULTIPLICATIVE_NOISE_SIGMA[severity - 1])
     noise += 1.0
-    return np.clip(x * noise, 0.0, 1.0)
+    noise *= corruptions.to_float01(image)  # (1 + sigma n) x: the product x (1 + sigma n)
+    np.clip(noise, 0.0, 1.0, out=noise)
+    noise *= np.float32(255.0)
+    return noise.astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,57 +152,76 @@ def glass_offsets(shape_hw, delta, iterations, rng):
     return rng.integers(-delta, delta, size=(iterations, rows, columns, 2))
 
 
+@functools.lru_cache(maxsize=64)
+def _glass_geometry(height: int, width: int, delta: int):
+    """(visited flat indices in visiting order, visiting rank of every flat index -- n, past the
+    last rank, for pixels never visited -- and the ranks 0..n-1), read-only, cached per size."""
+    rows = np.arange(height - delta, delta, -1)  # visiting order: bottom-right first
+    columns = np.arange(width - delta, delta, -1)
+    visited = (rows[:, None] * width + columns[None, :]).ravel()
+    ranks = np.arange(visited.size)
+    rank_of = np.full(height * width, visited.size, np.intp)
+    rank_of[visited] = ranks
+    for array in (visited, ranks, rank_of):
+        array.setflags(write=False)
+    return visited, rank_of, ranks
+
+
 def glass_shuffle(x: np.ndarray, delta: int, offsets: np.ndarray) -> np.ndarray:
-    """One pass of ImageNet-C's pixel loop, vectorised. ``x``: H x W x C; ``offsets`` (rows, cols, 2).
+    """One pass of ImageNet-C's pixel loop, vectorised. ``x``: H x W (x C); ``offsets`` (rows, cols, 2).
 
     The loop visits (h, w) for h = H-delta..delta+1 and w = W-delta..delta+1 (descending) and sets
     x[h, w] = x[h + dy, w + dx] (the "swap" is a one-way copy). The source value is the original
     one unless the source pixel was visited earlier, in which case it is what that visit copied:
     following each pixel's chain of earlier-visited sources to its end gives the loop's result.
     Chains are followed for all pixels at once by pointer doubling (log2 of the longest chain steps).
+    The visited pixels form the rectangle delta+1..H-delta x delta+1..W-delta, written as one slice.
     """
     height, width = x.shape[:2]
     rows, columns = offsets.shape[:2]
     if rows == 0 or columns == 0:
         return x.copy()
-    hs = np.arange(height - delta, delta, -1)  # visiting order of rows
-    ws = np.arange(width - delta, delta, -1)
-    visit_h, visit_w = np.meshgrid(hs, ws, indexing="ij")  # (rows, cols)
-    src_h = visit_h + offsets[..., 1]
-    src_w = visit_w + offsets[..., 0]
-    n = rows * columns
-    # Visiting rank of every pixel: -1 for pixels never visited.
-    rank = np.full((height, width), -1, np.int64)
-    rank[visit_h, visit_w] = np.arange(n).reshape(rows, columns)
-    source_rank = rank[src_h, src_w].ravel()
-    own_rank = np.arange(n)
-    # Step to the source's visit if it happened earlier; otherwise the chain ends here.
-    earlier = (source_rank >= 0) & (source_rank < own_rank)
-    pointer = np.where(earlier, source_rank, own_rank)
+    visited, rank_of, ranks = _glass_geometry(height, width, delta)
+    source = offsets[..., 1] * width
+    source += offsets[..., 0]
+    source = source.reshape(-1)
+    source += visited  # flat index of every visit's source pixel
+    # Step to the source's visit if it came earlier (a smaller rank); else the chain ends here. A
+    # never-visited source has rank n, larger than every own rank, so the step is a minimum.
+    pointer = np.minimum(rank_of.take(source), ranks)
     while True:
-        jumped = pointer[pointer]
+        jumped = pointer.take(pointer)
         if np.array_equal(jumped, pointer):
             break
         pointer = jumped
     # The chain's end reads its source's original value.
-    flat_src = (src_h * width + src_w).ravel()
-    values = x.reshape(height * width, -1)[flat_src[pointer]]
+    flat = x.reshape(height * width, *x.shape[2:])
+    values = flat.take(source.take(pointer), axis=0).reshape(rows, columns, *x.shape[2:])
     out = x.copy()
-    out[visit_h.ravel(), visit_w.ravel()] = values.reshape(n, *x.shape[2:])
+    out[delta + 1:height - delta + 1, delta + 1:width - delta + 1] = values[::-1, ::-1]
     return out
 
 
 def glass_blur(image, severity, rng, param_set=None, **_options):
     """Gaussian blur, ``iterations`` passes of local pixel copies (offsets in [-delta, delta)),
-    gaussian blur again; the intermediate image is uint8 (truncated), as in ImageNet-C."""
+    gaussian blur again; the intermediate image is uint8 (truncated), as in ImageNet-C. An RGB
+    pixel is moved as one 32-bit word (the three bytes and a zero) during the passes."""
     _check_param_set(param_set, "glass_blur")
     sigma, delta, iterations = glass_parameters(severity, param_set, image.shape[0])
     blurred = corruptions.gaussian_blur_op(corruptions.to_float01(image), sigma)
-    x = (blurred * np.float32(255.0)).astype(np.uint8)
+    height, width, channels = image.shape
     offsets = glass_offsets(image.shape[:2], delta, iterations, rng)
+    if channels == 3:
+        packed = np.zeros((height, width, 4), np.uint8)
+        np.multiply(blurred, np.float32(255.0), out=packed[..., :3], casting="unsafe")  # truncation
+        x = packed.view(np.uint32)[..., 0]
+    else:
+        x = (blurred * np.float32(255.0)).astype(np.uint8)
     for iteration in range(iterations):
         x = glass_shuffle(x, delta, offsets[iteration])
-    return corruptions.gaussian_blur_op(corruptions.to_float01(x), sigma)
+    if channels == 3:
+        x = x[..., None].view(np.uint8)[..., :3]
+    return _floor_in_place(corruptions.gaussian_blur_op(corruptions.to_float01(x), sigma))
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,28 +255,39 @@ def snow_layer(shape_hw, loc, scale, zoom, threshold, rng) -> np.ndarray:
 def add_snow(x: np.ndarray, flakes: np.ndarray, blend: float) -> np.ndarray:
     """clip(blend x + (1 - blend) max(x, 1.5 grey(x) + 0.5) + L + rot180(L)); ``flakes`` L in [0, 1].
 
-    On a grey ``x`` (H x W x 1) grey(x) is x itself."""
-    if corruptions.is_grey(x):
-        grey = x
-    else:
-        grey = cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY)[..., None]
-    out = blend * x + (1 - blend) * np.maximum(x, grey * 1.5 + 0.5)
-    flakes = flakes[..., None]
-    return np.clip(out + flakes + flakes[::-1, ::-1], 0.0, 1.0)
+    On a grey ``x`` (H x W x 1) grey(x) is x itself. A float32 RGB ``x`` takes the same float32
+    operations on equal-shaped arrays (the grey and the flakes repeated into three channels by
+    OpenCV), which numpy runs several times faster than broadcasts over a last axis of 3."""
+    if corruptions.is_grey(x) or x.dtype != np.float32 or flakes.dtype != np.float32:
+        grey = x if corruptions.is_grey(x) else cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY)[..., None]
+        out = blend * x + (1 - blend) * np.maximum(x, grey * 1.5 + 0.5)
+        flakes = flakes[..., None]
+        return np.clip(out + flakes + flakes[::-1, ::-1], 0.0, 1.0)
+    bright = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
+    bright *= np.float32(1.5)
+    bright += np.float32(0.5)
+    channels = x.shape[2]
+    out = np.maximum(x, cv2.merge([bright] * channels))
+    out *= np.float32(1 - blend)
+    out += x * np.float32(blend)  # (1 - b) m + b x: the same sum as b x + (1 - b) m
+    out += cv2.merge([flakes] * channels)
+    out += cv2.merge([cv2.flip(flakes, -1)] * channels)  # rotated by 180 degrees
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_options):
     """Snowflakes: a thresholded, zoomed noise layer, motion-blurred at an angle ~ U(-135, -45)
-    degrees (radius and sigma scaled under ``scaled``), added twice (as drawn and rotated 180)."""
+    degrees (radius and sigma scaled under ``scaled``), added twice (as drawn and rotated 180).
+    The numpy motion blur acts on the single grey plane (the same values as on three equal channels)."""
     _check_param_set(param_set, "snow")
     loc, scale, zoom, threshold, radius, sigma, blend = SNOW[severity - 1]
     k = length_scale(param_set, image.shape[0])
     layer = snow_layer(image.shape[:2], loc, scale, zoom, threshold, rng)
     angle = rng.uniform(*SNOW_ANGLE_RANGE)
-    grey3 = np.repeat(layer[..., None], 3, axis=2)
-    blurred = corruptions.motion_blur_op(grey3, max(1, int(round(radius * k))), sigma * k, angle,
+    plane = layer[..., None] if motion_backend == "numpy" else np.repeat(layer[..., None], 3, axis=2)
+    blurred = corruptions.motion_blur_op(plane, max(1, int(round(radius * k))), sigma * k, angle,
                                          backend=motion_backend)[..., 0]
-    return add_snow(corruptions.to_float01(image), blurred / np.float32(255.0), blend)
+    return _floor_in_place(add_snow(corruptions.to_float01(image), blurred / np.float32(255.0), blend))
 
 
 def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
@@ -249,37 +296,58 @@ def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator)
     ImageNet-C's ``plasma_fractal``: start at 0, at each scale fill square centres then diamond
     points with the mean of their neighbours (wrapping) plus U(-wibble, wibble) * wibble, wibble
     starting at 100 and divided by ``wibble_decay`` per scale. Draws from ``rng`` only.
+
+    Computed scale by scale on contiguous arrays: the corners carry one wrapped row and column, so
+    the wrapping neighbours are slices, and all uniforms come from one ``rng.random`` call (the
+    same stream as the per-scale ``rng.uniform`` calls, transformed as numpy does: -w + 2w u). The
+    same float64 sums in the same order, so the same values (tested against the grid version).
     """
     if map_size & (map_size - 1):
         raise ValueError(f"plasma map size must be a power of 2, got {map_size}")
-    grid = np.zeros((map_size, map_size), np.float64)
-    step = map_size
+    levels = map_size.bit_length() - 1
+    draws = rng.random(4 ** levels - 1)  # 3 n^2 per scale for n = 1, 2, 4, ..., map_size / 2
+    used = 0
+    padded = np.zeros((2, 2))  # the corners C (n x n) plus a wrapped last row and column
     wibble = 100.0
-
-    def wibbled_mean(total):
-        return total / 4 + wibble * rng.uniform(-wibble, wibble, total.shape)
-
-    def roll(a, shift, axis):  # np.roll by +-1 without its per-call overhead (same values)
-        if axis == 0:
-            return np.concatenate((a[-shift:], a[:-shift]), axis=0)
-        return np.concatenate((a[:, -shift:], a[:, :-shift]), axis=1)
-
-    while step >= 2:
-        half = step // 2
-        corners = grid[0:map_size:step, 0:map_size:step]
-        square = corners + roll(corners, -1, 0)
-        square = square + roll(square, -1, 1)
-        grid[half:map_size:step, half:map_size:step] = wibbled_mean(square)
-        centres = grid[half:map_size:step, half:map_size:step]
-        corners = grid[0:map_size:step, 0:map_size:step]
-        left = centres + roll(centres, 1, 0) + corners + roll(corners, -1, 1)
-        grid[0:map_size:step, half:map_size:step] = wibbled_mean(left)
-        top = centres + roll(centres, 1, 1) + corners + roll(corners, -1, 0)
-        grid[half:map_size:step, 0:map_size:step] = wibbled_mean(top)
-        step //= 2
+    for level in range(levels):
+        n = 1 << level
+        size = n * n
+        noise = draws[used:used + 3 * size] * (wibble - -wibble)  # rng.uniform(-w, w) = -w + (2w) u
+        used += 3 * size
+        noise += -wibble
+        noise *= wibble
+        corners = padded[:n, :n]
+        pair = padded[:n] + padded[1:]  # C[i, j] + C[i + 1, j], wrapped column included
+        centres = pair[:, :-1] + pair[:, 1:]  # ... + (C[i, j + 1] + C[i + 1, j + 1])
+        centres /= 4
+        centres += noise[:size].reshape(n, n)
+        shifted = np.empty((n + 1, n + 1))  # the centres with a wrapped row and column in front
+        shifted[1:, 1:] = centres
+        shifted[0, 1:] = centres[-1]
+        shifted[1:, 0] = centres[:, -1]
+        edges = np.empty((2, n, n))  # [0]: even rows, odd columns ("left"); [1]: odd rows, even columns
+        np.add(centres, shifted[:-1, 1:], out=edges[0])  # M[i, j] + M[i - 1, j]
+        np.add(centres, shifted[1:, :-1], out=edges[1])  # M[i, j] + M[i, j - 1]
+        edges += corners
+        edges[0] += padded[:n, 1:]  # + C[i, j + 1]
+        edges[1] += padded[1:, :n]  # + C[i + 1, j]
+        edges /= 4
+        edges += noise[size:].reshape(2, n, n)
+        last = level == levels - 1  # the final map needs no wrapped row and column
+        side = 2 * n
+        grown = np.empty((side, side) if last else (side + 1, side + 1))
+        grown[0:side:2, 0:side:2] = corners
+        grown[1:side:2, 1:side:2] = centres
+        grown[0:side:2, 1:side:2] = edges[0]
+        grown[1:side:2, 0:side:2] = edges[1]
+        if not last:
+            grown[side, :side] = grown[0, :side]
+            grown[:, side] = grown[:, 0]
+        padded = grown
         wibble /= wibble_decay
-    grid -= grid.min()
-    return grid / grid.max()
+    padded -= padded.min()
+    padded /= padded.max()
+    return padded
 
 
 def next_power_of_two(n: int) -> int:
@@ -288,26 +356,29 @@ def next_power_of_two(n: int) -> int:
 
 def fog(image, severity, rng, param_set=None, **_options):
     """x + strength * plasma (map of the next power of 2 of the larger side, cropped to H x W),
-    rescaled by max(x) / (max(x) + strength)."""
+    rescaled by max(x) / (max(x) + strength). Float64 per channel plane, returned as uint8 (the
+    final clip and floor of docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "fog")
     strength, decay = (FOG_64 if param_set == "imagenet64" else FOG)[severity - 1]
     height, width = image.shape[:2]
-    x = corruptions.to_float01(image).astype(np.float64)
-    peak = x.max()
+    peak = _UNIT64_LUT[image.max()]  # max(x): the table is increasing
     plasma = plasma_fractal(next_power_of_two(max(height, width)), decay, rng)[:height, :width]
-    x = x + strength * plasma[..., None]
-    return np.clip(x * peak / (peak + strength), 0.0, 1.0)
+    haze = strength * plasma
+    denominator = peak + strength
+    planes = []
+    for plane in cv2.split(image):
+        x = cv2.LUT(plane, _UNIT64_LUT)  # float64 levels; twice as fast as numpy's take
+        x += haze
+        x *= peak
+        x /= denominator  # (x + strength plasma) * peak / (peak + strength), in that order
+        np.clip(x, 0.0, 1.0, out=x)
+        x *= 255.0
+        planes.append(x.astype(np.uint8))
+    return cv2.merge(planes).reshape(image.shape)
 
 
-def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """A procedural frost texture, float32 H x W x 3 in [0, 1] (docs/CORRUPTIONS.md, "frost").
-
-    (1) haze: 0.2 + 0.3 x a plasma fractal (decay 1.6); (2) ice needles: round(5 per 1000 px of
-    area) straight needles from uniform points at uniform angles, length U(4, 24) px x ``scale``,
-    each with two side branches at +-60 degrees from a uniform point along it, half its length,
-    drawn anti-aliased with brightness U(0.45, 0.9), kept where brighter than the haze; (3) a gaussian blur of 0.6 px x ``scale``; (4) tint
-    (0.86, 0.94, 1.0). The mean is about 0.4 (ImageNet-C's frost photographs are of that order).
-    """
+def frost_plane(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """The frost texture before its tint (steps 1-3 of :func:`frost_texture`), float32 H x W."""
     height, width = shape_hw
     haze = 0.2 + 0.3 * plasma_fractal(next_power_of_two(max(height, width)), 1.6, rng)[:height, :width]
     needles = np.zeros((height, width), np.float32)
@@ -328,25 +399,56 @@ def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.
     reach = lengths[:, None] * np.array([1.0, 0.5, 0.5])
     x1, y1 = x0 + reach * np.cos(turned), y0 + reach * np.sin(turned)
     segments = np.stack([x0, y0, x1, y1], axis=-1) * unit
-    segments = segments.astype(np.int64).tolist()  # truncation as int(), as before
+    segments = segments.astype(np.int32).reshape(count, 3, 2, 2)  # truncation as int(), as before
+    # One polylines call per needle: its three 2-point lines, drawn as three cv2.line calls would be.
     for needle, value in zip(segments, brightness.tolist()):
-        for sx0, sy0, sx1, sy1 in needle:
-            cv2.line(needles, (sx0, sy0), (sx1, sy1), value, 1, cv2.LINE_AA, shift)
+        cv2.polylines(needles, needle, False, value, 1, cv2.LINE_AA, shift)  # (3, 2, 2): three lines
     texture = np.maximum(haze.astype(np.float32), needles)
-    texture = cv2.GaussianBlur(texture, (0, 0), 0.6 * scale)
+    return cv2.GaussianBlur(texture, (0, 0), 0.6 * scale)
+
+
+def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """A procedural frost texture, float32 H x W x 3 in [0, 1] (docs/CORRUPTIONS.md, "frost").
+
+    (1) haze: 0.2 + 0.3 x a plasma fractal (decay 1.6); (2) ice needles: round(5 per 1000 px of
+    area) straight needles from uniform points at uniform angles, length U(4, 24) px x ``scale``,
+    each with two side branches at +-60 degrees from a uniform point along it, half its length,
+    drawn anti-aliased with brightness U(0.45, 0.9), kept where brighter than the haze; (3) a
+    gaussian blur of 0.6 px x ``scale``; (4) tint (0.86, 0.94, 1.0). The mean is about 0.4
+    (ImageNet-C's frost photographs are of that order).
+    """
+    texture = frost_plane(shape_hw, rng, scale)
     return np.clip(texture[..., None] * np.array(FROST_TINT, np.float32), 0.0, 1.0)
 
 
 def frost(image, severity, rng, param_set=None, **_options):
     """clip(a x + b frost), (a, b) from ImageNet-C's table, with the procedural frost texture.
 
-    On a grey image the texture is its grey (``corruptions.grey_weights()``)."""
+    On a grey image the texture is its grey (``corruptions.grey_weights()``). An RGB image is
+    computed per channel plane (tint, clip and blend as float32, as on the interleaved texture) and
+    returned as uint8 (the final clip and floor of docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "frost")
     image_weight, frost_weight = FROST[severity - 1]
-    texture = frost_texture(image.shape[:2], rng, scale=length_scale(param_set, image.shape[0]))
+    scale = length_scale(param_set, image.shape[0])
     if corruptions.is_grey(image):
+        texture = frost_texture(image.shape[:2], rng, scale=scale)
         texture = texture @ np.array(corruptions.grey_weights(), np.float32)[:, None]
-    return np.clip(image_weight * corruptions.to_float01(image) + frost_weight * texture, 0.0, 1.0)
+        return np.clip(image_weight * corruptions.to_float01(image) + frost_weight * texture, 0.0, 1.0)
+    plane = frost_plane(image.shape[:2], rng, scale)
+    # float32(v / 255) * a for every level v: the image term of every pixel by one gather.
+    weighted = (np.arange(256, dtype=np.float32) / np.float32(255.0)) * np.float32(image_weight)
+    planes = []
+    for tint, channel in zip(FROST_TINT, cv2.split(image)):
+        # The tinted texture's clip to [0, 1] is the identity here: the blurred texture lies in
+        # [0, 0.9] (haze 0.2..0.5, needles at most 0.9; the blur averages) and the tint is <= 1.
+        texture = plane * np.float32(tint)
+        texture *= np.float32(frost_weight)
+        x = cv2.LUT(channel, weighted)
+        x += texture  # a x + b t: the same float32 sum as b t + a x
+        np.clip(x, 0.0, 1.0, out=x)
+        x *= np.float32(255.0)
+        planes.append(x.astype(np.uint8))
+    return cv2.merge(planes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,15 +481,107 @@ def smooth_reflect(field: np.ndarray, sigma: float) -> np.ndarray:
     return rows @ field @ columns.T
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A work array kept per thread and reused between calls (contents undefined). Fresh arrays of
+    a few hundred kB are mapped and unmapped by malloc on every call and their page faults cost
+    about as much as the arithmetic at 100 px; reused ones stay mapped and in cache."""
+    store = _SCRATCH.__dict__
+    key = (name, shape, np.dtype(dtype).str)
+    array = store.get(key)
+    if array is None:
+        if len(store) > 64:  # many image sizes: start afresh rather than grow without bound
+            store.clear()
+        array = store[key] = np.empty(shape, dtype)
+    return array
+
+
+def _axis_weights(c: np.ndarray, n: int, index: np.ndarray, weights: np.ndarray) -> None:
+    """Fill ``index`` (2, N) and ``weights`` (2, N) with the indices and weights of order-1
+    interpolation along one axis of length ``n`` at the float64 coordinates ``c`` (overwritten),
+    computed as scipy's map_coordinates does for mode 'reflect': a coordinate below 0 or above
+    n - 1 is first folded back (period 2n, half-sample symmetric) with scipy's own float64
+    operations, then w0 = 1 - (c - floor c), w1 = 1 - w0 (not c - floor c: the roundings differ),
+    on the indices floor c and floor c + 1 -- after folding c lies in (-1, n), so reflecting those
+    indices into 0..n-1 is a clip."""
+    period = 2 * n
+    low = np.flatnonzero(c < 0)
+    if low.size:
+        v = c[low]
+        far = v < -period
+        if far.any():
+            v[far] = period * np.trunc(-v[far] / period) + v[far]
+        c[low] = np.where(v < -n, v + period, -v - 1)
+    high = np.flatnonzero(c > n - 1)
+    if high.size:
+        v = c[high]
+        v -= period * np.trunc(v / period)
+        c[high] = np.where(v >= n, period - v - 1, v)
+    floor = np.floor(c, out=weights[1])
+    index[0] = floor
+    np.add(index[0], 1, out=index[1])
+    np.maximum(index[0], 0, out=index[0])
+    np.minimum(index[1], n - 1, out=index[1])
+    np.subtract(c, floor, out=c)
+    np.subtract(1.0, c, out=weights[0])
+    np.subtract(1.0, weights[0], out=weights[1])
+
+
+def bilinear_reflect(image: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.map_coordinates(image[..., c], (rows, columns), order=1, mode='reflect')`` for
+    every channel c at once; float32 H x W x C in, float32 out (the shape of ``rows``).
+
+    Bit-identical to scipy (tested): the same coordinate folding and weights (:func:`_axis_weights`)
+    and the float64 sum in scipy's order, ((v00 wy0) wx0 + (v01 wy0) wx1) + (v10 wy1) wx0 +
+    (v11 wy1) wx1, cast to float32; but one gather of the four corners of every point per channel
+    instead of scipy's per-point loop (~3x faster at 100 px). ``rows`` and ``columns``: float64,
+    overwritten."""
+    height, width, channels = image.shape
+    shape = rows.shape
+    count = rows.size
+    row_index, row_weights = _scratch("ri", (2, count), np.intp), _scratch("rw", (2, count), np.float64)
+    column_index, column_weights = _scratch("ci", (2, count), np.intp), _scratch("cw", (2, count), np.float64)
+    _axis_weights(rows.reshape(-1), height, row_index, row_weights)
+    _axis_weights(columns.reshape(-1), width, column_index, column_weights)
+    row_index *= width
+    corners = _scratch("corners", (2, 2, count), np.intp)  # [row corner, column corner, point]
+    np.add(row_index[:, None, :], column_index[None, :, :], out=corners)
+    planes = _scratch("planes", (channels, height * width), np.float64)  # channel-first, float64
+    np.copyto(planes, image.reshape(height * width, channels).T)
+    terms = _scratch("terms", (2, 2, count), np.float64)
+    total = _scratch("total", (channels, count), np.float64)
+    row_weights = row_weights[:, None, :]
+    for channel in range(channels):
+        planes[channel].take(corners, out=terms, mode="clip")  # in range: "clip" writes directly
+        terms *= row_weights  # v * wy
+        terms *= column_weights  # (v * wy) * wx
+        np.add(terms[0, 0], terms[0, 1], out=total[channel])
+        total[channel] += terms[1, 0]
+        total[channel] += terms[1, 1]
+    return total.T.astype(np.float32).reshape(*shape, channels)
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column numbers (int64, H x 1 and 1 x W), broadcast like ``np.mgrid``'s planes."""
+    rows, columns = np.arange(height)[:, None], np.arange(width)[None, :]
+    rows.setflags(write=False)
+    columns.setflags(write=False)
+    return rows, columns
+
+
 def elastic_transform(image, severity, rng, param_set=None, **_options):
     """ImageNet-C's elastic transform: a random affine (the three points centre +- side / 3 each moved
     by U(-affine, affine), warpAffine with reflect-101 border), then a displacement field
     alpha * gaussian(U(-1, 1), sigma, mode reflect, truncate 3) per axis, sampled bilinearly
     (scipy map_coordinates, mode reflect). Its severities are not monotone in damage (FAITHFUL).
-    The gaussian is applied as two cached matrices (:func:`smooth_reflect`), same values as scipy's."""
+    The gaussian is applied as two cached matrices (:func:`smooth_reflect`), same values as scipy's;
+    the sampling is :func:`bilinear_reflect`, bit-identical to map_coordinates."""
     _check_param_set(param_set, "elastic_transform")
     alpha, sigma, affine = elastic_parameters(severity, param_set, image.shape[0])
-    x = corruptions.to_float01(image).astype(np.float32)
+    x = corruptions.to_float01(image).astype(np.float32, copy=False)
     height, width = x.shape[:2]
     centre = np.float32((height, width)) // 2
     side = min(height, width) // 3
@@ -397,32 +591,48 @@ def elastic_transform(image, severity, rng, param_set=None, **_options):
     x = cv2.warpAffine(x, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101).reshape(image.shape)
     dx = smooth_reflect(rng.uniform(-1, 1, size=(height, width)), sigma) * alpha
     dy = smooth_reflect(rng.uniform(-1, 1, size=(height, width)), sigma) * alpha
-    yy, xx = np.mgrid[0:height, 0:width]
-    coordinates = np.stack([yy + dy.astype(np.float32), xx + dx.astype(np.float32)])
-    out = np.stack([scipy.ndimage.map_coordinates(x[..., c], coordinates, order=1, mode="reflect")
-                    for c in range(x.shape[2])], axis=-1)
-    return np.clip(out, 0.0, 1.0)
+    yy, xx = _pixel_grid(height, width)
+    # int64 grid + float32 displacement: float64 coordinates, as np.mgrid + dy.astype(float32) gave.
+    out = bilinear_reflect(x, yy + dy.astype(np.float32), xx + dx.astype(np.float32))
+    np.clip(out, 0.0, 1.0, out=out)
+    out *= np.float32(255.0)
+    return out.astype(np.uint8)  # the final floor of docs/BENCHMARK.md §2.2
+
+
+# uint8 level v -> float64(float32(v) / 255): to_float01 followed by astype(float64), as one gather.
+_UNIT64_LUT = (np.arange(256, dtype=np.float32) / np.float32(255.0)).astype(np.float64)
 
 
 def saturate(image, severity, rng, param_set=None, **_options):
     """HSV saturation S * a + b, clipped, hue and value kept (closed form of skimage's
     rgb2hsv -> hsv2rgb): channel c becomes V - S' V (V - c) / (V - min); grey pixels (S = 0, hue 0
     in skimage) become (V, V (1 - S'), V (1 - S')). RGB only: ``corruptions.corrupt`` refuses grey
-    images (a grey image has no saturation; ``corruptions.GREY_UNSUPPORTED``)."""
+    images (a grey image has no saturation; ``corruptions.GREY_UNSUPPORTED``).
+
+    Computed on the three channel planes (float64, the same operations per pixel as on the
+    interleaved image) and returned as uint8 (the final clip and floor of docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "saturate")
     factor, offset = SATURATE[severity - 1]
-    x = corruptions.to_float01(image).astype(np.float64)
-    red, green, blue = x[..., 0:1], x[..., 1:2], x[..., 2:3]
-    value = np.maximum(np.maximum(red, green), blue)  # faster than a max over a length-3 axis
+    red, green, blue = (cv2.LUT(plane, _UNIT64_LUT) for plane in cv2.split(image))  # 2x numpy's take
+    value = np.maximum(np.maximum(red, green), blue)
     low = np.minimum(np.minimum(red, green), blue)
     chroma = value - low
     saturation = np.divide(chroma, value, out=np.zeros_like(value), where=value > 0)
     new_value_chroma = np.clip(saturation * factor + offset, 0.0, 1.0) * value  # S' V
     coloured = chroma > 0
     scale = np.divide(new_value_chroma, chroma, out=np.zeros_like(value), where=coloured)
-    out = value - scale * (value - x)  # grey pixels: scale 0, so (V, V, V) so far
-    out[..., 1:] -= np.where(coloured, 0.0, new_value_chroma)  # grey: (V, V - S' V, V - S' V)
-    return np.clip(out, 0.0, 1.0)
+    grey_drop = np.where(coloured, 0.0, new_value_chroma)  # grey: (V, V - S' V, V - S' V)
+    planes = []
+    for channel, plane in enumerate((red, green, blue)):
+        out = value - plane
+        out *= scale
+        np.subtract(value, out, out=out)  # V - scale (V - c); grey pixels: scale 0, so V so far
+        if channel:
+            out -= grey_drop
+        np.clip(out, 0.0, 1.0, out=out)
+        out *= np.float32(255.0)
+        planes.append(out.astype(np.uint8))
+    return cv2.merge(planes)
 
 
 CORRUPTIONS = {function.__name__: function for function in (

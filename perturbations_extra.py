@@ -24,7 +24,7 @@ import numpy as np
 
 import corruptions
 import corruptions_imagenet
-from perturbations import FACE_SIZE, FRAME_SIZE, NUM_FRAMES, _crop, _round_to_uint8
+from perturbations import DEFAULT_ROI, FACE_SIZE, FRAME_SIZE, NUM_FRAMES, _crop, _round_to_uint8
 
 ZOOM_STEP = 0.004  # p_zoom_blur: factor 1 + 0.004 j
 SNOW_LAYER = (0.05, 0.3, 3, 0.5)  # (loc, scale, zoom, threshold)
@@ -60,32 +60,58 @@ def _zoom_image(x: np.ndarray, zoom: float) -> np.ndarray:
     return rows @ x @ columns.T
 
 
+def _roi_slices() -> tuple[slice, slice]:
+    x, y, w, h = DEFAULT_ROI
+    return slice(y, y + h), slice(x, x + w)
+
+
 def p_zoom_blur(face, rng, frames=NUM_FRAMES, **_options):
-    """Frame i: mean of the clean face and its zooms by 1.004, ..., 1 + 0.004 i."""
+    """Frame i: mean of the clean face and its zooms by 1.004, ..., 1 + 0.004 i.
+
+    The running sum and the conversion are kept on the frame's region; the zooms themselves are
+    whole products (a product of the operators' ROI rows only is not always the same to the last
+    bit: BLAS treats the block edges differently, and flat regions then floor one level apart)."""
+    rows, columns = _roi_slices()
     x = face.transpose(2, 0, 1).astype(np.float64) / 255.0  # channels first for the batched zoom
-    total = x.copy()
+    total = x[:, rows, columns].copy()
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     out[0] = _crop(face)
     for i in range(1, frames):
-        total += _zoom_image(x, zoom_factor(i))
-        out[i] = _crop(_floor_to_uint8(total / (i + 1)).transpose(1, 2, 0))
+        total += _zoom_image(x, zoom_factor(i))[:, rows, columns]
+        out[i] = _floor_to_uint8(total / (i + 1)).transpose(1, 2, 0)
     return out
 
 
 def p_snow(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_options):
     """One snow layer (one draw), motion-blurred at angle 4 i - 150 for frame i. The numpy motion
-    blur acts on the single grey plane (the same values as on its three equal channels)."""
+    blur acts on the single grey plane (the same values as on its three equal channels), and only
+    on the frame's rows; the snow is added on the frame's region only (its 180-degree turn is the
+    turn of the region: the ROI is centred), the same values as on the whole face cropped."""
     loc, scale, zoom, threshold = SNOW_LAYER
     layer = corruptions_imagenet.snow_layer((FACE_SIZE, FACE_SIZE), loc, scale, zoom, threshold, rng)
-    plane = layer if motion_backend == "numpy" else np.repeat(layer[..., None], 3, axis=2)
     x = face.astype(np.float32) / np.float32(255.0)
     radius, sigma = SNOW_MOTION
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
+    rows, columns = _roi_slices()
+    if motion_backend != "numpy" or not _roi_is_centred(face):  # the whole face, then the frame
+        plane = layer if motion_backend == "numpy" else np.repeat(layer[..., None], 3, axis=2)
+        for i in range(frames):
+            flakes = corruptions.motion_blur_op(plane, radius, sigma, snow_angle(i), backend=motion_backend)
+            flakes = flakes if flakes.ndim == 2 else flakes[..., 0]
+            out[i] = _crop(_floor_to_uint8(corruptions_imagenet.add_snow(x, flakes / np.float32(255.0), SNOW_BLEND)))
+        return out
+    region = np.ascontiguousarray(x[rows, columns])
     for i in range(frames):
-        flakes = corruptions.motion_blur_op(plane, radius, sigma, snow_angle(i), backend=motion_backend)
-        flakes = flakes if flakes.ndim == 2 else flakes[..., 0]
-        out[i] = _crop(_floor_to_uint8(corruptions_imagenet.add_snow(x, flakes / np.float32(255.0), SNOW_BLEND)))
+        flakes = corruptions.motion_blur_rows(layer, radius, sigma, snow_angle(i), rows.start, rows.stop)
+        flakes = np.ascontiguousarray(flakes[:, columns])
+        out[i] = _floor_to_uint8(corruptions_imagenet.add_snow(region, flakes / np.float32(255.0), SNOW_BLEND))
     return out
+
+
+def _roi_is_centred(face) -> bool:
+    """Whether the default ROI is centred in ``face`` with no resize (true for the 130 px face)."""
+    x, y, w, h = DEFAULT_ROI
+    return face.shape[0] == y + h + y and face.shape[1] == x + w + x and (w, h) == (FRAME_SIZE, FRAME_SIZE)
 
 
 def tilt_homography(degrees: float, width: int = FACE_SIZE, height: int = FACE_SIZE) -> np.ndarray:
@@ -106,22 +132,29 @@ def tilt_homography(degrees: float, width: int = FACE_SIZE, height: int = FACE_S
 
 
 def p_tilt(face, rng, frames=NUM_FRAMES, **_options):
-    """Perspective warp (bilinear, black border) by tilt_homography(i - 15), then the default ROI."""
+    """Perspective warp (bilinear, black border) by tilt_homography(i - 15), then the default ROI.
+
+    Only the output up to the ROI's far corner (115 x 115) is warped: OpenCV computes every output
+    pixel from its own coordinates, so these pixels are those of the whole 130 px warp (tested)."""
+    x, y, w, h = DEFAULT_ROI
     return np.ascontiguousarray(np.stack([
-        _crop(cv2.warpPerspective(face, tilt_homography(tilt_angle(i)), (FACE_SIZE, FACE_SIZE),
+        _crop(cv2.warpPerspective(face, tilt_homography(tilt_angle(i)), (x + w, y + h),
                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)))
         for i in range(frames)]))
 
 
 def p_speckle_noise(face, rng, frames=NUM_FRAMES, **_options):
-    """Frame 0 clean; frames i >= 1 independent speckle noise x + x N(0, 0.05), rounded (§3.5)."""
+    """Frame 0 clean; frames i >= 1 independent speckle noise x + x N(0, 0.05), rounded (docs/BENCHMARK.md §3.5)."""
     clean = _crop(face)
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     out[0] = clean
     if frames > 1:
         x = clean.astype(np.float64) / 255.0
         noise = rng.standard_normal((frames - 1, *clean.shape))
-        out[1:] = _round_to_uint8(np.clip(x + x * MULTIPLICATIVE_NOISE_SIGMA * noise, 0.0, 1.0))
+        # x + (x sigma) n, in place on the draws (no frame-stack temporaries; the same products and sums)
+        noise *= x * MULTIPLICATIVE_NOISE_SIGMA
+        noise += x
+        out[1:] = _round_to_uint8(np.clip(noise, 0.0, 1.0, out=noise))
     return out
 
 

@@ -369,5 +369,74 @@ def test_saturate_grey_and_black_pixels():
     pixels = np.array([[[100, 100, 100], [0, 0, 0], [255, 255, 255]]], np.uint8)
     # a = 20, b = 0.2: S' = 0.2 for every grey pixel (the function itself: the image is 1 x 3 px)
     out = corruptions_imagenet.saturate(pixels, 5, np.random.default_rng(0), param_set="scaled")
-    expected = np.array([[[100, 80, 80], [0, 0, 0], [255, 204, 204]]]) / 255.0
-    assert np.abs(out - expected).max() < 1e-6
+    expected = np.array([[[100, 80, 80], [0, 0, 0], [255, 204, 204]]])  # levels; the output is floored
+    assert out.dtype == np.uint8
+    assert np.abs(out.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("shape,spread", [((100, 100, 3), 0.6), ((100, 100, 3), 4.0), ((37, 53, 3), 40.0),
+                                          ((64, 48, 1), 300.0), ((100, 100, 3), 5000.0)])
+def test_bilinear_reflect_is_bit_identical_to_map_coordinates(shape, spread):
+    """elastic_transform's sampler gives scipy's map_coordinates(order=1, mode='reflect') float32
+    bits exactly: displacements from sub-pixel to many periods of the mirror, points exactly on the
+    folds (-1, -0.5, n - 0.5, n) and integer coordinates."""
+    rng = np.random.default_rng(int(spread))
+    height, width = shape[:2]
+    image = rng.random(shape, dtype=np.float32)
+    yy, xx = np.mgrid[0:height, 0:width]
+    dy = (rng.standard_normal((height, width)) * spread).astype(np.float32)
+    dx = (rng.standard_normal((height, width)) * spread).astype(np.float32)
+    dy[0, :4] = (-1, -0.5, 0, -2 * height)
+    dx[0, :4] = (width - 0.5, width, 0.25 - xx[0, 2], 2 * width)
+    dy[1] = np.round(dy[1])
+    rows, columns = yy + dy, xx + dx
+    expected = np.stack([scipy.ndimage.map_coordinates(image[..., c], np.stack([rows, columns]), order=1,
+                                                       mode="reflect") for c in range(shape[2])], axis=-1)
+    out = corruptions_imagenet.bilinear_reflect(image, rows.copy(), columns.copy())
+    assert out.dtype == np.float32 and out.shape == shape
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+def test_p_extras_frame_region_shortcuts_equal_whole_face(face130):
+    """p_tilt warps only up to the ROI's far corner and p_snow blurs and blends only the frame's
+    region: the bytes equal the whole-130-px computation cropped, written out here."""
+    frames = perturbations.perturb(face130, "p_tilt", frames=30)
+    for i in (0, 4, 15, 23, 29):
+        whole = cv2.warpPerspective(face130, perturbations_extra.tilt_homography(i - 15), (130, 130),
+                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        np.testing.assert_array_equal(frames[i], whole[15:115, 15:115])
+    frames = perturbations.perturb(face130, "p_snow", np.random.default_rng(3), frames=30)
+    layer = corruptions_imagenet.snow_layer((130, 130), 0.05, 0.3, 3, 0.5, np.random.default_rng(3))
+    x = face130.astype(np.float32) / np.float32(255.0)
+    for i in (0, 9, 29):
+        flakes = corruptions.motion_blur_op(np.repeat(layer[..., None], 3, 2), 14, 4, 4 * i - 150)[..., 0]
+        whole = corruptions_imagenet.add_snow(x, flakes / np.float32(255.0), 0.85)
+        np.testing.assert_array_equal(frames[i], (np.clip(whole, 0, 1) * 255.0).astype(np.uint8)[15:115, 15:115])
+
+
+def test_add_snow_is_the_written_out_float32_formula(images):
+    """add_snow's equal-shape path gives exactly the float32 formula with numpy broadcasts."""
+    x = images["astronaut"].astype(np.float32) / np.float32(255.0)
+    flakes = np.random.default_rng(4).random((100, 100), dtype=np.float32) * np.float32(0.6)
+    for blend in (0.8, 0.55):
+        grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None]
+        expected = blend * x + (1 - blend) * np.maximum(x, grey * 1.5 + 0.5)
+        expected = np.clip(expected + flakes[..., None] + flakes[::-1, ::-1, None], 0.0, 1.0)
+        assert expected.dtype == np.float32
+        np.testing.assert_array_equal(corruptions_imagenet.add_snow(x, flakes, blend), expected)
+
+
+def test_glass_blur_packed_pixels_equal_the_loop(images):
+    """glass_blur moves RGB pixels as 32-bit words: the bytes equal blur -> uint8 -> Hendrycks'
+    per-pixel loop on the three-byte pixels (same offsets) -> blur -> floor, written out here."""
+    image = images["astronaut"]
+    for severity, param_set in ((2, "imagenet224"), (5, "scaled")):
+        sigma, delta, iterations = corruptions_imagenet.glass_parameters(severity, param_set, 100)
+        rng = np.random.default_rng(severity)
+        x = (corruptions.gaussian_blur_op(image / np.float32(255.0), sigma) * np.float32(255.0)).astype(np.uint8)
+        offsets = rng.integers(-delta, delta, size=(iterations, 100 - 2 * delta, 100 - 2 * delta, 2))
+        for iteration in range(iterations):
+            x = reference_corruptions.glass_loop(x.copy(), delta, offsets[iteration])
+        expected = corruptions.to_uint8(corruptions.gaussian_blur_op(x / np.float32(255.0), sigma))
+        out = corrupt(image, "glass_blur", severity, seed=severity, param_set=param_set)
+        np.testing.assert_array_equal(out, expected)
