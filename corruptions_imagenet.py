@@ -121,7 +121,7 @@ def speckle_noise(image, severity, rng, param_set=None, **_options):
     """clip(x + x * N(0, sigma)), sigma from the table (the same for every parameter set), computed
     as x (1 + sigma n) in float32 and returned floored to uint8 (docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "speckle_noise")
-    noise = rng.standard_normal(image.shape, dtype=np.float32)
+    noise = corruptions.standard_normal(rng, image.shape)  # Box-Muller, docs/BENCHMARK.md §2.7
     noise *= np.float32(MULTIPLICATIVE_NOISE_SIGMA[severity - 1])
     noise += 1.0
     noise *= corruptions.to_float01(image)  # (1 + sigma n) x: the product x (1 + sigma n)
@@ -245,8 +245,10 @@ def clipped_zoom(plane: np.ndarray, zoom: float) -> np.ndarray:
 
 def snow_layer(shape_hw, loc, scale, zoom, threshold, rng) -> np.ndarray:
     """The snow layer before its motion blur: N(loc, scale), clipped zoom, values < threshold -> 0,
-    as uint8 (clip to [0, 1], times 255, truncated). Draws ``rng.normal`` once."""
-    layer = rng.normal(loc=loc, scale=scale, size=tuple(shape_hw))
+    as uint8 (clip to [0, 1], times 255, truncated). Draws loc + scale z once, z from
+    :func:`corruptions.standard_normal` (float32 normals; the product and sum in float64)."""
+    layer = np.multiply(corruptions.standard_normal(rng, tuple(shape_hw)), scale, dtype=np.float64)
+    layer += loc
     layer = clipped_zoom(layer, zoom)
     layer[layer < threshold] = 0
     return (np.clip(layer, 0, 1) * 255).astype(np.uint8)

@@ -150,7 +150,8 @@ def p_speckle_noise(face, rng, frames=NUM_FRAMES, **_options):
     out[0] = clean
     if frames > 1:
         x = clean.astype(np.float64) / 255.0
-        noise = rng.standard_normal((frames - 1, *clean.shape))
+        # float32 Box-Muller normals (docs/BENCHMARK.md §2.7), the arithmetic in float64
+        noise = corruptions.standard_normal(rng, (frames - 1, *clean.shape)).astype(np.float64)
         # x + (x sigma) n, in place on the draws (no frame-stack temporaries; the same products and sums)
         noise *= x * MULTIPLICATIVE_NOISE_SIGMA
         noise += x

@@ -47,6 +47,24 @@ _TABLES = {
 }
 
 
+class NormalFrom:
+    """A Generator stand-in whose ``normal(loc, scale, size)`` is loc + scale * ``standard_normal(rng,
+    size)`` in float64; every other method is the wrapped generator's. The references draw their
+    normals with ``rng.normal``; wrapping the generator with the toolkit's sampler
+    (``corruptions.standard_normal``) makes them draw the same normals, so that the rest of the
+    algorithm can be compared value for value."""
+
+    def __init__(self, rng, standard_normal):
+        self._rng = rng
+        self._standard_normal = standard_normal
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return loc + scale * self._standard_normal(self._rng, size).astype(np.float64)
+
+    def __getattr__(self, name):
+        return getattr(self._rng, name)
+
+
 def wand_available() -> bool:
     """True when ``import wand.image`` works (Wand and the MagickWand library are installed)."""
     try:

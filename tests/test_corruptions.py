@@ -263,23 +263,13 @@ def test_zoom_factor_lists():
     assert corruptions.zoom_factors(5)[-1] == pytest.approx(1.39)
 
 
+def _box_muller(rng):
+    """``rng`` whose ``normal`` draws what ``corruptions.standard_normal`` draws (spatter's layer)."""
+    return reference_corruptions.NormalFrom(rng, corruptions.standard_normal)
+
+
 # Not compared here: zoom_blur (its own test above) and the noises, whose draws differ from the
 # reference's (table-inverted Poisson, float32 normals); those are checked statistically below.
-class _BoxMullerNormal:
-    """A Generator whose ``normal(loc, scale, size)`` is loc + scale * corruptions.standard_normal
-    in float64 (how make_liquid_layer draws spatter's layer), so that the reference's
-    ``rng.normal`` layer is the same layer; every other draw is the wrapped generator's."""
-
-    def __init__(self, rng):
-        self._rng = rng
-
-    def normal(self, loc=0.0, scale=1.0, size=None):
-        return loc + scale * corruptions.standard_normal(self._rng, size).astype(np.float64)
-
-    def __getattr__(self, name):
-        return getattr(self._rng, name)
-
-
 @pytest.mark.parametrize("name", sorted(set(NAMES_IN_BENCHMARK_ORDER) - {
     "shot_noise", "zoom_blur", "gaussian_noise", "gaussian_noise_contrast_brightness_minus"}))
 def test_against_reference_within_one_grey_level(face, name):
@@ -287,7 +277,7 @@ def test_against_reference_within_one_grey_level(face, name):
     for severity in (1, 3, 5):
         ours = corruptions.corrupt(face, name, severity, np.random.default_rng(11))
         ref = reference_corruptions.reference_corrupt(face, name, severity,
-                                                      _BoxMullerNormal(np.random.default_rng(11)))
+                                                      _box_muller(np.random.default_rng(11)))
         diff = np.abs(ours.astype(int) - ref)
         assert diff.max() <= 1 and np.mean(diff > 0) < 0.15, (severity, diff.max(), np.mean(diff > 0))
 
