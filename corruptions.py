@@ -559,6 +559,21 @@ def water_mask(liquid: np.ndarray, intensity: float) -> np.ndarray | None:
 _ZOOM_OPERATORS: dict[tuple[int, int, int], scipy.sparse.csr_matrix] = {}
 
 
+try:  # the kernel behind ``csr_matrix @ vector``, without scipy's per-call checks
+    from scipy.sparse._sparsetools import csr_matvec as _scipy_csr_matvec
+except ImportError:  # pragma: no cover - a scipy without the private module
+    _scipy_csr_matvec = None
+
+
+def _csr_matvec(operator: scipy.sparse.csr_matrix, vector: np.ndarray, out: np.ndarray) -> None:
+    """out += operator @ vector (float32, C-contiguous ``vector`` and zeroed ``out``)."""
+    if _scipy_csr_matvec is None:
+        out += operator @ vector
+        return
+    rows, columns = operator.shape
+    _scipy_csr_matvec(rows, columns, operator.indptr, operator.indices, operator.data, vector, out)
+
+
 def zoom_axis_matrix(size: int, zoom: float) -> scipy.sparse.csr_matrix:
     """The (size x size) linear operator of one axis of Zc(., zoom): crop, zoom, trim."""
     crop = int(math.ceil(size / float(zoom)))
@@ -711,12 +726,21 @@ def defocus_blur(image, severity, rng, **_options):
 
 def zoom_blur(image, severity, rng, **_options):
     """Mean of the image and its centre zooms by every factor of the table (scipy zoom, order 1)."""
-    height, width = image.shape[:2]
+    height, width, channels = image.shape
     operator = _zoom_operator(height, width, severity)
     # One sparse matrix-vector product per channel plane is faster than one product with the
-    # (H*W, 3) matrix (scipy's inner loop over 3 columns vectorises poorly).
-    planes = to_float01(image).transpose(2, 0, 1).reshape(image.shape[2], height * width)
-    return np.stack([operator @ plane for plane in planes], axis=-1).reshape(image.shape)
+    # (H*W, 3) matrix (scipy's inner loop over 3 columns vectorises poorly). The products run
+    # scipy's csr_matvec kernel straight into one output array (each row summed in column order
+    # in float32, the same arithmetic as ``operator @ plane``); the final conversion is made on
+    # the planes, and the uint8 planes are interleaved again by cv2.merge.
+    planes = to_float01(image.transpose(2, 0, 1).reshape(channels, height * width))
+    if image.dtype != np.uint8:
+        planes = np.ascontiguousarray(planes, dtype=np.float32)
+    out = np.zeros_like(planes)
+    for plane, result in zip(planes, out):
+        _csr_matvec(operator, plane, result)
+    out = to_uint8(out).reshape(channels, height, width)
+    return cv2.merge(list(out)).reshape(image.shape) if channels > 1 else out.reshape(image.shape)
 
 
 def motion_blur(image, severity, rng, motion_backend="numpy", **_options):
@@ -860,11 +884,31 @@ def pixelate(image, severity, rng, **_options):
         return pixelate(image[:, :, 0], severity, rng)[:, :, None]
     height, width = image.shape[:2]
     small = Image.fromarray(image).resize((int(width * scale), int(height * scale)), Image.BOX)
-    rows = _box_upsample_index(small.height, height)
-    columns = _box_upsample_index(small.width, width)
-    if rows is None or columns is None:
+    upsample_map = _box_upsample_map(small.height, small.width, height, width)
+    if upsample_map is None:
         return np.array(small.resize((width, height), Image.BOX))
-    return np.asarray(small).take(rows, axis=0).take(columns, axis=1)
+    # The gather by source index, as one OpenCV nearest-neighbour remap over integer coordinates.
+    return cv2.remap(np.asarray(small), upsample_map, None, cv2.INTER_NEAREST)
+
+
+_BOX_UPSAMPLE_MAPS: dict[tuple[int, int, int, int], np.ndarray | None] = {}
+
+
+def _box_upsample_map(small_height: int, small_width: int, height: int, width: int) -> np.ndarray | None:
+    """The (height x width x 2) int16 (column, row) source map of a BOX upscale, for cv2.remap;
+    None where :func:`_box_upsample_index` finds that the upscale blends pixels."""
+    key = (small_height, small_width, height, width)
+    if key not in _BOX_UPSAMPLE_MAPS:
+        rows = _box_upsample_index(small_height, height)
+        columns = _box_upsample_index(small_width, width)
+        if rows is None or columns is None:
+            _BOX_UPSAMPLE_MAPS[key] = None
+        else:
+            grid = np.empty((height, width, 2), np.int16)
+            grid[..., 0] = columns[None, :]
+            grid[..., 1] = rows[:, None]
+            _BOX_UPSAMPLE_MAPS[key] = grid
+    return _BOX_UPSAMPLE_MAPS[key]
 
 
 def jpeg_compression(image, severity, rng, colour="rgb", **_options):
@@ -883,13 +927,14 @@ def jpeg_compression(image, severity, rng, colour="rgb", **_options):
         if not ok:
             raise ValueError(f"OpenCV could not JPEG-encode a {image.shape} image")
         return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)[:, :, None]
-    # OpenCV encodes BGR: the correct order for our RGB image is the reversed one.
-    source = image if colour == "bgr-compat" else image[:, :, ::-1]
-    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(source), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    # OpenCV encodes BGR: the correct order for our RGB image is the reversed one (cv2.cvtColor
+    # swaps the channels far faster than a numpy copy of the reversed view).
+    source = np.ascontiguousarray(image) if colour == "bgr-compat" else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", source, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError(f"OpenCV could not JPEG-encode a {image.shape} image")
     decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-    return decoded if colour == "bgr-compat" else np.ascontiguousarray(decoded[:, :, ::-1])
+    return decoded if colour == "bgr-compat" else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 # --------------------------------------------------------------------------------------------
