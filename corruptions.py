@@ -787,7 +787,15 @@ def _change_contrast(x, factor, *, in_place=False):
     means = _channel_means(x)
     out = x if in_place else np.array(x, copy=True)
     out *= out.dtype.type(factor)
-    out += (means * (1.0 - factor)).astype(out.dtype)
+    offsets = (means * (1.0 - factor)).astype(out.dtype)
+    if out.ndim == 3 and out.flags.c_contiguous:
+        # The same float additions over rows of W * C values: numpy's broadcast of a (C,) vector
+        # loops over only C values at a time (~15x slower on 100 x 100 x 3).
+        height, width, channels = out.shape
+        rows = out.reshape(height, width * channels)
+        rows += np.tile(offsets, width)
+    else:
+        out += offsets
     return np.clip(out, 0.0, 1.0, out=out)
 
 
