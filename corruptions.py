@@ -276,6 +276,22 @@ def shift_value(x: np.ndarray, delta: float) -> np.ndarray:
     """
     if x.shape[-1] == 1:
         return np.clip(np.asarray(x, np.float64) + delta, 0.0, 1.0)
+    if x.dtype in (np.float32, np.float64) and x.ndim == 3 and x.shape[2] == 3 and x.flags.c_contiguous:
+        # The same arithmetic as the general lines below, without numpy's broadcasts of an
+        # (H, W, 1) operand (they loop over 3 values at a time): the per-pixel scale is repeated
+        # per channel by cv2.merge, and black pixels get V' by one masked assignment.
+        value = _hsv_value(x)
+        new_value = np.clip(value + delta, 0.0, 1.0).astype(value.dtype)
+        black = np.flatnonzero(value <= 0)  # usually none or a few
+        divisor = value
+        if black.size:
+            divisor = value.copy()
+            divisor.ravel()[black] = 1
+        scale = new_value / divisor
+        out = np.multiply(x, cv2.merge([scale, scale, scale]))
+        if black.size:
+            out.reshape(-1, 3)[black] = new_value.ravel()[black][:, None]
+        return np.clip(out, 0.0, 1.0, out=out)
     value = _hsv_value(x)[..., None]
     new_value = np.clip(value + delta, 0.0, 1.0).astype(value.dtype)
     black = value <= 0
