@@ -815,6 +815,9 @@ def _change_contrast(x, factor, *, in_place=False):
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+_LEVELS01 = np.arange(256, dtype=np.float64)[:, None] / 255.0  # the 256 uint8 levels / 255, float64
+
+
 def _change_contrast_uint8(image, factor):
     """Contrast change of a uint8 image with the final cast, as one lookup table per channel.
 
@@ -822,8 +825,8 @@ def _change_contrast_uint8(image, factor):
     so the documented formula is evaluated on the 256 levels in float64 and applied with cv2.LUT.
     """
     means = _channel_means(image) / 255.0
-    levels = np.arange(256, dtype=np.float64)[:, None] / 255.0
-    table = to_uint8(np.clip((levels - means[None, :]) * factor + means[None, :], 0.0, 1.0))
+    table = np.clip((_LEVELS01 - means[None, :]) * factor + means[None, :], 0.0, 1.0)
+    table = (table * np.float32(255.0)).astype(np.uint8)  # to_uint8 without its clip (done above)
     if is_grey(image):
         return table[:, 0].take(image)
     return cv2.LUT(image, table.reshape(1, 256, 3))
