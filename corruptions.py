@@ -335,7 +335,35 @@ def _brightness_tables(delta: float) -> tuple[np.ndarray, np.ndarray]:
 def _brightness_uint8(image: np.ndarray, delta: float, as_float: bool) -> np.ndarray:
     """shift_value(image / 255, delta) of a uint8 image: float32 in [0, 1] or final uint8."""
     float_table, uint8_table = _brightness_tables(delta)
-    return (float_table if as_float else uint8_table).take(_brightness_index(image))
+    return (float_table if as_float else uint8_table).take(_brightness_index_of(image))
+
+
+# Per-image values that several corruptions of the same face share (an export asks for all 90
+# (corruption, severity) pairs of a face in a row): the brightness table index (20 calls per face),
+# the float image of the blurs (10) and zoom_blur's float planes (5). Only the last image is kept,
+# keyed by its shape, dtype and bytes (one 30 KB comparison, ~2 us), so a changed or different
+# image never reuses a value; the values are read-only, and the entry is replaced whole.
+_LAST_IMAGE: list = [None]
+
+
+def _per_image(image: np.ndarray, what: str, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    if image.dtype != np.uint8:  # float input may come back as itself (to_float01): not ours to freeze
+        return compute(image)
+    key = (image.shape, image.dtype.str, image.tobytes())
+    last = _LAST_IMAGE[0]
+    if last is None or last[0] != key:
+        last = (key, {})
+        _LAST_IMAGE[0] = last
+    value = last[1].get(what)
+    if value is None:
+        value = compute(image)
+        value.flags.writeable = False
+        last[1][what] = value
+    return value
+
+
+def _brightness_index_of(image: np.ndarray) -> np.ndarray:
+    return _per_image(image, "brightness_index", _brightness_index)
 
 
 def _brightness_index(image: np.ndarray) -> np.ndarray:
@@ -741,7 +769,7 @@ def motion_parameters(severity: int, height: int) -> tuple[int, int]:
 def gaussian_blur(image, severity, rng, **_options):
     """skimage gaussian blur, sigma from the table (unscaled), mode nearest."""
     sigma = GAUSSIAN_BLUR_SIGMA[severity - 1]
-    return gaussian_blur_op(to_float01(image), sigma)
+    return gaussian_blur_op(_per_image(image, "float01", to_float01), sigma)
 
 
 def defocus_blur(image, severity, rng, **_options):
@@ -749,7 +777,8 @@ def defocus_blur(image, severity, rng, **_options):
     radius, alias = defocus_parameters(severity, image.shape[0])
     # Zero taps change nothing (also at the border, reflect 101), so the cropped kernel gives the
     # same filter as the full 17 x 17 one, with fewer multiplications.
-    return cv2.filter2D(to_float01(image), -1, _cropped_disk_kernel(radius, alias)).reshape(image.shape)
+    return cv2.filter2D(_per_image(image, "float01", to_float01), -1,
+                        _cropped_disk_kernel(radius, alias)).reshape(image.shape)
 
 
 def zoom_blur(image, severity, rng, **_options):
@@ -761,14 +790,18 @@ def zoom_blur(image, severity, rng, **_options):
     # scipy's csr_matvec kernel straight into one output array (each row summed in column order
     # in float32, the same arithmetic as ``operator @ plane``); the final conversion is made on
     # the planes, and the uint8 planes are interleaved again by cv2.merge.
-    planes = to_float01(image.transpose(2, 0, 1).reshape(channels, height * width))
-    if image.dtype != np.uint8:
-        planes = np.ascontiguousarray(planes, dtype=np.float32)
+    planes = _per_image(image, "float01_planes", _float_planes)
     out = np.zeros_like(planes)
     for plane, result in zip(planes, out):
         _csr_matvec(operator, plane, result)
     out = to_uint8(out).reshape(channels, height, width)
     return cv2.merge(list(out)).reshape(image.shape) if channels > 1 else out.reshape(image.shape)
+
+
+def _float_planes(image):
+    """The channel planes of ``image`` as float32 in [0, 1], C x (H * W), contiguous."""
+    planes = to_float01(image.transpose(2, 0, 1).reshape(image.shape[2], -1))
+    return np.ascontiguousarray(planes, dtype=np.float32)
 
 
 def motion_blur(image, severity, rng, motion_backend="numpy", **_options):

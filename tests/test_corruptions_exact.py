@@ -109,3 +109,32 @@ def test_shift_value_float_with_black_and_out_of_range_pixels(dtype):
                     tuple(c * new_value / v for c in (r, g, b))  # outside the HSV cone: the scale
             expected = [min(max(c, 0.0), 1.0) for c in expected]
             assert np.allclose(out[row, column], expected, rtol=0, atol=tolerance), (row, column, delta)
+
+
+def test_per_image_values_follow_an_image_changed_in_place():
+    """Values shared between the calls on one face (brightness index, float image) are keyed by the
+    image's bytes: an image edited in place between calls gets its own new result."""
+    image = _image(4, (40, 40, 3))
+    first = corruptions.corrupt(image, "brightness_plus", 2)
+    blurred = corruptions.corrupt(image, "gaussian_blur", 1)
+    image[10:20, 10:20] = [200, 10, 30]
+    second = corruptions.corrupt(image, "brightness_plus", 2)
+    assert not np.array_equal(first, second)
+    for row, column in [(5, 5), (10, 10), (19, 19), (25, 30)]:
+        pixel = [int(c) for c in image[row, column]]
+        assert second[row, column].tolist() == [_brightness_byte(c, max(pixel), 0.2) for c in pixel]
+    # gaussian_blur at s1 (sigma 1) of a flat patch's centre is the patch colour, floored.
+    again = corruptions.corrupt(image, "gaussian_blur", 1)
+    assert again[15, 15].tolist() == [199, 9, 29] or again[15, 15].tolist() == [200, 10, 30]
+    assert not np.array_equal(blurred[15, 15], again[15, 15])
+    second[:] = 0  # results are the caller's own, writable arrays: the next call is unaffected
+    third = corruptions.corrupt(image, "brightness_plus", 2)
+    pixel = [int(c) for c in image[12, 12]]
+    assert third[12, 12].tolist() == [_brightness_byte(c, max(pixel), 0.2) for c in pixel] != [0, 0, 0]
+
+
+def test_float_input_is_not_frozen():
+    x = np.random.default_rng(0).random((40, 40, 3)).astype(np.float32)
+    corruptions.gaussian_blur(x, 2, None)
+    corruptions.defocus_blur(x, 2, None)
+    assert x.flags.writeable
