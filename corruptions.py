@@ -332,10 +332,14 @@ def _brightness_tables(delta: float) -> tuple[np.ndarray, np.ndarray]:
     return tables
 
 
-def _brightness_uint8(image: np.ndarray, delta: float, as_float: bool) -> np.ndarray:
-    """shift_value(image / 255, delta) of a uint8 image: float32 in [0, 1] or final uint8."""
+def _brightness_uint8(image: np.ndarray, delta: float, as_float: bool, shared: bool = True) -> np.ndarray:
+    """shift_value(image / 255, delta) of a uint8 image: float32 in [0, 1] or final uint8.
+
+    ``shared``: keep the table index with the image (:func:`_per_image`); False for intermediate
+    images (a combination's first step), which would only displace the face's own values."""
     float_table, uint8_table = _brightness_tables(delta)
-    return (float_table if as_float else uint8_table).take(_brightness_index_of(image))
+    index = _brightness_index_of(image) if shared else _brightness_index(image)
+    return (float_table if as_float else uint8_table).take(index)
 
 
 # Per-image values that several corruptions of the same face share (an export asks for all 90
@@ -828,12 +832,14 @@ def shot_noise(image, severity, rng, **_options):
     return shot_noise_uint8(image, lam, rng, "floor")  # = to_uint8(clip(k / lam, 0, 1)), by table
 
 
-def _change_contrast(x, factor, *, in_place=False):
+def _change_contrast(x, factor, *, in_place=False, means=None):
     """clip((x - m) * c + m), m = the spatial mean of each channel; ``x`` float in [0, 1].
 
-    Computed as x * c + m (1 - c), in place when ``in_place`` (for arrays we own).
+    Computed as x * c + m (1 - c), in place when ``in_place`` (for arrays we own). ``means``:
+    :func:`_channel_means` of ``x`` when the caller already has it.
     """
-    means = _channel_means(x)
+    if means is None:
+        means = _channel_means(x)
     out = x if in_place else np.array(x, copy=True)
     out *= out.dtype.type(factor)
     offsets = (means * (1.0 - factor)).astype(out.dtype)
@@ -904,17 +910,24 @@ def brightness_minus(image, severity, rng, **_options):
     return _brightness(image, -BRIGHTNESS_DELTA[severity - 1])
 
 
-def _brightness_then_contrast(image, delta, factor):
+def _brightness_then_contrast(image, delta, factor, shared=True):
     """brightness (delta) -> contrast (factor), chained in float32; ``image`` uint8 or float.
 
-    Returns the final uint8 (:func:`to_uint8` of the chain, made in place)."""
+    Returns the final uint8 (:func:`to_uint8` of the chain, made in place). ``shared``: ``image``
+    is the face itself, whose brightness result and its means are kept for the next severities
+    (contrast_brightness_plus/minus repeat deltas); False for a combination's intermediate image."""
+    means = None
     if is_grey(image):
         x = shift_value(_grey_unit(image), delta)  # float64 clip(x + delta), a fresh array
+    elif image.dtype == np.uint8 and shared:
+        brightened = _per_image(image, f"brightness{delta!r}", lambda face: _brightness_uint8(face, delta, True))
+        means = _per_image(image, f"brightness_means{delta!r}", lambda _face: _channel_means(brightened))
+        x = np.array(brightened)  # our own copy: changed in place below
     elif image.dtype == np.uint8:
-        x = _brightness_uint8(image, delta, as_float=True)  # a fresh array: changed in place below
+        x = _brightness_uint8(image, delta, as_float=True, shared=False)  # a fresh array
     else:
         x = shift_value(image, delta)
-    x = _change_contrast(x, factor, in_place=True)  # clipped to [0, 1]: to_uint8's clip would change nothing
+    x = _change_contrast(x, factor, in_place=True, means=means)  # clipped to [0, 1]: to_uint8's clip would change nothing
     x *= np.float32(255.0)  # the final conversion (BENCHMARK.md §2.2) on the array owned here
     return x.astype(np.uint8)
 
@@ -955,9 +968,19 @@ def _box_upsample_index(small_length: int, length: int) -> np.ndarray | None:
 
 def pixelate(image, severity, rng, **_options):
     """PIL BOX resize to (int(W c), int(H c)) and back to (W, H); uint8."""
+    return np.array(_pixelated(image, severity))  # a copy: the result is the caller's
+
+
+def _pixelated(image, severity):
+    """pixelate's result, kept with the face (read-only): pixelate_contrast_brightness_minus
+    starts from pixelate at severities 1, 2, 3, 4, 4, which an export has just made."""
+    return _per_image(image, f"pixelate{severity}", lambda face: _pixelate(face, severity))
+
+
+def _pixelate(image, severity):
     scale = PIXELATE_SCALE[severity - 1]
     if is_grey(image):  # PIL takes a grey plane as 2-D (mode L)
-        return pixelate(image[:, :, 0], severity, rng)[:, :, None]
+        return _pixelate(image[:, :, 0], severity)[:, :, None]
     height, width = image.shape[:2]
     small = Image.fromarray(image).resize((int(width * scale), int(height * scale)), Image.BOX)
     upsample_map = _box_upsample_map(small.height, small.width, height, width)
@@ -1041,14 +1064,14 @@ def motion_blur_contrast_brightness_minus(image, severity, rng, **options):
     """motion_blur(sm) (uint8) -> brightness_minus(sb) -> contrast(sc)."""
     sm, sb, sc = MOTION_CONTRAST_BRIGHTNESS[severity - 1]
     x = motion_blur(image, sm, rng, **options)
-    return _brightness_then_contrast(x, -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1])
+    return _brightness_then_contrast(x, -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1], shared=False)
 
 
 def pixelate_contrast_brightness_minus(image, severity, rng, **options):
     """pixelate(sp) (uint8) -> brightness_minus(sb) -> contrast(sc)."""
     sp, sb, sc = PIXELATE_CONTRAST_BRIGHTNESS[severity - 1]
-    x = pixelate(image, sp, rng)
-    return _brightness_then_contrast(x, -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1])
+    x = _pixelated(image, sp)  # read-only, shared with pixelate: only read below
+    return _brightness_then_contrast(x, -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1], shared=False)
 
 
 # --------------------------------------------------------------------------------------------

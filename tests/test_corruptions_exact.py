@@ -138,3 +138,15 @@ def test_float_input_is_not_frozen():
     corruptions.gaussian_blur(x, 2, None)
     corruptions.defocus_blur(x, 2, None)
     assert x.flags.writeable
+
+
+def test_pixelate_result_is_the_callers_copy():
+    """pixelate keeps its result for the combination; the caller's copy may be changed freely."""
+    from PIL import Image
+
+    image = _image(5, (64, 64, 3))
+    expected = np.asarray(Image.fromarray(image).resize((26, 26), Image.BOX).resize((64, 64), Image.BOX))
+    first = corruptions.corrupt(image, "pixelate", 3)  # int(64 * 0.41) = 26
+    assert np.array_equal(first, expected)
+    first[:] = 0
+    assert np.array_equal(corruptions.corrupt(image, "pixelate", 3), expected)
