@@ -28,7 +28,9 @@ and :func:`render_water`.
 Speed: per-size constants (zoom operators, defocus kernels, Poisson and byte tables) are cached in
 module dictionaries; the hot spots use closed forms or OpenCV, each checked against a straightforward
 reference written the way the original did (``bench/reference_corruptions.py``; the tests compare
-them and ``bench/bench_corruptions.py`` times them).
+them and ``bench/bench_corruptions.py`` times them). A few values that the calls on one face share
+(the brightness index, float images, pixelate's results) are kept for the last image, keyed by its
+bytes (:func:`_per_image`; docs/CORRUPTIONS.md "Speed of the 18 corruptions").
 
 Example::
 

@@ -1,7 +1,7 @@
 """Benchmark: the corruption arithmetic of RAF-DB-C in the export's own order, old against new.
 
 bench_corruptions.py section 1 repeats one (corruption, severity) call on one image, so values
-that corruptions.py keeps per face (docs/CORRUPTIONS.md "Speed") look free there. This benchmark
+that corruptions.py keeps per face (docs/CORRUPTIONS.md, "Speed of the 18 corruptions") look free there. This benchmark
 calls the 90 (corruption, severity) pairs on each of --images different synthetic faces in the
 order an export renders them (face -> corruption -> severity), times every call with the thread's
 CPU clock (steady on a loaded machine) and prints ms per face per corruption (the sum over its 5
