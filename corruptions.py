@@ -865,7 +865,7 @@ def _change_contrast_uint8(image, factor):
     Each output channel value is a function of that channel's uint8 value only (given the mean),
     so the documented formula is evaluated on the 256 levels in float64 and applied with cv2.LUT.
     """
-    means = _channel_means(image) / 255.0
+    means = _per_image(image, "means01", lambda face: _channel_means(face) / 255.0)  # 10 calls per face
     table = np.clip((_LEVELS01 - means[None, :]) * factor + means[None, :], 0.0, 1.0)
     table = (table * np.float32(255.0)).astype(np.uint8)  # to_uint8 without its clip (done above)
     if is_grey(image):
@@ -970,26 +970,33 @@ def _box_upsample_index(small_length: int, length: int) -> np.ndarray | None:
 
 def pixelate(image, severity, rng, **_options):
     """PIL BOX resize to (int(W c), int(H c)) and back to (W, H); uint8."""
-    return np.array(_pixelated(image, severity))  # a copy: the result is the caller's
-
-
-def _pixelated(image, severity):
-    """pixelate's result, kept with the face (read-only): pixelate_contrast_brightness_minus
-    starts from pixelate at severities 1, 2, 3, 4, 4, which an export has just made."""
-    return _per_image(image, f"pixelate{severity}", lambda face: _pixelate(face, severity))
-
-
-def _pixelate(image, severity):
-    scale = PIXELATE_SCALE[severity - 1]
     if is_grey(image):  # PIL takes a grey plane as 2-D (mode L)
-        return _pixelate(image[:, :, 0], severity)[:, :, None]
+        plane = np.ascontiguousarray(image[:, :, 0])
+        return _box_upsample(_box_downsample(plane, severity), plane.shape)[:, :, None]
+    return _box_upsample(_pixel_blocks(image, severity), image.shape)
+
+
+def _box_downsample(image, severity):
+    """pixelate's first step: PIL BOX resize to (int(W c), int(H c)); uint8 (read-only)."""
+    scale = PIXELATE_SCALE[severity - 1]
     height, width = image.shape[:2]
-    small = Image.fromarray(image).resize((int(width * scale), int(height * scale)), Image.BOX)
-    upsample_map = _box_upsample_map(small.height, small.width, height, width)
+    return np.asarray(Image.fromarray(image).resize((int(width * scale), int(height * scale)), Image.BOX))
+
+
+def _pixel_blocks(image, severity):
+    """:func:`_box_downsample` of the face, kept with it: pixelate and
+    pixelate_contrast_brightness_minus (from pixelate at severities 1, 2, 3, 4, 4) share it."""
+    return _per_image(image, f"pixel_blocks{severity}", lambda face: _box_downsample(face, severity))
+
+
+def _box_upsample(small, shape):
+    """pixelate's second step: PIL BOX resize of ``small`` back to ``shape[:2]``; a fresh array."""
+    height, width = shape[:2]
+    upsample_map = _box_upsample_map(small.shape[0], small.shape[1], height, width)
     if upsample_map is None:
-        return np.array(small.resize((width, height), Image.BOX))
+        return np.array(Image.fromarray(small).resize((width, height), Image.BOX))
     # The gather by source index, as one OpenCV nearest-neighbour remap over integer coordinates.
-    return cv2.remap(np.asarray(small), upsample_map, None, cv2.INTER_NEAREST)
+    return cv2.remap(small, upsample_map, None, cv2.INTER_NEAREST)
 
 
 _BOX_UPSAMPLE_MAPS: dict[tuple[int, int, int, int], np.ndarray | None] = {}
@@ -1072,8 +1079,27 @@ def motion_blur_contrast_brightness_minus(image, severity, rng, **options):
 def pixelate_contrast_brightness_minus(image, severity, rng, **options):
     """pixelate(sp) (uint8) -> brightness_minus(sb) -> contrast(sc)."""
     sp, sb, sc = PIXELATE_CONTRAST_BRIGHTNESS[severity - 1]
-    x = _pixelated(image, sp)  # read-only, shared with pixelate: only read below
-    return _brightness_then_contrast(x, -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1], shared=False)
+    delta, factor = -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1]
+    if not is_grey(image):
+        small = _pixel_blocks(image, sp)
+        upsample_map = _box_upsample_map(small.shape[0], small.shape[1], *image.shape[:2])
+        if upsample_map is not None:
+            return _brightness_then_contrast_of_blocks(small, upsample_map, delta, factor)
+    return _brightness_then_contrast(pixelate(image, sp, rng), delta, factor, shared=False)
+
+
+def _brightness_then_contrast_of_blocks(small, upsample_map, delta, factor):
+    """_brightness_then_contrast(remap(small)) with the same bytes, computed on the small image.
+
+    Brightness, contrast and the final conversion act pixel by pixel, so they commute with the
+    nearest-neighbour upscale; only contrast's channel means are taken over the whole image: over
+    the upscaled brightness result (the same float values, gathered by the same remap), as before.
+    """
+    y = _brightness_uint8(np.ascontiguousarray(small), delta, as_float=True, shared=False)
+    means = _channel_means(cv2.remap(y, upsample_map, None, cv2.INTER_NEAREST))
+    y = _change_contrast(y, factor, in_place=True, means=means)  # clipped to [0, 1]
+    y *= np.float32(255.0)  # the final conversion, as in _brightness_then_contrast
+    return cv2.remap(y.astype(np.uint8), upsample_map, None, cv2.INTER_NEAREST)
 
 
 # --------------------------------------------------------------------------------------------
