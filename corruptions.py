@@ -346,7 +346,8 @@ def _brightness_uint8(image: np.ndarray, delta: float, as_float: bool, shared: b
 
 # Per-image values that several corruptions of the same face share (an export asks for all 90
 # (corruption, severity) pairs of a face in a row): the brightness table index (20 calls per face),
-# the float image of the blurs (10) and zoom_blur's float planes (5). Only the last image is kept,
+# the float image of the blurs (10), zoom_blur's float planes (5), contrast's channel means (10),
+# pixelate's blocks (10) and the chains' brightened image per delta. Only the last image is kept,
 # keyed by its shape, dtype and bytes (one 30 KB comparison, ~2 us), so a changed or different
 # image never reuses a value; the values are read-only, and the entry is replaced whole.
 _LAST_IMAGE: list = [None]
