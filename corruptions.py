@@ -28,7 +28,9 @@ and :func:`render_water`.
 Speed: per-size constants (zoom operators, defocus kernels, Poisson and byte tables) are cached in
 module dictionaries; the hot spots use closed forms or OpenCV, each checked against a straightforward
 reference written the way the original did (``bench/reference_corruptions.py``; the tests compare
-them and ``bench/bench_corruptions.py`` times them).
+them and ``bench/bench_corruptions.py`` times them). A few values that the calls on one face share
+(the brightness index, float images, pixelate's results) are kept for the last image, keyed by its
+bytes (:func:`_per_image`; docs/CORRUPTIONS.md "Speed of the 18 corruptions").
 
 Example::
 
@@ -412,6 +414,22 @@ def shift_value(x: np.ndarray, delta: float) -> np.ndarray:
     """
     if x.shape[-1] == 1:
         return np.clip(np.asarray(x, np.float64) + delta, 0.0, 1.0)
+    if x.dtype in (np.float32, np.float64) and x.ndim == 3 and x.shape[2] == 3 and x.flags.c_contiguous:
+        # The same arithmetic as the general lines below, without numpy's broadcasts of an
+        # (H, W, 1) operand (they loop over 3 values at a time): the per-pixel scale is repeated
+        # per channel by cv2.merge, and black pixels get V' by one masked assignment.
+        value = _hsv_value(x)
+        new_value = np.clip(value + delta, 0.0, 1.0).astype(value.dtype)
+        black = np.flatnonzero(value <= 0)  # usually none or a few
+        divisor = value
+        if black.size:
+            divisor = value.copy()
+            divisor.ravel()[black] = 1
+        scale = new_value / divisor
+        out = np.multiply(x, cv2.merge([scale, scale, scale]))
+        if black.size:
+            out.reshape(-1, 3)[black] = new_value.ravel()[black][:, None]
+        return np.clip(out, 0.0, 1.0, out=out)
     value = _hsv_value(x)[..., None]
     new_value = np.clip(value + delta, 0.0, 1.0).astype(value.dtype)
     black = value <= 0
@@ -452,11 +470,56 @@ def _brightness_tables(delta: float) -> tuple[np.ndarray, np.ndarray]:
     return tables
 
 
-def _brightness_uint8(image: np.ndarray, delta: float, as_float: bool) -> np.ndarray:
-    """shift_value(image / 255, delta) of a uint8 image: float32 in [0, 1] or final uint8."""
-    index = (_hsv_value(image).astype(np.intp) << 8)[..., None] + image
+def _brightness_uint8(image: np.ndarray, delta: float, as_float: bool, shared: bool = True) -> np.ndarray:
+    """shift_value(image / 255, delta) of a uint8 image: float32 in [0, 1] or final uint8.
+
+    ``shared``: keep the table index with the image (:func:`_per_image`); False for intermediate
+    images (a combination's first step), which would only displace the face's own values."""
     float_table, uint8_table = _brightness_tables(delta)
+    index = _brightness_index_of(image) if shared else _brightness_index(image)
     return (float_table if as_float else uint8_table).take(index)
+
+
+# Per-image values that several corruptions of the same face share (an export asks for all 90
+# (corruption, severity) pairs of a face in a row): the brightness table index (20 calls per face),
+# the float image of the blurs (10), zoom_blur's float planes (5), contrast's channel means (10),
+# pixelate's blocks (10) and the chains' brightened image per delta. Only the last image is kept,
+# keyed by its shape, dtype and bytes (one 30 KB comparison, ~2 us), so a changed or different
+# image never reuses a value; the values are read-only, and the entry is replaced whole.
+_LAST_IMAGE: list = [None]
+
+
+def _per_image(image: np.ndarray, what: str, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    if image.dtype != np.uint8:  # float input may come back as itself (to_float01): not ours to freeze
+        return compute(image)
+    key = (image.shape, image.dtype.str, image.tobytes())
+    last = _LAST_IMAGE[0]
+    if last is None or last[0] != key:
+        last = (key, {})
+        _LAST_IMAGE[0] = last
+    value = last[1].get(what)
+    if value is None:
+        value = compute(image)
+        value.flags.writeable = False
+        last[1][what] = value
+    return value
+
+
+def _brightness_index_of(image: np.ndarray) -> np.ndarray:
+    return _per_image(image, "brightness_index", _brightness_index)
+
+
+def _brightness_index(image: np.ndarray) -> np.ndarray:
+    """The table index (V << 8) | x_c of every pixel and channel of a uint8 H x W x 3 image, uint16.
+
+    Built from bytes: cv2.merge interleaves each channel byte (low) with its pixel's V (high), and
+    the pairs are read as little-endian uint16; several times faster than widening to intp.
+    """
+    height, width, channels = image.shape
+    value = _hsv_value(image)
+    values = cv2.merge([value] * channels).reshape(height, width * channels)
+    pairs = cv2.merge([np.ascontiguousarray(image).reshape(height, width * channels), values])
+    return pairs.view("<u2").reshape(image.shape)
 
 
 def gaussian_blur_op(x: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
@@ -696,6 +759,21 @@ def water_mask(liquid: np.ndarray, intensity: float) -> np.ndarray | None:
 _ZOOM_OPERATORS: dict[tuple[int, int, int], scipy.sparse.csr_matrix] = {}
 
 
+try:  # the kernel behind ``csr_matrix @ vector``, without scipy's per-call checks
+    from scipy.sparse._sparsetools import csr_matvec as _scipy_csr_matvec
+except ImportError:  # pragma: no cover - a scipy without the private module
+    _scipy_csr_matvec = None
+
+
+def _csr_matvec(operator: scipy.sparse.csr_matrix, vector: np.ndarray, out: np.ndarray) -> None:
+    """out += operator @ vector (float32, C-contiguous ``vector`` and zeroed ``out``)."""
+    if _scipy_csr_matvec is None:
+        out += operator @ vector
+        return
+    rows, columns = operator.shape
+    _scipy_csr_matvec(rows, columns, operator.indptr, operator.indices, operator.data, vector, out)
+
+
 def zoom_axis_matrix(size: int, zoom: float) -> scipy.sparse.csr_matrix:
     """The (size x size) linear operator of one axis of Zc(., zoom): crop, zoom, trim."""
     crop = int(math.ceil(size / float(zoom)))
@@ -835,7 +913,7 @@ def motion_parameters(severity: int, height: int) -> tuple[int, int]:
 def gaussian_blur(image, severity, rng, **_options):
     """skimage gaussian blur, sigma from the table (unscaled), mode nearest."""
     sigma = GAUSSIAN_BLUR_SIGMA[severity - 1]
-    return gaussian_blur_op(to_float01(image), sigma)
+    return gaussian_blur_op(_per_image(image, "float01", to_float01), sigma)
 
 
 def defocus_blur(image, severity, rng, **_options):
@@ -843,17 +921,31 @@ def defocus_blur(image, severity, rng, **_options):
     radius, alias = defocus_parameters(severity, image.shape[0])
     # Zero taps change nothing (also at the border, reflect 101), so the cropped kernel gives the
     # same filter as the full 17 x 17 one, with fewer multiplications.
-    return cv2.filter2D(to_float01(image), -1, _cropped_disk_kernel(radius, alias)).reshape(image.shape)
+    return cv2.filter2D(_per_image(image, "float01", to_float01), -1,
+                        _cropped_disk_kernel(radius, alias)).reshape(image.shape)
 
 
 def zoom_blur(image, severity, rng, **_options):
     """Mean of the image and its centre zooms by every factor of the table (scipy zoom, order 1)."""
-    height, width = image.shape[:2]
+    height, width, channels = image.shape
     operator = _zoom_operator(height, width, severity)
     # One sparse matrix-vector product per channel plane is faster than one product with the
-    # (H*W, 3) matrix (scipy's inner loop over 3 columns vectorises poorly).
-    planes = to_float01(image).transpose(2, 0, 1).reshape(image.shape[2], height * width)
-    return np.stack([operator @ plane for plane in planes], axis=-1).reshape(image.shape)
+    # (H*W, 3) matrix (scipy's inner loop over 3 columns vectorises poorly). The products run
+    # scipy's csr_matvec kernel straight into one output array (each row summed in column order
+    # in float32, the same arithmetic as ``operator @ plane``); the final conversion is made on
+    # the planes, and the uint8 planes are interleaved again by cv2.merge.
+    planes = _per_image(image, "float01_planes", _float_planes)
+    out = np.zeros_like(planes)
+    for plane, result in zip(planes, out):
+        _csr_matvec(operator, plane, result)
+    out = to_uint8(out).reshape(channels, height, width)
+    return cv2.merge(list(out)).reshape(image.shape) if channels > 1 else out.reshape(image.shape)
+
+
+def _float_planes(image):
+    """The channel planes of ``image`` as float32 in [0, 1], C x (H * W), contiguous."""
+    planes = to_float01(image.transpose(2, 0, 1).reshape(image.shape[2], -1))
+    return np.ascontiguousarray(planes, dtype=np.float32)
 
 
 def motion_blur(image, severity, rng, motion_backend="numpy", **_options):
@@ -884,16 +976,29 @@ def shot_noise(image, severity, rng, **_options):
     return shot_noise_uint8(image, lam, rng, "floor")  # = to_uint8(clip(k / lam, 0, 1)), by table
 
 
-def _change_contrast(x, factor, *, in_place=False):
+def _change_contrast(x, factor, *, in_place=False, means=None):
     """clip((x - m) * c + m), m = the spatial mean of each channel; ``x`` float in [0, 1].
 
-    Computed as x * c + m (1 - c), in place when ``in_place`` (for arrays we own).
+    Computed as x * c + m (1 - c), in place when ``in_place`` (for arrays we own). ``means``:
+    :func:`_channel_means` of ``x`` when the caller already has it.
     """
-    means = _channel_means(x)
+    if means is None:
+        means = _channel_means(x)
     out = x if in_place else np.array(x, copy=True)
     out *= out.dtype.type(factor)
-    out += (means * (1.0 - factor)).astype(out.dtype)
+    offsets = (means * (1.0 - factor)).astype(out.dtype)
+    if out.ndim == 3 and out.flags.c_contiguous:
+        # The same float additions over rows of W * C values: numpy's broadcast of a (C,) vector
+        # loops over only C values at a time (~15x slower on 100 x 100 x 3).
+        height, width, channels = out.shape
+        rows = out.reshape(height, width * channels)
+        rows += np.tile(offsets, width)
+    else:
+        out += offsets
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+_LEVELS01 = np.arange(256, dtype=np.float64)[:, None] / 255.0  # the 256 uint8 levels / 255, float64
 
 
 def _change_contrast_uint8(image, factor):
@@ -902,9 +1007,9 @@ def _change_contrast_uint8(image, factor):
     Each output channel value is a function of that channel's uint8 value only (given the mean),
     so the documented formula is evaluated on the 256 levels in float64 and applied with cv2.LUT.
     """
-    means = _channel_means(image) / 255.0
-    levels = np.arange(256, dtype=np.float64)[:, None] / 255.0
-    table = to_uint8(np.clip((levels - means[None, :]) * factor + means[None, :], 0.0, 1.0))
+    means = _per_image(image, "means01", lambda face: _channel_means(face) / 255.0)  # 10 calls per face
+    table = np.clip((_LEVELS01 - means[None, :]) * factor + means[None, :], 0.0, 1.0)
+    table = (table * np.float32(255.0)).astype(np.uint8)  # to_uint8 without its clip (done above)
     if is_grey(image):
         return table[:, 0].take(image)
     return cv2.LUT(image, table.reshape(1, 256, 3))
@@ -949,15 +1054,26 @@ def brightness_minus(image, severity, rng, **_options):
     return _brightness(image, -BRIGHTNESS_DELTA[severity - 1])
 
 
-def _brightness_then_contrast(image, delta, factor):
-    """brightness (delta) -> contrast (factor), chained in float32; ``image`` uint8 or float."""
+def _brightness_then_contrast(image, delta, factor, shared=True):
+    """brightness (delta) -> contrast (factor), chained in float32; ``image`` uint8 or float.
+
+    Returns the final uint8 (:func:`to_uint8` of the chain, made in place). ``shared``: ``image``
+    is the face itself, whose brightness result and its means are kept for the next severities
+    (contrast_brightness_plus/minus repeat deltas); False for a combination's intermediate image."""
+    means = None
     if is_grey(image):
         x = shift_value(_grey_unit(image), delta)  # float64 clip(x + delta), a fresh array
+    elif image.dtype == np.uint8 and shared:
+        brightened = _per_image(image, f"brightness{delta!r}", lambda face: _brightness_uint8(face, delta, True))
+        means = _per_image(image, f"brightness_means{delta!r}", lambda _face: _channel_means(brightened))
+        x = np.array(brightened)  # our own copy: changed in place below
     elif image.dtype == np.uint8:
-        x = _brightness_uint8(image, delta, as_float=True)  # a fresh array: changed in place below
+        x = _brightness_uint8(image, delta, as_float=True, shared=False)  # a fresh array
     else:
         x = shift_value(image, delta)
-    return _change_contrast(x, factor, in_place=True)
+    x = _change_contrast(x, factor, in_place=True, means=means)  # clipped to [0, 1]: to_uint8's clip would change nothing
+    x *= np.float32(255.0)  # the final conversion (BENCHMARK.md §2.2) on the array owned here
+    return x.astype(np.uint8)
 
 
 def spatter(image, severity, rng, colour="rgb", **_options):
@@ -996,16 +1112,53 @@ def _box_upsample_index(small_length: int, length: int) -> np.ndarray | None:
 
 def pixelate(image, severity, rng, **_options):
     """PIL BOX resize to (int(W c), int(H c)) and back to (W, H); uint8."""
-    scale = PIXELATE_SCALE[severity - 1]
     if is_grey(image):  # PIL takes a grey plane as 2-D (mode L)
-        return pixelate(image[:, :, 0], severity, rng)[:, :, None]
+        plane = np.ascontiguousarray(image[:, :, 0])
+        return _box_upsample(_box_downsample(plane, severity), plane.shape)[:, :, None]
+    return _box_upsample(_pixel_blocks(image, severity), image.shape)
+
+
+def _box_downsample(image, severity):
+    """pixelate's first step: PIL BOX resize to (int(W c), int(H c)); uint8 (read-only)."""
+    scale = PIXELATE_SCALE[severity - 1]
     height, width = image.shape[:2]
-    small = Image.fromarray(image).resize((int(width * scale), int(height * scale)), Image.BOX)
-    rows = _box_upsample_index(small.height, height)
-    columns = _box_upsample_index(small.width, width)
-    if rows is None or columns is None:
-        return np.array(small.resize((width, height), Image.BOX))
-    return np.asarray(small).take(rows, axis=0).take(columns, axis=1)
+    return np.asarray(Image.fromarray(image).resize((int(width * scale), int(height * scale)), Image.BOX))
+
+
+def _pixel_blocks(image, severity):
+    """:func:`_box_downsample` of the face, kept with it: pixelate and
+    pixelate_contrast_brightness_minus (from pixelate at severities 1, 2, 3, 4, 4) share it."""
+    return _per_image(image, f"pixel_blocks{severity}", lambda face: _box_downsample(face, severity))
+
+
+def _box_upsample(small, shape):
+    """pixelate's second step: PIL BOX resize of ``small`` back to ``shape[:2]``; a fresh array."""
+    height, width = shape[:2]
+    upsample_map = _box_upsample_map(small.shape[0], small.shape[1], height, width)
+    if upsample_map is None:
+        return np.array(Image.fromarray(small).resize((width, height), Image.BOX))
+    # The gather by source index, as one OpenCV nearest-neighbour remap over integer coordinates.
+    return cv2.remap(small, upsample_map, None, cv2.INTER_NEAREST)
+
+
+_BOX_UPSAMPLE_MAPS: dict[tuple[int, int, int, int], np.ndarray | None] = {}
+
+
+def _box_upsample_map(small_height: int, small_width: int, height: int, width: int) -> np.ndarray | None:
+    """The (height x width x 2) int16 (column, row) source map of a BOX upscale, for cv2.remap;
+    None where :func:`_box_upsample_index` finds that the upscale blends pixels."""
+    key = (small_height, small_width, height, width)
+    if key not in _BOX_UPSAMPLE_MAPS:
+        rows = _box_upsample_index(small_height, height)
+        columns = _box_upsample_index(small_width, width)
+        if rows is None or columns is None:
+            _BOX_UPSAMPLE_MAPS[key] = None
+        else:
+            grid = np.empty((height, width, 2), np.int16)
+            grid[..., 0] = columns[None, :]
+            grid[..., 1] = rows[:, None]
+            _BOX_UPSAMPLE_MAPS[key] = grid
+    return _BOX_UPSAMPLE_MAPS[key]
 
 
 def jpeg_compression(image, severity, rng, colour="rgb", **_options):
@@ -1024,13 +1177,14 @@ def jpeg_compression(image, severity, rng, colour="rgb", **_options):
         if not ok:
             raise ValueError(f"OpenCV could not JPEG-encode a {image.shape} image")
         return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)[:, :, None]
-    # OpenCV encodes BGR: the correct order for our RGB image is the reversed one.
-    source = image if colour == "bgr-compat" else image[:, :, ::-1]
-    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(source), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    # OpenCV encodes BGR: the correct order for our RGB image is the reversed one (cv2.cvtColor
+    # swaps the channels far faster than a numpy copy of the reversed view).
+    source = np.ascontiguousarray(image) if colour == "bgr-compat" else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", source, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError(f"OpenCV could not JPEG-encode a {image.shape} image")
     decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-    return decoded if colour == "bgr-compat" else np.ascontiguousarray(decoded[:, :, ::-1])
+    return decoded if colour == "bgr-compat" else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1061,14 +1215,33 @@ def motion_blur_contrast_brightness_minus(image, severity, rng, **options):
     """motion_blur(sm) (uint8) -> brightness_minus(sb) -> contrast(sc)."""
     sm, sb, sc = MOTION_CONTRAST_BRIGHTNESS[severity - 1]
     x = motion_blur(image, sm, rng, **options)
-    return _brightness_then_contrast(x, -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1])
+    return _brightness_then_contrast(x, -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1], shared=False)
 
 
 def pixelate_contrast_brightness_minus(image, severity, rng, **options):
     """pixelate(sp) (uint8) -> brightness_minus(sb) -> contrast(sc)."""
     sp, sb, sc = PIXELATE_CONTRAST_BRIGHTNESS[severity - 1]
-    x = pixelate(image, sp, rng)
-    return _brightness_then_contrast(x, -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1])
+    delta, factor = -BRIGHTNESS_DELTA[sb - 1], CONTRAST[sc - 1]
+    if not is_grey(image):
+        small = _pixel_blocks(image, sp)
+        upsample_map = _box_upsample_map(small.shape[0], small.shape[1], *image.shape[:2])
+        if upsample_map is not None:
+            return _brightness_then_contrast_of_blocks(small, upsample_map, delta, factor)
+    return _brightness_then_contrast(pixelate(image, sp, rng), delta, factor, shared=False)
+
+
+def _brightness_then_contrast_of_blocks(small, upsample_map, delta, factor):
+    """_brightness_then_contrast(remap(small)) with the same bytes, computed on the small image.
+
+    Brightness, contrast and the final conversion act pixel by pixel, so they commute with the
+    nearest-neighbour upscale; only contrast's channel means are taken over the whole image: over
+    the upscaled brightness result (the same float values, gathered by the same remap), as before.
+    """
+    y = _brightness_uint8(np.ascontiguousarray(small), delta, as_float=True, shared=False)
+    means = _channel_means(cv2.remap(y, upsample_map, None, cv2.INTER_NEAREST))
+    y = _change_contrast(y, factor, in_place=True, means=means)  # clipped to [0, 1]
+    y *= np.float32(255.0)  # the final conversion, as in _brightness_then_contrast
+    return cv2.remap(y.astype(np.uint8), upsample_map, None, cv2.INTER_NEAREST)
 
 
 # --------------------------------------------------------------------------------------------
