@@ -388,22 +388,39 @@ def motion_blur_rows(image: np.ndarray, radius: int, sigma: float, angle_degrees
     output row is the same sequence of full-width ``cv2.scaleAdd`` steps whether or not the other
     rows are computed, so the rows come out with the same bytes as in the whole blurred image
     (RAF-DB-P crops its frames; the tests compare)."""
+    return motion_blur_region(image, radius, sigma, (angle_degrees,), (row_start, row_stop))[0]
+
+
+def motion_blur_region(image: np.ndarray, radius: int, sigma: float, angles, rows: tuple[int, int],
+                       columns: tuple[int, int] | None = None) -> np.ndarray:
+    """``motion_blur_op(image, radius, sigma, angle)[r0:r1, c0:c1]`` (numpy backend) for every angle
+    in ``angles``, stacked: (len(angles), r1 - r0, c1 - c0, C) uint8 (no channel axis for a 2-D image).
+
+    The image is edge-replicated and converted to float32 once for all angles (a border of 2 radius
+    px, as far as any offset reaches; replication gives the same values at any distance), and only
+    the requested window is accumulated: every output pixel is the same sequence of float32
+    ``acc += weight * window`` steps as in the whole blur, so the bytes are those of blurring
+    everything and cropping (tested)."""
     if is_grey(image):  # H x W x 1: blur the plane, keep the shape (FIX: the original gave H x 3)
-        return motion_blur_rows(image[:, :, 0], radius, sigma, angle_degrees, row_start, row_stop)[:, :, None]
+        return motion_blur_region(image[:, :, 0], radius, sigma, angles, rows, columns)[..., None]
     height, width = image.shape[:2]
-    weights, offsets = _motion_kernel(int(radius), float(sigma), float(angle_degrees), height, width)
-    xs, ys = offsets[:, 0], offsets[:, 1]
-    left, right = max(0, -xs.min()), max(0, xs.max())
-    top, bottom = max(0, -ys.min()), max(0, ys.max())
-    padded = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    row_start, row_stop = rows
+    col_start, col_stop = (0, width) if columns is None else columns
+    border = 2 * int(radius)
+    padded = cv2.copyMakeBorder(image, border, border, border, border, cv2.BORDER_REPLICATE)
     padded = padded.astype(np.float32)
-    rows = row_stop - row_start
-    accumulated = np.zeros((rows, *image.shape[1:]), np.float32)
-    for weight, (ox, oy) in zip(weights, offsets):
-        first = top + oy + row_start
-        window = padded[first : first + rows, left + ox : left + ox + width]
-        cv2.scaleAdd(window, float(weight), accumulated, dst=accumulated)  # acc += weight * window
-    return _imagemagick_q16_to_uint8(accumulated)
+    shape = (row_stop - row_start, col_stop - col_start, *image.shape[2:])
+    out = np.empty((len(angles), *shape), np.uint8)
+    accumulated = np.empty(shape, np.float32)
+    for k, angle in enumerate(angles):
+        weights, offsets = _motion_kernel(int(radius), float(sigma), float(angle), height, width)
+        accumulated.fill(0.0)
+        for weight, (ox, oy) in zip(weights.tolist(), offsets.tolist()):
+            top, left = border + oy + row_start, border + ox + col_start
+            window = padded[top : top + shape[0], left : left + shape[1]]
+            cv2.scaleAdd(window, weight, accumulated, dst=accumulated)  # acc += weight * window
+        out[k] = _imagemagick_q16_to_uint8(accumulated)
+    return out
 
 
 def _imagemagick_q16_to_uint8(accumulated: np.ndarray) -> np.ndarray:
@@ -419,10 +436,9 @@ def _imagemagick_q16_to_uint8(accumulated: np.ndarray) -> np.ndarray:
     quantum = accumulated * np.float32(257.0)
     quantum += np.float32(0.5)
     np.clip(quantum, 0, 65535, out=quantum)
-    return _Q16_TO_UINT8.take(quantum.astype(np.uint16))  # astype truncates: floor(257 acc + .5)
-
-
-_Q16_TO_UINT8 = (np.arange(65536) // 257).astype(np.uint8)
+    quantum = quantum.astype(np.uint16)  # astype truncates: floor(257 acc + .5)
+    # quantum // 257, by numpy's vectorised integer division (several times faster than a table).
+    return np.floor_divide(quantum, np.uint16(257), out=quantum).astype(np.uint8)
 
 
 _MOTION_KERNELS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -508,7 +524,14 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
     grey (:func:`grey_level`), as the original's grey path (docs/BENCHMARK.md §9.3). FIX (BENCHMARK.md §6 row 27): when the layer has no
     droplets (max of L8 * D is 0) ``x`` is returned unchanged; the original divided by zero.
     """
-    return blend_water(x, water_mask(liquid, intensity), colour)
+    # x is in [0, 1] (to_float01), so the pixels the mask leaves at 0 are x itself: only the
+    # droplets (about a tenth of the pixels) are blended, with the same arithmetic as blend_water.
+    result = np.array(x, copy=True)
+    mask = water_mask(liquid, intensity)
+    if mask is not None:
+        index, values = blend_water_pixels(x, mask, colour)
+        result.reshape(-1, x.shape[-1])[index] = values
+    return result
 
 
 def blend_water(x: np.ndarray, mask: np.ndarray | None, colour: str = "rgb") -> np.ndarray:
@@ -516,6 +539,20 @@ def blend_water(x: np.ndarray, mask: np.ndarray | None, colour: str = "rgb") -> 
     if mask is None:
         return np.array(x, copy=True)
     return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour, x.shape[-1]), 0.0, 1.0)
+
+
+def blend_water_pixels(x: np.ndarray, mask: np.ndarray, colour: str = "rgb") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`blend_water` on the pixels where ``mask`` > 0 only: (their flat indices, their
+    (n, C) blended values). Elsewhere the blend of an ``x`` in [0, 1] is ``x`` itself, so writing
+    the values into a copy of ``x`` gives blend_water's bytes (the same float32 product and
+    addition per element) with a tenth of the work on a typical spatter mask."""
+    index = np.flatnonzero(mask)
+    channels = x.shape[-1]
+    weights = mask.reshape(-1)[index] if mask.flags.c_contiguous else mask.ravel()[index]
+    tinted = weights[:, None] * _colour_triple(WATER_RGB, colour, channels)  # float32, as blend_water
+    values = x.reshape(-1, channels)[index] + tinted
+    np.clip(values, 0.0, 1.0, out=values)
+    return index, values
 
 
 def water_mask(liquid: np.ndarray, intensity: float) -> np.ndarray | None:

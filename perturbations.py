@@ -290,15 +290,12 @@ def p_gaussian_blur(face, rng, frames=NUM_FRAMES, **_options):
 def p_motion_blur(face, rng, frames=NUM_FRAMES, motion_backend="numpy", **_options):
     """Motion blur radius 10, sigma 3, angle (i - 30) * 4 degrees, on the whole 130 px image.
 
-    With the numpy backend only the ROI's rows are blurred (:func:`corruptions.motion_blur_rows`:
-    the same bytes as blurring every row and cropping)."""
+    With the numpy backend only the ROI is blurred, the face padded and converted once for all
+    frames (:func:`corruptions.motion_blur_region`: the same bytes as blurring it all and cropping)."""
     if motion_backend == "numpy":
         x0, y0, w, h = DEFAULT_ROI
-        out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
-        for i in range(frames):
-            rows = corruptions.motion_blur_rows(face, MOTION_RADIUS, MOTION_SIGMA, motion_angle(i), y0, y0 + h)
-            out[i] = rows[:, x0 : x0 + w]
-        return out
+        angles = [motion_angle(i) for i in range(frames)]
+        return corruptions.motion_blur_region(face, MOTION_RADIUS, MOTION_SIGMA, angles, (y0, y0 + h), (x0, x0 + w))
     return _stack(
         [
             _crop(
@@ -317,14 +314,21 @@ def p_spatter(face, rng, frames=NUM_FRAMES, colour="rgb", **_options):
     # The droplet mask needs the whole layer (edges, distances), but the blend with the face is per
     # pixel: it is done on the default ROI only, which gives the same bytes as blending the whole
     # face and cropping.
+    # Where the ROI's mask is 0 the frame is the clean crop's truncated bytes (computed once); the
+    # droplets' pixels are blended alone (corruptions.blend_water_pixels: the same bytes).
     x0, y0, w, h = DEFAULT_ROI
     x = _crop(face).astype(np.float64) / 255.0
+    clean = _truncate_to_uint8(x * 255.0)
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     for i in range(frames):
         mask = corruptions.water_mask(liquid, SPATTER_INTENSITY)
-        roi_mask = None if mask is None else mask[y0 : y0 + h, x0 : x0 + w]
-        out[i] = _truncate_to_uint8(corruptions.blend_water(x, roi_mask, colour) * 255.0)
-        liquid = shift_liquid_down(liquid)
+        out[i] = clean
+        if mask is not None:
+            index, values = corruptions.blend_water_pixels(x, mask[y0 : y0 + h, x0 : x0 + w], colour)
+            values *= 255.0
+            out[i].reshape(-1, face.shape[2])[index] = _truncate_to_uint8(values)
+        if i + 1 < frames:
+            liquid = shift_liquid_down(liquid)
     return out
 
 
