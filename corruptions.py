@@ -541,23 +541,55 @@ def blend_water(x: np.ndarray, mask: np.ndarray | None, colour: str = "rgb") -> 
     return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour, x.shape[-1]), 0.0, 1.0)
 
 
-def blend_water_pixels(x: np.ndarray, mask: np.ndarray, colour: str = "rgb") -> tuple[np.ndarray, np.ndarray]:
+def blend_water_pixels(x: np.ndarray, mask: np.ndarray, colour: str = "rgb", scale: float | None = None,
+                       origin: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`blend_water` on the pixels where ``mask`` > 0 only: (their flat indices, their
     (n, C) blended values). Elsewhere the blend of an ``x`` in [0, 1] is ``x`` itself, so writing
     the values into a copy of ``x`` gives blend_water's bytes (the same float32 product and
-    addition per element) with a tenth of the work on a typical spatter mask."""
-    index = np.flatnonzero(mask)
+    addition per element) with a tenth of the work on a typical spatter mask.
+
+    With ``scale``, ``mask`` holds :func:`water_mask_levels` and the mask is
+    ``levels * float32(scale)``. With ``origin`` (row, column), ``mask`` is a larger
+    (contiguous) mask and ``x`` covers ``mask[row : row + H, column : column + W]`` (RAF-DB-P's ROI);
+    the indices are ``x``'s."""
     channels = x.shape[-1]
-    weights = mask.reshape(-1)[index] if mask.flags.c_contiguous else mask.ravel()[index]
+    flat = mask.reshape(-1) if mask.flags.c_contiguous else mask.ravel()
+    index = np.flatnonzero(flat)
+    weights_index = index
+    if origin is not None:
+        height, width = x.shape[:2]
+        rows, columns = np.divmod(index, mask.shape[1])
+        rows -= origin[0]
+        columns -= origin[1]
+        inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)
+        weights_index = index[inside]
+        index = rows[inside] * width + columns[inside]
+    weights = flat[weights_index]
+    if scale is not None:
+        weights = weights.astype(np.float32) * np.float32(scale)
     tinted = weights[:, None] * _colour_triple(WATER_RGB, colour, channels)  # float32, as blend_water
     values = x.reshape(-1, channels)[index] + tinted
-    np.clip(values, 0.0, 1.0, out=values)
+    np.maximum(values, 0.0, out=values)  # = np.clip(values, 0, 1), cheaper on small arrays
+    np.minimum(values, 1.0, out=values)
     return index, values
 
 
 def water_mask(liquid: np.ndarray, intensity: float) -> np.ndarray | None:
     """Steps (1)-(5) of the water: the float32 (H, W) mask scaled to peak ``intensity``; None when
     the layer has no droplets (the mask's maximum is 0)."""
+    levels = water_mask_levels(liquid)
+    peak = int(levels.max())
+    if peak <= 0:
+        return None
+    mask = levels.astype(np.float32)  # exact: the levels are integers below 2 ** 16
+    mask *= np.float32(intensity / peak)
+    return mask
+
+
+def water_mask_levels(liquid: np.ndarray) -> np.ndarray:
+    """The water mask before its scaling (steps 1-5): L8 * D as uint16 (H, W), both factors uint8,
+    so the float32 product of the original is this integer exactly; :func:`water_mask` is
+    ``levels * float32(intensity / levels.max())``."""
     # (1) The layer as uint8, truncated. Values stay below 1 in practice (a smoothed N(.65, .3));
     # the clip only guards the undefined float -> uint8 cast of the original above 255.
     # liquid * 255 in the layer's own precision (float64 from make_liquid_layer, as the original).
@@ -569,14 +601,9 @@ def water_mask(liquid: np.ndarray, intensity: float) -> np.ndarray | None:
     dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
     dist = cv2.equalizeHist(dist)
     dist = cv2.filter2D(dist, cv2.CV_8U, _WATER_KERNEL)
-    dist = cv2.blur(dist, (3, 3)).astype(np.float32)
-    # (5) mask, normalised by its maximum.
-    mask = l8.astype(np.float32) * dist
-    peak = float(mask.max())
-    if peak <= 0:
-        return None
-    mask *= np.float32(intensity / peak)
-    return mask
+    dist = cv2.blur(dist, (3, 3))
+    # (5) the mask before its normalisation by its maximum (water_mask).
+    return np.multiply(l8, dist, dtype=np.uint16)
 
 
 # --------------------------------------------------------------------------------------------

@@ -277,13 +277,18 @@ def p_gaussian_blur(face, rng, frames=NUM_FRAMES, **_options):
     # The kernel radius is at most int(6 * 1.265 + 0.5) = 8 px, so the ROI only sees pixels
     # within 8 px of it, never the border of the 130 px image: blurring rows/columns 7..122 and
     # taking the ROI at offset 8 there gives exactly the whole-image result, with less work.
+    # (A window per kernel radius, 2 ... 8 px, gives the same bytes but costs more: a copy a frame.)
     margin = DEFAULT_ROI[0] - BLUR_MARGIN
     x = face[margin : FACE_SIZE - margin, margin : FACE_SIZE - margin].astype(np.float64) / 255.0
-    roi = (BLUR_MARGIN, BLUR_MARGIN, FRAME_SIZE, FRAME_SIZE)
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
+    scaled = np.empty((FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.float64)
     for i in range(frames):
         blurred = corruptions.gaussian_blur_op(x, blur_sigma(i), BLUR_TRUNCATE)
-        out[i] = _truncate_to_uint8(_crop(blurred, roi) * 255.0)
+        roi = blurred[BLUR_MARGIN : BLUR_MARGIN + FRAME_SIZE, BLUR_MARGIN : BLUR_MARGIN + FRAME_SIZE]
+        # A blur of values in [0, 1] by positive weights summing to 1 stays in [0, 1] (to rounding),
+        # so the truncating cast needs no clip: floor(y * 255), as _truncate_to_uint8.
+        np.multiply(roi.reshape(scaled.shape), 255.0, out=scaled)
+        np.copyto(out[i], scaled, casting="unsafe")
     return out
 
 
@@ -321,12 +326,13 @@ def p_spatter(face, rng, frames=NUM_FRAMES, colour="rgb", **_options):
     clean = _truncate_to_uint8(x * 255.0)
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     for i in range(frames):
-        mask = corruptions.water_mask(liquid, SPATTER_INTENSITY)
+        levels = corruptions.water_mask_levels(liquid)
+        peak = int(levels.max())
         out[i] = clean
-        if mask is not None:
-            index, values = corruptions.blend_water_pixels(x, mask[y0 : y0 + h, x0 : x0 + w], colour)
-            values *= 255.0
-            out[i].reshape(-1, face.shape[2])[index] = _truncate_to_uint8(values)
+        if peak > 0:  # else no droplets: the clean frame (corruptions.water_mask gives None)
+            index, values = corruptions.blend_water_pixels(x, levels, colour, SPATTER_INTENSITY / peak, (y0, x0))
+            values *= 255.0  # in [0, 255] (the blend is clipped to [0, 1]): astype floors, as _truncate_to_uint8
+            out[i].reshape(-1, face.shape[2])[index] = values.astype(np.uint8)
         if i + 1 < frames:
             liquid = shift_liquid_down(liquid)
     return out

@@ -579,3 +579,19 @@ def test_render_water_blends_only_the_droplets_with_the_same_bytes(colour, dtype
     assert out.dtype == dtype and np.array_equal(out, expected)
     index, values = corruptions.blend_water_pixels(x, mask, colour)
     assert np.array_equal(index, np.flatnonzero(mask)) and np.array_equal(values, expected.reshape(-1, 3)[index])
+
+
+def test_blend_water_pixels_from_levels_on_a_window():
+    # RAF-DB-P's use: the unscaled integer levels of the whole layer, a window of it as the image.
+    liquid = _droplet_layer() + np.float32(0.01) * (np.arange(64)[None, :] % 7)
+    levels = corruptions.water_mask_levels(liquid)
+    assert levels.dtype == np.uint16 and levels.max() > 0
+    mask = corruptions.water_mask(liquid, 0.6)
+    assert np.array_equal(mask, levels.astype(np.float32) * np.float32(0.6 / int(levels.max())))
+    x = _textured_image(4, (40, 30)) / 255.0  # float64 window at rows 20.., columns 9..
+    expected = np.clip(x + mask[20:60, 9:39, None] * (np.array((175, 238, 238), np.float32) / np.float32(255)), 0, 1)
+    index, values = corruptions.blend_water_pixels(x, levels, "rgb", 0.6 / int(levels.max()), (20, 9))
+    assert np.array_equal(index, np.flatnonzero(mask[20:60, 9:39]))
+    got = x.copy()
+    got.reshape(-1, 3)[index] = values
+    assert np.array_equal(got, expected)
