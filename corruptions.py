@@ -396,9 +396,9 @@ def motion_blur_region(image: np.ndarray, radius: int, sigma: float, angles, row
     """``motion_blur_op(image, radius, sigma, angle)[r0:r1, c0:c1]`` (numpy backend) for every angle
     in ``angles``, stacked: (len(angles), r1 - r0, c1 - c0, C) uint8 (no channel axis for a 2-D image).
 
-    The image is edge-replicated and converted to float32 once for all angles (a border of 2 radius
-    px, as far as any offset reaches; replication gives the same values at any distance), and only
-    the requested window is accumulated: every output pixel is the same sequence of float32
+    The window plus the reach of every angle's offsets is edge-replicated and converted to float32
+    once for all angles (replication gives the same values however far it reaches), and only the
+    requested window is accumulated: every output pixel is the same sequence of float32
     ``acc += weight * window`` steps as in the whole blur, so the bytes are those of blurring
     everything and cropping (tested)."""
     if is_grey(image):  # H x W x 1: blur the plane, keep the shape (FIX: the original gave H x 3)
@@ -406,17 +406,25 @@ def motion_blur_region(image: np.ndarray, radius: int, sigma: float, angles, row
     height, width = image.shape[:2]
     row_start, row_stop = rows
     col_start, col_stop = (0, width) if columns is None else columns
-    border = 2 * int(radius)
-    padded = cv2.copyMakeBorder(image, border, border, border, border, cv2.BORDER_REPLICATE)
+    kernels = [_motion_kernel(int(radius), float(sigma), float(angle), height, width) for angle in angles]
+    reach = np.concatenate([offsets for _weights, offsets in kernels])
+    (min_x, min_y), (max_x, max_y) = reach.min(axis=0).tolist(), reach.max(axis=0).tolist()
+    # The source rectangle every window reads: [row_start + min_y, row_stop + max_y) x [col_start +
+    # min_x, col_stop + max_x), cut to the image, whose outside is the replicated border.
+    src_top, src_bottom = max(0, row_start + min_y), min(height, row_stop + max_y)
+    src_left, src_right = max(0, col_start + min_x), min(width, col_stop + max_x)
+    pad_top, pad_left = src_top - (row_start + min_y), src_left - (col_start + min_x)
+    padded = cv2.copyMakeBorder(image[src_top:src_bottom, src_left:src_right], pad_top,
+                                row_stop + max_y - src_bottom, pad_left, col_stop + max_x - src_right,
+                                cv2.BORDER_REPLICATE)
     padded = padded.astype(np.float32)
     shape = (row_stop - row_start, col_stop - col_start, *image.shape[2:])
     out = np.empty((len(angles), *shape), np.uint8)
     accumulated = np.empty(shape, np.float32)
-    for k, angle in enumerate(angles):
-        weights, offsets = _motion_kernel(int(radius), float(sigma), float(angle), height, width)
+    for k, (weights, offsets) in enumerate(kernels):
         accumulated.fill(0.0)
         for weight, (ox, oy) in zip(weights.tolist(), offsets.tolist()):
-            top, left = border + oy + row_start, border + ox + col_start
+            top, left = oy - min_y, ox - min_x
             window = padded[top : top + shape[0], left : left + shape[1]]
             cv2.scaleAdd(window, weight, accumulated, dst=accumulated)  # acc += weight * window
         out[k] = _imagemagick_q16_to_uint8(accumulated)
@@ -895,8 +903,15 @@ def spatter(image, severity, rng, colour="rgb", **_options):
     # Mud: smooth the droplet mask (sigma = intensity), keep it where >= 0.8, blend to brown.
     mask = gaussian_blur_op((liquid > threshold).astype(np.float32), intensity)
     mask[mask < 0.8] = 0
-    mask = mask[:, :, None]
-    return np.clip(x * (1 - mask) + mask * _colour_triple(MUD_RGB, colour, x.shape[-1]), 0.0, 1.0)
+    # clip(x (1 - m) + m mud, 0, 1) is x itself where m = 0 (x in [0, 1]): only the mud's pixels
+    # are computed, with the same float32 operations per element.
+    result = x if x is not image else x.copy()
+    index = np.flatnonzero(mask)
+    weights = mask.reshape(-1)[index][:, None]
+    flat = result.reshape(-1, x.shape[-1])
+    values = flat[index] * (1 - weights) + weights * _colour_triple(MUD_RGB, colour, x.shape[-1])
+    flat[index] = np.clip(values, 0.0, 1.0)
+    return result
 
 
 _BOX_UPSAMPLE_INDEX: dict[tuple[int, int], np.ndarray | None] = {}
