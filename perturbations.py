@@ -157,8 +157,8 @@ def _stack(frames: list[np.ndarray]) -> np.ndarray:
 
 def _warp_frames(face: np.ndarray, matrices) -> np.ndarray:
     """One frame per 2x3 matrix: warpAffine to 115x115 (bilinear, constant 0), then the default ROI
-    (BENCHMARK.md §3.3), written straight into the frame array through one reused canvas (stacking
-    a list of cropped views cost a third of the warps' time)."""
+    (BENCHMARK.md §3.3), written straight into the frame array through one reused canvas (no list of
+    cropped views to stack: one copy and 30 allocations less)."""
     side = DEFAULT_ROI[0] + DEFAULT_ROI[2]  # 115
     x0, y0, _w, _h = DEFAULT_ROI
     out = np.empty((len(matrices), FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
