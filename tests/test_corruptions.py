@@ -541,3 +541,64 @@ def test_motion_blur_rows_are_the_rows_of_the_whole_blur(angle, grey):
         rows = corruptions.motion_blur_rows(image, 10, 3, angle, start, stop)
         assert rows.shape == (stop - start, *image.shape[1:])
         assert np.array_equal(rows, whole[start:stop]), (start, stop)
+
+
+@pytest.mark.parametrize("shape", [(130, 130, 3), (130, 130, 1), (97, 120)])
+def test_motion_blur_region_is_the_crop_of_each_whole_blur(shape):
+    # Several angles in one call (padded once), a window of rows and columns: each frame must have
+    # the bytes of the whole blur at that angle, cropped.
+    image = np.random.default_rng(len(shape)).integers(0, 256, shape, dtype=np.uint8)
+    angles = [-116, -45, 0, 17, 90, 180]
+    region = corruptions.motion_blur_region(image, 10, 3, angles, (15, 85), (7, 97))
+    assert region.shape == (len(angles), 70, 90, *shape[2:]) and region.dtype == np.uint8
+    for k, angle in enumerate(angles):
+        whole = corruptions.motion_blur_op(image, 10, 3, angle)
+        assert np.array_equal(region[k], whole[15:85, 7:97]), angle
+    # With columns omitted the window is the full width.
+    full = corruptions.motion_blur_region(image, 10, 3, [17], (0, shape[0]))[0]
+    assert np.array_equal(full, corruptions.motion_blur_op(image, 10, 3, 17))
+
+
+def test_imagemagick_q16_rounding_by_formula():
+    # floor(floor(257 a + 0.5) / 257) in float32, as ImageMagick Q16 then its 8-bit writer; the
+    # values around integers and half quanta are where a wrong step shows.
+    levels = np.arange(256, dtype=np.float32)
+    near = np.concatenate([levels, levels - np.float32(1e-4), levels - np.float32(0.5 / 257),
+                           levels - np.float32(0.6 / 257), levels + np.float32(0.4)])
+    near = np.clip(near, 0, 255).astype(np.float32)
+    quantum = np.floor(near * np.float32(257.0) + np.float32(0.5)).astype(np.float64)
+    expected = np.floor(quantum / 257.0).astype(np.uint8)
+    assert np.array_equal(corruptions._imagemagick_q16_to_uint8(near), expected)
+    # A sum just below an integer rounds up to it (k - 1e-4 -> k), unlike the plain floor.
+    assert corruptions._imagemagick_q16_to_uint8(np.float32([100 - 1e-4]))[0] == 100
+
+
+@pytest.mark.parametrize("colour", ["rgb", "bgr-compat"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_render_water_blends_only_the_droplets_with_the_same_bytes(colour, dtype):
+    x = (_textured_image(3, (64, 64)) / 255.0).astype(dtype)
+    liquid = _droplet_layer() + np.float32(0.01) * (np.arange(64)[:, None] % 5)
+    mask = corruptions.water_mask(liquid, 0.6)
+    assert mask is not None and 0 < np.count_nonzero(mask) < mask.size
+    water = np.array((175, 238, 238)[:: -1 if colour == "bgr-compat" else 1], np.float32) / np.float32(255)
+    expected = np.clip(x + mask[:, :, None] * water, 0.0, 1.0)  # the whole-image blend, by hand
+    out = corruptions.render_water(x, liquid, 0.6, colour=colour)
+    assert out.dtype == dtype and np.array_equal(out, expected)
+    index, values = corruptions.blend_water_pixels(x, mask, colour)
+    assert np.array_equal(index, np.flatnonzero(mask)) and np.array_equal(values, expected.reshape(-1, 3)[index])
+
+
+def test_blend_water_pixels_from_levels_on_a_window():
+    # RAF-DB-P's use: the unscaled integer levels of the whole layer, a window of it as the image.
+    liquid = _droplet_layer() + np.float32(0.01) * (np.arange(64)[None, :] % 7)
+    levels = corruptions.water_mask_levels(liquid)
+    assert levels.dtype == np.uint16 and levels.max() > 0
+    mask = corruptions.water_mask(liquid, 0.6)
+    assert np.array_equal(mask, levels.astype(np.float32) * np.float32(0.6 / int(levels.max())))
+    x = _textured_image(4, (40, 30)) / 255.0  # float64 window at rows 20.., columns 9..
+    expected = np.clip(x + mask[20:60, 9:39, None] * (np.array((175, 238, 238), np.float32) / np.float32(255)), 0, 1)
+    index, values = corruptions.blend_water_pixels(x, levels, "rgb", 0.6 / int(levels.max()), (20, 9))
+    assert np.array_equal(index, np.flatnonzero(mask[20:60, 9:39]))
+    got = x.copy()
+    got.reshape(-1, 3)[index] = values
+    assert np.array_equal(got, expected)

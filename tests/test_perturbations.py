@@ -441,3 +441,39 @@ def test_brightness_by_table_equals_the_hsv_formula_on_every_level():
         shifted = np.where(value > 0, x * (new_value / np.where(value > 0, value, 1.0)), new_value)
         expected = np.clip(np.rint(np.clip(shifted, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
         assert np.array_equal(frames[i], expected), i
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_spatter_and_blurs_have_the_bytes_of_the_whole_image_computation(face, grey):
+    # The frames are computed on the ROI only (droplet pixels only for the spatter, the ROI's rows
+    # and columns for the motion blur); written out here on the whole 130 px image, then cropped,
+    # with the dense formulas, they must give the same bytes.
+    import corruptions
+
+    if grey:
+        face = face[:, :, :1].copy()
+    x = face / 255.0
+    if grey:
+        water = np.array([corruptions.grey_level((175, 238, 238))], np.float32)
+    else:
+        water = np.array((175, 238, 238), np.float32) / np.float32(255)
+    layer = perturbations.spatter_layer(np.random.default_rng(9))
+    frames = perturb(face, "p_spatter", np.random.default_rng(9))
+    wet = 0
+    for i in range(30):
+        mask = corruptions.water_mask(layer, 0.6)
+        blended = x if mask is None else np.clip(x + mask[:, :, None] * water, 0.0, 1.0)
+        expected = np.clip(blended * 255.0, 0, 255).astype(np.uint8)[15:115, 15:115]
+        assert np.array_equal(frames[i], expected), ("spatter", i)
+        wet += np.count_nonzero(expected != face[15:115, 15:115])
+        layer = perturbations.shift_liquid_down(layer)
+    assert wet > 30 * 100  # droplets on the ROI in every frame, on average
+    frames = perturb(face, "p_gaussian_blur")
+    for i in range(30):
+        blurred = corruptions.gaussian_blur_op(x, 0.25 + 0.035 * i, 6.0).reshape(x.shape)
+        expected = np.clip(blurred * 255.0, 0, 255).astype(np.uint8)[15:115, 15:115]
+        assert np.array_equal(frames[i], expected), ("gaussian blur", i)
+    frames = perturb(face, "p_motion_blur")
+    for i in range(0, 30, 7):
+        expected = corruptions.motion_blur_op(face, 10, 3, (i - 30) * 4)
+        assert np.array_equal(frames[i], expected[15:115, 15:115]), ("motion blur", i)
