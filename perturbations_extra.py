@@ -150,8 +150,10 @@ def p_speckle_noise(face, rng, frames=NUM_FRAMES, **_options):
     out[0] = clean
     if frames > 1:
         x = clean.astype(np.float64) / 255.0
-        # float32 Box-Muller normals (docs/BENCHMARK.md §2.7), the arithmetic in float64
-        noise = corruptions.standard_normal(rng, (frames - 1, *clean.shape)).astype(np.float64)
+        # float32 Box-Muller normals (docs/BENCHMARK.md §2.7), one block per frame in frame order (so
+        # that the first k frames are the same whatever ``frames``), the arithmetic in float64
+        noise = np.stack([corruptions.standard_normal(rng, clean.shape) for _ in range(frames - 1)]
+                         ).astype(np.float64)
         # x + (x sigma) n, in place on the draws (no frame-stack temporaries; the same products and sums)
         noise *= x * MULTIPLICATIVE_NOISE_SIGMA
         noise += x
