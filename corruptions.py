@@ -139,6 +139,11 @@ def _colour_triple(rgb: tuple[int, int, int], colour: str, channels: int = 3) ->
 # Low-level operations (also used by perturbations.py)
 
 
+# How the noises draw from an item's generator (docs/BENCHMARK.md §2.7). Part of the exports'
+# parameter digest (dataset_writer.parameter_tables_digest), so that a tree written with other
+# samplers (numpy's standard_normal / random before this version) is never resumed or extended.
+NOISE_SAMPLERS = ("normal: Box-Muller, float32, 24-bit uniforms from PCG64 raw words (standard_normal); "
+                  "poisson: inverse CDF at 32-bit words")
 _U24 = np.float32(2.0**-24)  # one step of a 24-bit uniform
 _ANGLE24 = np.float32(2.0 * np.pi) * _U24  # fl32(2 pi) / 2**24: an exact power-of-two scaling
 
@@ -485,12 +490,23 @@ def _brightness_uint8(image: np.ndarray, delta: float, as_float: bool, shared: b
 # the float image of the blurs (10), zoom_blur's float planes (5), contrast's channel means (10),
 # pixelate's blocks (10) and the chains' brightened image per delta. Only the last image is kept,
 # keyed by its shape, dtype and bytes (one 30 KB comparison, ~2 us), so a changed or different
-# image never reuses a value; the values are read-only, and the entry is replaced whole.
+# image never reuses a value; the values are read-only, and the entry is replaced whole. Images
+# above 1 MB are not kept; :func:`clear_per_image_values` drops the entry.
 _LAST_IMAGE: list = [None]
 
 
+def clear_per_image_values() -> None:
+    """Forget the values kept for the last image (:func:`_per_image`), e.g. to free their memory."""
+    _LAST_IMAGE[0] = None
+
+
+_PER_IMAGE_MAX_BYTES = 1 << 20  # a 100 px face is 30 KB; far larger images are not kept (memory)
+
+
 def _per_image(image: np.ndarray, what: str, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    if image.dtype != np.uint8:  # float input may come back as itself (to_float01): not ours to freeze
+    # float input may come back as itself (to_float01): not ours to freeze; large images: each kept
+    # value would be several times their size
+    if image.dtype != np.uint8 or image.nbytes > _PER_IMAGE_MAX_BYTES:
         return compute(image)
     key = (image.shape, image.dtype.str, image.tobytes())
     last = _LAST_IMAGE[0]
@@ -733,7 +749,7 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
     droplets (max of L8 * D is 0) ``x`` is returned unchanged; the original divided by zero.
     """
     # x is in [0, 1] (to_float01), so the pixels the mask leaves at 0 are x itself: only the
-    # droplets (about a tenth of the pixels) are blended, with the same arithmetic as blend_water.
+    # droplets (about a tenth of the pixels) are blended: step (6), clip(x + mask * water colour, 0, 1).
     result = np.array(x, copy=True)
     mask = water_mask(liquid, intensity)
     if mask is not None:
@@ -742,19 +758,13 @@ def render_water(x: np.ndarray, liquid: np.ndarray, intensity: float, colour: st
     return result
 
 
-def blend_water(x: np.ndarray, mask: np.ndarray | None, colour: str = "rgb") -> np.ndarray:
-    """Step (6) of the water: clip(x + mask * water colour, 0, 1); a copy of ``x`` if ``mask`` is None."""
-    if mask is None:
-        return np.array(x, copy=True)
-    return np.clip(x + mask[:, :, None] * _colour_triple(WATER_RGB, colour, x.shape[-1]), 0.0, 1.0)
-
-
 def blend_water_pixels(x: np.ndarray, mask: np.ndarray, colour: str = "rgb", scale: float | None = None,
                        origin: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`blend_water` on the pixels where ``mask`` is not 0 only: (their flat indices, their
-    (n, C) blended values). Elsewhere the blend of an ``x`` in [0, 1] is ``x`` itself, so writing
-    the values into a copy of ``x`` gives blend_water's bytes (the same float32 product and
-    addition per element) with a tenth of the work on a typical spatter mask.
+    """Step (6) of the water, clip(x + mask * water colour, 0, 1) (float32 product and sum per
+    element), on the pixels where ``mask`` is not 0 only: (their flat indices, their (n, C) blended
+    values). Elsewhere the blend of an ``x`` in [0, 1] is ``x`` itself, so writing the values into
+    a copy of ``x`` gives the whole-image blend's bytes with a tenth of the work on a typical
+    spatter mask.
 
     With ``scale``, ``mask`` holds :func:`water_mask_levels` and the mask is
     ``levels * float32(scale)``. With ``origin`` (row, column), ``mask`` is a larger mask and ``x`` covers ``mask[row : row + H, column : column + W]`` (RAF-DB-P's ROI);
@@ -767,7 +777,7 @@ def blend_water_pixels(x: np.ndarray, mask: np.ndarray, colour: str = "rgb", sca
     weights = flat.take(index)
     if scale is not None:
         weights = weights.astype(np.float32) * np.float32(scale)
-    tinted = weights[:, None] * _colour_triple(WATER_RGB, colour, channels)  # float32, as blend_water
+    tinted = weights[:, None] * _colour_triple(WATER_RGB, colour, channels)  # float32, as the whole-image blend
     values = x.reshape(-1, channels).take(index, axis=0) + tinted
     np.maximum(values, 0.0, out=values)  # = np.clip(values, 0, 1), cheaper on small arrays
     np.minimum(values, 1.0, out=values)

@@ -41,6 +41,8 @@ import scipy.ndimage
 
 import corruptions
 
+NOISE_SAMPLERS = corruptions.NOISE_SAMPLERS  # in this module's parameter digest (docs/BENCHMARK.md §2.7)
+
 PARAM_SETS = ("imagenet224", "imagenet64", "scaled")
 BASE_SIZE = 224  # ImageNet-C's image side: the "scaled" set multiplies lengths by H / BASE_SIZE
 

@@ -36,6 +36,8 @@ import numpy as np
 
 import corruptions
 
+NOISE_SAMPLERS = corruptions.NOISE_SAMPLERS  # in this module's parameter digest (docs/BENCHMARK.md §2.7)
+
 FACE_SIZE = 130  # side of the aligned face every perturbation starts from (BENCHMARK.md §3.1)
 FRAME_SIZE = 100  # side of every output frame
 NUM_FRAMES = 30  # frames i = 0..29 per sequence

@@ -26,6 +26,8 @@ import corruptions
 import corruptions_imagenet
 from perturbations import DEFAULT_ROI, FACE_SIZE, FRAME_SIZE, NUM_FRAMES, _crop, _round_to_uint8
 
+NOISE_SAMPLERS = corruptions.NOISE_SAMPLERS  # in this module's parameter digest (docs/BENCHMARK.md §2.7)
+
 ZOOM_STEP = 0.004  # p_zoom_blur: factor 1 + 0.004 j
 SNOW_LAYER = (0.05, 0.3, 3, 0.5)  # (loc, scale, zoom, threshold)
 SNOW_MOTION = (14, 4)  # (radius, sigma)

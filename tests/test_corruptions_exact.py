@@ -150,3 +150,19 @@ def test_pixelate_result_is_the_callers_copy():
     assert np.array_equal(first, expected)
     first[:] = 0
     assert np.array_equal(corruptions.corrupt(image, "pixelate", 3), expected)
+
+
+def test_per_image_store_keeps_small_faces_only():
+    """A face's shared values are kept for its next calls; an image above 1 MB is never kept (its
+    values would be several times its size), and clear_per_image_values() drops the entry."""
+    rng = np.random.default_rng(3)
+    face = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    corruptions.clear_per_image_values()
+    corruptions.corrupt(face, "brightness_plus", 1)
+    assert corruptions._LAST_IMAGE[0] is not None and corruptions._LAST_IMAGE[0][0][2] == face.tobytes()
+    corruptions.clear_per_image_values()
+    assert corruptions._LAST_IMAGE[0] is None
+    big = rng.integers(0, 256, (600, 600, 3), dtype=np.uint8)  # 1.08 MB
+    out = corruptions.corrupt(big, "brightness_plus", 1)
+    assert corruptions._LAST_IMAGE[0] is None
+    np.testing.assert_array_equal(out[:4, :4], corruptions.corrupt(big[:100, :100], "brightness_plus", 1)[:4, :4])
