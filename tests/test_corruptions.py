@@ -257,6 +257,52 @@ def test_zoom_blur_matches_scipy_reference(face, severity):
     assert diff.max() <= 1 and np.mean(diff > 0) < 0.05
 
 
+def _raising_kernel(*args):
+    raise TypeError("csr_matvec() takes a different signature now")
+
+
+def _wrong_kernel(rows, columns, indptr, indices, data, vector, out):
+    out += 1.0  # runs, but gives a wrong sum: the self-check must catch it
+
+
+@pytest.mark.parametrize("kernel", [None, _raising_kernel, _wrong_kernel], ids=["absent", "raises", "wrong"])
+def test_zoom_blur_falls_back_to_the_public_sparse_product(monkeypatch, face, kernel):
+    # scipy's private csr_matvec missing, raising or wrong: zoom_blur must use ``operator @ plane``
+    # and give the bytes of the normal path, at every severity.
+    normal = [corruptions.zoom_blur(face, s, None) for s in (1, 2, 3, 4, 5)]
+    calls = []
+
+    def recording(*args):
+        calls.append(args[0])
+        if kernel is not None:
+            kernel(*args)
+
+    monkeypatch.setattr(corruptions, "_scipy_csr_matvec", None if kernel is None else recording)
+    for severity, expected in zip((1, 2, 3, 4, 5), normal):
+        got = corruptions.zoom_blur(face, severity, None)
+        assert got.dtype == np.uint8 and np.array_equal(got, expected), severity
+    # The faulty kernel was tried once, by the 3 x 3 self-check, and never on the image planes.
+    assert calls == ([] if kernel is None else [3])
+
+
+def test_zoom_blur_keeps_a_working_private_kernel(monkeypatch, face):
+    # A kernel that passes the self-check is the one used for every plane (3 planes x 5 severities).
+    real = corruptions._scipy_csr_matvec
+    if real is None:
+        pytest.skip("this scipy has no private csr_matvec")
+    calls = []
+
+    def recording(*args):
+        calls.append(args[0])
+        real(*args)
+
+    monkeypatch.setattr(corruptions, "_scipy_csr_matvec", recording)
+    for severity in (1, 2, 3, 4, 5):
+        corruptions.zoom_blur(face, severity, None)
+    height, width = face.shape[:2]
+    assert calls == [3] + [height * width] * 15
+
+
 def test_zoom_factor_lists():
     counts = [len(corruptions.zoom_factors(s)) for s in (1, 2, 3, 4, 5)]
     assert counts == [12, 18, 13, 17, 14]  # BENCHMARK.md §2.3
