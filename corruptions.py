@@ -835,17 +835,40 @@ _ZOOM_OPERATORS: dict[tuple[int, int, int], scipy.sparse.csr_matrix] = {}
 
 try:  # the kernel behind ``csr_matrix @ vector``, without scipy's per-call checks
     from scipy.sparse._sparsetools import csr_matvec as _scipy_csr_matvec
-except ImportError:  # pragma: no cover - a scipy without the private module
+except Exception:  # pragma: no cover - a scipy without the private module, or one failing to load it
     _scipy_csr_matvec = None
+# kernel -> whether it passed _csr_matvec_self_check (checked once, at its first use).
+_CSR_MATVEC_CHECKED: dict = {}
+
+
+def _csr_matvec_self_check(kernel) -> bool:
+    """Whether ``kernel`` (the private csr_matvec, a scipy internal that may change or vanish)
+    adds a 3 x 3 float32 csr matrix times a vector into ``out`` exactly as ``operator @ vector``."""
+    try:
+        operator = scipy.sparse.csr_matrix(np.array([[1.5, 0.0, -2.0], [0.0, 0.0, 0.25], [3.0, 0.5, 4.0]],
+                                                    np.float32))
+        vector = np.array([1.0, -2.0, 0.5], np.float32)
+        out = np.array([1.0, 2.0, -1.0], np.float32)
+        kernel(3, 3, operator.indptr, operator.indices, operator.data, vector, out)
+        return out.dtype == np.float32 and np.array_equal(out, np.array([1.0, 2.0, -1.0], np.float32)
+                                                          + operator @ vector)
+    except Exception:  # any failure of the private kernel: use the public product instead
+        return False
 
 
 def _csr_matvec(operator: scipy.sparse.csr_matrix, vector: np.ndarray, out: np.ndarray) -> None:
-    """out += operator @ vector (float32, C-contiguous ``vector`` and zeroed ``out``)."""
-    if _scipy_csr_matvec is None:
-        out += operator @ vector
-        return
-    rows, columns = operator.shape
-    _scipy_csr_matvec(rows, columns, operator.indptr, operator.indices, operator.data, vector, out)
+    """out += operator @ vector (float32, C-contiguous ``vector`` and zeroed ``out``): scipy's
+    private kernel when present and its self-check passed, else the public product (same bytes)."""
+    kernel = _scipy_csr_matvec
+    if kernel is not None:
+        usable = _CSR_MATVEC_CHECKED.get(kernel)
+        if usable is None:
+            usable = _CSR_MATVEC_CHECKED[kernel] = _csr_matvec_self_check(kernel)
+        if usable:
+            rows, columns = operator.shape
+            kernel(rows, columns, operator.indptr, operator.indices, operator.data, vector, out)
+            return
+    out += operator @ vector
 
 
 def zoom_axis_matrix(size: int, zoom: float) -> scipy.sparse.csr_matrix:

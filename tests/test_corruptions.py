@@ -257,6 +257,52 @@ def test_zoom_blur_matches_scipy_reference(face, severity):
     assert diff.max() <= 1 and np.mean(diff > 0) < 0.05
 
 
+def _raising_kernel(*args):
+    raise TypeError("csr_matvec() takes a different signature now")
+
+
+def _wrong_kernel(rows, columns, indptr, indices, data, vector, out):
+    out += 1.0  # runs, but gives a wrong sum: the self-check must catch it
+
+
+@pytest.mark.parametrize("kernel", [None, _raising_kernel, _wrong_kernel], ids=["absent", "raises", "wrong"])
+def test_zoom_blur_falls_back_to_the_public_sparse_product(monkeypatch, face, kernel):
+    # scipy's private csr_matvec missing, raising or wrong: zoom_blur must use ``operator @ plane``
+    # and give the bytes of the normal path, at every severity.
+    normal = [corruptions.zoom_blur(face, s, None) for s in (1, 2, 3, 4, 5)]
+    calls = []
+
+    def recording(*args):
+        calls.append(args[0])
+        if kernel is not None:
+            kernel(*args)
+
+    monkeypatch.setattr(corruptions, "_scipy_csr_matvec", None if kernel is None else recording)
+    for severity, expected in zip((1, 2, 3, 4, 5), normal):
+        got = corruptions.zoom_blur(face, severity, None)
+        assert got.dtype == np.uint8 and np.array_equal(got, expected), severity
+    # The faulty kernel was tried once, by the 3 x 3 self-check, and never on the image planes.
+    assert calls == ([] if kernel is None else [3])
+
+
+def test_zoom_blur_keeps_a_working_private_kernel(monkeypatch, face):
+    # A kernel that passes the self-check is the one used for every plane (3 planes x 5 severities).
+    real = corruptions._scipy_csr_matvec
+    if real is None:
+        pytest.skip("this scipy has no private csr_matvec")
+    calls = []
+
+    def recording(*args):
+        calls.append(args[0])
+        real(*args)
+
+    monkeypatch.setattr(corruptions, "_scipy_csr_matvec", recording)
+    for severity in (1, 2, 3, 4, 5):
+        corruptions.zoom_blur(face, severity, None)
+    height, width = face.shape[:2]
+    assert calls == [3] + [height * width] * 15
+
+
 def test_zoom_factor_lists():
     counts = [len(corruptions.zoom_factors(s)) for s in (1, 2, 3, 4, 5)]
     assert counts == [12, 18, 13, 17, 14]  # BENCHMARK.md §2.3
@@ -557,6 +603,81 @@ def test_motion_blur_region_is_the_crop_of_each_whole_blur(shape):
     # With columns omitted the window is the full width.
     full = corruptions.motion_blur_region(image, 10, 3, [17], (0, shape[0]))[0]
     assert np.array_equal(full, corruptions.motion_blur_op(image, 10, 3, 17))
+
+
+def _motion_blur_dense(image: np.ndarray, radius: int, sigma: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """BENCHMARK.md §2.5 (numpy backend) written out densely: (float32 sum, float64 sum) over the
+    kernel of weights exp(-j^2 / (2 sigma^2)) normalised over j = 0..2r, offsets ox = ceil(j cos t - 0.5),
+    oy = ceil(j sin t - 0.5) (y down), stopping at the first j whose offset leaves the image, reads
+    from the edge-replicated image. The float32 sum takes the steps in kernel order, each
+    acc + w_j * I rounded once to float32 (a fused multiply-add, as OpenCV's vector loop does)."""
+    plane = image.astype(np.float64)
+    height, width = plane.shape[:2]
+    size = 2 * radius + 1
+    j = np.arange(size, dtype=np.float64)
+    weights = np.exp(-(j**2) / (2.0 * sigma**2))
+    weights = weights / weights.sum()
+    theta = math.radians(angle)
+    pad = ((size, size), (size, size)) + ((0, 0),) * (plane.ndim - 2)
+    padded = np.pad(plane, pad, mode="edge")
+    acc32 = np.zeros(plane.shape, np.float32)
+    acc64 = np.zeros(plane.shape, np.float64)
+    for step in range(size):
+        ox = math.ceil(step * math.cos(theta) - 0.5)
+        oy = math.ceil(step * math.sin(theta) - 0.5)
+        if abs(ox) >= width or abs(oy) >= height:
+            break
+        read = padded[size + oy : size + oy + height, size + ox : size + ox + width]
+        # float32 weight times a byte value is exact in float64; one rounding of the sum to float32.
+        acc32 = (float(np.float32(weights[step])) * read + acc32).astype(np.float32)
+        acc64 += weights[step] * read
+    return acc32, acc64
+
+
+def _q16_by_hand(acc32: np.ndarray) -> np.ndarray:
+    """ImageMagick Q16's conversion of the float32 sum a: q = floor(257 a + 1/2) in float32 (the
+    product and the sum each rounded to float32), clipped to 16 bits, then the byte floor(q / 257)."""
+    quantum = (acc32 * np.float32(257.0)).astype(np.float32)
+    quantum = (quantum + np.float32(0.5)).astype(np.float32)
+    quantum = np.clip(np.floor(quantum.astype(np.float64)), 0.0, 65535.0)
+    return (quantum // 257.0).astype(np.uint8)
+
+
+def _assert_dense_motion_blur(got: np.ndarray, acc32: np.ndarray, acc64: np.ndarray, label) -> None:
+    expected = _q16_by_hand(acc32)
+    differs = got != expected
+    # Exact here. Elsewhere OpenCV may round the multiply-add twice (no FMA, or its scalar tail):
+    # the float32 sums then differ in the last bits, which moves a byte only when the exact sum
+    # sits on a Q16 rounding boundary; such pixels must be rare, one level off, and within float32
+    # summation error (31 steps x 2**-24 x 255 x 257 < 0.04 quanta, plus the float32 rounding of
+    # 257 a + 1/2, < 0.004) of the boundary.
+    assert differs.mean() < 1e-4, (label, int(differs.sum()))
+    if differs.any():
+        assert np.all(np.abs(got[differs].astype(int) - expected[differs]) == 1), label
+        boundary = 257.0 * acc64[differs] + 0.5
+        assert np.all(np.abs(boundary - np.rint(boundary)) < 0.05), label
+
+
+@pytest.mark.parametrize("shape", [(130, 130, 3), (97, 120), (64, 80, 1)])
+@pytest.mark.parametrize("radius,sigma", [(10, 3), (15, 5), (4, 0.5)])
+def test_motion_blur_equals_the_dense_formula(shape, radius, sigma):
+    # The whole blur and the crops of the region code against BENCHMARK.md §2.5 written out densely
+    # (not against each other). Angles: both signs of sin and cos, the axes, and ties: angles (one
+    # ulp off the round numbers) at which both sin t or cos t and the module's offsets are exactly
+    # +-1/2, +-3/4, so that j sin t or j cos t is a half-integer and only ceil(x - 0.5) (half down)
+    # gives the documented offset (floor(x + 0.5) or round() would move it by one pixel).
+    image = np.random.default_rng(sum(shape) + radius).integers(0, 256, shape, dtype=np.uint8)
+    ties = [30.000000000000004, -30.000000000000004, 41.40962210927086, 138.59037789072914]
+    angles = [-116.0, -60.0, -45.0, 0.0, 17.0, 90.0, 150.0, 180.0, *ties]
+    rows, columns = (9, shape[0] - 5), (3, shape[1] - 11)
+    region = corruptions.motion_blur_region(image, radius, sigma, angles, rows, columns)
+    for k, angle in enumerate(angles):
+        acc32, acc64 = _motion_blur_dense(image, radius, sigma, angle)
+        whole = corruptions.motion_blur_op(image, radius, sigma, angle)
+        assert whole.shape == image.shape and whole.dtype == np.uint8
+        _assert_dense_motion_blur(whole, acc32, acc64, angle)
+        crop = (slice(*rows), slice(*columns))
+        _assert_dense_motion_blur(region[k], acc32[crop], acc64[crop], ("region", angle))
 
 
 def test_imagemagick_q16_rounding_by_formula():

@@ -135,3 +135,50 @@ def test_shot_noise_byte_guide_matches_the_search_everywhere():
         scaled = np.clip(counts / lam, 0.0, 1.0) * 255.0
         expected = np.floor(scaled) if rounding == "floor" else np.rint(scaled)
         assert np.array_equal(got, expected.astype(np.uint8)), (lam, rounding)
+
+
+def _edge_words(mean: float) -> list[int]:
+    """Words where the inversion can go wrong for one mean: both ends of the 32-bit range, each
+    bound limit(k) = ceil(2**32 CDF(k)) - 1 and the word above it, and the first and last word of
+    the lowest and highest guide cells (the cells whose counts are found by the wide search)."""
+    top = 2**32 - 1
+    cell = 2 ** (32 - corruptions._POISSON_GUIDE_BITS)  # words per guide cell
+    words = {0, top, cell - 1, cell, top - cell, top - cell + 1}
+    for k in range(200):
+        cdf = scipy.stats.poisson.cdf(k, mean)
+        limit = math.ceil(cdf * 2.0**32) - 1
+        if limit >= top:
+            break
+        words.update(w for w in (limit, limit + 1) if 0 <= w <= top)
+    return sorted(words)
+
+
+def _count_by_hand(word: int, mean: float) -> int:
+    """The smallest k with w < 2**32 CDF(k), i.e. w / 2**32 < P(X <= k)."""
+    k = 0
+    while not word < 2.0**32 * scipy.stats.poisson.cdf(k, mean):
+        k += 1
+    return k
+
+
+@pytest.mark.parametrize("lam", [60, 5])
+@pytest.mark.parametrize("level", [0, 1, 37, 128, 255])
+def test_poisson_search_at_the_bounds_of_every_count(monkeypatch, lam, level):
+    # Chosen words instead of the generator's: each bound w = limit(k) must still give k (the
+    # comparison is w <= limit(k), in the one-comparison cells and in the wide-cell search alike)
+    # and w = limit(k) + 1 must give k + 1.
+    mean = level / 255 * lam
+    words = _edge_words(mean)
+    expected = [_count_by_hand(w, mean) for w in words]
+    if level == 255:
+        assert max(expected) > lam + 3 * math.sqrt(lam)  # the upper tail is reached
+    chosen = np.array(words, np.uint32)
+    monkeypatch.setattr(corruptions, "raw_words32", lambda rng, count: chosen[:count].copy())
+    levels = np.full(chosen.size, level, np.uint8)
+    counts = corruptions.poisson_from_levels(levels, lam, np.random.default_rng(0))
+    assert counts.tolist() == expected
+    for rounding in ("floor", "rint"):
+        got = corruptions.shot_noise_uint8(levels, lam, np.random.default_rng(0), rounding)
+        scaled = [min(k / lam, 1.0) * 255.0 for k in expected]
+        by_hand = [math.floor(s) if rounding == "floor" else round(s) for s in scaled]
+        assert got.tolist() == by_hand, rounding
