@@ -245,7 +245,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 @functools.lru_cache(maxsize=1)
 def inputs_digest(paths: Sequence[str]) -> str:
     """SHA-256 over the SHA-256 hex digests of the files ``paths``, in order (UserError if one is
-    missing or unreadable)."""
+    missing or unreadable). The last call is cached (consecutive units with the same inputs);
+    :func:`export` clears it when it starts."""
     digest = hashlib.sha256()
     for path in paths:
         try:
@@ -841,6 +842,9 @@ def export(
     from tqdm import tqdm
 
     start = time.perf_counter()
+    # The last digest is cached for the units that share their inputs (RAF-DB-P: ten per face); a
+    # source rewritten since an earlier export in this process must be hashed again.
+    inputs_digest.cache_clear()
     out_dir = Path(out_dir)
     workers = resolve_workers(workers)
     keys = [unit.key for unit in units]

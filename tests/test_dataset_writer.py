@@ -538,3 +538,23 @@ def test_warm_up_renders_one_unit_in_the_parent_and_changes_no_file(tmp_path, wa
     assert tree(tmp_path / "out").keys() == tree(tmp_path / "one").keys()
     assert {rel: data for rel, data in tree(tmp_path / "out").items() if rel != "manifest.json"} == \
         {rel: data for rel, data in tree(tmp_path / "one").items() if rel != "manifest.json"}
+
+
+def test_source_rewritten_since_an_earlier_export_in_this_process_is_hashed_again(tmp_path):
+    """The last source digest is cached (units sharing their inputs); a later export in the same
+    process must hash a rewritten source again instead of taking it for unchanged."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_sources(src, b"v1-", names=("a",))
+    units = source_units(src, names=("a",))
+
+    def run():
+        return dataset_writer.export(units, source_render, out, generator="test", kind="toy", params=PARAMS,
+                                     sources=["a.jpg"], workers=1, progress=False)
+
+    run()
+    write_sources(src, b"v2-", names=("a",))  # a's v1 digest is the cached one
+    result = run()
+    assert result.files_written == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["units"]["a.jpg"] == hashlib.sha256(hashlib.sha256(b"v2-a").hexdigest().encode()).hexdigest()
+    assert (out / "f1" / "a.bin").read_bytes() == b"f1|v2-a"
