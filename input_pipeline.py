@@ -44,6 +44,7 @@ from cli_common import UserError
 from datasets.images import read_image as read_file
 
 AUTOTUNE = tf.data.AUTOTUNE
+_ALIGN = 64  # bytes: TensorFlow's CPU tensor alignment (lets it adopt a numpy batch uncopied)
 # A UserError raised inside the pipeline carries its message between these markers, so that the
 # message can be recovered from the OpError TensorFlow builds around it (with a traceback).
 _MARK_START = "<<fer-user-error>>"
@@ -115,6 +116,21 @@ def _prepare(image: np.ndarray, image_size: Sequence[int], channels: int, crop: 
     return image
 
 
+def _stack_float32(images: Sequence[np.ndarray]) -> np.ndarray:
+    """``np.stack(images).astype(np.float32)`` in one pass, into a 64-byte aligned array.
+
+    The images keep their own dtype (uint8) until here, so no float32 array is made per image;
+    the floats are those of :func:`load_for_model`. TensorFlow takes an aligned array returned by
+    ``tf.numpy_function`` without copying it (an unaligned one is copied: ~8 us per 100 px image).
+    """
+    shape = (len(images),) + tuple(images[0].shape)
+    size = int(np.prod(shape)) * 4
+    raw = np.empty(size + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    out = raw[start:start + size].view(np.float32).reshape(shape)
+    return np.stack(images, out=out, casting="unsafe")
+
+
 def _finish(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
 
@@ -161,12 +177,11 @@ def make_dataset(
 
     def load_batch(indices, element_seeds):
         try:
-            # Stacked in the images' own dtype (uint8), converted once: the same floats as
-            # load_for_model's, without a fresh float32 array per image.
-            return np.stack([load_one(index, element_seed) for index, element_seed
-                             in zip(indices, element_seeds)]).astype(np.float32, copy=False)
+            images = [load_one(index, element_seed)
+                      for index, element_seed in zip(indices, element_seeds)]
         except UserError as error:  # recovered by user_errors_from_pipeline()
             raise UserError(f"{_MARK_START}{error}{_MARK_END}") from None
+        return _stack_float32(images)
 
     def tf_load_batch(indices, element_seeds):
         images = tf.numpy_function(load_batch, [indices, element_seeds], tf.float32, stateful=False)
