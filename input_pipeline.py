@@ -183,10 +183,14 @@ def make_dataset(
             raise UserError(f"{_MARK_START}{error}{_MARK_END}") from None
         return _stack_float32(images)
 
+    label_table = None if labels is None else tf.constant(np.asarray(labels, dtype=np.float32))
+
     def tf_load_batch(indices, element_seeds):
         images = tf.numpy_function(load_batch, [indices, element_seeds], tf.float32, stateful=False)
         images.set_shape((None, height, width, channels))
-        return indices, images
+        if label_table is None:
+            return images
+        return images, tf.gather(label_table, indices)
 
     # One Python call per batch, not per image: the per-element numpy_function, its tensors and
     # the batching copy cost several percent of a small model's time on a 2-core machine. The
@@ -197,11 +201,10 @@ def make_dataset(
         indices = indices.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     batches = tf.data.Dataset.zip((indices, seeds)).batch(batch_size)
-    images = batches.map(tf_load_batch, num_parallel_calls=num_parallel_calls, deterministic=True)
-    if labels is None:
-        return images.map(lambda index, image: image).prefetch(AUTOTUNE)
-    label_table = tf.constant(np.asarray(labels, dtype=np.float32))
-    return images.map(lambda index, image: (image, tf.gather(label_table, index))).prefetch(AUTOTUNE)
+    # Labels are gathered in the same map call: a second map would cost another function trace
+    # (~6 ms of CPU per dataset, and the P evaluation builds one dataset per folder).
+    return batches.map(tf_load_batch, num_parallel_calls=num_parallel_calls,
+                       deterministic=True).prefetch(AUTOTUNE)
 
 
 def make_array_dataset(
