@@ -99,6 +99,7 @@ def row(net, name, count, batch, timing, same) -> dict:
     return {"net": net, "path": name, "images": count, "batch": batch,
             "pipeline_img_s": count / pipe_wall, "predict_img_s": count / mem_wall,
             "ratio": mem_wall / pipe_wall, "cpu_ratio": mem_cpu / pipe_cpu,
+            "pipeline_cpu_ms": 1000 * pipe_cpu / count, "predict_cpu_ms": 1000 * mem_cpu / count,
             "pipeline_spread": max(pipe_walls) / pipe_wall, "predict_spread": max(mem_walls) / mem_wall,
             "same_argmax": same}
 
@@ -231,7 +232,8 @@ def main(argv=None) -> int:
                 variants.append((name, n / seconds, plain_s / seconds))
 
     header = (f"{'net':<13}{'path':<40}{'images':>7}{'batch':>6}{'pipeline img/s':>15}"
-              f"{'predict img/s':>14}{'wall':>6}{'CPU':>6}{'spread':>12}{'target':>7}{'same':>6}")
+              f"{'predict img/s':>14}{'wall':>6}{'CPU':>6}{'CPU ms/img':>12}{'spread':>12}{'target':>7}"
+              f"{'same':>6}")
     print(f"{size} px, random init, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, "
           f"DNNL_MAX_CPU_ISA={os.environ.get('DNNL_MAX_CPU_ISA', 'unset')}, best of {args.repeats} "
           f"interleaved runs; wall/CPU = in-memory time / pipeline time")
@@ -239,12 +241,15 @@ def main(argv=None) -> int:
     print("-" * len(header))
     for r in rows:
         spread = f"{r['pipeline_spread']:.2f}/{r['predict_spread']:.2f}"
+        cpu_ms = f"{r['pipeline_cpu_ms']:.1f}/{r['predict_cpu_ms']:.1f}"
         ok = "ok" if max(r["ratio"], r["cpu_ratio"]) >= TARGET else "MISS"
         print(f"{r['net']:<13}{r['path']:<40}{r['images']:>7}{r['batch']:>6}"
               f"{r['pipeline_img_s']:>15.1f}{r['predict_img_s']:>14.1f}{r['ratio']:>6.0%}"
-              f"{r['cpu_ratio']:>6.0%}{spread:>12}{ok:>7}{str(r['same_argmax']):>6}")
+              f"{r['cpu_ratio']:>6.0%}{cpu_ms:>12}{spread:>12}{ok:>7}{str(r['same_argmax']):>6}")
     print("spread: slowest / best run (pipeline/in-memory); above ~1.2 the machine was busy and the "
           "CPU ratio is the one to read")
+    print("CPU ms/img: best CPU time of this process per image, pipeline/in-memory (their "
+          "difference is what reading, decoding and batching cost)")
     if variants:
         print()
         print(f"{'runner variant (RAF-DB-C path, smallcnn scale01)':<50}{'img/s':>10}{'speed vs plain':>16}")
@@ -254,13 +259,16 @@ def main(argv=None) -> int:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["net", "path", "images", "batch", "pipeline_images_per_s",
-                         "predict_images_per_s", "ratio", "cpu_ratio", "same_argmax"])
+                         "predict_images_per_s", "ratio", "cpu_ratio", "pipeline_cpu_ms_per_image",
+                         "predict_cpu_ms_per_image", "same_argmax"])
         for r in rows:
             writer.writerow([r["net"], r["path"], r["images"], r["batch"],
                              f"{r['pipeline_img_s']:.1f}", f"{r['predict_img_s']:.1f}",
-                             f"{r['ratio']:.3f}", f"{r['cpu_ratio']:.3f}", r["same_argmax"]])
+                             f"{r['ratio']:.3f}", f"{r['cpu_ratio']:.3f}", f"{r['pipeline_cpu_ms']:.3f}",
+                             f"{r['predict_cpu_ms']:.3f}", r["same_argmax"]])
         for name, rate, ratio in variants:
-            writer.writerow(["smallcnn", name, n, args.batch, f"{rate:.1f}", "", f"{ratio:.3f}", "", ""])
+            writer.writerow(["smallcnn", name, n, args.batch, f"{rate:.1f}", "", f"{ratio:.3f}", "", "",
+                             "", ""])
         cli_common.atomic_write_text(args.csv, buffer.getvalue())
     return 0
 

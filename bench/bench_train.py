@@ -6,7 +6,8 @@ augmentation (decode, rotate/skew/jitter, cut, contrast/brightness, flip, resize
 (2) the same model on already-resized float32 tensors held in memory (``tf.data`` from tensors,
 no augmentation). The ratio pipeline / in-memory shows whether the pipeline starves the model
 (target: >= 97 %). "ratio" compares the best wall times; "CPU" compares the best CPU times of this
-process (in-memory / pipeline), which a machine shared with other jobs disturbs far less. Without ``--rafdb`` a synthetic tree of ``--images`` training images is written
+process (in-memory / pipeline), which a machine shared with other jobs disturbs far less; "CPU
+ms/img" gives both CPU times per image (pipeline/in-memory). Without ``--rafdb`` a synthetic tree of ``--images`` training images is written
 to a temporary folder first.
 
 Example::
@@ -31,7 +32,8 @@ import numpy as np  # noqa: E402
 
 from cli_common import ArgumentParser, UserError, run_main, setup_logging  # noqa: E402
 
-FIELDS = ("net", "input_size", "batch", "steps", "pipeline_img_s", "in_memory_img_s", "ratio", "cpu_ratio", "device", "threads")
+FIELDS = ("net", "input_size", "batch", "steps", "pipeline_img_s", "in_memory_img_s", "ratio", "cpu_ratio",
+          "pipeline_cpu_ms", "in_memory_cpu_ms", "device", "threads")
 
 
 def parse_args(argv=None):
@@ -96,21 +98,24 @@ def bench_net(net: str, args, paths, labels) -> dict:
         memory.append(time_fit(model, in_memory, args.steps, warmup))
         piped.append(time_fit(model, pipeline, args.steps, warmup))
     seconds_memory, seconds_pipeline = min(m[0] for m in memory), min(p[0] for p in piped)
-    cpu_ratio = min(m[1] for m in memory) / min(p[1] for p in piped)
+    cpu_memory, cpu_pipeline = min(m[1] for m in memory), min(p[1] for p in piped)
     processed = args.steps * args.batch
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     return {"net": net, "input_size": size, "batch": args.batch, "steps": args.steps,
             "pipeline_img_s": processed / seconds_pipeline, "in_memory_img_s": processed / seconds_memory,
-            "ratio": seconds_memory / seconds_pipeline, "cpu_ratio": cpu_ratio, "device": device, "threads": os.cpu_count()}
+            "ratio": seconds_memory / seconds_pipeline, "cpu_ratio": cpu_memory / cpu_pipeline,
+            "pipeline_cpu_ms": 1000 * cpu_pipeline / processed, "in_memory_cpu_ms": 1000 * cpu_memory / processed,
+            "device": device, "threads": os.cpu_count()}
 
 
 def format_table(rows) -> str:
     lines = [f"{'net':<14}{'size':>5}{'batch':>6}{'steps':>6}{'pipeline img/s':>16}{'in-memory img/s':>17}"
-             f"{'ratio':>8}{'CPU':>6}  device"]
+             f"{'ratio':>8}{'CPU':>6}{'CPU ms/img':>13}  device"]
     for row in rows:
+        cpu_ms = f"{row['pipeline_cpu_ms']:.1f}/{row['in_memory_cpu_ms']:.1f}"
         lines.append(f"{row['net']:<14}{row['input_size']:>5}{row['batch']:>6}{row['steps']:>6}"
                      f"{row['pipeline_img_s']:>16.1f}{row['in_memory_img_s']:>17.1f}{row['ratio']:>7.0%}"
-                     f"{row['cpu_ratio']:>6.0%}  {row['device']} ({row['threads']} cores)")
+                     f"{row['cpu_ratio']:>6.0%}{cpu_ms:>13}  {row['device']} ({row['threads']} cores)")
     return "\n".join(lines)
 
 

@@ -207,3 +207,31 @@ def test_each_position_gets_its_own_seed_whatever_the_batching(test_set):
         sizes = [len(batch) for batch in batches]
         assert sizes == [batch_size] * (7 // batch_size) + ([7 % batch_size] if 7 % batch_size else [])
         np.testing.assert_array_equal(np.concatenate(batches), np.stack(expected))
+
+
+def test_batches_are_stacked_once_into_aligned_float32():
+    # uint8 and float64 images (an augmentation may return either) stacked as astype(float32)
+    # of each image would give them, into memory TensorFlow can adopt without a copy.
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (5, 4, 3), dtype=np.uint8) for _ in range(3)]
+    images.append(rng.random((5, 4, 3)) * 255.0)
+    batch = ip._stack_float32(images)
+    assert batch.dtype == np.float32 and batch.shape == (4, 5, 4, 3)
+    assert batch.ctypes.data % 64 == 0
+    for image, row in zip(images, batch):
+        np.testing.assert_array_equal(row, np.array(image.tolist(), dtype=np.float32))
+    with pytest.raises(ValueError):  # shapes must agree, as np.stack requires
+        ip._stack_float32([images[0], images[0][:4]])
+
+
+def test_fractional_augmentation_output_reaches_the_model_as_float32(test_set):
+    _, paths = test_set
+
+    def halve(image, rng):  # float64 output with fractions: resized in float64, then float32
+        return image.astype(np.float64) * 0.5 + 0.25
+
+    images, _ = _collect(ip.make_dataset(paths[:3], image_size=(50, 50), batch_size=2, augment=halve))
+    for index in range(3):
+        source = cv2.imread(str(paths[index]))[:, :, ::-1].astype(np.float64) * 0.5 + 0.25
+        expected = cv2.resize(source, (50, 50), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        np.testing.assert_array_equal(images[index], expected)
