@@ -558,3 +558,31 @@ def test_source_rewritten_since_an_earlier_export_in_this_process_is_hashed_agai
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["units"]["a.jpg"] == hashlib.sha256(hashlib.sha256(b"v2-a").hexdigest().encode()).hexdigest()
     assert (out / "f1" / "a.bin").read_bytes() == b"f1|v2-a"
+
+
+def _blas_threads_render(unit: WorkUnit):
+    """Each output records how many threads the BLAS library would use while rendering."""
+    from threadpoolctl import threadpool_info
+
+    threads = max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+    return [(rel, str(threads).encode()) for rel in unit.outputs]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="BLAS runs one thread anyway on a one-core machine")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_rendering_runs_one_blas_thread_per_process(tmp_path, workers):
+    """The export runs one process per core: BLAS threads inside each would only spin (the small
+    matrix products of the corruptions). Outside the export the caller's BLAS setting is kept."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+
+    before = blas_threads()
+    if before < 2:
+        pytest.skip("BLAS is limited to one thread in this environment (e.g. OPENBLAS_NUM_THREADS=1)")
+    out = tmp_path / "out"
+    dataset_writer.export(toy_units(), _blas_threads_render, out, generator="test", kind="toy", params=PARAMS,
+                          sources=["a.jpg"], source_root="src", workers=workers, progress=False)
+    assert {path.read_bytes() for path in out.rglob("*.bin")} == {b"1"}
+    assert blas_threads() == before
