@@ -139,6 +139,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def write_rows_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """A list of same-keyed dicts as CSV (a header from the first row's keys), written atomically."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
 # --------------------------------------------------------------------------------------------
 # Per-item seeds (BENCHMARK.md §2.7): independent of worker count and processing order.
 

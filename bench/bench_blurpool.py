@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -29,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")  # docs/BENCHMARK.md §4.9
 
 import numpy as np  # noqa: E402
+
+import cli_common  # noqa: E402
 
 
 def forward_flops(model) -> float:
@@ -117,10 +118,7 @@ def main(argv=None) -> int:
               f"{row['time_ratio']:>10.2f}x{row['cpu_ratio']:>9.2f}x{row['flop_ratio']:>10.3f}x"
               f"{row['gflops_forward']:>11.3f}")
     if args.csv:
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        cli_common.write_rows_csv(args.csv, rows)
     return 0
 
 

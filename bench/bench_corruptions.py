@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import resource
 import subprocess
@@ -38,6 +37,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+import cli_common  # noqa: E402
 import corruptions  # noqa: E402
 import reference_corruptions  # noqa: E402
 
@@ -186,10 +186,7 @@ def main():
     rows, image_kind = bench_corruptions(args.repeats, args.skip_reference)
     print_corruption_table(rows, image_kind, args.repeats)
     if args.csv:
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        cli_common.write_rows_csv(args.csv, rows)
     if not args.skip_export:
         bench_export(args.images)
 

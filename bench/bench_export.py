@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -199,10 +198,9 @@ def main(argv=None) -> int:
               f"{min(v[0] for v in values):.2f}x {max(v[0] for v in values):.2f}x | "
               f"{statistics.median(v[1] for v in values):>10.2f}x |")
     if args.csv:
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        import cli_common  # ROOT is on sys.path (above)
+
+        cli_common.write_rows_csv(args.csv, rows)
     return 0
 
 
