@@ -279,17 +279,22 @@ def p_shot_noise(face, rng, frames=NUM_FRAMES, **_options):
 
 def p_gaussian_blur(face, rng, frames=NUM_FRAMES, **_options):
     """skimage gaussian, sigma 0.25 + 0.035 i, truncate 6, mode nearest; truncated to uint8."""
-    # The kernel radius is at most int(6 * 1.265 + 0.5) = 8 px, so the ROI only sees pixels
-    # within 8 px of it, never the border of the 130 px image: blurring rows/columns 7..122 and
-    # taking the ROI at offset 8 there gives exactly the whole-image result, with less work.
-    # (A window per kernel radius, 2 ... 8 px, gives the same bytes but costs more: a copy a frame.)
+    # A kernel of radius r (2 ... 8 px) makes the ROI read only pixels within r px of it, never the
+    # border of the 130 px image: blurring the window of the ROI widened by r and taking its inner
+    # 100x100 gives exactly the whole-image result, with less work. Each window is filtered as
+    # corruptions.gaussian_blur_op filters (its kernel, OpenCV's separable filter, edge replication),
+    # but as a view into one float copy of the face: OpenCV reads a strided view without a copy.
     margin = DEFAULT_ROI[0] - BLUR_MARGIN
     x = face[margin : FACE_SIZE - margin, margin : FACE_SIZE - margin].astype(np.float64) / 255.0
     out = np.empty((frames, FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.uint8)
     scaled = np.empty((FRAME_SIZE, FRAME_SIZE, face.shape[2]), np.float64)
     for i in range(frames):
-        blurred = corruptions.gaussian_blur_op(x, blur_sigma(i), BLUR_TRUNCATE)
-        roi = blurred[BLUR_MARGIN : BLUR_MARGIN + FRAME_SIZE, BLUR_MARGIN : BLUR_MARGIN + FRAME_SIZE]
+        kernel = corruptions._gaussian_kernel1d(blur_sigma(i), BLUR_TRUNCATE, np.float64)
+        radius = len(kernel) // 2
+        window = x[BLUR_MARGIN - radius : BLUR_MARGIN + FRAME_SIZE + radius,
+                   BLUR_MARGIN - radius : BLUR_MARGIN + FRAME_SIZE + radius]
+        blurred = cv2.sepFilter2D(window, -1, kernel, kernel, borderType=cv2.BORDER_REPLICATE)
+        roi = blurred[radius : radius + FRAME_SIZE, radius : radius + FRAME_SIZE]
         # A blur of values in [0, 1] by positive weights summing to 1 stays in [0, 1] (to rounding),
         # so the truncating cast needs no clip: floor(y * 255), as _truncate_to_uint8.
         np.multiply(roi.reshape(scaled.shape), 255.0, out=scaled)
