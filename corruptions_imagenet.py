@@ -94,6 +94,38 @@ def _floor_in_place(x: np.ndarray) -> np.ndarray:
     return x.astype(np.uint8)
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A work array kept per thread and reused between calls (contents undefined). Fresh arrays of
+    a few hundred kB are mapped and unmapped by malloc on every call and their page faults cost
+    about as much as the arithmetic at 100 px; reused ones stay mapped and in cache."""
+    store = _SCRATCH.__dict__
+    key = (name, shape, np.dtype(dtype).str)
+    array = store.get(key)
+    if array is None:
+        if len(store) > 64:  # many image sizes: start afresh rather than grow without bound
+            store.clear()
+        array = store[key] = np.empty(shape, dtype)
+    return array
+
+
+def _image_scratch(image: np.ndarray, name: str, shape: tuple, dtype, fill) -> np.ndarray:
+    """The work array ``name`` (:func:`_scratch`) holding ``fill(image, array)``, filled only when it
+    does not already hold that image's values (same shape and bytes). For values that the five
+    severities of one image share: an export makes them in a row, so four of five calls find them
+    ready, and no fresh array is mapped per image. Read it only: the next image overwrites it."""
+    store = _SCRATCH.__dict__
+    array = _scratch(name, shape, dtype)
+    owner = (image.shape, image.dtype.str, image.tobytes())
+    filled = store.get(("filled", name))
+    if filled is None or filled[1] is not array or filled[0] != owner:
+        fill(image, array)
+        store[("filled", name)] = (owner, array)
+    return array
+
+
 def length_scale(param_set: str, height: int) -> float:
     """The factor of pixel lengths: H / 224 under ``scaled``, else 1."""
     return height / BASE_SIZE if param_set == "scaled" else 1.0
@@ -485,23 +517,6 @@ def smooth_reflect(field: np.ndarray, sigma: float) -> np.ndarray:
     return rows @ field @ columns.T
 
 
-_SCRATCH = threading.local()
-
-
-def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
-    """A work array kept per thread and reused between calls (contents undefined). Fresh arrays of
-    a few hundred kB are mapped and unmapped by malloc on every call and their page faults cost
-    about as much as the arithmetic at 100 px; reused ones stay mapped and in cache."""
-    store = _SCRATCH.__dict__
-    key = (name, shape, np.dtype(dtype).str)
-    array = store.get(key)
-    if array is None:
-        if len(store) > 64:  # many image sizes: start afresh rather than grow without bound
-            store.clear()
-        array = store[key] = np.empty(shape, dtype)
-    return array
-
-
 def _axis_weights(c: np.ndarray, n: int, index: np.ndarray, weights: np.ndarray) -> None:
     """Fill ``index`` (2, N) and ``weights`` (2, N) with the indices and weights of order-1
     interpolation along one axis of length ``n`` at the float64 coordinates ``c`` (overwritten),
@@ -607,36 +622,45 @@ def elastic_transform(image, severity, rng, param_set=None, **_options):
 _UNIT64_LUT = (np.arange(256, dtype=np.float32) / np.float32(255.0)).astype(np.float64)
 
 
+def _fill_hsv_parts(image: np.ndarray, parts: np.ndarray) -> None:
+    """Fill ``parts`` (6, H, W) float64 with the severity-free part of :func:`saturate` for an RGB
+    uint8 image: V, chroma V - min, saturation chroma / V (0 where V = 0), and V - c for the
+    channels c = R, G, B."""
+    value, chroma, saturation, differences = parts[0], parts[1], parts[2], parts[3:]
+    for level, plane in zip(differences, cv2.split(image)):
+        cv2.LUT(plane, _UNIT64_LUT, dst=level)  # levels c, twice as fast as numpy's take
+    red, green, blue = differences
+    np.maximum(np.maximum(red, green), blue, out=value)
+    np.minimum(np.minimum(red, green), blue, out=chroma)
+    np.subtract(value, chroma, out=chroma)
+    saturation.fill(0.0)
+    np.divide(chroma, value, out=saturation, where=value > 0)
+    np.subtract(value, differences, out=differences)
+
+
 def saturate(image, severity, rng, param_set=None, **_options):
     """HSV saturation S * a + b, clipped, hue and value kept (closed form of skimage's
     rgb2hsv -> hsv2rgb): channel c becomes V - S' V (V - c) / (V - min); grey pixels (S = 0, hue 0
     in skimage) become (V, V (1 - S'), V (1 - S')). RGB only: ``corruptions.corrupt`` refuses grey
     images (a grey image has no saturation; ``corruptions.GREY_UNSUPPORTED``).
 
-    Computed on the three channel planes (float64, the same operations per pixel as on the
-    interleaved image) and returned as uint8 (the final clip and floor of docs/BENCHMARK.md §2.2)."""
+    Computed in float64 on channel planes (the same operations per pixel as on the interleaved
+    image) and returned as uint8 (the final clip and floor of docs/BENCHMARK.md §2.2). The part
+    that does not depend on the severity (:func:`_fill_hsv_parts`) is kept for the next severity
+    of the same image (:func:`_image_scratch`)."""
     _check_param_set(param_set, "saturate")
     factor, offset = SATURATE[severity - 1]
-    red, green, blue = (cv2.LUT(plane, _UNIT64_LUT) for plane in cv2.split(image))  # 2x numpy's take
-    value = np.maximum(np.maximum(red, green), blue)
-    low = np.minimum(np.minimum(red, green), blue)
-    chroma = value - low
-    saturation = np.divide(chroma, value, out=np.zeros_like(value), where=value > 0)
+    parts = _image_scratch(image, "saturate_parts", (6, *image.shape[:2]), np.float64, _fill_hsv_parts)
+    value, chroma, saturation, differences = parts[0], parts[1], parts[2], parts[3:]
     new_value_chroma = np.clip(saturation * factor + offset, 0.0, 1.0) * value  # S' V
     coloured = chroma > 0
     scale = np.divide(new_value_chroma, chroma, out=np.zeros_like(value), where=coloured)
-    grey_drop = np.where(coloured, 0.0, new_value_chroma)  # grey: (V, V - S' V, V - S' V)
-    planes = []
-    for channel, plane in enumerate((red, green, blue)):
-        out = value - plane
-        out *= scale
-        np.subtract(value, out, out=out)  # V - scale (V - c); grey pixels: scale 0, so V so far
-        if channel:
-            out -= grey_drop
-        np.clip(out, 0.0, 1.0, out=out)
-        out *= np.float32(255.0)
-        planes.append(out.astype(np.uint8))
-    return cv2.merge(planes)
+    out = np.multiply(differences, scale, out=_scratch("saturate", differences.shape, np.float64))  # scale (V - c)
+    np.subtract(value, out, out=out)  # V - scale (V - c); grey pixels: scale 0, so V so far
+    out[1:] -= np.where(coloured, 0.0, new_value_chroma)  # grey: (V, V - S' V, V - S' V)
+    np.clip(out, 0.0, 1.0, out=out)
+    out *= np.float32(255.0)
+    return cv2.merge(list(out.astype(np.uint8)))
 
 
 CORRUPTIONS = {function.__name__: function for function in (
