@@ -145,6 +145,23 @@ def test_glass_vectorised_equals_hendrycks_loop(images):
         np.testing.assert_array_equal(corruptions_imagenet.glass_shuffle(x, delta, offsets), expected)
 
 
+@pytest.mark.parametrize("delta", [1, 2, 3, 4, 8, 64, 65])
+def test_glass_offsets_equal_numpy_integers(delta):
+    """glass_offsets reads power-of-two spans straight from PCG64's raw words: the same values as
+    rng.integers and the same generator state afterwards (also from a generator holding a buffered
+    32-bit half, and for spans that fall back to rng.integers)."""
+    shape = (100, 100) if delta < 40 else (200, 150)
+    size = (2, shape[0] - 2 * delta, shape[1] - 2 * delta, 2)
+    for seed in range(4):
+        expected_rng, rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        if seed % 2:  # an int32 draw leaves the high half of a 64-bit output buffered
+            expected_rng.integers(0, 5, dtype=np.int32), rng.integers(0, 5, dtype=np.int32)
+        expected = expected_rng.integers(-delta, delta, size=size)
+        np.testing.assert_array_equal(corruptions_imagenet.glass_offsets(shape, delta, 2, rng), expected)
+        assert rng.integers(0, 9, 5, dtype=np.int32).tolist() == expected_rng.integers(0, 9, 5, dtype=np.int32).tolist()
+        assert rng.random(3).tolist() == expected_rng.random(3).tolist()
+
+
 def test_glass_scaled_parameters():
     # scaled at 100 px: sigma x 100/224, delta rounded (at least 1), iterations unchanged
     assert corruptions_imagenet.glass_parameters(5, "scaled", 100) == pytest.approx((1.5 * 100 / 224, 2, 2))
