@@ -299,41 +299,70 @@ def clipped_zoom(plane: np.ndarray, zoom: float) -> np.ndarray:
 def snow_layer(shape_hw, loc, scale, zoom, threshold, rng) -> np.ndarray:
     """The snow layer before its motion blur: N(loc, scale), clipped zoom, values < threshold -> 0,
     as uint8 (clip to [0, 1], times 255, truncated). Draws loc + scale z once, z from
-    :func:`corruptions.standard_normal` (float32 normals; the product and sum in float64)."""
+    :func:`corruptions.standard_normal` (float32 normals; the product and sum in float64). The
+    threshold is ``cv2.threshold``'s to-zero below the next float64 under it (keeps exactly the
+    values >= threshold); it zeroes the negative values too, so only the upper clip is left."""
     layer = np.multiply(corruptions.standard_normal(rng, tuple(shape_hw)), scale, dtype=np.float64)
     layer += loc
     layer = clipped_zoom(layer, zoom)
-    layer[layer < threshold] = 0
-    return (np.clip(layer, 0, 1) * 255).astype(np.uint8)
+    cv2.threshold(layer, np.nextafter(threshold, -np.inf), 0.0, cv2.THRESH_TOZERO, dst=layer)
+    np.minimum(layer, 1.0, out=layer)
+    layer *= 255
+    return layer.astype(np.uint8)
+
+
+def _channels(plane: np.ndarray, channels: int) -> np.ndarray:
+    """An H x W plane repeated into ``channels`` channels (H x W x C; OpenCV's merge for C > 1)."""
+    return plane[..., None] if channels == 1 else cv2.merge([plane] * channels)
+
+
+def snow_base(x: np.ndarray) -> np.ndarray:
+    """max(x, 1.5 grey(x) + 0.5) of a float32 H x W x C image, float32 (grey(x) is x itself when C = 1)."""
+    if corruptions.is_grey(x):
+        return np.maximum(x, x * np.float32(1.5) + np.float32(0.5))
+    bright = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
+    bright *= np.float32(1.5)
+    bright += np.float32(0.5)
+    return np.maximum(x, _channels(bright, x.shape[2]))
+
+
+def _blend_snow(x: np.ndarray, base: np.ndarray, flakes: np.ndarray, blend: float) -> np.ndarray:
+    """blend x + (1 - blend) base + L + rot180(L), unclipped, on float32 arrays: ``base`` is
+    :func:`snow_base` of ``x``, ``flakes`` L an H x W plane, repeated into x's channels by OpenCV
+    (numpy runs equal-shaped arrays several times faster than broadcasts over a last axis of 3)."""
+    channels = x.shape[2]
+    out = base * np.float32(1 - blend)
+    out += x * np.float32(blend)  # (1 - b) m + b x: the same sum as b x + (1 - b) m
+    out += _channels(flakes, channels)
+    out += _channels(cv2.flip(flakes, -1), channels)  # rotated by 180 degrees
+    return out
 
 
 def add_snow(x: np.ndarray, flakes: np.ndarray, blend: float) -> np.ndarray:
     """clip(blend x + (1 - blend) max(x, 1.5 grey(x) + 0.5) + L + rot180(L)); ``flakes`` L in [0, 1].
 
-    On a grey ``x`` (H x W x 1) grey(x) is x itself. A float32 RGB ``x`` takes the same float32
-    operations on equal-shaped arrays (the grey and the flakes repeated into three channels by
-    OpenCV), which numpy runs several times faster than broadcasts over a last axis of 3."""
-    if corruptions.is_grey(x) or x.dtype != np.float32 or flakes.dtype != np.float32:
+    On a grey ``x`` (H x W x 1) grey(x) is x itself. float32 ``x`` and ``flakes`` take
+    :func:`_blend_snow`'s float32 operations, the same per value as the broadcasts written out."""
+    if x.dtype != np.float32 or flakes.dtype != np.float32:
         grey = x if corruptions.is_grey(x) else cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY)[..., None]
         out = blend * x + (1 - blend) * np.maximum(x, grey * 1.5 + 0.5)
         flakes = flakes[..., None]
         return np.clip(out + flakes + flakes[::-1, ::-1], 0.0, 1.0)
-    bright = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
-    bright *= np.float32(1.5)
-    bright += np.float32(0.5)
-    channels = x.shape[2]
-    out = np.maximum(x, cv2.merge([bright] * channels))
-    out *= np.float32(1 - blend)
-    out += x * np.float32(blend)  # (1 - b) m + b x: the same sum as b x + (1 - b) m
-    out += cv2.merge([flakes] * channels)
-    out += cv2.merge([cv2.flip(flakes, -1)] * channels)  # rotated by 180 degrees
-    return np.clip(out, 0.0, 1.0, out=out)
+    return np.clip(_blend_snow(x, snow_base(x), flakes, blend), 0.0, 1.0)
+
+
+def _fill_snow_base(image: np.ndarray, out: np.ndarray) -> None:
+    """Fill ``out`` (2, H, W, C) float32 with x = the image / 255 and :func:`snow_base` of x."""
+    np.copyto(out[0], corruptions.to_float01(image))
+    np.copyto(out[1], snow_base(out[0]))
 
 
 def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_options):
     """Snowflakes: a thresholded, zoomed noise layer, motion-blurred at an angle ~ U(-135, -45)
     degrees (radius and sigma scaled under ``scaled``), added twice (as drawn and rotated 180).
-    The numpy motion blur acts on the single grey plane (the same values as on three equal channels)."""
+    The numpy motion blur acts on the single grey plane (the same values as on three equal channels).
+    x / 255 and :func:`snow_base` are kept for the next severity of the same image
+    (:func:`_image_scratch`)."""
     _check_param_set(param_set, "snow")
     loc, scale, zoom, threshold, radius, sigma, blend = SNOW[severity - 1]
     k = length_scale(param_set, image.shape[0])
@@ -342,7 +371,8 @@ def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_option
     plane = layer[..., None] if motion_backend == "numpy" else np.repeat(layer[..., None], 3, axis=2)
     blurred = corruptions.motion_blur_op(plane, max(1, int(round(radius * k))), sigma * k, angle,
                                          backend=motion_backend)[..., 0]
-    return _floor_in_place(add_snow(corruptions.to_float01(image), blurred / np.float32(255.0), blend))
+    x, base = _image_scratch(image, "snow_base", (2, *image.shape), np.float32, _fill_snow_base)
+    return _floor_in_place(_blend_snow(x, base, blurred / np.float32(255.0), blend))
 
 
 def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
