@@ -404,7 +404,7 @@ def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator)
         corners = padded[:n, :n]
         pair = padded[:n] + padded[1:]  # C[i, j] + C[i + 1, j], wrapped column included
         centres = pair[:, :-1] + pair[:, 1:]  # ... + (C[i, j + 1] + C[i + 1, j + 1])
-        centres /= 4
+        centres *= 0.25  # / 4: a power of two, so the same correctly rounded value, and faster
         centres += noise[:size].reshape(n, n)
         shifted = np.empty((n + 1, n + 1))  # the centres with a wrapped row and column in front
         shifted[1:, 1:] = centres
@@ -416,7 +416,7 @@ def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator)
         edges += corners
         edges[0] += padded[:n, 1:]  # + C[i, j + 1]
         edges[1] += padded[1:, :n]  # + C[i + 1, j]
-        edges /= 4
+        edges *= 0.25
         edges += noise[size:].reshape(2, n, n)
         last = level == levels - 1  # the final map needs no wrapped row and column
         side = 2 * n
