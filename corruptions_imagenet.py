@@ -468,7 +468,8 @@ def frost_plane(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.nd
     haze = 0.2 + 0.3 * plasma_fractal(next_power_of_two(max(height, width)), 1.6, rng)[:height, :width]
     needles = np.zeros((height, width), np.float32)
     count = int(round(FROST_NEEDLES_PER_KPX * height * width / 1000.0))
-    starts = rng.uniform((0, 0), (width, height), size=(count, 2))
+    # rng.uniform((0, 0), (W, H), size=(count, 2)) is 0 + (W, H) u: the same draws and products
+    starts = rng.random((count, 2)) * (width, height)
     angles = rng.uniform(0, 2 * math.pi, size=count)
     lengths = rng.uniform(*FROST_NEEDLE_LENGTH, size=count) * scale
     brightness = rng.uniform(0.45, 0.9, size=count)
