@@ -435,6 +435,21 @@ def test_p_extras_frame_region_shortcuts_equal_whole_face(face130):
         np.testing.assert_array_equal(frames[i], (np.clip(whole, 0, 1) * 255.0).astype(np.uint8)[15:115, 15:115])
 
 
+def test_snow_layer_threshold_keeps_exactly_the_values_at_or_above_it(monkeypatch):
+    """snow_layer's cv2.threshold (to zero at or below the next float64 under the threshold) equals
+    numpy's layer[layer < threshold] = 0, then clip, x 255, floor -- also for values on the threshold."""
+    for threshold in (0.5, 0.85, 0.9):
+        values = np.array([threshold, np.nextafter(threshold, 0), np.nextafter(threshold, 2), -0.3, 0.0, 1.7,
+                           np.nextafter(np.nextafter(threshold, 0), 0), 0.95])
+        layer = np.resize(values, (8, 16))
+        monkeypatch.setattr(corruptions_imagenet, "clipped_zoom", lambda plane, zoom, layer=layer: layer.copy())
+        expected = layer.copy()
+        expected[expected < threshold] = 0
+        expected = (np.clip(expected, 0, 1) * 255).astype(np.uint8)
+        got = corruptions_imagenet.snow_layer((8, 16), 0.1, 0.3, 2, threshold, np.random.default_rng(0))
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_add_snow_is_the_written_out_float32_formula(images):
     """add_snow's equal-shape path gives exactly the float32 formula with numpy broadcasts."""
     x = images["astronaut"].astype(np.float32) / np.float32(255.0)
