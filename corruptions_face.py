@@ -71,8 +71,7 @@ def _blend_region(image: np.ndarray, name: str, severity: int) -> np.ndarray:
     byte, so only the region is computed; the bytes are those of the whole-image blend."""
     region, keep, tint = _blend_terms(name, severity, image.shape)
     out = image.copy()
-    x = corruptions.to_float01(image[region])
-    x *= keep
+    x = corruptions.to_float01(image[region]) * keep  # a new array, also for a float image
     x += tint  # x (1 - a) + a colour
     np.clip(x, 0.0, 1.0, out=x)
     x *= np.float32(255.0)

@@ -361,8 +361,8 @@ def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_option
     """Snowflakes: a thresholded, zoomed noise layer, motion-blurred at an angle ~ U(-135, -45)
     degrees (radius and sigma scaled under ``scaled``), added twice (as drawn and rotated 180).
     The numpy motion blur acts on the single grey plane (the same values as on three equal channels).
-    x / 255 and :func:`snow_base` are kept for the next severity of the same image
-    (:func:`_image_scratch`)."""
+    For a uint8 image, x / 255 and :func:`snow_base` are kept for the next severity of the same
+    image (:func:`_image_scratch`)."""
     _check_param_set(param_set, "snow")
     loc, scale, zoom, threshold, radius, sigma, blend = SNOW[severity - 1]
     k = length_scale(param_set, image.shape[0])
@@ -371,8 +371,11 @@ def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_option
     plane = layer[..., None] if motion_backend == "numpy" else np.repeat(layer[..., None], 3, axis=2)
     blurred = corruptions.motion_blur_op(plane, max(1, int(round(radius * k))), sigma * k, angle,
                                          backend=motion_backend)[..., 0]
+    flakes = blurred / np.float32(255.0)
+    if image.dtype != np.uint8:  # a float image is blended in its own precision (add_snow)
+        return _floor_in_place(add_snow(corruptions.to_float01(image), flakes, blend))
     x, base = _image_scratch(image, "snow_base", (2, *image.shape), np.float32, _fill_snow_base)
-    return _floor_in_place(_blend_snow(x, base, blurred / np.float32(255.0), blend))
+    return _floor_in_place(_blend_snow(x, base, flakes, blend))
 
 
 def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
