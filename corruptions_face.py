@@ -20,6 +20,8 @@ others are deterministic.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -39,25 +41,41 @@ MASK_WIDTH = (0.80, 0.50)  # width / W at the top edge and at the chin
 LOW_RESOLUTION_FACTOR = (2, 3, 4, 6, 8)
 
 
-def _blend(x: np.ndarray, coverage: np.ndarray, rgb, opacity: float) -> np.ndarray:
-    """x (1 - a) + a colour with a = coverage (H x W in [0, 1]) x opacity; on a grey ``x``
-    (H x W x 1) the colour is its grey (``corruptions.grey_level``)."""
+@functools.lru_cache(maxsize=256)
+def _blend_terms(name: str, severity: int, shape: tuple) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+    """(region, keep, tint) of occlusion ``name`` ("eyes" or "mouth") at ``severity`` on images of
+    ``shape`` (H, W, C), on which alone they depend; cached, read-only.
+
+    The blend is x (1 - a) + a colour with a = coverage x opacity, the coverage (H x W in [0, 1])
+    zero outside ``region`` (a pair of slices; ``coverage`` is its part); on a grey image the
+    colour is its grey (``corruptions.grey_level``). keep = 1 - a repeated into the C channels
+    (x keep: the same float32 products as the broadcast x (1 - a), on equal shapes) and
+    tint = a colour."""
+    height, width, channels = shape
+    region, coverage, rgb, opacity = (_eye_band if name == "eyes" else _mask)(severity, height, width)
     alpha = (coverage * opacity)[..., None]
-    if corruptions.is_grey(x):
+    if channels == 1:
         colour = np.array([corruptions.grey_level(rgb)], np.float32)
     else:
         colour = np.array(rgb, np.float32) / np.float32(255.0)
-    return x * (1 - alpha) + alpha * colour
+    keep = np.repeat(1 - alpha, channels, axis=2)
+    tint = alpha * colour
+    for array in (keep, tint):
+        array.setflags(write=False)
+    return region, keep, tint
 
 
-def _blend_region(image: np.ndarray, region, coverage: np.ndarray, rgb, opacity: float) -> np.ndarray:
-    """:func:`_blend` of uint8 ``image`` with a coverage that is zero outside ``region`` (a pair of
-    slices; ``coverage`` is its part), floored to uint8 (docs/BENCHMARK.md §2.2). Outside the region
-    the blend gives x (1 - 0) + 0 = x, which floors back to the input byte, so only the region is
-    computed; the bytes are those of the whole-image blend."""
+def _blend_region(image: np.ndarray, name: str, severity: int) -> np.ndarray:
+    """The blend of :func:`_blend_terms` of uint8 ``image``, floored to uint8 (docs/BENCHMARK.md
+    §2.2). Outside the region the blend gives x (1 - 0) + 0 = x, which floors back to the input
+    byte, so only the region is computed; the bytes are those of the whole-image blend."""
+    region, keep, tint = _blend_terms(name, severity, image.shape)
     out = image.copy()
-    x = corruptions.to_float01(image[region])
-    out[region] = corruptions.to_uint8(_blend(x, coverage, rgb, opacity))
+    x = corruptions.to_float01(image[region]) * keep  # a new array, also for a float image
+    x += tint  # x (1 - a) + a colour
+    np.clip(x, 0.0, 1.0, out=x)
+    x *= np.float32(255.0)
+    out[region] = x.astype(np.uint8)
     return out
 
 
@@ -69,8 +87,8 @@ def patch_box(severity: int, shape_hw, rng) -> tuple[int, int, int]:
     box_left, box_top, box_right, box_bottom = FACE_BOX
     cx = rng.uniform(box_left * width, box_right * width)
     cy = rng.uniform(box_top * height, box_bottom * height)
-    left = int(np.clip(round(cx - side / 2), 0, width - side))
-    top = int(np.clip(round(cy - side / 2), 0, height - side))
+    left = min(max(round(cx - side / 2), 0), width - side)  # np.clip's maximum, then minimum
+    top = min(max(round(cy - side / 2), 0), height - side)
     return left, top, side
 
 
@@ -92,16 +110,20 @@ def eye_band_rows(severity: int, height: int) -> tuple[int, int]:
     return int(round(centre - band / 2)), int(round(centre + band / 2))
 
 
-def occlusion_eyes(image, severity, rng, **_options):
-    """A dark band over both eyes (sunglasses): height 0.10..0.26 of H centred on the eye line,
-    from 0.17 W left of the left eye to 0.17 W right of the right eye, opacity 0.6..1.0."""
-    height, width = image.shape[:2]
+def _eye_band(severity: int, height: int, width: int):
+    """(region, coverage, colour, opacity) of the sunglasses band (:func:`_blend_terms`)."""
     top, bottom = eye_band_rows(severity, height)
     left = int(round((LEFT_EYE[0] - EYE_BAND_REACH) * width))
     right = int(round((RIGHT_EYE[0] + EYE_BAND_REACH) * width))
     rows, columns = slice(max(0, top), bottom), slice(max(0, left), right)
-    coverage = np.ones(image[rows, columns].shape[:2], np.float32)
-    return _blend_region(image, (rows, columns), coverage, EYE_BAND_RGB, EYE_BAND[severity - 1][1])
+    coverage = np.ones((len(range(height)[rows]), len(range(width)[columns])), np.float32)
+    return (rows, columns), coverage, EYE_BAND_RGB, EYE_BAND[severity - 1][1]
+
+
+def occlusion_eyes(image, severity, rng, **_options):
+    """A dark band over both eyes (sunglasses): height 0.10..0.26 of H centred on the eye line,
+    from 0.17 W left of the left eye to 0.17 W right of the right eye, opacity 0.6..1.0."""
+    return _blend_region(image, "eyes", severity)
 
 
 def mask_polygon(severity: int, shape_hw) -> np.ndarray:
@@ -118,18 +140,22 @@ def mask_polygon(severity: int, shape_hw) -> np.ndarray:
                      (cx + chin_half, chin_y), (cx - chin_half, chin_y), (cx - top_half, side_y)])
 
 
-def occlusion_mouth(image, severity, rng, **_options):
-    """A light-blue surgical mask from below the nose to the chin covering 50..90 % of the nose-chin
-    height (from the chin up), opacity 0.8..1.0; polygon edges anti-aliased."""
-    height, width = image.shape[:2]
+def _mask(severity: int, height: int, width: int):
+    """(region, coverage, colour, opacity) of the surgical mask (:func:`_blend_terms`): the polygon
+    filled anti-aliased, its coverage within the bounding box of the nonzero pixels."""
     shift = 4
     points = np.round(mask_polygon(severity, (height, width)) * (1 << shift)).astype(np.int32)
     coverage = np.zeros((height, width), np.uint8)
     cv2.fillPoly(coverage, [points], 255, cv2.LINE_AA, shift)
     left, top, box_width, box_height = cv2.boundingRect(coverage)  # of the nonzero pixels
     region = (slice(top, top + box_height), slice(left, left + box_width))
-    return _blend_region(image, region, coverage[region].astype(np.float32) / 255.0, MASK_RGB,
-                         MASK[severity - 1][1])
+    return region, coverage[region].astype(np.float32) / 255.0, MASK_RGB, MASK[severity - 1][1]
+
+
+def occlusion_mouth(image, severity, rng, **_options):
+    """A light-blue surgical mask from below the nose to the chin covering 50..90 % of the nose-chin
+    height (from the chin up), opacity 0.8..1.0; polygon edges anti-aliased."""
+    return _blend_region(image, "mouth", severity)
 
 
 def low_resolution(image, severity, rng, **_options):

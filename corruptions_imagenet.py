@@ -94,6 +94,38 @@ def _floor_in_place(x: np.ndarray) -> np.ndarray:
     return x.astype(np.uint8)
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A work array kept per thread and reused between calls (contents undefined). Fresh arrays of
+    a few hundred kB are mapped and unmapped by malloc on every call and their page faults cost
+    about as much as the arithmetic at 100 px; reused ones stay mapped and in cache."""
+    store = _SCRATCH.__dict__
+    key = (name, shape, np.dtype(dtype).str)
+    array = store.get(key)
+    if array is None:
+        if len(store) > 64:  # many image sizes: start afresh rather than grow without bound
+            store.clear()
+        array = store[key] = np.empty(shape, dtype)
+    return array
+
+
+def _image_scratch(image: np.ndarray, name: str, shape: tuple, dtype, fill) -> np.ndarray:
+    """The work array ``name`` (:func:`_scratch`) holding ``fill(image, array)``, filled only when it
+    does not already hold that image's values (same shape and bytes). For values that the five
+    severities of one image share: an export makes them in a row, so four of five calls find them
+    ready, and no fresh array is mapped per image. Read it only: the next image overwrites it."""
+    store = _SCRATCH.__dict__
+    array = _scratch(name, shape, dtype)
+    owner = (image.shape, image.dtype.str, image.tobytes())
+    filled = store.get(("filled", name))
+    if filled is None or filled[1] is not array or filled[0] != owner:
+        fill(image, array)
+        store[("filled", name)] = (owner, array)
+    return array
+
+
 def length_scale(param_set: str, height: int) -> float:
     """The factor of pixel lengths: H / 224 under ``scaled``, else 1."""
     return height / BASE_SIZE if param_set == "scaled" else 1.0
@@ -148,10 +180,26 @@ def glass_parameters(severity: int, param_set: str, height: int) -> tuple[float,
 def glass_offsets(shape_hw, delta, iterations, rng):
     """The random offsets of glass_blur: (iterations, rows, columns, 2) ints in [-delta, delta),
     (dx, dy) for every visited pixel, rows H-delta..delta+1 and columns W-delta..delta+1 in visiting
-    order (bottom-right first), as ImageNet-C's ``randint(-delta, delta, size=2)`` per pixel."""
+    order (bottom-right first), as ImageNet-C's ``randint(-delta, delta, size=2)`` per pixel.
+
+    Equal to ``rng.integers(-delta, delta, size=...)`` and leaving ``rng`` in the same state (tested).
+    numpy draws each value by Lemire's method from a 32-bit word (PCG64: the low, then the high half
+    of each 64-bit output): the high 32 bits of word x 2 delta. For a power-of-two span 2 delta no
+    word is ever rejected and the value is the word's top log2(2 delta) bits, which are read here
+    straight from the raw outputs as int8 (4x faster than int64 draws). Other spans and generators,
+    or a PCG64 holding a buffered 32-bit half, use ``rng.integers`` itself."""
     height, width = shape_hw
     rows, columns = max(0, height - 2 * delta), max(0, width - 2 * delta)
-    return rng.integers(-delta, delta, size=(iterations, rows, columns, 2))
+    shape = (iterations, rows, columns, 2)
+    span = 2 * delta
+    if (span & (span - 1) or span > 128 or type(rng.bit_generator) is not np.random.PCG64
+            or rng.bit_generator.state["has_uint32"]):
+        return rng.integers(-delta, delta, size=shape)
+    words = corruptions.raw_words32(rng, math.prod(shape))  # an even count: no half left buffered
+    top_bytes = words.view(np.uint8)[3::4]  # little-endian words: byte 3 is the top one
+    offsets = np.right_shift(top_bytes, np.uint8(9 - span.bit_length())).view(np.int8)
+    offsets -= np.int8(delta)
+    return offsets.reshape(shape)
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,18 +232,22 @@ def glass_shuffle(x: np.ndarray, delta: int, offsets: np.ndarray) -> np.ndarray:
     if rows == 0 or columns == 0:
         return x.copy()
     visited, rank_of, ranks = _glass_geometry(height, width, delta)
-    source = offsets[..., 1] * width
+    source = np.multiply(offsets[..., 1], width, dtype=np.intp)  # offsets may be int8
     source += offsets[..., 0]
     source = source.reshape(-1)
     source += visited  # flat index of every visit's source pixel
     # Step to the source's visit if it came earlier (a smaller rank); else the chain ends here. A
     # never-visited source has rank n, larger than every own rank, so the step is a minimum.
     pointer = np.minimum(rank_of.take(source), ranks)
+    # Every pointer is at most its own rank, so a jump never raises one: the pointers are all final
+    # when a jump leaves their sum unchanged (one reduction instead of a comparison per step).
+    total = pointer.sum()
     while True:
         jumped = pointer.take(pointer)
-        if np.array_equal(jumped, pointer):
+        jumped_total = jumped.sum()
+        if jumped_total == total:
             break
-        pointer = jumped
+        pointer, total = jumped, jumped_total
     # The chain's end reads its source's original value.
     flat = x.reshape(height * width, *x.shape[2:])
     values = flat.take(source.take(pointer), axis=0).reshape(rows, columns, *x.shape[2:])
@@ -207,22 +259,21 @@ def glass_shuffle(x: np.ndarray, delta: int, offsets: np.ndarray) -> np.ndarray:
 def glass_blur(image, severity, rng, param_set=None, **_options):
     """Gaussian blur, ``iterations`` passes of local pixel copies (offsets in [-delta, delta)),
     gaussian blur again; the intermediate image is uint8 (truncated), as in ImageNet-C. An RGB
-    pixel is moved as one 32-bit word (the three bytes and a zero) during the passes."""
+    pixel is moved as one 32-bit word (its three bytes and an alpha byte, packed and unpacked by
+    ``cv2.cvtColor``) during the passes."""
     _check_param_set(param_set, "glass_blur")
     sigma, delta, iterations = glass_parameters(severity, param_set, image.shape[0])
     blurred = corruptions.gaussian_blur_op(corruptions.to_float01(image), sigma)
-    height, width, channels = image.shape
     offsets = glass_offsets(image.shape[:2], delta, iterations, rng)
-    if channels == 3:
-        packed = np.zeros((height, width, 4), np.uint8)
-        np.multiply(blurred, np.float32(255.0), out=packed[..., :3], casting="unsafe")  # truncation
-        x = packed.view(np.uint32)[..., 0]
-    else:
-        x = (blurred * np.float32(255.0)).astype(np.uint8)
+    blurred *= np.float32(255.0)
+    x = blurred.astype(np.uint8)  # truncation
+    rgb = x.shape[2] == 3
+    if rgb:
+        x = cv2.cvtColor(x, cv2.COLOR_RGB2RGBA).view(np.uint32)[..., 0]
     for iteration in range(iterations):
         x = glass_shuffle(x, delta, offsets[iteration])
-    if channels == 3:
-        x = x[..., None].view(np.uint8)[..., :3]
+    if rgb:
+        x = cv2.cvtColor(x[..., None].view(np.uint8), cv2.COLOR_RGBA2RGB)
     return _floor_in_place(corruptions.gaussian_blur_op(corruptions.to_float01(x), sigma))
 
 
@@ -248,41 +299,70 @@ def clipped_zoom(plane: np.ndarray, zoom: float) -> np.ndarray:
 def snow_layer(shape_hw, loc, scale, zoom, threshold, rng) -> np.ndarray:
     """The snow layer before its motion blur: N(loc, scale), clipped zoom, values < threshold -> 0,
     as uint8 (clip to [0, 1], times 255, truncated). Draws loc + scale z once, z from
-    :func:`corruptions.standard_normal` (float32 normals; the product and sum in float64)."""
+    :func:`corruptions.standard_normal` (float32 normals; the product and sum in float64). The
+    threshold is ``cv2.threshold``'s to-zero below the next float64 under it (keeps exactly the
+    values >= threshold); it zeroes the negative values too, so only the upper clip is left."""
     layer = np.multiply(corruptions.standard_normal(rng, tuple(shape_hw)), scale, dtype=np.float64)
     layer += loc
     layer = clipped_zoom(layer, zoom)
-    layer[layer < threshold] = 0
-    return (np.clip(layer, 0, 1) * 255).astype(np.uint8)
+    cv2.threshold(layer, np.nextafter(threshold, -np.inf), 0.0, cv2.THRESH_TOZERO, dst=layer)
+    np.minimum(layer, 1.0, out=layer)
+    layer *= 255
+    return layer.astype(np.uint8)
+
+
+def _channels(plane: np.ndarray, channels: int) -> np.ndarray:
+    """An H x W plane repeated into ``channels`` channels (H x W x C; OpenCV's merge for C > 1)."""
+    return plane[..., None] if channels == 1 else cv2.merge([plane] * channels)
+
+
+def snow_base(x: np.ndarray) -> np.ndarray:
+    """max(x, 1.5 grey(x) + 0.5) of a float32 H x W x C image, float32 (grey(x) is x itself when C = 1)."""
+    if corruptions.is_grey(x):
+        return np.maximum(x, x * np.float32(1.5) + np.float32(0.5))
+    bright = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
+    bright *= np.float32(1.5)
+    bright += np.float32(0.5)
+    return np.maximum(x, _channels(bright, x.shape[2]))
+
+
+def _blend_snow(x: np.ndarray, base: np.ndarray, flakes: np.ndarray, blend: float) -> np.ndarray:
+    """blend x + (1 - blend) base + L + rot180(L), unclipped, on float32 arrays: ``base`` is
+    :func:`snow_base` of ``x``, ``flakes`` L an H x W plane, repeated into x's channels by OpenCV
+    (numpy runs equal-shaped arrays several times faster than broadcasts over a last axis of 3)."""
+    channels = x.shape[2]
+    out = base * np.float32(1 - blend)
+    out += x * np.float32(blend)  # (1 - b) m + b x: the same sum as b x + (1 - b) m
+    out += _channels(flakes, channels)
+    out += _channels(cv2.flip(flakes, -1), channels)  # rotated by 180 degrees
+    return out
 
 
 def add_snow(x: np.ndarray, flakes: np.ndarray, blend: float) -> np.ndarray:
     """clip(blend x + (1 - blend) max(x, 1.5 grey(x) + 0.5) + L + rot180(L)); ``flakes`` L in [0, 1].
 
-    On a grey ``x`` (H x W x 1) grey(x) is x itself. A float32 RGB ``x`` takes the same float32
-    operations on equal-shaped arrays (the grey and the flakes repeated into three channels by
-    OpenCV), which numpy runs several times faster than broadcasts over a last axis of 3."""
-    if corruptions.is_grey(x) or x.dtype != np.float32 or flakes.dtype != np.float32:
+    On a grey ``x`` (H x W x 1) grey(x) is x itself. float32 ``x`` and ``flakes`` take
+    :func:`_blend_snow`'s float32 operations, the same per value as the broadcasts written out."""
+    if x.dtype != np.float32 or flakes.dtype != np.float32:
         grey = x if corruptions.is_grey(x) else cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2GRAY)[..., None]
         out = blend * x + (1 - blend) * np.maximum(x, grey * 1.5 + 0.5)
         flakes = flakes[..., None]
         return np.clip(out + flakes + flakes[::-1, ::-1], 0.0, 1.0)
-    bright = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
-    bright *= np.float32(1.5)
-    bright += np.float32(0.5)
-    channels = x.shape[2]
-    out = np.maximum(x, cv2.merge([bright] * channels))
-    out *= np.float32(1 - blend)
-    out += x * np.float32(blend)  # (1 - b) m + b x: the same sum as b x + (1 - b) m
-    out += cv2.merge([flakes] * channels)
-    out += cv2.merge([cv2.flip(flakes, -1)] * channels)  # rotated by 180 degrees
-    return np.clip(out, 0.0, 1.0, out=out)
+    return np.clip(_blend_snow(x, snow_base(x), flakes, blend), 0.0, 1.0)
+
+
+def _fill_snow_base(image: np.ndarray, out: np.ndarray) -> None:
+    """Fill ``out`` (2, H, W, C) float32 with x = the image / 255 and :func:`snow_base` of x."""
+    np.copyto(out[0], corruptions.to_float01(image))
+    np.copyto(out[1], snow_base(out[0]))
 
 
 def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_options):
     """Snowflakes: a thresholded, zoomed noise layer, motion-blurred at an angle ~ U(-135, -45)
     degrees (radius and sigma scaled under ``scaled``), added twice (as drawn and rotated 180).
-    The numpy motion blur acts on the single grey plane (the same values as on three equal channels)."""
+    The numpy motion blur acts on the single grey plane (the same values as on three equal channels).
+    For a uint8 image, x / 255 and :func:`snow_base` are kept for the next severity of the same
+    image (:func:`_image_scratch`)."""
     _check_param_set(param_set, "snow")
     loc, scale, zoom, threshold, radius, sigma, blend = SNOW[severity - 1]
     k = length_scale(param_set, image.shape[0])
@@ -291,7 +371,11 @@ def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_option
     plane = layer[..., None] if motion_backend == "numpy" else np.repeat(layer[..., None], 3, axis=2)
     blurred = corruptions.motion_blur_op(plane, max(1, int(round(radius * k))), sigma * k, angle,
                                          backend=motion_backend)[..., 0]
-    return _floor_in_place(add_snow(corruptions.to_float01(image), blurred / np.float32(255.0), blend))
+    flakes = blurred / np.float32(255.0)
+    if image.dtype != np.uint8:  # a float image is blended in its own precision (add_snow)
+        return _floor_in_place(add_snow(corruptions.to_float01(image), flakes, blend))
+    x, base = _image_scratch(image, "snow_base", (2, *image.shape), np.float32, _fill_snow_base)
+    return _floor_in_place(_blend_snow(x, base, flakes, blend))
 
 
 def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
@@ -323,7 +407,7 @@ def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator)
         corners = padded[:n, :n]
         pair = padded[:n] + padded[1:]  # C[i, j] + C[i + 1, j], wrapped column included
         centres = pair[:, :-1] + pair[:, 1:]  # ... + (C[i, j + 1] + C[i + 1, j + 1])
-        centres /= 4
+        centres *= 0.25  # / 4: a power of two, so the same correctly rounded value, and faster
         centres += noise[:size].reshape(n, n)
         shifted = np.empty((n + 1, n + 1))  # the centres with a wrapped row and column in front
         shifted[1:, 1:] = centres
@@ -335,7 +419,7 @@ def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator)
         edges += corners
         edges[0] += padded[:n, 1:]  # + C[i, j + 1]
         edges[1] += padded[1:, :n]  # + C[i + 1, j]
-        edges /= 4
+        edges *= 0.25
         edges += noise[size:].reshape(2, n, n)
         last = level == levels - 1  # the final map needs no wrapped row and column
         side = 2 * n
@@ -387,7 +471,8 @@ def frost_plane(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.nd
     haze = 0.2 + 0.3 * plasma_fractal(next_power_of_two(max(height, width)), 1.6, rng)[:height, :width]
     needles = np.zeros((height, width), np.float32)
     count = int(round(FROST_NEEDLES_PER_KPX * height * width / 1000.0))
-    starts = rng.uniform((0, 0), (width, height), size=(count, 2))
+    # rng.uniform((0, 0), (W, H), size=(count, 2)) is 0 + (W, H) u: the same draws and products
+    starts = rng.random((count, 2)) * (width, height)
     angles = rng.uniform(0, 2 * math.pi, size=count)
     lengths = rng.uniform(*FROST_NEEDLE_LENGTH, size=count) * scale
     brightness = rng.uniform(0.45, 0.9, size=count)
@@ -483,23 +568,6 @@ def smooth_reflect(field: np.ndarray, sigma: float) -> np.ndarray:
     rows = reflect_gaussian_operator(field.shape[0], float(sigma))
     columns = reflect_gaussian_operator(field.shape[1], float(sigma))
     return rows @ field @ columns.T
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
-    """A work array kept per thread and reused between calls (contents undefined). Fresh arrays of
-    a few hundred kB are mapped and unmapped by malloc on every call and their page faults cost
-    about as much as the arithmetic at 100 px; reused ones stay mapped and in cache."""
-    store = _SCRATCH.__dict__
-    key = (name, shape, np.dtype(dtype).str)
-    array = store.get(key)
-    if array is None:
-        if len(store) > 64:  # many image sizes: start afresh rather than grow without bound
-            store.clear()
-        array = store[key] = np.empty(shape, dtype)
-    return array
 
 
 def _axis_weights(c: np.ndarray, n: int, index: np.ndarray, weights: np.ndarray) -> None:
@@ -607,36 +675,45 @@ def elastic_transform(image, severity, rng, param_set=None, **_options):
 _UNIT64_LUT = (np.arange(256, dtype=np.float32) / np.float32(255.0)).astype(np.float64)
 
 
+def _fill_hsv_parts(image: np.ndarray, parts: np.ndarray) -> None:
+    """Fill ``parts`` (6, H, W) float64 with the severity-free part of :func:`saturate` for an RGB
+    uint8 image: V, chroma V - min, saturation chroma / V (0 where V = 0), and V - c for the
+    channels c = R, G, B."""
+    value, chroma, saturation, differences = parts[0], parts[1], parts[2], parts[3:]
+    for level, plane in zip(differences, cv2.split(image)):
+        cv2.LUT(plane, _UNIT64_LUT, dst=level)  # levels c, twice as fast as numpy's take
+    red, green, blue = differences
+    np.maximum(np.maximum(red, green), blue, out=value)
+    np.minimum(np.minimum(red, green), blue, out=chroma)
+    np.subtract(value, chroma, out=chroma)
+    saturation.fill(0.0)
+    np.divide(chroma, value, out=saturation, where=value > 0)
+    np.subtract(value, differences, out=differences)
+
+
 def saturate(image, severity, rng, param_set=None, **_options):
     """HSV saturation S * a + b, clipped, hue and value kept (closed form of skimage's
     rgb2hsv -> hsv2rgb): channel c becomes V - S' V (V - c) / (V - min); grey pixels (S = 0, hue 0
     in skimage) become (V, V (1 - S'), V (1 - S')). RGB only: ``corruptions.corrupt`` refuses grey
     images (a grey image has no saturation; ``corruptions.GREY_UNSUPPORTED``).
 
-    Computed on the three channel planes (float64, the same operations per pixel as on the
-    interleaved image) and returned as uint8 (the final clip and floor of docs/BENCHMARK.md §2.2)."""
+    Computed in float64 on channel planes (the same operations per pixel as on the interleaved
+    image) and returned as uint8 (the final clip and floor of docs/BENCHMARK.md §2.2). The part
+    that does not depend on the severity (:func:`_fill_hsv_parts`) is kept for the next severity
+    of the same image (:func:`_image_scratch`)."""
     _check_param_set(param_set, "saturate")
     factor, offset = SATURATE[severity - 1]
-    red, green, blue = (cv2.LUT(plane, _UNIT64_LUT) for plane in cv2.split(image))  # 2x numpy's take
-    value = np.maximum(np.maximum(red, green), blue)
-    low = np.minimum(np.minimum(red, green), blue)
-    chroma = value - low
-    saturation = np.divide(chroma, value, out=np.zeros_like(value), where=value > 0)
+    parts = _image_scratch(image, "saturate_parts", (6, *image.shape[:2]), np.float64, _fill_hsv_parts)
+    value, chroma, saturation, differences = parts[0], parts[1], parts[2], parts[3:]
     new_value_chroma = np.clip(saturation * factor + offset, 0.0, 1.0) * value  # S' V
     coloured = chroma > 0
     scale = np.divide(new_value_chroma, chroma, out=np.zeros_like(value), where=coloured)
-    grey_drop = np.where(coloured, 0.0, new_value_chroma)  # grey: (V, V - S' V, V - S' V)
-    planes = []
-    for channel, plane in enumerate((red, green, blue)):
-        out = value - plane
-        out *= scale
-        np.subtract(value, out, out=out)  # V - scale (V - c); grey pixels: scale 0, so V so far
-        if channel:
-            out -= grey_drop
-        np.clip(out, 0.0, 1.0, out=out)
-        out *= np.float32(255.0)
-        planes.append(out.astype(np.uint8))
-    return cv2.merge(planes)
+    out = np.multiply(differences, scale, out=_scratch("saturate", differences.shape, np.float64))  # scale (V - c)
+    np.subtract(value, out, out=out)  # V - scale (V - c); grey pixels: scale 0, so V so far
+    out[1:] -= np.where(coloured, 0.0, new_value_chroma)  # grey: (V, V - S' V, V - S' V)
+    np.clip(out, 0.0, 1.0, out=out)
+    out *= np.float32(255.0)
+    return cv2.merge(list(out.astype(np.uint8)))
 
 
 CORRUPTIONS = {function.__name__: function for function in (

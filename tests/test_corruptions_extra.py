@@ -145,6 +145,23 @@ def test_glass_vectorised_equals_hendrycks_loop(images):
         np.testing.assert_array_equal(corruptions_imagenet.glass_shuffle(x, delta, offsets), expected)
 
 
+@pytest.mark.parametrize("delta", [1, 2, 3, 4, 8, 64, 65])
+def test_glass_offsets_equal_numpy_integers(delta):
+    """glass_offsets reads power-of-two spans straight from PCG64's raw words: the same values as
+    rng.integers and the same generator state afterwards (also from a generator holding a buffered
+    32-bit half, and for spans that fall back to rng.integers)."""
+    shape = (100, 100) if delta < 40 else (200, 150)
+    size = (2, shape[0] - 2 * delta, shape[1] - 2 * delta, 2)
+    for seed in range(4):
+        expected_rng, rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        if seed % 2:  # an int32 draw leaves the high half of a 64-bit output buffered
+            expected_rng.integers(0, 5, dtype=np.int32), rng.integers(0, 5, dtype=np.int32)
+        expected = expected_rng.integers(-delta, delta, size=size)
+        np.testing.assert_array_equal(corruptions_imagenet.glass_offsets(shape, delta, 2, rng), expected)
+        assert rng.integers(0, 9, 5, dtype=np.int32).tolist() == expected_rng.integers(0, 9, 5, dtype=np.int32).tolist()
+        assert rng.random(3).tolist() == expected_rng.random(3).tolist()
+
+
 def test_glass_scaled_parameters():
     # scaled at 100 px: sigma x 100/224, delta rounded (at least 1), iterations unchanged
     assert corruptions_imagenet.glass_parameters(5, "scaled", 100) == pytest.approx((1.5 * 100 / 224, 2, 2))
@@ -416,6 +433,21 @@ def test_p_extras_frame_region_shortcuts_equal_whole_face(face130):
         flakes = corruptions.motion_blur_op(np.repeat(layer[..., None], 3, 2), 14, 4, 4 * i - 150)[..., 0]
         whole = corruptions_imagenet.add_snow(x, flakes / np.float32(255.0), 0.85)
         np.testing.assert_array_equal(frames[i], (np.clip(whole, 0, 1) * 255.0).astype(np.uint8)[15:115, 15:115])
+
+
+def test_snow_layer_threshold_keeps_exactly_the_values_at_or_above_it(monkeypatch):
+    """snow_layer's cv2.threshold (to zero at or below the next float64 under the threshold) equals
+    numpy's layer[layer < threshold] = 0, then clip, x 255, floor -- also for values on the threshold."""
+    for threshold in (0.5, 0.85, 0.9):
+        values = np.array([threshold, np.nextafter(threshold, 0), np.nextafter(threshold, 2), -0.3, 0.0, 1.7,
+                           np.nextafter(np.nextafter(threshold, 0), 0), 0.95])
+        layer = np.resize(values, (8, 16))
+        monkeypatch.setattr(corruptions_imagenet, "clipped_zoom", lambda plane, zoom, layer=layer: layer.copy())
+        expected = layer.copy()
+        expected[expected < threshold] = 0
+        expected = (np.clip(expected, 0, 1) * 255).astype(np.uint8)
+        got = corruptions_imagenet.snow_layer((8, 16), 0.1, 0.3, 2, threshold, np.random.default_rng(0))
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_add_snow_is_the_written_out_float32_formula(images):
