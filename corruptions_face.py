@@ -165,7 +165,8 @@ def low_resolution(image, severity, rng, **_options):
     factor = LOW_RESOLUTION_FACTOR[severity - 1]
     small = cv2.resize(image, (max(1, round(width / factor)), max(1, round(height / factor))),
                        interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC).reshape(image.shape)
+    out = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    return out if out.ndim == image.ndim else out.reshape(image.shape)  # OpenCV drops a channel axis of 1
 
 
 CORRUPTIONS = {function.__name__: function for function in (
