@@ -231,7 +231,8 @@ def main(argv=None) -> int:
             for name, (seconds, _, _) in timing.items():
                 variants.append((name, n / seconds, plain_s / seconds))
 
-    header = (f"{'net':<13}{'path':<40}{'images':>7}{'batch':>6}{'pipeline img/s':>15}"
+    width = max([len("net")] + [len(r["net"]) for r in rows]) + 2  # densenet121bc is 13 characters
+    header = (f"{'net':<{width}}{'path':<40}{'images':>7}{'batch':>6}{'pipeline img/s':>15}"
               f"{'predict img/s':>14}{'wall':>6}{'CPU':>6}{'CPU ms/img':>12}{'spread':>12}{'target':>7}"
               f"{'same':>6}")
     print(f"{size} px, random init, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, "
@@ -243,7 +244,7 @@ def main(argv=None) -> int:
         spread = f"{r['pipeline_spread']:.2f}/{r['predict_spread']:.2f}"
         cpu_ms = f"{r['pipeline_cpu_ms']:.1f}/{r['predict_cpu_ms']:.1f}"
         ok = "ok" if max(r["ratio"], r["cpu_ratio"]) >= TARGET else "MISS"
-        print(f"{r['net']:<13}{r['path']:<40}{r['images']:>7}{r['batch']:>6}"
+        print(f"{r['net']:<{width}}{r['path']:<40}{r['images']:>7}{r['batch']:>6}"
               f"{r['pipeline_img_s']:>15.1f}{r['predict_img_s']:>14.1f}{r['ratio']:>6.0%}"
               f"{r['cpu_ratio']:>6.0%}{cpu_ms:>12}{spread:>12}{ok:>7}{str(r['same_argmax']):>6}")
     print("spread: slowest / best run (pipeline/in-memory); above ~1.2 the machine was busy and the "
