@@ -17,10 +17,11 @@ after that same clip-and-floor (all but frost on grey images: the same bytes).
   glass_blur's displacement (rounded, at least 1 px), snow's motion-blur radius and sigma,
   elastic_transform's three lengths and the frost texture's feature size.
 
-Frost: ImageNet-C blends a crop of one of its frost photographs. The project ships no photographs
-and downloads nothing; :func:`frost_texture` draws a frost texture instead (a fractal haze plus
-rng-placed, branching ice needles, blue-white; mean about 0.4), blended with
-ImageNet-C's weights. Documented in docs/CORRUPTIONS.md, shown by ``rafdb_aug_dataset.py preview
+Frost: ImageNet-C blends a random crop of one of its frost photographs. The project ships no
+photographs and downloads nothing; :func:`frost_bank` draws six frost textures instead (a fractal
+haze plus branching ice needles, blue-white; mean about 0.4), twice the image's size, from a fixed
+seed, and :func:`frost_crop` picks a random window of one of them with the image's ``rng``,
+blended with ImageNet-C's weights. Documented in docs/CORRUPTIONS.md, shown by ``rafdb_aug_dataset.py preview
 --corruption-set imagenet-extra``. Results are therefore not comparable with ImageNet-C's frost.
 
 glass_blur is vectorised: Hendrycks' per-pixel loop (a one-way copy A <- B at random offsets, run
@@ -75,6 +76,12 @@ SNOW_ANGLE_RANGE = (-135.0, -45.0)  # degrees, uniform
 FROST_NEEDLES_PER_KPX = 5.0  # needles per 1000 pixels of image area
 FROST_NEEDLE_LENGTH = (4.0, 24.0)  # px at 224, uniform
 FROST_TINT = (0.86, 0.94, 1.0)  # RGB: blue-white ice
+# ImageNet-C blends a random crop of one of its frost photographs; here the "photographs" are a bank
+# of procedural textures, FROST_BANK_SIZE per (image shape, scale), each FROST_BANK_SPAN times the
+# image's height and width, drawn once per process from the bank's own fixed seed.
+FROST_BANK_SIZE = 6
+FROST_BANK_SPAN = 2
+FROST_BANK_SEED = 20221
 
 
 def _check_param_set(param_set, name):
@@ -466,7 +473,14 @@ def fog(image, severity, rng, param_set=None, **_options):
 
 
 def frost_plane(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """The frost texture before its tint (steps 1-3 of :func:`frost_texture`), float32 H x W."""
+    """A procedural frost texture before its tint, float32 H x W (docs/CORRUPTIONS.md, "frost").
+
+    (1) haze: 0.2 + 0.3 x a plasma fractal (decay 1.6); (2) ice needles: round(5 per 1000 px of
+    area) straight needles from uniform points at uniform angles, length U(4, 24) px x ``scale``,
+    each with two side branches at +-60 degrees from a uniform point along it, half its length,
+    drawn anti-aliased with brightness U(0.45, 0.9), kept where brighter than the haze; (3) a
+    gaussian blur of 0.6 px x ``scale``. :func:`frost` tints it (0.86, 0.94, 1.0); the tinted
+    mean is about 0.4 (ImageNet-C's frost photographs are of that order)."""
     height, width = shape_hw
     haze = 0.2 + 0.3 * plasma_fractal(next_power_of_two(max(height, width)), 1.6, rng)[:height, :width]
     needles = np.zeros((height, width), np.float32)
@@ -496,34 +510,51 @@ def frost_plane(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.nd
     return cv2.GaussianBlur(texture, (0, 0), 0.6 * scale)
 
 
-def frost_texture(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """A procedural frost texture, float32 H x W x 3 in [0, 1] (docs/CORRUPTIONS.md, "frost").
+@functools.lru_cache(maxsize=8)
+def frost_bank(shape_hw: tuple[int, int], scale: float) -> tuple[np.ndarray, ...]:
+    """The frost "photographs" for images of ``shape_hw``: FROST_BANK_SIZE untinted textures
+    (:func:`frost_plane`, float32, read-only), each FROST_BANK_SPAN x H by FROST_BANK_SPAN x W,
+    texture i drawn from ``default_rng(SeedSequence((FROST_BANK_SEED, i)))``. They depend on nothing
+    but the shape and ``scale``, so every process makes the same bank (~25 ms at 100 px, once)."""
+    height, width = shape_hw
+    bank = []
+    for index in range(FROST_BANK_SIZE):
+        rng = np.random.default_rng(np.random.SeedSequence((FROST_BANK_SEED, index)))
+        plane = frost_plane((FROST_BANK_SPAN * height, FROST_BANK_SPAN * width), rng, scale)
+        plane.setflags(write=False)
+        bank.append(plane)
+    return tuple(bank)
 
-    (1) haze: 0.2 + 0.3 x a plasma fractal (decay 1.6); (2) ice needles: round(5 per 1000 px of
-    area) straight needles from uniform points at uniform angles, length U(4, 24) px x ``scale``,
-    each with two side branches at +-60 degrees from a uniform point along it, half its length,
-    drawn anti-aliased with brightness U(0.45, 0.9), kept where brighter than the haze; (3) a
-    gaussian blur of 0.6 px x ``scale``; (4) tint (0.86, 0.94, 1.0). The mean is about 0.4
-    (ImageNet-C's frost photographs are of that order).
-    """
-    texture = frost_plane(shape_hw, rng, scale)
-    return np.clip(texture[..., None] * np.array(FROST_TINT, np.float32), 0.0, 1.0)
+
+def frost_crop(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """An H x W window of one bank texture (:func:`frost_bank`), as ImageNet-C crops one of its
+    photographs: the texture index ``rng.integers(FROST_BANK_SIZE)``, then the top row
+    ``rng.integers(span H - H + 1)`` and the left column ``rng.integers(span W - W + 1)``, in that
+    order. A read-only float32 view (untinted)."""
+    height, width = shape_hw
+    bank = frost_bank((int(height), int(width)), float(scale))
+    index = int(rng.integers(FROST_BANK_SIZE))
+    texture = bank[index]
+    top = int(rng.integers(texture.shape[0] - height + 1))
+    left = int(rng.integers(texture.shape[1] - width + 1))
+    return texture[top:top + height, left:left + width]
 
 
 def frost(image, severity, rng, param_set=None, **_options):
-    """clip(a x + b frost), (a, b) from ImageNet-C's table, with the procedural frost texture.
+    """clip(a x + b frost), (a, b) from ImageNet-C's table, where frost is a random window of one of
+    six procedural textures (:func:`frost_crop`), tinted.
 
-    On a grey image the texture is its grey (``corruptions.grey_weights()``). An RGB image is
-    computed per channel plane (tint, clip and blend as float32, as on the interleaved texture) and
-    returned as uint8 (the final clip and floor of docs/BENCHMARK.md §2.2)."""
+    On a grey image the tinted texture is made grey (``corruptions.grey_weights()``). An RGB image is
+    computed per channel plane (tint, clip and blend as float32) and returned as uint8 (the final
+    clip and floor of docs/BENCHMARK.md §2.2)."""
     _check_param_set(param_set, "frost")
     image_weight, frost_weight = FROST[severity - 1]
     scale = length_scale(param_set, image.shape[0])
+    plane = frost_crop(image.shape[:2], rng, scale)
     if corruptions.is_grey(image):
-        texture = frost_texture(image.shape[:2], rng, scale=scale)
+        texture = np.clip(plane[..., None] * np.array(FROST_TINT, np.float32), 0.0, 1.0)
         texture = texture @ np.array(corruptions.grey_weights(), np.float32)[:, None]
         return np.clip(image_weight * corruptions.to_float01(image) + frost_weight * texture, 0.0, 1.0)
-    plane = frost_plane(image.shape[:2], rng, scale)
     # float32(v / 255) * a for every level v: the image term of every pixel by one gather.
     weighted = (np.arange(256, dtype=np.float32) / np.float32(255.0)) * np.float32(image_weight)
     planes = []

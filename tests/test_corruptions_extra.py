@@ -231,13 +231,43 @@ def test_fog_plasma_size_and_range():
 
 
 def test_frost_weights_and_texture():
+    """frost on a black image is frost_weight x the tinted window of a bank texture that the image's
+    generator picks (index, then top row, then left column, as ImageNet-C picks photo and crop)."""
     black = np.zeros((100, 100, 3), np.uint8)
-    texture = corruptions_imagenet.frost_texture((100, 100), np.random.default_rng(0), 100 / 224)
-    assert 0.3 < texture.mean() < 0.5 and texture[..., 2].mean() > texture[..., 0].mean()  # blue-white
-    for severity, (_, frost_weight) in enumerate(corruptions_imagenet.FROST, start=1):
-        out = corrupt(black, "frost", severity, seed=0)
-        expected = np.floor(np.clip(frost_weight * texture, 0, 1) * 255 + 1e-6)
-        assert np.abs(out - expected).max() <= 1, severity
+    bank = corruptions_imagenet.frost_bank((100, 100), 100 / 224)
+    assert len(bank) == 6 and all(t.shape == (200, 200) and t.dtype == np.float32 for t in bank)
+    assert not bank[0].flags.writeable and len({t.tobytes() for t in bank}) == 6
+    tint = np.float32([0.86, 0.94, 1.0])
+    tinted = bank[0][..., None] * tint
+    assert 0.3 < tinted.mean() < 0.5 and tinted[..., 2].mean() > tinted[..., 0].mean()  # blue-white
+    windows = set()
+    for seed in range(4):
+        for severity, (_, frost_weight) in enumerate(corruptions_imagenet.FROST, start=1):
+            draws = np.random.default_rng(seed)
+            index, top, left = int(draws.integers(6)), int(draws.integers(101)), int(draws.integers(101))
+            windows.add((index, top, left))
+            window = bank[index][top:top + 100, left:left + 100, None] * tint
+            expected = np.floor(np.clip(frost_weight * window, 0, 1) * 255 + 1e-6)
+            out = corrupt(black, "frost", severity, seed=seed)
+            assert np.abs(out - expected).max() <= 1, (seed, severity)
+    assert len(windows) == 4  # the seed moves the window
+
+
+def test_frost_bank_is_the_same_in_every_process():
+    """The bank comes from its own fixed seed: a fresh interpreter draws the same textures."""
+    import hashlib
+    import subprocess
+
+    code = ("import hashlib, corruptions_imagenet as c; h = hashlib.sha256()\n"
+            "for t in c.frost_bank((64, 48), 0.5): h.update(t.tobytes())\nprint(h.hexdigest())")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    digest = hashlib.sha256()
+    corruptions_imagenet.frost_bank.cache_clear()
+    for texture in corruptions_imagenet.frost_bank((64, 48), 0.5):
+        assert texture.shape == (128, 96)
+        digest.update(texture.tobytes())
+    assert result.stdout.strip() == digest.hexdigest()
 
 
 def test_face_geometry():
