@@ -92,6 +92,7 @@ LOG = logging.getLogger("fer.checkpoints")
 # BENCHMARK.md §1.2 / §8.4: FER2013's label order.
 CLASS_ORDER_SHORTHANDS = {
     "fer2013": ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"),
+    "ferplus": ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
     "rafdb": RAFDB_CLASS_NAMES,
 }
 
@@ -289,6 +290,9 @@ _PREPROCESSING_LAYER_CLASSES = ("FullNormalization", "VGGFace2Mean", "ZNormaliza
 # run.json says the preprocessing is inside the model.
 _OUR_RESCALING_NAMES = ("scale01", "scale_minus1_1")
 _FLIP_CLASS = "ChannelFlip"
+# Leading layers of a third-party model that scale or normalise its input: kept under --preprocessing
+# (they are not the project's), with a warning that both then apply.
+_THIRD_PARTY_SCALING_CLASSES = ("Rescaling", "Normalization")
 
 
 def _non_input_layers(model) -> list:
@@ -575,7 +579,8 @@ def _model_input_shape(model, checkpoint_path: Path, input_size, run_info):
 
 
 def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | None,
-                        checkpoint_path: Path, stored: Sequence[str] | None = None):
+                        checkpoint_path: Path, stored: Sequence[str] | None = None,
+                        output_note: str = ""):
     """(output names, where they came from, permutation to RAF-DB order or None) for a model.
 
     Precedence: ``--class-order`` > names stored in the model file (``stored``) > run.json's
@@ -604,12 +609,16 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
                     "another with --class-order (e.g. fer2013)", checkpoint_path,
                     ",".join(RAFDB_CLASS_NAMES))
     else:
-        raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs, not RAF-DB's 7; "
-                        f"name them with --class-order (comma-separated, e.g. "
-                        f"angry,disgust,fear,happy,sad,surprise,neutral,contempt)")
+        raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs{output_note}, not "
+                        f"RAF-DB's 7; name them with --class-order (comma-separated, e.g. "
+                        f"angry,disgust,fear,happy,sad,surprise,neutral,contempt, or one of "
+                        f"{', '.join(CLASS_ORDER_SHORTHANDS)})")
     if n_outputs != len(names):
+        shorthand = (f" ({class_order!r} is not one of the shorthands "
+                     f"{', '.join(CLASS_ORDER_SHORTHANDS)}; give a comma-separated list)"
+                     if isinstance(class_order, str) and len(names) == 1 else "")
         raise UserError(f"--class-order / {checkpoint_path}: {len(names)} class names for a model "
-                        f"with {n_outputs} outputs")
+                        f"with {n_outputs} outputs{output_note}{shorthand}")
     try:
         permutation = class_permutation(names)
     except ValueError as error:
@@ -673,6 +682,13 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
             model = strip_leading_layers(model, count, checkpoint_path)
             LOG.warning("%s: %s replaces the model's own preprocessing layers (%s), removed for "
                         "this evaluation", checkpoint_path, flag, ", ".join(stripped_layers))
+        kept = _non_input_layers(model)[:1]
+        if kept and type(kept[0]).__name__ in _THIRD_PARTY_SCALING_CLASSES and (
+                legacy or preprocessing != "none"):
+            LOG.warning("%s: the model starts with its own %s layer %r, which is kept: %s is applied "
+                        "before it, so both run; if the model scales its input itself, evaluate it "
+                        "with --preprocessing none", checkpoint_path, type(kept[0]).__name__,
+                        kept[0].name, flag)
     if legacy:
         if channels != 3:
             raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
@@ -718,8 +734,13 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
     # Class order.
     output_shape = tuple(model.outputs[0].shape) if model.outputs else ()
     n_outputs = output_shape[-1] if output_shape else None
+    output_note = ""
+    if model.outputs and len(model.outputs) > 1:
+        output_note = (f" (output 0 of {len(model.outputs)} is used: "
+                       + ", ".join(f"{getattr(o, 'name', i)} {tuple(o.shape)}"
+                                   for i, o in enumerate(model.outputs)) + ")")
     names, class_source, permutation = resolve_class_order(n_outputs, class_order, run_info,
-                                                           checkpoint_path)
+                                                           checkpoint_path, output_note=output_note)
 
     if preprocess is not None:  # fail now, not inside the input pipeline
         try:
@@ -825,7 +846,8 @@ def adapt_runner(runner, checkpoint_path: str | Path, *, preprocessing: str | No
                                                       preprocessing, eval_preprocessing, channels)
     names, class_source, permutation = resolve_class_order(runner.n_outputs, class_order,
                                                            run_info, checkpoint_path,
-                                                           stored=runner.class_names)
+                                                           stored=runner.class_names,
+                                                           output_note=runner.output_note)
     classifier = Classifier(runner, checkpoint_path, image_size=(int(height), int(width)),
                             channels=int(channels), crop=crop, batch_size=batch_size,
                             preprocess=preprocess, preprocessing_label=label,
@@ -860,9 +882,15 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preprocessing", type=_preprocessing_choice,
                        choices=PREPROCESSING_CHOICES, default=None,
                        help="preprocessing for a checkpoint without run.json (overrides run.json "
-                            "when given; a model's own preprocessing layers are then removed); "
-                            "scale-1-1 = x/127.5-1 for FER2013 models; 'no' (train_fer.py's "
-                            "spelling) = none. Default: run.json's, else raw pixels with a warning")
+                            "when given; the project's own preprocessing layers at the start of "
+                            "the model are then removed, a third-party Rescaling is kept with a "
+                            "warning). On RGB 0..255: scale01 = x/255; scale-1-1 = x/127.5-1 "
+                            "(e.g. FER2013 models); z_normalization = (x/255 - ImageNet mean) / "
+                            "ImageNet std, RGB (torchvision's Normalize, as most PyTorch models); "
+                            "vggface2 = x - VGGFace2 RGB means; full_normalization = the "
+                            "original's histogram equalisation + illumination plane + per-image "
+                            "z-score; 'no' (train_fer.py's spelling) = none. Default: run.json's, "
+                            "else raw pixels with a warning")
     group.add_argument("--eval-preprocessing", choices=EVAL_PREPROCESSING_CHOICES, default="auto",
                        help="legacy-vggface2 reproduces the original's evaluation input (BGR, "
                             "VGGFace2 means subtracted in swapped order) whatever run.json says; "

@@ -254,6 +254,12 @@ class Runner:
         if not chunks:
             return np.zeros((0, len(self.classifier.class_names or ())), np.float32)
         scores = np.concatenate(chunks).reshape(-1, chunks[0].shape[-1])
+        runner = getattr(self.classifier, "runner", None)
+        if runner is not None:  # probabilities, or the softmax of a model that ends in logits
+            import model_files
+
+            scores = runner.to_probabilities(scores, model_files.FLOAT16_STEP if self.mixed_precision
+                                             else None)
         return self.classifier.arrange(scores)
 
     # -- BatchNorm adaptation -------------------------------------------------------------

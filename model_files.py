@@ -25,8 +25,10 @@ Formats
 
 Output scores: a TFLite or ONNX runner returns probabilities. When the first batch it predicts has a row that is
 negative or does not sum to 1 (within 1e-3), the model is taken to output logits and a softmax is
-applied to every batch from then on (``output_kind`` says which). A Keras checkpoint's outputs are
-used as they are, as before (the project's networks end in a softmax).
+applied to every batch from then on (``output_kind`` says which). A Keras model is treated the same
+way (the project's networks end in a softmax, so their outputs are used as they are). For an integer
+(quantised) or float16 output the tolerance widens to K x its resolution. A model with several
+outputs is read at its first output (a warning names them all).
 """
 
 from __future__ import annotations
@@ -81,11 +83,19 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def looks_like_probabilities(scores: np.ndarray) -> bool:
-    """True when every row is non-negative and sums to 1 within PROBABILITY_TOLERANCE."""
+def looks_like_probabilities(scores: np.ndarray, step: float = 0.0) -> bool:
+    """True when every row is non-negative and sums to 1 within PROBABILITY_TOLERANCE, widened to
+    K x ``step`` for outputs of coarse resolution (``step``: the quantisation scale of an integer
+    output, or the float16 spacing below 1): K values each rounded to a multiple of ``step`` may
+    sum to 1 +- K step / 2."""
     scores = np.asarray(scores, dtype=np.float64)
-    return bool(scores.size == 0 or (scores.min() >= 0 and np.all(
-        np.abs(scores.sum(axis=1) - 1.0) <= PROBABILITY_TOLERANCE)))
+    if scores.size == 0:
+        return True
+    tolerance = max(PROBABILITY_TOLERANCE, scores.shape[-1] * float(step))
+    return bool(scores.min() >= 0 and np.all(np.abs(scores.sum(axis=1) - 1.0) <= tolerance))
+
+
+FLOAT16_STEP = 2.0 ** -11  # float16 spacing in [0.5, 1): the coarsest below 1
 
 
 class Runner:
@@ -101,6 +111,8 @@ class Runner:
     preprocessing_inside = False  # True: the model wants raw pixels 0..255 (LBP+SVM)
     class_names: tuple[str, ...] | None = None  # stored in the file, when it says
     output_kind: str | None = None  # 'probabilities' or 'logits', known after the first batch
+    output_step = 0.0  # resolution of an output value (looks_like_probabilities)
+    output_note = ""  # which of several outputs is used, for messages about the output size
 
     def _raw(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -112,11 +124,26 @@ class Runner:
             return np.zeros((0, self.n_outputs or 0), np.float32)
         scores = np.asarray(self._raw(images), dtype=np.float32)
         scores = scores.reshape(scores.shape[0], -1)
-        if self.output_kind is None:
-            self.output_kind = "probabilities" if looks_like_probabilities(scores) else "logits"
-            LOG.info("%s: outputs %s%s", self.path, self.output_kind,
-                     " (a softmax is applied)" if self.output_kind == "logits" else "")
+        return self.to_probabilities(scores)
+
+    def to_probabilities(self, scores: np.ndarray, step: float | None = None) -> np.ndarray:
+        """The model's output rows (B, K) as probabilities: as they are, or their softmax once the
+        first non-empty batch has shown logits (``output_kind``). ``step``: the outputs'
+        resolution when they were computed otherwise than the file says (float16 under
+        --mixed-precision); default ``output_step``."""
+        if self.output_kind is None and len(scores):
+            self._detect_output_kind(scores, self.output_step if step is None else step)
         return softmax(scores) if self.output_kind == "logits" else scores
+
+    def _detect_output_kind(self, scores: np.ndarray, step: float) -> None:
+        """Set ``output_kind`` from a non-empty batch of outputs."""
+        self.output_kind = ("probabilities" if looks_like_probabilities(scores, step)
+                            else "logits")
+        if self.output_kind == "logits":
+            LOG.info("%s: the outputs are not probabilities (a row is negative or does not sum "
+                     "to 1): taken for logits, a softmax is applied", self.path)
+        else:
+            LOG.info("%s: outputs probabilities", self.path)
 
     def describe(self) -> dict:
         return {"format": self.format, "model_name": self.name, "parameters": self.parameters,
@@ -147,6 +174,14 @@ class KerasRunner(Runner):
         self.input_hwc = tuple(shape[1:4]) if len(shape) == 4 else (None, None, 0)
         out = tuple(model.outputs[0].shape) if model.outputs else ()
         self.n_outputs = out[-1] if out else None
+        if model.outputs and "float16" in str(getattr(model.outputs[0], "dtype", "")):
+            self.output_step = FLOAT16_STEP
+        if model.outputs and len(model.outputs) > 1:
+            self.output_note = (f" (output 0 of {len(model.outputs)} is used: "
+                                + ", ".join(f"{getattr(o, 'name', i)} {tuple(o.shape)}"
+                                            for i, o in enumerate(model.outputs)) + ")")
+            LOG.warning("%s: the model has %d outputs; the first is used%s", self.path,
+                        len(model.outputs), self.output_note)
         self._step = None
 
     def _raw(self, images):
@@ -166,17 +201,14 @@ class KerasRunner(Runner):
         return np.asarray(outputs, dtype=np.float32)
 
     def predict(self, images) -> np.ndarray:
-        """The model's outputs as they are (the project's classifiers end in a softmax; a Keras
-        checkpoint has always been scored on its raw outputs). ``output_kind`` is still recorded.
-        """
+        """Probabilities (B, K): the model's outputs as they are when they are probabilities (the
+        project's classifiers end in a softmax), else a softmax of them (a third-party model that
+        ends in logits), decided on the first batch as for the other formats. Tensors are fed as
+        they are (no copy to numpy first)."""
         if isinstance(images, np.ndarray):
             images = np.ascontiguousarray(images, dtype=np.float32)
         scores = self._raw(images)
-        scores = scores.reshape(scores.shape[0], -1)
-        if self.output_kind is None and len(scores):
-            self.output_kind = ("probabilities" if looks_like_probabilities(scores)
-                                else "scores (used as they are)")
-        return scores
+        return self.to_probabilities(scores.reshape(scores.shape[0], -1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,6 +253,15 @@ class LiteRTRunner(Runner):
         self.in_dtype = np.dtype(self._input["dtype"])
         self.in_scale, self.in_zero = self._input["quantization"]
         self.out_scale, self.out_zero = self._output["quantization"]
+        if np.issubdtype(np.dtype(self._output["dtype"]), np.integer):
+            self.output_step = float(self.out_scale) or 1.0
+        elif np.dtype(self._output["dtype"]) == np.float16:
+            self.output_step = FLOAT16_STEP
+        if len(outputs) > 1:
+            self.output_note = (f" (output 0 of {len(outputs)} is used: "
+                                + ", ".join(f"{d['name']} {d['shape'].tolist()}" for d in outputs) + ")")
+            LOG.warning("%s: the model has %d outputs; the first is used%s", self.path, len(outputs),
+                        self.output_note)
         if self.in_dtype not in (np.float32, np.int8, np.uint8):
             raise UserError(f"{self.path}: input dtype {self.in_dtype.name} not supported "
                             f"(float32, int8 or uint8)")
@@ -349,7 +390,15 @@ class OnnxRunner(Runner):
             raise UserError(f"{self.path}: expected one image input, found {len(inputs)} ("
                             + ", ".join(f"{i.name} {i.shape}" for i in inputs) + ")")
         self._input = inputs[0]
-        self._output_name = self.session.get_outputs()[0].name
+        outputs = self.session.get_outputs()
+        self._output_name = outputs[0].name
+        if outputs[0].type == "tensor(float16)":
+            self.output_step = FLOAT16_STEP
+        if len(outputs) > 1:
+            self.output_note = (f" (output 0 of {len(outputs)} is used: "
+                                + ", ".join(f"{o.name!r} {o.shape}" for o in outputs) + ")")
+            LOG.warning("%s: the model has %d outputs; the first is used%s", self.path, len(outputs),
+                        self.output_note)
         shape = list(self._input.shape)
         try:
             self.layout = onnx_layout(shape)

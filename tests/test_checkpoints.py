@@ -38,6 +38,14 @@ def probe_model(path, size, channels, kernel, bias, *, softmax=False, lam=False)
     return path
 
 
+def logits_of(probabilities, zero_column):
+    """A probe's raw outputs z from the probabilities an evaluation reports for it: its outputs are
+    logits (not rows summing to 1), so a softmax is applied, and log(p_i / p_j) = z_i - z_j, where
+    column ``zero_column`` has kernel and bias 0, so z_j = 0."""
+    probabilities = np.asarray(probabilities, np.float64)
+    return np.log(probabilities / probabilities[:, [zero_column]])
+
+
 def write_images(folder, count=5, size=100, seed=0):
     """Random smooth RGB images written as PNG (lossless), returned with their RGB arrays."""
     rng = np.random.default_rng(seed)
@@ -179,7 +187,7 @@ def test_grey_scale_minus1_1_is_fed(tmp_path):
     classifier = checkpoints.adapt(checkpoints.load_classifier(path), path,
                                    preprocessing="scale-1-1")
     paths, images = write_images(tmp_path / "images", count=4, seed=3)
-    outputs = classifier.predict_paths(paths)
+    outputs = logits_of(classifier.predict_paths(paths), 1)
     expected = [(channel_means(image, 64, 1) / 127.5 - 1.0).mean() for image in images]
     np.testing.assert_allclose(outputs[:, 0], expected, atol=1e-4)
     assert all(-1.0 <= value <= 1.0 for value in expected)
@@ -188,13 +196,13 @@ def test_grey_scale_minus1_1_is_fed(tmp_path):
 def test_legacy_vggface2_and_run_json(tmp_path):
     """legacy-vggface2: BGR input minus (131.0912, 103.8827, 91.4953) on B, G, R (BENCHMARK.md §4.4)."""
     kernel = np.zeros((3, 7))
-    kernel[0, 0] = kernel[1, 1] = kernel[2, 2] = 1.0  # outputs 0..2 = channel means of the input
+    kernel[0, 0] = kernel[1, 1] = kernel[2, 2] = 0.01  # outputs 0..2 = channel means of the input / 100
     path = probe_model(tmp_path / "run" / "checkpoint.01.hdf5", 32, 3, kernel, np.zeros(7))
     paths, images = write_images(tmp_path / "images", count=3, seed=5)
     model = checkpoints.load_classifier(path)
 
     legacy = checkpoints.adapt(model, path, eval_preprocessing="legacy-vggface2")
-    outputs = legacy.predict_paths(paths)
+    outputs = 100 * logits_of(legacy.predict_paths(paths), 6)
     for row, image in zip(outputs, images):
         bgr_means = channel_means(image, 32, 3)[:, :, ::-1].mean(axis=(0, 1))
         np.testing.assert_allclose(row[:3], bgr_means - [131.0912, 103.8827, 91.4953], atol=1e-3)
@@ -205,7 +213,7 @@ def test_legacy_vggface2_and_run_json(tmp_path):
         "class_names": list(RAF), "input_shape": [32, 32, 3]}))
     from_run = checkpoints.adapt(model, path)
     assert from_run.crop == "legacy99" and from_run.preprocess is None
-    outputs = from_run.predict_paths(paths)
+    outputs = 100 * logits_of(from_run.predict_paths(paths), 6)
     for row, image in zip(outputs, images):
         np.testing.assert_allclose(row[:3], channel_means(image, 32, 3, "legacy99").mean(axis=(0, 1)),
                                    atol=1e-3)
@@ -231,7 +239,10 @@ def test_non_seven_outputs(tmp_path):
         model, path, class_order="neutral,happiness,surprise,sadness,anger,disgust,fear,contempt")
     paths, _ = write_images(tmp_path / "images", count=2)
     # Constant logits 0..7 in FER+ order; RAF order takes indices 2,6,5,1,3,4,0 (contempt dropped).
-    np.testing.assert_allclose(classifier.predict_paths(paths)[0], [2, 6, 5, 1, 3, 4, 0])
+    # The evaluation reports their softmax over all eight: e^z / sum(e^0..e^7).
+    probabilities = classifier.predict_paths(paths)[0]
+    np.testing.assert_allclose(probabilities, np.exp([2, 6, 5, 1, 3, 4, 0]) / np.exp(np.arange(8.0)).sum(),
+                               rtol=1e-5)
 
 
 def test_checkpoint_args_round_trip(tmp_path):

@@ -227,6 +227,7 @@ def test_tflite_int8_within_tolerance(keras_and_tflite, sample_tree):
     assert scale > 0 and -128 <= zero <= 127
     expected = reference.predict_paths(paths)
     got = lite.predict_paths(paths)
+    assert lite.runner.output_kind == "probabilities"  # a softmax, read within its 1/256 steps
     np.testing.assert_allclose(got, expected, atol=0.03)
     top2 = np.sort(expected, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 0.06
@@ -329,3 +330,98 @@ def test_pickle_refused_by_the_evaluation_script(tmp_path):
     assert result.returncode == 2, result.stderr
     assert ".skops" in result.stderr and "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Output kinds, several outputs, class-order shorthands, a third-party Rescaling
+
+
+def test_probability_tolerance_widens_with_the_output_resolution():
+    """A uint8 softmax (step 1/256): 7 values rounded to multiples of 1/256 may sum to 1 +- 7/512.
+    [0, 0, 1, 245, 4, 4, 0] / 256 sums to 254/256 (off by 0.0078): probabilities for that step,
+    logits for the default 1e-3."""
+    row = np.array([[0, 0, 1, 245, 4, 4, 0]], np.float64) / 256.0
+    assert model_files.looks_like_probabilities(row, step=1 / 256)
+    assert not model_files.looks_like_probabilities(row)
+    off = np.array([[0, 0, 1, 235, 4, 4, 0]], np.float64) / 256.0  # 244/256: off by 0.047 > 7/256
+    assert not model_files.looks_like_probabilities(off, step=1 / 256)
+    assert not model_files.looks_like_probabilities(-row, step=1 / 256)  # negative: logits
+
+
+def test_keras_model_ending_in_logits_gets_a_softmax(tmp_path):
+    """A third-party Keras model: channel means -> Dense(7) without activation. Its outputs are
+    logits, so the evaluation scores softmax(means @ W + B), as for ONNX and TFLite."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(7)
+    outputs = dense(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, outputs)
+    dense.set_weights([W, B])
+    model.save(tmp_path / "logits.keras")
+    paths, images = write_images(tmp_path / "img", seed=3)
+    classifier = checkpoints.classifier_from_args(tmp_path / "logits.keras", args(preprocessing="none"))
+    got = classifier.predict_paths(paths)
+    means = images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1)
+    np.testing.assert_allclose(got, softmax(means @ W.astype(np.float64) + B), atol=1e-5)
+    assert classifier.runner.output_kind == "logits"
+
+
+def two_output_onnx(path):
+    """Outputs 'features' (N, 12) first, then 'logits' (N, 7), both from the channel means."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["m", "f"], ["features"]),
+             helper.make_node("MatMul", ["m", "w"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "two_outputs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 12]),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
+        initializer=[numpy_helper.from_array(np.ones((3, 12), np.float32), "f"),
+                     numpy_helper.from_array(W, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_several_outputs_error_names_them(tmp_path):
+    path = two_output_onnx(tmp_path / "two.onnx")
+    with pytest.raises(UserError) as caught:
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    message = str(caught.value)
+    assert "12 outputs" in message and "output 0 of 2 is used" in message
+    assert "'features'" in message and "'logits'" in message
+
+
+def test_ferplus_shorthand_and_shorthands_named_in_errors(tmp_path):
+    assert checkpoints.parse_class_order("ferplus") == (
+        "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+    eight = np.concatenate([W, np.zeros((3, 1), np.float32)], axis=1)
+    path = mean_linear_onnx(tmp_path / "eight.onnx", "NCHW", eight, np.zeros(8, np.float32))
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none", class_order="ferplus"))
+    assert classifier.output_names[-1] == "contempt"
+    with pytest.raises(UserError, match=r"'fer\+' is not one of the shorthands fer2013, ferplus, rafdb"):
+        checkpoints.classifier_from_args(path, args(preprocessing="none", class_order="fer+"))
+
+
+def test_third_party_rescaling_is_kept_with_a_warning(tmp_path, caplog):
+    """--preprocessing scale01 on a model whose first layer is its own Rescaling(1/255): the layer
+    stays (it is not the project's) and the warning says both apply."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)  # default name "rescaling"
+    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "own_rescaling.keras")
+    with caplog.at_level("WARNING"):
+        classifier = checkpoints.classifier_from_args(tmp_path / "own_rescaling.keras",
+                                                      args(preprocessing="scale01"))
+    assert any(type(layer).__name__ == "Rescaling" for layer in classifier.model.layers)
+    assert "Rescaling layer 'rescaling" in caplog.text and "which is kept" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        checkpoints.classifier_from_args(tmp_path / "own_rescaling.keras", args(preprocessing="none"))
+    assert "which is kept" not in caplog.text
