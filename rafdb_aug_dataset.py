@@ -241,6 +241,7 @@ def run_export(args) -> int:
     severities = parse_severities(args.severities)
     if args.motion_backend == "wand" and any("motion" in name or name == "snow" for name in names):
         require_wand()
+    args.rafdb = rafdb_dataset.export_root(args.rafdb, args.data)
     paths = rafdb_dataset.list_aligned(args.rafdb, args.split)
     pairs = [(name, severity) for name in names for severity in severities]
     params = {"seed": args.seed, "format": args.format, "motion_backend": args.motion_backend,

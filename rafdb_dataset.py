@@ -57,8 +57,9 @@ RAFDB_TRAIN_COUNT = 12271
 RAFDB_TEST_COUNT = 3068
 ID_DIGITS = {"train": 5, "test": 4}
 
-EXPECTED_LAYOUT = """expected layout (see RAF-DB/README.md; get RAF-DB from its authors, or run
-`python3 rafdb_dataset.py sample --out DIR` for a synthetic tree):
+EXPECTED_LAYOUT = """expected layout of the RAF-DB root named by --rafdb or --data (default ./RAF-DB; see
+RAF-DB/README.md; get RAF-DB from its authors, or run `python3 rafdb_dataset.py sample --out DIR`
+for a synthetic tree):
   <rafdb>/distribute_basic.csv
   <rafdb>/basic/EmoLabel/list_patition_label.txt
   <rafdb>/basic/Image/aligned/{train_00001,test_0001,...}_aligned.jpg
@@ -120,6 +121,16 @@ def _list_dir(folder: Path, split: str, suffix: str) -> list[Path]:
     if not files:
         raise UserError(f"{folder}: no {split}_*{suffix} files\n{EXPECTED_LAYOUT}")
     return files
+
+
+def export_root(rafdb: str | Path, data: str | Path | None, default: str = "RAF-DB") -> str:
+    """The RAF-DB root an export reads: ``--data`` (the name every script shares) or ``--rafdb``
+    (its RAF-DB spelling; ``default`` when not given). UserError when both name different folders."""
+    if data is None:
+        return str(rafdb)
+    if str(rafdb) != default and Path(rafdb).resolve() != Path(data).resolve():
+        raise UserError(f"--rafdb {rafdb} and --data {data} name two different RAF-DB roots; give one")
+    return str(data)
 
 
 def list_aligned(root: str | Path, split: str = "test") -> list[Path]:

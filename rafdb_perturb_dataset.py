@@ -218,7 +218,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return cmd_export_other(args, selected)
     args.out = args.out or "perturbed_raf_dataset"
     args.format = args.format or "jpg"
-    root = Path(args.rafdb)
+    root = Path(rafdb_dataset.export_root(args.rafdb, args.data))
     params = export_params(args)
     if args.motion_backend == "wand" and ("p_motion_blur" in selected or "p_snow" in selected):
         require_wand()

@@ -258,6 +258,23 @@ def test_bad_flags_exit_2(small_tree, tmp_path, capsys, argv, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_data_names_the_rafdb_root(small_tree, tmp_path, capsys, monkeypatch):
+    """--data is the RAF-DB root as in every other script: the export reads it, not ./RAF-DB, even
+    when the working folder holds another RAF-DB tree; --rafdb and --data naming two roots: exit 2."""
+    decoy = tmp_path / "cwd" / "RAF-DB" / "basic" / "Image" / "aligned"
+    decoy.mkdir(parents=True)
+    shutil.copy(small_tree / "basic/Image/aligned/test_0001_aligned.jpg", decoy / "test_0009_aligned.jpg")
+    monkeypatch.chdir(tmp_path / "cwd")
+    code, _out, err = cli(["export", "--data", str(small_tree), "--out", str(tmp_path / "o"), "--quiet",
+                           "--corruptions", "contrast", "--severities", "1"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o" / "rafdb.test.contrast.1").iterdir()) == [
+        "test_0001_aligned.jpg", "test_0002_aligned.jpg", "test_0003_aligned.jpg"]
+    code, _out, err = cli(["export", "--data", str(small_tree), "--rafdb", str(tmp_path / "cwd" / "RAF-DB"), "--out",
+                           str(tmp_path / "o2"), "--corruptions", "contrast", "--severities", "1"], capsys)
+    assert code == 2 and "name two different RAF-DB roots" in err and not (tmp_path / "o2").exists()
+
+
 def test_missing_dataset_exit_2(tmp_path, capsys):
     code, _out, err = cli(["export", "--rafdb", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], capsys)
     assert code == 2

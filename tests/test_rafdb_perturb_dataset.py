@@ -191,6 +191,9 @@ def test_bad_flags(tree4, tmp_path):
     result = run_cli("export", "--rafdb", tmp_path / "nowhere", "--out", tmp_path / "o2")
     assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o2").exists()  # the dataset is listed before --out is created
+    # --data is the RAF-DB root too (not ignored in favour of ./RAF-DB)
+    result = run_cli("export", "--data", tmp_path / "elsewhere", "--out", tmp_path / "o3", cwd=tree4.parent)
+    assert result.returncode == 2 and "elsewhere" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_verify_detects_altered_file(tree4, tmp_path):
