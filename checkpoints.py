@@ -75,6 +75,8 @@ import argparse
 import json
 import logging
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -188,6 +190,52 @@ def _is_unsafe_error(error: BaseException) -> bool:
         "arbitrary code" in text or "lambda" in text)
 
 
+def _keras2_sequential_copy(path: Path, scratch: Path) -> Path | None:
+    """A copy of a Keras 2.0-2.3 HDF5 Sequential model that Keras 3 can build, or None.
+
+    Those files put ``batch_input_shape`` (batch axis included) on the first layer instead of an
+    InputLayer; Keras 3's legacy loader turns it into ``input_shape`` with the batch axis kept, and
+    the model gets one axis too many ("Kernel shape must have the same length as input"). The copy
+    (in ``scratch``) carries ``input_shape`` = that shape without its batch axis; weights untouched.
+    None when ``path`` is not such a file."""
+    if path.suffix.lower() not in (".h5", ".hdf5"):
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            raw = handle.attrs.get("model_config")
+    except (OSError, ValueError):
+        return None  # not HDF5: Keras names the problem
+    if raw is None:
+        return None
+    try:
+        config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if config.get("class_name") != "Sequential":
+        return None
+    layers = config.get("config", {})
+    layers = layers.get("layers", []) if isinstance(layers, dict) else layers
+    changed = False
+    for layer in layers:
+        settings = layer.get("config") if isinstance(layer, dict) else None
+        if layer.get("class_name") == "InputLayer" or not isinstance(settings, dict):
+            continue
+        if isinstance(settings.get("batch_input_shape"), list):
+            settings["input_shape"] = settings.pop("batch_input_shape")[1:]
+            changed = True
+    if not changed:
+        return None
+    copy = scratch / path.name
+    shutil.copyfile(path, copy)
+    with h5py.File(copy, "r+") as handle:
+        handle.attrs["model_config"] = json.dumps(config).encode("utf-8")
+    LOG.info("%s: a Keras 2 Sequential file (batch_input_shape on its first layer): read with the "
+             "batch axis taken out of that shape", path)
+    return copy
+
+
 def load_classifier(path: str | Path, *, unsafe: bool = False):
     """Load a Keras model for inference only, refusing arbitrary code unless ``unsafe``."""
     import keras
@@ -198,19 +246,24 @@ def load_classifier(path: str | Path, *, unsafe: bool = False):
         raise UserError(f"{path}: checkpoint file not found")
     custom_objects = _custom_objects()
     started = time.perf_counter()
-    try:
-        model = keras.models.load_model(path, custom_objects=custom_objects, compile=False,
-                                        safe_mode=not unsafe)
-    except UserError:
-        raise
-    except Exception as error:  # Keras raises ValueError/TypeError/OSError/KeyError here
-        if not unsafe and _is_unsafe_error(error):
-            raise UserError(f"{path}: the checkpoint contains a Lambda layer (arbitrary Python "
-                            f"code); refusing to load it in safe mode. If you trust its source, "
-                            f"pass --unsafe") from None
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise UserError(f"{path}: cannot load as a Keras model ({type(error).__name__}: "
-                        f"{first_line[:300]})") from None
+    with tempfile.TemporaryDirectory(prefix="fer-keras2-") as scratch:
+        readable = _keras2_sequential_copy(path, Path(scratch)) or path
+        try:
+            model = keras.models.load_model(readable, custom_objects=custom_objects, compile=False,
+                                            safe_mode=not unsafe)
+        except UserError:
+            raise
+        except Exception as error:  # Keras raises ValueError/TypeError/OSError/KeyError here
+            if not unsafe and _is_unsafe_error(error):
+                raise UserError(f"{path}: the checkpoint contains a Lambda layer (arbitrary Python "
+                                f"code); refusing to load it in safe mode. If you trust its source, "
+                                f"pass --unsafe") from None
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            if "File not found" in first_line or "not a zip file" in first_line.lower():
+                first_line = (f"not a Keras archive: a {path.suffix} file is a zip archive written "
+                              f"by model.save; .h5/.hdf5 are HDF5 files")
+            raise UserError(f"{path}: cannot load as a Keras model ({type(error).__name__}: "
+                            f"{first_line[:300]})") from None
     LOG.info("loaded %s (%d parameters) in %.1f s", path, model.count_params(),
              time.perf_counter() - started)
     return model

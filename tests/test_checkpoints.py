@@ -351,3 +351,65 @@ def test_raw_input_used_past_the_preprocessing_cannot_be_stripped(tmp_path):
     keras.Model(inputs, keras.layers.Dense(7)(x)).save(path)
     with pytest.raises(UserError, match="cannot remove its own preprocessing"):
         checkpoints.adapt(checkpoints.load_classifier(path), path, preprocessing="none")
+
+
+def write_keras22_sequential(path, conv_weight, dense_kernel, dense_bias):
+    """An HDF5 file as Keras 2.0-2.3 saved a Sequential model: no InputLayer, batch_input_shape on
+    the first layer, weights named 'layer/kernel:0'. Conv2D 1x1 (one filter, no bias) on 8x8x1 ->
+    GlobalAveragePooling2D -> Dense(7, softmax)."""
+    import h5py
+
+    def layer(kind, name, **config):
+        return {"class_name": kind, "config": {"name": name, "trainable": True, "dtype": "float32", **config}}
+
+    layers = [
+        layer("Conv2D", "conv2d_1", batch_input_shape=[None, 8, 8, 1], filters=1, kernel_size=[1, 1],
+              strides=[1, 1], padding="valid", data_format="channels_last", dilation_rate=[1, 1],
+              activation="linear", use_bias=False),
+        layer("GlobalAveragePooling2D", "global_average_pooling2d_1", data_format="channels_last"),
+        layer("Dense", "dense_1", units=7, activation="softmax", use_bias=True),
+    ]
+    weights = {"conv2d_1": [("kernel:0", np.full((1, 1, 1, 1), conv_weight, np.float32))],
+               "dense_1": [("kernel:0", np.asarray(dense_kernel, np.float32)),
+                           ("bias:0", np.asarray(dense_bias, np.float32))]}
+    with h5py.File(path, "w") as handle:
+        handle.attrs["keras_version"] = b"2.2.4"
+        handle.attrs["backend"] = b"tensorflow"
+        handle.attrs["model_config"] = json.dumps(
+            {"class_name": "Sequential", "config": {"name": "sequential_1", "layers": layers}}).encode()
+        group = handle.create_group("model_weights")
+        group.attrs["layer_names"] = [entry["config"]["name"].encode() for entry in layers]
+        for entry in layers:
+            name = entry["config"]["name"]
+            sub = group.create_group(name)
+            sub.attrs["weight_names"] = [f"{name}/{weight}".encode() for weight, _ in weights.get(name, [])]
+            for weight, value in weights.get(name, []):
+                sub.create_dataset(f"{name}/{weight}", data=value)
+    return path
+
+
+def test_keras22_sequential_hdf5_loads(tmp_path):
+    """Keras 3 alone fails on such a file (one axis too many); the loader reads it, and the model
+    computes softmax(2 mean(x) W + b)."""
+    kernel = np.array([[0.5, -1.0, 0.25, 2.0, 0.0, -0.5, 1.0]], np.float32)
+    bias = np.array([0.1, 0.0, -0.2, 0.0, 0.3, 0.0, 0.05], np.float32)
+    path = write_keras22_sequential(tmp_path / "old.hdf5", 2.0, kernel, bias)
+    with pytest.raises(Exception):
+        keras.models.load_model(path, compile=False)
+    model = checkpoints.load_classifier(path)
+    assert tuple(model.inputs[0].shape) == (None, 8, 8, 1)
+    x = np.random.default_rng(4).uniform(0, 1, (3, 8, 8, 1)).astype(np.float32)
+    z = 2.0 * x.reshape(3, -1).mean(axis=1, dtype=np.float64)[:, None] * kernel + bias
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
+    import h5py
+
+    with h5py.File(path, "r") as handle:  # the user's file is not rewritten
+        assert b"batch_input_shape" in handle.attrs["model_config"]
+
+
+def test_garbage_keras_file_message(tmp_path):
+    path = tmp_path / "broken.keras"
+    path.write_bytes(b"not a zip archive at all")
+    with pytest.raises(UserError, match="broken.keras: cannot load as a Keras model .*not a Keras archive"):
+        checkpoints.load_classifier(path)
