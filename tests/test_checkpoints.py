@@ -405,7 +405,7 @@ def test_keras22_sequential_hdf5_loads(tmp_path):
     import h5py
 
     with h5py.File(path, "r") as handle:  # the user's file is not rewritten
-        assert b"batch_input_shape" in handle.attrs["model_config"]
+        assert "batch_input_shape" in str(handle.attrs["model_config"])
 
 
 def test_garbage_keras_file_message(tmp_path):
