@@ -1465,7 +1465,8 @@ def corrupt(image: np.ndarray, name: str, severity: int, rng: np.random.Generato
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
         raise ValueError(f"image: expected shape (H, W, 3) (RGB), (H, W, 1) or (H, W) (grey), got {image.shape}")
     if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
-        raise ValueError(f"image: expected height and width >= {MIN_SIDE} px, got {image.shape[:2]}")
+        raise ValueError(f"image: the corruptions need height and width >= {MIN_SIDE} px, got "
+                         f"{image.shape[0]} x {image.shape[1]} px (height x width)")
     function = CORRUPTIONS.get(name)
     if function is None:
         entry = registry().get(name)

@@ -785,7 +785,10 @@ def _process_unit(unit: WorkUnit) -> tuple:
             hashes.append((rel, sha256(data).hexdigest()))
         return ("written", unit.key, digest, hashes, reason, complete)
     except Exception as error:  # reported by the parent as a UserError naming the unit
-        return ("error", unit.name, _describe(error))
+        message = _describe(error)
+        # a message that already names the unit's source file is not prefixed with the unit name
+        name = next((path for path in unit.inputs if message.startswith(str(path))), unit.name)
+        return ("error", name, message)
 
 
 def _warm_up(render: Callable, units: Sequence[WorkUnit], known: Mapping[str, str], force: bool) -> None:
@@ -826,6 +829,19 @@ def _is_complete(units: Sequence[WorkUnit], files: Mapping[str, str], unit_diges
     return True
 
 
+def refuse_duplicate_keys(units: Sequence[WorkUnit]) -> None:
+    """UserError naming both units when two share a key (the base name of their names): their
+    records in the manifest, and usually their files, would overwrite each other. The unit lists
+    come from the source files, so this names the two sources (callers check earlier, with a
+    message of their own, where a clash can come from the files' names)."""
+    first_of: dict[str, WorkUnit] = {}
+    for unit in units:
+        first = first_of.setdefault(unit.key, unit)
+        if first is not unit:
+            raise UserError(f"{first.name} and {unit.name}: two source images with the same name {unit.key!r} in "
+                            "the export (each image's record needs its own name); rename one of them")
+
+
 def export(
     units: Sequence[WorkUnit],
     render: Callable[[WorkUnit], Iterable[tuple[str, bytes]]],
@@ -858,10 +874,7 @@ def export(
     inputs_digest.cache_clear()
     out_dir = Path(out_dir)
     workers = resolve_workers(workers)
-    keys = [unit.key for unit in units]
-    if len(set(keys)) != len(keys):
-        duplicate = next(key for key in keys if keys.count(key) > 1)
-        raise ValueError(f"two work units share the key {duplicate!r} (unit names must have distinct base names)")
+    refuse_duplicate_keys(units)
     mine = shard_units(units, shard)
     check_output_dir(out_dir, kind=kind, params=params, force_rerender=force_rerender)
 
@@ -1119,8 +1132,11 @@ def render_rafdb_c(unit: WorkUnit, *, pairs: Sequence[tuple[str, int]], seed: in
     :func:`rafdb_c_units`)."""
     import rafdb_dataset
 
+    from fer_export import require_corruptible_size
+
     source = Path(unit.payload)
     image = rafdb_dataset.read_image(source)
+    require_corruptible_size(image.shape, source)
     out_name = output_file_name(source.name, fmt)
     outputs = []
     for name, severity in pairs:

@@ -17,7 +17,9 @@ reads it as the pixel CSV of the same root (``FerPlus(root, pixels=<file>)``).
 
 Folder datasets: ``<out>/<name>.<split>.<corruption>.<severity>/<path below the split folder>``
 in JPEG (quality 95) or PNG; by default each file keeps its format family (``.jpg``/``.jpeg``
--> JPEG, anything else -> PNG).
+-> JPEG, anything else -> PNG). Two sources that would get one output name (``a.bmp`` and
+``a.webp``) are refused while the units are built (:func:`refuse_name_clashes`), and so are
+images smaller than ``corruptions.MIN_SIDE`` (read from the file headers, :func:`refuse_small_images`).
 
 Every split row is exported (FER+ filtering happens when the labels are read, as in the
 original). Each item's generator is ``cli_common.item_rng(seed, kind, corruption, severity,
@@ -103,6 +105,10 @@ def fer_split_rows(data, split: str) -> np.ndarray:
     rows = np.flatnonzero((usage == data.split_name(split)) & data.table.present)
     if not len(rows):
         raise UserError(f"{data.root}: no {data.split_name(split)} rows to export (the {split} split is empty)")
+    if data.name == "fer2013":  # its labels are the emotion column: the evaluation reads them
+        from datasets.fer2013 import check_emotions
+
+        check_emotions(data.table, rows)
     return rows
 
 
@@ -168,6 +174,83 @@ def _fer_job(data, pairs, split: str, fmt: str, seed: int, motion_backend: str) 
 # Folder datasets
 
 
+def unit_key(relative: str) -> str:
+    """The work unit name (and manifest key) of a folder image: its path below the split folder
+    with ``|`` for ``/`` (``happy|session2|img7.png``), a base name as ``WorkUnit.key`` needs."""
+    return relative.replace("/", "|")
+
+
+def refuse_name_clashes(targets: Sequence[tuple[str, str, str]], clash: Callable[[str], str]) -> None:
+    """UserError naming both source files when two (target, unit key, source path) triples share a
+    target (an output name, or a frame stem) or a unit key; ``clash(target)`` says why they clash.
+
+    Checked while the units are built, before anything is written: without it the second image
+    would overwrite the first one's files (and the manifest would count it once).
+    """
+    seen: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for target, key, path in targets:
+        first = seen.setdefault(target, path)
+        if first != path:
+            raise UserError(f"{first} and {path}: two source images {clash(target)}; rename one of them "
+                            "(or move it to another folder)")
+        other = keys.setdefault(key, path)
+        if other != path:
+            raise UserError(f"{other} and {path}: two source images with the same record name {key!r} in "
+                            "the export's manifest (the '/' of a path is written as '|', and a file or "
+                            "folder name holds a '|'); rename one of them")
+
+
+def image_file_size(path: str | Path) -> tuple[int, int] | None:
+    """(height, width) from an image file's header (Pillow reads no pixels), or None when Pillow
+    cannot tell (then the file is checked when it is decoded)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+    except Exception:  # noqa: BLE001 - any reader failure: leave the file to OpenCV
+        return None
+    return int(height), int(width)
+
+
+def _too_small(height: int, width: int) -> bool:
+    import corruptions
+
+    return min(height, width) < corruptions.MIN_SIDE
+
+
+def _small_message(path, height: int, width: int) -> str:
+    import corruptions
+
+    return (f"{path}: the image is {width}x{height} px (width x height); the corruptions need a width and "
+            f"height of at least {corruptions.MIN_SIDE} px (docs/DATASETS.md); enlarge the image or leave it out")
+
+
+def require_corruptible_size(shape: Sequence[int], path) -> None:
+    """UserError naming ``path`` when an image of ``shape`` (H, W[, C]) is too small to corrupt."""
+    if _too_small(int(shape[0]), int(shape[1])):
+        raise UserError(_small_message(path, int(shape[0]), int(shape[1])))
+
+
+def refuse_small_images(paths: Sequence[str]) -> None:
+    """UserError naming the first image smaller than ``corruptions.MIN_SIDE`` (and how many more),
+    from the file headers, before anything is written."""
+    small = []
+    for path in paths:
+        size = image_file_size(path)
+        if size is not None and _too_small(*size):
+            small.append((path, size))
+    if small:
+        (path, (height, width)), more = small[0], len(small) - 1
+        raise UserError(_small_message(path, height, width)
+                        + (f" (and {more} more image(s) of the split are smaller than that)" if more else ""))
+
+
 def folder_output_name(relative: str, fmt: str) -> tuple[str, str]:
     """(output path, format) of a source path below the split folder: the format's suffix."""
     suffix = Path(relative).suffix.lower()
@@ -181,6 +264,7 @@ def render_folder(unit: WorkUnit, *, pairs, seed: int, dataset: str, split: str,
     """All (corruption, severity) files of one image of a folder dataset."""
     path, relative = unit.payload
     image = read_image(path, keep_grey=True)
+    require_corruptible_size(image.shape, path)
     out_name, out_fmt = folder_output_name(relative, fmt)
     if image.shape[2] == 1:
         import corruptions
@@ -202,15 +286,21 @@ def _folder_job(data, pairs, split: str, fmt: str, seed: int, motion_backend: st
         raise UserError(f"--format {fmt}: folder exports are {', '.join(FOLDER_FORMATS)}")
     labels = data.labels(split)
     split_name = data.split_name(split)
-    units = []
+    units, targets = [], []
     for image_id in labels.names:
         relative = relative_id(image_id)
         out_name, _ = folder_output_name(relative, fmt)
         path = str(data.image_path(image_id))
+        targets.append((out_name, unit_key(relative), path))
         # the unit key is the base name, which must be unique: use the relative path itself
-        units.append(WorkUnit(relative.replace("/", "|"), tuple(
+        units.append(WorkUnit(unit_key(relative), tuple(
             f"{c_folder(data.dataset_name, split_name, n, s)}/{out_name}" for n, s in pairs),
             (path, relative), inputs=(path,)))
+    how = (f"the suffix .{fmt} of --format {fmt}" if fmt != "auto" else
+           "the suffix of its format family: .jpg for a .jpg/.jpeg source, .png for any other")
+    refuse_name_clashes(targets, lambda name: f"would both be exported as {name} (an exported file keeps "
+                                              f"its path below the split folder, with {how})")
+    refuse_small_images([path for _, _, path in targets])
     params = {"seed": seed, "format": fmt, "motion_backend": motion_backend, "split": split_name,
               "dataset": data.name, "name": data.dataset_name}
     render = functools.partial(render_folder, pairs=list(pairs), seed=seed, dataset=data.dataset_name,
@@ -358,12 +448,15 @@ def p_job(data, names: Sequence[str], *, split: str = "test", fmt: str | None = 
         for image_id in data.labels(split).names:
             path = str(data.image_path(image_id))
             items.append((path, str(Path(relative_id(image_id)).with_suffix("").as_posix()), (path,)))
+        refuse_name_clashes([(stem, unit_key(stem), path) for path, stem, _ in items],
+                            lambda stem: f"would both give the frames {stem}_00 .. {stem}_29 (frames are named "
+                                         "by the path below the split folder without its suffix)")
         extra = {"name": data.dataset_name}
     else:
         raise UserError(f"--dataset {data.name}: use rafdb_perturb_dataset.py (landmark-aligned sequences)")
     if fmt not in ("jpg", "png"):
         raise UserError(f"--format {fmt}: perturbation frames are jpg or png")
-    units = [WorkUnit(stem.replace("/", "|"), _p_outputs(lambda n: p_folder(dataset, split_name, n), stem, names, fmt),
+    units = [WorkUnit(unit_key(stem), _p_outputs(lambda n: p_folder(dataset, split_name, n), stem, names, fmt),
                       (source, stem), inputs=inputs) for source, stem, inputs in items]
     params = {"seed": seed, "format": fmt, "motion_backend": motion_backend, "split": split_name,
               "dataset": data.name, "source": P_SOURCE, "fallback_pad": pad, **extra}

@@ -315,7 +315,9 @@ def evaluate(runner, units: list[Folder], labels: np.ndarray, names: list[str],
                 make = lambda folder=folder: classifier.make_dataset(  # noqa: E731
                     folder.paths, **({"read": folder.read} if folder.read is not None else {}))
             else:
-                images = np.stack(on_the_fly.collect(pending))
+                # A list, not one stacked array: the aligned images of a tree may differ in size, and
+                # the pipeline resizes each one to the model input, as it does for exported files.
+                images = list(on_the_fly.collect(pending))
                 following = [unit for unit in units[position + 1:] if unit.paths is None]
                 if following:
                     pending = on_the_fly.submit(following[0].corruption, following[0].severity)

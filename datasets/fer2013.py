@@ -98,6 +98,18 @@ class PixelTable:
         return flat.min(axis=1) == flat.max(axis=1)
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+_QUOTE_CHARS = 80  # the most of a line an error message quotes (a pixels line is ~9 KB)
+
+
+def _quote(text: bytes) -> str:
+    """``repr`` of the start of a line for an error message, at most ~80 characters of it."""
+    decoded = text.decode("utf-8", errors="replace")
+    if len(decoded) <= _QUOTE_CHARS:
+        return repr(decoded)
+    return f"{decoded[:_QUOTE_CHARS]!r}... ({len(text):,} bytes)"
+
+
 def _count_lines(path: Path) -> int:
     count = 0
     last = b"\n"
@@ -176,9 +188,10 @@ def _parse_block(fields: list[bytes], path: Path, first_line: int) -> np.ndarray
 def read_pixel_csv(path: str | Path, progress: bool | None = None, workers: int | None = None) -> PixelTable:
     """Stream a FER2013 pixel CSV (or a ``--format fer-csv`` export of one) into a PixelTable.
 
-    Columns are found from the header (``emotion``, ``pixels``, ``Usage``); a file without a
-    header (an export) has ``emotion,pixels``. Every pixels field must hold 2,304 integers in
-    0..255; errors name the file and line (the first bad line in file order). Blocks of rows are
+    Columns are found from the header (``emotion``, ``pixels``, ``Usage``; a UTF-8 byte-order
+    mark before it is ignored); a file without a header (an export) has ``emotion,pixels`` and
+    may leave rows out as empty lines, a file with one may not. Every pixels field must hold 2,304
+    integers in 0..255; errors name the file and line (the first bad line in file order). Blocks of rows are
     decoded by ``workers`` threads (default: up to 4, one per core); the result does not depend on it.
     """
     path = Path(path)
@@ -220,13 +233,13 @@ def read_pixel_csv(path: str | Path, progress: bool | None = None, workers: int 
                 tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, file=sys.stderr,
                      disable=not progress, desc=f"reading {path.name}") as bar:
             first = handle.readline()
-            header = first.strip().lower()
+            header = first.removeprefix(UTF8_BOM).strip().lower()  # Excel's "CSV UTF-8" starts with a BOM
             has_header = bool(header)
             if has_header:
                 names = [name.strip(b' "|') for name in header.split(b",")]
                 if b"pixels" not in names:
-                    raise UserError(f"{path}:1: header {first.strip().decode(errors='replace')!r} has no "
-                                    f"'pixels' column\n{EXPECTED_LAYOUT}")
+                    raise UserError(f"{path}:1: header {_quote(first.removeprefix(UTF8_BOM).strip())} has no "
+                                    f"'pixels' column (a file without its header line?)\n{EXPECTED_LAYOUT}")
                 pixel_col = names.index(b"pixels")
                 emotion_col = names.index(b"emotion") if b"emotion" in names else None
                 usage_col = names.index(b"usage") if b"usage" in names else None
@@ -240,10 +253,14 @@ def read_pixel_csv(path: str | Path, progress: bool | None = None, workers: int 
                 if row % 512 == 0:
                     bar.update(done - bar.n)
                 text = line.rstrip(b"\r\n")
+                number = row + 2
                 if not text.strip():
+                    if has_header:  # only a --format fer-csv export (no header) leaves rows out
+                        raise UserError(f"{path}:{number}: empty line; every line after the header is one "
+                                        f"image row (emotion,pixels,Usage): delete the line, or restore "
+                                        f"the row it replaced\n{EXPECTED_LAYOUT}")
                     submit()
                     continue
-                number = row + 2
                 fields = _split_csv_line(text, path, number)
                 if len(fields) != n_fields:
                     raise UserError(f"{path}:{number}: expected {n_fields} comma-separated fields, got {len(fields)}")
@@ -287,7 +304,8 @@ def read_vote_csv(path: str | Path) -> VoteTable:
     if not path.is_file():
         raise UserError(f"{path}: FER+ vote CSV not found\n{EXPECTED_LAYOUT}")
     usage, names, votes = [], [], []
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first header name
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if not header or len(header) != 12 or header[0].strip().lower() != "usage":
@@ -458,6 +476,18 @@ class FerPlus(_Fer):
                 "votes": str(self.votes_path)}
 
 
+def check_emotions(table: PixelTable, rows: np.ndarray) -> None:
+    """UserError naming the file and line of the first of ``rows`` (with an image) whose ``emotion``
+    is not an integer 0..6: FER2013's labels (``fer2013`` reads them; its export checks them too)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    bad = rows[(table.emotion[rows] < 0) | (table.emotion[rows] > 6)]
+    bad = bad[table.present[bad]]
+    if len(bad):
+        raise UserError(f"{table.path}:{table.line(int(bad[0]))}: emotion must be an integer 0..6 "
+                        f"({', '.join(FER2013_CLASSES)})"
+                        + (f" (and {len(bad) - 1} more row(s) of the split)" if len(bad) > 1 else ""))
+
+
 class Fer2013(_Fer):
     """FER2013 with its own ``emotion`` labels, 7 classes (docs/BENCHMARK.md §9.9)."""
 
@@ -479,11 +509,7 @@ class Fer2013(_Fer):
         rows = np.flatnonzero(usage == self.split_name(split))
         if not len(rows):
             raise self._empty(split, self.pixels_path)
-        bad = rows[(table.emotion[rows] < 0) | (table.emotion[rows] > 6)]
-        bad = bad[table.present[bad]]
-        if len(bad):
-            raise UserError(f"{self.pixels_path}:{table.line(int(bad[0]))}: emotion must be an integer 0..6 "
-                            f"({', '.join(FER2013_CLASSES)})")
+        check_emotions(table, rows)
         emotion = table.emotion
         rows, n_missing = self._rows_with_images(rows, split)
         return LabelSet(names=[row_id(int(r)) for r in rows],

@@ -3,9 +3,10 @@
 Splits are ``train``, ``val`` (optional: else the stratified hold-out) and ``test``. Class
 folder names are matched to the canonical emotions case-insensitively with synonyms
 (:mod:`datasets.classes`); an unknown name is an error listing the accepted names, unless
-``ROOT/classes.txt`` lists the class names in order (one per line; then any names are allowed
-and every folder must be listed). Without ``classes.txt`` the order is RAF-DB's restricted to
-the classes present, with contempt last. Images may sit in sub-folders of a class folder; the
+``ROOT/classes.txt`` lists the class names in order (one per line, UTF-8 with or without a
+byte-order mark, LF or CRLF; then any names are allowed and every folder must be listed).
+Without ``classes.txt`` the order is RAF-DB's restricted to the classes present, with contempt
+last. Images may sit in sub-folders of a class folder; the
 id of an image is its path below the split folder (``happy/session2/img7.png``). Hidden files
 and folders (a leading dot) are ignored; any other file must be an image OpenCV decodes.
 Ids are paths below ROOT (``test/happy/session2/img7.png``), so they are unique across splits;
@@ -44,7 +45,9 @@ def _split_dirs(root: Path) -> dict[str, Path]:
 
 def read_classes_file(path: Path) -> list[str]:
     names: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    # utf-8-sig: a byte-order mark (Excel's and Notepad's "UTF-8") is not part of the first name;
+    # splitlines() takes CRLF line ends too
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         name = line.strip()
         if not name:
             continue

@@ -16,6 +16,7 @@ from cli_common import UserError
 
 FORMATS = ("jpg", "png")  # encode_image: OpenCV JPEG quality 95, or lossless PNG
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+ACCEPTED_FORMATS = "a JPEG, PNG, BMP or WebP file"  # what decode_image's error says it reads
 
 
 def decode_image(data: bytes, name: str, *, keep_grey: bool = False) -> np.ndarray:
@@ -29,7 +30,7 @@ def decode_image(data: bytes, name: str, *, keep_grey: bool = False) -> np.ndarr
     flags = cv2.IMREAD_ANYCOLOR if keep_grey else cv2.IMREAD_COLOR
     image = cv2.imdecode(buffer, flags) if buffer.size else None
     if image is None:
-        raise UserError(f"{name}: not a readable image (corrupt or not JPEG/PNG)")
+        raise UserError(f"{name}: not a readable image (corrupt, or not {ACCEPTED_FORMATS})")
     if image.ndim == 2:
         return image[:, :, None]
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -586,3 +586,41 @@ def test_rendering_runs_one_blas_thread_per_process(tmp_path, workers):
                           sources=["a.jpg"], source_root="src", workers=workers, progress=False)
     assert {path.read_bytes() for path in out.rglob("*.bin")} == {b"1"}
     assert blas_threads() == before
+
+
+def test_units_with_one_key_are_a_user_error_before_anything_is_written(tmp_path):
+    """Two units whose names share a base name would share one record in the manifest (and here
+    write the same files): refused as a UserError naming both, and --out is not even created."""
+    units = [WorkUnit("src/happy/x.jpg", ("f1/happy/x.bin",), "a"), WorkUnit("src/sad/x.jpg", ("f1/sad/x.bin",), "b")]
+    out = tmp_path / "out"
+    with pytest.raises(UserError) as error:
+        run_export(out, units=units)
+    assert str(error.value).startswith("src/happy/x.jpg and src/sad/x.jpg: ")
+    assert "'x.jpg'" in str(error.value) and "rename one" in str(error.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_render_error_that_names_the_source_file_is_not_prefixed(tmp_path, workers):
+    """A render error whose message starts with one of the unit's input files is reported as it
+    is (the unit's name is not put in front of it)."""
+    source = tmp_path / "photos" / "c.png"
+    source.parent.mkdir()
+    source.write_bytes(b"c")
+
+    units = [WorkUnit(f"happy|{name}.png", (f"f1/{name}.bin",), name,
+                      inputs=(str(tmp_path / "photos" / f"{name}.png"),)) for name in ("a", "b", "c")]
+    for name in ("a", "b"):
+        (tmp_path / "photos" / f"{name}.png").write_bytes(name.encode())
+    render = functools.partial(_render_failing_on_c, path=str(source))
+    with pytest.raises(UserError) as error:
+        dataset_writer.export(units, render, tmp_path / "out", generator="test", kind="toy", params=PARAMS,
+                              sources=["a", "b", "c"], workers=workers, progress=False)
+    assert str(error.value).startswith(f"{source}: too small to corrupt; ")
+    assert "happy|" not in str(error.value)
+
+
+def _render_failing_on_c(unit, *, path):
+    if unit.payload == "c":
+        raise UserError(f"{path}: too small to corrupt")
+    return [(rel, b"x") for rel in unit.outputs]

@@ -193,3 +193,151 @@ def test_fer_shards_build_the_single_export(fer_root, tmp_path, script, extra):
     assert 0 < len(half) < len(whole)
     assert "shard 1/2: the manifest is now complete" in export(tmp_path / "sharded", "--shard", "1/2")
     assert tree(tmp_path / "sharded") == tree(tmp_path / "one")
+
+
+# --------------------------------------------------------------------------------------------
+# Folder sources whose export names clash, and images too small to corrupt
+
+
+def _face_file(path, size=None, grey=False):
+    """A synthetic face written with OpenCV (any suffix it can write), optionally resized."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    face = synthetic_faces.sample_face(seed=5, expression=2)[:, :, ::-1]
+    if size is not None:
+        face = cv2.resize(face, size, interpolation=cv2.INTER_AREA)
+    assert cv2.imwrite(str(path), cv2.cvtColor(face, cv2.COLOR_BGR2GRAY) if grey else face)
+    return path
+
+
+def _cli(script, *args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, str(repo / script), *map(str, args)], capture_output=True, text=True,
+                          cwd=repo)
+
+
+@pytest.mark.parametrize("first,second,fmt,clash", [
+    ("sad/coffee.bmp", "sad/coffee.webp", None, "sad/coffee.png"),  # both non-JPEG: PNG
+    ("happy/a.jpg", "happy/a.png", "png", "happy/a.png"),  # --format png
+    ("happy/x.JPG", "happy/x.jpg", None, "happy/x.jpg"),  # the suffix's case
+])
+def test_folder_c_export_refuses_two_sources_with_one_output_name(tmp_path, first, second, fmt, clash):
+    root = tmp_path / "faces"
+    _face_file(root / "test" / "happy" / "other.png")
+    for relative in (first, second):
+        _face_file(root / "test" / relative)
+    data = datasets.get("folder", root)
+    with pytest.raises(dataset_writer.UserError) as error:
+        fer_export.c_job(data, PAIRS, split="test", fmt=fmt)
+    message = str(error.value)
+    assert message.startswith(f"{root / 'test' / first} and {root / 'test' / second}: ")
+    assert f"would both be exported as {clash}" in message and "rename one of them" in message
+
+
+def test_folder_p_export_refuses_two_sources_with_one_stem(tmp_path):
+    root = tmp_path / "faces"
+    first = _face_file(root / "test" / "sad" / "coffee.bmp")
+    second = _face_file(root / "test" / "sad" / "coffee.webp")
+    _face_file(root / "test" / "sad" / "tea.png")
+    data = datasets.get("folder", root)
+    with pytest.raises(dataset_writer.UserError) as error:
+        fer_export.p_job(data, ["p_rotate"], fmt="png")
+    message = str(error.value)
+    assert message.startswith(f"{first} and {second}: ")
+    assert "sad/coffee_00" in message and "rename one of them" in message
+
+
+def test_folder_name_clash_cli_exits_2_before_writing(tmp_path):
+    """Before the check, the C export wrote 13 files for 14 images (one overwritten) and the P
+    export stopped with a traceback; now both exit 2 up front and --out is not created."""
+    root = tmp_path / "faces"
+    for name in ("coffee.bmp", "coffee.webp", "tea.jpg"):
+        _face_file(root / "test" / "sad" / name)
+    runs = [("rafdb_aug_dataset.py", tmp_path / "c", "--corruptions", "gaussian_noise", "--severities", "1"),
+            ("rafdb_perturb_dataset.py", tmp_path / "p", "--perturbations", "p_rotate")]
+    for script, out, *extra in runs:
+        result = _cli(script, "export", "--dataset", "folder", "--data", root, "--out", out, "--workers", "1", *extra)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert f"{root / 'test/sad/coffee.bmp'} and {root / 'test/sad/coffee.webp'}: two source images" in result.stderr
+        assert not out.exists()
+
+
+def test_too_small_folder_images_are_refused_before_writing(tmp_path):
+    """corruptions.MIN_SIDE is 32: a 1x1 and a 40x20 (width x height) image are named up front
+    (the first by path, then how many more), before --out exists; 32x32 is accepted."""
+    root = tmp_path / "faces"
+    _face_file(root / "test" / "happy" / "big.jpg")
+    _face_file(root / "test" / "happy" / "edge.png", size=(32, 32))
+    tiny = _face_file(root / "test" / "happy" / "tiny1x1.png", size=(1, 1))
+    _face_file(root / "test" / "sad" / "small.webp", size=(40, 20))
+    data = datasets.get("folder", root)
+    with pytest.raises(dataset_writer.UserError) as error:
+        fer_export.c_job(data, PAIRS, split="test")
+    message = str(error.value)
+    assert message.startswith(f"{tiny}: the image is 1x1 px (width x height); the corruptions need")
+    assert "at least 32 px" in message and "(and 1 more image(s)" in message
+    assert "ValueError" not in message and "happy|" not in message
+    out = tmp_path / "out"
+    result = _cli("rafdb_aug_dataset.py", "export", "--dataset", "folder", "--data", root, "--out", out,
+                  "--corruptions", "gaussian_noise", "--severities", "1", "--workers", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: {tiny}: the image is 1x1 px" in result.stderr and not out.exists()
+    tiny.unlink()
+    (root / "test" / "sad" / "small.webp").unlink()
+    assert _export(fer_export.c_job(datasets.get("folder", root), PAIRS, split="test"), out).files == 4
+
+
+def test_image_shrunk_after_listing_is_named_by_its_path(tmp_path):
+    """A file that passes the listing check but is too small when rendered (rewritten meanwhile,
+    or unreadable to Pillow) still stops the export with its path, not its unit key or ValueError."""
+    root = tmp_path / "faces"
+    _face_file(root / "test" / "happy" / "a.png")
+    later = _face_file(root / "test" / "happy" / "b.png")
+    job = fer_export.c_job(datasets.get("folder", root), PAIRS, split="test")
+    _face_file(later, size=(8, 8))
+    with pytest.raises(dataset_writer.UserError) as error:
+        _export(job, tmp_path / "out")
+    message = str(error.value)
+    assert message.startswith(f"{later}: the image is 8x8 px (width x height)")
+    assert "ValueError" not in message and "happy|b.png" not in message
+
+
+def test_perturbation_export_takes_images_below_32_px(tmp_path):
+    """The perturbations resize every image to 100x100 first: a 20x20 and a 7x3 image give 30
+    frames each at their own size."""
+    root = tmp_path / "faces"
+    _face_file(root / "test" / "happy" / "a.png", size=(20, 20))
+    _face_file(root / "test" / "sad" / "b.png", size=(7, 3), grey=True)
+    result = _export(fer_export.p_job(datasets.get("folder", root), ["p_rotate"], fmt="png"), tmp_path / "p")
+    assert result.files == 60
+    folder = tmp_path / "p" / "faces.test.p_rotate"
+    assert cv2.imread(str(folder / "happy" / "a_29.png"), cv2.IMREAD_UNCHANGED).shape == (20, 20, 3)
+    assert cv2.imread(str(folder / "sad" / "b_00.png"), cv2.IMREAD_UNCHANGED).shape == (3, 7)
+
+
+# --------------------------------------------------------------------------------------------
+# FER2013 export: the labels of the exported split are checked
+
+
+def test_fer2013_export_refuses_an_emotion_outside_0_6(tmp_path):
+    root = tmp_path / "FERPlus"
+    root.mkdir()
+    pixels = " ".join(["7"] * 2304)
+    lines = ["emotion,pixels,Usage", f"3,{pixels},Training", f"2,{pixels},PublicTest", f"9,{pixels},PublicTest"]
+    (root / "fer2013.csv").write_text("\n".join(lines) + "\n")
+    data = datasets.get("fer2013", root)
+    for make in (lambda: fer_export.c_job(data, PAIRS), lambda: fer_export.p_job(data, ["p_rotate"])):
+        with pytest.raises(dataset_writer.UserError, match=r"fer2013\.csv:4: emotion must be an integer 0\.\.6"):
+            make()
+    out = tmp_path / "out"
+    result = _cli("ferplus_aug_dataset.py", "export", "--dataset", "fer2013", "--data", root, "--out", out,
+                  "--corruptions", "contrast", "--severities", "1", "--workers", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "fer2013.csv:4: emotion must be an integer 0..6" in result.stderr and not out.exists()
+    (root / "fer2013.csv").write_text("\n".join(lines[:3] + [f"6,{pixels},PublicTest", f"9,{pixels},Training"]) + "\n")
+    job = fer_export.c_job(datasets.get("fer2013", root), PAIRS)  # a Training row is not exported
+    assert [unit.key for unit in job.units] == ["00001", "00002"]

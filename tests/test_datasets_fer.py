@@ -220,3 +220,55 @@ def test_constant_images_are_kept_with_a_warning(tmp_path, caplog):
         test = datasets.get("fer2013", tmp_path).labels("test")
     assert test.names == ["00000", "00001"]
     assert "1 constant image(s) in PublicTest kept (first on line 3" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# Byte-order marks, CRLF, blank lines and long first lines
+
+
+def _bom_crlf(path):
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+
+
+def test_utf8_bom_and_crlf_files_read_as_without(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark (and ends lines with CRLF): the first
+    header name is still 'emotion' (fer2013.csv) and 'Usage' (fer2013new.csv)."""
+    rows = [(4, "Training"), (6, "PublicTest"), (1, "PublicTest"), (3, "PrivateTest")]
+    votes = [[0, 0, 0, 9, 1, 0, 0, 0, 0, 0], [10, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+             [0, 0, 0, 0, 0, 8, 2, 0, 0, 0], [0, 7, 0, 0, 0, 0, 0, 0, 3, 0]]
+    _write_pair(tmp_path, rows, votes)
+    _bom_crlf(tmp_path / "fer2013.csv")
+    _bom_crlf(tmp_path / "fer2013new.csv")
+    assert (tmp_path / "fer2013.csv").read_bytes()[:11] == b"\xef\xbb\xbfemotion,"
+    test = datasets.get("fer2013", tmp_path).labels("test")
+    assert test.names == ["00001", "00002"] and test.classes.tolist() == [6, 1]  # the emotion column
+    table = fer.read_pixel_csv(tmp_path / "fer2013.csv")
+    assert table.emotion.tolist() == [4, 6, 1, 3] and table.usage == [u for _, u in rows]
+    np.testing.assert_array_equal(table.pixels[2].reshape(-1), [(2 + k) % 256 for k in range(2304)])
+    ferplus = datasets.get("ferplus", tmp_path).labels("test")
+    # row 1: 10 neutral votes -> neutral (0); row 2: 8 disgust, 2 fear -> 0.8 / 0.2 (FER+ order)
+    assert ferplus.names == ["00001", "00002"]
+    np.testing.assert_allclose(ferplus.labels, [[1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, .8, .2, 0]])
+
+
+def test_blank_line_in_fer2013_csv_is_an_error_naming_it(tmp_path):
+    _write_pair(tmp_path, [(0, "Training"), (1, "PublicTest"), (2, "PublicTest")])
+    path = tmp_path / "fer2013.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2] + ["  "] + lines[2:]) + "\n")  # line 3 holds only spaces
+    with pytest.raises(UserError, match=r"fer2013\.csv:3: empty line; every line after the header is one image row"):
+        datasets.get("fer2013", tmp_path).labels("test")
+
+
+def test_missing_header_quotes_only_the_start_of_the_first_line(tmp_path):
+    _write_pair(tmp_path, [(0, "Training"), (1, "PublicTest")])
+    path = tmp_path / "fer2013.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[1:]) + "\n")  # the header deleted: line 1 is an 8 KB data row
+    first = lines[1]
+    assert len(first) > 8000
+    with pytest.raises(UserError) as error:
+        datasets.get("fer2013", tmp_path).labels("test")
+    message = str(error.value).splitlines()[0]
+    assert message.startswith(f"{path}:1: header {first[:80]!r}... ({len(first):,} bytes) has no 'pixels' column")
+    assert len(message) < len(str(path)) + 250

@@ -134,3 +134,29 @@ def test_from_fer2013_conversion_round_trip(tmp_path):
     subprocess.run([sys.executable, str(repo / "folder_dataset.py"), "from-fer2013", str(fer), str(by_emotion),
                     "--classes", "fer2013", "--test-split", "PrivateTest"], check=True, cwd=repo, capture_output=True)
     assert len(datasets.get("folder", by_emotion).labels("test")) == 8
+
+
+def test_classes_txt_with_bom_and_crlf(tmp_path):
+    """Notepad's and Excel's "UTF-8" start with a byte-order mark and end lines with CRLF: the
+    first name is 'positive', not '\\ufeffpositive'."""
+    root = tmp_path / "valence"
+    root.mkdir()
+    (root / "classes.txt").write_bytes(b"\xef\xbb\xbfpositive\r\nnegative\r\n")
+    _image(root / "test" / "negative" / "a.png", 1)
+    _image(root / "test" / "positive" / "b.png", 2)
+    data = datasets.get("folder", root)
+    assert data.class_names == ("positive", "negative")
+    test = data.labels("test")
+    assert test.names == ["test/negative/a.png", "test/positive/b.png"] and test.classes.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("name", ["broken.jpg", "broken.bmp", "broken.webp"])
+def test_undecodable_file_message_lists_the_accepted_formats(tmp_path, name):
+    root = tmp_path / "faces"
+    _image(root / "test/happy/a.png", 1)
+    (root / "test/happy" / name).write_bytes(b"neither of the accepted formats")
+    data = datasets.get("folder", root)
+    with pytest.raises(UserError) as error:
+        data.read_image(f"test/happy/{name}")
+    assert str(error.value) == (f"{root / 'test/happy' / name}: not a readable image "
+                                "(corrupt, or not a JPEG, PNG, BMP or WebP file)")

@@ -377,3 +377,67 @@ def test_results_file_is_replaced_atomically(tmp_path):
     assert path.read_text() == "Results for: first\n\n\nResults for: second\n\n\n"
     assert os.stat(path).st_ino != before  # a new file renamed into place, not appended in place
     assert [p.name for p in tmp_path.iterdir()] == ["results.txt"]  # no temporary left
+
+
+# --------------------------------------------------------------------------------------------
+# --on-the-fly on a tree whose aligned images differ in size
+
+
+@pytest.mark.slow
+def test_on_the_fly_with_mixed_image_sizes_equals_the_exported_tree(sample_tree, tmp_path, capsys):
+    """Real RAF-DB trees can hold aligned images of several sizes: the exported path resizes each
+    file to the model input, and --on-the-fly must do the same and give the same scores."""
+    import rafdb_aug_dataset
+
+    root = tmp_path
+    shutil.copytree(sample_tree, root / "RAF-DB")
+    aligned = sorted((root / "RAF-DB" / rafdb_dataset.ALIGNED_DIR).glob("test_*_aligned.jpg"))
+    sizes = {}
+    for index, path in enumerate(aligned[::3]):
+        width, height = 90 + 13 * index, 120 - 7 * index  # none square, none 100 x 100
+        image = cv2.resize(cv2.imread(str(path)), (width, height), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        sizes[path.name] = (height, width)
+    assert len(set(sizes.values())) == len(sizes) > 2
+    save_probe(root / "probe.keras")
+    pairs = [("gaussian_noise", 1), ("contrast", 1)]
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert rafdb_aug_dataset.main(["export", "--rafdb", "RAF-DB", "--out", "exported", "--corruptions",
+                                       "gaussian_noise,contrast", "--severities", "1", "--workers", "1",
+                                       "--quiet"]) == 0
+    finally:
+        os.chdir(cwd)
+    for path in aligned[::3]:  # the export keeps each image's own size
+        written = cv2.imread(str(root / "exported" / "rafdb.test.contrast.1" / path.name))
+        assert written.shape[:2] == sizes[path.name]
+    common = ["--corruptions", "gaussian_noise,contrast", "--severities", "1", "--workers", "1"]
+    code, exported = run_main(root, capsys, "probe.keras", "--corrupted", "exported", *common,
+                              "--save-probabilities", "exported.npz", "--json", "exported.json")
+    assert code == 0, exported.err
+    code, on_the_fly = run_main(root, capsys, "probe.keras", "--on-the-fly", *common,
+                                "--save-probabilities", "fly.npz", "--json", "fly.json")
+    assert code == 0, on_the_fly.err
+
+    # accuracies worked out by hand from the files (cv2 decode, bilinear resize to 32 px, matmul)
+    labels = rafdb_dataset.load_labels(root / "RAF-DB", "test", "soft")
+    folders = {None: root / "RAF-DB" / rafdb_dataset.ALIGNED_DIR}
+    folders.update({pair: root / "exported" / f"rafdb.test.{pair[0]}.{pair[1]}" for pair in pairs})
+    for name in ("exported", "fly"):
+        (result,) = json.loads((root / f"{name}.json").read_text())["results"]
+        assert result["n"] == len(labels.names)
+        rows = {row["corruption"] and (row["corruption"], row["severity"]): row["accuracy"]
+                for row in result["folders"]}
+        assert set(rows) == set(folders)
+        for pair, folder in folders.items():
+            hand = np.mean(np.array([predicted_class(folder / f"{n}_aligned.jpg") for n in labels.names])
+                           == labels.classes)
+            assert rows[pair] == pytest.approx(float(hand))
+    a, b = np.load(root / "exported.npz"), np.load(root / "fly.npz")
+    assert list(a["folder"]) == list(b["folder"]) and list(a["image"]) == list(b["image"])
+    np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=0, atol=1e-6)
+    # each row's arg-max is the hand-computed class of the exported file
+    for folder, image, row in zip(b["folder"], b["image"], b["probabilities"]):
+        source = folders[None] if folder == "clean" else root / "exported" / f"rafdb.test.{folder}"
+        assert int(np.argmax(row)) == predicted_class(source / f"{image}_aligned.jpg")
