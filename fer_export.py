@@ -326,7 +326,8 @@ def c_job(data, pairs: Sequence[tuple[str, int]], *, split: str = "test", fmt: s
         return _fer_job(data, pairs, split, fmt or "png", seed, motion_backend)
     if data.name == "folder":
         return _folder_job(data, pairs, split, fmt or "auto", seed, motion_backend)
-    raise UserError(f"--dataset {data.name}: use the RAF-DB-C export (dataset_writer.rafdb_c_units)")
+    raise UserError(f"--dataset {data.name}: RAF-DB-C is exported by rafdb_aug_dataset.py export "
+                    f"(this export is for ferplus, fer2013 and folder datasets)")
 
 
 def parse_pairs(corruption_text: str = "all", severity_text: str = "1-5") -> list[tuple[str, int]]:

@@ -110,8 +110,9 @@ class Dataset:
         if split not in SPLITS:
             raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if split == "validation" and not self.has_validation:
-            raise UserError(f"{self.title} at {self.root} has no validation split; "
-                            "use train_validation() for the hold-out (docs/BENCHMARK.md §1.5)")
+            raise UserError(f"--split validation: {self.title} at {self.root} has no validation split "
+                            f"(a folder dataset has one when it holds a val/ folder); export --split test "
+                            f"or train (training holds out part of train itself, docs/BENCHMARK.md §1.5)")
 
     def labels(self, split: str) -> LabelSet:
         """Ids and label vectors of ``split`` under the chosen protocol (empty split: UserError)."""
