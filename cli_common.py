@@ -34,6 +34,31 @@ class UserError(Exception):
     """An error caused by the user's input (path, flag, file content), reported without traceback."""
 
 
+class OutputError(UserError, OSError):
+    """An output file could not be written (read-only folder, a file where a folder should be, a
+    full disk): raised by the atomic writers below in place of their own OSError.
+
+    It is a UserError, so :func:`run_main` reports ``error: <path>: <reason>`` with exit code 2 and
+    no traceback, and still an OSError (``errno``, ``strerror``, ``filename`` kept), so callers that
+    catch OSError around a write keep working. Only the writers' own file-system calls are
+    converted: an OSError anywhere else (a bug, an unreadable input) keeps its traceback.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+@contextlib.contextmanager
+def _output_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError of the enclosed file-system calls into an OutputError naming ``path``."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(error.errno, error.strerror or str(error), os.fspath(path)) from error
+
+
 def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main`` and turn user errors into a one-line message on stderr and exit code 2."""
     try:
@@ -73,6 +98,51 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def check_output_path(path: str | os.PathLike, flag: str, *, folder: bool = False) -> Path:
+    """UserError naming ``flag`` and ``path`` unless ``path`` can be written; run it before any work.
+
+    ``folder=False``: ``path`` is a file to write, so it must not be a directory. ``folder=True``:
+    ``path`` is a folder to write into, so it must not be a file. Either way, the folder that will
+    hold the output must exist or be creatable: its nearest existing ancestor must be a directory in
+    which a file can be created (checked by creating and removing an empty temporary file there).
+    Nothing is left behind: missing folders are not created here.
+    """
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag} {path}: is a file; expected a folder to write into")
+        target = path
+    else:
+        if path.is_dir():
+            raise UserError(f"{flag} {path}: is a folder; expected the name of a file to write")
+        target = path.parent
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder; expected a path in a "
+                        f"writable folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", suffix=".tmp", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if existing == target:
+            raise UserError(f"{flag} {path}: cannot write in {existing} ({reason})") from None
+        raise UserError(f"{flag} {path}: cannot create the folder {target}: {existing} is not "
+                        f"writable ({reason})") from None
+    return path
+
+
+def check_output_flags(args: argparse.Namespace, *dests: str) -> None:
+    """:func:`check_output_path` for every file flag ``--<dest>`` of ``args`` that is set."""
+    for dest in dests:
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_output_path(value, "--" + dest.replace("_", "-"))
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (argparse names the flag in its error)."""
     try:
@@ -92,17 +162,21 @@ def positive_int(text: str) -> int:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. A failure to
+    create the temporary file or to rename it is an :class:`OutputError` naming ``path``; errors
+    raised by the caller's block pass through unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
+    with _output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, FILE_MODE)
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.replace(tmp, path)
+        with _output_errors(path):
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -113,25 +187,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through ``.<name>.<8 hex>.tmp`` in the same folder and a rename.
 
     Missing folders are created; the file gets the usual 0666 & ~umask permissions. This is the
-    hot path of the dataset exports (one call per output file), so it uses plain ``os`` calls.
+    hot path of the dataset exports (one call per output file), so it uses plain ``os`` calls. A
+    file-system failure is an :class:`OutputError` naming ``path``.
     """
     path = os.fspath(path)
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    try:
-        fd = os.open(tmp, flags, 0o666)
-    except FileNotFoundError:
-        os.makedirs(folder or ".", exist_ok=True)
-        fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    try:  # plain try/except, not _output_errors: no generator context per exported file
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(folder or ".", exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    except OutputError:
         raise
+    except OSError as error:
+        raise OutputError(error.errno, error.strerror or str(error), path) from error
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -15,7 +15,8 @@ and the speed in images/s. Logs and progress go to stderr.
 
 RESULTS_FILE must not be a directory or a checkpoint (``eval_corrupted_rafdb.py run1 run2`` is
 refused: give a directory of runs instead) and must be writable; both are checked before any
-evaluation. ``--baseline`` must have been produced with the same label protocol, N, crop and format
+evaluation, as are ``--json``, ``--csv``, ``--plot`` and ``--save-probabilities`` (not a folder, in a
+folder that exists or can be created, writable). ``--baseline`` must have been produced with the same label protocol, N, crop and format
 (docs/BENCHMARK.md §5.2); a difference is an error unless ``--baseline-mismatch-ok``. A baseline JSON holding
 several models needs ``--baseline-method`` (checkpoint path, run directory name or file name).
 ``--json`` (strict JSON: NaN is written as null), ``--csv`` and ``--plot`` are rewritten atomically
@@ -88,6 +89,7 @@ from typing import Sequence
 
 import checkpoints
 import cli_common
+import dataset_writer
 import datasets
 import inference
 import rafdb_dataset
@@ -128,8 +130,9 @@ def parse_args(argv: Sequence[str] | None = None):
                        help="motion blur backend (on the fly), as the export's")
     group.add_argument("--colour", choices=COLOURS, default="rgb",
                        help="colour mode (on the fly), as the export's")
-    group.add_argument("--workers", type=int, default=None,
-                       help="processes corrupting images on the fly (default: all cores)")
+    group.add_argument("--workers", type=dataset_writer.workers_type, default=None,
+                       help="processes corrupting images on the fly (default or 0: all cores; 1: "
+                            "in this process), as for the exports")
     group = parser.add_argument_group("results")
     group.add_argument("--baseline", type=Path, default=None,
                        help="results JSON (from --json) of the reference model normalising CE/mCE; "

@@ -65,6 +65,8 @@ all.txt``) give the reader the same results as one run. ``--distribute mirrored`
 ``--save-probabilities FILE.npz`` keeps every frame's probability row (checkpoint, folder, frame id);
 ``--json FILE`` writes per checkpoint and folder the frame accuracy and calibration (ECE, NLL,
 Brier, per-class recall, confusion; each frame carries its sequence's label).
+``--out``, ``--json`` and ``--save-probabilities`` are checked before any model is loaded: not a
+folder, in a folder that exists or can be created, writable.
 
 Other datasets (docs/DATASETS.md): ``--dataset ferplus|fer2013|folder --data DIR`` with ``--perturbed``
 holding the export of ``rafdb_perturb_dataset.py export --dataset ...``

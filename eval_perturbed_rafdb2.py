@@ -24,7 +24,10 @@ Output: the original's TSV on standard output (first row ``.`` then the methods,
 one row per perturbation with the FP of every method; ``nan`` where a method lacks it), or with a
 second argument starting with ``t`` the original's text lists (per method its ``perturbation
 value`` lines, then ``---------``). A fixed-width summary (mFP, mFR, T-k-D) follows on standard
-error. ``--json`` and ``--csv`` write everything for machines.
+error. ``--json`` and ``--csv`` write everything for machines (both paths are checked before the
+file is read). Each method of the JSON records its ``checkpoint``, the checkpoint path of its
+headers (null for a one-field header): ``report.py`` joins a method to the same model's robustness
+results by it.
 
 Metadata and method names: a comment ``# labels=soft N=285 source=landmarks frames=30 ...`` (all
 tokens ``key=value``; written by ``eval_perturbed_rafdb.py`` right after each header) belongs to its
@@ -80,13 +83,16 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import stability
-from cli_common import ArgumentParser, atomic_write_text, positive_int, run_main, setup_logging
+from cli_common import (ArgumentParser, UserError, atomic_write_text, check_output_flags, positive_int,
+                        run_main, setup_logging)
 from stability import LOG
 
 
@@ -132,12 +138,84 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+EXPECTED = ("expected a predictions file written by eval_perturbed_rafdb.py: a header "
+            "'<checkpoint>,<perturbation folder>' followed by lines of comma-separated class indices")
+
+
+def refuse_json(path: Path) -> None:
+    """UserError when ``path`` holds JSON (a results file given by mistake) instead of predictions."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(4096).lstrip()
+    except OSError:
+        return  # read_predictions reports a missing or unreadable file
+    if not head.startswith((b"{", b"[")):
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # not JSON after all: read_predictions names the bad line
+    kind = "a JSON file"
+    if isinstance(data, dict) and data.get("format") == "rafdb-c-results":
+        kind = "a robustness JSON (eval_corrupted_rafdb.py --json)"
+    elif isinstance(data, dict) and isinstance(data.get("methods"), dict):
+        kind = "a stability JSON (eval_perturbed_rafdb2.py --json)"
+    elif isinstance(data, dict) and data.get("format") == "rafdb-p-calibration":
+        kind = "a calibration JSON (eval_perturbed_rafdb.py --json)"
+    raise UserError(f"{path}: {kind}, not predictions; {EXPECTED}")
+
+
+class _Held(logging.Filter):
+    """Holds back the records of a logger (see :func:`held_warnings`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+@contextlib.contextmanager
+def held_warnings(logger: logging.Logger):
+    """Log ``logger``'s records only if the block succeeds: a file that turns out not to be a
+    predictions file gives its one error, not first a warning per line it could not use."""
+    held = _Held()
+    logger.addFilter(held)
+    try:
+        yield
+    finally:
+        logger.removeFilter(held)
+    for record in held.records:
+        logger.handle(record)
+
+
+def read_predictions(path: Path, frames: int | None):
+    """The blocks of the predictions file; one UserError for a file that is not one."""
+    refuse_json(path)
+    with held_warnings(LOG):
+        return stability.read_predictions(path, frames)
+
+
+def method_checkpoints(table: dict) -> dict:
+    """method -> the checkpoint path of its headers (None for one-field headers), as in the file."""
+    out = {}
+    for method, blocks in table.items():
+        paths = list(dict.fromkeys(block.checkpoint for block in blocks.values() if block.checkpoint))
+        out[method] = paths[0] if len(paths) == 1 else None
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    blocks = stability.read_predictions(args.predictions, args.frames)
+    check_output_flags(args, "json", "csv")  # before reading: no work lost to a bad output path
+    blocks = read_predictions(args.predictions, args.frames)
     table = stability.group_blocks(blocks, str(args.predictions))
     results = stability.compute(table, difficulty=args.difficulty, ks=args.topk)
+    for method, checkpoint in method_checkpoints(table).items():
+        results["methods"][method]["checkpoint"] = checkpoint
     results["source"] = str(args.predictions)
     results["format"] = stability.JSON_FORMAT
     if args.baseline is not None:

@@ -9,10 +9,15 @@ folder and its sub-folders that is one of the two kinds below; others are skippe
 - stability: ``eval_perturbed_rafdb2.py --json`` (``"methods"``), flip probabilities and top-k
   distances per method and perturbation.
 
-A model's name is its checkpoint's run-folder name, as the stability reader names its methods, so
-the two kinds join on it (``<run>/<file>`` when two checkpoints share a run folder).
+The two kinds join on the model's checkpoint / model file path, which both record (robustness:
+``checkpoint.checkpoint``; stability: each method's ``checkpoint``): rows of the same file are one
+model, two different files never merge. A stability method without a recorded path (a JSON of an
+older eval_perturbed_rafdb2.py) joins the one robustness model of its name, if there is exactly one.
+A model's name is its checkpoint's run-folder name, as the stability reader names its methods
+(``<run>/<file>`` when different checkpoints share a run folder, the whole path if that is shared too).
 
-Writes into ``--out`` (default ``report/``): ``report.html`` (self-contained: tables and PNG figures
+Writes into ``--out`` (default ``report/``; checked to be a writable folder, or one that can be
+created, before anything is read): ``report.html`` (self-contained: tables and PNG figures
 embedded as base64), ``report.md`` (with the figures as PNG files beside it), ``report.csv`` (one row
 per model). Per model: clean error, mean corruption error, mCE and relative mCE, mean ECE where the
 results have it, mFP, mFR, T2D and T3D. Figures: a models x corruptions heatmap of CE (of the mean
@@ -45,6 +50,7 @@ import io
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -169,35 +175,110 @@ def _source_label(result: dict) -> str:
     return f"export {result.get('corrupted', '?')}"
 
 
-def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
-    models: dict[str, Model] = {}
-    robust_entries = [(path, result) for path, kind, data in files if kind == "robustness"
-                      for result in data["results"]]
-    names = [model_name((r.get("checkpoint") or {}).get("checkpoint", str(p))) for p, r in
-             robust_entries]
-    for (path, result), name in zip(robust_entries, names):
-        checkpoint = (result.get("checkpoint") or {}).get("checkpoint", str(path))
-        if names.count(name) > 1:
-            name = f"{name}/{Path(checkpoint).name}"
-        if name in models:
-            LOG.warning("%s: %s appears again (also in %s); the later one is used", path, name,
-                        models[name].robustness_file)
-        model = models.setdefault(name, Model(name))
-        model.robustness, model.robustness_file = result, path
-    for path, kind, data in files:
-        if kind != "stability":
+def model_key(checkpoint: str) -> str:
+    """A model's identity: its checkpoint / model file path, normalised (``./a/b`` = ``a/b``; a
+    relative path is taken from the current folder, where the evaluations are usually run)."""
+    return os.path.abspath(os.path.normpath(checkpoint))
+
+
+def _display_names(paths: dict[str, str]) -> dict[str, str]:
+    """key -> name for models known by path: the run-folder name, as the stability reader names
+    methods; where different models share it, ``<run>/<file>``, and the whole path if that too is
+    shared."""
+    by_name: dict[str, list[str]] = {}
+    for key, checkpoint in paths.items():
+        by_name.setdefault(model_name(checkpoint), []).append(key)
+    names = {}
+    for name, keys in by_name.items():
+        if len(keys) == 1:
+            names[keys[0]] = name
             continue
-        for method, summary in data["methods"].items():
-            name = method if method else f"(external) {path.stem}"
-            model = models.setdefault(name, Model(name))
-            if model.stability is not None:
-                LOG.warning("%s: stability of %s appears again (also in %s); the later one is used",
-                            path, name, model.stability_file)
-            model.stability, model.stability_file = summary, path
-            model.stability_info = {"difficulty": data.get("difficulty"),
-                                    "baseline": data.get("baseline"),
-                                    "canonical": data.get("canonical_perturbations") or []}
+        longer = {key: f"{name}/{Path(paths[key]).name}" for key in keys}
+        if len(set(longer.values())) < len(keys):
+            longer = {key: paths[key] for key in keys}
+        LOG.info("models %s share the name %r; naming them %s", ", ".join(paths[k] for k in keys),
+                 name, ", ".join(longer[k] for k in keys))
+        names.update(longer)
+    return names
+
+
+def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
+    """One Model per model of the inputs; its robustness and stability rows join by its identity.
+
+    A robustness result records its checkpoint path (``checkpoint.checkpoint``) and a stability
+    method its own (``checkpoint``, written by eval_perturbed_rafdb2.py): rows with the same path
+    are one model, different paths never merge, whatever their names. A stability method without a
+    recorded path (an older JSON, or an external one-field header) joins the single robustness model
+    of its name, if there is exactly one; otherwise it stays a model of its own.
+    """
+    robust = []  # (key, checkpoint path, file, result)
+    for path, kind, data in files:
+        if kind == "robustness":
+            for result in data["results"]:
+                checkpoint = (result.get("checkpoint") or {}).get("checkpoint") or str(path)
+                robust.append((model_key(checkpoint), checkpoint, path, result))
+    stable = []  # (key or None, checkpoint path or None, file, method, summary, file's data)
+    for path, kind, data in files:
+        if kind == "stability":
+            for method, summary in data["methods"].items():
+                checkpoint = summary.get("checkpoint") if isinstance(summary, dict) else None
+                stable.append((model_key(checkpoint) if checkpoint else None, checkpoint, path,
+                               method, summary, data))
+    paths = {key: checkpoint for key, checkpoint, *_ in robust}
+    for key, checkpoint, *_ in stable:
+        if key is not None:
+            paths.setdefault(key, checkpoint)
+    names = _display_names(paths)
+    models: dict[str, Model] = {}
+
+    def model_for(key: str, name: str) -> Model:
+        if key not in models:
+            models[key] = Model(name)
+        return models[key]
+
+    for key, _, path, result in robust:
+        model = model_for(key, names[key])
+        if model.robustness is not None:
+            LOG.warning("%s: %s appears again (also in %s); the later one is used", path, model.name,
+                        model.robustness_file)
+        model.robustness, model.robustness_file = result, path
+    taken = set(names.values())
+    for key, _, path, method, summary, data in stable:
+        if key is None:
+            key = _unrecorded_key(path, method, robust, paths, names, taken)
+        if key not in names:  # a model known by its stability method's name only
+            names[key] = key.split(":", 1)[1]
+            taken.add(names[key])
+        model = model_for(key, names[key])
+        if model.stability is not None:
+            LOG.warning("%s: stability of %s appears again (also in %s); the later one is used",
+                        path, model.name, model.stability_file)
+        model.stability, model.stability_file = summary, path
+        model.stability_info = {"difficulty": data.get("difficulty"),
+                                "baseline": data.get("baseline"),
+                                "canonical": data.get("canonical_perturbations") or []}
     return list(models.values())
+
+
+def _unrecorded_key(path: Path, method: str, robust: list, paths: dict, names: dict,
+                    taken: set) -> str:
+    """The model of a stability method whose JSON records no checkpoint path: the one robustness
+    model of that name if there is exactly one, else a model of its own (``name:<name>``, the
+    file name added when the name is already shown), so that it never replaces another."""
+    if method:
+        same = {key for key, *_ in robust if method in (model_name(paths[key]), names[key])}
+        if len(same) == 1:
+            return same.pop()
+        if same:
+            LOG.warning("%s: stability method %r records no checkpoint path and %d models have its "
+                        "name; shown on its own (eval_perturbed_rafdb2.py --json records the path)",
+                        path, method, len(same))
+        name = method
+    else:
+        name = f"(external) {path.stem}"
+    if name in taken:
+        name = f"{name} ({path.name})"
+    return f"name:{name}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,7 +702,7 @@ def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
 def make_report(inputs: Sequence[str | Path], out_dir: str | Path,
                 baseline: str | None = None) -> dict:
     """Read the inputs and write report.html, report.md, report.csv (and the PNGs) atomically."""
-    out_dir = Path(out_dir)
+    out_dir = cli_common.check_output_path(out_dir, "--out", folder=True)  # before any work
     files = collect_files(inputs)
     models = load_models(files)
     if not models:

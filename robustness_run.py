@@ -15,7 +15,7 @@ import dataset_eval
 import inference
 import rafdb_dataset
 import robustness
-from cli_common import LOG, UserError
+from cli_common import LOG, UserError, check_output_flags
 from robustness import Folder
 
 
@@ -125,6 +125,8 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
 
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
+    # Every output first: an unwritable path is an error now, not after the evaluation.
+    check_output_flags(args, "json", "csv", "plot", "save_probabilities")
     if args.merge is not None:
         return merge(args)
     names_c = robustness.parse_corruptions(args.corruptions, args.corruption_set)

@@ -15,7 +15,7 @@ import inference
 import rafdb_dataset
 import robustness
 import stability
-from cli_common import UserError, atomic_path
+from cli_common import UserError, atomic_path, check_output_flags
 from stability import LOG
 
 
@@ -38,6 +38,8 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
 
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
+    # Every output first: an unwritable path is an error now, not after the predictions.
+    check_output_flags(args, "out", "json", "save_probabilities")
     # every model file first: a pickle or a missing file is refused before any data is read
     if args.predictions is not None:
         import model_files

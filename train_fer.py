@@ -5,7 +5,8 @@ batch 64, categorical cross-entropy on the soft labels (one-hot with ``--labels 
 takes raw RGB 0..255 and preprocesses in its first layers, so its checkpoints are self-describing;
 ``run.json`` beside them records the rest.
 
-The run directory (``out_training_fer/<argstring>_<YYYYmmdd_HHMMSS>``, or ``--dir``) receives:
+The run directory (``out_training_fer/<argstring>_<YYYYmmdd_HHMMSS>``, or ``--dir``; checked before
+any data is read: not a file, in a folder that exists or can be created, writable) receives:
 
 - ``checkpoint.EE.hdf5``: full model + optimizer, written when ``val_categorical_accuracy``
   strictly improves (EE is the 1-based epoch, as the original); the highest number is the best;

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import rafdb_dataset  # noqa: E402
-from cli_common import UserError, atomic_write_text, seed64  # noqa: E402
+from cli_common import UserError, atomic_write_text, check_output_path, seed64  # noqa: E402
 
 LOG = logging.getLogger("fer.train")
 
@@ -207,6 +207,11 @@ def check_args(args) -> None:
         raise UserError(f"--workers {args.workers}: expected a positive integer")
     if args.mode == "test" and args.checkpoint is None and args.dir is None:
         raise UserError("--mode test needs --checkpoint FILE or --dir RUN_DIR")
+    if args.mode == "train":  # the run directory, before any data is read or model built
+        if args.dir is not None:
+            check_output_path(args.dir, "--dir", folder=True)
+        elif getattr(args, "out_root", None) is not None:
+            check_output_path(args.out_root, "--out-root", folder=True)
     if args.pretraining not in (None, "imagenet"):
         import model_files
 

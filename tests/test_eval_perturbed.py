@@ -188,6 +188,37 @@ def test_bad_input_exits_2_without_traceback(tmp_path):
     assert "predictions.txt:3:" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_results_json_is_refused_in_one_line(tmp_path):
+    """A robustness JSON given instead of a predictions file: one error naming it, no warnings."""
+    robustness_json = REPO / "tests" / "data" / "report" / "tinycnn.json"
+    result = run_reader(robustness_json, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"error: {robustness_json}: a robustness JSON (eval_corrupted_rafdb.py "
+                             "--json), not predictions; expected a predictions file written by "
+                             "eval_perturbed_rafdb.py: a header '<checkpoint>,<perturbation folder>' "
+                             "followed by lines of comma-separated class indices\n")
+
+
+def test_a_file_of_headers_only_gives_its_one_error(tmp_path):
+    """Lines read as headers without sequences: the error alone, not first a warning per line."""
+    path = write(tmp_path, "".join(f"name {i}, value {i}\n" for i in range(50)))
+    result = run_reader(path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {path}:1: header with no sequences after it; "
+                                          "the file holds no predictions"]
+
+
+def test_json_records_each_methods_checkpoint(tmp_path):
+    text = (f"models/a.onnx,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
+            f"models/b.onnx,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n"
+            f"P/rafdb.test.p_rotate\n{line(CONSTANT)}\n")
+    out = tmp_path / "fp.json"
+    run_reader(write(tmp_path, text), "--json", out)
+    methods = json.loads(out.read_text())["methods"]
+    assert {name: m["checkpoint"] for name, m in methods.items()} == \
+        {"models/a.onnx": "models/a.onnx", "models/b.onnx": "models/b.onnx", "": None}
+
+
 def test_empty_block_and_duplicate_warn(tmp_path, caplog):
     text = (f"runs/m/c.keras,P/rafdb.test.p_rotate\n"  # empty block: warning
             f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"

@@ -133,6 +133,17 @@ def test_bad_shard(text):
         robustness.parse_shard(text)
 
 
+@pytest.mark.parametrize("text", ["-1", "two"])
+def test_bad_workers_is_refused_when_parsing(text, capsys):
+    """--workers as for the exports: 0 means all cores, a negative or non-number is refused."""
+    with pytest.raises(SystemExit) as exit_:
+        eval_corrupted_rafdb.parse_args(["model.keras", "--on-the-fly", "--workers", text])
+    assert exit_.value.code == 2
+    assert f"argument --workers: expected a positive number of processes or 0 (all cores), got '{text}'" \
+        in capsys.readouterr().err
+    assert eval_corrupted_rafdb.parse_args(["model.keras", "--on-the-fly", "--workers", "0"]).workers == 0
+
+
 def test_perturbation_shards_concatenate_to_the_single_file(workspace, tmp_path):
     common = ["runs/a/checkpoint.01.keras", "--perturbed", "perturbed"]
     assert in_dir(workspace, eval_perturbed_rafdb.main, *common, "--out", tmp_path / "all.txt") == 0

@@ -198,3 +198,92 @@ def test_rendered_in_a_real_browser(designed, tmp_path):
     # The heatmap's viridis colours (strongly coloured pixels) are on screen below the table.
     saturation = pixels.max(axis=2) - pixels.min(axis=2)
     assert (saturation[300:] > 100).sum() > 5000
+
+
+# --------------------------------------------------------------------------------------------
+# Joining robustness and stability rows by the model file (two models in one folder)
+
+
+def stability_json(folder, name, checkpoint, sequences):
+    """The stability JSON eval_perturbed_rafdb2.py --json writes for one model's predictions file
+    (one p_rotate block of ``sequences``, header ``<checkpoint>,perturbed/rafdb.test.p_rotate``)."""
+    import eval_perturbed_rafdb2
+
+    text = (f"{checkpoint},perturbed/rafdb.test.p_rotate\n"
+            f"# labels=soft N={len(sequences)} source=landmarks frames=30\n"
+            + "".join(",".join(map(str, seq)) + "\n" for seq in sequences))
+    predictions = folder / f"{name}.txt"
+    predictions.write_text(text)
+    out = folder / f"{name}.json"
+    assert eval_perturbed_rafdb2.main([str(predictions), "--json", str(out), "--quiet"]) == 0
+    return out
+
+
+def robustness_json(folder, name, checkpoint, clean):
+    data = set_errors(load("tinycnn"), clean, {c: [clean + .1 * s for s in range(1, 6)]
+                                               for c in CORRUPTIONS})
+    data["results"][0]["checkpoint"]["checkpoint"] = checkpoint
+    return write(folder, name, data)
+
+
+CONSTANT = [3] * 30                  # no flip: FP 0
+TWO_FLIPS = [3] * 5 + [0, 0] + [3] * 23  # 2 of the 29 consecutive pairs differ: FP 2/29
+
+
+def test_models_of_one_folder_join_by_their_file(tmp_path, capsys):
+    """Two ONNX models in models/: each JSON pair joins into one row, named by folder and file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [robustness_json(folder, "o_fer2013", "models/o_fer2013.onnx", .10),
+              robustness_json(folder, "o_dyn", "models/o_dyn.onnx", .30),
+              stability_json(folder, "stab", "models/o_fer2013.onnx", [TWO_FLIPS, TWO_FLIPS]),
+              stability_json(folder, "stab_dyn", "./models/o_dyn.onnx", [CONSTANT, TWO_FLIPS])]
+    stab = json.loads(inputs[2].read_text())
+    assert stab["methods"]["models"]["checkpoint"] == "models/o_fer2013.onnx"
+    out = tmp_path / "out"
+    report.make_report(inputs, out)
+    rows = read_csv(out / "report.csv")
+    assert set(rows) == {"models/o_fer2013.onnx", "models/o_dyn.onnx"}
+    fer, dyn = rows["models/o_fer2013.onnx"], rows["models/o_dyn.onnx"]
+    assert float(fer["clean_error"]) == pytest.approx(.10)
+    assert float(fer["mean_corruption_error"]) == pytest.approx(.10 + .3)  # mean of +.1 .. +.5
+    assert float(fer["mfp"]) == pytest.approx(2 / 29)
+    assert float(dyn["clean_error"]) == pytest.approx(.30)
+    assert float(dyn["mfp"]) == pytest.approx((0 + 2 / 29) / 2)
+    assert fer["stability_n"] == dyn["stability_n"] == "2"
+    assert "appears again" not in capsys.readouterr().err
+
+
+def test_same_named_models_of_different_folders_never_merge(tmp_path):
+    """a/models/m.onnx and b/models/m.onnx share folder and file name: whole paths name them."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [robustness_json(folder, "ra", "a/models/m.onnx", .10),
+              robustness_json(folder, "rb", "b/models/m.onnx", .20),
+              stability_json(folder, "sa", "a/models/m.onnx", [CONSTANT]),
+              stability_json(folder, "sb", "b/models/m.onnx", [TWO_FLIPS])]
+    out = tmp_path / "out"
+    report.make_report(inputs, out)
+    rows = read_csv(out / "report.csv")
+    assert set(rows) == {"a/models/m.onnx", "b/models/m.onnx"}
+    assert (float(rows["a/models/m.onnx"]["clean_error"]), float(rows["a/models/m.onnx"]["mfp"])) == \
+        pytest.approx((.10, 0.0))
+    assert (float(rows["b/models/m.onnx"]["clean_error"]), float(rows["b/models/m.onnx"]["mfp"])) == \
+        pytest.approx((.20, 2 / 29))
+
+
+def test_stability_without_a_recorded_path_never_replaces_another(tmp_path):
+    """Two older stability JSONs (no ``checkpoint``) both naming their method "models": two rows."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [stability_json(folder, "s1", "models/x.onnx", [CONSTANT]),
+              stability_json(folder, "s2", "models/y.onnx", [TWO_FLIPS])]
+    for path in inputs:
+        data = json.loads(path.read_text())
+        del data["methods"]["models"]["checkpoint"]
+        path.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    report.make_report(inputs, out)
+    rows = read_csv(out / "report.csv")
+    assert {name: float(row["mfp"]) for name, row in rows.items()} == \
+        pytest.approx({"models": 0.0, "models (s2.json)": 2 / 29})

@@ -252,6 +252,25 @@ def test_bad_inputs_raise_clear_user_errors(sample_tree, tmp_path, capsys):
     assert excinfo.value.code == 2 and "--net" in capsys.readouterr().err
 
 
+def test_unwritable_run_dir_is_refused_before_training(tmp_path, monkeypatch):
+    """--dir naming a file, or under a file, and --out-root under a file: UserError before any data
+    is read (the --rafdb given does not exist, so reading it would be another error)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    monkeypatch.setattr(training, "open_data", lambda args: pytest.fail("data read before the check"))
+    base = ["--rafdb", str(tmp_path / "nowhere"), *TINY, "--epochs", "1"]
+    with pytest.raises(UserError) as error:
+        train_fer.main(base + ["--dir", str(a_file)])
+    assert str(error.value) == f"--dir {a_file}: is a file; expected a folder to write into"
+    with pytest.raises(UserError) as error:
+        train_fer.main(base + ["--dir", str(a_file / "run")])
+    assert str(error.value).startswith(f"--dir {a_file / 'run'}: {a_file} is a file, not a folder")
+    with pytest.raises(UserError) as error:
+        train_fer.main(base + ["--out-root", str(a_file / "runs")])
+    assert str(error.value).startswith(f"--out-root {a_file / 'runs'}: {a_file} is a file")
+    assert a_file.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_cli_user_error_exits_2_without_traceback(tmp_path):
     command = [sys.executable, str(REPO / "train_fer.py"), "--rafdb", str(tmp_path), *TINY, "--lr", "0.1:half"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -1,0 +1,205 @@
+"""Output paths of the evaluation, report and training scripts: checked before any work, and a
+failing atomic write is one clean line with exit code 2 (cli_common.check_output_path,
+cli_common.OutputError).
+
+The tests run as root, where file permissions do not stop a write, so an unwritable place is made
+from a regular file used as a folder (``FILE/out.json``), an existing folder used as a file, or
+/proc (no new files can be created in it, even by root).
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cli_common
+from cli_common import OutputError, UserError
+
+REPO = Path(__file__).resolve().parents[1]
+PROC = Path("/proc")
+needs_proc = pytest.mark.skipif(not (PROC / "self").is_dir(), reason="no /proc file system")
+
+
+@pytest.fixture()
+def places(tmp_path):
+    """(a regular file, an existing folder) under tmp_path."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder\n")
+    a_folder = tmp_path / "a_folder"
+    a_folder.mkdir()
+    return a_file, a_folder
+
+
+def listing(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+# --------------------------------------------------------------------------------------------
+# cli_common.check_output_path
+
+
+def test_a_folder_given_as_the_output_file(places):
+    _, a_folder = places
+    with pytest.raises(UserError) as error:
+        cli_common.check_output_path(a_folder, "--json")
+    assert str(error.value) == f"--json {a_folder}: is a folder; expected the name of a file to write"
+
+
+def test_a_file_given_as_the_output_folder(places):
+    a_file, _ = places
+    with pytest.raises(UserError) as error:
+        cli_common.check_output_path(a_file, "--out", folder=True)
+    assert str(error.value) == f"--out {a_file}: is a file; expected a folder to write into"
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_a_file_on_the_way_to_the_output(places, folder):
+    a_file, _ = places
+    target = a_file / "deeper" / "out.csv"
+    with pytest.raises(UserError) as error:
+        cli_common.check_output_path(target, "--csv", folder=folder)
+    assert str(error.value).startswith(f"--csv {target}: {a_file} is a file, not a folder")
+
+
+@needs_proc
+def test_a_folder_where_no_file_can_be_created():
+    with pytest.raises(UserError) as error:
+        cli_common.check_output_path(PROC / "out.json", "--json")
+    assert str(error.value).startswith(f"--json {PROC / 'out.json'}: cannot write in {PROC} (")
+    with pytest.raises(UserError) as error:
+        cli_common.check_output_path(PROC / "new" / "rep", "--out", folder=True)
+    assert str(error.value).startswith(f"--out {PROC / 'new' / 'rep'}: cannot create the folder "
+                                       f"{PROC / 'new' / 'rep'}: {PROC} is not writable (")
+
+
+def test_writable_paths_pass_and_nothing_is_left_behind(places, tmp_path):
+    _, a_folder = places
+    before = listing(tmp_path)
+    for path, folder in ((a_folder / "r.json", False), (tmp_path / "new" / "sub" / "r.json", False),
+                         (tmp_path / "new" / "report", True), (a_folder, True),
+                         (a_folder / "exists.json", False)):
+        assert cli_common.check_output_path(path, "--x", folder=folder) == path
+    assert listing(tmp_path) == before  # no probe file, no created folder
+
+
+# --------------------------------------------------------------------------------------------
+# The last line of defence: OutputError from the atomic writers, reported by run_main
+
+
+def test_atomic_writers_raise_output_error_naming_the_path(places):
+    a_file, a_folder = places
+    with pytest.raises(OutputError) as error:
+        cli_common.atomic_write_text(a_folder, "x")
+    assert isinstance(error.value, OSError) and isinstance(error.value, UserError)
+    assert str(error.value) == f"{a_folder}: {os.strerror(error.value.errno)}"
+    with pytest.raises(OutputError) as error:
+        with cli_common.atomic_path(a_file / "x.npz") as tmp:
+            tmp.write_bytes(b"never")
+    assert error.value.filename == str(a_file / "x.npz")
+    assert listing(a_folder) == [] and a_file.read_text() == "not a folder\n"
+
+
+def test_an_error_inside_the_atomic_block_is_not_converted(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        with cli_common.atomic_path(tmp_path / "out.txt"):
+            open(tmp_path / "missing" / "input.txt")
+    assert not isinstance(error.value, UserError)
+    assert listing(tmp_path) == []
+
+
+def test_run_main_reports_an_output_error_in_one_line(places, capsys):
+    _, a_folder = places
+
+    def main():
+        cli_common.atomic_write_text(a_folder, "x")
+
+    with pytest.raises(SystemExit) as exit_:
+        cli_common.run_main(main)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: {a_folder}: {os.strerror(21)}\n"  # EISDIR
+
+
+def test_run_main_keeps_the_traceback_of_other_os_errors(tmp_path):
+    def main():
+        open(tmp_path / "missing.txt")
+
+    with pytest.raises(FileNotFoundError):
+        cli_common.run_main(main)
+
+
+# --------------------------------------------------------------------------------------------
+# The scripts check every output flag before any work
+
+
+def forbid(monkeypatch, module, name):
+    """Make ``module.name`` fail the test if it is called (the work the check must come before)."""
+    def called(*args, **kwargs):
+        raise AssertionError(f"{module.__name__}.{name} called before the output check")
+
+    monkeypatch.setattr(module, name, called)
+
+
+@pytest.mark.parametrize("flag", ["--json", "--csv", "--plot", "--save-probabilities"])
+def test_eval_corrupted_checks_outputs_first(places, monkeypatch, flag):
+    import checkpoints
+    import eval_corrupted_rafdb
+
+    a_file, a_folder = places
+    forbid(monkeypatch, checkpoints, "find_checkpoints")
+    for bad, words in ((a_folder, "is a folder"), (a_file / "out", f"{a_file} is a file")):
+        with pytest.raises(UserError, match="^" + re.escape(f"{flag} {bad}: {words}")):
+            eval_corrupted_rafdb.main(["model.keras", flag, str(bad)])
+    with pytest.raises(UserError, match="^" + re.escape(f"--json {a_folder}: is a folder")):
+        eval_corrupted_rafdb.main(["--merge", "part0.json", "--json", str(a_folder)])
+
+
+@pytest.mark.parametrize("flag", ["--out", "--json", "--save-probabilities"])
+def test_eval_perturbed_writer_checks_outputs_first(places, monkeypatch, flag):
+    import checkpoints
+    import eval_perturbed_rafdb
+
+    a_file, a_folder = places
+    forbid(monkeypatch, checkpoints, "find_checkpoints")
+    for bad, words in ((a_folder, "is a folder"), (a_file / "out", f"{a_file} is a file")):
+        with pytest.raises(UserError, match="^" + re.escape(f"{flag} {bad}: {words}")):
+            eval_perturbed_rafdb.main(["model.keras", flag, str(bad)])
+
+
+@pytest.mark.parametrize("flag", ["--json", "--csv"])
+def test_eval_perturbed_reader_checks_outputs_before_reading(places, monkeypatch, flag):
+    import eval_perturbed_rafdb2
+    import stability
+
+    a_file, a_folder = places
+    forbid(monkeypatch, stability, "read_predictions")
+    for bad, words in ((a_folder, "is a folder"), (a_file / "s.json", f"{a_file} is a file")):
+        with pytest.raises(UserError, match="^" + re.escape(f"{flag} {bad}: {words}")):
+            eval_perturbed_rafdb2.main(["predictions.txt", flag, str(bad)])
+
+
+def test_report_checks_out_before_reading(places, monkeypatch):
+    import report
+
+    a_file, _ = places
+    forbid(monkeypatch, report, "collect_files")
+    with pytest.raises(UserError, match="^" + re.escape(f"--out {a_file}: is a file; expected a folder")):
+        report.main(["a.json", "--out", str(a_file)])
+    with pytest.raises(UserError, match="^" + re.escape(f"--out {a_file / 'rep'}: {a_file} is a file")):
+        report.main(["a.json", "--out", str(a_file / "rep")])
+
+
+def test_cli_exit_2_without_traceback_and_nothing_written(places, tmp_path):
+    """The real command line: one error line naming the flag, exit 2, no output file."""
+    a_file, a_folder = places
+    before = listing(tmp_path)
+    for command in (["eval_perturbed_rafdb2.py", "p.txt", "--json", str(a_file / "s.json")],
+                    ["report.py", "a.json", "--out", str(a_file)]):
+        result = subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {command[2]} ")
+    assert listing(tmp_path) == before
