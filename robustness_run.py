@@ -28,6 +28,10 @@ def find_set_folders(args, labels, pairs, fmt):
     for key, root in (("rafdb", args.corrupted), ("extra", args.corrupted_extra)):
         wanted = [pair for pair in pairs if (robustness.set_of(pair[0]) == "rafdb") == (key == "rafdb")]
         manifests[key] = dataset_writer.read_manifest(root) if wanted and root.is_dir() else None
+        if manifests[key] is not None and not manifests[key].get("complete", True):
+            raise UserError(f"{root}/{dataset_writer.MANIFEST_NAME}: the export that writes {root} has "
+                            f"not finished (killed, failed, or shards still running); rerun the same "
+                            f"export command to complete it (it resumes), then evaluate")
         if wanted:
             folders[key] = robustness.find_exported_folders(
                 root, labels.names, wanted, fmt or (manifests[key] or {}).get("params", {}).get("format"),

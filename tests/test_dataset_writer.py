@@ -353,6 +353,15 @@ def test_rerun_after_sigkill_at_44_percent_renders_only_the_remaining_56_percent
     # 11 of 25 units (44 %) finished; the manifest on disk does not know them yet, the journal does.
     assert not json.loads((out / "manifest.json").read_text())["units"]
     assert len(dataset_writer.journal_files(out)) == 1
+    # verify: incomplete, but the 33 journaled files (11 units x 3) are checked, not "unexpected"
+    report = dataset_writer.verify(out)
+    assert not report.complete and not report.ok and report.journaled == 33 and report.checked == 33
+    assert (report.missing, report.altered, report.unexpected) == ([], [], [])
+    first = sorted(p for p in out.rglob("*.bin"))[0]
+    original = first.read_bytes()
+    first.write_bytes(b"tampered")
+    assert dataset_writer.verify(out).altered == [first.relative_to(out).as_posix()]
+    first.write_bytes(original)
     result = count_export(out, many_units())
     assert sorted(RENDERED) == [f"u{i:02d}" for i in range(11, 25)]  # 14 of 25 = 56 %
     assert (result.units_skipped, result.units_rendered, result.files_written) == (11, 14, 42)

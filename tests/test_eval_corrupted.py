@@ -335,6 +335,20 @@ def test_outputs_are_written_after_each_run(workspace, capsys, tmp_path):
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 1 + 2 + 1  # header, clean, contrast.1, summary
 
 
+def test_unfinished_export_is_named_before_evaluating(workspace, tmp_path):
+    """A tree whose manifest says the export did not finish: exit 2 saying so (not a missing image)."""
+    copy = tmp_path / "corrupted"
+    shutil.copytree(workspace / "corrupted_raf_dataset" / "rafdb.test.contrast.1", copy / "rafdb.test.contrast.1")
+    manifest = json.loads((workspace / "corrupted_raf_dataset" / "manifest.json").read_text())
+    manifest["complete"] = False
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    sorted((copy / "rafdb.test.contrast.1").iterdir())[0].unlink()  # a file not written yet
+    completed = run_script(workspace, "runs/run_a", "--corrupted", copy, "--corruptions", "contrast",
+                           "--severities", "1")
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert "manifest.json: the export that writes" in completed.stderr and "has not finished" in completed.stderr
+
+
 def test_corrupt_image_exits_2_naming_the_file(workspace, tmp_path):
     copy = tmp_path / "corrupted"
     (copy / "rafdb.test.contrast.1").mkdir(parents=True)
