@@ -117,6 +117,22 @@ def perturbation_folders(perturbed: Path, selected: Sequence[str] | None = None,
     return folders + [perturbed / name for name in extras]
 
 
+def _missing_frame_message(folder: Path, entries: set, name: str, frame: int, n_frames: int) -> str:
+    """The error for a missing frame, with the suffix the sequence's other frames have, and saying
+    so when the sequence is simply shorter than the frames asked for (--frames)."""
+    suffix = next((s for s in FRAME_SUFFIXES if f"{name}_00{s}" in entries), FRAME_SUFFIXES[0])
+    prefix = f"{name}_"
+    indices = [entry[len(prefix):-len(suffix)] for entry in entries
+               if entry.startswith(prefix) and entry.endswith(suffix)]
+    present = 1 + max((int(index) for index in indices if index.isdigit()), default=-1)
+    where = folder / f"{name}_{frame:02d}{suffix}"
+    if present and frame == present:  # nothing after it: the sequence is shorter than asked for
+        return (f"{where}: frame not found: sequence {name} has {present} frames "
+                f"(00..{present - 1:02d}), {n_frames} are asked for (--frames {n_frames})")
+    return (f"{where}: frame not found (sequence {name} needs frames 00..{n_frames - 1:02d}; "
+            f"re-run rafdb_perturb_dataset.py)")
+
+
 def frame_paths(folder: Path, names: Sequence[str], n_frames: int) -> list[str]:
     """``folder/<name>_NN.jpg`` (or ``.png``) for every name and frame; UserError on the first missing."""
     entries = set(os.listdir(folder))
@@ -129,8 +145,7 @@ def frame_paths(folder: Path, names: Sequence[str], n_frames: int) -> list[str]:
                     paths.append(str(folder / (stem + suffix)))
                     break
             else:
-                raise UserError(f"{folder / (stem + '.jpg')}: frame not found (sequence {name} needs "
-                                f"frames 00..{n_frames - 1:02d}; re-run rafdb_perturb_dataset.py)")
+                raise UserError(_missing_frame_message(folder, entries, name, frame, n_frames))
     return paths
 
 

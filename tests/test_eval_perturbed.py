@@ -461,6 +461,21 @@ def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree):
         writer_script.main([str(base / "runs"), "--rafdb", str(root), "--perturbed", str(tmp_path / "perturbed")])
 
 
+def test_frames_beyond_the_sequence_name_their_suffix_and_count(tmp_path):
+    """PNG sequences of 30 frames read with --frames 40: the message names test_0001_30.png and says
+    the sequence has 30 frames; a gap inside a sequence keeps the plain message."""
+    folder = tmp_path / "rafdb.test.p_rotate"
+    folder.mkdir()
+    for frame in range(30):
+        (folder / f"test_0001_{frame:02d}.png").write_bytes(b"")
+    with pytest.raises(UserError, match=r"test_0001_30\.png: frame not found: sequence test_0001 has 30 "
+                                        r"frames \(00\.\.29\), 40 are asked for \(--frames 40\)"):
+        stability.frame_paths(folder, ["test_0001"], 40)
+    (folder / "test_0001_12.png").unlink()
+    with pytest.raises(UserError, match=r"test_0001_12\.png: frame not found \(sequence test_0001 needs frames 00\.\.29"):
+        stability.frame_paths(folder, ["test_0001"], 30)
+
+
 def test_writer_rejects_missing_folders(tmp_path, perturbed_tree):
     _, root, perturbed, _ = perturbed_tree
     with pytest.raises(UserError, match="x.keras: no such checkpoint"):  # model files are checked first
