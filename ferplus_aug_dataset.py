@@ -45,6 +45,7 @@ def parse_args(argv: Sequence[str] | None = None):
     verify = commands.add_parser("verify", help="re-hash every file against the manifest",
                                  formatter_class=parser.formatter_class)
     verify.add_argument("--out", type=Path, default=Path("corrupted_dataset"), help="exported folder")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar (as rafdb_aug_dataset.py verify)")
     return parser.parse_args(argv)
 
 
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     if args.command == "verify":
-        report = dataset_writer.verify(args.out)
+        report = dataset_writer.verify(args.out, progress=not args.quiet)
         dataset_writer.print_verify_report(report)
         return 0 if report.ok else 1
     data = datasets.open_dataset(args)
