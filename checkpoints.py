@@ -787,11 +787,8 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
     # Class order.
     output_shape = tuple(model.outputs[0].shape) if model.outputs else ()
     n_outputs = output_shape[-1] if output_shape else None
-    output_note = ""
-    if model.outputs and len(model.outputs) > 1:
-        output_note = (f" (output 0 of {len(model.outputs)} is used: "
-                       + ", ".join(f"{getattr(o, 'name', i)} {tuple(o.shape)}"
-                                   for i, o in enumerate(model.outputs)) + ")")
+    outputs = model_files.keras_output_descriptions(model)
+    output_note = model_files.outputs_note(outputs) if len(outputs) > 1 else ""
     names, class_source, permutation = resolve_class_order(n_outputs, class_order, run_info,
                                                            checkpoint_path, output_note=output_note)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -98,6 +99,11 @@ def looks_like_probabilities(scores: np.ndarray, step: float = 0.0) -> bool:
 FLOAT16_STEP = 2.0 ** -11  # float16 spacing in [0.5, 1): the coarsest below 1
 
 
+def outputs_note(descriptions: Sequence[str]) -> str:
+    """`` (output 0 of N is used: <each output>)`` for messages about a model's output size."""
+    return f" (output 0 of {len(descriptions)} is used: {', '.join(descriptions)})"
+
+
 class Runner:
     """Common part: output-kind detection. Subclasses set the attributes and ``_raw``."""
 
@@ -125,6 +131,14 @@ class Runner:
         scores = np.asarray(self._raw(images), dtype=np.float32)
         scores = scores.reshape(scores.shape[0], -1)
         return self.to_probabilities(scores)
+
+    def _note_outputs(self, descriptions: Sequence[str]) -> None:
+        """For a model with several outputs (``descriptions``: name and shape of each), set
+        ``output_note`` and warn that the first is used."""
+        if len(descriptions) > 1:
+            self.output_note = outputs_note(descriptions)
+            LOG.warning("%s: the model has %d outputs; the first is used%s", self.path,
+                        len(descriptions), self.output_note)
 
     def to_probabilities(self, scores: np.ndarray, step: float | None = None) -> np.ndarray:
         """The model's output rows (B, K) as probabilities: as they are, or their softmax once the
@@ -160,6 +174,12 @@ def _check_channels(path: Path, shape, channels) -> None:
 # Keras
 
 
+def keras_output_descriptions(model) -> list[str]:
+    """Name and shape of each output of a Keras model."""
+    return [f"{getattr(output, 'name', index)} {tuple(output.shape)}"
+            for index, output in enumerate(model.outputs or ())]
+
+
 class KerasRunner(Runner):
     """A Keras model run through one traced ``tf.function`` (batches of any size)."""
 
@@ -176,12 +196,7 @@ class KerasRunner(Runner):
         self.n_outputs = out[-1] if out else None
         if model.outputs and "float16" in str(getattr(model.outputs[0], "dtype", "")):
             self.output_step = FLOAT16_STEP
-        if model.outputs and len(model.outputs) > 1:
-            self.output_note = (f" (output 0 of {len(model.outputs)} is used: "
-                                + ", ".join(f"{getattr(o, 'name', i)} {tuple(o.shape)}"
-                                            for i, o in enumerate(model.outputs)) + ")")
-            LOG.warning("%s: the model has %d outputs; the first is used%s", self.path,
-                        len(model.outputs), self.output_note)
+        self._note_outputs(keras_output_descriptions(model))
         self._step = None
 
     def _raw(self, images):
@@ -257,11 +272,7 @@ class LiteRTRunner(Runner):
             self.output_step = float(self.out_scale) or 1.0
         elif np.dtype(self._output["dtype"]) == np.float16:
             self.output_step = FLOAT16_STEP
-        if len(outputs) > 1:
-            self.output_note = (f" (output 0 of {len(outputs)} is used: "
-                                + ", ".join(f"{d['name']} {d['shape'].tolist()}" for d in outputs) + ")")
-            LOG.warning("%s: the model has %d outputs; the first is used%s", self.path, len(outputs),
-                        self.output_note)
+        self._note_outputs([f"{d['name']} {d['shape'].tolist()}" for d in outputs])
         if self.in_dtype not in (np.float32, np.int8, np.uint8):
             raise UserError(f"{self.path}: input dtype {self.in_dtype.name} not supported "
                             f"(float32, int8 or uint8)")
@@ -394,11 +405,7 @@ class OnnxRunner(Runner):
         self._output_name = outputs[0].name
         if outputs[0].type == "tensor(float16)":
             self.output_step = FLOAT16_STEP
-        if len(outputs) > 1:
-            self.output_note = (f" (output 0 of {len(outputs)} is used: "
-                                + ", ".join(f"{o.name!r} {o.shape}" for o in outputs) + ")")
-            LOG.warning("%s: the model has %d outputs; the first is used%s", self.path, len(outputs),
-                        self.output_note)
+        self._note_outputs([f"{o.name!r} {o.shape}" for o in outputs])
         shape = list(self._input.shape)
         try:
             self.layout = onnx_layout(shape)

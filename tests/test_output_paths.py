@@ -142,18 +142,24 @@ def forbid(monkeypatch, module, name):
     monkeypatch.setattr(module, name, called)
 
 
+def assert_refused_first(main, leading, flag, places, leaf="out"):
+    """``main([*leading, flag, BAD])`` raises the output check's UserError for a folder given as a
+    file and for a path below a regular file (the work after the check is forbidden by the caller)."""
+    a_file, a_folder = places
+    for bad, words in ((a_folder, "is a folder"), (a_file / leaf, f"{a_file} is a file")):
+        with pytest.raises(UserError, match="^" + re.escape(f"{flag} {bad}: {words}")):
+            main([*leading, flag, str(bad)])
+
+
 @pytest.mark.parametrize("flag", ["--json", "--csv", "--plot", "--save-probabilities"])
 def test_eval_corrupted_checks_outputs_first(places, monkeypatch, flag):
     import checkpoints
     import eval_corrupted_rafdb
 
-    a_file, a_folder = places
     forbid(monkeypatch, checkpoints, "find_checkpoints")
-    for bad, words in ((a_folder, "is a folder"), (a_file / "out", f"{a_file} is a file")):
-        with pytest.raises(UserError, match="^" + re.escape(f"{flag} {bad}: {words}")):
-            eval_corrupted_rafdb.main(["model.keras", flag, str(bad)])
-    with pytest.raises(UserError, match="^" + re.escape(f"--json {a_folder}: is a folder")):
-        eval_corrupted_rafdb.main(["--merge", "part0.json", "--json", str(a_folder)])
+    assert_refused_first(eval_corrupted_rafdb.main, ["model.keras"], flag, places)
+    with pytest.raises(UserError, match="^" + re.escape(f"--json {places[1]}: is a folder")):
+        eval_corrupted_rafdb.main(["--merge", "part0.json", "--json", str(places[1])])
 
 
 @pytest.mark.parametrize("flag", ["--out", "--json", "--save-probabilities"])
@@ -161,11 +167,8 @@ def test_eval_perturbed_writer_checks_outputs_first(places, monkeypatch, flag):
     import checkpoints
     import eval_perturbed_rafdb
 
-    a_file, a_folder = places
     forbid(monkeypatch, checkpoints, "find_checkpoints")
-    for bad, words in ((a_folder, "is a folder"), (a_file / "out", f"{a_file} is a file")):
-        with pytest.raises(UserError, match="^" + re.escape(f"{flag} {bad}: {words}")):
-            eval_perturbed_rafdb.main(["model.keras", flag, str(bad)])
+    assert_refused_first(eval_perturbed_rafdb.main, ["model.keras"], flag, places)
 
 
 @pytest.mark.parametrize("flag", ["--json", "--csv"])
@@ -173,11 +176,8 @@ def test_eval_perturbed_reader_checks_outputs_before_reading(places, monkeypatch
     import eval_perturbed_rafdb2
     import stability
 
-    a_file, a_folder = places
     forbid(monkeypatch, stability, "read_predictions")
-    for bad, words in ((a_folder, "is a folder"), (a_file / "s.json", f"{a_file} is a file")):
-        with pytest.raises(UserError, match="^" + re.escape(f"{flag} {bad}: {words}")):
-            eval_perturbed_rafdb2.main(["predictions.txt", flag, str(bad)])
+    assert_refused_first(eval_perturbed_rafdb2.main, ["predictions.txt"], flag, places, leaf="s.json")
 
 
 def test_report_checks_out_before_reading(places, monkeypatch):
