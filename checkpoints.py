@@ -194,10 +194,12 @@ def _keras2_sequential_copy(path: Path, scratch: Path) -> Path | None:
     """A copy of a Keras 2.0-2.3 HDF5 Sequential model that Keras 3 can build, or None.
 
     Those files put ``batch_input_shape`` (batch axis included) on the first layer instead of an
-    InputLayer; Keras 3's legacy loader turns it into ``input_shape`` with the batch axis kept, and
-    the model gets one axis too many ("Kernel shape must have the same length as input"). The copy
-    (in ``scratch``) carries ``input_shape`` = that shape without its batch axis; weights untouched.
-    None when ``path`` is not such a file."""
+    InputLayer (Keras 2.0/2.1 also store the layers as a bare list); Keras 3's legacy loader turns it
+    into ``input_shape`` with the batch axis kept, and the model gets one axis too many ("Kernel
+    shape must have the same length as input"). The copy (in ``scratch``) gives that first layer
+    ``input_shape`` = the shape without its batch axis, and the layer list its dict form; weights
+    untouched. None when ``path`` is not such a file (tf.keras 2.4+ files start with an InputLayer
+    and load as they are) or cannot be read here (Keras then names the problem)."""
     if path.suffix.lower() not in (".h5", ".hdf5"):
         return None
     import h5py
@@ -205,32 +207,31 @@ def _keras2_sequential_copy(path: Path, scratch: Path) -> Path | None:
     try:
         with h5py.File(path, "r") as handle:
             raw = handle.attrs.get("model_config")
-    except (OSError, ValueError):
-        return None  # not HDF5: Keras names the problem
-    if raw is None:
+        config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw) if raw is not None else None
+    except (OSError, ValueError, TypeError, UnicodeDecodeError):
         return None
-    try:
-        config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except (ValueError, UnicodeDecodeError):
+    if not isinstance(config, dict) or config.get("class_name") != "Sequential":
         return None
-    if config.get("class_name") != "Sequential":
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else inner
+    if not isinstance(layers, list) or not layers or not isinstance(layers[0], dict):
         return None
-    layers = config.get("config", {})
-    layers = layers.get("layers", []) if isinstance(layers, dict) else layers
-    changed = False
-    for layer in layers:
-        settings = layer.get("config") if isinstance(layer, dict) else None
-        if layer.get("class_name") == "InputLayer" or not isinstance(settings, dict):
-            continue
-        if isinstance(settings.get("batch_input_shape"), list):
-            settings["input_shape"] = settings.pop("batch_input_shape")[1:]
-            changed = True
-    if not changed:
+    first = layers[0].get("config")
+    if layers[0].get("class_name") == "InputLayer" or not isinstance(first, dict) or \
+            not isinstance(first.get("batch_input_shape"), list):
         return None
+    first["input_shape"] = first.pop("batch_input_shape")[1:]
+    if not isinstance(inner, dict):  # Keras 2.0/2.1: the config is the layer list itself
+        config["config"] = {"name": "sequential", "layers": layers}
     copy = scratch / path.name
-    shutil.copyfile(path, copy)
-    with h5py.File(copy, "r+") as handle:
-        handle.attrs["model_config"] = json.dumps(config).encode("utf-8")
+    try:
+        shutil.copyfile(path, copy)
+        with h5py.File(copy, "r+") as handle:
+            handle.attrs["model_config"] = json.dumps(config).encode("utf-8")
+    except OSError as error:  # e.g. no room in the temporary folder: try the file as it is
+        LOG.warning("%s: could not write a corrected copy for Keras 3 (%s); loading it as it is",
+                    path, error)
+        return None
     LOG.info("%s: a Keras 2 Sequential file (batch_input_shape on its first layer): read with the "
              "batch axis taken out of that shape", path)
     return copy

@@ -510,20 +510,36 @@ def frost_plane(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.nd
     return cv2.GaussianBlur(texture, (0, 0), 0.6 * scale)
 
 
-@functools.lru_cache(maxsize=8)
+# Bank textures made in this process, oldest first: (H, W, scale, index) -> read-only texture. The
+# cache only saves time (a texture is the same whenever it is made), so its bound changes no byte.
+_FROST_TEXTURES: dict[tuple, np.ndarray] = {}
+_FROST_CACHE_BYTES = 64 << 20
+
+
+def frost_bank_texture(shape_hw: tuple[int, int], scale: float, index: int) -> np.ndarray:
+    """Texture ``index`` (0 .. FROST_BANK_SIZE - 1) of the frost "photographs" for images of
+    ``shape_hw``: an untinted :func:`frost_plane` (float32, read-only) of FROST_BANK_SPAN x H by
+    FROST_BANK_SPAN x W, drawn from ``default_rng(SeedSequence((FROST_BANK_SEED, index)))``. It depends
+    on nothing but the shape, ``scale`` and ``index``, so every process makes the same one. Made on
+    first use (~4 ms at 100 px) and kept, up to 64 MB of textures per process: a tree of one image
+    size pays it six times in all, a tree whose images all differ in size once per image."""
+    height, width = int(shape_hw[0]), int(shape_hw[1])
+    key = (height, width, float(scale), int(index))
+    texture = _FROST_TEXTURES.get(key)
+    if texture is None:
+        rng = np.random.default_rng(np.random.SeedSequence((FROST_BANK_SEED, int(index))))
+        texture = frost_plane((FROST_BANK_SPAN * height, FROST_BANK_SPAN * width), rng, scale)
+        texture.setflags(write=False)
+        kept = sum(value.nbytes for value in _FROST_TEXTURES.values())
+        while _FROST_TEXTURES and kept + texture.nbytes > _FROST_CACHE_BYTES:
+            kept -= _FROST_TEXTURES.pop(next(iter(_FROST_TEXTURES))).nbytes
+        _FROST_TEXTURES[key] = texture
+    return texture
+
+
 def frost_bank(shape_hw: tuple[int, int], scale: float) -> tuple[np.ndarray, ...]:
-    """The frost "photographs" for images of ``shape_hw``: FROST_BANK_SIZE untinted textures
-    (:func:`frost_plane`, float32, read-only), each FROST_BANK_SPAN x H by FROST_BANK_SPAN x W,
-    texture i drawn from ``default_rng(SeedSequence((FROST_BANK_SEED, i)))``. They depend on nothing
-    but the shape and ``scale``, so every process makes the same bank (~25 ms at 100 px, once)."""
-    height, width = shape_hw
-    bank = []
-    for index in range(FROST_BANK_SIZE):
-        rng = np.random.default_rng(np.random.SeedSequence((FROST_BANK_SEED, index)))
-        plane = frost_plane((FROST_BANK_SPAN * height, FROST_BANK_SPAN * width), rng, scale)
-        plane.setflags(write=False)
-        bank.append(plane)
-    return tuple(bank)
+    """All FROST_BANK_SIZE textures for images of ``shape_hw`` (:func:`frost_bank_texture`)."""
+    return tuple(frost_bank_texture(shape_hw, scale, index) for index in range(FROST_BANK_SIZE))
 
 
 def frost_crop(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
@@ -532,9 +548,7 @@ def frost_crop(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.nda
     ``rng.integers(span H - H + 1)`` and the left column ``rng.integers(span W - W + 1)``, in that
     order. A read-only float32 view (untinted)."""
     height, width = shape_hw
-    bank = frost_bank((int(height), int(width)), float(scale))
-    index = int(rng.integers(FROST_BANK_SIZE))
-    texture = bank[index]
+    texture = frost_bank_texture((height, width), scale, int(rng.integers(FROST_BANK_SIZE)))
     top = int(rng.integers(texture.shape[0] - height + 1))
     left = int(rng.integers(texture.shape[1] - width + 1))
     return texture[top:top + height, left:left + width]

@@ -353,10 +353,12 @@ def test_raw_input_used_past_the_preprocessing_cannot_be_stripped(tmp_path):
         checkpoints.adapt(checkpoints.load_classifier(path), path, preprocessing="none")
 
 
-def write_keras22_sequential(path, conv_weight, dense_kernel, dense_bias):
-    """An HDF5 file as Keras 2.0-2.3 saved a Sequential model: no InputLayer, batch_input_shape on
-    the first layer, weights named 'layer/kernel:0'. Conv2D 1x1 (one filter, no bias) on 8x8x1 ->
-    GlobalAveragePooling2D -> Dense(7, softmax)."""
+def write_keras22_sequential(path, conv_weight, dense_kernel, dense_bias, form="dict"):
+    """An HDF5 file as Keras 2 saved a Sequential model, weights named 'layer/kernel:0': Conv2D 1x1
+    (one filter, no bias) on 8x8x1 -> GlobalAveragePooling2D -> Dense(7, softmax). ``form``: "dict"
+    (Keras 2.2/2.3: no InputLayer, batch_input_shape on the first layer), "list" (Keras 2.0/2.1: the
+    same with the config a bare layer list), "input_layer" (tf.keras 2.4+: an InputLayer first, and
+    batch_input_shape repeated on the Conv2D)."""
     import h5py
 
     def layer(kind, name, **config):
@@ -369,17 +371,22 @@ def write_keras22_sequential(path, conv_weight, dense_kernel, dense_bias):
         layer("GlobalAveragePooling2D", "global_average_pooling2d_1", data_format="channels_last"),
         layer("Dense", "dense_1", units=7, activation="softmax", use_bias=True),
     ]
+    if form == "input_layer":
+        layers.insert(0, {"class_name": "InputLayer", "config": {
+            "batch_input_shape": [None, 8, 8, 1], "dtype": "float32", "sparse": False, "ragged": False,
+            "name": "conv2d_1_input"}})
     weights = {"conv2d_1": [("kernel:0", np.full((1, 1, 1, 1), conv_weight, np.float32))],
                "dense_1": [("kernel:0", np.asarray(dense_kernel, np.float32)),
                            ("bias:0", np.asarray(dense_bias, np.float32))]}
     with h5py.File(path, "w") as handle:
         handle.attrs["keras_version"] = b"2.2.4"
         handle.attrs["backend"] = b"tensorflow"
-        handle.attrs["model_config"] = json.dumps(
-            {"class_name": "Sequential", "config": {"name": "sequential_1", "layers": layers}}).encode()
+        inner = layers if form == "list" else {"name": "sequential_1", "layers": layers}
+        handle.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": inner}).encode()
+        weighted = [entry for entry in layers if entry["class_name"] != "InputLayer"]
         group = handle.create_group("model_weights")
-        group.attrs["layer_names"] = [entry["config"]["name"].encode() for entry in layers]
-        for entry in layers:
+        group.attrs["layer_names"] = [entry["config"]["name"].encode() for entry in weighted]
+        for entry in weighted:
             name = entry["config"]["name"]
             sub = group.create_group(name)
             sub.attrs["weight_names"] = [f"{name}/{weight}".encode() for weight, _ in weights.get(name, [])]
@@ -388,14 +395,19 @@ def write_keras22_sequential(path, conv_weight, dense_kernel, dense_bias):
     return path
 
 
-def test_keras22_sequential_hdf5_loads(tmp_path):
-    """Keras 3 alone fails on such a file (one axis too many); the loader reads it, and the model
-    computes softmax(2 mean(x) W + b)."""
+@pytest.mark.parametrize("form", ["dict", "list", "input_layer"])
+def test_keras2_sequential_hdf5_loads(tmp_path, form):
+    """Keras 3 alone fails on a Keras 2.0-2.3 file (one axis too many); the loader reads it from a
+    corrected copy, and the model computes softmax(2 mean(x) W + b). A tf.keras 2.4+ file needs no
+    copy."""
     kernel = np.array([[0.5, -1.0, 0.25, 2.0, 0.0, -0.5, 1.0]], np.float32)
     bias = np.array([0.1, 0.0, -0.2, 0.0, 0.3, 0.0, 0.05], np.float32)
-    path = write_keras22_sequential(tmp_path / "old.hdf5", 2.0, kernel, bias)
-    with pytest.raises(Exception):
-        keras.models.load_model(path, compile=False)
+    path = write_keras22_sequential(tmp_path / "old.hdf5", 2.0, kernel, bias, form=form)
+    if form == "input_layer":
+        assert checkpoints._keras2_sequential_copy(path, tmp_path) is None
+    else:
+        with pytest.raises(Exception):
+            keras.models.load_model(path, compile=False)
     model = checkpoints.load_classifier(path)
     assert tuple(model.inputs[0].shape) == (None, 8, 8, 1)
     x = np.random.default_rng(4).uniform(0, 1, (3, 8, 8, 1)).astype(np.float32)
