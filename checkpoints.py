@@ -781,9 +781,16 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                     ", ".join(layer.name for layer in own_layers))
     else:
         label, source = "none", "default"
-        LOG.warning("%s: no run.json and no --preprocessing: feeding raw RGB pixels 0..255 "
-                    "(name one with --preprocessing, e.g. scale-1-1 for FER2013 models)",
-                    checkpoint_path)
+        first = _non_input_layers(model)[:1]
+        if first and type(first[0]).__name__ in _THIRD_PARTY_SCALING_CLASSES:
+            LOG.warning("%s: no run.json and no --preprocessing: feeding raw RGB pixels 0..255 to its "
+                        "own leading %s layer %r, which probably expects them (a --preprocessing flag "
+                        "would apply before it)", checkpoint_path, type(first[0]).__name__,
+                        first[0].name)
+        else:
+            LOG.warning("%s: no run.json and no --preprocessing: feeding raw RGB pixels 0..255 "
+                        "(name one with --preprocessing, e.g. scale-1-1 for FER2013 models)",
+                        checkpoint_path)
 
     # Class order.
     output_shape = tuple(model.outputs[0].shape) if model.outputs else ()
@@ -949,7 +956,7 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--class-order", default=None, metavar="NAMES",
                        help="the checkpoint's output classes, comma-separated (synonyms "
                             "angry/happy/sad/surprised accepted; other names match the dataset's "
-                            "exactly), or 'fer2013' / 'rafdb'; matched by name to the dataset's "
+                            "exactly), or 'fer2013' / 'ferplus' / 'rafdb'; matched by name to the dataset's "
                             "classes. Default: run.json's, else RAF-DB order")
     group.add_argument("--restrict-to-dataset-classes", action="store_true",
                        help="take the arg-max over the dataset's classes only (default: over all "

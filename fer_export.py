@@ -544,8 +544,8 @@ def add_dataset_choice(group) -> None:
                        help="rafdb (this script's own export), or ferplus/fer2013/folder: the export of "
                             "docs/DATASETS.md through fer_export (grey stays grey)")
     group.add_argument("--data", default=None, type=Path, metavar="DIR",
-                       help="root of the --dataset other than rafdb (default FERPlus for ferplus/fer2013; "
-                            "required for folder)")
+                       help="dataset root: for rafdb the RAF-DB root (as --rafdb), default FERPlus for "
+                            "ferplus/fer2013, required for folder")
 
 
 def open_export_dataset(args):

@@ -120,8 +120,9 @@ def perturbation_folders(perturbed: Path, selected: Sequence[str] | None = None,
 def _missing_frame_message(folder: Path, entries: set, name: str, frame: int, n_frames: int) -> str:
     """The error for a missing frame, with the suffix the sequence's other frames have, and saying
     so when the sequence is simply shorter than the frames asked for (--frames)."""
-    suffix = next((s for s in FRAME_SUFFIXES if f"{name}_00{s}" in entries), FRAME_SUFFIXES[0])
     prefix = f"{name}_"
+    suffix = next((s for s in FRAME_SUFFIXES if any(entry.startswith(prefix) and entry.endswith(s)
+                                                     for entry in entries)), FRAME_SUFFIXES[0])
     indices = [entry[len(prefix):-len(suffix)] for entry in entries
                if entry.startswith(prefix) and entry.endswith(suffix)]
     present = 1 + max((int(index) for index in indices if index.isdigit()), default=-1)

@@ -247,6 +247,7 @@ def read_pixel_csv(path: str | Path, progress: bool | None = None, workers: int 
             else:
                 pixel_col, emotion_col, usage_col, n_fields = 1, 0, None, 2
             done = len(first)
+            blank = 0  # the first empty line after the header, while only empty lines follow it
             for row in range(rows):
                 line = handle.readline()
                 done += len(line)
@@ -256,11 +257,14 @@ def read_pixel_csv(path: str | Path, progress: bool | None = None, workers: int 
                 number = row + 2
                 if not text.strip():
                     if has_header:  # only a --format fer-csv export (no header) leaves rows out
-                        raise UserError(f"{path}:{number}: empty line; every line after the header is one "
-                                        f"image row (emotion,pixels,Usage): delete the line, or restore "
-                                        f"the row it replaced\n{EXPECTED_LAYOUT}")
+                        blank = blank or number  # an error only if an image row follows (below)
+                        continue
                     submit()
                     continue
+                if blank:
+                    raise UserError(f"{path}:{blank}: empty line; every line after the header is one "
+                                    f"image row (emotion,pixels,Usage): delete the line, or restore "
+                                    f"the row it replaced\n{EXPECTED_LAYOUT}")
                 fields = _split_csv_line(text, path, number)
                 if len(fields) != n_fields:
                     raise UserError(f"{path}:{number}: expected {n_fields} comma-separated fields, got {len(fields)}")
@@ -283,6 +287,9 @@ def read_pixel_csv(path: str | Path, progress: bool | None = None, workers: int 
             bar.update(done - bar.n)
     finally:
         cv2.utils.logging.setLogLevel(log_level)
+    if blank:  # only empty lines after line ``blank``: the file's rows end before it
+        keep = blank - 2
+        pixels, present, emotion, usage = pixels[:keep], present[:keep], emotion[:keep], usage[:keep]
     return PixelTable(path, pixels, present, emotion, usage, has_header)
 
 
@@ -311,9 +318,13 @@ def read_vote_csv(path: str | Path) -> VoteTable:
         if not header or len(header) != 12 or header[0].strip().lower() != "usage":
             raise UserError(f"{path}:1: expected the header 'Usage,Image name,{','.join(VOTE_COLUMNS)}', "
                             f"got {','.join(header or [])!r}")
+        blank = 0  # the first empty line, while only empty lines follow it (the end of the file)
         for number, fields in enumerate(reader, start=2):
-            if not fields:
-                raise UserError(f"{path}:{number}: empty line (every row of {PIXELS_FILE} needs one here)")
+            if not any(field.strip() for field in fields):
+                blank = blank or number
+                continue
+            if blank:
+                raise UserError(f"{path}:{blank}: empty line (every row of {PIXELS_FILE} needs one here)")
             if len(fields) != 12:
                 raise UserError(f"{path}:{number}: expected 12 comma-separated fields, got {len(fields)}")
             try:

@@ -260,6 +260,22 @@ def test_blank_line_in_fer2013_csv_is_an_error_naming_it(tmp_path):
         datasets.get("fer2013", tmp_path).labels("test")
 
 
+def test_trailing_blank_lines_in_fer2013_csv_are_accepted(tmp_path):
+    """Blank lines at the end of the file (an editor's habit) hold no row: the same labels as without."""
+    votes = [[10, 0, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 8, 2, 0, 0, 0], [0, 10, 0, 0, 0, 0, 0, 0, 0, 0]]
+    _write_pair(tmp_path, [(0, "Training"), (1, "PublicTest"), (2, "PublicTest")], votes)
+    expected = datasets.get("fer2013", tmp_path).labels("test")
+    for name in ("fer2013.csv", "fer2013new.csv"):
+        path = tmp_path / name
+        path.write_text(path.read_text() + "\n  \n")
+    got = datasets.get("fer2013", tmp_path).labels("test")
+    assert got.names == expected.names and np.array_equal(got.labels, expected.labels)
+    assert len(fer.read_pixel_csv(tmp_path / "fer2013.csv").present) == 3
+    ferplus = datasets.get("ferplus", tmp_path).labels("test")  # 3 rows on both sides: they align
+    assert ferplus.names == ["00001", "00002"]
+    np.testing.assert_allclose(ferplus.labels, [[0, 0, 0, 0, 0, .8, .2, 0], [0, 1, 0, 0, 0, 0, 0, 0]])
+
+
 def test_missing_header_quotes_only_the_start_of_the_first_line(tmp_path):
     _write_pair(tmp_path, [(0, "Training"), (1, "PublicTest")])
     path = tmp_path / "fer2013.csv"

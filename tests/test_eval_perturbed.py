@@ -450,7 +450,7 @@ def test_writer_out_file_and_hard_labels(tmp_path, perturbed_tree, tiny_checkpoi
     assert len(lines) == 2 + n_hard + 1  # the last line's newline, no blank lines
 
 
-def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree):
+def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree, tiny_checkpoints):
     base, root, perturbed, names = perturbed_tree
     broken = tmp_path / "perturbed" / "rafdb.test.p_rotate"
     broken.mkdir(parents=True)
