@@ -19,15 +19,25 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ACCEPTED_FORMATS = "a JPEG, PNG, BMP or WebP file"  # what decode_image's error says it reads
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_grey_with_alpha(data: bytes) -> bool:
+    """True for a PNG whose IHDR colour type is 4 (grey + alpha): byte 25 of the file."""
+    return len(data) > 25 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[25] == 4
+
+
 def decode_image(data: bytes, name: str, *, keep_grey: bool = False) -> np.ndarray:
     """Decode image bytes to uint8; ``name`` is used in the error message.
 
     By default the result is RGB ``(H, W, 3)`` (a grey file is expanded, as OpenCV does). With
-    ``keep_grey`` a single-channel file comes back as ``(H, W, 1)`` and a colour one as RGB.
-    Alpha is dropped and 16-bit files are reduced to 8 bits (OpenCV's ``IMREAD_ANYCOLOR``).
+    ``keep_grey`` a single-channel file (a grey PNG with alpha too) comes back as ``(H, W, 1)``
+    and a colour one as RGB. Alpha is dropped and 16-bit files are reduced to 8 bits (OpenCV's ``IMREAD_ANYCOLOR``).
     """
     buffer = np.frombuffer(data, dtype=np.uint8)
     flags = cv2.IMREAD_ANYCOLOR if keep_grey else cv2.IMREAD_COLOR
+    if keep_grey and _png_grey_with_alpha(data):  # OpenCV would expand it to three channels
+        flags = cv2.IMREAD_GRAYSCALE
     image = cv2.imdecode(buffer, flags) if buffer.size else None
     if image is None:
         raise UserError(f"{name}: not a readable image (corrupt, or not {ACCEPTED_FORMATS})")

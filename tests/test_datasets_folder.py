@@ -160,3 +160,26 @@ def test_undecodable_file_message_lists_the_accepted_formats(tmp_path, name):
         data.read_image(f"test/happy/{name}")
     assert str(error.value) == (f"{root / 'test/happy' / name}: not a readable image "
                                 "(corrupt, or not a JPEG, PNG, BMP or WebP file)")
+
+
+def test_grey_png_with_alpha_stays_grey():
+    """A grey + alpha PNG (colour type 4, written here with PIL's mode LA) reads as H x W x 1 with
+    its grey values, alpha dropped; an RGBA PNG stays RGB."""
+    import io
+
+    from PIL import Image
+
+    from datasets import images
+
+    grey = np.arange(48 * 40, dtype=np.uint8).reshape(48, 40)
+    alpha = np.full_like(grey, 128)
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([grey, alpha], axis=-1), mode="LA").save(buffer, format="PNG")
+    data = buffer.getvalue()
+    assert data[25] == 4  # the IHDR colour type: grey with alpha
+    decoded = images.decode_image(data, "la.png", keep_grey=True)
+    assert decoded.shape == (48, 40, 1) and np.array_equal(decoded[..., 0], grey)
+    assert images.decode_image(data, "la.png").shape == (48, 40, 3)  # without keep_grey: RGB as before
+    rgba = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), mode="RGBA").save(rgba, format="PNG")
+    assert images.decode_image(rgba.getvalue(), "rgba.png", keep_grey=True).shape == (8, 8, 3)
