@@ -151,7 +151,8 @@ def parse_args(argv=None):
     export = commands.add_parser("export", help="write the RAF-DB-C tree", description=__doc__,
                                  formatter_class=cli_common.HelpFormatter)
     data = export.add_argument_group("input and output")
-    data.add_argument("--rafdb", default="RAF-DB", help="RAF-DB root (holds basic/Image/aligned)")
+    data.add_argument("--rafdb", default=None, help="RAF-DB root (holds basic/Image/aligned; default RAF-DB, "
+                      "or --data)")
     fer_export.add_dataset_choice(data)
     data.add_argument("--split", default="test", choices=rafdb_dataset.SPLITS, help="which aligned images to corrupt (test_* or train_*)")
     data.add_argument("--out", default=None,
@@ -215,7 +216,7 @@ def run_other_dataset(args, names: list[str]) -> int:
     if args.corruption_set != "rafdb" or args.colour != "rgb" or args.param_set is not None:
         raise UserError(f"--dataset {args.dataset}: the 18 corruptions with --colour rgb and the default "
                         "--param-set only (docs/DATASETS.md)")
-    if args.rafdb != "RAF-DB":
+    if args.rafdb is not None:
         raise UserError(f"--rafdb names a RAF-DB root; with --dataset {args.dataset} use --data DIR")
     data = fer_export.open_export_dataset(args)
     pairs = [(name, severity) for name in names for severity in parse_severities(args.severities)]

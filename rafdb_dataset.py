@@ -123,14 +123,13 @@ def _list_dir(folder: Path, split: str, suffix: str) -> list[Path]:
     return files
 
 
-def export_root(rafdb: str | Path, data: str | Path | None, default: str = "RAF-DB") -> str:
-    """The RAF-DB root an export reads: ``--data`` (the name every script shares) or ``--rafdb``
-    (its RAF-DB spelling; ``default`` when not given). UserError when both name different folders."""
-    if data is None:
-        return str(rafdb)
-    if str(rafdb) != default and Path(rafdb).resolve() != Path(data).resolve():
+def export_root(rafdb: str | Path | None, data: str | Path | None, default: str = "RAF-DB") -> str:
+    """The RAF-DB root an export reads: ``--rafdb`` or ``--data`` (the name every script shares),
+    ``default`` when neither is given. UserError when both are given and name different folders."""
+    if rafdb is not None and data is not None and Path(rafdb).resolve() != Path(data).resolve():
         raise UserError(f"--rafdb {rafdb} and --data {data} name two different RAF-DB roots; give one")
-    return str(data)
+    chosen = rafdb if rafdb is not None else data
+    return str(chosen if chosen is not None else default)
 
 
 def list_aligned(root: str | Path, split: str = "test") -> list[Path]:

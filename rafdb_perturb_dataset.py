@@ -198,7 +198,7 @@ def require_wand() -> None:
 
 def cmd_export_other(args: argparse.Namespace, selected: list[str]) -> int:
     """``--dataset ferplus|fer2013|folder``: sequences built from the image itself (fer_export.p_job)."""
-    if args.rafdb != "RAF-DB":
+    if args.rafdb is not None:
         raise UserError(f"--rafdb names a RAF-DB root; with --dataset {args.dataset} use --data DIR")
     if args.source != "landmarks" or args.colour != "rgb":
         raise UserError(f"--dataset {args.dataset}: sequences are built from the image itself (no --source; "
@@ -355,7 +355,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     export = commands.add_parser("export", help="write the RAF-DB-P tree", description=__doc__)
     data = export.add_argument_group("input")
-    data.add_argument("--rafdb", default="RAF-DB", help="RAF-DB root folder (the one holding basic/)")
+    data.add_argument("--rafdb", default=None, help="RAF-DB root folder (the one holding basic/; default "
+                      "RAF-DB, or --data)")
     fer_export.add_dataset_choice(data)
     data.add_argument("--source", choices=SOURCES, default="landmarks",
                       help="landmarks: align every test original from its manual landmarks (FAITHFUL); "

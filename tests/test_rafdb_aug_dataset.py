@@ -270,7 +270,7 @@ def test_data_names_the_rafdb_root(small_tree, tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "o" / "rafdb.test.contrast.1").iterdir()) == [
         "test_0001_aligned.jpg", "test_0002_aligned.jpg", "test_0003_aligned.jpg"]
-    code, _out, err = cli(["export", "--data", str(small_tree), "--rafdb", str(tmp_path / "cwd" / "RAF-DB"), "--out",
+    code, _out, err = cli(["export", "--data", str(small_tree), "--rafdb", "RAF-DB", "--out",
                            str(tmp_path / "o2"), "--corruptions", "contrast", "--severities", "1"], capsys)
     assert code == 2 and "name two different RAF-DB roots" in err and not (tmp_path / "o2").exists()
 
