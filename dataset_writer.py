@@ -436,6 +436,13 @@ def version_differences(manifest: Mapping[str, Any]) -> list[tuple[str, Any, Any
     return differences
 
 
+# What a manifest parameter that is not a flag of its own comes from, for the refusal message.
+_PARAM_HINTS = {"param_set": "the parameter tables of this version differ",
+                "extra_tables": "the held-out sets' parameter tables of this version differ",
+                "extra_param_set": "--param-set",
+                "corruption_set": "the 18 and the held-out sets go to separate trees"}
+
+
 def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str, Any],
                       force_rerender: bool = False) -> None:
     old_kind = manifest.get("kind")
@@ -447,8 +454,7 @@ def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str
     for key in sorted(set(old_params) | set(params)):
         old, new = old_params.get(key), params.get(key)
         if old != new:
-            hint = ("the parameter tables of this version differ" if key == "param_set"
-                    else "--" + key.replace("_", "-"))
+            hint = _PARAM_HINTS.get(key, "--" + key.replace("_", "-"))
             raise UserError(
                 f"{path}: the existing export used {key}={old!r} but this run asks for "
                 f"{key}={new!r} ({hint}); export into a new --out folder instead of mixing them"

@@ -229,6 +229,18 @@ def run_other_dataset(args, names: list[str]) -> int:
     return 0
 
 
+def held_out_params(args, names: list[str]) -> dict:
+    """Manifest parameters of a held-out export. imagenet-extra and face share one tree (the set is
+    recorded as "held-out", so the README's two exports go into one --out); the face corruptions
+    ignore --param-set, so a face-only run into an existing tree takes the tree's recorded one."""
+    param_set = args.param_set
+    if not any(corruptions.family(name) == "imagenet-extra" for name in names) and param_set is None:
+        existing = dataset_writer.read_manifest(args.out) if Path(args.out).is_dir() else None
+        param_set = ((existing or {}).get("params") or {}).get("extra_param_set")
+    return {"corruption_set": "all" if args.corruption_set == "all" else "held-out",
+            "extra_param_set": param_set, "extra_tables": EXTRA_TABLES}
+
+
 def run_export(args) -> int:
     names = parse_corruptions(args.corruptions, args.corruption_set)
     if args.dataset != "rafdb":
@@ -248,8 +260,7 @@ def run_export(args) -> int:
     params = {"seed": args.seed, "format": args.format, "motion_backend": args.motion_backend,
               "colour": args.colour, "param_set": PARAM_SET, "split": args.split}
     if args.corruption_set != "rafdb":  # the 18's manifest stays exactly as it was
-        params.update(corruption_set=args.corruption_set, extra_param_set=args.param_set,
-                      extra_tables=EXTRA_TABLES)
+        params.update(held_out_params(args, names))
     # Fail on an unwritable folder or a conflicting manifest before listing work or starting workers.
     dataset_writer.check_output_dir(args.out, kind=dataset_writer.RAFDB_C_KIND, params=params,
                                     force_rerender=args.force_rerender)

@@ -167,14 +167,12 @@ def render_unit(unit: dataset_writer.WorkUnit, *, selected: Sequence[str], seed:
 
 
 def export_params(args: argparse.Namespace) -> dict:
-    """The parameters that decide the bytes; a tree mixing different values is refused. A
-    ``--perturbation-set`` other than rafdb adds the set and the extras' table digest."""
-    extra = {}
-    if getattr(args, "perturbation_set", "rafdb") != "rafdb":
-        import perturbations_extra
+    """The parameters that decide the bytes; a tree mixing different values is refused. The extras'
+    table digest is recorded for every export (the set is not), so the ImageNet-P extras can be
+    added to a tree of the 10 and the other way round."""
+    import perturbations_extra
 
-        extra = {"perturbation_set": args.perturbation_set,
-                 "extra_tables": f"imagenet-p-{dataset_writer.parameter_tables_digest(perturbations_extra)}"}
+    extra = {"extra_tables": f"imagenet-p-{dataset_writer.parameter_tables_digest(perturbations_extra)}"}
     return {**extra, **{
         "seed": args.seed,
         "format": args.format,

@@ -447,3 +447,23 @@ def test_extra_sets_export_deterministic_with_manifest(small_tree, tmp_path, cap
     params = json.loads((tmp_path / "w1/manifest.json").read_text())["params"]
     assert params["corruption_set"] == "all" and params["extra_param_set"] == "scaled"
     assert cli(["verify", "--out", str(tmp_path / "w1"), "--quiet"], capsys)[0] == 0
+
+
+def test_imagenet_extra_then_face_share_one_tree(small_tree, tmp_path, capsys):
+    """The README's two held-out exports into the default extras folder: the face run (no
+    --param-set) takes the tree's; both sets' folders are then in one verified tree."""
+    out = tmp_path / "extra"
+    code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(out), "--corruption-set",
+                           "imagenet-extra", "--param-set", "scaled", "--corruptions", "fog", "--severities", "1",
+                           "--quiet"], capsys)
+    assert code == 0, err
+    code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(out), "--corruption-set", "face",
+                           "--corruptions", "occlusion_eyes", "--severities", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["rafdb.test.fog.1", "rafdb.test.occlusion_eyes.1"]
+    params = json.loads((out / "manifest.json").read_text())["params"]
+    assert params["corruption_set"] == "held-out" and params["extra_param_set"] == "scaled"
+    assert cli(["verify", "--out", str(out), "--quiet"], capsys)[0] == 0
+    code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(out), "--corruption-set",
+                           "imagenet-extra", "--param-set", "imagenet224", "--corruptions", "fog", "--quiet"], capsys)
+    assert code == 2 and "extra_param_set='scaled'" in err and "(--param-set)" in err

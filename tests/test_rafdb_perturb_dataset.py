@@ -285,3 +285,15 @@ def test_flags_match_the_rafdb_c_script(capsys):
     with pytest.raises(SystemExit) as error:
         rafdb_perturb_dataset.parse_args(["export", "--workers", "-2"])
     assert error.value.code == 2 and "--workers: expected a positive number" in capsys.readouterr().err
+
+
+def test_extras_are_added_to_a_tree_of_the_10(tree4, tmp_path):
+    """The README's order: the 10 first, then --perturbation-set imagenet-extra into the same --out
+    (both record the extras' table digest, neither the set); verify then sees both folders."""
+    out = tmp_path / "p"
+    assert run_cli("export", "--rafdb", tree4, "--out", out, "--quiet", "--perturbations", "p_scale").returncode == 0
+    result = run_cli("export", "--rafdb", tree4, "--out", out, "--quiet", "--perturbation-set", "imagenet-extra",
+                     "--perturbations", "p_tilt")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["rafdb.test.p_scale", "rafdb.test.p_tilt"]
+    assert run_cli("verify", "--out", out).returncode == 0
