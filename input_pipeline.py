@@ -116,6 +116,15 @@ def _prepare(image: np.ndarray, image_size: Sequence[int], channels: int, crop: 
     return image
 
 
+def rgb_for_augmentation(image: np.ndarray) -> np.ndarray:
+    """The image the training augmentations take: RGB uint8 H x W x 3. A grey image (FER2013, a
+    folder of grey faces) gets its plane copied to three channels first, as the network input
+    gets it; the augmentations keep R = G = B, so a 1-channel model still sees the same grey."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
+    return image
+
+
 def _stack_float32(images: Sequence[np.ndarray]) -> np.ndarray:
     """``np.stack(images).astype(np.float32)`` in one pass, into a 64-byte aligned array.
 
@@ -171,7 +180,7 @@ def make_dataset(
         image = read_file(path) if read is None else read(path)
         if augment is not None:
             rng = np.random.Generator(np.random.PCG64(int(element_seed) & 0xFFFFFFFFFFFFFFFF))
-            image = augment(image, rng)
+            image = augment(rgb_for_augmentation(image), rng)
             return _prepare(image, (height, width), channels, "exact")
         return _prepare(image, (height, width), channels, crop)
 

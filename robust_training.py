@@ -177,6 +177,7 @@ def make_views_dataset(
     def load(index, element_seed):
         try:
             image = (rafdb_dataset.read_image if read is None else read)(paths[int(index)])
+            image = input_pipeline.rgb_for_augmentation(image)  # grey datasets: the plane x 3
             rng = np.random.Generator(np.random.PCG64(int(element_seed) & 0xFFFFFFFFFFFFFFFF))
             return np.stack([input_pipeline.load_for_model(view, (height, width), channels, "exact")
                              for view in views(image, rng)])

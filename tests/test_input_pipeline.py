@@ -235,3 +235,31 @@ def test_fractional_augmentation_output_reaches_the_model_as_float32(test_set):
         source = cv2.imread(str(paths[index]))[:, :, ::-1].astype(np.float64) * 0.5 + 0.25
         expected = cv2.resize(source, (50, 50), interpolation=cv2.INTER_LINEAR).astype(np.float32)
         np.testing.assert_array_equal(images[index], expected)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_grey_dataset_through_the_training_augmentation(tmp_path, channels):
+    """FER+ rows are grey (48x48x1); the training augmentations take RGB. With a transform that
+    only flips (AutoAugment-free check: its own RGB check must pass), the batch equals the flipped
+    grey plane, copied to three channels or kept as one."""
+    import augmentations
+    import datasets
+    import synthetic_faces
+
+    root = synthetic_faces.write_fer_sample(tmp_path / "FERPlus", 20, 9, 9, seed=3)
+    data = datasets.get("ferplus", root)
+    test = data.labels("test")
+
+    def flip(image, rng):
+        augmentations._check_image(image)  # the augmentations' own check: RGB uint8 H x W x 3
+        return image[:, ::-1].copy()
+
+    images, _ = _collect(ip.make_dataset_for(data, test, image_size=(48, 48), channels=channels, batch_size=4,
+                                             augment=flip, seed=1))
+    pixels = data.images(test)[:, :, ::-1, 0].astype(np.float32)
+    np.testing.assert_array_equal(images, np.stack([pixels] * channels, axis=-1))
+    # the default training transform runs on grey rows too (it raised on H x W x 1 before)
+    transform = augmentations.make_train_transform("default")
+    images, _ = _collect(ip.make_dataset_for(data, test, image_size=(48, 48), channels=channels, batch_size=4,
+                                             augment=transform, seed=1))
+    assert images.shape == (len(test.names), 48, 48, channels)
