@@ -122,6 +122,9 @@ def test_one_mce_line_per_set_and_the_18_unchanged_by_extras(workspace, capsys):
     face_mce = 100 * np.mean([errors[(n, 1)] + errors[(n, 2)] for n in FACE])
     assert f"set face            ( 2 corruptions): unnormalised mCE {face_mce:.2f}" in both.out
     assert "set rafdb" in both.out and "set face" not in only.out
+    # the headline line is the 18's and says so: over len(RAFDB_C) corruptions, not the 2 face ones too
+    assert f"(over {len(RAFDB_C)} corruptions; pass --baseline" in both.out
+    assert f"(over {len(RAFDB_C) + len(FACE)} corruptions" not in both.out
     rows = list(csv.DictReader((root / "all.csv").open()))
     face = next(row for row in rows if row["corruption"] == "summary:face")
     assert float(face["mce"]) == pytest.approx(np.mean([errors[(n, 1)] + errors[(n, 2)] for n in FACE]))
