@@ -294,6 +294,18 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else math.nan
 
 
+# What must match for a baseline's errors to normalise a model's: the same test images and labels.
+BASELINE_KEYS = ("dataset", "split", "protocol", "n")
+
+
+def baseline_mismatch(model: Model, baseline: Model | None) -> str:
+    """'' when ``baseline`` can normalise ``model``'s CE (or there is none), else what differs."""
+    if baseline is None or baseline.robustness is None or model is baseline:
+        return ""
+    mine, theirs = model.identity(), baseline.identity()
+    return ", ".join(f"{key} {mine[key]} vs {theirs[key]}" for key in BASELINE_KEYS if mine[key] != theirs[key])
+
+
 def corruption_metrics(model: Model, baseline: Model | None) -> dict:
     """Clean error, mean error per corruption, CE / relative CE against ``baseline``."""
     clean, table = model.errors()
@@ -306,7 +318,12 @@ def corruption_metrics(model: Model, baseline: Model | None) -> dict:
     eces = [row.get("ece") for row in rows if row.get("corruption")]
     out["mean_ece"] = _mean(eces) if eces and all(v is not None for v in eces) else math.nan
     out["ce"], out["relative_ce"] = {}, {}
-    if baseline is not None and baseline.robustness is not None:
+    mismatch = baseline_mismatch(model, baseline)
+    if mismatch:  # errors on other images are no denominator (as eval_corrupted_rafdb.py refuses)
+        out["mce"] = out["relative_mce"] = math.nan
+        out["ce_baseline"] = ""
+        out["baseline_mismatch"] = mismatch
+    elif baseline is not None and baseline.robustness is not None:
         base_clean, base_table = baseline.errors()
         for corruption, errors in complete.items():
             base = base_table.get(corruption, {})
@@ -429,6 +446,11 @@ def build(models: list[Model], baseline: Model | None) -> dict:
             "c": corruption_metrics(model, baseline) if model.robustness is not None else None,
             "s": stability_metrics(model, baseline) if model.stability is not None else None}
     warnings, groups = comparability(models, metrics)
+    for model in models:
+        mismatch = (metrics[model.name]["c"] or {}).get("baseline_mismatch")
+        if mismatch:
+            warnings.append(f"{model.name}: no mCE against the baseline {baseline.name}, evaluated on "
+                            f"other images or labels ({mismatch})")
     baselines = {metrics[m.name]["c"]["ce_baseline"] for m in models
                  if metrics[m.name]["c"] and not math.isnan(metrics[m.name]["c"]["mce"])}
     if len(baselines) > 1:

@@ -131,6 +131,20 @@ def test_different_protocols_are_never_ranked_together(designed, tmp_path):
     assert "> **WARNING:** robustness results differ in n" in md
 
 
+def test_baseline_of_other_images_normalises_nothing(designed, tmp_path):
+    """mobile evaluated under the hard protocol on 40 images: base's errors (soft, its own N) are
+    no denominator for it, so it gets no mCE and a warning saying why; tinycnn keeps its mCE."""
+    other = load("mobile")
+    other["results"][0]["protocol"], other["results"][0]["n"] = "hard", 40
+    write(designed, "mobile", other)
+    out = tmp_path / "out"
+    result = report.make_report([designed], out, baseline="base")
+    rows = read_csv(out / "report.csv")
+    assert rows["mobile"]["mce"] in ("", "nan") and rows["tinycnn"]["mce"] not in ("", "nan")
+    assert any(w.startswith("mobile: no mCE against the baseline base") and "protocol hard vs" in w
+               for w in result["warnings"])
+
+
 def test_different_corruption_sets_warn(designed, tmp_path):
     data = load("mobile")
     data["results"][0]["folders"] = [row for row in data["results"][0]["folders"]
