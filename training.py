@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -875,6 +876,7 @@ def train(args) -> int:
     channels = 3
     image_size = (input_size, input_size)
 
+    created = False
     if args.resume:
         run_dir = args.dir
     else:
@@ -883,6 +885,7 @@ def train(args) -> int:
             raise UserError(f"--dir {run_dir}: already holds checkpoints; pass --resume to continue it "
                             "or choose another --dir")
         if chief:
+            created = not run_dir.exists()
             run_dir.mkdir(parents=True, exist_ok=True)
     # Only the chief writes the run directory; other workers write to a temporary folder (as Keras's callbacks do)
     scratch = None if chief else tempfile.TemporaryDirectory(prefix="train_fer_worker_")
@@ -890,6 +893,12 @@ def train(args) -> int:
     LOG.info("run directory: %s%s", run_dir, "" if chief else f" (this worker writes to {write_dir})")
     try:
         return _train(args, strategy, net, input_size, channels, image_size, run_dir, write_dir, chief)
+    except UserError:
+        # A run this call created that stopped on a user error before its first checkpoint: leave no
+        # empty or half-begun run folder behind (a later run would find it in --out-root).
+        if created and not any(run_dir.glob("checkpoint*.hdf5")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         if scratch is not None:
             scratch.cleanup()
@@ -929,6 +938,10 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     with model_scope(strategy):
         if args.resume:
             checkpoint, initial_epoch, state = resume_point(run_dir)
+            if args.epochs < initial_epoch:
+                raise UserError(f"--epochs {args.epochs}: {run_dir} has already trained {initial_epoch} epochs; "
+                                f"--resume continues up to --epochs (give at least {initial_epoch}), it "
+                                f"does not go back (train_fer.py --mode test --epoch E tests an earlier one)")
             LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
             model = load_checkpoint(checkpoint)
             centers = attach_center_loss(args, model)

@@ -6,6 +6,7 @@ Tiny runs: the small CNN at 64 px on the session's synthetic sample tree, 1-2 ep
 import csv
 import datetime
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -573,3 +574,27 @@ def test_mixed_precision_on_the_cpu_with_onednn_is_a_user_error(sample_tree, tmp
     with pytest.raises(UserError, match="--mixed-precision.*TF_ENABLE_ONEDNN_OPTS=0"):
         train_fer.main(["--rafdb", str(sample_tree), *TINY, "--dir", str(tmp_path / "mp"), "--mixed-precision"])
     assert not (tmp_path / "mp").exists()
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(two_epochs, tmp_path):
+    """--resume --epochs 1 on a run of 2 done epochs: exit 2 (a user error), run.json untouched."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(two_epochs, run_dir)
+    before = (run_dir / "run.json").read_bytes()
+    with pytest.raises(UserError, match=r"--epochs 1: .* has already trained 2 epochs"):
+        train_fer.main(["--dir", str(run_dir), "--resume", "--epochs", "1"])
+    assert (run_dir / "run.json").read_bytes() == before
+
+
+def test_a_new_run_that_fails_before_training_leaves_no_folder(sample_tree, tmp_path):
+    """--input-size 16 is refused by the network only once the data is read: the run folder this
+    call created is removed again (an existing --dir is never removed)."""
+    run_dir = tmp_path / "runs" / "small"
+    with pytest.raises(UserError, match="--net smallcnn: .*64x64"):
+        train_fer.main(["--rafdb", str(sample_tree), *TINY, "--input-size", "16", "--dir", str(run_dir)])
+    assert not run_dir.exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    with pytest.raises(UserError):
+        train_fer.main(["--rafdb", str(sample_tree), *TINY, "--input-size", "16", "--dir", str(existing)])
+    assert existing.is_dir()
