@@ -197,6 +197,29 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
     args.lr_schedule = parse_lr(args.lr)
 
 
+def apply_run_dataset(args, run_dir: Path) -> None:
+    """--mode test: the dataset flags left out (--dataset, --data, --rafdb, --labels) take the run's
+    own values from its run.json, so a run trained on FER+ is tested on FER+ without repeating them.
+    A recorded data folder that is gone is left out with a warning."""
+    path = Path(run_dir) / RUN_FILE
+    try:
+        saved = json.loads(path.read_text()).get("args") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # no run.json (a bare checkpoint folder): the flags as given
+    for key in ("dataset", "data", "rafdb", "labels"):
+        if key in args.explicit or saved.get(key) is None or not hasattr(args, key):
+            continue
+        value = saved[key]
+        if key in ("data", "rafdb"):
+            if not Path(value).is_dir():
+                LOG.warning("%s: the run's --%s %s is gone; give --%s", path, key, value, key)
+                continue
+            value = Path(value) if isinstance(getattr(args, key), Path) or getattr(args, key) is None else value
+        setattr(args, key, value)
+    LOG.info("--mode test on %s's dataset: --dataset %s%s", run_dir, args.dataset,
+             f" --data {args.data}" if getattr(args, "data", None) else "")
+
+
 def check_args(args) -> None:
     """Turn bad combinations into one-line user errors before any heavy work."""
     args.lr_schedule = parse_lr(args.lr)
@@ -1161,6 +1184,8 @@ def run(args, parse_argv=None) -> int:
     if args.mode == "train" and args.resume:
         check_resume(args)
         apply_run_args(args, args.dir, parse_argv)
+    if args.mode == "test" and (args.dir is not None or args.checkpoint is not None):
+        apply_run_dataset(args, args.dir if args.dir is not None else Path(args.checkpoint).parent)
     check_args(args)
     if args.mode == "test":
         return test_mode(args)

@@ -118,3 +118,13 @@ def test_mode_test_epoch_selects_that_checkpoint(run_dir, sample_tree, capsys):
     assert "checkpoint.01.hdf5" in capsys.readouterr().out
     with pytest.raises(UserError, match=r"--epoch 7: no .*checkpoint\.07\.hdf5 \(epochs with a checkpoint: 1\)"):
         train_fer.main(["--mode", "test", "--dir", str(run_dir), "--epoch", "7", "--rafdb", str(sample_tree)])
+
+
+def test_mode_test_takes_the_runs_dataset(run_dir, sample_tree, tmp_path, monkeypatch, capsys):
+    """Run from another folder (no ./RAF-DB there) without --rafdb: the run's recorded RAF-DB root is
+    used, and the test split's size is the one printed with it."""
+    monkeypatch.chdir(tmp_path)
+    assert train_fer.main(["--mode", "test", "--dir", str(run_dir)]) == 0
+    with_flag = capsys.readouterr().out
+    assert train_fer.main(["--mode", "test", "--dir", str(run_dir), "--rafdb", str(sample_tree)]) == 0
+    assert capsys.readouterr().out == with_flag
