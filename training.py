@@ -199,13 +199,16 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
 
 def apply_run_dataset(args, run_dir: Path) -> None:
     """--mode test: the dataset flags left out (--dataset, --data, --rafdb, --labels) take the run's
-    own values from its run.json, so a run trained on FER+ is tested on FER+ without repeating them.
-    A recorded data folder that is gone is left out with a warning."""
+    own values from its run.json, so a run trained on FER+ is tested on FER+ without repeating them;
+    a --dataset other than the run's takes nothing from it. A recorded data folder that is gone is
+    left out with a warning."""
     path = Path(run_dir) / RUN_FILE
     try:
         saved = json.loads(path.read_text()).get("args") or {}
     except (OSError, ValueError, AttributeError):
         return  # no run.json (a bare checkpoint folder): the flags as given
+    if "dataset" in args.explicit and args.dataset != saved.get("dataset", args.dataset):
+        return  # another dataset than the run's: its own flags and defaults, nothing of the run's
     for key in ("dataset", "data", "rafdb", "labels"):
         if key in args.explicit or saved.get(key) is None or not hasattr(args, key):
             continue
