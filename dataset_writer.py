@@ -1140,14 +1140,33 @@ def rafdb_c_units(image_paths: Sequence[str | os.PathLike], pairs: Sequence[tupl
     return units
 
 
+def too_small_to_corrupt(height: int, width: int) -> bool:
+    """True when an image of this size is below the corruptions' minimum (``corruptions.MIN_SIDE``)."""
+    import corruptions
+
+    return min(height, width) < corruptions.MIN_SIDE
+
+
+def small_image_message(path, height: int, width: int) -> str:
+    """The refusal of a too-small source image, naming its file (both exports use it)."""
+    import corruptions
+
+    return (f"{path}: the image is {width}x{height} px (width x height); the corruptions need a width and "
+            f"height of at least {corruptions.MIN_SIDE} px (docs/DATASETS.md); enlarge the image or leave it out")
+
+
+def require_corruptible_size(shape: Sequence[int], path) -> None:
+    """UserError naming ``path`` when an image of ``shape`` (H, W[, C]) is too small to corrupt."""
+    if too_small_to_corrupt(int(shape[0]), int(shape[1])):
+        raise UserError(small_image_message(path, int(shape[0]), int(shape[1])))
+
+
 def render_rafdb_c(unit: WorkUnit, *, pairs: Sequence[tuple[str, int]], seed: int, fmt: str,
                    motion_backend: str, colour: str, split: str = "test",
                    param_set: str | None = None) -> list[tuple[str, bytes]]:
     """Render every (corruption, severity) output of one source image (a ``WorkUnit`` from
     :func:`rafdb_c_units`)."""
     import rafdb_dataset
-
-    from fer_export import require_corruptible_size
 
     source = Path(unit.payload)
     image = rafdb_dataset.read_image(source)

@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cli_common import UserError, item_rng
-from dataset_writer import WorkUnit
+from dataset_writer import WorkUnit, require_corruptible_size, small_image_message, too_small_to_corrupt
 from datasets.images import encode_image, read_image
 
 FER_C_KIND = "fer-c"
@@ -218,36 +218,17 @@ def image_file_size(path: str | Path) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
-def _too_small(height: int, width: int) -> bool:
-    import corruptions
-
-    return min(height, width) < corruptions.MIN_SIDE
-
-
-def _small_message(path, height: int, width: int) -> str:
-    import corruptions
-
-    return (f"{path}: the image is {width}x{height} px (width x height); the corruptions need a width and "
-            f"height of at least {corruptions.MIN_SIDE} px (docs/DATASETS.md); enlarge the image or leave it out")
-
-
-def require_corruptible_size(shape: Sequence[int], path) -> None:
-    """UserError naming ``path`` when an image of ``shape`` (H, W[, C]) is too small to corrupt."""
-    if _too_small(int(shape[0]), int(shape[1])):
-        raise UserError(_small_message(path, int(shape[0]), int(shape[1])))
-
-
 def refuse_small_images(paths: Sequence[str]) -> None:
     """UserError naming the first image smaller than ``corruptions.MIN_SIDE`` (and how many more),
     from the file headers, before anything is written."""
     small = []
     for path in paths:
         size = image_file_size(path)
-        if size is not None and _too_small(*size):
+        if size is not None and too_small_to_corrupt(*size):
             small.append((path, size))
     if small:
         (path, (height, width)), more = small[0], len(small) - 1
-        raise UserError(_small_message(path, height, width)
+        raise UserError(small_image_message(path, height, width)
                         + (f" (and {more} more image(s) of the split are smaller than that)" if more else ""))
 
 
