@@ -353,6 +353,12 @@ def _non_input_layers(model) -> list:
     return [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
 
 
+def _leading_scaling_layer(model):
+    """The model's first layer when it is a (third-party) Rescaling or Normalization, else None."""
+    first = _non_input_layers(model)[:1]
+    return first[0] if first and type(first[0]).__name__ in _THIRD_PARTY_SCALING_CLASSES else None
+
+
 def leading_preprocessing(model, *, trust_rescaling: bool = False) -> tuple[list, object | None]:
     """(preprocessing layers, BGR ChannelFlip or None) at the very start of ``model``.
 
@@ -736,13 +742,12 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
             model = strip_leading_layers(model, count, checkpoint_path)
             LOG.warning("%s: %s replaces the model's own preprocessing layers (%s), removed for "
                         "this evaluation", checkpoint_path, flag, ", ".join(stripped_layers))
-        kept = _non_input_layers(model)[:1]
-        if kept and type(kept[0]).__name__ in _THIRD_PARTY_SCALING_CLASSES and (
-                legacy or preprocessing != "none"):
+        kept = _leading_scaling_layer(model)
+        if kept is not None and (legacy or preprocessing != "none"):
             LOG.warning("%s: the model starts with its own %s layer %r, which is kept: %s is applied "
                         "before it, so both run; if the model scales its input itself, evaluate it "
-                        "with --preprocessing none", checkpoint_path, type(kept[0]).__name__,
-                        kept[0].name, flag)
+                        "with --preprocessing none", checkpoint_path, type(kept).__name__,
+                        kept.name, flag)
     if legacy:
         if channels != 3:
             raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
@@ -781,12 +786,11 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                     ", ".join(layer.name for layer in own_layers))
     else:
         label, source = "none", "default"
-        first = _non_input_layers(model)[:1]
-        if first and type(first[0]).__name__ in _THIRD_PARTY_SCALING_CLASSES:
+        first = _leading_scaling_layer(model)
+        if first is not None:
             LOG.warning("%s: no run.json and no --preprocessing: feeding raw RGB pixels 0..255 to its "
                         "own leading %s layer %r, which probably expects them (a --preprocessing flag "
-                        "would apply before it)", checkpoint_path, type(first[0]).__name__,
-                        first[0].name)
+                        "would apply before it)", checkpoint_path, type(first).__name__, first.name)
         else:
             LOG.warning("%s: no run.json and no --preprocessing: feeding raw RGB pixels 0..255 "
                         "(name one with --preprocessing, e.g. scale-1-1 for FER2013 models)",
