@@ -213,11 +213,11 @@ def apply_run_dataset(args, run_dir: Path) -> None:
         if key in args.explicit or saved.get(key) is None or not hasattr(args, key):
             continue
         value = saved[key]
-        if key in ("data", "rafdb"):
-            if not Path(value).is_dir():
+        if key in ("data", "rafdb"):  # folders (the parser's type is Path)
+            value = Path(value)
+            if not value.is_dir():
                 LOG.warning("%s: the run's --%s %s is gone; give --%s", path, key, value, key)
                 continue
-            value = Path(value) if isinstance(getattr(args, key), Path) or getattr(args, key) is None else value
         setattr(args, key, value)
     LOG.info("--mode test on %s's dataset: --dataset %s%s", run_dir, args.dataset,
              f" --data {args.data}" if getattr(args, "data", None) else "")
