@@ -552,6 +552,18 @@ def _percent(value: float | None, width: int = 7) -> str:
     return f"{100.0 * value:{width}.2f}"
 
 
+def corrupted_title(dataset: str) -> str:
+    """The corrupted test set's name in reports: RAF-DB-C, FER+-C, FER2013-C, or a corrupted folder
+    dataset (the dataset's own title, docs/DATASETS.md)."""
+    import datasets
+
+    try:
+        title = datasets.dataset_class(dataset).title
+    except UserError:  # a result file from elsewhere: say what it records
+        return f"{dataset} (corrupted)"
+    return f"corrupted {title}" if dataset == "folder" else f"{title}-C"
+
+
 def summary_table(result: dict) -> str:
     """The fixed-width console table for one model."""
     summary, rows = result["summary"], result["folders"]
@@ -559,7 +571,7 @@ def summary_table(result: dict) -> str:
     normalised = "ce" in summary
     out = io.StringIO()
     checkpoint = result["checkpoint"]
-    out.write(f"RAF-DB-C summary for {checkpoint['checkpoint']}\n")
+    out.write(f"{corrupted_title(result.get('dataset', 'rafdb'))} summary for {checkpoint['checkpoint']}\n")
     out.write(f"N = {result['n']} test images ({result['protocol']} labels"
               + (f", vote-filtered from {result['n_total']}" if result["protocol"] == "soft" else "")
               + f"), crop {checkpoint['crop']}, input {'x'.join(map(str, checkpoint.get('input_shape') or ['n/a']))}"

@@ -234,6 +234,13 @@ def check_args(args) -> None:
         raise UserError(f"--workers {args.workers}: expected a positive integer")
     if args.mode == "test" and args.checkpoint is None and args.dir is None:
         raise UserError("--mode test needs --checkpoint FILE or --dir RUN_DIR")
+    for flag, value in (("--epoch", getattr(args, "epoch", None)), ("--checkpoint", args.checkpoint)):
+        if args.mode == "train" and value is not None:
+            raise UserError(f"{flag} {value}: only used with --mode test (training starts from --pretraining, "
+                            "or continues a run with --resume --dir RUN)")
+    if args.cpu_devices and args.distribute != "mirrored":
+        raise UserError(f"--cpu-devices {args.cpu_devices}: only used with --distribute mirrored (it splits the CPU "
+                        f"into logical devices for MirroredStrategy); got --distribute {args.distribute}")
     if args.mode == "train":  # the run directory, before any data is read or model built
         if args.dir is not None:
             check_output_path(args.dir, "--dir", folder=True)

@@ -181,6 +181,7 @@ def test_eval_corrupted_fer2013_clean_and_corrupted_equal_direct_computation(fer
     clean = predicted_ferplus_names(ferplus_run, as_model_input(pixels[rows], 64))
     expected_clean = np.mean([p == t for p, t in zip(clean, targets)])
     assert accuracy_line(out, str(fer_pair / "fer2013.csv")) == pytest.approx(expected_clean, abs=1e-6)
+    assert "FER2013-C summary for " in out and "RAF-DB-C summary" not in out
     folder = fer_png_export / "fer2013.PublicTest.gaussian_noise.2"
     corrupted = np.array([cv2.imread(str(folder / f"{row:05d}.png"), cv2.IMREAD_GRAYSCALE) for row in rows])
     predicted = predicted_ferplus_names(ferplus_run, as_model_input(corrupted, 64))
@@ -229,6 +230,7 @@ def test_eval_corrupted_fer_csv_export_and_folder_dataset(ferplus_run, fer_pair,
     assert accuracy_line(text, str(faces / "test")) == \
         pytest.approx(np.mean([p == t for p, t in zip(predicted, targets)]), abs=1e-6)
     assert f"dataset folder dataset test: N={len(files)}" in text
+    assert "corrupted folder dataset summary for " in text and "RAF-DB-C summary" not in text
 
 
 def test_eval_corrupted_bad_inputs_exit_2(fer_pair, ferplus_run, tmp_path):

@@ -248,6 +248,13 @@ def test_bad_inputs_raise_clear_user_errors(sample_tree, tmp_path, capsys):
         train_fer.main(["--rafdb", str(tmp_path / "nowhere"), *TINY, "--epochs", "1", "--dir", str(tmp_path / "r2")])
     with pytest.raises(UserError, match="--resume needs --dir"):
         train_fer.main(["--rafdb", str(sample_tree), *TINY, "--resume"])
+    with pytest.raises(UserError, match=r"--epoch 3: only used with --mode test"):
+        train_fer.main(base + ["--epoch", "3"])
+    with pytest.raises(UserError, match=r"--checkpoint .*c\.hdf5: only used with --mode test"):
+        train_fer.main(base + ["--checkpoint", str(tmp_path / "c.hdf5")])
+    with pytest.raises(UserError, match=r"--cpu-devices 2: only used with --distribute mirrored.*none"):
+        train_fer.main(base + ["--cpu-devices", "2"])
+    assert not (tmp_path / "r").exists()  # refused before the run folder is made
     with pytest.raises(SystemExit) as excinfo:
         train_fer.main(base + ["--net", "alexnet"])
     assert excinfo.value.code == 2 and "--net" in capsys.readouterr().err
