@@ -701,6 +701,7 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
         val = test
     train = trim_to_replicas(train, replicas, "training set")
     val = trim_to_replicas(val, replicas, "validation set")
+    warn_empty_classes(train, data.class_names, data.title)
     transform = None
     if args.augmentation != "no" or args.cutout:
         transform = augmentations.make_train_transform(
@@ -729,6 +730,23 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
     LOG.info("%s: %d train, %d validation (%s), %d test; labels %s (%d test rows dropped by the vote filter)",
              data.title, len(train), len(val), args.val_split, len(test), args.labels, test.n_dropped)
     return train, val, test, train_dataset, val_ds
+
+
+def empty_classes(labels: np.ndarray, class_names) -> list[str]:
+    """The classes that no training label gives any weight (a hard label's column of zeros, or a soft
+    label's column that sums to 0)."""
+    labels = np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)
+    return [name for name, mass in zip(class_names, labels.sum(axis=0)) if not mass > 0]
+
+
+def warn_empty_classes(train, class_names, title: str) -> None:
+    """A warning naming the classes with no training image: the network is still built with their
+    outputs (the class list is the dataset's), but it never sees an example of them."""
+    missing = empty_classes(train.labels, class_names)
+    if missing:
+        LOG.warning("%s: no training image of class(es) %s: the model keeps their outputs but can never learn "
+                    "them (check the dataset's class folders or labels; docs/DATASETS.md)", title,
+                    ", ".join(missing))
 
 
 def distribute_options(dataset):

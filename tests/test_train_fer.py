@@ -260,6 +260,19 @@ def test_bad_inputs_raise_clear_user_errors(sample_tree, tmp_path, capsys):
     assert excinfo.value.code == 2 and "--net" in capsys.readouterr().err
 
 
+def test_classes_without_training_images_are_named_in_a_warning(caplog):
+    from datasets.base import LabelSet
+
+    hard = np.eye(4, dtype=np.float32)[[0, 0, 2, 2, 0]]  # classes b and d never occur
+    soft = np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0]], np.float32)  # c has no mass
+    assert training.empty_classes(hard, "abcd") == ["b", "d"]
+    assert training.empty_classes(soft, "abc") == ["c"]
+    assert training.empty_classes(np.eye(3, dtype=np.float32), "abc") == []
+    with caplog.at_level("WARNING", logger=training.LOG.name):
+        training.warn_empty_classes(LabelSet(["x"] * 5, hard, "hard", "train"), "abcd", "folder dataset")
+    assert "no training image of class(es) b, d" in caplog.text and "folder dataset" in caplog.text
+
+
 def test_unwritable_run_dir_is_refused_before_training(tmp_path, monkeypatch):
     """--dir naming a file, or under a file, and --out-root under a file: UserError before any data
     is read (the --rafdb given does not exist, so reading it would be another error)."""
