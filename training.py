@@ -1133,7 +1133,8 @@ def test_mode(args) -> int:
     """--mode test: accuracy and confusion matrix of test, validation and train (docs/BENCHMARK.md §9.5).
 
     Prints the clean test accuracy line, then per part the original's layout (confusion.format_report);
-    writes ``confusion_<part>.csv`` and ``confusion_<part>.png`` beside the checkpoint.
+    writes ``confusion_<part>.csv`` and ``confusion_<part>.png`` beside the checkpoint
+    (``confusion_<dataset>_<part>.*`` when ``--dataset`` is not the run's own, per its run.json).
     """
     import confusion
 
@@ -1152,9 +1153,11 @@ def test_mode(args) -> int:
     checkpoint = Path(checkpoint)
     sidecar = checkpoint.parent / RUN_FILE
     model_classes = None
+    run_dataset = None
     if sidecar.is_file():
         config = json.loads(sidecar.read_text())
         model_classes = config.get("class_names")
+        run_dataset = (config.get("args") or {}).get("dataset", "rafdb")
         args.crop = config.get("crop", args.crop)
         if config.get("labels") and config["labels"] != args.labels:
             LOG.warning("the model was trained with --labels %s; evaluating with --labels %s",
@@ -1176,6 +1179,9 @@ def test_mode(args) -> int:
     except ValueError as error:
         raise UserError(f"model classes {names}: {error}") from None
     sets = test_mode_sets(args, checkpoint.parent)
+    # The run's own dataset keeps the plain names; another dataset's matrices get its name, so testing
+    # a FER+ run on FER2013 does not replace the FER+ files.
+    stem = "confusion_" if args.dataset == (run_dataset or args.dataset) else f"confusion_{args.dataset}_"
     for part in TEST_MODE_PARTS:
         labels = sets[part]
         keep = np.flatnonzero(mapping.evaluable(labels.classes))
@@ -1193,9 +1199,9 @@ def test_mode(args) -> int:
             print(f"test accuracy {correct / len(labels):.4f} ({correct}/{len(labels)}, {data.title} "
                   f"{data.split_name('test')}, labels {args.labels}{unmapped}, checkpoint {checkpoint})")
         print(confusion.format_report(part, matrix, names), end="", flush=True)
-        confusion.write_csv(checkpoint.parent / f"confusion_{part}.csv", matrix, names)
+        confusion.write_csv(checkpoint.parent / f"{stem}{part}.csv", matrix, names)
         accuracy = np.trace(matrix) / max(1, matrix.sum())
-        confusion.write_png(checkpoint.parent / f"confusion_{part}.png", matrix, names,
+        confusion.write_png(checkpoint.parent / f"{stem}{part}.png", matrix, names,
                             f"{part}: accuracy {100 * accuracy:.1f} % (N = {int(matrix.sum())}), {checkpoint.name}")
     return 0
 

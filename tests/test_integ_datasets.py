@@ -110,6 +110,11 @@ def test_train_mode_test_on_fer2013_maps_classes_by_name(ferplus_run, fer_pair, 
                                                   "surprise", "neutral")]
     correct = int(np.sum(predicted == np.array(to_model)[emotion[test]]))
     assert f"({correct}/{len(test)}, FER2013 PublicTest" in out
+    # another dataset than the run's: its own confusion files, the run's own names left alone
+    matrix = (ferplus_run / "confusion_fer2013_test.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in matrix[1:]] == list(FERPLUS_ORDER)  # rows: the model's classes
+    assert sum(int(row.split(",")[1 + i]) for i, row in enumerate(matrix[1:])) == correct  # the diagonal
+    assert not (ferplus_run / "confusion_test.csv").exists()
 
 
 def test_train_bad_dataset_inputs_exit_2(tmp_path, fer_pair):
