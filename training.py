@@ -1040,7 +1040,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
         # one replica: Keras reduces nothing, and the rank-1 logs would reach TensorBoard as they are
         patch_for_multiworker(trainer, strategy)
     if args.val_split == "holdout":  # only once the model exists: a bad --pretraining leaves no file
-        atomic_write_text(write_dir / VALIDATION_NAMES, "\n".join(val_set.names) + "\n")
+        atomic_write_text(write_dir / VALIDATION_NAMES, name_lines(val_set.names))
     config = run_config(args, net, model.input_shape[1:], model)
     config["run_dir"] = str(run_dir)
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -1101,6 +1101,30 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
 TEST_MODE_PARTS = ("test", "val", "train")  # the original's order
 
 
+def name_lines(names) -> str:
+    """``validation_names.txt``: one image id per line, as it is (spaces and any Unicode kept); an id
+    that holds a line break or starts with a double quote is written as a JSON string instead."""
+    lines = [json.dumps(name, ensure_ascii=False) if ("\n" in name or "\r" in name or name.startswith('"'))
+             else name for name in names]
+    return "".join(line + "\n" for line in lines)
+
+
+def read_name_lines(path: Path) -> list[str]:
+    """The ids of a :func:`name_lines` file (UTF-8; blank lines ignored)."""
+    names = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        line = line.removesuffix("\r")
+        if not line:
+            continue
+        if line.startswith('"'):
+            try:
+                line = json.loads(line)
+            except ValueError:
+                raise UserError(f"{path}, line {number}: a quoted name that is not a JSON string") from None
+        names.append(line)
+    return names
+
+
 def test_mode_sets(args, run_dir: Path | None) -> dict:
     """{part: LabelSet} for --mode test: the test split, the validation images and the rest of train.
 
@@ -1116,7 +1140,7 @@ def test_mode_sets(args, run_dir: Path | None) -> dict:
     train = data.labels("train")
     names_file = run_dir / VALIDATION_NAMES if run_dir is not None else None
     if names_file is not None and names_file.is_file():
-        held = set(names_file.read_text().split())
+        held = set(read_name_lines(names_file))
         val = train.subset([i for i, name in enumerate(train.names) if name in held])
         train = train.subset([i for i, name in enumerate(train.names) if name not in held])
         if len(val) != len(held):

@@ -91,7 +91,7 @@ def test_training_lowers_loss_and_writes_run_dir(two_epochs, sample_tree, capsys
 
     train = rafdb_dataset.load_labels(sample_tree, "train", "soft")
     expected = sum(round(0.1 * n) for n in np.bincount(train.classes, minlength=7))
-    held = (two_epochs / training.VALIDATION_NAMES).read_text().split()
+    held = training.read_name_lines(two_epochs / training.VALIDATION_NAMES)
     assert len(held) == expected and set(held) <= set(train.names)
     test = rafdb_dataset.load_labels(sample_tree, "test", "soft")
     result = json.loads((two_epochs / "results.json").read_text())
@@ -140,7 +140,7 @@ def test_checkpoint_selection_on_a_scripted_accuracy_sequence(tmp_path):
 
 def test_saved_checkpoints_hold_strictly_improving_validation_accuracy(two_epochs, sample_tree):
     """Each checkpoint.EE.hdf5, re-evaluated on the held-out images, beats the ones before it."""
-    held = (two_epochs / training.VALIDATION_NAMES).read_text().split()
+    held = training.read_name_lines(two_epochs / training.VALIDATION_NAMES)
     import rafdb_dataset
 
     train = rafdb_dataset.load_labels(sample_tree, "train", "soft")
@@ -271,6 +271,38 @@ def test_classes_without_training_images_are_named_in_a_warning(caplog):
     with caplog.at_level("WARNING", logger=training.LOG.name):
         training.warn_empty_classes(LabelSet(["x"] * 5, hard, "hard", "train"), "abcd", "folder dataset")
     assert "no training image of class(es) b, d" in caplog.text and "folder dataset" in caplog.text
+
+
+def test_validation_names_keep_spaces_unicode_and_line_breaks(tmp_path):
+    names = ["train/angry/img 012.jpg", "é ü.png", 'a"b.png', '"quoted.png', "two\nlines.png"]
+    text = training.name_lines(names)
+    assert text == ('train/angry/img 012.jpg\né ü.png\na"b.png\n"\\"quoted.png"\n"two\\nlines.png"\n')
+    path = tmp_path / training.VALIDATION_NAMES
+    path.write_bytes(text.replace("\n", "\r\n").encode("utf-8") + b"\r\n")  # CRLF and a blank line
+    assert training.read_name_lines(path) == names
+    path.write_text('"unterminated\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"validation_names\.txt, line 1"):
+        training.read_name_lines(path)
+
+
+def test_mode_test_splits_off_held_out_names_with_spaces(tmp_path):
+    import cv2
+
+    root = tmp_path / "faces"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("happy", "sad"):
+            (root / split / name).mkdir(parents=True)
+            for index in range(4):
+                cv2.imwrite(str(root / split / name / f"img {index} é.png"), rng.integers(0, 256, (40, 40, 3), np.uint8))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    held = ["train/happy/img 1 é.png", "train/sad/img 3 é.png"]  # the folder dataset's ids
+    (run_dir / training.VALIDATION_NAMES).write_text(training.name_lines(held), encoding="utf-8")
+    args = train_fer.parse_args(["--mode", "test", "--dataset", "folder", "--data", str(root), "--dir", str(run_dir)])
+    sets = training.test_mode_sets(args, run_dir)
+    assert sorted(sets["val"].names) == held
+    assert len(sets["train"]) == 6 and not set(held) & set(sets["train"].names)
 
 
 def test_unwritable_run_dir_is_refused_before_training(tmp_path, monkeypatch):
@@ -447,7 +479,7 @@ def test_training_with_bn_recalibrate_validates_on_recalibrated_model(sample_tre
     import rafdb_dataset
     import input_pipeline
 
-    held = set((run_dir / training.VALIDATION_NAMES).read_text().split())
+    held = set(training.read_name_lines(run_dir / training.VALIDATION_NAMES))
     train = rafdb_dataset.load_labels(sample_tree, "train", "soft")
     val = train.subset([i for i, name in enumerate(train.names) if name in held])
     model = training.load_checkpoint(run_dir / training.LAST_CHECKPOINT, compile=False)
