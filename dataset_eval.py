@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +27,8 @@ import datasets
 from cli_common import UserError
 from datasets.base import LabelSet
 from datasets.classes import RAFDB_CLASSES, evaluation_columns
+
+LOG = logging.getLogger("fer.eval")
 
 
 @dataclasses.dataclass
@@ -124,6 +128,28 @@ def _cached_reader(corrupted_set):
     return read
 
 
+def present_images(corrupted_set, names: Sequence[str], allow_missing: bool) -> tuple[list[str], np.ndarray]:
+    """(the ids whose file exists in a folder set, bool mask over ``names``), checked before any model
+    runs: a missing file is a UserError naming it (a warning with ``allow_missing``, and the image is
+    left out of that set). A fer-csv set is one file; its rows are checked as they are read."""
+    keep = np.ones(len(names), bool)
+    if corrupted_set.file_name(names[0] if names else "0") is None:
+        return list(names), keep
+    root = corrupted_set.path
+    present = {(Path(folder) / file).relative_to(root).as_posix()
+               for folder, _, files in os.walk(root) for file in files}
+    missing = [index for index, name in enumerate(names) if corrupted_set.file_name(name) not in present]
+    if missing:
+        keep[missing] = False
+        message = (f"{root / corrupted_set.file_name(names[missing[0]])}: image not found"
+                   + (f" (and {len(missing) - 1} more in {root})" if len(missing) > 1 else ""))
+        if not allow_missing:
+            raise UserError(message + "; rerun the export (it resumes) or pass --allow-missing to evaluate "
+                                      "what exists")
+        LOG.warning("%s; evaluating the %d present images", message, int(keep.sum()))
+    return [name for name, kept in zip(names, keep) if kept], keep
+
+
 def corrupted_units(data, labels: LabelSet, corrupted: Path, pairs: Sequence[tuple[str, int]],
                     allow_missing: bool):
     """(clean Folder, corrupted Folders in ``pairs`` order, format) of a FER or folder export.
@@ -134,8 +160,12 @@ def corrupted_units(data, labels: LabelSet, corrupted: Path, pairs: Sequence[tup
     import fer_export
     from robustness import Folder, folder_label
 
+    import dataset_writer
+
     all_present = np.ones(len(labels), bool)
     clean = Folder(None, 0, clean_label(data), list(labels.names), all_present, read=data.read_image)
+    if Path(corrupted).is_dir():
+        dataset_writer.read_finished_manifest(corrupted)  # an unfinished export: one message, before any file
     found = {(s.corruption, s.severity): s for s in fer_export.corrupted_sets(data, corrupted, "test")}
     missing = [pair for pair in pairs if pair not in found]
     if missing:
@@ -143,8 +173,14 @@ def corrupted_units(data, labels: LabelSet, corrupted: Path, pairs: Sequence[tup
         if not allow_missing:
             raise UserError(f"{corrupted}: {len(missing)} corrupted set(s) missing ({listed}); export them "
                             "with ferplus_aug_dataset.py export or pass --allow-missing")
-    folders = [Folder(c, s, folder_label(corrupted, found[c, s].path.name), list(labels.names), all_present,
-                      read=_cached_reader(found[c, s])) for c, s in pairs if (c, s) in found]
+    folders = []
+    for pair in pairs:
+        if pair not in found:
+            continue
+        names, keep = present_images(found[pair], labels.names, allow_missing)
+        if names:
+            folders.append(Folder(*pair, folder_label(corrupted, found[pair].path.name), names, keep,
+                                  read=_cached_reader(found[pair])))
     formats = {found[pair].fmt for pair in pairs if pair in found}
     fmt = formats.pop() if len(formats) == 1 else "mixed"
     return clean, folders, fmt

@@ -413,6 +413,17 @@ def read_manifest(out_dir: str | os.PathLike) -> dict | None:
     return manifest
 
 
+def read_finished_manifest(out_dir: str | os.PathLike) -> dict | None:
+    """:func:`read_manifest` of a tree an evaluation reads: UserError if its export has not finished
+    (the manifest says ``complete: false``: killed, failed, or shards still running)."""
+    manifest = read_manifest(out_dir)
+    if manifest is not None and not manifest.get("complete", True):
+        raise UserError(f"{Path(out_dir) / MANIFEST_NAME}: the export that writes {out_dir} has not finished "
+                        f"(killed, failed, or shards still running); rerun the same export command to complete "
+                        f"it (it resumes), then evaluate")
+    return manifest
+
+
 def _write_manifest(out_dir: Path, manifest: dict) -> Path:
     """Stream the manifest to disk (no second copy of the hash table as one big string)."""
     path = out_dir / MANIFEST_NAME

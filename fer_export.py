@@ -466,6 +466,16 @@ class CorruptedSet:
         """``<corruption>.<severity>``: the original's report name of the set."""
         return f"{self.corruption}.{self.severity}"
 
+    def file_name(self, image_id: str) -> str | None:
+        """The file of ``image_id`` below the set's folder (None for a fer-csv set: one file)."""
+        if self.path.suffix == ".csv":
+            return None
+        if self.data.name == "folder":
+            from datasets.folder import relative_id
+
+            return folder_output_name(relative_id(image_id), self.fmt)[0]
+        return f"{image_id}.png"
+
     def read(self, image_id: str) -> np.ndarray:
         """The corrupted image of ``image_id`` (uint8, grey or RGB as exported)."""
         if self.path.suffix == ".csv":
@@ -476,13 +486,7 @@ class CorruptedSet:
             if row >= len(table) or not table.present[row]:
                 raise UserError(f"{self.path}:{row + 2}: no image on this line (row {image_id})")
             return table.pixels[row][:, :, None]
-        if self.data.name == "folder":
-            from datasets.folder import relative_id
-
-            name, _ = folder_output_name(relative_id(image_id), self.fmt)
-        else:
-            name = f"{image_id}.png"
-        return read_image(self.path / name, keep_grey=True)
+        return read_image(self.path / self.file_name(image_id), keep_grey=True)
 
 
 def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[CorruptedSet]:

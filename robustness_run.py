@@ -27,11 +27,7 @@ def find_set_folders(args, labels, pairs, fmt):
     manifests, folders = {}, {}
     for key, root in (("rafdb", args.corrupted), ("extra", args.corrupted_extra)):
         wanted = [pair for pair in pairs if (robustness.set_of(pair[0]) == "rafdb") == (key == "rafdb")]
-        manifests[key] = dataset_writer.read_manifest(root) if wanted and root.is_dir() else None
-        if manifests[key] is not None and not manifests[key].get("complete", True):
-            raise UserError(f"{root}/{dataset_writer.MANIFEST_NAME}: the export that writes {root} has "
-                            f"not finished (killed, failed, or shards still running); rerun the same "
-                            f"export command to complete it (it resumes), then evaluate")
+        manifests[key] = dataset_writer.read_finished_manifest(root) if wanted and root.is_dir() else None
         if wanted:
             folders[key] = robustness.find_exported_folders(
                 root, labels.names, wanted, fmt or (manifests[key] or {}).get("params", {}).get("format"),
@@ -174,7 +170,7 @@ def run(args) -> int:
     if evaluated is not None:
         import dataset_writer
 
-        manifest = dataset_writer.read_manifest(args.corrupted)
+        manifest = dataset_writer.read_finished_manifest(args.corrupted)
         source = {"on_the_fly": False, "format": fmt,
                   **{key: (manifest or {}).get("params", {}).get(key) for key in ("seed", "motion_backend")}}
     elif args.on_the_fly:

@@ -69,6 +69,10 @@ def run(args) -> int:
         raise UserError(f"--perturbed {args.perturbed}: the path contains a comma or newline, "
                         f"which the predictions format cannot hold")
     sequence_names = labels.names
+    import dataset_writer
+
+    # An unfinished export first: its missing frames would otherwise be reported one by one.
+    manifest = dataset_writer.read_finished_manifest(args.perturbed) if args.perturbed.is_dir() else None
     if evaluated is not None:
         sequence_names, work = dataset_eval.perturbed_work(data, labels, args.perturbed, selected,
                                                            args.frames)
@@ -81,9 +85,6 @@ def run(args) -> int:
     if shard is not None:
         LOG.info("shard %d/%d: %d perturbation folder(s): %s", shard[0], shard[1], len(work),
                  ", ".join(folder.name for folder, _ in work) or "none")
-    import dataset_writer
-
-    manifest = dataset_writer.read_manifest(args.perturbed)
     if manifest is None:
         LOG.warning("%s: no manifest.json; the source of the sequences is written as unknown",
                     args.perturbed)

@@ -189,3 +189,76 @@ def test_folder_dataset_with_its_own_class_names(tmp_path):
     result = json.loads(json_path.read_text())["results"][0]
     assert result["classes"] == ["pos", "neg", "other"]
     assert result["clean"]["accuracy"] == pytest.approx(float(np.mean(predicted == targets)), abs=1e-6)
+
+
+def test_folder_export_unfinished_or_with_missing_files_is_refused_before_any_model(tmp_path, caplog):
+    """An unfinished export (a lone shard) and a deleted file are found before predicting, named, exit 2;
+    --allow-missing evaluates the rest (N one less in that set)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import eval_corrupted_rafdb
+    import ferplus_aug_dataset
+    from cli_common import UserError
+
+    root = tmp_path / "D"
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for name in ("pos", "neg"):
+            (root / split / name).mkdir(parents=True)
+            for index in range(3):
+                cv2.imwrite(str(root / split / name / f"img {index}.png"), rng.integers(0, 256, (40, 40, 3), np.uint8))
+    (root / "classes.txt").write_text("pos\nneg\n")
+    _dense_model(tmp_path / "m.keras", 40, 3, 2, seed=3)
+    export = ["export", "--dataset", "folder", "--data", str(root), "--corruptions", "contrast",
+              "--severities", "1,2", "--workers", "1", "--quiet"]
+    evaluate = [str(tmp_path / "m.keras"), "--dataset", "folder", "--data", str(root), "--corruptions", "contrast",
+                "--severities", "1,2", "--preprocessing", "none", "--class-order", "pos,neg"]
+    half = tmp_path / "half"
+    assert ferplus_aug_dataset.main(export + ["--out", str(half), "--shard", "0/2"]) == 0
+    command = [sys.executable, str(Path(eval_corrupted_rafdb.__file__)), *evaluate, "--corrupted", str(half)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{half}/manifest.json: the export that writes {half} has not finished" in result.stderr
+
+    full = tmp_path / "full"
+    assert ferplus_aug_dataset.main(export + ["--out", str(full)]) == 0
+    gone = full / "D.test.contrast.2" / "neg" / "img 1.png"
+    gone.unlink()
+    with pytest.raises(UserError, match=rf"{gone}: image not found; rerun the export"):
+        eval_corrupted_rafdb.main(evaluate + ["--corrupted", str(full)])
+    json_path = tmp_path / "r.json"
+    assert eval_corrupted_rafdb.main(evaluate + ["--corrupted", str(full), "--allow-missing",
+                                                 "--json", str(json_path)]) == 0
+    rows = {row["folder"].rsplit("/", 1)[-1]: row for row in json.loads(json_path.read_text())["results"][0]["folders"]}
+    assert rows["D.test.contrast.1"]["n"] == 6 and rows["D.test.contrast.2"]["n"] == 5
+
+
+def test_fer_c_missing_file_and_unfinished_p_export_are_refused(tmp_path):
+    import eval_corrupted_rafdb
+    import eval_perturbed_rafdb
+    import ferplus_aug_dataset
+    import rafdb_perturb_dataset
+    import synthetic_faces
+    from cli_common import UserError
+
+    root = synthetic_faces.write_fer_sample(tmp_path / "F", n_train=4, n_public=6, n_private=2, seed=7)
+    _dense_model(tmp_path / "m.keras", 48, 1, 8, seed=4)
+    export = tmp_path / "C"
+    assert ferplus_aug_dataset.main(["export", "--dataset", "ferplus", "--data", str(root), "--out", str(export),
+                                     "--format", "png", "--corruptions", "contrast", "--severities", "1",
+                                     "--workers", "1", "--quiet"]) == 0
+    gone = sorted((export / "fer2013.PublicTest.contrast.1").glob("*.png"))[2]
+    gone.unlink()
+    with pytest.raises(UserError, match=rf"{gone}: image not found"):
+        eval_corrupted_rafdb.main([str(tmp_path / "m.keras"), "--dataset", "ferplus", "--data", str(root),
+                                   "--corrupted", str(export), "--corruptions", "contrast", "--severities", "1"])
+    perturbed = tmp_path / "P"
+    assert rafdb_perturb_dataset.main(["export", "--dataset", "ferplus", "--data", str(root), "--out", str(perturbed),
+                                       "--perturbations", "p_rotate", "--workers", "1", "--shard", "0/2"]) == 0
+    with pytest.raises(UserError, match=rf"{perturbed}/manifest.json: the export that writes {perturbed} has not"):
+        eval_perturbed_rafdb.main([str(tmp_path / "m.keras"), "--dataset", "ferplus", "--data", str(root),
+                                   "--perturbed", str(perturbed), "--perturbations", "p_rotate",
+                                   "--out", str(tmp_path / "p.txt")])
+    assert not (tmp_path / "p.txt").exists()
