@@ -949,8 +949,9 @@ def export(
             _status, name, message = outcome
             text = message if message.startswith(str(name)) else f"{name}: {message}"
             done = result.units_skipped + result.units_rendered
-            raise UserError(f"{text}; {done} of {result.units} image(s) are recorded as finished, and "
-                            f"rerunning the same command renders only the rest")
+            raise UserError(f"{text}; {done} of {result.units} image(s) are recorded as finished and kept: "
+                            f"fix this (or leave the file out of the dataset), then rerun the same command, "
+                            f"which renders only the rest")
         _status, key, inputs, hashes, reason, complete = outcome
         journal.add(key, inputs, hashes)
         result.units_rendered += 1
@@ -1170,6 +1171,42 @@ def require_corruptible_size(shape: Sequence[int], path) -> None:
     """UserError naming ``path`` when an image of ``shape`` (H, W[, C]) is too small to corrupt."""
     if too_small_to_corrupt(int(shape[0]), int(shape[1])):
         raise UserError(small_image_message(path, int(shape[0]), int(shape[1])))
+
+
+def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of a source image: from its header when Pillow can read it (no pixels
+    decoded), else by decoding it as the export will (``datasets.images.read_image``), whose
+    UserError names a file that no reader can open."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+        return int(height), int(width)
+    except Exception:  # noqa: BLE001 - any Pillow failure: the export's own reader decides
+        from datasets.images import read_image
+
+        return tuple(read_image(path, keep_grey=True).shape[:2])
+
+
+def refuse_unusable_sources(paths: Sequence[str | os.PathLike]) -> None:
+    """Before anything is written: a UserError naming the first source image that cannot be read
+    (no reader opens it) or is smaller than ``corruptions.MIN_SIDE`` (and how many more are).
+    A file whose header reads but whose pixels are damaged (a truncated JPEG) is found when it is
+    decoded; the images finished before it are kept."""
+    small = []
+    for path in paths:
+        height, width = image_file_size(path)
+        if too_small_to_corrupt(height, width):
+            small.append((path, (height, width)))
+    if small:
+        (path, (height, width)), more = small[0], len(small) - 1
+        raise UserError(small_image_message(path, height, width)
+                        + (f" (and {more} more image(s) of the split are smaller than that)" if more else ""))
 
 
 def render_rafdb_c(unit: WorkUnit, *, pairs: Sequence[tuple[str, int]], seed: int, fmt: str,

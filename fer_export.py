@@ -19,7 +19,7 @@ Folder datasets: ``<out>/<name>.<split>.<corruption>.<severity>/<path below the 
 in JPEG (quality 95) or PNG; by default each file keeps its format family (``.jpg``/``.jpeg``
 -> JPEG, anything else -> PNG). Two sources that would get one output name (``a.bmp`` and
 ``a.webp``) are refused while the units are built (:func:`refuse_name_clashes`), and so are
-images smaller than ``corruptions.MIN_SIDE`` (read from the file headers, :func:`refuse_small_images`).
+images smaller than ``corruptions.MIN_SIDE`` and unreadable files (``dataset_writer.refuse_unusable_sources``).
 
 Every split row is exported (FER+ filtering happens when the labels are read, as in the
 original). Each item's generator is ``cli_common.item_rng(seed, kind, corruption, severity,
@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cli_common import UserError, item_rng
-from dataset_writer import WorkUnit, require_corruptible_size, small_image_message, too_small_to_corrupt
+from dataset_writer import WorkUnit, refuse_unusable_sources, require_corruptible_size
 from datasets.images import encode_image, read_image
 
 FER_C_KIND = "fer-c"
@@ -201,37 +201,6 @@ def refuse_name_clashes(targets: Sequence[tuple[str, str, str]], clash: Callable
                             "folder name holds a '|'); rename one of them")
 
 
-def image_file_size(path: str | Path) -> tuple[int, int] | None:
-    """(height, width) from an image file's header (Pillow reads no pixels), or None when Pillow
-    cannot tell (then the file is checked when it is decoded)."""
-    import warnings
-
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                width, height = image.size
-    except Exception:  # noqa: BLE001 - any reader failure: leave the file to OpenCV
-        return None
-    return int(height), int(width)
-
-
-def refuse_small_images(paths: Sequence[str]) -> None:
-    """UserError naming the first image smaller than ``corruptions.MIN_SIDE`` (and how many more),
-    from the file headers, before anything is written."""
-    small = []
-    for path in paths:
-        size = image_file_size(path)
-        if size is not None and too_small_to_corrupt(*size):
-            small.append((path, size))
-    if small:
-        (path, (height, width)), more = small[0], len(small) - 1
-        raise UserError(small_image_message(path, height, width)
-                        + (f" (and {more} more image(s) of the split are smaller than that)" if more else ""))
-
-
 def folder_output_name(relative: str, fmt: str) -> tuple[str, str]:
     """(output path, format) of a source path below the split folder: the format's suffix."""
     suffix = Path(relative).suffix.lower()
@@ -281,7 +250,7 @@ def _folder_job(data, pairs, split: str, fmt: str, seed: int, motion_backend: st
            "the suffix of its format family: .jpg for a .jpg/.jpeg source, .png for any other")
     refuse_name_clashes(targets, lambda name: f"would both be exported as {name} (an exported file keeps "
                                               f"its path below the split folder, with {how})")
-    refuse_small_images([path for _, _, path in targets])
+    refuse_unusable_sources([path for _, _, path in targets])
     params = {"seed": seed, "format": fmt, "motion_backend": motion_backend, "split": split_name,
               "dataset": data.name, "name": data.dataset_name}
     render = functools.partial(render_folder, pairs=list(pairs), seed=seed, dataset=data.dataset_name,

@@ -288,6 +288,13 @@ def test_too_small_folder_images_are_refused_before_writing(tmp_path):
     assert f"error: {tiny}: the image is 1x1 px" in result.stderr and not out.exists()
     tiny.unlink()
     (root / "test" / "sad" / "small.webp").unlink()
+    empty = root / "test" / "sad" / "img 3.png"
+    empty.write_bytes(b"")  # no reader opens it: named before anything is written
+    result = _cli("rafdb_aug_dataset.py", "export", "--dataset", "folder", "--data", root, "--out", out,
+                  "--corruptions", "gaussian_noise", "--severities", "1", "--workers", "2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and not out.exists()
+    assert f"error: {empty}: " in result.stderr
+    empty.unlink()
     assert _export(fer_export.c_job(datasets.get("folder", root), PAIRS, split="test"), out).files == 4
 
 
