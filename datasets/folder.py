@@ -130,7 +130,15 @@ class FolderDataset(Dataset):
         base = self.splits[split]
         ids, classes = [], []
         for folder in _visible(p.name for p in base.iterdir() if p.is_dir()):
-            for directory, subdirs, files in os.walk(base / folder):
+            # Linked sub-folders are followed like linked files and class folders; a link back into
+            # a folder already walked (a loop) is an error rather than a silent skip or endless walk.
+            walked = set()
+            for directory, subdirs, files in os.walk(base / folder, followlinks=True):
+                real = os.path.realpath(directory)
+                if real in walked:
+                    raise UserError(f"{directory}: the same folder as one already read ({real}), through a "
+                                    "symbolic link; remove the link (a loop, or images counted twice)")
+                walked.add(real)
                 subdirs[:] = _visible(subdirs)
                 for file_name in _visible(files):
                     path = Path(directory) / file_name

@@ -39,6 +39,22 @@ def test_synonyms_order_ids_subfolders_hidden(tmp_path):
     assert datasets.folder.relative_id("test/Happy/session2/a.png") == "Happy/session2/a.png"
 
 
+def test_linked_sub_folders_are_read_and_a_link_loop_is_named(tmp_path):
+    elsewhere = tmp_path / "session2"
+    _image(elsewhere / "x.png", 10)
+    _image(elsewhere / "y.png", 20)
+    root = tmp_path / "faces"
+    _image(root / "test/happy/a.png", 30)
+    _image(root / "test/sad/b.png", 40)
+    (root / "test/happy/linked").symlink_to(elsewhere, target_is_directory=True)
+    test = datasets.get("folder", root).labels("test")
+    assert test.names == ["test/happy/a.png", "test/happy/linked/x.png", "test/happy/linked/y.png", "test/sad/b.png"]
+    assert test.classes.tolist() == [0, 0, 0, 1]  # RAF-DB order: happiness before sadness
+    (root / "test/sad/loop").symlink_to(root / "test/sad", target_is_directory=True)
+    with pytest.raises(UserError, match=r"test/sad/loop: the same folder as one already read"):
+        datasets.get("folder", root).labels("test")
+
+
 def test_classes_txt_gives_order_and_free_names(tmp_path):
     root = tmp_path / "kdef"
     (root).mkdir()
