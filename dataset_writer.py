@@ -711,7 +711,8 @@ _WORKER: dict[str, Any] = {}
 _REASONS = {
     "finished": "image(s) finished that an interrupted run had partly written",
     "changed": "image(s) rendered again because their source changed",
-    "unrecorded": "image(s) rendered again because no finished record existed for their files",
+    "unrecorded": ("image(s) rendered again because their files existed but were never recorded as finished "
+                   "(a run stopped between writing and recording them)"),
     "forced": "image(s) rendered again (--force-rerender)",
 }
 

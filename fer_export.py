@@ -524,8 +524,8 @@ def run_job(job: Job, data, out: str | Path, *, generator: str, workers: int = 0
                                    params=job.params, sources=job.sources, source_root=str(data.root),
                                    workers=workers, progress=not quiet and sys.stderr.isatty(),
                                    force_rerender=force_rerender, shard=shard)
-    print(f"{data.title} {job.params.get('split')} {what} export to {result.out_dir}: {len(job.sources)} image(s), "
-          f"{result.files} file(s) ({result.files_written} written, {result.files_skipped} already complete) in "
-          f"{result.seconds:.1f} s with {result.workers} worker(s); manifest {result.manifest_path}"
-          f"{result.shard_note}", file=sys.stderr)
+    print(f"{data.title} {job.params.get('split')} {what} export to {result.out_dir}: {result.units} image(s)"
+          f"{'' if result.shard is None else ' in this shard'}, {result.files} file(s) ({result.files_written} written, {result.files_skipped} already "
+          f"complete{result.rerender_note}) in {result.seconds:.1f} s with {result.workers} worker(s); manifest "
+          f"{result.manifest_path}{result.shard_note}", file=sys.stderr)
     return result

@@ -14,7 +14,6 @@ atomically with a manifest; a rerun resumes, and the bytes do not depend on --wo
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -60,16 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs = fer_export.parse_pairs(args.corruptions, args.severities)
     job = fer_export.c_job(data, pairs, split=args.split, fmt=args.format, seed=args.seed,
                            motion_backend=args.motion_backend)
-    dataset_writer.check_output_dir(args.out, kind=job.kind, params=job.params, force_rerender=args.force_rerender)
-    result = dataset_writer.export(job.units, job.render, args.out, generator="ferplus_aug_dataset.py",
-                                   kind=job.kind, params=job.params, sources=job.sources,
-                                   source_root=str(data.root), workers=args.workers,
-                                   progress=not args.quiet and sys.stderr.isatty(),
-                                   force_rerender=args.force_rerender, shard=args.shard)
-    print(f"{data.title} {data.split_name(args.split)} corrupted export to {result.out_dir}: {len(job.sources)} "
-          f"image(s) x {len(pairs)} pair(s), {result.files} file(s) ({result.files_written} written, "
-          f"{result.files_skipped} already complete) in {result.seconds:.1f} s with {result.workers} "
-          f"worker(s); manifest {result.manifest_path}{result.shard_note}", file=sys.stderr)
+    fer_export.run_job(job, data, args.out, generator="ferplus_aug_dataset.py", workers=args.workers,
+                       quiet=args.quiet, force_rerender=args.force_rerender, shard=args.shard)
     return 0
 
 

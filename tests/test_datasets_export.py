@@ -348,3 +348,25 @@ def test_fer2013_export_refuses_an_emotion_outside_0_6(tmp_path):
     (root / "fer2013.csv").write_text("\n".join(lines[:3] + [f"6,{pixels},PublicTest", f"9,{pixels},Training"]) + "\n")
     job = fer_export.c_job(datasets.get("fer2013", root), PAIRS)  # a Training row is not exported
     assert [unit.key for unit in job.units] == ["00001", "00002"]
+
+
+def test_folder_export_summary_counts_the_shard_and_says_why_images_were_rendered_again(tmp_path):
+    """5 images in shards 0/2 and 1/2: units 0, 2, 4 and 1, 3 in key order; a changed source is named
+    as the reason in the one-line summary (printed with --quiet too), by both export scripts."""
+    root = tmp_path / "faces"
+    for index in range(5):
+        _face_file(root / "test" / ("happy" if index % 2 else "sad") / f"img {index}.png")
+    out = tmp_path / "out"
+    base = ["export", "--dataset", "folder", "--data", root, "--out", out, "--corruptions", "contrast",
+            "--severities", "1,2", "--workers", "1", "--quiet"]
+    first = _cli("ferplus_aug_dataset.py", *base, "--shard", "0/2")
+    assert first.returncode == 0, first.stderr
+    assert ": 3 image(s) in this shard, 6 file(s) (6 written, 0 already complete)" in first.stderr
+    second = _cli("rafdb_aug_dataset.py", *base, "--shard", "1/2")
+    assert ": 2 image(s) in this shard, 4 file(s) (4 written, 0 already complete)" in second.stderr
+    assert "the manifest is now complete" in second.stderr
+    _face_file(root / "test" / "happy" / "img 1.png", size=(90, 90))  # the source changes
+    third = _cli("ferplus_aug_dataset.py", *base)
+    assert third.returncode == 0, third.stderr
+    assert (": 5 image(s), 10 file(s) (2 written, 8 already complete, 1 image(s) rendered again because their "
+            "source changed)") in third.stderr
