@@ -27,8 +27,19 @@ Output scores: a TFLite or ONNX runner returns probabilities. When the first bat
 negative or does not sum to 1 (within 1e-3), the model is taken to output logits and a softmax is
 applied to every batch from then on (``output_kind`` says which). A Keras model is treated the same
 way (the project's networks end in a softmax, so their outputs are used as they are). For an integer
-(quantised) or float16 output the tolerance widens to K x its resolution. A model with several
+(quantised) or float16 output the tolerance widens to K x its resolution; so it does for a float
+output that is a dequantised softmax of a quantised graph (TFLite: a DEQUANTIZE of a quantised
+SOFTMAX; ONNX: a DequantizeLinear of a quantised Softmax), at the scale of that quantisation (e.g.
+1/256), and its values are then used as they are, like an integer output's. A model with several
 outputs is read at its first output (a warning names them all).
+
+Raw-pixel inputs: an ONNX model with a uint8 input, and a TFLite model with a uint8 input that
+carries no quantisation parameters, take raw pixels 0..255 (``raw_pixel_input`` names the dtype;
+``checkpoints`` refuses a preprocessing for them). A TFLite integer input *with* quantisation
+parameters takes the preprocessed float values, quantised with them.
+
+Class count: an ONNX output whose class axis is symbolic leaves ``n_outputs`` None until
+:meth:`Runner.count_outputs` has run the model once on a zero image.
 """
 
 from __future__ import annotations
@@ -68,6 +79,9 @@ def model_format(path: str | Path) -> str:
     """'keras', 'tflite', 'onnx' or 'skops' from the file name (UserError otherwise)."""
     path = Path(path)
     refuse_pickle(path)
+    error = saved_model_error(path)
+    if error is not None:
+        raise error
     suffix = path.suffix.lower()
     for name, suffixes in (("keras", KERAS_SUFFIXES), ("tflite", TFLITE_SUFFIXES),
                            ("onnx", ONNX_SUFFIXES), ("skops", SKOPS_SUFFIXES)):
@@ -98,6 +112,23 @@ def looks_like_probabilities(scores: np.ndarray, step: float = 0.0) -> bool:
 
 FLOAT16_STEP = 2.0 ** -11  # float16 spacing in [0.5, 1): the coarsest below 1
 
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def saved_model_error(path: str | Path) -> UserError | None:
+    """The UserError for a TensorFlow SavedModel (a folder holding saved_model.pb, or that file
+    itself), which is not read directly; None for anything else."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not (path.is_dir() and (path / SAVED_MODEL_FILE).is_file()) and \
+            path.name != SAVED_MODEL_FILE:
+        return None
+    return UserError(
+        f"{path}: a TensorFlow SavedModel ({SAVED_MODEL_FILE}), which is not read directly; the "
+        f"accepted model files are {', '.join(MODEL_SUFFIXES)}. Convert it, e.g. to TFLite: "
+        f"tf.lite.TFLiteConverter.from_saved_model('{folder}').convert() written to a .tflite "
+        f"file, or to ONNX: python -m tf2onnx.convert --saved-model {folder} --output model.onnx")
+
 
 def outputs_note(descriptions: Sequence[str]) -> str:
     """`` (output 0 of N is used: <each output>)`` for messages about a model's output size."""
@@ -119,9 +150,30 @@ class Runner:
     output_kind: str | None = None  # 'probabilities' or 'logits', known after the first batch
     output_step = 0.0  # resolution of an output value (looks_like_probabilities)
     output_note = ""  # which of several outputs is used, for messages about the output size
+    # The input dtype when the model takes raw pixels 0..255 as integers (e.g. 'uint8'), else None.
+    raw_pixel_input: str | None = None
 
     def _raw(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def count_outputs(self, height: int, width: int) -> int:
+        """``n_outputs`` for a model whose class axis is not static: the model is run once on one
+        zero image of ``height`` x ``width`` (UserError naming the file when that fails)."""
+        if self.n_outputs is None:
+            zeros = np.zeros((1, height, width, self.input_hwc[2]), np.float32)
+            try:
+                scores = np.asarray(self._raw(zeros))
+            except UserError:
+                raise
+            except Exception as error:  # the runtime's own exception classes
+                raise UserError(f"{self.path}: the number of classes is not fixed in the model, "
+                                f"and running it once on a {height}x{width} zero image to find it "
+                                f"failed ({type(error).__name__}: "
+                                f"{str(error).strip()[:300]})") from None
+            self.n_outputs = int(scores.reshape(scores.shape[0], -1).shape[1])
+            LOG.info("%s: the class axis of the output is not fixed in the model; one run on a "
+                     "zero image gives %d outputs", self.path, self.n_outputs)
+        return self.n_outputs
 
     def predict(self, images) -> np.ndarray:
         """Probabilities (B, K) float32 for a float32 NHWC batch (numpy or tensor)."""
@@ -272,10 +324,14 @@ class LiteRTRunner(Runner):
             self.output_step = float(self.out_scale) or 1.0
         elif np.dtype(self._output["dtype"]) == np.float16:
             self.output_step = FLOAT16_STEP
+        else:
+            self.output_step = self._dequantized_softmax_step()
         self._note_outputs([f"{d['name']} {d['shape'].tolist()}" for d in outputs])
         if self.in_dtype not in (np.float32, np.int8, np.uint8):
             raise UserError(f"{self.path}: input dtype {self.in_dtype.name} not supported "
                             f"(float32, int8 or uint8)")
+        if self.in_dtype == np.uint8 and not self.in_scale:
+            self.raw_pixel_input = "uint8"  # no quantisation parameters: the pixels themselves
         self.batch = shape[0]
         self.batch_resizable = True
         self._allocated_hw = (shape[1], shape[2])
@@ -288,6 +344,37 @@ class LiteRTRunner(Runner):
     @property
     def quantized(self) -> bool:
         return self.in_dtype != np.float32
+
+    # Ops that only move or re-quantise values, walked through back to the SOFTMAX.
+    _TFLITE_PASS_OPS = ("RESHAPE", "SQUEEZE", "QUANTIZE", "DEQUANTIZE")
+
+    def _dequantized_softmax_step(self) -> float:
+        """The quantisation scale of a float output that is a DEQUANTIZE of a quantised SOFTMAX
+        (full-integer model with float input/output), else 0."""
+        try:
+            ops = self.interpreter._get_ops_details()  # the only view of the graph LiteRT gives
+            tensors = {int(d["index"]): d for d in self.interpreter.get_tensor_details()}
+        except Exception:  # an interpreter without it: no widening, as before
+            return 0.0
+        producers = {}
+        for op in ops:
+            if op.get("op_name") == "DELEGATE":  # a delegate's node repeats the ops it runs
+                continue
+            for index in op.get("outputs", ()):
+                producers[int(index)] = op
+        op = producers.get(int(self._output["index"]))
+        if op is None or op.get("op_name") != "DEQUANTIZE" or not len(op["inputs"]):
+            return 0.0
+        source = int(op["inputs"][0])
+        scale = float(tensors.get(source, {}).get("quantization", (0.0, 0))[0])
+        op = producers.get(source)
+        while op is not None and op.get("op_name") in self._TFLITE_PASS_OPS and len(op["inputs"]):
+            op = producers.get(int(op["inputs"][0]))
+        if scale <= 0 or op is None or op.get("op_name") != "SOFTMAX":
+            return 0.0
+        LOG.info("%s: the output is a dequantised softmax (scale %g): read as probabilities "
+                 "within %d x %g", self.path, scale, self.n_outputs, scale)
+        return scale
 
     def _resize(self, batch: int, height: int, width: int) -> bool:
         try:
@@ -352,6 +439,53 @@ class LiteRTRunner(Runner):
 
 _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                 "tensor(uint8)": np.uint8}
+# Ops that only move or re-quantise values, walked through between an output and its Softmax.
+_ONNX_PASS_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+_ONNX_SOFTMAX_OPS = ("Softmax", "QLinearSoftmax")
+
+
+def _onnx_constant(graph, producers: dict, name: str):
+    """The value of an initializer or Constant node called ``name`` (numpy), or None."""
+    from onnx import numpy_helper
+
+    for tensor in graph.initializer:
+        if tensor.name == name:
+            return numpy_helper.to_array(tensor)
+    node = producers.get(name)
+    if node is not None and node.op_type == "Constant":
+        for attribute in node.attribute:
+            if attribute.name == "value":
+                return numpy_helper.to_array(attribute.t)
+    return None
+
+
+def onnx_dequantized_softmax_step(path: str | Path, output_name: str) -> float:
+    """The scale of the DequantizeLinear that makes output ``output_name`` from a quantised
+    Softmax (a QDQ-quantised model), else 0 (also when the onnx package is missing)."""
+    try:
+        import onnx
+    except ImportError:
+        return 0.0
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # onnxruntime read it; anything onnx cannot parse: no widening
+        return 0.0
+    producers = {output: node for node in graph.node for output in node.output}
+    node = producers.get(output_name)
+    while node is not None and node.op_type in _ONNX_PASS_OPS:
+        node = producers.get(node.input[0])
+    if node is None or node.op_type != "DequantizeLinear" or len(node.input) < 2:
+        return 0.0
+    scale = _onnx_constant(graph, producers, node.input[1])
+    if scale is None or np.size(scale) != 1 or not float(np.ravel(scale)[0]) > 0:
+        return 0.0
+    source = producers.get(node.input[0])
+    while source is not None and source.op_type in _ONNX_PASS_OPS + ("QuantizeLinear",
+                                                                     "DequantizeLinear"):
+        source = producers.get(source.input[0])
+    if source is None or source.op_type not in _ONNX_SOFTMAX_OPS:
+        return 0.0
+    return float(np.ravel(scale)[0])
 
 
 def onnx_layout(shape) -> str:
@@ -405,6 +539,12 @@ class OnnxRunner(Runner):
         self._output_name = outputs[0].name
         if outputs[0].type == "tensor(float16)":
             self.output_step = FLOAT16_STEP
+        elif outputs[0].type == "tensor(float)":
+            self.output_step = onnx_dequantized_softmax_step(self.path, self._output_name)
+            if self.output_step:
+                LOG.info("%s: output %r is a dequantised softmax (scale %g): read as "
+                         "probabilities within K x %g", self.path, self._output_name,
+                         self.output_step, self.output_step)
         self._note_outputs([f"{o.name!r} {o.shape}" for o in outputs])
         shape = list(self._input.shape)
         try:
@@ -417,6 +557,8 @@ class OnnxRunner(Runner):
             raise UserError(f"{self.path}: input {self._input.name!r} has type {self._input.type}"
                             f"; expected float, float16 or uint8")
         self.in_dtype = np.dtype(_ONNX_DTYPES[self._input.type])
+        if self.in_dtype == np.uint8:
+            self.raw_pixel_input = "uint8"  # integers 0..255: the pixels themselves
 
         def fixed(dim):
             return dim if isinstance(dim, int) and dim > 0 else None
@@ -427,8 +569,12 @@ class OnnxRunner(Runner):
             height, width, channels = fixed(shape[1]), fixed(shape[2]), shape[3]
         self.input_hwc = (height, width, int(channels))
         self.fixed_batch = fixed(shape[0])
-        out_shape = self.session.get_outputs()[0].shape
-        self.n_outputs = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
+        # Classes: the output's size after the batch axis when it is static; else None until
+        # count_outputs runs the model once (a symbolic class axis, e.g. a torch.cat head).
+        out_shape = list(self.session.get_outputs()[0].shape or ())
+        static = [dim for dim in out_shape[1:] if isinstance(dim, int) and dim > 0]
+        self.n_outputs = (int(np.prod(static)) if len(out_shape) > 1
+                          and len(static) == len(out_shape) - 1 else None)
         self.name = self.path.stem
         LOG.info("%s: ONNX input %s %s (%s)%s", self.path, shape, self._input.type, self.layout,
                  f", batch fixed at {self.fixed_batch}" if self.fixed_batch else "")

@@ -410,7 +410,7 @@ def test_torn_last_journal_line_is_ignored(tmp_path):
     assert [r[0] for r in dataset_writer.read_journal(dead)] == ["u00.jpg", "u01.jpg"]
     result = count_export(out, many_units(4))
     assert RENDERED == ["u02"] and result.reasons == {"unrecorded": 1}
-    assert "no finished record" in result.rerender_note and dataset_writer.verify(out).ok
+    assert "were never recorded as finished" in result.rerender_note and dataset_writer.verify(out).ok
 
 
 # --------------------------------------------------------------------------------------------
