@@ -145,6 +145,9 @@ def find_checkpoints(path: str | Path) -> list[Path]:
     model_files.refuse_pickle(path)  # from the name alone, before anything opens the file
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint file or directory")
+    saved_model = model_files.saved_model_error(path)
+    if saved_model is not None and (path.is_file() or _best_in_run(path) is None):
+        raise saved_model
     if path.is_file():
         if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
             raise UserError(f"{path}: expected a model file ending in "
@@ -237,6 +240,50 @@ def _keras2_sequential_copy(path: Path, scratch: Path) -> Path | None:
     return copy
 
 
+_BUILTIN_SERIALIZED = ("__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__typespec__",
+                       "__lambda__", "__ellipsis__", "__slice__", "__tuple__")
+
+
+def missing_custom_classes(path: Path, custom_objects: dict) -> list[str]:
+    """The classes a ``.keras`` archive's config.json names that neither Keras nor
+    ``custom_objects`` provides (registered name, e.g. 'mine>MyLayer'; class name when it has
+    none), in order of appearance; [] when the archive or its config cannot be read."""
+    import zipfile
+
+    import keras
+
+    if path.suffix.lower() != ".keras":
+        return []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json").decode("utf-8"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    missing: list[str] = []
+
+    def visit(node):
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+            return
+        if not isinstance(node, dict):
+            return
+        class_name, module = node.get("class_name"), node.get("module")
+        if isinstance(class_name, str) and "config" in node and \
+                class_name not in _BUILTIN_SERIALIZED and \
+                not (isinstance(module, str) and (module == "keras" or module.startswith("keras."))):
+            registered = node.get("registered_name") or class_name
+            known = (registered in custom_objects or class_name in custom_objects
+                     or keras.saving.get_registered_object(registered) is not None)
+            if not known and registered not in missing:
+                missing.append(registered)
+        for value in node.values():
+            visit(value)
+
+    visit(config)
+    return missing
+
+
 def load_classifier(path: str | Path, *, unsafe: bool = False):
     """Load a Keras model for inference only, refusing arbitrary code unless ``unsafe``."""
     import keras
@@ -259,6 +306,17 @@ def load_classifier(path: str | Path, *, unsafe: bool = False):
                 raise UserError(f"{path}: the checkpoint contains a Lambda layer (arbitrary Python "
                                 f"code); refusing to load it in safe mode. If you trust its source, "
                                 f"pass --unsafe") from None
+            missing = missing_custom_classes(path, custom_objects)
+            if missing:
+                names = ", ".join(repr(name) for name in missing)
+                raise UserError(
+                    f"{path}: cannot load as a Keras model: it uses custom class(es) {names} "
+                    f"whose Python code is not available here (Keras rebuilds a .keras model from "
+                    f"registered classes). Either register the class "
+                    f"(@keras.saving.register_keras_serializable, in the project's models package, "
+                    f"models.custom_objects()), or export the model where its code is defined to "
+                    f"ONNX (tf2onnx) or TFLite (tf.lite.TFLiteConverter) and evaluate that "
+                    f"file") from None
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             if "File not found" in first_line or "not a zip file" in first_line.lower():
                 first_line = (f"not a Keras archive: a {path.suffix} file is a zip archive written "
@@ -837,6 +895,27 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
         if preprocessing not in PREPROCESSING_CHOICES:
             raise UserError(f"--preprocessing: expected one of "
                             f"{', '.join(PREPROCESSING_CHOICES)}, got {preprocessing!r}")
+    raw_dtype = getattr(runner, "raw_pixel_input", None)
+    if raw_dtype:
+        # Integer pixels in: a float preprocessing would be cut to whole numbers 0..255 (0/1 for
+        # scale01), so only raw pixels can be fed; any scaling happens inside the model.
+        why = (f"the model's input is {raw_dtype} (it takes raw pixels 0..255 and scales them "
+               f"itself; preprocessed float values would be rounded into 0..255)")
+        if legacy:
+            raise UserError(f"--eval-preprocessing legacy-vggface2 / {checkpoint_path}: {why}: "
+                            f"evaluate it without --eval-preprocessing")
+        if preprocessing not in (None, "none"):
+            raise UserError(f"--preprocessing {preprocessing} / {checkpoint_path}: {why}: use "
+                            f"--preprocessing none")
+        if preprocessing is None and run_info is not None and \
+                not run_info.get("preprocessing_in_model") and \
+                PREPROCESSING_ALIASES.get(run_info.get("preprocessing") or "none",
+                                          run_info.get("preprocessing") or "none") != "none":
+            raise UserError(f"{checkpoint_path.parent / RUN_JSON}: preprocessing "
+                            f"{run_info.get('preprocessing')!r} for {checkpoint_path}, but {why}; "
+                            f"it must say none, or be overridden with --preprocessing none")
+        return (None, f"none (raw pixels 0..255: {raw_dtype} input)",
+                "flag" if preprocessing is not None else "model file")
     if runner.preprocessing_inside:
         if legacy or preprocessing not in (None, "none"):
             raise UserError(f"{checkpoint_path}: a {runner.format} model takes raw pixels 0..255 "
@@ -906,6 +985,8 @@ def adapt_runner(runner, checkpoint_path: str | Path, *, preprocessing: str | No
         raise UserError(f"--batch: expected a positive integer, got {batch_size}")
     preprocess, label, source = _runner_preprocessing(runner, checkpoint_path, run_info,
                                                       preprocessing, eval_preprocessing, channels)
+    if runner.n_outputs is None:  # a class axis that is not static: run the model once
+        runner.count_outputs(int(height), int(width))
     names, class_source, permutation = resolve_class_order(runner.n_outputs, class_order,
                                                            run_info, checkpoint_path,
                                                            stored=runner.class_names,

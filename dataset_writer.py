@@ -224,6 +224,9 @@ class VerifyReport:
     missing: list[str] = dataclasses.field(default_factory=list)
     altered: list[str] = dataclasses.field(default_factory=list)
     unexpected: list[str] = dataclasses.field(default_factory=list)
+    # an unfinished export only: files in its output folders that no record lists yet (written just
+    # before the run stopped, or a temporary file of one being written); the rerun writes them again
+    unrecorded: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -1057,14 +1060,20 @@ def verify(out_dir: str | os.PathLike, *, progress: bool = False) -> VerifyRepor
         report.checked += 1
         if sha256_file(path) != digest:
             report.altered.append(rel)
+    output_folders = {_folder_of(rel) for rel in listed}
     for folder, dirs, names in os.walk(out_dir):
         if Path(folder) == out_dir:
             names = [name for name in names if name != LOCK_NAME and not _JOURNAL_RE.match(name)]
         for name in names:
             rel = Path(folder, name).relative_to(out_dir).as_posix()
-            if rel != MANIFEST_NAME and rel not in listed:
+            if rel == MANIFEST_NAME or rel in listed:
+                continue
+            if not report.complete and (_folder_of(rel) in output_folders or _TEMP_RE.match(name)):
+                report.unrecorded.append(rel)
+            else:
                 report.unexpected.append(rel)
     report.unexpected.sort()
+    report.unrecorded.sort()
     return report
 
 
@@ -1072,9 +1081,11 @@ def print_verify_report(report: VerifyReport, stream=None) -> None:
     """One line per problem file, then a summary line."""
     stream = stream or sys.stdout
     if not report.complete:
+        unrecorded = (f"; {len(report.unrecorded)} file(s) in its output folders are not recorded yet (written "
+                      "as it stopped, or temporary) and are written again by the rerun" if report.unrecorded else "")
         print(f"incomplete: {report.out_dir / MANIFEST_NAME} records an export that did not finish "
               f"({report.journaled} file(s) finished since are known from its journal and checked "
-              "against it); rerun the export to complete it", file=stream)
+              f"against it{unrecorded}); rerun the export to complete it", file=stream)
     for label, paths in (("missing", report.missing), ("altered", report.altered),
                          ("unexpected", report.unexpected)):
         for rel in paths:

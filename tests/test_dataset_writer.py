@@ -3,6 +3,7 @@
 import errno
 import functools
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -356,7 +357,24 @@ def test_rerun_after_sigkill_at_44_percent_renders_only_the_remaining_56_percent
     # verify: incomplete, but the 33 journaled files (11 units x 3) are checked, not "unexpected"
     report = dataset_writer.verify(out)
     assert not report.complete and not report.ok and report.journaled == 33 and report.checked == 33
-    assert (report.missing, report.altered, report.unexpected) == ([], [], [])
+    assert (report.missing, report.altered, report.unexpected, report.unrecorded) == ([], [], [], [])
+    # a file written just before the kill (no record yet) and a temporary one: "not recorded yet", not
+    # failures to delete; a file outside the export's folders stays unexpected
+    (out / "f1" / "u11.bin").write_bytes(b"written, not recorded")
+    (out / "f2" / ".u11.bin.0000abcd.tmp").write_bytes(b"half")
+    (out / "notes").mkdir()
+    (out / "notes" / "mine.txt").write_text("a user's file")
+    report = dataset_writer.verify(out)
+    assert report.unrecorded == ["f1/u11.bin", "f2/.u11.bin.0000abcd.tmp"]
+    assert report.unexpected == ["notes/mine.txt"] and not report.missing and not report.altered
+    printed = io.StringIO()
+    dataset_writer.print_verify_report(report, printed)
+    assert "2 file(s) in its output folders are not recorded yet" in printed.getvalue()
+    assert "unexpected: " + str(out / "notes" / "mine.txt") in printed.getvalue()
+    assert "f1/u11.bin" not in printed.getvalue()
+    for path in (out / "f1" / "u11.bin", out / "f2" / ".u11.bin.0000abcd.tmp", out / "notes" / "mine.txt"):
+        path.unlink()
+    (out / "notes").rmdir()
     first = sorted(p for p in out.rglob("*.bin"))[0]
     original = first.read_bytes()
     first.write_bytes(b"tampered")
