@@ -182,8 +182,9 @@ def parse_args(argv=None):
 
     preview = commands.add_parser("preview", help="render the corruptions.png grid (the default command)",
                                   formatter_class=cli_common.HelpFormatter)
-    preview.add_argument("--rafdb", default="RAF-DB",
-                         help="RAF-DB root; its first aligned test face is used when present")
+    preview.add_argument("--rafdb", default=None,
+                         help="RAF-DB root whose first aligned test face is shown (default: RAF-DB when it "
+                              "holds one, else a synthetic face)")
     preview.add_argument("--out", default="corruptions.png", help="the PNG image file to write (the preview grid)")
     add_set_args(preview)
     add_render_args(preview)
@@ -297,12 +298,20 @@ def run_verify(args) -> int:
     return 0 if report.ok else 1
 
 
-def preview_face(rafdb: str | Path) -> tuple[np.ndarray, str]:
-    """The first aligned RAF-DB test face (RGB) and its file name, else the synthetic sample face."""
+def preview_face(rafdb: str | Path | None) -> tuple[np.ndarray, str]:
+    """The first aligned RAF-DB test face (RGB) and its file name, else the synthetic sample face.
+    ``rafdb`` None: ./RAF-DB when it holds a face; a folder named on the command line must hold one
+    (a mistyped path is an error, not a silent synthetic face)."""
     try:
-        paths = rafdb_dataset.list_aligned(rafdb, "test")
+        paths = rafdb_dataset.list_aligned("RAF-DB" if rafdb is None else rafdb, "test")
     except UserError:
+        if rafdb is not None:
+            raise
         paths = []
+    if not paths and rafdb is not None:
+        raise UserError(f"--rafdb {rafdb}: no aligned test face (test_*_aligned.jpg) in "
+                        f"{Path(rafdb) / rafdb_dataset.ALIGNED_DIR}; leave --rafdb out to preview the synthetic face")
+    rafdb = "RAF-DB" if rafdb is None else rafdb
     if paths:
         return rafdb_dataset.read_image(paths[0]), paths[0].name
     try:

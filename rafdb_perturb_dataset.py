@@ -256,8 +256,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # The animated preview (the original README's perturbations.gif)
 
 
-def preview_face(root: Path, seed: int = 0) -> tuple[np.ndarray, str]:
-    """The 130 px face of the first RAF-DB test original with landmarks, else of a synthetic one."""
+def preview_face(root: Path | None, seed: int = 0) -> tuple[np.ndarray, str]:
+    """The 130 px face of the first RAF-DB test original with landmarks, else of a synthetic one.
+    ``root`` None: ./RAF-DB when it holds one; a folder named on the command line must hold one
+    (a mistyped path is an error, not a silent synthetic face)."""
+    explicit = root is not None
+    root = Path("RAF-DB") if root is None else Path(root)
     original_dir = root / rafdb_dataset.ORIGINAL_DIR
     if original_dir.is_dir():
         for image_path in sorted(original_dir.glob(f"{SPLIT}_*.jpg")):
@@ -266,6 +270,9 @@ def preview_face(root: Path, seed: int = 0) -> tuple[np.ndarray, str]:
                 face = perturbations.align_face(rafdb_dataset.read_image(image_path),
                                                 rafdb_dataset.read_landmarks(landmark_file))
                 return face, str(image_path)
+    if explicit:
+        raise UserError(f"--rafdb {root}: no test original with its landmarks ({SPLIT}_*.jpg in {original_dir}); "
+                        "leave --rafdb out to render the synthetic face")
     import synthetic_faces
 
     sample = synthetic_faces.make_sample(seed, SPLIT, 1, 3)
@@ -319,7 +326,7 @@ def cmd_gif(args: argparse.Namespace) -> int:
     if args.motion_backend == "wand":
         require_wand()
     out = dataset_writer.check_writable_file(args.out)  # before rendering 300 frames, not after
-    face, origin = preview_face(Path(args.rafdb), args.seed)
+    face, origin = preview_face(args.rafdb, args.seed)
     names = perturbations.perturbation_names(args.perturbation_set)
     canvases = preview_frames(face, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour,
                               label_height=0 if args.plain else 14, names=names)
@@ -384,8 +391,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
 
     gif = commands.add_parser("gif", help="render perturbations.gif (the default command)", description=__doc__)
-    gif.add_argument("--rafdb", default="RAF-DB",
-                     help="RAF-DB root; its first test original is shown, else a synthetic face")
+    gif.add_argument("--rafdb", default=None, type=Path,
+                     help="RAF-DB root whose first test original is shown (default: RAF-DB when it holds one, "
+                          "else a synthetic face)")
     gif.add_argument("--out", default="perturbations.gif", help="the GIF image file to write (the animation)")
     gif.add_argument("--seed", type=int, default=0, help="seed of the random perturbations")
     add_render_args(gif)

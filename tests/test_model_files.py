@@ -194,6 +194,12 @@ def keras_and_tflite(tmp_path_factory):
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     (folder / "int8.tflite").write_bytes(converter.convert())
+    # the same quantisation with the input and output types left float (QUANTIZE / DEQUANTIZE)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    (folder / "int8_float_io.tflite").write_bytes(converter.convert())
     return folder
 
 
@@ -425,3 +431,218 @@ def test_third_party_rescaling_is_kept_with_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         checkpoints.classifier_from_args(tmp_path / "own_rescaling.keras", args(preprocessing="none"))
     assert "which is kept" not in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# Quantised graphs whose float output is a dequantised softmax
+
+
+def qdq_softmax_onnx(path, weights, bias, scale, *, softmax_inside=True):
+    """Channel means -> @ weights + bias [-> Softmax] -> QuantizeLinear/DequantizeLinear (uint8,
+    ``scale``, zero point 0) -> float output, as a QDQ-quantised model ends."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    source = "probs" if softmax_inside else "logits"
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z"]),
+             helper.make_node("Add", ["z", "b"], ["logits"])]
+    if softmax_inside:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+    nodes += [helper.make_node("QuantizeLinear", [source, "s", "zp"], ["q"]),
+              helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["out"])]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 7])],
+        initializer=[numpy_helper.from_array(np.asarray(weights, np.float32), "w"),
+                     numpy_helper.from_array(np.asarray(bias, np.float32), "b"),
+                     numpy_helper.from_array(np.array(scale, np.float32), "s"),
+                     numpy_helper.from_array(np.array(0, np.uint8), "zp")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_dequantised_softmax_is_read_as_probabilities(tmp_path):
+    """Softmax -> uint8 Q/DQ at scale 1/256: the output is round(256 p) / 256 (round half to even,
+    at most 255), whose rows miss 1 by a few steps. They are probabilities within 7/256 and are
+    returned as they are, not passed through a second softmax."""
+    path = qdq_softmax_onnx(tmp_path / "qdq.onnx", W * 4.0, B, 1 / 256)
+    paths, images = write_images(tmp_path / "img", count=8, seed=11)
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    got = classifier.predict_paths(paths)
+    means = images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1)
+    p = softmax(means @ (W * 4.0).astype(np.float64) + B)
+    expected = np.minimum(np.round(p * 256), 255) / 256  # the dequantised uint8 values
+    assert np.any(np.abs(expected.sum(axis=1) - 1) > 1e-3)  # the 1e-3 test alone says logits
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert classifier.runner.output_kind == "probabilities"
+    assert classifier.runner.output_step == pytest.approx(1 / 256)
+
+
+def test_onnx_dequantised_logits_keep_the_plain_test(tmp_path):
+    """The same Q/DQ pair after logits (no Softmax before it): no widening, so such outputs are
+    still read as logits when they are not probabilities."""
+    path = qdq_softmax_onnx(tmp_path / "qdq_logits.onnx", W, B, 1 / 256, softmax_inside=False)
+    assert model_files.open_runner(path).output_step == 0.0
+
+
+def test_tflite_full_integer_with_float_io_is_read_as_probabilities(keras_and_tflite):
+    """Full-integer quantised with float input/output (DEQUANTIZE of the int8 SOFTMAX, whose output
+    scale TFLite fixes at 1/256): the values are used as the interpreter returns them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = keras_and_tflite / "int8_float_io.tflite"
+    runner = model_files.LiteRTRunner(path, batch_size=16)
+    assert runner.in_dtype == np.float32
+    images = np.random.default_rng(4).uniform(0, 255, (16, 32, 32, 3)).astype(np.float32)
+    got = runner.predict(images)
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [16, 32, 32, 3])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+    interpreter.invoke()
+    direct = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    steps = direct * 256
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-4)  # multiples of 1/256
+    assert np.any(np.abs(direct.sum(axis=1) - 1) > 1e-3)  # the 1e-3 test alone says logits
+    np.testing.assert_array_equal(got, direct)
+    assert runner.output_kind == "probabilities" and runner.output_step == pytest.approx(1 / 256)
+
+
+# --------------------------------------------------------------------------------------------
+# uint8 input: raw pixels only
+
+
+def uint8_onnx(path):
+    """UINT8 [N,3,H,W] -> Cast -> / 255 -> channel means -> @ (W * 64) + B: logits (N, 7)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["xf", "d"], ["x01"]),
+             helper.make_node("ReduceMean", ["x01"], ["m"], axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z"]),
+             helper.make_node("Add", ["z", "b"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "uint8_in", [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
+        initializer=[numpy_helper.from_array(np.array(255, np.float32), "d"),
+                     numpy_helper.from_array(W * 64.0, "w"), numpy_helper.from_array(B, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_uint8_onnx_takes_raw_pixels_and_refuses_a_preprocessing(tmp_path, caplog):
+    path = uint8_onnx(tmp_path / "u8.onnx")
+    paths, images = write_images(tmp_path / "img", seed=2)
+    means = images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1) / 255.0
+    expected = softmax(means @ (W * 64.0).astype(np.float64) + B)
+    with caplog.at_level("WARNING"):
+        classifier = checkpoints.classifier_from_args(path, args())
+    assert "scale-1-1 or z_normalization" not in caplog.text  # no advice to scale a uint8 input
+    assert classifier.preprocess is None and "raw pixels" in classifier.preprocessing_label
+    np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
+    none = checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    np.testing.assert_allclose(none.predict_paths(paths), expected, atol=1e-5)
+    for mode in ("scale01", "scale-1-1", "z_normalization"):
+        with pytest.raises(UserError) as caught:
+            checkpoints.classifier_from_args(path, args(preprocessing=mode))
+        message = str(caught.value)
+        assert f"--preprocessing {mode}" in message and str(path) in message
+        assert "uint8" in message and "use --preprocessing none" in message
+    with pytest.raises(UserError, match="--eval-preprocessing legacy-vggface2"):
+        checkpoints.classifier_from_args(path, args(eval_preprocessing="legacy-vggface2"))
+
+
+# --------------------------------------------------------------------------------------------
+# A symbolic class axis
+
+
+def symbolic_classes_onnx(path):
+    """Concat(means @ W[:, :3], zeros (N, 4)) with the zeros from ConstantOfShape(Shape(means)[:1]
+    + [4]): onnxruntime cannot infer the class axis, declared (Concat_dim_0, Concat_dim_1) as
+    torch's legacy export of a torch.cat head declares it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["a"]),
+             helper.make_node("Shape", ["m"], ["batch"], start=0, end=1),
+             helper.make_node("Concat", ["batch", "four"], ["zeros_shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["zeros_shape"], ["zeros"]),
+             helper.make_node("Concat", ["a", "zeros"], ["scores"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "cat_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["Concat_dim_0", "Concat_dim_1"])],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(W[:, :3]), "w"),
+                     numpy_helper.from_array(np.array([4], np.int64), "four")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_symbolic_class_axis_is_counted_by_one_run(tmp_path):
+    path = symbolic_classes_onnx(tmp_path / "cat.onnx")
+    assert model_files.open_runner(path).n_outputs is None  # the file does not say
+    paths, images = write_images(tmp_path / "img", seed=6)
+    means = images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1)
+    logits = np.concatenate([means @ W[:, :3].astype(np.float64), np.zeros((len(means), 4))], axis=1)
+    expected = softmax(logits)
+    for order in (None, "rafdb"):
+        classifier = checkpoints.classifier_from_args(path, args(preprocessing="none",
+                                                                 class_order=order))
+        assert classifier.runner.n_outputs == 7
+        np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
+    with pytest.raises(UserError, match="8 class names for a model with 7 outputs"):
+        checkpoints.classifier_from_args(path, args(preprocessing="none", class_order="ferplus"))
+
+
+# --------------------------------------------------------------------------------------------
+# Messages: a SavedModel folder, a .keras file with an unregistered custom layer
+
+
+def test_saved_model_folder_is_named_with_how_to_convert(tmp_path):
+    folder = tmp_path / "sm"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"\x08\x01")  # recognised by its name alone
+    for target in (folder, folder / "saved_model.pb"):
+        with pytest.raises(UserError) as caught:
+            checkpoints.find_checkpoints(target)
+        message = str(caught.value)
+        assert str(target) in message and "SavedModel" in message and "not read directly" in message
+        assert "TFLiteConverter.from_saved_model" in message and "tf2onnx" in message
+        assert "checkpoint.NN.hdf5" not in message
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, str(ROOT / "eval_corrupted_rafdb.py"), str(folder),
+                             "--rafdb", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "SavedModel" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_keras_file_with_an_unregistered_custom_layer_names_it(tmp_path, monkeypatch):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="mine_test")
+    class MyLayer(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.GlobalAveragePooling2D()(MyLayer()(inputs))
+    keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x)).save(tmp_path / "c.keras")
+    # as on a machine without the code that defines it
+    monkeypatch.delitem(keras.saving.get_custom_objects(), "mine_test>MyLayer")
+    with pytest.raises(UserError) as caught:
+        checkpoints.load_classifier(tmp_path / "c.keras")
+    message = str(caught.value)
+    assert str(tmp_path / "c.keras") in message and "'mine_test>MyLayer'" in message
+    assert "register_keras_serializable" in message and "ONNX" in message and "TFLite" in message

@@ -313,10 +313,11 @@ def test_script_exit_code_without_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("use_real", [True, False])
-def test_preview_grid_geometry(sample_tree, tmp_path, capsys, use_real):
-    rafdb = sample_tree if use_real else tmp_path / "no-rafdb"
+def test_preview_grid_geometry(sample_tree, tmp_path, capsys, monkeypatch, use_real):
     out = tmp_path / "corruptions.png"
-    code, _out, err = cli(["preview", "--plain", "--rafdb", str(rafdb), "--out", str(out)], capsys)
+    monkeypatch.chdir(tmp_path)  # no ./RAF-DB here: without --rafdb, the synthetic face
+    code, _out, err = cli(["preview", "--plain", *(["--rafdb", str(sample_tree)] if use_real else []),
+                           "--out", str(out)], capsys)
     assert code == 0, err
     grid = cv2.imread(str(out), cv2.IMREAD_COLOR)
     assert grid.shape == (18 * 102, 6 * 102, 3)
@@ -430,6 +431,17 @@ def test_preview_unwritable_out_fails_before_rendering(tmp_path, capsys, monkeyp
     monkeypatch.setattr(rafdb_aug_dataset, "preview_grid", lambda *a, **k: pytest.fail("rendered first"))
     code, _out, err = cli(["preview", "--rafdb", str(tmp_path), "--out", str(blocker / "grid.png")], capsys)
     assert code == 2 and "Traceback" not in err and f"--out {blocker / 'grid.png'}: cannot create" in err
+
+
+def test_preview_with_a_mistyped_rafdb_is_an_error_not_a_synthetic_face(tmp_path, capsys):
+    missing = tmp_path / "RAF-DBB"
+    code, _out, err = cli(["preview", "--rafdb", str(missing), "--out", str(tmp_path / "p.png")], capsys)
+    assert code == 2 and "Traceback" not in err and str(missing / "basic/Image/aligned") in err
+    empty = tmp_path / "empty"
+    (empty / "basic/Image/aligned").mkdir(parents=True)
+    code, _out, err = cli(["preview", "--rafdb", str(empty), "--out", str(tmp_path / "p.png")], capsys)
+    assert code == 2 and f"{empty / 'basic/Image/aligned'}: no test_*_aligned.jpg" in err
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_extra_sets_export_deterministic_with_manifest(small_tree, tmp_path, capsys):

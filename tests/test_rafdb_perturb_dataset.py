@@ -272,6 +272,13 @@ def test_gif_unwritable_out_fails_before_rendering(tmp_path, monkeypatch):
         rafdb_perturb_dataset.main(["gif", "--rafdb", str(tmp_path), "--out", str(tmp_path)])
 
 
+def test_gif_with_a_mistyped_rafdb_is_an_error_not_a_synthetic_face(tmp_path):
+    result = run_cli("gif", "--rafdb", tmp_path / "RAF-DBB", "--out", tmp_path / "p.gif")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--rafdb {tmp_path / 'RAF-DBB'}: no test original with its landmarks" in result.stderr
+    assert not (tmp_path / "p.gif").exists()
+
+
 def test_flags_match_the_rafdb_c_script(capsys):
     args = rafdb_perturb_dataset.parse_args(["gif", "--motion-backend", "wand", "--colour", "bgr-compat", "--quiet"])
     assert (args.motion_backend, args.colour, args.quiet) == ("wand", "bgr-compat", True)
