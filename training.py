@@ -209,9 +209,12 @@ def apply_run_dataset(args, run_dir: Path) -> None:
         return  # no run.json (a bare checkpoint folder): the flags as given
     if "dataset" in args.explicit and args.dataset != saved.get("dataset", args.dataset):
         return  # another dataset than the run's: its own flags and defaults, nothing of the run's
+    folder_given = bool({"data", "rafdb"} & set(args.explicit))  # two names of one flag for RAF-DB
     for key in ("dataset", "data", "rafdb", "labels"):
         if key in args.explicit or saved.get(key) is None or not hasattr(args, key):
             continue
+        if key in ("data", "rafdb") and folder_given:
+            continue  # the folder on the command line, not the run's
         value = saved[key]
         if key in ("data", "rafdb"):  # folders (the parser's type is Path)
             value = Path(value)

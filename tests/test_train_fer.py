@@ -180,6 +180,17 @@ def test_mode_test_reports_results_accuracy(two_epochs, sample_tree, capsys):
     assert f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}" in out
 
 
+def test_mode_test_with_a_relative_rafdb_as_the_docs_write_it(two_epochs, sample_tree, capsys, monkeypatch):
+    """--rafdb given in another spelling than the run's recorded --data (relative here): the folder
+    on the command line is used, not refused as disagreeing with the run's."""
+    result = json.loads((two_epochs / "results.json").read_text())
+    monkeypatch.chdir(sample_tree.parent)
+    capsys.readouterr()
+    assert train_fer.main(["--mode", "test", "--dir", str(two_epochs), "--rafdb", sample_tree.name]) == 0
+    assert f"({result['correct']}/{result['n']}" in capsys.readouterr().out
+    assert train_fer.main(["--mode", "test", "--dir", str(two_epochs), "--data", sample_tree.name]) == 0
+
+
 def test_saved_hdf5_reloads_and_predicts_identically(tmp_path):
     import keras
 
