@@ -135,6 +135,15 @@ def check_output_path(path: str | os.PathLike, flag: str, *, folder: bool = Fals
     return path
 
 
+SEED_LIMIT = 2 ** 32  # the generators seeded directly (Keras, NumPy's legacy state, scikit-learn) take 0..2^32-1
+
+
+def check_seed(value: int, flag: str = "--seed") -> None:
+    """UserError naming ``flag`` unless ``value`` is a seed every seeded library accepts."""
+    if not 0 <= value < SEED_LIMIT:
+        raise UserError(f"{flag} {value}: expected an integer from 0 to {SEED_LIMIT - 1}")
+
+
 def check_output_flags(args: argparse.Namespace, *dests: str) -> None:
     """:func:`check_output_path` for every file flag ``--<dest>`` of ``args`` that is set."""
     for dest in dests:

@@ -35,7 +35,8 @@ import numpy as np
 import datasets
 import lbp
 import lbp_svm
-from cli_common import ArgumentParser, HelpFormatter, UserError, atomic_write_text, run_main, setup_logging
+from cli_common import (ArgumentParser, HelpFormatter, UserError, atomic_write_text, check_seed, run_main,
+                        setup_logging)
 
 LOG = logging.getLogger("fer.lbp_svm_train")
 
@@ -240,6 +241,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
+    if getattr(args, "seed", None) is not None:
+        check_seed(args.seed)
     return {"train": cmd_train, "search": cmd_search, "eval": cmd_eval}[args.command](args)
 
 

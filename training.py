@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import rafdb_dataset  # noqa: E402
-from cli_common import UserError, atomic_write_text, check_output_path, seed64  # noqa: E402
+from cli_common import UserError, atomic_write_text, check_output_path, check_seed, seed64  # noqa: E402
 
 LOG = logging.getLogger("fer.train")
 
@@ -233,6 +233,9 @@ def check_args(args) -> None:
                              ("--bn-recalibrate", args.bn_recalibrate, 0)):
         if value < low:
             raise UserError(f"{flag} {value}: expected an integer >= {low}")
+    check_seed(args.seed)
+    if args.input_size is not None and args.input_size < 1:
+        raise UserError(f"--input-size {args.input_size}: expected a positive number of pixels")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected a positive integer")
     if args.mode == "test" and args.checkpoint is None and args.dir is None:

@@ -164,3 +164,6 @@ def test_cli_exit_code_and_help(tmp_path):
     assert bad.returncode == 2 and ".skops" in bad.stderr and "Traceback" not in bad.stderr
     with pytest.raises(UserError, match="must end in .skops"):
         lbp_svm_train.main(["train", "--rafdb", str(tmp_path), "--out", str(tmp_path / "m.joblib")])
+    with pytest.raises(UserError, match=r"--seed -1: expected an integer from 0 to 4294967295"):
+        lbp_svm_train.main(["train", "--rafdb", str(tmp_path), "--out", str(tmp_path / "m.skops"), "--seed", "-1"])
+    assert not (tmp_path / "m.skops").exists()

@@ -265,6 +265,11 @@ def test_bad_inputs_raise_clear_user_errors(sample_tree, tmp_path, capsys):
         train_fer.main(base + ["--checkpoint", str(tmp_path / "c.hdf5")])
     with pytest.raises(UserError, match=r"--cpu-devices 2: only used with --distribute mirrored.*none"):
         train_fer.main(base + ["--cpu-devices", "2"])
+    for seed in ("-1", str(2 ** 32)):
+        with pytest.raises(UserError, match=rf"--seed {seed}: expected an integer from 0 to 4294967295"):
+            train_fer.main(base + ["--seed", seed])
+    with pytest.raises(UserError, match=r"--input-size -64: expected a positive number of pixels"):
+        train_fer.main(base + ["--input-size", "-64"])
     assert not (tmp_path / "r").exists()  # refused before the run folder is made
     with pytest.raises(SystemExit) as excinfo:
         train_fer.main(base + ["--net", "alexnet"])
