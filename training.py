@@ -91,9 +91,23 @@ def argstring(argv: list[str]) -> str:
     return text.replace("/", "_").replace(os.sep, "_")
 
 
+ARGSTRING_BYTES = 200  # a file name holds at most 255 bytes; the timestamp and _cutout take 23
+
+
 def run_dir_name(argv: list[str], now: datetime.datetime, cutout: bool = False) -> str:
-    """``<argstring>_<YYYYmmdd_HHMMSS>`` plus ``_cutout`` when random erasing is on (docs/BENCHMARK.md §4.7)."""
-    name = f"{argstring(argv)}_{now.strftime('%Y%m%d_%H%M%S')}"
+    """``<argstring>_<YYYYmmdd_HHMMSS>`` plus ``_cutout`` when random erasing is on (docs/BENCHMARK.md §4.7).
+
+    An argstring over ``ARGSTRING_BYTES`` bytes (UTF-8; long paths and many flags) keeps its first
+    191 bytes and ends in ``_`` and the first 8 hex digits of its SHA-256, so the name stays a valid
+    file name and different commands still get different names."""
+    import hashlib
+
+    text = argstring(argv)
+    encoded = text.encode("utf-8")
+    if len(encoded) > ARGSTRING_BYTES:
+        head = encoded[:ARGSTRING_BYTES - 9].decode("utf-8", errors="ignore")
+        text = f"{head}_{hashlib.sha256(encoded).hexdigest()[:8]}"
+    name = f"{text}_{now.strftime('%Y%m%d_%H%M%S')}"
     return name + "_cutout" if cutout else name
 
 

@@ -62,6 +62,16 @@ def test_run_dir_name_from_argstring():
     assert training.run_dir_name(["--lr=0.002:0.5:40", "--cutout"], now, cutout=True) == \
         "_lr0.002_0.5_40_cutout_20220409_101500_cutout"
     assert "/" not in training.run_dir_name(["--rafdb", "data/RAF-DB"], now)
+    # a command longer than a file name allows: 191 bytes, "_", 8 hex digits of the SHA-256 of the whole
+    argv = ["--rafdb", "/mnt/datasets/facial_expression_recognition/é" * 6, "--net", "senet50", "--center-loss"]
+    whole = "".join(argv).replace("--", "_").replace("/", "_").encode("utf-8")
+    import hashlib
+
+    name = training.run_dir_name(argv, now, cutout=True)
+    stem = name.removesuffix("_20220409_101500_cutout")
+    assert stem.endswith("_" + hashlib.sha256(whole).hexdigest()[:8])
+    assert whole.startswith(stem[:-9].encode("utf-8")) and 190 <= len(stem[:-9].encode("utf-8")) <= 191
+    assert len(name.encode("utf-8")) <= 255
 
 
 # --------------------------------------------------------------------------------------------
