@@ -748,7 +748,7 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
 
     val_ds = input_pipeline.make_dataset(val.names, val.labels, **common)
     LOG.info("%s: %d train, %d validation (%s), %d test; labels %s (%d test rows dropped by the vote filter)",
-             data.title, len(train), len(val), args.val_split, len(test), args.labels, test.n_dropped)
+             data.title, len(train), len(val), validation_source(args, data), len(test), args.labels, test.n_dropped)
     return train, val, test, train_dataset, val_ds
 
 
@@ -841,6 +841,16 @@ def versions() -> dict:
             "numpy": np.__version__, "code": code_version()}
 
 
+def validation_source(args, data) -> str:
+    """Where checkpoints are selected, in words: the test split (--val-split test), the dataset's own
+    validation split, or a held-out part of train."""
+    if args.val_split == "test":
+        return "test"
+    if data.has_validation:
+        return f"{data.split_name('validation')} (the dataset's own validation split)"
+    return f"holdout ({args.val_fraction:g} of train)"
+
+
 def run_config(args, net: str, input_shape, model) -> dict:
     models = _models()
     channel_order = models.CHANNEL_ORDER.get(net, "RGB")  # at the backbone, after the preprocessing layers
@@ -852,7 +862,7 @@ def run_config(args, net: str, input_shape, model) -> dict:
         "crop": args.crop, "lpf": args.lpf, "augmentation": args.augmentation, "cutout": bool(args.cutout),
         "honour_policy_prob": bool(args.honour_policy_prob), "jsd": bool(getattr(args, "jsd", False)),
         "augmix": dict(zip(("width", "depth", "severity"), augmix_params(args))), "seed": args.seed, "val_split": args.val_split,
-        "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+        "validation": validation_source(args, open_data(args)), "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         "momentum": 0.9 if args.momentum else 0.0, "weight_decay": args.weight_decay,
         "bn_recalibrate": args.bn_recalibrate, "pretraining": args.pretraining, "distribute": args.distribute,
         "center_loss": ({"weight": args.center_loss_weight, "alpha": args.center_loss_alpha}
@@ -1107,11 +1117,12 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
         raise UserError(f"{run_dir}: no checkpoint was written")
     best_model = load_checkpoint(best, compile=False)
     result = evaluate_test(best_model, args, test_set, image_size, channels)
-    result.update(checkpoint=best.name, best_validation_accuracy=state.get("best"), val_split=args.val_split)
+    result.update(checkpoint=best.name, best_validation_accuracy=state.get("best"), val_split=args.val_split,
+                  validation=validation_source(args, open_data(args)))
     if chief:
         print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, "
               f"{open_data(args).title} {result['split']}, labels {args.labels}, "
-              f"checkpoint {best.name}, selected on {args.val_split})")
+              f"checkpoint {best.name}, selected on {result['validation']})")
     atomic_write_text(write_dir / RESULTS_FILE, json.dumps(result, indent=1) + "\n")
     config.update(status="done", test=result)
     atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")

@@ -89,6 +89,8 @@ def test_train_ferplus_records_dataset_and_classes(ferplus_run, fer_pair):
     assert model.output_shape[-1] == 8
     result = json.loads((ferplus_run / "results.json").read_text())
     assert result["dataset"] == "ferplus" and result["split"] == "PublicTest"
+    own = "PrivateTest (the dataset's own validation split)"
+    assert result["validation"] == own and config["validation"] == own  # not "holdout of train"
     assert 0 < result["n"] <= usage.count("PublicTest")
 
 

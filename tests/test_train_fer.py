@@ -188,6 +188,7 @@ def test_mode_test_reports_results_accuracy(two_epochs, sample_tree, capsys):
     assert train_fer.main(["--mode", "test", "--dir", str(two_epochs), "--rafdb", str(sample_tree)]) == 0
     out = capsys.readouterr().out
     assert f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}" in out
+    assert result["validation"] == "holdout (0.1 of train)"  # RAF-DB has no validation split of its own
 
 
 def test_mode_test_with_a_relative_rafdb_as_the_docs_write_it(two_epochs, sample_tree, capsys, monkeypatch):
