@@ -93,6 +93,14 @@ def _kind(data) -> str | None:
     return None
 
 
+def warn_unfinished(path: Path, kind: str, data: dict) -> None:
+    """A warning for a robustness JSON of an evaluation that stopped before its last model."""
+    if kind == "robustness" and data.get("complete") is False:
+        LOG.warning("%s: written by an evaluation that did not finish (%d of %s model(s)); the models it "
+                    "did not reach are missing from the report", path, len(data["results"]),
+                    data.get("models_planned", "?"))
+
+
 def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
     """(path, kind, data) for every result file the inputs name, in a stable order."""
     found: list[tuple[Path, str, dict]] = []
@@ -107,6 +115,7 @@ def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
                 if kind is None:
                     LOG.debug("%s: not a robustness or stability result, skipped", path)
                     continue
+                warn_unfinished(path, kind, data)
                 found.append((path, kind, data))
             if len(found) == before:
                 raise UserError(f"{item}: no robustness (eval_corrupted_rafdb.py --json) or "
@@ -118,6 +127,7 @@ def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
                 raise UserError(f"{item}: expected a robustness JSON (eval_corrupted_rafdb.py "
                                 f"--json, \"format\": \"{ROBUSTNESS_FORMAT}\") or a stability JSON "
                                 f"(eval_perturbed_rafdb2.py --json, with \"methods\")")
+            warn_unfinished(item, kind, data)
             found.append((item, kind, data))
         else:
             raise UserError(f"{item}: no such result file or folder")

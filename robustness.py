@@ -733,9 +733,15 @@ def _nan_to_none(value):
     return value
 
 
-def write_json(path: Path, results: list[dict]) -> None:
-    """All results so far, NaN written as null (strict JSON, as the perturbation reader's)."""
-    data = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "results": _nan_to_none(results)}
+def write_json(path: Path, results: list[dict], planned: int | None = None) -> None:
+    """All results so far, NaN written as null (strict JSON, as the perturbation reader's).
+
+    ``planned``: how many models the evaluation was asked for; ``complete`` is false while fewer
+    are written (an evaluation stopped by Ctrl-C or a failing model leaves such a file, and
+    report.py says so)."""
+    planned = len(results) if planned is None else planned
+    data = {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "complete": len(results) >= planned,
+            "models_planned": planned, "results": _nan_to_none(results)}
     text = json.dumps(data, indent=1, default=_json_default, allow_nan=False)
     cli_common.atomic_write_text(path, text + "\n")
 

@@ -6,6 +6,7 @@ calibration.py.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
@@ -59,10 +60,11 @@ def load_baseline(args):
     return robustness.load_baseline(args.baseline, args.baseline_method) if args.baseline else None
 
 
-def write_outputs(args, results: list[dict]) -> None:
-    """--json, --csv and --plot for every run so far (each written atomically)."""
-    for path, write in ((args.json, robustness.write_json), (args.csv, robustness.write_csv),
-                        (args.plot, robustness.write_plot)):
+def write_outputs(args, results: list[dict], planned: int | None = None) -> None:
+    """--json, --csv and --plot for every run so far (each written atomically); the JSON records
+    whether all ``planned`` models are in it."""
+    for path, write in ((args.json, functools.partial(robustness.write_json, planned=planned)),
+                        (args.csv, robustness.write_csv), (args.plot, robustness.write_plot)):
         if path is not None:
             write(path, results)
             LOG.info("wrote %s", path)
@@ -272,7 +274,7 @@ def run(args) -> int:
                                  f"{evaluation.seconds:.1f} s; merge the shards' --json with --merge\n")
             sys.stdout.flush()
             results.append(result)
-            write_outputs(args, results)  # after each run: a later bad run loses nothing
+            write_outputs(args, results, len(checkpoint_files))  # after each run: a later bad run loses nothing
             if args.save_probabilities is not None:
                 probabilities.append((str(checkpoint_file), evaluation))
                 robustness.write_probabilities(args.save_probabilities, probabilities)

@@ -841,6 +841,26 @@ def versions() -> dict:
             "numpy": np.__version__, "code": code_version()}
 
 
+def train_epochs(args, model, trainer, strategy, train_dataset, val_ds, write_dir: Path, state, centers,
+                 initial_epoch: int, verbose: int) -> None:
+    """Epochs ``initial_epoch`` .. ``args.epochs - 1``: one fit call per epoch with the epoch's own
+    pipeline seed, so a resumed run sees the same shuffle order and augmentation draws as a
+    continuous one."""
+    import keras
+
+    for epoch in range(initial_epoch, args.epochs):
+        train_ds = train_dataset(epoch)
+        reseed_generators(model, args.seed, epoch)
+        if strategy is not None:
+            train_ds = distribute_options(train_ds)
+        with contextlib.redirect_stdout(sys.stderr), pipeline_errors():  # Keras prints progress on stdout
+            callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
+                make_callbacks(args, write_dir, state, train_ds, centers), add_history=True, add_progbar=True,
+                verbose=verbose, epochs=args.epochs, steps=None, model=trainer)
+            trainer.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
+                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
+
+
 def validation_source(args, data) -> str:
     """Where checkpoints are selected, in words: the test split (--val-split test), the dataset's own
     validation split, or a held-out part of train."""
@@ -1094,19 +1114,14 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     if initial_epoch < args.epochs:
         start_log(write_dir, initial_epoch)
         verbose = 1 if sys.stderr.isatty() else 2
-        for epoch in range(initial_epoch, args.epochs):
-            # One fit call per epoch with the epoch's own pipeline seed: a resumed run sees the same
-            # shuffle order and augmentation draws as a continuous one.
-            train_ds = train_dataset(epoch)
-            reseed_generators(model, args.seed, epoch)
-            if strategy is not None:
-                train_ds = distribute_options(train_ds)
-            with contextlib.redirect_stdout(sys.stderr), pipeline_errors():  # Keras prints progress on stdout
-                callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
-                    make_callbacks(args, write_dir, state, train_ds, centers), add_history=True, add_progbar=True,
-                    verbose=verbose, epochs=args.epochs, steps=None, model=trainer)
-                trainer.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
-                          callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
+        try:
+            train_epochs(args, model, trainer, strategy, train_dataset, val_ds, write_dir, state, centers,
+                         initial_epoch, verbose)
+        except BaseException as error:  # Ctrl-C, a failure: run.json says so, not "training" for good
+            config["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            with contextlib.suppress(OSError):
+                atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
+            raise
     else:
         LOG.info("nothing to train: %d of %d epochs already done", initial_epoch, args.epochs)
 

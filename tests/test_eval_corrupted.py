@@ -455,3 +455,27 @@ def test_on_the_fly_with_mixed_image_sizes_equals_the_exported_tree(sample_tree,
     for folder, image, row in zip(b["folder"], b["image"], b["probabilities"]):
         source = folders[None] if folder == "clean" else root / "exported" / f"rafdb.test.{folder}"
         assert int(np.argmax(row)) == predicted_class(source / f"{image}_aligned.jpg")
+
+
+def test_an_evaluation_stopped_before_its_last_model_marks_its_json_unfinished(workspace, capsys, tmp_path, caplog):
+    """Two runs, the second's checkpoint unreadable: the JSON holds the first model and says 1 of 2
+    (complete false); report.py warns that the file is from an evaluation that did not finish."""
+    import report
+
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "checkpoint.03.hdf5").symlink_to(workspace / "runs" / "run_a" / "checkpoint.03.hdf5")
+    (runs / "b").mkdir()
+    (runs / "b" / "checkpoint.02.hdf5").write_bytes(b"not a model")
+    json_path = tmp_path / "r.json"
+    with pytest.raises(UserError, match="checkpoint.02.hdf5"):
+        run_main(workspace, capsys, runs, "--corruptions", "contrast", "--severities", "1", "--json", json_path)
+    data = json.loads(json_path.read_text())
+    assert (data["complete"], data["models_planned"], len(data["results"])) == (False, 2, 1)
+    with caplog.at_level("WARNING"):
+        report.collect_files([json_path])
+    assert f"{json_path}: written by an evaluation that did not finish (1 of 2 model(s))" in caplog.text
+    code, _ = run_main(workspace, capsys, runs / "a", "--corruptions", "contrast", "--severities", "1",
+                       "--json", json_path)
+    data = json.loads(json_path.read_text())
+    assert code == 0 and (data["complete"], data["models_planned"], len(data["results"])) == (True, 1, 1)

@@ -332,6 +332,19 @@ def test_mode_test_splits_off_held_out_names_with_spaces(tmp_path):
     assert len(sets["train"]) == 6 and not set(held) & set(sets["train"].names)
 
 
+@pytest.mark.parametrize("error, status", [(KeyboardInterrupt, "interrupted"), (MemoryError, "failed")])
+def test_a_run_stopped_in_training_says_so_in_run_json(sample_tree, tmp_path, monkeypatch, error, status):
+    def stop(*_args, **_kwargs):
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "training"
+        raise error
+
+    run_dir = tmp_path / "r"
+    monkeypatch.setattr(training, "train_epochs", stop)
+    with pytest.raises(error):
+        train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "2", "--dir", str(run_dir)])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == status
+
+
 def test_unwritable_run_dir_is_refused_before_training(tmp_path, monkeypatch):
     """--dir naming a file, or under a file, and --out-root under a file: UserError before any data
     is read (the --rafdb given does not exist, so reading it would be another error)."""
