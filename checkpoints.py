@@ -284,6 +284,41 @@ def missing_custom_classes(path: Path, custom_objects: dict) -> list[str]:
     return missing
 
 
+def _float32_policies(node):
+    """A model config with every mixed_float16 (or float16) dtype policy replaced by float32."""
+    if isinstance(node, dict):
+        config = node.get("config")
+        if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(config, dict) \
+                and config.get("name") in ("mixed_float16", "float16"):
+            return "float32"
+        return {key: _float32_policies(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_float32_policies(value) for value in node]
+    return node
+
+
+def float32_on_cpu(model, path: str | Path, custom_objects: dict | None = None):
+    """``model`` itself, or, when it computes in float16 (trained with mixed precision) and no GPU
+    is visible, a float32 copy with the same weights: oneDNN aborts the process on float16
+    convolutions on CPUs without float16 instructions, and float16 is emulated (slow) on the others.
+    Predictions agree to float16 rounding (the copy is the more precise one)."""
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        return model
+    layers = [model]
+    for layer in layers:  # nested models included
+        layers.extend(getattr(layer, "layers", []))
+    if not any(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") == "float16"
+               for layer in layers):
+        return model
+    copy = type(model).from_config(_float32_policies(model.get_config()),
+                                   custom_objects=custom_objects if custom_objects is not None else _custom_objects())
+    copy.set_weights(model.get_weights())
+    LOG.info("%s: trained with mixed precision (float16); evaluated in float32 on the CPU", path)
+    return copy
+
+
 def load_classifier(path: str | Path, *, unsafe: bool = False):
     """Load a Keras model for inference only, refusing arbitrary code unless ``unsafe``."""
     import keras
@@ -325,7 +360,7 @@ def load_classifier(path: str | Path, *, unsafe: bool = False):
                             f"{first_line[:300]})") from None
     LOG.info("loaded %s (%d parameters) in %.1f s", path, model.count_params(),
              time.perf_counter() - started)
-    return model
+    return float32_on_cpu(model, path, custom_objects)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1232,7 +1232,10 @@ def test_mode(args) -> int:
         if config.get("labels") and config["labels"] != args.labels:
             LOG.warning("the model was trained with --labels %s; evaluating with --labels %s",
                         config["labels"], args.labels)
-    model = load_checkpoint(checkpoint, compile=False)
+    import checkpoints
+
+    model = checkpoints.float32_on_cpu(load_checkpoint(checkpoint, compile=False), checkpoint,
+                                       _models().custom_objects())
     _, height, width, channels = model.input_shape
     data = open_data(args)
     n_outputs = int(model.output_shape[-1])

@@ -425,3 +425,39 @@ def test_garbage_keras_file_message(tmp_path):
     path.write_bytes(b"not a zip archive at all")
     with pytest.raises(UserError, match="broken.keras: cannot load as a Keras model .*not a Keras archive"):
         checkpoints.load_classifier(path)
+
+
+def test_a_mixed_precision_checkpoint_is_evaluated_in_float32_on_the_cpu(tmp_path):
+    """A model saved with mixed_float16 layers: on the CPU it loads as a float32 copy with the same
+    weights (oneDNN aborts on float16 convolutions under DNNL_MAX_CPU_ISA=AVX2: run here with oneDNN
+    on, in a fresh interpreter, the load and predict must succeed), predictions within float16
+    rounding of the float16 model's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((16, 16, 3))
+        x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(inputs))
+        x = keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(x))
+        model = keras.Model(inputs, keras.layers.Activation("softmax", dtype="float32")(x))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    path = tmp_path / "mixed.h5"
+    model.save(path)
+    images = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
+    loaded = checkpoints.load_classifier(path)
+    assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+    for mine, theirs in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=5e-3)
+    repo = Path(checkpoints.__file__).resolve().parent
+    code = ("import sys, numpy as np; sys.path.insert(0, %r); import checkpoints; "
+            "m = checkpoints.load_classifier(%r); print(m.predict(np.ones((2, 16, 16, 3), np.float32), verbose=0).sum())"
+            % (str(repo), str(path)))
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", DNNL_MAX_CPU_ISA="AVX2", TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.split()[-1]) == pytest.approx(2.0, abs=1e-4)  # two softmax rows
