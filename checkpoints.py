@@ -575,6 +575,7 @@ class Classifier:
         stat = self.checkpoint_path.stat()
         return {
             "checkpoint": str(self.checkpoint_path),
+            "checkpoint_sha256": model_files.model_sha256(self.checkpoint_path),
             "checkpoint_size": stat.st_size,
             "checkpoint_mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stat.st_mtime)),
             "format": self.runner.format,

@@ -207,6 +207,16 @@ def method_checkpoints(table: dict) -> dict:
     return out
 
 
+def method_digests(table: dict) -> dict:
+    """method -> the SHA-256 of its model file from its blocks' metadata (``model_sha256=``), or None
+    when the blocks record none or disagree."""
+    out = {}
+    for method, blocks in table.items():
+        digests = {(block.meta or {}).get("model_sha256") for block in blocks.values()}
+        out[method] = digests.pop() if len(digests) == 1 else None
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -216,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = stability.compute(table, difficulty=args.difficulty, ks=args.topk)
     for method, checkpoint in method_checkpoints(table).items():
         results["methods"][method]["checkpoint"] = checkpoint
+    for method, digest in method_digests(table).items():
+        results["methods"][method]["checkpoint_sha256"] = digest
     results["source"] = str(args.predictions)
     results["format"] = stability.JSON_FORMAT
     if args.baseline is not None:

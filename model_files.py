@@ -44,6 +44,7 @@ Class count: an ONNX output whose class axis is symbolic leaves ``n_outputs`` No
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -73,6 +74,25 @@ def refuse_pickle(path: str | Path) -> None:
         raise UserError(f"{path}: pickle files are refused because unpickling runs code stored in "
                         f"the file; save the model with skops as a .skops file instead (the "
                         f"LBP+SVM baseline does; docs/BENCHMARK.md §9.9)")
+
+
+def model_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a model file's bytes: the model's identity in result files (report.py joins a
+    model's robustness and stability results by it, whatever folder each evaluation ran from).
+    Kept per (path, size, modification time), so several describe() calls hash the file once."""
+    stat = os.stat(path)
+    return _sha256_of(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, _size: int, _mtime_ns: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def model_format(path: str | Path) -> str:

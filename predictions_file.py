@@ -247,7 +247,10 @@ class PredictionsClassifier:
 
     def describe(self) -> dict:
         stat = self.checkpoint_path.stat()
+        import model_files
+
         return {"checkpoint": str(self.checkpoint_path), "checkpoint_size": stat.st_size,
+                "checkpoint_sha256": model_files.model_sha256(self.checkpoint_path),
                 "format": "predictions", "predictions_kind": self.predictions.kind,
                 "model_name": self.checkpoint_path.stem, "parameters": None,
                 "crop": self.crop, "preprocessing": "n/a (predictions file)",

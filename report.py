@@ -9,9 +9,12 @@ folder and its sub-folders that is one of the two kinds below; others are skippe
 - stability: ``eval_perturbed_rafdb2.py --json`` (``"methods"``), flip probabilities and top-k
   distances per method and perturbation.
 
-The two kinds join on the model's checkpoint / model file path, which both record (robustness:
-``checkpoint.checkpoint``; stability: each method's ``checkpoint``): rows of the same file are one
-model, two different files never merge. A stability method without a recorded path (a JSON of an
+The two kinds join on the model file, which both record: its SHA-256 (robustness:
+``checkpoint.checkpoint_sha256``; stability: each method's ``checkpoint_sha256``, from the
+``model_sha256=`` of the predictions file's metadata), so the folder each evaluation ran from does not
+matter; results written before the hash was recorded join on the file's path (``checkpoint``).
+Rows of the same file are one model, two different files never merge; the same file evaluated under
+two label protocols (or N) is two rows, named with the protocol. A stability method without a recorded path (a JSON of an
 older eval_perturbed_rafdb2.py) joins the one robustness model of its name, if there is exactly one.
 A model's name is its checkpoint's run-folder name, as the stability reader names its methods
 (``<run>/<file>`` when different checkpoints share a run folder, the whole path if that is shared too).
@@ -195,20 +198,32 @@ def _display_names(paths: dict[str, str]) -> dict[str, str]:
     """key -> name for models known by path: the run-folder name, as the stability reader names
     methods; where different models share it, ``<run>/<file>``, and the whole path if that too is
     shared."""
-    by_name: dict[str, list[str]] = {}
+    def identity(key: str) -> str:  # one model evaluated under several label protocols: one identity
+        return key.split("|", 1)[0]
+
+    first = {}  # identity -> its checkpoint path (the first recorded)
     for key, checkpoint in paths.items():
-        by_name.setdefault(model_name(checkpoint), []).append(key)
-    names = {}
-    for name, keys in by_name.items():
-        if len(keys) == 1:
-            names[keys[0]] = name
+        first.setdefault(identity(key), checkpoint)
+    by_name: dict[str, list[str]] = {}
+    for ident, checkpoint in first.items():
+        by_name.setdefault(model_name(checkpoint), []).append(ident)
+    base = {}
+    for name, idents in by_name.items():
+        if len(idents) == 1:
+            base[idents[0]] = name
             continue
-        longer = {key: f"{name}/{Path(paths[key]).name}" for key in keys}
-        if len(set(longer.values())) < len(keys):
-            longer = {key: paths[key] for key in keys}
-        LOG.info("models %s share the name %r; naming them %s", ", ".join(paths[k] for k in keys),
-                 name, ", ".join(longer[k] for k in keys))
-        names.update(longer)
+        longer = {ident: f"{name}/{Path(first[ident]).name}" for ident in idents}
+        if len(set(longer.values())) < len(idents):
+            longer = {ident: first[ident] for ident in idents}
+        LOG.info("models %s share the name %r; naming them %s", ", ".join(first[i] for i in idents),
+                 name, ", ".join(longer[i] for i in idents))
+        base.update(longer)
+    names = {}
+    for key in paths:
+        names[key] = base[identity(key)]
+        if "|" in key:  # e.g. "run_a [hard labels, N=3068]"
+            _, protocol, n = key.rsplit("|", 2)
+            names[key] += f" [{protocol} labels, N={n}]"
     return names
 
 
@@ -222,18 +237,25 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
     of its name, if there is exactly one; otherwise it stays a model of its own.
     """
     robust = []  # (key, checkpoint path, file, result)
+    aliases = {}  # a model's path key -> its identity key (the file's SHA-256 where recorded)
     for path, kind, data in files:
         if kind == "robustness":
             for result in data["results"]:
-                checkpoint = (result.get("checkpoint") or {}).get("checkpoint") or str(path)
-                robust.append((model_key(checkpoint), checkpoint, path, result))
+                info = result.get("checkpoint") or {}
+                checkpoint = info.get("checkpoint") or str(path)
+                key = f"sha256:{info['checkpoint_sha256']}" if info.get("checkpoint_sha256") else model_key(checkpoint)
+                aliases.setdefault(model_key(checkpoint), key)
+                robust.append((key, checkpoint, path, result))
+    robust = _split_by_labels(robust)
     stable = []  # (key or None, checkpoint path or None, file, method, summary, file's data)
     for path, kind, data in files:
         if kind == "stability":
             for method, summary in data["methods"].items():
-                checkpoint = summary.get("checkpoint") if isinstance(summary, dict) else None
-                stable.append((model_key(checkpoint) if checkpoint else None, checkpoint, path,
-                               method, summary, data))
+                summary = summary if isinstance(summary, dict) else {}
+                checkpoint, digest = summary.get("checkpoint"), summary.get("checkpoint_sha256")
+                key = (f"sha256:{digest}" if digest else None) or \
+                    (aliases.get(model_key(checkpoint), model_key(checkpoint)) if checkpoint else None)
+                stable.append((_labelled_key(key, summary, robust), checkpoint, path, method, summary, data))
     paths = {key: checkpoint for key, checkpoint, *_ in robust}
     for key, checkpoint, *_ in stable:
         if key is not None:
@@ -268,6 +290,29 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
                                 "baseline": data.get("baseline"),
                                 "canonical": data.get("canonical_perturbations") or []}
     return list(models.values())
+
+
+def _split_by_labels(robust: list) -> list:
+    """The same model evaluated under several label protocols or N (e.g. soft and hard labels) is
+    one row per evaluation, ``<key>|<protocol>|<N>``, so that none replaces the other; its name then
+    carries the protocol (see :func:`_display_names`)."""
+    variants: dict[str, set] = {}
+    for key, _checkpoint, _path, result in robust:
+        variants.setdefault(key, set()).add((result.get("protocol"), result.get("n")))
+    return [(f"{key}|{result.get('protocol')}|{result.get('n')}" if len(variants[key]) > 1 else key,
+             checkpoint, path, result) for key, checkpoint, path, result in robust]
+
+
+def _labelled_key(key: str | None, summary: dict, robust: list) -> str | None:
+    """A stability method's key among robustness rows split by :func:`_split_by_labels`: the row of
+    the same protocol and N when there is one."""
+    if key is None:
+        return None
+    split = {row_key for row_key, *_ in robust if row_key.startswith(key + "|")}
+    if not split:
+        return key
+    wanted = f"{key}|{summary.get('protocol')}|{summary.get('n')}"
+    return wanted if wanted in split else key
 
 
 def _unrecorded_key(path: Path, method: str, robust: list, paths: dict, names: dict,

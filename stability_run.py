@@ -6,6 +6,7 @@ calibration JSON and probabilities. The library pieces are in stability.py.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -131,6 +132,10 @@ def run(args) -> int:
             n_columns = rows.shape[1] if getattr(rows, "ndim", 0) == 2 else stability.NUM_CLASSES
             if n_columns != stability.NUM_CLASSES:  # indices in the dataset's own K classes
                 block_meta = f"{meta} classes={n_columns}"
+            if Path(checkpoint).is_file():  # the model's identity for report.py, whatever the folder
+                import model_files
+
+                block_meta = f"{block_meta} model_sha256={model_files.model_sha256(checkpoint)}"
             stability.predict_folders(runner, checkpoint, names, folders, out, frames=args.frames,
                                       topk=args.topk, annotate=args.annotate, meta=block_meta,
                                       probabilities=probabilities, labels=rows,

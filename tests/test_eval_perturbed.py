@@ -1,5 +1,6 @@
 """eval_perturbed_rafdb.py (writer) and eval_perturbed_rafdb2.py (reader): format, metrics, errors, pipe."""
 
+import hashlib
 import json
 import logging
 import os
@@ -382,8 +383,10 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
         header = lines[i * stride]
         assert header == f"{run_a},{perturbed / folder}"
         # no manifest.json in this tree: the source is unknown; N = the soft protocol's sequences
+        # ... and the model file's SHA-256 (report.py joins results by it)
         assert lines[i * stride + 1] == \
-            f"# labels=soft N={len(names)} source=unknown frames=30 seed=unknown format=unknown"
+            f"# labels=soft N={len(names)} source=unknown frames=30 seed=unknown format=unknown " \
+            f"model_sha256={hashlib.sha256(Path(run_a).read_bytes()).hexdigest()}"
         sequences = [[int(v) for v in s.split(",")] for s in lines[i * stride + 2:(i + 1) * stride]]
         # the writer's classes are the model's own argmax on the frames read independently
         by_hand = model_scores_by_hand(run_a, perturbed / folder, names)
@@ -568,11 +571,13 @@ def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tre
     assert writer_script.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tree),
                         "--out", str(out)]) == 0
     lines = out.read_text().split("\n")
+    digest = hashlib.sha256(Path(tiny_checkpoints[0]).read_bytes()).hexdigest()
     assert lines[1] == (f"# labels=soft N={len(names)} source=aligned frames=30 seed=4 format=jpg "
-                        f"fallback_pad=reflect101")
+                        f"fallback_pad=reflect101 model_sha256={digest}")
     result = run_reader(out, "--json", str(tmp_path / "r.json"))
     summary = json.loads((tmp_path / "r.json").read_text())["methods"]["run_a"]
     assert (summary["n"], summary["protocol"], summary["source"]) == (len(names), "soft", "aligned")
+    assert summary["checkpoint_sha256"] == digest
     assert "source: aligned (docs/BENCHMARK.md §3.6) for run_a" in result.stderr
 
 

@@ -301,3 +301,47 @@ def test_stability_without_a_recorded_path_never_replaces_another(tmp_path):
     rows = read_csv(out / "report.csv")
     assert {name: float(row["mfp"]) for name, row in rows.items()} == \
         pytest.approx({"models": 0.0, "models (s2.json)": 2 / 29})
+
+
+def test_a_model_evaluated_from_two_folders_joins_by_its_file_hash(tmp_path):
+    """Robustness recorded "m.keras" (run from the model's folder), stability "../models/m.keras"
+    (run from elsewhere): the same file, known by its SHA-256, is one row."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    digest = "ab" * 32
+    robust = robustness_json(folder, "r", "m.keras", .10)
+    data = json.loads(robust.read_text())
+    data["results"][0]["checkpoint"]["checkpoint_sha256"] = digest
+    robust.write_text(json.dumps(data))
+    stable = stability_json(folder, "s", "../models/m.keras", [TWO_FLIPS])
+    text = (folder / "s.txt").read_text().replace("frames=30\n", f"frames=30 model_sha256={digest}\n", 1)
+    (folder / "s.txt").write_text(text)
+    import eval_perturbed_rafdb2
+
+    assert eval_perturbed_rafdb2.main([str(folder / "s.txt"), "--json", str(stable), "--quiet"]) == 0
+    assert json.loads(stable.read_text())["methods"]["models"]["checkpoint_sha256"] == digest
+    out = tmp_path / "out"
+    report.make_report([robust, stable], out)
+    rows = read_csv(out / "report.csv")
+    assert len(rows) == 1
+    (row,) = rows.values()
+    assert (float(row["clean_error"]), float(row["mfp"])) == pytest.approx((.10, 2 / 29))
+
+
+def test_one_model_under_two_label_protocols_is_two_rows(tmp_path, capsys):
+    """The same file evaluated with soft and with hard labels: neither replaces the other."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    soft = robustness_json(folder, "soft", "runs/a/m.hdf5", .10)
+    hard = robustness_json(folder, "hard", "runs/a/m.hdf5", .20)
+    data = json.loads(hard.read_text())
+    data["results"][0].update(protocol="hard", n=3068)
+    hard.write_text(json.dumps(data))
+    soft_n = json.loads(soft.read_text())["results"][0]["n"]
+    out = tmp_path / "out"
+    report.make_report([soft, hard], out)
+    rows = read_csv(out / "report.csv")
+    assert set(rows) == {f"a [soft labels, N={soft_n}]", "a [hard labels, N=3068]"}
+    assert float(rows["a [hard labels, N=3068]"]["clean_error"]) == pytest.approx(.20)
+    assert float(rows[f"a [soft labels, N={soft_n}]"]["clean_error"]) == pytest.approx(.10)
+    assert "appears again" not in capsys.readouterr().err
