@@ -138,6 +138,23 @@ def check_output_path(path: str | os.PathLike, flag: str, *, folder: bool = Fals
 SEED_LIMIT = 2 ** 32  # the generators seeded directly (Keras, NumPy's legacy state, scikit-learn) take 0..2^32-1
 
 
+def stack_rows(parts: list, width: int):
+    """float32 rows of several models stacked into one array; rows narrower than the widest end in
+    NaN (a 7-class and an 8-class model in one probabilities file). ``width``: the columns of an
+    empty result."""
+    import numpy as np
+
+    if not parts:
+        return np.zeros((0, width), np.float32)
+    widest = max(part.shape[1] for part in parts)
+    out = np.full((sum(len(part) for part in parts), widest), np.nan, np.float32)
+    start = 0
+    for part in parts:
+        out[start:start + len(part), :part.shape[1]] = part
+        start += len(part)
+    return out
+
+
 def check_seed(value: int, flag: str = "--seed") -> None:
     """UserError naming ``flag`` unless ``value`` is a seed every seeded library accepts."""
     if not 0 <= value < SEED_LIMIT:

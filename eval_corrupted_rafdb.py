@@ -1,4 +1,4 @@
-"""Robustness of a Keras classifier on RAF-DB-C: accuracy per corrupted folder, CE, mCE (docs/BENCHMARK.md §5.1-§5.3).
+"""Robustness of a classifier (Keras, ONNX, TFLite, LBP+SVM, or a predictions file) on RAF-DB-C: accuracy per corrupted folder, CE, mCE (docs/BENCHMARK.md §5.1-§5.3).
 
 Prints the original's report block on stdout (and appends it, atomically, to RESULTS_FILE when given):
 
@@ -22,8 +22,8 @@ several models needs ``--baseline-method`` (checkpoint path, run directory name 
 ``--json`` (strict JSON: NaN is written as null), ``--csv`` and ``--plot`` are rewritten atomically
 after each evaluated checkpoint, so a failing run in a directory of runs loses none before it.
 
-CHECKPOINT is a .hdf5/.h5/.keras file, a run directory or a directory of runs (every run's best
-checkpoint is evaluated). Input size and channels come from the model; preprocessing, crop and class
+CHECKPOINT is a model file (.hdf5/.h5/.keras, .onnx, .tflite, .skops; docs/MODELS.md), a run
+directory or a directory of runs (every run's best checkpoint is evaluated). Input size and channels come from the model; preprocessing, crop and class
 order from run.json beside the checkpoint or from the checkpoint flags (see checkpoints.py).
 
 The evaluated list is the test split under the label protocol: ``--labels soft`` (default) keeps the
@@ -100,8 +100,8 @@ from robustness import COLOURS, MOTION_BACKENDS
 def parse_args(argv: Sequence[str] | None = None):
     parser = cli_common.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
-                        help="a .hdf5/.h5/.keras checkpoint, a run directory or a directory of runs "
-                             "(not with --merge)")
+                        help="a model file (.hdf5/.h5/.keras/.onnx/.tflite/.skops), a run directory or a "
+                             "directory of runs (not with --merge)")
     parser.add_argument("results_file", nargs="?", type=Path, default=None,
                         help="text file to which the report block is appended (as the original, "
                              "but atomically); not a checkpoint or a directory: to evaluate several "
@@ -150,8 +150,9 @@ def parse_args(argv: Sequence[str] | None = None):
     group.add_argument("--plot", type=Path, default=None,
                        help="write a PNG of accuracy against severity per corruption")
     group.add_argument("--save-probabilities", type=Path, default=None, metavar="FILE.npz",
-                       help="write every image's probability row (checkpoint, folder, image id, "
-                            "7 probabilities in RAF-DB order) as a .npz")
+                       help="write every image's probability row (checkpoint, folder, image id, one "
+                            "probability per class in the evaluation order: the dataset's classes, then any "
+                            "the model adds; the JSON's 'classes') as a .npz")
     group = parser.add_argument_group("predictions files (docs/BENCHMARK.md §11.4)")
     group.add_argument("--predictions", type=Path, default=None, metavar="FILE.csv",
                        help="score predictions made by any framework over the exported tree "

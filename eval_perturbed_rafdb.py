@@ -142,7 +142,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                             "shard files in any order to get the whole predictions file)")
     group.add_argument("--save-probabilities", type=Path, default=None, metavar="FILE.npz",
                        help="also write every frame's probability row (checkpoint, folder, frame "
-                            "id, 7 probabilities in RAF-DB order)")
+                            "id, one probability per class in the evaluation order: the dataset's classes, "
+                            "then any the model adds)")
     group.add_argument("--json", type=Path, default=None,
                        help="also write per checkpoint and folder the frame accuracy and calibration "
                             "(ECE, NLL, Brier, per-class recall, confusion; each frame labelled with "

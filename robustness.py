@@ -347,7 +347,10 @@ def write_probabilities(path: Path, evaluations: list[tuple[str, Evaluation]]) -
     """``--save-probabilities FILE.npz``: one row per (checkpoint, folder, image), atomically.
 
     Arrays: ``checkpoint`` (str), ``folder`` (str: ``clean`` or ``<corruption>.<severity>``),
-    ``image`` (str: test id, e.g. test_0001), ``probabilities`` (float32, (rows, 7), RAF-DB order).
+    ``image`` (str: test id, e.g. test_0001), ``probabilities`` (float32, one column per class in the
+    evaluation order: the dataset's classes, RAF-DB's 7 on RAF-DB, then any class the model outputs
+    beyond them; the JSON's ``classes``). Models of different widths in one file: the narrower rows
+    end in NaN.
     """
     checkpoint_column, folder_column, image_column, rows = [], [], [], []
     for checkpoint, evaluation in evaluations:
@@ -356,7 +359,7 @@ def write_probabilities(path: Path, evaluations: list[tuple[str, Evaluation]]) -
             folder_column += [key] * len(ids)
             image_column += list(ids)
             rows.append(scores)
-    probabilities = np.concatenate(rows) if rows else np.zeros((0, rafdb_dataset.NUM_CLASSES), np.float32)
+    probabilities = cli_common.stack_rows(rows, rafdb_dataset.NUM_CLASSES)
     buffer = io.BytesIO()
     np.savez(buffer, checkpoint=np.array(checkpoint_column, dtype=str),
              folder=np.array(folder_column, dtype=str), image=np.array(image_column, dtype=str),

@@ -314,7 +314,9 @@ def write_calibration(path: Path, rows: list, *, protocol: str, adapted: bool) -
 
 def write_probabilities(path: Path, rows: list) -> None:
     """``--save-probabilities FILE.npz`` of the P writer: checkpoint, folder, image (``test_XXXX_NN``)
-    and the float32 probability row (RAF-DB order) of every frame, written atomically."""
+    and the float32 probability row of every frame (the evaluation order of the robustness file's
+    ``--save-probabilities``: the dataset's classes, then the model's extra ones; narrower models'
+    rows end in NaN), written atomically."""
     import cli_common
 
     checkpoint, folder, image, parts = [], [], [], []
@@ -323,7 +325,7 @@ def write_probabilities(path: Path, rows: list) -> None:
         folder += [folder_name] * len(ids)
         image += list(ids)
         parts.append(scores)
-    probabilities = np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES), np.float32)
+    probabilities = cli_common.stack_rows(parts, NUM_CLASSES)
     buffer = io.BytesIO()
     np.savez(buffer, checkpoint=np.array(checkpoint, dtype=str), folder=np.array(folder, dtype=str),
              image=np.array(image, dtype=str), probabilities=probabilities)

@@ -262,3 +262,15 @@ def test_fer_c_missing_file_and_unfinished_p_export_are_refused(tmp_path):
                                    "--perturbed", str(perturbed), "--perturbations", "p_rotate",
                                    "--out", str(tmp_path / "p.txt")])
     assert not (tmp_path / "p.txt").exists()
+
+
+def test_probability_rows_of_models_of_different_widths_stack_with_nan():
+    from cli_common import stack_rows
+
+    seven = np.full((2, 7), 0.125, np.float32)
+    eight = np.arange(8, dtype=np.float32)[None, :] / 28
+    stacked = stack_rows([seven, eight], 7)
+    assert stacked.shape == (3, 8) and stacked.dtype == np.float32
+    assert np.isnan(stacked[:2, 7]).all() and (stacked[:2, :7] == 0.125).all()
+    np.testing.assert_array_equal(stacked[2], eight[0])
+    assert stack_rows([], 7).shape == (0, 7)
