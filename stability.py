@@ -518,6 +518,10 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
         classes = _parse_classes(fields, where, block_classes(current))
         if frames is not None and len(classes) != frames:
             raise UserError(f"{where}: {len(classes)} classes, expected --frames {frames}")
+        stated = current.meta.get("frames", "")
+        if stated.isdigit() and len(classes) != int(stated):  # the writer's own metadata
+            raise UserError(f"{where}: {len(classes)} classes, expected {stated} (frames={stated} in the "
+                            f"metadata of line {current.meta_line})")
         if length is None:
             length, length_line = len(classes), number
         elif len(classes) != length:

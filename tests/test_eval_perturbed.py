@@ -169,6 +169,9 @@ def test_topk_lines(tmp_path):
      r"predictions.txt:3: field 30 is 7, outside the class indices 0..6"),
     (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line([3] * 29)}\n",
      r"predictions.txt:3: 29 classes, expected 30 like the block's first sequence \(line 2\)"),
+    # the writer's metadata states the length: the first short sequence is the one named
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n# labels=soft N=2 frames=30\n{line([3] * 29)}\n{line(WORKED)}\n",
+     r"predictions.txt:3: 29 classes, expected 30 \(frames=30 in the metadata of line 2\)"),
     (f"{line(WORKED)}\n", r"predictions.txt:1: a sequence line before any header"),
     (f"runs/m/c.keras,P/rafdb.test.p_rotate\n#topk {ORDER}\n", r"predictions.txt:2: a #topk line must"),
     (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line([1] * 30)}\n#topk {','.join([ORDER] * 30)}\n",
