@@ -416,10 +416,21 @@ def read_manifest(out_dir: str | os.PathLike) -> dict | None:
     return manifest
 
 
-def read_finished_manifest(out_dir: str | os.PathLike) -> dict | None:
+TREE_KINDS = {"c": "corrupted-image export (rafdb_aug_dataset.py / ferplus_aug_dataset.py export)",
+              "p": "perturbation export (rafdb_perturb_dataset.py export)"}
+
+
+def read_finished_manifest(out_dir: str | os.PathLike, expect: str | None = None,
+                           flag: str = "") -> dict | None:
     """:func:`read_manifest` of a tree an evaluation reads: UserError if its export has not finished
-    (the manifest says ``complete: false``: killed, failed, or shards still running)."""
+    (the manifest says ``complete: false``: killed, failed, or shards still running), or, with
+    ``expect`` "c" or "p", if it records the other kind of export (kinds end in -c or -p)."""
     manifest = read_manifest(out_dir)
+    kind = str((manifest or {}).get("kind", ""))
+    if expect is not None and kind and not kind.endswith(f"-{expect}"):
+        other = "p" if expect == "c" else "c"
+        raise UserError(f"{flag} {out_dir}: its manifest records a {kind} tree, a {TREE_KINDS[other]}; "
+                        f"expected a {TREE_KINDS[expect]}".lstrip())
     if manifest is not None and not manifest.get("complete", True):
         raise UserError(f"{Path(out_dir) / MANIFEST_NAME}: the export that writes {out_dir} has not finished "
                         f"(killed, failed, or shards still running); rerun the same export command to complete "

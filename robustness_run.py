@@ -28,7 +28,9 @@ def find_set_folders(args, labels, pairs, fmt):
     manifests, folders = {}, {}
     for key, root in (("rafdb", args.corrupted), ("extra", args.corrupted_extra)):
         wanted = [pair for pair in pairs if (robustness.set_of(pair[0]) == "rafdb") == (key == "rafdb")]
-        manifests[key] = dataset_writer.read_finished_manifest(root) if wanted and root.is_dir() else None
+        flag = "--corrupted" if key == "rafdb" else "--corrupted-extra"
+        manifests[key] = (dataset_writer.read_finished_manifest(root, "c", flag)
+                          if wanted and root.is_dir() else None)
         if wanted:
             folders[key] = robustness.find_exported_folders(
                 root, labels.names, wanted, fmt or (manifests[key] or {}).get("params", {}).get("format"),

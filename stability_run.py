@@ -73,7 +73,8 @@ def run(args) -> int:
     import dataset_writer
 
     # An unfinished export first: its missing frames would otherwise be reported one by one.
-    manifest = dataset_writer.read_finished_manifest(args.perturbed) if args.perturbed.is_dir() else None
+    manifest = (dataset_writer.read_finished_manifest(args.perturbed, "p", "--perturbed")
+                if args.perturbed.is_dir() else None)
     if evaluated is not None:
         sequence_names, work = dataset_eval.perturbed_work(data, labels, args.perturbed, selected,
                                                            args.frames)

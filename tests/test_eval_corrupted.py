@@ -479,3 +479,13 @@ def test_an_evaluation_stopped_before_its_last_model_marks_its_json_unfinished(w
                        "--json", json_path)
     data = json.loads(json_path.read_text())
     assert code == 0 and (data["complete"], data["models_planned"], len(data["results"])) == (True, 1, 1)
+
+
+def test_a_perturbation_tree_given_as_corrupted_is_named_as_such(workspace, capsys, tmp_path):
+    tree = tmp_path / "P"
+    tree.mkdir()
+    (tree / "manifest.json").write_text(json.dumps({"kind": "rafdb-p", "files": {}, "complete": True}))
+    with pytest.raises(UserError, match=rf"--corrupted {tree}: its manifest records a rafdb-p tree, a perturbation "
+                                        r"export .*; expected a corrupted-image export"):
+        run_main(workspace, capsys, "runs/run_a", "--corrupted", tree, "--corruptions", "contrast",
+                 "--severities", "1")

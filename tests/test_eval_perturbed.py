@@ -646,3 +646,15 @@ def test_predictions_file_of_any_framework_gives_the_sequences_it_names(tmp_path
     assert not (tmp_path / "q.txt").exists()
     with pytest.raises(SystemExit):
         writer_script.main(["--predictions", str(csv_path), "m.keras", "--rafdb", str(root)])
+
+
+def test_a_corrupted_tree_given_as_perturbed_is_named_as_such(tmp_path, perturbed_tree, tiny_checkpoints):
+    _, root, _, _ = perturbed_tree
+    tree = tmp_path / "C"
+    tree.mkdir()
+    (tree / "manifest.json").write_text(json.dumps({"kind": "rafdb-c", "files": {}, "complete": True}))
+    with pytest.raises(UserError, match=rf"--perturbed {tree}: its manifest records a rafdb-c tree, a corrupted-image "
+                                        r"export .*; expected a perturbation export"):
+        writer_script.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tree),
+                            "--out", str(tmp_path / "p.txt")])
+    assert not (tmp_path / "p.txt").exists()
