@@ -500,13 +500,35 @@ def add_dataset_choice(group) -> None:
     group.add_argument("--data", default=None, type=Path, metavar="DIR",
                        help="dataset root: for rafdb the RAF-DB root (as --rafdb), default FERPlus for "
                             "ferplus/fer2013, required for folder")
+    group.add_argument("--test-split", default="PublicTest", choices=datasets.FER_TEST_SPLITS,
+                       help="ferplus/fer2013: which Usage is exported as the test split (PublicTest as the "
+                            "original, PrivateTest as the usual FER+ convention); the evaluations take the same flag")
+    group.add_argument("--labels", default=None, choices=("soft", "hard"),
+                       help="ferplus: the label protocol whose images are exported (soft: the vote filter, the "
+                            "default; hard: every image), as ferplus_aug_dataset.py and the evaluations")
+
+
+def refuse_fer_flags_for_rafdb(args) -> None:
+    """--test-split and --labels choose FER images; a RAF-DB export writes every aligned image of its
+    --split, so they are refused there rather than ignored."""
+    for flag, value, default in (("--test-split", getattr(args, "test_split", "PublicTest"), "PublicTest"),
+                                 ("--labels", getattr(args, "labels", None), None)):
+        if value != default:
+            raise UserError(f"{flag} {value}: only for --dataset ferplus/fer2013 (a RAF-DB export writes every "
+                            "aligned image of --split)")
 
 
 def open_export_dataset(args):
     """The (non-RAF-DB) dataset of ``--dataset``/``--data``; its root must be a folder."""
     import datasets
 
-    data = datasets.get(args.dataset, args.data)
+    test_split = getattr(args, "test_split", "PublicTest")
+    options = {"protocol": getattr(args, "labels", None)}
+    if args.dataset in ("ferplus", "fer2013"):
+        options["test_split"] = test_split
+    elif test_split != "PublicTest":
+        raise UserError(f"--test-split applies to --dataset ferplus/fer2013 only (got --dataset {args.dataset})")
+    data = datasets.get(args.dataset, args.data, **options)
     if not data.root.is_dir():
         raise UserError(f"--data {data.root}: no such folder for --dataset {data.name} (docs/DATASETS.md)")
     return data

@@ -246,6 +246,7 @@ def run_export(args) -> int:
     names = parse_corruptions(args.corruptions, args.corruption_set)
     if args.dataset != "rafdb":
         return run_other_dataset(args, names)
+    fer_export.refuse_fer_flags_for_rafdb(args)
     if args.format not in (None, *rafdb_dataset.FORMATS):
         raise UserError(f"--format {args.format}: RAF-DB-C is jpg or png")
     args.format = args.format or "jpg"

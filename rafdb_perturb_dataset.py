@@ -214,6 +214,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     selected = parse_perturbations(args.perturbations, args.perturbation_set)
     if args.dataset != "rafdb":
         return cmd_export_other(args, selected)
+    fer_export.refuse_fer_flags_for_rafdb(args)
     args.out = args.out or "perturbed_raf_dataset"
     args.format = args.format or "jpg"
     root = Path(rafdb_dataset.export_root(args.rafdb, args.data))

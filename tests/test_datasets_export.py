@@ -370,3 +370,26 @@ def test_folder_export_summary_counts_the_shard_and_says_why_images_were_rendere
     assert third.returncode == 0, third.stderr
     assert (": 5 image(s), 10 file(s) (2 written, 8 already complete, 1 image(s) rendered again because their "
             "source changed)") in third.stderr
+
+
+def test_rafdb_scripts_export_the_fer_private_test_split(fer_root, tmp_path):
+    """--test-split PrivateTest --labels hard: every PrivateTest row of fer2013.csv (counted here with
+    csv), in folders named by that split, for both export scripts; refused for a RAF-DB export."""
+    import csv
+
+    with open(fer_root / "fer2013.csv", newline="") as handle:
+        private = [index for index, row in enumerate(csv.DictReader(handle)) if row["Usage"] == "PrivateTest"]
+    common = ["--dataset", "ferplus", "--data", fer_root, "--test-split", "PrivateTest", "--labels", "hard",
+              "--workers", "1", "--quiet"]
+    p = _cli("rafdb_perturb_dataset.py", "export", *common, "--out", tmp_path / "p", "--perturbations", "p_rotate",
+             "--format", "png")
+    assert p.returncode == 0, p.stderr
+    frames = sorted(path.name for path in (tmp_path / "p" / "fer2013.PrivateTest.p_rotate").iterdir())
+    assert frames == [f"{row:05d}_{frame:02d}.png" for row in private for frame in range(30)]
+    c = _cli("rafdb_aug_dataset.py", "export", *common, "--out", tmp_path / "c", "--corruptions", "contrast",
+             "--severities", "1", "--format", "png")
+    assert c.returncode == 0, c.stderr
+    files = sorted(path.name for path in (tmp_path / "c" / "fer2013.PrivateTest.contrast.1").iterdir())
+    assert files == [f"{row:05d}.png" for row in private]
+    refused = _cli("rafdb_aug_dataset.py", "export", "--test-split", "PrivateTest", "--out", tmp_path / "r")
+    assert refused.returncode == 2 and "--test-split PrivateTest: only for --dataset ferplus/fer2013" in refused.stderr
