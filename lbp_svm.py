@@ -391,8 +391,11 @@ def read_faces(paths: Sequence[Path], read: Callable | None = None) -> np.ndarra
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
         first = images[0].shape
-        odd = next(path for path, image in zip(paths, images) if image.shape != first)
-        raise UserError(f"{odd}: image size {shapes - {first}} differs from {first} of {paths[0]}")
+        odd = [(path, image.shape) for path, image in zip(paths, images) if image.shape != first]
+        (path, shape), more = odd[0], len(odd) - 1
+        raise UserError(f"{path}: {shape[1]}x{shape[0]} px (width x height), but {paths[0]} is {first[1]}x{first[0]}"
+                        + (f" (and {more} more image(s) differ from it)" if more else "")
+                        + "; the LBP+SVM baseline needs faces of one size (resize them first)")
     return np.stack(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
 
 

@@ -167,3 +167,20 @@ def test_cli_exit_code_and_help(tmp_path):
     with pytest.raises(UserError, match=r"--seed -1: expected an integer from 0 to 4294967295"):
         lbp_svm_train.main(["train", "--rafdb", str(tmp_path), "--out", str(tmp_path / "m.skops"), "--seed", "-1"])
     assert not (tmp_path / "m.skops").exists()
+
+
+def test_faces_of_several_sizes_are_named_with_their_size(tmp_path):
+    import cv2
+
+    import lbp_svm
+
+    paths = []
+    for index, (width, height) in enumerate([(40, 40), (40, 40), (64, 48), (80, 80)]):
+        path = tmp_path / f"f{index}.png"
+        cv2.imwrite(str(path), np.zeros((height, width, 3), np.uint8))
+        paths.append(path)
+    with pytest.raises(UserError) as error:
+        lbp_svm.read_faces(paths)
+    assert str(error.value) == (f"{paths[2]}: 64x48 px (width x height), but {paths[0]} is 40x40 (and 1 more "
+                                "image(s) differ from it); the LBP+SVM baseline needs faces of one size "
+                                "(resize them first)")
