@@ -16,6 +16,7 @@ Images keep their own size; grey files are read as (H, W, 1), colour ones as RGB
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from cli_common import UserError
 from datasets.base import Dataset, LabelSet
 from datasets.classes import CANONICAL, accepted_names, canonical_name
 from datasets.images import IMAGE_SUFFIXES, read_image
+
+LOG = logging.getLogger("fer.datasets")
 
 SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
 CLASSES_FILE = "classes.txt"
@@ -121,6 +124,14 @@ class FolderDataset(Dataset):
                 canonical[folder] = name
             self.class_names = tuple(name for name in CANONICAL if name in canonical.values())
             self.folder_class = {folder: self.class_names.index(name) for folder, name in canonical.items()}
+        for split, names in folders.items():  # e.g. Happy/ and happiness/ side by side: one class, said once
+            merged: dict[int, list[str]] = {}
+            for folder in names:
+                merged.setdefault(self.folder_class[folder], []).append(folder)
+            for index, group in merged.items():
+                if len(group) > 1:
+                    LOG.warning("%s: folders %s are all the class %s; their images are merged", self.splits[split],
+                                ", ".join(f"{folder}/" for folder in sorted(group)), self.class_names[index])
         self._labels: dict[str, LabelSet] = {}
 
     def split_name(self, split: str) -> str:

@@ -55,6 +55,19 @@ def test_linked_sub_folders_are_read_and_a_link_loop_is_named(tmp_path):
         datasets.get("folder", root).labels("test")
 
 
+def test_two_folders_of_one_class_are_merged_with_a_warning(tmp_path, caplog):
+    root = tmp_path / "faces"
+    _image(root / "test/Happy/a.png", 10)
+    _image(root / "test/happiness/b.png", 20)
+    _image(root / "test/sad/c.png", 30)
+    _image(root / "train/happy/d.png", 40)  # another split's spelling: no warning for it
+    with caplog.at_level("WARNING"):
+        test = datasets.get("folder", root).labels("test")
+    assert test.classes.tolist() == [0, 0, 1]  # test/Happy/a, test/happiness/b, test/sad/c
+    assert "folders Happy/, happiness/ are all the class happiness" in caplog.text
+    assert caplog.text.count("are all the class") == 1
+
+
 def test_classes_txt_gives_order_and_free_names(tmp_path):
     root = tmp_path / "kdef"
     (root).mkdir()
