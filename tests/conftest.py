@@ -38,6 +38,27 @@ OPTIONAL_PARTS = (
 
 
 @pytest.fixture
+def random_faces():
+    """A writer of small class-folder datasets of random images: ``random_faces(root, classes,
+    per_class, name="img {index}.png", seed=0, size=40, splits=("train", "test"))`` writes
+    ``root/<split>/<class>/<name>`` for every split, class and index, and returns ``root``."""
+    import cv2
+    import numpy as np
+
+    def write(root, classes, per_class, name="img {index}.png", seed=0, size=40, splits=("train", "test")):
+        rng = np.random.default_rng(seed)
+        for split in splits:
+            for label in classes:
+                (root / split / label).mkdir(parents=True, exist_ok=True)
+                for index in range(per_class):
+                    cv2.imwrite(str(root / split / label / name.format(index=index)),
+                                rng.integers(0, 256, (size, size, 3), np.uint8))
+        return root
+
+    return write
+
+
+@pytest.fixture
 def magickwand():
     """Skips the test unless Wand and the MagickWand shared library are importable.
 

@@ -191,7 +191,7 @@ def test_folder_dataset_with_its_own_class_names(tmp_path):
     assert result["clean"]["accuracy"] == pytest.approx(float(np.mean(predicted == targets)), abs=1e-6)
 
 
-def test_folder_export_unfinished_or_with_missing_files_is_refused_before_any_model(tmp_path, caplog):
+def test_folder_export_unfinished_or_with_missing_files_is_refused_before_any_model(tmp_path, random_faces):
     """An unfinished export (a lone shard) and a deleted file are found before predicting, named, exit 2;
     --allow-missing evaluates the rest (N one less in that set)."""
     import subprocess
@@ -202,13 +202,7 @@ def test_folder_export_unfinished_or_with_missing_files_is_refused_before_any_mo
     import ferplus_aug_dataset
     from cli_common import UserError
 
-    root = tmp_path / "D"
-    rng = np.random.default_rng(1)
-    for split in ("train", "test"):
-        for name in ("pos", "neg"):
-            (root / split / name).mkdir(parents=True)
-            for index in range(3):
-                cv2.imwrite(str(root / split / name / f"img {index}.png"), rng.integers(0, 256, (40, 40, 3), np.uint8))
+    root = random_faces(tmp_path / "D", ("pos", "neg"), 3, seed=1)
     (root / "classes.txt").write_text("pos\nneg\n")
     _dense_model(tmp_path / "m.keras", 40, 3, 2, seed=3)
     export = ["export", "--dataset", "folder", "--data", str(root), "--corruptions", "contrast",

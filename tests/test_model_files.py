@@ -73,9 +73,18 @@ def mean_linear_onnx(path, layout, weights, bias, *, softmax=False, shape=None, 
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, [batch, weights.shape[1]])],
         initializer=[numpy_helper.from_array(weights, "w"),
                      numpy_helper.from_array(np.asarray(bias, np.float32), "b")])
+    return save_onnx(graph, path)
+
+
+def save_onnx(graph, path, check=True):
+    """An opset-17 model of ``graph`` saved at ``path`` (checked by onnx unless ``check=False``)."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.checker.check_model(model)
+    if check:
+        onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
 
@@ -148,10 +157,7 @@ def test_onnx_input_that_cannot_be_fed(tmp_path, shape, words):
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "odd.onnx"
-    onnx.save(model, str(path))
+    path = save_onnx(graph, tmp_path / "odd.onnx", check=False)
     with pytest.raises(UserError) as error:
         checkpoints.classifier_from_args(path, args())
     assert str(path) in str(error.value) and words in str(error.value)
@@ -325,16 +331,22 @@ def test_pickle_refused_unopened(tmp_path, suffix):
     assert (tmp_path / "proof.txt").exists()
 
 
+def evaluate_refused(model, tmp_path):
+    """eval_corrupted_rafdb.py MODEL in a fresh process: exit 2 without a traceback (checked here)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, str(ROOT / "eval_corrupted_rafdb.py"), str(model),
+                             "--rafdb", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    return result
+
+
 def test_pickle_refused_by_the_evaluation_script(tmp_path):
     marker = tmp_path / "unpickled.txt"
     path = tmp_path / "svc_c4.000000_g0.000003_bal.pickle"
     path.write_bytes(pickle.dumps(_Trap(str(marker))))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, str(ROOT / "eval_corrupted_rafdb.py"), str(path),
-                             "--rafdb", str(tmp_path / "nowhere")],
-                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
-    assert result.returncode == 2, result.stderr
-    assert ".skops" in result.stderr and "Traceback" not in result.stderr
+    result = evaluate_refused(path, tmp_path)
+    assert ".skops" in result.stderr
     assert not marker.exists()
 
 
@@ -387,10 +399,7 @@ def two_output_onnx(path):
          helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
         initializer=[numpy_helper.from_array(np.ones((3, 12), np.float32), "f"),
                      numpy_helper.from_array(W, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(graph, path, check=False)
 
 
 def test_several_outputs_error_names_them(tmp_path):
@@ -458,11 +467,7 @@ def qdq_softmax_onnx(path, weights, bias, scale, *, softmax_inside=True):
                      numpy_helper.from_array(np.asarray(bias, np.float32), "b"),
                      numpy_helper.from_array(np.array(scale, np.float32), "s"),
                      numpy_helper.from_array(np.array(0, np.uint8), "zp")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(graph, path)
 
 
 def test_onnx_dequantised_softmax_is_read_as_probabilities(tmp_path):
@@ -531,11 +536,7 @@ def uint8_onnx(path):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
         initializer=[numpy_helper.from_array(np.array(255, np.float32), "d"),
                      numpy_helper.from_array(W * 64.0, "w"), numpy_helper.from_array(B, "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(graph, path)
 
 
 def test_uint8_onnx_takes_raw_pixels_and_refuses_a_preprocessing(tmp_path, caplog):
@@ -582,11 +583,7 @@ def symbolic_classes_onnx(path):
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["Concat_dim_0", "Concat_dim_1"])],
         initializer=[numpy_helper.from_array(np.ascontiguousarray(W[:, :3]), "w"),
                      numpy_helper.from_array(np.array([4], np.int64), "four")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(graph, path)
 
 
 def test_onnx_symbolic_class_axis_is_counted_by_one_run(tmp_path):
@@ -620,12 +617,7 @@ def test_saved_model_folder_is_named_with_how_to_convert(tmp_path):
         assert str(target) in message and "SavedModel" in message and "not read directly" in message
         assert "TFLiteConverter.from_saved_model" in message and "tf2onnx" in message
         assert "checkpoint.NN.hdf5" not in message
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, str(ROOT / "eval_corrupted_rafdb.py"), str(folder),
-                             "--rafdb", str(tmp_path / "nowhere")],
-                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
-    assert result.returncode == 2, result.stderr
-    assert "SavedModel" in result.stderr and "Traceback" not in result.stderr
+    assert "SavedModel" in evaluate_refused(folder, tmp_path).stderr
 
 
 def test_keras_file_with_an_unregistered_custom_layer_names_it(tmp_path, monkeypatch):

@@ -312,16 +312,8 @@ def test_validation_names_keep_spaces_unicode_and_line_breaks(tmp_path):
         training.read_name_lines(path)
 
 
-def test_mode_test_splits_off_held_out_names_with_spaces(tmp_path):
-    import cv2
-
-    root = tmp_path / "faces"
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for name in ("happy", "sad"):
-            (root / split / name).mkdir(parents=True)
-            for index in range(4):
-                cv2.imwrite(str(root / split / name / f"img {index} é.png"), rng.integers(0, 256, (40, 40, 3), np.uint8))
+def test_mode_test_splits_off_held_out_names_with_spaces(tmp_path, random_faces):
+    root = random_faces(tmp_path / "faces", ("happy", "sad"), 4, name="img {index} é.png")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     held = ["train/happy/img 1 é.png", "train/sad/img 3 é.png"]  # the folder dataset's ids
