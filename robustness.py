@@ -518,8 +518,10 @@ def summarise(rows: list[dict], severities: list[int], baseline: dict | None,
             **{key: numbers[key] for key in ("overall_mean_error", "mean_corruption_accuracy",
                                              "unnormalised_relative_error", "mean_error_sum",
                                              "mean_relative_error_sum", "mce", "relative_mce")
-               if key in numbers}}
-    summary.update(calibration_summary(rows))
+               if key in numbers},
+            **{key: value for key, value in calibration_summary(rows, members).items()
+               if key.startswith("mean_")}}
+    summary.update(calibration_summary(rows, primary))  # like the mCE: over the 18 when they were evaluated
     return summary
 
 
@@ -533,10 +535,12 @@ def _set_numbers(metrics, table: dict, clean_error: float, base_table: dict | No
     return numbers
 
 
-def calibration_summary(rows: list[dict]) -> dict:
-    """Clean ECE/NLL/Brier and their means over the corrupted folders (docs/BENCHMARK.md §11.3)."""
+def calibration_summary(rows: list[dict], corruptions: list[str] | None = None) -> dict:
+    """Clean ECE/NLL/Brier and their means over the corrupted folders (docs/BENCHMARK.md §11.3), those
+    of ``corruptions`` only when given (the headline: the 18, as the mCE; a set's own)."""
     clean = next((row for row in rows if row["corruption"] is None), None)
-    corrupted = [row for row in rows if row["corruption"] is not None and "ece" in row]
+    corrupted = [row for row in rows if row["corruption"] is not None and "ece" in row
+                 and (corruptions is None or row["corruption"] in corruptions)]
     out = {}
     if clean is not None and "ece" in clean:
         out.update(clean_ece=clean["ece"], clean_nll=clean["nll"], clean_brier=clean["brier"])
@@ -635,7 +639,9 @@ def summary_table(result: dict) -> str:
         if "clean_ece" in summary:
             parts.append(f"clean ECE {100 * summary['clean_ece']:.2f}")
         if "mean_ece" in summary:
-            parts.append(f"mean ECE over corrupted folders {100 * summary['mean_ece']:.2f}   "
+            over = "the 18's corrupted folders" if summary.get("mce_set") == "rafdb" and \
+                len(summary.get("sets") or {}) > 1 else "corrupted folders"
+            parts.append(f"mean ECE over {over} {100 * summary['mean_ece']:.2f}   "
                          f"mean NLL {summary['mean_nll']:.4f}   mean Brier {summary['mean_brier']:.4f}")
         out.write("   ".join(parts) + "   (ECE in %, 15 bins, top-1; docs/BENCHMARK.md §11.3)\n")
     out.write(f"{result['images']} images in {result['seconds']:.1f} s: "
@@ -701,7 +707,9 @@ def write_csv(path: Path, results: list[dict]) -> None:
                 normalised = numbers["normalised"]
                 writer.writerow([result["checkpoint"]["checkpoint"], f"summary:{name}", "", "mean",
                                  result["n"], _csv_number(numbers["mean_corruption_accuracy"]),
-                                 _csv_number(numbers["overall_mean_error"]), "", "", ""] + common
+                                 _csv_number(numbers["overall_mean_error"]), _csv_number(numbers.get("mean_ece")),
+                                 _csv_number(numbers.get("mean_nll")), _csv_number(numbers.get("mean_brier"))]
+                                + common
                                 + [_csv_number(numbers["mce"] if normalised else numbers["mean_error_sum"]),
                                    _csv_number(numbers["relative_mce"] if normalised
                                                else numbers["mean_relative_error_sum"]),

@@ -253,7 +253,7 @@ def test_perturbation_writer_adapt_bn_is_labelled(workspace, tmp_path):
                   "perturbed", "--perturbations", "p_rotate", "--adapt", "bn", "--adapt-prior", "8",
                   "--out", out) == 0
     meta = out.read_text().split("\n")[1]
-    assert meta.startswith("# labels=soft ") and meta.endswith(" adapted=bn_prior8")
+    assert meta.startswith("# labels=soft ") and " adapted=bn_prior8 " in meta + " "
     blocks = stability.read_predictions(out)
     assert blocks[0].meta["adapted"] == "bn_prior8"
     with pytest.raises(UserError, match="--adapt-prior needs --adapt bn"):

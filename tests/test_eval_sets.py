@@ -106,6 +106,15 @@ def test_one_mce_line_per_set_and_the_18_unchanged_by_extras(workspace, capsys):
         assert summary[key] == first[key], key
     assert summary["mce_set"] == first["mce_set"] == "rafdb"
     assert summary["sets"]["rafdb"] == first["sets"]["rafdb"]
+    # so do the headline calibration means: over the 18's folders, each set's over its own
+    for key in ("mean_ece", "mean_nll", "mean_brier"):
+        assert summary[key] == first[key], key
+        metric = key.removeprefix("mean_")
+        for set_name, names in (("rafdb", RAFDB_C), ("face", FACE)):
+            rows = [row[metric] for row in second["folders"] if row["corruption"] in names]
+            assert len(rows) == 2 * len(names)
+            assert summary["sets"][set_name][key] == pytest.approx(np.mean(rows)), (key, set_name)
+        assert summary[key] == pytest.approx(summary["sets"]["rafdb"][key])
     # By hand: mean over the set's corruptions of sum_s E_s (unnormalised mCE, no baseline).
     for set_name, names in (("rafdb", RAFDB_C), ("face", FACE)):
         sums = [errors[(n, 1)] + errors[(n, 2)] for n in names]

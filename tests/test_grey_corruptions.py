@@ -396,7 +396,9 @@ def test_rgb_outputs_are_byte_identical_to_before_grey_support():
     features = [token.lstrip("*") for token in cv2.getCPUFeaturesLine().split()]  # "X?" = not on this CPU
     if platform.machine().lower() not in ("x86_64", "amd64") or "AVX2" not in features:
         pytest.skip("the pinned digests are those of the x86-64 AVX2 code paths; this CPU has none")
-    env = dict(os.environ, OPENCV_CPU_DISABLE="AVX512-SKX", OPENBLAS_CORETYPE="Haswell")
+    # OpenCV's own AVX-512 kernels off, OpenBLAS's Haswell kernels, and Intel IPP's AVX2 code (IPP picks
+    # its AVX-512 code for resizes by itself on an AVX-512 CPU: low_resolution's INTER_AREA/CUBIC)
+    env = dict(os.environ, OPENCV_CPU_DISABLE="AVX512-SKX", OPENBLAS_CORETYPE="Haswell", OPENCV_IPP="avx2")
     result = subprocess.run([sys.executable, "-c", SWEEP], cwd=Path(__file__).resolve().parents[1], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
