@@ -574,6 +574,16 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def plan_digest(units: Sequence[WorkUnit]) -> str:
+    """SHA-256 of a whole export's work list (every unit's key and outputs, in key order): the shards
+    of one export must share it, or one of them would mark the manifest complete over a list the
+    others do not render."""
+    digest = hashlib.sha256()
+    for unit in sorted(units, key=lambda unit: unit.key):
+        digest.update(f"{unit.key}\t{chr(31).join(unit.outputs)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
 def shard_units(units: Sequence[WorkUnit], shard: tuple[int, int] | None) -> list[WorkUnit]:
     """The units of shard ``(i, N)``: every N-th unit, starting at the i-th, in the order of their
     keys (so the split depends only on the set of source file names, not on listing order)."""
@@ -931,7 +941,18 @@ def export(
                     f"rerun with the selection that made them, or export into a new --out folder"
                 )
             unit_digests = {}
+        plan = None if shard is None else {"shards": shard[1], "digest": plan_digest(units)}
+        running = (old or {}).get("shard_plan") if old and not old.get("complete", True) else None
+        if plan is not None and running is not None and running != plan:
+            raise UserError(
+                f"--shard {shard[0]}/{shard[1]}: {out_dir} holds the unfinished export of "
+                f"{running.get('shards')} shard(s) whose work list differs from this one's (other "
+                f"--corruptions, --severities, --perturbations, shard count or source images); every shard "
+                f"of one export needs the same flags and N. Finish those shards with their own flags, or "
+                f"export into a new --out folder")
         manifest = _new_manifest(old, generator, kind, params, sources, source_root, files, unit_digests)
+        if plan is not None:
+            manifest["shard_plan"] = plan
         # Written before any worker starts: a killed run leaves a manifest that guards the parameters.
         manifest_path = _write_manifest(out_dir, manifest)
         _remove_files(folded)
@@ -1012,6 +1033,8 @@ def export(
         folded = _fold_journals(out_dir, files, unit_digests, own=journal)
         manifest = _new_manifest(current, generator, kind, params, sources, source_root, files, unit_digests)
         manifest["complete"] = result.complete = _is_complete(units, files, unit_digests)
+        if plan is not None and not result.complete:  # a finished tree equals an unsharded export's
+            manifest["shard_plan"] = plan
         _write_manifest(out_dir, manifest)
         _remove_files(folded)
     result.seconds = time.perf_counter() - start

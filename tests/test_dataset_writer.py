@@ -462,6 +462,26 @@ def test_shards_one_after_another_complete_the_manifest(tmp_path):
     assert tree(out) == tree(ref)
 
 
+def test_a_shard_with_another_work_list_is_refused_while_the_export_is_unfinished(tmp_path):
+    """Shards must share the whole list: one with fewer units (other --severities, say) or another N
+    would mark the manifest complete over work the others do not do."""
+    out = tmp_path / "out"
+
+    def shard_run(units, shard):
+        return dataset_writer.export(units, functools.partial(counting_render, seed=3), out, generator="test",
+                                     kind="toy", params=PARAMS, sources=["a.jpg"], source_root="src",
+                                     workers=1, progress=False, shard=shard)
+
+    shard_run(many_units(6), (0, 2))
+    for units, shard in ((many_units(4), (1, 2)), (many_units(6), (1, 3))):
+        with pytest.raises(UserError, match=r"--shard 1/\d: .* unfinished export of 2 shard\(s\) whose work list "
+                                            r"differs"):
+            shard_run(units, shard)
+    assert not json.loads((out / "manifest.json").read_text())["complete"]
+    assert shard_run(many_units(6), (1, 2)).complete  # the same list: accepted, and it completes
+    assert "shard_plan" not in json.loads((out / "manifest.json").read_text())
+
+
 def shard_cli(script, sample_tree, out, extra, shard=None):
     argv = [sys.executable, str(Path(__file__).resolve().parents[1] / script), "export", "--rafdb", str(sample_tree),
             "--out", str(out), "--workers", "1", "--quiet", *extra]
