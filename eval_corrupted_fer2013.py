@@ -34,6 +34,9 @@ def command(argv: list[str]) -> list[str]:
 if __name__ == "__main__":
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         print(__doc__)
+        print("The options below are eval_corrupted_rafdb.py's (its usage line names it). Run as "
+              "eval_corrupted_fer2013.py, --dataset defaults to ferplus (not rafdb), hence --data to FERPlus "
+              "and --corrupted to corrupted_dataset.\n")
     args = command(sys.argv[1:])
     sys.stdout.flush()
     os.execv(args[0], args)

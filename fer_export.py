@@ -546,8 +546,12 @@ def run_job(job: Job, data, out: str | Path, *, generator: str, workers: int = 0
                                    params=job.params, sources=job.sources, source_root=str(data.root),
                                    workers=workers, progress=not quiet and sys.stderr.isatty(),
                                    force_rerender=force_rerender, shard=shard)
-    print(f"{data.title} {job.params.get('split')} {what} export to {result.out_dir}: {result.units} image(s)"
-          f"{'' if result.shard is None else ' in this shard'}, {result.files} file(s) ({result.files_written} written, {result.files_skipped} already "
-          f"complete{result.rerender_note}) in {result.seconds:.1f} s with {result.workers} worker(s); manifest "
-          f"{result.manifest_path}{result.shard_note}", file=sys.stderr)
+    if job.params.get("format") == "fer-csv":  # one unit per (corruption, severity) file, not per image
+        images = f"{len(job.sources)} image(s) in {result.units} set file(s)"
+    else:
+        images = f"{result.units} image(s)"
+    print(f"{data.title} {job.params.get('split')} {what} export to {result.out_dir}: {images}"
+          f"{'' if result.shard is None else ' of this shard'}, {result.files} file(s) ({result.files_written} "
+          f"written, {result.files_skipped} already complete{result.rerender_note}) in {result.seconds:.1f} s with "
+          f"{result.workers} worker(s); manifest {result.manifest_path}{result.shard_note}", file=sys.stderr)
     return result

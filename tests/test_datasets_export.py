@@ -1,5 +1,7 @@
 """FER and folder corrupted exports (fer_export.py through dataset_writer.export, docs/BENCHMARK.md §9.3, §10)."""
 
+import csv
+
 import cv2
 import numpy as np
 import pytest
@@ -110,6 +112,9 @@ def test_ferplus_aug_dataset_cli(fer_root, tmp_path):
     result = run("export", "--data", fer_root, "--out", out, "--corruptions", "motion_blur", "--severities", "5",
                  "--format", "fer-csv", "--workers", "1")
     assert result.returncode == 0, result.stderr
+    with open(fer_root / "fer2013.csv", newline="") as handle:  # every row of the split is in the one file
+        public = sum(row["Usage"] == "PublicTest" for row in csv.DictReader(handle))
+    assert f": {public} image(s) in 1 set file(s), 1 file(s)" in result.stderr
     exported = datasets.get("ferplus", fer_root, pixels=out / "fer2013.PublicTest.motion_blur.5.csv")
     image = exported.read_image(exported.labels("test").names[0])
     assert image.shape == (48, 48, 1)  # motion blur on grey stays 48x48 (the original returned 48x3)
@@ -361,9 +366,9 @@ def test_folder_export_summary_counts_the_shard_and_says_why_images_were_rendere
             "--severities", "1,2", "--workers", "1", "--quiet"]
     first = _cli("ferplus_aug_dataset.py", *base, "--shard", "0/2")
     assert first.returncode == 0, first.stderr
-    assert ": 3 image(s) in this shard, 6 file(s) (6 written, 0 already complete)" in first.stderr
+    assert ": 3 image(s) of this shard, 6 file(s) (6 written, 0 already complete)" in first.stderr
     second = _cli("rafdb_aug_dataset.py", *base, "--shard", "1/2")
-    assert ": 2 image(s) in this shard, 4 file(s) (4 written, 0 already complete)" in second.stderr
+    assert ": 2 image(s) of this shard, 4 file(s) (4 written, 0 already complete)" in second.stderr
     assert "the manifest is now complete" in second.stderr
     _face_file(root / "test" / "happy" / "img 1.png", size=(90, 90))  # the source changes
     third = _cli("ferplus_aug_dataset.py", *base)
