@@ -215,6 +215,8 @@ def _display_names(paths: dict[str, str]) -> dict[str, str]:
         longer = {ident: f"{name}/{Path(first[ident]).name}" for ident in idents}
         if len(set(longer.values())) < len(idents):
             longer = {ident: first[ident] for ident in idents}
+        if len(set(longer.values())) < len(idents):  # one path, two file contents (a file overwritten)
+            longer = {ident: f"{first[ident]} [{ident.removeprefix('sha256:')[:8]}]" for ident in idents}
         LOG.info("models %s share the name %r; naming them %s", ", ".join(first[i] for i in idents),
                  name, ", ".join(longer[i] for i in idents))
         base.update(longer)
@@ -246,6 +248,7 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
                 key = f"sha256:{info['checkpoint_sha256']}" if info.get("checkpoint_sha256") else model_key(checkpoint)
                 aliases.setdefault(model_key(checkpoint), key)
                 robust.append((key, checkpoint, path, result))
+    robust_keys = {key for key, *_ in robust}
     robust = _split_by_labels(robust)
     stable = []  # (key or None, checkpoint path or None, file, method, summary, file's data)
     for path, kind, data in files:
@@ -253,8 +256,14 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
             for method, summary in data["methods"].items():
                 summary = summary if isinstance(summary, dict) else {}
                 checkpoint, digest = summary.get("checkpoint"), summary.get("checkpoint_sha256")
-                key = (f"sha256:{digest}" if digest else None) or \
-                    (aliases.get(model_key(checkpoint), model_key(checkpoint)) if checkpoint else None)
+                hashed = f"sha256:{digest}" if digest else None
+                by_path = aliases.get(model_key(checkpoint), model_key(checkpoint)) if checkpoint else None
+                if hashed is not None and hashed in robust_keys:
+                    key = hashed  # a robustness row of the same file content
+                elif by_path is not None and by_path in robust_keys and not by_path.startswith("sha256:"):
+                    key = by_path  # a robustness JSON from before the hash: the path, as then
+                else:  # no robustness row of this model: its content, else its path
+                    key = hashed or by_path
                 stable.append((_labelled_key(key, summary, robust), checkpoint, path, method, summary, data))
     paths = {key: checkpoint for key, checkpoint, *_ in robust}
     for key, checkpoint, *_ in stable:

@@ -345,3 +345,26 @@ def test_one_model_under_two_label_protocols_is_two_rows(tmp_path, capsys):
     assert float(rows["a [hard labels, N=3068]"]["clean_error"]) == pytest.approx(.20)
     assert float(rows[f"a [soft labels, N={soft_n}]"]["clean_error"]) == pytest.approx(.10)
     assert "appears again" not in capsys.readouterr().err
+
+
+def test_an_older_robustness_json_joins_a_hashed_stability_json_by_path(tmp_path):
+    """Robustness written before the hash was recorded (path only) and a stability JSON with the
+    hash: one model, joined on the path as before; the same path with two different hashes (the file
+    overwritten between evaluations) is two rows, told apart by the hash."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = robustness_json(folder, "r", "runs/a/m.keras", .10)
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS])
+    data = json.loads(stable.read_text())
+    data["methods"]["a"]["checkpoint_sha256"] = "cd" * 32
+    stable.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    report.make_report([robust, stable], out)
+    rows = read_csv(out / "report.csv")
+    assert set(rows) == {"a"} and float(rows["a"]["mfp"]) == pytest.approx(2 / 29)
+    data = json.loads(robust.read_text())
+    data["results"][0]["checkpoint"]["checkpoint_sha256"] = "ab" * 32
+    robust.write_text(json.dumps(data))
+    report.make_report([robust, stable], tmp_path / "out2")
+    rows = read_csv(tmp_path / "out2" / "report.csv")
+    assert set(rows) == {"runs/a/m.keras [abababab]", "runs/a/m.keras [cdcdcdcd]"}
