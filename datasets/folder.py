@@ -140,12 +140,27 @@ class FolderDataset(Dataset):
     def _scan(self, split: str) -> tuple[list[str], list[int]]:
         base = self.splits[split]
         ids, classes = [], []
+        # Linked sub-folders are followed like linked files and class folders. A link into another
+        # class folder (of this split or another: images under two classes, or test images in
+        # train) or back into a folder already read (a loop, images twice) is an error naming it.
+        class_roots: dict[str, str] = {}
+        for other in self.splits:
+            for name in _visible(p.name for p in self.splits[other].iterdir() if p.is_dir()):
+                real, label = os.path.realpath(self.splits[other] / name), f"{SPLIT_FOLDERS[other]}/{name}"
+                if real in class_roots:
+                    raise UserError(f"{self.root / label} and {self.root / class_roots[real]}: the same folder "
+                                    f"({real}) through a symbolic link; each class folder must hold its own images")
+                class_roots[real] = label
         for folder in _visible(p.name for p in base.iterdir() if p.is_dir()):
-            # Linked sub-folders are followed like linked files and class folders; a link back into
-            # a folder already walked (a loop) is an error rather than a silent skip or endless walk.
+            own = os.path.realpath(base / folder)
             walked = set()
             for directory, subdirs, files in os.walk(base / folder, followlinks=True):
                 real = os.path.realpath(directory)
+                owner = next((root for root in class_roots
+                              if real == root or real.startswith(root + os.sep)), None)
+                if owner is not None and owner != own:
+                    raise UserError(f"{directory}: a symbolic link into the class folder {class_roots[owner]} "
+                                    f"({real}); its images would count under two classes or splits: remove the link")
                 if real in walked:
                     raise UserError(f"{directory}: the same folder as one already read ({real}), through a "
                                     "symbolic link; remove the link (a loop, or images counted twice)")

@@ -53,6 +53,17 @@ def test_linked_sub_folders_are_read_and_a_link_loop_is_named(tmp_path):
     (root / "test/sad/loop").symlink_to(root / "test/sad", target_is_directory=True)
     with pytest.raises(UserError, match=r"test/sad/loop: the same folder as one already read"):
         datasets.get("folder", root).labels("test")
+    (root / "test/sad/loop").unlink()
+    # links into another class folder, of this split or another: refused, naming the link and the folder
+    _image(root / "train/happy/t.png", 50)
+    _image(root / "train/sad/u.png", 60)
+    for link, target, named in (("train/happy/leak", "test/happy", "test/happy"),
+                                ("train/happy/other", "train/sad", "train/sad")):
+        (root / link).symlink_to(root / target, target_is_directory=True)
+        with pytest.raises(UserError, match=rf"{link}: a symbolic link into the class folder {named} "):
+            datasets.get("folder", root).labels("train")
+        (root / link).unlink()
+    assert datasets.get("folder", root).labels("train").names == ["train/happy/t.png", "train/sad/u.png"]
 
 
 def test_two_folders_of_one_class_are_merged_with_a_warning(tmp_path, caplog):
