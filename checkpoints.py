@@ -297,7 +297,7 @@ def _float32_policies(node):
     return node
 
 
-def float32_on_cpu(model, path: str | Path, custom_objects: dict | None = None):
+def float32_on_cpu(model, path: str | Path, custom_objects: dict | None = None, *, unsafe: bool = False):
     """``model`` itself, or, when it computes in float16 (trained with mixed precision) and no GPU
     is visible, a float32 copy with the same weights: oneDNN aborts the process on float16
     convolutions on CPUs without float16 instructions, and float16 is emulated (slow) on the others.
@@ -312,8 +312,12 @@ def float32_on_cpu(model, path: str | Path, custom_objects: dict | None = None):
     if not any(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32") == "float16"
                for layer in layers):
         return model
-    copy = type(model).from_config(_float32_policies(model.get_config()),
-                                   custom_objects=custom_objects if custom_objects is not None else _custom_objects())
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    with SafeModeScope(not unsafe):  # a Lambda layer the user allowed with --unsafe stays allowed
+        copy = type(model).from_config(_float32_policies(model.get_config()),
+                                       custom_objects=custom_objects if custom_objects is not None
+                                       else _custom_objects())
     copy.set_weights(model.get_weights())
     LOG.info("%s: trained with mixed precision (float16); evaluated in float32 on the CPU", path)
     return copy
@@ -360,7 +364,7 @@ def load_classifier(path: str | Path, *, unsafe: bool = False):
                             f"{first_line[:300]})") from None
     LOG.info("loaded %s (%d parameters) in %.1f s", path, model.count_params(),
              time.perf_counter() - started)
-    return float32_on_cpu(model, path, custom_objects)
+    return float32_on_cpu(model, path, custom_objects, unsafe=unsafe)
 
 
 # --------------------------------------------------------------------------------------------

@@ -721,6 +721,9 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
         val = test
     train = trim_to_replicas(train, replicas, "training set")
     val = trim_to_replicas(val, replicas, "validation set")
+    if not len(train):
+        raise UserError(f"{data.title}: no training image left (after the hold-out"
+                        f"{' and the trim to a multiple of the replicas' if replicas > 1 else ''}); add images")
     warn_empty_classes(train, data.class_names, data.title)
     transform = None
     if args.augmentation != "no" or args.cutout:
@@ -1111,17 +1114,25 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     if importlib.util.find_spec("tensorboard") is None:  # tf.summary needs it; the tensorflow wheel lacks it
         LOG.warning("TensorBoard logs skipped: the 'tensorboard' package is not installed")
 
+    try:
+        return finish_training(args, model, trainer, strategy, train_dataset, val_ds, write_dir, run_dir, state,
+                               centers, initial_epoch, chief, config, test_set, image_size, channels)
+    except BaseException as error:  # Ctrl-C, a failure: run.json says so, not "training" for good
+        config["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        with contextlib.suppress(OSError):
+            atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
+        raise
+
+
+def finish_training(args, model, trainer, strategy, train_dataset, val_ds, write_dir: Path, run_dir: Path, state,
+                    centers, initial_epoch: int, chief: bool, config: dict, test_set, image_size, channels) -> int:
+    """The epochs left, then (the chief) the test accuracy of the best checkpoint: results.json and
+    run.json with status "done"."""
     if initial_epoch < args.epochs:
         start_log(write_dir, initial_epoch)
         verbose = 1 if sys.stderr.isatty() else 2
-        try:
-            train_epochs(args, model, trainer, strategy, train_dataset, val_ds, write_dir, state, centers,
-                         initial_epoch, verbose)
-        except BaseException as error:  # Ctrl-C, a failure: run.json says so, not "training" for good
-            config["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-            with contextlib.suppress(OSError):
-                atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
-            raise
+        train_epochs(args, model, trainer, strategy, train_dataset, val_ds, write_dir, state, centers,
+                     initial_epoch, verbose)
     else:
         LOG.info("nothing to train: %d of %d epochs already done", initial_epoch, args.epochs)
 
@@ -1134,10 +1145,9 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     result = evaluate_test(best_model, args, test_set, image_size, channels)
     result.update(checkpoint=best.name, best_validation_accuracy=state.get("best"), val_split=args.val_split,
                   validation=validation_source(args, open_data(args)))
-    if chief:
-        print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, "
-              f"{open_data(args).title} {result['split']}, labels {args.labels}, "
-              f"checkpoint {best.name}, selected on {result['validation']})")
+    print(f"test accuracy {result['accuracy']:.4f} ({result['correct']}/{result['n']}, "
+          f"{open_data(args).title} {result['split']}, labels {args.labels}, "
+          f"checkpoint {best.name}, selected on {result['validation']})")
     atomic_write_text(write_dir / RESULTS_FILE, json.dumps(result, indent=1) + "\n")
     config.update(status="done", test=result)
     atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")

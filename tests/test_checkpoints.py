@@ -453,6 +453,21 @@ def test_a_mixed_precision_checkpoint_is_evaluated_in_float32_on_the_cpu(tmp_pat
     for mine, theirs in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(mine, theirs)
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=5e-3)
+    # a Lambda layer allowed with --unsafe stays allowed in the float32 copy (refused without it)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        lam_inputs = keras.Input((16, 16, 3))
+        doubled = keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Conv2D(2, 3)(lam_inputs))
+        lam = keras.Model(lam_inputs, keras.layers.Activation("softmax", dtype="float32")(
+            keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(doubled))))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    lam.save(tmp_path / "lambda.keras")
+    with pytest.raises(UserError, match="Lambda"):
+        checkpoints.load_classifier(tmp_path / "lambda.keras")
+    unsafe = checkpoints.load_classifier(tmp_path / "lambda.keras", unsafe=True)
+    assert {layer.dtype_policy.name for layer in unsafe.layers} == {"float32"}
+    np.testing.assert_allclose(unsafe.predict(images, verbose=0), lam.predict(images, verbose=0), atol=5e-3)
     repo = Path(checkpoints.__file__).resolve().parent
     code = ("import sys, numpy as np; sys.path.insert(0, %r); import checkpoints; "
             "m = checkpoints.load_classifier(%r); print(m.predict(np.ones((2, 16, 16, 3), np.float32), verbose=0).sum())"

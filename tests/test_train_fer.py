@@ -324,16 +324,20 @@ def test_mode_test_splits_off_held_out_names_with_spaces(tmp_path, random_faces)
     assert len(sets["train"]) == 6 and not set(held) & set(sets["train"].names)
 
 
-@pytest.mark.parametrize("error, status", [(KeyboardInterrupt, "interrupted"), (MemoryError, "failed")])
-def test_a_run_stopped_in_training_says_so_in_run_json(sample_tree, tmp_path, monkeypatch, error, status):
+@pytest.mark.parametrize("where, error, status", [("train_epochs", KeyboardInterrupt, "interrupted"),
+                                                   ("train_epochs", MemoryError, "failed"),
+                                                   ("evaluate_test", KeyboardInterrupt, "interrupted")])
+def test_a_run_stopped_in_training_says_so_in_run_json(sample_tree, tmp_path, monkeypatch, where, error, status):
+    """Stopped in the epochs, or in the final test evaluation after them."""
     def stop(*_args, **_kwargs):
         assert json.loads((run_dir / "run.json").read_text())["status"] == "training"
         raise error
 
     run_dir = tmp_path / "r"
-    monkeypatch.setattr(training, "train_epochs", stop)
+    monkeypatch.setattr(training, where, stop)
     with pytest.raises(error):
-        train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "2", "--dir", str(run_dir)])
+        train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "1" if where == "evaluate_test" else "2",
+                        "--dir", str(run_dir)])
     assert json.loads((run_dir / "run.json").read_text())["status"] == status
 
 
