@@ -948,11 +948,15 @@ def export(
                 f"--shard {shard[0]}/{shard[1]}: {out_dir} holds the unfinished export of "
                 f"{running.get('shards')} shard(s) whose work list differs from this one's (other "
                 f"--corruptions, --severities, --perturbations, shard count or source images); every shard "
-                f"of one export needs the same flags and N. Finish those shards with their own flags, or "
-                f"export into a new --out folder")
+                f"of one export needs the same flags and N. Finish those shards with their own flags, run "
+                f"the export once without --shard (it renders what is missing and completes the manifest), "
+                f"or export into a new --out folder")
         manifest = _new_manifest(old, generator, kind, params, sources, source_root, files, unit_digests)
         if plan is not None:
             manifest["shard_plan"] = plan
+        # The folders this run writes, for verify while it is unfinished (dropped when complete).
+        pending = set((old or {}).get("pending_folders") or []) if old and not old.get("complete", True) else set()
+        manifest["pending_folders"] = sorted(pending | {_folder_of(rel) for unit in mine for rel in unit.outputs})
         # Written before any worker starts: a killed run leaves a manifest that guards the parameters.
         manifest_path = _write_manifest(out_dir, manifest)
         _remove_files(folded)
@@ -1033,8 +1037,11 @@ def export(
         folded = _fold_journals(out_dir, files, unit_digests, own=journal)
         manifest = _new_manifest(current, generator, kind, params, sources, source_root, files, unit_digests)
         manifest["complete"] = result.complete = _is_complete(units, files, unit_digests)
-        if plan is not None and not result.complete:  # a finished tree equals an unsharded export's
-            manifest["shard_plan"] = plan
+        if not result.complete:  # a finished tree equals an unsharded export's: no shard or pending record
+            if plan is not None:
+                manifest["shard_plan"] = plan
+            manifest["pending_folders"] = sorted(set(current.get("pending_folders") or [])
+                                                 | {_folder_of(rel) for unit in mine for rel in unit.outputs})
         _write_manifest(out_dir, manifest)
         _remove_files(folded)
     result.seconds = time.perf_counter() - start
@@ -1094,7 +1101,7 @@ def verify(out_dir: str | os.PathLike, *, progress: bool = False) -> VerifyRepor
         report.checked += 1
         if sha256_file(path) != digest:
             report.altered.append(rel)
-    output_folders = {_folder_of(rel) for rel in listed}
+    output_folders = {_folder_of(rel) for rel in listed} | set(manifest.get("pending_folders") or [])
     for folder, dirs, names in os.walk(out_dir):
         if Path(folder) == out_dir:
             names = [name for name in names if name != LOCK_NAME and not _JOURNAL_RE.match(name)]

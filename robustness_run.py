@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -73,13 +74,17 @@ def write_outputs(args, results: list[dict], planned: int | None = None) -> None
 
 
 def merge(args) -> int:
+    import json
+
     baseline = load_baseline(args)
     results = robustness.merge_results(args.merge, baseline, args.baseline, args.baseline_method,
                                        args.baseline_mismatch_ok)
     for result in results:
         sys.stdout.write(robustness.report_block(result["checkpoint"]["checkpoint"], result["folders"]))
         sys.stdout.write(robustness.summary_table(result) + "\n")
-    write_outputs(args, results)
+    # The merge is as complete as its parts: shards that stopped before their last model say so.
+    planned = [json.loads(Path(path).read_text(encoding="utf-8")).get("models_planned") for path in args.merge]
+    write_outputs(args, results, max([len(results)] + [count for count in planned if isinstance(count, int)]))
     return 0
 
 

@@ -175,7 +175,8 @@ def build_parser() -> ArgumentParser:
                         help="run directory (overrides <out-root>/<argstring>_<timestamp>)")
     output.add_argument("--resume", action="store_true",
                         help="continue the run in --dir from its last epoch, with the optimizer state and the "
-                             "run's own settings from run.json (only --epochs, --workers and -v may change)")
+                             "run's own settings from run.json (only --epochs, --workers, -v, --deterministic and "
+                             "--collective-timeout may change)")
     output.add_argument("--epoch", type=int, default=None, metavar="E",
                         help="--mode test: evaluate checkpoint.EE.hdf5 of --dir (default: the best, the highest EE)")
     output.add_argument("--checkpoint", default=None, type=Path,

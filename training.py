@@ -1237,7 +1237,10 @@ def test_mode(args) -> int:
     if sidecar.is_file():
         config = json.loads(sidecar.read_text())
         model_classes = config.get("class_names")
-        run_dataset = (config.get("args") or {}).get("dataset", "rafdb")
+        saved = config.get("args") or {}
+        if saved:  # (dataset, data folder) of the run; older run.json files without "args" say nothing
+            folder = saved.get("data") or saved.get("rafdb")
+            run_dataset = (saved.get("dataset", "rafdb"), Path(folder).resolve() if folder else None)
         args.crop = config.get("crop", args.crop)
         if config.get("labels") and config["labels"] != args.labels:
             LOG.warning("the model was trained with --labels %s; evaluating with --labels %s",
@@ -1262,9 +1265,12 @@ def test_mode(args) -> int:
     except ValueError as error:
         raise UserError(f"model classes {names}: {error}") from None
     sets = test_mode_sets(args, checkpoint.parent)
-    # The run's own dataset keeps the plain names; another dataset's matrices get its name, so testing
-    # a FER+ run on FER2013 does not replace the FER+ files.
-    stem = "confusion_" if args.dataset == (run_dataset or args.dataset) else f"confusion_{args.dataset}_"
+    # The run's own dataset keeps the plain names; another dataset (or another folder of the same kind)
+    # gets its name, so testing a FER+ run on FER2013 does not replace the FER+ files.
+    other = run_dataset is not None and (run_dataset[0] != args.dataset or (
+        run_dataset[1] is not None and run_dataset[1] != Path(data.root).resolve()))
+    tag = getattr(data, "dataset_name", None) if args.dataset == "folder" else args.dataset
+    stem = f"confusion_{tag or args.dataset}_" if other else "confusion_"
     for part in TEST_MODE_PARTS:
         labels = sets[part]
         keep = np.flatnonzero(mapping.evaluable(labels.classes))

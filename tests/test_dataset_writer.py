@@ -389,6 +389,23 @@ def test_rerun_after_sigkill_at_44_percent_renders_only_the_remaining_56_percent
     assert dataset_writer.verify(out).ok and not dataset_writer.journal_files(out)
 
 
+def test_verify_of_an_export_killed_before_its_first_record_names_nothing_unexpected(tmp_path):
+    """Killed while rendering its first unit: no file is recorded yet, but the manifest lists the
+    folders the run writes, so a file it had put there is "not recorded yet", not unexpected."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    code = KILL_SCRIPT.format(root=str(root), tests=str(root / "tests"), victim="u00", out=str(out))
+    assert subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True).returncode == -9
+    assert json.loads((out / "manifest.json").read_text())["pending_folders"] == ["f1", "f2", "f3"]
+    (out / "f1").mkdir(exist_ok=True)
+    (out / "f1" / "u00.bin").write_bytes(b"written as it was killed")
+    report = dataset_writer.verify(out)
+    assert report.unrecorded == ["f1/u00.bin"] and report.unexpected == [] and not report.ok
+    count_export(out, many_units())
+    assert "pending_folders" not in json.loads((out / "manifest.json").read_text())
+    assert dataset_writer.verify(out).ok
+
+
 def test_disk_full_keeps_finished_units(tmp_path, monkeypatch):
     out = tmp_path / "out"
     writes = []

@@ -112,6 +112,13 @@ def test_shards_merge_into_the_single_run_report(workspace, tmp_path, capsys):
     assert (tmp_path / "all.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()
     block = single_out[: single_out.index("\n\n\n") + 3]
     assert merged_out.startswith(block)
+    # a shard whose evaluation stopped before its second model makes the merge say so
+    data = json.loads(parts[0].read_text())
+    data.update(complete=False, models_planned=2)
+    parts[0].write_text(json.dumps(data))
+    assert in_dir(workspace, eval_corrupted_rafdb.main, "--merge", *parts, "--json", tmp_path / "all2.json") == 0
+    merged = json.loads((tmp_path / "all2.json").read_text())
+    assert (merged["complete"], merged["models_planned"], len(merged["results"])) == (False, 2, 1)
 
 
 def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):

@@ -341,6 +341,20 @@ def test_a_run_stopped_in_training_says_so_in_run_json(sample_tree, tmp_path, mo
     assert json.loads((run_dir / "run.json").read_text())["status"] == status
 
 
+def test_mode_test_on_another_folder_dataset_keeps_the_runs_own_confusion_files(tmp_path, random_faces):
+    mine = random_faces(tmp_path / "mine", ("happy", "sad"), 10, seed=1)
+    theirs = random_faces(tmp_path / "theirs", ("happy", "sad"), 3, seed=2)
+    run_dir = tmp_path / "run"
+    base = ["--dataset", "folder", *TINY[:2], "--input-size", "64", "--batch", "4", "--augmentation", "no"]
+    assert train_fer.main([*base, "--data", str(mine), "--epochs", "1", "--dir", str(run_dir)]) == 0
+    assert train_fer.main(["--mode", "test", "--dir", str(run_dir)]) == 0
+    own = (run_dir / "confusion_test.csv").read_text()
+    assert train_fer.main(["--mode", "test", "--dir", str(run_dir), "--dataset", "folder", "--data", str(theirs)]) == 0
+    assert (run_dir / "confusion_test.csv").read_text() == own  # kept
+    rows = (run_dir / "confusion_theirs_test.csv").read_text().splitlines()[1:]
+    assert sum(int(row.split(",")[3]) for row in rows) == 6  # n: theirs has 6 test images
+
+
 def test_unwritable_run_dir_is_refused_before_training(tmp_path, monkeypatch):
     """--dir naming a file, or under a file, and --out-root under a file: UserError before any data
     is read (the --rafdb given does not exist, so reading it would be another error)."""
