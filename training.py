@@ -352,21 +352,57 @@ def enable_determinism() -> None:
 
 DEFAULT_COLLECTIVE_TIMEOUT = 300.0  # seconds a worker waits in one collective before it gives up
 
+# argv: the worker's pid, the timeout in seconds, the message; ends the worker unless killed first.
+WATCHDOG = """
+import os, signal, sys, time
+pid, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+deadline = time.monotonic() + timeout
+while time.monotonic() < deadline:
+    time.sleep(0.2)
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(0)
+sys.stderr.write(message + chr(10))
+sys.stderr.flush()
+os.kill(pid, signal.SIGKILL)
+"""
+
 
 def multiworker_strategy(timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
     """MultiWorkerMirroredStrategy from TF_CONFIG whose collectives give up after ``timeout`` seconds.
 
-    Without the timeout a worker whose peer died waits in the next all-reduce forever. SIGTERM gets
-    its default action back (TensorFlow's runtime may have installed a Python handler, which never
-    runs while the main thread is blocked inside a collective), so ``kill`` always ends a worker.
+    Without the timeout a worker whose peer died waits in the next all-reduce forever. A worker
+    whose peer never joins waits in the strategy's construction; a watchdog process ends it with
+    SIGKILL after ``timeout`` seconds (message on stderr). SIGTERM gets its default action back
+    afterwards (TensorFlow's runtime may have installed a Python handler, which never runs while the
+    main thread is blocked inside a collective), so ``kill`` ends a worker once the cluster formed.
     """
     import signal
 
     import tensorflow as tf
 
+    # The strategy's construction waits for every worker of TF_CONFIG to be up, inside TensorFlow's
+    # C++ runtime, holding the interpreter: no Python thread, timer or SIGTERM handler runs meanwhile
+    # (measured: SIGTERM is ignored there). A separate watchdog process ends this one with SIGKILL if
+    # the cluster has not formed within the timeout, so a worker whose peer never starts cannot hang.
+    watchdog = None
+    if timeout:
+        import subprocess
+
+        message = (f"error: --distribute multiworker: not every worker of TF_CONFIG joined within "
+                   f"--collective-timeout {timeout:g} s (a peer that never started, or a wrong host or port); "
+                   f"TF_CONFIG={os.environ.get('TF_CONFIG', '')}")
+        watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), str(float(timeout)), message],
+                                    stdin=subprocess.DEVNULL)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(timeout) or None)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    finally:
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # TensorFlow's runtime may have installed its own
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # one INFO line per collective otherwise
     return strategy
 

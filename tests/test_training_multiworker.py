@@ -118,3 +118,23 @@ def test_a_worker_whose_peer_dies_exits_non_zero_in_bounded_time(sample_tree, tm
         stop(processes)
     assert code != 0, chief_log.read_text()[-3000:]
     assert waited < timeout + 120
+
+
+@pytest.mark.slow
+def test_a_worker_whose_peer_never_starts_exits_non_zero_in_bounded_time(sample_tree, tmp_path):
+    """Only worker 1 of two is started: it waits for worker 0 inside the strategy's construction,
+    where TensorFlow ignores SIGTERM; the watchdog ends it after --collective-timeout, naming why,
+    and nothing is written."""
+    timeout = 8
+    port, other = free_ports(2)
+    cluster = {"worker": [f"localhost:{other}", f"localhost:{port}"]}
+    env = dict(os.environ, PYTHONPATH=str(REPO),
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(REPO / "train_fer.py"), "--rafdb", str(sample_tree), *ARGS,
+                             "--dir", str(tmp_path / "mw"), "--distribute", "multiworker", "--epochs", "1",
+                             "--collective-timeout", str(timeout)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=timeout + 170)
+    assert result.returncode != 0 and time.monotonic() - started < timeout + 170
+    assert f"not every worker of TF_CONFIG joined within --collective-timeout {timeout} s" in result.stderr
+    assert not (tmp_path / "mw" / "run.json").exists()
