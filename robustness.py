@@ -903,6 +903,22 @@ def _unit_key(row: dict) -> str:
     return "clean" if row["corruption"] is None else f"{row['corruption']}.{row['severity']}"
 
 
+def _shard_value(result: dict, key: str):
+    """What shards of one evaluation must share under ``key``. Left out: what legitimately differs
+    between shards of one command run on other nodes or folders: the model file's path and time when
+    its SHA-256 is recorded, the export's paths when its manifest (with its SHA-256) is, and whether
+    the outputs were found to be logits (unknown in a shard that predicted nothing)."""
+    value = result.get(key)
+    if key in ("checkpoint", "runtime") and isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k not in ("output_kind", "checkpoint_mtime")
+                 and not (k == "checkpoint" and value.get("checkpoint_sha256"))}
+        if isinstance(value.get("runtime"), dict):
+            value["runtime"] = {k: v for k, v in value["runtime"].items() if k != "output_kind"}
+    if key in ("rafdb", "corrupted", "corrupted_extra") and result.get("manifest"):
+        return None
+    return value
+
+
 def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path: Path | None = None,
                   baseline_method: str | None = None, mismatch_ok: bool = False) -> list[dict]:
     """Shard JSONs (``--shard i/N`` runs) -> the results one run over every unit gives.
@@ -914,12 +930,15 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
     per_model: dict[str, list[tuple[Path, dict]]] = {}
     for path in paths:
         for result in read_results(path):
-            per_model.setdefault(result["checkpoint"]["checkpoint"], []).append((path, result))
+            info = result["checkpoint"]  # one model: its file's content where recorded, else its path
+            key = f"sha256:{info['checkpoint_sha256']}" if info.get("checkpoint_sha256") else info["checkpoint"]
+            per_model.setdefault(key, []).append((path, result))
     if not per_model:
         raise UserError(f"--merge: no results in {', '.join(map(str, paths))}")
     merged = []
-    for checkpoint, parts in per_model.items():
+    for parts in per_model.values():
         first_path, first = parts[0]
+        checkpoint = first["checkpoint"]["checkpoint"]
         counts = {(part["shard"] or {}).get("count", 1) for _, part in parts}
         if len(counts) != 1:
             raise UserError(f"--merge: {checkpoint}: shards of different counts N ({sorted(counts)})")
@@ -934,7 +953,7 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
                             + (f"repeated {', '.join(f'{i}/{count}' for i in repeated)}" if repeated else ""))
         for path, part in parts[1:]:
             for key in SAME_IN_SHARDS:
-                if part.get(key) != first.get(key):
+                if _shard_value(part, key) != _shard_value(first, key):
                     raise UserError(f"--merge: {checkpoint}: {path} and {first_path} differ in "
                                     f"{key!r}; shards must come from one command line with "
                                     f"different --shard only")

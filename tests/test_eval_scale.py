@@ -121,6 +121,30 @@ def test_shards_merge_into_the_single_run_report(workspace, tmp_path, capsys):
     assert (merged["complete"], merged["models_planned"], len(merged["results"])) == (False, 2, 1)
 
 
+def test_merge_takes_an_empty_shard_and_shards_run_from_another_folder(workspace, tmp_path, capsys):
+    """6 shards over 5 units (the last one empty: its outputs' kind stays unknown), one of them run
+    from another working directory with absolute paths: the merge equals the single run's rows."""
+    assert in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--json", tmp_path / "single.json") == 0
+    parts = []
+    for index in range(6):
+        part = tmp_path / f"part{index}.json"
+        if index == 2:  # same model file, same export, other spelling of the paths
+            args = (workspace / C_ARGS[0], *C_ARGS[1:], "--rafdb", workspace / "RAF-DB",
+                    "--corrupted", workspace / "corrupted_raf_dataset")
+            assert in_dir(tmp_path, eval_corrupted_rafdb.main, *args, "--shard", "2/6", "--json", part) == 0
+        else:
+            assert in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--shard", f"{index}/6",
+                          "--json", part) == 0
+        parts.append(part)
+    assert json.loads(parts[5].read_text())["results"][0]["folders"] == []
+    assert in_dir(workspace, eval_corrupted_rafdb.main, "--merge", *parts, "--json", tmp_path / "all.json") == 0
+    single = json.loads((tmp_path / "single.json").read_text())["results"][0]
+    merged = json.loads((tmp_path / "all.json").read_text())["results"][0]
+    assert [(row["corruption"], row["severity"], row["accuracy"]) for row in merged["folders"]] == \
+        [(row["corruption"], row["severity"], row["accuracy"]) for row in single["folders"]]
+    assert merged["summary"] == single["summary"]
+
+
 def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):
     part = tmp_path / "part0.json"
     in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--shard", "0/2", "--json", part)
