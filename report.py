@@ -182,10 +182,14 @@ class Model:
 
 
 def _source_label(result: dict) -> str:
+    """The corrupted images a result was measured on: an export is known by its manifest's SHA-256
+    where recorded (the same tree reached by another path, from another folder, is the same
+    source), else by its path."""
     source = result.get("source") or {}
     if source.get("on_the_fly"):
         return f"on the fly (seed {source.get('seed')})"
-    return f"export {result.get('corrupted', '?')}"
+    digest = (result.get("manifest") or {}).get("sha256")
+    return f"export with manifest {digest[:12]}" if digest else f"export {result.get('corrupted', '?')}"
 
 
 def model_key(checkpoint: str) -> str:

@@ -368,3 +368,25 @@ def test_an_older_robustness_json_joins_a_hashed_stability_json_by_path(tmp_path
     report.make_report([robust, stable], tmp_path / "out2")
     rows = read_csv(tmp_path / "out2" / "report.csv")
     assert set(rows) == {"runs/a/m.keras [abababab]", "runs/a/m.keras [cdcdcdcd]"}
+
+
+def test_one_export_reached_by_two_paths_is_one_source(tmp_path):
+    """Two models evaluated on the same export (same manifest SHA-256) from different folders
+    ("ref_c" and "../ref_c"): one comparable group, ranked together."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = []
+    for name, corrupted, clean in (("a", "ref_c", .10), ("b", "../ref_c", .20)):
+        path = robustness_json(folder, name, f"runs/{name}/m.keras", clean)
+        data = json.loads(path.read_text())
+        data["results"][0]["corrupted"] = corrupted
+        data["results"][0]["source"] = {"on_the_fly": False, "format": "jpg"}
+        data["results"][0]["manifest"] = {**(data["results"][0].get("manifest") or {}), "sha256": "ee" * 32}
+        path.write_text(json.dumps(data))
+        paths.append(path)
+    out = tmp_path / "out"
+    report.make_report(paths, out)
+    rows = read_csv(out / "report.csv")
+    assert {row["group"] for row in rows.values()} == {"A"}
+    assert (rows["a"]["rank"], rows["b"]["rank"]) == ("1", "2")
+    assert rows["a"]["source"] == "export with manifest eeeeeeeeeeee"
