@@ -283,6 +283,8 @@ def check_args(args) -> None:
         raise UserError(f"{flag} {data.root}: no such folder for --dataset {data.name}{layout}")
     if args.cpu_devices < 0:
         raise UserError(f"--cpu-devices {args.cpu_devices}: expected >= 0")
+    if args.mode == "train" and args.distribute == "multiworker":
+        check_tf_config(os.environ.get("TF_CONFIG"))
     if args.mode == "train" and args.distribute == "multiworker" and args.dir is None:
         raise UserError("--distribute multiworker needs --dir (the timestamped run name differs per worker)")
     if getattr(args, "center_loss", False) and not (args.center_loss_weight >= 0 and 0 <= args.center_loss_alpha <= 1):
@@ -348,6 +350,32 @@ def enable_determinism() -> None:
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
+
+
+def check_tf_config(text: str | None) -> None:
+    """UserError unless ``TF_CONFIG`` describes this worker of a cluster: JSON with a non-empty
+    ``cluster.worker`` (or chief) list and a ``task`` whose type is one of the cluster's and whose
+    index is in range (TensorFlow raises a traceback for each of these)."""
+    expected = ('expected e.g. {"cluster": {"worker": ["host-a:12345", "host-b:12345"]}, '
+                '"task": {"type": "worker", "index": 0}} (docs/TRAINING.md)')
+    if not text:
+        raise UserError(f"--distribute multiworker: the environment variable TF_CONFIG is not set; {expected}")
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise UserError(f"TF_CONFIG: not valid JSON ({error}); {expected}") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not any(isinstance(cluster.get(kind), list) and cluster.get(kind)
+                                                for kind in ("worker", "chief")):
+        raise UserError(f"TF_CONFIG: no non-empty cluster.worker list; {expected}")
+    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int):
+        raise UserError(f"TF_CONFIG: task {task!r} must name a type of the cluster "
+                        f"({', '.join(cluster)}) and an integer index; {expected}")
+    members = cluster[task["type"]]
+    if not isinstance(members, list) or not 0 <= task["index"] < len(members):
+        raise UserError(f"TF_CONFIG: task index {task['index']} is outside the {len(members) if isinstance(members, list) else 0} "
+                        f"{task['type']} address(es) of the cluster; {expected}")
 
 
 DEFAULT_COLLECTIVE_TIMEOUT = 300.0  # seconds a worker waits in one collective before it gives up

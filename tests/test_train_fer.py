@@ -355,6 +355,25 @@ def test_mode_test_on_another_folder_dataset_keeps_the_runs_own_confusion_files(
     assert sum(int(row.split(",")[3]) for row in rows) == 6  # n: theirs has 6 test images
 
 
+@pytest.mark.parametrize("config, words", [
+    (None, "TF_CONFIG is not set"),
+    ("{bad json", "TF_CONFIG: not valid JSON"),
+    ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', "no non-empty cluster.worker list"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "ps", "index": 0}}', "must name a type of the cluster"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}',
+     "task index 3 is outside the 1 worker address"),
+])
+def test_a_bad_tf_config_is_a_user_error(sample_tree, tmp_path, monkeypatch, config, words):
+    if config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", config)
+    with pytest.raises(UserError, match=words):
+        train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "1", "--distribute", "multiworker",
+                        "--dir", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
+
+
 def test_unwritable_run_dir_is_refused_before_training(tmp_path, monkeypatch):
     """--dir naming a file, or under a file, and --out-root under a file: UserError before any data
     is read (the --rafdb given does not exist, so reading it would be another error)."""
