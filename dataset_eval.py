@@ -160,12 +160,8 @@ def corrupted_units(data, labels: LabelSet, corrupted: Path, pairs: Sequence[tup
     import fer_export
     from robustness import Folder, folder_label
 
-    import dataset_writer
-
     all_present = np.ones(len(labels), bool)
     clean = Folder(None, 0, clean_label(data), list(labels.names), all_present, read=data.read_image)
-    if Path(corrupted).is_dir():
-        dataset_writer.read_finished_manifest(corrupted, "c", "--corrupted")  # unfinished: one message, first
     found = {(s.corruption, s.severity): s for s in fer_export.corrupted_sets(data, corrupted, "test")}
     missing = [pair for pair in pairs if pair not in found]
     if missing:

@@ -955,8 +955,9 @@ def export(
         if plan is not None:
             manifest["shard_plan"] = plan
         # The folders this run writes, for verify while it is unfinished (dropped when complete).
+        my_folders = {_folder_of(rel) for unit in mine for rel in unit.outputs}
         pending = set((old or {}).get("pending_folders") or []) if old and not old.get("complete", True) else set()
-        manifest["pending_folders"] = sorted(pending | {_folder_of(rel) for unit in mine for rel in unit.outputs})
+        manifest["pending_folders"] = sorted(pending | my_folders)
         # Written before any worker starts: a killed run leaves a manifest that guards the parameters.
         manifest_path = _write_manifest(out_dir, manifest)
         _remove_files(folded)
@@ -1040,8 +1041,7 @@ def export(
         if not result.complete:  # a finished tree equals an unsharded export's: no shard or pending record
             if plan is not None:
                 manifest["shard_plan"] = plan
-            manifest["pending_folders"] = sorted(set(current.get("pending_folders") or [])
-                                                 | {_folder_of(rel) for unit in mine for rel in unit.outputs})
+            manifest["pending_folders"] = sorted(set(current.get("pending_folders") or []) | my_folders)
         _write_manifest(out_dir, manifest)
         _remove_files(folded)
     result.seconds = time.perf_counter() - start

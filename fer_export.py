@@ -463,12 +463,13 @@ def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[Cor
     of docs/BENCHMARK.md §2.3: PNG/JPEG folders or the line-aligned ``.csv`` files of ``--format fer-csv``."""
     import corruptions
 
-    from dataset_writer import read_manifest
+    from dataset_writer import read_finished_manifest
 
     corrupted = Path(corrupted)
     if not corrupted.is_dir():
         raise UserError(f"{corrupted}: corrupted export folder not found")
-    manifest = read_manifest(corrupted) or {}
+    # an unfinished export, or a tree of the other kind: one message, before any file is looked for
+    manifest = read_finished_manifest(corrupted, "c", "--corrupted") or {}
     fmt = manifest.get("params", {}).get("format", "auto")
     prefix = FER_PREFIX if data.name in ("ferplus", "fer2013") else getattr(data, "dataset_name", data.name)
     split_name = data.split_name(split)
@@ -522,13 +523,7 @@ def open_export_dataset(args):
     """The (non-RAF-DB) dataset of ``--dataset``/``--data``; its root must be a folder."""
     import datasets
 
-    test_split = getattr(args, "test_split", "PublicTest")
-    options = {"protocol": getattr(args, "labels", None)}
-    if args.dataset in ("ferplus", "fer2013"):
-        options["test_split"] = test_split
-    elif test_split != "PublicTest":
-        raise UserError(f"--test-split applies to --dataset ferplus/fer2013 only (got --dataset {args.dataset})")
-    data = datasets.get(args.dataset, args.data, **options)
+    data = datasets.open_dataset(args)  # --test-split and --labels as every script that reads a dataset
     if not data.root.is_dir():
         raise UserError(f"--data {data.root}: no such folder for --dataset {data.name} (docs/DATASETS.md)")
     return data

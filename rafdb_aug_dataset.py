@@ -303,16 +303,13 @@ def preview_face(rafdb: str | Path | None) -> tuple[np.ndarray, str]:
     """The first aligned RAF-DB test face (RGB) and its file name, else the synthetic sample face.
     ``rafdb`` None: ./RAF-DB when it holds a face; a folder named on the command line must hold one
     (a mistyped path is an error, not a silent synthetic face)."""
-    try:
-        paths = rafdb_dataset.list_aligned("RAF-DB" if rafdb is None else rafdb, "test")
+    explicit, rafdb = rafdb is not None, "RAF-DB" if rafdb is None else rafdb
+    try:  # raises, naming the folder, when it holds no aligned test face
+        paths = rafdb_dataset.list_aligned(rafdb, "test")
     except UserError:
-        if rafdb is not None:
+        if explicit:
             raise
         paths = []
-    if not paths and rafdb is not None:
-        raise UserError(f"--rafdb {rafdb}: no aligned test face (test_*_aligned.jpg) in "
-                        f"{Path(rafdb) / rafdb_dataset.ALIGNED_DIR}; leave --rafdb out to preview the synthetic face")
-    rafdb = "RAF-DB" if rafdb is None else rafdb
     if paths:
         return rafdb_dataset.read_image(paths[0]), paths[0].name
     try:

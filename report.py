@@ -203,7 +203,7 @@ def _display_names(paths: dict[str, str]) -> dict[str, str]:
     methods; where different models share it, ``<run>/<file>``, and the whole path if that too is
     shared."""
     def identity(key: str) -> str:  # one model evaluated under several label protocols: one identity
-        return key.split("|", 1)[0]
+        return key.split(LABEL_SEP, 1)[0]
 
     first = {}  # identity -> its checkpoint path (the first recorded)
     for key, checkpoint in paths.items():
@@ -227,8 +227,8 @@ def _display_names(paths: dict[str, str]) -> dict[str, str]:
     names = {}
     for key in paths:
         names[key] = base[identity(key)]
-        if "|" in key:  # e.g. "run_a [hard labels, N=3068]"
-            _, protocol, n = key.rsplit("|", 2)
+        if LABEL_SEP in key:  # e.g. "run_a [hard labels, N=3068]"
+            _, protocol, n = key.split(LABEL_SEP)
             names[key] += f" [{protocol} labels, N={n}]"
     return names
 
@@ -305,14 +305,18 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
     return list(models.values())
 
 
+LABEL_SEP = "\0"  # joins a model's key, protocol and N; no path or SHA-256 holds it
+
+
 def _split_by_labels(robust: list) -> list:
     """The same model evaluated under several label protocols or N (e.g. soft and hard labels) is
-    one row per evaluation, ``<key>|<protocol>|<N>``, so that none replaces the other; its name then
-    carries the protocol (see :func:`_display_names`)."""
+    one row per evaluation, keyed ``<model> NUL <protocol> NUL <N>`` (:data:`LABEL_SEP`), so that none
+    replaces the other; its name then carries the protocol (see :func:`_display_names`)."""
     variants: dict[str, set] = {}
     for key, _checkpoint, _path, result in robust:
         variants.setdefault(key, set()).add((result.get("protocol"), result.get("n")))
-    return [(f"{key}|{result.get('protocol')}|{result.get('n')}" if len(variants[key]) > 1 else key,
+    return [(LABEL_SEP.join((key, str(result.get("protocol")), str(result.get("n")))) if len(variants[key]) > 1
+             else key,
              checkpoint, path, result) for key, checkpoint, path, result in robust]
 
 
@@ -321,10 +325,10 @@ def _labelled_key(key: str | None, summary: dict, robust: list) -> str | None:
     the same protocol and N when there is one."""
     if key is None:
         return None
-    split = {row_key for row_key, *_ in robust if row_key.startswith(key + "|")}
+    split = {row_key for row_key, *_ in robust if row_key.startswith(key + LABEL_SEP)}
     if not split:
         return key
-    wanted = f"{key}|{summary.get('protocol')}|{summary.get('n')}"
+    wanted = LABEL_SEP.join((key, str(summary.get("protocol")), str(summary.get("n"))))
     return wanted if wanted in split else key
 
 

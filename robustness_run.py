@@ -179,7 +179,7 @@ def run(args) -> int:
     if evaluated is not None:
         import dataset_writer
 
-        manifest = dataset_writer.read_finished_manifest(args.corrupted)
+        manifest = dataset_writer.read_manifest(args.corrupted)  # checked by fer_export.corrupted_sets
         source = {"on_the_fly": False, "format": fmt,
                   **{key: (manifest or {}).get("params", {}).get(key) for key in ("seed", "motion_backend")}}
     elif args.on_the_fly:
