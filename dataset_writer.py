@@ -885,6 +885,18 @@ def refuse_duplicate_keys(units: Sequence[WorkUnit]) -> None:
                             "the export (each image's record needs its own name); rename one of them")
 
 
+def _warn_gone_sources(out_dir: Path, unit_digests: Mapping[str, str], units: Sequence[WorkUnit]) -> None:
+    """Warn when the tree records images that are no longer among the sources (deleted or renamed
+    since): their files stay in the tree and in the manifest, and an evaluation that lists them
+    (e.g. by the dataset's label file) still reads them."""
+    gone = sorted(set(unit_digests) - {unit.key for unit in units})
+    if gone:
+        LOG.warning("%s: %d image(s) recorded in %s are no longer among the source images (%s%s); their "
+                    "files stay in the tree and in the manifest: delete them by hand, or export into a new "
+                    "--out folder for a tree of the current sources only", out_dir, len(gone), MANIFEST_NAME,
+                    ", ".join(gone[:3]), ", ..." if len(gone) > 3 else "")
+
+
 def export(
     units: Sequence[WorkUnit],
     render: Callable[[WorkUnit], Iterable[tuple[str, bytes]]],
@@ -928,6 +940,7 @@ def export(
         files: dict[str, str] = dict(old["files"]) if old else {}
         unit_digests: dict[str, str] = dict(old.get("units") or {}) if old else {}
         folded = _fold_journals(out_dir, files, unit_digests)
+        _warn_gone_sources(out_dir, unit_digests, units)
         if old and version_differences(old):
             # force_rerender (else check_output_dir refused): the tree must not keep files of the old
             # version that this run would not rewrite, since the manifest will name the new version.

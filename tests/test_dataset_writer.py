@@ -688,3 +688,21 @@ def _render_failing_on_c(unit, *, path):
     if unit.payload == "c":
         raise UserError(f"{path}: too small to corrupt")
     return [(rel, b"x") for rel in unit.outputs]
+
+
+def test_rerun_after_a_source_was_deleted_warns_and_keeps_its_files(tmp_path, caplog):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_sources(src, b"v1-")
+    source_export(out, src)
+    (src / "b.jpg").unlink()
+    with caplog.at_level("WARNING"):
+        result = dataset_writer.export(source_units(src, names=("a", "c")), source_render, out, generator="test",
+                                       kind="toy", params=PARAMS, sources=["a.jpg", "c.jpg"], workers=1,
+                                       progress=False)
+    assert (result.units_skipped, result.units_rendered) == (2, 0)
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "1 image(s) recorded in manifest.json are no longer among the source images (b.jpg)" in warnings[0]
+    # The tree still holds b's files, as its manifest says.
+    assert (out / "f1" / "b.bin").read_bytes() == b"f1|v1-b"
+    assert dataset_writer.verify(out).ok
