@@ -362,6 +362,22 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def _mean_all(values) -> float:
+    """The mean, NaN when any value is undefined (an mCE or mFR over a ratio whose baseline
+    denominator is <= 0 is undefined, as the evaluations report it), or when there is none."""
+    values = [math.nan if v is None else float(v) for v in values]
+    return float(np.mean(values)) if values else math.nan
+
+
+def headline_corruptions(names) -> list[str]:
+    """The corruptions of the headline numbers: the 18 of RAF-DB-C among ``names`` when any is
+    there (the held-out sets never change the mCE, docs/BENCHMARK.md §2.9), else all of ``names``."""
+    import corruptions
+
+    names = list(names)
+    return [name for name in names if name in corruptions.CORRUPTION_NAMES] or names
+
+
 def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else math.nan
 
@@ -378,16 +394,32 @@ def baseline_mismatch(model: Model, baseline: Model | None) -> str:
     return ", ".join(f"{key} {mine[key]} vs {theirs[key]}" for key in BASELINE_KEYS if mine[key] != theirs[key])
 
 
-def corruption_metrics(model: Model, baseline: Model | None) -> dict:
-    """Clean error, mean error per corruption, CE / relative CE against ``baseline``."""
+def _recorded_baseline_name(checkpoint: str, names: dict) -> str:
+    """The name of a baseline recorded in a result file: the input model of that checkpoint, else its
+    run folder's name, or its whole path where an input model already has that name."""
+    if checkpoint in names:
+        return names[checkpoint]
+    name = model_name(checkpoint)
+    return checkpoint if name in names.values() else name
+
+
+def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dict | None = None) -> dict:
+    """Clean error, mean error per corruption, CE / relative CE against ``baseline``; the mean
+    corruption error, mean ECE, mCE and relative mCE over :func:`headline_corruptions`.
+    ``baseline_names``: {checkpoint path: report name} for a baseline recorded in the result file."""
     clean, table = model.errors()
-    complete = {c: e for c, e in table.items() if e}
+    # Only corruptions evaluated at every severity of the run (a partial one has no mean error or CE).
+    severities = set((model.robustness.get("summary") or {}).get("severities") or
+                     set().union(*(e.keys() for e in table.values())))
+    complete = {c: e for c, e in table.items() if e and severities <= set(e)}
     out = {"clean_error": clean,
            "mean_error": {c: _mean(e.values()) for c, e in complete.items()},
            "accuracy": {c: {s: 1.0 - v for s, v in sorted(e.items())} for c, e in complete.items()}}
-    out["mean_corruption_error"] = _mean([v for e in complete.values() for v in e.values()])
+    # Headline numbers over the 18 when they were evaluated, as the evaluation's own summary.
+    headline = out["headline"] = headline_corruptions(complete)
+    out["mean_corruption_error"] = _mean([v for c in headline for v in complete[c].values()])
     rows = model.robustness["folders"]
-    eces = [row.get("ece") for row in rows if row.get("corruption")]
+    eces = [row.get("ece") for row in rows if row.get("corruption") in headline]
     out["mean_ece"] = _mean(eces) if eces and all(v is not None for v in eces) else math.nan
     out["ce"], out["relative_ce"] = {}, {}
     mismatch = baseline_mismatch(model, baseline)
@@ -407,8 +439,11 @@ def corruption_metrics(model: Model, baseline: Model | None) -> dict:
             out["relative_ce"][corruption] = _ratio(
                 sum(errors[s] - clean for s in severities),
                 sum(base[s] - base_clean for s in severities))
-        out["mce"] = _mean(out["ce"].values()) if out["ce"] else math.nan
-        out["relative_mce"] = _mean(out["relative_ce"].values()) if out["ce"] else math.nan
+        normalised = [c for c in headline if c in out["ce"]]
+        out["mce"] = _mean_all(out["ce"][c] for c in normalised) if normalised else math.nan
+        out["relative_mce"] = _mean_all(out["relative_ce"][c] for c in normalised) if normalised else math.nan
+        out["undefined"] = [c for c in normalised if math.isnan(out["relative_ce"][c])
+                            or math.isnan(out["ce"][c])]
         out["ce_baseline"] = baseline.name
     else:
         summary = model.robustness.get("summary") or {}
@@ -416,8 +451,8 @@ def corruption_metrics(model: Model, baseline: Model | None) -> dict:
         out["relative_ce"] = dict(summary.get("relative_ce") or {})
         out["mce"], out["relative_mce"] = _num(summary.get("mce")), _num(summary.get("relative_mce"))
         info = model.robustness.get("baseline") or {}
-        out["ce_baseline"] = model_name(info["checkpoint"]) if info.get("checkpoint") and \
-            "mce" in summary else ""
+        out["ce_baseline"] = _recorded_baseline_name(info["checkpoint"], baseline_names or {}) \
+            if info.get("checkpoint") and "mce" in summary else ""
     return out
 
 
@@ -435,8 +470,9 @@ def stability_metrics(model: Model, baseline: Model | None) -> dict:
     if baseline is not None and baseline.stability is not None:
         base = {name: _num(entry.get("fp")) for name, entry in
                 (baseline.stability.get("perturbations") or {}).items()}
-        rates = [_ratio(fp[name], base[name]) for name in over if name in fp and name in base]
-        out["mfr"] = _mean(rates) if rates else math.nan
+        rates = {name: _ratio(fp[name], base[name]) for name in over if name in fp and name in base}
+        out["mfr"] = _mean_all(rates.values()) if rates else math.nan
+        out["undefined"] = [name for name, rate in rates.items() if math.isnan(rate)]
         out["fr_baseline"] = baseline.name
     else:
         out["mfr"] = _num(summary.get("mfr"))
@@ -462,7 +498,7 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
         if model.robustness is not None:
             ident = model.identity()
             parts += [f"{key}={ident[key]}" for key in ROBUSTNESS_KEYS]
-            parts.append("corruptions=" + ",".join(sorted(metrics[model.name]["c"]["mean_error"])))
+            parts.append("corruptions=" + ",".join(sorted(metrics[model.name]["c"]["headline"])))
         if model.stability is not None:
             s = metrics[model.name]["s"]
             parts += [f"P:{key}={s[key]}" for key in STABILITY_KEYS]
@@ -513,11 +549,22 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
 
 def build(models: list[Model], baseline: Model | None) -> dict:
     metrics = {}
+    # A baseline recorded in a result file is named as the input model of that checkpoint, if any.
+    names = {((m.robustness.get("checkpoint") or {}).get("checkpoint")): m.name for m in models
+             if m.robustness is not None}
     for model in models:
         metrics[model.name] = {
-            "c": corruption_metrics(model, baseline) if model.robustness is not None else None,
+            "c": corruption_metrics(model, baseline, names) if model.robustness is not None else None,
             "s": stability_metrics(model, baseline) if model.stability is not None else None}
     warnings, groups = comparability(models, metrics)
+    for model in models:
+        for kind, what in (("c", "relative CE or CE of"), ("s", "flip rate (FR) of")):
+            undefined = (metrics[model.name][kind] or {}).get("undefined")
+            if undefined:
+                mean = "relative mCE / mCE" if kind == "c" else "mFR"
+                warnings.append(f"{model.name}: the {what} {', '.join(undefined)} is undefined (the baseline "
+                                f"{baseline.name}'s denominator is <= 0, docs/BENCHMARK.md §5.2, §5.6), so "
+                                f"the {mean} is not shown")
     for model in models:
         mismatch = (metrics[model.name]["c"] or {}).get("baseline_mismatch")
         if mismatch:
@@ -775,6 +822,13 @@ def write_csv(report: dict) -> str:
     return buffer.getvalue()
 
 
+def _checkpoint_identity(model: Model) -> str:
+    """A robustness model's file: its SHA-256 where recorded, else its checkpoint path's key."""
+    info = model.robustness.get("checkpoint") or {}
+    digest = info.get("checkpoint_sha256")
+    return f"sha256:{digest}" if digest else model_key(info.get("checkpoint") or "")
+
+
 def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
     if spec is None:
         return None
@@ -788,7 +842,16 @@ def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
         if len(loaded) != 1:
             raise UserError(f"--baseline {spec}: expected one model in the file, found "
                             f"{len(loaded)} ({', '.join(m.name for m in loaded)})")
-        return loaded[0]
+        base = loaded[0]
+        # The same model among the inputs (the same file content, else the same path, and the same
+        # test images) goes by its name there; another one never shares an input model's name.
+        for model in models:
+            if model.robustness is not None and base.robustness is not None and \
+                    _checkpoint_identity(model) == _checkpoint_identity(base) and model.identity() == base.identity():
+                return model
+        if any(model.name == base.name for model in models) and base.robustness is not None:
+            base.name = (base.robustness.get("checkpoint") or {}).get("checkpoint") or str(path)
+        return base
     raise UserError(f"--baseline {spec}: neither a model of the inputs ("
                     f"{', '.join(m.name for m in models)}) nor a result file")
 

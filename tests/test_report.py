@@ -390,3 +390,82 @@ def test_one_export_reached_by_two_paths_is_one_source(tmp_path):
     assert {row["group"] for row in rows.values()} == {"A"}
     assert (rows["a"]["rank"], rows["b"]["rank"]) == ("1", "2")
     assert rows["a"]["source"] == "export with manifest eeeeeeeeeeee"
+
+
+def test_an_undefined_ratio_hides_the_mean_and_names_it(designed, tmp_path):
+    """base's contrast errors sit below its clean error: Σ_s(E_s - E_clean) = 5 (.10 - .15) < 0, so
+    every model's relative CE on contrast is undefined and so is the relative mCE (the evaluation
+    prints nan); the mCE is still defined: (3 x 2.0/2.25 + 3.0/0.5) / 4. base's p_rotate FP set
+    to 0: the FR and so the mFR are undefined."""
+    base = {c: [.25, .35, .45, .55, .65] for c in CORRUPTIONS}
+    base["contrast"] = [.10] * 5
+    write(designed, "base", set_errors(load("base"), .15, base))
+    stability = json.loads((designed / "stability.json").read_text())
+    stability["methods"]["base"]["perturbations"]["p_rotate"]["fp"] = 0.0
+    (designed / "stability.json").write_text(json.dumps(stability))
+    out = tmp_path / "out"
+    result = report.make_report([designed], out, baseline="base")
+    rows = read_csv(out / "report.csv")
+    assert rows["tinycnn"]["relative_mce"] == "" and rows["tinycnn"]["mfr"] == ""
+    assert float(rows["tinycnn"]["mce"]) == pytest.approx((3 * 2.0 / 2.25 + 3.0 / 0.5) / 4, abs=1e-12)
+    assert any(w.startswith("tinycnn: the relative CE or CE of contrast is undefined") for w in result["warnings"])
+    assert any(w.startswith("tinycnn: the flip rate (FR) of p_rotate is undefined") for w in result["warnings"])
+
+
+def test_held_out_sets_leave_the_headline_numbers_alone(designed, tmp_path):
+    """Rows of a face-set corruption (error .90 at every severity) added to tinycnn and base: the
+    mean corruption error, mean ECE and mCE stay those of the four corruptions of the 18
+    (test_numbers_recomputed_from_the_jsons: 0.45 and (3 x 2.0/2.25 + 3.0/2.25) / 4 = 1.0), and
+    the models stay comparable with mobile, which has no extra rows."""
+    out = tmp_path / "plain"
+    report.make_report([designed], out, baseline="base")
+    plain = read_csv(out / "report.csv")
+    for name in ("tinycnn", "base"):
+        data = json.loads((designed / f"{name}.json").read_text())
+        folders = data["results"][0]["folders"]
+        for severity in range(1, 6):
+            folders.append(dict(folders[1], corruption="occlusion_eyes", severity=severity, error=.9,
+                                accuracy=.1, ece=.5))
+        write(designed, name, data)
+    out = tmp_path / "extra"
+    result = report.make_report([designed], out, baseline="base")
+    rows = read_csv(out / "report.csv")
+    tiny = rows["tinycnn"]
+    assert float(tiny["mean_corruption_error"]) == pytest.approx(0.45, abs=1e-12)
+    assert float(tiny["mce"]) == pytest.approx(1.0, abs=1e-12)
+    assert tiny["mean_ece"] == plain["tinycnn"]["mean_ece"] and tiny["relative_mce"] == plain["tinycnn"]["relative_mce"]
+    assert {row["group"] for row in rows.values()} == {"A"}
+    assert not any("corruption" in w for w in result["warnings"])
+    assert result["metrics"]["tinycnn"]["c"]["mean_error"]["occlusion_eyes"] == pytest.approx(.9)
+
+
+def test_a_corruption_missing_a_severity_is_left_out(designed, tmp_path):
+    """contrast at severities 1-4 only (its .80 row removed): the mean corruption error is over the
+    three complete corruptions, (2.0 x 3) / 15 = 0.40, not 0.45."""
+    data = json.loads((designed / "tinycnn.json").read_text())
+    folders = data["results"][0]["folders"]
+    data["results"][0]["folders"] = [row for row in folders
+                                     if not (row["corruption"] == "contrast" and row["severity"] == 5)]
+    write(designed, "tinycnn", data)
+    out = tmp_path / "out"
+    result = report.make_report([designed], out)
+    assert float(read_csv(out / "report.csv")["tinycnn"]["mean_corruption_error"]) == pytest.approx(0.40)
+    assert "contrast" not in result["metrics"]["tinycnn"]["c"]["mean_error"]
+
+
+def test_baseline_file_of_an_input_model_goes_by_that_models_name(designed, tmp_path):
+    """Two checkpoints of one run folder ('runs/same/...'): the report names them by file; --baseline
+    given as the base's JSON file is that input model (its row is the 100.00 % one, the note names
+    it 'same/checkpoint.01.hdf5', not the bare folder 'same' that both models share)."""
+    for name, epoch in (("tinycnn", 2), ("base", 1)):
+        data = json.loads((designed / f"{name}.json").read_text())
+        data["results"][0]["checkpoint"]["checkpoint"] = f"runs/same/checkpoint.0{epoch}.hdf5"
+        write(designed, name, data)
+    (designed / "stability.json").unlink()
+    out = tmp_path / "out"
+    report.make_report([designed / "tinycnn.json", designed / "base.json"], out, baseline=str(designed / "base.json"))
+    rows = read_csv(out / "report.csv")
+    assert set(rows) == {"same/checkpoint.01.hdf5", "same/checkpoint.02.hdf5"}
+    assert float(rows["same/checkpoint.01.hdf5"]["mce"]) == pytest.approx(1.0)
+    assert {row["ce_baseline"] for row in rows.values()} == {"same/checkpoint.01.hdf5"}
+    assert "CE / relative CE normalised to same/checkpoint.01.hdf5." in (out / "report.md").read_text()
