@@ -207,8 +207,10 @@ def run(args) -> int:
                      for key in ("seed", "motion_backend", "colour")}}
         if manifest_extra is not None and manifest_extra.get("params", {}).get("extra_param_set"):
             source["param_set"] = manifest_extra["params"]["extra_param_set"]
-        for root, found in ((args.corrupted, manifest), (args.corrupted_extra, manifest_extra)):
-            used = any(str(folder.label).startswith(str(root)) for folder in folders)
+        for root, found, of_18 in ((args.corrupted, manifest, True), (args.corrupted_extra, manifest_extra, False)):
+            # The 18 are read from --corrupted, the other sets from --corrupted-extra (one may
+            # be a prefix of the other's path: corrupted_raf_dataset and corrupted_raf_dataset_extra).
+            used = any((robustness.set_of(folder.corruption) == "rafdb") == of_18 for folder in folders)
             if found is None and used:
                 LOG.warning("%s: no manifest.json; the export's parameters are unknown", root)
     units = robustness.work_units(clean, folders, shard)
