@@ -217,9 +217,29 @@ class Runner:
         first non-empty batch has shown logits (``output_kind``). ``step``: the outputs'
         resolution when they were computed otherwise than the file says (float16 under
         --mixed-precision); default ``output_step``."""
+        self._refuse_non_finite(scores)
         if self.output_kind is None and len(scores):
             self._detect_output_kind(scores, self.output_step if step is None else step)
         return softmax(scores) if self.output_kind == "logits" else scores
+
+    def _refuse_non_finite(self, scores: np.ndarray) -> None:
+        """UserError when a row holds NaN or +inf, or nothing but -inf: its softmax would be NaN
+        and its arg-max class 0. -inf next to a finite maximum is a log-probability of 0 (its
+        softmax is 0) and passes."""
+        scores = np.asarray(scores)
+        if not len(scores) or np.isfinite(scores).all():
+            return
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~np.isfinite(scores.max(axis=1)))
+        if not len(bad):
+            return
+        row = np.array2string(np.asarray(scores[bad[0]], np.float64), precision=4,
+                              threshold=12, max_line_width=10 ** 6)
+        raise UserError(f"{self.path}: the model output non-finite scores (NaN or +inf) in "
+                        f"{len(bad)} of the {len(scores)} rows of a batch, e.g. row {bad[0]}: "
+                        f"{row}; they cannot be scored. Typical causes: float16 values that "
+                        f"overflow (beyond +-65504), or a broken conversion of the model; check "
+                        f"it in its own runtime, or re-export it in float32")
 
     def _detect_output_kind(self, scores: np.ndarray, step: float) -> None:
         """Set ``output_kind`` from a non-empty batch of outputs."""

@@ -1,0 +1,93 @@
+"""Model adapters on odd model files: non-finite outputs, integer Keras inputs, dict outputs, free
+TFLite sizes, rank-1 ONNX outputs, channel-first inputs, ignored --input-size, output names and
+per-class sigmoid outputs (model_files.py, checkpoints.py, inference.py).
+
+Every model is built here (onnx.helper, keras, tf.lite.TFLiteConverter) and its expected scores
+are computed from the images directly (channel means and the weights), or by running the model in
+its own runtime.
+"""
+
+import logging
+
+import numpy as np
+import pytest
+
+import checkpoints
+import model_files
+from cli_common import UserError
+from test_model_files import B, SIZE, W, args, save_onnx, softmax, write_images
+
+
+def channel_means(images):
+    return images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1)
+
+
+def onnx_scores(path, images_nchw_or_nhwc):
+    """The model's own output, run directly in onnxruntime."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: images_nchw_or_nhwc})[0]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Non-finite outputs are refused; -inf beside a finite maximum is a probability of 0
+
+
+def scaled_mean_onnx(path, scale, *, cast_fp16=False, add=None):
+    """NHWC channel means @ W * scale + B [+ add row] [-> Cast float16]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z"]),
+             helper.make_node("Add", ["z", "b"], ["logits"])]
+    out, kind = "logits", TensorProto.FLOAT
+    initializers = [numpy_helper.from_array(W * np.float32(scale), "w"),
+                    numpy_helper.from_array(B, "b")]
+    if add is not None:
+        nodes.append(helper.make_node("Add", [out, "extra"], ["shifted"]))
+        initializers.append(numpy_helper.from_array(np.asarray(add, np.float32), "extra"))
+        out = "shifted"
+    if cast_fp16:
+        nodes.append(helper.make_node("Cast", [out], ["half"], to=TensorProto.FLOAT16))
+        out, kind = "half", TensorProto.FLOAT16
+    graph = helper.make_graph(
+        nodes, "scaled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info(out, kind, ["N", 7])], initializer=initializers)
+    return save_onnx(graph, path)
+
+
+def test_float16_overflow_is_refused_naming_rows_and_cause(tmp_path):
+    path = scaled_mean_onnx(tmp_path / "overflow.onnx", 1e5, cast_fp16=True)
+    paths, images = write_images(tmp_path / "img", count=4, seed=1)
+    direct = onnx_scores(path, images.astype(np.float32))  # the model in its own runtime
+    bad_rows = int((~np.isfinite(direct.astype(np.float64).max(axis=1))).sum())
+    assert bad_rows == 4  # the file really overflows to +inf
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none", batch=4))
+    with pytest.raises(UserError) as caught:
+        classifier.predict_paths(paths)
+    message = str(caught.value)
+    assert message.startswith(str(path)) and f"{bad_rows} of the 4 rows" in message
+    assert "inf" in message and "float16" in message and "\n" not in message
+
+
+def test_nan_output_is_refused():
+    runner = model_files.Runner()
+    runner.path = "m.tflite"
+    scores = np.array([[0.1, 0.9], [np.nan, 0.5], [0.3, 0.7]], np.float32)
+    with pytest.raises(UserError, match=r"m.tflite: .* 1 of the 3 rows .* row 1: \[ *nan"):
+        runner.to_probabilities(scores)
+
+
+def test_minus_inf_logits_beside_a_finite_maximum_give_zero_probability(tmp_path):
+    minus_inf = np.array([0, 0, 0, 0, 0, 0, -np.inf], np.float32)
+    path = scaled_mean_onnx(tmp_path / "logprob.onnx", 1.0, add=minus_inf)
+    paths, images = write_images(tmp_path / "img", count=3, seed=2)
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    got = classifier.predict_paths(paths)
+    logits = channel_means(images) @ W.astype(np.float64) + B
+    expected = np.zeros((3, 7))
+    expected[:, :6] = softmax(logits[:, :6])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.all(got[:, 6] == 0)
