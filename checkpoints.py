@@ -826,7 +826,9 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
         in_model_mode = str(run_info.get("preprocessing") or "no")
     own_layers, own_flip = leading_preprocessing(model, trust_rescaling=in_model_mode is not None)
     stripped_layers: list[str] = []
-    if legacy or preprocessing is not None:
+    # An integer input takes raw pixels only, as an ONNX/TFLite uint8 input (_runner_preprocessing).
+    raw_dtype = model_files.keras_integer_input(model)
+    if not raw_dtype and (legacy or preprocessing is not None):
         # The flag replaces the model's own preprocessing: cut it off so it does not run twice.
         flag = "--eval-preprocessing legacy-vggface2" if legacy else f"--preprocessing {preprocessing}"
         if in_model_mode not in (None, "no", "none") and not own_layers:
@@ -846,7 +848,10 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                         "before it, so both run; if the model scales its input itself, evaluate it "
                         "with --preprocessing none", checkpoint_path, type(kept).__name__,
                         kept.name, flag)
-    if legacy:
+    if raw_dtype:
+        preprocess, label, source = _raw_pixel_preprocessing(raw_dtype, checkpoint_path, run_info,
+                                                             preprocessing, legacy)
+    elif legacy:
         if channels != 3:
             raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
         preprocess, label, source = _legacy_vggface2, "legacy-vggface2 (BGR, swapped means)", "flag"
@@ -922,6 +927,31 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
     return classifier
 
 
+def _raw_pixel_preprocessing(raw_dtype: str, checkpoint_path: Path, run_info: dict | None,
+                             preprocessing: str | None, legacy: bool):
+    """(None, label, source) for a model whose input is integer pixels (``raw_dtype``, e.g.
+    'uint8'); UserError for any preprocessing but none (flag, --eval-preprocessing or run.json)."""
+    # Integer pixels in: a float preprocessing would be cut to whole numbers 0..255 (0/1 for
+    # scale01), so only raw pixels can be fed; any scaling happens inside the model.
+    why = (f"the model's input is {raw_dtype} (it takes raw pixels 0..255 and scales them "
+           f"itself; preprocessed float values would be rounded into 0..255)")
+    if legacy:
+        raise UserError(f"--eval-preprocessing legacy-vggface2 / {checkpoint_path}: {why}: "
+                        f"evaluate it without --eval-preprocessing")
+    if preprocessing not in (None, "none"):
+        raise UserError(f"--preprocessing {preprocessing} / {checkpoint_path}: {why}: use "
+                        f"--preprocessing none")
+    if preprocessing is None and run_info is not None and \
+            not run_info.get("preprocessing_in_model") and \
+            PREPROCESSING_ALIASES.get(run_info.get("preprocessing") or "none",
+                                      run_info.get("preprocessing") or "none") != "none":
+        raise UserError(f"{checkpoint_path.parent / RUN_JSON}: preprocessing "
+                        f"{run_info.get('preprocessing')!r} for {checkpoint_path}, but {why}; "
+                        f"it must say none, or be overridden with --preprocessing none")
+    return (None, f"none (raw pixels 0..255: {raw_dtype} input)",
+            "flag" if preprocessing is not None else "model file")
+
+
 def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
                           preprocessing: str | None, eval_preprocessing: str | None,
                           channels: int):
@@ -937,25 +967,8 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
                             f"{', '.join(PREPROCESSING_CHOICES)}, got {preprocessing!r}")
     raw_dtype = getattr(runner, "raw_pixel_input", None)
     if raw_dtype:
-        # Integer pixels in: a float preprocessing would be cut to whole numbers 0..255 (0/1 for
-        # scale01), so only raw pixels can be fed; any scaling happens inside the model.
-        why = (f"the model's input is {raw_dtype} (it takes raw pixels 0..255 and scales them "
-               f"itself; preprocessed float values would be rounded into 0..255)")
-        if legacy:
-            raise UserError(f"--eval-preprocessing legacy-vggface2 / {checkpoint_path}: {why}: "
-                            f"evaluate it without --eval-preprocessing")
-        if preprocessing not in (None, "none"):
-            raise UserError(f"--preprocessing {preprocessing} / {checkpoint_path}: {why}: use "
-                            f"--preprocessing none")
-        if preprocessing is None and run_info is not None and \
-                not run_info.get("preprocessing_in_model") and \
-                PREPROCESSING_ALIASES.get(run_info.get("preprocessing") or "none",
-                                          run_info.get("preprocessing") or "none") != "none":
-            raise UserError(f"{checkpoint_path.parent / RUN_JSON}: preprocessing "
-                            f"{run_info.get('preprocessing')!r} for {checkpoint_path}, but {why}; "
-                            f"it must say none, or be overridden with --preprocessing none")
-        return (None, f"none (raw pixels 0..255: {raw_dtype} input)",
-                "flag" if preprocessing is not None else "model file")
+        return _raw_pixel_preprocessing(raw_dtype, checkpoint_path, run_info, preprocessing,
+                                        legacy)
     if runner.preprocessing_inside:
         if legacy or preprocessing not in (None, "none"):
             raise UserError(f"{checkpoint_path}: a {runner.format} model takes raw pixels 0..255 "

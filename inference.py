@@ -198,9 +198,14 @@ class Runner:
     def _call(self, training: bool):
         import tensorflow as tf
 
+        import model_files
+
         model = self.model
+        raw = model_files.keras_integer_input(model)
 
         def forward(images):
+            if raw:  # integer pixels, rounded as the classifier's own runner rounds them
+                images = model_files.integer_pixels(images, raw)
             outputs = model(images, training=training)
             if isinstance(outputs, (list, tuple)):
                 outputs = outputs[0]

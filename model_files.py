@@ -272,6 +272,29 @@ def keras_output_descriptions(model) -> list[str]:
             for index, output in enumerate(model.outputs or ())]
 
 
+def keras_integer_input(model) -> str | None:
+    """The dtype name of a Keras model's first input when it is an integer type (e.g. 'uint8': the
+    model takes raw pixels 0..255), else None."""
+    inputs = getattr(model, "inputs", None) or ()
+    if not inputs:
+        return None
+    dtype = getattr(inputs[0], "dtype", None)
+    try:
+        dtype = np.dtype(getattr(dtype, "name", None) or str(dtype))
+    except TypeError:
+        return None
+    return dtype.name if np.issubdtype(dtype, np.integer) else None
+
+
+def integer_pixels(batch, dtype: str):
+    """A float image tensor as integer pixels of ``dtype``: rounded, clipped to its range."""
+    import tensorflow as tf
+
+    info = np.iinfo(np.dtype(dtype))
+    batch = tf.clip_by_value(tf.round(tf.cast(batch, tf.float32)), float(info.min), float(info.max))
+    return tf.cast(batch, dtype)
+
+
 class KerasRunner(Runner):
     """A Keras model run through one traced ``tf.function`` (batches of any size)."""
 
@@ -289,6 +312,7 @@ class KerasRunner(Runner):
         if model.outputs and "float16" in str(getattr(model.outputs[0], "dtype", "")):
             self.output_step = FLOAT16_STEP
         self._note_outputs(keras_output_descriptions(model))
+        self.raw_pixel_input = keras_integer_input(model)
         self._step = None
 
     def _raw(self, images):
@@ -296,9 +320,12 @@ class KerasRunner(Runner):
             import tensorflow as tf
 
             model = self.model
+            raw = self.raw_pixel_input
 
             @tf.function(reduce_retracing=True)
             def step(batch):
+                if raw:  # integer pixels: rounded (a cast alone would truncate), as ONNX's are
+                    batch = integer_pixels(batch, raw)
                 return model(batch, training=False)
 
             self._step = step

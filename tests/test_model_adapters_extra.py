@@ -91,3 +91,48 @@ def test_minus_inf_logits_beside_a_finite_maximum_give_zero_probability(tmp_path
     expected[:, :6] = softmax(logits[:, :6])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert np.all(got[:, 6] == 0)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. A Keras model with an integer input takes raw pixels only
+
+
+def uint8_keras(path):
+    """uint8 input -> Rescaling(1/255) -> channel means -> Dense(7) logits (W * 64, B)."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(inputs))
+    dense = keras.layers.Dense(7)
+    model = keras.Model(inputs, dense(x))
+    dense.set_weights([W * 64.0, B])
+    model.save(path)
+    return path
+
+
+def test_keras_uint8_input_refuses_a_preprocessing_and_takes_raw_pixels(tmp_path):
+    import inference
+
+    path = uint8_keras(tmp_path / "u8.keras")
+    paths, images = write_images(tmp_path / "img", seed=4)
+    expected = softmax(channel_means(images) / 255.0 @ (W * 64.0).astype(np.float64) + B)
+    for mode in ("scale01", "scale-1-1", "z_normalization"):
+        with pytest.raises(UserError) as caught:
+            checkpoints.classifier_from_args(path, args(preprocessing=mode))
+        message = str(caught.value)
+        assert f"--preprocessing {mode}" in message and str(path) in message
+        assert "uint8" in message and "use --preprocessing none" in message
+    with pytest.raises(UserError, match="--eval-preprocessing legacy-vggface2"):
+        checkpoints.classifier_from_args(path, args(eval_preprocessing="legacy-vggface2"))
+    for mode in (None, "none"):
+        classifier = checkpoints.classifier_from_args(path, args(preprocessing=mode))
+        assert classifier.preprocess is None and "raw pixels" in classifier.preprocessing_label
+        np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
+    # the XLA evaluation copy (inference.Runner) feeds the same integers
+    runner = inference.Runner(classifier, jit=True)
+    np.testing.assert_allclose(runner.predict(classifier.make_dataset(paths)), expected, atol=1e-5)
+    # float pixels are rounded to the nearest integer, not truncated by a cast
+    shifted = images.astype(np.float32) + 0.6
+    direct = classifier.model(np.clip(np.round(shifted), 0, 255).astype(np.uint8)).numpy()
+    np.testing.assert_allclose(classifier.runner.predict(shifted), softmax(direct.astype(np.float64)),
+                               atol=1e-5)
