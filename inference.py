@@ -206,9 +206,7 @@ class Runner:
         def forward(images):
             if raw:  # integer pixels, rounded as the classifier's own runner rounds them
                 images = model_files.integer_pixels(images, raw)
-            outputs = model(images, training=training)
-            if isinstance(outputs, (list, tuple)):
-                outputs = outputs[0]
+            outputs = model_files.first_output(model(images, training=training))
             return tf.cast(outputs, tf.float32)
 
         inner = tf.function(forward, jit_compile=bool(self.jit and not training),

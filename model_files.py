@@ -286,6 +286,14 @@ def keras_integer_input(model) -> str | None:
     return dtype.name if np.issubdtype(dtype, np.integer) else None
 
 
+def first_output(outputs):
+    """The first of a Keras model's outputs (a tensor, list, tuple or dict of them) in
+    ``model.outputs`` order: Keras flattens a dict of outputs by sorted key, as keras.tree does."""
+    import keras
+
+    return keras.tree.flatten(outputs)[0]
+
+
 def integer_pixels(batch, dtype: str):
     """A float image tensor as integer pixels of ``dtype``: rounded, clipped to its range."""
     import tensorflow as tf
@@ -326,13 +334,10 @@ class KerasRunner(Runner):
             def step(batch):
                 if raw:  # integer pixels: rounded (a cast alone would truncate), as ONNX's are
                     batch = integer_pixels(batch, raw)
-                return model(batch, training=False)
+                return first_output(model(batch, training=False))
 
             self._step = step
-        outputs = self._step(images)
-        if isinstance(outputs, (list, tuple)):
-            outputs = outputs[0]
-        return np.asarray(outputs, dtype=np.float32)
+        return np.asarray(self._step(images), dtype=np.float32)
 
     def predict(self, images) -> np.ndarray:
         """Probabilities (B, K): the model's outputs as they are when they are probabilities (the

@@ -136,3 +136,38 @@ def test_keras_uint8_input_refuses_a_preprocessing_and_takes_raw_pixels(tmp_path
     direct = classifier.model(np.clip(np.round(shifted), 0, 255).astype(np.uint8)).numpy()
     np.testing.assert_allclose(classifier.runner.predict(shifted), softmax(direct.astype(np.float64)),
                                atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Dict outputs: the first in model.outputs order (sorted keys), with the multi-output warning
+
+
+def dict_output_keras(path, keys):
+    """Channel means -> Dense(7) logits (W, B) under keys[0]; a 2-unit head under any other key."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    means = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(7, name="emotion_head")
+    outputs = {keys[0]: dense(means)}
+    for key in keys[1:]:
+        outputs[key] = keras.layers.Dense(2, name=f"head_{key}")(means)
+    model = keras.Model(inputs, outputs)
+    dense.set_weights([W, B])
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("keys", [("emo",), ("a_emo", "z_aux")])
+def test_keras_dict_outputs_use_the_first_in_sorted_key_order(tmp_path, keys, caplog):
+    import inference
+
+    path = dict_output_keras(tmp_path / "dict.keras", keys)
+    paths, images = write_images(tmp_path / "img", seed=7)
+    expected = softmax(channel_means(images) @ W.astype(np.float64) + B)
+    with caplog.at_level(logging.WARNING):
+        classifier = checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    assert ("has 2 outputs; the first is used" in caplog.text) == (len(keys) == 2)
+    np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
+    runner = inference.Runner(classifier, jit=True)  # the evaluation copy's forward
+    np.testing.assert_allclose(runner.predict(classifier.make_dataset(paths)), expected, atol=1e-5)
