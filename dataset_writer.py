@@ -134,7 +134,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from cli_common import LOG, UserError, atomic_path, item_rng
 
@@ -191,6 +191,8 @@ class ExportResult:
     workers: int = 1
     shard: tuple[int, int] | None = None
     complete: bool = False  # the manifest is complete (every shard has finished)
+    # Folders an earlier run that did not finish writes and this run does not (another selection).
+    pending_elsewhere: list[str] = dataclasses.field(default_factory=list)
     reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # why units were rendered
 
     @property
@@ -201,7 +203,14 @@ class ExportResult:
 
     @property
     def shard_note(self) -> str:
-        """For a shard run: whether it completed the manifest or other shards are still missing."""
+        """For a shard run: whether it completed the manifest or other shards are still missing; for
+        any run, that an earlier unfinished run of another selection keeps the manifest incomplete."""
+        if self.pending_elsewhere:
+            folders = self.pending_elsewhere
+            return (f"; the manifest stays incomplete: an earlier run that did not finish also writes "
+                    f"{len(folders)} folder(s) this run does not ({', '.join(folders[:3])}"
+                    f"{', ...' if len(folders) > 3 else ''}); rerun that export's command (its "
+                    f"selection) to complete them")
         if self.shard is None:
             return ""
         state = ("the manifest is now complete" if self.complete else
@@ -465,7 +474,19 @@ def version_differences(manifest: Mapping[str, Any]) -> list[tuple[str, Any, Any
 _PARAM_HINTS = {"param_set": "the parameter tables of this version differ",
                 "extra_tables": "the held-out sets' parameter tables of this version differ",
                 "extra_param_set": "--param-set",
-                "corruption_set": "the 18 and the held-out sets go to separate trees"}
+                "corruption_set": "the 18 and the held-out sets go to separate trees",
+                "source_sha256": "the source CSV changed since: its rows cannot be matched to the "
+                                 "files already written, so a changed CSV needs a new tree",
+                "fallback_pad": "follows --source (aligned faces are padded) or --fallback-pad"}
+# Test splits of FER2013/FER+ (the CSV's Usage), chosen with --test-split.
+_FER_SPLITS = ("PublicTest", "PrivateTest")
+
+
+def _param_hint(key: str, old: Any, new: Any) -> str:
+    """What the user changed for a differing manifest parameter (a flag, or why it differs)."""
+    if key == "split" and (old in _FER_SPLITS or new in _FER_SPLITS):
+        return "--test-split"
+    return _PARAM_HINTS.get(key, "--" + key.replace("_", "-"))
 
 
 def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str, Any],
@@ -476,14 +497,15 @@ def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str
             f"{path}: this tree holds a {old_kind!r} export, not {kind!r}; choose a new --out"
         )
     old_params = manifest.get("params", {})
-    for key in sorted(set(old_params) | set(params)):
-        old, new = old_params.get(key), params.get(key)
-        if old != new:
-            hint = _PARAM_HINTS.get(key, "--" + key.replace("_", "-"))
-            raise UserError(
-                f"{path}: the existing export used {key}={old!r} but this run asks for "
-                f"{key}={new!r} ({hint}); export into a new --out folder instead of mixing them"
-            )
+    # Every differing parameter at once: one flag can change two (--source also sets fallback_pad).
+    differing = [key for key in sorted(set(old_params) | set(params)) if old_params.get(key) != params.get(key)]
+    if differing:
+        hints = list(dict.fromkeys(_param_hint(key, old_params.get(key), params.get(key)) for key in differing))
+        raise UserError(
+            f"{path}: the existing export used {', '.join(f'{key}={old_params.get(key)!r}' for key in differing)} "
+            f"but this run asks for {', '.join(f'{key}={params.get(key)!r}' for key in differing)} "
+            f"({'; '.join(hints)}); export into a new --out folder instead of mixing them"
+        )
     differences = version_differences(manifest)
     if differences and not force_rerender:
         item, old, new = differences[0]
@@ -843,6 +865,39 @@ def _warm_up(render: Callable, units: Sequence[WorkUnit], known: Mapping[str, st
             render(unit)
 
 
+def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: tuple,
+            done: Callable[[], int], total: int) -> Iterator[tuple]:
+    """The outcomes of ``_process_unit`` over ``units`` in ``workers`` forked processes, in order.
+
+    A ProcessPoolExecutor, not a multiprocessing.Pool: a worker that dies (SIGKILL from the
+    out-of-memory killer, a crash in native code) breaks the pool at once, where a Pool silently
+    replaces the worker and waits forever for the units it held. That is a UserError saying how much
+    is kept; on any exit the workers are stopped, not waited for.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_init_worker, initargs=initargs)
+    try:
+        yield from executor.map(_process_unit, units, chunksize=chunksize)
+    except BrokenProcessPool:
+        codes = sorted({process.exitcode for process in (getattr(executor, "_processes", None) or {}).values()
+                        if process.exitcode not in (None, 0)})
+        how = f" (exit code {', '.join(map(str, codes))})" if codes else ""
+        raise UserError(
+            f"a worker process of the export ended abruptly{how}: killed by a signal (e.g. the system's "
+            f"out-of-memory killer) or crashed; {done()} of {total} image(s) are recorded as finished and kept: "
+            f"rerun the same command, which renders only the rest (with fewer --workers if memory ran out)"
+        ) from None
+    finally:
+        processes = list((getattr(executor, "_processes", None) or {}).values())  # shutdown drops them
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.terminate()
+
+
 def _single_threaded_blas():
     """Limit BLAS to one thread while rendering (undone by ``.restore_original_limits()``); forked
     workers inherit the limit. The export already runs one process per core, and the corruptions'
@@ -883,6 +938,16 @@ def refuse_duplicate_keys(units: Sequence[WorkUnit]) -> None:
         if first is not unit:
             raise UserError(f"{first.name} and {unit.name}: two source images with the same name {unit.key!r} in "
                             "the export (each image's record needs its own name); rename one of them")
+
+
+def _remove_manifest_temporaries(out_dir: Path) -> None:
+    """Delete ``.manifest.json.<8 chars>.tmp`` files at the root (call it holding the tree lock): the
+    manifest is only written under that lock, so any such file is left by a run killed while writing."""
+    prefix = f".{MANIFEST_NAME}."
+    for entry in os.scandir(out_dir):
+        if entry.name.startswith(prefix) and _TEMP_RE.match(entry.name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
 
 
 def _warn_gone_sources(out_dir: Path, unit_digests: Mapping[str, str], units: Sequence[WorkUnit]) -> None:
@@ -940,6 +1005,7 @@ def export(
         files: dict[str, str] = dict(old["files"]) if old else {}
         unit_digests: dict[str, str] = dict(old.get("units") or {}) if old else {}
         folded = _fold_journals(out_dir, files, unit_digests)
+        _remove_manifest_temporaries(out_dir)
         _warn_gone_sources(out_dir, unit_digests, units)
         if old and version_differences(old):
             # force_rerender (else check_output_dir refused): the tree must not keep files of the old
@@ -1030,12 +1096,10 @@ def export(
         else:
             if warm_up:
                 _warm_up(render, mine, known, force_rerender)
-            context = multiprocessing.get_context("fork")
             size = chunksize or _default_chunksize(len(mine), workers)
-            with context.Pool(workers, initializer=_init_worker,
-                              initargs=(render, str(out_dir), known, force_rerender, fresh)) as pool:
-                for outcome in pool.imap_unordered(_process_unit, mine, chunksize=size):
-                    consume(outcome)
+            for outcome in _pooled(mine, workers, size, (render, str(out_dir), known, force_rerender, fresh),
+                                   lambda: result.units_skipped + result.units_rendered, len(mine)):
+                consume(outcome)
     finally:
         blas.restore_original_limits()
         bar.close()
@@ -1050,7 +1114,13 @@ def export(
         unit_digests = dict(current.get("units") or {})
         folded = _fold_journals(out_dir, files, unit_digests, own=journal)
         manifest = _new_manifest(current, generator, kind, params, sources, source_root, files, unit_digests)
-        manifest["complete"] = result.complete = _is_complete(units, files, unit_digests)
+        # Folders an earlier unfinished run of another selection writes stay pending: this run's
+        # units being complete does not finish them.
+        all_folders = {_folder_of(rel) for unit in units for rel in unit.outputs}
+        earlier = set(current.get("pending_folders") or []) if not current.get("complete", True) else set()
+        result.pending_elsewhere = sorted(earlier - all_folders)
+        manifest["complete"] = result.complete = (_is_complete(units, files, unit_digests)
+                                                  and not result.pending_elsewhere)
         if not result.complete:  # a finished tree equals an unsharded export's: no shard or pending record
             if plan is not None:
                 manifest["shard_plan"] = plan
@@ -1117,7 +1187,10 @@ def verify(out_dir: str | os.PathLike, *, progress: bool = False) -> VerifyRepor
     output_folders = {_folder_of(rel) for rel in listed} | set(manifest.get("pending_folders") or [])
     for folder, dirs, names in os.walk(out_dir):
         if Path(folder) == out_dir:
-            names = [name for name in names if name != LOCK_NAME and not _JOURNAL_RE.match(name)]
+            # Bookkeeping of the exporter: the lock, journals, and write probes (a process killed
+            # between creating and deleting its probe leaves it; it holds no data).
+            names = [name for name in names if name != LOCK_NAME and not _JOURNAL_RE.match(name)
+                     and not _PROBE_RE.match(name)]
         for name in names:
             rel = Path(folder, name).relative_to(out_dir).as_posix()
             if rel == MANIFEST_NAME or rel in listed:

@@ -6,8 +6,10 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -706,3 +708,78 @@ def test_rerun_after_a_source_was_deleted_warns_and_keeps_its_files(tmp_path, ca
     # The tree still holds b's files, as its manifest says.
     assert (out / "f1" / "b.bin").read_bytes() == b"f1|v1-b"
     assert dataset_writer.verify(out).ok
+
+
+def test_a_narrower_rerun_does_not_complete_an_unfinished_export(tmp_path):
+    """A run over folders f1 and f2 stops at image c (a, b finished); a later run of f1 only finishes
+    its own images, but f2 still lacks c, d and e: the manifest stays incomplete (verify says so)
+    and the summary says which folders the earlier run writes; rerunning f1 + f2 completes it."""
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="src/c.jpg"):
+        run_export(out, fail_on="src/c.jpg")
+    result = run_export(out, units=toy_units(folders=("f1",)))
+    assert (result.units_rendered, result.complete) == (3, False)
+    assert result.pending_elsewhere == ["f2"]
+    assert "also writes 1 folder(s) this run does not (f2)" in result.shard_note
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] is False and "f2" in manifest["pending_folders"]
+    assert not dataset_writer.verify(out).ok
+    result = run_export(out)
+    assert (result.units_rendered, result.units_skipped, result.complete) == (3, 2, True)
+    assert dataset_writer.verify(out).ok and "pending_folders" not in json.loads((out / "manifest.json").read_text())
+
+
+def test_stale_manifest_temporary_is_removed_and_probes_are_not_data(tmp_path):
+    """A run killed while writing the manifest leaves .manifest.json.<8>.tmp at the root; a killed
+    folder probe leaves .write-test-<pid>.tmp. The next run (a shard, which removes only its own
+    outputs' temporaries) deletes the first; verify counts neither as unexpected data."""
+    out = tmp_path / "out"
+    run_export(out)
+    (out / ".manifest.json.k3j9x0qa.tmp").write_text('{"form')
+    (out / ".write-test-99999.tmp").write_bytes(b"")
+    dataset_writer.export(toy_units(), functools.partial(toy_render, seed=3), out, generator="test", kind="toy",
+                          params=PARAMS, sources=[], workers=1, progress=False, shard=(0, 2))
+    assert not (out / ".manifest.json.k3j9x0qa.tmp").exists()
+    report = dataset_writer.verify(out)
+    assert report.ok and report.unexpected == []
+
+
+@pytest.mark.parametrize("changes, message", [
+    # --source aligned also sets fallback_pad: both named, --source first among the flags
+    ({"source": "aligned", "fallback_pad": "reflect101"},
+     r"used fallback_pad=None, source='landmarks' but this run asks for fallback_pad='reflect101', "
+     r"source='aligned' \(follows --source .*; --source\)"),
+    # FER test split: the flag is --test-split (there is no --split for it)
+    ({"split": "PrivateTest"}, r"split='PublicTest' but this run asks for split='PrivateTest' \(--test-split\)"),
+    # a changed CSV: no flag to name
+    ({"source_sha256": "b" * 64}, r"\(the source CSV changed since: .*\); export into a new --out"),
+])
+def test_a_refusal_names_every_differing_parameter_and_its_flag(tmp_path, changes, message):
+    params = {**PARAMS, "source": "landmarks", "fallback_pad": None, "split": "PublicTest", "source_sha256": "a" * 64}
+    run_export(tmp_path / "out", params=params)
+    with pytest.raises(UserError, match=message) as error:
+        run_export(tmp_path / "out", params={**params, **changes})
+    assert "--source-sha256" not in str(error.value) and "--fallback-pad)" not in str(error.value)
+
+
+def _render_or_die(unit: WorkUnit):
+    """The toy render, except that the worker rendering unit c is killed (as by the OOM killer)."""
+    if unit.name == "src/c.jpg":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return toy_render(unit, seed=3)
+
+
+def test_a_killed_worker_fails_the_export_instead_of_hanging(tmp_path):
+    """With a multiprocessing.Pool the export waited forever for the dead worker's units; it must
+    end with a UserError within seconds, keep what finished, and a rerun completes the tree."""
+    out = tmp_path / "out"
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"worker process of the export ended abruptly( \(exit code -9\))?: .*rerun the same"):
+        dataset_writer.export(toy_units(), _render_or_die, out, generator="test", kind="toy", params=PARAMS,
+                              sources=[], workers=2, progress=False, chunksize=1)
+    assert time.monotonic() - start < 60
+    result = run_export(out, workers=2)
+    assert result.complete and result.units_rendered + result.units_skipped == 5
+    fresh = tree(run_export(tmp_path / "fresh").out_dir)
+    assert {rel: data for rel, data in tree(out).items() if rel != "manifest.json"} == \
+        {rel: data for rel, data in fresh.items() if rel != "manifest.json"}
