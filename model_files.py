@@ -369,10 +369,17 @@ class LiteRTRunner(Runner):
         try:
             self.interpreter = Interpreter(model_path=str(self.path),
                                            num_threads=num_threads or os.cpu_count() or 1)
-            self.interpreter.allocate_tensors()
+            inputs = self.interpreter.get_input_details()
+            signature = [int(v) for v in inputs[0].get("shape_signature", inputs[0]["shape"])] \
+                if len(inputs) == 1 else []
+            # A free height or width: the file's default shape (often 1x1) may not even allocate
+            # (XNNPack cannot reshape its convolutions to it); allocation waits for the first real
+            # image size (_raw).
+            deferred = len(signature) == 4 and (signature[1] < 0 or signature[2] < 0)
+            if not deferred:
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise UserError(f"{self.path}: cannot load as a TFLite model ({error})") from None
-        inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1:
             raise UserError(f"{self.path}: expected one image input, found {len(inputs)} "
@@ -406,8 +413,9 @@ class LiteRTRunner(Runner):
             self.raw_pixel_input = "uint8"  # no quantisation parameters: the pixels themselves
         self.batch = shape[0]
         self.batch_resizable = True
-        self._allocated_hw = (shape[1], shape[2])
-        if batch_size != self.batch:
+        self._wanted_batch = batch_size
+        self._allocated_hw = None if deferred else (shape[1], shape[2])
+        if batch_size != self.batch and not deferred:
             self.batch_resizable = self._resize(batch_size, shape[1], shape[2])
         LOG.info("%s: TFLite input %s %s (scale %g, zero point %d), batch %d%s", self.path,
                  signature, self.in_dtype.name, self.in_scale, self.in_zero, self.batch,
@@ -449,16 +457,26 @@ class LiteRTRunner(Runner):
         return scale
 
     def _resize(self, batch: int, height: int, width: int) -> bool:
+        """Allocate for ``batch`` images of ``height`` x ``width``; False when the model refuses:
+        it is then allocated again at its previous batch and size, or, before any allocation (a
+        free height/width), at its own batch and this size (UserError when even that fails)."""
         try:
             self.interpreter.resize_tensor_input(self._input["index"], [batch, height, width,
                                                                          self.input_hwc[2]])
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             LOG.info("%s: batch cannot be resized (%s); one image at a time", self.path, error)
-            self.interpreter.resize_tensor_input(self._input["index"],
-                                                 [self.batch, *self._allocated_hw,
-                                                  self.input_hwc[2]])
-            self.interpreter.allocate_tensors()
+            fallback = self._allocated_hw or (height, width)
+            try:
+                self.interpreter.resize_tensor_input(self._input["index"],
+                                                     [self.batch, *fallback, self.input_hwc[2]])
+                self.interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as again:
+                raise UserError(f"{self.path}: the model cannot run on {fallback[0]}x"
+                                f"{fallback[1]} images ({str(again).strip()[:300]})") from None
+            self._allocated_hw = fallback
+            self._input = self.interpreter.get_input_details()[0]
+            self._output = self.interpreter.get_output_details()[0]
             return False
         self.batch, self._allocated_hw = batch, (height, width)
         self._input = self.interpreter.get_input_details()[0]
@@ -477,7 +495,9 @@ class LiteRTRunner(Runner):
 
     def _raw(self, images: np.ndarray) -> np.ndarray:
         count, height, width = images.shape[:3]
-        if (height, width) != self._allocated_hw:
+        if self._allocated_hw is None:  # a free height/width: the first real size is known now
+            self.batch_resizable = self._resize(self._wanted_batch, height, width)
+        elif (height, width) != self._allocated_hw:
             if not self._resize(self.batch, height, width):
                 raise UserError(f"{self.path}: expects {self._allocated_hw[0]}x"
                                 f"{self._allocated_hw[1]} images, got {height}x{width}")

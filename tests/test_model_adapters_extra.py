@@ -171,3 +171,38 @@ def test_keras_dict_outputs_use_the_first_in_sorted_key_order(tmp_path, keys, ca
     np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
     runner = inference.Runner(classifier, jit=True)  # the evaluation copy's forward
     np.testing.assert_allclose(runner.predict(classifier.make_dataset(paths)), expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. A TFLite model with a free height and width is allocated at the first real size
+
+
+def free_size_keras():
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(keras.layers.Rescaling(1 / 255.0)(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
+
+
+def test_tflite_free_height_and_width_runs_at_the_input_size(tmp_path):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = free_size_keras()
+    path = tmp_path / "free.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    interpreter = Interpreter(model_path=str(path))
+    assert interpreter.get_input_details()[0]["shape_signature"].tolist() == [-1, -1, -1, 3]
+    with pytest.raises(RuntimeError):  # the file's default 1x1 shape does not allocate
+        interpreter.allocate_tensors()
+    paths, images = write_images(tmp_path / "img", count=4, seed=8)
+    with pytest.raises(UserError, match="--input-size"):
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none", batch=3,
+                                                             input_size=(SIZE, SIZE)))
+    expected = model.predict(images.astype(np.float32), verbose=0)  # the Keras original
+    np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
+    assert classifier.runner.batch == 3 and classifier.runner.batch_resizable
