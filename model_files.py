@@ -667,6 +667,13 @@ class OnnxRunner(Runner):
         static = [dim for dim in out_shape[1:] if isinstance(dim, int) and dim > 0]
         self.n_outputs = (int(np.prod(static)) if len(out_shape) > 1
                           and len(static) == len(out_shape) - 1 else None)
+        if self.fixed_batch == 1 and len(out_shape) == 1:
+            # A batch-1 model with a rank-1 output (e.g. PyTorch's logits.squeeze()): one row of K.
+            dim = out_shape[0]
+            self.n_outputs = int(dim) if isinstance(dim, int) and dim > 0 else None
+            LOG.info("%s: output %r has shape %s without a batch axis; the model takes one image "
+                     "at a time, so it is read as that image's scores", self.path,
+                     self._output_name, out_shape)
         self.name = self.path.stem
         LOG.info("%s: ONNX input %s %s (%s)%s", self.path, shape, self._input.type, self.layout,
                  f", batch fixed at {self.fixed_batch}" if self.fixed_batch else "")
@@ -693,7 +700,9 @@ class OnnxRunner(Runner):
                                                         chunk.dtype)])
             out = self.session.run([self._output_name], {self._input.name: self._feed(chunk)})[0]
             out = np.asarray(out)
-            chunks.append(out.reshape(out.shape[0], -1)[:real])
+            # A batch of one: every output value is that image's (a rank-1 output has no batch axis).
+            out = out.reshape(1, -1) if self.fixed_batch == 1 else out.reshape(out.shape[0], -1)
+            chunks.append(out[:real])
         scores = np.concatenate(chunks).astype(np.float32)
         if self.n_outputs is None:
             self.n_outputs = scores.shape[1]

@@ -206,3 +206,28 @@ def test_tflite_free_height_and_width_runs_at_the_input_size(tmp_path):
     expected = model.predict(images.astype(np.float32), verbose=0)  # the Keras original
     np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
     assert classifier.runner.batch == 3 and classifier.runner.batch_resizable
+
+
+# --------------------------------------------------------------------------------------------
+# 5. A batch-1 ONNX model with a rank-1 output (logits.squeeze()) is one row of K
+
+
+@pytest.mark.parametrize("declared", [[7], ["K"]])
+def test_onnx_batch_one_rank_one_output_is_one_row(tmp_path, declared):
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z"]),
+             helper.make_node("Add", ["z", "b"], ["row"]),
+             helper.make_node("Squeeze", ["row", "axis0"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "squeezed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, declared)],
+        initializer=[numpy_helper.from_array(W, "w"), numpy_helper.from_array(B, "b"),
+                     numpy_helper.from_array(np.array([0], np.int64), "axis0")])
+    path = save_onnx(graph, tmp_path / "squeeze.onnx")
+    paths, images = write_images(tmp_path / "img", count=3, seed=9)
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    assert classifier.runner.n_outputs == 7
+    expected = softmax(channel_means(images) @ W.astype(np.float64) + B)
+    np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
