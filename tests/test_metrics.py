@@ -97,6 +97,25 @@ def test_corruption_summary_with_and_without_baseline():
     assert set(full["ce"]) == {"a"}
 
 
+def test_corruption_summary_means_only_the_named_corruptions_when_the_baseline_has_extras():
+    # Both tables hold an extra corruption "x" outside names=["a"]: it is reported per corruption
+    # but enters none of the means (BENCHMARK.md §5.2).
+    table = {"a": MODEL, "x": [0.5] * 5}            # x: sum 2.5
+    baseline = {"a": BASE, "x": [0.2] * 5}          # x: sum 1.0
+    full = metrics.corruption_summary(table, MODEL_CLEAN, baseline, BASE_CLEAN, names=["a"])
+    # x alone: CE = 2.5 / 1.0; relative CE = (2.5 - 5 * 0.10) / (1.0 - 5 * 0.15) = 2.0 / 0.25
+    assert full["ce"]["x"] == pytest.approx(2.5)
+    assert full["relative_ce"]["x"] == pytest.approx(8.0)
+    # the means over "a" alone: CE 2.0 / 2.25, relative CE 1.5 / 1.5 (over a and x they would be
+    # 1.694 and 4.5)
+    assert full["mce"] == pytest.approx(2.0 / 2.25)
+    assert full["relative_mce"] == pytest.approx(1.0)
+    # unnormalised over "a" alone: mean error 0.4, accuracy 0.6 (0.55 with x), relative 0.3
+    assert full["overall_mean_error"] == pytest.approx(0.4)
+    assert full["mean_corruption_accuracy"] == pytest.approx(0.6)
+    assert full["unnormalised_relative_error"] == pytest.approx(0.3)
+
+
 @pytest.mark.parametrize("name, noise", [
     ("p_gaussian_noise", True), ("p_shot_noise", True), ("p_speckle_noise", True),
     ("rafdb.test.p_gaussian_noise", True), ("p_rotate", False), ("p_gaussian_blur", False),
