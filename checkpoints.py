@@ -723,6 +723,13 @@ def _model_input_shape(model, checkpoint_path: Path, input_size, run_info):
         raise UserError(f"{checkpoint_path}: expected an image input (batch, height, width, "
                         f"channels), found shape {shape}")
     _, height, width, channels = shape
+    if channels not in (1, 3) and shape[1] in (1, 3):
+        raise UserError(f"{checkpoint_path}: the input {shape} looks channel-first (batch, "
+                        f"channels, height, width); Keras models are fed channel-last images "
+                        f"(batch, height, width, channels): save it with a channel-last input "
+                        f"(e.g. keras.Input((height, width, {shape[1]})) followed by "
+                        f"keras.layers.Permute((3, 1, 2))), or export it to ONNX or TFLite, whose "
+                        f"channel-first inputs are fed as such")
     if height is None or width is None:
         if input_size is None and run_info and run_info.get("input_shape"):
             input_size = tuple(run_info["input_shape"][:2])

@@ -13,7 +13,9 @@ Formats
     :class:`LiteRTRunner`: the LiteRT interpreter of the ``ai-edge-litert`` package
     (``tf.lite.Interpreter`` is deprecated for deletion). Float and integer-quantised inputs and
     outputs: scale and zero point are read from the model. The batch dimension is resized to the
-    evaluation batch where the model allows it; otherwise images go one at a time.
+    evaluation batch where the model allows it; otherwise images go one at a time. NHWC, or NCHW
+    when axis 1 is the one of size 1 or 3 (ai-edge-torch); a free height/width is allocated at
+    the first batch's size.
 ``.onnx``
     :class:`OnnxRunner`: onnxruntime on the CPU. One image input; NCHW or NHWC detected from its
     shape (the dimension that is 1 or 3 is the channel axis); float32, float16 or uint8 input.
@@ -354,6 +356,16 @@ class KerasRunner(Runner):
 # TensorFlow Lite (LiteRT)
 
 
+def tflite_layout(signature) -> str:
+    """'NCHW' or 'NHWC' for a TFLite input shape signature (-1: free). TFLite models are
+    channel-last; an input whose axis 1 is 1 or 3 while axis 3 is not (as ai-edge-torch converts
+    a PyTorch model) is channel-first. Ambiguous shapes are taken for NHWC."""
+    try:
+        return onnx_layout([int(dim) for dim in signature])
+    except ValueError:
+        return "NHWC"
+
+
 class LiteRTRunner(Runner):
     """A ``.tflite`` model in the LiteRT interpreter, float or integer-quantised."""
 
@@ -375,7 +387,9 @@ class LiteRTRunner(Runner):
             # A free height or width: the file's default shape (often 1x1) may not even allocate
             # (XNNPack cannot reshape its convolutions to it); allocation waits for the first real
             # image size (_raw).
-            deferred = len(signature) == 4 and (signature[1] < 0 or signature[2] < 0)
+            layout = tflite_layout(signature) if len(signature) == 4 else "NHWC"
+            spatial = signature[2:4] if layout == "NCHW" else signature[1:3]
+            deferred = len(signature) == 4 and min(spatial) < 0
             if not deferred:
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
@@ -390,10 +404,13 @@ class LiteRTRunner(Runner):
         if len(shape) != 4:
             raise UserError(f"{self.path}: expects input of shape {signature} (dtype "
                             f"{np.dtype(self._input['dtype']).name}); only image batches "
-                            f"(batch, height, width, channels) can be fed")
-        _check_channels(self.path, signature, shape[3])
-        self.input_hwc = (None if signature[1] < 0 else shape[1],
-                          None if signature[2] < 0 else shape[2], shape[3])
+                            f"(batch, height, width, channels) or (batch, channels, height, "
+                            f"width) can be fed")
+        self.layout = layout
+        h_axis, w_axis, c_axis = (2, 3, 1) if layout == "NCHW" else (1, 2, 3)
+        _check_channels(self.path, signature, shape[c_axis])
+        self.input_hwc = (None if signature[h_axis] < 0 else shape[h_axis],
+                          None if signature[w_axis] < 0 else shape[w_axis], shape[c_axis])
         self.n_outputs = int(self._output["shape"][-1])
         self.name = self.path.stem
         self.in_dtype = np.dtype(self._input["dtype"])
@@ -414,11 +431,11 @@ class LiteRTRunner(Runner):
         self.batch = shape[0]
         self.batch_resizable = True
         self._wanted_batch = batch_size
-        self._allocated_hw = None if deferred else (shape[1], shape[2])
+        self._allocated_hw = None if deferred else (shape[h_axis], shape[w_axis])
         if batch_size != self.batch and not deferred:
-            self.batch_resizable = self._resize(batch_size, shape[1], shape[2])
-        LOG.info("%s: TFLite input %s %s (scale %g, zero point %d), batch %d%s", self.path,
-                 signature, self.in_dtype.name, self.in_scale, self.in_zero, self.batch,
+            self.batch_resizable = self._resize(batch_size, shape[h_axis], shape[w_axis])
+        LOG.info("%s: TFLite input %s %s (%s; scale %g, zero point %d), batch %d%s", self.path,
+                 signature, self.in_dtype.name, layout, self.in_scale, self.in_zero, self.batch,
                  "" if self.batch_resizable else " (fixed by the model)")
 
     @property
@@ -456,20 +473,26 @@ class LiteRTRunner(Runner):
                  "within %d x %g", self.path, scale, self.n_outputs, scale)
         return scale
 
+    def _input_shape(self, batch: int, height: int, width: int) -> list[int]:
+        """The input tensor's shape for ``batch`` images of ``height`` x ``width``, in its layout."""
+        channels = self.input_hwc[2]
+        return ([batch, channels, height, width] if self.layout == "NCHW"
+                else [batch, height, width, channels])
+
     def _resize(self, batch: int, height: int, width: int) -> bool:
         """Allocate for ``batch`` images of ``height`` x ``width``; False when the model refuses:
         it is then allocated again at its previous batch and size, or, before any allocation (a
         free height/width), at its own batch and this size (UserError when even that fails)."""
         try:
-            self.interpreter.resize_tensor_input(self._input["index"], [batch, height, width,
-                                                                         self.input_hwc[2]])
+            self.interpreter.resize_tensor_input(self._input["index"],
+                                                 self._input_shape(batch, height, width))
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             LOG.info("%s: batch cannot be resized (%s); one image at a time", self.path, error)
             fallback = self._allocated_hw or (height, width)
             try:
                 self.interpreter.resize_tensor_input(self._input["index"],
-                                                     [self.batch, *fallback, self.input_hwc[2]])
+                                                     self._input_shape(self.batch, *fallback))
                 self.interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as again:
                 raise UserError(f"{self.path}: the model cannot run on {fallback[0]}x"
@@ -502,6 +525,8 @@ class LiteRTRunner(Runner):
                 raise UserError(f"{self.path}: expects {self._allocated_hw[0]}x"
                                 f"{self._allocated_hw[1]} images, got {height}x{width}")
         images = self._quantize(images)
+        if self.layout == "NCHW":  # the pipeline's NHWC batch in the model's channel-first layout
+            images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
         chunks = []
         for start in range(0, count, self.batch):
             chunk = images[start:start + self.batch]
@@ -519,7 +544,7 @@ class LiteRTRunner(Runner):
         return scores.astype(np.float32)
 
     def describe(self) -> dict:
-        return {**super().describe(), "input_dtype": self.in_dtype.name,
+        return {**super().describe(), "layout": self.layout, "input_dtype": self.in_dtype.name,
                 "input_quantization": [float(self.in_scale), int(self.in_zero)],
                 "output_quantization": [float(self.out_scale), int(self.out_zero)],
                 "batch_resizable": self.batch_resizable}

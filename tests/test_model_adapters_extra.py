@@ -231,3 +231,44 @@ def test_onnx_batch_one_rank_one_output_is_one_row(tmp_path, declared):
     assert classifier.runner.n_outputs == 7
     expected = softmax(channel_means(images) @ W.astype(np.float64) + B)
     np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Channel-first inputs: TFLite [N,3,H,W] is fed as such; a Keras one is refused clearly
+
+
+def channel_first_keras(size):
+    """(3, H, W) input -> Permute to (H, W, 3) -> channel means -> Dense(7) logits (W, B)."""
+    import keras
+
+    inputs = keras.Input((3, size, size))
+    means = keras.layers.GlobalAveragePooling2D()(keras.layers.Permute((2, 3, 1))(inputs))
+    dense = keras.layers.Dense(7)
+    model = keras.Model(inputs, dense(means))
+    dense.set_weights([W, B])
+    return model
+
+
+@pytest.mark.parametrize("size", [SIZE, None])
+def test_tflite_channel_first_input_is_fed_nchw(tmp_path, size):
+    import tensorflow as tf
+
+    path = tmp_path / "nchw.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(channel_first_keras(size)).convert())
+    paths, images = write_images(tmp_path / "img", count=4, seed=10)
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none", batch=3,
+                                                             input_size=(SIZE, SIZE)))
+    assert classifier.runner.layout == "NCHW" and classifier.channels == 3
+    assert classifier.image_size == (SIZE, SIZE)
+    expected = softmax(channel_means(images) @ W.astype(np.float64) + B)
+    np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
+
+
+def test_keras_channel_first_input_is_refused_naming_the_layout(tmp_path):
+    path = tmp_path / "cf.keras"
+    channel_first_keras(SIZE).save(path)
+    with pytest.raises(UserError) as caught:
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    message = str(caught.value)
+    assert message.startswith(str(path)) and "channel-first" in message
+    assert "channel-last" in message and "100 channels" not in message
