@@ -737,6 +737,9 @@ def _model_input_shape(model, checkpoint_path: Path, input_size, run_info):
             raise UserError(f"{checkpoint_path}: the model accepts any image size; name one with "
                             f"--input-size")
         height, width = input_size
+    elif input_size is not None and tuple(int(v) for v in input_size) != (height, width):
+        LOG.warning("%s: the model takes %dx%d images; --input-size %dx%d is ignored",
+                    checkpoint_path, height, width, *input_size)
     if channels not in (1, 3):
         raise UserError(f"{checkpoint_path}: expected 1 (grey) or 3 (RGB) input channels, found "
                         f"{channels}")

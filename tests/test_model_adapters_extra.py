@@ -272,3 +272,26 @@ def test_keras_channel_first_input_is_refused_naming_the_layout(tmp_path):
     message = str(caught.value)
     assert message.startswith(str(path)) and "channel-first" in message
     assert "channel-last" in message and "100 channels" not in message
+
+
+# --------------------------------------------------------------------------------------------
+# 7. --input-size on a fixed-size Keras model warns that it is ignored, as for ONNX and TFLite
+
+
+def test_input_size_ignored_by_a_fixed_size_keras_model_warns(tmp_path, caplog):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(inputs)))
+    path = tmp_path / "fixed.keras"
+    model.save(path)
+    with caplog.at_level(logging.WARNING):
+        classifier = checkpoints.classifier_from_args(path, args(preprocessing="none",
+                                                                 input_size=(64, 48)))
+    assert classifier.image_size == (SIZE, SIZE)
+    assert f"{path}: the model takes 100x100 images; --input-size 64x48 is ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        checkpoints.classifier_from_args(path, args(preprocessing="none", input_size=(SIZE, SIZE)))
+    assert "is ignored" not in caplog.text
