@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import secrets
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -74,6 +76,16 @@ def run_main(main: Callable[[], int | None]) -> None:
         with contextlib.suppress(Exception):
             sys.stdout = open(os.devnull, "w")
         sys.exit(0)
+    except OSError as error:
+        # A full or failing disk under a redirected standard output (`script > out.txt`): the
+        # writes of our own files say which file (OutputError); this is the only one left.
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+            raise
+        with contextlib.suppress(Exception):
+            sys.stdout = open(os.devnull, "w")
+        print(f"error: writing the output failed ({error.strerror or error}); standard output is "
+              f"incomplete", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     sys.exit(code or 0)
 
 
@@ -115,7 +127,13 @@ def check_output_path(path: str | os.PathLike, flag: str, *, folder: bool = Fals
     else:
         if path.is_dir():
             raise UserError(f"{flag} {path}: is a folder; expected the name of a file to write")
-        target = path.parent
+        real, special = write_target(path)
+        if os.path.exists(real) and not os.access(real, os.W_OK):
+            raise UserError(f"{flag} {path}: the existing file is read-only; make it writable or "
+                            f"choose another name")
+        if special:  # a FIFO or device (/dev/stdout): written to directly, no file is created
+            return path
+        target = Path(real).parent
     existing = target
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -169,6 +187,31 @@ def check_output_flags(args: argparse.Namespace, *dests: str) -> None:
             check_output_path(value, "--" + dest.replace("_", "-"))
 
 
+def refuse_outputs_over_inputs(outputs, files=(), trees=()) -> None:
+    """UserError when an output would destroy an input: ``outputs``, ``files`` and ``trees`` are
+    (flag or label, path or None) pairs. An output may not be the same file as any of ``files``
+    (checked with the file system, so links and other spellings of a path count), nor lie inside
+    one of the folders ``trees`` (datasets read as input: a file written there is read back as data,
+    or breaks its manifest). Run it before any work."""
+    for flag, out in outputs:
+        if out is None:
+            continue
+        out_real = os.path.realpath(out)
+        if os.path.exists(out):
+            for label, path in files:
+                if path is not None and os.path.isfile(path) and os.path.samefile(out, path):
+                    raise UserError(f"{flag} {out}: is the input {label} {path}; writing it would destroy "
+                                    f"that input: choose another file name")
+        for label, tree in trees:
+            if tree is None or not os.path.isdir(tree):
+                continue
+            tree_real = os.path.realpath(tree)
+            if out_real == tree_real or out_real.startswith(tree_real.rstrip(os.sep) + os.sep):
+                raise UserError(f"{flag} {out}: lies inside {label} {tree}, which is read as input (a "
+                                f"file written there would be read back as data or break its manifest); "
+                                f"write it outside that folder")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (argparse names the flag in its error)."""
     try:
@@ -184,15 +227,39 @@ def positive_int(text: str) -> int:
 # Atomic writes: a reader never sees a half-written file under its final name.
 
 
+def write_target(path: str | os.PathLike) -> tuple[str, bool]:
+    """(the file an output to ``path`` replaces, whether it is a special file). A symbolic link is
+    followed, so the link stays and its target gets the new content. A special file (a FIFO, a
+    terminal or another device: ``/dev/stdout``, a named pipe) cannot be replaced by a rename; it is
+    written to directly (True)."""
+    target = os.path.realpath(path) if os.path.islink(path) else os.fspath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return target, False
+    return target, not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left as it was. A failure to
     create the temporary file or to rename it is an :class:`OutputError` naming ``path``; errors
-    raised by the caller's block pass through unchanged.
+    raised by the caller's block pass through unchanged. A symbolic link is followed (its target is
+    replaced); a special file (FIFO, device) gets the finished content written to it
+    (:func:`write_target`).
     """
-    path = Path(path)
+    target, special = write_target(path)
+    if special:
+        with tempfile.TemporaryDirectory(prefix="fer-output-") as folder:
+            tmp = Path(folder) / Path(path).name
+            yield tmp
+            with _output_errors(Path(path)), open(tmp, "rb") as source, open(target, "wb") as sink:
+                while chunk := source.read(1 << 20):
+                    sink.write(chunk)
+        return
+    path = Path(target)
     with _output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -216,7 +283,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     hot path of the dataset exports (one call per output file), so it uses plain ``os`` calls. A
     file-system failure is an :class:`OutputError` naming ``path``.
     """
-    path = os.fspath(path)
+    shown = os.fspath(path)
+    path, special = write_target(path)
+    if special:
+        try:
+            with open(path, "wb") as handle:
+                handle.write(data)
+        except OSError as error:
+            raise OutputError(error.errno, error.strerror or str(error), shown) from error
+        return
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL

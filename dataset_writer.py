@@ -136,7 +136,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from cli_common import LOG, UserError, atomic_path, item_rng
+from cli_common import LOG, UserError, atomic_path, item_rng, refuse_outputs_over_inputs
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -996,6 +996,8 @@ def export(
     workers = resolve_workers(workers)
     refuse_duplicate_keys(units)
     mine = shard_units(units, shard)
+    if source_root is not None:  # a tree written into its own source dataset would be read back as data
+        refuse_outputs_over_inputs([("--out", out_dir)], trees=[("the source dataset", source_root)])
     check_output_dir(out_dir, kind=kind, params=params, force_rerender=force_rerender)
 
     with _tree_lock(out_dir):

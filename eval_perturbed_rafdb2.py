@@ -92,7 +92,7 @@ from typing import Sequence
 
 import stability
 from cli_common import (ArgumentParser, UserError, atomic_write_text, check_output_flags, positive_int,
-                        run_main, setup_logging)
+                        refuse_outputs_over_inputs, run_main, setup_logging)
 from stability import LOG
 
 
@@ -221,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     check_output_flags(args, "json", "csv")  # before reading: no work lost to a bad output path
+    refuse_outputs_over_inputs([("--json", args.json), ("--csv", args.csv)],
+                               [("PREDICTIONS", args.predictions), ("--baseline", args.baseline)])
     blocks = read_predictions(args.predictions, args.frames)
     table = stability.group_blocks(blocks, str(args.predictions))
     results = stability.compute(table, difficulty=args.difficulty, ks=args.topk)

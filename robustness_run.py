@@ -17,7 +17,7 @@ import dataset_eval
 import inference
 import rafdb_dataset
 import robustness
-from cli_common import LOG, UserError, check_output_flags
+from cli_common import LOG, UserError, check_output_flags, refuse_outputs_over_inputs
 from robustness import Folder
 
 
@@ -136,7 +136,10 @@ def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
     # Every output first: an unwritable path is an error now, not after the evaluation.
     check_output_flags(args, "json", "csv", "plot", "save_probabilities")
+    outputs = [("--" + dest.replace("_", "-"), getattr(args, dest, None))
+               for dest in ("json", "csv", "plot", "save_probabilities")] + [("RESULTS_FILE", args.results_file)]
     if args.merge is not None:
+        refuse_outputs_over_inputs(outputs, [("--merge", path) for path in args.merge] + [("--baseline", args.baseline)])
         return merge(args)
     names_c = robustness.parse_corruptions(args.corruptions, args.corruption_set)
     import corruptions
@@ -155,6 +158,12 @@ def run(args) -> int:
                         else checkpoints.find_checkpoints(args.checkpoint))
     if args.results_file is not None:
         robustness.check_results_file(args.results_file)
+    # No output may overwrite a model, the baseline, a predictions file, or sit inside a dataset read.
+    refuse_outputs_over_inputs(
+        outputs, [("model", path) for path in checkpoint_files] + [("--baseline", args.baseline)],
+        [(flag, getattr(args, dest, None)) for flag, dest in (("--corrupted", "corrupted"),
+                                                             ("--corrupted-extra", "corrupted_extra"),
+                                                             ("--rafdb", "rafdb"), ("--data", "data"))])
     baseline = load_baseline(args)
 
     dataset_eval.resolve_rafdb_args(args)

@@ -16,7 +16,7 @@ import inference
 import rafdb_dataset
 import robustness
 import stability
-from cli_common import UserError, atomic_path, check_output_flags
+from cli_common import UserError, atomic_path, check_output_flags, refuse_outputs_over_inputs
 from stability import LOG
 
 
@@ -52,6 +52,11 @@ def run(args) -> int:
     else:
         targets = [path for checkpoint in args.checkpoints for path in checkpoints.find_checkpoints(checkpoint)]
     shard = robustness.parse_shard(args.shard)
+    refuse_outputs_over_inputs(
+        [("--" + dest.replace("_", "-"), getattr(args, dest, None)) for dest in ("out", "json", "save_probabilities")],
+        [("model" if args.predictions is None else "--predictions", path) for path in targets],
+        [(flag, getattr(args, dest, None)) for flag, dest in (("--perturbed", "perturbed"), ("--rafdb", "rafdb"),
+                                                             ("--data", "data"))])
     dataset_eval.resolve_rafdb_args(args)
     evaluated = None
     if args.dataset != "rafdb":  # FER2013/FER+ or a folder dataset (docs/DATASETS.md)

@@ -783,3 +783,12 @@ def test_a_killed_worker_fails_the_export_instead_of_hanging(tmp_path):
     fresh = tree(run_export(tmp_path / "fresh").out_dir)
     assert {rel: data for rel, data in tree(out).items() if rel != "manifest.json"} == \
         {rel: data for rel, data in fresh.items() if rel != "manifest.json"}
+
+
+def test_an_export_into_its_own_source_dataset_is_refused(tmp_path):
+    src = tmp_path / "src"
+    write_sources(src, b"v1-")
+    with pytest.raises(UserError, match=r"^--out .*src/test/zz: lies inside the source dataset .*src, which is read"):
+        dataset_writer.export(source_units(src), source_render, src / "test" / "zz", generator="test", kind="toy",
+                              params=PARAMS, sources=[], source_root=str(src), workers=1, progress=False)
+    assert not (src / "test").exists()

@@ -203,3 +203,91 @@ def test_cli_exit_2_without_traceback_and_nothing_written(places, tmp_path):
         assert "Traceback" not in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith(f"error: {command[2]} ")
     assert listing(tmp_path) == before
+
+
+# --------------------------------------------------------------------------------------------
+# No output over an input; links and special files
+
+
+def test_an_output_that_is_an_input_or_inside_a_dataset_is_refused(tmp_path):
+    model = tmp_path / "run" / "model.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"weights")
+    (tmp_path / "alias.keras").symlink_to(model)
+    tree = tmp_path / "corrupted"
+    tree.mkdir()
+    for out in (model, tmp_path / "run" / ".." / "run" / "model.keras", tmp_path / "alias.keras"):
+        with pytest.raises(UserError, match=r"^--json .*: is the input model .*model\.keras; writing it would destroy"):
+            cli_common.refuse_outputs_over_inputs([("--json", out)], [("model", model)])
+    with pytest.raises(UserError, match=r"^--csv .*/corrupted/r\.csv: lies inside --corrupted .*corrupted, which is read"):
+        cli_common.refuse_outputs_over_inputs([("--csv", tree / "r.csv")], trees=[("--corrupted", tree)])
+    # beside them is fine, and so is a folder whose name merely begins like the tree's
+    cli_common.refuse_outputs_over_inputs([("--json", tmp_path / "run" / "r.json"), ("--csv", tmp_path / "corrupted_x.csv"),
+                                           ("--plot", tmp_path / "corrupted2" / "p.png")],
+                                          [("model", model)], [("--corrupted", tree)])
+    assert model.read_bytes() == b"weights"
+
+
+def test_the_scripts_refuse_to_overwrite_their_inputs(tmp_path):
+    """The real command lines (exit 2, one line, the input untouched): the predictions file as the
+    reader's --json, a shard as the --merge output, and an export written into its own dataset."""
+    predictions = tmp_path / "p.txt"
+    predictions.write_text("model,p_rotate\n")
+    shard = tmp_path / "s0.json"
+    shard.write_text("{}")
+    commands = ((["eval_perturbed_rafdb2.py", str(predictions), "--json", str(predictions)], "--json", predictions),
+                (["eval_corrupted_rafdb.py", "--merge", str(shard), "--json", str(shard)], "--json", shard))
+    for command, flag, victim in commands:
+        before = victim.read_bytes()
+        result = subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]], cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {flag} {victim}: is the input")
+        assert "Traceback" not in result.stderr and victim.read_bytes() == before
+
+
+def test_a_link_is_followed_and_a_fifo_is_written_to(tmp_path):
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    cli_common.atomic_write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    with cli_common.atomic_path(link) as tmp:
+        tmp.write_text("newer")
+    assert link.is_symlink() and real.read_text() == "newer"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    import threading
+
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    cli_common.atomic_write_text(fifo, "through the pipe")
+    reader.join(10)
+    assert received == ["through the pipe"] and fifo.is_fifo()
+
+
+def test_a_full_device_is_an_output_error_and_stays_a_device():
+    full = Path("/dev/full")
+    if not full.is_char_device():
+        pytest.skip("no /dev/full character device")
+    with pytest.raises(OutputError, match="/dev/full"):
+        cli_common.atomic_write_text(full, "x" * 10)
+    with pytest.raises(OutputError):
+        with cli_common.atomic_path(full) as tmp:
+            tmp.write_text("y")
+    assert full.is_char_device()
+    assert cli_common.check_output_path(full, "--json") == full
+
+
+def test_run_main_turns_a_full_standard_output_into_one_line(capsys):
+    import errno
+
+    def main():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SystemExit) as exit_:
+        cli_common.run_main(main)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: writing the output failed (No space left on device); standard output is incomplete\n"
