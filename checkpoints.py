@@ -777,8 +777,9 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
                     "another with --class-order (e.g. fer2013)", checkpoint_path,
                     ",".join(RAFDB_CLASS_NAMES))
     else:
-        raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs{output_note}, not "
-                        f"RAF-DB's 7; name them with --class-order (comma-separated, e.g. "
+        raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs (class scores"
+                        f"{output_note}), not RAF-DB's 7 classes; name its classes with "
+                        f"--class-order (comma-separated, e.g. "
                         f"angry,disgust,fear,happy,sad,surprise,neutral,contempt, or one of "
                         f"{', '.join(CLASS_ORDER_SHORTHANDS)})")
     if n_outputs != len(names):
@@ -786,7 +787,7 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
                      f"{', '.join(CLASS_ORDER_SHORTHANDS)}; give a comma-separated list)"
                      if isinstance(class_order, str) and len(names) == 1 else "")
         raise UserError(f"--class-order / {checkpoint_path}: {len(names)} class names for a model "
-                        f"with {n_outputs} outputs{output_note}{shorthand}")
+                        f"with {n_outputs} outputs (class scores{output_note}){shorthand}")
     try:
         permutation = class_permutation(names)
     except ValueError as error:

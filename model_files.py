@@ -153,8 +153,11 @@ def saved_model_error(path: str | Path) -> UserError | None:
 
 
 def outputs_note(descriptions: Sequence[str]) -> str:
-    """`` (output 0 of N is used: <each output>)`` for messages about a model's output size."""
-    return f" (output 0 of {len(descriptions)} is used: {', '.join(descriptions)})"
+    """For messages about the number of class scores of a model with several outputs (heads),
+    put after 'N outputs (class scores': ``; read from the first of its N output heads: <first>;
+    the others: <each other output>``."""
+    return (f"; read from the first of its {len(descriptions)} output heads: {descriptions[0]}; "
+            f"the others: {', '.join(descriptions[1:])}")
 
 
 class Runner:
@@ -211,8 +214,8 @@ class Runner:
         ``output_note`` and warn that the first is used."""
         if len(descriptions) > 1:
             self.output_note = outputs_note(descriptions)
-            LOG.warning("%s: the model has %d outputs; the first is used%s", self.path,
-                        len(descriptions), self.output_note)
+            LOG.warning("%s: the model has %d outputs (heads); the first is read for the "
+                        "class scores: %s", self.path, len(descriptions), ", ".join(descriptions))
 
     def to_probabilities(self, scores: np.ndarray, step: float | None = None) -> np.ndarray:
         """The model's output rows (B, K) as probabilities: as they are, or their softmax once the
@@ -269,9 +272,22 @@ def _check_channels(path: Path, shape, channels) -> None:
 
 
 def keras_output_descriptions(model) -> list[str]:
-    """Name and shape of each output of a Keras model."""
-    return [f"{getattr(output, 'name', index)} {tuple(output.shape)}"
-            for index, output in enumerate(model.outputs or ())]
+    """Name and shape of each output of a Keras model, in ``model.outputs`` order: the name of
+    the layer that makes it (not the symbolic tensor's 'keras_tensor_5'), with its key for a dict
+    of outputs (Keras orders those by sorted key)."""
+    outputs = list(model.outputs or ())
+    struct = getattr(model, "_outputs_struct", None)
+    keys = sorted(struct) if isinstance(struct, dict) and len(struct) == len(outputs) else None
+    descriptions = []
+    for index, output in enumerate(outputs):
+        history = getattr(output, "_keras_history", None)
+        layer = getattr(getattr(history, "operation", None), "name", None) or \
+            getattr(output, "name", None) or str(index)
+        name = repr(layer)
+        if keys is not None and str(keys[index]) != layer:
+            name = f"{str(keys[index])!r} (layer {layer!r})"
+        descriptions.append(f"{name} {tuple(output.shape)}")
+    return descriptions
 
 
 def keras_integer_input(model) -> str | None:

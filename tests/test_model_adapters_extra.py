@@ -167,7 +167,7 @@ def test_keras_dict_outputs_use_the_first_in_sorted_key_order(tmp_path, keys, ca
     expected = softmax(channel_means(images) @ W.astype(np.float64) + B)
     with caplog.at_level(logging.WARNING):
         classifier = checkpoints.classifier_from_args(path, args(preprocessing="none"))
-    assert ("has 2 outputs; the first is used" in caplog.text) == (len(keys) == 2)
+    assert ("has 2 outputs (heads); the first is read" in caplog.text) == (len(keys) == 2)
     np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
     runner = inference.Runner(classifier, jit=True)  # the evaluation copy's forward
     np.testing.assert_allclose(runner.predict(classifier.make_dataset(paths)), expected, atol=1e-5)
@@ -295,3 +295,31 @@ def test_input_size_ignored_by_a_fixed_size_keras_model_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         checkpoints.classifier_from_args(path, args(preprocessing="none", input_size=(SIZE, SIZE)))
     assert "is ignored" not in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# 8. Several Keras outputs are named by their layers (or dict keys); heads are not classes
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_keras_output_heads_are_named_by_layer_and_key(tmp_path, as_dict, caplog):
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    means = keras.layers.GlobalAveragePooling2D()(inputs)
+    aux = keras.layers.Dense(2, name="aux_head")(means)
+    emotion = keras.layers.Dense(7, name="emotion_logits")(means)
+    outputs = {"a_aux": aux, "b_emotion": emotion} if as_dict else [aux, emotion]
+    path = tmp_path / "heads.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(UserError) as caught:
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    message = str(caught.value)
+    assert "keras_tensor" not in message
+    assert "the model has 2 outputs (class scores; read from the first of its 2 output heads: " \
+           in message and "not RAF-DB's 7 classes" in message
+    first, other = ("'a_aux' (layer 'aux_head') (None, 2)", "'b_emotion' (layer 'emotion_logits') (None, 7)") \
+        if as_dict else ("'aux_head' (None, 2)", "'emotion_logits' (None, 7)")
+    assert f"output heads: {first}; the others: {other})" in message
+    with pytest.raises(UserError, match=r"7 class names for a model with 2 outputs \(class scores;"):
+        checkpoints.classifier_from_args(path, args(preprocessing="none", class_order="rafdb"))

@@ -407,7 +407,7 @@ def test_several_outputs_error_names_them(tmp_path):
     with pytest.raises(UserError) as caught:
         checkpoints.classifier_from_args(path, args(preprocessing="none"))
     message = str(caught.value)
-    assert "12 outputs" in message and "output 0 of 2 is used" in message
+    assert "12 outputs (class scores; read from the first of its 2 output heads" in message
     assert "'features'" in message and "'logits'" in message
 
 
