@@ -250,7 +250,15 @@ class Runner:
         """Set ``output_kind`` from a non-empty batch of outputs."""
         self.output_kind = ("probabilities" if looks_like_probabilities(scores, step)
                             else "logits")
-        if self.output_kind == "logits":
+        if self.output_kind == "logits" and np.asarray(scores).min() >= 0 and \
+                np.asarray(scores).max() <= 1:
+            sums = np.asarray(scores, np.float64).sum(axis=1)
+            LOG.warning("%s: every output is in [0, 1] but the rows do not sum to 1 (sums "
+                        "%.3g..%.3g): they look like independent per-class probabilities "
+                        "(sigmoids). A softmax is applied to them, so the scores, ECE, NLL and "
+                        "Brier describe that softmax, not the model's own scores", self.path,
+                        sums.min(), sums.max())
+        elif self.output_kind == "logits":
             LOG.info("%s: the outputs are not probabilities (a row is negative or does not sum "
                      "to 1): taken for logits, a softmax is applied", self.path)
         else:

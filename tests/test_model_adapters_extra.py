@@ -323,3 +323,37 @@ def test_keras_output_heads_are_named_by_layer_and_key(tmp_path, as_dict, caplog
     assert f"output heads: {first}; the others: {other})" in message
     with pytest.raises(UserError, match=r"7 class names for a model with 2 outputs \(class scores;"):
         checkpoints.classifier_from_args(path, args(preprocessing="none", class_order="rafdb"))
+
+
+# --------------------------------------------------------------------------------------------
+# 9. Per-class sigmoid outputs: softmax applied, with a warning saying what the metrics describe
+
+
+def test_sigmoid_outputs_are_softmaxed_with_a_warning(tmp_path, caplog):
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z"]),
+             helper.make_node("Add", ["z", "b"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["scores"])]
+    graph = helper.make_graph(
+        nodes, "sigmoid", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 7])],
+        initializer=[numpy_helper.from_array(W, "w"), numpy_helper.from_array(B, "b")])
+    path = save_onnx(graph, tmp_path / "sigmoid.onnx")
+    paths, images = write_images(tmp_path / "img", seed=11)
+    sigmoid = 1 / (1 + np.exp(-(channel_means(images) @ W.astype(np.float64) + B)))
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    with caplog.at_level(logging.WARNING):
+        got = classifier.predict_paths(paths)
+    np.testing.assert_allclose(got, softmax(sigmoid), atol=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(path) in text and "sigmoids" in text and "ECE, NLL and Brier describe that "
+               "softmax" in text for text in warnings), warnings
+    # logits with negative values keep the plain INFO line
+    caplog.clear()
+    plain = checkpoints.classifier_from_args(scaled_mean_onnx(tmp_path / "logits.onnx", 1.0),
+                                             args(preprocessing="none"))
+    with caplog.at_level(logging.WARNING):
+        plain.predict_paths(paths)
+    assert "sigmoids" not in caplog.text
