@@ -86,6 +86,18 @@ def _read_json(path: Path):
         raise UserError(f"{path}: not a readable JSON file ({error})") from None
 
 
+def _checked(path: Path, kind: str, data: dict) -> None:
+    """UserError naming the file and field when a result file lacks what the report reads."""
+    import result_files
+
+    if kind == "robustness":
+        problem, writer = result_files.robustness_problem(data), "eval_corrupted_rafdb.py --json"
+    else:
+        problem, writer = result_files.stability_problem(data), "eval_perturbed_rafdb2.py --json"
+    if problem:
+        raise UserError(result_files.damaged(path, problem, writer))
+
+
 def _kind(data) -> str | None:
     if isinstance(data, dict) and data.get("format") == ROBUSTNESS_FORMAT and \
             isinstance(data.get("results"), list):
@@ -118,6 +130,7 @@ def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
                 if kind is None:
                     LOG.debug("%s: not a robustness or stability result, skipped", path)
                     continue
+                _checked(path, kind, data)
                 warn_unfinished(path, kind, data)
                 found.append((path, kind, data))
             if len(found) == before:
@@ -130,6 +143,7 @@ def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
                 raise UserError(f"{item}: expected a robustness JSON (eval_corrupted_rafdb.py "
                                 f"--json, \"format\": \"{ROBUSTNESS_FORMAT}\") or a stability JSON "
                                 f"(eval_perturbed_rafdb2.py --json, with \"methods\")")
+            _checked(item, kind, data)
             warn_unfinished(item, kind, data)
             found.append((item, kind, data))
         else:

@@ -890,6 +890,11 @@ def read_results(path: Path, flag: str = "--merge") -> list[dict]:
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
         raise UserError(f"{flag} {path}: expected a results file written by "
                         f"eval_corrupted_rafdb.py --json (format {RESULTS_FORMAT!r})")
+    import result_files
+
+    problem = result_files.robustness_problem(data)
+    if problem:
+        raise UserError(f"{flag} " + result_files.damaged(path, problem, "eval_corrupted_rafdb.py --json"))
     return data.get("results") or []
 
 

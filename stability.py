@@ -684,6 +684,11 @@ def load_baseline(spec: str, results: dict, baseline_method: str | None = None) 
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise UserError(f"--baseline {path}: not a results JSON written by eval_perturbed_rafdb2.py "
                         f"--json ({error})") from None
+    import result_files
+
+    problem = result_files.stability_problem(data)
+    if problem:
+        raise UserError("--baseline " + result_files.damaged(path, problem, "eval_perturbed_rafdb2.py --json"))
     if baseline_method is None:
         if len(methods) != 1:
             raise UserError(f"--baseline {path}: holds {len(methods)} methods "
