@@ -133,6 +133,11 @@ def test_end_to_end_block_files_on_the_fly_and_baseline(workspace):
     noise_sum = 2.0 - expected["corrupted_raf_dataset/rafdb.test.gaussian_noise.1"] \
         - expected["corrupted_raf_dataset/rafdb.test.gaussian_noise.2"]
     assert result["summary"]["error_sum"]["gaussian_noise"] == pytest.approx(noise_sum)
+    # ... and sum_s (E_s - E_clean), the relative CE's numerator: two severities, so 2 E_clean off
+    clean_error = 1.0 - expected["RAF-DB/basic/Image/aligned"]
+    assert clean_error > 0  # else the two sums could not differ
+    assert result["summary"]["relative_error_sum"]["gaussian_noise"] == pytest.approx(
+        noise_sum - 2 * clean_error)
     assert len((root / "r.csv").read_text().splitlines()) == 1 + 5 + 1  # header, 5 folders, summary
     assert (root / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -140,7 +145,8 @@ def test_end_to_end_block_files_on_the_fly_and_baseline(workspace):
     baseline = {"format": "rafdb-c-results", "version": 1, "results": [{
         "checkpoint": {"checkpoint": "reference.hdf5", "crop": "exact"}, "protocol": "soft",
         "n": n, "format": "jpg", "clean": {"error": 0.25},
-        "folders": [{"corruption": c, "severity": s, "error": 0.5} for c, s in PAIRS]}]}
+        "folders": [{"corruption": None, "severity": 0, "error": 0.25, "accuracy": 0.75}]
+        + [{"corruption": c, "severity": s, "error": 0.5, "accuracy": 0.5} for c, s in PAIRS]}]}
     (root / "base.json").write_text(json.dumps(baseline))
 
     second = run_script(root, checkpoint, "results.txt", "--corruptions", "gaussian_noise,contrast",
@@ -150,7 +156,6 @@ def test_end_to_end_block_files_on_the_fly_and_baseline(workspace):
     assert block_of(second.stdout) == block  # on the fly == exported tree, exactly
     assert (root / "results.txt").read_text() == block + block  # appended twice: two blocks
     summary = json.loads((root / "r2.json").read_text())["results"][0]["summary"]
-    clean_error = 1.0 - expected["RAF-DB/basic/Image/aligned"]
     assert summary["ce"]["gaussian_noise"] == pytest.approx(noise_sum / 1.0)
     assert summary["relative_ce"]["gaussian_noise"] == pytest.approx(
         (noise_sum - 2 * clean_error) / (1.0 - 0.5))
@@ -262,7 +267,9 @@ def _baseline(n, *, protocol="soft", crop="exact", fmt="jpg", name="ref/referenc
               corrupted=0.5):
     return {"checkpoint": {"checkpoint": name, "crop": crop}, "protocol": protocol, "n": n, "format": fmt,
             "clean": {"error": clean},
-            "folders": [{"corruption": c, "severity": s, "error": corrupted} for c, s in PAIRS]}
+            "folders": [{"corruption": None, "severity": 0, "error": clean, "accuracy": 1.0 - clean}]
+            + [{"corruption": c, "severity": s, "error": corrupted, "accuracy": 1.0 - corrupted}
+               for c, s in PAIRS]}
 
 
 def _write_baseline(path, *results):
@@ -284,6 +291,20 @@ def test_baseline_with_another_protocol_n_crop_or_format_is_an_error(workspace, 
     assert shown in str(error.value) and str(path) in str(error.value)
     code, out = run_main(workspace, capsys, *common, "--baseline-mismatch-ok")
     assert code == 0 and "mCE" in out.out
+
+
+def test_a_shard_json_is_refused_as_baseline_even_with_a_clean_row(tmp_path):
+    # One shard's result (it has "shard") may hold the clean folder and still miss corrupted ones:
+    # a baseline must be the merged run (robustness.load_baseline).
+    shard = dict(_baseline(12), shard={"index": 0, "count": 2})
+    assert shard["clean"] == {"error": 0.25}
+    path = _write_baseline(tmp_path / "base.json", shard)
+    with pytest.raises(UserError, match="merge the shards") as error:
+        robustness.load_baseline(path)
+    assert "shard 0/2" in str(error.value) and str(path) in str(error.value)
+    # the same result without "shard" is a usable baseline
+    whole = _write_baseline(tmp_path / "whole.json", _baseline(12))
+    assert robustness.load_baseline(whole)["clean"] == {"error": 0.25}
 
 
 def test_baseline_method_picks_one_model_of_several(workspace, capsys, tmp_path):
