@@ -159,6 +159,39 @@ def test_topk_lines(tmp_path):
     assert results["methods"]["m"]["mtkd"]["2"] == pytest.approx((3 / 29 + 28 * 3 / 29) / 2)
 
 
+SWAP_TOP_TWO = "1:0:2:3:4:5:6"
+
+
+def _one_flip_block(perturbation, later_ranking):
+    """One 30-frame sequence: frames 0-1 rank ORDER (class 0), frames 2-29 ``later_ranking``."""
+    classes = [0, 0] + [int(later_ranking[0])] * 28
+    rankings = [ORDER, ORDER] + [later_ranking] * 28
+    return f"runs/m/c.keras,P/rafdb.test.{perturbation}\n{line(classes)}\n#topk {','.join(rankings)}\n"
+
+
+def test_default_topk_is_2_3_5(tmp_path):
+    # BENCHMARK.md §5.7/§5.8: ORDER -> ZERO_LAST gives d_2 = 3, d_3 = 5, d_5 = 9 at the one changing
+    # pair (1, 2) of 29 consecutive pairs; without ks the reader reports k = 2, 3 and 5
+    text = _one_flip_block("p_rotate", ZERO_LAST)
+    results = stability.compute(stability.group_blocks(stability.read_predictions(write(tmp_path, text))))
+    assert results["topk"] == [2, 3, 5]
+    rotate = results["methods"]["m"]["perturbations"]["p_rotate"]
+    assert rotate["tkd"] == {"2": pytest.approx(3 / 29), "3": pytest.approx(5 / 29), "5": pytest.approx(9 / 29)}
+
+
+def test_mean_topk_distance_is_over_the_canonical_perturbations_only(tmp_path):
+    # p_rotate (canonical): ORDER -> ZERO_LAST, d_2/d_3/d_5 = 3/5/9 at one pair of 29;
+    # p_extra (not one of the 10): ORDER -> SWAP_TOP_TWO, d_2 = d_3 = d_5 = 2 (BENCHMARK.md §5.8).
+    # The mean T-k-D is p_rotate's alone (over both it would be 2.5/29, 3.5/29, 5.5/29).
+    text = _one_flip_block("p_rotate", ZERO_LAST) + _one_flip_block("p_extra", SWAP_TOP_TWO)
+    results = stability.compute(stability.group_blocks(stability.read_predictions(write(tmp_path, text))))
+    method = results["methods"]["m"]
+    assert method["perturbations"]["p_extra"]["tkd"] == {"2": pytest.approx(2 / 29), "3": pytest.approx(2 / 29),
+                                                         "5": pytest.approx(2 / 29)}
+    assert method["mean_over"] == ["p_rotate"] and method["extras"] == ["p_extra"]
+    assert method["mtkd"] == {"2": pytest.approx(3 / 29), "3": pytest.approx(5 / 29), "5": pytest.approx(9 / 29)}
+
+
 @pytest.mark.parametrize("text, match", [
     ("", r"predictions.txt: no header line"),
     ("\n\n# only comments\n", r"no header line"),
@@ -178,6 +211,9 @@ def test_topk_lines(tmp_path):
      r"predictions.txt:3: frame 0 ranks class 0 first but its sequence line predicts 1"),
     (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line([0] * 30)}\n#topk {','.join([ORDER] * 30)}\n{line([0] * 30)}\n",
      r"predictions.txt:4: sequence without a #topk line"),
+    # a ranking must name distinct classes: class 1 twice (and 2 missing) is refused
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line([0] * 3)}\n#topk 0:1:1:3:4:5:6,{ORDER},{ORDER}\n",
+     r"predictions.txt:3: frame 0 ranks '0:1:1:3:4:5:6', expected 7 distinct classes"),
 ])
 def test_bad_input_names_the_line(tmp_path, text, match):
     with pytest.raises(UserError, match=match):
