@@ -58,6 +58,11 @@ def test_class_names_indices_synonyms(tree, tmp_path):
     ("path,class\nclean/img_0.png\n", 2, "expected 2 fields"),
     ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,0,1,0,0\n", 2, "expected 8 fields"),
     ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,0,1,0,0,nan\n", 2, "finite"),
+    ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,0,inf,0,0,0\n", 2, "finite"),
+    ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,0,1,0,0,-inf\n", 2, "finite"),
+    # '..' leaves the tree: refused although tree/../clean/img_0.png is an existing image
+    ("path,class\n../clean/img_0.png,3\n", 2, "unknown path ../clean/img_0.png"),
+    ("path,class\nrafdb.test.contrast.1/../../clean/img_1.png,3\n", 2, "unknown path"),
     ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,x,1,0,0,0\n", 2, "numbers"),
     ("# only a comment\nfile,label\n", 2, "expected the header"),
 ])
@@ -67,6 +72,17 @@ def test_errors_name_the_line(tree, tmp_path, body, line, words):
     with pytest.raises(UserError) as error:
         PredictionsClassifier(csv_path, root, clean)
     assert f"{csv_path}:{line}:" in str(error.value) and words in str(error.value)
+
+
+def test_header_is_matched_without_regard_to_case(tree, tmp_path):
+    root, clean, clean_paths, _ = tree
+    csv_path = write(tmp_path / "p.csv", "Path,Class\nclean/img_0.png,3\n")
+    scores = PredictionsClassifier(csv_path, root, clean).predict_paths(clean_paths[:1])
+    np.testing.assert_array_equal(scores, [[0, 0, 0, 1, 0, 0, 0]])  # index 3, one-hot
+    csv_path = write(tmp_path / "q.csv", "PATH,P0,P1,P2,P3,P4,P5,P6\n"
+                                        "clean/img_0.png,0.1,0,0.2,0,0.7,0,0\n")
+    scores = PredictionsClassifier(csv_path, root, clean).predict_paths(clean_paths[:1])
+    np.testing.assert_allclose(scores, [[0.1, 0, 0.2, 0, 0.7, 0, 0]])
 
 
 def test_empty_file(tmp_path):
