@@ -171,6 +171,22 @@ def open_data(args):
     return data
 
 
+def read_run_json(path: Path) -> dict:
+    """A run folder's run.json as a dict; UserError naming the file when it is not readable JSON of
+    an object (a damaged or hand-edited file)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"{path}: not a readable run.json ({error}); restore it, or delete it to "
+                        f"use the flags of this command line") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of run settings, found {type(data).__name__}; "
+                        f"restore it, or delete it to use the flags of this command line")
+    if not isinstance(data.get("args") or {}, dict):
+        raise UserError(f"{path}: \"args\" is not an object of flags; restore the file, or delete it")
+    return data
+
+
 def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
     """--resume: replace the run-defining settings by the run's own (run.json); conflicting flags -> UserError.
 
@@ -182,8 +198,8 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
     if not path.is_file():
         LOG.warning("%s missing: resuming with the settings of this command line", path)
         return
+    previous = read_run_json(path)
     try:
-        previous = json.loads(path.read_text())
         saved = previous.get("args")
         if saved is None:
             if parse_argv is None:
@@ -217,10 +233,9 @@ def apply_run_dataset(args, run_dir: Path) -> None:
     a --dataset other than the run's takes nothing from it. A recorded data folder that is gone is
     left out with a warning."""
     path = Path(run_dir) / RUN_FILE
-    try:
-        saved = json.loads(path.read_text()).get("args") or {}
-    except (OSError, ValueError, AttributeError):
+    if not path.is_file():
         return  # no run.json (a bare checkpoint folder): the flags as given
+    saved = read_run_json(path).get("args") or {}
     if "dataset" in args.explicit and args.dataset != saved.get("dataset", args.dataset):
         return  # another dataset than the run's: its own flags and defaults, nothing of the run's
     folder_given = bool({"data", "rafdb"} & set(args.explicit))  # two names of one flag for RAF-DB
@@ -1164,7 +1179,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     if resolver is not None and resolver.task_type:
         config["task"] = {"type": resolver.task_type, "index": int(resolver.task_id or 0)}
     if args.resume and (run_dir / RUN_FILE).is_file():
-        previous = json.loads((run_dir / RUN_FILE).read_text())
+        previous = read_run_json(run_dir / RUN_FILE)
         config["resumed"] = previous.get("resumed", []) + [{"argv": args.argv, "from_epoch": initial_epoch,
                                                             "code": config["versions"]["code"]}]
         config["argv"] = previous.get("argv", args.argv)
@@ -1299,7 +1314,7 @@ def test_mode(args) -> int:
     model_classes = None
     run_dataset = None
     if sidecar.is_file():
-        config = json.loads(sidecar.read_text())
+        config = read_run_json(sidecar)
         model_classes = config.get("class_names")
         saved = config.get("args") or {}
         if saved:  # (dataset, data folder) of the run; older run.json files without "args" say nothing

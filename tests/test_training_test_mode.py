@@ -128,3 +128,25 @@ def test_mode_test_takes_the_runs_dataset(run_dir, sample_tree, tmp_path, monkey
     with_flag = capsys.readouterr().out
     assert train_fer.main(["--mode", "test", "--dir", str(run_dir), "--rafdb", str(sample_tree)]) == 0
     assert capsys.readouterr().out == with_flag
+
+
+@pytest.mark.parametrize("content, words", [('{"net": ', "not a readable run.json"),
+                                            ("[]", "expected a JSON object of run settings, found list"),
+                                            ('{"args": "x"}', '"args" is not an object')])
+@pytest.mark.parametrize("flags", [["--mode", "test"], ["--resume", "--epochs", "2"]])
+def test_a_damaged_run_json_is_one_error_line(tmp_path, content, words, flags, capsys):
+    """--mode test and --resume on a run folder whose run.json is damaged: exit 2, the file named
+    (a JSONDecodeError / AttributeError traceback before), nothing else read."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.01.hdf5").write_bytes(b"not read")
+    (run / "run.json").write_text(content)
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(Path(train_fer.__file__)), *flags, "--dir", str(run)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {run / 'run.json'}: ") and words in last
+    assert "Traceback" not in result.stderr
