@@ -42,17 +42,22 @@ def test_columns_of_an_8_class_model_on_rafdb_and_of_a_rafdb_model_on_ferplus():
 
 
 def test_restrict_to_dataset_classes_changes_the_argmax():
-    classifier = _classifier(("a", "b", "x"))
-    scores = np.array([[0.3, 0.2, 0.5],   # x wins over all outputs; a over the dataset's
-                       [0.1, 0.6, 0.3]], np.float32)
-    classifier.use_classes(("b", "a"))
+    # outputs a, b, c, x; the dataset's classes b, c, a: dataset column j is model column
+    # (1, 2, 0)[j] -- a 3-cycle, not its own inverse (that would read (2, 0, 1)) -- and x comes last
+    classifier = _classifier(("a", "b", "c", "x"))
+    scores = np.array([[0.05, 0.15, 0.20, 0.60],   # x wins over all outputs; c over the dataset's
+                       [0.50, 0.10, 0.30, 0.10]],  # a wins either way
+                      np.float32)
+    classifier.use_classes(("b", "c", "a"))
     out = classifier.arrange(scores)
-    np.testing.assert_allclose(out, [[0.2, 0.3, 0.5], [0.6, 0.1, 0.3]])
-    assert classifier.class_names == ("b", "a", "x") and list(np.argmax(out, 1)) == [2, 0]
-    classifier.use_classes(("b", "a"), restrict=True)
+    # columns b, c, a, x by hand
+    np.testing.assert_allclose(out, [[0.15, 0.20, 0.05, 0.60], [0.10, 0.30, 0.50, 0.10]])
+    assert classifier.class_names == ("b", "c", "a", "x") and list(np.argmax(out, 1)) == [3, 2]
+    classifier.use_classes(("b", "c", "a"), restrict=True)
     out = classifier.arrange(scores)
-    np.testing.assert_allclose(out, [[0.4, 0.6], [6 / 7, 1 / 7]], rtol=1e-6)
-    assert classifier.class_names == ("b", "a") and list(np.argmax(out, 1)) == [1, 0]
+    # x left out, the rest renormalised: (0.15, 0.20, 0.05) / 0.40 and (0.10, 0.30, 0.50) / 0.90
+    np.testing.assert_allclose(out, [[0.375, 0.5, 0.125], [1 / 9, 1 / 3, 5 / 9]], rtol=1e-6)
+    assert classifier.class_names == ("b", "c", "a") and list(np.argmax(out, 1)) == [1, 2]
 
 
 def test_a_rafdb_model_on_ferplus_leaves_contempt_out(tmp_path):
