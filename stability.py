@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Sequence, TextIO
@@ -411,6 +412,11 @@ def parse_meta(comment: str) -> dict | None:
     return meta if any(key in meta for key in META_KEYS) else None
 
 
+# What a header's perturbation must be called (p_rotate, p_zoom_blur, ...): a line of one or two
+# fields that is not a header is a damaged sequence line, never a new block.
+_HEADER_NAME = re.compile(r"p_[A-Za-z0-9_]+")
+
+
 def perturbation_name(folder_field: str) -> str:
     """The folder name without ``rafdb.test.`` (docs/BENCHMARK.md §5.4)."""
     name = os.path.basename(folder_field.rstrip("/"))
@@ -503,6 +509,10 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
         fields = [field.strip() for field in line.split(",")]
         topk_pending = False
         if len(fields) <= 2:
+            if not _HEADER_NAME.fullmatch(perturbation_name(fields[-1])):
+                raise UserError(f"{where}: {line[:80]!r} is neither a header '<checkpoint>,<perturbation "
+                                f"folder>' (the folder ends in p_<name>, e.g. rafdb.test.p_rotate) nor a "
+                                f"sequence of one class per frame (a damaged or cut line?)")
             current = Block(method="" if len(fields) == 1 else method_name(fields[0]),
                             perturbation=perturbation_name(fields[-1]), line=number,
                             checkpoint="" if len(fields) == 1 else fields[0])

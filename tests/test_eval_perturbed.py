@@ -244,8 +244,24 @@ def test_a_file_of_headers_only_gives_its_one_error(tmp_path):
     path = write(tmp_path, "".join(f"name {i}, value {i}\n" for i in range(50)))
     result = run_reader(path, check=False)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"error: {path}:1: header with no sequences after it; "
-                                          "the file holds no predictions"]
+    assert result.stderr.splitlines() == [f"error: {path}:1: 'name 0, value 0' is neither a header "
+                                          "'<checkpoint>,<perturbation folder>' (the folder ends in p_<name>, "
+                                          "e.g. rafdb.test.p_rotate) nor a sequence of one class per frame "
+                                          "(a damaged or cut line?)"]
+
+
+@pytest.mark.parametrize("edit", ["cut", "garbage"])
+def test_a_damaged_line_is_not_taken_for_a_header(tmp_path, edit):
+    """A sequence line cut to '2,3', or a header replaced by text, used to open a new block (method
+    '2', perturbation '3'), dropping a perturbation from the mFP with exit 0; now the line is named."""
+    lines = [f"models/a.onnx,P/rafdb.test.p_rotate", line(WORKED), line(CONSTANT)]
+    lines[1 if edit == "cut" else 0] = "2,3" if edit == "cut" else "garbage header"
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    result = run_reader(path, check=False)
+    assert result.returncode == 2
+    number = 2 if edit == "cut" else 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {path}:{number}: ")
+    assert "is neither a header" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_json_records_each_methods_checkpoint(tmp_path):
