@@ -412,6 +412,16 @@ def parse_meta(comment: str) -> dict | None:
     return meta if any(key in meta for key in META_KEYS) else None
 
 
+# The writer's last line: "# end blocks=N", N the blocks of its run that carry ``ends=1`` in their
+# metadata. A run stopped early (Ctrl-C, a killed job, a full disk under ``> predictions.txt``)
+# leaves its blocks without it, and the reader refuses them instead of scoring a partial file.
+END_LINE = re.compile(r"#\s*end\s+blocks=(\d+)\s*")
+
+
+def end_line(blocks: int) -> str:
+    return f"# end blocks={blocks}\n"
+
+
 # What a header's perturbation must be called (p_rotate, p_zoom_blur, ...): a line of one or two
 # fields that is not a header is a damaged sequence line, never a new block.
 _HEADER_NAME = re.compile(r"p_[A-Za-z0-9_]+")
@@ -483,6 +493,7 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
     length: int | None = None  # sequence length of the current block
     length_line = 0
     topk_pending = False  # the previous content line was a sequence line
+    open_blocks: list[Block] = []  # blocks since the last end line (see END_LINE)
     pending_meta: tuple[dict, int] | None = None  # metadata before a header: for that header
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -495,6 +506,16 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
             current.rankings[-1] = _parse_topk(line[len(TOPK_PREFIX):].strip(), where, current.sequences[-1],
                                                block_classes(current))
             topk_pending = False
+            continue
+        end = END_LINE.fullmatch(line)
+        if end:
+            closing = [block for block in open_blocks if block.meta.get("ends") == "1"]
+            if len(closing) != int(end.group(1)):
+                raise UserError(f"{where}: the end line of a run that wrote {end.group(1)} block(s) follows "
+                                f"{len(closing)} block(s) written since the previous end line (from line "
+                                f"{closing[0].line if closing else number}): the others come from a run that "
+                                f"stopped before its end (interrupted?); rerun it, or remove its blocks")
+            open_blocks = []
             continue
         if line.startswith("#"):
             meta = parse_meta(line[1:])
@@ -520,6 +541,7 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
                 current.meta, current.meta_line = pending_meta
                 pending_meta = None
             blocks.append(current)
+            open_blocks.append(current)
             length = None
             continue
         if current is None:
@@ -544,6 +566,12 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
     if not blocks:
         raise UserError(f"{path}: no header line (empty file?); expected '<checkpoint>,<perturbation "
                         f"folder>' followed by sequence lines")
+    unclosed = [block for block in open_blocks if block.meta.get("ends") == "1"]
+    if unclosed:
+        raise UserError(f"{path}:{unclosed[0].line}: the run that wrote the last {len(unclosed)} block(s), "
+                        f"from this line on, did not finish (its '# end blocks=N' line is missing: "
+                        f"interrupted, or the file was cut); rerun eval_perturbed_rafdb.py for them, or "
+                        f"remove them")
     kept = []
     for block in blocks:
         if not block.sequences:

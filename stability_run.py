@@ -109,6 +109,8 @@ def run(args) -> int:
     probabilities = [] if args.save_probabilities is not None else None
     calibration_rows = [] if args.json is not None else None
 
+    written = [0]  # blocks written by this run, for its end line
+
     def predict_all(out):
         for checkpoint in targets:
             if args.predictions is not None:  # any framework's predictions, frame by frame
@@ -142,10 +144,14 @@ def run(args) -> int:
                 import model_files
 
                 block_meta = f"{block_meta} model_sha256={model_files.model_sha256(checkpoint)}"
+            block_meta += " ends=1"  # this run closes its blocks with an end line (stability.END_LINE)
+            written[0] += len(folders)
             stability.predict_folders(runner, checkpoint, names, folders, out, frames=args.frames,
                                       topk=args.topk, annotate=args.annotate, meta=block_meta,
                                       probabilities=probabilities, labels=rows,
                                       calibration_rows=calibration_rows)
+        out.write(stability.end_line(written[0]))  # only a run that got here: see stability.END_LINE
+        out.flush()
 
     if args.out is None:
         predict_all(sys.stdout)

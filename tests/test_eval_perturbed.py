@@ -441,13 +441,14 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
         # ... and the model file's SHA-256 (report.py joins results by it)
         assert lines[i * stride + 1] == \
             f"# labels=soft N={len(names)} source=unknown frames=30 seed=unknown format=unknown " \
-            f"model_sha256={hashlib.sha256(Path(run_a).read_bytes()).hexdigest()}"
+            f"model_sha256={hashlib.sha256(Path(run_a).read_bytes()).hexdigest()} ends=1"
         sequences = [[int(v) for v in s.split(",")] for s in lines[i * stride + 2:(i + 1) * stride]]
         # the writer's classes are the model's own argmax on the frames read independently
         by_hand = model_scores_by_hand(run_a, perturbed / folder, names)
         assert np.array_equal(np.array(sequences), np.argmax(by_hand, axis=-1))
         blocks[folder.replace("rafdb.test.", "")] = sequences
-    assert len(lines) == 3 * stride
+    # ... and the run's end line closes its three blocks
+    assert len(lines) == 3 * stride + 1 and lines[-1] == "# end blocks=3"
     assert len({tuple(s) for seqs in blocks.values() for s in seqs}) > 1  # the tiny model does vary
 
     original = original_reader(text)  # the original reader accepts the file
@@ -505,7 +506,38 @@ def test_writer_out_file_and_hard_labels(tmp_path, perturbed_tree, tiny_checkpoi
 
     n_hard = len(rafdb_dataset.load_labels(root, "test", "hard"))
     assert lines[1].startswith(f"# labels=hard N={n_hard} source=unknown ")
-    assert len(lines) == 2 + n_hard + 1  # the last line's newline, no blank lines
+    # header, metadata, the sequences, the end line, then the last line's newline: no blank lines
+    assert len(lines) == 2 + n_hard + 2 and lines[-2:] == ["# end blocks=1", ""]
+
+
+def _block(method, name, meta=" ends=1"):
+    return f"runs/{method}/c.keras,P/rafdb.test.{name}\n# labels=soft N=1 frames=30{meta}\n{line(WORKED)}\n"
+
+
+@pytest.mark.parametrize("text, number, words", [
+    # a run stopped after its second block (Ctrl-C under "> predictions.txt"): no end line
+    (_block("a", "p_rotate") + _block("a", "p_scale"), 1, "the run that wrote the last 2 block(s)"),
+    # such a part, then a finished run's file concatenated after it
+    (_block("a", "p_rotate") + _block("b", "p_rotate") + "# end blocks=1\n", 7, "follows 2 block(s)"),
+])
+def test_a_run_that_did_not_finish_is_refused(tmp_path, text, number, words):
+    """The writer closes its run with '# end blocks=N' (its blocks say ends=1); blocks of a run that
+    stopped early were read as a whole file with only a warning, and scored."""
+    path = write(tmp_path, text)
+    result = run_reader(path, check=False)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {path}:{number}: ") and words in last
+
+
+def test_finished_runs_concatenated_and_files_without_end_lines_are_read(tmp_path):
+    """Two finished runs (each with its end line) in one file, and blocks written by another tool
+    or an older version (no ends=1): all read, with the flip probability of the worked example."""
+    text = (_block("a", "p_rotate") + "# end blocks=1\n" + _block("b", "p_rotate") + _block("b", "p_scale")
+            + "# end blocks=2\n" + _block("c", "p_rotate", meta=""))
+    table = parse_tsv(run_reader(write(tmp_path, text)).stdout)
+    assert set(table) == {"a", "b", "c"}
+    assert table["c"]["p_rotate"] == pytest.approx(hand_fp([WORKED], False), abs=1e-12)
 
 
 def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree, tiny_checkpoints):
@@ -628,7 +660,7 @@ def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tre
     lines = out.read_text().split("\n")
     digest = hashlib.sha256(Path(tiny_checkpoints[0]).read_bytes()).hexdigest()
     assert lines[1] == (f"# labels=soft N={len(names)} source=aligned frames=30 seed=4 format=jpg "
-                        f"fallback_pad=reflect101 model_sha256={digest}")
+                        f"fallback_pad=reflect101 model_sha256={digest} ends=1")
     result = run_reader(out, "--json", str(tmp_path / "r.json"))
     summary = json.loads((tmp_path / "r.json").read_text())["methods"]["run_a"]
     assert (summary["n"], summary["protocol"], summary["source"]) == (len(names), "soft", "aligned")

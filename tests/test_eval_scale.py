@@ -187,6 +187,8 @@ def test_perturbation_shards_concatenate_to_the_single_file(workspace, tmp_path)
     def blocks(text):
         found, current = [], []
         for line in text.splitlines():
+            if stability.END_LINE.fullmatch(line):  # each run ends with its own "# end blocks=N"
+                continue
             if "," in line and len(line.split(",")) == 2:
                 current = [line]
                 found.append(current)
@@ -195,6 +197,10 @@ def test_perturbation_shards_concatenate_to_the_single_file(workspace, tmp_path)
         return sorted("\n".join(block) for block in found)
 
     assert blocks(joined) == blocks(single) and len(blocks(single)) == 3
+    # one end line per run: the single run's closes its 3 blocks, each shard's its own
+    assert single.endswith("# end blocks=3\n")
+    shard_ends = [(tmp_path / f"p{i}.txt").read_text().splitlines()[-1] for i in range(2)]
+    assert sorted(shard_ends) == ["# end blocks=1", "# end blocks=2"]
     (tmp_path / "joined.txt").write_text(joined)
     tables = []
     for name in ("all.txt", "joined.txt"):
