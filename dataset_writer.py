@@ -772,6 +772,27 @@ def _init_worker(render: Callable, out_dir: str, known: Mapping[str, str], force
     _WORKER["fresh"] = fresh  # the tree had no manifest: no output can exist yet, skip the checks
     if pooled and "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(1)  # one process per core already; no thread oversubscription
+    if pooled:
+        _follow_parent()
+
+
+_POOL_PARENT: int | None = None  # the exporting process's pid, seen by its forked workers
+
+
+def _follow_parent() -> None:
+    """In a pool worker: end with the exporting process. Its Ctrl-C is its own (the parent stops the
+    workers), and if it dies without stopping them (SIGKILL), the kernel sends this worker SIGKILL
+    (Linux ``PR_SET_PDEATHSIG``): a worker blocked on the pool's pipes would otherwise wait forever."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(Exception):  # not Linux, or no C library: the parent's own cleanup only
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    if _POOL_PARENT is not None and os.getppid() != _POOL_PARENT:  # died before the call above
+        os._exit(1)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -874,9 +895,22 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
     replaces the worker and waits forever for the units it held. That is a UserError saying how much
     is kept; on any exit the workers are stopped, not waited for.
     """
+    import signal
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    global _POOL_PARENT
+    _POOL_PARENT = os.getpid()
+
+    def terminated(_signum, _frame):
+        # SIGTERM (scancel, a pod stopped): stop the workers (finally below) and exit quietly.
+        print(f"terminated (SIGTERM): {done()} of {total} image(s) are recorded as finished and kept; rerun "
+              f"the same command to render the rest", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: no handler, the default action
+        previous = signal.signal(signal.SIGTERM, terminated)
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_init_worker, initargs=initargs)
     try:
@@ -896,6 +930,8 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
         for process in processes:
             with contextlib.suppress(Exception):
                 process.terminate()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _single_threaded_blas():

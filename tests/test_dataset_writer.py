@@ -792,3 +792,52 @@ def test_an_export_into_its_own_source_dataset_is_refused(tmp_path):
         dataset_writer.export(source_units(src), source_render, src / "test" / "zz", generator="test", kind="toy",
                               params=PARAMS, sources=[], source_root=str(src), workers=1, progress=False)
     assert not (src / "test").exists()
+
+
+_SLOW_EXPORT = """
+import sys, time
+sys.path.insert(0, {repo!r})
+import dataset_writer
+from dataset_writer import WorkUnit
+
+def render(unit):
+    time.sleep(0.05)
+    return [(rel, rel.encode()) for rel in unit.outputs]
+
+units = [WorkUnit(f"src/{{i:04d}}.jpg", (f"f1/{{i:04d}}.bin",), i) for i in range(400)]
+dataset_writer.export(units, render, {out!r}, generator="test", kind="toy", params={{}}, sources=[],
+                      workers=2, progress=False, chunksize=1)
+"""
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if text.encode() in Path(entry.path, "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_export_leaves_no_worker_behind(tmp_path, sig):
+    """SIGTERM (scancel, a stopped pod) or SIGKILL of the exporting process: its pool workers end too
+    (they used to wait forever on the pool's pipes), and SIGTERM says what is kept, in one line."""
+    out = tmp_path / "out-for-this-test"
+    code = _SLOW_EXPORT.format(repo=str(Path(dataset_writer.__file__).parent), out=str(out))
+    process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("f1/*.bin")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(sig)
+    err = process.communicate(timeout=60)[1]
+    assert process.returncode == -sig if sig == signal.SIGKILL else process.returncode == 128 + sig
+    if sig == signal.SIGTERM:
+        assert err.strip().startswith("terminated (SIGTERM): ") and "Traceback" not in err
+    while _processes_mentioning(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(out)) == []
