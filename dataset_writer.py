@@ -918,6 +918,8 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
     except BrokenProcessPool:
         codes = sorted({process.exitcode for process in (getattr(executor, "_processes", None) or {}).values()
                         if process.exitcode not in (None, 0)})
+        # The pool itself stops the other workers with SIGTERM once one has died: not the cause.
+        codes = [code for code in codes if code != -signal.SIGTERM]
         how = f" (exit code {', '.join(map(str, codes))})" if codes else ""
         raise UserError(
             f"a worker process of the export ended abruptly{how}: killed by a signal (e.g. the system's "
