@@ -98,9 +98,14 @@ def run(args) -> int:
     elif (manifest.get("params") or {}).get("source") == "aligned":
         LOG.warning("%s: source: aligned (docs/BENCHMARK.md §3.6): padded official aligned faces, "
                     "not the landmark-aligned originals", args.perturbed)
-    meta = stability.metadata_line(labels.protocol, len(labels), args.frames, manifest)
-    if args.adapt != "none":
-        meta += f" adapted={args.adapt}" + (f"_prior{args.adapt_prior:g}" if args.adapt_prior else "")
+    adapted = (f" adapted={args.adapt}" + (f"_prior{args.adapt_prior:g}" if args.adapt_prior else "")
+               if args.adapt != "none" else "")
+
+    def metadata(n_sequences: int) -> str:
+        """A block's metadata; N is the sequences of that block (a model that cannot output a
+        class of the dataset leaves that class's sequences out)."""
+        return stability.metadata_line(labels.protocol, n_sequences, args.frames, manifest) + adapted
+
     earlier = stability.headers_in(args.out.read_text(encoding="utf-8")) \
         if args.append and args.out is not None and args.out.is_file() else []
     stability.warn_method_collisions(targets, earlier)
@@ -136,10 +141,10 @@ def run(args) -> int:
             else:
                 rows = rafdb_label_rows(args, classifier, labels)
             runner = inference.runner_from_args(classifier, args)
-            block_meta = meta
+            block_meta = metadata(len(names))
             n_columns = rows.shape[1] if getattr(rows, "ndim", 0) == 2 else stability.NUM_CLASSES
             if n_columns != stability.NUM_CLASSES:  # indices in the dataset's own K classes
-                block_meta = f"{meta} classes={n_columns}"
+                block_meta = f"{block_meta} classes={n_columns}"
             if Path(checkpoint).is_file():  # the model's identity for report.py, whatever the folder
                 import model_files
 

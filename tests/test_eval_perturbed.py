@@ -742,3 +742,36 @@ def test_a_corrupted_tree_given_as_perturbed_is_named_as_such(tmp_path, perturbe
         writer_script.main([str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(tree),
                             "--out", str(tmp_path / "p.txt")])
     assert not (tmp_path / "p.txt").exists()
+
+
+def test_a_model_missing_a_dataset_class_writes_the_n_of_its_own_sequences(tmp_path):
+    """A folder dataset with a class the model cannot output (contempt, for a 7-class RAF-DB-order
+    model): its sequences are left out of the block, and the metadata's N must count the block's own
+    sequences (it counted all of them, and the reader refused the file: 'metadata says N=5 ...')."""
+    import cv2
+    import keras
+
+    import rafdb_perturb_dataset
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "faces"
+    for name, count in (("happy", 3), ("contempt", 2)):
+        (data / "test" / name).mkdir(parents=True)
+        for index in range(count):
+            cv2.imwrite(str(data / "test" / name / f"{name}{index}.png"), rng.integers(0, 256, (40, 40, 3), np.uint8))
+    perturbed = tmp_path / "faces-p"
+    assert rafdb_perturb_dataset.main(["export", "--dataset", "folder", "--data", str(data), "--out", str(perturbed),
+                                       "--perturbations", "p_rotate", "--workers", "1"]) == 0
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    model_path = tmp_path / "m.keras"
+    keras.Model(inputs, outputs).save(model_path)
+    out = tmp_path / "p.txt"
+    assert writer_script.main([str(model_path), "--dataset", "folder", "--data", str(data), "--perturbed",
+                               str(perturbed), "--preprocessing", "scale01", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    sequences = [line for line in lines[1:] if line and not line.startswith("#")]
+    assert len(sequences) == 3  # the three happy faces; the two contempt faces are left out
+    assert " N=3 " in lines[1]
+    blocks = __import__("stability").read_predictions(out)
+    assert [len(block.sequences) for block in blocks] == [3]
