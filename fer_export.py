@@ -403,6 +403,10 @@ def p_job(data, names: Sequence[str], *, split: str = "test", fmt: str | None = 
                             lambda stem: f"would both give the frames {stem}_00 .. {stem}_29 (frames are named "
                                          "by the path below the split folder without its suffix)")
         extra = {"name": data.dataset_name}
+        if "," in data.dataset_name or "\n" in data.dataset_name:
+            raise UserError(f"--data {data.root}: the dataset folder's name {data.dataset_name!r} contains a comma "
+                            f"or newline; it starts the names of the perturbation folders, which the "
+                            f"predictions format (comma-separated) cannot hold: rename the folder")
     else:
         raise UserError(f"--dataset {data.name}: use rafdb_perturb_dataset.py (landmark-aligned sequences)")
     if fmt not in ("jpg", "png"):

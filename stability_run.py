@@ -89,6 +89,11 @@ def run(args) -> int:
         folders = stability.shard_folders(folders, shard)
         # Check every frame before loading any model: a missing one is an error naming it.
         work = [(folder, stability.frame_paths(folder, labels.names, args.frames)) for folder in folders]
+    for folder, _ in work:  # a folder dataset's name is part of its folders' names
+        if "," in folder.name or "\n" in folder.name:
+            raise UserError(f"--perturbed {args.perturbed}: the folder {folder.name!r} contains a comma or "
+                            f"newline, which the predictions format cannot hold; rename the dataset folder "
+                            f"(its name starts the exported folders' names) and export again")
     if shard is not None:
         LOG.info("shard %d/%d: %d perturbation folder(s): %s", shard[0], shard[1], len(work),
                  ", ".join(folder.name for folder, _ in work) or "none")

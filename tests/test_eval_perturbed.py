@@ -775,3 +775,20 @@ def test_a_model_missing_a_dataset_class_writes_the_n_of_its_own_sequences(tmp_p
     assert " N=3 " in lines[1]
     blocks = __import__("stability").read_predictions(out)
     assert [len(block.sequences) for block in blocks] == [3]
+
+
+def test_a_folder_dataset_named_with_a_comma_is_refused_at_export(tmp_path):
+    """Its name starts the perturbation folders' names, which the comma-separated predictions header
+    holds: the export refuses it (the writer's file was unreadable, with exit 0 on the way)."""
+    import cv2
+
+    import rafdb_perturb_dataset
+    from cli_common import UserError
+
+    data = tmp_path / "my,faces"
+    (data / "test" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(data / "test" / "happy" / "a.png"), np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(UserError, match=r"^--data .*my,faces: the dataset folder's name 'my,faces' contains a comma"):
+        rafdb_perturb_dataset.main(["export", "--dataset", "folder", "--data", str(data), "--out",
+                                    str(tmp_path / "p"), "--perturbations", "p_rotate", "--workers", "1"])
+    assert not (tmp_path / "p").exists()
