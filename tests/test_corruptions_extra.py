@@ -505,3 +505,107 @@ def test_glass_blur_packed_pixels_equal_the_loop(images):
         expected = corruptions.to_uint8(corruptions.gaussian_blur_op(x / np.float32(255.0), sigma))
         out = corrupt(image, "glass_blur", severity, seed=severity, param_set=param_set)
         np.testing.assert_array_equal(out, expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Every severity of the documented tables (a row of a table may differ from its neighbours)
+
+
+def test_glass_parameters_imagenet224_severity_4():
+    """(σ, δ, iterations) at s = 4 from the ImageNet-C column of docs/BENCHMARK.md: (1.1, 3, 2)."""
+    assert corruptions_imagenet.glass_parameters(4, "imagenet224", 224) == (1.1, 3, 2)
+
+
+@pytest.mark.parametrize("name", ["glass_blur", "snow", "saturate", "fog"])
+def test_against_hendrycks_reference_at_severities_2_and_4(name):
+    """Hendrycks' code (bench/reference_corruptions.py) with the documented ImageNet-C rows at s = 2, 4."""
+    image = cv2.resize(skimage.data.astronaut()[0:300, 100:400], (100, 100), interpolation=cv2.INTER_AREA)
+    tolerance = 0 if name == "fog" else 2
+    for severity in (2, 4):
+        ours = corrupt(image, name, severity, seed=4, param_set="imagenet224")
+        rng = np.random.default_rng(4)
+        if name == "snow":
+            rng = reference_corruptions.NormalFrom(rng, corruptions.standard_normal)
+        ref = reference_corruptions.EXTRA_REFERENCE[name](image, severity, rng)
+        assert np.abs(ours.astype(int) - ref).max() <= tolerance, (name, severity)
+
+
+def test_elastic_on_a_non_square_image_matches_the_reference():
+    """Hendrycks' elastic_transform centres its affine triangle at (H // 2, W // 2): checked at H 100, W 80."""
+    image = cv2.resize(skimage.data.astronaut()[0:300, 100:400], (80, 100), interpolation=cv2.INTER_AREA)
+    ours = corrupt(image, "elastic_transform", 3, seed=4, param_set="imagenet224")
+    ref = reference_corruptions.EXTRA_REFERENCE["elastic_transform"](image, 3, np.random.default_rng(4))
+    assert np.abs(ours.astype(int) - ref).max() == 0
+
+
+def test_speckle_every_severity_by_hand():
+    """speckle_noise is x + x·N(0, σ) with σ .15, .2, .35, .45, .6 (docs/BENCHMARK.md), floored to uint8."""
+    image = np.full((50, 50, 3), 100, np.uint8)
+    for severity, sigma in enumerate((0.15, 0.2, 0.35, 0.45, 0.6), start=1):
+        out = corrupt(image, "speckle_noise", severity, seed=severity)
+        n = corruptions.standard_normal(np.random.default_rng(severity), image.shape).astype(np.float64)
+        expected = np.floor(np.clip(100 / 255 * (1 + sigma * n), 0, 1) * 255)
+        assert np.abs(out - expected).max() <= 1, severity
+
+
+# --------------------------------------------------------------------------------------------
+# Face corruptions: the documented table of docs/BENCHMARK.md, every severity
+
+
+def test_low_resolution_every_factor_by_hand():
+    """Factors 2, 3, 4, 6, 8 (docs/BENCHMARK.md face table): area mean over factor² blocks, then bicubic."""
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (120, 120, 3), dtype=np.uint8), (5, 5), 2)
+    for severity, factor in enumerate((2, 3, 4, 6, 8), start=1):
+        out = corrupt(image, "low_resolution", severity)
+        size = 120 // factor
+        small = np.rint(image.reshape(size, factor, size, factor, 3).mean(axis=(1, 3))).astype(np.uint8)
+        expected = cv2.resize(small, (120, 120), interpolation=cv2.INTER_CUBIC)
+        assert np.abs(out.astype(int) - expected).max() <= 2, severity
+
+
+def test_eye_band_and_mask_opacity_every_severity():
+    """Opacities .6–1.0 (eye band, colour 10) and .80–1.0 (mask, red 150) from docs/BENCHMARK.md's face table."""
+    grey = np.full((100, 100, 3), 200, np.uint8)
+    for severity, opacity in enumerate((0.6, 0.7, 0.8, 0.9, 1.0), start=1):
+        out = corrupt(grey, "occlusion_eyes", severity)
+        value = 200 / 255 * (1 - opacity) + opacity * 10 / 255
+        assert abs(int(out[40, 50, 0]) - math.floor(value * 255)) <= 1, severity
+    for severity, opacity in enumerate((0.80, 0.85, 0.90, 0.95, 1.0), start=1):
+        out = corrupt(grey, "occlusion_mouth", severity)
+        value = 200 / 255 * (1 - opacity) + opacity * 150 / 255  # red channel of (150, 200, 230)
+        assert abs(int(out[90, 50, 0]) - math.floor(value * 255)) <= 1, severity
+
+
+class _FixedUniform:
+    """An rng whose uniform() returns the given values in turn."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def uniform(self, low, high):
+        return self.values.pop(0)
+
+
+def test_patch_is_clamped_to_the_right_and_bottom_edges():
+    """s = 5: side int(.46·100) = 46; a centre at (85, 95) puts the square flush with the edges: 100 − 46 = 54."""
+    left, top, side = corruptions_face.patch_box(5, (100, 100), _FixedUniform([85.0, 95.0]))
+    assert (left, top, side) == (54, 54, 46)
+
+
+def test_patch_on_a_wide_image_reaches_the_top_row():
+    """On a 100 (H) × 300 (W) image the vertical centre is drawn over the face's rows (×H), so top 0 occurs."""
+    tops = [corruptions_face.patch_box(1, (100, 300), np.random.default_rng(s))[1] for s in range(200)]
+    assert min(tops) == 0
+
+
+@pytest.mark.parametrize("severity, strength, decay", [(1, 0.4, 3), (2, 0.7, 3), (3, 1.0, 2.5), (4, 1.5, 2),
+                                                       (5, 2.0, 1.75)])
+def test_fog_imagenet64_rows(severity, strength, decay):
+    """(strength, wibble decay) of the 64 px column of docs/BENCHMARK.md's fog row, applied by hand."""
+    image = np.full((64, 64, 3), 100, np.uint8)
+    out = corrupt(image, "fog", severity, seed=3, param_set="imagenet64")
+    plasma = corruptions_imagenet.plasma_fractal(64, decay, np.random.default_rng(3))[:64, :64]
+    x = 100 / 255
+    expected = np.floor(np.clip((x + strength * plasma) * x / (x + strength), 0, 1) * 255)
+    assert np.abs(out[:, :, 0].astype(int) - expected).max() <= 1
