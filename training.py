@@ -607,11 +607,28 @@ def _match_saved(variables, names: list[str], values: list) -> list:
     return pairs
 
 
-def save_model_atomically(model, path: Path) -> None:
-    """model.save to a temporary .hdf5 beside ``path``, then rename (never a half-written file)."""
+TMP_CHECKPOINT_RE = re.compile(r"^\.(checkpoint\.[0-9]+|checkpoint_last)\.[0-9]+\.tmp\.hdf5$")
+STATE_ATTR = "train_state"  # checkpoint_last.hdf5: the training state of the epoch it holds (JSON)
+CENTERS_DATASET = "center_loss_centers"  # checkpoint_last.hdf5 with --center-loss: the centres of that epoch
+
+
+def save_model_atomically(model, path: Path, state: dict | None = None, centers=None) -> None:
+    """model.save to a temporary .hdf5 beside ``path``, then rename (never a half-written file).
+
+    ``state`` (JSON) and ``centers`` (an array) are written into the same file before the rename, so
+    a checkpoint_last.hdf5 always carries the training state of the epoch it holds (a kill between
+    it and train_state.json cannot make --resume repeat or skip an epoch)."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.hdf5")
     try:
         model.save(tmp)
+        if state is not None or centers is not None:
+            import h5py
+
+            with h5py.File(tmp, "a") as handle:
+                if state is not None:
+                    handle.attrs[STATE_ATTR] = json.dumps(state)
+                if centers is not None:
+                    handle.create_dataset(CENTERS_DATASET, data=np.asarray(centers, dtype=np.float32))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -741,10 +758,12 @@ def make_callbacks(args, run_dir: Path, state: dict, train_ds=None, centers=None
                          "-" if state["best"] is None else f"{state['best']:.5f}", value, path.name)
                 save_model_atomically(self.model, path)
                 state["best"], state["best_epoch"] = value, epoch + 1
-            save_model_atomically(self.model, run_dir / LAST_CHECKPOINT)
-            if centers is not None:  # training state of --center-loss, for --resume
-                centers.save(run_dir)
             state["completed_epochs"] = epoch + 1
+            if centers is not None:  # training state of --center-loss (also inside checkpoint_last.hdf5)
+                centers.save(run_dir)
+            # checkpoint_last.hdf5 holds its own state and centres; --resume trusts it over train_state.json
+            save_model_atomically(self.model, run_dir / LAST_CHECKPOINT, state=dict(state),
+                                  centers=None if centers is None else centers.centers.numpy())
             atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1) + "\n")
 
     class PreciseBatchNorm(keras.callbacks.Callback):
@@ -994,13 +1013,50 @@ def best_from_log(run_dir: Path, epochs: int) -> tuple[float, int] | None:
     return best
 
 
+def checkpoint_state(path: Path) -> tuple[dict | None, np.ndarray | None]:
+    """(training state, center-loss centres) written into ``path`` by :func:`save_model_atomically`;
+    None for what it does not hold (a checkpoint of an older version, a numbered checkpoint)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            text = handle.attrs.get(STATE_ATTR)
+            centers = np.asarray(handle[CENTERS_DATASET]) if CENTERS_DATASET in handle else None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the checkpoint ({error})") from None
+    if text is None:
+        return None, centers
+    try:
+        state = json.loads(text.decode("utf-8") if isinstance(text, bytes) else str(text))
+        int(state["completed_epochs"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path}: unreadable training state in the checkpoint ({error})") from None
+    return state, centers
+
+
 def resume_point(run_dir: Path) -> tuple[Path, int, dict]:
-    """(checkpoint to load, epochs already done, state) for --resume; state["best"] None = unknown yet."""
+    """(checkpoint to load, epochs already done, state) for --resume; state["best"] None = unknown yet.
+
+    checkpoint_last.hdf5 carries the state of the epoch it holds; train_state.json (written after it)
+    is only read for checkpoints of older versions. When the two disagree (the run was killed
+    between the two writes), the checkpoint's state is the right one."""
     state_path = run_dir / STATE_FILE
-    if state_path.is_file() and (run_dir / LAST_CHECKPOINT).is_file():
+    last = run_dir / LAST_CHECKPOINT
+    if last.is_file():
+        embedded, _ = checkpoint_state(last)
+        if embedded is not None:
+            if state_path.is_file():
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    written = int(json.loads(state_path.read_text())["completed_epochs"])
+                    if written != int(embedded["completed_epochs"]):
+                        LOG.warning("%s says %d completed epochs, %s holds epoch %d (the run stopped between "
+                                    "the two writes): resuming after epoch %d", state_path, written, last.name,
+                                    int(embedded["completed_epochs"]), int(embedded["completed_epochs"]))
+            return last, int(embedded["completed_epochs"]), embedded
+    if state_path.is_file() and last.is_file():
         try:
             state = json.loads(state_path.read_text())
-            return run_dir / LAST_CHECKPOINT, int(state["completed_epochs"]), state
+            return last, int(state["completed_epochs"]), state
         except (ValueError, KeyError, TypeError) as error:
             raise UserError(f"{state_path}: unreadable training state ({error})") from None
     found = numbered_checkpoints(run_dir)
@@ -1126,9 +1182,20 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
                                 f"--resume continues up to --epochs (give at least {initial_epoch}), it "
                                 f"does not go back (train_fer.py --mode test --epoch E tests an earlier one)")
             LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
+            for epoch, path in numbered_checkpoints(run_dir):
+                if epoch > initial_epoch and chief:  # of an epoch that did not finish: it is trained again
+                    LOG.warning("%s: of epoch %d, which did not finish (the run stopped); removed", path, epoch)
+                    path.unlink()
             model = load_checkpoint(checkpoint)
             centers = attach_center_loss(args, model)
-            if centers is not None:
+            saved_centers = checkpoint_state(checkpoint)[1] if centers is not None else None
+            if saved_centers is not None:  # the centres of the epoch the checkpoint holds
+                if tuple(saved_centers.shape) != tuple(centers.centers.shape):
+                    raise UserError(f"{checkpoint}: saved centres of shape {saved_centers.shape}, the model "
+                                    f"needs {tuple(centers.centers.shape)}")
+                centers.centers.assign(saved_centers)
+                LOG.info("center loss: centres restored from %s", checkpoint.name)
+            elif centers is not None:
                 if centers.load(run_dir):
                     LOG.info("center loss: centres restored from %s", run_dir / center_loss_file())
                 else:

@@ -1,0 +1,61 @@
+"""--resume after a run stopped at awkward moments: between the end-of-epoch writes, without run.json,
+by SIGTERM; leftovers of a killed run (temporary checkpoints)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import train_fer
+import training
+from cli_common import UserError
+
+TINY = ["--net", "smallcnn", "--input-size", "64", "--lpf", "0", "--batch", "8", "--momentum",
+        "--augmentation", "no", "--val-split", "test", "--lr", "0.02:0.5:1"]
+
+
+def iterations(path):
+    return int(training.load_checkpoint(path).optimizer.iterations.numpy())
+
+
+def test_a_kill_between_checkpoint_last_and_train_state_resumes_after_the_checkpoints_epoch(
+        sample_tree, tmp_path, monkeypatch):
+    """Stopped after checkpoint_last.hdf5 of epoch 2 was written but before train_state.json (still
+    epoch 1): --resume trains epoch 3 only. Before, it trained epoch 2 again (4 epochs of steps)."""
+    from conftest import SAMPLE_TRAIN
+
+    run_dir = tmp_path / "run"
+    real = training.atomic_write_text
+
+    def write(path, text, *a, **k):
+        if path.name == training.STATE_FILE and json.loads(text)["completed_epochs"] == 2:
+            raise KeyboardInterrupt  # the kill, just before train_state.json says 2
+        return real(path, text, *a, **k)
+
+    monkeypatch.setattr(training, "atomic_write_text", write)
+    with pytest.raises(KeyboardInterrupt):
+        train_fer.main(["--rafdb", str(sample_tree), *TINY, "--center-loss", "--epochs", "3", "--dir", str(run_dir)])
+    monkeypatch.setattr(training, "atomic_write_text", real)
+    assert json.loads((run_dir / training.STATE_FILE).read_text())["completed_epochs"] == 1
+    steps = math.ceil(SAMPLE_TRAIN / 8)  # every training image (--val-split test), batch 8
+    assert iterations(run_dir / training.LAST_CHECKPOINT) == 2 * steps
+    state, centers = training.checkpoint_state(run_dir / training.LAST_CHECKPOINT)
+    assert state["completed_epochs"] == 2
+    np.testing.assert_array_equal(centers, np.load(run_dir / "center_loss_centers.npy"))
+
+    assert train_fer.main(["--resume", "--dir", str(run_dir)]) == 0
+    assert iterations(run_dir / training.LAST_CHECKPOINT) == 3 * steps
+    assert json.loads((run_dir / "run.json").read_text())["resumed"][0]["from_epoch"] == 2
+    rows = (run_dir / training.LOG_FILE).read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == [0, 1, 2]
+    assert json.loads((run_dir / training.STATE_FILE).read_text())["completed_epochs"] == 3
+
+
+def test_a_numbered_checkpoint_of_an_unfinished_epoch_is_removed_on_resume(sample_tree, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "1", "--dir", str(run_dir)]) == 0
+    (run_dir / "checkpoint.02.hdf5").write_bytes((run_dir / "checkpoint.01.hdf5").read_bytes())
+    assert training.resume_point(run_dir)[1] == 1
+    assert train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "1"]) == 0
+    assert not (run_dir / "checkpoint.02.hdf5").exists()
