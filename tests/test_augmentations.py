@@ -242,3 +242,51 @@ def test_skew_moves_a_point_by_the_spec_matrix():
     assert s0 > 0.05 and s1 > 0.05  # the seed gives a visible skew
     assert centre_x == pytest.approx(20 + s0 * 30 + 1, abs=0.3)
     assert centre_y == pytest.approx(s1 * 20 + 30 + 1, abs=0.3)
+
+
+# --------------------------------------------------------------------------------------------
+# Values from the docstrings/docs table (docs/AUGMENTATIONS.md), checked on cases that separate them
+
+
+def test_exact_cut_rounds_a_fractional_size_half_up():
+    """An 'exact' cut of a 10.5 × 9.6 box is 11 wide and 10 high (sizes rounded half up, not truncated)."""
+    image = np.arange(20 * 20, dtype=np.uint8).reshape(20, 20)
+    assert aug.cut(image, (0, 0, 10.5, 9.6), "exact").shape == (10, 11)
+
+
+def test_cutout_square_fill_and_extent():
+    """docs/AUGMENTATIONS.md: Cutout fills (125, 123, 114); the square is size × size centred on U(0, W), U(0, H)."""
+    image = np.zeros((100, 100, 3), np.uint8)
+    draws = np.random.default_rng(0)
+    cx, cy = draws.uniform(0, 100), draws.uniform(0, 100)
+    out = aug._cutout_square(image, 20.0, np.random.default_rng(0))
+    expected = np.zeros_like(image)
+    expected[int(max(0, cy - 10)):int(min(100, cy + 10)), int(max(0, cx - 10)):int(min(100, cx + 10))] = (125, 123, 114)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_randaugment_applies_two_operations(monkeypatch):
+    """RandAugment applies two operations per image (the augmentations module docstring, ``randaugment``)."""
+    seen = []
+    monkeypatch.setattr(aug, "apply_policy", lambda image, policy, rng, **k: seen.append(len(policy)) or image)
+    aug.make_train_transform("randaugment")(np.zeros((20, 20, 3), np.uint8), np.random.default_rng(0))
+    assert seen == [2]
+
+
+def test_roi_jitter_scales_with_the_height():
+    """σ = .045·h (the docstring of random_change_roi): a 400 × 100 box moves by int(Nc(−.9, 4.5)), never 18-ish."""
+    moves = [aug.random_change_roi((0, 0, 400, 100), np.random.default_rng(s)) for s in range(300)]
+    assert max(abs(m[0]) for m in moves) <= 5 and max(abs(m[1]) for m in moves) <= 5
+
+
+def test_augmix_severity_0_1_is_refused():
+    """The AugMix severity lies in (0.1, 10] (docs/AUGMENTATIONS.md: levels U(0.1, severity)); 0.1 is refused."""
+    with pytest.raises(ValueError):
+        aug.check_augmix_params(3, -1, 0.1)
+    aug.check_augmix_params(3, -1, 0.11)
+
+
+def test_random_erasing_with_probability_one_always_erases():
+    """probability = 1: every image gets its box (an erased copy, never the input itself)."""
+    image = np.zeros((40, 40, 3), np.uint8)
+    assert all(aug.random_erasing(image, np.random.default_rng(s), probability=1.0) is not image for s in range(10))
