@@ -47,6 +47,11 @@ PIXELS = SIZE * SIZE  # 2,304
 PIXELS_FILE = "fer2013.csv"
 VOTES_FILE = "fer2013new.csv"
 USAGES = ("Training", "PublicTest", "PrivateTest")
+
+
+def _usage_error(path, number: int, value: str) -> str:
+    return (f"{path}:{number}: Usage {value!r}: expected one of {', '.join(USAGES)} (spelt exactly so; "
+            f"a row with another value would belong to no split)")
 VOTE_COLUMNS = FERPLUS_CLASSES + ("unknown", "NF")
 NORMS = ("fix", "legacy")
 _BLOCK = 256  # rows decoded together
@@ -282,6 +287,8 @@ def read_pixel_csv(path: str | Path, progress: bool | None = None, workers: int 
                     emotion[row] = value if -1 <= value <= 6 else -2
                 if usage_col is not None:
                     usage[row] = fields[usage_col].strip().decode("utf-8", errors="replace")
+                    if usage[row] not in USAGES:  # a misspelt one would drop the row from every split
+                        raise UserError(_usage_error(path, number, usage[row]))
             submit()
             collect(0)
             bar.update(done - bar.n)
@@ -333,6 +340,8 @@ def read_vote_csv(path: str | Path) -> VoteTable:
                 raise UserError(f"{path}:{number}: votes must be integers, got {','.join(fields[2:])!r}") from None
             if min(counts) < 0:
                 raise UserError(f"{path}:{number}: votes must be non-negative, got {','.join(fields[2:])!r}")
+            if fields[0].strip() not in USAGES:  # a misspelt one would drop the row from every split
+                raise UserError(_usage_error(path, number, fields[0].strip()))
             usage.append(fields[0].strip())
             names.append(fields[1].strip())
             votes.append(counts)

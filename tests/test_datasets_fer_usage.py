@@ -1,0 +1,38 @@
+"""FER2013 / FER+ Usage column: a value other than Training, PublicTest or PrivateTest (a typo such
+as 'Publictest') is an error naming its file and line. Before, the row silently belonged to no
+split: summaries, training and evaluations ran on one image fewer without a word."""
+
+import pytest
+
+import datasets
+from cli_common import UserError
+
+PIXELS = " ".join(["128"] * 2304)
+HEADER_VOTES = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+
+
+def _write(root, usages, vote_usages=None):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "".join(f"0,{PIXELS},{u}\n" for u in usages))
+    vote_usages = usages if vote_usages is None else vote_usages
+    (root / "fer2013new.csv").write_text(HEADER_VOTES + "\n" + "".join(
+        f"{u},fer{i:07d}.png,10,0,0,0,0,0,0,0,0,0\n" for i, u in enumerate(vote_usages)))
+
+
+def test_a_misspelt_usage_in_fer2013_csv_names_its_line(tmp_path):
+    _write(tmp_path, ["Training", "PublicTest", "Publictest", "PrivateTest"])
+    with pytest.raises(UserError, match=r"fer2013\.csv:4: Usage 'Publictest': expected one of Training, PublicTest, "
+                                        r"PrivateTest"):
+        datasets.get("fer2013", tmp_path).labels("test")
+
+
+def test_a_misspelt_usage_in_fer2013new_csv_names_its_line(tmp_path):
+    _write(tmp_path, ["Training", "PublicTest", "PublicTest"], ["Training", "PublicTest", "Public Test"])
+    with pytest.raises(UserError, match=r"fer2013new\.csv:4: Usage 'Public Test': expected one of"):
+        datasets.get("ferplus", tmp_path).labels("test")
+
+
+def test_the_three_usages_are_read(tmp_path):
+    _write(tmp_path, ["Training", "PublicTest", "PrivateTest", "PublicTest"])
+    data = datasets.get("ferplus", tmp_path)
+    assert [len(data.labels(split).names) for split in ("train", "test")] == [1, 2]
