@@ -195,9 +195,10 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
     Only --epochs (e.g. raised to train on) and operational flags may differ.
     """
     path = run_dir / RUN_FILE
-    if not path.is_file():
-        LOG.warning("%s missing: resuming with the settings of this command line", path)
-        return
+    if not path.is_file():  # the command line's defaults would not be the saved model's settings
+        raise UserError(f"{path}: missing; --resume takes the run's settings (network, input size, learning-rate "
+                        f"schedule, momentum, data) from it and cannot continue without it (restore the file, "
+                        f"or start a new run with --pretraining {run_dir / LAST_CHECKPOINT})")
     previous = read_run_json(path)
     try:
         saved = previous.get("args")
@@ -1245,7 +1246,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is not None and resolver.task_type:
         config["task"] = {"type": resolver.task_type, "index": int(resolver.task_id or 0)}
-    if args.resume and (run_dir / RUN_FILE).is_file():
+    if args.resume:  # apply_run_args refused a run folder without run.json
         previous = read_run_json(run_dir / RUN_FILE)
         config["resumed"] = previous.get("resumed", []) + [{"argv": args.argv, "from_epoch": initial_epoch,
                                                             "code": config["versions"]["code"]}]

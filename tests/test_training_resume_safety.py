@@ -59,3 +59,23 @@ def test_a_numbered_checkpoint_of_an_unfinished_epoch_is_removed_on_resume(sampl
     assert training.resume_point(run_dir)[1] == 1
     assert train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "1"]) == 0
     assert not (run_dir / "checkpoint.02.hdf5").exists()
+
+
+def test_resume_without_run_json_is_refused_naming_the_file(sample_tree, tmp_path, capsys):
+    """Before: a warning, then the defaults (senet50 at 224 px against a 64 px smallcnn checkpoint: a
+    traceback; or another lr schedule than the checkpoint's, recorded in a new run.json)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_dir = tmp_path / "run"
+    assert train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "1", "--dir", str(run_dir)]) == 0
+    (run_dir / "run.json").unlink()
+    with pytest.raises(UserError, match=r"run\.json: missing; --resume takes the run's settings"):
+        train_fer.main(["--resume", "--dir", str(run_dir), "--rafdb", str(sample_tree), "--epochs", "2"])
+    result = subprocess.run([sys.executable, str(Path(train_fer.__file__)), "--resume", "--dir", str(run_dir),
+                             "--rafdb", str(sample_tree), *TINY, "--epochs", "2"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run_dir / 'run.json'}: missing")
+    assert not (run_dir / "run.json").exists()  # nothing written
+    assert json.loads((run_dir / training.STATE_FILE).read_text())["completed_epochs"] == 1
