@@ -88,6 +88,12 @@ def test_solarize_inverts_above_the_threshold():
         np.testing.assert_array_equal(out[:, :, c], expected)
 
 
+def test_solarize_at_one_half_inverts_from_128():
+    """threshold 256 - int(256·0.5) = 128 (solarize's docstring): 127 is kept, 128 -> 127, 200 -> 55."""
+    image = np.array([[[127, 128, 200]]], np.uint8)
+    np.testing.assert_array_equal(aug.solarize(image, 0.5), [[[127, 127, 55]]])
+
+
 def test_autocontrast_stretches_each_channel():
     image = np.zeros((2, 3, 3), np.uint8)
     image[:, :, 0] = [[50, 100, 150], [60, 70, 80]]  # min 50, max 150
@@ -168,6 +174,9 @@ def test_mix_formula():
     # 0.9·100 + 0.1·(0.5·0 + 0.5·200) = 100; rounding 0.3·100 + 0.7·(1/3·0 + 2/3·200)=123.33 -> 123
     np.testing.assert_array_equal(aug.mix(image, chains, [0.5, 0.5], 0.1), image)
     np.testing.assert_array_equal(aug.mix(image, chains, [1 / 3, 2 / 3], 0.7), np.full_like(image, 123))
+    # rounded, not truncated (docs/AUGMENTATIONS.md: "then rounded to uint8"): .75·101 + .25·200 = 125.75 -> 126
+    base = np.full((2, 2, 3), 101, np.uint8)
+    np.testing.assert_array_equal(aug.mix(base, [np.full_like(base, 200)], [1.0], 0.25), np.full_like(base, 126))
 
 
 def _spy_ops(monkeypatch):
@@ -527,3 +536,25 @@ def test_jsd_needs_augmix(sample_tree, tmp_path):
         train_fer.main(base + ["--jsd"])
     with pytest.raises(UserError, match="AugMix depth 5"):
         train_fer.main(base + ["--augmentation", "augmix", "--augmix-depth", "5"])
+
+
+def test_augmix_draws_the_dirichlet_weights_then_the_beta_skip(monkeypatch):
+    """docs/AUGMENTATIONS.md: chains mixed with Dirichlet(1, 1, 1) weights, then m ~ Beta(1, 1), in that order."""
+    seen = {}
+    monkeypatch.setattr(aug, "mix", lambda image, chains, weights, skip: seen.update(w=weights, s=skip) or image)
+    aug.augmix(np.zeros((8, 8, 3), np.uint8), np.random.default_rng(7), width=3, depth=1)
+    ref = np.random.default_rng(7)
+    np.testing.assert_allclose(seen["w"], ref.dirichlet(np.ones(3)))
+    assert seen["s"] == pytest.approx(ref.beta(1.0, 1.0))
+
+
+def test_jsd_of_a_small_mixture_probability_is_not_floored_at_1e_3():
+    """JS divergence by hand (entropy form) with a mixture entry of 1e-4, above the 1e-7 floor of the AugMix paper."""
+    import robust_training
+
+    a = np.array([[1.0, 0.0]], np.float32)
+    c = np.array([1 - 3e-4, 3e-4])
+    m = (2 * np.array([1.0, 0.0]) + c) / 3  # m[1] = 1e-4
+    expected = (2 * (0 - np.log(m[0])) + (c * (np.log(c) - np.log(m))).sum()) / 3
+    got = float(robust_training.jsd_loss(a, a, c[None].astype(np.float32)))
+    assert got == pytest.approx(expected, rel=1e-2)
