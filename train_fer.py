@@ -119,7 +119,8 @@ def build_parser() -> ArgumentParser:
                          help="training augmentation (docs/BENCHMARK.md §4.5); 'randaugment' and 'augmix' "
                               "(§11.2) are extensions; docs/AUGMENTATIONS.md compares them with the corruptions")
     augment.add_argument("--cutout", action="store_true",
-                         help="random erasing (p .5) instead of --augmentation; the run name gets '_cutout'")
+                         help="random erasing (p .5) instead of --augmentation, which must then be left at its default "
+                              "(another --augmentation with --cutout is refused); the run name gets '_cutout'")
     augment.add_argument("--honour-policy-prob", action="store_true",
                          help="apply each AutoAugment op with its probability (the original ignores them)")
     augment.add_argument("--jsd", action="store_true",

@@ -311,6 +311,10 @@ def check_args(args) -> None:
                         f"{args.distribute} (the recalibration runs eagerly on one device)")
     if getattr(args, "jsd", False) and getattr(args, "center_loss", False):
         raise UserError("--jsd and --center-loss: each replaces the training step; use one of them")
+    if args.cutout and args.augmentation != "default" and not args.resume:  # (a run resumed keeps its own)
+        raise UserError(f"--cutout with --augmentation {args.augmentation}: random erasing replaces the "
+                        f"augmentation, so {args.augmentation} would not be applied (yet recorded in run.json and "
+                        f"the run name); leave out --augmentation, or --cutout")
     if getattr(args, "jsd", False) and (args.augmentation != "augmix" or args.cutout):
         raise UserError("--jsd needs --augmentation augmix (without --cutout): the consistency loss compares "
                         "a clean view with two AugMix views")
@@ -982,6 +986,7 @@ def run_config(args, net: str, input_shape, model) -> dict:
         "colour": args.colour, "labels": args.labels, "class_names": list(open_data(args).class_names),
         "dataset": open_data(args).describe(),
         "crop": args.crop, "lpf": args.lpf, "augmentation": args.augmentation, "cutout": bool(args.cutout),
+        "effective_augmentation": "cutout" if args.cutout else args.augmentation,  # --cutout replaces the kind
         "honour_policy_prob": bool(args.honour_policy_prob), "jsd": bool(getattr(args, "jsd", False)),
         "augmix": dict(zip(("width", "depth", "severity"), augmix_params(args))), "seed": args.seed, "val_split": args.val_split,
         "validation": validation_source(args, open_data(args)), "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,

@@ -719,3 +719,22 @@ def test_a_new_run_that_fails_before_training_leaves_no_folder(sample_tree, tmp_
     with pytest.raises(UserError):
         train_fer.main(["--rafdb", str(sample_tree), *TINY, "--input-size", "16", "--dir", str(existing)])
     assert existing.is_dir()
+
+
+@pytest.mark.parametrize("kind", ["randaugment", "augmix", "autoaugment-rafdb", "vggface2", "no"])
+def test_cutout_with_another_augmentation_is_refused(sample_tree, tmp_path, kind):
+    """--cutout replaces the augmentation: --augmentation X with it trained on random erasing alone while
+    run.json and the run name said X."""
+    with pytest.raises(UserError, match=rf"--cutout with --augmentation {kind}: random erasing replaces"):
+        train_fer.main(["--rafdb", str(sample_tree), *TINY[:-2], "--augmentation", kind, "--cutout", "--epochs", "1",
+                        "--dir", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
+
+
+def test_cutout_run_records_the_effective_augmentation(sample_tree, tmp_path):
+    run_dir = run_train(sample_tree, tmp_path / "r", "--epochs", "1", "--lpf", "0")
+    assert json.loads((run_dir / "run.json").read_text())["effective_augmentation"] == "no"
+    argv = ["--rafdb", str(sample_tree), *TINY[:-2], "--lpf", "0", "--cutout", "--epochs", "1", "--dir", str(tmp_path / "c")]
+    assert train_fer.main(argv) == 0
+    config = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert (config["augmentation"], config["cutout"], config["effective_augmentation"]) == ("default", True, "cutout")
