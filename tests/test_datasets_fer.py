@@ -288,3 +288,17 @@ def test_missing_header_quotes_only_the_start_of_the_first_line(tmp_path):
     message = str(error.value).splitlines()[0]
     assert message.startswith(f"{path}:1: header {first[:80]!r}... ({len(first):,} bytes) has no 'pixels' column")
     assert len(message) < len(str(path)) + 250
+
+
+def test_ferplus_drops_a_face_whose_top_vote_is_unknown():
+    """docs/BENCHMARK.md §9.2 step 2: argmax 8 (unknown) drops the face, though 6 > 0.5·10 passes step 4."""
+    keep, _ = fer.ferplus_filter(np.array([[4, 0, 0, 0, 0, 0, 0, 0, 6, 0]]), "fix")
+    assert keep.tolist() == [False]
+
+
+def test_emotion_7_is_refused_with_its_line(tmp_path):
+    """FER2013 labels are 0..6; row 1 of a file with a header is line 3."""
+    table = fer.PixelTable(tmp_path / "f.csv", np.zeros((2, 48, 48), np.uint8), np.array([True, True]),
+                           np.array([3, 7], np.int16), ["Training", "Training"], True)
+    with pytest.raises(UserError, match=r"f\.csv:3: emotion must be an integer 0\.\.6"):
+        fer.check_emotions(table, np.array([0, 1]))
