@@ -231,3 +231,10 @@ def test_cli_sample_and_summary_for_the_other_layouts(tmp_path):
     assert result.returncode == 0 and "test/hard    N=    7" in result.stdout
     result = _run("summary", "--dataset", "folder")
     assert result.returncode == 2 and "needs --data DIR" in result.stderr
+
+
+def test_partition_labels_1_to_7_become_classes_0_to_6(tmp_path):
+    """docs/BENCHMARK.md: list_patition_label.txt labels are 1..7, class index = label − 1 (7 -> 6, not 0)."""
+    (tmp_path / "basic/EmoLabel").mkdir(parents=True)
+    (tmp_path / rd.PARTITION_FILE).write_text("test_0001.jpg 1\ntest_0002.jpg 7\ntrain_00001.jpg 4\n")
+    assert rd.read_partition(tmp_path) == [("test_0001", 0), ("test_0002", 6), ("train_00001", 3)]
