@@ -223,3 +223,11 @@ def test_grey_png_with_alpha_stays_grey():
     rgba = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 4), np.uint8), mode="RGBA").save(rgba, format="PNG")
     assert images.decode_image(rgba.getvalue(), "rgba.png", keep_grey=True).shape == (8, 8, 3)
+
+
+def test_ids_are_sorted_whatever_the_walk_order(tmp_path):
+    """Ids are the paths below the root (docs/DATASETS.md), listed in sorted order: sub/alpha before zeta."""
+    for name in ("happy/zeta.png", "happy/sub/alpha.png", "happy/beta.png"):
+        _image(tmp_path / "test" / name, 10)
+    assert list(datasets.folder.FolderDataset(tmp_path).labels("test").names) == [
+        "test/happy/beta.png", "test/happy/sub/alpha.png", "test/happy/zeta.png"]
