@@ -1361,12 +1361,32 @@ def test_mode_sets(args, run_dir: Path | None) -> dict:
     return {"test": test, "val": val, "train": train}
 
 
+def checkpoint_tag(checkpoint: Path) -> str | None:
+    """None for the run's own (best) checkpoint; else ``epochEE`` for checkpoint.EE.hdf5, or the file's
+    stem (``checkpoint_last``, any other file)."""
+    checkpoint = Path(checkpoint)
+    best = best_checkpoint(checkpoint.parent)
+    if best is not None and best.resolve() == checkpoint.resolve():
+        return None
+    match = CHECKPOINT_RE.match(checkpoint.name)
+    if match:
+        return f"epoch{int(match.group(1)):02d}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", checkpoint.stem)
+
+
+def confusion_stem(dataset: str | None, labels: str | None, checkpoint: str | None) -> str:
+    """``confusion_[<dataset>_][<labels>_][<checkpoint>_]``: each part only when it is not the run's own
+    (another dataset, another label protocol, a checkpoint other than the best), so testing it does not
+    replace the run's own confusion_<part>.* files."""
+    return "confusion_" + "".join(f"{part}_" for part in (dataset, labels, checkpoint) if part)
+
+
 def test_mode(args) -> int:
     """--mode test: accuracy and confusion matrix of test, validation and train (docs/BENCHMARK.md §9.5).
 
     Prints the clean test accuracy line, then per part the original's layout (confusion.format_report);
-    writes ``confusion_<part>.csv`` and ``confusion_<part>.png`` beside the checkpoint
-    (``confusion_<dataset>_<part>.*`` when ``--dataset`` is not the run's own, per its run.json).
+    writes ``confusion_<part>.csv`` and ``confusion_<part>.png`` beside the checkpoint, with the dataset,
+    the label protocol and the checkpoint in the name when they are not the run's own (:func:`confusion_stem`).
     """
     import confusion
 
@@ -1386,6 +1406,7 @@ def test_mode(args) -> int:
     sidecar = checkpoint.parent / RUN_FILE
     model_classes = None
     run_dataset = None
+    run_labels = None
     if sidecar.is_file():
         config = read_run_json(sidecar)
         model_classes = config.get("class_names")
@@ -1394,6 +1415,7 @@ def test_mode(args) -> int:
             folder = saved.get("data") or saved.get("rafdb")
             run_dataset = (saved.get("dataset", "rafdb"), Path(folder).resolve() if folder else None)
         args.crop = config.get("crop", args.crop)
+        run_labels = config.get("labels")
         if config.get("labels") and config["labels"] != args.labels:
             LOG.warning("the model was trained with --labels %s; evaluating with --labels %s",
                         config["labels"], args.labels)
@@ -1422,7 +1444,9 @@ def test_mode(args) -> int:
     other = run_dataset is not None and (run_dataset[0] != args.dataset or (
         run_dataset[1] is not None and run_dataset[1] != Path(data.root).resolve()))
     tag = getattr(data, "dataset_name", None) if args.dataset == "folder" else args.dataset
-    stem = f"confusion_{tag or args.dataset}_" if other else "confusion_"
+    stem = confusion_stem(tag or args.dataset if other else None,
+                          args.labels if run_labels is not None and args.labels != run_labels else None,
+                          checkpoint_tag(checkpoint))
     for part in TEST_MODE_PARTS:
         labels = sets[part]
         keep = np.flatnonzero(mapping.evaluable(labels.classes))

@@ -150,3 +150,31 @@ def test_a_damaged_run_json_is_one_error_line(tmp_path, content, words, flags, c
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {run / 'run.json'}: ") and words in last
     assert "Traceback" not in result.stderr
+
+
+def test_mode_test_with_other_labels_or_epoch_keeps_the_runs_own_files(run_dir, sample_tree, tmp_path, capsys):
+    """--labels hard on a soft-label run, and --epoch 1 when checkpoint.02 is the best, wrote over the
+    run's confusion_<part>.* before; now their names carry 'hard' and 'epoch01'."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    for stale in run.glob("confusion_*"):
+        stale.unlink()
+    assert train_fer.main(["--mode", "test", "--dir", str(run)]) == 0
+    own = (run / "confusion_test.csv").read_text()
+    assert train_fer.main(["--mode", "test", "--dir", str(run), "--labels", "hard"]) == 0
+    assert (run / "confusion_test.csv").read_text() == own
+    hard = rafdb_dataset.load_labels(sample_tree, "test", "hard")
+    rows = list(csv.reader((run / "confusion_hard_test.csv").read_text().splitlines()))[1:]
+    assert sum(int(row[8]) for row in rows) == len(hard.names)  # n column: the hard protocol's test images
+    assert (run / "confusion_hard_val.png").is_file()
+    shutil.copy(run / "checkpoint.01.hdf5", run / "checkpoint.02.hdf5")  # 02 is now the best
+    assert train_fer.main(["--mode", "test", "--dir", str(run), "--epoch", "1"]) == 0
+    assert (run / "confusion_epoch01_test.csv").read_text() == own  # same weights as the best before
+    assert (run / "confusion_test.csv").read_text() == own
+    assert train_fer.main(["--mode", "test", "--checkpoint", str(run / "checkpoint_last.hdf5")]) == 0
+    assert (run / "confusion_checkpoint_last_train.csv").is_file()
+    assert sorted(p.name for p in run.glob("confusion_*test.csv")) == [
+        "confusion_checkpoint_last_test.csv", "confusion_epoch01_test.csv", "confusion_hard_test.csv",
+        "confusion_test.csv"]
