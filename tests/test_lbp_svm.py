@@ -184,3 +184,21 @@ def test_faces_of_several_sizes_are_named_with_their_size(tmp_path):
     assert str(error.value) == (f"{paths[2]}: 64x48 px (width x height), but {paths[0]} is 40x40 (and 1 more "
                                 "image(s) differ from it); the LBP+SVM baseline needs faces of one size "
                                 "(resize them first)")
+
+
+def test_svc_weights_classes_by_their_frequency():
+    """docs/BASELINES.md: SVC(..., kernel="rbf", class_weight="balanced")."""
+    svc = lbp_svm.make_svc()
+    assert (svc.kernel, svc.class_weight) == ("rbf", "balanced")
+
+
+def test_two_class_scores_rank_like_the_svc():
+    """scikit-learn's two-class decision_function is one column, > 0 for classes_[1]; the model's two
+    score columns must put the SVC's prediction first (two well-separated Gaussian blobs)."""
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(0, 1, (20, 5)), rng.normal(3, 1, (20, 5))])
+    labels = np.repeat([0, 1], 20)
+    svc = lbp_svm.make_svc(C=1.0, gamma=0.1).fit(features, labels)
+    model = lbp_svm.LbpSvmModel(svc, lbp.DEFAULT, ("a", "b"), (1, 1))
+    assert (svc.predict(features) == labels).mean() > 0.9  # the case separates the classes
+    np.testing.assert_array_equal(model.scores(features).argmax(axis=1), svc.predict(features))
