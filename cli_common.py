@@ -25,6 +25,11 @@ import numpy as np
 EXIT_USER_ERROR = 2
 LOG = logging.getLogger("fer")
 
+# TensorFlow's C++ INFO and WARNING lines off unless the user asks (every script imports this module
+# before TensorFlow): a corrupt image inside the input pipeline otherwise printed the pipeline's
+# Python traceback twice, as C++ warnings, before our one-line error naming the file.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 # The process umask, read once: files written through atomic_path get the usual 0666 & ~umask
 # permissions instead of mkstemp's private 0600.
 _UMASK = os.umask(0)

@@ -475,6 +475,12 @@ def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[Cor
     # an unfinished export, or a tree of the other kind: one message, before any file is looked for
     manifest = read_finished_manifest(corrupted, "c", "--corrupted") or {}
     fmt = manifest.get("params", {}).get("format", "auto")
+    recorded = manifest.get("params", {}).get("source_sha256")
+    if recorded and data.name in ("ferplus", "fer2013") and _sha256(data.pixels_path) != recorded:
+        # The clean images would come from this CSV and the corrupted ones from another: no CE.
+        raise UserError(f"--corrupted {corrupted}: exported from another {data.pixels_path.name} than "
+                        f"{data.pixels_path} (SHA-256 {recorded[:12]}... in its manifest); evaluate with the "
+                        f"--data folder it was exported from, or export again from this one")
     prefix = FER_PREFIX if data.name in ("ferplus", "fer2013") else getattr(data, "dataset_name", data.name)
     split_name = data.split_name(split)
     sets = []

@@ -36,3 +36,21 @@ def test_the_three_usages_are_read(tmp_path):
     _write(tmp_path, ["Training", "PublicTest", "PrivateTest", "PublicTest"])
     data = datasets.get("ferplus", tmp_path)
     assert [len(data.labels(split).names) for split in ("train", "test")] == [1, 2]
+
+
+def test_a_corrupted_export_of_another_csv_is_refused_by_the_evaluation(tmp_path):
+    """The manifest records the SHA-256 of the fer2013.csv exported; evaluating it against another
+    CSV (clean images from one file, corrupted from another) is refused before any model runs."""
+    import fer_export
+    import rafdb_aug_dataset
+
+    data = tmp_path / "FER"
+    _write(data, ["Training", "PublicTest", "PublicTest"])
+    out = tmp_path / "fer-c"
+    assert rafdb_aug_dataset.main(["export", "--dataset", "fer2013", "--data", str(data), "--out", str(out),
+                                   "--corruptions", "contrast", "--severities", "1", "--workers", "1"]) == 0
+    assert len(fer_export.corrupted_sets(datasets.get("fer2013", data), out)) == 1
+    text = (data / "fer2013.csv").read_text()
+    (data / "fer2013.csv").write_text(text.replace(f"0,{PIXELS},PublicTest", f"1,{PIXELS},PublicTest", 1))
+    with pytest.raises(UserError, match=r"^--corrupted .*fer-c: exported from another fer2013\.csv than"):
+        fer_export.corrupted_sets(datasets.get("fer2013", data), out)

@@ -510,3 +510,27 @@ def test_a_perturbation_tree_given_as_corrupted_is_named_as_such(workspace, caps
                                         r"export .*; expected a corrupted-image export"):
         run_main(workspace, capsys, "runs/run_a", "--corrupted", tree, "--corruptions", "contrast",
                  "--severities", "1")
+
+
+def test_a_corrupt_image_in_the_tree_is_one_error_line(sample_tree, tmp_path):
+    """A damaged file inside an exported tree: the evaluation ends with one line naming it. The
+    input pipeline's Python traceback used to be printed twice first, as TensorFlow C++ warnings."""
+    import rafdb_aug_dataset
+
+    out = tmp_path / "c"
+    assert rafdb_aug_dataset.main(["export", "--rafdb", str(sample_tree), "--out", str(out), "--corruptions",
+                                   "contrast", "--severities", "1", "--workers", "1", "--quiet"]) == 0
+    victim = sorted((out / "rafdb.test.contrast.1").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:200])
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    keras.Model(inputs, outputs).save(tmp_path / "m.keras")
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}  # the user's shell
+    result = subprocess.run([sys.executable, str(Path(rafdb_aug_dataset.__file__).parent / "eval_corrupted_rafdb.py"),
+                             str(tmp_path / "m.keras"), "--rafdb", str(sample_tree), "--corrupted", str(out),
+                             "--corruptions", "contrast", "--severities", "1", "--preprocessing", "scale01"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (f"error: {victim}: not a readable image (corrupt, or not a "
+                                                      f"JPEG, PNG, BMP or WebP file)")
+    assert "Traceback" not in result.stderr
