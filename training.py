@@ -612,7 +612,35 @@ def _match_saved(variables, names: list[str], values: list) -> list:
     return pairs
 
 
-TMP_CHECKPOINT_RE = re.compile(r"^\.(checkpoint\.[0-9]+|checkpoint_last)\.[0-9]+\.tmp\.hdf5$")
+TMP_CHECKPOINT_RE = re.compile(r"^\.(checkpoint\.[0-9]+|checkpoint_last)\.([0-9]+)\.tmp\.hdf5$")
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[str]:
+    """Remove the ``.checkpoint*.<pid>.tmp.hdf5`` files of :func:`save_model_atomically` that a killed
+    run left in ``run_dir`` (those of a process still running are kept); returns their names."""
+    removed = []
+    if not Path(run_dir).is_dir():
+        return removed
+    for path in sorted(Path(run_dir).iterdir()):
+        match = TMP_CHECKPOINT_RE.match(path.name)
+        if not match:
+            continue
+        pid = int(match.group(2))
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # a live process (another run writing here?): not ours to remove
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError):
+                continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path.name)
+    if removed:
+        LOG.warning("%s: removed %d temporary checkpoint(s) of a run that was killed: %s", run_dir, len(removed),
+                    ", ".join(removed))
+    return removed
 STATE_ATTR = "train_state"  # checkpoint_last.hdf5: the training state of the epoch it holds (JSON)
 CENTERS_DATASET = "center_loss_centers"  # checkpoint_last.hdf5 with --center-loss: the centres of that epoch
 
@@ -1132,12 +1160,15 @@ def train(args) -> int:
         if chief:
             created = not run_dir.exists()
             run_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        remove_stale_temporaries(run_dir)
     # Only the chief writes the run directory; other workers write to a temporary folder (as Keras's callbacks do)
     scratch = None if chief else tempfile.TemporaryDirectory(prefix="train_fer_worker_")
     write_dir = run_dir if chief else Path(scratch.name)
     LOG.info("run directory: %s%s", run_dir, "" if chief else f" (this worker writes to {write_dir})")
     try:
-        return _train(args, strategy, net, input_size, channels, image_size, run_dir, write_dir, chief)
+        with sigterm_raises(args.distribute != "multiworker"):
+            return _train(args, strategy, net, input_size, channels, image_size, run_dir, write_dir, chief)
     except UserError:
         # A run this call created that stopped on a user error before its first checkpoint: leave no
         # empty or half-begun run folder behind (a later run would find it in --out-root).
@@ -1147,6 +1178,37 @@ def train(args) -> int:
     finally:
         if scratch is not None:
             scratch.cleanup()
+
+
+class Terminated(SystemExit):
+    """SIGTERM during training: run.json says "terminated" and the process exits 143 (128 + 15)."""
+
+    def __init__(self):
+        super().__init__(143)
+
+
+@contextlib.contextmanager
+def sigterm_raises(enabled: bool = True):
+    """While active, SIGTERM raises :class:`Terminated` in the main thread (the run's status is
+    written on the way out); the previous handler is restored afterwards. Not under multiworker,
+    where SIGTERM keeps its default action (a worker blocked in a collective never runs Python)."""
+    import signal
+    import threading
+
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        LOG.warning("SIGTERM: stopping the run")
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def center_loss_file() -> str:
@@ -1270,7 +1332,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
         return finish_training(args, model, trainer, strategy, train_dataset, val_ds, write_dir, run_dir, state,
                                centers, initial_epoch, chief, config, test_set, image_size, channels)
     except BaseException as error:  # Ctrl-C, a failure: run.json says so, not "training" for good
-        config["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        config["status"] = ("interrupted" if isinstance(error, KeyboardInterrupt)
+                            else "terminated" if isinstance(error, Terminated) else "failed")
         with contextlib.suppress(OSError):
             atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
         raise

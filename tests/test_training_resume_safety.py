@@ -79,3 +79,37 @@ def test_resume_without_run_json_is_refused_naming_the_file(sample_tree, tmp_pat
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run_dir / 'run.json'}: missing")
     assert not (run_dir / "run.json").exists()  # nothing written
     assert json.loads((run_dir / training.STATE_FILE).read_text())["completed_epochs"] == 1
+
+
+def test_sigterm_records_terminated_and_stale_temporaries_are_removed(sample_tree, tmp_path):
+    """A killed run's .checkpoint_last.<pid>.tmp.hdf5 is removed when a run starts in the folder (it
+    stayed for ever); SIGTERM during the epochs exits 143 with run.json "status": "terminated" (it
+    said "training")."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [run_dir / f".checkpoint_last.{int(dead.stdout)}.tmp.hdf5", run_dir / ".checkpoint.03.99999999.tmp.hdf5"]
+    for path in stale:
+        path.write_bytes(b"half a model")
+    keep = run_dir / f".checkpoint_last.{os.getpid()}.tmp.hdf5"  # a live process's: not touched
+    keep.write_bytes(b"being written")
+    process = subprocess.Popen([sys.executable, str(Path(train_fer.__file__)), "--rafdb", str(sample_tree), *TINY,
+                                "--epochs", "500", "--dir", str(run_dir)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run_dir / training.STATE_FILE).is_file():  # in the epochs
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "terminated"
+    assert not any(path.exists() for path in stale) and keep.exists()
