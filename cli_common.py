@@ -267,7 +267,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(target)
     with _output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        short = path.name[:200] if len(path.name.encode()) > 240 else path.name
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, FILE_MODE)
         os.close(fd)
     tmp = Path(tmp_name)
@@ -298,7 +299,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             raise OutputError(error.errno, error.strerror or str(error), shown) from error
         return
     folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    short = name[:200] if len(name.encode()) > 240 else name  # within the 255-byte limit with the suffix
+    tmp = os.path.join(folder, f".{short}.{secrets.token_hex(4)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:  # plain try/except, not _output_errors: no generator context per exported file
         try:

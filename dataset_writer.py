@@ -804,7 +804,8 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     run. Not ``fsync``-ed (see the module docstring).
     """
     folder, name = os.path.split(path)
-    tmp = f"{folder}/.{name}.{os.getpid() & 0xFFFFFFFF:08x}.tmp"
+    # A name near the 255-byte limit is cut in the temporary name (which adds 14 characters).
+    tmp = f"{folder}/.{name[:200] if len(name.encode()) > 240 else name}.{os.getpid() & 0xFFFFFFFF:08x}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
         fd = os.open(tmp, flags, 0o666)

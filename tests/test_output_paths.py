@@ -291,3 +291,18 @@ def test_run_main_turns_a_full_standard_output_into_one_line(capsys):
         cli_common.run_main(main)
     assert exit_.value.code == 2
     assert capsys.readouterr().err == "error: writing the output failed (No space left on device); standard output is incomplete\n"
+
+
+def test_a_name_near_the_length_limit_is_written(tmp_path):
+    """A 250-character file name is legal (255 bytes); the writers' temporary names add 14 characters
+    and failed with 'File name too long'."""
+    import dataset_writer
+
+    name = "a" * 246 + ".jpg"
+    cli_common.atomic_write_text(tmp_path / name, "x")
+    with cli_common.atomic_path(tmp_path / ("b" * 246 + ".txt")) as tmp:
+        tmp.write_text("y")
+    dataset_writer.atomic_write_bytes(str(tmp_path / "sub" / name), b"z")
+    assert (tmp_path / name).read_text() == "x" and (tmp_path / ("b" * 246 + ".txt")).read_text() == "y"
+    assert (tmp_path / "sub" / name).read_bytes() == b"z"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.name.startswith(".")) == []
