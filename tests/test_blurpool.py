@@ -2,6 +2,8 @@
 and the former two-gather padding give the same outputs and the same gradients, and both equal a
 numpy reference written from the definition."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,24 @@ def test_blur_before_1x1_conv_gives_the_same_senet(lpf):
     for g_literal, g_reordered in zip(results[0][1], results[1][1]):
         scale = max(float(np.abs(g_literal).max()), 1e-6)
         np.testing.assert_allclose(g_literal / scale, g_reordered / scale, atol=2e-4)
+
+
+@pytest.mark.parametrize("filt_size", [2, 4])
+def test_even_filters_pad_one_less_before_than_after(filt_size):
+    """docs/BENCHMARK.md §4.2: reflect-pad floor((f−1)/2) before and ceil((f−1)/2) after (for even f: one less before);
+    compared with a float64 sum of the padded windows, stride 2, kernel outer(row, row) / sum."""
+    import tensorflow as tf
+
+    x = np.random.default_rng(filt_size).normal(size=(1, 7, 8, 2)).astype(np.float32)
+    before, after = (filt_size - 1) // 2, filt_size // 2
+    padded = np.pad(x.astype(np.float64), [(0, 0), (before, after), (before, after), (0, 0)], mode="reflect")
+    row = np.array([math.comb(filt_size - 1, k) for k in range(filt_size)], float)
+    kernel = np.outer(row, row) / np.outer(row, row).sum()
+    out_h, out_w = (padded.shape[1] - filt_size) // 2 + 1, (padded.shape[2] - filt_size) // 2 + 1
+    ref = np.zeros((1, out_h, out_w, 2))
+    for i in range(out_h):
+        for j in range(out_w):
+            window = padded[:, 2 * i:2 * i + filt_size, 2 * j:2 * j + filt_size]
+            ref[:, i, j] = np.einsum("nhwc,hw->nc", window, kernel)
+    out = blurpool.BlurPool(filt_size=filt_size)(tf.constant(x)).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
