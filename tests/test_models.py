@@ -540,3 +540,25 @@ def test_imagenet_from_cache_loads_by_name_and_order(tmp_path, monkeypatch):
                                       reference_layer.get_weights()[0])
     np.testing.assert_array_equal(model.get_layer("block14_sepconv2").get_weights()[1],
                                   reference.get_layer("block14_sepconv2").get_weights()[1])
+
+
+def test_scale_minus1_1_layer_maps_0_127_5_255_to_minus1_0_1():
+    """docs/MODELS.md: `scale-1-1` is x / 127.5 − 1."""
+    from models.preprocessing import preprocessing_layers
+
+    layer = preprocessing_layers("scale-1-1")[0]
+    out = np.asarray(layer(np.array([[[[0.0, 127.5, 255.0]]]], np.float32)))
+    np.testing.assert_allclose(out[0, 0, 0], [-1.0, 0.0, 1.0], atol=1e-6)
+
+
+def test_zscore_floors_the_standard_deviation_at_0_001():
+    """docs/BENCHMARK.md §4.4: z-score per image and channel, the std floored at 0.001. Channel 0 is zero but
+    one pixel of 0.05 (mean 5e-6, std ≈ 5e-4 < 0.001), so that pixel becomes (0.05 − 5e-6) / 0.001."""
+    import tensorflow as tf
+    from models.preprocessing import FullNormalization
+
+    x = np.zeros((1, 100, 100, 3), np.float32)
+    x[0, :, :, 1] = 50.0
+    x[0, 0, 0, 0] = 0.05
+    out = FullNormalization._zscore(tf.constant(x)).numpy()
+    assert out[0, 0, 0, 0] == pytest.approx((0.05 - 0.05 / 10000) / 0.001, rel=1e-3)
