@@ -13,8 +13,10 @@ any data is read: not a file, in a folder that exists or can be created, writabl
 - ``checkpoint_last.hdf5`` and ``train_state.json`` after every epoch: ``--resume --dir RUN``
   reloads ``checkpoint_last.hdf5`` (with its optimizer state) and continues at the epoch recorded
   in ``train_state.json`` (``completed_epochs``) with the run's own settings from ``run.json``
-  (only ``--epochs``, ``--workers`` and ``-v`` may be given anew; a conflicting flag is an error);
-  a run directory without them (e.g. from an older run) resumes from the highest
+  (only ``--epochs``, ``--workers``, ``-v``, ``--deterministic`` and ``--collective-timeout`` may be
+  given anew; a conflicting flag is an error; a run directory without ``run.json`` is refused);
+  checkpoint_last.hdf5 carries its own epoch count, so a run killed between the two files resumes
+  after the epoch it holds. A run directory without them (e.g. from an older run) resumes from the highest
   ``checkpoint.EE.hdf5`` at epoch EE, its best accuracy taken from ``training_log.csv``. Each epoch
   has its own pipeline and dropout seeds (from ``--seed`` and the epoch), so a resumed run trains
   on the same batches as a continuous one; its numbers equal the continuous run's on CPU, and on
@@ -169,7 +171,9 @@ def build_parser() -> ArgumentParser:
 
     output = parser.add_argument_group("output")
     output.add_argument("--mode", default="train", choices=("train", "test"),
-                        help="'test' evaluates a checkpoint (--checkpoint or the best in --dir) on the clean test set")
+                        help="'test' evaluates a checkpoint (--checkpoint, --epoch E of --dir, or the best in --dir): the clean "
+                             "test accuracy, then accuracy and confusion matrix of the test, validation and train "
+                             "images, also written as confusion_<part>.csv/.png beside the checkpoint")
     output.add_argument("--out-root", default="out_training_fer", type=Path,
                         help="folder that receives the run directories")
     output.add_argument("--dir", default=None, type=Path,

@@ -738,3 +738,19 @@ def test_cutout_run_records_the_effective_augmentation(sample_tree, tmp_path):
     assert train_fer.main(argv) == 0
     config = json.loads((tmp_path / "c" / "run.json").read_text())
     assert (config["augmentation"], config["cutout"], config["effective_augmentation"]) == ("default", True, "cutout")
+
+
+def test_help_names_the_flags_resume_accepts_anew_and_what_mode_test_does():
+    """The description said only --epochs, --workers and -v, while --deterministic and
+    --collective-timeout are accepted too; --mode said "on the clean test set" only."""
+    import re
+
+    text = " ".join(train_fer.build_parser().format_help().split())
+    # the flags that may differ on --resume: the operational ones that are flags of training
+    anew = {"epochs", "workers", "verbose", "deterministic", "collective_timeout"}
+    assert anew == set(training.OPERATIONAL_FLAGS) - {"dir", "resume", "mode", "checkpoint", "epoch", "out_root"}
+    described = re.search(r"only ``(.*?) may be given anew", text).group(1)
+    named = {flag.strip("`").lstrip("-").replace("-", "_") for flag in re.findall(r"``-[-a-z]+``", "``" + described)}
+    assert {"v" if f == "verbose" else f for f in anew} == named
+    mode = re.search(r"--mode \{train,test\} (.*?) --out-root", text).group(1)
+    assert "test, validation and train" in mode and "confusion_<part>.csv/.png" in mode
