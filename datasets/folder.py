@@ -168,6 +168,11 @@ class FolderDataset(Dataset):
                 subdirs[:] = _visible(subdirs)
                 for file_name in _visible(files):
                     path = Path(directory) / file_name
+                    try:  # the image ids go into manifests, predictions files and JSON: UTF-8 text
+                        file_name.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise UserError(f"{os.fsencode(path)!r}: the file name is not valid UTF-8 (made on a "
+                                        f"system with another encoding?); rename it") from None
                     if path.suffix.lower() not in IMAGE_SUFFIXES:
                         raise UserError(f"{path}: not an image file (expected "
                                         f"{', '.join(IMAGE_SUFFIXES)}; hidden files are ignored)")

@@ -1,4 +1,4 @@
-"""FER2013 / FER+ Usage column: a value other than Training, PublicTest or PrivateTest (a typo such
+"""Dataset inputs read back by every step. FER2013 / FER+ Usage column: a value other than Training, PublicTest or PrivateTest (a typo such
 as 'Publictest') is an error naming its file and line. Before, the row silently belonged to no
 split: summaries, training and evaluations ran on one image fewer without a word."""
 
@@ -54,3 +54,18 @@ def test_a_corrupted_export_of_another_csv_is_refused_by_the_evaluation(tmp_path
     (data / "fer2013.csv").write_text(text.replace(f"0,{PIXELS},PublicTest", f"1,{PIXELS},PublicTest", 1))
     with pytest.raises(UserError, match=r"^--corrupted .*fer-c: exported from another fer2013\.csv than"):
         fer_export.corrupted_sets(datasets.get("fer2013", data), out)
+
+
+def test_a_folder_image_whose_name_is_not_utf8_is_named_before_any_work(tmp_path):
+    """A file name of Latin-1 bytes: one error naming it (the export stopped with a raw
+    UnicodeEncodeError: 'surrogates not allowed')."""
+    import os
+
+    root = tmp_path / "faces"
+    folder = root / "test" / "happy"
+    folder.mkdir(parents=True)
+    (folder / "good.png").write_bytes(b"")
+    name = os.fsdecode(b"caf\xe9.png")
+    (folder / name).write_bytes(b"")
+    with pytest.raises(UserError, match=r"caf\\xe9\.png'?: the file name is not valid UTF-8"):
+        datasets.get("folder", root).labels("test")
