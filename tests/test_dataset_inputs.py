@@ -1,6 +1,10 @@
-"""Dataset inputs read back by every step. FER2013 / FER+ Usage column: a value other than Training, PublicTest or PrivateTest (a typo such
-as 'Publictest') is an error naming its file and line. Before, the row silently belonged to no
-split: summaries, training and evaluations ran on one image fewer without a word."""
+"""Dataset inputs that every later step reads back, refused with one error naming them.
+
+- FER2013 / FER+ Usage: a value other than Training, PublicTest or PrivateTest (a typo such as
+  'Publictest') belonged to no split, silently.
+- A FER export evaluated against another fer2013.csv than the one it was exported from.
+- A folder image whose file name is not valid UTF-8.
+"""
 
 import pytest
 
