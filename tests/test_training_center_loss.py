@@ -128,3 +128,16 @@ def test_center_loss_under_mirrored_strategy(sample_tree, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "with 2 replicas" in result.stderr
     assert np.abs(np.load(tmp_path / "m" / center_loss.CENTERS_FILE)).sum() > 0
+
+
+def test_loading_transposed_centres_is_refused(tmp_path):
+    """The saved centres are (classes, dim) = (7, 128) for this model; a (128, 7) file (same size) is a UserError
+    naming its shape, not a reshape or a backend error."""
+    from cli_common import UserError
+
+    loss = center_loss.CenterLoss(small_model(), 7)
+    np.save(tmp_path / center_loss.CENTERS_FILE, np.zeros((128, 7), np.float32))
+    with pytest.raises(UserError, match=r"\(128, 7\)"):
+        loss.load(tmp_path)
+    np.save(tmp_path / center_loss.CENTERS_FILE, np.ones((7, 128), np.float32))
+    assert loss.load(tmp_path) and float(loss.centers.numpy().sum()) == 7 * 128
