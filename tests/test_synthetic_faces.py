@@ -350,3 +350,15 @@ def test_no_import_circle_with_the_dataset_module():
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                             capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "surprise", "7"]
+
+
+@pytest.mark.parametrize("seed, split", [(0, "train"), (3, "test")])
+def test_class_counts_in_every_block_of_20(seed, split):
+    """A block of 20 images holds classes 0..6 (surprise, fear, disgust, happiness, sadness, anger,
+    neutral) 3, 2, 2, 4, 3, 3, 3 times: the mix the generator sets out (mildly RAF-DB-like, happiness
+    most, fear and disgust rarest), the first seven being one of each class."""
+    classes = sf.class_sequence(seed, split, 60)
+    for start in range(0, 60, 20):
+        block = classes[start:start + 20]
+        assert np.bincount(block, minlength=7).tolist() == [3, 2, 2, 4, 3, 3, 3]
+        assert sorted(block[:7]) == list(range(7))
