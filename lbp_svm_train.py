@@ -206,34 +206,57 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from cli_common import check_output_path
+    from datasets.classes import evaluation_columns
+
+    out_dir = args.out_dir or args.model.parent
+    check_output_path(out_dir, "--out-dir", folder=True)  # before the descriptors, not after
     model = lbp_svm.load_skops(args.model)
     test = _load(args, "test")
-    if tuple(test.class_names) != tuple(model.class_names):
-        raise UserError(f"{args.model}: classes {list(model.class_names)} differ from the dataset's "
-                        f"{list(test.class_names)}")
+    # Matched by class name, as the other evaluations: the dataset's classes in its order (those the
+    # model cannot output are left out and counted), then the model's other outputs.
+    try:
+        names, columns, mapping = evaluation_columns(model.class_names, test.class_names)
+    except ValueError as error:
+        raise UserError(f"{args.model}: {error}") from None
+    keep = mapping.evaluable(test.classes)
+    if not keep.any():
+        raise UserError(f"{args.model}: outputs none of the dataset's classes (model: {list(model.class_names)}, "
+                        f"dataset: {list(test.class_names)})")
+    left_out = {name: int(np.sum(np.asarray(test.classes)[~keep] == index))
+                for index, name in enumerate(test.class_names) if name in mapping.missing}
+    if sum(left_out.values()):
+        LOG.warning("%s cannot output %s: %d test image(s) left out", args.model, ", ".join(left_out),
+                    sum(left_out.values()))
     features, _ = _features(args, test, model.settings)
-    predicted = np.argmax(model.scores(features), axis=1)
-    k = len(model.class_names)
-    confusion = lbp_svm.confusion_matrix(test.classes, predicted, k)
+    scores = model.scores(features[keep])
+    arranged = np.zeros((len(scores), len(names)), scores.dtype)
+    for column, output in enumerate(columns):
+        if output >= 0:
+            arranged[:, column] = scores[:, output]
+        else:  # a dataset class the model has no output for: never predicted
+            arranged[:, column] = -np.inf
+    predicted = np.argmax(arranged, axis=1)
+    k = len(names)
+    confusion = lbp_svm.confusion_matrix(np.asarray(test.classes)[keep], predicted, k)
     accuracy = float(np.trace(confusion) / max(1, confusion.sum()))
     # The original printed sklearn's confusion matrix and "Accuracy: %.3f".
     print(f"{test.description}")
     print("confusion matrix (rows: true class, columns: predicted class)")
-    print(" " * 11 + "".join(f"{name[:9]:>10}" for name in model.class_names))
-    for index, name in enumerate(model.class_names):
+    print(" " * 11 + "".join(f"{name[:9]:>10}" for name in names))
+    for index, name in enumerate(names):
         print(f"{name[:10]:<11}" + "".join(f"{value:10d}" for value in confusion[index]))
     print("Accuracy: %.3f" % accuracy)
-    out_dir = args.out_dir or args.model.parent
     stem = args.model.stem
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["true\\predicted", *model.class_names])
-    for name, row in zip(model.class_names, confusion):
+    writer.writerow(["true\\predicted", *names])
+    for name, row in zip(names, confusion):
         writer.writerow([name, *row.tolist()])
     atomic_write_text(out_dir / f"{stem}.confusion_test.csv", buffer.getvalue())
     report = {"model": str(args.model), "split": "test", "protocol": args.labels, "n": int(confusion.sum()),
-              "accuracy": accuracy, "class_names": list(model.class_names), "confusion": confusion.tolist(),
-              "data": test.description, "model_info": model.describe()}
+              "accuracy": accuracy, "class_names": list(names), "confusion": confusion.tolist(),
+              "left_out": left_out, "data": test.description, "model_info": model.describe()}
     atomic_write_text(out_dir / f"{stem}.eval_test.json", json.dumps(report, indent=2) + "\n")
     return 0
 

@@ -393,3 +393,27 @@ def test_bad_dataset_inputs_exit_2(argv, needle, tmp_path):
     run = subprocess.run([sys.executable, str(REPO / argv[0]), *argv[1:]], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_lbp_svm_eval_matches_classes_by_name(fer_pair, tmp_path):
+    """A FER2013 LBP+SVM model (angry, disgust, ...) on FER+ (neutral, happiness, ..., contempt): the
+    classes are matched by name, as in the other evaluations (it was refused, 'classes differ'). The
+    report is in FER+'s order; each row of the confusion matrix sums to that class's test count
+    (read from the CSV with csv, FER+ soft labels' majority), and no image is predicted contempt."""
+    import datasets
+    import lbp_svm_train
+
+    model = tmp_path / "lbp13.skops"
+    assert lbp_svm_train.main(["train", "--dataset", "fer2013", "--data", str(fer_pair), "--out", str(model),
+                               "--quiet"]) == 0
+    assert lbp_svm_train.main(["eval", "--dataset", "ferplus", "--data", str(fer_pair), "--model", str(model),
+                               "--quiet"]) == 0
+    report = json.loads((tmp_path / "lbp13.eval_test.json").read_text())
+    assert report["class_names"] == list(FERPLUS_ORDER)
+    labels = datasets.get("ferplus", fer_pair).labels("test")
+    counts = np.bincount(np.argmax(labels.labels, axis=1), minlength=8)
+    confusion = np.array(report["confusion"])
+    assert confusion.sum(axis=1).tolist() == counts.tolist()
+    assert confusion[:, FERPLUS_ORDER.index("contempt")].sum() == 0
+    # the model cannot output contempt, which no test image of this sample is
+    assert report["n"] == int(counts.sum()) and report["left_out"] == {"contempt": 0}
