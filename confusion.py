@@ -3,7 +3,8 @@ the original's text layout, CSV and a labelled PNG. Pure functions; matplotlib o
 
 The matrix has one row per true class and one column per predicted class:
 ``cm[i, j] = #{n : y_true[n] = i and y_pred[n] = j}``; the per-class accuracy of row i is the
-recall ``cm[i, i] / sum_j cm[i, j]`` (0 for a class without images).
+recall ``cm[i, i] / sum_j cm[i, j]`` (undefined for a class without images: nan, written as an
+empty CSV cell and printed as ``-``, as the evaluation JSONs give null).
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
 
 
 def recalls(matrix: np.ndarray) -> np.ndarray:
-    """Per-class accuracy (recall) in 0..1: the diagonal over the row sums; 0 for an empty row."""
+    """Per-class accuracy (recall) in 0..1: the diagonal over the row sums; nan for an empty row (a
+    class without images has no recall; 0 would read as a class never recognised)."""
     rows = matrix.sum(axis=1)
-    return np.divide(np.diag(matrix), rows, out=np.zeros(len(rows)), where=rows > 0)
+    return np.divide(np.diag(matrix), rows, out=np.full(len(rows), np.nan), where=rows > 0)
 
 
 def format_report(part: str, matrix: np.ndarray, class_names) -> str:
     """The original's printout: ``<part> accuracy: %f``, a header of the class names cut to 7
     characters (``%7s``, one per column, then ``: predicted``), and one row per true class of
-    ``%7d `` counts followed by ``%7s, acc:%.1f`` (its name and recall in %)."""
+    ``%7d `` counts followed by ``%7s, acc:%.1f`` (its name and recall in %; ``acc:-`` for a class
+    without images)."""
     total = int(matrix.sum())
     accuracy = float(np.trace(matrix)) / total if total else 0.0
     names = [str(name)[:7] for name in class_names]
@@ -46,17 +49,19 @@ def format_report(part: str, matrix: np.ndarray, class_names) -> str:
         raise ValueError(f"{len(names)} class names for a {matrix.shape[0]}-class matrix")
     lines = [f"{part} accuracy: {accuracy:f}", " ".join(f"{name:>7s}" for name in names) + ": predicted"]
     for name, row, recall in zip(names, matrix, recalls(matrix)):
-        lines.append("".join(f"{int(count):7d} " for count in row) + f"{name:>7s}, acc:{100 * recall:.1f}")
+        shown = "-" if np.isnan(recall) else f"{100 * recall:.1f}"
+        lines.append("".join(f"{int(count):7d} " for count in row) + f"{name:>7s}, acc:{shown}")
     return "\n".join(lines) + "\n"
 
 
 def write_csv(path: Path, matrix: np.ndarray, class_names) -> None:
-    """``true\\predicted,<class>...,n,recall`` then one row per true class (atomic write)."""
+    """``true\\predicted,<class>...,n,recall`` then one row per true class (atomic write); the recall
+    of a class without images is an empty cell."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["true\\predicted", *class_names, "n", "recall"])
     for name, row, recall in zip(class_names, matrix, recalls(matrix)):
-        writer.writerow([name, *(int(v) for v in row), int(row.sum()), f"{recall:.6f}"])
+        writer.writerow([name, *(int(v) for v in row), int(row.sum()), "" if np.isnan(recall) else f"{recall:.6f}"])
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -74,7 +79,8 @@ def write_png(path: Path, matrix: np.ndarray, class_names, title: str) -> None:
     image = axes.imshow(percent, cmap="Blues", vmin=0, vmax=100)
     for i in range(k):
         for j in range(k):
-            axes.text(j, i, f"{int(matrix[i, j])}\n{percent[i, j]:.1f}%", ha="center", va="center", fontsize=8,
+            shown = f"{percent[i, j]:.1f}%" if rows[i, 0] > 0 else "-"  # no image of the class: no share
+            axes.text(j, i, f"{int(matrix[i, j])}\n{shown}", ha="center", va="center", fontsize=8,
                       color="white" if percent[i, j] > 60 else "black")
     axes.set_xticks(range(k), class_names, rotation=45, ha="right")
     axes.set_yticks(range(k), class_names)

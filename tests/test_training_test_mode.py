@@ -20,7 +20,7 @@ def test_format_report_by_hand():
     assert text == ("val accuracy: 0.700000\n"
                     "neutral happine surpris: predicted\n"
                     "      3       1       0 neutral, acc:75.0\n"
-                    "      0       0       0 happine, acc:0.0\n"
+                    "      0       0       0 happine, acc:-\n"
                     "      2       0       4 surpris, acc:66.7\n")
 
 
@@ -55,7 +55,8 @@ def parse_reports(text):
             for row in lines[index + 2:index + 2 + len(NAMES)]:
                 counts, rest = row[:8 * len(NAMES)], row[8 * len(NAMES):]
                 rows.append([int(counts[i:i + 8]) for i in range(0, len(counts), 8)])
-                recalls.append(float(rest.split("acc:")[1]))
+                shown = rest.split("acc:")[1]
+                recalls.append(float("nan") if shown == "-" else float(shown))
             reports[part] = (float(value), np.array(rows), recalls)
     return reports
 
@@ -98,7 +99,10 @@ def test_mode_test_prints_and_writes_recomputable_confusion_matrices(run_dir, sa
         assert accuracy == pytest.approx(np.mean(np.asarray(truth) == predicted), abs=1e-6)
         for i in range(7):
             row = expected[i].sum()
-            assert recalls[i] == pytest.approx(round(100 * expected[i, i] / row, 1) if row else 0.0, abs=0.051)
+            if row:
+                assert recalls[i] == pytest.approx(round(100 * expected[i, i] / row, 1), abs=0.051)
+            else:
+                assert np.isnan(recalls[i])
         with open(checkpoint.parent / f"confusion_{part}.csv", newline="") as handle:
             rows = list(csv.reader(handle))
         assert rows[0] == ["true\\predicted", *NAMES, "n", "recall"]
@@ -178,3 +182,18 @@ def test_mode_test_with_other_labels_or_epoch_keeps_the_runs_own_files(run_dir, 
     assert sorted(p.name for p in run.glob("confusion_*test.csv")) == [
         "confusion_checkpoint_last_test.csv", "confusion_epoch01_test.csv", "confusion_hard_test.csv",
         "confusion_test.csv"]
+
+
+def test_a_class_without_images_has_no_recall_in_csv_and_report(tmp_path):
+    """Before: recall 0 (confusion_test.csv 0.000000, console acc:0.0) for a class with no test image,
+    where the evaluation JSONs give null."""
+    matrix = np.array([[2, 1, 0], [0, 0, 0], [1, 0, 3]])
+    recalls = confusion.recalls(matrix)
+    assert recalls[0] == pytest.approx(2 / 3) and np.isnan(recalls[1]) and recalls[2] == pytest.approx(3 / 4)
+    confusion.write_csv(tmp_path / "c.csv", matrix, ["a", "b", "c"])
+    assert (tmp_path / "c.csv").read_text().splitlines() == [
+        "true\\predicted,a,b,c,n,recall", "a,2,1,0,3,0.666667", "b,0,0,0,0,", "c,1,0,3,4,0.750000"]
+    report = confusion.format_report("test", matrix, ["a", "b", "c"])
+    assert report.splitlines()[3].endswith("      b, acc:-")
+    confusion.write_png(tmp_path / "c.png", matrix, ["a", "b", "c"], "t")
+    assert (tmp_path / "c.png").stat().st_size > 1000
