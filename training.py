@@ -1439,8 +1439,8 @@ def checkpoint_tag(checkpoint: Path) -> str | None:
 
 def confusion_stem(dataset: str | None, labels: str | None, checkpoint: str | None) -> str:
     """``confusion_[<dataset>_][<labels>_][<checkpoint>_]``: each part only when it is not the run's own
-    (another dataset, another label protocol, a checkpoint other than the best), so testing it does not
-    replace the run's own confusion_<part>.* files."""
+    (another dataset; another label protocol on the run's dataset; a checkpoint other than the best),
+    so testing it does not replace the run's own confusion_<part>.* files."""
     return "confusion_" + "".join(f"{part}_" for part in (dataset, labels, checkpoint) if part)
 
 
@@ -1508,7 +1508,8 @@ def test_mode(args) -> int:
         run_dataset[1] is not None and run_dataset[1] != Path(data.root).resolve()))
     tag = getattr(data, "dataset_name", None) if args.dataset == "folder" else args.dataset
     stem = confusion_stem(tag or args.dataset if other else None,
-                          args.labels if run_labels is not None and args.labels != run_labels else None,
+                          # on another dataset its own protocol is no choice of the command line
+                          args.labels if run_labels is not None and args.labels != run_labels and not other else None,
                           checkpoint_tag(checkpoint))
     for part in TEST_MODE_PARTS:
         labels = sets[part]
