@@ -1018,6 +1018,9 @@ def run_config(args, net: str, input_shape, model) -> dict:
         "honour_policy_prob": bool(args.honour_policy_prob), "jsd": bool(getattr(args, "jsd", False)),
         "augmix": dict(zip(("width", "depth", "severity"), augmix_params(args))), "seed": args.seed, "val_split": args.val_split,
         "validation": validation_source(args, open_data(args)), "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+        # the schedule in use: --lr as typed may leave out the factor and the interval (their defaults)
+        "lr_schedule": dict(zip(("init", "factor", "every"), parse_lr(args.lr))),
+        "lr_effective": "{:g}:{:g}:{:d}".format(*parse_lr(args.lr)),
         "momentum": 0.9 if args.momentum else 0.0, "weight_decay": args.weight_decay,
         "bn_recalibrate": args.bn_recalibrate, "pretraining": args.pretraining, "distribute": args.distribute,
         "center_loss": ({"weight": args.center_loss_weight, "alpha": args.center_loss_alpha}

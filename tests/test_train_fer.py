@@ -754,3 +754,13 @@ def test_help_names_the_flags_resume_accepts_anew_and_what_mode_test_does():
     assert {"v" if f == "verbose" else f for f in anew} == named
     mode = re.search(r"--mode \{train,test\} (.*?) --out-root", text).group(1)
     assert "test, validation and train" in mode and "confusion_<part>.csv/.png" in mode
+
+
+def test_run_json_records_the_learning_rate_schedule_in_use(sample_tree, tmp_path):
+    """--lr 0.05 is 0.05 halved every 40 epochs; run.json said only "0.05"."""
+    run_dir = run_train(sample_tree, tmp_path / "r", "--epochs", "1", "--lpf", "0", "--lr", "0.05")
+    config = json.loads((run_dir / "run.json").read_text())
+    assert config["lr"] == "0.05"
+    assert config["lr_schedule"] == {"init": 0.05, "factor": 0.5, "every": 40}
+    assert config["lr_effective"] == "0.05:0.5:40"
+    assert float(read_log(run_dir)[0]["learning_rate"]) == pytest.approx(0.05)
