@@ -605,11 +605,12 @@ class Classifier:
         }
 
     # -- class order -----------------------------------------------------------------------
-    def use_classes(self, dataset_names: Sequence[str], restrict: bool = False):
+    def use_classes(self, dataset_names: Sequence[str], restrict: bool = False, require_all: str | None = None):
         """Score in the evaluation's class order for a dataset with ``dataset_names``.
 
         See ``datasets.classes.evaluation_columns``; returns the ``ClassMapping``. A UserError when two of the
-        model's (or the dataset's) names mean the same class.
+        model's (or the dataset's) names mean the same class, and, with ``require_all`` (the dataset's
+        name, e.g. RAF-DB), when the model cannot output one of the dataset's classes.
         """
         try:
             names, columns, mapping = datasets_classes.evaluation_columns(self.output_names, dataset_names,
@@ -620,6 +621,9 @@ class Classifier:
             raise UserError(f"{self.checkpoint_path}: none of the model's classes "
                             f"({', '.join(self.output_names)}) is a dataset class "
                             f"({', '.join(dataset_names)}); name them with --class-order")
+        if require_all and mapping.missing:  # refused before any warning that they would be left out
+            raise UserError(f"--class-order / {self.checkpoint_path}: the model cannot output "
+                            f"{', '.join(mapping.missing)}; each {require_all} class must be one of its outputs")
         self.class_names, self.permutation, self.mapping, self.restrict = names, columns, mapping, restrict
         if mapping.missing:
             LOG.warning("%s: the model cannot output %s; those images are left out",

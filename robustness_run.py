@@ -119,10 +119,7 @@ def model_units(args, data, classifier, pairs, shard):
 
 def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
     """RAF-DB's label rows in the classifier's evaluation order (zero columns for its extra outputs)."""
-    mapping = classifier.use_classes(rafdb_dataset.CLASS_NAMES, args.restrict_to_dataset_classes)
-    if mapping.missing:
-        raise UserError(f"--class-order / {classifier.checkpoint_path}: the model cannot output "
-                        f"{', '.join(mapping.missing)}; each RAF-DB class must be one of its outputs")
+    classifier.use_classes(rafdb_dataset.CLASS_NAMES, args.restrict_to_dataset_classes, require_all="RAF-DB")
     width = len(classifier.class_names)
     if width == labels.labels.shape[1]:
         return labels.labels

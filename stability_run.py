@@ -27,10 +27,7 @@ def read_dataset(args):
 
 def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
     """RAF-DB's label rows in the classifier's evaluation order (zero columns for its extra outputs)."""
-    mapping = classifier.use_classes(rafdb_dataset.CLASS_NAMES, args.restrict_to_dataset_classes)
-    if mapping.missing:
-        raise UserError(f"--class-order / {classifier.checkpoint_path}: the model cannot output "
-                        f"{', '.join(mapping.missing)}; each RAF-DB class must be one of its outputs")
+    classifier.use_classes(rafdb_dataset.CLASS_NAMES, args.restrict_to_dataset_classes, require_all="RAF-DB")
     rows = np.zeros((len(labels), len(classifier.class_names)), labels.labels.dtype)
     rows[:, :labels.labels.shape[1]] = labels.labels
     return rows

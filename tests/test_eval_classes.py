@@ -273,3 +273,15 @@ def test_probability_rows_of_models_of_different_widths_stack_with_nan():
     assert np.isnan(stacked[:2, 7]).all() and (stacked[:2, :7] == 0.125).all()
     np.testing.assert_array_equal(stacked[2], eight[0])
     assert stack_rows([], 7).shape == (0, 7)
+
+
+def test_a_model_missing_a_rafdb_class_is_refused_without_a_contradicting_warning(caplog):
+    """On RAF-DB every class must be an output: a 6-class model (no neutral) is refused, and no
+    warning first says that the neutral images would be 'left out' (it did, before the refusal)."""
+    from cli_common import UserError
+
+    classifier = _classifier(("anger", "disgust", "fear", "happiness", "sadness", "surprise"))
+    with caplog.at_level("WARNING"):
+        with pytest.raises(UserError, match=r"cannot output neutral; each RAF-DB class must be one of its outputs"):
+            classifier.use_classes(RAFDB_CLASSES, require_all="RAF-DB")
+    assert "left out" not in caplog.text
