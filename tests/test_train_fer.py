@@ -130,7 +130,9 @@ def test_checkpoint_selection_on_a_scripted_accuracy_sequence(tmp_path):
         saved = []
 
         def save(self, path):
-            Path(path).write_bytes(b"model")
+            import h5py
+
+            h5py.File(path, "w").close()  # an HDF5 file: checkpoint_last.hdf5 gets the state written into it
             self.saved.append(Path(path).name)
 
     class Args:
@@ -146,6 +148,7 @@ def test_checkpoint_selection_on_a_scripted_accuracy_sequence(tmp_path):
     assert (tmp_path / "checkpoint_last.hdf5").is_file() and not list(tmp_path.glob(".*tmp*"))
     assert state == {"best": 0.7, "best_epoch": 5, "completed_epochs": 5}
     assert json.loads((tmp_path / "train_state.json").read_text()) == state
+    assert training.checkpoint_state(tmp_path / "checkpoint_last.hdf5") == (state, None)
 
 
 def test_saved_checkpoints_hold_strictly_improving_validation_accuracy(two_epochs, sample_tree):
