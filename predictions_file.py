@@ -207,8 +207,9 @@ class PredictionsClassifier:
     def class_names(self) -> tuple[str, ...]:
         return self.predictions.class_names
 
-    def use_classes(self, dataset_names: Sequence[str], restrict: bool = False):
-        """A predictions file is written in the dataset's classes: check that they are these."""
+    def use_classes(self, dataset_names: Sequence[str], restrict: bool = False, require_all: str | None = None):
+        """A predictions file is written in the dataset's classes: check that they are these (so every
+        class is there, whatever ``require_all`` asks)."""
         from datasets.classes import map_classes
 
         mapping = map_classes(self.predictions.class_names, dataset_names)
