@@ -641,6 +641,8 @@ def remove_stale_temporaries(run_dir: Path) -> list[str]:
         LOG.warning("%s: removed %d temporary checkpoint(s) of a run that was killed: %s", run_dir, len(removed),
                     ", ".join(removed))
     return removed
+
+
 STATE_ATTR = "train_state"  # checkpoint_last.hdf5: the training state of the epoch it holds (JSON)
 CENTERS_DATASET = "center_loss_centers"  # checkpoint_last.hdf5 with --center-loss: the centres of that epoch
 
