@@ -469,3 +469,46 @@ def test_baseline_file_of_an_input_model_goes_by_that_models_name(designed, tmp_
     assert float(rows["same/checkpoint.01.hdf5"]["mce"]) == pytest.approx(1.0)
     assert {row["ce_baseline"] for row in rows.values()} == {"same/checkpoint.01.hdf5"}
     assert "CE / relative CE normalised to same/checkpoint.01.hdf5." in (out / "report.md").read_text()
+
+
+def test_ranked_by_mce_even_where_the_mean_error_orders_otherwise(designed, tmp_path):
+    """Every model has an mCE, so the ranking is by mCE (ranked_by 'mce'), not by the mean corruption
+    error. mobile's errors: 0.40 on three corruptions (sum 2.0, CE 2.0/2.25) and 0.30 on contrast
+    (sum 1.5, CE 1.5/2.25, against base's 2.25): mCE (3 x 0.8889 + 0.6667)/4 = 0.8333, below
+    tinycnn's and base's 1.0, so mobile ranks first."""
+    write(designed, "mobile", set_errors(load("mobile"), .20, {c: ([.40] * 5 if c != "contrast" else [.30] * 5)
+                                                               for c in CORRUPTIONS}))
+    out = tmp_path / "out"
+    report.make_report([designed], out, baseline="base")
+    rows = read_csv(out / "report.csv")
+    assert float(rows["mobile"]["mce"]) == pytest.approx((3 * 2.0 / 2.25 + 1.5 / 2.25) / 4, abs=1e-12)
+    assert {row["ranked_by"] for row in rows.values()} == {"mce"}
+    assert rows["mobile"]["rank"] == "1"
+
+
+def test_mfp_is_over_the_files_mean_over_list_only(designed, tmp_path):
+    """mFP averages the perturbations the stability file lists in mean_over (the 10), not an extra
+    block it also holds: p_zoom_blur with FP 0.9 added to tinycnn leaves its mFP the mean of the 10."""
+    stability = json.loads((designed / "stability.json").read_text())
+    method = stability["methods"]["tinycnn"]
+    ten = [entry["fp"] for name, entry in method["perturbations"].items()]
+    method.setdefault("mean_over", list(method["perturbations"]))
+    method["perturbations"]["p_zoom_blur"] = dict(next(iter(method["perturbations"].values())), fp=0.9)
+    (designed / "stability.json").write_text(json.dumps(stability))
+    out = tmp_path / "out"
+    report.make_report([designed], out, baseline="base")
+    assert float(read_csv(out / "report.csv")["tinycnn"]["mfp"]) == pytest.approx(sum(ten) / len(ten), abs=1e-12)
+
+
+@pytest.mark.parametrize("key, value", [("n", 40), ("split", "validation"), ("dataset", "ferplus")])
+def test_each_baseline_key_alone_stops_the_normalisation(designed, tmp_path, key, value):
+    """A baseline evaluated on other images: N alone, the split alone or the dataset alone differing
+    is enough for mobile to get no mCE, with the difference named."""
+    other = load("mobile")
+    other["results"][0][key] = value
+    write(designed, "mobile", other)
+    result = report.make_report([designed], tmp_path / "out", baseline="base")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert rows["mobile"]["mce"] in ("", "nan")
+    assert any(w.startswith("mobile: no mCE against the baseline base") and f"{key} {value} vs" in w
+               for w in result["warnings"])
