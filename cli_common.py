@@ -232,6 +232,12 @@ def positive_int(text: str) -> int:
 # Atomic writes: a reader never sees a half-written file under its final name.
 
 
+def temp_stem(name: str) -> str:
+    """``name`` as the middle of a temporary name ``.<stem>.<8 chars>.tmp``: cut to 200 characters
+    when it is near the 255-byte limit of a file name (the temporary name adds 14)."""
+    return name[:200] if len(name.encode()) > 240 else name
+
+
 def write_target(path: str | os.PathLike) -> tuple[str, bool]:
     """(the file an output to ``path`` replaces, whether it is a special file). A symbolic link is
     followed, so the link stays and its target gets the new content. A special file (a FIFO, a
@@ -267,8 +273,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(target)
     with _output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        short = path.name[:200] if len(path.name.encode()) > 240 else path.name
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{temp_stem(path.name)}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, FILE_MODE)
         os.close(fd)
     tmp = Path(tmp_name)
@@ -299,8 +304,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             raise OutputError(error.errno, error.strerror or str(error), shown) from error
         return
     folder, name = os.path.split(path)
-    short = name[:200] if len(name.encode()) > 240 else name  # within the 255-byte limit with the suffix
-    tmp = os.path.join(folder, f".{short}.{secrets.token_hex(4)}.tmp")
+    tmp = os.path.join(folder, f".{temp_stem(name)}.{secrets.token_hex(4)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:  # plain try/except, not _output_errors: no generator context per exported file
         try:

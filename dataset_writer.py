@@ -136,7 +136,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from cli_common import LOG, UserError, atomic_path, item_rng, refuse_outputs_over_inputs
+from cli_common import LOG, UserError, atomic_path, item_rng, refuse_outputs_over_inputs, temp_stem
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -804,8 +804,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     run. Not ``fsync``-ed (see the module docstring).
     """
     folder, name = os.path.split(path)
-    # A name near the 255-byte limit is cut in the temporary name (which adds 14 characters).
-    tmp = f"{folder}/.{name[:200] if len(name.encode()) > 240 else name}.{os.getpid() & 0xFFFFFFFF:08x}.tmp"
+    tmp = f"{folder}/.{temp_stem(name)}.{os.getpid() & 0xFFFFFFFF:08x}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
         fd = os.open(tmp, flags, 0o666)
@@ -979,6 +978,13 @@ def refuse_duplicate_keys(units: Sequence[WorkUnit]) -> None:
                             "the export (each image's record needs its own name); rename one of them")
 
 
+def _pending_folders(manifest: Mapping[str, Any] | None) -> set[str]:
+    """The folders an unfinished export recorded as being written (none for a finished one)."""
+    if not manifest or manifest.get("complete", True):
+        return set()
+    return set(manifest.get("pending_folders") or [])
+
+
 def _remove_manifest_temporaries(out_dir: Path) -> None:
     """Delete ``.manifest.json.<8 chars>.tmp`` files at the root (call it holding the tree lock): the
     manifest is only written under that lock, so any such file is left by a run killed while writing."""
@@ -1076,8 +1082,7 @@ def export(
             manifest["shard_plan"] = plan
         # The folders this run writes, for verify while it is unfinished (dropped when complete).
         my_folders = {_folder_of(rel) for unit in mine for rel in unit.outputs}
-        pending = set((old or {}).get("pending_folders") or []) if old and not old.get("complete", True) else set()
-        manifest["pending_folders"] = sorted(pending | my_folders)
+        manifest["pending_folders"] = sorted(_pending_folders(old) | my_folders)
         # Written before any worker starts: a killed run leaves a manifest that guards the parameters.
         manifest_path = _write_manifest(out_dir, manifest)
         _remove_files(folded)
@@ -1158,14 +1163,13 @@ def export(
         # Folders an earlier unfinished run of another selection writes stay pending: this run's
         # units being complete does not finish them.
         all_folders = {_folder_of(rel) for unit in units for rel in unit.outputs}
-        earlier = set(current.get("pending_folders") or []) if not current.get("complete", True) else set()
-        result.pending_elsewhere = sorted(earlier - all_folders)
+        result.pending_elsewhere = sorted(_pending_folders(current) - all_folders)
         manifest["complete"] = result.complete = (_is_complete(units, files, unit_digests)
                                                   and not result.pending_elsewhere)
         if not result.complete:  # a finished tree equals an unsharded export's: no shard or pending record
             if plan is not None:
                 manifest["shard_plan"] = plan
-            manifest["pending_folders"] = sorted(set(current.get("pending_folders") or []) | my_folders)
+            manifest["pending_folders"] = sorted(_pending_folders(current) | my_folders)
         _write_manifest(out_dir, manifest)
         _remove_files(folded)
     result.seconds = time.perf_counter() - start

@@ -206,6 +206,13 @@ def _source_label(result: dict) -> str:
     return f"export with manifest {digest[:12]}" if digest else f"export {result.get('corrupted', '?')}"
 
 
+def _file_identity(info: dict, checkpoint: str) -> str:
+    """A model file's identity: ``sha256:<its SHA-256>`` where the result records it, else the
+    :func:`model_key` of its path ``checkpoint``."""
+    digest = info.get("checkpoint_sha256")
+    return f"sha256:{digest}" if digest else model_key(checkpoint)
+
+
 def model_key(checkpoint: str) -> str:
     """A model's identity: its checkpoint / model file path, normalised (``./a/b`` = ``a/b``; a
     relative path is taken from the current folder, where the evaluations are usually run)."""
@@ -263,7 +270,7 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
             for result in data["results"]:
                 info = result.get("checkpoint") or {}
                 checkpoint = info.get("checkpoint") or str(path)
-                key = f"sha256:{info['checkpoint_sha256']}" if info.get("checkpoint_sha256") else model_key(checkpoint)
+                key = _file_identity(info, checkpoint)
                 aliases.setdefault(model_key(checkpoint), key)
                 robust.append((key, checkpoint, path, result))
     robust_keys = {key for key, *_ in robust}
@@ -837,10 +844,9 @@ def write_csv(report: dict) -> str:
 
 
 def _checkpoint_identity(model: Model) -> str:
-    """A robustness model's file: its SHA-256 where recorded, else its checkpoint path's key."""
+    """A robustness model's file (:func:`_file_identity` of its recorded checkpoint)."""
     info = model.robustness.get("checkpoint") or {}
-    digest = info.get("checkpoint_sha256")
-    return f"sha256:{digest}" if digest else model_key(info.get("checkpoint") or "")
+    return _file_identity(info, info.get("checkpoint") or "")
 
 
 def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
