@@ -462,6 +462,16 @@ class CorruptedSet:
         return read_image(self.path / self.file_name(image_id), keep_grey=True)
 
 
+def refuse_other_source(data, manifest: dict | None, where: str) -> None:
+    """UserError when ``manifest`` (a FER export's) records the SHA-256 of another CSV than
+    ``data``'s: its images would be matched by row to labels (and clean images) of another file."""
+    recorded = ((manifest or {}).get("params") or {}).get("source_sha256")
+    if recorded and data.name in ("ferplus", "fer2013") and _sha256(data.pixels_path) != recorded:
+        raise UserError(f"{where}: exported from another {data.pixels_path.name} than "
+                        f"{data.pixels_path} (SHA-256 {recorded[:12]}... in its manifest); evaluate with the "
+                        f"--data folder it was exported from, or export again from this one")
+
+
 def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[CorruptedSet]:
     """Every (corruption, severity) set of ``data``'s ``split`` under ``corrupted``, in the order
     of docs/BENCHMARK.md §2.3: PNG/JPEG folders or the line-aligned ``.csv`` files of ``--format fer-csv``."""
@@ -475,12 +485,8 @@ def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[Cor
     # an unfinished export, or a tree of the other kind: one message, before any file is looked for
     manifest = read_finished_manifest(corrupted, "c", "--corrupted") or {}
     fmt = manifest.get("params", {}).get("format", "auto")
-    recorded = manifest.get("params", {}).get("source_sha256")
-    if recorded and data.name in ("ferplus", "fer2013") and _sha256(data.pixels_path) != recorded:
-        # The clean images would come from this CSV and the corrupted ones from another: no CE.
-        raise UserError(f"--corrupted {corrupted}: exported from another {data.pixels_path.name} than "
-                        f"{data.pixels_path} (SHA-256 {recorded[:12]}... in its manifest); evaluate with the "
-                        f"--data folder it was exported from, or export again from this one")
+    # The clean images would come from this CSV and the corrupted ones from another: no CE.
+    refuse_other_source(data, manifest, f"--corrupted {corrupted}")
     prefix = FER_PREFIX if data.name in ("ferplus", "fer2013") else getattr(data, "dataset_name", data.name)
     split_name = data.split_name(split)
     sets = []

@@ -78,6 +78,10 @@ def run(args) -> int:
     manifest = (dataset_writer.read_finished_manifest(args.perturbed, "p", "--perturbed")
                 if args.perturbed.is_dir() else None)
     if evaluated is not None:
+        import fer_export
+
+        # Frames matched by row to the labels of another CSV would be scored against wrong labels.
+        fer_export.refuse_other_source(data, manifest, f"--perturbed {args.perturbed}")
         sequence_names, work = dataset_eval.perturbed_work(data, labels, args.perturbed, selected,
                                                            args.frames)
         work = stability.shard_folders(work, shard)

@@ -2,7 +2,8 @@
 
 - FER2013 / FER+ Usage: a value other than Training, PublicTest or PrivateTest (a typo such as
   'Publictest') belonged to no split, silently.
-- A FER export evaluated against another fer2013.csv than the one it was exported from.
+- A FER export (corrupted or perturbed) evaluated against another fer2013.csv than the one it was
+  exported from.
 - A folder image whose file name is not valid UTF-8.
 """
 
@@ -58,6 +59,25 @@ def test_a_corrupted_export_of_another_csv_is_refused_by_the_evaluation(tmp_path
     (data / "fer2013.csv").write_text(text.replace(f"0,{PIXELS},PublicTest", f"1,{PIXELS},PublicTest", 1))
     with pytest.raises(UserError, match=r"^--corrupted .*fer-c: exported from another fer2013\.csv than"):
         fer_export.corrupted_sets(datasets.get("fer2013", data), out)
+
+
+def test_a_perturbed_export_of_another_csv_is_refused_by_the_evaluation(tmp_path):
+    """The same for the sequences: frames of one CSV's rows scored against another CSV's labels
+    (here the first test row's emotion changed after the export) is refused before any model runs."""
+    import eval_perturbed_rafdb
+    import rafdb_perturb_dataset
+
+    data = tmp_path / "FER"
+    _write(data, ["Training", "PublicTest", "PublicTest"])
+    out = tmp_path / "fer-p"
+    assert rafdb_perturb_dataset.main(["export", "--dataset", "fer2013", "--data", str(data), "--out", str(out),
+                                       "--perturbations", "p_rotate", "--workers", "1"]) == 0
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not read: the refusal comes first")
+    text = (data / "fer2013.csv").read_text()
+    (data / "fer2013.csv").write_text(text.replace(f"0,{PIXELS},PublicTest", f"1,{PIXELS},PublicTest", 1))
+    with pytest.raises(UserError, match=r"^--perturbed .*fer-p: exported from another fer2013\.csv than"):
+        eval_perturbed_rafdb.main([str(model), "--dataset", "fer2013", "--data", str(data), "--perturbed", str(out)])
 
 
 def test_a_folder_image_whose_name_is_not_utf8_is_named_before_any_work(tmp_path):
