@@ -174,8 +174,7 @@ def run(args) -> int:
         all_present = np.ones(len(labels), bool)
         clean = Folder(None, 0, robustness.folder_label(args.rafdb, rafdb_dataset.ALIGNED_DIR),
                        clean_paths, all_present)
-    LOG.info("%d test images under the %s label protocol (%d of %d dropped by the vote filter)",
-             len(labels), labels.protocol, labels.n_dropped, labels.n_total)
+    LOG.info("%s", labels.count_line("images"))
     if evaluated is not None:
         LOG.info("%s", evaluated.report_line())
 

@@ -64,8 +64,7 @@ def run(args) -> int:
         LOG.info("%s", evaluated.report_line())
     else:
         labels = read_dataset(args)
-    LOG.info("%d test sequences under the %s label protocol (%d of %d dropped by the vote filter)",
-             len(labels), labels.protocol, labels.n_dropped, labels.n_total)
+    LOG.info("%s", labels.count_line("sequences"))
     selected = [name.strip() for name in args.perturbations.split(",") if name.strip()] \
         if args.perturbations else None
     if "," in str(args.perturbed) or "\n" in str(args.perturbed):

@@ -45,6 +45,14 @@ class LabelSet:
         """Target class per image: argmax, two-way ties to the lower index (docs/BENCHMARK.md §1.3)."""
         return np.argmax(self.labels, axis=1)
 
+    def count_line(self, unit: str = "images") -> str:
+        """``N test <unit> under the <protocol> label protocol``, with the vote filter's count where
+        one ran (the soft protocols); a hard or folder label set has no filter to report."""
+        line = f"{len(self)} {self.split} {unit} under the {self.protocol} label protocol"
+        if self.protocol == "soft":
+            line += f" ({self.n_dropped} of {self.n_total} dropped by the vote filter)"
+        return line
+
     def subset(self, indices: Iterable[int]) -> "LabelSet":
         indices = list(indices)
         return dataclasses.replace(

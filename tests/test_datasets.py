@@ -109,3 +109,14 @@ def test_map_rafdb_model_on_fer2013_and_folder_names():
     assert datasets.map_classes(RAFDB_CLASSES, RAFDB_CLASSES).identity
     with pytest.raises(ValueError, match="'happy' and 'Happiness' are the same emotion"):
         datasets.map_classes(("happy", "Happiness"), RAFDB_CLASSES)
+
+
+def test_the_evaluations_count_line_names_the_vote_filter_only_where_one_ran():
+    """A soft label set reports its filter (3 kept of 5: 2 dropped); a hard or folder label set
+    has none to report (it printed '0 of N dropped by the vote filter')."""
+    from datasets.base import LabelSet
+
+    soft = LabelSet(["a", "b", "c"], np.eye(3, dtype=np.float32), "soft", "test", n_total=5, n_dropped=2)
+    hard = LabelSet(["a", "b"], np.eye(2, dtype=np.float32), "hard", "test", n_total=2)
+    assert soft.count_line() == "3 test images under the soft label protocol (2 of 5 dropped by the vote filter)"
+    assert hard.count_line("sequences") == "2 test sequences under the hard label protocol"
