@@ -450,10 +450,27 @@ def _non_input_layers(model) -> list:
     return [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
 
 
+def _leading_layers(model):
+    """The model's layers from its input on, in order, nested models (a Sequential block such as
+    the Keras tutorials' ``data_augmentation``) opened in place."""
+    for layer in _non_input_layers(model):
+        if getattr(layer, "layers", None) is not None and hasattr(layer, "outputs"):
+            yield from _leading_layers(layer)
+        else:
+            yield layer
+
+
 def _leading_scaling_layer(model):
-    """The model's first layer when it is a (third-party) Rescaling or Normalization, else None."""
-    first = _non_input_layers(model)[:1]
-    return first[0] if first and type(first[0]).__name__ in _THIRD_PARTY_SCALING_CLASSES else None
+    """The first layer of the model when it is a (third-party) Rescaling or Normalization, else
+    None. Nested models are looked into, and random augmentation layers before it (RandomFlip,
+    RandomRotation, ...: the identity at inference) are passed over."""
+    for layer in _leading_layers(model):
+        name = type(layer).__name__
+        if name in _THIRD_PARTY_SCALING_CLASSES:
+            return layer
+        if not name.startswith("Random"):
+            return None
+    return None
 
 
 def leading_preprocessing(model, *, trust_rescaling: bool = False) -> tuple[list, object | None]:

@@ -442,6 +442,26 @@ def test_third_party_rescaling_is_kept_with_a_warning(tmp_path, caplog):
     assert "which is kept" not in caplog.text
 
 
+def test_rescaling_behind_a_nested_augmentation_block_is_found(tmp_path, caplog):
+    """The Keras tutorials' layout: Sequential([data_augmentation (a nested Sequential of Random*
+    layers), Rescaling(1/255), ...]). Its Rescaling is as much the model's own as a first-layer one:
+    --preprocessing scale01 warns that both apply (it did not look past the nested block)."""
+    import keras
+
+    augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1)],
+                                    name="data_augmentation")
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), augmentation, keras.layers.Rescaling(1 / 255.0),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7, activation="softmax")])
+    model.save(tmp_path / "tutorial.keras")
+    with caplog.at_level("WARNING"):
+        checkpoints.classifier_from_args(tmp_path / "tutorial.keras", args(preprocessing="scale01"))
+    assert "own Rescaling layer 'rescaling" in caplog.text and "which is kept" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        checkpoints.classifier_from_args(tmp_path / "tutorial.keras", args(preprocessing=None))
+    assert "to its own leading Rescaling layer 'rescaling" in caplog.text
+
+
 # --------------------------------------------------------------------------------------------
 # Quantised graphs whose float output is a dequantised softmax
 
