@@ -615,6 +615,57 @@ def _match_saved(variables, names: list[str], values: list) -> list:
 TMP_CHECKPOINT_RE = re.compile(r"^\.(checkpoint\.[0-9]+|checkpoint_last)\.([0-9]+)\.tmp\.hdf5$")
 
 
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` exists on this machine (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+# A non-chief worker's scratch folder: <tmp>/train_fer_worker_<host hash>_<pid>_<random>.
+WORKER_SCRATCH_RE = re.compile(r"train_fer_worker_([0-9a-f]{8})_(\d+)_")
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def worker_scratch():
+    """The temporary folder a non-chief worker writes its checkpoints and logs to (only the chief
+    writes the run directory). It is removed when the worker ends; SIGTERM or SIGKILL skip that, so
+    a worker first removes the scratch folders of this machine's workers that are gone."""
+    import tempfile
+
+    remove_stale_worker_scratch(tempfile.gettempdir())
+    return tempfile.TemporaryDirectory(prefix=f"train_fer_worker_{_host_tag()}_{os.getpid()}_")
+
+
+def remove_stale_worker_scratch(folder: str | Path) -> list[str]:
+    """Remove the worker scratch folders in ``folder`` left by workers of this host (name tag) and
+    user that no longer run; a shared temporary folder's other hosts, users and live workers are
+    left alone. Returns the names removed."""
+    removed = []
+    host = _host_tag()
+    for path in sorted(Path(folder).glob("train_fer_worker_*")):
+        match = WORKER_SCRATCH_RE.match(path.name)
+        if (not match or match.group(1) != host or path.is_symlink() or not path.is_dir()
+                or path.stat().st_uid != os.getuid() or not _process_gone(int(match.group(2)))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    if removed:
+        LOG.info("removed %d scratch folder(s) of earlier workers that were killed: %s", len(removed),
+                 ", ".join(removed))
+    return removed
+
+
 def remove_stale_temporaries(run_dir: Path) -> list[str]:
     """Remove the ``.checkpoint*.<pid>.tmp.hdf5`` files of :func:`save_model_atomically` that a killed
     run left in ``run_dir`` (those of a process still running are kept); returns their names."""
@@ -626,14 +677,8 @@ def remove_stale_temporaries(run_dir: Path) -> list[str]:
         if not match:
             continue
         pid = int(match.group(2))
-        if pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-                continue  # a live process (another run writing here?): not ours to remove
-            except ProcessLookupError:
-                pass
-            except (PermissionError, OverflowError):
-                continue
+        if pid != os.getpid() and not _process_gone(pid):
+            continue  # a live process (another run writing here?): not ours to remove
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed.append(path.name)
@@ -1130,8 +1175,6 @@ def start_log(run_dir: Path, completed_epochs: int) -> None:
 
 
 def train(args) -> int:
-    import tempfile
-
     import keras
 
     models = _models()
@@ -1168,7 +1211,7 @@ def train(args) -> int:
     if chief:
         remove_stale_temporaries(run_dir)
     # Only the chief writes the run directory; other workers write to a temporary folder (as Keras's callbacks do)
-    scratch = None if chief else tempfile.TemporaryDirectory(prefix="train_fer_worker_")
+    scratch = None if chief else worker_scratch()
     write_dir = run_dir if chief else Path(scratch.name)
     LOG.info("run directory: %s%s", run_dir, "" if chief else f" (this worker writes to {write_dir})")
     try:

@@ -3,6 +3,7 @@ by SIGTERM; leftovers of a killed run (temporary checkpoints)."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,31 @@ def test_sigterm_records_terminated_and_stale_temporaries_are_removed(sample_tre
     assert "Traceback" not in stderr
     assert json.loads((run_dir / "run.json").read_text())["status"] == "terminated"
     assert not any(path.exists() for path in stale) and keep.exists()
+
+
+def test_a_killed_workers_scratch_folder_is_removed_by_the_next_worker(tmp_path):
+    """A non-chief multiworker process writes its checkpoints to a scratch folder that SIGTERM/SIGKILL
+    left behind (a model per epoch, for ever). The next worker on the same host removes those of
+    processes that are gone; a live worker's, another host's and unrelated folders stay."""
+    import os
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    host = training._host_tag()
+    stale = tmp_path / f"train_fer_worker_{host}_{dead}_abc123"
+    (stale / "nested").mkdir(parents=True)
+    (stale / "nested" / "checkpoint.01.hdf5").write_bytes(b"a worker's model")
+    live = tmp_path / f"train_fer_worker_{host}_{os.getpid()}_def456"
+    other_host = tmp_path / f"train_fer_worker_{'0' * 8 if host != '0' * 8 else '1' * 8}_{dead}_ghi789"
+    unrelated = tmp_path / "train_fer_worker_notes"
+    for folder in (live, other_host, unrelated):
+        folder.mkdir()
+    assert training.remove_stale_worker_scratch(tmp_path) == [stale.name]
+    assert not stale.exists() and live.is_dir() and other_host.is_dir() and unrelated.is_dir()
+    scratch = training.worker_scratch()  # the folder a worker now uses carries its host tag and pid
+    try:
+        assert training.WORKER_SCRATCH_RE.match(Path(scratch.name).name).groups() == (host, str(os.getpid()))
+    finally:
+        scratch.cleanup()
