@@ -104,7 +104,16 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the module docstring's line breaks in ``--help``."""
+    """Show defaults and keep the module docstring's line breaks in ``--help``.
+
+    A default of None is not shown: it stands for a value worked out later (a folder named after
+    another flag, the model's own size, ...), which the option's help text states; "(default: None)"
+    beside it contradicted that text."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -579,11 +579,15 @@ def build(models: list[Model], baseline: Model | None) -> dict:
             "s": stability_metrics(model, baseline) if model.stability is not None else None}
     warnings, groups = comparability(models, metrics)
     for model in models:
-        for kind, what in (("c", "relative CE or CE of"), ("s", "flip rate (FR) of")):
-            undefined = (metrics[model.name][kind] or {}).get("undefined")
-            if undefined:
-                mean = "relative mCE / mCE" if kind == "c" else "mFR"
-                warnings.append(f"{model.name}: the {what} {', '.join(undefined)} is undefined (the baseline "
+        c_metrics, s_metrics = metrics[model.name]["c"] or {}, metrics[model.name]["s"] or {}
+        undefined = c_metrics.get("undefined") or []
+        # (what, the corruptions or perturbations where it is undefined, the mean not shown)
+        cases = [(what, [c for c in undefined if math.isnan(c_metrics[key][c])], mean)
+                 for what, key, mean in (("relative CE", "relative_ce", "relative mCE"), ("CE", "ce", "mCE"))]
+        cases.append(("flip rate (FR)", s_metrics.get("undefined") or [], "mFR"))
+        for what, names, mean in cases:
+            if names:
+                warnings.append(f"{model.name}: the {what} of {', '.join(names)} is undefined (the baseline "
                                 f"{baseline.name}'s denominator is <= 0, docs/BENCHMARK.md §5.2, §5.6), so "
                                 f"the {mean} is not shown")
     for model in models:

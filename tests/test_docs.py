@@ -7,7 +7,7 @@ Three checks, all on the files git tracks (or, outside a git checkout, on the so
 - every citation "BENCHMARK.md §N" / "§N.M" (including chains such as "§4.7, §5.3" or "§5.5-§5.7"),
   every "BENCHMARK.md#sN-M" link, every "§N.M" in Python code and every "#sN-M" link inside the
   document names an anchor that exists;
-- no tracked file names the old internal brief or a path outside the repository.
+- no tracked file names a design document that is not in the repository, or a path outside it.
 """
 
 from __future__ import annotations
@@ -128,7 +128,9 @@ def test_citation_patterns_catch_what_they_must():
 
 
 def test_no_file_points_outside_the_repository():
-    # Built by concatenation so that this file does not contain the strings it forbids.
+    # A reader has only this repository: no file may send them to an upper-case design document by
+    # a name the repository does not hold, or to a folder beside it. Built by concatenation so that
+    # this file does not contain the strings it forbids.
     brief_name = "SP" + "EC"
     outside = ".." + "/shared"
     word = re.compile(rb"\b" + brief_name.encode() + rb"\b")
@@ -139,4 +141,17 @@ def test_no_file_points_outside_the_repository():
         data = path.read_bytes()
         if word.search(data) or outside.encode() in data:
             offenders.append(str(path.relative_to(ROOT)))
-    assert not offenders, f"files naming the internal brief or a path outside the repository: {offenders}"
+    assert not offenders, f"files naming a document or a path outside the repository: {offenders}"
+
+
+def test_help_shows_concrete_defaults_and_not_none():
+    """--help adds "(default: X)" for a concrete default; a None default stands for a value the help
+    text itself states (e.g. "default corrupted_raf_dataset"), so no "(default: None)" contradicts it."""
+    from cli_common import ArgumentParser
+
+    parser = ArgumentParser(prog="x")
+    parser.add_argument("--out", default=None, help="output folder (default corrupted_raf_dataset)")
+    parser.add_argument("--workers", type=int, default=3, help="processes")
+    text = " ".join(parser.format_help().split())
+    assert "output folder (default corrupted_raf_dataset)" in text and "default: None" not in text
+    assert "processes (default: 3)" in text

@@ -408,7 +408,10 @@ def test_an_undefined_ratio_hides_the_mean_and_names_it(designed, tmp_path):
     rows = read_csv(out / "report.csv")
     assert rows["tinycnn"]["relative_mce"] == "" and rows["tinycnn"]["mfr"] == ""
     assert float(rows["tinycnn"]["mce"]) == pytest.approx((3 * 2.0 / 2.25 + 3.0 / 0.5) / 4, abs=1e-12)
-    assert any(w.startswith("tinycnn: the relative CE or CE of contrast is undefined") for w in result["warnings"])
+    warned = [w for w in result["warnings"] if w.startswith("tinycnn: ")]
+    assert any(w.startswith("tinycnn: the relative CE of contrast is undefined") and
+               w.endswith("so the relative mCE is not shown") for w in warned)
+    assert not any(w.startswith("tinycnn: the CE of") for w in warned)  # the mCE is shown
     assert any(w.startswith("tinycnn: the flip rate (FR) of p_rotate is undefined") for w in result["warnings"])
 
 
