@@ -257,6 +257,48 @@ def test_zoom_blur_matches_scipy_reference(face, severity):
     assert diff.max() <= 1 and np.mean(diff > 0) < 0.05
 
 
+def _zoom_blur_by_scipy(image, severity):
+    """The documented zoom_blur written out with scipy.ndimage.zoom per factor, crop and trim per
+    axis (BENCHMARK.md §2.4; the square rule generalised to H != W)."""
+    import scipy.ndimage
+
+    height, width = image.shape[:2]
+    x = (image / 255.0).astype(np.float32)
+    out = np.zeros_like(x)
+    factors = np.arange(*corruptions.ZOOM_BLUR_FACTORS[severity - 1])
+    for zoom in factors:
+        crop_h, crop_w = math.ceil(height / zoom), math.ceil(width / zoom)
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        zoomed = scipy.ndimage.zoom(x[top:top + crop_h, left:left + crop_w], (zoom, zoom, 1), order=1)
+        trim_h, trim_w = (zoomed.shape[0] - height) // 2, (zoomed.shape[1] - width) // 2
+        out += zoomed[trim_h:trim_h + height, trim_w:trim_w + width]
+    return (np.clip((x + out) / (len(factors) + 1), 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("severity", (1, 3, 5))
+def test_zoom_blur_of_a_large_image_builds_no_operator_and_matches_scipy(face, severity, monkeypatch):
+    """Above 256 x 256 px (a folder dataset's photos) the combined sparse operator would take
+    O(pixels x factors) memory (0.6 GB at 1200 px, kept per size): such images are zoomed factor by
+    factor, which gives the documented sum itself (here equal to scipy's zooms) and caches nothing."""
+    monkeypatch.setattr(corruptions, "_ZOOM_OPERATORS", {})
+    image = cv2.resize(face, (280, 300))  # 84,000 pixels, not square
+    got = corruptions.corrupt(image, "zoom_blur", severity)
+    diff = np.abs(got.astype(int) - _zoom_blur_by_scipy(image, severity))
+    assert diff.max() <= 1 and np.mean(diff > 0) < 0.001
+    assert corruptions._ZOOM_OPERATORS == {}
+    grey = corruptions.corrupt(image[..., :1], "zoom_blur", severity)
+    assert np.array_equal(grey, _zoom_blur_by_scipy(image[..., :1], severity))
+
+
+def test_zoom_operator_cache_is_bounded_in_bytes(face, monkeypatch):
+    """The operators of small images stay cached up to a byte budget, then the cache starts again."""
+    monkeypatch.setattr(corruptions, "_ZOOM_OPERATORS", {})
+    monkeypatch.setattr(corruptions, "_ZOOM_CACHE_BYTES", 3 * 2**20)  # ~1.4 MB per 100 px operator
+    for severity in (1, 2, 3):
+        corruptions.zoom_blur(face, severity, None)
+    assert sorted(corruptions._ZOOM_OPERATORS) == [(100, 100, 3)]
+
+
 def _raising_kernel(*args):
     raise TypeError("csr_matvec() takes a different signature now")
 
