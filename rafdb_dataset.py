@@ -156,7 +156,7 @@ def read_landmarks(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()  # a BOM is not data
     except FileNotFoundError:
         raise UserError(f"{path}: landmark file not found") from None
     if len(lines) < 5:
@@ -209,7 +209,7 @@ def read_partition(root: str | Path) -> list[tuple[str, int]]:
     """``list_patition_label.txt`` as (name, class index) pairs, in file order."""
     path = require_file(Path(root) / PARTITION_FILE, "hard-label list")
     entries: list[tuple[str, int]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split()
@@ -236,7 +236,7 @@ def read_distribution_csv(root: str | Path) -> np.ndarray:
     """``distribute_basic.csv`` as float64 (rows, 7); each row must sum to 1 within 1e-3."""
     path = require_file(Path(root) / CSV_FILE, "soft-label CSV")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.strip().split(",")

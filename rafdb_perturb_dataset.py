@@ -98,6 +98,31 @@ def list_test_names(root: Path, source: str) -> list[str]:
     return sorted(names)
 
 
+def refuse_unusable_landmarks(landmarks: np.ndarray, landmark_file: Path, image_path: Path) -> None:
+    """UserError naming ``landmark_file`` when its points cannot align a face (the original warped
+    them all the same, silently): the eyes and the mouth point (BENCHMARK.md §3.1) on one line or on
+    one point, whose affine is singular (the "face" is one colour), or all three outside the photo
+    (e.g. landmarks of another resolution: the face is black). A constant sequence never flips, so
+    it would flatter the model's stability."""
+    eye_l, eye_r = landmarks[0], landmarks[1]
+    mouth = np.array(perturbations.mouth_point(landmarks))
+    area = abs(float(np.cross(eye_r - eye_l, mouth - eye_l))) / 2
+    if area < 1.0:
+        raise UserError(f"{landmark_file}: the eyes {tuple(eye_l)}, {tuple(eye_r)} and the mouth point "
+                        f"{tuple(mouth)} lie on one line or point (triangle of {area:.2g} px^2): they "
+                        f"cannot align {image_path.name}; expected the 5 points of docs/BENCHMARK.md §1.1")
+    height, width = dataset_writer.image_file_size(image_path)
+
+    def inside(point, w, h) -> bool:
+        return 0 <= point[0] < w and 0 <= point[1] < h
+
+    points = (eye_l, eye_r, mouth)
+    # the header's size; an EXIF-rotated photo is decoded upright, with its sides swapped
+    if not any(inside(point, width, height) or inside(point, height, width) for point in points):
+        raise UserError(f"{landmark_file}: the eyes and the mouth point all lie outside {image_path.name} "
+                        f"({width}x{height} px): landmarks of another image or resolution?")
+
+
 def build_units(root: Path, names: Sequence[str], selected: Sequence[str], *, fmt: str,
                 source: str) -> list[dataset_writer.WorkUnit]:
     """One unit per test image; checks every input file first (UserError naming the first bad one).
@@ -122,10 +147,15 @@ def build_units(root: Path, names: Sequence[str], selected: Sequence[str], *, fm
                     f"--source aligned builds the sequences from the aligned images)"
                 )
             landmarks = rafdb_dataset.read_landmarks(landmark_file)
+            refuse_unusable_landmarks(landmarks, landmark_file, image_path)
         else:
             image_path = rafdb_dataset.aligned_path(root, stem)
             if not image_path.is_file():
                 raise UserError(f"{image_path}: aligned image not found")
+            height, width = dataset_writer.image_file_size(image_path)
+            if (height, width) != (perturbations.FRAME_SIZE, perturbations.FRAME_SIZE):
+                raise UserError(f"{image_path}: expected a {perturbations.FRAME_SIZE}x{perturbations.FRAME_SIZE} "
+                                f"aligned image (--source aligned pads it to the 130 px face), got {width}x{height}")
             landmarks = None
         outputs = tuple(frame_path(name, stem, i, fmt) for name in selected
                         for i in range(perturbations.NUM_FRAMES))

@@ -161,27 +161,68 @@ def test_png_is_lossless(tree4, tmp_path):
     np.testing.assert_array_equal(frame0[:, 14], aligned[:, 1])
 
 
-@pytest.mark.parametrize("damage", ["missing_original", "missing_landmarks", "malformed_landmarks"])
+@pytest.mark.parametrize("damage", ["missing_original", "missing_landmarks", "malformed_landmarks",
+                                    "collinear_landmarks", "coincident_eyes", "landmarks_outside",
+                                    "aligned_not_100"])
 def test_bad_input(damage, sample_tree, tmp_path):
+    """Each bad input is one error naming its file, before any frame is written. The landmark cases
+    would align a constant face (singular affine: one colour; all points outside the photo: black),
+    whose sequence never flips; the original exported them silently."""
     tree = mini_tree(sample_tree, tmp_path, 3)
     original = rafdb_dataset.original_path(tree, "test_0002")
     landmarks = rafdb_dataset.landmarks_path(tree, "test_0002")
+    lines = landmarks.read_text().splitlines()
+    source = []
     if damage == "missing_original":
         original.unlink()
         expected = [str(original), "not found"]
     elif damage == "missing_landmarks":
         landmarks.unlink()
         expected = [str(landmarks), "not found"]
-    else:
-        lines = landmarks.read_text().splitlines()
+    elif damage == "malformed_landmarks":
         lines[2] = "41.5\tnose"
-        landmarks.write_text("\n".join(lines) + "\n")
         expected = [f"{landmarks}:3:"]
-    result = run_cli("export", "--rafdb", tree, "--out", tmp_path / "out", "--quiet", "--workers", 1)
+    elif damage in ("collinear_landmarks", "coincident_eyes"):
+        # eyes (40, 50), (60, 50); mouth corners (30, 50), (70, 50) -> mouth point (50, 50): one line
+        points = ["40 50", "60 50", "50 60", "30 50", "70 50"] if damage == "collinear_landmarks" else \
+            ["50 50", "50 50", "50 60", "45 80", "55 80"]
+        lines[:5] = points
+        expected = [str(landmarks), "lie on one line or point"]
+    elif damage == "landmarks_outside":
+        lines[:5] = [" ".join(str(float(v) + 5000) for v in line.split()) for line in lines[:5]]
+        expected = [str(landmarks), "all lie outside test_0002.jpg", "another image or resolution"]
+    else:
+        import cv2
+
+        aligned = rafdb_dataset.aligned_path(tree, "test_0002")
+        cv2.imwrite(str(aligned), cv2.resize(cv2.imread(str(aligned)), (224, 224)))
+        source = ["--source", "aligned"]
+        expected = [str(aligned), "expected a 100x100 aligned image", "got 224x224"]
+    if damage != "missing_landmarks":
+        landmarks.write_text("\n".join(lines) + "\n")
+    result = run_cli("export", "--rafdb", tree, "--out", tmp_path / "out", "--quiet", "--workers", 1, *source)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     for text in expected:
         assert text in result.stderr, result.stderr
+    assert not any(path.is_file() and path.suffix == ".jpg" for path in (tmp_path / "out").rglob("*"))
+
+
+def test_rafdb_text_files_with_a_byte_order_mark_read_as_without(sample_tree, tmp_path):
+    """A UTF-8 BOM (Windows editors) at the start of a landmark file, list_patition_label.txt or
+    distribute_basic.csv is not data: the same landmarks and labels as without it (it was read as
+    part of the first number or name and refused)."""
+    tree = Path(shutil.copytree(sample_tree, tmp_path / "RAF-DB"))
+    landmarks = rafdb_dataset.landmarks_path(tree, "test_0002")
+    expected = rafdb_dataset.read_landmarks(landmarks)
+    soft, hard = (rafdb_dataset.load_labels(tree, "test", protocol) for protocol in ("soft", "hard"))
+    for path in (landmarks, tree / rafdb_dataset.PARTITION_FILE, tree / rafdb_dataset.CSV_FILE):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    np.testing.assert_array_equal(rafdb_dataset.read_landmarks(landmarks), expected)
+    for protocol, before in (("soft", soft), ("hard", hard)):
+        after = rafdb_dataset.load_labels(tree, "test", protocol)
+        assert after.names == before.names
+        np.testing.assert_array_equal(after.labels, before.labels)
 
 
 def test_bad_flags(tree4, tmp_path):
