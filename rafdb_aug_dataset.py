@@ -263,10 +263,11 @@ def run_export(args) -> int:
               "colour": args.colour, "param_set": PARAM_SET, "split": args.split}
     if args.corruption_set != "rafdb":  # the 18's manifest stays exactly as it was
         params.update(held_out_params(args, names))
-    # Fail on an unwritable folder or a conflicting manifest before listing work or starting workers.
+    # An unreadable or too small source first (before --out is created: no empty folder is left),
+    # then an unwritable folder or a conflicting manifest, before listing work or starting workers.
+    dataset_writer.refuse_unusable_sources(paths)
     dataset_writer.check_output_dir(args.out, kind=dataset_writer.RAFDB_C_KIND, params=params,
                                     force_rerender=args.force_rerender)
-    dataset_writer.refuse_unusable_sources(paths)
     units = dataset_writer.rafdb_c_units(paths, pairs, fmt=args.format, split=args.split)
     render = functools.partial(dataset_writer.render_rafdb_c, pairs=pairs, seed=args.seed, fmt=args.format,
                                motion_backend=args.motion_backend, colour=args.colour, split=args.split,

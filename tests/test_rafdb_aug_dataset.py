@@ -289,8 +289,8 @@ def test_unreadable_image_named(small_tree, tmp_path, capsys):
                                "--workers", workers, "--quiet", *SMALL], capsys)
         assert code == 2 and "Traceback" not in err
         assert f"{bad}: not a readable image" in err
-        # refused before rendering: not even test_0001 (listed before it) was written
-        assert not [path for path in (tmp_path / f"o{workers}").rglob("*") if path.is_file()]
+        # refused before --out is made: no folder (not even an empty one) for a later run to trip on
+        assert not (tmp_path / f"o{workers}").exists()
 
 
 def test_unwritable_output_exit_2(small_tree, tmp_path, capsys):
