@@ -347,7 +347,7 @@ def load_dataset_split(data, part: str, *, val_fraction: float = 0.1, seed: int 
         labels = kept if part == "train" else held
     else:
         labels = data.labels("test" if part == "test" else "train")
-    note = f", {labels.n_dropped} of {labels.n_total} dropped by the vote filter" if labels.n_dropped else ""
+    note = f", {labels.filter_note()}" if labels.filter_note() else ""
     description = (f"{data.title} {part} ({data.split_name(labels.split)}, {labels.protocol} labels{note}): "
                    f"{len(labels)} images")
     if data.source_kind == "files":
@@ -377,7 +377,7 @@ def load_split(root: str | Path, part: str, protocol: str = "soft", *, val_fract
     if part in ("train", "val"):
         kept, held = rafdb_dataset.holdout_split(labels, val_fraction, seed)
         labels = kept if part == "train" else held
-    note = f", {labels.n_dropped} of {labels.n_total} dropped by the vote filter" if protocol == "soft" else ""
+    note = f", {labels.filter_note()}" if labels.filter_note() else ""
     description = f"RAF-DB {part} ({protocol} labels{note}): {len(labels)} images"
     return FaceSplit(part, labels.aligned_paths(root), labels.classes.astype(np.int64),
                      tuple(rafdb_dataset.CLASS_NAMES), description)

@@ -369,7 +369,7 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 def _format_counts(title: str, labels: base.LabelSet, class_names: Sequence[str] = CLASS_NAMES) -> str:
     counts = np.bincount(labels.classes, minlength=len(class_names))
     cells = "  ".join(f"{name[:9]:>9} {count:5d}" for name, count in zip(class_names, counts))
-    extra = f" (of {labels.n_total}; {labels.n_dropped} dropped by the vote filter)" if labels.protocol == "soft" else ""
+    extra = f" (of {labels.n_total}; {labels.filter_note()})" if labels.filter_note() else ""
     return f"{title:<12} N={len(labels):5d}{extra}\n    {cells}"
 
 

@@ -928,8 +928,9 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
                                            seed=epoch_seed(args.seed, epoch), augment=transform, **common)
 
     val_ds = input_pipeline.make_dataset(val.names, val.labels, **common)
-    LOG.info("%s: %d train, %d validation (%s), %d test; labels %s (%d test rows dropped by the vote filter)",
-             data.title, len(train), len(val), validation_source(args, data), len(test), args.labels, test.n_dropped)
+    note = test.filter_note()
+    LOG.info("%s: %d train, %d validation (%s), %d test; labels %s%s", data.title, len(train), len(val),
+             validation_source(args, data), len(test), args.labels, f" (test rows: {note})" if note else "")
     return train, val, test, train_dataset, val_ds
 
 

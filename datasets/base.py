@@ -36,6 +36,7 @@ class LabelSet:
     n_total: int = 0  # rows of this split before filtering
     n_dropped: int = 0  # rows removed by a vote filter
     n_missing: int = 0  # rows skipped with allow_missing because the image is absent
+    n_unnamed: int = 0  # FER+ rows without an image name (faces FER+ discarded), not counted in n_dropped
 
     def __len__(self) -> int:
         return len(self.names)
@@ -45,13 +46,21 @@ class LabelSet:
         """Target class per image: argmax, two-way ties to the lower index (docs/BENCHMARK.md §1.3)."""
         return np.argmax(self.labels, axis=1)
 
+    def filter_note(self) -> str:
+        """``d of n dropped by the vote filter`` where one ran (the soft protocols, or any rows
+        dropped), plus FER+'s rows without an image name; "" when there is nothing to report."""
+        parts = []
+        if self.protocol == "soft" or self.n_dropped:
+            parts.append(f"{self.n_dropped} of {self.n_total} dropped by the vote filter")
+        if self.n_unnamed:
+            parts.append(f"{self.n_unnamed} without an image name")
+        return "; ".join(parts)
+
     def count_line(self, unit: str = "images") -> str:
-        """``N test <unit> under the <protocol> label protocol``, with the vote filter's count where
-        one ran (the soft protocols); a hard or folder label set has no filter to report."""
-        line = f"{len(self)} {self.split} {unit} under the {self.protocol} label protocol"
-        if self.protocol == "soft":
-            line += f" ({self.n_dropped} of {self.n_total} dropped by the vote filter)"
-        return line
+        """``N test <unit> under the <protocol> label protocol``, with :meth:`filter_note` in
+        brackets when it says anything (a hard or folder label set has no filter to report)."""
+        note = self.filter_note()
+        return f"{len(self)} {self.split} {unit} under the {self.protocol} label protocol" + (f" ({note})" if note else "")
 
     def subset(self, indices: Iterable[int]) -> "LabelSet":
         indices = list(indices)

@@ -489,7 +489,8 @@ class FerPlus(_Fer):
             labels = np.eye(8)[np.argmax(labels, axis=1)]
         return LabelSet(names=[row_id(int(r)) for r in rows], labels=labels.astype(np.float32),
                         protocol=self.protocol, split=split, n_total=int(in_split.sum()),
-                        n_dropped=int((in_split & ~(named & keep)).sum()), n_missing=n_missing)
+                        n_dropped=int((in_split & named & ~keep).sum()), n_missing=n_missing,
+                        n_unnamed=int((in_split & ~named).sum()))
 
     def describe(self) -> dict:
         return {**super().describe(), "ferplus_norm": self.norm, "pixels": str(self.pixels_path),

@@ -92,6 +92,24 @@ def test_ferplus_labels_counts_and_norms(tmp_path):
     np.testing.assert_array_equal(hard.labels, [[1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 0]])
 
 
+def test_rows_without_an_image_name_are_counted_apart_from_the_vote_filter(tmp_path):
+    """FER+ leaves "Image name" empty for the images it discarded (not faces): they are reported as
+    such, not as "dropped by the vote filter" (which they were counted as). Test rows: one kept,
+    one the filter drops (5 of 10 votes: not more than half), one unnamed with clear votes."""
+    rows = [(0, "PublicTest")] * 3 + [(0, "Training")]
+    votes = [[10, 0, 0, 0, 0, 0, 0, 0, 0, 0], [5, 3, 2, 0, 0, 0, 0, 0, 0, 0],
+             [0, 10, 0, 0, 0, 0, 0, 0, 0, 0], [10, 0, 0, 0, 0, 0, 0, 0, 0, 0]]
+    root = _write_pair(tmp_path, rows, votes)
+    lines = (root / "fer2013new.csv").read_text().splitlines()
+    lines[3] = lines[3].replace("fer0000002.png", "")
+    (root / "fer2013new.csv").write_text("\n".join(lines) + "\n")
+    test = datasets.get("ferplus", root).labels("test")
+    assert test.names == ["00000"]
+    assert (test.n_total, test.n_dropped, test.n_unnamed) == (3, 1, 1)
+    assert test.count_line() == ("1 test images under the soft label protocol "
+                                 "(1 of 3 dropped by the vote filter; 1 without an image name)")
+
+
 def test_synthetic_pair_matches_an_independent_reading(tmp_path):
     root = synthetic_faces.write_fer_sample(tmp_path / "FERPlus", 30, 12, 10, seed=1)
     with open(root / "fer2013.csv", newline="") as handle:
