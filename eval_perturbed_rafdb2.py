@@ -224,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     refuse_outputs_over_inputs([("--json", args.json), ("--csv", args.csv)],
                                [("PREDICTIONS", args.predictions), ("--baseline", args.baseline)])
     blocks = read_predictions(args.predictions, args.frames)
+    stability.warn_mixed_datasets(blocks, str(args.predictions))
     table = stability.group_blocks(blocks, str(args.predictions))
     results = stability.compute(table, difficulty=args.difficulty, ks=args.topk)
     for method, checkpoint in method_checkpoints(table).items():

@@ -347,6 +347,7 @@ class Block:
     perturbation: str
     line: int  # line number of the header
     checkpoint: str = ""  # the header's checkpoint field ("" for a one-field header)
+    folder: str = ""  # the header's perturbation folder field, as written
     meta: dict = dataclasses.field(default_factory=dict)  # '# labels=.. N=.. source=..' comment
     meta_line: int = 0
     sequences: list[list[int]] = dataclasses.field(default_factory=list)
@@ -434,6 +435,33 @@ def perturbation_name(folder_field: str) -> str:
         return name[len(FOLDER_PREFIX):]
     last = name.rsplit(".", 1)[-1]  # <dataset>.<split>.p_<name> (FER and folder exports, docs/DATASETS.md)
     return last if "." in name and last.startswith("p_") else name
+
+
+def folder_dataset(folder_field: str) -> str:
+    """The ``<dataset>.<split>`` part of a perturbation folder's name (``rafdb.test`` of
+    ``perturbed_raf_dataset/rafdb.test.p_rotate``, ``fer2013.PublicTest``, a folder dataset's
+    ``faces.test``); "" for a folder named otherwise."""
+    name = os.path.basename(folder_field.rstrip("/"))
+    head, _, last = name.rpartition(".")
+    return head if head and last.startswith("p_") else ""
+
+
+def warn_mixed_datasets(blocks: Sequence[Block], source: str = "") -> list[str]:
+    """Warn (and return the datasets) when the blocks come from the perturbation folders of more than
+    one dataset or split: one table would then put flip probabilities of different images side by
+    side under the same perturbation names."""
+    methods: dict[str, list[str]] = {}
+    for block in blocks:
+        dataset = folder_dataset(block.folder)
+        if dataset:
+            names = methods.setdefault(dataset, [])
+            if (block.method or '""') not in names:
+                names.append(block.method or '""')
+    if len(methods) > 1:
+        LOG.warning("%s: the blocks come from the perturbation folders of %d datasets (%s); their flip "
+                    "probabilities are of different images and are not comparable across them", source,
+                    len(methods), "; ".join(f"{dataset}: {', '.join(names)}" for dataset, names in methods.items()))
+    return list(methods) if len(methods) > 1 else []
 
 
 def block_classes(block) -> int:
@@ -536,7 +564,7 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
                                 f"sequence of one class per frame (a damaged or cut line?)")
             current = Block(method="" if len(fields) == 1 else method_name(fields[0]),
                             perturbation=perturbation_name(fields[-1]), line=number,
-                            checkpoint="" if len(fields) == 1 else fields[0])
+                            checkpoint="" if len(fields) == 1 else fields[0], folder=fields[-1])
             if pending_meta is not None:
                 current.meta, current.meta_line = pending_meta
                 pending_meta = None

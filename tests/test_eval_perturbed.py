@@ -792,3 +792,18 @@ def test_a_folder_dataset_named_with_a_comma_is_refused_at_export(tmp_path):
         rafdb_perturb_dataset.main(["export", "--dataset", "folder", "--data", str(data), "--out",
                                     str(tmp_path / "p"), "--perturbations", "p_rotate", "--workers", "1"])
     assert not (tmp_path / "p").exists()
+
+
+def test_blocks_of_several_datasets_are_named_in_a_warning(tmp_path):
+    """RAF-DB, a folder dataset and FER2013 perturbation folders in one file: one table would rank
+    FP of different images under the same perturbation names; the reader says so (it did not)."""
+    text = "".join(f"{run}/checkpoint.01.hdf5,{folder}\n{line(WORKED)}\n"
+                   for run, folder in (("run_raf", "perturbed_raf_dataset/rafdb.test.p_rotate"),
+                                       ("run_folder", "faces-p/faces.test.p_rotate"),
+                                       ("run_fer", "fer-p/fer2013.PublicTest.p_rotate")))
+    result = run_reader(write(tmp_path, text))
+    assert ("the blocks come from the perturbation folders of 3 datasets (rafdb.test: run_raf; faces.test: "
+            "run_folder; fer2013.PublicTest: run_fer)") in result.stderr
+    same = run_reader(write(tmp_path, ORIGINAL, "one.txt"))
+    assert "perturbation folders of" not in same.stderr
+    assert stability.folder_dataset("p_rotate") == "" and stability.folder_dataset("x/rafdb.test.p_rotate/") == "rafdb.test"
