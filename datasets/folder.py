@@ -184,7 +184,12 @@ class FolderDataset(Dataset):
     def labels(self, split: str) -> LabelSet:
         self.check_split(split)
         if split not in self.splits:
-            raise UserError(f"{self.root / SPLIT_FOLDERS[split]}: split folder not found\n{EXPECTED_LAYOUT}")
+            wanted = SPLIT_FOLDERS[split]
+            near = sorted(entry.name for entry in self.root.iterdir()
+                          if entry.is_dir() and entry.name != wanted and entry.name.lower() == wanted.lower()) \
+                if self.root.is_dir() else []
+            hint = f" (found {near[0]!r}: split folder names are lower case)" if near else ""
+            raise UserError(f"{self.root / wanted}: split folder not found{hint}\n{EXPECTED_LAYOUT}")
         if split not in self._labels:
             ids, classes = self._scan(split)
             if not ids:

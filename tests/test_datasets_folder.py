@@ -117,8 +117,13 @@ def test_errors_name_the_path(tmp_path):
     (root / "val/happy").mkdir(parents=True)
     with pytest.raises(UserError, match=r"val: the validation split is empty"):
         datasets.get("folder", root).labels("validation")
-    with pytest.raises(UserError, match=r"train: split folder not found"):
+    with pytest.raises(UserError, match=r"train: split folder not found\n"):
         datasets.get("folder", root).labels("train")
+    (root / "Train").mkdir()  # a capitalised split folder is named in the error
+    with pytest.raises(UserError, match=r"train: split folder not found \(found 'Train': split folder names "
+                                        r"are lower case\)"):
+        datasets.get("folder", root).labels("train")
+    (root / "Train").rmdir()
     _image(root / "test/sad.png", 1)
     with pytest.raises(UserError, match=r"test/sad.png: files must sit in a class folder"):
         datasets.get("folder", root)
