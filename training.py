@@ -1564,6 +1564,10 @@ def test_mode(args) -> int:
         labels = sets[part]
         keep = np.flatnonzero(mapping.evaluable(labels.classes))
         left_out = len(labels) - len(keep)
+        if not len(labels):  # e.g. the run's validation names match no image of this dataset
+            why = f" (the run's {VALIDATION_NAMES} names none of its training images)" if part == "val" else ""
+            LOG.warning("%s: no image in %s%s; skipped", part, data.title, why)
+            continue
         labels = labels.subset(keep)
         if not len(labels):
             LOG.warning("%s: no image of a class the model can output; skipped", part)

@@ -197,3 +197,21 @@ def test_a_class_without_images_has_no_recall_in_csv_and_report(tmp_path):
     assert report.splitlines()[3].endswith("      b, acc:-")
     confusion.write_png(tmp_path / "c.png", matrix, ["a", "b", "c"], "t")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_mode_test_on_a_folder_dataset_says_why_val_is_empty(run_dir, tmp_path, capsys, caplog):
+    """A RAF-DB run tested on a folder dataset without a val/ folder: the run's validation names are
+    RAF-DB's, so 'val' is empty. The warning said "no image of a class the model can output"."""
+    import shutil
+
+    import synthetic_faces
+
+    data = synthetic_faces.write_folder_sample(tmp_path / "faces", n_train=14, n_val=0, n_test=14, seed=1)
+    if (data / "val").exists():
+        shutil.rmtree(data / "val")
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    with caplog.at_level("WARNING"):
+        assert train_fer.main(["--mode", "test", "--dir", str(run), "--dataset", "folder", "--data", str(data)]) == 0
+    assert "val: no image in" in caplog.text and "validation_names.txt names none of its training images" in caplog.text
+    assert "val: no image of a class the model can output" not in caplog.text
