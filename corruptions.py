@@ -836,7 +836,7 @@ _ZOOM_OPERATORS: dict[tuple[int, int, int], scipy.sparse.csr_matrix] = {}
 # than this (large photos of a folder dataset) are zoomed factor by factor instead
 # (:func:`_zoom_blur_by_factor`), in memory proportional to the image; the cache keeps operators up
 # to _ZOOM_CACHE_BYTES in all.
-ZOOM_OPERATOR_MAX_PIXELS = 256 * 256
+_ZOOM_OPERATOR_MAX_PIXELS = 256 * 256
 _ZOOM_CACHE_BYTES = 256 * 2**20
 
 
@@ -934,7 +934,7 @@ def _sparse_bytes(matrix: scipy.sparse.csr_matrix) -> int:
 
 
 def _zoom_blur_by_factor(image: np.ndarray, severity: int) -> np.ndarray:
-    """zoom_blur for images of more than ZOOM_OPERATOR_MAX_PIXELS pixels: the documented sum
+    """zoom_blur for images of more than _ZOOM_OPERATOR_MAX_PIXELS pixels: the documented sum
     computed as the original does, one zoom per factor, (x + sum_z Zc(x, z)) / (n + 1) in float32,
     each Zc in float64 (as scipy's zoom of a float32 image) cast to float32. Zc of a channel plane
     is R_z @ plane @ C_z^T with the per-axis crop-zoom-trim matrices (:func:`zoom_axis_matrix`):
@@ -1058,7 +1058,7 @@ def defocus_blur(image, severity, rng, **_options):
 def zoom_blur(image, severity, rng, **_options):
     """Mean of the image and its centre zooms by every factor of the table (scipy zoom, order 1)."""
     height, width, channels = image.shape
-    if height * width > ZOOM_OPERATOR_MAX_PIXELS:
+    if height * width > _ZOOM_OPERATOR_MAX_PIXELS:
         return _zoom_blur_by_factor(image, severity)
     operator = _zoom_operator(height, width, severity)
     # One sparse matrix-vector product per channel plane is faster than one product with the
