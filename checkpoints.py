@@ -922,14 +922,15 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
     else:
         label, source = "none", "default"
         first = _leading_scaling_layer(model)
+        pixels = "RGB" if channels == 3 else "grey"
         if first is not None:
-            LOG.warning("%s: no run.json and no --preprocessing: feeding raw RGB pixels 0..255 to its "
+            LOG.warning("%s: no run.json and no --preprocessing: feeding raw %s pixels 0..255 to its "
                         "own leading %s layer %r, which probably expects them (a --preprocessing flag "
-                        "would apply before it)", checkpoint_path, type(first).__name__, first.name)
+                        "would apply before it)", checkpoint_path, pixels, type(first).__name__, first.name)
         else:
-            LOG.warning("%s: no run.json and no --preprocessing: feeding raw RGB pixels 0..255 "
+            LOG.warning("%s: no run.json and no --preprocessing: feeding raw %s pixels 0..255 "
                         "(name one with --preprocessing, e.g. scale-1-1 for FER2013 models)",
-                        checkpoint_path)
+                        checkpoint_path, pixels)
 
     # Class order.
     output_shape = tuple(model.outputs[0].shape) if model.outputs else ()
@@ -1031,9 +1032,16 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
                 f"{mode} ({'BGR' if bgr else 'RGB'} input)", "run.json")
     if run_info is not None:
         return None, f"{run_info.get('preprocessing', '?')} (inside the model)", "run.json"
-    LOG.warning("%s: no --preprocessing: feeding raw RGB pixels 0..255 (name the model's "
-                "preprocessing with --preprocessing, e.g. scale-1-1 or z_normalization)",
-                checkpoint_path)
+    quantised = getattr(runner, "input_range", None)
+    fits = model_files.preprocessing_for_range(*quantised) if quantised else None
+    if fits and fits != "none":
+        hint = (f"its quantised input holds [{quantised[0]:.4g}, {quantised[1]:.4g}]: "
+                f"--preprocessing {fits} probably")
+    else:
+        hint = "e.g. scale-1-1" + (" or z_normalization" if channels == 3 else "")
+    LOG.warning("%s: no --preprocessing: feeding raw %s pixels 0..255 (name the model's "
+                "preprocessing with --preprocessing; %s)", checkpoint_path,
+                "RGB" if channels == 3 else "grey", hint)
     return None, "none", "default"
 
 

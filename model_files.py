@@ -177,6 +177,8 @@ class Runner:
     output_note = ""  # which of several outputs is used, for messages about the output size
     # The input dtype when the model takes raw pixels 0..255 as integers (e.g. 'uint8'), else None.
     raw_pixel_input: str | None = None
+    # (low, high): the float values a quantised input can represent, else None.
+    input_range: tuple[float, float] | None = None
 
     def _raw(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -380,6 +382,16 @@ class KerasRunner(Runner):
 # TensorFlow Lite (LiteRT)
 
 
+def preprocessing_for_range(low: float, high: float) -> str | None:
+    """The --preprocessing whose values fill [low, high] (a quantised input's range, within 5 %):
+    scale01 for [0, 1], scale-1-1 for [-1, 1], none for [0, 255]; None for any other range."""
+    for mode, (a, b) in (("scale01", (0.0, 1.0)), ("scale-1-1", (-1.0, 1.0)), ("none", (0.0, 255.0))):
+        tolerance = 0.05 * (b - a)
+        if abs(low - a) <= tolerance and abs(high - b) <= tolerance:
+            return mode
+    return None
+
+
 def tflite_layout(signature) -> str:
     """'NCHW' or 'NHWC' for a TFLite input shape signature (-1: free). TFLite models are
     channel-last; an input whose axis 1 is 1 or 3 while axis 3 is not (as ai-edge-torch converts
@@ -452,6 +464,11 @@ class LiteRTRunner(Runner):
                             f"(float32, int8 or uint8)")
         if self.in_dtype == np.uint8 and not self.in_scale:
             self.raw_pixel_input = "uint8"  # no quantisation parameters: the pixels themselves
+        elif self.in_dtype != np.float32:
+            info = np.iinfo(self.in_dtype)
+            self.input_range = ((info.min - self.in_zero) * float(self.in_scale),
+                                (info.max - self.in_zero) * float(self.in_scale))
+        self._range_checked = False
         self.batch = shape[0]
         self.batch_resizable = True
         self._wanted_batch = batch_size
@@ -461,6 +478,8 @@ class LiteRTRunner(Runner):
         LOG.info("%s: TFLite input %s %s (%s; scale %g, zero point %d), batch %d%s", self.path,
                  signature, self.in_dtype.name, layout, self.in_scale, self.in_zero, self.batch,
                  "" if self.batch_resizable else " (fixed by the model)")
+
+    _range_checked = True  # set False by __init__ for a quantised input: the first batch is checked
 
     @property
     def quantized(self) -> bool:
@@ -538,6 +557,17 @@ class LiteRTRunner(Runner):
             values = np.round(images / self.in_scale + self.in_zero)
         else:  # integer input without quantisation parameters: raw pixels
             values = np.round(images)
+        if not self._range_checked and self.input_range is not None and values.size:
+            self._range_checked = True  # the first batch tells: the preprocessing does not fit the model
+            outside = float(np.mean((values < info.min) | (values > info.max)))
+            if outside > 0.01:
+                low, high = self.input_range
+                fits = preprocessing_for_range(low, high)
+                LOG.warning("%s: %.0f %% of the preprocessed input values fall outside the model's "
+                            "quantised input range [%.4g, %.4g] (scale %g, zero point %d) and are clipped%s",
+                            self.path, 100 * outside, low, high, self.in_scale, self.in_zero,
+                            f": that range is --preprocessing {fits}'s" if fits else
+                            "; check --preprocessing (docs/MODELS.md)")
         return np.clip(values, info.min, info.max).astype(self.in_dtype)
 
     def _raw(self, images: np.ndarray) -> np.ndarray:

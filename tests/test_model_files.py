@@ -254,6 +254,27 @@ def test_tflite_quantize_formula():
     assert runner._quantize(x).tolist() == [-10, -10, -8, 127, -128]  # round half to even: 0.5->0
 
 
+def test_quantised_input_range_that_the_preprocessing_overflows_is_named(caplog):
+    """An int8 input of scale 1/255 and zero point -128 holds [0, 1] (a scale01 model). Raw pixels
+    [0, 0.2, 1, 2, 255] quantise to x * 255 - 128 = -128, -77, 127, 382, 64,897: 2 of 5 (40 %) are
+    clipped, which used to pass without a word (every prediction one class)."""
+    runner = object.__new__(model_files.LiteRTRunner)
+    runner.path, runner.in_dtype, runner.in_scale, runner.in_zero = "m.tflite", np.dtype(np.int8), 1 / 255, -128
+    runner.input_range, runner._range_checked = ((-128 + 128) / 255, (127 + 128) / 255), False
+    with caplog.at_level("WARNING"):
+        assert runner._quantize(np.array([0.0, 0.2, 1.0, 2.0, 255.0], np.float32)).tolist() == [-128, -77, 127, 127, 127]
+    assert ("m.tflite: 40 % of the preprocessed input values fall outside the model's quantised input range "
+            "[0, 1] (scale 0.00392157, zero point -128) and are clipped: that range is --preprocessing "
+            "scale01's") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        runner._quantize(np.array([300.0], np.float32))  # the first batch only
+    assert caplog.text == ""
+    assert model_files.preprocessing_for_range(-1.0078, 0.9922) == "scale-1-1"
+    assert model_files.preprocessing_for_range(0.0, 255.0) == "none"
+    assert model_files.preprocessing_for_range(-3.0, 3.0) is None
+
+
 # --------------------------------------------------------------------------------------------
 # .skops (LBP+SVM), dispatched lazily to lbp_svm
 
