@@ -388,6 +388,23 @@ def parse_class_order(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(CLASS_SYNONYMS.get(name, name) for name in names)
 
 
+def refuse_misspelt_class_names(names: Sequence[str]) -> None:
+    """UserError for a --class-order name that is no emotion name but nearly one ('suprise'): a name
+    unlike every emotion name is a class of the model's own (kept as an extra output), so a typo
+    would silently leave the dataset's class out of the evaluation."""
+    import difflib
+
+    vocabulary = sorted(set(CLASS_SYNONYMS) | {spelling for spellings in datasets_classes.SYNONYMS.values()
+                                               for spelling in spellings})
+    for name in names:
+        if datasets_classes.canonical_name(name) is None and name not in CLASS_SYNONYMS:
+            near = difflib.get_close_matches(name, vocabulary, n=1, cutoff=0.8)
+            if near:
+                raise UserError(f"--class-order: {name!r} is no emotion name; did you mean {near[0]!r}? "
+                                f"(accepted: {datasets_classes.accepted_names()}; a name unlike all of "
+                                f"them is kept as a class of the model's own)")
+
+
 def class_permutation(output_names: Sequence[str]) -> np.ndarray:
     """Indices ``perm`` such that ``probs[:, perm]`` is in RAF-DB order.
 
@@ -639,8 +656,10 @@ class Classifier:
                             f"({', '.join(self.output_names)}) is a dataset class "
                             f"({', '.join(dataset_names)}); name them with --class-order")
         if require_all and mapping.missing:  # refused before any warning that they would be left out
+            unknown = [name for name in self.output_names if datasets_classes.canonical_name(name) is None]
             raise UserError(f"--class-order / {self.checkpoint_path}: the model cannot output "
-                            f"{', '.join(mapping.missing)}; each {require_all} class must be one of its outputs")
+                            f"{', '.join(mapping.missing)}; each {require_all} class must be one of its outputs"
+                            + (f" (its outputs {', '.join(unknown)} are no emotion name)" if unknown else ""))
         self.class_names, self.permutation, self.mapping, self.restrict = names, columns, mapping, restrict
         if mapping.missing:
             LOG.warning("%s: the model cannot output %s; those images are left out",
@@ -781,6 +800,7 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
             names = parse_class_order(class_order)
         except ValueError as error:
             raise UserError(f"--class-order: {error}") from None
+        refuse_misspelt_class_names(names)
         class_source = "flag"
         if run_info and run_info.get("class_names") and \
                 tuple(parse_class_order(run_info["class_names"])) != names:

@@ -443,6 +443,22 @@ def test_ferplus_shorthand_and_shorthands_named_in_errors(tmp_path):
         checkpoints.classifier_from_args(path, args(preprocessing="none", class_order="fer+"))
 
 
+def test_a_misspelt_class_name_is_refused_and_an_unknown_one_named(tmp_path):
+    """'suprise' (one letter from surprise) would be kept as a class of the model's own, and the
+    dataset's surprise images silently left out (N 30 -> 26 on FER2013): refused with the likely
+    name. 'joyful' is like no emotion name: kept, and RAF-DB's refusal (every RAF-DB class must be
+    an output) now names it."""
+    path = mean_linear_onnx(tmp_path / "m.onnx", "NCHW", W, np.zeros(7, np.float32))
+    with pytest.raises(UserError, match=r"--class-order: 'suprise' is no emotion name; did you mean 'surprise'\?"):
+        checkpoints.classifier_from_args(path, args(preprocessing="none",
+                                                    class_order="angry,disgust,fear,happy,sad,suprise,neutral"))
+    classifier = checkpoints.classifier_from_args(
+        path, args(preprocessing="none", class_order="angry,disgust,fear,joyful,sad,surprise,neutral"))
+    with pytest.raises(UserError, match=r"cannot output happiness; each RAF-DB class must be one of its outputs "
+                                        r"\(its outputs joyful are no emotion name\)"):
+        classifier.use_classes(checkpoints.RAFDB_CLASS_NAMES, require_all="RAF-DB")
+
+
 def test_third_party_rescaling_is_kept_with_a_warning(tmp_path, caplog):
     """--preprocessing scale01 on a model whose first layer is its own Rescaling(1/255): the layer
     stays (it is not the project's) and the warning says both apply."""
