@@ -174,9 +174,12 @@ def find_exported_folders(corrupted: Path, names: list[str], pairs: list[tuple[s
     if missing_folders:
         listed = ", ".join(str(path) for path in missing_folders)
         if not allow_missing:
-            raise UserError(f"{len(missing_folders)} corrupted folder(s) missing: {listed} "
-                            f"(export them with rafdb_aug_dataset.py, pass --allow-missing to "
-                            f"evaluate what exists, or use --on-the-fly)")
+            shown = ", ".join(path.name for path in missing_folders[:3])
+            more = f" and {len(missing_folders) - 3} more" if len(missing_folders) > 3 else ""
+            raise UserError(f"{corrupted}: {len(missing_folders)} corrupted folder(s) missing: {shown}{more} "
+                            f"(evaluate only what was exported with --corruptions/--severities, export "
+                            f"the rest with rafdb_aug_dataset.py, pass --allow-missing to evaluate what "
+                            f"exists, or use --on-the-fly)")
         LOG.warning("skipping %d missing corrupted folder(s): %s", len(missing_folders), listed)
     return folders
 

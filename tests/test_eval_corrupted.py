@@ -184,6 +184,13 @@ def test_missing_folders_are_all_named(workspace, capsys):
     message = str(error.value)
     assert "rafdb.test.gaussian_noise.3" in message and "rafdb.test.contrast.3" in message
     assert "rafdb.test.contrast.2" not in message and "--allow-missing" in message
+    # the whole 90 of a tree holding 4 (2 corruptions x 2 severities): a count and the first three, not 86 paths
+    with pytest.raises(UserError) as error:
+        run_main(workspace, capsys, "runs")
+    message = str(error.value)
+    assert ": 86 corrupted folder(s) missing: rafdb.test.gaussian_blur.1, rafdb.test.gaussian_blur.2, " \
+           "rafdb.test.gaussian_blur.3 and 83 more (evaluate only what was exported with " \
+           "--corruptions/--severities" in message and len(message) < 400
 
     code, out = run_main(workspace, capsys, "runs", "--corruptions", "gaussian_noise,contrast",
                          "--severities", "2-3", "--allow-missing")
