@@ -244,20 +244,46 @@ _BUILTIN_SERIALIZED = ("__keras_tensor__", "__tensor__", "__numpy__", "__bytes__
                        "__lambda__", "__ellipsis__", "__slice__", "__tuple__")
 
 
-def missing_custom_classes(path: Path, custom_objects: dict) -> list[str]:
-    """The classes a ``.keras`` archive's config.json names that neither Keras nor
-    ``custom_objects`` provides (registered name, e.g. 'mine>MyLayer'; class name when it has
-    none), in order of appearance; [] when the archive or its config cannot be read."""
+def _model_config(path: Path):
+    """The model config a Keras file stores: a ``.keras`` archive's config.json, an HDF5 file's
+    ``model_config`` attribute; None when it cannot be read."""
     import zipfile
 
+    try:
+        if path.suffix.lower() == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json").decode("utf-8"))
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as handle:
+                text = handle.attrs.get("model_config")
+            if text is None:
+                return None
+            return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return None
+
+
+def _keras_builtin(class_name: str) -> bool:
+    """Whether a class name of a config without ``module`` (Keras 2 HDF5) is one of Keras's own."""
     import keras
 
-    if path.suffix.lower() != ".keras":
-        return []
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json").decode("utf-8"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    namespaces = (keras.layers, keras.models, keras.initializers, keras.regularizers, keras.constraints,
+                  keras.activations, keras.optimizers, keras.losses, keras.metrics)
+    return class_name in ("Functional", "Sequential", "Model") or any(hasattr(ns, class_name) for ns in namespaces)
+
+
+def missing_custom_classes(path: Path, custom_objects: dict) -> list[str]:
+    """The classes a Keras file's model config names (``.keras``: config.json; ``.h5``/``.hdf5``:
+    the ``model_config`` attribute) that neither Keras nor ``custom_objects`` provides (registered
+    name, e.g. 'mine>MyLayer'; class name when it has none), in order of appearance; [] when the
+    config cannot be read."""
+    import keras
+
+    config = _model_config(path)
+    if config is None:
         return []
     missing: list[str] = []
 
@@ -274,7 +300,8 @@ def missing_custom_classes(path: Path, custom_objects: dict) -> list[str]:
                 not (isinstance(module, str) and (module == "keras" or module.startswith("keras."))):
             registered = node.get("registered_name") or class_name
             known = (registered in custom_objects or class_name in custom_objects
-                     or keras.saving.get_registered_object(registered) is not None)
+                     or keras.saving.get_registered_object(registered) is not None
+                     or (module is None and _keras_builtin(class_name)))
             if not known and registered not in missing:
                 missing.append(registered)
         for value in node.values():
@@ -350,7 +377,7 @@ def load_classifier(path: str | Path, *, unsafe: bool = False):
                 names = ", ".join(repr(name) for name in missing)
                 raise UserError(
                     f"{path}: cannot load as a Keras model: it uses custom class(es) {names} "
-                    f"whose Python code is not available here (Keras rebuilds a .keras model from "
+                    f"whose Python code is not available here (Keras rebuilds a {path.suffix} model from "
                     f"registered classes). Either register the class "
                     f"(@keras.saving.register_keras_serializable, in the project's models package, "
                     f"models.custom_objects()), or export the model where its code is defined to "

@@ -677,7 +677,9 @@ def test_saved_model_folder_is_named_with_how_to_convert(tmp_path):
     assert "SavedModel" in evaluate_refused(folder, tmp_path).stderr
 
 
-def test_keras_file_with_an_unregistered_custom_layer_names_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras_file_with_an_unregistered_custom_layer_names_it(tmp_path, monkeypatch, suffix):
+    """The .h5 file gave Keras's own text (custom_object_scope, a URL) where .keras got this one."""
     import keras
 
     @keras.saving.register_keras_serializable(package="mine_test")
@@ -687,11 +689,11 @@ def test_keras_file_with_an_unregistered_custom_layer_names_it(tmp_path, monkeyp
 
     inputs = keras.Input((4, 4, 3))
     x = keras.layers.GlobalAveragePooling2D()(MyLayer()(inputs))
-    keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x)).save(tmp_path / "c.keras")
+    keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x)).save(tmp_path / f"c{suffix}")
     # as on a machine without the code that defines it
     monkeypatch.delitem(keras.saving.get_custom_objects(), "mine_test>MyLayer")
     with pytest.raises(UserError) as caught:
-        checkpoints.load_classifier(tmp_path / "c.keras")
+        checkpoints.load_classifier(tmp_path / f"c{suffix}")
     message = str(caught.value)
-    assert str(tmp_path / "c.keras") in message and "'mine_test>MyLayer'" in message
+    assert str(tmp_path / f"c{suffix}") in message and "'mine_test>MyLayer'" in message
     assert "register_keras_serializable" in message and "ONNX" in message and "TFLite" in message
