@@ -415,6 +415,13 @@ def parse_class_order(text: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(CLASS_SYNONYMS.get(name, name) for name in names)
 
 
+def _example_order(n_outputs) -> str:
+    """An example --class-order of ``n_outputs`` names (FER+'s eight, cut or extended)."""
+    names = list(CLASS_ORDER_SHORTHANDS["ferplus"])
+    count = n_outputs if isinstance(n_outputs, int) and n_outputs > 0 else len(names)
+    return ",".join((names + [f"class{i}" for i in range(len(names), count)])[:count])
+
+
 def refuse_misspelt_class_names(names: Sequence[str]) -> None:
     """UserError for a --class-order name that is no emotion name but nearly one ('suprise'): a name
     unlike every emotion name is a class of the model's own (kept as an extra output), so a typo
@@ -847,9 +854,8 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
     else:
         raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs (class scores"
                         f"{output_note}), not RAF-DB's 7 classes; name its classes with "
-                        f"--class-order (comma-separated, e.g. "
-                        f"angry,disgust,fear,happy,sad,surprise,neutral,contempt, or one of "
-                        f"{', '.join(CLASS_ORDER_SHORTHANDS)})")
+                        f"--class-order (comma-separated, {n_outputs} names in the order of its outputs, "
+                        f"e.g. {_example_order(n_outputs)}, or one of {', '.join(CLASS_ORDER_SHORTHANDS)})")
     if n_outputs != len(names):
         shorthand = (f" ({class_order!r} is not one of the shorthands "
                      f"{', '.join(CLASS_ORDER_SHORTHANDS)}; give a comma-separated list)"

@@ -318,6 +318,8 @@ def test_keras_output_heads_are_named_by_layer_and_key(tmp_path, as_dict, caplog
     assert "keras_tensor" not in message
     assert "the model has 2 outputs (class scores; read from the first of its 2 output heads: " \
            in message and "not RAF-DB's 7 classes" in message
+    # the example has as many names as the model has outputs (it was always FER+'s eight)
+    assert "--class-order (comma-separated, 2 names in the order of its outputs, e.g. neutral,happiness," in message
     first, other = ("'a_aux' (layer 'aux_head') (None, 2)", "'b_emotion' (layer 'emotion_logits') (None, 7)") \
         if as_dict else ("'aux_head' (None, 2)", "'emotion_logits' (None, 7)")
     assert f"output heads: {first}; the others: {other})" in message
