@@ -173,6 +173,7 @@ class Runner:
     preprocessing_inside = False  # True: the model wants raw pixels 0..255 (LBP+SVM)
     class_names: tuple[str, ...] | None = None  # stored in the file, when it says
     output_kind: str | None = None  # 'probabilities' or 'logits', known after the first batch
+    output_scores = ""  # a note on outputs taken for logits that look like sigmoids ("" otherwise)
     output_step = 0.0  # resolution of an output value (looks_like_probabilities)
     output_note = ""  # which of several outputs is used, for messages about the output size
     # The input dtype when the model takes raw pixels 0..255 as integers (e.g. 'uint8'), else None.
@@ -254,6 +255,7 @@ class Runner:
                             else "logits")
         if self.output_kind == "logits" and np.asarray(scores).min() >= 0 and \
                 np.asarray(scores).max() <= 1:
+            self.output_scores = "sigmoid-like scores in [0, 1], taken for logits (softmax applied)"
             sums = np.asarray(scores, np.float64).sum(axis=1)
             LOG.warning("%s: every output is in [0, 1] but the rows do not sum to 1 (sums "
                         "%.3g..%.3g): they look like independent per-class probabilities "
@@ -267,8 +269,11 @@ class Runner:
             LOG.info("%s: outputs probabilities", self.path)
 
     def describe(self) -> dict:
-        return {"format": self.format, "model_name": self.name, "parameters": self.parameters,
-                "output_kind": self.output_kind}
+        described = {"format": self.format, "model_name": self.name, "parameters": self.parameters,
+                     "output_kind": self.output_kind}
+        if self.output_scores:  # what the JSON reader should know about an assumed output kind
+            described["output_scores"] = self.output_scores
+        return described
 
 
 def _check_channels(path: Path, shape, channels) -> None:

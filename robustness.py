@@ -918,10 +918,11 @@ def _shard_value(result: dict, key: str):
     the outputs were found to be logits (unknown in a shard that predicted nothing)."""
     value = result.get(key)
     if key in ("checkpoint", "runtime") and isinstance(value, dict):
-        value = {k: v for k, v in value.items() if k not in ("output_kind", "checkpoint_mtime")
+        value = {k: v for k, v in value.items() if k not in ("output_kind", "output_scores", "checkpoint_mtime")
                  and not (k == "checkpoint" and value.get("checkpoint_sha256"))}
         if isinstance(value.get("runtime"), dict):
-            value["runtime"] = {k: v for k, v in value["runtime"].items() if k != "output_kind"}
+            value["runtime"] = {k: v for k, v in value["runtime"].items()
+                                if k not in ("output_kind", "output_scores")}
     if key in ("rafdb", "corrupted", "corrupted_extra") and result.get("manifest"):
         return None
     return value

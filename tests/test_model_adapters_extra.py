@@ -352,10 +352,12 @@ def test_sigmoid_outputs_are_softmaxed_with_a_warning(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(path) in text and "sigmoids" in text and "ECE, NLL and Brier describe that "
                "softmax" in text for text in warnings), warnings
+    # the result files say so too (output_kind alone said "logits")
+    assert classifier.runner.describe()["output_scores"].startswith("sigmoid-like scores in [0, 1]")
     # logits with negative values keep the plain INFO line
     caplog.clear()
     plain = checkpoints.classifier_from_args(scaled_mean_onnx(tmp_path / "logits.onnx", 1.0),
                                              args(preprocessing="none"))
     with caplog.at_level(logging.WARNING):
         plain.predict_paths(paths)
-    assert "sigmoids" not in caplog.text
+    assert "sigmoids" not in caplog.text and "output_scores" not in plain.runner.describe()
