@@ -347,7 +347,8 @@ def describe(
         raise ValueError(f"expected a batch of images (N, H, W[, C]), got shape {images.shape}")
     n = images.shape[0]
     out = np.empty((n, settings.n_features), settings.dtype)
-    starts = range(0, n, max(1, int(chunk)))
+    chunk = max(1, int(chunk))  # the same step for the starts and the stops (chunk 0 wrote no row)
+    starts = range(0, n, chunk)
     threads = default_threads() if threads is None else max(1, int(threads))
 
     def work(start: int) -> int:

@@ -102,6 +102,8 @@ def test_result_independent_of_chunks_and_threads():
     seen = []
     lbp.describe(faces, chunk=4, threads=2, progress=seen.append)
     assert sorted(seen) == [3, 4, 4]
+    # chunk 0 means one image at a time (its rows were left uninitialised)
+    np.testing.assert_array_equal(lbp.describe(faces, chunk=0, threads=1), one)
 
 
 def test_bad_input_is_a_value_error():
