@@ -60,7 +60,8 @@ class LabelSet:
         """``N test <unit> under the <protocol> label protocol``, with :meth:`filter_note` in
         brackets when it says anything (a hard or folder label set has no filter to report)."""
         note = self.filter_note()
-        return f"{len(self)} {self.split} {unit} under the {self.protocol} label protocol" + (f" ({note})" if note else "")
+        line = f"{len(self)} {self.split} {unit} under the {self.protocol} label protocol"
+        return line + (f" ({note})" if note else "")
 
     def subset(self, indices: Iterable[int]) -> "LabelSet":
         indices = list(indices)
