@@ -564,7 +564,8 @@ class LiteRTRunner(Runner):
             values = np.round(images)
         if not self._range_checked and self.input_range is not None and values.size:
             self._range_checked = True  # the first batch tells: the preprocessing does not fit the model
-            outside = float(np.mean((values < info.min) | (values > info.max)))
+            # beyond one step: a range's end point may round one step past it (1 / (2/255) = 127.5 -> 128)
+            outside = float(np.mean((values < info.min - 1) | (values > info.max + 1)))
             if outside > 0.01:
                 low, high = self.input_range
                 fits = preprocessing_for_range(low, high)
