@@ -106,7 +106,8 @@ def refuse_unusable_landmarks(landmarks: np.ndarray, landmark_file: Path, image_
     it would flatter the model's stability."""
     eye_l, eye_r = landmarks[0], landmarks[1]
     mouth = np.array(perturbations.mouth_point(landmarks))
-    area = abs(float(np.cross(eye_r - eye_l, mouth - eye_l))) / 2
+    (ux, uy), (vx, vy) = eye_r - eye_l, mouth - eye_l
+    area = abs(float(ux * vy - uy * vx)) / 2
     if area < 1.0:
         raise UserError(f"{landmark_file}: the eyes {tuple(eye_l)}, {tuple(eye_r)} and the mouth point "
                         f"{tuple(mouth)} lie on one line or point (triangle of {area:.2g} px^2): they "
