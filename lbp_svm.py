@@ -309,7 +309,7 @@ def _model_from_payload(payload, path: Path) -> LbpSvmModel:
     if svc.n_features_in_ != settings.n_features:
         raise bad(f"the SVC takes {svc.n_features_in_} features, the descriptor gives {settings.n_features}")
     if np.any(np.asarray(svc.classes_) < 0) or np.any(np.asarray(svc.classes_) >= len(class_names)):
-        raise bad(f"SVC classes {list(svc.classes_)} outside 0..{len(class_names) - 1}")
+        raise bad(f"SVC classes {[int(c) for c in svc.classes_]} outside 0..{len(class_names) - 1}")
     return LbpSvmModel(svc=svc, settings=settings, class_names=tuple(class_names),
                        image_size=(size[0], size[1]), info=dict(payload.get("info") or {}))
 
