@@ -84,16 +84,21 @@ def test_allow_missing_keeps_each_image_with_its_own_label(sample_tree, tmp_path
         np.testing.assert_allclose(label, soft[name], atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def one_folder(sample_tree, tmp_path_factory):
-    """RAF-DB (the sample), a RAF-DB-C export of contrast at severity 1 and the probe model."""
-    root = tmp_path_factory.mktemp("pinned_c")
+def contrast_workspace(sample_tree, root, out="corrupted"):
+    """``root`` holding RAF-DB (a link to the sample), a RAF-DB-C export of contrast at severity 1 in
+    ``root/out`` and the probe model ``probe.hdf5``."""
     os.symlink(sample_tree, root / "RAF-DB")
     subprocess.run([sys.executable, str(REPO / "rafdb_aug_dataset.py"), "export", "--rafdb", "RAF-DB",
-                    "--out", "corrupted", "--corruptions", "contrast", "--severities", "1",
+                    "--out", out, "--corruptions", "contrast", "--severities", "1",
                     "--workers", "1", "--quiet"], cwd=root, check=True, capture_output=True)
     save_probe(root / "probe.hdf5")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_folder(sample_tree, tmp_path_factory):
+    """RAF-DB (the sample), a RAF-DB-C export of contrast at severity 1 and the probe model."""
+    return contrast_workspace(sample_tree, tmp_path_factory.mktemp("pinned_c"))
 
 
 def test_a_folder_missing_an_image_is_scored_against_its_own_targets(one_folder, tmp_path, capsys):

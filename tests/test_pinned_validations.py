@@ -15,8 +15,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -37,9 +35,6 @@ import robustness
 import stability
 from cli_common import UserError
 from predictions_file import PredictionsClassifier
-from test_eval_corrupted import save_probe
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,12 +51,9 @@ def test_reversed_severity_ranges_are_refused(text):
 @pytest.fixture(scope="module")
 def shards(sample_tree, tmp_path_factory):
     """Shards 0/2 and 1/2 of one evaluation (clean + contrast.1: one folder each), as JSON texts."""
-    root = tmp_path_factory.mktemp("pinned_shards")
-    os.symlink(sample_tree, root / "RAF-DB")
-    subprocess.run([sys.executable, str(REPO / "rafdb_aug_dataset.py"), "export", "--rafdb", "RAF-DB",
-                    "--out", "corrupted_raf_dataset", "--corruptions", "contrast", "--severities", "1",
-                    "--workers", "1", "--quiet"], cwd=root, check=True, capture_output=True)
-    save_probe(root / "probe.hdf5")
+    from test_pinned_numbers import contrast_workspace
+
+    root = contrast_workspace(sample_tree, tmp_path_factory.mktemp("pinned_shards"), "corrupted_raf_dataset")
     cwd = os.getcwd()
     os.chdir(root)
     try:
