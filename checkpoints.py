@@ -162,8 +162,12 @@ def find_checkpoints(path: str | Path) -> list[Path]:
         if best is not None:
             found.append(best)
     if not found:
+        others = sorted(child.name for child in path.iterdir()
+                        if child.is_file() and child.suffix.lower() in CHECKPOINT_SUFFIXES)
+        hint = (f"; a folder is searched for training runs only: give other model files one by one "
+                f"(it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''})" if others else "")
         raise UserError(f"{path}: no checkpoint.NN.hdf5 found in it or in its run directories "
-                        f"(expected <runs>/<run>/checkpoint.NN.hdf5)")
+                        f"(expected <runs>/<run>/checkpoint.NN.hdf5){hint}")
     return found
 
 
@@ -794,8 +798,12 @@ def _model_input_shape(model, checkpoint_path: Path, input_size, run_info):
                         f"{0 if inputs is None else len(inputs)}")
     shape = tuple(inputs[0].shape)
     if len(shape) != 4:
+        hint = ""
+        if len(shape) in (2, 3):  # (batch, 2304) or (batch, 48, 48): FER2013 models that reshape inside
+            hint = ("; wrap it with an image input, e.g. keras.Sequential([keras.Input((48, 48, 1)), "
+                    f"keras.layers.Reshape({tuple(shape[1:])}), model]) saved as .keras")
         raise UserError(f"{checkpoint_path}: expected an image input (batch, height, width, "
-                        f"channels), found shape {shape}")
+                        f"channels), found shape {shape}{hint}")
     _, height, width, channels = shape
     if channels not in (1, 3) and shape[1] in (1, 3):
         raise UserError(f"{checkpoint_path}: the input {shape} looks channel-first (batch, "

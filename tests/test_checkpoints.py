@@ -90,6 +90,16 @@ def test_find_checkpoints_file_run_and_runs(tmp_path):
     assert checkpoints.find_checkpoints(single) == [single]
 
 
+def test_a_folder_of_other_model_files_is_told_to_give_them_one_by_one(tmp_path):
+    """A folder holding third-party model files (no training run): the error said only that no
+    checkpoint.NN.hdf5 was found; it now names the files it holds and what to do."""
+    for name in ("a.onnx", "b.tflite", "c.keras", "d.h5", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(UserError, match=r"give other model files one by one \(it holds a\.onnx, b\.tflite, "
+                                        r"c\.keras \.\.\.\)$"):
+        checkpoints.find_checkpoints(tmp_path)
+
+
 @pytest.mark.parametrize("make", ["missing", "empty_dir", "bad_suffix"])
 def test_find_checkpoints_errors_name_the_path(tmp_path, make):
     path = tmp_path / "thing"

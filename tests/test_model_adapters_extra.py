@@ -361,3 +361,23 @@ def test_sigmoid_outputs_are_softmaxed_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         plain.predict_paths(paths)
     assert "sigmoids" not in caplog.text and "output_scores" not in plain.runner.describe()
+
+
+def test_a_flat_or_rank_3_keras_input_gets_a_wrapping_hint_that_works(tmp_path):
+    """FER2013 repositories often take (batch, 48, 48) or (batch, 2304) and reshape inside: refused
+    (no image input) with a hint; the hinted wrapper, saved as .keras, is then evaluated."""
+    import keras
+
+    inputs = keras.Input((48, 48))
+    x = keras.layers.Reshape((48, 48, 1))(inputs)
+    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.save(tmp_path / "rank3.keras")
+    with pytest.raises(UserError, match=r"found shape \(None, 48, 48\); wrap it with an image input, e\.g\. "
+                                        r"keras\.Sequential\(\[keras\.Input\(\(48, 48, 1\)\), "
+                                        r"keras\.layers\.Reshape\(\(48, 48\)\), model\]\)"):
+        checkpoints.classifier_from_args(tmp_path / "rank3.keras", args(preprocessing="none"))
+    wrapped = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Reshape((48, 48)), model])
+    wrapped.save(tmp_path / "wrapped.keras")
+    classifier = checkpoints.classifier_from_args(tmp_path / "wrapped.keras", args(preprocessing="none"))
+    assert classifier.image_size == (48, 48)
