@@ -886,6 +886,30 @@ def _warm_up(render: Callable, units: Sequence[WorkUnit], known: Mapping[str, st
             render(unit)
 
 
+_QUIET_POOL_THREADS = []  # set once: threading.excepthook then ignores the race below
+
+
+def _quiet_pool_thread_races() -> None:
+    """Once the workers are terminated, the pool's management thread sets BrokenProcessPool on the
+    futures still pending; on Python 3.11 one that ``map`` has just cancelled raises
+    InvalidStateError there, printed as a thread traceback after the export's own one-line message
+    (SIGTERM, a dead worker). That race is harmless, so threading.excepthook ignores exactly it."""
+    import threading
+    from concurrent.futures import InvalidStateError
+
+    if _QUIET_POOL_THREADS:
+        return
+    previous = threading.excepthook
+
+    def hook(args):
+        if isinstance(args.exc_value, InvalidStateError) and "cancelled" in str(args.exc_value).lower():
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    _QUIET_POOL_THREADS.append(hook)
+
+
 def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: tuple,
             done: Callable[[], int], total: int) -> Iterator[tuple]:
     """The outcomes of ``_process_unit`` over ``units`` in ``workers`` forked processes, in order.
@@ -928,6 +952,7 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
         ) from None
     finally:
         processes = list((getattr(executor, "_processes", None) or {}).values())  # shutdown drops them
+        _quiet_pool_thread_races()
         executor.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             with contextlib.suppress(Exception):
