@@ -360,12 +360,23 @@ def test_eval_perturbed_fer2013_predictions_equal_direct_computation(ferplus_run
 # 4. LBP + SVM
 
 
-def test_lbp_svm_train_and_eval_on_fer2013(fer_pair, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def fer2013_lbp_model(fer_pair, tmp_path_factory):
+    """An LBP+SVM model trained once on the FER2013 pair (each test evaluates a copy of it)."""
     import lbp_svm_train
 
-    model = tmp_path / "lbp.skops"
+    model = tmp_path_factory.mktemp("lbp_fer2013") / "lbp.skops"
     assert lbp_svm_train.main(["train", "--dataset", "fer2013", "--data", str(fer_pair), "--out", str(model),
                                "--quiet"]) == 0
+    return model
+
+
+def test_lbp_svm_train_and_eval_on_fer2013(fer_pair, fer2013_lbp_model, tmp_path, capsys):
+    import shutil
+
+    import lbp_svm_train
+
+    model = Path(shutil.copy(fer2013_lbp_model, tmp_path / "lbp.skops"))
     assert lbp_svm_train.main(["eval", "--dataset", "fer2013", "--data", str(fer_pair), "--model", str(model),
                                "--quiet"]) == 0
     report = json.loads((tmp_path / "lbp.eval_test.json").read_text())
@@ -395,17 +406,17 @@ def test_bad_dataset_inputs_exit_2(argv, needle, tmp_path):
     assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
-def test_lbp_svm_eval_matches_classes_by_name(fer_pair, tmp_path):
+def test_lbp_svm_eval_matches_classes_by_name(fer_pair, fer2013_lbp_model, tmp_path):
     """A FER2013 LBP+SVM model (angry, disgust, ...) on FER+ (neutral, happiness, ..., contempt): the
     classes are matched by name, as in the other evaluations (it was refused, 'classes differ'). The
     report is in FER+'s order; each row of the confusion matrix sums to that class's test count
     (read from the CSV with csv, FER+ soft labels' majority), and no image is predicted contempt."""
+    import shutil
+
     import datasets
     import lbp_svm_train
 
-    model = tmp_path / "lbp13.skops"
-    assert lbp_svm_train.main(["train", "--dataset", "fer2013", "--data", str(fer_pair), "--out", str(model),
-                               "--quiet"]) == 0
+    model = Path(shutil.copy(fer2013_lbp_model, tmp_path / "lbp13.skops"))
     assert lbp_svm_train.main(["eval", "--dataset", "ferplus", "--data", str(fer_pair), "--model", str(model),
                                "--quiet"]) == 0
     report = json.loads((tmp_path / "lbp13.eval_test.json").read_text())
