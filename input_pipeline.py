@@ -23,7 +23,7 @@ dataset``, ``model.fit``, ``model.evaluate``, ``model.predict``. Wrap every such
 (also usable as a decorator, ``@user_errors_from_pipeline()``). Inside it, an ``OpError`` that
 carries one of our ``UserError`` messages is re-raised as ``UserError(<that message>)``, e.g.
 ``"RAF-DB/basic/Image/aligned/test_0002_aligned.jpg: not a readable image (corrupt, or not a
-JPEG, PNG, BMP or WebP file)"``, so ``cli_common.run_main`` prints one line and exits with code 2. Every other
+JPEG, PNG, BMP, WebP or TIFF file)"``, so ``cli_common.run_main`` prints one line and exits with code 2. Every other
 exception passes through unchanged. :func:`pipeline_user_error` returns that message (or None)
 for callers that catch ``tf.errors.OpError`` themselves.
 """

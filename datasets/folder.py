@@ -1,14 +1,17 @@
 """Any labelled folder of faces (docs/BENCHMARK.md §10): ``ROOT/<split>/<class>/<any path>``.
 
-Splits are ``train``, ``val`` (optional: else the stratified hold-out) and ``test``. Class
-folder names are matched to the canonical emotions case-insensitively with synonyms
-(:mod:`datasets.classes`); an unknown name is an error listing the accepted names, unless
-``ROOT/classes.txt`` lists the class names in order (one per line, UTF-8 with or without a
-byte-order mark, LF or CRLF; then any names are allowed and every folder must be listed).
+Splits are ``train``, ``val`` (optional: else the stratified hold-out; ``valid`` and
+``validation`` are read as ``val``) and ``test``; another folder beside them is ignored with a
+warning. Class folder names are matched to the canonical emotions case-insensitively with synonyms
+(:mod:`datasets.classes`); an unknown name is an error listing the accepted names (numbered
+folders get a ready ``classes.txt`` for the usual numberings), unless ``ROOT/classes.txt`` lists
+the class names in order (one per line, UTF-8 with or without a byte-order mark, LF or CRLF; then
+any names are allowed and every folder must be listed). A line ``FOLDER = NAME`` names the class
+of a folder whose name is not the class name (``1 = surprise``).
 Without ``classes.txt`` the order is RAF-DB's restricted to the classes present, with contempt
 last. Images may sit in sub-folders of a class folder; the
 id of an image is its path below the split folder (``happy/session2/img7.png``). Hidden files
-and folders (a leading dot) are ignored; any other file must be an image OpenCV decodes.
+and folders (a leading dot) and Windows' ``Thumbs.db`` and ``desktop.ini`` are ignored; any other file must be an image OpenCV decodes.
 Ids are paths below ROOT (``test/happy/session2/img7.png``), so they are unique across splits;
 :func:`relative_id` drops the split folder (the export's file name).
 Images keep their own size; grey files are read as (H, W, 1), colour ones as RGB.
@@ -19,49 +22,119 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from cli_common import UserError
 from datasets.base import Dataset, LabelSet
-from datasets.classes import CANONICAL, accepted_names, canonical_name
+from datasets.classes import CANONICAL, FER2013_CLASSES, RAFDB_CLASSES, accepted_names, canonical_name
 from datasets.images import IMAGE_SUFFIXES, read_image
 
 LOG = logging.getLogger("fer.datasets")
 
 SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
+# Other spellings of a split folder that are read as it (one of them per tree).
+SPLIT_SYNONYMS = {"train": ("train",), "validation": ("val", "valid", "validation"), "test": ("test",)}
 CLASSES_FILE = "classes.txt"
 
 EXPECTED_LAYOUT = """expected layout (docs/DATASETS.md; `python3 rafdb_dataset.py sample --dataset folder --out DIR`
 writes a synthetic one, `python3 folder_dataset.py from-fer2013 FERPlus/ OUT/` converts FER2013/FER+):
-  <data>/{train,val,test}/<class>/<image>.{jpg,jpeg,png,bmp,webp}   (val optional)
-  <data>/classes.txt   optional: class names in order, one per line"""
+  <data>/{train,val,test}/<class>/<image>.{jpg,jpeg,png,bmp,webp,tif,tiff}   (val optional; also valid/ or validation/)
+  <data>/classes.txt   optional: class names in order, one per line (or FOLDER = NAME)"""
+
+# The class numbering of datasets that are often shared as numbered class folders: the name of
+# the class in folder <number>. RAF-DB's labels (and its copies on Kaggle, DATASET/train/1..7),
+# FER2013's emotion column, AffectNet's expression codes.
+NUMBERINGS = {
+    "RAF-DB": {str(number): name for number, name in enumerate(RAFDB_CLASSES, 1)},
+    "FER2013": {str(number): name for number, name in enumerate(FER2013_CLASSES)},
+    "AffectNet": {str(number): name for number, name in enumerate(
+        ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"))},
+}
+
+
+# Files the operating system leaves in folders (Windows' thumbnail cache and folder settings);
+# ignored like hidden files (macOS' .DS_Store is one).
+SYSTEM_FILES = ("thumbs.db", "desktop.ini")
 
 
 def _visible(names) -> list[str]:
-    return sorted(name for name in names if not name.startswith("."))
+    return sorted(name for name in names if not name.startswith(".") and name.lower() not in SYSTEM_FILES)
 
 
 def _split_dirs(root: Path) -> dict[str, Path]:
-    return {split: root / folder for split, folder in SPLIT_FOLDERS.items() if (root / folder).is_dir()}
+    """The split folders of ``root``: ``train``, ``test`` and one of ``val``/``valid``/``validation``
+    (two of those is an error: which one validates would be a guess)."""
+    found = {}
+    for split, spellings in SPLIT_SYNONYMS.items():
+        present = [root / name for name in spellings if (root / name).is_dir()]
+        if len(present) > 1:
+            raise UserError(f"{root}: both {present[0].name}/ and {present[1].name}/ would be the {split} split; "
+                            f"keep one (or rename the other to a name that is not a split)")
+        if present:
+            found[split] = present[0]
+    return found
 
 
-def read_classes_file(path: Path) -> list[str]:
-    names: list[str] = []
+def _no_split_hint(root: Path) -> str:
+    """Why a root without split folders may look as it does: split folders spelt in capitals, or
+    class folders straight under the root (CK+ and similar ship so)."""
+    names = [entry.name for entry in sorted(root.iterdir()) if entry.is_dir() and not entry.name.startswith(".")]
+    capitals = [name for name in names if any(name.lower() in spellings for spellings in SPLIT_SYNONYMS.values())]
+    if capitals:
+        return f" (found {', '.join(f'{name}/' for name in capitals)}: split folder names are lower case)"
+    classes = [name for name in names if canonical_name(name) is not None or name.isdigit()]
+    if classes:
+        return (f"; {', '.join(f'{name}/' for name in classes[:4])}{', ...' if len(classes) > 4 else ''} look like "
+                f"class folders: put them in {root / 'test'}/ (a dataset to evaluate on), or split them into "
+                f"{root / 'train'}/ and {root / 'test'}/")
+    return ""
+
+
+def numbering_hint(folders: Sequence[str], classes_file: Path) -> str:
+    """For class folders named by numbers (``1`` .. ``7``): the ``classes.txt`` of each usual
+    numbering that has all of them, ready to copy, so that the classes get emotion names (which
+    a model's classes are matched by). "" when a folder name is not a number or no numbering fits."""
+    if not folders or not all(name.isdigit() for name in folders):
+        return ""
+    fitting = [dataset for dataset, names in NUMBERINGS.items() if all(f in names for f in folders)]
+    if not fitting:
+        return ""
+    numbers = sorted(folders, key=int)
+    lines = [f"numbered class folders ({', '.join(numbers)}): write {classes_file} to say which emotion each "
+             f"number is, one `FOLDER = NAME` line per folder in class order; if they follow "
+             f"{fitting[0]}'s numbering:"]
+    lines += [f"  {number} = {NUMBERINGS[fitting[0]][number]}" for number in numbers]
+    for other in fitting[1:]:
+        lines.append(f"({other} numbers them " + ", ".join(f"{n} {NUMBERINGS[other][n]}" for n in numbers) + ")")
+    return "\n".join(lines)
+
+
+def read_classes_file(path: Path) -> list[tuple[str, str]]:
+    """``(folder, class name)`` per line of ``classes.txt``, in order: a line ``NAME`` is a folder
+    of that name, a line ``FOLDER = NAME`` a folder whose class is NAME. Blank lines are skipped."""
+    entries: list[tuple[str, str]] = []
     # utf-8-sig: a byte-order mark (Excel's and Notepad's "UTF-8") is not part of the first name;
     # splitlines() takes CRLF line ends too
     for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
-        name = line.strip()
-        if not name:
+        if not line.strip():
             continue
-        if "/" in name or "\\" in name or name.startswith("."):
-            raise UserError(f"{path}:{number}: {name!r} is not a folder name")
-        if name.lower() in (n.lower() for n in names):
+        folder, equals, name = (part.strip() for part in line.partition("="))
+        if not equals:
+            name = folder
+        if not folder or not name or "=" in name:
+            raise UserError(f"{path}:{number}: {line.strip()!r}: expected a class name, or FOLDER = NAME")
+        if "/" in folder or "\\" in folder or folder.startswith("."):
+            raise UserError(f"{path}:{number}: {folder!r} is not a folder name")
+        if folder.lower() in (f.lower() for f, _ in entries):
+            raise UserError(f"{path}:{number}: folder {folder!r} is listed twice")
+        if name.lower() in (n.lower() for _, n in entries):
             raise UserError(f"{path}:{number}: class {name!r} is listed twice")
-        names.append(name)
-    if not names:
+        entries.append((folder, name))
+    if not entries:
         raise UserError(f"{path}: no class names (one per line)")
-    return names
+    return entries
 
 
 def relative_id(image_id: str) -> str:
@@ -86,12 +159,19 @@ class FolderDataset(Dataset):
         self.dataset_name = self.root.resolve().name
         self.splits = _split_dirs(self.root)
         if not self.splits:
-            raise UserError(f"{self.root}: no train/, val/ or test/ folder\n{EXPECTED_LAYOUT}")
+            raise UserError(f"{self.root}: no train/, val/ or test/ folder{_no_split_hint(self.root)}\n{EXPECTED_LAYOUT}")
+        used = {path.name for path in self.splits.values()}
+        ignored = [entry.name for entry in sorted(self.root.iterdir())
+                   if entry.is_dir() and not entry.name.startswith(".") and entry.name not in used]
+        if ignored:
+            LOG.warning("%s: %s ignored (not a split folder: %s)", self.root,
+                        ", ".join(f"{name}/" for name in ignored),
+                        "train/, val/ (or valid/, validation/), test/; split folder names are lower case")
         self.has_validation = "validation" in self.splits
         folders = {split: _visible(p.name for p in path.iterdir() if p.is_dir())
                    for split, path in self.splits.items()}
         for split, path in self.splits.items():
-            loose = [p.name for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+            loose = _visible(p.name for p in path.iterdir() if p.is_file())
             if loose:
                 raise UserError(f"{path / loose[0]}: files must sit in a class folder "
                                 f"({path}/<class>/...)\n{EXPECTED_LAYOUT}")
@@ -99,28 +179,30 @@ class FolderDataset(Dataset):
         classes_file = self.root / CLASSES_FILE
         self.folder_class: dict[str, int] = {}
         if classes_file.is_file():
-            listed = read_classes_file(classes_file)
-            lookup = {name.lower(): index for index, name in enumerate(listed)}
+            entries = read_classes_file(classes_file)
+            lookup = {folder.lower(): index for index, (folder, _) in enumerate(entries)}
             for folder in all_folders:
                 if folder.lower() not in lookup:
                     split = next(s for s, names in folders.items() if folder in names)
                     raise UserError(f"{self.splits[split] / folder}: class folder not listed in {classes_file} "
-                                    f"(it lists {', '.join(listed)})")
+                                    f"(it lists {', '.join(f for f, _ in entries)})")
                 self.folder_class[folder] = lookup[folder.lower()]
-            unused = [name for index, name in enumerate(listed) if index not in self.folder_class.values()]
+            unused = [entry for index, entry in enumerate(entries) if index not in self.folder_class.values()]
             if unused:
-                raise UserError(f"{classes_file}: class {unused[0]!r} has no folder in "
-                                f"{', '.join(SPLIT_FOLDERS[s] + '/' for s in self.splits)}")
-            self.class_names = tuple(listed)
+                folder, name = unused[0]
+                raise UserError(f"{classes_file}: class {name!r} has no folder{'' if folder == name else f' {folder!r}'} "
+                                f"in {', '.join(path.name + '/' for path in self.splits.values())}")
+            self.class_names = tuple(name for _, name in entries)
         else:
             canonical: dict[str, str] = {}
             for folder in all_folders:
                 name = canonical_name(folder)
                 if name is None:
                     split = next(s for s, names in folders.items() if folder in names)
+                    hint = numbering_hint(all_folders, classes_file)
                     raise UserError(f"{self.splits[split] / folder}: unknown class folder name; accepted "
                                     f"(any case): {accepted_names()}; or list your class names in "
-                                    f"{classes_file}")
+                                    f"{classes_file}" + (f"\n{hint}" if hint else ""))
                 canonical[folder] = name
             self.class_names = tuple(name for name in CANONICAL if name in canonical.values())
             self.folder_class = {folder: self.class_names.index(name) for folder, name in canonical.items()}
@@ -135,7 +217,7 @@ class FolderDataset(Dataset):
         self._labels: dict[str, LabelSet] = {}
 
     def split_name(self, split: str) -> str:
-        return SPLIT_FOLDERS[split]
+        return self.splits[split].name if split in self.splits else SPLIT_FOLDERS[split]
 
     def _scan(self, split: str) -> tuple[list[str], list[int]]:
         base = self.splits[split]
@@ -146,7 +228,7 @@ class FolderDataset(Dataset):
         class_roots: dict[str, str] = {}
         for other in self.splits:
             for name in _visible(p.name for p in self.splits[other].iterdir() if p.is_dir()):
-                real, label = os.path.realpath(self.splits[other] / name), f"{SPLIT_FOLDERS[other]}/{name}"
+                real, label = os.path.realpath(self.splits[other] / name), f"{self.splits[other].name}/{name}"
                 if real in class_roots:
                     raise UserError(f"{self.root / label} and {self.root / class_roots[real]}: the same folder "
                                     f"({real}) through a symbolic link; each class folder must hold its own images")

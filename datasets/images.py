@@ -15,8 +15,8 @@ import numpy as np
 from cli_common import UserError
 
 FORMATS = ("jpg", "png")  # encode_image: OpenCV JPEG quality 95, or lossless PNG
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-ACCEPTED_FORMATS = "a JPEG, PNG, BMP or WebP file"  # what decode_image's error says it reads
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+ACCEPTED_FORMATS = "a JPEG, PNG, BMP, WebP or TIFF file"  # what decode_image's error says it reads
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

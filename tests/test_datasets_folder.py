@@ -204,7 +204,7 @@ def test_undecodable_file_message_lists_the_accepted_formats(tmp_path, name):
     with pytest.raises(UserError) as error:
         data.read_image(f"test/happy/{name}")
     assert str(error.value) == (f"{root / 'test/happy' / name}: not a readable image "
-                                "(corrupt, or not a JPEG, PNG, BMP or WebP file)")
+                                "(corrupt, or not a JPEG, PNG, BMP, WebP or TIFF file)")
 
 
 def test_grey_png_with_alpha_stays_grey():
@@ -236,3 +236,104 @@ def test_ids_are_sorted_whatever_the_walk_order(tmp_path):
         _image(tmp_path / "test" / name, 10)
     assert list(datasets.folder.FolderDataset(tmp_path).labels("test").names) == [
         "test/happy/beta.png", "test/happy/sub/alpha.png", "test/happy/zeta.png"]
+
+
+def test_classes_txt_names_numbered_folders(tmp_path):
+    """``FOLDER = NAME`` lines: the class order is the file's, the names are the given ones (so a
+    model's classes match them); a folder or name twice, an empty side, or an unlisted folder is
+    an error naming the line or folder."""
+    root = tmp_path / "DATASET"
+    for folder, value in (("1", 1), ("4", 4), ("7", 7)):
+        _image(root / "train" / folder / f"train_{folder}.jpg", value)
+        _image(root / "test" / folder / f"test_{folder}.jpg", value)
+    (root / "classes.txt").write_text("4 = happiness\n1=surprise\n\n  7 =  neutral \n")
+    data = datasets.get("folder", root)
+    assert data.class_names == ("happiness", "surprise", "neutral")
+    test = data.labels("test")
+    assert test.names == ["test/1/test_1.jpg", "test/4/test_4.jpg", "test/7/test_7.jpg"]
+    assert test.classes.tolist() == [1, 0, 2]
+    mapping = datasets.map_classes(("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"),
+                                   data.class_names)
+    assert mapping.dataset_to_model.tolist() == [3, 0, 6]
+    for text, message in (("1 = surprise\n4 = surprise\n7 = neutral\n", r"classes.txt:2: class 'surprise' is listed twice"),
+                          ("1 = surprise\n1 = fear\n", r"classes.txt:2: folder '1' is listed twice"),
+                          ("1 = surprise\n4 =\n", r"classes.txt:2: '4 =': expected a class name, or FOLDER = NAME"),
+                          ("1 = a = b\n", r"classes.txt:1: '1 = a = b': expected a class name"),
+                          ("1 = surprise\n4 = happiness\n", r"train/7: class folder not listed in .*\(it lists 1, 4\)"),
+                          ("1 = surprise\n4 = happiness\n7 = neutral\n2 = fear\n",
+                           r"classes.txt: class 'fear' has no folder '2' in train/, test/")):
+        (root / "classes.txt").write_text(text)
+        with pytest.raises(UserError, match=message):
+            datasets.get("folder", root)
+
+
+@pytest.mark.parametrize("folders, numbering, first_line, other", [
+    (("1", "2", "7"), "RAF-DB", "  1 = surprise", "AffectNet numbers them 1 happy, 2 sad, 7 contempt"),
+    (("0", "3", "6"), "FER2013", "  0 = angry", "AffectNet numbers them 0 neutral, 3 surprise, 6 anger"),
+    (("0", "7"), "AffectNet", "  0 = neutral", None),
+])
+def test_numbered_folders_get_a_ready_classes_txt(tmp_path, folders, numbering, first_line, other):
+    root = tmp_path / "faces"
+    for folder in folders:
+        _image(root / "test" / folder / "a.png", 1)
+    with pytest.raises(UserError) as error:
+        datasets.get("folder", root)
+    lines = str(error.value).splitlines()
+    assert lines[0].endswith(f"or list your class names in {root / 'classes.txt'}")
+    assert f"if they follow {numbering}'s numbering:" in lines[1]
+    assert lines[2] == first_line and len([line for line in lines if line.startswith("  ")]) == len(folders)
+    assert (other in str(error.value)) if other else "numbers them" not in str(error.value)
+    # the printed lines, written as classes.txt, make the tree readable
+    (root / "classes.txt").write_text("\n".join(line for line in lines if line.startswith("  ")) + "\n")
+    assert datasets.get("folder", root).class_names[0] == first_line.split("= ")[1]
+
+
+def test_numbered_folders_outside_every_numbering_get_no_guess(tmp_path):
+    root = tmp_path / "faces"
+    for folder in ("1", "9"):
+        _image(root / "test" / folder / "a.png", 1)
+    with pytest.raises(UserError) as error:
+        datasets.get("folder", root)
+    assert "numbering" not in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("spelling", ["valid", "validation"])
+def test_validation_folder_spellings(tmp_path, spelling, caplog):
+    root = tmp_path / "faces"
+    _image(root / "train/happy/a.png", 1)
+    _image(root / f"{spelling}/happy/b.png", 2)
+    _image(root / "test/happy/c.png", 3)
+    _image(root / "images/happy/d.png", 4)  # not a split: ignored, with a warning naming it
+    (root / "test/happy/Thumbs.db").write_bytes(b"\0thumbnails")
+    (root / "train/desktop.ini").write_text("[.ShellClassInfo]\n")
+    data = datasets.get("folder", root)
+    assert data.has_validation and data.split_name("validation") == spelling
+    assert data.labels("validation").names == [f"{spelling}/happy/b.png"]
+    assert data.labels("test").names == ["test/happy/c.png"]
+    assert f"{root}: images/ ignored (not a split folder" in caplog.text
+    _image(root / "val/happy/e.png", 5)
+    with pytest.raises(UserError, match=rf"both val/ and {spelling}/ would be the validation split"):
+        datasets.get("folder", root)
+
+
+def test_class_folders_without_split_folders_are_told_where_to_go(tmp_path):
+    root = tmp_path / "ck"
+    _image(root / "anger/a.png", 1)
+    _image(root / "Happy/b.png", 2)
+    with pytest.raises(UserError, match=r"no train/, val/ or test/ folder; Happy/, anger/ look like class folders: "
+                                        rf"put them in {root / 'test'}/"):
+        datasets.get("folder", root)
+    (root / "Test").mkdir()
+    with pytest.raises(UserError, match=r"no train/, val/ or test/ folder \(found Test/: split folder names are lower"):
+        datasets.get("folder", root)
+
+
+def test_tiff_images_are_read(tmp_path):
+    root = tmp_path / "jaffe"
+    _image(root / "test/happy/KA.HA1.29.tiff", 90, grey=True, size=(40, 30))
+    _image(root / "test/sad/KA.SA1.33.tif", 40, size=(40, 30))
+    data = datasets.get("folder", root)
+    test = data.labels("test")
+    assert test.names == ["test/happy/KA.HA1.29.tiff", "test/sad/KA.SA1.33.tif"]
+    grey, colour = (data.read_image(name) for name in test.names)
+    assert grey.shape == (40, 30, 1) and (grey == 90).all() and colour.shape == (40, 30, 3) and (colour == 40).all()

@@ -539,5 +539,5 @@ def test_a_corrupt_image_in_the_tree_is_one_error_line(sample_tree, tmp_path):
                             capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (f"error: {victim}: not a readable image (corrupt, or not a "
-                                                      f"JPEG, PNG, BMP or WebP file)")
+                                                      f"JPEG, PNG, BMP, WebP or TIFF file)")
     assert "Traceback" not in result.stderr

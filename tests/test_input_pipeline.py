@@ -119,7 +119,7 @@ def test_corrupt_image_becomes_a_user_error_inside_the_context_manager(test_set,
     with pytest.raises(UserError) as error:
         with ip.user_errors_from_pipeline():
             _collect(dataset)
-    assert str(error.value) == f"{bad}: not a readable image (corrupt, or not a JPEG, PNG, BMP or WebP file)"
+    assert str(error.value) == f"{bad}: not a readable image (corrupt, or not a JPEG, PNG, BMP, WebP or TIFF file)"
     assert error.value.__cause__ is None and error.value.__suppress_context__
 
 
