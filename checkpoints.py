@@ -98,15 +98,7 @@ CLASS_ORDER_SHORTHANDS = {
     "rafdb": RAFDB_CLASS_NAMES,
 }
 
-CLASS_SYNONYMS = {
-    "surprise": "surprise", "surprised": "surprise",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
-    "disgust": "disgust", "disgusted": "disgust",
-    "happiness": "happiness", "happy": "happiness", "joy": "happiness",
-    "sadness": "sadness", "sad": "sadness",
-    "anger": "anger", "angry": "anger",
-    "neutral": "neutral", "neutrality": "neutral",
-}
+CLASS_SYNONYMS = datasets_classes.SPELLINGS  # lower-case spelling -> canonical name
 
 KERAS_SUFFIXES = model_files.KERAS_SUFFIXES
 # Every model file an evaluation accepts (Keras, TFLite, ONNX, LBP+SVM; docs/BENCHMARK.md §11.4).

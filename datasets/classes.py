@@ -24,20 +24,21 @@ FERPLUS_CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disg
 CANONICAL = RAFDB_CLASSES + ("contempt",)
 SYNONYMS = {
     "surprise": ("surprise", "surprised"),
-    "fear": ("fear", "fearful", "afraid"),
+    "fear": ("fear", "fearful", "afraid", "scared"),
     "disgust": ("disgust", "disgusted"),
     "happiness": ("happiness", "happy", "joy"),
     "sadness": ("sadness", "sad"),
     "anger": ("anger", "angry"),
-    "neutral": ("neutral",),
+    "neutral": ("neutral", "neutrality"),
     "contempt": ("contempt",),
 }
-_LOOKUP = {spelling: canonical for canonical, spellings in SYNONYMS.items() for spelling in spellings}
+# spelling -> canonical name, the one table that datasets, --class-order and predictions files use
+SPELLINGS = {spelling: canonical for canonical, spellings in SYNONYMS.items() for spelling in spellings}
 
 
 def canonical_name(name: str) -> str | None:
     """The canonical emotion name of ``name`` (any case, any synonym), or None when unknown."""
-    return _LOOKUP.get(name.strip().lower())
+    return SPELLINGS.get(name.strip().lower())
 
 
 def accepted_names() -> str:

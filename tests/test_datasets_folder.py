@@ -337,3 +337,18 @@ def test_tiff_images_are_read(tmp_path):
     assert test.names == ["test/happy/KA.HA1.29.tiff", "test/sad/KA.SA1.33.tif"]
     grey, colour = (data.read_image(name) for name in test.names)
     assert grey.shape == (40, 30, 1) and (grey == 90).all() and colour.shape == (40, 30, 3) and (colour == 40).all()
+
+
+def test_one_synonym_table_for_folders_and_class_order(tmp_path):
+    """A folder called ``scared`` and a model's ``--class-order ...,scared,...`` both mean fear (the
+    two used different tables: 'scared' and 'neutrality' were known to --class-order only)."""
+    import checkpoints
+
+    root = tmp_path / "faces"
+    _image(root / "test/Scared/a.png", 1)
+    _image(root / "test/neutrality/b.png", 2)
+    data = datasets.get("folder", root)
+    assert data.class_names == ("fear", "neutral")
+    model = checkpoints.parse_class_order("neutrality,afraid")
+    assert model == ("neutral", "fear")
+    assert datasets.map_classes(model, data.class_names).dataset_to_model.tolist() == [1, 0]
