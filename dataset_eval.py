@@ -167,8 +167,11 @@ def corrupted_units(data, labels: LabelSet, corrupted: Path, pairs: Sequence[tup
     if missing:
         listed = ", ".join(f"{c}.{s}" for c, s in missing[:5]) + (" ..." if len(missing) > 5 else "")
         if not allow_missing:
-            raise UserError(f"{corrupted}: {len(missing)} corrupted set(s) missing ({listed}); export them "
-                            "with ferplus_aug_dataset.py export or pass --allow-missing")
+            how = (f"rafdb_aug_dataset.py export --dataset folder --data {data.root}" if data.name == "folder"
+                   else f"ferplus_aug_dataset.py export --dataset {data.name}")
+            raise UserError(f"{corrupted}: {len(missing)} corrupted set(s) missing ({listed}) (evaluate only what "
+                            f"was exported with --corruptions/--severities, export the rest with {how}, or pass "
+                            "--allow-missing to evaluate what exists)")
     folders = []
     for pair in pairs:
         if pair not in found:

@@ -1408,14 +1408,21 @@ def refuse_unusable_sources(paths: Sequence[str | os.PathLike]) -> None:
     A file whose header reads but whose pixels are damaged (a truncated JPEG) is found when it is
     decoded; the images finished before it are kept."""
     small = []
+    heights = {}  # image height -> the first source of that height
     for path in paths:
         height, width = image_file_size(path)
+        heights.setdefault(height, path)
         if too_small_to_corrupt(height, width):
             small.append((path, (height, width)))
     if small:
         (path, (height, width)), more = small[0], len(small) - 1
         raise UserError(small_image_message(path, height, width)
                         + (f" (and {more} more image(s) of the split are smaller than that)" if more else ""))
+    if heights and max(heights) > 1.5 * min(heights):
+        LOG.warning("the images range from %d px (%s) to %d px high (%s): the corruptions work in pixels at each "
+                    "image's own size, so most are milder on the larger images (docs/DATASETS.md); resize "
+                    "the faces to one size first for errors comparable across images",
+                    min(heights), heights[min(heights)], max(heights), heights[max(heights)])
 
 
 def render_rafdb_c(unit: WorkUnit, *, pairs: Sequence[tuple[str, int]], seed: int, fmt: str,

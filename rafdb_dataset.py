@@ -234,7 +234,8 @@ def read_partition(root: str | Path) -> list[tuple[str, int]]:
 
 def read_distribution_csv(root: str | Path) -> np.ndarray:
     """``distribute_basic.csv`` as float64 (rows, 7); each row must sum to 1 within 1e-3."""
-    path = require_file(Path(root) / CSV_FILE, "soft-label CSV")
+    path = require_file(Path(root) / CSV_FILE, "soft-label CSV (the vote distributions of the soft protocol; "
+                                                "--labels hard reads basic/EmoLabel/list_patition_label.txt only)")
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         if not line.strip():
@@ -385,9 +386,12 @@ def _cmd_summary(args: argparse.Namespace) -> int:
             argparse.Namespace(**{**vars(args), "labels": protocol}))
         for split in base.SPLITS:
             if split == "validation" and not opened.has_validation:
+                print(f"{'validation':<12} none: training holds out a seeded, stratified part of train "
+                      f"(--val-fraction)")
                 continue
             if getattr(opened, "splits", None) is not None and split not in opened.splits:
-                continue  # a folder dataset without this split folder
+                print(f"{split:<12} none (no {opened.split_name(split)}/ folder)")  # a folder dataset without it
+                continue
             labels = opened.labels(split)
             native = opened.split_name(split)
             title = f"{split}/{protocol}" + (f" ({native})" if native != split else "")

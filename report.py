@@ -753,7 +753,8 @@ def _fmt(value, percent=True) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "–"
-        return f"{value * 100:.2f}" if percent else f"{value:.3f}"
+        text = f"{value * 100:.2f}" if percent else f"{value:.3f}"
+        return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # -0.00 -> 0.00
     return str(value)
 
 

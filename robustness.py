@@ -622,34 +622,40 @@ def summary_table(result: dict) -> str:
         count = len(headline["corruptions"])
     if count:
         if normalised:
-            out.write(f"mCE {100 * summary['mce']:.2f}   relative mCE "
-                      f"{100 * summary['relative_mce']:.2f}   (over {count} corruptions, "
+            out.write(f"mCE {_pct(summary['mce'])}   relative mCE "
+                      f"{_pct(summary['relative_mce'])}   (over {count} corruptions, "
                       f"baseline {result['baseline']['checkpoint']})\n")
         else:
-            out.write(f"unnormalised mCE (mean sumE) {100 * summary['mean_error_sum']:.2f}   "
+            out.write(f"unnormalised mCE (mean sumE) {_pct(summary['mean_error_sum'])}   "
                       f"unnormalised relative mCE (mean sum(E-Ec)) "
-                      f"{100 * summary['mean_relative_error_sum']:.2f}   (over {count} "
+                      f"{_pct(summary['mean_relative_error_sum'])}   (over {count} "
                       f"corruptions; pass --baseline to normalise)\n")
         sets = summary.get("sets") or {}
         if set(sets) - {"rafdb"}:  # one line per set; the lines above are over summary["mce_set"]
             out.write(set_lines(summary, result))
-        out.write(f"clean error {100 * summary['clean_error']:.2f}   mean corruption error "
-                  f"{100 * summary['overall_mean_error']:.2f}   mean corruption accuracy "
-                  f"{100 * summary['mean_corruption_accuracy']:.2f}   unnormalised relative error "
-                  f"{100 * summary['unnormalised_relative_error']:.2f}\n")
+        out.write(f"clean error {_pct(summary['clean_error'])}   mean corruption error "
+                  f"{_pct(summary['overall_mean_error'])}   mean corruption accuracy "
+                  f"{_pct(summary['mean_corruption_accuracy'])}   unnormalised relative error "
+                  f"{_pct(summary['unnormalised_relative_error'])}\n")
     if "mean_ece" in summary or "clean_ece" in summary:
         parts = []
         if "clean_ece" in summary:
-            parts.append(f"clean ECE {100 * summary['clean_ece']:.2f}")
+            parts.append(f"clean ECE {_pct(summary['clean_ece'])}")
         if "mean_ece" in summary:
             over = "the 18's corrupted folders" if summary.get("mce_set") == "rafdb" and \
                 len(summary.get("sets") or {}) > 1 else "corrupted folders"
-            parts.append(f"mean ECE over {over} {100 * summary['mean_ece']:.2f}   "
+            parts.append(f"mean ECE over {over} {_pct(summary['mean_ece'])}   "
                          f"mean NLL {summary['mean_nll']:.4f}   mean Brier {summary['mean_brier']:.4f}")
         out.write("   ".join(parts) + "   (ECE in %, 15 bins, top-1; docs/BENCHMARK.md §11.3)\n")
     out.write(f"{result['images']} images in {result['seconds']:.1f} s: "
               f"{result['images_per_second']:.1f} images/s\n")
     return out.getvalue()
+
+
+def _pct(value: float) -> str:
+    """``value`` in percent with two decimals; a tiny negative (-1e-17, a float sum) is 0.00, not -0.00."""
+    text = f"{100 * value:.2f}"
+    return "0.00" if text == "-0.00" else text
 
 
 def set_lines(summary: dict, result: dict) -> str:
@@ -659,14 +665,14 @@ def set_lines(summary: dict, result: dict) -> str:
         count = len(numbers["corruptions"])
         head = f"set {name:<15} ({count:>2} corruption{'s' if count != 1 else ''}): "
         if numbers["normalised"]:
-            lines.append(head + f"mCE {100 * numbers['mce']:.2f}   relative mCE "
-                         f"{100 * numbers['relative_mce']:.2f}   mean error "
-                         f"{100 * numbers['overall_mean_error']:.2f}")
+            lines.append(head + f"mCE {_pct(numbers['mce'])}   relative mCE "
+                         f"{_pct(numbers['relative_mce'])}   mean error "
+                         f"{_pct(numbers['overall_mean_error'])}")
         else:
             note = "" if result.get("baseline") is None else "   (not in the baseline)"
-            lines.append(head + f"unnormalised mCE {100 * numbers['mean_error_sum']:.2f}   "
-                         f"unnormalised relative mCE {100 * numbers['mean_relative_error_sum']:.2f}   "
-                         f"mean error {100 * numbers['overall_mean_error']:.2f}{note}")
+            lines.append(head + f"unnormalised mCE {_pct(numbers['mean_error_sum'])}   "
+                         f"unnormalised relative mCE {_pct(numbers['mean_relative_error_sum'])}   "
+                         f"mean error {_pct(numbers['overall_mean_error'])}{note}")
     return "".join(line + "\n" for line in lines)
 
 

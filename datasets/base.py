@@ -10,12 +10,15 @@ training rows instead (docs/BENCHMARK.md §1.5).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 
 from cli_common import UserError, seed64
+
+LOG = logging.getLogger("fer.datasets")
 
 SPLITS = ("train", "validation", "test")
 
@@ -70,8 +73,10 @@ class LabelSet:
         )
 
 
-def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0) -> tuple[LabelSet, LabelSet]:
+def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0,
+                  class_names: Sequence[str] | None = None) -> tuple[LabelSet, LabelSet]:
     """Hold out ``fraction`` of each class (by argmax), seeded; returns (train, validation).
+    ``class_names`` name the classes in the messages (a class too small to give an image).
 
     docs/BENCHMARK.md §1.5 FIX: the original selected checkpoints on the test set.
     """
@@ -80,14 +85,24 @@ def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0) -> tup
     rng = np.random.Generator(np.random.PCG64(seed64(seed, "holdout", labels.split, labels.protocol)))
     classes = labels.classes
     held: list[int] = []
+    too_few = []  # (class index, its image count) of classes with images but none held out
     for index in range(labels.labels.shape[1]):
         members = np.flatnonzero(classes == index)
         count = int(round(fraction * len(members)))
         held.extend(rng.permutation(members)[:count].tolist())
+        if len(members) and not count:
+            too_few.append((index, len(members)))
     held_set = set(held)
     keep = [i for i in range(len(labels)) if i not in held_set]
+    few = ", ".join(f"{class_names[i] if class_names else f'class {i}'} ({n})" for i, n in too_few)
     if not keep or not held:
-        raise UserError(f"cannot hold out {fraction:.0%} of {len(labels)} training images")
+        raise UserError(f"cannot hold out {fraction:.0%} of {len(labels)} training images (each class holds out "
+                        f"round({fraction:g} x its images){'; none of ' + few if few else ''}): pass a larger "
+                        f"--val-fraction, give the dataset a validation split (a folder dataset: a val/ folder), "
+                        f"or select on the test set with --val-split test")
+    if too_few:
+        LOG.warning("the hold-out (--val-fraction %g) takes no image of %s: the validation split lacks "
+                    "these classes", fraction, few)
     return labels.subset(keep), labels.subset(sorted(held))
 
 
@@ -148,7 +163,7 @@ class Dataset:
         """(train, validation): the dataset's validation split, else a stratified hold-out."""
         if self.has_validation:
             return self.labels("train"), self.labels("validation")
-        return holdout_split(self.labels("train"), fraction, seed)
+        return holdout_split(self.labels("train"), fraction, seed, self.class_names)
 
     def describe(self) -> dict:
         """What a manifest or run.json records about the data."""

@@ -77,6 +77,13 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     return found
 
 
+def _refuse_broken_link(path: Path) -> None:
+    """A symbolic link whose target is gone would drop a class folder or an image without a word."""
+    if path.is_symlink() and not path.exists() and not path.name.startswith("."):
+        raise UserError(f"{path}: a broken symbolic link (to {os.readlink(path)}, which does not exist); "
+                        "remove it or restore its target")
+
+
 def _no_split_hint(root: Path) -> str:
     """Why a root without split folders may look as it does: split folders spelt in capitals, or
     class folders straight under the root (CK+ and similar ship so)."""
@@ -84,6 +91,11 @@ def _no_split_hint(root: Path) -> str:
     capitals = [name for name in names if any(name.lower() in spellings for spellings in SPLIT_SYNONYMS.values())]
     if capitals:
         return f" (found {', '.join(f'{name}/' for name in capitals)}: split folder names are lower case)"
+    if (root / "basic" / "Image").is_dir():
+        return " (this looks like RAF-DB's own layout: use --dataset rafdb)"
+    below = [root / name for name in names if _split_dirs(root / name)]
+    if below:
+        return f" (found split folders in {below[0]}: use --data {below[0]})"
     classes = [name for name in names if canonical_name(name) is not None or name.isdigit()]
     if classes:
         return (f"; {', '.join(f'{name}/' for name in classes[:4])}{', ...' if len(classes) > 4 else ''} look like "
@@ -171,6 +183,8 @@ class FolderDataset(Dataset):
         folders = {split: _visible(p.name for p in path.iterdir() if p.is_dir())
                    for split, path in self.splits.items()}
         for split, path in self.splits.items():
+            for entry in sorted(path.iterdir()):
+                _refuse_broken_link(entry)
             loose = _visible(p.name for p in path.iterdir() if p.is_file())
             if loose:
                 raise UserError(f"{path / loose[0]}: files must sit in a class folder "
@@ -255,6 +269,7 @@ class FolderDataset(Dataset):
                     except UnicodeEncodeError:
                         raise UserError(f"{os.fsencode(path)!r}: the file name is not valid UTF-8 (made on a "
                                         f"system with another encoding?); rename it") from None
+                    _refuse_broken_link(path)
                     if path.suffix.lower() not in IMAGE_SUFFIXES:
                         raise UserError(f"{path}: not an image file (expected "
                                         f"{', '.join(IMAGE_SUFFIXES)}; hidden files are ignored)")
@@ -271,6 +286,9 @@ class FolderDataset(Dataset):
                           if entry.is_dir() and entry.name != wanted and entry.name.lower() == wanted.lower()) \
                 if self.root.is_dir() else []
             hint = f" (found {near[0]!r}: split folder names are lower case)" if near else ""
+            if split == "test" and "validation" in self.splits:
+                hint = (f" (found {self.splits['validation'].name}/, a validation split; to evaluate on it, as "
+                        f"AffectNet's validation set is used as its test set, rename it to test/)")
             raise UserError(f"{self.root / wanted}: split folder not found{hint}\n{EXPECTED_LAYOUT}")
         if split not in self._labels:
             ids, classes = self._scan(split)

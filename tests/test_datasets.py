@@ -120,3 +120,33 @@ def test_the_evaluations_count_line_names_the_vote_filter_only_where_one_ran():
     hard = LabelSet(["a", "b"], np.eye(2, dtype=np.float32), "hard", "test", n_total=2)
     assert soft.count_line() == "3 test images under the soft label protocol (2 of 5 dropped by the vote filter)"
     assert hard.count_line("sequences") == "2 test sequences under the hard label protocol"
+
+
+def test_holdout_names_the_classes_too_small_to_give_an_image(caplog):
+    """round(0.1 x 4) = 0: a class of 4 images gives no validation image (warned, named); when no
+    class gives one the error says what to do instead."""
+    from datasets.base import LabelSet, holdout_split
+
+    classes = [0] * 10 + [1] * 4 + [2] * 15  # 0.1 x: 1, 0 (0.4), 2 (1.5 -> 2)
+    labels = LabelSet(names=[f"i{n}" for n in range(29)], labels=np.eye(3, dtype=np.float32)[classes],
+                      protocol="hard", split="train")
+    kept, held = holdout_split(labels, 0.1, seed=0, class_names=("calm", "smirk", "joy"))
+    assert sorted(np.bincount(held.classes, minlength=3).tolist()) == [0, 1, 2]
+    assert np.bincount(held.classes, minlength=3).tolist() == [1, 0, 2] and len(kept) == 26
+    assert "takes no image of smirk (4): the validation split lacks these classes" in caplog.text
+    few = LabelSet(names=[f"i{n}" for n in range(8)], labels=np.eye(2, dtype=np.float32)[[0] * 4 + [1] * 4],
+                   protocol="hard", split="train")
+    with pytest.raises(UserError, match=r"cannot hold out 10% of 8 training images \(each class holds out "
+                                        r"round\(0.1 x its images\); none of class 0 \(4\), class 1 \(4\)\): "
+                                        r"pass a larger --val-fraction, .*--val-split test"):
+        holdout_split(few, 0.1)
+
+
+def test_percentages_print_no_negative_zero():
+    """A mean of differences that is -1e-17 in floating point is printed 0.00 (it read '-0.00')."""
+    import report
+    import robustness
+
+    assert robustness._pct(-1e-17) == "0.00" and robustness._pct(-0.0052) == "-0.52" and robustness._pct(0.125) == "12.50"
+    assert report._fmt(-1e-17) == "0.00" and report._fmt(-0.0) == "0.00" and report._fmt(-0.0052) == "-0.52"
+    assert report._fmt(-2e-4, percent=False) == "0.000" and report._fmt(-0.25, percent=False) == "-0.250"

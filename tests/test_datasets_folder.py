@@ -352,3 +352,68 @@ def test_one_synonym_table_for_folders_and_class_order(tmp_path):
     model = checkpoints.parse_class_order("neutrality,afraid")
     assert model == ("neutral", "fear")
     assert datasets.map_classes(model, data.class_names).dataset_to_model.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("dataset", ["folder", "fer2013"])
+def test_missing_corrupted_sets_say_which_export_makes_them(tmp_path, dataset):
+    import dataset_eval
+
+    if dataset == "folder":
+        root = tmp_path / "faces"
+        _image(root / "test/happy/a.png", 1)
+        how = f"rafdb_aug_dataset.py export --dataset folder --data {root}"
+    else:
+        root = synthetic_faces.write_fer_sample(tmp_path / "FERPlus", n_train=7, n_public=7, n_private=7, seed=0)
+        how = "ferplus_aug_dataset.py export --dataset fer2013"
+    data = datasets.get(dataset, root)
+    prefix = "faces.test" if dataset == "folder" else "fer2013.PublicTest"
+    (tmp_path / "out" / f"{prefix}.gaussian_noise.1").mkdir(parents=True)  # one set exported, not the two asked
+    with pytest.raises(UserError) as error:
+        dataset_eval.corrupted_units(data, data.labels("test"), tmp_path / "out", [("contrast", 1), ("fog", 2)], False)
+    assert str(error.value) == (f"{tmp_path / 'out'}: 2 corrupted set(s) missing (contrast.1, fog.2) (evaluate only "
+                                f"what was exported with --corruptions/--severities, export the rest with {how}, "
+                                "or pass --allow-missing to evaluate what exists)")
+
+
+def test_layout_hints_for_a_tree_one_level_up_rafdb_and_a_val_without_test(tmp_path):
+    root = tmp_path / "kaggle"
+    _image(root / "DATASET/train/happy/a.png", 1)
+    with pytest.raises(UserError, match=rf"no train/, val/ or test/ folder \(found split folders in "
+                                        rf"{root / 'DATASET'}: use --data {root / 'DATASET'}\)"):
+        datasets.get("folder", root)
+    rafdb = tmp_path / "RAF-DB"
+    (rafdb / "basic/Image/aligned").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"this looks like RAF-DB's own layout: use --dataset rafdb"):
+        datasets.get("folder", rafdb)
+    affectnet = tmp_path / "affectnet"
+    _image(affectnet / "train/happy/a.png", 1)
+    _image(affectnet / "val/happy/b.png", 2)
+    with pytest.raises(UserError, match=r"test: split folder not found \(found val/, a validation split; to "
+                                        r"evaluate on it, .* rename it to test/\)"):
+        datasets.get("folder", affectnet).labels("test")
+
+
+def test_broken_links_are_named(tmp_path):
+    root = tmp_path / "faces"
+    _image(root / "test/happy/a.png", 1)
+    (root / "test/sad").symlink_to(tmp_path / "gone", target_is_directory=True)
+    with pytest.raises(UserError, match=rf"test/sad: a broken symbolic link \(to {tmp_path / 'gone'}, which does not exist\)"):
+        datasets.get("folder", root)
+    (root / "test/sad").unlink()
+    (root / "test/happy/b.png").symlink_to(tmp_path / "b.png")
+    data = datasets.get("folder", root)
+    with pytest.raises(UserError, match=r"test/happy/b.png: a broken symbolic link"):
+        data.labels("test")
+
+
+def test_export_precheck_warns_about_mixed_image_sizes(tmp_path, caplog):
+    import dataset_writer
+
+    _image(tmp_path / "a.png", 1, size=(48, 48))
+    _image(tmp_path / "b.png", 1, size=(72, 60))  # 1.5 x 48: not yet
+    dataset_writer.refuse_unusable_sources([tmp_path / "a.png", tmp_path / "b.png"])
+    assert "the images range" not in caplog.text
+    _image(tmp_path / "c.png", 1, size=(224, 224))
+    dataset_writer.refuse_unusable_sources([tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"])
+    assert (f"the images range from 48 px ({tmp_path / 'a.png'}) to 224 px high ({tmp_path / 'c.png'})"
+            in caplog.text)

@@ -229,6 +229,11 @@ def test_cli_sample_and_summary_for_the_other_layouts(tmp_path):
     assert sum(1 for _ in (faces / "test").rglob("*.jpg")) == 7
     result = _run("summary", "--dataset", "folder", "--data", faces)
     assert result.returncode == 0 and "test/hard    N=    7" in result.stdout
+    assert "validation   none: training holds out a seeded, stratified part of train" in result.stdout
+    (faces / "test").rename(faces / "val")  # a tree without test/ says so
+    result = _run("summary", "--dataset", "folder", "--data", faces)
+    assert result.returncode == 0 and "validation/hard (val) N=    7" in result.stdout
+    assert "test         none (no test/ folder)" in result.stdout
     result = _run("summary", "--dataset", "folder")
     assert result.returncode == 2 and "needs --data DIR" in result.stderr
 
@@ -238,3 +243,12 @@ def test_partition_labels_1_to_7_become_classes_0_to_6(tmp_path):
     (tmp_path / "basic/EmoLabel").mkdir(parents=True)
     (tmp_path / rd.PARTITION_FILE).write_text("test_0001.jpg 1\ntest_0002.jpg 7\ntrain_00001.jpg 4\n")
     assert rd.read_partition(tmp_path) == [("test_0001", 0), ("test_0002", 6), ("train_00001", 3)]
+
+
+def test_missing_soft_label_csv_points_to_the_hard_protocol(sample_tree, tmp_path):
+    root = _copy_tree(sample_tree, tmp_path)
+    (root / rd.CSV_FILE).unlink()
+    with pytest.raises(UserError, match=r"distribute_basic\.csv: soft-label CSV \(.*--labels hard reads "
+                                        r"basic/EmoLabel/list_patition_label\.txt only\) not found"):
+        rd.load_labels(root, "test", "soft")
+    assert len(rd.load_labels(root, "test", "hard")) > 0
