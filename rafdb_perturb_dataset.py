@@ -143,8 +143,10 @@ def build_units(root: Path, names: Sequence[str], selected: Sequence[str], *, fm
                     f"its landmarks; --source aligned builds the sequences from the aligned images)"
                 )
             if not landmark_file.is_file():
+                near = sorted(landmark_file.parent.glob(f"{stem}_*.txt")) if landmark_file.parent.is_dir() else []
+                found = f"; found {near[0].name}, RAF-DB names it {landmark_file.name}" if near else ""
                 raise UserError(
-                    f"{landmark_file}: landmark file not found (needed to align {image_path.name}; "
+                    f"{landmark_file}: landmark file not found (needed to align {image_path.name}{found}; "
                     f"--source aligned builds the sequences from the aligned images)"
                 )
             landmarks = rafdb_dataset.read_landmarks(landmark_file)

@@ -14,6 +14,7 @@ import pytest
 
 import rafdb_dataset
 import rafdb_perturb_dataset
+from cli_common import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = str(REPO / "rafdb_perturb_dataset.py")
@@ -345,3 +346,14 @@ def test_extras_are_added_to_a_tree_of_the_10(tree4, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["rafdb.test.p_scale", "rafdb.test.p_tilt"]
     assert run_cli("verify", "--out", out).returncode == 0
+
+
+def test_a_landmark_file_under_another_name_is_named(sample_tree, tmp_path):
+    root = mini_tree(sample_tree, tmp_path, 2)
+    landmarks = rafdb_dataset.landmarks_path(root, "test_0002")
+    landmarks.rename(landmarks.with_name("test_0002_manual_attri.txt"))
+    with pytest.raises(UserError, match=r"test_0002_manu_attri.txt: landmark file not found \(needed to align "
+                                        r"test_0002.jpg; found test_0002_manual_attri.txt, RAF-DB names it "
+                                        r"test_0002_manu_attri.txt; --source aligned"):
+        rafdb_perturb_dataset.build_units(root, ["test_0001", "test_0002"], ["translate"], fmt="jpg",
+                                          source="landmarks")
