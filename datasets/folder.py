@@ -11,7 +11,8 @@ of a folder whose name is not the class name (``1 = surprise``).
 Without ``classes.txt`` the order is RAF-DB's restricted to the classes present, with contempt
 last. Images may sit in sub-folders of a class folder; the
 id of an image is its path below the split folder (``happy/session2/img7.png``). Hidden files
-and folders (a leading dot) and Windows' ``Thumbs.db`` and ``desktop.ini`` are ignored; any other file must be an image OpenCV decodes.
+and folders (a leading dot) and Windows' ``Thumbs.db`` and ``desktop.ini`` are ignored; any other
+file must be an image OpenCV decodes; a broken symbolic link is an error naming it.
 Ids are paths below ROOT (``test/happy/session2/img7.png``), so they are unique across splits;
 :func:`relative_id` drops the split folder (the export's file name).
 Images keep their own size; grey files are read as (H, W, 1), colour ones as RGB.
