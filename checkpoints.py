@@ -10,7 +10,7 @@ Shared by ``eval_corrupted_rafdb.py`` and ``eval_perturbed_rafdb.py`` (no script
 Public API
 ----------
 ``find_checkpoints(path) -> list[Path]``
-    ``path`` is a ``.hdf5``/``.h5``/``.keras`` file (returned as is), a run directory (its best
+    ``path`` is a model file of a supported format (returned as is), a run directory (its best
     checkpoint) or a directory of run directories (every run's best, sorted by run name). A run's
     best checkpoint is its highest-numbered ``checkpoint.NN.hdf5`` (regex
     ``checkpoint.([0-9]+).hdf5``; BENCHMARK.md §4.7). ``UserError`` naming ``path`` when nothing is found.
@@ -142,6 +142,7 @@ def find_checkpoints(path: str | Path) -> list[Path]:
         raise saved_model
     if path.is_file():
         if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            model_files.model_format(path)  # names a PyTorch file and how to export it
             raise UserError(f"{path}: expected a model file ending in "
                             f"{', '.join(CHECKPOINT_SUFFIXES)}")
         return [path]
@@ -644,7 +645,7 @@ class Classifier:
         return {
             "checkpoint": str(self.checkpoint_path),
             "checkpoint_sha256": model_files.model_sha256(self.checkpoint_path),
-            "checkpoint_size": stat.st_size,
+            "checkpoint_size": model_files.model_size(self.checkpoint_path),
             "checkpoint_mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stat.st_mtime)),
             "format": self.runner.format,
             "model_name": self.runner.name,

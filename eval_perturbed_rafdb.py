@@ -1,7 +1,7 @@
 """Predict every RAF-DB-P sequence with one or more checkpoints; write the predictions file (docs/BENCHMARK.md §5.4).
 
-For every checkpoint (a ``.hdf5``/``.h5``/``.keras`` file, a run directory or a directory of runs:
-every run's best checkpoint) and every perturbation folder under ``--perturbed`` (the 10 of docs/BENCHMARK.md
+For every checkpoint (a model file: ``.hdf5``/``.h5``/``.keras``, ``.tflite``, ``.onnx`` or ``.skops``
+(docs/MODELS.md); a run directory or a directory of runs: every run's best checkpoint) and every perturbation folder under ``--perturbed`` (the 10 of docs/BENCHMARK.md
 §3.3 in canonical order, then any other ``rafdb.*`` folder present, sorted), this writes the
 original's text format to standard output (or ``--out FILE``)::
 

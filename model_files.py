@@ -64,6 +64,8 @@ ONNX_SUFFIXES = (".onnx",)
 SKOPS_SUFFIXES = (".skops",)
 MODEL_SUFFIXES = KERAS_SUFFIXES + TFLITE_SUFFIXES + ONNX_SUFFIXES + SKOPS_SUFFIXES
 PICKLE_SUFFIXES = (".pickle", ".pkl")
+# PyTorch checkpoints and weight files: refused with how to export the model (see model_format).
+PYTORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 # A row of a probability output sums to 1 within this; otherwise the output is taken for logits.
 PROBABILITY_TOLERANCE = 1e-3
@@ -79,22 +81,112 @@ def refuse_pickle(path: str | Path) -> None:
 
 
 def model_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a model file's bytes: the model's identity in result files (report.py joins a
-    model's robustness and stability results by it, whatever folder each evaluation ran from).
-    Kept per (path, size, modification time), so several describe() calls hash the file once."""
+    """Hex SHA-256 of a model: the model's identity in result files (report.py joins a model's
+    robustness and stability results by it, whatever folder each evaluation ran from).
+
+    A single-file model is the SHA-256 of its bytes. An ONNX model whose weights lie in external
+    data files (``torch.onnx.export`` writes ``model.onnx.data`` beside a large model) is the
+    SHA-256 of the .onnx bytes followed, for each data file in name order, by NUL, its name
+    relative to the model, NUL and its bytes: two exports of one graph with different weights are
+    two models. Kept per (path, size, modification time) of every file, so several describe()
+    calls hash the files once."""
+    files = model_data_files(path)
+    folder = Path(path).parent
+    stats = tuple((os.path.abspath(f), f.relative_to(folder).as_posix() if index else "", *_size_mtime(f))
+                  for index, f in enumerate(files))
+    return _sha256_of(stats)
+
+
+def _size_mtime(path: str | Path) -> tuple[int, int]:
     stat = os.stat(path)
-    return _sha256_of(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def model_size(path: str | Path) -> int:
+    """Bytes of the model file plus its external data files (see :func:`model_data_files`)."""
+    return sum(os.stat(f).st_size for f in model_data_files(path))
+
+
+def model_data_files(path: str | Path) -> list[Path]:
+    """The model file, then the external data files an ONNX model names (sorted, each once).
+
+    UserError when a named data file is missing or lies outside the model's folder, before
+    onnxruntime would fail on it with a message that does not say which file to put where."""
+    path = Path(path)
+    if path.suffix.lower() not in ONNX_SUFFIXES:
+        return [path]
+    files = [path]
+    for location in _onnx_external_locations(os.path.abspath(path), *_size_mtime(path)):
+        if Path(location).is_absolute() or ".." in Path(location).parts:
+            raise UserError(f"{path}: names the external data file {location!r} outside its own "
+                            f"folder; ONNX external data must lie beside the .onnx file")
+        target = path.parent / location
+        if not target.is_file():
+            raise UserError(f"{path}: its weights are stored in the external data file "
+                            f"{location!r}, which is not in {path.parent}/: keep the data file beside "
+                            f"the .onnx file when copying the model (torch.onnx.export writes both)")
+        files.append(target)
+    return files
 
 
 @functools.lru_cache(maxsize=64)
-def _sha256_of(path: str, _size: int, _mtime_ns: int) -> str:
+def _onnx_external_locations(path: str, _size: int, _mtime_ns: int) -> tuple[str, ...]:
+    """Sorted external data locations named by an ONNX model's tensors (initializers, constants,
+    subgraphs); () when the onnx package is missing or cannot parse the file (onnxruntime then
+    reports the file)."""
+    try:
+        import onnx
+    except ImportError:
+        return ()
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # not parseable: loading it reports the problem
+        return ()
+    locations = set()
+
+    def visit_nodes(nodes, tensors: list) -> None:
+        for node in nodes:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    tensors.append(attribute.t)
+                tensors.extend(attribute.tensors)
+                for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    tensors.extend(graph.initializer)
+                    tensors.extend(sparse.values for sparse in graph.sparse_initializer)
+                    visit_nodes(graph.node, tensors)
+
+    tensors = list(model.graph.initializer) + [sparse.values for sparse in model.graph.sparse_initializer]
+    visit_nodes(model.graph.node, tensors)
+    for function in model.functions:
+        visit_nodes(function.node, tensors)
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = {entry.key: entry.value for entry in tensor.external_data}.get("location")
+            if location:
+                locations.add(location)
+    return tuple(sorted(locations))
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(files: tuple[tuple[str, str, int, int], ...]) -> str:
+    """SHA-256 of (absolute path, name, size, mtime) files: the first one's bytes, then for each
+    further one (an external data file) NUL, its name relative to the model, NUL and its bytes."""
     import hashlib
 
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for index, (path, name, _size, _mtime_ns) in enumerate(files):
+        if index:
+            digest.update(b"\0" + name.encode("utf-8") + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's message, at most 300 characters."""
+    text = str(error).strip()
+    return (text.splitlines() or [""])[0][:300]
 
 
 def model_format(path: str | Path) -> str:
@@ -109,6 +201,14 @@ def model_format(path: str | Path) -> str:
                            ("onnx", ONNX_SUFFIXES), ("skops", SKOPS_SUFFIXES)):
         if suffix in suffixes:
             return name
+    if suffix in PYTORCH_SUFFIXES:
+        raise UserError(f"{path}: a PyTorch {suffix} file cannot be evaluated directly: it holds "
+                        f"weights without the network's code, and loading it unpickles (runs code "
+                        f"stored in the file). Export the model to ONNX where its code is defined, "
+                        f"e.g. torch.onnx.export(model.eval(), torch.zeros(1, 3, H, W), 'model.onnx', "
+                        f"input_names=['image'], dynamic_axes={{'image': {{0: 'batch'}}}}), and pass "
+                        f"the .onnx file with --preprocessing and --class-order; or pass the model's "
+                        f"predictions as a CSV with --predictions (docs/MODELS.md, 'PyTorch models')")
     raise UserError(f"{path}: unknown model format {suffix or '(no suffix)'}; expected one of "
                     f"{', '.join(MODEL_SUFFIXES)}")
 
@@ -616,6 +716,8 @@ class LiteRTRunner(Runner):
 
 _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                 "tensor(uint8)": np.uint8}
+# Outputs of these types are class indices (an ArgMax), never scores.
+_ONNX_INDEX_TYPES = ("tensor(int64)", "tensor(int32)", "tensor(bool)")
 # Ops that only move or re-quantise values, walked through between an output and its Softmax.
 _ONNX_PASS_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 _ONNX_SOFTMAX_OPS = ("Softmax", "QLinearSoftmax")
@@ -701,6 +803,7 @@ class OnnxRunner(Runner):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if num_threads:
             options.intra_op_num_threads = num_threads
+        model_data_files(self.path)  # a missing external data file, named, before onnxruntime fails
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options,
                                                         providers=["CPUExecutionProvider"])
@@ -714,6 +817,14 @@ class OnnxRunner(Runner):
         self._input = inputs[0]
         outputs = self.session.get_outputs()
         self._output_name = outputs[0].name
+        if outputs[0].type in _ONNX_INDEX_TYPES:
+            others = [o.name for o in outputs[1:] if o.type not in _ONNX_INDEX_TYPES]
+            raise UserError(f"{self.path}: the first output {outputs[0].name!r} {outputs[0].shape} is "
+                            f"{outputs[0].type}, class indices (an argmax), not class scores: the "
+                            f"benchmark needs the scores (probabilities or logits) of every class; "
+                            + (f"the model's output {others[0]!r} may hold them: re-export the model "
+                               f"with the scores as its first output" if others else
+                               "export the model without its final argmax"))
         if outputs[0].type == "tensor(float16)":
             self.output_step = FLOAT16_STEP
         elif outputs[0].type == "tensor(float)":
@@ -731,8 +842,10 @@ class OnnxRunner(Runner):
                             f"({self._input.type}): {error}; only image batches NCHW or NHWC "
                             f"with 1 or 3 channels can be fed") from None
         if self._input.type not in _ONNX_DTYPES:
+            hint = ("; a PyTorch model exported in double precision: export it after model.float() "
+                    "with a float32 example input" if self._input.type == "tensor(double)" else "")
             raise UserError(f"{self.path}: input {self._input.name!r} has type {self._input.type}"
-                            f"; expected float, float16 or uint8")
+                            f"; expected float, float16 or uint8{hint}")
         self.in_dtype = np.dtype(_ONNX_DTYPES[self._input.type])
         if self.in_dtype == np.uint8:
             self.raw_pixel_input = "uint8"  # integers 0..255: the pixels themselves
@@ -746,6 +859,7 @@ class OnnxRunner(Runner):
             height, width, channels = fixed(shape[1]), fixed(shape[2]), shape[3]
         self.input_hwc = (height, width, int(channels))
         self.fixed_batch = fixed(shape[0])
+        self._batched = False  # a batch of several images has run (see _run)
         # Classes: the output's size after the batch axis when it is static; else None until
         # count_outputs runs the model once (a symbolic class axis, e.g. a torch.cat head).
         out_shape = list(self.session.get_outputs()[0].shape or ())
@@ -783,15 +897,54 @@ class OnnxRunner(Runner):
             if real < step:
                 chunk = np.concatenate([chunk, np.zeros((step - real,) + chunk.shape[1:],
                                                         chunk.dtype)])
-            out = self.session.run([self._output_name], {self._input.name: self._feed(chunk)})[0]
-            out = np.asarray(out)
-            # A batch of one: every output value is that image's (a rank-1 output has no batch axis).
-            out = out.reshape(1, -1) if self.fixed_batch == 1 else out.reshape(out.shape[0], -1)
-            chunks.append(out[:real])
+            chunks.append(self._run(chunk)[:real])
+            step = self.fixed_batch or step  # one image at a time once _run found the batch fixed
         scores = np.concatenate(chunks).astype(np.float32)
         if self.n_outputs is None:
             self.n_outputs = scores.shape[1]
         return scores
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        """Scores (B, K) of one batch. A model that declares a free batch axis but fails on its
+        first batch of several images, or returns another number of rows, while one image works
+        (a PyTorch graph exported with ``x.view(1, -1)`` or another batch-1 reshape), is run one
+        image at a time from then on, with a warning; any other failure is an error naming the file."""
+        try:
+            out = self._session_rows(chunk)
+        except Exception as error:  # onnxruntime raises its own exception classes
+            out, failure = None, f"{type(error).__name__}: {_first_line(error)}"
+        else:
+            if out.shape[0] == len(chunk):
+                self._batched = self._batched or len(chunk) > 1
+                return out
+            failure = f"it returned {out.shape[0]} rows of scores for {len(chunk)} images"
+        if len(chunk) == 1 or self._batched:
+            raise UserError(f"{self.path}: the model failed on a batch of {len(chunk)} image(s) "
+                            f"of shape {list(chunk.shape[1:])} ({failure})")
+        try:
+            rows = [self._session_rows(chunk[i:i + 1]) for i in range(len(chunk))]
+        except Exception as error:
+            raise UserError(f"{self.path}: the model failed on a batch of {len(chunk)} images "
+                            f"({failure}) and on a single image ({type(error).__name__}: "
+                            f"{_first_line(error)})") from None
+        if any(row.shape[0] != 1 for row in rows):
+            raise UserError(f"{self.path}: the model returned {rows[0].shape[0]} rows of scores for "
+                            f"one image; expected one row per image")
+        LOG.warning("%s: the input's batch axis is declared free (%r), but the model fails on a "
+                    "batch of %d images (%s) and works on one: it is run one image at a time "
+                    "(slower). The graph probably fixes the batch inside, e.g. PyTorch's "
+                    "x.view(1, -1) (x.flatten(1) exports a free batch)",
+                    self.path, self._input.shape[0], len(chunk), failure)
+        self.fixed_batch = 1
+        return np.concatenate(rows)
+
+    def _session_rows(self, chunk: np.ndarray) -> np.ndarray:
+        """The first output for ``chunk`` as (rows, values); an output of a single image without
+        a batch axis (rank 1, e.g. PyTorch's ``logits.squeeze()``) is that image's row."""
+        out = np.asarray(self.session.run([self._output_name], {self._input.name: self._feed(chunk)})[0])
+        if len(chunk) == 1 and (out.ndim <= 1 or out.shape[0] != 1):
+            return out.reshape(1, -1)
+        return out.reshape(out.shape[0], -1)
 
     def describe(self) -> dict:
         return {**super().describe(), "layout": self.layout, "input_dtype": self.in_dtype.name,

@@ -703,3 +703,154 @@ def test_keras_file_with_an_unregistered_custom_layer_names_it(tmp_path, monkeyp
     message = str(caught.value)
     assert str(tmp_path / f"c{suffix}") in message and "'mine_test>MyLayer'" in message
     assert "register_keras_serializable" in message and "ONNX" in message and "TFLite" in message
+
+
+# --------------------------------------------------------------------------------------------
+# Models exported from PyTorch: external data, a batch fixed inside the graph, argmax outputs,
+# float64 inputs, .pt/.pth files
+
+
+def external_data_onnx(path, weights, bias):
+    """mean_linear_onnx's model with its weights in ``<name>.data`` beside it (as torch.onnx.export
+    writes a large model); returns the .onnx path."""
+    import onnx
+
+    mean_linear_onnx(path, "NCHW", weights, bias)
+    model = onnx.load(str(path))
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=0)
+    return path
+
+
+def test_onnx_external_data_is_part_of_the_model_identity(tmp_path):
+    import hashlib
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = external_data_onnx(tmp_path / "a" / "m.onnx", W, B)
+    second = external_data_onnx(tmp_path / "b" / "m.onnx", 2 * W, B)  # other weights
+    graph_a, graph_b = first.read_bytes(), second.read_bytes()
+    assert graph_a == graph_b  # the same graph: only the data files differ
+    data_a = (tmp_path / "a" / "m.onnx.data").read_bytes()
+    expected = hashlib.sha256(graph_a + b"\0m.onnx.data\0" + data_a).hexdigest()
+    assert model_files.model_sha256(first) == expected
+    assert model_files.model_sha256(second) != expected
+    assert model_files.model_size(first) == len(graph_a) + len(data_a)
+    classifier = checkpoints.classifier_from_args(first, args(preprocessing="none"))
+    assert classifier.describe()["checkpoint_size"] == len(graph_a) + len(data_a)
+    assert classifier.describe()["checkpoint_sha256"] == expected
+    # a single-file model keeps the plain SHA-256 of its bytes
+    single = mean_linear_onnx(tmp_path / "single.onnx", "NCHW", W, B)
+    assert model_files.model_sha256(single) == hashlib.sha256(single.read_bytes()).hexdigest()
+
+
+def test_onnx_missing_external_data_file_is_named(tmp_path):
+    (tmp_path / "a").mkdir()
+    path = external_data_onnx(tmp_path / "a" / "m.onnx", W, B)
+    moved = tmp_path / "m.onnx"
+    path.rename(moved)  # copied without its data file
+    for call in (lambda: checkpoints.classifier_from_args(moved, args(preprocessing="none")),
+                 lambda: model_files.model_sha256(moved)):
+        with pytest.raises(UserError) as caught:
+            call()
+        assert str(moved) in str(caught.value) and "'m.onnx.data'" in str(caught.value)
+        assert "beside" in str(caught.value)
+
+
+def batch_fixed_inside_onnx(path):
+    """Declares a free batch N, but flattens the channel means with Reshape(m, [1, -1]) (PyTorch's
+    ``x.view(1, -1)``): one image works, a batch of two or more fails in the MatMul."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2], keepdims=0),
+             helper.make_node("Reshape", ["m", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["z"]),
+             helper.make_node("Add", ["z", "b"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "view_1",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
+        initializer=[numpy_helper.from_array(W, "w"), numpy_helper.from_array(B, "b"),
+                     numpy_helper.from_array(np.array([1, -1], np.int64), "shape")])
+    return save_onnx(graph, path, check=False)
+
+
+def test_onnx_batch_fixed_inside_the_graph_runs_one_image_at_a_time(tmp_path, caplog):
+    path = batch_fixed_inside_onnx(tmp_path / "view1.onnx")
+    paths, images = write_images(tmp_path / "img", count=5)
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none", batch=4))
+    assert classifier.runner.fixed_batch is None  # as declared
+    with caplog.at_level("WARNING", logger="fer.model_files"):
+        got = classifier.predict_paths(paths)
+    means = images.reshape(len(images), -1, 3).astype(np.float64).mean(axis=1)
+    np.testing.assert_allclose(got, softmax(means @ W + B), atol=1e-5)
+    assert classifier.runner.fixed_batch == 1
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "one image at a time" in warning and "view(1, -1)" in warning and str(path) in warning
+
+
+def test_onnx_model_failing_on_one_image_is_an_error(tmp_path):
+    """Reshape to [2, -1]: fails on one image, so there is nothing to fall back to."""
+    import onnx
+
+    path = batch_fixed_inside_onnx(tmp_path / "view2.onnx")
+    model = onnx.load(str(path))
+    for tensor in model.graph.initializer:
+        if tensor.name == "shape":
+            tensor.CopyFrom(onnx.numpy_helper.from_array(np.array([2, -1], np.int64), "shape"))
+    onnx.save(model, str(path))
+    paths, _ = write_images(tmp_path / "img", count=3)
+    classifier = checkpoints.classifier_from_args(path, args(preprocessing="none", batch=1))
+    with pytest.raises(UserError) as caught:
+        classifier.predict_paths(paths)
+    assert str(path) in str(caught.value) and "failed on a batch of 1 image" in str(caught.value)
+
+
+def test_onnx_argmax_output_is_refused(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z"]),
+             helper.make_node("ArgMax", ["z"], ["label"], axis=1, keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "argmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 7])],
+        initializer=[numpy_helper.from_array(W, "w")])
+    path = save_onnx(graph, tmp_path / "argmax.onnx")
+    with pytest.raises(UserError) as caught:
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    message = str(caught.value)
+    assert str(path) in message and "argmax" in message and "'z'" in message
+
+
+def test_onnx_float64_input_is_told_to_export_in_float32(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["z"])]
+    graph = helper.make_graph(
+        nodes, "double",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("z", TensorProto.DOUBLE, ["N", 7])],
+        initializer=[numpy_helper.from_array(W.astype(np.float64), "w")])
+    path = save_onnx(graph, tmp_path / "double.onnx")
+    with pytest.raises(UserError) as caught:
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    assert str(path) in str(caught.value) and "tensor(double)" in str(caught.value)
+    assert "model.float()" in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".bin"])
+def test_pytorch_files_are_refused_unopened_with_how_to_export(tmp_path, suffix):
+    marker = tmp_path / "unpickled.txt"
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(pickle.dumps(_Trap(str(marker))))
+    with pytest.raises(UserError) as caught:
+        checkpoints.find_checkpoints(path)
+    message = str(caught.value)
+    assert str(path) in message and "torch.onnx.export" in message and "--predictions" in message
+    if suffix == ".pth":
+        assert "torch.onnx.export" in evaluate_refused(path, tmp_path).stderr
+    assert not marker.exists()
