@@ -157,6 +157,10 @@ def find_checkpoints(path: str | Path) -> list[Path]:
     if not found:
         others = sorted(child.name for child in path.iterdir()
                         if child.is_file() and child.suffix.lower() in CHECKPOINT_SUFFIXES)
+        if not others:  # a model zoo: one folder per model, each holding its file
+            others = sorted(f"{child.parent.name}/{child.name}" for run_dir in path.iterdir()
+                            if run_dir.is_dir() for child in run_dir.iterdir()
+                            if child.is_file() and child.suffix.lower() in CHECKPOINT_SUFFIXES)
         hint = (f"; a folder is searched for training runs only: give other model files one by one "
                 f"(it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''})" if others else "")
         raise UserError(f"{path}: no checkpoint.NN.hdf5 found in it or in its run directories "

@@ -100,6 +100,15 @@ def test_a_folder_of_other_model_files_is_told_to_give_them_one_by_one(tmp_path)
         checkpoints.find_checkpoints(tmp_path)
 
 
+def test_a_folder_of_model_folders_names_the_files_inside(tmp_path):
+    """One folder per third-party model (a model zoo): the files one level down are named."""
+    for name in ("resnet/model.onnx", "vit/model.tflite", "vit/README.md"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(UserError, match=r"one by one \(it holds resnet/model\.onnx, vit/model\.tflite\)$"):
+        checkpoints.find_checkpoints(tmp_path)
+
+
 @pytest.mark.parametrize("make", ["missing", "empty_dir", "bad_suffix"])
 def test_find_checkpoints_errors_name_the_path(tmp_path, make):
     path = tmp_path / "thing"
