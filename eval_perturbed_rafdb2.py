@@ -26,8 +26,11 @@ second argument starting with ``t`` the original's text lists (per method its ``
 value`` lines, then ``---------``). A fixed-width summary (mFP, mFR, T-k-D) follows on standard
 error. ``--json`` and ``--csv`` write everything for machines (both paths are checked before the
 file is read). Each method of the JSON records its ``checkpoint``, the checkpoint path of its
-headers (null for a one-field header): ``report.py`` joins a method to the same model's robustness
-results by it.
+headers (null for a one-field header), its ``checkpoint_sha256`` (the metadata's ``model_sha256=``)
+and its ``settings``: the evaluation settings its metadata states (``preprocessing``, ``input``
+HxWxC, ``class_order``, ``restrict``, ``adapted``; those a file does not state are left out).
+``report.py`` joins a method to the same model's robustness results by the file, and keeps them
+apart when a setting stated on both sides differs.
 
 Metadata and method names: a comment ``# labels=soft N=285 source=landmarks frames=30 ...`` (all
 tokens ``key=value``; written by ``eval_perturbed_rafdb.py`` right after each header) belongs to its
@@ -217,6 +220,32 @@ def method_digests(table: dict) -> dict:
     return out
 
 
+def method_settings(table: dict, source: str = "") -> dict:
+    """method -> the evaluation settings its blocks' metadata state (``stability.SETTING_KEYS``:
+    preprocessing, input, class order, ...): a key every block states with one value is that value;
+    a key some block leaves out (a file written before the settings were recorded) is left out
+    (unknown); a key whose stated values differ between blocks (runs of different settings
+    concatenated) is the list of its values, with a warning: that method's mFP mixes them."""
+    out = {}
+    for method, blocks in table.items():
+        per_block = [stability.block_settings(block.meta or {}) for block in blocks.values()]
+        settings = {}
+        for key in stability.SETTING_KEYS:
+            values = list(dict.fromkeys(found.get(key) for found in per_block))
+            stated = [value for value in values if value is not None]
+            if len(stated) > 1:
+                where = {value: [name for name, found in zip(blocks, per_block) if found.get(key) == value]
+                         for value in stated}
+                LOG.warning("%s: the blocks of %s differ in %s (%s): its mFP mixes evaluations of "
+                            "different settings", source, method or '""', key,
+                            "; ".join(f"{value}: {', '.join(names)}" for value, names in where.items()))
+                settings[key] = stated
+            elif stated and None not in values:
+                settings[key] = stated[0]
+        out[method] = settings
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -231,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["methods"][method]["checkpoint"] = checkpoint
     for method, digest in method_digests(table).items():
         results["methods"][method]["checkpoint_sha256"] = digest
+    for method, settings in method_settings(table, str(args.predictions)).items():
+        results["methods"][method]["settings"] = settings
     results["source"] = str(args.predictions)
     results["format"] = stability.JSON_FORMAT
     if args.baseline is not None:

@@ -176,6 +176,81 @@ def metadata_line(protocol: str, n_sequences: int, frames: int, manifest: dict |
     return "# " + " ".join(f"{key}={_meta_value(values[key])}" for key in WRITTEN_META_KEYS if key in values)
 
 
+# Evaluation settings that change a model's predictions (docs/BENCHMARK.md §5.4, §11.5): written by
+# eval_perturbed_rafdb.py into each block's metadata, carried by eval_perturbed_rafdb2.py into its
+# JSON (``methods[m]["settings"]``) and compared by report.py with the robustness result of the same
+# model file (``checkpoint`` of eval_corrupted_rafdb.py's JSON, ``checkpoints.Classifier.describe()``).
+# A key a file does not state is unknown and never compared. The crop is none of them: RAF-DB-P frames
+# are resized whole whatever ``--crop`` says (§4.3).
+SETTING_KEYS = ("preprocessing", "input", "class_order", "restrict", "adapted")
+
+
+def adapted_label(adapt: str | None, prior=None) -> str:
+    """``none``, ``bn`` or ``bn_prior8``: test-time adaptation as the metadata writes it."""
+    if not adapt or adapt == "none":
+        return "none"
+    return f"{adapt}" + (f"_prior{float(prior):g}" if prior else "")
+
+
+def _class_token(name) -> str:
+    from datasets.classes import canonical_name
+
+    return _meta_value(canonical_name(str(name)) or str(name).strip().lower())
+
+
+def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=None, restrict=None,
+                        adapted=None) -> dict[str, str]:
+    """The settings as metadata values (one whitespace-free token each), for the known ones only.
+
+    ``preprocessing``: the classifier's preprocessing label (``n/a ...`` for a predictions file: not
+    stated); ``input_shape``: (height, width, channels) -> ``HxWxC``; ``class_order``: the model's
+    output class names in output order (--class-order), each written as its canonical emotion name;
+    ``restrict``: --restrict-to-dataset-classes, to be given only when the model has outputs that are
+    no class of the dataset (otherwise it changes nothing); ``adapted``: :func:`adapted_label`.
+    """
+    out = {}
+    if preprocessing and not str(preprocessing).startswith("n/a"):
+        out["preprocessing"] = _meta_value(preprocessing)
+    if input_shape and all(input_shape):
+        out["input"] = "x".join(str(int(value)) for value in input_shape)
+    if class_order:
+        out["class_order"] = ",".join(_class_token(name) for name in class_order)
+    if restrict is not None:
+        out["restrict"] = "1" if restrict else "0"
+    if adapted is not None:
+        out["adapted"] = str(adapted)
+    return out
+
+
+def classifier_settings(classifier) -> dict[str, str]:
+    """What the writer can state of a ``checkpoints.Classifier`` (after ``use_classes``) or a
+    ``predictions_file.PredictionsClassifier`` (its class order only: the dataset's classes, as its
+    rows are written; preprocessing and input size are the other framework's). Test-time adaptation
+    is written by the caller (``adapted=``)."""
+    image_size, channels = getattr(classifier, "image_size", None), getattr(classifier, "channels", None)
+    mapping = getattr(classifier, "mapping", None)
+    return evaluation_settings(
+        preprocessing=getattr(classifier, "preprocessing_label", None),
+        input_shape=(*image_size, channels) if image_size and channels else None,
+        class_order=getattr(classifier, "output_names", None) or classifier.class_names,
+        restrict=bool(classifier.restrict) if mapping is not None and mapping.extra else None)
+
+
+def settings_text(settings: dict[str, str]) -> str:
+    """`` preprocessing=... input=... class_order=...`` (leading space) for a metadata line."""
+    return "".join(f" {key}={settings[key]}" for key in SETTING_KEYS if key in settings and key != "adapted")
+
+
+def block_settings(meta: dict) -> dict[str, str]:
+    """The evaluation settings a block's metadata states (:data:`SETTING_KEYS`; none in files written
+    before they were recorded). A writer that states them always writes ``class_order=``, and
+    ``adapted=`` only for an adapted run: there, no ``adapted`` means ``none``."""
+    out = {key: meta[key] for key in SETTING_KEYS if meta.get(key)}
+    if "class_order" in out and "adapted" not in out:
+        out["adapted"] = "none"
+    return out
+
+
 def warn_method_collisions(checkpoints_: Sequence[str | Path], earlier: Sequence[str] = ()) -> list[str]:
     """Warn when different checkpoints share a method name; return the colliding names.
 

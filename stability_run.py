@@ -103,7 +103,7 @@ def run(args) -> int:
     elif (manifest.get("params") or {}).get("source") == "aligned":
         LOG.warning("%s: source: aligned (docs/BENCHMARK.md §3.6): padded official aligned faces, "
                     "not the landmark-aligned originals", args.perturbed)
-    adapted = (f" adapted={args.adapt}" + (f"_prior{args.adapt_prior:g}" if args.adapt_prior else "")
+    adapted = (f" adapted={stability.adapted_label(args.adapt, args.adapt_prior)}"
                if args.adapt != "none" else "")
 
     def metadata(n_sequences: int) -> str:
@@ -150,6 +150,8 @@ def run(args) -> int:
             n_columns = rows.shape[1] if getattr(rows, "ndim", 0) == 2 else stability.NUM_CLASSES
             if n_columns != stability.NUM_CLASSES:  # indices in the dataset's own K classes
                 block_meta = f"{block_meta} classes={n_columns}"
+            # the settings that change the predictions (report.py keeps results of other settings apart)
+            block_meta += stability.settings_text(stability.classifier_settings(classifier))
             if Path(checkpoint).is_file():  # the model's identity for report.py, whatever the folder
                 import model_files
 

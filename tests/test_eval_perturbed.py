@@ -290,6 +290,7 @@ def test_empty_block_and_duplicate_warn(tmp_path, caplog):
 # The writer and the full pipe on a tiny perturbed tree with tiny Keras models
 
 FRAMES = 30
+RAFDB_ORDER = "surprise,fear,disgust,happiness,sadness,anger,neutral"  # docs/BENCHMARK.md §1.2
 FOLDERS = ("rafdb.test.p_rotate", "rafdb.test.p_gaussian_noise", "rafdb.test.p_zzz_extra")
 
 
@@ -441,6 +442,7 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
         # ... and the model file's SHA-256 (report.py joins results by it)
         assert lines[i * stride + 1] == \
             f"# labels=soft N={len(names)} source=unknown frames=30 seed=unknown format=unknown " \
+            f"preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} " \
             f"model_sha256={hashlib.sha256(Path(run_a).read_bytes()).hexdigest()} ends=1"
         sequences = [[int(v) for v in s.split(",")] for s in lines[i * stride + 2:(i + 1) * stride]]
         # the writer's classes are the model's own argmax on the frames read independently
@@ -659,12 +661,17 @@ def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tre
                         "--out", str(out)]) == 0
     lines = out.read_text().split("\n")
     digest = hashlib.sha256(Path(tiny_checkpoints[0]).read_bytes()).hexdigest()
+    # ... and the settings that change the predictions (report.py keeps other settings apart):
+    # no run.json, no flag: raw pixels; the model's 16x16x3 input; RAF-DB's class order assumed
     assert lines[1] == (f"# labels=soft N={len(names)} source=aligned frames=30 seed=4 format=jpg "
-                        f"fallback_pad=reflect101 model_sha256={digest} ends=1")
+                        f"fallback_pad=reflect101 preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} "
+                        f"model_sha256={digest} ends=1")
     result = run_reader(out, "--json", str(tmp_path / "r.json"))
     summary = json.loads((tmp_path / "r.json").read_text())["methods"]["run_a"]
     assert (summary["n"], summary["protocol"], summary["source"]) == (len(names), "soft", "aligned")
     assert summary["checkpoint_sha256"] == digest
+    assert summary["settings"] == {"preprocessing": "none", "input": "16x16x3", "class_order": RAFDB_ORDER,
+                                   "adapted": "none"}
     assert "source: aligned (docs/BENCHMARK.md §3.6) for run_a" in result.stderr
 
 
@@ -716,6 +723,11 @@ def test_predictions_file_of_any_framework_gives_the_sequences_it_names(tmp_path
                                str(perturbed), "--out", str(out)]) == 0
     blocks = {block.perturbation: block
               for block in stability.read_predictions(out)}
+    # the metadata states what a predictions file can: its class order (the dataset's, as its rows are
+    # written), not the other framework's preprocessing or input size (unknown: report.py never compares them)
+    meta = blocks["p_rotate"].meta
+    assert meta["class_order"] == RAFDB_ORDER and "preprocessing" not in meta and "input" not in meta
+    assert stability.block_settings(meta) == {"class_order": RAFDB_ORDER, "adapted": "none"}
     rotate = [0] * 10 + [1] * 10 + [2] * 10
     assert blocks["p_rotate"].sequences == [rotate] * len(names)
     assert blocks["p_gaussian_noise"].sequences == [[4] * 30] * len(names)
@@ -807,3 +819,40 @@ def test_blocks_of_several_datasets_are_named_in_a_warning(tmp_path):
     same = run_reader(write(tmp_path, ORIGINAL, "one.txt"))
     assert "perturbation folders of" not in same.stderr
     assert stability.folder_dataset("p_rotate") == "" and stability.folder_dataset("x/rafdb.test.p_rotate/") == "rafdb.test"
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation settings in the metadata (report.py keeps results of other settings apart)
+
+
+def _settings_block(name, meta, sequence):
+    return f"runs/a/c.keras,P/rafdb.test.{name}\n# labels=soft N=1 frames=30{meta}\n{line(sequence)}\n"
+
+
+def test_reader_carries_the_settings_of_the_metadata_into_the_method(tmp_path, caplog):
+    """Blocks that agree give the method's settings; a key one block does not state is unknown (left
+    out); values that differ between blocks are kept as a list, with a warning naming the blocks."""
+    import eval_perturbed_rafdb2
+
+    settings = f" preprocessing=z_normalization input=64x64x3 class_order={RAFDB_ORDER}"
+    path = write(tmp_path, _settings_block("p_rotate", settings + " adapted=bn_prior8", WORKED)
+                 + _settings_block("p_shear", settings + " adapted=bn_prior8", CONSTANT))
+    table = stability.group_blocks(stability.read_predictions(path))
+    assert eval_perturbed_rafdb2.method_settings(table) == {"a": {
+        "preprocessing": "z_normalization", "input": "64x64x3", "class_order": RAFDB_ORDER, "adapted": "bn_prior8"}}
+    # an older block (no settings) with a newer one: no setting is known for every block
+    path = write(tmp_path, _settings_block("p_rotate", settings, WORKED) + _settings_block("p_shear", "", CONSTANT))
+    table = stability.group_blocks(stability.read_predictions(path))
+    assert eval_perturbed_rafdb2.method_settings(table) == {"a": {}}
+    # two runs of different preprocessing concatenated: both values, and a warning
+    path = write(tmp_path, _settings_block("p_rotate", settings, WORKED)
+                 + _settings_block("p_shear", settings.replace("z_normalization", "none"), CONSTANT))
+    table = stability.group_blocks(stability.read_predictions(path))
+    with caplog.at_level(logging.WARNING, logger="fer.stability"):
+        found = eval_perturbed_rafdb2.method_settings(table, "p.txt")
+    assert found["a"]["preprocessing"] == ["z_normalization", "none"] and found["a"]["input"] == "64x64x3"
+    assert "p.txt: the blocks of a differ in preprocessing (z_normalization: p_rotate; none: p_shear)" in caplog.text
+    json_path = tmp_path / "s.json"
+    assert eval_perturbed_rafdb2.main([str(path), "--json", str(json_path), "--quiet"]) == 0
+    assert json.loads(json_path.read_text())["methods"]["a"]["settings"]["preprocessing"] == ["z_normalization", "none"]
+
