@@ -16,6 +16,17 @@ matter; results written before the hash was recorded join on the file's path (``
 Rows of the same file are one model, two different files never merge; the same file evaluated under
 two label protocols (or N) is two rows, named with the protocol. A stability method without a recorded path (a JSON of an
 older eval_perturbed_rafdb2.py) joins the one robustness model of its name, if there is exactly one.
+
+Evaluation settings (docs/BENCHMARK.md §5.4, §11.5): the same file evaluated with a different
+preprocessing, input size, class order, restriction to the dataset's classes or test-time adaptation
+is a different row, never one row mixing the numbers of both: robustness results record them in
+``checkpoint`` (``Classifier.describe()``) and ``runtime``, stability methods in ``settings`` (from
+the predictions file's metadata). Only a setting both sides record is compared (older files state
+none: they join as before). Rows kept apart are named with the differing values (``run_a
+[preprocessing z_normalization]``); a stability method kept apart from the robustness results of its
+own file gives one warning in the report naming both result files, both model paths and both values.
+The same file evaluated twice with the same settings (also a copy at another path) is one row: the
+later result is used, with a warning naming both paths and both result files.
 A model's name is its checkpoint's run-folder name, as the stability reader names its methods
 (``<run>/<file>`` when different checkpoints share a run folder, the whole path if that is shared too).
 
@@ -171,7 +182,9 @@ class Model:
         self.stability: dict | None = None  # one method of a stability file
         self.stability_info: dict = {}
         self.stability_file: Path | None = None
+        self.stability_method: str | None = None
         self.group = ""
+        self.warnings: list[str] = []  # for the report: how its rows were joined (load_models)
 
     # -- robustness ----------------------------------------------------------------------
     def errors(self) -> tuple[float, dict[str, dict[int, float]]]:
@@ -219,12 +232,13 @@ def model_key(checkpoint: str) -> str:
     return os.path.abspath(os.path.normpath(checkpoint))
 
 
-def _display_names(paths: dict[str, str]) -> dict[str, str]:
+def _display_names(paths: dict[str, str], settings_suffix: dict[str, str] | None = None) -> dict[str, str]:
     """key -> name for models known by path: the run-folder name, as the stability reader names
     methods; where different models share it, ``<run>/<file>``, and the whole path if that too is
-    shared."""
-    def identity(key: str) -> str:  # one model evaluated under several label protocols: one identity
-        return key.split(LABEL_SEP, 1)[0]
+    shared. A key split by label protocol (:func:`_split_by_labels`) adds ``[<protocol> labels,
+    N=<n>]``, one split by evaluation settings (:func:`_assign_variants`) its ``settings_suffix``."""
+    def identity(key: str) -> str:  # one model evaluated under several protocols or settings: one identity
+        return key.split(SETTINGS_SEP, 1)[0].split(LABEL_SEP, 1)[0]
 
     first = {}  # identity -> its checkpoint path (the first recorded)
     for key, checkpoint in paths.items():
@@ -248,20 +262,202 @@ def _display_names(paths: dict[str, str]) -> dict[str, str]:
     names = {}
     for key in paths:
         names[key] = base[identity(key)]
-        if LABEL_SEP in key:  # e.g. "run_a [hard labels, N=3068]"
-            _, protocol, n = key.split(LABEL_SEP)
+        labelled = key.split(SETTINGS_SEP, 1)[0]
+        if LABEL_SEP in labelled:  # e.g. "run_a [hard labels, N=3068]"
+            _, protocol, n = labelled.split(LABEL_SEP)
             names[key] += f" [{protocol} labels, N={n}]"
+        names[key] += (settings_suffix or {}).get(key, "")  # e.g. "run_a [preprocessing z_normalization]"
     return names
+
+
+def robustness_settings(result: dict) -> dict[str, str]:
+    """The evaluation settings a robustness result records (``stability.SETTING_KEYS``, as the
+    predictions file's metadata writes them): from its ``checkpoint`` (``Classifier.describe()``:
+    preprocessing, input_shape, output_classes, restrict_to_dataset_classes where the model has
+    outputs that are no dataset class) and its ``runtime`` (test-time adaptation). What it does not
+    record (an older JSON, a predictions file's preprocessing) is left out: unknown."""
+    import stability
+
+    info = result.get("checkpoint") or {}
+    runtime = result.get("runtime")
+    adapted = stability.adapted_label(runtime.get("adapt"), runtime.get("adapt_prior")) \
+        if isinstance(runtime, dict) and "adapt" in runtime else None
+    return stability.evaluation_settings(
+        preprocessing=info.get("preprocessing"), input_shape=info.get("input_shape"),
+        class_order=info.get("output_classes"),
+        restrict=info.get("restrict_to_dataset_classes") if info.get("outputs_not_in_dataset") else None,
+        adapted=adapted)
+
+
+def stability_settings(summary: dict) -> dict[str, str]:
+    """A stability method's recorded settings (``settings`` of eval_perturbed_rafdb2.py's JSON; a
+    list where its blocks disagree); {} in a JSON written before they were recorded."""
+    settings = summary.get("settings")
+    return {key: value for key, value in settings.items() if value is not None} \
+        if isinstance(settings, dict) else {}
+
+
+def settings_differences(mine: dict, theirs: dict) -> list[str]:
+    """The settings stated on both sides with different values (a key one side leaves out is
+    unknown there, never a difference)."""
+    import stability
+
+    return [key for key in stability.SETTING_KEYS if key in mine and key in theirs and mine[key] != theirs[key]]
+
+
+_SETTING_LABELS = {"preprocessing": "preprocessing", "input": "input", "class_order": "class order",
+                   "restrict": "restriction to the dataset's classes", "adapted": "adaptation"}
+
+
+def _setting_text(key: str, value) -> str:
+    """``preprocessing z_normalization``; ``class order not recorded``; a list: the values joined."""
+    if value is None:
+        return f"{_SETTING_LABELS[key]} not recorded"
+    if isinstance(value, list):
+        value = " + ".join(map(str, value))
+    if key == "restrict":
+        return "restricted to the dataset's classes" if value == "1" else "all outputs" if value == "0" \
+            else f"restrict {value}"
+    return f"{_SETTING_LABELS[key]} {value}"
+
+
+SETTINGS_SEP = "\1"  # joins a (label-split) key and its settings variant; no path or SHA-256 holds it
+
+
+class _Variant:
+    """The rows of one model file (and label protocol) evaluated with one set of settings."""
+
+    def __init__(self, key: str, index: int):
+        self.key, self.index = key, index
+        self.settings: dict = {}  # what its rows state, together
+        self.robust: list = []  # (checkpoint, result file)
+        self.stable: list = []  # (checkpoint, result file, method)
+        self.final = key
+
+    def add(self, settings: dict) -> None:
+        for key, value in settings.items():
+            self.settings.setdefault(key, value)
+
+    def fits(self, settings: dict) -> bool:
+        return not settings_differences(self.settings, settings)
+
+    def where(self) -> str:
+        """Its result files and checkpoints, for messages."""
+        parts = [f"robustness {file} ({checkpoint})" for checkpoint, file in self.robust]
+        parts += [f"stability {file} ({checkpoint or method})" for checkpoint, file, method in self.stable]
+        return ", ".join(parts)
+
+
+def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list]:
+    """Split each model (a key of :func:`_split_by_labels`) by its evaluation settings
+    (docs/BENCHMARK.md §11.5).
+
+    Robustness rows first: one joins the earlier variant of its key whose settings it does not
+    contradict (a repeat: the later one is used), else starts its own. Then each stability method
+    with a key: the one variant it fits joins it; none (a setting stated on both sides differs) or
+    several (it states too little to tell which) make a variant of its own, with a warning. A key
+    with one variant stays as it is; with several, each is ``<key> SOH <index>``
+    (:data:`SETTINGS_SEP`) and its name says the settings that differ.
+
+    Returns (robust rows with their final keys, stable rows likewise, {final key: name suffix},
+    conflicts: (a stability method's own variant, the variants of its key it did not join, whether
+    it fitted several of them) where a robustness result of its key exists).
+    """
+    import stability
+
+    variants: dict[str, list[_Variant]] = {}
+
+    def new_variant(key: str) -> _Variant:
+        group = variants.setdefault(key, [])
+        group.append(_Variant(key, len(group)))
+        return group[-1]
+
+    placed_robust = []
+    for key, checkpoint, path, result in robust:
+        settings = robustness_settings(result)
+        group = variants.setdefault(key, [])
+        variant = next((v for v in group if v.robust and v.fits(settings)), None) or new_variant(key)
+        variant.add(settings)
+        variant.robust.append((checkpoint, path))
+        placed_robust.append((variant, checkpoint, path, result))
+    conflicts = []  # (variant, the variants it would have joined but for its settings, ambiguous)
+    placed_stable = []
+    for key, checkpoint, path, method, summary, data in stable:
+        if key is None:  # no recorded path: joined later by name (_unrecorded_key)
+            placed_stable.append((None, checkpoint, path, method, summary, data))
+            continue
+        settings = stability_settings(summary)
+        group = variants.setdefault(key, [])
+        fitting = [v for v in group if v.fits(settings)]
+        if len(fitting) == 1:
+            variant = fitting[0]
+        else:
+            others = list(group)
+            variant = new_variant(key)
+            if others and any(v.robust for v in others):
+                conflicts.append((variant, others, len(fitting) > 1))
+        variant.add(settings)
+        variant.stable.append((checkpoint, path, method))
+        placed_stable.append((variant, checkpoint, path, method, summary, data))
+    suffixes = {}
+    for key, group in variants.items():
+        if len(group) < 2:
+            continue
+        differing = [setting for setting in stability.SETTING_KEYS  # stated differently by two of them
+                     if len({repr(v.settings[setting]) for v in group if setting in v.settings}) > 1]
+        for variant in group:
+            variant.final = f"{key}{SETTINGS_SEP}{variant.index}"
+            text = ", ".join(_setting_text(setting, variant.settings.get(setting)) for setting in differing)
+            suffixes[variant.final] = f" [{text or f'evaluation {variant.index + 1}'}]"
+    return ([(v.final, checkpoint, path, result) for v, checkpoint, path, result in placed_robust],
+            [(v.final if v is not None else None, *rest) for v, *rest in placed_stable],
+            suffixes, conflicts)
+
+
+def _conflict_warning(variant: _Variant, others: list, ambiguous: bool, names: dict) -> str:
+    """One line naming the files, checkpoints and differing setting values of a stability method
+    kept apart from the robustness results of the same model file."""
+    checkpoint, file, method = variant.stable[0]
+    if ambiguous:
+        keys = sorted({k for v in others for w in others for k in settings_differences(v.settings, w.settings)},
+                      key=list(_SETTING_LABELS).index)
+        return (f"{file}: the stability of {checkpoint or method} records no "
+                f"{', '.join(_SETTING_LABELS[k] for k in keys if k not in variant.settings) or 'settings'}, "
+                f"and the same model file was evaluated with several: "
+                + "; ".join(f"{v.where()} with {', '.join(_setting_text(k, v.settings.get(k)) for k in keys)}"
+                            for v in others)
+                + f"; not merged with any: shown as {names[variant.final]!r}")
+    keys = list(dict.fromkeys(key for other in others for key in settings_differences(variant.settings, other.settings)))
+    mine = f"stability {file} ({checkpoint or method}) with " + \
+        ", ".join(_setting_text(key, variant.settings[key]) for key in keys)
+    theirs = [f"{other.where()} with " + ", ".join(_setting_text(key, other.settings[key])
+                                                  for key in keys if key in other.settings)
+              for other in others if settings_differences(variant.settings, other.settings)]
+    rows = [names[variant.final]] + [names[other.final] for other in others]
+    return (f"same model file, different evaluation settings, so not merged into one row: {mine}; "
+            + "; ".join(theirs) + f" (rows {', '.join(repr(row) for row in rows)})")
 
 
 def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
     """One Model per model of the inputs; its robustness and stability rows join by its identity.
 
-    A robustness result records its checkpoint path (``checkpoint.checkpoint``) and a stability
-    method its own (``checkpoint``, written by eval_perturbed_rafdb2.py): rows with the same path
-    are one model, different paths never merge, whatever their names. A stability method without a
-    recorded path (an older JSON, or an external one-field header) joins the single robustness model
-    of its name, if there is exactly one; otherwise it stays a model of its own.
+    A robustness result records its model file (``checkpoint.checkpoint_sha256``, else the path
+    ``checkpoint.checkpoint``) and a stability method its own (``checkpoint_sha256``, else
+    ``checkpoint``, written by eval_perturbed_rafdb2.py): rows of the same file are one model,
+    different files never merge, whatever their names. A stability method without a recorded path
+    (an older JSON, or an external one-field header) joins the single robustness model of its name,
+    if there is exactly one; otherwise it stays a model of its own.
+
+    The same file is several rows when it was evaluated under several label protocols or N
+    (:func:`_split_by_labels`) or with different evaluation settings (preprocessing, input size,
+    class order, restriction to the dataset's classes, test-time adaptation: a setting that both
+    sides record and that differs, :func:`_assign_variants`). Such rows are named with what differs
+    (``run_a [preprocessing z_normalization]``), and a stability method kept apart from the
+    robustness results of its own file gives one warning naming both files and the setting values
+    (``Model.warnings``, shown in the report). A setting one side does not record (an older file)
+    is unknown and never keeps rows apart. The same file evaluated twice with the same settings
+    (the same path, or a copy at another path) is one row: the later result is used, with a warning
+    naming both result files and both model paths.
     """
     robust = []  # (key, checkpoint path, file, result)
     aliases = {}  # a model's path key -> its identity key (the file's SHA-256 where recorded)
@@ -290,11 +486,12 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
                 else:  # no robustness row of this model: its content, else its path
                     key = hashed or by_path
                 stable.append((_labelled_key(key, summary, robust), checkpoint, path, method, summary, data))
+    robust, stable, suffixes, conflicts = _assign_variants(robust, stable)
     paths = {key: checkpoint for key, checkpoint, *_ in robust}
     for key, checkpoint, *_ in stable:
         if key is not None:
             paths.setdefault(key, checkpoint)
-    names = _display_names(paths)
+    names = _display_names(paths, suffixes)
     models: dict[str, Model] = {}
 
     def model_for(key: str, name: str) -> Model:
@@ -302,14 +499,20 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
             models[key] = Model(name)
         return models[key]
 
-    for key, _, path, result in robust:
+    for key, checkpoint, path, result in robust:
         model = model_for(key, names[key])
         if model.robustness is not None:
-            LOG.warning("%s: %s appears again (also in %s); the later one is used", path, model.name,
-                        model.robustness_file)
+            before = (model.robustness.get("checkpoint") or {}).get("checkpoint") or str(model.robustness_file)
+            if model_key(before) == model_key(checkpoint):
+                LOG.warning("%s: the robustness of %s appears again (also in %s); the later one (%s) is used",
+                            path, checkpoint, model.robustness_file, path)
+            else:
+                LOG.warning("%s: the robustness of %s appears again, also in %s as %s (the same file "
+                            "content, evaluated with the same recorded settings); the later one (%s in %s) "
+                            "is used", path, checkpoint, model.robustness_file, before, checkpoint, path)
         model.robustness, model.robustness_file = result, path
     taken = set(names.values())
-    for key, _, path, method, summary, data in stable:
+    for key, checkpoint, path, method, summary, data in stable:
         if key is None:
             key = _unrecorded_key(path, method, robust, paths, names, taken)
         if key not in names:  # a model known by its stability method's name only
@@ -317,12 +520,15 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
             taken.add(names[key])
         model = model_for(key, names[key])
         if model.stability is not None:
-            LOG.warning("%s: stability of %s appears again (also in %s); the later one is used",
-                        path, model.name, model.stability_file)
-        model.stability, model.stability_file = summary, path
+            LOG.warning("%s: the stability of %s appears again (also in %s, method %s); the later one "
+                        "(%s in %s) is used", path, model.name, model.stability_file,
+                        model.stability_method, method, path)
+        model.stability, model.stability_file, model.stability_method = summary, path, method
         model.stability_info = {"difficulty": data.get("difficulty"),
                                 "baseline": data.get("baseline"),
                                 "canonical": data.get("canonical_perturbations") or []}
+    for variant, others, ambiguous in conflicts:
+        models[variant.final].warnings.append(_conflict_warning(variant, others, ambiguous, names))
     return list(models.values())
 
 
@@ -578,6 +784,7 @@ def build(models: list[Model], baseline: Model | None) -> dict:
             "c": corruption_metrics(model, baseline, names) if model.robustness is not None else None,
             "s": stability_metrics(model, baseline) if model.stability is not None else None}
     warnings, groups = comparability(models, metrics)
+    warnings[:0] = [warning for model in models for warning in model.warnings]  # how rows were joined
     for model in models:
         c_metrics, s_metrics = metrics[model.name]["c"] or {}, metrics[model.name]["s"] or {}
         undefined = c_metrics.get("undefined") or []
@@ -868,11 +1075,15 @@ def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
             raise UserError(f"--baseline {spec}: expected one model in the file, found "
                             f"{len(loaded)} ({', '.join(m.name for m in loaded)})")
         base = loaded[0]
-        # The same model among the inputs (the same file content, else the same path, and the same
-        # test images) goes by its name there; another one never shares an input model's name.
+        # The same model among the inputs (the same file content, else the same path, the same test
+        # images and no other recorded evaluation settings) goes by its name there; another one never
+        # shares an input model's name.
         for model in models:
             if model.robustness is not None and base.robustness is not None and \
-                    _checkpoint_identity(model) == _checkpoint_identity(base) and model.identity() == base.identity():
+                    _checkpoint_identity(model) == _checkpoint_identity(base) and \
+                    model.identity() == base.identity() and \
+                    not settings_differences(robustness_settings(model.robustness),
+                                             robustness_settings(base.robustness)):
                 return model
         if any(model.name == base.name for model in models) and base.robustness is not None:
             base.name = (base.robustness.get("checkpoint") or {}).get("checkpoint") or str(path)

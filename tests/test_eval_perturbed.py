@@ -856,3 +856,44 @@ def test_reader_carries_the_settings_of_the_metadata_into_the_method(tmp_path, c
     assert eval_perturbed_rafdb2.main([str(path), "--json", str(json_path), "--quiet"]) == 0
     assert json.loads(json_path.read_text())["methods"]["a"]["settings"]["preprocessing"] == ["z_normalization", "none"]
 
+
+def test_settings_written_by_the_writer_keep_the_report_rows_apart(tmp_path, perturbed_tree, tiny_checkpoints):
+    """End to end: the writer states --preprocessing and --class-order; the robustness row of the
+    same file, with the checkpoint description eval_corrupted_rafdb.py records (other settings),
+    stays a row of its own in report.py; predictions with its own settings join it."""
+    import checkpoints
+    import eval_perturbed_rafdb2
+    import rafdb_dataset
+    import report
+
+    _, root, perturbed, _ = perturbed_tree
+    model = tiny_checkpoints[0]
+    order = "anger,disgust,fear,happiness,neutral,sadness,surprise"
+    out = tmp_path / "z.txt"
+    assert writer_script.main([str(model), "--rafdb", str(root), "--perturbed", str(perturbed),
+                               "--perturbations", "p_rotate", "--preprocessing", "z_normalization",
+                               "--class-order", "angry," + order.split(",", 1)[1], "--out", str(out)]) == 0
+    meta = out.read_text().split("\n")[1]
+    assert f" preprocessing=z_normalization input=16x16x3 class_order={order} model_sha256=" in meta
+    stable = tmp_path / "z.json"
+    assert eval_perturbed_rafdb2.main([str(out), "--json", str(stable), "--quiet"]) == 0
+    # the robustness JSON of the same file evaluated with the defaults, as eval_corrupted_rafdb.py records it
+    classifier = checkpoints.adapt(checkpoints.load_classifier(model), model)
+    classifier.use_classes(rafdb_dataset.CLASS_NAMES)
+    robust_data = json.loads((REPO / "tests" / "data" / "report" / "tinycnn.json").read_text())
+    robust_data["results"][0]["checkpoint"] = classifier.describe()
+    robust = tmp_path / "r.json"
+    robust.write_text(json.dumps(robust_data))
+    report_out = report.make_report([robust, stable], tmp_path / "rep")
+    names = sorted(row["model"] for row in report_out["rows"])
+    assert names == [f"run_a [preprocessing none, class order {RAFDB_ORDER}]",
+                     f"run_a [preprocessing z_normalization, class order {order}]"]
+    assert any("different evaluation settings" in warning and str(robust) in warning and str(stable) in warning
+               for warning in report_out["warnings"])
+    # the writer with the robustness evaluation's settings: one row
+    assert writer_script.main([str(model), "--rafdb", str(root), "--perturbed", str(perturbed),
+                               "--perturbations", "p_rotate", "--out", str(out)]) == 0
+    assert eval_perturbed_rafdb2.main([str(out), "--json", str(stable), "--quiet"]) == 0
+    report_out = report.make_report([robust, stable], tmp_path / "rep2")
+    assert [row["model"] for row in report_out["rows"]] == ["run_a"]
+    assert not any("settings" in warning for warning in report_out["warnings"])

@@ -119,3 +119,33 @@ def test_same_scores_as_the_model(tree, tmp_path):
             else:
                 np.testing.assert_array_equal(got.argmax(1), scores.argmax(1))
         assert predictor.unused() == []
+
+
+def test_settings_stated_for_the_perturbation_metadata(tree, tmp_path):
+    """What eval_perturbed_rafdb.py writes into each block's metadata (stability.classifier_settings)
+    equals what report.py reads from the checkpoint description eval_corrupted_rafdb.py records
+    (report.robustness_settings): a model states its preprocessing (one token: its label's spaces
+    become '_'), input size and class order; a predictions file its class order only (the dataset's)."""
+    import report
+    import stability
+
+    root, clean_dir, clean_paths, _ = tree
+    model_path = mean_linear_onnx(tmp_path / "m.onnx", "NCHW", W, B)
+    options = argparse.Namespace(preprocessing=None, eval_preprocessing="legacy-vggface2",
+                                 class_order="happy,surprise,fear,disgust,sad,angry,neutral",
+                                 unsafe=False, crop=None, batch=3, input_size=None)
+    model = checkpoints.classifier_from_args(model_path, options)
+    model.use_classes(RAF)
+    written = stability.classifier_settings(model)
+    height, width = model.image_size
+    assert written == {"preprocessing": "legacy-vggface2_(BGR,_swapped_means)",
+                       "input": f"{height}x{width}x3",
+                       "class_order": "happiness,surprise,fear,disgust,sadness,anger,neutral"}
+    assert report.robustness_settings({"checkpoint": model.describe()}) == written
+    line = stability.settings_text(written)
+    assert stability.block_settings(stability.parse_meta("labels=soft N=1" + line)) == {**written, "adapted": "none"}
+    csv_path = write(tmp_path / "p.csv", "path,class\n" + "".join(f"clean/{p.name},happy\n" for p in clean_paths))
+    predictor = PredictionsClassifier(csv_path, root, clean_dir)
+    predictor.use_classes(RAF)
+    assert stability.classifier_settings(predictor) == {"class_order": ",".join(RAF)}
+    assert report.robustness_settings({"checkpoint": predictor.describe()}) == {"class_order": ",".join(RAF)}

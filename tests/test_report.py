@@ -218,13 +218,14 @@ def test_rendered_in_a_real_browser(designed, tmp_path):
 # Joining robustness and stability rows by the model file (two models in one folder)
 
 
-def stability_json(folder, name, checkpoint, sequences):
+def stability_json(folder, name, checkpoint, sequences, meta=""):
     """The stability JSON eval_perturbed_rafdb2.py --json writes for one model's predictions file
-    (one p_rotate block of ``sequences``, header ``<checkpoint>,perturbed/rafdb.test.p_rotate``)."""
+    (one p_rotate block of ``sequences``, header ``<checkpoint>,perturbed/rafdb.test.p_rotate``;
+    ``meta``: more metadata, e.g. " preprocessing=none model_sha256=...")."""
     import eval_perturbed_rafdb2
 
     text = (f"{checkpoint},perturbed/rafdb.test.p_rotate\n"
-            f"# labels=soft N={len(sequences)} source=landmarks frames=30\n"
+            f"# labels=soft N={len(sequences)} source=landmarks frames=30{meta}\n"
             + "".join(",".join(map(str, seq)) + "\n" for seq in sequences))
     predictions = folder / f"{name}.txt"
     predictions.write_text(text)
@@ -515,3 +516,176 @@ def test_each_baseline_key_alone_stops_the_normalisation(designed, tmp_path, key
     assert rows["mobile"]["mce"] in ("", "nan")
     assert any(w.startswith("mobile: no mCE against the baseline base") and f"{key} {value} vs" in w
                for w in result["warnings"])
+
+
+# --------------------------------------------------------------------------------------------
+# The same model file evaluated with different settings (preprocessing, input size, class order,
+# restriction to the dataset's classes, adaptation): never one row of incomparable numbers
+
+RAFDB_ORDER = "surprise,fear,disgust,happiness,sadness,anger,neutral"
+DIGEST = "ab" * 32
+
+
+def described(folder, name, checkpoint, clean, **info):
+    """A robustness JSON of ``checkpoint`` (SHA-256 DIGEST) whose ``checkpoint`` description
+    (Classifier.describe()) has ``info`` on top of the fixture's (preprocessing none, 32x32x3, the
+    RAF-DB order, no runtime recorded)."""
+    path = robustness_json(folder, name, checkpoint, clean)
+    data = json.loads(path.read_text())
+    data["results"][0]["checkpoint"].update(checkpoint_sha256=DIGEST, **info)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_other_settings_on_the_two_sides_are_two_rows_and_one_warning(tmp_path, caplog):
+    """RAF-DB-C with --preprocessing none, RAF-DB-P with z_normalization, the same file: two rows named
+    by their preprocessing, each with its own numbers only, and one warning naming both result
+    files and both values."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = described(folder, "r", "runs/a/m.keras", .10)
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS],
+                            f" preprocessing=z_normalization input=32x32x3 class_order={RAFDB_ORDER} "
+                            f"model_sha256={DIGEST}")
+    with caplog.at_level("WARNING", logger="fer.report"):
+        result = report.make_report([robust, stable], tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert set(rows) == {"a [preprocessing none]", "a [preprocessing z_normalization]"}
+    c_row, p_row = rows["a [preprocessing none]"], rows["a [preprocessing z_normalization]"]
+    assert float(c_row["clean_error"]) == pytest.approx(.10) and c_row["mfp"] == ""
+    assert float(p_row["mfp"]) == pytest.approx(2 / 29) and p_row["clean_error"] == ""
+    (warning,) = [w for w in result["warnings"] if "different evaluation settings" in w]
+    assert warning == (
+        f"same model file, different evaluation settings, so not merged into one row: stability {stable} "
+        f"(runs/a/m.keras) with preprocessing z_normalization; robustness {robust} (runs/a/m.keras) with "
+        f"preprocessing none (rows 'a [preprocessing z_normalization]', 'a [preprocessing none]')")
+    assert caplog.text.count("different evaluation settings") == 1  # logged once
+    assert "> **WARNING:** same model file, different evaluation settings" in \
+        (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("robust_info, stable_meta, suffixes", [
+    # input size
+    ({}, " input=64x64x3", ("input 32x32x3", "input 64x64x3")),
+    # class order: a synonym is the same class; another order is another evaluation
+    ({"output_classes": ["surprise", "scared", "disgust", "happy", "sad", "angry", "neutral"]},
+     f" class_order={RAFDB_ORDER}", None),
+    ({}, " class_order=anger,disgust,fear,happiness,neutral,sadness,surprise",
+     (f"class order {RAFDB_ORDER}", "class order anger,disgust,fear,happiness,neutral,sadness,surprise")),
+    # restriction to the dataset's classes: compared only where the model has outputs beyond them
+    ({"output_classes": RAFDB_ORDER.split(",") + ["contempt"], "outputs_not_in_dataset": ["contempt"],
+      "restrict_to_dataset_classes": False}, f" class_order={RAFDB_ORDER},contempt restrict=1",
+     ("all outputs", "restricted to the dataset's classes")),
+    ({"restrict_to_dataset_classes": True, "outputs_not_in_dataset": []}, " restrict=0", None),
+    # test-time adaptation (the robustness runtime; the predictions file's adapted=)
+    ({}, " adapted=bn", None),  # the fixture records no runtime: unknown
+])
+def test_each_recorded_setting_keeps_the_rows_apart(tmp_path, robust_info, stable_meta, suffixes):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = described(folder, "r", "runs/a/m.keras", .10, **robust_info)
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS], f"{stable_meta} model_sha256={DIGEST}")
+    report.make_report([robust, stable], tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    if suffixes is None:  # nothing stated on both sides differs: one row, as before
+        assert set(rows) == {"a"}
+        assert (float(rows["a"]["clean_error"]), float(rows["a"]["mfp"])) == pytest.approx((.10, 2 / 29))
+    else:
+        assert set(rows) == {f"a [{suffixes[0]}]", f"a [{suffixes[1]}]"}
+        assert float(rows[f"a [{suffixes[0]}]"]["clean_error"]) == pytest.approx(.10)
+        assert float(rows[f"a [{suffixes[1]}]"]["mfp"]) == pytest.approx(2 / 29)
+
+
+def test_adaptation_recorded_on_both_sides(tmp_path):
+    """eval_corrupted_rafdb.py --adapt bn --adapt-prior 8 (runtime) and a predictions file written
+    without adaptation (its settings stated, no adapted=): two rows; with adapted=bn_prior8, one."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = described(folder, "r", "runs/a/m.keras", .10)
+    data = json.loads(robust.read_text())
+    data["results"][0]["runtime"] = {"distribute": "none", "adapt": "bn", "adapt_prior": 8.0, "adapted": True}
+    robust.write_text(json.dumps(data))
+    meta = f" preprocessing=none input=32x32x3 class_order={RAFDB_ORDER}"
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS], f"{meta} model_sha256={DIGEST}")
+    report.make_report([robust, stable], tmp_path / "out")
+    assert set(read_csv(tmp_path / "out" / "report.csv")) == {"a [adaptation bn_prior8]", "a [adaptation none]"}
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS], f"{meta} adapted=bn_prior8 model_sha256={DIGEST}")
+    report.make_report([robust, stable], tmp_path / "out2")
+    assert set(read_csv(tmp_path / "out2" / "report.csv")) == {"a"}
+
+
+def test_a_copied_model_file_evaluated_twice(tmp_path, caplog):
+    """Two robustness results of the same content at two paths: with other settings two rows (and
+    the stability of one setting joins its row); with the same settings one row, the later used,
+    with a warning naming both model paths and both result files."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first = described(folder, "first", "runs/a/m.keras", .10)
+    copy = described(folder, "copy", "copies/b/m.keras", .20, input_shape=[64, 64, 3])
+    stable = stability_json(folder, "s", "copies/b/m.keras", [TWO_FLIPS], f" input=64x64x3 model_sha256={DIGEST}")
+    with caplog.at_level("WARNING", logger="fer.report"):
+        result = report.make_report([first, copy, stable], tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert set(rows) == {"a [input 32x32x3]", "a [input 64x64x3]"}
+    assert float(rows["a [input 32x32x3]"]["clean_error"]) == pytest.approx(.10)
+    assert rows["a [input 32x32x3]"]["mfp"] == ""
+    assert (float(rows["a [input 64x64x3]"]["clean_error"]), float(rows["a [input 64x64x3]"]["mfp"])) == \
+        pytest.approx((.20, 2 / 29))
+    assert rows["a [input 64x64x3]"]["checkpoint"] == "copies/b/m.keras"
+    assert "appears again" not in caplog.text
+    assert not any("settings" in warning for warning in result["warnings"])  # P joined the row of its settings
+    # the same settings: one row, the later result, both paths and both files named
+    data = json.loads(copy.read_text())
+    data["results"][0]["checkpoint"]["input_shape"] = [32, 32, 3]
+    copy.write_text(json.dumps(data))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fer.report"):
+        report.make_report([first, copy], tmp_path / "out2")
+    rows = read_csv(tmp_path / "out2" / "report.csv")
+    assert set(rows) == {"b"} and float(rows["b"]["clean_error"]) == pytest.approx(.20)  # named as the one used
+    assert rows["b"]["checkpoint"] == "copies/b/m.keras"
+    assert (f"{copy}: the robustness of copies/b/m.keras appears again, also in {first} as runs/a/m.keras "
+            f"(the same file content, evaluated with the same recorded settings); the later one "
+            f"(copies/b/m.keras in {copy}) is used") in caplog.text
+
+
+def test_stability_recording_no_settings_joins_as_before_unless_it_cannot_tell(tmp_path, caplog):
+    """An older predictions file (no settings in its metadata) joins the robustness row of its file
+    as before; when that file was evaluated with two preprocessings it cannot tell which, and is
+    shown on its own, with a warning."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first = described(folder, "first", "runs/a/m.keras", .10)
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS], f" model_sha256={DIGEST}")
+    assert json.loads(stable.read_text())["methods"]["a"]["settings"] == {}
+    report.make_report([first, stable], tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert set(rows) == {"a"} and float(rows["a"]["mfp"]) == pytest.approx(2 / 29)
+    second = described(folder, "second", "runs/a/m.keras", .30, preprocessing="z_normalization")
+    result = report.make_report([first, second, stable], tmp_path / "out2")
+    rows = read_csv(tmp_path / "out2" / "report.csv")
+    assert set(rows) == {"a [preprocessing none]", "a [preprocessing z_normalization]",
+                         "a [preprocessing not recorded]"}
+    assert float(rows["a [preprocessing not recorded]"]["mfp"]) == pytest.approx(2 / 29)
+    assert float(rows["a [preprocessing z_normalization]"]["clean_error"]) == pytest.approx(.30)
+    (warning,) = [w for w in result["warnings"] if "records no" in w]
+    assert warning == (f"{stable}: the stability of runs/a/m.keras records no preprocessing, and the same "
+                       f"model file was evaluated with several: robustness {first} (runs/a/m.keras) with "
+                       f"preprocessing none; robustness {second} (runs/a/m.keras) with preprocessing "
+                       f"z_normalization; not merged with any: shown as 'a [preprocessing not recorded]'")
+
+
+def test_a_baseline_file_is_the_input_row_of_its_own_settings(tmp_path):
+    """--baseline r_z.json among inputs holding the same file with preprocessing none (errors
+    .2 .. .6 per corruption) and z_normalization (.4 .. .8): the baseline is the z_normalization row,
+    so the other row's CE is 2.0 / 3.0 on every corruption."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    plain = described(folder, "r_none", "runs/a/m.keras", .10)
+    other = described(folder, "r_z", "runs/a/m.keras", .30, preprocessing="z_normalization")
+    result = report.make_report([plain, other], tmp_path / "out", baseline=str(other))
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert rows["a [preprocessing none]"]["ce_baseline"] == "a [preprocessing z_normalization]"
+    assert float(rows["a [preprocessing none]"]["mce"]) == pytest.approx(2.0 / 3.0)
+    assert float(rows["a [preprocessing z_normalization]"]["mce"]) == pytest.approx(1.0)
+    assert result["baseline"] == "a [preprocessing z_normalization]"
