@@ -26,8 +26,9 @@ blended with ImageNet-C's weights. Documented in docs/CORRUPTIONS.md, shown by `
 
 glass_blur is vectorised: Hendrycks' per-pixel loop (a one-way copy A <- B at random offsets, run
 bottom-right to top-left, each step seeing the copies made before it) is computed for the whole
-image at once by following the copy chains (:func:`glass_shuffle`); identical to the loop for the
-same offsets (tested against ``bench/reference_corruptions.py``).
+image at once by following the copy chains (:func:`glass_pass`, on the flat source indices of
+:func:`glass_sources`); identical to the loop for the same offsets (tested against
+``bench/reference_corruptions.py``).
 """
 
 from __future__ import annotations
@@ -224,40 +225,92 @@ def _glass_geometry(height: int, width: int, delta: int):
     return visited, rank_of, ranks
 
 
+def glass_sources(shape_hw, delta, iterations, rng) -> np.ndarray:
+    """The flat source index ``visited + dy W + dx`` of every visit of every pass: (iterations,
+    visits) intp in visiting order, for the offsets (dx, dy) of :func:`glass_offsets` -- the same
+    draws, leaving ``rng`` in the same state.
+
+    On glass_offsets' fast path (PCG64, a power-of-two span 2 delta, no buffered half) the pair
+    (dx, dy) of a visit is the low and the high 32-bit half of one raw 64-bit output, each value
+    being its half's top log2(2 delta) bits minus delta. Both are shifted straight out of the
+    64-bit words and combined into the flat index in int64 arithmetic, exact for any image this
+    size; one pass over the words instead of byte views, an int8 array and a widening per pass."""
+    height, width = shape_hw
+    visited = _glass_geometry(height, width, delta)[0]
+    span = 2 * delta
+    if (span & (span - 1) or span > 128 or type(rng.bit_generator) is not np.random.PCG64
+            or rng.bit_generator.state["has_uint32"]):
+        offsets = glass_offsets(shape_hw, delta, iterations, rng)
+        sources = np.multiply(offsets[..., 1], width, dtype=np.intp)
+        sources += offsets[..., 0]
+        sources = sources.reshape(iterations, visited.size)
+    else:
+        words = rng.bit_generator.random_raw(iterations * visited.size)  # = raw_words32's draw
+        bits = span.bit_length() - 1  # the value's bits at the top of each 32-bit half
+        sources = np.right_shift(words, np.uint64(64 - bits)).view(np.int64)  # dy + delta
+        sources *= width
+        words >>= np.uint64(32 - bits)
+        words &= np.uint64(span - 1)  # dx + delta
+        sources += words.view(np.int64)
+        sources -= delta * (width + 1)  # (dy W + dx), each less delta
+        sources = sources.reshape(iterations, visited.size)
+    sources += visited
+    return sources
+
+
 def glass_shuffle(x: np.ndarray, delta: int, offsets: np.ndarray) -> np.ndarray:
-    """One pass of ImageNet-C's pixel loop, vectorised. ``x``: H x W (x C); ``offsets`` (rows, cols, 2).
+    """One pass of ImageNet-C's pixel loop, vectorised. ``x``: H x W (x C); ``offsets`` (rows, cols, 2)
+    (one pass of :func:`glass_offsets`); the work is :func:`glass_pass`."""
+    height, width = x.shape[:2]
+    if offsets.shape[0] == 0 or offsets.shape[1] == 0:
+        return x.copy()
+    source = np.multiply(offsets[..., 1], width, dtype=np.intp)  # offsets may be int8
+    source += offsets[..., 0]
+    source = source.reshape(-1)
+    source += _glass_geometry(height, width, delta)[0]
+    return glass_pass(x, delta, source)
+
+
+def glass_pass(x: np.ndarray, delta: int, source: np.ndarray) -> np.ndarray:
+    """One pass of ImageNet-C's pixel loop for the flat source index of every visit (visiting order;
+    one row of :func:`glass_sources`, overwritten).
 
     The loop visits (h, w) for h = H-delta..delta+1 and w = W-delta..delta+1 (descending) and sets
     x[h, w] = x[h + dy, w + dx] (the "swap" is a one-way copy). The source value is the original
     one unless the source pixel was visited earlier, in which case it is what that visit copied:
     following each pixel's chain of earlier-visited sources to its end gives the loop's result.
-    Chains are followed for all pixels at once by pointer doubling (log2 of the longest chain steps).
-    The visited pixels form the rectangle delta+1..H-delta x delta+1..W-delta, written as one slice.
+    Chains are followed by pointer doubling (log2 of the longest chain steps), on the visits whose
+    source was visited earlier only: every other pointer is its own end and never moves.
+    For delta = 1 there are none: dx, dy lie in {-1, 0}, so a source is the visit itself or a pixel
+    above or left of it, visited later (or never). The visited pixels form the rectangle
+    delta+1..H-delta x delta+1..W-delta, written as one slice.
     """
     height, width = x.shape[:2]
-    rows, columns = offsets.shape[:2]
-    if rows == 0 or columns == 0:
+    rows, columns = height - 2 * delta, width - 2 * delta
+    if rows <= 0 or columns <= 0:
         return x.copy()
-    visited, rank_of, ranks = _glass_geometry(height, width, delta)
-    source = np.multiply(offsets[..., 1], width, dtype=np.intp)  # offsets may be int8
-    source += offsets[..., 0]
-    source = source.reshape(-1)
-    source += visited  # flat index of every visit's source pixel
-    # Step to the source's visit if it came earlier (a smaller rank); else the chain ends here. A
-    # never-visited source has rank n, larger than every own rank, so the step is a minimum.
-    pointer = np.minimum(rank_of.take(source), ranks)
-    # Every pointer is at most its own rank, so a jump never raises one: the pointers are all final
-    # when a jump leaves their sum unchanged (one reduction instead of a comparison per step).
-    total = pointer.sum()
-    while True:
-        jumped = pointer.take(pointer)
-        jumped_total = jumped.sum()
-        if jumped_total == total:
-            break
-        pointer, total = jumped, jumped_total
-    # The chain's end reads its source's original value.
+    if delta > 1:
+        _, rank_of, ranks = _glass_geometry(height, width, delta)
+        # Step to the source's visit if it came earlier (a smaller rank); else the chain ends here.
+        # A never-visited source has rank n, larger than every own rank, so the step is a minimum.
+        pointer = np.minimum(rank_of.take(source), ranks)
+        moved = np.flatnonzero(pointer != ranks)  # visits whose chain goes on
+        if moved.size:
+            targets = pointer.take(moved)
+            # Every pointer is at most its own rank, so a jump never raises one: the pointers are
+            # all final when a jump leaves their sum unchanged (one reduction, not a comparison).
+            total = targets.sum()
+            while True:
+                jumped = pointer.take(targets)
+                jumped_total = jumped.sum()
+                if jumped_total == total:
+                    break
+                pointer[moved] = jumped
+                targets, total = jumped, jumped_total
+            # The chain's end reads its source's original value (an end is not among ``moved``).
+            source[moved] = source.take(targets)
     flat = x.reshape(height * width, *x.shape[2:])
-    values = flat.take(source.take(pointer), axis=0).reshape(rows, columns, *x.shape[2:])
+    values = flat.take(source, axis=0).reshape(rows, columns, *x.shape[2:])
     out = x.copy()
     out[delta + 1:height - delta + 1, delta + 1:width - delta + 1] = values[::-1, ::-1]
     return out
@@ -271,14 +324,14 @@ def glass_blur(image, severity, rng, param_set=None, **_options):
     _check_param_set(param_set, "glass_blur")
     sigma, delta, iterations = glass_parameters(severity, param_set, image.shape[0])
     blurred = corruptions.gaussian_blur_op(corruptions.to_float01(image), sigma)
-    offsets = glass_offsets(image.shape[:2], delta, iterations, rng)
+    sources = glass_sources(image.shape[:2], delta, iterations, rng)
     blurred *= np.float32(255.0)
     x = blurred.astype(np.uint8)  # truncation
     rgb = x.shape[2] == 3
     if rgb:
         x = cv2.cvtColor(x, cv2.COLOR_RGB2RGBA).view(np.uint32)[..., 0]
-    for iteration in range(iterations):
-        x = glass_shuffle(x, delta, offsets[iteration])
+    for source in sources:
+        x = glass_pass(x, delta, source)
     if rgb:
         x = cv2.cvtColor(x[..., None].view(np.uint8), cv2.COLOR_RGBA2RGB)
     return _floor_in_place(corruptions.gaussian_blur_op(corruptions.to_float01(x), sigma))

@@ -162,6 +162,28 @@ def test_glass_offsets_equal_numpy_integers(delta):
         assert rng.random(3).tolist() == expected_rng.random(3).tolist()
 
 
+@pytest.mark.parametrize("delta", [1, 2, 3, 4])
+def test_glass_sources_equal_offsets(delta):
+    """glass_sources (the flat source index of every visit, straight from PCG64's raw words) gives
+    visited + dy W + dx of glass_offsets' offsets and leaves the generator in the same state; also
+    on the fallback paths (an odd span, a buffered 32-bit half, another bit generator)."""
+    shape = (100, 90)
+    visited = corruptions_imagenet._glass_geometry(*shape, delta)[0]
+    for seed in range(3):
+        def make():
+            if seed == 2:
+                return np.random.Generator(np.random.MT19937(seed))
+            rng = np.random.default_rng(seed)
+            if seed == 1:
+                rng.integers(0, 5, dtype=np.int32)
+            return rng
+        expected_rng, rng = make(), make()
+        offsets = corruptions_imagenet.glass_offsets(shape, delta, 3, expected_rng).astype(np.intp)
+        expected = (offsets[..., 1] * shape[1] + offsets[..., 0]).reshape(3, -1) + visited
+        np.testing.assert_array_equal(corruptions_imagenet.glass_sources(shape, delta, 3, rng), expected)
+        assert rng.random(3).tolist() == expected_rng.random(3).tolist()
+
+
 def test_glass_scaled_parameters():
     # scaled at 100 px: sigma x 100/224, delta rounded (at least 1), iterations unchanged
     assert corruptions_imagenet.glass_parameters(5, "scaled", 100) == pytest.approx((1.5 * 100 / 224, 2, 2))
