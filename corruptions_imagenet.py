@@ -438,37 +438,81 @@ def snow(image, severity, rng, param_set=None, motion_backend="numpy", **_option
     return _floor_in_place(_blend_snow(x, base, flakes, blend))
 
 
-def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
-    """Diamond-square plasma on a ``map_size`` x ``map_size`` grid (a power of 2), in [0, 1].
+@functools.lru_cache(maxsize=16)
+def _plasma_wibbles(levels: int, wibble_decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per draw of :func:`plasma_fractal` (3 n^2 per scale), the scale's 2 wibble and wibble: the
+    same floats as the per-scale loop makes (100, then divided by ``wibble_decay`` per scale), so
+    that all draws are transformed at once. Read-only, cached."""
+    counts = [3 * 4 ** level for level in range(levels)]
+    wibbles, wibble = [], 100.0
+    for _ in range(levels):
+        wibbles.append(wibble)
+        wibble /= wibble_decay
+    twice = np.repeat([w - -w for w in wibbles], counts)  # (wibble - -wibble), as rng.uniform's span
+    once = np.repeat(wibbles, counts)
+    for array in (twice, once):
+        array.setflags(write=False)
+    return twice, once
 
-    ImageNet-C's ``plasma_fractal``: start at 0, at each scale fill square centres then diamond
-    points with the mean of their neighbours (wrapping) plus U(-wibble, wibble) * wibble, wibble
-    starting at 100 and divided by ``wibble_decay`` per scale. Draws from ``rng`` only.
 
-    Computed scale by scale on contiguous arrays: the corners carry one wrapped row and column, so
-    the wrapping neighbours are slices, and all uniforms come from one ``rng.random`` call (the
-    same stream as the per-scale ``rng.uniform`` calls, transformed as numpy does: -w + 2w u). The
-    same float64 sums in the same order, so the same values (tested against the grid version).
-    """
-    if map_size & (map_size - 1):
-        raise ValueError(f"plasma map size must be a power of 2, got {map_size}")
-    levels = map_size.bit_length() - 1
-    draws = rng.random(4 ** levels - 1)  # 3 n^2 per scale for n = 1, 2, 4, ..., map_size / 2
+_PLASMA_SCALAR_LEVELS = 2
+
+
+def _plasma_start(noise: list, levels: int) -> list:
+    """The first ``levels`` scales of :func:`_plasma_map` in Python floats: the (2^levels + 1)-square
+    grid (corners plus a wrapped last row and column) from the transformed draws ``noise``.
+    Python's float + and * are the IEEE double operations of numpy's float64 ufuncs, and every sum
+    is made in the array code's order: centre ((C00 + C10) + (C01 + C11)) / 4 + u, "left" edge
+    (((M + M_up) + C00) + C01) / 4 + u, "top" edge (((M + M_left) + C00) + C10) / 4 + u."""
+    padded = [[0.0, 0.0], [0.0, 0.0]]
     used = 0
-    padded = np.zeros((2, 2))  # the corners C (n x n) plus a wrapped last row and column
-    wibble = 100.0
     for level in range(levels):
         n = 1 << level
         size = n * n
-        noise = draws[used:used + 3 * size] * (wibble - -wibble)  # rng.uniform(-w, w) = -w + (2w) u
+        centres = [[((padded[i][j] + padded[i + 1][j]) + (padded[i][j + 1] + padded[i + 1][j + 1])) * 0.25
+                    + noise[used + i * n + j] for j in range(n)] for i in range(n)]
+        left = [[(((centres[i][j] + centres[i - 1][j]) + padded[i][j]) + padded[i][j + 1]) * 0.25
+                 + noise[used + size + i * n + j] for j in range(n)] for i in range(n)]
+        top = [[(((centres[i][j] + centres[i][j - 1]) + padded[i][j]) + padded[i + 1][j]) * 0.25
+                + noise[used + 2 * size + i * n + j] for j in range(n)] for i in range(n)]
         used += 3 * size
-        noise += -wibble
-        noise *= wibble
+        grown = []
+        for i in range(n):
+            grown.append([value for j in range(n) for value in (padded[i][j], left[i][j])])
+            grown.append([value for j in range(n) for value in (top[i][j], centres[i][j])])
+        grown.append(list(grown[0]))  # wrapped row, then column
+        for row in grown:
+            row.append(row[0])
+        padded = grown
+    return padded
+
+
+def _plasma_map(map_size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
+    """:func:`plasma_fractal` before its normalisation to [0, 1] (a fresh float64 array)."""
+    if map_size & (map_size - 1):
+        raise ValueError(f"plasma map size must be a power of 2, got {map_size}")
+    levels = map_size.bit_length() - 1
+    noise = rng.random(4 ** levels - 1)  # 3 n^2 per scale for n = 1, 2, 4, ..., map_size / 2
+    # rng.uniform(-w, w) * w for every draw: (-w + (2w) u) * w, in numpy's order, scale by scale's w.
+    twice, once = _plasma_wibbles(levels, float(wibble_decay))
+    noise *= twice
+    noise -= once  # + (-w): the same rounding
+    noise *= once
+    # The first scales (n = 1, 2: 15 values) in Python floats, each numpy call costing more than
+    # the arithmetic there; the same IEEE double operations in the same order (_plasma_start).
+    start = min(levels, _PLASMA_SCALAR_LEVELS)
+    used = 4 ** start - 1
+    padded = np.array(_plasma_start(noise[:used].tolist(), start))
+    if start == levels:  # the last scale carries no wrapped row and column (map size 1: none ran)
+        return padded[:map_size, :map_size].copy() if levels else padded
+    for level in range(start, levels):
+        n = 1 << level
+        size = n * n
         corners = padded[:n, :n]
         pair = padded[:n] + padded[1:]  # C[i, j] + C[i + 1, j], wrapped column included
         centres = pair[:, :-1] + pair[:, 1:]  # ... + (C[i, j + 1] + C[i + 1, j + 1])
         centres *= 0.25  # / 4: a power of two, so the same correctly rounded value, and faster
-        centres += noise[:size].reshape(n, n)
+        centres += noise[used:used + size].reshape(n, n)
         shifted = np.empty((n + 1, n + 1))  # the centres with a wrapped row and column in front
         shifted[1:, 1:] = centres
         shifted[0, 1:] = centres[-1]
@@ -480,7 +524,8 @@ def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator)
         edges[0] += padded[:n, 1:]  # + C[i, j + 1]
         edges[1] += padded[1:, :n]  # + C[i + 1, j]
         edges *= 0.25
-        edges += noise[size:].reshape(2, n, n)
+        edges += noise[used + size:used + 3 * size].reshape(2, n, n)
+        used += 3 * size
         last = level == levels - 1  # the final map needs no wrapped row and column
         side = 2 * n
         grown = np.empty((side, side) if last else (side + 1, side + 1))
@@ -492,10 +537,26 @@ def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator)
             grown[side, :side] = grown[0, :side]
             grown[:, side] = grown[:, 0]
         padded = grown
-        wibble /= wibble_decay
-    padded -= padded.min()
-    padded /= padded.max()
     return padded
+
+
+def plasma_fractal(map_size: int, wibble_decay: float, rng: np.random.Generator) -> np.ndarray:
+    """Diamond-square plasma on a ``map_size`` x ``map_size`` grid (a power of 2), in [0, 1].
+
+    ImageNet-C's ``plasma_fractal``: start at 0, at each scale fill square centres then diamond
+    points with the mean of their neighbours (wrapping) plus U(-wibble, wibble) * wibble, wibble
+    starting at 100 and divided by ``wibble_decay`` per scale. Draws from ``rng`` only.
+
+    Computed scale by scale on contiguous arrays (:func:`_plasma_map`): the corners carry one
+    wrapped row and column, so the wrapping neighbours are slices, and all uniforms come from one
+    ``rng.random`` call (the same stream as the per-scale ``rng.uniform`` calls), transformed at
+    once as numpy does, (-w + 2w u) * w, with each scale's w (:func:`_plasma_wibbles`). The same
+    float64 sums in the same order, so the same values (tested against the grid version).
+    """
+    plasma = _plasma_map(map_size, wibble_decay, rng)
+    plasma -= plasma.min()
+    plasma /= plasma.max()
+    return plasma
 
 
 def next_power_of_two(n: int) -> int:
@@ -504,25 +565,26 @@ def next_power_of_two(n: int) -> int:
 
 def fog(image, severity, rng, param_set=None, **_options):
     """x + strength * plasma (map of the next power of 2 of the larger side, cropped to H x W),
-    rescaled by max(x) / (max(x) + strength). Float64 per channel plane, returned as uint8 (the
-    final clip and floor of docs/BENCHMARK.md §2.2)."""
+    rescaled by max(x) / (max(x) + strength). Float64 on the whole image (the haze repeated per
+    channel by ``cv2.merge``), returned as uint8 (the final floor of docs/BENCHMARK.md §2.2).
+
+    No clip is needed: 0 <= plasma <= 1, so 0 <= h = fl(strength plasma) <= strength, and
+    0 <= x <= peak = max(x); rounding is monotone, so fl(x + h) <= fl(peak + strength) = d, then
+    fl(fl(x + h) peak) <= fl(d peak) <= d (peak <= 1) and the quotient by d is at most fl(d / d) = 1."""
     _check_param_set(param_set, "fog")
     strength, decay = (FOG_64 if param_set == "imagenet64" else FOG)[severity - 1]
     height, width = image.shape[:2]
     peak = _UNIT64_LUT[image.max()]  # max(x): the table is increasing
-    plasma = plasma_fractal(next_power_of_two(max(height, width)), decay, rng)[:height, :width]
-    haze = strength * plasma
-    denominator = peak + strength
-    planes = []
-    for plane in cv2.split(image):
-        x = cv2.LUT(plane, _UNIT64_LUT)  # float64 levels; twice as fast as numpy's take
-        x += haze
-        x *= peak
-        x /= denominator  # (x + strength plasma) * peak / (peak + strength), in that order
-        np.clip(x, 0.0, 1.0, out=x)
-        x *= 255.0
-        planes.append(x.astype(np.uint8))
-    return cv2.merge(planes).reshape(image.shape)
+    haze = strength * plasma_fractal(next_power_of_two(max(height, width)), decay, rng)[:height, :width]
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if channels > 1:
+        haze = cv2.merge([haze] * channels)
+    x = cv2.LUT(image, _UNIT64_LUT).reshape(haze.shape)  # float64 levels; faster than numpy's take
+    x += haze
+    x *= peak
+    x /= peak + strength  # (x + strength plasma) * peak / (peak + strength), in that order
+    x *= 255.0
+    return x.astype(np.uint8).reshape(image.shape)
 
 
 def frost_plane(shape_hw, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
