@@ -198,6 +198,11 @@ def _class_token(name) -> str:
     return _meta_value(canonical_name(str(name)) or str(name).strip().lower())
 
 
+# The note checkpoints.py adds to a run.json's preprocessing mode when it is computed as the mode
+# given by --preprocessing would be (docs/BENCHMARK.md §4.4).
+DEFAULT_PREPROCESSING_NOTE = " (mean order correct, RGB input)"
+
+
 def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=None, restrict=None,
                         adapted=None) -> dict[str, str]:
     """The settings as metadata values (one whitespace-free token each), for the known ones only.
@@ -210,6 +215,9 @@ def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=Non
     """
     out = {}
     if preprocessing and not str(preprocessing).startswith("n/a"):
+        # A run.json's mode with the default mean order and RGB input is the flag's mode itself
+        # (checkpoints.py labels it "MODE (mean order correct, RGB input)"): one value for both.
+        preprocessing = str(preprocessing).removesuffix(DEFAULT_PREPROCESSING_NOTE)
         out["preprocessing"] = _meta_value(preprocessing)
     if input_shape and all(input_shape):
         out["input"] = "x".join(str(int(value)) for value in input_shape)

@@ -567,6 +567,13 @@ def test_other_settings_on_the_two_sides_are_two_rows_and_one_warning(tmp_path, 
 @pytest.mark.parametrize("robust_info, stable_meta, suffixes", [
     # input size
     ({}, " input=64x64x3", ("input 32x32x3", "input 64x64x3")),
+    # preprocessing: a run.json's mode with the default mean order and RGB input is the flag's mode;
+    # the swapped mean order of the original's checkpoints is another computation
+    ({"preprocessing": "full_normalization (mean order correct, RGB input)"},
+     " preprocessing=full_normalization", None),
+    ({"preprocessing": "full_normalization (mean order swapped, RGB input)"},
+     " preprocessing=full_normalization",
+     ("preprocessing full_normalization_(mean_order_swapped,_RGB_input)", "preprocessing full_normalization")),
     # class order: a synonym is the same class; another order is another evaluation
     ({"output_classes": ["surprise", "scared", "disgust", "happy", "sad", "angry", "neutral"]},
      f" class_order={RAFDB_ORDER}", None),
