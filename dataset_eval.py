@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+import corruptions
+
 import datasets
 from cli_common import UserError
 from datasets.base import LabelSet
@@ -168,7 +170,12 @@ def corrupted_units(data, labels: LabelSet, corrupted: Path, pairs: Sequence[tup
         listed = ", ".join(f"{c}.{s}" for c, s in missing[:5]) + (" ..." if len(missing) > 5 else "")
         if not allow_missing:
             how = (f"rafdb_aug_dataset.py export --dataset folder --data {data.root}" if data.name == "folder"
-                   else f"ferplus_aug_dataset.py export --dataset {data.name}")
+                   else f"ferplus_aug_dataset.py export --dataset {data.name} --data {data.root}")
+            how += f" --out {corrupted}" + ("" if labels.split == "test" else f" --split {labels.split}")
+            families = sorted({corruptions.family(c) for c, _ in missing} - {"rafdb"})
+            if families:  # a held-out set is exported on its own, with its parameter set
+                how += (f" --corruption-set {families[0] if len(families) == 1 else 'all'} "
+                        f"--param-set <the one the exported sets used>")
             raise UserError(f"{corrupted}: {len(missing)} corrupted set(s) missing ({listed}) (evaluate only what "
                             f"was exported with --corruptions/--severities, export the rest with {how}, or pass "
                             "--allow-missing to evaluate what exists)")

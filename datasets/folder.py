@@ -85,6 +85,14 @@ def _refuse_broken_link(path: Path) -> None:
                         "remove it or restore its target")
 
 
+def _has_split_dirs(folder: Path) -> bool:
+    """Whether ``folder`` holds split folders (two spellings of one split count: it still does)."""
+    try:
+        return bool(_split_dirs(folder))
+    except UserError:
+        return True
+
+
 def _no_split_hint(root: Path) -> str:
     """Why a root without split folders may look as it does: split folders spelt in capitals, or
     class folders straight under the root (CK+ and similar ship so)."""
@@ -94,7 +102,7 @@ def _no_split_hint(root: Path) -> str:
         return f" (found {', '.join(f'{name}/' for name in capitals)}: split folder names are lower case)"
     if (root / "basic" / "Image").is_dir():
         return " (this looks like RAF-DB's own layout: use --dataset rafdb)"
-    below = [root / name for name in names if _split_dirs(root / name)]
+    below = [root / name for name in names if _has_split_dirs(root / name)]
     if below:
         return f" (found split folders in {below[0]}: use --data {below[0]})"
     classes = [name for name in names if canonical_name(name) is not None or name.isdigit()]
@@ -173,9 +181,10 @@ class FolderDataset(Dataset):
         self.splits = _split_dirs(self.root)
         if not self.splits:
             raise UserError(f"{self.root}: no train/, val/ or test/ folder{_no_split_hint(self.root)}\n{EXPECTED_LAYOUT}")
-        used = {path.name for path in self.splits.values()}
+        # samefile: on a case-insensitive file system (macOS, Windows) root/train is Train/ itself
         ignored = [entry.name for entry in sorted(self.root.iterdir())
-                   if entry.is_dir() and not entry.name.startswith(".") and entry.name not in used]
+                   if entry.is_dir() and not entry.name.startswith(".")
+                   and not any(os.path.samefile(entry, path) for path in self.splits.values())]
         if ignored:
             LOG.warning("%s: %s ignored (not a split folder: %s)", self.root,
                         ", ".join(f"{name}/" for name in ignored),
@@ -302,7 +311,8 @@ class FolderDataset(Dataset):
 
     def image_path(self, image_id: str) -> Path:
         parts = image_id.split("/")
-        if len(parts) < 3 or parts[0] not in SPLIT_FOLDERS.values() or ".." in parts or "" in parts:
+        split_names = {path.name for path in self.splits.values()}  # val/, valid/ or validation/
+        if len(parts) < 3 or parts[0] not in split_names or ".." in parts or "" in parts:
             raise UserError(f"{image_id!r}: not an image id of {self.root} (expected <split>/<class>/<file>)")
         return self.root / image_id
 

@@ -309,10 +309,23 @@ def test_validation_folder_spellings(tmp_path, spelling, caplog):
     data = datasets.get("folder", root)
     assert data.has_validation and data.split_name("validation") == spelling
     assert data.labels("validation").names == [f"{spelling}/happy/b.png"]
+    # the image is read from the folder it lies in (pixel value 2, written above)
+    assert (data.read_image(f"{spelling}/happy/b.png") == 2).all()
     assert data.labels("test").names == ["test/happy/c.png"]
     assert f"{root}: images/ ignored (not a split folder" in caplog.text
+    assert f"{spelling}/ ignored" not in caplog.text and "train/ ignored" not in caplog.text
     _image(root / "val/happy/e.png", 5)
     with pytest.raises(UserError, match=rf"both val/ and {spelling}/ would be the validation split"):
+        datasets.get("folder", root)
+
+
+def test_a_nested_tree_with_two_validation_spellings_is_pointed_to(tmp_path):
+    """The hint for a tree one level down looks into it: two validation spellings there are that
+    tree's problem, reported when it is read, not in place of the hint about the parent."""
+    root = tmp_path / "download"
+    for split in ("train", "val", "valid", "test"):
+        _image(root / f"faces/{split}/happy/a.png", 1)
+    with pytest.raises(UserError, match=rf"found split folders in {root / 'faces'}: use --data {root / 'faces'}"):
         datasets.get("folder", root)
 
 
@@ -364,7 +377,9 @@ def test_missing_corrupted_sets_say_which_export_makes_them(tmp_path, dataset):
         how = f"rafdb_aug_dataset.py export --dataset folder --data {root}"
     else:
         root = synthetic_faces.write_fer_sample(tmp_path / "FERPlus", n_train=7, n_public=7, n_private=7, seed=0)
-        how = "ferplus_aug_dataset.py export --dataset fer2013"
+        how = f"ferplus_aug_dataset.py export --dataset fer2013 --data {root}"
+    # fog is a held-out ImageNet-C corruption: exported with its set and parameter set
+    how += f" --out {tmp_path / 'out'} --corruption-set imagenet-extra --param-set <the one the exported sets used>"
     data = datasets.get(dataset, root)
     prefix = "faces.test" if dataset == "folder" else "fer2013.PublicTest"
     (tmp_path / "out" / f"{prefix}.gaussian_noise.1").mkdir(parents=True)  # one set exported, not the two asked
