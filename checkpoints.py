@@ -141,10 +141,7 @@ def find_checkpoints(path: str | Path) -> list[Path]:
     if saved_model is not None and (path.is_file() or _best_in_run(path) is None):
         raise saved_model
     if path.is_file():
-        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-            model_files.model_format(path)  # names a PyTorch file and how to export it
-            raise UserError(f"{path}: expected a model file ending in "
-                            f"{', '.join(CHECKPOINT_SUFFIXES)}")
+        model_files.model_format(path)  # UserError for another suffix (a PyTorch file: how to export it)
         return [path]
     best = _best_in_run(path)
     if best is not None:
@@ -163,6 +160,10 @@ def find_checkpoints(path: str | Path) -> list[Path]:
                             if child.is_file() and child.suffix.lower() in CHECKPOINT_SUFFIXES)
         hint = (f"; a folder is searched for training runs only: give other model files one by one "
                 f"(it holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''})" if others else "")
+        torch_files = sorted(child for child in path.iterdir()
+                             if child.is_file() and child.suffix.lower() in model_files.PYTORCH_SUFFIXES)
+        if not others and torch_files:
+            hint = f"; it holds {torch_files[0].name}: {model_files.pytorch_file_message(torch_files[0]).split(': ', 1)[1]}"
         raise UserError(f"{path}: no checkpoint.NN.hdf5 found in it or in its run directories "
                         f"(expected <runs>/<run>/checkpoint.NN.hdf5){hint}")
     return found

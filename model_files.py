@@ -65,7 +65,7 @@ SKOPS_SUFFIXES = (".skops",)
 MODEL_SUFFIXES = KERAS_SUFFIXES + TFLITE_SUFFIXES + ONNX_SUFFIXES + SKOPS_SUFFIXES
 PICKLE_SUFFIXES = (".pickle", ".pkl")
 # PyTorch checkpoints and weight files: refused with how to export the model (see model_format).
-PYTORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+PYTORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pt2", ".safetensors")
 
 # A row of a probability output sums to 1 within this; otherwise the output is taken for logits.
 PROBABILITY_TOLERANCE = 1e-3
@@ -122,9 +122,15 @@ def model_data_files(path: str | Path) -> list[Path]:
                             f"folder; ONNX external data must lie beside the .onnx file")
         target = path.parent / location
         if not target.is_file():
+            renamed = path.parent / (path.name + ".data")
+            hint = (f"; {renamed.name} is there, but the data file's name is recorded inside the .onnx "
+                    f"file: give it back the name {location!r} (or rename both files together with "
+                    f"onnx.save_model(..., location=...))"
+                    if renamed.is_file() and renamed.name != location else
+                    ": keep the data file beside the .onnx file when copying the model "
+                    "(torch.onnx.export writes both)")
             raise UserError(f"{path}: its weights are stored in the external data file "
-                            f"{location!r}, which is not in {path.parent}/: keep the data file beside "
-                            f"the .onnx file when copying the model (torch.onnx.export writes both)")
+                            f"{location!r}, which is not in {path.parent}/{hint}")
         files.append(target)
     return files
 
@@ -189,6 +195,27 @@ def _first_line(error: BaseException) -> str:
     return (text.splitlines() or [""])[0][:300]
 
 
+def pytorch_file_message(path: str | Path) -> str:
+    """Why a PyTorch file is not evaluated, and how to export it to ONNX (docs/MODELS.md)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        what = "holds weights only, without the network's code"
+        load = "load the weights into the network where its code is defined"
+    elif suffix == ".pt2":
+        what = "is a torch.export program, which needs PyTorch to run"
+        load = f"load it with torch.export.load('{path.name}').module()"
+    else:
+        what = ("is a pickle (loading it runs code stored in the file) holding weights or a module "
+                "that needs the network's code, or a TorchScript module that needs PyTorch")
+        load = ("load it where the network's code is defined (torch.jit.load for TorchScript)")
+    return (f"{path}: a PyTorch {suffix} file cannot be evaluated here: it {what}. Export the model to "
+            f"ONNX instead: {load}, then torch.onnx.export(model.eval(), torch.zeros(1, 3, H, W), "
+            f"'model.onnx', input_names=['image'], dynamic_axes={{'image': {{0: 'batch'}}}}), and pass the "
+            f".onnx file (with its model.onnx.data, if written) with --preprocessing and --class-order; or "
+            f"pass the model's predictions as a CSV with --predictions (docs/MODELS.md, 'PyTorch models')")
+
+
 def model_format(path: str | Path) -> str:
     """'keras', 'tflite', 'onnx' or 'skops' from the file name (UserError otherwise)."""
     path = Path(path)
@@ -202,13 +229,7 @@ def model_format(path: str | Path) -> str:
         if suffix in suffixes:
             return name
     if suffix in PYTORCH_SUFFIXES:
-        raise UserError(f"{path}: a PyTorch {suffix} file cannot be evaluated directly: it holds "
-                        f"weights without the network's code, and loading it unpickles (runs code "
-                        f"stored in the file). Export the model to ONNX where its code is defined, "
-                        f"e.g. torch.onnx.export(model.eval(), torch.zeros(1, 3, H, W), 'model.onnx', "
-                        f"input_names=['image'], dynamic_axes={{'image': {{0: 'batch'}}}}), and pass "
-                        f"the .onnx file with --preprocessing and --class-order; or pass the model's "
-                        f"predictions as a CSV with --predictions (docs/MODELS.md, 'PyTorch models')")
+        raise UserError(pytorch_file_message(path))
     raise UserError(f"{path}: unknown model format {suffix or '(no suffix)'}; expected one of "
                     f"{', '.join(MODEL_SUFFIXES)}")
 
@@ -716,6 +737,24 @@ class LiteRTRunner(Runner):
 
 _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                 "tensor(uint8)": np.uint8}
+_DOUBLE_HINT = ("; a PyTorch model exported in double precision: export it after model.float() with "
+                "a float32 example input")
+
+
+def _onnx_double_inputs(path: Path) -> list[str]:
+    """Names of an ONNX model's float64 graph inputs (not initializers); [] when the onnx package
+    is missing or cannot parse the file."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # ImportError, or a file onnx cannot parse: nothing to add
+        return []
+    weights = {tensor.name for tensor in graph.initializer}
+    return [value.name for value in graph.input if value.name not in weights
+            and value.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE]
+
+
 # Outputs of these types are class indices (an ArgMax), never scores.
 _ONNX_INDEX_TYPES = ("tensor(int64)", "tensor(int32)", "tensor(bool)")
 # Ops that only move or re-quantise values, walked through between an output and its Softmax.
@@ -797,7 +836,7 @@ class OnnxRunner(Runner):
                             f"(pip install -r requirements.txt): {error}") from None
         self.path = Path(path)
         options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: errors reach the user as exceptions, named
         # No busy-waiting between runs: the spinning intra-op threads would take the cores from the
         # input pipeline's decoding threads, which feed this session from the same CPUs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -808,6 +847,11 @@ class OnnxRunner(Runner):
             self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options,
                                                         providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception classes
+            double = _onnx_double_inputs(self.path)
+            if double:  # onnxruntime's CPU build has no float64 Conv: it fails before the check below
+                raise UserError(f"{self.path}: input {double[0]!r} has type tensor(double)"
+                                f"{_DOUBLE_HINT}; onnxruntime cannot load it ({type(error).__name__}: "
+                                f"{_first_line(error)})") from None
             raise UserError(f"{self.path}: cannot load as an ONNX model "
                             f"({type(error).__name__}: {str(error).strip()[:300]})") from None
         inputs = self.session.get_inputs()
@@ -842,8 +886,7 @@ class OnnxRunner(Runner):
                             f"({self._input.type}): {error}; only image batches NCHW or NHWC "
                             f"with 1 or 3 channels can be fed") from None
         if self._input.type not in _ONNX_DTYPES:
-            hint = ("; a PyTorch model exported in double precision: export it after model.float() "
-                    "with a float32 example input" if self._input.type == "tensor(double)" else "")
+            hint = _DOUBLE_HINT if self._input.type == "tensor(double)" else ""
             raise UserError(f"{self.path}: input {self._input.name!r} has type {self._input.type}"
                             f"; expected float, float16 or uint8{hint}")
         self.in_dtype = np.dtype(_ONNX_DTYPES[self._input.type])

@@ -842,7 +842,7 @@ def test_onnx_float64_input_is_told_to_export_in_float32(tmp_path):
     assert "model.float()" in str(caught.value)
 
 
-@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".bin"])
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".bin", ".pt2", ".safetensors"])
 def test_pytorch_files_are_refused_unopened_with_how_to_export(tmp_path, suffix):
     marker = tmp_path / "unpickled.txt"
     path = tmp_path / f"model{suffix}"
@@ -851,6 +851,43 @@ def test_pytorch_files_are_refused_unopened_with_how_to_export(tmp_path, suffix)
         checkpoints.find_checkpoints(path)
     message = str(caught.value)
     assert str(path) in message and "torch.onnx.export" in message and "--predictions" in message
+    assert ("pickle" in message) == (suffix not in (".pt2", ".safetensors"))  # safetensors is no pickle
+    assert ("torch.export.load('model.pt2')" in message) == (suffix == ".pt2")
     if suffix == ".pth":
         assert "torch.onnx.export" in evaluate_refused(path, tmp_path).stderr
+        # a folder holding only such a file names it, with the same advice
+        with pytest.raises(UserError, match=r"it holds model\.pth: a PyTorch \.pth file .* torch\.onnx\.export"):
+            checkpoints.find_checkpoints(tmp_path)
     assert not marker.exists()
+
+
+def test_onnx_float64_cnn_that_onnxruntime_cannot_load_is_told_to_export_in_float32(tmp_path):
+    """onnxruntime's CPU build has no float64 Conv: the session fails before the input check, and
+    the error still says what to do."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    kernel = np.ones((7, 3, SIZE, SIZE), np.float64) / (3 * SIZE * SIZE)
+    nodes = [helper.make_node("Conv", ["x", "k"], ["c"]),
+             helper.make_node("Flatten", ["c"], ["z"])]
+    graph = helper.make_graph(
+        nodes, "double_conv",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("z", TensorProto.DOUBLE, ["N", 7])],
+        initializer=[numpy_helper.from_array(kernel, "k")])
+    path = save_onnx(graph, tmp_path / "double_conv.onnx")
+    with pytest.raises(UserError) as caught:
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    message = str(caught.value)
+    assert str(path) in message and "'x' has type tensor(double)" in message and "model.float()" in message
+
+
+def test_onnx_renamed_external_data_file_is_told_to_keep_its_recorded_name(tmp_path):
+    (tmp_path / "a").mkdir()
+    path = external_data_onnx(tmp_path / "a" / "model.onnx", W, B)
+    renamed = tmp_path / "resnet.onnx"
+    path.rename(renamed)
+    (tmp_path / "a" / "model.onnx.data").rename(tmp_path / "resnet.onnx.data")
+    with pytest.raises(UserError) as caught:
+        model_files.model_sha256(renamed)
+    message = str(caught.value)
+    assert "resnet.onnx.data is there" in message and "give it back the name 'model.onnx.data'" in message
