@@ -34,9 +34,9 @@ from datasets.images import IMAGE_SUFFIXES, read_image
 
 LOG = logging.getLogger("fer.datasets")
 
-SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
-# Other spellings of a split folder that are read as it (one of them per tree).
+# The folder names read as each split (one of them per tree); the first is the one written.
 SPLIT_SYNONYMS = {"train": ("train",), "validation": ("val", "valid", "validation"), "test": ("test",)}
+SPLIT_FOLDERS = {split: spellings[0] for split, spellings in SPLIT_SYNONYMS.items()}
 CLASSES_FILE = "classes.txt"
 
 EXPECTED_LAYOUT = """expected layout (docs/DATASETS.md; `python3 rafdb_dataset.py sample --dataset folder --out DIR`
