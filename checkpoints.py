@@ -430,10 +430,9 @@ def refuse_misspelt_class_names(names: Sequence[str]) -> None:
     would silently leave the dataset's class out of the evaluation."""
     import difflib
 
-    vocabulary = sorted(set(CLASS_SYNONYMS) | {spelling for spellings in datasets_classes.SYNONYMS.values()
-                                               for spelling in spellings})
+    vocabulary = sorted(CLASS_SYNONYMS)  # every spelling of every emotion name
     for name in names:
-        if datasets_classes.canonical_name(name) is None and name not in CLASS_SYNONYMS:
+        if datasets_classes.canonical_name(name) is None:
             near = difflib.get_close_matches(name, vocabulary, n=1, cutoff=0.8)
             if near:
                 raise UserError(f"--class-order: {name!r} is no emotion name; did you mean {near[0]!r}? "
