@@ -468,12 +468,92 @@ def class_permutation(output_names: Sequence[str]) -> np.ndarray:
 _THREE_CHANNEL_MODES = ("vggface2", "z_normalization", "full_normalization")
 
 
+def preprocessing_setting(mode: str | None, mean_order: str = "correct", colour: str = "rgb",
+                          bgr_input: bool = False, *, in_model: bool = False) -> str:
+    """The canonical identity of a preprocessing computation: one whitespace-free token, the same
+    for every route that computes the same model input (docs/BENCHMARK.md §11.5). Written as the
+    ``preprocessing=`` of the predictions metadata and as ``preprocessing_setting`` of
+    ``Classifier.describe()``; report.py compares it (the display label is not compared).
+
+    ``MODE`` (``none`` for no/none) alone when the mode is computed as ``--preprocessing MODE``
+    computes it; otherwise what differs is added, ``+``-joined: ``mean_order=X`` (vggface2 only: no
+    other mode reads it), ``colour=Y`` (z_normalization only), ``bgr`` (the result handed over in BGR
+    order; never for none, which hands over the pixels as read). ``in_model``: the mode is applied
+    by the model itself (``MODE+in_model``; ``none`` when that mode is none). A Keras model whose
+    own leading layers were removed for the evaluation adds ``+without=<layer>,<layer>``
+    (:func:`preprocessing_setting_with`): it then computes something else than the file's graph.
+
+    ``preprocessing_setting("vggface2", "legacy-swapped", bgr_input=True)`` is
+    ``vggface2+mean_order=legacy-swapped+bgr``, what ``--eval-preprocessing legacy-vggface2``
+    computes; ``preprocessing_setting("z_normalization", colour="bgr-compat")`` is
+    ``z_normalization+colour=bgr-compat``.
+    """
+    mode = "none" if mode in (None, "", "no") else str(mode)
+    if in_model:
+        parts = ["none" if mode == "none" else f"{mode}+in_model"]
+    else:
+        parts = [mode]
+        if mode == "vggface2" and mean_order != "correct":
+            parts.append(f"mean_order={mean_order}")
+        if mode == "z_normalization" and colour != "rgb":
+            parts.append(f"colour={colour}")
+        if bgr_input and mode != "none":
+            parts.append("bgr")
+    return "_".join("+".join(parts).split())  # one token: the metadata line is split on whitespace
+
+
+# The display labels written before preprocessing_setting existed (a robustness JSON's
+# ``checkpoint.preprocessing``, a predictions file's ``preprocessing=``), matched in the metadata's
+# one-token form (whitespace as '_').
+_LABEL_FORMS = (
+    ("run.json", re.compile(r"^(?P<mode>[A-Za-z0-9_-]+?)_\(mean_order_(?P<order>[^,]+),_(?P<channels>RGB|BGR)_input\)$")),
+    ("run.json", re.compile(r"^(?P<mode>[A-Za-z0-9_-]+?)_\((?P<channels>RGB|BGR)_input\)$")),
+    ("legacy", re.compile(r"^legacy-vggface2_\(BGR,_swapped_means\)$")),
+    ("raw", re.compile(r"^none_\(raw_pixels.*\)$")),
+    ("in_model", re.compile(r"^(?P<mode>.+?)_\(inside_the_model\)$")),
+)
+
+
+def preprocessing_setting_from_label(label: str | None) -> str | None:
+    """The :func:`preprocessing_setting` an older display label describes (a result written before
+    the setting was recorded; as the label or as the metadata wrote it, whitespace as '_'):
+    ``MODE (mean order X, RGB input)`` and ``MODE (RGB input)`` (a run.json's mode),
+    ``legacy-vggface2 (BGR, swapped means)``, ``none (raw pixels ...)``, ``X (inside the model)``;
+    any other label as one token. Such labels never recorded run.json's ``colour``: a
+    z_normalization read from one is taken as rgb. None for no label or ``n/a ...`` (a predictions
+    file: not stated)."""
+    if label is None or str(label) == "" or str(label).startswith("n/a"):
+        return None
+    text = "_".join(str(label).split())
+    for kind, pattern in _LABEL_FORMS:
+        match = pattern.match(text)
+        if match is None:
+            continue
+        if kind == "run.json":
+            mode = PREPROCESSING_ALIASES.get(match["mode"], match["mode"])
+            if mode not in PREPROCESSING_CHOICES:
+                continue
+            return preprocessing_setting(mode, match.groupdict().get("order") or "correct",
+                                         bgr_input=match["channels"] == "BGR")
+        if kind == "legacy":
+            return preprocessing_setting("vggface2", "legacy-swapped", bgr_input=True)
+        if kind == "raw":
+            return "none"
+        return preprocessing_setting(match["mode"], in_model=True)
+    return "none" if text == "no" else text
+
+
 class _Preprocessor:
     """A picklable batch function float32 RGB (B, h, w, c) 0..255 -> model input."""
 
     def __init__(self, mode: str, mean_order: str = "correct", colour: str = "rgb",
                  bgr_input: bool = False):
         self.mode, self.mean_order, self.colour, self.bgr_input = mode, mean_order, colour, bgr_input
+
+    @property
+    def setting(self) -> str:
+        """Its :func:`preprocessing_setting`."""
+        return preprocessing_setting(self.mode, self.mean_order, self.colour, self.bgr_input)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         from models import preprocessing  # the project's formulas (BENCHMARK.md §4.4), not a copy
@@ -588,6 +668,15 @@ def _legacy_vggface2(images: np.ndarray) -> np.ndarray:
     return _Preprocessor("vggface2", "legacy-swapped", "rgb", bgr_input=True)(images)
 
 
+# What --eval-preprocessing legacy-vggface2 computes (_legacy_vggface2), as preprocessing_setting names it.
+LEGACY_VGGFACE2_SETTING = preprocessing_setting("vggface2", "legacy-swapped", bgr_input=True)
+
+
+def preprocessing_setting_with(setting: str, stripped: Sequence[str]) -> str:
+    """``setting`` of a Keras model whose leading layers ``stripped`` were removed for the evaluation."""
+    return f"{setting}+without={','.join('_'.join(str(name).split()) for name in stripped)}" if stripped else setting
+
+
 # --------------------------------------------------------------------------------------------
 # The adapted classifier
 
@@ -622,7 +711,7 @@ class Classifier:
                  crop: str, batch_size: int, preprocess, preprocessing_label: str,
                  preprocessing_source: str, output_names: tuple[str, ...], class_source: str,
                  permutation: np.ndarray, run_info: dict | None,
-                 stripped_layers: Sequence[str] = ()):
+                 stripped_layers: Sequence[str] = (), preprocessing_setting: str | None = None):
         self.runner = runner  # a model_files.Runner
         self.model = getattr(runner, "model", None)  # the Keras model, for Keras checkpoints
         self.checkpoint_path = Path(checkpoint_path)
@@ -631,7 +720,11 @@ class Classifier:
         self.crop = crop
         self.batch_size = batch_size
         self.preprocess = preprocess  # None: feed the pipeline's float 0..255 as is
-        self.preprocessing_label = preprocessing_label
+        self.preprocessing_label = preprocessing_label  # shown to people; may vary by route
+        # The computation's canonical identity (module function preprocessing_setting), compared by
+        # report.py; read from the label where the caller gives none.
+        self.preprocessing_setting = preprocessing_setting if preprocessing_setting is not None \
+            else preprocessing_setting_from_label(preprocessing_label)
         self.preprocessing_source = preprocessing_source
         self.output_names = output_names
         self.class_source = class_source
@@ -658,6 +751,7 @@ class Classifier:
             "input_shape": [self.image_size[0], self.image_size[1], self.channels],
             "crop": self.crop,
             "preprocessing": self.preprocessing_label,
+            "preprocessing_setting": self.preprocessing_setting,
             "preprocessing_source": self.preprocessing_source,
             "stripped_layers": list(self.stripped_layers),
             "output_classes": list(self.output_names),
@@ -938,13 +1032,15 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                         "before it, so both run; if the model scales its input itself, evaluate it "
                         "with --preprocessing none", checkpoint_path, type(kept).__name__,
                         kept.name, flag)
+    setting = "none"  # preprocessing_setting: what the branch below computes
     if raw_dtype:
-        preprocess, label, source = _raw_pixel_preprocessing(raw_dtype, checkpoint_path, run_info,
-                                                             preprocessing, legacy)
+        preprocess, label, source, setting = _raw_pixel_preprocessing(raw_dtype, checkpoint_path, run_info,
+                                                                      preprocessing, legacy)
     elif legacy:
         if channels != 3:
             raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
         preprocess, label, source = _legacy_vggface2, "legacy-vggface2 (BGR, swapped means)", "flag"
+        setting = LEGACY_VGGFACE2_SETTING
     elif preprocessing is not None:
         if run_info is not None:
             LOG.warning("--preprocessing %s overrides %s", preprocessing, run_json_path)
@@ -952,12 +1048,14 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
             raise UserError(f"--preprocessing {preprocessing} needs a 3-channel model; this one "
                             f"takes {channels} (use none, scale01 or scale-1-1)")
         label, source = preprocessing, "flag"
+        setting = preprocessing_setting(preprocessing)
         if preprocessing != "none":
             preprocess = _Preprocessor(preprocessing)
     elif run_info is not None:
         source = "run.json"
         if run_info.get("preprocessing_in_model"):
             label = f"{run_info.get('preprocessing', '?')} (inside the model)"
+            setting = preprocessing_setting(str(run_info.get("preprocessing", "?")), in_model=True)
         else:
             mode = run_info.get("preprocessing") or "none"
             if mode in ("no", "none"):
@@ -968,11 +1066,13 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                 bgr = str(run_info.get("channel_order", "RGB")).upper() == "BGR"
                 preprocess = _Preprocessor(mode, mean_order, colour, bgr_input=bgr)
                 label = f"{mode} (mean order {mean_order}, {'BGR' if bgr else 'RGB'} input)"
+                setting = preprocess.setting
             else:
                 raise UserError(f"{run_json_path}: unknown preprocessing {mode!r} (expected one "
                                 f"of {', '.join(PREPROCESSING_CHOICES)})")
     elif own_layers:
         label = f"{', '.join(type(layer).__name__ for layer in own_layers)} (inside the model)"
+        setting = preprocessing_setting(", ".join(type(layer).__name__ for layer in own_layers), in_model=True)
         source = "model layers"
         LOG.warning("%s: no run.json; the model starts with its own preprocessing layers (%s): "
                     "feeding raw RGB pixels 0..255 to them", checkpoint_path,
@@ -1011,7 +1111,8 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                             preprocessing_label=label, preprocessing_source=source,
                             output_names=tuple(names), class_source=class_source,
                             permutation=permutation, run_info=run_info,
-                            stripped_layers=stripped_layers)
+                            stripped_layers=stripped_layers,
+                            preprocessing_setting=preprocessing_setting_with(setting, stripped_layers))
     LOG.info("%s: input %dx%dx%d, crop %s, preprocessing %s (%s), classes %s (%s)",
              checkpoint_path, image_size[0], image_size[1], channels, crop, label, source,
              ",".join(names), class_source)
@@ -1020,7 +1121,7 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
 
 def _raw_pixel_preprocessing(raw_dtype: str, checkpoint_path: Path, run_info: dict | None,
                              preprocessing: str | None, legacy: bool):
-    """(None, label, source) for a model whose input is integer pixels (``raw_dtype``, e.g.
+    """(None, label, source, :func:`preprocessing_setting`) for a model whose input is integer pixels (``raw_dtype``, e.g.
     'uint8'); UserError for any preprocessing but none (flag, --eval-preprocessing or run.json)."""
     # Integer pixels in: a float preprocessing would be cut to whole numbers 0..255 (0/1 for
     # scale01), so only raw pixels can be fed; any scaling happens inside the model.
@@ -1040,13 +1141,14 @@ def _raw_pixel_preprocessing(raw_dtype: str, checkpoint_path: Path, run_info: di
                         f"{run_info.get('preprocessing')!r} for {checkpoint_path}, but {why}; "
                         f"it must say none, or be overridden with --preprocessing none")
     return (None, f"none (raw pixels 0..255: {raw_dtype} input)",
-            "flag" if preprocessing is not None else "model file")
+            "flag" if preprocessing is not None else "model file", preprocessing_setting("none"))
 
 
 def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
                           preprocessing: str | None, eval_preprocessing: str | None,
                           channels: int):
-    """(preprocess function or None, label, source) for a model that is not a Keras checkpoint."""
+    """(preprocess function or None, label, source, :func:`preprocessing_setting`) for a model that is
+    not a Keras checkpoint."""
     if eval_preprocessing not in (None, "auto", "legacy-vggface2"):
         raise UserError(f"--eval-preprocessing: expected auto or legacy-vggface2, "
                         f"got {eval_preprocessing!r}")
@@ -1065,31 +1167,33 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
             raise UserError(f"{checkpoint_path}: a {runner.format} model takes raw pixels 0..255 "
                             f"and computes its own features; drop --preprocessing / "
                             f"--eval-preprocessing")
-        return None, "none (raw pixels; the model computes its own features)", "model file"
+        return None, "none (raw pixels; the model computes its own features)", "model file", \
+            preprocessing_setting("none")
     if legacy:
         if channels != 3:
             raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
-        return _legacy_vggface2, "legacy-vggface2 (BGR, swapped means)", "flag"
+        return _legacy_vggface2, "legacy-vggface2 (BGR, swapped means)", "flag", LEGACY_VGGFACE2_SETTING
     if preprocessing is not None:
         if preprocessing in _THREE_CHANNEL_MODES and channels != 3:
             raise UserError(f"--preprocessing {preprocessing} needs a 3-channel model; "
                             f"{checkpoint_path} takes {channels} (use none, scale01 or scale-1-1)")
         return (None if preprocessing == "none" else _Preprocessor(preprocessing)), \
-            preprocessing, "flag"
+            preprocessing, "flag", preprocessing_setting(preprocessing)
     if run_info is not None and not run_info.get("preprocessing_in_model"):
         mode = run_info.get("preprocessing") or "none"
         mode = PREPROCESSING_ALIASES.get(mode, mode)
         if mode == "none":
-            return None, "none", "run.json"
+            return None, "none", "run.json", preprocessing_setting("none")
         if mode not in PREPROCESSING_CHOICES:
             raise UserError(f"{checkpoint_path.parent / RUN_JSON}: unknown preprocessing "
                             f"{mode!r} (expected one of {', '.join(PREPROCESSING_CHOICES)})")
         bgr = str(run_info.get("channel_order", "RGB")).upper() == "BGR"
-        return (_Preprocessor(mode, run_info.get("mean_order") or "correct",
-                              run_info.get("colour") or "rgb", bgr_input=bgr),
-                f"{mode} ({'BGR' if bgr else 'RGB'} input)", "run.json")
+        preprocess = _Preprocessor(mode, run_info.get("mean_order") or "correct",
+                                   run_info.get("colour") or "rgb", bgr_input=bgr)
+        return preprocess, f"{mode} ({'BGR' if bgr else 'RGB'} input)", "run.json", preprocess.setting
     if run_info is not None:
-        return None, f"{run_info.get('preprocessing', '?')} (inside the model)", "run.json"
+        return None, f"{run_info.get('preprocessing', '?')} (inside the model)", "run.json", \
+            preprocessing_setting(str(run_info.get("preprocessing", "?")), in_model=True)
     quantised = getattr(runner, "input_range", None)
     fits = model_files.preprocessing_for_range(*quantised) if quantised else None
     if fits and fits != "none":
@@ -1100,7 +1204,7 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
     LOG.warning("%s: no --preprocessing: feeding raw %s pixels 0..255 (name the model's "
                 "preprocessing with --preprocessing; %s)", checkpoint_path,
                 "RGB" if channels == 3 else "grey", hint)
-    return None, "none", "default"
+    return None, "none", "default", preprocessing_setting("none")
 
 
 def adapt_runner(runner, checkpoint_path: str | Path, *, preprocessing: str | None = None,
@@ -1134,8 +1238,8 @@ def adapt_runner(runner, checkpoint_path: str | Path, *, preprocessing: str | No
         raise UserError(f"--crop: expected one of {', '.join(CROP_CHOICES)}, got {crop!r}")
     if batch_size < 1:
         raise UserError(f"--batch: expected a positive integer, got {batch_size}")
-    preprocess, label, source = _runner_preprocessing(runner, checkpoint_path, run_info,
-                                                      preprocessing, eval_preprocessing, channels)
+    preprocess, label, source, setting = _runner_preprocessing(runner, checkpoint_path, run_info,
+                                                               preprocessing, eval_preprocessing, channels)
     if runner.n_outputs is None:  # a class axis that is not static: run the model once
         runner.count_outputs(int(height), int(width))
     names, class_source, permutation = resolve_class_order(runner.n_outputs, class_order,
@@ -1147,7 +1251,7 @@ def adapt_runner(runner, checkpoint_path: str | Path, *, preprocessing: str | No
                             preprocess=preprocess, preprocessing_label=label,
                             preprocessing_source=source, output_names=names,
                             class_source=class_source, permutation=permutation,
-                            run_info=run_info)
+                            run_info=run_info, preprocessing_setting=setting)
     LOG.info("%s (%s): input %dx%dx%d, crop %s, preprocessing %s (%s), classes %s (%s)",
              checkpoint_path, runner.format, height, width, channels, crop, label, source,
              ",".join(names), class_source)

@@ -273,7 +273,8 @@ def _display_names(paths: dict[str, str], settings_suffix: dict[str, str] | None
 def robustness_settings(result: dict) -> dict[str, str]:
     """The evaluation settings a robustness result records (``stability.SETTING_KEYS``, as the
     predictions file's metadata writes them): from its ``checkpoint`` (``Classifier.describe()``:
-    preprocessing, input_shape, output_classes, restrict_to_dataset_classes where the model has
+    preprocessing_setting (the computation's canonical token; in a JSON written before it was
+    recorded, the display label ``preprocessing`` read as the setting it describes), input_shape, output_classes, restrict_to_dataset_classes where the model has
     outputs that are no dataset class) and its ``runtime`` (test-time adaptation). What it does not
     record (an older JSON, a predictions file's preprocessing) is left out: unknown."""
     import stability
@@ -283,17 +284,38 @@ def robustness_settings(result: dict) -> dict[str, str]:
     adapted = stability.adapted_label(runtime.get("adapt"), runtime.get("adapt_prior")) \
         if isinstance(runtime, dict) and "adapt" in runtime else None
     return stability.evaluation_settings(
-        preprocessing=info.get("preprocessing"), input_shape=info.get("input_shape"),
+        preprocessing=info.get("preprocessing_setting") or info.get("preprocessing"),
+        input_shape=info.get("input_shape"),
         class_order=info.get("output_classes"),
         restrict=info.get("restrict_to_dataset_classes") if info.get("outputs_not_in_dataset") else None,
         adapted=adapted)
 
 
+def _canonical_setting(key: str, value):
+    """A recorded setting value as a writer of today would write it, so that files written by older
+    versions compare equal to newer ones: ``class_order`` with each comma-separated name as its
+    canonical emotion name (``stability.class_token``, whose spelling table may have grown since),
+    ``preprocessing`` an older display label as the setting it describes
+    (``checkpoints.preprocessing_setting_from_label``). A list (blocks that disagree): each value."""
+    if isinstance(value, list):
+        return [_canonical_setting(key, item) for item in value]
+    if key == "class_order":
+        import stability
+
+        return ",".join(stability.class_token(name) for name in str(value).split(","))
+    if key == "preprocessing":
+        import checkpoints
+
+        return checkpoints.preprocessing_setting_from_label(str(value)) or str(value)
+    return value
+
+
 def stability_settings(summary: dict) -> dict[str, str]:
     """A stability method's recorded settings (``settings`` of eval_perturbed_rafdb2.py's JSON; a
-    list where its blocks disagree); {} in a JSON written before they were recorded."""
+    list where its blocks disagree), canonicalised (:func:`_canonical_setting`); {} in a JSON
+    written before they were recorded."""
     settings = summary.get("settings")
-    return {key: value for key, value in settings.items() if value is not None} \
+    return {key: _canonical_setting(key, value) for key, value in settings.items() if value is not None} \
         if isinstance(settings, dict) else {}
 
 

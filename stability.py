@@ -192,22 +192,21 @@ def adapted_label(adapt: str | None, prior=None) -> str:
     return f"{adapt}" + (f"_prior{float(prior):g}" if prior else "")
 
 
-def _class_token(name) -> str:
+def class_token(name) -> str:
+    """One class name as the metadata writes it: its canonical emotion name, else lower-cased."""
     from datasets.classes import canonical_name
 
     return _meta_value(canonical_name(str(name)) or str(name).strip().lower())
-
-
-# The note checkpoints.py adds to a run.json's preprocessing mode when it is computed as the mode
-# given by --preprocessing would be (docs/BENCHMARK.md §4.4).
-DEFAULT_PREPROCESSING_NOTE = " (mean order correct, RGB input)"
 
 
 def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=None, restrict=None,
                         adapted=None) -> dict[str, str]:
     """The settings as metadata values (one whitespace-free token each), for the known ones only.
 
-    ``preprocessing``: the classifier's preprocessing label (``n/a ...`` for a predictions file: not
+    ``preprocessing``: the classifier's canonical preprocessing setting
+    (``checkpoints.preprocessing_setting``: the same token for every route that computes the same
+    input; an older display label is read as the setting it describes,
+    ``checkpoints.preprocessing_setting_from_label``; ``n/a ...`` for a predictions file: not
     stated); ``input_shape``: (height, width, channels) -> ``HxWxC``; ``class_order``: the model's
     output class names in output order (--class-order), each written as its canonical emotion name;
     ``restrict``: --restrict-to-dataset-classes, to be given only when the model has outputs that are
@@ -215,14 +214,13 @@ def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=Non
     """
     out = {}
     if preprocessing and not str(preprocessing).startswith("n/a"):
-        # A run.json's mode with the default mean order and RGB input is the flag's mode itself
-        # (checkpoints.py labels it "MODE (mean order correct, RGB input)"): one value for both.
-        preprocessing = str(preprocessing).removesuffix(DEFAULT_PREPROCESSING_NOTE)
-        out["preprocessing"] = _meta_value(preprocessing)
+        import checkpoints  # the one definition of the token (no TensorFlow import)
+
+        out["preprocessing"] = _meta_value(checkpoints.preprocessing_setting_from_label(preprocessing))
     if input_shape and all(input_shape):
         out["input"] = "x".join(str(int(value)) for value in input_shape)
     if class_order:
-        out["class_order"] = ",".join(_class_token(name) for name in class_order)
+        out["class_order"] = ",".join(class_token(name) for name in class_order)
     if restrict is not None:
         out["restrict"] = "1" if restrict else "0"
     if adapted is not None:
@@ -238,7 +236,8 @@ def classifier_settings(classifier) -> dict[str, str]:
     image_size, channels = getattr(classifier, "image_size", None), getattr(classifier, "channels", None)
     mapping = getattr(classifier, "mapping", None)
     return evaluation_settings(
-        preprocessing=getattr(classifier, "preprocessing_label", None),
+        preprocessing=getattr(classifier, "preprocessing_setting", None)
+        or getattr(classifier, "preprocessing_label", None),
         input_shape=(*image_size, channels) if image_size and channels else None,
         class_order=getattr(classifier, "output_names", None) or classifier.class_names,
         restrict=bool(classifier.restrict) if mapping is not None and mapping.extra else None)

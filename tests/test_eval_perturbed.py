@@ -897,3 +897,70 @@ def test_settings_written_by_the_writer_keep_the_report_rows_apart(tmp_path, per
     report_out = report.make_report([robust, stable], tmp_path / "rep2")
     assert [row["model"] for row in report_out["rows"]] == ["run_a"]
     assert not any("settings" in warning for warning in report_out["warnings"])
+
+
+def test_a_run_json_and_the_flag_give_one_preprocessing_setting(tmp_path, perturbed_tree):
+    """The preprocessing compared by report.py is the computation, not its label: an ONNX model with
+    a run.json saying z_normalization (labelled "z_normalization (RGB input)"), predictions written by
+    the real writer, and the robustness description of the same file evaluated with --preprocessing
+    z_normalization state one setting, "z_normalization", and are one row. run.json's colour
+    bgr-compat (reversed constants) or a swapped vggface2 mean order is another computation, for an
+    ONNX model and a Keras checkpoint alike (their labels used to omit them)."""
+    import argparse
+
+    import checkpoints
+    import eval_perturbed_rafdb2
+    import report
+    from test_model_files import B, W, mean_linear_onnx
+
+    _, root, perturbed, _ = perturbed_tree
+    folder = tmp_path / "export"
+    folder.mkdir()
+    onnx_model = mean_linear_onnx(folder / "model.onnx", "NHWC", W, B)
+    run_json = folder / "run.json"
+    run_json.write_text(json.dumps({"preprocessing": "z_normalization"}))
+
+    def classifier(model, preprocessing=None):
+        options = argparse.Namespace(preprocessing=preprocessing, eval_preprocessing=None, class_order=None,
+                                     unsafe=False, crop=None, batch=4, input_size=None)
+        built = checkpoints.classifier_from_args(model, options)
+        built.use_classes(RAFDB_ORDER.split(","))
+        return built
+
+    out = tmp_path / "p.txt"
+    assert writer_script.main([str(onnx_model), "--rafdb", str(root), "--perturbed", str(perturbed),
+                               "--perturbations", "p_rotate", "--out", str(out)]) == 0
+    meta = stability.parse_meta(out.read_text().split("\n")[1][1:])
+    assert meta["preprocessing"] == "z_normalization"  # not the label "z_normalization (RGB input)"
+    stable = tmp_path / "p.json"
+    assert eval_perturbed_rafdb2.main([str(out), "--json", str(stable), "--quiet"]) == 0
+    flagged = classifier(onnx_model, "z_normalization")  # the run.json is overridden by the flag
+    assert flagged.preprocessing_label == "z_normalization"  # the labels stay as they were
+    assert classifier(onnx_model).preprocessing_label == "z_normalization (RGB input)"
+    described = flagged.describe()
+    assert described["preprocessing_setting"] == "z_normalization"
+    settings = json.loads(stable.read_text())["methods"]["export"]["settings"]
+    assert settings["preprocessing"] == report.robustness_settings({"checkpoint": described})["preprocessing"]
+    robust_data = json.loads((REPO / "tests" / "data" / "report" / "tinycnn.json").read_text())
+    robust_data["results"][0]["checkpoint"] = described
+    robust = tmp_path / "r.json"
+    robust.write_text(json.dumps(robust_data))
+    result = report.make_report([robust, stable], tmp_path / "rep")
+    assert [row["model"] for row in result["rows"]] == ["export"]
+    assert not any("settings" in warning for warning in result["warnings"])
+
+    # run.json's colour and mean order: other computations, for ONNX and Keras alike
+    keras_model = _tiny_model(tmp_path / "keras" / "m.keras", 3)
+    for model in (onnx_model, keras_model):
+        for run_info, mode, expected in (
+                ({"preprocessing": "z_normalization", "colour": "bgr-compat"}, "z_normalization",
+                 "z_normalization+colour=bgr-compat"),
+                ({"preprocessing": "vggface2", "mean_order": "legacy-swapped"}, "vggface2",
+                 "vggface2+mean_order=legacy-swapped"),
+                ({"preprocessing": "vggface2", "channel_order": "BGR"}, "vggface2", "vggface2+bgr"),
+                ({"preprocessing": "scale01", "mean_order": "legacy-swapped"}, "scale01", "scale01"),
+                ({"preprocessing": "vggface2"}, "vggface2", "vggface2")):
+            (model.parent / "run.json").write_text(json.dumps(run_info))
+            from_run_json = stability.classifier_settings(classifier(model))  # what the writer writes
+            from_flag = report.robustness_settings({"checkpoint": classifier(model, mode).describe()})
+            assert (from_run_json["preprocessing"], from_flag["preprocessing"]) == (expected, mode), (model, run_info)

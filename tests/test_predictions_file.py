@@ -124,8 +124,8 @@ def test_same_scores_as_the_model(tree, tmp_path):
 def test_settings_stated_for_the_perturbation_metadata(tree, tmp_path):
     """What eval_perturbed_rafdb.py writes into each block's metadata (stability.classifier_settings)
     equals what report.py reads from the checkpoint description eval_corrupted_rafdb.py records
-    (report.robustness_settings): a model states its preprocessing (one token: its label's spaces
-    become '_'), input size and class order; a predictions file its class order only (the dataset's)."""
+    (report.robustness_settings): a model states its preprocessing (one token: the computation's
+    canonical setting, checkpoints.preprocessing_setting), input size and class order; a predictions file its class order only (the dataset's)."""
     import report
     import stability
 
@@ -138,7 +138,10 @@ def test_settings_stated_for_the_perturbation_metadata(tree, tmp_path):
     model.use_classes(RAF)
     written = stability.classifier_settings(model)
     height, width = model.image_size
-    assert written == {"preprocessing": "legacy-vggface2_(BGR,_swapped_means)",
+    # the computation's canonical setting: the vggface2 means in the original's swapped order,
+    # handed over in BGR order (the display label stays "legacy-vggface2 (BGR, swapped means)")
+    assert model.preprocessing_label == "legacy-vggface2 (BGR, swapped means)"
+    assert written == {"preprocessing": "vggface2+mean_order=legacy-swapped+bgr",
                        "input": f"{height}x{width}x3",
                        "class_order": "happiness,surprise,fear,disgust,sadness,anger,neutral"}
     assert report.robustness_settings({"checkpoint": model.describe()}) == written

@@ -568,12 +568,29 @@ def test_other_settings_on_the_two_sides_are_two_rows_and_one_warning(tmp_path, 
     # input size
     ({}, " input=64x64x3", ("input 32x32x3", "input 64x64x3")),
     # preprocessing: a run.json's mode with the default mean order and RGB input is the flag's mode;
-    # the swapped mean order of the original's checkpoints is another computation
+    # the swapped mean order of the original's checkpoints is another computation for vggface2 (the
+    # one mode that reads it), the same one for full_normalization
     ({"preprocessing": "full_normalization (mean order correct, RGB input)"},
      " preprocessing=full_normalization", None),
-    ({"preprocessing": "full_normalization (mean order swapped, RGB input)"},
-     " preprocessing=full_normalization",
-     ("preprocessing full_normalization_(mean_order_swapped,_RGB_input)", "preprocessing full_normalization")),
+    ({"preprocessing": "full_normalization (mean order legacy-swapped, RGB input)"},
+     " preprocessing=full_normalization", None),
+    ({"preprocessing": "vggface2 (mean order legacy-swapped, RGB input)"},
+     " preprocessing=vggface2",
+     ("preprocessing vggface2+mean_order=legacy-swapped", "preprocessing vggface2")),
+    # an older ONNX/TFLite robustness JSON: a run.json's mode labelled "MODE (RGB input)"
+    ({"preprocessing": "z_normalization (RGB input)"}, " preprocessing=z_normalization", None),
+    ({"preprocessing": "z_normalization (BGR input)"}, " preprocessing=z_normalization",
+     ("preprocessing z_normalization+bgr", "preprocessing z_normalization")),
+    # an older predictions file: the label written with '_' for its spaces
+    ({"preprocessing": "z_normalization"}, " preprocessing=z_normalization_(mean_order_correct,_RGB_input)", None),
+    ({"preprocessing": "z_normalization"}, " preprocessing=z_normalization_(RGB_input)", None),
+    # the recorded setting is compared, not the label: run.json's colour bgr-compat reverses the
+    # z_normalization constants, which the label does not say
+    ({"preprocessing": "z_normalization (mean order correct, RGB input)",
+      "preprocessing_setting": "z_normalization+colour=bgr-compat"}, " preprocessing=z_normalization",
+     ("preprocessing z_normalization+colour=bgr-compat", "preprocessing z_normalization")),
+    ({"preprocessing": "z_normalization (RGB input)", "preprocessing_setting": "z_normalization"},
+     " preprocessing=z_normalization", None),
     # class order: a synonym is the same class; another order is another evaluation
     ({"output_classes": ["surprise", "scared", "disgust", "happy", "sad", "angry", "neutral"]},
      f" class_order={RAFDB_ORDER}", None),
@@ -696,3 +713,21 @@ def test_a_baseline_file_is_the_input_row_of_its_own_settings(tmp_path):
     assert float(rows["a [preprocessing none]"]["mce"]) == pytest.approx(2.0 / 3.0)
     assert float(rows["a [preprocessing z_normalization]"]["mce"]) == pytest.approx(1.0)
     assert result["baseline"] == "a [preprocessing z_normalization]"
+
+
+def test_stability_settings_are_canonicalised_at_report_time(monkeypatch):
+    """A predictions file written before a spelling was in the table states the name as it was
+    written ('joy'); once the table knows it, the report reads it as the canonical name, so the file
+    joins a newer robustness result (class order happiness) instead of splitting from it. An older
+    label-form preprocessing is read as the setting it describes."""
+    import datasets.classes as classes
+
+    summary = {"settings": {"class_order": "surprise,fear,disgust,joy,sadness,anger,neutral",
+                            "preprocessing": ["z_normalization_(RGB_input)", "vggface2_(BGR_input)"],
+                            "adapted": "none", "input": None}}
+    known = classes.canonical_name
+    monkeypatch.setattr(classes, "canonical_name", lambda name: "happiness" if name == "joy" else known(name))
+    assert report.stability_settings(summary) == {"class_order": RAFDB_ORDER, "adapted": "none",
+                                                  "preprocessing": ["z_normalization", "vggface2+bgr"]}
+    assert not report.settings_differences(report.stability_settings(summary),
+                                           {"class_order": RAFDB_ORDER, "adapted": "none"})
