@@ -352,6 +352,7 @@ class _Variant:
     def __init__(self, key: str, index: int):
         self.key, self.index = key, index
         self.settings: dict = {}  # what its rows state, together
+        self.robust_settings: dict | None = None  # what its robustness results state (all the same)
         self.robust: list = []  # (checkpoint, result file)
         self.stable: list = []  # (checkpoint, result file, method)
         self.final = key
@@ -374,16 +375,25 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
     """Split each model (a key of :func:`_split_by_labels`) by its evaluation settings
     (docs/BENCHMARK.md §11.5).
 
-    Robustness rows first: one joins the earlier variant of its key whose settings it does not
-    contradict (a repeat: the later one is used), else starts its own. Then each stability method
-    with a key: the one variant it fits joins it; none (a setting stated on both sides differs) or
-    several (it states too little to tell which) make a variant of its own, with a warning. A key
-    with one variant stays as it is; with several, each is ``<key> SOH <index>``
-    (:data:`SETTINGS_SEP`) and its name says the settings that differ.
+    Robustness rows first: one joins the earlier variant of its key that records exactly the same
+    settings (a repeat: the later one is used, and the row's settings are its own), else starts its
+    own. One that records fewer (or other) settings than an earlier result it does not contradict
+    could have been evaluated with other settings: it is never taken for a repeat (its numbers
+    would replace numbers of known settings, under a name claiming settings it never stated), but
+    is a row of its own, named with what it does not record, with a warning. Then each stability
+    method with a key: the one variant it fits joins it; of several, the one variant that states
+    more of the method's settings than any other (a row of unknown settings is never preferred);
+    none (a setting stated on both sides differs) or several (it
+    states too little to tell which) make a variant of its own, with a warning. A key with one
+    variant stays as it is; with several, each is ``<key> SOH <index>`` (:data:`SETTINGS_SEP`) and
+    its name says the settings that differ (or, where none differs, those one of them does not
+    record).
 
     Returns (robust rows with their final keys, stable rows likewise, {final key: name suffix},
-    conflicts: (a stability method's own variant, the variants of its key it did not join, whether
-    it fitted several of them) where a robustness result of its key exists).
+    conflicts: (kind, the variant warned about, the variants of its key it did not join, whether it
+    fitted several of them): kind "stability" for a stability method kept apart where a
+    robustness result of its key exists, "robustness" for a robustness result kept apart from
+    results it does not contradict).
     """
     import stability
 
@@ -395,14 +405,20 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
         return group[-1]
 
     placed_robust = []
+    conflicts = []  # (kind, variant, the variants it would have joined but for its settings, ambiguous)
     for key, checkpoint, path, result in robust:
         settings = robustness_settings(result)
         group = variants.setdefault(key, [])
-        variant = next((v for v in group if v.robust and v.fits(settings)), None) or new_variant(key)
+        variant = next((v for v in group if v.robust and v.settings == settings), None)
+        if variant is None:
+            compatible = [v for v in group if v.robust and v.fits(settings)]
+            variant = new_variant(key)
+            if compatible:
+                conflicts.append(("robustness", variant, compatible, False))
         variant.add(settings)
+        variant.robust_settings = settings
         variant.robust.append((checkpoint, path))
         placed_robust.append((variant, checkpoint, path, result))
-    conflicts = []  # (variant, the variants it would have joined but for its settings, ambiguous)
     placed_stable = []
     for key, checkpoint, path, method, summary, data in stable:
         if key is None:  # no recorded path: joined later by name (_unrecorded_key)
@@ -411,13 +427,18 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
         settings = stability_settings(summary)
         group = variants.setdefault(key, [])
         fitting = [v for v in group if v.fits(settings)]
+        if len(fitting) > 1 and settings:  # the one confirming most of what the method states
+            confirmed = {id(v): sum(k in v.settings for k in settings) for v in fitting}
+            best = max(confirmed.values())
+            if best and sum(count == best for count in confirmed.values()) == 1:
+                fitting = [v for v in fitting if confirmed[id(v)] == best]
         if len(fitting) == 1:
             variant = fitting[0]
         else:
             others = list(group)
             variant = new_variant(key)
             if others and any(v.robust for v in others):
-                conflicts.append((variant, others, len(fitting) > 1))
+                conflicts.append(("stability", variant, others, len(fitting) > 1))
         variant.add(settings)
         variant.stable.append((checkpoint, path, method))
         placed_stable.append((variant, checkpoint, path, method, summary, data))
@@ -427,6 +448,11 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
             continue
         differing = [setting for setting in stability.SETTING_KEYS  # stated differently by two of them
                      if len({repr(v.settings[setting]) for v in group if setting in v.settings}) > 1]
+        if not differing:  # none differs: what some of their robustness results (else rows) do not record
+            stated = [v.robust_settings for v in group if v.robust_settings is not None]
+            stated = stated if len(stated) > 1 else [v.settings for v in group]
+            differing = [setting for setting in stability.SETTING_KEYS
+                         if 0 < sum(setting in settings for settings in stated) < len(stated)]
         for variant in group:
             variant.final = f"{key}{SETTINGS_SEP}{variant.index}"
             text = ", ".join(_setting_text(setting, variant.settings.get(setting)) for setting in differing)
@@ -434,6 +460,28 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
     return ([(v.final, checkpoint, path, result) for v, checkpoint, path, result in placed_robust],
             [(v.final if v is not None else None, *rest) for v, *rest in placed_stable],
             suffixes, conflicts)
+
+
+def _robust_conflict_warning(variant: _Variant, others: list, names: dict) -> str:
+    """One line naming the files, checkpoints and settings of a robustness result kept apart from
+    earlier robustness results of the same model file that record other settings (none differing)."""
+    checkpoint, file = variant.robust[0]
+    mine = variant.robust_settings or {}
+    keys = [k for k in _SETTING_LABELS if any((k in mine) != (k in (o.robust_settings or {})) for o in others)]
+    missing = [k for k in keys if k not in mine]
+
+    def stated(v: _Variant) -> str:
+        known = [_setting_text(k, v.robust_settings[k]) for k in keys if k in (v.robust_settings or {})]
+        return ("with " + ", ".join(known)) if known else \
+            f"recording no {', '.join(_SETTING_LABELS[k] for k in keys)}"
+
+    text = (f"recording no {', '.join(_SETTING_LABELS[k] for k in missing)}" if missing and len(missing) == len(keys)
+            else stated(variant))
+    rows = [names[variant.final]] + [names[other.final] for other in others]
+    return (f"same model file, evaluation settings recorded by one robustness result and not the other, so "
+            f"not taken for a repeat (its numbers may be of other settings): robustness {file} ({checkpoint}) "
+            f"{text}; " + "; ".join(f"{other.where()} {stated(other)}" for other in others)
+            + f" (rows {', '.join(repr(row) for row in rows)})")
 
 
 def _conflict_warning(variant: _Variant, others: list, ambiguous: bool, names: dict) -> str:
@@ -549,8 +597,10 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
         model.stability_info = {"difficulty": data.get("difficulty"),
                                 "baseline": data.get("baseline"),
                                 "canonical": data.get("canonical_perturbations") or []}
-    for variant, others, ambiguous in conflicts:
-        models[variant.final].warnings.append(_conflict_warning(variant, others, ambiguous, names))
+    for kind, variant, others, ambiguous in conflicts:
+        models[variant.final].warnings.append(
+            _robust_conflict_warning(variant, others, names) if kind == "robustness"
+            else _conflict_warning(variant, others, ambiguous, names))
     return list(models.values())
 
 

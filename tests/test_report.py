@@ -731,3 +731,44 @@ def test_stability_settings_are_canonicalised_at_report_time(monkeypatch):
                                                   "preprocessing": ["z_normalization", "vggface2+bgr"]}
     assert not report.settings_differences(report.stability_settings(summary),
                                            {"class_order": RAFDB_ORDER, "adapted": "none"})
+
+
+def test_a_robustness_result_recording_fewer_settings_is_never_taken_for_a_repeat(tmp_path, caplog):
+    """The same file: r_full records preprocessing none (clean error .10), r_old (written later,
+    clean error .30) records no preprocessing. r_old may have been evaluated with another
+    preprocessing, so its numbers never replace r_full's under a name claiming 'preprocessing none':
+    two rows, the second named 'preprocessing not recorded', and one warning naming both. A
+    stability method stating preprocessing none joins the row that states it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    full = described(folder, "r_full", "runs/a/m.keras", .10)
+    old = described(folder, "r_old", "runs/a/m.keras", .30)
+    data = json.loads(old.read_text())
+    del data["results"][0]["checkpoint"]["preprocessing"]
+    old.write_text(json.dumps(data))
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS],
+                            f" preprocessing=none input=32x32x3 class_order={RAFDB_ORDER} model_sha256={DIGEST}")
+    with caplog.at_level("WARNING", logger="fer.report"):
+        result = report.make_report([full, old, stable], tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert set(rows) == {"a [preprocessing none]", "a [preprocessing not recorded]"}
+    assert (float(rows["a [preprocessing none]"]["clean_error"]), float(rows["a [preprocessing none]"]["mfp"])) \
+        == pytest.approx((.10, 2 / 29))
+    assert float(rows["a [preprocessing not recorded]"]["clean_error"]) == pytest.approx(.30)
+    assert rows["a [preprocessing not recorded]"]["mfp"] == ""
+    assert "appears again" not in caplog.text
+    (warning,) = [w for w in result["warnings"] if "settings" in w]
+    assert warning == (
+        f"same model file, evaluation settings recorded by one robustness result and not the other, so not "
+        f"taken for a repeat (its numbers may be of other settings): robustness {old} (runs/a/m.keras) "
+        f"recording no preprocessing; robustness {full} (runs/a/m.keras), stability {stable} (runs/a/m.keras) "
+        f"with preprocessing none (rows 'a [preprocessing not recorded]', 'a [preprocessing none]')")
+    # in the other order: the same two rows, the warning on the result recording less
+    result = report.make_report([old, full], tmp_path / "out2")
+    assert {row["model"]: row["clean_error"] for row in result["rows"]} == \
+        pytest.approx({"a [preprocessing not recorded]": .30, "a [preprocessing none]": .10})
+    (warning,) = [w for w in result["warnings"] if "settings" in w]
+    assert warning.startswith(f"same model file, evaluation settings recorded by one robustness result and not "
+                              f"the other, so not taken for a repeat (its numbers may be of other settings): "
+                              f"robustness {full} (runs/a/m.keras) with preprocessing none; robustness {old} "
+                              f"(runs/a/m.keras) recording no preprocessing")
