@@ -920,15 +920,18 @@ def _unit_key(row: dict) -> str:
 def _shard_value(result: dict, key: str):
     """What shards of one evaluation must share under ``key``. Left out: what legitimately differs
     between shards of one command run on other nodes or folders: the model file's path and time when
-    its SHA-256 is recorded, the export's paths when its manifest (with its SHA-256) is, and whether
-    the outputs were found to be logits (unknown in a shard that predicted nothing)."""
+    its SHA-256 is recorded, the export's paths when its manifest (with its SHA-256) is, whether
+    the outputs were found to be logits (unknown in a shard that predicted nothing), and the
+    runner's ``fixed_batch`` (an ONNX runner falls back to one image at a time when a run finds the
+    batch fixed: an observation of that run, the same computation per image)."""
     value = result.get(key)
     if key in ("checkpoint", "runtime") and isinstance(value, dict):
         value = {k: v for k, v in value.items() if k not in ("output_kind", "output_scores", "checkpoint_mtime")
                  and not (k == "checkpoint" and value.get("checkpoint_sha256"))}
-        if isinstance(value.get("runtime"), dict):
+        if isinstance(value.get("runtime"), dict):  # the runner's describe(): fixed_batch is what
+            # a run observed (an ONNX model found to take one image at a time), not an option
             value["runtime"] = {k: v for k, v in value["runtime"].items()
-                                if k not in ("output_kind", "output_scores")}
+                                if k not in ("output_kind", "output_scores", "fixed_batch")}
     if key in ("rafdb", "corrupted", "corrupted_extra") and result.get("manifest"):
         return None
     return value

@@ -215,3 +215,19 @@ def test_predictions_file_gives_the_direct_evaluations_report(workspace, capsys)
         run_main(root, capsys, *common, "--predictions", "short.csv")
     with pytest.raises(UserError, match="--on-the-fly"):
         run_main(root, capsys, *common, "--predictions", "classes.csv", "--on-the-fly")
+
+
+def test_shards_differing_only_in_the_runners_fixed_batch_fallback_merge():
+    """An ONNX runner that fell back to one image at a time in one shard (model_files.OnnxRunner sets
+    fixed_batch = 1 at run time) describes fixed_batch 1 there and null in the others: a run-time
+    observation, not an option, so the shards still agree; another runtime option still differs."""
+    import robustness
+
+    def shard(fixed_batch, providers="CPUExecutionProvider"):
+        return {"checkpoint": {"checkpoint": "m.onnx", "checkpoint_sha256": "ab" * 32,
+                               "runtime": {"providers": [providers], "fixed_batch": fixed_batch,
+                                           "output_kind": "logits"}}}
+
+    assert robustness._shard_value(shard(1), "checkpoint") == robustness._shard_value(shard(None), "checkpoint")
+    assert robustness._shard_value(shard(1), "checkpoint") != \
+        robustness._shard_value(shard(1, "CUDAExecutionProvider"), "checkpoint")
