@@ -270,9 +270,10 @@ def warn_method_collisions(checkpoints_: Sequence[str | Path], earlier: Sequence
             paths.append(path)
     colliding = [name for name, paths in by_name.items() if len(paths) > 1]
     for name in colliding:
+        names = colliding_method_names(by_name[name])
         LOG.warning("checkpoints %s share the method name %r (their run directory): "
-                    "eval_perturbed_rafdb2.py will name them <run dir>/<checkpoint file name>",
-                    ", ".join(by_name[name]), name)
+                    "eval_perturbed_rafdb2.py will name them %s", ", ".join(by_name[name]), name,
+                    ", ".join(names[path] for path in by_name[name]))
     return colliding
 
 
@@ -454,6 +455,17 @@ def method_name(checkpoint: str | Path) -> str:
     return os.path.basename(directory) if directory else os.path.basename(checkpoint_field)
 
 
+def colliding_method_names(checkpoints_: Sequence[str]) -> dict[str, str]:
+    """The names the reader gives different checkpoint paths that share a method name: each
+    ``<run dir>/<checkpoint file name>``, or, when two of those coincide too (``a/export/model.onnx``,
+    ``b/export/model.onnx``), every one its whole checkpoint path."""
+    names = {path: (f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+                    if os.path.dirname(path) else path) for path in checkpoints_}
+    if len(set(names.values())) < len(names):
+        names = {path: path for path in checkpoints_}
+    return names
+
+
 def disambiguate_methods(blocks: Sequence[Block]) -> None:
     """Keep different checkpoints that share a run directory name apart (in place).
 
@@ -471,10 +483,7 @@ def disambiguate_methods(blocks: Sequence[Block]) -> None:
     for method, checkpoints in paths.items():
         if len(checkpoints) < 2:
             continue
-        names = {path: (f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
-                        if os.path.dirname(path) else path) for path in checkpoints}
-        if len(set(names.values())) < len(names):
-            names = {path: path for path in checkpoints}
+        names = colliding_method_names(checkpoints)
         LOG.warning("checkpoints %s share the method name %r; naming them %s", ", ".join(checkpoints),
                     method, ", ".join(names[path] for path in checkpoints))
         renamed.update(names)

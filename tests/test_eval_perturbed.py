@@ -644,6 +644,13 @@ def test_writer_warns_on_method_name_collisions(caplog):
         assert stability.warn_method_collisions(["runs/r/checkpoint.02.hdf5"],
                                              earlier=["runs/r/checkpoint.01.hdf5"]) == ["r"]
     assert "share the method name 'r'" in caplog.text
+    assert "will name them r/checkpoint.01.hdf5, r/checkpoint.02.hdf5" in caplog.text
+    # run directory and file name shared too: the reader names them by their whole paths
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fer.stability"):
+        assert stability.warn_method_collisions(["a/export/model.onnx", "b/export/model.onnx"]) == ["export"]
+    assert "will name them a/export/model.onnx, b/export/model.onnx" in caplog.text
+    assert "<run dir>" not in caplog.text
     assert stability.headers_in(ORIGINAL) == ["out_training_fer/_netsenet50_20220409_101500/checkpoint.87.hdf5"]
 
 
