@@ -846,6 +846,37 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
 # Building the report
 
 
+def coverage_notes(models: list[Model], metrics: dict) -> list[str]:
+    """One line per model whose mean corruption error (mCE) covers fewer than the 18 RAF-DB-C
+    corruptions (its headline corruptions, :func:`headline_corruptions`) or whose mFP (mFR) covers
+    fewer than the 10 RAF-DB-P perturbations, naming the model and the counts: such means are over
+    other sets than a complete evaluation's (report.csv's corruptions / perturbations columns count
+    what was evaluated). Shown with the notes under the tables (report.md, report.html, the printed
+    table)."""
+    import corruptions
+    import stability
+
+    out = []
+    canonical = stability.canonical_perturbations()
+    for model in models:
+        c_metrics, s_metrics = metrics[model.name]["c"], metrics[model.name]["s"]
+        if c_metrics:
+            used = [name for name in c_metrics["headline"] if name in corruptions.CORRUPTION_NAMES]
+            if len(used) < len(corruptions.CORRUPTION_NAMES):
+                over = f"{len(used)} of the {len(corruptions.CORRUPTION_NAMES)} RAF-DB-C corruptions" + \
+                    (f" ({', '.join(used)})" if used else
+                     f"; it is over {', '.join(c_metrics['headline']) or 'no corruption'} instead")
+                out.append(f"{model.name}: the mean corruption error and mCE are over {over}, "
+                           f"not comparable with those of a model evaluated on all of them")
+        if s_metrics:
+            used = [name for name in s_metrics["perturbations"] if name in canonical and name in s_metrics["fp"]]
+            if len(used) < len(canonical):
+                out.append(f"{model.name}: the mFP and mFR are over {len(used)} of the {len(canonical)} RAF-DB-P "
+                           f"perturbations" + (f" ({', '.join(used)})" if used else "")
+                           + ", not comparable with those of a model evaluated on all of them")
+    return out
+
+
 def build(models: list[Model], baseline: Model | None) -> dict:
     metrics = {}
     # A baseline recorded in a result file is named as the input model of that checkpoint, if any.
@@ -915,7 +946,7 @@ def build(models: list[Model], baseline: Model | None) -> dict:
         for rank, row in enumerate(members, start=1):
             row["rank"], row["ranked_by"] = rank, key
     rows.sort(key=lambda row: (row["group"], row["rank"]))
-    return {"rows": rows, "metrics": metrics, "warnings": warnings,
+    return {"rows": rows, "metrics": metrics, "warnings": warnings, "coverage": coverage_notes(models, metrics),
             "baseline": baseline.name if baseline is not None else None}
 
 
@@ -1061,6 +1092,7 @@ def _notes(report: dict) -> list[str]:
     notes.append("FR normalised to " + (", ".join(fr) if fr else "no baseline") + ".")
     notes.append("Errors, mCE, mFP and mFR in %; T2D / T3D are mean top-k distances "
                  "(docs/BENCHMARK.md §5.2, §5.5-§5.7).")
+    notes += [f"Partial evaluation: {note}." for note in report.get("coverage") or []]
     return notes
 
 

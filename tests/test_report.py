@@ -772,3 +772,27 @@ def test_a_robustness_result_recording_fewer_settings_is_never_taken_for_a_repea
                               f"the other, so not taken for a repeat (its numbers may be of other settings): "
                               f"robustness {full} (runs/a/m.keras) with preprocessing none; robustness {old} "
                               f"(runs/a/m.keras) recording no preprocessing")
+
+
+def test_means_over_part_of_the_benchmark_sets_are_noted(tmp_path):
+    """tinycnn holds 4 of the 18 RAF-DB-C corruptions, the stability method 1 of the 10 RAF-DB-P
+    perturbations (p_rotate): report.md, report.html and the printed table note both counts by
+    model; a model with all 18 and all 10 would have none."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = robustness_json(folder, "r", "runs/a/m.keras", .10)
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS])
+    out = tmp_path / "out"
+    result = report.make_report([robust, stable], out)
+    corruption_note = ("Partial evaluation: a: the mean corruption error and mCE are over 4 of the 18 RAF-DB-C "
+                       f"corruptions ({', '.join(CORRUPTIONS)}), not comparable with those of a model "
+                       "evaluated on all of them.")
+    perturbation_note = ("Partial evaluation: a: the mFP and mFR are over 1 of the 10 RAF-DB-P perturbations "
+                         "(p_rotate), not comparable with those of a model evaluated on all of them.")
+    markdown = (out / "report.md").read_text()
+    assert f"- {corruption_note}" in markdown and f"- {perturbation_note}" in markdown
+    page = (out / "report.html").read_text()
+    assert f"<li>{corruption_note}</li>" in page and f"<li>{perturbation_note}</li>" in page
+    assert corruption_note in report.write_markdown(result, {}, out / "report.md")  # what main prints
+    rows = read_csv(out / "report.csv")
+    assert (rows["a"]["corruptions"], rows["a"]["perturbations"]) == ("4", "1")
