@@ -21,12 +21,18 @@ Evaluation settings (docs/BENCHMARK.md §5.4, §11.5): the same file evaluated w
 preprocessing, input size, class order, restriction to the dataset's classes or test-time adaptation
 is a different row, never one row mixing the numbers of both: robustness results record them in
 ``checkpoint`` (``Classifier.describe()``) and ``runtime``, stability methods in ``settings`` (from
-the predictions file's metadata). Only a setting both sides record is compared (older files state
-none: they join as before). Rows kept apart are named with the differing values (``run_a
+the predictions file's metadata). The preprocessing is compared as its canonical setting
+(``checkpoints.preprocessing_setting``: the computation, not the displayed label; an older file's
+label is read as the setting it describes), class order names as their canonical emotion names.
+Only a setting both sides record is compared (older files state none: they join as before). Rows kept apart are named with the differing values (``run_a
 [preprocessing z_normalization]``); a stability method kept apart from the robustness results of its
 own file gives one warning in the report naming both result files, both model paths and both values.
-The same file evaluated twice with the same settings (also a copy at another path) is one row: the
-later result is used, with a warning naming both paths and both result files.
+The same file evaluated twice with exactly the same recorded settings (also a copy at another path)
+is one row: the later result is used, with a warning naming both paths and both result files; a
+robustness result recording a setting the other does not is a row of its own (``[preprocessing not
+recorded]``), with a warning, never a repeat whose numbers replace those of known settings.
+Means over part of the benchmark sets (fewer than the 18 corruptions or the 10 perturbations) get a
+note under the table naming the model and the counts.
 A model's name is its checkpoint's run-folder name, as the stability reader names its methods
 (``<run>/<file>`` when different checkpoints share a run folder, the whole path if that is shared too).
 
