@@ -368,3 +368,9 @@ def item_rng(seed: int, kind: str, name: str, severity: int, file_name: str) -> 
     ``kind`` is ``rafdb-c`` for RAF-DB-C and ``rafdb-p`` for RAF-DB-P (severity 0 there).
     """
     return np.random.Generator(np.random.PCG64(seed64(seed, kind, name, severity, file_name)))
+
+
+def unsigned_zero(text: str) -> str:
+    """A formatted number without the sign of a negative zero: ``-0.00`` (a tiny negative float sum
+    such as -1e-17, rounded) is ``0.00``; any other text is returned as it is."""
+    return text[1:] if text.startswith("-") and "0" in text and not text.strip("-0.") else text

@@ -1070,7 +1070,7 @@ def _fmt(value, percent=True) -> str:
         if math.isnan(value):
             return "–"
         text = f"{value * 100:.2f}" if percent else f"{value:.3f}"
-        return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # -0.00 -> 0.00
+        return cli_common.unsigned_zero(text)
     return str(value)
 
 

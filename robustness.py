@@ -654,8 +654,7 @@ def summary_table(result: dict) -> str:
 
 def _pct(value: float) -> str:
     """``value`` in percent with two decimals; a tiny negative (-1e-17, a float sum) is 0.00, not -0.00."""
-    text = f"{100 * value:.2f}"
-    return "0.00" if text == "-0.00" else text
+    return cli_common.unsigned_zero(f"{100 * value:.2f}")
 
 
 def set_lines(summary: dict, result: dict) -> str:
