@@ -796,3 +796,23 @@ def test_means_over_part_of_the_benchmark_sets_are_noted(tmp_path):
     assert corruption_note in report.write_markdown(result, {}, out / "report.md")  # what main prints
     rows = read_csv(out / "report.csv")
     assert (rows["a"]["corruptions"], rows["a"]["perturbations"]) == ("4", "1")
+
+
+def test_complete_evaluations_get_no_coverage_note():
+    """All 18 corruptions and all 10 perturbations: no note; one corruption or perturbation fewer: one
+    note each, with the counts 17 of 18 and 9 of 10."""
+    import corruptions
+    import stability
+
+    eighteen, ten = list(corruptions.CORRUPTION_NAMES), list(stability.canonical_perturbations())
+    assert (len(eighteen), len(ten)) == (18, 10)
+
+    def metrics(corruption_names, perturbations):
+        return {"m": {"c": {"headline": corruption_names},
+                      "s": {"perturbations": perturbations, "fp": {p: .1 for p in perturbations}}}}
+
+    models = [report.Model("m")]
+    assert report.coverage_notes(models, metrics(eighteen, ten)) == []
+    notes = report.coverage_notes(models, metrics(eighteen[1:], ten[:-1]))
+    assert len(notes) == 2
+    assert "over 17 of the 18 RAF-DB-C corruptions" in notes[0] and "over 9 of the 10 RAF-DB-P" in notes[1]
