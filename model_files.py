@@ -85,7 +85,7 @@ def model_sha256(path: str | Path) -> str:
     robustness and stability results by it, whatever folder each evaluation ran from).
 
     A single-file model is the SHA-256 of its bytes. An ONNX model whose weights lie in external
-    data files (``torch.onnx.export`` writes ``model.onnx.data`` beside a large model) is the
+    data files (``model.onnx.data`` beside it, as ``torch.onnx.export`` writes by default) is the
     SHA-256 of the .onnx bytes followed, for each data file in name order, by NUL, its name
     relative to the model, NUL and its bytes: two exports of one graph with different weights are
     two models. Kept per (path, size, modification time) of every file, so several describe()
