@@ -672,6 +672,20 @@ def _legacy_vggface2(images: np.ndarray) -> np.ndarray:
 LEGACY_VGGFACE2_SETTING = preprocessing_setting("vggface2", "legacy-swapped", bgr_input=True)
 
 
+def _flag_recomputes_own_layer(mode: str, in_model_mode: str | None, run_info: dict | None,
+                               own_layers: Sequence) -> bool:
+    """Whether ``--preprocessing mode`` recomputes the one preprocessing layer it removes from a
+    model whose run.json says it applies ``mode`` itself, with the same parameters (the mean order
+    and colour run.json records, where the mode reads them): then the model gets the same input as
+    without the flag (up to float32 rounding)."""
+    if in_model_mode is None or run_info is None or len(own_layers) != 1 or mode == "none":
+        return False
+    if PREPROCESSING_ALIASES.get(in_model_mode, in_model_mode) != mode:
+        return False
+    trained = preprocessing_setting(mode, run_info.get("mean_order") or "correct", run_info.get("colour") or "rgb")
+    return trained == preprocessing_setting(mode)
+
+
 def preprocessing_setting_with(setting: str, stripped: Sequence[str]) -> str:
     """``setting`` of a Keras model whose leading layers ``stripped`` were removed for the evaluation."""
     return f"{setting}+without={','.join('_'.join(str(name).split()) for name in stripped)}" if stripped else setting
@@ -1033,6 +1047,7 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                         "with --preprocessing none", checkpoint_path, type(kept).__name__,
                         kept.name, flag)
     setting = "none"  # preprocessing_setting: what the branch below computes
+    stripped_equivalent = False  # the flag recomputes exactly the model's own (removed) layer
     if raw_dtype:
         preprocess, label, source, setting = _raw_pixel_preprocessing(raw_dtype, checkpoint_path, run_info,
                                                                       preprocessing, legacy)
@@ -1051,6 +1066,10 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
         setting = preprocessing_setting(preprocessing)
         if preprocessing != "none":
             preprocess = _Preprocessor(preprocessing)
+        if _flag_recomputes_own_layer(preprocessing, in_model_mode, run_info, own_layers):
+            # The flag computes what the removed layer computed: the model's own input, as the
+            # default route (run.json, in the model) gives it; one setting for both routes.
+            setting, stripped_equivalent = preprocessing_setting(preprocessing, in_model=True), True
     elif run_info is not None:
         source = "run.json"
         if run_info.get("preprocessing_in_model"):
@@ -1112,7 +1131,8 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                             output_names=tuple(names), class_source=class_source,
                             permutation=permutation, run_info=run_info,
                             stripped_layers=stripped_layers,
-                            preprocessing_setting=preprocessing_setting_with(setting, stripped_layers))
+                            preprocessing_setting=setting if stripped_equivalent
+                            else preprocessing_setting_with(setting, stripped_layers))
     LOG.info("%s: input %dx%dx%d, crop %s, preprocessing %s (%s), classes %s (%s)",
              checkpoint_path, image_size[0], image_size[1], channels, crop, label, source,
              ",".join(names), class_source)

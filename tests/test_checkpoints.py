@@ -495,3 +495,27 @@ def test_a_mixed_precision_checkpoint_is_evaluated_in_float32_on_the_cpu(tmp_pat
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(result.stdout.split()[-1]) == pytest.approx(2.0, abs=1e-4)  # two softmax rows
+
+
+@pytest.mark.parametrize("colour, flag, expected", [
+    ("rgb", None, "z_normalization+in_model"),
+    # the flag recomputes the removed layer with the same constants: the same input, one setting
+    ("rgb", "z_normalization", "z_normalization+in_model"),
+    # the model was trained with the original's constants: the flag computes something else
+    ("bgr-compat", "z_normalization", "z_normalization+without=znorm"),
+    ("rgb", "scale01", "scale01+without=znorm"),
+])
+def test_a_flag_naming_the_models_own_preprocessing_is_one_setting_with_it(tmp_path, colour, flag, expected):
+    import models
+
+    inputs = keras.Input((32, 32, 3))
+    x = models.ZNormalization(colour=colour, name="znorm")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    path = tmp_path / "run" / "m.keras"
+    path.parent.mkdir()
+    keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x)).save(path)
+    (path.parent / "run.json").write_text(json.dumps({
+        "preprocessing": "z_normalization", "preprocessing_in_model": True, "colour": colour,
+        "class_names": list(RAF)}))
+    classifier = checkpoints.adapt(checkpoints.load_classifier(path), path, preprocessing=flag)
+    assert classifier.describe()["preprocessing_setting"] == expected
