@@ -228,7 +228,9 @@ def method_settings(table: dict, source: str = "") -> dict:
     concatenated) is the list of its values, with a warning: that method's mFP mixes them."""
     out = {}
     for method, blocks in table.items():
-        per_block = [stability.block_settings(block.meta or {}) for block in blocks.values()]
+        # as written today: blocks appended by another version state one setting alike
+        per_block = [{key: stability.canonical_setting(key, value) for key, value in
+                      stability.block_settings(block.meta or {}).items()} for block in blocks.values()]
         settings = {}
         for key in stability.SETTING_KEYS:
             values = list(dict.fromkeys(found.get(key) for found in per_block))

@@ -24,7 +24,8 @@ is a different row, never one row mixing the numbers of both: robustness results
 the predictions file's metadata). The preprocessing is compared as its canonical setting
 (``checkpoints.preprocessing_setting``: the computation, not the displayed label; an older file's
 label is read as the setting it describes), class order names as their canonical emotion names.
-Only a setting both sides record is compared (older files state none: they join as before). Rows kept apart are named with the differing values (``run_a
+Only a setting both sides record is compared (older predictions files state none: they join as
+before; older robustness JSONs record a label, read as its setting). Rows kept apart are named with the differing values (``run_a
 [preprocessing z_normalization]``); a stability method kept apart from the robustness results of its
 own file gives one warning in the report naming both result files, both model paths and both values.
 The same file evaluated twice with exactly the same recorded settings (also a copy at another path)
@@ -298,22 +299,14 @@ def robustness_settings(result: dict) -> dict[str, str]:
 
 
 def _canonical_setting(key: str, value):
-    """A recorded setting value as a writer of today would write it, so that files written by older
-    versions compare equal to newer ones: ``class_order`` with each comma-separated name as its
-    canonical emotion name (``stability.class_token``, whose spelling table may have grown since),
-    ``preprocessing`` an older display label as the setting it describes
-    (``checkpoints.preprocessing_setting_from_label``). A list (blocks that disagree): each value."""
+    """``stability.canonical_setting`` of a recorded value; a list (blocks that disagreed when
+    written) whose values are all one setting today is that setting."""
+    import stability
+
     if isinstance(value, list):
-        return [_canonical_setting(key, item) for item in value]
-    if key == "class_order":
-        import stability
-
-        return ",".join(stability.class_token(name) for name in str(value).split(","))
-    if key == "preprocessing":
-        import checkpoints
-
-        return checkpoints.preprocessing_setting_from_label(str(value)) or str(value)
-    return value
+        values = list(dict.fromkeys(stability.canonical_setting(key, item) for item in value))
+        return values[0] if len(values) == 1 else values
+    return stability.canonical_setting(key, value)
 
 
 def stability_settings(summary: dict) -> dict[str, str]:
@@ -1188,13 +1181,16 @@ def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
         # The same model among the inputs (the same file content, else the same path, the same test
         # images and no other recorded evaluation settings) goes by its name there; another one never
         # shares an input model's name.
-        for model in models:
-            if model.robustness is not None and base.robustness is not None and \
-                    _checkpoint_identity(model) == _checkpoint_identity(base) and \
-                    model.identity() == base.identity() and \
-                    not settings_differences(robustness_settings(model.robustness),
-                                             robustness_settings(base.robustness)):
-                return model
+        same = [model for model in models if model.robustness is not None and base.robustness is not None
+                and _checkpoint_identity(model) == _checkpoint_identity(base) and model.identity() == base.identity()
+                and not settings_differences(robustness_settings(model.robustness),
+                                             robustness_settings(base.robustness))]
+        # the row recording exactly the baseline's settings first: a row recording more is another
+        # evaluation (see _assign_variants), one recording fewer would not have been kept apart
+        exact = [model for model in same
+                 if robustness_settings(model.robustness) == robustness_settings(base.robustness)]
+        if exact or same:
+            return (exact or same)[0]
         if any(model.name == base.name for model in models) and base.robustness is not None:
             base.name = (base.robustness.get("checkpoint") or {}).get("checkpoint") or str(path)
         return base

@@ -199,6 +199,23 @@ def class_token(name) -> str:
     return _meta_value(canonical_name(str(name)) or str(name).strip().lower())
 
 
+def canonical_setting(key: str, value):
+    """A recorded setting value as a writer of today would write it, so that files written by older
+    versions compare equal to newer ones: ``class_order`` with each comma-separated name as its
+    canonical emotion name (:func:`class_token`, whose spelling table may have grown since),
+    ``preprocessing`` an older display label as the setting it describes
+    (``checkpoints.preprocessing_setting_from_label``); other values as they are."""
+    if value is None:
+        return None
+    if key == "class_order":
+        return ",".join(class_token(name) for name in str(value).split(","))
+    if key == "preprocessing":
+        import checkpoints
+
+        return checkpoints.preprocessing_setting_from_label(str(value)) or str(value)
+    return value
+
+
 def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=None, restrict=None,
                         adapted=None) -> dict[str, str]:
     """The settings as metadata values (one whitespace-free token each), for the known ones only.

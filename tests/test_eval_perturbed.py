@@ -864,6 +864,27 @@ def test_reader_carries_the_settings_of_the_metadata_into_the_method(tmp_path, c
     assert json.loads(json_path.read_text())["methods"]["a"]["settings"]["preprocessing"] == ["z_normalization", "none"]
 
 
+def test_blocks_stating_one_setting_in_two_spellings_agree(tmp_path, caplog):
+    """Blocks appended by two versions of the writer: a display label and its setting token
+    (full_normalization (inside the model) / full_normalization+in_model), a class order with a
+    synonym (joy / happiness) are one setting each, without a warning; the report's reading of a
+    list written before (["a", "b"] that are one setting today) is that one setting."""
+    import eval_perturbed_rafdb2
+    import report
+
+    old = f" preprocessing=full_normalization_(inside_the_model) class_order={RAFDB_ORDER.replace('happiness', 'joy')}"
+    new = f" preprocessing=full_normalization+in_model class_order={RAFDB_ORDER}"
+    path = write(tmp_path, _settings_block("p_rotate", old, WORKED) + _settings_block("p_shear", new, CONSTANT))
+    table = stability.group_blocks(stability.read_predictions(path))
+    with caplog.at_level(logging.WARNING, logger="fer.stability"):
+        found = eval_perturbed_rafdb2.method_settings(table, "p.txt")
+    assert found["a"] == {"preprocessing": "full_normalization+in_model", "class_order": RAFDB_ORDER, "adapted": "none"}
+    assert "differ in" not in caplog.text
+    assert report.stability_settings({"settings": {
+        "preprocessing": ["full_normalization_(inside_the_model)", "full_normalization+in_model"]}}) == \
+        {"preprocessing": "full_normalization+in_model"}
+
+
 def test_settings_written_by_the_writer_keep_the_report_rows_apart(tmp_path, perturbed_tree, tiny_checkpoints):
     """End to end: the writer states --preprocessing and --class-order; the robustness row of the
     same file, with the checkpoint description eval_corrupted_rafdb.py records (other settings),

@@ -715,6 +715,25 @@ def test_a_baseline_file_is_the_input_row_of_its_own_settings(tmp_path):
     assert result["baseline"] == "a [preprocessing z_normalization]"
 
 
+def test_a_baseline_file_recording_fewer_settings_is_its_own_row(tmp_path):
+    """--baseline r_old.json (no preprocessing recorded, errors .4 .. .8) among inputs holding it and
+    the same file with preprocessing none (.2 .. .6): the two are two rows, and the baseline is the
+    row of r_old itself, not the one whose settings merely do not contradict it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    full = described(folder, "r_full", "runs/a/m.keras", .10)
+    old = described(folder, "r_old", "runs/a/m.keras", .30)
+    data = json.loads(old.read_text())
+    for key in ("preprocessing", "preprocessing_setting"):
+        data["results"][0]["checkpoint"].pop(key, None)
+    old.write_text(json.dumps(data))
+    result = report.make_report([full, old], tmp_path / "out", baseline=str(old))
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert result["baseline"] == "a [preprocessing not recorded]"
+    assert float(rows["a [preprocessing not recorded]"]["mce"]) == pytest.approx(1.0)
+    assert float(rows["a [preprocessing none]"]["mce"]) == pytest.approx(2.0 / 3.0)
+
+
 def test_stability_settings_are_canonicalised_at_report_time(monkeypatch):
     """A predictions file written before a spelling was in the table states the name as it was
     written ('joy'); once the table knows it, the report reads it as the canonical name, so the file
