@@ -28,13 +28,14 @@ Extensions the original reader ignores (every extra line starts with ``#``):
   perturbed tree's source (docs/BENCHMARK.md §3.6: ``aligned`` must be visible in every report), frames,
   the evaluation settings that change the predictions and the model file's SHA-256 (one line)::
 
-      # labels=soft N=285 source=landmarks frames=30 seed=0 format=jpg preprocessing=full_normalization
+      # labels=soft N=285 source=landmarks frames=30 seed=0 format=jpg preprocessing=full_normalization+in_model
         input=100x100x3 class_order=surprise,fear,disgust,happiness,sadness,anger,neutral model_sha256=... ends=1
 
   ``source``, ``seed``, ``format`` (and ``fallback_pad`` for ``source=aligned``) come from the
   tree's ``manifest.json``; without one they are ``unknown``. ``eval_perturbed_rafdb2.py`` shows
   N, the protocol and the source in its summary and JSON, and checks N against the block. The
-  settings (docs/BENCHMARK.md §5.4): ``preprocessing`` (its label, spaces as ``_``), ``input``
+  settings (docs/BENCHMARK.md §5.4): ``preprocessing`` (the computation's canonical token, ``checkpoints.preprocessing_setting``;
+  a project checkpoint trained with the defaults: ``full_normalization+in_model``), ``input``
   HxWxC, ``class_order`` (the model's outputs, canonical names), ``restrict`` (only for a model
   with outputs beyond the dataset's classes), ``adapted`` (only with ``--adapt``); with
   ``--predictions`` only ``class_order``. ``report.py`` keeps the results of other settings apart.
