@@ -1197,8 +1197,12 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
         if preprocessing in _THREE_CHANNEL_MODES and channels != 3:
             raise UserError(f"--preprocessing {preprocessing} needs a 3-channel model; "
                             f"{checkpoint_path} takes {channels} (use none, scale01 or scale-1-1)")
+        setting = preprocessing_setting(preprocessing)
+        if preprocessing == "none" and run_info is not None and run_info.get("preprocessing_in_model"):
+            # raw pixels into a graph that preprocesses them itself: what the default route feeds
+            setting = preprocessing_setting(str(run_info.get("preprocessing", "?")), in_model=True)
         return (None if preprocessing == "none" else _Preprocessor(preprocessing)), \
-            preprocessing, "flag", preprocessing_setting(preprocessing)
+            preprocessing, "flag", setting
     if run_info is not None and not run_info.get("preprocessing_in_model"):
         mode = run_info.get("preprocessing") or "none"
         mode = PREPROCESSING_ALIASES.get(mode, mode)

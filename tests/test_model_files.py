@@ -891,3 +891,17 @@ def test_onnx_renamed_external_data_file_is_told_to_keep_its_recorded_name(tmp_p
         model_files.model_sha256(renamed)
     message = str(caught.value)
     assert "resnet.onnx.data is there" in message and "give it back the name 'model.onnx.data'" in message
+
+
+def test_onnx_graph_preprocessing_inside_is_one_setting_with_or_without_none(tmp_path):
+    """An ONNX model whose run.json says it preprocesses inside: the default route and
+    --preprocessing none both feed raw pixels to the graph, one setting (MODE+in_model); another
+    flag is another computation."""
+    import json
+
+    path = mean_linear_onnx(tmp_path / "m.onnx", "NHWC", W, B)
+    (tmp_path / "run.json").write_text(json.dumps({"preprocessing": "z_normalization",
+                                                   "preprocessing_in_model": True}))
+    settings = [checkpoints.classifier_from_args(path, args(preprocessing=flag)).describe()["preprocessing_setting"]
+                for flag in (None, "none", "scale01")]
+    assert settings == ["z_normalization+in_model", "z_normalization+in_model", "scale01"]
