@@ -686,6 +686,11 @@ def _flag_recomputes_own_layer(mode: str, in_model_mode: str | None, run_info: d
     return trained == preprocessing_setting(mode)
 
 
+def _in_model_setting(run_info: dict) -> str:
+    """The setting of a model that applies run.json's preprocessing mode itself."""
+    return preprocessing_setting(str(run_info.get("preprocessing", "?")), in_model=True)
+
+
 def preprocessing_setting_with(setting: str, stripped: Sequence[str]) -> str:
     """``setting`` of a Keras model whose leading layers ``stripped`` were removed for the evaluation."""
     return f"{setting}+without={','.join('_'.join(str(name).split()) for name in stripped)}" if stripped else setting
@@ -1074,7 +1079,7 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
         source = "run.json"
         if run_info.get("preprocessing_in_model"):
             label = f"{run_info.get('preprocessing', '?')} (inside the model)"
-            setting = preprocessing_setting(str(run_info.get("preprocessing", "?")), in_model=True)
+            setting = _in_model_setting(run_info)
         else:
             mode = run_info.get("preprocessing") or "none"
             if mode in ("no", "none"):
@@ -1200,7 +1205,7 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
         setting = preprocessing_setting(preprocessing)
         if preprocessing == "none" and run_info is not None and run_info.get("preprocessing_in_model"):
             # raw pixels into a graph that preprocesses them itself: what the default route feeds
-            setting = preprocessing_setting(str(run_info.get("preprocessing", "?")), in_model=True)
+            setting = _in_model_setting(run_info)
         return (None if preprocessing == "none" else _Preprocessor(preprocessing)), \
             preprocessing, "flag", setting
     if run_info is not None and not run_info.get("preprocessing_in_model"):
@@ -1217,7 +1222,7 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
         return preprocess, f"{mode} ({'BGR' if bgr else 'RGB'} input)", "run.json", preprocess.setting
     if run_info is not None:
         return None, f"{run_info.get('preprocessing', '?')} (inside the model)", "run.json", \
-            preprocessing_setting(str(run_info.get("preprocessing", "?")), in_model=True)
+            _in_model_setting(run_info)
     quantised = getattr(runner, "input_range", None)
     fits = model_files.preprocessing_for_range(*quantised) if quantised else None
     if fits and fits != "none":

@@ -1181,16 +1181,16 @@ def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
         # The same model among the inputs (the same file content, else the same path, the same test
         # images and no other recorded evaluation settings) goes by its name there; another one never
         # shares an input model's name.
-        same = [model for model in models if model.robustness is not None and base.robustness is not None
-                and _checkpoint_identity(model) == _checkpoint_identity(base) and model.identity() == base.identity()
-                and not settings_differences(robustness_settings(model.robustness),
-                                             robustness_settings(base.robustness))]
+        wanted = robustness_settings(base.robustness) if base.robustness is not None else None
+        same = [(model, robustness_settings(model.robustness)) for model in models
+                if model.robustness is not None and wanted is not None
+                and _checkpoint_identity(model) == _checkpoint_identity(base) and model.identity() == base.identity()]
+        same = [(model, settings) for model, settings in same if not settings_differences(settings, wanted)]
         # the row recording exactly the baseline's settings first: a row recording more is another
         # evaluation (see _assign_variants), one recording fewer would not have been kept apart
-        exact = [model for model in same
-                 if robustness_settings(model.robustness) == robustness_settings(base.robustness)]
+        exact = [model for model, settings in same if settings == wanted]
         if exact or same:
-            return (exact or same)[0]
+            return (exact or [model for model, _ in same])[0]
         if any(model.name == base.name for model in models) and base.robustness is not None:
             base.name = (base.robustness.get("checkpoint") or {}).get("checkpoint") or str(path)
         return base

@@ -231,9 +231,7 @@ def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=Non
     """
     out = {}
     if preprocessing and not str(preprocessing).startswith("n/a"):
-        import checkpoints  # the one definition of the token (no TensorFlow import)
-
-        out["preprocessing"] = _meta_value(checkpoints.preprocessing_setting_from_label(preprocessing))
+        out["preprocessing"] = _meta_value(canonical_setting("preprocessing", preprocessing))
     if input_shape and all(input_shape):
         out["input"] = "x".join(str(int(value)) for value in input_shape)
     if class_order:
