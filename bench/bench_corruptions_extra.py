@@ -6,9 +6,21 @@ severity after a warm-up call, single thread), ours beside bench/reference_corru
 trips, glass_blur's per-pixel Python loop, scipy zoom, ...), and compares the implied single-core
 export time per file of the extra set with that of the 18.
 
+With ``--exports N`` it also times whole exports (``rafdb_aug_dataset.py export``, separate
+processes, start-up and writing included) of a synthetic sample of N test faces, in the same run
+and alternating: the 18 (``--corruption-set rafdb``) and the 12 held-out corruptions together
+(``--corruption-set all`` restricted to the imagenet-extra and face sets, ``--param-set scaled``).
+It prints the wall and CPU time per file of each and two readings of the 12's speed target
+(issue 13): against the 18's per-file time measured in this run, and against the 18's
+export-time budget, 2 minutes for the 276,120 files of RAF-DB-C on 2 cores (0.435 ms of wall time
+per file), applied to the 184,080 files of the 12 on the 3,068 faces of RAF-DB's test split.
+
 Example::
 
     .venv/bin/python bench/bench_corruptions_extra.py --repeats 5
+    # whole exports of the full test split's size on a RAM disk, two rounds
+    .venv/bin/python bench/bench_corruptions_extra.py --repeats 1 --exports 3068 --export-rounds 2 \
+        --workers 2 --work-dir /dev/shm
 """
 
 from __future__ import annotations
@@ -16,7 +28,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +67,68 @@ def per_file_costs(image, names, rounds, param_set="imagenet224"):
     return {name: float(np.mean([best[name, s] for s in range(1, 6)])) for name in names}
 
 
+# The 18's export-time budget (the RAF-DB-C export target: under 2 minutes for the 276,120 files of
+# the 3,068 test faces on a 2-core machine), per file.
+BUDGET_SECONDS, BUDGET_FILES = 120.0, 276_120
+
+
+def _count_files(folder: str) -> int:
+    return sum(1 for _dir, _sub, names in os.walk(folder) for name in names if name != "manifest.json")
+
+
+def whole_exports(images: int, rounds: int, workers: int, work_dir: str | None) -> list[dict]:
+    """Time whole exports of the 18 and of the 12 on a synthetic sample of ``images`` test faces,
+    ``rounds`` times each, alternating which goes first; one row per export."""
+    from bench_export import timed  # the same timing (wall, CPU of the process tree, peak RSS)
+
+    python = sys.executable
+    held_out = list(corruptions.corruption_names("imagenet-extra")) + list(corruptions.corruption_names("face"))
+    commands = {
+        "the 18": ["--corruption-set", "rafdb"],
+        "the 12": ["--corruption-set", "all", "--corruptions", ",".join(held_out), "--param-set", "scaled"],
+    }
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_extra_", dir=work_dir) as tmp:
+        rafdb = os.path.join(tmp, "RAF-DB")
+        subprocess.run([python, "rafdb_dataset.py", "sample", "--out", rafdb, "--train", "1", "--test",
+                        str(images)], cwd=ROOT, check=True, capture_output=True)
+        for round_ in range(rounds):
+            order = list(commands) if round_ % 2 == 0 else list(commands)[::-1]
+            for label in order:
+                out = os.path.join(tmp, "out")
+                run = timed([python, "rafdb_aug_dataset.py", "export", "--rafdb", rafdb, "--out", out,
+                             "--workers", str(workers), "--quiet", *commands[label]])
+                files = _count_files(out)
+                shutil.rmtree(out, ignore_errors=True)
+                rows.append({"round": round_, "set": label, "files": files, "seconds": run["seconds"],
+                             "cpu_seconds": run["cpu_seconds"]})
+                print(f"[{round_}] {label}: {files} files in {run['seconds']:.1f} s wall, "
+                      f"{run['cpu_seconds']:.1f} s CPU", flush=True)
+    return rows
+
+
+def print_export_table(rows: list[dict], workers: int) -> None:
+    """Per-file times of the 18 and the 12 (medians over rounds) and the two readings of the target."""
+    def per_file(label: str, key: str) -> float:
+        values = [1000 * row[key] / row["files"] for row in rows if row["set"] == label]
+        return float(np.median(values))
+
+    wall18, cpu18 = per_file("the 18", "seconds"), per_file("the 18", "cpu_seconds")
+    wall12, cpu12 = per_file("the 12", "seconds"), per_file("the 12", "cpu_seconds")
+    budget = 1000 * BUDGET_SECONDS / BUDGET_FILES
+    full12 = 3068 * 12 * 5
+    print(f"\nwhole exports, {workers} worker(s), median over rounds   wall ms/file   CPU ms/file")
+    print(f"the 18 (RAF-DB-C)                                  {wall18:12.3f}   {cpu18:11.3f}")
+    print(f"the 12 held-out (imagenet-extra + face, scaled)    {wall12:12.3f}   {cpu12:11.3f}")
+    print(f"the 12 / the 18, same run                          {wall12 / wall18:11.2f}x   {cpu12 / cpu18:10.2f}x"
+          f"   (strict reading: <= 1.00x)")
+    print(f"the 18's budget (120 s / 276,120 files, 2 cores)   {budget:12.3f}")
+    print(f"the 12 / that budget                               {wall12 / budget:11.2f}x"
+          f"                 (budget reading: <= 1.00x; the 18: {wall18 / budget:.2f}x)")
+    print(f"the 12 on 3,068 faces ({full12:,} files): {full12 * wall12 / 1000:.0f} s extrapolated, budget "
+          f"{full12 * budget / 1000:.0f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per (corruption, severity); "
@@ -59,7 +136,22 @@ def main():
     parser.add_argument("--param-set", default="imagenet224", choices=("imagenet224", "scaled"),
                         help="parameter set of the ImageNet-C extras (docs/BENCHMARK.md §2.9); the export "
                              "examples use scaled. The references always run imagenet224.")
+    parser.add_argument("--exports", type=int, default=0, metavar="N",
+                        help="also time whole exports of the 18 and of the 12 on a synthetic sample of N test "
+                             "faces (3068: RAF-DB's test split)")
+    parser.add_argument("--export-rounds", type=int, default=1, help="rounds of the two whole exports")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes of the whole exports (default: all cores; the budget assumes 2)")
+    parser.add_argument("--work-dir", default=None, metavar="DIR",
+                        help="where the sample tree and the exports are written (default: the system's "
+                             "temporary folder; /dev/shm: a RAM disk)")
     args = parser.parse_args()
+    for flag, value in (("--exports", args.exports), ("--export-rounds", args.export_rounds - 1),
+                        ("--workers", args.workers - 1)):
+        if value < 0:
+            parser.error(f"{flag}: expected a positive number")
+    if args.work_dir is not None and not os.path.isdir(args.work_dir):
+        parser.error(f"--work-dir {args.work_dir}: no such folder")
     import synthetic_faces
 
     image = synthetic_faces.sample_face(0, 3)
@@ -93,6 +185,8 @@ def main():
     rafdb = np.mean([costs[name] for name in corruptions.CORRUPTION_NAMES])
     print(f"per file (corruption work only, measured interleaved in this run): extra+face set {extra:.2f} ms, "
           f"the 18 {rafdb:.2f} ms, ratio {extra / rafdb:.2f}")
+    if args.exports:
+        print_export_table(whole_exports(args.exports, args.export_rounds, args.workers, args.work_dir), args.workers)
 
 
 if __name__ == "__main__":
