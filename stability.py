@@ -193,10 +193,12 @@ def adapted_label(adapt: str | None, prior=None) -> str:
 
 
 def class_token(name) -> str:
-    """One class name as the metadata writes it: its canonical emotion name, else lower-cased."""
+    """One class name as the metadata writes it: its canonical emotion name, else lower-cased, with
+    whitespace and commas as ``_`` (a class order is one comma-separated token: a folder dataset's
+    class "Happy, very" is ``happy__very``, not the two names ``happy`` and ``_very``)."""
     from datasets.classes import canonical_name
 
-    return _meta_value(canonical_name(str(name)) or str(name).strip().lower())
+    return _meta_value(canonical_name(str(name)) or str(name).strip().lower()).replace(",", "_")
 
 
 def canonical_setting(key: str, value):

@@ -734,6 +734,28 @@ def test_a_baseline_file_recording_fewer_settings_is_its_own_row(tmp_path):
     assert float(rows["a [preprocessing none]"]["mce"]) == pytest.approx(2.0 / 3.0)
 
 
+def test_a_class_name_with_a_comma_joins_its_two_sides(tmp_path):
+    """A folder dataset's classes.txt may name a class "Happy, very": the class order written into
+    the predictions metadata is comma-separated, so the name's comma must not split it there into
+    "Happy" (read back as happiness) and "very". The same model's RAF-DB-C and RAF-DB-P results,
+    each written with that class order, are one row; the metadata token is happy__very."""
+    import stability
+
+    names = ["surprise", "fear", "disgust", "Happy, very", "sadness", "anger", "neutral"]
+    settings = stability.evaluation_settings(preprocessing="none", input_shape=(32, 32, 3), class_order=names)
+    assert settings["class_order"] == "surprise,fear,disgust,happy__very,sadness,anger,neutral"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = described(folder, "r", "runs/a/m.keras", .10, output_classes=names)
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS],
+                            stability.settings_text(settings) + f" model_sha256={DIGEST}")
+    result = report.make_report([robust, stable], tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert list(rows) == ["a"]
+    assert float(rows["a"]["clean_error"]) == pytest.approx(.10) and float(rows["a"]["mfp"]) == pytest.approx(2 / 29)
+    assert not [w for w in result["warnings"] if "different evaluation settings" in w]
+
+
 def test_stability_settings_are_canonicalised_at_report_time(monkeypatch):
     """A predictions file written before a spelling was in the table states the name as it was
     written ('joy'); once the table knows it, the report reads it as the canonical name, so the file
