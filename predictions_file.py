@@ -207,6 +207,11 @@ class PredictionsClassifier:
     def class_names(self) -> tuple[str, ...]:
         return self.predictions.class_names
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The classes of the scores (a model's outputs): the dataset's."""
+        return self.predictions.class_names
+
     def use_classes(self, dataset_names: Sequence[str], restrict: bool = False, require_all: str | None = None):
         """A predictions file is written in the dataset's classes: check that they are these (so every
         class is there, whatever ``require_all`` asks)."""

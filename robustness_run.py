@@ -131,6 +131,12 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
 
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
+    if args.predictions is not None and args.dataset != "rafdb":
+        # FER2013/FER+ and folder exports name their images by dataset ids (a fer-csv export has no files)
+        raise UserError(f"--predictions: a predictions file scores RAF-DB-C trees only, not --dataset "
+                        f"{args.dataset}; evaluate the model itself (a Keras, SavedModel, TFLite or ONNX file, "
+                        f"docs/MODELS.md); for the perturbed frames of any dataset: eval_perturbed_rafdb.py "
+                        f"--predictions")
     # Every output first: an unwritable path is an error now, not after the evaluation.
     check_output_flags(args, "json", "csv", "plot", "save_probabilities")
     outputs = [("--" + dest.replace("_", "-"), getattr(args, dest, None))

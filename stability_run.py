@@ -126,8 +126,10 @@ def run(args) -> int:
             if args.predictions is not None:  # any framework's predictions, frame by frame
                 import predictions_file
 
-                classifier = predictions_file.PredictionsClassifier(args.predictions, args.perturbed,
-                                                                     batch_size=args.batch)
+                # scored in the evaluated dataset's classes (RAF-DB's by default)
+                classifier = predictions_file.PredictionsClassifier(
+                    args.predictions, args.perturbed, batch_size=args.batch,
+                    class_names=data.class_names if evaluated is not None else None)
             else:
                 classifier = checkpoints.classifier_from_args(checkpoint, args)
             names, folders, rows = sequence_names, work, labels.labels

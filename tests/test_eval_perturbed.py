@@ -751,6 +751,42 @@ def test_predictions_file_of_any_framework_gives_the_sequences_it_names(tmp_path
         writer_script.main(["--predictions", str(csv_path), "m.keras", "--rafdb", str(root)])
 
 
+def test_predictions_file_scores_a_folder_dataset_in_its_own_classes(tmp_path):
+    """--predictions on a folder dataset (classes happy, sad): the CSV names each frame's class in the
+    dataset's own classes, by name or by index in its order. happy0's p_rotate frames are scored sad
+    from frame 20 on (one flip in 29 transitions), the rest happy throughout: FP (1/29 + 0) / 2
+    over the two sequences."""
+    import cv2
+
+    import rafdb_perturb_dataset
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "faces"
+    for name in ("happy", "sad"):
+        (data / "test" / name).mkdir(parents=True)
+        cv2.imwrite(str(data / "test" / name / f"{name}0.png"), rng.integers(0, 256, (40, 40, 3), np.uint8))
+    perturbed = tmp_path / "faces-p"
+    assert rafdb_perturb_dataset.main(["export", "--dataset", "folder", "--data", str(data), "--out", str(perturbed),
+                                       "--perturbations", "p_rotate", "--workers", "1"]) == 0
+    frames = sorted(path.relative_to(perturbed).as_posix() for path in perturbed.rglob("*.jpg"))
+    assert len(frames) == 60
+    for spelling in ("names", "indices"):
+        lines = ["path,class"]
+        for rel in frames:
+            label = "sad" if "/happy/" in rel and int(rel.rsplit("_", 1)[1][:2]) >= 20 else "happy"
+            lines.append(f"{rel},{label if spelling == 'names' else ('happy', 'sad').index(label)}")
+        csv_path = tmp_path / f"{spelling}.csv"
+        csv_path.write_text("\n".join(lines) + "\n")
+        out = tmp_path / f"{spelling}.txt"
+        assert writer_script.main(["--predictions", str(csv_path), "--dataset", "folder", "--data", str(data),
+                                   "--perturbed", str(perturbed), "--out", str(out)]) == 0
+        (block,) = stability.read_predictions(out)
+        assert block.meta["class_order"] == "happiness,sadness"
+        result = stability.compute(stability.group_blocks([block]))
+        (method,) = result["methods"].values()
+        assert method["perturbations"]["p_rotate"]["fp"] == pytest.approx((1 / 29 + 0) / 2)
+
+
 def test_a_corrupted_tree_given_as_perturbed_is_named_as_such(tmp_path, perturbed_tree, tiny_checkpoints):
     _, root, _, _ = perturbed_tree
     tree = tmp_path / "C"

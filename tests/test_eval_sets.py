@@ -215,6 +215,12 @@ def test_predictions_file_gives_the_direct_evaluations_report(workspace, capsys)
         run_main(root, capsys, *common, "--predictions", "short.csv")
     with pytest.raises(UserError, match="--on-the-fly"):
         run_main(root, capsys, *common, "--predictions", "classes.csv", "--on-the-fly")
+    # FER2013/FER+ and folder exports name their images by dataset ids: refused up front, naming the
+    # flag and the route that works (it crashed with a TypeError after reading the dataset).
+    with pytest.raises(UserError, match=r"--predictions: a predictions file scores RAF-DB-C trees only, not "
+                                        r"--dataset folder; evaluate the model itself"):
+        run_main(root, capsys, "--predictions", "classes.csv", "--dataset", "folder", "--data", "nowhere",
+                 "--corrupted", "nowhere-c")
 
 
 def test_shards_differing_only_in_the_runners_fixed_batch_fallback_merge():
