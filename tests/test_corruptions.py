@@ -650,8 +650,8 @@ def test_motion_blur_region_is_the_crop_of_each_whole_blur(shape):
 def _motion_blur_dense(image: np.ndarray, radius: int, sigma: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
     """BENCHMARK.md §2.5 (numpy backend) written out densely: (float32 sum, float64 sum) over the
     kernel of weights exp(-j^2 / (2 sigma^2)) normalised over j = 0..2r, offsets ox = ceil(j cos t - 0.5),
-    oy = ceil(j sin t - 0.5) (y down), stopping at the first j whose offset leaves the image, reads
-    from the edge-replicated image. The float32 sum takes the steps in kernel order, each
+    oy = ceil(j sin t - 0.5) (y down), every j (an offset beyond the image reads the replicated edge,
+    as ImageMagick), reads from the edge-replicated image. The float32 sum takes the steps in kernel order, each
     acc + w_j * I rounded once to float32 (a fused multiply-add, as OpenCV's vector loop does)."""
     plane = image.astype(np.float64)
     height, width = plane.shape[:2]
@@ -667,13 +667,25 @@ def _motion_blur_dense(image: np.ndarray, radius: int, sigma: float, angle: floa
     for step in range(size):
         ox = math.ceil(step * math.cos(theta) - 0.5)
         oy = math.ceil(step * math.sin(theta) - 0.5)
-        if abs(ox) >= width or abs(oy) >= height:
-            break
         read = padded[size + oy : size + oy + height, size + ox : size + ox + width]
         # float32 weight times a byte value is exact in float64; one rounding of the sum to float32.
         acc32 = (float(np.float32(weights[step])) * read + acc32).astype(np.float32)
         acc64 += weights[step] * read
     return acc32, acc64
+
+
+@pytest.mark.parametrize("shape", [(1000, 40, 3), (40, 1000, 3), (600, 33)])
+def test_motion_blur_keeps_a_flat_image_flat_when_the_blur_is_longer_than_a_side(shape):
+    """A folder dataset may hold tall narrow images: the blur's length scales with the height (1000 px:
+    radius and sigma x 1000/100 / 3 after the documented floor), so its offsets can run past the width.
+    Beyond the image the edge is replicated, and the weights sum to 1, so a flat image stays flat at
+    every severity and angle (imagecorruptions' port stopped at the image edge and dropped the rest of
+    the weight: the 40 x 1000 image went from 200 to ~130 at severity 5)."""
+    image = np.full(shape, 200, np.uint8)
+    for severity in range(1, 6):
+        for seed in range(4):
+            out = corruptions.motion_blur(image, severity, np.random.default_rng(seed))
+            assert out.shape == image.shape and np.all(out == 200), (shape, severity, seed, out.min())
 
 
 def _q16_by_hand(acc32: np.ndarray) -> np.ndarray:
