@@ -1293,10 +1293,18 @@ def adapt_runner(runner, checkpoint_path: str | Path, *, preprocessing: str | No
 
 def _input_size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*([0-9]+)\s*(?:[xX,]\s*([0-9]+)\s*)?", text)
-    if not match or int(match.group(1)) < 1:
+    if not match:
         raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
     height = int(match.group(1))
-    return height, int(match.group(2) or height)
+    width = int(match.group(2) or height)
+    if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
+        raise argparse.ArgumentTypeError(f"expected sides from 1 to {MAX_INPUT_SIDE} px, got {text!r}")
+    return height, width
+
+
+# --input-size: a side beyond this is a typo, not a face model (one float32 RGB image at 4096 px
+# is 200 MB; the evaluation's batches would not fit in memory).
+MAX_INPUT_SIDE = 4096
 
 
 def _preprocessing_choice(text: str) -> str:

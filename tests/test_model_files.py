@@ -894,3 +894,17 @@ def test_onnx_graph_preprocessing_inside_is_one_setting_with_or_without_none(tmp
     settings = [checkpoints.classifier_from_args(path, args(preprocessing=flag)).describe()["preprocessing_setting"]
                 for flag in (None, "none", "scale01")]
     assert settings == ["z_normalization+in_model", "z_normalization+in_model", "scale01"]
+
+
+@pytest.mark.parametrize("text", ["100000x100000", "0x0", "64x0", "5000"])
+def test_input_size_out_of_range_is_a_flag_error(text):
+    """--input-size sides must lie in 1..4096: 100000x100000 allocated 112 GiB and crashed with a
+    traceback; a zero width passed the parser."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    checkpoints.add_checkpoint_args(parser)
+    with pytest.raises(SystemExit) as caught:
+        parser.parse_args(["--input-size", text])
+    assert caught.value.code == 2
+    assert checkpoints._input_size("4096x48") == (4096, 48) and checkpoints._input_size("64") == (64, 64)
