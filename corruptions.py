@@ -578,8 +578,8 @@ def motion_blur_op(image: np.ndarray, radius: int, sigma: float, angle_degrees: 
     ``backend="numpy"``: imagecorruptions' port: width w = 2 radius + 1, weights
     exp(-j^2 / (2 sigma^2)) for j = 0..w-1 normalised, offsets ox = ceil(j cos - 0.5),
     oy = ceil(j sin - 0.5) (y pointing down), edge pixels replicated (also beyond the image: the port
-    stopped at the first offset that left it; ImageMagick does not). The last step matches ImageMagick Q16 rounding: the result is
-    floor(round(257 acc) / 257) (:func:`_imagemagick_q16_to_uint8`), not the plain floor(acc) of
+    stopped at the first offset that left it; ImageMagick does not). The last step matches
+    ImageMagick Q16 rounding: the result is floor(round(257 acc) / 257) (:func:`_imagemagick_q16_to_uint8`), not the plain floor(acc) of
     BENCHMARK.md §2.5 step 5. A deliberate, documented departure: it equals Wand/ImageMagick 6.9.11 on
     ~99.999 % of pixels (the plain floor differs on 0.15-6 %); both stay within the benchmark's bound
     of max |diff| <= 1 on < 1 % of pixels, which the tests assert. ``backend="wand"``: the original's
@@ -621,7 +621,7 @@ def motion_blur_region(image: np.ndarray, radius: int, sigma: float, angles, row
     height, width = image.shape[:2]
     row_start, row_stop = rows
     col_start, col_stop = (0, width) if columns is None else columns
-    kernels = [_motion_kernel(int(radius), float(sigma), float(angle), height, width) for angle in angles]
+    kernels = [_motion_kernel(int(radius), float(sigma), float(angle)) for angle in angles]
     reach = np.concatenate([offsets for _weights, offsets in kernels])
     (min_x, min_y), (max_x, max_y) = reach.min(axis=0).tolist(), reach.max(axis=0).tolist()
     # The source rectangle every window reads: [row_start + min_y, row_stop + max_y) x [col_start +
@@ -667,8 +667,8 @@ def _imagemagick_q16_to_uint8(accumulated: np.ndarray) -> np.ndarray:
 _MOTION_KERNELS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _motion_kernel(radius, sigma, angle, height, width):
-    key = (radius, sigma, angle, height, width)
+def _motion_kernel(radius, sigma, angle):
+    key = (radius, sigma, angle)
     cached = _MOTION_KERNELS.get(key)
     if cached is not None:
         return cached
