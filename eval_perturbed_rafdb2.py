@@ -60,7 +60,9 @@ TSV (default output):
   digit.
 - Method names: two different checkpoints with the same run directory name are kept apart
   (``<run dir>/<file name>``; the original merged them, the later block winning); a checkpoint
-  field without a directory is named by its file name (the original gave "").
+  field without a directory is named by its file name (the original gave ""). Blocks of one method
+  evaluated with different settings (their metadata's preprocessing, input size, class order, ...)
+  are methods of their own, ``<method> [<the differing settings>]`` (the original merged them).
 
 Text output (second argument ``t...``): methods sorted by name (the original: file order);
 perturbations in canonical order with ``rafdb.test.`` stripped (the original: file order, prefix
@@ -220,31 +222,18 @@ def method_digests(table: dict) -> dict:
     return out
 
 
-def method_settings(table: dict, source: str = "") -> dict:
+def method_settings(table: dict) -> dict:
     """method -> the evaluation settings its blocks' metadata state (``stability.SETTING_KEYS``:
-    preprocessing, input, class order, ...): a key every block states with one value is that value;
-    a key some block leaves out (a file written before the settings were recorded) is left out
-    (unknown); a key whose stated values differ between blocks (runs of different settings
-    concatenated) is the list of its values, with a warning: that method's mFP mixes them."""
+    preprocessing, input, class order, ...): a key every block states is its value (the reader has
+    already kept blocks stating different values apart as methods of their own,
+    ``stability.split_methods_by_settings``); a key some block leaves out (a file written before the
+    settings were recorded) is left out (unknown)."""
     out = {}
     for method, blocks in table.items():
-        # as written today: blocks appended by another version state one setting alike
         per_block = [{key: stability.canonical_setting(key, value) for key, value in
                       stability.block_settings(block.meta or {}).items()} for block in blocks.values()]
-        settings = {}
-        for key in stability.SETTING_KEYS:
-            values = list(dict.fromkeys(found.get(key) for found in per_block))
-            stated = [value for value in values if value is not None]
-            if len(stated) > 1:
-                where = {value: [name for name, found in zip(blocks, per_block) if found.get(key) == value]
-                         for value in stated}
-                LOG.warning("%s: the blocks of %s differ in %s (%s): its mFP mixes evaluations of "
-                            "different settings", source, method or '""', key,
-                            "; ".join(f"{value}: {', '.join(names)}" for value, names in where.items()))
-                settings[key] = stated
-            elif stated and None not in values:
-                settings[key] = stated[0]
-        out[method] = settings
+        out[method] = {key: per_block[0][key] for key in stability.SETTING_KEYS
+                       if all(key in found for found in per_block)}
     return out
 
 
@@ -262,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["methods"][method]["checkpoint"] = checkpoint
     for method, digest in method_digests(table).items():
         results["methods"][method]["checkpoint_sha256"] = digest
-    for method, settings in method_settings(table, str(args.predictions)).items():
+    for method, settings in method_settings(table).items():
         results["methods"][method]["settings"] = settings
     results["source"] = str(args.predictions)
     results["format"] = stability.JSON_FORMAT

@@ -79,6 +79,7 @@ from typing import Sequence
 import numpy as np
 
 import cli_common
+import stability
 from cli_common import UserError
 
 LOG = logging.getLogger("fer.report")
@@ -284,8 +285,6 @@ def robustness_settings(result: dict) -> dict[str, str]:
     recorded, the display label ``preprocessing`` read as the setting it describes), input_shape, output_classes, restrict_to_dataset_classes where the model has
     outputs that are no dataset class) and its ``runtime`` (test-time adaptation). What it does not
     record (an older JSON, a predictions file's preprocessing) is left out: unknown."""
-    import stability
-
     info = result.get("checkpoint") or {}
     runtime = result.get("runtime")
     adapted = stability.adapted_label(runtime.get("adapt"), runtime.get("adapt_prior")) \
@@ -301,8 +300,6 @@ def robustness_settings(result: dict) -> dict[str, str]:
 def _canonical_setting(key: str, value):
     """``stability.canonical_setting`` of a recorded value; a list (blocks that disagreed when
     written) whose values are all one setting today is that setting."""
-    import stability
-
     if isinstance(value, list):
         values = list(dict.fromkeys(stability.canonical_setting(key, item) for item in value))
         return values[0] if len(values) == 1 else values
@@ -321,25 +318,7 @@ def stability_settings(summary: dict) -> dict[str, str]:
 def settings_differences(mine: dict, theirs: dict) -> list[str]:
     """The settings stated on both sides with different values (a key one side leaves out is
     unknown there, never a difference)."""
-    import stability
-
     return [key for key in stability.SETTING_KEYS if key in mine and key in theirs and mine[key] != theirs[key]]
-
-
-_SETTING_LABELS = {"preprocessing": "preprocessing", "input": "input", "class_order": "class order",
-                   "restrict": "restriction to the dataset's classes", "adapted": "adaptation"}
-
-
-def _setting_text(key: str, value) -> str:
-    """``preprocessing z_normalization``; ``class order not recorded``; a list: the values joined."""
-    if value is None:
-        return f"{_SETTING_LABELS[key]} not recorded"
-    if isinstance(value, list):
-        value = " + ".join(map(str, value))
-    if key == "restrict":
-        return "restricted to the dataset's classes" if value == "1" else "all outputs" if value == "0" \
-            else f"restrict {value}"
-    return f"{_SETTING_LABELS[key]} {value}"
 
 
 SETTINGS_SEP = "\1"  # joins a (label-split) key and its settings variant; no path or SHA-256 holds it
@@ -354,6 +333,7 @@ class _Variant:
         self.robust_settings: dict | None = None  # what its robustness results state (all the same)
         self.robust: list = []  # (checkpoint, result file)
         self.stable: list = []  # (checkpoint, result file, method)
+        self.stable_settings: dict | None = None  # what its stability method states
         self.final = key
 
     def add(self, settings: dict) -> None:
@@ -380,8 +360,10 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
     could have been evaluated with other settings: it is never taken for a repeat (its numbers
     would replace numbers of known settings, under a name claiming settings it never stated), but
     is a row of its own, named with what it does not record, with a warning. Then each stability
-    method with a key: the one variant it fits joins it; of several, the one variant that states
-    more of the method's settings than any other (a row of unknown settings is never preferred);
+    method with a key, those stating more settings first: the one variant it fits, and whose stability
+    (if any) states exactly its settings, joins it (the latter a repeat: the later one is used); of
+    several, the one variant that states more of the method's settings than any other (a row of
+    unknown settings is never preferred);
     none (a setting stated on both sides differs) or several (it
     states too little to tell which) make a variant of its own, with a warning. A key with one
     variant stays as it is; with several, each is ``<key> SOH <index>`` (:data:`SETTINGS_SEP`) and
@@ -394,8 +376,6 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
     robustness result of its key exists, "robustness" for a robustness result kept apart from
     results it does not contradict).
     """
-    import stability
-
     variants: dict[str, list[_Variant]] = {}
 
     def new_variant(key: str) -> _Variant:
@@ -419,13 +399,17 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
         variant.robust.append((checkpoint, path))
         placed_robust.append((variant, checkpoint, path, result))
     placed_stable = []
-    for key, checkpoint, path, method, summary, data in stable:
+    # methods stating more settings first: which variant an unknown setting could be does not
+    # depend on the order of the files and methods
+    for key, checkpoint, path, method, summary, data in sorted(
+            stable, key=lambda row: -len(stability_settings(row[4]))):
         if key is None:  # no recorded path: joined later by name (_unrecorded_key)
             placed_stable.append((None, checkpoint, path, method, summary, data))
             continue
         settings = stability_settings(summary)
         group = variants.setdefault(key, [])
-        fitting = [v for v in group if v.fits(settings)]
+        # a variant with the stability of other stated settings is taken: these numbers would replace it
+        fitting = [v for v in group if v.fits(settings) and v.stable_settings in (None, settings)]
         if len(fitting) > 1 and settings:  # the one confirming most of what the method states
             confirmed = {id(v): sum(k in v.settings for k in settings) for v in fitting}
             best = max(confirmed.values())
@@ -440,6 +424,7 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
                 conflicts.append(("stability", variant, others, len(fitting) > 1))
         variant.add(settings)
         variant.stable.append((checkpoint, path, method))
+        variant.stable_settings = settings
         placed_stable.append((variant, checkpoint, path, method, summary, data))
     suffixes = {}
     for key, group in variants.items():
@@ -454,7 +439,7 @@ def _assign_variants(robust: list, stable: list) -> tuple[list, list, dict, list
                          if 0 < sum(setting in settings for settings in stated) < len(stated)]
         for variant in group:
             variant.final = f"{key}{SETTINGS_SEP}{variant.index}"
-            text = ", ".join(_setting_text(setting, variant.settings.get(setting)) for setting in differing)
+            text = ", ".join(stability.setting_text(setting, variant.settings.get(setting)) for setting in differing)
             suffixes[variant.final] = f" [{text or f'evaluation {variant.index + 1}'}]"
     return ([(v.final, checkpoint, path, result) for v, checkpoint, path, result in placed_robust],
             [(v.final if v is not None else None, *rest) for v, *rest in placed_stable],
@@ -466,15 +451,15 @@ def _robust_conflict_warning(variant: _Variant, others: list, names: dict) -> st
     earlier robustness results of the same model file that record other settings (none differing)."""
     checkpoint, file = variant.robust[0]
     mine = variant.robust_settings or {}
-    keys = [k for k in _SETTING_LABELS if any((k in mine) != (k in (o.robust_settings or {})) for o in others)]
+    keys = [k for k in stability.SETTING_LABELS if any((k in mine) != (k in (o.robust_settings or {})) for o in others)]
     missing = [k for k in keys if k not in mine]
 
     def stated(v: _Variant) -> str:
-        known = [_setting_text(k, v.robust_settings[k]) for k in keys if k in (v.robust_settings or {})]
+        known = [stability.setting_text(k, v.robust_settings[k]) for k in keys if k in (v.robust_settings or {})]
         return ("with " + ", ".join(known)) if known else \
-            f"recording no {', '.join(_SETTING_LABELS[k] for k in keys)}"
+            f"recording no {', '.join(stability.SETTING_LABELS[k] for k in keys)}"
 
-    text = (f"recording no {', '.join(_SETTING_LABELS[k] for k in missing)}" if missing and len(missing) == len(keys)
+    text = (f"recording no {', '.join(stability.SETTING_LABELS[k] for k in missing)}" if missing and len(missing) == len(keys)
             else stated(variant))
     rows = [names[variant.final]] + [names[other.final] for other in others]
     return (f"same model file, evaluation settings recorded by one robustness result and not the other, so "
@@ -489,17 +474,17 @@ def _conflict_warning(variant: _Variant, others: list, ambiguous: bool, names: d
     checkpoint, file, method = variant.stable[0]
     if ambiguous:
         keys = sorted({k for v in others for w in others for k in settings_differences(v.settings, w.settings)},
-                      key=list(_SETTING_LABELS).index)
+                      key=list(stability.SETTING_LABELS).index)
         return (f"{file}: the stability of {checkpoint or method} records no "
-                f"{', '.join(_SETTING_LABELS[k] for k in keys if k not in variant.settings) or 'settings'}, "
+                f"{', '.join(stability.SETTING_LABELS[k] for k in keys if k not in variant.settings) or 'settings'}, "
                 f"and the same model file was evaluated with several: "
-                + "; ".join(f"{v.where()} with {', '.join(_setting_text(k, v.settings.get(k)) for k in keys)}"
+                + "; ".join(f"{v.where()} with {', '.join(stability.setting_text(k, v.settings.get(k)) for k in keys)}"
                             for v in others)
                 + f"; not merged with any: shown as {names[variant.final]!r}")
     keys = list(dict.fromkeys(key for other in others for key in settings_differences(variant.settings, other.settings)))
     mine = f"stability {file} ({checkpoint or method}) with " + \
-        ", ".join(_setting_text(key, variant.settings[key]) for key in keys)
-    theirs = [f"{other.where()} with " + ", ".join(_setting_text(key, other.settings[key])
+        ", ".join(stability.setting_text(key, variant.settings[key]) for key in keys)
+    theirs = [f"{other.where()} with " + ", ".join(stability.setting_text(key, other.settings[key])
                                                   for key in keys if key in other.settings)
               for other in others if settings_differences(variant.settings, other.settings)]
     rows = [names[variant.final]] + [names[other.final] for other in others]
@@ -853,8 +838,6 @@ def coverage_notes(models: list[Model], metrics: dict) -> list[str]:
     what was evaluated). Shown with the notes under the tables (report.md, report.html, the printed
     table)."""
     import corruptions
-    import stability
-
     out = []
     canonical = stability.canonical_perturbations()
     for model in models:

@@ -275,6 +275,51 @@ def block_settings(meta: dict) -> dict[str, str]:
     return out
 
 
+SETTING_LABELS = {"preprocessing": "preprocessing", "input": "input", "class_order": "class order",
+                  "restrict": "restriction to the dataset's classes", "adapted": "adaptation"}
+
+
+def setting_text(key: str, value) -> str:
+    """``preprocessing z_normalization``; ``class order not recorded``; a list: the values joined."""
+    if value is None:
+        return f"{SETTING_LABELS[key]} not recorded"
+    if isinstance(value, list):
+        value = " + ".join(map(str, value))
+    if key == "restrict":
+        return "restricted to the dataset's classes" if value == "1" else "all outputs" if value == "0" \
+            else f"restrict {value}"
+    return f"{SETTING_LABELS[key]} {value}"
+
+
+def split_methods_by_settings(blocks: Sequence[Block], source: str = "") -> None:
+    """Keep the evaluations of one method under different settings apart (in place).
+
+    Blocks of one method whose metadata state a setting (:data:`SETTING_KEYS`, compared as
+    :func:`canonical_setting`) with different values -- runs with another ``--preprocessing``,
+    input size, class order, ... appended to one file -- are different methods, each named
+    ``<method> [<the settings that differ>]`` (``a [preprocessing none]``; ``not recorded`` for a
+    block of an older writer that states none), with a warning: one mFP never mixes them, and a
+    repeated perturbation of another setting never replaces the first (docs/BENCHMARK.md §5.4)."""
+    by_method: dict[str, list[tuple[Block, dict]]] = {}
+    for block in blocks:
+        settings = {key: canonical_setting(key, value) for key, value in block_settings(block.meta or {}).items()}
+        by_method.setdefault(block.method, []).append((block, settings))
+    for method, found in by_method.items():
+        differing = [key for key in SETTING_KEYS
+                     if len({settings[key] for _, settings in found if key in settings}) > 1]
+        if not differing:
+            continue
+        names: dict[str, list[str]] = {}
+        for block, settings in found:
+            text = ", ".join(setting_text(key, settings.get(key)) for key in differing)
+            block.method = f"{method} [{text}]" if method else f"[{text}]"
+            names.setdefault(block.method, []).append(block.perturbation)
+        LOG.warning("%s: %s was evaluated with different %s; kept apart as %s", source, method or '""',
+                    " and ".join(SETTING_LABELS[key] for key in differing),
+                    "; ".join(f"{name!r} ({', '.join(dict.fromkeys(perturbations))})"
+                              for name, perturbations in names.items()))
+
+
 def warn_method_collisions(checkpoints_: Sequence[str | Path], earlier: Sequence[str] = ()) -> list[str]:
     """Warn when different checkpoints share a method name; return the colliding names.
 
@@ -729,6 +774,7 @@ def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]
         raise UserError(f"{path}:{blocks[0].line}: header with no sequences after it; the file holds "
                         f"no predictions")
     disambiguate_methods(kept)
+    split_methods_by_settings(kept, str(path))
     return kept
 
 

@@ -887,17 +887,56 @@ def test_reader_carries_the_settings_of_the_metadata_into_the_method(tmp_path, c
     path = write(tmp_path, _settings_block("p_rotate", settings, WORKED) + _settings_block("p_shear", "", CONSTANT))
     table = stability.group_blocks(stability.read_predictions(path))
     assert eval_perturbed_rafdb2.method_settings(table) == {"a": {}}
-    # two runs of different preprocessing concatenated: both values, and a warning
+    # two runs of different preprocessing concatenated: two methods, named by it, and a warning
     path = write(tmp_path, _settings_block("p_rotate", settings, WORKED)
                  + _settings_block("p_shear", settings.replace("z_normalization", "none"), CONSTANT))
-    table = stability.group_blocks(stability.read_predictions(path))
     with caplog.at_level(logging.WARNING, logger="fer.stability"):
-        found = eval_perturbed_rafdb2.method_settings(table, "p.txt")
-    assert found["a"]["preprocessing"] == ["z_normalization", "none"] and found["a"]["input"] == "64x64x3"
-    assert "p.txt: the blocks of a differ in preprocessing (z_normalization: p_rotate; none: p_shear)" in caplog.text
+        table = stability.group_blocks(stability.read_predictions(path))
+    assert eval_perturbed_rafdb2.method_settings(table) == {
+        "a [preprocessing z_normalization]": {"preprocessing": "z_normalization", "input": "64x64x3",
+                                              "class_order": RAFDB_ORDER, "adapted": "none"},
+        "a [preprocessing none]": {"preprocessing": "none", "input": "64x64x3", "class_order": RAFDB_ORDER,
+                                   "adapted": "none"}}
+    assert ("a was evaluated with different preprocessing; kept apart as 'a [preprocessing z_normalization]' "
+            "(p_rotate); 'a [preprocessing none]' (p_shear)") in caplog.text
+
+
+def test_one_perturbation_evaluated_with_two_settings_is_two_methods(tmp_path, caplog):
+    """The same model and perturbation appended twice with different settings (a rerun with another
+    --preprocessing and input size appended with >>): both evaluations are kept, as two methods with
+    their own FP (worked out by hand: WORKED flips at 2 of its 29 consecutive pairs, CONSTANT at none),
+    instead of the second replacing the first; a block stating no settings is a third."""
+    import eval_perturbed_rafdb2
+
+    first = " preprocessing=scale01 input=64x64x3 class_order=" + RAFDB_ORDER
+    second = " preprocessing=none input=100x100x3 class_order=" + RAFDB_ORDER
+    path = write(tmp_path, _settings_block("p_rotate", first, WORKED) + _settings_block("p_rotate", second, CONSTANT)
+                 + _settings_block("p_rotate", "", CONSTANT))
     json_path = tmp_path / "s.json"
-    assert eval_perturbed_rafdb2.main([str(path), "--json", str(json_path), "--quiet"]) == 0
-    assert json.loads(json_path.read_text())["methods"]["a"]["settings"]["preprocessing"] == ["z_normalization", "none"]
+    with caplog.at_level(logging.WARNING, logger="fer.stability"):
+        assert eval_perturbed_rafdb2.main([str(path), "--json", str(json_path), "--quiet"]) == 0
+    methods = json.loads(json_path.read_text())["methods"]
+    scale01 = "a [preprocessing scale01, input 64x64x3]"
+    none = "a [preprocessing none, input 100x100x3]"
+    unknown = "a [preprocessing not recorded, input not recorded]"
+    assert sorted(methods) == sorted([scale01, none, unknown])
+    assert methods[scale01]["perturbations"]["p_rotate"]["fp"] == pytest.approx(2 / 29)
+    assert methods[none]["perturbations"]["p_rotate"]["fp"] == 0.0
+    assert methods[scale01]["settings"]["input"] == "64x64x3" and methods[unknown]["settings"] == {}
+    assert methods[none]["checkpoint"] == "runs/a/c.keras"
+    assert "the later block wins" not in caplog.text
+    assert "a was evaluated with different preprocessing and input" in caplog.text
+    # the report: three rows, none replacing another, whatever the order of the methods
+    import report
+
+    for order in (1, -1):
+        data = json.loads(json_path.read_text())
+        data["methods"] = dict(list(data["methods"].items())[::order])
+        ordered = tmp_path / f"s{order}.json"
+        ordered.write_text(json.dumps(data))
+        rows = report.make_report([ordered], tmp_path / f"rep{order}")["rows"]
+        assert {row["model"]: row["mfp"] for row in rows} == {
+            scale01: pytest.approx(2 / 29), none: 0.0, unknown: 0.0}
 
 
 def test_blocks_stating_one_setting_in_two_spellings_agree(tmp_path, caplog):
@@ -911,11 +950,12 @@ def test_blocks_stating_one_setting_in_two_spellings_agree(tmp_path, caplog):
     old = f" preprocessing=full_normalization_(inside_the_model) class_order={RAFDB_ORDER.replace('happiness', 'joy')}"
     new = f" preprocessing=full_normalization+in_model class_order={RAFDB_ORDER}"
     path = write(tmp_path, _settings_block("p_rotate", old, WORKED) + _settings_block("p_shear", new, CONSTANT))
-    table = stability.group_blocks(stability.read_predictions(path))
     with caplog.at_level(logging.WARNING, logger="fer.stability"):
-        found = eval_perturbed_rafdb2.method_settings(table, "p.txt")
-    assert found["a"] == {"preprocessing": "full_normalization+in_model", "class_order": RAFDB_ORDER, "adapted": "none"}
-    assert "differ in" not in caplog.text
+        table = stability.group_blocks(stability.read_predictions(path))
+    found = eval_perturbed_rafdb2.method_settings(table)
+    assert found == {"a": {"preprocessing": "full_normalization+in_model", "class_order": RAFDB_ORDER,
+                           "adapted": "none"}}
+    assert "evaluated with different" not in caplog.text
     assert report.stability_settings({"settings": {
         "preprocessing": ["full_normalization_(inside_the_model)", "full_normalization+in_model"]}}) == \
         {"preprocessing": "full_normalization+in_model"}

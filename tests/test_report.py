@@ -10,6 +10,7 @@ base.json) and eval_perturbed_rafdb2.py --json over a predictions file of the th
 import base64
 import csv
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -697,6 +698,26 @@ def test_stability_recording_no_settings_joins_as_before_unless_it_cannot_tell(t
                        f"model file was evaluated with several: robustness {first} (runs/a/m.keras) with "
                        f"preprocessing none; robustness {second} (runs/a/m.keras) with preprocessing "
                        f"z_normalization; not merged with any: shown as 'a [preprocessing not recorded]'")
+
+
+def test_stability_of_fewer_settings_never_replaces_a_stated_one(tmp_path, caplog):
+    """Two stability results of one model file, the first stating its preprocessing and input size,
+    the second (an older writer's) its preprocessing only: the second could be of another input size,
+    so it is a row of its own (FP 0 and 2/29 side by side), never a repeat replacing the first, in
+    either order of the files."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    stated = stability_json(folder, "s1", "runs/a/m.keras", [CONSTANT],
+                            f" preprocessing=none input=64x64x3 class_order={RAFDB_ORDER} model_sha256={DIGEST}")
+    fewer = stability_json(folder, "s2", "runs/a/m.keras", [TWO_FLIPS], f" preprocessing=none model_sha256={DIGEST}")
+    for order, files in enumerate(([stated, fewer], [fewer, stated])):
+        with caplog.at_level(logging.WARNING):
+            report.make_report(files, tmp_path / f"out{order}")
+        rows = read_csv(tmp_path / f"out{order}" / "report.csv")
+        assert {name: float(row["mfp"]) for name, row in rows.items()} == {
+            f"a [input 64x64x3, class order {RAFDB_ORDER}, adaptation none]": 0.0,
+            "a [input not recorded, class order not recorded, adaptation not recorded]": pytest.approx(2 / 29)}
+    assert "appears again" not in caplog.text
 
 
 def test_a_baseline_file_is_the_input_row_of_its_own_settings(tmp_path):
