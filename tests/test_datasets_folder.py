@@ -207,6 +207,29 @@ def test_undecodable_file_message_lists_the_accepted_formats(tmp_path, name):
                                 "(corrupt, or not a JPEG, PNG, BMP, WebP or TIFF file)")
 
 
+def test_float_tiff_is_refused_by_its_sample_type(tmp_path):
+    """A valid TIFF of 32-bit float samples (which the 8-bit readers cannot take) is named as such,
+    with what to save instead, not called corrupt; a 16-bit one is read, reduced to 8 bits."""
+    root = tmp_path / "faces"
+    _image(root / "test/happy/a.png", 1)
+    ok, data = cv2.imencode(".tiff", np.full((8, 9, 3), 0.5, np.float32))
+    assert ok
+    (root / "test/happy/float.tiff").write_bytes(data.tobytes())
+    sixteen = np.zeros((8, 9, 3), np.uint16)
+    sixteen[:4] = 65535  # full scale reads as 255, 0 as 0 (whichever rounding the reduction uses)
+    ok, data = cv2.imencode(".tiff", sixteen)
+    (root / "test/happy/sixteen.tiff").write_bytes(data.tobytes())
+    dataset = datasets.get("folder", root)
+    with pytest.raises(UserError) as error:
+        dataset.read_image("test/happy/float.tiff")
+    assert str(error.value) == (f"{root / 'test/happy/float.tiff'}: an image of float32 samples (3 channel(s)); "
+                                f"images are read as 8-bit (16-bit integers reduced to 8): save it with 8- or "
+                                f"16-bit integer samples")
+    image = dataset.read_image("test/happy/sixteen.tiff")
+    assert image.dtype == np.uint8 and image.shape == (8, 9, 3)
+    assert (image[:4] == 255).all() and (image[4:] == 0).all()
+
+
 def test_grey_png_with_alpha_stays_grey():
     """A grey + alpha PNG (colour type 4, written here with PIL's mode LA) reads as H x W x 1 with
     its grey values, alpha dropped; an RGBA PNG stays RGB."""
