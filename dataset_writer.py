@@ -1402,6 +1402,28 @@ def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
         return tuple(read_image(path, keep_grey=True).shape[:2])
 
 
+def refuse_changed_sources(manifest: Mapping[str, Any] | None, sources: Sequence[tuple[str, str]],
+                           where: str) -> None:
+    """UserError when an exported tree was made from other versions of the images evaluated with it.
+
+    ``sources``: (unit key, source path) of every clean image the evaluation reads; the manifest's
+    ``units`` table records, per unit, the digest of the source it was rendered from
+    (:func:`inputs_digest`). A source that changed after the export (a re-sampled synthetic tree,
+    an edited photo) would have its clean error measured on one image and its corruptions on
+    another. Units the manifest does not record (an older manifest, images added since) are not
+    compared here."""
+    recorded = (manifest or {}).get("units") or {}
+    if not recorded:
+        return
+    changed = [path for key, path in sources if key in recorded and recorded[key] != inputs_digest((path,))]
+    if changed:
+        examples = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise UserError(f"{where}: exported from other versions of {len(changed)} of the {len(sources)} "
+                        f"source images ({examples}: changed since the export, their digests differ from "
+                        f"{MANIFEST_NAME}'s); export into it again (only the changed images are rendered "
+                        f"again), or evaluate with the images it was exported from")
+
+
 def refuse_unusable_sources(paths: Sequence[str | os.PathLike]) -> None:
     """Before anything is written: a UserError naming the first source image that cannot be read
     (no reader opens it) or is smaller than ``corruptions.MIN_SIDE`` (and how many more are).

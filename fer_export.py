@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cli_common import UserError, item_rng
-from dataset_writer import WorkUnit, refuse_unusable_sources, require_corruptible_size
+from dataset_writer import WorkUnit, refuse_changed_sources, refuse_unusable_sources, require_corruptible_size
 from datasets.images import encode_image, read_image
 
 FER_C_KIND = "fer-c"
@@ -487,6 +487,11 @@ def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[Cor
     fmt = manifest.get("params", {}).get("format", "auto")
     # The clean images would come from this CSV and the corrupted ones from another: no CE.
     refuse_other_source(data, manifest, f"--corrupted {corrupted}")
+    if data.name == "folder":
+        from datasets.folder import relative_id
+
+        refuse_changed_sources(manifest, [(unit_key(relative_id(image_id)), str(data.image_path(image_id)))
+                                          for image_id in data.labels(split).names], f"--corrupted {corrupted}")
     prefix = FER_PREFIX if data.name in ("ferplus", "fer2013") else getattr(data, "dataset_name", data.name)
     split_name = data.split_name(split)
     sets = []

@@ -14,6 +14,7 @@ import numpy as np
 
 import checkpoints
 import dataset_eval
+import dataset_writer
 import inference
 import rafdb_dataset
 import robustness
@@ -24,8 +25,6 @@ from robustness import Folder
 def find_set_folders(args, labels, pairs, fmt):
     """The exported folders of ``pairs``: the 18 under --corrupted, the others under
     --corrupted-extra; returns (folders, manifest of --corrupted, manifest of --corrupted-extra)."""
-    import dataset_writer
-
     manifests, folders = {}, {}
     for key, root in (("rafdb", args.corrupted), ("extra", args.corrupted_extra)):
         wanted = [pair for pair in pairs if (robustness.set_of(pair[0]) == "rafdb") == (key == "rafdb")]
@@ -188,8 +187,6 @@ def run(args) -> int:
     roots = {name: args.corrupted if name == "rafdb" else args.corrupted_extra
              for name in robustness.CORRUPTION_SET_ORDER}
     if evaluated is not None:
-        import dataset_writer
-
         manifest = dataset_writer.read_manifest(args.corrupted)  # checked by fer_export.corrupted_sets
         source = {"on_the_fly": False, "format": fmt,
                   **{key: (manifest or {}).get("params", {}).get(key) for key in ("seed", "motion_backend")}}
@@ -209,6 +206,10 @@ def run(args) -> int:
                 check()
     else:
         folders, manifest, manifest_extra = find_set_folders(args, labels, pairs, args.format)
+        for root, found, flag in ((args.corrupted, manifest, "--corrupted"),
+                                  (args.corrupted_extra, manifest_extra, "--corrupted-extra")):
+            dataset_writer.refuse_changed_sources(found, [(path.name, str(path)) for path in clean_paths],
+                                                  f"{flag} {root}")
         fmt = args.format or ((manifest or manifest_extra or {}).get("params", {}).get("format"))
         if fmt is None:
             suffixes = {folder.paths[0].suffix for folder in folders if folder.paths}

@@ -234,6 +234,42 @@ def test_folder_export_unfinished_or_with_missing_files_is_refused_before_any_mo
     assert rows["D.test.contrast.1"]["n"] == 6 and rows["D.test.contrast.2"]["n"] == 5
 
 
+def test_folder_image_changed_after_its_export_is_refused_before_any_model(tmp_path, random_faces):
+    """A source photo edited after the export: its clean image and its corruptions would be of two
+    different pictures, so the evaluation stops naming it (exit 2 from the script), and evaluates
+    again once the export has been rerun. The export recorded sha256 over the file's sha256 hex."""
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import eval_corrupted_rafdb
+    import ferplus_aug_dataset
+
+    root = random_faces(tmp_path / "D", ("pos", "neg"), 3, seed=4)
+    (root / "classes.txt").write_text("pos\nneg\n")
+    _dense_model(tmp_path / "m.keras", 40, 3, 2, seed=3)
+    export = ["export", "--dataset", "folder", "--data", str(root), "--corruptions", "contrast",
+              "--severities", "1", "--workers", "1", "--quiet", "--out", str(tmp_path / "C")]
+    evaluate = [str(tmp_path / "m.keras"), "--dataset", "folder", "--data", str(root), "--corruptions", "contrast",
+                "--severities", "1", "--preprocessing", "none", "--class-order", "pos,neg",
+                "--corrupted", str(tmp_path / "C")]
+    assert ferplus_aug_dataset.main(export) == 0
+    edited = sorted((root / "test" / "neg").iterdir())[0]
+    units = json.loads((tmp_path / "C" / "manifest.json").read_text())["units"]
+    inner = hashlib.sha256(edited.read_bytes()).hexdigest()
+    assert units[f"neg|{edited.name}"] == hashlib.sha256(inner.encode("ascii")).hexdigest()
+    image = cv2.imread(str(edited))
+    cv2.imwrite(str(edited), 255 - image)
+    command = [sys.executable, str(Path(eval_corrupted_rafdb.__file__)), *evaluate]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (f"--corrupted {tmp_path / 'C'}: exported from other versions of 1 of the 6 source images "
+            f"({edited}: changed since the export") in result.stderr
+    assert ferplus_aug_dataset.main(export) == 0  # renders the edited photo again
+    assert eval_corrupted_rafdb.main(evaluate) == 0
+
+
 def test_fer_c_missing_file_and_unfinished_p_export_are_refused(tmp_path):
     import eval_corrupted_rafdb
     import eval_perturbed_rafdb
