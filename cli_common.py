@@ -123,6 +123,14 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_args(self, args=None, namespace=None):
+        """Positionals may follow the options (``eval_corrupted_rafdb.py model.keras --json r.json
+        results.txt``): argparse's intermixed parsing, except for a parser with sub-commands, which
+        it does not support (their own options and positionals follow the command name anyway)."""
+        if self._subparsers is not None:
+            return super().parse_args(args, namespace)
+        return self.parse_intermixed_args(args, namespace)
+
 
 def check_output_path(path: str | os.PathLike, flag: str, *, folder: bool = False) -> Path:
     """UserError naming ``flag`` and ``path`` unless ``path`` can be written; run it before any work.

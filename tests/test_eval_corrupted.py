@@ -240,6 +240,20 @@ def test_parse_bad_severities(text):
         robustness.parse_severities(text)
 
 
+def test_positionals_may_follow_the_options():
+    """RESULTS_FILE after the options (it was 'unrecognized arguments'), the reader's mode after its
+    --json, checkpoints on both sides of an option."""
+    import eval_perturbed_rafdb
+    import eval_perturbed_rafdb2
+
+    args = eval_corrupted_rafdb.parse_args(["m.keras", "--corrupted", "C", "results.txt"])
+    assert (args.checkpoint, args.results_file, args.corrupted) == (Path("m.keras"), Path("results.txt"), Path("C"))
+    args = eval_perturbed_rafdb2.parse_args(["p.txt", "--json", "fp.json", "t"])
+    assert (args.predictions, args.mode, args.json) == (Path("p.txt"), "t", Path("fp.json"))
+    args = eval_perturbed_rafdb.parse_args(["a.keras", "--rafdb", "R", "b.keras"])
+    assert args.checkpoints == [Path("a.keras"), Path("b.keras")]
+
+
 def test_parse_corruptions_canonical_order():
     import corruptions
 
@@ -388,6 +402,29 @@ def test_corrupt_image_exits_2_naming_the_file(workspace, tmp_path):
                            "--severities", "1")
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert victim.name in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_a_tree_exported_from_other_source_images_is_refused(workspace, tmp_path):
+    """The manifest records, per source face, sha256 over the sha256 hex of the file it was rendered
+    from (checked here on one face); a face whose digest differs (as after re-sampling RAF-DB/ with
+    another seed) stops the evaluation before any model, naming the face, exit 2."""
+    import hashlib
+
+    manifest = json.loads((workspace / "corrupted_raf_dataset" / "manifest.json").read_text())
+    face = sorted(manifest["units"])[1]
+    source = workspace / "RAF-DB" / "basic" / "Image" / "aligned" / face
+    inner = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert manifest["units"][face] == hashlib.sha256(inner.encode("ascii")).hexdigest()
+    copy = tmp_path / "corrupted"
+    copy.mkdir()
+    os.symlink(workspace / "corrupted_raf_dataset" / "rafdb.test.contrast.1", copy / "rafdb.test.contrast.1")
+    manifest["units"][face] = "0" * 64
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    completed = run_script(workspace, "runs/run_a", "--corrupted", copy, "--corruptions", "contrast",
+                           "--severities", "1")
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert (f"--corrupted {copy}: exported from other versions of 1 of the " in completed.stderr
+            and f"RAF-DB/basic/Image/aligned/{face}: changed since the export" in completed.stderr)
 
 
 # --------------------------------------------------------------------------------------------
