@@ -55,6 +55,8 @@ Comparability: models evaluated with a different dataset, split, label protocol,
 or export format (or robustness results over different corruption sets) are never ranked
 together: the report shows a warning naming the difference and ranks each comparable group on its
 own.
+A model evaluated for robustness only (or stability only) is ranked with the models of both kinds
+whose keys it shares; a missing evaluation differs in nothing.
 
 Example::
 
@@ -773,20 +775,38 @@ STABILITY_KEYS = ("protocol", "n", "source")
 
 
 def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[str, str]]:
-    """(warnings, group label per model). Models in one group share every key and corruption set."""
+    """(warnings, group label per model). Models in one group share every key and corruption set.
+
+    A model without stability results joins the one group of models with both whose robustness
+    keys it shares (it is ranked with them by mCE, or the mean corruption error), and, where no such
+    model joined that group, a model without robustness results the one group whose stability keys
+    it shares (the group is then ranked by mFP): a missing evaluation contradicts nothing."""
     warnings: list[str] = []
     keys_of = {}
     for model in models:
-        parts = []
+        robust = stable = None
         if model.robustness is not None:
             ident = model.identity()
-            parts += [f"{key}={ident[key]}" for key in ROBUSTNESS_KEYS]
-            parts.append("corruptions=" + ",".join(sorted(metrics[model.name]["c"]["headline"])))
+            robust = tuple([f"{key}={ident[key]}" for key in ROBUSTNESS_KEYS]
+                           + ["corruptions=" + ",".join(sorted(metrics[model.name]["c"]["headline"]))])
         if model.stability is not None:
             s = metrics[model.name]["s"]
-            parts += [f"P:{key}={s[key]}" for key in STABILITY_KEYS]
-            parts.append(f"P:difficulty={model.stability_info.get('difficulty')}")
-        keys_of[model.name] = tuple(parts)
+            stable = tuple([f"P:{key}={s[key]}" for key in STABILITY_KEYS]
+                           + [f"P:difficulty={model.stability_info.get('difficulty')}"])
+        keys_of[model.name] = (robust, stable)
+    both = [key for key in dict.fromkeys(keys_of.values()) if None not in key]
+    robust_joined = set()
+    for name, (robust, stable) in keys_of.items():
+        if stable is None and robust is not None:
+            targets = [key for key in both if key[0] == robust]
+            if len(targets) == 1:
+                keys_of[name] = targets[0]
+                robust_joined.add(targets[0])
+    for name, (robust, stable) in keys_of.items():
+        if robust is None and stable is not None:
+            targets = [key for key in both if key[1] == stable]
+            if len(targets) == 1 and targets[0] not in robust_joined:
+                keys_of[name] = targets[0]
     groups: dict[tuple, list[str]] = {}
     for name, key in keys_of.items():
         groups.setdefault(key, []).append(name)
@@ -817,10 +837,12 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
         if len(sets) > 1:
             warnings.append("robustness results cover different corruption sets: " + "; ".join(
                 f"{value or '(none)'} ({', '.join(names)})" for value, names in sets.items()))
-        mixed = [m.name for m in models if (m.robustness is None) != (models[0].robustness is None)
-                 or (m.stability is None) != (models[0].stability is None)]
-        if mixed:
-            warnings.append("not every model has both robustness and stability results")
+        unjoined = [name for name, (robust, stable) in keys_of.items() if (robust is None) != (stable is None)
+                    and any(key[0] == robust or key[1] == stable for key in both)]
+        if unjoined:
+            warnings.append("results of one kind only, not ranked with the models of both kinds whose keys "
+                            "they share (several such groups, or one ranked by a measure they lack): "
+                            + ", ".join(unjoined))
         warnings.append("models are therefore ranked only within their group (A, B, ...), "
                         "never together")
     return warnings, labels

@@ -270,6 +270,30 @@ def test_models_of_one_folder_join_by_their_file(tmp_path, capsys):
     assert "appears again" not in capsys.readouterr().err
 
 
+def test_a_model_missing_one_evaluation_is_ranked_with_the_others(tmp_path):
+    """Three models of one dataset and protocol: m1 evaluated for robustness and stability, m2 and m3
+    for robustness only. They share every comparability key where they have results, so they are one
+    group (they were two: m1, and m2 + m3), ranked together by the mCE their files carry (the same
+    for the three, so by name). A fourth, evaluated for stability only, cannot be ranked by mCE with
+    them: a group of its own, named in a warning."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [robustness_json(folder, "r1", "runs/m1/c.keras", .10),
+              stability_json(folder, "s1", "runs/m1/c.keras", [TWO_FLIPS]),
+              robustness_json(folder, "r2", "runs/m2/c.keras", .05),
+              robustness_json(folder, "r3", "runs/m3/c.keras", .08)]
+    result = report.make_report(inputs, tmp_path / "out")
+    assert [(row["group"], row["rank"], row["model"], row["ranked_by"]) for row in result["rows"]] == [
+        ("A", 1, "m1", "mce"), ("A", 2, "m2", "mce"), ("A", 3, "m3", "mce")]
+    assert not any("group" in warning for warning in result["warnings"])
+    inputs.append(stability_json(folder, "s4", "runs/m4/c.keras", [CONSTANT]))
+    result = report.make_report(inputs, tmp_path / "out2")
+    assert [(row["group"], row["model"]) for row in result["rows"]] == [
+        ("A", "m1"), ("A", "m2"), ("A", "m3"), ("B", "m4")]
+    assert any(warning.endswith("(several such groups, or one ranked by a measure they lack): m4")
+               for warning in result["warnings"])
+
+
 def test_same_named_models_of_different_folders_never_merge(tmp_path):
     """a/models/m.onnx and b/models/m.onnx share folder and file name: whole paths name them."""
     folder = tmp_path / "in"
