@@ -525,12 +525,15 @@ def _is_bookkeeping(name: str) -> bool:
 
 
 def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[str, Any],
-                     force_rerender: bool = False) -> dict | None:
+                     force_rerender: bool = False, source_root: str | os.PathLike | None = None) -> dict | None:
     """Fail early (UserError) unless ``out_dir`` can take this export; return its manifest, if any.
 
-    Creates ``out_dir`` if needed and checks that a file can be created in it.
+    An ``out_dir`` inside ``source_root`` (the dataset read) is refused first, before anything is
+    created there. Creates ``out_dir`` if needed and checks that a file can be created in it.
     """
     out_dir = Path(out_dir)
+    if source_root is not None:  # a tree written into its own source dataset would be read back as data
+        refuse_outputs_over_inputs([("--out", out_dir)], trees=[("the source dataset", source_root)])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -1066,9 +1069,7 @@ def export(
     workers = resolve_workers(workers)
     refuse_duplicate_keys(units)
     mine = shard_units(units, shard)
-    if source_root is not None:  # a tree written into its own source dataset would be read back as data
-        refuse_outputs_over_inputs([("--out", out_dir)], trees=[("the source dataset", source_root)])
-    check_output_dir(out_dir, kind=kind, params=params, force_rerender=force_rerender)
+    check_output_dir(out_dir, kind=kind, params=params, force_rerender=force_rerender, source_root=source_root)
 
     with _tree_lock(out_dir):
         # Read again under the lock: a concurrent shard may have written the manifest meanwhile.

@@ -557,7 +557,8 @@ def run_job(job: Job, data, out: str | Path, *, generator: str, workers: int = 0
 
     import dataset_writer
 
-    dataset_writer.check_output_dir(Path(out), kind=job.kind, params=job.params, force_rerender=force_rerender)
+    dataset_writer.check_output_dir(Path(out), kind=job.kind, params=job.params, force_rerender=force_rerender,
+                                    source_root=data.root)
     result = dataset_writer.export(job.units, job.render, Path(out), generator=generator, kind=job.kind,
                                    params=job.params, sources=job.sources, source_root=str(data.root),
                                    workers=workers, progress=not quiet and sys.stderr.isatty(),

@@ -267,7 +267,7 @@ def run_export(args) -> int:
     # then an unwritable folder or a conflicting manifest, before listing work or starting workers.
     dataset_writer.refuse_unusable_sources(paths)
     dataset_writer.check_output_dir(args.out, kind=dataset_writer.RAFDB_C_KIND, params=params,
-                                    force_rerender=args.force_rerender)
+                                    force_rerender=args.force_rerender, source_root=args.rafdb)
     units = dataset_writer.rafdb_c_units(paths, pairs, fmt=args.format, split=args.split)
     render = functools.partial(dataset_writer.render_rafdb_c, pairs=pairs, seed=args.seed, fmt=args.format,
                                motion_backend=args.motion_backend, colour=args.colour, split=args.split,

@@ -257,7 +257,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     # List and check every input before --out is created: a wrong --rafdb leaves nothing behind.
     names = list_test_names(root, args.source)
     units = build_units(root, names, selected, fmt=args.format, source=args.source)
-    dataset_writer.check_output_dir(args.out, kind=KIND, params=params, force_rerender=args.force_rerender)
+    dataset_writer.check_output_dir(args.out, kind=KIND, params=params, force_rerender=args.force_rerender,
+                                    source_root=root)
     render = functools.partial(render_unit, selected=selected, seed=args.seed, fmt=args.format,
                                motion_backend=args.motion_backend, colour=args.colour,
                                fallback_pad=args.fallback_pad)

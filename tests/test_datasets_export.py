@@ -271,6 +271,23 @@ def test_folder_name_clash_cli_exits_2_before_writing(tmp_path):
         assert not out.exists()
 
 
+def test_an_export_into_its_own_source_dataset_leaves_nothing_there(tmp_path):
+    """--out inside the folder dataset it reads is refused (exit 2) before the folder is created:
+    an empty export/ left there would be warned about by every later read of the dataset, and one
+    inside a class folder would sit among its images."""
+    root = tmp_path / "faces"
+    for name in ("a.png", "b.png"):
+        _face_file(root / "test" / "sad" / name)
+    runs = [("rafdb_aug_dataset.py", root / "export", "--corruptions", "gaussian_noise", "--severities", "1"),
+            ("rafdb_perturb_dataset.py", root / "test" / "sad" / "p", "--perturbations", "p_rotate")]
+    for script, out, *extra in runs:
+        result = _cli(script, "export", "--dataset", "folder", "--data", root, "--out", out, "--workers", "1", *extra)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert f"error: --out {out}: lies inside the source dataset {root}, which is read" in result.stderr
+        assert not out.exists()
+    assert sorted(path.name for path in root.rglob("*")) == ["a.png", "b.png", "sad", "test"]
+
+
 def test_too_small_folder_images_are_refused_before_writing(tmp_path):
     """corruptions.MIN_SIDE is 32: a 1x1 and a 40x20 (width x height) image are named up front
     (the first by path, then how many more), before --out exists; 32x32 is accepted."""
