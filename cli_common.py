@@ -214,7 +214,15 @@ def refuse_outputs_over_inputs(outputs, files=(), trees=()) -> None:
     (flag or label, path or None) pairs. An output may not be the same file as any of ``files``
     (checked with the file system, so links and other spellings of a path count), nor lie inside
     one of the folders ``trees`` (datasets read as input: a file written there is read back as data,
-    or breaks its manifest). Run it before any work."""
+    or breaks its manifest); nor may two outputs be one file (the later would replace the earlier:
+    ``--json r.txt`` over a RESULTS_FILE r.txt that holds earlier evaluations). Run it before any work."""
+    named = [(flag, out) for flag, out in outputs if out is not None]
+    for index, (flag, out) in enumerate(named):
+        for other_flag, other in named[:index]:
+            if os.path.realpath(out) == os.path.realpath(other) or (
+                    os.path.exists(out) and os.path.exists(other) and os.path.samefile(out, other)):
+                raise UserError(f"{other_flag} {other} and {flag} {out}: the same file; one output would "
+                                f"replace the other: give each its own file name")
     for flag, out in outputs:
         if out is None:
             continue

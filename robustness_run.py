@@ -140,6 +140,7 @@ def run(args) -> int:
     check_output_flags(args, "json", "csv", "plot", "save_probabilities")
     outputs = [("--" + dest.replace("_", "-"), getattr(args, dest, None))
                for dest in ("json", "csv", "plot", "save_probabilities")] + [("RESULTS_FILE", args.results_file)]
+    refuse_outputs_over_inputs(outputs)  # two outputs on one file: before anything is read
     if args.merge is not None:
         refuse_outputs_over_inputs(outputs, [("--merge", path) for path in args.merge] + [("--baseline", args.baseline)])
         return merge(args)

@@ -33,11 +33,12 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
     return rows
 
 
-
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
     # Every output first: an unwritable path is an error now, not after the predictions.
     check_output_flags(args, "out", "json", "save_probabilities")
+    outputs = [("--" + dest.replace("_", "-"), getattr(args, dest, None)) for dest in ("out", "json", "save_probabilities")]
+    refuse_outputs_over_inputs(outputs)  # two outputs on one file: before anything is read
     # every model file first: a pickle or a missing file is refused before any data is read
     if args.predictions is not None:
         import model_files
@@ -50,7 +51,7 @@ def run(args) -> int:
         targets = [path for checkpoint in args.checkpoints for path in checkpoints.find_checkpoints(checkpoint)]
     shard = robustness.parse_shard(args.shard)
     refuse_outputs_over_inputs(
-        [("--" + dest.replace("_", "-"), getattr(args, dest, None)) for dest in ("out", "json", "save_probabilities")],
+        outputs,
         [("model" if args.predictions is None else "--predictions", path) for path in targets],
         [(flag, getattr(args, dest, None)) for flag, dest in (("--perturbed", "perturbed"), ("--rafdb", "rafdb"),
                                                              ("--data", "data"))])

@@ -246,6 +246,34 @@ def test_the_scripts_refuse_to_overwrite_their_inputs(tmp_path):
         assert "Traceback" not in result.stderr and victim.read_bytes() == before
 
 
+def test_two_outputs_naming_one_file_are_refused(tmp_path):
+    """Two output flags on one file (also through a link, or spelled another way): the later write
+    would replace the earlier, e.g. the --json of an evaluation over the RESULTS_FILE that keeps
+    the blocks of earlier ones. Exit 2 naming both, before any work; the file untouched."""
+    results = tmp_path / "results.txt"
+    results.write_text("Results for: an earlier model\n")
+    (tmp_path / "alias.txt").symlink_to(results)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(UserError, match=r"^--json .*/a\.out and --csv .*/sub/\.\./a\.out: the same file; one "
+                                        r"output would replace the other"):
+        cli_common.refuse_outputs_over_inputs([("--json", tmp_path / "a.out"), ("--csv", tmp_path / "sub" / ".." / "a.out")])
+    shard = tmp_path / "s0.json"
+    shard.write_text("{}")
+    commands = ((["eval_corrupted_rafdb.py", "m.keras", "--json", str(tmp_path / "alias.txt"), str(results)],
+                 f"--json {tmp_path / 'alias.txt'} and RESULTS_FILE {results}"),
+                (["eval_perturbed_rafdb.py", "m.keras", "--out", str(results), "--json", str(results)],
+                 f"--out {results} and --json {results}"),
+                (["eval_perturbed_rafdb2.py", str(shard), "--json", str(results), "--csv", str(results)],
+                 f"--json {results} and --csv {results}"))
+    for command, named in commands:
+        result = subprocess.run([sys.executable, str(REPO / command[0]), *command[1:]], cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {named}: the same file")
+        assert "Traceback" not in result.stderr
+        assert results.read_text() == "Results for: an earlier model\n"
+
+
 def test_a_link_is_followed_and_a_fifo_is_written_to(tmp_path):
     real = tmp_path / "real.json"
     real.write_text("old")
