@@ -24,6 +24,8 @@ Brier = ((0.1^2 + 0.1^2) + (0.6^2 + 0.6^2)) / 2 = 0.37.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 ECE_BINS = 15
@@ -93,10 +95,16 @@ def per_class_recall(confusion: np.ndarray) -> np.ndarray:
         return np.where(support > 0, np.diag(confusion) / np.where(support > 0, support, 1), np.nan)
 
 
-def folder_metrics(probabilities, labels) -> dict:
-    """ECE, NLL, Brier, per-class recall and confusion matrix of one evaluated folder (JSON-ready)."""
+def folder_metrics(probabilities, labels, confidences: bool = True) -> dict:
+    """ECE, NLL, Brier, per-class recall and confusion matrix of one evaluated folder (JSON-ready).
+    ``confidences`` False: the rows are one-hot predicted classes, not a model's probabilities, so
+    ECE, NLL and Brier are NaN (undefined) rather than numbers of a confidence nobody stated."""
     p, y = _checked(probabilities, labels)
     confusion = confusion_matrix(np.argmax(p, axis=1), targets_of(y), p.shape[1])
+    if not confidences:
+        return {"ece": math.nan, "nll": math.nan, "brier": math.nan,
+                "recall": [float(value) for value in per_class_recall(confusion)],
+                "confusion": confusion.tolist()}
     return {"ece": ece(p, y), "nll": nll(p, y), "brier": brier(p, y),
             "recall": [float(value) for value in per_class_recall(confusion)],
             "confusion": confusion.tolist()}

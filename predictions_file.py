@@ -7,11 +7,15 @@ File format (``--predictions FILE.csv``), UTF-8 CSV with a header line:
     accepted) or its index in the dataset's class order (RAF-DB: 0 surprise ... 6 neutral);
 ``path,p0,p1,...,pK-1``
     one score row per image, K = the dataset's number of classes, columns in the dataset's class
-    order; the evaluation takes the argmax (first maximum on ties), exactly as for a model.
+    order; the evaluation takes the argmax (first maximum on ties), exactly as for a model. Scores
+    are taken as a model's outputs are: probabilities when every row is non-negative and sums to 1
+    (``model_files.looks_like_probabilities``), else logits, and a softmax is applied to every row,
+    so that ECE, NLL and Brier describe probabilities.
 
 ``path`` is relative to the exported tree's root with ``/`` separators
 (``rafdb.test.contrast.3/test_0001_aligned.jpg``); the clean images are ``clean/<file name>``.
-Blank lines and lines starting with ``#`` are ignored. A line with the wrong number of fields, an
+Blank lines and lines starting with ``#`` are ignored, and so is a UTF-8 byte-order mark (Excel's
+"CSV UTF-8"). A line with the wrong number of fields, an
 unknown class, a non-finite score, a duplicated path or a path that names no image of the tree is
 an error naming the file and line; an image the evaluation needs that has no line is an error
 naming the image.
@@ -19,7 +23,9 @@ naming the image.
 :class:`PredictionsClassifier` stands in for ``checkpoints.Classifier`` in the evaluations:
 ``make_dataset(paths)`` + ``predict_dataset(...)`` return, for the same image paths, the (N, K)
 scores a model would have returned (one-hot rows for ``path,class``), so every number the
-evaluation derives from them (accuracy, error, CE, flip rates) is computed by the same code.
+evaluation derives from them (accuracy, error, CE, flip rates) is computed by the same code. One-hot
+rows are not a model's confidence: with ``path,class`` the calibration metrics (ECE, NLL, Brier)
+are not computed (``scores_are_confidences`` False; the results hold null).
 """
 
 from __future__ import annotations
@@ -40,11 +46,14 @@ CLEAN_PREFIX = "clean/"
 
 
 class Predictions:
-    """The rows of a predictions file: ``rows[key] = (line number, scores float32 (K,))``."""
+    """The rows of a predictions file: ``rows[key] = (line number, scores float32 (K,))``; ``kind``
+    "class" or "probabilities" (the header), ``output_kind`` what the scores were taken for
+    ("classes", "probabilities", or "logits": softmax applied to the rows)."""
 
     def __init__(self, path: Path, kind: str, class_names: tuple[str, ...],
-                 rows: dict[str, tuple[int, np.ndarray]]):
+                 rows: dict[str, tuple[int, np.ndarray]], output_kind: str | None = None):
         self.path, self.kind, self.class_names, self.rows = path, kind, class_names, rows
+        self.output_kind = output_kind or ("classes" if kind == "class" else "probabilities")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -72,7 +81,7 @@ def read_predictions(path: str | Path, class_names: Sequence[str]) -> Prediction
     canonical = [_canonical(name) for name in class_names]
     n_classes = len(class_names)
     try:
-        stream = open(path, encoding="utf-8", newline="")
+        stream = open(path, encoding="utf-8-sig", newline="")  # a leading byte-order mark is dropped
     except OSError as error:
         raise UserError(f"{path}: cannot read the predictions file ({error.strerror})") from None
     rows: dict[str, tuple[int, np.ndarray]] = {}
@@ -112,7 +121,19 @@ def read_predictions(path: str | Path, class_names: Sequence[str]) -> Prediction
     if kind is None:
         raise UserError(f"{path}: empty predictions file; expected a header path,class or "
                         f"path,p0..p{n_classes - 1}")
-    return Predictions(path, kind, class_names, rows)
+    output_kind = None
+    if kind == "probabilities" and rows:
+        import model_files
+
+        keys = list(rows)
+        scores = np.stack([rows[key][1] for key in keys])
+        if not model_files.looks_like_probabilities(scores):
+            output_kind = "logits"
+            LOG.info("%s: the scores are not probabilities (a row is negative or does not sum to 1): "
+                     "taken for logits, a softmax is applied to every row", path)
+            for key, row in zip(keys, model_files.softmax(scores)):
+                rows[key] = (rows[key][0], row)
+    return Predictions(path, kind, class_names, rows, output_kind)
 
 
 def _header(fields: list[str], n_classes: int, where: str) -> str:
@@ -204,6 +225,11 @@ class PredictionsClassifier:
 
     # -- the Classifier interface the evaluations use ----------------------------------------
     @property
+    def scores_are_confidences(self) -> bool:
+        """False for ``path,class`` files: their one-hot rows carry no confidence to calibrate."""
+        return self.predictions.kind != "class"
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         return self.predictions.class_names
 
@@ -258,6 +284,7 @@ class PredictionsClassifier:
         return {"checkpoint": str(self.checkpoint_path), "checkpoint_size": stat.st_size,
                 "checkpoint_sha256": model_files.model_sha256(self.checkpoint_path),
                 "format": "predictions", "predictions_kind": self.predictions.kind,
+                "output_kind": self.predictions.output_kind,
                 "model_name": self.checkpoint_path.stem, "parameters": None,
                 "crop": self.crop, "preprocessing": "n/a (predictions file)",
                 "output_classes": list(self.predictions.class_names),

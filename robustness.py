@@ -279,8 +279,9 @@ class Evaluation:
         self.probabilities: list[tuple[str, list[str], np.ndarray]] = []  # (folder key, ids, rows)
 
 
-def folder_row(folder: Folder, scores: np.ndarray, labels: np.ndarray) -> dict:
-    """One evaluated folder: accuracy and error (§5.1) and the calibration metrics (§11.3)."""
+def folder_row(folder: Folder, scores: np.ndarray, labels: np.ndarray, confidences: bool = True) -> dict:
+    """One evaluated folder: accuracy and error (§5.1) and the calibration metrics (§11.3);
+    ``confidences`` False (one-hot predicted classes, no scores): ECE, NLL and Brier are NaN."""
     import calibration
     import metrics
 
@@ -288,7 +289,7 @@ def folder_row(folder: Folder, scores: np.ndarray, labels: np.ndarray) -> dict:
     accuracy = metrics.accuracy(np.argmax(scores, axis=1), targets)
     row = {"corruption": folder.corruption, "severity": folder.severity, "folder": folder.label,
            "n": int(len(scores)), "accuracy": accuracy, "error": 1.0 - accuracy}
-    row.update(calibration.folder_metrics(scores, labels))
+    row.update(calibration.folder_metrics(scores, labels, confidences))
     return row
 
 
@@ -333,7 +334,8 @@ def evaluate(runner, units: list[Folder], labels: np.ndarray, names: list[str],
                 raise UserError(f"{folder.label}: {len(scores)} predictions for "
                                 f"{len(folder_labels)} images")
             result.images += len(scores)
-            result.rows.append(folder_row(folder, scores, folder_labels))
+            result.rows.append(folder_row(folder, scores, folder_labels,
+                                          getattr(classifier, "scores_are_confidences", True)))
             if keep_probabilities:
                 ids = [name for name, kept in zip(names, folder.keep) if kept]
                 result.probabilities.append((folder.key, ids, scores.astype(np.float32)))
@@ -637,7 +639,10 @@ def summary_table(result: dict) -> str:
                   f"{_pct(summary['overall_mean_error'])}   mean corruption accuracy "
                   f"{_pct(summary['mean_corruption_accuracy'])}   unnormalised relative error "
                   f"{_pct(summary['unnormalised_relative_error'])}\n")
-    if "mean_ece" in summary or "clean_ece" in summary:
+    calibrated = [summary[key] for key in ("clean_ece", "mean_ece") if key in summary]
+    if calibrated and all(math.isnan(value) for value in calibrated):
+        out.write("ECE, NLL and Brier not computed: predicted classes, not probabilities (docs/BENCHMARK.md §11.3)\n")
+    elif calibrated:
         parts = []
         if "clean_ece" in summary:
             parts.append(f"clean ECE {_pct(summary['clean_ece'])}")

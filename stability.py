@@ -435,7 +435,8 @@ def predict_folders(runner, checkpoint: Path, names: Sequence[str],
                        "n_sequences": len(names), "n_frames": int(len(flat)),
                        "accuracy": float(np.mean(np.argmax(flat, axis=1)
                                                  == calibration.targets_of(frame_labels)))}
-                row.update(calibration.folder_metrics(flat, frame_labels))
+                row.update(calibration.folder_metrics(flat, frame_labels,
+                                                      getattr(classifier, "scores_are_confidences", True)))
                 calibration_rows.append(row)
             if probabilities is not None:
                 ids = [f"{name}_{frame:02d}" for name in names for frame in range(frames)]

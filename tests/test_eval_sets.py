@@ -206,7 +206,21 @@ def test_predictions_file_gives_the_direct_evaluations_report(workspace, capsys)
     (root / "classes.csv").write_text("\n".join(classes) + "\n")
     code, _ = run_main(root, capsys, *common, "--predictions", "classes.csv", "--json", "cls.json")
     assert code == 0
-    rows = json.loads((root / "cls.json").read_text())["results"][0]["folders"]
+    result = json.loads((root / "cls.json").read_text())["results"][0]
+    rows = result["folders"]
+    assert [row["accuracy"] for row in rows] == [row["accuracy"] for row in theirs["folders"]]
+    # Predicted classes carry no confidence: no ECE, NLL or Brier (they were those of one-hot rows).
+    assert {(row["ece"], row["nll"], row["brier"]) for row in rows} == {(None, None, None)}
+    assert [row["recall"] for row in rows] == [row["recall"] for row in theirs["folders"]]
+    # The same probabilities as log-probabilities (logits up to a constant): softmax gives them back,
+    # so every folder's ECE is the direct evaluation's (it was 100 times the error of the rows).
+    logits = [lines[0]] + [line.split(",", 1)[0] + "," + ",".join(
+        repr(float(np.log(max(float(value), 1e-30)))) for value in line.split(",")[1:]) for line in lines[1:]]
+    (root / "logits.csv").write_text("\n".join(logits) + "\n")
+    code, _ = run_main(root, capsys, *common, "--predictions", "logits.csv", "--json", "logits.json")
+    assert code == 0
+    rows = json.loads((root / "logits.json").read_text())["results"][0]["folders"]
+    assert [row["ece"] for row in rows] == pytest.approx([row["ece"] for row in theirs["folders"]], abs=1e-6)
     assert [row["accuracy"] for row in rows] == [row["accuracy"] for row in theirs["folders"]]
     # A needed image without a line is an error naming it.
     (root / "short.csv").write_text("\n".join(classes[:-1]) + "\n")

@@ -85,6 +85,26 @@ def test_header_is_matched_without_regard_to_case(tree, tmp_path):
     np.testing.assert_allclose(scores, [[0.1, 0, 0.2, 0, 0.7, 0, 0]])
 
 
+def test_byte_order_mark_and_logits(tree, tmp_path):
+    """A UTF-8 byte-order mark before the header (Excel's "CSV UTF-8") is dropped; rows that are not
+    probabilities (negative, or not summing to 1) are logits: each row becomes exp(s) / sum(exp(s)),
+    computed here with numpy, while rows that are probabilities are kept as they are."""
+    root, clean, clean_paths, _ = tree
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbfpath,class\nclean/img_0.png,happy\n")
+    predictor = PredictionsClassifier(csv_path, root, clean)
+    np.testing.assert_array_equal(predictor.predict_paths(clean_paths[:1]), [[0, 0, 0, 1, 0, 0, 0]])
+    assert not predictor.scores_are_confidences
+    logits = [[2.0, 0.0, -1.0, 0.5, 0.0, 0.0, 1.0], [0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    lines = ["path," + ",".join(f"p{k}" for k in range(7))] + [
+        f"clean/img_{i}.png," + ",".join(map(str, row)) for i, row in enumerate(logits)]
+    predictor = PredictionsClassifier(write(tmp_path / "l.csv", "\n".join(lines) + "\n"), root, clean)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(predictor.predict_paths(clean_paths[:2]), expected, rtol=1e-6)
+    assert predictor.predictions.output_kind == "logits" and predictor.scores_are_confidences
+    assert predictor.describe()["output_kind"] == "logits"
+
+
 def test_empty_file(tmp_path):
     with pytest.raises(UserError, match="empty predictions file"):
         read_predictions(write(tmp_path / "e.csv", "\n\n"), RAF)
