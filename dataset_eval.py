@@ -208,7 +208,8 @@ def perturbed_work(data, labels: LabelSet, perturbed: Path, selected: Sequence[s
 
     Folders ``<perturbed>/<prefix>.<split>.p_<name>`` (prefix ``fer2013`` or the folder dataset's
     name): ``selected`` in that order (each must exist), else the canonical perturbations present.
-    Every frame ``<stem>_NN.png|.jpg`` must exist; the first missing one is a UserError naming it.
+    Every frame ``<stem>_NN.jpg`` (``.png`` in a folder whose first frame is a PNG) must exist; the
+    first missing one is a UserError naming it.
     """
     import fer_export
     import perturbations
@@ -238,16 +239,16 @@ def perturbed_work(data, labels: LabelSet, perturbed: Path, selected: Sequence[s
     stems = [perturbation_stem(data, image_id) for image_id in labels.names]
     work = []
     for folder in folders:
+        # the folder's format: that of its first sequence's first frame (an export writes one format)
+        first = [folder / f"{stems[0]}_00{suffix}" for suffix in (".jpg", ".png")] if stems else []
+        suffix = next((path.suffix for path in first if path.is_file()), ".jpg")
         paths = []
         for stem in stems:
             for frame in range(frames):
-                for suffix in (".png", ".jpg"):
-                    path = folder / f"{stem}_{frame:02d}{suffix}"
-                    if path.is_file():
-                        paths.append(str(path))
-                        break
-                else:
-                    raise UserError(f"{folder / f'{stem}_{frame:02d}.png'}: frame not found (sequence {stem} "
-                                    f"needs frames 00..{frames - 1:02d}; re-run the perturbation export)")
+                path = folder / f"{stem}_{frame:02d}{suffix}"
+                if not path.is_file():
+                    raise UserError(f"{path}: frame not found (sequence {stem} needs frames "
+                                    f"00..{frames - 1:02d}{suffix}; re-run the perturbation export)")
+                paths.append(str(path))
         work.append((folder, paths))
     return stems, work

@@ -1,5 +1,7 @@
 """Class-folder datasets (docs/BENCHMARK.md §10): layout, synonyms, classes.txt, hidden files, errors."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -455,3 +457,31 @@ def test_export_precheck_warns_about_mixed_image_sizes(tmp_path, caplog):
     dataset_writer.refuse_unusable_sources([tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"])
     assert (f"the images range from 48 px ({tmp_path / 'a.png'}) to 224 px high ({tmp_path / 'c.png'})"
             in caplog.text)
+
+
+def test_a_missing_perturbation_frame_is_named_in_the_tree_format(tmp_path, random_faces):
+    """A folder dataset's RAF-DB-P export of .jpg frames with one frame deleted: the error names that
+    .jpg file (it named a .png that never existed); a .png export is read as .png."""
+    import dataset_eval
+    import fer_export
+
+    root = random_faces(tmp_path / "faces", ("happy", "sad"), 2)
+    data = datasets.get("folder", root)
+    labels = data.labels("test")
+    for suffix in (".jpg", ".png"):
+        perturbed = tmp_path / f"P{suffix}"
+        folder = perturbed / fer_export.p_folder(data.dataset_name, "test", "p_rotate")
+        for image_id in labels.names:
+            stem = dataset_eval.perturbation_stem(data, image_id)
+            for frame in range(3):
+                path = folder / f"{stem}_{frame:02d}{suffix}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"")
+        stems, work = dataset_eval.perturbed_work(data, labels, perturbed, None, 3)
+        assert [Path(path).suffix for path in work[0][1]] == [suffix] * 12
+        gone = folder / f"{stems[1]}_01{suffix}"
+        gone.unlink()
+        with pytest.raises(UserError) as error:
+            dataset_eval.perturbed_work(data, labels, perturbed, None, 3)
+        assert str(error.value) == (f"{gone}: frame not found (sequence {stems[1]} needs frames 00..02{suffix}; "
+                                    f"re-run the perturbation export)")
