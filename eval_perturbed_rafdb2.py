@@ -4,7 +4,9 @@ Reads the text written by ``eval_perturbed_rafdb.py`` (or by the original): bloc
 ``<checkpoint_path>,<perturbation_dir>`` (method = the checkpoint's run directory name,
 perturbation = the folder name without ``rafdb.test.``) or a one-field "external" header
 ``<perturbation_dir>`` (method ""), followed by one line per sequence of comma-separated class
-indices 0..6. Blank lines and ``#`` comments are skipped; ``#topk`` lines (written with
+indices (0..6 on RAF-DB; 0..K-1 of the evaluated classes, e.g. FER+'s 8). Other datasets' folders
+are ``<dataset>.<split>.p_<perturbation>`` (``fer2013.PublicTest.``, a folder dataset's
+``faces.test.``): the perturbation is their last part. Blank lines and ``#`` comments are skipped; ``#topk`` lines (written with
 ``eval_perturbed_rafdb.py --topk K``: per frame the top K classes joined by ``:``) give each
 sequence's rankings, from which the top-k distance is computed. The sequence length is read from
 the data (all sequences of a block must have the same length; ``--frames`` checks it). A line with
@@ -123,8 +125,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group = parser.add_argument_group("metrics")
     group.add_argument("--difficulty", type=positive_int, default=1,
                        help="compare frames j and j+d for non-noise perturbations (docs/BENCHMARK.md §5.5)")
-    group.add_argument("--topk", type=_ks, default=list(stability.DEFAULT_TOPK), metavar="K[,K...]",
-                       help="top-k distances to report where #topk rankings are present")
+    group.add_argument("--topk", type=_ks, default=None, metavar="K[,K...]",
+                       help="top-k distances to report where #topk rankings are present (default "
+                            f"{','.join(map(str, stability.DEFAULT_TOPK))}; given explicitly, a k that a "
+                            "method's rankings cannot give is warned about)")
     group.add_argument("--frames", type=positive_int, default=None,
                        help="require this many frames per sequence (default: read from the data)")
     group.add_argument("--baseline", default=None, metavar="NAME|JSON",
@@ -237,6 +241,20 @@ def method_settings(table: dict) -> dict:
     return out
 
 
+def warn_missing_topk(table: dict, results: dict, ks: Sequence[int]) -> None:
+    """A warning per method and k of an explicit ``--topk`` that its blocks cannot give: T-k-D needs
+    ``#topk`` rankings of at least k classes after every sequence."""
+    for method, summary in results["methods"].items():
+        lengths = {(block.ranking_array().shape[2] if block.ranking_array() is not None else 0)
+                   for block in table[method].values()}
+        for k in ks:
+            if any(str(k) not in entry["tkd"] for entry in summary["perturbations"].values()):
+                have = ("no #topk lines" if lengths == {0} else
+                        f"#topk lines ranking {'/'.join(map(str, sorted(lengths)))} classes")
+                LOG.warning("--topk %d: T%dD of %s not computed for every perturbation: its blocks hold %s; "
+                            "rerun eval_perturbed_rafdb.py with --topk %d", k, k, method or '""', have, k)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -246,7 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     blocks = read_predictions(args.predictions, args.frames)
     stability.warn_mixed_datasets(blocks, str(args.predictions))
     table = stability.group_blocks(blocks, str(args.predictions))
+    asked = args.topk is not None
+    args.topk = args.topk or list(stability.DEFAULT_TOPK)
     results = stability.compute(table, difficulty=args.difficulty, ks=args.topk)
+    if asked:
+        warn_missing_topk(table, results, args.topk)
     for method, checkpoint in method_checkpoints(table).items():
         results["methods"][method]["checkpoint"] = checkpoint
     for method, digest in method_digests(table).items():

@@ -159,6 +159,31 @@ def test_topk_lines(tmp_path):
     assert results["methods"]["m"]["mtkd"]["2"] == pytest.approx((3 / 29 + 28 * 3 / 29) / 2)
 
 
+def test_an_explicit_topk_the_rankings_cannot_give_is_warned_about(tmp_path, caplog):
+    """Rankings of 3 classes (ORDER cut to its first three): an explicit --topk 2,5 computes T2D and
+    warns that T5D cannot be; a file without #topk lines warns for every k asked; the default --topk
+    warns about nothing."""
+    import eval_perturbed_rafdb2
+
+    ranked = ",".join(":".join(order.split(":")[:3]) for order in [ORDER] * 30)
+    with_three = write(tmp_path, f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line([0] * 30)}\n#topk {ranked}\n")
+    json_path = tmp_path / "r.json"
+    with caplog.at_level(logging.WARNING, logger="fer.stability"):
+        assert eval_perturbed_rafdb2.main([str(with_three), "--topk", "2,5", "--json", str(json_path), "--quiet"]) == 0
+    assert json.loads(json_path.read_text())["methods"]["m"]["perturbations"]["p_rotate"]["tkd"] == {"2": 0.0}
+    assert ("--topk 5: T5D of m not computed for every perturbation: its blocks hold #topk lines ranking 3 "
+            "classes; rerun eval_perturbed_rafdb.py with --topk 5") in caplog.messages
+    assert "--topk 2" not in caplog.text
+    caplog.clear()
+    bare = tmp_path / "bare.txt"
+    bare.write_text(f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line([0] * 30)}\n")
+    with caplog.at_level(logging.WARNING, logger="fer.stability"):
+        assert eval_perturbed_rafdb2.main([str(bare), "--quiet"]) == 0
+        assert "--topk" not in caplog.text
+        assert eval_perturbed_rafdb2.main([str(bare), "--topk", "3", "--quiet"]) == 0
+    assert "--topk 3: T3D of m not computed for every perturbation: its blocks hold no #topk lines" in caplog.text
+
+
 SWAP_TOP_TWO = "1:0:2:3:4:5:6"
 
 
