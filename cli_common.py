@@ -242,6 +242,20 @@ def refuse_outputs_over_inputs(outputs, files=(), trees=()) -> None:
                                 f"write it outside that folder")
 
 
+FIGURE_SUFFIXES = {".png": "png", ".pdf": "pdf", ".svg": "svg"}  # matplotlib figures, by suffix
+
+
+def suffix_format(path: str | os.PathLike, flag: str, formats: dict[str, str], what: str) -> str:
+    """The file format named by ``path``'s suffix (``formats``: lower-case suffix -> format), or a
+    UserError naming ``flag``: a PNG written under the name ``plot.txt`` or ``grid.jpg`` is a file
+    that viewers and LaTeX refuse. ``what``: what is written, for the message."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        raise UserError(f"{flag} {path}: {what} is written as {', '.join(sorted(set(formats)))} (chosen by "
+                        f"the file name's suffix); got {suffix or 'no suffix'}")
+    return formats[suffix]
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (argparse names the flag in its error)."""
     try:

@@ -148,7 +148,8 @@ def parse_args(argv: Sequence[str] | None = None):
     group.add_argument("--csv", type=Path, default=None,
                        help="write one row per evaluated folder (and a summary row per model) as CSV")
     group.add_argument("--plot", type=Path, default=None,
-                       help="write a PNG of accuracy against severity per corruption")
+                       help="write a figure of accuracy against severity per corruption: PNG, PDF or "
+                            "SVG by the file name's suffix (.png, .pdf, .svg)")
     group.add_argument("--save-probabilities", type=Path, default=None, metavar="FILE.npz",
                        help="write every image's probability row (checkpoint, folder, image id, one "
                             "probability per class in the evaluation order: the dataset's classes, then any "

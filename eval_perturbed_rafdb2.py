@@ -6,11 +6,12 @@ perturbation = the folder name without ``rafdb.test.``) or a one-field "external
 ``<perturbation_dir>`` (method ""), followed by one line per sequence of comma-separated class
 indices (0..6 on RAF-DB; 0..K-1 of the evaluated classes, e.g. FER+'s 8). Other datasets' folders
 are ``<dataset>.<split>.p_<perturbation>`` (``fer2013.PublicTest.``, a folder dataset's
-``faces.test.``): the perturbation is their last part. Blank lines and ``#`` comments are skipped; ``#topk`` lines (written with
-``eval_perturbed_rafdb.py --topk K``: per frame the top K classes joined by ``:``) give each
-sequence's rankings, from which the top-k distance is computed. The sequence length is read from
-the data (all sequences of a block must have the same length; ``--frames`` checks it). A line with
-one or two fields is a header, so sequences need at least 3 frames.
+``faces.test.``): the perturbation is their last part. Blank lines and ``#`` comments are
+skipped; ``#topk`` lines (written with ``eval_perturbed_rafdb.py --topk K``: per frame the top K
+classes joined by ``:``) give each sequence's rankings, from which the top-k distance is computed.
+The sequence length is read from the data (all sequences of a block must have the same length;
+``--frames`` checks it). A line with one or two fields is a header, so sequences need at least 3
+frames.
 
 Per model and perturbation (docs/BENCHMARK.md §5.5-§5.7):
 

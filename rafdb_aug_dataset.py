@@ -185,7 +185,8 @@ def parse_args(argv=None):
     preview.add_argument("--rafdb", default=None,
                          help="RAF-DB root whose first aligned test face is shown (default: RAF-DB when it "
                               "holds one, else a synthetic face)")
-    preview.add_argument("--out", default="corruptions.png", help="the PNG image file to write (the preview grid)")
+    preview.add_argument("--out", default="corruptions.png",
+                         help="the image file to write (the preview grid): .png, or .jpg (JPEG quality 95)")
     add_set_args(preview)
     add_render_args(preview)
     preview.add_argument("--plain", action="store_true",
@@ -384,12 +385,14 @@ def run_preview(args) -> int:
     if args.motion_backend == "wand":
         require_wand()
     out = dataset_writer.check_writable_file(args.out)  # before the rendering, not after
+    fmt = cli_common.suffix_format(args.out, "--out", {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"},
+                                   "the preview grid")
     face, file_name = preview_face(args.rafdb)
     grid = preview_grid(face, file_name, names=names, seed=args.seed, motion_backend=args.motion_backend,
                         colour=args.colour, labels=not args.plain,
                         **({"param_set": args.param_set} if args.param_set else {}))
     try:
-        cli_common.atomic_write_bytes(out, rafdb_dataset.encode_image(grid, "png"))
+        cli_common.atomic_write_bytes(out, rafdb_dataset.encode_image(grid, fmt))
     except OSError as error:
         raise UserError(f"--out {out}: cannot write ({error.strerror or error})") from None
     LOG.info("wrote %s (%dx%d px; rows: %s)", out, grid.shape[1], grid.shape[0], ", ".join(names))

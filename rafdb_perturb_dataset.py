@@ -41,7 +41,7 @@ import dataset_writer
 import fer_export
 import perturbations
 import rafdb_dataset
-from cli_common import ArgumentParser, UserError, atomic_path, item_rng, run_main, setup_logging
+from cli_common import ArgumentParser, UserError, atomic_path, item_rng, run_main, setup_logging, suffix_format
 
 LOG = logging.getLogger("fer.rafdb_p")
 KIND = "rafdb-p"
@@ -361,6 +361,7 @@ def cmd_gif(args: argparse.Namespace) -> int:
     if args.motion_backend == "wand":
         require_wand()
     out = dataset_writer.check_writable_file(args.out)  # before rendering 300 frames, not after
+    suffix_format(args.out, "--out", {".gif": "gif"}, "the animation")
     face, origin = preview_face(args.rafdb, args.seed)
     names = perturbations.perturbation_names(args.perturbation_set)
     canvases = preview_frames(face, seed=args.seed, motion_backend=args.motion_backend, colour=args.colour,

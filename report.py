@@ -461,8 +461,8 @@ def _robust_conflict_warning(variant: _Variant, others: list, names: dict) -> st
         return ("with " + ", ".join(known)) if known else \
             f"recording no {', '.join(stability.SETTING_LABELS[k] for k in keys)}"
 
-    text = (f"recording no {', '.join(stability.SETTING_LABELS[k] for k in missing)}" if missing and len(missing) == len(keys)
-            else stated(variant))
+    text = (f"recording no {', '.join(stability.SETTING_LABELS[k] for k in missing)}"
+            if missing and len(missing) == len(keys) else stated(variant))
     rows = [names[variant.final]] + [names[other.final] for other in others]
     return (f"same model file, evaluation settings recorded by one robustness result and not the other, so "
             f"not taken for a repeat (its numbers may be of other settings): robustness {file} ({checkpoint}) "

@@ -811,7 +811,8 @@ def write_plot(path: Path, results: list[dict]) -> None:
         figure.legend(handles, labels, loc="lower center", fontsize=6, ncol=min(4, len(results)))
     figure.tight_layout()
     with cli_common.atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+        figure.savefig(tmp, format=cli_common.suffix_format(path, "--plot", cli_common.FIGURE_SUFFIXES, "the plot"),
+                       dpi=120)
     plt.close(figure)
 
 

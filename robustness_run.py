@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import checkpoints
+import cli_common
 import dataset_eval
 import dataset_writer
 import inference
@@ -138,6 +139,8 @@ def run(args) -> int:
                         f"--predictions")
     # Every output first: an unwritable path is an error now, not after the evaluation.
     check_output_flags(args, "json", "csv", "plot", "save_probabilities")
+    if args.plot is not None:
+        cli_common.suffix_format(args.plot, "--plot", cli_common.FIGURE_SUFFIXES, "the plot")
     outputs = [("--" + dest.replace("_", "-"), getattr(args, dest, None))
                for dest in ("json", "csv", "plot", "save_probabilities")] + [("RESULTS_FILE", args.results_file)]
     refuse_outputs_over_inputs(outputs)  # two outputs on one file: before anything is read

@@ -37,7 +37,8 @@ def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
     # Every output first: an unwritable path is an error now, not after the predictions.
     check_output_flags(args, "out", "json", "save_probabilities")
-    outputs = [("--" + dest.replace("_", "-"), getattr(args, dest, None)) for dest in ("out", "json", "save_probabilities")]
+    outputs = [("--" + dest.replace("_", "-"), getattr(args, dest, None))
+               for dest in ("out", "json", "save_probabilities")]
     refuse_outputs_over_inputs(outputs)  # two outputs on one file: before anything is read
     # every model file first: a pickle or a missing file is refused before any data is read
     if args.predictions is not None:

@@ -254,6 +254,25 @@ def test_positionals_may_follow_the_options():
     assert args.checkpoints == [Path("a.keras"), Path("b.keras")]
 
 
+def test_the_plot_is_written_in_the_format_its_name_says(tmp_path):
+    """--plot r.pdf is a PDF and r.svg an SVG (both were PNG bytes); r.txt is refused, naming the
+    formats."""
+    import robustness
+
+    result = {"checkpoint": {"checkpoint": "runs/a/m.keras"},
+              "folders": [{"corruption": None, "severity": 0, "accuracy": .9},
+                          {"corruption": "contrast", "severity": 1, "accuracy": .8}]}
+    robustness.write_plot(tmp_path / "r.pdf", [result])
+    robustness.write_plot(tmp_path / "r.svg", [result])
+    robustness.write_plot(tmp_path / "r.png", [result])
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
+    assert b"<svg" in (tmp_path / "r.svg").read_bytes()[:1000]
+    assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(UserError, match=r"^--plot .*r\.txt: the plot is written as \.pdf, \.png, \.svg \(chosen by "
+                                        r"the file name's suffix\); got \.txt$"):
+        eval_corrupted_rafdb.main(["m.keras", "--plot", str(tmp_path / "r.txt")])
+
+
 def test_parse_corruptions_canonical_order():
     import corruptions
 

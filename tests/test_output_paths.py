@@ -256,7 +256,8 @@ def test_two_outputs_naming_one_file_are_refused(tmp_path):
     (tmp_path / "sub").mkdir()
     with pytest.raises(UserError, match=r"^--json .*/a\.out and --csv .*/sub/\.\./a\.out: the same file; one "
                                         r"output would replace the other"):
-        cli_common.refuse_outputs_over_inputs([("--json", tmp_path / "a.out"), ("--csv", tmp_path / "sub" / ".." / "a.out")])
+        cli_common.refuse_outputs_over_inputs([("--json", tmp_path / "a.out"),
+                                               ("--csv", tmp_path / "sub" / ".." / "a.out")])
     shard = tmp_path / "s0.json"
     shard.write_text("{}")
     commands = ((["eval_corrupted_rafdb.py", "m.keras", "--json", str(tmp_path / "alias.txt"), str(results)],

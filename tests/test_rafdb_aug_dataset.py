@@ -414,7 +414,7 @@ def test_quiet_keeps_the_summary_only(small_tree, tmp_path, capsys, caplog):
 
 def test_help_texts_say_what_out_is(capsys):
     for command, words in (("export", "output root folder"), ("verify", "the exported tree to check"),
-                           ("preview", "the PNG image file to write")):
+                           ("preview", "the image file to write (the preview grid): .png, or .jpg")):
         with pytest.raises(SystemExit):
             rafdb_aug_dataset.parse_args([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
@@ -431,6 +431,20 @@ def test_preview_unwritable_out_fails_before_rendering(tmp_path, capsys, monkeyp
     monkeypatch.setattr(rafdb_aug_dataset, "preview_grid", lambda *a, **k: pytest.fail("rendered first"))
     code, _out, err = cli(["preview", "--rafdb", str(tmp_path), "--out", str(blocker / "grid.png")], capsys)
     assert code == 2 and "Traceback" not in err and f"--out {blocker / 'grid.png'}: cannot create" in err
+
+
+def test_preview_is_written_in_the_format_its_name_says(sample_tree, tmp_path, capsys, monkeypatch):
+    """--out grid.jpg gets JPEG bytes (it got PNG bytes under a .jpg name), grid.png PNG bytes; any
+    other suffix is refused before rendering, naming the flag and the formats."""
+    for name, magic in (("grid.jpg", b"\xff\xd8\xff"), ("grid.PNG", b"\x89PNG\r\n\x1a\n")):
+        code, _out, err = cli(["preview", "--plain", "--rafdb", str(sample_tree), "--out", str(tmp_path / name)], capsys)
+        assert code == 0, err
+        assert (tmp_path / name).read_bytes().startswith(magic)
+    monkeypatch.setattr(rafdb_aug_dataset, "preview_grid", lambda *a, **k: pytest.fail("rendered first"))
+    code, _out, err = cli(["preview", "--out", str(tmp_path / "grid.txt")], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert (f"--out {tmp_path / 'grid.txt'}: the preview grid is written as .jpeg, .jpg, .png (chosen by the "
+            f"file name's suffix); got .txt") in err
 
 
 def test_preview_with_a_mistyped_rafdb_is_an_error_not_a_synthetic_face(tmp_path, capsys):

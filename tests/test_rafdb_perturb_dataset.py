@@ -312,6 +312,10 @@ def test_gif_unwritable_out_fails_before_rendering(tmp_path, monkeypatch):
         rafdb_perturb_dataset.main(["gif", "--rafdb", str(tmp_path), "--out", str(blocker / "x.gif")])
     with pytest.raises(rafdb_perturb_dataset.UserError, match=r"--out .*: is a folder"):
         rafdb_perturb_dataset.main(["gif", "--rafdb", str(tmp_path), "--out", str(tmp_path)])
+    # GIF bytes under another name were written as they are: refused, naming the format
+    with pytest.raises(rafdb_perturb_dataset.UserError, match=r"--out .*p\.png: the animation is written as \.gif "):
+        rafdb_perturb_dataset.main(["gif", "--rafdb", str(tmp_path), "--out", str(tmp_path / "p.png")])
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_gif_with_a_mistyped_rafdb_is_an_error_not_a_synthetic_face(tmp_path):
