@@ -805,9 +805,12 @@ class Classifier:
                             f"({', '.join(dataset_names)}); name them with --class-order")
         if require_all and mapping.missing:  # refused before any warning that they would be left out
             unknown = [name for name in self.output_names if datasets_classes.canonical_name(name) is None]
-            raise UserError(f"--class-order / {self.checkpoint_path}: the model cannot output "
-                            f"{', '.join(mapping.missing)}; each {require_all} class must be one of its outputs"
-                            + (f" (its outputs {', '.join(unknown)} are no emotion name)" if unknown else ""))
+            raise UserError(f"{self.checkpoint_path}: the model cannot output {', '.join(mapping.missing)} "
+                            f"(its outputs: {', '.join(self.output_names)}); each {require_all} class must be "
+                            f"one of its outputs, so that N and the mCE are over every test face (other datasets "
+                            f"leave such images out, docs/MODELS.md)"
+                            + (f"; its outputs {', '.join(unknown)} are no emotion name" if unknown else "")
+                            + "; if its outputs mean other classes, name them with --class-order")
         self.class_names, self.permutation, self.mapping, self.restrict = names, columns, mapping, restrict
         if mapping.missing:
             LOG.warning("%s: the model cannot output %s; those images are left out",
@@ -1347,6 +1350,25 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", type=positive_int, default=64, help="evaluation batch size")
     group.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",
                        help="input size for models that accept any size (ignored otherwise)")
+
+
+# The flags of add_checkpoint_args that change what a model file computes: with --predictions (the
+# scores already computed, in the dataset's class order) they would be ignored, so they are refused.
+_MODEL_ONLY_FLAGS = (("preprocessing", None), ("eval_preprocessing", "auto"), ("class_order", None),
+                     ("restrict_to_dataset_classes", False), ("unsafe", False), ("crop", None),
+                     ("input_size", None))
+
+
+def refuse_model_flags_with_predictions(args: argparse.Namespace) -> None:
+    """UserError naming the first model-only flag given with ``--predictions``: a predictions file
+    holds scores already computed, columns in the dataset's class order, so ``--class-order fer2013``
+    there would silently change nothing (write the columns in the dataset's order instead)."""
+    for dest, default in _MODEL_ONLY_FLAGS:
+        if getattr(args, dest, default) != default:
+            flag = "--" + dest.replace("_", "-")
+            why = ("write the file's columns in the dataset's class order" if dest == "class_order" else
+                   "it applies to a model file, and the predictions are already made")
+            raise UserError(f"{flag}: not with --predictions ({why}; docs/MODELS.md)")
 
 
 def classifier_from_args(checkpoint_path: str | Path, args: argparse.Namespace) -> Classifier:

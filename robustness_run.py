@@ -128,7 +128,6 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
     return rows
 
 
-
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
     if args.predictions is not None and args.dataset != "rafdb":
@@ -137,6 +136,8 @@ def run(args) -> int:
                         f"{args.dataset}; evaluate the model itself (a Keras, SavedModel, TFLite or ONNX file, "
                         f"docs/MODELS.md); for the perturbed frames of any dataset: eval_perturbed_rafdb.py "
                         f"--predictions")
+    if args.predictions is not None:
+        checkpoints.refuse_model_flags_with_predictions(args)
     # Every output first: an unwritable path is an error now, not after the evaluation.
     check_output_flags(args, "json", "csv", "plot", "save_probabilities")
     if args.plot is not None:

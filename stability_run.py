@@ -35,6 +35,8 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
 
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
+    if args.predictions is not None:
+        checkpoints.refuse_model_flags_with_predictions(args)
     # Every output first: an unwritable path is an error now, not after the predictions.
     check_output_flags(args, "out", "json", "save_probabilities")
     outputs = [("--" + dest.replace("_", "-"), getattr(args, dest, None))

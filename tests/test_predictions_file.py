@@ -105,6 +105,25 @@ def test_byte_order_mark_and_logits(tree, tmp_path):
     assert predictor.describe()["output_kind"] == "logits"
 
 
+@pytest.mark.parametrize("flag", [["--class-order", "fer2013"], ["--preprocessing", "scale01"], ["--crop", "legacy99"],
+                                  ["--input-size", "32"], ["--unsafe"], ["--restrict-to-dataset-classes"],
+                                  ["--eval-preprocessing", "legacy-vggface2"]])
+def test_model_flags_are_refused_with_a_predictions_file(tmp_path, flag):
+    """A model file's flags change nothing for scores already made (they were accepted and ignored:
+    --class-order fer2013 left the columns read in RAF-DB order): exit 2 from both evaluations,
+    naming the flag, before any file is read."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for script in ("eval_corrupted_rafdb.py", "eval_perturbed_rafdb.py"):
+        result = subprocess.run([sys.executable, str(repo / script), "--predictions", str(tmp_path / "absent.csv"),
+                                 *flag], capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {flag[0]}: not with --predictions (")
+
+
 def test_empty_file(tmp_path):
     with pytest.raises(UserError, match="empty predictions file"):
         read_predictions(write(tmp_path / "e.csv", "\n\n"), RAF)
