@@ -46,9 +46,10 @@ error without a baseline), accuracy against severity for every corruption (one l
 (mean corruption error) against clean error, and FP per perturbation.
 
 Normalisation (docs/BENCHMARK.md §5.2, §5.6): ``--baseline NAME`` names one of the models read, or
-``--baseline FILE.json`` a robustness file; CE, relative CE, FR are then recomputed here from the
-errors and flip probabilities in the files, over the corruptions / perturbations that both the
-model and the baseline have. Without ``--baseline``, the normalised numbers the files carry are
+``--baseline FILE.json`` a robustness or stability file of one model; CE, relative CE, FR are then
+recomputed here from the errors and flip probabilities in the files, over the corruptions /
+perturbations that both the model and the baseline have (a baseline that could normalise nothing
+is an error). Without ``--baseline``, the normalised numbers the files carry are
 shown with the baseline each was computed against.
 
 Comparability: models evaluated with a different dataset, split, label protocol, N, image source,
@@ -1181,7 +1182,8 @@ def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
         loaded = load_models(files)
         if len(loaded) != 1:
             raise UserError(f"--baseline {spec}: expected one model in the file, found "
-                            f"{len(loaded)} ({', '.join(m.name for m in loaded)})")
+                            f"{len(loaded)} ({', '.join(m.name for m in loaded)}); read the file as an "
+                            f"input and name its model's row with --baseline NAME")
         base = loaded[0]
         # The same model among the inputs (the same file content, else the same path, the same test
         # images and no other recorded evaluation settings) goes by its name there; another one never
@@ -1203,6 +1205,23 @@ def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
                     f"{', '.join(m.name for m in models)}) nor a result file")
 
 
+def refuse_useless_baseline(spec: str | None, base: Model | None, models: list[Model]) -> None:
+    """UserError when the --baseline model normalises nothing: CE needs robustness results on both
+    sides, FR stability results on both sides (a stability JSON as the baseline of robustness-only
+    inputs was dropped without a word, and the report then asked for a --baseline)."""
+    if base is None:
+        return
+    ce = base.robustness is not None and any(m.robustness is not None for m in models if m is not base)
+    fr = base.stability is not None and any(m.stability is not None for m in models if m is not base)
+    if not (ce or fr):
+        kinds = [kind for kind, result in (("robustness", base.robustness), ("stability", base.stability))
+                 if result is not None]
+        held = " and ".join(kinds) + (" results only" if len(kinds) == 1 else " results")
+        raise UserError(f"--baseline {spec}: holds {held}, and no other model read has {' or '.join(kinds)} "
+                        f"results, so it would normalise nothing (CE needs robustness results on both "
+                        f"sides, FR stability results)")
+
+
 def make_report(inputs: Sequence[str | Path], out_dir: str | Path,
                 baseline: str | None = None) -> dict:
     """Read the inputs and write report.html, report.md, report.csv (and the PNGs) atomically."""
@@ -1212,6 +1231,7 @@ def make_report(inputs: Sequence[str | Path], out_dir: str | Path,
     if not models:
         raise UserError("no model found in the inputs")
     base = find_baseline(baseline, models)
+    refuse_useless_baseline(baseline, base, models)
     report = build(models, base)
     for warning in report["warnings"]:
         LOG.warning("%s", warning)
@@ -1233,7 +1253,8 @@ def parse_args(argv: Sequence[str] | None = None):
                         help="robustness / stability JSON files, or folders holding them")
     parser.add_argument("--baseline", default=None, metavar="NAME|FILE",
                         help="normalise CE and FR to this model (a name shown in the report) or "
-                             "to a robustness JSON file")
+                             "to a robustness or stability JSON file of one model (CE needs robustness "
+                             "results, FR stability results)")
     parser.add_argument("--out", type=Path, default=Path("report"),
                         help="output folder for report.html, report.md, report.csv")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

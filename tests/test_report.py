@@ -294,6 +294,24 @@ def test_a_model_missing_one_evaluation_is_ranked_with_the_others(tmp_path):
                for warning in result["warnings"])
 
 
+def test_a_baseline_that_normalises_nothing_is_refused(tmp_path):
+    """A stability result as the baseline of robustness results only (it was dropped silently and the
+    report asked for a --baseline): exit 2 naming the file and what each side holds; the same file
+    with stability inputs normalises FR."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = robustness_json(folder, "r1", "runs/m1/c.keras", .10)
+    stable = stability_json(folder, "s2", "runs/m2/c.keras", [TWO_FLIPS])
+    with pytest.raises(UserError) as error:
+        report.make_report([robust], tmp_path / "out", baseline=str(stable))
+    assert str(error.value) == (f"--baseline {stable}: holds stability results only, and no other model read "
+                                f"has stability results, so it would normalise nothing (CE needs robustness "
+                                f"results on both sides, FR stability results)")
+    other = stability_json(folder, "s3", "runs/m3/c.keras", [TWO_FLIPS])
+    result = report.make_report([robust, other], tmp_path / "out2", baseline=str(stable))
+    assert {row["model"]: row["mfr"] for row in result["rows"]}["m3"] == pytest.approx(1.0)
+
+
 def test_same_named_models_of_different_folders_never_merge(tmp_path):
     """a/models/m.onnx and b/models/m.onnx share folder and file name: whole paths name them."""
     folder = tmp_path / "in"
