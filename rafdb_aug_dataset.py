@@ -381,6 +381,12 @@ def preview_grid(face: np.ndarray, file_name: str, *, names=None, seed: int = 0,
 
 def run_preview(args) -> int:
     names = corruptions.corruption_names(args.corruption_set)
+    if args.param_set == "imagenet64":  # the preview takes no --corruptions: it shows those that have 64 px values
+        skipped = [name for name in names if corruptions.family(name) == "imagenet-extra"
+                   and name not in corruptions_imagenet.HAS_64_VALUES]
+        names = [name for name in names if name not in skipped]
+        if skipped:
+            LOG.info("--param-set imagenet64: no 64 px values for %s; not shown", ", ".join(skipped))
     check_param_set(names, args.param_set)
     if args.motion_backend == "wand":
         require_wand()

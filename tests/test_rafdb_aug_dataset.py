@@ -447,6 +447,20 @@ def test_preview_is_written_in_the_format_its_name_says(sample_tree, tmp_path, c
             f"file name's suffix); got .txt") in err
 
 
+def test_preview_of_the_64_px_values_shows_the_extras_that_have_them(tmp_path, capsys, caplog):
+    """The 64 px table has values for impulse_noise, glass_blur and fog only: the preview (which takes
+    no --corruptions) shows those three rows and says which it leaves out (it was an error pointing
+    to --corruptions, a flag preview does not have)."""
+    out = tmp_path / "g.png"
+    with caplog.at_level("INFO"):
+        code, _out, err = cli(["preview", "--plain", "--corruption-set", "imagenet-extra", "--param-set", "imagenet64",
+                               "--out", str(out)], capsys)
+    assert code == 0, err
+    assert ("--param-set imagenet64: no 64 px values for speckle_noise, snow, frost, elastic_transform, saturate; "
+            "not shown") in caplog.text
+    assert "rows: impulse_noise, glass_blur, fog)" in caplog.text and out.is_file()
+
+
 def test_preview_with_a_mistyped_rafdb_is_an_error_not_a_synthetic_face(tmp_path, capsys):
     missing = tmp_path / "RAF-DBB"
     code, _out, err = cli(["preview", "--rafdb", str(missing), "--out", str(tmp_path / "p.png")], capsys)
