@@ -231,13 +231,16 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
 def apply_run_dataset(args, run_dir: Path) -> None:
     """--mode test: the dataset flags left out (--dataset, --data, --rafdb, --labels) take the run's
     own values from its run.json, so a run trained on FER+ is tested on FER+ without repeating them;
-    a --dataset other than the run's takes nothing from it. A recorded data folder that is gone is
+    a --dataset other than the run's (``--rafdb DIR`` alone: RAF-DB) takes nothing from it. A recorded data folder that is gone is
     left out with a warning."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         return  # no run.json (a bare checkpoint folder): the flags as given
     saved = read_run_json(path).get("args") or {}
-    if "dataset" in args.explicit and args.dataset != saved.get("dataset", args.dataset):
+    if "rafdb" in args.explicit and "dataset" not in args.explicit:
+        args.dataset = "rafdb"  # --rafdb DIR names RAF-DB, whatever the run was trained on
+    chosen = {"dataset", "rafdb"} & set(args.explicit)
+    if chosen and args.dataset != saved.get("dataset", args.dataset):
         return  # another dataset than the run's: its own flags and defaults, nothing of the run's
     folder_given = bool({"data", "rafdb"} & set(args.explicit))  # two names of one flag for RAF-DB
     for key in ("dataset", "data", "rafdb", "labels"):

@@ -134,6 +134,25 @@ def test_mode_test_takes_the_runs_dataset(run_dir, sample_tree, tmp_path, monkey
     assert capsys.readouterr().out == with_flag
 
 
+def test_mode_test_with_rafdb_on_a_run_of_another_dataset_tests_on_rafdb(run_dir, sample_tree, tmp_path, capsys):
+    """--rafdb DIR alone on a run whose run.json records a folder dataset: RAF-DB is tested (it was
+    the error "--rafdb names a RAF-DB root; with --dataset folder use --data DIR", naming a flag the
+    user never gave); the same numbers as for the RAF-DB run itself."""
+    import json
+    import shutil
+
+    assert train_fer.main(["--mode", "test", "--dir", str(run_dir), "--rafdb", str(sample_tree)]) == 0
+    expected = capsys.readouterr().out
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    info = json.loads((run / "run.json").read_text())
+    info["args"].update(dataset="folder", data=str(tmp_path), rafdb=None)
+    (run / "run.json").write_text(json.dumps(info))
+    assert train_fer.main(["--mode", "test", "--dir", str(run), "--rafdb", str(sample_tree)]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and out == expected.replace(str(run_dir), str(run))
+
+
 @pytest.mark.parametrize("content, words", [('{"net": ', "not a readable run.json"),
                                             ("[]", "expected a JSON object of run settings, found list"),
                                             ('{"args": "x"}', '"args" is not an object')])
