@@ -21,6 +21,10 @@ ACCEPTED_FORMATS = "a JPEG, PNG, BMP, WebP or TIFF file"  # what decode_image's 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+# OpenCV's own warnings ("TIFFRGBAImageOK: Sorry, can not handle images with 32-bit samples") would
+# precede the error naming the file that decode_image raises for the same image: errors only.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 
 def _png_grey_with_alpha(data: bytes) -> bool:
     """True for a PNG whose IHDR colour type is 4 (grey + alpha): byte 25 of the file."""

@@ -209,7 +209,7 @@ def test_undecodable_file_message_lists_the_accepted_formats(tmp_path, name):
                                 "(corrupt, or not a JPEG, PNG, BMP, WebP or TIFF file)")
 
 
-def test_float_tiff_is_refused_by_its_sample_type(tmp_path):
+def test_float_tiff_is_refused_by_its_sample_type(tmp_path, capfd):
     """A valid TIFF of 32-bit float samples (which the 8-bit readers cannot take) is named as such,
     with what to save instead, not called corrupt; a 16-bit one is read, reduced to 8 bits."""
     root = tmp_path / "faces"
@@ -227,6 +227,7 @@ def test_float_tiff_is_refused_by_its_sample_type(tmp_path):
     assert str(error.value) == (f"{root / 'test/happy/float.tiff'}: an image of float32 samples (3 channel(s)); "
                                 f"images are read as 8-bit (16-bit integers reduced to 8): save it with 8- or "
                                 f"16-bit integer samples")
+    assert "WARN" not in capfd.readouterr().err  # OpenCV's own line before the error ("Sorry, can not handle")
     image = dataset.read_image("test/happy/sixteen.tiff")
     assert image.dtype == np.uint8 and image.shape == (8, 9, 3)
     assert (image[:4] == 255).all() and (image[4:] == 0).all()
