@@ -32,6 +32,10 @@ def find_set_folders(args, labels, pairs, fmt):
         flag = "--corrupted" if key == "rafdb" else "--corrupted-extra"
         manifests[key] = (dataset_writer.read_finished_manifest(root, "c", flag)
                           if wanted and root.is_dir() else None)
+        recorded = ((manifests[key] or {}).get("params") or {}).get("format")
+        if fmt and recorded and fmt != recorded:  # every file would be "not found" under the other suffix
+            raise UserError(f"--format {fmt}: {flag} {root} was exported as {recorded} (its "
+                            f"{dataset_writer.MANIFEST_NAME}); leave --format out to read the tree's own")
         if wanted:
             folders[key] = robustness.find_exported_folders(
                 root, labels.names, wanted, fmt or (manifests[key] or {}).get("params", {}).get("format"),

@@ -410,6 +410,16 @@ def test_unfinished_export_is_named_before_evaluating(workspace, tmp_path):
     assert "manifest.json: the export that writes" in completed.stderr and "has not finished" in completed.stderr
 
 
+def test_a_format_other_than_the_trees_is_named_before_evaluating(workspace):
+    """--format png on the workspace's JPEG tree (its manifest says jpg): exit 2 naming both (it was
+    'image not found ... pass --allow-missing', which then gave a clean-only report labelled png)."""
+    completed = run_script(workspace, "runs/run_a", "--format", "png", "--corruptions", "contrast", "--severities", "1")
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "error: --format png: --corrupted corrupted_raf_dataset was exported as jpg (its manifest.json); leave "
+        "--format out to read the tree's own")
+
+
 def test_corrupt_image_exits_2_naming_the_file(workspace, tmp_path):
     copy = tmp_path / "corrupted"
     (copy / "rafdb.test.contrast.1").mkdir(parents=True)
