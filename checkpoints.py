@@ -386,6 +386,15 @@ def load_classifier(path: str | Path, *, unsafe: bool = False):
                     f"ONNX (tf2onnx) or TFLite (tf.lite.TFLiteConverter) and evaluate that "
                     f"file") from None
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            with open(path, "rb") as handle:
+                zipped = handle.read(4) == b"PK\x03\x04"
+            if zipped and path.suffix.lower() != ".keras":
+                raise UserError(f"{path}: a .keras archive (a zip file, as model.save writes) under a "
+                                f"{path.suffix} name, which Keras reads as HDF5; rename it to .keras") from None
+            if "No model config found" in first_line:
+                raise UserError(f"{path}: holds weights only (model.save_weights), not a model: save the "
+                                f"whole model with model.save, or load the weights into the model's own "
+                                f"code and save that") from None
             if "File not found" in first_line or "not a zip file" in first_line.lower():
                 first_line = (f"not a Keras archive: a {path.suffix} file is a zip archive written "
                               f"by model.save; .h5/.hdf5 are HDF5 files")

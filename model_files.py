@@ -63,7 +63,7 @@ TFLITE_SUFFIXES = (".tflite",)
 ONNX_SUFFIXES = (".onnx",)
 SKOPS_SUFFIXES = (".skops",)
 MODEL_SUFFIXES = KERAS_SUFFIXES + TFLITE_SUFFIXES + ONNX_SUFFIXES + SKOPS_SUFFIXES
-PICKLE_SUFFIXES = (".pickle", ".pkl")
+PICKLE_SUFFIXES = (".pickle", ".pkl", ".joblib")  # joblib files are pickles too
 # PyTorch checkpoints and weight files: refused with how to export the model (see model_format).
 PYTORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pt2", ".safetensors")
 

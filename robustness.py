@@ -827,7 +827,8 @@ def check_results_file(path: Path) -> None:
     """
     hint = ("RESULTS_FILE is the text file the report is appended to; to evaluate several "
             "checkpoints, put their run directories in one directory (a directory of runs) and "
-            "give that as CHECKPOINT")
+            "give that as CHECKPOINT; for model files of other frameworks, run once per file (the "
+            "JSON results join in report.py)")
     if path.is_dir():
         raise UserError(f"{path}: RESULTS_FILE is a directory. {hint}")
     if path.suffix.lower() in checkpoints.CHECKPOINT_SUFFIXES:

@@ -651,9 +651,12 @@ def _parse_topk(text: str, where: str, classes: list[int], n_classes: int = NUM_
         ranking = _parse_classes(field.split(":"), f"{where}: frame {frame}", n_classes)
         if length is None:
             length = len(ranking)
-        if len(ranking) != length or len(set(ranking)) != len(ranking):
-            raise UserError(f"{where}: frame {frame} ranks {field!r}, expected {length} distinct classes "
-                            f"joined by ':'")
+        if len(set(ranking)) != len(ranking):
+            raise UserError(f"{where}: frame {frame} ranks {field!r}: a class twice (expected distinct "
+                            f"classes joined by ':')")
+        if len(ranking) != length:
+            raise UserError(f"{where}: frame {frame} ranks {len(ranking)} classes ({field!r}), frame 0 "
+                            f"{length}: every frame ranks the same number of classes")
         if ranking[0] != classes[frame]:
             raise UserError(f"{where}: frame {frame} ranks class {ranking[0]} first but its sequence "
                             f"line predicts {classes[frame]}")

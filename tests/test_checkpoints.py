@@ -174,6 +174,28 @@ def test_load_missing_or_corrupt(tmp_path, content):
         checkpoints.load_classifier(path)
 
 
+def test_a_renamed_archive_weights_only_file_and_a_joblib_pickle_are_named(tmp_path):
+    """A .keras zip renamed .h5 (it was HDF5's 'file signature not found'), a save_weights file
+    (it was 'No model config found') and a .joblib file (a pickle; it was 'unknown model format')
+    each get a message saying what the file is and what to do."""
+    import shutil
+
+    path = probe_model(tmp_path / "m.keras", 32, 3, np.zeros((3, 7)), np.zeros(7))
+    renamed = tmp_path / "m.h5"
+    shutil.copy(path, renamed)
+    with pytest.raises(UserError, match=r"m\.h5: a \.keras archive \(a zip file, as model\.save writes\) under a \.h5 "
+                                        r"name, which Keras reads as HDF5; rename it to \.keras$"):
+        checkpoints.load_classifier(renamed)
+    weights = tmp_path / "m.weights.h5"
+    checkpoints.load_classifier(path).save_weights(weights)
+    with pytest.raises(UserError, match=r"m\.weights\.h5: holds weights only \(model\.save_weights\), not a model"):
+        checkpoints.load_classifier(weights)
+    joblib_file = tmp_path / "svm.joblib"
+    joblib_file.write_bytes(b"a pickle, never opened")
+    with pytest.raises(UserError, match=r"svm\.joblib: pickle files are refused because unpickling runs code"):
+        checkpoints.load_classifier(joblib_file)
+
+
 # --------------------------------------------------------------------------------------------
 # Adaptation
 

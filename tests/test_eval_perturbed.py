@@ -238,7 +238,10 @@ def test_mean_topk_distance_is_over_the_canonical_perturbations_only(tmp_path):
      r"predictions.txt:4: sequence without a #topk line"),
     # a ranking must name distinct classes: class 1 twice (and 2 missing) is refused
     (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line([0] * 3)}\n#topk 0:1:1:3:4:5:6,{ORDER},{ORDER}\n",
-     r"predictions.txt:3: frame 0 ranks '0:1:1:3:4:5:6', expected 7 distinct classes"),
+     r"predictions.txt:3: frame 0 ranks '0:1:1:3:4:5:6': a class twice"),
+    # frame 0 ranks 2 classes, frame 1 three: frame 1 is named as differing from frame 0
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line([0] * 3)}\n#topk 0:1,0:1:2,0:1:2\n",
+     r"predictions.txt:3: frame 1 ranks 3 classes \('0:1:2'\), frame 0 2: every frame ranks the same number"),
 ])
 def test_bad_input_names_the_line(tmp_path, text, match):
     with pytest.raises(UserError, match=match):
