@@ -1090,11 +1090,19 @@ def _cell(row, key, percent) -> str:
 
 def _notes(report: dict) -> list[str]:
     notes = []
-    bases = sorted({row["ce_baseline"] for row in report["rows"] if row["ce_baseline"]})
-    fr = sorted({row["fr_baseline"] for row in report["rows"] if row["fr_baseline"]})
-    notes.append("CE / relative CE normalised to " + (", ".join(bases) if bases else
-                 "no baseline (mCE not shown; name one with --baseline)") + ".")
-    notes.append("FR normalised to " + (", ".join(fr) if fr else "no baseline") + ".")
+    for what, key, count, missing in (
+            ("CE / relative CE", "ce_baseline", "corruptions", "no baseline, so no mCE (name one with --baseline)"),
+            ("FR", "fr_baseline", "perturbations", "no baseline, so no mFR (name one with --baseline)")):
+        evaluated = [row for row in report["rows"] if row[count]]
+        named = [row for row in evaluated if row[key]]
+        if not evaluated:
+            continue
+        if not named:
+            notes.append(f"{what}: {missing}.")
+            continue
+        part = (f" ({len(named)} of the {len(evaluated)} rows; the others' files name no baseline)"
+                if len(named) < len(evaluated) else "")
+        notes.append(f"{what} normalised to {', '.join(sorted({row[key] for row in named}))}{part}.")
     notes.append("Errors, mCE, mFP and mFR in %; T2D / T3D are mean top-k distances "
                  "(docs/BENCHMARK.md §5.2, §5.5-§5.7).")
     notes += [f"Partial evaluation: {note}." for note in report.get("coverage") or []]

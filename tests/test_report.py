@@ -312,6 +312,22 @@ def test_a_baseline_that_normalises_nothing_is_refused(tmp_path):
     assert {row["model"]: row["mfr"] for row in result["rows"]}["m3"] == pytest.approx(1.0)
 
 
+def test_the_notes_speak_of_what_the_report_holds(tmp_path):
+    """Stability results only, no --baseline: one note says there is no mFR and how to get one, and
+    none speaks of CE (the notes said "CE / relative CE normalised to no baseline" and "FR normalised
+    to no baseline" whatever the inputs); with a baseline named, FR is normalised to it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [stability_json(folder, "s1", "runs/m1/c.keras", [TWO_FLIPS]),
+              stability_json(folder, "s2", "runs/m2/c.keras", [CONSTANT])]
+    report.make_report(inputs, tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "FR: no baseline, so no mFR (name one with --baseline)." in text
+    assert "CE / relative CE" not in text and "normalised to no baseline" not in text
+    report.make_report(inputs, tmp_path / "out2", baseline="m1")
+    assert "FR normalised to m1." in (tmp_path / "out2" / "report.md").read_text()
+
+
 def test_same_named_models_of_different_folders_never_merge(tmp_path):
     """a/models/m.onnx and b/models/m.onnx share folder and file name: whole paths name them."""
     folder = tmp_path / "in"
