@@ -482,15 +482,28 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# Written last into every sample folder: --force replaces a folder only if it holds this file, so it
+# never deletes a real dataset (or anything else) that happens to be named as --out.
+SAMPLE_MARKER = ".synthetic-sample"
+
+
 def _write_sample(args: argparse.Namespace, out: Path, write) -> None:
+    if not out.name or out.resolve() == Path.cwd().resolve():
+        raise UserError(f"--out {args.out}: name a folder for the sample (not the current folder)")
     non_empty = (out.is_dir() and any(out.iterdir())) or (out.exists() and not out.is_dir())
+    marker = f"written by rafdb_dataset.py sample --dataset {args.dataset} --seed {args.seed}: SYNTHETIC, not real data\n"
     if non_empty:
         if not args.force:
             raise UserError(f"{out}: already exists and is not empty; pass --force to replace it")
+        if not (out / SAMPLE_MARKER).is_file():
+            raise UserError(f"{out}: --force replaces only a sample folder this command wrote (it holds "
+                            f"{SAMPLE_MARKER}); this one does not, and may be a real dataset or anything "
+                            f"else: delete it yourself if it is yours to delete, or choose another --out")
         # Build the new tree beside the old one first, so an interrupted run loses nothing.
         staging = out.with_name(out.name + ".new")
         shutil.rmtree(staging, ignore_errors=True)
         write(staging)
+        (staging / SAMPLE_MARKER).write_text(marker)
         old = out.with_name(out.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
@@ -498,6 +511,7 @@ def _write_sample(args: argparse.Namespace, out: Path, write) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         write(out)
+        (out / SAMPLE_MARKER).write_text(marker)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -517,7 +531,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sample.add_argument("--val", type=int, default=None,
                         help="FER: PrivateTest rows; folder: val images (default: as --test; RAF-DB has none)")
     sample.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same bytes")
-    sample.add_argument("--force", action="store_true", help="replace an existing non-empty folder")
+    sample.add_argument("--force", action="store_true",
+                        help=f"replace an existing sample folder (one holding {SAMPLE_MARKER}, which this command "
+                             f"writes; any other non-empty folder is refused)")
     sample.set_defaults(func=_cmd_sample)
 
     summary = commands.add_parser("summary", help="print images per class and split",

@@ -186,6 +186,30 @@ def test_cli_sample_refuses_non_empty_folder(tmp_path):
     assert (target / "keep.txt").exists()
 
 
+def test_cli_sample_force_replaces_only_a_sample_folder(tmp_path):
+    """--force on a folder the command did not write (a real dataset under the same name, a thesis):
+    refused, nothing deleted (it was deleted); on a sample folder it writes, replaced; '--out .' is
+    named plainly (it was "PosixPath('.') has an empty name")."""
+    precious = tmp_path / "RAF-DB"
+    (precious / "basic").mkdir(parents=True)
+    (precious / "distribute_basic.csv").write_text("a real copy's labels")
+    result = _run("sample", "--out", precious, "--train", 2, "--test", 1, "--force")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{precious}: --force replaces only a sample folder this command wrote" in result.stderr
+    assert (precious / "distribute_basic.csv").read_text() == "a real copy's labels"
+    sample = tmp_path / "sample"
+    for seed in (1, 2):
+        result = _run("sample", "--out", sample, "--train", 2, "--test", 1, "--force", "--seed", seed)
+        assert result.returncode == 0, result.stderr
+        assert (sample / ".synthetic-sample").read_text().startswith(f"written by rafdb_dataset.py sample "
+                                                                   f"--dataset rafdb --seed {seed}:")
+    assert (sample / "basic/Image/aligned/test_0001_aligned.jpg").is_file()
+    result = subprocess.run([sys.executable, str(REPO / "rafdb_dataset.py"), "sample", "--out", ".", "--force"],
+                            capture_output=True, text=True, cwd=sample)
+    assert result.returncode == 2 and "error: --out .: name a folder for the sample (not the current folder)" \
+        in result.stderr
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--test", 10000, "--test: expected 1..9999 images (RAF-DB's 4-digit ids), got 10000"),
     ("--train", 100000, "--train: expected 1..99999 images (RAF-DB's 5-digit ids), got 100000"),
@@ -225,7 +249,7 @@ def test_cli_sample_and_summary_for_the_other_layouts(tmp_path):
     faces = tmp_path / "faces"
     result = _run("sample", "--dataset", "folder", "--out", faces, "--train", 14, "--test", 7, "--val", 0)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in faces.iterdir()) == ["test", "train"]
+    assert sorted(p.name for p in faces.iterdir()) == [".synthetic-sample", "test", "train"]  # --force's marker
     assert sum(1 for _ in (faces / "test").rglob("*.jpg")) == 7
     result = _run("summary", "--dataset", "folder", "--data", faces)
     assert result.returncode == 0 and "test/hard    N=    7" in result.stdout
