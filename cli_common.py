@@ -17,6 +17,7 @@ import secrets
 import stat
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -94,13 +95,29 @@ def run_main(main: Callable[[], int | None]) -> None:
     sys.exit(code or 0)
 
 
+_PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning raised in the project's own code (metrics.py's undefined ratios) is one plain
+    ``WARNING <message>`` line like the other log lines; the default form (file, line number,
+    category and the source line) looked like a crash. Other libraries' warnings keep it."""
+    if os.path.abspath(filename).startswith(_PROJECT_DIR + os.sep) and file is None:
+        logging.getLogger("fer").warning("%s", message)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr, so that stdout stays free for machine-readable results."""
+    """Log to stderr, so that stdout stays free for machine-readable results (the project's own
+    warnings included, as log lines: :func:`_show_warning`)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    warnings.showwarning = _show_warning
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

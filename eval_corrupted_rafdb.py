@@ -82,7 +82,6 @@ Examples:
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -206,8 +205,7 @@ def add_set_args(group) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cli_common.setup_logging(args.verbose)
-    logging.captureWarnings(True)  # metrics.py warns (NaN ratios) through the warnings module
+    cli_common.setup_logging(args.verbose)  # metrics.py's warnings (NaN ratios) become log lines
     return robustness_run.run(args)
 
 

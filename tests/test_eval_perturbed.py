@@ -184,6 +184,17 @@ def test_an_explicit_topk_the_rankings_cannot_give_is_warned_about(tmp_path, cap
     assert "--topk 3: T3D of m not computed for every perturbation: its blocks hold no #topk lines" in caplog.text
 
 
+def test_an_undefined_flip_rate_is_one_plain_warning_line(tmp_path):
+    """FR against a baseline method whose FP is 0 is undefined: one 'WARNING ...' line like the other
+    log lines (it was Python's 'stability.py:887: RuntimeWarning: ...' followed by a source line)."""
+    text = (f"runs/base/c.keras,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n"
+            f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n")
+    result = run_reader(write(tmp_path, text), "--baseline", "base", "--quiet")
+    lines = result.stderr.splitlines()
+    assert "WARNING flip rate: denominator 0 is not positive; value undefined (NaN)" in lines, result.stderr
+    assert "RuntimeWarning" not in result.stderr and ".py:" not in result.stderr
+
+
 SWAP_TOP_TWO = "1:0:2:3:4:5:6"
 
 
