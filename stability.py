@@ -357,8 +357,9 @@ def format_block(header: str, names: Sequence[str], classes: np.ndarray, ranking
     (and #topk line)."""
     lines = [header] if meta is None else [header, meta]
     for index, name in enumerate(names):
-        if annotate:
-            lines.append(f"# {name}")
+        if annotate:  # a file name may hold a line break: escaped, so the comment stays one line
+            lines.append("# " + "".join(char if char.isprintable() or char == " " else repr(char)[1:-1]
+                                        for char in name.replace("\\", "\\\\")))
         lines.append(",".join(str(int(value)) for value in classes[index]))
         if rankings is not None:
             lines.append(TOPK_PREFIX + " " + ",".join(":".join(str(int(c)) for c in frame)

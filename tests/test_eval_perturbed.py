@@ -195,6 +195,17 @@ def test_an_undefined_flip_rate_is_one_plain_warning_line(tmp_path):
     assert "RuntimeWarning" not in result.stderr and ".py:" not in result.stderr
 
 
+def test_an_annotated_name_with_a_line_break_stays_one_comment(tmp_path):
+    """--annotate on a folder image named 'new<LF>line.png' (legal on Linux): the comment is
+    '# happy/new\\nline', so the reader reads the block (the second half of the name was a line it
+    refused); a backslash is doubled, so the escaped form is unambiguous."""
+    block = stability.format_block("runs/m/c.keras,P/faces.test.p_rotate", ["happy/new\nline", "sad/a\\b"],
+                                   np.zeros((2, 30), int), None, True)
+    assert block.splitlines()[1:4:2] == ["# happy/new\\nline", "# sad/a\\\\b"]
+    (blocks,) = stability.read_predictions(write(tmp_path, block))
+    assert blocks.sequences == [[0] * 30, [0] * 30]
+
+
 SWAP_TOP_TWO = "1:0:2:3:4:5:6"
 
 
