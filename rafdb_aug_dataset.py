@@ -216,8 +216,8 @@ def require_wand() -> None:
 def run_other_dataset(args, names: list[str]) -> int:
     """``--dataset ferplus|fer2013|folder``: the export of docs/DATASETS.md (fer_export), grey kept grey."""
     if args.corruption_set != "rafdb" or args.colour != "rgb" or args.param_set is not None:
-        raise UserError(f"--dataset {args.dataset}: the 18 corruptions with --colour rgb and the default "
-                        "--param-set only (docs/DATASETS.md)")
+        raise UserError(f"--dataset {args.dataset}: the 18 corruptions (--corruption-set rafdb), --colour rgb "
+                        "and no --param-set only; the held-out sets are RAF-DB only (docs/DATASETS.md)")
     if args.rafdb is not None:
         raise UserError(f"--rafdb names a RAF-DB root; with --dataset {args.dataset} use --data DIR")
     data = fer_export.open_export_dataset(args)

@@ -244,6 +244,9 @@ def cmd_export_other(args: argparse.Namespace, selected: list[str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.dataset != "rafdb" and args.perturbation_set != "rafdb":
+        raise UserError(f"--perturbation-set {args.perturbation_set}: RAF-DB only; --dataset {args.dataset} "
+                        f"exports the 10 perturbations of RAF-DB-P (docs/DATASETS.md)")
     selected = parse_perturbations(args.perturbations, args.perturbation_set)
     if args.dataset != "rafdb":
         return cmd_export_other(args, selected)

@@ -134,6 +134,9 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
 
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
+    if args.dataset != "rafdb" and args.corruption_set != "rafdb":  # before any file or model is read
+        raise UserError(f"--corruption-set {args.corruption_set}: RAF-DB only; --dataset {args.dataset} "
+                        f"is evaluated on the 18 corruptions of RAF-DB-C (docs/DATASETS.md)")
     if args.predictions is not None and args.dataset != "rafdb":
         # FER2013/FER+ and folder exports name their images by dataset ids (a fer-csv export has no files)
         raise UserError(f"--predictions: a predictions file scores RAF-DB-C trees only, not --dataset "

@@ -35,6 +35,9 @@ def rafdb_label_rows(args, classifier, labels) -> np.ndarray:
 
 def run(args) -> int:
     """Everything after argument parsing (the script's ``main``)."""
+    if args.dataset != "rafdb" and args.perturbation_set not in (None, "rafdb"):  # before anything is read
+        raise UserError(f"--perturbation-set {args.perturbation_set}: RAF-DB only; --dataset {args.dataset} "
+                        f"is evaluated on the 10 perturbations of RAF-DB-P (docs/DATASETS.md)")
     if args.predictions is not None:
         checkpoints.refuse_model_flags_with_predictions(args)
     # Every output first: an unwritable path is an error now, not after the predictions.

@@ -288,6 +288,33 @@ def test_an_export_into_its_own_source_dataset_leaves_nothing_there(tmp_path):
     assert sorted(path.name for path in root.rglob("*")) == ["a.png", "b.png", "sad", "test"]
 
 
+def test_held_out_sets_on_other_datasets_are_refused_up_front(tmp_path):
+    """The held-out corruption and perturbation sets are RAF-DB only: the exports and both evaluations
+    of a folder dataset refuse them before reading anything, naming the set flag (an evaluation
+    advised an export that is refused, and the P commands blamed --perturbations, never given)."""
+    root = tmp_path / "faces"
+    _face_file(root / "test" / "sad" / "a.png")
+    common = ["--dataset", "folder", "--data", root]
+    runs = [
+        (["rafdb_aug_dataset.py", "export", *common, "--out", tmp_path / "c", "--corruption-set", "face"],
+         "error: --dataset folder: the 18 corruptions (--corruption-set rafdb), --colour rgb and no --param-set "
+         "only; the held-out sets are RAF-DB only"),
+        (["rafdb_perturb_dataset.py", "export", *common, "--out", tmp_path / "p", "--perturbation-set", "all"],
+         "error: --perturbation-set all: RAF-DB only; --dataset folder exports the 10 perturbations of RAF-DB-P"),
+        (["eval_corrupted_rafdb.py", "m.keras", *common, "--corrupted", tmp_path / "c", "--corruption-set", "face"],
+         "error: --corruption-set face: RAF-DB only; --dataset folder is evaluated on the 18 corruptions of RAF-DB-C"),
+        (["eval_perturbed_rafdb.py", "m.keras", *common, "--perturbed", tmp_path / "p",
+          "--perturbation-set", "imagenet-extra"],
+         "error: --perturbation-set imagenet-extra: RAF-DB only; --dataset folder is evaluated on the 10 "
+         "perturbations of RAF-DB-P"),
+    ]
+    for (script, *args), message in runs:
+        result = _cli(script, *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
+    assert not (tmp_path / "c").exists() and not (tmp_path / "p").exists()
+
+
 def test_too_small_folder_images_are_refused_before_writing(tmp_path):
     """corruptions.MIN_SIDE is 32: a 1x1 and a 40x20 (width x height) image are named up front
     (the first by path, then how many more), before --out exists; 32x32 is accepted."""
