@@ -147,7 +147,11 @@ def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
             candidates = sorted(item.rglob("*.json"))
             before = len(found)
             for path in candidates:
-                data = _read_json(path) if path.stat().st_size < 200_000_000 else None
+                try:
+                    data = _read_json(path) if path.stat().st_size < 200_000_000 else None
+                except UserError as error:  # a scratch file of another tool in the folder, not a result
+                    LOG.warning("%s; skipped (found in the folder %s)", error, item)
+                    continue
                 kind = _kind(data)
                 if kind is None:
                     LOG.debug("%s: not a robustness or stability result, skipped", path)

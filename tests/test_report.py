@@ -328,6 +328,23 @@ def test_the_notes_speak_of_what_the_report_holds(tmp_path):
     assert "FR normalised to m1." in (tmp_path / "out2" / "report.md").read_text()
 
 
+def test_an_unreadable_json_found_in_a_folder_is_skipped_with_a_warning(tmp_path, caplog):
+    """A folder holding results and another tool's broken scratch JSON: the report is made from the
+    results and the file is named in a warning (the whole report stopped on it); named on the command
+    line, the same file is an error."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robustness_json(folder, "r1", "runs/m1/c.keras", .10)
+    broken = folder / "broken.json"
+    broken.write_text('{"a":1')
+    with caplog.at_level(logging.WARNING):
+        result = report.make_report([folder], tmp_path / "out")
+    assert [row["model"] for row in result["rows"]] == ["m1"]
+    assert f"{broken}: not a readable JSON file" in caplog.text and "skipped" in caplog.text
+    with pytest.raises(UserError, match="broken.json: not a readable JSON file"):
+        report.make_report([broken], tmp_path / "out2")
+
+
 def test_same_named_models_of_different_folders_never_merge(tmp_path):
     """a/models/m.onnx and b/models/m.onnx share folder and file name: whole paths name them."""
     folder = tmp_path / "in"
