@@ -32,6 +32,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -446,21 +447,36 @@ def _whole_run(result: dict, path: Path) -> dict:
     return result
 
 
-def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) -> None:
-    """docs/BENCHMARK.md §5.2: the baseline must come from the same protocol, N, crop and format.
+def test_set_digest(names: Sequence[str], labels: np.ndarray) -> str:
+    """SHA-256 of a dataset's evaluated test set: its image names in order and their label rows
+    (rounded to 1e-9). Two evaluations of the same images under the same protocol share it, from
+    any folder; another dataset or split of the same N does not."""
+    digest = hashlib.sha256("\n".join(names).encode("utf-8"))
+    digest.update(np.round(np.asarray(labels, np.float64), 9).tobytes())
+    return digest.hexdigest()
 
-    ``mine`` maps protocol / N / crop / format to this evaluation's values (the keys present are
-    checked). A difference is a UserError naming both values, or a warning with ``mismatch_ok``.
+
+def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) -> None:
+    """docs/BENCHMARK.md §5.2: the baseline must come from the same test images (dataset and test set
+    digest, where the baseline records it), protocol, N, crop and format.
+
+    ``mine`` maps dataset / test_set / protocol / N / crop / format to this evaluation's values (the
+    keys present are checked; a test set the baseline does not record is not compared). A
+    difference is a UserError naming both values, or a warning with ``mismatch_ok``.
     """
-    theirs = {"protocol": baseline.get("protocol"), "N": baseline.get("n"),
+    theirs = {"dataset": baseline.get("dataset") or "rafdb", "test_set": baseline.get("test_set_sha256"),
+              "protocol": baseline.get("protocol"), "N": baseline.get("n"),
               "crop": (baseline.get("checkpoint") or {}).get("crop"),
               "format": baseline.get("format")}
-    differences = [f"{key} {theirs[key]!r} (this evaluation: {value!r})"
-                   for key, value in mine.items() if theirs[key] != value]
+    shown = {"test_set": lambda value: f"images {str(value)[:12]}"}
+    differences = [f"{shown[key](theirs[key]) if key in shown else f'{key} {theirs[key]!r}'} (this evaluation: "
+                   f"{shown[key](value) if key in shown else repr(value)})"
+                   for key, value in mine.items()
+                   if theirs[key] != value and not (key == "test_set" and theirs[key] is None)]
     if not differences:
         return
     message = (f"--baseline {path}: produced with {'; '.join(differences)}; docs/BENCHMARK.md §5.2 needs the "
-               f"same protocol, crop and format")
+               f"same test images, protocol, crop and format")
     if not mismatch_ok:
         raise UserError(message + " (pass --baseline-mismatch-ok to normalise anyway)")
     LOG.warning("%s; normalising anyway (--baseline-mismatch-ok)", message)
@@ -995,9 +1011,12 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
             raise UserError(f"--merge: {checkpoint}: no shard holds the clean folder")
         labels = {key: first[key] for key in ("protocol", "n", "n_total", "n_dropped", "n_missing")}
         if baseline is not None:
-            check_baseline(baseline, baseline_path, {"protocol": first["protocol"], "N": first["n"],
+            check_baseline(baseline, baseline_path, {"dataset": first.get("dataset") or "rafdb",
+                                                     "protocol": first["protocol"], "N": first["n"],
                                                      "format": first["format"],
-                                                     "crop": first["checkpoint"].get("crop")},
+                                                     "crop": first["checkpoint"].get("crop"),
+                                                     **({"test_set": first["test_set_sha256"]}
+                                                        if first.get("test_set_sha256") else {})},
                            mismatch_ok)
         seconds = float(sum(part.get("seconds") or 0.0 for _, part in parts))
         merged.append(make_result(
@@ -1012,7 +1031,8 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
             corruption_set=first.get("corruption_set", "rafdb"),
             corrupted_extra=first.get("corrupted_extra")))
         # the evaluated dataset (eval_corrupted_rafdb.py --dataset, docs/DATASETS.md), kept as the shards have it
-        merged[-1].update({key: first[key] for key in ("dataset", "split", "n_unmapped", "unmapped_classes", "classes")
+        merged[-1].update({key: first[key] for key in ("dataset", "split", "n_unmapped", "unmapped_classes", "classes",
+                                                       "test_set_sha256")
                            if key in first})
     return merged
 

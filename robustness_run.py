@@ -240,9 +240,13 @@ def run(args) -> int:
     units = robustness.work_units(clean, folders, shard)
     if shard is not None:
         LOG.info("shard %d/%d: %d of %d folder(s)", shard[0], shard[1], len(units), 1 + len(folders))
+    # the dataset's test images and labels (before a model's classes leave any out): a baseline's must match
+    test_set = robustness.test_set_digest(labels.names, labels.labels)
+    dataset_name = args.dataset if evaluated is None else evaluated.describe()["dataset"]
     if baseline is not None:  # everything but the crop is known before loading a model
         robustness.check_baseline(baseline, args.baseline,
-                                  {"protocol": labels.protocol, "N": len(labels), "format": fmt},
+                                  {"dataset": dataset_name, "test_set": test_set, "protocol": labels.protocol,
+                                   "N": len(labels), "format": fmt},
                                   args.baseline_mismatch_ok)
     if args.on_the_fly and any(unit.paths is None for unit in units):
         on_the_fly = robustness.OnTheFly(clean_paths, seed=args.seed, fmt=fmt,
@@ -298,6 +302,7 @@ def run(args) -> int:
             result.update(evaluated.describe() if evaluated is not None
                           else {"dataset": "rafdb", "split": "test", "n_unmapped": 0, "unmapped_classes": [],
                                 "classes": list(classifier.class_names)})
+            result["test_set_sha256"] = test_set
             if result["summary"] is not None:
                 sys.stdout.write(robustness.summary_table(result) + "\n")
                 if evaluated is not None:

@@ -333,6 +333,37 @@ def test_baseline_with_another_protocol_n_crop_or_format_is_an_error(workspace, 
     assert code == 0 and "mCE" in out.out
 
 
+def test_a_baseline_of_other_test_images_is_an_error(workspace, capsys, tmp_path):
+    """Results record the SHA-256 of their test set (image names in order, then the label rows as
+    float64 rounded to 1e-9: recomputed here). A baseline of another dataset with the same protocol,
+    N, crop and format (it was accepted, and mCE normalised by other images' errors) is refused,
+    naming the digests; one recording no test set (an older file) is still compared on the rest;
+    another dataset name is named as such."""
+    import hashlib
+
+    out = tmp_path / "r.json"
+    code, _ = run_main(workspace, capsys, "runs/run_a", "--corruptions", "contrast", "--severities", "1",
+                       "--json", out)
+    assert code == 0
+    result = json.loads(out.read_text())["results"][0]
+    labels = rafdb_dataset.load_labels(workspace / "RAF-DB", "test", "soft")
+    digest = hashlib.sha256("\n".join(labels.names).encode("utf-8"))
+    digest.update(np.round(np.asarray(labels.labels, np.float64), 9).tobytes())
+    assert result["test_set_sha256"] == digest.hexdigest()
+    common = ["runs/run_a", "--corruptions", "contrast", "--severities", "1", "--baseline"]
+    other = dict(_baseline(result["n"]), test_set_sha256="ab" * 32, dataset="rafdb")
+    path = _write_baseline(tmp_path / "other.json", other)
+    with pytest.raises(UserError) as error:
+        run_main(workspace, capsys, *common, path)
+    assert (f"--baseline {path}: produced with images abababababab (this evaluation: images "
+            f"{digest.hexdigest()[:12]}); docs/BENCHMARK.md §5.2 needs the same test images") in str(error.value)
+    older = _write_baseline(tmp_path / "older.json", _baseline(result["n"]))
+    assert run_main(workspace, capsys, *common, older)[0] == 0
+    folder = _write_baseline(tmp_path / "folder.json", dict(_baseline(result["n"]), dataset="folder"))
+    with pytest.raises(UserError, match=r"produced with dataset 'folder' \(this evaluation: 'rafdb'\)"):
+        run_main(workspace, capsys, *common, folder)
+
+
 def test_a_shard_json_is_refused_as_baseline_even_with_a_clean_row(tmp_path):
     # One shard's result (it has "shard") may hold the clean folder and still miss corrupted ones:
     # a baseline must be the merged run (robustness.load_baseline).
