@@ -120,7 +120,9 @@ def _ks(text: str) -> list[int]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("predictions", type=Path, help="predictions file of eval_perturbed_rafdb.py")
+    parser.add_argument("predictions", type=Path,
+                        help="predictions file of eval_perturbed_rafdb.py ('-': standard input, e.g. "
+                             "eval_perturbed_rafdb.py ... | eval_perturbed_rafdb2.py -)")
     parser.add_argument("mode", nargs="?", default="",
                         help="'t' (any word starting with t) prints text lists instead of the TSV")
     group = parser.add_argument_group("metrics")
@@ -152,18 +154,14 @@ EXPECTED = ("expected a predictions file written by eval_perturbed_rafdb.py: a h
             "'<checkpoint>,<perturbation folder>' followed by lines of comma-separated class indices")
 
 
-def refuse_json(path: Path) -> None:
-    """UserError when ``path`` holds JSON (a results file given by mistake) instead of predictions."""
-    try:
-        with open(path, "rb") as stream:
-            head = stream.read(4096).lstrip()
-    except OSError:
-        return  # read_predictions reports a missing or unreadable file
-    if not head.startswith((b"{", b"[")):
+def refuse_json(path: Path, text: str) -> None:
+    """UserError when ``text`` (the content of ``path``) is JSON (a results file given by mistake)
+    instead of predictions."""
+    if not text.lstrip().startswith(("{", "[")):
         return
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        data = json.loads(text)
+    except ValueError:
         return  # not JSON after all: read_predictions names the bad line
     kind = "a JSON file"
     if isinstance(data, dict) and data.get("format") == "rafdb-c-results":
@@ -203,9 +201,10 @@ def held_warnings(logger: logging.Logger):
 
 def read_predictions(path: Path, frames: int | None):
     """The blocks of the predictions file; one UserError for a file that is not one."""
-    refuse_json(path)
+    text = stability.read_text_once(path)  # once: a pipe cannot be read again
+    refuse_json(path, text)
     with held_warnings(LOG):
-        return stability.read_predictions(path, frames)
+        return stability.read_predictions(path, frames, text)
 
 
 def method_checkpoints(table: dict) -> dict:

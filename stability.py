@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Sequence, TextIO
@@ -665,15 +666,26 @@ def _parse_topk(text: str, where: str, classes: list[int], n_classes: int = NUM_
     return rankings
 
 
-def read_predictions(path: str | Path, frames: int | None = None) -> list[Block]:
-    """Every non-empty block of a predictions file, in file order (UserError "<file>:<line>: ...")."""
-    path = Path(path)
+def read_text_once(path: str | Path) -> str:
+    """The whole text of a predictions file, read in one pass: ``-`` is standard input, and a pipe
+    (``/dev/stdin``, ``<(...)``) is read once, so nothing reads it twice and finds it shortened."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if str(path) == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        with open(path, "rb") as stream:
+            return stream.read().decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: predictions file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read as text ({error})") from None
+
+
+def read_predictions(path: str | Path, frames: int | None = None, text: str | None = None) -> list[Block]:
+    """Every non-empty block of a predictions file, in file order (UserError "<file>:<line>: ...").
+    ``text``: the file's content, already read (a pipe can be read once only)."""
+    path = Path(path)
+    if text is None:
+        text = read_text_once(path)
     blocks: list[Block] = []
     current: Block | None = None
     length: int | None = None  # sequence length of the current block

@@ -206,6 +206,19 @@ def test_an_annotated_name_with_a_line_break_stays_one_comment(tmp_path):
     assert blocks.sequences == [[0] * 30, [0] * 30]
 
 
+def test_the_reader_reads_a_pipe(tmp_path):
+    """Predictions piped in, as '-' or as /dev/stdin on a pipe: the same table as from the file (a pipe
+    was read twice, its first lines lost: 'a sequence line before any header'; '-' was 'not found')."""
+    text = (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
+            f"runs/m/c.keras,P/rafdb.test.p_gaussian_noise\n{line(NOISE_DIFFERS)}\n")
+    expected = run_reader(write(tmp_path, text), "--quiet").stdout
+    for name in ("-", "/dev/stdin"):
+        result = subprocess.run([sys.executable, str(REPO / "eval_perturbed_rafdb2.py"), name, "--quiet"],
+                                input=text, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected
+
+
 SWAP_TOP_TWO = "1:0:2:3:4:5:6"
 
 
