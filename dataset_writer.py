@@ -1166,6 +1166,7 @@ def export(
                 _WORKER.clear()
                 _WORKER.update(saved)
         else:
+            workers = result.workers = min(workers, len(mine))  # no process without a unit to render
             if warm_up:
                 _warm_up(render, mine, known, force_rerender)
             size = chunksize or _default_chunksize(len(mine), workers)

@@ -785,6 +785,26 @@ def test_a_killed_worker_fails_the_export_instead_of_hanging(tmp_path):
         {rel: data for rel, data in fresh.items() if rel != "manifest.json"}
 
 
+def test_no_more_workers_than_images(tmp_path, monkeypatch):
+    """--workers 40 for 5 images starts 5 processes (it forked 40, most with nothing to do), and the
+    summary says so; the tree is the one-worker tree."""
+    import concurrent.futures
+
+    started = []
+    real = concurrent.futures.ProcessPoolExecutor
+
+    def counting(workers, **kwargs):
+        started.append(workers)
+        return real(workers, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", counting)
+    result = run_export(tmp_path / "many", workers=40)
+    assert started == [5] and result.workers == 5
+    one = run_export(tmp_path / "one").out_dir
+    assert {rel: data for rel, data in tree(tmp_path / "many").items() if rel != "manifest.json"} == \
+        {rel: data for rel, data in tree(one).items() if rel != "manifest.json"}
+
+
 def test_an_export_into_its_own_source_dataset_is_refused(tmp_path):
     src = tmp_path / "src"
     write_sources(src, b"v1-")
