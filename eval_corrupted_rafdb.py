@@ -108,8 +108,9 @@ def parse_args(argv: Sequence[str] | None = None):
     datasets.add_dataset_args(parser)
     group = parser.add_argument_group("RAF-DB-C")
     group.add_argument("--corrupted", type=Path, default=None,
-                       help="root of the exported corrupted sets (default corrupted_raf_dataset; "
-                            "corrupted_dataset for --dataset ferplus/fer2013, as the original)")
+                       help="root of the exported corrupted sets (default where rafdb_aug_dataset.py "
+                            "export writes: corrupted_raf_dataset; corrupted_dataset for --dataset "
+                            "ferplus/fer2013, as the original; <name of --data>-c for --dataset folder)")
     group.add_argument("--corruptions", default="all",
                        help="'all' (the whole --corruption-set) or a comma-separated list of its "
                             "corruption names")
@@ -177,8 +178,9 @@ def parse_args(argv: Sequence[str] | None = None):
     if args.merge is None and args.checkpoint is None and args.predictions is None:
         parser.error("the following arguments are required: checkpoint (or --merge JSON ..., "
                      "or --predictions FILE.csv)")
-    if args.corrupted is None:
+    if args.corrupted is None:  # the export's own default for the dataset
         args.corrupted = Path("corrupted_dataset" if args.dataset in ("ferplus", "fer2013")
+                              else f"{Path(args.data).resolve().name}-c" if args.dataset == "folder" and args.data
                               else "corrupted_raf_dataset")
     return args
 

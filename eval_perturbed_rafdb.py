@@ -121,9 +121,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "(rafdb.test.p_rotate/test_0001_00.jpg; docs/BENCHMARK.md §11.4)")
     datasets.add_dataset_args(parser)
     group = parser.add_argument_group("perturbed data and output")
-    group.add_argument("--perturbed", type=Path, default=Path("perturbed_raf_dataset"),
+    group.add_argument("--perturbed", type=Path, default=None,
                        help="folder holding the rafdb.test.p_<name> folders (other datasets: "
-                            "<fer2013|folder name>.<split>.p_<name>, docs/DATASETS.md)")
+                            "<fer2013|folder name>.<split>.p_<name>, docs/DATASETS.md); default where "
+                            "rafdb_perturb_dataset.py export writes: perturbed_raf_dataset, or "
+                            "perturbed_dataset with another --dataset")
     group.add_argument("--perturbations", default=None, metavar="NAMES",
                        help="comma-separated folders to evaluate (p_rotate or rafdb.test.p_rotate), "
                             "in this order. Default: the 10 of docs/BENCHMARK.md §3.3 present, then extras")
@@ -165,8 +167,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--append needs --out (with standard output use >>)")
     if args.frames < 3:
         parser.error("--frames: at least 3 (a line of 1 or 2 fields is a header in the format)")
+    if args.perturbed is None:  # the export's own default for the dataset
+        args.perturbed = Path("perturbed_raf_dataset" if args.dataset == "rafdb" else "perturbed_dataset")
     return args
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -315,6 +315,35 @@ def test_held_out_sets_on_other_datasets_are_refused_up_front(tmp_path):
     assert not (tmp_path / "c").exists() and not (tmp_path / "p").exists()
 
 
+def test_the_evaluations_look_where_the_exports_write_by_default(tmp_path):
+    """Without --out, --corrupted or --perturbed: a folder dataset's exports write <name>-c and
+    perturbed_dataset (run here from tmp_path), and the evaluations' defaults are those folders (they
+    were corrupted_raf_dataset and perturbed_raf_dataset, and the error's advice looped back)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import eval_corrupted_rafdb
+    import eval_perturbed_rafdb
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "faces"
+    _face_file(root / "test" / "sad" / "a.png")
+    for script, extra in (("rafdb_aug_dataset.py", ["--corruptions", "contrast", "--severities", "1"]),
+                          ("rafdb_perturb_dataset.py", ["--perturbations", "p_rotate"])):
+        result = subprocess.run([sys.executable, str(repo / script), "export", "--dataset", "folder", "--data",
+                                 str(root), "--workers", "1", "--quiet", *extra],
+                                capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "faces-c" / "manifest.json").is_file()
+    assert (tmp_path / "perturbed_dataset" / "manifest.json").is_file()
+    folder = ["--dataset", "folder", "--data", str(root)]
+    assert eval_corrupted_rafdb.parse_args(["m.keras", *folder]).corrupted == Path("faces-c")
+    assert eval_perturbed_rafdb.parse_args(["m.keras", *folder]).perturbed == Path("perturbed_dataset")
+    assert eval_corrupted_rafdb.parse_args(["m.keras"]).corrupted == Path("corrupted_raf_dataset")
+    assert eval_perturbed_rafdb.parse_args(["m.keras"]).perturbed == Path("perturbed_raf_dataset")
+
+
 def test_too_small_folder_images_are_refused_before_writing(tmp_path):
     """corruptions.MIN_SIDE is 32: a 1x1 and a 40x20 (width x height) image are named up front
     (the first by path, then how many more), before --out exists; 32x32 is accepted."""
