@@ -53,7 +53,8 @@ is an error). Without ``--baseline``, the normalised numbers the files carry are
 shown with the baseline each was computed against.
 
 Comparability: models evaluated with a different dataset, split, label protocol, N, image source,
-or export format (or robustness results over different corruption sets) are never ranked
+or export format (or robustness results over different corruption sets; stability results over
+sequences of another length or at another difficulty) are never ranked
 together: the report shows a warning naming the difference and ranks each comparable group on its
 own.
 A model evaluated for robustness only (or stability only) is ranked with the models of both kinds
@@ -753,10 +754,14 @@ def stability_metrics(model: Model, baseline: Model | None) -> dict:
     over = summary.get("mean_over") or list(perturbations)
     fp = {name: _num(entry.get("fp")) for name, entry in perturbations.items()}
     tkd = summary.get("mtkd") or {}
+    frames = sorted({entry.get("n_frames") for entry in perturbations.values() if entry.get("n_frames")})
     out = {"fp": fp, "mfp": _mean([fp[name] for name in over if name in fp]),
            "t2d": _num(tkd.get("2")), "t3d": _num(tkd.get("3")),
            "n": summary.get("n"), "source": summary.get("source"),
-           "protocol": summary.get("protocol"), "perturbations": over}
+           "protocol": summary.get("protocol"), "perturbations": over,
+           # frames per sequence (an FP over 10 frames of a 30-frame sweep is another number)
+           "frames": ",".join(map(str, frames)) or None,
+           "difficulty": model.stability_info.get("difficulty")}
     if baseline is not None and baseline.stability is not None:
         base = {name: _num(entry.get("fp")) for name, entry in
                 (baseline.stability.get("perturbations") or {}).items()}
@@ -776,7 +781,7 @@ def stability_metrics(model: Model, baseline: Model | None) -> dict:
 
 
 ROBUSTNESS_KEYS = ("dataset", "split", "protocol", "n", "source", "format")
-STABILITY_KEYS = ("protocol", "n", "source")
+STABILITY_KEYS = ("protocol", "n", "source", "frames", "difficulty")
 
 
 def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[str, str]]:
@@ -796,8 +801,7 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
                            + ["corruptions=" + ",".join(sorted(metrics[model.name]["c"]["headline"]))])
         if model.stability is not None:
             s = metrics[model.name]["s"]
-            stable = tuple([f"P:{key}={s[key]}" for key in STABILITY_KEYS]
-                           + [f"P:difficulty={model.stability_info.get('difficulty')}"])
+            stable = tuple(f"P:{key}={s[key]}" for key in STABILITY_KEYS)
         keys_of[model.name] = (robust, stable)
     both = [key for key in dict.fromkeys(keys_of.values()) if None not in key]
     robust_joined = set()

@@ -345,6 +345,29 @@ def test_an_unreadable_json_found_in_a_folder_is_skipped_with_a_warning(tmp_path
         report.make_report([broken], tmp_path / "out2")
 
 
+def test_stability_of_other_sequence_lengths_or_difficulty_is_never_ranked_together(tmp_path):
+    """FP over 10-frame sequences (--frames 10 on a 30-frame tree) and FP over 30 frames are other
+    numbers: two groups and a warning naming the lengths (they were ranked together silently); the
+    same for results computed at --difficulty 5, whose warning now names the difficulty."""
+    import eval_perturbed_rafdb2
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    thirty = stability_json(folder, "s30", "runs/m30/c.keras", [TWO_FLIPS])
+    ten = folder / "s10.txt"
+    ten.write_text("runs/m10/c.keras,perturbed/rafdb.test.p_rotate\n" + ",".join(["3"] * 10) + "\n")
+    assert eval_perturbed_rafdb2.main([str(ten), "--json", str(folder / "s10.json"), "--quiet"]) == 0
+    result = report.make_report([thirty, folder / "s10.json"], tmp_path / "out")
+    assert sorted((row["group"], row["model"]) for row in result["rows"]) == [("A", "m30"), ("B", "m10")]
+    assert "stability results differ in frames: 30 (m30); 10 (m10)" in result["warnings"]
+    hard = folder / "s5.txt"
+    hard.write_text((folder / "s30.txt").read_text().replace("runs/m30", "runs/m5"))
+    assert eval_perturbed_rafdb2.main([str(hard), "--difficulty", "5", "--json", str(folder / "s5.json"),
+                                       "--quiet"]) == 0
+    result = report.make_report([thirty, folder / "s5.json"], tmp_path / "out2")
+    assert "stability results differ in difficulty: 1 (m30); 5 (m5)" in result["warnings"]
+
+
 def test_same_named_models_of_different_folders_never_merge(tmp_path):
     """a/models/m.onnx and b/models/m.onnx share folder and file name: whole paths name them."""
     folder = tmp_path / "in"
