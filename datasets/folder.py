@@ -152,6 +152,13 @@ def read_classes_file(path: Path) -> list[tuple[str, str]]:
             raise UserError(f"{path}:{number}: folder {folder!r} is listed twice")
         if name.lower() in (n.lower() for _, n in entries):
             raise UserError(f"{path}:{number}: class {name!r} is listed twice")
+        emotion = canonical_name(name)
+        same = [n for _, n in entries if emotion is not None and canonical_name(n) == emotion]
+        if same:  # a model's output of that emotion could not be matched to one of them
+            raise UserError(f"{path}:{number}: class {name!r} is the emotion {emotion}, as {same[0]!r} is; "
+                            f"models are matched to classes by emotion, so rename one (a name outside the "
+                            f"emotion vocabulary, e.g. {name.strip().lower().replace(' ', '_')}_2, is matched "
+                            f"exactly)")
         entries.append((folder, name))
     if not entries:
         raise UserError(f"{path}: no class names (one per line)")

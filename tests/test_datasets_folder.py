@@ -283,6 +283,11 @@ def test_classes_txt_names_numbered_folders(tmp_path):
     assert mapping.dataset_to_model.tolist() == [3, 0, 6]
     for text, message in (("1 = surprise\n4 = surprise\n7 = neutral\n", r"classes.txt:2: class 'surprise' is listed twice"),
                           ("1 = surprise\n1 = fear\n", r"classes.txt:2: folder '1' is listed twice"),
+                          # two names of one emotion (it was refused only at evaluation, as "model classes")
+                          ("1 = happy\n4 = joy\n7 = neutral\n",
+                           r"classes.txt:2: class 'joy' is the emotion happiness, as 'happy' is; models are matched "
+                           r"to classes by emotion, so rename one \(a name outside the emotion vocabulary, e\.g\. "
+                           r"joy_2, is matched exactly\)"),
                           ("1 = surprise\n4 =\n", r"classes.txt:2: '4 =': expected a class name, or FOLDER = NAME"),
                           ("1 = a = b\n", r"classes.txt:1: '1 = a = b': expected a class name"),
                           ("1 = surprise\n4 = happiness\n", r"train/7: class folder not listed in .*\(it lists 1, 4\)"),
