@@ -491,7 +491,8 @@ def _write_sample(args: argparse.Namespace, out: Path, write) -> None:
     if not out.name or out.resolve() == Path.cwd().resolve():
         raise UserError(f"--out {args.out}: name a folder for the sample (not the current folder)")
     non_empty = (out.is_dir() and any(out.iterdir())) or (out.exists() and not out.is_dir())
-    marker = f"written by rafdb_dataset.py sample --dataset {args.dataset} --seed {args.seed}: SYNTHETIC, not real data\n"
+    marker = (f"written by rafdb_dataset.py sample --dataset {args.dataset} --seed {args.seed}: SYNTHETIC, "
+              f"not real data\n")
     if non_empty:
         if not args.force:
             raise UserError(f"{out}: already exists and is not empty; pass --force to replace it")

@@ -231,8 +231,8 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
 def apply_run_dataset(args, run_dir: Path) -> None:
     """--mode test: the dataset flags left out (--dataset, --data, --rafdb, --labels) take the run's
     own values from its run.json, so a run trained on FER+ is tested on FER+ without repeating them;
-    a --dataset other than the run's (``--rafdb DIR`` alone: RAF-DB) takes nothing from it. A recorded data folder that is gone is
-    left out with a warning."""
+    a --dataset other than the run's (``--rafdb DIR`` alone: RAF-DB) takes nothing from it. A
+    recorded data folder that is gone is left out with a warning."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         return  # no run.json (a bare checkpoint folder): the flags as given

@@ -318,6 +318,7 @@ def test_a_model_missing_a_rafdb_class_is_refused_without_a_contradicting_warnin
 
     classifier = _classifier(("anger", "disgust", "fear", "happiness", "sadness", "surprise"))
     with caplog.at_level("WARNING"):
-        with pytest.raises(UserError, match=r"cannot output neutral \(its outputs: .*\); each RAF-DB class must be one of its outputs"):
+        with pytest.raises(UserError, match=r"cannot output neutral \(its outputs: .*\); each RAF-DB class must be "
+                                            r"one of its outputs"):
             classifier.use_classes(RAFDB_CLASSES, require_all="RAF-DB")
     assert "left out" not in caplog.text
