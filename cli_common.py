@@ -233,7 +233,9 @@ def refuse_outputs_over_inputs(outputs, files=(), trees=()) -> None:
     one of the folders ``trees`` (datasets read as input: a file written there is read back as data,
     or breaks its manifest); nor may two outputs be one file (the later would replace the earlier:
     ``--json r.txt`` over a RESULTS_FILE r.txt that holds earlier evaluations). Run it before any work."""
-    named = [(flag, out) for flag, out in outputs if out is not None]
+    # a device or pipe (/dev/null, /dev/stdout) may take several outputs: nothing there is replaced
+    named = [(flag, out) for flag, out in outputs if out is not None
+             and not (os.path.exists(out) and not stat.S_ISREG(os.stat(out).st_mode))]
     for index, (flag, out) in enumerate(named):
         for other_flag, other in named[:index]:
             if os.path.realpath(out) == os.path.realpath(other) or (

@@ -258,6 +258,8 @@ def test_two_outputs_naming_one_file_are_refused(tmp_path):
                                         r"output would replace the other"):
         cli_common.refuse_outputs_over_inputs([("--json", tmp_path / "a.out"),
                                                ("--csv", tmp_path / "sub" / ".." / "a.out")])
+    # a device takes several outputs: nothing is replaced there
+    cli_common.refuse_outputs_over_inputs([("--json", "/dev/null"), ("--csv", "/dev/null")])
     shard = tmp_path / "s0.json"
     shard.write_text("{}")
     commands = ((["eval_corrupted_rafdb.py", "m.keras", "--json", str(tmp_path / "alias.txt"), str(results)],
