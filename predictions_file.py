@@ -9,8 +9,9 @@ File format (``--predictions FILE.csv``), UTF-8 CSV with a header line:
     one score row per image, K = the dataset's number of classes, columns in the dataset's class
     order; the evaluation takes the argmax (first maximum on ties), exactly as for a model. Scores
     are taken as a model's outputs are: probabilities when every row is non-negative and sums to 1
-    (``model_files.looks_like_probabilities``), else logits, and a softmax is applied to every row,
-    so that ECE, NLL and Brier describe probabilities.
+    (``model_files.looks_like_probabilities``, within what printing with 2 decimals can add up to),
+    else logits, and a softmax is applied to every row, so that ECE, NLL and Brier describe
+    probabilities.
 
 ``path`` is relative to the exported tree's root with ``/`` separators
 (``rafdb.test.contrast.3/test_0001_aligned.jpg``); the clean images are ``clean/<file name>``.
@@ -43,6 +44,7 @@ from cli_common import UserError
 LOG = logging.getLogger("fer.predictions")
 
 CLEAN_PREFIX = "clean/"
+PRINTED_STEP = 0.01  # a score row's values as printed: at least 2 decimals (looks_like_probabilities)
 
 
 class Predictions:
@@ -127,7 +129,8 @@ def read_predictions(path: str | Path, class_names: Sequence[str]) -> Prediction
 
         keys = list(rows)
         scores = np.stack([rows[key][1] for key in keys])
-        if not model_files.looks_like_probabilities(scores):
+        # probabilities written with 2 decimals (each off by up to 0.005) still count as probabilities
+        if not model_files.looks_like_probabilities(scores, step=PRINTED_STEP):
             output_kind = "logits"
             LOG.info("%s: the scores are not probabilities (a row is negative or does not sum to 1): "
                      "taken for logits, a softmax is applied to every row", path)

@@ -103,6 +103,12 @@ def test_byte_order_mark_and_logits(tree, tmp_path):
     np.testing.assert_allclose(predictor.predict_paths(clean_paths[:2]), expected, rtol=1e-6)
     assert predictor.predictions.output_kind == "logits" and predictor.scores_are_confidences
     assert predictor.describe()["output_kind"] == "logits"
+    # probabilities printed with 2 decimals (this row sums to 0.99) are kept as they are
+    rounded = [0.33, 0.33, 0.33, 0.0, 0.0, 0.0, 0.0]
+    lines = lines[:1] + ["clean/img_0.png," + ",".join(map(str, rounded))]
+    predictor = PredictionsClassifier(write(tmp_path / "r.csv", "\n".join(lines) + "\n"), root, clean)
+    np.testing.assert_allclose(predictor.predict_paths(clean_paths[:1]), [rounded], rtol=1e-6)
+    assert predictor.predictions.output_kind == "probabilities"
 
 
 @pytest.mark.parametrize("flag", [["--class-order", "fer2013"], ["--preprocessing", "scale01"], ["--crop", "legacy99"],
