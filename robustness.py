@@ -559,16 +559,18 @@ def _set_numbers(metrics, table: dict, clean_error: float, base_table: dict | No
 def calibration_summary(rows: list[dict], corruptions: list[str] | None = None) -> dict:
     """Clean ECE/NLL/Brier and their means over the corrupted folders (docs/BENCHMARK.md §11.3), those
     of ``corruptions`` only when given (the headline: the 18, as the mCE; a set's own)."""
+    def value(row: dict, key: str) -> float:  # null in a JSON read back (--merge): undefined, NaN
+        return math.nan if row[key] is None else float(row[key])
+
     clean = next((row for row in rows if row["corruption"] is None), None)
     corrupted = [row for row in rows if row["corruption"] is not None and "ece" in row
                  and (corruptions is None or row["corruption"] in corruptions)]
     out = {}
     if clean is not None and "ece" in clean:
-        out.update(clean_ece=clean["ece"], clean_nll=clean["nll"], clean_brier=clean["brier"])
+        out.update(clean_ece=value(clean, "ece"), clean_nll=value(clean, "nll"), clean_brier=value(clean, "brier"))
     if corrupted:
-        out.update(mean_ece=float(np.mean([row["ece"] for row in corrupted])),
-                   mean_nll=float(np.mean([row["nll"] for row in corrupted])),
-                   mean_brier=float(np.mean([row["brier"] for row in corrupted])))
+        out.update({f"mean_{key}": float(np.mean([value(row, key) for row in corrupted]))
+                    for key in ("ece", "nll", "brier")})
     return out
 
 

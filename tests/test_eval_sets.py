@@ -212,6 +212,15 @@ def test_predictions_file_gives_the_direct_evaluations_report(workspace, capsys)
     # Predicted classes carry no confidence: no ECE, NLL or Brier (they were those of one-hot rows).
     assert {(row["ece"], row["nll"], row["brier"]) for row in rows} == {(None, None, None)}
     assert [row["recall"] for row in rows] == [row["recall"] for row in theirs["folders"]]
+    # ... also through shards and --merge (the null calibration rows crashed the merge)
+    for index in (0, 1):
+        code, _ = run_main(root, capsys, *common, "--predictions", "classes.csv", "--shard", f"{index}/2",
+                           "--json", f"cls{index}.json")
+        assert code == 0
+    code, _ = run_main(root, capsys, "--merge", "cls0.json", "cls1.json", "--json", "cls_merged.json")
+    assert code == 0
+    merged = json.loads((root / "cls_merged.json").read_text())["results"][0]
+    assert merged["folders"] == rows and merged["summary"] == result["summary"]
     # The same probabilities as log-probabilities (logits up to a constant): softmax gives them back,
     # so every folder's ECE is the direct evaluation's (it was 100 times the error of the rows).
     logits = [lines[0]] + [line.split(",", 1)[0] + "," + ",".join(
