@@ -103,7 +103,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     """A warning raised in the project's own code (metrics.py's undefined ratios) is one plain
     ``WARNING <message>`` line like the other log lines; the default form (file, line number,
     category and the source line) looked like a crash. Other libraries' warnings keep it."""
-    if os.path.abspath(filename).startswith(_PROJECT_DIR + os.sep) and file is None:
+    path = os.path.abspath(filename)
+    if path.startswith(_PROJECT_DIR + os.sep) and "site-packages" not in path and file is None:
         logging.getLogger("fer").warning("%s", message)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
@@ -143,10 +144,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         """Positionals may follow the options (``eval_corrupted_rafdb.py model.keras --json r.json
         results.txt``): argparse's intermixed parsing, except for a parser with sub-commands, which
-        it does not support (their own options and positionals follow the command name anyway)."""
-        if self._subparsers is not None:
-            return super().parse_args(args, namespace)
-        return self.parse_intermixed_args(args, namespace)
+        it does not support (their own options and positionals follow the command name anyway), and
+        for a command line with ``--`` (positionals that begin with '-' follow it), which it mishandles."""
+        argv = sys.argv[1:] if args is None else list(args)
+        if self._subparsers is not None or "--" in argv:  # intermixed parsing drops what follows "--"
+            return super().parse_args(argv, namespace)
+        return self.parse_intermixed_args(argv, namespace)
 
 
 def check_output_path(path: str | os.PathLike, flag: str, *, folder: bool = False) -> Path:

@@ -1227,13 +1227,14 @@ def refuse_useless_baseline(spec: str | None, base: Model | None, models: list[M
     inputs was dropped without a word, and the report then asked for a --baseline)."""
     if base is None:
         return
-    ce = base.robustness is not None and any(m.robustness is not None for m in models if m is not base)
-    fr = base.stability is not None and any(m.stability is not None for m in models if m is not base)
+    # a model of the inputs normalises at least itself (100 %)
+    ce = base.robustness is not None and any(m.robustness is not None for m in models)
+    fr = base.stability is not None and any(m.stability is not None for m in models)
     if not (ce or fr):
         kinds = [kind for kind, result in (("robustness", base.robustness), ("stability", base.stability))
                  if result is not None]
         held = " and ".join(kinds) + (" results only" if len(kinds) == 1 else " results")
-        raise UserError(f"--baseline {spec}: holds {held}, and no other model read has {' or '.join(kinds)} "
+        raise UserError(f"--baseline {spec}: holds {held}, and no model read has {' or '.join(kinds)} "
                         f"results, so it would normalise nothing (CE needs robustness results on both "
                         f"sides, FR stability results)")
 

@@ -252,6 +252,12 @@ def test_positionals_may_follow_the_options():
     assert (args.predictions, args.mode, args.json) == (Path("p.txt"), "t", Path("fp.json"))
     args = eval_perturbed_rafdb.parse_args(["a.keras", "--rafdb", "R", "b.keras"])
     assert args.checkpoints == [Path("a.keras"), Path("b.keras")]
+    # after "--", positionals that begin with '-' (intermixed parsing lost them)
+    args = eval_perturbed_rafdb2.parse_args(["--json", "fp.json", "--", "-p.txt", "t"])
+    assert (args.predictions, args.mode) == (Path("-p.txt"), "t")
+    import report
+
+    assert report.parse_args(["--out", "o", "--", "-a.json"]).inputs == [Path("-a.json")]
 
 
 def test_the_plot_is_written_in_the_format_its_name_says(tmp_path):

@@ -195,6 +195,23 @@ def test_an_undefined_flip_rate_is_one_plain_warning_line(tmp_path):
     assert "RuntimeWarning" not in result.stderr and ".py:" not in result.stderr
 
 
+def test_other_libraries_warnings_keep_their_form(monkeypatch, caplog):
+    """Only the project's own modules' warnings become plain log lines; a library's (numpy's, in the
+    virtual environment inside the project folder) goes to Python's own display, naming its file."""
+    import cli_common
+
+    shown = []
+    monkeypatch.setattr(cli_common, "_default_showwarning", lambda *args: shown.append(args[2:4]))
+    library = os.path.join(os.path.dirname(cli_common.__file__), ".venv", "lib", "python3.11", "site-packages",
+                           "numpy", "core.py")
+    own = os.path.join(os.path.dirname(cli_common.__file__), "metrics.py")
+    with caplog.at_level(logging.WARNING, logger="fer"):
+        cli_common._show_warning(UserWarning("from a library"), UserWarning, library, 7)
+        cli_common._show_warning(RuntimeWarning("ours"), RuntimeWarning, own, 9)
+    assert shown == [(library, 7)]
+    assert caplog.messages == ["ours"]
+
+
 def test_an_annotated_name_with_a_line_break_stays_one_comment(tmp_path):
     """--annotate on a folder image named 'new<LF>line.png' (legal on Linux): the comment is
     '# happy/new\\nline', so the reader reads the block (the second half of the name was a line it

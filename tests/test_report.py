@@ -304,9 +304,12 @@ def test_a_baseline_that_normalises_nothing_is_refused(tmp_path):
     stable = stability_json(folder, "s2", "runs/m2/c.keras", [TWO_FLIPS])
     with pytest.raises(UserError) as error:
         report.make_report([robust], tmp_path / "out", baseline=str(stable))
-    assert str(error.value) == (f"--baseline {stable}: holds stability results only, and no other model read "
+    assert str(error.value) == (f"--baseline {stable}: holds stability results only, and no model read "
                                 f"has stability results, so it would normalise nothing (CE needs robustness "
                                 f"results on both sides, FR stability results)")
+    # a model of the inputs, alone, is its own baseline (100 %), as before
+    alone = report.make_report([robust], tmp_path / "alone", baseline="m1")
+    assert [(row["model"], row["mce"]) for row in alone["rows"]] == [("m1", pytest.approx(1.0))]
     other = stability_json(folder, "s3", "runs/m3/c.keras", [TWO_FLIPS])
     result = report.make_report([robust, other], tmp_path / "out2", baseline=str(stable))
     assert {row["model"]: row["mfr"] for row in result["rows"]}["m3"] == pytest.approx(1.0)
