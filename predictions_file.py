@@ -10,8 +10,8 @@ File format (``--predictions FILE.csv``), UTF-8 CSV with a header line:
     order; the evaluation takes the argmax (first maximum on ties), exactly as for a model. Scores
     are taken as a model's outputs are: probabilities when every row is non-negative and sums to 1
     (``model_files.looks_like_probabilities``, within what printing with 2 decimals can add up to),
-    else logits, and a softmax is applied to every row, so that ECE, NLL and Brier describe
-    probabilities.
+    logits when no row does (a softmax is applied to every row, so that ECE, NLL and Brier describe
+    probabilities); a file with rows of both kinds is an error naming one of each.
 
 ``path`` is relative to the exported tree's root with ``/`` separators
 (``rafdb.test.contrast.3/test_0001_aligned.jpg``); the clean images are ``clean/<file name>``.
@@ -130,7 +130,15 @@ def read_predictions(path: str | Path, class_names: Sequence[str]) -> Prediction
         keys = list(rows)
         scores = np.stack([rows[key][1] for key in keys])
         # probabilities written with 2 decimals (each off by up to 0.005) still count as probabilities
-        if not model_files.looks_like_probabilities(scores, step=PRINTED_STEP):
+        each = [model_files.looks_like_probabilities(row[None], step=PRINTED_STEP) for row in scores]
+        if any(each) and not all(each):  # one decision for the file: a stray row would flip every row
+            odd, fine = each.index(False), each.index(True)
+            row = scores[odd].astype(np.float64)
+            raise UserError(f"{path}:{rows[keys[odd]][0]}: scores summing to {row.sum():.4g} (smallest "
+                            f"{row.min():.4g}), not probabilities, while those of line {rows[keys[fine]][0]} "
+                            f"are: write every row as probabilities (non-negative, summing to 1) or every "
+                            f"row as logits")
+        if not all(each):
             output_kind = "logits"
             LOG.info("%s: the scores are not probabilities (a row is negative or does not sum to 1): "
                      "taken for logits, a softmax is applied to every row", path)

@@ -109,6 +109,12 @@ def test_byte_order_mark_and_logits(tree, tmp_path):
     predictor = PredictionsClassifier(write(tmp_path / "r.csv", "\n".join(lines) + "\n"), root, clean)
     np.testing.assert_allclose(predictor.predict_paths(clean_paths[:1]), [rounded], rtol=1e-6)
     assert predictor.predictions.output_kind == "probabilities"
+    # one stray row (all zeros, a failed image) among probabilities: an error naming it, not a softmax of
+    # every row (which flattened 0.9 to 0.287)
+    lines += ["clean/img_1.png," + ",".join(["0"] * 7)]
+    with pytest.raises(UserError, match=r"r2\.csv:3: scores summing to 0 \(smallest 0\), not probabilities, while "
+                                        r"those of line 2 are"):
+        PredictionsClassifier(write(tmp_path / "r2.csv", "\n".join(lines) + "\n"), root, clean)
 
 
 @pytest.mark.parametrize("flag", [["--class-order", "fer2013"], ["--preprocessing", "scale01"], ["--crop", "legacy99"],
