@@ -58,7 +58,8 @@ sequences of another length or at another difficulty) are never ranked
 together: the report shows a warning naming the difference and ranks each comparable group on its
 own.
 A model evaluated for robustness only (or stability only) is ranked with the models of both kinds
-whose keys it shares; a missing evaluation differs in nothing.
+whose keys it shares when they form one group (a missing evaluation differs in nothing); otherwise
+it is ranked apart, named in a warning.
 
 Example::
 
@@ -846,12 +847,11 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
         if len(sets) > 1:
             warnings.append("robustness results cover different corruption sets: " + "; ".join(
                 f"{value or '(none)'} ({', '.join(names)})" for value, names in sets.items()))
-        unjoined = [name for name, (robust, stable) in keys_of.items() if (robust is None) != (stable is None)
-                    and any(key[0] == robust or key[1] == stable for key in both)]
-        if unjoined:
-            warnings.append("results of one kind only, not ranked with the models of both kinds whose keys "
-                            "they share (several such groups, or one ranked by a measure they lack): "
-                            + ", ".join(unjoined))
+        apart = [f"{name} ({'robustness' if stable is None else 'stability'} only)"
+                 for name, (robust, stable) in keys_of.items() if (robust is None) != (stable is None)]
+        if apart:  # left in a group of their own kind: no other model could be ranked with them by one measure
+            warnings.append("results of one kind only, ranked apart from models with other results: "
+                            + ", ".join(apart))
         warnings.append("models are therefore ranked only within their group (A, B, ...), "
                         "never together")
     return warnings, labels

@@ -290,8 +290,13 @@ def test_a_model_missing_one_evaluation_is_ranked_with_the_others(tmp_path):
     result = report.make_report(inputs, tmp_path / "out2")
     assert [(row["group"], row["model"]) for row in result["rows"]] == [
         ("A", "m1"), ("A", "m2"), ("A", "m3"), ("B", "m4")]
-    assert any(warning.endswith("(several such groups, or one ranked by a measure they lack): m4")
-               for warning in result["warnings"])
+    assert "results of one kind only, ranked apart from models with other results: m4 (stability only)" \
+        in result["warnings"]
+    # one model of each kind: two groups, and the warning says why (it said nothing)
+    result = report.make_report([inputs[2], inputs[4]], tmp_path / "out3")
+    assert sorted(row["group"] for row in result["rows"]) == ["A", "B"]
+    assert ("results of one kind only, ranked apart from models with other results: m2 (robustness only), "
+            "m4 (stability only)") in result["warnings"]
 
 
 def test_a_baseline_that_normalises_nothing_is_refused(tmp_path):
