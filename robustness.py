@@ -468,7 +468,7 @@ def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) ->
               "protocol": baseline.get("protocol"), "N": baseline.get("n"),
               "crop": (baseline.get("checkpoint") or {}).get("crop"),
               "format": baseline.get("format")}
-    shown = {"test_set": lambda value: f"images {str(value)[:12]}"}
+    shown = {"test_set": lambda value: f"test set {str(value)[:12]}"}  # names and labels: not the pixels
     differences = [f"{shown[key](theirs[key]) if key in shown else f'{key} {theirs[key]!r}'} (this evaluation: "
                    f"{shown[key](value) if key in shown else repr(value)})"
                    for key, value in mine.items()
@@ -934,7 +934,7 @@ def read_results(path: Path, flag: str = "--merge") -> list[dict]:
 # Fields that must agree between the shards of one model.
 SAME_IN_SHARDS = ("checkpoint", "protocol", "n", "n_total", "n_dropped", "n_missing", "rafdb",
                   "corrupted", "format", "on_the_fly", "source", "manifest", "corruptions",
-                  "severities", "runtime", "corruption_set", "corrupted_extra")
+                  "severities", "runtime", "corruption_set", "corrupted_extra", "test_set_sha256")
 
 
 def _unit_key(row: dict) -> str:

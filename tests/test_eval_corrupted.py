@@ -361,7 +361,7 @@ def test_a_baseline_of_other_test_images_is_an_error(workspace, capsys, tmp_path
     path = _write_baseline(tmp_path / "other.json", other)
     with pytest.raises(UserError) as error:
         run_main(workspace, capsys, *common, path)
-    assert (f"--baseline {path}: produced with images abababababab (this evaluation: images "
+    assert (f"--baseline {path}: produced with test set abababababab (this evaluation: test set "
             f"{digest.hexdigest()[:12]}); docs/BENCHMARK.md §5.2 needs the same test images") in str(error.value)
     older = _write_baseline(tmp_path / "older.json", _baseline(result["n"]))
     assert run_main(workspace, capsys, *common, older)[0] == 0

@@ -156,6 +156,12 @@ def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):
     in_dir(workspace, eval_corrupted_rafdb.main, *C_ARGS, "--shard", "1/2", "--json", part1)
     with pytest.raises(UserError, match=r"shard 1/2 .*--merge"):
         robustness.load_baseline(part1)
+    # a shard of another test set (another dataset or split of the same N): refused by name
+    other = json.loads(part1.read_text())
+    other["results"][0]["test_set_sha256"] = "cd" * 32
+    (tmp_path / "other1.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match=r"differ in 'test_set_sha256'"):
+        robustness.merge_results([part, tmp_path / "other1.json"])
 
 
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0"])
