@@ -203,13 +203,14 @@ def perturbation_stem(data, image_id: str) -> str:
 
 
 def perturbed_work(data, labels: LabelSet, perturbed: Path, selected: Sequence[str] | None,
-                   frames: int) -> tuple[list[str], list[tuple[Path, list[str]]]]:
+                   frames: int, fmt: str | None = None) -> tuple[list[str], list[tuple[Path, list[str]]]]:
     """(sequence stems, [(folder, frame files)]) of a FER or folder perturbation export.
 
     Folders ``<perturbed>/<prefix>.<split>.p_<name>`` (prefix ``fer2013`` or the folder dataset's
     name): ``selected`` in that order (each must exist), else the canonical perturbations present.
-    Every frame ``<stem>_NN.jpg`` (``.png`` in a folder whose first frame is a PNG) must exist; the
-    first missing one is a UserError naming it.
+    Every frame ``<stem>_NN.<fmt>`` must exist (``fmt``: the export's format from its manifest; without
+    one, that of the first frame found of the first sequence); the first missing one is a UserError
+    naming it.
     """
     import fer_export
     import perturbations
@@ -239,9 +240,11 @@ def perturbed_work(data, labels: LabelSet, perturbed: Path, selected: Sequence[s
     stems = [perturbation_stem(data, image_id) for image_id in labels.names]
     work = []
     for folder in folders:
-        # the folder's format: that of its first sequence's first frame (an export writes one format)
-        first = [folder / f"{stems[0]}_00{suffix}" for suffix in (".jpg", ".png")] if stems else []
-        suffix = next((path.suffix for path in first if path.is_file()), ".jpg")
+        # the folder's format (an export writes one): its manifest's, else that of a frame found
+        first = [folder / f"{stems[0]}_{frame:02d}{suffix}" for frame in range(frames)
+                 for suffix in (".jpg", ".png")] if stems else []
+        suffix = f".{fmt}" if fmt in ("jpg", "png") else next((path.suffix for path in first if path.is_file()),
+                                                               ".jpg")
         paths = []
         for stem in stems:
             for frame in range(frames):

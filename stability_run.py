@@ -88,8 +88,8 @@ def run(args) -> int:
 
         # Frames matched by row to the labels of another CSV would be scored against wrong labels.
         fer_export.refuse_other_source(data, manifest, f"--perturbed {args.perturbed}")
-        sequence_names, work = dataset_eval.perturbed_work(data, labels, args.perturbed, selected,
-                                                           args.frames)
+        sequence_names, work = dataset_eval.perturbed_work(data, labels, args.perturbed, selected, args.frames,
+                                                           ((manifest or {}).get("params") or {}).get("format"))
         work = stability.shard_folders(work, shard)
     else:
         folders = stability.perturbation_folders(args.perturbed, selected, args.perturbation_set)

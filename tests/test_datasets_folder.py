@@ -491,3 +491,9 @@ def test_a_missing_perturbation_frame_is_named_in_the_tree_format(tmp_path, rand
             dataset_eval.perturbed_work(data, labels, perturbed, None, 3)
         assert str(error.value) == (f"{gone}: frame not found (sequence {stems[1]} needs frames 00..02{suffix}; "
                                     f"re-run the perturbation export)")
+        # the very first frame missing: the format comes from the sequence's other frames, or the manifest's
+        first = folder / f"{stems[0]}_00{suffix}"
+        first.unlink()
+        for fmt in (None, suffix[1:]):
+            with pytest.raises(UserError, match=f"{first}: frame not found"):
+                dataset_eval.perturbed_work(data, labels, perturbed, None, 3, fmt)
