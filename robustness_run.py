@@ -244,9 +244,10 @@ def run(args) -> int:
     test_set = robustness.test_set_digest(labels.names, labels.labels)
     dataset_name = args.dataset if evaluated is None else evaluated.describe()["dataset"]
     if baseline is not None:  # everything but the crop is known before loading a model
+        # N of a FER/folder dataset is known per model (a model's classes may leave images out): below
         robustness.check_baseline(baseline, args.baseline,
                                   {"dataset": dataset_name, "test_set": test_set, "protocol": labels.protocol,
-                                   "N": len(labels), "format": fmt},
+                                   "format": fmt, **({"N": len(labels)} if evaluated is None else {})},
                                   args.baseline_mismatch_ok)
     if args.on_the_fly and any(unit.paths is None for unit in units):
         on_the_fly = robustness.OnTheFly(clean_paths, seed=args.seed, fmt=fmt,
@@ -274,6 +275,9 @@ def run(args) -> int:
                 label_counts = {"protocol": labels.protocol, "n": len(labels), "n_total": labels.n_total,
                                 "n_dropped": labels.n_dropped, "n_missing": labels.n_missing}
                 label_rows = labels.labels
+                if baseline is not None:  # the images this model is scored on
+                    robustness.check_baseline(baseline, args.baseline, {"N": len(labels)},
+                                              args.baseline_mismatch_ok)
             else:
                 label_rows = rafdb_label_rows(args, classifier, labels)
             runner = inference.runner_from_args(classifier, args)

@@ -125,6 +125,31 @@ def _dense_model(path, size, channels, outputs, seed):
     return model
 
 
+def test_a_7_class_model_on_ferplus_is_its_own_baseline(tmp_path):
+    """A RAF-DB (7-class) model on FER+ leaves the contempt faces out: its N is the dataset's N minus
+    those. Its own result as --baseline is accepted (mCE 100 %); the check compared the dataset's
+    full N with the baseline's and refused it."""
+    import eval_corrupted_rafdb
+    import ferplus_aug_dataset
+    import synthetic_faces
+
+    root = synthetic_faces.write_fer_sample(tmp_path / "F", n_train=4, n_public=16, n_private=4, seed=5)
+    _make_contempt(root, 3)
+    export = tmp_path / "C"
+    assert ferplus_aug_dataset.main(["export", "--dataset", "ferplus", "--data", str(root), "--out", str(export),
+                                     "--corruptions", "contrast", "--severities", "1", "--workers", "1"]) == 0
+    _dense_model(tmp_path / "m.keras", 48, 1, 7, seed=2)
+    common = [str(tmp_path / "m.keras"), "--dataset", "ferplus", "--data", str(root), "--corrupted", str(export),
+              "--corruptions", "contrast", "--severities", "1", "--preprocessing", "none", "--class-order", "rafdb"]
+    first = tmp_path / "r.json"
+    assert eval_corrupted_rafdb.main(common + ["--json", str(first)]) == 0
+    result = json.loads(first.read_text())["results"][0]
+    assert result["n_unmapped"] == 3 and result["n"] == len(_ferplus_public_kept(root)) - 3
+    again = tmp_path / "again.json"
+    assert eval_corrupted_rafdb.main(common + ["--baseline", str(first), "--json", str(again)]) == 0
+    assert json.loads(again.read_text())["results"][0]["summary"]["mce"] == pytest.approx(1.0)
+
+
 def test_ferplus_model_on_ferplus_clean_accuracy_includes_contempt(tmp_path, capsys):
     import eval_corrupted_rafdb
     import ferplus_aug_dataset
