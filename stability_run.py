@@ -13,6 +13,7 @@ import numpy as np
 import checkpoints
 import dataset_eval
 import inference
+import perturbations
 import rafdb_dataset
 import robustness
 import stability
@@ -83,6 +84,10 @@ def run(args) -> int:
     # An unfinished export first: its missing frames would otherwise be reported one by one.
     manifest = (dataset_writer.read_finished_manifest(args.perturbed, "p", "--perturbed")
                 if args.perturbed.is_dir() else None)
+    if manifest is not None and args.frames < perturbations.NUM_FRAMES:  # an export writes 30 per sequence
+        LOG.warning("--frames %d: %s holds sequences of %d frames; only the first %d of each are read, so the "
+                    "flip probabilities are not those of the benchmark's sequences", args.frames, args.perturbed,
+                    perturbations.NUM_FRAMES, args.frames)
     if evaluated is not None:
         import fer_export
 

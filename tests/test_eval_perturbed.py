@@ -633,6 +633,24 @@ def test_missing_frame_is_an_error_naming_it(tmp_path, perturbed_tree, tiny_chec
         writer_script.main([str(base / "runs"), "--rafdb", str(root), "--perturbed", str(tmp_path / "perturbed")])
 
 
+def test_fewer_frames_than_an_export_holds_are_warned_about(tmp_path, perturbed_tree, tiny_checkpoints, caplog):
+    """--frames 10 on an exported tree (its manifest: 30 frames per sequence) reads only a prefix of
+    each sweep: a warning says so (it read silently); the default, 30, warns about nothing."""
+    import rafdb_perturb_dataset
+
+    _, root, _, _ = perturbed_tree
+    exported = tmp_path / "P"
+    assert rafdb_perturb_dataset.main(["export", "--rafdb", str(root), "--out", str(exported), "--perturbations",
+                                       "p_rotate", "--workers", "1", "--quiet"]) == 0
+    common = [str(tiny_checkpoints[0]), "--rafdb", str(root), "--perturbed", str(exported)]
+    with caplog.at_level(logging.WARNING):
+        assert writer_script.main(common + ["--out", str(tmp_path / "p30.txt")]) == 0
+        assert "--frames" not in caplog.text
+        assert writer_script.main(common + ["--frames", "10", "--out", str(tmp_path / "p10.txt")]) == 0
+    assert (f"--frames 10: {exported} holds sequences of 30 frames; only the first 10 of each are read, so the "
+            f"flip probabilities are not those of the benchmark's sequences") in caplog.text
+
+
 def test_frames_beyond_the_sequence_name_their_suffix_and_count(tmp_path):
     """PNG sequences of 30 frames read with --frames 40: the message names test_0001_30.png and says
     the sequence has 30 frames; a gap inside a sequence keeps the plain message."""
