@@ -101,10 +101,7 @@ def folder_metrics(probabilities, labels, confidences: bool = True) -> dict:
     ECE, NLL and Brier are NaN (undefined) rather than numbers of a confidence nobody stated."""
     p, y = _checked(probabilities, labels)
     confusion = confusion_matrix(np.argmax(p, axis=1), targets_of(y), p.shape[1])
-    if not confidences:
-        return {"ece": math.nan, "nll": math.nan, "brier": math.nan,
-                "recall": [float(value) for value in per_class_recall(confusion)],
-                "confusion": confusion.tolist()}
-    return {"ece": ece(p, y), "nll": nll(p, y), "brier": brier(p, y),
-            "recall": [float(value) for value in per_class_recall(confusion)],
+    scored = ({"ece": ece(p, y), "nll": nll(p, y), "brier": brier(p, y)} if confidences
+              else dict.fromkeys(("ece", "nll", "brier"), math.nan))
+    return {**scored, "recall": [float(value) for value in per_class_recall(confusion)],
             "confusion": confusion.tolist()}

@@ -579,8 +579,8 @@ def motion_blur_op(image: np.ndarray, radius: int, sigma: float, angle_degrees: 
     exp(-j^2 / (2 sigma^2)) for j = 0..w-1 normalised, offsets ox = ceil(j cos - 0.5),
     oy = ceil(j sin - 0.5) (y pointing down), edge pixels replicated (also beyond the image: the port
     stopped at the first offset that left it; ImageMagick does not). The last step matches
-    ImageMagick Q16 rounding: the result is floor(round(257 acc) / 257) (:func:`_imagemagick_q16_to_uint8`), not the plain floor(acc) of
-    BENCHMARK.md §2.5 step 5. A deliberate, documented departure: it equals Wand/ImageMagick 6.9.11 on
+    ImageMagick Q16 rounding: the result is floor(round(257 acc) / 257)
+    (:func:`_imagemagick_q16_to_uint8`), not the plain floor(acc) of BENCHMARK.md §2.5 step 5. A deliberate, documented departure: it equals Wand/ImageMagick 6.9.11 on
     ~99.999 % of pixels (the plain floor differs on 0.15-6 %); both stay within the benchmark's bound
     of max |diff| <= 1 on < 1 % of pixels, which the tests assert. ``backend="wand"``: the original's
     PNG -> Wand ``motion_blur`` -> PNG round trip (needs the MagickWand library).

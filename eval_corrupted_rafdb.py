@@ -179,9 +179,9 @@ def parse_args(argv: Sequence[str] | None = None):
         parser.error("the following arguments are required: checkpoint (or --merge JSON ..., "
                      "or --predictions FILE.csv)")
     if args.corrupted is None:  # the export's own default for the dataset
-        args.corrupted = Path("corrupted_dataset" if args.dataset in ("ferplus", "fer2013")
-                              else f"{Path(args.data).resolve().name}-c" if args.dataset == "folder" and args.data
-                              else "corrupted_raf_dataset")
+        import fer_export
+
+        args.corrupted = fer_export.default_corrupted(args.dataset, args.data)
     return args
 
 

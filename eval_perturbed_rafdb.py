@@ -168,7 +168,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.frames < 3:
         parser.error("--frames: at least 3 (a line of 1 or 2 fields is a header in the format)")
     if args.perturbed is None:  # the export's own default for the dataset
-        args.perturbed = Path("perturbed_raf_dataset" if args.dataset == "rafdb" else "perturbed_dataset")
+        import fer_export
+
+        args.perturbed = fer_export.default_perturbed(args.dataset)
     return args
 
 

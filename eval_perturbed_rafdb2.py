@@ -245,8 +245,8 @@ def warn_missing_topk(table: dict, results: dict, ks: Sequence[int]) -> None:
     """A warning per method and k of an explicit ``--topk`` that its blocks cannot give: T-k-D needs
     ``#topk`` rankings of at least k classes after every sequence."""
     for method, summary in results["methods"].items():
-        lengths = {(block.ranking_array().shape[2] if block.ranking_array() is not None else 0)
-                   for block in table[method].values()}
+        rankings = [block.ranking_array() for block in table[method].values()]
+        lengths = {0 if ranking is None else ranking.shape[2] for ranking in rankings}
         for k in ks:
             if any(str(k) not in entry["tkd"] for entry in summary["perturbations"].values()):
                 have = ("no #topk lines" if lengths == {0} else

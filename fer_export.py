@@ -512,6 +512,23 @@ def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[Cor
 # Running an export (shared by ferplus_aug_dataset.py and the RAF-DB scripts' --dataset option)
 
 
+def default_corrupted(dataset: str, data_root: str | Path | None) -> Path:
+    """Where a RAF-DB-C export of ``dataset`` is written without --out, and so where the evaluations
+    look without --corrupted: corrupted_raf_dataset (RAF-DB), corrupted_dataset (FER2013/FER+, as the
+    original), ``<the folder's name>-c`` (a folder dataset at ``data_root``)."""
+    if dataset in ("ferplus", "fer2013"):
+        return Path("corrupted_dataset")
+    if dataset == "folder" and data_root is not None:
+        return Path(f"{Path(data_root).resolve().name}-c")
+    return Path("corrupted_raf_dataset")
+
+
+def default_perturbed(dataset: str) -> Path:
+    """Where a RAF-DB-P export of ``dataset`` is written without --out, and so where the evaluation
+    looks without --perturbed."""
+    return Path("perturbed_raf_dataset" if dataset == "rafdb" else "perturbed_dataset")
+
+
 def add_dataset_choice(group) -> None:
     """``--dataset`` and ``--data`` for the RAF-DB export scripts (their ``--rafdb`` stays as it is)."""
     import datasets

@@ -241,16 +241,20 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def looks_like_probabilities(scores: np.ndarray, step: float = 0.0) -> bool:
-    """True when every row is non-negative and sums to 1 within PROBABILITY_TOLERANCE, widened to
+def probability_rows(scores: np.ndarray, step: float = 0.0) -> np.ndarray:
+    """Per row (bool): non-negative and summing to 1 within PROBABILITY_TOLERANCE, widened to
     K x ``step`` for outputs of coarse resolution (``step``: the quantisation scale of an integer
-    output, or the float16 spacing below 1): K values each rounded to a multiple of ``step`` may
-    sum to 1 +- K step / 2."""
+    output, the float16 spacing below 1, or the last printed decimal): K values each rounded to a
+    multiple of ``step`` may sum to 1 +- K step / 2."""
     scores = np.asarray(scores, dtype=np.float64)
-    if scores.size == 0:
-        return True
     tolerance = max(PROBABILITY_TOLERANCE, scores.shape[-1] * float(step))
-    return bool(scores.min() >= 0 and np.all(np.abs(scores.sum(axis=1) - 1.0) <= tolerance))
+    return (scores.min(axis=1, initial=0.0) >= 0) & (np.abs(scores.sum(axis=1) - 1.0) <= tolerance)
+
+
+def looks_like_probabilities(scores: np.ndarray, step: float = 0.0) -> bool:
+    """True when every row is a probability row (:func:`probability_rows`)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores.size == 0 or bool(probability_rows(scores, step).all())
 
 
 FLOAT16_STEP = 2.0 ** -11  # float16 spacing in [0.5, 1): the coarsest below 1

@@ -130,15 +130,15 @@ def read_predictions(path: str | Path, class_names: Sequence[str]) -> Prediction
         keys = list(rows)
         scores = np.stack([rows[key][1] for key in keys])
         # probabilities written with 2 decimals (each off by up to 0.005) still count as probabilities
-        each = [model_files.looks_like_probabilities(row[None], step=PRINTED_STEP) for row in scores]
-        if any(each) and not all(each):  # one decision for the file: a stray row would flip every row
-            odd, fine = each.index(False), each.index(True)
+        each = model_files.probability_rows(scores, step=PRINTED_STEP)
+        if each.any() and not each.all():  # one decision for the file: a stray row would flip every row
+            odd, fine = int(np.argmin(each)), int(np.argmax(each))
             row = scores[odd].astype(np.float64)
             raise UserError(f"{path}:{rows[keys[odd]][0]}: scores summing to {row.sum():.4g} (smallest "
                             f"{row.min():.4g}), not probabilities, while those of line {rows[keys[fine]][0]} "
                             f"are: write every row as probabilities (non-negative, summing to 1) or every "
                             f"row as logits")
-        if not all(each):
+        if not each.all():
             output_kind = "logits"
             LOG.info("%s: the scores are not probabilities (a row is negative or does not sum to 1): "
                      "taken for logits, a softmax is applied to every row", path)

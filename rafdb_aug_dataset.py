@@ -224,8 +224,7 @@ def run_other_dataset(args, names: list[str]) -> int:
     pairs = [(name, severity) for name in names for severity in parse_severities(args.severities)]
     job = fer_export.c_job(data, pairs, split=args.split, fmt=args.format, seed=args.seed,
                            motion_backend=args.motion_backend)
-    fer_export.run_job(job, data, args.out or ("corrupted_dataset" if data.name != "folder" else
-                                               f"{data.dataset_name}-c"),
+    fer_export.run_job(job, data, args.out or fer_export.default_corrupted(data.name, data.root),
                        generator="rafdb_aug_dataset.py", workers=args.workers, quiet=args.quiet,
                        force_rerender=args.force_rerender, shard=args.shard)
     return 0

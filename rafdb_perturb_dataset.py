@@ -237,7 +237,8 @@ def cmd_export_other(args: argparse.Namespace, selected: list[str]) -> int:
     data = fer_export.open_export_dataset(args)
     job = fer_export.p_job(data, selected, split="test", fmt=args.format, seed=args.seed,
                            motion_backend=args.motion_backend, pad=args.fallback_pad)
-    fer_export.run_job(job, data, args.out or "perturbed_dataset", generator="rafdb_perturb_dataset.py",
+    fer_export.run_job(job, data, args.out or fer_export.default_perturbed(data.name),
+                       generator="rafdb_perturb_dataset.py",
                        workers=args.workers, quiet=args.quiet, force_rerender=args.force_rerender,
                        what="perturbed", shard=args.shard)
     return 0
@@ -251,7 +252,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.dataset != "rafdb":
         return cmd_export_other(args, selected)
     fer_export.refuse_fer_flags_for_rafdb(args)
-    args.out = args.out or "perturbed_raf_dataset"
+    args.out = args.out or fer_export.default_perturbed("rafdb")
     args.format = args.format or "jpg"
     root = Path(rafdb_dataset.export_root(args.rafdb, args.data))
     params = export_params(args)
