@@ -29,12 +29,13 @@ import logging
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from cli_common import ArgumentParser, UserError, run_main, setup_logging
+from cli_common import DIR_MODE, ArgumentParser, UserError, run_main, setup_logging
 from datasets import base
 from datasets.classes import RAFDB_CLASSES as CLASS_NAMES
 from datasets.images import FORMATS, decode_image, encode_image, read_image  # noqa: F401 (re-exported)
@@ -494,22 +495,30 @@ def _write_sample(args: argparse.Namespace, out: Path, write) -> None:
     marker = (f"written by rafdb_dataset.py sample --dataset {args.dataset} --seed {args.seed}: SYNTHETIC, "
               f"not real data\n")
     if non_empty:
+        ours = (out / SAMPLE_MARKER).is_file()
         if not args.force:
-            raise UserError(f"{out}: already exists and is not empty; pass --force to replace it")
-        if not (out / SAMPLE_MARKER).is_file():
+            hint = ("pass --force to replace it (a sample this command wrote)" if ours else
+                    "choose another --out (it is not a sample this command wrote, so --force would not "
+                    "replace it either)")
+            raise UserError(f"{out}: already exists and is not empty; {hint}")
+        if not ours:
             raise UserError(f"{out}: --force replaces only a sample folder this command wrote (it holds "
                             f"{SAMPLE_MARKER}); this one does not, and may be a real dataset or anything "
                             f"else: delete it yourself if it is yours to delete, or choose another --out")
-        # Build the new tree beside the old one first, so an interrupted run loses nothing.
-        staging = out.with_name(out.name + ".new")
-        shutil.rmtree(staging, ignore_errors=True)
-        write(staging)
-        (staging / SAMPLE_MARKER).write_text(marker)
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
+        # Build the new tree beside the old one first, so an interrupted run loses nothing; both
+        # temporary folders get fresh hidden names, so no folder of the user's is ever touched.
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+        staging.chmod(DIR_MODE)
+        try:
+            write(staging)
+            (staging / SAMPLE_MARKER).write_text(marker)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent)) / out.name
         out.rename(old)
         staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old.parent, ignore_errors=True)
     else:
         write(out)
         (out / SAMPLE_MARKER).write_text(marker)

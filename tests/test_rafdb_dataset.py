@@ -1,6 +1,8 @@
 """The data layer: vote filter, both label protocols, the hold-out split, errors (BENCHMARK.md §1)."""
 
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -182,8 +184,33 @@ def test_cli_sample_refuses_non_empty_folder(tmp_path):
     target.mkdir()
     (target / "keep.txt").write_text("x")
     result = _run("sample", "--out", target, "--train", 3, "--test", 2)
-    assert result.returncode == 2 and "--force" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    # Not a sample this command wrote: --force would be refused too, so it is not what the error suggests.
+    assert (f"{target}: already exists and is not empty; choose another --out (it is not a sample this "
+            f"command wrote, so --force would not replace it either)") in result.stderr
     assert (target / "keep.txt").exists()
+
+
+def test_cli_sample_force_touches_no_other_folder(tmp_path):
+    """Replacing a sample builds the new tree under fresh hidden names: folders named like the
+    sample plus .new / .old (a user's backup) were deleted. The replaced folder has the usual mode."""
+    sample = tmp_path / "faces"
+    for sibling in ("faces.new", "faces.old"):
+        (tmp_path / sibling).mkdir()
+        (tmp_path / sibling / "mine.txt").write_text(sibling)
+    assert _run("sample", "--out", sample, "--train", 2, "--test", 1).returncode == 0
+    result = _run("sample", "--out", sample, "--train", 2, "--test", 1)
+    assert result.returncode == 2
+    assert f"{sample}: already exists and is not empty; pass --force to replace it" in result.stderr
+    result = _run("sample", "--out", sample, "--train", 2, "--test", 1, "--force", "--seed", 5)
+    assert result.returncode == 0, result.stderr
+    assert "--seed 5:" in (sample / ".synthetic-sample").read_text()
+    for sibling in ("faces.new", "faces.old"):
+        assert (tmp_path / sibling / "mine.txt").read_text() == sibling
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces", "faces.new", "faces.old"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(sample.stat().st_mode) == 0o777 & ~umask
 
 
 def test_cli_sample_force_replaces_only_a_sample_folder(tmp_path):
