@@ -1559,9 +1559,12 @@ def test_mode(args) -> int:
     other = run_dataset is not None and (run_dataset[0] != args.dataset or (
         run_dataset[1] is not None and run_dataset[1] != Path(data.root).resolve()))
     tag = getattr(data, "dataset_name", None) if args.dataset == "folder" else args.dataset
+    # The protocol is named when it is not the run's own (on the run's dataset) or not the default of
+    # the dataset tested (on another one): a hard- and a soft-label test of another RAF-DB folder keep
+    # their own files.
+    own_labels = data.protocols[0] if other else run_labels
     stem = confusion_stem(tag or args.dataset if other else None,
-                          # on another dataset its own protocol is no choice of the command line
-                          args.labels if run_labels is not None and args.labels != run_labels and not other else None,
+                          args.labels if own_labels is not None and args.labels != own_labels else None,
                           checkpoint_tag(checkpoint))
     for part in TEST_MODE_PARTS:
         labels = sets[part]

@@ -203,6 +203,30 @@ def test_mode_test_with_other_labels_or_epoch_keeps_the_runs_own_files(run_dir, 
         "confusion_test.csv"]
 
 
+def test_mode_test_on_another_folder_names_a_non_default_protocol(run_dir, sample_tree, tmp_path):
+    """A RAF-DB run tested on a RAF-DB copy elsewhere with --labels hard and then with the default soft
+    labels: both wrote confusion_rafdb_<part>.*, the second silently replacing the first."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    for stale in run.glob("confusion_*"):
+        stale.unlink()
+    copy = tmp_path / "RAF-DB-copy"
+    shutil.copytree(sample_tree, copy)
+    common = ["--mode", "test", "--dir", str(run), "--rafdb", str(copy)]
+    assert train_fer.main([*common, "--labels", "hard"]) == 0
+    assert train_fer.main(common) == 0
+    hard = rafdb_dataset.load_labels(sample_tree, "test", "hard")
+    soft = rafdb_dataset.load_labels(sample_tree, "test", "soft")
+    assert len(hard.names) != len(soft.names)  # the sample's protocols differ in their test images
+    for name, n in (("confusion_rafdb_hard_test.csv", len(hard.names)), ("confusion_rafdb_test.csv", len(soft.names))):
+        rows = list(csv.reader((run / name).read_text().splitlines()))[1:]
+        assert sum(int(row[8]) for row in rows) == n, name
+    assert sorted(p.name for p in run.glob("confusion_*test.csv")) == ["confusion_rafdb_hard_test.csv",
+                                                                       "confusion_rafdb_test.csv"]
+
+
 def test_a_class_without_images_has_no_recall_in_csv_and_report(tmp_path):
     """Before: recall 0 (confusion_test.csv 0.000000, console acc:0.0) for a class with no test image,
     where the evaluation JSONs give null."""
