@@ -380,23 +380,25 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
     data = datasets.open_dataset(args)
     protocols = data.protocols if args.all_protocols else (data.protocol,)
-    print(f"{data.title} tree: {data.root}")
-    print("classes (index: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(data.class_names)))
+    # Printed once everything is read: a missing or broken tree is the only output, not a header first.
+    lines = [f"{data.title} tree: {data.root}",
+             "classes (index: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(data.class_names))]
     for protocol in protocols:
         opened = data if protocol == data.protocol else datasets.open_dataset(
             argparse.Namespace(**{**vars(args), "labels": protocol}))
         for split in base.SPLITS:
             if split == "validation" and not opened.has_validation:
-                print(f"{'validation':<12} none: training holds out a seeded, stratified part of train "
-                      f"(--val-fraction)")
+                lines.append(f"{'validation':<12} none: training holds out a seeded, stratified part of train "
+                             f"(--val-fraction)")
                 continue
             if getattr(opened, "splits", None) is not None and split not in opened.splits:
-                print(f"{split:<12} none (no {opened.split_name(split)}/ folder)")  # a folder dataset without it
+                lines.append(f"{split:<12} none (no {opened.split_name(split)}/ folder)")  # a folder dataset without it
                 continue
             labels = opened.labels(split)
             native = opened.split_name(split)
             title = f"{split}/{protocol}" + (f" ({native})" if native != split else "")
-            print(_format_counts(title, labels, opened.class_names))
+            lines.append(_format_counts(title, labels, opened.class_names))
+    print("\n".join(lines))
     return 0
 
 

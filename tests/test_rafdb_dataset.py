@@ -177,6 +177,7 @@ def test_cli_summary_and_user_error_exit_code(sample_tree, tmp_path):
     result = _run("summary", "--rafdb", tmp_path / "missing")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "missing" in result.stderr
+    assert result.stdout == ""  # no "RAF-DB tree: ..." header and class list for a tree that is not there
 
 
 def test_cli_sample_refuses_non_empty_folder(tmp_path):
