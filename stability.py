@@ -1039,7 +1039,8 @@ def format_summary(results: dict) -> str:
         sets = summary.get("sets") or {}
         if set(sets) - {"rafdb"}:
             for name, entry in sets.items():
-                tkd = "".join(f"  mT{k}D {entry['mtkd'][k]:.4f}" for k in ks if k in entry["mtkd"])
+                # T-k-D as in the table's columns: the unnormalised mean (mT-k-D names the normalised one)
+                tkd = "".join(f"  T{k}D {entry['mtkd'][k]:.4f}" for k in ks if k in entry["mtkd"])
                 lines.append(f"{'':<{width}}  set {name}: mFP {entry['mfp']:.6f} over "
                              f"{len(entry['perturbations'])} perturbation(s){tkd}")
         if summary["extras"]:

@@ -55,6 +55,22 @@ def test_one_mfp_per_set_and_the_10_unchanged(tmp_path):
     assert float(next(r for r in rows if r["perturbation"] == "mean")["fp"]) == pytest.approx(fp_10)
 
 
+def test_a_sets_top_k_distance_is_labelled_as_the_unnormalised_mean(tmp_path):
+    """The per-set line printed 'mT2D' for the unnormalised mean over the set, the name the table and
+    docs/BENCHMARK.md §5.7 give the mean normalised to a baseline; it reads T2D like the table's column."""
+    ordered, zero_last = "0:1:2:3:4:5:6", "1:2:3:4:5:6:0"
+    one_flip = [0] * 15 + [1] * 15
+    rankings = [ordered] * 15 + [zero_last] * 15  # one consecutive pair with d2 = 3 (by hand, §5.7)
+    text = "".join(f"runs/m/c.keras,P/rafdb.test.{name}\n{line(one_flip)}\n#topk {','.join(rankings)}\n"
+                   for name in ("p_rotate", "p_tilt"))
+    (tmp_path / "p.txt").write_text(text)
+    results = stability.compute(stability.group_blocks(stability.read_predictions(tmp_path / "p.txt")), ks=[2])
+    summary = stability.format_summary(results)
+    assert results["methods"]["m"]["sets"]["imagenet-extra"]["mtkd"]["2"] == pytest.approx(3 / 29)
+    assert f"set imagenet-extra: mFP {1 / 29:.6f} over 1 perturbation(s)  T2D {3 / 29:.4f}" in summary
+    assert "mT2D" not in summary  # no baseline: nothing normalised
+
+
 def test_perturbation_set_selects_the_folders_present(tmp_path):
     for name in ("p_rotate", "p_gaussian_noise", "p_tilt", "p_snow"):
         (tmp_path / f"rafdb.test.{name}").mkdir()
