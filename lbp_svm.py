@@ -188,7 +188,7 @@ def save_skops(model: LbpSvmModel, path: str | Path) -> Path:
 
 
 def _deterministic_skops(data: bytes) -> bytes:
-    """The same skops archive with reproducible bytes: equal models give equal files (rule of §2.7).
+    """The same skops archive with reproducible bytes: equal models give equal files (as §2.7 asks of the exports).
 
     skops names arrays and references objects by ``id()`` (memory addresses, different in every
     run) and stamps zip entries with the current time. Ids are renumbered 1, 2, ... in order of

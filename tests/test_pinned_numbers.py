@@ -4,7 +4,7 @@ formula of docs/BENCHMARK.md, never read back from the code under test.
 Pinned: each image keeps its own label when ``--allow-missing`` drops one (rafdb_dataset,
 robustness), images and labels stay paired under shuffling (input_pipeline), FP_p is the mean
 over sequences (metrics, §5.5), mFR is over the canonical perturbations only (§5.6), T-k-D from
-rankings of exactly k classes (§5.7), BatchNorm adaptation runs without Dropout (§11.2), the
+rankings of exactly k classes (§5.7), BatchNorm adaptation (§11.2) runs without Dropout, the
 float16 output resolution under --mixed-precision, and the grey of the mask occlusion.
 """
 
