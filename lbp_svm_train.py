@@ -90,8 +90,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sub["eval"].add_argument("--model", type=Path, default=Path("out_training_fer/lbp_svm.skops"),
                              help="a .skops model written by train or search")
     sub["eval"].add_argument("--out-dir", type=Path, default=None,
-                             help="folder for <stem>.eval_test.json and <stem>.confusion_test.csv "
-                                  "(default: the model's folder)")
+                             help="folder for <stem>.eval_test.json and <stem>.confusion_test.csv, with the dataset "
+                                  "and protocol in the name when they are not the model's own (e.g. "
+                                  "<stem>.eval_rafdb_test.json) (default: the model's folder)")
     return parser.parse_args(argv)
 
 
@@ -205,6 +206,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def test_default_protocol(args: argparse.Namespace) -> str:
+    """The default label protocol of the dataset ``args`` name (the first it has)."""
+    return datasets.dataset_class(args.dataset).protocols[0]
+
+
+def _eval_tag(info: dict, dataset: str, labels: str, default_labels: str) -> str:
+    """``[<dataset>_][<labels>_]`` for the names of an evaluation's files: the dataset when the model
+    was trained on another one, the protocol when it is not the model's own (on its dataset) or not
+    the dataset's default (on another), so evaluating one model on two datasets or protocols keeps
+    both results (as ``train_fer.py --mode test`` names its confusion files). A model without a
+    training record (``info``) gets the plain names."""
+    trained_on = info.get("dataset")
+    other = trained_on is not None and trained_on != dataset
+    own_labels = default_labels if other else info.get("protocol")
+    parts = [dataset if other else None, labels if own_labels is not None and labels != own_labels else None]
+    return "".join(f"{part}_" for part in parts if part)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from cli_common import check_output_path
     from datasets.classes import evaluation_columns
@@ -247,17 +266,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for index, name in enumerate(names):
         print(f"{name[:10]:<11}" + "".join(f"{value:10d}" for value in confusion[index]))
     print("Accuracy: %.3f" % accuracy)
-    stem = args.model.stem
+    stem = args.model.stem + "." + _eval_tag(model.info, args.dataset, args.labels, test_default_protocol(args))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["true\\predicted", *names])
     for name, row in zip(names, confusion):
         writer.writerow([name, *row.tolist()])
-    atomic_write_text(out_dir / f"{stem}.confusion_test.csv", buffer.getvalue())
+    atomic_write_text(out_dir / f"{stem}confusion_test.csv", buffer.getvalue())
     report = {"model": str(args.model), "split": "test", "protocol": args.labels, "n": int(confusion.sum()),
               "accuracy": accuracy, "class_names": list(names), "confusion": confusion.tolist(),
               "left_out": left_out, "data": test.description, "model_info": model.describe()}
-    atomic_write_text(out_dir / f"{stem}.eval_test.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / f"{stem}eval_test.json", json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -120,6 +120,29 @@ def test_eval_confusion_recomputed(trained, sample_tree, tmp_path, capsys):
     assert f"Accuracy: {np.trace(expected) / len(labels):.3f}" in printed
 
 
+def test_eval_on_another_protocol_or_dataset_keeps_each_result(trained, sample_tree, tmp_path):
+    """One model evaluated on its own RAF-DB soft labels, on the hard labels and on a folder dataset:
+    all three wrote model.eval_test.json / model.confusion_test.csv, each replacing the one before."""
+    import synthetic_faces
+
+    faces = synthetic_faces.write_folder_sample(tmp_path / "faces", n_train=7, n_val=0, n_test=14, seed=3)
+    runs = {"model.": ["--rafdb", str(sample_tree)],
+            "model.hard_": ["--rafdb", str(sample_tree), "--labels", "hard"],
+            "model.folder_": ["--dataset", "folder", "--data", str(faces)]}  # a folder's only protocol: hard
+    for prefix, flags in runs.items():
+        assert lbp_svm_train.main(["eval", "--model", str(trained), "--out-dir", str(tmp_path), "--quiet",
+                                   *flags]) == 0
+    hard = rafdb_dataset.load_labels(sample_tree, "test", "hard")
+    soft = rafdb_dataset.load_labels(sample_tree, "test", "soft")
+    expected = {"model.": ("soft", len(soft)), "model.hard_": ("hard", len(hard)), "model.folder_": ("hard", 14)}
+    for prefix, (protocol, n) in expected.items():
+        report = json.loads((tmp_path / f"{prefix}eval_test.json").read_text())
+        assert (report["protocol"], report["n"]) == (protocol, n), prefix
+        rows = list(csv.reader((tmp_path / f"{prefix}confusion_test.csv").read_text().splitlines()))[1:]
+        assert sum(int(v) for row in rows for v in row[1:]) == n, prefix
+    assert len(list(tmp_path.glob("*eval_test.json"))) == 3
+
+
 def test_search_chooses_on_holdout_and_never_opens_test(sample_tree, tmp_path, monkeypatch):
     root = tmp_path / "RAF-DB"
     shutil.copytree(sample_tree, root)
