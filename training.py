@@ -94,15 +94,30 @@ def argstring(argv: list[str]) -> str:
 ARGSTRING_BYTES = 200  # a file name holds at most 255 bytes; the timestamp and _cutout take 23
 
 
+def without_out_root(argv: list[str]) -> list[str]:
+    """``argv`` without ``--out-root DIR`` / ``--out-root=DIR``: the folder that receives the run is
+    not repeated inside its name."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out-root":
+            skip = True
+        elif not arg.startswith("--out-root="):
+            kept.append(arg)
+    return kept
+
+
 def run_dir_name(argv: list[str], now: datetime.datetime, cutout: bool = False) -> str:
-    """``<argstring>_<YYYYmmdd_HHMMSS>`` plus ``_cutout`` when random erasing is on (docs/BENCHMARK.md §4.7).
+    """``<argstring>_<YYYYmmdd_HHMMSS>`` plus ``_cutout`` when random erasing is on (docs/BENCHMARK.md §4.7),
+    ``--out-root`` left out of the argstring (:func:`without_out_root`).
 
     An argstring over ``ARGSTRING_BYTES`` bytes (UTF-8; long paths and many flags) keeps its first
     191 bytes and ends in ``_`` and the first 8 hex digits of its SHA-256, so the name stays a valid
     file name and different commands still get different names."""
     import hashlib
 
-    text = argstring(argv)
+    text = argstring(without_out_root(argv))
     encoded = text.encode("utf-8")
     if len(encoded) > ARGSTRING_BYTES:
         head = encoded[:ARGSTRING_BYTES - 9].decode("utf-8", errors="ignore")

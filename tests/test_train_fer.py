@@ -62,6 +62,10 @@ def test_run_dir_name_from_argstring():
     assert training.run_dir_name(["--lr=0.002:0.5:40", "--cutout"], now, cutout=True) == \
         "_lr0.002_0.5_40_cutout_20220409_101500_cutout"
     assert "/" not in training.run_dir_name(["--rafdb", "data/RAF-DB"], now)
+    # --out-root names the folder that receives the run: not repeated in the run's name (it was)
+    for argv in (["--net", "senet50", "--out-root", "/tmp/runs", "--lpf", "3"],
+                 ["--out-root=runs", "--net", "senet50", "--lpf", "3"]):
+        assert training.run_dir_name(argv, now) == "_netsenet50_lpf3_20220409_101500"
     # a command longer than a file name allows: 191 bytes, "_", 8 hex digits of the SHA-256 of the whole
     argv = ["--rafdb", "/mnt/datasets/facial_expression_recognition/é" * 6, "--net", "senet50", "--center-loss"]
     whole = "".join(argv).replace("--", "_").replace("/", "_").encode("utf-8")
