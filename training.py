@@ -336,6 +336,15 @@ def check_args(args) -> None:
     if getattr(args, "jsd", False) and (args.augmentation != "augmix" or args.cutout):
         raise UserError("--jsd needs --augmentation augmix (without --cutout): the consistency loss compares "
                         "a clean view with two AugMix views")
+    explicit = getattr(args, "explicit", set())  # the flags the command line gives (train_fer.explicit_flags)
+    given = [f"--{name.replace('_', '-')}" for name in ("augmix_width", "augmix_depth", "augmix_severity")
+             if name in explicit]
+    if given and args.augmentation != "augmix" and not args.resume:  # (a run resumed keeps its own)
+        raise UserError(f"{'/'.join(given)} with --augmentation {args.augmentation}: AugMix's settings apply to "
+                        f"--augmentation augmix only, so they would have no effect")
+    if "honour_policy_prob" in explicit and args.augmentation != "autoaugment-rafdb" and not args.resume:
+        raise UserError(f"--honour-policy-prob with --augmentation {args.augmentation}: it applies to the "
+                        f"AutoAugment policies (--augmentation autoaugment-rafdb) only, so it would have no effect")
     try:
         augmentations.check_augmix_params(*augmix_params(args))
     except ValueError as error:

@@ -536,6 +536,14 @@ def test_jsd_needs_augmix(sample_tree, tmp_path):
         train_fer.main(base + ["--jsd"])
     with pytest.raises(UserError, match="AugMix depth 5"):
         train_fer.main(base + ["--augmentation", "augmix", "--augmix-depth", "5"])
+    # Settings of one augmentation given with another were accepted and had no effect.
+    with pytest.raises(UserError, match=r"^--augmix-width/--augmix-severity with --augmentation default: AugMix's "
+                                        r"settings apply to --augmentation augmix only"):
+        train_fer.main(base + ["--augmix-width", "2", "--augmix-sev", "3"])  # an abbreviation counts too
+    with pytest.raises(UserError, match=r"^--honour-policy-prob with --augmentation randaugment: it applies to "
+                                        r"the AutoAugment policies"):
+        train_fer.main(base + ["--augmentation", "randaugment", "--honour-policy-prob"])
+    assert not (tmp_path / "r").exists()  # refused before the run folder is made
 
 
 def test_augmix_draws_the_dirichlet_weights_then_the_beta_skip(monkeypatch):
