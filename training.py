@@ -1540,6 +1540,8 @@ def test_mode(args) -> int:
     else:
         checkpoint = args.checkpoint or (best_checkpoint(args.dir) if args.dir else None)
     if checkpoint is None:
+        if not args.dir.is_dir():
+            raise UserError(f"--dir {args.dir}: no such run directory")
         raise UserError(f"--dir {args.dir}: no checkpoint.EE.hdf5 in it")
     checkpoint = Path(checkpoint)
     sidecar = checkpoint.parent / RUN_FILE
@@ -1555,9 +1557,6 @@ def test_mode(args) -> int:
             run_dataset = (saved.get("dataset", "rafdb"), Path(folder).resolve() if folder else None)
         args.crop = config.get("crop", args.crop)
         run_labels = config.get("labels")
-        if config.get("labels") and config["labels"] != args.labels:
-            LOG.warning("the model was trained with --labels %s; evaluating with --labels %s",
-                        config["labels"], args.labels)
     import checkpoints
 
     model = checkpoints.float32_on_cpu(load_checkpoint(checkpoint, compile=False), checkpoint,
@@ -1582,6 +1581,9 @@ def test_mode(args) -> int:
     # gets its name, so testing a FER+ run on FER2013 does not replace the FER+ files.
     other = run_dataset is not None and (run_dataset[0] != args.dataset or (
         run_dataset[1] is not None and run_dataset[1] != Path(data.root).resolve()))
+    if run_labels and run_labels != args.labels and (run_dataset is None or run_dataset[0] == args.dataset):
+        # (another dataset has its own protocols: FER2013's only one is hard, whatever the run's was)
+        LOG.warning("the model was trained with --labels %s; evaluating with --labels %s", run_labels, args.labels)
     tag = getattr(data, "dataset_name", None) if args.dataset == "folder" else args.dataset
     # The protocol is named when it is not the run's own (on the run's dataset) or not the default of
     # the dataset tested (on another one): a hard- and a soft-label test of another RAF-DB folder keep

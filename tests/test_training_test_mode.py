@@ -10,6 +10,7 @@ import pytest
 import confusion
 import rafdb_dataset
 import train_fer
+from cli_common import UserError
 
 NAMES = list(rafdb_dataset.CLASS_NAMES)
 
@@ -225,6 +226,29 @@ def test_mode_test_on_another_folder_names_a_non_default_protocol(run_dir, sampl
         assert sum(int(row[8]) for row in rows) == n, name
     assert sorted(p.name for p in run.glob("confusion_*test.csv")) == ["confusion_rafdb_hard_test.csv",
                                                                        "confusion_rafdb_test.csv"]
+
+
+def test_mode_test_warns_about_another_protocol_only_on_the_runs_dataset(run_dir, tmp_path, caplog):
+    """A soft-label RAF-DB run tested on FER2013 (whose one protocol is hard) warned 'trained with
+    --labels soft; evaluating with --labels hard', as if the user had chosen another protocol; a
+    missing --dir was reported as a folder without checkpoints."""
+    import shutil
+
+    import synthetic_faces
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    fer = synthetic_faces.write_fer_sample(tmp_path / "FER", n_train=14, n_public=14, n_private=14, seed=2)
+    warning = "the model was trained with --labels soft; evaluating with --labels hard"
+    with caplog.at_level("WARNING"):
+        assert train_fer.main(["--mode", "test", "--dir", str(run), "--dataset", "fer2013", "--data", str(fer)]) == 0
+    assert warning not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert train_fer.main(["--mode", "test", "--dir", str(run), "--labels", "hard"]) == 0
+    assert warning in caplog.text
+    with pytest.raises(UserError, match=r"^--dir \S+/gone: no such run directory$"):
+        train_fer.main(["--mode", "test", "--dir", str(tmp_path / "gone")])
 
 
 def test_a_class_without_images_has_no_recall_in_csv_and_report(tmp_path):
