@@ -249,6 +249,10 @@ def run(args) -> int:
                                   {"dataset": dataset_name, "test_set": test_set, "protocol": labels.protocol,
                                    "format": fmt, **({"N": len(labels)} if evaluated is None else {})},
                                   args.baseline_mismatch_ok)
+        # and the folders it normalises (the 18 when evaluated, else all): refused now, not after every model
+        groups = robustness.group_by_set(names_c)
+        robustness.baseline_table(baseline, args.baseline, {c: [] for c in names_c}, severities,
+                                  groups.get("rafdb") or names_c)
     if args.on_the_fly and any(unit.paths is None for unit in units):
         on_the_fly = robustness.OnTheFly(clean_paths, seed=args.seed, fmt=fmt,
                                          motion_backend=args.motion_backend, colour=args.colour,

@@ -9,6 +9,7 @@ the exported tree if the two differed in where the corruption lands; this one ca
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -337,6 +338,31 @@ def test_baseline_with_another_protocol_n_crop_or_format_is_an_error(workspace, 
     assert shown in str(error.value) and str(path) in str(error.value)
     code, out = run_main(workspace, capsys, *common, "--baseline-mismatch-ok")
     assert code == 0 and "mCE" in out.out
+
+
+def test_a_baseline_without_an_evaluated_folder_is_refused_before_any_model(workspace, capsys, tmp_path,
+                                                                            monkeypatch):
+    """A baseline lacking a folder the evaluation normalises was refused only after every model had
+    been evaluated, and nothing was written; now before a model is loaded."""
+    _, n = expected_accuracies(workspace)
+    partial = _baseline(n)
+    partial["folders"] = [row for row in partial["folders"] if row["corruption"] != "gaussian_noise"]
+    path = _write_baseline(tmp_path / "partial.json", partial)
+    import checkpoints
+
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("a model was loaded before the baseline was checked")
+
+    monkeypatch.setattr(checkpoints, "classifier_from_args", no_model)
+    with pytest.raises(UserError, match=rf"^--baseline {re.escape(str(path))}: no result for gaussian_noise\.1, "
+                                        r"gaussian_noise\.2$"):
+        run_main(workspace, capsys, "runs/run_a", "--corruptions", "gaussian_noise,contrast", "--severities", "1-2",
+                 "--baseline", path, "--json", tmp_path / "r.json")
+    assert not (tmp_path / "r.json").exists()
+    monkeypatch.undo()
+    code, out = run_main(workspace, capsys, "runs/run_a", "--corruptions", "contrast", "--severities", "1-2",
+                         "--baseline", path)
+    assert code == 0 and "mCE" in out.out  # the folders it has are enough for contrast alone
 
 
 def test_a_baseline_of_other_test_images_is_an_error(workspace, capsys, tmp_path):
