@@ -9,8 +9,9 @@ target class of an image is ``argmax labels`` (ties to the lower index, as the a
   (b = 1..B) holds the images with (b-1)/B < c <= b/B (c = 0 goes to bin 1). Then
   ECE = sum_b (n_b / n) |acc_b - conf_b|, with acc_b and conf_b the mean correctness and mean
   confidence in bin b (empty bins count 0).
-- **NLL** = -(1/n) sum_i sum_k y_ik log p_ik (the cross-entropy against the label distribution;
-  log 0 is replaced by log 1e-12 so one certain mistake gives a large finite number).
+- **NLL** = -(1/n) sum_i sum_k y_ik log max(p_ik, 1e-12) (the cross-entropy against the label
+  distribution; every probability below 1e-12, 0 included, counts as 1e-12, so one certain mistake
+  gives a large finite number, at most 27.63).
 - **Brier** = (1/n) sum_i sum_k (p_ik - y_ik)^2 (sum over classes, mean over images).
 - **Per-class recall**: for each class k, the fraction of images whose target is k that are
   predicted k (NaN for a class with no image).

@@ -47,6 +47,18 @@ def _ratio(numerator: float, denominator: float, what: str) -> float:
     return numerator / denominator
 
 
+# Sums of error differences are rounded to this many decimals: errors are fractions k / N, so a sum
+# such as (30 + 31 + 32 + 31 + 31) / 36 - 5 * 31 / 36 is exactly 0, but in floating point it came out
+# as -1.1e-16 or +1.1e-16, and a relative CE divided by the latter was ~1e15 instead of undefined.
+RELATIVE_SUM_DECIMALS = 12
+
+
+def relative_sum(errors: Sequence[float], clean_error: float) -> float:
+    """sum_s (E_s - E_clean), rounded to RELATIVE_SUM_DECIMALS (a zero is 0.0, never -0.0 or 1e-16)."""
+    return round(float(np.sum(np.asarray(errors, dtype=np.float64) - float(clean_error))),
+                 RELATIVE_SUM_DECIMALS) + 0.0
+
+
 def _row(values: Sequence[float], what: str) -> np.ndarray:
     """A non-empty 1-D float64 array of errors (one per severity)."""
     array = np.asarray(values, dtype=np.float64)
@@ -115,8 +127,7 @@ def relative_ce(model_errors: Sequence[float], model_clean: float,
                 baseline_errors: Sequence[float], baseline_clean: float) -> float:
     """Relative CE: sum_s (E_s - E_clean) / sum_s (E_s^base - E_clean^base) (BENCHMARK.md §5.2; H&D 2019)."""
     model_row, base_row = _pair_rows(model_errors, baseline_errors, "relative CE")
-    return _ratio((model_row - float(model_clean)).sum(), (base_row - float(baseline_clean)).sum(),
-                  "relative CE")
+    return _ratio(relative_sum(model_row, model_clean), relative_sum(base_row, baseline_clean), "relative CE")
 
 
 def corruption_errors(model_table: ErrorTable, baseline_table: ErrorTable,
@@ -141,8 +152,8 @@ def relative_corruption_errors(model_table: ErrorTable, model_clean: float,
     result = {}
     for name in selected:
         model_row, base_row = _pair_rows(model_table[name], baseline_table[name], f"relative CE {name}")
-        result[name] = _ratio((model_row - float(model_clean)).sum(),
-                              (base_row - float(baseline_clean)).sum(), f"relative CE {name}")
+        result[name] = _ratio(relative_sum(model_row, model_clean), relative_sum(base_row, baseline_clean),
+                              f"relative CE {name}")
     return result
 
 

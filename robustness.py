@@ -527,8 +527,7 @@ def summarise(rows: list[dict], severities: list[int], baseline: dict | None,
     summary.update(_set_numbers(metrics, table, clean_error, base_table, base_clean, primary))
     # Without a baseline, CE_c's numerator and relative CE_c's numerator (docs/BENCHMARK.md §5.2), unnormalised.
     summary["error_sum"] = {c: float(np.sum(errors)) for c, errors in table.items()}
-    summary["relative_error_sum"] = {c: float(np.sum(np.asarray(errors) - clean_error))
-                                     for c, errors in table.items()}
+    summary["relative_error_sum"] = {c: metrics.relative_sum(errors, clean_error) for c, errors in table.items()}
     summary["sets"] = {}
     for name, members in groups.items():
         covered = base_table is not None and all(member in base_table for member in members)
@@ -551,7 +550,7 @@ def _set_numbers(metrics, table: dict, clean_error: float, base_table: dict | No
     """metrics.corruption_summary over ``names`` plus the unnormalised means of the sums."""
     numbers = metrics.corruption_summary(table, clean_error, base_table, base_clean, names=names)
     numbers["mean_error_sum"] = float(np.mean([np.sum(table[c]) for c in names]))
-    numbers["mean_relative_error_sum"] = float(np.mean([np.sum(np.asarray(table[c]) - clean_error)
+    numbers["mean_relative_error_sum"] = float(np.mean([metrics.relative_sum(table[c], clean_error)
                                                         for c in names]))
     return numbers
 

@@ -46,6 +46,21 @@ def test_relative_ce_zero_denominator_is_nan_with_warning():
         assert np.isnan(metrics.ce(MODEL, [0.0] * 5))
 
 
+def test_a_relative_sum_that_is_exactly_zero_stays_zero():
+    """Errors 21, 22, 22, 20, 15 of 36 images against a clean 20 of 36: sum (E_s - E_clean) = 0 by
+    hand, but in floating point it was +5.6e-17, so a relative CE with this baseline came out ~1e16
+    instead of undefined, and a model's own sum printed as -0.00 for the mirror case."""
+    row, clean = [k / 36 for k in (21, 22, 22, 20, 15)], 20 / 36
+    assert float((np.asarray(row) - clean).sum()) != 0.0  # the floating-point residue this is about
+    assert metrics.relative_sum(row, clean) == 0.0
+    assert str(metrics.relative_sum([k / 36 for k in (19, 18, 18, 20, 25)], clean)) == "0.0"  # not -0.0
+    with pytest.warns(RuntimeWarning, match="relative CE x: denominator 0 is not positive"):
+        values = metrics.relative_corruption_errors({"x": MODEL}, MODEL_CLEAN, {"x": row}, clean)
+    assert np.isnan(values["x"])
+    with pytest.warns(RuntimeWarning, match="denominator 0 is not positive"):
+        assert np.isnan(metrics.relative_ce(MODEL, MODEL_CLEAN, row, clean))
+
+
 def test_tables_mce_and_relative_mce():
     model = {"a": MODEL, "b": [0.1, 0.1, 0.1, 0.1, 0.1], "extra": [0.9] * 5}
     base = {"a": BASE, "b": [0.2, 0.2, 0.2, 0.2, 0.2], "extra": [0.9] * 5}
