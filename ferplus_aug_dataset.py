@@ -29,7 +29,10 @@ def parse_args(argv: Sequence[str] | None = None):
     export = commands.add_parser("export", help="write the corrupted test split", formatter_class=parser.formatter_class)
     datasets.add_dataset_args(export)
     export.set_defaults(dataset="ferplus")
-    export.add_argument("--out", type=Path, default=Path("corrupted_dataset"), help="output folder")
+    export.add_argument("--out", type=Path, default=None,
+                        help="output folder (default corrupted_dataset; <its folder name>-c for --dataset "
+                             "folder, corrupted_raf_dataset for rafdb: where the evaluations look without "
+                             "--corrupted)")
     export.add_argument("--format", default=None, choices=("png", "fer-csv", "auto", "jpg"),
                         help="FER: png (default) or fer-csv; folder datasets: auto (each file's own "
                              "format family, the default), jpg or png")
@@ -59,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs = fer_export.parse_pairs(args.corruptions, args.severities)
     job = fer_export.c_job(data, pairs, split=args.split, fmt=args.format, seed=args.seed,
                            motion_backend=args.motion_backend)
-    fer_export.run_job(job, data, args.out, generator="ferplus_aug_dataset.py", workers=args.workers,
+    out = args.out or fer_export.default_corrupted(data.name, data.root)
+    fer_export.run_job(job, data, out, generator="ferplus_aug_dataset.py", workers=args.workers,
                        quiet=args.quiet, force_rerender=args.force_rerender, shard=args.shard)
     return 0
 

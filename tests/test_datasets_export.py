@@ -337,6 +337,18 @@ def test_the_evaluations_look_where_the_exports_write_by_default(tmp_path):
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "faces-c" / "manifest.json").is_file()
     assert (tmp_path / "perturbed_dataset" / "manifest.json").is_file()
+    # ferplus_aug_dataset.py writes the same folder export to the same place (it wrote corrupted_dataset)
+    other = tmp_path / "other"
+    other.mkdir()
+    result = subprocess.run([sys.executable, str(repo / "ferplus_aug_dataset.py"), "export", "--dataset", "folder",
+                             "--data", str(root), "--workers", "1", "--quiet", "--corruptions", "contrast",
+                             "--severities", "1"], capture_output=True, text=True, cwd=other)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["faces-c"]
+    def files(tree):
+        return sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and p.name != "manifest.json")
+
+    assert files(other / "faces-c") == files(tmp_path / "faces-c") and len(files(other / "faces-c")) == 1
     folder = ["--dataset", "folder", "--data", str(root)]
     assert eval_corrupted_rafdb.parse_args(["m.keras", *folder]).corrupted == Path("faces-c")
     assert eval_perturbed_rafdb.parse_args(["m.keras", *folder]).perturbed == Path("perturbed_dataset")
