@@ -429,17 +429,31 @@ TREE_KINDS = {"c": "corrupted-image export (rafdb_aug_dataset.py / ferplus_aug_d
               "p": "perturbation export (rafdb_perturb_dataset.py export)"}
 
 
+# The dataset part of an export's kind ("<dataset>-c" / "<dataset>-p"), per --dataset.
+KIND_DATASETS = {"rafdb": "rafdb", "ferplus": "fer", "fer2013": "fer", "folder": "folder"}
+KIND_DATASET_NAMES = {"rafdb": "RAF-DB", "fer": "FER2013/FER+", "folder": "a folder dataset"}
+
+
 def read_finished_manifest(out_dir: str | os.PathLike, expect: str | None = None,
-                           flag: str = "") -> dict | None:
+                           flag: str = "", dataset: str | None = None) -> dict | None:
     """:func:`read_manifest` of a tree an evaluation reads: UserError if its export has not finished
     (the manifest says ``complete: false``: killed, failed, or shards still running), or, with
-    ``expect`` "c" or "p", if it records the other kind of export (kinds end in -c or -p)."""
+    ``expect`` "c" or "p", if it records the other kind of export (kinds end in -c or -p), or, with
+    ``dataset`` (a --dataset name), an export of another dataset (a FER-C tree given to a RAF-DB
+    evaluation: its folders were all "missing")."""
     manifest = read_manifest(out_dir)
     kind = str((manifest or {}).get("kind", ""))
     if expect is not None and kind and not kind.endswith(f"-{expect}"):
         other = "p" if expect == "c" else "c"
         raise UserError(f"{flag} {out_dir}: its manifest records a {kind} tree, a {TREE_KINDS[other]}; "
                         f"expected a {TREE_KINDS[expect]}".lstrip())
+    wanted = KIND_DATASETS.get(dataset or "")
+    exported = kind.rpartition("-")[0]
+    if wanted and exported in KIND_DATASET_NAMES and exported != wanted:
+        raise UserError(f"{flag} {out_dir}: its manifest records a {kind} tree, an export of "
+                        f"{KIND_DATASET_NAMES[exported]}; this evaluation reads {KIND_DATASET_NAMES[wanted]} "
+                        f"(--dataset {dataset}): give that dataset's export, or the --dataset/--data of this "
+                        f"one".lstrip())
     if manifest is not None and not manifest.get("complete", True):
         raise UserError(f"{Path(out_dir) / MANIFEST_NAME}: the export that writes {out_dir} has not finished "
                         f"(killed, failed, or shards still running); rerun the same export command to complete "

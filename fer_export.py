@@ -483,7 +483,7 @@ def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[Cor
     if not corrupted.is_dir():
         raise UserError(f"{corrupted}: corrupted export folder not found")
     # an unfinished export, or a tree of the other kind: one message, before any file is looked for
-    manifest = read_finished_manifest(corrupted, "c", "--corrupted") or {}
+    manifest = read_finished_manifest(corrupted, "c", "--corrupted", data.name) or {}
     fmt = manifest.get("params", {}).get("format", "auto")
     # The clean images would come from this CSV and the corrupted ones from another: no CE.
     refuse_other_source(data, manifest, f"--corrupted {corrupted}")

@@ -30,7 +30,7 @@ def find_set_folders(args, labels, pairs, fmt):
     for key, root in (("rafdb", args.corrupted), ("extra", args.corrupted_extra)):
         wanted = [pair for pair in pairs if (robustness.set_of(pair[0]) == "rafdb") == (key == "rafdb")]
         flag = "--corrupted" if key == "rafdb" else "--corrupted-extra"
-        manifests[key] = (dataset_writer.read_finished_manifest(root, "c", flag)
+        manifests[key] = (dataset_writer.read_finished_manifest(root, "c", flag, "rafdb")
                           if wanted and root.is_dir() else None)
         recorded = ((manifests[key] or {}).get("params") or {}).get("format")
         if fmt and recorded and fmt != recorded:  # every file would be "not found" under the other suffix

@@ -82,7 +82,7 @@ def run(args) -> int:
     import dataset_writer
 
     # An unfinished export first: its missing frames would otherwise be reported one by one.
-    manifest = (dataset_writer.read_finished_manifest(args.perturbed, "p", "--perturbed")
+    manifest = (dataset_writer.read_finished_manifest(args.perturbed, "p", "--perturbed", args.dataset)
                 if args.perturbed.is_dir() else None)
     if manifest is not None and args.frames < perturbations.NUM_FRAMES:  # an export writes 30 per sequence
         LOG.warning("--frames %d: %s holds sequences of %d frames; only the first %d of each are read, so the "

@@ -648,6 +648,27 @@ def test_a_perturbation_tree_given_as_corrupted_is_named_as_such(workspace, caps
                  "--severities", "1")
 
 
+def test_an_export_of_another_dataset_given_as_corrupted_is_named_as_such(workspace, capsys, tmp_path):
+    """A FER2013-C tree given to a RAF-DB evaluation: every folder was 'missing', and the advice
+    (--allow-missing) gave a clean-only report. Its manifest's kind names the dataset; and the other
+    way round, a RAF-DB-C tree given to a FER evaluation."""
+    tree = tmp_path / "FER-C"
+    tree.mkdir()
+    (tree / "manifest.json").write_text(json.dumps({"kind": "fer-c", "files": {}, "complete": True}))
+    for extra in ([], ["--allow-missing"]):
+        with pytest.raises(UserError, match=rf"^--corrupted {tree}: its manifest records a fer-c tree, an export of "
+                                            r"FER2013/FER\+; this evaluation reads RAF-DB \(--dataset rafdb\)"):
+            run_main(workspace, capsys, "runs/run_a", "--corrupted", tree, "--corruptions", "contrast",
+                     "--severities", "1", *extra)
+    import synthetic_faces
+
+    fer = synthetic_faces.write_fer_sample(tmp_path / "FER", n_train=7, n_public=7, n_private=7, seed=1)
+    with pytest.raises(UserError, match=r"its manifest records a rafdb-c tree, an export of RAF-DB; this "
+                                        r"evaluation reads FER2013/FER\+ \(--dataset ferplus\)"):
+        run_main(workspace, capsys, "runs/run_a", "--dataset", "ferplus", "--data", fer, "--corrupted",
+                 workspace / "corrupted_raf_dataset", "--class-order", "rafdb")
+
+
 def test_a_corrupt_image_in_the_tree_is_one_error_line(sample_tree, tmp_path):
     """A damaged file inside an exported tree: the evaluation ends with one line naming it. The
     input pipeline's Python traceback used to be printed twice first, as TensorFlow C++ warnings."""
