@@ -983,9 +983,11 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
                     ",".join(RAFDB_CLASS_NAMES))
     else:
         raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs (class scores"
-                        f"{output_note}), not RAF-DB's 7 classes; name its classes with "
-                        f"--class-order (comma-separated, {n_outputs} names in the order of its outputs, "
-                        f"e.g. {_example_order(n_outputs)}, or one of {', '.join(CLASS_ORDER_SHORTHANDS)})")
+                        f"{output_note}) and nothing names their classes (no --class-order, no names in the "
+                        f"file, no run.json beside it; only 7 outputs are taken as RAF-DB's order); name them "
+                        f"with --class-order (comma-separated, {n_outputs} names in the order of its outputs, "
+                        f"as the evaluated dataset spells its classes, e.g. {_example_order(n_outputs)}, or one "
+                        f"of {', '.join(CLASS_ORDER_SHORTHANDS)})")
     if n_outputs != len(names):
         shorthand = (f" ({class_order!r} is not one of the shorthands "
                      f"{', '.join(CLASS_ORDER_SHORTHANDS)}; give a comma-separated list)"
@@ -996,8 +998,9 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
         permutation = class_permutation(names)
     except ValueError as error:
         # Not RAF-DB's classes: fine for a dataset with these classes (Classifier.use_classes).
-        LOG.info("%s: no RAF-DB order (%s); the evaluation's dataset gives the order",
-                 checkpoint_path, error)
+        LOG.info("%s: its classes (%s) are not RAF-DB's seven; they are matched by name to the evaluated "
+                 "dataset's classes", checkpoint_path, ",".join(names))
+        LOG.debug("%s: %s", checkpoint_path, error)
         permutation = None
 
     return tuple(names), class_source, permutation

@@ -140,7 +140,7 @@ def run(args) -> int:
     if args.predictions is not None and args.dataset != "rafdb":
         # FER2013/FER+ and folder exports name their images by dataset ids (a fer-csv export has no files)
         raise UserError(f"--predictions: a predictions file scores RAF-DB-C trees only, not --dataset "
-                        f"{args.dataset}; evaluate the model itself (a Keras, SavedModel, TFLite or ONNX file, "
+                        f"{args.dataset}; evaluate the model itself (a Keras, TFLite or ONNX file, "
                         f"docs/MODELS.md); for the perturbed frames of any dataset: eval_perturbed_rafdb.py "
                         f"--predictions")
     if args.predictions is not None:

@@ -317,9 +317,11 @@ def test_keras_output_heads_are_named_by_layer_and_key(tmp_path, as_dict, caplog
     message = str(caught.value)
     assert "keras_tensor" not in message
     assert "the model has 2 outputs (class scores; read from the first of its 2 output heads: " \
-           in message and "not RAF-DB's 7 classes" in message
+           in message and "and nothing names their classes (no --class-order, no names in the file, no run.json " \
+           "beside it; only 7 outputs are taken as RAF-DB's order)" in message and "RAF-DB's 7 classes" not in message
     # the example has as many names as the model has outputs (it was always FER+'s eight)
-    assert "--class-order (comma-separated, 2 names in the order of its outputs, e.g. neutral,happiness," in message
+    assert ("--class-order (comma-separated, 2 names in the order of its outputs, as the evaluated dataset spells its "
+            "classes, e.g. neutral,happiness,") in message
     first, other = ("'a_aux' (layer 'aux_head') (None, 2)", "'b_emotion' (layer 'emotion_logits') (None, 7)") \
         if as_dict else ("'aux_head' (None, 2)", "'emotion_logits' (None, 7)")
     assert f"output heads: {first}; the others: {other})" in message
@@ -381,3 +383,16 @@ def test_a_flat_or_rank_3_keras_input_gets_a_wrapping_hint_that_works(tmp_path):
     wrapped.save(tmp_path / "wrapped.keras")
     classifier = checkpoints.classifier_from_args(tmp_path / "wrapped.keras", args(preprocessing="none"))
     assert classifier.image_size == (48, 48)
+
+
+def test_a_class_order_of_other_classes_is_reported_as_matched_by_name(caplog):
+    """A folder dataset's own classes (pos,neg,other) drew 'no RAF-DB order (class order pos,neg,other:
+    missing surprise, fear, ...)', which read like an error for a valid setup."""
+    from pathlib import Path
+
+    with caplog.at_level("INFO"):
+        names, source, permutation = checkpoints.resolve_class_order(3, "pos,neg,other", None, Path("m.keras"))
+    assert (names, source, permutation) == (("pos", "neg", "other"), "flag", None)
+    assert ("m.keras: its classes (pos,neg,other) are not RAF-DB's seven; they are matched by name to the "
+            "evaluated dataset's classes") in caplog.text
+    assert "missing" not in caplog.text
