@@ -199,20 +199,24 @@ def pytorch_file_message(path: str | Path) -> str:
     """Why a PyTorch file is not evaluated, and how to export it to ONNX (docs/MODELS.md)."""
     path = Path(path)
     suffix = path.suffix.lower()
+    note = ""
     if suffix == ".safetensors":
         what = "holds weights only, without the network's code"
         load = "load the weights into the network where its code is defined"
     elif suffix == ".pt2":
         what = "is a torch.export program, which needs PyTorch to run"
         load = f"load it with torch.export.load('{path.name}').module()"
+        note = (" (a program exported without dynamic_shapes has a fixed batch: export it then with an input of "
+                "that batch size and without dynamic_axes)")
     else:
         what = ("is a pickle (loading it runs code stored in the file) holding weights or a module "
                 "that needs the network's code, or a TorchScript module that needs PyTorch")
-        load = ("load it where the network's code is defined (torch.jit.load for TorchScript)")
+        load = ("load it where the network's code is defined (torch.jit.load for TorchScript, whose "
+                "export needs dynamo=False)")
     return (f"{path}: a PyTorch {suffix} file cannot be evaluated here: it {what}. Export the model to "
             f"ONNX instead: {load}, then torch.onnx.export(model.eval(), torch.zeros(1, 3, H, W), "
-            f"'model.onnx', input_names=['image'], dynamic_axes={{'image': {{0: 'batch'}}}}), and pass the "
-            f".onnx file (with its model.onnx.data, if written) with --preprocessing and --class-order; or "
+            f"'model.onnx', input_names=['image'], dynamic_axes={{'image': {{0: 'batch'}}}}){note}, and pass "
+            f"the .onnx file (with its model.onnx.data, if written) with --preprocessing and --class-order; or "
             f"pass the model's predictions as a CSV with --predictions (docs/MODELS.md, 'PyTorch models')")
 
 

@@ -837,6 +837,12 @@ def test_pytorch_files_are_refused_unopened_with_how_to_export(tmp_path, suffix)
     assert str(path) in message and "torch.onnx.export" in message and "--predictions" in message
     assert ("pickle" in message) == (suffix not in (".pt2", ".safetensors"))  # safetensors is no pickle
     assert ("torch.export.load('model.pt2')" in message) == (suffix == ".pt2")
+    # What PyTorch 2.13 needs on these two routes (the default exporter refuses a ScriptModule, and a
+    # .pt2 of a fixed batch with dynamic_axes)
+    assert ("torch.jit.load for TorchScript, whose export needs dynamo=False" in message) == (
+        suffix not in (".pt2", ".safetensors"))
+    assert ("export it then with an input of that batch size and without dynamic_axes" in message) == (
+        suffix == ".pt2")
     if suffix == ".pth":
         assert "torch.onnx.export" in evaluate_refused(path, tmp_path).stderr
         # a folder holding only such a file names it, with the same advice
