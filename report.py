@@ -35,7 +35,8 @@ recorded]``), with a warning, never a repeat whose numbers replace those of know
 Means over part of the benchmark sets (fewer than the 18 corruptions or the 10 perturbations) get a
 note under the table naming the model and the counts.
 A model's name is its checkpoint's run-folder name, as the stability reader names its methods
-(``<run>/<file>`` when different checkpoints share a run folder, the whole path if that is shared too).
+(``<run>/<file>`` when different checkpoints share a run folder, the whole path if that is shared too);
+a file directly in ``out_training_fer/`` (the LBP+SVM baseline's default place) is named by its file.
 
 Writes into ``--out`` (default ``report/``; checked to be a writable folder, or one that can be
 created, before anything is read): ``report.html`` (self-contained: tables and PNG figures
@@ -189,6 +190,16 @@ def model_name(checkpoint: str) -> str:
     return path.parent.name or path.name
 
 
+RUNS_ROOT = "out_training_fer"  # train_fer.py's --out-root: its files are not in a run folder
+
+
+def shown_name(checkpoint: str) -> str:
+    """The report's name of a model: :func:`model_name`, except for a file directly in the folder of
+    run folders (``out_training_fer/lbp_svm.skops``), which is named by its file, not 'out_training_fer'."""
+    path = Path(checkpoint)
+    return path.name if path.parent.name == RUNS_ROOT else model_name(checkpoint)
+
+
 class Model:
     """Everything the report knows about one model."""
 
@@ -262,7 +273,7 @@ def _display_names(paths: dict[str, str], settings_suffix: dict[str, str] | None
         first.setdefault(identity(key), checkpoint)
     by_name: dict[str, list[str]] = {}
     for ident, checkpoint in first.items():
-        by_name.setdefault(model_name(checkpoint), []).append(ident)
+        by_name.setdefault(shown_name(checkpoint), []).append(ident)
     base = {}
     for name, idents in by_name.items():
         if len(idents) == 1:

@@ -270,6 +270,23 @@ def test_models_of_one_folder_join_by_their_file(tmp_path, capsys):
     assert "appears again" not in capsys.readouterr().err
 
 
+def test_a_file_directly_in_the_runs_folder_is_named_by_its_file(tmp_path):
+    """The LBP+SVM baseline at its default out_training_fer/lbp_svm.skops was the row 'out_training_fer'
+    (its folder's name, which names no model); a run's checkpoint keeps its run folder's name, and the
+    stability result of the same file (the reader names it 'out_training_fer') joins the row."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [robustness_json(folder, "lbp", "out_training_fer/lbp_svm.skops", .20),
+              robustness_json(folder, "run", "out_training_fer/run_a/checkpoint.03.hdf5", .10),
+              stability_json(folder, "stab", "out_training_fer/lbp_svm.skops", [TWO_FLIPS])]
+    out = tmp_path / "out"
+    report.make_report(inputs, out)
+    rows = read_csv(out / "report.csv")
+    assert set(rows) == {"lbp_svm.skops", "run_a"}
+    assert float(rows["lbp_svm.skops"]["clean_error"]) == pytest.approx(.20)
+    assert float(rows["lbp_svm.skops"]["mfp"]) == pytest.approx(2 / 29)
+
+
 def test_a_model_missing_one_evaluation_is_ranked_with_the_others(tmp_path):
     """Three models of one dataset and protocol: m1 evaluated for robustness and stability, m2 and m3
     for robustness only. They share every comparability key where they have results, so they are one
