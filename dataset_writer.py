@@ -229,6 +229,7 @@ class VerifyReport:
     out_dir: Path
     checked: int = 0
     complete: bool = True
+    kind: str = ""  # the manifest's kind (rafdb-c, rafdb-p, fer-c, ...): said in the summary line
     journaled: int = 0  # files of an unfinished export known from its journals, not its manifest
     missing: list[str] = dataclasses.field(default_factory=list)
     altered: list[str] = dataclasses.field(default_factory=list)
@@ -1251,11 +1252,13 @@ def verify(out_dir: str | os.PathLike, *, progress: bool = False) -> VerifyRepor
 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
-        raise UserError(f"{out_dir}: no such folder (nothing to verify)")
+        what = "is a file, not an exported folder" if out_dir.exists() else "no such folder"
+        raise UserError(f"{out_dir}: {what} (nothing to verify)")
     manifest = read_manifest(out_dir)
     if manifest is None:
         raise UserError(f"{out_dir / MANIFEST_NAME}: missing; {out_dir} was not written by an export")
-    report = VerifyReport(out_dir=out_dir, complete=bool(manifest.get("complete", False)))
+    report = VerifyReport(out_dir=out_dir, complete=bool(manifest.get("complete", False)),
+                          kind=str(manifest.get("kind") or ""))
     listed: dict[str, str] = dict(manifest["files"])
     if not report.complete:  # an interrupted export: its journals record the units finished since
         for path in journal_files(out_dir):
@@ -1304,7 +1307,8 @@ def print_verify_report(report: VerifyReport, stream=None) -> None:
         for rel in paths:
             print(f"{label}: {report.out_dir / rel}", file=stream)
     verdict = "OK" if report.ok else "FAILED"
-    print(f"{verdict}: {report.checked} file(s) checked in {report.out_dir}; {len(report.missing)} missing, "
+    kind = f" (a {report.kind} tree)" if report.kind else ""
+    print(f"{verdict}: {report.checked} file(s) checked in {report.out_dir}{kind}; {len(report.missing)} missing, "
           f"{len(report.altered)} altered, {len(report.unexpected)} unexpected", file=stream)
 
 

@@ -91,7 +91,10 @@ def test_export_layout_content_and_verify(sample_tree, reference, capsys):
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(expected, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert (reference / f"rafdb.test.{name}.{severity}" / file_name).read_bytes() == jpeg.tobytes()
     code, out, _err = cli(["verify", "--out", str(reference), "--quiet"], capsys)
-    assert code == 0 and "OK: 126 file(s) checked" in out
+    assert code == 0 and f"OK: 126 file(s) checked in {reference} (a rafdb-c tree); 0 missing" in out
+    # a file given as the tree is named as a file, not as a missing folder
+    code, _out, err = cli(["verify", "--out", str(reference / "manifest.json"), "--quiet"], capsys)
+    assert code == 2 and f"{reference / 'manifest.json'}: is a file, not an exported folder (nothing to verify)" in err
 
 
 def test_manifest_content(sample_tree, reference):
