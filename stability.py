@@ -402,7 +402,7 @@ def predict_folders(runner, checkpoint: Path, names: Sequence[str],
     if "," in text or "\n" in text:
         raise UserError(f"{checkpoint}: the checkpoint path contains a comma or newline, which the "
                         f"predictions format cannot hold; rename or link it")
-    if classifier.crop != "exact":
+    if classifier.crop not in ("exact", "unknown"):  # (a predictions file's crop is unknown: nothing to say)
         LOG.info("%s: crop %s applies to clean/C evaluation only; P frames are resized whole "
                  "(docs/BENCHMARK.md §4.3)", checkpoint, classifier.crop)
     batch = max(1, classifier.batch_size // frames) * frames
