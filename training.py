@@ -579,10 +579,17 @@ def load_checkpoint(path: Path, compile: bool = True):
     models = _models()
     if not Path(path).is_file():
         raise UserError(f"{path}: no such checkpoint")
+    absl = logging.getLogger("absl")
+    level = absl.level
+    # Keras's legacy HDF5 loader logs "Compiled the loaded model, but the compiled metrics have yet to
+    # be built" through absl on every resume: metrics are built by the next fit, so it says nothing.
+    absl.setLevel(logging.ERROR)
     try:
         model = keras.models.load_model(path, custom_objects=models.custom_objects(), compile=compile)
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: cannot load the model ({error})") from None
+    finally:
+        absl.setLevel(level)
     if compile and getattr(model, "optimizer", None) is not None:
         restore_optimizer(model, Path(path))
     return model
