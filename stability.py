@@ -852,8 +852,8 @@ def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,
             results[perturbation] = entry
         in_mean = [name for name in canonical if name in results]
         if len(in_mean) < len(canonical):
-            LOG.warning("%s: %d of the %d RAF-DB-P perturbations present; mFP averages those only",
-                        method or '""', len(in_mean), len(canonical))
+            LOG.warning("%s: %d of the %d benchmark perturbations (docs/BENCHMARK.md §3.3) present; mFP "
+                        "averages those only", method or '""', len(in_mean), len(canonical))
         counts = sorted({entry["n_sequences"] for entry in results.values()})
         summary = {
             "n": counts[0] if len(counts) == 1 else counts,  # N, the sequences per perturbation
@@ -1020,8 +1020,8 @@ def format_summary(results: dict) -> str:
     if normalised:
         head += "".join(f"  {'mT' + k + 'D':>6}" for k in ks)
     lines = [f"difficulty {results['difficulty']}; N = sequences per perturbation; mFP = mean FP over "
-             f"the P of the {len(results['canonical_perturbations'])} RAF-DB-P perturbations present "
-             f"(unnormalised)", head, "-" * len(head)]
+             f"the P of the {len(results['canonical_perturbations'])} benchmark perturbations present "
+             f"(unnormalised; FP as a fraction, not %)", head, "-" * len(head)]
 
     def number(value, digits, size):
         return f"{'-':>{size}}" if value is None or math.isnan(value) else f"{value:>{size}.{digits}f}"
