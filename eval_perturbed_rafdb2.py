@@ -139,6 +139,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                             "results file of this script")
     group.add_argument("--baseline-method", default=None, metavar="NAME",
                        help="the method to use in a --baseline JSON holding several")
+    group.add_argument("--baseline-mismatch-ok", action="store_true",
+                       help="normalise even by a baseline of other sequences (another dataset or split, "
+                            "label protocol, source, N or frame count), with a warning instead of an error")
     group = parser.add_argument_group("output")
     group.add_argument("--json", type=Path, default=None, help="write all results as JSON (atomically)")
     group.add_argument("--csv", type=Path, default=None, help="write per-perturbation results as CSV")
@@ -279,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["format"] = stability.JSON_FORMAT
     if args.baseline is not None:
         label, baseline = stability.load_baseline(args.baseline, results, args.baseline_method)
+        stability.check_baseline(results, label, baseline, args.baseline_mismatch_ok)
         stability.normalise(results, label, baseline)
     sys.stdout.write(stability.format_text(results) if args.mode else stability.format_tsv(results))
     sys.stdout.flush()

@@ -774,7 +774,13 @@ def stability_metrics(model: Model, baseline: Model | None) -> dict:
            # frames per sequence (an FP over 10 frames of a 30-frame sweep is another number)
            "frames": ",".join(map(str, frames)) or None,
            "difficulty": model.stability_info.get("difficulty")}
-    if baseline is not None and baseline.stability is not None:
+    mismatch = (stability.baseline_mismatch(summary, baseline.stability)
+                if baseline is not None and baseline.stability is not None and baseline is not model else "")
+    if mismatch:  # flip probabilities of other sequences are no denominator (as eval_perturbed_rafdb2.py refuses)
+        out["mfr"] = math.nan
+        out["fr_baseline"] = ""
+        out["baseline_mismatch"] = mismatch
+    elif baseline is not None and baseline.stability is not None:
         base = {name: _num(entry.get("fp")) for name, entry in
                 (baseline.stability.get("perturbations") or {}).items()}
         rates = {name: _ratio(fp[name], base[name]) for name in over if name in fp and name in base}
@@ -929,6 +935,10 @@ def build(models: list[Model], baseline: Model | None) -> dict:
         if mismatch:
             warnings.append(f"{model.name}: no mCE against the baseline {baseline.name}, evaluated on "
                             f"other images or labels ({mismatch})")
+        mismatch = (metrics[model.name]["s"] or {}).get("baseline_mismatch")
+        if mismatch:
+            warnings.append(f"{model.name}: no mFR against the baseline {baseline.name}, evaluated on "
+                            f"other sequences ({mismatch})")
     baselines = {metrics[m.name]["c"]["ce_baseline"] for m in models
                  if metrics[m.name]["c"] and not math.isnan(metrics[m.name]["c"]["mce"])}
     if len(baselines) > 1:

@@ -840,6 +840,7 @@ def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,
                 "line": block.line,
                 "protocol": block.meta.get("labels", "unknown"),
                 "source": block.meta.get("source", "unknown"),
+                "dataset": folder_dataset(block.folder) or None,  # <dataset>.<split> of the folder's name
                 "meta": dict(block.meta),
                 "tkd": {},
             }
@@ -938,6 +939,50 @@ def load_baseline(spec: str, results: dict, baseline_method: str | None = None) 
         LOG.warning("--baseline %s: computed at difficulty %s, these results at %s", path,
                     data.get("difficulty"), results["difficulty"])
     return f"{baseline_method} ({path})", _nan_from_json(methods[baseline_method])
+
+
+def baseline_mismatch(summary: dict, baseline: dict) -> str:
+    """'' when ``baseline`` (a method's results) can normalise ``summary``'s (docs/BENCHMARK.md §5.6:
+    the baseline as in §5.2, the same test images and labels), else what differs: the dataset and
+    split of the perturbation folders, the label protocol and source of the sequences, and, per
+    perturbation both have, the sequences and frames. A value either side does not record (an older
+    JSON, a predictions file without metadata) is not compared."""
+    def known(entry: dict, key: str):
+        value = entry.get(key)
+        return None if value in (None, "", "unknown") else value
+
+    differences = []
+    mine, theirs = summary.get("perturbations") or {}, baseline.get("perturbations") or {}
+    common = [name for name in mine if name in theirs]
+    for key, label in (("dataset", "dataset"), ("protocol", "labels"), ("source", "source")):
+        a = {known(mine[name], key) for name in common} - {None}
+        b = {known(theirs[name], key) for name in common} - {None}
+        if a and b and a != b:
+            differences.append(f"{label} {','.join(sorted(a))} vs {','.join(sorted(b))}")
+    for key, label in (("n_sequences", "N"), ("n_frames", "frames")):
+        a = {name: mine[name].get(key) for name in common}
+        b = {name: theirs[name].get(key) for name in common}
+        differing = [name for name in common if a[name] is not None and b[name] is not None and a[name] != b[name]]
+        if differing:
+            name = differing[0]
+            differences.append(f"{label} {a[name]} vs {b[name]} ({name}"
+                               + (f" and {len(differing) - 1} more" if len(differing) > 1 else "") + ")")
+    return "; ".join(differences)
+
+
+def check_baseline(results: dict, baseline_label: str, baseline: dict, mismatch_ok: bool = False) -> None:
+    """UserError (a warning with ``mismatch_ok``) naming every method the baseline cannot normalise
+    (:func:`baseline_mismatch`): an FR over other images, labels or sequence lengths is no ratio."""
+    problems = [f"{method or chr(34) * 2}: {mismatch}" for method, summary in results["methods"].items()
+                if summary is not baseline and (mismatch := baseline_mismatch(summary, baseline))]
+    if not problems:
+        return
+    message = (f"--baseline {baseline_label}: not the same test sequences as {'; '.join(problems)} (this "
+               f"result vs the baseline); docs/BENCHMARK.md §5.6 normalises by a baseline of the same images, "
+               f"labels and frames")
+    if not mismatch_ok:
+        raise UserError(message + " (pass --baseline-mismatch-ok to normalise anyway)")
+    LOG.warning("%s; normalising anyway (--baseline-mismatch-ok)", message)
 
 
 def normalise(results: dict, baseline_label: str, baseline: dict) -> None:

@@ -121,11 +121,44 @@ def test_baseline_method_and_json(tmp_path):
     assert csv_rows[0].startswith("method,perturbation,rule,n_sequences,n_frames,fp,fr")
     assert csv_rows[1].startswith("a,p_rotate,consecutive,2,30,")
     # the JSON as a baseline for another file
-    other = write(tmp_path, f"runs/c/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n", "other.txt")
+    other = write(tmp_path, f"runs/c/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line(WORKED)}\n", "other.txt")
     result = run_reader(other, "--baseline", str(tmp_path / "r.json"), "--baseline-method", "a",
                         "--json", str(tmp_path / "c.json"))
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["methods"]["c"]["perturbations"]["p_rotate"]["fr"] == pytest.approx((2 / 29) / (1 / 29))
+
+
+@pytest.mark.parametrize("folder, meta, shown", [
+    ("P/fer2013.PublicTest.p_rotate", "", "dataset fer2013.PublicTest vs rafdb.test"),
+    ("P/rafdb.test.p_rotate", "# labels=hard N=2 source=landmarks frames=30\n", "labels hard vs soft"),
+    ("P/rafdb.test.p_rotate", "# labels=soft N=2 source=aligned frames=30\n", "source aligned vs landmarks"),
+])
+def test_a_baseline_of_other_sequences_is_refused(tmp_path, folder, meta, shown):
+    """FR = FP / FP of the baseline over the same sequences (§5.6, as §5.2): a baseline of another
+    dataset, label protocol, source, N or frame count gave an FR (mFR 0.0000 for a FER2013 model
+    against a RAF-DB baseline), silently. Refused, naming the difference; --baseline-mismatch-ok
+    normalises anyway with a warning."""
+    base = (f"runs/base/c.keras,P/rafdb.test.p_rotate\n# labels=soft N=2 source=landmarks frames=30\n"
+            f"{line(WORKED)}\n{line(WORKED)}\n")
+    model = f"runs/m/c.keras,{folder}\n{meta}{line(WORKED)}\n{line(CONSTANT)}\n"
+    path = write(tmp_path, base + model)
+    result = run_reader(path, "--baseline", "base", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--baseline base (this file): not the same test sequences as m: {shown} (this result vs the baseline)" \
+        in result.stderr and "--baseline-mismatch-ok" in result.stderr
+    result = run_reader(path, "--baseline", "base", "--baseline-mismatch-ok", "--json", str(tmp_path / "r.json"))
+    assert "normalising anyway" in result.stderr
+    fr = json.loads((tmp_path / "r.json").read_text())["methods"]["m"]["perturbations"]["p_rotate"]["fr"]
+    assert fr == pytest.approx((1 / 29) / (2 / 29))
+    # N and frames: another count of sequences (same file), or of frames per sequence (a JSON baseline)
+    path = write(tmp_path, base + f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n", "other.txt")
+    result = run_reader(path, "--baseline", "base", check=False)
+    assert result.returncode == 2 and "m: N 1 vs 2 (p_rotate)" in result.stderr, result.stderr
+    run_reader(write(tmp_path, base, "base.txt"), "--json", str(tmp_path / "base.json"))
+    path = write(tmp_path, f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED[:20])}\n{line(WORKED[:20])}\n",
+                 "short.txt")
+    result = run_reader(path, "--frames", "20", "--baseline", str(tmp_path / "base.json"), check=False)
+    assert result.returncode == 2 and "m: frames 20 vs 30 (p_rotate)" in result.stderr, result.stderr
 
 
 def test_flip_rate_against_zero_baseline_is_nan(tmp_path, recwarn):
