@@ -287,6 +287,32 @@ def test_a_file_directly_in_the_runs_folder_is_named_by_its_file(tmp_path):
     assert float(rows["lbp_svm.skops"]["mfp"]) == pytest.approx(2 / 29)
 
 
+def test_no_mfr_against_a_baseline_of_other_sequences(tmp_path):
+    """A FER2013 model's stability normalised by a RAF-DB baseline's flip probabilities showed mFR 0.00;
+    such a model has no mFR, with a warning naming the difference, and a model of the same
+    sequences keeps its mFR (by hand: FP 1/29 against the baseline's 2/29)."""
+    import eval_perturbed_rafdb2
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = []
+    for name, perturbed, sequences in (("base", "P/rafdb.test", [TWO_FLIPS, TWO_FLIPS]),
+                                       ("same", "P/rafdb.test", [TWO_FLIPS, CONSTANT]),
+                                       ("fer", "P/fer2013.PublicTest", [TWO_FLIPS, CONSTANT])):
+        text = (f"runs/{name}/m.keras,{perturbed}.p_rotate\n# labels=soft N=2 source=landmarks frames=30\n"
+                + "".join(",".join(map(str, seq)) + "\n" for seq in sequences))
+        (folder / f"{name}.txt").write_text(text)
+        assert eval_perturbed_rafdb2.main([str(folder / f"{name}.txt"), "--json", str(folder / f"{name}.json"),
+                                           "--quiet"]) == 0
+        inputs.append(folder / f"{name}.json")
+    result = report.make_report(inputs, tmp_path / "out", baseline="base")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert float(rows["same"]["mfr"]) == pytest.approx((1 / 29) / (2 / 29))
+    assert rows["fer"]["mfr"] in ("", "nan")
+    assert any(w.startswith("fer: no mFR against the baseline base, evaluated on other sequences (dataset "
+                            "fer2013.PublicTest vs rafdb.test)") for w in result["warnings"]), result["warnings"]
+
+
 def test_a_model_missing_one_evaluation_is_ranked_with_the_others(tmp_path):
     """Three models of one dataset and protocol: m1 evaluated for robustness and stability, m2 and m3
     for robustness only. They share every comparability key where they have results, so they are one
