@@ -63,7 +63,7 @@ def resolve_rafdb_args(args) -> None:
     the attributes the RAF-DB code path reads."""
     if getattr(args, "dataset", "rafdb") != "rafdb":
         return
-    if args.rafdb is not None and args.data is not None and Path(args.rafdb) != Path(args.data):
+    if args.rafdb is not None and args.data is not None and Path(args.rafdb).resolve() != Path(args.data).resolve():
         raise UserError(f"--rafdb {args.rafdb} and --data {args.data} disagree; give one of them")
     args.rafdb = Path(args.rafdb or args.data or "RAF-DB")
     args.labels = args.labels or "soft"

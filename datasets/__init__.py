@@ -86,7 +86,7 @@ def open_dataset(args: argparse.Namespace) -> Dataset:
     if rafdb is not None:
         if name != "rafdb":
             raise UserError(f"--rafdb names a RAF-DB root; with --dataset {name} use --data DIR")
-        if data is not None and Path(data) != Path(rafdb):
+        if data is not None and Path(data).resolve() != Path(rafdb).resolve():  # (one folder, two spellings: fine)
             raise UserError(f"--rafdb {rafdb} and --data {data} disagree; give one of them")
         data = rafdb
     options = {"protocol": getattr(args, "labels", None),

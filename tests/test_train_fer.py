@@ -467,6 +467,15 @@ def test_resume_with_only_dir_uses_the_runs_settings(sample_tree, tmp_path):
     assert after["input_shape"] == [64, 64, 3] and after["net"] == "smallcnn" and after["seed"] == 3
     assert after["argv"] == before["argv"] and after["batch"] == 8 and after["epochs"] == 2
     assert after["resumed"][0]["argv"] == ["--resume", "--dir", str(run_dir), "--epochs", "2"]
+    # the run's data folder repeated as a relative --rafdb (the original command plus --resume): the
+    # same folder; it was refused as "--rafdb demo/RAF-DB and --data /abs/.../RAF-DB disagree"
+    cwd = os.getcwd()
+    os.chdir(sample_tree.parent)
+    try:
+        assert train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "3", "--rafdb", sample_tree.name]) == 0
+    finally:
+        os.chdir(cwd)
+    assert [int(row["epoch"]) for row in read_log(run_dir)] == [0, 1, 2]
     # a flag that contradicts the run is refused, naming the flag and the run's value
     with pytest.raises(UserError, match=r"--batch 16: conflicts .* has 8"):
         train_fer.main(["--resume", "--dir", str(run_dir), "--batch", "16"])
