@@ -273,6 +273,18 @@ def test_bad_inputs_raise_clear_user_errors(sample_tree, tmp_path, capsys):
         train_fer.main(base + ["--pretraining", "vggface2"])
     with pytest.raises(UserError, match=r"--pretraining vggface: .*rcmalli_vggface_tf_notop_senet50\.h5"):
         train_fer.main(base[:2] + ["--net", "senet50", "--epochs", "1", "--pretraining", "vggface"])
+    # a weights file of another network: no layer matches, so nothing would be loaded (it trained from
+    # random weights, exit 0, with one INFO line '0 layers matched' and run.json naming the file)
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    other = keras.Model(inputs, keras.layers.Dense(3, name="elsewhere")(keras.layers.Flatten(name="flat")(inputs)))
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(UserError, match=r"--pretraining \S+other\.keras: no layer of the file matches a layer of "
+                                        r"--net smallcnn by name and shape \(0 of the same name with other shapes; "
+                                        r"the file's layers: elsewhere\), so nothing would be loaded"):
+        train_fer.main(base + ["--pretraining", str(tmp_path / "other.keras")])
+    assert not any((tmp_path / "r").glob("checkpoint*"))
     with pytest.raises(UserError, match=r"--bn-recalibrate -1: expected an integer >= 0"):
         train_fer.main(base + ["--bn-recalibrate", "-1"])
     with pytest.raises(UserError, match=r"--bn-recalibrate 8: not supported with --distribute mirrored"):
