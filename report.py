@@ -64,7 +64,7 @@ it is ranked apart, named in a warning.
 
 Example::
 
-    python3 report.py runs/ results/senet.json results/fp.json --baseline _netsenet50_lpf0 \\
+    python3 report.py runs/ results/senet.json results/fp.json --baseline _netsenet50_lpf0_20220409_101500 \\
         --out report
 """
 

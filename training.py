@@ -1509,8 +1509,8 @@ def test_mode_sets(args, run_dir: Path | None) -> dict:
             LOG.warning("%s: %d of its %d names are not training images of %s", names_file,
                         len(held) - len(val), len(held), data.title)
     else:
-        LOG.warning("no %s beside the checkpoint: 'val' is the test split (the original's protocol)",
-                    VALIDATION_NAMES)
+        LOG.warning("no %s in the run's folder%s: 'val' is the test split (the original's protocol)",
+                    VALIDATION_NAMES, f" {run_dir}" if run_dir is not None else "")
         val = test
     return {"test": test, "val": val, "train": train}
 
@@ -1559,7 +1559,12 @@ def test_mode(args) -> int:
             raise UserError(f"--dir {args.dir}: no such run directory")
         raise UserError(f"--dir {args.dir}: no checkpoint.EE.hdf5 in it")
     checkpoint = Path(checkpoint)
+    # The run: --dir when given (also with a --checkpoint copied elsewhere: its settings came from
+    # --dir, and so do its held-out images), else the checkpoint's folder.
+    run_folder = args.dir if args.dir is not None else checkpoint.parent
     sidecar = checkpoint.parent / RUN_FILE
+    if not sidecar.is_file():
+        sidecar = run_folder / RUN_FILE
     model_classes = None
     run_dataset = None
     run_labels = None
@@ -1591,7 +1596,7 @@ def test_mode(args) -> int:
         mapping = datasets.map_classes(tuple(names), data.class_names)
     except ValueError as error:
         raise UserError(f"model classes {names}: {error}") from None
-    sets = test_mode_sets(args, checkpoint.parent)
+    sets = test_mode_sets(args, run_folder)
     # The run's own dataset keeps the plain names; another dataset (or another folder of the same kind)
     # gets its name, so testing a FER+ run on FER2013 does not replace the FER+ files.
     other = run_dataset is not None and (run_dataset[0] != args.dataset or (

@@ -15,6 +15,12 @@ from cli_common import UserError
 NAMES = list(rafdb_dataset.CLASS_NAMES)
 
 
+def training_best(run):
+    import training
+
+    return training.best_checkpoint(run)
+
+
 def test_format_report_by_hand():
     matrix = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 4]])
     text = confusion.format_report("val", matrix, ["neutral", "happiness", "surprise"])
@@ -249,6 +255,22 @@ def test_mode_test_warns_about_another_protocol_only_on_the_runs_dataset(run_dir
     assert warning in caplog.text
     with pytest.raises(UserError, match=r"^--dir \S+/gone: no such run directory$"):
         train_fer.main(["--mode", "test", "--dir", str(tmp_path / "gone")])
+
+
+def test_a_checkpoint_copied_elsewhere_is_tested_with_its_runs_held_out_images(run_dir, tmp_path, caplog):
+    """--dir RUN --checkpoint FILE outside RUN: the held-out list was looked for beside FILE, so 'val'
+    silently became the test split; it is the run's validation_names.txt."""
+    import shutil
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(training_best(run_dir), other / "best.hdf5")
+    held = [line for line in (run_dir / "validation_names.txt").read_text().splitlines() if line]
+    with caplog.at_level("WARNING"):
+        assert train_fer.main(["--mode", "test", "--dir", str(run_dir), "--checkpoint", str(other / "best.hdf5")]) == 0
+    assert "'val' is the test split" not in caplog.text
+    rows = list(csv.reader((other / "confusion_best_val.csv").read_text().splitlines()))[1:]
+    assert sum(int(row[8]) for row in rows) == len(held) > 0
 
 
 def test_a_class_without_images_has_no_recall_in_csv_and_report(tmp_path):
