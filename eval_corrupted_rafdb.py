@@ -96,6 +96,16 @@ import robustness_run
 from robustness import COLOURS, MOTION_BACKENDS
 
 
+def _results_file_like(path: Path) -> bool:
+    """Whether a positional given with --predictions can be a RESULTS_FILE: not a folder and not named
+    like a model file (those would be a CHECKPOINT, which --predictions replaces)."""
+    import model_files
+
+    suffix = path.suffix.lower()
+    return not path.is_dir() and suffix not in (model_files.MODEL_SUFFIXES + model_files.PICKLE_SUFFIXES
+                                                + model_files.PYTORCH_SUFFIXES)
+
+
 def parse_args(argv: Sequence[str] | None = None):
     parser = cli_common.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
@@ -173,8 +183,14 @@ def parse_args(argv: Sequence[str] | None = None):
     args = parser.parse_args(argv)
     if args.merge is not None and (args.checkpoint is not None or args.shard is not None):
         parser.error("--merge takes shard JSON files instead of a CHECKPOINT (and no --shard)")
+    if args.predictions is not None and args.checkpoint is not None and args.results_file is None \
+            and args.merge is None and _results_file_like(args.checkpoint):
+        # With --predictions there is no CHECKPOINT: the one positional is the RESULTS_FILE.
+        args.results_file, args.checkpoint = args.checkpoint, None
     if args.predictions is not None and (args.checkpoint is not None or args.merge is not None):
-        parser.error("--predictions FILE.csv replaces CHECKPOINT (and is not used with --merge)")
+        given = (f": {args.checkpoint} is a model file or a folder; leave it out (a text RESULTS_FILE is "
+                 f"accepted)" if args.checkpoint is not None else "")
+        parser.error(f"--predictions FILE.csv replaces CHECKPOINT (and is not used with --merge){given}")
     if args.merge is None and args.checkpoint is None and args.predictions is None:
         parser.error("the following arguments are required: checkpoint (or --merge JSON ..., "
                      "or --predictions FILE.csv)")

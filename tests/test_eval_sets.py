@@ -183,10 +183,16 @@ def test_predictions_file_gives_the_direct_evaluations_report(workspace, capsys)
         prefix = "clean" if folder == "clean" else f"rafdb.test.{folder}"
         lines.append(f"{prefix}/{image}_aligned.jpg," + ",".join(repr(float(v)) for v in row))
     (root / "preds.csv").write_text("\n".join(lines) + "\n")
-    code, scored = run_main(root, capsys, *common, "--predictions", "preds.csv", "--json", "pred.json")
+    # the one positional is the RESULTS_FILE (it was taken for a CHECKPOINT and refused)
+    code, scored = run_main(root, capsys, *common, "--predictions", "preds.csv", "--json", "pred.json",
+                            "results.txt")
     assert code == 0, scored.err
     # The block below "Results for:" and every per-folder number are identical.
     assert direct.out.split("\n", 1)[1].split("\n\n\n")[0] == scored.out.split("\n", 1)[1].split("\n\n\n")[0]
+    assert (root / "results.txt").read_text() == scored.out.split("\n\n\n")[0] + "\n\n\n"
+    with pytest.raises(SystemExit):  # a model file beside --predictions is still refused
+        run_main(root, capsys, *common, "--predictions", "preds.csv", "probe.keras")
+    assert "probe.keras is a model file or a folder; leave it out" in capsys.readouterr().err
     mine, theirs = (json.loads((root / name).read_text())["results"][0]
                     for name in ("pred.json", "direct.json"))
     assert mine["folders"] == theirs["folders"]
