@@ -981,6 +981,9 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
         LOG.warning("%s: 7 outputs and no run.json: assuming RAF-DB class order (%s); name "
                     "another with --class-order (e.g. fer2013)", checkpoint_path,
                     ",".join(RAFDB_CLASS_NAMES))
+    elif n_outputs == 1:
+        raise UserError(f"{checkpoint_path}: the model has 1 output (class scores{output_note}); a classifier "
+                        f"gives one score per class")
     else:
         raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs (class scores"
                         f"{output_note}) and nothing names their classes (no --class-order, no names in the "
@@ -992,8 +995,8 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
         shorthand = (f" ({class_order!r} is not one of the shorthands "
                      f"{', '.join(CLASS_ORDER_SHORTHANDS)}; give a comma-separated list)"
                      if isinstance(class_order, str) and len(names) == 1 else "")
-        raise UserError(f"--class-order / {checkpoint_path}: {len(names)} class names for a model "
-                        f"with {n_outputs} outputs (class scores{output_note}){shorthand}")
+        raise UserError(f"--class-order / {checkpoint_path}: {len(names)} class name{'s' * (len(names) != 1)} for a "
+                        f"model with {n_outputs} output{'s' * (n_outputs != 1)} (class scores{output_note}){shorthand}")
     try:
         permutation = class_permutation(names)
     except ValueError as error:

@@ -396,3 +396,15 @@ def test_a_class_order_of_other_classes_is_reported_as_matched_by_name(caplog):
     assert ("m.keras: its classes (pos,neg,other) are not RAF-DB's seven; they are matched by name to the "
             "evaluated dataset's classes") in caplog.text
     assert "missing" not in caplog.text
+
+
+def test_a_single_output_model_is_named_as_no_classifier():
+    """A model whose (first) output has one score read 'the model has 1 outputs ... 1 names in the
+    order of its outputs, e.g. neutral'; one score is no class distribution."""
+    from pathlib import Path
+
+    with pytest.raises(UserError, match=r"^m\.keras: the model has 1 output \(class scores\); a classifier gives one "
+                                        r"score per class$"):
+        checkpoints.resolve_class_order(1, None, None, Path("m.keras"))
+    with pytest.raises(UserError, match=r"2 class names for a model with 1 output \(class scores\)$"):
+        checkpoints.resolve_class_order(1, "happy,sad", None, Path("m.keras"))
