@@ -135,11 +135,12 @@ def parse_args(argv: Sequence[str] | None = None):
     group.add_argument("--format", choices=rafdb_dataset.FORMATS, default=None,
                        help="file format: the export's JPEG q95 round trip (jpg) or lossless png. "
                             "Default: jpg on the fly; for a tree, the manifest's (else detected)")
-    group.add_argument("--seed", type=int, default=0, help="export seed (on the fly)")
-    group.add_argument("--motion-backend", choices=MOTION_BACKENDS, default="numpy",
-                       help="motion blur backend (on the fly), as the export's")
-    group.add_argument("--colour", choices=COLOURS, default="rgb",
-                       help="colour mode (on the fly), as the export's")
+    # None: not given (the defaults below apply on the fly; an exported tree is checked against them)
+    group.add_argument("--seed", type=int, default=None, help="export seed (on the fly; default 0)")
+    group.add_argument("--motion-backend", choices=MOTION_BACKENDS, default=None,
+                       help="motion blur backend (on the fly), as the export's (default numpy)")
+    group.add_argument("--colour", choices=COLOURS, default=None,
+                       help="colour mode (on the fly), as the export's (default rgb)")
     group.add_argument("--workers", type=dataset_writer.workers_type, default=None,
                        help="processes corrupting images on the fly (default or 0: all cores; 1: "
                             "in this process), as for the exports")

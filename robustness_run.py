@@ -23,6 +23,34 @@ from cli_common import LOG, UserError, check_output_flags, refuse_outputs_over_i
 from robustness import Folder
 
 
+# What --on-the-fly renders with (an export's own parameters); None on the command line: not given.
+RENDER_DEFAULTS = {"seed": 0, "motion_backend": "numpy", "colour": "rgb"}
+
+
+def check_render_flags(given: dict, trees) -> None:
+    """``--seed``/``--motion-backend``/``--colour`` choose what ``--on-the-fly`` renders; an exported
+    tree is read as it was written (they were ignored without a word). A value its manifest records
+    otherwise is an error naming both; given for a tree without a manifest, a warning."""
+    if not given:
+        return
+    recorded_any = False
+    for flag, root, manifest in trees:
+        params = (manifest or {}).get("params") or {}
+        for key, value in given.items():
+            recorded = params.get(key)
+            if recorded is None:
+                continue
+            recorded_any = True
+            if recorded != value:
+                raise UserError(f"--{key.replace('_', '-')} {value}: {flag} {root} was exported with {key} "
+                                f"{recorded} (its {dataset_writer.MANIFEST_NAME}), and an exported tree is read as "
+                                f"it was written; the flag chooses what --on-the-fly renders: leave it out, or "
+                                f"export again with it")
+    if not recorded_any:
+        LOG.warning("%s: the images are read from the exported tree as written; the flag(s) only choose what "
+                    "--on-the-fly renders", ", ".join(f"--{key.replace('_', '-')} {value}" for key, value in given.items()))
+
+
 def find_set_folders(args, labels, pairs, fmt):
     """The exported folders of ``pairs``: the 18 under --corrupted, the others under
     --corrupted-extra; returns (folders, manifest of --corrupted, manifest of --corrupted-extra)."""
@@ -196,6 +224,10 @@ def run(args) -> int:
         LOG.info("%s", evaluated.report_line())
 
     manifest, manifest_extra, on_the_fly = None, None, None
+    rendering = {key: getattr(args, key) for key in RENDER_DEFAULTS if getattr(args, key, None) is not None}
+    for key, default in RENDER_DEFAULTS.items():  # the flags as given; their defaults for --on-the-fly
+        if getattr(args, key, None) is None:
+            setattr(args, key, default)
     roots = {name: args.corrupted if name == "rafdb" else args.corrupted_extra
              for name in robustness.CORRUPTION_SET_ORDER}
     if evaluated is not None:
@@ -237,6 +269,9 @@ def run(args) -> int:
             used = any((robustness.set_of(folder.corruption) == "rafdb") == of_18 for folder in folders)
             if found is None and used:
                 LOG.warning("%s: no manifest.json; the export's parameters are unknown", root)
+    if not args.on_the_fly:
+        check_render_flags(rendering, [("--corrupted", args.corrupted, manifest),
+                                       ("--corrupted-extra", args.corrupted_extra, manifest_extra)])
     units = robustness.work_units(clean, folders, shard)
     if shard is not None:
         LOG.info("shard %d/%d: %d of %d folder(s)", shard[0], shard[1], len(units), 1 + len(folders))

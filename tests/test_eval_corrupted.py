@@ -669,6 +669,22 @@ def test_an_export_of_another_dataset_given_as_corrupted_is_named_as_such(worksp
                  workspace / "corrupted_raf_dataset", "--class-order", "rafdb")
 
 
+def test_rendering_flags_against_an_exported_tree(workspace, capsys):
+    """--seed, --motion-backend and --colour choose what --on-the-fly renders; with an exported tree
+    they were ignored without a word. A value the tree's manifest records otherwise is refused; its
+    own value is accepted."""
+    common = ["runs/run_a", "--corruptions", "contrast", "--severities", "1"]
+    manifest = json.loads((workspace / "corrupted_raf_dataset" / "manifest.json").read_text())
+    assert (manifest["params"]["seed"], manifest["params"]["colour"]) == (0, "rgb")
+    for flag, value, recorded in (("--seed", "3", "seed 0"), ("--colour", "bgr-compat", "colour rgb"),
+                                  ("--motion-backend", "wand", "motion_backend numpy")):
+        with pytest.raises(UserError, match=rf"^{flag} {value}: --corrupted corrupted_raf_dataset was exported "
+                                            rf"with {recorded} \(its manifest\.json\)"):
+            run_main(workspace, capsys, *common, flag, value)
+    code, _ = run_main(workspace, capsys, *common, "--seed", "0", "--colour", "rgb")
+    assert code == 0
+
+
 def test_a_corrupt_image_in_the_tree_is_one_error_line(sample_tree, tmp_path):
     """A damaged file inside an exported tree: the evaluation ends with one line naming it. The
     input pipeline's Python traceback used to be printed twice first, as TensorFlow C++ warnings."""
