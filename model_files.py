@@ -121,6 +121,9 @@ def model_data_files(path: str | Path) -> list[Path]:
             raise UserError(f"{path}: names the external data file {location!r} outside its own "
                             f"folder; ONNX external data must lie beside the .onnx file")
         target = path.parent / location
+        if target.is_dir():
+            raise UserError(f"{path}: its weights are stored in the external data file {location!r}, but "
+                            f"{target} is a folder, not that file")
         if not target.is_file():
             renamed = path.parent / (path.name + ".data")
             hint = (f"; {renamed.name} is there, but the data file's name is recorded inside the .onnx "
@@ -850,7 +853,7 @@ class OnnxRunner(Runner):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if num_threads:
             options.intra_op_num_threads = num_threads
-        model_data_files(self.path)  # a missing external data file, named, before onnxruntime fails
+        data_files = model_data_files(self.path)[1:]  # a missing external data file, named, before onnxruntime fails
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options,
                                                         providers=["CPUExecutionProvider"])
@@ -860,8 +863,12 @@ class OnnxRunner(Runner):
                 raise UserError(f"{self.path}: input {double[0]!r} has type tensor(double)"
                                 f"{_DOUBLE_HINT}; onnxruntime cannot load it ({type(error).__name__}: "
                                 f"{_first_line(error)})") from None
+            text = str(error).strip()
+            shown = text if len(text) <= 300 else text[:300] + " ..."
+            data = (f"; its weights are read from {', '.join(str(f) for f in data_files)}: a file copied short "
+                    f"or from another export fails so" if data_files else "")
             raise UserError(f"{self.path}: cannot load as an ONNX model "
-                            f"({type(error).__name__}: {str(error).strip()[:300]})") from None
+                            f"({type(error).__name__}: {shown}){data}") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise UserError(f"{self.path}: expected one image input, found {len(inputs)} ("

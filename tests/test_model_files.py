@@ -7,6 +7,7 @@ the TFLite models are converted here from a small Keras model and compared with 
 import argparse
 import os
 import pickle
+import re
 import subprocess
 import sys
 import types
@@ -756,6 +757,25 @@ def test_onnx_missing_external_data_file_is_named(tmp_path):
             call()
         assert str(moved) in str(caught.value) and "'m.onnx.data'" in str(caught.value)
         assert "beside" in str(caught.value)
+
+
+def test_onnx_damaged_external_data_is_named(tmp_path):
+    """A data file copied short: onnxruntime's message was cut mid-word and named no data file; a
+    folder in the data file's place was 'not in' the folder."""
+    path = external_data_onnx(tmp_path / "m.onnx", W, B)
+    data = tmp_path / "m.onnx.data"
+    data.write_bytes(data.read_bytes()[:10])
+    with pytest.raises(UserError) as caught:
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: cannot load as an ONNX model (")
+    assert message.endswith(f"; its weights are read from {data}: a file copied short or from another export "
+                            f"fails so")
+    data.unlink()
+    data.mkdir()
+    with pytest.raises(UserError, match=rf"its weights are stored in the external data file 'm\.onnx\.data', but "
+                                        rf"{re.escape(str(data))} is a folder, not that file"):
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
 
 
 def batch_fixed_inside_onnx(path):
