@@ -822,8 +822,8 @@ class Classifier:
                             + "; if its outputs mean other classes, name them with --class-order")
         self.class_names, self.permutation, self.mapping, self.restrict = names, columns, mapping, restrict
         if mapping.missing:
-            LOG.warning("%s: the model cannot output %s; those images are left out",
-                        self.checkpoint_path, ", ".join(mapping.missing))
+            LOG.warning("%s: the model cannot output %s; test images of those classes, if any, are left out "
+                        "(n_unmapped in the JSON counts them)", self.checkpoint_path, ", ".join(mapping.missing))
         if mapping.extra:
             LOG.warning("%s: outputs %s are not dataset classes: %s", self.checkpoint_path,
                         ",".join(mapping.extra),

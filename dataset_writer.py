@@ -1112,7 +1112,7 @@ def export(
         running = (old or {}).get("shard_plan") if old and not old.get("complete", True) else None
         if plan is not None and running is not None and running != plan:
             raise UserError(
-                f"--shard {shard[0]}/{shard[1]}: {out_dir} holds the unfinished export of "
+                f"--shard {shard[0]}/{shard[1]}: {out_dir} holds an unfinished export split into "
                 f"{running.get('shards')} shard(s) whose work list differs from this one's (other "
                 f"--corruptions, --severities, --perturbations, shard count or source images); every shard "
                 f"of one export needs the same flags and N. Finish those shards with their own flags, run "
