@@ -1306,7 +1306,7 @@ def print_verify_report(report: VerifyReport, stream=None) -> None:
                          ("unexpected", report.unexpected)):
         for rel in paths:
             print(f"{label}: {report.out_dir / rel}", file=stream)
-    verdict = "OK" if report.ok else "FAILED"
+    verdict = "OK" if report.ok else "FAILED" + ("" if report.complete else " (the export has not finished)")
     kind = f" (a {report.kind} tree)" if report.kind else ""
     print(f"{verdict}: {report.checked} file(s) checked in {report.out_dir}{kind}; {len(report.missing)} missing, "
           f"{len(report.altered)} altered, {len(report.unexpected)} unexpected", file=stream)

@@ -374,6 +374,9 @@ def test_rerun_after_sigkill_at_44_percent_renders_only_the_remaining_56_percent
     assert "2 file(s) in its output folders are not recorded yet" in printed.getvalue()
     assert "unexpected: " + str(out / "notes" / "mine.txt") in printed.getvalue()
     assert "f1/u11.bin" not in printed.getvalue()
+    # the verdict says why it fails when nothing is missing or altered (a bare "FAILED: ... 0 missing,
+    # 0 altered" puzzled)
+    assert f"FAILED (the export has not finished): 33 file(s) checked in {out}" in printed.getvalue()
     for path in (out / "f1" / "u11.bin", out / "f2" / ".u11.bin.0000abcd.tmp", out / "notes" / "mine.txt"):
         path.unlink()
     (out / "notes").rmdir()
