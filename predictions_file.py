@@ -191,7 +191,8 @@ class PredictionsClassifier:
 
     def __init__(self, predictions_path: str | Path, tree_root: str | Path,
                  clean_dir: str | Path | None = None, class_names: Sequence[str] | None = None,
-                 *, crop: str = "unknown", batch_size: int = 64, check_paths: bool = True):
+                 *, crop: str = "unknown", batch_size: int = 64, check_paths: bool = True,
+                 other_export: str | None = None):
         if class_names is None:
             from rafdb_dataset import CLASS_NAMES as class_names
         self.checkpoint_path = Path(predictions_path)
@@ -201,11 +202,29 @@ class PredictionsClassifier:
         self.crop, self.batch_size = crop, batch_size
         self.image_size, self.channels = None, None
         self.used: set[str] = set()
+        # "p" (this evaluation reads a RAF-DB-C tree) or "c" (a RAF-DB-P tree): rows of that other
+        # export are skipped, so one file can hold both evaluations' predictions (and both results
+        # then carry its SHA-256, which report.py joins by)
+        self.other_export = other_export
         if check_paths:
             self._check_known()
 
+    def of_other_export(self, key: str) -> bool:
+        """Whether ``key`` is a row of the other export (see ``other_export``): a perturbation folder's
+        frame (``<dataset>.<split>.p_<name>/...``) for a corruption evaluation; a clean image or a
+        corruption folder's (``<dataset>.<split>.<corruption>.<severity>/...``) for a perturbation one."""
+        top = key.split("/", 1)[0]
+        last = top.rpartition(".")[2]
+        if self.other_export == "p":
+            return "/" in key and last.startswith("p_") and not (self.tree_root / top).exists()
+        if self.other_export == "c":
+            return key.startswith(CLEAN_PREFIX) or ("/" in key and last.isdigit() and not (self.tree_root / top).exists())
+        return False
+
     def _check_known(self) -> None:
         for key, (number, _) in self.predictions.rows.items():
+            if self.of_other_export(key):
+                continue
             file = self._file_for(key)
             if file is None or not file.is_file():
                 where = (f"the clean folder {self.clean_dir}" if key.startswith(CLEAN_PREFIX)
@@ -285,8 +304,9 @@ class PredictionsClassifier:
         return self.predict_dataset(self.make_dataset(paths), progress=progress)
 
     def unused(self) -> list[str]:
-        """Lines not needed by anything predicted so far (reported, not an error)."""
-        return [key for key in self.predictions.rows if key not in self.used]
+        """Lines not needed by anything predicted so far (reported, not an error); the other export's
+        rows of a combined file are not counted."""
+        return [key for key in self.predictions.rows if key not in self.used and not self.of_other_export(key)]
 
     def describe(self) -> dict:
         stat = self.checkpoint_path.stat()

@@ -86,7 +86,7 @@ def predictions_classifier(args, clean_paths):
                         "the paths of a predictions file are relative to one tree")
     root = args.corrupted if args.corruption_set == "rafdb" else args.corrupted_extra
     return predictions_file.PredictionsClassifier(args.predictions, root, clean_paths[0].parent,
-                                                  batch_size=args.batch)
+                                                  batch_size=args.batch, other_export="p")
 
 
 def load_baseline(args):

@@ -141,7 +141,7 @@ def run(args) -> int:
                 # scored in the evaluated dataset's classes (RAF-DB's by default)
                 classifier = predictions_file.PredictionsClassifier(
                     args.predictions, args.perturbed, batch_size=args.batch,
-                    class_names=data.class_names if evaluated is not None else None)
+                    class_names=data.class_names if evaluated is not None else None, other_export="c")
             else:
                 classifier = checkpoints.classifier_from_args(checkpoint, args)
             names, folders, rows = sequence_names, work, labels.labels

@@ -882,6 +882,52 @@ def test_predictions_file_of_any_framework_gives_the_sequences_it_names(tmp_path
         writer_script.main(["--predictions", str(csv_path), "m.keras", "--rafdb", str(root)])
 
 
+def test_one_predictions_file_for_both_evaluations_is_one_model_in_the_report(tmp_path, perturbed_tree):
+    """A model scored through predictions (one that cannot be exported) had its RAF-DB-C and RAF-DB-P
+    results in two CSVs, never joined by report.py (it joins by the file's SHA-256), and one CSV with
+    both sets of rows was refused by each evaluation ('unknown path'). Each evaluation now skips the
+    other export's rows, and the report shows one row with both results."""
+    import eval_corrupted_rafdb
+    import eval_perturbed_rafdb2
+    import rafdb_aug_dataset
+    import report
+
+    _, root, perturbed, names = perturbed_tree
+    corrupted = tmp_path / "C"
+    assert rafdb_aug_dataset.main(["export", "--rafdb", str(root), "--out", str(corrupted), "--corruptions",
+                                   "contrast", "--severities", "1", "--workers", "1", "--quiet"]) == 0
+    lines = ["path,class"]
+    for path in sorted((root / "basic/Image/aligned").glob("test_*_aligned.jpg")):
+        lines.append(f"clean/{path.name},3")
+    for path in sorted((corrupted / "rafdb.test.contrast.1").glob("*.jpg")):
+        lines.append(f"rafdb.test.contrast.1/{path.name},3")
+    for folder in FOLDERS:
+        for path in sorted((perturbed / folder).glob("*.jpg")):
+            frame = int(path.stem.rsplit("_", 1)[1])
+            lines.append(f"{folder}/{path.name},{frame // 10 if folder.endswith('p_rotate') else 4}")
+    both = tmp_path / "both.csv"
+    both.write_text("\n".join(lines) + "\n")
+    assert eval_corrupted_rafdb.main(["--predictions", str(both), "--rafdb", str(root), "--corrupted",
+                                      str(corrupted), "--corruptions", "contrast", "--severities", "1",
+                                      "--json", str(tmp_path / "c.json")]) == 0
+    assert writer_script.main(["--predictions", str(both), "--rafdb", str(root), "--perturbed", str(perturbed),
+                               "--out", str(tmp_path / "p.txt")]) == 0
+    assert eval_perturbed_rafdb2.main([str(tmp_path / "p.txt"), "--json", str(tmp_path / "p.json"),
+                                       "--quiet"]) == 0
+    result = report.make_report([tmp_path / "c.json", tmp_path / "p.json"], tmp_path / "report")
+    (row,) = result["rows"]
+    labels = rafdb_dataset_labels(root)
+    # by hand: every clean image predicted class 3 (index 3 of RAF-DB's order, happiness)
+    assert row["clean_error"] == pytest.approx(1 - np.mean(labels.classes == 3))
+    assert row["mfp"] == pytest.approx((2 / 29 + 0) / 2)  # p_rotate 2 flips of 29; p_gaussian_noise none
+
+
+def rafdb_dataset_labels(root):
+    import rafdb_dataset
+
+    return rafdb_dataset.load_labels(root, "test", "soft")
+
+
 def test_predictions_file_scores_a_folder_dataset_in_its_own_classes(tmp_path):
     """--predictions on a folder dataset (classes happy, sad): the CSV names each frame's class in the
     dataset's own classes, by name or by index in its order. happy0's p_rotate frames are scored sad
