@@ -844,16 +844,24 @@ def test_reader_takes_the_class_count_of_the_block_metadata(tmp_path):
         stability.read_predictions(path)
 
 
+def frame_rows(perturbed):
+    """``path,class`` rows of every frame of the FOLDERS: p_rotate frame f gets class f // 10 (two
+    flips in 29 transitions), the other folders class 4 throughout."""
+    rows = []
+    for folder in FOLDERS:
+        for path in sorted((perturbed / folder).glob("*.jpg")):
+            frame = int(path.stem.rsplit("_", 1)[1])
+            rows.append(f"{folder}/{path.name},{frame // 10 if folder.endswith('p_rotate') else 4}")
+    return rows
+
+
 def test_predictions_file_of_any_framework_gives_the_sequences_it_names(tmp_path, perturbed_tree):
     """--predictions instead of CHECKPOINT: every frame's class comes from the CSV (paths relative
     to --perturbed). p_rotate frames get class (frame // 10) -> sequences 0x10, 1x10, 2x10: two
     flips in 29 transitions; the other folders class 4 throughout (no flips)."""
     _, root, perturbed, names = perturbed_tree
     lines = ["path,class"]
-    for folder in FOLDERS:
-        for path in sorted((perturbed / folder).glob("*.jpg")):
-            frame = int(path.stem.rsplit("_", 1)[1])
-            lines.append(f"{folder}/{path.name},{frame // 10 if folder.endswith('p_rotate') else 4}")
+    lines += frame_rows(perturbed)
     csv_path = tmp_path / "frames.csv"
     csv_path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "p.txt"
@@ -901,10 +909,7 @@ def test_one_predictions_file_for_both_evaluations_is_one_model_in_the_report(tm
         lines.append(f"clean/{path.name},3")
     for path in sorted((corrupted / "rafdb.test.contrast.1").glob("*.jpg")):
         lines.append(f"rafdb.test.contrast.1/{path.name},3")
-    for folder in FOLDERS:
-        for path in sorted((perturbed / folder).glob("*.jpg")):
-            frame = int(path.stem.rsplit("_", 1)[1])
-            lines.append(f"{folder}/{path.name},{frame // 10 if folder.endswith('p_rotate') else 4}")
+    lines += frame_rows(perturbed)
     both = tmp_path / "both.csv"
     both.write_text("\n".join(lines) + "\n")
     assert eval_corrupted_rafdb.main(["--predictions", str(both), "--rafdb", str(root), "--corrupted",
