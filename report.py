@@ -87,6 +87,7 @@ import numpy as np
 import cli_common
 import stability
 from cli_common import UserError
+from metrics import relative_sum
 
 LOG = logging.getLogger("fer.report")
 
@@ -702,7 +703,7 @@ def _recorded_baseline_name(checkpoint: str, names: dict) -> str:
     run folder's name, or its whole path where an input model already has that name."""
     if checkpoint in names:
         return names[checkpoint]
-    name = model_name(checkpoint)
+    name = shown_name(checkpoint)
     return checkpoint if name in names.values() else name
 
 
@@ -739,9 +740,9 @@ def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dic
                 continue
             out["ce"][corruption] = _ratio(sum(errors[s] for s in severities),
                                            sum(base[s] for s in severities))
-            out["relative_ce"][corruption] = _ratio(
-                sum(errors[s] - clean for s in severities),
-                sum(base[s] - base_clean for s in severities))
+            out["relative_ce"][corruption] = _ratio(  # sums of differences as the evaluations round them
+                relative_sum([errors[s] for s in severities], clean),
+                relative_sum([base[s] for s in severities], base_clean))
         normalised = [c for c in headline if c in out["ce"]]
         out["mce"] = _mean_all(out["ce"][c] for c in normalised) if normalised else math.nan
         out["relative_mce"] = _mean_all(out["relative_ce"][c] for c in normalised) if normalised else math.nan

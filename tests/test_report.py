@@ -543,6 +543,19 @@ def test_one_export_reached_by_two_paths_is_one_source(tmp_path):
     assert rows["a"]["source"] == "export with manifest eeeeeeeeeeee"
 
 
+def test_a_baseline_sum_of_exactly_zero_is_undefined_not_huge(designed, tmp_path):
+    """base's contrast errors 21, 22, 22, 20, 15 of 36 against a clean 20 of 36: Σ_s(E_s - E_clean) = 0
+    by hand, +5.6e-17 in floating point, and report.py's recomputed relative mCE was 1.75e16 (the
+    other corruptions' errors are above that clean error: their relative CE is defined)."""
+    base = {c: [.60, .65, .70, .75, .80] for c in CORRUPTIONS}
+    base["contrast"] = [k / 36 for k in (21, 22, 22, 20, 15)]
+    write(designed, "base", set_errors(load("base"), 20 / 36, base))
+    result = report.make_report([designed], tmp_path / "out", baseline="base")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert rows["tinycnn"]["relative_mce"] == ""
+    assert any(w.startswith("tinycnn: the relative CE of contrast is undefined") for w in result["warnings"])
+
+
 def test_an_undefined_ratio_hides_the_mean_and_names_it(designed, tmp_path):
     """base's contrast errors sit below its clean error: Σ_s(E_s - E_clean) = 5 (.10 - .15) < 0, so
     every model's relative CE on contrast is undefined and so is the relative mCE (the evaluation
