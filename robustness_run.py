@@ -284,10 +284,13 @@ def run(args) -> int:
                                   {"dataset": dataset_name, "test_set": test_set, "protocol": labels.protocol,
                                    "format": fmt, **({"N": len(labels)} if evaluated is None else {})},
                                   args.baseline_mismatch_ok)
-        # and the folders it normalises (the 18 when evaluated, else all): refused now, not after every model
-        groups = robustness.group_by_set(names_c)
-        robustness.baseline_table(baseline, args.baseline, {c: [] for c in names_c}, severities,
-                                  groups.get("rafdb") or names_c)
+        # and the folders it normalises (of the corruptions found at every severity: the 18 when evaluated,
+        # else all, as robustness.summarise): refused now, not after every model
+        found = {(folder.corruption, folder.severity) for folder in folders}
+        complete = [c for c in names_c if all((c, s) in found for s in severities)]
+        groups = robustness.group_by_set(complete)
+        robustness.baseline_table(baseline, args.baseline, {c: [] for c in complete}, severities,
+                                  groups.get("rafdb") or complete)
     if args.on_the_fly and any(unit.paths is None for unit in units):
         on_the_fly = robustness.OnTheFly(clean_paths, seed=args.seed, fmt=fmt,
                                          motion_backend=args.motion_backend, colour=args.colour,

@@ -363,6 +363,10 @@ def test_a_baseline_without_an_evaluated_folder_is_refused_before_any_model(work
     code, out = run_main(workspace, capsys, "runs/run_a", "--corruptions", "contrast", "--severities", "1-2",
                          "--baseline", path)
     assert code == 0 and "mCE" in out.out  # the folders it has are enough for contrast alone
+    # a corruption asked for but not exported, with --allow-missing, is not required of the baseline
+    code, out = run_main(workspace, capsys, "runs/run_a", "--corruptions", "contrast,pixelate", "--severities", "1-2",
+                         "--allow-missing", "--baseline", path)
+    assert code == 0 and "mCE" in out.out
 
 
 def test_a_baseline_of_other_test_images_is_an_error(workspace, capsys, tmp_path):
