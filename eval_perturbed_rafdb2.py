@@ -141,7 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="the method to use in a --baseline JSON holding several")
     group.add_argument("--baseline-mismatch-ok", action="store_true",
                        help="normalise even by a baseline of other sequences (another dataset or split, "
-                            "label protocol, source, N or frame count), with a warning instead of an error")
+                            "source, N or frame count), with a warning instead of an error")
     group = parser.add_argument_group("output")
     group.add_argument("--json", type=Path, default=None, help="write all results as JSON (atomically)")
     group.add_argument("--csv", type=Path, default=None, help="write per-perturbation results as CSV")

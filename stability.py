@@ -943,10 +943,11 @@ def load_baseline(spec: str, results: dict, baseline_method: str | None = None) 
 
 def baseline_mismatch(summary: dict, baseline: dict) -> str:
     """'' when ``baseline`` (a method's results) can normalise ``summary``'s (docs/BENCHMARK.md §5.6:
-    the baseline as in §5.2, the same test images and labels), else what differs: the dataset and
-    split of the perturbation folders, the label protocol and source of the sequences, and, per
-    perturbation both have, the sequences and frames. A value either side does not record (an older
-    JSON, a predictions file without metadata) is not compared."""
+    the baseline as in §5.2, the same test sequences), else what differs: the dataset and split of
+    the perturbation folders, the source of the sequences, and, per perturbation both have, the
+    number of sequences and of frames. The label protocol is not compared: a flip probability reads
+    no label, and a protocol that keeps other sequences shows in N. A value either side does not
+    record (an older JSON, a predictions file without metadata) is not compared."""
     def known(entry: dict, key: str):
         value = entry.get(key)
         return None if value in (None, "", "unknown") else value
@@ -954,7 +955,7 @@ def baseline_mismatch(summary: dict, baseline: dict) -> str:
     differences = []
     mine, theirs = summary.get("perturbations") or {}, baseline.get("perturbations") or {}
     common = [name for name in mine if name in theirs]
-    for key, label in (("dataset", "dataset"), ("protocol", "labels"), ("source", "source")):
+    for key, label in (("dataset", "dataset"), ("source", "source")):
         a = {known(mine[name], key) for name in common} - {None}
         b = {known(theirs[name], key) for name in common} - {None}
         if a and b and a != b:
@@ -978,8 +979,8 @@ def check_baseline(results: dict, baseline_label: str, baseline: dict, mismatch_
     if not problems:
         return
     message = (f"--baseline {baseline_label}: not the same test sequences as {'; '.join(problems)} (this "
-               f"result vs the baseline); docs/BENCHMARK.md §5.6 normalises by a baseline of the same images, "
-               f"labels and frames")
+               f"result vs the baseline); docs/BENCHMARK.md §5.6 normalises by a baseline of the same sequences "
+               f"and frames")
     if not mismatch_ok:
         raise UserError(message + " (pass --baseline-mismatch-ok to normalise anyway)")
     LOG.warning("%s; normalising anyway (--baseline-mismatch-ok)", message)

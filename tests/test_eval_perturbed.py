@@ -130,14 +130,13 @@ def test_baseline_method_and_json(tmp_path):
 
 @pytest.mark.parametrize("folder, meta, shown", [
     ("P/fer2013.PublicTest.p_rotate", "", "dataset fer2013.PublicTest vs rafdb.test"),
-    ("P/rafdb.test.p_rotate", "# labels=hard N=2 source=landmarks frames=30\n", "labels hard vs soft"),
     ("P/rafdb.test.p_rotate", "# labels=soft N=2 source=aligned frames=30\n", "source aligned vs landmarks"),
 ])
 def test_a_baseline_of_other_sequences_is_refused(tmp_path, folder, meta, shown):
     """FR = FP / FP of the baseline over the same sequences (§5.6, as §5.2): a baseline of another
-    dataset, label protocol, source, N or frame count gave an FR (mFR 0.0000 for a FER2013 model
-    against a RAF-DB baseline), silently. Refused, naming the difference; --baseline-mismatch-ok
-    normalises anyway with a warning."""
+    dataset, source, N or frame count gave an FR (mFR 0.0000 for a FER2013 model against a RAF-DB
+    baseline), silently. Refused, naming the difference; --baseline-mismatch-ok normalises anyway
+    with a warning. Another label protocol over the same sequences is no difference (FP reads no label)."""
     base = (f"runs/base/c.keras,P/rafdb.test.p_rotate\n# labels=soft N=2 source=landmarks frames=30\n"
             f"{line(WORKED)}\n{line(WORKED)}\n")
     model = f"runs/m/c.keras,{folder}\n{meta}{line(WORKED)}\n{line(CONSTANT)}\n"
@@ -150,6 +149,11 @@ def test_a_baseline_of_other_sequences_is_refused(tmp_path, folder, meta, shown)
     assert "normalising anyway" in result.stderr
     fr = json.loads((tmp_path / "r.json").read_text())["methods"]["m"]["perturbations"]["p_rotate"]["fr"]
     assert fr == pytest.approx((1 / 29) / (2 / 29))
+    # the same sequences under another label protocol: normalised (FR 1/2)
+    path = write(tmp_path, base + f"runs/m/c.keras,P/rafdb.test.p_rotate\n# labels=hard N=2 source=landmarks "
+                 f"frames=30\n{line(WORKED)}\n{line(CONSTANT)}\n", "hard.txt")
+    result = run_reader(path, "--baseline", "base", "--json", str(tmp_path / "h.json"))
+    assert json.loads((tmp_path / "h.json").read_text())["methods"]["m"]["mfr"] == pytest.approx(0.5)
     # N and frames: another count of sequences (same file), or of frames per sequence (a JSON baseline)
     path = write(tmp_path, base + f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n", "other.txt")
     result = run_reader(path, "--baseline", "base", check=False)
