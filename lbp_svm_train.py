@@ -150,7 +150,8 @@ def _training_data(args):
 
 def _info(args, train, val, C, gamma, val_accuracy, selection):
     """The training record stored in the model (no timings: equal runs must give equal files)."""
-    return {"dataset": args.dataset, "protocol": args.labels, "train": train.description,
+    return {"dataset": args.dataset, "data": str(Path(datasets.open_dataset(args).root).resolve()),
+            "protocol": args.labels, "train": train.description,
             "validation": val.description if val is not None else None,
             "val_fraction": None if val is None else args.val_fraction, "seed": args.seed,
             "C": C, "gamma": gamma,
@@ -211,16 +212,17 @@ def test_default_protocol(args: argparse.Namespace) -> str:
     return datasets.dataset_class(args.dataset).protocols[0]
 
 
-def _eval_tag(info: dict, dataset: str, labels: str, default_labels: str) -> str:
-    """``[<dataset>_][<labels>_]`` for the names of an evaluation's files: the dataset when the model
-    was trained on another one, the protocol when it is not the model's own (on its dataset) or not
-    the dataset's default (on another), so evaluating one model on two datasets or protocols keeps
-    both results (as ``train_fer.py --mode test`` names its confusion files). A model without a
-    training record (``info``) gets the plain names."""
+def _eval_tag(info: dict, dataset: str, name: str, root: str, labels: str, default_labels: str) -> str:
+    """``[<dataset>_][<labels>_]`` for the names of an evaluation's files: the evaluated dataset's name
+    (``name``: a folder dataset's own) when the model was trained on another dataset or folder
+    (``root``, where its training record has one), the protocol when it is not the model's own (on
+    its dataset) or not the dataset's default (on another), so evaluating one model on two datasets
+    or protocols keeps both results (as ``train_fer.py --mode test`` names its confusion files). A
+    model without a training record (``info``) gets the plain names."""
     trained_on = info.get("dataset")
-    other = trained_on is not None and trained_on != dataset
+    other = trained_on is not None and (trained_on != dataset or (info.get("data") or root) != root)
     own_labels = default_labels if other else info.get("protocol")
-    parts = [dataset if other else None, labels if own_labels is not None and labels != own_labels else None]
+    parts = [name if other else None, labels if own_labels is not None and labels != own_labels else None]
     return "".join(f"{part}_" for part in parts if part)
 
 
@@ -266,17 +268,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for index, name in enumerate(names):
         print(f"{name[:10]:<11}" + "".join(f"{value:10d}" for value in confusion[index]))
     print("Accuracy: %.3f" % accuracy)
-    stem = args.model.stem + "." + _eval_tag(model.info, args.dataset, args.labels, test_default_protocol(args))
+    data = datasets.open_dataset(args)
+    tag = _eval_tag(model.info, args.dataset, getattr(data, "dataset_name", None) or args.dataset,
+                    str(Path(data.root).resolve()), args.labels, test_default_protocol(args))
+    stem = args.model.stem
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["true\\predicted", *names])
     for name, row in zip(names, confusion):
         writer.writerow([name, *row.tolist()])
-    atomic_write_text(out_dir / f"{stem}confusion_test.csv", buffer.getvalue())
+    atomic_write_text(out_dir / f"{stem}.confusion_{tag}test.csv", buffer.getvalue())
     report = {"model": str(args.model), "split": "test", "protocol": args.labels, "n": int(confusion.sum()),
               "accuracy": accuracy, "class_names": list(names), "confusion": confusion.tolist(),
               "left_out": left_out, "data": test.description, "model_info": model.describe()}
-    atomic_write_text(out_dir / f"{stem}eval_test.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / f"{stem}.eval_{tag}test.json", json.dumps(report, indent=2) + "\n")
     return 0
 
 

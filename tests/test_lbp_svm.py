@@ -126,21 +126,26 @@ def test_eval_on_another_protocol_or_dataset_keeps_each_result(trained, sample_t
     import synthetic_faces
 
     faces = synthetic_faces.write_folder_sample(tmp_path / "faces", n_train=7, n_val=0, n_test=14, seed=3)
-    runs = {"model.": ["--rafdb", str(sample_tree)],
-            "model.hard_": ["--rafdb", str(sample_tree), "--labels", "hard"],
-            "model.folder_": ["--dataset", "folder", "--data", str(faces)]}  # a folder's only protocol: hard
+    copy = tmp_path / "RAF-DB-copy"
+    shutil.copytree(sample_tree, copy)
+    runs = {"model.eval_": ["--rafdb", str(sample_tree)],
+            "model.eval_hard_": ["--rafdb", str(sample_tree), "--labels", "hard"],
+            "model.eval_faces_": ["--dataset", "folder", "--data", str(faces)],  # a folder's only protocol: hard
+            "model.eval_rafdb_": ["--rafdb", str(copy)]}  # RAF-DB elsewhere: its images may differ
     for prefix, flags in runs.items():
         assert lbp_svm_train.main(["eval", "--model", str(trained), "--out-dir", str(tmp_path), "--quiet",
                                    *flags]) == 0
     hard = rafdb_dataset.load_labels(sample_tree, "test", "hard")
     soft = rafdb_dataset.load_labels(sample_tree, "test", "soft")
-    expected = {"model.": ("soft", len(soft)), "model.hard_": ("hard", len(hard)), "model.folder_": ("hard", 14)}
+    expected = {"model.eval_": ("soft", len(soft)), "model.eval_hard_": ("hard", len(hard)),
+                "model.eval_faces_": ("hard", 14), "model.eval_rafdb_": ("soft", len(soft))}
     for prefix, (protocol, n) in expected.items():
-        report = json.loads((tmp_path / f"{prefix}eval_test.json").read_text())
+        report = json.loads((tmp_path / f"{prefix}test.json").read_text())
         assert (report["protocol"], report["n"]) == (protocol, n), prefix
-        rows = list(csv.reader((tmp_path / f"{prefix}confusion_test.csv").read_text().splitlines()))[1:]
+        confusion = prefix.replace(".eval_", ".confusion_")
+        rows = list(csv.reader((tmp_path / f"{confusion}test.csv").read_text().splitlines()))[1:]
         assert sum(int(v) for row in rows for v in row[1:]) == n, prefix
-    assert len(list(tmp_path.glob("*eval_test.json"))) == 3
+    assert len(list(tmp_path.glob("*test.json"))) == 4
 
 
 def test_search_chooses_on_holdout_and_never_opens_test(sample_tree, tmp_path, monkeypatch):
