@@ -566,6 +566,13 @@ def pipeline_errors():
     return user_errors_from_pipeline()
 
 
+def _unbuilt_metrics_line(record) -> bool:
+    """absl filter: Keras's legacy HDF5 loader logs "Compiled the loaded model, but the compiled metrics
+    have yet to be built" on every load of a compiled checkpoint (each --resume); the next fit builds
+    them, so the line says nothing. Every other line passes."""
+    return "compiled metrics have yet to be built" not in record.getMessage()
+
+
 def load_checkpoint(path: Path, compile: bool = True):
     """keras.models.load_model with the project's custom layers; with ``compile`` the full optimizer state.
 
@@ -580,16 +587,12 @@ def load_checkpoint(path: Path, compile: bool = True):
     if not Path(path).is_file():
         raise UserError(f"{path}: no such checkpoint")
     absl = logging.getLogger("absl")
-    level = absl.level
-    # Keras's legacy HDF5 loader logs "Compiled the loaded model, but the compiled metrics have yet to
-    # be built" through absl on every resume: metrics are built by the next fit, so it says nothing.
-    absl.setLevel(logging.ERROR)
+    if _unbuilt_metrics_line not in absl.filters:
+        absl.addFilter(_unbuilt_metrics_line)
     try:
         model = keras.models.load_model(path, custom_objects=models.custom_objects(), compile=compile)
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: cannot load the model ({error})") from None
-    finally:
-        absl.setLevel(level)
     if compile and getattr(model, "optimizer", None) is not None:
         restore_optimizer(model, Path(path))
     return model
@@ -1535,6 +1538,15 @@ def confusion_stem(dataset: str | None, labels: str | None, checkpoint: str | No
     return "confusion_" + "".join(f"{part}_" for part in (dataset, labels, checkpoint) if part)
 
 
+def test_run_folder(args, checkpoint: Path) -> Path:
+    """The run a --mode test checkpoint belongs to: the checkpoint's folder when it holds a run.json,
+    else --dir when given (a checkpoint copied out of the run), else the checkpoint's folder."""
+    checkpoint = Path(checkpoint)
+    if (checkpoint.parent / RUN_FILE).is_file() or args.dir is None:
+        return checkpoint.parent
+    return Path(args.dir)
+
+
 def test_mode(args) -> int:
     """--mode test: accuracy and confusion matrix of test, validation and train (docs/BENCHMARK.md §9.5).
 
@@ -1559,12 +1571,9 @@ def test_mode(args) -> int:
             raise UserError(f"--dir {args.dir}: no such run directory")
         raise UserError(f"--dir {args.dir}: no checkpoint.EE.hdf5 in it")
     checkpoint = Path(checkpoint)
-    # The run: --dir when given (also with a --checkpoint copied elsewhere: its settings came from
-    # --dir, and so do its held-out images), else the checkpoint's folder.
-    run_folder = args.dir if args.dir is not None else checkpoint.parent
-    sidecar = checkpoint.parent / RUN_FILE
-    if not sidecar.is_file():
-        sidecar = run_folder / RUN_FILE
+    # The run whose settings and held-out images apply (test_run_folder; apply_run_dataset read the same).
+    run_folder = test_run_folder(args, checkpoint)
+    sidecar = run_folder / RUN_FILE
     model_classes = None
     run_dataset = None
     run_labels = None
@@ -1653,7 +1662,7 @@ def run(args, parse_argv=None) -> int:
         check_resume(args)
         apply_run_args(args, args.dir, parse_argv)
     if args.mode == "test" and (args.dir is not None or args.checkpoint is not None):
-        apply_run_dataset(args, args.dir if args.dir is not None else Path(args.checkpoint).parent)
+        apply_run_dataset(args, test_run_folder(args, args.checkpoint) if args.checkpoint is not None else args.dir)
     check_args(args)
     if args.mode == "test":
         return test_mode(args)
