@@ -987,7 +987,8 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
     else:
         raise UserError(f"{checkpoint_path}: the model has {n_outputs} outputs (class scores"
                         f"{output_note}) and nothing names their classes (no --class-order, no names in the "
-                        f"file, no run.json beside it; only 7 outputs are taken as RAF-DB's order); name them "
+                        f"file, no class_names in a run.json beside it; only 7 outputs are taken as RAF-DB's "
+                        f"order); name them "
                         f"with --class-order (comma-separated, {n_outputs} names in the order of its outputs, "
                         f"as the evaluated dataset spells its classes, e.g. {_example_order(n_outputs)}, or one "
                         f"of {', '.join(CLASS_ORDER_SHORTHANDS)})")

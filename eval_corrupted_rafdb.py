@@ -103,7 +103,12 @@ def _results_file_like(path: Path) -> bool:
 
     suffix = path.suffix.lower()
     return not path.is_dir() and suffix not in (model_files.MODEL_SUFFIXES + model_files.PICKLE_SUFFIXES
-                                                + model_files.PYTORCH_SUFFIXES)
+                                                + model_files.PYTORCH_SUFFIXES + DATA_SUFFIXES)
+
+
+# A positional with one of these suffixes is not taken for a RESULTS_FILE beside --predictions: the
+# report block would be appended to a data file (another predictions CSV, a results JSON).
+DATA_SUFFIXES = (".csv", ".json", ".jsonl", ".npz", ".npy", ".tsv")
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -189,8 +194,14 @@ def parse_args(argv: Sequence[str] | None = None):
         # With --predictions there is no CHECKPOINT: the one positional is the RESULTS_FILE.
         args.results_file, args.checkpoint = args.checkpoint, None
     if args.predictions is not None and (args.checkpoint is not None or args.merge is not None):
-        given = (f": {args.checkpoint} is a model file or a folder; leave it out (a text RESULTS_FILE is "
-                 f"accepted)" if args.checkpoint is not None else "")
+        if args.checkpoint is not None and args.results_file is not None:
+            given = (f": give at most one positional, a text RESULTS_FILE (got {args.checkpoint} and "
+                     f"{args.results_file})")
+        elif args.checkpoint is not None:
+            given = (f": {args.checkpoint} is a model file, a folder or a data file, not a text RESULTS_FILE; "
+                     f"leave it out")
+        else:
+            given = ""
         parser.error(f"--predictions FILE.csv replaces CHECKPOINT (and is not used with --merge){given}")
     if args.merge is None and args.checkpoint is None and args.predictions is None:
         parser.error("the following arguments are required: checkpoint (or --merge JSON ..., "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import logging
 import re
 import shutil
@@ -508,7 +509,12 @@ def _write_sample(args: argparse.Namespace, out: Path, write) -> None:
                             f"{SAMPLE_MARKER}); this one does not, and may be a real dataset or anything "
                             f"else: delete it yourself if it is yours to delete, or choose another --out")
         # Build the new tree beside the old one first, so an interrupted run loses nothing; both
-        # temporary folders get fresh hidden names, so no folder of the user's is ever touched.
+        # temporary folders get fresh hidden names, so no folder of the user's is ever touched. Those a
+        # killed run left (the names only this command makes) go first.
+        for stale in out.parent.glob(f".{glob.escape(out.name)}.[no][el][wd]-*"):
+            if stale.is_dir() and not stale.is_symlink() and re.fullmatch(
+                    rf"\.{re.escape(out.name)}\.(new|old)-[A-Za-z0-9_]{{8}}", stale.name):
+                shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
         staging.chmod(DIR_MODE)
         try:

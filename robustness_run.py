@@ -269,6 +269,8 @@ def run(args) -> int:
             used = any((robustness.set_of(folder.corruption) == "rafdb") == of_18 for folder in folders)
             if found is None and used:
                 LOG.warning("%s: no manifest.json; the export's parameters are unknown", root)
+    if not any("motion" in name for name in names_c):
+        rendering.pop("motion_backend", None)  # draws no motion blur: nothing to disagree with
     if not args.on_the_fly:
         check_render_flags(rendering, [("--corrupted", args.corrupted, manifest),
                                        ("--corrupted-extra", args.corrupted_extra, manifest_extra)])

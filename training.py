@@ -99,11 +99,14 @@ def without_out_root(argv: list[str]) -> list[str]:
     not repeated inside its name."""
     kept, skip = [], False
     for arg in argv:
+        flag, equals, _ = arg.partition("=")
+        # argparse takes any unambiguous prefix: --ou, --out, --out-r, ... (no other flag starts with --ou)
+        named = arg.startswith("--ou") and "--out-root".startswith(flag)
         if skip:
             skip = False
-        elif arg == "--out-root":
+        elif named and not equals:
             skip = True
-        elif not arg.startswith("--out-root="):
+        elif not named:
             kept.append(arg)
     return kept
 

@@ -680,13 +680,17 @@ def test_rendering_flags_against_an_exported_tree(workspace, capsys):
     common = ["runs/run_a", "--corruptions", "contrast", "--severities", "1"]
     manifest = json.loads((workspace / "corrupted_raf_dataset" / "manifest.json").read_text())
     assert (manifest["params"]["seed"], manifest["params"]["colour"]) == (0, "rgb")
-    for flag, value, recorded in (("--seed", "3", "seed 0"), ("--colour", "bgr-compat", "colour rgb"),
-                                  ("--motion-backend", "wand", "motion_backend numpy")):
+    for flag, value, recorded in (("--seed", "3", "seed 0"), ("--colour", "bgr-compat", "colour rgb")):
         with pytest.raises(UserError, match=rf"^{flag} {value}: --corrupted corrupted_raf_dataset was exported "
                                             rf"with {recorded} \(its manifest\.json\)"):
             run_main(workspace, capsys, *common, flag, value)
-    code, _ = run_main(workspace, capsys, *common, "--seed", "0", "--colour", "rgb")
+    # the motion backend only matters where a motion blur is evaluated
+    code, _ = run_main(workspace, capsys, *common, "--seed", "0", "--colour", "rgb", "--motion-backend", "wand")
     assert code == 0
+    with pytest.raises(UserError, match=r"^--motion-backend wand: --corrupted corrupted_raf_dataset was exported "
+                                        r"with motion_backend numpy"):
+        run_main(workspace, capsys, "runs/run_a", "--corruptions", "motion_blur,contrast", "--severities", "1",
+                 "--allow-missing", "--motion-backend", "wand")
 
 
 def test_a_corrupt_image_in_the_tree_is_one_error_line(sample_tree, tmp_path):

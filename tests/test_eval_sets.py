@@ -192,7 +192,13 @@ def test_predictions_file_gives_the_direct_evaluations_report(workspace, capsys)
     assert (root / "results.txt").read_text() == scored.out.split("\n\n\n")[0] + "\n\n\n"
     with pytest.raises(SystemExit):  # a model file beside --predictions is still refused
         run_main(root, capsys, *common, "--predictions", "preds.csv", "probe.keras")
-    assert "probe.keras is a model file or a folder; leave it out" in capsys.readouterr().err
+    assert "probe.keras is a model file, a folder or a data file, not a text RESULTS_FILE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nor is another data file appended to
+        run_main(root, capsys, *common, "--predictions", "preds.csv", "other.csv")
+    assert "other.csv is a model file, a folder or a data file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_main(root, capsys, *common, "--predictions", "preds.csv", "a.txt", "b.txt")
+    assert "give at most one positional, a text RESULTS_FILE (got a.txt and b.txt)" in capsys.readouterr().err
     mine, theirs = (json.loads((root / name).read_text())["results"][0]
                     for name in ("pred.json", "direct.json"))
     assert mine["folders"] == theirs["folders"]

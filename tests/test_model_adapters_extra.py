@@ -317,8 +317,9 @@ def test_keras_output_heads_are_named_by_layer_and_key(tmp_path, as_dict, caplog
     message = str(caught.value)
     assert "keras_tensor" not in message
     assert "the model has 2 outputs (class scores; read from the first of its 2 output heads: " \
-           in message and "and nothing names their classes (no --class-order, no names in the file, no run.json " \
-           "beside it; only 7 outputs are taken as RAF-DB's order)" in message and "RAF-DB's 7 classes" not in message
+           in message and "and nothing names their classes (no --class-order, no names in the file, no class_names " \
+           "in a run.json beside it; only 7 outputs are taken as RAF-DB's order)" in message \
+           and "RAF-DB's 7 classes" not in message
     # the example has as many names as the model has outputs (it was always FER+'s eight)
     assert ("--class-order (comma-separated, 2 names in the order of its outputs, as the evaluated dataset spells its "
             "classes, e.g. neutral,happiness,") in message

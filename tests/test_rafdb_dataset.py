@@ -203,6 +203,9 @@ def test_cli_sample_force_touches_no_other_folder(tmp_path):
     result = _run("sample", "--out", sample, "--train", 2, "--test", 1)
     assert result.returncode == 2
     assert f"{sample}: already exists and is not empty; pass --force to replace it" in result.stderr
+    # what a killed --force leaves (hidden names only this command makes) is removed by the next one
+    for stale in (".faces.new-abcd1234", ".faces.old-wxyz_987"):
+        (tmp_path / stale / "basic").mkdir(parents=True)
     result = _run("sample", "--out", sample, "--train", 2, "--test", 1, "--force", "--seed", 5)
     assert result.returncode == 0, result.stderr
     assert "--seed 5:" in (sample / ".synthetic-sample").read_text()

@@ -65,7 +65,11 @@ def test_run_dir_name_from_argstring():
     assert "/" not in training.run_dir_name(["--rafdb", "data/RAF-DB"], now)
     # --out-root names the folder that receives the run: not repeated in the run's name (it was)
     for argv in (["--net", "senet50", "--out-root", "/tmp/runs", "--lpf", "3"],
-                 ["--out-root=runs", "--net", "senet50", "--lpf", "3"]):
+                 ["--out-root=runs", "--net", "senet50", "--lpf", "3"],
+                 ["--net", "senet50", "--out-r", "/tmp/runs", "--lpf", "3"]):  # argparse's abbreviation
+        # (without_out_root takes any --ou... prefix for --out-root: no other flag may start so)
+        assert [o for a in train_fer.build_parser()._actions for o in a.option_strings if o.startswith("--ou")] \
+            == ["--out-root"]
         assert training.run_dir_name(argv, now) == "_netsenet50_lpf3_20220409_101500"
     # a command longer than a file name allows: 191 bytes, "_", 8 hex digits of the SHA-256 of the whole
     argv = ["--rafdb", "/mnt/datasets/facial_expression_recognition/é" * 6, "--net", "senet50", "--center-loss"]
