@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -923,6 +924,17 @@ def test_one_predictions_file_for_both_evaluations_is_one_model_in_the_report(tm
                                "--out", str(tmp_path / "p.txt")]) == 0
     assert eval_perturbed_rafdb2.main([str(tmp_path / "p.txt"), "--json", str(tmp_path / "p.json"),
                                        "--quiet"]) == 0
+    # a mistyped row of the evaluation's own export is still an error, in either evaluation
+    for typo, own in (("rafdb.test.contrast.1/nope.jpg", "C"), ("rafdb.test.p_rotate/nope.jpg", "P")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("\n".join(lines + [f"{typo},3"]) + "\n")
+        with pytest.raises(UserError, match=rf"bad\.csv:{len(lines) + 1}: unknown path {re.escape(typo)}"):
+            if own == "C":
+                eval_corrupted_rafdb.main(["--predictions", str(bad), "--rafdb", str(root), "--corrupted",
+                                           str(corrupted), "--corruptions", "contrast", "--severities", "1"])
+            else:
+                writer_script.main(["--predictions", str(bad), "--rafdb", str(root), "--perturbed", str(perturbed),
+                                    "--out", str(tmp_path / "bad.txt")])
     result = report.make_report([tmp_path / "c.json", tmp_path / "p.json"], tmp_path / "report")
     (row,) = result["rows"]
     labels = rafdb_dataset_labels(root)
