@@ -496,7 +496,7 @@ def test_a_shard_with_another_work_list_is_refused_while_the_export_is_unfinishe
 
     shard_run(many_units(6), (0, 2))
     for units, shard in ((many_units(4), (1, 2)), (many_units(6), (1, 3))):
-        with pytest.raises(UserError, match=r"--shard 1/\d: .* unfinished export of 2 shard\(s\) whose work list "
+        with pytest.raises(UserError, match=r"--shard 1/\d: .* unfinished export split into 2 shard\(s\) whose work list "
                                             r"differs"):
             shard_run(units, shard)
     assert not json.loads((out / "manifest.json").read_text())["complete"]
