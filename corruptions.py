@@ -14,8 +14,9 @@ Options (keyword arguments of :func:`corrupt`, passed on to every function):
 
 - ``motion_backend``: ``"numpy"`` (default; imagecorruptions' port of ImageMagick's motion blur,
   BENCHMARK.md §2.5, whose final step converts as ImageMagick Q16 does, floor(round(257 acc) / 257),
-  rather than the port's plain floor: identical to Wand on all but ~0.002 % of pixels, which differ by 1) or ``"wand"`` (ImageMagick through Wand, the original's; Wand is imported only
-  then). :data:`MOTION_BACKEND_HELP` is the CLIs' wording of this.
+  rather than the port's plain floor: identical to Wand on all but ~0.002 % of pixels, which differ
+  by 1) or ``"wand"`` (ImageMagick through Wand, the original's; Wand is imported only then).
+  :data:`MOTION_BACKEND_HELP` is the CLIs' wording of this.
 - ``colour``: ``"rgb"`` (default, FIX) or ``"bgr-compat"``, which reproduces the original's
   channel-order defects (BENCHMARK.md §2.2): swapped spatter colours, and JPEG encoding of BGR as RGB.
 

@@ -218,7 +218,8 @@ class PredictionsClassifier:
         if self.other_export == "p":
             return "/" in key and last.startswith("p_") and not (self.tree_root / top).exists()
         if self.other_export == "c":
-            return key.startswith(CLEAN_PREFIX) or ("/" in key and last.isdigit() and not (self.tree_root / top).exists())
+            return key.startswith(CLEAN_PREFIX) or (
+                "/" in key and last.isdigit() and not (self.tree_root / top).exists())
         return False
 
     def _check_known(self) -> None:

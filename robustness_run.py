@@ -47,8 +47,9 @@ def check_render_flags(given: dict, trees) -> None:
                                 f"it was written; the flag chooses what --on-the-fly renders: leave it out, or "
                                 f"export again with it")
     if not recorded_any:
+        flags = ", ".join(f"--{key.replace('_', '-')} {value}" for key, value in given.items())
         LOG.warning("%s: the images are read from the exported tree as written; the flag(s) only choose what "
-                    "--on-the-fly renders", ", ".join(f"--{key.replace('_', '-')} {value}" for key, value in given.items()))
+                    "--on-the-fly renders", flags)
 
 
 def find_set_folders(args, labels, pairs, fmt):

@@ -1381,7 +1381,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
                 if not report.get("matched") and not report.get("matched_by_order"):
                     # Nothing loaded: the run would start from random weights while recording a pretraining.
                     unused = report.get("unused") or []
-                    shown = ", ".join(map(str, unused[:5])) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+                    shown = ", ".join(map(str, unused[:5])) + (
+                        f" and {len(unused) - 5} more" if len(unused) > 5 else "")
                     raise UserError(f"--pretraining {args.pretraining}: no layer of the file matches a layer of "
                                     f"--net {args.net} by name and shape ({len(report.get('mismatched', []))} of "
                                     f"the same name with other shapes; the file's layers: {shown or 'none'}), so "
