@@ -207,7 +207,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def test_default_protocol(args: argparse.Namespace) -> str:
+def default_protocol(args: argparse.Namespace) -> str:
     """The default label protocol of the dataset ``args`` name (the first it has)."""
     return datasets.dataset_class(args.dataset).protocols[0]
 
@@ -270,7 +270,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print("Accuracy: %.3f" % accuracy)
     data = datasets.open_dataset(args)
     tag = _eval_tag(model.info, args.dataset, getattr(data, "dataset_name", None) or args.dataset,
-                    str(Path(data.root).resolve()), args.labels, test_default_protocol(args))
+                    str(Path(data.root).resolve()), args.labels, default_protocol(args))
     stem = args.model.stem
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
