@@ -973,7 +973,7 @@ def baseline_mismatch(summary: dict, baseline: dict) -> str:
 
 def check_baseline(results: dict, baseline_label: str, baseline: dict, mismatch_ok: bool = False) -> None:
     """UserError (a warning with ``mismatch_ok``) naming every method the baseline cannot normalise
-    (:func:`baseline_mismatch`): an FR over other images, labels or sequence lengths is no ratio."""
+    (:func:`baseline_mismatch`): an FR over other sequences or sequence lengths is no ratio."""
     problems = [f"{method or chr(34) * 2}: {mismatch}" for method, summary in results["methods"].items()
                 if summary is not baseline and (mismatch := baseline_mismatch(summary, baseline))]
     if not problems:
