@@ -928,6 +928,9 @@ def _quiet_pool_thread_races() -> None:
     _QUIET_POOL_THREADS.append(hook)
 
 
+WORKER_STOP_SECONDS = 3.0  # how long stopped pool workers get to end after SIGTERM before SIGKILL
+
+
 def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: tuple,
             done: Callable[[], int], total: int) -> Iterator[tuple]:
     """The outcomes of ``_process_unit`` over ``units`` in ``workers`` forked processes, in order.
@@ -945,6 +948,9 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
     _POOL_PARENT = os.getpid()
 
     def terminated(_signum, _frame):
+        if os.getpid() != _POOL_PARENT:
+            # A worker forked before its initializer reset SIGTERM inherits this handler: it ends at once.
+            os._exit(128 + signal.SIGTERM)
         # SIGTERM (scancel, a pod stopped): stop the workers (finally below) and exit quietly.
         print(f"terminated (SIGTERM): {done()} of {total} image(s) are recorded as finished and kept; rerun "
               f"the same command to render the rest", file=sys.stderr)
@@ -975,6 +981,16 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
         for process in processes:
             with contextlib.suppress(Exception):
                 process.terminate()
+        # A worker that survives SIGTERM (blocked for good on a queue lock that a sibling held when it
+        # was stopped, or ignoring the signal) would keep this process from exiting, which joins its
+        # children: after a grace period it is killed.
+        deadline = time.monotonic() + WORKER_STOP_SECONDS
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    process.kill()
+                    process.join(1.0)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

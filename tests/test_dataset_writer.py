@@ -689,6 +689,30 @@ def test_render_error_that_names_the_source_file_is_not_prefixed(tmp_path, worke
     assert "happy|" not in str(error.value)
 
 
+def _render_stuck_or_failing(unit):
+    if unit.payload == "stuck":  # a worker that SIGTERM does not end (blocked for good, or ignoring it)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+    time.sleep(0.5)  # (the other worker takes "stuck" meanwhile)
+    raise UserError("fails")
+
+
+def test_a_worker_that_survives_sigterm_is_killed(tmp_path):
+    """A render error stops the export; a worker that SIGTERM did not end stayed alive (seen in CI: one
+    blocked for good on the result queue's lock after its sibling was stopped), and the process
+    running the export, which joins its children when it exits, never exited."""
+    import multiprocessing
+
+    before = {child.pid for child in multiprocessing.active_children()}
+    units = [WorkUnit(f"u{i}", (f"f1/u{i}.bin",), payload) for i, payload in enumerate(("fails", "stuck"))]
+    started = time.monotonic()
+    with pytest.raises(UserError, match="fails"):
+        dataset_writer.export(units, _render_stuck_or_failing, tmp_path / "out", generator="test", kind="toy",
+                              params=PARAMS, sources=[], workers=2, progress=False, chunksize=1)
+    alive = [child for child in multiprocessing.active_children() if child.pid not in before]
+    assert alive == [] and time.monotonic() - started < 30
+
+
 def _render_failing_on_c(unit, *, path):
     if unit.payload == "c":
         raise UserError(f"{path}: too small to corrupt")
