@@ -938,7 +938,8 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
     A ProcessPoolExecutor, not a multiprocessing.Pool: a worker that dies (SIGKILL from the
     out-of-memory killer, a crash in native code) breaks the pool at once, where a Pool silently
     replaces the worker and waits forever for the units it held. That is a UserError saying how much
-    is kept; on any exit the workers are stopped, not waited for.
+    is kept; on any exit the workers are stopped (SIGTERM, then SIGKILL for one still alive after
+    WORKER_STOP_SECONDS).
     """
     import signal
     from concurrent.futures import ProcessPoolExecutor
