@@ -709,9 +709,18 @@ def test_a_worker_that_survives_sigterm_is_killed(tmp_path):
     with pytest.raises(UserError, match="fails"):
         dataset_writer.export(units, _render_stuck_or_failing, tmp_path / "out", generator="test", kind="toy",
                               params=PARAMS, sources=[], workers=2, progress=False, chunksize=1)
+    def running(child) -> bool:  # by the kernel's word (a child reaped elsewhere can look alive to multiprocessing)
+        try:
+            with open(f"/proc/{child.pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return child.is_alive()
+
     deadline = time.monotonic() + 15  # (the stuck worker would sleep 60 s: still alive then without the fix)
-    while (alive := [child for child in multiprocessing.active_children() if child.pid not in before]) \
-            and time.monotonic() < deadline:
+    while (alive := [child for child in multiprocessing.active_children()
+                     if child.pid not in before and running(child)]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert alive == [] and time.monotonic() - started < 30
 
