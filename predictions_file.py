@@ -206,6 +206,7 @@ class PredictionsClassifier:
         # export are skipped, so one file can hold both evaluations' predictions (and both results
         # then carry its SHA-256, which report.py joins by)
         self.other_export = other_export
+        self._folder_exists: dict[str, bool] = {}  # top folder -> in the tree (asked once per folder)
         if check_paths:
             self._check_known()
 
@@ -213,14 +214,17 @@ class PredictionsClassifier:
         """Whether ``key`` is a row of the other export (see ``other_export``): a perturbation folder's
         frame (``<dataset>.<split>.p_<name>/...``) for a corruption evaluation; a clean image or a
         corruption folder's (``<dataset>.<split>.<corruption>.<severity>/...``) for a perturbation one."""
+        if self.other_export not in ("p", "c"):
+            return False
+        if self.other_export == "c" and key.startswith(CLEAN_PREFIX):
+            return True
         top = key.split("/", 1)[0]
         last = top.rpartition(".")[2]
-        if self.other_export == "p":
-            return "/" in key and last.startswith("p_") and not (self.tree_root / top).exists()
-        if self.other_export == "c":
-            return key.startswith(CLEAN_PREFIX) or (
-                "/" in key and last.isdigit() and not (self.tree_root / top).exists())
-        return False
+        if "/" not in key or not (last.startswith("p_") if self.other_export == "p" else last.isdigit()):
+            return False
+        if top not in self._folder_exists:
+            self._folder_exists[top] = (self.tree_root / top).exists()
+        return not self._folder_exists[top]
 
     def _check_known(self) -> None:
         for key, (number, _) in self.predictions.rows.items():
