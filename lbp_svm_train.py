@@ -221,8 +221,7 @@ def _eval_tag(info: dict, dataset: str, name: str, root: str, labels: str, defau
     model without a training record (``info``) gets the plain names."""
     trained_on = info.get("dataset")
     other = trained_on is not None and (trained_on != dataset or (info.get("data") or root) != root)
-    own_labels = default_labels if other else info.get("protocol")
-    parts = [name if other else None, labels if own_labels is not None and labels != own_labels else None]
+    parts = datasets.result_tags(other, name, labels, info.get("protocol"), default_labels)
     return "".join(f"{part}_" for part in parts if part)
 
 

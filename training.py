@@ -1618,13 +1618,9 @@ def test_mode(args) -> int:
         # (another dataset has its own protocols: FER2013's only one is hard, whatever the run's was)
         LOG.warning("the model was trained with --labels %s; evaluating with --labels %s", run_labels, args.labels)
     tag = getattr(data, "dataset_name", None) if args.dataset == "folder" else args.dataset
-    # The protocol is named when it is not the run's own (on the run's dataset) or not the default of
-    # the dataset tested (on another one): a hard- and a soft-label test of another RAF-DB folder keep
-    # their own files.
-    own_labels = data.protocols[0] if other else run_labels
-    stem = confusion_stem(tag or args.dataset if other else None,
-                          args.labels if own_labels is not None and args.labels != own_labels else None,
-                          checkpoint_tag(checkpoint))
+    # a hard- and a soft-label test of another RAF-DB folder keep their own files (datasets.result_tags)
+    stem = confusion_stem(*datasets.result_tags(other, tag or args.dataset, args.labels, run_labels,
+                                                data.protocols[0]), checkpoint_tag(checkpoint))
     for part in TEST_MODE_PARTS:
         labels = sets[part]
         keep = np.flatnonzero(mapping.evaluable(labels.classes))

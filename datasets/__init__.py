@@ -78,6 +78,17 @@ def add_dataset_args(parser: argparse.ArgumentParser, *, protocols: bool = True)
                             "'legacy' = the original's total including unknown/NF votes")
 
 
+def result_tags(other: bool, name: str, labels: str, own_labels: str | None,
+                default_labels: str) -> tuple[str | None, str | None]:
+    """(dataset tag, protocol tag) of an evaluation's file names, each None when not needed: the
+    evaluated dataset's ``name`` when it is not the model's own (``other``); the protocol ``labels``
+    when it is not the model's own (``own_labels``, on its dataset; None: unknown, no tag) or not the
+    evaluated dataset's default (on another). So testing one model on two datasets, folders or
+    protocols keeps each result's files (train_fer.py --mode test, lbp_svm_train.py eval)."""
+    reference = default_labels if other else own_labels
+    return (name if other else None, labels if reference is not None and labels != reference else None)
+
+
 def open_dataset(args: argparse.Namespace) -> Dataset:
     """The Dataset named by the options of :func:`add_dataset_args`."""
     name = getattr(args, "dataset", DEFAULT_DATASET)
