@@ -19,7 +19,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -151,6 +151,19 @@ class ArgumentParser(argparse.ArgumentParser):
         if self._subparsers is not None or "--" in argv:  # intermixed parsing drops what follows "--"
             return super().parse_args(argv, namespace)
         return self.parse_intermixed_args(argv, namespace)
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The destinations the command line ``argv`` sets explicitly (parsed again with every default
+    suppressed): a flag given with its default value counts as given. An optional positional left
+    out is not given (argparse passes the suppressed default through its ``type``, e.g. to a Path)."""
+    import copy
+
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return {name for name, value in vars(quiet.parse_args(list(argv))).items()
+            if not (isinstance(value, (str, os.PathLike)) and os.fspath(value) == argparse.SUPPRESS)}
 
 
 def check_output_path(path: str | os.PathLike, flag: str, *, folder: bool = False) -> Path:

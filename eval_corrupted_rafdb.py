@@ -82,6 +82,7 @@ Examples:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -104,6 +105,11 @@ def _results_file_like(path: Path) -> bool:
     suffix = path.suffix.lower()
     return not path.is_dir() and suffix not in (model_files.MODEL_SUFFIXES + model_files.PICKLE_SUFFIXES
                                                 + model_files.PYTORCH_SUFFIXES + DATA_SUFFIXES)
+
+
+# The flags that act on a --merge; any other one given with it is refused (it would be ignored).
+MERGE_FLAGS = frozenset({"merge", "json", "csv", "plot", "baseline", "baseline_method", "baseline_mismatch_ok",
+                         "verbose"})
 
 
 # A positional with one of these suffixes is not taken for a RESULTS_FILE beside --predictions: the
@@ -186,9 +192,16 @@ def parse_args(argv: Sequence[str] | None = None):
     inference.add_runner_args(parser)
     checkpoints.add_checkpoint_args(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.merge is not None and (args.checkpoint is not None or args.shard is not None):
         parser.error("--merge takes shard JSON files instead of a CHECKPOINT (and no --shard)")
+    if args.merge is not None and (ignored := cli_common.explicit_flags(parser, argv) - MERGE_FLAGS):
+        names = ", ".join(sorted("--" + name.replace("_", "-") for name in ignored))
+        parser.error(f"{names}: not used by --merge, which combines finished shard results (give "
+                     f"{'it' if len(ignored) == 1 else 'them'} to the shard runs: each shard writes its own "
+                     f"--save-probabilities .npz). --merge takes "
+                     f"{', '.join(sorted('--' + name.replace('_', '-') for name in MERGE_FLAGS - {'merge'}))}")
     if args.predictions is not None and args.checkpoint is not None and args.results_file is None \
             and args.merge is None and _results_file_like(args.checkpoint):
         # With --predictions there is no CHECKPOINT: the one positional is the RESULTS_FILE.

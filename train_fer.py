@@ -64,7 +64,7 @@ from pathlib import Path  # noqa: E402
 import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import training  # noqa: E402
-from cli_common import ArgumentParser, run_main, setup_logging  # noqa: E402
+from cli_common import ArgumentParser, explicit_flags, run_main, setup_logging  # noqa: E402
 from training import DEFAULT_LR, LPF_CHOICES  # noqa: E402
 
 # Flags whose choices live in models/ (imports Keras): validated after parsing, so --help stays fast.
@@ -188,17 +188,6 @@ def build_parser() -> ArgumentParser:
                         help="--mode test: the .hdf5 to evaluate (default: the best in --dir)")
     output.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
-
-
-def explicit_flags(parser: ArgumentParser, argv: list[str]) -> set[str]:
-    """The destinations the command line sets explicitly (parsed again with every default suppressed)."""
-    import argparse
-    import copy
-
-    quiet = copy.deepcopy(parser)
-    for action in quiet._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(quiet.parse_args(argv)))
 
 
 def parse_args(argv: list[str] | None = None):

@@ -339,7 +339,7 @@ def check_args(args) -> None:
     if getattr(args, "jsd", False) and (args.augmentation != "augmix" or args.cutout):
         raise UserError("--jsd needs --augmentation augmix (without --cutout): the consistency loss compares "
                         "a clean view with two AugMix views")
-    explicit = getattr(args, "explicit", set())  # the flags the command line gives (train_fer.explicit_flags)
+    explicit = getattr(args, "explicit", set())  # the flags the command line gives (cli_common.explicit_flags)
     given = [f"--{name.replace('_', '-')}" for name in ("augmix_width", "augmix_depth", "augmix_severity")
              if name in explicit]
     if given and args.augmentation != "augmix" and not args.resume:  # (a run resumed keeps its own)

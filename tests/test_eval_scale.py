@@ -164,6 +164,23 @@ def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):
         robustness.merge_results([part, tmp_path / "other1.json"])
 
 
+@pytest.mark.parametrize("flags, named", [
+    (["--save-probabilities", "all.npz"], "--save-probabilities"),
+    (["--adapt", "bn", "--seed", "5"], "--adapt, --seed"),
+    (["--corrupted", "elsewhere", "--batch", "8"], "--batch, --corrupted"),
+])
+def test_merge_refuses_the_flags_it_would_ignore(flags, named, capsys):
+    """A flag of the evaluation itself given to --merge (which only combines the shards' JSONs) is an
+    error naming it, before any file is read; the merge's own outputs and baseline flags parse."""
+    with pytest.raises(SystemExit) as stop:
+        eval_corrupted_rafdb.parse_args(["--merge", "a.json", "b.json", "--json", "all.json", *flags])
+    assert stop.value.code == 2
+    assert f"error: {named}: not used by --merge" in capsys.readouterr().err
+    args = eval_corrupted_rafdb.parse_args(["--merge", "a.json", "b.json", "--json", "all.json", "--csv", "all.csv",
+                                            "--plot", "all.png", "--baseline", "base.json", "-v"])
+    assert args.merge == [Path("a.json"), Path("b.json")] and args.checkpoint is None
+
+
 @pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0"])
 def test_bad_shard(text):
     with pytest.raises(UserError, match="--shard"):
