@@ -43,6 +43,10 @@ class UserError(Exception):
     """An error caused by the user's input (path, flag, file content), reported without traceback."""
 
 
+# errno values of a write that found no room: a full disk, a quota, a file-size limit.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 class OutputError(UserError, OSError):
     """An output file could not be written (read-only folder, a file where a folder should be, a
     full disk): raised by the atomic writers below in place of their own OSError.
@@ -86,7 +90,7 @@ def run_main(main: Callable[[], int | None]) -> None:
     except OSError as error:
         # A full or failing disk under a redirected standard output (`script > out.txt`): the
         # writes of our own files say which file (OutputError); this is the only one left.
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        if error.errno not in DISK_FULL | {errno.EIO}:
             raise
         with contextlib.suppress(Exception):
             sys.stdout = open(os.devnull, "w")
@@ -331,8 +335,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left as it was. A failure to
-    create the temporary file or to rename it is an :class:`OutputError` naming ``path``; errors
-    raised by the caller's block pass through unchanged. A symbolic link is followed (its target is
+    create the temporary file or to rename it is an :class:`OutputError` naming ``path``, and so is a
+    full disk or quota while the caller's block runs (it was writing the temporary file: no read
+    fails that way); other errors raised by the caller's block pass through unchanged. A symbolic link is followed (its target is
     replaced); a special file (FIFO, device) gets the finished content written to it
     (:func:`write_target`).
     """
@@ -353,7 +358,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as error:
+            if isinstance(error, OutputError) or error.errno not in DISK_FULL:
+                raise
+            raise OutputError(error.errno, error.strerror or str(error), os.fspath(path)) from error
         with _output_errors(path):
             os.replace(tmp, path)
     except BaseException:

@@ -136,7 +136,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from cli_common import LOG, UserError, atomic_path, item_rng, refuse_outputs_over_inputs, temp_stem
+from cli_common import DISK_FULL, LOG, UserError, atomic_path, item_rng, refuse_outputs_over_inputs, temp_stem
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -847,8 +847,6 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 def _describe(error: BaseException) -> str:
     if isinstance(error, UserError):
         return str(error)
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{error.strerror} while writing {error.filename or 'an output file'}"
     return f"{type(error).__name__}: {error}"
 
 
@@ -856,7 +854,8 @@ def _process_unit(unit: WorkUnit) -> tuple:
     """Skip or render one unit.
 
     Returns ("skipped", n outputs), ("written", key, inputs digest, [(rel, sha256)], reason, complete)
-    with reason "new" or a key of ``_REASONS``, or ("error", name, message).
+    with reason "new" or a key of ``_REASONS``, or ("error", name, message) (name None: the output
+    disk is full, and the message names the output folder).
     """
     out_dir = _WORKER["out_dir"]
     try:
@@ -889,6 +888,10 @@ def _process_unit(unit: WorkUnit) -> tuple:
             hashes.append((rel, sha256(data).hexdigest()))
         return ("written", unit.key, digest, hashes, reason, complete)
     except Exception as error:  # reported by the parent as a UserError naming the unit
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            # the output folder's disk is full, not a fault of the unit's source file: name the folder
+            return ("error", None, f"{out_dir}: {error.strerror or error} (while writing the outputs of "
+                                   f"{unit.name})")
         message = _describe(error)
         # a message that already names the unit's source file is not prefixed with the unit name
         name = next((path for path in unit.inputs if message.startswith(str(path))), unit.name)
@@ -1171,11 +1174,14 @@ def export(
             return
         if status == "error":
             _status, name, message = outcome
-            text = message if message.startswith(str(name)) else f"{name}: {message}"
+            if name is None:  # the output disk is full (_process_unit)
+                text, remedy = message, "free space on that disk"
+            else:
+                text = message if message.startswith(str(name)) else f"{name}: {message}"
+                remedy = "fix this (or leave the file out of the dataset)"
             done = result.units_skipped + result.units_rendered
             raise UserError(f"{text}; {done} of {result.units} image(s) are recorded as finished and kept: "
-                            f"fix this (or leave the file out of the dataset), then rerun the same command, "
-                            f"which renders only the rest")
+                            f"{remedy}, then rerun the same command, which renders only the rest")
         _status, key, inputs, hashes, reason, complete = outcome
         journal.add(key, inputs, hashes)
         result.units_rendered += 1

@@ -312,6 +312,26 @@ def test_a_full_device_is_an_output_error_and_stays_a_device():
     assert cli_common.check_output_path(full, "--json") == full
 
 
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT", "EFBIG"])
+def test_a_full_disk_while_streaming_into_atomic_path_names_the_file(tmp_path, code):
+    """A disk that fills while the caller writes the temporary file (a streamed JSON manifest) is an
+    OutputError naming the final path; the old file stays and no temporary file is left. Other
+    errors of the caller's block pass through unchanged."""
+    import errno
+
+    path = tmp_path / "manifest.json"
+    path.write_text("old")
+    with pytest.raises(OutputError, match=rf"^{tmp_path}/manifest\.json: full$"):
+        with cli_common.atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise OSError(getattr(errno, code), "full")
+    with pytest.raises(OSError) as caught:
+        with cli_common.atomic_path(path):
+            raise OSError(errno.ENOENT, "an input is missing")
+    assert not isinstance(caught.value, OutputError)
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
 def test_run_main_turns_a_full_standard_output_into_one_line(capsys):
     import errno
 
