@@ -1243,7 +1243,8 @@ def export(
 
 def _new_manifest(old: Mapping[str, Any] | None, generator: str, kind: str, params: Mapping[str, Any],
                   sources: Sequence[str], source_root: str | None, files: dict, unit_digests: dict) -> dict:
-    """The manifest of this run (complete False), merged with what ``old`` records."""
+    """The manifest of this run (complete False), merged with what ``old`` records (its source root
+    is kept: informational, the per-image digests are what reruns compare)."""
     old = old or {}
     old_source = old.get("source") or {}
     return {
@@ -1252,7 +1253,9 @@ def _new_manifest(old: Mapping[str, Any] | None, generator: str, kind: str, para
         "kind": kind,
         "params": dict(params),
         "source": {
-            "root": source_root if source_root is not None else old_source.get("root"),
+            # as the first run gave it: a rerun or a shard that spells the folder otherwise (a link,
+            # a relative path, another machine's mount) does not change the manifest's bytes
+            "root": old_source.get("root") or source_root,
             "files": sorted(set(old_source.get("files") or []) | set(sources)),
         },
         "versions": package_versions(),

@@ -486,6 +486,25 @@ def test_shards_one_after_another_complete_the_manifest(tmp_path):
     assert tree(out) == tree(ref)
 
 
+def test_shards_and_reruns_that_spell_the_source_folder_otherwise_keep_the_manifest_bytes(tmp_path):
+    """The manifest's source root is the first run's spelling: a shard that reaches the source by
+    another path (a link, another mount) and a no-op rerun spelled otherwise leave it as it was, so
+    the sharded tree equals the single export byte for byte."""
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    units = many_units(6)
+    for index, root in ((0, "src"), (1, "/mnt/node7/src")):
+        dataset_writer.export(units, functools.partial(counting_render, seed=3), out, generator="test", kind="toy",
+                              params=PARAMS, sources=["a.jpg"], source_root=root, workers=1, progress=False,
+                              shard=(index, 2))
+    count_export(ref, units)
+    assert tree(out) == tree(ref)
+    before = (out / "manifest.json").read_bytes()
+    dataset_writer.export(units, functools.partial(counting_render, seed=3), out, generator="test", kind="toy",
+                          params=PARAMS, sources=["a.jpg"], source_root="./src", workers=1, progress=False)
+    assert (out / "manifest.json").read_bytes() == before
+    assert json.loads(before)["source"]["root"] == "src"
+
+
 def test_a_shard_with_another_work_list_is_refused_while_the_export_is_unfinished(tmp_path):
     """Shards must share the whole list: one with fewer units (other --severities, say) or another N
     would mark the manifest complete over work the others do not do."""
