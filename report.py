@@ -682,6 +682,17 @@ def headline_corruptions(names) -> list[str]:
     return [name for name in names if name in corruptions.CORRUPTION_NAMES] or names
 
 
+def _param_set(model: Model) -> str | None:
+    """The --param-set the ImageNet-C extras of ``model``'s robustness result were rendered with."""
+    return ((model.robustness or {}).get("source") or {}).get("param_set")
+
+
+def _needs_param_set(corruption: str) -> bool:
+    import corruptions
+
+    return corruptions.needs_param_set([corruption])
+
+
 def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else math.nan
 
@@ -733,11 +744,14 @@ def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dic
         out["baseline_mismatch"] = mismatch
     elif baseline is not None and baseline.robustness is not None:
         base_clean, base_table = baseline.errors()
+        other_params = _param_set(model) != _param_set(baseline)
         for corruption, errors in complete.items():
             base = base_table.get(corruption, {})
             severities = sorted(errors)
             if not all(s in base for s in severities):
                 continue
+            if other_params and _needs_param_set(corruption):
+                continue  # an ImageNet-C extra rendered with other lengths (§2.9): no ratio
             out["ce"][corruption] = _ratio(sum(errors[s] for s in severities),
                                            sum(base[s] for s in severities))
             out["relative_ce"][corruption] = _ratio(  # sums of differences as the evaluations round them

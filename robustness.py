@@ -460,23 +460,25 @@ def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) ->
     """docs/BENCHMARK.md §5.2: the baseline must come from the same test images (dataset and test set
     digest, where the baseline records it), protocol, N, crop and format.
 
-    ``mine`` maps dataset / test_set / protocol / N / crop / format to this evaluation's values (the
-    keys present are checked; a test set the baseline does not record is not compared). A
+    ``mine`` maps dataset / test_set / protocol / N / crop / format / param_set (given when the
+    ImageNet-C extras are evaluated) to this evaluation's values (the keys present are checked; a
+    test set or parameter set the baseline does not record is not compared). A
     difference is a UserError naming both values, or a warning with ``mismatch_ok``.
     """
     theirs = {"dataset": baseline.get("dataset") or "rafdb", "test_set": baseline.get("test_set_sha256"),
               "protocol": baseline.get("protocol"), "N": baseline.get("n"),
               "crop": (baseline.get("checkpoint") or {}).get("crop"),
-              "format": baseline.get("format")}
+              "format": baseline.get("format"), "param_set": (baseline.get("source") or {}).get("param_set")}
     shown = {"test_set": lambda value: f"test set {str(value)[:12]}"}  # names and labels: not the pixels
     differences = [f"{shown[key](theirs[key]) if key in shown else f'{key} {theirs[key]!r}'} (this evaluation: "
                    f"{shown[key](value) if key in shown else repr(value)})"
                    for key, value in mine.items()
-                   if theirs[key] != value and not (key == "test_set" and theirs[key] is None)]
+                   if theirs[key] != value and not (key in ("test_set", "param_set") and theirs[key] is None)]
     if not differences:
         return
     message = (f"--baseline {path}: produced with {'; '.join(differences)}; docs/BENCHMARK.md §5.2 needs the "
-               f"same test images, protocol, crop and format")
+               f"same test images, protocol, crop and format (and §2.9 the same --param-set for the ImageNet-C "
+               f"extras)")
     if not mismatch_ok:
         raise UserError(message + " (pass --baseline-mismatch-ok to normalise anyway)")
     LOG.warning("%s; normalising anyway (--baseline-mismatch-ok)", message)
@@ -968,6 +970,8 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
     N, data, export, requested folders and runtime options; the rows are put back in canonical
     order and the summary is recomputed (with ``baseline`` if given). Timing fields are summed.
     """
+    import corruptions
+
     per_model: dict[str, list[tuple[Path, dict]]] = {}
     for path in paths:
         for result in read_results(path):
@@ -1017,7 +1021,9 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
                                                      "format": first["format"],
                                                      "crop": first["checkpoint"].get("crop"),
                                                      **({"test_set": first["test_set_sha256"]}
-                                                        if first.get("test_set_sha256") else {})},
+                                                        if first.get("test_set_sha256") else {}),
+                                                     **({"param_set": (first.get("source") or {}).get("param_set")}
+                                                        if corruptions.needs_param_set(first["corruptions"]) else {})},
                            mismatch_ok)
         seconds = float(sum(part.get("seconds") or 0.0 for _, part in parts))
         merged.append(make_result(

@@ -52,6 +52,31 @@ def check_render_flags(given: dict, trees) -> None:
                     "--on-the-fly renders", flags)
 
 
+# Export parameters that decide what an image of either tree is: one evaluation of both reports one value.
+TREES_AGREE_ON = ("format", "seed", "colour")
+
+
+def check_trees_agree(args, manifest: dict | None, manifest_extra: dict | None, folders) -> bool:
+    """Whether the evaluation reads folders of both --corrupted (the 18) and --corrupted-extra (the
+    held-out sets) and both record their export; a UserError when their format, seed or colour mode
+    differ (the result reports one source: a held-out set of a PNG, seed-5 tree was reported as the
+    18's JPEG, seed-0 export)."""
+    if manifest is None or manifest_extra is None:
+        return False
+    if {robustness.set_of(folder.corruption) == "rafdb" for folder in folders} != {True, False}:
+        return False
+    ours, theirs = manifest.get("params") or {}, manifest_extra.get("params") or {}
+    differing = [f"{key} {ours[key]} vs {theirs[key]}" for key in TREES_AGREE_ON
+                 if ours.get(key) is not None and theirs.get(key) is not None and ours[key] != theirs[key]]
+    if differing:
+        raise UserError(f"--corrupted {args.corrupted} and --corrupted-extra {args.corrupted_extra} were exported "
+                        f"with other parameters ({', '.join(differing)}; their {dataset_writer.MANIFEST_NAME}), "
+                        f"and one evaluation of both reports one source: export the held-out sets with the "
+                        f"18's --seed/--format/--colour, or evaluate them on their own "
+                        f"(--corruption-set imagenet-extra or face)")
+    return True
+
+
 def find_set_folders(args, labels, pairs, fmt):
     """The exported folders of ``pairs``: the 18 under --corrupted, the others under
     --corrupted-extra; returns (folders, manifest of --corrupted, manifest of --corrupted-extra)."""
@@ -264,6 +289,9 @@ def run(args) -> int:
                      for key in ("seed", "motion_backend", "colour")}}
         if manifest_extra is not None and manifest_extra.get("params", {}).get("extra_param_set"):
             source["param_set"] = manifest_extra["params"]["extra_param_set"]
+        if check_trees_agree(args, manifest, manifest_extra, folders):
+            # the held-out sets' export, beside the 18's (the result's "manifest")
+            source["manifest_extra"] = robustness.manifest_summary(args.corrupted_extra, manifest_extra)
         for root, found, of_18 in ((args.corrupted, manifest, True), (args.corrupted_extra, manifest_extra, False)):
             # The 18 are read from --corrupted, the other sets from --corrupted-extra (one may
             # be a prefix of the other's path: corrupted_raf_dataset and corrupted_raf_dataset_extra).
@@ -285,7 +313,8 @@ def run(args) -> int:
         # N of a FER/folder dataset is known per model (a model's classes may leave images out): below
         robustness.check_baseline(baseline, args.baseline,
                                   {"dataset": dataset_name, "test_set": test_set, "protocol": labels.protocol,
-                                   "format": fmt, **({"N": len(labels)} if evaluated is None else {})},
+                                   "format": fmt, **({"N": len(labels)} if evaluated is None else {}),
+                                   **({"param_set": source.get("param_set")} if needs_param_set else {})},
                                   args.baseline_mismatch_ok)
         # and the folders it normalises (of the corruptions found at every severity: the 18 when evaluated,
         # else all, as robustness.summarise): refused now, not after every model

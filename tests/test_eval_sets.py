@@ -167,6 +167,50 @@ def test_set_flags_are_checked(workspace, capsys):
                  "--corruptions", "fog", "--on-the-fly")
 
 
+def test_both_trees_are_recorded_and_must_share_the_export_parameters(workspace, capsys):
+    """--corruption-set all reads the 18 from --corrupted and the held-out sets from --corrupted-extra:
+    the result records both manifests (SHA-256 of each file), and a held-out tree exported with
+    another seed or format than the 18's (one reported source) is refused, naming both values."""
+    import hashlib
+
+    root = workspace
+    code, out = run_main(root, capsys, "probe.keras", "--corruption-set", "all", "--corruptions",
+                         ",".join(RAFDB_C + FACE), "--severities", "1-2", "--json", "both.json")
+    assert code == 0, out.err
+    result = json.loads((root / "both.json").read_text())["results"][0]
+    digest = {tree: hashlib.sha256((root / tree / "manifest.json").read_bytes()).hexdigest()
+              for tree in ("corrupted_raf_dataset", "corrupted_raf_dataset_extra")}
+    assert result["manifest"]["sha256"] == digest["corrupted_raf_dataset"]
+    assert result["source"]["manifest_extra"]["sha256"] == digest["corrupted_raf_dataset_extra"]
+    subprocess.run([sys.executable, str(REPO / "rafdb_aug_dataset.py"), "export", "--rafdb", "RAF-DB", "--out",
+                    "face_seed5", "--corruption-set", "face", "--corruptions", ",".join(FACE), "--severities",
+                    "1-2", "--seed", "5", "--workers", "1", "--quiet"], cwd=root, check=True, capture_output=True)
+    with pytest.raises(UserError, match=r"--corrupted corrupted_raf_dataset and --corrupted-extra face_seed5 were "
+                                        r"exported with other parameters \(seed 0 vs 5;"):
+        run_main(root, capsys, "probe.keras", "--corruption-set", "all", "--corruptions", ",".join(RAFDB_C + FACE),
+                 "--severities", "1-2", "--corrupted-extra", "face_seed5")
+    # on its own, the seed-5 tree is its own source
+    code, out = run_main(root, capsys, "probe.keras", "--corruption-set", "face", "--corruptions", ",".join(FACE),
+                         "--severities", "1-2", "--corrupted-extra", "face_seed5", "--json", "seed5.json")
+    assert code == 0, out.err
+    assert json.loads((root / "seed5.json").read_text())["results"][0]["source"]["seed"] == 5
+
+
+def test_a_baseline_of_another_param_set_is_refused_for_the_imagenet_extras(workspace, capsys):
+    """The ImageNet-C extras' damage depends on --param-set (docs/BENCHMARK.md §2.9): a baseline whose
+    extras were rendered with other lengths normalises nothing (refused, as another format is)."""
+    root = workspace
+    fog = ("probe.keras", "--corruption-set", "imagenet-extra", "--corruptions", "fog", "--severities", "1",
+           "--on-the-fly", "--workers", "1")
+    code, out = run_main(root, capsys, *fog, "--param-set", "imagenet224", "--json", "fog224.json")
+    assert code == 0, out.err
+    with pytest.raises(UserError, match=r"--baseline fog224\.json: produced with param_set 'imagenet224' "
+                                        r"\(this evaluation: 'scaled'\)"):
+        run_main(root, capsys, *fog, "--param-set", "scaled", "--baseline", "fog224.json")
+    code, out = run_main(root, capsys, *fog, "--param-set", "imagenet224", "--baseline", "fog224.json")
+    assert code == 0, out.err
+
+
 # --------------------------------------------------------------------------------------------
 # --predictions FILE.csv (docs/BENCHMARK.md §11.4)
 

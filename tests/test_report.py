@@ -606,6 +606,26 @@ def test_held_out_sets_leave_the_headline_numbers_alone(designed, tmp_path):
     assert result["metrics"]["tinycnn"]["c"]["mean_error"]["occlusion_eyes"] == pytest.approx(.9)
 
 
+@pytest.mark.parametrize("base_param_set, fog_ce", [("scaled", 0.9 * 5 / (0.6 * 5)), ("imagenet224", None)])
+def test_an_imagenet_extra_has_no_ce_against_a_baseline_of_another_param_set(designed, tmp_path, base_param_set,
+                                                                          fog_ce):
+    """fog rows (tinycnn .90, base .60 at every severity), tinycnn's rendered with --param-set scaled:
+    CE = 4.5 / 3.0 against a base of the same parameter set; none against one of imagenet224 (its
+    fog is another corruption, docs/BENCHMARK.md §2.9), while the 18's CE stay."""
+    for name, error, param_set in (("tinycnn", .9, "scaled"), ("base", .6, base_param_set)):
+        data = json.loads((designed / f"{name}.json").read_text())
+        result = data["results"][0]
+        for severity in range(1, 6):
+            result["folders"].append(dict(result["folders"][1], corruption="fog", severity=severity, error=error,
+                                          accuracy=1 - error))
+        result["source"] = dict(result.get("source") or {}, param_set=param_set)
+        write(designed, name, data)
+    metrics = report.make_report([designed], tmp_path / "out", baseline="base")["metrics"]["tinycnn"]["c"]
+    assert metrics["ce"].get("fog") == (None if fog_ce is None else pytest.approx(fog_ce, abs=1e-12))
+    assert metrics["ce"]["gaussian_noise"] == pytest.approx(2.0 / 2.25, abs=1e-12)
+    assert metrics["mce"] == pytest.approx(1.0, abs=1e-12)
+
+
 def test_a_corruption_missing_a_severity_is_left_out(designed, tmp_path):
     """contrast at severities 1-4 only (its .80 row removed): the mean corruption error is over the
     three complete corruptions, (2.0 x 3) / 15 = 0.40, not 0.45."""
