@@ -493,6 +493,9 @@ _PARAM_HINTS = {"param_set": "the parameter tables of this version differ",
                 "source_sha256": "the source CSV changed since: its rows cannot be matched to the "
                                  "files already written, so a changed CSV needs a new tree",
                 "fallback_pad": "follows --source (aligned faces are padded) or --fallback-pad"}
+# Parameters a tree records as None until a run needs them: a held-out tree of face corruptions only
+# has no --param-set (they use none); the first ImageNet-C extra exported into it records its own.
+_ADOPTED = frozenset({"extra_param_set"})
 # Test splits of FER2013/FER+ (the CSV's Usage), chosen with --test-split.
 _FER_SPLITS = ("PublicTest", "PrivateTest")
 
@@ -513,7 +516,10 @@ def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str
         )
     old_params = manifest.get("params", {})
     # Every differing parameter at once: one flag can change two (--source also sets fallback_pad).
-    differing = [key for key in sorted(set(old_params) | set(params)) if old_params.get(key) != params.get(key)]
+    differing = [key for key in sorted(set(old_params) | set(params)) if old_params.get(key) != params.get(key)
+                 and not (key in _ADOPTED and old_params.get(key) is None)]
+    if "corruption_set" in differing:  # the rest follow from it (a held-out tree's tables, say)
+        differing = ["corruption_set"]
     if differing:
         hints = list(dict.fromkeys(_param_hint(key, old_params.get(key), params.get(key)) for key in differing))
         raise UserError(

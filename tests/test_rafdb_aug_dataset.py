@@ -512,3 +512,26 @@ def test_imagenet_extra_then_face_share_one_tree(small_tree, tmp_path, capsys):
     code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(out), "--corruption-set",
                            "imagenet-extra", "--param-set", "imagenet224", "--corruptions", "fog", "--quiet"], capsys)
     assert code == 2 and "extra_param_set='scaled'" in err and "(--param-set)" in err
+
+
+def test_face_then_imagenet_extra_share_one_tree(small_tree, tmp_path, capsys):
+    """The other order: a face-only tree records no parameter set (its corruptions use none); the
+    first ImageNet-C extra exported into it records its own, and a later one must agree. The 18 into
+    a held-out tree are refused for that reason alone (not for tables or --param-set)."""
+    out = tmp_path / "extra"
+    base = ["export", "--rafdb", str(small_tree), "--out", str(out), "--severities", "1", "--quiet"]
+    code, _out, err = cli(base + ["--corruption-set", "face", "--corruptions", "occlusion_eyes"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "manifest.json").read_text())["params"]["extra_param_set"] is None
+    code, _out, err = cli(base + ["--corruption-set", "imagenet-extra", "--param-set", "scaled",
+                                  "--corruptions", "fog"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "manifest.json").read_text())["params"]["extra_param_set"] == "scaled"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["rafdb.test.fog.1", "rafdb.test.occlusion_eyes.1"]
+    assert cli(["verify", "--out", str(out), "--quiet"], capsys)[0] == 0
+    code, _out, err = cli(base + ["--corruption-set", "imagenet-extra", "--param-set", "imagenet64",
+                                  "--corruptions", "fog"], capsys)
+    assert code == 2 and "extra_param_set='scaled'" in err
+    code, _out, err = cli(base + ["--corruptions", "contrast"], capsys)
+    assert code == 2 and ("the existing export used corruption_set='held-out' but this run asks for corruption_set=None "
+                          "(the 18 and the held-out sets go to separate trees)") in err
