@@ -1087,7 +1087,8 @@ def format_summary(results: dict) -> str:
             for name, entry in sets.items():
                 # T-k-D as in the table's columns: the unnormalised mean (mT-k-D names the normalised one)
                 tkd = "".join(f"  T{k}D {entry['mtkd'][k]:.4f}" for k in ks if k in entry["mtkd"])
-                lines.append(f"{'':<{width}}  set {name}: mFP {entry['mfp']:.6f} over "
+                mfr = f", mFR {number(entry.get('mfr', math.nan), 4, 0)}" if normalised else ""
+                lines.append(f"{'':<{width}}  set {name}: mFP {entry['mfp']:.6f}{mfr} over "
                              f"{len(entry['perturbations'])} perturbation(s){tkd}")
         if summary["extras"]:
             extras = ", ".join(f"{name} {summary['perturbations'][name]['fp']:.6f}" for name in summary["extras"])

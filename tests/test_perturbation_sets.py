@@ -71,6 +71,26 @@ def test_a_sets_top_k_distance_is_labelled_as_the_unnormalised_mean(tmp_path):
     assert "mT2D" not in summary  # no baseline: nothing normalised
 
 
+def test_a_sets_line_shows_its_mfr_against_a_baseline(tmp_path):
+    """With a baseline the per-set line gives the set's mFR (the JSON and CSV had it, the table not):
+    by hand, m flips once in p_tilt and twice in p_snow, base twice in each (one sequence of 30
+    frames each): FR = (1/29)/(2/29) = 0.5 and 1.0, mFR 0.75 over the two extras."""
+    def flips(k):
+        return [0] * (30 - k) + [1, 0] * (k // 2) + [1] * (k % 2)
+
+    text = (block("m", "p_rotate", flips(1)) + block("m", "p_tilt", flips(1)) + block("m", "p_snow", flips(2))
+            + block("base", "p_rotate", flips(1)) + block("base", "p_tilt", flips(2))
+            + block("base", "p_snow", flips(2)))
+    (tmp_path / "p.txt").write_text(text)
+    results = stability.compute(stability.group_blocks(stability.read_predictions(tmp_path / "p.txt")), ks=[])
+    fp = results["methods"]["m"]["perturbations"]
+    assert (fp["p_tilt"]["fp"], fp["p_snow"]["fp"]) == (pytest.approx(1 / 29), pytest.approx(2 / 29))
+    label, baseline = stability.load_baseline("base", results)
+    stability.normalise(results, label, baseline)
+    summary = stability.format_summary(results)
+    assert f"set imagenet-extra: mFP {1.5 / 29:.6f}, mFR 0.7500 over 2 perturbation(s)" in summary
+
+
 def test_perturbation_set_selects_the_folders_present(tmp_path):
     for name in ("p_rotate", "p_gaussian_noise", "p_tilt", "p_snow"):
         (tmp_path / f"rafdb.test.{name}").mkdir()
