@@ -42,6 +42,16 @@ DIR_MODE = 0o777 & ~_UMASK  # what mkdir gives a folder (mkdtemp gives 0700)
 class UserError(Exception):
     """An error caused by the user's input (path, flag, file content), reported without traceback."""
 
+    exit_code = EXIT_USER_ERROR
+
+
+class RunFailed(UserError):
+    """A run stopped by its environment, not by its command line (a worker process killed by the
+    out-of-memory killer): the same one-line report, exit code 1, so that a scheduler's retry policy
+    (which may treat 2 as a usage error, not worth retrying) reruns it."""
+
+    exit_code = 1
+
 
 # errno values of a write that found no room: a full disk, a quota, a file-size limit.
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -78,7 +88,7 @@ def run_main(main: Callable[[], int | None]) -> None:
         code = main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

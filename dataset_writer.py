@@ -136,7 +136,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from cli_common import DISK_FULL, LOG, UserError, atomic_path, item_rng, refuse_outputs_over_inputs, temp_stem
+from cli_common import DISK_FULL, LOG, RunFailed, UserError, atomic_path, item_rng, refuse_outputs_over_inputs, temp_stem
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -979,7 +979,7 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
         # The pool itself stops the other workers with SIGTERM once one has died: not the cause.
         codes = [code for code in codes if code != -signal.SIGTERM]
         how = f" (exit code {', '.join(map(str, codes))})" if codes else ""
-        raise UserError(
+        raise RunFailed(
             f"a worker process of the export ended abruptly{how}: killed by a signal (e.g. the system's "
             f"out-of-memory killer) or crashed; {done()} of {total} image(s) are recorded as finished and kept: "
             f"rerun the same command, which renders only the rest (with fewer --workers if memory ran out)"

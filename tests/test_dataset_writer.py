@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import dataset_writer
+import cli_common
 from cli_common import UserError
 from dataset_writer import WorkUnit
 
@@ -834,10 +835,15 @@ def test_a_killed_worker_fails_the_export_instead_of_hanging(tmp_path):
     end with a UserError within seconds, keep what finished, and a rerun completes the tree."""
     out = tmp_path / "out"
     start = time.monotonic()
-    with pytest.raises(UserError, match=r"worker process of the export ended abruptly( \(exit code -9\))?: .*rerun the same"):
+    with pytest.raises(UserError, match=r"worker process of the export ended abruptly( \(exit code -9\))?: .*rerun the same") \
+            as failure:
         dataset_writer.export(toy_units(), _render_or_die, out, generator="test", kind="toy", params=PARAMS,
                               sources=[], workers=2, progress=False, chunksize=1)
     assert time.monotonic() - start < 60
+    # not a usage error: exit code 1, which a scheduler's retry policy reruns (2 reads as a bad command line)
+    with pytest.raises(SystemExit) as stop:
+        cli_common.run_main(lambda: (_ for _ in ()).throw(failure.value))
+    assert stop.value.code == 1
     result = run_export(out, workers=2)
     assert result.complete and result.units_rendered + result.units_skipped == 5
     fresh = tree(run_export(tmp_path / "fresh").out_dir)
