@@ -938,6 +938,19 @@ SAME_IN_SHARDS = ("checkpoint", "protocol", "n", "n_total", "n_dropped", "n_miss
                   "severities", "runtime", "corruption_set", "corrupted_extra", "test_set_sha256")
 
 
+def _other_models_shards(per_model: dict, parts: list, missing: list[int], count: int) -> str:
+    """Where a missing shard is: a file given that holds that shard of another model (another
+    checkpoint file: overwritten between the shard runs, or another path without a recorded SHA-256)."""
+    found = [f"{path} holds shard {(result.get('shard') or {}).get('index', 0)}/{count} of another model, "
+             f"{result['checkpoint']['checkpoint']}"
+             + (f" (SHA-256 {result['checkpoint']['checkpoint_sha256'][:12]})"
+                if result["checkpoint"].get("checkpoint_sha256") else "")
+             for others in per_model.values() if others is not parts for path, result in others
+             if (result.get("shard") or {}).get("count", 1) == count
+             and (result.get("shard") or {}).get("index", 0) in missing]
+    return f" ({'; '.join(found)})" if found else ""
+
+
 def _unit_key(row: dict) -> str:
     return "clean" if row["corruption"] is None else f"{row['corruption']}.{row['severity']}"
 
@@ -995,7 +1008,8 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
             raise UserError(f"--merge: {checkpoint}: expected shards 0..{count - 1} once each; "
                             + (f"missing {', '.join(f'{i}/{count}' for i in missing)}" if missing else "")
                             + ("; " if missing and repeated else "")
-                            + (f"repeated {', '.join(f'{i}/{count}' for i in repeated)}" if repeated else ""))
+                            + (f"repeated {', '.join(f'{i}/{count}' for i in repeated)}" if repeated else "")
+                            + _other_models_shards(per_model, parts, missing, count))
         for path, part in parts[1:]:
             for key in SAME_IN_SHARDS:
                 if _shard_value(part, key) != _shard_value(first, key):

@@ -162,6 +162,14 @@ def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):
     (tmp_path / "other1.json").write_text(json.dumps(other))
     with pytest.raises(UserError, match=r"differ in 'test_set_sha256'"):
         robustness.merge_results([part, tmp_path / "other1.json"])
+    # shard 1 made with another file at the same path (overwritten between the runs): named as such
+    other = json.loads(part1.read_text())
+    other["results"][0]["checkpoint"]["checkpoint_sha256"] = "ef" * 32
+    (tmp_path / "changed1.json").write_text(json.dumps(other))
+    checkpoint = other["results"][0]["checkpoint"]["checkpoint"]
+    with pytest.raises(UserError, match=rf"missing 1/2 \({tmp_path}/changed1\.json holds shard 1/2 of another "
+                                        rf"model, {checkpoint} \(SHA-256 efefefefefef\)\)"):
+        robustness.merge_results([part, tmp_path / "changed1.json"])
 
 
 @pytest.mark.parametrize("flags, named", [
