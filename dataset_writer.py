@@ -194,6 +194,7 @@ class ExportResult:
     # Folders an earlier run that did not finish writes and this run does not (another selection).
     pending_elsewhere: list[str] = dataclasses.field(default_factory=list)
     reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # why units were rendered
+    unfinished_shards: list[int] = dataclasses.field(default_factory=list)  # a shard run: those not finished
 
     @property
     def rerender_note(self) -> str:
@@ -213,7 +214,12 @@ class ExportResult:
                     f"selection) to complete them")
         if self.shard is None:
             return ""
+        unfinished = [f"{index}/{self.shard[1]}" for index in self.unfinished_shards]
         state = ("the manifest is now complete" if self.complete else
+                 f"the manifest completes when shard(s) {', '.join(unfinished[:8])}"
+                 f"{' and %d more' % (len(unfinished) - 8) if len(unfinished) > 8 else ''} finish (still "
+                 f"running, or ended without recording every image: failed, or a source image changed since; "
+                 f"rerun such a shard)" if unfinished else
                  "the manifest completes when the last shard finishes")
         return f"; shard {self.shard[0]}/{self.shard[1]}: {state}"
 
@@ -1034,6 +1040,14 @@ def _is_complete(units: Sequence[WorkUnit], files: Mapping[str, str], unit_diges
     return True
 
 
+def _unfinished_shards(units: Sequence[WorkUnit], files: Mapping[str, str], unit_digests: Mapping[str, str],
+                       count: int) -> list[int]:
+    """The shards i of N = ``count`` whose units are not all recorded as finished (still running,
+    failed, or a source changed since they ran)."""
+    return [index for index in range(count)
+            if not _is_complete(shard_units(units, (index, count)), files, unit_digests)]
+
+
 def refuse_duplicate_keys(units: Sequence[WorkUnit]) -> None:
     """UserError naming both units when two share a key (the base name of their names): their
     records in the manifest, and usually their files, would overwrite each other. The unit lists
@@ -1235,8 +1249,12 @@ def export(
         # units being complete does not finish them.
         all_folders = {_folder_of(rel) for unit in units for rel in unit.outputs}
         result.pending_elsewhere = sorted(_pending_folders(current) - all_folders)
-        manifest["complete"] = result.complete = (_is_complete(units, files, unit_digests)
-                                                  and not result.pending_elsewhere)
+        if shard is not None and shard[1] > 1:
+            result.unfinished_shards = _unfinished_shards(units, files, unit_digests, shard[1])
+            finished = not result.unfinished_shards
+        else:
+            finished = _is_complete(units, files, unit_digests)
+        manifest["complete"] = result.complete = finished and not result.pending_elsewhere
         if not result.complete:  # a finished tree equals an unsharded export's: no shard or pending record
             if plan is not None:
                 manifest["shard_plan"] = plan

@@ -487,6 +487,31 @@ def test_shards_one_after_another_complete_the_manifest(tmp_path):
     assert tree(out) == tree(ref)
 
 
+def test_a_shard_names_the_shards_whose_images_are_not_all_recorded(tmp_path):
+    """Shard 1 of 2 finishes after shard 0, but a source image of shard 0 changed in between: the
+    manifest stays incomplete and shard 1's summary names shard 0 (it said the manifest completes
+    when the last shard finishes, which had happened); rerunning shard 0 completes it."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    units = []
+    for name in ("a", "b", "c", "d"):
+        (src / f"{name}.jpg").write_bytes(name.encode())
+        units.append(WorkUnit(f"src/{name}.jpg", (f"f1/{name}.bin",), name, (str(src / f"{name}.jpg"),)))
+
+    def shard_run(index):
+        return dataset_writer.export(units, functools.partial(toy_render, seed=3), out, generator="test", kind="toy",
+                                     params=PARAMS, sources=[], source_root=str(src), workers=1, progress=False,
+                                     shard=(index, 2))
+
+    assert shard_run(0).shard_note.endswith("the manifest completes when shard(s) 1/2 finish (still running, or "
+                                            "ended without recording every image: failed, or a source image "
+                                            "changed since; rerun such a shard)")
+    (src / "a.jpg").write_bytes(b"changed")  # a and c are shard 0's (every 2nd key from the first)
+    second = shard_run(1)
+    assert not second.complete and "the manifest completes when shard(s) 0/2 finish" in second.shard_note
+    assert shard_run(0).shard_note == "; shard 0/2: the manifest is now complete"
+
+
 def test_shards_and_reruns_that_spell_the_source_folder_otherwise_keep_the_manifest_bytes(tmp_path):
     """The manifest's source root is the first run's spelling: a shard that reaches the source by
     another path (a link, another mount) and a no-op rerun spelled otherwise leave it as it was, so
