@@ -195,6 +195,7 @@ class ExportResult:
     pending_elsewhere: list[str] = dataclasses.field(default_factory=list)
     reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # why units were rendered
     unfinished_shards: list[int] = dataclasses.field(default_factory=list)  # a shard run: those not finished
+    stale_removed: list[str] = dataclasses.field(default_factory=list)  # files of other selections, removed
 
     @property
     def rerender_note(self) -> str:
@@ -794,12 +795,13 @@ _REASONS = {
 
 
 def _init_worker(render: Callable, out_dir: str, known: Mapping[str, str], force: bool,
-                 fresh: bool = False, pooled: bool = True) -> None:
+                 fresh: bool = False, siblings: Sequence[str] = (), pooled: bool = True) -> None:
     _WORKER["render"] = render
     _WORKER["out_dir"] = out_dir
     _WORKER["known"] = known  # unit key -> inputs digest of a unit recorded as finished
     _WORKER["force"] = force
     _WORKER["fresh"] = fresh  # the tree had no manifest: no output can exist yet, skip the checks
+    _WORKER["siblings"] = siblings  # the tree's folders that this run's selection does not write
     if pooled and "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(1)  # one process per core already; no thread oversubscription
     if pooled:
@@ -866,6 +868,7 @@ def _process_unit(unit: WorkUnit) -> tuple:
     """Skip or render one unit.
 
     Returns ("skipped", n outputs), ("written", key, inputs digest, [(rel, sha256)], reason, complete)
+    (and the stale files of other selections removed: :func:`_remove_stale_siblings`)
     with reason "new" or a key of ``_REASONS``, or ("error", name, message) (name None: the output
     disk is full, and the message names the output folder).
     """
@@ -886,6 +889,9 @@ def _process_unit(unit: WorkUnit) -> tuple:
             reason = "unrecorded"
         else:
             reason = "finished" if any(exists) else "new"
+        # A changed source makes the unit's files in the folders of other selections stale (the unit's
+        # record takes the new digest): removed now, for the exports of those selections to render again.
+        removed = _remove_stale_siblings(out_dir, unit) if reason == "changed" and _WORKER["siblings"] else []
         items = list(_WORKER["render"](unit))
         produced = [rel for rel, _data in items]
         if sorted(produced) != sorted(unit.outputs):
@@ -898,7 +904,7 @@ def _process_unit(unit: WorkUnit) -> tuple:
         for rel, data in items:
             atomic_write_bytes(f"{out_dir}/{rel}", data)
             hashes.append((rel, sha256(data).hexdigest()))
-        return ("written", unit.key, digest, hashes, reason, complete)
+        return ("written", unit.key, digest, hashes, reason, complete, removed)
     except Exception as error:  # reported by the parent as a UserError naming the unit
         if isinstance(error, OSError) and error.errno in DISK_FULL:
             # the output folder's disk is full, not a fault of the unit's source file: name the folder
@@ -908,6 +914,20 @@ def _process_unit(unit: WorkUnit) -> tuple:
         # a message that already names the unit's source file is not prefixed with the unit name
         name = next((path for path in unit.inputs if message.startswith(str(path))), unit.name)
         return ("error", name, message)
+
+
+def _remove_stale_siblings(out_dir: str, unit: WorkUnit) -> list[str]:
+    """Delete the files of ``unit`` in the tree's folders of other selections (the same path below
+    each such folder as one of the unit's outputs below its own); their relative paths."""
+    rests = {rel.split("/", 1)[1] for rel in unit.outputs if "/" in rel}
+    removed = []
+    for folder in _WORKER["siblings"]:
+        for rest in sorted(rests):
+            rel = f"{folder}/{rest}"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{out_dir}/{rel}")
+                removed.append(rel)
+    return removed
 
 
 def _warm_up(render: Callable, units: Sequence[WorkUnit], known: Mapping[str, str], force: bool) -> None:
@@ -1171,6 +1191,9 @@ def export(
     # Units recorded as finished, with every output listed: the workers skip them if their files exist.
     known = {unit.key: unit_digests[unit.key] for unit in mine
              if unit.key in unit_digests and all(rel in files for rel in unit.outputs)}
+    # Folders of the tree that this run's selection (all its shards) does not write.
+    siblings = tuple(sorted(set(folder_counts(files)) - {_folder_of(rel) for unit in units for rel in unit.outputs}
+                            - {"."}))
     del files, unit_digests, manifest, old  # the parent keeps no per-file tables while rendering
 
     removed = remove_stray_temporaries(
@@ -1202,7 +1225,8 @@ def export(
             done = result.units_skipped + result.units_rendered
             raise UserError(f"{text}; {done} of {result.units} image(s) are recorded as finished and kept: "
                             f"{remedy}, then rerun the same command, which renders only the rest")
-        _status, key, inputs, hashes, reason, complete = outcome
+        _status, key, inputs, hashes, reason, complete, removed = outcome
+        result.stale_removed.extend(removed)
         journal.add(key, inputs, hashes)
         result.units_rendered += 1
         result.files_written += len(hashes)
@@ -1216,7 +1240,7 @@ def export(
         if workers == 1 or len(mine) <= 1:
             result.workers = 1
             saved = dict(_WORKER)
-            _init_worker(render, str(out_dir), known, force_rerender, fresh, pooled=False)
+            _init_worker(render, str(out_dir), known, force_rerender, fresh, siblings, pooled=False)
             try:
                 for unit in mine:
                     consume(_process_unit(unit))
@@ -1228,7 +1252,7 @@ def export(
             if warm_up:
                 _warm_up(render, mine, known, force_rerender)
             size = chunksize or _default_chunksize(len(mine), workers)
-            for outcome in _pooled(mine, workers, size, (render, str(out_dir), known, force_rerender, fresh),
+            for outcome in _pooled(mine, workers, size, (render, str(out_dir), known, force_rerender, fresh, siblings),
                                    lambda: result.units_skipped + result.units_rendered, len(mine)):
                 consume(outcome)
     finally:
@@ -1244,11 +1268,19 @@ def export(
         files = dict(current.get("files") or {})
         unit_digests = dict(current.get("units") or {})
         folded = _fold_journals(out_dir, files, unit_digests, own=journal)
+        for rel in result.stale_removed:  # stale files of other selections, deleted by the workers
+            files.pop(rel, None)
         manifest = _new_manifest(current, generator, kind, params, sources, source_root, files, unit_digests)
         # Folders an earlier unfinished run of another selection writes stay pending: this run's
-        # units being complete does not finish them.
+        # units being complete does not finish them; nor do the folders whose stale files were removed.
         all_folders = {_folder_of(rel) for unit in units for rel in unit.outputs}
-        result.pending_elsewhere = sorted(_pending_folders(current) - all_folders)
+        stale_folders = {_folder_of(rel) for rel in result.stale_removed}
+        if stale_folders:
+            LOG.warning("%d file(s) of %d image(s) whose source changed were removed from %d folder(s) that "
+                        "this run does not write (%s%s): rerun the export(s) that write them",
+                        len(result.stale_removed), result.reasons.get("changed", 0), len(stale_folders),
+                        ", ".join(sorted(stale_folders)[:3]), ", ..." if len(stale_folders) > 3 else "")
+        result.pending_elsewhere = sorted((_pending_folders(current) | stale_folders) - all_folders)
         if shard is not None and shard[1] > 1:
             result.unfinished_shards = _unfinished_shards(units, files, unit_digests, shard[1])
             finished = not result.unfinished_shards
@@ -1258,7 +1290,11 @@ def export(
         if not result.complete:  # a finished tree equals an unsharded export's: no shard or pending record
             if plan is not None:
                 manifest["shard_plan"] = plan
-            manifest["pending_folders"] = sorted(_pending_folders(current) | my_folders)
+            # this run's folders stay pending while its own work list is unfinished (other shards);
+            # once it is finished they are done, whatever an earlier run of another selection left
+            pending = _pending_folders(current)
+            pending = pending - all_folders if finished else pending | my_folders
+            manifest["pending_folders"] = sorted(pending | stale_folders)
         _write_manifest(out_dir, manifest)
         _remove_files(folded)
     result.seconds = time.perf_counter() - start

@@ -512,6 +512,43 @@ def test_a_shard_names_the_shards_whose_images_are_not_all_recorded(tmp_path):
     assert shard_run(0).shard_note == "; shard 0/2: the manifest is now complete"
 
 
+def test_a_changed_source_leaves_no_stale_file_in_the_folders_of_another_selection(tmp_path):
+    """A tree filled by two selections (folder f1, then f2: say imagenet-extra, then face). Source a
+    changes; the f1 export renders a again and records a's new digest, so the f2 export skipped a and
+    kept f2/a.bin made from the old picture (verify and the evaluations passed it). The f1 run now
+    removes f2/a.bin, leaves the manifest incomplete naming f2, and the f2 export renders a again:
+    the tree equals a fresh one of the new sources."""
+    def make_units(src, folder):
+        return [WorkUnit(f"src/{name}.jpg", (f"{folder}/{name}.bin",), name, (str(src / f"{name}.jpg"),))
+                for name in ("a", "b", "c")]
+
+    def render(unit):  # the output depends on the source bytes
+        return [(rel, Path(unit.inputs[0]).read_bytes() + rel.encode()) for rel in unit.outputs]
+
+    def run(out, src, folder):
+        return dataset_writer.export(make_units(src, folder), render, out, generator="test", kind="toy",
+                                     params=PARAMS, sources=[], source_root=str(src), workers=1, progress=False)
+
+    src, out, fresh = tmp_path / "src", tmp_path / "out", tmp_path / "fresh"
+    src.mkdir()
+    for name in "abc":
+        (src / f"{name}.jpg").write_bytes(name.encode())
+    run(out, src, "f1")
+    run(out, src, "f2")
+    (src / "a.jpg").write_bytes(b"new a")
+    first = run(out, src, "f1")
+    assert (first.units_rendered, first.stale_removed, first.complete) == (1, ["f2/a.bin"], False)
+    assert not (out / "f2/a.bin").exists() and first.pending_elsewhere == ["f2"]
+    assert "rerun that export's command" in first.shard_note
+    assert not dataset_writer.verify(out).ok
+    second = run(out, src, "f2")
+    assert second.units_rendered == 1 and second.complete
+    assert (out / "f2/a.bin").read_bytes() == b"new af2/a.bin"
+    run(fresh, src, "f1")
+    run(fresh, src, "f2")
+    assert tree(out) == tree(fresh) and dataset_writer.verify(out).ok
+
+
 def test_shards_and_reruns_that_spell_the_source_folder_otherwise_keep_the_manifest_bytes(tmp_path):
     """The manifest's source root is the first run's spelling: a shard that reaches the source by
     another path (a link, another mount) and a no-op rerun spelled otherwise leave it as it was, so
@@ -813,6 +850,20 @@ def test_a_narrower_rerun_does_not_complete_an_unfinished_export(tmp_path):
     result = run_export(out)
     assert (result.units_rendered, result.units_skipped, result.complete) == (3, 2, True)
     assert dataset_writer.verify(out).ok and "pending_folders" not in json.loads((out / "manifest.json").read_text())
+
+
+def test_rerunning_an_unfinished_selection_completes_after_another_selection_finished(tmp_path):
+    """Disjoint selections: f1 stops at image c; f2 then finishes (the manifest stays incomplete,
+    f1 pending); rerunning f1 completes it. The f2 run had recorded its own finished folder as
+    pending too, so each rerun left the other pending, for ever."""
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="src/c.jpg"):
+        run_export(out, units=toy_units(folders=("f1",)), fail_on="src/c.jpg")
+    second = run_export(out, units=toy_units(folders=("f2",)))
+    assert (second.complete, second.pending_elsewhere) == (False, ["f1"])
+    third = run_export(out, units=toy_units(folders=("f1",)))
+    assert (third.units_rendered, third.units_skipped, third.complete, third.pending_elsewhere) == (3, 2, True, [])
+    assert dataset_writer.verify(out).ok
 
 
 def test_stale_manifest_temporary_is_removed_and_probes_are_not_data(tmp_path):
