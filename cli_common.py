@@ -82,16 +82,33 @@ def _output_errors(path: str | os.PathLike) -> Iterator[None]:
         raise OutputError(error.errno, error.strerror or str(error), os.fspath(path)) from error
 
 
+def _exit_now(code: int, main: Callable) -> None:
+    """Exit with ``code`` after an error or an interruption. A script (``main`` is its ``__main__``'s)
+    with TensorFlow loaded exits at once, past the interpreter's teardown: a tf.data pipeline stopped
+    by the error (an unreadable training image raised inside it) can leave a prefetch thread that the
+    teardown waits for, for ever (seen under load: the message printed, the process asleep; Ctrl-C
+    then aborted it). Every ``with`` and ``finally`` of the run has already run; the streams and log
+    handlers are flushed here. Called from other code (a test), a plain SystemExit."""
+    script = getattr(sys.modules.get("__main__"), "main", None) is main
+    if not script or "tensorflow" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main`` and turn user errors into a one-line message on stderr and exit code 2."""
     try:
         code = main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        _exit_now(error.exit_code, main)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _exit_now(130, main)
     except BrokenPipeError:
         # `script | head` closed stdout early; that is not an error of ours.
         with contextlib.suppress(Exception):

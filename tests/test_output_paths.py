@@ -332,6 +332,38 @@ def test_a_full_disk_while_streaming_into_atomic_path_names_the_file(tmp_path, c
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
 
 
+HANGING_TEARDOWN = """
+import atexit, sys, threading
+sys.path.insert(0, {repo!r})
+import tensorflow  # noqa: F401
+import cli_common
+
+atexit.register(threading.Event().wait)  # a teardown that never ends, as a stuck tf.data thread's
+
+def main():
+    print("partial result", flush=False)
+    raise cli_common.{error}("{message}")
+
+cli_common.run_main(main)
+"""
+
+
+@pytest.mark.parametrize("error, message, code", [("UserError", "bad.jpg: not a readable image", 2),
+                                                  ("RunFailed", "a worker ended abruptly", 1)])
+def test_a_script_with_tensorflow_exits_after_an_error_even_if_its_teardown_would_hang(tmp_path, error, message,
+                                                                                        code):
+    """A user error in a script that loaded TensorFlow: one line, its exit code, at once; the
+    interpreter's teardown (which a stopped tf.data pipeline can block for ever) is not waited for,
+    and what the script printed is flushed."""
+    script = tmp_path / "script.py"
+    script.write_text(HANGING_TEARDOWN.format(repo=str(Path(__file__).resolve().parents[1]), error=error,
+                                              message=message))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == code
+    assert run.stderr.strip().splitlines()[-1] == f"error: {message}"
+    assert run.stdout == "partial result\n"
+
+
 def test_run_main_turns_a_full_standard_output_into_one_line(capsys):
     import errno
 
