@@ -345,6 +345,10 @@ def check_args(args) -> None:
     if given and args.augmentation != "augmix" and not args.resume:  # (a run resumed keeps its own)
         raise UserError(f"{'/'.join(given)} with --augmentation {args.augmentation}: AugMix's settings apply to "
                         f"--augmentation augmix only, so they would have no effect")
+    given = [f"--{name.replace('_', '-')}" for name in ("center_loss_weight", "center_loss_alpha") if name in explicit]
+    if given and not getattr(args, "center_loss", False) and not args.resume:
+        raise UserError(f"{'/'.join(given)} without --center-loss: the centre term's settings apply to a "
+                        f"--center-loss run only, so they would have no effect (plain cross-entropy)")
     if "honour_policy_prob" in explicit and args.augmentation != "autoaugment-rafdb" and not args.resume:
         raise UserError(f"--honour-policy-prob with --augmentation {args.augmentation}: it applies to the "
                         f"AutoAugment policies (--augmentation autoaugment-rafdb) only, so it would have no effect")

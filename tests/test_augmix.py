@@ -543,6 +543,9 @@ def test_jsd_needs_augmix(sample_tree, tmp_path):
     with pytest.raises(UserError, match=r"^--honour-policy-prob with --augmentation randaugment: it applies to "
                                         r"the AutoAugment policies"):
         train_fer.main(base + ["--augmentation", "randaugment", "--honour-policy-prob"])
+    with pytest.raises(UserError, match=r"^--center-loss-weight/--center-loss-alpha without --center-loss: the "
+                                        r"centre term's settings apply to a --center-loss run only"):
+        train_fer.main(base + ["--center-loss-weight", "0.1", "--center-loss-alpha", "0.5"])
     assert not (tmp_path / "r").exists()  # refused before the run folder is made
 
 
