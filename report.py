@@ -709,19 +709,29 @@ def baseline_mismatch(model: Model, baseline: Model | None) -> str:
     return ", ".join(f"{key} {mine[key]} vs {theirs[key]}" for key in BASELINE_KEYS if mine[key] != theirs[key])
 
 
-def _recorded_baseline_name(checkpoint: str, names: dict) -> str:
-    """The name of a baseline recorded in a result file: the input model of that checkpoint, else its
-    run folder's name, or its whole path where an input model already has that name."""
-    if checkpoint in names:
-        return names[checkpoint]
+def _recorded_baseline_name(info: dict, names: dict) -> str:
+    """The name of a baseline recorded in a result file (``info``: its ``baseline`` record): the input
+    model of that checkpoint, and of those of its rows (one model evaluated adapted and not, say) the
+    one with the recorded test-time settings; else its run folder's name, or its whole path where an
+    input model already has that name. ``names``: {checkpoint path: [(runtime, report name)]}."""
+    checkpoint = info["checkpoint"]
+    rows = names.get(checkpoint) or []
+    if len(rows) > 1 and "runtime" in info:
+        rows = [row for row in rows if row[0] == info["runtime"]] or rows
+    if len(rows) == 1:
+        return rows[0][1]
     name = shown_name(checkpoint)
-    return checkpoint if name in names.values() else name
+    if rows:  # several rows, and the file does not say which
+        return f"{name} [settings not recorded: one of {', '.join(row[1] for row in rows)}]"
+    taken = {row[1] for entries in names.values() for row in entries}
+    return checkpoint if name in taken else name
 
 
 def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dict | None = None) -> dict:
     """Clean error, mean error per corruption, CE / relative CE against ``baseline``; the mean
     corruption error, mean ECE, mCE and relative mCE over :func:`headline_corruptions`.
-    ``baseline_names``: {checkpoint path: report name} for a baseline recorded in the result file."""
+    ``baseline_names``: {checkpoint path: [(runtime, report name)]} for a baseline recorded in the
+    result file (:func:`_recorded_baseline_name`)."""
     clean, table = model.errors()
     # Only corruptions evaluated at every severity of the run (a partial one has no mean error or CE).
     severities = set((model.robustness.get("summary") or {}).get("severities") or
@@ -769,7 +779,7 @@ def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dic
         out["relative_ce"] = dict(summary.get("relative_ce") or {})
         out["mce"], out["relative_mce"] = _num(summary.get("mce")), _num(summary.get("relative_mce"))
         info = model.robustness.get("baseline") or {}
-        out["ce_baseline"] = _recorded_baseline_name(info["checkpoint"], baseline_names or {}) \
+        out["ce_baseline"] = _recorded_baseline_name(info, baseline_names or {}) \
             if info.get("checkpoint") and "mce" in summary else ""
     return out
 
@@ -925,8 +935,11 @@ def coverage_notes(models: list[Model], metrics: dict) -> list[str]:
 def build(models: list[Model], baseline: Model | None) -> dict:
     metrics = {}
     # A baseline recorded in a result file is named as the input model of that checkpoint, if any.
-    names = {((m.robustness.get("checkpoint") or {}).get("checkpoint")): m.name for m in models
-             if m.robustness is not None}
+    names: dict[str, list[tuple]] = {}
+    for m in models:
+        if m.robustness is not None:
+            names.setdefault((m.robustness.get("checkpoint") or {}).get("checkpoint"), []).append(
+                (m.robustness.get("runtime"), m.name))
     for model in models:
         metrics[model.name] = {
             "c": corruption_metrics(model, baseline, names) if model.robustness is not None else None,

@@ -898,7 +898,9 @@ def make_result(*, checkpoint: dict, labels, rafdb: Path, corrupted: Path, fmt: 
             "file": str(baseline_path), "checkpoint": baseline["checkpoint"]["checkpoint"],
             "protocol": baseline.get("protocol"), "n": baseline.get("n"),
             "crop": baseline["checkpoint"].get("crop"), "format": baseline.get("format"),
-            "method": baseline_method, "mismatch_ok": bool(mismatch_ok)},
+            "method": baseline_method, "mismatch_ok": bool(mismatch_ok),
+            # its test-time settings: which row of a model evaluated twice (adapted or not) it is
+            "runtime": baseline.get("runtime")},
         "seconds": seconds, "images": images,
         "images_per_second": images / seconds if seconds > 0 else float("nan"),
         "adapt_images": adapt_images,

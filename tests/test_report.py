@@ -821,6 +821,33 @@ def test_adaptation_recorded_on_both_sides(tmp_path):
     assert set(read_csv(tmp_path / "out2" / "report.csv")) == {"a"}
 
 
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0)])
+def test_a_recorded_baseline_is_the_row_of_its_settings(tmp_path, order):
+    """One model evaluated without and with --adapt bn is two rows; another model's file normalised
+    against the one without names that row, in any input order (the last row of that file won)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    none = {"distribute": "none", "adapt": "none", "adapt_prior": 0.0, "adapted": False}
+    bn = {"distribute": "none", "adapt": "bn", "adapt_prior": 0.0, "adapted": True}
+    paths = []
+    for name, runtime in (("plain_none", none), ("plain_bn", bn)):
+        path = described(folder, name, "runs/plain/m.keras", .10)
+        data = json.loads(path.read_text())
+        data["results"][0]["runtime"] = runtime
+        path.write_text(json.dumps(data))
+        paths.append(path)
+    other = robustness_json(folder, "other", "runs/other/m.keras", .20)
+    data = json.loads(other.read_text())
+    assert data["results"][0]["summary"].get("mce") is not None  # normalised when written
+    data["results"][0]["baseline"].update(file="plain_none.json", checkpoint="runs/plain/m.keras", runtime=none)
+    other.write_text(json.dumps(data))
+    paths.append(other)
+    report.make_report([paths[i] for i in order], tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert set(rows) == {"plain [adaptation none]", "plain [adaptation bn]", "other"}
+    assert rows["other"]["ce_baseline"] == "plain [adaptation none]"
+
+
 def test_a_copied_model_file_evaluated_twice(tmp_path, caplog):
     """Two robustness results of the same content at two paths: with other settings two rows (and
     the stability of one setting joins its row); with the same settings one row, the later used,
