@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import math
 import os
 import secrets
 import stat
@@ -321,6 +322,18 @@ def suffix_format(path: str | os.PathLike, flag: str, formats: dict[str, str], w
         raise UserError(f"{flag} {path}: {what} is written as {', '.join(sorted(set(formats)))} (chosen by "
                         f"the file name's suffix); got {suffix or 'no suffix'}")
     return formats[suffix]
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``float`` takes 'nan' and 'inf', which no flag of ours means:
+    a NaN passed every range check written as ``if value < 0`` and changed the results silently)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -32,7 +32,7 @@ import os
 
 import numpy as np
 
-from cli_common import UserError
+from cli_common import UserError, finite_float
 
 LOG = logging.getLogger("fer.inference")
 
@@ -61,7 +61,7 @@ def add_runner_args(parser) -> None:
                        help="bn: re-estimate BatchNorm statistics on each evaluated folder before "
                             "predicting it (one extra pass per folder, on a copy of the model; "
                             "docs/BENCHMARK.md §11.2). Results are labelled 'adapted'")
-    group.add_argument("--adapt-prior", type=float, default=0.0, metavar="N",
+    group.add_argument("--adapt-prior", type=finite_float, default=0.0, metavar="N",
                        help="with --adapt bn: weight of the source statistics as N images, i.e. "
                             "mixed with weight N/(N+n) for a folder of n images (0: full adaptation)")
 

@@ -35,8 +35,8 @@ import numpy as np
 import datasets
 import lbp
 import lbp_svm
-from cli_common import (ArgumentParser, HelpFormatter, UserError, atomic_write_text, check_seed, run_main,
-                        setup_logging)
+from cli_common import (ArgumentParser, HelpFormatter, UserError, atomic_write_text, check_seed, finite_float,
+                        run_main, setup_logging)
 
 LOG = logging.getLogger("fer.lbp_svm_train")
 
@@ -64,7 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         data.add_argument("--allow-missing", action="store_true",
                           help="skip (and count) images named by the labels but absent from the tree")
         if name != "eval":
-            data.add_argument("--val-fraction", type=float, default=0.1,
+            data.add_argument("--val-fraction", type=finite_float, default=0.1,
                               help="fraction of each training class held out for validation (BENCHMARK.md §1.5)")
             data.add_argument("--seed", type=int, default=0, help="seed of the hold-out split and the SVC")
             descriptor = command.add_argument_group("descriptor (BENCHMARK.md §9.6)")

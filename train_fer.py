@@ -64,7 +64,7 @@ from pathlib import Path  # noqa: E402
 import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import training  # noqa: E402
-from cli_common import ArgumentParser, explicit_flags, run_main, setup_logging  # noqa: E402
+from cli_common import ArgumentParser, explicit_flags, finite_float, run_main, setup_logging  # noqa: E402
 from training import DEFAULT_LR, LPF_CHOICES  # noqa: E402
 
 # Flags whose choices live in models/ (imports Keras): validated after parsing, so --help stays fast.
@@ -85,7 +85,7 @@ def build_parser() -> ArgumentParser:
     data.add_argument("--val-split", default="holdout", choices=("holdout", "test"),
                       help="select checkpoints on a held-out part of train (FIX; a dataset with its own validation "
                            "split, e.g. FER's PrivateTest, uses that) or on the test set (original)")
-    data.add_argument("--val-fraction", type=float, default=0.1,
+    data.add_argument("--val-fraction", type=finite_float, default=0.1,
                       help="fraction of the (filtered) training images held out, stratified by class")
     data.add_argument("--crop", default="exact", choices=augmentations.CROP_RULES,
                       help="cut rule: 'exact' (FIX) or the original's off-by-one 'legacy99' (100 -> 99 px)")
@@ -113,7 +113,7 @@ def build_parser() -> ArgumentParser:
                             "cache already holds the file). Nothing is downloaded: 'vggface'/'vggface2' "
                             "are refused; give the path of the weights file (e.g. "
                             "rcmalli_vggface_tf_notop_senet50.h5). Default: random initialisation")
-    model.add_argument("--weight-decay", type=float, default=0.0,
+    model.add_argument("--weight-decay", type=finite_float, default=0.0,
                        help="L2 penalty on kernels, applied at build time (the original's flag was inert)")
 
     augment = parser.add_argument_group("augmentation")
@@ -131,7 +131,7 @@ def build_parser() -> ArgumentParser:
     augment.add_argument("--augmix-width", type=int, default=3, help="AugMix: chains mixed per image")
     augment.add_argument("--augmix-depth", type=int, default=-1,
                          help="AugMix: operations per chain, 1..3, or -1 for a random depth 1..3 per chain")
-    augment.add_argument("--augmix-severity", type=float, default=3.0,
+    augment.add_argument("--augmix-severity", type=finite_float, default=3.0,
                          help="AugMix: operation levels are drawn from U(0.1, severity) on a 0..10 scale")
 
     optim = parser.add_argument_group("optimisation")
@@ -143,9 +143,9 @@ def build_parser() -> ArgumentParser:
     optim.add_argument("--center-loss", "--center_loss", dest="center_loss", action="store_true",
                        help="add the center loss (docs/BENCHMARK.md §9.7): CE + weight x mean squared distance "
                             "of the pooled embedding to its class centre; centres move towards the batch means")
-    optim.add_argument("--center-loss-weight", type=float, default=0.01, metavar="LAMBDA",
+    optim.add_argument("--center-loss-weight", type=finite_float, default=0.01, metavar="LAMBDA",
                        help="weight of the centre term")
-    optim.add_argument("--center-loss-alpha", type=float, default=0.9, metavar="ALPHA",
+    optim.add_argument("--center-loss-alpha", type=finite_float, default=0.9, metavar="ALPHA",
                        help="centre update: c <- c - (1 - ALPHA) (c - batch class mean), i.e. rate 1 - ALPHA")
     optim.add_argument("--bn-recalibrate", type=int, default=0, metavar="N",
                        help="EXTENSION: at the end of every epoch, before validation, set every BatchNorm "
@@ -162,7 +162,7 @@ def build_parser() -> ArgumentParser:
     optim.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"),
                        help="tf.distribute: all local GPUs (mirrored) or several machines via TF_CONFIG "
                             "(multiworker needs --dir; only the chief writes)")
-    optim.add_argument("--collective-timeout", type=float, default=300.0, metavar="SECONDS",
+    optim.add_argument("--collective-timeout", type=finite_float, default=300.0, metavar="SECONDS",
                        help="--distribute multiworker: a worker stuck this long in one all-reduce (a peer died "
                             "or hangs) fails and exits non-zero instead of waiting forever; 0 = no limit")
     optim.add_argument("--cpu-devices", type=int, default=0,
