@@ -285,8 +285,11 @@ def check_args(args) -> None:
         if value < low:
             raise UserError(f"{flag} {value}: expected an integer >= {low}")
     check_seed(args.seed)
-    if args.input_size is not None and args.input_size < 1:
-        raise UserError(f"--input-size {args.input_size}: expected a positive number of pixels")
+    from checkpoints import MAX_INPUT_SIDE
+
+    if args.input_size is not None and not 1 <= args.input_size <= MAX_INPUT_SIDE:
+        raise UserError(f"--input-size {args.input_size}: expected a side from 1 to {MAX_INPUT_SIDE} px "
+                        f"(as the evaluations' --input-size)")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected a positive integer")
     if args.mode == "test" and args.checkpoint is None and args.dir is None:

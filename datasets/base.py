@@ -96,9 +96,11 @@ def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0,
     keep = [i for i in range(len(labels)) if i not in held_set]
     few = ", ".join(f"{class_names[i] if class_names else f'class {i}'} ({n})" for i, n in too_few)
     if not keep or not held:
+        # nothing held out: the fraction is too small; nothing kept for training: too large
+        change = "a larger --val-fraction" if not held else "a smaller --val-fraction (none would be left to train on)"
         raise UserError(f"cannot hold out {fraction:.0%} of {len(labels)} training images (each class holds out "
-                        f"round({fraction:g} x its images){'; none of ' + few if few else ''}): pass a larger "
-                        f"--val-fraction, give the dataset a validation split (a folder dataset: a val/ folder), "
+                        f"round({fraction:g} x its images){'; none of ' + few if few and not held else ''}): pass "
+                        f"{change}, give the dataset a validation split (a folder dataset: a val/ folder), "
                         f"or select on the test set with --val-split test")
     if too_few:
         LOG.warning("the hold-out (--val-fraction %g) takes no image of %s: the validation split lacks "

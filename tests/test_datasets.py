@@ -140,6 +140,10 @@ def test_holdout_names_the_classes_too_small_to_give_an_image(caplog):
                                         r"round\(0.1 x its images\); none of class 0 \(4\), class 1 \(4\)\): "
                                         r"pass a larger --val-fraction, .*--val-split test"):
         holdout_split(few, 0.1)
+    with pytest.raises(UserError, match=r"cannot hold out 99% of 8 training images \(each class holds out "
+                                        r"round\(0.99 x its images\)\): pass a smaller --val-fraction \(none would "
+                                        r"be left to train on\)"):
+        holdout_split(few, 0.99)
 
 
 def test_percentages_print_no_negative_zero():
