@@ -49,8 +49,9 @@ error without a baseline), accuracy against severity for every corruption (one l
 Normalisation (docs/BENCHMARK.md §5.2, §5.6): ``--baseline NAME`` names one of the models read, or
 ``--baseline FILE.json`` a robustness or stability file of one model; CE, relative CE, FR are then
 recomputed here from the errors and flip probabilities in the files, over the corruptions /
-perturbations that both the model and the baseline have (a baseline that could normalise nothing
-is an error). Without ``--baseline``, the normalised numbers the files carry are
+perturbations that both the model and the baseline have (a baseline that could normalise nothing,
+having no results of a kind the models have or, given as a file, no model evaluated on its images,
+labels and sequences, is an error). Without ``--baseline``, the normalised numbers the files carry are
 shown with the baseline each was computed against.
 
 Comparability: models evaluated with a different dataset, split, label protocol, N, image source,
@@ -1288,6 +1289,25 @@ def refuse_useless_baseline(spec: str | None, base: Model | None, models: list[M
                         f"sides, FR stability results)")
 
 
+def refuse_unmatched_baseline(spec: str | None, base: Model | None, models: list[Model], metrics: dict) -> None:
+    """UserError when a --baseline file (not a model of the inputs, which normalises itself at least)
+    could normalise no model: every one was evaluated on other images, labels or sequences (each
+    had a warning, and the report no normalised number at all)."""
+    if base is None or any(model is base for model in models):
+        return
+    normalised = [model.name for model in models
+                  if any(part and part.get(key) == base.name and not part.get("baseline_mismatch")
+                         for part, key in ((metrics[model.name]["c"], "ce_baseline"),
+                                           (metrics[model.name]["s"], "fr_baseline")))]
+    if not normalised:
+        differences = "; ".join(dict.fromkeys(
+            part["baseline_mismatch"] for model in models for part in (metrics[model.name]["c"],
+                                                                        metrics[model.name]["s"])
+            if part and part.get("baseline_mismatch")))
+        raise UserError(f"--baseline {spec}: normalises none of the models read (evaluated on other images, labels "
+                        f"or sequences: {differences or 'no common results'}); give a baseline evaluated as they were")
+
+
 def make_report(inputs: Sequence[str | Path], out_dir: str | Path,
                 baseline: str | None = None) -> dict:
     """Read the inputs and write report.html, report.md, report.csv (and the PNGs) atomically."""
@@ -1299,6 +1319,7 @@ def make_report(inputs: Sequence[str | Path], out_dir: str | Path,
     base = find_baseline(baseline, models)
     refuse_useless_baseline(baseline, base, models)
     report = build(models, base)
+    refuse_unmatched_baseline(baseline, base, models, report["metrics"])
     for warning in report["warnings"]:
         LOG.warning("%s", warning)
     figs = figures(report)

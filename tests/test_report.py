@@ -146,6 +146,25 @@ def test_baseline_of_other_images_normalises_nothing(designed, tmp_path):
                for w in result["warnings"])
 
 
+def test_a_baseline_file_that_normalises_no_model_is_refused(designed, tmp_path):
+    """--baseline FILE (not one of the inputs) evaluated under the hard protocol on 40 images, the
+    models under soft: it normalises none of them (each had a warning, the report no mCE, exit 0);
+    as --help says, an error, and nothing is written. Under the models' protocol it is taken."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    hard = json.loads((designed / "base.json").read_text())
+    hard["results"][0]["protocol"], hard["results"][0]["n"] = "hard", 40
+    path = write(elsewhere, "base_hard", hard)
+    inputs = [designed / "tinycnn.json", designed / "mobile.json"]
+    with pytest.raises(UserError, match=r"--baseline .*base_hard\.json: normalises none of the models read "
+                                        r"\(evaluated on other images, labels or sequences: protocol soft vs hard"):
+        report.make_report(inputs, tmp_path / "out", baseline=str(path))
+    assert not (tmp_path / "out").exists()
+    shutil.copy(designed / "base.json", elsewhere / "base_soft.json")
+    report.make_report(inputs, tmp_path / "ok", baseline=str(elsewhere / "base_soft.json"))
+    assert read_csv(tmp_path / "ok" / "report.csv")["tinycnn"]["ce_baseline"] == "base"
+
+
 def test_different_corruption_sets_warn(designed, tmp_path):
     data = load("mobile")
     data["results"][0]["folders"] = [row for row in data["results"][0]["folders"]
