@@ -137,11 +137,12 @@ def folder_label(root: Path, folder: str) -> str:
 
 
 def find_exported_folders(corrupted: Path, names: list[str], pairs: list[tuple[str, int]],
-                          fmt: str | None, allow_missing: bool) -> list[Folder]:
-    """Locate every (corruption, severity) folder and its image for each evaluated name."""
+                          fmt: str | None, allow_missing: bool, flag: str = "--corrupted") -> list[Folder]:
+    """Locate every (corruption, severity) folder and its image for each evaluated name (``flag``:
+    the option that names ``corrupted``, for the message when it is missing)."""
     if not corrupted.is_dir():
-        raise UserError(f"{corrupted}: RAF-DB-C tree not found (export it with "
-                        f"rafdb_aug_dataset.py export, point --corrupted at it, or use --on-the-fly)")
+        raise UserError(f"{flag} {corrupted}: RAF-DB-C tree not found (export it with "
+                        f"rafdb_aug_dataset.py export, point {flag} at it, or use --on-the-fly)")
     suffixes = (".jpg", ".png") if fmt is None else (f".{fmt}",)
     folders, missing_folders = [], []
     for corruption, severity in pairs:

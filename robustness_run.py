@@ -93,7 +93,7 @@ def find_set_folders(args, labels, pairs, fmt):
         if wanted:
             folders[key] = robustness.find_exported_folders(
                 root, labels.names, wanted, fmt or (manifests[key] or {}).get("params", {}).get("format"),
-                args.allow_missing)
+                args.allow_missing, flag)
     ordered = {(folder.corruption, folder.severity): folder for group in folders.values()
                for folder in group}
     return ([ordered[pair] for pair in pairs if pair in ordered], manifests["rafdb"],

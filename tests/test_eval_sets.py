@@ -159,6 +159,16 @@ def test_extras_on_the_fly_equal_the_exported_tree(workspace, capsys, caplog):
     assert rows[0][2]["error"] == pytest.approx(errors[("occlusion_patch", 2)])
 
 
+def test_a_missing_tree_names_its_flag(workspace, capsys):
+    """The held-out sets' tree missing: the message names --corrupted-extra, the flag to fix."""
+    with pytest.raises(UserError, match=r"^--corrupted-extra nowhere: RAF-DB-C tree not found .*point "
+                                        r"--corrupted-extra at it"):
+        run_main(workspace, capsys, "probe.keras", "--corruption-set", "all", "--corruptions",
+                 ",".join(RAFDB_C + FACE), "--severities", "1-2", "--corrupted-extra", "nowhere")
+    with pytest.raises(UserError, match=r"^--corrupted nowhere: RAF-DB-C tree not found"):
+        run_main(workspace, capsys, "probe.keras", "--corrupted", "nowhere")
+
+
 def test_set_flags_are_checked(workspace, capsys):
     with pytest.raises(UserError, match="unknown corruption 'frost' in --corruption-set face"):
         run_main(workspace, capsys, "probe.keras", "--corruption-set", "face", "--corruptions", "frost")
