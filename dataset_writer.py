@@ -787,6 +787,7 @@ _WORKER: dict[str, Any] = {}
 # Why a unit was rendered (ExportResult.reasons) and how the summary says it.
 _REASONS = {
     "finished": "image(s) finished that an interrupted run had partly written",
+    "widened": "image(s) rendered in full to add folders to the files an earlier run of another selection wrote",
     "changed": "image(s) rendered again because their source changed",
     "unrecorded": ("image(s) rendered again because their files existed but were never recorded as finished "
                    "(a run stopped between writing and recording them)"),
@@ -795,13 +796,15 @@ _REASONS = {
 
 
 def _init_worker(render: Callable, out_dir: str, known: Mapping[str, str], force: bool,
-                 fresh: bool = False, siblings: Sequence[str] = (), pooled: bool = True) -> None:
+                 fresh: bool = False, siblings: Sequence[str] = (), partial: Mapping[str, str] | None = None,
+                 pooled: bool = True) -> None:
     _WORKER["render"] = render
     _WORKER["out_dir"] = out_dir
     _WORKER["known"] = known  # unit key -> inputs digest of a unit recorded as finished
     _WORKER["force"] = force
     _WORKER["fresh"] = fresh  # the tree had no manifest: no output can exist yet, skip the checks
     _WORKER["siblings"] = siblings  # the tree's folders that this run's selection does not write
+    _WORKER["partial"] = partial or {}  # unit key -> digest of a unit recorded without all of this run's outputs
     if pooled and "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(1)  # one process per core already; no thread oversubscription
     if pooled:
@@ -879,14 +882,17 @@ def _process_unit(unit: WorkUnit) -> tuple:
                   [os.path.isfile(os.path.join(out_dir, rel)) for rel in unit.outputs])
         complete = all(exists)
         recorded = _WORKER["known"].get(unit.key)
+        partial = _WORKER["partial"].get(unit.key)  # recorded by a run of another selection
         if _WORKER["force"]:
             reason = "forced" if complete else "new"
         elif recorded == digest and complete:
             return ("skipped", len(unit.outputs))
-        elif recorded is not None and recorded != digest:
+        elif (recorded or partial) is not None and (recorded or partial) != digest:
             reason = "changed"
         elif complete:
             reason = "unrecorded"
+        elif partial is not None and any(exists):
+            reason = "widened"
         else:
             reason = "finished" if any(exists) else "new"
         # A changed source makes the unit's files in the folders of other selections stale (the unit's
@@ -1191,6 +1197,7 @@ def export(
     # Units recorded as finished, with every output listed: the workers skip them if their files exist.
     known = {unit.key: unit_digests[unit.key] for unit in mine
              if unit.key in unit_digests and all(rel in files for rel in unit.outputs)}
+    partial = {unit.key: unit_digests[unit.key] for unit in mine if unit.key in unit_digests and unit.key not in known}
     # Folders of the tree that this run's selection (all its shards) does not write.
     siblings = tuple(sorted(set(folder_counts(files)) - {_folder_of(rel) for unit in units for rel in unit.outputs}
                             - {"."}))
@@ -1240,7 +1247,7 @@ def export(
         if workers == 1 or len(mine) <= 1:
             result.workers = 1
             saved = dict(_WORKER)
-            _init_worker(render, str(out_dir), known, force_rerender, fresh, siblings, pooled=False)
+            _init_worker(render, str(out_dir), known, force_rerender, fresh, siblings, partial, pooled=False)
             try:
                 for unit in mine:
                     consume(_process_unit(unit))
@@ -1252,7 +1259,8 @@ def export(
             if warm_up:
                 _warm_up(render, mine, known, force_rerender)
             size = chunksize or _default_chunksize(len(mine), workers)
-            for outcome in _pooled(mine, workers, size, (render, str(out_dir), known, force_rerender, fresh, siblings),
+            for outcome in _pooled(mine, workers, size,
+                                   (render, str(out_dir), known, force_rerender, fresh, siblings, partial),
                                    lambda: result.units_skipped + result.units_rendered, len(mine)):
                 consume(outcome)
     finally:

@@ -852,6 +852,39 @@ def test_a_narrower_rerun_does_not_complete_an_unfinished_export(tmp_path):
     assert dataset_writer.verify(out).ok and "pending_folders" not in json.loads((out / "manifest.json").read_text())
 
 
+def test_a_wider_selection_says_why_it_renders_what_an_earlier_one_wrote(tmp_path):
+    """f1 exported, then f1 + f2: every image is rendered in full (f1's files again), and the summary
+    says an earlier run of another selection wrote part of them (it said an interrupted run had)."""
+    out = tmp_path / "out"
+    run_export(out, units=toy_units(folders=("f1",)))
+    result = run_export(out, units=toy_units(folders=("f1", "f2")))
+    assert (result.units_rendered, result.reasons, result.complete) == (5, {"widened": 5}, True)
+    assert result.rerender_note == (", 5 image(s) rendered in full to add folders to the files an earlier run of "
+                                    "another selection wrote")
+
+
+def test_a_changed_source_in_a_wider_selection_also_removes_the_stale_files(tmp_path):
+    """f1, then f2 exported; source a changes; then f1 + f3 (recorded for a, but f3 not listed): a is
+    rendered again as changed, and its f2 file, from the old picture, is removed."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for name in "abc":
+        (src / f"{name}.jpg").write_bytes(name.encode())
+
+    def run(folders):
+        units = [WorkUnit(f"src/{name}.jpg", tuple(f"{folder}/{name}.bin" for folder in folders), name,
+                          (str(src / f"{name}.jpg"),)) for name in "abc"]
+        return dataset_writer.export(units, functools.partial(toy_render, seed=3), out, generator="test", kind="toy",
+                                     params=PARAMS, sources=[], source_root=str(src), workers=1, progress=False)
+
+    run(("f1",))
+    run(("f2",))
+    (src / "a.jpg").write_bytes(b"new a")
+    result = run(("f1", "f3"))
+    assert result.reasons == {"changed": 1, "widened": 2} and result.stale_removed == ["f2/a.bin"]
+    assert not (out / "f2/a.bin").exists() and result.pending_elsewhere == ["f2"]
+
+
 def test_rerunning_an_unfinished_selection_completes_after_another_selection_finished(tmp_path):
     """Disjoint selections: f1 stops at image c; f2 then finishes (the manifest stays incomplete,
     f1 pending); rerunning f1 completes it. The f2 run had recorded its own finished folder as
