@@ -261,6 +261,18 @@ def stack_rows(parts: list, width: int):
     return out
 
 
+def seed_int(text: str) -> int:
+    """argparse type of --seed: an integer from 0 to SEED_LIMIT - 1 (:func:`check_seed`), as every
+    script takes it (the exports took -1 and 20-digit seeds that training refused)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {SEED_LIMIT - 1}, got {text!r}")
+    return value
+
+
 def check_seed(value: int, flag: str = "--seed") -> None:
     """UserError naming ``flag`` unless ``value`` is a seed every seeded library accepts."""
     if not 0 <= value < SEED_LIMIT:

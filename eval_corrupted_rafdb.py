@@ -147,7 +147,7 @@ def parse_args(argv: Sequence[str] | None = None):
                        help="file format: the export's JPEG q95 round trip (jpg) or lossless png. "
                             "Default: jpg on the fly; for a tree, the manifest's (else detected)")
     # None: not given (the defaults below apply on the fly; an exported tree is checked against them)
-    group.add_argument("--seed", type=int, default=None, help="export seed (on the fly; default 0)")
+    group.add_argument("--seed", type=cli_common.seed_int, default=None, help="export seed (on the fly; default 0)")
     group.add_argument("--motion-backend", choices=MOTION_BACKENDS, default=None,
                        help="motion blur backend (on the fly), as the export's (default numpy)")
     group.add_argument("--colour", choices=COLOURS, default=None,

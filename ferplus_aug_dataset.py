@@ -20,7 +20,7 @@ from typing import Sequence
 import dataset_writer
 import datasets
 import fer_export
-from cli_common import ArgumentParser, run_main, setup_logging
+from cli_common import ArgumentParser, run_main, seed_int, setup_logging
 
 
 def parse_args(argv: Sequence[str] | None = None):
@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None):
                         help="which split to corrupt (the original: test = PublicTest)")
     export.add_argument("--corruptions", default="all", help="'all' or a comma-separated list of names")
     export.add_argument("--severities", default="1-5", help="e.g. 1-5 or 1,3,5")
-    export.add_argument("--seed", type=int, default=0, help="base seed of every image's randomness")
+    export.add_argument("--seed", type=seed_int, default=0, help="base seed of every image's randomness")
     export.add_argument("--motion-backend", default="numpy", choices=("numpy", "wand"),
                         help="motion blur implementation (see rafdb_aug_dataset.py --help)")
     dataset_writer.add_run_args(export)

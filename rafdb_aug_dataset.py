@@ -134,7 +134,7 @@ def check_param_set(names, param_set) -> None:
 
 
 def add_render_args(parser) -> None:
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=cli_common.seed_int, default=0,
                         help="base seed; each image's randomness derives from (seed, file name, corruption, severity)")
     parser.add_argument("--motion-backend", choices=corruptions.MOTION_BACKENDS, default="numpy",
                         help="motion blur implementation: numpy (fast, within 1 grey level) or wand "

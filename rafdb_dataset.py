@@ -36,7 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cli_common import DIR_MODE, ArgumentParser, UserError, run_main, setup_logging
+from cli_common import DIR_MODE, ArgumentParser, UserError, run_main, seed_int, setup_logging
 from datasets import base
 from datasets.classes import RAFDB_CLASSES as CLASS_NAMES
 from datasets.images import FORMATS, decode_image, encode_image, read_image  # noqa: F401 (re-exported)
@@ -548,7 +548,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sample.add_argument("--test", type=int, default=300, help="number of test images (FER: PublicTest rows)")
     sample.add_argument("--val", type=int, default=None,
                         help="FER: PrivateTest rows; folder: val images (default: as --test; RAF-DB has none)")
-    sample.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same bytes")
+    sample.add_argument("--seed", type=seed_int, default=0, help="seed; the same seed gives the same bytes")
     sample.add_argument("--force", action="store_true",
                         help=f"replace an existing sample folder (one holding {SAMPLE_MARKER}, which this command "
                              f"writes; any other non-empty folder is refused)")

@@ -41,7 +41,8 @@ import dataset_writer
 import fer_export
 import perturbations
 import rafdb_dataset
-from cli_common import ArgumentParser, UserError, atomic_path, item_rng, run_main, setup_logging, suffix_format
+from cli_common import (ArgumentParser, UserError, atomic_path, item_rng, run_main, seed_int, setup_logging,
+                        suffix_format)
 
 LOG = logging.getLogger("fer.rafdb_p")
 KIND = "rafdb-p"
@@ -421,7 +422,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     what.add_argument("--format", choices=rafdb_dataset.FORMATS, default=None,
                       help="jpg: OpenCV JPEG quality 95 (FAITHFUL, the default); png: lossless (not comparable "
                            "with jpg); other --dataset: png for FER (default), jpg (default) or png for folders")
-    what.add_argument("--seed", type=int, default=0, help="seed of every per-sequence generator")
+    what.add_argument("--seed", type=seed_int, default=0, help="seed of every per-sequence generator")
     add_render_args(what)
     dataset_writer.add_run_args(export.add_argument_group("execution"))
 
@@ -435,7 +436,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      help="RAF-DB root whose first test original is shown (default: RAF-DB when it holds one, "
                           "else a synthetic face)")
     gif.add_argument("--out", default="perturbations.gif", help="the GIF image file to write (the animation)")
-    gif.add_argument("--seed", type=int, default=0, help="seed of the random perturbations")
+    gif.add_argument("--seed", type=seed_int, default=0, help="seed of the random perturbations")
     add_render_args(gif)
     gif.add_argument("--plain", action="store_true", help="tiles only, without the perturbation names above them")
     gif.add_argument("--frame-ms", type=int, default=100, help="duration of one frame in milliseconds")

@@ -64,7 +64,7 @@ from pathlib import Path  # noqa: E402
 import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import training  # noqa: E402
-from cli_common import ArgumentParser, explicit_flags, finite_float, run_main, setup_logging  # noqa: E402
+from cli_common import ArgumentParser, explicit_flags, finite_float, run_main, seed_int, setup_logging  # noqa: E402
 from training import DEFAULT_LR, LPF_CHOICES  # noqa: E402
 
 # Flags whose choices live in models/ (imports Keras): validated after parsing, so --help stays fast.
@@ -151,7 +151,7 @@ def build_parser() -> ArgumentParser:
                        help="EXTENSION: at the end of every epoch, before validation, set every BatchNorm "
                             "layer's moving mean/variance to the equal-weight average over N training batches "
                             "('precise BN'); 0 = off, the original's behaviour")
-    optim.add_argument("--seed", type=int, default=0,
+    optim.add_argument("--seed", type=seed_int, default=0,
                        help="seed of weights, shuffling, augmentation and the hold-out split")
     optim.add_argument("--mixed-precision", action="store_true",
                        help="mixed_float16 compute (float32 weights and softmax output); useful on GPUs")

@@ -30,3 +30,24 @@ def test_a_non_finite_number_is_a_usage_error_naming_the_flag(parse, flags, valu
         parse([*flags[:-1], f"{flags[-1]}={value}"])  # "=" form: argparse reads a bare "-inf" as a flag
     assert stop.value.code == 2
     assert f"argument {flags[-1]}: expected a finite number, got '{value}'" in capsys.readouterr().err
+
+
+SEEDED = [
+    (["rafdb_aug_dataset.py", "export"]), (["rafdb_perturb_dataset.py", "export"]), (["rafdb_perturb_dataset.py", "gif"]),
+    (["rafdb_dataset.py", "sample", "--out", "x"]), (["ferplus_aug_dataset.py", "export"]),
+    (["eval_corrupted_rafdb.py", "m.keras", "--on-the-fly"]), (["train_fer.py"]),
+]
+
+
+@pytest.mark.parametrize("value", ["-1", str(2 ** 32), "99999999999999999999"])
+@pytest.mark.parametrize("command", SEEDED, ids=" ".join)
+def test_every_seed_flag_takes_the_same_range(command, value, capsys):
+    """--seed is an integer from 0 to 2^32 - 1 everywhere (training refused -1, the exports, the
+    sample and the on-the-fly evaluation took it, and 20-digit seeds)."""
+    import importlib
+
+    module = importlib.import_module(command[0].removesuffix(".py"))
+    with pytest.raises(SystemExit) as stop:
+        module.main([*command[1:], f"--seed={value}"])
+    assert stop.value.code == 2
+    assert f"--seed: expected an integer from 0 to 4294967295, got '{value}'" in capsys.readouterr().err
