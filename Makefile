@@ -9,6 +9,10 @@ DEV_STAMP := $(VENV)/.dev-requirements-installed
 
 # Demo sizes: small enough for a laptop-class CPU, large enough to learn the sample faces.
 DEMO ?= demo
+# The demo deletes and rewrites folders under $(DEMO): an empty value would put them at the root (/).
+ifeq ($(strip $(DEMO)),)
+$(error DEMO is empty: give the demo's folder (default demo), e.g. make demo DEMO=demo)
+endif
 DEMO_TRAIN ?= 1200
 DEMO_TEST ?= 200
 DEMO_RAFDB := $(DEMO)/RAF-DB
