@@ -573,6 +573,7 @@ def parse_meta(comment: str) -> dict | None:
 # metadata. A run stopped early (Ctrl-C, a killed job, a full disk under ``> predictions.txt``)
 # leaves its blocks without it, and the reader refuses them instead of scoring a partial file.
 END_LINE = re.compile(r"#\s*end\s+blocks=(\d+)\s*")
+_END_WORD = re.compile(r"#\s*end(\s|=|$)")  # a line that means to be one, damaged or not
 
 
 def end_line(blocks: int) -> str:
@@ -715,6 +716,9 @@ def read_predictions(path: str | Path, frames: int | None = None, text: str | No
                                 f"stopped before its end (interrupted?); rerun it, or remove its blocks")
             open_blocks = []
             continue
+        if _END_WORD.match(line):
+            raise UserError(f"{where}: {line.strip()[:40]!r} is not an end line '# end blocks=N' (N: a count of "
+                            f"blocks): a damaged line; the writer ends its run with one")
         if line.startswith("#"):
             meta = parse_meta(line[1:])
             if meta is not None:

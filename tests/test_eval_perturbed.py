@@ -639,6 +639,8 @@ def _block(method, name, meta=" ends=1"):
     (_block("a", "p_rotate") + _block("a", "p_scale"), 1, "the run that wrote the last 2 block(s)"),
     # such a part, then a finished run's file concatenated after it
     (_block("a", "p_rotate") + _block("b", "p_rotate") + "# end blocks=1\n", 7, "follows 2 block(s)"),
+    # a damaged end line (was taken for a comment: the run counted as finished when read with others)
+    (_block("a", "p_rotate") + "# end blocks=abc\n", 4, "'# end blocks=abc' is not an end line"),
 ])
 def test_a_run_that_did_not_finish_is_refused(tmp_path, text, number, words):
     """The writer closes its run with '# end blocks=N' (its blocks say ends=1); blocks of a run that
