@@ -292,9 +292,16 @@ def load_labels(
         table = read_distribution_csv(root)
         train_count, test_count = _split_counts(root)
         if len(table) != train_count + test_count:
+            partition = root / PARTITION_FILE
+            if partition.is_file():
+                source = f"as {partition} lists them: one of the two files has lines missing or repeated"
+            else:
+                source = (f"real RAF-DB's counts, as {partition} "
+                          f"{'is not a file' if partition.exists() else 'is missing'}: it gives the counts "
+                          f"of another tree, such as a sample")
             raise UserError(
                 f"{root / CSV_FILE}: {len(table)} rows, expected {train_count + test_count} "
-                f"({train_count} train + {test_count} test, one per basic image)"
+                f"({train_count} train + {test_count} test, one per basic image; {source})"
             )
         for row, distribution in enumerate(table):
             name = name_from_row(row, train_count)

@@ -157,7 +157,22 @@ def test_csv_with_an_extra_row_is_refused(tree):
     lines = path.read_text().splitlines()
     n = len([line for line in lines if line.strip()])
     path.write_text("\n".join(lines + ["0,0,0,1,0,0,0"]) + "\n")
-    with pytest.raises(UserError, match=rf"distribute_basic\.csv: {n + 1} rows, expected {n} "):
+    with pytest.raises(UserError, match=rf"distribute_basic\.csv: {n + 1} rows, expected {n} .*as .*"
+                                        rf"list_patition_label\.txt lists them: one of the two files"):
+        rd.load_labels(tree, "test", "soft")
+
+
+@pytest.mark.parametrize("damage", ["missing", "folder"])
+def test_a_missing_partition_list_is_named_not_the_csv_alone(tree, damage):
+    """Without list_patition_label.txt a sample's CSV was reported as having the wrong row count
+    (real RAF-DB's 15,339 expected), with no word of the missing file the counts come from."""
+    partition = tree / rd.PARTITION_FILE
+    partition.unlink()
+    if damage == "folder":
+        partition.mkdir()
+    state = "is missing" if damage == "missing" else "is not a file"
+    with pytest.raises(UserError, match=rf"rows, expected 15339 \(12271 train \+ 3068 test, one per basic image; "
+                                        rf"real RAF-DB's counts, as .*list_patition_label\.txt {state}"):
         rd.load_labels(tree, "test", "soft")
 
 
