@@ -468,6 +468,16 @@ class FerPlus(_Fer):
             if len(votes.usage) != len(self.table):
                 raise UserError(f"{self.pixels_path} has {len(self.table)} data rows but {self.votes_path} has "
                                 f"{len(votes.usage)}; row n of one must be row n of the other")
+            # The splits come from the vote file's Usage: a row whose Usage differs in the image file is
+            # the sign of two files out of step (the image would change split with --dataset).
+            differing = [row for row, (mine, theirs) in enumerate(zip(self.table.usage, votes.usage))
+                         if mine and mine != theirs]
+            if differing:
+                row = differing[0]
+                raise UserError(f"{self.votes_path}:{row + 2}: Usage {votes.usage[row]!r}, but "
+                                f"{self.pixels_path}:{row + 1 + int(self.table.has_header)} says "
+                                f"{self.table.usage[row]!r} ({len(differing)} row(s) differ); row n of one must be "
+                                f"row n of the other, with the same Usage")
             self._votes = votes
         return self._votes
 

@@ -187,7 +187,12 @@ def test_input_errors(tmp_path):
     new.write_text(f"{HEADER_VOTES}\nTraining,a.png,10,0,0,0,0,0,0,0,0,0\nPublicTest,b.png,9.5,0,0,0,0,0,0,0,0,0\n")
     with pytest.raises(UserError, match=r"fer2013new.csv:3: votes must be integers"):
         datasets.get("ferplus", tmp_path).labels("test")
+    # the vote file's Usage (which makes the splits) differs from the image file's: files out of step
     new.write_text(f"{HEADER_VOTES}\nTraining,a.png,10,0,0,0,0,0,0,0,0,0\nTraining,b.png,9,0,0,0,0,0,0,0,0,0\n")
+    with pytest.raises(UserError, match=r"fer2013new.csv:3: Usage 'Training', but .*fer2013.csv:3 says 'PublicTest' "
+                                        r"\(1 row\(s\) differ\)"):
+        datasets.get("ferplus", tmp_path).labels("test")
+    _write_pair(tmp_path, [(0, "Training"), (1, "Training")], votes)
     with pytest.raises(UserError, match=r"no rows with Usage PublicTest \(the test split is empty\)"):
         datasets.get("ferplus", tmp_path).labels("test")
     _write_pair(tmp_path, [(9, "Training"), (1, "PublicTest")])
