@@ -442,6 +442,10 @@ class _Fer(Dataset):
         return rows[table.present[rows]], len(absent)
 
     def _empty(self, split: str, where: Path) -> UserError:
+        if where == self.pixels_path and not any(self.table.usage):  # no Usage column at all
+            header = "the header names none" if self.table.has_header else "no header"
+            return UserError(f"{where}: no Usage column ({header}), so no row is in the {split} split "
+                             f"({self.split_name(split)}); expected the header 'emotion,pixels,Usage'")
         return UserError(f"{where}: no rows with Usage {self.split_name(split)} (the {split} split is empty)")
 
 

@@ -195,6 +195,11 @@ def test_input_errors(tmp_path):
     _write_pair(tmp_path, [(0, "Training"), (1, "Training")], votes)
     with pytest.raises(UserError, match=r"no rows with Usage PublicTest \(the test split is empty\)"):
         datasets.get("ferplus", tmp_path).labels("test")
+    pixels = tmp_path / "fer2013.csv"  # a header without Usage: every split empty, for that reason
+    pixels.write_text("".join(",".join(line.split(",")[:2]) + "\n" for line in pixels.read_text().splitlines()))
+    with pytest.raises(UserError, match=r"fer2013.csv: no Usage column \(the header names none\), so no row is in "
+                                        r"the train split \(Training\); expected the header 'emotion,pixels,Usage'"):
+        datasets.get("fer2013", tmp_path).labels("train")
     _write_pair(tmp_path, [(9, "Training"), (1, "PublicTest")])
     with pytest.raises(UserError, match=r"fer2013.csv:2: emotion must be an integer 0..6"):
         datasets.get("fer2013", tmp_path).labels("train")
