@@ -602,6 +602,12 @@ def load_checkpoint(path: Path, compile: bool = True):
     try:
         model = keras.models.load_model(path, custom_objects=models.custom_objects(), compile=compile)
     except (OSError, ValueError) as error:
+        from checkpoints import _is_unsafe_error
+
+        if _is_unsafe_error(error):  # Keras's text tells a Python caller of its API what to do
+            raise UserError(f"{path}: the checkpoint contains a Lambda layer (arbitrary Python code), which "
+                            f"train_fer.py never loads (training, resuming and testing use the project's own "
+                            f"layers); evaluate a model you trust with eval_corrupted_rafdb.py --unsafe") from None
         raise UserError(f"{path}: cannot load the model ({error})") from None
     if compile and getattr(model, "optimizer", None) is not None:
         restore_optimizer(model, Path(path))

@@ -203,6 +203,22 @@ def test_mode_test_reports_results_accuracy(two_epochs, sample_tree, capsys):
     assert result["validation"] == "holdout (0.1 of train)"  # RAF-DB has no validation split of its own
 
 
+def test_mode_test_refuses_a_lambda_layer_with_the_scripts_own_advice(sample_tree, tmp_path):
+    """A .keras model with a Lambda layer is refused (its code never runs), and the message speaks of
+    this command line, not of Keras's Python API (safe_mode=False, enable_unsafe_deserialization)."""
+    import keras
+
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Lambda(lambda t: t * 1.0)(inputs)
+    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "lam.keras")
+    with pytest.raises(UserError, match=r"lam\.keras: the checkpoint contains a Lambda layer \(arbitrary Python "
+                                        r"code\), which train_fer\.py never loads .*eval_corrupted_rafdb\.py --unsafe$") \
+            as error:
+        train_fer.main(["--mode", "test", "--checkpoint", str(tmp_path / "lam.keras"), "--rafdb", str(sample_tree)])
+    assert "safe_mode" not in str(error.value)
+
+
 def test_mode_test_with_a_relative_rafdb_as_the_docs_write_it(two_epochs, sample_tree, capsys, monkeypatch):
     """--rafdb given in another spelling than the run's recorded --data (relative here): the folder
     on the command line is used, not refused as disagreeing with the run's."""
