@@ -41,13 +41,16 @@ SEEDED = [
 
 @pytest.mark.parametrize("value", ["-1", str(2 ** 32), "99999999999999999999"])
 @pytest.mark.parametrize("command", SEEDED, ids=" ".join)
-def test_every_seed_flag_takes_the_same_range(command, value, capsys):
+def test_every_seed_flag_takes_the_same_range(command, value, capsys, tmp_path, monkeypatch):
     """--seed is an integer from 0 to 2^32 - 1 everywhere (training refused -1, the exports, the
     sample and the on-the-fly evaluation took it, and 20-digit seeds)."""
     import importlib
+
+    monkeypatch.chdir(tmp_path)  # a command that took the seed would write here (the sample's x/)
 
     module = importlib.import_module(command[0].removesuffix(".py"))
     with pytest.raises(SystemExit) as stop:
         module.main([*command[1:], f"--seed={value}"])
     assert stop.value.code == 2
     assert f"--seed: expected an integer from 0 to 4294967295, got '{value}'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
