@@ -196,6 +196,7 @@ class ExportResult:
     reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # why units were rendered
     unfinished_shards: list[int] = dataclasses.field(default_factory=list)  # a shard run: those not finished
     stale_removed: list[str] = dataclasses.field(default_factory=list)  # files of other selections, removed
+    stale_folders: list[str] = dataclasses.field(default_factory=list)  # their folders
 
     @property
     def rerender_note(self) -> str:
@@ -207,12 +208,20 @@ class ExportResult:
     def shard_note(self) -> str:
         """For a shard run: whether it completed the manifest or other shards are still missing; for
         any run, that an earlier unfinished run of another selection keeps the manifest incomplete."""
+        notes = []
+        if self.stale_folders:
+            folders = self.stale_folders
+            notes.append(f"{len(folders)} folder(s) of other selections lost their files of changed source "
+                         f"images ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}): rerun the "
+                         f"export(s) that write them")
         if self.pending_elsewhere:
             folders = self.pending_elsewhere
-            return (f"; the manifest stays incomplete: an earlier run that did not finish also writes "
-                    f"{len(folders)} folder(s) this run does not ({', '.join(folders[:3])}"
-                    f"{', ...' if len(folders) > 3 else ''}); rerun that export's command (its "
-                    f"selection) to complete them")
+            notes.append(f"an earlier run also writes {len(folders)} folder(s) this run does not, not finished "
+                         f"({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}: that run did not finish, "
+                         f"or their files of changed source images were removed); rerun that export's command "
+                         f"(its selection) to complete them")
+        if notes:
+            return "; the manifest stays incomplete: " + "; ".join(notes)
         if self.shard is None:
             return ""
         unfinished = [f"{index}/{self.shard[1]}" for index in self.unfinished_shards]
@@ -883,11 +892,12 @@ def _process_unit(unit: WorkUnit) -> tuple:
         complete = all(exists)
         recorded = _WORKER["known"].get(unit.key)
         partial = _WORKER["partial"].get(unit.key)  # recorded by a run of another selection
+        changed = (recorded or partial) is not None and (recorded or partial) != digest
         if _WORKER["force"]:
             reason = "forced" if complete else "new"
         elif recorded == digest and complete:
             return ("skipped", len(unit.outputs))
-        elif (recorded or partial) is not None and (recorded or partial) != digest:
+        elif changed:
             reason = "changed"
         elif complete:
             reason = "unrecorded"
@@ -896,8 +906,10 @@ def _process_unit(unit: WorkUnit) -> tuple:
         else:
             reason = "finished" if any(exists) else "new"
         # A changed source makes the unit's files in the folders of other selections stale (the unit's
-        # record takes the new digest): removed now, for the exports of those selections to render again.
-        removed = _remove_stale_siblings(out_dir, unit) if reason == "changed" and _WORKER["siblings"] else []
+        # record takes the new digest, --force-rerender or not): removed now, for the exports of those
+        # selections to render again. Until this unit is recorded, a rerun finds it changed again and
+        # reports the same paths, so a run that failed or was killed after the removal loses nothing.
+        removed = _remove_stale_siblings(out_dir, unit) if changed and _WORKER["siblings"] else []
         items = list(_WORKER["render"](unit))
         produced = [rel for rel, _data in items]
         if sorted(produced) != sorted(unit.outputs):
@@ -924,7 +936,8 @@ def _process_unit(unit: WorkUnit) -> tuple:
 
 def _remove_stale_siblings(out_dir: str, unit: WorkUnit) -> list[str]:
     """Delete the files of ``unit`` in the tree's folders of other selections (the same path below
-    each such folder as one of the unit's outputs below its own); their relative paths."""
+    each such folder as one of the unit's outputs below its own); the relative paths of all of them,
+    those already gone included (the parent drops those the manifest lists)."""
     rests = {rel.split("/", 1)[1] for rel in unit.outputs if "/" in rel}
     removed = []
     for folder in _WORKER["siblings"]:
@@ -932,7 +945,7 @@ def _remove_stale_siblings(out_dir: str, unit: WorkUnit) -> list[str]:
             rel = f"{folder}/{rest}"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{out_dir}/{rel}")
-                removed.append(rel)
+            removed.append(rel)
     return removed
 
 
@@ -1276,25 +1289,26 @@ def export(
         files = dict(current.get("files") or {})
         unit_digests = dict(current.get("units") or {})
         folded = _fold_journals(out_dir, files, unit_digests, own=journal)
-        for rel in result.stale_removed:  # stale files of other selections, deleted by the workers
-            files.pop(rel, None)
+        # stale files of other selections, deleted by the workers: those the manifest lists
+        result.stale_removed = [rel for rel in result.stale_removed if files.pop(rel, None) is not None]
         manifest = _new_manifest(current, generator, kind, params, sources, source_root, files, unit_digests)
         # Folders an earlier unfinished run of another selection writes stay pending: this run's
         # units being complete does not finish them; nor do the folders whose stale files were removed.
         all_folders = {_folder_of(rel) for unit in units for rel in unit.outputs}
         stale_folders = {_folder_of(rel) for rel in result.stale_removed}
+        result.stale_folders = sorted(stale_folders)
         if stale_folders:
             LOG.warning("%d file(s) of %d image(s) whose source changed were removed from %d folder(s) that "
                         "this run does not write (%s%s): rerun the export(s) that write them",
                         len(result.stale_removed), result.reasons.get("changed", 0), len(stale_folders),
                         ", ".join(sorted(stale_folders)[:3]), ", ..." if len(stale_folders) > 3 else "")
-        result.pending_elsewhere = sorted((_pending_folders(current) | stale_folders) - all_folders)
+        result.pending_elsewhere = sorted(_pending_folders(current) - all_folders - stale_folders)
         if shard is not None and shard[1] > 1:
             result.unfinished_shards = _unfinished_shards(units, files, unit_digests, shard[1])
             finished = not result.unfinished_shards
         else:
             finished = _is_complete(units, files, unit_digests)
-        manifest["complete"] = result.complete = finished and not result.pending_elsewhere
+        manifest["complete"] = result.complete = finished and not result.pending_elsewhere and not stale_folders
         if not result.complete:  # a finished tree equals an unsharded export's: no shard or pending record
             if plan is not None:
                 manifest["shard_plan"] = plan
@@ -1319,7 +1333,10 @@ def _new_manifest(old: Mapping[str, Any] | None, generator: str, kind: str, para
         "format_version": MANIFEST_FORMAT,
         "generator": {"name": generator, "version": generator_version()},
         "kind": kind,
-        "params": dict(params),
+        # a value a concurrent run recorded in the meantime (a face-only run ends after an ImageNet-C
+        # export set --param-set) is kept: this run, which needs none, would write None over it
+        "params": {**params, **{key: (old.get("params") or {}).get(key) for key in _ADOPTED
+                                if params.get(key) is None and (old.get("params") or {}).get(key) is not None}},
         "source": {
             # as the first run gave it: a rerun or a shard that spells the folder otherwise (a link,
             # a relative path, another machine's mount) does not change the manifest's bytes

@@ -538,8 +538,9 @@ def test_a_changed_source_leaves_no_stale_file_in_the_folders_of_another_selecti
     (src / "a.jpg").write_bytes(b"new a")
     first = run(out, src, "f1")
     assert (first.units_rendered, first.stale_removed, first.complete) == (1, ["f2/a.bin"], False)
-    assert not (out / "f2/a.bin").exists() and first.pending_elsewhere == ["f2"]
-    assert "rerun that export's command" in first.shard_note
+    assert not (out / "f2/a.bin").exists() and (first.stale_folders, first.pending_elsewhere) == (["f2"], [])
+    assert first.shard_note == ("; the manifest stays incomplete: 1 folder(s) of other selections lost their files "
+                                "of changed source images (f2): rerun the export(s) that write them")
     assert not dataset_writer.verify(out).ok
     second = run(out, src, "f2")
     assert second.units_rendered == 1 and second.complete
@@ -843,7 +844,8 @@ def test_a_narrower_rerun_does_not_complete_an_unfinished_export(tmp_path):
     result = run_export(out, units=toy_units(folders=("f1",)))
     assert (result.units_rendered, result.complete) == (3, False)
     assert result.pending_elsewhere == ["f2"]
-    assert "also writes 1 folder(s) this run does not (f2)" in result.shard_note
+    assert "an earlier run also writes 1 folder(s) this run does not, not finished (f2: that run did not finish" \
+        in result.shard_note
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is False and "f2" in manifest["pending_folders"]
     assert not dataset_writer.verify(out).ok
@@ -882,7 +884,76 @@ def test_a_changed_source_in_a_wider_selection_also_removes_the_stale_files(tmp_
     (src / "a.jpg").write_bytes(b"new a")
     result = run(("f1", "f3"))
     assert result.reasons == {"changed": 1, "widened": 2} and result.stale_removed == ["f2/a.bin"]
-    assert not (out / "f2/a.bin").exists() and result.pending_elsewhere == ["f2"]
+    assert not (out / "f2/a.bin").exists() and result.stale_folders == ["f2"] and not result.complete
+
+
+def _two_selections(tmp_path):
+    """A tree of f1 and f2 from sources a, b, c; then a changes. Returns (run(folders, **options), out)."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir(exist_ok=True)
+    for name in "abc":
+        (src / f"{name}.jpg").write_bytes(name.encode())
+
+    def run(folders, fail_on=None, force=False):
+        units = [WorkUnit(f"src/{name}.jpg", tuple(f"{folder}/{name}.bin" for folder in folders), name,
+                          (str(src / f"{name}.jpg"),)) for name in "abc"]
+        render = functools.partial(toy_render, seed=3, fail_on=fail_on)
+        return dataset_writer.export(units, render, out, generator="test", kind="toy", params=PARAMS, sources=[],
+                                     source_root=str(src), workers=1, progress=False, force_rerender=force)
+
+    run(("f1",))
+    run(("f2",))
+    (src / "a.jpg").write_bytes(b"new a")
+    return run, out
+
+
+def test_stale_files_removed_by_a_run_that_then_failed_are_dropped_by_the_rerun(tmp_path):
+    """The f1 run removes f2/a.bin, then fails on a (its render): the manifest still lists f2/a.bin.
+    The rerun finds a changed again and drops the record: the tree stays incomplete (f2 to rerun),
+    never 'complete' with a listed file missing."""
+    run, out = _two_selections(tmp_path)
+    with pytest.raises(UserError, match="cannot decode"):
+        run(("f1",), fail_on="src/a.jpg")
+    assert not (out / "f2/a.bin").exists()
+    again = run(("f1",))
+    assert (again.stale_removed, again.stale_folders, again.complete) == (["f2/a.bin"], ["f2"], False)
+    assert "f2/a.bin" not in json.loads((out / "manifest.json").read_text())["files"]
+    run(("f2",))
+    assert dataset_writer.verify(out).ok and json.loads((out / "manifest.json").read_text())["complete"]
+
+
+def test_a_forced_rerender_of_a_changed_source_removes_the_stale_files_too(tmp_path):
+    """--force-rerender of f1 after a changed: a is recorded with its new digest, so f2/a.bin (old
+    picture) must go as well; the f2 export then renders it from the new source."""
+    run, out = _two_selections(tmp_path)
+    forced = run(("f1",), force=True)
+    assert (forced.stale_removed, forced.complete) == (["f2/a.bin"], False)
+    assert run(("f2",)).units_rendered == 1
+    assert (out / "f2/a.bin").read_bytes() == toy_bytes("f2", "a", 3) and dataset_writer.verify(out).ok
+
+
+def test_a_run_that_needs_no_param_set_keeps_the_one_a_concurrent_run_recorded(tmp_path):
+    """A face-only export (extra_param_set None) that finishes after an ImageNet-C export recorded
+    'scaled' in the same tree wrote None over it; a later export with another parameter set was then
+    accepted over files rendered with 'scaled'."""
+    out = tmp_path / "out"
+    face, extra = {**PARAMS, "extra_param_set": None}, {**PARAMS, "extra_param_set": "scaled"}
+    inner = []
+
+    def face_render(unit):
+        if not inner:  # the other export runs while this one renders
+            inner.append(dataset_writer.export(toy_units(folders=("fog",)), functools.partial(toy_render, seed=3), out,
+                                               generator="test", kind="toy", params=extra, sources=[],
+                                               workers=1, progress=False))
+        return toy_render(unit, seed=3)
+
+    dataset_writer.export(toy_units(folders=("eyes",)), face_render, out, generator="test", kind="toy", params=face,
+                          sources=[], workers=1, progress=False)
+    assert json.loads((out / "manifest.json").read_text())["params"]["extra_param_set"] == "scaled"
+    with pytest.raises(UserError, match=r"extra_param_set='scaled' but this run asks for extra_param_set='other'"):
+        dataset_writer.export(toy_units(folders=("fog",)), functools.partial(toy_render, seed=3), out,
+                              generator="test", kind="toy", params={**PARAMS, "extra_param_set": "other"},
+                              sources=[], workers=1, progress=False)
 
 
 def test_rerunning_an_unfinished_selection_completes_after_another_selection_finished(tmp_path):
