@@ -9,9 +9,12 @@ DEV_STAMP := $(VENV)/.dev-requirements-installed
 
 # Demo sizes: small enough for a laptop-class CPU, large enough to learn the sample faces.
 DEMO ?= demo
-# The demo deletes and rewrites folders under $(DEMO): an empty value would put them at the root (/).
-ifeq ($(strip $(DEMO)),)
-$(error DEMO is empty: give the demo's folder (default demo), e.g. make demo DEMO=demo)
+# The demo deletes and rewrites folders under $(DEMO): an empty value (or /) would put them at the
+# root. Checked for the targets that use it.
+ifneq ($(filter demo clean-demo,$(MAKECMDGOALS)),)
+ifeq ($(patsubst %/,%,$(strip $(DEMO))),)
+$(error DEMO is empty or /: give the demo's folder (default demo), e.g. make demo DEMO=demo)
+endif
 endif
 DEMO_TRAIN ?= 1200
 DEMO_TEST ?= 200

@@ -198,9 +198,9 @@ def parse_args(argv: Sequence[str] | None = None):
         parser.error("--merge takes shard JSON files instead of a CHECKPOINT (and no --shard)")
     if args.merge is not None and (ignored := cli_common.explicit_flags(parser, argv) - MERGE_FLAGS):
         names = ", ".join(sorted("--" + name.replace("_", "-") for name in ignored))
+        probabilities = ": each shard writes its own --save-probabilities .npz" if "save_probabilities" in ignored else ""
         parser.error(f"{names}: not used by --merge, which combines finished shard results (give "
-                     f"{'it' if len(ignored) == 1 else 'them'} to the shard runs: each shard writes its own "
-                     f"--save-probabilities .npz). --merge takes "
+                     f"{'it' if len(ignored) == 1 else 'them'} to the shard runs{probabilities}). --merge takes "
                      f"{', '.join(sorted('--' + name.replace('_', '-') for name in MERGE_FLAGS - {'merge'}))}")
     if args.predictions is not None and args.checkpoint is not None and args.results_file is None \
             and args.merge is None and _results_file_like(args.checkpoint):

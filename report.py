@@ -717,8 +717,8 @@ def _recorded_baseline_name(info: dict, names: dict) -> str:
     input model already has that name. ``names``: {checkpoint path: [(runtime, report name)]}."""
     checkpoint = info["checkpoint"]
     rows = names.get(checkpoint) or []
-    if len(rows) > 1 and "runtime" in info:
-        rows = [row for row in rows if row[0] == info["runtime"]] or rows
+    if "runtime" in info:  # recorded: only a row of those settings is the baseline
+        rows = [row for row in rows if row[0] == info["runtime"]]
     if len(rows) == 1:
         return rows[0][1]
     name = shown_name(checkpoint)
@@ -755,7 +755,8 @@ def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dic
         out["baseline_mismatch"] = mismatch
     elif baseline is not None and baseline.robustness is not None:
         base_clean, base_table = baseline.errors()
-        other_params = _param_set(model) != _param_set(baseline)
+        # both recorded and different (a side that records none is not compared, as in the evaluation)
+        other_params = None not in (_param_set(model), _param_set(baseline)) and _param_set(model) != _param_set(baseline)
         for corruption, errors in complete.items():
             base = base_table.get(corruption, {})
             severities = sorted(errors)

@@ -159,12 +159,14 @@ def test_help_shows_concrete_defaults_and_not_none():
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed (apt-get install make)")
-@pytest.mark.parametrize("value", ["", "  "])
+@pytest.mark.parametrize("value", ["", "  ", "/"])
 def test_make_demo_refuses_an_empty_demo_folder(value):
     """The demo deletes and rewrites folders under $(DEMO): `make demo DEMO=` would have run
     `rm -rf /corrupted_raf_dataset ...` at the root. make stops before any command (dry run here)."""
     run = subprocess.run(["make", "-n", "demo", f"DEMO={value}"], cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode != 0 and "DEMO is empty" in run.stderr
+    assert run.returncode != 0 and "DEMO is empty or /" in run.stderr
     assert "rm -rf" not in run.stdout
+    other = subprocess.run(["make", "-n", "help", f"DEMO={value}"], cwd=ROOT, capture_output=True, text=True)
+    assert other.returncode == 0  # a target that does not use it
     plain = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True)
     assert plain.returncode == 0 and "rm -rf demo/corrupted_raf_dataset demo/perturbed_raf_dataset" in plain.stdout

@@ -625,7 +625,8 @@ def test_held_out_sets_leave_the_headline_numbers_alone(designed, tmp_path):
     assert result["metrics"]["tinycnn"]["c"]["mean_error"]["occlusion_eyes"] == pytest.approx(.9)
 
 
-@pytest.mark.parametrize("base_param_set, fog_ce", [("scaled", 0.9 * 5 / (0.6 * 5)), ("imagenet224", None)])
+@pytest.mark.parametrize("base_param_set, fog_ce", [("scaled", 0.9 * 5 / (0.6 * 5)), ("imagenet224", None),
+                                                    (None, 0.9 * 5 / (0.6 * 5))])  # None: not recorded, not compared
 def test_an_imagenet_extra_has_no_ce_against_a_baseline_of_another_param_set(designed, tmp_path, base_param_set,
                                                                           fog_ce):
     """fog rows (tinycnn .90, base .60 at every severity), tinycnn's rendered with --param-set scaled:
@@ -865,6 +866,10 @@ def test_a_recorded_baseline_is_the_row_of_its_settings(tmp_path, order):
     rows = read_csv(tmp_path / "out" / "report.csv")
     assert set(rows) == {"plain [adaptation none]", "plain [adaptation bn]", "other"}
     assert rows["other"]["ce_baseline"] == "plain [adaptation none]"
+    # with only the adapted row among the inputs, that row is not the baseline: the model's path names it
+    report.make_report([paths[1], paths[2]], tmp_path / "out2")
+    rows = read_csv(tmp_path / "out2" / "report.csv")
+    assert set(rows) == {"plain", "other"} and rows["other"]["ce_baseline"] == "runs/plain/m.keras"
 
 
 def test_a_copied_model_file_evaluated_twice(tmp_path, caplog):
