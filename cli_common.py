@@ -84,7 +84,7 @@ def _output_errors(path: str | os.PathLike) -> Iterator[None]:
 
 
 def _exit_now(code: int, main: Callable) -> None:
-    """Exit with ``code`` after an error or an interruption. A script (``main`` is its ``__main__``'s)
+    """Exit with ``code`` after an error. A script (``main`` is its ``__main__``'s)
     with TensorFlow loaded exits at once, past the interpreter's teardown: a tf.data pipeline stopped
     by the error (an unreadable training image raised inside it) can leave a prefetch thread that the
     teardown waits for, for ever (seen under load: the message printed, the process asleep; Ctrl-C
@@ -108,8 +108,10 @@ def run_main(main: Callable[[], int | None]) -> None:
         print(f"error: {error}", file=sys.stderr)
         _exit_now(error.exit_code, main)
     except KeyboardInterrupt:
+        # the normal teardown: it flushes what a run keeps open (TensorBoard's event files); a run
+        # stopped by Ctrl-C leaves its input pipeline at rest, unlike one stopped by an error in it
         print("interrupted", file=sys.stderr)
-        _exit_now(130, main)
+        sys.exit(130)
     except BrokenPipeError:
         # `script | head` closed stdout early; that is not an error of ours.
         with contextlib.suppress(Exception):
@@ -119,13 +121,26 @@ def run_main(main: Callable[[], int | None]) -> None:
         # A full or failing disk under a redirected standard output (`script > out.txt`): the
         # writes of our own files say which file (OutputError); this is the only one left.
         if error.errno not in DISK_FULL | {errno.EIO}:
-            raise
+            _crash(main)
         with contextlib.suppress(Exception):
             sys.stdout = open(os.devnull, "w")
         print(f"error: writing the output failed ({error.strerror or error}); standard output is "
               f"incomplete", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except Exception:  # a bug: its traceback, and no hang in the teardown either
+        _crash(main)
     sys.exit(code or 0)
+
+
+def _crash(main: Callable) -> None:
+    """Call inside an ``except`` block: re-raise the exception, or, in a script with TensorFlow loaded
+    (:func:`_exit_now`), print its traceback and exit with code 1 at once."""
+    if getattr(sys.modules.get("__main__"), "main", None) is not main or "tensorflow" not in sys.modules:
+        raise  # noqa: PLE0704 (the exception being handled by the caller)
+    import traceback
+
+    traceback.print_exc()
+    _exit_now(1, main)
 
 
 _PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -342,16 +342,19 @@ atexit.register(threading.Event().wait)  # a teardown that never ends, as a stuc
 
 def main():
     print("partial result", flush=False)
-    raise cli_common.{error}("{message}")
+    raise {error}("{message}")
 
 cli_common.run_main(main)
 """
 
 
-@pytest.mark.parametrize("error, message, code", [("UserError", "bad.jpg: not a readable image", 2),
-                                                  ("RunFailed", "a worker ended abruptly", 1)])
+@pytest.mark.parametrize("error, message, code, last", [
+    ("cli_common.UserError", "bad.jpg: not a readable image", 2, "error: bad.jpg: not a readable image"),
+    ("cli_common.RunFailed", "a worker ended abruptly", 1, "error: a worker ended abruptly"),
+    ("RuntimeError", "a bug", 1, "RuntimeError: a bug"),  # a crash: its traceback, then the exit
+])
 def test_a_script_with_tensorflow_exits_after_an_error_even_if_its_teardown_would_hang(tmp_path, error, message,
-                                                                                        code):
+                                                                                        code, last):
     """A user error in a script that loaded TensorFlow: one line, its exit code, at once; the
     interpreter's teardown (which a stopped tf.data pipeline can block for ever) is not waited for,
     and what the script printed is flushed."""
@@ -360,7 +363,7 @@ def test_a_script_with_tensorflow_exits_after_an_error_even_if_its_teardown_woul
                                               message=message))
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert run.returncode == code
-    assert run.stderr.strip().splitlines()[-1] == f"error: {message}"
+    assert run.stderr.strip().splitlines()[-1] == last
     assert run.stdout == "partial result\n"
 
 
