@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import rafdb_dataset  # noqa: E402
-from cli_common import UserError, atomic_write_text, check_output_path, check_seed, seed64  # noqa: E402
+from cli_common import RunFailed, UserError, atomic_write_text, check_output_path, check_seed, seed64  # noqa: E402
 
 LOG = logging.getLogger("fer.train")
 
@@ -576,6 +576,26 @@ def pipeline_errors():
     return user_errors_from_pipeline()
 
 
+# TensorFlow's errors when a worker of a multi-worker cluster stops or cannot be reached mid-run.
+PEER_ERRORS = ("UnavailableError", "DeadlineExceededError", "AbortedError", "CancelledError")
+
+
+@contextlib.contextmanager
+def peer_errors(distribute: str):
+    """With ``--distribute multiworker``: a collective that failed because a peer worker stopped (its
+    process killed, its machine gone) is a one-line RunFailed (exit 1) instead of TensorFlow's
+    traceback; the run is to be restarted on every worker with --resume."""
+    try:
+        yield
+    except Exception as error:
+        if distribute != "multiworker" or type(error).__name__ not in PEER_ERRORS:
+            raise
+        first = (str(getattr(error, "message", "")) or str(error)).strip().splitlines()
+        raise RunFailed(f"--distribute multiworker: a peer worker stopped or cannot be reached "
+                        f"({type(error).__name__}: {first[0][:200] if first else 'no detail'}); this worker stops "
+                        f"too: start every worker of TF_CONFIG again with --resume") from None
+
+
 def _unbuilt_metrics_line(record) -> bool:
     """absl filter: Keras's legacy HDF5 loader logs "Compiled the loaded model, but the compiled metrics
     have yet to be built" on every load of a compiled checkpoint (each --resume); the next fit builds
@@ -1088,7 +1108,8 @@ def train_epochs(args, model, trainer, strategy, train_dataset, val_ds, write_di
         reseed_generators(model, args.seed, epoch)
         if strategy is not None:
             train_ds = distribute_options(train_ds)
-        with contextlib.redirect_stdout(sys.stderr), pipeline_errors():  # Keras prints progress on stdout
+        with contextlib.redirect_stdout(sys.stderr), pipeline_errors(), peer_errors(args.distribute):
+            # (Keras prints progress on stdout)
             callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
                 make_callbacks(args, write_dir, state, train_ds, centers), add_history=True, add_progbar=True,
                 verbose=verbose, epochs=args.epochs, steps=None, model=trainer)

@@ -694,6 +694,29 @@ def test_help_does_not_import_keras():
 
 
 @pytest.mark.slow
+def test_a_peer_that_stops_is_a_one_line_failure_of_a_multiworker_run():
+    """A worker whose peer died got TensorFlow's UnavailableError traceback (exit 1): now one line
+    naming the cause and what to do, exit code 1 (RunFailed, which a scheduler retries); another run's
+    errors pass through unchanged."""
+    import tensorflow as tf
+
+    from cli_common import RunFailed
+
+    dead_peer = tf.errors.UnavailableError(None, None, "Socket closed\nAdditional GRPC error information ...")
+    with pytest.raises(RunFailed, match=r"^--distribute multiworker: a peer worker stopped or cannot be reached "
+                                        r"\(UnavailableError: Socket closed\); this worker stops too: start every "
+                                        r"worker of TF_CONFIG again with --resume$") as failure:
+        with training.peer_errors("multiworker"):
+            raise dead_peer
+    assert failure.value.exit_code == 1
+    with pytest.raises(tf.errors.UnavailableError):
+        with training.peer_errors("none"):
+            raise dead_peer
+    with pytest.raises(ValueError):
+        with training.peer_errors("multiworker"):
+            raise ValueError("a bug")
+
+
 def test_multiworker_single_chief_trains_and_writes(sample_tree, tmp_path):
     import socket
 
