@@ -1296,10 +1296,11 @@ def refuse_unmatched_baseline(spec: str | None, base: Model | None, models: list
     had a warning, and the report no normalised number at all)."""
     if base is None or any(model is base for model in models):
         return
+    # a side the baseline has no results of shows the name a result file recorded, not a normalisation
     normalised = [model.name for model in models
-                  if any(part and part.get(key) == base.name and not part.get("baseline_mismatch")
-                         for part, key in ((metrics[model.name]["c"], "ce_baseline"),
-                                           (metrics[model.name]["s"], "fr_baseline")))]
+                  if any(part and held is not None and part.get(key) == base.name and not part.get("baseline_mismatch")
+                         for part, key, held in ((metrics[model.name]["c"], "ce_baseline", base.robustness),
+                                                 (metrics[model.name]["s"], "fr_baseline", base.stability)))]
     if not normalised:
         differences = "; ".join(dict.fromkeys(
             part["baseline_mismatch"] for model in models for part in (metrics[model.name]["c"],

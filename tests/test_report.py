@@ -165,6 +165,18 @@ def test_a_baseline_file_that_normalises_no_model_is_refused(designed, tmp_path)
     assert read_csv(tmp_path / "ok" / "report.csv")["tinycnn"]["ce_baseline"] == "base"
 
 
+def test_a_stability_baseline_file_that_normalises_no_model_is_refused(designed, tmp_path):
+    """A stability-only --baseline file of other sequences (N 1): no model's mFR; the CE column shows
+    the name tinycnn's file recorded for its own baseline, also 'base', which is no normalisation by
+    this file (it was counted as one, and the report went ahead)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    base = stability_json(elsewhere, "base_s", "runs/base/checkpoint.01.hdf5", [TWO_FLIPS])
+    inputs = [designed / "tinycnn.json", designed / "stability.json"]
+    with pytest.raises(UserError, match=r"--baseline .*base_s\.json: normalises none of the models read"):
+        report.make_report(inputs, tmp_path / "out", baseline=str(base))
+
+
 def test_different_corruption_sets_warn(designed, tmp_path):
     data = load("mobile")
     data["results"][0]["folders"] = [row for row in data["results"][0]["folders"]
