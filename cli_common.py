@@ -351,6 +351,20 @@ def suffix_format(path: str | os.PathLike, flag: str, formats: dict[str, str], w
     return formats[suffix]
 
 
+def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark, as Excel and Notepad write one, is not
+    data; CRLF line ends are taken too). Bytes that are not UTF-8 (a file saved as Latin-1 or
+    cp1252) are a UserError naming the file, line and byte, rather than names garbled into U+FFFD."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: the {what} is not valid UTF-8 (byte 0x{data[error.start]:02x}); "
+                        f"save it as UTF-8") from None
+
+
 def finite_float(text: str) -> float:
     """argparse type: a finite number (``float`` takes 'nan' and 'inf', which no flag of ours means:
     a NaN passed every range check written as ``if value < 0`` and changed the results silently)."""

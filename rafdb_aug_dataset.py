@@ -257,7 +257,7 @@ def run_export(args) -> int:
     if args.motion_backend == "wand" and any("motion" in name or name == "snow" for name in names):
         require_wand()
     args.rafdb = rafdb_dataset.export_root(args.rafdb, args.data)
-    paths = rafdb_dataset.list_aligned(args.rafdb, args.split)
+    paths = rafdb_dataset.list_aligned(args.rafdb, args.split, complete=True)
     pairs = [(name, severity) for name in names for severity in severities]
     params = {"seed": args.seed, "format": args.format, "motion_backend": args.motion_backend,
               "colour": args.colour, "param_set": PARAM_SET, "split": args.split}

@@ -36,7 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cli_common import DIR_MODE, ArgumentParser, UserError, run_main, seed_int, setup_logging
+from cli_common import DIR_MODE, ArgumentParser, UserError, read_text_lines, run_main, seed_int, setup_logging
 from datasets import base
 from datasets.classes import RAFDB_CLASSES as CLASS_NAMES
 from datasets.images import FORMATS, decode_image, encode_image, read_image  # noqa: F401 (re-exported)
@@ -134,10 +134,48 @@ def export_root(rafdb: str | Path | None, data: str | Path | None, default: str 
     return str(chosen if chosen is not None else default)
 
 
-def list_aligned(root: str | Path, split: str = "test") -> list[Path]:
-    """Every ``basic/Image/aligned/<split>_*_aligned.jpg``, sorted by name."""
+def list_aligned(root: str | Path, split: str = "test", *, complete: bool = False) -> list[Path]:
+    """Every ``basic/Image/aligned/<split>_*_aligned.jpg``, sorted by name.
+
+    ``complete``: a UserError when the tree's label list names a ``split`` image that is not
+    there (:func:`refuse_incomplete`); the exports use it, so that a dataset built from a tree
+    with faces missing (or renamed, e.g. ``.JPG``) is not taken for the benchmark's."""
     folder = require_dir(Path(root) / ALIGNED_DIR, "aligned images")
-    return _list_dir(folder, split, "_aligned.jpg")
+    files = _list_dir(folder, split, "_aligned.jpg")
+    if complete:
+        refuse_incomplete(root, split, {path.name[: -len("_aligned.jpg")] for path in files}, aligned_path)
+    return files
+
+
+def listed_names(root: str | Path, split: str) -> tuple[list[str], Path] | None:
+    """The ``split`` image names the tree's label lists give, and the file that gives them: the
+    hard-label list when present, else the soft-label CSV (one row per basic image, real RAF-DB's
+    train count first); None when the tree has neither (a folder of faces alone)."""
+    root = Path(root)
+    if (root / PARTITION_FILE).is_file():
+        return [name for name, _ in read_partition(root) if name.startswith(split + "_")], root / PARTITION_FILE
+    if (root / CSV_FILE).is_file():
+        rows = len(read_distribution_csv(root))
+        names = (name_from_row(row) for row in range(rows))
+        return [name for name in names if name.startswith(split + "_")], root / CSV_FILE
+    return None
+
+
+def refuse_incomplete(root: str | Path, split: str, found: set[str], path_of) -> None:
+    """UserError naming the first image the label list names that is not in ``found`` (its path is
+    ``path_of(root, name)``), with how many more are missing and the expected layout."""
+    listed = listed_names(root, split)
+    if listed is None:
+        return
+    names, list_file = listed
+    missing = [name for name in names if name not in found]
+    if missing:
+        more = f" (and {len(missing) - 1} more {split} image(s))" if len(missing) > 1 else ""
+        raise UserError(
+            f"{path_of(root, missing[0])}: image not found{more}; {list_file} names it, so the tree {root} "
+            f"is incomplete (restore the missing images: a dataset built without them is not the "
+            f"benchmark's)\n{EXPECTED_LAYOUT}"
+        )
 
 
 def list_originals(root: str | Path, split: str = "test") -> list[str]:
@@ -211,7 +249,7 @@ def read_partition(root: str | Path) -> list[tuple[str, int]]:
     """``list_patition_label.txt`` as (name, class index) pairs, in file order."""
     path = require_file(Path(root) / PARTITION_FILE, "hard-label list")
     entries: list[tuple[str, int]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+    for number, line in enumerate(read_text_lines(path, "hard-label list"), 1):
         if not line.strip():
             continue
         fields = line.split()
@@ -239,7 +277,7 @@ def read_distribution_csv(root: str | Path) -> np.ndarray:
     path = require_file(Path(root) / CSV_FILE, "soft-label CSV (the vote distributions of the soft protocol; "
                                                 "--labels hard reads basic/EmoLabel/list_patition_label.txt only)")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+    for number, line in enumerate(read_text_lines(path, "soft-label CSV"), 1):
         if not line.strip():
             continue
         fields = line.strip().split(",")

@@ -90,12 +90,15 @@ def list_test_names(root: Path, source: str) -> list[str]:
     aligned_dir = root / rafdb_dataset.ALIGNED_DIR
     original_dir = root / rafdb_dataset.ORIGINAL_DIR
     if source == "aligned":
-        return [path.name[: -len("_aligned.jpg")] for path in rafdb_dataset.list_aligned(root, SPLIT)]
+        return [path.name[: -len("_aligned.jpg")]
+                for path in rafdb_dataset.list_aligned(root, SPLIT, complete=True)]
     names: set[str] = set()
     if aligned_dir.is_dir():
         names.update(path.name[: -len("_aligned.jpg")] for path in aligned_dir.glob(f"{SPLIT}_*_aligned.jpg"))
     if original_dir.is_dir() or not names:
         names.update(rafdb_dataset.list_originals(root, SPLIT))
+    # A name with its aligned face but no original is reported by build_units; one with neither here.
+    rafdb_dataset.refuse_incomplete(root, SPLIT, names, rafdb_dataset.original_path)
     return sorted(names)
 
 
@@ -110,8 +113,11 @@ def refuse_unusable_landmarks(landmarks: np.ndarray, landmark_file: Path, image_
     (ux, uy), (vx, vy) = eye_r - eye_l, mouth - eye_l
     area = abs(float(ux * vy - uy * vx)) / 2
     if area < 1.0:
-        raise UserError(f"{landmark_file}: the eyes {tuple(eye_l)}, {tuple(eye_r)} and the mouth point "
-                        f"{tuple(mouth)} lie on one line or point (triangle of {area:.2g} px^2): they "
+        def point(xy) -> str:
+            return f"({float(xy[0])}, {float(xy[1])})"  # not numpy's "np.float64(10.0)" reprs
+
+        raise UserError(f"{landmark_file}: the eyes {point(eye_l)}, {point(eye_r)} and the mouth point "
+                        f"{point(mouth)} lie on one line or point (triangle of {area:.2g} px^2): they "
                         f"cannot align {image_path.name}; expected the 5 points of docs/BENCHMARK.md §1.1")
     height, width = dataset_writer.image_file_size(image_path)
 

@@ -535,3 +535,41 @@ def test_face_then_imagenet_extra_share_one_tree(small_tree, tmp_path, capsys):
     code, _out, err = cli(base + ["--corruptions", "contrast"], capsys)
     assert code == 2 and ("the existing export used corruption_set='held-out' but this run asks for corruption_set=None "
                           "(the 18 and the held-out sets go to separate trees)") in err
+
+
+@pytest.mark.parametrize("damage", ["deleted", "renamed_upper_case", "listed_in_csv_only"])
+def test_incomplete_tree_refused_with_the_missing_path(small_tree, tmp_path, capsys, damage):
+    """A face the label list names but the aligned folder lacks (deleted, or renamed to .JPG) is an
+    error naming its path, before --out is made: exporting the rest gave a smaller RAF-DB-C that
+    `verify` passed. The soft-label CSV names the images when the hard-label list is absent."""
+    aligned = small_tree / "basic/Image/aligned"
+    if damage == "listed_in_csv_only":
+        # 3 CSV rows after real RAF-DB's 12,271 training rows: test_0001..test_0003; a 4th names test_0004
+        rows = ["0,0,0,1,0,0,0"] * (12271 + 4)
+        (small_tree / "distribute_basic.csv").write_text("\n".join(rows) + "\n")
+        missing = aligned / "test_0004_aligned.jpg"
+        listing = small_tree / "distribute_basic.csv"
+    else:
+        listing = small_tree / "basic/EmoLabel/list_patition_label.txt"
+        listing.parent.mkdir(parents=True)
+        listing.write_text("train_00001.jpg 4\ntest_0001.jpg 4\ntest_0002.jpg 1\ntest_0003.jpg 7\n")
+        missing = aligned / "test_0002_aligned.jpg"
+        if damage == "deleted":
+            missing.unlink()
+        else:
+            missing.rename(aligned / "test_0002_aligned.JPG")
+    code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(tmp_path / "o"), "--quiet",
+                           *SMALL], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"{missing}: image not found" in err and f"{listing} names it" in err and "incomplete" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_complete_tree_with_a_label_list_exports(small_tree, tmp_path, capsys):
+    """The check reads the label list: a tree whose list names only images that are there exports
+    (training images listed but absent are another split's business)."""
+    listing = small_tree / "basic/EmoLabel/list_patition_label.txt"
+    listing.parent.mkdir(parents=True)
+    listing.write_text("train_00001.jpg 4\ntest_0001.jpg 4\ntest_0002.jpg 1\ntest_0003.jpg 7\n")
+    export(small_tree, tmp_path / "o", capsys)
+    assert len(list((tmp_path / "o").rglob("*.jpg"))) == 3 * len(PAIRS)

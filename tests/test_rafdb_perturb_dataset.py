@@ -189,6 +189,9 @@ def test_bad_input(damage, sample_tree, tmp_path):
             ["50 50", "50 50", "50 60", "45 80", "55 80"]
         lines[:5] = points
         expected = [str(landmarks), "lie on one line or point"]
+        # plain coordinates, not numpy reprs ("np.float64(40.0)")
+        expected += ["(40.0, 50.0), (60.0, 50.0) and the mouth point (50.0, 50.0)"] \
+            if damage == "collinear_landmarks" else ["(50.0, 50.0), (50.0, 50.0)"]
     elif damage == "landmarks_outside":
         lines[:5] = [" ".join(str(float(v) + 5000) for v in line.split()) for line in lines[:5]]
         expected = [str(landmarks), "all lie outside test_0002.jpg", "another image or resolution"]
@@ -361,3 +364,22 @@ def test_a_landmark_file_under_another_name_is_named(sample_tree, tmp_path):
                                         r"test_0002_manu_attri.txt; --source aligned"):
         rafdb_perturb_dataset.build_units(root, ["test_0001", "test_0002"], ["translate"], fmt="jpg",
                                           source="landmarks")
+
+
+@pytest.mark.parametrize("source", ["landmarks", "aligned"])
+def test_incomplete_tree_refused_with_the_missing_path(sample_tree, tmp_path, source):
+    """A test face the label list names but the tree lacks is an error naming its path: the
+    sequences of the rest were exported with exit 0 and `verify` passed. Under --source landmarks
+    a face with neither its original nor its aligned image is named by its original."""
+    tree = mini_tree(sample_tree, tmp_path, 3)
+    listing = tree / rafdb_dataset.PARTITION_FILE
+    listing.parent.mkdir(parents=True)
+    listing.write_text("test_0001.jpg 4\ntest_0002.jpg 1\ntest_0003.jpg 7\n")
+    for path in (rafdb_dataset.aligned_path(tree, "test_0003"), rafdb_dataset.original_path(tree, "test_0003")):
+        path.unlink()
+    missing = (rafdb_dataset.original_path if source == "landmarks" else rafdb_dataset.aligned_path)(tree, "test_0003")
+    result = run_cli("export", "--rafdb", tree, "--out", tmp_path / "out", "--quiet", "--workers", 1,
+                     "--source", source)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{missing}: image not found" in result.stderr and f"{listing} names it" in result.stderr
+    assert not any(path.is_file() and path.suffix == ".jpg" for path in (tmp_path / "out").rglob("*"))
