@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cli_common import UserError
+from cli_common import UserError, read_text_lines
 from datasets.base import Dataset, LabelSet
 from datasets.classes import CANONICAL, FER2013_CLASSES, RAFDB_CLASSES, accepted_names, canonical_name
 from datasets.images import IMAGE_SUFFIXES, read_image
@@ -136,9 +136,7 @@ def read_classes_file(path: Path) -> list[tuple[str, str]]:
     """``(folder, class name)`` per line of ``classes.txt``, in order: a line ``NAME`` is a folder
     of that name, a line ``FOLDER = NAME`` a folder whose class is NAME. Blank lines are skipped."""
     entries: list[tuple[str, str]] = []
-    # utf-8-sig: a byte-order mark (Excel's and Notepad's "UTF-8") is not part of the first name;
-    # splitlines() takes CRLF line ends too
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+    for number, line in enumerate(read_text_lines(path, "class list"), 1):
         if not line.strip():
             continue
         folder, equals, name = (part.strip() for part in line.partition("="))

@@ -197,6 +197,37 @@ def test_classes_txt_with_bom_and_crlf(tmp_path):
     assert test.names == ["test/negative/a.png", "test/positive/b.png"] and test.classes.tolist() == [1, 0]
 
 
+def test_classes_txt_not_in_utf8_is_named_with_its_line(tmp_path):
+    """A classes.txt saved as Latin-1 ('heureux' with an e-acute byte 0xe9 on line 2) is an error
+    naming the file and line as not UTF-8; it was decoded with U+FFFD in place of the letter, and
+    the folder 'h\u00e9ureux' was then reported as 'not listed'."""
+    root = tmp_path / "faces"
+    root.mkdir()
+    (root / "classes.txt").write_bytes("triste\nh\u00e9ureux\n".encode("latin-1"))
+    _image(root / "test" / "triste" / "a.png", 1)
+    _image(root / "test" / "h\u00e9ureux" / "b.png", 2)
+    with pytest.raises(UserError) as error:
+        datasets.get("folder", root)
+    assert str(error.value).startswith(f"{root / 'classes.txt'}:2: the class list is not valid UTF-8 (byte 0xe9)")
+    # the same names in UTF-8 are read
+    (root / "classes.txt").write_text("triste\nh\u00e9ureux\n", encoding="utf-8")
+    assert datasets.get("folder", root).class_names == ("triste", "h\u00e9ureux")
+
+
+def test_rafdb_label_lists_not_in_utf8_are_named_with_their_line(tmp_path):
+    """The same for RAF-DB's hard-label list and soft-label CSV (line 3 holds a cp1252 byte)."""
+    import rafdb_dataset
+
+    partition = tmp_path / rafdb_dataset.PARTITION_FILE
+    partition.parent.mkdir(parents=True)
+    partition.write_bytes(b"test_0001.jpg 1\ntest_0002.jpg 2\ntest_0003.jpg \x96 3\n")
+    with pytest.raises(UserError, match=rf"^{partition}:3: the hard-label list is not valid UTF-8 \(byte 0x96\)"):
+        rafdb_dataset.read_partition(tmp_path)
+    (tmp_path / rafdb_dataset.CSV_FILE).write_bytes(b"1,0,0,0,0,0,0\n" * 2 + b"1,0,0,0,0,0,0\xa0\n")
+    with pytest.raises(UserError, match=r"distribute_basic.csv:3: the soft-label CSV is not valid UTF-8 \(byte 0xa0\)"):
+        rafdb_dataset.read_distribution_csv(tmp_path)
+
+
 @pytest.mark.parametrize("name", ["broken.jpg", "broken.bmp", "broken.webp"])
 def test_undecodable_file_message_lists_the_accepted_formats(tmp_path, name):
     root = tmp_path / "faces"
