@@ -487,7 +487,7 @@ def preprocessing_setting(mode: str | None, mean_order: str = "correct", colour:
     ``MODE`` (``none`` for no/none) alone when the mode is computed as ``--preprocessing MODE``
     computes it; otherwise what differs is added, ``+``-joined: ``mean_order=X`` (vggface2 only: no
     other mode reads it), ``colour=Y`` (z_normalization only), ``bgr`` (the result handed over in BGR
-    order; never for none, which hands over the pixels as read). ``in_model``: the mode is applied
+    order; for none only with ``--bgr-input``, :func:`setting_with_bgr`). ``in_model``: the mode is applied
     by the model itself (``MODE+in_model``; ``none`` when that mode is none). A Keras model whose
     own leading layers were removed for the evaluation adds ``+without=<layer>,<layer>``
     (:func:`preprocessing_setting_with`): it then computes something else than the file's graph.
@@ -573,6 +573,28 @@ class _Preprocessor:
         if self.bgr_input:
             out = out[..., ::-1]
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+class _BGRInput:
+    """``inner`` (a preprocess function, or None for the pixels as read), its result handed over
+    in B, G, R order: ``--bgr-input``, for a model trained on images read by OpenCV without
+    conversion. Normalising in RGB with RGB-ordered constants and then reversing the channels is
+    exactly normalising the BGR image with the constants in BGR order. Picklable, as _Preprocessor."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = np.asarray(images, dtype=np.float32) if self.inner is None else self.inner(images)
+        return np.ascontiguousarray(out[..., ::-1], dtype=np.float32)
+
+
+def setting_with_bgr(setting: str) -> str:
+    """``setting`` (:func:`preprocessing_setting`) with its result handed over in BGR order: ``+bgr``
+    after the mode's own parts, before a ``+without=`` (so that ``--preprocessing z_normalization
+    --bgr-input`` and a run.json saying z_normalization with channel_order BGR give one token)."""
+    head, sep, without = setting.partition("+without=")
+    return f"{head}+bgr{sep}{without}"
 
 
 # The project's preprocessing layers (models/preprocessing.py), recognised by class name so that a
@@ -1349,6 +1371,11 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
                        help="legacy-vggface2 reproduces the original's evaluation input (BGR, "
                             "VGGFace2 means subtracted in swapped order) whatever run.json says; "
                             "the model's own preprocessing layers and RGB->BGR flip are removed")
+    group.add_argument("--bgr-input", action="store_true",
+                       help="the model takes its colour channels in B, G, R order (trained on "
+                            "images read by OpenCV without conversion): the preprocessed input "
+                            "is handed over reversed. RGB is assumed otherwise; colour models "
+                            "only (docs/MODELS.md)")
     group.add_argument("--class-order", default=None, metavar="NAMES",
                        help="the checkpoint's output classes, comma-separated (synonyms "
                             "angry/happy/sad/surprised accepted; other names match the dataset's "
@@ -1370,7 +1397,8 @@ def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
 
 # The flags of add_checkpoint_args that change what a model file computes: with --predictions (the
 # scores already computed, in the dataset's class order) they would be ignored, so they are refused.
-_MODEL_ONLY_FLAGS = (("preprocessing", None), ("eval_preprocessing", "auto"), ("class_order", None),
+_MODEL_ONLY_FLAGS = (("preprocessing", None), ("eval_preprocessing", "auto"), ("bgr_input", False),
+                     ("class_order", None),
                      ("restrict_to_dataset_classes", False), ("unsafe", False), ("crop", None),
                      ("input_size", None))
 
@@ -1393,11 +1421,34 @@ def classifier_from_args(checkpoint_path: str | Path, args: argparse.Namespace) 
     kind = model_files.model_format(checkpoint_path)  # refuses a pickle by its name
     if kind != "keras":
         runner = model_files.open_runner(checkpoint_path, batch_size=args.batch)
-        return adapt_runner(runner, checkpoint_path, preprocessing=args.preprocessing,
-                            class_order=args.class_order,
-                            eval_preprocessing=args.eval_preprocessing, crop=args.crop,
-                            batch_size=args.batch, input_size=args.input_size)
-    model = load_classifier(checkpoint_path, unsafe=args.unsafe)
-    return adapt(model, checkpoint_path, preprocessing=args.preprocessing,
-                 class_order=args.class_order, eval_preprocessing=args.eval_preprocessing,
-                 crop=args.crop, batch_size=args.batch, input_size=args.input_size)
+        classifier = adapt_runner(runner, checkpoint_path, preprocessing=args.preprocessing,
+                                  class_order=args.class_order,
+                                  eval_preprocessing=args.eval_preprocessing, crop=args.crop,
+                                  batch_size=args.batch, input_size=args.input_size)
+    else:
+        model = load_classifier(checkpoint_path, unsafe=args.unsafe)
+        classifier = adapt(model, checkpoint_path, preprocessing=args.preprocessing,
+                           class_order=args.class_order, eval_preprocessing=args.eval_preprocessing,
+                           crop=args.crop, batch_size=args.batch, input_size=args.input_size)
+    if getattr(args, "bgr_input", False):
+        hand_over_bgr(classifier)
+    return classifier
+
+
+def hand_over_bgr(classifier: Classifier) -> None:
+    """``--bgr-input``: ``classifier`` feeds its model the same input with the channels reversed.
+    UserError for a model that is not RGB, or whose input is BGR already."""
+    flag = "--bgr-input"
+    if classifier.channels != 3:
+        raise UserError(f"{flag}: {classifier.checkpoint_path} takes {classifier.channels} channel(s); "
+                        f"the channel order applies to 3-channel (colour) models only")
+    inner = classifier.preprocess
+    if inner is _legacy_vggface2 or (isinstance(inner, _Preprocessor) and inner.bgr_input):
+        why = ("--eval-preprocessing legacy-vggface2 hands over BGR itself" if inner is _legacy_vggface2 else
+               f"{classifier.checkpoint_path.parent / RUN_JSON} says channel_order BGR")
+        raise UserError(f"{flag}: the input of {classifier.checkpoint_path} is BGR already ({why}); "
+                        f"drop {flag}")
+    classifier.preprocess = _BGRInput(inner)
+    classifier.preprocessing_label += " (BGR input: --bgr-input)"
+    classifier.preprocessing_setting = setting_with_bgr(classifier.preprocessing_setting)
+    LOG.info("%s: input handed over in BGR order (--bgr-input)", classifier.checkpoint_path)

@@ -409,3 +409,67 @@ def test_a_single_output_model_is_named_as_no_classifier():
         checkpoints.resolve_class_order(1, None, None, Path("m.keras"))
     with pytest.raises(UserError, match=r"2 class names for a model with 1 output \(class scores\)$"):
         checkpoints.resolve_class_order(1, "happy,sad", None, Path("m.keras"))
+
+
+# --------------------------------------------------------------------------------------------
+# 9. --bgr-input: a model trained on OpenCV's BGR images gets its input with the channels reversed
+
+
+def test_bgr_input_reverses_the_channels_after_the_preprocessing(tmp_path):
+    """Expected scores from the channel means reversed by hand: none, scale01, and z_normalization
+    with ImageNet's RGB mean and std (normalise in RGB, then reverse = the BGR image normalised with
+    the constants in BGR order)."""
+    from test_model_files import mean_linear_onnx
+
+    path = mean_linear_onnx(tmp_path / "m.onnx", "NCHW", W, B)
+    paths, images = write_images(tmp_path / "img", seed=7)
+    means = channel_means(images)
+    mean_rgb, std_rgb = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    cases = {"none": means, "scale01": means / 255.0, "z_normalization": (means / 255.0 - mean_rgb) / std_rgb}
+    for mode, rgb_input in cases.items():
+        expected_rgb = softmax(rgb_input @ W.astype(np.float64) + B)
+        expected_bgr = softmax(rgb_input[:, ::-1] @ W.astype(np.float64) + B)
+        assert np.abs(expected_rgb - expected_bgr).max() > 5e-5  # far beyond the tolerance below
+        classifier = checkpoints.classifier_from_args(path, args(preprocessing=mode, bgr_input=True))
+        np.testing.assert_allclose(classifier.predict_paths(paths), expected_bgr, atol=5e-6, err_msg=mode)
+        assert classifier.preprocessing_setting == f"{mode}+bgr"
+        assert "BGR input" in classifier.describe()["preprocessing"]
+        # without the flag: the RGB order
+        plain = checkpoints.classifier_from_args(path, args(preprocessing=mode)).predict_paths(paths)
+        np.testing.assert_allclose(plain, expected_rgb, atol=5e-6, err_msg=mode)
+    # one token for one computation: the flag and a run.json saying channel_order BGR
+    assert checkpoints.preprocessing_setting("z_normalization", bgr_input=True) == "z_normalization+bgr"
+
+
+def test_bgr_input_on_raw_integer_pixels(tmp_path):
+    path = uint8_keras(tmp_path / "u8.keras")
+    paths, images = write_images(tmp_path / "img", seed=8)
+    classifier = checkpoints.classifier_from_args(path, args(bgr_input=True))
+    expected = softmax(channel_means(images)[:, ::-1] / 255.0 @ (W * 64.0).astype(np.float64) + B)
+    np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5)
+    assert classifier.preprocessing_setting == "none+bgr"
+
+
+def test_bgr_input_refused_where_it_cannot_apply(tmp_path):
+    import json
+
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 1))
+    grey = keras.Model(inputs, keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    grey.save(tmp_path / "grey.keras")
+    with pytest.raises(UserError, match=r"^--bgr-input: .*grey.keras takes 1 channel\(s\); the channel order "
+                                        r"applies to 3-channel \(colour\) models only"):
+        checkpoints.classifier_from_args(tmp_path / "grey.keras", args(preprocessing="none", bgr_input=True))
+    from test_model_files import mean_linear_onnx
+
+    path = mean_linear_onnx(tmp_path / "m.onnx", "NHWC", W, B)
+    with pytest.raises(UserError, match=r"^--bgr-input: .*legacy-vggface2 hands over BGR itself\); drop --bgr-input"):
+        checkpoints.classifier_from_args(path, args(eval_preprocessing="legacy-vggface2", bgr_input=True))
+    (tmp_path / "run.json").write_text(json.dumps({"preprocessing": "vggface2", "channel_order": "BGR"}))
+    with pytest.raises(UserError, match=r"run.json says channel_order BGR\); drop --bgr-input"):
+        checkpoints.classifier_from_args(path, args(bgr_input=True))
+    import argparse
+
+    with pytest.raises(UserError, match=r"^--bgr-input: not with --predictions"):
+        checkpoints.refuse_model_flags_with_predictions(argparse.Namespace(bgr_input=True))
