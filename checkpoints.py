@@ -1443,9 +1443,15 @@ def hand_over_bgr(classifier: Classifier) -> None:
         raise UserError(f"{flag}: {classifier.checkpoint_path} takes {classifier.channels} channel(s); "
                         f"the channel order applies to 3-channel (colour) models only")
     inner = classifier.preprocess
-    if inner is _legacy_vggface2 or (isinstance(inner, _Preprocessor) and inner.bgr_input):
-        why = ("--eval-preprocessing legacy-vggface2 hands over BGR itself" if inner is _legacy_vggface2 else
-               f"{classifier.checkpoint_path.parent / RUN_JSON} says channel_order BGR")
+    why = None
+    if inner is _legacy_vggface2:
+        why = "--eval-preprocessing legacy-vggface2 hands over BGR itself"
+    elif str((classifier.run_info or {}).get("channel_order", "RGB")).upper() == "BGR":
+        # also a model that reverses the channels itself (preprocessing_in_model), as ours do
+        why = f"{classifier.checkpoint_path.parent / RUN_JSON} says channel_order BGR"
+    elif classifier.model is not None and leading_preprocessing(classifier.model, trust_rescaling=True)[1] is not None:
+        why = "the model starts with its own ChannelFlip layer"
+    if why is not None:
         raise UserError(f"{flag}: the input of {classifier.checkpoint_path} is BGR already ({why}); "
                         f"drop {flag}")
     classifier.preprocess = _BGRInput(inner)

@@ -357,10 +357,13 @@ def read_text_lines(path: str | os.PathLike, what: str) -> list[str]:
     cp1252) are a UserError naming the file, line and byte, rather than names garbled into U+FFFD."""
     path = Path(path)
     data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     try:
-        return data.decode("utf-8-sig").splitlines()
+        return data.decode("utf-8").splitlines()
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
+        before = data[: error.start].decode("utf-8")  # valid up to the bad byte
+        line = len((before + "x").splitlines())  # the same line ends as splitlines (CR, LF, CRLF)
         raise UserError(f"{path}:{line}: the {what} is not valid UTF-8 (byte 0x{data[error.start]:02x}); "
                         f"save it as UTF-8") from None
 

@@ -156,6 +156,12 @@ def listed_names(root: str | Path, split: str) -> tuple[list[str], Path] | None:
         return [name for name, _ in read_partition(root) if name.startswith(split + "_")], root / PARTITION_FILE
     if (root / CSV_FILE).is_file():
         rows = len(read_distribution_csv(root))
+        if rows != RAFDB_TRAIN_COUNT + RAFDB_TEST_COUNT:
+            # Rows are named by position after real RAF-DB's training rows: another count cannot be
+            # named without the hard-label list (the evaluations refuse such a CSV).
+            LOG.debug("%s: %d rows, not real RAF-DB's %d: the export cannot check the tree against it",
+                      root / CSV_FILE, rows, RAFDB_TRAIN_COUNT + RAFDB_TEST_COUNT)
+            return None
         names = (name_from_row(row) for row in range(rows))
         return [name for name in names if name.startswith(split + "_")], root / CSV_FILE
     return None
@@ -170,9 +176,13 @@ def refuse_incomplete(root: str | Path, split: str, found: set[str], path_of) ->
     names, list_file = listed
     missing = [name for name in names if name not in found]
     if missing:
+        path = path_of(root, missing[0])
         more = f" (and {len(missing) - 1} more {split} image(s))" if len(missing) > 1 else ""
+        near = [other.name for other in path.parent.iterdir() if other.name.lower() == path.name.lower()] \
+            if path.parent.is_dir() else []
+        found_as = f"; found {near[0]}, RAF-DB names it {path.name}" if near else ""
         raise UserError(
-            f"{path_of(root, missing[0])}: image not found{more}; {list_file} names it, so the tree {root} "
+            f"{path}: image not found{found_as}{more}; {list_file} names it, so the tree {root} "
             f"is incomplete (restore the missing images: a dataset built without them is not the "
             f"benchmark's)\n{EXPECTED_LAYOUT}"
         )

@@ -97,8 +97,10 @@ def list_test_names(root: Path, source: str) -> list[str]:
         names.update(path.name[: -len("_aligned.jpg")] for path in aligned_dir.glob(f"{SPLIT}_*_aligned.jpg"))
     if original_dir.is_dir() or not names:
         names.update(rafdb_dataset.list_originals(root, SPLIT))
-    # A name with its aligned face but no original is reported by build_units; one with neither here.
-    rafdb_dataset.refuse_incomplete(root, SPLIT, names, rafdb_dataset.original_path)
+    # A name with its aligned face but no original is reported by build_units (as is a tree without
+    # originals at all, with the --source aligned hint); one with neither here.
+    if original_dir.is_dir():
+        rafdb_dataset.refuse_incomplete(root, SPLIT, names, rafdb_dataset.original_path)
     return sorted(names)
 
 

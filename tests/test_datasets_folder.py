@@ -209,6 +209,11 @@ def test_classes_txt_not_in_utf8_is_named_with_its_line(tmp_path):
     with pytest.raises(UserError) as error:
         datasets.get("folder", root)
     assert str(error.value).startswith(f"{root / 'classes.txt'}:2: the class list is not valid UTF-8 (byte 0xe9)")
+    # counted from the file's start with a byte-order mark too, and with CR or CRLF line ends
+    for start, end in ((b"\xef\xbb\xbf", b"\n"), (b"\xef\xbb\xbf", b"\r\n"), (b"", b"\r")):
+        (root / "classes.txt").write_bytes(start + end.join([b"triste", b"", "h\u00e9ureux".encode("latin-1")]) + end)
+        with pytest.raises(UserError, match=r"classes.txt:3: the class list is not valid UTF-8 \(byte 0xe9\)"):
+            datasets.get("folder", root)
     # the same names in UTF-8 are read
     (root / "classes.txt").write_text("triste\nh\u00e9ureux\n", encoding="utf-8")
     assert datasets.get("folder", root).class_names == ("triste", "h\u00e9ureux")

@@ -473,3 +473,27 @@ def test_bgr_input_refused_where_it_cannot_apply(tmp_path):
 
     with pytest.raises(UserError, match=r"^--bgr-input: not with --predictions"):
         checkpoints.refuse_model_flags_with_predictions(argparse.Namespace(bgr_input=True))
+
+
+def test_bgr_input_refused_for_a_model_that_reverses_its_channels_itself(tmp_path):
+    """The project's BGR checkpoints start with a ChannelFlip and their run.json says channel_order
+    BGR (preprocessing in the model, so nothing is flipped outside): --bgr-input would reverse the
+    channels twice, i.e. feed RGB. Refused by the run.json, and by the layer alone without one."""
+    import json
+
+    import keras
+
+    from models.preprocessing import ChannelFlip
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(ChannelFlip()(inputs))))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    model.save(folder / "flip.keras")
+    with pytest.raises(UserError, match=r"is BGR already \(the model starts with its own ChannelFlip layer\)"):
+        checkpoints.classifier_from_args(folder / "flip.keras", args(preprocessing="scale01", bgr_input=True))
+    for run_info in ({"preprocessing": "none", "preprocessing_in_model": True, "channel_order": "BGR"},
+                     {"preprocessing": "none", "channel_order": "BGR"}):
+        (folder / "run.json").write_text(json.dumps(run_info))
+        with pytest.raises(UserError, match=r"run.json says channel_order BGR\); drop --bgr-input"):
+            checkpoints.classifier_from_args(folder / "flip.keras", args(bgr_input=True))

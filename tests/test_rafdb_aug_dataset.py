@@ -543,9 +543,10 @@ def test_incomplete_tree_refused_with_the_missing_path(small_tree, tmp_path, cap
     error naming its path, before --out is made: exporting the rest gave a smaller RAF-DB-C that
     `verify` passed. The soft-label CSV names the images when the hard-label list is absent."""
     aligned = small_tree / "basic/Image/aligned"
+    found_as = ""
     if damage == "listed_in_csv_only":
-        # 3 CSV rows after real RAF-DB's 12,271 training rows: test_0001..test_0003; a 4th names test_0004
-        rows = ["0,0,0,1,0,0,0"] * (12271 + 4)
+        # real RAF-DB's rows, 12,271 train then 3,068 test: test_0004 is the first one not here
+        rows = ["0,0,0,1,0,0,0"] * (12271 + 3068)
         (small_tree / "distribute_basic.csv").write_text("\n".join(rows) + "\n")
         missing = aligned / "test_0004_aligned.jpg"
         listing = small_tree / "distribute_basic.csv"
@@ -558,11 +559,28 @@ def test_incomplete_tree_refused_with_the_missing_path(small_tree, tmp_path, cap
             missing.unlink()
         else:
             missing.rename(aligned / "test_0002_aligned.JPG")
+            found_as = "; found test_0002_aligned.JPG, RAF-DB names it test_0002_aligned.jpg"
     code, _out, err = cli(["export", "--rafdb", str(small_tree), "--out", str(tmp_path / "o"), "--quiet",
                            *SMALL], capsys)
     assert code == 2 and "Traceback" not in err
-    assert f"{missing}: image not found" in err and f"{listing} names it" in err and "incomplete" in err
+    assert f"{missing}: image not found{found_as}" in err and f"{listing} names it" in err and "incomplete" in err
+    if damage == "listed_in_csv_only":
+        assert "(and 3064 more test image(s))" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_soft_label_csv_of_another_row_count_names_no_images(small_tree, tmp_path, capsys):
+    """A CSV without the hard-label list names its rows by position after real RAF-DB's 12,271
+    training rows; with another row count (a small tree's CSV) that naming is wrong, so the export
+    does not check against it (it refused a complete tree's --split train, naming test rows)."""
+    aligned = small_tree / "basic/Image/aligned"
+    for i in (1, 2, 3):  # a complete tree of 3 train + 3 test faces, and its 6-row CSV
+        shutil.copy(aligned / f"test_{i:04d}_aligned.jpg", aligned / f"train_{i:05d}_aligned.jpg")
+    (small_tree / "distribute_basic.csv").write_text("0,0,0,1,0,0,0\n" * 6)
+    export(small_tree, tmp_path / "o", capsys, "--split", "train")
+    assert sorted(p.name for p in (tmp_path / "o").rglob("*.jpg"))[:3] == \
+        [f"train_{i:05d}_aligned.jpg" for i in (1, 1, 1)]
+    assert len(list((tmp_path / "o").rglob("*.jpg"))) == 3 * len(PAIRS)
 
 
 def test_complete_tree_with_a_label_list_exports(small_tree, tmp_path, capsys):
