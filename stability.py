@@ -452,12 +452,16 @@ def predict_folders(runner, checkpoint: Path, names: Sequence[str],
     # No trailing blank lines (the original writer's two made its own reader divide by zero).
 
 
-def write_calibration(path: Path, rows: list, *, protocol: str, adapted: bool) -> None:
-    """The P writer's ``--json``: calibration per checkpoint and folder (NaN written as null)."""
+def write_calibration(path: Path, rows: list, *, protocol: str, adapted: bool,
+                      checkpoints: dict | None = None) -> None:
+    """The P writer's ``--json``: calibration per checkpoint and folder (NaN written as null), and
+    each model's identity and adaptation (``Classifier.describe()``: format, SHA-256, input shape,
+    crop, preprocessing and its setting, class order) under ``checkpoints``."""
     import cli_common
 
     data = {"format": "rafdb-p-calibration", "version": 1, "protocol": protocol,
-            "adapted": bool(adapted), "folders": nan_to_none(rows)}
+            "adapted": bool(adapted), "checkpoints": nan_to_none(checkpoints or {}),
+            "folders": nan_to_none(rows)}
     cli_common.atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 

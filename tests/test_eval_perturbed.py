@@ -1268,3 +1268,22 @@ def test_a_run_json_and_the_flag_give_one_preprocessing_setting(tmp_path, pertur
             from_run_json = stability.classifier_settings(classifier(model))  # what the writer writes
             from_flag = report.robustness_settings({"checkpoint": classifier(model, mode).describe()})
             assert (from_run_json["preprocessing"], from_flag["preprocessing"]) == (expected, mode), (model, run_info)
+
+
+def test_writer_json_records_each_model_and_its_adaptation(tmp_path, perturbed_tree, tiny_checkpoints):
+    """The writer's --json names, beside the calibration rows, each model's identity and how it was
+    fed (SHA-256 of the file, input shape, preprocessing setting), as the robustness JSON does."""
+    import hashlib
+
+    _, root, perturbed, _names = perturbed_tree
+    run_a = tiny_checkpoints[0]
+    json_path = tmp_path / "calibration.json"
+    result = run_writer(run_a, root, perturbed, "--preprocessing", "none", "--bgr-input", "--json", json_path,
+                        stdout=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(json_path.read_text())
+    assert data["format"] == "rafdb-p-calibration" and list(data["checkpoints"]) == [str(run_a)]
+    model = data["checkpoints"][str(run_a)]
+    assert model["checkpoint_sha256"] == hashlib.sha256(run_a.read_bytes()).hexdigest()
+    assert model["input_shape"] == [16, 16, 3] and model["preprocessing_setting"] == "none+bgr"
+    assert len(data["folders"]) == 3
