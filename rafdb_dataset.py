@@ -81,9 +81,17 @@ def _check_name(name: str) -> str:
     return name
 
 
+ALIGNED_SUFFIX = "_aligned.jpg"
+
+
 def aligned_path(root: str | Path, name: str) -> Path:
     """``<root>/basic/Image/aligned/<name>_aligned.jpg`` for a name like ``test_0001``."""
-    return Path(root) / ALIGNED_DIR / f"{_check_name(name)}_aligned.jpg"
+    return Path(root) / ALIGNED_DIR / f"{_check_name(name)}{ALIGNED_SUFFIX}"
+
+
+def aligned_name(path: str | Path) -> str:
+    """The image name (``test_0001``) of an aligned file ``.../test_0001_aligned.jpg``."""
+    return Path(path).name[: -len(ALIGNED_SUFFIX)]
 
 
 def original_path(root: str | Path, name: str) -> Path:
@@ -141,9 +149,9 @@ def list_aligned(root: str | Path, split: str = "test", *, complete: bool = Fals
     there (:func:`refuse_incomplete`); the exports use it, so that a dataset built from a tree
     with faces missing (or renamed, e.g. ``.JPG``) is not taken for the benchmark's."""
     folder = require_dir(Path(root) / ALIGNED_DIR, "aligned images")
-    files = _list_dir(folder, split, "_aligned.jpg")
+    files = _list_dir(folder, split, ALIGNED_SUFFIX)
     if complete:
-        refuse_incomplete(root, split, {path.name[: -len("_aligned.jpg")] for path in files}, aligned_path)
+        refuse_incomplete(root, split, {aligned_name(path) for path in files}, aligned_path)
     return files
 
 

@@ -90,11 +90,11 @@ def list_test_names(root: Path, source: str) -> list[str]:
     aligned_dir = root / rafdb_dataset.ALIGNED_DIR
     original_dir = root / rafdb_dataset.ORIGINAL_DIR
     if source == "aligned":
-        return [path.name[: -len("_aligned.jpg")]
-                for path in rafdb_dataset.list_aligned(root, SPLIT, complete=True)]
+        return [rafdb_dataset.aligned_name(path) for path in rafdb_dataset.list_aligned(root, SPLIT, complete=True)]
     names: set[str] = set()
     if aligned_dir.is_dir():
-        names.update(path.name[: -len("_aligned.jpg")] for path in aligned_dir.glob(f"{SPLIT}_*_aligned.jpg"))
+        names.update(rafdb_dataset.aligned_name(path)
+                     for path in aligned_dir.glob(f"{SPLIT}_*{rafdb_dataset.ALIGNED_SUFFIX}"))
     if original_dir.is_dir() or not names:
         names.update(rafdb_dataset.list_originals(root, SPLIT))
     # A name with its aligned face but no original is reported by build_units (as is a tree without
