@@ -543,8 +543,9 @@ def add_dataset_choice(group) -> None:
                        help="ferplus/fer2013: which Usage is exported as the test split (PublicTest as the "
                             "original, PrivateTest as the usual FER+ convention); the evaluations take the same flag")
     group.add_argument("--labels", default=None, choices=("soft", "hard"),
-                       help="ferplus: the label protocol whose images are exported (soft: the vote filter, the "
-                            "default; hard: every image), as ferplus_aug_dataset.py and the evaluations")
+                       help="accepted so that the evaluations' dataset flags can be repeated here; it changes nothing: an "
+                            "export writes every image of the split under either protocol (the FER+ vote filter "
+                            "drops images when an evaluation reads the labels)")
 
 
 def refuse_fer_flags_for_rafdb(args) -> None:

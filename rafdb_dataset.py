@@ -167,8 +167,6 @@ def listed_names(root: str | Path, split: str) -> tuple[list[str], Path] | None:
         if rows != RAFDB_TRAIN_COUNT + RAFDB_TEST_COUNT:
             # Rows are named by position after real RAF-DB's training rows: another count cannot be
             # named without the hard-label list (the evaluations refuse such a CSV).
-            LOG.debug("%s: %d rows, not real RAF-DB's %d: the export cannot check the tree against it",
-                      root / CSV_FILE, rows, RAFDB_TRAIN_COUNT + RAFDB_TEST_COUNT)
             return None
         names = (name_from_row(row) for row in range(rows))
         return [name for name in names if name.startswith(split + "_")], root / CSV_FILE
@@ -180,6 +178,7 @@ def refuse_incomplete(root: str | Path, split: str, found: set[str], path_of) ->
     ``path_of(root, name)``), with how many more are missing and the expected layout."""
     listed = listed_names(root, split)
     if listed is None:
+        _warn_unchecked(Path(root))
         return
     names, list_file = listed
     missing = [name for name in names if name not in found]
@@ -194,6 +193,18 @@ def refuse_incomplete(root: str | Path, split: str, found: set[str], path_of) ->
             f"is incomplete (restore the missing images: a dataset built without them is not the "
             f"benchmark's)\n{EXPECTED_LAYOUT}"
         )
+
+
+def _warn_unchecked(root: Path) -> None:
+    """The warning of an export whose tree has no label list it can check the images against."""
+    csv_file = root / CSV_FILE
+    if csv_file.is_file():
+        why = (f"{csv_file} has {len(read_distribution_csv(root))} rows, not real RAF-DB's "
+               f"{RAFDB_TRAIN_COUNT + RAFDB_TEST_COUNT}, so its rows cannot be named, and there is no {root / PARTITION_FILE}")
+    else:
+        why = f"neither {PARTITION_FILE} nor {CSV_FILE} is in {root}"
+    LOG.warning("%s: the export cannot check that no face of the tree is missing; every image found is "
+                "exported (the evaluations need a label list: docs/DATASETS.md)", why)
 
 
 def list_originals(root: str | Path, split: str = "test") -> list[str]:

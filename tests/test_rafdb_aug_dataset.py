@@ -569,7 +569,7 @@ def test_incomplete_tree_refused_with_the_missing_path(small_tree, tmp_path, cap
     assert not (tmp_path / "o").exists()
 
 
-def test_a_soft_label_csv_of_another_row_count_names_no_images(small_tree, tmp_path, capsys):
+def test_a_soft_label_csv_of_another_row_count_names_no_images(small_tree, tmp_path, capsys, caplog):
     """A CSV without the hard-label list names its rows by position after real RAF-DB's 12,271
     training rows; with another row count (a small tree's CSV) that naming is wrong, so the export
     does not check against it (it refused a complete tree's --split train, naming test rows)."""
@@ -578,9 +578,28 @@ def test_a_soft_label_csv_of_another_row_count_names_no_images(small_tree, tmp_p
         shutil.copy(aligned / f"test_{i:04d}_aligned.jpg", aligned / f"train_{i:05d}_aligned.jpg")
     (small_tree / "distribute_basic.csv").write_text("0,0,0,1,0,0,0\n" * 6)
     export(small_tree, tmp_path / "o", capsys, "--split", "train")
+    # ... and says so, with the reason: a face missing from such a tree would go unnoticed
+    assert (f"{small_tree / 'distribute_basic.csv'} has 6 rows, not real RAF-DB's 15339, so its rows cannot be "
+            f"named, and there is no {small_tree / 'basic/EmoLabel/list_patition_label.txt'}: the export cannot "
+            "check that no face of the tree is missing") in caplog.text
     assert sorted(p.name for p in (tmp_path / "o").rglob("*.jpg"))[:3] == \
         [f"train_{i:05d}_aligned.jpg" for i in (1, 1, 1)]
     assert len(list((tmp_path / "o").rglob("*.jpg"))) == 3 * len(PAIRS)
+
+
+def test_a_tree_without_label_lists_is_exported_with_a_warning(small_tree, tmp_path, capsys, caplog):
+    """Aligned faces alone (no hard-label list, no CSV): exported as they are, with a warning that
+    nothing could be checked; with a list, no such warning."""
+    export(small_tree, tmp_path / "o", capsys)
+    assert (f"neither basic/EmoLabel/list_patition_label.txt nor distribute_basic.csv is in {small_tree}: "
+            "the export cannot check that no face of the tree is missing") in caplog.text
+    assert len(list((tmp_path / "o").rglob("*.jpg"))) == 3 * len(PAIRS)
+    listing = small_tree / "basic/EmoLabel/list_patition_label.txt"
+    listing.parent.mkdir(parents=True)
+    listing.write_text("test_0001.jpg 4\ntest_0002.jpg 1\ntest_0003.jpg 7\n")
+    caplog.clear()
+    export(small_tree, tmp_path / "o2", capsys)
+    assert "cannot check" not in caplog.text
 
 
 def test_complete_tree_with_a_label_list_exports(small_tree, tmp_path, capsys):
