@@ -1423,6 +1423,21 @@ def print_verify_report(report: VerifyReport, stream=None) -> None:
           f"{len(report.altered)} altered, {len(report.unexpected)} unexpected", file=stream)
 
 
+def verify_command(out_dir: str | os.PathLike, *, quiet: bool, family: str, script: str) -> int:
+    """A script's ``verify``: check ``out_dir``, print the report, warn when the tree is of the other
+    family (``family`` "c": corruption trees, "p": perturbation trees; any tree is checked all the
+    same); the exit code, 0 when the tree is whole."""
+    report = verify(out_dir, progress=not quiet)
+    print_verify_report(report)
+    if report.kind and not report.kind.endswith(f"-{family}"):
+        what = {"c": "corruption", "p": "perturbation"}
+        other = "rafdb_perturb_dataset.py" if family == "c" else "rafdb_aug_dataset.py"
+        LOG.warning("%s holds a %s tree (%s), not the %s trees %s writes: it was checked all the same "
+                    "against its manifest; `%s verify` is its own command", out_dir, what["p" if family == "c" else "c"],
+                    report.kind, what[family], script, other)
+    return 0 if report.ok else 1
+
+
 # --------------------------------------------------------------------------------------------
 # RAF-DB-C (BENCHMARK.md §2.1, §2.7, §2.8)
 

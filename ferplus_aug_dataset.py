@@ -55,9 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     if args.command == "verify":
-        report = dataset_writer.verify(args.out, progress=not args.quiet)
-        dataset_writer.print_verify_report(report)
-        return 0 if report.ok else 1
+        return dataset_writer.verify_command(args.out, quiet=args.quiet, family="c", script="ferplus_aug_dataset.py")
     data = datasets.open_dataset(args)
     pairs = fer_export.parse_pairs(args.corruptions, args.severities)
     job = fer_export.c_job(data, pairs, split=args.split, fmt=args.format, seed=args.seed,

@@ -295,9 +295,7 @@ def run_export(args) -> int:
 
 
 def run_verify(args) -> int:
-    report = dataset_writer.verify(args.out, progress=not args.quiet)
-    dataset_writer.print_verify_report(report)
-    return 0 if report.ok else 1
+    return dataset_writer.verify_command(args.out, quiet=args.quiet, family="c", script="rafdb_aug_dataset.py")
 
 
 def preview_face(rafdb: str | Path | None) -> tuple[np.ndarray, str]:

@@ -295,9 +295,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = dataset_writer.verify(args.out, progress=not args.quiet)
-    dataset_writer.print_verify_report(report)
-    return 0 if report.ok else 1
+    return dataset_writer.verify_command(args.out, quiet=args.quiet, family="p", script="rafdb_perturb_dataset.py")
 
 
 # --------------------------------------------------------------------------------------------

@@ -610,3 +610,24 @@ def test_complete_tree_with_a_label_list_exports(small_tree, tmp_path, capsys):
     listing.write_text("train_00001.jpg 4\ntest_0001.jpg 4\ntest_0002.jpg 1\ntest_0003.jpg 7\n")
     export(small_tree, tmp_path / "o", capsys)
     assert len(list((tmp_path / "o").rglob("*.jpg"))) == 3 * len(PAIRS)
+
+
+def test_verify_with_the_other_script_warns_and_still_checks(small_tree, tmp_path, capsys, caplog):
+    """`rafdb_perturb_dataset.py verify` given a RAF-DB-C tree checks it (an altered file still
+    fails) but warns that the tree is a corruption tree; this script's own verify does not warn."""
+    import rafdb_perturb_dataset
+
+    out = tmp_path / "o"
+    export(small_tree, out, capsys)
+    assert cli(["verify", "--out", str(out), "--quiet"], capsys)[0] == 0
+    assert "holds a" not in caplog.text
+    with pytest.raises(SystemExit) as exit_info:
+        cli_common.run_main(lambda: rafdb_perturb_dataset.main(["verify", "--out", str(out), "--quiet"]))
+    assert exit_info.value.code == 0
+    assert (f"{out} holds a corruption tree (rafdb-c), not the perturbation trees rafdb_perturb_dataset.py "
+            "writes: it was checked all the same") in caplog.text
+    victim = next(out.rglob("*.jpg"))
+    victim.write_bytes(victim.read_bytes() + b"x")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_common.run_main(lambda: rafdb_perturb_dataset.main(["verify", "--out", str(out), "--quiet"]))
+    assert exit_info.value.code == 1 and f"altered: {victim}" in capsys.readouterr().out
