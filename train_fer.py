@@ -101,7 +101,9 @@ def build_parser() -> ArgumentParser:
     model.add_argument("--lpf", type=int, default=1, choices=LPF_CHOICES,
                        help="BlurPool filter size (0 = original strided layers, 1 = stride 1 + subsampling)")
     model.add_argument("--preprocessing", default="full_normalization",
-                       help="input preprocessing, built into the model's first layers (models.PREPROCESSING_MODES)")
+                       help="input preprocessing, built into the model's first layers: full_normalization, "
+                            "vggface2, z_normalization, scale01, scale-1-1, or no (also spelled none, as in the "
+                            "evaluations' --preprocessing)")
     model.add_argument("--mean-order", default="correct",
                        help="vggface2 means in RGB order ('correct', FIX) or the original's swapped order")
     model.add_argument("--colour", default="rgb",
@@ -196,6 +198,8 @@ def parse_args(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     args.argv = argv
     args.explicit = explicit_flags(parser, argv)
+    if args.preprocessing == "none":  # the evaluations' spelling of the original's "no"
+        args.preprocessing = "no"
     models = _models()  # imports Keras: only after the cheap checks of argparse
     for dest, name in MODEL_CHOICES.items():
         choices = getattr(models, name)

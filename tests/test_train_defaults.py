@@ -26,3 +26,18 @@ def test_epoch_seed_is_seed64_of_train_epoch(seed, epoch):
     text = f"{seed}|train-epoch|{epoch}".encode()
     want = int.from_bytes(hashlib.sha256(text).digest()[:8], "little") % 2 ** 31
     assert training.epoch_seed(seed, epoch) == want
+
+
+def test_preprocessing_none_is_the_no_of_the_original_and_help_lists_every_mode(capsys):
+    """The evaluations spell "no preprocessing" none, training (as the original) no: both are
+    accepted and stored as "no"; --help names every mode models/ builds."""
+    import models
+
+    assert train_fer.parse_args(["--rafdb", "x", "--preprocessing", "none"]).preprocessing == "no"
+    assert train_fer.parse_args(["--rafdb", "x", "--preprocessing", "no"]).preprocessing == "no"
+    with pytest.raises(SystemExit):
+        train_fer.parse_args(["--rafdb", "x", "--preprocessing", "nothing"])
+    assert "invalid choice: 'nothing'" in capsys.readouterr().err
+    help_text = " ".join(train_fer.build_parser().format_help().split())
+    for mode in models.PREPROCESSING_MODES:
+        assert mode in help_text.rsplit("--preprocessing PREPROCESSING", 1)[1].split("--mean-order")[0], mode
