@@ -14,7 +14,9 @@ The two kinds join on the model file, which both record: its SHA-256 (robustness
 ``model_sha256=`` of the predictions file's metadata), so the folder each evaluation ran from does not
 matter; results written before the hash was recorded join on the file's path (``checkpoint``).
 Rows of the same file are one model, two different files never merge; the same file evaluated under
-two label protocols (or N) is two rows, named with the protocol. A stability method without a recorded path (a JSON of an
+two label protocols (or N), by its robustness or its stability results, is two rows, named with the
+protocol and N, and a stability result on sequences of another source than RAF-DB-P's landmark
+alignment (``--source aligned``) is a row of its own, named ``[P source aligned]``. A stability method without a recorded path (a JSON of an
 older eval_perturbed_rafdb2.py) joins the one robustness model of its name, if there is exactly one.
 
 Evaluation settings (docs/BENCHMARK.md §5.4, §11.5): the same file evaluated with a different
@@ -266,9 +268,10 @@ def _display_names(paths: dict[str, str], settings_suffix: dict[str, str] | None
     """key -> name for models known by path: the run-folder name, as the stability reader names
     methods; where different models share it, ``<run>/<file>``, and the whole path if that too is
     shared. A key split by label protocol (:func:`_split_by_labels`) adds ``[<protocol> labels,
-    N=<n>]``, one split by evaluation settings (:func:`_assign_variants`) its ``settings_suffix``."""
+    N=<n>]``, one split by the source of its sequences (:func:`_split_by_sequence_source`) ``[P
+    source <source>]``, one split by evaluation settings (:func:`_assign_variants`) its ``settings_suffix``."""
     def identity(key: str) -> str:  # one model evaluated under several protocols or settings: one identity
-        return key.split(SETTINGS_SEP, 1)[0].split(LABEL_SEP, 1)[0]
+        return key.split(SETTINGS_SEP, 1)[0].split(SOURCE_SEP, 1)[0].split(LABEL_SEP, 1)[0]
 
     first = {}  # identity -> its checkpoint path (the first recorded)
     for key, checkpoint in paths.items():
@@ -292,10 +295,12 @@ def _display_names(paths: dict[str, str], settings_suffix: dict[str, str] | None
     names = {}
     for key in paths:
         names[key] = base[identity(key)]
-        labelled = key.split(SETTINGS_SEP, 1)[0]
+        labelled, _, source = key.split(SETTINGS_SEP, 1)[0].partition(SOURCE_SEP)
         if LABEL_SEP in labelled:  # e.g. "run_a [hard labels, N=3068]"
             _, protocol, n = labelled.split(LABEL_SEP)
             names[key] += f" [{protocol} labels, N={n}]"
+        if source:  # e.g. "run_a [P source aligned]"
+            names[key] += f" [P source {source}]"
         names[key] += (settings_suffix or {}).get(key, "")  # e.g. "run_a [preprocessing z_normalization]"
     return names
 
@@ -546,7 +551,6 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
                 aliases.setdefault(model_key(checkpoint), key)
                 robust.append((key, checkpoint, path, result))
     robust_keys = {key for key, *_ in robust}
-    robust = _split_by_labels(robust)
     stable = []  # (key or None, checkpoint path or None, file, method, summary, file's data)
     for path, kind, data in files:
         if kind == "stability":
@@ -561,7 +565,9 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
                     key = by_path  # a robustness JSON from before the hash: the path, as then
                 else:  # no robustness row of this model: its content, else its path
                     key = hashed or by_path
-                stable.append((_labelled_key(key, summary, robust), checkpoint, path, method, summary, data))
+                stable.append((key, checkpoint, path, method, summary, data))
+    robust, stable = _split_by_labels(robust, stable)
+    stable = _split_by_sequence_source(stable)
     robust, stable, suffixes, conflicts = _assign_variants(robust, stable)
     paths = {key: checkpoint for key, checkpoint, *_ in robust}
     for key, checkpoint, *_ in stable:
@@ -613,28 +619,61 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
 LABEL_SEP = "\0"  # joins a model's key, protocol and N; no path or SHA-256 holds it
 
 
-def _split_by_labels(robust: list) -> list:
-    """The same model evaluated under several label protocols or N (e.g. soft and hard labels) is
-    one row per evaluation, keyed ``<model> NUL <protocol> NUL <N>`` (:data:`LABEL_SEP`), so that none
-    replaces the other; its name then carries the protocol (see :func:`_display_names`)."""
+def _labels(entry: dict) -> tuple[str, str]:
+    """The label protocol and N a result records, as the parts of a split key."""
+    return str(entry.get("protocol")), str(entry.get("n"))
+
+
+def _split_by_labels(robust: list, stable: list) -> tuple[list, list]:
+    """The same model evaluated under several label protocols or N (e.g. soft and hard labels), by
+    its robustness results or its stability results, is one row per (protocol, N), keyed ``<model>
+    NUL <protocol> NUL <N>`` (:data:`LABEL_SEP`), so that none replaces the other and no row joins
+    the robustness of one protocol to the stability of another; its name then carries the protocol
+    (see :func:`_display_names`). A stability method that records no protocol (an older JSON) keeps
+    the plain key, as do all results of a model whose robustness results record none."""
     variants: dict[str, set] = {}
+    unlabelled = set()  # models with a robustness result recording no protocol (older JSONs)
     for key, _checkpoint, _path, result in robust:
-        variants.setdefault(key, set()).add((result.get("protocol"), result.get("n")))
-    return [(LABEL_SEP.join((key, str(result.get("protocol")), str(result.get("n")))) if len(variants[key]) > 1
-             else key,
-             checkpoint, path, result) for key, checkpoint, path, result in robust]
+        variants.setdefault(key, set()).add(_labels(result))
+        if result.get("protocol") is None:
+            unlabelled.add(key)
+    for key, _checkpoint, _path, _method, summary, _data in stable:
+        if key is not None and key not in unlabelled and summary.get("protocol") is not None:
+            variants.setdefault(key, set()).add(_labels(summary))
+
+    def split(key: str | None, entry: dict, recorded: bool) -> str | None:
+        if key is None or not recorded or len(variants.get(key, ())) < 2:
+            return key
+        return LABEL_SEP.join((key, *_labels(entry)))
+
+    return ([(split(key, result, True), *rest, result) for key, *rest, result in robust],
+            [(split(key, summary, key not in unlabelled and summary.get("protocol") is not None),
+              checkpoint, path, method, summary, data)
+             for key, checkpoint, path, method, summary, data in stable])
 
 
-def _labelled_key(key: str | None, summary: dict, robust: list) -> str | None:
-    """A stability method's key among robustness rows split by :func:`_split_by_labels`: the row of
-    the same protocol and N when there is one."""
-    if key is None:
-        return None
-    split = {row_key for row_key, *_ in robust if row_key.startswith(key + LABEL_SEP)}
-    if not split:
-        return key
-    wanted = LABEL_SEP.join((key, str(summary.get("protocol")), str(summary.get("n"))))
-    return wanted if wanted in split else key
+SOURCE_SEP = "\2"  # joins a stability row's key and the source of its sequences; no path or SHA-256 holds it
+OWN_SOURCE = "landmarks"  # RAF-DB-P's own sequences (docs/BENCHMARK.md §3.6)
+
+
+def _split_by_sequence_source(stable: list) -> list:
+    """Stability methods of one model (and protocol, N) measured on sequences of different sources
+    (RAF-DB-P's landmark alignment, ``--source aligned``, ...) are not the same numbers: each source
+    other than the benchmark's own (``landmarks``; where none is, the first in name order) is a row
+    of its own, keyed ``<key> STX <source>`` (:data:`SOURCE_SEP`) and named with ``[P source ...]``;
+    the benchmark's own keeps the key, and with it any robustness result of the model."""
+    sources: dict[str, set] = {}
+    for key, *_rest, summary, _data in stable:
+        if key is not None and summary.get("source") is not None:
+            sources.setdefault(key, set()).add(str(summary["source"]))
+    kept = {key: OWN_SOURCE if OWN_SOURCE in found else min(found) for key, found in sources.items()}
+    out = []
+    for key, checkpoint, path, method, summary, data in stable:
+        source = summary.get("source")
+        if key is not None and source is not None and len(sources[key]) > 1 and str(source) != kept[key]:
+            key = f"{key}{SOURCE_SEP}{source}"
+        out.append((key, checkpoint, path, method, summary, data))
+    return out
 
 
 def _unrecorded_key(path: Path, method: str, robust: list, paths: dict, names: dict,

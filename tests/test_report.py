@@ -250,14 +250,14 @@ def test_rendered_in_a_real_browser(designed, tmp_path):
 # Joining robustness and stability rows by the model file (two models in one folder)
 
 
-def stability_json(folder, name, checkpoint, sequences, meta=""):
+def stability_json(folder, name, checkpoint, sequences, meta="", labels="soft", source="landmarks"):
     """The stability JSON eval_perturbed_rafdb2.py --json writes for one model's predictions file
     (one p_rotate block of ``sequences``, header ``<checkpoint>,perturbed/rafdb.test.p_rotate``;
     ``meta``: more metadata, e.g. " preprocessing=none model_sha256=...")."""
     import eval_perturbed_rafdb2
 
     text = (f"{checkpoint},perturbed/rafdb.test.p_rotate\n"
-            f"# labels=soft N={len(sequences)} source=landmarks frames=30{meta}\n"
+            f"# labels={labels} N={len(sequences)} source={source} frames=30{meta}\n"
             + "".join(",".join(map(str, seq)) + "\n" for seq in sequences))
     predictions = folder / f"{name}.txt"
     predictions.write_text(text)
@@ -266,10 +266,14 @@ def stability_json(folder, name, checkpoint, sequences, meta=""):
     return out
 
 
-def robustness_json(folder, name, checkpoint, clean):
+def robustness_json(folder, name, checkpoint, clean, n=1):
+    """A robustness JSON of ``checkpoint`` with clean error ``clean``, measured on ``n`` test images
+    (soft labels): the N of the stability JSON it should join (one sequence per image)."""
     data = set_errors(load("tinycnn"), clean, {c: [clean + .1 * s for s in range(1, 6)]
                                                for c in CORRUPTIONS})
     data["results"][0]["checkpoint"]["checkpoint"] = checkpoint
+    assert data["results"][0]["protocol"] == "soft"
+    data["results"][0]["n"] = n
     return write(folder, name, data)
 
 
@@ -281,8 +285,8 @@ def test_models_of_one_folder_join_by_their_file(tmp_path, capsys):
     """Two ONNX models in models/: each JSON pair joins into one row, named by folder and file."""
     folder = tmp_path / "in"
     folder.mkdir()
-    inputs = [robustness_json(folder, "o_fer2013", "models/o_fer2013.onnx", .10),
-              robustness_json(folder, "o_dyn", "models/o_dyn.onnx", .30),
+    inputs = [robustness_json(folder, "o_fer2013", "models/o_fer2013.onnx", .10, n=2),
+              robustness_json(folder, "o_dyn", "models/o_dyn.onnx", .30, n=2),
               stability_json(folder, "stab", "models/o_fer2013.onnx", [TWO_FLIPS, TWO_FLIPS]),
               stability_json(folder, "stab_dyn", "./models/o_dyn.onnx", [CONSTANT, TWO_FLIPS])]
     stab = json.loads(inputs[2].read_text())
@@ -1123,3 +1127,62 @@ def test_complete_evaluations_get_no_coverage_note():
     notes = report.coverage_notes(models, metrics(eighteen[1:], ten[:-1]))
     assert len(notes) == 2
     assert "over 17 of the 18 RAF-DB-C corruptions" in notes[0] and "over 9 of the 10 RAF-DB-P" in notes[1]
+
+
+def test_robustness_and_stability_of_other_label_protocols_are_two_rows(tmp_path, caplog):
+    """One model file, robustness with soft labels, stability with hard labels: two rows, each with
+    its own numbers (joining them showed a hard-label mFP on the soft-label row); a second stability
+    result of the soft protocol joins the robustness row and replaces neither."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = robustness_json(folder, "r", "runs/a/m.keras", .10, n=1)
+    hard = stability_json(folder, "sh", "runs/a/m.keras", [TWO_FLIPS], labels="hard")
+    report.make_report([robust, hard], tmp_path / "one")
+    rows = read_csv(tmp_path / "one" / "report.csv")
+    assert set(rows) == {"a [soft labels, N=1]", "a [hard labels, N=1]"}
+    assert float(rows["a [soft labels, N=1]"]["clean_error"]) == pytest.approx(.10)
+    assert rows["a [soft labels, N=1]"]["mfp"] == "" and rows["a [hard labels, N=1]"]["clean_error"] == ""
+    assert float(rows["a [hard labels, N=1]"]["mfp"]) == pytest.approx(2 / 29)
+    soft = stability_json(folder, "ss", "runs/a/m.keras", [CONSTANT])
+    report.make_report([robust, soft, hard], tmp_path / "two")
+    rows = read_csv(tmp_path / "two" / "report.csv")
+    assert set(rows) == {"a [soft labels, N=1]", "a [hard labels, N=1]"}
+    assert float(rows["a [soft labels, N=1]"]["mfp"]) == 0.0  # the soft sequence never flips
+    assert float(rows["a [soft labels, N=1]"]["clean_error"]) == pytest.approx(.10)
+    assert float(rows["a [hard labels, N=1]"]["mfp"]) == pytest.approx(2 / 29)
+    assert "appears again" not in caplog.text
+
+
+def test_robustness_and_stability_of_another_n_are_two_rows(tmp_path):
+    """The same protocol but another N (a stability run on 2 sequences, robustness on 1 image):
+    not one row."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [robustness_json(folder, "r", "runs/a/m.keras", .10, n=1),
+              stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS, CONSTANT])]
+    report.make_report(inputs, tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert set(rows) == {"a [soft labels, N=1]", "a [soft labels, N=2]"}
+    assert float(rows["a [soft labels, N=2]"]["mfp"]) == pytest.approx(1 / 29)  # (2/29 + 0) / 2
+
+
+def test_stability_of_another_sequence_source_is_a_row_of_its_own(tmp_path, caplog):
+    """Stability of one model on RAF-DB-P's own landmark sequences and on --source aligned ones: the
+    landmark result joins the robustness row whatever the order of the files; the other is a row
+    named with its source, in another comparability group (it replaced the landmark result)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = robustness_json(folder, "r", "runs/a/m.keras", .10, n=1)
+    aligned = stability_json(folder, "sa", "runs/a/m.keras", [TWO_FLIPS], source="aligned")
+    landmarks = stability_json(folder, "sl", "runs/a/m.keras", [CONSTANT])
+    for order, inputs in enumerate(([robust, aligned, landmarks], [landmarks, aligned, robust])):
+        out = tmp_path / f"out{order}"
+        report.make_report(inputs, out)
+        rows = read_csv(out / "report.csv")
+        assert set(rows) == {"a", "a [P source aligned]"}
+        assert float(rows["a"]["mfp"]) == 0.0 and float(rows["a"]["clean_error"]) == pytest.approx(.10)
+        assert rows["a"]["stability_source"] == "landmarks"
+        assert float(rows["a [P source aligned]"]["mfp"]) == pytest.approx(2 / 29)
+        assert rows["a [P source aligned]"]["stability_source"] == "aligned"
+        assert rows["a"]["group"] != rows["a [P source aligned]"]["group"]
+    assert "appears again" not in caplog.text
