@@ -698,9 +698,13 @@ def read_predictions(path: str | Path, frames: int | None = None, text: str | No
     topk_pending = False  # the previous content line was a sequence line
     open_blocks: list[Block] = []  # blocks since the last end line (see END_LINE)
     pending_meta: tuple[dict, int] | None = None  # metadata before a header: for that header
-    for number, raw in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    # a writer ends every line: a last line without its end is where a copy or a disk stopped
+    cut_at = len(lines) if text and not text.endswith(("\n", "\r")) else 0
+    for number, raw in enumerate(lines, 1):
         line = raw.strip()
-        where = f"{path}:{number}"
+        where = f"{path}:{number}" + (" (the last line, with no line end: the file looks cut short)"
+                                      if number == cut_at else "")
         if not line:
             continue
         if line.startswith(TOPK_PREFIX):

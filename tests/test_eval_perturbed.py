@@ -1186,6 +1186,9 @@ def test_settings_written_by_the_writer_keep_the_report_rows_apart(tmp_path, per
     classifier.use_classes(rafdb_dataset.CLASS_NAMES)
     robust_data = json.loads((REPO / "tests" / "data" / "report" / "tinycnn.json").read_text())
     robust_data["results"][0]["checkpoint"] = classifier.describe()
+    # measured on the same test faces (one row needs the same label protocol and N)
+    method = next(iter(json.loads(stable.read_text())["methods"].values()))
+    robust_data["results"][0]["protocol"], robust_data["results"][0]["n"] = method["protocol"], method["n"]
     robust = tmp_path / "r.json"
     robust.write_text(json.dumps(robust_data))
     report_out = report.make_report([robust, stable], tmp_path / "rep")
@@ -1247,6 +1250,8 @@ def test_a_run_json_and_the_flag_give_one_preprocessing_setting(tmp_path, pertur
     assert settings["preprocessing"] == report.robustness_settings({"checkpoint": described})["preprocessing"]
     robust_data = json.loads((REPO / "tests" / "data" / "report" / "tinycnn.json").read_text())
     robust_data["results"][0]["checkpoint"] = described
+    method = json.loads(stable.read_text())["methods"]["export"]  # the same test faces: protocol and N
+    robust_data["results"][0]["protocol"], robust_data["results"][0]["n"] = method["protocol"], method["n"]
     robust = tmp_path / "r.json"
     robust.write_text(json.dumps(robust_data))
     result = report.make_report([robust, stable], tmp_path / "rep")
@@ -1287,3 +1292,22 @@ def test_writer_json_records_each_model_and_its_adaptation(tmp_path, perturbed_t
     assert model["checkpoint_sha256"] == hashlib.sha256(run_a.read_bytes()).hexdigest()
     assert model["input_shape"] == [16, 16, 3] and model["preprocessing_setting"] == "none+bgr"
     assert len(data["folders"]) == 3
+
+
+def test_a_predictions_file_cut_mid_line_says_so(tmp_path):
+    """A file whose last line has no line end (a copy or a disk that stopped mid-line) is named as
+    cut short at that line; the same bad field on a whole line is reported without that guess."""
+    import stability
+
+    whole = "runs/a/m.keras,perturbed/rafdb.test.p_rotate\n" + ",".join(["3"] * 30) + "\n"
+    cut = tmp_path / "cut.txt"
+    cut.write_text(whole + "3,3,3,")
+    with pytest.raises(UserError) as error:
+        stability.read_predictions(cut)
+    assert str(error.value).startswith(f"{cut}:3 (the last line, with no line end: the file looks cut short): "
+                                       "field 4 is ''")
+    damaged = tmp_path / "damaged.txt"
+    damaged.write_text(whole + "3,3,3,\n")
+    with pytest.raises(UserError) as error:
+        stability.read_predictions(damaged)
+    assert str(error.value).startswith(f"{damaged}:3: field 4 is ''")
