@@ -395,7 +395,10 @@ def load_classifier(path: str | Path, *, unsafe: bool = False):
                 raise UserError(f"{path}: holds weights only (model.save_weights), not a model: save the "
                                 f"whole model with model.save, or load the weights into the model's own "
                                 f"code and save that") from None
-            if "File not found" in first_line or "not a zip file" in first_line.lower():
+            if zipped and ("File not found" in first_line or "not a zip file" in first_line.lower()):
+                first_line = ("a damaged zip archive: it starts as one, but its table of contents, "
+                              "at the end, cannot be read (the file looks cut short); copy or save it again")
+            elif "File not found" in first_line or "not a zip file" in first_line.lower():
                 first_line = (f"not a Keras archive: a {path.suffix} file is a zip archive written "
                               f"by model.save; .h5/.hdf5 are HDF5 files")
             raise UserError(f"{path}: cannot load as a Keras model ({type(error).__name__}: "

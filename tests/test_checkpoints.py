@@ -468,6 +468,22 @@ def test_garbage_keras_file_message(tmp_path):
         checkpoints.load_classifier(path)
 
 
+def test_a_keras_archive_cut_short_is_named_as_such(tmp_path):
+    """The first half of a real .keras file (a copy that stopped): a damaged zip archive, not "not
+    a Keras archive"."""
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(7)])
+    whole = tmp_path / "whole.keras"
+    model.save(whole)
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(UserError) as error:
+        checkpoints.load_classifier(cut)
+    assert f"{cut}: cannot load as a Keras model" in str(error.value)
+    assert "a damaged zip archive" in str(error.value) and "cut short" in str(error.value)
+
+
 def test_a_mixed_precision_checkpoint_is_evaluated_in_float32_on_the_cpu(tmp_path):
     """A model saved with mixed_float16 layers: on the CPU it loads as a float32 copy with the same
     weights (oneDNN aborts on float16 convolutions under DNNL_MAX_CPU_ISA=AVX2: run here with oneDNN
