@@ -299,8 +299,8 @@ def _display_names(paths: dict[str, str], settings_suffix: dict[str, str] | None
         if LABEL_SEP in labelled:  # e.g. "run_a [hard labels, N=3068]"
             _, protocol, n = labelled.split(LABEL_SEP)
             names[key] += f" [{protocol} labels, N={n}]"
-        if source:  # e.g. "run_a [P source aligned]"
-            names[key] += f" [P source {source}]"
+        if source:  # e.g. "run_a [P source aligned]", "run_a [P test set faces2.test 0a1b2c3d]"
+            names[key] += "".join(f" [{part}]" for part in source.split(SOURCE_SEP))
         names[key] += (settings_suffix or {}).get(key, "")  # e.g. "run_a [preprocessing z_normalization]"
     return names
 
@@ -567,6 +567,7 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
                     key = hashed or by_path
                 stable.append((key, checkpoint, path, method, summary, data))
     robust, stable = _split_by_labels(robust, stable)
+    stable = _split_by_test_set(robust, stable)
     stable = _split_by_sequence_source(stable)
     robust, stable, suffixes, conflicts = _assign_variants(robust, stable)
     paths = {key: checkpoint for key, checkpoint, *_ in robust}
@@ -652,7 +653,49 @@ def _split_by_labels(robust: list, stable: list) -> tuple[list, list]:
              for key, checkpoint, path, method, summary, data in stable])
 
 
-SOURCE_SEP = "\2"  # joins a stability row's key and the source of its sequences; no path or SHA-256 holds it
+def stability_test_set(summary: dict) -> str | None:
+    """The test set a stability method's sequences are of: the ``test_set=`` its blocks state (the
+    first hex digits of the digest a robustness result records as ``test_set_sha256``), if they
+    state one and the same; else None (an older predictions file: unknown)."""
+    found = {str((entry.get("meta") or {}).get("test_set") or "")
+             for entry in (summary.get("perturbations") or {}).values() if isinstance(entry, dict)}
+    return found.pop() or None if len(found) == 1 else None
+
+
+def stability_dataset(summary: dict) -> str | None:
+    """``<dataset>.<split>`` of a stability method's perturbation folders (``rafdb.test``), where its
+    blocks name one; several are joined by commas; None where none is recorded."""
+    found = sorted({str(entry.get("dataset")) for entry in (summary.get("perturbations") or {}).values()
+                    if isinstance(entry, dict) and entry.get("dataset")})
+    return ",".join(found) or None
+
+
+def _split_by_test_set(robust: list, stable: list) -> list:
+    """A stability method measured on another test set than the robustness results of its key (both
+    state it: ``test_set=`` against ``test_set_sha256``; e.g. another folder dataset of the same
+    N) is a row of its own, keyed ``<key> STX P test set <dataset> <digest>`` and named so; so is, of
+    several stability methods of one key on different test sets without a robustness result that
+    states one, each but the first in digest order."""
+    robust_sets: dict[str, set] = {}
+    for key, _checkpoint, _path, result in robust:
+        if result.get("test_set_sha256"):
+            robust_sets.setdefault(key, set()).add(str(result["test_set_sha256"])[:stability.TEST_SET_DIGITS])
+    stable_sets: dict[str, set] = {}
+    for key, *_rest, summary, _data in stable:
+        if key is not None and stability_test_set(summary) is not None:
+            stable_sets.setdefault(key, set()).add(stability_test_set(summary))
+    out = []
+    for key, checkpoint, path, method, summary, data in stable:
+        mine = stability_test_set(summary) if key is not None else None
+        if mine is not None:
+            known = robust_sets.get(key) or {min(stable_sets[key])}
+            if mine not in known:
+                key = f"{key}{SOURCE_SEP}P test set {stability_dataset(summary) or '?'} {mine[:8]}"
+        out.append((key, checkpoint, path, method, summary, data))
+    return out
+
+
+SOURCE_SEP = "\2"  # joins a stability row's key and what sets its sequences apart; no path or SHA-256 holds it
 OWN_SOURCE = "landmarks"  # RAF-DB-P's own sequences (docs/BENCHMARK.md §3.6)
 
 
@@ -660,7 +703,7 @@ def _split_by_sequence_source(stable: list) -> list:
     """Stability methods of one model (and protocol, N) measured on sequences of different sources
     (RAF-DB-P's landmark alignment, ``--source aligned``, ...) are not the same numbers: each source
     other than the benchmark's own (``landmarks``; where none is, the first in name order) is a row
-    of its own, keyed ``<key> STX <source>`` (:data:`SOURCE_SEP`) and named with ``[P source ...]``;
+    of its own, keyed ``<key> STX P source <source>`` (:data:`SOURCE_SEP`) and named with ``[P source ...]``;
     the benchmark's own keeps the key, and with it any robustness result of the model."""
     sources: dict[str, set] = {}
     for key, *_rest, summary, _data in stable:
@@ -671,7 +714,7 @@ def _split_by_sequence_source(stable: list) -> list:
     for key, checkpoint, path, method, summary, data in stable:
         source = summary.get("source")
         if key is not None and source is not None and len(sources[key]) > 1 and str(source) != kept[key]:
-            key = f"{key}{SOURCE_SEP}{source}"
+            key = f"{key}{SOURCE_SEP}P source {source}"
         out.append((key, checkpoint, path, method, summary, data))
     return out
 
@@ -836,6 +879,7 @@ def stability_metrics(model: Model, baseline: Model | None) -> dict:
     out = {"fp": fp, "mfp": _mean([fp[name] for name in over if name in fp]),
            "t2d": _num(tkd.get("2")), "t3d": _num(tkd.get("3")),
            "n": summary.get("n"), "source": summary.get("source"),
+           "dataset": stability_dataset(summary),  # <dataset>.<split> of its perturbation folders
            "protocol": summary.get("protocol"), "perturbations": over,
            # frames per sequence (an FP over 10 frames of a 30-frame sweep is another number)
            "frames": ",".join(map(str, frames)) or None,
@@ -865,7 +909,7 @@ def stability_metrics(model: Model, baseline: Model | None) -> dict:
 
 
 ROBUSTNESS_KEYS = ("dataset", "split", "protocol", "n", "source", "format")
-STABILITY_KEYS = ("protocol", "n", "source", "frames", "difficulty")
+STABILITY_KEYS = ("dataset", "protocol", "n", "source", "frames", "difficulty")
 
 
 def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[str, str]]:

@@ -152,7 +152,8 @@ def frame_paths(folder: Path, names: Sequence[str], n_frames: int) -> list[str]:
     return paths
 
 
-WRITTEN_META_KEYS = ("labels", "N", "source", "frames", "seed", "format", "fallback_pad", "classes")
+WRITTEN_META_KEYS = ("labels", "N", "source", "frames", "seed", "format", "fallback_pad", "classes", "test_set")
+TEST_SET_DIGITS = 16  # test_set=: the first hex digits of the test set's SHA-256 (robustness.test_set_digest)
 
 
 def _meta_value(value) -> str:
@@ -161,11 +162,14 @@ def _meta_value(value) -> str:
 
 
 def metadata_line(protocol: str, n_sequences: int, frames: int, manifest: dict | None,
-                  n_classes: int = NUM_CLASSES) -> str:
+                  n_classes: int = NUM_CLASSES, test_set: str | None = None) -> str:
     """``# labels=<protocol> N=<n> source=<...> frames=<n> seed=... format=...`` (one line, no newline).
 
     ``source``, ``seed``, ``format`` and ``fallback_pad`` come from the perturbed tree's manifest
     parameters; ``unknown`` without a manifest (``fallback_pad`` only for ``source=aligned``).
+    ``test_set``: the SHA-256 of the dataset's test images and labels, as a robustness result records
+    it (``test_set_sha256``), written as its first :data:`TEST_SET_DIGITS` hex digits: report.py
+    joins the two results of a model only when they were measured on the same test set.
     """
     params = (manifest or {}).get("params") or {}
     values = {"labels": protocol, "N": n_sequences, "source": params.get("source"), "frames": frames,
@@ -174,6 +178,8 @@ def metadata_line(protocol: str, n_sequences: int, frames: int, manifest: dict |
         values["fallback_pad"] = params.get("fallback_pad")
     if n_classes != NUM_CLASSES:  # indices 0..K-1 in the evaluated dataset's class order
         values["classes"] = n_classes
+    if test_set:
+        values["test_set"] = test_set[:TEST_SET_DIGITS]
     return "# " + " ".join(f"{key}={_meta_value(values[key])}" for key in WRITTEN_META_KEYS if key in values)
 
 

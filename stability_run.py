@@ -118,10 +118,14 @@ def run(args) -> int:
     adapted = (f" adapted={stability.adapted_label(args.adapt, args.adapt_prior)}"
                if args.adapt != "none" else "")
 
+    # the test set as the robustness evaluation records it (before a model's classes leave any out)
+    test_set = robustness.test_set_digest(labels.names, labels.labels)
+
     def metadata(n_sequences: int) -> str:
         """A block's metadata; N is the sequences of that block (a model that cannot output a
         class of the dataset leaves that class's sequences out)."""
-        return stability.metadata_line(labels.protocol, n_sequences, args.frames, manifest) + adapted
+        return stability.metadata_line(labels.protocol, n_sequences, args.frames, manifest,
+                                       test_set=test_set) + adapted
 
     earlier = stability.headers_in(args.out.read_text(encoding="utf-8")) \
         if args.append and args.out is not None and args.out.is_file() else []

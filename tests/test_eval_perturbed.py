@@ -526,6 +526,18 @@ def run_writer(checkpoint, root, perturbed, *extra, stdout):
                           stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
+def test_set_token(root) -> str:
+    """The test_set= the writer states: the first 16 hex digits of SHA-256 over the soft-label test
+    images' names (joined by newlines) and then their label rows as float64 rounded to 1e-9, the
+    digest a robustness result records as test_set_sha256 (docs/BENCHMARK.md §5.2)."""
+    import rafdb_dataset
+
+    labels = rafdb_dataset.load_labels(root, "test", "soft")
+    digest = hashlib.sha256("\n".join(labels.names).encode("utf-8"))
+    digest.update(np.round(np.asarray(labels.labels, np.float64), 9).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def hand_fp(sequences, noise):
     """FP by the BENCHMARK.md §5.5 formula, written out with loops."""
     total = 0.0
@@ -560,7 +572,7 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
         # ... and the model file's SHA-256 (report.py joins results by it)
         assert lines[i * stride + 1] == \
             f"# labels=soft N={len(names)} source=unknown frames=30 seed=unknown format=unknown " \
-            f"preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} " \
+            f"test_set={test_set_token(root)} preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} " \
             f"model_sha256={hashlib.sha256(Path(run_a).read_bytes()).hexdigest()} ends=1"
         sequences = [[int(v) for v in s.split(",")] for s in lines[i * stride + 2:(i + 1) * stride]]
         # the writer's classes are the model's own argmax on the frames read independently
@@ -809,7 +821,7 @@ def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tre
     # ... and the settings that change the predictions (report.py keeps other settings apart):
     # no run.json, no flag: raw pixels; the model's 16x16x3 input; RAF-DB's class order assumed
     assert lines[1] == (f"# labels=soft N={len(names)} source=aligned frames=30 seed=4 format=jpg "
-                        f"fallback_pad=reflect101 preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} "
+                        f"fallback_pad=reflect101 test_set={test_set_token(root)} preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} "
                         f"model_sha256={digest} ends=1")
     result = run_reader(out, "--json", str(tmp_path / "r.json"))
     summary = json.loads((tmp_path / "r.json").read_text())["methods"]["run_a"]

@@ -250,13 +250,14 @@ def test_rendered_in_a_real_browser(designed, tmp_path):
 # Joining robustness and stability rows by the model file (two models in one folder)
 
 
-def stability_json(folder, name, checkpoint, sequences, meta="", labels="soft", source="landmarks"):
+def stability_json(folder, name, checkpoint, sequences, meta="", labels="soft", source="landmarks",
+                   perturbed="perturbed/rafdb.test"):
     """The stability JSON eval_perturbed_rafdb2.py --json writes for one model's predictions file
     (one p_rotate block of ``sequences``, header ``<checkpoint>,perturbed/rafdb.test.p_rotate``;
     ``meta``: more metadata, e.g. " preprocessing=none model_sha256=...")."""
     import eval_perturbed_rafdb2
 
-    text = (f"{checkpoint},perturbed/rafdb.test.p_rotate\n"
+    text = (f"{checkpoint},{perturbed}.p_rotate\n"
             f"# labels={labels} N={len(sequences)} source={source} frames=30{meta}\n"
             + "".join(",".join(map(str, seq)) + "\n" for seq in sequences))
     predictions = folder / f"{name}.txt"
@@ -1186,3 +1187,36 @@ def test_stability_of_another_sequence_source_is_a_row_of_its_own(tmp_path, capl
         assert rows["a [P source aligned]"]["stability_source"] == "aligned"
         assert rows["a"]["group"] != rows["a [P source aligned]"]["group"]
     assert "appears again" not in caplog.text
+
+
+def test_stability_on_another_test_set_is_not_joined_or_ranked_with_it(tmp_path):
+    """Robustness on one folder dataset, stability on another of the same N (both state their test
+    set: test_set_sha256 / test_set=): two rows; the stability of another dataset is ranked in a
+    group of its own, under a warning naming the datasets. The same test set joins."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = robustness_json(folder, "r", "runs/a/m.keras", .10, n=1)
+    data = json.loads(robust.read_text())
+    data["results"][0]["test_set_sha256"] = "aa" * 32
+    robust.write_text(json.dumps(data))
+    other = stability_json(folder, "s2", "runs/a/m.keras", [TWO_FLIPS], meta=f" test_set={'bb' * 8}",
+                           perturbed="faces-p/faces2.test")
+    result = report.make_report([robust, other], tmp_path / "two")
+    rows = {row["model"]: row for row in result["rows"]}
+    assert set(rows) == {"a", "a [P test set faces2.test bbbbbbbb]"}
+    csv_rows = read_csv(tmp_path / "two" / "report.csv")
+    assert csv_rows["a"]["mfp"] == "" and float(csv_rows["a [P test set faces2.test bbbbbbbb]"]["mfp"]) == \
+        pytest.approx(2 / 29)
+    same = stability_json(folder, "s1", "runs/a/m.keras", [CONSTANT], meta=f" test_set={'aa' * 8}")
+    result = report.make_report([robust, same], tmp_path / "one")
+    assert [row["model"] for row in result["rows"]] == ["a"]
+    # two models, stability on two datasets: ranked apart, with a warning
+    b_robust = robustness_json(folder, "rb", "runs/b/m.keras", .20, n=1)
+    b_stable = stability_json(folder, "sb", "runs/b/m.keras", [CONSTANT])
+    a_stable = stability_json(folder, "sa", "runs/a/m.keras", [TWO_FLIPS], perturbed="faces-p/faces2.test")
+    result = report.make_report([robustness_json(folder, "ra", "runs/a/m.keras", .10, n=1), a_stable,
+                                 b_robust, b_stable], tmp_path / "groups")
+    groups = {row["model"]: row["group"] for row in result["rows"]}
+    assert groups["a"] != groups["b"]
+    assert any("stability results differ in dataset: faces2.test (a); rafdb.test (b)" in warning
+               for warning in result["warnings"])
