@@ -157,6 +157,13 @@ class Runner:
         self.strategy = None
         if not (distribute or mixed_precision or jit or adapt):
             return
+        if distribute and jit:  # TensorFlow's XLA cannot reach a replica's variables on another device
+            raise UserError(f"--jit with --distribute {distribute}: XLA cannot compile a step whose "
+                            f"replicas' variables live on other devices; use one of the two flags")
+        if distribute and adapt:
+            raise UserError(f"--adapt {adapt} with --distribute {distribute}: the adaptation pools the "
+                            f"BatchNorm statistics of whole batches, which the replicas would each see "
+                            f"only in part; adapt without --distribute")
         import keras
 
         if not isinstance(getattr(classifier, "model", None), keras.Model):
@@ -230,9 +237,24 @@ class Runner:
         step = self._call(training)
         images = self._images(dataset)
         if self.strategy is not None:
-            images = self.strategy.experimental_distribute_dataset(images)
+            # A batch is split over the replicas; one of fewer images than replicas (a test set's
+            # last batch) would leave a replica an empty batch, which the model cannot take. Each
+            # batch is padded to a multiple of the replica count by repeating its last image, and
+            # a mask keeps the real rows.
+            replicas = int(self.strategy.num_replicas_in_sync)
+
+            def pad(batch):
+                count = tf.shape(batch)[0]
+                extra = (replicas - count % replicas) % replicas
+                padded = tf.concat([batch, tf.repeat(batch[-1:], extra, axis=0)], axis=0)
+                return padded, tf.range(count + extra) < count
+
+            images = self.strategy.experimental_distribute_dataset(images.map(pad))
         with checkpoints.pipeline_user_errors():
             for batch in images:
+                keep = None
+                if self.strategy is not None:
+                    batch, keep = batch
                 try:
                     outputs = step(batch)
                 except tf.errors.InvalidArgumentError as error:
@@ -244,7 +266,10 @@ class Runner:
                                     f"XLA-compilable)") from None
                 if self.strategy is not None:
                     parts = self.strategy.experimental_local_results(outputs)
-                    yield np.concatenate([np.asarray(part, np.float32) for part in parts])
+                    rows = np.concatenate([np.asarray(part, np.float32) for part in parts])
+                    mask = np.concatenate([np.asarray(part, bool) for part in
+                                           self.strategy.experimental_local_results(keep)])
+                    yield rows[mask]
                 else:
                     yield np.asarray(outputs, np.float32)
 
