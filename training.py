@@ -1709,8 +1709,9 @@ def exit_hard_on_failure(function, *args) -> int:
     """Run ``function(*args)``; on any error report it and end the process at once (os._exit).
 
     A multi-worker process that fails may otherwise hang at interpreter exit, with TensorFlow's
-    threads waiting on peers' collectives. Exit code 2 for a UserError (the message only), else 1
-    with the traceback.
+    threads waiting on peers' collectives. A UserError prints its message only and exits with its
+    code (2, or 1 for a run stopped by its environment, e.g. a peer that died: ``RunFailed``, which
+    a scheduler retries); anything else exits 1 with the traceback.
     """
     import traceback
 
@@ -1718,7 +1719,7 @@ def exit_hard_on_failure(function, *args) -> int:
         return function(*args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        code = 2
+        code = error.exit_code
     except BaseException:  # noqa: BLE001 - every failure must end the process
         traceback.print_exc()
         code = 1

@@ -138,3 +138,18 @@ def test_a_worker_whose_peer_never_starts_exits_non_zero_in_bounded_time(sample_
     assert result.returncode != 0 and time.monotonic() - started < timeout + 170
     assert f"not every worker of TF_CONFIG joined within --collective-timeout {timeout} s" in result.stderr
     assert not (tmp_path / "mw" / "run.json").exists()
+
+
+@pytest.mark.parametrize("error, code", [("RunFailed", 1), ("UserError", 2)])
+def test_a_failing_worker_exits_with_the_errors_own_code(error, code):
+    """The multi-worker exit path keeps a RunFailed's code 1 (a peer that died: a scheduler retries
+    it) and a usage error's 2; it exited 2 for both."""
+    script = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+              "import cli_common, training\n"
+              "def fail():\n"
+              f"    raise cli_common.{error}('a peer worker stopped')\n"
+              "training.exit_hard_on_failure(fail)\n")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert completed.returncode == code
+    assert completed.stderr.strip().endswith("error: a peer worker stopped") and "Traceback" not in completed.stderr
