@@ -298,31 +298,45 @@ def setting_text(key: str, value) -> str:
     return f"{SETTING_LABELS[key]} {value}"
 
 
+# The metadata that say which sequences a block holds (the perturbed tree, the test set, the label
+# protocol): blocks of one method that differ in one are of other sequences, kept apart as settings are.
+SEQUENCE_KEYS = {"labels": "labels", "source": "source", "seed": "seed", "format": "format",
+                 "fallback_pad": "fallback pad", "frames": "frames", "test_set": "test set"}
+
+
 def split_methods_by_settings(blocks: Sequence[Block], source: str = "") -> None:
-    """Keep the evaluations of one method under different settings apart (in place).
+    """Keep the evaluations of one method under different settings, or of different sequences, apart
+    (in place).
 
     Blocks of one method whose metadata state a setting (:data:`SETTING_KEYS`, compared as
     :func:`canonical_setting`) with different values -- runs with another ``--preprocessing``,
     input size, class order, ... appended to one file -- are different methods, each named
     ``<method> [<the settings that differ>]`` (``a [preprocessing none]``; ``not recorded`` for a
     block of an older writer that states none), with a warning: one mFP never mixes them, and a
-    repeated perturbation of another setting never replaces the first (docs/BENCHMARK.md §5.4)."""
+    repeated perturbation of another setting never replaces the first (docs/BENCHMARK.md §5.4).
+    So are blocks that state different sequences (:data:`SEQUENCE_KEYS`: the perturbed tree's seed,
+    source, format, the test set, the label protocol; e.g. shards of two trees concatenated):
+    ``a [seed 1]``; a value a block does not state is not compared."""
     by_method: dict[str, list[tuple[Block, dict]]] = {}
     for block in blocks:
         settings = {key: canonical_setting(key, value) for key, value in block_settings(block.meta or {}).items()}
+        settings.update({key: str(value) for key, value in (block.meta or {}).items()
+                         if key in SEQUENCE_KEYS and value not in (None, "", "unknown")})
         by_method.setdefault(block.method, []).append((block, settings))
+    labels = {**SETTING_LABELS, **SEQUENCE_KEYS}
     for method, found in by_method.items():
-        differing = [key for key in SETTING_KEYS
+        differing = [key for key in (*SETTING_KEYS, *SEQUENCE_KEYS)
                      if len({settings[key] for _, settings in found if key in settings}) > 1]
         if not differing:
             continue
         names: dict[str, list[str]] = {}
         for block, settings in found:
-            text = ", ".join(setting_text(key, settings.get(key)) for key in differing)
+            text = ", ".join(setting_text(key, settings.get(key)) if key in SETTING_KEYS
+                             else f"{labels[key]} {settings.get(key, 'not recorded')}" for key in differing)
             block.method = f"{method} [{text}]" if method else f"[{text}]"
             names.setdefault(block.method, []).append(block.perturbation)
         LOG.warning("%s: %s was evaluated with different %s; kept apart as %s", source, method or '""',
-                    " and ".join(SETTING_LABELS[key] for key in differing),
+                    " and ".join(labels[key] for key in differing),
                     "; ".join(f"{name!r} ({', '.join(dict.fromkeys(perturbations))})"
                               for name, perturbations in names.items()))
 

@@ -526,7 +526,7 @@ def run_writer(checkpoint, root, perturbed, *extra, stdout):
                           stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
-def test_set_token(root) -> str:
+def expected_test_set(root) -> str:
     """The test_set= the writer states: the first 16 hex digits of SHA-256 over the soft-label test
     images' names (joined by newlines) and then their label rows as float64 rounded to 1e-9, the
     digest a robustness result records as test_set_sha256 (docs/BENCHMARK.md §5.2)."""
@@ -572,7 +572,7 @@ def test_full_pipe(tmp_path, perturbed_tree, tiny_checkpoints):
         # ... and the model file's SHA-256 (report.py joins results by it)
         assert lines[i * stride + 1] == \
             f"# labels=soft N={len(names)} source=unknown frames=30 seed=unknown format=unknown " \
-            f"test_set={test_set_token(root)} preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} " \
+            f"test_set={expected_test_set(root)} preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} " \
             f"model_sha256={hashlib.sha256(Path(run_a).read_bytes()).hexdigest()} ends=1"
         sequences = [[int(v) for v in s.split(",")] for s in lines[i * stride + 2:(i + 1) * stride]]
         # the writer's classes are the model's own argmax on the frames read independently
@@ -821,7 +821,7 @@ def test_writer_metadata_from_an_aligned_source_manifest(tmp_path, perturbed_tre
     # ... and the settings that change the predictions (report.py keeps other settings apart):
     # no run.json, no flag: raw pixels; the model's 16x16x3 input; RAF-DB's class order assumed
     assert lines[1] == (f"# labels=soft N={len(names)} source=aligned frames=30 seed=4 format=jpg "
-                        f"fallback_pad=reflect101 test_set={test_set_token(root)} preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} "
+                        f"fallback_pad=reflect101 test_set={expected_test_set(root)} preprocessing=none input=16x16x3 class_order={RAFDB_ORDER} "
                         f"model_sha256={digest} ends=1")
     result = run_reader(out, "--json", str(tmp_path / "r.json"))
     summary = json.loads((tmp_path / "r.json").read_text())["methods"]["run_a"]
@@ -1323,3 +1323,27 @@ def test_a_predictions_file_cut_mid_line_says_so(tmp_path):
     with pytest.raises(UserError) as error:
         stability.read_predictions(damaged)
     assert str(error.value).startswith(f"{damaged}:3: field 4 is ''")
+
+
+def test_blocks_of_two_perturbed_trees_are_kept_apart(tmp_path, caplog):
+    """Shards of one model run on two perturbed trees (seed 0 and 1) and concatenated: two methods,
+    each with its own mFP, and a warning naming the seed; they were averaged into one silently."""
+    import stability
+
+    flips = ",".join(["3"] * 15 + ["0"] * 15)  # one flip in 29 consecutive pairs
+    still = ",".join(["3"] * 30)
+    text = ("runs/a/m.keras,P/rafdb.test.p_rotate\n# labels=soft N=1 source=landmarks frames=30 seed=0 format=jpg\n"
+            f"{still}\n"
+            "runs/a/m.keras,P/rafdb.test.p_scale\n# labels=soft N=1 source=landmarks frames=30 seed=1 format=jpg\n"
+            f"{flips}\n")
+    path = tmp_path / "mixed.txt"
+    path.write_text(text)
+    blocks = stability.read_predictions(path)
+    assert [block.method for block in blocks] == ["a [seed 0]", "a [seed 1]"]
+    assert "a was evaluated with different seed; kept apart as 'a [seed 0]' (p_rotate); 'a [seed 1]' (p_scale)" \
+        in caplog.text
+    out = tmp_path / "r.json"
+    assert run_reader(path, "--json", str(out)).returncode == 0
+    methods = json.loads(out.read_text())["methods"]
+    assert methods["a [seed 0]"]["perturbations"]["p_rotate"]["fp"] == 0.0
+    assert methods["a [seed 1]"]["perturbations"]["p_scale"]["fp"] == pytest.approx(1 / 29)
