@@ -626,7 +626,7 @@ def remove_stray_temporaries(out_dir: str | os.PathLike, only: set[str] | None =
 
 def parse_shard(text: str) -> tuple[int, int]:
     """argparse type of ``--shard``: ``i/N`` with 0 <= i < N (N >= 1) -> ``(i, N)``."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(f"expected i/N such as 0/4 (shard i of N, counted from 0), got {text!r}")
     index, count = int(match.group(1)), int(match.group(2))

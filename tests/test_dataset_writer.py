@@ -462,7 +462,7 @@ def test_torn_last_journal_line_is_ignored(tmp_path):
 
 def test_parse_shard_and_split():
     assert dataset_writer.parse_shard("2/3") == (2, 3) and dataset_writer.parse_shard("0/1") == (0, 1)
-    for bad in ("3/3", "1/0", "-1/2", "a/b", "1"):
+    for bad in ("3/3", "1/0", "-1/2", "a/b", "1", "1/\uff13"):  # the last: a full-width 3, not ASCII
         with pytest.raises(Exception, match="i/N"):
             dataset_writer.parse_shard(bad)
     units = toy_units(names=("e", "a", "d", "b", "c", "f", "g"))  # listing order must not matter

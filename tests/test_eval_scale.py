@@ -189,7 +189,7 @@ def test_merge_refuses_the_flags_it_would_ignore(flags, named, capsys):
     assert args.merge == [Path("a.json"), Path("b.json")] and args.checkpoint is None
 
 
-@pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0"])
+@pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0", "1/\uff13"])
 def test_bad_shard(text):
     with pytest.raises(UserError, match="--shard"):
         robustness.parse_shard(text)
