@@ -1018,6 +1018,10 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
                                    initializer=_init_worker, initargs=initargs)
     try:
         yield from executor.map(_process_unit, units, chunksize=chunksize)
+    except KeyboardInterrupt:  # Ctrl-C: what is kept, as for SIGTERM (the workers are stopped below)
+        print(f"interrupted (Ctrl-C): {done()} of {total} image(s) are recorded as finished and kept; rerun "
+              f"the same command to render the rest", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except BrokenProcessPool:
         codes = sorted({process.exitcode for process in (getattr(executor, "_processes", None) or {}).values()
                         if process.exitcode not in (None, 0)})

@@ -1089,10 +1089,11 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="needs /proc (Linux)")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGINT])
 def test_a_stopped_export_leaves_no_worker_behind(tmp_path, sig):
-    """SIGTERM (scancel, a stopped pod) or SIGKILL of the exporting process: its pool workers end too
-    (they used to wait forever on the pool's pipes), and SIGTERM says what is kept, in one line."""
+    """SIGTERM (scancel, a stopped pod), SIGKILL or SIGINT (Ctrl-C) of the exporting process: its
+    pool workers end too (they used to wait forever on the pool's pipes), and SIGTERM and Ctrl-C say
+    what is kept, in one line (Ctrl-C said only "interrupted")."""
     out = tmp_path / "out-for-this-test"
     code = _SLOW_EXPORT.format(repo=str(Path(dataset_writer.__file__).parent), out=str(out))
     process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
@@ -1104,6 +1105,9 @@ def test_a_stopped_export_leaves_no_worker_behind(tmp_path, sig):
     assert process.returncode == -sig if sig == signal.SIGKILL else process.returncode == 128 + sig
     if sig == signal.SIGTERM:
         assert err.strip().startswith("terminated (SIGTERM): ") and "Traceback" not in err
+    if sig == signal.SIGINT:
+        assert err.strip().startswith("interrupted (Ctrl-C): ") and "Traceback" not in err
+        assert "image(s) are recorded as finished and kept; rerun the same command" in err
     while _processes_mentioning(str(out)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_mentioning(str(out)) == []
