@@ -596,6 +596,16 @@ def corrupted_title(dataset: str) -> str:
     return f"corrupted {title}" if dataset == "folder" else f"{title}-C"
 
 
+def images_text(result: dict) -> str:
+    """``N = 19 test images (soft labels, vote-filtered from 40`` (the table's line, unclosed): with
+    label rows that have no image (FER+ rows without a file name), how many each cause removed."""
+    missing = int(result.get("n_missing") or 0)
+    filtered = (f", vote-filtered from {result['n_total']}" if not missing else
+                f", of {result['n_total']}: {result.get('n_dropped')} dropped by the vote filter, {missing} "
+                f"without an image") if result["protocol"] == "soft" else ""
+    return f"N = {result['n']} test images ({result['protocol']} labels{filtered}"
+
+
 def summary_table(result: dict) -> str:
     """The fixed-width console table for one model."""
     summary, rows = result["summary"], result["folders"]
@@ -604,8 +614,7 @@ def summary_table(result: dict) -> str:
     out = io.StringIO()
     checkpoint = result["checkpoint"]
     out.write(f"{corrupted_title(result.get('dataset', 'rafdb'))} summary for {checkpoint['checkpoint']}\n")
-    out.write(f"N = {result['n']} test images ({result['protocol']} labels"
-              + (f", vote-filtered from {result['n_total']}" if result["protocol"] == "soft" else "")
+    out.write(f"{images_text(result)}"
               + f"), crop {checkpoint['crop']}, input {'x'.join(map(str, checkpoint.get('input_shape') or ['n/a']))}"
               f", preprocessing {checkpoint['preprocessing']}, format {result['format']}"
               f"{' (on the fly)' if result['on_the_fly'] else ''}\n")

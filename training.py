@@ -1665,6 +1665,10 @@ def test_mode(args) -> int:
             continue
         labels = labels.subset(keep)
         if not len(labels):
+            if part == "test":  # nothing to score at all: an error, as in the evaluations
+                raise UserError(f"none of the {left_out} test images of {data.title} has a class the model "
+                                f"outputs (model classes {', '.join(names)}; dataset classes "
+                                f"{', '.join(data.class_names)})")
             LOG.warning("%s: no image of a class the model can output; skipped", part)
             continue
         predicted = predict_classes(model, args, labels, (height, width), channels)

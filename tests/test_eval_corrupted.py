@@ -715,3 +715,16 @@ def test_a_corrupt_image_in_the_tree_is_one_error_line(sample_tree, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (f"error: {victim}: not a readable image (corrupt, or not a "
                                                       f"JPEG, PNG, BMP, WebP or TIFF file)")
     assert "Traceback" not in result.stderr
+
+
+def test_the_n_line_names_rows_without_an_image_apart_from_the_vote_filter():
+    """FER+ rows without a file name are not removed by the vote filter: the line said "vote-filtered
+    from 40" for 19 kept of 40 where 2 of the 21 removed had no image."""
+    import robustness
+
+    result = {"n": 19, "n_total": 40, "n_dropped": 19, "n_missing": 2, "protocol": "soft"}
+    assert robustness.images_text(result) == ("N = 19 test images (soft labels, of 40: 19 dropped by the vote "
+                                              "filter, 2 without an image")
+    result.update(n_dropped=21, n_missing=0)
+    assert robustness.images_text(result) == "N = 19 test images (soft labels, vote-filtered from 40"
+    assert robustness.images_text({"n": 40, "protocol": "hard"}) == "N = 40 test images (hard labels"

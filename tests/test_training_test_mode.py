@@ -304,3 +304,30 @@ def test_mode_test_on_a_folder_dataset_says_why_val_is_empty(run_dir, tmp_path, 
         assert train_fer.main(["--mode", "test", "--dir", str(run), "--dataset", "folder", "--data", str(data)]) == 0
     assert "val: no image in" in caplog.text and "validation_names.txt names none of its training images" in caplog.text
     assert "val: no image of a class the model can output" not in caplog.text
+
+
+def test_mode_test_with_no_test_image_of_a_model_class_is_an_error(run_dir, tmp_path, capsys):
+    """A folder dataset whose classes the RAF-DB model cannot output (bored, tired): nothing to score,
+    an error as in the evaluations (it warned "skipped" three times and exited 0)."""
+    import shutil
+
+    import cv2
+
+    import cli_common
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("bored", "tired"):
+            (tmp_path / "faces" / split / name).mkdir(parents=True)
+            for i in range(2):
+                cv2.imwrite(str(tmp_path / "faces" / split / name / f"{i}.png"),
+                            rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    (tmp_path / "faces" / "classes.txt").write_text("bored\ntired\n")  # names that are no emotion
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_common.run_main(lambda: train_fer.main(["--mode", "test", "--dir", str(run), "--dataset", "folder",
+                                                    "--data", str(tmp_path / "faces")]))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "none of the 4 test images of" in err and "has a class the model outputs" in err
