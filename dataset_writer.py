@@ -1018,10 +1018,6 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
                                    initializer=_init_worker, initargs=initargs)
     try:
         yield from executor.map(_process_unit, units, chunksize=chunksize)
-    except KeyboardInterrupt:  # Ctrl-C: what is kept, as for SIGTERM (the workers are stopped below)
-        print(f"interrupted (Ctrl-C): {done()} of {total} image(s) are recorded as finished and kept; rerun "
-              f"the same command to render the rest", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGINT) from None
     except BrokenProcessPool:
         codes = sorted({process.exitcode for process in (getattr(executor, "_processes", None) or {}).values()
                         if process.exitcode not in (None, 0)})
@@ -1280,6 +1276,10 @@ def export(
                                    (render, str(out_dir), known, force_rerender, fresh, siblings, partial),
                                    lambda: result.units_skipped + result.units_rendered, len(mine)):
                 consume(outcome)
+    except KeyboardInterrupt:  # Ctrl-C, with one worker or many: what is kept, as for SIGTERM
+        print(f"interrupted (Ctrl-C): {result.units_skipped + result.units_rendered} of {len(mine)} image(s) are "
+              f"recorded as finished and kept; rerun the same command to render the rest", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         blas.restore_original_limits()
         bar.close()

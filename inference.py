@@ -50,7 +50,7 @@ def add_runner_args(parser) -> None:
     group = parser.add_argument_group("devices, precision, adaptation")
     group.add_argument("--distribute", choices=DISTRIBUTE_CHOICES, default="none",
                        help="mirrored: split every batch over all visible GPUs (MirroredStrategy; "
-                            "with no GPU, the logical CPU devices)")
+                            "with no GPU, the logical CPU devices); not with --jit or --adapt")
     group.add_argument("--mixed-precision", action="store_true",
                        help="compute in float16 (mixed_float16 policy; variables stay float32). "
                             "Useful on GPUs with tensor cores; slower on most CPUs")

@@ -15,8 +15,10 @@ The two kinds join on the model file, which both record: its SHA-256 (robustness
 matter; results written before the hash was recorded join on the file's path (``checkpoint``).
 Rows of the same file are one model, two different files never merge; the same file evaluated under
 two label protocols (or N), by its robustness or its stability results, is two rows, named with the
-protocol and N, and a stability result on sequences of another source than RAF-DB-P's landmark
-alignment (``--source aligned``) is a row of its own, named ``[P source aligned]``. A stability method without a recorded path (a JSON of an
+protocol and N; of a model's stability results on different sequences (RAF-DB-P's landmark
+alignment and ``--source aligned``, trees of another seed, ...), the landmark one joins the
+robustness row and each other is a row of its own, named ``[P source aligned]``, ``[P seed 1]``.
+A stability method without a recorded path (a JSON of an
 older eval_perturbed_rafdb2.py) joins the one robustness model of its name, if there is exactly one.
 
 Evaluation settings (docs/BENCHMARK.md §5.4, §11.5): the same file evaluated with a different
@@ -625,21 +627,29 @@ def _labels(entry: dict) -> tuple[str, str]:
     return str(entry.get("protocol")), str(entry.get("n"))
 
 
+def _recorded_protocol(entry: dict) -> bool:
+    """Whether a result states its label protocol: not an older JSON's missing one, nor the stability
+    reader's ``unknown`` for blocks without ``labels=`` (older or external predictions files)."""
+    protocol = entry.get("protocol")
+    return protocol is not None and "unknown" not in str(protocol).split(",")
+
+
 def _split_by_labels(robust: list, stable: list) -> tuple[list, list]:
     """The same model evaluated under several label protocols or N (e.g. soft and hard labels), by
     its robustness results or its stability results, is one row per (protocol, N), keyed ``<model>
     NUL <protocol> NUL <N>`` (:data:`LABEL_SEP`), so that none replaces the other and no row joins
     the robustness of one protocol to the stability of another; its name then carries the protocol
-    (see :func:`_display_names`). A stability method that records no protocol (an older JSON) keeps
-    the plain key, as do all results of a model whose robustness results record none."""
+    (see :func:`_display_names`). A stability method that records no protocol (an older JSON, a
+    predictions file without metadata) keeps the plain key, as do all results of a model whose
+    robustness results record none."""
     variants: dict[str, set] = {}
     unlabelled = set()  # models with a robustness result recording no protocol (older JSONs)
     for key, _checkpoint, _path, result in robust:
         variants.setdefault(key, set()).add(_labels(result))
-        if result.get("protocol") is None:
+        if not _recorded_protocol(result):
             unlabelled.add(key)
     for key, _checkpoint, _path, _method, summary, _data in stable:
-        if key is not None and key not in unlabelled and summary.get("protocol") is not None:
+        if key is not None and key not in unlabelled and _recorded_protocol(summary):
             variants.setdefault(key, set()).add(_labels(summary))
 
     def split(key: str | None, entry: dict, recorded: bool) -> str | None:
@@ -648,18 +658,25 @@ def _split_by_labels(robust: list, stable: list) -> tuple[list, list]:
         return LABEL_SEP.join((key, *_labels(entry)))
 
     return ([(split(key, result, True), *rest, result) for key, *rest, result in robust],
-            [(split(key, summary, key not in unlabelled and summary.get("protocol") is not None),
+            [(split(key, summary, key not in unlabelled and _recorded_protocol(summary)),
               checkpoint, path, method, summary, data)
              for key, checkpoint, path, method, summary, data in stable])
+
+
+def _meta_values(summary: dict, key: str) -> str | None:
+    """The value every block of a stability method states for metadata ``key`` (``seed``, ...), the
+    values joined by commas where they differ; None where none states it (or states ``unknown``)."""
+    found = sorted({str((entry.get("meta") or {}).get(key)) for entry in (summary.get("perturbations") or {}).values()
+                    if isinstance(entry, dict) and (entry.get("meta") or {}).get(key) not in (None, "", "unknown")})
+    return ",".join(found) or None
 
 
 def stability_test_set(summary: dict) -> str | None:
     """The test set a stability method's sequences are of: the ``test_set=`` its blocks state (the
     first hex digits of the digest a robustness result records as ``test_set_sha256``), if they
     state one and the same; else None (an older predictions file: unknown)."""
-    found = {str((entry.get("meta") or {}).get("test_set") or "")
-             for entry in (summary.get("perturbations") or {}).values() if isinstance(entry, dict)}
-    return found.pop() or None if len(found) == 1 else None
+    value = _meta_values(summary, "test_set")
+    return value[:stability.TEST_SET_DIGITS] if value and "," not in value else None
 
 
 def stability_dataset(summary: dict) -> str | None:
@@ -672,49 +689,79 @@ def stability_dataset(summary: dict) -> str | None:
 
 def _split_by_test_set(robust: list, stable: list) -> list:
     """A stability method measured on another test set than the robustness results of its key (both
-    state it: ``test_set=`` against ``test_set_sha256``; e.g. another folder dataset of the same
-    N) is a row of its own, keyed ``<key> STX P test set <dataset> <digest>`` and named so; so is, of
-    several stability methods of one key on different test sets without a robustness result that
-    states one, each but the first in digest order."""
+    state it: ``test_set=`` against ``test_set_sha256``, compared on the digits the metadata keeps;
+    e.g. another folder dataset of the same N) is a row of its own, keyed ``<key> STX P test set
+    <dataset> <digest>`` and named so. Of several stability methods of one key on different test
+    sets where no robustness result states one, the one on the robustness result's own dataset and
+    split (``rafdb.test``) joins it, else the first in digest order."""
     robust_sets: dict[str, set] = {}
+    robust_datasets: dict[str, set] = {}
     for key, _checkpoint, _path, result in robust:
         if result.get("test_set_sha256"):
             robust_sets.setdefault(key, set()).add(str(result["test_set_sha256"])[:stability.TEST_SET_DIGITS])
-    stable_sets: dict[str, set] = {}
+        robust_datasets.setdefault(key, set()).add(f"{result.get('dataset') or 'rafdb'}.{result.get('split') or 'test'}")
+    stable_sets: dict[str, dict[str, str | None]] = {}
     for key, *_rest, summary, _data in stable:
         if key is not None and stability_test_set(summary) is not None:
-            stable_sets.setdefault(key, set()).add(stability_test_set(summary))
+            stable_sets.setdefault(key, {})[stability_test_set(summary)] = stability_dataset(summary)
+    kept: dict[str, set] = {}
+    for key, found in stable_sets.items():
+        if robust_sets.get(key):
+            kept[key] = robust_sets[key]
+            continue
+        own = [digest for digest, dataset in found.items() if dataset in robust_datasets.get(key, ())]
+        kept[key] = {own[0]} if len(own) == 1 else {min(found)}
     out = []
     for key, checkpoint, path, method, summary, data in stable:
         mine = stability_test_set(summary) if key is not None else None
-        if mine is not None:
-            known = robust_sets.get(key) or {min(stable_sets[key])}
-            if mine not in known:
-                key = f"{key}{SOURCE_SEP}P test set {stability_dataset(summary) or '?'} {mine[:8]}"
+        if mine is not None and mine not in kept[key]:
+            key = f"{key}{SOURCE_SEP}P test set {stability_dataset(summary) or '?'} {mine[:8]}"
         out.append((key, checkpoint, path, method, summary, data))
     return out
 
 
 SOURCE_SEP = "\2"  # joins a stability row's key and what sets its sequences apart; no path or SHA-256 holds it
 OWN_SOURCE = "landmarks"  # RAF-DB-P's own sequences (docs/BENCHMARK.md §3.6)
+# What else sets a stability method's sequences apart (the perturbed tree; the reader keeps blocks
+# that differ in one apart as methods of their own), with its name in a row's label.
+SEQUENCE_META = (("seed", "seed"), ("format", "format"), ("fallback_pad", "fallback pad"), ("frames", "frames"))
+
+
+def _sequences_of(summary: dict) -> tuple:
+    """(source, seed, format, fallback pad, frames) of a stability method; None where unstated."""
+    source = summary.get("source")
+    source = None if source in (None, "", "unknown") else str(source)
+    return (source, *(_meta_values(summary, key) for key, _label in SEQUENCE_META))
 
 
 def _split_by_sequence_source(stable: list) -> list:
-    """Stability methods of one model (and protocol, N) measured on sequences of different sources
-    (RAF-DB-P's landmark alignment, ``--source aligned``, ...) are not the same numbers: each source
-    other than the benchmark's own (``landmarks``; where none is, the first in name order) is a row
-    of its own, keyed ``<key> STX P source <source>`` (:data:`SOURCE_SEP`) and named with ``[P source ...]``;
-    the benchmark's own keeps the key, and with it any robustness result of the model."""
-    sources: dict[str, set] = {}
+    """Stability methods of one model (and protocol, N, test set) measured on different sequences are
+    not the same numbers: RAF-DB-P's landmark alignment against ``--source aligned``, or trees of
+    another seed, format, fallback pad or frame count (e.g. shards of two trees, which the reader
+    names ``a [seed 0]`` and ``a [seed 1]``). Where a model has several, one keeps the key, and with
+    it any robustness result of the model: the benchmark's own source (``landmarks``; else one
+    that states none; else the first in name order), of those the first in value order; each other
+    is a row of its own, keyed ``<key> STX P source ...`` (:data:`SOURCE_SEP`) and named with what
+    differs (``[P source aligned]``, ``[P seed 1]``). A value a method does not state is not compared."""
+    found: dict[str, list[tuple]] = {}
     for key, *_rest, summary, _data in stable:
-        if key is not None and summary.get("source") is not None:
-            sources.setdefault(key, set()).add(str(summary["source"]))
-    kept = {key: OWN_SOURCE if OWN_SOURCE in found else min(found) for key, found in sources.items()}
+        if key is not None:
+            found.setdefault(key, []).append(_sequences_of(summary))
+
+    def rank(sequences: tuple) -> tuple:
+        source = sequences[0]
+        return (0 if source == OWN_SOURCE else 1 if source is None else 2, [str(v) for v in sequences])
+
+    kept = {key: min(values, key=rank) for key, values in found.items()}
+    labels = ("source", *(label for _key, label in SEQUENCE_META))
     out = []
     for key, checkpoint, path, method, summary, data in stable:
-        source = summary.get("source")
-        if key is not None and source is not None and len(sources[key]) > 1 and str(source) != kept[key]:
-            key = f"{key}{SOURCE_SEP}P source {source}"
+        if key is not None:
+            mine, theirs = _sequences_of(summary), kept[key]
+            differing = [index for index in range(len(labels))
+                         if mine[index] is not None and theirs[index] is not None and mine[index] != theirs[index]]
+            if differing:
+                key = f"{key}{SOURCE_SEP}P " + ", ".join(f"{labels[i]} {mine[i]}" for i in differing)
         out.append((key, checkpoint, path, method, summary, data))
     return out
 
@@ -921,6 +968,12 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
     it shares (the group is then ranked by mFP): a missing evaluation contradicts nothing."""
     warnings: list[str] = []
     keys_of = {}
+    # a stability result that names no dataset (an older JSON, an external header) differs from none:
+    # where the others name one and the same, it is taken as that one
+    named = {metrics[m.name]["s"]["dataset"] for m in models if m.stability is not None} - {None}
+    for model in models:
+        if model.stability is not None and metrics[model.name]["s"]["dataset"] is None and len(named) == 1:
+            metrics[model.name]["s"]["dataset"] = next(iter(named))
     for model in models:
         robust = stable = None
         if model.robustness is not None:

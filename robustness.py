@@ -600,9 +600,12 @@ def images_text(result: dict) -> str:
     """``N = 19 test images (soft labels, vote-filtered from 40`` (the table's line, unclosed): with
     label rows that have no image (FER+ rows without a file name), how many each cause removed."""
     missing = int(result.get("n_missing") or 0)
-    filtered = (f", vote-filtered from {result['n_total']}" if not missing else
-                f", of {result['n_total']}: {result.get('n_dropped')} dropped by the vote filter, {missing} "
-                f"without an image") if result["protocol"] == "soft" else ""
+    if result["protocol"] == "soft":
+        filtered = (f", vote-filtered from {result['n_total']}" if not missing else
+                    f", of {result['n_total']}: {result.get('n_dropped')} dropped by the vote filter, {missing} "
+                    f"without an image")
+    else:
+        filtered = f", {missing} label row(s) without an image left out" if missing else ""
     return f"N = {result['n']} test images ({result['protocol']} labels{filtered}"
 
 

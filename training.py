@@ -1454,9 +1454,9 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     config["pretraining_report"] = pretraining_report
     config["status"] = "training"
     atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
-    LOG.info("%s at %dx%d, %d parameters, lr %s, momentum %s, epochs %d to %d of %d",
+    LOG.info("%s at %dx%d, %d parameters, lr %s, momentum %s, epochs %d to %d",
              net, input_size, input_size, model.count_params(), args.lr, 0.9 if args.momentum else 0,
-             initial_epoch + 1, args.epochs, args.epochs)
+             initial_epoch + 1, args.epochs)
     if importlib.util.find_spec("tensorboard") is None:  # tf.summary needs it; the tensorflow wheel lacks it
         LOG.warning("TensorBoard logs skipped: the 'tensorboard' package is not installed")
 

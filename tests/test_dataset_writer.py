@@ -1072,7 +1072,7 @@ def render(unit):
 
 units = [WorkUnit(f"src/{{i:04d}}.jpg", (f"f1/{{i:04d}}.bin",), i) for i in range(400)]
 dataset_writer.export(units, render, {out!r}, generator="test", kind="toy", params={{}}, sources=[],
-                      workers=2, progress=False, chunksize=1)
+                      workers={workers}, progress=False, chunksize=1)
 """
 
 
@@ -1089,13 +1089,14 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="needs /proc (Linux)")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGINT])
-def test_a_stopped_export_leaves_no_worker_behind(tmp_path, sig):
+@pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 2), (signal.SIGKILL, 2), (signal.SIGINT, 2),
+                                          (signal.SIGINT, 1)])
+def test_a_stopped_export_leaves_no_worker_behind(tmp_path, sig, workers):
     """SIGTERM (scancel, a stopped pod), SIGKILL or SIGINT (Ctrl-C) of the exporting process: its
     pool workers end too (they used to wait forever on the pool's pipes), and SIGTERM and Ctrl-C say
     what is kept, in one line (Ctrl-C said only "interrupted")."""
     out = tmp_path / "out-for-this-test"
-    code = _SLOW_EXPORT.format(repo=str(Path(dataset_writer.__file__).parent), out=str(out))
+    code = _SLOW_EXPORT.format(repo=str(Path(dataset_writer.__file__).parent), out=str(out), workers=workers)
     process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list(out.glob("f1/*.bin")) and time.monotonic() < deadline:

@@ -728,3 +728,5 @@ def test_the_n_line_names_rows_without_an_image_apart_from_the_vote_filter():
     result.update(n_dropped=21, n_missing=0)
     assert robustness.images_text(result) == "N = 19 test images (soft labels, vote-filtered from 40"
     assert robustness.images_text({"n": 40, "protocol": "hard"}) == "N = 40 test images (hard labels"
+    assert robustness.images_text({"n": 38, "protocol": "hard", "n_missing": 2}) == \
+        "N = 38 test images (hard labels, 2 label row(s) without an image left out"

@@ -1220,3 +1220,65 @@ def test_stability_on_another_test_set_is_not_joined_or_ranked_with_it(tmp_path)
     assert groups["a"] != groups["b"]
     assert any("stability results differ in dataset: faces2.test (a); rafdb.test (b)" in warning
                for warning in result["warnings"])
+
+
+def stability_from_text(folder, name, text):
+    """The stability JSON of a predictions file with exactly ``text`` (e.g. an older file's metadata)."""
+    import eval_perturbed_rafdb2
+
+    predictions = folder / f"{name}.txt"
+    predictions.write_text(text)
+    out = folder / f"{name}.json"
+    assert eval_perturbed_rafdb2.main([str(predictions), "--json", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_a_stability_result_stating_no_protocol_joins_its_robustness_row(tmp_path):
+    """An older predictions file without labels= (the reader records protocol 'unknown') is not another
+    protocol: one row, as before."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = robustness_json(folder, "r", "runs/a/m.keras", .10, n=1)
+    old = stability_from_text(folder, "s", "runs/a/m.keras,perturbed/rafdb.test.p_rotate\n"
+                                           + ",".join(map(str, TWO_FLIPS)) + "\n")
+    assert json.loads(old.read_text())["methods"]["a"]["protocol"] == "unknown"
+    result = report.make_report([robust, old], tmp_path / "out")
+    assert [row["model"] for row in result["rows"]] == ["a"]
+    row = read_csv(tmp_path / "out" / "report.csv")["a"]
+    assert float(row["clean_error"]) == pytest.approx(.10) and float(row["mfp"]) == pytest.approx(2 / 29)
+
+
+def test_stability_of_two_trees_of_one_model_is_two_rows(tmp_path, caplog):
+    """Shards of two perturbed trees (seed 0 and 1) in one predictions file: the reader names them
+    'a [seed 0]' and 'a [seed 1]'; the report keeps both (the later replaced the first as 'a repeat'),
+    the seed-0 tree joining the robustness row."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = robustness_json(folder, "r", "runs/a/m.keras", .10, n=1)
+    text = "".join(f"runs/a/m.keras,perturbed/rafdb.test.{name}\n# labels=soft N=1 source=landmarks frames=30 "
+                   f"seed={seed} format=jpg\n{','.join(map(str, seq))}\n"
+                   for name, seed, seq in (("p_rotate", 0, CONSTANT), ("p_scale", 1, TWO_FLIPS)))
+    stable = stability_from_text(folder, "s", text)
+    result = report.make_report([robust, stable], tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert set(rows) == {"a", "a [P seed 1]"}
+    assert float(rows["a"]["mfp"]) == 0.0 and float(rows["a"]["clean_error"]) == pytest.approx(.10)
+    assert float(rows["a [P seed 1]"]["mfp"]) == pytest.approx(2 / 29)
+    assert "appears again" not in caplog.text
+
+
+def test_a_stability_result_naming_no_dataset_is_ranked_with_the_others(tmp_path):
+    """An external header (folder named p_rotate alone: no dataset) beside a rafdb.test one: one group,
+    no 'differ in dataset' warning (an unrecorded value differs from nothing)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [robustness_json(folder, "ra", "runs/a/m.keras", .10, n=1),
+              stability_json(folder, "sa", "runs/a/m.keras", [TWO_FLIPS]),
+              robustness_json(folder, "rb", "runs/b/m.keras", .20, n=1),
+              stability_from_text(folder, "sb", "runs/b/m.keras,frames/p_rotate\n# labels=soft N=1 "
+                                  "source=landmarks frames=30\n" + ",".join(map(str, CONSTANT)) + "\n")]
+    assert json.loads(inputs[3].read_text())["methods"]["b"]["perturbations"]["p_rotate"]["dataset"] is None
+    result = report.make_report(inputs, tmp_path / "out")
+    groups = {row["model"]: row["group"] for row in result["rows"]}
+    assert groups["a"] == groups["b"]
+    assert not any("differ in dataset" in warning for warning in result["warnings"])
