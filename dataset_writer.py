@@ -1435,10 +1435,10 @@ def verify_command(out_dir: str | os.PathLike, *, quiet: bool, family: str, scri
     print_verify_report(report)
     if report.kind and not report.kind.endswith(f"-{family}"):
         what = {"c": "corruption", "p": "perturbation"}
-        other = "rafdb_perturb_dataset.py" if family == "c" else "rafdb_aug_dataset.py"
+        other, other_script = ("p", "rafdb_perturb_dataset.py") if family == "c" else ("c", "rafdb_aug_dataset.py")
         LOG.warning("%s holds a %s tree (%s), not the %s trees %s writes: it was checked all the same "
-                    "against its manifest; `%s verify` is its own command", out_dir, what["p" if family == "c" else "c"],
-                    report.kind, what[family], script, other)
+                    "against its manifest; `%s verify` is its own command", out_dir, what[other],
+                    report.kind, what[family], script, other_script)
     return 0 if report.ok else 1
 
 

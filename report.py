@@ -663,12 +663,16 @@ def _split_by_labels(robust: list, stable: list) -> tuple[list, list]:
              for key, checkpoint, path, method, summary, data in stable])
 
 
+def _per_perturbation(summary: dict, value_of) -> str | None:
+    """The value ``value_of(entry)`` every perturbation entry of a stability method gives, the values
+    joined by commas where they differ; None where none states one (or states ``unknown``)."""
+    values = (value_of(entry) for entry in (summary.get("perturbations") or {}).values() if isinstance(entry, dict))
+    return ",".join(sorted({str(value) for value in values if value not in (None, "", "unknown")})) or None
+
+
 def _meta_values(summary: dict, key: str) -> str | None:
-    """The value every block of a stability method states for metadata ``key`` (``seed``, ...), the
-    values joined by commas where they differ; None where none states it (or states ``unknown``)."""
-    found = sorted({str((entry.get("meta") or {}).get(key)) for entry in (summary.get("perturbations") or {}).values()
-                    if isinstance(entry, dict) and (entry.get("meta") or {}).get(key) not in (None, "", "unknown")})
-    return ",".join(found) or None
+    """What the blocks of a stability method state for metadata ``key`` (``seed``, ``test_set``, ...)."""
+    return _per_perturbation(summary, lambda entry: (entry.get("meta") or {}).get(key))
 
 
 def stability_test_set(summary: dict) -> str | None:
@@ -682,9 +686,7 @@ def stability_test_set(summary: dict) -> str | None:
 def stability_dataset(summary: dict) -> str | None:
     """``<dataset>.<split>`` of a stability method's perturbation folders (``rafdb.test``), where its
     blocks name one; several are joined by commas; None where none is recorded."""
-    found = sorted({str(entry.get("dataset")) for entry in (summary.get("perturbations") or {}).values()
-                    if isinstance(entry, dict) and entry.get("dataset")})
-    return ",".join(found) or None
+    return _per_perturbation(summary, lambda entry: entry.get("dataset"))
 
 
 def _split_by_test_set(robust: list, stable: list) -> list:
@@ -700,10 +702,11 @@ def _split_by_test_set(robust: list, stable: list) -> list:
         if result.get("test_set_sha256"):
             robust_sets.setdefault(key, set()).add(str(result["test_set_sha256"])[:stability.TEST_SET_DIGITS])
         robust_datasets.setdefault(key, set()).add(f"{result.get('dataset') or 'rafdb'}.{result.get('split') or 'test'}")
+    sets = [stability_test_set(summary) if key is not None else None for key, *_rest, summary, _data in stable]
     stable_sets: dict[str, dict[str, str | None]] = {}
-    for key, *_rest, summary, _data in stable:
-        if key is not None and stability_test_set(summary) is not None:
-            stable_sets.setdefault(key, {})[stability_test_set(summary)] = stability_dataset(summary)
+    for (key, *_rest, summary, _data), mine in zip(stable, sets):
+        if mine is not None:
+            stable_sets.setdefault(key, {})[mine] = stability_dataset(summary)
     kept: dict[str, set] = {}
     for key, found in stable_sets.items():
         if robust_sets.get(key):
@@ -712,8 +715,7 @@ def _split_by_test_set(robust: list, stable: list) -> list:
         own = [digest for digest, dataset in found.items() if dataset in robust_datasets.get(key, ())]
         kept[key] = {own[0]} if len(own) == 1 else {min(found)}
     out = []
-    for key, checkpoint, path, method, summary, data in stable:
-        mine = stability_test_set(summary) if key is not None else None
+    for (key, checkpoint, path, method, summary, data), mine in zip(stable, sets):
         if mine is not None and mine not in kept[key]:
             key = f"{key}{SOURCE_SEP}P test set {stability_dataset(summary) or '?'} {mine[:8]}"
         out.append((key, checkpoint, path, method, summary, data))
@@ -722,16 +724,16 @@ def _split_by_test_set(robust: list, stable: list) -> list:
 
 SOURCE_SEP = "\2"  # joins a stability row's key and what sets its sequences apart; no path or SHA-256 holds it
 OWN_SOURCE = "landmarks"  # RAF-DB-P's own sequences (docs/BENCHMARK.md §3.6)
-# What else sets a stability method's sequences apart (the perturbed tree; the reader keeps blocks
-# that differ in one apart as methods of their own), with its name in a row's label.
-SEQUENCE_META = (("seed", "seed"), ("format", "format"), ("fallback_pad", "fallback pad"), ("frames", "frames"))
+# What else sets a stability method's sequences apart: the perturbed tree's metadata (the reader keeps
+# blocks that differ in one apart as methods of their own, stability.SEQUENCE_KEYS, which names them).
+SEQUENCE_META = ("seed", "format", "fallback_pad", "frames")
 
 
 def _sequences_of(summary: dict) -> tuple:
     """(source, seed, format, fallback pad, frames) of a stability method; None where unstated."""
     source = summary.get("source")
     source = None if source in (None, "", "unknown") else str(source)
-    return (source, *(_meta_values(summary, key) for key, _label in SEQUENCE_META))
+    return (source, *(_meta_values(summary, key) for key in SEQUENCE_META))
 
 
 def _split_by_sequence_source(stable: list) -> list:
@@ -753,7 +755,7 @@ def _split_by_sequence_source(stable: list) -> list:
         return (0 if source == OWN_SOURCE else 1 if source is None else 2, [str(v) for v in sequences])
 
     kept = {key: min(values, key=rank) for key, values in found.items()}
-    labels = ("source", *(label for _key, label in SEQUENCE_META))
+    labels = [stability.SEQUENCE_KEYS[key] for key in ("source", *SEQUENCE_META)]
     out = []
     for key, checkpoint, path, method, summary, data in stable:
         if key is not None:

@@ -248,13 +248,18 @@ class OnTheFly:
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``i/N`` (0 <= i < N) -> (i, N); None for no sharding."""
+    """``i/N`` (0 <= i < N) -> (i, N), as the exports read it (``dataset_writer.parse_shard``);
+    None for no sharding."""
+    import argparse
+
+    import dataset_writer
+
     if text is None:
         return None
-    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)
-    if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
-        raise UserError(f"--shard: expected i/N with 0 <= i < N (e.g. 0/4), got {text!r}")
-    return int(match.group(1)), int(match.group(2))
+    try:
+        return dataset_writer.parse_shard(text)
+    except argparse.ArgumentTypeError as error:
+        raise UserError(f"--shard: {error}") from None
 
 
 def work_units(clean: Folder, folders: list[Folder], shard: tuple[int, int] | None) -> list[Folder]:
