@@ -278,9 +278,10 @@ def mean_flip_probability(fp_by_perturbation: Mapping[str, float], names: Iterab
     return float(np.mean([float(fp_by_perturbation[name]) for name in selected]))
 
 
-def flip_rate(fp: float, fp_base: float) -> float:
-    """FR_p = FP_p / FP_p^base; NaN plus a warning when FP^base is 0 (BENCHMARK.md §5.6; H&D 2019 FR)."""
-    return _ratio(fp, fp_base, "flip rate")
+def flip_rate(fp: float, fp_base: float, what: str = "flip rate") -> float:
+    """FR_p = FP_p / FP_p^base; NaN plus a warning when FP^base is 0 (BENCHMARK.md §5.6; H&D 2019 FR).
+    ``what`` names the value in the warning (e.g. the method and the perturbation)."""
+    return _ratio(fp, fp_base, what)
 
 
 def mean_flip_rate(fp_by_perturbation: Mapping[str, float], base_by_perturbation: Mapping[str, float],
@@ -339,9 +340,9 @@ def topk_distance_perturbation(rankings: np.ndarray, k: int, noise: bool, diffic
     return float(np.mean(sequence_topk_distances(rankings, k, noise, difficulty)))
 
 
-def topk_distance_rate(tkd: float, tkd_base: float) -> float:
+def topk_distance_rate(tkd: float, tkd_base: float, what: str = "top-k distance rate") -> float:
     """T-k-D_p / T-k-D_p^base; NaN plus a warning when the baseline's is 0 (BENCHMARK.md §5.7)."""
-    return _ratio(tkd, tkd_base, "top-k distance rate")
+    return _ratio(tkd, tkd_base, what)
 
 
 def mean_topk_distance_rate(tkd_by_perturbation: Mapping[str, float], base_by_perturbation: Mapping[str, float],

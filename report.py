@@ -900,7 +900,7 @@ def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dic
             out["relative_ce"][corruption] = _ratio(  # sums of differences as the evaluations round them
                 relative_sum([errors[s] for s in severities], clean),
                 relative_sum([base[s] for s in severities], base_clean))
-        normalised = [c for c in headline if c in out["ce"]]
+        normalised = out["mce_over"] = [c for c in headline if c in out["ce"]]
         out["mce"] = _mean_all(out["ce"][c] for c in normalised) if normalised else math.nan
         out["relative_mce"] = _mean_all(out["relative_ce"][c] for c in normalised) if normalised else math.nan
         out["undefined"] = [c for c in normalised if math.isnan(out["relative_ce"][c])
@@ -943,6 +943,7 @@ def stability_metrics(model: Model, baseline: Model | None) -> dict:
         base = {name: _num(entry.get("fp")) for name, entry in
                 (baseline.stability.get("perturbations") or {}).items()}
         rates = {name: _ratio(fp[name], base[name]) for name in over if name in fp and name in base}
+        out["mfr_over"] = list(rates)
         out["mfr"] = _mean_all(rates.values()) if rates else math.nan
         out["undefined"] = [name for name, rate in rates.items() if math.isnan(rate)]
         out["fr_baseline"] = baseline.name
@@ -1063,13 +1064,35 @@ def coverage_notes(models: list[Model], metrics: dict) -> list[str]:
                      f"; it is over {', '.join(c_metrics['headline']) or 'no corruption'} instead")
                 out.append(f"{model.name}: the mean corruption error and mCE are over {over}, "
                            f"not comparable with those of a model evaluated on all of them")
+            normalised = c_metrics.get("mce_over")
+            if normalised is not None and len(normalised) < len(c_metrics["headline"]):
+                out.append(_baseline_coverage_note(model.name, "mCE and relative mCE", "corruptions",
+                                                   "mean corruption error", "CE", normalised,
+                                                   c_metrics["headline"], c_metrics["ce_baseline"]))
         if s_metrics:
+            normalised = s_metrics.get("mfr_over")
+            if normalised is not None and len(normalised) < len(s_metrics["perturbations"]):
+                out.append(_baseline_coverage_note(model.name, "mFR", "perturbations", "mFP", "FR",
+                                                   normalised, s_metrics["perturbations"], s_metrics["fr_baseline"]))
             used = [name for name in s_metrics["perturbations"] if name in canonical and name in s_metrics["fp"]]
             if len(used) < len(canonical):
                 out.append(f"{model.name}: the mFP and mFR are over {len(used)} of the {len(canonical)} RAF-DB-P "
                            f"perturbations" + (f" ({', '.join(used)})" if used else "")
                            + ", not comparable with those of a model evaluated on all of them")
     return out
+
+
+def _baseline_coverage_note(model: str, what: str, kind: str, mean: str, ratio: str, normalised: list,
+                            over: list, baseline: str) -> str:
+    """A model's mCE (mFR) against the report's baseline over fewer corruptions (perturbations) than
+    its mean corruption error (mFP): the baseline has no result for the others. ``ratio``: CE or FR."""
+    if not normalised:
+        return (f"{model}: no {what}: the baseline {baseline or ''} gives a {ratio} for none of the {len(over)} "
+                f"{kind} of its {mean}").replace("  ", " ")
+    missing = [name for name in over if name not in normalised]
+    return (f"{model}: the {what} {'are' if ' and ' in what else 'is'} over {len(normalised)} of the {len(over)} "
+            f"{kind} of its {mean}; {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no {ratio} "
+            f"against the baseline {baseline}")
 
 
 def build(models: list[Model], baseline: Model | None) -> dict:
@@ -1297,8 +1320,9 @@ def _notes(report: dict) -> list[str]:
         if not named:
             notes.append(f"{what}: {missing}.")
             continue
-        part = (f" ({len(named)} of the {len(evaluated)} rows; the others' files name no baseline)"
-                if len(named) < len(evaluated) else "")
+        others = ("the others have none against it: see the warnings and notes" if report.get("baseline")
+                  else "the others' files name no baseline")
+        part = f" ({len(named)} of the {len(evaluated)} rows; {others})" if len(named) < len(evaluated) else ""
         notes.append(f"{what} normalised to {', '.join(sorted({row[key] for row in named}))}{part}.")
     notes.append("Errors, mCE, mFP and mFR in %; T2D / T3D are mean top-k distances "
                  "(docs/BENCHMARK.md §5.2, §5.5-§5.7).")

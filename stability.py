@@ -1022,13 +1022,20 @@ def normalise(results: dict, baseline_label: str, baseline: dict) -> None:
     """Add FR, mFR and the normalised T-k-D (mT-k-D) to every method (docs/BENCHMARK.md §5.6, §5.7)."""
     base = baseline["perturbations"]
     results["baseline"] = baseline_label
-    for summary in results["methods"].values():
+    for method, summary in results["methods"].items():
+        label = method or chr(34) * 2
         for name, entry in summary["perturbations"].items():
-            if name in base:
-                entry["fr"] = metrics.flip_rate(entry["fp"], base[name]["fp"])
-                entry["tkd_rate"] = {k: metrics.topk_distance_rate(value, base[name]["tkd"][k])
-                                     for k, value in entry["tkd"].items() if k in base[name].get("tkd", {})}
+            if name in base:  # an undefined ratio's warning names the method and the perturbation
+                entry["fr"] = metrics.flip_rate(entry["fp"], base[name]["fp"], f"flip rate of {label} on {name}")
+                entry["tkd_rate"] = {
+                    k: metrics.topk_distance_rate(value, base[name]["tkd"][k], f"T{k}D rate of {label} on {name}")
+                    for k, value in entry["tkd"].items() if k in base[name].get("tkd", {})}
         in_mean = [name for name in summary["mean_over"] if name in base]
+        if summary is not baseline and len(in_mean) < len(summary["mean_over"]):
+            missing = [name for name in summary["mean_over"] if name not in base]
+            LOG.warning("%s: mFR and mT-k-D are over the %d perturbation(s) the baseline %s has, not the %d of its "
+                        "mFP (the baseline has no %s); docs/BENCHMARK.md §5.6 averages over the same perturbations",
+                        label, len(in_mean), baseline_label, len(summary["mean_over"]), ", ".join(missing))
         summary["mfr_over"] = in_mean
         summary["mfr"] = float(np.mean([summary["perturbations"][n]["fr"] for n in in_mean])) if in_mean else math.nan
         for entry in (summary.get("sets") or {}).values():
@@ -1099,7 +1106,9 @@ def format_summary(results: dict) -> str:
         head += "".join(f"  {'mT' + k + 'D':>6}" for k in ks)
     lines = [f"difficulty {results['difficulty']}; N = sequences per perturbation; mFP = mean FP over "
              f"the P of the {len(results['canonical_perturbations'])} benchmark perturbations present "
-             f"(unnormalised; FP as a fraction, not %)", head, "-" * len(head)]
+             f"(unnormalised; FP as a fraction, not %)" + ("; mFR and mTkD are ratios to the baseline's (1 = "
+                                                         "as stable as the baseline), not %" if normalised else ""),
+             head, "-" * len(head)]
 
     def number(value, digits, size):
         return f"{'-':>{size}}" if value is None or math.isnan(value) else f"{value:>{size}.{digits}f}"
@@ -1132,6 +1141,11 @@ def format_summary(results: dict) -> str:
                      f"from the padded official aligned faces, not the landmark-aligned originals")
     if normalised:
         lines.append(f"FR, mFR and mTkD normalised to the baseline {results['baseline']}")
+        partial = [f"{method or chr(34) * 2} over {len(summary['mfr_over'])} of its {len(summary['mean_over'])}"
+                   for method, summary in results["methods"].items()
+                   if len(summary.get("mfr_over", summary["mean_over"])) < len(summary["mean_over"])]
+        if partial:
+            lines.append(f"mFR and mTkD only over the perturbations the baseline has: {'; '.join(partial)}")
     else:
         lines.append("no --baseline: FR/mFR not computed (T-k-D are unnormalised means)")
     return "\n".join(lines) + "\n"

@@ -229,8 +229,36 @@ def test_an_undefined_flip_rate_is_one_plain_warning_line(tmp_path):
             f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n")
     result = run_reader(write(tmp_path, text), "--baseline", "base", "--quiet")
     lines = result.stderr.splitlines()
-    assert "WARNING flip rate: denominator 0 is not positive; value undefined (NaN)" in lines, result.stderr
+    assert "WARNING flip rate of m on p_rotate: denominator 0 is not positive; value undefined (NaN)" in lines, \
+        result.stderr
     assert "RuntimeWarning" not in result.stderr and ".py:" not in result.stderr
+
+
+def test_each_undefined_flip_rate_is_named(tmp_path):
+    """Two methods against a baseline whose FP is 0 on p_rotate: one warning per method naming it and
+    the perturbation (there was one warning, naming neither, however many rates were undefined)."""
+    text = (f"runs/base/c.keras,P/rafdb.test.p_rotate\n{line(CONSTANT)}\n"
+            f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
+            f"runs/n/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n")
+    result = run_reader(write(tmp_path, text), "--baseline", "base", "--quiet")
+    for method in ("m", "n"):
+        assert f"WARNING flip rate of {method} on p_rotate: denominator 0" in result.stderr, result.stderr
+
+
+def test_mfr_over_fewer_perturbations_than_the_mfp_is_said(tmp_path):
+    """The baseline has p_rotate only; method a has p_rotate and p_scale: a's mFR is its one FR
+    (0.5: FP 1/29 against the baseline's 2/29), and a warning and the table's last lines say that
+    it is over 1 of its 2 perturbations (the mFR over fewer was printed with no word)."""
+    text = (f"runs/a/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line(CONSTANT)}\n"
+            f"runs/a/c.keras,P/rafdb.test.p_scale\n{line(WORKED)}\n{line(WORKED)}\n"
+            f"runs/base/c.keras,P/rafdb.test.p_rotate\n{line([0, 1, 0] + [0] * 27)}\n{line([5] * 27 + [6, 5, 5])}\n")
+    result = run_reader(write(tmp_path, text), "--baseline", "base", "--json", str(tmp_path / "r.json"))
+    data = json.loads((tmp_path / "r.json").read_text())["methods"]["a"]
+    assert data["mfr"] == pytest.approx(0.5) and data["mfr_over"] == ["p_rotate"]
+    assert re.search(r"WARNING a: mFR and mT-k-D are over the 1 perturbation\(s\) the baseline base( \(this file\))? "
+                     r"has, not the 2 of its mFP \(the baseline has no p_scale\)", result.stderr), result.stderr
+    assert "mFR and mTkD only over the perturbations the baseline has: a over 1 of its 2" in result.stderr
+    assert "mFR and mTkD are ratios to the baseline's" in result.stderr
 
 
 def test_other_libraries_warnings_keep_their_form(monkeypatch, caplog):
@@ -1303,6 +1331,9 @@ def test_writer_json_records_each_model_and_its_adaptation(tmp_path, perturbed_t
     model = data["checkpoints"][str(run_a)]
     assert model["checkpoint_sha256"] == hashlib.sha256(run_a.read_bytes()).hexdigest()
     assert model["input_shape"] == [16, 16, 3] and model["preprocessing_setting"] == "none+bgr"
+    # described after its predictions, as the robustness JSON: the tiny models end in a softmax
+    # (this was null: the model was described before its first batch showed what it outputs)
+    assert model["runtime"]["output_kind"] == "probabilities"
     assert len(data["folders"]) == 3
 
 

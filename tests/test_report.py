@@ -1282,3 +1282,53 @@ def test_a_stability_result_naming_no_dataset_is_ranked_with_the_others(tmp_path
     groups = {row["model"]: row["group"] for row in result["rows"]}
     assert groups["a"] == groups["b"]
     assert not any("differ in dataset" in warning for warning in result["warnings"])
+
+
+def test_a_baseline_of_fewer_corruptions_and_perturbations_is_noted_per_model(designed, tmp_path):
+    """The baseline base has 2 of the 4 corruptions (no contrast, no pixelate) and 7 of the 10
+    perturbations: tinycnn's mCE is then the mean CE over gaussian_blur and gaussian_noise alone,
+    2.0 / 2.25 (the worked example; contrast's 3.0 / 2.25 is left out), and its mFR the mean FR over
+    the 7; each such mean gets a note naming what the baseline lacks (the report printed these means
+    with no note, and the CSV's counts said 4 and 10)."""
+    base = load("base")
+    set_errors(base, .15, {c: [.25, .35, .45, .55, .65] for c in CORRUPTIONS})
+    base["results"][0]["folders"] = [row for row in base["results"][0]["folders"]
+                                     if row["corruption"] not in ("contrast", "pixelate")]
+    write(designed, "base", base)
+    stability = json.loads((DATA / "stability.json").read_text())
+    dropped = ("p_spatter", "p_rotate", "p_shear")
+    for name in dropped:
+        del stability["methods"]["base"]["perturbations"][name]
+    stability["methods"]["base"]["mean_over"] = [n for n in stability["methods"]["base"]["mean_over"]
+                                                 if n not in dropped]
+    (designed / "stability.json").write_text(json.dumps(stability))
+    out = tmp_path / "out"
+    report.make_report([designed], out, baseline="base")
+    rows = read_csv(out / "report.csv")
+    assert float(rows["tinycnn"]["mce"]) == pytest.approx(2.0 / 2.25, abs=1e-12)
+    fp = {m: stability["methods"][m]["perturbations"] for m in ("tinycnn", "base")}
+    kept = [name for name in fp["base"]]
+    assert len(kept) == 7
+    assert float(rows["tinycnn"]["mfr"]) == pytest.approx(
+        sum(fp["tinycnn"][n]["fp"] / fp["base"][n]["fp"] for n in kept) / 7, abs=1e-12)
+    markdown = (out / "report.md").read_text()
+    assert ("- Partial evaluation: tinycnn: the mCE and relative mCE are over 2 of the 4 corruptions of its mean "
+            "corruption error; contrast, pixelate have no CE against the baseline base.") in markdown
+    assert ("- Partial evaluation: tinycnn: the mFR is over 7 of the 10 perturbations of its mFP; "
+            "p_spatter, p_rotate, p_shear have no FR against the baseline base.") in markdown
+    assert "mobile: the mCE and relative mCE are over 2 of the 4" in markdown
+    assert "base: the mCE" not in markdown and "base: the mFR" not in markdown  # its own means: all it has
+
+
+def test_rows_without_ce_against_a_named_baseline_are_not_said_to_name_none(designed, tmp_path):
+    """With --baseline, a row with no mCE (here: evaluated under another protocol) is not one whose
+    file "names no baseline", as the note said."""
+    other = load("mobile")
+    other["results"][0]["protocol"], other["results"][0]["n"] = "hard", 40
+    write(designed, "mobile", other)
+    out = tmp_path / "out"
+    report.make_report([designed], out, baseline="base")
+    markdown = (out / "report.md").read_text()
+    assert ("CE / relative CE normalised to base (2 of the 3 rows; the others have none against it: see the "
+            "warnings and notes).") in markdown
+    assert "name no baseline" not in markdown
