@@ -183,6 +183,9 @@ class Runner:
                             f"BatchNormalization layer")
         for layer in self.bn:
             layer.momentum = 0.0  # a training-mode call leaves exactly the batch statistics
+            # A frozen layer (trainable False, the usual Keras fine-tuning recipe) keeps its moving
+            # statistics even in a training-mode call: unfrozen in the copy, it takes the folder's.
+            layer.trainable = True
         self.source = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in self.bn]
 
     # -- description ----------------------------------------------------------------------

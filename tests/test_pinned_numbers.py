@@ -236,6 +236,28 @@ def test_adaptation_statistics_are_taken_without_dropout(tmp_path):
         np.testing.assert_allclose(bn.moving_variance.numpy(), expected_variance, rtol=1e-4)
 
 
+def test_adaptation_reaches_frozen_batchnorm_layers(tmp_path):
+    """A BatchNormalization layer with trainable=False (Keras' fine-tuning recipe, also set by
+    freezing a whole sub-model) is adapted like any other: its statistics become the folder's (they
+    stayed the source's, so --adapt bn changed nothing while the result said ADAPTED)."""
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    frozen = keras.layers.BatchNormalization()
+    frozen.trainable = False
+    x = keras.layers.Flatten()(frozen(x))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
+    classifier = _classifier(model, tmp_path)
+    images = np.random.default_rng(4).integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)
+    x = images.astype(np.float64) / 255.0
+    runner = inference.Runner(classifier, adapt="bn")
+    assert runner.adapt_to(classifier.make_array_dataset(images)) == 10
+    (bn,) = inference.batchnorm_layers(runner.model)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), x.var(axis=(0, 1, 2)), rtol=1e-4)
+    (source,) = inference.batchnorm_layers(classifier.model)  # the loaded model itself is untouched
+    assert not source.trainable and np.all(source.moving_mean.numpy() == 0)
+
+
 def test_mixed_precision_widens_the_probability_tolerance(tmp_path):
     # float16 spacing in [0.5, 1) is 2^-1 x 2^-10 (10-bit mantissa)
     assert model_files.FLOAT16_STEP == 2.0 ** -11
