@@ -247,10 +247,17 @@ def _source_label(result: dict) -> str:
     where recorded (the same tree reached by another path, from another folder, is the same
     source), else by its path."""
     source = result.get("source") or {}
+    # the ImageNet-C extras' lengths (--param-set, docs/BENCHMARK.md §2.9): other images, so another source
+    import corruptions
+
+    names = sorted({row.get("corruption") for row in result.get("folders") or [] if row.get("corruption")})
+    params = (f", param set {source.get('param_set') or 'not recorded'}"
+              if corruptions.needs_param_set(names) else "")
     if source.get("on_the_fly"):
-        return f"on the fly (seed {source.get('seed')})"
+        return f"on the fly (seed {source.get('seed')}{params})"
     digest = (result.get("manifest") or {}).get("sha256")
-    return f"export with manifest {digest[:12]}" if digest else f"export {result.get('corrupted', '?')}"
+    label = f"export with manifest {digest[:12]}" if digest else f"export {result.get('corrupted', '?')}"
+    return f"{label} ({params[2:]})" if params else label
 
 
 def _file_identity(info: dict, checkpoint: str) -> str:
@@ -894,6 +901,7 @@ def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dic
             if not all(s in base for s in severities):
                 continue
             if other_params and _needs_param_set(corruption):
+                out.setdefault("param_set_apart", []).append(corruption)
                 continue  # an ImageNet-C extra rendered with other lengths (§2.9): no ratio
             out["ce"][corruption] = _ratio(sum(errors[s] for s in severities),
                                            sum(base[s] for s in severities))
@@ -1126,6 +1134,11 @@ def build(models: list[Model], baseline: Model | None) -> dict:
         if mismatch:
             warnings.append(f"{model.name}: no mCE against the baseline {baseline.name}, evaluated on "
                             f"other images or labels ({mismatch})")
+        apart = (metrics[model.name]["c"] or {}).get("param_set_apart")
+        if apart:
+            warnings.append(f"{model.name}: no CE for {', '.join(apart)} against the baseline {baseline.name}: "
+                            f"rendered with --param-set {_param_set(model)}, the baseline's with "
+                            f"{_param_set(baseline)} (other images, docs/BENCHMARK.md §2.9)")
         mismatch = (metrics[model.name]["s"] or {}).get("baseline_mismatch")
         if mismatch:
             warnings.append(f"{model.name}: no mFR against the baseline {baseline.name}, evaluated on "

@@ -657,10 +657,21 @@ def test_an_imagenet_extra_has_no_ce_against_a_baseline_of_another_param_set(des
                                           accuracy=1 - error))
         result["source"] = dict(result.get("source") or {}, param_set=param_set)
         write(designed, name, data)
-    metrics = report.make_report([designed], tmp_path / "out", baseline="base")["metrics"]["tinycnn"]["c"]
+    result = report.make_report([designed], tmp_path / "out", baseline="base")
+    metrics = result["metrics"]["tinycnn"]["c"]
     assert metrics["ce"].get("fog") == (None if fog_ce is None else pytest.approx(fog_ce, abs=1e-12))
     assert metrics["ce"]["gaussian_noise"] == pytest.approx(2.0 / 2.25, abs=1e-12)
     assert metrics["mce"] == pytest.approx(1.0, abs=1e-12)
+    # other extras' lengths are other images: never ranked together, and the source names the set
+    # (both rows were "on the fly" in one group, and the missing CE had no reason given)
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert rows["tinycnn"]["source"].endswith("param set scaled)")
+    assert rows["base"]["source"].endswith(f"param set {base_param_set or 'not recorded'})")
+    assert (rows["tinycnn"]["group"] == rows["base"]["group"]) == (base_param_set == "scaled")
+    no_ce = [w for w in result["warnings"] if w.startswith("tinycnn: no CE for fog against the baseline base")]
+    assert no_ce == ([] if fog_ce is not None else
+                     ["tinycnn: no CE for fog against the baseline base: rendered with --param-set scaled, the "
+                      "baseline's with imagenet224 (other images, docs/BENCHMARK.md §2.9)"])
 
 
 def test_a_corruption_missing_a_severity_is_left_out(designed, tmp_path):
