@@ -1210,7 +1210,9 @@ def figures(report: dict) -> dict[str, tuple[str, bytes]]:
 
     out = {}
     rows, metrics = report["rows"], report["metrics"]
-    robust = [row["model"] for row in rows if metrics[row["model"]]["c"]]
+    # models with a corruption evaluated at every severity (a partial evaluation, --allow-missing or
+    # a severity subset, may have none: its clean error alone has no figure)
+    robust = [row["model"] for row in rows if metrics[row["model"]]["c"] and metrics[row["model"]]["c"]["mean_error"]]
     stable = [row["model"] for row in rows if metrics[row["model"]]["s"]]
     if robust:
         corruptions = list(dict.fromkeys(c for name in robust

@@ -1343,3 +1343,20 @@ def test_rows_without_ce_against_a_named_baseline_are_not_said_to_name_none(desi
     assert ("CE / relative CE normalised to base (2 of the 3 rows; the others have none against it: see the "
             "warnings and notes).") in markdown
     assert "name no baseline" not in markdown
+
+
+def test_a_result_with_no_complete_corruption_gets_a_report(designed, tmp_path):
+    """tinycnn without its severity-5 rows (an --allow-missing evaluation of a tree missing them):
+    no corruption was evaluated at every severity, so it has a clean error and no mean; the report
+    is written, alone and beside a complete result (figures() called plt.subplots with 0 rows and
+    the report died with a traceback)."""
+    data = json.loads((designed / "tinycnn.json").read_text())
+    data["results"][0]["folders"] = [row for row in data["results"][0]["folders"] if row["severity"] != 5]
+    partial = write(tmp_path, "partial", data)
+    alone = report.make_report([partial], tmp_path / "alone")
+    (row,) = read_csv(tmp_path / "alone" / "report.csv").values()
+    assert float(row["clean_error"]) == pytest.approx(0.10)
+    assert row["mean_corruption_error"] == "" and row["corruptions"] == "0"
+    assert len(alone["rows"]) == 1 and not list((tmp_path / "alone").glob("*severity*.png"))
+    report.make_report([partial, designed / "base.json"], tmp_path / "both")
+    assert len(list((tmp_path / "both").glob("*severity*.png"))) == 1
