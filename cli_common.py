@@ -302,6 +302,26 @@ def check_output_flags(args: argparse.Namespace, *dests: str) -> None:
             check_output_path(value, "--" + dest.replace("_", "-"))
 
 
+# What train_fer.py writes in a run folder (beside its run.json) and the evaluations read back from it
+RUN_FOLDER_FILES = frozenset({"run.json", "results.json", "train_state.json", "training_log.csv",
+                              "confusion_test.csv"})
+MODEL_FILE_SUFFIXES = frozenset({".hdf5", ".h5", ".keras", ".tflite", ".onnx", ".skops"})
+
+
+def refuse_run_file(flag: str, out) -> None:
+    """UserError when the existing file ``out`` is one of a training run's own files (a checkpoint,
+    run.json, the training log, ...: a folder holding a run.json): an evaluation's output written
+    there replaces what later steps read (``--json RUN/run.json`` left a run whose class order and
+    preprocessing were gone, with every later command still exiting 0)."""
+    path = Path(out)
+    if not (path.parent / "run.json").is_file():
+        return
+    if path.name in RUN_FOLDER_FILES or path.suffix.lower() in MODEL_FILE_SUFFIXES:
+        raise UserError(f"{flag} {out}: is a file of the training run {path.parent} (its run.json, "
+                        f"checkpoints and logs are read by later steps); writing it would destroy it: "
+                        f"choose another file name")
+
+
 def refuse_outputs_over_inputs(outputs, files=(), trees=()) -> None:
     """UserError when an output would destroy an input: ``outputs``, ``files`` and ``trees`` are
     (flag or label, path or None) pairs. An output may not be the same file as any of ``files``
@@ -323,6 +343,7 @@ def refuse_outputs_over_inputs(outputs, files=(), trees=()) -> None:
             continue
         out_real = os.path.realpath(out)
         if os.path.exists(out):
+            refuse_run_file(flag, out)
             for label, path in files:
                 if path is not None and os.path.isfile(path) and os.path.samefile(out, path):
                     raise UserError(f"{flag} {out}: is the input {label} {path}; writing it would destroy "

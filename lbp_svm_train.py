@@ -35,8 +35,8 @@ import numpy as np
 import datasets
 import lbp
 import lbp_svm
-from cli_common import (ArgumentParser, HelpFormatter, UserError, atomic_write_text, check_seed, finite_float,
-                        run_main, setup_logging)
+from cli_common import (ArgumentParser, HelpFormatter, UserError, atomic_write_text, check_output_path, check_seed,
+                        finite_float, refuse_outputs_over_inputs, run_main, setup_logging)
 
 LOG = logging.getLogger("fer.lbp_svm_train")
 
@@ -100,10 +100,13 @@ def _settings(args: argparse.Namespace) -> lbp.LbpSettings:
     return lbp.LbpSettings(legacy=args.lbp_legacy, keep_ar=args.lbp_keep_ar)
 
 
-def _check_out(path: Path) -> None:
+def _check_out(path: Path, args: argparse.Namespace) -> None:
+    """Before any work: the model file's name, a writable place, and not inside the dataset read."""
     lbp_svm.refuse_pickle(path)
     if path.suffix.lower() != ".skops":
         raise UserError(f"--out {path}: the model file name must end in .skops")
+    check_output_path(path, "--out")
+    refuse_outputs_over_inputs([("--out", path)], trees=[("the dataset", datasets.open_dataset(args).root)])
 
 
 def _load(args: argparse.Namespace, part: str) -> lbp_svm.FaceSplit:
@@ -159,7 +162,7 @@ def _info(args, train, val, C, gamma, val_accuracy, selection):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _check_out(args.out)
+    _check_out(args.out, args)
     settings, train, train_x, size, val, val_x = _training_data(args)
     LOG.info("fitting SVC(C=%g, gamma=%g, rbf, balanced) on %d x %d", args.C, args.gamma, *train_x.shape)
     svc, seconds = _fit(train_x, train.classes, args.C, args.gamma, args.seed)
@@ -175,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    _check_out(args.out)
+    _check_out(args.out, args)
     settings, train, train_x, size, val, val_x = _training_data(args)
     grid = [(C, gamma) for C in args.C_grid for gamma in args.gamma_grid]
     rows = []

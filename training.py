@@ -321,6 +321,11 @@ def check_args(args) -> None:
         flag = "--rafdb" if getattr(args, "rafdb", None) is not None else "--data"
         layout = f"\n{rafdb_dataset.EXPECTED_LAYOUT}" if data.name == "rafdb" else " (docs/DATASETS.md)"
         raise UserError(f"{flag} {data.root}: no such folder for --dataset {data.name}{layout}")
+    if args.mode == "train":  # checkpoints written among the faces would be read back as (broken) images
+        from cli_common import refuse_outputs_over_inputs
+
+        refuse_outputs_over_inputs([("--dir", args.dir), ("--out-root", None if args.dir else getattr(args, "out_root", None))],
+                                   trees=[("the dataset", data.root)])
     if args.cpu_devices < 0:
         raise UserError(f"--cpu-devices {args.cpu_devices}: expected >= 0")
     if args.mode == "train" and args.distribute == "multiworker":

@@ -64,6 +64,19 @@ def test_same_seed_gives_identical_model_bytes(trained, sample_tree, tmp_path):
     assert again.read_bytes() == trained.read_bytes()
 
 
+def test_a_model_file_inside_the_dataset_or_unwritable_is_refused_before_fitting(sample_tree, tmp_path, monkeypatch):
+    """--out inside the dataset (a .skops among the faces breaks every later read of the tree) or
+    under a file: refused before any face is read (the unwritable place was found after the fit)."""
+    monkeypatch.setattr(lbp_svm_train, "_training_data", lambda args: pytest.fail("faces read before the check"))
+    inside = sample_tree / "basic" / "Image" / "aligned" / "m.skops"
+    with pytest.raises(UserError, match=rf"^--out {inside}: lies inside the dataset {sample_tree}"):
+        lbp_svm_train.main(["train", "--rafdb", str(sample_tree), "--out", str(inside)])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UserError, match=r"^--out .*a_file/m\.skops: .*a_file is a file"):
+        lbp_svm_train.main(["train", "--rafdb", str(sample_tree), "--out", str(tmp_path / "a_file" / "m.skops")])
+    assert not inside.exists()
+
+
 def test_pickle_is_refused_before_it_is_opened(tmp_path):
     marker = tmp_path / "pwned"
 

@@ -228,6 +228,34 @@ def test_an_output_that_is_an_input_or_inside_a_dataset_is_refused(tmp_path):
     assert model.read_bytes() == b"weights"
 
 
+def test_an_output_over_a_training_runs_own_file_is_refused(tmp_path):
+    """A run folder (it holds a run.json): an output may not replace its run.json, checkpoints,
+    training log or results (an evaluation's --json RUN/run.json left a run every later step read
+    with its class order and preprocessing gone, exit 0); a new file there, and the same names in a
+    folder that is no run, are fine. The real command line exits 2 and leaves run.json as it was."""
+    run = tmp_path / "run"
+    run.mkdir()
+    victims = {"run.json": b'{"net": "smallcnn"}', "checkpoint.03.hdf5": b"w", "checkpoint_last.hdf5": b"w",
+               "training_log.csv": b"epoch\n", "results.json": b"{}", "m.KERAS": b"w"}
+    for name, data in victims.items():
+        (run / name).write_bytes(data)
+    for name in victims:
+        with pytest.raises(UserError, match=rf"^--json .*/run/{re.escape(name)}: is a file of the training run .*run "
+                                            r"\(its run\.json, checkpoints and logs are read by later steps\)"):
+            cli_common.refuse_outputs_over_inputs([("--json", run / name)])
+    other = tmp_path / "plain"
+    other.mkdir()
+    (other / "results.json").write_text("{}")
+    cli_common.refuse_outputs_over_inputs([("--json", run / "robustness.json"), ("--csv", other / "results.json")])
+    predictions = tmp_path / "p.txt"
+    predictions.write_text("model,p_rotate\n")
+    result = subprocess.run([sys.executable, str(REPO / "eval_perturbed_rafdb2.py"), str(predictions), "--json",
+                             str(run / "run.json")], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: --json {run / 'run.json'}: is a file of the")
+    assert (run / "run.json").read_bytes() == victims["run.json"]
+
+
 def test_the_scripts_refuse_to_overwrite_their_inputs(tmp_path):
     """The real command lines (exit 2, one line, the input untouched): the predictions file as the
     reader's --json, a shard as the --merge output, and an export written into its own dataset."""

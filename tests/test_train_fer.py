@@ -424,6 +424,18 @@ def test_a_bad_tf_config_is_a_user_error(sample_tree, tmp_path, monkeypatch, con
     assert not (tmp_path / "r").exists()
 
 
+def test_a_run_dir_inside_the_dataset_is_refused(sample_tree, tmp_path):
+    """--dir (or --out-root) inside the dataset read: its checkpoints would sit among the faces and
+    every later command on the tree would stop at them ("not an image file"); refused before any
+    folder is made. Beside the dataset is fine (the check does not refuse everything)."""
+    for flag, inside in (("--dir", sample_tree / "basic" / "Image" / "aligned" / "run"),
+                         ("--out-root", sample_tree / "runs")):
+        with pytest.raises(UserError) as error:
+            train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "1", flag, str(inside)])
+        assert str(error.value).startswith(f"{flag} {inside}: lies inside the dataset {sample_tree}")
+        assert not inside.exists()
+
+
 def test_unwritable_run_dir_is_refused_before_training(tmp_path, monkeypatch):
     """--dir naming a file, or under a file, and --out-root under a file: UserError before any data
     is read (the --rafdb given does not exist, so reading it would be another error)."""
