@@ -159,7 +159,7 @@ def _header(fields: list[str], n_classes: int, where: str) -> str:
 
 def _class_index(text: str, canonical: list[str], class_names: tuple[str, ...],
                  where: str) -> int:
-    if text.lstrip("-").isdigit():
+    if text.isascii() and text.lstrip("-").isdigit():  # int() also takes other scripts' digits
         index = int(text)
         if not 0 <= index < len(class_names):
             raise UserError(f"{where}: class index {index} out of range 0..{len(class_names) - 1}")

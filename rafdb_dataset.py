@@ -278,6 +278,7 @@ def read_partition(root: str | Path) -> list[tuple[str, int]]:
     """``list_patition_label.txt`` as (name, class index) pairs, in file order."""
     path = require_file(Path(root) / PARTITION_FILE, "hard-label list")
     entries: list[tuple[str, int]] = []
+    seen: dict[str, int] = {}  # image name -> its line
     for number, line in enumerate(read_text_lines(path, "hard-label list"), 1):
         if not line.strip():
             continue
@@ -295,6 +296,10 @@ def read_partition(root: str | Path) -> list[tuple[str, int]]:
             raise UserError(f"{path}:{number}: expected an image name like 'test_0001.jpg', got {file_name!r}")
         if label not in {str(k) for k in range(1, NUM_CLASSES + 1)}:
             raise UserError(f"{path}:{number}: label must be an integer 1..7, got {label!r}")
+        if stem in seen:  # the image would be scored (or trained on) twice, and another never
+            raise UserError(f"{path}:{number}: {file_name} is listed again (first on line {seen[stem]}); "
+                            f"each image has one line")
+        seen[stem] = number
         entries.append((stem, int(label) - 1))
     if not entries:
         raise UserError(f"{path}: no label lines")
@@ -568,6 +573,9 @@ SAMPLE_MARKER = ".synthetic-sample"
 def _write_sample(args: argparse.Namespace, out: Path, write) -> None:
     if not out.name or out.resolve() == Path.cwd().resolve():
         raise UserError(f"--out {args.out}: name a folder for the sample (not the current folder)")
+    from cli_common import check_output_path
+
+    check_output_path(out, "--out", folder=True)  # a read-only or missing place: one line, before any work
     non_empty = (out.is_dir() and any(out.iterdir())) or (out.exists() and not out.is_dir())
     marker = (f"written by rafdb_dataset.py sample --dataset {args.dataset} --seed {args.seed}: SYNTHETIC, "
               f"not real data\n")

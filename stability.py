@@ -656,11 +656,12 @@ def block_classes(block) -> int:
 def _parse_classes(fields: list[str], where: str, n_classes: int = NUM_CLASSES) -> list[int]:
     values = []
     for position, field in enumerate(fields, 1):
-        try:
-            value = int(field)
-        except ValueError:
-            raise UserError(f"{where}: field {position} is {field.strip()!r}, expected a class index "
-                            f"0..{n_classes - 1}") from None
+        text = field.strip()
+        # ASCII digits only: int() also takes '٣', '０' or '1_0', which no writer writes
+        if not (text.isascii() and text.isdigit()):
+            raise UserError(f"{where}: field {position} is {text!r}, expected a class index "
+                            f"0..{n_classes - 1}")
+        value = int(text)
         if not 0 <= value < n_classes:
             raise UserError(f"{where}: field {position} is {value}, outside the class indices "
                             f"0..{n_classes - 1}")
@@ -696,9 +697,13 @@ def read_text_once(path: str | Path) -> str:
     (``/dev/stdin``, ``<(...)``) is read once, so nothing reads it twice and finds it shortened."""
     try:
         if str(path) == "-":
-            return sys.stdin.buffer.read().decode("utf-8")
-        with open(path, "rb") as stream:
-            return stream.read().decode("utf-8")
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as stream:
+                data = stream.read()
+        # A byte-order mark (a file saved by an editor that writes one, or such files concatenated)
+        # is no part of a checkpoint path: left in, it made its block another model's.
+        return data.decode("utf-8-sig").replace("\n\ufeff", "\n")
     except FileNotFoundError:
         raise UserError(f"{path}: predictions file not found") from None
     except (OSError, UnicodeDecodeError) as error:

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKED = [3] * 5 + [0, 0] + [3] * 23  # BENCHMARK.md §5.8
 CONSTANT = [3] * 30
 NOISE_DIFFERS = [3] + [0] * 29  # noise rule 29/29, consecutive rule 1/29
+ARABIC_THREE, FULL_WIDTH_ZERO = "\u0663", "\uff10"  # digits to int(), not to the predictions format
 
 
 def line(values):
@@ -343,6 +344,13 @@ def test_mean_topk_distance_is_over_the_canonical_perturbations_only(tmp_path):
      r"predictions.txt:3: field 3 is 'x'"),
     (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line([3] * 29 + [7])}\n",
      r"predictions.txt:3: field 30 is 7, outside the class indices 0..6"),
+    # digits of other scripts, full-width digits and underscores are no class index (int() took them)
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line([3] * 29 + [ARABIC_THREE])}\n",
+     r"predictions.txt:3: field 30 is '\u0663', expected a class index 0..6"),
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line([FULL_WIDTH_ZERO] + [3] * 29)}\n",
+     r"predictions.txt:3: field 1 is '\uff10', expected a class index 0..6"),
+    (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line([3, '0_1'] + [3] * 28)}\n",
+     r"predictions.txt:3: field 2 is '0_1', expected a class index 0..6"),
     (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n{line([3] * 29)}\n",
      r"predictions.txt:3: 29 classes, expected 30 like the block's first sequence \(line 2\)"),
     # the writer's metadata states the length: the first short sequence is the one named
@@ -1378,3 +1386,16 @@ def test_blocks_of_two_perturbed_trees_are_kept_apart(tmp_path, caplog):
     methods = json.loads(out.read_text())["methods"]
     assert methods["a [seed 0]"]["perturbations"]["p_rotate"]["fp"] == 0.0
     assert methods["a [seed 1]"]["perturbations"]["p_scale"]["fp"] == pytest.approx(1 / 29)
+
+
+def test_a_byte_order_mark_does_not_make_another_model(tmp_path):
+    """A file saved with a UTF-8 byte-order mark, and two such files concatenated: the mark is no
+    part of the first header's checkpoint path, so one model's blocks stay one method (the mark made
+    the first block's method another model, split from the rest with no error)."""
+    one = (f"runs/m/c.keras,P/rafdb.test.p_rotate\n{line(WORKED)}\n"
+           f"runs/m/c.keras,P/rafdb.test.p_scale\n{line(CONSTANT)}\n")
+    other = f"runs/m/c.keras,P/rafdb.test.p_shear\n{line(CONSTANT)}\n"
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + one.encode() + b"\xef\xbb\xbf" + other.encode())
+    blocks = stability.read_predictions(path)
+    assert [(b.method, b.perturbation) for b in blocks] == [("m", "p_rotate"), ("m", "p_scale"), ("m", "p_shear")]

@@ -55,6 +55,7 @@ def test_class_names_indices_synonyms(tree, tmp_path):
     ("path,class\nrafdb.test.contrast.9/img_0.png,1\n", 2, "unknown path"),
     ("path,class\nclean/img_0.png,contempt\n", 2, "unknown class 'contempt'"),
     ("path,class\nclean/img_0.png,7\n", 2, "out of range 0..6"),
+    ("path,class\nclean/img_0.png,\u0663\n", 2, "unknown class '\u0663'"),  # an Arabic-Indic 3 is no index
     ("path,class\nclean/img_0.png\n", 2, "expected 2 fields"),
     ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,0,1,0,0\n", 2, "expected 8 fields"),
     ("path,p0,p1,p2,p3,p4,p5,p6\nclean/img_0.png,0,0,0,1,0,0,nan\n", 2, "finite"),

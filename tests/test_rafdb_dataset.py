@@ -307,3 +307,25 @@ def test_missing_soft_label_csv_points_to_the_hard_protocol(sample_tree, tmp_pat
                                         r"basic/EmoLabel/list_patition_label\.txt only\) not found"):
         rd.load_labels(root, "test", "soft")
     assert len(rd.load_labels(root, "test", "hard")) > 0
+
+
+def test_an_image_listed_twice_in_the_partition_list_is_an_error(tmp_path):
+    """test_0004 on lines 2 and 4 (test_0005's line edited): it would be scored twice with two
+    labels and test_0005 never, with no word; the error names both lines."""
+    (tmp_path / "basic/EmoLabel").mkdir(parents=True)
+    (tmp_path / rd.PARTITION_FILE).write_text("test_0003.jpg 1\ntest_0004.jpg 2\ntest_0006.jpg 3\ntest_0004.jpg 5\n")
+    with pytest.raises(UserError) as error:
+        rd.read_partition(tmp_path)
+    assert str(error.value) == (f"{tmp_path / rd.PARTITION_FILE}:4: test_0004.jpg is listed again (first on "
+                                f"line 2); each image has one line")
+
+
+@pytest.mark.parametrize("dataset", ["rafdb", "ferplus", "folder"])
+def test_cli_sample_into_an_unwritable_place_is_one_line(tmp_path, dataset):
+    """--out under a regular file (as under a read-only folder): exit 2 and one line naming --out
+    (it was a FileExistsError / PermissionError traceback)."""
+    (tmp_path / "f").write_text("x")
+    result = _run("sample", "--dataset", dataset, "--out", str(tmp_path / "f" / "R"), "--train", "3", "--test", "2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == (f"error: --out {tmp_path / 'f' / 'R'}: {tmp_path / 'f'} is a file, not a "
+                                     f"folder; expected a path in a writable folder")
