@@ -505,7 +505,8 @@ def version_differences(manifest: Mapping[str, Any]) -> list[tuple[str, Any, Any
 _PARAM_HINTS = {"param_set": "the parameter tables of this version differ",
                 "extra_tables": "the held-out sets' parameter tables of this version differ",
                 "extra_param_set": "--param-set",
-                "corruption_set": "the 18 and the held-out sets go to separate trees",
+                "corruption_set": "a tree of the 18 alone, of held-out sets, or of --corruption-set all (the "
+                                  "18 and the held-out sets together) is not mixed with the others",
                 "source_sha256": "the source CSV changed since: its rows cannot be matched to the "
                                  "files already written, so a changed CSV needs a new tree",
                 "fallback_pad": "follows --source (aligned faces are padded) or --fallback-pad"}
@@ -538,9 +539,12 @@ def _check_compatible(manifest: dict, path: Path, kind: str, params: Mapping[str
         differing = ["corruption_set"]
     if differing:
         hints = list(dict.fromkeys(_param_hint(key, old_params.get(key), params.get(key)) for key in differing))
+
+        def shown(key, value):  # the 18's manifest has no corruption_set (it is as it always was)
+            return "the 18 (--corruption-set rafdb)" if key == "corruption_set" and value is None else f"{key}={value!r}"
         raise UserError(
-            f"{path}: the existing export used {', '.join(f'{key}={old_params.get(key)!r}' for key in differing)} "
-            f"but this run asks for {', '.join(f'{key}={params.get(key)!r}' for key in differing)} "
+            f"{path}: the existing export used {', '.join(shown(key, old_params.get(key)) for key in differing)} "
+            f"but this run asks for {', '.join(shown(key, params.get(key)) for key in differing)} "
             f"({'; '.join(hints)}); export into a new --out folder instead of mixing them"
         )
     differences = version_differences(manifest)

@@ -94,7 +94,10 @@ import datasets
 import inference
 import rafdb_dataset
 import robustness_run
+from cli_common import UserError
 from robustness import COLOURS, MOTION_BACKENDS
+
+EXTRA_TREE = "corrupted_raf_dataset_extra"  # rafdb_aug_dataset.py export's --out for every set but the 18
 
 
 def _results_file_like(path: Path) -> bool:
@@ -219,11 +222,39 @@ def parse_args(argv: Sequence[str] | None = None):
     if args.merge is None and args.checkpoint is None and args.predictions is None:
         parser.error("the following arguments are required: checkpoint (or --merge JSON ..., "
                      "or --predictions FILE.csv)")
-    if args.corrupted is None:  # the export's own default for the dataset
-        import fer_export
-
-        args.corrupted = fer_export.default_corrupted(args.dataset, args.data)
+    resolve_trees(args)
     return args
+
+
+def _exports_all(root: Path) -> bool:
+    """Whether ``root`` holds an export of ``--corruption-set all`` (the 18 and the held-out sets in
+    one tree, as ``rafdb_aug_dataset.py export --corruption-set all`` writes them)."""
+    try:
+        manifest = dataset_writer.read_manifest(root) if root.is_dir() else None
+    except UserError:
+        return False  # read again, and reported, where the tree is used
+    return ((manifest or {}).get("params") or {}).get("corruption_set") == "all"
+
+
+def resolve_trees(args) -> None:
+    """--corrupted (the 18) and --corrupted-extra (the held-out sets) where not given: the exports'
+    own defaults, except that an export of --corruption-set all holds both: with --corruption-set all,
+    such a tree given (or found at its default place) as one of the two is also the other."""
+    import fer_export
+
+    given, given_extra = args.corrupted is not None, args.corrupted_extra is not None
+    if not given:  # the export's own default for the dataset
+        args.corrupted = fer_export.default_corrupted(args.dataset, args.data)
+    if not given_extra:
+        args.corrupted_extra = Path(EXTRA_TREE)
+    if args.corruption_set != "all" or args.dataset != "rafdb" or (given and given_extra):
+        return
+    if given and _exports_all(args.corrupted):
+        args.corrupted_extra = args.corrupted
+    elif given_extra and _exports_all(args.corrupted_extra):
+        args.corrupted = args.corrupted_extra
+    elif not given and _exports_all(args.corrupted_extra):  # neither given: the export's default for all
+        args.corrupted = args.corrupted_extra
 
 
 def add_set_args(group) -> None:
@@ -236,9 +267,11 @@ def add_set_args(group) -> None:
                             + "; ".join(f"{name}: {text}" for name, text in
                                         corruptions.CORRUPTION_SETS.items())
                             + ". The report gives one mCE line per set; the 18's never change")
-    group.add_argument("--corrupted-extra", type=Path, default=Path("corrupted_raf_dataset_extra"),
-                       help="root of the exported tree of the imagenet-extra and face sets "
-                            "(rafdb_aug_dataset.py export --corruption-set ...)")
+    group.add_argument("--corrupted-extra", type=Path, default=None,
+                       help=f"root of the exported tree of the imagenet-extra and face sets "
+                            f"(rafdb_aug_dataset.py export --corruption-set ...; default {EXTRA_TREE}). "
+                            f"With --corruption-set all, a tree exported with --corruption-set all holds "
+                            f"the 18 too: it is read for both when it is the one tree given (or found)")
     group.add_argument("--param-set", choices=corruptions_imagenet.PARAM_SETS, default=None,
                        help="on the fly, with ImageNet-C extras: their parameter set, as the "
                             "export's --param-set (no default; docs/BENCHMARK.md §2.9). A tree's "

@@ -326,3 +326,32 @@ def test_shards_differing_only_in_the_runners_fixed_batch_fallback_merge():
     assert robustness._shard_value(shard(1), "checkpoint") == robustness._shard_value(shard(None), "checkpoint")
     assert robustness._shard_value(shard(1), "checkpoint") != \
         robustness._shard_value(shard(1, "CUDAExecutionProvider"), "checkpoint")
+
+
+def test_an_export_of_all_sets_is_read_for_both_trees(workspace, capsys, tmp_path):
+    """rafdb_aug_dataset.py export --corruption-set all writes the 18 and the held-out sets into one
+    tree (by default corrupted_raf_dataset_extra): --corruption-set all reads it for both, given as
+    --corrupted, as --corrupted-extra, or found at the export's default place (the evaluation looked
+    for the 18 under corrupted_raf_dataset and stopped: "RAF-DB-C tree not found"). The errors are
+    those of the files, recomputed here."""
+    here = tmp_path / "all"
+    here.mkdir()
+    os.symlink(workspace / "RAF-DB", here / "RAF-DB")
+    save_probe(here / "probe.keras")
+    export(here, "corrupted_raf_dataset_extra", "all", RAFDB_C + FACE)
+    labels = rafdb_dataset.load_labels(here / "RAF-DB", "test", "soft")
+    tree = here / "corrupted_raf_dataset_extra"
+    expected = {f"{name}.{severity}": 1.0 - float(np.mean(
+        [predicted(tree / f"rafdb.test.{name}.{severity}" / f"{n}_aligned.jpg") for n in labels.names]
+        == labels.classes)) for name in RAFDB_C + FACE for severity in (1, 2)}
+    for given in ((), ("--corrupted", "corrupted_raf_dataset_extra"), ("--corrupted-extra", "corrupted_raf_dataset_extra")):
+        code, out = run_main(here, capsys, "probe.keras", "--corruption-set", "all", "--corruptions",
+                             ",".join(RAFDB_C + FACE), "--severities", "1-2", "--json", "r.json", "--workers", "1",
+                             *given)
+        assert code == 0, (given, out.err)
+        rows = json.loads((here / "r.json").read_text())["results"][0]["folders"]
+        got = {f"{row['corruption']}.{row['severity']}": row["error"] for row in rows if row["corruption"]}
+        assert got == pytest.approx(expected, abs=1e-12), given
+    # the 18 alone still default to their own tree, which this folder does not have
+    with pytest.raises(UserError, match="corrupted_raf_dataset: RAF-DB-C tree not found"):
+        run_main(here, capsys, "probe.keras", "--corruptions", ",".join(RAFDB_C), "--severities", "1-2")

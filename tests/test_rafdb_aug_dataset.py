@@ -533,8 +533,9 @@ def test_face_then_imagenet_extra_share_one_tree(small_tree, tmp_path, capsys):
                                   "--corruptions", "fog"], capsys)
     assert code == 2 and "extra_param_set='scaled'" in err
     code, _out, err = cli(base + ["--corruptions", "contrast"], capsys)
-    assert code == 2 and ("the existing export used corruption_set='held-out' but this run asks for corruption_set=None "
-                          "(the 18 and the held-out sets go to separate trees)") in err
+    assert code == 2 and ("the existing export used corruption_set='held-out' but this run asks for the 18 "
+                          "(--corruption-set rafdb) (a tree of the 18 alone, of held-out sets, or of --corruption-set "
+                          "all (the 18 and the held-out sets together) is not mixed with the others)") in err
 
 
 @pytest.mark.parametrize("damage", ["deleted", "renamed_upper_case", "listed_in_csv_only"])
