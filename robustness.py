@@ -174,7 +174,6 @@ def find_exported_folders(corrupted: Path, names: list[str], pairs: list[tuple[s
         folders.append(Folder(corruption, severity, folder_label(corrupted, folder_name), paths,
                               keep))
     if missing_folders:
-        listed = ", ".join(str(path) for path in missing_folders)
         if not allow_missing:
             shown = ", ".join(path.name for path in missing_folders[:3])
             more = f" and {len(missing_folders) - 3} more" if len(missing_folders) > 3 else ""
@@ -182,7 +181,9 @@ def find_exported_folders(corrupted: Path, names: list[str], pairs: list[tuple[s
                             f"(evaluate only what was exported with --corruptions/--severities, export "
                             f"the rest with rafdb_aug_dataset.py, pass --allow-missing to evaluate what "
                             f"exists, or use --on-the-fly)")
-        LOG.warning("skipping %d missing corrupted folder(s): %s", len(missing_folders), listed)
+        LOG.warning("skipping %d missing corrupted folder(s) under %s: %s", len(missing_folders), corrupted,
+                    ", ".join(path.name for path in missing_folders[:5])
+                    + (f" and {len(missing_folders) - 5} more" if len(missing_folders) > 5 else ""))
     return folders
 
 

@@ -793,3 +793,12 @@ def write_folder_sample(root: str | os.PathLike, n_train: int = 140, n_val: int 
             shutil.rmtree(tmp)
         raise
     return root
+
+
+if __name__ == "__main__":  # a library module: its command is rafdb_dataset.py sample
+    import sys
+
+    print("synthetic_faces.py is the library behind the synthetic sample datasets; write one with\n"
+          "  python3 rafdb_dataset.py sample --out DIR [--dataset rafdb|ferplus|folder] [--train N] [--test N]\n"
+          "(python3 rafdb_dataset.py sample --help for every option)", file=sys.stderr)
+    sys.exit(0 if set(sys.argv[1:]) <= {"-h", "--help"} else 2)

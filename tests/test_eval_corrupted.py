@@ -8,6 +8,7 @@ the exported tree if the two differed in where the corruption lands; this one ca
 """
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -178,7 +179,7 @@ def test_hard_protocol_in_process(workspace, capsys):
     assert f"N = {n} test images (hard labels)" in out.out
 
 
-def test_missing_folders_are_all_named(workspace, capsys):
+def test_missing_folders_are_all_named(workspace, capsys, caplog):
     with pytest.raises(UserError) as error:
         run_main(workspace, capsys, "runs", "--corruptions", "gaussian_noise,contrast",
                  "--severities", "2-3")
@@ -196,6 +197,15 @@ def test_missing_folders_are_all_named(workspace, capsys):
     code, out = run_main(workspace, capsys, "runs", "--corruptions", "gaussian_noise,contrast",
                          "--severities", "2-3", "--allow-missing")
     assert code == 0
+    # the warning of --allow-missing is as short: a count and the first five (it listed all 86 paths)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        code, _ = run_main(workspace, capsys, "runs", "--allow-missing", "--severities", "1")
+    assert code == 0
+    (warning,) = [line for line in caplog.messages if "missing corrupted folder" in line]
+    assert warning == ("skipping 16 missing corrupted folder(s) under corrupted_raf_dataset: "
+                            "rafdb.test.gaussian_blur.1, rafdb.test.defocus_blur.1, rafdb.test.zoom_blur.1, "
+                            "rafdb.test.motion_blur.1, rafdb.test.shot_noise.1 and 11 more"), warning
     folders = [line.split()[0] for line in block_of(out.out).splitlines()[1:] if line]
     assert folders == ["RAF-DB/basic/Image/aligned",
                        "corrupted_raf_dataset/rafdb.test.gaussian_noise.2",
