@@ -362,8 +362,10 @@ def check_args(args) -> None:
                         f"AutoAugment policies (--augmentation autoaugment-rafdb) only, so it would have no effect")
     try:
         augmentations.check_augmix_params(*augmix_params(args))
-    except ValueError as error:
-        raise UserError(f"--augmix-width/--augmix-depth/--augmix-severity: {error}") from None
+    except ValueError as error:  # "AugMix depth 0: ..." names the flag at fault
+        flag = next((f"--augmix-{word}" for word in ("width", "depth", "severity")
+                     if str(error).startswith(f"AugMix {word} ")), "--augmix-width/--augmix-depth/--augmix-severity")
+        raise UserError(f"{flag}: {error}") from None
 
 
 def augmix_params(args) -> tuple:

@@ -534,8 +534,11 @@ def test_jsd_needs_augmix(sample_tree, tmp_path):
             "--dir", str(tmp_path / "r")]
     with pytest.raises(UserError, match="--jsd needs --augmentation augmix"):
         train_fer.main(base + ["--jsd"])
-    with pytest.raises(UserError, match="AugMix depth 5"):
-        train_fer.main(base + ["--augmentation", "augmix", "--augmix-depth", "5"])
+    # the one flag at fault is named (all three were)
+    for flag, value, words in (("--augmix-depth", "5", "AugMix depth 5"), ("--augmix-width", "0", "AugMix width 0"),
+                               ("--augmix-severity", "11", r"AugMix severity 11\.0")):
+        with pytest.raises(UserError, match=rf"^{flag}: {words}: expected"):
+            train_fer.main(base + ["--augmentation", "augmix", flag, value])
     # Settings of one augmentation given with another were accepted and had no effect.
     with pytest.raises(UserError, match=r"^--augmix-width/--augmix-severity with --augmentation default: AugMix's "
                                         r"settings apply to --augmentation augmix only"):
