@@ -436,10 +436,11 @@ def _example_order(n_outputs) -> str:
     return ",".join((names + [f"class{i}" for i in range(len(names), count)])[:count])
 
 
-def refuse_misspelt_class_names(names: Sequence[str]) -> None:
+def refuse_misspelt_class_names(names: Sequence[str], where: str = "--class-order", warn: bool = False) -> None:
     """UserError for a --class-order name that is no emotion name but nearly one ('suprise'): a name
     unlike every emotion name is a class of the model's own (kept as an extra output), so a typo
-    would silently leave the dataset's class out of the evaluation."""
+    would silently leave the dataset's class out of the evaluation. ``warn``: a warning instead
+    (a run.json's class_names, which may be a dataset's own spelling of its classes)."""
     import difflib
 
     vocabulary = sorted(CLASS_SYNONYMS)  # every spelling of every emotion name
@@ -447,9 +448,12 @@ def refuse_misspelt_class_names(names: Sequence[str]) -> None:
         if datasets_classes.canonical_name(name) is None:
             near = difflib.get_close_matches(name, vocabulary, n=1, cutoff=0.8)
             if near:
-                raise UserError(f"--class-order: {name!r} is no emotion name; did you mean {near[0]!r}? "
-                                f"(accepted: {datasets_classes.accepted_names()}; a name unlike all of "
-                                f"them is kept as a class of the model's own)")
+                message = (f"{where}: {name!r} is no emotion name; did you mean {near[0]!r}? "
+                           f"(accepted: {datasets_classes.accepted_names()}; a name unlike all of "
+                           f"them is kept as a class of the model's own)")
+                if not warn:
+                    raise UserError(message)
+                LOG.warning("%s", message)
 
 
 def class_permutation(output_names: Sequence[str]) -> np.ndarray:
@@ -745,7 +749,63 @@ def read_run_json(checkpoint_path: str | Path) -> dict | None:
         raise UserError(f"{path}: not a readable JSON run description ({error})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object")
+    check_run_json(path, data)
     return data
+
+
+def check_run_json(path: Path, data: dict) -> None:
+    """UserError naming ``path`` for a value of run.json that the evaluations read and cannot use
+    (a misspelt channel order was RGB, the string "false" an in-model preprocessing, a bad colour a
+    traceback from the input pipeline); a warning for a key spelt close to one of those keys (its
+    value would be ignored)."""
+    from models.preprocessing import COLOURS, MEAN_ORDERS
+
+    def refuse(key, expected):
+        raise UserError(f"{path}: {key} {data[key]!r}: expected {expected}")
+
+    if "preprocessing_in_model" in data and not isinstance(data["preprocessing_in_model"], bool):
+        refuse("preprocessing_in_model", "true or false (a JSON boolean)")
+    if "channel_order" in data and str(data["channel_order"]).upper() not in ("RGB", "BGR"):
+        refuse("channel_order", "RGB or BGR")
+    for key, choices in (("colour", COLOURS), ("mean_order", MEAN_ORDERS), ("crop", CROP_CHOICES)):
+        if data.get(key) is not None and data[key] not in choices:
+            refuse(key, f"one of {', '.join(choices)}")
+    if data.get("preprocessing") is not None and not isinstance(data["preprocessing"], str):
+        refuse("preprocessing", f"a string, one of {', '.join(PREPROCESSING_CHOICES)}")
+    if data.get("class_names") is not None and not isinstance(data["class_names"], (str, list)):
+        refuse("class_names", "a list of names or a comma-separated string")
+    import difflib
+
+    for key in data:
+        if key not in RUN_JSON_READ_KEYS:
+            close = difflib.get_close_matches(key, RUN_JSON_READ_KEYS, n=1, cutoff=0.8)
+            if close:
+                LOG.warning("%s: key %r is not read (did you mean %r?); its value is ignored", path, key, close[0])
+
+
+# The keys of run.json the evaluations read (train_fer.py writes more; those are not checked).
+RUN_JSON_READ_KEYS = ("preprocessing", "preprocessing_in_model", "channel_order", "colour", "mean_order", "crop",
+                      "class_names", "input_shape", "net")
+
+
+def _warn_unstated_preprocessing(path: Path, run_info: dict, own_layers) -> None:
+    """Warnings where a run.json decides the model's input without saying enough: it names no
+    preprocessing (raw pixels are fed), or it says the model preprocesses its input itself where that
+    cannot be seen (a Keras model starting with no preprocessing layer; ``own_layers`` None: a file
+    of another framework, whose graph is not inspected)."""
+    if "preprocessing" not in run_info:
+        LOG.warning("%s: names no preprocessing: the model is fed raw pixels 0..255 (add \"preprocessing\" to "
+                    "it, or give --preprocessing)", path)
+    mode = PREPROCESSING_ALIASES.get(run_info.get("preprocessing") or "none", run_info.get("preprocessing") or "none")
+    if run_info.get("preprocessing_in_model") and mode != "none":
+        if own_layers is None:
+            LOG.info("%s: says the model applies %s itself: raw pixels 0..255 are fed (which cannot be "
+                        "checked in this file; if the model expects %s input, set preprocessing_in_model "
+                        "to false)", path, mode, mode)
+        elif not own_layers:
+            LOG.warning("%s: says the model applies %s itself, but it starts with no preprocessing layer "
+                        "this toolkit knows; raw pixels 0..255 are fed (if the model expects %s input, set "
+                        "preprocessing_in_model to false)", path, mode, mode)
 
 
 def pipeline_user_errors():
@@ -998,13 +1058,18 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
         names = parse_class_order(stored)
         class_source = "model file"
     elif run_info and run_info.get("class_names"):
-        names = parse_class_order(run_info["class_names"])
+        try:
+            names = parse_class_order(run_info["class_names"])
+        except ValueError as error:
+            raise UserError(f"{run_json_path}: class_names: {error}") from None
+        refuse_misspelt_class_names(names, f"{run_json_path}: class_names", warn=True)
         class_source = "run.json"
     elif n_outputs == len(RAFDB_CLASS_NAMES):
         names = RAFDB_CLASS_NAMES
         class_source = "assumed"
-        LOG.warning("%s: 7 outputs and no run.json: assuming RAF-DB class order (%s); name "
+        LOG.warning("%s: 7 outputs and %s: assuming RAF-DB class order (%s); name "
                     "another with --class-order (e.g. fer2013)", checkpoint_path,
+                    "no run.json" if run_info is None else f"no class_names in {run_json_path}",
                     ",".join(RAFDB_CLASS_NAMES))
     elif n_outputs == 1:
         raise UserError(f"{checkpoint_path}: the model has 1 output (class scores{output_note}); a classifier "
@@ -1021,7 +1086,9 @@ def resolve_class_order(n_outputs: int | None, class_order, run_info: dict | Non
         shorthand = (f" ({class_order!r} is not one of the shorthands "
                      f"{', '.join(CLASS_ORDER_SHORTHANDS)}; give a comma-separated list)"
                      if isinstance(class_order, str) and len(names) == 1 else "")
-        raise UserError(f"--class-order / {checkpoint_path}: {len(names)} class name{'s' * (len(names) != 1)} for a "
+        where = {"flag": f"--class-order / {checkpoint_path}", "run.json": f"{run_json_path}: class_names"}.get(
+            class_source, f"{checkpoint_path}: its stored class names")
+        raise UserError(f"{where}: {len(names)} class name{'s' * (len(names) != 1)} for a "
                         f"model with {n_outputs} output{'s' * (n_outputs != 1)} (class scores{output_note}){shorthand}")
     try:
         permutation = class_permutation(names)
@@ -1121,6 +1188,7 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
             setting, stripped_equivalent = preprocessing_setting(preprocessing, in_model=True), True
     elif run_info is not None:
         source = "run.json"
+        _warn_unstated_preprocessing(run_json_path, run_info, own_layers)
         if run_info.get("preprocessing_in_model"):
             label = f"{run_info.get('preprocessing', '?')} (inside the model)"
             setting = _in_model_setting(run_info)
@@ -1252,6 +1320,8 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
             setting = _in_model_setting(run_info)
         return (None if preprocessing == "none" else _Preprocessor(preprocessing)), \
             preprocessing, "flag", setting
+    if run_info is not None:
+        _warn_unstated_preprocessing(checkpoint_path.parent / RUN_JSON, run_info, None)
     if run_info is not None and not run_info.get("preprocessing_in_model"):
         mode = run_info.get("preprocessing") or "none"
         mode = PREPROCESSING_ALIASES.get(mode, mode)

@@ -557,3 +557,42 @@ def test_a_flag_naming_the_models_own_preprocessing_is_one_setting_with_it(tmp_p
         "class_names": list(RAF)}))
     classifier = checkpoints.adapt(checkpoints.load_classifier(path), path, preprocessing=flag)
     assert classifier.describe()["preprocessing_setting"] == expected
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("channel_order", "BRG", "RGB or BGR"),  # was RGB, silently
+    ("preprocessing_in_model", "false", "true or false (a JSON boolean)"),  # the string was true
+    ("colour", "grey", "one of rgb, bgr-compat"),  # was a traceback from the input pipeline
+    ("mean_order", "x", "one of correct, legacy-swapped"),
+    ("crop", "center", "one of exact, legacy99"),
+])
+def test_a_run_json_value_the_evaluation_cannot_use_is_refused_naming_the_file(tmp_path, key, value, expected):
+    (tmp_path / "run").mkdir()
+    path = probe_model(tmp_path / "run" / "m.keras", 32, 3, np.zeros((3, 7)), np.zeros(7))
+    run_json = path.parent / "run.json"
+    run_json.write_text(json.dumps({"preprocessing": "scale-1-1", key: value}))
+    with pytest.raises(UserError) as error:
+        checkpoints.adapt(checkpoints.load_classifier(path), path)
+    assert str(error.value) == f"{run_json}: {key} {value!r}: expected {expected}"
+
+
+def test_a_run_json_naming_no_preprocessing_or_class_names_is_warned_about(tmp_path, caplog):
+    """A misspelt key ("preprocesing") is not read: the model gets raw pixels, now with a warning
+    naming the key and the missing preprocessing, and the class-order warning names run.json's
+    missing class_names (it said there was no run.json); class_names of the wrong length are blamed
+    on run.json, not on --class-order."""
+    (tmp_path / "run").mkdir()
+    path = probe_model(tmp_path / "run" / "m.keras", 32, 3, np.zeros((3, 7)), np.zeros(7))
+    run_json = path.parent / "run.json"
+    run_json.write_text(json.dumps({"preprocesing": "z_normalization"}))
+    with caplog.at_level("WARNING", logger="fer.checkpoints"):
+        classifier = checkpoints.adapt(checkpoints.load_classifier(path), path)
+    assert classifier.preprocess is None
+    assert f"{run_json}: key 'preprocesing' is not read (did you mean 'preprocessing'?); its value is ignored" \
+        in caplog.messages
+    assert any(m.startswith(f"{run_json}: names no preprocessing: the model is fed raw pixels") for m in caplog.messages)
+    assert any(f"7 outputs and no class_names in {run_json}: assuming RAF-DB class order" in m for m in caplog.messages)
+    run_json.write_text(json.dumps({"preprocessing": "none", "class_names": list(RAF)[:6]}))
+    with pytest.raises(UserError) as error:
+        checkpoints.adapt(checkpoints.load_classifier(path), path)
+    assert str(error.value).startswith(f"{run_json}: class_names: 6 class names for a model with 7 outputs")
