@@ -557,10 +557,20 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         def write(target):
             synthetic_faces.write_folder_sample(target, args.train, val, args.test, seed=args.seed)
         what = f"class-folder dataset ({args.train} train, {val} val, {args.test} test images"
+    import signal
+
+    def terminated(signum, frame):  # SIGTERM (a job stopped): the writers' cleanup runs, as on Ctrl-C
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        print(f"terminated (SIGTERM): {out} was not written (nothing half-written is left)", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         _write_sample(args, out, write)
     except ValueError as error:  # the library validates its arguments with ValueError
         raise UserError(str(error)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"wrote a SYNTHETIC {what}, seed {args.seed}) to {out}", file=sys.stderr)
     return 0
 

@@ -329,3 +329,27 @@ def test_cli_sample_into_an_unwritable_place_is_one_line(tmp_path, dataset):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == (f"error: --out {tmp_path / 'f' / 'R'}: {tmp_path / 'f'} is a file, not a "
                                      f"folder; expected a path in a writable folder")
+
+
+@pytest.mark.parametrize("dataset", ["rafdb", "folder"])
+def test_cli_sample_stopped_by_sigterm_leaves_nothing(tmp_path, dataset):
+    """SIGTERM (a scheduler stopping the job) while the sample is written: exit 143, a line saying
+    so, and neither the sample nor its hidden temporary folder left (the folder stayed behind, and
+    no later run removed it)."""
+    import signal
+    import time
+
+    out = tmp_path / "R"
+    process = subprocess.Popen([sys.executable, str(REPO / "rafdb_dataset.py"), "sample", "--dataset", dataset,
+                                "--out", str(out), "--train", "20000", "--test", "500"],
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".R.*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".R.*")), "the writer never started"
+    time.sleep(0.3)  # some files written
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert f"terminated (SIGTERM): {out} was not written" in err and "Traceback" not in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
