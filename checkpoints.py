@@ -738,8 +738,9 @@ def preprocessing_setting_with(setting: str, stripped: Sequence[str]) -> str:
 # The adapted classifier
 
 
-def read_run_json(checkpoint_path: str | Path) -> dict | None:
-    """The ``run.json`` beside a checkpoint, or None when there is none."""
+def read_run_json(checkpoint_path: str | Path, replaced: Sequence[str] = ()) -> dict | None:
+    """The ``run.json`` beside a checkpoint, or None when there is none; ``replaced``: the keys whose
+    values flags replace (not checked: the flag wins)."""
     path = Path(checkpoint_path).parent / RUN_JSON
     if not path.is_file():
         return None
@@ -749,30 +750,46 @@ def read_run_json(checkpoint_path: str | Path) -> dict | None:
         raise UserError(f"{path}: not a readable JSON run description ({error})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object")
-    check_run_json(path, data)
+    check_run_json(path, data, replaced)
     return data
 
 
-def check_run_json(path: Path, data: dict) -> None:
+def run_json_replaced(preprocessing, eval_preprocessing, class_order, crop) -> tuple[str, ...]:
+    """The run.json keys the evaluation flags given replace (flag > run.json)."""
+    out = []
+    if preprocessing is not None or eval_preprocessing is not None:
+        # (preprocessing_in_model stays checked: a flag's route reads it to strip the model's own layers)
+        out += ["preprocessing", "channel_order", "colour", "mean_order"]
+    if class_order is not None:
+        out.append("class_names")
+    if crop is not None:
+        out.append("crop")
+    return tuple(out)
+
+
+def check_run_json(path: Path, data: dict, replaced: Sequence[str] = ()) -> None:
     """UserError naming ``path`` for a value of run.json that the evaluations read and cannot use
     (a misspelt channel order was RGB, the string "false" an in-model preprocessing, a bad colour a
     traceback from the input pipeline); a warning for a key spelt close to one of those keys (its
     value would be ignored)."""
     from models.preprocessing import COLOURS, MEAN_ORDERS
 
+    def used(key):  # a value the evaluation reads (null counts as absent)
+        return data.get(key) is not None and key not in replaced
+
     def refuse(key, expected):
         raise UserError(f"{path}: {key} {data[key]!r}: expected {expected}")
 
-    if "preprocessing_in_model" in data and not isinstance(data["preprocessing_in_model"], bool):
+    if used("preprocessing_in_model") and not isinstance(data["preprocessing_in_model"], bool):
         refuse("preprocessing_in_model", "true or false (a JSON boolean)")
-    if "channel_order" in data and str(data["channel_order"]).upper() not in ("RGB", "BGR"):
+    if used("channel_order") and str(data["channel_order"]).upper() not in ("RGB", "BGR"):
         refuse("channel_order", "RGB or BGR")
     for key, choices in (("colour", COLOURS), ("mean_order", MEAN_ORDERS), ("crop", CROP_CHOICES)):
-        if data.get(key) is not None and data[key] not in choices:
+        if used(key) and data[key] not in choices:
             refuse(key, f"one of {', '.join(choices)}")
-    if data.get("preprocessing") is not None and not isinstance(data["preprocessing"], str):
+    if used("preprocessing") and not isinstance(data["preprocessing"], str):
         refuse("preprocessing", f"a string, one of {', '.join(PREPROCESSING_CHOICES)}")
-    if data.get("class_names") is not None and not isinstance(data["class_names"], (str, list)):
+    if used("class_names") and not isinstance(data["class_names"], (str, list)):
         refuse("class_names", "a list of names or a comma-separated string")
     import difflib
 
@@ -800,8 +817,8 @@ def _warn_unstated_preprocessing(path: Path, run_info: dict, own_layers) -> None
     if run_info.get("preprocessing_in_model") and mode != "none":
         if own_layers is None:
             LOG.info("%s: says the model applies %s itself: raw pixels 0..255 are fed (which cannot be "
-                        "checked in this file; if the model expects %s input, set preprocessing_in_model "
-                        "to false)", path, mode, mode)
+                     "checked in this file; if the model expects %s input, set preprocessing_in_model "
+                     "to false)", path, mode, mode)
         elif not own_layers:
             LOG.warning("%s: says the model applies %s itself, but it starts with no preprocessing layer "
                         "this toolkit knows; raw pixels 0..255 are fed (if the model expects %s input, set "
@@ -1108,7 +1125,7 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
           input_size: tuple[int, int] | None = None) -> Classifier:
     """Work out how to feed ``model`` RAF-DB images and map its outputs to RAF-DB's classes."""
     checkpoint_path = Path(checkpoint_path)
-    run_info = read_run_json(checkpoint_path)
+    run_info = read_run_json(checkpoint_path, run_json_replaced(preprocessing, eval_preprocessing, class_order, crop))
     run_json_path = checkpoint_path.parent / RUN_JSON
     image_size, channels = _model_input_shape(model, checkpoint_path, input_size, run_info)
     if run_info and run_info.get("input_shape"):
@@ -1362,7 +1379,7 @@ def adapt_runner(runner, checkpoint_path: str | Path, *, preprocessing: str | No
     names a ``.skops`` file stores taking the place of run.json.
     """
     checkpoint_path = Path(checkpoint_path)
-    run_info = read_run_json(checkpoint_path)
+    run_info = read_run_json(checkpoint_path, run_json_replaced(preprocessing, eval_preprocessing, class_order, crop))
     height, width, channels = runner.input_hwc
     if height is None or width is None:
         if input_size is None and run_info and run_info.get("input_shape"):

@@ -303,23 +303,28 @@ def check_output_flags(args: argparse.Namespace, *dests: str) -> None:
 
 
 # What train_fer.py writes in a run folder (beside its run.json) and the evaluations read back from it
+# (training.RUN_FILE, RESULTS_FILE, STATE_FILE, LOG_FILE; a test keeps the two lists in step)
 RUN_FOLDER_FILES = frozenset({"run.json", "results.json", "train_state.json", "training_log.csv",
                               "confusion_test.csv"})
 MODEL_FILE_SUFFIXES = frozenset({".hdf5", ".h5", ".keras", ".tflite", ".onnx", ".skops"})
 
 
 def refuse_run_file(flag: str, out) -> None:
-    """UserError when the existing file ``out`` is one of a training run's own files (a checkpoint,
-    run.json, the training log, ...: a folder holding a run.json): an evaluation's output written
-    there replaces what later steps read (``--json RUN/run.json`` left a run whose class order and
-    preprocessing were gone, with every later command still exiting 0)."""
+    """UserError when ``out`` is one of a training run's own files (a folder holding a run.json: its
+    run.json, checkpoints, training log, ...) or a new file named like a model there: an evaluation's
+    output written there replaces what later steps read (``--json RUN/run.json`` left a run whose
+    class order and preprocessing were gone, with every later command still exiting 0), or is taken
+    for one of the run's models."""
     path = Path(out)
     if not (path.parent / "run.json").is_file():
         return
-    if path.name in RUN_FOLDER_FILES or path.suffix.lower() in MODEL_FILE_SUFFIXES:
+    if path.is_file() and (path.name in RUN_FOLDER_FILES or path.suffix.lower() in MODEL_FILE_SUFFIXES):
         raise UserError(f"{flag} {out}: is a file of the training run {path.parent} (its run.json, "
                         f"checkpoints and logs are read by later steps); writing it would destroy it: "
                         f"choose another file name")
+    if path.suffix.lower() in MODEL_FILE_SUFFIXES:
+        raise UserError(f"{flag} {out}: a file named like a model in the training run {path.parent} would be "
+                        f"taken for one of its models by later steps; choose another name (e.g. .json)")
 
 
 def refuse_outputs_over_inputs(outputs, files=(), trees=()) -> None:
@@ -342,8 +347,8 @@ def refuse_outputs_over_inputs(outputs, files=(), trees=()) -> None:
         if out is None:
             continue
         out_real = os.path.realpath(out)
+        refuse_run_file(flag, out)
         if os.path.exists(out):
-            refuse_run_file(flag, out)
             for label, path in files:
                 if path is not None and os.path.isfile(path) and os.path.samefile(out, path):
                     raise UserError(f"{flag} {out}: is the input {label} {path}; writing it would destroy "

@@ -82,6 +82,7 @@ Examples:
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -98,6 +99,7 @@ from cli_common import UserError
 from robustness import COLOURS, MOTION_BACKENDS
 
 EXTRA_TREE = "corrupted_raf_dataset_extra"  # rafdb_aug_dataset.py export's --out for every set but the 18
+LOG = logging.getLogger("fer.eval_corrupted")
 
 
 def _results_file_like(path: Path) -> bool:
@@ -239,7 +241,8 @@ def _exports_all(root: Path) -> bool:
 def resolve_trees(args) -> None:
     """--corrupted (the 18) and --corrupted-extra (the held-out sets) where not given: the exports'
     own defaults, except that an export of --corruption-set all holds both: with --corruption-set all,
-    such a tree given (or found at its default place) as one of the two is also the other."""
+    such a tree given as one of the two is also the other; given neither, it is read for the 18 too
+    when no tree of the 18 is at that one's default place."""
     import fer_export
 
     given, given_extra = args.corrupted is not None, args.corrupted_extra is not None
@@ -253,8 +256,13 @@ def resolve_trees(args) -> None:
         args.corrupted_extra = args.corrupted
     elif given_extra and _exports_all(args.corrupted_extra):
         args.corrupted = args.corrupted_extra
-    elif not given and _exports_all(args.corrupted_extra):  # neither given: the export's default for all
+    elif not given and not args.corrupted.is_dir() and _exports_all(args.corrupted_extra):
+        # neither given and no tree of the 18 at its default place: the export's default for all
         args.corrupted = args.corrupted_extra
+    else:
+        return
+    LOG.info("--corruption-set all: %s holds an export of every set; the 18 and the held-out sets are read "
+             "from it", args.corrupted)
 
 
 def add_set_args(group) -> None:

@@ -561,7 +561,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     def terminated(signum, frame):  # SIGTERM (a job stopped): the writers' cleanup runs, as on Ctrl-C
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        print(f"terminated (SIGTERM): {out} was not written (nothing half-written is left)", file=sys.stderr)
+        print(f"terminated (SIGTERM) before {out} was finished; its temporary files are removed: run the "
+              f"command again", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM)
 
     previous = signal.signal(signal.SIGTERM, terminated)
@@ -586,6 +587,8 @@ def _write_sample(args: argparse.Namespace, out: Path, write) -> None:
     from cli_common import check_output_path
 
     check_output_path(out, "--out", folder=True)  # a read-only or missing place: one line, before any work
+    if out.is_dir():  # the writers build the tree in a hidden folder beside it, then rename it
+        check_output_path(out.parent, "--out", folder=True)
     non_empty = (out.is_dir() and any(out.iterdir())) or (out.exists() and not out.is_dir())
     marker = (f"written by rafdb_dataset.py sample --dataset {args.dataset} --seed {args.seed}: SYNTHETIC, "
               f"not real data\n")

@@ -247,12 +247,14 @@ def _source_label(result: dict) -> str:
     where recorded (the same tree reached by another path, from another folder, is the same
     source), else by its path."""
     source = result.get("source") or {}
-    # the ImageNet-C extras' lengths (--param-set, docs/BENCHMARK.md §2.9): other images, so another source
+    # The ImageNet-C extras' lengths (--param-set, docs/BENCHMARK.md §2.9) make other images: another
+    # source where the headline numbers are over extras (no corruption of the 18 evaluated); beside the
+    # 18 the headline stays theirs, and only the extras' CE is withheld (corruption_metrics).
     import corruptions
 
     names = sorted({row.get("corruption") for row in result.get("folders") or [] if row.get("corruption")})
-    params = (f", param set {source.get('param_set') or 'not recorded'}"
-              if corruptions.needs_param_set(names) else "")
+    headline_extras = not set(names) & set(corruptions.CORRUPTION_NAMES) and corruptions.needs_param_set(names)
+    params = f", param set {source['param_set']}" if headline_extras and source.get("param_set") else ""
     if source.get("on_the_fly"):
         return f"on the fly (seed {source.get('seed')}{params})"
     digest = (result.get("manifest") or {}).get("sha256")

@@ -134,7 +134,7 @@ def run(args) -> int:
              len(labels), args.frames)
     probabilities = [] if args.save_probabilities is not None else None
     calibration_rows = [] if args.json is not None else None
-    described: dict = {}  # checkpoint -> Classifier, described for --json (its adaptation recorded)
+    described: dict = {}  # checkpoint -> Classifier.describe(), for --json (its adaptation recorded)
 
     written = [0]  # blocks written by this run, for its end line
 
@@ -165,8 +165,6 @@ def run(args) -> int:
             else:
                 rows = rafdb_label_rows(args, classifier, labels)
             runner = inference.runner_from_args(classifier, args)
-            if calibration_rows is not None:  # described after its predictions (which show logits or not)
-                described[str(checkpoint)] = classifier
             block_meta = metadata(len(names))
             n_columns = rows.shape[1] if getattr(rows, "ndim", 0) == 2 else stability.NUM_CLASSES
             if n_columns != stability.NUM_CLASSES:  # indices in the dataset's own K classes
@@ -183,6 +181,8 @@ def run(args) -> int:
                                       topk=args.topk, annotate=args.annotate, meta=block_meta,
                                       probabilities=probabilities, labels=rows,
                                       calibration_rows=calibration_rows)
+            if calibration_rows is not None:  # described after its predictions (which show logits or not)
+                described[str(checkpoint)] = classifier.describe()
         out.write(stability.end_line(written[0]))  # only a run that got here: see stability.END_LINE
         out.flush()
 
@@ -198,7 +198,7 @@ def run(args) -> int:
     if calibration_rows is not None:
         stability.write_calibration(args.json, calibration_rows, protocol=labels.protocol,
                                     adapted=args.adapt != "none",
-                                    checkpoints={path: model.describe() for path, model in described.items()})
+                                    checkpoints=described)
         LOG.info("wrote %s", args.json)
     if probabilities is not None:
         stability.write_probabilities(args.save_probabilities, probabilities)

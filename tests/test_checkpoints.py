@@ -574,6 +574,12 @@ def test_a_run_json_value_the_evaluation_cannot_use_is_refused_naming_the_file(t
     with pytest.raises(UserError) as error:
         checkpoints.adapt(checkpoints.load_classifier(path), path)
     assert str(error.value) == f"{run_json}: {key} {value!r}: expected {expected}"
+    # the flag that replaces the value wins (flag > run.json): the bad value is not read, so no error
+    if key != "preprocessing_in_model":  # read with the flag too (to strip the model's own layers)
+        flag = {"crop": {"crop": "exact"}}.get(key, {"preprocessing": "scale-1-1"})
+        assert checkpoints.adapt(checkpoints.load_classifier(path), path, **flag).crop == "exact"
+    run_json.write_text(json.dumps({"preprocessing": "scale-1-1", key: None}))  # null: as absent
+    checkpoints.adapt(checkpoints.load_classifier(path), path)
 
 
 def test_a_run_json_naming_no_preprocessing_or_class_names_is_warned_about(tmp_path, caplog):

@@ -8,6 +8,7 @@ files by hand (cv2 decode, bilinear resize, numpy product), independently of the
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -352,6 +353,17 @@ def test_an_export_of_all_sets_is_read_for_both_trees(workspace, capsys, tmp_pat
         rows = json.loads((here / "r.json").read_text())["results"][0]["folders"]
         got = {f"{row['corruption']}.{row['severity']}": row["error"] for row in rows if row["corruption"]}
         assert got == pytest.approx(expected, abs=1e-12), given
+    # with a tree of the 18 at its own default place, given neither flag, the 18 come from that tree
+    export(here, "corrupted_raf_dataset", "rafdb", RAFDB_C)
+    code, out = run_main(here, capsys, "probe.keras", "--corruption-set", "all", "--corruptions",
+                         ",".join(RAFDB_C + FACE), "--severities", "1-2", "--json", "r.json", "--workers", "1")
+    assert code == 0, out.err
+    result = json.loads((here / "r.json").read_text())["results"][0]
+    import hashlib
+
+    assert result["manifest"]["sha256"] == hashlib.sha256(
+        (here / "corrupted_raf_dataset" / "manifest.json").read_bytes()).hexdigest()
+    shutil.rmtree(here / "corrupted_raf_dataset")
     # the 18 alone still default to their own tree, which this folder does not have
     with pytest.raises(UserError, match="corrupted_raf_dataset: RAF-DB-C tree not found"):
         run_main(here, capsys, "probe.keras", "--corruptions", ",".join(RAFDB_C), "--severities", "1-2")

@@ -243,6 +243,13 @@ def test_an_output_over_a_training_runs_own_file_is_refused(tmp_path):
         with pytest.raises(UserError, match=rf"^--json .*/run/{re.escape(name)}: is a file of the training run .*run "
                                             r"\(its run\.json, checkpoints and logs are read by later steps\)"):
             cli_common.refuse_outputs_over_inputs([("--json", run / name)])
+    with pytest.raises(UserError, match=r"^--json .*/run/checkpoint\.99\.hdf5: a file named like a model in the "
+                                        r"training run .*run would be taken for one of its models"):
+        cli_common.refuse_outputs_over_inputs([("--json", run / "checkpoint.99.hdf5")])  # a new file
+    import training  # the run's own file names, as train_fer.py writes them
+
+    assert {training.RUN_FILE, training.RESULTS_FILE, training.STATE_FILE, training.LOG_FILE} <= \
+        cli_common.RUN_FOLDER_FILES and training.LAST_CHECKPOINT.endswith(".hdf5")
     other = tmp_path / "plain"
     other.mkdir()
     (other / "results.json").write_text("{}")

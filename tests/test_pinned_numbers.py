@@ -256,6 +256,19 @@ def test_adaptation_reaches_frozen_batchnorm_layers(tmp_path):
     np.testing.assert_allclose(bn.moving_variance.numpy(), x.var(axis=(0, 1, 2)), rtol=1e-4)
     (source,) = inference.batchnorm_layers(classifier.model)  # the loaded model itself is untouched
     assert not source.trainable and np.all(source.moving_mean.numpy() == 0)
+    # a whole frozen backbone (backbone.trainable = False), nested in the classifier: the same
+    backbone_in = keras.Input((6, 6, 3))
+    backbone = keras.Model(backbone_in, keras.layers.BatchNormalization()(keras.layers.Rescaling(1 / 255.0)(backbone_in)),
+                           name="backbone")
+    backbone.trainable = False
+    inputs = keras.Input((6, 6, 3))
+    nested = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(backbone(inputs))))
+    classifier = _classifier(nested, tmp_path, "nested.keras")
+    runner = inference.Runner(classifier, adapt="bn")
+    assert runner.adapt_to(classifier.make_array_dataset(images)) == 10
+    (bn,) = inference.batchnorm_layers(runner.model)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), x.var(axis=(0, 1, 2)), rtol=1e-4)
 
 
 def test_mixed_precision_widens_the_probability_tolerance(tmp_path):

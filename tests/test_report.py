@@ -662,16 +662,46 @@ def test_an_imagenet_extra_has_no_ce_against_a_baseline_of_another_param_set(des
     assert metrics["ce"].get("fog") == (None if fog_ce is None else pytest.approx(fog_ce, abs=1e-12))
     assert metrics["ce"]["gaussian_noise"] == pytest.approx(2.0 / 2.25, abs=1e-12)
     assert metrics["mce"] == pytest.approx(1.0, abs=1e-12)
-    # other extras' lengths are other images: never ranked together, and the source names the set
-    # (both rows were "on the fly" in one group, and the missing CE had no reason given)
+    # beside the 18 the headline numbers are the 18's: one group whatever the extras' lengths, and a
+    # CE withheld for them is a warning giving the reason (it had none)
     rows = read_csv(tmp_path / "out" / "report.csv")
-    assert rows["tinycnn"]["source"].endswith("param set scaled)")
-    assert rows["base"]["source"].endswith(f"param set {base_param_set or 'not recorded'})")
-    assert (rows["tinycnn"]["group"] == rows["base"]["group"]) == (base_param_set == "scaled")
+    assert rows["tinycnn"]["group"] == rows["base"]["group"] and "param set" not in rows["base"]["source"]
     no_ce = [w for w in result["warnings"] if w.startswith("tinycnn: no CE for fog against the baseline base")]
     assert no_ce == ([] if fog_ce is not None else
                      ["tinycnn: no CE for fog against the baseline base: rendered with --param-set scaled, the "
                       "baseline's with imagenet224 (other images, docs/BENCHMARK.md §2.9)"])
+
+
+def test_results_over_imagenet_extras_alone_of_other_param_sets_are_ranked_apart(designed, tmp_path):
+    """Two models evaluated on fog alone (their headline numbers are over it), rendered with
+    --param-set scaled and imagenet224: other images, so two groups, each source naming its set (they
+    were ranked together in one group with no warning); the same set: one group. A model evaluated on
+    the 18 beside one evaluated on the 18 plus fog stays in their group (the headline is the 18's)."""
+    def fog_only(name, error, param_set):
+        data = json.loads((designed / f"{name}.json").read_text())
+        result = data["results"][0]
+        clean = next(row for row in result["folders"] if row["corruption"] is None)
+        result["folders"] = [clean] + [dict(result["folders"][1], corruption="fog", severity=s, error=error,
+                                            accuracy=1 - error) for s in range(1, 6)]
+        result["source"] = dict(result.get("source") or {}, param_set=param_set)
+        return write(tmp_path, f"{name}_{param_set}", data)
+
+    for other, apart in (("imagenet224", True), ("scaled", False)):
+        out = tmp_path / f"out_{other}"
+        result = report.make_report([fog_only("tinycnn", .9, "scaled"), fog_only("base", .6, other)], out)
+        rows = read_csv(out / "report.csv")
+        assert rows["tinycnn"]["source"].endswith(", param set scaled)")
+        assert rows["base"]["source"].endswith(f", param set {other})")
+        assert (rows["tinycnn"]["group"] != rows["base"]["group"]) == apart
+        assert any(w.startswith("robustness results differ in source") for w in result["warnings"]) == apart
+    data = json.loads((designed / "tinycnn.json").read_text())
+    for severity in range(1, 6):
+        data["results"][0]["folders"].append(dict(data["results"][0]["folders"][1], corruption="fog",
+                                                  severity=severity, error=.9, accuracy=.1))
+    data["results"][0]["source"] = dict(data["results"][0].get("source") or {}, param_set="scaled")
+    write(designed, "tinycnn", data)
+    rows = read_csv(report.make_report([designed], tmp_path / "mixed") and tmp_path / "mixed" / "report.csv")
+    assert rows["tinycnn"]["group"] == rows["base"]["group"] == rows["mobile"]["group"]
 
 
 def test_a_corruption_missing_a_severity_is_left_out(designed, tmp_path):
