@@ -963,6 +963,22 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed64(seed, "train-epoch", int(epoch)) % 2 ** 31
 
 
+def check_image_files(data, label_sets) -> None:
+    """A UserError naming the first image of ``label_sets`` whose file no reader opens, before any
+    training: its header is read (no pixels decoded; about 40 us a file), so a bad test image is
+    found now rather than after the last epoch. Datasets whose images are no files (a FER CSV) have
+    nothing to check; a file whose header reads but whose pixels are damaged is found when decoded."""
+    from dataset_writer import image_file_size
+
+    for labels in label_sets:
+        for name in dict.fromkeys(labels.names):
+            try:
+                path = data.image_path(name)
+            except UserError:
+                return  # not file-backed
+            image_file_size(path)
+
+
 def build_datasets(args, image_size, channels, replicas: int = 1):
     """(train, val, test label sets, train_dataset(epoch) -> tf.data, validation dataset)."""
     import input_pipeline
@@ -977,6 +993,7 @@ def build_datasets(args, image_size, channels, replicas: int = 1):
     else:
         LOG.warning("--val-split test: checkpoints are selected on the TEST set (the original's protocol)")
         val = test
+    check_image_files(data, (test, val, train))  # before the first epoch, not after the last
     train = trim_to_replicas(train, replicas, "training set")
     val = trim_to_replicas(val, replicas, "validation set")
     if not len(train):

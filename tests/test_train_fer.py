@@ -424,6 +424,23 @@ def test_a_bad_tf_config_is_a_user_error(sample_tree, tmp_path, monkeypatch, con
     assert not (tmp_path / "r").exists()
 
 
+def test_an_unreadable_test_image_is_found_before_the_first_epoch(sample_tree, tmp_path):
+    """A test image that no reader opens: the error names it before any epoch runs (no checkpoint is
+    written); it was found only after the last epoch, when the test set was first read."""
+    import shutil
+
+    tree = tmp_path / "RAF-DB"
+    shutil.copytree(sample_tree, tree)
+    import rafdb_dataset
+
+    name = rafdb_dataset.load_labels(tree, "test", "soft").names[2]  # a face the test set scores
+    broken = rafdb_dataset.aligned_path(tree, name)
+    broken.write_bytes(b"garbage, not a JPEG")
+    with pytest.raises(UserError, match=rf"^{broken}: "):
+        train_fer.main(["--rafdb", str(tree), *TINY, "--epochs", "1", "--dir", str(tmp_path / "run")])
+    assert not list((tmp_path / "run").glob("checkpoint*.hdf5"))
+
+
 def test_a_run_dir_inside_the_dataset_is_refused(sample_tree, tmp_path):
     """--dir (or --out-root) inside the dataset read: its checkpoints would sit among the faces and
     every later command on the tree would stop at them ("not an image file"); refused before any
