@@ -285,6 +285,13 @@ class FolderDataset(Dataset):
                         raise UserError(f"{os.fsencode(path)!r}: the file name is not valid UTF-8 (made on a "
                                         f"system with another encoding?); rename it") from None
                     _refuse_broken_link(path)
+                    if path.is_symlink():  # a linked file, as a linked folder: not into another class folder
+                        target = os.path.realpath(path)
+                        owner = next((root for root in class_roots if target.startswith(root + os.sep)), None)
+                        if owner is not None and owner != own:
+                            raise UserError(f"{path}: a symbolic link to {target}, an image of the class folder "
+                                            f"{class_roots[owner]}; it would count under two classes or splits: "
+                                            f"remove the link")
                     if path.suffix.lower() not in IMAGE_SUFFIXES:
                         raise UserError(f"{path}: not an image file (expected "
                                         f"{', '.join(IMAGE_SUFFIXES)}; hidden files are ignored)")

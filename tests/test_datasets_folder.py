@@ -66,6 +66,18 @@ def test_linked_sub_folders_are_read_and_a_link_loop_is_named(tmp_path):
             datasets.get("folder", root).labels("train")
         (root / link).unlink()
     assert datasets.get("folder", root).labels("train").names == ["train/happy/t.png", "train/sad/u.png"]
+    # so are linked files: an image of another class, or a training image linked into test (both
+    # were counted with no word); a file linked from outside every class folder, or from its own, is read
+    for link, target, split in (("test/happy/dupe.png", "test/sad/b.png", "test"),
+                                ("test/happy/leak.png", "train/happy/t.png", "test")):
+        (root / link).symlink_to(root / target)
+        with pytest.raises(UserError, match=rf"{link}: a symbolic link to .*{target}, an image of the class folder "
+                                            rf"{Path(target).parent.as_posix()}; it would count under two classes"):
+            datasets.get("folder", root).labels(split)
+        (root / link).unlink()
+    (root / "test/happy/outside.png").symlink_to(elsewhere / "x.png")
+    (root / "test/happy/again.png").symlink_to(root / "test/happy/a.png")
+    assert "test/happy/outside.png" in datasets.get("folder", root).labels("test").names
 
 
 def test_two_folders_of_one_class_are_merged_with_a_warning(tmp_path, caplog):
