@@ -463,6 +463,11 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     # Printed once everything is read: a missing or broken tree is the only output, not a header first.
     lines = [f"{data.title} tree: {data.root}",
              "classes (index: name): " + ", ".join(f"{i}: {n}" for i, n in enumerate(data.class_names))]
+    folders = getattr(data, "folder_class", None)
+    if folders:  # a folder dataset: which class folder became which class (classes.txt, synonyms)
+        lines.append("class folders: " + ", ".join(f"{folder}/ -> {data.class_names[index]}"
+                                                   for folder, index in sorted(folders.items(),
+                                                                               key=lambda item: (item[1], item[0]))))
     for protocol in protocols:
         opened = data if protocol == data.protocol else datasets.open_dataset(
             argparse.Namespace(**{**vars(args), "labels": protocol}))

@@ -353,3 +353,19 @@ def test_cli_sample_stopped_by_sigterm_leaves_nothing(tmp_path, dataset):
     assert process.returncode == 128 + signal.SIGTERM, err
     assert f"terminated (SIGTERM) before {out} was finished" in err and "Traceback" not in err
     assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_summary_of_a_folder_dataset_shows_which_folder_became_which_class(tmp_path):
+    """Folders named in another language, mapped by classes.txt: summary names each folder's class
+    (it printed the canonical names only, so the mapping could not be checked)."""
+    root = tmp_path / "faces"
+    for split, folder, count in (("train", "Traurig", 2), ("train", "Froh", 3), ("test", "Traurig", 1),
+                                 ("test", "Froh", 1)):
+        for index in range(count):
+            path = root / split / folder / f"{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), np.full((40, 40, 3), 30 * index, np.uint8))
+    (root / "classes.txt").write_text("Froh = happiness\nTraurig = sadness\n")
+    result = _run("summary", "--dataset", "folder", "--data", root)
+    assert result.returncode == 0, result.stderr
+    assert "class folders: Froh/ -> happiness, Traurig/ -> sadness" in result.stdout.splitlines()
