@@ -194,6 +194,11 @@ class FolderDataset(Dataset):
             LOG.warning("%s: %s ignored (not a split folder: %s)", self.root,
                         ", ".join(f"{name}/" for name in ignored),
                         "train/, val/ (or valid/, validation/), test/; split folder names are lower case")
+        loose = [entry.name for entry in sorted(self.root.iterdir())
+                 if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith(".")]
+        if loose:  # images outside every split folder belong to no split: said, not silently left out
+            LOG.warning("%s: %d image(s) at the root ignored (%s%s): images belong in <split>/<class>/",
+                        self.root, len(loose), ", ".join(loose[:3]), f" and {len(loose) - 3} more" if len(loose) > 3 else "")
         self.has_validation = "validation" in self.splits
         folders = {split: _visible(p.name for p in path.iterdir() if p.is_dir())
                    for split, path in self.splits.items()}

@@ -545,3 +545,15 @@ def test_a_missing_perturbation_frame_is_named_in_the_tree_format(tmp_path, rand
         for fmt in (None, suffix[1:]):
             with pytest.raises(UserError, match=f"{first}: frame not found"):
                 dataset_eval.perturbed_work(data, labels, perturbed, None, 3, fmt)
+
+
+def test_images_at_the_root_are_ignored_with_a_warning(tmp_path, caplog):
+    """An image beside the split folders belongs to no split: left out, now with a warning naming
+    it (it was ignored silently, while one loose in a split folder is an error)."""
+    root = tmp_path / "faces"
+    _image(root / "test/happy/a.png", 10)
+    _image(root / "stray.jpg", 20)
+    with caplog.at_level("WARNING"):
+        data = datasets.get("folder", root)
+    assert data.labels("test").names == ["test/happy/a.png"]
+    assert f"{root}: 1 image(s) at the root ignored (stray.jpg): images belong in <split>/<class>/" in caplog.messages
