@@ -147,6 +147,11 @@ def run(args) -> int:
                 classifier = predictions_file.PredictionsClassifier(
                     args.predictions, args.perturbed, batch_size=args.batch,
                     class_names=data.class_names if evaluated is not None else None, other_export="c")
+                if args.topk is not None and args.topk >= 2 and classifier.predictions.kind == "class":
+                    # one class per frame ranks nothing beyond it: the rest would be index order, made up
+                    raise UserError(f"--topk {args.topk}: {args.predictions} holds one class per frame "
+                                    f"(path,class), no scores to rank the other classes by; give a file of "
+                                    f"probabilities (path,p0,...) for the top-k distance, or leave --topk out")
             else:
                 classifier = checkpoints.classifier_from_args(checkpoint, args)
             names, folders, rows = sequence_names, work, labels.labels
@@ -192,7 +197,9 @@ def run(args) -> int:
         with atomic_path(args.out) as tmp:
             with open(tmp, "w", encoding="utf-8", newline="\n") as out:
                 if args.append and args.out.is_file():
-                    out.write(args.out.read_text(encoding="utf-8"))
+                    before = args.out.read_text(encoding="utf-8")
+                    # a file edited by hand may lack its last line end: the next header starts a line
+                    out.write(before if not before or before.endswith("\n") else before + "\n")
                 predict_all(out)
         LOG.info("wrote %s", args.out)
     if calibration_rows is not None:

@@ -935,6 +935,18 @@ def test_predictions_file_of_any_framework_gives_the_sequences_it_names(tmp_path
     result = stability.compute(stability.group_blocks(stability.read_predictions(out)))
     (method,) = result["methods"]
     assert result["methods"][method]["perturbations"]["p_rotate"]["fp"] == pytest.approx(2 / 29)
+    # one class per frame ranks nothing else: --topk 2 is refused (it wrote the other classes in index
+    # order, a made-up ranking that gave T2D unlike the model's); --topk 1 is the class itself
+    with pytest.raises(UserError, match=rf"^--topk 2: {re.escape(str(csv_path))} holds one class per frame"):
+        writer_script.main(["--predictions", str(csv_path), "--rafdb", str(root), "--perturbed",
+                            str(perturbed), "--out", str(tmp_path / "k.txt"), "--topk", "2"])
+    assert not (tmp_path / "k.txt").exists()
+    # --append to a file whose last line end was lost: the new blocks start on their own line
+    cut = tmp_path / "cut.txt"
+    cut.write_text(out.read_text().rstrip("\n"))
+    assert writer_script.main(["--predictions", str(csv_path), "--rafdb", str(root), "--perturbed",
+                               str(perturbed), "--out", str(cut), "--append"]) == 0
+    assert len(stability.read_predictions(cut)) == 2 * len(blocks)
     # a frame without a line is an error naming it
     csv_path.write_text("\n".join(line for line in lines if "_07.jpg" not in line) + "\n")
     with pytest.raises(UserError, match="_07.jpg"):
