@@ -813,7 +813,8 @@ def _warn_unstated_preprocessing(path: Path, run_info: dict, own_layers) -> None
     if "preprocessing" not in run_info:
         LOG.warning("%s: names no preprocessing: the model is fed raw pixels 0..255 (add \"preprocessing\" to "
                     "it, or give --preprocessing)", path)
-    mode = PREPROCESSING_ALIASES.get(run_info.get("preprocessing") or "none", run_info.get("preprocessing") or "none")
+    mode = run_info.get("preprocessing") or "none"
+    mode = PREPROCESSING_ALIASES.get(mode, mode)
     if run_info.get("preprocessing_in_model") and mode != "none":
         if own_layers is None:
             LOG.info("%s: says the model applies %s itself: raw pixels 0..255 are fed (which cannot be "

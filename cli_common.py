@@ -306,7 +306,6 @@ def check_output_flags(args: argparse.Namespace, *dests: str) -> None:
 # (training.RUN_FILE, RESULTS_FILE, STATE_FILE, LOG_FILE; a test keeps the two lists in step)
 RUN_FOLDER_FILES = frozenset({"run.json", "results.json", "train_state.json", "training_log.csv",
                               "confusion_test.csv"})
-MODEL_FILE_SUFFIXES = frozenset({".hdf5", ".h5", ".keras", ".tflite", ".onnx", ".skops"})
 
 
 def refuse_run_file(flag: str, out) -> None:
@@ -318,11 +317,14 @@ def refuse_run_file(flag: str, out) -> None:
     path = Path(out)
     if not (path.parent / "run.json").is_file():
         return
-    if path.is_file() and (path.name in RUN_FOLDER_FILES or path.suffix.lower() in MODEL_FILE_SUFFIXES):
+    from model_files import MODEL_SUFFIXES  # (model_files imports this module)
+
+    model_named = path.suffix.lower() in MODEL_SUFFIXES
+    if path.is_file() and (path.name in RUN_FOLDER_FILES or model_named):
         raise UserError(f"{flag} {out}: is a file of the training run {path.parent} (its run.json, "
                         f"checkpoints and logs are read by later steps); writing it would destroy it: "
                         f"choose another file name")
-    if path.suffix.lower() in MODEL_FILE_SUFFIXES:
+    if model_named:
         raise UserError(f"{flag} {out}: a file named like a model in the training run {path.parent} would be "
                         f"taken for one of its models by later steps; choose another name (e.g. .json)")
 

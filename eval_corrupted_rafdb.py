@@ -92,13 +92,13 @@ import checkpoints
 import cli_common
 import dataset_writer
 import datasets
+import fer_export
 import inference
 import rafdb_dataset
 import robustness_run
 from cli_common import UserError
 from robustness import COLOURS, MOTION_BACKENDS
 
-EXTRA_TREE = "corrupted_raf_dataset_extra"  # rafdb_aug_dataset.py export's --out for every set but the 18
 LOG = logging.getLogger("fer.eval_corrupted")
 
 
@@ -243,13 +243,11 @@ def resolve_trees(args) -> None:
     own defaults, except that an export of --corruption-set all holds both: with --corruption-set all,
     such a tree given as one of the two is also the other; given neither, it is read for the 18 too
     when no tree of the 18 is at that one's default place."""
-    import fer_export
-
     given, given_extra = args.corrupted is not None, args.corrupted_extra is not None
     if not given:  # the export's own default for the dataset
         args.corrupted = fer_export.default_corrupted(args.dataset, args.data)
     if not given_extra:
-        args.corrupted_extra = Path(EXTRA_TREE)
+        args.corrupted_extra = Path(fer_export.DEFAULT_CORRUPTED_EXTRA)
     if args.corruption_set != "all" or args.dataset != "rafdb" or (given and given_extra):
         return
     if given and _exports_all(args.corrupted):
@@ -277,7 +275,8 @@ def add_set_args(group) -> None:
                             + ". The report gives one mCE line per set; the 18's never change")
     group.add_argument("--corrupted-extra", type=Path, default=None,
                        help=f"root of the exported tree of the imagenet-extra and face sets "
-                            f"(rafdb_aug_dataset.py export --corruption-set ...; default {EXTRA_TREE}). "
+                            f"(rafdb_aug_dataset.py export --corruption-set ...; default "
+                            f"{fer_export.DEFAULT_CORRUPTED_EXTRA}). "
                             f"With --corruption-set all, a tree exported with --corruption-set all holds "
                             f"the 18 too: it is read for both when it is the one tree given (or found)")
     group.add_argument("--param-set", choices=corruptions_imagenet.PARAM_SETS, default=None,

@@ -512,6 +512,11 @@ def corrupted_sets(data, corrupted: str | Path, split: str = "test") -> list[Cor
 # Running an export (shared by ferplus_aug_dataset.py and the RAF-DB scripts' --dataset option)
 
 
+# Where rafdb_aug_dataset.py export writes every corruption set but the 18 without --out, and so where
+# the evaluations look without --corrupted-extra (docs/BENCHMARK.md §2.9).
+DEFAULT_CORRUPTED_EXTRA = "corrupted_raf_dataset_extra"
+
+
 def default_corrupted(dataset: str, data_root: str | Path | None) -> Path:
     """Where a RAF-DB-C export of ``dataset`` is written without --out, and so where the evaluations
     look without --corrupted: corrupted_raf_dataset (RAF-DB), corrupted_dataset (FER2013/FER+, as the

@@ -100,7 +100,7 @@ def parse_severities(text: str) -> list[int]:
     return sorted(values)
 
 
-EXTRA_OUT = "corrupted_raf_dataset_extra"  # default root of every set but rafdb (docs/BENCHMARK.md §2.9)
+EXTRA_OUT = fer_export.DEFAULT_CORRUPTED_EXTRA  # default root of every set but rafdb (docs/BENCHMARK.md §2.9)
 
 
 def add_set_args(parser) -> None:

@@ -36,7 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cli_common import DIR_MODE, ArgumentParser, UserError, read_text_lines, run_main, seed_int, setup_logging
+from cli_common import (DIR_MODE, ArgumentParser, UserError, check_output_path, read_text_lines, run_main, seed_int,
+                        setup_logging)
 from datasets import base
 from datasets.classes import RAFDB_CLASSES as CLASS_NAMES
 from datasets.images import FORMATS, decode_image, encode_image, read_image  # noqa: F401 (re-exported)
@@ -589,8 +590,6 @@ SAMPLE_MARKER = ".synthetic-sample"
 def _write_sample(args: argparse.Namespace, out: Path, write) -> None:
     if not out.name or out.resolve() == Path.cwd().resolve():
         raise UserError(f"--out {args.out}: name a folder for the sample (not the current folder)")
-    from cli_common import check_output_path
-
     check_output_path(out, "--out", folder=True)  # a read-only or missing place: one line, before any work
     if out.is_dir():  # the writers build the tree in a hidden folder beside it, then rename it
         check_output_path(out.parent, "--out", folder=True)

@@ -204,8 +204,7 @@ def run(args) -> int:
         LOG.info("wrote %s", args.out)
     if calibration_rows is not None:
         stability.write_calibration(args.json, calibration_rows, protocol=labels.protocol,
-                                    adapted=args.adapt != "none",
-                                    checkpoints=described)
+                                    adapted=args.adapt != "none", checkpoints=described)
         LOG.info("wrote %s", args.json)
     if probabilities is not None:
         stability.write_probabilities(args.save_probabilities, probabilities)

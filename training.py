@@ -38,7 +38,8 @@ import numpy as np  # noqa: E402
 import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import rafdb_dataset  # noqa: E402
-from cli_common import RunFailed, UserError, atomic_write_text, check_output_path, check_seed, seed64  # noqa: E402
+from cli_common import (RunFailed, UserError, atomic_write_text, check_output_path, check_seed,  # noqa: E402
+                        refuse_outputs_over_inputs, seed64)
 
 LOG = logging.getLogger("fer.train")
 
@@ -322,8 +323,6 @@ def check_args(args) -> None:
         layout = f"\n{rafdb_dataset.EXPECTED_LAYOUT}" if data.name == "rafdb" else " (docs/DATASETS.md)"
         raise UserError(f"{flag} {data.root}: no such folder for --dataset {data.name}{layout}")
     if args.mode == "train":  # checkpoints written among the faces would be read back as (broken) images
-        from cli_common import refuse_outputs_over_inputs
-
         refuse_outputs_over_inputs([("--dir", args.dir), ("--out-root", None if args.dir else getattr(args, "out_root", None))],
                                    trees=[("the dataset", data.root)])
     if args.cpu_devices < 0:
@@ -970,7 +969,7 @@ def check_image_files(data, label_sets) -> None:
     nothing to check; a file whose header reads but whose pixels are damaged is found when decoded."""
     from dataset_writer import image_file_size
 
-    for labels in label_sets:
+    for labels in {id(labels): labels for labels in label_sets}.values():  # val is test with --val-split test
         for name in dict.fromkeys(labels.names):
             try:
                 path = data.image_path(name)
