@@ -848,6 +848,8 @@ class Classifier:
         self.checkpoint_path = Path(checkpoint_path)
         self.image_size = image_size
         self.channels = channels
+        # Grey before the resize (the LBP descriptor's order), for runners that ask for it.
+        self.grey_first = bool(getattr(runner, "grey_before_resize", False))
         self.crop = crop
         self.batch_size = batch_size
         self.preprocess = preprocess  # None: feed the pipeline's float 0..255 as is
@@ -961,7 +963,8 @@ class Classifier:
 
         return input_pipeline.make_dataset([str(path) for path in paths], None,
                                            image_size=self.image_size, channels=self.channels,
-                                           batch_size=self.batch_size, crop=self.crop, read=read)
+                                           batch_size=self.batch_size, crop=self.crop, read=read,
+                                           grey_first=self.grey_first)
 
     def make_array_dataset(self, images_uint8: np.ndarray):
         """The shared pipeline over in-memory RGB uint8 images (same cut, resize and grey)."""
@@ -969,7 +972,8 @@ class Classifier:
 
         return input_pipeline.make_array_dataset(images_uint8, None, image_size=self.image_size,
                                                  channels=self.channels,
-                                                 batch_size=self.batch_size, crop=self.crop)
+                                                 batch_size=self.batch_size, crop=self.crop,
+                                                 grey_first=self.grey_first)
 
     # -- prediction ------------------------------------------------------------------------
     def with_preprocessing(self, dataset):

@@ -85,7 +85,8 @@ def full_frame_cut(image: np.ndarray, crop: str = "exact") -> np.ndarray:
 
 
 def load_for_model(
-    image: np.ndarray, image_size: Sequence[int], channels: int = 3, crop: str = "exact"
+    image: np.ndarray, image_size: Sequence[int], channels: int = 3, crop: str = "exact",
+    grey_first: bool = False,
 ) -> np.ndarray:
     """uint8 image -> float32 (h, w, channels) in 0..255, ready for the model.
 
@@ -93,11 +94,15 @@ def load_for_model(
     keeps its single plane for a 1-channel model and has it copied to 3 channels otherwise
     (docs/BENCHMARK.md §9.9); an RGB image is reduced to OpenCV's luma for a 1-channel model.
     ``crop`` applies to every size: ``legacy99`` cuts 48 -> 47 on FER as 100 -> 99 on RAF-DB.
+    ``grey_first`` (1-channel models only) converts an RGB image to grey before the resize instead
+    of after it: the order of the LBP descriptor (``lbp.describe``: grey, then resize), so that an
+    LBP+SVM model sees the same pixels in every command.
     """
-    return _prepare(image, image_size, channels, crop).astype(np.float32)
+    return _prepare(image, image_size, channels, crop, grey_first).astype(np.float32)
 
 
-def _prepare(image: np.ndarray, image_size: Sequence[int], channels: int, crop: str) -> np.ndarray:
+def _prepare(image: np.ndarray, image_size: Sequence[int], channels: int, crop: str,
+             grey_first: bool = False) -> np.ndarray:
     """:func:`load_for_model` without the final float32 conversion (the image keeps its dtype):
     the batch loader converts a whole stacked batch at once, which gives the same floats for a
     fraction of the per-image cost (one pass over one array instead of one new array per image)."""
@@ -105,6 +110,8 @@ def _prepare(image: np.ndarray, image_size: Sequence[int], channels: int, crop: 
         raise ValueError(f"models with {channels} input channels are not supported (1 or 3)")
     image = full_frame_cut(image, crop)
     grey = image.ndim == 2 or image.shape[2] == 1
+    if grey_first and channels == 1 and not grey:
+        image, grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), True
     height, width = int(image_size[0]), int(image_size[1])
     if image.shape[:2] != (height, width):
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -157,6 +164,7 @@ def make_dataset(
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     num_parallel_calls: int = AUTOTUNE,
     read: Callable[[str], np.ndarray] | None = None,
+    grey_first: bool = False,
 ) -> tf.data.Dataset:
     """A batched dataset of (images, labels), or images alone when ``labels`` is None.
 
@@ -181,8 +189,8 @@ def make_dataset(
         if augment is not None:
             rng = np.random.Generator(np.random.PCG64(int(element_seed) & 0xFFFFFFFFFFFFFFFF))
             image = augment(rgb_for_augmentation(image), rng)
-            return _prepare(image, (height, width), channels, "exact")
-        return _prepare(image, (height, width), channels, crop)
+            return _prepare(image, (height, width), channels, "exact", grey_first)
+        return _prepare(image, (height, width), channels, crop, grey_first)
 
     def load_batch(indices, element_seeds):
         try:
@@ -224,9 +232,10 @@ def make_array_dataset(
     channels: int = 3,
     batch_size: int = 64,
     crop: str = "exact",
+    grey_first: bool = False,
 ) -> tf.data.Dataset:
     """Like :func:`make_dataset`, from in-memory RGB uint8 images (same :func:`load_for_model`)."""
-    prepared = np.stack([_prepare(image, image_size, channels, crop)
+    prepared = np.stack([_prepare(image, image_size, channels, crop, grey_first)
                          for image in images]).astype(np.float32, copy=False)
     if labels is None:
         return _finish(tf.data.Dataset.from_tensor_slices(prepared), batch_size)

@@ -303,6 +303,7 @@ class Runner:
     name = "?"
     parameters: int | None = None
     preprocessing_inside = False  # True: the model wants raw pixels 0..255 (LBP+SVM)
+    grey_before_resize = False  # True: an RGB face is made grey before it is resized (LBP+SVM)
     class_names: tuple[str, ...] | None = None  # stored in the file, when it says
     output_kind: str | None = None  # 'probabilities' or 'logits', known after the first batch
     output_scores = ""  # a note on outputs taken for logits that look like sigmoids ("" otherwise)
@@ -1018,6 +1019,7 @@ class LbpSvmRunner(Runner):
 
     format = "skops"
     preprocessing_inside = True
+    grey_before_resize = True  # lbp.describe's order: grey, then resize
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -1027,8 +1029,14 @@ class LbpSvmRunner(Runner):
             raise UserError(f"{self.path}: .skops models need the project's lbp_svm module, "
                             f"which this checkout lacks ({error})") from None
         self.model = lbp_svm.load_skops(self.path)
-        height, width = (int(v) for v in self.model.image_size)
-        self.input_hwc = (height, width, int(getattr(self.model, "channels", 1)))
+        # The input is the size the descriptor resizes every face to (width x height; height x
+        # height with keep_ar), not the training faces' size: the pipeline makes the face grey and
+        # resizes it once, as lbp.describe does, so the descriptor's own resize changes nothing and
+        # a face of any size gets the pixels lbp_svm_train.py gives it. (At the training size the
+        # pipeline resized first, then the descriptor again: other pixels for faces of another size.)
+        settings = self.model.settings
+        self.input_hwc = (int(settings.height), int(settings.height if settings.keep_ar else settings.width),
+                          int(getattr(self.model, "channels", 1)))
         self.class_names = tuple(self.model.class_names)
         self.n_outputs = len(self.class_names)
         self.name = f"LBP+SVM ({self.path.stem})"

@@ -435,7 +435,7 @@ def predict_folders(runner, checkpoint: Path, names: Sequence[str],
                     return classifier.make_dataset(paths)
                 return input_pipeline.make_dataset(paths, None, image_size=classifier.image_size,
                                                    channels=classifier.channels, batch_size=batch,
-                                                   crop="exact")
+                                                   crop="exact", grey_first=classifier.grey_first)
 
             if runner.adapted:
                 runner.adapt_to(dataset())

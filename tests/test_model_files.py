@@ -293,6 +293,7 @@ def test_skops_goes_to_lbp_svm_with_raw_grey(tmp_path, monkeypatch):
         class_names = ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral")
         image_size = (SIZE, SIZE)
         channels = 1
+        settings = types.SimpleNamespace(width=SIZE, height=SIZE, keep_ar=False)  # descriptor size
 
         def predict_batch(self, images):
             seen["images"] = np.array(images)
@@ -311,7 +312,7 @@ def test_skops_goes_to_lbp_svm_with_raw_grey(tmp_path, monkeypatch):
     assert probs.argmax(1).tolist() == [RAF.index("happiness")] * 3
     grey = np.stack([cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in images])[..., None]
     assert seen["images"].shape == (3, SIZE, SIZE, 1)
-    np.testing.assert_allclose(seen["images"], grey, atol=1.0)  # raw 0..255, no preprocessing
+    np.testing.assert_array_equal(seen["images"], grey)  # raw 0..255, no preprocessing
     with pytest.raises(UserError, match="raw pixels"):
         checkpoints.classifier_from_args(path, args(preprocessing="vggface2"))
 

@@ -92,3 +92,33 @@ def test_skops_in_the_perturbed_evaluation(workspace, capsys):
     for name, sequence in zip(labels.names, sequences):
         frames = np.stack([cv2_rgb(folder / f"{name}_{frame:02d}.jpg") for frame in range(FRAMES)])
         assert sequence == model.predict_classes(frames).tolist(), name
+
+
+@pytest.mark.parametrize("size", [48, 64, 160])
+def test_faces_of_another_size_get_the_descriptors_pixels(workspace, tmp_path, size):
+    """An LBP+SVM model trained on 100 px faces, evaluated on faces of another size: the evaluation
+    pipeline gives the model the pixels lbp.describe makes of the face itself (grey, then one
+    bilinear resize to the descriptor's 108 x 147), so its probabilities equal predict_batch on the
+    faces as read. (Resizing to the training size first and then again in the descriptor gave
+    other probabilities and other classes.)"""
+    import argparse
+
+    import checkpoints
+
+    model = lbp_svm.load_skops(workspace / "lbp.skops")
+    labels = rafdb_dataset.load_labels(workspace / "RAF-DB", "test", "soft")
+    paths, faces = [], []
+    for k, source in enumerate(labels.aligned_paths(workspace / "RAF-DB")[:12]):
+        face = cv2.resize(cv2_rgb(source), (size, size), interpolation=cv2.INTER_AREA)
+        path = tmp_path / f"face_{k}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+        faces.append(face)
+    args = argparse.Namespace(preprocessing=None, eval_preprocessing="auto", class_order=None,
+                              unsafe=False, crop=None, batch=4, input_size=None)
+    classifier = checkpoints.classifier_from_args(workspace / "lbp.skops", args)
+    expected = model.predict_batch(np.stack(faces))
+    assert np.ptp(expected, axis=0).max() > 0.01  # the faces get different probabilities
+    np.testing.assert_allclose(classifier.predict_paths(paths), expected, rtol=0, atol=1e-6)
+    in_memory = classifier.predict_dataset(classifier.make_array_dataset(np.stack(faces)))
+    np.testing.assert_allclose(in_memory, expected, rtol=0, atol=1e-6)
