@@ -42,7 +42,7 @@ LOG = logging.getLogger("fer.lbp_svm")
 
 FORMAT = "fer-lbp-svm"
 VERSION = 1
-PICKLE_SUFFIXES = (".pickle", ".pkl")
+PICKLE_SUFFIXES = (".pickle", ".pkl", ".joblib")  # joblib files are pickles too
 PROBABILITIES = "softmax of the one-vs-rest decision_function (break_ties=True)"
 
 # Types a .skops file of this model may hold beyond those skops trusts by default (scikit-learn
@@ -265,6 +265,8 @@ def load_skops(path: str | Path) -> LbpSvmModel:
         raise UserError(f"{path}: model file not found") from None
     except OSError as error:
         raise UserError(f"{path}: cannot read the model ({error.strerror})") from None
+    if not data:
+        raise UserError(f"{path}: empty file, not a .skops model")
     try:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as error:  # noqa: BLE001 - any parse failure means "not a skops file"
@@ -310,8 +312,46 @@ def _model_from_payload(payload, path: Path) -> LbpSvmModel:
         raise bad(f"the SVC takes {svc.n_features_in_} features, the descriptor gives {settings.n_features}")
     if np.any(np.asarray(svc.classes_) < 0) or np.any(np.asarray(svc.classes_) >= len(class_names)):
         raise bad(f"SVC classes {[int(c) for c in svc.classes_]} outside 0..{len(class_names) - 1}")
+    problem = _svc_problem(svc, settings.n_features)
+    if problem:
+        raise bad(f"the SVC's fitted arrays are inconsistent: {problem}")
     return LbpSvmModel(svc=svc, settings=settings, class_names=tuple(class_names),
                        image_size=(size[0], size[1]), info=dict(payload.get("info") or {}))
+
+
+def _svc_problem(svc, n_features: int) -> str | None:
+    """What is wrong with the fitted arrays of an RBF SVC that lbp_svm_train.py would not write,
+    or None. libsvm trusts these arrays' shapes (a file with too few support vectors or
+    coefficients makes it read past them, giving tracebacks or made-up numbers), so a file is
+    checked before it is used: the kernel, gamma, and that every array has the shape and the
+    finite float values that the support vectors and the number of classes imply."""
+    classes = np.asarray(svc.classes_)
+    k = len(classes)
+    if classes.ndim != 1 or k < 2 or len(np.unique(classes)) != k:
+        return f"classes_ {classes.tolist()} (expected 2 or more distinct classes)"
+    if svc.kernel != "rbf" or getattr(svc, "_sparse", False):
+        return f"kernel {svc.kernel!r}{' on sparse input' if getattr(svc, '_sparse', False) else ''} (expected a dense 'rbf')"
+    gamma = getattr(svc, "_gamma", None)
+    if not isinstance(gamma, (int, float, np.floating)) or not np.isfinite(gamma) or gamma <= 0:
+        return f"gamma {gamma!r} (expected a positive number)"
+    vectors = np.asarray(svc.support_vectors_)
+    n_vectors = vectors.shape[0] if vectors.ndim == 2 else -1
+    expected = {
+        "support_vectors_": (vectors, (n_vectors, n_features)),
+        "_n_support": (np.asarray(getattr(svc, "_n_support", None)), (k,)),
+        "support_": (np.asarray(getattr(svc, "support_", None)), (n_vectors,)),
+        "_dual_coef_": (np.asarray(getattr(svc, "_dual_coef_", None)), (k - 1, n_vectors)),
+        "_intercept_": (np.asarray(getattr(svc, "_intercept_", None)), (k * (k - 1) // 2,)),
+    }
+    for name, (array, shape) in expected.items():
+        if array.shape != shape or n_vectors < 1:
+            return f"{name} has shape {array.shape}, expected {shape}"
+        if array.dtype.kind not in "fiu" or not np.all(np.isfinite(array)):
+            return f"{name} holds non-numeric or non-finite values"
+        if name == "_n_support" and (np.any(array < 0) or int(array.sum()) != n_vectors):
+            return (f"_n_support {array.tolist()} (support vectors per class) does not add up to "
+                    f"the {n_vectors} support_vectors_")
+    return None
 
 
 # --------------------------------------------------------------------------------------------

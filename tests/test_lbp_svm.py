@@ -84,7 +84,7 @@ def test_pickle_is_refused_before_it_is_opened(tmp_path):
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    for suffix in (".pickle", ".pkl"):
+    for suffix in (".pickle", ".pkl", ".joblib"):
         path = tmp_path / f"model{suffix}"
         path.write_bytes(pickle.dumps(Payload()))
         with pytest.raises(UserError, match=r"\.skops.*|pickle"):
@@ -110,6 +110,46 @@ def test_skops_with_unexpected_types_is_refused(tmp_path, trained):
     junk.write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a readable"):
         lbp_svm.load_skops(junk)
+
+
+def _tampered(trained, path, change):
+    """``trained``'s payload with ``change(svc)`` applied to a copy of its SVC, written to ``path``."""
+    import copy
+
+    data = trained.read_bytes()
+    payload = skops.io.loads(data, trusted=skops.io.get_untrusted_types(data=data))
+    payload["svc"] = copy.deepcopy(payload["svc"])
+    change(payload["svc"])
+    path.write_bytes(skops.io.dumps(payload))
+    return path
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda svc: setattr(svc, "support_vectors_", svc.support_vectors_[:5]), "support_vectors_"),
+    (lambda svc: setattr(svc, "support_vectors_", svc.support_vectors_[:, :100]), "support_vectors_"),
+    (lambda svc: setattr(svc, "_intercept_", svc._intercept_[:2]), "_intercept_"),
+    (lambda svc: setattr(svc, "_dual_coef_", svc._dual_coef_[:, :3]), "_dual_coef_"),
+    (lambda svc: setattr(svc, "_n_support", svc._n_support * 2), "_n_support"),
+    (lambda svc: setattr(svc, "kernel", "precomputed"), "kernel"),
+    (lambda svc: setattr(svc, "_gamma", float("nan")), "gamma"),
+    (lambda svc: svc._dual_coef_.__setitem__((0, 0), np.inf), "_dual_coef_"),
+])
+def test_skops_with_inconsistent_svc_arrays_is_refused(trained, tmp_path, change, named):
+    """libsvm trusts the fitted arrays' shapes: a file whose arrays disagree gave tracebacks, or
+    ran and reported made-up accuracies (reads past the arrays). Each is refused by name."""
+    path = _tampered(trained, tmp_path / "tampered.skops", change)
+    with pytest.raises(UserError, match="inconsistent") as error:
+        lbp_svm.load_skops(path)
+    assert str(path) in str(error.value) and named in str(error.value)
+    with pytest.raises(UserError, match="inconsistent"):
+        lbp_svm_train.main(["eval", "--model", str(path), "--rafdb", str(tmp_path)])
+
+
+def test_empty_skops_file_says_empty(tmp_path):
+    path = tmp_path / "empty.skops"
+    path.write_bytes(b"")
+    with pytest.raises(UserError, match="empty file"):
+        lbp_svm.load_skops(path)
 
 
 def test_eval_confusion_recomputed(trained, sample_tree, tmp_path, capsys):
@@ -204,6 +244,8 @@ def test_cli_exit_code_and_help(tmp_path):
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and ".skops" in bad.stderr and "Traceback" not in bad.stderr
     with pytest.raises(UserError, match="must end in .skops"):
+        lbp_svm_train.main(["train", "--rafdb", str(tmp_path), "--out", str(tmp_path / "m.bin")])
+    with pytest.raises(UserError, match="pickle files are refused"):  # joblib files are pickles
         lbp_svm_train.main(["train", "--rafdb", str(tmp_path), "--out", str(tmp_path / "m.joblib")])
     with pytest.raises(UserError, match=r"--seed -1: expected an integer from 0 to 4294967295"):
         lbp_svm_train.main(["train", "--rafdb", str(tmp_path), "--out", str(tmp_path / "m.skops"), "--seed", "-1"])
