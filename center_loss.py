@@ -114,10 +114,19 @@ class CenterLoss:
         path = Path(folder) / CENTERS_FILE
         if not path.is_file():
             return False
-        values = np.load(path, allow_pickle=False)
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:  # not .npy, truncated, or an object array
+            raise UserError(f"{path}: not a readable array of class centres ({error}); delete it to "
+                            f"start the centres from 0, or restore the file the run saved") from None
+        if not isinstance(values, np.ndarray) or values.dtype.kind not in "fiu":
+            raise UserError(f"{path}: expected a numeric array of class centres, got "
+                            f"{getattr(values, 'dtype', type(values).__name__)}")
         if values.shape != (self.num_classes, self.dim):
             raise UserError(f"{path}: centres of shape {values.shape}, the model needs "
                             f"({self.num_classes}, {self.dim})")
+        if not np.all(np.isfinite(values)):
+            raise UserError(f"{path}: the class centres hold NaN or infinite values")
         self.centers.assign(values.astype(np.float32))
         return True
 

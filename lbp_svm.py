@@ -383,7 +383,7 @@ def load_dataset_split(data, part: str, *, val_fraction: float = 0.1, seed: int 
     if part not in ("train", "val", "all-train", "test"):
         raise ValueError(f"unknown part {part!r}")
     if part in ("train", "val"):
-        kept, held = data.train_validation(val_fraction, seed)
+        kept, held = data.train_validation(val_fraction, seed, test_flag=None)  # no --val-split here
         labels = kept if part == "train" else held
     else:
         labels = data.labels("test" if part == "test" else "train")
@@ -415,7 +415,7 @@ def load_split(root: str | Path, part: str, protocol: str = "soft", *, val_fract
     split = "test" if part == "test" else "train"
     labels = rafdb_dataset.load_labels(root, split, protocol, allow_missing=allow_missing)
     if part in ("train", "val"):
-        kept, held = rafdb_dataset.holdout_split(labels, val_fraction, seed)
+        kept, held = rafdb_dataset.holdout_split(labels, val_fraction, seed, test_flag=None)
         labels = kept if part == "train" else held
     note = f", {labels.filter_note()}" if labels.filter_note() else ""
     description = f"RAF-DB {part} ({protocol} labels{note}): {len(labels)} images"

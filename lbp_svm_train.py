@@ -82,8 +82,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     search = sub["search"].add_argument_group("grid")
     search.add_argument("--C-grid", dest="C_grid", type=_positive_float, nargs="+", default=list(lbp_svm.DEFAULT_C_GRID),
                         help="values of C")
-    search.add_argument("--gamma-grid", type=_positive_float, nargs="+", default=list(lbp_svm.DEFAULT_GAMMA_GRID),
-                        help="values of gamma (default: the original's grid 1/(2478*512), 1/(2478*2048) and its 3e-6)")
+    search.add_argument("--gamma-grid", type=_positive_float, nargs="+", default=None,
+                        help="values of gamma (default: the original's grid 1/(2478*512), 1/(2478*2048) "
+                             "and its 3e-6, i.e. " + " ".join(f"{g:.3g}" for g in lbp_svm.DEFAULT_GAMMA_GRID) + ")")
     for name in ("train", "search"):
         sub[name].add_argument("--out", type=Path, default=Path("out_training_fer/lbp_svm.skops"),
                                help="model file to write (.skops); search also writes <stem>.search.csv beside it")
@@ -180,7 +181,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     _check_out(args.out, args)
     settings, train, train_x, size, val, val_x = _training_data(args)
-    grid = [(C, gamma) for C in args.C_grid for gamma in args.gamma_grid]
+    gammas = lbp_svm.DEFAULT_GAMMA_GRID if args.gamma_grid is None else args.gamma_grid
+    grid = [(C, gamma) for C in args.C_grid for gamma in gammas]
     rows = []
     best = None
     for C, gamma in tqdm(grid, desc="grid", unit="fit", file=sys.stderr, disable=args.quiet or not sys.stderr.isatty()):

@@ -421,13 +421,14 @@ def load_labels(
     )
 
 
-def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0) -> tuple[LabelSet, LabelSet]:
+def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0,
+                  test_flag: str | None = "--val-split test") -> tuple[LabelSet, LabelSet]:
     """Hold out ``fraction`` of each class (by argmax), seeded; returns (train, validation).
 
     BENCHMARK.md §1.5 FIX: the original selected checkpoints on the test set. The rule is
     :func:`datasets.base.holdout_split`, shared by every dataset.
     """
-    return base.holdout_split(labels, fraction, seed)
+    return base.holdout_split(labels, fraction, seed, test_flag=test_flag)
 
 
 def class_counts(labels: LabelSet) -> np.ndarray:

@@ -105,7 +105,8 @@ def build_parser() -> ArgumentParser:
                             "vggface2, z_normalization, scale01, scale-1-1, or no (also spelled none, as in the "
                             "evaluations' --preprocessing)")
     model.add_argument("--mean-order", default="correct",
-                       help="vggface2 means in RGB order ('correct', FIX) or the original's swapped order")
+                       help="vggface2 means in RGB order ('correct', FIX) or in the original's swapped order "
+                            "('legacy-swapped')")
     model.add_argument("--colour", default="rgb",
                        help="'rgb', or 'bgr-compat' to reproduce the original's channel-order defects "
                             "(z-norm, AutoAugment)")

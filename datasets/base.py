@@ -74,9 +74,11 @@ class LabelSet:
 
 
 def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0,
-                  class_names: Sequence[str] | None = None) -> tuple[LabelSet, LabelSet]:
+                  class_names: Sequence[str] | None = None,
+                  test_flag: str | None = "--val-split test") -> tuple[LabelSet, LabelSet]:
     """Hold out ``fraction`` of each class (by argmax), seeded; returns (train, validation).
-    ``class_names`` name the classes in the messages (a class too small to give an image).
+    ``class_names`` name the classes in the messages (a class too small to give an image);
+    ``test_flag`` is the caller's flag that selects on the test set instead (None: it has none).
 
     docs/BENCHMARK.md §1.5 FIX: the original selected checkpoints on the test set.
     """
@@ -100,8 +102,9 @@ def holdout_split(labels: LabelSet, fraction: float = 0.1, seed: int = 0,
         change = "a larger --val-fraction" if not held else "a smaller --val-fraction (none would be left to train on)"
         raise UserError(f"cannot hold out {fraction:.0%} of {len(labels)} training images (each class holds out "
                         f"round({fraction:g} x its images){'; none of ' + few if few and not held else ''}): pass "
-                        f"{change}, give the dataset a validation split (a folder dataset: a val/ folder), "
-                        f"or select on the test set with --val-split test")
+                        f"{change}{',' if test_flag else ' or'} give the dataset a validation split (a "
+                        f"folder dataset: a val/ folder)"
+                        + (f", or select on the test set with {test_flag}" if test_flag else ""))
     if too_few:
         LOG.warning("the hold-out (--val-fraction %g) takes no image of %s: the validation split lacks "
                     "these classes", fraction, few)
@@ -161,11 +164,13 @@ class Dataset:
         """The file of an image (file-backed datasets only)."""
         raise UserError(f"{self.title} images are not files; read them with read_image()")
 
-    def train_validation(self, fraction: float = 0.1, seed: int = 0) -> tuple[LabelSet, LabelSet]:
-        """(train, validation): the dataset's validation split, else a stratified hold-out."""
+    def train_validation(self, fraction: float = 0.1, seed: int = 0,
+                         test_flag: str | None = "--val-split test") -> tuple[LabelSet, LabelSet]:
+        """(train, validation): the dataset's validation split, else a stratified hold-out
+        (``test_flag``: as in :func:`holdout_split`)."""
         if self.has_validation:
             return self.labels("train"), self.labels("validation")
-        return holdout_split(self.labels("train"), fraction, seed, self.class_names)
+        return holdout_split(self.labels("train"), fraction, seed, self.class_names, test_flag)
 
     def describe(self) -> dict:
         """What a manifest or run.json records about the data."""

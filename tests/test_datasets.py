@@ -144,6 +144,10 @@ def test_holdout_names_the_classes_too_small_to_give_an_image(caplog):
                                         r"round\(0.99 x its images\)\): pass a smaller --val-fraction \(none would "
                                         r"be left to train on\)"):
         holdout_split(few, 0.99)
+    # A caller without a test-set flag (lbp_svm_train.py) is not told to use one.
+    with pytest.raises(UserError) as error:
+        holdout_split(few, 0.99, test_flag=None)
+    assert str(error.value).endswith("or give the dataset a validation split (a folder dataset: a val/ folder)")
 
 
 def test_percentages_print_no_negative_zero():

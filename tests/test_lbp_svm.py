@@ -145,6 +145,13 @@ def test_skops_with_inconsistent_svc_arrays_is_refused(trained, tmp_path, change
         lbp_svm_train.main(["eval", "--model", str(path), "--rafdb", str(tmp_path)])
 
 
+def test_a_hold_out_too_large_names_only_flags_lbp_svm_train_has(sample_tree, tmp_path):
+    with pytest.raises(UserError, match="smaller --val-fraction") as error:
+        lbp_svm_train.main(["train", "--rafdb", str(sample_tree), "--out", str(tmp_path / "m.skops"),
+                            "--val-fraction", "0.99"])
+    assert "--val-split" not in str(error.value)
+
+
 def test_empty_skops_file_says_empty(tmp_path):
     path = tmp_path / "empty.skops"
     path.write_bytes(b"")

@@ -141,3 +141,33 @@ def test_loading_transposed_centres_is_refused(tmp_path):
         loss.load(tmp_path)
     np.save(tmp_path / center_loss.CENTERS_FILE, np.ones((7, 128), np.float32))
     assert loss.load(tmp_path) and float(loss.centers.numpy().sum()) == 7 * 128
+
+
+@pytest.mark.parametrize("content, message", [
+    ("garbage", "not a readable array"),
+    ("objects", "not a readable array"),  # an object array: loading it would unpickle
+    ("truncated", "not a readable array"),
+    ("text", "expected a numeric array"),
+    ("nan", "NaN or infinite"),
+])
+def test_unreadable_centres_file_is_a_user_error(tmp_path, content, message):
+    """A resumed run that falls back to center_loss_centers.npy: a corrupt file there is one line
+    naming it (a ValueError traceback before), and nothing is unpickled."""
+    from cli_common import UserError
+
+    path = tmp_path / center_loss.CENTERS_FILE
+    if content == "garbage":
+        path.write_bytes(b"garbage")
+    elif content == "objects":
+        np.save(path, np.array([{"a": 1}] * 7, dtype=object), allow_pickle=True)
+    elif content == "truncated":
+        np.save(path, np.ones((7, 128), np.float32))
+        path.write_bytes(path.read_bytes()[:300])
+    elif content == "text":
+        np.save(path, np.array([["x"] * 128] * 7))
+    else:
+        np.save(path, np.full((7, 128), np.nan, np.float32))
+    loss = center_loss.CenterLoss(small_model(), 7)
+    with pytest.raises(UserError, match=message) as error:
+        loss.load(tmp_path)
+    assert str(path) in str(error.value)
