@@ -322,9 +322,12 @@ def read_vote_csv(path: str | Path) -> VoteTable:
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if not header or len(header) != 12 or header[0].strip().lower() != "usage":
-            raise UserError(f"{path}:1: expected the header 'Usage,Image name,{','.join(VOTE_COLUMNS)}', "
-                            f"got {','.join(header or [])!r}")
+        # Votes are read by position: a header naming other columns (or the same in another order)
+        # would put images in the wrong class, so every name is checked (case and spaces aside).
+        expected = ("Usage", "Image name") + VOTE_COLUMNS
+        if [name.strip().lower() for name in header or []] != [name.lower() for name in expected]:
+            raise UserError(f"{path}:1: expected the header '{','.join(expected)}' (these columns in this "
+                            f"order; the votes are read by position), got {','.join(header or [])!r}")
         blank = 0  # the first empty line, while only empty lines follow it (the end of the file)
         for number, fields in enumerate(reader, start=2):
             if not any(field.strip() for field in fields):

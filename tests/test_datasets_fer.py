@@ -279,6 +279,30 @@ def test_utf8_bom_and_crlf_files_read_as_without(tmp_path):
     np.testing.assert_allclose(ferplus.labels, [[1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, .8, .2, 0]])
 
 
+@pytest.mark.parametrize("header", [
+    "Usage,Image name,happiness,neutral,surprise,sadness,anger,disgust,fear,contempt,unknown,NF",  # two swapped
+    "Usage,Image name,a,b,c,d,e,f,g,h,i,j",  # 12 columns of other names
+    "Usage,file,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF",
+])
+def test_vote_header_with_other_columns_is_refused(tmp_path, header):
+    """docs/DATASETS.md: the votes are read by position, so every column name of the header must be
+    the FER+ one in its place (a reordered header would put images in the wrong class)."""
+    _write_pair(tmp_path, [(0, "Training"), (1, "PublicTest")], [[0, 10, 0, 0, 0, 0, 0, 0, 0, 0]] * 2)
+    new = tmp_path / "fer2013new.csv"
+    new.write_text(new.read_text().replace(HEADER_VOTES, header))
+    with pytest.raises(UserError, match=rf"fer2013new.csv:1: expected the header '{HEADER_VOTES}' .*got "
+                                        rf"'{header}'"):
+        datasets.get("ferplus", tmp_path).labels("test")
+
+
+def test_vote_header_case_and_spaces_do_not_matter(tmp_path):
+    _write_pair(tmp_path, [(0, "Training"), (1, "PublicTest")], [[0, 10, 0, 0, 0, 0, 0, 0, 0, 0]] * 2)
+    new = tmp_path / "fer2013new.csv"
+    new.write_text(new.read_text().replace(HEADER_VOTES, "usage, IMAGE NAME ," + HEADER_VOTES.split(",", 2)[2].upper()))
+    test = datasets.get("ferplus", tmp_path).labels("test")
+    np.testing.assert_array_equal(test.labels, [[0, 1, 0, 0, 0, 0, 0, 0]])  # 10 happiness votes
+
+
 def test_blank_line_in_fer2013_csv_is_an_error_naming_it(tmp_path):
     _write_pair(tmp_path, [(0, "Training"), (1, "PublicTest"), (2, "PublicTest")])
     path = tmp_path / "fer2013.csv"
