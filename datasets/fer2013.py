@@ -539,10 +539,19 @@ class Fer2013(_Fer):
         table = self.table
         if not table.has_header:  # an export: labels and splits come from the original file
             meta_path = self.root / PIXELS_FILE
+            export = ("a headerless export (--format fer-csv: pixels only, no emotion or Usage column, so "
+                      "no labels and no splits)")
+            original = f"--dataset fer2013 needs the original {PIXELS_FILE} (header 'emotion,pixels,Usage')"
+            if self.pixels_path.resolve() == meta_path.resolve():
+                raise UserError(f"{meta_path}: {export}; {original} in --data {self.root}")
             table = load_pixel_table(meta_path)
-            if not table.has_header or len(table) != len(self.table):
-                raise UserError(f"{self.pixels_path} has {len(self.table)} rows and no header; {meta_path} "
-                                f"({len(table)} rows) must give its emotion and Usage columns")
+            if not table.has_header:
+                raise UserError(f"{self.pixels_path} is {export}; its labels come from {meta_path}, but that "
+                                f"is a headerless export too; {original} there")
+            if len(table) != len(self.table):
+                raise UserError(f"{self.pixels_path} is {export} of {len(self.table)} rows; its labels come "
+                                f"from {meta_path}, which has {len(table)} data rows: row n of one must be "
+                                f"row n of the other")
         usage = np.asarray(table.usage)
         rows = np.flatnonzero(usage == self.split_name(split))
         if not len(rows):

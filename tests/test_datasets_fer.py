@@ -279,6 +279,29 @@ def test_utf8_bom_and_crlf_files_read_as_without(tmp_path):
     np.testing.assert_allclose(ferplus.labels, [[1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, .8, .2, 0]])
 
 
+def test_fer2013_from_a_headerless_export_says_so(tmp_path):
+    """--dataset fer2013 takes its labels from the root's fer2013.csv; a headerless export there (or
+    as the pixels with one there) is named once, as an export without labels."""
+    export_text = "\n" + "-1," + " ".join(["7"] * 2304) + "\n"  # one row, no header (docs/BENCHMARK.md §9.3)
+    (tmp_path / "fer2013.csv").write_text(export_text)
+    with pytest.raises(UserError) as error:
+        datasets.get("fer2013", tmp_path).labels("test")
+    message = str(error.value)
+    assert message.count("fer2013.csv") == 2  # the file once, and the original it should be
+    assert message.startswith(f"{tmp_path / 'fer2013.csv'}: a headerless export (--format fer-csv: pixels only, "
+                              "no emotion or Usage column, so no labels and no splits); --dataset fer2013 needs "
+                              f"the original fer2013.csv (header 'emotion,pixels,Usage') in --data {tmp_path}")
+    other = tmp_path / "x.csv"
+    other.write_text(export_text)
+    with pytest.raises(UserError, match=r"x.csv is a headerless export .*; its labels come from .*fer2013.csv, "
+                                        r"but that is a headerless export too"):
+        datasets.get("fer2013", tmp_path, pixels=other).labels("test")
+    _write_pair(tmp_path, [(0, "PublicTest"), (1, "PublicTest")])
+    with pytest.raises(UserError, match=r"x.csv is a headerless export .* of 1 rows; its labels come from "
+                                        r".*fer2013.csv, which has 2 data rows"):
+        datasets.get("fer2013", tmp_path, pixels=other).labels("test")
+
+
 @pytest.mark.parametrize("header", [
     "Usage,Image name,happiness,neutral,surprise,sadness,anger,disgust,fear,contempt,unknown,NF",  # two swapped
     "Usage,Image name,a,b,c,d,e,f,g,h,i,j",  # 12 columns of other names
