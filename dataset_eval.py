@@ -6,7 +6,10 @@ classes in its own order, then the model's outputs that are no dataset class (un
 ``--restrict-to-dataset-classes``), the order in which ``Classifier.use_classes`` makes a model
 score. Images whose class the model cannot output (contempt for a 7-class model on FER+, a
 folder's own class the model lacks) are left out and counted; a soft label row keeps its
-distribution over the classes the model outputs, renormalised; the trailing columns are all zero.
+distribution over the classes the model outputs, rescaled to the row's own sum (the mass of a class
+the model cannot output goes to the others): 1, or under ``--ferplus-norm legacy`` the original's
+sum, below 1 where unknown/NF votes count (docs/BENCHMARK.md §9.2), as the training uses it; the
+trailing columns are all zero.
 
 No TensorFlow and no argument parsing here; the scripts call :func:`open_for_eval`,
 :func:`evaluation_labels` and :func:`corrupted_units`.
@@ -44,11 +47,13 @@ class EvalLabels:
     n_unmapped: int  # images left out: their class is not one the evaluation outputs
     unmapped_classes: tuple[str, ...]
     class_names: tuple[str, ...] = RAFDB_CLASSES  # the columns of ``labels.labels`` and of the scores
+    ferplus_norm: str | None = None  # FER+: the label divisor (--ferplus-norm), else None
 
     def describe(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "n": len(self.labels),
                 "n_unmapped": self.n_unmapped, "unmapped_classes": list(self.unmapped_classes),
-                "classes": list(self.class_names)}
+                "classes": list(self.class_names),
+                **({"ferplus_norm": self.ferplus_norm} if self.ferplus_norm is not None else {})}
 
     def report_line(self) -> str:
         line = f"dataset {self.title} {self.split}: N={len(self.labels)}"
@@ -97,9 +102,12 @@ def evaluation_labels(data, split: str = "test", output_names: Sequence[str] = R
         if i >= 0:
             mapped[:, j] = kept.labels[:, j]
     mapped /= mapped.sum(axis=1, keepdims=True)  # > 0: every kept row's argmax class is mapped
+    norm = getattr(data, "norm", None)  # FER+ only (--ferplus-norm)
+    if norm == "legacy":  # rows keep their own sum, < 1 where unknown/NF votes count (NLL and Brier see it)
+        mapped *= kept.labels.sum(axis=1, keepdims=True)
     kept = dataclasses.replace(kept, labels=mapped)
     return EvalLabels(kept, data.name, data.title, data.split_name(split), len(labels) - len(keep),
-                      tuple(mapping.missing), tuple(names))
+                      tuple(mapping.missing), tuple(names), norm)
 
 
 def clean_label(data) -> str:

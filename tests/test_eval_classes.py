@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import checkpoints
+from cli_common import UserError
 from datasets.classes import FERPLUS_CLASSES, RAFDB_CLASSES, evaluation_columns
 
 
@@ -347,3 +348,74 @@ def test_a_model_missing_a_rafdb_class_is_refused_without_a_contradicting_warnin
                                             r"one of its outputs"):
             classifier.use_classes(RAFDB_CLASSES, require_all="RAF-DB")
     assert "left out" not in caplog.text
+
+
+def _write_votes(root, votes):
+    """A FER+ pair of PublicTest rows only, with the given 10 vote counts per row."""
+    root.mkdir(parents=True)
+    pixels = " ".join(["7"] * 2304)
+    (root / "fer2013.csv").write_text("emotion,pixels,Usage\n"
+                                      + "".join(f"0,{pixels},PublicTest\n" for _ in votes))
+    (root / "fer2013new.csv").write_text(
+        "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+        + "".join(f"PublicTest,fer{r:07d}.png,{','.join(map(str, v))}\n" for r, v in enumerate(votes)))
+    return root
+
+
+def test_ferplus_legacy_labels_keep_their_sum_in_the_evaluation(tmp_path):
+    """docs/BENCHMARK.md §9.2, §11.3: under --ferplus-norm legacy the label is the votes over all ten
+    (unknown and NF included), summing to less than 1, and NLL/Brier use that label; only the mass of
+    a class the model cannot output (contempt for a RAF-DB model) moves to the others."""
+    import calibration
+    import dataset_eval
+    import datasets
+
+    # row 0: 6 neutral, 2 unknown, 2 NF -> fix (1, 0, ...), legacy (.6, 0, ...)
+    # row 1: 6 neutral, 2 contempt, 2 unknown -> fix (.75, ..., .25), legacy (.6, ..., .2)
+    root = _write_votes(tmp_path / "F", [[6, 0, 0, 0, 0, 0, 0, 0, 2, 2], [6, 0, 0, 0, 0, 0, 0, 2, 2, 0]])
+    expected = {"fix": [[1, 0, 0, 0, 0, 0, 0, 0], [.75, 0, 0, 0, 0, 0, 0, .25]],
+                "legacy": [[.6, 0, 0, 0, 0, 0, 0, 0], [.6, 0, 0, 0, 0, 0, 0, .2]]}
+    # a RAF-DB model: contempt's mass goes to the other classes, the row keeps its sum (1, or .8)
+    expected_rafdb = {"fix": [[1, 0, 0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0]],
+                      "legacy": [[.6, 0, 0, 0, 0, 0, 0, 0], [.8, 0, 0, 0, 0, 0, 0, 0]]}
+    for norm in ("fix", "legacy"):
+        data = datasets.get("ferplus", root, norm=norm)
+        evaluated = dataset_eval.evaluation_labels(data, "test", FERPLUS_CLASSES)
+        np.testing.assert_allclose(evaluated.labels.labels, expected[norm], atol=1e-7)
+        rafdb = dataset_eval.evaluation_labels(data, "test", RAFDB_CLASSES)
+        np.testing.assert_allclose(rafdb.labels.labels, expected_rafdb[norm], atol=1e-7)
+    for norm in ("fix", "legacy"):  # recorded in the result JSON
+        evaluated = dataset_eval.evaluation_labels(datasets.get("ferplus", root, norm=norm), "test", FERPLUS_CLASSES)
+        assert evaluated.describe()["ferplus_norm"] == norm
+    # NLL of row 0 for p(neutral) = 0.5: -1 * ln .5 (fix), -.6 * ln .5 (legacy)
+    p = np.full((1, 8), .5 / 7, np.float32)
+    p[0, 0] = .5
+    for norm, weight in (("fix", 1.0), ("legacy", .6)):
+        row = dataset_eval.evaluation_labels(datasets.get("ferplus", root, norm=norm), "test",
+                                             FERPLUS_CLASSES).labels.labels[:1]
+        assert calibration.nll(p, row) == pytest.approx(-weight * np.log(.5), rel=1e-6)
+    assert "ferplus_norm" not in dataset_eval.evaluation_labels(datasets.get("fer2013", root), "test",
+                                                                datasets.get("fer2013", root).class_names).describe()
+
+
+def test_ferplus_norm_is_recorded_and_legacy_is_no_baseline_for_fix(tmp_path):
+    """The result JSON records --ferplus-norm; soft labels of another normalisation are another test
+    set (its digest), so a legacy result is refused as the baseline of a fix evaluation."""
+    import eval_corrupted_rafdb
+    import ferplus_aug_dataset
+
+    root = _write_votes(tmp_path / "F", [[6, 0, 0, 0, 0, 0, 0, 0, 2, 2], [0, 8, 0, 0, 0, 0, 0, 0, 0, 0]])
+    export = tmp_path / "C"
+    assert ferplus_aug_dataset.main(["export", "--dataset", "ferplus", "--data", str(root), "--out", str(export),
+                                     "--corruptions", "contrast", "--severities", "1", "--workers", "1"]) == 0
+    _dense_model(tmp_path / "m.keras", 48, 1, 8, seed=2)
+    common = [str(tmp_path / "m.keras"), "--dataset", "ferplus", "--data", str(root), "--corrupted", str(export),
+              "--corruptions", "contrast", "--severities", "1", "--preprocessing", "none", "--class-order", "ferplus"]
+    results = {}
+    for norm in ("fix", "legacy"):
+        assert eval_corrupted_rafdb.main(common + ["--ferplus-norm", norm, "--json", str(tmp_path / f"{norm}.json")]) == 0
+        results[norm] = json.loads((tmp_path / f"{norm}.json").read_text())["results"][0]
+        assert results[norm]["ferplus_norm"] == norm
+    assert results["fix"]["test_set_sha256"] != results["legacy"]["test_set_sha256"]
+    with pytest.raises(UserError, match=r"legacy.json: produced with test set \w+ \(this evaluation: test set \w+\)"):
+        eval_corrupted_rafdb.main(common + ["--ferplus-norm", "fix", "--baseline", str(tmp_path / "legacy.json")])
