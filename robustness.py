@@ -956,7 +956,7 @@ def read_results(path: Path, flag: str = "--merge") -> list[dict]:
 # Fields that must agree between the shards of one model.
 SAME_IN_SHARDS = ("checkpoint", "protocol", "n", "n_total", "n_dropped", "n_missing", "rafdb",
                   "corrupted", "format", "on_the_fly", "source", "manifest", "corruptions",
-                  "severities", "runtime", "corruption_set", "corrupted_extra", "test_set_sha256")
+                  "severities", "runtime", "corruption_set", "corrupted_extra", "test_set_sha256", "ferplus_norm")
 
 
 def _other_models_shards(per_model: dict, parts: list, missing: list[int], count: int) -> str:
@@ -1074,7 +1074,7 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
             corrupted_extra=first.get("corrupted_extra")))
         # the evaluated dataset (eval_corrupted_rafdb.py --dataset, docs/DATASETS.md), kept as the shards have it
         merged[-1].update({key: first[key] for key in ("dataset", "split", "n_unmapped", "unmapped_classes", "classes",
-                                                       "test_set_sha256")
+                                                       "test_set_sha256", "ferplus_norm")
                            if key in first})
     return merged
 

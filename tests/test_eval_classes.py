@@ -400,9 +400,11 @@ def test_ferplus_legacy_labels_keep_their_sum_in_the_evaluation(tmp_path):
 
 def test_ferplus_norm_is_recorded_and_legacy_is_no_baseline_for_fix(tmp_path):
     """The result JSON records --ferplus-norm; soft labels of another normalisation are another test
-    set (its digest), so a legacy result is refused as the baseline of a fix evaluation."""
+    set (its digest), so a legacy result is refused as the baseline of a fix evaluation; --merge
+    keeps the setting and refuses shards that differ in it."""
     import eval_corrupted_rafdb
     import ferplus_aug_dataset
+    import robustness
 
     root = _write_votes(tmp_path / "F", [[6, 0, 0, 0, 0, 0, 0, 0, 2, 2], [0, 8, 0, 0, 0, 0, 0, 0, 0, 0]])
     export = tmp_path / "C"
@@ -419,3 +421,14 @@ def test_ferplus_norm_is_recorded_and_legacy_is_no_baseline_for_fix(tmp_path):
     assert results["fix"]["test_set_sha256"] != results["legacy"]["test_set_sha256"]
     with pytest.raises(UserError, match=r"legacy.json: produced with test set \w+ \(this evaluation: test set \w+\)"):
         eval_corrupted_rafdb.main(common + ["--ferplus-norm", "fix", "--baseline", str(tmp_path / "legacy.json")])
+    # shards: merged, the setting kept; shards of different settings refused
+    for index in (0, 1):
+        assert eval_corrupted_rafdb.main(common + ["--ferplus-norm", "legacy", "--shard", f"{index}/2",
+                                                   "--json", str(tmp_path / f"part{index}.json")]) == 0
+    merged = robustness.merge_results([tmp_path / "part0.json", tmp_path / "part1.json"])
+    assert merged[0]["ferplus_norm"] == "legacy"
+    other = json.loads((tmp_path / "part1.json").read_text())
+    other["results"][0]["ferplus_norm"] = "fix"
+    (tmp_path / "other1.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match=r"differ in 'ferplus_norm'"):
+        robustness.merge_results([tmp_path / "part0.json", tmp_path / "other1.json"])
