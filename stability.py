@@ -53,6 +53,14 @@ def canonical_perturbations() -> list[str]:
     return list(perturbations.PERTURBATIONS)
 
 
+def registry_perturbations() -> list[str]:
+    """The 10 then the ImageNet-P extras (p_zoom_blur, p_snow, p_tilt, p_speckle_noise), in registry
+    order (docs/BENCHMARK.md §3.3, §3.7): the order of folders and rows."""
+    import perturbations
+
+    return list(perturbations.perturbation_names("all"))
+
+
 # --------------------------------------------------------------------------------------------
 # Writing predictions
 
@@ -88,7 +96,8 @@ def set_folders(perturbed: Path, perturbation_set: str) -> list[str]:
 def perturbation_folders(perturbed: Path, selected: Sequence[str] | None = None,
                          perturbation_set: str | None = None) -> list[Path]:
     """The folders to evaluate: ``selected`` (each must exist), those of ``perturbation_set``
-    present, or the canonical 10 then any other folder present."""
+    present, or the canonical 10 then the ImageNet-P extras present (registry order), then any
+    other folder present (by name)."""
     if not perturbed.is_dir():
         raise UserError(f"--perturbed {perturbed}: no such folder (expected "
                         f"{perturbed}/rafdb.test.p_<name>/test_XXXX_NN.jpg, as written by "
@@ -112,7 +121,10 @@ def perturbation_folders(perturbed: Path, selected: Sequence[str] | None = None,
     if missing:
         LOG.warning("%s: %d of the 10 perturbation folders are missing: %s", perturbed, len(missing),
                     ", ".join(missing))
-    extras = sorted(present - set(canonical))
+    # the extras in registry order (as --perturbation-set all lists them), other folders by name
+    known = [_folder_name(name) for name in registry_perturbations()]
+    extras = ([name for name in known if name in present and name not in canonical]
+              + sorted(present - set(canonical) - set(known)))
     if extras:
         LOG.info("%s: extra folders (reported separately, never in mFP): %s", perturbed,
                  ", ".join(extras))
@@ -850,9 +862,14 @@ def group_blocks(blocks: Sequence[Block], source: str = "") -> dict[str, dict[st
 
 
 def ordered_perturbations(names, canonical: Sequence[str]) -> list[str]:
-    """Canonical perturbations first, in docs/BENCHMARK.md §3.3 order, then the others in first-seen order."""
+    """Canonical perturbations first, in docs/BENCHMARK.md §3.3 order, then the ImageNet-P extras in
+    registry order (§3.7), then any others by name: one order whatever the order read (one run's
+    predictions or concatenated shards)."""
     names = list(dict.fromkeys(names))
-    return [name for name in canonical if name in names] + [name for name in names if name not in canonical]
+    others = [name for name in names if name not in canonical]
+    known = [name for name in registry_perturbations() if name in others]
+    return ([name for name in canonical if name in names] + known
+            + sorted(name for name in others if name not in known))
 
 
 def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,

@@ -105,3 +105,31 @@ def test_perturbation_set_selects_the_folders_present(tmp_path):
         (tmp_path / f"rafdb.test.{name}").rmdir()
     with pytest.raises(UserError, match="--perturbation-set imagenet-extra: none of its folders"):
         stability.perturbation_folders(tmp_path, None, "imagenet-extra")
+
+
+# docs/BENCHMARK.md §3.3 then §3.7: the 10's order, then p_zoom_blur, p_snow, p_tilt, p_speckle_noise
+# (not alphabetical: that would be p_snow, p_speckle_noise, p_tilt, p_zoom_blur), then others by name.
+DOCUMENTED = ["p_rotate", "p_zoom_blur", "p_snow", "p_tilt", "p_speckle_noise", "p_a", "p_b"]
+
+
+def test_extra_folders_come_in_registry_order_then_others_by_name(tmp_path):
+    for name in ("p_b", "p_speckle_noise", "p_tilt", "p_a", "p_snow", "p_zoom_blur", "p_rotate"):
+        (tmp_path / f"rafdb.test.{name}").mkdir()
+    names = [folder.name[len("rafdb.test."):] for folder in stability.perturbation_folders(tmp_path)]
+    assert names == DOCUMENTED
+
+
+def test_one_run_and_concatenated_shards_give_one_row_order(tmp_path):
+    """One run's predictions (folders in its order) and shards concatenated (folders i, i+N, ...)
+    give the same TSV rows and JSON order: the documented one."""
+    one_flip = [1] * 15 + [2] * 15
+    one_run = "".join(block("m", name, one_flip) for name in DOCUMENTED)
+    shards = "".join(block("m", name, one_flip) for name in DOCUMENTED[0::2] + DOCUMENTED[1::2])
+    tables = []
+    for name, text in (("one.txt", one_run), ("shards.txt", shards)):
+        (tmp_path / name).write_text(text)
+        results = stability.compute(stability.group_blocks(stability.read_predictions(tmp_path / name)), ks=[])
+        assert list(results["methods"]["m"]["perturbations"]) == DOCUMENTED
+        tables.append(stability.format_tsv(results))
+    assert tables[0] == tables[1]
+    assert [row.split("\t")[0] for row in tables[0].splitlines()[1:]] == DOCUMENTED
