@@ -468,19 +468,21 @@ def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) ->
     digest, where the baseline records it), protocol, N, crop and format.
 
     ``mine`` maps dataset / test_set / protocol / N / crop / format / param_set (given when the
-    ImageNet-C extras are evaluated) to this evaluation's values (the keys present are checked; a
+    ImageNet-C extras are evaluated) / ferplus_norm (FER+ soft labels) to this evaluation's values (the keys present are checked; a
     test set or parameter set the baseline does not record is not compared). A
     difference is a UserError naming both values, or a warning with ``mismatch_ok``.
     """
     theirs = {"dataset": baseline.get("dataset") or "rafdb", "test_set": baseline.get("test_set_sha256"),
               "protocol": baseline.get("protocol"), "N": baseline.get("n"),
               "crop": (baseline.get("checkpoint") or {}).get("crop"),
-              "format": baseline.get("format"), "param_set": (baseline.get("source") or {}).get("param_set")}
+              "format": baseline.get("format"), "param_set": (baseline.get("source") or {}).get("param_set"),
+              "ferplus_norm": baseline.get("ferplus_norm")}
     shown = {"test_set": lambda value: f"test set {str(value)[:12]}"}  # names and labels: not the pixels
     differences = [f"{shown[key](theirs[key]) if key in shown else f'{key} {theirs[key]!r}'} (this evaluation: "
                    f"{shown[key](value) if key in shown else repr(value)})"
                    for key, value in mine.items()
-                   if theirs[key] != value and not (key in ("test_set", "param_set") and theirs[key] is None)]
+                   if theirs[key] != value
+                   and not (key in ("test_set", "param_set", "ferplus_norm") and theirs[key] is None)]
     if not differences:
         return
     message = (f"--baseline {path}: produced with {'; '.join(differences)}; docs/BENCHMARK.md §5.2 needs the "

@@ -314,7 +314,11 @@ def run(args) -> int:
         robustness.check_baseline(baseline, args.baseline,
                                   {"dataset": dataset_name, "test_set": test_set, "protocol": labels.protocol,
                                    "format": fmt, **({"N": len(labels)} if evaluated is None else {}),
-                                   **({"param_set": source.get("param_set")} if needs_param_set else {})},
+                                   **({"param_set": source.get("param_set")} if needs_param_set else {}),
+                                   # FER+ soft labels: fix and legacy are other label distributions
+                                   **({"ferplus_norm": evaluated.ferplus_norm}
+                                      if evaluated is not None and evaluated.ferplus_norm is not None
+                                      and labels.protocol != "hard" else {})},
                                   args.baseline_mismatch_ok)
         # and the folders it normalises (of the corruptions found at every severity: the 18 when evaluated,
         # else all, as robustness.summarise): refused now, not after every model

@@ -419,7 +419,8 @@ def test_ferplus_norm_is_recorded_and_legacy_is_no_baseline_for_fix(tmp_path):
         results[norm] = json.loads((tmp_path / f"{norm}.json").read_text())["results"][0]
         assert results[norm]["ferplus_norm"] == norm
     assert results["fix"]["test_set_sha256"] != results["legacy"]["test_set_sha256"]
-    with pytest.raises(UserError, match=r"legacy.json: produced with test set \w+ \(this evaluation: test set \w+\)"):
+    with pytest.raises(UserError, match=r"legacy.json: produced with test set \w+ \(this evaluation: test set \w+\); "
+                                        r"ferplus_norm 'legacy' \(this evaluation: 'fix'\)"):
         eval_corrupted_rafdb.main(common + ["--ferplus-norm", "fix", "--baseline", str(tmp_path / "legacy.json")])
     # shards: merged, the setting kept; shards of different settings refused
     for index in (0, 1):
