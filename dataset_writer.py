@@ -711,19 +711,31 @@ class _Journal:
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.synced = time.monotonic()
         self.records = 0
+        self.size = 0  # bytes of whole records in the file
 
     def add(self, key: str, inputs: str, hashes: Sequence[tuple[str, str]]) -> None:
-        line = json.dumps([key, inputs, hashes], separators=(",", ":")) + "\n"
+        """Append one record. A short write (a nearly full disk) is continued until the whole line is
+        written; if that fails, the part written is cut off again (a torn line would also swallow the
+        next record) and the error says what is kept."""
+        line = (json.dumps([key, inputs, hashes], separators=(",", ":")) + "\n").encode("utf-8")
         try:
-            os.write(self.fd, line.encode("utf-8"))
+            view = memoryview(line)
+            while view:
+                written = os.write(self.fd, view)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
             now = time.monotonic()
             if now - self.synced >= self.SYNC_SECONDS:
                 os.fsync(self.fd)
                 self.synced = now
         except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
             raise UserError(f"{self.path}: cannot record finished work ({error.strerror or error}); the "
                             f"{self.records} image(s) recorded so far are kept: free space and rerun the "
                             f"same command to render the rest") from None
+        self.size += len(line)
         self.records += 1
 
     def close(self) -> None:

@@ -1,0 +1,102 @@
+"""Exports that share a folder, output-side write errors, the journal on a nearly full disk and the
+messages around them (dataset_writer; docs/SCALE.md §1-2)."""
+
+import errno
+import fcntl
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import dataset_writer
+from cli_common import UserError
+from dataset_writer import WorkUnit
+
+PARAMS = {"seed": 3}
+
+
+def toy_bytes(rel: str) -> bytes:
+    """The content of each output, worked out without the exporter: its own relative path, repeated."""
+    return rel.encode() * 40
+
+
+def toy_render(unit: WorkUnit, *, hook=None):
+    if hook is not None:
+        hook(unit)
+    return [(rel, toy_bytes(rel)) for rel in unit.outputs]
+
+
+def toy_units(names=("a", "b", "c", "d", "e"), folders=("f1", "f2")):
+    return [WorkUnit(f"src/{name}.jpg", tuple(f"{folder}/{name}.bin" for folder in folders), name)
+            for name in names]
+
+
+def run_export(out, units=None, hook=None, workers=1, shard=None):
+    return dataset_writer.export(units or toy_units(), functools.partial(toy_render, hook=hook), out,
+                                 generator="test", kind="toy", params=PARAMS, sources=[], workers=workers,
+                                 progress=False, shard=shard)
+
+
+def hold_journal(out: Path, name: str = ".journal-otherhost-4242-abcd0123.jsonl") -> int:
+    """A journal that a live export holds, as the exporter itself holds its own (flock)."""
+    fd = os.open(out / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+# --------------------------------------------------------------------------------------------
+# The journal on a nearly full disk
+
+
+def _record(key: str) -> bytes:
+    return (json.dumps([key, "d" * 64, [[f"f1/{key}", "e" * 64]]], separators=(",", ":")) + "\n").encode()
+
+
+def test_a_short_journal_write_is_completed(tmp_path, monkeypatch):
+    journal = dataset_writer._Journal(tmp_path)
+    journal.add("a", "d" * 64, [("f1/a", "e" * 64)])
+    real_write = os.write
+    calls = []
+
+    def short_first(fd, data):
+        if fd == journal.fd and not calls:
+            calls.append(len(data))
+            return real_write(fd, bytes(data[:10]))  # the kernel took only ten bytes
+        return real_write(fd, data)
+
+    monkeypatch.setattr(dataset_writer.os, "write", short_first)
+    journal.add("b", "d" * 64, [("f1/b", "e" * 64)])
+    monkeypatch.undo()
+    journal.add("c", "d" * 64, [("f1/c", "e" * 64)])
+    journal.close()
+    assert journal.path.read_bytes() == _record("a") + _record("b") + _record("c")
+    assert [record[0] for record in dataset_writer.read_journal(journal.path)] == ["a", "b", "c"]
+    assert journal.records == 3
+
+
+def test_a_journal_write_cut_by_a_full_disk_leaves_no_torn_line(tmp_path, monkeypatch):
+    journal = dataset_writer._Journal(tmp_path)
+    journal.add("a", "d" * 64, [("f1/a", "e" * 64)])
+    real_write = os.write
+
+    def part_then_full(fd, data):
+        if fd != journal.fd:
+            return real_write(fd, data)
+        if len(data) == len(_record("b")):
+            return real_write(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(dataset_writer.os, "write", part_then_full)
+    with pytest.raises(UserError, match=r"cannot record finished work \(No space left on device\); the 1 image\(s\) "
+                                        r"recorded so far are kept"):
+        journal.add("b", "d" * 64, [("f1/b", "e" * 64)])
+    monkeypatch.undo()
+    assert journal.path.read_bytes() == _record("a") and journal.records == 1
+    journal.add("c", "d" * 64, [("f1/c", "e" * 64)])  # space freed: the next record is whole
+    journal.close()
+    assert [record[0] for record in dataset_writer.read_journal(journal.path)] == ["a", "c"]
