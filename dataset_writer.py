@@ -866,22 +866,25 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     folder, name = os.path.split(path)
     tmp = f"{folder}/.{temp_stem(name)}.{os.getpid() & 0xFFFFFFFF:08x}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = -1
+    # Every step inside the try, the open too: a signal handler that raises (SIGTERM or Ctrl-C with
+    # --workers 1) runs as soon as a call returns, e.g. right after the temporary file was created.
     try:
-        fd = os.open(tmp, flags, 0o666)
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, flags, 0o666)
-    try:
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.close(fd)
-        fd = -1
+        closing, fd = fd, -1
+        os.close(closing)
         os.replace(tmp, path)
     except BaseException:
         if fd >= 0:
             os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # not created (the open failed), or already renamed
             os.unlink(tmp)
         raise
 
@@ -1001,6 +1004,31 @@ def _quiet_pool_thread_races() -> None:
 WORKER_STOP_SECONDS = 3.0  # how long stopped pool workers get to end after SIGTERM before SIGKILL
 
 
+def _terminated_line(done: int, total: int) -> str:
+    return (f"terminated (SIGTERM): {done} of {total} image(s) are recorded as finished and kept; rerun the same "
+            f"command to render the rest")
+
+
+@contextlib.contextmanager
+def _in_process_sigterm(done: Callable[[], int], total: int) -> Iterator[None]:
+    """Rendering in this process (``workers=1``): SIGTERM says what is kept and exits with 143, as
+    with a pool (:func:`_pooled`); the file being written leaves no temporary file behind."""
+    import signal
+
+    def terminated(_signum, _frame):
+        print(_terminated_line(done(), total), file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: no handler, the default action
+        previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: tuple,
             done: Callable[[], int], total: int) -> Iterator[tuple]:
     """The outcomes of ``_process_unit`` over ``units`` in ``workers`` forked processes, in order.
@@ -1023,8 +1051,7 @@ def _pooled(units: Sequence[WorkUnit], workers: int, chunksize: int, initargs: t
             # A worker forked before its initializer reset SIGTERM inherits this handler: it ends at once.
             os._exit(128 + signal.SIGTERM)
         # SIGTERM (scancel, a pod stopped): stop the workers (finally below) and exit quietly.
-        print(f"terminated (SIGTERM): {done()} of {total} image(s) are recorded as finished and kept; rerun "
-              f"the same command to render the rest", file=sys.stderr)
+        print(_terminated_line(done(), total), file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM)
 
     previous = None
@@ -1278,8 +1305,9 @@ def export(
             saved = dict(_WORKER)
             _init_worker(render, str(out_dir), known, force_rerender, fresh, siblings, partial, pooled=False)
             try:
-                for unit in mine:
-                    consume(_process_unit(unit))
+                with _in_process_sigterm(lambda: result.units_skipped + result.units_rendered, len(mine)):
+                    for unit in mine:
+                        consume(_process_unit(unit))
             finally:
                 _WORKER.clear()
                 _WORKER.update(saved)

@@ -1090,11 +1090,12 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="needs /proc (Linux)")
 @pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 2), (signal.SIGKILL, 2), (signal.SIGINT, 2),
-                                          (signal.SIGINT, 1)])
+                                          (signal.SIGINT, 1), (signal.SIGTERM, 1)])
 def test_a_stopped_export_leaves_no_worker_behind(tmp_path, sig, workers):
     """SIGTERM (scancel, a stopped pod), SIGKILL or SIGINT (Ctrl-C) of the exporting process: its
     pool workers end too (they used to wait forever on the pool's pipes), and SIGTERM and Ctrl-C say
-    what is kept, in one line (Ctrl-C said only "interrupted")."""
+    what is kept, in one line (Ctrl-C said only "interrupted"; SIGTERM with one worker, rendering in the
+    process itself, said nothing)."""
     out = tmp_path / "out-for-this-test"
     code = _SLOW_EXPORT.format(repo=str(Path(dataset_writer.__file__).parent), out=str(out), workers=workers)
     process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
@@ -1106,6 +1107,7 @@ def test_a_stopped_export_leaves_no_worker_behind(tmp_path, sig, workers):
     assert process.returncode == -sig if sig == signal.SIGKILL else process.returncode == 128 + sig
     if sig == signal.SIGTERM:
         assert err.strip().startswith("terminated (SIGTERM): ") and "Traceback" not in err
+        assert "of 400 image(s) are recorded as finished and kept; rerun the same command" in err
     if sig == signal.SIGINT:
         assert err.strip().startswith("interrupted (Ctrl-C): ") and "Traceback" not in err
         assert "image(s) are recorded as finished and kept; rerun the same command" in err

@@ -100,3 +100,25 @@ def test_a_journal_write_cut_by_a_full_disk_leaves_no_torn_line(tmp_path, monkey
     journal.add("c", "d" * 64, [("f1/c", "e" * 64)])  # space freed: the next record is whole
     journal.close()
     assert [record[0] for record in dataset_writer.read_journal(journal.path)] == ["a", "c"]
+
+
+# --------------------------------------------------------------------------------------------
+# A signal while an output is written (SIGTERM or Ctrl-C with --workers 1)
+
+
+def test_a_signal_right_after_the_temporary_was_created_leaves_no_temporary(tmp_path, monkeypatch):
+    """SIGTERM with --workers 1 (its handler raises SystemExit in the exporting process) as the
+    temporary file has just been opened: it left an empty ``.<name>.<pid>.tmp`` three times in four."""
+    real_open = os.open
+
+    def open_then_signal(path, flags, mode=0o777):
+        fd = real_open(path, flags, mode)
+        if str(path).endswith(".tmp"):
+            raise SystemExit(143)  # what the handler raises when the call returns
+        return fd
+
+    monkeypatch.setattr(dataset_writer.os, "open", open_then_signal)
+    with pytest.raises(SystemExit):
+        dataset_writer.atomic_write_bytes(str(tmp_path / "sub" / "x.bin"), b"data")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["sub"]
