@@ -575,6 +575,12 @@ def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[s
     out_dir = Path(out_dir)
     if source_root is not None:  # a tree written into its own source dataset would be read back as data
         refuse_outputs_over_inputs([("--out", out_dir)], trees=[("the source dataset", source_root)])
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise UserError(f"{out_dir}: is a broken symbolic link (to {os.readlink(out_dir)}, which does not "
+                        f"exist); expected a folder to write into: create its target, or choose another --out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: is a file; expected a folder to write into (a new one, or an earlier "
+                        f"export's): choose another --out")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -1150,12 +1156,16 @@ def _pending_folders(manifest: Mapping[str, Any] | None) -> set[str]:
     return set(manifest.get("pending_folders") or [])
 
 
+def _is_manifest_temporary(name: str) -> bool:
+    """Whether a name at the root of a tree is ``.manifest.json.<8 chars>.tmp``."""
+    return name.startswith(f".{MANIFEST_NAME}.") and bool(_TEMP_RE.match(name))
+
+
 def _remove_manifest_temporaries(out_dir: Path) -> None:
     """Delete ``.manifest.json.<8 chars>.tmp`` files at the root (call it holding the tree lock): the
     manifest is only written under that lock, so any such file is left by a run killed while writing."""
-    prefix = f".{MANIFEST_NAME}."
     for entry in os.scandir(out_dir):
-        if entry.name.startswith(prefix) and _TEMP_RE.match(entry.name):
+        if _is_manifest_temporary(entry.name):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
 
@@ -1435,10 +1445,11 @@ def verify(out_dir: str | os.PathLike, *, progress: bool = False) -> VerifyRepor
     output_folders = {_folder_of(rel) for rel in listed} | set(manifest.get("pending_folders") or [])
     for folder, dirs, names in os.walk(out_dir):
         if Path(folder) == out_dir:
-            # Bookkeeping of the exporter: the lock, journals, and write probes (a process killed
-            # between creating and deleting its probe leaves it; it holds no data).
+            # Bookkeeping of the exporter: the lock, journals, write probes (a process killed
+            # between creating and deleting its probe leaves it; it holds no data) and the manifest's
+            # own temporary file (a run killed while writing it; the next run removes it).
             names = [name for name in names if name != LOCK_NAME and not _JOURNAL_RE.match(name)
-                     and not _PROBE_RE.match(name)]
+                     and not _PROBE_RE.match(name) and not _is_manifest_temporary(name)]
         for name in names:
             rel = Path(folder, name).relative_to(out_dir).as_posix()
             if rel == MANIFEST_NAME or rel in listed:

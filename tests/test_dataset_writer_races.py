@@ -103,6 +103,37 @@ def test_a_journal_write_cut_by_a_full_disk_leaves_no_torn_line(tmp_path, monkey
 
 
 # --------------------------------------------------------------------------------------------
+# Messages
+
+
+def test_verify_does_not_count_the_manifests_temporary_as_an_output(tmp_path):
+    out = tmp_path / "out"
+    run_export(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["complete"] = False  # killed while the final manifest was written
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / ".manifest.json.k3j9x0qa.tmp").write_text('{"form')
+    report = dataset_writer.verify(out)
+    assert (report.unrecorded, report.unexpected, report.missing) == ([], [], [])
+
+
+def test_an_out_that_is_a_file_or_a_broken_link_says_so(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(UserError) as caught:
+        run_export(afile)
+    assert str(caught.value) == (f"{afile}: is a file; expected a folder to write into (a new one, or an "
+                                 f"earlier export's): choose another --out")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(UserError) as caught:
+        run_export(link)
+    assert str(caught.value) == (f"{link}: is a broken symbolic link (to {tmp_path / 'gone'}, which does not "
+                                 f"exist); expected a folder to write into: create its target, or choose another --out")
+    assert not (tmp_path / "gone").exists()
+
+
+# --------------------------------------------------------------------------------------------
 # A signal while an output is written (SIGTERM or Ctrl-C with --workers 1)
 
 
