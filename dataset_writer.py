@@ -906,8 +906,9 @@ def _process_unit(unit: WorkUnit) -> tuple:
 
     Returns ("skipped", n outputs), ("written", key, inputs digest, [(rel, sha256)], reason, complete)
     (and the stale files of other selections removed: :func:`_remove_stale_siblings`)
-    with reason "new" or a key of ``_REASONS``, or ("error", name, message) (name None: the output
-    disk is full, and the message names the output folder).
+    with reason "new" or a key of ``_REASONS``, ("error", name, message) for a fault of the unit
+    (its source, its rendering), or ("error", None, message, remedy) when an output could not be
+    written (:func:`_output_error`: the message names the output, not the source).
     """
     out_dir = _WORKER["out_dir"]
     try:
@@ -945,18 +946,41 @@ def _process_unit(unit: WorkUnit) -> tuple:
         hashes = []
         sha256 = hashlib.sha256
         for rel, data in items:
-            atomic_write_bytes(f"{out_dir}/{rel}", data)
+            try:
+                atomic_write_bytes(f"{out_dir}/{rel}", data)
+            except OSError as error:  # the output side, not a fault of the unit's source file
+                return _output_error(out_dir, rel, unit, error)
             hashes.append((rel, sha256(data).hexdigest()))
         return ("written", unit.key, digest, hashes, reason, complete, removed)
     except Exception as error:  # reported by the parent as a UserError naming the unit
         if isinstance(error, OSError) and error.errno in DISK_FULL:
             # the output folder's disk is full, not a fault of the unit's source file: name the folder
             return ("error", None, f"{out_dir}: {error.strerror or error} (while writing the outputs of "
-                                   f"{unit.name})")
+                                   f"{unit.name})", "free space on that disk")
         message = _describe(error)
         # a message that already names the unit's source file is not prefixed with the unit name
         name = next((path for path in unit.inputs if message.startswith(str(path))), unit.name)
         return ("error", name, message)
+
+
+def _output_error(out_dir: str, rel: str, unit: WorkUnit, error: OSError) -> tuple:
+    """The ("error", None, message, remedy) of an output file that :func:`atomic_write_bytes` could
+    not write: a full disk names the output folder; a temporary file deleted before its rename
+    (``os.replace`` found no source) means another process, normally another export started into
+    the same folder, removed it; anything else (a read-only folder, no permission) names the file."""
+    reason = error.strerror or str(error)
+    while_writing = f"(while writing the outputs of {unit.name})"
+    if error.errno in DISK_FULL:
+        return ("error", None, f"{out_dir}: {reason} {while_writing}", "free space on that disk")
+    if isinstance(error, FileNotFoundError) and error.filename2 is not None and os.path.isdir(
+            os.path.dirname(f"{out_dir}/{rel}")):
+        return ("error", None,
+                f"{out_dir}/{rel}: its temporary file {os.path.basename(error.filename)} was deleted before it "
+                f"was renamed into place {while_writing}: another export (or another process) is writing "
+                f"{out_dir} at the same time",
+                "let the other export finish, or stop it")
+    return ("error", None, f"{out_dir}/{rel}: cannot write this output file ({reason}) {while_writing}",
+            "make that folder writable")
 
 
 def _remove_stale_siblings(out_dir: str, unit: WorkUnit) -> list[str]:
@@ -1289,9 +1313,9 @@ def export(
             bar.update(outcome[1])
             return
         if status == "error":
-            _status, name, message = outcome
-            if name is None:  # the output disk is full (_process_unit)
-                text, remedy = message, "free space on that disk"
+            _status, name, message, *output_remedy = outcome
+            if name is None:  # an output could not be written (_process_unit): the message names it
+                text, remedy = message, output_remedy[0]
             else:
                 text = message if message.startswith(str(name)) else f"{name}: {message}"
                 remedy = "fix this (or leave the file out of the dataset)"

@@ -50,6 +50,54 @@ def hold_journal(out: Path, name: str = ".journal-otherhost-4242-abcd0123.jsonl"
 
 
 # --------------------------------------------------------------------------------------------
+# A second export into the same folder leaves a live export's temporary files alone
+
+
+def test_a_temporary_deleted_under_a_writer_is_blamed_on_the_concurrent_export(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real_replace = os.replace
+
+    def replace_after_another_process_deleted_it(src, dst):
+        if os.path.basename(str(dst)) == "c.bin":
+            os.unlink(src)  # as an export of an older version, started meanwhile, did
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(dataset_writer.os, "replace", replace_after_another_process_deleted_it)
+    with pytest.raises(UserError) as caught:
+        run_export(out)
+    temporary = f".c.bin.{os.getpid() & 0xFFFFFFFF:08x}.tmp"
+    assert str(caught.value) == (
+        f"{out}/f1/c.bin: its temporary file {temporary} was deleted before it was renamed into place (while "
+        f"writing the outputs of src/c.jpg): another export (or another process) is writing {out} at the same "
+        f"time; 2 of 5 image(s) are recorded as finished and kept: let the other export finish, or stop it, "
+        f"then rerun the same command, which renders only the rest")
+
+
+# --------------------------------------------------------------------------------------------
+# Output-side write errors name the output, not the source image
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EPERM])
+def test_an_output_that_cannot_be_written_is_named_not_the_source(tmp_path, monkeypatch, code):
+    out = tmp_path / "out"
+    real_write = dataset_writer.atomic_write_bytes
+
+    def refuse_c(path, data):
+        if path.endswith("/c.bin"):
+            folder, name = os.path.split(path)
+            raise OSError(code, os.strerror(code), f"{folder}/.{name}.0000beef.tmp")
+        real_write(path, data)
+
+    monkeypatch.setattr(dataset_writer, "atomic_write_bytes", refuse_c)
+    with pytest.raises(UserError) as caught:
+        run_export(out)
+    assert str(caught.value) == (
+        f"{out}/f1/c.bin: cannot write this output file ({os.strerror(code)}) (while writing the outputs of "
+        f"src/c.jpg); 2 of 5 image(s) are recorded as finished and kept: make that folder writable, then rerun "
+        f"the same command, which renders only the rest")
+
+
+# --------------------------------------------------------------------------------------------
 # The journal on a nearly full disk
 
 
