@@ -37,9 +37,15 @@ Generic API (used by ``rafdb_aug_dataset.py`` and ``rafdb_perturb_dataset.py``)
     unit is rendered again). Any other unit is rendered again and all its outputs rewritten, and the
     summary says why (``ExportResult.reasons``): "finished" (partly written by an interrupted run),
     "changed" (its source changed, e.g. ``rafdb_dataset.py sample --force`` with another seed),
-    "unrecorded" (its files exist but no record says they are finished) or "forced"
-    (``force_rerender=True`` renders every unit). Stray temporary files (``.<name>.XXXXXXXX.tmp``)
-    left by a killed run are removed first. A killed run rerun therefore ends byte-identical to an
+    "unrecorded" (its files exist but no record says they are finished), "missing" (recorded as
+    finished, but a file is gone) or "forced" (``force_rerender=True`` renders every unit); with
+    another export running into the tree (``ExportResult.concurrent``) the texts of "finished" and
+    "unrecorded" say the files may be that export's. Stray temporary files (``.<name>.XXXXXXXX.tmp``)
+    left by a killed run are removed first, under the tree lock, unless another export is running
+    into the tree (a journal is locked): they may be its live files, and the last run to finish
+    removes them instead. A write error of an output is reported naming the output file (a temporary
+    file deleted under the writer: another export writing the folder), never the source image. A
+    killed run rerun therefore ends byte-identical to an
     uninterrupted run. Skipped files keep their recorded hashes, so ``verify`` still finds a file
     altered after it was written.
 
@@ -197,11 +203,16 @@ class ExportResult:
     unfinished_shards: list[int] = dataclasses.field(default_factory=list)  # a shard run: those not finished
     stale_removed: list[str] = dataclasses.field(default_factory=list)  # files of other selections, removed
     stale_folders: list[str] = dataclasses.field(default_factory=list)  # their folders
+    concurrent: int = 0  # other exports that were running into the tree when this one started
+    running_at_end: int = 0  # other exports still running into the tree when this one finished
 
     @property
     def rerender_note(self) -> str:
-        """``", 3 image(s) finished that an interrupted run had partly written, ..."`` or ``""``."""
-        return "".join(f", {self.reasons[reason]} {text}" for reason, text in _REASONS.items()
+        """``", 3 image(s) finished that an interrupted run had partly written, ..."`` or ``""``. With
+        another export running into the tree at the same time, its unrecorded files are said to be
+        possibly that export's."""
+        texts = {**_REASONS, **_CONCURRENT_REASONS} if self.concurrent else _REASONS
+        return "".join(f", {self.reasons[reason]} {text}" for reason, text in texts.items()
                        if self.reasons.get(reason))
 
     @property
@@ -216,10 +227,12 @@ class ExportResult:
                          f"export(s) that write them")
         if self.pending_elsewhere:
             folders = self.pending_elsewhere
+            running = ("another export still running into this folder may be writing them, or "
+                       if self.running_at_end else "")
             notes.append(f"an earlier run also writes {len(folders)} folder(s) this run does not, not finished "
-                         f"({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}: that run did not finish, "
-                         f"or their files of changed source images were removed); rerun that export's command "
-                         f"(its selection) to complete them")
+                         f"({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}: {running}that run did not "
+                         f"finish, or their files of changed source images were removed); rerun that export's command "
+                         f"(its selection) to complete them{' if it is not running' if running else ''}")
         if notes:
             return "; the manifest stays incomplete: " + "; ".join(notes)
         if self.shard is None:
@@ -779,25 +792,39 @@ def read_journal(path: str | os.PathLike) -> list[tuple[str, str, list]]:
     return records
 
 
+def _journal_is_live(path: Path) -> bool | None:
+    """Whether a running export holds the journal ``path`` (its ``flock``); None if it is gone."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def live_exports(out_dir: str | os.PathLike, own: _Journal | None = None) -> list[Path]:
+    """The journals of the exports running into ``out_dir`` now (this process's own left out): while
+    there is one, the temporary files in the tree may be files it is writing."""
+    return [path for path in journal_files(out_dir)
+            if (own is None or path != own.path) and _journal_is_live(path)]
+
+
 def _fold_journals(out_dir: Path, files: dict, unit_digests: dict, own: _Journal | None = None) -> list[Path]:
     """Fold into ``files``/``unit_digests`` this process's journal and every journal no live process
     holds; return their paths (delete them once the manifest that holds them is written). Call with
     the tree lock held."""
-    import fcntl
-
     folded = []
     for path in journal_files(out_dir):
         if own is None or path != own.path:
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live writer (another shard): it folds its own journal when it finishes
-            finally:
-                os.close(fd)
+            if _journal_is_live(path) is not False:
+                continue  # gone, or a live writer (another shard): it folds its own journal when it finishes
         for key, inputs, hashes in read_journal(path):
             files.update(hashes)
             unit_digests[key] = inputs
@@ -818,11 +845,21 @@ _WORKER: dict[str, Any] = {}
 # Why a unit was rendered (ExportResult.reasons) and how the summary says it.
 _REASONS = {
     "finished": "image(s) finished that an interrupted run had partly written",
+    "missing": "image(s) rendered again because some of their files recorded as finished were missing",
     "widened": "image(s) rendered in full to add folders to the files an earlier run of another selection wrote",
     "changed": "image(s) rendered again because their source changed",
     "unrecorded": ("image(s) rendered again because their files existed but were never recorded as finished "
                    "(a run stopped between writing and recording them)"),
     "forced": "image(s) rendered again (--force-rerender)",
+}
+# The same, while another export was running into the tree: the files it had written but not yet
+# recorded look like those of an interrupted run.
+_CONCURRENT_REASONS = {
+    "finished": ("image(s) finished that an interrupted run, or another export writing this folder at the same "
+                 "time, had partly written"),
+    "unrecorded": ("image(s) rendered again because their files existed but were not recorded as finished (written "
+                   "by another export running into this folder at the same time, or by a run that stopped "
+                   "between writing and recording them)"),
 }
 
 
@@ -929,6 +966,8 @@ def _process_unit(unit: WorkUnit) -> tuple:
             reason = "unrecorded"
         elif partial is not None and any(exists):
             reason = "widened"
+        elif recorded is not None:  # recorded as finished (same source), but a file is gone since
+            reason = "missing"
         else:
             reason = "finished" if any(exists) else "new"
         # A changed source makes the unit's files in the folders of other selections stale (the unit's
@@ -1284,6 +1323,12 @@ def export(
         manifest_path = _write_manifest(out_dir, manifest)
         _remove_files(folded)
         journal = _Journal(out_dir)
+        # Temporary files left by a killed run are removed, under the lock (no export starts meanwhile),
+        # unless another export is running into the tree: they may be the files it is writing now.
+        # Then the cleanup waits for the end of the run (the last one to finish does it).
+        only = None if shard is None else {rel for unit in mine for rel in unit.outputs}
+        concurrent = len(live_exports(out_dir, own=journal))
+        removed = 0 if concurrent else remove_stray_temporaries(out_dir, only)
     # Units recorded as finished, with every output listed: the workers skip them if their files exist.
     known = {unit.key: unit_digests[unit.key] for unit in mine
              if unit.key in unit_digests and all(rel in files for rel in unit.outputs)}
@@ -1293,13 +1338,14 @@ def export(
                             - {"."}))
     del files, unit_digests, manifest, old  # the parent keeps no per-file tables while rendering
 
-    removed = remove_stray_temporaries(
-        out_dir, None if shard is None else {rel for unit in mine for rel in unit.outputs})
     if removed:
         LOG.info("removed %d temporary file(s) left by an interrupted run in %s", removed, out_dir)
+    if concurrent:
+        LOG.info("%d other export(s) are writing into %s at the same time: the temporary files there are "
+                 "left alone", concurrent, out_dir)
 
     result = ExportResult(out_dir=out_dir, manifest_path=manifest_path, units=len(mine), workers=workers,
-                          shard=shard)
+                          shard=shard, concurrent=concurrent)
     n_files = sum(len(unit.outputs) for unit in mine)
     label = f"{kind} shard {shard[0]}/{shard[1]}" if shard else kind
     bar = tqdm(total=n_files, unit="file", disable=None if progress else True, file=sys.stderr, smoothing=0.05,
@@ -1401,6 +1447,11 @@ def export(
             manifest["pending_folders"] = sorted(pending | stale_folders)
         _write_manifest(out_dir, manifest)
         _remove_files(folded)
+        result.running_at_end = len(live_exports(out_dir))
+        if concurrent and not result.running_at_end:  # skipped at the start; no other export runs now
+            removed = remove_stray_temporaries(out_dir, only)
+            if removed:
+                LOG.info("removed %d temporary file(s) left by an interrupted run in %s", removed, out_dir)
     result.seconds = time.perf_counter() - start
     return result
 

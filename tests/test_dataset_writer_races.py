@@ -53,6 +53,97 @@ def hold_journal(out: Path, name: str = ".journal-otherhost-4242-abcd0123.jsonl"
 # A second export into the same folder leaves a live export's temporary files alone
 
 
+def test_an_export_leaves_the_temporaries_of_a_live_export_alone(tmp_path):
+    out = tmp_path / "out"
+    run_export(out, units=toy_units(("a",)))
+    live_tmp = out / "f1" / ".c.bin.0000beef.tmp"  # what a running export's worker is writing now
+    live_tmp.write_bytes(b"half of c")
+    fd = hold_journal(out)
+    try:
+        result = run_export(out)  # no --shard: it used to delete every temporary file in the tree
+        assert live_tmp.read_bytes() == b"half of c"
+        assert result.concurrent == 1
+    finally:
+        os.close(fd)  # that export has ended (killed: its journal stays, empty, and nobody holds it)
+    result = run_export(out)  # nobody else runs: the leftovers of the dead export go
+    assert not live_tmp.exists() and result.concurrent == 0
+    assert not list(out.rglob("*.tmp")) and not dataset_writer.journal_files(out)
+    assert dataset_writer.verify(out).ok
+
+
+def test_a_shard_leaves_the_temporaries_of_a_live_unsharded_export_alone(tmp_path):
+    out = tmp_path / "out"
+    run_export(out, units=toy_units(("a",)))
+    live_tmp = out / "f2" / ".a.bin.0000beef.tmp"  # a.jpg is shard 0/2's: it used to delete this one
+    live_tmp.write_bytes(b"half of a")
+    fd = hold_journal(out)
+    try:
+        run_export(out, shard=(0, 2))
+        assert live_tmp.read_bytes() == b"half of a"
+    finally:
+        os.close(fd)
+
+
+def test_the_last_export_to_finish_removes_the_leftovers_it_left_alone_at_its_start(tmp_path):
+    out = tmp_path / "out"
+    run_export(out, units=toy_units(("a",)))
+    stray = out / "f1" / ".c.bin.0000beef.tmp"
+    stray.write_bytes(b"left by a killed run")
+    held = [hold_journal(out)]
+
+    def other_export_ends(unit):  # the other export finishes while this one renders
+        if held:
+            os.close(held.pop())
+
+    result = run_export(out, hook=other_export_ends)
+    assert result.concurrent == 1 and not held
+    assert not stray.exists() and not list(out.rglob("*.tmp"))
+    assert dataset_writer.verify(out).ok
+
+
+_SLOW_RENAMES = """
+import functools, os, sys, time
+sys.path[:0] = [{repo!r}, {tests!r}]
+import dataset_writer, test_dataset_writer_races as t
+
+real_replace = os.replace
+
+def slow_replace(src, dst):
+    if os.path.basename(dst).endswith(".bin"):
+        time.sleep(0.03)  # an output's temporary file lives long, as on a slow or busy disk
+    real_replace(src, dst)
+
+os.replace = slow_replace
+t.run_export({out!r}, units=t.toy_units(tuple(f"u{{i:03d}}" for i in range(80))))
+print("done")
+"""
+
+
+def test_two_unsharded_exports_into_one_folder_both_finish(tmp_path):
+    """The black-box report: a second export started without --shard while another runs deleted
+    the running export's temporary files, which then failed (FileNotFoundError, blamed on a source
+    image). Now both finish, and the tree is the one a single export writes."""
+    repo = Path(dataset_writer.__file__).resolve().parent
+    out = tmp_path / "out"
+    script = _SLOW_RENAMES.format(repo=str(repo), tests=str(repo / "tests"), out=str(out))
+    first = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("f*/.*.tmp")) and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.01)
+    assert list(out.glob("f*/.*.tmp")), "the first export never had a temporary file"
+    units = toy_units(tuple(f"u{i:03d}" for i in range(80)))
+    second = run_export(out, units=units)
+    stdout, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0 and stdout.strip() == "done", stderr
+    assert second.concurrent == 1
+    run_export(tmp_path / "ref", units=units)
+    ref = {p.relative_to(tmp_path / "ref").as_posix(): p.read_bytes() for p in (tmp_path / "ref").rglob("*")
+           if p.is_file()}
+    got = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert got == ref and dataset_writer.verify(out).ok
+
+
 def test_a_temporary_deleted_under_a_writer_is_blamed_on_the_concurrent_export(tmp_path, monkeypatch):
     out = tmp_path / "out"
     real_replace = os.replace
@@ -71,6 +162,48 @@ def test_a_temporary_deleted_under_a_writer_is_blamed_on_the_concurrent_export(t
         f"writing the outputs of src/c.jpg): another export (or another process) is writing {out} at the same "
         f"time; 2 of 5 image(s) are recorded as finished and kept: let the other export finish, or stop it, "
         f"then rerun the same command, which renders only the rest")
+
+
+def test_an_unfinished_image_of_a_live_export_is_not_called_interrupted(tmp_path):
+    out = tmp_path / "out"
+    run_export(out, units=toy_units(("a",)))
+    for folder in ("f1", "f2"):  # b: both written by the live export, not recorded yet; c: one of two
+        (out / folder).mkdir(exist_ok=True)
+        (out / folder / "b.bin").write_bytes(toy_bytes(f"{folder}/b.bin"))
+    (out / "f1" / "c.bin").write_bytes(toy_bytes("f1/c.bin"))
+    fd = hold_journal(out)
+    try:
+        result = run_export(out)
+    finally:
+        os.close(fd)
+    assert result.reasons == {"unrecorded": 1, "finished": 1}
+    assert result.rerender_note == (
+        ", 1 image(s) finished that an interrupted run, or another export writing this folder at the same time, "
+        "had partly written, 1 image(s) rendered again because their files existed but were not recorded as "
+        "finished (written by another export running into this folder at the same time, or by a run that "
+        "stopped between writing and recording them)")
+
+
+def test_a_narrower_run_beside_a_live_export_does_not_call_its_folders_abandoned(tmp_path):
+    out = tmp_path / "out"
+
+    def fail_on_c(unit):
+        if unit.payload == "c":
+            raise ValueError("cannot decode this toy image")
+
+    with pytest.raises(UserError):  # an unfinished export of f1, f2, f3 (as if it were still running)
+        run_export(out, units=toy_units(folders=("f1", "f2", "f3")), hook=fail_on_c)
+    fd = hold_journal(out)
+    try:
+        result = run_export(out, units=toy_units(folders=("f1",)))
+    finally:
+        os.close(fd)
+    assert result.pending_elsewhere == ["f2", "f3"] and result.running_at_end == 1
+    assert result.shard_note == (
+        "; the manifest stays incomplete: an earlier run also writes 2 folder(s) this run does not, not finished "
+        "(f2, f3: another export still running into this folder may be writing them, or that run did not finish, "
+        "or their files of changed source images were removed); rerun that export's command (its selection) to "
+        "complete them if it is not running")
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,8 +314,20 @@ def test_an_out_that_is_a_file_or_a_broken_link_says_so(tmp_path):
     assert not (tmp_path / "gone").exists()
 
 
+def test_a_file_deleted_after_the_export_is_called_missing_not_interrupted(tmp_path):
+    out = tmp_path / "out"
+    run_export(out)
+    (out / "f2" / "b.bin").unlink()
+    result = run_export(out)
+    assert (result.units_rendered, result.reasons) == (1, {"missing": 1})
+    assert result.rerender_note == ", 1 image(s) rendered again because some of their files recorded as finished " \
+                                   "were missing"
+    assert dataset_writer.verify(out).ok
+
+
 # --------------------------------------------------------------------------------------------
 # A signal while an output is written (SIGTERM or Ctrl-C with --workers 1)
+
 
 
 def test_a_signal_right_after_the_temporary_was_created_leaves_no_temporary(tmp_path, monkeypatch):
