@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import report
+import result_files
 import robustness
 import stability
 from cli_common import UserError
@@ -41,6 +42,15 @@ ROBUSTNESS_DAMAGE = [
     (("results", 0, "summary"), "x", r"results\[0\]\.summary: a string, expected an object"),
     (("results", 0, "folders", 2, "severity"), "2", r"results\[0\]\.folders\[2\]\.severity: a string, expected an integer"),
     (("results", 0), "x", r"results\[0\]: a string, expected an object"),
+    # values no evaluation writes: an error is a fraction 0..1 (7.0 is 700 %), NaN is written as null
+    (("results", 0, "folders", 3, "error"), 7.0, r"results\[0\]\.folders\[3\]\.error: 7\.0, expected a number in 0\.\.1;"),
+    (("results", 0, "folders", 3, "error"), -0.25, r"results\[0\]\.folders\[3\]\.error: -0\.25, expected a number in 0\.\.1;"),
+    (("results", 0, "folders", 3, "error"), float("nan"), r"results\[0\]\.folders\[3\]\.error: nan, expected a number in 0\.\.1;"),
+    (("results", 0, "folders", 0, "accuracy"), 22.2, r"results\[0\]\.folders\[0\]\.accuracy: 22\.2, expected a number in 0\.\.1;"),
+    (("results", 0, "folders", 2, "ece"), 1.5, r"results\[0\]\.folders\[2\]\.ece: 1\.5, expected a number in 0\.\.1 or null;"),
+    (("results", 0, "folders", 2, "brier"), 2.5, r"results\[0\]\.folders\[2\]\.brier: 2\.5, expected a number in 0\.\.2 or null;"),
+    (("results", 0, "folders", 2, "nll"), float("inf"), r"results\[0\]\.folders\[2\]\.nll: inf, expected a number >= 0 or null;"),
+    (("results", 0, "clean", "error"), 1.2, r"results\[0\]\.clean\.error: 1\.2, expected a number in 0\.\.1;"),
 ]
 
 
@@ -60,10 +70,15 @@ def test_damaged_robustness_results_are_refused_by_every_reader(tmp_path, where,
 
 STABILITY_DAMAGE = [
     (("methods", "base", "perturbations"), "x", r"methods\['base'\]\.perturbations: a string, expected an object"),
-    (("methods", "base", "perturbations", "p_rotate", "fp"), "x", r"methods\['base'\]\.perturbations\['p_rotate'\]\.fp: a string, expected a number or null"),
+    (("methods", "base", "perturbations", "p_rotate", "fp"), "x", r"methods\['base'\]\.perturbations\['p_rotate'\]\.fp: a string, expected a number in 0\.\.1 or null"),
     (("methods", "base", "perturbations", "p_rotate", "fp"), KeyError, r"methods\['base'\]\.perturbations\['p_rotate'\]\.fp: missing"),
     (("methods", "base", "mtkd"), "x", r"methods\['base'\]\.mtkd: a string, expected an object of numbers"),
     (("methods", "base"), [], r"methods\['base'\]: a list, expected an object"),
+    # a flip probability is a fraction 0..1; NaN is written as null
+    (("methods", "base", "perturbations", "p_rotate", "fp"), 4.0, r"methods\['base'\]\.perturbations\['p_rotate'\]\.fp: 4\.0, expected a number in 0\.\.1 or null;"),
+    (("methods", "base", "perturbations", "p_rotate", "fp"), float("nan"), r"methods\['base'\]\.perturbations\['p_rotate'\]\.fp: nan, expected a number in 0\.\.1 or null;"),
+    (("methods", "base", "perturbations", "p_rotate", "tkd", "2"), -1.0, r"methods\['base'\]\.perturbations\['p_rotate'\]\.tkd\['2'\]: -1\.0, expected a number >= 0 or null;"),
+    (("methods", "base", "mfp"), 3.0, r"methods\['base'\]\.mfp: 3\.0, expected a number in 0\.\.1 or null;"),
 ]
 
 
@@ -78,6 +93,28 @@ def test_damaged_stability_results_are_refused_by_every_reader(tmp_path, where, 
     results = {"methods": copy.deepcopy(load("stability")["methods"]), "difficulty": 1}
     with pytest.raises(UserError, match=r"^--baseline " + str(path).replace(".", r"\.") + ": " + message):
         stability.load_baseline(str(path), results, "base")
+
+
+def test_a_folder_row_given_twice_is_refused(tmp_path):
+    """folders[3] (gaussian_blur severity 3) pasted again at the end: the report's mean ECE counted
+    it twice and its mean error once; now every reader refuses the file, naming both rows."""
+    data = load("tinycnn")
+    folders = data["results"][0]["folders"]
+    assert (folders[3]["corruption"], folders[3]["severity"]) == ("gaussian_blur", 3)
+    folders.append(copy.deepcopy(folders[3]))
+    last = len(folders) - 1
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    message = (rf"results\[0\]\.folders\[{last}\]: gaussian_blur severity 3 again \(also "
+               rf"results\[0\]\.folders\[3\]\), expected each folder once")
+    with pytest.raises(UserError, match=r"^" + str(path).replace(".", r"\.") + ": " + message):
+        report.make_report([path], tmp_path / "out")
+    for flag in ("--merge", "--baseline"):
+        with pytest.raises(UserError, match=f"^{flag} " + str(path).replace(".", r"\.") + ": " + message):
+            robustness.read_results(path, flag)
+    data = load("tinycnn")
+    data["results"][0]["folders"].append(copy.deepcopy(data["results"][0]["folders"][0]))
+    assert "the clean folder again" in result_files.robustness_problem(data)
 
 
 def test_the_files_the_evaluations_write_pass():
