@@ -36,8 +36,8 @@ The same file evaluated twice with exactly the same recorded settings (also a co
 is one row: the later result is used, with a warning naming both paths and both result files; a
 robustness result recording a setting the other does not is a row of its own (``[preprocessing not
 recorded]``), with a warning, never a repeat whose numbers replace those of known settings.
-Means over part of the benchmark sets (fewer than the 18 corruptions or the 10 perturbations) get a
-note under the table naming the model and the counts.
+Means over part of the benchmark sets (fewer than the 18 corruptions, the 5 severities or the 10
+perturbations) get a note under the table naming the model and the counts.
 A model's name is its checkpoint's run-folder name, as the stability reader names its methods
 (``<run>/<file>`` when different checkpoints share a run folder, the whole path if that is shared too);
 a file directly in ``out_training_fer/`` (the LBP+SVM baseline's default place) is named by its file.
@@ -59,8 +59,8 @@ labels and sequences, is an error). Without ``--baseline``, the normalised numbe
 shown with the baseline each was computed against.
 
 Comparability: models evaluated with a different dataset, split, label protocol, N, image source,
-or export format (or robustness results over different corruption sets; stability results over
-sequences of another length or at another difficulty) are never ranked
+or export format (or robustness results over different corruption sets or severities; stability
+results over sequences of another length or at another difficulty) are never ranked
 together: the report shows a warning naming the difference and ranks each comparable group on its
 own.
 A model evaluated for robustness only (or stability only) is ranked with the models of both kinds
@@ -100,7 +100,7 @@ ROBUSTNESS_FORMAT = "rafdb-c-results"  # eval_corrupted_rafdb.py's RESULTS_FORMA
 CSV_COLUMNS = ("model", "group", "rank", "ranked_by", "checkpoint", "dataset", "split", "protocol", "n", "source",
                "format", "clean_error", "mean_corruption_error", "mce", "relative_mce",
                "ce_baseline", "mean_ece", "stability_n", "stability_source", "mfp", "mfr",
-               "fr_baseline", "t2d", "t3d", "corruptions", "perturbations")
+               "fr_baseline", "t2d", "t3d", "corruptions", "perturbations", "severities")
 
 
 # --------------------------------------------------------------------------------------------
@@ -878,7 +878,7 @@ def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dic
     severities = set((model.robustness.get("summary") or {}).get("severities") or
                      set().union(*(e.keys() for e in table.values())))
     complete = {c: e for c, e in table.items() if e and severities <= set(e)}
-    out = {"clean_error": clean,
+    out = {"clean_error": clean, "severities": sorted(severities),
            "mean_error": {c: _mean(e.values()) for c, e in complete.items()},
            "accuracy": {c: {s: 1.0 - v for s, v in sorted(e.items())} for c, e in complete.items()}}
     # Headline numbers over the 18 when they were evaluated, as the evaluation's own summary.
@@ -901,6 +901,8 @@ def corruption_metrics(model: Model, baseline: Model | None, baseline_names: dic
             base = base_table.get(corruption, {})
             severities = sorted(errors)
             if not all(s in base for s in severities):
+                if base:  # evaluated at other severities only (e.g. --severities 1-3): no CE either
+                    out.setdefault("baseline_severities", {})[corruption] = sorted(base)
                 continue
             if other_params and _needs_param_set(corruption):
                 out.setdefault("param_set_apart", []).append(corruption)
@@ -992,7 +994,9 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
         if model.robustness is not None:
             ident = model.identity()
             robust = tuple([f"{key}={ident[key]}" for key in ROBUSTNESS_KEYS]
-                           + ["corruptions=" + ",".join(sorted(metrics[model.name]["c"]["headline"]))])
+                           + ["corruptions=" + ",".join(sorted(metrics[model.name]["c"]["headline"])),
+                              # a mean over severities 1-3 is not one over 1-5 (--severities)
+                              "severities=" + ",".join(map(str, metrics[model.name]["c"]["severities"]))])
         if model.stability is not None:
             s = metrics[model.name]["s"]
             stable = tuple(f"P:{key}={s[key]}" for key in STABILITY_KEYS)
@@ -1040,6 +1044,14 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
         if len(sets) > 1:
             warnings.append("robustness results cover different corruption sets: " + "; ".join(
                 f"{value or '(none)'} ({', '.join(names)})" for value, names in sets.items()))
+        levels = {}
+        for model in models:
+            if model.robustness is not None:
+                levels.setdefault(", ".join(map(str, metrics[model.name]["c"]["severities"])),
+                                  []).append(model.name)
+        if len(levels) > 1:
+            warnings.append("robustness results cover different severities: " + "; ".join(
+                f"{value or '(none)'} ({', '.join(names)})" for value, names in levels.items()))
         apart = [f"{name} ({'robustness' if stable is None else 'stability'} only)"
                  for name, (robust, stable) in keys_of.items() if (robust is None) != (stable is None)]
         if apart:  # left in a group of their own kind: no other model could be ranked with them by one measure
@@ -1074,11 +1086,38 @@ def coverage_notes(models: list[Model], metrics: dict) -> list[str]:
                      f"; it is over {', '.join(c_metrics['headline']) or 'no corruption'} instead")
                 out.append(f"{model.name}: the mean corruption error and mCE are over {over}, "
                            f"not comparable with those of a model evaluated on all of them")
+            levels = c_metrics.get("severities") or []
+            if levels and levels != list(corruptions.SEVERITIES):
+                out.append(f"{model.name}: the mean corruption error and mCE are over severities "
+                           f"{', '.join(map(str, levels))} only ({len(levels)} of the {len(corruptions.SEVERITIES)}), "
+                           f"not comparable with those of a model evaluated at all of them")
             normalised = c_metrics.get("mce_over")
             if normalised is not None and len(normalised) < len(c_metrics["headline"]):
-                out.append(_baseline_coverage_note(model.name, "mCE and relative mCE", "corruptions",
+                short = {c: s for c, s in (c_metrics.get("baseline_severities") or {}).items()
+                         if c in c_metrics["headline"]}
+                missing = [c for c in c_metrics["headline"] if c not in normalised]
+                base_levels = ", ".join(map(str, sorted({level for value in short.values() for level in value})))
+                mine = ", ".join(map(str, levels))
+                if short and len(short) == len(missing):
+                    # the baseline has every one of them, at fewer severities than the model's errors
+                    if normalised:
+                        head = (f"the mCE and relative mCE are over {len(normalised)} of the "
+                                f"{len(c_metrics['headline'])} corruptions of its mean corruption error")
+                        what = f"{', '.join(missing)}"
+                    else:
+                        head = "no mCE and relative mCE"
+                        what = f"the {len(missing)} corruptions of its mean corruption error"
+                    note = (f"{model.name}: {head}: the baseline {c_metrics['ce_baseline']} has {what} at severities "
+                            f"{base_levels} only, {model.name}'s errors are at {mine} (a CE needs the baseline's "
+                            f"errors at every severity of the model's)")
+                else:
+                    note = _baseline_coverage_note(model.name, "mCE and relative mCE", "corruptions",
                                                    "mean corruption error", "CE", normalised,
-                                                   c_metrics["headline"], c_metrics["ce_baseline"]))
+                                                   c_metrics["headline"], c_metrics["ce_baseline"])
+                    if short:
+                        note += (f" ({', '.join(short)} only at severities {base_levels} there, {model.name}'s "
+                                 f"errors at {mine})")
+                out.append(note)
         if s_metrics:
             normalised = s_metrics.get("mfr_over")
             if normalised is not None and len(normalised) < len(s_metrics["perturbations"]):
@@ -1172,6 +1211,7 @@ def build(models: list[Model], baseline: Model | None) -> dict:
             "fr_baseline": s["fr_baseline"] if s else "",
             "t2d": s["t2d"] if s else math.nan, "t3d": s["t3d"] if s else math.nan,
             "corruptions": len(c["mean_error"]) if c else 0,
+            "severities": ",".join(map(str, c["severities"])) if c else "",
             "perturbations": len(s["perturbations"]) if s else 0})
 
     # Rank within each comparable group: by mCE when every model of the group has one, else by

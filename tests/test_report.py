@@ -42,6 +42,10 @@ def set_errors(data, clean, errors):
     return data
 
 
+def load_designed(folder, name):
+    return json.loads((folder / f"{name}.json").read_text())
+
+
 def write(folder, name, data):
     path = folder / f"{name}.json"
     path.write_text(json.dumps(data))
@@ -1390,3 +1394,47 @@ def test_a_result_with_no_complete_corruption_gets_a_report(designed, tmp_path):
     assert len(alone["rows"]) == 1 and not list((tmp_path / "alone").glob("*severity*.png"))
     report.make_report([partial, designed / "base.json"], tmp_path / "both")
     assert len(list((tmp_path / "both").glob("*severity*.png"))) == 1
+
+
+def only_severities(data, levels):
+    """A robustness result as eval_corrupted_rafdb.py --severities writes it: rows of ``levels`` only."""
+    result = data["results"][0]
+    result["folders"] = [row for row in result["folders"] if row["corruption"] is None or row["severity"] in levels]
+    result["summary"]["severities"] = list(levels)
+    return data
+
+
+def test_a_result_at_fewer_severities_is_ranked_apart(designed, tmp_path):
+    """mobile evaluated at severities 1-3 only: its errors (.30, .40, .50) are lower than over 1-5, so
+    its mean corruption error (0.40) and CE are not those of the others (over 1-5). It was ranked in
+    one group with them, with no word; now it is a group of its own, with a warning and a note."""
+    write(designed, "mobile", only_severities(load_designed(designed, "mobile"), (1, 2, 3)))
+    out = tmp_path / "out"
+    result = report.make_report([designed], out, baseline="base")
+    rows = read_csv(out / "report.csv")
+    assert rows["mobile"]["group"] != rows["tinycnn"]["group"] == rows["base"]["group"]
+    assert rows["mobile"]["rank"] == "1" and [rows[m]["rank"] for m in ("tinycnn", "base")] == ["1", "2"]
+    # CE over severities 1-3 against the baseline's 1-3: (.3 + .4 + .5) / (.25 + .35 + .45)
+    assert float(rows["mobile"]["mce"]) == pytest.approx(1.2 / 1.05, abs=1e-12)
+    assert float(rows["mobile"]["mean_corruption_error"]) == pytest.approx(0.40, abs=1e-12)
+    assert rows["mobile"]["severities"] == "1,2,3" and rows["tinycnn"]["severities"] == "1,2,3,4,5"
+    assert "robustness results cover different severities: 1, 2, 3, 4, 5 (base, tinycnn); 1, 2, 3 (mobile)" \
+        in result["warnings"]
+    markdown = (out / "report.md").read_text()
+    assert ("- Partial evaluation: mobile: the mean corruption error and mCE are over severities 1, 2, 3 only "
+            "(3 of the 5), not comparable with those of a model evaluated at all of them.") in markdown
+
+
+def test_a_baseline_at_fewer_severities_is_named_as_such(designed, tmp_path):
+    """base evaluated at severities 1-3 only: it has every corruption, but no error at 4 and 5, so the
+    others get no mCE; the note said it gave a CE "for none of the 4 corruptions" as if it had none."""
+    write(designed, "base", only_severities(load_designed(designed, "base"), (1, 2, 3)))
+    out = tmp_path / "out"
+    report.make_report([designed], out, baseline="base")
+    rows = read_csv(out / "report.csv")
+    assert rows["tinycnn"]["mce"] == "" and float(rows["base"]["mce"]) == pytest.approx(1.0)
+    markdown = (out / "report.md").read_text()
+    assert ("- Partial evaluation: tinycnn: no mCE and relative mCE: the baseline base has the 4 corruptions "
+            "of its mean corruption error at severities 1, 2, 3 only, tinycnn's errors are at 1, 2, 3, 4, 5 "
+            "(a CE needs the baseline's errors at every severity of the model's).") in markdown
+    assert "gives a CE for none" not in markdown
