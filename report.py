@@ -18,6 +18,9 @@ two label protocols (or N), by its robustness or its stability results, is two r
 protocol and N; of a model's stability results on different sequences (RAF-DB-P's landmark
 alignment and ``--source aligned``, trees of another seed, ...), the landmark one joins the
 robustness row and each other is a row of its own, named ``[P source aligned]``, ``[P seed 1]``.
+Of a model's robustness results on other corrupted images (RAF-DB-C trees of another export ``--seed``,
+format, ..., or images made on the fly), the one on the images most other models were evaluated on
+joins the stability row and each other is a row of its own, named ``[C seed 1]``.
 A stability method without a recorded path (a JSON of an
 older eval_perturbed_rafdb2.py) joins the one robustness model of its name, if there is exactly one.
 
@@ -32,8 +35,9 @@ Only a setting both sides record is compared (older predictions files state none
 before; older robustness JSONs record a label, read as its setting). Rows kept apart are named with the differing values (``run_a
 [preprocessing z_normalization]``); a stability method kept apart from the robustness results of its
 own file gives one warning in the report naming both result files, both model paths and both values.
-The same file evaluated twice with exactly the same recorded settings (also a copy at another path)
-is one row: the later result is used, with a warning naming both paths and both result files; a
+The same file evaluated twice on the same images with exactly the same recorded settings (also a copy
+at another path) is one row: the later result is used, with a warning in the report naming both paths
+and both result files; a
 robustness result recording a setting the other does not is a row of its own (``[preprocessing not
 recorded]``), with a warning, never a repeat whose numbers replace those of known settings.
 Means over part of the benchmark sets (fewer than the 18 corruptions, the 5 severities or the 10
@@ -578,6 +582,7 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
                     key = hashed or by_path
                 stable.append((key, checkpoint, path, method, summary, data))
     robust, stable = _split_by_labels(robust, stable)
+    robust = _split_by_corrupted_source(robust)
     stable = _split_by_test_set(robust, stable)
     stable = _split_by_sequence_source(stable)
     robust, stable, suffixes, conflicts = _assign_variants(robust, stable)
@@ -597,13 +602,15 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
         model = model_for(key, names[key])
         if model.robustness is not None:
             before = (model.robustness.get("checkpoint") or {}).get("checkpoint") or str(model.robustness_file)
+            # in the report too (make_report logs it): it shows one of the two results only
             if model_key(before) == model_key(checkpoint):
-                LOG.warning("%s: the robustness of %s appears again (also in %s); the later one (%s) is used",
-                            path, checkpoint, model.robustness_file, path)
+                model.warnings.append(f"{path}: the robustness of {checkpoint} appears again (also in "
+                                      f"{model.robustness_file}); the later one ({path}) is used")
             else:
-                LOG.warning("%s: the robustness of %s appears again, also in %s as %s (the same file "
-                            "content, evaluated with the same recorded settings); the later one (%s in %s) "
-                            "is used", path, checkpoint, model.robustness_file, before, checkpoint, path)
+                model.warnings.append(f"{path}: the robustness of {checkpoint} appears again, also in "
+                                      f"{model.robustness_file} as {before} (the same file content, evaluated "
+                                      f"with the same recorded settings); the later one ({checkpoint} in {path}) "
+                                      f"is used")
         model.robustness, model.robustness_file = result, path
     taken = set(names.values())
     for key, checkpoint, path, method, summary, data in stable:
@@ -613,10 +620,10 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
             names[key] = key.split(":", 1)[1]
             taken.add(names[key])
         model = model_for(key, names[key])
-        if model.stability is not None:
-            LOG.warning("%s: the stability of %s appears again (also in %s, method %s); the later one "
-                        "(%s in %s) is used", path, model.name, model.stability_file,
-                        model.stability_method, method, path)
+        if model.stability is not None:  # in the report too (make_report logs it)
+            model.warnings.append(f"{path}: the stability of {model.name} appears again (also in "
+                                  f"{model.stability_file}, method {model.stability_method}); the later one "
+                                  f"({method} in {path}) is used")
         model.stability, model.stability_file, model.stability_method = summary, path, method
         model.stability_info = {"difficulty": data.get("difficulty"),
                                 "baseline": data.get("baseline"),
@@ -777,6 +784,49 @@ def _split_by_sequence_source(stable: list) -> list:
     return out
 
 
+# What of a robustness result's ``source`` sets its corrupted images apart (another tree: another export
+# --seed, format, colour, ... or the images made on the fly), in the order a row's name states it.
+CORRUPTED_SOURCE_KEYS = ("on_the_fly", "seed", "format", "colour", "motion_backend", "param_set")
+
+
+def _split_by_corrupted_source(robust: list) -> list:
+    """Robustness results of one model (and protocol, N) measured on different corrupted images
+    (:func:`_source_label`: RAF-DB-C trees exported with another ``--seed``, format, ..., or the
+    images made on the fly) are not the same numbers, and never one row: the later no longer replaces
+    the earlier. As :func:`_split_by_sequence_source` does for stability, one keeps the key (and with
+    it the model's stability results): the images that the most other models of the inputs were
+    evaluated on (those it is compared with), else the first in label order; each other is a row of
+    its own, keyed ``<key> STX C ...`` (:data:`SOURCE_SEP`) and named with what differs in the
+    recorded source (``[C seed 1]``), else with its images' label (``[C export with manifest
+    0a1b2c3d4e5f]``)."""
+    labels: dict[str, list[str]] = {}
+    users: dict[str, set] = {}
+    for key, _checkpoint, _path, result in robust:
+        label = _source_label(result)
+        labels.setdefault(key, [])
+        if label not in labels[key]:
+            labels[key].append(label)
+        users.setdefault(label, set()).add(key)
+    kept = {key: min(found, key=lambda label: (-len(users[label]), label)) for key, found in labels.items()}
+    kept_result = {}
+    for key, _checkpoint, _path, result in robust:
+        if _source_label(result) == kept[key]:
+            kept_result.setdefault(key, result)
+    out = []
+    for key, checkpoint, path, result in robust:
+        label = _source_label(result)
+        if label != kept[key]:
+            mine, theirs = result.get("source") or {}, kept_result[key].get("source") or {}
+            parts = []
+            for name in CORRUPTED_SOURCE_KEYS:
+                if name in mine and name in theirs and mine[name] != theirs[name]:
+                    parts.append(("on the fly" if mine[name] else "export") if name == "on_the_fly"
+                                 else f"{name.replace('_', ' ')} {mine[name]}")
+            key = f"{key}{SOURCE_SEP}C {', '.join(parts) or label}"
+        out.append((key, checkpoint, path, result))
+    return out
+
+
 def _unrecorded_key(path: Path, method: str, robust: list, paths: dict, names: dict,
                     taken: set) -> str:
     """The model of a stability method whose JSON records no checkpoint path: the one robustness
@@ -784,6 +834,9 @@ def _unrecorded_key(path: Path, method: str, robust: list, paths: dict, names: d
     file name added when the name is already shown), so that it never replaces another."""
     if method:
         same = {key for key, *_ in robust if method in (model_name(paths[key]), names[key])}
+        plain = {key for key in same if SOURCE_SEP not in key}  # not the rows of other corrupted images
+        if len(plain) == 1 and len(same) > 1:
+            same = plain
         if len(same) == 1:
             return same.pop()
         if same:

@@ -1438,3 +1438,40 @@ def test_a_baseline_at_fewer_severities_is_named_as_such(designed, tmp_path):
             "of its mean corruption error at severities 1, 2, 3 only, tinycnn's errors are at 1, 2, 3, 4, 5 "
             "(a CE needs the baseline's errors at every severity of the model's).") in markdown
     assert "gives a CE for none" not in markdown
+
+
+def test_one_model_on_two_corrupted_trees_is_two_rows(designed, tmp_path):
+    """tinycnn evaluated again on images made with another seed (another RAF-DB-C tree): the later
+    result replaced the earlier (file-name order chose which), with a line on stderr only. Now each
+    is a row: the one on the images the other models were evaluated on keeps the name and the
+    stability result, the other is named with its seed, whichever order the files are read in."""
+    again = set_errors(load("tinycnn"), .30, {c: [.50, .50, .50, .50, .50] for c in CORRUPTIONS})
+    again["results"][0]["source"]["seed"] = 1
+    for name in ("0_tinycnn_seed1", "z_tinycnn_seed1"):  # read before, then after tinycnn.json
+        for old in designed.glob("*_tinycnn_seed1.json"):
+            old.unlink()
+        write(designed, name, again)
+        out = tmp_path / name
+        result = report.make_report([designed], out, baseline="base")
+        rows = read_csv(out / "report.csv")
+        assert set(rows) == {"tinycnn", "tinycnn [C seed 1]", "base", "mobile"}
+        assert float(rows["tinycnn"]["clean_error"]) == pytest.approx(.10)
+        assert float(rows["tinycnn [C seed 1]"]["clean_error"]) == pytest.approx(.30)
+        assert float(rows["tinycnn [C seed 1]"]["mean_corruption_error"]) == pytest.approx(.50)
+        assert rows["tinycnn"]["mfp"] != "" and rows["tinycnn [C seed 1]"]["mfp"] == ""
+        assert rows["tinycnn [C seed 1]"]["group"] != rows["tinycnn"]["group"]  # other images: ranked apart
+        assert not any("appears again" in warning for warning in result["warnings"])
+
+
+def test_a_repeated_result_is_named_in_the_report(designed, tmp_path):
+    """The same model on the same images twice: one row, the later result; the report itself (not only
+    stderr) says which result file was set aside."""
+    again = set_errors(load("tinycnn"), .30, {c: [.50, .50, .50, .50, .50] for c in CORRUPTIONS})
+    path = write(designed, "z_again", again)
+    out = tmp_path / "out"
+    report.make_report([designed], out, baseline="base")
+    rows = read_csv(out / "report.csv")
+    assert float(rows["tinycnn"]["clean_error"]) == pytest.approx(.30)
+    warning = (f"{path}: the robustness of runs/tinycnn/checkpoint.01.hdf5 appears again (also in "
+               f"{designed / 'tinycnn.json'}); the later one ({path}) is used")
+    assert f"> **WARNING:** {warning}" in (out / "report.md").read_text()
