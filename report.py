@@ -48,8 +48,9 @@ a file directly in ``out_training_fer/`` (the LBP+SVM baseline's default place) 
 
 Writes into ``--out`` (default ``report/``; checked to be a writable folder, or one that can be
 created, before anything is read): ``report.html`` (self-contained: tables and PNG figures
-embedded as base64), ``report.md`` (with the figures as PNG files beside it), ``report.csv`` (one row
-per model). Per model: clean error, mean corruption error, mCE and relative mCE, mean ECE where the
+embedded as base64), ``report.md`` (with the figures as PNG files beside it, ``report_<figure>.png``;
+one of an earlier run into the folder that this report does not draw is removed), ``report.csv`` (one
+row per model). Per model: clean error, mean corruption error, mCE and relative mCE, mean ECE where the
 results have it, mFP, mFR, T2D and T3D. Figures: a models x corruptions heatmap of CE (of the mean
 error without a baseline), accuracy against severity for every corruption (one line per model), mCE
 (mean corruption error) against clean error, and FP per perturbation.
@@ -1296,6 +1297,9 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+FIGURE_KEYS = ("heatmap", "severity", "scatter", "fp")  # report_<key>.png: every figure figures() makes
+
+
 def figures(report: dict) -> dict[str, tuple[str, bytes]]:
     """{key: (caption, PNG bytes)} for the figures the data allows."""
     import matplotlib
@@ -1604,6 +1608,9 @@ def make_report(inputs: Sequence[str | Path], out_dir: str | Path,
     cli_common.atomic_write_text(out_dir / "report.md",
                                  write_markdown(report, figs, out_dir / "report.md"))
     cli_common.atomic_write_text(out_dir / "report.html", write_html(report, figs))
+    for key in FIGURE_KEYS:  # a figure of an earlier run into this folder that this report has not
+        if key not in figs:
+            (out_dir / f"report_{key}.png").unlink(missing_ok=True)
     report["figures"] = list(figs)
     return report
 

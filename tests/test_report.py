@@ -1475,3 +1475,19 @@ def test_a_repeated_result_is_named_in_the_report(designed, tmp_path):
     warning = (f"{path}: the robustness of runs/tinycnn/checkpoint.01.hdf5 appears again (also in "
                f"{designed / 'tinycnn.json'}); the later one ({path}) is used")
     assert f"> **WARNING:** {warning}" in (out / "report.md").read_text()
+
+
+def test_a_rerun_into_the_same_folder_leaves_no_figure_of_the_earlier_run(designed, tmp_path):
+    """A report with stability results writes report_fp.png; a second one into the same --out without
+    them left it there, beside a report.md that no longer shows it. Files not of the report's own
+    naming (report_<figure>.png) are left alone."""
+    out = tmp_path / "out"
+    first = report.make_report([designed], out, baseline="base")
+    assert set(first["figures"]) == {"heatmap", "severity", "scatter", "fp"}
+    assert (out / "report_fp.png").is_file()
+    (out / "report_notes.png").write_bytes(b"mine")
+    second = report.make_report([designed / "tinycnn.json", designed / "base.json"], out, baseline="base")
+    assert set(second["figures"]) == {"heatmap", "severity", "scatter"}
+    assert sorted(path.name for path in out.glob("report_*.png")) == [
+        "report_heatmap.png", "report_notes.png", "report_scatter.png", "report_severity.png"]
+    assert "report_fp.png" not in (out / "report.md").read_text()
