@@ -1108,7 +1108,10 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
                 f"{value or '(none)'} ({', '.join(names)})" for value, names in levels.items()))
         apart = [f"{name} ({'robustness' if stable is None else 'stability'} only)"
                  for name, (robust, stable) in keys_of.items() if (robust is None) != (stable is None)]
-        if apart:  # left in a group of their own kind: no other model could be ranked with them by one measure
+        # left in a group of their own kind: no other model could be ranked with them by one measure (said
+        # only where some model has both kinds, or some the other kind: results all of one kind are kept
+        # apart by another difference, named above)
+        if apart and (both or len({text.rsplit("(", 1)[1] for text in apart}) > 1):
             warnings.append("results of one kind only, ranked apart from models with other results: "
                             + ", ".join(apart))
         warnings.append("models are therefore ranked only within their group (A, B, ...), "

@@ -1491,3 +1491,18 @@ def test_a_rerun_into_the_same_folder_leaves_no_figure_of_the_earlier_run(design
     assert sorted(path.name for path in out.glob("report_*.png")) == [
         "report_heatmap.png", "report_notes.png", "report_scatter.png", "report_severity.png"]
     assert "report_fp.png" not in (out / "report.md").read_text()
+
+
+def test_results_all_of_one_kind_are_not_said_to_be_apart_by_kind(designed, tmp_path):
+    """Robustness results only, mobile's under another protocol: two groups because of the protocol.
+    The report also said "results of one kind only, ranked apart from models with other results"
+    naming all three, though no model has other results."""
+    other = load("mobile")
+    other["results"][0]["protocol"], other["results"][0]["n"] = "hard", 40
+    write(designed, "mobile", other)
+    (designed / "stability.json").unlink()
+    result = report.make_report([designed], tmp_path / "out", baseline="base")
+    assert len({row["group"] for row in result["rows"]}) == 2
+    assert any(warning.startswith("robustness results differ in protocol") for warning in result["warnings"])
+    assert not any("one kind only" in warning for warning in result["warnings"])
+
