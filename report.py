@@ -1447,6 +1447,12 @@ def _notes(report: dict) -> list[str]:
     return notes
 
 
+def _md_cell(text: str) -> str:
+    """A Markdown table cell's text: a '|' (which would end the cell) as '\\|', a '<' (which would start
+    an HTML tag, hiding the rest) as '&lt;'; e.g. a model named by a run folder holding them."""
+    return text.replace("|", "\\|").replace("<", "&lt;")
+
+
 def write_markdown(report: dict, figs: dict, path: Path) -> str:
     lines = ["# Robustness comparison", ""]
     for warning in report["warnings"]:
@@ -1456,7 +1462,7 @@ def write_markdown(report: dict, figs: dict, path: Path) -> str:
     lines.append("| " + " | ".join(title for title, _, _ in TABLE) + " |")
     lines.append("|" + "---|" * len(TABLE))
     for row in report["rows"]:
-        lines.append("| " + " | ".join(_cell(row, key, pct) for _, key, pct in TABLE) + " |")
+        lines.append("| " + " | ".join(_md_cell(_cell(row, key, pct)) for _, key, pct in TABLE) + " |")
     lines.append("")
     lines += [f"- {note}" for note in _notes(report)]
     lines.append("")

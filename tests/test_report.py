@@ -1506,3 +1506,21 @@ def test_results_all_of_one_kind_are_not_said_to_be_apart_by_kind(designed, tmp_
     assert any(warning.startswith("robustness results differ in protocol") for warning in result["warnings"])
     assert not any("one kind only" in warning for warning in result["warnings"])
 
+
+def test_markdown_cells_escape_the_characters_of_a_model_name(designed, tmp_path):
+    """A run folder named 'mo|bi<le': its '|' ended the Markdown cell (the row had one cell too many)
+    and its '<' opened an HTML tag; in report.md and the printed table they are '\\|' and '&lt;'.
+    The HTML report escapes them as HTML; report.csv keeps the name."""
+    data = load_designed(designed, "mobile")
+    data["results"][0]["checkpoint"]["checkpoint"] = "runs/mo|bi<le/checkpoint.01.hdf5"
+    write(designed, "mobile", data)
+    out = tmp_path / "out"
+    result = report.make_report([designed], out, baseline="base")
+    assert "mo|bi<le" in read_csv(out / "report.csv")
+    for text in ((out / "report.md").read_text(), report.write_markdown(result, {}, out / "report.md")):
+        table = [line for line in text.splitlines() if line.startswith("|")]
+        (row,) = [line for line in table if "bi" in line and "mobile" not in line]
+        assert "| mo\\|bi&lt;le |" in row
+        # every row has the header's 14 cells: 15 '|' that are not escaped
+        assert {len(re.findall(r"(?<!\\)\|", line)) for line in table} == {15}
+    assert "mo|bi&lt;le" in (out / "report.html").read_text()
