@@ -999,12 +999,20 @@ def stability_metrics(model: Model, baseline: Model | None) -> dict:
            # frames per sequence (an FP over 10 frames of a 30-frame sweep is another number)
            "frames": ",".join(map(str, frames)) or None,
            "difficulty": model.stability_info.get("difficulty")}
-    mismatch = (stability.baseline_mismatch(summary, baseline.stability)
-                if baseline is not None and baseline.stability is not None and baseline is not model else "")
-    if mismatch:  # flip probabilities of other sequences are no denominator (as eval_perturbed_rafdb2.py refuses)
-        out["mfr"] = math.nan
+    against = baseline is not None and baseline.stability is not None and baseline is not model
+    mismatch = stability.baseline_mismatch(summary, baseline.stability) if against else ""
+    # flip probabilities at another difficulty (frames d apart, docs/BENCHMARK.md §5.5) are other numbers:
+    # eval_perturbed_rafdb2.py --baseline warns, the report withholds the mFR as for other sequences
+    # (a file that records none was computed at difficulty 1, as the evaluation reads it)
+    levels = (out["difficulty"] or 1, baseline.stability_info.get("difficulty") or 1) if against else (1, 1)
+    if mismatch or levels[0] != levels[1]:  # flip probabilities of other sequences are no denominator
+        out["mfr"] = math.nan  # (as eval_perturbed_rafdb2.py refuses)
         out["fr_baseline"] = ""
-        out["baseline_mismatch"] = mismatch
+        out["baseline_mismatch"] = "; ".join(filter(None, [mismatch, f"difficulty {levels[0]} vs {levels[1]}"
+                                                           if levels[0] != levels[1] else ""]))
+        out["sequence_mismatch"] = mismatch
+        if levels[0] != levels[1]:
+            out["difficulty_mismatch"] = levels
     elif baseline is not None and baseline.stability is not None:
         base = {name: _num(entry.get("fp")) for name, entry in
                 (baseline.stability.get("perturbations") or {}).items()}
@@ -1237,10 +1245,15 @@ def build(models: list[Model], baseline: Model | None) -> dict:
             warnings.append(f"{model.name}: no CE for {', '.join(apart)} against the baseline {baseline.name}: "
                             f"rendered with --param-set {_param_set(model)}, the baseline's with "
                             f"{_param_set(baseline)} (other images, docs/BENCHMARK.md §2.9)")
-        mismatch = (metrics[model.name]["s"] or {}).get("baseline_mismatch")
+        mismatch = (metrics[model.name]["s"] or {}).get("sequence_mismatch")
         if mismatch:
             warnings.append(f"{model.name}: no mFR against the baseline {baseline.name}, evaluated on "
                             f"other sequences ({mismatch})")
+        levels = (metrics[model.name]["s"] or {}).get("difficulty_mismatch")
+        if levels:
+            warnings.append(f"{model.name}: no mFR against the baseline {baseline.name}: these flip probabilities "
+                            f"were computed at difficulty {levels[0]}, the baseline's at {levels[1]} (frames "
+                            f"{levels[0]} and {levels[1]} apart, docs/BENCHMARK.md §5.5)")
     baselines = {metrics[m.name]["c"]["ce_baseline"] for m in models
                  if metrics[m.name]["c"] and not math.isnan(metrics[m.name]["c"]["mce"])}
     if len(baselines) > 1:

@@ -1524,3 +1524,27 @@ def test_markdown_cells_escape_the_characters_of_a_model_name(designed, tmp_path
         # every row has the header's 14 cells: 15 '|' that are not escaped
         assert {len(re.findall(r"(?<!\\)\|", line)) for line in table} == {15}
     assert "mo|bi&lt;le" in (out / "report.html").read_text()
+
+
+def test_no_mfr_against_a_baseline_of_another_difficulty(tmp_path):
+    """m5's flip probabilities at --difficulty 5 (frames 5 apart) normalised by m30's at difficulty 1:
+    the report showed that mFR, with only the group banner; eval_perturbed_rafdb2.py --baseline warns
+    of it. Now it is withheld, with a warning naming both difficulties, as for other sequences."""
+    import eval_perturbed_rafdb2
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    thirty = stability_json(folder, "s30", "runs/m30/c.keras", [TWO_FLIPS])
+    hard = folder / "s5.txt"
+    hard.write_text((folder / "s30.txt").read_text().replace("runs/m30", "runs/m5"))
+    assert eval_perturbed_rafdb2.main([str(hard), "--difficulty", "5", "--json", str(folder / "s5.json"),
+                                       "--quiet"]) == 0
+    out = tmp_path / "out"
+    result = report.make_report([thirty, folder / "s5.json"], out, baseline="m30")
+    rows = read_csv(out / "report.csv")
+    # pairs 5 frames apart of 30: (0,5), (1,6), (5,10), (6,11) differ of 25
+    assert float(rows["m5"]["mfp"]) == pytest.approx(4 / 25)
+    assert rows["m5"]["mfr"] == "" and rows["m5"]["fr_baseline"] == ""
+    assert float(rows["m30"]["mfr"]) == pytest.approx(1.0)
+    assert ("m5: no mFR against the baseline m30: these flip probabilities were computed at difficulty 5, the "
+            "baseline's at 1 (frames 5 and 1 apart, docs/BENCHMARK.md §5.5)") in result["warnings"]
