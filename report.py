@@ -244,7 +244,9 @@ class Model:
                 "protocol": result.get("protocol"), "n": result.get("n"),
                 "source": _source_label(result) if result else None,
                 "format": result.get("format"), "crop": checkpoint.get("crop"),
-                "checkpoint": checkpoint.get("checkpoint")}
+                "checkpoint": checkpoint.get("checkpoint"),
+                # FER+ soft labels under --ferplus-norm fix or legacy: other NLL and Brier scores
+                "ferplus_norm": result.get("ferplus_norm") if result.get("protocol") != "hard" else None}
 
 
 def _source_label(result: dict) -> str:
@@ -1032,7 +1034,7 @@ def stability_metrics(model: Model, baseline: Model | None) -> dict:
 # Comparability
 
 
-ROBUSTNESS_KEYS = ("dataset", "split", "protocol", "n", "source", "format")
+ROBUSTNESS_KEYS = ("dataset", "split", "protocol", "n", "source", "format", "ferplus_norm")
 STABILITY_KEYS = ("dataset", "protocol", "n", "source", "frames", "difficulty")
 
 

@@ -1548,3 +1548,24 @@ def test_no_mfr_against_a_baseline_of_another_difficulty(tmp_path):
     assert float(rows["m30"]["mfr"]) == pytest.approx(1.0)
     assert ("m5: no mFR against the baseline m30: these flip probabilities were computed at difficulty 5, the "
             "baseline's at 1 (frames 5 and 1 apart, docs/BENCHMARK.md §5.5)") in result["warnings"]
+
+
+def test_ferplus_results_of_other_label_normalisations_are_ranked_apart(tmp_path):
+    """FER+ soft labels under --ferplus-norm fix and legacy give other NLL and Brier scores: two
+    models evaluated under different ones are in different groups, with a warning naming the key;
+    hard labels (equal under both) and results recording none stay together."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = []
+    for name, norm, protocol in (("fix_a", "fix", "soft"), ("legacy_b", "legacy", "soft"),
+                                 ("hard_c", "fix", "hard"), ("hard_d", "legacy", "hard")):
+        path = robustness_json(folder, name, f"runs/{name}/m.keras", .10)
+        data = json.loads(path.read_text())
+        data["results"][0].update(ferplus_norm=norm, protocol=protocol)
+        path.write_text(json.dumps(data))
+        paths.append(path)
+    result = report.make_report(paths, tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert rows["fix_a"]["group"] != rows["legacy_b"]["group"]
+    assert rows["hard_c"]["group"] == rows["hard_d"]["group"]
+    assert any("ferplus_norm" in warning for warning in result["warnings"])
