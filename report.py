@@ -903,7 +903,17 @@ def baseline_mismatch(model: Model, baseline: Model | None) -> str:
     if baseline is None or baseline.robustness is None or model is baseline:
         return ""
     mine, theirs = model.identity(), baseline.identity()
-    return ", ".join(f"{key} {mine[key]} vs {theirs[key]}" for key in BASELINE_KEYS if mine[key] != theirs[key])
+    differences = [f"{key} {mine[key]} vs {theirs[key]}" for key in BASELINE_KEYS if mine[key] != theirs[key]]
+    # The corrupted images: another export seed, colour mode or motion backend renders other images
+    # (where both results record the setting; an older file that does not is not compared).
+    import robustness
+
+    source, base_source = model.robustness.get("source") or {}, baseline.robustness.get("source") or {}
+    differences += [f"corrupted images' {key} {source[key]} vs {base_source[key]}"
+                    for key in robustness.CORRUPTED_IMAGE_KEYS
+                    if source.get(key) is not None and base_source.get(key) is not None
+                    and source[key] != base_source[key]]
+    return ", ".join(differences)
 
 
 def _recorded_baseline_name(info: dict, names: dict) -> str:

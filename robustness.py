@@ -463,12 +463,16 @@ def test_set_digest(names: Sequence[str], labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+CORRUPTED_IMAGE_KEYS = ("seed", "colour", "motion_backend")  # a result's ``source`` settings that make its images
+
+
 def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) -> None:
     """docs/BENCHMARK.md §5.2: the baseline must come from the same test images (dataset and test set
     digest, where the baseline records it), protocol, N, crop and format.
 
     ``mine`` maps dataset / test_set / protocol / N / crop / format / param_set (given when the
-    ImageNet-C extras are evaluated) / ferplus_norm (FER+ soft labels) to this evaluation's values (the keys present are checked; a
+    ImageNet-C extras are evaluated) / ferplus_norm (FER+ soft labels) / seed, colour, motion_backend
+    (:data:`CORRUPTED_IMAGE_KEYS`, of the evaluation's ``source``) to this evaluation's values (the keys present are checked; a
     test set or parameter set the baseline does not record is not compared). A
     difference is a UserError naming both values, or a warning with ``mismatch_ok``.
     """
@@ -476,18 +480,22 @@ def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) ->
               "protocol": baseline.get("protocol"), "N": baseline.get("n"),
               "crop": (baseline.get("checkpoint") or {}).get("crop"),
               "format": baseline.get("format"), "param_set": (baseline.get("source") or {}).get("param_set"),
-              "ferplus_norm": baseline.get("ferplus_norm")}
+              "ferplus_norm": baseline.get("ferplus_norm"),
+              # the corrupted images: an export (or on-the-fly rendering) of another seed, colour
+              # mode or motion backend holds other images of every folder that draws or blurs
+              **{key: (baseline.get("source") or {}).get(key) for key in CORRUPTED_IMAGE_KEYS}}
     shown = {"test_set": lambda value: f"test set {str(value)[:12]}"}  # names and labels: not the pixels
     differences = [f"{shown[key](theirs[key]) if key in shown else f'{key} {theirs[key]!r}'} (this evaluation: "
                    f"{shown[key](value) if key in shown else repr(value)})"
                    for key, value in mine.items()
                    if theirs[key] != value
-                   and not (key in ("test_set", "param_set", "ferplus_norm") and theirs[key] is None)]
+                   and not (key in ("test_set", "param_set", "ferplus_norm") and theirs[key] is None)
+                   and not (key in CORRUPTED_IMAGE_KEYS and (theirs[key] is None or value is None))]
     if not differences:
         return
     message = (f"--baseline {path}: produced with {'; '.join(differences)}; docs/BENCHMARK.md §5.2 needs the "
-               f"same test images, protocol, crop and format (and §2.9 the same --param-set for the ImageNet-C "
-               f"extras)")
+               f"same test images (and corrupted images: export seed, colour, motion backend), protocol, crop "
+               f"and format (and §2.9 the same --param-set for the ImageNet-C extras)")
     if not mismatch_ok:
         raise UserError(message + " (pass --baseline-mismatch-ok to normalise anyway)")
     LOG.warning("%s; normalising anyway (--baseline-mismatch-ok)", message)

@@ -321,8 +321,9 @@ def test_results_file_in_a_missing_directory_is_refused_up_front(workspace, caps
 
 
 def _baseline(n, *, protocol="soft", crop="exact", fmt="jpg", name="ref/reference.hdf5", clean=0.25,
-              corrupted=0.5):
+              corrupted=0.5, source=None):
     return {"checkpoint": {"checkpoint": name, "crop": crop}, "protocol": protocol, "n": n, "format": fmt,
+            **({"source": source} if source is not None else {}),
             "clean": {"error": clean},
             "folders": [{"corruption": None, "severity": 0, "error": clean, "accuracy": 1.0 - clean}]
             + [{"corruption": c, "severity": s, "error": corrupted, "accuracy": 1.0 - corrupted}
@@ -348,6 +349,25 @@ def test_baseline_with_another_protocol_n_crop_or_format_is_an_error(workspace, 
     assert shown in str(error.value) and str(path) in str(error.value)
     code, out = run_main(workspace, capsys, *common, "--baseline-mismatch-ok")
     assert code == 0 and "mCE" in out.out
+
+
+@pytest.mark.parametrize("source, shown", [({"seed": 7}, "seed 7 (this evaluation: 0)"),
+                                           ({"colour": "bgr-compat"}, "colour 'bgr-compat' (this evaluation: 'rgb')"),
+                                           ({"seed": 7, "colour": "rgb"}, "seed 7")])
+def test_a_baseline_of_other_corrupted_images_is_an_error(workspace, capsys, tmp_path, source, shown):
+    """A baseline evaluated on an export of another seed or colour mode saw other corrupted images:
+    refused (its CE normalised other images), unless --baseline-mismatch-ok; the same settings, or a
+    baseline that records none, pass."""
+    _, n = expected_accuracies(workspace)
+    common = ["runs/run_a", "--corruptions", "contrast", "--severities", "1", "--baseline"]
+    path = _write_baseline(tmp_path / "other.json", _baseline(n, source=dict(source, on_the_fly=False)))
+    with pytest.raises(UserError, match="--baseline-mismatch-ok") as error:
+        run_main(workspace, capsys, *common, path)
+    assert shown in str(error.value) and "export seed, colour, motion backend" in str(error.value)
+    for same in ({"seed": 0, "colour": "rgb", "motion_backend": "numpy"}, {}):
+        path = _write_baseline(tmp_path / "same.json", _baseline(n, source=same))
+        code, out = run_main(workspace, capsys, *common, path)
+        assert code == 0 and "mCE" in out.out
 
 
 def test_a_baseline_without_an_evaluated_folder_is_refused_before_any_model(workspace, capsys, tmp_path,

@@ -1569,3 +1569,24 @@ def test_ferplus_results_of_other_label_normalisations_are_ranked_apart(tmp_path
     assert rows["fix_a"]["group"] != rows["legacy_b"]["group"]
     assert rows["hard_c"]["group"] == rows["hard_d"]["group"]
     assert any("ferplus_norm" in warning for warning in result["warnings"])
+
+
+def test_no_ce_against_a_baseline_of_other_corrupted_images(tmp_path):
+    """A baseline evaluated on an export of another seed saw other corrupted images: the report gives
+    the model no CE against it (as eval_corrupted_rafdb.py refuses such a --baseline) and says why;
+    the same seed, or a result recording none, keeps the CE."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = []
+    for name, seed, clean in (("base", 0, .20), ("same", 0, .10), ("other", 3, .10), ("unknown", None, .10)):
+        path = robustness_json(folder, name, f"runs/{name}/m.keras", clean)
+        data = json.loads(path.read_text())
+        data["results"][0]["source"] = {"on_the_fly": False, "format": "jpg", "colour": "rgb",
+                                        **({"seed": seed} if seed is not None else {})}
+        path.write_text(json.dumps(data))
+        paths.append(path)
+    report.make_report(paths, tmp_path / "out", baseline="base")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert rows["same"]["mce"] and rows["unknown"]["mce"]
+    assert rows["other"]["mce"] == ""
+    assert "corrupted images' seed 3 vs 0" in (tmp_path / "out" / "report.md").read_text()
