@@ -800,6 +800,8 @@ def _journal_is_live(path: Path) -> bool | None:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
         return None
+    except PermissionError:  # another user's journal in a shared folder: taken for a live one
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -1448,7 +1450,10 @@ def export(
         _write_manifest(out_dir, manifest)
         _remove_files(folded)
         result.running_at_end = len(live_exports(out_dir))
-        if concurrent and not result.running_at_end:  # skipped at the start; no other export runs now
+        # Skipped at the start, or another export ran meanwhile and was killed (its journal, folded
+        # here, was no live one): with no other export running now, its temporaries are strays.
+        others_folded = any(path != journal.path for path in folded)
+        if (concurrent or others_folded) and not result.running_at_end:
             removed = remove_stray_temporaries(out_dir, only)
             if removed:
                 LOG.info("removed %d temporary file(s) left by an interrupted run in %s", removed, out_dir)

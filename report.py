@@ -245,8 +245,10 @@ class Model:
                 "source": _source_label(result) if result else None,
                 "format": result.get("format"), "crop": checkpoint.get("crop"),
                 "checkpoint": checkpoint.get("checkpoint"),
-                # FER+ soft labels under --ferplus-norm fix or legacy: other NLL and Brier scores
-                "ferplus_norm": result.get("ferplus_norm") if result.get("protocol") != "hard" else None}
+                # FER+ soft labels under --ferplus-norm fix or legacy: other NLL and Brier scores (a
+                # result written before the setting was recorded was evaluated with the fix labels)
+                "ferplus_norm": (result.get("ferplus_norm") or "fix")
+                if result.get("dataset") == "ferplus" and result.get("protocol") != "hard" else None}
 
 
 def _source_label(result: dict) -> str:
@@ -909,8 +911,10 @@ def baseline_mismatch(model: Model, baseline: Model | None) -> str:
     import robustness
 
     source, base_source = model.robustness.get("source") or {}, baseline.robustness.get("source") or {}
+    keys = robustness.image_keys_that_matter(*({row.get("corruption") for row in result.get("folders") or []}
+                                               for result in (model.robustness, baseline.robustness)))
     differences += [f"corrupted images' {key} {source[key]} vs {base_source[key]}"
-                    for key in robustness.CORRUPTED_IMAGE_KEYS
+                    for key in keys
                     if source.get(key) is not None and base_source.get(key) is not None
                     and source[key] != base_source[key]]
     return ", ".join(differences)

@@ -466,6 +466,20 @@ def test_set_digest(names: Sequence[str], labels: np.ndarray) -> str:
 CORRUPTED_IMAGE_KEYS = ("seed", "colour", "motion_backend")  # a result's ``source`` settings that make its images
 
 
+def image_keys_that_matter(names, other_names) -> tuple[str, ...]:
+    """Of :data:`CORRUPTED_IMAGE_KEYS`, those that change the images of a corruption both results
+    evaluated (``names``, ``other_names``): the seed only for a corruption that draws random numbers,
+    the motion backend only for a motion blur; the colour mode always. (A baseline of another seed is
+    no reason to refuse an evaluation of contrast alone: its images are the same.)"""
+    import corruptions
+
+    both = {name for name in set(names) & set(other_names) if name}  # (a clean row names none)
+    return tuple(key for key in CORRUPTED_IMAGE_KEYS
+                 if key == "colour" and both
+                 or key == "seed" and any(name not in corruptions.DETERMINISTIC for name in both)
+                 or key == "motion_backend" and any("motion_blur" in name for name in both))
+
+
 def check_baseline(baseline: dict, path: Path, mine: dict, mismatch_ok: bool) -> None:
     """docs/BENCHMARK.md §5.2: the baseline must come from the same test images (dataset and test set
     digest, where the baseline records it), protocol, N, crop and format.

@@ -315,7 +315,8 @@ def run(args) -> int:
                                   {"dataset": dataset_name, "test_set": test_set, "protocol": labels.protocol,
                                    "format": fmt, **({"N": len(labels)} if evaluated is None else {}),
                                    **({"param_set": source.get("param_set")} if needs_param_set else {}),
-                                   **{key: source.get(key) for key in robustness.CORRUPTED_IMAGE_KEYS},
+                                   **{key: source.get(key) for key in robustness.image_keys_that_matter(
+                                       names_c, {row.get("corruption") for row in baseline.get("folders") or []})},
                                    # FER+ soft labels: fix and legacy are other label distributions
                                    **({"ferplus_norm": evaluated.ferplus_norm}
                                       if evaluated is not None and evaluated.ferplus_norm is not None

@@ -101,6 +101,27 @@ def test_the_last_export_to_finish_removes_the_leftovers_it_left_alone_at_its_st
     assert dataset_writer.verify(out).ok
 
 
+def test_an_export_killed_beside_a_lone_one_leaves_no_temporary_once_the_lone_one_ends(tmp_path):
+    """This export starts alone (nothing to leave alone); another starts beside it, writes a
+    temporary file and is killed (its journal stays, unlocked). The export that finishes last folds
+    that journal and removes the temporary: verify passes (an unexpected .tmp was left before)."""
+    out = tmp_path / "out"
+    run_export(out, units=toy_units(("a",)))
+    stray = out / "f1" / ".c.bin.0000beef.tmp"
+    started = []
+
+    def another_export_killed(unit):
+        if not started:
+            started.append(hold_journal(out))
+            stray.write_bytes(b"half an output of the killed export")
+            os.close(started[0])  # killed: the lock is gone, the journal and its temporary stay
+
+    result = run_export(out, hook=another_export_killed)
+    assert result.concurrent == 0 and started
+    assert not stray.exists() and not list(out.rglob("*.tmp"))
+    assert dataset_writer.verify(out).ok
+
+
 _SLOW_RENAMES = """
 import functools, os, sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]

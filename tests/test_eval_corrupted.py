@@ -359,15 +359,26 @@ def test_a_baseline_of_other_corrupted_images_is_an_error(workspace, capsys, tmp
     refused (its CE normalised other images), unless --baseline-mismatch-ok; the same settings, or a
     baseline that records none, pass."""
     _, n = expected_accuracies(workspace)
-    common = ["runs/run_a", "--corruptions", "contrast", "--severities", "1", "--baseline"]
+    common = ["runs/run_a", "--corruptions", "gaussian_noise", "--severities", "1", "--baseline"]  # draws
     path = _write_baseline(tmp_path / "other.json", _baseline(n, source=dict(source, on_the_fly=False)))
     with pytest.raises(UserError, match="--baseline-mismatch-ok") as error:
         run_main(workspace, capsys, *common, path)
     assert shown in str(error.value) and "export seed, colour, motion backend" in str(error.value)
-    for same in ({"seed": 0, "colour": "rgb", "motion_backend": "numpy"}, {}):
+    for same in ({"seed": 0, "colour": "rgb", "motion_backend": "numpy"}, {},
+                 {"seed": 0, "colour": "rgb", "motion_backend": "wand"}):  # no motion blur evaluated
         path = _write_baseline(tmp_path / "same.json", _baseline(n, source=same))
         code, out = run_main(workspace, capsys, *common, path)
         assert code == 0 and "mCE" in out.out
+
+
+def test_a_baseline_of_another_seed_is_taken_for_corruptions_that_draw_nothing(workspace, capsys, tmp_path):
+    """contrast draws no random numbers: its images are the same whatever the export seed, so a
+    baseline of another seed normalises it (only a corruption that draws makes the seed matter)."""
+    _, n = expected_accuracies(workspace)
+    path = _write_baseline(tmp_path / "seed7.json", _baseline(n, source={"seed": 7, "colour": "rgb"}))
+    code, out = run_main(workspace, capsys, "runs/run_a", "--corruptions", "contrast", "--severities", "1",
+                         "--baseline", path)
+    assert code == 0 and "mCE" in out.out
 
 
 def test_a_baseline_without_an_evaluated_folder_is_refused_before_any_model(workspace, capsys, tmp_path,

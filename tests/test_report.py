@@ -1553,21 +1553,26 @@ def test_no_mfr_against_a_baseline_of_another_difficulty(tmp_path):
 def test_ferplus_results_of_other_label_normalisations_are_ranked_apart(tmp_path):
     """FER+ soft labels under --ferplus-norm fix and legacy give other NLL and Brier scores: two
     models evaluated under different ones are in different groups, with a warning naming the key;
-    hard labels (equal under both) and results recording none stay together."""
+    hard labels (equal under both) stay together, and a result recording none (written before the
+    setting was recorded: fix labels) joins the fix results."""
     folder = tmp_path / "in"
     folder.mkdir()
     paths = []
     for name, norm, protocol in (("fix_a", "fix", "soft"), ("legacy_b", "legacy", "soft"),
-                                 ("hard_c", "fix", "hard"), ("hard_d", "legacy", "hard")):
+                                 ("hard_c", "fix", "hard"), ("hard_d", "legacy", "hard"),
+                                 ("older_e", None, "soft")):
         path = robustness_json(folder, name, f"runs/{name}/m.keras", .10)
         data = json.loads(path.read_text())
-        data["results"][0].update(ferplus_norm=norm, protocol=protocol)
+        data["results"][0].update(dataset="ferplus", protocol=protocol,
+                                  **({"ferplus_norm": norm} if norm else {}))
         path.write_text(json.dumps(data))
         paths.append(path)
     result = report.make_report(paths, tmp_path / "out")
     rows = read_csv(tmp_path / "out" / "report.csv")
     assert rows["fix_a"]["group"] != rows["legacy_b"]["group"]
     assert rows["hard_c"]["group"] == rows["hard_d"]["group"]
+    # a result written before the setting was recorded had the fix labels: ranked with fix_a
+    assert rows["older_e"]["group"] == rows["fix_a"]["group"]
     assert any("ferplus_norm" in warning for warning in result["warnings"])
 
 
@@ -1590,3 +1595,21 @@ def test_no_ce_against_a_baseline_of_other_corrupted_images(tmp_path):
     assert rows["same"]["mce"] and rows["unknown"]["mce"]
     assert rows["other"]["mce"] == ""
     assert "corrupted images' seed 3 vs 0" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_another_seed_matters_only_for_corruptions_that_draw(tmp_path):
+    """Results over deterministic corruptions only (blurs, contrast, pixelate): the seed does not
+    change their images, so a baseline of another seed gives a CE."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = []
+    for name, seed, clean in (("base", 0, .20), ("other", 3, .10)):
+        path = robustness_json(folder, name, f"runs/{name}/m.keras", clean)
+        data = json.loads(path.read_text())
+        result = data["results"][0]
+        result["folders"] = [row for row in result["folders"] if row.get("corruption") != "gaussian_noise"]
+        result["source"] = {"on_the_fly": False, "format": "jpg", "colour": "rgb", "seed": seed}
+        path.write_text(json.dumps(data))
+        paths.append(path)
+    report.make_report(paths, tmp_path / "out", baseline="base")
+    assert read_csv(tmp_path / "out" / "report.csv")["other"]["mce"]
