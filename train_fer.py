@@ -65,6 +65,7 @@ import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import training  # noqa: E402
 from cli_common import ArgumentParser, explicit_flags, finite_float, run_main, seed_int, setup_logging  # noqa: E402
+from cli_common import non_negative_float  # noqa: E402
 from training import DEFAULT_LR, LPF_CHOICES  # noqa: E402
 
 # Flags whose choices live in models/ (imports Keras): validated after parsing, so --help stays fast.
@@ -165,7 +166,7 @@ def build_parser() -> ArgumentParser:
     optim.add_argument("--distribute", default="none", choices=("none", "mirrored", "multiworker"),
                        help="tf.distribute: all local GPUs (mirrored) or several machines via TF_CONFIG "
                             "(multiworker needs --dir; only the chief writes)")
-    optim.add_argument("--collective-timeout", type=finite_float, default=300.0, metavar="SECONDS",
+    optim.add_argument("--collective-timeout", type=non_negative_float, default=300.0, metavar="SECONDS",
                        help="--distribute multiworker: a worker stuck this long in one all-reduce (a peer died "
                             "or hangs) fails and exits non-zero instead of waiting forever; 0 = no limit")
     optim.add_argument("--cpu-devices", type=int, default=0,

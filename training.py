@@ -238,9 +238,16 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
         if key in ("rafdb", "data") and key in args.explicit and not Path(value).is_dir():
             LOG.warning("the run's --%s %s is gone; using --%s %s", key, value, key, getattr(args, key))
             continue
+        shown = str(value) if isinstance(value, Path) else repr(value)
         if key in args.explicit and not _same(key, getattr(args, key), value):
             raise UserError(f"--{key.replace('_', '-')} {getattr(args, key)}: conflicts with the run being "
-                            f"resumed ({path} has {value!r}); leave the flag out to keep the run's value")
+                            f"resumed ({path} has {shown}); leave the flag out to keep the run's value")
+        other = {"rafdb": "data", "data": "rafdb"}.get(key)
+        if (other and value is not None and other in args.explicit and key not in args.explicit
+                and getattr(args, other) is not None and not _same(key, Path(getattr(args, other)), value)):
+            # --rafdb and --data name one dataset folder: the run's, given under the other spelling
+            raise UserError(f"--{other} {getattr(args, other)}: conflicts with the run being resumed ({path} "
+                            f"has --{key} {value}); leave the flag out to keep the run's dataset")
         setattr(args, key, value)
     if "epochs" not in args.explicit and "epochs" in saved:
         args.epochs = int(saved["epochs"])
@@ -932,7 +939,20 @@ def make_callbacks(args, run_dir: Path, state: dict, train_ds=None, centers=None
             used = recalibrate_batchnorm(self.model, train_ds.take(args.bn_recalibrate))
             LOG.debug("BatchNorm statistics recomputed over %d training batches", used)
 
+    class StopOnDivergence(keras.callbacks.Callback):
+        """A training loss that is no longer finite (the run diverged, e.g. --lr too high) ends the run
+        at the end of that epoch, before its checkpoint or log line is written: its accuracies are
+        those of a network whose outputs are NaN (every image the first class), not a result."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise UserError(f"the training loss of epoch {epoch + 1} is {float(loss)}: the run diverged (no "
+                                f"checkpoint of that epoch is written); train again with a lower --lr (this run: "
+                                f"{args.lr}) or another --seed")
+
     callbacks = [
+        StopOnDivergence(),
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, init, factor, every)),
         AtomicCSVLog(run_dir / LOG_FILE),
     ]
@@ -1252,6 +1272,46 @@ def resume_point(run_dir: Path) -> tuple[Path, int, dict]:
     return path, epoch, state
 
 
+def network_signature(model) -> tuple:
+    """What identifies a network's architecture: its input shape, the class of every layer (nested
+    models included, in order) and the shape of every weight. Names are left out (Keras numbers them
+    per process)."""
+    classes = []
+
+    def walk(layer):
+        for inner in getattr(layer, "layers", ()):
+            classes.append(type(inner).__name__)
+            walk(inner)
+
+    walk(model)
+    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    return shape, tuple(classes), tuple(tuple(weight.shape) for weight in model.weights)
+
+
+def check_resumed_network(model, checkpoint: Path, net: str, input_size, channels: int, args) -> None:
+    """UserError when ``model`` (the checkpoint --resume loads) is not the network run.json
+    describes (--net, input size, --lpf, preprocessing, ...): built anew here and compared by
+    :func:`network_signature`."""
+    models = _models()
+    try:
+        expected = models.build_model(net, input_size, channels=channels, num_classes=open_data(args).num_classes,
+                                      lpf=args.lpf, preprocessing=args.preprocessing, mean_order=args.mean_order,
+                                      colour=args.colour, weight_decay=args.weight_decay)
+    except ValueError:
+        return  # the run's own settings no longer build: the checkpoint is the only description left
+    mine, theirs = network_signature(model), network_signature(expected)
+    if mine == theirs:
+        return
+    what = ("input shape " + "x".join(str(v) for v in mine[0]) + f", run.json's {'x'.join(str(v) for v in theirs[0])}"
+            if mine[0] != theirs[0] else
+            f"{len(mine[1])} layers and {len(mine[2])} weights, run.json's network (--net {args.net}, --lpf "
+            f"{args.lpf}, --preprocessing {args.preprocessing}) {len(theirs[1])} layers and {len(theirs[2])} weights"
+            if (len(mine[1]), len(mine[2])) != (len(theirs[1]), len(theirs[2])) else
+            f"other layers or weight shapes than run.json's network (--net {args.net}, --lpf {args.lpf})")
+    raise UserError(f"{checkpoint}: not a checkpoint of this run's network ({what}): copied from another run? "
+                    f"Nothing was changed; put back the run's own {checkpoint.name}, or train a new run")
+
+
 def start_log(run_dir: Path, completed_epochs: int) -> None:
     """Keep the CSV rows of the epochs already done (none for a new run); later epochs are appended."""
     path = run_dir / LOG_FILE
@@ -1396,11 +1456,15 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
                                 f"--resume continues up to --epochs (give at least {initial_epoch}), it "
                                 f"does not go back (train_fer.py --mode test --epoch E tests an earlier one)")
             LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
+            model = load_checkpoint(checkpoint)
+            # Before anything is removed: the checkpoint must hold the network run.json describes (a
+            # checkpoint_last.hdf5 copied from another run was trained on, or crashed, after the
+            # run's own later checkpoints had been deleted as unfinished).
+            check_resumed_network(model, checkpoint, net, input_size, channels, args)
             for epoch, path in numbered_checkpoints(run_dir):
                 if epoch > initial_epoch and chief:  # of an epoch that did not finish: it is trained again
                     LOG.warning("%s: of epoch %d, which did not finish (the run stopped); removed", path, epoch)
                     path.unlink()
-            model = load_checkpoint(checkpoint)
             centers = attach_center_loss(args, model)
             saved_centers = checkpoint_state(checkpoint)[1] if centers is not None else None
             if saved_centers is not None:  # the centres of the epoch the checkpoint holds

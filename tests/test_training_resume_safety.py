@@ -142,3 +142,65 @@ def test_a_killed_workers_scratch_folder_is_removed_by_the_next_worker(tmp_path)
         assert training.WORKER_SCRATCH_RE.match(Path(scratch.name).name).groups() == (host, str(os.getpid()))
     finally:
         scratch.cleanup()
+
+
+@pytest.mark.parametrize("other, shown", [(["--input-size", "72"], "input shape 72x72x3, run.json's 64x64x3"),
+                                          (["--lpf", "2"], "--lpf 0")])
+def test_a_checkpoint_of_another_network_is_refused_before_anything_is_removed(sample_tree, tmp_path, other, shown):
+    """checkpoint_last.hdf5 copied in from another run (another input size, or BlurPool): --resume
+    deleted the run's later checkpoints as unfinished and then crashed (another input size) or
+    trained the other network under this run.json (another --lpf). Now refused, nothing removed."""
+    run_dir, other_dir = tmp_path / "run", tmp_path / "other"
+    assert train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "2", "--dir", str(run_dir)]) == 0
+    changed = [*TINY]
+    for flag, value in zip(other[::2], other[1::2]):
+        changed[changed.index(flag) + 1] = value
+    assert train_fer.main(["--rafdb", str(sample_tree), *changed, "--epochs", "1", "--dir", str(other_dir)]) == 0
+    (run_dir / training.LAST_CHECKPOINT).write_bytes((other_dir / training.LAST_CHECKPOINT).read_bytes())
+    (run_dir / training.STATE_FILE).unlink()  # the copied checkpoint's own state says epoch 1
+    before = sorted(path.name for path in run_dir.iterdir())
+    with pytest.raises(UserError, match="not a checkpoint of this run's network") as error:
+        train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "3"])
+    assert shown in str(error.value)
+    assert sorted(path.name for path in run_dir.iterdir()) == before
+
+
+def test_a_diverged_run_stops_as_failed_with_no_checkpoint(sample_tree, tmp_path):
+    """--lr 1e9: the loss is NaN after the first steps. The run used to save 'improved' checkpoints of a
+    network whose outputs are NaN and report its test accuracy (every image the first class) as a
+    result; now it stops at the end of the epoch, naming --lr, with status failed."""
+    run_dir = tmp_path / "run"
+    options = [*TINY]
+    options[options.index("--lr") + 1] = "1e9"
+    with pytest.raises(UserError, match=r"training loss of epoch 1 is nan: the run diverged.*lower --lr"):
+        train_fer.main(["--rafdb", str(sample_tree), *options, "--epochs", "2", "--dir", str(run_dir)])
+    assert not run_dir.exists()  # no checkpoint was written: no half-begun run folder is left
+    # Diverging in epoch 2 (the rate multiplied by 1e12 after epoch 1): epoch 1's checkpoint stays.
+    options[options.index("--lr") + 1] = "0.02:1e12:1"
+    with pytest.raises(UserError, match=r"training loss of epoch 2 is nan: the run diverged"):
+        train_fer.main(["--rafdb", str(sample_tree), *options, "--epochs", "3", "--dir", str(run_dir)])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert sorted(path.name for path in run_dir.glob("checkpoint*.hdf5")) == ["checkpoint.01.hdf5",
+                                                                             "checkpoint_last.hdf5"]
+    assert training.checkpoint_state(run_dir / training.LAST_CHECKPOINT)[0]["completed_epochs"] == 1
+    assert not (run_dir / "results.json").exists()
+
+
+def test_resume_with_another_dataset_under_either_spelling_names_the_conflict(sample_tree, tmp_path):
+    """The run was started with --rafdb: --resume --rafdb OTHER said 'conflicts ... run.json has
+    PosixPath(...)' and --data OTHER blamed a --data the user never gave."""
+    run_dir, other = tmp_path / "run", tmp_path / "other"
+    other.mkdir()
+    assert train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "1", "--dir", str(run_dir)]) == 0
+    for flag in ("--rafdb", "--data"):
+        with pytest.raises(UserError) as error:
+            train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "2", flag, str(other)])
+        message = str(error.value)
+        assert message.startswith(f"{flag} {other}: conflicts with the run being resumed")
+        assert str(sample_tree) in message and "PosixPath" not in message and "disagree" not in message
+
+
+def test_collective_timeout_must_not_be_negative(capsys):
+    with pytest.raises(SystemExit) as error:
+        train_fer.main(["--collective-timeout", "-5", "--rafdb", "x"])
+    assert error.value.code == 2 and "expected a number >= 0" in capsys.readouterr().err
