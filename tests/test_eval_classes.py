@@ -27,6 +27,19 @@ def _classifier(output_names, permutation=None):
                                   class_source="flag", permutation=permutation, run_info=None)
 
 
+def _contrast_evaluation(tmp_path, root, classes: int, class_order: str) -> list[str]:
+    """The FER+ tree ``root`` exported (contrast, severity 1) and a dense model of ``classes``
+    outputs: the common arguments of eval_corrupted_rafdb.py over them."""
+    import ferplus_aug_dataset
+
+    export = tmp_path / "C"
+    assert ferplus_aug_dataset.main(["export", "--dataset", "ferplus", "--data", str(root), "--out", str(export),
+                                     "--corruptions", "contrast", "--severities", "1", "--workers", "1"]) == 0
+    _dense_model(tmp_path / "m.keras", 48, 1, classes, seed=2)
+    return [str(tmp_path / "m.keras"), "--dataset", "ferplus", "--data", str(root), "--corrupted", str(export),
+            "--corruptions", "contrast", "--severities", "1", "--preprocessing", "none", "--class-order", class_order]
+
+
 def test_columns_of_an_8_class_model_on_rafdb_and_of_a_rafdb_model_on_ferplus():
     ferplus_model = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
     names, columns, _ = evaluation_columns(ferplus_model, RAFDB_CLASSES)
@@ -131,17 +144,11 @@ def test_a_7_class_model_on_ferplus_is_its_own_baseline(tmp_path):
     those. Its own result as --baseline is accepted (mCE 100 %); the check compared the dataset's
     full N with the baseline's and refused it."""
     import eval_corrupted_rafdb
-    import ferplus_aug_dataset
     import synthetic_faces
 
     root = synthetic_faces.write_fer_sample(tmp_path / "F", n_train=4, n_public=16, n_private=4, seed=5)
     _make_contempt(root, 3)
-    export = tmp_path / "C"
-    assert ferplus_aug_dataset.main(["export", "--dataset", "ferplus", "--data", str(root), "--out", str(export),
-                                     "--corruptions", "contrast", "--severities", "1", "--workers", "1"]) == 0
-    _dense_model(tmp_path / "m.keras", 48, 1, 7, seed=2)
-    common = [str(tmp_path / "m.keras"), "--dataset", "ferplus", "--data", str(root), "--corrupted", str(export),
-              "--corruptions", "contrast", "--severities", "1", "--preprocessing", "none", "--class-order", "rafdb"]
+    common = _contrast_evaluation(tmp_path, root, 7, "rafdb")
     first = tmp_path / "r.json"
     assert eval_corrupted_rafdb.main(common + ["--json", str(first)]) == 0
     result = json.loads(first.read_text())["results"][0]
@@ -403,16 +410,10 @@ def test_ferplus_norm_is_recorded_and_legacy_is_no_baseline_for_fix(tmp_path):
     set (its digest), so a legacy result is refused as the baseline of a fix evaluation; --merge
     keeps the setting and refuses shards that differ in it."""
     import eval_corrupted_rafdb
-    import ferplus_aug_dataset
     import robustness
 
     root = _write_votes(tmp_path / "F", [[6, 0, 0, 0, 0, 0, 0, 0, 2, 2], [0, 8, 0, 0, 0, 0, 0, 0, 0, 0]])
-    export = tmp_path / "C"
-    assert ferplus_aug_dataset.main(["export", "--dataset", "ferplus", "--data", str(root), "--out", str(export),
-                                     "--corruptions", "contrast", "--severities", "1", "--workers", "1"]) == 0
-    _dense_model(tmp_path / "m.keras", 48, 1, 8, seed=2)
-    common = [str(tmp_path / "m.keras"), "--dataset", "ferplus", "--data", str(root), "--corrupted", str(export),
-              "--corruptions", "contrast", "--severities", "1", "--preprocessing", "none", "--class-order", "ferplus"]
+    common = _contrast_evaluation(tmp_path, root, 8, "ferplus")
     results = {}
     for norm in ("fix", "legacy"):
         assert eval_corrupted_rafdb.main(common + ["--ferplus-norm", norm, "--json", str(tmp_path / f"{norm}.json")]) == 0
