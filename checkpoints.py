@@ -955,16 +955,19 @@ class Classifier:
         return out
 
     # -- input pipeline --------------------------------------------------------------------
-    def make_dataset(self, paths: Sequence[str | Path], read=None):
+    def make_dataset(self, paths: Sequence[str | Path], read=None, *, batch_size: int | None = None,
+                     crop: str | None = None):
         """The shared tf.data pipeline over image files, sized for this model (images only).
 
-        ``read(item) -> uint8 image`` reads items that are not files (a dataset's ids)."""
+        ``read(item) -> uint8 image`` reads items that are not files (a dataset's ids);
+        ``batch_size`` and ``crop`` replace the classifier's own (RAF-DB-P: whole sequences per
+        batch, frames resized whole)."""
         import input_pipeline
 
         return input_pipeline.make_dataset([str(path) for path in paths], None,
                                            image_size=self.image_size, channels=self.channels,
-                                           batch_size=self.batch_size, crop=self.crop, read=read,
-                                           grey_first=self.grey_first)
+                                           batch_size=batch_size or self.batch_size, crop=crop or self.crop,
+                                           read=read, grey_first=self.grey_first)
 
     def make_array_dataset(self, images_uint8: np.ndarray):
         """The shared pipeline over in-memory RGB uint8 images (same cut, resize and grey)."""

@@ -804,22 +804,21 @@ def _split_by_corrupted_source(robust: list) -> list:
     its own, keyed ``<key> STX C ...`` (:data:`SOURCE_SEP`) and named with what differs in the
     recorded source (``[C seed 1]``), else with its images' label (``[C export with manifest
     0a1b2c3d4e5f]``)."""
+    sources = [_source_label(result) for *_, result in robust]
     labels: dict[str, list[str]] = {}
     users: dict[str, set] = {}
-    for key, _checkpoint, _path, result in robust:
-        label = _source_label(result)
+    for (key, *_), label in zip(robust, sources):
         labels.setdefault(key, [])
         if label not in labels[key]:
             labels[key].append(label)
         users.setdefault(label, set()).add(key)
     kept = {key: min(found, key=lambda label: (-len(users[label]), label)) for key, found in labels.items()}
     kept_result = {}
-    for key, _checkpoint, _path, result in robust:
-        if _source_label(result) == kept[key]:
+    for (key, *_, result), label in zip(robust, sources):
+        if label == kept[key]:
             kept_result.setdefault(key, result)
     out = []
-    for key, checkpoint, path, result in robust:
-        label = _source_label(result)
+    for (key, checkpoint, path, result), label in zip(robust, sources):
         if label != kept[key]:
             mine, theirs = result.get("source") or {}, kept_result[key].get("source") or {}
             parts = []

@@ -427,7 +427,6 @@ def predict_folders(runner, checkpoint: Path, names: Sequence[str],
     recall and confusion over all frames, each frame labelled with its sequence's label row from
     ``labels`` (docs/BENCHMARK.md §11.3).
     """
-    import input_pipeline
 
     classifier = runner.classifier
     text = str(checkpoint)
@@ -445,9 +444,7 @@ def predict_folders(runner, checkpoint: Path, names: Sequence[str],
             def dataset(paths=paths):
                 if classifier.image_size is None:  # a predictions file: looked up by path, not read
                     return classifier.make_dataset(paths)
-                return input_pipeline.make_dataset(paths, None, image_size=classifier.image_size,
-                                                   channels=classifier.channels, batch_size=batch,
-                                                   crop="exact", grey_first=classifier.grey_first)
+                return classifier.make_dataset(paths, batch_size=batch, crop="exact")
 
             if runner.adapted:
                 runner.adapt_to(dataset())
