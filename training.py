@@ -1288,15 +1288,19 @@ def network_signature(model) -> tuple:
     return shape, tuple(classes), tuple(tuple(weight.shape) for weight in model.weights)
 
 
+def build_run_model(args, net: str, input_size, channels: int):
+    """The untrained network of a run's settings (ValueError where they do not build)."""
+    return _models().build_model(net, input_size, channels=channels, num_classes=open_data(args).num_classes,
+                                 lpf=args.lpf, preprocessing=args.preprocessing, mean_order=args.mean_order,
+                                 colour=args.colour, weight_decay=args.weight_decay)
+
+
 def check_resumed_network(model, checkpoint: Path, net: str, input_size, channels: int, args) -> None:
     """UserError when ``model`` (the checkpoint --resume loads) is not the network run.json
     describes (--net, input size, --lpf, preprocessing, ...): built anew here and compared by
     :func:`network_signature`."""
-    models = _models()
     try:
-        expected = models.build_model(net, input_size, channels=channels, num_classes=open_data(args).num_classes,
-                                      lpf=args.lpf, preprocessing=args.preprocessing, mean_order=args.mean_order,
-                                      colour=args.colour, weight_decay=args.weight_decay)
+        expected = build_run_model(args, net, input_size, channels)
     except ValueError:
         return  # the run's own settings no longer build: the checkpoint is the only description left
     mine, theirs = network_signature(model), network_signature(expected)
@@ -1486,10 +1490,7 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
         else:
             initial_epoch, state = 0, {"best": None, "best_epoch": None, "completed_epochs": 0}
             try:
-                model = models.build_model(net, input_size, channels=channels, num_classes=open_data(args).num_classes,
-                                           lpf=args.lpf, preprocessing=args.preprocessing,
-                                           mean_order=args.mean_order, colour=args.colour,
-                                           weight_decay=args.weight_decay)
+                model = build_run_model(args, net, input_size, channels)
             except ValueError as error:
                 raise UserError(f"--net {args.net}: {error}") from None
             if args.pretraining:
