@@ -66,11 +66,16 @@ def add_runner_args(parser) -> None:
                             "mixed with weight N/(N+n) for a folder of n images (0: full adaptation)")
 
 
-def runner_from_args(classifier, args) -> "Runner":
+def check_runner_args(args) -> None:
+    """The flags of add_runner_args that contradict each other, refused before any file is read."""
     if args.adapt_prior < 0:
         raise UserError(f"--adapt-prior: expected a number >= 0, got {args.adapt_prior}")
     if args.adapt_prior and args.adapt != "bn":
         raise UserError("--adapt-prior needs --adapt bn")
+
+
+def runner_from_args(classifier, args) -> "Runner":
+    check_runner_args(args)
     return Runner(classifier, distribute=None if args.distribute == "none" else args.distribute,
                   mixed_precision=args.mixed_precision, jit=args.jit,
                   adapt=None if args.adapt == "none" else args.adapt, adapt_prior=args.adapt_prior)
@@ -155,6 +160,7 @@ class Runner:
         self.adapt, self.adapt_prior = adapt, float(adapt_prior)
         self.model = None
         self.strategy = None
+        self._steps: dict = {}  # training flag -> its compiled step, traced once for every folder
         if not (distribute or mixed_precision or jit or adapt):
             return
         if distribute and jit:  # TensorFlow's XLA cannot reach a replica's variables on another device
@@ -206,6 +212,13 @@ class Runner:
         return self.classifier.with_preprocessing(dataset)
 
     def _call(self, training: bool):
+        """The compiled step of one mode, built once: a new tf.function per folder would trace (and
+        with --jit compile) the model again for every folder and every adaptation pass."""
+        if training not in self._steps:
+            self._steps[training] = self._build_step(training)
+        return self._steps[training]
+
+    def _build_step(self, training: bool):
         import tensorflow as tf
 
         import model_files
