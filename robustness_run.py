@@ -199,6 +199,7 @@ def run(args) -> int:
                         f"--predictions")
     if args.predictions is not None:
         checkpoints.refuse_model_flags_with_predictions(args)
+    inference.check_runner_args(args)  # contradicting flags before any tree or model is looked for
     # Every output first: an unwritable path is an error now, not after the evaluation.
     check_output_flags(args, "json", "csv", "plot", "save_probabilities")
     if args.plot is not None:

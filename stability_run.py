@@ -41,6 +41,7 @@ def run(args) -> int:
                         f"is evaluated on the 10 perturbations of RAF-DB-P (docs/DATASETS.md)")
     if args.predictions is not None:
         checkpoints.refuse_model_flags_with_predictions(args)
+    inference.check_runner_args(args)  # contradicting flags before any tree or model is looked for
     # Every output first: an unwritable path is an error now, not after the predictions.
     check_output_flags(args, "out", "json", "save_probabilities")
     outputs = [("--" + dest.replace("_", "-"), getattr(args, dest, None))

@@ -343,6 +343,14 @@ def test_perturbation_writer_adapt_bn_is_labelled(workspace, tmp_path):
                "perturbed", "--adapt-prior", "8", "--out", out)
 
 
+def test_adapt_prior_without_adapt_is_refused_before_looking_for_trees(tmp_path):
+    """The flags' contradiction is the error, not a missing tree the user would then go and find."""
+    for main, extra in ((eval_corrupted_rafdb.main, ["--rafdb", str(tmp_path / "none")]),
+                        (eval_perturbed_rafdb.main, ["--perturbed", str(tmp_path / "none")])):
+        with pytest.raises(UserError, match="--adapt-prior needs --adapt bn"):
+            main([str(tmp_path / "m.keras"), *extra, "--adapt-prior", "5"])
+
+
 def test_perturbation_writer_saves_probabilities(workspace, tmp_path):
     out, saved_path = tmp_path / "p.txt", tmp_path / "p.npz"
     assert in_dir(workspace, eval_perturbed_rafdb.main, "runs/a/checkpoint.01.keras", "--perturbed",
