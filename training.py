@@ -1181,7 +1181,9 @@ def run_config(args, net: str, input_shape, model) -> dict:
         "crop": args.crop, "lpf": args.lpf, "augmentation": args.augmentation, "cutout": bool(args.cutout),
         "effective_augmentation": "cutout" if args.cutout else args.augmentation,  # --cutout replaces the kind
         "honour_policy_prob": bool(args.honour_policy_prob), "jsd": bool(getattr(args, "jsd", False)),
-        "augmix": dict(zip(("width", "depth", "severity"), augmix_params(args))), "seed": args.seed, "val_split": args.val_split,
+        # AugMix's parameters only for an AugMix run (they shape nothing else)
+        "augmix": (dict(zip(("width", "depth", "severity"), augmix_params(args)))
+                   if args.augmentation == "augmix" else None), "seed": args.seed, "val_split": args.val_split,
         "validation": validation_source(args, open_data(args)), "val_fraction": args.val_fraction, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         # the schedule in use: --lr as typed may leave out the factor and the interval (their defaults)
         "lr_schedule": dict(zip(("init", "factor", "every"), parse_lr(args.lr))),

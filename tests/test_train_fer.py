@@ -849,6 +849,7 @@ def test_cutout_run_records_the_effective_augmentation(sample_tree, tmp_path):
     assert train_fer.main(argv) == 0
     config = json.loads((tmp_path / "c" / "run.json").read_text())
     assert (config["augmentation"], config["cutout"], config["effective_augmentation"]) == ("default", True, "cutout")
+    assert config["augmix"] is None  # AugMix's width/depth/severity are recorded for AugMix runs only
 
 
 def test_help_names_the_flags_resume_accepts_anew_and_what_mode_test_does():
