@@ -20,6 +20,7 @@ ACCEPTED_FORMATS = "a JPEG, PNG, BMP, WebP or TIFF file"  # what decode_image's 
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_SIGNATURES = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, either byte order
 
 # OpenCV's own warnings ("TIFFRGBAImageOK: Sorry, can not handle images with 32-bit samples") would
 # precede the error naming the file that decode_image raises for the same image: errors only.
@@ -31,13 +32,50 @@ def _png_grey_with_alpha(data: bytes) -> bool:
     return len(data) > 25 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[25] == 4
 
 
+def _tiff_with_alpha(data: bytes, keep_grey: bool) -> np.ndarray | None:
+    """A TIFF with an alpha channel, decoded by Pillow with the colour under the alpha kept (RGB, or
+    grey as ``(H, W, 1)`` with ``keep_grey``); None for any other file, or one Pillow cannot read.
+
+    OpenCV's TIFF reader (libtiff's RGBA interface) multiplies the colour by an unassociated alpha,
+    even with ``IMREAD_UNCHANGED``: a half-transparent red 200 would read as 100. Pillow applies the
+    TIFF's orientation on load, as OpenCV does; 16-bit samples are reduced to 8 bits by both."""
+    if data[:4] not in _TIFF_SIGNATURES:
+        return None
+    import io
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                if not any(band in ("A", "a") for band in image.getbands()):
+                    return None
+                image.load()
+                image = ImageOps.exif_transpose(image)  # a no-op where Pillow's TIFF reader applied it
+                if image.mode in ("RGBa", "La"):  # associated (premultiplied) alpha: divided out
+                    image = image.convert(image.mode.upper())
+                grey = image.mode.startswith("L")  # LA: grey with alpha; RGBA, PA (a palette): colour
+                pixels = np.asarray(image.convert("L" if grey else "RGB"))
+    except Exception:  # noqa: BLE001 - a TIFF Pillow cannot decode: OpenCV's reader decides
+        return None
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None] if keep_grey else np.repeat(pixels[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(pixels)
+
+
 def decode_image(data: bytes, name: str, *, keep_grey: bool = False) -> np.ndarray:
     """Decode image bytes to uint8; ``name`` is used in the error message.
 
     By default the result is RGB ``(H, W, 3)`` (a grey file is expanded, as OpenCV does). With
     ``keep_grey`` a single-channel file (a grey PNG with alpha too) comes back as ``(H, W, 1)``
-    and a colour one as RGB. Alpha is dropped and 16-bit files are reduced to 8 bits (OpenCV's ``IMREAD_ANYCOLOR``).
+    and a colour one as RGB. Alpha is dropped, keeping the colour under it (a TIFF with alpha is read
+    by Pillow for that), and 16-bit files are reduced to 8 bits (OpenCV's ``IMREAD_ANYCOLOR``).
     """
+    tiff = _tiff_with_alpha(data, keep_grey)
+    if tiff is not None:
+        return tiff
     buffer = np.frombuffer(data, dtype=np.uint8)
     flags = cv2.IMREAD_ANYCOLOR if keep_grey else cv2.IMREAD_COLOR
     if keep_grey and _png_grey_with_alpha(data):  # OpenCV would expand it to three channels

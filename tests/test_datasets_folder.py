@@ -557,3 +557,38 @@ def test_images_at_the_root_are_ignored_with_a_warning(tmp_path, caplog):
         data = datasets.get("folder", root)
     assert data.labels("test").names == ["test/happy/a.png"]
     assert f"{root}: 1 image(s) at the root ignored (stray.jpg): images belong in <split>/<class>/" in caplog.messages
+
+
+def test_tiff_with_alpha_keeps_the_colour_under_it():
+    """docs/DATASETS.md: an alpha channel is dropped, the colour under it kept. OpenCV's TIFF reader
+    multiplied the colour by the alpha (a half-transparent red 200 read as 100; PNG and WebP read
+    200); a grey + alpha TIFF stays grey, and the TIFF's orientation is still applied."""
+    import io
+
+    from PIL import Image
+
+    from datasets import images
+
+    def tiff(array, mode, orientation=None):
+        buffer, extra = io.BytesIO(), {}
+        if orientation is not None:
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            extra["exif"] = exif.tobytes()
+        Image.fromarray(array, mode).save(buffer, format="TIFF", **extra)
+        return buffer.getvalue()
+
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[...] = (200, 10, 30, 128)
+    for keep_grey in (False, True):
+        decoded = images.decode_image(tiff(rgba, "RGBA"), "a.tif", keep_grey=keep_grey)
+        assert decoded.shape == (40, 60, 3) and (decoded == (200, 10, 30)).all()
+    la = np.zeros((40, 60, 2), np.uint8)
+    la[...] = (90, 128)
+    assert (images.decode_image(tiff(la, "LA"), "la.tif", keep_grey=True) == np.full((40, 60, 1), 90)).all()
+    assert (images.decode_image(tiff(la, "LA"), "la.tif") == np.full((40, 60, 3), 90)).all()
+    # orientation 6 (shown turned 90 degrees clockwise): the stored top half is the shown right half
+    rgba[20:, :, :3] = 0
+    upright = images.decode_image(tiff(rgba, "RGBA", orientation=6), "turned.tif")
+    assert upright.shape == (60, 40, 3)
+    assert (upright[:, 20:] == (200, 10, 30)).all() and (upright[:, :20] == 0).all()
