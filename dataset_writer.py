@@ -1668,9 +1668,10 @@ def require_corruptible_size(shape: Sequence[int], path) -> None:
 
 
 def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of a source image: from its header when Pillow can read it (no pixels
-    decoded), else by decoding it as the export will (``datasets.images.read_image``), whose
-    UserError names a file that no reader can open."""
+    """(height, width) of a source image as it is decoded, upright: from its header when Pillow can
+    read it (no pixels decoded), else by decoding it as the export will (``datasets.images.read_image``),
+    whose UserError names a file that no reader can open. An EXIF orientation of 5 to 8 (turned a
+    quarter) swaps the header's sides, as decoding applies it (docs/DATASETS.md)."""
     import warnings
 
     from PIL import Image
@@ -1680,6 +1681,10 @@ def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 width, height = image.size
+                if image.format == "TIFF":  # Pillow's TIFF reader reports the upright size: the stored one
+                    width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)
+                if image.getexif().get(0x0112) in (5, 6, 7, 8):
+                    width, height = height, width
         return int(height), int(width)
     except Exception:  # noqa: BLE001 - any Pillow failure: the export's own reader decides
         from datasets.images import read_image

@@ -127,7 +127,7 @@ def refuse_unusable_landmarks(landmarks: np.ndarray, landmark_file: Path, image_
         return 0 <= point[0] < w and 0 <= point[1] < h
 
     points = (eye_l, eye_r, mouth)
-    # the header's size; an EXIF-rotated photo is decoded upright, with its sides swapped
+    # the upright size (as decoded); landmarks of the photo as stored fit it with its sides swapped
     if not any(inside(point, width, height) or inside(point, height, width) for point in points):
         raise UserError(f"{landmark_file}: the eyes and the mouth point all lie outside {image_path.name} "
                         f"({width}x{height} px): landmarks of another image or resolution?")

@@ -513,6 +513,30 @@ def test_export_precheck_warns_about_mixed_image_sizes(tmp_path, caplog):
             in caplog.text)
 
 
+def test_export_precheck_sizes_are_upright_for_exif_turned_photos(tmp_path, caplog):
+    """A JPEG stored 100 wide x 48 high with EXIF orientation 6 (shown turned a quarter) is decoded
+    100 high x 48 wide: the size check read the stored header, so it missed the height warning and
+    swapped the sides of the too-small message."""
+    from PIL import Image
+
+    import dataset_writer
+
+    def turned(path, width, height):
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(path, exif=exif.tobytes())
+
+    _image(tmp_path / "a.png", 1, size=(48, 48))
+    turned(tmp_path / "b.jpg", 100, 48)
+    assert dataset_writer.image_file_size(tmp_path / "b.jpg") == (100, 48)  # (height, width)
+    dataset_writer.refuse_unusable_sources([tmp_path / "a.png", tmp_path / "b.jpg"])
+    assert (f"the images range from 48 px ({tmp_path / 'a.png'}) to 100 px high ({tmp_path / 'b.jpg'})"
+            in caplog.text)
+    turned(tmp_path / "c.jpg", 100, 20)  # shown 20 wide, 100 high
+    with pytest.raises(UserError, match=r"c.jpg: the image is 20x100 px \(width x height\)"):
+        dataset_writer.refuse_unusable_sources([tmp_path / "c.jpg"])
+
+
 def test_a_missing_perturbation_frame_is_named_in_the_tree_format(tmp_path, random_faces):
     """A folder dataset's RAF-DB-P export of .jpg frames with one frame deleted: the error names that
     .jpg file (it named a .png that never existed); a .png export is read as .png."""
