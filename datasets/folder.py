@@ -12,7 +12,8 @@ Without ``classes.txt`` the order is RAF-DB's restricted to the classes present,
 last. Images may sit in sub-folders of a class folder; the
 id of an image is its path below the split folder (``happy/session2/img7.png``). Hidden files
 and folders (a leading dot) and Windows' ``Thumbs.db`` and ``desktop.ini`` are ignored; any other
-file must be an image OpenCV decodes; a broken symbolic link is an error naming it.
+file must be an image OpenCV decodes; a broken symbolic link is an error naming it, and so is a
+link that makes an image count twice anywhere in the tree (:meth:`FolderDataset._scan_all`).
 Ids are paths below ROOT (``test/happy/session2/img7.png``), so they are unique across splits;
 :func:`relative_id` drops the split folder (the export's file name).
 Images keep their own size; grey files are read as (H, W, 1), colour ones as RGB.
@@ -249,16 +250,31 @@ class FolderDataset(Dataset):
                     LOG.warning("%s: folders %s are all the class %s; their images are merged", self.splits[split],
                                 ", ".join(f"{folder}/" for folder in sorted(group)), self.class_names[index])
         self._labels: dict[str, LabelSet] = {}
+        self._scanned: dict[str, tuple[list[str], list[int]] | str] | None = None  # _scan_all, once
 
     def split_name(self, split: str) -> str:
         return self.splits[split].name if split in self.splits else SPLIT_FOLDERS[split]
 
     def _scan(self, split: str) -> tuple[list[str], list[int]]:
-        base = self.splits[split]
-        ids, classes = [], []
-        # Linked sub-folders are followed like linked files and class folders. A link into another
-        # class folder (of this split or another: images under two classes, or test images in
-        # train) or back into a folder already read (a loop, images twice) is an error naming it.
+        """The image ids of ``split`` (sorted) and their class indices, from :meth:`_scan_all`."""
+        if self._scanned is None:
+            self._scanned = self._scan_all()
+        result = self._scanned[split]
+        if isinstance(result, str):
+            raise UserError(result)
+        return result
+
+    def _scan_all(self) -> dict[str, tuple[list[str], list[int]] | str]:
+        """Every split's ``(ids, classes)``, or the error of its first unusable file, read in one walk
+        of the whole tree whichever split is asked first: an image must be read once in the dataset.
+
+        Linked sub-folders are followed like linked files and class folders. A link into another
+        class folder (of this split or another: images under two classes, or test images in train),
+        back into a folder already read (a loop, images twice), or to an image read elsewhere (a
+        linked folder or file shared by two classes or splits, a second name for an image of its
+        own folder) is an error naming both paths, raised for any split: the numbers of every split
+        would be wrong. One real path per folder and one per linked file are kept (no file is
+        opened or stat-ed unless it is a link)."""
         class_roots: dict[str, str] = {}
         for other in self.splits:
             for name in _visible(p.name for p in self.splits[other].iterdir() if p.is_dir()):
@@ -267,43 +283,80 @@ class FolderDataset(Dataset):
                     raise UserError(f"{self.root / label} and {self.root / class_roots[real]}: the same folder "
                                     f"({real}) through a symbolic link; each class folder must hold its own images")
                 class_roots[real] = label
-        for folder in _visible(p.name for p in base.iterdir() if p.is_dir()):
-            own = os.path.realpath(base / folder)
-            walked = set()
-            for directory, subdirs, files in os.walk(base / folder, followlinks=True):
-                real = os.path.realpath(directory)
-                owner = next((root for root in class_roots
-                              if real == root or real.startswith(root + os.sep)), None)
-                if owner is not None and owner != own:
-                    raise UserError(f"{directory}: a symbolic link into the class folder {class_roots[owner]} "
-                                    f"({real}); its images would count under two classes or splits: remove the link")
-                if real in walked:
-                    raise UserError(f"{directory}: the same folder as one already read ({real}), through a "
-                                    "symbolic link; remove the link (a loop, or images counted twice)")
-                walked.add(real)
-                subdirs[:] = _visible(subdirs)
-                for file_name in _visible(files):
-                    path = Path(directory) / file_name
-                    try:  # the image ids go into manifests, predictions files and JSON: UTF-8 text
-                        file_name.encode("utf-8")
-                    except UnicodeEncodeError:
-                        raise UserError(f"{os.fsencode(path)!r}: the file name is not valid UTF-8 (made on a "
-                                        f"system with another encoding?); rename it") from None
-                    _refuse_broken_link(path)
-                    if path.is_symlink():  # a linked file, as a linked folder: not into another class folder
-                        target = os.path.realpath(path)
-                        owner = next((root for root in class_roots if target.startswith(root + os.sep)), None)
-                        if owner is not None and owner != own:
-                            raise UserError(f"{path}: a symbolic link to {target}, an image of the class folder "
-                                            f"{class_roots[owner]}; it would count under two classes or splits: "
-                                            f"remove the link")
-                    if path.suffix.lower() not in IMAGE_SUFFIXES:
-                        raise UserError(f"{path}: not an image file (expected "
-                                        f"{', '.join(IMAGE_SUFFIXES)}; hidden files are ignored)")
-                    ids.append(path.relative_to(self.root).as_posix())
-                    classes.append(self.folder_class[folder])
-        order = sorted(range(len(ids)), key=ids.__getitem__)
-        return [ids[i] for i in order], [classes[i] for i in order]
+        read_folders: dict[str, Path] = {}  # real folder -> the path it was read as, all splits
+        linked_files: list[tuple[Path, str]] = []  # (link, its real target), all splits
+        scanned: dict[str, tuple[list[str], list[int]] | str] = {}
+        for split, base in self.splits.items():
+            ids, classes, error = [], [], None
+            for folder in _visible(p.name for p in base.iterdir() if p.is_dir()):
+                own = os.path.realpath(base / folder)
+                stack = [base / folder]
+                while stack:  # depth first, sub-folders in name order (as os.walk)
+                    directory = stack.pop()
+                    real = os.path.realpath(directory)
+                    owner = next((root for root in class_roots
+                                  if real == root or real.startswith(root + os.sep)), None)
+                    if owner is not None and owner != own:
+                        raise UserError(f"{directory}: a symbolic link into the class folder {class_roots[owner]} "
+                                        f"({real}); its images would count under two classes or splits: remove "
+                                        f"the link")
+                    if real in read_folders:
+                        raise UserError(f"{directory}: the same folder as one already read ({read_folders[real]}; "
+                                        f"both are {real}), through a symbolic link; remove the link (a loop, or "
+                                        f"images counted twice, under two classes or in two splits)")
+                    read_folders[real] = directory
+                    try:
+                        with os.scandir(directory) as listing:
+                            entries = sorted((entry for entry in listing if _visible([entry.name])),
+                                             key=lambda entry: entry.name)
+                    except OSError as exc:
+                        raise UserError(f"{directory}: cannot read the folder ({exc.strerror})") from None
+                    subdirs = []
+                    for entry in entries:
+                        if entry.is_dir():  # a linked folder too
+                            subdirs.append(directory / entry.name)
+                            continue
+                        path = directory / entry.name
+                        try:  # the image ids go into manifests, predictions files and JSON: UTF-8 text
+                            entry.name.encode("utf-8")
+                        except UnicodeEncodeError:
+                            error = error or (f"{os.fsencode(path)!r}: the file name is not valid UTF-8 (made on "
+                                              f"a system with another encoding?); rename it")
+                            continue
+                        if entry.is_symlink():  # a linked file, as a linked folder: not into another class folder
+                            try:
+                                _refuse_broken_link(path)
+                            except UserError as exc:
+                                error = error or str(exc)
+                                continue
+                            target = os.path.realpath(path)
+                            owner = next((root for root in class_roots if target.startswith(root + os.sep)), None)
+                            if owner is not None and owner != own:
+                                raise UserError(f"{path}: a symbolic link to {target}, an image of the class "
+                                                f"folder {class_roots[owner]}; it would count under two classes "
+                                                f"or splits: remove the link")
+                            linked_files.append((path, target))
+                        if path.suffix.lower() not in IMAGE_SUFFIXES:
+                            error = error or (f"{path}: not an image file (expected "
+                                              f"{', '.join(IMAGE_SUFFIXES)}; hidden files are ignored)")
+                            continue
+                        ids.append(path.relative_to(self.root).as_posix())
+                        classes.append(self.folder_class[folder])
+                    stack.extend(reversed(subdirs))
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            scanned[split] = error or ([ids[i] for i in order], [classes[i] for i in order])
+        # a linked file whose image is read in a folder of the tree, or through another link: twice
+        first_name: dict[str, Path] = {}
+        for link, target in linked_files:
+            folder, name = os.path.split(target)
+            first = first_name.get(target)
+            if first is None and folder in read_folders and _visible([name]):
+                first = read_folders[folder] / name
+            if first is not None:
+                raise UserError(f"{link}: a symbolic link to {target}, the image read as {first}; it would count "
+                                f"twice (under two classes, in two splits, or twice in one folder): remove the link")
+            first_name[target] = link
+        return scanned
 
     def labels(self, split: str) -> LabelSet:
         self.check_split(split)

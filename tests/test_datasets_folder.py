@@ -67,7 +67,7 @@ def test_linked_sub_folders_are_read_and_a_link_loop_is_named(tmp_path):
         (root / link).unlink()
     assert datasets.get("folder", root).labels("train").names == ["train/happy/t.png", "train/sad/u.png"]
     # so are linked files: an image of another class, or a training image linked into test (both
-    # were counted with no word); a file linked from outside every class folder, or from its own, is read
+    # were counted with no word); a file linked from outside every class folder is read
     for link, target, split in (("test/happy/dupe.png", "test/sad/b.png", "test"),
                                 ("test/happy/leak.png", "train/happy/t.png", "test")):
         (root / link).symlink_to(root / target)
@@ -75,9 +75,66 @@ def test_linked_sub_folders_are_read_and_a_link_loop_is_named(tmp_path):
                                             rf"{Path(target).parent.as_posix()}; it would count under two classes"):
             datasets.get("folder", root).labels(split)
         (root / link).unlink()
-    (root / "test/happy/outside.png").symlink_to(elsewhere / "x.png")
-    (root / "test/happy/again.png").symlink_to(root / "test/happy/a.png")
+    _image(tmp_path / "loose/z.png", 70)
+    (root / "test/happy/outside.png").symlink_to(tmp_path / "loose/z.png")
     assert "test/happy/outside.png" in datasets.get("folder", root).labels("test").names
+    (root / "test/happy/outside.png").unlink()  # an image of the linked folder session2/, linked again
+    (root / "test/happy/outside.png").symlink_to(elsewhere / "x.png")
+    with pytest.raises(UserError, match=r"outside.png: a symbolic link to .*session2/x.png, the image read as "
+                                        r".*test/happy/linked/x.png; it would count twice"):
+        datasets.get("folder", root).labels("test")
+    (root / "test/happy/outside.png").unlink()
+    (root / "test/happy/again.png").symlink_to(root / "test/happy/a.png")  # a second name in its own folder
+    with pytest.raises(UserError, match=r"test/happy/again.png: a symbolic link to .*test/happy/a.png, the image "
+                                        r"read as .*test/happy/a.png; it would count twice"):
+        datasets.get("folder", root).labels("test")
+
+
+@pytest.mark.parametrize("asked", ["train", "test"])
+def test_a_folder_or_file_outside_linked_twice_is_refused_whichever_split_is_asked(tmp_path, asked):
+    """docs/DATASETS.md: a link to images already read is an error naming it. One outside folder (or
+    file) linked into train/happy and test/sad put its image in both splits under two classes (train
+    and test each counted it, exit 0): the check covered one class folder of one split at a time."""
+    pool = tmp_path / "ext/pool"
+    _image(pool / "y.png", 10)
+    root = tmp_path / "faces"
+    for name in ("train/happy/a.png", "train/sad/b.png", "test/happy/c.png", "test/sad/d.png"):
+        _image(root / name, 20)
+    (root / "train/happy/sub").symlink_to(pool, target_is_directory=True)
+    assert datasets.get("folder", root).labels(asked).n_total == (3 if asked == "train" else 2)  # once: read
+    (root / "test/sad/sub").symlink_to(pool, target_is_directory=True)
+    with pytest.raises(UserError) as error:
+        datasets.get("folder", root).labels(asked)
+    assert str(error.value) == (f"{root / 'test/sad/sub'}: the same folder as one already read "
+                                f"({root / 'train/happy/sub'}; both are {pool}), through a symbolic link; remove "
+                                f"the link (a loop, or images counted twice, under two classes or in two splits)")
+    for link in ("train/happy/sub", "test/sad/sub"):
+        (root / link).unlink()
+    (root / "train/happy/x.png").symlink_to(pool / "y.png")
+    (root / "test/sad/x.png").symlink_to(pool / "y.png")
+    with pytest.raises(UserError) as error:
+        datasets.get("folder", root).labels(asked)
+    assert str(error.value) == (f"{root / 'test/sad/x.png'}: a symbolic link to {pool / 'y.png'}, the image read as "
+                                f"{root / 'train/happy/x.png'}; it would count twice (under two classes, in two "
+                                f"splits, or twice in one folder): remove the link")
+    (root / "test/sad/x.png").unlink()
+    (root / "test/sad/sub").symlink_to(pool, target_is_directory=True)  # the folder of a linked image
+    with pytest.raises(UserError, match=r"train/happy/x.png: a symbolic link to .*y.png, the image read as "
+                                        r".*test/sad/sub/y.png"):
+        datasets.get("folder", root).labels(asked)
+
+
+def test_an_unusable_file_of_one_split_does_not_stop_another(tmp_path):
+    """The walk covers every split, but a split's own errors (a file that is no image) are raised
+    only when that split is read, as before."""
+    root = tmp_path / "faces"
+    _image(root / "train/happy/a.png", 1)
+    (root / "train/happy/notes.txt").write_text("x")
+    _image(root / "test/happy/b.png", 2)
+    data = datasets.get("folder", root)
+    assert data.labels("test").names == ["test/happy/b.png"]
+    with pytest.raises(UserError, match=r"train/happy/notes.txt: not an image file"):
+        data.labels("train")
 
 
 def test_two_folders_of_one_class_are_merged_with_a_warning(tmp_path, caplog):
