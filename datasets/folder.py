@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -59,6 +60,12 @@ NUMBERINGS = {
 # Files the operating system leaves in folders (Windows' thumbnail cache and folder settings);
 # ignored like hidden files (macOS' .DS_Store is one).
 SYSTEM_FILES = ("thumbs.db", "desktop.ini")
+
+
+def _folded(name: str) -> str:
+    """A name as compared: NFC (macOS writes folder names decomposed, NFD: ``o`` + a combining
+    diaeresis for ``ö``; a classes.txt typed elsewhere is composed) and case-folded."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _visible(names) -> list[str]:
@@ -147,9 +154,9 @@ def read_classes_file(path: Path) -> list[tuple[str, str]]:
             raise UserError(f"{path}:{number}: {line.strip()!r}: expected a class name, or FOLDER = NAME")
         if "/" in folder or "\\" in folder or folder.startswith("."):
             raise UserError(f"{path}:{number}: {folder!r} is not a folder name")
-        if folder.lower() in (f.lower() for f, _ in entries):
+        if _folded(folder) in (_folded(f) for f, _ in entries):
             raise UserError(f"{path}:{number}: folder {folder!r} is listed twice")
-        if name.lower() in (n.lower() for _, n in entries):
+        if _folded(name) in (_folded(n) for _, n in entries):
             raise UserError(f"{path}:{number}: class {name!r} is listed twice")
         emotion = canonical_name(name)
         same = [n for _, n in entries if emotion is not None and canonical_name(n) == emotion]
@@ -215,13 +222,13 @@ class FolderDataset(Dataset):
         self.folder_class: dict[str, int] = {}
         if classes_file.is_file():
             entries = read_classes_file(classes_file)
-            lookup = {folder.lower(): index for index, (folder, _) in enumerate(entries)}
+            lookup = {_folded(folder): index for index, (folder, _) in enumerate(entries)}
             for folder in all_folders:
-                if folder.lower() not in lookup:
+                if _folded(folder) not in lookup:
                     split = next(s for s, names in folders.items() if folder in names)
                     raise UserError(f"{self.splits[split] / folder}: class folder not listed in {classes_file} "
                                     f"(it lists {', '.join(f for f, _ in entries)})")
-                self.folder_class[folder] = lookup[folder.lower()]
+                self.folder_class[folder] = lookup[_folded(folder)]
             unused = [entry for index, entry in enumerate(entries) if index not in self.folder_class.values()]
             if unused:
                 folder, name = unused[0]

@@ -673,3 +673,22 @@ def test_tiff_with_alpha_keeps_the_colour_under_it():
     upright = images.decode_image(tiff(rgba, "RGBA", orientation=6), "turned.tif")
     assert upright.shape == (60, 40, 3)
     assert (upright[:, 20:] == (200, 10, 30)).all() and (upright[:, :20] == 0).all()
+
+
+def test_class_folders_from_macos_nfd_match_an_nfc_classes_txt(tmp_path):
+    """macOS names folders decomposed (NFD: o + U+0308 for ö); a classes.txt typed elsewhere is
+    composed (NFC). The folder was refused as not listed, in a message that showed the same name."""
+    import unicodedata
+
+    composed, decomposed = "Fr\u00f6hlich", "Fro\u0308hlich"
+    assert unicodedata.normalize("NFD", composed) == decomposed
+    root = tmp_path / "faces"
+    _image(root / "test" / decomposed / "a.png", 1)
+    _image(root / "test/Traurig/b.png", 2)
+    (root / "classes.txt").write_text(f"Traurig\n{composed}\n", encoding="utf-8")
+    data = datasets.get("folder", root)
+    assert data.class_names == ("Traurig", composed)
+    assert data.labels("test").classes.tolist() == [1, 0]  # Fro..hlich/a.png, Traurig/b.png
+    (root / "classes.txt").write_text(f"{composed}\nTraurig\n{decomposed.upper()}\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"classes.txt:3: folder .* is listed twice"):
+        datasets.get("folder", root)
