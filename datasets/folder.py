@@ -11,7 +11,7 @@ of a folder whose name is not the class name (``1 = surprise``).
 Without ``classes.txt`` the order is RAF-DB's restricted to the classes present, with contempt
 last. Images may sit in sub-folders of a class folder; the
 id of an image is its path below the split folder (``happy/session2/img7.png``). Hidden files
-and folders (a leading dot) and Windows' ``Thumbs.db`` and ``desktop.ini`` are ignored; any other
+and folders (a leading dot), Windows' ``Thumbs.db`` and ``desktop.ini`` and macOS' ``Icon\\r`` are ignored; any other
 file must be an image OpenCV decodes; a broken symbolic link is an error naming it, and so is a
 link that makes an image count twice anywhere in the tree (:meth:`FolderDataset._scan_all`).
 Ids are paths below ROOT (``test/happy/session2/img7.png``), so they are unique across splits;
@@ -57,9 +57,19 @@ NUMBERINGS = {
 }
 
 
-# Files the operating system leaves in folders (Windows' thumbnail cache and folder settings);
-# ignored like hidden files (macOS' .DS_Store is one).
-SYSTEM_FILES = ("thumbs.db", "desktop.ini")
+# Files the operating system leaves in folders (Windows' thumbnail cache and folder settings, macOS'
+# folder icon); ignored like hidden files (macOS' .DS_Store is one).
+SYSTEM_FILES = ("thumbs.db", "desktop.ini", "icon\r")  # icon\r: macOS' custom folder icon, "Icon" + CR
+
+
+def _shown(path) -> str:
+    """A path for a message, its control characters escaped (``Icon\\r``): printed raw, a carriage
+    return would send the terminal back to the start of the line, over the message."""
+    text = str(path)
+    if all(unicodedata.category(char)[0] != "C" for char in text):
+        return text
+    return "".join(char.encode("unicode_escape").decode("ascii") if unicodedata.category(char)[0] == "C" else char
+                   for char in text)
 
 
 def _folded(name: str) -> str:
@@ -89,7 +99,7 @@ def _split_dirs(root: Path) -> dict[str, Path]:
 def _refuse_broken_link(path: Path) -> None:
     """A symbolic link whose target is gone would drop a class folder or an image without a word."""
     if path.is_symlink() and not path.exists() and not path.name.startswith("."):
-        raise UserError(f"{path}: a broken symbolic link (to {os.readlink(path)}, which does not exist); "
+        raise UserError(f"{_shown(path)}: a broken symbolic link (to {_shown(os.readlink(path))}, which does not exist); "
                         "remove it or restore its target")
 
 
@@ -206,7 +216,7 @@ class FolderDataset(Dataset):
                  if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith(".")]
         if loose:  # images outside every split folder belong to no split: said, not silently left out
             LOG.warning("%s: %d image(s) at the root ignored (%s%s): images belong in <split>/<class>/",
-                        self.root, len(loose), ", ".join(loose[:3]), f" and {len(loose) - 3} more" if len(loose) > 3 else "")
+                        self.root, len(loose), ", ".join(map(_shown, loose[:3])), f" and {len(loose) - 3} more" if len(loose) > 3 else "")
         self.has_validation = "validation" in self.splits
         folders = {split: _visible(p.name for p in path.iterdir() if p.is_dir())
                    for split, path in self.splits.items()}
@@ -215,7 +225,7 @@ class FolderDataset(Dataset):
                 _refuse_broken_link(entry)
             loose = _visible(p.name for p in path.iterdir() if p.is_file())
             if loose:
-                raise UserError(f"{path / loose[0]}: files must sit in a class folder "
+                raise UserError(f"{_shown(path / loose[0])}: files must sit in a class folder "
                                 f"({path}/<class>/...)\n{EXPECTED_LAYOUT}")
         all_folders = sorted({name for names in folders.values() for name in names})
         classes_file = self.root / CLASSES_FILE
@@ -226,7 +236,7 @@ class FolderDataset(Dataset):
             for folder in all_folders:
                 if _folded(folder) not in lookup:
                     split = next(s for s, names in folders.items() if folder in names)
-                    raise UserError(f"{self.splits[split] / folder}: class folder not listed in {classes_file} "
+                    raise UserError(f"{_shown(self.splits[split] / folder)}: class folder not listed in {classes_file} "
                                     f"(it lists {', '.join(f for f, _ in entries)})")
                 self.folder_class[folder] = lookup[_folded(folder)]
             unused = [entry for index, entry in enumerate(entries) if index not in self.folder_class.values()]
@@ -242,7 +252,7 @@ class FolderDataset(Dataset):
                 if name is None:
                     split = next(s for s, names in folders.items() if folder in names)
                     hint = numbering_hint(all_folders, classes_file)
-                    raise UserError(f"{self.splits[split] / folder}: unknown class folder name; accepted "
+                    raise UserError(f"{_shown(self.splits[split] / folder)}: unknown class folder name; accepted "
                                     f"(any case): {accepted_names()}; or list your class names in "
                                     f"{classes_file}" + (f"\n{hint}" if hint else ""))
                 canonical[folder] = name
@@ -304,11 +314,11 @@ class FolderDataset(Dataset):
                     owner = next((root for root in class_roots
                                   if real == root or real.startswith(root + os.sep)), None)
                     if owner is not None and owner != own:
-                        raise UserError(f"{directory}: a symbolic link into the class folder {class_roots[owner]} "
+                        raise UserError(f"{_shown(directory)}: a symbolic link into the class folder {class_roots[owner]} "
                                         f"({real}); its images would count under two classes or splits: remove "
                                         f"the link")
                     if real in read_folders:
-                        raise UserError(f"{directory}: the same folder as one already read ({read_folders[real]}; "
+                        raise UserError(f"{_shown(directory)}: the same folder as one already read ({_shown(read_folders[real])}; "
                                         f"both are {real}), through a symbolic link; remove the link (a loop, or "
                                         f"images counted twice, under two classes or in two splits)")
                     read_folders[real] = directory
@@ -317,7 +327,7 @@ class FolderDataset(Dataset):
                             entries = sorted((entry for entry in listing if _visible([entry.name])),
                                              key=lambda entry: entry.name)
                     except OSError as exc:
-                        raise UserError(f"{directory}: cannot read the folder ({exc.strerror})") from None
+                        raise UserError(f"{_shown(directory)}: cannot read the folder ({exc.strerror})") from None
                     subdirs = []
                     for entry in entries:
                         if entry.is_dir():  # a linked folder too
@@ -339,12 +349,12 @@ class FolderDataset(Dataset):
                             target = os.path.realpath(path)
                             owner = next((root for root in class_roots if target.startswith(root + os.sep)), None)
                             if owner is not None and owner != own:
-                                raise UserError(f"{path}: a symbolic link to {target}, an image of the class "
+                                raise UserError(f"{_shown(path)}: a symbolic link to {_shown(target)}, an image of the class "
                                                 f"folder {class_roots[owner]}; it would count under two classes "
                                                 f"or splits: remove the link")
                             linked_files.append((path, target))
                         if path.suffix.lower() not in IMAGE_SUFFIXES:
-                            error = error or (f"{path}: not an image file (expected "
+                            error = error or (f"{_shown(path)}: not an image file (expected "
                                               f"{', '.join(IMAGE_SUFFIXES)}; hidden files are ignored)")
                             continue
                         ids.append(path.relative_to(self.root).as_posix())
@@ -360,7 +370,7 @@ class FolderDataset(Dataset):
             if first is None and folder in read_folders and _visible([name]):
                 first = read_folders[folder] / name
             if first is not None:
-                raise UserError(f"{link}: a symbolic link to {target}, the image read as {first}; it would count "
+                raise UserError(f"{_shown(link)}: a symbolic link to {_shown(target)}, the image read as {_shown(first)}; it would count "
                                 f"twice (under two classes, in two splits, or twice in one folder): remove the link")
             first_name[target] = link
         return scanned

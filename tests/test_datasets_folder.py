@@ -692,3 +692,19 @@ def test_class_folders_from_macos_nfd_match_an_nfc_classes_txt(tmp_path):
     (root / "classes.txt").write_text(f"{composed}\nTraurig\n{decomposed.upper()}\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"classes.txt:3: folder .* is listed twice"):
         datasets.get("folder", root)
+
+
+def test_macos_icon_file_is_ignored_and_control_characters_are_escaped(tmp_path):
+    """macOS' custom folder icon is a file named "Icon" + carriage return: it was refused as not an
+    image, in a message whose raw CR sent the terminal back over it. Now it is ignored like
+    Thumbs.db, and another name with a control character is shown escaped."""
+    root = tmp_path / "faces"
+    _image(root / "test/happy/a.png", 1)
+    (root / "test/happy/Icon\r").write_bytes(b"\0icns")
+    (root / "test/Icon\r").write_bytes(b"\0icns")  # beside the class folders too
+    assert datasets.get("folder", root).labels("test").names == ["test/happy/a.png"]
+    (root / "test/happy/notes\r.txt").write_text("x")
+    with pytest.raises(UserError) as error:
+        datasets.get("folder", root).labels("test")
+    assert str(error.value).startswith(f"{root}/test/happy/notes\\r.txt: not an image file")
+    assert "\r" not in str(error.value)
