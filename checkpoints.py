@@ -41,12 +41,15 @@ Preprocessing precedence: ``--eval-preprocessing legacy-vggface2`` (the original
 BGR input with the swapped VGGFace2 means, §4.4 / §6 row 12) > ``--preprocessing`` (warns when it
 overrides ``run.json``; ``no`` is accepted for ``none``) > ``run.json`` (``preprocessing_in_model``
 true: the model gets raw RGB 0..255) > the model's own preprocessing layers > raw pixels with a
-warning. A flag never runs on top of the model's own preprocessing: when ``run.json`` says
-``preprocessing_in_model`` or the model starts with the project's preprocessing layers
-(FullNormalization, VGGFace2Mean, ZNormalization, build_model's Rescaling), those layers are cut off
-(a new functional model from the first layer after them, sharing the weights); for
-legacy-vggface2, which supplies BGR itself, the RGB->BGR ``ChannelFlip`` after them goes too. A
-model whose layers cannot be cut off that way is refused with a ``UserError``.
+warning. The channel order is not the preprocessing's: a run.json saying ``channel_order`` BGR
+without ``preprocessing_in_model`` true has the input (``none`` and raw integer pixels included)
+handed over in B, G, R order under ``--preprocessing`` too (:func:`run_json_bgr`). A flag never
+runs on top of the model's own preprocessing: when ``run.json`` says ``preprocessing_in_model``
+or the model starts with the project's preprocessing layers (FullNormalization, VGGFace2Mean,
+ZNormalization, build_model's Rescaling), those layers are cut off (a new functional model from the
+first layer after them, sharing the weights); for legacy-vggface2, which supplies BGR itself, the
+RGB->BGR ``ChannelFlip`` after them goes too. A model whose layers cannot be cut off that way is
+refused with a ``UserError``.
 
 Class order: ``--class-order`` (comma list of the checkpoint's output names, or ``fer2013`` /
 ``rafdb``) > ``run.json``'s ``class_names`` > RAF-DB order (assumed, with a warning, for a 7-way
@@ -494,7 +497,8 @@ def preprocessing_setting(mode: str | None, mean_order: str = "correct", colour:
     ``MODE`` (``none`` for no/none) alone when the mode is computed as ``--preprocessing MODE``
     computes it; otherwise what differs is added, ``+``-joined: ``mean_order=X`` (vggface2 only: no
     other mode reads it), ``colour=Y`` (z_normalization only), ``bgr`` (the result handed over in BGR
-    order; for none only with ``--bgr-input``, :func:`setting_with_bgr`). ``in_model``: the mode is applied
+    order, none included: ``none+bgr`` is the raw pixels reversed, as a run.json's channel_order BGR or
+    ``--bgr-input`` (:func:`setting_with_bgr`) feeds them). ``in_model``: the mode is applied
     by the model itself (``MODE+in_model``; ``none`` when that mode is none). A Keras model whose
     own leading layers were removed for the evaluation adds ``+without=<layer>,<layer>``
     (:func:`preprocessing_setting_with`): it then computes something else than the file's graph.
@@ -513,7 +517,7 @@ def preprocessing_setting(mode: str | None, mean_order: str = "correct", colour:
             parts.append(f"mean_order={mean_order}")
         if mode == "z_normalization" and colour != "rgb":
             parts.append(f"colour={colour}")
-        if bgr_input and mode != "none":
+        if bgr_input:
             parts.append("bgr")
     return "_".join("+".join(parts).split())  # one token: the metadata line is split on whitespace
 
@@ -755,11 +759,19 @@ def read_run_json(checkpoint_path: str | Path, replaced: Sequence[str] = ()) -> 
 
 
 def run_json_replaced(preprocessing, eval_preprocessing, class_order, crop) -> tuple[str, ...]:
-    """The run.json keys the evaluation flags given replace (flag > run.json)."""
+    """The run.json keys the evaluation flags given replace (flag > run.json).
+
+    ``--preprocessing`` replaces the mode and what only the mode reads (colour, mean_order), not the
+    channel order the model takes (kept, :func:`run_json_bgr`); ``--eval-preprocessing
+    legacy-vggface2`` hands over BGR itself and replaces channel_order too (``auto`` replaces nothing).
+    """
     out = []
-    if preprocessing is not None or eval_preprocessing is not None:
+    legacy = eval_preprocessing not in (None, "auto")
+    if preprocessing is not None or legacy:
         # (preprocessing_in_model stays checked: a flag's route reads it to strip the model's own layers)
-        out += ["preprocessing", "channel_order", "colour", "mean_order"]
+        out += ["preprocessing", "colour", "mean_order"]
+    if legacy:
+        out.append("channel_order")
     if class_order is not None:
         out.append("class_names")
     if crop is not None:
@@ -798,6 +810,27 @@ def check_run_json(path: Path, data: dict, replaced: Sequence[str] = ()) -> None
             close = difflib.get_close_matches(key, RUN_JSON_READ_KEYS, n=1, cutoff=0.8)
             if close:
                 LOG.warning("%s: key %r is not read (did you mean %r?); its value is ignored", path, key, close[0])
+
+
+def run_json_bgr(run_info: dict | None, channels: int) -> bool:
+    """Whether a run.json makes the evaluation hand the model its input in B, G, R order: it says
+    ``channel_order`` BGR for a colour model and does not say ``preprocessing_in_model`` (the
+    project's own models, whose run.json says it, reverse the channels inside, after their
+    preprocessing layers: their channel_order describes the backbone). Whatever the preprocessing
+    (``none`` and raw integer pixels included) and whether it comes from run.json or from
+    ``--preprocessing``, which replaces the mode, not the order the model was trained on."""
+    return run_info is not None and channels == 3 and not run_info.get("preprocessing_in_model") and \
+        str(run_info.get("channel_order") or "RGB").upper() == "BGR"
+
+
+def _warn_flag_overrides(preprocessing: str, run_json_path: Path, run_info: dict, bgr: bool) -> None:
+    """The warning that ``--preprocessing`` replaces a run.json's preprocessing, naming what it keeps."""
+    stated = run_info.get("preprocessing")
+    if run_info.get("preprocessing_in_model"):
+        stated = f"{stated} (inside the model)"
+    kept = "; its channel_order BGR is kept (the input is handed over in B, G, R order)" if bgr else ""
+    LOG.warning("--preprocessing %s overrides %s (preprocessing %s)%s", preprocessing, run_json_path,
+                stated, kept)
 
 
 # The keys of run.json the evaluations read (train_fer.py writes more; those are not checked).
@@ -1191,22 +1224,21 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
     stripped_equivalent = False  # the flag recomputes exactly the model's own (removed) layer
     if raw_dtype:
         preprocess, label, source, setting = _raw_pixel_preprocessing(raw_dtype, checkpoint_path, run_info,
-                                                                      preprocessing, legacy)
+                                                                      preprocessing, legacy, channels)
     elif legacy:
         if channels != 3:
             raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
         preprocess, label, source = _legacy_vggface2, "legacy-vggface2 (BGR, swapped means)", "flag"
         setting = LEGACY_VGGFACE2_SETTING
     elif preprocessing is not None:
+        bgr = run_json_bgr(run_info, channels)  # the flag replaces the mode, not the channel order
         if run_info is not None:
-            LOG.warning("--preprocessing %s overrides %s", preprocessing, run_json_path)
+            _warn_flag_overrides(preprocessing, run_json_path, run_info, bgr)
         if preprocessing in _THREE_CHANNEL_MODES and channels != 3:
             raise UserError(f"--preprocessing {preprocessing} needs a 3-channel model; this one "
                             f"takes {channels} (use none, scale01 or scale-1-1)")
-        label, source = preprocessing, "flag"
-        setting = preprocessing_setting(preprocessing)
-        if preprocessing != "none":
-            preprocess = _Preprocessor(preprocessing)
+        preprocess, label, setting = _flag_preprocessing(preprocessing, bgr)
+        source = "flag"
         if _flag_recomputes_own_layer(preprocessing, in_model_mode, run_info, own_layers):
             # The flag computes what the removed layer computed: the model's own input, as the
             # default route (run.json, in the model) gives it; one setting for both routes.
@@ -1219,12 +1251,14 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
             setting = _in_model_setting(run_info)
         else:
             mode = run_info.get("preprocessing") or "none"
+            bgr = run_json_bgr(run_info, channels)
             if mode in ("no", "none"):
-                label = "none"
+                label = "none (BGR input)" if bgr else "none"
+                if bgr:
+                    preprocess, setting = _BGRInput(None), preprocessing_setting("none", bgr_input=True)
             elif mode in PREPROCESSING_CHOICES:
                 mean_order = run_info.get("mean_order") or "correct"
                 colour = run_info.get("colour") or "rgb"
-                bgr = str(run_info.get("channel_order", "RGB")).upper() == "BGR"
                 preprocess = _Preprocessor(mode, mean_order, colour, bgr_input=bgr)
                 label = f"{mode} (mean order {mean_order}, {'BGR' if bgr else 'RGB'} input)"
                 setting = preprocess.setting
@@ -1281,10 +1315,22 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
     return classifier
 
 
+def _flag_preprocessing(preprocessing: str, bgr: bool):
+    """(preprocess function or None, label, :func:`preprocessing_setting`) of ``--preprocessing
+    MODE``, handed over in BGR order when ``bgr`` (a run.json's channel_order, :func:`run_json_bgr`)."""
+    setting = preprocessing_setting(preprocessing, bgr_input=bgr)
+    if not bgr:
+        return (None if preprocessing == "none" else _Preprocessor(preprocessing)), preprocessing, setting
+    preprocess = _BGRInput(None) if preprocessing == "none" else _Preprocessor(preprocessing, bgr_input=True)
+    return preprocess, f"{preprocessing} (BGR input: run.json channel_order)", setting
+
+
 def _raw_pixel_preprocessing(raw_dtype: str, checkpoint_path: Path, run_info: dict | None,
-                             preprocessing: str | None, legacy: bool):
-    """(None, label, source, :func:`preprocessing_setting`) for a model whose input is integer pixels (``raw_dtype``, e.g.
-    'uint8'); UserError for any preprocessing but none (flag, --eval-preprocessing or run.json)."""
+                             preprocessing: str | None, legacy: bool, channels: int):
+    """(None or the channel reversal, label, source, :func:`preprocessing_setting`) for a model whose
+    input is integer pixels (``raw_dtype``, e.g. 'uint8'); UserError for any preprocessing but none
+    (flag, --eval-preprocessing or run.json). The pixels are reversed to B, G, R when a run.json says
+    channel_order BGR (:func:`run_json_bgr`)."""
     # Integer pixels in: a float preprocessing would be cut to whole numbers 0..255 (0/1 for
     # scale01), so only raw pixels can be fed; any scaling happens inside the model.
     why = (f"the model's input is {raw_dtype} (it takes raw pixels 0..255 and scales them "
@@ -1302,8 +1348,13 @@ def _raw_pixel_preprocessing(raw_dtype: str, checkpoint_path: Path, run_info: di
         raise UserError(f"{checkpoint_path.parent / RUN_JSON}: preprocessing "
                         f"{run_info.get('preprocessing')!r} for {checkpoint_path}, but {why}; "
                         f"it must say none, or be overridden with --preprocessing none")
-    return (None, f"none (raw pixels 0..255: {raw_dtype} input)",
-            "flag" if preprocessing is not None else "model file", preprocessing_setting("none"))
+    source = "flag" if preprocessing is not None else "model file"
+    if run_json_bgr(run_info, channels):
+        if preprocessing is not None:
+            _warn_flag_overrides(preprocessing, checkpoint_path.parent / RUN_JSON, run_info, True)
+        return (_BGRInput(None), f"none (raw pixels 0..255: {raw_dtype} input, BGR order: run.json)",
+                source, preprocessing_setting("none", bgr_input=True))
+    return (None, f"none (raw pixels 0..255: {raw_dtype} input)", source, preprocessing_setting("none"))
 
 
 def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
@@ -1323,7 +1374,7 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
     raw_dtype = getattr(runner, "raw_pixel_input", None)
     if raw_dtype:
         return _raw_pixel_preprocessing(raw_dtype, checkpoint_path, run_info, preprocessing,
-                                        legacy)
+                                        legacy, channels)
     if runner.preprocessing_inside:
         if legacy or preprocessing not in (None, "none"):
             raise UserError(f"{checkpoint_path}: a {runner.format} model takes raw pixels 0..255 "
@@ -1339,23 +1390,27 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
         if preprocessing in _THREE_CHANNEL_MODES and channels != 3:
             raise UserError(f"--preprocessing {preprocessing} needs a 3-channel model; "
                             f"{checkpoint_path} takes {channels} (use none, scale01 or scale-1-1)")
-        setting = preprocessing_setting(preprocessing)
+        bgr = run_json_bgr(run_info, channels)  # the flag replaces the mode, not the channel order
+        if run_info is not None:
+            _warn_flag_overrides(preprocessing, checkpoint_path.parent / RUN_JSON, run_info, bgr)
+        preprocess, label, setting = _flag_preprocessing(preprocessing, bgr)
         if preprocessing == "none" and run_info is not None and run_info.get("preprocessing_in_model"):
             # raw pixels into a graph that preprocesses them itself: what the default route feeds
             setting = _in_model_setting(run_info)
-        return (None if preprocessing == "none" else _Preprocessor(preprocessing)), \
-            preprocessing, "flag", setting
+        return preprocess, label, "flag", setting
     if run_info is not None:
         _warn_unstated_preprocessing(checkpoint_path.parent / RUN_JSON, run_info, None)
     if run_info is not None and not run_info.get("preprocessing_in_model"):
         mode = run_info.get("preprocessing") or "none"
         mode = PREPROCESSING_ALIASES.get(mode, mode)
+        bgr = run_json_bgr(run_info, channels)
         if mode == "none":
+            if bgr:
+                return _BGRInput(None), "none (BGR input)", "run.json", preprocessing_setting("none", bgr_input=True)
             return None, "none", "run.json", preprocessing_setting("none")
         if mode not in PREPROCESSING_CHOICES:
             raise UserError(f"{checkpoint_path.parent / RUN_JSON}: unknown preprocessing "
                             f"{mode!r} (expected one of {', '.join(PREPROCESSING_CHOICES)})")
-        bgr = str(run_info.get("channel_order", "RGB")).upper() == "BGR"
         preprocess = _Preprocessor(mode, run_info.get("mean_order") or "correct",
                                    run_info.get("colour") or "rgb", bgr_input=bgr)
         return preprocess, f"{mode} ({'BGR' if bgr else 'RGB'} input)", "run.json", preprocess.setting
@@ -1544,8 +1599,10 @@ def hand_over_bgr(classifier: Classifier) -> None:
     why = None
     if inner is _legacy_vggface2:
         why = "--eval-preprocessing legacy-vggface2 hands over BGR itself"
-    elif str((classifier.run_info or {}).get("channel_order", "RGB")).upper() == "BGR":
-        # also a model that reverses the channels itself (preprocessing_in_model), as ours do
+    elif str((classifier.run_info or {}).get("channel_order") or "RGB").upper() == "BGR":
+        # No flag but legacy-vggface2 (refused above) replaces channel_order: either the input is
+        # handed over reversed already (run_json_bgr, with or without --preprocessing), or the model
+        # reverses the channels itself (preprocessing_in_model), as ours do
         why = f"{classifier.checkpoint_path.parent / RUN_JSON} says channel_order BGR"
     elif classifier.model is not None and leading_preprocessing(classifier.model, trust_rescaling=True)[1] is not None:
         why = "the model starts with its own ChannelFlip layer"

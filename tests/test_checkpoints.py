@@ -575,8 +575,12 @@ def test_a_run_json_value_the_evaluation_cannot_use_is_refused_naming_the_file(t
         checkpoints.adapt(checkpoints.load_classifier(path), path)
     assert str(error.value) == f"{run_json}: {key} {value!r}: expected {expected}"
     # the flag that replaces the value wins (flag > run.json): the bad value is not read, so no error
+    if key == "channel_order":  # kept under --preprocessing (the order the model takes), so still read
+        with pytest.raises(UserError, match="expected RGB or BGR"):
+            checkpoints.adapt(checkpoints.load_classifier(path), path, preprocessing="scale-1-1")
     if key != "preprocessing_in_model":  # read with the flag too (to strip the model's own layers)
-        flag = {"crop": {"crop": "exact"}}.get(key, {"preprocessing": "scale-1-1"})
+        flag = {"crop": {"crop": "exact"}, "channel_order": {"eval_preprocessing": "legacy-vggface2"}}.get(
+            key, {"preprocessing": "scale-1-1"})
         assert checkpoints.adapt(checkpoints.load_classifier(path), path, **flag).crop == "exact"
     run_json.write_text(json.dumps({"preprocessing": "scale-1-1", key: None}))  # null: as absent
     checkpoints.adapt(checkpoints.load_classifier(path), path)

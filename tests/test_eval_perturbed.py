@@ -1332,7 +1332,9 @@ def test_a_run_json_and_the_flag_give_one_preprocessing_setting(tmp_path, pertur
             (model.parent / "run.json").write_text(json.dumps(run_info))
             from_run_json = stability.classifier_settings(classifier(model))  # what the writer writes
             from_flag = report.robustness_settings({"checkpoint": classifier(model, mode).describe()})
-            assert (from_run_json["preprocessing"], from_flag["preprocessing"]) == (expected, mode), (model, run_info)
+            # the flag replaces the mode, colour and mean order, not the channel order (kept)
+            flagged = f"{mode}+bgr" if run_info.get("channel_order") == "BGR" else mode
+            assert (from_run_json["preprocessing"], from_flag["preprocessing"]) == (expected, flagged), (model, run_info)
 
 
 def test_writer_json_records_each_model_and_its_adaptation(tmp_path, perturbed_tree, tiny_checkpoints):

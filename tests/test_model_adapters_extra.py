@@ -497,3 +497,125 @@ def test_bgr_input_refused_for_a_model_that_reverses_its_channels_itself(tmp_pat
         (folder / "run.json").write_text(json.dumps(run_info))
         with pytest.raises(UserError, match=r"run.json says channel_order BGR\); drop --bgr-input"):
             checkpoints.classifier_from_args(folder / "flip.keras", args(bgr_input=True))
+
+
+# --------------------------------------------------------------------------------------------
+# 10. A run.json's channel_order BGR: honoured for none and raw pixels, and kept under --preprocessing
+
+
+def float_keras(path):
+    """float input -> channel means -> Dense(7) logits (W, B)."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(7)
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([W, B])
+    model.save(path)
+    return path
+
+
+def write_run_json(folder, **values):
+    import json
+
+    (folder / "run.json").write_text(json.dumps(values))
+
+
+def test_run_json_bgr_is_honoured_for_none_and_raw_pixels(tmp_path):
+    """run.json {"preprocessing": "none", "channel_order": "BGR"}: the raw pixels are handed over
+    reversed (ONNX, Keras float, Keras and ONNX uint8), the setting says so (none+bgr, the token of
+    --bgr-input on the same model without the run.json's order), and --bgr-input is refused."""
+    from test_model_files import mean_linear_onnx, uint8_onnx
+
+    paths, images = write_images(tmp_path / "img", seed=11)
+    means = channel_means(images)
+    rgb = softmax(means @ W.astype(np.float64) + B)
+    bgr = softmax(means[:, ::-1] @ W.astype(np.float64) + B)
+    assert (rgb.argmax(1) != bgr.argmax(1)).any() or np.abs(rgb - bgr).max() > 1e-3
+    raw_rgb = softmax(means / 255.0 @ (W * 64.0).astype(np.float64) + B)
+    raw_bgr = softmax(means[:, ::-1] / 255.0 @ (W * 64.0).astype(np.float64) + B)
+    assert np.abs(raw_rgb - raw_bgr).max() > 1e-3
+    cases = [("onnx", lambda p: mean_linear_onnx(p / "m.onnx", "NHWC", W, B), bgr, "none (BGR input)"),
+             ("keras", lambda p: float_keras(p / "m.keras"), bgr, "none (BGR input)"),
+             ("u8_onnx", lambda p: uint8_onnx(p / "m.onnx"), raw_bgr, "BGR order: run.json"),
+             ("u8_keras", lambda p: uint8_keras(p / "m.keras"), raw_bgr, "BGR order: run.json")]
+    for name, make, expected, label in cases:
+        folder = tmp_path / name
+        folder.mkdir()
+        path = make(folder)
+        for mode in ("none", "no"):
+            write_run_json(folder, preprocessing=mode, channel_order="BGR")
+            classifier = checkpoints.classifier_from_args(path, args())
+            np.testing.assert_allclose(classifier.predict_paths(paths), expected, atol=1e-5, err_msg=name)
+            assert classifier.preprocessing_setting == "none+bgr", name
+            assert label in classifier.preprocessing_label, name
+            assert classifier.describe()["preprocessing_setting"] == "none+bgr"
+            with pytest.raises(UserError, match=r"run.json says channel_order BGR\); drop --bgr-input"):
+                checkpoints.classifier_from_args(path, args(bgr_input=True))
+        # the same computation as --bgr-input on the run.json without the order: one token
+        write_run_json(folder, preprocessing="none")
+        flagged = checkpoints.classifier_from_args(path, args(bgr_input=True))
+        np.testing.assert_allclose(flagged.predict_paths(paths), expected, atol=1e-5, err_msg=name)
+        assert flagged.preprocessing_setting == "none+bgr", name
+        # the project's own models reverse the channels inside: nothing is reversed outside
+        write_run_json(folder, preprocessing="none", preprocessing_in_model=True, channel_order="BGR")
+        inside = checkpoints.classifier_from_args(path, args())
+        np.testing.assert_allclose(inside.predict_paths(paths), raw_rgb if name.startswith("u8") else rgb,
+                                   atol=1e-5, err_msg=name)
+        assert inside.preprocessing_setting == "none", name
+    assert checkpoints.preprocessing_setting("none", bgr_input=True) == "none+bgr"
+    assert checkpoints.preprocessing_setting_from_label("none (BGR input)") == "none+bgr"
+
+
+def test_preprocessing_flag_keeps_the_run_json_channel_order(tmp_path, caplog):
+    """run.json scale01 + channel_order BGR, evaluated with --preprocessing scale-1-1 (and none):
+    the flag replaces the mode, the BGR order stays (x / 127.5 - 1 of the reversed means), with a
+    warning naming what is kept; --bgr-input stays refused. With preprocessing_in_model true the
+    order is the model's inside, and the flag's input goes in RGB."""
+    from test_model_files import mean_linear_onnx
+
+    paths, images = write_images(tmp_path / "img", seed=12)
+    means = channel_means(images)
+    scaled = means / 127.5 - 1.0
+    for name, make in (("onnx", lambda p: mean_linear_onnx(p / "m.onnx", "NHWC", W * 64.0, B)),
+                       ("keras", lambda p: float_keras(p / "m.keras"))):
+        folder = tmp_path / name
+        folder.mkdir()
+        path = make(folder)
+        weights = (W * 64.0 if name == "onnx" else W).astype(np.float64)
+        write_run_json(folder, preprocessing="scale01", channel_order="BGR")
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="fer.checkpoints"):
+            classifier = checkpoints.classifier_from_args(path, args(preprocessing="scale-1-1"))
+        np.testing.assert_allclose(classifier.predict_paths(paths), softmax(scaled[:, ::-1] @ weights + B),
+                                   atol=1e-5, err_msg=name)
+        assert classifier.preprocessing_setting == "scale-1-1+bgr", name
+        assert any(m.startswith(f"--preprocessing scale-1-1 overrides {folder / 'run.json'} (preprocessing "
+                                f"scale01); its channel_order BGR is kept") for m in caplog.messages), name
+        none = checkpoints.classifier_from_args(path, args(preprocessing="none"))
+        np.testing.assert_allclose(none.predict_paths(paths), softmax(means[:, ::-1] @ weights + B),
+                                   atol=1e-5, err_msg=name)
+        assert none.preprocessing_setting == "none+bgr", name
+        with pytest.raises(UserError, match=r"is BGR already \(.*run.json says channel_order BGR\)"):
+            checkpoints.classifier_from_args(path, args(preprocessing="scale-1-1", bgr_input=True))
+        # the model reverses the channels itself: the flag's input goes in RGB, --bgr-input refused
+        write_run_json(folder, preprocessing="none", preprocessing_in_model=True, channel_order="BGR")
+        inside = checkpoints.classifier_from_args(path, args(preprocessing="scale-1-1"))
+        np.testing.assert_allclose(inside.predict_paths(paths), softmax(scaled @ weights + B),
+                                   atol=1e-5, err_msg=name)
+        assert inside.preprocessing_setting == "scale-1-1", name
+        with pytest.raises(UserError, match=r"run.json says channel_order BGR\); drop --bgr-input"):
+            checkpoints.classifier_from_args(path, args(preprocessing="scale-1-1", bgr_input=True))
+        # the flag does not replace the channel order, so its value is checked (also under the
+        # command line's --eval-preprocessing auto, which replaces nothing)
+        write_run_json(folder, preprocessing="scale01", channel_order="BRG")
+        for flags in ({}, {"preprocessing": "scale-1-1"}):
+            with pytest.raises(UserError, match=r"run.json: channel_order 'BRG': expected RGB or BGR$"):
+                checkpoints.classifier_from_args(path, args(**flags))
+        # an RGB run.json and the flag: RGB, and --bgr-input applies
+        write_run_json(folder, preprocessing="scale01", channel_order="RGB")
+        flagged = checkpoints.classifier_from_args(path, args(preprocessing="scale-1-1", bgr_input=True))
+        np.testing.assert_allclose(flagged.predict_paths(paths), softmax(scaled[:, ::-1] @ weights + B),
+                                   atol=1e-5, err_msg=name)
+        assert flagged.preprocessing_setting == "scale-1-1+bgr", name
+
