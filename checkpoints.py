@@ -868,6 +868,24 @@ def pipeline_user_errors():
     return user_errors_from_pipeline()
 
 
+# The keys of a run.json recorded in the results (Classifier.describe's ``run_json``): the model's
+# input and how it was trained (training.run_config writes them; a key the run.json lacks is left out).
+RUN_JSON_RECORDED_KEYS = ("net", "input_shape", "preprocessing", "preprocessing_in_model", "mean_order",
+                          "channel_order", "labels", "crop", "lpf", "augmentation", "cutout",
+                          "effective_augmentation", "jsd", "center_loss", "seed")
+
+
+def run_json_record(run_info: dict) -> dict:
+    """The part of a run.json that the results record: :data:`RUN_JSON_RECORDED_KEYS` present in it,
+    and ``augmix`` (width, depth, severity) only when AugMix is the augmentation in effect
+    (``effective_augmentation``, else ``augmentation``): training writes its parameters for every run."""
+    record = {key: run_info.get(key) for key in RUN_JSON_RECORDED_KEYS if key in run_info}
+    if "augmix" in run_info and \
+            run_info.get("effective_augmentation", run_info.get("augmentation")) == "augmix":
+        record["augmix"] = run_info["augmix"]
+    return record
+
+
 class Classifier:
     """A loaded model plus everything needed to feed it RAF-DB images and read RAF-DB classes."""
 
@@ -927,10 +945,7 @@ class Classifier:
                 "restrict_to_dataset_classes": self.restrict,
                 "classes_not_output": list(self.mapping.missing),
                 "outputs_not_in_dataset": list(self.mapping.extra)}),
-            "run_json": None if self.run_info is None else {
-                key: self.run_info.get(key) for key in (
-                    "net", "input_shape", "preprocessing", "preprocessing_in_model", "mean_order",
-                    "labels", "crop", "lpf", "augmentation", "seed") if key in self.run_info},
+            "run_json": None if self.run_info is None else run_json_record(self.run_info),
         }
 
     # -- class order -----------------------------------------------------------------------

@@ -619,3 +619,30 @@ def test_preprocessing_flag_keeps_the_run_json_channel_order(tmp_path, caplog):
                                    atol=1e-5, err_msg=name)
         assert flagged.preprocessing_setting == "scale-1-1+bgr", name
 
+
+# --------------------------------------------------------------------------------------------
+# 11. The results record how the model was trained (run.json's cutout, jsd, center loss, AugMix)
+
+
+def test_describe_records_the_training_recipe_of_run_json(tmp_path):
+    from test_model_files import mean_linear_onnx
+
+    path = mean_linear_onnx(tmp_path / "m.onnx", "NHWC", W, B)
+    augmix = {"width": 3, "depth": -1, "severity": 3}
+    write_run_json(tmp_path, preprocessing="none", net="resnet18", augmentation="default", cutout=True,
+                   effective_augmentation="cutout", jsd=False, augmix=augmix, center_loss=None, seed=3,
+                   lr=0.1, argv=["train_fer.py"])
+    record = checkpoints.classifier_from_args(path, args()).describe()["run_json"]
+    assert record == {"net": "resnet18", "preprocessing": "none", "augmentation": "default", "cutout": True,
+                      "effective_augmentation": "cutout", "jsd": False, "center_loss": None, "seed": 3}
+    write_run_json(tmp_path, preprocessing="none", augmentation="augmix", cutout=False,
+                   effective_augmentation="augmix", jsd=True, augmix=augmix,
+                   center_loss={"weight": 0.01, "alpha": 0.5})
+    record = checkpoints.classifier_from_args(path, args()).describe()["run_json"]
+    assert record == {"preprocessing": "none", "augmentation": "augmix", "cutout": False,
+                      "effective_augmentation": "augmix", "jsd": True, "augmix": augmix,
+                      "center_loss": {"weight": 0.01, "alpha": 0.5}}
+    # an older run.json (no effective_augmentation): AugMix read from augmentation
+    write_run_json(tmp_path, preprocessing="none", augmentation="augmix", augmix=augmix)
+    record = checkpoints.classifier_from_args(path, args()).describe()["run_json"]
+    assert record == {"preprocessing": "none", "augmentation": "augmix", "augmix": augmix}
