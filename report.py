@@ -587,7 +587,7 @@ def load_models(files: list[tuple[Path, str, dict]]) -> list[Model]:
                     key = hashed or by_path
                 stable.append((key, checkpoint, path, method, summary, data))
     robust, stable = _split_by_labels(robust, stable)
-    robust = _split_by_corrupted_source(robust)
+    robust = _split_by_corrupted_source(robust, stable)
     stable = _split_by_test_set(robust, stable)
     stable = _split_by_sequence_source(stable)
     robust, stable, suffixes, conflicts = _assign_variants(robust, stable)
@@ -794,16 +794,19 @@ def _split_by_sequence_source(stable: list) -> list:
 CORRUPTED_SOURCE_KEYS = ("on_the_fly", "seed", "format", "colour", "motion_backend", "param_set")
 
 
-def _split_by_corrupted_source(robust: list) -> list:
+def _split_by_corrupted_source(robust: list, stable: list = ()) -> list:
     """Robustness results of one model (and protocol, N) measured on different corrupted images
     (:func:`_source_label`: RAF-DB-C trees exported with another ``--seed``, format, ..., or the
     images made on the fly) are not the same numbers, and never one row: the later no longer replaces
     the earlier. As :func:`_split_by_sequence_source` does for stability, one keeps the key (and with
     it the model's stability results): the images that the most other models of the inputs were
-    evaluated on (those it is compared with), else the first in label order; each other is a row of
-    its own, keyed ``<key> STX C ...`` (:data:`SOURCE_SEP`) and named with what differs in the
-    recorded source (``[C seed 1]``), else with its images' label (``[C export with manifest
-    0a1b2c3d4e5f]``)."""
+    evaluated on (those it is compared with), else the first in label order; but before both, the
+    images of the test set the model's stability results were measured on (``stable``), so that a
+    model evaluated on two datasets keeps its C and P results of one dataset in one row. Each other
+    is a row of its own, keyed ``<key> STX C ...`` (:data:`SOURCE_SEP`) and named with what differs:
+    the dataset and split (``[C dataset fer2013.PublicTest]``), else the test set (``[C test set
+    0a1b2c3d]``), else the recorded source (``[C seed 1]``), else its images' label (``[C export
+    with manifest 0a1b2c3d4e5f]``)."""
     sources = [_source_label(result) for *_, result in robust]
     labels: dict[str, list[str]] = {}
     users: dict[str, set] = {}
@@ -812,7 +815,17 @@ def _split_by_corrupted_source(robust: list) -> list:
         if label not in labels[key]:
             labels[key].append(label)
         users.setdefault(label, set()).add(key)
-    kept = {key: min(found, key=lambda label: (-len(users[label]), label)) for key, found in labels.items()}
+    stable_sets: dict[str, set] = {}  # the test sets of each model's stability results
+    for key, *_rest, summary, _data in stable:
+        digest = stability_test_set(summary) if key is not None else None
+        if digest is not None:
+            stable_sets.setdefault(key, set()).add(digest)
+    joins: set = set()  # (key, label) whose images are of a test set of the model's stability results
+    for (key, *_, result), label in zip(robust, sources):
+        if str(result.get("test_set_sha256") or "")[:stability.TEST_SET_DIGITS] in stable_sets.get(key, ()):
+            joins.add((key, label))
+    kept = {key: min(found, key=lambda label: ((key, label) not in joins, -len(users[label]), label))
+            for key, found in labels.items()}
     kept_result = {}
     for (key, *_, result), label in zip(robust, sources):
         if label == kept[key]:
@@ -822,7 +835,13 @@ def _split_by_corrupted_source(robust: list) -> list:
         if label != kept[key]:
             mine, theirs = result.get("source") or {}, kept_result[key].get("source") or {}
             parts = []
-            for name in CORRUPTED_SOURCE_KEYS:
+            dataset = f"{result.get('dataset') or 'rafdb'}.{result.get('split') or 'test'}"
+            digest = str(result.get("test_set_sha256") or "")[:8]
+            if dataset != f"{kept_result[key].get('dataset') or 'rafdb'}.{kept_result[key].get('split') or 'test'}":
+                parts.append(f"dataset {dataset}")
+            elif digest and str(kept_result[key].get("test_set_sha256") or "")[:8] not in ("", digest):
+                parts.append(f"test set {digest}")
+            for name in CORRUPTED_SOURCE_KEYS if not parts else ():
                 if name in mine and name in theirs and mine[name] != theirs[name]:
                     parts.append(("on the fly" if mine[name] else "export") if name == "on_the_fly"
                                  else f"{name.replace('_', ' ')} {mine[name]}")

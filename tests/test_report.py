@@ -1267,6 +1267,36 @@ def test_stability_on_another_test_set_is_not_joined_or_ranked_with_it(tmp_path)
                for warning in result["warnings"])
 
 
+def test_a_model_on_two_datasets_keeps_the_c_and_p_of_one_dataset_in_one_row(tmp_path):
+    """One model evaluated for robustness on a folder dataset and on FER2013, for stability on the
+    folder dataset only: the folder's C and P results are one row, the FER2013 result a row named by
+    its dataset. The FER2013 images were kept before, because their manifest's digest sorts first:
+    the folder's C and P results came apart, and the rows were named by the export format."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    results = []
+    for name, clean, dataset, split, test_set, manifest in (("faces", .10, "folder", "test", "aa", "ff"),
+                                                           ("fer", .20, "fer2013", "PublicTest", "cc", "00")):
+        path = robustness_json(folder, name, "runs/a/m.keras", clean, n=1)
+        data = json.loads(path.read_text())
+        data["results"][0].update(dataset=dataset, split=split, test_set_sha256=test_set * 32,
+                                  manifest={"sha256": manifest * 32})
+        data["results"][0]["source"] = {"on_the_fly": False, "format": "png" if name == "fer" else "auto",
+                                        "seed": 0, "motion_backend": "numpy"}
+        path.write_text(json.dumps(data))
+        results.append(path)
+    stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS], meta=f" test_set={'aa' * 8}",
+                            perturbed="faces-p/folder.test")
+    for order in (results + [stable], [stable] + results[::-1]):
+        report.make_report(order, tmp_path / "out")
+        rows = read_csv(tmp_path / "out" / "report.csv")
+        assert set(rows) == {"a", "a [C dataset fer2013.PublicTest]"}
+        assert float(rows["a"]["clean_error"]) == pytest.approx(.10)
+        assert float(rows["a"]["mfp"]) == pytest.approx(2 / 29)
+        fer = rows["a [C dataset fer2013.PublicTest]"]
+        assert float(fer["clean_error"]) == pytest.approx(.20) and fer["mfp"] == ""
+
+
 def stability_from_text(folder, name, text):
     """The stability JSON of a predictions file with exactly ``text`` (e.g. an older file's metadata)."""
     import eval_perturbed_rafdb2
