@@ -841,7 +841,7 @@ def _split_by_corrupted_source(robust: list, stable: list = ()) -> list:
                 parts.append(f"dataset {dataset}")
             elif digest and str(kept_result[key].get("test_set_sha256") or "")[:8] not in ("", digest):
                 parts.append(f"test set {digest}")
-            for name in CORRUPTED_SOURCE_KEYS if not parts else ():
+            for name in CORRUPTED_SOURCE_KEYS:  # after the dataset: two exports of it stay two rows
                 if name in mine and name in theirs and mine[name] != theirs[name]:
                     parts.append(("on the fly" if mine[name] else "export") if name == "on_the_fly"
                                  else f"{name.replace('_', ' ')} {mine[name]}")

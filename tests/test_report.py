@@ -1290,11 +1290,23 @@ def test_a_model_on_two_datasets_keeps_the_c_and_p_of_one_dataset_in_one_row(tmp
     for order in (results + [stable], [stable] + results[::-1]):
         report.make_report(order, tmp_path / "out")
         rows = read_csv(tmp_path / "out" / "report.csv")
-        assert set(rows) == {"a", "a [C dataset fer2013.PublicTest]"}
+        assert set(rows) == {"a", "a [C dataset fer2013.PublicTest, format png]"}
         assert float(rows["a"]["clean_error"]) == pytest.approx(.10)
         assert float(rows["a"]["mfp"]) == pytest.approx(2 / 29)
-        fer = rows["a [C dataset fer2013.PublicTest]"]
+        fer = rows["a [C dataset fer2013.PublicTest, format png]"]
         assert float(fer["clean_error"]) == pytest.approx(.20) and fer["mfp"] == ""
+    # a second export of FER2013 (JPEG this time) is a third row, not folded into the PNG one
+    path = robustness_json(folder, "fer_jpg", "runs/a/m.keras", .30, n=1)
+    data = json.loads(path.read_text())
+    data["results"][0].update(dataset="fer2013", split="PublicTest", test_set_sha256="cc" * 32,
+                              manifest={"sha256": "11" * 32})
+    data["results"][0]["source"] = {"on_the_fly": False, "format": "jpg", "seed": 0, "motion_backend": "numpy"}
+    path.write_text(json.dumps(data))
+    report.make_report(results + [path, stable], tmp_path / "three")
+    rows = read_csv(tmp_path / "three" / "report.csv")
+    assert set(rows) == {"a", "a [C dataset fer2013.PublicTest, format png]",
+                         "a [C dataset fer2013.PublicTest, format jpg]"}
+    assert float(rows["a [C dataset fer2013.PublicTest, format jpg]"]["clean_error"]) == pytest.approx(.30)
 
 
 def stability_from_text(folder, name, text):
