@@ -326,8 +326,9 @@ class FolderDataset(Dataset):
                         with os.scandir(directory) as listing:
                             entries = sorted((entry for entry in listing if _visible([entry.name])),
                                              key=lambda entry: entry.name)
-                    except OSError as exc:
-                        raise UserError(f"{_shown(directory)}: cannot read the folder ({exc.strerror})") from None
+                    except OSError as exc:  # this split's own error, as an unusable file
+                        error = error or f"{_shown(directory)}: cannot read the folder ({exc.strerror})"
+                        continue
                     subdirs = []
                     for entry in entries:
                         if entry.is_dir():  # a linked folder too

@@ -137,6 +137,27 @@ def test_an_unusable_file_of_one_split_does_not_stop_another(tmp_path):
         data.labels("train")
 
 
+def test_an_unreadable_folder_of_one_split_does_not_stop_another(tmp_path, monkeypatch):
+    """A folder that cannot be listed (no permission) is an error of its split only."""
+    import os
+    root = tmp_path / "faces"
+    _image(root / "train/happy/a.png", 1)
+    _image(root / "train/happy/locked/c.png", 3)
+    _image(root / "test/happy/b.png", 2)
+    scandir = os.scandir
+
+    def refusing(path):  # the tests run as root, where chmod 000 does not stop a listing
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    data = datasets.get("folder", root)
+    assert data.labels("test").names == ["test/happy/b.png"]
+    with pytest.raises(UserError, match=r"train/happy/locked: cannot read the folder \(Permission denied\)"):
+        data.labels("train")
+
+
 def test_two_folders_of_one_class_are_merged_with_a_warning(tmp_path, caplog):
     root = tmp_path / "faces"
     _image(root / "test/Happy/a.png", 10)
