@@ -205,6 +205,7 @@ class ExportResult:
     stale_folders: list[str] = dataclasses.field(default_factory=list)  # their folders
     concurrent: int = 0  # other exports that were running into the tree when this one started
     running_at_end: int = 0  # other exports still running into the tree when this one finished
+    completed_by_another: bool = False  # a concurrent shard had completed the manifest when this one ended
 
     @property
     def rerender_note(self) -> str:
@@ -238,7 +239,8 @@ class ExportResult:
         if self.shard is None:
             return ""
         unfinished = [f"{index}/{self.shard[1]}" for index in self.unfinished_shards]
-        state = ("the manifest is now complete" if self.complete else
+        state = ("the manifest was already complete (another shard completed it)" if self.completed_by_another
+                 else "the manifest is now complete" if self.complete else
                  f"the manifest completes when shard(s) {', '.join(unfinished[:8])}"
                  f"{' and %d more' % (len(unfinished) - 8) if len(unfinished) > 8 else ''} finish (still "
                  f"running, or ended without recording every image: failed, or a source image changed since; "
@@ -606,10 +608,15 @@ def check_output_dir(out_dir: str | os.PathLike, *, kind: str, params: Mapping[s
     if manifest is None:
         content = [entry.name for entry in os.scandir(out_dir) if not _is_bookkeeping(entry.name)]
         if content:
+            # A concurrent shard may have renamed its manifest in (before any of its files) between
+            # the read and the listing: read again before taking the folder for someone else's.
+            manifest = read_manifest(out_dir)
+        if content and manifest is None:
             raise UserError(
                 f"{out_dir}: folder is not empty and has no {MANIFEST_NAME} (it was not written by "
                 f"this tool, e.g. it holds {sorted(content)[0]!r}); choose a new --out"
             )
+    if manifest is None:
         return None
     _check_compatible(manifest, out_dir / MANIFEST_NAME, kind, params, force_rerender)
     return manifest
@@ -1416,6 +1423,8 @@ def export(
                  result.rerender_note)
     with _tree_lock(out_dir):
         current = read_manifest(out_dir) or {}
+        # (this run wrote complete False at its start: only a concurrent run can have completed it)
+        result.completed_by_another = current.get("complete") is True
         files = dict(current.get("files") or {})
         unit_digests = dict(current.get("units") or {})
         folded = _fold_journals(out_dir, files, unit_digests, own=journal)

@@ -487,6 +487,56 @@ def test_shards_one_after_another_complete_the_manifest(tmp_path):
     assert tree(out) == tree(ref)
 
 
+def _shard_export(out, units, index, count):
+    return dataset_writer.export(units, functools.partial(counting_render, seed=3), out, generator="test",
+                                 kind="toy", params=PARAMS, sources=["a.jpg"], source_root="src", workers=1,
+                                 progress=False, shard=(index, count))
+
+
+def test_a_shard_that_finds_the_manifest_completed_by_another_says_so(tmp_path, monkeypatch):
+    # Two shards ending together: shard 0 closes its journal, shard 1 takes the tree lock first and
+    # folds both journals (complete); shard 0 then finds the manifest complete. Only one may claim it.
+    out = tmp_path / "out"
+    units = many_units(6)
+    close = dataset_writer._Journal.close
+    other, started = [], []
+
+    def close_then_run_the_other_shard(journal):
+        close(journal)
+        if not started:
+            started.append(True)
+            other.append(_shard_export(out, units, 1, 2))
+
+    monkeypatch.setattr(dataset_writer._Journal, "close", close_then_run_the_other_shard)
+    first = _shard_export(out, units, 0, 2)
+    assert other[0].complete and other[0].shard_note == "; shard 1/2: the manifest is now complete"
+    assert first.complete
+    assert first.shard_note == "; shard 0/2: the manifest was already complete (another shard completed it)"
+    assert dataset_writer.verify(out).ok
+
+
+def test_a_manifest_renamed_in_between_the_read_and_the_listing_is_not_taken_for_foreign_files(
+        tmp_path, monkeypatch):
+    # A shard starting into a new folder reads no manifest; a concurrent shard renames its manifest in
+    # before the listing. The folder is that export's, not foreign data.
+    out = tmp_path / "out"
+    run_export(out)
+    read = dataset_writer.read_manifest
+    calls = []
+
+    def first_read_before_the_rename(folder):
+        calls.append(folder)
+        return None if len(calls) == 1 else read(folder)
+
+    monkeypatch.setattr(dataset_writer, "read_manifest", first_read_before_the_rename)
+    manifest = dataset_writer.check_output_dir(out, kind="toy", params=PARAMS)
+    assert manifest is not None and manifest["kind"] == "toy" and len(calls) == 2
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(UserError, match="not empty and has no manifest.json.*holiday.jpg"):
+        dataset_writer.check_output_dir(tmp_path / "foreign", kind="toy", params=PARAMS)
+
+
 def test_a_shard_names_the_shards_whose_images_are_not_all_recorded(tmp_path):
     """Shard 1 of 2 finishes after shard 0, but a source image of shard 0 changed in between: the
     manifest stays incomplete and shard 1's summary names shard 0 (it said the manifest completes
