@@ -1000,6 +1000,18 @@ def _unit_key(row: dict) -> str:
     return "clean" if row["corruption"] is None else f"{row['corruption']}.{row['severity']}"
 
 
+_ABSENT = "(not recorded)"
+
+
+def _differing_fields(a, b, name: str) -> list[tuple[str, object, object]]:
+    """The dotted names of the leaves where two recorded values differ, with both values
+    (``checkpoint.preprocessing``, not the whole ``checkpoint`` record)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [field for key in sorted(set(a) | set(b), key=str)
+                for field in _differing_fields(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{name}.{key}")]
+    return [] if a == b else [(name, a, b)]
+
+
 def _shard_value(result: dict, key: str):
     """What shards of one evaluation must share under ``key``. Left out: what legitimately differs
     between shards of one command run on other nodes or folders: the model file's path and time when
@@ -1057,9 +1069,13 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
                             + _other_models_shards(per_model, parts, missing, count))
         for path, part in parts[1:]:
             for key in SAME_IN_SHARDS:
-                if _shard_value(part, key) != _shard_value(first, key):
+                value, first_value = _shard_value(part, key), _shard_value(first, key)
+                if value != first_value:
+                    fields = _differing_fields(value, first_value, key)
+                    detail = "; ".join(f"{name}: {a!r} in {path}, {b!r} in {first_path}"
+                                       for name, a, b in fields[:4]) + ("; ..." if len(fields) > 4 else "")
                     raise UserError(f"--merge: {checkpoint}: {path} and {first_path} differ in "
-                                    f"{key!r}; shards must come from one command line with "
+                                    f"{key!r} ({detail}); shards must come from one command line with "
                                     f"different --shard only")
         rows_by_key: dict[str, dict] = {}
         for path, part in parts:

@@ -170,6 +170,14 @@ def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):
     with pytest.raises(UserError, match=rf"missing 1/2 \({tmp_path}/changed1\.json holds shard 1/2 of another "
                                         rf"model, {checkpoint} \(SHA-256 efefefefefef\)\)"):
         robustness.merge_results([part, tmp_path / "changed1.json"])
+    # a shard run with another preprocessing: the field inside the model record is named, with both values
+    other = json.loads(part1.read_text())
+    recorded = other["results"][0]["checkpoint"]["preprocessing"]
+    other["results"][0]["checkpoint"]["preprocessing"] = "scale01-other"
+    (tmp_path / "pre1.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match=rf"differ in 'checkpoint' \(checkpoint\.preprocessing: 'scale01-other' in "
+                                        rf"{tmp_path}/pre1\.json, {recorded!r} in {part}\)"):
+        robustness.merge_results([part, tmp_path / "pre1.json"])
 
 
 @pytest.mark.parametrize("flags, named", [
