@@ -412,6 +412,44 @@ def shard_folders(folders: Sequence, shard: tuple[int, int] | None) -> list:
     return list(folders)[index::count]
 
 
+SHARD_KEYS = ("shard", "planned")  # metadata of a --shard run: "shard=i/N planned=K"
+_SHARD_VALUE = re.compile(r"(\d+)/(\d+)")
+
+
+def shard_text(shard: tuple[int, int], planned: int) -> str:
+    """`` shard=i/N planned=K``: a block of shard i of N of a run over K perturbation folders."""
+    return f" shard={shard[0]}/{shard[1]} planned={planned}"
+
+
+def check_shards(table: dict[str, dict[str, Block]], source: str = "") -> None:
+    """UserError when a method's blocks come from a run split into shards (``shard=i/N planned=K``)
+    and fewer than its K perturbation folders are there: a shard's output was left out of the
+    concatenation, and the mFP would be the mean over the others only (docs/BENCHMARK.md §11.6)."""
+    for method, per_method in table.items():
+        runs: dict[tuple[int, int], set[int]] = {}
+        for block in per_method.values():
+            meta = block.meta or {}
+            if "shard" not in meta and "planned" not in meta:
+                continue
+            found = _SHARD_VALUE.fullmatch(meta.get("shard", ""))
+            planned = meta.get("planned", "")
+            if not found or not planned.isdigit() or not int(found[1]) < int(found[2]):
+                raise UserError(f"{source}:{block.line}: metadata shard={meta.get('shard')!r} "
+                                f"planned={meta.get('planned')!r}: expected shard=i/N with 0 <= i < N and "
+                                f"planned=<number of perturbation folders>")
+            runs.setdefault((int(found[2]), int(planned)), set()).add(int(found[1]))
+        for (count, planned), seen in runs.items():
+            if len(per_method) >= planned:
+                continue
+            missing = [f"{index}/{count}" for index in range(min(count, planned)) if index not in seen]
+            name = method or '""'
+            raise UserError(
+                f"{source}: {name}: {len(per_method)} of the {planned} perturbation folders of a run split "
+                f"into {count} shards" + (f"; no block of shard(s) {', '.join(missing)}" if missing else "")
+                + f": concatenate the files of all {count} shards (cat p0.txt p1.txt ... > predictions.txt) "
+                  f"and read that file")
+
+
 def predict_folders(runner, checkpoint: Path, names: Sequence[str],
                     folders: Sequence[tuple[Path, list[str]]], out: TextIO, *, frames: int,
                     topk: int | None = None, annotate: bool = False, meta: str | None = None,
@@ -851,6 +889,7 @@ def group_blocks(blocks: Sequence[Block], source: str = "") -> dict[str, dict[st
                         block.line, block.method or '""', block.perturbation,
                         per_method[block.perturbation].line)
         per_method[block.perturbation] = block
+    check_shards(table, source)
     return table
 
 
@@ -892,7 +931,8 @@ def compute(table: dict[str, dict[str, Block]], *, difficulty: int = 1,
                 "protocol": block.meta.get("labels", "unknown"),
                 "source": block.meta.get("source", "unknown"),
                 "dataset": folder_dataset(block.folder) or None,  # <dataset>.<split> of the folder's name
-                "meta": dict(block.meta),
+                # a shard's blocks are those of one run over every folder: the same results
+                "meta": {key: value for key, value in block.meta.items() if key not in SHARD_KEYS},
                 "tkd": {},
             }
             rankings = block.ranking_array()

@@ -96,9 +96,11 @@ def run(args) -> int:
         fer_export.refuse_other_source(data, manifest, f"--perturbed {args.perturbed}")
         sequence_names, work = dataset_eval.perturbed_work(data, labels, args.perturbed, selected, args.frames,
                                                            ((manifest or {}).get("params") or {}).get("format"))
+        planned = len(work)
         work = stability.shard_folders(work, shard)
     else:
         folders = stability.perturbation_folders(args.perturbed, selected, args.perturbation_set)
+        planned = len(folders)
         folders = stability.shard_folders(folders, shard)
         # Check every frame before loading any model: a missing one is an error naming it.
         work = [(folder, stability.frame_paths(folder, labels.names, args.frames)) for folder in folders]
@@ -181,6 +183,8 @@ def run(args) -> int:
                 import model_files
 
                 block_meta = f"{block_meta} model_sha256={model_files.model_sha256(checkpoint)}"
+            if shard is not None:  # the reader checks that every shard's blocks are there
+                block_meta += stability.shard_text(shard, planned)
             block_meta += " ends=1"  # this run closes its blocks with an end line (stability.END_LINE)
             written[0] += len(folders)
             stability.predict_folders(runner, checkpoint, names, folders, out, frames=args.frames,

@@ -223,9 +223,14 @@ def test_perturbation_shards_concatenate_to_the_single_file(workspace, tmp_path)
     single = (tmp_path / "all.txt").read_text()
     joined = (tmp_path / "p0.txt").read_text() + (tmp_path / "p1.txt").read_text()  # cat p0 p1
 
+    # every shard block states its shard and the folder count of the whole run; otherwise the blocks are equal
+    for index, count in ((0, 2), (1, 1)):
+        metas = [line for line in (tmp_path / f"p{index}.txt").read_text().splitlines() if line.startswith("# labels=")]
+        assert len(metas) == count and all(f" shard={index}/2 planned=3 ends=1" in line for line in metas)
+
     def blocks(text):
         found, current = [], []
-        for line in text.splitlines():
+        for line in text.replace(" shard=0/2 planned=3", "").replace(" shard=1/2 planned=3", "").splitlines():
             if stability.END_LINE.fullmatch(line):  # each run ends with its own "# end blocks=N"
                 continue
             if "," in line and len(line.split(",")) == 2:
@@ -245,7 +250,19 @@ def test_perturbation_shards_concatenate_to_the_single_file(workspace, tmp_path)
     for name in ("all.txt", "joined.txt"):
         table = stability.compute(stability.group_blocks(stability.read_predictions(tmp_path / name)))
         tables.append(stability.format_tsv(table))
-    assert tables[0] == tables[1]
+        computed = table["methods"]
+        tables.append({method: {name: {k: v for k, v in entry.items() if k != "line"}
+                                for name, entry in summary["perturbations"].items()}
+                       for method, summary in computed.items()})
+    assert tables[0] == tables[2] and tables[1] == tables[3]
+    # a shard left out of the concatenation (or one given twice instead of the other) is named, not
+    # averaged over the folders present
+    for name, text in (("p0only.txt", "p0.txt"), ("p1twice.txt", "p1.txt p1.txt")):
+        (tmp_path / name).write_text("".join((tmp_path / part).read_text() for part in text.split()))
+        with pytest.raises(UserError, match=rf"{name}: .*: (2|1) of the 3 perturbation folders of a run split into "
+                                            rf"2 shards; no block of shard\(s\) {1 if name == 'p0only.txt' else 0}/2: "
+                                            rf"concatenate the files of all 2 shards"):
+            stability.group_blocks(stability.read_predictions(tmp_path / name), str(tmp_path / name))
 
 
 def test_jit_runner_equals_the_model(workspace):
