@@ -454,6 +454,11 @@ def read_manifest(out_dir: str | os.PathLike) -> dict | None:
         raise UserError(f"{path}: not a readable JSON manifest ({error})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise UserError(f"{path}: not a dataset manifest (no 'files' table)")
+    outside = next((rel for rel in manifest["files"] if not is_tree_path(rel)), None)
+    if outside is not None:  # a rerun deletes and rewrites the files it lists: never outside the tree
+        raise UserError(f"{path}: the 'files' table names {outside!r}, which is not a path inside the tree "
+                        f"(expected a relative path such as 'folder/image.jpg', without '..'); the manifest "
+                        f"was edited or damaged: export into a new --out folder")
     return manifest
 
 
@@ -783,9 +788,21 @@ def journal_files(out_dir: str | os.PathLike) -> list[Path]:
     return [path for _mtime, _name, path in sorted(paths)]
 
 
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def is_tree_path(rel: object) -> bool:
+    """Whether ``rel`` is a relative POSIX path that stays inside the tree (``f1/a.jpg``): not
+    absolute, no empty, ``.`` or ``..`` part. A manifest or journal entry that is not one would make
+    a rerun delete or overwrite a file outside the tree."""
+    return (isinstance(rel, str) and bool(rel) and not rel.startswith("/") and "\0" not in rel
+            and all(part not in ("", ".", "..") for part in rel.split("/")))
+
+
 def read_journal(path: str | os.PathLike) -> list[tuple[str, str, list]]:
     """The records of one journal; a torn last line (a write cut by a crash) and any line that is not
-    a well-formed record are ignored (those units are simply rendered again)."""
+    a well-formed record (one naming a path outside the tree or a malformed SHA-256 included) are
+    ignored (those units are simply rendered again)."""
     with open(path, "rb") as handle:
         lines = handle.read().split(b"\n")
     records = []
@@ -793,7 +810,10 @@ def read_journal(path: str | os.PathLike) -> list[tuple[str, str, list]]:
         try:
             key, inputs, hashes = json.loads(line)
             if isinstance(key, str) and isinstance(inputs, str) and isinstance(hashes, list):
-                records.append((key, inputs, [(str(rel), str(sha)) for rel, sha in hashes]))
+                pairs = [(rel, sha) for rel, sha in hashes]
+                if all(is_tree_path(rel) and isinstance(sha, str) and _SHA256_RE.fullmatch(sha)
+                       for rel, sha in pairs):
+                    records.append((key, inputs, pairs))
         except (ValueError, TypeError):
             continue
     return records

@@ -456,6 +456,32 @@ def test_torn_last_journal_line_is_ignored(tmp_path):
     assert "were never recorded as finished" in result.rerender_note and dataset_writer.verify(out).ok
 
 
+def test_journal_records_and_manifest_entries_outside_the_tree_are_not_taken(tmp_path):
+    out = tmp_path / "out"
+    count_export(out, many_units(3))
+    manifest = json.loads((out / "manifest.json").read_text())
+    sha = manifest["files"]["f1/u00.bin"]
+    dead = out / ".journal-host-1-abcd1234.jsonl"
+    records = [["u00.jpg", "d0", [["f1/u00.bin", sha]]],          # well formed
+               ["u01.jpg", "d1", [["../victim.txt", sha]]],       # leaves the tree
+               ["u02.jpg", "d2", [["/etc/victim", sha]]],         # absolute
+               ["u03.jpg", "d3", [["f1/./u03.bin", sha]]],        # a '.' part
+               ["u04.jpg", "d4", [["f1/u04.bin", "not-a-sha"]]]]  # no SHA-256
+    dead.write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert [record[0] for record in dataset_writer.read_journal(dead)] == ["u00.jpg"]
+    # a manifest naming a file outside the tree is refused by name before anything is done
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    manifest["files"]["../victim.txt"] = sha
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"manifest\.json: the 'files' table names '\.\./victim\.txt', which is not "
+                                        r"a path inside the tree"):
+        count_export(out, many_units(3))
+    assert victim.read_text() == "keep me"
+    assert [dataset_writer.is_tree_path(p) for p in ("a/b.jpg", "a", "a//b", "", "a/..", "/a", "a/b/")] == \
+        [True, True, False, False, False, False, False]
+
+
 # --------------------------------------------------------------------------------------------
 # Shards (BENCHMARK.md §11.6): N concurrent shard exports = one export
 
