@@ -50,7 +50,9 @@ Writes into ``--out`` (default ``report/``; checked to be a writable folder, or 
 created, before anything is read): ``report.html`` (self-contained: tables and PNG figures
 embedded as base64), ``report.md`` (with the figures as PNG files beside it, ``report_<figure>.png``;
 one of an earlier run into the folder that this report does not draw is removed), ``report.csv`` (one
-row per model). Per model: clean error, mean corruption error, mCE and relative mCE, mean ECE where the
+row per model), all or none: each is written to a temporary file first and renamed into place once all
+are written, so a failure (a folder named like one of them, a full disk) leaves the earlier report as it
+was. Per model: clean error, mean corruption error, mCE and relative mCE, mean ECE where the
 results have it, mFP, mFR, T2D and T3D. Figures: a models x corruptions heatmap of CE (of the mean
 error without a baseline), accuracy against severity for every corruption (one line per model), mCE
 (mean corruption error) against clean error, and FP per perturbation.
@@ -81,6 +83,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import io
@@ -88,7 +91,12 @@ import json
 import logging
 import math
 import os
+import re
+import secrets
+import shlex
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -112,6 +120,35 @@ CSV_COLUMNS = ("model", "group", "rank", "ranked_by", "checkpoint", "dataset", "
 # Reading
 
 
+# A RAF-DB-P block header's folder ends in p_<name> (stability.read_predictions' header rule)
+_PERTURBATION_NAME = re.compile(r"p_[A-Za-z0-9_]+")
+
+
+def looks_like_predictions(path: Path) -> bool:
+    """Whether ``path`` is a RAF-DB-P predictions text (eval_perturbed_rafdb.py's output, read by
+    eval_perturbed_rafdb2.py), judged by its first 64 KiB: its first line that is neither blank nor
+    a plain ``#`` comment is a block header ``<checkpoint>,<...p_<name>>`` (or a one-field external
+    header), or before it comes the writer's metadata comment (``# labels=soft N=285 ...``), a
+    ``#topk`` line or an end line ``# end blocks=N``."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(1 << 16)
+    except OSError:
+        return False
+    for line in head.decode("utf-8-sig", errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if line.startswith(stability.TOPK_PREFIX) or stability.END_LINE.fullmatch(line) or \
+                    stability.parse_meta(line[1:]) is not None:
+                return True
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        return len(fields) <= 2 and bool(_PERTURBATION_NAME.fullmatch(stability.perturbation_name(fields[-1])))
+    return False
+
+
 def _read_json(path: Path):
     import model_files
 
@@ -119,6 +156,10 @@ def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        if not isinstance(error, OSError) and looks_like_predictions(path):
+            raise UserError(f"{path}: a RAF-DB-P predictions file (eval_perturbed_rafdb.py's output), not a "
+                            f"result JSON; turn it into one first: eval_perturbed_rafdb2.py {shlex.quote(str(path))} "
+                            f"--json results.json, and give report.py that results.json") from None
         raise UserError(f"{path}: not a readable JSON file ({error})") from None
 
 
@@ -152,6 +193,15 @@ def warn_unfinished(path: Path, kind: str, data: dict) -> None:
                     data.get("models_planned", "?"))
 
 
+def warn_empty(path: Path, kind: str, data: dict) -> None:
+    """A warning for a result file that holds no model (an empty ``results`` list or ``methods``
+    object): nothing of it is in the report (an unfinished evaluation has its own warning)."""
+    if kind == "robustness" and not data["results"] and data.get("complete") is not False:
+        LOG.warning("%s: holds no model (its \"results\" list is empty); nothing of it is in the report", path)
+    if kind == "stability" and not data["methods"]:
+        LOG.warning("%s: holds no model (its \"methods\" are empty); nothing of it is in the report", path)
+
+
 def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
     """(path, kind, data) for every result file the inputs name, in a stable order."""
     found: list[tuple[Path, str, dict]] = []
@@ -172,6 +222,7 @@ def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
                     continue
                 _checked(path, kind, data)
                 warn_unfinished(path, kind, data)
+                warn_empty(path, kind, data)
                 found.append((path, kind, data))
             if len(found) == before:
                 raise UserError(f"{item}: no robustness (eval_corrupted_rafdb.py --json) or "
@@ -185,6 +236,7 @@ def collect_files(inputs: Sequence[str | Path]) -> list[tuple[Path, str, dict]]:
                                 f"(eval_perturbed_rafdb2.py --json, with \"methods\")")
             _checked(item, kind, data)
             warn_unfinished(item, kind, data)
+            warn_empty(item, kind, data)
             found.append((item, kind, data))
         else:
             raise UserError(f"{item}: no such result file or folder")
@@ -1642,14 +1694,110 @@ def refuse_unmatched_baseline(spec: str | None, base: Model | None, models: list
                         f"or sequences: {differences or 'no common results'}); give a baseline evaluated as they were")
 
 
+REPORT_FILES = ("report.md", "report.html", "report.csv")  # written by every report, beside its figures
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why the report cannot put its file at ``path`` (a folder, a pipe or device there; a link is
+    followed, as the atomic writers follow it), or None."""
+    target, special = cli_common.write_target(path)
+    if os.path.isdir(target):
+        return "is a folder"
+    if special:
+        return "is not a regular file (a pipe or device)"
+    return None
+
+
+def check_report_files(out_dir: Path, names: Sequence[str]) -> None:
+    """UserError naming the first of ``names`` in ``out_dir`` that cannot be replaced by a file."""
+    for name in names:
+        problem = _not_a_file(out_dir / name)
+        if problem:
+            raise UserError(f"--out {out_dir}: {out_dir / name} {problem}; expected the report's file {name} "
+                            f"there (or nothing): remove or rename it; the report in {out_dir} was left as it was")
+
+
+def _output_error(error: OSError, path: Path) -> cli_common.OutputError:
+    if isinstance(error, cli_common.OutputError):
+        return error
+    return cli_common.OutputError(error.errno, error.strerror or str(error), os.fspath(path))
+
+
+def write_report_files(out_dir: Path, files: dict[str, bytes]) -> None:
+    """Write every file of ``files`` (name in ``out_dir`` -> content), or none of them.
+
+    Every file is first written to a temporary ``.<name>.<random>.tmp`` beside the file it replaces
+    (a link is followed: its target gets the content); only when all are written are they renamed
+    into place, one by one. A failure (a folder where a file should be, a full disk, ...) removes
+    the temporaries, puts back the files already replaced (from a hard link, or a copy, of each
+    earlier file, kept until the end) and raises: the earlier report stays as it was, never its old
+    table beside new figures. A file-system failure is an OutputError naming the file."""
+    check_report_files(out_dir, list(files))
+    targets = {name: Path(cli_common.write_target(out_dir / name)[0]) for name in files}
+    temps: dict[str, Path] = {}
+    backups: dict[str, Path] = {}  # an earlier file's content, for the rollback
+    created: list[str] = []  # replaced or new files, in order
+    try:
+        for name, data in files.items():
+            target = targets[name]
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{cli_common.temp_stem(target.name)}.", suffix=".tmp",
+                                           dir=target.parent)
+                temps[name] = Path(tmp)
+                with os.fdopen(fd, "wb") as stream:
+                    os.fchmod(stream.fileno(), cli_common.FILE_MODE)
+                    stream.write(data)
+            except OSError as error:
+                raise _output_error(error, out_dir / name) from error
+        for name in files:
+            target = targets[name]
+            try:
+                if os.path.lexists(target):
+                    backups[name] = backup = target.with_name(
+                        f".{cli_common.temp_stem(target.name)}.{secrets.token_hex(4)}.old")
+                    try:
+                        os.link(target, backup)
+                    except OSError:  # a file system without hard links
+                        shutil.copy2(target, backup)
+                os.replace(temps[name], target)
+            except OSError as error:
+                raise _output_error(error, out_dir / name) from error
+            del temps[name]
+            created.append(name)
+    except BaseException:
+        for name in reversed(created):  # best effort: the error being raised is what matters
+            try:
+                if name in backups:
+                    os.replace(backups[name], targets[name])
+                    del backups[name]
+                else:
+                    targets[name].unlink()
+            except OSError as error:
+                kept = f"; it is kept as {backups.pop(name)}" if name in backups else ""
+                LOG.warning("%s: could not put the earlier file back (%s)%s", out_dir / name,
+                            error.strerror or error, kept)
+        for path in [*temps.values(), *backups.values()]:
+            path.unlink(missing_ok=True)
+        raise
+    for backup in backups.values():
+        try:
+            backup.unlink()
+        except OSError as error:
+            LOG.warning("%s: could not remove this copy of the earlier file (%s)", backup, error.strerror or error)
+
+
 def make_report(inputs: Sequence[str | Path], out_dir: str | Path,
                 baseline: str | None = None) -> dict:
-    """Read the inputs and write report.html, report.md, report.csv (and the PNGs) atomically."""
+    """Read the inputs and write report.html, report.md, report.csv and the PNGs, all or none
+    (:func:`write_report_files`)."""
     out_dir = cli_common.check_output_path(out_dir, "--out", folder=True)  # before any work
+    check_report_files(out_dir, REPORT_FILES)
     files = collect_files(inputs)
     models = load_models(files)
     if not models:
-        raise UserError("no model found in the inputs")
+        read = ", ".join(str(path) for path, _, _ in files)
+        raise UserError(f"no model found in the inputs: the result file(s) read ({read}) hold none (an empty "
+                        f"\"results\" list or \"methods\")")
     base = find_baseline(baseline, models)
     refuse_useless_baseline(baseline, base, models)
     report = build(models, base)
@@ -1657,16 +1805,30 @@ def make_report(inputs: Sequence[str | Path], out_dir: str | Path,
     for warning in report["warnings"]:
         LOG.warning("%s", warning)
     figs = figures(report)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for key, (_, png) in figs.items():
-        cli_common.atomic_write_bytes(out_dir / f"report_{key}.png", png)
-    cli_common.atomic_write_text(out_dir / "report.csv", write_csv(report))
-    cli_common.atomic_write_text(out_dir / "report.md",
-                                 write_markdown(report, figs, out_dir / "report.md"))
-    cli_common.atomic_write_text(out_dir / "report.html", write_html(report, figs))
+    outputs = {f"report_{key}.png": png for key, (_, png) in figs.items()}
+    outputs["report.csv"] = write_csv(report).encode("utf-8")
+    outputs["report.md"] = write_markdown(report, figs, out_dir / "report.md").encode("utf-8")
+    outputs["report.html"] = write_html(report, figs).encode("utf-8")
+    created = not out_dir.exists()
+    try:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _output_error(error, out_dir) from error
+        write_report_files(out_dir, outputs)
+    except BaseException:
+        if created:  # the folder made for this report, left empty
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
     for key in FIGURE_KEYS:  # a figure of an earlier run into this folder that this report has not
-        if key not in figs:
-            (out_dir / f"report_{key}.png").unlink(missing_ok=True)
+        stale = out_dir / f"report_{key}.png"  # drawn: removed once the new report is in place
+        if key not in figs and (stale.is_symlink() or stale.is_file()):
+            try:
+                stale.unlink()
+            except OSError as error:
+                LOG.warning("%s: a figure of an earlier report, not of this one; could not remove it (%s)",
+                            stale, error.strerror or error)
     report["figures"] = list(figs)
     return report
 

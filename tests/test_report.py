@@ -9,11 +9,14 @@ base.json) and eval_perturbed_rafdb2.py --json over a predictions file of the th
 
 import base64
 import csv
+import errno
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -1534,6 +1537,137 @@ def test_a_rerun_into_the_same_folder_leaves_no_figure_of_the_earlier_run(design
         "report_heatmap.png", "report_notes.png", "report_scatter.png", "report_severity.png"]
     assert "report_fp.png" not in (out / "report.md").read_text()
 
+
+
+def _contents(folder):
+    """Every entry of ``folder`` (hidden ones too): name -> its bytes, or "folder"."""
+    return {path.name: "folder" if path.is_dir() else path.read_bytes() for path in folder.iterdir()}
+
+
+def test_a_report_that_cannot_be_written_leaves_the_earlier_one_as_it_was(designed, tmp_path):
+    """A report of 2 models in out/, then one of all the models (with stability: report_fp.png too)
+    into the same folder, where report_fp.png is a folder: the figures heatmap, severity and scatter
+    were replaced before the write of report_fp.png failed, beside the old report.md. Now nothing is
+    replaced: the command line says which path is in the way, exits 2 without a traceback (its
+    'error:' line, as every script's), and no temporary file is left."""
+    out = tmp_path / "out"
+    report.make_report([designed / "tinycnn.json", designed / "base.json"], out, baseline="base")
+    assert sorted(_contents(out)) == ["report.csv", "report.html", "report.md", "report_heatmap.png",
+                                      "report_scatter.png", "report_severity.png"]
+    (out / "report_fp.png").mkdir()
+    before = _contents(out)
+    result = subprocess.run([sys.executable, str(Path(report.__file__)), str(designed), "--baseline", "base",
+                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert _contents(out) == before
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --out {out}: {out / 'report_fp.png'} is a folder; expected the report's file report_fp.png "
+        f"there (or nothing): remove or rename it; the report in {out} was left as it was")
+    # report.md in the way: refused before any input is read
+    (out / "report_fp.png").rmdir()
+    other = tmp_path / "other"
+    (other / "report.md").mkdir(parents=True)
+    with pytest.raises(UserError, match=re.escape(f"{other / 'report.md'} is a folder; expected the report's file")):
+        report.make_report([tmp_path / "no such input"], other)
+    assert _contents(other) == {"report.md": "folder"}
+
+
+@pytest.mark.parametrize("failure", ["rename", "render"])
+def test_a_failure_partway_leaves_every_earlier_file_as_it_was(designed, tmp_path, monkeypatch, failure):
+    """The second report (all models, four figures) fails partway: at the rename of its fifth file
+    (report.csv, after the four figures, report_fp.png a new one), or while rendering report.html
+    (written last, after the figures, report.csv and report.md were replaced). The earlier report's
+    files keep their bytes, the new figure is gone, no temporary or copy is left."""
+    out = tmp_path / "out"
+    report.make_report([designed / "tinycnn.json", designed / "base.json"], out, baseline="base")
+    (out / "notes.txt").write_text("mine")
+    before = _contents(out)
+    if failure == "rename":
+        calls = []
+        replace = os.replace
+
+        def failing_replace(source, target):
+            if Path(target).parent != out:  # another library's own file
+                return replace(source, target)
+            calls.append(target)
+            if len(calls) == 5:
+                raise OSError(errno.EIO, "Input/output error")
+            return replace(source, target)
+
+        monkeypatch.setattr(os, "replace", failing_replace)
+        with pytest.raises(UserError, match=re.escape(f"{out / 'report.csv'}: Input/output error")):
+            report.make_report([designed], out, baseline="base")
+        assert [Path(target).name for target in calls[:5]] == [
+            "report_heatmap.png", "report_severity.png", "report_scatter.png", "report_fp.png", "report.csv"]
+    else:
+        def failing_html(*args):
+            raise RuntimeError("rendering failed")
+
+        monkeypatch.setattr(report, "write_html", failing_html)
+        with pytest.raises(RuntimeError, match="rendering failed"):
+            report.make_report([designed], out, baseline="base")
+    assert _contents(out) == before
+    monkeypatch.undo()
+    report.make_report([designed], out, baseline="base")  # and the folder takes the new report
+    assert sorted(_contents(out)) == ["notes.txt", "report.csv", "report.html", "report.md", "report_fp.png",
+                                      "report_heatmap.png", "report_scatter.png", "report_severity.png"]
+    assert set(read_csv(out / "report.csv")) == {"tinycnn", "base", "mobile"}
+
+
+def test_a_result_file_holding_no_model_is_named(designed, tmp_path, caplog):
+    """A robustness JSON complete but for an empty "results" list (and a stability JSON with no
+    methods) was dropped without a word; with no other input, "no model found in the inputs" named
+    no file. Now a warning names each, and the error the files read."""
+    empty = load("tinycnn")
+    empty["results"] = []
+    empty_path = write(designed, "empty", empty)
+    no_methods = json.loads((designed / "stability.json").read_text())
+    no_methods["methods"] = {}
+    no_methods_path = write(tmp_path, "no_methods", no_methods)
+    with caplog.at_level(logging.WARNING, logger="fer"):
+        result = report.make_report([designed, no_methods_path], tmp_path / "out", baseline="base")
+    assert {row["model"] for row in result["rows"]} == {"tinycnn", "base", "mobile"}
+    assert (f"{empty_path}: holds no model (its \"results\" list is empty); nothing of it is in the report"
+            in caplog.messages)
+    assert (f"{no_methods_path}: holds no model (its \"methods\" are empty); nothing of it is in the report"
+            in caplog.messages)
+    with pytest.raises(UserError, match=re.escape(
+            f"no model found in the inputs: the result file(s) read ({empty_path}, {no_methods_path}) hold none")):
+        report.make_report([empty_path, no_methods_path], tmp_path / "out2")
+
+
+def test_a_predictions_file_given_as_a_result_says_how_to_turn_it_into_one(designed, tmp_path, caplog):
+    """eval_perturbed_rafdb.py's predictions text given to report.py: "not a readable JSON file
+    (Expecting value: line 1 column 1)". Now the error names the file and the command that makes
+    the JSON report.py reads; in a folder (a *.json named so), the warning says as much. A file
+    that is no predictions file keeps the plain message."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    stability_json(folder, "preds", "runs/m/checkpoint.01.hdf5", [TWO_FLIPS])
+    predictions = folder / "preds.txt"
+    assert predictions.read_text().startswith("runs/m/checkpoint.01.hdf5,perturbed/rafdb.test.p_rotate\n# labels=")
+    hint = (f"{predictions}: a RAF-DB-P predictions file (eval_perturbed_rafdb.py's output), not a result JSON; "
+            f"turn it into one first: eval_perturbed_rafdb2.py {predictions} --json results.json, and give "
+            f"report.py that results.json")
+    with pytest.raises(UserError) as error:
+        report.make_report([predictions], tmp_path / "out")
+    assert str(error.value) == hint
+    # a one-field (external) header after a comment; metadata first; and a *.json of a run folder
+    for name, text in (("ext.txt", "# made by hand\nperturbed/rafdb.test.p_zoom_blur\n3,3,3\n"),
+                       ("meta.txt", "# labels=soft N=1 source=landmarks frames=3\nm.keras,x/fer2013.PublicTest.p_rotate\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=re.escape(f"{tmp_path / name}: a RAF-DB-P predictions file")):
+            report.make_report([tmp_path / name], tmp_path / "out")
+    shutil.copy(predictions, designed / "preds.json")
+    with caplog.at_level(logging.WARNING, logger="fer"):
+        report.make_report([designed], tmp_path / "out", baseline="base")
+    assert any(message.startswith(f"{designed / 'preds.json'}: a RAF-DB-P predictions file") and
+               "eval_perturbed_rafdb2.py" in message for message in caplog.messages)
+    for name, text in (("table.csv", "path,class\nclean/a.jpg,3\n"), ("two.txt", "runs/m.keras,rafdb.test\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=re.escape(f"{tmp_path / name}: not a readable JSON file")):
+            report.make_report([tmp_path / name], tmp_path / "out")
 
 def test_results_all_of_one_kind_are_not_said_to_be_apart_by_kind(designed, tmp_path):
     """Robustness results only, mobile's under another protocol: two groups because of the protocol.
