@@ -7,7 +7,7 @@ each in a fresh process that reports its peak RSS:
   ours        datasets.fer2013.read_pixel_csv: the file streamed into a uint8 (N, 48, 48) array,
               every value checked (2,304 integers in 0..255 per row)
   reference   csv.reader + np.array(rows), the original's reader (docs/BENCHMARK.md §9.1, §9.8:
-              a fixed-width unicode array, ~4 GB for the full file); then "+decode" adds the
+              a fixed-width unicode array, ~3.3 GB for the full file); then "+decode" adds the
               original's per-row conversion of the pixels field to a uint8 48x48 image.
 
 The reference reads the first --reference-rows rows (default 5,000; 'all' for the whole file,
