@@ -87,7 +87,9 @@ def build_parser() -> ArgumentParser:
                       help="select checkpoints on a held-out part of train (FIX; a dataset with its own validation "
                            "split, e.g. FER's PrivateTest, uses that) or on the test set (original)")
     data.add_argument("--val-fraction", type=finite_float, default=0.1,
-                      help="fraction of the (filtered) training images held out, stratified by class")
+                      help="fraction of the (filtered) training images held out, stratified by class; only "
+                           "with --val-split holdout on a dataset without its own validation split (elsewhere "
+                           "it would have no effect and is refused)")
     data.add_argument("--crop", default="exact", choices=augmentations.CROP_RULES,
                       help="cut rule: 'exact' (FIX) or the original's off-by-one 'legacy99' (100 -> 99 px)")
     data.add_argument("--workers", type=int, default=None,

@@ -235,6 +235,8 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
             value = Path(value)
         if key in ("rafdb", "data") and key in args.explicit and value is None:
             continue
+        if key == "val_fraction" and key in args.explicit and value is None:
+            continue  # a run without a hold-out: check_args refuses the flag, naming its validation split
         if key in ("rafdb", "data") and key in args.explicit and not Path(value).is_dir():
             LOG.warning("the run's --%s %s is gone; using --%s %s", key, value, key, getattr(args, key))
             continue
@@ -329,6 +331,8 @@ def check_args(args) -> None:
         flag = "--rafdb" if getattr(args, "rafdb", None) is not None else "--data"
         layout = f"\n{rafdb_dataset.EXPECTED_LAYOUT}" if data.name == "rafdb" else " (docs/DATASETS.md)"
         raise UserError(f"{flag} {data.root}: no such folder for --dataset {data.name}{layout}")
+    if args.mode == "train":
+        check_val_fraction(args, data)
     if args.mode == "train":  # checkpoints written among the faces would be read back as (broken) images
         refuse_outputs_over_inputs([("--dir", args.dir), ("--out-root", None if args.dir else getattr(args, "out_root", None))],
                                    trees=[("the dataset", data.root)])
@@ -372,6 +376,25 @@ def check_args(args) -> None:
         flag = next((f"--augmix-{word}" for word in ("width", "depth", "severity")
                      if str(error).startswith(f"AugMix {word} ")), "--augmix-width/--augmix-depth/--augmix-severity")
         raise UserError(f"{flag}: {error}") from None
+
+
+def check_val_fraction(args, data) -> None:
+    """--val-fraction sizes the hold-out of train that selects checkpoints. With another validation
+    split (--val-split test, or a dataset with its own validation split) it has no effect: given on
+    the command line it is refused; left out, it is set to None (run.json records null, not 0.1)."""
+    if args.val_split == "holdout" and not data.has_validation:
+        return
+    if "val_fraction" in getattr(args, "explicit", set()):
+        if args.val_split == "test":
+            raise UserError(f"--val-fraction {args.val_fraction:g} with --val-split test: checkpoints are "
+                            f"selected on the test set, so nothing is held out and --val-fraction would have no "
+                            f"effect; leave out --val-fraction, or select on a held-out part of train with "
+                            f"--val-split holdout (the default)")
+        raise UserError(f"--val-fraction {args.val_fraction:g} with --val-split holdout on --dataset {data.name}: "
+                        f"the dataset has its own validation split ({data.split_name('validation')}), which "
+                        f"selects the checkpoints instead of a hold-out, so --val-fraction would have no "
+                        f"effect; leave out --val-fraction")
+    args.val_fraction = None
 
 
 def augmix_params(args) -> tuple:
@@ -1461,7 +1484,8 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
                 raise UserError(f"--epochs {args.epochs}: {run_dir} has already trained {initial_epoch} epochs; "
                                 f"--resume continues up to --epochs (give at least {initial_epoch}), it "
                                 f"does not go back (train_fer.py --mode test --epoch E tests an earlier one)")
-            LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
+            if initial_epoch < args.epochs:  # a finished run: finish_training says so, with no range
+                LOG.info("resuming from %s after epoch %d", checkpoint.name, initial_epoch)
             model = load_checkpoint(checkpoint)
             # Before anything is removed: the checkpoint must hold the network run.json describes (a
             # checkpoint_last.hdf5 copied from another run was trained on, or crashed, after the
@@ -1544,9 +1568,9 @@ def _train(args, strategy, net, input_size, channels, image_size, run_dir: Path,
     config["pretraining_report"] = pretraining_report
     config["status"] = "training"
     atomic_write_text(write_dir / RUN_FILE, json.dumps(config, indent=1) + "\n")
-    LOG.info("%s at %dx%d, %d parameters, lr %s, momentum %s, epochs %d to %d",
+    LOG.info("%s at %dx%d, %d parameters, lr %s, momentum %s%s",
              net, input_size, input_size, model.count_params(), args.lr, 0.9 if args.momentum else 0,
-             initial_epoch + 1, args.epochs)
+             f", epochs {initial_epoch + 1} to {args.epochs}" if initial_epoch < args.epochs else "")
     if importlib.util.find_spec("tensorboard") is None:  # tf.summary needs it; the tensorflow wheel lacks it
         LOG.warning("TensorBoard logs skipped: the 'tensorboard' package is not installed")
 
@@ -1571,7 +1595,8 @@ def finish_training(args, model, trainer, strategy, train_dataset, val_ds, write
         train_epochs(args, model, trainer, strategy, train_dataset, val_ds, write_dir, state, centers,
                      initial_epoch, verbose)
     else:
-        LOG.info("nothing to train: %d of %d epochs already done", initial_epoch, args.epochs)
+        LOG.info("%s: finished, all %d epochs already trained; nothing to train (a larger --epochs trains "
+                 "on); testing its best checkpoint", run_dir, args.epochs)
 
     if not chief:  # the chief evaluates and reports; a worker's files go to its scratch folder
         return 0

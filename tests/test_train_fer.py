@@ -876,3 +876,96 @@ def test_run_json_records_the_learning_rate_schedule_in_use(sample_tree, tmp_pat
     assert config["lr_schedule"] == {"init": 0.05, "factor": 0.5, "every": 40}
     assert config["lr_effective"] == "0.05:0.5:40"
     assert float(read_log(run_dir)[0]["learning_rate"]) == pytest.approx(0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# --val-fraction only where it sizes the hold-out; a finished run resumed
+
+
+@pytest.mark.parametrize("fraction", ["0.2", "0.1"])  # 0.1, the default, given on the command line is given too
+def test_val_fraction_with_val_split_test_is_refused(sample_tree, tmp_path, fraction):
+    """--val-split test selects on the test set: --val-fraction was accepted, had no effect, and was
+    recorded in run.json as if it sized a hold-out."""
+    run_dir = tmp_path / "r"
+    with pytest.raises(UserError) as error:
+        train_fer.main(["--rafdb", str(sample_tree), *TINY, "--epochs", "1", "--val-split", "test",
+                        "--val-fraction", fraction, "--dir", str(run_dir)])
+    message = str(error.value)
+    assert message.startswith(f"--val-fraction {fraction} with --val-split test: ")
+    assert "no effect" in message and "--val-split holdout" in message
+    assert not run_dir.exists()  # refused before the run folder is made
+
+
+def test_val_fraction_on_a_dataset_with_its_own_validation_split_is_refused(random_faces, tmp_path):
+    """A folder dataset with a val/ folder validates on it: no hold-out for --val-fraction to size."""
+    root = random_faces(tmp_path / "faces", ("happy", "sad"), 3, splits=("train", "val", "test"))
+    run_dir = tmp_path / "r"
+    with pytest.raises(UserError) as error:
+        train_fer.main(["--dataset", "folder", "--data", str(root), *TINY, "--epochs", "1",
+                        "--val-fraction", "0.3", "--dir", str(run_dir)])
+    assert str(error.value).startswith("--val-fraction 0.3 with --val-split holdout on --dataset folder: the "
+                                       "dataset has its own validation split (val)")
+    assert not run_dir.exists()
+
+
+def test_val_fraction_with_val_split_test_exits_2_without_traceback(tmp_path):
+    command = [sys.executable, str(REPO / "train_fer.py"), "--rafdb", str(tmp_path), *TINY, "--epochs", "1",
+               "--val-split", "test", "--val-fraction", "0.25", "--dir", str(tmp_path / "r")]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --val-fraction 0.25 with --val-split test: ")
+
+
+def test_val_fraction_in_run_json_and_on_resume_follows_the_validation_split(two_epochs, sample_tree, tmp_path,
+                                                                             caplog):
+    """A hold-out run records its --val-fraction and takes it again on --resume; a run selected on
+    the test set records none (null), refuses the flag on --resume too, and still resumes, also from
+    an older run.json that carries the default 0.1."""
+    held_out = tmp_path / "held_out"
+    shutil.copytree(two_epochs, held_out)
+    assert json.loads((held_out / "run.json").read_text())["val_fraction"] == 0.1
+    assert train_fer.main(["--resume", "--dir", str(held_out), "--val-fraction", "0.1"]) == 0  # finished: tests
+    assert json.loads((held_out / "run.json").read_text())["val_fraction"] == 0.1
+    with pytest.raises(UserError, match=r"--val-fraction 0.2: conflicts .* has 0.1"):
+        train_fer.main(["--resume", "--dir", str(held_out), "--val-fraction", "0.2"])
+
+    run_dir = run_train(sample_tree, tmp_path / "r", "--epochs", "1", "--lr", "0.02:0.5:1", "--val-split", "test")
+    config = json.loads((run_dir / "run.json").read_text())
+    assert (config["val_split"], config["validation"]) == ("test", "test")
+    assert config["val_fraction"] is None and config["args"]["val_fraction"] is None
+    assert not (run_dir / training.VALIDATION_NAMES).exists()
+    # the flag given on resume is refused as on a new run (run.json's null is no conflict to report)
+    with pytest.raises(UserError, match=r"^--val-fraction 0.2 with --val-split test: "):
+        train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "2", "--val-fraction", "0.2"])
+    # an older run.json carries the parser's default 0.1 with --val-split test: it still resumes
+    config["args"]["val_fraction"] = 0.1
+    config["val_fraction"] = 0.1
+    (run_dir / "run.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"^--val-fraction 0.1 with --val-split test: "):
+        train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "2", "--val-fraction", "0.1"])
+    assert [int(row["epoch"]) for row in read_log(run_dir)] == [0]  # nothing trained by the refusals
+    with caplog.at_level("INFO", logger=training.LOG.name):
+        assert train_fer.main(["--resume", "--dir", str(run_dir), "--epochs", "2"]) == 0
+    assert [int(row["epoch"]) for row in read_log(run_dir)] == [0, 1]
+    assert "epochs 2 to 2" in caplog.text  # the epochs left, as before
+    after = json.loads((run_dir / "run.json").read_text())
+    assert after["val_fraction"] is None and after["args"]["val_fraction"] is None and after["status"] == "done"
+    assert after["resumed"][0]["from_epoch"] == 1
+
+
+def test_resuming_a_finished_run_says_so_without_an_epoch_range(two_epochs, tmp_path, caplog, capsys):
+    """--resume of a run that trained all its epochs logged "epochs 3 to 2" before "nothing to train"."""
+    import re
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(two_epochs, run_dir)
+    rows = read_log(run_dir)
+    with caplog.at_level("INFO", logger=training.LOG.name):
+        assert train_fer.main(["--resume", "--dir", str(run_dir)]) == 0
+    assert f"{run_dir}: finished, all 2 epochs already trained; nothing to train" in caplog.text
+    assert not re.search(r"epochs \d+ to \d+", caplog.text), caplog.text
+    assert "resuming from" not in caplog.text and "after epoch" not in caplog.text
+    assert read_log(run_dir) == rows  # nothing trained
+    assert "test accuracy" in capsys.readouterr().out  # the best checkpoint is still tested
