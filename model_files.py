@@ -223,8 +223,48 @@ def pytorch_file_message(path: str | Path) -> str:
             f"pass the model's predictions as a CSV with --predictions (docs/MODELS.md, 'PyTorch models')")
 
 
+# ONNX files have no magic number: a ModelProto starts with field 1 (ir_version, tag 0x08, a small
+# varint), then one of fields 2-8 (producer name/version, domain, model version, doc string, graph,
+# opset imports), in field order as protobuf writers emit them.
+_ONNX_SECOND_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42}
+
+
+def sniff_model_file(path: str | Path) -> tuple[str, str] | None:
+    """What the first bytes of a model file say it is, whatever its name: (format, description)
+    for a TFLite flatbuffer ('TFL3' at byte 4), an HDF5 file (Keras .h5), a zip archive (a .keras
+    or .skops model) or an ONNX protobuf; None when it is none of them or cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return None
+    if head[4:8] == b"TFL3":
+        return "tflite", "a TFLite flatbuffer (identifier TFL3)"
+    if head == b"\x89HDF\r\n\x1a\n":
+        return "keras", "an HDF5 file (a Keras .h5 model)"
+    if head[:4] == b"PK\x03\x04":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (OSError, zipfile.BadZipFile):
+            return "zip", "a zip archive"
+        if "schema.json" in names:
+            return "skops", "a skops archive"
+        return ("keras", "a .keras archive") if "config.json" in names else ("zip", "a zip archive")
+    if len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in _ONNX_SECOND_TAGS:
+        return "onnx", "an ONNX model (protobuf)"
+    return None
+
+
+_FORMAT_SUFFIX = {"tflite": ".tflite", "keras": ".keras", "onnx": ".onnx", "skops": ".skops"}
+
+
 def model_format(path: str | Path) -> str:
-    """'keras', 'tflite', 'onnx' or 'skops' from the file name (UserError otherwise)."""
+    """'keras', 'tflite', 'onnx' or 'skops' from the file name (UserError otherwise, or when the
+    file's first bytes say it is another of them: a TFLite file named .onnx failed deep inside the
+    other runtime's parser)."""
     path = Path(path)
     refuse_pickle(path)
     error = saved_model_error(path)
@@ -234,6 +274,12 @@ def model_format(path: str | Path) -> str:
     for name, suffixes in (("keras", KERAS_SUFFIXES), ("tflite", TFLITE_SUFFIXES),
                            ("onnx", ONNX_SUFFIXES), ("skops", SKOPS_SUFFIXES)):
         if suffix in suffixes:
+            found = sniff_model_file(path) if path.is_file() else None
+            # a zip under an .h5 name has its own message (Keras); a zip of unknown content is left to the loader
+            if found is not None and found[0] not in (name, "zip"):
+                good = ".h5" if found[1].startswith("an HDF5") else _FORMAT_SUFFIX[found[0]]
+                raise UserError(f"{path}: the file is {found[1]}, not the {name} model its {path.suffix} name "
+                                f"says: rename it to {good}")
             return name
     if suffix in PYTORCH_SUFFIXES:
         raise UserError(pytorch_file_message(path))

@@ -936,3 +936,31 @@ def test_input_size_out_of_range_is_a_flag_error(text):
         parser.parse_args(["--input-size", text])
     assert caught.value.code == 2
     assert checkpoints._input_size("4096x48") == (4096, 48) and checkpoints._input_size("64") == (64, 64)
+
+
+def test_a_model_file_under_another_format_s_suffix_is_named_with_the_right_one(keras_and_tflite, tmp_path):
+    # A TFLite file named .onnx, an ONNX file named .tflite or .h5, an HDF5 file named .onnx and a
+    # .keras archive named .tflite: each runtime's parser failed with its own words ("Protobuf parsing
+    # failed", "not a valid Flatbuffer buffer"); the file's first bytes tell what it is.
+    import keras
+
+    onnx_file = mean_linear_onnx(tmp_path / "real.onnx", "NHWC", np.eye(3, 7), np.zeros(7))
+    hdf5 = tmp_path / "real.h5"
+    keras.saving.save_model(keras.models.load_model(keras_and_tflite / "small.keras"), hdf5)
+    cases = [(keras_and_tflite / "float.tflite", "x.onnx", r"a TFLite flatbuffer \(identifier TFL3\), not the onnx "
+                                                            r"model its \.onnx name says: rename it to \.tflite"),
+             (onnx_file, "x.tflite", r"an ONNX model \(protobuf\), not the tflite model its \.tflite name says: "
+                                     r"rename it to \.onnx"),
+             (onnx_file, "x.h5", r"an ONNX model \(protobuf\), not the keras model .*rename it to \.onnx"),
+             (hdf5, "x.onnx", r"an HDF5 file \(a Keras \.h5 model\), not the onnx model .*rename it to \.h5"),
+             (keras_and_tflite / "small.keras", "x.tflite", r"a \.keras archive, not the tflite model .*rename it "
+                                                            r"to \.keras")]
+    for source, name, message in cases:
+        renamed = tmp_path / name
+        renamed.write_bytes(source.read_bytes())
+        with pytest.raises(UserError, match=rf"{re.escape(str(renamed))}: the file is {message}"):
+            model_files.model_format(renamed)
+    # each under its own name: its format
+    for source, kind in ((keras_and_tflite / "float.tflite", "tflite"), (onnx_file, "onnx"), (hdf5, "keras"),
+                         (keras_and_tflite / "small.keras", "keras")):
+        assert model_files.model_format(source) == kind and model_files.sniff_model_file(source)[0] == kind
