@@ -354,6 +354,10 @@ class FolderDataset(Dataset):
                                                 f"folder {class_roots[owner]}; it would count under two classes "
                                                 f"or splits: remove the link")
                             linked_files.append((path, target))
+                        if not entry.is_file():  # a pipe, socket or device: reading it would block or never end
+                            error = error or (f"{_shown(path)}: not a regular file (a named pipe, socket or device); "
+                                              f"expected image files only: remove it")
+                            continue
                         if path.suffix.lower() not in IMAGE_SUFFIXES:
                             error = error or (f"{_shown(path)}: not an image file (expected "
                                               f"{', '.join(IMAGE_SUFFIXES)}; hidden files are ignored)")
