@@ -71,7 +71,9 @@ def decode_image(data: bytes, name: str, *, keep_grey: bool = False) -> np.ndarr
     By default the result is RGB ``(H, W, 3)`` (a grey file is expanded, as OpenCV does). With
     ``keep_grey`` a single-channel file (a grey PNG with alpha too) comes back as ``(H, W, 1)``
     and a colour one as RGB. Alpha is dropped, keeping the colour under it (a TIFF with alpha is read
-    by Pillow for that), and 16-bit files are reduced to 8 bits (OpenCV's ``IMREAD_ANYCOLOR``).
+    by Pillow for that), and 16-bit files are reduced to 8 bits by keeping each sample's high byte
+    (``v >> 8``, as OpenCV reads a 16-bit PNG; its TIFF reader, which rounds ``v / 257``, is not used
+    for that).
     """
     tiff = _tiff_with_alpha(data, keep_grey)
     if tiff is not None:
@@ -80,7 +82,14 @@ def decode_image(data: bytes, name: str, *, keep_grey: bool = False) -> np.ndarr
     flags = cv2.IMREAD_ANYCOLOR if keep_grey else cv2.IMREAD_COLOR
     if keep_grey and _png_grey_with_alpha(data):  # OpenCV would expand it to three channels
         flags = cv2.IMREAD_GRAYSCALE
+    is_tiff = data[:4] in (b"II*\x00", b"MM\x00*")
+    if is_tiff:  # OpenCV's TIFF reader scales 16-bit colour to 8 bits with rounding (PNG keeps the high
+        flags |= cv2.IMREAD_ANYDEPTH  # byte): read the 16 bits, and keep the high byte as for PNG
     image = cv2.imdecode(buffer, flags) if buffer.size else None
+    if image is not None and image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image is not None and image.dtype != np.uint8:  # a float TIFF, read through IMREAD_ANYDEPTH
+        image = None
     if image is None:
         raw = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
         if raw is not None:  # a valid file of samples the 8-bit readers refuse (a float32 TIFF)
