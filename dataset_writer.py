@@ -1745,16 +1745,27 @@ def refuse_changed_sources(manifest: Mapping[str, Any] | None, sources: Sequence
 
 def refuse_unusable_sources(paths: Sequence[str | os.PathLike]) -> None:
     """Before anything is written: a UserError naming the first source image that cannot be read
-    (no reader opens it) or is smaller than ``corruptions.MIN_SIDE`` (and how many more are).
+    (no reader opens it; the others are listed) or is smaller than ``corruptions.MIN_SIDE`` (and how
+    many more are).
     A file whose header reads but whose pixels are damaged (a truncated JPEG) is found when it is
     decoded; the images finished before it are kept."""
     small = []
+    unreadable: list[tuple[str | os.PathLike, str]] = []  # all of them in one message, not one per rerun
     heights = {}  # image height -> the first source of that height
     for path in paths:
-        height, width = image_file_size(path)
+        try:
+            height, width = image_file_size(path)
+        except UserError as error:
+            unreadable.append((path, str(error)))
+            continue
         heights.setdefault(height, path)
         if too_small_to_corrupt(height, width):
             small.append((path, (height, width)))
+    if unreadable:
+        others = [str(path) for path, _ in unreadable[1:]]
+        raise UserError(unreadable[0][1] + (
+            f" (and {len(others)} more source image(s) that cannot be read: {', '.join(others[:5])}"
+            f"{', ...' if len(others) > 5 else ''})" if others else ""))
     if small:
         (path, (height, width)), more = small[0], len(small) - 1
         raise UserError(small_image_message(path, height, width)

@@ -158,6 +158,19 @@ def test_an_unreadable_folder_of_one_split_does_not_stop_another(tmp_path, monke
         data.labels("train")
 
 
+def test_a_named_pipe_named_like_an_image_is_refused_not_read(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes: the export or training hung."""
+    import os
+    root = tmp_path / "faces"
+    _image(root / "train/happy/a.png", 1)
+    _image(root / "test/happy/b.png", 2)
+    os.mkfifo(root / "test/happy/pipe.png")
+    data = datasets.get("folder", root)
+    assert data.labels("train").names == ["train/happy/a.png"]
+    with pytest.raises(UserError, match=r"test/happy/pipe\.png: not a regular file \(a named pipe, socket or device\)"):
+        data.labels("test")
+
+
 def test_two_folders_of_one_class_are_merged_with_a_warning(tmp_path, caplog):
     root = tmp_path / "faces"
     _image(root / "test/Happy/a.png", 10)
@@ -357,6 +370,27 @@ def test_float_tiff_is_refused_by_its_sample_type(tmp_path, capfd):
     image = dataset.read_image("test/happy/sixteen.tiff")
     assert image.dtype == np.uint8 and image.shape == (8, 9, 3)
     assert (image[:4] == 255).all() and (image[4:] == 0).all()
+
+
+@pytest.mark.parametrize("keep_grey", [False, True])
+def test_sixteen_bit_tiff_and_png_keep_the_high_byte_alike(tmp_path, keep_grey):
+    """One 16-bit picture saved as PNG and as TIFF reads as the same 8-bit pixels, v >> 8 (OpenCV's
+    TIFF reader rounded v / 257 for colour files: values 1 level apart on about half the samples)."""
+    from datasets import images
+
+    rng = np.random.default_rng(7)
+    colour = rng.integers(0, 65536, (12, 10, 3), dtype=np.uint16)  # BGR, as OpenCV writes it
+    grey = rng.integers(0, 65536, (12, 10), dtype=np.uint16)
+    for pixels, expected in ((colour, (colour >> 8).astype(np.uint8)[:, :, ::-1]),
+                             (grey, (grey >> 8).astype(np.uint8)[:, :, None])):
+        if pixels.ndim == 2 and not keep_grey:
+            expected = np.repeat(expected, 3, axis=2)
+        for suffix in (".png", ".tiff"):
+            ok, data = cv2.imencode(suffix, pixels)
+            assert ok
+            image = images.decode_image(data.tobytes(), f"x{suffix}", keep_grey=keep_grey)
+            assert image.dtype == np.uint8 and image.shape == expected.shape
+            assert np.array_equal(image, expected), suffix
 
 
 def test_grey_png_with_alpha_stays_grey():
@@ -589,6 +623,22 @@ def test_export_precheck_warns_about_mixed_image_sizes(tmp_path, caplog):
     dataset_writer.refuse_unusable_sources([tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"])
     assert (f"the images range from 48 px ({tmp_path / 'a.png'}) to 224 px high ({tmp_path / 'c.png'})"
             in caplog.text)
+
+
+def test_export_precheck_names_every_unreadable_source_at_once(tmp_path):
+    """A zero-byte file and a text file named .jpg among good images: both are named in one error
+    (the first run named only the first, the rerun the next)."""
+    import dataset_writer
+
+    _image(tmp_path / "a.png", 1, size=(48, 48))
+    (tmp_path / "b.jpg").write_bytes(b"")
+    (tmp_path / "c.jpg").write_text("not a picture")
+    _image(tmp_path / "d.png", 1, size=(48, 48))
+    paths = [tmp_path / name for name in ("a.png", "b.jpg", "c.jpg", "d.png")]
+    with pytest.raises(UserError) as error:
+        dataset_writer.refuse_unusable_sources(paths)
+    assert str(error.value).startswith(f"{tmp_path / 'b.jpg'}: ")
+    assert str(error.value).endswith(f" (and 1 more source image(s) that cannot be read: {tmp_path / 'c.jpg'})")
 
 
 def test_export_precheck_sizes_are_upright_for_exif_turned_photos(tmp_path, caplog):
