@@ -11,7 +11,8 @@ File format (``--predictions FILE.csv``), UTF-8 CSV with a header line:
     are taken as a model's outputs are: probabilities when every row is non-negative and sums to 1
     (``model_files.looks_like_probabilities``, within what printing with 2 decimals can add up to),
     logits when no row does (a softmax is applied to every row, so that ECE, NLL and Brier describe
-    probabilities); a file with rows of both kinds is an error naming one of each.
+    probabilities); a file with rows of both kinds is an error naming one of each, and so is a file
+    of percentages (every row non-negative and summing to 100).
 
 ``path`` is relative to the exported tree's root with ``/`` separators
 (``rafdb.test.contrast.3/test_0001_aligned.jpg``); the clean images are ``clean/<file name>``.
@@ -138,6 +139,14 @@ def read_predictions(path: str | Path, class_names: Sequence[str]) -> Prediction
                             f"{row.min():.4g}), not probabilities, while those of line {rows[keys[fine]][0]} "
                             f"are: write every row as probabilities (non-negative, summing to 1) or every "
                             f"row as logits")
+        # rows of percentages (non-negative, each summing to 100): softmax'ed as logits they give other
+        # calibration numbers (ECE, NLL, Brier) with the right accuracy and no word
+        percent = model_files.probability_rows(scores / 100.0, step=PRINTED_STEP / 100.0)
+        if not each.any() and percent.all():
+            raise UserError(f"{path}: every score row is non-negative and sums to 100 (line {rows[keys[0]][0]}: "
+                            f"{scores[0].astype(np.float64).sum():.4g}): percentages, not probabilities or logits; "
+                            f"divide the scores by 100 (probabilities sum to 1; a row that does not is taken "
+                            f"for logits)")
         if not each.all():
             output_kind = "logits"
             LOG.info("%s: the scores are not probabilities (a row is negative or does not sum to 1): "

@@ -118,6 +118,22 @@ def test_byte_order_mark_and_logits(tree, tmp_path):
         PredictionsClassifier(write(tmp_path / "r2.csv", "\n".join(lines) + "\n"), root, clean)
 
 
+def test_percentages_are_refused_not_taken_for_logits(tree, tmp_path):
+    """Rows summing to 100 (a spreadsheet's percentages) were softmax'ed as logits: the accuracy stayed,
+    ECE/NLL/Brier changed with no word. Logits that happen to be non-negative with other sums stay logits."""
+    root, clean, _, _ = tree
+    header = "path," + ",".join(f"p{k}" for k in range(7))
+    percent = [[70, 10, 5, 5, 5, 5, 0], [12.5, 12.5, 25, 25, 25, 0, 0]]
+    lines = [header] + [f"clean/img_{i}.png," + ",".join(map(str, row)) for i, row in enumerate(percent)]
+    with pytest.raises(UserError, match=r"pct\.csv: every score row is non-negative and sums to 100 \(line 2: 100\): "
+                                        r"percentages, not probabilities or logits; divide the scores by 100"):
+        PredictionsClassifier(write(tmp_path / "pct.csv", "\n".join(lines) + "\n"), root, clean)
+    logits = [[70, 10, 5, 5, 5, 5, 0], [3, 1, 0, 0, 0, 0, 0]]  # one row sums to 100, the other does not
+    lines = [header] + [f"clean/img_{i}.png," + ",".join(map(str, row)) for i, row in enumerate(logits)]
+    predictor = PredictionsClassifier(write(tmp_path / "logits.csv", "\n".join(lines) + "\n"), root, clean)
+    assert predictor.predictions.output_kind == "logits"
+
+
 @pytest.mark.parametrize("flag", [["--class-order", "fer2013"], ["--preprocessing", "scale01"], ["--crop", "legacy99"],
                                   ["--input-size", "32"], ["--unsafe"], ["--restrict-to-dataset-classes"],
                                   ["--eval-preprocessing", "legacy-vggface2"]])
