@@ -978,8 +978,10 @@ def read_results(path: Path, flag: str = "--merge") -> list[dict]:
 
 
 # Fields that must agree between the shards of one model.
-SAME_IN_SHARDS = ("checkpoint", "protocol", "n", "n_total", "n_dropped", "n_missing", "rafdb",
-                  "corrupted", "format", "on_the_fly", "source", "manifest", "corruptions",
+# (on_the_fly before the paths: a tree shard records no paths beside its manifest, an on-the-fly one
+# records its --rafdb; the paths would be named as the difference)
+SAME_IN_SHARDS = ("checkpoint", "protocol", "n", "n_total", "n_dropped", "n_missing", "on_the_fly", "rafdb",
+                  "corrupted", "format", "source", "manifest", "corruptions",
                   "severities", "runtime", "corruption_set", "corrupted_extra", "test_set_sha256", "ferplus_norm")
 
 
@@ -994,6 +996,25 @@ def _other_models_shards(per_model: dict, parts: list, missing: list[int], count
              if (result.get("shard") or {}).get("count", 1) == count
              and (result.get("shard") or {}).get("index", 0) in missing]
     return f" ({'; '.join(found)})" if found else ""
+
+
+def _shard_set_problem(per_model: dict, parts: list) -> str:
+    """What is wrong with one model's shards (other counts N, a shard missing or given twice), or ""."""
+    checkpoint = parts[0][1]["checkpoint"]["checkpoint"]
+    counts = {(part["shard"] or {}).get("count", 1) for _, part in parts}
+    if len(counts) != 1:
+        return f"{checkpoint}: shards of different counts N ({sorted(counts)})"
+    count = counts.pop()
+    indices = sorted((part["shard"] or {}).get("index", 0) for _, part in parts)
+    if indices == list(range(count)):
+        return ""
+    missing = sorted(set(range(count)) - set(indices))
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    return (f"{checkpoint}: expected shards 0..{count - 1} once each; "
+            + (f"missing {', '.join(f'{i}/{count}' for i in missing)}" if missing else "")
+            + ("; " if missing and repeated else "")
+            + (f"repeated {', '.join(f'{i}/{count}' for i in repeated)}" if repeated else "")
+            + _other_models_shards(per_model, parts, missing, count))
 
 
 def _unit_key(row: dict) -> str:
@@ -1050,23 +1071,15 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
             per_model.setdefault(key, []).append((path, result))
     if not per_model:
         raise UserError(f"--merge: no results in {', '.join(map(str, paths))}")
+    # every model's incomplete shard set in one message (the inputs may mix the shards of several models)
+    problems = [problem for parts in per_model.values() for problem in [_shard_set_problem(per_model, parts)]
+                if problem]
+    if problems:
+        raise UserError("--merge: " + "; and ".join(problems))
     merged = []
     for parts in per_model.values():
         first_path, first = parts[0]
         checkpoint = first["checkpoint"]["checkpoint"]
-        counts = {(part["shard"] or {}).get("count", 1) for _, part in parts}
-        if len(counts) != 1:
-            raise UserError(f"--merge: {checkpoint}: shards of different counts N ({sorted(counts)})")
-        count = counts.pop()
-        indices = sorted((part["shard"] or {}).get("index", 0) for _, part in parts)
-        if indices != list(range(count)):
-            missing = sorted(set(range(count)) - set(indices))
-            repeated = sorted({i for i in indices if indices.count(i) > 1})
-            raise UserError(f"--merge: {checkpoint}: expected shards 0..{count - 1} once each; "
-                            + (f"missing {', '.join(f'{i}/{count}' for i in missing)}" if missing else "")
-                            + ("; " if missing and repeated else "")
-                            + (f"repeated {', '.join(f'{i}/{count}' for i in repeated)}" if repeated else "")
-                            + _other_models_shards(per_model, parts, missing, count))
         for path, part in parts[1:]:
             for key in SAME_IN_SHARDS:
                 value, first_value = _shard_value(part, key), _shard_value(first, key)

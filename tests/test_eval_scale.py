@@ -178,6 +178,22 @@ def test_merge_refuses_missing_or_repeated_shards(workspace, tmp_path):
     with pytest.raises(UserError, match=rf"differ in 'checkpoint' \(checkpoint\.preprocessing: 'scale01-other' in "
                                         rf"{tmp_path}/pre1\.json, {recorded!r} in {part}\)"):
         robustness.merge_results([part, tmp_path / "pre1.json"])
+    # shards of two models, each set incomplete: both are named in one error
+    other = json.loads(part1.read_text())
+    other["results"][0]["checkpoint"].update(checkpoint="runs/b/other.keras", checkpoint_sha256="ab" * 32)
+    other["results"][0]["shard"] = {"index": 1, "count": 3}
+    (tmp_path / "b1.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match=r"--merge: runs/a/checkpoint\.01\.keras: expected shards 0\.\.1 once each; "
+                                        r"missing 1/2; and runs/b/other\.keras: expected shards 0\.\.2 once each; "
+                                        r"missing 0/3, 2/3$"):
+        robustness.merge_results([part, tmp_path / "b1.json"])
+    # a shard rendered on the fly beside one read from the tree: named as such, not by the paths (a tree
+    # shard records none beside its manifest)
+    other = json.loads(part1.read_text())
+    other["results"][0].update(on_the_fly=True, manifest=None)
+    (tmp_path / "fly1.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match=r"differ in 'on_the_fly' \(on_the_fly: True in .*fly1\.json, False in "):
+        robustness.merge_results([part, tmp_path / "fly1.json"])
 
 
 @pytest.mark.parametrize("flags, named", [
