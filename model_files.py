@@ -116,7 +116,7 @@ def model_data_files(path: str | Path) -> list[Path]:
     if path.suffix.lower() not in ONNX_SUFFIXES:
         return [path]
     files = [path]
-    for location in _onnx_external_locations(os.path.abspath(path), *_size_mtime(path)):
+    for location, _ in _onnx_external_locations(os.path.abspath(path), *_size_mtime(path)):
         if Path(location).is_absolute() or ".." in Path(location).parts:
             raise UserError(f"{path}: names the external data file {location!r} outside its own "
                             f"folder; ONNX external data must lie beside the .onnx file")
@@ -139,9 +139,10 @@ def model_data_files(path: str | Path) -> list[Path]:
 
 
 @functools.lru_cache(maxsize=64)
-def _onnx_external_locations(path: str, _size: int, _mtime_ns: int) -> tuple[str, ...]:
+def _onnx_external_locations(path: str, _size: int, _mtime_ns: int) -> tuple[tuple[str, int], ...]:
     """Sorted external data locations named by an ONNX model's tensors (initializers, constants,
-    subgraphs); () when the onnx package is missing or cannot parse the file (onnxruntime then
+    subgraphs), each with the bytes its tensors need (the largest offset + length recorded; 0 where
+    no length is); () when the onnx package is missing or cannot parse the file (onnxruntime then
     reports the file)."""
     try:
         import onnx
@@ -151,7 +152,7 @@ def _onnx_external_locations(path: str, _size: int, _mtime_ns: int) -> tuple[str
         model = onnx.load(path, load_external_data=False)
     except Exception:  # not parseable: loading it reports the problem
         return ()
-    locations = set()
+    locations: dict[str, int] = {}
 
     def visit_nodes(nodes, tensors: list) -> None:
         for node in nodes:
@@ -170,10 +171,34 @@ def _onnx_external_locations(path: str, _size: int, _mtime_ns: int) -> tuple[str
         visit_nodes(function.node, tensors)
     for tensor in tensors:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = {entry.key: entry.value for entry in tensor.external_data}.get("location")
+            entries = {entry.key: entry.value for entry in tensor.external_data}
+            location = entries.get("location")
             if location:
-                locations.add(location)
-    return tuple(sorted(locations))
+                try:
+                    end = int(entries.get("offset") or 0) + int(entries.get("length") or 0) \
+                        if entries.get("length") else 0
+                except ValueError:
+                    end = 0
+                locations[location] = max(locations.get(location, 0), end)
+    return tuple(sorted(locations.items()))
+
+
+def _external_data_note(path: Path, data_files: list[Path]) -> str:
+    """What to say of an ONNX model's external data files when onnxruntime cannot load the model:
+    a file shorter than its tensors' recorded offsets and lengths is named as cut short; otherwise
+    the files are only named (their size is what the model records: the cause lies elsewhere)."""
+    needed = dict(_onnx_external_locations(os.path.abspath(path), *_size_mtime(path)))
+    short = []
+    for data in data_files:
+        want = needed.get(data.relative_to(path.parent).as_posix(), 0)
+        size = data.stat().st_size if data.is_file() else 0
+        if want and size < want:
+            short.append(f"{data} is {size:,} bytes, and the model's tensors need {want:,}")
+    names = ", ".join(str(f) for f in data_files)
+    if short:
+        return (f"; its weights are read from {names}: {'; '.join(short)} (copied short, or from another "
+                f"export): copy it again from the export")
+    return f"; its weights are read from {names}, of the size the model records"
 
 
 @functools.lru_cache(maxsize=64)
@@ -912,8 +937,7 @@ class OnnxRunner(Runner):
                                 f"{_first_line(error)})") from None
             text = str(error).strip()
             shown = text if len(text) <= 300 else text[:300] + " ..."
-            data = (f"; its weights are read from {', '.join(str(f) for f in data_files)}: a file copied short "
-                    f"or from another export fails so" if data_files else "")
+            data = _external_data_note(self.path, data_files) if data_files else ""
             raise UserError(f"{self.path}: cannot load as an ONNX model "
                             f"({type(error).__name__}: {shown}){data}") from None
         inputs = self.session.get_inputs()

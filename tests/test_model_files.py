@@ -765,18 +765,45 @@ def test_onnx_damaged_external_data_is_named(tmp_path):
     folder in the data file's place was 'not in' the folder."""
     path = external_data_onnx(tmp_path / "m.onnx", W, B)
     data = tmp_path / "m.onnx.data"
+    whole = data.stat().st_size  # the two float32 tensors, W (3x7) and B (7), one after the other
+    assert whole >= 4 * (3 * 7 + 7)
     data.write_bytes(data.read_bytes()[:10])
     with pytest.raises(UserError) as caught:
         checkpoints.classifier_from_args(path, args(preprocessing="none"))
     message = str(caught.value)
     assert message.startswith(f"{path}: cannot load as an ONNX model (")
-    assert message.endswith(f"; its weights are read from {data}: a file copied short or from another export "
-                            f"fails so")
+    assert message.endswith(f"; its weights are read from {data}: {data} is 10 bytes, and the model's tensors "
+                            f"need {whole:,} (copied short, or from another export): copy it again from the export")
     data.unlink()
     data.mkdir()
     with pytest.raises(UserError, match=rf"its weights are stored in the external data file 'm\.onnx\.data', but "
                                         rf"{re.escape(str(data))} is a folder, not that file"):
         checkpoints.classifier_from_args(path, args(preprocessing="none"))
+
+
+def test_onnx_load_failure_with_complete_external_data_does_not_blame_the_data_file(tmp_path):
+    """Every initializer in the data file, the ReduceMean axes (an int64 input in opset 18) included:
+    onnxruntime cannot infer the shapes and fails; the data file is whole, so it is not called copied short."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
+             helper.make_node("MatMul", ["m", "w"], ["logits"])]
+    graph = helper.make_graph(nodes, "external_axes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
+                              initializer=[numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+                                           numpy_helper.from_array(np.asarray(W, np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path = tmp_path / "axes.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="axes.onnx.data", size_threshold=0)
+    data = tmp_path / "axes.onnx.data"
+    with pytest.raises(UserError) as caught:  # onnxruntime's shape inference cannot read external axes
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    assert "Cannot parse data from external tensors" in str(caught.value)  # onnxruntime's reason, relayed
+    assert str(caught.value).endswith(f"; its weights are read from {data}, of the size the model records")
+    assert "copied short" not in str(caught.value)
 
 
 def batch_fixed_inside_onnx(path):
