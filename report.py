@@ -1377,11 +1377,15 @@ def build(models: list[Model], baseline: Model | None) -> dict:
         for key in ("mce", "mean_corruption_error", "mfp"):
             if all(not math.isnan(row[key]) for row in members):
                 break
-        members.sort(key=lambda row: (math.inf if math.isnan(row[key]) else row[key],
-                                      row["model"]))
-        for rank, row in enumerate(members, start=1):
-            row["rank"], row["ranked_by"] = rank, key
-    rows.sort(key=lambda row: (row["group"], row["rank"]))
+        def value(row):
+            return math.inf if math.isnan(row[key]) else row[key]
+
+        members.sort(key=lambda row: (value(row), row["model"]))
+        # competition ranking: equal values share a rank (1, 1, 3), listed by name; a name decided none
+        for position, row in enumerate(members, start=1):
+            tied = position > 1 and value(row) == value(members[position - 2])
+            row["rank"], row["ranked_by"] = members[position - 2]["rank"] if tied else position, key
+    rows.sort(key=lambda row: (row["group"], row["rank"], row["model"]))
     return {"rows": rows, "metrics": metrics, "warnings": warnings, "coverage": coverage_notes(models, metrics),
             "baseline": baseline.name if baseline is not None else None}
 

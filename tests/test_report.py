@@ -360,7 +360,7 @@ def test_a_model_missing_one_evaluation_is_ranked_with_the_others(tmp_path):
     """Three models of one dataset and protocol: m1 evaluated for robustness and stability, m2 and m3
     for robustness only. They share every comparability key where they have results, so they are one
     group (they were two: m1, and m2 + m3), ranked together by the mCE their files carry (the same
-    for the three, so by name). A fourth, evaluated for stability only, cannot be ranked by mCE with
+    for the three: they share rank 1, listed by name). A fourth, evaluated for stability only, cannot be ranked by mCE with
     them: a group of its own, named in a warning."""
     folder = tmp_path / "in"
     folder.mkdir()
@@ -370,7 +370,7 @@ def test_a_model_missing_one_evaluation_is_ranked_with_the_others(tmp_path):
               robustness_json(folder, "r3", "runs/m3/c.keras", .08)]
     result = report.make_report(inputs, tmp_path / "out")
     assert [(row["group"], row["rank"], row["model"], row["ranked_by"]) for row in result["rows"]] == [
-        ("A", 1, "m1", "mce"), ("A", 2, "m2", "mce"), ("A", 3, "m3", "mce")]
+        ("A", 1, "m1", "mce"), ("A", 1, "m2", "mce"), ("A", 1, "m3", "mce")]
     assert not any("group" in warning for warning in result["warnings"])
     inputs.append(stability_json(folder, "s4", "runs/m4/c.keras", [CONSTANT]))
     result = report.make_report(inputs, tmp_path / "out2")
@@ -582,8 +582,28 @@ def test_one_export_reached_by_two_paths_is_one_source(tmp_path):
     report.make_report(paths, out)
     rows = read_csv(out / "report.csv")
     assert {row["group"] for row in rows.values()} == {"A"}
-    assert (rows["a"]["rank"], rows["b"]["rank"]) == ("1", "2")
+    assert (rows["a"]["rank"], rows["b"]["rank"]) == ("1", "1")  # the mCE both files carry: a tie
     assert rows["a"]["source"] == "export with manifest eeeeeeeeeeee"
+
+
+def test_equal_values_share_a_rank(tmp_path):
+    """Two models with the same errors everywhere tie: competition ranking 1, 1, 3 (the names gave 1, 2)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = []
+    for name, clean in (("b_first", .10), ("a_second", .10), ("c", .30), ("d", .05)):
+        path = robustness_json(folder, name, f"runs/{name}/m.keras", clean)
+        data = json.loads(path.read_text())  # no baseline: ranked by the mean corruption error set here
+        data["results"][0]["baseline"] = None
+        for key in ("mce", "relative_mce", "ce", "relative_ce"):
+            data["results"][0]["summary"].pop(key, None)
+        paths.append(write(folder, name, data))
+    report.make_report(paths, tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "report.csv")
+    assert {rows[name]["ranked_by"] for name in rows} == {"mean_corruption_error"}
+    assert {name: rows[name]["rank"] for name in rows} == {"d": "1", "a_second": "2", "b_first": "2", "c": "4"}
+    with open(tmp_path / "out" / "report.csv", newline="", encoding="utf-8") as stream:
+        assert [row["model"] for row in csv.DictReader(stream)] == ["d", "a_second", "b_first", "c"]
 
 
 def test_a_baseline_sum_of_exactly_zero_is_undefined_not_huge(designed, tmp_path):
