@@ -413,7 +413,7 @@ def shard_folders(folders: Sequence, shard: tuple[int, int] | None) -> list:
 
 
 SHARD_KEYS = ("shard", "planned")  # metadata of a --shard run: "shard=i/N planned=K"
-_SHARD_VALUE = re.compile(r"(\d+)/(\d+)")
+_SHARD_VALUE = re.compile(r"([0-9]+)/([0-9]+)")
 
 
 def shard_text(shard: tuple[int, int], planned: int) -> str:
@@ -433,7 +433,7 @@ def check_shards(table: dict[str, dict[str, Block]], source: str = "") -> None:
                 continue
             found = _SHARD_VALUE.fullmatch(meta.get("shard", ""))
             planned = meta.get("planned", "")
-            if not found or not planned.isdigit() or not int(found[1]) < int(found[2]):
+            if not found or not re.fullmatch(r"[0-9]+", planned) or not int(found[1]) < int(found[2]):
                 raise UserError(f"{source}:{block.line}: metadata shard={meta.get('shard')!r} "
                                 f"planned={meta.get('planned')!r}: expected shard=i/N with 0 <= i < N and "
                                 f"planned=<number of perturbation folders>")
@@ -441,13 +441,65 @@ def check_shards(table: dict[str, dict[str, Block]], source: str = "") -> None:
         for (count, planned), seen in runs.items():
             if len(per_method) >= planned:
                 continue
-            missing = [f"{index}/{count}" for index in range(min(count, planned)) if index not in seen]
+            missing = [index for index in range(min(count, planned)) if index not in seen]
             name = method or '""'
+            elsewhere = _shards_under_other_methods(table, method, per_method, count, missing)
             raise UserError(
                 f"{source}: {name}: {len(per_method)} of the {planned} perturbation folders of a run split "
-                f"into {count} shards" + (f"; no block of shard(s) {', '.join(missing)}" if missing else "")
-                + f": concatenate the files of all {count} shards (cat p0.txt p1.txt ... > predictions.txt) "
-                  f"and read that file")
+                f"into {count} shards"
+                + (f"; no block of shard(s) {', '.join(f'{i}/{count}' for i in missing)}" if missing else "")
+                + (f" under this name: {elsewhere}; every shard of one run needs the same flags"
+                   if elsewhere else f": concatenate the files of all {count} shards (cat p0.txt p1.txt ... > "
+                                     f"predictions.txt) and read that file"))
+
+
+def _shards_under_other_methods(table: dict, method: str, per_method: dict, count: int,
+                                missing: list[int]) -> str:
+    """Where the missing shards of a method's model file are, when the file holds them under another
+    method name (the same model_sha256 and shard count: other settings, which :func:`merge_shard_methods`
+    does not join), or ""."""
+    shas = {(block.meta or {}).get("model_sha256") for block in per_method.values()} - {None}
+    found = {}
+    for other, blocks in table.items():
+        for block in blocks.values():
+            meta = block.meta or {}
+            value = _SHARD_VALUE.fullmatch(meta.get("shard", ""))
+            if (other != method and meta.get("model_sha256") in shas and value and int(value[2]) == count
+                    and int(value[1]) in missing):
+                found.setdefault(other, set()).add(int(value[1]))
+    return "; ".join(f"shard(s) {', '.join(f'{i}/{count}' for i in sorted(indices))} of the same model file "
+                     f"are read as {other!r} (evaluated with other settings, or a repeated run)" for other, indices in found.items())
+
+
+def merge_shard_methods(blocks: Sequence[Block], source: str = "") -> None:
+    """Give the shards of one run one method name (in place): shards that name the same model file
+    (``model_sha256``) by different paths -- run from other folders or nodes, as an array job does --
+    are read under different names, and each would be half a method. Blocks are taken together when
+    they share the model file, shard count and folder count, state the same settings and sequences,
+    and no single name already holds every shard."""
+    groups: dict[tuple, list[Block]] = {}
+    for block in blocks:
+        meta = block.meta or {}
+        value = _SHARD_VALUE.fullmatch(meta.get("shard", ""))
+        if value and meta.get("model_sha256"):
+            groups.setdefault((meta["model_sha256"], int(value[2]), meta.get("planned")), []).append(block)
+    for (sha, count, planned), members in groups.items():
+        methods = list(dict.fromkeys(block.method for block in members))
+        if len(methods) < 2:
+            continue
+        identities = {tuple(sorted({**{key: canonical_setting(key, value) for key, value
+                                       in block_settings(block.meta).items()},
+                                    **{key: str(value) for key, value in block.meta.items()
+                                       if key in SEQUENCE_KEYS}}.items())) for block in members}
+        indices = {method: {int(_SHARD_VALUE.fullmatch(block.meta["shard"])[1])
+                            for block in members if block.method == method} for method in methods}
+        wanted = set(range(min(count, int(planned)))) if re.fullmatch(r"[0-9]+", str(planned)) else set()
+        if len(identities) != 1 or any(wanted <= seen for seen in indices.values()):
+            continue
+        for block in members:
+            block.method = methods[0]
+        LOG.warning("%s: the shards of one run name the model file (SHA-256 %s) by different paths (%s): read as "
+                    "one method, %r", source, sha[:12], ", ".join(repr(method) for method in methods), methods[0])
 
 
 def predict_folders(runner, checkpoint: Path, names: Sequence[str],
@@ -881,6 +933,7 @@ def read_predictions(path: str | Path, frames: int | None = None, text: str | No
 
 def group_blocks(blocks: Sequence[Block], source: str = "") -> dict[str, dict[str, Block]]:
     """method -> perturbation -> block; a repeated pair warns and the later block wins (docs/BENCHMARK.md §5.4)."""
+    merge_shard_methods(blocks, source)
     table: dict[str, dict[str, Block]] = {}
     for block in blocks:
         per_method = table.setdefault(block.method, {})

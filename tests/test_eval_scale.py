@@ -281,6 +281,32 @@ def test_perturbation_shards_concatenate_to_the_single_file(workspace, tmp_path)
             stability.group_blocks(stability.read_predictions(tmp_path / name), str(tmp_path / name))
 
 
+def _shard_block(checkpoint, folder, index, extra=""):
+    return (f"# labels=hard N=2 source=landmarks frames=3 model_sha256={'ab' * 32}{extra} shard={index}/2 planned=2 "
+            f"ends=1\n{checkpoint},/t/rafdb.test.{folder}\n0,0,0\n1,1,0\n# end blocks=1\n")
+
+
+def test_shards_that_name_one_model_file_by_two_paths_are_one_method(tmp_path, caplog):
+    """An array job's shards ran the same model file from two nodes' paths: one method (it was two half
+    methods, then a refusal blaming a missing shard); shards of other settings are named where they are."""
+    path = tmp_path / "joined.txt"
+    path.write_text(_shard_block("/node1/runs/a/best.keras", "p_rotate", 0)
+                    + _shard_block("/node2/runs/a/best.keras", "p_gaussian_noise", 1))
+    with caplog.at_level("WARNING"):
+        table = stability.group_blocks(stability.read_predictions(path), str(path))
+    assert len(table) == 1 and sorted(next(iter(table.values()))) == ["p_gaussian_noise", "p_rotate"]
+    assert "the shards of one run name the model file (SHA-256 abababababab) by different paths" in caplog.text
+    # the same, but shard 1 evaluated with another preprocessing: not one run; named, not called missing
+    path.write_text(_shard_block("/node1/runs/a/best.keras", "p_rotate", 0, " preprocessing=none class_order=a,b")
+                    + _shard_block("/node2/runs/a/best.keras", "p_gaussian_noise", 1,
+                                   " preprocessing=scale01 class_order=a,b"))
+    with pytest.raises(UserError, match=r"1 of the 2 perturbation folders of a run split into 2 shards; no block of "
+                                        r"shard\(s\) 1/2 under this name: shard\(s\) 1/2 of the same model file are "
+                                        r"read as .* \(evaluated with other settings, or a repeated run\); every shard of one run needs "
+                                        r"the same flags"):
+        stability.group_blocks(stability.read_predictions(path), str(path))
+
+
 def test_jit_runner_equals_the_model(workspace):
     import checkpoints
 
