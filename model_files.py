@@ -187,18 +187,23 @@ def _external_data_note(path: Path, data_files: list[Path]) -> str:
     """What to say of an ONNX model's external data files when onnxruntime cannot load the model:
     a file shorter than its tensors' recorded offsets and lengths is named as cut short; otherwise
     the files are only named (their size is what the model records: the cause lies elsewhere)."""
-    needed = dict(_onnx_external_locations(os.path.abspath(path), *_size_mtime(path)))
-    short = []
+    needed: dict[str, int] = {}  # normalised location ('./w.data' and 'w.data' are one file) -> bytes
+    for location, end in _onnx_external_locations(os.path.abspath(path), *_size_mtime(path)):
+        key = os.path.normpath(location)
+        needed[key] = max(needed.get(key, 0), end)
+    short, checked = [], True
     for data in data_files:
-        want = needed.get(data.relative_to(path.parent).as_posix(), 0)
+        want = needed.get(os.path.normpath(os.path.relpath(data, path.parent)), 0)
         size = data.stat().st_size if data.is_file() else 0
+        checked = checked and bool(want)
         if want and size < want:
             short.append(f"{data} is {size:,} bytes, and the model's tensors need {want:,}")
     names = ", ".join(str(f) for f in data_files)
     if short:
         return (f"; its weights are read from {names}: {'; '.join(short)} (copied short, or from another "
                 f"export): copy it again from the export")
-    return f"; its weights are read from {names}, of the size the model records"
+    # the size is vouched for only where the model records one for every file
+    return f"; its weights are read from {names}" + (", of the size the model records" if checked else "")
 
 
 @functools.lru_cache(maxsize=64)

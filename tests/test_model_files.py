@@ -781,29 +781,39 @@ def test_onnx_damaged_external_data_is_named(tmp_path):
         checkpoints.classifier_from_args(path, args(preprocessing="none"))
 
 
-def test_onnx_load_failure_with_complete_external_data_does_not_blame_the_data_file(tmp_path):
-    """Every initializer in the data file, the ReduceMean axes (an int64 input in opset 18) included:
-    onnxruntime cannot infer the shapes and fails; the data file is whole, so it is not called copied short."""
+@pytest.mark.parametrize("location", ["w.data", "./w.data"])
+def test_onnx_load_failure_with_complete_external_data_does_not_blame_the_data_file(tmp_path, monkeypatch, location):
+    """onnxruntime failing for a reason of its own (here made to fail) on a model whose data file is
+    whole: the file is named, not called copied short; cut short, it is, also when the model spells
+    its location './w.data' (the lookup missed it and vouched for a 10-byte file)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    import onnxruntime
 
-    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
-             helper.make_node("MatMul", ["m", "w"], ["logits"])]
-    graph = helper.make_graph(nodes, "external_axes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 7])],
-                              initializer=[numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
-                                           numpy_helper.from_array(np.asarray(W, np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    path = tmp_path / "axes.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="axes.onnx.data", size_threshold=0)
-    data = tmp_path / "axes.onnx.data"
-    with pytest.raises(UserError) as caught:  # onnxruntime's shape inference cannot read external axes
+    path = external_data_onnx(tmp_path / "m.onnx", W, B)
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(model, str(path))
+    (tmp_path / "m.onnx.data").rename(tmp_path / "w.data")
+    data = tmp_path / "w.data"
+    whole = data.stat().st_size
+
+    def failing(*_args, **_kwargs):
+        raise RuntimeError("made to fail by the test")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", failing)
+    with pytest.raises(UserError) as caught:
         checkpoints.classifier_from_args(path, args(preprocessing="none"))
-    assert "Cannot parse data from external tensors" in str(caught.value)  # onnxruntime's reason, relayed
-    assert str(caught.value).endswith(f"; its weights are read from {data}, of the size the model records")
-    assert "copied short" not in str(caught.value)
+    assert str(caught.value).endswith(f"(RuntimeError: made to fail by the test); its weights are read from {data}, "
+                                      f"of the size the model records")
+    data.write_bytes(data.read_bytes()[:10])
+    with pytest.raises(UserError) as caught:
+        checkpoints.classifier_from_args(path, args(preprocessing="none"))
+    assert str(caught.value).endswith(f"; its weights are read from {data}: {data} is 10 bytes, and the model's "
+                                      f"tensors need {whole:,} (copied short, or from another export): copy it "
+                                      f"again from the export")
 
 
 def batch_fixed_inside_onnx(path):
