@@ -239,7 +239,8 @@ class ExportResult:
         if self.shard is None:
             return ""
         unfinished = [f"{index}/{self.shard[1]}" for index in self.unfinished_shards]
-        state = ("the manifest was already complete (another shard completed it)" if self.completed_by_another
+        state = ("the manifest was already complete (another run completed it)"
+                 if self.completed_by_another and self.complete
                  else "the manifest is now complete" if self.complete else
                  f"the manifest completes when shard(s) {', '.join(unfinished[:8])}"
                  f"{' and %d more' % (len(unfinished) - 8) if len(unfinished) > 8 else ''} finish (still "
@@ -458,7 +459,7 @@ def read_manifest(out_dir: str | os.PathLike) -> dict | None:
     if outside is not None:  # a rerun deletes and rewrites the files it lists: never outside the tree
         raise UserError(f"{path}: the 'files' table names {outside!r}, which is not a path inside the tree "
                         f"(expected a relative path such as 'folder/image.jpg', without '..'); the manifest "
-                        f"was edited or damaged: export into a new --out folder")
+                        f"was edited or damaged: restore it, or export the tree again into a new folder")
     return manifest
 
 

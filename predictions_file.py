@@ -12,7 +12,7 @@ File format (``--predictions FILE.csv``), UTF-8 CSV with a header line:
     (``model_files.looks_like_probabilities``, within what printing with 2 decimals can add up to),
     logits when no row does (a softmax is applied to every row, so that ECE, NLL and Brier describe
     probabilities); a file with rows of both kinds is an error naming one of each, and so is a file
-    of percentages (every row non-negative and summing to 100).
+    of percentages (every row non-negative and summing to 100, within what whole percents add up to).
 
 ``path`` is relative to the exported tree's root with ``/`` separators
 (``rafdb.test.contrast.3/test_0001_aligned.jpg``); the clean images are ``clean/<file name>``.
@@ -141,7 +141,7 @@ def read_predictions(path: str | Path, class_names: Sequence[str]) -> Prediction
                             f"row as logits")
         # rows of percentages (non-negative, each summing to 100): softmax'ed as logits they give other
         # calibration numbers (ECE, NLL, Brier) with the right accuracy and no word
-        percent = model_files.probability_rows(scores / 100.0, step=PRINTED_STEP / 100.0)
+        percent = model_files.probability_rows(scores / 100.0, step=0.01)  # printed as whole percents too
         if not each.any() and percent.all():
             raise UserError(f"{path}: every score row is non-negative and sums to 100 (line {rows[keys[0]][0]}: "
                             f"{scores[0].astype(np.float64).sum():.4g}): percentages, not probabilities or logits; "

@@ -66,7 +66,7 @@ import datasets  # noqa: E402
 import training  # noqa: E402
 from cli_common import ArgumentParser, explicit_flags, finite_float, run_main, seed_int, setup_logging  # noqa: E402
 from cli_common import non_negative_float  # noqa: E402
-from training import DEFAULT_LR, LPF_CHOICES  # noqa: E402
+from training import DEFAULT_LR, LPF_CHOICES, VAL_FRACTION_DEFAULT  # noqa: E402
 
 # Flags whose choices live in models/ (imports Keras): validated after parsing, so --help stays fast.
 MODEL_CHOICES = {"net": "NET_CHOICES", "preprocessing": "PREPROCESSING_MODES", "mean_order": "MEAN_ORDERS",
@@ -86,7 +86,7 @@ def build_parser() -> ArgumentParser:
     data.add_argument("--val-split", default="holdout", choices=("holdout", "test"),
                       help="select checkpoints on a held-out part of train (FIX; a dataset with its own validation "
                            "split, e.g. FER's PrivateTest, uses that) or on the test set (original)")
-    data.add_argument("--val-fraction", type=finite_float, default=0.1,
+    data.add_argument("--val-fraction", type=finite_float, default=VAL_FRACTION_DEFAULT,
                       help="fraction of the (filtered) training images held out, stratified by class; only "
                            "with --val-split holdout on a dataset without its own validation split (elsewhere "
                            "it would have no effect and is refused)")

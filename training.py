@@ -45,6 +45,7 @@ LOG = logging.getLogger("fer.train")
 
 LPF_CHOICES = (0, 1, 2, 3, 5, 7)
 DEFAULT_LR = "0.002:0.5:40"
+VAL_FRACTION_DEFAULT = 0.1  # --val-fraction: the hold-out of train that selects checkpoints
 CHECKPOINT_PATTERN = "checkpoint.{epoch:02d}.hdf5"
 CHECKPOINT_RE = re.compile(r"^checkpoint\.([0-9]+)\.hdf5$")
 LAST_CHECKPOINT = "checkpoint_last.hdf5"
@@ -383,6 +384,10 @@ def check_val_fraction(args, data) -> None:
     split (--val-split test, or a dataset with its own validation split) it has no effect: given on
     the command line it is refused; left out, it is set to None (run.json records null, not 0.1)."""
     if args.val_split == "holdout" and not data.has_validation:
+        if args.val_fraction is None:  # a run.json of a run that had no hold-out (null), resumed on a copy
+            args.val_fraction = VAL_FRACTION_DEFAULT  # of its dataset without the validation split
+            LOG.warning("the run recorded no --val-fraction (it had no hold-out); %s has no validation "
+                        "split: holding out %g of train (--val-fraction's default)", data.root, VAL_FRACTION_DEFAULT)
         return
     if "val_fraction" in getattr(args, "explicit", set()):
         if args.val_split == "test":

@@ -82,7 +82,7 @@ def decode_image(data: bytes, name: str, *, keep_grey: bool = False) -> np.ndarr
     flags = cv2.IMREAD_ANYCOLOR if keep_grey else cv2.IMREAD_COLOR
     if keep_grey and _png_grey_with_alpha(data):  # OpenCV would expand it to three channels
         flags = cv2.IMREAD_GRAYSCALE
-    is_tiff = data[:4] in (b"II*\x00", b"MM\x00*")
+    is_tiff = data[:4] in _TIFF_SIGNATURES
     if is_tiff:  # OpenCV's TIFF reader scales 16-bit colour to 8 bits with rounding (PNG keeps the high
         flags |= cv2.IMREAD_ANYDEPTH  # byte): read the 16 bits, and keep the high byte as for PNG
     image = cv2.imdecode(buffer, flags) if buffer.size else None

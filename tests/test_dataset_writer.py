@@ -537,7 +537,7 @@ def test_a_shard_that_finds_the_manifest_completed_by_another_says_so(tmp_path, 
     first = _shard_export(out, units, 0, 2)
     assert other[0].complete and other[0].shard_note == "; shard 1/2: the manifest is now complete"
     assert first.complete
-    assert first.shard_note == "; shard 0/2: the manifest was already complete (another shard completed it)"
+    assert first.shard_note == "; shard 0/2: the manifest was already complete (another run completed it)"
     assert dataset_writer.verify(out).ok
 
 

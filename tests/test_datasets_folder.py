@@ -391,6 +391,16 @@ def test_sixteen_bit_tiff_and_png_keep_the_high_byte_alike(tmp_path, keep_grey):
             image = images.decode_image(data.tobytes(), f"x{suffix}", keep_grey=keep_grey)
             assert image.dtype == np.uint8 and image.shape == expected.shape
             assert np.array_equal(image, expected), suffix
+    # a BigTIFF (its own signature, II+): the same rule; tifffile writes the planes in RGB order
+    import io
+
+    import tifffile
+
+    stream = io.BytesIO()
+    tifffile.imwrite(stream, colour[:, :, ::-1], bigtiff=True, photometric="rgb")
+    assert stream.getvalue()[:4] == b"II+\x00"
+    image = images.decode_image(stream.getvalue(), "x.tif", keep_grey=keep_grey)
+    assert np.array_equal(image, (colour >> 8).astype(np.uint8)[:, :, ::-1])
 
 
 def test_grey_png_with_alpha_stays_grey():

@@ -123,7 +123,7 @@ def test_percentages_are_refused_not_taken_for_logits(tree, tmp_path):
     ECE/NLL/Brier changed with no word. Logits that happen to be non-negative with other sums stay logits."""
     root, clean, _, _ = tree
     header = "path," + ",".join(f"p{k}" for k in range(7))
-    percent = [[70, 10, 5, 5, 5, 5, 0], [12.5, 12.5, 25, 25, 25, 0, 0]]
+    percent = [[70, 10, 5, 5, 5, 5, 0], [12.5, 12.5, 25, 25, 25, 0, 0], [33, 33, 33, 0, 0, 0, 0]]  # whole: 99
     lines = [header] + [f"clean/img_{i}.png," + ",".join(map(str, row)) for i, row in enumerate(percent)]
     with pytest.raises(UserError, match=r"pct\.csv: every score row is non-negative and sums to 100 \(line 2: 100\): "
                                         r"percentages, not probabilities or logits; divide the scores by 100"):

@@ -969,3 +969,20 @@ def test_resuming_a_finished_run_says_so_without_an_epoch_range(two_epochs, tmp_
     assert "resuming from" not in caplog.text and "after epoch" not in caplog.text
     assert read_log(run_dir) == rows  # nothing trained
     assert "test accuracy" in capsys.readouterr().out  # the best checkpoint is still tested
+
+
+def test_a_run_without_hold_out_resumed_on_data_without_a_validation_split_holds_out_the_default(caplog):
+    """run.json records val_fraction null for a run that selected on its dataset's own validation
+    split; resumed on a copy of the dataset without that split it needs a hold-out: 0.1, with a
+    warning (it reached 0.0 < None and a TypeError)."""
+    import argparse
+    import types
+
+    import training
+
+    args = argparse.Namespace(val_split="holdout", val_fraction=None, explicit=set())
+    data = types.SimpleNamespace(has_validation=False, root="faces_copy", name="folder")
+    with caplog.at_level("WARNING"):
+        training.check_val_fraction(args, data)
+    assert args.val_fraction == 0.1
+    assert "faces_copy has no validation split: holding out 0.1 of train" in caplog.text
