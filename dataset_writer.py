@@ -1697,6 +1697,10 @@ def require_corruptible_size(shape: Sequence[int], path) -> None:
         raise UserError(small_image_message(path, int(shape[0]), int(shape[1])))
 
 
+class _NotReadable(Exception):
+    """A file Pillow opens but the export's reader refuses: that reader's own error is given."""
+
+
 def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) of a source image as it is decoded, upright: from its header when Pillow can
     read it (no pixels decoded), else by decoding it as the export will (``datasets.images.read_image``),
@@ -1713,10 +1717,13 @@ def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
                 width, height = image.size
                 if image.format == "TIFF":  # Pillow's TIFF reader reports the upright size: the stored one
                     width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)
+                    sample_format = image.tag_v2.get(339, 1)  # 3: IEEE floating point, which no reader takes
+                    if 3 in (sample_format if isinstance(sample_format, tuple) else (sample_format,)):
+                        raise _NotReadable
                 if image.getexif().get(0x0112) in (5, 6, 7, 8):
                     width, height = height, width
         return int(height), int(width)
-    except Exception:  # noqa: BLE001 - any Pillow failure: the export's own reader decides
+    except Exception:  # noqa: BLE001 - any Pillow failure (or a float TIFF): the export's own reader decides
         from datasets.images import read_image
 
         return tuple(read_image(path, keep_grey=True).shape[:2])

@@ -651,6 +651,19 @@ def test_export_precheck_names_every_unreadable_source_at_once(tmp_path):
     assert str(error.value).endswith(f" (and 1 more source image(s) that cannot be read: {tmp_path / 'c.jpg'})")
 
 
+def test_export_precheck_refuses_a_grey_float_tiff_before_anything_is_written(tmp_path):
+    """Pillow reads a one-channel float32 TIFF's header (mode F), so the first check passed it and the
+    export stopped at its render; the colour one was caught by the check already."""
+    import dataset_writer
+
+    _image(tmp_path / "a.png", 1, size=(48, 48))
+    ok, data = cv2.imencode(".tiff", np.full((40, 40), 0.5, np.float32))
+    assert ok
+    (tmp_path / "grey_float.tiff").write_bytes(data.tobytes())
+    with pytest.raises(UserError, match=r"grey_float\.tiff: an image of float32 samples \(1 channel\(s\)\)"):
+        dataset_writer.refuse_unusable_sources([tmp_path / "a.png", tmp_path / "grey_float.tiff"])
+
+
 def test_export_precheck_sizes_are_upright_for_exif_turned_photos(tmp_path, caplog):
     """A JPEG stored 100 wide x 48 high with EXIF orientation 6 (shown turned a quarter) is decoded
     100 high x 48 wide: the size check read the stored header, so it missed the height warning and
