@@ -334,6 +334,10 @@ def check_args(args) -> None:
         raise UserError(f"{flag} {data.root}: no such folder for --dataset {data.name}{layout}")
     if args.mode == "train":
         check_val_fraction(args, data)
+    elif "val_fraction" in getattr(args, "explicit", set()):
+        raise UserError(f"--val-fraction {args.val_fraction:g} with --mode test: the test takes no hold-out of its own "
+                        f"(a run's validation images are those its training held out, listed in its "
+                        f"validation_names.txt); leave out --val-fraction")
     if args.mode == "train":  # checkpoints written among the faces would be read back as (broken) images
         refuse_outputs_over_inputs([("--dir", args.dir), ("--out-root", None if args.dir else getattr(args, "out_root", None))],
                                    trees=[("the dataset", data.root)])

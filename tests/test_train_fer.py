@@ -896,6 +896,15 @@ def test_val_fraction_with_val_split_test_is_refused(sample_tree, tmp_path, frac
     assert not run_dir.exists()  # refused before the run folder is made
 
 
+def test_val_fraction_with_mode_test_is_refused(sample_tree, tmp_path):
+    """--mode test takes no hold-out of its own (a run's validation images are listed in its
+    validation_names.txt): --val-fraction was accepted and ignored."""
+    with pytest.raises(UserError) as error:
+        train_fer.main(["--mode", "test", "--dir", str(tmp_path / "no_run"), "--rafdb", str(sample_tree),
+                        "--val-fraction", "0.3"])
+    assert str(error.value).startswith("--val-fraction 0.3 with --mode test: the test takes no hold-out of its own")
+
+
 def test_val_fraction_on_a_dataset_with_its_own_validation_split_is_refused(random_faces, tmp_path):
     """A folder dataset with a val/ folder validates on it: no hold-out for --val-fraction to size."""
     root = random_faces(tmp_path / "faces", ("happy", "sad"), 3, splits=("train", "val", "test"))
