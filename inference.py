@@ -18,8 +18,13 @@ modified:
   its own batch statistics during the pass (training mode), and the folder's statistics are the
   exact pooled mean and (population) variance over all its batches:
   mean = sum_b n_b m_b / n, var = sum_b n_b (v_b + (m_b - mean)^2) / n.
-  With ``adapt_prior=N`` the source statistics are mixed in: stat = (N s + n t) / (N + n), i.e. the
-  source has weight N/(N+n) (Schneider et al.'s prior). Stochastic layers (Dropout, GaussianNoise,
+  The first BatchNorm layer's statistics are thus exactly the folder's; a deeper layer's are pooled
+  from activations that earlier layers normalised with each batch's own statistics, so they depend
+  on the batch size and on how the folder falls into batches (results record ``adapt_batch``).
+  With ``adapt_prior=N`` the source statistics are mixed in after the pass: stat = (N s + n t) / (N + n),
+  i.e. the source has weight N/(N+n). This is a variant of Schneider et al.'s prior: they mix each
+  layer's statistics while the network runs, so that a layer sees earlier layers normalised with the
+  mixed statistics; here every layer's statistics are measured without the prior, then mixed. Stochastic layers (Dropout, GaussianNoise,
   random augmentation layers) are replaced by identities in the copy, so the training-mode pass
   changes nothing but the BatchNorm statistics; kernels, gamma and beta are never touched.
   Statistics are reset to the source ones before each folder.
@@ -204,7 +209,9 @@ class Runner:
                 "replicas": 1 if self.strategy is None else int(self.strategy.num_replicas_in_sync),
                 "mixed_precision": bool(self.mixed_precision), "jit": bool(self.jit),
                 "adapt": self.adapt or "none", "adapt_prior": self.adapt_prior,
-                "adapted": self.adapted}
+                "adapted": self.adapted,
+                # the adapted statistics of all but the first BatchNorm layer depend on it (adapt_to)
+                **({"adapt_batch": int(getattr(self.classifier, "batch_size", 0) or 0)} if self.adapted else {})}
 
     # -- data -----------------------------------------------------------------------------
     def _images(self, dataset):

@@ -754,11 +754,14 @@ def write_csv(path: Path, results: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["checkpoint", "corruption", "severity", "folder", "n", "accuracy", "error",
-                     "ece", "nll", "brier", "protocol", "crop", "format", "adapted", "mce",
-                     "relative_mce", "normalised"])
+                     "ece", "nll", "brier", "protocol", "crop", "format", "adapted", "adapt_prior",
+                     "adapt_batch", "mce", "relative_mce", "normalised"])
     for result in results:
-        adapted = int(bool((result.get("runtime") or {}).get("adapted")))
-        common = [result["protocol"], result["checkpoint"]["crop"], result["format"], adapted]
+        runtime = result.get("runtime") or {}
+        adapted = int(bool(runtime.get("adapted")))  # with its prior and batch: each gives other numbers
+        common = [result["protocol"], result["checkpoint"]["crop"], result["format"], adapted,
+                  f"{float(runtime.get('adapt_prior') or 0):g}" if adapted else "",
+                  runtime.get("adapt_batch", "") if adapted else ""]
         for row in result["folders"]:
             writer.writerow([result["checkpoint"]["checkpoint"], row["corruption"] or "clean",
                              row["severity"], row["folder"], row["n"], f"{row['accuracy']:.6f}",

@@ -178,3 +178,23 @@ def test_adaptation_moves_shifted_accuracy_towards_clean(shifted_workspace, caps
     assert adapted["brightness_plus"] >= plain["brightness_plus"] + 0.15  # adaptation recovers
     assert abs(adapted["brightness_plus"] - plain["clean"]) < abs(plain["brightness_plus"] - plain["clean"])
     assert result["adapt_images"] == 2 * result["n"]  # one extra pass per folder (clean + 1)
+
+
+def test_results_record_the_adaptation_prior_and_batch(shifted_workspace):
+    """Adapted statistics of all but the first BatchNorm layer depend on the batch size, and the prior
+    changes every number: the JSON records both, and the CSV gives them columns (its 'adapted' was 1
+    for any prior)."""
+    import csv
+
+    root, sample_tree = shifted_workspace
+    _, result = accuracies(root, sample_tree, "--adapt", "bn", "--adapt-prior", "20", "--batch", "8",
+                           "--csv", "r.csv")
+    assert result["runtime"]["adapt_prior"] == 20.0 and result["runtime"]["adapt_batch"] == 8
+    with open(Path(root) / "r.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert rows and {(row["adapted"], row["adapt_prior"], row["adapt_batch"]) for row in rows} == {("1", "20", "8")}
+    _, plain = accuracies(root, sample_tree, "--csv", "r.csv")
+    assert "adapt_batch" not in plain["runtime"]
+    with open(Path(root) / "r.csv", newline="") as stream:
+        assert {(row["adapted"], row["adapt_prior"], row["adapt_batch"]) for row in csv.DictReader(stream)} == \
+            {("0", "", "")}
