@@ -496,10 +496,18 @@ def merge_shard_methods(blocks: Sequence[Block], source: str = "") -> None:
         wanted = set(range(min(count, int(planned)))) if re.fullmatch(r"[0-9]+", str(planned)) else set()
         if len(identities) != 1 or any(wanted <= seen for seen in indices.values()):
             continue
+        # one method, named and located as the first shard's path alone would be (the two paths collided
+        # into longer names): the name an unsharded run gets, unless another method has it
+        checkpoint = next((block.checkpoint for block in members if block.checkpoint), "")
+        name = method_name(checkpoint) if checkpoint and not methods[0].endswith("]") else methods[0]
+        if any(block.method == name for block in blocks if block not in members):
+            name = methods[0]
         for block in members:
-            block.method = methods[0]
+            block.method = name
+            block.checkpoint = checkpoint or block.checkpoint
         LOG.warning("%s: the shards of one run name the model file (SHA-256 %s) by different paths (%s): read as "
-                    "one method, %r", source, sha[:12], ", ".join(repr(method) for method in methods), methods[0])
+                    "one method, %r (%s)", source, sha[:12], ", ".join(repr(method) for method in methods), name,
+                    checkpoint)
 
 
 def predict_folders(runner, checkpoint: Path, names: Sequence[str],

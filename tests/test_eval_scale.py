@@ -294,8 +294,19 @@ def test_shards_that_name_one_model_file_by_two_paths_are_one_method(tmp_path, c
                     + _shard_block("/node2/runs/a/best.keras", "p_gaussian_noise", 1))
     with caplog.at_level("WARNING"):
         table = stability.group_blocks(stability.read_predictions(path), str(path))
-    assert len(table) == 1 and sorted(next(iter(table.values()))) == ["p_gaussian_noise", "p_rotate"]
+    # named and located as one run from the first path: 'a' (the run folder), not the long collision names
+    assert list(table) == ["a"] and sorted(table["a"]) == ["p_gaussian_noise", "p_rotate"]
+    assert {block.checkpoint for block in table["a"].values()} == {"/node1/runs/a/best.keras"}
     assert "the shards of one run name the model file (SHA-256 abababababab) by different paths" in caplog.text
+    # its results JSON names that path, and report.py reads it (a null checkpoint made it fail)
+    import eval_perturbed_rafdb2
+    import report
+
+    assert eval_perturbed_rafdb2.main([str(path), "--json", str(tmp_path / "s.json")]) == 0
+    method = json.loads((tmp_path / "s.json").read_text())["methods"]["a"]
+    assert method["checkpoint"] == "/node1/runs/a/best.keras" and method["checkpoint_sha256"] == "ab" * 32
+    rows = report.make_report([tmp_path / "s.json"], tmp_path / "report")["rows"]
+    assert [row["model"] for row in rows] == ["a"]
     # the same, but shard 1 evaluated with another preprocessing: not one run; named, not called missing
     path.write_text(_shard_block("/node1/runs/a/best.keras", "p_rotate", 0, " preprocessing=none class_order=a,b")
                     + _shard_block("/node2/runs/a/best.keras", "p_gaussian_noise", 1,
