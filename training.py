@@ -237,7 +237,8 @@ def apply_run_args(args, run_dir: Path, parse_argv=None) -> None:
         if key in ("rafdb", "data") and key in args.explicit and value is None:
             continue
         if key == "val_fraction" and key in args.explicit and value is None:
-            continue  # a run without a hold-out: check_args refuses the flag, naming its validation split
+            args.run_without_holdout = True  # check_args refuses the flag, naming the run's validation split
+            continue
         if key in ("rafdb", "data") and key in args.explicit and not Path(value).is_dir():
             LOG.warning("the run's --%s %s is gone; using --%s %s", key, value, key, getattr(args, key))
             continue
@@ -336,8 +337,8 @@ def check_args(args) -> None:
         check_val_fraction(args, data)
     elif "val_fraction" in getattr(args, "explicit", set()):
         raise UserError(f"--val-fraction {args.val_fraction:g} with --mode test: the test takes no hold-out of its own "
-                        f"(a run's validation images are those its training held out, listed in its "
-                        f"validation_names.txt); leave out --val-fraction")
+                        f"(its validation images are those the run held out, listed in its validation_names.txt, "
+                        f"else the dataset's own validation split, else the test split); leave out --val-fraction")
     if args.mode == "train":  # checkpoints written among the faces would be read back as (broken) images
         refuse_outputs_over_inputs([("--dir", args.dir), ("--out-root", None if args.dir else getattr(args, "out_root", None))],
                                    trees=[("the dataset", data.root)])
@@ -388,10 +389,13 @@ def check_val_fraction(args, data) -> None:
     split (--val-split test, or a dataset with its own validation split) it has no effect: given on
     the command line it is refused; left out, it is set to None (run.json records null, not 0.1)."""
     if args.val_split == "holdout" and not data.has_validation:
-        if args.val_fraction is None:  # a run.json of a run that had no hold-out (null), resumed on a copy
-            args.val_fraction = VAL_FRACTION_DEFAULT  # of its dataset without the validation split
-            LOG.warning("the run recorded no --val-fraction (it had no hold-out); %s has no validation "
-                        "split: holding out %g of train (--val-fraction's default)", data.root, VAL_FRACTION_DEFAULT)
+        if args.val_fraction is None or getattr(args, "run_without_holdout", False):  # a run that had no
+            # hold-out (run.json: null), resumed on a copy
+            # of its dataset without the validation split: its best checkpoint was chosen on that split,
+            # and a hold-out now would change both its training images and what "best" compares
+            raise UserError(f"{data.root}: this run selected its checkpoints on the dataset's own validation "
+                            f"split (run.json records no hold-out, val_fraction null), and this copy of the "
+                            f"dataset has none: resume with the dataset that has it, or start a new run")
         return
     if "val_fraction" in getattr(args, "explicit", set()):
         if args.val_split == "test":

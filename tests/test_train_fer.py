@@ -980,10 +980,10 @@ def test_resuming_a_finished_run_says_so_without_an_epoch_range(two_epochs, tmp_
     assert "test accuracy" in capsys.readouterr().out  # the best checkpoint is still tested
 
 
-def test_a_run_without_hold_out_resumed_on_data_without_a_validation_split_holds_out_the_default(caplog):
+def test_a_run_without_hold_out_resumed_on_data_without_a_validation_split_is_refused():
     """run.json records val_fraction null for a run that selected on its dataset's own validation
-    split; resumed on a copy of the dataset without that split it needs a hold-out: 0.1, with a
-    warning (it reached 0.0 < None and a TypeError)."""
+    split; resumed on a copy of the dataset without that split it would need a hold-out, which changes
+    its training images and what its best checkpoint was compared on: refused (it was a TypeError)."""
     import argparse
     import types
 
@@ -991,7 +991,11 @@ def test_a_run_without_hold_out_resumed_on_data_without_a_validation_split_holds
 
     args = argparse.Namespace(val_split="holdout", val_fraction=None, explicit=set())
     data = types.SimpleNamespace(has_validation=False, root="faces_copy", name="folder")
-    with caplog.at_level("WARNING"):
+    with pytest.raises(UserError, match=r"faces_copy: this run selected its checkpoints on the dataset's own "
+                                        r"validation split .* this copy of the dataset has none"):
         training.check_val_fraction(args, data)
-    assert args.val_fraction == 0.1
-    assert "faces_copy has no validation split: holding out 0.1 of train" in caplog.text
+    assert args.val_fraction is None
+    # the same with --val-fraction given on the command line: refused too (a hold-out would start mid-run)
+    args = argparse.Namespace(val_split="holdout", val_fraction=0.2, explicit={"val_fraction"}, run_without_holdout=True)
+    with pytest.raises(UserError, match=r"this copy of the dataset has none"):
+        training.check_val_fraction(args, data)
