@@ -1717,8 +1717,11 @@ def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
                 width, height = image.size
                 if image.format == "TIFF":  # Pillow's TIFF reader reports the upright size: the stored one
                     width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)
-                    sample_format = image.tag_v2.get(339, 1)  # 3: IEEE floating point, which no reader takes
-                    if 3 in (sample_format if isinstance(sample_format, tuple) else (sample_format,)):
+                    # only unsigned samples of up to 16 bits are read (SampleFormat 1; 2 is signed, 3 float)
+                    formats, bits = image.tag_v2.get(339, 1), image.tag_v2.get(258, 8)
+                    formats = formats if isinstance(formats, tuple) else (formats,)
+                    bits = bits if isinstance(bits, tuple) else (bits,)
+                    if any(value != 1 for value in formats) or any(value > 16 for value in bits):
                         raise _NotReadable
                 if image.getexif().get(0x0112) in (5, 6, 7, 8):
                     width, height = height, width

@@ -95,8 +95,8 @@ def decode_image(data: bytes, name: str, *, keep_grey: bool = False) -> np.ndarr
         if raw is not None:  # a valid file of samples the 8-bit readers refuse (a float32 TIFF)
             channels = 1 if raw.ndim == 2 else raw.shape[2]
             raise UserError(f"{name}: an image of {raw.dtype} samples ({channels} channel(s)); images are "
-                            f"read as 8-bit (16-bit integers reduced to 8): save it with 8- or 16-bit "
-                            f"integer samples")
+                            f"read as 8-bit (16-bit integers reduced to 8): save it with unsigned 8- or "
+                            f"16-bit integer samples")
         raise UserError(f"{name}: not a readable image (corrupt, or not {ACCEPTED_FORMATS})")
     if image.ndim == 2:
         return image[:, :, None]

@@ -364,8 +364,8 @@ def test_float_tiff_is_refused_by_its_sample_type(tmp_path, capfd):
     with pytest.raises(UserError) as error:
         dataset.read_image("test/happy/float.tiff")
     assert str(error.value) == (f"{root / 'test/happy/float.tiff'}: an image of float32 samples (3 channel(s)); "
-                                f"images are read as 8-bit (16-bit integers reduced to 8): save it with 8- or "
-                                f"16-bit integer samples")
+                                f"images are read as 8-bit (16-bit integers reduced to 8): save it with unsigned "
+                                f"8- or 16-bit integer samples")
     assert "WARN" not in capfd.readouterr().err  # OpenCV's own line before the error ("Sorry, can not handle")
     image = dataset.read_image("test/happy/sixteen.tiff")
     assert image.dtype == np.uint8 and image.shape == (8, 9, 3)
@@ -662,6 +662,16 @@ def test_export_precheck_refuses_a_grey_float_tiff_before_anything_is_written(tm
     (tmp_path / "grey_float.tiff").write_bytes(data.tobytes())
     with pytest.raises(UserError, match=r"grey_float\.tiff: an image of float32 samples \(1 channel\(s\)\)"):
         dataset_writer.refuse_unusable_sources([tmp_path / "a.png", tmp_path / "grey_float.tiff"])
+    # signed 16-bit samples (Pillow reads the header as I;16S): the same, named by their type
+    ok, data = cv2.imencode(".tiff", np.full((40, 40), -5, np.int16))
+    assert ok
+    (tmp_path / "signed.tiff").write_bytes(data.tobytes())
+    with pytest.raises(UserError, match=r"signed\.tiff: an image of int16 samples \(1 channel\(s\)\).*unsigned"):
+        dataset_writer.refuse_unusable_sources([tmp_path / "a.png", tmp_path / "signed.tiff"])
+    # unsigned 16-bit passes the check (read as its high byte)
+    ok, data = cv2.imencode(".tiff", np.full((40, 40), 600, np.uint16))
+    (tmp_path / "unsigned.tiff").write_bytes(data.tobytes())
+    dataset_writer.refuse_unusable_sources([tmp_path / "a.png", tmp_path / "unsigned.tiff"])
 
 
 def test_export_precheck_sizes_are_upright_for_exif_turned_photos(tmp_path, caplog):
