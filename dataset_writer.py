@@ -1726,7 +1726,7 @@ def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
                 if image.getexif().get(0x0112) in (5, 6, 7, 8):
                     width, height = height, width
         return int(height), int(width)
-    except Exception:  # noqa: BLE001 - any Pillow failure (or a float TIFF): the export's own reader decides
+    except Exception:  # noqa: BLE001 - any Pillow failure, or a TIFF of refused samples: the reader decides
         from datasets.images import read_image
 
         return tuple(read_image(path, keep_grey=True).shape[:2])

@@ -24,7 +24,8 @@ modified:
   With ``adapt_prior=N`` the source statistics are mixed in after the pass: stat = (N s + n t) / (N + n),
   i.e. the source has weight N/(N+n). This is a variant of Schneider et al.'s prior: they mix each
   layer's statistics while the network runs, so that a layer sees earlier layers normalised with the
-  mixed statistics; here every layer's statistics are measured without the prior, then mixed. Stochastic layers (Dropout, GaussianNoise,
+  mixed statistics; here every layer's statistics are measured without the prior, then mixed.
+  Stochastic layers (Dropout, GaussianNoise,
   random augmentation layers) are replaced by identities in the copy, so the training-mode pass
   changes nothing but the BatchNorm statistics; kernels, gamma and beta are never touched.
   Statistics are reset to the source ones before each folder.

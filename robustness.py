@@ -1075,7 +1075,7 @@ def merge_results(paths: list[Path], baseline: dict | None = None, baseline_path
     if not per_model:
         raise UserError(f"--merge: no results in {', '.join(map(str, paths))}")
     # every model's incomplete shard set in one message (the inputs may mix the shards of several models)
-    problems = [problem for parts in per_model.values() for problem in [_shard_set_problem(per_model, parts)]
+    problems = [problem for problem in (_shard_set_problem(per_model, parts) for parts in per_model.values())
                 if problem]
     if problems:
         raise UserError("--merge: " + "; and ".join(problems))

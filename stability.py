@@ -421,6 +421,18 @@ def shard_text(shard: tuple[int, int], planned: int) -> str:
     return f" shard={shard[0]}/{shard[1]} planned={planned}"
 
 
+def _shard_of(meta: dict | None) -> tuple[int, int] | None:
+    """(i, N) of a block's ``shard=i/N`` metadata, or None (none, or not of that form)."""
+    found = _SHARD_VALUE.fullmatch((meta or {}).get("shard", ""))
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def _planned_of(meta: dict | None) -> int | None:
+    """K of a block's ``planned=K`` metadata (ASCII digits), or None."""
+    planned = str((meta or {}).get("planned", ""))
+    return int(planned) if re.fullmatch(r"[0-9]+", planned) else None
+
+
 def check_shards(table: dict[str, dict[str, Block]], source: str = "") -> None:
     """UserError when a method's blocks come from a run split into shards (``shard=i/N planned=K``)
     and fewer than its K perturbation folders are there: a shard's output was left out of the
@@ -431,13 +443,12 @@ def check_shards(table: dict[str, dict[str, Block]], source: str = "") -> None:
             meta = block.meta or {}
             if "shard" not in meta and "planned" not in meta:
                 continue
-            found = _SHARD_VALUE.fullmatch(meta.get("shard", ""))
-            planned = meta.get("planned", "")
-            if not found or not re.fullmatch(r"[0-9]+", planned) or not int(found[1]) < int(found[2]):
+            shard, planned = _shard_of(meta), _planned_of(meta)
+            if shard is None or planned is None or not shard[0] < shard[1]:
                 raise UserError(f"{source}:{block.line}: metadata shard={meta.get('shard')!r} "
                                 f"planned={meta.get('planned')!r}: expected shard=i/N with 0 <= i < N and "
                                 f"planned=<number of perturbation folders>")
-            runs.setdefault((int(found[2]), int(planned)), set()).add(int(found[1]))
+            runs.setdefault((shard[1], planned), set()).add(shard[0])
         for (count, planned), seen in runs.items():
             if len(per_method) >= planned:
                 continue
@@ -462,13 +473,13 @@ def _shards_under_other_methods(table: dict, method: str, per_method: dict, coun
     found = {}
     for other, blocks in table.items():
         for block in blocks.values():
-            meta = block.meta or {}
-            value = _SHARD_VALUE.fullmatch(meta.get("shard", ""))
-            if (other != method and meta.get("model_sha256") in shas and value and int(value[2]) == count
-                    and int(value[1]) in missing):
-                found.setdefault(other, set()).add(int(value[1]))
+            shard = _shard_of(block.meta)
+            if (other != method and (block.meta or {}).get("model_sha256") in shas and shard is not None
+                    and shard[1] == count and shard[0] in missing):
+                found.setdefault(other, set()).add(shard[0])
     return "; ".join(f"shard(s) {', '.join(f'{i}/{count}' for i in sorted(indices))} of the same model file "
-                     f"are read as {other!r} (evaluated with other settings, or a repeated run)" for other, indices in found.items())
+                     f"are read as {other!r} (evaluated with other settings, or a repeated run)"
+                     for other, indices in found.items())
 
 
 def merge_shard_methods(blocks: Sequence[Block], source: str = "") -> None:
@@ -479,10 +490,9 @@ def merge_shard_methods(blocks: Sequence[Block], source: str = "") -> None:
     and no single name already holds every shard."""
     groups: dict[tuple, list[Block]] = {}
     for block in blocks:
-        meta = block.meta or {}
-        value = _SHARD_VALUE.fullmatch(meta.get("shard", ""))
-        if value and meta.get("model_sha256"):
-            groups.setdefault((meta["model_sha256"], int(value[2]), meta.get("planned")), []).append(block)
+        meta, shard = block.meta or {}, _shard_of(block.meta)
+        if shard is not None and meta.get("model_sha256"):
+            groups.setdefault((meta["model_sha256"], shard[1], _planned_of(meta)), []).append(block)
     for (sha, count, planned), members in groups.items():
         methods = list(dict.fromkeys(block.method for block in members))
         if len(methods) < 2:
@@ -491,9 +501,9 @@ def merge_shard_methods(blocks: Sequence[Block], source: str = "") -> None:
                                        in block_settings(block.meta).items()},
                                     **{key: str(value) for key, value in block.meta.items()
                                        if key in SEQUENCE_KEYS}}.items())) for block in members}
-        indices = {method: {int(_SHARD_VALUE.fullmatch(block.meta["shard"])[1])
-                            for block in members if block.method == method} for method in methods}
-        wanted = set(range(min(count, int(planned)))) if re.fullmatch(r"[0-9]+", str(planned)) else set()
+        indices = {method: {_shard_of(block.meta)[0] for block in members if block.method == method}
+                   for method in methods}
+        wanted = set(range(min(count, planned))) if planned is not None else set()
         if len(identities) != 1 or any(wanted <= seen for seen in indices.values()):
             continue
         # one method, named and located as the first shard's path alone would be (the two paths collided

@@ -389,10 +389,10 @@ def check_val_fraction(args, data) -> None:
     split (--val-split test, or a dataset with its own validation split) it has no effect: given on
     the command line it is refused; left out, it is set to None (run.json records null, not 0.1)."""
     if args.val_split == "holdout" and not data.has_validation:
-        if args.val_fraction is None or getattr(args, "run_without_holdout", False):  # a run that had no
-            # hold-out (run.json: null), resumed on a copy
-            # of its dataset without the validation split: its best checkpoint was chosen on that split,
-            # and a hold-out now would change both its training images and what "best" compares
+        # a run that had no hold-out (run.json: null), resumed on a copy of its dataset without the
+        # validation split: its best checkpoint was chosen on that split, and a hold-out now would
+        # change both its training images and what "best" compares
+        if args.val_fraction is None or getattr(args, "run_without_holdout", False):
             raise UserError(f"{data.root}: this run selected its checkpoints on the dataset's own validation "
                             f"split (run.json records no hold-out, val_fraction null), and this copy of the "
                             f"dataset has none: resume with the dataset that has it, or start a new run")
