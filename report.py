@@ -382,7 +382,8 @@ def robustness_settings(result: dict) -> dict[str, str]:
     predictions file's metadata writes them): from its ``checkpoint`` (``Classifier.describe()``:
     preprocessing_setting (the computation's canonical token; in a JSON written before it was
     recorded, the display label ``preprocessing`` read as the setting it describes), input_shape, output_classes, restrict_to_dataset_classes where the model has
-    outputs that are no dataset class) and its ``runtime`` (test-time adaptation). What it does not
+    outputs that are no dataset class) and its ``runtime`` (test-time adaptation, and the batch of an
+    adapted run). What it does not
     record (an older JSON, a predictions file's preprocessing) is left out: unknown."""
     info = result.get("checkpoint") or {}
     runtime = result.get("runtime")
@@ -393,7 +394,8 @@ def robustness_settings(result: dict) -> dict[str, str]:
         input_shape=info.get("input_shape"),
         class_order=info.get("output_classes"),
         restrict=info.get("restrict_to_dataset_classes") if info.get("outputs_not_in_dataset") else None,
-        adapted=adapted)
+        adapted=adapted,
+        adapt_batch=runtime.get("adapt_batch") if adapted not in (None, "none") else None)
 
 
 def _canonical_setting(key: str, value):

@@ -201,7 +201,7 @@ def metadata_line(protocol: str, n_sequences: int, frames: int, manifest: dict |
 # model file (``checkpoint`` of eval_corrupted_rafdb.py's JSON, ``checkpoints.Classifier.describe()``).
 # A key a file does not state is unknown and never compared. The crop is none of them: RAF-DB-P frames
 # are resized whole whatever ``--crop`` says (§4.3).
-SETTING_KEYS = ("preprocessing", "input", "class_order", "restrict", "adapted")
+SETTING_KEYS = ("preprocessing", "input", "class_order", "restrict", "adapted", "adapt_batch")
 
 
 def adapted_label(adapt: str | None, prior=None) -> str:
@@ -238,7 +238,7 @@ def canonical_setting(key: str, value):
 
 
 def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=None, restrict=None,
-                        adapted=None) -> dict[str, str]:
+                        adapted=None, adapt_batch=None) -> dict[str, str]:
     """The settings as metadata values (one whitespace-free token each), for the known ones only.
 
     ``preprocessing``: the classifier's canonical preprocessing setting
@@ -248,7 +248,9 @@ def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=Non
     stated); ``input_shape``: (height, width, channels) -> ``HxWxC``; ``class_order``: the model's
     output class names in output order (--class-order), each written as its canonical emotion name;
     ``restrict``: --restrict-to-dataset-classes, to be given only when the model has outputs that are
-    no class of the dataset (otherwise it changes nothing); ``adapted``: :func:`adapted_label`.
+    no class of the dataset (otherwise it changes nothing); ``adapted``: :func:`adapted_label`;
+    ``adapt_batch``: the ``--batch`` of an adapted run (the deeper BatchNorm layers' adapted
+    statistics depend on it), given only with an adaptation.
     """
     out = {}
     if preprocessing and not str(preprocessing).startswith("n/a"):
@@ -261,6 +263,8 @@ def evaluation_settings(*, preprocessing=None, input_shape=None, class_order=Non
         out["restrict"] = "1" if restrict else "0"
     if adapted is not None:
         out["adapted"] = str(adapted)
+    if adapt_batch:
+        out["adapt_batch"] = str(int(adapt_batch))
     return out
 
 
@@ -295,7 +299,8 @@ def block_settings(meta: dict) -> dict[str, str]:
 
 
 SETTING_LABELS = {"preprocessing": "preprocessing", "input": "input", "class_order": "class order",
-                  "restrict": "restriction to the dataset's classes", "adapted": "adaptation"}
+                  "restrict": "restriction to the dataset's classes", "adapted": "adaptation",
+                  "adapt_batch": "adaptation batch"}
 
 
 def setting_text(key: str, value) -> str:

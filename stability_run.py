@@ -118,7 +118,9 @@ def run(args) -> int:
     elif (manifest.get("params") or {}).get("source") == "aligned":
         LOG.warning("%s: source: aligned (docs/BENCHMARK.md §3.6): padded official aligned faces, "
                     "not the landmark-aligned originals", args.perturbed)
-    adapted = (f" adapted={stability.adapted_label(args.adapt, args.adapt_prior)}"
+    # with the --batch it ran at: the deeper BatchNorm layers' adapted statistics depend on it (the
+    # requested batch, as a robustness result records it; RAF-DB-P rounds it to whole sequences)
+    adapted = (f" adapted={stability.adapted_label(args.adapt, args.adapt_prior)} adapt_batch={int(args.batch)}"
                if args.adapt != "none" else "")
 
     # the test set as the robustness evaluation records it (before a model's classes leave any out)

@@ -1161,6 +1161,29 @@ def test_reader_carries_the_settings_of_the_metadata_into_the_method(tmp_path, c
             "(p_rotate); 'a [preprocessing none]' (p_shear)") in caplog.text
 
 
+def test_adapted_runs_at_two_batches_are_two_methods(tmp_path, caplog):
+    """The deeper BatchNorm layers' adapted statistics depend on --batch: two adapted runs of one
+    model at batches 64 and 30, appended to one file, are kept apart by the batch their metadata
+    state, never averaged into one mFP."""
+    import eval_perturbed_rafdb2
+
+    settings = f" preprocessing=z_normalization input=64x64x3 class_order={RAFDB_ORDER} adapted=bn"
+    path = write(tmp_path, _settings_block("p_rotate", settings + " adapt_batch=64", WORKED)
+                 + _settings_block("p_rotate", settings + " adapt_batch=30", CONSTANT))
+    with caplog.at_level(logging.WARNING, logger="fer.stability"):
+        table = stability.group_blocks(stability.read_predictions(path))
+    assert set(eval_perturbed_rafdb2.method_settings(table)) == {"a [adaptation batch 64]", "a [adaptation batch 30]"}
+    assert eval_perturbed_rafdb2.method_settings(table)["a [adaptation batch 30]"]["adapt_batch"] == "30"
+    assert "a was evaluated with different adaptation batch" in caplog.text
+    # the same batch: one method, whose settings carry it
+    path = write(tmp_path, _settings_block("p_rotate", settings + " adapt_batch=64", WORKED)
+                 + _settings_block("p_shear", settings + " adapt_batch=64", CONSTANT))
+    table = stability.group_blocks(stability.read_predictions(path))
+    assert eval_perturbed_rafdb2.method_settings(table) == {"a": {
+        "preprocessing": "z_normalization", "input": "64x64x3", "class_order": RAFDB_ORDER, "adapted": "bn",
+        "adapt_batch": "64"}}
+
+
 def test_one_perturbation_evaluated_with_two_settings_is_two_methods(tmp_path, caplog):
     """The same model and perturbation appended twice with different settings (a rerun with another
     --preprocessing and input size appended with >>): both evaluations are kept, as two methods with

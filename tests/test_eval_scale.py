@@ -416,6 +416,18 @@ def test_perturbation_writer_adapt_bn_is_labelled(workspace, tmp_path):
     assert meta.startswith("# labels=soft ") and " adapted=bn_prior8 " in meta + " "
     blocks = stability.read_predictions(out)
     assert blocks[0].meta["adapted"] == "bn_prior8"
+    # the requested --batch is stated (the default, 64), as the robustness result's adapt_batch
+    assert blocks[0].meta["adapt_batch"] == "64"
+    assert in_dir(workspace, eval_perturbed_rafdb.main, "runs/bn/checkpoint.01.keras", "--perturbed",
+                  "perturbed", "--perturbations", "p_rotate", "--adapt", "bn", "--batch", "30",
+                  "--out", out, "--append") == 0
+    blocks = stability.read_predictions(out)
+    assert [(b.meta["adapted"], b.meta["adapt_batch"]) for b in blocks] == [("bn_prior8", "64"), ("bn", "30")]
+    # an unadapted run states no batch (it changes no prediction there)
+    plain = tmp_path / "plain.txt"
+    assert in_dir(workspace, eval_perturbed_rafdb.main, "runs/bn/checkpoint.01.keras", "--perturbed",
+                  "perturbed", "--perturbations", "p_rotate", "--out", plain) == 0
+    assert "adapt_batch" not in stability.read_predictions(plain)[0].meta
     with pytest.raises(UserError, match="--adapt-prior needs --adapt bn"):
         in_dir(workspace, eval_perturbed_rafdb.main, "runs/bn/checkpoint.01.keras", "--perturbed",
                "perturbed", "--adapt-prior", "8", "--out", out)

@@ -926,6 +926,27 @@ def test_adaptation_recorded_on_both_sides(tmp_path):
     assert set(read_csv(tmp_path / "out2" / "report.csv")) == {"a"}
 
 
+def test_adaptation_batch_compared_on_both_sides(tmp_path):
+    """An adapted robustness result at --batch 32 (runtime.adapt_batch) and a predictions file adapted
+    at 64: the deeper BatchNorm statistics differ, two rows named by the batch; at 32 on both, one.
+    A predictions file of an older writer (no adapt_batch=) is unknown there: one row."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    robust = described(folder, "r", "runs/a/m.keras", .10)
+    data = json.loads(robust.read_text())
+    data["results"][0]["runtime"] = {"distribute": "none", "adapt": "bn", "adapt_prior": 0.0, "adapted": True,
+                                     "adapt_batch": 32}
+    robust.write_text(json.dumps(data))
+    meta = f" preprocessing=none input=32x32x3 class_order={RAFDB_ORDER} adapted=bn"
+    for batch, rows in (("64", {"a [adaptation batch 32]", "a [adaptation batch 64]"}), ("32", {"a"}),
+                        (None, {"a"})):
+        stated = f" adapt_batch={batch}" if batch else ""
+        stable = stability_json(folder, "s", "runs/a/m.keras", [TWO_FLIPS], f"{meta}{stated} model_sha256={DIGEST}")
+        out = tmp_path / f"out{batch}"
+        report.make_report([robust, stable], out)
+        assert set(read_csv(out / "report.csv")) == rows
+
+
 @pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0)])
 def test_a_recorded_baseline_is_the_row_of_its_settings(tmp_path, order):
     """One model evaluated without and with --adapt bn is two rows; another model's file normalised
