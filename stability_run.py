@@ -120,8 +120,9 @@ def run(args) -> int:
                     "not the landmark-aligned originals", args.perturbed)
     # with the --batch it ran at: the deeper BatchNorm layers' adapted statistics depend on it (the
     # requested batch, as a robustness result records it; RAF-DB-P rounds it to whole sequences)
-    adapted = (f" adapted={stability.adapted_label(args.adapt, args.adapt_prior)} adapt_batch={int(args.batch)}"
-               if args.adapt != "none" else "")
+    adapted = "".join(f" {key}={value}" for key, value in stability.evaluation_settings(
+        adapted=stability.adapted_label(args.adapt, args.adapt_prior), adapt_batch=args.batch).items()) \
+        if args.adapt != "none" else ""
 
     # the test set as the robustness evaluation records it (before a model's classes leave any out)
     test_set = robustness.test_set_digest(labels.names, labels.labels)
