@@ -54,6 +54,12 @@ class RunFailed(UserError):
     exit_code = 1
 
 
+class SignalExit(SystemExit):
+    """A signal stopped the run after its state was saved (training's run.json says "terminated").
+    :func:`run_main` exits with its code at once, past the interpreter's teardown, where TensorFlow's
+    threads of the interrupted work may crash the process (seen: SIGSEGV instead of exit 143)."""
+
+
 # errno values of a write that found no room: a full disk, a quota, a file-size limit.
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -107,6 +113,8 @@ def run_main(main: Callable[[], int | None]) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         _exit_now(error.exit_code, main)
+    except SignalExit as stop:
+        _exit_now(stop.code, main)
     except KeyboardInterrupt:
         # the normal teardown: it flushes what a run keeps open (TensorBoard's event files); a run
         # stopped by Ctrl-C leaves its input pipeline at rest, unlike one stopped by an error in it

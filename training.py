@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import rafdb_dataset  # noqa: E402
-from cli_common import (RunFailed, UserError, atomic_write_text, check_output_path, check_seed,  # noqa: E402
-                        refuse_outputs_over_inputs, seed64)
+from cli_common import (RunFailed, SignalExit, UserError, atomic_write_text, check_output_path,  # noqa: E402
+                        check_seed, refuse_outputs_over_inputs, seed64)
 
 LOG = logging.getLogger("fer.train")
 
@@ -1428,7 +1428,7 @@ def train(args) -> int:
             scratch.cleanup()
 
 
-class Terminated(SystemExit):
+class Terminated(SignalExit):
     """SIGTERM during training: run.json says "terminated" and the process exits 143 (128 + 15)."""
 
     def __init__(self):

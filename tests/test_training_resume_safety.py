@@ -114,6 +114,46 @@ def test_sigterm_records_terminated_and_stale_temporaries_are_removed(sample_tre
     assert "Traceback" not in stderr
     assert json.loads((run_dir / "run.json").read_text())["status"] == "terminated"
     assert not any(path.exists() for path in stale) and keep.exists()
+    # the process exits past the interpreter's teardown: TensorBoard's files still hold the finished
+    # epochs, flushed at each epoch's end (SIGTERM may land between the CSV log's row and TensorBoard's)
+    epochs = len((run_dir / training.LOG_FILE).read_text().splitlines()) - 1  # a header line
+    assert epochs >= 1 and len(epoch_losses(run_dir / "tensorboard" / "train")) in (epochs - 1, epochs)
+
+
+def epoch_losses(folder):
+    import tensorflow as tf
+
+    return [value for event_file in sorted(folder.glob("events.out.tfevents.*"))
+            for event in tf.compat.v1.train.summary_iterator(str(event_file))
+            for value in event.summary.value if value.tag == "epoch_loss"]
+
+
+def test_a_signal_exit_skips_the_interpreters_teardown(tmp_path):
+    """SignalExit (training's SIGTERM) ends a script with TensorFlow loaded at once, with its code: the
+    teardown, where the interrupted pipeline's threads once crashed a run with SIGSEGV, never runs.
+    Here a thread that never ends stands for them: the teardown would wait for it for ever."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import atexit, sys, threading, types
+        sys.path.insert(0, {str(Path(training.__file__).parent)!r})
+        import cli_common
+        sys.modules.setdefault("tensorflow", types.ModuleType("tensorflow"))  # as in a training run
+        threading.Thread(target=threading.Event().wait).start()  # not a daemon: the teardown joins it
+        atexit.register(print, "teardown ran")
+
+        def main():
+            print("saved", flush=True)
+            raise cli_common.SignalExit(143)
+
+        if __name__ == "__main__":
+            cli_common.run_main(main)
+        """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (143, "saved\n"), done.stderr
 
 
 def test_a_killed_workers_scratch_folder_is_removed_by_the_next_worker(tmp_path):
