@@ -57,8 +57,9 @@ results have it, mFP, mFR, T2D and T3D. Figures: a models x corruptions heatmap 
 error without a baseline), accuracy against severity for every corruption (one line per model), mCE
 (mean corruption error) against clean error, and FP per perturbation.
 
-Normalisation (docs/BENCHMARK.md §5.2, §5.6): ``--baseline NAME`` names one of the models read, or
-``--baseline FILE.json`` a robustness or stability file of one model; CE, relative CE, FR are then
+Normalisation (docs/BENCHMARK.md §5.2, §5.6): ``--baseline NAME`` names one of the models read (a
+row named by its model file also by the file's name without its extension: ``lbp_svm`` for
+``lbp_svm.skops``), or ``--baseline FILE.json`` a robustness or stability file of one model; CE, relative CE, FR are then
 recomputed here from the errors and flip probabilities in the files, over the corruptions /
 perturbations that both the model and the baseline have (a baseline that could normalise nothing,
 having no results of a kind the models have or, given as a file, no model evaluated on its images,
@@ -1658,6 +1659,14 @@ def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
         if any(model.name == base.name for model in models) and base.robustness is not None:
             base.name = (base.robustness.get("checkpoint") or {}).get("checkpoint") or str(path)
         return base
+    # a model file's row is named by the file (``lbp_svm.skops``): its name without the extension too
+    by_stem = [model for model in models if re.fullmatch(r"(.+)\.[A-Za-z0-9]+", model.name)
+               and model.name.rsplit(".", 1)[0] == spec]
+    if len(by_stem) == 1:
+        return by_stem[0]
+    if by_stem:
+        raise UserError(f"--baseline {spec}: names several models of the inputs "
+                        f"({', '.join(m.name for m in by_stem)}); give one of these names")
     raise UserError(f"--baseline {spec}: neither a model of the inputs ("
                     f"{', '.join(m.name for m in models)}) nor a result file")
 
@@ -1844,7 +1853,8 @@ def parse_args(argv: Sequence[str] | None = None):
     parser.add_argument("inputs", nargs="+", type=Path, metavar="RESULT",
                         help="robustness / stability JSON files, or folders holding them")
     parser.add_argument("--baseline", default=None, metavar="NAME|FILE",
-                        help="normalise CE and FR to this model (a name shown in the report) or "
+                        help="normalise CE and FR to this model (a name shown in the report; a row "
+                             "named by a model file also without the extension) or "
                              "to a robustness or stability JSON file of one model (CE needs robustness "
                              "results, FR stability results)")
     parser.add_argument("--out", type=Path, default=Path("report"),

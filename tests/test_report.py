@@ -1830,3 +1830,26 @@ def test_another_seed_matters_only_for_corruptions_that_draw(tmp_path):
         paths.append(path)
     report.make_report(paths, tmp_path / "out", baseline="base")
     assert read_csv(tmp_path / "out" / "report.csv")["other"]["mce"]
+
+
+def test_a_baseline_named_by_its_model_file_is_found_without_the_extension(tmp_path):
+    """--baseline lbp_svm finds the row lbp_svm.skops (a model file's row is named by the file; only the
+    exact name worked); a stem shared by two rows is an error naming both."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    inputs = [robustness_json(folder, "lbp", "out_training_fer/lbp_svm.skops", .20),
+              robustness_json(folder, "run", "out_training_fer/run_a/checkpoint.03.hdf5", .10)]
+    out = tmp_path / "out"
+    report.make_report(inputs, out, baseline="lbp_svm")
+    rows = read_csv(out / "report.csv")
+    # CE = sum of the model's errors / the baseline's: (0.1 + 0.1 s) against (0.2 + 0.1 s), s = 1..5
+    assert float(rows["run_a"]["mce"]) == pytest.approx(sum(.1 + .1 * s for s in range(1, 6))
+                                                        / sum(.2 + .1 * s for s in range(1, 6)))
+    assert rows["run_a"]["ce_baseline"] == "lbp_svm.skops" and float(rows["lbp_svm.skops"]["mce"]) == 1.0
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    both = [robustness_json(twin, "a", "out_training_fer/lbp_svm.skops", .20),
+            robustness_json(twin, "b", "out_training_fer/lbp_svm.onnx", .30)]
+    with pytest.raises(UserError, match=r"lbp_svm: names several models .*lbp_svm\.skops.*lbp_svm\.onnx|"
+                                        r"lbp_svm: names several models .*lbp_svm\.onnx.*lbp_svm\.skops"):
+        report.make_report(both, tmp_path / "out2", baseline="lbp_svm")
