@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -373,6 +374,18 @@ def check_args(args) -> None:
     if given and not getattr(args, "center_loss", False) and not args.resume:
         raise UserError(f"{'/'.join(given)} without --center-loss: the centre term's settings apply to a "
                         f"--center-loss run only, so they would have no effect (plain cross-entropy)")
+    if ("mean_order" in explicit and args.mean_order != "correct" and args.preprocessing != "vggface2"
+            and args.mode == "train" and not args.resume):
+        raise UserError(f"--mean-order {args.mean_order} with --preprocessing {args.preprocessing}: the order of "
+                        f"the means applies to --preprocessing vggface2 only, so it would have no effect")
+    colour_users = ["--preprocessing z_normalization"] * (args.preprocessing == "z_normalization") + [
+        f"--augmentation {args.augmentation}"] * (args.augmentation in ("autoaugment-rafdb", "randaugment")
+                                                  and not args.cutout)
+    if "colour" in explicit and args.colour != "rgb" and not colour_users and args.mode == "train" and not args.resume:
+        raise UserError(f"--colour {args.colour} with --preprocessing {args.preprocessing} and --augmentation "
+                        f"{'cutout' if args.cutout else args.augmentation}: the channel order applies to "
+                        f"--preprocessing z_normalization and the policies of --augmentation autoaugment-rafdb "
+                        f"and randaugment only, so it would have no effect")
     if "honour_policy_prob" in explicit and args.augmentation != "autoaugment-rafdb" and not args.resume:
         raise UserError(f"--honour-policy-prob with --augmentation {args.augmentation}: it applies to the "
                         f"AutoAugment policies (--augmentation autoaugment-rafdb) only, so it would have no effect")
@@ -512,8 +525,6 @@ def multiworker_strategy(timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
     afterwards (TensorFlow's runtime may have installed a Python handler, which never runs while the
     main thread is blocked inside a collective), so ``kill`` ends a worker once the cluster formed.
     """
-    import signal
-
     import tensorflow as tf
 
     # The strategy's construction waits for every worker of TF_CONFIG to be up, inside TensorFlow's
@@ -1183,17 +1194,83 @@ def train_epochs(args, model, trainer, strategy, train_dataset, val_ds, write_di
     import keras
 
     for epoch in range(initial_epoch, args.epochs):
-        train_ds = train_dataset(epoch)
-        reseed_generators(model, args.seed, epoch)
-        if strategy is not None:
-            train_ds = distribute_options(train_ds)
-        with contextlib.redirect_stdout(sys.stderr), pipeline_errors(), peer_errors(args.distribute):
-            # (Keras prints progress on stdout)
-            callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
-                make_callbacks(args, write_dir, state, train_ds, centers), add_history=True, add_progbar=True,
-                verbose=verbose, epochs=args.epochs, steps=None, model=trainer)
-            trainer.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
-                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
+        with signals_at_step_boundaries(args.distribute != "multiworker") as pending:
+            train_ds = train_dataset(epoch)
+            reseed_generators(model, args.seed, epoch)
+            if strategy is not None:
+                train_ds = distribute_options(train_ds)
+            with contextlib.redirect_stdout(sys.stderr), pipeline_errors(), peer_errors(args.distribute):
+                # (Keras prints progress on stdout)
+                callbacks = keras.callbacks.CallbackList(  # so that progress reads "Epoch e/<epochs>"
+                    make_callbacks(args, write_dir, state, train_ds, centers) + [pending_signal_callback(pending)],
+                    add_history=True, add_progbar=True, verbose=verbose, epochs=args.epochs, steps=None,
+                    model=trainer)
+                trainer.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
+                            callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
+
+
+@contextlib.contextmanager
+def signals_at_step_boundaries(enabled: bool = True):
+    """While active (one epoch's pipeline and ``fit``), Ctrl-C and SIGTERM are recorded in the list
+    it yields and raised (KeyboardInterrupt, :class:`Terminated`) by :func:`raise_pending_signal`: by
+    the callback of :func:`pending_signal_callback` before the next step, after the epoch's checkpoint,
+    and here at the end. Raised at once, a signal could land inside TensorFlow's tracing of the first
+    step or of a ``Dataset.map`` function, which then ended the run with a SystemError traceback
+    (about 1 in 10 Ctrl-C in the first step) instead of "interrupted". A second Ctrl-C stops at once;
+    a second SIGTERM ends the process (its default action). Not under multiworker (see
+    :func:`sigterm_raises`), and only in the main thread."""
+    import threading
+
+    pending: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+
+    def record(signum, frame):
+        if signum == signal.SIGINT and pending:
+            raise KeyboardInterrupt
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        pending.append(signum)
+        with contextlib.suppress(OSError):  # print() could re-enter a write the signal interrupted
+            os.write(2, b"\n" + STOP_NOTICE[signum].encode() + b"\n")
+
+    previous = {signum: signal.signal(signum, record) for signum in STOP_NOTICE}
+    try:
+        yield pending
+    finally:
+        for signum, handler in previous.items():
+            if not (signum == signal.SIGTERM and signum in pending):  # a second SIGTERM: its default
+                signal.signal(signum, handler)
+    raise_pending_signal(pending)
+
+
+STOP_NOTICE = {signal.SIGINT: "Ctrl-C: stopping before the next training step (Ctrl-C again stops at once)",
+               signal.SIGTERM: "SIGTERM: stopping before the next training step"}
+
+
+def raise_pending_signal(pending: list[int]) -> None:
+    """Raise what a signal recorded by :func:`signals_at_step_boundaries` asks for."""
+    if signal.SIGTERM in pending:
+        LOG.warning("SIGTERM: stopping the run")
+        raise Terminated()
+    if pending:
+        raise KeyboardInterrupt
+
+
+def pending_signal_callback(pending: list[int]):
+    """A callback that raises a recorded signal before each training or validation step and at the end
+    of the epoch, after the checkpoint callbacks (it comes last)."""
+    import keras
+
+    class RaisePendingSignal(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            raise_pending_signal(pending)
+
+        on_test_batch_begin = on_train_batch_begin
+        on_epoch_end = on_train_batch_begin
+
+    return RaisePendingSignal()
 
 
 def validation_source(args, data) -> str:
@@ -1440,7 +1517,6 @@ def sigterm_raises(enabled: bool = True):
     """While active, SIGTERM raises :class:`Terminated` in the main thread (the run's status is
     written on the way out); the previous handler is restored afterwards. Not under multiworker,
     where SIGTERM keeps its default action (a worker blocked in a collective never runs Python)."""
-    import signal
     import threading
 
     if not enabled or threading.current_thread() is not threading.main_thread():

@@ -999,3 +999,27 @@ def test_a_run_without_hold_out_resumed_on_data_without_a_validation_split_is_re
     args = argparse.Namespace(val_split="holdout", val_fraction=0.2, explicit={"val_fraction"}, run_without_holdout=True)
     with pytest.raises(UserError, match=r"this copy of the dataset has none"):
         training.check_val_fraction(args, data)
+
+
+def test_channel_order_flags_that_would_change_nothing_are_refused(sample_tree, tmp_path):
+    """--mean-order applies to vggface2's means, --colour to z-normalisation and the AutoAugment /
+    RandAugment policies: given with anything else they were accepted, recorded in run.json, and
+    changed nothing. Refused before the run folder is made; with a setting they apply to, accepted."""
+    base = ["--rafdb", str(sample_tree), "--net", "smallcnn", "--input-size", "64", "--epochs", "1",
+            "--dir", str(tmp_path / "r")]
+    with pytest.raises(UserError, match=r"^--mean-order legacy-swapped with --preprocessing full_normalization: "
+                                        r"the order of the means applies to --preprocessing vggface2 only"):
+        train_fer.main(base + ["--mean-order", "legacy-swapped"])
+    with pytest.raises(UserError, match=r"^--colour bgr-compat with --preprocessing scale01 and --augmentation "
+                                        r"default: the channel order applies to"):
+        train_fer.main(base + ["--colour", "bgr-compat", "--preprocessing", "scale01"])
+    with pytest.raises(UserError, match=r"^--colour bgr-compat with --preprocessing vggface2 and --augmentation "
+                                        r"cutout:"):  # random erasing replaces the policies
+        train_fer.main(base + ["--colour", "bgr-compat", "--preprocessing", "vggface2", "--cutout"])
+    assert not (tmp_path / "r").exists()
+    for flags in (["--mean-order", "legacy-swapped", "--preprocessing", "vggface2"],
+                  ["--colour", "bgr-compat", "--preprocessing", "z_normalization"],
+                  ["--colour", "bgr-compat", "--augmentation", "randaugment"],
+                  ["--colour", "bgr-compat", "--augmentation", "autoaugment-rafdb"],
+                  ["--mean-order", "correct", "--colour", "rgb"]):  # the defaults, spelled out
+        training.check_args(train_fer.parse_args(base + flags))

@@ -244,3 +244,68 @@ def test_collective_timeout_must_not_be_negative(capsys):
     with pytest.raises(SystemExit) as error:
         train_fer.main(["--collective-timeout", "-5", "--rafdb", "x"])
     assert error.value.code == 2 and "expected a number >= 0" in capsys.readouterr().err
+
+
+def tiny_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def tiny_fit(model, callbacks, steps=4):
+    model.fit(np.zeros((steps, 3)), np.ones((steps, 2)), batch_size=1, epochs=1, verbose=0, callbacks=callbacks)
+
+
+def test_ctrl_c_in_a_step_stops_the_fit_before_the_next_step():
+    """Ctrl-C during a training step (here: just before step 0 runs) is raised before step 1, not at
+    once, where it could land in TensorFlow's tracing of the step (a SystemError traceback, exit 1)."""
+    import os
+    import signal
+
+    import keras
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    handler = signal.getsignal(signal.SIGINT)
+    model = tiny_model()
+    with pytest.raises(KeyboardInterrupt):
+        with training.signals_at_step_boundaries() as pending:
+            # the check before each step comes first: the signal arrives after step 0's check
+            tiny_fit(model, [training.pending_signal_callback(pending), CtrlC()])
+    assert int(model.optimizer.iterations.numpy()) == 1  # step 0 ran to its end, step 1 never began
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_sigterm_at_an_epochs_end_stops_after_its_checkpoint():
+    """SIGTERM while the epoch's end is being written: the callbacks after it (the checkpoint) still run,
+    then Terminated (exit 143) is raised; a second SIGTERM then has its default action (kills)."""
+    import os
+    import signal
+
+    import keras
+
+    ran = []
+
+    class Term(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            os.kill(os.getpid(), signal.SIGTERM)
+            ran.append("signal sent")
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            ran.append("checkpoint")
+
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(training.Terminated) as stop:
+            with training.signals_at_step_boundaries() as pending:
+                tiny_fit(tiny_model(), [Term(), Checkpoint(), training.pending_signal_callback(pending)])
+        assert stop.value.code == 143 and ran == ["signal sent", "checkpoint"]
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, handler)
