@@ -138,6 +138,11 @@ def to_grey(images: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY).reshape(n, height, width)
 
 
+def resize_target(settings: LbpSettings = DEFAULT) -> tuple[int, int]:
+    """(width, height) of the resize, before keep_ar's crop of the centred ``width`` columns."""
+    return (settings.height, settings.height) if settings.keep_ar else (settings.width, settings.height)
+
+
 def resize(grey: np.ndarray, settings: LbpSettings = DEFAULT) -> np.ndarray:
     """(N, H, W) uint8 -> (N, height, width) uint8 with bilinear ``cv2.resize`` per image.
 
@@ -145,10 +150,7 @@ def resize(grey: np.ndarray, settings: LbpSettings = DEFAULT) -> np.ndarray:
     resizes channels independently, so this equals one call per image (tested).
     """
     n = grey.shape[0]
-    if settings.keep_ar:
-        size = (settings.height, settings.height)
-    else:
-        size = (settings.width, settings.height)
+    size = resize_target(settings)
     out = np.empty((n, size[1], size[0]), np.uint8)
     if grey.shape[1:] == (size[1], size[0]):
         out[...] = grey

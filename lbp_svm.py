@@ -423,41 +423,59 @@ def load_split(root: str | Path, part: str, protocol: str = "soft", *, val_fract
                      tuple(rafdb_dataset.CLASS_NAMES), description)
 
 
-def read_faces(paths: Sequence[Path], read: Callable | None = None) -> np.ndarray:
-    """Read faces as one (N, H, W, 3) RGB uint8 array; all must share one size."""
+def read_faces(paths: Sequence[Path], read: Callable | None = None,
+               settings: lbp.LbpSettings | None = None) -> np.ndarray:
+    """Read faces as one (N, H, W, 3) RGB uint8 array. Faces of different sizes need ``settings``:
+    each is then made grey and resized to the descriptor's size (lbp.describe's own first steps,
+    per face), giving an (N, height, width) grey array that the descriptor takes as it is."""
+    return _read_block(paths, read, settings)[0]
+
+
+def _read_block(paths, read, settings) -> tuple[np.ndarray, set[tuple[int, int]]]:
+    """:func:`read_faces` and the (height, width) sizes of the faces read."""
+    import cv2
+
     import rafdb_dataset
 
     images = [(read or rafdb_dataset.read_image)(path) for path in paths]
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
+    sizes = {image.shape[:2] for image in images}
+    if len(sizes) > 1 and settings is not None:
+        target = lbp.resize_target(settings)
+        return np.stack([cv2.resize(lbp.to_grey(image[None])[0], target, interpolation=cv2.INTER_LINEAR)
+                         for image in images]), sizes
+    if len(sizes) > 1:
         first = images[0].shape
-        odd = [(path, image.shape) for path, image in zip(paths, images) if image.shape != first]
+        odd = [(path, image.shape) for path, image in zip(paths, images) if image.shape[:2] != first[:2]]
         (path, shape), more = odd[0], len(odd) - 1
         raise UserError(f"{path}: {shape[1]}x{shape[0]} px (width x height), but {paths[0]} is {first[1]}x{first[0]}"
                         + (f" (and {more} more image(s) differ from it)" if more else "")
-                        + "; the LBP+SVM baseline needs faces of one size (resize them first)")
-    return np.stack(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
+                        + "; faces of one size were expected here (resize them first)")
+    return (np.stack(images) if images else np.zeros((0, 1, 1, 3), np.uint8)), sizes
 
 
 def split_features(split: FaceSplit, settings: lbp.LbpSettings, *, block: int = 512,
                    progress: bool | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """Descriptors of every face of ``split`` (read and described in blocks) and the face size."""
+    """Descriptors of every face of ``split`` (read and described in blocks) and the face size: the
+    faces' own when they share one, else the descriptor's (height, width), at which a face of any
+    size is described (resized after its grey conversion, as lbp.describe and the evaluations'
+    pipeline for a .skops model do)."""
     from tqdm import tqdm
 
     if progress is None:
         progress = sys.stderr.isatty()
     out = np.empty((len(split), settings.n_features), settings.dtype)
-    size: tuple[int, int] | None = None
+    sizes: set[tuple[int, int]] = set()
     with tqdm(total=len(split), unit="face", desc=f"LBP {split.name}", file=sys.stderr,
               disable=not progress, leave=False) as bar:
         for start in range(0, len(split), block):
-            faces = read_faces(split.paths[start:start + block], split.read)
-            if size is None:
-                size = (int(faces.shape[1]), int(faces.shape[2]))
-            elif faces.shape[1:3] != size:
-                raise UserError(f"{split.paths[start]}: face size {faces.shape[1:3]} differs from {size}")
+            faces, block_sizes = _read_block(split.paths[start:start + block], split.read, settings)
+            sizes |= block_sizes
             out[start:start + len(faces)] = lbp.describe(faces, settings, progress=bar.update)
-    return out, size or (0, 0)
+    if len(sizes) > 1:
+        LOG.info("%s: faces of %d sizes, each described at the descriptor's %dx%d (width x height)",
+                 split.name, len(sizes), settings.width, settings.height)
+        return out, (int(settings.height), int(settings.width))
+    return out, next(iter(sizes), (0, 0))
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:

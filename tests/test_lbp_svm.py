@@ -272,8 +272,33 @@ def test_faces_of_several_sizes_are_named_with_their_size(tmp_path):
     with pytest.raises(UserError) as error:
         lbp_svm.read_faces(paths)
     assert str(error.value) == (f"{paths[2]}: 64x48 px (width x height), but {paths[0]} is 40x40 (and 1 more "
-                                "image(s) differ from it); the LBP+SVM baseline needs faces of one size "
-                                "(resize them first)")
+                                "image(s) differ from it); faces of one size were expected here (resize them "
+                                "first)")
+
+
+@pytest.mark.parametrize("keep_ar", [False, True])
+def test_faces_of_several_sizes_are_each_described_at_the_descriptors_size(tmp_path, keep_ar):
+    """A folder of faces of mixed sizes (AffectNet's crops) was refused ("needs faces of one size"); the
+    descriptor resizes every face anyway. Each face's descriptor equals lbp.describe of that face alone
+    (grey, resize, codes, histograms), in one block or across blocks; the size recorded is the
+    descriptor's."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for index, (width, height) in enumerate([(40, 40), (64, 48), (64, 48), (100, 100), (37, 90)]):
+        path = tmp_path / f"f{index}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        paths.append(path)
+    settings = lbp.LbpSettings(keep_ar=keep_ar)
+    alone = np.concatenate([lbp.describe(lbp_svm.read_faces([path]), settings) for path in paths])
+    split = lbp_svm.FaceSplit("train", paths, np.zeros(len(paths), int), ("a",), "mixed")
+    for block in (512, 2):  # one block of mixed sizes; blocks of one size and of two
+        features, size = lbp_svm.split_features(split, settings, block=block, progress=False)
+        np.testing.assert_array_equal(features, alone)
+        assert size == (147, 108)
+    same = lbp_svm.FaceSplit("train", paths[1:3], np.zeros(2, int), ("a",), "one size")
+    assert lbp_svm.split_features(same, settings, progress=False)[1] == (48, 64)  # the faces' own
 
 
 def test_svc_weights_classes_by_their_frequency():
@@ -292,3 +317,31 @@ def test_two_class_scores_rank_like_the_svc():
     model = lbp_svm.LbpSvmModel(svc, lbp.DEFAULT, ("a", "b"), (1, 1))
     assert (svc.predict(features) == labels).mean() > 0.9  # the case separates the classes
     np.testing.assert_array_equal(model.scores(features).argmax(axis=1), svc.predict(features))
+
+
+def test_train_and_eval_on_a_folder_of_faces_of_several_sizes(tmp_path):
+    """lbp_svm_train.py on a labelled folder whose faces differ in size (it was refused): train and
+    eval run, the model records the descriptor's size, and every test face is counted once in the
+    confusion matrix (rows: the true classes' counts)."""
+    import json
+
+    import cv2
+
+    rng = np.random.default_rng(5)
+    counts = {"train": {"happy": 6, "sad": 5}, "test": {"happy": 3, "sad": 2}}
+    for part, classes in counts.items():
+        for name, n in classes.items():
+            folder = tmp_path / "faces" / part / name
+            folder.mkdir(parents=True)
+            for index in range(n):
+                side = int(rng.integers(30, 90))
+                face = rng.integers(0, 256, (side, side + index, 3), dtype=np.uint8)
+                cv2.imwrite(str(folder / f"{index}.png"), face)
+    data = ["--dataset", "folder", "--data", str(tmp_path / "faces")]
+    model = tmp_path / "m.skops"
+    assert lbp_svm_train.main(["train", *data, "--no-holdout", "--out", str(model), "--quiet"]) == 0
+    assert lbp_svm.load_skops(model).image_size == (147, 108)
+    assert lbp_svm_train.main(["eval", *data, "--model", str(model), "--quiet"]) == 0
+    report = json.loads((tmp_path / "m.eval_test.json").read_text())
+    assert report["class_names"] == ["happiness", "sadness"]  # the folders' names, canonical
+    assert np.array(report["confusion"]).sum(axis=1).tolist() == [3, 2]
