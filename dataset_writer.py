@@ -1562,7 +1562,7 @@ def verify(out_dir: str | os.PathLike, *, progress: bool = False) -> VerifyRepor
                      and not _PROBE_RE.match(name) and not _is_manifest_temporary(name)]
         for name in names:
             rel = Path(folder, name).relative_to(out_dir).as_posix()
-            if rel == MANIFEST_NAME or rel in listed:
+            if rel == MANIFEST_NAME or rel in listed or is_os_metadata(name):
                 continue
             if not report.complete and (_folder_of(rel) in output_folders or _TEMP_RE.match(name)):
                 report.unrecorded.append(rel)
@@ -1754,10 +1754,20 @@ def refuse_changed_sources(manifest: Mapping[str, Any] | None, sources: Sequence
                         f"again), or evaluate with the images it was exported from")
 
 
-def refuse_unusable_sources(paths: Sequence[str | os.PathLike]) -> None:
+# Files a file manager writes into any folder it shows (macOS Finder, Windows Explorer, KDE's
+# Dolphin); no reader of an export opens them.
+OS_METADATA = frozenset({".ds_store", "thumbs.db", "desktop.ini", "icon\r", ".directory"})
+
+
+def is_os_metadata(name: str) -> bool:
+    """True for a file manager's file (``.DS_Store``, macOS' ``._*`` companions, ``Thumbs.db``, ...)."""
+    return name.lower() in OS_METADATA or name.startswith("._")
+
+
+def refuse_unusable_sources(paths: Sequence[str | os.PathLike], *, corrupted: bool = True) -> None:
     """Before anything is written: a UserError naming the first source image that cannot be read
-    (no reader opens it; the others are listed) or is smaller than ``corruptions.MIN_SIDE`` (and how
-    many more are).
+    (no reader opens it; the others are listed) or, for a corruption export (``corrupted``), is
+    smaller than ``corruptions.MIN_SIDE`` (and how many more are).
     A file whose header reads but whose pixels are damaged (a truncated JPEG) is found when it is
     decoded; the images finished before it are kept."""
     small = []
@@ -1770,7 +1780,7 @@ def refuse_unusable_sources(paths: Sequence[str | os.PathLike]) -> None:
             unreadable.append((path, str(error)))
             continue
         heights.setdefault(height, path)
-        if too_small_to_corrupt(height, width):
+        if corrupted and too_small_to_corrupt(height, width):
             small.append((path, (height, width)))
     if unreadable:
         others = [str(path) for path, _ in unreadable[1:]]
@@ -1781,7 +1791,7 @@ def refuse_unusable_sources(paths: Sequence[str | os.PathLike]) -> None:
         (path, (height, width)), more = small[0], len(small) - 1
         raise UserError(small_image_message(path, height, width)
                         + (f" (and {more} more image(s) of the split are smaller than that)" if more else ""))
-    if heights and max(heights) > 1.5 * min(heights):
+    if corrupted and heights and max(heights) > 1.5 * min(heights):
         LOG.warning("the images range from %d px (%s) to %d px high (%s): the corruptions work in pixels at each "
                     "image's own size, so most are milder on the larger images (docs/DATASETS.md); resize "
                     "the faces to one size first for errors comparable across images",

@@ -103,8 +103,8 @@ def fer_split_rows(data, split: str) -> np.ndarray:
     else:
         usage = np.asarray(data.table.usage)
     rows = np.flatnonzero((usage == data.split_name(split)) & data.table.present)
-    if not len(rows):
-        raise UserError(f"{data.root}: no {data.split_name(split)} rows to export (the {split} split is empty)")
+    if not len(rows):  # the readers' message: it names a missing Usage column
+        raise data.empty_split_error(split, getattr(data, "votes_path", None) or data.pixels_path)
     if data.name == "fer2013":  # its labels are the emotion column: the evaluation reads them
         from datasets.fer2013 import check_emotions
 
@@ -407,6 +407,7 @@ def p_job(data, names: Sequence[str], *, split: str = "test", fmt: str | None = 
             raise UserError(f"--data {data.root}: the dataset folder's name {data.dataset_name!r} contains a comma "
                             f"or newline; it starts the names of the perturbation folders, which the "
                             f"predictions format (comma-separated) cannot hold: rename the folder")
+        refuse_unusable_sources([path for path, _, _ in items], corrupted=False)  # before anything is written
     else:
         raise UserError(f"--dataset {data.name}: use rafdb_perturb_dataset.py (landmark-aligned sequences)")
     if fmt not in ("jpg", "png"):

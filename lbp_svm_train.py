@@ -144,6 +144,10 @@ def _accuracy(model: lbp_svm.LbpSvmModel, features: np.ndarray, classes: np.ndar
 def _training_data(args):
     settings = _settings(args)
     train = _load(args, "all-train" if getattr(args, "no_holdout", False) else "train")
+    missing = [name for index, name in enumerate(train.class_names) if not np.any(train.classes == index)]
+    if missing:  # as train_fer.py says
+        LOG.warning("%s: no training image of class(es) %s: the SVC can never predict them (check the "
+                    "dataset's class folders or labels; docs/DATASETS.md)", train.name, ", ".join(missing))
     train_x, size = _features(args, train, settings)
     val = val_x = None
     if not getattr(args, "no_holdout", False):

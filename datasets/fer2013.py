@@ -444,7 +444,7 @@ class _Fer(Dataset):
                         self.pixels_path, len(constant), self.split_name(split), table.line(int(constant[0])))
         return rows[table.present[rows]], len(absent)
 
-    def _empty(self, split: str, where: Path) -> UserError:
+    def empty_split_error(self, split: str, where: Path) -> UserError:
         if where == self.pixels_path and not any(self.table.usage):  # no Usage column at all
             header = "the header names none" if self.table.has_header else "no header"
             return UserError(f"{where}: no Usage column ({header}), so no row is in the {split} split "
@@ -494,7 +494,7 @@ class FerPlus(_Fer):
         usage = np.asarray(votes.usage)
         in_split = usage == self.split_name(split)
         if not in_split.any():
-            raise self._empty(split, self.votes_path)
+            raise self.empty_split_error(split, self.votes_path)
         named = np.asarray([bool(name) for name in votes.names])
         keep, soft = ferplus_filter(votes.votes, self.norm)
         rows = np.flatnonzero(in_split & named & keep)
@@ -555,7 +555,7 @@ class Fer2013(_Fer):
         usage = np.asarray(table.usage)
         rows = np.flatnonzero(usage == self.split_name(split))
         if not len(rows):
-            raise self._empty(split, self.pixels_path)
+            raise self.empty_split_error(split, self.pixels_path)
         check_emotions(table, rows)
         emotion = table.emotion
         rows, n_missing = self._rows_with_images(rows, split)

@@ -147,6 +147,18 @@ def test_verify_names_missing_altered_unexpected(tmp_path):
     assert f"missing: {out / 'f1' / 'a.bin'}" in text and f"altered: {out / 'f2' / 'e.bin'}" in text
 
 
+def test_verify_passes_a_tree_a_file_manager_has_shown(tmp_path):
+    """Finder's .DS_Store and ._ companions, Explorer's Thumbs.db and desktop.ini: written by merely
+    opening the folders, they failed verify as unexpected; a file of another name still does."""
+    out = tmp_path / "out"
+    run_export(out)
+    for rel in (".DS_Store", "f1/.DS_Store", "f1/._a.bin", "f2/Thumbs.db", "f2/desktop.ini"):
+        (out / rel).write_bytes(b"\0file manager")
+    assert dataset_writer.verify(out).ok
+    (out / "f2" / "DS_Store").write_bytes(b"?")
+    assert dataset_writer.verify(out).unexpected == ["f2/DS_Store"]
+
+
 def test_verify_without_manifest_is_user_error(tmp_path):
     with pytest.raises(UserError, match="manifest.json: missing"):
         dataset_writer.verify(tmp_path)

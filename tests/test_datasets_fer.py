@@ -200,6 +200,11 @@ def test_input_errors(tmp_path):
     with pytest.raises(UserError, match=r"fer2013.csv: no Usage column \(the header names none\), so no row is in "
                                         r"the train split \(Training\); expected the header 'emotion,pixels,Usage'"):
         datasets.get("fer2013", tmp_path).labels("train")
+    import fer_export  # the exports said only "no PublicTest rows to export (the test split is empty)"
+
+    with pytest.raises(UserError, match=r"fer2013.csv: no Usage column \(the header names none\), so no row is in "
+                                        r"the test split \(PublicTest\)"):
+        fer_export.fer_split_rows(datasets.get("fer2013", tmp_path), "test")
     _write_pair(tmp_path, [(9, "Training"), (1, "PublicTest")])
     with pytest.raises(UserError, match=r"fer2013.csv:2: emotion must be an integer 0..6"):
         datasets.get("fer2013", tmp_path).labels("train")

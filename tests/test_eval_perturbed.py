@@ -1109,6 +1109,37 @@ def test_a_folder_dataset_named_with_a_comma_is_refused_at_export(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_a_folders_unreadable_images_are_refused_before_the_perturbation_export_writes(tmp_path):
+    """A zero-byte file and a text file named .jpg in a folder dataset: the perturbation export named the
+    first only when it reached it, with the images before it written (a partial tree); now both are
+    named in one error and --out is not created, as the corruption export does. An 8 px image stays
+    accepted (perturbations have no minimum size)."""
+    import cv2
+
+    import rafdb_perturb_dataset
+    from cli_common import UserError
+
+    data = tmp_path / "faces"
+    (data / "test" / "happy").mkdir(parents=True)
+    for name in ("a", "c", "e"):
+        cv2.imwrite(str(data / "test" / "happy" / f"{name}.png"), np.full((40, 40, 3), 90, np.uint8))
+    cv2.imwrite(str(data / "test" / "happy" / "small.png"), np.full((8, 8, 3), 90, np.uint8))
+    (data / "test" / "happy" / "d.png").write_bytes(b"")
+    (data / "test" / "happy" / "f.jpg").write_text("not a picture")
+    argv = ["export", "--dataset", "folder", "--data", str(data), "--out", str(tmp_path / "p"),
+            "--perturbations", "p_rotate", "--workers", "1", "--quiet"]
+    with pytest.raises(UserError) as error:
+        rafdb_perturb_dataset.main(argv)
+    assert str(error.value).startswith(f"{data / 'test' / 'happy' / 'd.png'}: ")
+    assert str(error.value).endswith(f"(and 1 more source image(s) that cannot be read: "
+                                     f"{data / 'test' / 'happy' / 'f.jpg'})")
+    assert not (tmp_path / "p").exists()
+    (data / "test" / "happy" / "d.png").unlink()
+    (data / "test" / "happy" / "f.jpg").unlink()
+    assert rafdb_perturb_dataset.main(argv) == 0
+    assert len(list((tmp_path / "p").rglob("small_*.jpg"))) == 30  # 30 frames of the 8 px image
+
+
 def test_blocks_of_several_datasets_are_named_in_a_warning(tmp_path):
     """RAF-DB, a folder dataset and FER2013 perturbation folders in one file: one table would rank
     FP of different images under the same perturbation names; the reader says so (it did not)."""

@@ -162,7 +162,7 @@ def test_png_is_lossless(tree4, tmp_path):
     np.testing.assert_array_equal(frame0[:, 14], aligned[:, 1])
 
 
-@pytest.mark.parametrize("damage", ["missing_original", "missing_landmarks", "malformed_landmarks",
+@pytest.mark.parametrize("damage", ["missing_original", "empty_original", "missing_landmarks", "malformed_landmarks",
                                     "collinear_landmarks", "coincident_eyes", "landmarks_outside",
                                     "aligned_not_100"])
 def test_bad_input(damage, sample_tree, tmp_path):
@@ -177,6 +177,9 @@ def test_bad_input(damage, sample_tree, tmp_path):
     if damage == "missing_original":
         original.unlink()
         expected = [str(original), "not found"]
+    elif damage == "empty_original":  # its header is read with the landmarks, before --out is made
+        original.write_bytes(b"")
+        expected = [str(original), "not a readable image"]
     elif damage == "missing_landmarks":
         landmarks.unlink()
         expected = [str(landmarks), "not found"]
