@@ -1242,7 +1242,8 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
                                                                       preprocessing, legacy, channels)
     elif legacy:
         if channels != 3:
-            raise UserError("--eval-preprocessing legacy-vggface2 needs a 3-channel model")
+            raise UserError(f"--eval-preprocessing legacy-vggface2 needs a 3-channel model; {checkpoint_path} "
+                            f"takes {channels}")
         preprocess, label, source = _legacy_vggface2, "legacy-vggface2 (BGR, swapped means)", "flag"
         setting = LEGACY_VGGFACE2_SETTING
     elif preprocessing is not None:
@@ -1250,7 +1251,7 @@ def adapt(model, checkpoint_path: str | Path, *, preprocessing: str | None = Non
         if run_info is not None:
             _warn_flag_overrides(preprocessing, run_json_path, run_info, bgr)
         if preprocessing in _THREE_CHANNEL_MODES and channels != 3:
-            raise UserError(f"--preprocessing {preprocessing} needs a 3-channel model; this one "
+            raise UserError(f"--preprocessing {preprocessing} needs a 3-channel model; {checkpoint_path} "
                             f"takes {channels} (use none, scale01 or scale-1-1)")
         preprocess, label, setting = _flag_preprocessing(preprocessing, bgr)
         source = "flag"
@@ -1434,7 +1435,11 @@ def _runner_preprocessing(runner, checkpoint_path: Path, run_info: dict | None,
             _in_model_setting(run_info)
     quantised = getattr(runner, "input_range", None)
     fits = model_files.preprocessing_for_range(*quantised) if quantised else None
-    if fits and fits != "none":
+    if fits == "none":  # the default is what its input holds
+        LOG.info("%s: no --preprocessing: feeding raw %s pixels 0..255, the range its quantised input holds "
+                 "([%.4g, %.4g])", checkpoint_path, "RGB" if channels == 3 else "grey", *quantised)
+        return None, "none", "default", preprocessing_setting("none")
+    if fits:
         hint = (f"its quantised input holds [{quantised[0]:.4g}, {quantised[1]:.4g}]: "
                 f"--preprocessing {fits} probably")
     else:

@@ -775,13 +775,22 @@ class LiteRTRunner(Runner):
             self._range_checked = True  # the first batch tells: the preprocessing does not fit the model
             # beyond one step: a range's end point may round one step past it (1 / (2/255) = 127.5 -> 128)
             outside = float(np.mean((values < info.min - 1) | (values > info.max + 1)))
-            if outside > 0.01:
+            # too narrow: scale01's [0, 1] fed to an input quantised for [0, 255] is 2 steps (a photo
+            # spans most of the steps; 1/16 of them is far below any face batch)
+            spread = float(np.max(images) - np.min(images)) / self.in_scale if self.in_scale else 0.0
+            steps = float(np.clip(values, info.min, info.max).max() - np.clip(values, info.min, info.max).min())
+            narrow = 0 < spread < (int(info.max) - int(info.min)) / 16  # (a constant batch tells nothing)
+            if outside > 0.01 or narrow:
                 low, high = self.input_range
                 fits = preprocessing_for_range(low, high)
-                LOG.warning("%s: %.0f %% of the preprocessed input values fall outside the model's "
-                            "quantised input range [%.4g, %.4g] (scale %g, zero point %d) and are clipped%s",
-                            self.path, 100 * outside, low, high, self.in_scale, self.in_zero,
-                            f": that range is --preprocessing {fits}'s" if fits else
+                what = (f"{100 * outside:.0f} % of the preprocessed input values fall outside the model's "
+                        f"quantised input range [{low:.4g}, {high:.4g}] (scale {self.in_scale:g}, zero point "
+                        f"{self.in_zero}) and are clipped" if outside > 0.01 else
+                        f"the preprocessed input values span only {steps:.0f} of the "
+                        f"{int(info.max) - int(info.min) + 1} steps of the model's quantised input range "
+                        f"[{low:.4g}, {high:.4g}] (scale {self.in_scale:g}, zero point {self.in_zero}): the "
+                        f"images reach it at a coarse resolution")
+                LOG.warning("%s: %s%s", self.path, what, f": that range is --preprocessing {fits}'s" if fits else
                             "; check --preprocessing (docs/MODELS.md)")
         return np.clip(values, info.min, info.max).astype(self.in_dtype)
 
@@ -973,9 +982,15 @@ class OnnxRunner(Runner):
         try:
             self.layout = onnx_layout(shape)
         except ValueError as error:
+            symbolic = len(shape) == 4 and not isinstance(shape[1], int) and not isinstance(shape[3], int)
             raise UserError(f"{self.path}: input {self._input.name!r} has shape {shape} "
                             f"({self._input.type}): {error}; only image batches NCHW or NHWC "
-                            f"with 1 or 3 channels can be fed") from None
+                            f"with 1 or 3 channels can be fed"
+                            + ("; the channel axis is not fixed in the file: export the model again with a "
+                               "fixed channel dimension (e.g. torch.onnx.export with dynamic_axes naming only "
+                               "the batch, height and width), or set it with onnx's "
+                               "onnx.tools.update_model_dims.update_inputs_outputs_dims"
+                               if symbolic else "")) from None
         if self._input.type not in _ONNX_DTYPES:
             hint = _DOUBLE_HINT if self._input.type == "tensor(double)" else ""
             raise UserError(f"{self.path}: input {self._input.name!r} has type {self._input.type}"

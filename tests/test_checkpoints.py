@@ -5,6 +5,7 @@ weights the test chooses, so every output is a known function of the image (or a
 """
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -232,6 +233,11 @@ def test_grey_scale_minus1_1_is_fed(tmp_path):
     expected = [(channel_means(image, 64, 1) / 127.5 - 1.0).mean() for image in images]
     np.testing.assert_allclose(outputs[:, 0], expected, atol=1e-4)
     assert all(-1.0 <= value <= 1.0 for value in expected)
+    # a 3-channel mode on it: the error names the model file (it said "this one")
+    for flags, needle in (({"preprocessing": "z_normalization"}, "--preprocessing z_normalization"),
+                          ({"eval_preprocessing": "legacy-vggface2"}, "--eval-preprocessing legacy-vggface2")):
+        with pytest.raises(UserError, match=rf"^{needle} needs a 3-channel model; {re.escape(str(path))} takes 1"):
+            checkpoints.adapt(checkpoints.load_classifier(path), path, **flags)
 
 
 def test_legacy_vggface2_and_run_json(tmp_path):

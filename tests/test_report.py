@@ -1217,6 +1217,14 @@ def test_complete_evaluations_get_no_coverage_note():
     notes = report.coverage_notes(models, metrics(eighteen[1:], ten[:-1]))
     assert len(notes) == 2
     assert "over 17 of the 18 RAF-DB-C corruptions" in notes[0] and "over 9 of the 10 RAF-DB-P" in notes[1]
+    # three models on one subset, one on another: one line per subset, naming its models (was one per model)
+    subsets = {"m1": eighteen[:2], "m2": eighteen[:2], "m3": eighteen[:3], "m4": eighteen[:2]}
+    grouped = report.coverage_notes([report.Model(name) for name in subsets],
+                                    {name: {"c": {"headline": used}, "s": {}} for name, used in subsets.items()})
+    tail = "RAF-DB-C corruptions ({}), not comparable with those of a model evaluated on all of them"
+    assert grouped == [f"m1, m2, m4: the mean corruption error and mCE are over 2 of the 18 "
+                       + tail.format(", ".join(eighteen[:2])),
+                       f"m3: the mean corruption error and mCE are over 3 of the 18 " + tail.format(", ".join(eighteen[:3]))]
 
 
 def test_robustness_and_stability_of_other_label_protocols_are_two_rows(tmp_path, caplog):
@@ -1443,11 +1451,11 @@ def test_a_baseline_of_fewer_corruptions_and_perturbations_is_noted_per_model(de
     assert float(rows["tinycnn"]["mfr"]) == pytest.approx(
         sum(fp["tinycnn"][n]["fp"] / fp["base"][n]["fp"] for n in kept) / 7, abs=1e-12)
     markdown = (out / "report.md").read_text()
-    assert ("- Partial evaluation: tinycnn: the mCE and relative mCE are over 2 of the 4 corruptions of its mean "
-            "corruption error; contrast, pixelate have no CE against the baseline base.") in markdown
-    assert ("- Partial evaluation: tinycnn: the mFR is over 7 of the 10 perturbations of its mFP; "
+    # one line for the two models whose CE the baseline covers alike
+    assert ("- Partial evaluation: mobile, tinycnn: the mCE and relative mCE are over 2 of the 4 corruptions of "
+            "its mean corruption error; contrast, pixelate have no CE against the baseline base.") in markdown
+    assert ("- Partial evaluation: mobile, tinycnn: the mFR is over 7 of the 10 perturbations of its mFP; "
             "p_spatter, p_rotate, p_shear have no FR against the baseline base.") in markdown
-    assert "mobile: the mCE and relative mCE are over 2 of the 4" in markdown
     assert "base: the mCE" not in markdown and "base: the mFR" not in markdown  # its own means: all it has
 
 
