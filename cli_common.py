@@ -174,6 +174,13 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    # TensorFlow's Python logger: through the root handler only (TensorFlow adds a handler of its own
+    # when it is imported first, which printed each line twice), and its INFO lines (one per
+    # MirroredStrategy reduction) with --verbose only
+    tf_logger = logging.getLogger("tensorflow")
+    for handler in list(tf_logger.handlers):
+        tf_logger.removeHandler(handler)
+    tf_logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
     warnings.showwarning = _show_warning
 
 

@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default="pad,gather",
                         help="BlurPool variants to time: pad (the default code), gather (the former "
                              "padding), reorder (pad, plus blur before 1x1 convs: models.blurpool.REORDER_1X1)")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="images per timed training step")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per pass (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the first pass")
     parser.add_argument("--repeats", type=int, default=2, help="passes over all variants; best pass kept")

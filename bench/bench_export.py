@@ -14,7 +14,7 @@ the seconds; the CPU-time ratio (user + system seconds of the whole process tree
 disturbed by other load. It is also split into user and system time: the system time is mostly the
 file system's cost of creating, writing and renaming each file, which differs from one disk to the
 next and weighs on both sides alike (``--work-dir /dev/shm`` runs everything on a RAM disk).
-Targets (issue 16): RAF-DB-C <= 1.5x the floor, RAF-DB-P <= 1.3x, peak <= 1 GB.
+Targets: RAF-DB-C <= 1.5x the floor, RAF-DB-P <= 1.3x, peak <= 1 GB.
 
 Example::
 

@@ -1,4 +1,5 @@
-"""Speed of RAF-DB-P: frames per second per perturbation, and of the whole export (issue 4).
+"""Speed of RAF-DB-P: frames per second per perturbation, and of the whole export (target: under 5 minutes
+for the real RAF-DB-P on 2 cores).
 
 Part 1 times every perturbation in-process (and the ImageNet-P extras p_zoom_blur and p_snow against
 references written the ImageNet-P way, bench/reference_corruptions.py) on ``--faces`` aligned synthetic faces: the perturbation
@@ -35,7 +36,7 @@ import synthetic_faces  # noqa: E402
 from cli_common import ArgumentParser, item_rng  # noqa: E402
 
 FULL_FRAMES = 3068 * 10 * 30  # the real RAF-DB-P
-TARGET_SECONDS = 300  # issue 4: under 5 minutes on 2 cores
+TARGET_SECONDS = 300  # the target: under 5 minutes on 2 cores
 
 # Runs the command given as arguments and prints the peak RSS (KiB) of its process tree on stderr.
 _RSS_WRAPPER = (

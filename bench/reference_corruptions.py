@@ -496,3 +496,11 @@ def ref_p_snow(face, rng, frames=30):
         flakes = _motion_numpy_loop(layer8, 14, 4, 4 * i - 150)[..., :1] / 255.0
         out.append(_final01(base + flakes + np.rot90(flakes, k=2))[15:115, 15:115])
     return np.stack(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("error: bench/reference_corruptions.py is a module (the reference that bench/bench_corruptions.py "
+          "times, and a test oracle), not a script: run bench/bench_corruptions.py", file=sys.stderr)
+    sys.exit(2)

@@ -1,10 +1,17 @@
-"""What the training benchmarks share: the --nets list and the training images they read."""
+"""What the training benchmarks share: the --nets list and the training images they read. A module
+they import (bench_train.py, bench_augmix.py, ...), not a script."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from cli_common import UserError
+if __name__ == "__main__":
+    print("error: bench/sample_for_bench.py is a module of the training benchmarks, not a script: run "
+          "bench/bench_train.py or bench/bench_augmix.py", file=sys.stderr)
+    sys.exit(2)
+
+from cli_common import UserError  # noqa: E402
 
 
 def parse_nets(text: str) -> list[str]:

@@ -323,7 +323,7 @@ def test_parameter_tables_digest_follows_the_tables():
 
 
 # --------------------------------------------------------------------------------------------
-# Resume from the journal (issue 16): a killed or disk-full run keeps the work it finished
+# Resume from the journal: a killed or disk-full run keeps the work it finished
 
 RENDERED: list[str] = []
 

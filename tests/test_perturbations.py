@@ -75,7 +75,7 @@ def test_alignment_maps_reference_points_to_targets(shape_hw):
 
 def test_alignment_of_sample_faces_from_their_landmark_files(tmp_path):
     # The whole path of RAF-DB-P's source: original photo + *_manu_attri.txt of the synthetic
-    # sample tree -> rafdb_dataset.read_landmarks -> align_face (BENCHMARK.md §3.1, issue 4).
+    # sample tree -> rafdb_dataset.read_landmarks -> align_face (BENCHMARK.md §3.1).
     import rafdb_dataset
     import synthetic_faces
 
