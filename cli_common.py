@@ -174,14 +174,19 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    # TensorFlow's Python logger: through the root handler only (TensorFlow adds a handler of its own
-    # when it is imported first, which printed each line twice), and its INFO lines (one per
-    # MirroredStrategy reduction) with --verbose only
+    # TensorFlow's Python logger through the root handler only: TensorFlow adds a handler of its own
+    # when it is imported first, which printed each line twice
     tf_logger = logging.getLogger("tensorflow")
     for handler in list(tf_logger.handlers):
         tf_logger.removeHandler(handler)
-    tf_logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
     warnings.showwarning = _show_warning
+
+
+def quiet_tensorflow_info() -> None:
+    """After a distribution strategy is made (its INFO line, with the devices, is shown): TensorFlow's
+    INFO lines off, unless --verbose (DEBUG) logging is on; a MirroredStrategy logs one per reduction."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

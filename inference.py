@@ -38,7 +38,7 @@ import os
 
 import numpy as np
 
-from cli_common import UserError, finite_float
+from cli_common import UserError, finite_float, quiet_tensorflow_info
 
 LOG = logging.getLogger("fer.inference")
 
@@ -97,7 +97,9 @@ def make_strategy(kind: str | None):
     gpus = tf.config.list_logical_devices("GPU")
     devices = [device.name for device in gpus] or [device.name for device in
                                                    tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices=devices)
+    strategy = tf.distribute.MirroredStrategy(devices=devices)
+    quiet_tensorflow_info()
+    return strategy
 
 
 def check_mixed_precision() -> None:

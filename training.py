@@ -40,7 +40,7 @@ import augmentations  # noqa: E402
 import datasets  # noqa: E402
 import rafdb_dataset  # noqa: E402
 from cli_common import (RunFailed, SignalExit, UserError, atomic_write_text, check_output_path,  # noqa: E402
-                        check_seed, refuse_outputs_over_inputs, seed64)
+                        check_seed, quiet_tensorflow_info, refuse_outputs_over_inputs, seed64)
 
 LOG = logging.getLogger("fer.train")
 
@@ -548,7 +548,7 @@ def multiworker_strategy(timeout: float = DEFAULT_COLLECTIVE_TIMEOUT):
             watchdog.kill()
             watchdog.wait()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # TensorFlow's runtime may have installed its own
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # one INFO line per collective otherwise
+    quiet_tensorflow_info()  # one INFO line per collective otherwise
     return strategy
 
 
@@ -603,15 +603,18 @@ def configure_devices(args):
         return multiworker_strategy(getattr(args, "collective_timeout", DEFAULT_COLLECTIVE_TIMEOUT))
     gpus = tf.config.list_physical_devices("GPU")
     if gpus or args.cpu_devices <= 1:
-        return tf.distribute.MirroredStrategy()
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    try:
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(args.cpu_devices)])
-    except RuntimeError as error:
-        raise UserError(f"--cpu-devices: TensorFlow devices are already initialised ({error})") from None
-    devices = [device.name for device in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices=devices)
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(args.cpu_devices)])
+        except RuntimeError as error:
+            raise UserError(f"--cpu-devices: TensorFlow devices are already initialised ({error})") from None
+        strategy = tf.distribute.MirroredStrategy(devices=[device.name for device in
+                                                           tf.config.list_logical_devices("CPU")])
+    quiet_tensorflow_info()
+    return strategy
 
 
 def is_chief(strategy) -> bool:
