@@ -771,6 +771,7 @@ class LiteRTRunner(Runner):
             values = np.round(images / self.in_scale + self.in_zero)
         else:  # integer input without quantisation parameters: raw pixels
             values = np.round(images)
+        clipped = np.clip(values, info.min, info.max)
         if not self._range_checked and self.input_range is not None and values.size:
             self._range_checked = True  # the first batch tells: the preprocessing does not fit the model
             # beyond one step: a range's end point may round one step past it (1 / (2/255) = 127.5 -> 128)
@@ -778,7 +779,7 @@ class LiteRTRunner(Runner):
             # too narrow: scale01's [0, 1] fed to an input quantised for [0, 255] is 2 steps (a photo
             # spans most of the steps; 1/16 of them is far below any face batch)
             spread = float(np.max(images) - np.min(images)) / self.in_scale if self.in_scale else 0.0
-            steps = float(np.clip(values, info.min, info.max).max() - np.clip(values, info.min, info.max).min())
+            steps = float(clipped.max() - clipped.min())
             narrow = 0 < spread < (int(info.max) - int(info.min)) / 16  # (a constant batch tells nothing)
             if outside > 0.01 or narrow:
                 low, high = self.input_range
@@ -792,7 +793,7 @@ class LiteRTRunner(Runner):
                         f"images reach it at a coarse resolution")
                 LOG.warning("%s: %s%s", self.path, what, f": that range is --preprocessing {fits}'s" if fits else
                             "; check --preprocessing (docs/MODELS.md)")
-        return np.clip(values, info.min, info.max).astype(self.in_dtype)
+        return clipped.astype(self.in_dtype)
 
     def _raw(self, images: np.ndarray) -> np.ndarray:
         count, height, width = images.shape[:3]

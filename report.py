@@ -59,8 +59,8 @@ error without a baseline), accuracy against severity for every corruption (one l
 
 Normalisation (docs/BENCHMARK.md §5.2, §5.6): ``--baseline NAME`` names one of the models read (a
 row named by its model file also by the file's name without its extension: ``lbp_svm`` for
-``lbp_svm.skops``), or ``--baseline FILE.json`` a robustness or stability file of one model; CE, relative CE, FR are then
-recomputed here from the errors and flip probabilities in the files, over the corruptions /
+``lbp_svm.skops``), or ``--baseline FILE.json`` a robustness or stability file of one model; CE,
+relative CE, FR are then recomputed here from the errors and flip probabilities in the files, over the corruptions /
 perturbations that both the model and the baseline have (a baseline that could normalise nothing,
 having no results of a kind the models have or, given as a file, no model evaluated on its images,
 labels and sequences, is an error). Without ``--baseline``, the normalised numbers the files carry are
@@ -1221,73 +1221,73 @@ def comparability(models: list[Model], metrics: dict) -> tuple[list[str], dict[s
 
 
 def coverage_notes(models: list[Model], metrics: dict) -> list[str]:
-    """One line per model whose mean corruption error (mCE) covers fewer than the 18 RAF-DB-C
-    corruptions (its headline corruptions, :func:`headline_corruptions`) or whose mFP (mFR) covers
-    fewer than the 10 RAF-DB-P perturbations, naming the model and the counts: such means are over
-    other sets than a complete evaluation's (report.csv's corruptions / perturbations columns count
-    what was evaluated). Shown with the notes under the tables (report.md, report.html, the printed
-    table)."""
+    """A line per model (models with the same note share one) whose mean corruption error (mCE)
+    covers fewer than the 18 RAF-DB-C corruptions (its headline corruptions,
+    :func:`headline_corruptions`) or whose mFP (mFR) covers fewer than the 10 RAF-DB-P perturbations,
+    naming the model and the counts: such means are over other sets than a complete evaluation's
+    (report.csv's corruptions / perturbations columns count what was evaluated). Shown with the
+    notes under the tables (report.md, report.html, the printed table)."""
+    canonical = stability.canonical_perturbations()
+    return group_model_notes([(model.name, note) for model in models
+                              for note in _model_coverage_notes(model, metrics[model.name], canonical)])
+
+
+def _model_coverage_notes(model: Model, metrics: dict, canonical) -> list[str]:
+    """:func:`coverage_notes` of one model (``metrics``: its entry)."""
     import corruptions
     out = []
-    owners: list[str] = []  # the model of each note
-    canonical = stability.canonical_perturbations()
-    previous = None
-    for model in models:
-        owners += [previous] * (len(out) - len(owners))  # the previous model's notes
-        previous = model.name
-        c_metrics, s_metrics = metrics[model.name]["c"], metrics[model.name]["s"]
-        if c_metrics:
-            used = [name for name in c_metrics["headline"] if name in corruptions.CORRUPTION_NAMES]
-            if len(used) < len(corruptions.CORRUPTION_NAMES):
-                over = f"{len(used)} of the {len(corruptions.CORRUPTION_NAMES)} RAF-DB-C corruptions" + \
-                    (f" ({', '.join(used)})" if used else
-                     f"; it is over {', '.join(c_metrics['headline']) or 'no corruption'} instead")
-                out.append(f"{model.name}: the mean corruption error and mCE are over {over}, "
-                           f"not comparable with those of a model evaluated on all of them")
-            levels = c_metrics.get("severities") or []
-            if levels and levels != list(corruptions.SEVERITIES):
-                out.append(f"{model.name}: the mean corruption error and mCE are over severities "
-                           f"{', '.join(map(str, levels))} only ({len(levels)} of the {len(corruptions.SEVERITIES)}), "
-                           f"not comparable with those of a model evaluated at all of them")
-            normalised = c_metrics.get("mce_over")
-            if normalised is not None and len(normalised) < len(c_metrics["headline"]):
-                short = {c: s for c, s in (c_metrics.get("baseline_severities") or {}).items()
-                         if c in c_metrics["headline"]}
-                missing = [c for c in c_metrics["headline"] if c not in normalised]
-                base_levels = ", ".join(map(str, sorted({level for value in short.values() for level in value})))
-                mine = ", ".join(map(str, levels))
-                if short and len(short) == len(missing):
-                    # the baseline has every one of them, at fewer severities than the model's errors
-                    if normalised:
-                        head = (f"the mCE and relative mCE are over {len(normalised)} of the "
-                                f"{len(c_metrics['headline'])} corruptions of its mean corruption error")
-                        what = f"{', '.join(missing)}"
-                    else:
-                        head = "no mCE and relative mCE"
-                        what = f"the {len(missing)} corruptions of its mean corruption error"
-                    note = (f"{model.name}: {head}: the baseline {c_metrics['ce_baseline']} has {what} at severities "
-                            f"{base_levels} only, {model.name}'s errors are at {mine} (a CE needs the baseline's "
-                            f"errors at every severity of the model's)")
+    c_metrics, s_metrics = metrics["c"], metrics["s"]
+    if c_metrics:
+        used = [name for name in c_metrics["headline"] if name in corruptions.CORRUPTION_NAMES]
+        if len(used) < len(corruptions.CORRUPTION_NAMES):
+            over = f"{len(used)} of the {len(corruptions.CORRUPTION_NAMES)} RAF-DB-C corruptions" + \
+                (f" ({', '.join(used)})" if used else
+                 f"; it is over {', '.join(c_metrics['headline']) or 'no corruption'} instead")
+            out.append(f"{model.name}: the mean corruption error and mCE are over {over}, "
+                       f"not comparable with those of a model evaluated on all of them")
+        levels = c_metrics.get("severities") or []
+        if levels and levels != list(corruptions.SEVERITIES):
+            out.append(f"{model.name}: the mean corruption error and mCE are over severities "
+                       f"{', '.join(map(str, levels))} only ({len(levels)} of the {len(corruptions.SEVERITIES)}), "
+                       f"not comparable with those of a model evaluated at all of them")
+        normalised = c_metrics.get("mce_over")
+        if normalised is not None and len(normalised) < len(c_metrics["headline"]):
+            short = {c: s for c, s in (c_metrics.get("baseline_severities") or {}).items()
+                     if c in c_metrics["headline"]}
+            missing = [c for c in c_metrics["headline"] if c not in normalised]
+            base_levels = ", ".join(map(str, sorted({level for value in short.values() for level in value})))
+            mine = ", ".join(map(str, levels))
+            if short and len(short) == len(missing):
+                # the baseline has every one of them, at fewer severities than the model's errors
+                if normalised:
+                    head = (f"the mCE and relative mCE are over {len(normalised)} of the "
+                            f"{len(c_metrics['headline'])} corruptions of its mean corruption error")
+                    what = f"{', '.join(missing)}"
                 else:
-                    note = _baseline_coverage_note(model.name, "mCE and relative mCE", "corruptions",
-                                                   "mean corruption error", "CE", normalised,
-                                                   c_metrics["headline"], c_metrics["ce_baseline"])
-                    if short:
-                        note += (f" ({', '.join(short)} only at severities {base_levels} there, {model.name}'s "
-                                 f"errors at {mine})")
-                out.append(note)
-        if s_metrics:
-            normalised = s_metrics.get("mfr_over")
-            if normalised is not None and len(normalised) < len(s_metrics["perturbations"]):
-                out.append(_baseline_coverage_note(model.name, "mFR", "perturbations", "mFP", "FR",
-                                                   normalised, s_metrics["perturbations"], s_metrics["fr_baseline"]))
-            used = [name for name in s_metrics["perturbations"] if name in canonical and name in s_metrics["fp"]]
-            if len(used) < len(canonical):
-                out.append(f"{model.name}: the mFP and mFR are over {len(used)} of the {len(canonical)} RAF-DB-P "
-                           f"perturbations" + (f" ({', '.join(used)})" if used else "")
-                           + ", not comparable with those of a model evaluated on all of them")
-    owners += [previous] * (len(out) - len(owners))
-    return group_model_notes(list(zip(owners, out)))
+                    head = "no mCE and relative mCE"
+                    what = f"the {len(missing)} corruptions of its mean corruption error"
+                note = (f"{model.name}: {head}: the baseline {c_metrics['ce_baseline']} has {what} at severities "
+                        f"{base_levels} only, {model.name}'s errors are at {mine} (a CE needs the baseline's "
+                        f"errors at every severity of the model's)")
+            else:
+                note = _baseline_coverage_note(model.name, "mCE and relative mCE", "corruptions",
+                                               "mean corruption error", "CE", normalised,
+                                               c_metrics["headline"], c_metrics["ce_baseline"])
+                if short:
+                    note += (f" ({', '.join(short)} only at severities {base_levels} there, {model.name}'s "
+                             f"errors at {mine})")
+            out.append(note)
+    if s_metrics:
+        normalised = s_metrics.get("mfr_over")
+        if normalised is not None and len(normalised) < len(s_metrics["perturbations"]):
+            out.append(_baseline_coverage_note(model.name, "mFR", "perturbations", "mFP", "FR",
+                                               normalised, s_metrics["perturbations"], s_metrics["fr_baseline"]))
+        used = [name for name in s_metrics["perturbations"] if name in canonical and name in s_metrics["fp"]]
+        if len(used) < len(canonical):
+            out.append(f"{model.name}: the mFP and mFR are over {len(used)} of the {len(canonical)} RAF-DB-P "
+                       f"perturbations" + (f" ({', '.join(used)})" if used else "")
+                       + ", not comparable with those of a model evaluated on all of them")
+    return out
 
 
 def group_model_notes(notes: list[tuple[str, str]]) -> list[str]:
@@ -1682,8 +1682,8 @@ def find_baseline(spec: str | None, models: list[Model]) -> Model | None:
             base.name = (base.robustness.get("checkpoint") or {}).get("checkpoint") or str(path)
         return base
     # a model file's row is named by the file (``lbp_svm.skops``): its name without the extension too
-    by_stem = [model for model in models if re.fullmatch(r"(.+)\.[A-Za-z0-9]+", model.name)
-               and model.name.rsplit(".", 1)[0] == spec]
+    by_stem = [model for model in models if os.path.splitext(model.name)[1]
+               and os.path.splitext(model.name)[0] == spec]
     if len(by_stem) == 1:
         return by_stem[0]
     if by_stem:

@@ -378,10 +378,9 @@ def check_args(args) -> None:
             and args.mode == "train" and not args.resume):
         raise UserError(f"--mean-order {args.mean_order} with --preprocessing {args.preprocessing}: the order of "
                         f"the means applies to --preprocessing vggface2 only, so it would have no effect")
-    colour_users = ["--preprocessing z_normalization"] * (args.preprocessing == "z_normalization") + [
-        f"--augmentation {args.augmentation}"] * (args.augmentation in ("autoaugment-rafdb", "randaugment")
-                                                  and not args.cutout)
-    if "colour" in explicit and args.colour != "rgb" and not colour_users and args.mode == "train" and not args.resume:
+    colour_read = args.preprocessing == "z_normalization" or (
+        args.augmentation in ("autoaugment-rafdb", "randaugment") and not args.cutout)
+    if "colour" in explicit and args.colour != "rgb" and not colour_read and args.mode == "train" and not args.resume:
         raise UserError(f"--colour {args.colour} with --preprocessing {args.preprocessing} and --augmentation "
                         f"{'cutout' if args.cutout else args.augmentation}: the channel order applies to "
                         f"--preprocessing z_normalization and the policies of --augmentation autoaugment-rafdb "
@@ -1528,8 +1527,7 @@ def sigterm_raises(enabled: bool = True):
 
     def handler(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        LOG.warning("SIGTERM: stopping the run")
-        raise Terminated()
+        raise_pending_signal([signal.SIGTERM])
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:

@@ -10,9 +10,10 @@ With ``--exports N`` it also times whole exports (``rafdb_aug_dataset.py export`
 processes, start-up and writing included) of a synthetic sample of N test faces, in the same run
 and alternating: the 18 (``--corruption-set rafdb``) and the 12 held-out corruptions together
 (``--corruption-set all`` restricted to the imagenet-extra and face sets, ``--param-set scaled``).
-It prints the wall and CPU time per file of each and two readings of the 12's speed target: against the 18's per-file time measured in this run, and against the 18's
-export-time budget, 2 minutes for the 276,120 files of RAF-DB-C on 2 cores (0.435 ms of wall time
-per file), applied to the 184,080 files of the 12 on the 3,068 faces of RAF-DB's test split.
+It prints the wall and CPU time per file of each and two readings of the 12's speed target:
+against the 18's per-file time measured in this run, and against the 18's export-time budget,
+2 minutes for the 276,120 files of RAF-DB-C on 2 cores (0.435 ms of wall time per file), applied
+to the 184,080 files of the 12 on the 3,068 faces of RAF-DB's test split.
 
 Example::
 
